@@ -1,0 +1,184 @@
+//! Cluster and node configuration, validated once before any machine is built.
+
+use crate::client::Consistency;
+use crate::id::NodeId;
+use crate::version::ConflictMode;
+use std::fmt;
+use std::time::Duration;
+
+/// Settings every node of a cluster must agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Replicas per key.
+    pub n: u8,
+    /// Default replies a read waits for.
+    pub r: u8,
+    /// Default durable acknowledgements a write waits for.
+    pub w: u8,
+    /// Default level for requests that do not name one; `None` means "use r and w".
+    pub consistency: Option<Consistency>,
+    /// How concurrent writes are resolved.
+    pub conflict: ConflictMode,
+    /// Vnodes per unit of node weight.
+    pub vnodes_per_node: u32,
+    /// A coordinator answers with a typed failure when a request is not done after this long.
+    pub request_timeout_ms: u64,
+    /// Largest key accepted.
+    pub key_bytes_max: usize,
+    /// Largest value accepted.
+    pub value_bytes_max: usize,
+    /// Most siblings a key may hold in vector-clock mode; a put that would exceed it is refused.
+    pub siblings_max: usize,
+    /// Most entries in a key's version vector before the pruning rule applies.
+    pub clock_entries_max: usize,
+    /// Most requests one node coordinates at once; more are refused as `Busy`.
+    pub requests_in_flight_max: usize,
+    /// Allow fallback replicas when preferred ones are down (the failure-handling issue).
+    pub sloppy_quorum: bool,
+    /// TEST ONLY: acknowledge writes before they are durable. Accepted by `validate` only with the
+    /// `sim` feature, so the simulator can show the durability check catches it.
+    pub unsafe_ack_before_persist: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            n: 3,
+            r: 2,
+            w: 2,
+            consistency: None,
+            conflict: ConflictMode::Lww,
+            vnodes_per_node: 64,
+            request_timeout_ms: 1_000,
+            key_bytes_max: 1024,
+            value_bytes_max: 1 << 20,
+            siblings_max: 64,
+            clock_entries_max: 16,
+            requests_in_flight_max: 10_000,
+            sloppy_quorum: false,
+            unsafe_ack_before_persist: false,
+        }
+    }
+}
+
+/// A configuration value out of range, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The offending field, as it is spelled in configuration files.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn check(ok: bool, field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            field,
+            reason: reason.into(),
+        })
+    }
+}
+
+impl ClusterConfig {
+    /// Checks every field; machines are only built from a validated configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check((1..=16).contains(&self.n), "n", "must be between 1 and 16")?;
+        check((1..=self.n).contains(&self.r), "r", format!("must be between 1 and n ({})", self.n))?;
+        check((1..=self.n).contains(&self.w), "w", format!("must be between 1 and n ({})", self.n))?;
+        check(
+            (1..=crate::ring::VNODES_PER_NODE_MAX).contains(&self.vnodes_per_node),
+            "vnodes_per_node",
+            format!("must be between 1 and {}", crate::ring::VNODES_PER_NODE_MAX),
+        )?;
+        check(
+            (1..=3_600_000).contains(&self.request_timeout_ms),
+            "request_timeout_ms",
+            "must be between 1 and 3600000",
+        )?;
+        check((1..=65_536).contains(&self.key_bytes_max), "key_bytes_max", "must be between 1 and 65536")?;
+        check(
+            (1..=64 << 20).contains(&self.value_bytes_max),
+            "value_bytes_max",
+            "must be between 1 and 64 MiB",
+        )?;
+        check((1..=4096).contains(&self.siblings_max), "siblings_max", "must be between 1 and 4096")?;
+        check(
+            usize::from(self.n) <= self.clock_entries_max && self.clock_entries_max <= 1024,
+            "clock_entries_max",
+            "must be at least n and at most 1024",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.requests_in_flight_max),
+            "requests_in_flight_max",
+            "must be between 1 and 1000000",
+        )?;
+        if let Some(level) = self.consistency {
+            check(
+                level.required(self.n).is_some(),
+                "consistency",
+                format!("{level:?} needs more replicas than n ({})", self.n),
+            )?;
+        }
+        check(
+            !self.unsafe_ack_before_persist || cfg!(feature = "sim"),
+            "unsafe_ack_before_persist",
+            "exists only to test the simulator's durability check",
+        )?;
+        Ok(())
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Configuration of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Cluster-wide settings.
+    pub cluster: ClusterConfig,
+    /// Seed of the node's own random number generator (nonces, sim fault points).
+    pub rng_seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(ClusterConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let config = ClusterConfig {
+            r: 4,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(config.validate().map_err(|e| e.field), Err("r"));
+        let config = ClusterConfig {
+            clock_entries_max: 2,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(config.validate().map_err(|e| e.field), Err("clock_entries_max"));
+        let config = ClusterConfig {
+            consistency: Some(Consistency::Count(5)),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(config.validate().map_err(|e| e.field), Err("consistency"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Messages between nodes. Every field is plain data so the codec can carry it; a receiver treats
+//! every message as untrusted (late, duplicated, reordered or from a restarted peer).
+
+use crate::id::OperationId;
+use crate::version::{Record, VersionVector, WriteVersion};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Version of the peer protocol; peers with another version are refused by the transport.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A message from one node to another.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Message {
+    /// Coordinator → replica: send your record of `key`.
+    Read {
+        /// Round-trip id at the coordinator.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+    },
+    /// Replica → coordinator: my record (`None` if I hold nothing).
+    ReadReply {
+        /// Echoed round-trip id.
+        op: OperationId,
+        /// The record, or an error from storage.
+        record: Result<Option<Record>, ReplicaError>,
+    },
+    /// Coordinator → replica: merge `record` into your copy of `key` and acknowledge once durable.
+    Write {
+        /// Round-trip id at the coordinator.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The record to merge.
+        record: Record,
+    },
+    /// Replica → coordinator: the write is merged and durable (or refused).
+    WriteReply {
+        /// Echoed round-trip id.
+        op: OperationId,
+        /// `Ok` once durable.
+        result: Result<(), ReplicaError>,
+    },
+    /// Client-facing node → a replica of the key (vector-clock mode): coordinate this put, creating
+    /// its dot from your own durable copy.
+    CoordinatePut {
+        /// Round-trip id at the client-facing node.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The value, `None` for a delete.
+        value: Option<Bytes>,
+        /// The client's causal context.
+        context: VersionVector,
+        /// Durable acknowledgements required.
+        needed: u8,
+    },
+    /// Coordinating replica → client-facing node: how the put ended.
+    CoordinatePutReply {
+        /// Echoed round-trip id.
+        op: OperationId,
+        /// The outcome.
+        outcome: ForwardedOutcome,
+    },
+}
+
+/// The outcome of a forwarded put.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ForwardedOutcome {
+    /// Durable on `acks` replicas.
+    Written {
+        /// The dot created.
+        version: WriteVersion,
+        /// Durable acknowledgements.
+        acks: u8,
+    },
+    /// Not enough acknowledgements in time; may take effect later.
+    Indeterminate {
+        /// Durable acknowledgements.
+        acks: u8,
+    },
+    /// Refused before any effect.
+    Rejected(crate::client::RequestError),
+}
+
+/// Why a replica could not serve a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicaError {
+    /// Storage failed or is poisoned.
+    Storage,
+    /// The replica is over a limit.
+    Busy,
+}
+
+impl Message {
+    /// A short name of the message kind, for traces and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Read { .. } => "read",
+            Message::ReadReply { .. } => "read-reply",
+            Message::Write { .. } => "write",
+            Message::WriteReply { .. } => "write-reply",
+            Message::CoordinatePut { .. } => "coordinate-put",
+            Message::CoordinatePutReply { .. } => "coordinate-put-reply",
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! The coordinator side: turn a client request into replica round trips and answer after R reads
+//! or W durable writes, or with a typed outcome at the deadline.
+
+use super::durability::AfterPersist;
+use super::replica::Applied;
+use super::{Node, NodeEvent};
+use crate::buggify;
+use crate::client::{CausalContext, ClientReply, ClientRequest, RequestError};
+use crate::id::{NodeId, OperationId, RequestId};
+use crate::message::{ForwardedOutcome, Message, ReplicaError};
+use crate::storage::Storage;
+use crate::time::{Instant, Now};
+use crate::version::{
+    CausalRecord, ConflictMode, LwwRecord, LwwVersion, Record, VersionVector, WriteVersion,
+};
+use bytes::Bytes;
+use rand::Rng;
+use std::time::Duration;
+
+/// Who is waiting for a write's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A client of this node.
+    Client(RequestId),
+    /// A client-facing node that forwarded a put here.
+    Forward {
+        /// That node.
+        from: NodeId,
+        /// Its round-trip id.
+        op: OperationId,
+    },
+}
+
+/// A read waiting for replica replies.
+#[derive(Debug)]
+pub(super) struct ReadOperation {
+    request: RequestId,
+    needed: u8,
+    replicas: u8,
+    answered: Vec<NodeId>,
+    merged: Option<Record>,
+    failed: u8,
+}
+
+/// A write waiting for durable acknowledgements.
+#[derive(Debug)]
+pub(super) struct WriteOperation {
+    origin: Origin,
+    key: Bytes,
+    record: Record,
+    version: WriteVersion,
+    needed: u8,
+    replicas: Vec<NodeId>,
+    acked: Vec<NodeId>,
+    failed: u8,
+    /// Vector-clock writes go to the other replicas only after the local copy is durable.
+    fanned_out: bool,
+}
+
+/// A vector-clock put forwarded to a replica of the key.
+#[derive(Debug)]
+pub(super) struct ForwardOperation {
+    request: RequestId,
+    key: Bytes,
+    value: Option<Bytes>,
+    context: VersionVector,
+    needed: u8,
+    candidates: Vec<NodeId>,
+    attempt: usize,
+    deadline: Instant,
+}
+
+/// Work in flight at a coordinator.
+#[derive(Debug)]
+pub(super) enum Operation {
+    Read(ReadOperation),
+    Write(WriteOperation),
+    Forward(ForwardOperation),
+}
+
+impl Operation {
+    pub(super) fn check_invariants(&self) {
+        match self {
+            Operation::Read(r) => {
+                assert!(r.answered.len() < usize::from(r.needed), "finished reads are removed");
+                assert!(r.answered.len() + usize::from(r.failed) <= usize::from(r.replicas));
+            }
+            Operation::Write(w) => {
+                assert!(w.acked.len() < usize::from(w.needed), "finished writes are removed");
+                assert!(w.acked.iter().all(|a| w.replicas.contains(a)));
+            }
+            Operation::Forward(f) => assert!(f.attempt < f.candidates.len()),
+        }
+    }
+}
+
+impl<S: Storage> Node<S> {
+    pub(super) fn start_request(&mut self, now: Now, request: RequestId, body: ClientRequest) {
+        if let Err(e) = self.admit(&body) {
+            self.reply(request, ClientReply::Rejected(e));
+            return;
+        }
+        let cluster = &self.config.cluster;
+        let (level, default) = match &body {
+            ClientRequest::Get { consistency, .. } => (*consistency, cluster.r),
+            ClientRequest::Put { consistency, .. } | ClientRequest::Delete { consistency, .. } => {
+                (*consistency, cluster.w)
+            }
+        };
+        let n = cluster.n;
+        let Some(needed) = level
+            .or(cluster.consistency)
+            .map_or(Some(default), |l| l.required(n))
+        else {
+            self.reply(request, ClientReply::Rejected(RequestError::InvalidConsistency));
+            return;
+        };
+        let replicas = self.ring.preference_list(body.key(), usize::from(n));
+        if replicas.len() < usize::from(needed) {
+            let e = if replicas.is_empty() {
+                RequestError::NoReplicas
+            } else {
+                RequestError::InvalidConsistency
+            };
+            self.reply(request, ClientReply::Rejected(e));
+            return;
+        }
+        let deadline = now.monotonic.saturating_add(self.config.cluster.request_timeout());
+        match body {
+            ClientRequest::Get { key, .. } => self.start_read(request, key, needed, replicas, deadline),
+            ClientRequest::Put {
+                key,
+                value,
+                context,
+                ..
+            } => self.start_write(now, request, key, Some(value), context, needed, replicas, deadline),
+            ClientRequest::Delete { key, context, .. } => {
+                self.start_write(now, request, key, None, context, needed, replicas, deadline)
+            }
+        }
+    }
+
+    /// Limits checked before a request has any effect.
+    fn admit(&self, body: &ClientRequest) -> Result<(), RequestError> {
+        let cluster = &self.config.cluster;
+        let key = body.key();
+        if key.is_empty() || key.len() > cluster.key_bytes_max {
+            return Err(RequestError::KeyTooLarge {
+                bytes: key.len(),
+                max: cluster.key_bytes_max,
+            });
+        }
+        if let ClientRequest::Put { value, .. } = body {
+            if value.len() > cluster.value_bytes_max {
+                return Err(RequestError::ValueTooLarge {
+                    bytes: value.len(),
+                    max: cluster.value_bytes_max,
+                });
+            }
+        }
+        if self.operations.len() >= cluster.requests_in_flight_max {
+            return Err(RequestError::Busy);
+        }
+        Ok(())
+    }
+
+    fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
+        self.operations.insert(op, (deadline, operation));
+        self.deadlines.insert((deadline, op));
+    }
+
+    fn untrack(&mut self, op: OperationId) -> Option<Operation> {
+        let (deadline, operation) = self.operations.remove(&op)?;
+        self.deadlines.remove(&(deadline, op));
+        Some(operation)
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    fn start_read(
+        &mut self,
+        request: RequestId,
+        key: Bytes,
+        needed: u8,
+        replicas: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        let op = self.allocate_operation();
+        let read = ReadOperation {
+            request,
+            needed,
+            replicas: u8::try_from(replicas.len()).unwrap_or(u8::MAX),
+            answered: Vec::with_capacity(replicas.len()),
+            merged: None,
+            failed: 0,
+        };
+        self.track(op, Operation::Read(read), deadline);
+        for replica in replicas {
+            if replica == self.id {
+                let record = self.local_record(&key);
+                let id = self.id;
+                self.on_read_reply(id, op, record);
+            } else {
+                self.send(replica, Message::Read { op, key: key.clone() });
+            }
+        }
+    }
+
+    pub(super) fn on_read_reply(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        record: Result<Option<Record>, ReplicaError>,
+    ) {
+        let Some((_, Operation::Read(read))) = self.operations.get_mut(&op) else {
+            self.stats.stale_replies += 1;
+            return;
+        };
+        if read.answered.contains(&from) {
+            self.stats.stale_replies += 1;
+            return;
+        }
+        match record {
+            Ok(record) => {
+                read.answered.push(from);
+                if let Some(record) = record {
+                    read.merged = Some(match read.merged.take() {
+                        Some(merged) => merged.merge(&record),
+                        None => record,
+                    });
+                }
+            }
+            Err(_) => read.failed += 1,
+        }
+        let (answered, needed) = (read.answered.len(), usize::from(read.needed));
+        let unreachable = usize::from(read.replicas) - usize::from(read.failed) < needed;
+        if answered >= needed || unreachable {
+            if let Some(Operation::Read(read)) = self.untrack(op) {
+                let merged = read.merged.clone();
+                self.observe_record(merged.as_ref());
+                let reply = if answered >= needed {
+                    read_reply(read.merged, acks(answered))
+                } else {
+                    ClientReply::Unavailable {
+                        acks: acks(answered),
+                        needed: read.needed,
+                    }
+                };
+                self.reply(read.request, reply);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+    fn start_write(
+        &mut self,
+        now: Now,
+        request: RequestId,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: Option<CausalContext>,
+        needed: u8,
+        replicas: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        match self.config.cluster.conflict {
+            ConflictMode::Lww => {
+                let version = LwwVersion {
+                    timestamp_micros: self.clock.stamp(now.wall),
+                    node: self.id,
+                    nonce: self.rng.gen(),
+                };
+                let record = Record::Lww(LwwRecord { version, value });
+                let write = WriteOperation {
+                    origin: Origin::Client(request),
+                    key,
+                    record,
+                    version: WriteVersion::Lww(version),
+                    needed,
+                    replicas,
+                    acked: Vec::new(),
+                    failed: 0,
+                    fanned_out: false,
+                };
+                self.launch_write(write, deadline);
+            }
+            ConflictMode::VectorClock => {
+                let context = context.map(|c| c.0).unwrap_or_default();
+                if replicas.contains(&self.id) {
+                    let origin = Origin::Client(request);
+                    self.coordinate_causal_put(origin, key, value, context, needed, replicas, deadline);
+                } else {
+                    self.forward_put(now, request, key, value, context, needed, replicas, deadline);
+                }
+            }
+        }
+    }
+
+    /// Registers a write and sends it out (lww: everyone at once; vector clock: local copy first).
+    fn launch_write(&mut self, write: WriteOperation, deadline: Instant) {
+        let op = self.allocate_operation();
+        let local_first = matches!(write.version, WriteVersion::Dot(_));
+        let is_replica = write.replicas.contains(&self.id);
+        let key = write.key.clone();
+        let record = write.record.clone();
+        self.track(op, Operation::Write(write), deadline);
+        if is_replica {
+            match self.apply(key, &record, AfterPersist::AckLocal(op)) {
+                Ok(Applied::Now) => self.on_local_write_durable(op),
+                Ok(Applied::Pending) => {}
+                Err(e) => {
+                    let id = self.id;
+                    self.on_write_reply(id, op, Err(e));
+                }
+            }
+        }
+        if !local_first || !is_replica {
+            self.fan_out(op);
+        }
+    }
+
+    /// Sends the write to every other replica.
+    fn fan_out(&mut self, op: OperationId) {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+            return;
+        };
+        if write.fanned_out {
+            return;
+        }
+        write.fanned_out = true;
+        let targets: Vec<NodeId> = write.replicas.iter().copied().filter(|&r| r != self.id).collect();
+        let (key, record) = (write.key.clone(), write.record.clone());
+        for target in targets {
+            let message = Message::Write {
+                op,
+                key: key.clone(),
+                record: record.clone(),
+            };
+            if buggify!(self.faults, &mut self.rng) {
+                // Exercise idempotence: replicas must tolerate a duplicated write.
+                self.send(target, message.clone());
+            }
+            self.send(target, message);
+        }
+    }
+
+    /// This node's own copy of a write it coordinates is durable.
+    pub(super) fn on_local_write_durable(&mut self, op: OperationId) {
+        let id = self.id;
+        self.on_write_reply(id, op, Ok(()));
+        // Vector-clock writes fan out only now: the new dot is durable here, so a restart of this
+        // replica can never create the same dot again.
+        if self.operations.contains_key(&op) {
+            self.fan_out(op);
+        }
+    }
+
+    pub(super) fn on_write_reply(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        result: Result<(), ReplicaError>,
+    ) {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+            self.stats.stale_replies += 1;
+            return;
+        };
+        if write.acked.contains(&from) || !write.replicas.contains(&from) {
+            self.stats.stale_replies += 1;
+            return;
+        }
+        match result {
+            Ok(()) => write.acked.push(from),
+            Err(_) => write.failed += 1,
+        }
+        let (acked, needed) = (write.acked.len(), usize::from(write.needed));
+        let reachable = write.replicas.len() - usize::from(write.failed);
+        if acked >= needed || reachable < needed {
+            if let Some(Operation::Write(write)) = self.untrack(op) {
+                let outcome = if acked >= needed {
+                    ForwardedOutcome::Written {
+                        version: write.version,
+                        acks: acks(acked),
+                    }
+                } else if acked == 0 && reachable == 0 {
+                    // Every replica refused: none applied it.
+                    ForwardedOutcome::Rejected(RequestError::StorageUnavailable)
+                } else {
+                    ForwardedOutcome::Indeterminate { acks: acks(acked) }
+                };
+                self.finish_write(write.origin, write.needed, outcome);
+            }
+        }
+    }
+
+    fn finish_write(&mut self, origin: Origin, needed: u8, outcome: ForwardedOutcome) {
+        match origin {
+            Origin::Client(request) => {
+                let reply = match outcome {
+                    ForwardedOutcome::Written { version, acks } => ClientReply::Written { version, acks },
+                    ForwardedOutcome::Indeterminate { acks } => ClientReply::Indeterminate { acks, needed },
+                    ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
+                };
+                self.reply(request, reply);
+            }
+            Origin::Forward { from, op } => {
+                self.send(from, Message::CoordinatePutReply { op, outcome });
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- vector-clock puts
+
+    /// Creates the new dot from this replica's own record and writes it (local copy first).
+    #[expect(clippy::too_many_arguments, reason = "two call sites with different origins")]
+    fn coordinate_causal_put(
+        &mut self,
+        origin: Origin,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: VersionVector,
+        needed: u8,
+        replicas: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        let local = match self.local_record(&key) {
+            Ok(Some(Record::Causal(record))) => record,
+            Ok(_) => CausalRecord::default(),
+            Err(_) => {
+                let outcome = ForwardedOutcome::Rejected(RequestError::StorageUnavailable);
+                self.finish_write(origin, needed, outcome);
+                return;
+            }
+        };
+        let (mut record, dot) = local.update(self.id, &context, value);
+        record.prune(self.config.cluster.clock_entries_max, &replicas);
+        if record.siblings.len() > self.config.cluster.siblings_max {
+            let max = self.config.cluster.siblings_max;
+            self.finish_write(origin, needed, ForwardedOutcome::Rejected(RequestError::TooManySiblings { max }));
+            return;
+        }
+        let write = WriteOperation {
+            origin,
+            key,
+            record: Record::Causal(record),
+            version: WriteVersion::Dot(dot),
+            needed,
+            replicas,
+            acked: Vec::new(),
+            failed: 0,
+            fanned_out: false,
+        };
+        self.launch_write(write, deadline);
+    }
+
+    /// A replica was asked to coordinate a vector-clock put.
+    pub(super) fn serve_coordinate_put(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        op: OperationId,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: VersionVector,
+        needed: u8,
+    ) {
+        if !self.remember_forward((from, op)) {
+            return;
+        }
+        let n = usize::from(self.config.cluster.n);
+        let replicas = self.ring.preference_list(&key, n);
+        let valid = (1..=replicas.len()).contains(&usize::from(needed));
+        if !replicas.contains(&self.id) || !valid || self.operations.len() >= self.config.cluster.requests_in_flight_max {
+            let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
+            self.send(from, Message::CoordinatePutReply { op, outcome });
+            return;
+        }
+        let deadline = now.monotonic.saturating_add(self.config.cluster.request_timeout());
+        let origin = Origin::Forward { from, op };
+        self.coordinate_causal_put(origin, key, value, context, needed, replicas, deadline);
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+    fn forward_put(
+        &mut self,
+        now: Now,
+        request: RequestId,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: VersionVector,
+        needed: u8,
+        candidates: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        let op = self.allocate_operation();
+        let forward = ForwardOperation {
+            request,
+            key,
+            value,
+            context,
+            needed,
+            candidates,
+            attempt: 0,
+            deadline,
+        };
+        let attempt_deadline = self.attempt_deadline(now, &forward);
+        self.send_forward(op, &forward);
+        self.track(op, Operation::Forward(forward), attempt_deadline);
+    }
+
+    /// Each candidate replica gets an equal slice of the request timeout.
+    fn attempt_deadline(&self, now: Now, forward: &ForwardOperation) -> Instant {
+        let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
+        let slice = self.config.cluster.request_timeout() / slices;
+        now.monotonic
+            .saturating_add(slice.max(Duration::from_millis(1)))
+            .min(forward.deadline)
+    }
+
+    fn send_forward(&mut self, op: OperationId, forward: &ForwardOperation) {
+        let target = forward.candidates[forward.attempt];
+        let message = Message::CoordinatePut {
+            op,
+            key: forward.key.clone(),
+            value: forward.value.clone(),
+            context: forward.context.clone(),
+            needed: forward.needed,
+        };
+        self.send(target, message);
+    }
+
+    pub(super) fn on_forward_reply(&mut self, op: OperationId, outcome: ForwardedOutcome) {
+        if !matches!(self.operations.get(&op), Some((_, Operation::Forward(_)))) {
+            self.stats.stale_replies += 1;
+            return;
+        }
+        if let Some(Operation::Forward(forward)) = self.untrack(op) {
+            let attempted_before = forward.attempt > 0;
+            let outcome = match outcome {
+                // An earlier attempt may still apply, so a refusal now is not "no effect".
+                ForwardedOutcome::Rejected(_) if attempted_before => ForwardedOutcome::Indeterminate { acks: 0 },
+                other => other,
+            };
+            self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
+        }
+    }
+
+    // ---------------------------------------------------------------- deadlines
+
+    pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
+        // The deadline entry was already removed by the caller.
+        let Some((_, operation)) = self.operations.remove(&op) else {
+            return;
+        };
+        match operation {
+            Operation::Read(read) => {
+                let reply = ClientReply::Unavailable {
+                    acks: acks(read.answered.len()),
+                    needed: read.needed,
+                };
+                self.reply(read.request, reply);
+            }
+            Operation::Write(write) => {
+                let outcome = ForwardedOutcome::Indeterminate {
+                    acks: acks(write.acked.len()),
+                };
+                self.finish_write(write.origin, write.needed, outcome);
+            }
+            Operation::Forward(mut forward) => {
+                if forward.attempt + 1 < forward.candidates.len() && now.monotonic < forward.deadline {
+                    forward.attempt += 1;
+                    let next = forward.candidates[forward.attempt];
+                    self.outputs
+                        .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
+                    self.send_forward(op, &forward);
+                    let attempt_deadline = self.attempt_deadline(now, &forward);
+                    self.track(op, Operation::Forward(forward), attempt_deadline);
+                } else {
+                    let outcome = ForwardedOutcome::Indeterminate { acks: 0 };
+                    self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
+                }
+            }
+        }
+    }
+}
+
+/// Clamps a count into the `u8` replies carry (n is at most 16).
+fn acks(count: usize) -> u8 {
+    u8::try_from(count).unwrap_or(u8::MAX)
+}
+
+/// The client's view of the merged record of a read.
+fn read_reply(merged: Option<Record>, acks: u8) -> ClientReply {
+    let context = match &merged {
+        Some(Record::Causal(record)) => CausalContext(record.clock.clone()),
+        _ => CausalContext::default(),
+    };
+    let values = merged.as_ref().map(Record::live_values).unwrap_or_default();
+    if values.is_empty() {
+        ClientReply::NotFound { context, acks }
+    } else {
+        ClientReply::Found {
+            values,
+            context,
+            acks,
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The persist-before-ack pipeline: staged writes are numbered; an acknowledgement that depends on
+//! them waits until a persist token at least that high has been reported durable. One persist
+//! request covers everything staged before it (group commit).
+
+use super::PersistToken;
+use crate::id::{NodeId, OperationId};
+use std::collections::VecDeque;
+
+/// Work to do once a write is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AfterPersist {
+    /// Acknowledge a coordinator's `Write`.
+    AckRemote {
+        /// The coordinator.
+        to: NodeId,
+        /// Its round-trip id.
+        op: OperationId,
+    },
+    /// Count this node's own copy toward an operation it coordinates.
+    AckLocal(OperationId),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Durability {
+    staged: u64,
+    requested: u64,
+    durable: u64,
+    poisoned: bool,
+    waiting: VecDeque<(u64, AfterPersist)>,
+}
+
+impl Durability {
+    /// Records that one more write was staged in storage.
+    pub(super) fn staged_one(&mut self) {
+        self.staged += 1;
+    }
+
+    /// Queues `then` behind every write staged so far; returns it back if nothing is pending, so
+    /// the caller can act at once.
+    pub(super) fn after_pending(&mut self, then: AfterPersist) -> Option<AfterPersist> {
+        if self.staged > self.durable {
+            self.waiting.push_back((self.staged, then));
+            None
+        } else {
+            Some(then)
+        }
+    }
+
+    /// A persist request for what has been staged since the last one.
+    pub(super) fn take_persist_request(&mut self) -> Option<PersistToken> {
+        if self.poisoned || self.staged == self.requested {
+            return None;
+        }
+        self.requested = self.staged;
+        Some(PersistToken(self.staged))
+    }
+
+    /// `token` is durable: returns the work now released, in order.
+    pub(super) fn persisted(&mut self, token: PersistToken) -> Vec<AfterPersist> {
+        if self.poisoned {
+            return Vec::new();
+        }
+        // A token can only cover what was requested; clamp a confused driver.
+        self.durable = self.durable.max(token.0.min(self.requested));
+        let mut released = Vec::new();
+        while let Some(&(seq, then)) = self.waiting.front() {
+            if seq > self.durable {
+                break;
+            }
+            self.waiting.pop_front();
+            released.push(then);
+        }
+        released
+    }
+
+    /// A sync failed: everything waiting fails, and nothing is ever requested again.
+    pub(super) fn poison(&mut self) -> Vec<AfterPersist> {
+        self.poisoned = true;
+        self.waiting.drain(..).map(|(_, then)| then).collect()
+    }
+
+    /// True after a failed sync.
+    pub(super) fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    pub(super) fn check_invariants(&self) {
+        assert!(self.durable <= self.requested && self.requested <= self.staged);
+        let mut previous = self.durable;
+        for &(seq, _) in &self.waiting {
+            assert!(seq > self.durable && seq >= previous, "waiters are ordered and pending");
+            previous = seq;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_wait_for_their_own_token() {
+        let mut d = Durability::default();
+        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(0))).is_some());
+        d.staged_one();
+        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(1))).is_none());
+        let first = d.take_persist_request().expect("request");
+        d.staged_one();
+        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(2))).is_none());
+        assert_eq!(d.persisted(first), vec![AfterPersist::AckLocal(OperationId(1))]);
+        let second = d.take_persist_request().expect("request");
+        assert_eq!(d.take_persist_request(), None);
+        assert_eq!(d.persisted(second), vec![AfterPersist::AckLocal(OperationId(2))]);
+        d.check_invariants();
+    }
+
+    #[test]
+    fn a_failed_sync_releases_nothing_as_durable() {
+        let mut d = Durability::default();
+        d.staged_one();
+        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(1))).is_none());
+        let token = d.take_persist_request().expect("request");
+        assert_eq!(d.poison().len(), 1);
+        assert!(d.persisted(token).is_empty());
+        d.staged_one();
+        assert_eq!(d.take_persist_request(), None, "never retried");
+    }
+}

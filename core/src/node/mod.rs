@@ -1,0 +1,243 @@
+//! The node state machine: coordinator for client requests and replica for its share of keys.
+//!
+//! Inputs are `handle_client`, `handle_message`, `handle_timeout`, `handle_persisted` and
+//! `handle_persist_failed`; after each, the driver drains `poll_output` completely and then sleeps
+//! until `poll_timeout` (or the next input). See the crate documentation for the full contract.
+
+mod coordinator;
+mod durability;
+mod output;
+mod replica;
+
+pub use output::{NodeEvent, Output, PersistToken};
+
+use crate::buggify::FaultPoints;
+use crate::client::{ClientReply, ClientRequest};
+use crate::config::{ConfigError, NodeConfig};
+use crate::id::{NodeId, OperationId, RequestId};
+use crate::message::Message;
+use crate::ring::Ring;
+use crate::storage::Storage;
+use crate::time::{Instant, Now};
+use crate::version::HybridClock;
+use coordinator::Operation;
+use durability::Durability;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Most forwarded puts remembered for de-duplication.
+const SERVED_FORWARDS_MAX: usize = 4096;
+
+/// Counters a driver may report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Client requests accepted.
+    pub requests: u64,
+    /// Messages received that matched no live operation (late or duplicated replies).
+    pub stale_replies: u64,
+    /// Duplicated forwarded puts ignored.
+    pub duplicate_forwards: u64,
+}
+
+/// One ringkv node, generic over its storage engine.
+pub struct Node<S: Storage> {
+    id: NodeId,
+    config: NodeConfig,
+    ring: Ring,
+    storage: S,
+    rng: ChaCha8Rng,
+    faults: FaultPoints,
+    clock: HybridClock,
+    outputs: VecDeque<Output>,
+    next_operation: u64,
+    operations: BTreeMap<OperationId, (Instant, Operation)>,
+    deadlines: BTreeSet<(Instant, OperationId)>,
+    durability: Durability,
+    served_forwards: BTreeSet<(NodeId, OperationId)>,
+    served_forwards_order: VecDeque<(NodeId, OperationId)>,
+    stats: NodeStats,
+}
+
+impl<S: Storage> Node<S> {
+    /// Builds a node over `storage` (which holds whatever survived a previous run). The ring is
+    /// given whole here; membership changes arrive through the failure-handling machinery.
+    pub fn new(config: NodeConfig, ring: Ring, storage: S) -> Result<Self, ConfigError> {
+        config.cluster.validate()?;
+        let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
+        Ok(Node {
+            id: config.id,
+            faults: FaultPoints::new(config.rng_seed, cfg!(feature = "sim")),
+            config,
+            ring,
+            storage,
+            rng,
+            clock: HybridClock::default(),
+            outputs: VecDeque::new(),
+            next_operation: 1,
+            operations: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            durability: Durability::default(),
+            served_forwards: BTreeSet::new(),
+            served_forwards_order: VecDeque::new(),
+            stats: NodeStats::default(),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The ring this node places keys with.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The storage engine (for the driver's `sync` and for inspection).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// The storage engine, read-only.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Gives the storage back, ending the node (a crash or shutdown).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Requests and replica round trips in flight.
+    pub fn operations_in_flight(&self) -> usize {
+        self.operations.len()
+    }
+
+    /// A client request. Its reply arrives as `Output::Reply` with the same `request` id.
+    pub fn handle_client(&mut self, now: Now, request: RequestId, body: ClientRequest) {
+        self.stats.requests += 1;
+        self.start_request(now, request, body);
+        self.finish_input();
+    }
+
+    /// A message from another node.
+    pub fn handle_message(&mut self, now: Now, from: NodeId, message: Message) {
+        match message {
+            Message::Read { op, key } => self.serve_read(from, op, &key),
+            Message::Write { op, key, record } => self.serve_write(from, op, key, record),
+            Message::CoordinatePut {
+                op,
+                key,
+                value,
+                context,
+                needed,
+            } => self.serve_coordinate_put(now, from, op, key, value, context, needed),
+            Message::ReadReply { op, record } => self.on_read_reply(from, op, record),
+            Message::WriteReply { op, result } => self.on_write_reply(from, op, result),
+            Message::CoordinatePutReply { op, outcome } => self.on_forward_reply(op, outcome),
+        }
+        self.finish_input();
+    }
+
+    /// Time has reached `now`; expired deadlines fire. Spurious calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(&(deadline, op)) = self.deadlines.first() {
+            if deadline > now.monotonic {
+                break;
+            }
+            self.deadlines.remove(&(deadline, op));
+            self.on_deadline(now, op);
+        }
+        self.finish_input();
+    }
+
+    /// Every write staged before `token` is durable (the driver called `storage_mut().sync()`).
+    pub fn handle_persisted(&mut self, _now: Now, token: PersistToken) {
+        for waiter in self.durability.persisted(token) {
+            self.after_persist(waiter);
+        }
+        self.finish_input();
+    }
+
+    /// The sync for `token` failed: storage is poisoned and is never asked to sync again.
+    pub fn handle_persist_failed(&mut self, _now: Now, _token: PersistToken, reason: String) {
+        self.outputs
+            .push_back(Output::Event(NodeEvent::StoragePoisoned { reason }));
+        for waiter in self.durability.poison() {
+            self.after_persist_failed(waiter);
+        }
+        self.finish_input();
+    }
+
+    /// The next effect to carry out, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When `handle_timeout` should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(t, _)| t)
+    }
+
+    /// Emits a persist request for writes staged by this input, then checks invariants.
+    fn finish_input(&mut self) {
+        if let Some(token) = self.durability.take_persist_request() {
+            self.outputs.push_back(Output::Persist { token });
+        }
+        if cfg!(any(test, debug_assertions, feature = "sim")) {
+            self.check_invariants();
+        }
+    }
+
+    /// Internal consistency; panics only on a bug in this crate.
+    pub fn check_invariants(&self) {
+        self.durability.check_invariants();
+        assert_eq!(
+            self.deadlines.len(),
+            self.operations.len(),
+            "every operation has exactly one deadline"
+        );
+        for (deadline, op) in &self.deadlines {
+            let tracked = self.operations.get(op).map(|(d, _)| d);
+            assert_eq!(tracked, Some(deadline), "deadline of an unknown operation");
+        }
+        for (_, op) in self.operations.values() {
+            op.check_invariants();
+        }
+        assert_eq!(self.served_forwards.len(), self.served_forwards_order.len());
+    }
+
+    fn allocate_operation(&mut self) -> OperationId {
+        let op = OperationId(self.next_operation);
+        self.next_operation += 1;
+        op
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        self.outputs.push_back(Output::Send { to, message });
+    }
+
+    fn reply(&mut self, request: RequestId, reply: ClientReply) {
+        self.outputs.push_back(Output::Reply { request, reply });
+    }
+
+    fn remember_forward(&mut self, key: (NodeId, OperationId)) -> bool {
+        if !self.served_forwards.insert(key) {
+            self.stats.duplicate_forwards += 1;
+            return false;
+        }
+        self.served_forwards_order.push_back(key);
+        if self.served_forwards_order.len() > SERVED_FORWARDS_MAX {
+            if let Some(old) = self.served_forwards_order.pop_front() {
+                self.served_forwards.remove(&old);
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,121 @@
+//! The replica side: serve reads, merge writes, and acknowledge only once durable.
+
+use super::durability::AfterPersist;
+use super::{Node, NodeEvent, Output};
+use crate::id::{NodeId, OperationId};
+use crate::message::{Message, ReplicaError};
+use crate::storage::Storage;
+use crate::version::{merge_into, Record};
+use bytes::Bytes;
+
+/// The result of merging a record into local storage.
+pub(super) enum Applied {
+    /// Merged; acknowledge once the contained work is released by the pipeline.
+    Pending,
+    /// Nothing was pending: the caller may acknowledge now.
+    Now,
+}
+
+impl<S: Storage> Node<S> {
+    /// Reads the local record, reporting storage errors as an event.
+    pub(super) fn local_record(&mut self, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
+        if self.durability.is_poisoned() {
+            return Err(ReplicaError::Storage);
+        }
+        self.storage.get(key).map_err(|e| {
+            self.outputs.push_back(Output::Event(NodeEvent::StorageError {
+                reason: e.to_string(),
+            }));
+            ReplicaError::Storage
+        })
+    }
+
+    pub(super) fn serve_read(&mut self, from: NodeId, op: OperationId, key: &[u8]) {
+        let record = self.local_record(key);
+        self.observe_record(record.as_ref().ok().and_then(Option::as_ref));
+        self.send(from, Message::ReadReply { op, record });
+    }
+
+    pub(super) fn serve_write(&mut self, from: NodeId, op: OperationId, key: Bytes, record: Record) {
+        self.observe_record(Some(&record));
+        match self.apply(key, &record, AfterPersist::AckRemote { to: from, op }) {
+            Ok(Applied::Now) => self.send(from, Message::WriteReply { op, result: Ok(()) }),
+            Ok(Applied::Pending) => {}
+            Err(e) => self.send(from, Message::WriteReply { op, result: Err(e) }),
+        }
+    }
+
+    /// Merges `record` into storage and arranges for `then` once it (and anything staged before
+    /// it) is durable. The stored record after the merge always includes `record`.
+    pub(super) fn apply(
+        &mut self,
+        key: Bytes,
+        record: &Record,
+        then: AfterPersist,
+    ) -> Result<Applied, ReplicaError> {
+        let local = self.local_record(&key)?;
+        if let Some(merged) = merge_into(local.as_ref(), record) {
+            self.stage(key, merged)?;
+        }
+        self.wait_durable(then)
+    }
+
+    /// Stages a record in storage.
+    pub(super) fn stage(&mut self, key: Bytes, record: Record) -> Result<(), ReplicaError> {
+        if self.durability.is_poisoned() {
+            return Err(ReplicaError::Storage);
+        }
+        match self.storage.put(key, record) {
+            Ok(()) => {
+                self.durability.staged_one();
+                Ok(())
+            }
+            Err(e) => {
+                self.outputs.push_back(Output::Event(NodeEvent::StorageError {
+                    reason: e.to_string(),
+                }));
+                Err(ReplicaError::Storage)
+            }
+        }
+    }
+
+    /// Queues `then` behind everything staged so far (or reports it can run now).
+    pub(super) fn wait_durable(&mut self, then: AfterPersist) -> Result<Applied, ReplicaError> {
+        if self.config.cluster.unsafe_ack_before_persist {
+            return Ok(Applied::Now);
+        }
+        Ok(match self.durability.after_pending(then) {
+            Some(_) => Applied::Now,
+            None => Applied::Pending,
+        })
+    }
+
+    pub(super) fn after_persist(&mut self, then: AfterPersist) {
+        match then {
+            AfterPersist::AckRemote { to, op } => {
+                self.send(to, Message::WriteReply { op, result: Ok(()) });
+            }
+            AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
+        }
+    }
+
+    pub(super) fn after_persist_failed(&mut self, then: AfterPersist) {
+        match then {
+            AfterPersist::AckRemote { to, op } => {
+                let result = Err(ReplicaError::Storage);
+                self.send(to, Message::WriteReply { op, result });
+            }
+            AfterPersist::AckLocal(op) => {
+                let id = self.id;
+                self.on_write_reply(id, op, Err(ReplicaError::Storage));
+            }
+        }
+    }
+
+    /// Keeps the hybrid clock ahead of every timestamp seen, so causally later writes win.
+    pub(super) fn observe_record(&mut self, record: Option<&Record>) {
+        if let Some(Record::Lww(r)) = record {
+            self.clock.observe(r.version.timestamp_micros);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Consistent hashing with virtual nodes and rack/datacenter-aware replica placement.
+//!
+//! The ring is plain data (tokens and member locations) so it can be versioned and gossiped;
+//! placement is a pure function over it. A token `t` owns the range `(previous token, t]`, wrapping
+//! around the 64-bit hash space.
+
+mod placement;
+mod tokens;
+
+pub use placement::choose_replicas;
+
+use crate::hash::hash_bytes;
+use crate::id::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where a node lives and how much of the ring it should own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct NodeLocation {
+    /// Datacenter name.
+    pub datacenter: String,
+    /// Rack name, unique within its datacenter.
+    pub rack: String,
+    /// Relative capacity: a node of weight 2 receives twice the vnodes of weight 1.
+    pub weight: u32,
+}
+
+/// One physical member of the ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct Member {
+    /// The node.
+    pub id: NodeId,
+    /// Its location and weight.
+    pub location: NodeLocation,
+}
+
+/// Why a ring change was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// The node is already a member.
+    AlreadyMember(NodeId),
+    /// The node is not a member.
+    NotMember(NodeId),
+    /// A weight of zero, or more vnodes than the ring supports.
+    InvalidWeight(NodeId),
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingError::AlreadyMember(id) => write!(f, "{id} is already a ring member"),
+            RingError::NotMember(id) => write!(f, "{id} is not a ring member"),
+            RingError::InvalidWeight(id) => write!(f, "{id} has an invalid weight"),
+        }
+    }
+}
+
+impl std::error::Error for RingError {}
+
+/// Most vnodes one node may hold, bounding the cost of a placement walk.
+pub const VNODES_PER_NODE_MAX: u32 = 4096;
+
+/// The consistent-hash ring: members and their vnode tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct Ring {
+    vnodes_per_node: u32,
+    /// Sorted by id; the position is the member index used in `tokens`.
+    members: Vec<Member>,
+    /// Sorted by token; unique tokens.
+    tokens: Vec<(u64, u32)>,
+    /// Dense datacenter index per member (for placement without string compares).
+    datacenter_of: Vec<u32>,
+    /// Dense (datacenter, rack) index per member.
+    rack_of: Vec<u32>,
+}
+
+impl Ring {
+    /// An empty ring whose members receive `vnodes_per_node × weight` tokens each.
+    pub fn new(vnodes_per_node: u32) -> Self {
+        Ring {
+            vnodes_per_node: vnodes_per_node.clamp(1, VNODES_PER_NODE_MAX),
+            members: Vec::new(),
+            tokens: Vec::new(),
+            datacenter_of: Vec::new(),
+            rack_of: Vec::new(),
+        }
+    }
+
+    /// Adds a node, carving its tokens out of the most loaded members so ownership stays even and
+    /// only about `weight / total weight` of the keys move (all of them to the new node).
+    pub fn add_node(&mut self, id: NodeId, location: NodeLocation) -> Result<(), RingError> {
+        if self.members.iter().any(|m| m.id == id) {
+            return Err(RingError::AlreadyMember(id));
+        }
+        let vnodes = location
+            .weight
+            .checked_mul(self.vnodes_per_node)
+            .filter(|&v| v > 0 && v <= VNODES_PER_NODE_MAX * 16)
+            .ok_or(RingError::InvalidWeight(id))?;
+        let new_tokens = tokens::allocate(self, id, location.weight, vnodes);
+        let position = self.members.partition_point(|m| m.id < id);
+        self.members.insert(position, Member { id, location });
+        // Member indices at or after `position` shift by one.
+        let new_index = u32::try_from(position).unwrap_or(u32::MAX);
+        for (_, member) in &mut self.tokens {
+            if *member >= new_index {
+                *member += 1;
+            }
+        }
+        self.tokens
+            .extend(new_tokens.into_iter().map(|t| (t, new_index)));
+        self.tokens.sort_unstable();
+        self.reindex_locations();
+        Ok(())
+    }
+
+    /// Removes a node; its ranges fall to the next tokens clockwise.
+    pub fn remove_node(&mut self, id: NodeId) -> Result<(), RingError> {
+        let position = self
+            .members
+            .iter()
+            .position(|m| m.id == id)
+            .ok_or(RingError::NotMember(id))?;
+        self.members.remove(position);
+        let removed = u32::try_from(position).unwrap_or(u32::MAX);
+        self.tokens.retain(|&(_, m)| m != removed);
+        for (_, member) in &mut self.tokens {
+            if *member > removed {
+                *member -= 1;
+            }
+        }
+        self.reindex_locations();
+        Ok(())
+    }
+
+    fn reindex_locations(&mut self) {
+        let mut datacenters: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut racks: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+        for member in &self.members {
+            let next = u32::try_from(datacenters.len()).unwrap_or(u32::MAX);
+            datacenters
+                .entry(member.location.datacenter.as_str())
+                .or_insert(next);
+            let next = u32::try_from(racks.len()).unwrap_or(u32::MAX);
+            racks
+                .entry((
+                    member.location.datacenter.as_str(),
+                    member.location.rack.as_str(),
+                ))
+                .or_insert(next);
+        }
+        let datacenter_of = self
+            .members
+            .iter()
+            .map(|m| datacenters[m.location.datacenter.as_str()])
+            .collect();
+        let rack_of = self
+            .members
+            .iter()
+            .map(|m| racks[&(m.location.datacenter.as_str(), m.location.rack.as_str())])
+            .collect();
+        self.datacenter_of = datacenter_of;
+        self.rack_of = rack_of;
+    }
+
+    /// The members, sorted by id.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// True if `id` is a member.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.members.binary_search_by_key(&id, |m| m.id).is_ok()
+    }
+
+    /// Number of physical members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True when the ring has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// All tokens with their owners, sorted by token.
+    pub fn tokens(&self) -> impl Iterator<Item = (u64, NodeId)> + '_ {
+        self.tokens
+            .iter()
+            .map(|&(t, m)| (t, self.members[m as usize].id))
+    }
+
+    /// The ring position of a key.
+    pub fn key_hash(key: &[u8]) -> u64 {
+        hash_bytes(key)
+    }
+
+    /// The `n` replicas of `key`, primary first: distinct physical nodes, spread over distinct
+    /// datacenters and racks before any repeats. Fewer than `n` only if the ring is smaller.
+    pub fn preference_list(&self, key: &[u8], n: usize) -> Vec<NodeId> {
+        self.preference_list_for_hash(Self::key_hash(key), n)
+    }
+
+    /// `preference_list` for a precomputed ring position.
+    pub fn preference_list_for_hash(&self, hash: u64, n: usize) -> Vec<NodeId> {
+        let walk = self.distinct_members_from(hash);
+        choose_replicas(&walk, &self.datacenter_of, &self.rack_of, n)
+            .into_iter()
+            .map(|m| self.members[m as usize].id)
+            .collect()
+    }
+
+    /// Members in the order first met walking clockwise from `hash`, each once.
+    fn distinct_members_from(&self, hash: u64) -> Vec<u32> {
+        let mut seen = vec![false; self.members.len()];
+        let mut walk = Vec::with_capacity(self.members.len());
+        if self.tokens.is_empty() {
+            return walk;
+        }
+        let start = self.tokens.partition_point(|&(t, _)| t < hash);
+        for step in 0..self.tokens.len() {
+            let (_, member) = self.tokens[(start + step) % self.tokens.len()];
+            if !seen[member as usize] {
+                seen[member as usize] = true;
+                walk.push(member);
+                if walk.len() == self.members.len() {
+                    break;
+                }
+            }
+        }
+        walk
+    }
+
+    /// The member owning the range that contains `hash` (the first replica).
+    pub fn primary_for_hash(&self, hash: u64) -> Option<NodeId> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        let index = self.tokens.partition_point(|&(t, _)| t < hash) % self.tokens.len();
+        Some(self.members[self.tokens[index].1 as usize].id)
+    }
+
+    /// Fraction of the hash space each member owns as primary.
+    pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
+        let owned = tokens::owned_space(self);
+        let total = tokens::RING_SPACE as f64;
+        self.members
+            .iter()
+            .zip(owned)
+            .map(|(m, space)| (m.id, space as f64 / total))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
