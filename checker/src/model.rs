@@ -41,6 +41,15 @@ pub trait Model {
     /// outcome constrains nothing and is dropped before the search.
     fn is_read_only(&self, input: &Self::Input) -> bool;
 
+    /// True if an operation with this input and (known) output never changes the state, in any
+    /// state where it is legal: a read, or a compare-and-set known to have failed. The search
+    /// linearizes such operations as early as possible without trying alternatives, so a wrong
+    /// `true` makes the checker unsound; the default is [`Model::is_read_only`].
+    fn preserves_state(&self, input: &Self::Input, output: &Self::Output) -> bool {
+        let _ = output;
+        self.is_read_only(input)
+    }
+
     /// Called once per history before any `step`, so a model can build lookup tables (see
     /// [`crate::KvAppend`]). The default does nothing.
     fn prepare(&self, history: &History<Self::Input, Self::Output>) {
@@ -55,7 +64,8 @@ pub trait Model {
     }
 
     /// How an operation reads and writes the register (only used when
-    /// [`Model::register_initial_value`] is `Some`). `output` is `None` for an unknown outcome.
+    /// [`Model::register_initial_value`] is `Some`). `output` is `None` for an unknown outcome;
+    /// then describe what the operation does *if* it takes effect.
     fn access(&self, input: &Self::Input, output: Option<&Self::Output>) -> Access {
         let _ = (input, output);
         Access::Opaque
@@ -79,7 +89,8 @@ pub enum Access {
     Read(ValueCode),
     /// Sets the value, whatever it was.
     Write(ValueCode),
-    /// Atomically observes `read` and sets `write` (a successful compare-and-set).
+    /// Atomically observes `read` and sets `write` (a successful compare-and-set, or one whose
+    /// outcome is unknown).
     ReadWrite {
         /// The value observed.
         read: ValueCode,

@@ -199,10 +199,56 @@ mod tests {
         t.add(4, 2, 2);
         assert_eq!(t.max_other_than(1), Some((4, 2)));
         t.add(9, 2, 3);
-        assert_eq!(t.max_other_than(1), Some((5, 0)));
+        assert_eq!(t.max_other_than(1), Some((9, 3)));
         assert_eq!(t.max_other_than(2), Some((5, 0)));
         assert_eq!(t.max_other_than(3), Some((9, 3)));
         t.add(7, 3, 4);
         assert_eq!(t.max_other_than(2), Some((7, 4)));
     }
+}
+
+/// Indeterminate blind writes whose value no operation can observe; the search may drop them
+/// without changing the verdict.
+///
+/// An indeterminate `Write(v)` invoked after every operation that may read `v` has returned can
+/// only be linearized where nothing reads `v` before the next write, so removing it from any
+/// linearization leaves a linearization, provided no determinate operation constrains the state
+/// in a way [`Access`] does not describe (an `Inert` one, like a failed compare-and-set) — then
+/// nothing is dropped.
+pub fn unobservable_writes<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    ops: &[usize],
+) -> Vec<usize> {
+    if model.register_initial_value().is_none() {
+        return Vec::new();
+    }
+    // Latest return of any operation that may read each value (NEVER if one is indeterminate).
+    let mut last_read: BTreeMap<ValueCode, Time> = BTreeMap::new();
+    let mut candidates = Vec::new();
+    for &index in ops {
+        let op = &history.operations[index];
+        let end = op.return_time().map_or(NEVER, Time::from);
+        let read = match model.access(&op.input, op.output()) {
+            Access::Opaque => return Vec::new(),
+            Access::Inert if op.output().is_some() => return Vec::new(),
+            Access::Inert => None,
+            Access::Read(value) | Access::ReadWrite { read: value, .. } => Some(value),
+            Access::Write(value) => {
+                if op.output().is_none() {
+                    candidates.push((Time::from(op.invoke_time), value, index));
+                }
+                None
+            }
+        };
+        if let Some(value) = read {
+            let latest = last_read.entry(value).or_insert(BEFORE_ALL);
+            *latest = (*latest).max(end);
+        }
+    }
+    candidates
+        .into_iter()
+        .filter(|&(invoke, value, _)| last_read.get(&value).is_none_or(|&latest| latest < invoke))
+        .map(|(_, _, index)| index)
+        .collect()
 }

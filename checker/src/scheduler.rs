@@ -7,7 +7,7 @@
 
 use crate::history::{History, HistoryError};
 use crate::model::Model;
-use crate::precheck::precheck;
+use crate::precheck::{precheck, unobservable_writes};
 use crate::search::{KeySearch, Progress};
 use crate::verdict::{violation_from_precheck, violation_from_search, Verdict};
 
@@ -100,7 +100,15 @@ pub fn check<M: Model>(
         .iter()
         .enumerate()
         .filter(|(_, (_, ops))| !ops.is_empty())
-        .map(|(k, (_, ops))| (k, KeySearch::new(model, history, ops, limits.memo_entries_per_key_max)))
+        .map(|(k, (_, ops))| {
+            let useless = unobservable_writes(model, history, ops);
+            let searched: Vec<usize> = if useless.is_empty() {
+                ops.clone()
+            } else {
+                ops.iter().copied().filter(|i| useless.binary_search(i).is_err()).collect()
+            };
+            (k, KeySearch::new(model, history, &searched, limits.memo_entries_per_key_max))
+        })
         .collect();
     let mut gave_up: Option<String> = None;
     let mut budget = limits.first_round_steps.max(1);

@@ -72,6 +72,10 @@ impl Model for CasRegister {
         matches!(input, CasInput::Read)
     }
 
+    fn preserves_state(&self, input: &CasInput, output: &CasOutput) -> bool {
+        matches!(input, CasInput::Read) || matches!(output, CasOutput::CasFailed)
+    }
+
     fn register_initial_value(&self) -> Option<ValueCode> {
         Some(code(None))
     }
@@ -80,12 +84,12 @@ impl Model for CasRegister {
         match (input, output) {
             (CasInput::Read, Some(CasOutput::Read(seen))) => Access::Read(code(*seen)),
             (CasInput::Write(value), Some(CasOutput::Ok) | None) => Access::Write(code(Some(*value))),
-            (CasInput::Cas { from, to }, Some(CasOutput::Ok)) => Access::ReadWrite {
+            // With an unknown outcome it may apply (reading `from`, writing `to`) or not; the
+            // pre-checks only use the read of a determinate operation.
+            (CasInput::Cas { from, to }, Some(CasOutput::Ok) | None) => Access::ReadWrite {
                 read: code(Some(*from)),
                 write: code(Some(*to)),
             },
-            // It may apply (then it wrote `to`) or not; either way it is a possible writer.
-            (CasInput::Cas { to, .. }, None) => Access::Write(code(Some(*to))),
             _ => Access::Inert,
         }
     }

@@ -6,11 +6,17 @@ use crate::version::Record;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-/// In-memory storage: `durable` survives `crash`, `staged` does not.
+/// In-memory storage: `durable` survives `crash`, staged writes do not. Staged writes are kept in
+/// order with sequence numbers, so a simulated disk can make durable exactly the writes staged
+/// before an fsync began (`sync_through`), as a real fsync does.
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     durable: BTreeMap<Bytes, Record>,
-    staged: BTreeMap<Bytes, Record>,
+    /// Latest staged record per key, for reads.
+    staged: BTreeMap<Bytes, (u64, Record)>,
+    /// Every staged write not yet durable, in order.
+    pending: std::collections::VecDeque<(u64, Bytes, Record)>,
+    last_seq: u64,
     poisoned: Option<String>,
     fail_next_sync: bool,
 }
@@ -24,6 +30,7 @@ impl MemStorage {
     /// Loses every staged write, as a power cut would, and clears the poison (a restart recovers).
     pub fn crash(&mut self) {
         self.staged.clear();
+        self.pending.clear();
         self.poisoned = None;
         self.fail_next_sync = false;
     }
@@ -38,9 +45,35 @@ impl MemStorage {
         &self.durable
     }
 
-    /// Number of staged, not yet durable, records.
+    /// Number of staged, not yet durable, writes.
     pub fn staged_len(&self) -> usize {
-        self.staged.len()
+        self.pending.len()
+    }
+
+    /// The sequence number of the last staged write: an fsync starting now covers up to here.
+    pub fn staged_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Makes durable every write staged up to sequence `point` (an fsync that began then).
+    /// A failure poisons the storage for good.
+    pub fn sync_through(&mut self, point: u64) -> Result<(), StorageError> {
+        self.usable()?;
+        if self.fail_next_sync {
+            self.fail_next_sync = false;
+            let why = "injected fsync failure".to_string();
+            self.poisoned = Some(why.clone());
+            return Err(StorageError::Poisoned(why));
+        }
+        while self.pending.front().is_some_and(|(seq, _, _)| *seq <= point) {
+            if let Some((seq, key, record)) = self.pending.pop_front() {
+                if self.staged.get(&key).is_some_and(|(latest, _)| *latest == seq) {
+                    self.staged.remove(&key);
+                }
+                self.durable.insert(key, record);
+            }
+        }
+        Ok(())
     }
 
     fn usable(&self) -> Result<(), StorageError> {
@@ -57,27 +90,21 @@ impl Storage for MemStorage {
         Ok(self
             .staged
             .get(key)
+            .map(|(_, record)| record)
             .or_else(|| self.durable.get(key))
             .cloned())
     }
 
     fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
         self.usable()?;
-        self.staged.insert(key, record);
+        self.last_seq += 1;
+        self.staged.insert(key.clone(), (self.last_seq, record.clone()));
+        self.pending.push_back((self.last_seq, key, record));
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.usable()?;
-        if self.fail_next_sync {
-            self.fail_next_sync = false;
-            let why = "injected fsync failure".to_string();
-            self.poisoned = Some(why.clone());
-            return Err(StorageError::Poisoned(why));
-        }
-        let staged = std::mem::take(&mut self.staged);
-        self.durable.extend(staged);
-        Ok(())
+        self.sync_through(u64::MAX)
     }
 
     fn scan(&mut self, start: &[u8], limit: usize) -> Result<Vec<(Bytes, Record)>, StorageError> {
@@ -87,7 +114,7 @@ impl Storage for MemStorage {
         for (k, v) in self.durable.range(start.clone()..).take(limit) {
             merged.insert(k, v);
         }
-        for (k, v) in self.staged.range(start..).take(limit) {
+        for (k, (_, v)) in self.staged.range(start..).take(limit) {
             merged.insert(k, v);
         }
         Ok(merged
@@ -125,6 +152,20 @@ mod tests {
         assert_eq!(storage.get(b"a"), Ok(Some(record(2))));
         storage.crash();
         assert_eq!(storage.get(b"a"), Ok(Some(record(1))));
+        assert_eq!(storage.get(b"b"), Ok(None));
+    }
+
+    #[test]
+    fn sync_through_covers_only_writes_staged_before_it() {
+        let mut storage = MemStorage::new();
+        storage.put(Bytes::from_static(b"a"), record(1)).expect("put");
+        let point = storage.staged_seq();
+        storage.put(Bytes::from_static(b"a"), record(2)).expect("put");
+        storage.put(Bytes::from_static(b"b"), record(3)).expect("put");
+        storage.sync_through(point).expect("sync");
+        assert_eq!(storage.get(b"a"), Ok(Some(record(2))), "reads see the latest");
+        storage.crash();
+        assert_eq!(storage.get(b"a"), Ok(Some(record(1))), "the fsync covered only the first write");
         assert_eq!(storage.get(b"b"), Ok(None));
     }
 

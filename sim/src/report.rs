@@ -1,0 +1,209 @@
+//! The result of one seed: the human summary and the one-line JSON.
+
+use crate::checks::Verdict;
+use crate::scenario::Expect;
+use std::fmt::Write as _;
+
+/// Operation counts by outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Succeeded.
+    pub ok: u64,
+    /// Known to have had no effect.
+    pub failed: u64,
+    /// May or may not have taken effect.
+    pub indeterminate: u64,
+}
+
+/// Everything reported about one seed.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file, for the replay command.
+    pub path: String,
+    /// The seed.
+    pub seed: u64,
+    /// Expected outcome.
+    pub expect: Expect,
+    /// Options drawn from the seed.
+    pub drawn: Vec<String>,
+    /// Operations by outcome.
+    pub ops: OpCounts,
+    /// Fraction of fault-phase operations that succeeded.
+    pub availability: f64,
+    /// Simulated latency of successful operations, milliseconds.
+    pub latency_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub latency_p99_ms: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Messages between nodes, lost, duplicated.
+    pub messages: (u64, u64, u64),
+    /// Faults applied.
+    pub faults: u64,
+    /// Simulated time, milliseconds.
+    pub sim_ms: u64,
+    /// Wall time, milliseconds (0 until the caller measures it).
+    pub wall_ms: u64,
+    /// Check verdicts by name, in a fixed order.
+    pub checks: Vec<(&'static str, Verdict)>,
+    /// Fingerprint of the whole event trace.
+    pub fingerprint: String,
+}
+
+impl RunReport {
+    /// True when no check failed.
+    pub fn ok(&self) -> bool {
+        !self.checks.iter().any(|(_, v)| matches!(v, Verdict::Fail(_)))
+    }
+
+    /// True when the outcome is what the scenario expects.
+    pub fn as_expected(&self) -> bool {
+        match self.expect {
+            Expect::Pass => self.ok(),
+            Expect::Violation => !self.ok(),
+        }
+    }
+
+    /// The command that replays this seed.
+    pub fn replay_command(&self) -> String {
+        format!("cargo run --release -p sim -- {} --seed {}", self.path, self.seed)
+    }
+
+    /// The human summary; `with_wall_time = false` gives a machine-independent text (snapshots).
+    pub fn render(&self, with_wall_time: bool) -> String {
+        let mut s = String::new();
+        let total = self.ops.ok + self.ops.failed + self.ops.indeterminate;
+        let _ = writeln!(s, "scenario     {}", self.scenario);
+        let _ = writeln!(s, "seed         {}", self.seed);
+        for line in &self.drawn {
+            let _ = writeln!(s, "drawn        {line}");
+        }
+        let _ = writeln!(
+            s,
+            "operations   {total}: ok {}, failed {}, indeterminate {}",
+            self.ops.ok, self.ops.failed, self.ops.indeterminate
+        );
+        let _ = writeln!(s, "availability {:.2}% of operations during faults succeeded", self.availability * 100.0);
+        let _ = writeln!(s, "latency      p50 {:.2} ms, p99 {:.2} ms (simulated)", self.latency_p50_ms, self.latency_p99_ms);
+        let (sent, lost, duplicated) = self.messages;
+        let _ = writeln!(s, "network      {sent} messages, {lost} lost, {duplicated} duplicated; {} faults applied", self.faults);
+        let _ = writeln!(s, "events       {} over {:.1} s simulated", self.events, self.sim_ms as f64 / 1000.0);
+        if with_wall_time {
+            let wall = self.wall_ms.max(1) as f64;
+            let _ = writeln!(
+                s,
+                "wall time    {} ms: {:.0} events/s, {:.0}x real time",
+                self.wall_ms,
+                self.events as f64 / wall * 1000.0,
+                self.sim_ms as f64 / wall
+            );
+        }
+        for (name, verdict) in &self.checks {
+            let _ = writeln!(s, "check        {name}: {verdict}");
+        }
+        let _ = writeln!(s, "fingerprint  {}", self.fingerprint);
+        let expected = match self.expect {
+            Expect::Pass => "pass",
+            Expect::Violation => "violation",
+        };
+        let outcome = if self.ok() { "pass" } else { "violation" };
+        let _ = writeln!(
+            s,
+            "result       {outcome} (expected {expected}){}",
+            if self.as_expected() { "" } else { "  << UNEXPECTED" }
+        );
+        if !self.as_expected() {
+            let _ = writeln!(s, "replay       {}", self.replay_command());
+        }
+        s
+    }
+
+    /// One JSON object on one line.
+    pub fn to_json(&self) -> String {
+        let checks: Vec<String> = self
+            .checks
+            .iter()
+            .map(|(name, v)| format!("{}: {}", json_string(name), json_string(v.word())))
+            .collect();
+        let details: Vec<String> = self
+            .checks
+            .iter()
+            .map(|(name, v)| format!("{}: {}", json_string(name), json_string(v.detail())))
+            .collect();
+        format!(
+            concat!(
+                "{{\"scenario\": {}, \"seed\": {}, \"ok\": {}, \"as_expected\": {}, \"fingerprint\": {}, ",
+                "\"ops\": {{\"ok\": {}, \"failed\": {}, \"indeterminate\": {}}}, \"availability\": {:.6}, ",
+                "\"latency_ms\": {{\"p50\": {:.3}, \"p99\": {:.3}}}, \"checks\": {{{}}}, \"check_details\": {{{}}}, ",
+                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"replay\": {}}}"
+            ),
+            json_string(&self.scenario),
+            self.seed,
+            self.ok(),
+            self.as_expected(),
+            json_string(&self.fingerprint),
+            self.ops.ok,
+            self.ops.failed,
+            self.ops.indeterminate,
+            self.availability,
+            self.latency_p50_ms,
+            self.latency_p99_ms,
+            checks.join(", "),
+            details.join(", "),
+            self.events,
+            self.sim_ms,
+            self.wall_ms,
+            json_string(&self.replay_command()),
+        )
+    }
+}
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The `q`-quantile of sorted values (nearest rank).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.5), 2.0);
+        assert_eq!(quantile(&v, 0.99), 4.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+}

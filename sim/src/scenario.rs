@@ -1,0 +1,618 @@
+//! The scenario file format (TOML). Every field has one meaning, documented here; unknown keys and
+//! out-of-range values are refused with a message naming the file and the field.
+
+use ringkv_core::{ClusterConfig, ConflictMode, Consistency};
+use serde::Deserialize;
+use std::fmt;
+use std::path::Path;
+
+/// What a scenario run is expected to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// Every enabled check passes.
+    #[default]
+    Pass,
+    /// Some check fails: the scenario demonstrates an anomaly the checkers must find.
+    Violation,
+}
+
+/// A whole scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, printed in summaries.
+    pub name: String,
+    /// What the scenario proves.
+    pub description: String,
+    /// Length of the fault phase, simulated milliseconds.
+    pub duration_ms: u64,
+    /// Length of the liveness phase (everything healed), simulated milliseconds.
+    pub settle_ms: u64,
+    /// Expected outcome.
+    #[serde(default)]
+    pub expect: Expect,
+    /// The cluster.
+    pub cluster: ClusterSpec,
+    /// The network model.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// Per-node clocks.
+    #[serde(default)]
+    pub clocks: ClockSpec,
+    /// The simulated disk.
+    #[serde(default)]
+    pub disk: DiskSpec,
+    /// The client workload.
+    pub workload: WorkloadSpec,
+    /// Scheduled faults.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    /// Random faults drawn from the seed.
+    #[serde(default)]
+    pub nemesis: NemesisSpec,
+    /// Which checks run.
+    #[serde(default)]
+    pub check: CheckSpec,
+}
+
+/// `[cluster]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Number of nodes.
+    pub nodes: u32,
+    /// Datacenters; nodes are dealt round-robin over them.
+    #[serde(default = "one")]
+    pub datacenters: u32,
+    /// Racks per datacenter; nodes are dealt round-robin over a datacenter's racks.
+    #[serde(default = "one")]
+    pub racks: u32,
+    /// Vnodes per node.
+    #[serde(default = "default_vnodes")]
+    pub vnodes_per_node: u32,
+    /// Replicas per key.
+    pub n: u8,
+    /// Default read quorum.
+    pub r: u8,
+    /// Default write quorum.
+    pub w: u8,
+    /// Default level: one | quorum | all (| linearizable, with the checkers issue).
+    pub consistency: Option<String>,
+    /// lww | vector-clock.
+    #[serde(default = "default_conflict")]
+    pub conflict: String,
+    /// Fallback replicas (failure-handling issue).
+    #[serde(default)]
+    pub sloppy_quorum: bool,
+    /// Coordinator request timeout.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// TEST ONLY: acknowledge writes before they are durable (shows the durability check works).
+    #[serde(default)]
+    pub unsafe_ack_before_persist: bool,
+}
+
+/// `[network]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// One-way latency range between nodes, milliseconds (uniform; jitter reorders messages).
+    #[serde(default = "default_latency")]
+    pub latency_ms: Vec<f64>,
+    /// Probability a message is lost.
+    #[serde(default)]
+    pub drop: f64,
+    /// Probability a message is delivered twice.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// One-way latency range between clients and nodes, milliseconds.
+    #[serde(default = "default_client_latency")]
+    pub client_latency_ms: Vec<f64>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            latency_ms: default_latency(),
+            drop: 0.0,
+            duplicate: 0.0,
+            client_latency_ms: default_client_latency(),
+        }
+    }
+}
+
+/// `[clocks]`
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSpec {
+    /// Each node's wall-clock offset is drawn from `[-skew_ms, skew_ms]`.
+    #[serde(default)]
+    pub skew_ms: u64,
+    /// Each node's drift is drawn from `[-drift_ppm, drift_ppm]` parts per million.
+    #[serde(default)]
+    pub drift_ppm: u64,
+}
+
+/// `[disk]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// fsync latency range, microseconds.
+    #[serde(default = "default_fsync")]
+    pub fsync_us: Vec<u64>,
+    /// Probability that one fsync fails (poisoning that node's storage until it restarts).
+    #[serde(default)]
+    pub fsync_failure: f64,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        DiskSpec {
+            fsync_us: default_fsync(),
+            fsync_failure: 0.0,
+        }
+    }
+}
+
+/// `[workload]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Concurrent client processes (each has one request in flight at a time).
+    pub clients: u32,
+    /// Operations issued in total, spread over the fault phase.
+    pub operations: u64,
+    /// Distinct keys.
+    pub keys: u32,
+    /// Fraction of operations that are reads.
+    pub read_fraction: f64,
+    /// Fraction of the writes that are deletes.
+    #[serde(default = "default_delete_fraction")]
+    pub delete_fraction: f64,
+    /// Value size range, bytes.
+    pub value_bytes: Vec<usize>,
+    /// uniform | zipf.
+    #[serde(default = "default_distribution")]
+    pub key_distribution: String,
+    /// Exponent of the zipf distribution.
+    #[serde(default = "default_zipf")]
+    pub zipf_exponent: f64,
+    /// A client gives up on a request after this long (then records it indeterminate). Defaults
+    /// to the request timeout plus twice the largest client latency plus a margin.
+    pub client_timeout_ms: Option<u64>,
+}
+
+/// One `[[fault]]`: `at_ms` and exactly one action.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// When, in simulated milliseconds from the start.
+    pub at_ms: u64,
+    /// Split the nodes into groups that cannot talk to each other; unlisted nodes form one more group.
+    pub partition: Option<Vec<Vec<u32>>>,
+    /// Block messages from the `from` nodes to the `to` nodes only.
+    pub one_way: Option<OneWaySpec>,
+    /// Remove every partition.
+    pub heal: Option<bool>,
+    /// Crash a node: volatile state lost, storage keeps what was synced.
+    pub crash: Option<u32>,
+    /// Restart a crashed node.
+    pub restart: Option<u32>,
+    /// Freeze a node for a while; its inputs wait.
+    pub pause: Option<PauseSpec>,
+    /// Step a node's wall clock.
+    pub clock_jump: Option<ClockJumpSpec>,
+}
+
+/// `one_way = { from = [..], to = [..] }`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneWaySpec {
+    /// Senders whose messages are lost.
+    pub from: Vec<u32>,
+    /// Receivers that do not get them.
+    pub to: Vec<u32>,
+}
+
+/// `pause = { node = 1, ms = 2000 }`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseSpec {
+    /// The node.
+    pub node: u32,
+    /// For how long.
+    pub ms: u64,
+}
+
+/// `clock_jump = { node = 1, ms = -3000 }`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockJumpSpec {
+    /// The node.
+    pub node: u32,
+    /// The step, milliseconds; negative goes back.
+    pub ms: i64,
+}
+
+/// `[nemesis]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NemesisSpec {
+    /// Random partitions (splits, isolations, one-way).
+    #[serde(default)]
+    pub partitions: bool,
+    /// Random crashes and restarts.
+    #[serde(default)]
+    pub crashes: bool,
+    /// Random wall-clock jumps.
+    #[serde(default)]
+    pub clock_jumps: bool,
+    /// Random pauses.
+    #[serde(default)]
+    pub pauses: bool,
+    /// Time between nemesis actions, drawn uniformly from this range.
+    #[serde(default = "default_interval")]
+    pub interval_ms: Vec<u64>,
+}
+
+impl Default for NemesisSpec {
+    fn default() -> Self {
+        NemesisSpec {
+            partitions: false,
+            crashes: false,
+            clock_jumps: false,
+            pauses: false,
+            interval_ms: default_interval(),
+        }
+    }
+}
+
+/// `[check]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Every acknowledged write is held by some replica at the end.
+    #[serde(default = "yes")]
+    pub durability: bool,
+    /// The history is linearizable (checkers issue).
+    #[serde(default)]
+    pub linearizable: bool,
+    /// Replicas converge after the liveness phase (checkers issue).
+    #[serde(default)]
+    pub convergence: bool,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            durability: true,
+            linearizable: false,
+            convergence: false,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_vnodes() -> u32 {
+    64
+}
+fn default_conflict() -> String {
+    "lww".into()
+}
+fn default_request_timeout() -> u64 {
+    1000
+}
+fn default_latency() -> Vec<f64> {
+    vec![1.0, 10.0]
+}
+fn default_client_latency() -> Vec<f64> {
+    vec![0.1, 1.0]
+}
+fn default_fsync() -> Vec<u64> {
+    vec![200, 2000]
+}
+fn default_delete_fraction() -> f64 {
+    0.1
+}
+fn default_distribution() -> String {
+    "uniform".into()
+}
+fn default_zipf() -> f64 {
+    0.99
+}
+fn default_interval() -> Vec<u64> {
+    vec![2000, 8000]
+}
+
+/// A scenario file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The file.
+    pub file: String,
+    /// The field, dotted (`cluster.r`), when one is to blame.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{}: field `{}`: {}", self.file, field, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// Key choice.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeyDistribution {
+    /// Every key equally likely.
+    Uniform,
+    /// Zipf with the given exponent.
+    Zipf(f64),
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            field: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Scenario::parse(&file, &text)
+    }
+
+    /// Parses and validates scenario text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError {
+            file: file.to_string(),
+            field: None,
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
+        scenario.validate().map_err(|(field, reason)| ScenarioError {
+            file: file.to_string(),
+            field: Some(field),
+            reason,
+        })?;
+        Ok(scenario)
+    }
+
+    /// Range checks; errors are (field, reason).
+    fn validate(&self) -> Result<(), (String, String)> {
+        fn ensure(ok: bool, field: &str, reason: &str) -> Result<(), (String, String)> {
+            if ok {
+                Ok(())
+            } else {
+                Err((field.to_string(), reason.to_string()))
+            }
+        }
+        fn range_f64(v: &[f64], field: &str, max: f64) -> Result<(), (String, String)> {
+            ensure(
+                v.len() == 2 && 0.0 <= v[0] && v[0] <= v[1] && v[1] <= max,
+                field,
+                &format!("must be [low, high] with 0 <= low <= high <= {max}"),
+            )
+        }
+        let nodes = self.cluster.nodes;
+        ensure(!self.name.is_empty(), "name", "must not be empty")?;
+        ensure(!self.description.trim().is_empty(), "description", "must say what the scenario proves")?;
+        ensure((1..=86_400_000).contains(&self.duration_ms), "duration_ms", "must be between 1 and 86400000")?;
+        ensure(self.settle_ms <= 86_400_000, "settle_ms", "must be at most 86400000")?;
+        ensure((1..=1000).contains(&nodes), "cluster.nodes", "must be between 1 and 1000")?;
+        ensure(
+            (1..=nodes).contains(&self.cluster.datacenters),
+            "cluster.datacenters",
+            "must be between 1 and the number of nodes",
+        )?;
+        ensure((1..=1000).contains(&self.cluster.racks), "cluster.racks", "must be between 1 and 1000")?;
+        ensure(u32::from(self.cluster.n) <= nodes, "cluster.n", "must not exceed cluster.nodes")?;
+        self.cluster_config().map_err(|e| (format!("cluster.{}", e.field), e.reason))?;
+        range_f64(&self.network.latency_ms, "network.latency_ms", 60_000.0)?;
+        range_f64(&self.network.client_latency_ms, "network.client_latency_ms", 60_000.0)?;
+        ensure((0.0..=1.0).contains(&self.network.drop), "network.drop", "must be a probability in [0, 1]")?;
+        ensure((0.0..=1.0).contains(&self.network.duplicate), "network.duplicate", "must be a probability in [0, 1]")?;
+        ensure(self.clocks.skew_ms <= 86_400_000, "clocks.skew_ms", "must be at most 86400000")?;
+        ensure(self.clocks.drift_ppm <= 100_000, "clocks.drift_ppm", "must be at most 100000")?;
+        let fsync = &self.disk.fsync_us;
+        ensure(
+            fsync.len() == 2 && fsync[0] <= fsync[1] && fsync[1] <= 10_000_000,
+            "disk.fsync_us",
+            "must be [low, high] with low <= high <= 10000000",
+        )?;
+        ensure((0.0..=1.0).contains(&self.disk.fsync_failure), "disk.fsync_failure", "must be a probability in [0, 1]")?;
+        let w = &self.workload;
+        ensure((1..=100_000).contains(&w.clients), "workload.clients", "must be between 1 and 100000")?;
+        ensure(w.operations <= 100_000_000, "workload.operations", "must be at most 100000000")?;
+        ensure((1..=10_000_000).contains(&w.keys), "workload.keys", "must be between 1 and 10000000")?;
+        ensure((0.0..=1.0).contains(&w.read_fraction), "workload.read_fraction", "must be in [0, 1]")?;
+        ensure((0.0..=1.0).contains(&w.delete_fraction), "workload.delete_fraction", "must be in [0, 1]")?;
+        ensure(
+            w.value_bytes.len() == 2
+                && 8 <= w.value_bytes[0]
+                && w.value_bytes[0] <= w.value_bytes[1]
+                && w.value_bytes[1] <= 64 << 20,
+            "workload.value_bytes",
+            "must be [low, high] with 8 <= low <= high <= 67108864",
+        )?;
+        ensure(
+            w.key_distribution == "uniform" || w.key_distribution == "zipf",
+            "workload.key_distribution",
+            "must be \"uniform\" or \"zipf\"",
+        )?;
+        ensure(
+            w.zipf_exponent > 0.0 && w.zipf_exponent <= 10.0,
+            "workload.zipf_exponent",
+            "must be in (0, 10]",
+        )?;
+        if let Some(t) = w.client_timeout_ms {
+            ensure((1..=3_600_000).contains(&t), "workload.client_timeout_ms", "must be between 1 and 3600000")?;
+        }
+        let iv = &self.nemesis.interval_ms;
+        ensure(
+            iv.len() == 2 && 1 <= iv[0] && iv[0] <= iv[1],
+            "nemesis.interval_ms",
+            "must be [low, high] with 1 <= low <= high",
+        )?;
+        for (i, fault) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("fault[{i}].{name}");
+            let actions = [
+                fault.partition.is_some(),
+                fault.one_way.is_some(),
+                fault.heal.is_some(),
+                fault.crash.is_some(),
+                fault.restart.is_some(),
+                fault.pause.is_some(),
+                fault.clock_jump.is_some(),
+            ];
+            ensure(
+                actions.iter().filter(|&&a| a).count() == 1,
+                &format!("fault[{i}]"),
+                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump",
+            )?;
+            let node_ok = |n: &u32| *n < nodes;
+            if let Some(groups) = &fault.partition {
+                ensure(groups.iter().flatten().all(node_ok), &field("partition"), "names a node that does not exist")?;
+            }
+            if let Some(one_way) = &fault.one_way {
+                ensure(
+                    one_way.from.iter().chain(&one_way.to).all(node_ok),
+                    &field("one_way"),
+                    "names a node that does not exist",
+                )?;
+            }
+            for (name, node) in [("crash", fault.crash), ("restart", fault.restart)] {
+                if let Some(node) = node {
+                    ensure(node < nodes, &field(name), "names a node that does not exist")?;
+                }
+            }
+            if let Some(pause) = &fault.pause {
+                ensure(pause.node < nodes, &field("pause.node"), "names a node that does not exist")?;
+            }
+            if let Some(jump) = &fault.clock_jump {
+                ensure(jump.node < nodes, &field("clock_jump.node"), "names a node that does not exist")?;
+                ensure(jump.ms.abs() <= 86_400_000, &field("clock_jump.ms"), "must be within a day")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The core configuration this scenario's cluster runs with.
+    pub fn cluster_config(&self) -> Result<ClusterConfig, ringkv_core::ConfigError> {
+        let c = &self.cluster;
+        let bad = |field: &'static str, reason: &str| ringkv_core::ConfigError {
+            field,
+            reason: reason.to_string(),
+        };
+        let conflict = match c.conflict.as_str() {
+            "lww" => ConflictMode::Lww,
+            "vector-clock" => ConflictMode::VectorClock,
+            _ => return Err(bad("conflict", "must be \"lww\" or \"vector-clock\"")),
+        };
+        let consistency = match c.consistency.as_deref() {
+            None => None,
+            Some("one") => Some(Consistency::One),
+            Some("quorum") => Some(Consistency::Quorum),
+            Some("all") => Some(Consistency::All),
+            Some(_) => return Err(bad("consistency", "must be one of one, quorum, all")),
+        };
+        let config = ClusterConfig {
+            n: c.n,
+            r: c.r,
+            w: c.w,
+            consistency,
+            conflict,
+            vnodes_per_node: c.vnodes_per_node,
+            request_timeout_ms: c.request_timeout_ms,
+            sloppy_quorum: c.sloppy_quorum,
+            unsafe_ack_before_persist: c.unsafe_ack_before_persist,
+            value_bytes_max: self.workload.value_bytes.get(1).copied().unwrap_or(0).max(1 << 20),
+            ..ClusterConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The key distribution.
+    pub fn key_distribution(&self) -> KeyDistribution {
+        if self.workload.key_distribution == "zipf" {
+            KeyDistribution::Zipf(self.workload.zipf_exponent)
+        } else {
+            KeyDistribution::Uniform
+        }
+    }
+
+    /// How long a client waits before recording a request indeterminate, milliseconds.
+    pub fn client_timeout_ms(&self) -> u64 {
+        self.workload.client_timeout_ms.unwrap_or_else(|| {
+            let client_latency = self.network.client_latency_ms.get(1).copied().unwrap_or(1.0);
+            self.cluster.request_timeout_ms + (2.0 * client_latency).ceil() as u64 + 100
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+description = "d"
+duration_ms = 1000
+settle_ms = 1000
+[cluster]
+nodes = 3
+n = 3
+r = 2
+w = 2
+[workload]
+clients = 2
+operations = 10
+keys = 5
+read_fraction = 0.5
+value_bytes = [8, 16]
+"#;
+
+    #[test]
+    fn minimal_scenario_parses_with_defaults() {
+        let s = Scenario::parse("t.toml", MINIMAL).expect("valid");
+        assert_eq!(s.expect, Expect::Pass);
+        assert!(s.check.durability);
+        assert_eq!(s.network.latency_ms, vec![1.0, 10.0]);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_field() {
+        let text = MINIMAL.replace("[workload]", "[workload]\nbogus = 1");
+        let e = Scenario::parse("t.toml", &text).expect_err("unknown key");
+        let message = e.to_string();
+        assert!(message.starts_with("t.toml:"), "{message}");
+        assert!(message.contains("bogus"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let text = MINIMAL.replace("r = 2", "r = 4");
+        let e = Scenario::parse("t.toml", &text).expect_err("r > n");
+        assert_eq!(e.field.as_deref(), Some("cluster.r"));
+        let text = MINIMAL.replace("read_fraction = 0.5", "read_fraction = 1.5");
+        let e = Scenario::parse("t.toml", &text).expect_err("fraction");
+        assert_eq!(e.field.as_deref(), Some("workload.read_fraction"));
+        let text = format!("{MINIMAL}\n[[fault]]\nat_ms = 5\ncrash = 7\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("node 7");
+        assert_eq!(e.field.as_deref(), Some("fault[0].crash"));
+        let text = format!("{MINIMAL}\n[[fault]]\nat_ms = 5\ncrash = 1\nrestart = 1\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("two actions");
+        assert_eq!(e.field.as_deref(), Some("fault[0]"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The client workload: which operation, which key, which value.
+
+use crate::history::OpKind;
+use crate::scenario::{KeyDistribution, Scenario};
+use bytes::Bytes;
+use rand::Rng;
+
+/// Chooses operations for clients.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    keys: Vec<Bytes>,
+    /// Cumulative probabilities for zipf; empty for uniform.
+    zipf_cdf: Vec<f64>,
+    read_fraction: f64,
+    delete_fraction: f64,
+    value_bytes: (usize, usize),
+    next_value_id: u64,
+}
+
+impl Workload {
+    /// The workload of a scenario.
+    pub fn new(scenario: &Scenario) -> Self {
+        let w = &scenario.workload;
+        let keys = (0..w.keys).map(|i| Bytes::from(format!("key{i:07}"))).collect();
+        let zipf_cdf = match scenario.key_distribution() {
+            KeyDistribution::Uniform => Vec::new(),
+            KeyDistribution::Zipf(s) => {
+                let weights: Vec<f64> = (1..=w.keys).map(|k| 1.0 / f64::from(k).powf(s)).collect();
+                let total: f64 = weights.iter().sum();
+                let mut acc = 0.0;
+                weights
+                    .iter()
+                    .map(|x| {
+                        acc += x / total;
+                        acc
+                    })
+                    .collect()
+            }
+        };
+        Workload {
+            keys,
+            zipf_cdf,
+            read_fraction: w.read_fraction,
+            delete_fraction: w.delete_fraction,
+            value_bytes: (w.value_bytes[0], w.value_bytes[1]),
+            next_value_id: 1,
+        }
+    }
+
+    /// The bytes of key `index`.
+    pub fn key(&self, index: u32) -> &Bytes {
+        &self.keys[index as usize]
+    }
+
+    /// Draws a key index.
+    pub fn draw_key(&self, rng: &mut impl Rng) -> u32 {
+        let index = if self.zipf_cdf.is_empty() {
+            rng.gen_range(0..self.keys.len())
+        } else {
+            let x: f64 = rng.gen();
+            self.zipf_cdf.partition_point(|&c| c < x).min(self.keys.len() - 1)
+        };
+        u32::try_from(index).unwrap_or(0)
+    }
+
+    /// Draws an operation kind.
+    pub fn draw_kind(&self, rng: &mut impl Rng) -> OpKind {
+        if rng.gen_bool(self.read_fraction) {
+            OpKind::Get
+        } else if rng.gen_bool(self.delete_fraction) {
+            OpKind::Delete
+        } else {
+            OpKind::Put
+        }
+    }
+
+    /// A fresh value: its first 8 bytes are a unique id (little-endian), the rest filler.
+    pub fn draw_value(&mut self, rng: &mut impl Rng) -> (u64, Bytes) {
+        let id = self.next_value_id;
+        self.next_value_id += 1;
+        let len = rng.gen_range(self.value_bytes.0..=self.value_bytes.1);
+        let mut bytes = vec![0u8; len.max(8)];
+        bytes[..8].copy_from_slice(&id.to_le_bytes());
+        (id, Bytes::from(bytes))
+    }
+}
+
+/// The unique id a simulated value carries (0 if it is too short to carry one).
+pub fn value_id(value: &[u8]) -> u64 {
+    value
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}

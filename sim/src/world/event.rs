@@ -1,0 +1,168 @@
+//! Events of the simulation and their ordering in the queue.
+
+use super::FaultAction;
+use ringkv_core::{ClientReply, ClientRequest, Message, RequestId};
+use std::cmp::Ordering;
+
+/// What a client receives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClientResponse {
+    /// The coordinator's reply.
+    Reply(ClientReply),
+    /// The node was down: the request never started.
+    Refused,
+}
+
+/// Something that happens at one instant of simulated time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A message reaches a node.
+    Deliver {
+        /// Receiver.
+        to: u32,
+        /// Sender.
+        from: u32,
+        /// The message.
+        message: Message,
+    },
+    /// A client request reaches its coordinator.
+    ClientArrive {
+        /// The coordinator.
+        node: u32,
+        /// Request id (client in the high 32 bits).
+        request: RequestId,
+        /// The request.
+        body: ClientRequest,
+    },
+    /// A reply reaches its client.
+    ClientReply {
+        /// Request id.
+        request: RequestId,
+        /// The reply.
+        reply: ClientResponse,
+    },
+    /// A client stops waiting.
+    ClientGiveUp {
+        /// Request id.
+        request: RequestId,
+    },
+    /// A client issues its next operation.
+    ClientSend {
+        /// The client.
+        client: u32,
+    },
+    /// A node's timer fires.
+    Timer {
+        /// The node.
+        node: u32,
+        /// The incarnation that armed it.
+        incarnation: u32,
+    },
+    /// A node's fsync completes.
+    DiskSynced {
+        /// The node.
+        node: u32,
+        /// The incarnation that asked.
+        incarnation: u32,
+        /// The persist token.
+        token: u64,
+        /// The storage sequence the fsync covers (writes staged before it began).
+        point: u64,
+    },
+    /// A fault is applied.
+    Fault(FaultAction),
+    /// The fault phase ends: everything heals.
+    PhaseChange,
+    /// The run ends.
+    End,
+}
+
+impl Event {
+    /// The node this event is delivered to, if one (paused nodes defer their events).
+    pub fn node(&self) -> Option<u32> {
+        match self {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::ClientArrive { node, .. } | Event::Timer { node, .. } | Event::DiskSynced { node, .. } => {
+                Some(*node)
+            }
+            _ => None,
+        }
+    }
+
+    /// A one-line description for `--trace` (values are shown by length, not content).
+    pub fn describe(&self) -> String {
+        match self {
+            Event::Deliver { to, from, message } => {
+                let detail = match message {
+                    Message::Read { op, key } | Message::Write { op, key, .. } | Message::CoordinatePut { op, key, .. } => {
+                        format!("op {} key {}", op.0, String::from_utf8_lossy(key))
+                    }
+                    Message::ReadReply { op, record } => format!("op {} {}", op.0, if record.is_ok() { "ok" } else { "error" }),
+                    Message::WriteReply { op, result } => format!("op {} {}", op.0, if result.is_ok() { "ok" } else { "error" }),
+                    Message::CoordinatePutReply { op, outcome } => format!("op {} {outcome:?}", op.0),
+                };
+                format!("n{from} -> n{to} {} {detail}", message.kind())
+            }
+            Event::ClientArrive { node, request, body } => {
+                let what = match body {
+                    ClientRequest::Get { key, .. } => format!("get {}", String::from_utf8_lossy(key)),
+                    ClientRequest::Put { key, value, .. } => {
+                        format!("put {} ({} bytes, id {})", String::from_utf8_lossy(key), value.len(), crate::workload::value_id(value))
+                    }
+                    ClientRequest::Delete { key, .. } => format!("delete {}", String::from_utf8_lossy(key)),
+                };
+                format!("c{} -> n{node} {what}", request.0 >> 32)
+            }
+            Event::ClientReply { request, reply } => {
+                let what = match reply {
+                    ClientResponse::Refused => "refused".to_string(),
+                    ClientResponse::Reply(ClientReply::Found { values, acks, .. }) => {
+                        let ids: Vec<u64> = values.iter().map(|v| crate::workload::value_id(v)).collect();
+                        format!("found {ids:?} acks {acks}")
+                    }
+                    ClientResponse::Reply(r) => format!("{r:?}"),
+                };
+                format!("n? -> c{} {what}", request.0 >> 32)
+            }
+            Event::ClientGiveUp { request } => format!("c{} gives up on request {}", request.0 >> 32, request.0 & 0xffff_ffff),
+            Event::ClientSend { client } => format!("c{client} ready"),
+            Event::Timer { node, .. } => format!("n{node} timer"),
+            Event::DiskSynced { node, token, .. } => format!("n{node} fsync done (token {token})"),
+            Event::Fault(action) => format!("FAULT {action}"),
+            Event::PhaseChange => "PHASE liveness: heal all, restart all".to_string(),
+            Event::End => "END".to_string(),
+        }
+    }
+}
+
+/// An event with its place in the queue.
+#[derive(Debug)]
+pub struct Scheduled {
+    /// When, simulated nanoseconds.
+    pub time: u64,
+    /// Tie-breaker: the order of scheduling.
+    pub sequence: u64,
+    /// What.
+    pub event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.sequence) == (other.time, other.sequence)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    /// Reversed, so `BinaryHeap` (a max-heap) pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.sequence).cmp(&(self.time, self.sequence))
+    }
+}

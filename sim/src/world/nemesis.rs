@@ -1,0 +1,168 @@
+//! Faults: the actions, and the nemesis that draws a schedule of them from the seed.
+
+use crate::scenario::{FaultSpec, NemesisSpec};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::fmt;
+
+/// One fault action.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FaultAction {
+    /// Groups that cannot reach each other.
+    Partition(Vec<Vec<u32>>),
+    /// Links cut one way.
+    OneWay {
+        /// Senders.
+        from: Vec<u32>,
+        /// Receivers.
+        to: Vec<u32>,
+    },
+    /// Every link restored.
+    Heal,
+    /// Node crash.
+    Crash(u32),
+    /// Node restart.
+    Restart(u32),
+    /// Node frozen for `ms`.
+    Pause {
+        /// The node.
+        node: u32,
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Wall-clock step.
+    ClockJump {
+        /// The node.
+        node: u32,
+        /// Milliseconds, negative is backwards.
+        ms: i64,
+    },
+}
+
+impl fmt::Display for FaultAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultAction::Partition(groups) => {
+                let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
+                write!(f, "partition {}", groups.join(" | "))
+            }
+            FaultAction::OneWay { from, to } => write!(f, "one-way {from:?} -/-> {to:?}"),
+            FaultAction::Heal => write!(f, "heal"),
+            FaultAction::Crash(n) => write!(f, "crash n{n}"),
+            FaultAction::Restart(n) => write!(f, "restart n{n}"),
+            FaultAction::Pause { node, ms } => write!(f, "pause n{node} {ms}ms"),
+            FaultAction::ClockJump { node, ms } => write!(f, "clock-jump n{node} {ms:+}ms"),
+        }
+    }
+}
+
+impl FaultAction {
+    /// The action of a scheduled `[[fault]]` (validated to have exactly one).
+    pub fn from_spec(spec: &FaultSpec) -> Option<FaultAction> {
+        if let Some(groups) = &spec.partition {
+            return Some(FaultAction::Partition(groups.clone()));
+        }
+        if let Some(one_way) = &spec.one_way {
+            return Some(FaultAction::OneWay {
+                from: one_way.from.clone(),
+                to: one_way.to.clone(),
+            });
+        }
+        if spec.heal == Some(true) {
+            return Some(FaultAction::Heal);
+        }
+        if let Some(node) = spec.crash {
+            return Some(FaultAction::Crash(node));
+        }
+        if let Some(node) = spec.restart {
+            return Some(FaultAction::Restart(node));
+        }
+        if let Some(pause) = &spec.pause {
+            return Some(FaultAction::Pause {
+                node: pause.node,
+                ms: pause.ms,
+            });
+        }
+        spec.clock_jump.as_ref().map(|jump| FaultAction::ClockJump {
+            node: jump.node,
+            ms: jump.ms,
+        })
+    }
+}
+
+/// Draws the nemesis schedule for the fault phase: alternately injects a fault of an enabled kind
+/// and restores an earlier one, so the cluster sees both faults and recoveries. At most a minority
+/// of nodes is down at once, so quorums stay possible somewhere.
+pub fn draw_schedule(spec: &NemesisSpec, nodes: u32, duration_ms: u64, rng: &mut impl Rng) -> Vec<(u64, FaultAction)> {
+    let mut kinds: Vec<&str> = Vec::new();
+    if spec.partitions {
+        kinds.push("partition");
+    }
+    if spec.crashes {
+        kinds.push("crash");
+    }
+    if spec.clock_jumps {
+        kinds.push("clock");
+    }
+    if spec.pauses {
+        kinds.push("pause");
+    }
+    let mut schedule = Vec::new();
+    if kinds.is_empty() || nodes == 0 {
+        return schedule;
+    }
+    let all: Vec<u32> = (0..nodes).collect();
+    let mut down: Vec<u32> = Vec::new();
+    let mut partitioned = false;
+    let mut at = rng.gen_range(spec.interval_ms[0]..=spec.interval_ms[1]);
+    while at < duration_ms {
+        let can_restore = partitioned || !down.is_empty();
+        if can_restore && rng.gen_bool(0.5) {
+            if partitioned && (down.is_empty() || rng.gen_bool(0.5)) {
+                partitioned = false;
+                schedule.push((at, FaultAction::Heal));
+            } else if let Some(i) = (!down.is_empty()).then(|| rng.gen_range(0..down.len())) {
+                schedule.push((at, FaultAction::Restart(down.swap_remove(i))));
+            }
+        } else {
+            let kind = kinds[rng.gen_range(0..kinds.len())];
+            let node = rng.gen_range(0..nodes);
+            match kind {
+                "partition" => {
+                    partitioned = true;
+                    let mut shuffled = all.clone();
+                    shuffled.shuffle(rng);
+                    let action = match rng.gen_range(0..3) {
+                        0 => FaultAction::Partition(vec![vec![node]]),
+                        1 => {
+                            let cut = rng.gen_range(1..=nodes.max(2) / 2) as usize;
+                            let cut = cut.min(shuffled.len());
+                            FaultAction::Partition(vec![shuffled[..cut].to_vec(), shuffled[cut..].to_vec()])
+                        }
+                        _ => FaultAction::OneWay {
+                            from: vec![node],
+                            to: all.iter().copied().filter(|&n| n != node).collect(),
+                        },
+                    };
+                    schedule.push((at, action));
+                }
+                "crash" => {
+                    if (down.len() as u32 + 1) * 2 < nodes.max(2) + 1 && !down.contains(&node) {
+                        down.push(node);
+                        schedule.push((at, FaultAction::Crash(node)));
+                    }
+                }
+                "clock" => {
+                    let ms = rng.gen_range(-5000..=5000);
+                    schedule.push((at, FaultAction::ClockJump { node, ms }));
+                }
+                _ => {
+                    let ms = rng.gen_range(100..=3000);
+                    schedule.push((at, FaultAction::Pause { node, ms }));
+                }
+            }
+        }
+        at += rng.gen_range(spec.interval_ms[0]..=spec.interval_ms[1]);
+    }
+    schedule
+}
