@@ -132,7 +132,9 @@ pub fn check<M: Model>(
                 Progress::Linearizable => {}
                 Progress::NotLinearizable => {
                     let key = keys[k].0.to_string();
-                    let verdict = match search.failure() {
+                    let failure = explain_failure(model, history, search.searched(), search.steps(), limits)
+                        .or_else(|| search.failure());
+                    let verdict = match failure {
                         Some(failure) => Verdict::NotLinearizable {
                             key,
                             violation: Box::new(violation_from_search(model, history, &keys[k].1, &failure)),
@@ -161,4 +163,28 @@ pub fn check<M: Model>(
         None => Verdict::Linearizable,
     };
     Ok(CheckOutcome { verdict, stats })
+}
+
+/// Steps the explanation search may take, as a multiple of the steps of the search that found
+/// the violation (and at least [`EXPLANATION_STEPS_MIN`]).
+const EXPLANATION_STEPS_FACTOR: u64 = 8;
+/// See [`EXPLANATION_STEPS_FACTOR`].
+const EXPLANATION_STEPS_MIN: u64 = 100_000;
+
+/// Searches a failing key again without value tracking, which rejects doomed steps early and so
+/// stops at a shorter prefix than the reader expects. Returns `None` if that search does not
+/// finish within its budget (then the first search's failure is reported).
+fn explain_failure<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    ops: &[usize],
+    steps: u64,
+    limits: &SearchLimits,
+) -> Option<crate::search::Failure<M::State>> {
+    let budget = steps.saturating_mul(EXPLANATION_STEPS_FACTOR).max(EXPLANATION_STEPS_MIN);
+    let mut search = KeySearch::with_tracking(model, history, ops, limits.memo_entries_per_key_max, false);
+    match search.run(budget) {
+        Progress::NotLinearizable => search.failure(),
+        _ => None,
+    }
 }

@@ -175,6 +175,18 @@ impl<'a, M: Model> KeySearch<'a, M> {
         ops: &[usize],
         memo_entries_max: usize,
     ) -> Self {
+        Self::with_tracking(model, history, ops, memo_entries_max, true)
+    }
+
+    /// [`KeySearch::new`], optionally without the [`ValueTracker`]. Without it the search is
+    /// slower but fails later, so its longest linearizable prefix explains a violation better.
+    pub fn with_tracking(
+        model: &'a M,
+        history: &'a History<M::Input, M::Output>,
+        ops: &[usize],
+        memo_entries_max: usize,
+        track_values: bool,
+    ) -> Self {
         let mut ops = ops.to_vec();
         ops.sort_by_key(|&i| (history.operations[i].invoke_time, i));
         let n = ops.len();
@@ -234,7 +246,7 @@ impl<'a, M: Model> KeySearch<'a, M> {
         let remaining_determinate = determinate.iter().filter(|&&d| d).count();
         let state = model.init();
         let cursor = events.first();
-        let tracker = ValueTracker::new(model, history, &ops);
+        let tracker = if track_values { ValueTracker::new(model, history, &ops) } else { None };
         Self {
             model,
             history,
@@ -281,6 +293,11 @@ impl<'a, M: Model> KeySearch<'a, M> {
     /// Operations in the search.
     pub fn operations(&self) -> usize {
         self.ops.len()
+    }
+
+    /// History indices of the operations in the search, in invocation order.
+    pub fn searched(&self) -> &[usize] {
+        &self.ops
     }
 
     /// Entries in the memo.

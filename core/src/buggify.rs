@@ -20,7 +20,9 @@ impl FaultPoints {
 
     /// Whether the site named `site` fires now. Consumes randomness only at enabled sites.
     pub fn fire(&self, site: &str, rng: &mut impl Rng) -> bool {
-        self.enabled && mix64(self.seed ^ hash_bytes(site.as_bytes())) % 4 == 0 && rng.gen_bool(0.05)
+        self.enabled
+            && mix64(self.seed ^ hash_bytes(site.as_bytes())).is_multiple_of(4)
+            && rng.gen_bool(0.05)
     }
 }
 

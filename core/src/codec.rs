@@ -38,12 +38,18 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a value, refusing trailing bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() > MESSAGE_BYTES_MAX {
-        return Err(DecodeError(format!("{} bytes exceeds the limit", bytes.len())));
+        return Err(DecodeError(format!(
+            "{} bytes exceeds the limit",
+            bytes.len()
+        )));
     }
     let (value, used) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| DecodeError(e.to_string()))?;
     if used != bytes.len() {
-        return Err(DecodeError(format!("{} trailing bytes", bytes.len() - used)));
+        return Err(DecodeError(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
     }
     Ok(value)
 }
@@ -90,7 +96,10 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         let bytes = encode_message(&sample());
         for cut in 0..bytes.len() {
-            assert!(decode_message(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
+            assert!(
+                decode_message(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
         }
         let mut extra = bytes.clone();
         extra.push(0);

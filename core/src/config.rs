@@ -93,8 +93,16 @@ impl ClusterConfig {
     /// Checks every field; machines are only built from a validated configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check((1..=16).contains(&self.n), "n", "must be between 1 and 16")?;
-        check((1..=self.n).contains(&self.r), "r", format!("must be between 1 and n ({})", self.n))?;
-        check((1..=self.n).contains(&self.w), "w", format!("must be between 1 and n ({})", self.n))?;
+        check(
+            (1..=self.n).contains(&self.r),
+            "r",
+            format!("must be between 1 and n ({})", self.n),
+        )?;
+        check(
+            (1..=self.n).contains(&self.w),
+            "w",
+            format!("must be between 1 and n ({})", self.n),
+        )?;
         check(
             (1..=crate::ring::VNODES_PER_NODE_MAX).contains(&self.vnodes_per_node),
             "vnodes_per_node",
@@ -105,13 +113,21 @@ impl ClusterConfig {
             "request_timeout_ms",
             "must be between 1 and 3600000",
         )?;
-        check((1..=65_536).contains(&self.key_bytes_max), "key_bytes_max", "must be between 1 and 65536")?;
+        check(
+            (1..=65_536).contains(&self.key_bytes_max),
+            "key_bytes_max",
+            "must be between 1 and 65536",
+        )?;
         check(
             (1..=64 << 20).contains(&self.value_bytes_max),
             "value_bytes_max",
             "must be between 1 and 64 MiB",
         )?;
-        check((1..=4096).contains(&self.siblings_max), "siblings_max", "must be between 1 and 4096")?;
+        check(
+            (1..=4096).contains(&self.siblings_max),
+            "siblings_max",
+            "must be between 1 and 4096",
+        )?;
         check(
             usize::from(self.n) <= self.clock_entries_max && self.clock_entries_max <= 1024,
             "clock_entries_max",
@@ -174,7 +190,10 @@ mod tests {
             clock_entries_max: 2,
             ..ClusterConfig::default()
         };
-        assert_eq!(config.validate().map_err(|e| e.field), Err("clock_entries_max"));
+        assert_eq!(
+            config.validate().map_err(|e| e.field),
+            Err("clock_entries_max")
+        );
         let config = ClusterConfig {
             consistency: Some(Consistency::Count(5)),
             ..ClusterConfig::default()

@@ -4,7 +4,9 @@
 fn main() {
     let config = ringkv_core::ClusterConfig::default();
     match config.validate() {
-        Ok(()) => println!("ringkv-node: the network server is not built yet; use `cargo run -p sim`"),
+        Ok(()) => {
+            println!("ringkv-node: the network server is not built yet; use `cargo run -p sim`")
+        }
         Err(e) => {
             eprintln!("ringkv-node: {e}");
             std::process::exit(2);

@@ -37,19 +37,29 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         let arg = args[i].as_str();
         let mut value = || {
             i += 1;
-            args.get(i).cloned().ok_or_else(|| format!("{arg} needs a value"))
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
         };
         match arg {
             "--seed" => {
                 let v = value()?;
-                let seed: u64 = v.parse().map_err(|_| format!("--seed: `{v}` is not a number"))?;
+                let seed: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--seed: `{v}` is not a number"))?;
                 seeds = seed..seed.saturating_add(1);
             }
             "--seeds" => {
                 let v = value()?;
-                let (a, b) = v.split_once("..").ok_or_else(|| format!("--seeds: `{v}` is not A..B"))?;
-                let a: u64 = a.parse().map_err(|_| format!("--seeds: `{a}` is not a number"))?;
-                let b: u64 = b.parse().map_err(|_| format!("--seeds: `{b}` is not a number"))?;
+                let (a, b) = v
+                    .split_once("..")
+                    .ok_or_else(|| format!("--seeds: `{v}` is not A..B"))?;
+                let a: u64 = a
+                    .parse()
+                    .map_err(|_| format!("--seeds: `{a}` is not a number"))?;
+                let b: u64 = b
+                    .parse()
+                    .map_err(|_| format!("--seeds: `{b}` is not a number"))?;
                 if a >= b {
                     return Err(format!("--seeds: {a}..{b} is empty"));
                 }
@@ -59,7 +69,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--trace" => trace = true,
             "--check-determinism" => check_determinism = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
-            other if other.starts_with('-') => return Err(format!("unknown option {other}\n{USAGE}")),
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option {other}\n{USAGE}"))
+            }
             other => {
                 if scenario.replace(other.to_string()).is_some() {
                     return Err(format!("more than one scenario given\n{USAGE}"));
@@ -130,13 +142,21 @@ fn main() -> ExitCode {
             println!(
                 "seed {:>6}  {}  ok {:>6} failed {:>5} indet {:>5}  avail {:>6.2}%  fp {}{}",
                 report.seed,
-                if report.ok() { "pass     " } else { "violation" },
+                if report.ok() {
+                    "pass     "
+                } else {
+                    "violation"
+                },
                 report.ops.ok,
                 report.ops.failed,
                 report.ops.indeterminate,
                 report.availability * 100.0,
                 report.fingerprint,
-                if report.as_expected() { "" } else { "  << UNEXPECTED" }
+                if report.as_expected() {
+                    ""
+                } else {
+                    "  << UNEXPECTED"
+                }
             );
         }
         if !report.as_expected() {
@@ -156,7 +176,11 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         for report in &unexpected {
-            eprintln!("seed {} did not match expect; replay: {}", report.seed, report.replay_command());
+            eprintln!(
+                "seed {} did not match expect; replay: {}",
+                report.seed,
+                report.replay_command()
+            );
         }
         ExitCode::from(1)
     }

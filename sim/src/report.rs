@@ -55,7 +55,10 @@ pub struct RunReport {
 impl RunReport {
     /// True when no check failed.
     pub fn ok(&self) -> bool {
-        !self.checks.iter().any(|(_, v)| matches!(v, Verdict::Fail(_)))
+        !self
+            .checks
+            .iter()
+            .any(|(_, v)| matches!(v, Verdict::Fail(_)))
     }
 
     /// True when the outcome is what the scenario expects.
@@ -68,7 +71,10 @@ impl RunReport {
 
     /// The command that replays this seed.
     pub fn replay_command(&self) -> String {
-        format!("cargo run --release -p sim -- {} --seed {}", self.path, self.seed)
+        format!(
+            "cargo run --release -p sim -- {} --seed {}",
+            self.path, self.seed
+        )
     }
 
     /// The human summary; `with_wall_time = false` gives a machine-independent text (snapshots).
@@ -85,11 +91,28 @@ impl RunReport {
             "operations   {total}: ok {}, failed {}, indeterminate {}",
             self.ops.ok, self.ops.failed, self.ops.indeterminate
         );
-        let _ = writeln!(s, "availability {:.2}% of operations during faults succeeded", self.availability * 100.0);
-        let _ = writeln!(s, "latency      p50 {:.2} ms, p99 {:.2} ms (simulated)", self.latency_p50_ms, self.latency_p99_ms);
+        let _ = writeln!(
+            s,
+            "availability {:.2}% of operations during faults succeeded",
+            self.availability * 100.0
+        );
+        let _ = writeln!(
+            s,
+            "latency      p50 {:.2} ms, p99 {:.2} ms (simulated)",
+            self.latency_p50_ms, self.latency_p99_ms
+        );
         let (sent, lost, duplicated) = self.messages;
-        let _ = writeln!(s, "network      {sent} messages, {lost} lost, {duplicated} duplicated; {} faults applied", self.faults);
-        let _ = writeln!(s, "events       {} over {:.1} s simulated", self.events, self.sim_ms as f64 / 1000.0);
+        let _ = writeln!(
+            s,
+            "network      {sent} messages, {lost} lost, {duplicated} duplicated; {} faults applied",
+            self.faults
+        );
+        let _ = writeln!(
+            s,
+            "events       {} over {:.1} s simulated",
+            self.events,
+            self.sim_ms as f64 / 1000.0
+        );
         if with_wall_time {
             let wall = self.wall_ms.max(1) as f64;
             let _ = writeln!(
@@ -112,7 +135,11 @@ impl RunReport {
         let _ = writeln!(
             s,
             "result       {outcome} (expected {expected}){}",
-            if self.as_expected() { "" } else { "  << UNEXPECTED" }
+            if self.as_expected() {
+                ""
+            } else {
+                "  << UNEXPECTED"
+            }
         );
         if !self.as_expected() {
             let _ = writeln!(s, "replay       {}", self.replay_command());

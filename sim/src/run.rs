@@ -24,7 +24,12 @@ pub struct SeedRun {
 }
 
 /// Runs `seed` of `scenario` (read from `path`).
-pub fn run_seed(scenario: &Scenario, path: &str, seed: u64, options: RunOptions) -> Result<SeedRun, String> {
+pub fn run_seed(
+    scenario: &Scenario,
+    path: &str,
+    seed: u64,
+    options: RunOptions,
+) -> Result<SeedRun, String> {
     let mut world = World::new(scenario, seed, options.trace)?;
     world.run();
     let mut checks: Vec<(&'static str, Verdict)> = Vec::new();
@@ -68,7 +73,13 @@ fn not_yet(enabled: bool) -> Verdict {
     }
 }
 
-fn summarize(scenario: &Scenario, path: &str, seed: u64, world: &World, checks: Vec<(&'static str, Verdict)>) -> RunReport {
+fn summarize(
+    scenario: &Scenario,
+    path: &str,
+    seed: u64,
+    world: &World,
+    checks: Vec<(&'static str, Verdict)>,
+) -> RunReport {
     let mut ops = OpCounts::default();
     let (mut fault_ops, mut fault_ok) = (0u64, 0u64);
     let mut latencies = Vec::new();
@@ -95,7 +106,11 @@ fn summarize(scenario: &Scenario, path: &str, seed: u64, world: &World, checks: 
         expect: scenario.expect,
         drawn: world.drawn.clone(),
         ops,
-        availability: if fault_ops == 0 { 1.0 } else { fault_ok as f64 / fault_ops as f64 },
+        availability: if fault_ops == 0 {
+            1.0
+        } else {
+            fault_ok as f64 / fault_ops as f64
+        },
         latency_p50_ms: quantile(&latencies, 0.50),
         latency_p99_ms: quantile(&latencies, 0.99),
         events: world.counters.events,

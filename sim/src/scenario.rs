@@ -380,11 +380,13 @@ impl Scenario {
             field: None,
             reason: e.to_string().trim().replace('\n', " "),
         })?;
-        scenario.validate().map_err(|(field, reason)| ScenarioError {
-            file: file.to_string(),
-            field: Some(field),
-            reason,
-        })?;
+        scenario
+            .validate()
+            .map_err(|(field, reason)| ScenarioError {
+                file: file.to_string(),
+                field: Some(field),
+                reason,
+            })?;
         Ok(scenario)
     }
 
@@ -406,37 +408,106 @@ impl Scenario {
         }
         let nodes = self.cluster.nodes;
         ensure(!self.name.is_empty(), "name", "must not be empty")?;
-        ensure(!self.description.trim().is_empty(), "description", "must say what the scenario proves")?;
-        ensure((1..=86_400_000).contains(&self.duration_ms), "duration_ms", "must be between 1 and 86400000")?;
-        ensure(self.settle_ms <= 86_400_000, "settle_ms", "must be at most 86400000")?;
-        ensure((1..=1000).contains(&nodes), "cluster.nodes", "must be between 1 and 1000")?;
+        ensure(
+            !self.description.trim().is_empty(),
+            "description",
+            "must say what the scenario proves",
+        )?;
+        ensure(
+            (1..=86_400_000).contains(&self.duration_ms),
+            "duration_ms",
+            "must be between 1 and 86400000",
+        )?;
+        ensure(
+            self.settle_ms <= 86_400_000,
+            "settle_ms",
+            "must be at most 86400000",
+        )?;
+        ensure(
+            (1..=1000).contains(&nodes),
+            "cluster.nodes",
+            "must be between 1 and 1000",
+        )?;
         ensure(
             (1..=nodes).contains(&self.cluster.datacenters),
             "cluster.datacenters",
             "must be between 1 and the number of nodes",
         )?;
-        ensure((1..=1000).contains(&self.cluster.racks), "cluster.racks", "must be between 1 and 1000")?;
-        ensure(u32::from(self.cluster.n) <= nodes, "cluster.n", "must not exceed cluster.nodes")?;
-        self.cluster_config().map_err(|e| (format!("cluster.{}", e.field), e.reason))?;
+        ensure(
+            (1..=1000).contains(&self.cluster.racks),
+            "cluster.racks",
+            "must be between 1 and 1000",
+        )?;
+        ensure(
+            u32::from(self.cluster.n) <= nodes,
+            "cluster.n",
+            "must not exceed cluster.nodes",
+        )?;
+        self.cluster_config()
+            .map_err(|e| (format!("cluster.{}", e.field), e.reason))?;
         range_f64(&self.network.latency_ms, "network.latency_ms", 60_000.0)?;
-        range_f64(&self.network.client_latency_ms, "network.client_latency_ms", 60_000.0)?;
-        ensure((0.0..=1.0).contains(&self.network.drop), "network.drop", "must be a probability in [0, 1]")?;
-        ensure((0.0..=1.0).contains(&self.network.duplicate), "network.duplicate", "must be a probability in [0, 1]")?;
-        ensure(self.clocks.skew_ms <= 86_400_000, "clocks.skew_ms", "must be at most 86400000")?;
-        ensure(self.clocks.drift_ppm <= 100_000, "clocks.drift_ppm", "must be at most 100000")?;
+        range_f64(
+            &self.network.client_latency_ms,
+            "network.client_latency_ms",
+            60_000.0,
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&self.network.drop),
+            "network.drop",
+            "must be a probability in [0, 1]",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&self.network.duplicate),
+            "network.duplicate",
+            "must be a probability in [0, 1]",
+        )?;
+        ensure(
+            self.clocks.skew_ms <= 86_400_000,
+            "clocks.skew_ms",
+            "must be at most 86400000",
+        )?;
+        ensure(
+            self.clocks.drift_ppm <= 100_000,
+            "clocks.drift_ppm",
+            "must be at most 100000",
+        )?;
         let fsync = &self.disk.fsync_us;
         ensure(
             fsync.len() == 2 && fsync[0] <= fsync[1] && fsync[1] <= 10_000_000,
             "disk.fsync_us",
             "must be [low, high] with low <= high <= 10000000",
         )?;
-        ensure((0.0..=1.0).contains(&self.disk.fsync_failure), "disk.fsync_failure", "must be a probability in [0, 1]")?;
+        ensure(
+            (0.0..=1.0).contains(&self.disk.fsync_failure),
+            "disk.fsync_failure",
+            "must be a probability in [0, 1]",
+        )?;
         let w = &self.workload;
-        ensure((1..=100_000).contains(&w.clients), "workload.clients", "must be between 1 and 100000")?;
-        ensure(w.operations <= 100_000_000, "workload.operations", "must be at most 100000000")?;
-        ensure((1..=10_000_000).contains(&w.keys), "workload.keys", "must be between 1 and 10000000")?;
-        ensure((0.0..=1.0).contains(&w.read_fraction), "workload.read_fraction", "must be in [0, 1]")?;
-        ensure((0.0..=1.0).contains(&w.delete_fraction), "workload.delete_fraction", "must be in [0, 1]")?;
+        ensure(
+            (1..=100_000).contains(&w.clients),
+            "workload.clients",
+            "must be between 1 and 100000",
+        )?;
+        ensure(
+            w.operations <= 100_000_000,
+            "workload.operations",
+            "must be at most 100000000",
+        )?;
+        ensure(
+            (1..=10_000_000).contains(&w.keys),
+            "workload.keys",
+            "must be between 1 and 10000000",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&w.read_fraction),
+            "workload.read_fraction",
+            "must be in [0, 1]",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&w.delete_fraction),
+            "workload.delete_fraction",
+            "must be in [0, 1]",
+        )?;
         ensure(
             w.value_bytes.len() == 2
                 && 8 <= w.value_bytes[0]
@@ -456,7 +527,11 @@ impl Scenario {
             "must be in (0, 10]",
         )?;
         if let Some(t) = w.client_timeout_ms {
-            ensure((1..=3_600_000).contains(&t), "workload.client_timeout_ms", "must be between 1 and 3600000")?;
+            ensure(
+                (1..=3_600_000).contains(&t),
+                "workload.client_timeout_ms",
+                "must be between 1 and 3600000",
+            )?;
         }
         let iv = &self.nemesis.interval_ms;
         ensure(
@@ -482,7 +557,11 @@ impl Scenario {
             )?;
             let node_ok = |n: &u32| *n < nodes;
             if let Some(groups) = &fault.partition {
-                ensure(groups.iter().flatten().all(node_ok), &field("partition"), "names a node that does not exist")?;
+                ensure(
+                    groups.iter().flatten().all(node_ok),
+                    &field("partition"),
+                    "names a node that does not exist",
+                )?;
             }
             if let Some(one_way) = &fault.one_way {
                 ensure(
@@ -493,15 +572,31 @@ impl Scenario {
             }
             for (name, node) in [("crash", fault.crash), ("restart", fault.restart)] {
                 if let Some(node) = node {
-                    ensure(node < nodes, &field(name), "names a node that does not exist")?;
+                    ensure(
+                        node < nodes,
+                        &field(name),
+                        "names a node that does not exist",
+                    )?;
                 }
             }
             if let Some(pause) = &fault.pause {
-                ensure(pause.node < nodes, &field("pause.node"), "names a node that does not exist")?;
+                ensure(
+                    pause.node < nodes,
+                    &field("pause.node"),
+                    "names a node that does not exist",
+                )?;
             }
             if let Some(jump) = &fault.clock_jump {
-                ensure(jump.node < nodes, &field("clock_jump.node"), "names a node that does not exist")?;
-                ensure(jump.ms.abs() <= 86_400_000, &field("clock_jump.ms"), "must be within a day")?;
+                ensure(
+                    jump.node < nodes,
+                    &field("clock_jump.node"),
+                    "names a node that does not exist",
+                )?;
+                ensure(
+                    jump.ms.abs() <= 86_400_000,
+                    &field("clock_jump.ms"),
+                    "must be within a day",
+                )?;
             }
         }
         Ok(())
@@ -536,7 +631,13 @@ impl Scenario {
             request_timeout_ms: c.request_timeout_ms,
             sloppy_quorum: c.sloppy_quorum,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
-            value_bytes_max: self.workload.value_bytes.get(1).copied().unwrap_or(0).max(1 << 20),
+            value_bytes_max: self
+                .workload
+                .value_bytes
+                .get(1)
+                .copied()
+                .unwrap_or(0)
+                .max(1 << 20),
             ..ClusterConfig::default()
         };
         config.validate()?;
@@ -555,7 +656,12 @@ impl Scenario {
     /// How long a client waits before recording a request indeterminate, milliseconds.
     pub fn client_timeout_ms(&self) -> u64 {
         self.workload.client_timeout_ms.unwrap_or_else(|| {
-            let client_latency = self.network.client_latency_ms.get(1).copied().unwrap_or(1.0);
+            let client_latency = self
+                .network
+                .client_latency_ms
+                .get(1)
+                .copied()
+                .unwrap_or(1.0);
             self.cluster.request_timeout_ms + (2.0 * client_latency).ceil() as u64 + 100
         })
     }

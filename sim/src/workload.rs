@@ -21,7 +21,9 @@ impl Workload {
     /// The workload of a scenario.
     pub fn new(scenario: &Scenario) -> Self {
         let w = &scenario.workload;
-        let keys = (0..w.keys).map(|i| Bytes::from(format!("key{i:07}"))).collect();
+        let keys = (0..w.keys)
+            .map(|i| Bytes::from(format!("key{i:07}")))
+            .collect();
         let zipf_cdf = match scenario.key_distribution() {
             KeyDistribution::Uniform => Vec::new(),
             KeyDistribution::Zipf(s) => {
@@ -58,7 +60,9 @@ impl Workload {
             rng.gen_range(0..self.keys.len())
         } else {
             let x: f64 = rng.gen();
-            self.zipf_cdf.partition_point(|&c| c < x).min(self.keys.len() - 1)
+            self.zipf_cdf
+                .partition_point(|&c| c < x)
+                .min(self.keys.len() - 1)
         };
         u32::try_from(index).unwrap_or(0)
     }

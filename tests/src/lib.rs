@@ -17,7 +17,9 @@ pub fn scenario_path(name: &str) -> String {
 
 /// Loads a shipped scenario.
 pub fn load(name: &str) -> Scenario {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(scenario_path(name));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(scenario_path(name));
     match Scenario::load(&path) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
@@ -25,7 +27,11 @@ pub fn load(name: &str) -> Scenario {
 }
 
 /// Runs seeds `seeds` of `name` and returns every report whose outcome differs from `expect`.
-pub fn unexpected_seeds(name: &str, seeds: std::ops::Range<u64>, options: RunOptions) -> Vec<RunReport> {
+pub fn unexpected_seeds(
+    name: &str,
+    seeds: std::ops::Range<u64>,
+    options: RunOptions,
+) -> Vec<RunReport> {
     let scenario = load(name);
     let path = scenario_path(name);
     seeds

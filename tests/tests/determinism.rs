@@ -9,7 +9,11 @@ fn twice(name: &str) {
         check_determinism: true,
     };
     let bad = unexpected_seeds(name, 0..100, options);
-    assert!(bad.is_empty(), "{name}: nondeterministic or failing seeds:\n{}", describe(&bad));
+    assert!(
+        bad.is_empty(),
+        "{name}: nondeterministic or failing seeds:\n{}",
+        describe(&bad)
+    );
 }
 
 #[test]
@@ -36,7 +40,12 @@ fn broken_scenario_is_deterministic_too() {
     };
     for seed in 0..20 {
         let run = sim::run_seed(&scenario, "broken", seed, options).expect("runs");
-        let determinism = run.report.checks.iter().find(|(n, _)| *n == "determinism").map(|(_, v)| v.word());
+        let determinism = run
+            .report
+            .checks
+            .iter()
+            .find(|(n, _)| *n == "determinism")
+            .map(|(_, v)| v.word());
         assert_eq!(determinism, Some("pass"), "seed {seed}");
     }
 }

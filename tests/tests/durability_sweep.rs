@@ -8,10 +8,21 @@ const SEEDS: std::ops::Range<u64> = 0..500;
 
 fn sweep(name: &str) {
     let scenario = load(name);
-    assert_eq!((scenario.cluster.n, scenario.cluster.r, scenario.cluster.w), (3, 2, 2));
-    assert!(scenario.check.durability, "{name} must run the durability check");
+    assert_eq!(
+        (scenario.cluster.n, scenario.cluster.r, scenario.cluster.w),
+        (3, 2, 2)
+    );
+    assert!(
+        scenario.check.durability,
+        "{name} must run the durability check"
+    );
     let bad = unexpected_seeds(name, SEEDS, RunOptions::default());
-    assert!(bad.is_empty(), "{} seeds of {name} failed:\n{}", bad.len(), describe(&bad));
+    assert!(
+        bad.is_empty(),
+        "{} seeds of {name} failed:\n{}",
+        bad.len(),
+        describe(&bad)
+    );
 }
 
 #[test]
@@ -35,7 +46,12 @@ fn acknowledging_before_persisting_is_caught_on_every_seed() {
     assert!(scenario.cluster.unsafe_ack_before_persist);
     // `expect = "violation"`: a seed is unexpected when the durability check does NOT fail.
     let missed = unexpected_seeds("broken-ack-before-persist", 0..100, RunOptions::default());
-    assert!(missed.is_empty(), "lost writes went unnoticed on {} seeds:\n{}", missed.len(), describe(&missed));
+    assert!(
+        missed.is_empty(),
+        "lost writes went unnoticed on {} seeds:\n{}",
+        missed.len(),
+        describe(&missed)
+    );
 }
 
 #[test]

@@ -6,6 +6,12 @@ use sim::RunOptions;
 #[test]
 fn partition_seed_42_summary() {
     let scenario = ringkv_tests::load("partition");
-    let run = sim::run_seed(&scenario, "scenarios/partition.toml", 42, RunOptions::default()).expect("runs");
+    let run = sim::run_seed(
+        &scenario,
+        "scenarios/partition.toml",
+        42,
+        RunOptions::default(),
+    )
+    .expect("runs");
     insta::assert_snapshot!(run.report.render(false));
 }

@@ -82,11 +82,17 @@ impl Operation {
     pub(super) fn check_invariants(&self) {
         match self {
             Operation::Read(r) => {
-                assert!(r.answered.len() < usize::from(r.needed), "finished reads are removed");
+                assert!(
+                    r.answered.len() < usize::from(r.needed),
+                    "finished reads are removed"
+                );
                 assert!(r.answered.len() + usize::from(r.failed) <= usize::from(r.replicas));
             }
             Operation::Write(w) => {
-                assert!(w.acked.len() < usize::from(w.needed), "finished writes are removed");
+                assert!(
+                    w.acked.len() < usize::from(w.needed),
+                    "finished writes are removed"
+                );
                 assert!(w.acked.iter().all(|a| w.replicas.contains(a)));
             }
             Operation::Forward(f) => assert!(f.attempt < f.candidates.len()),
@@ -112,7 +118,10 @@ impl<S: Storage> Node<S> {
             .or(cluster.consistency)
             .map_or(Some(default), |l| l.required(n))
         else {
-            self.reply(request, ClientReply::Rejected(RequestError::InvalidConsistency));
+            self.reply(
+                request,
+                ClientReply::Rejected(RequestError::InvalidConsistency),
+            );
             return;
         };
         let replicas = self.ring.preference_list(body.key(), usize::from(n));
@@ -125,15 +134,28 @@ impl<S: Storage> Node<S> {
             self.reply(request, ClientReply::Rejected(e));
             return;
         }
-        let deadline = now.monotonic.saturating_add(self.config.cluster.request_timeout());
+        let deadline = now
+            .monotonic
+            .saturating_add(self.config.cluster.request_timeout());
         match body {
-            ClientRequest::Get { key, .. } => self.start_read(request, key, needed, replicas, deadline),
+            ClientRequest::Get { key, .. } => {
+                self.start_read(request, key, needed, replicas, deadline)
+            }
             ClientRequest::Put {
                 key,
                 value,
                 context,
                 ..
-            } => self.start_write(now, request, key, Some(value), context, needed, replicas, deadline),
+            } => self.start_write(
+                now,
+                request,
+                key,
+                Some(value),
+                context,
+                needed,
+                replicas,
+                deadline,
+            ),
             ClientRequest::Delete { key, context, .. } => {
                 self.start_write(now, request, key, None, context, needed, replicas, deadline)
             }
@@ -201,7 +223,13 @@ impl<S: Storage> Node<S> {
                 let id = self.id;
                 self.on_read_reply(id, op, record);
             } else {
-                self.send(replica, Message::Read { op, key: key.clone() });
+                self.send(
+                    replica,
+                    Message::Read {
+                        op,
+                        key: key.clone(),
+                    },
+                );
             }
         }
     }
@@ -253,7 +281,10 @@ impl<S: Storage> Node<S> {
 
     // ---------------------------------------------------------------- writes
 
-    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
     fn start_write(
         &mut self,
         now: Now,
@@ -290,9 +321,13 @@ impl<S: Storage> Node<S> {
                 let context = context.map(|c| c.0).unwrap_or_default();
                 if replicas.contains(&self.id) {
                     let origin = Origin::Client(request);
-                    self.coordinate_causal_put(origin, key, value, context, needed, replicas, deadline);
+                    self.coordinate_causal_put(
+                        origin, key, value, context, needed, replicas, deadline,
+                    );
                 } else {
-                    self.forward_put(now, request, key, value, context, needed, replicas, deadline);
+                    self.forward_put(
+                        now, request, key, value, context, needed, replicas, deadline,
+                    );
                 }
             }
         }
@@ -330,7 +365,12 @@ impl<S: Storage> Node<S> {
             return;
         }
         write.fanned_out = true;
-        let targets: Vec<NodeId> = write.replicas.iter().copied().filter(|&r| r != self.id).collect();
+        let targets: Vec<NodeId> = write
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| r != self.id)
+            .collect();
         let (key, record) = (write.key.clone(), write.record.clone());
         for target in targets {
             let message = Message::Write {
@@ -399,8 +439,12 @@ impl<S: Storage> Node<S> {
         match origin {
             Origin::Client(request) => {
                 let reply = match outcome {
-                    ForwardedOutcome::Written { version, acks } => ClientReply::Written { version, acks },
-                    ForwardedOutcome::Indeterminate { acks } => ClientReply::Indeterminate { acks, needed },
+                    ForwardedOutcome::Written { version, acks } => {
+                        ClientReply::Written { version, acks }
+                    }
+                    ForwardedOutcome::Indeterminate { acks } => {
+                        ClientReply::Indeterminate { acks, needed }
+                    }
                     ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
                 };
                 self.reply(request, reply);
@@ -414,7 +458,10 @@ impl<S: Storage> Node<S> {
     // ---------------------------------------------------------------- vector-clock puts
 
     /// Creates the new dot from this replica's own record and writes it (local copy first).
-    #[expect(clippy::too_many_arguments, reason = "two call sites with different origins")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "two call sites with different origins"
+    )]
     fn coordinate_causal_put(
         &mut self,
         origin: Origin,
@@ -438,7 +485,11 @@ impl<S: Storage> Node<S> {
         record.prune(self.config.cluster.clock_entries_max, &replicas);
         if record.siblings.len() > self.config.cluster.siblings_max {
             let max = self.config.cluster.siblings_max;
-            self.finish_write(origin, needed, ForwardedOutcome::Rejected(RequestError::TooManySiblings { max }));
+            self.finish_write(
+                origin,
+                needed,
+                ForwardedOutcome::Rejected(RequestError::TooManySiblings { max }),
+            );
             return;
         }
         let write = WriteOperation {
@@ -456,6 +507,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// A replica was asked to coordinate a vector-clock put.
+    #[expect(clippy::too_many_arguments, reason = "the fields of one message, destructured")]
     pub(super) fn serve_coordinate_put(
         &mut self,
         now: Now,
@@ -472,17 +524,25 @@ impl<S: Storage> Node<S> {
         let n = usize::from(self.config.cluster.n);
         let replicas = self.ring.preference_list(&key, n);
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
-        if !replicas.contains(&self.id) || !valid || self.operations.len() >= self.config.cluster.requests_in_flight_max {
+        if !replicas.contains(&self.id)
+            || !valid
+            || self.operations.len() >= self.config.cluster.requests_in_flight_max
+        {
             let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
             self.send(from, Message::CoordinatePutReply { op, outcome });
             return;
         }
-        let deadline = now.monotonic.saturating_add(self.config.cluster.request_timeout());
+        let deadline = now
+            .monotonic
+            .saturating_add(self.config.cluster.request_timeout());
         let origin = Origin::Forward { from, op };
         self.coordinate_causal_put(origin, key, value, context, needed, replicas, deadline);
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
     fn forward_put(
         &mut self,
         now: Now,
@@ -540,7 +600,9 @@ impl<S: Storage> Node<S> {
             let attempted_before = forward.attempt > 0;
             let outcome = match outcome {
                 // An earlier attempt may still apply, so a refusal now is not "no effect".
-                ForwardedOutcome::Rejected(_) if attempted_before => ForwardedOutcome::Indeterminate { acks: 0 },
+                ForwardedOutcome::Rejected(_) if attempted_before => {
+                    ForwardedOutcome::Indeterminate { acks: 0 }
+                }
                 other => other,
             };
             self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
@@ -569,7 +631,9 @@ impl<S: Storage> Node<S> {
                 self.finish_write(write.origin, write.needed, outcome);
             }
             Operation::Forward(mut forward) => {
-                if forward.attempt + 1 < forward.candidates.len() && now.monotonic < forward.deadline {
+                if forward.attempt + 1 < forward.candidates.len()
+                    && now.monotonic < forward.deadline
+                {
                     forward.attempt += 1;
                     let next = forward.candidates[forward.attempt];
                     self.outputs

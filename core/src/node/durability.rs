@@ -88,7 +88,10 @@ impl Durability {
         assert!(self.durable <= self.requested && self.requested <= self.staged);
         let mut previous = self.durable;
         for &(seq, _) in &self.waiting {
-            assert!(seq > self.durable && seq >= previous, "waiters are ordered and pending");
+            assert!(
+                seq > self.durable && seq >= previous,
+                "waiters are ordered and pending"
+            );
             previous = seq;
         }
     }
@@ -101,16 +104,28 @@ mod tests {
     #[test]
     fn acknowledgements_wait_for_their_own_token() {
         let mut d = Durability::default();
-        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(0))).is_some());
+        assert!(d
+            .after_pending(AfterPersist::AckLocal(OperationId(0)))
+            .is_some());
         d.staged_one();
-        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(1))).is_none());
+        assert!(d
+            .after_pending(AfterPersist::AckLocal(OperationId(1)))
+            .is_none());
         let first = d.take_persist_request().expect("request");
         d.staged_one();
-        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(2))).is_none());
-        assert_eq!(d.persisted(first), vec![AfterPersist::AckLocal(OperationId(1))]);
+        assert!(d
+            .after_pending(AfterPersist::AckLocal(OperationId(2)))
+            .is_none());
+        assert_eq!(
+            d.persisted(first),
+            vec![AfterPersist::AckLocal(OperationId(1))]
+        );
         let second = d.take_persist_request().expect("request");
         assert_eq!(d.take_persist_request(), None);
-        assert_eq!(d.persisted(second), vec![AfterPersist::AckLocal(OperationId(2))]);
+        assert_eq!(
+            d.persisted(second),
+            vec![AfterPersist::AckLocal(OperationId(2))]
+        );
         d.check_invariants();
     }
 
@@ -118,7 +133,9 @@ mod tests {
     fn a_failed_sync_releases_nothing_as_durable() {
         let mut d = Durability::default();
         d.staged_one();
-        assert!(d.after_pending(AfterPersist::AckLocal(OperationId(1))).is_none());
+        assert!(d
+            .after_pending(AfterPersist::AckLocal(OperationId(1)))
+            .is_none());
         let token = d.take_persist_request().expect("request");
         assert_eq!(d.poison().len(), 1);
         assert!(d.persisted(token).is_empty());

@@ -241,3 +241,6 @@ impl<S: Storage> Node<S> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,9 +23,10 @@ impl<S: Storage> Node<S> {
             return Err(ReplicaError::Storage);
         }
         self.storage.get(key).map_err(|e| {
-            self.outputs.push_back(Output::Event(NodeEvent::StorageError {
-                reason: e.to_string(),
-            }));
+            self.outputs
+                .push_back(Output::Event(NodeEvent::StorageError {
+                    reason: e.to_string(),
+                }));
             ReplicaError::Storage
         })
     }
@@ -36,7 +37,13 @@ impl<S: Storage> Node<S> {
         self.send(from, Message::ReadReply { op, record });
     }
 
-    pub(super) fn serve_write(&mut self, from: NodeId, op: OperationId, key: Bytes, record: Record) {
+    pub(super) fn serve_write(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        key: Bytes,
+        record: Record,
+    ) {
         self.observe_record(Some(&record));
         match self.apply(key, &record, AfterPersist::AckRemote { to: from, op }) {
             Ok(Applied::Now) => self.send(from, Message::WriteReply { op, result: Ok(()) }),
@@ -71,9 +78,10 @@ impl<S: Storage> Node<S> {
                 Ok(())
             }
             Err(e) => {
-                self.outputs.push_back(Output::Event(NodeEvent::StorageError {
-                    reason: e.to_string(),
-                }));
+                self.outputs
+                    .push_back(Output::Event(NodeEvent::StorageError {
+                        reason: e.to_string(),
+                    }));
                 Err(ReplicaError::Storage)
             }
         }

@@ -48,7 +48,10 @@ mod tests {
         let datacenter = [0, 0, 0, 0];
         let rack = [0, 0, 1, 2];
         assert_eq!(choose_replicas(&walk, &datacenter, &rack, 3), vec![0, 2, 3]);
-        assert_eq!(choose_replicas(&walk, &datacenter, &rack, 4), vec![0, 2, 3, 1]);
+        assert_eq!(
+            choose_replicas(&walk, &datacenter, &rack, 4),
+            vec![0, 2, 3, 1]
+        );
     }
 
     #[test]

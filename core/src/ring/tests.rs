@@ -48,7 +48,10 @@ fn ownership_within_fifteen_percent_of_even() {
             );
         }
         for (node, share) in ring.ownership() {
-            assert!((share - 0.1).abs() <= 0.015, "{node} owns {share} of the space");
+            assert!(
+                (share - 0.1).abs() <= 0.015,
+                "{node} owns {share} of the space"
+            );
         }
     }
 }
@@ -140,7 +143,10 @@ fn removing_a_node_moves_only_its_keys() {
     let before = ring_of(6, 64);
     let mut after = before.clone();
     after.remove_node(NodeId(3)).expect("member");
-    assert_eq!(after.remove_node(NodeId(3)), Err(RingError::NotMember(NodeId(3))));
+    assert_eq!(
+        after.remove_node(NodeId(3)),
+        Err(RingError::NotMember(NodeId(3)))
+    );
     for i in 0..5000 {
         let old = before.preference_list(&key(i), 1)[0];
         let new = after.preference_list(&key(i), 1)[0];
@@ -160,7 +166,11 @@ fn placement_snapshot() {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-            format!("{} -> {}", String::from_utf8_lossy(&key(i)), replicas.join(","))
+            format!(
+                "{} -> {}",
+                String::from_utf8_lossy(&key(i)),
+                replicas.join(",")
+            )
         })
         .collect();
     insta::assert_snapshot!(placements.join("\n"));

@@ -65,9 +65,17 @@ impl MemStorage {
             self.poisoned = Some(why.clone());
             return Err(StorageError::Poisoned(why));
         }
-        while self.pending.front().is_some_and(|(seq, _, _)| *seq <= point) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|(seq, _, _)| *seq <= point)
+        {
             if let Some((seq, key, record)) = self.pending.pop_front() {
-                if self.staged.get(&key).is_some_and(|(latest, _)| *latest == seq) {
+                if self
+                    .staged
+                    .get(&key)
+                    .is_some_and(|(latest, _)| *latest == seq)
+                {
                     self.staged.remove(&key);
                 }
                 self.durable.insert(key, record);
@@ -98,7 +106,8 @@ impl Storage for MemStorage {
     fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
         self.usable()?;
         self.last_seq += 1;
-        self.staged.insert(key.clone(), (self.last_seq, record.clone()));
+        self.staged
+            .insert(key.clone(), (self.last_seq, record.clone()));
         self.pending.push_back((self.last_seq, key, record));
         Ok(())
     }
@@ -145,10 +154,16 @@ mod tests {
     #[test]
     fn crash_keeps_exactly_what_was_synced() {
         let mut storage = MemStorage::new();
-        storage.put(Bytes::from_static(b"a"), record(1)).expect("put");
+        storage
+            .put(Bytes::from_static(b"a"), record(1))
+            .expect("put");
         storage.sync().expect("sync");
-        storage.put(Bytes::from_static(b"a"), record(2)).expect("put");
-        storage.put(Bytes::from_static(b"b"), record(3)).expect("put");
+        storage
+            .put(Bytes::from_static(b"a"), record(2))
+            .expect("put");
+        storage
+            .put(Bytes::from_static(b"b"), record(3))
+            .expect("put");
         assert_eq!(storage.get(b"a"), Ok(Some(record(2))));
         storage.crash();
         assert_eq!(storage.get(b"a"), Ok(Some(record(1))));
@@ -158,24 +173,43 @@ mod tests {
     #[test]
     fn sync_through_covers_only_writes_staged_before_it() {
         let mut storage = MemStorage::new();
-        storage.put(Bytes::from_static(b"a"), record(1)).expect("put");
+        storage
+            .put(Bytes::from_static(b"a"), record(1))
+            .expect("put");
         let point = storage.staged_seq();
-        storage.put(Bytes::from_static(b"a"), record(2)).expect("put");
-        storage.put(Bytes::from_static(b"b"), record(3)).expect("put");
+        storage
+            .put(Bytes::from_static(b"a"), record(2))
+            .expect("put");
+        storage
+            .put(Bytes::from_static(b"b"), record(3))
+            .expect("put");
         storage.sync_through(point).expect("sync");
-        assert_eq!(storage.get(b"a"), Ok(Some(record(2))), "reads see the latest");
+        assert_eq!(
+            storage.get(b"a"),
+            Ok(Some(record(2))),
+            "reads see the latest"
+        );
         storage.crash();
-        assert_eq!(storage.get(b"a"), Ok(Some(record(1))), "the fsync covered only the first write");
+        assert_eq!(
+            storage.get(b"a"),
+            Ok(Some(record(1))),
+            "the fsync covered only the first write"
+        );
         assert_eq!(storage.get(b"b"), Ok(None));
     }
 
     #[test]
     fn failed_sync_poisons_until_restart() {
         let mut storage = MemStorage::new();
-        storage.put(Bytes::from_static(b"a"), record(1)).expect("put");
+        storage
+            .put(Bytes::from_static(b"a"), record(1))
+            .expect("put");
         storage.inject_sync_failure();
         assert!(matches!(storage.sync(), Err(StorageError::Poisoned(_))));
-        assert!(matches!(storage.sync(), Err(StorageError::Poisoned(_))), "never retried");
+        assert!(
+            matches!(storage.sync(), Err(StorageError::Poisoned(_))),
+            "never retried"
+        );
         assert!(storage.get(b"a").is_err());
         storage.crash();
         assert_eq!(storage.get(b"a"), Ok(None), "the unsynced write is gone");
@@ -185,11 +219,23 @@ mod tests {
     fn scan_merges_staged_and_durable_in_key_order() {
         let mut storage = MemStorage::new();
         for (k, ts) in [(&b"c"[..], 1), (b"a", 2)] {
-            storage.put(Bytes::copy_from_slice(k), record(ts)).expect("put");
+            storage
+                .put(Bytes::copy_from_slice(k), record(ts))
+                .expect("put");
         }
         storage.sync().expect("sync");
-        storage.put(Bytes::from_static(b"b"), record(3)).expect("put");
-        let keys: Vec<Bytes> = storage.scan(b"b", 10).expect("scan").into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+        storage
+            .put(Bytes::from_static(b"b"), record(3))
+            .expect("put");
+        let keys: Vec<Bytes> = storage
+            .scan(b"b", 10)
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
+        );
     }
 }

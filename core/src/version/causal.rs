@@ -99,7 +99,10 @@ impl CausalRecord {
     pub fn join(&self, other: &CausalRecord) -> CausalRecord {
         let mut siblings: Vec<(Dot, Option<Bytes>)> = Vec::new();
         for (dot, value) in &self.siblings {
-            let in_other = other.siblings.binary_search_by_key(dot, |(d, _)| *d).is_ok();
+            let in_other = other
+                .siblings
+                .binary_search_by_key(dot, |(d, _)| *d)
+                .is_ok();
             if in_other || !other.clock.contains(*dot) {
                 siblings.push((*dot, value.clone()));
             }
@@ -148,7 +151,8 @@ impl CausalRecord {
                 .entries
                 .iter()
                 .filter(|(actor, _)| {
-                    !replicas.contains(actor) && !self.siblings.iter().any(|(d, _)| d.actor == *actor)
+                    !replicas.contains(actor)
+                        && !self.siblings.iter().any(|(d, _)| d.actor == *actor)
                 })
                 .min_by_key(|&&(actor, counter)| (counter, actor))
                 .map(|&(actor, _)| actor);
@@ -187,7 +191,10 @@ mod tests {
         assert!(both.clock.contains(dot_a) && both.clock.contains(dot_b));
         // A client that read both writes "c" with that context: one value remains.
         let (c, _) = both.update(n(1), &both.clock, value("c"));
-        assert_eq!(c.live_values().collect::<Vec<_>>(), vec![&Bytes::from_static(b"c")]);
+        assert_eq!(
+            c.live_values().collect::<Vec<_>>(),
+            vec![&Bytes::from_static(b"c")]
+        );
         // A replica still holding only "b" merges and keeps only "c".
         assert_eq!(b.join(&c).live_values().count(), 1);
     }
@@ -201,7 +208,10 @@ mod tests {
         let (ab, _) = a.update(n(1), &VersionVector::default(), value("b"));
         let (abc, _) = ab.update(n(1), &seen, value("c"));
         let live: Vec<_> = abc.live_values().collect();
-        assert_eq!(live, vec![&Bytes::from_static(b"b"), &Bytes::from_static(b"c")]);
+        assert_eq!(
+            live,
+            vec![&Bytes::from_static(b"b"), &Bytes::from_static(b"c")]
+        );
     }
 
     #[test]
@@ -223,7 +233,13 @@ mod tests {
         for actor in 1..=6 {
             record.clock.raise(n(actor), u64::from(actor));
         }
-        record.siblings.push((Dot { actor: n(2), counter: 2 }, value("x")));
+        record.siblings.push((
+            Dot {
+                actor: n(2),
+                counter: 2,
+            },
+            value("x"),
+        ));
         record.prune(3, &[n(5), n(6)]);
         let actors: Vec<NodeId> = record.clock.entries().iter().map(|&(a, _)| a).collect();
         assert_eq!(actors, vec![n(2), n(5), n(6)]);

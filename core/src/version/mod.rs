@@ -86,7 +86,12 @@ impl Record {
     pub fn value_bytes(&self) -> usize {
         match self {
             Record::Lww(r) => r.value.as_ref().map_or(0, Bytes::len),
-            Record::Causal(r) => r.siblings.iter().filter_map(|(_, v)| v.as_ref()).map(Bytes::len).sum(),
+            Record::Causal(r) => r
+                .siblings
+                .iter()
+                .filter_map(|(_, v)| v.as_ref())
+                .map(Bytes::len)
+                .sum(),
         }
     }
 }

@@ -12,7 +12,11 @@ use std::collections::BTreeMap;
 const SHOWN_MAX: usize = 5;
 
 /// Checks the history's acknowledged writes against the replicas' durable contents.
-pub fn check(history: &History, durable: &[&BTreeMap<Bytes, Record>], workload: &Workload) -> Verdict {
+pub fn check(
+    history: &History,
+    durable: &[&BTreeMap<Bytes, Record>],
+    workload: &Workload,
+) -> Verdict {
     let mut checked = 0usize;
     let mut lost = Vec::new();
     for op in &history.ops {
@@ -20,14 +24,19 @@ pub fn check(history: &History, durable: &[&BTreeMap<Bytes, Record>], workload: 
             continue;
         }
         let Some(version) = op.version else {
-            lost.push(format!("client {} write to key {} acknowledged without a version", op.client, op.key));
+            lost.push(format!(
+                "client {} write to key {} acknowledged without a version",
+                op.client, op.key
+            ));
             continue;
         };
         checked += 1;
         let key = workload.key(op.key);
-        let held = durable
-            .iter()
-            .any(|contents| contents.get(key).is_some_and(|record| record.includes(&version)));
+        let held = durable.iter().any(|contents| {
+            contents
+                .get(key)
+                .is_some_and(|record| record.includes(&version))
+        });
         if !held {
             lost.push(format!(
                 "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by none: {version:?}",

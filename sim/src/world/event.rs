@@ -82,9 +82,9 @@ impl Event {
     pub fn node(&self) -> Option<u32> {
         match self {
             Event::Deliver { to, .. } => Some(*to),
-            Event::ClientArrive { node, .. } | Event::Timer { node, .. } | Event::DiskSynced { node, .. } => {
-                Some(*node)
-            }
+            Event::ClientArrive { node, .. }
+            | Event::Timer { node, .. }
+            | Event::DiskSynced { node, .. } => Some(*node),
             _ => None,
         }
     }
@@ -94,22 +94,47 @@ impl Event {
         match self {
             Event::Deliver { to, from, message } => {
                 let detail = match message {
-                    Message::Read { op, key } | Message::Write { op, key, .. } | Message::CoordinatePut { op, key, .. } => {
+                    Message::Read { op, key }
+                    | Message::Write { op, key, .. }
+                    | Message::CoordinatePut { op, key, .. } => {
                         format!("op {} key {}", op.0, String::from_utf8_lossy(key))
                     }
-                    Message::ReadReply { op, record } => format!("op {} {}", op.0, if record.is_ok() { "ok" } else { "error" }),
-                    Message::WriteReply { op, result } => format!("op {} {}", op.0, if result.is_ok() { "ok" } else { "error" }),
-                    Message::CoordinatePutReply { op, outcome } => format!("op {} {outcome:?}", op.0),
+                    Message::ReadReply { op, record } => format!(
+                        "op {} {}",
+                        op.0,
+                        if record.is_ok() { "ok" } else { "error" }
+                    ),
+                    Message::WriteReply { op, result } => format!(
+                        "op {} {}",
+                        op.0,
+                        if result.is_ok() { "ok" } else { "error" }
+                    ),
+                    Message::CoordinatePutReply { op, outcome } => {
+                        format!("op {} {outcome:?}", op.0)
+                    }
                 };
                 format!("n{from} -> n{to} {} {detail}", message.kind())
             }
-            Event::ClientArrive { node, request, body } => {
+            Event::ClientArrive {
+                node,
+                request,
+                body,
+            } => {
                 let what = match body {
-                    ClientRequest::Get { key, .. } => format!("get {}", String::from_utf8_lossy(key)),
-                    ClientRequest::Put { key, value, .. } => {
-                        format!("put {} ({} bytes, id {})", String::from_utf8_lossy(key), value.len(), crate::workload::value_id(value))
+                    ClientRequest::Get { key, .. } => {
+                        format!("get {}", String::from_utf8_lossy(key))
                     }
-                    ClientRequest::Delete { key, .. } => format!("delete {}", String::from_utf8_lossy(key)),
+                    ClientRequest::Put { key, value, .. } => {
+                        format!(
+                            "put {} ({} bytes, id {})",
+                            String::from_utf8_lossy(key),
+                            value.len(),
+                            crate::workload::value_id(value)
+                        )
+                    }
+                    ClientRequest::Delete { key, .. } => {
+                        format!("delete {}", String::from_utf8_lossy(key))
+                    }
                 };
                 format!("c{} -> n{node} {what}", request.0 >> 32)
             }
@@ -117,14 +142,21 @@ impl Event {
                 let what = match reply {
                     ClientResponse::Refused => "refused".to_string(),
                     ClientResponse::Reply(ClientReply::Found { values, acks, .. }) => {
-                        let ids: Vec<u64> = values.iter().map(|v| crate::workload::value_id(v)).collect();
+                        let ids: Vec<u64> = values
+                            .iter()
+                            .map(|v| crate::workload::value_id(v))
+                            .collect();
                         format!("found {ids:?} acks {acks}")
                     }
                     ClientResponse::Reply(r) => format!("{r:?}"),
                 };
                 format!("n? -> c{} {what}", request.0 >> 32)
             }
-            Event::ClientGiveUp { request } => format!("c{} gives up on request {}", request.0 >> 32, request.0 & 0xffff_ffff),
+            Event::ClientGiveUp { request } => format!(
+                "c{} gives up on request {}",
+                request.0 >> 32,
+                request.0 & 0xffff_ffff
+            ),
             Event::ClientSend { client } => format!("c{client} ready"),
             Event::Timer { node, .. } => format!("n{node} timer"),
             Event::DiskSynced { node, token, .. } => format!("n{node} fsync done (token {token})"),

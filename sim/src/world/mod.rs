@@ -20,8 +20,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::hash::hash_pair;
 use ringkv_core::{
-    CausalContext, ClientReply, ClientRequest, ClusterConfig, Instant, MemStorage, Node, NodeConfig, NodeEvent,
-    NodeId, NodeLocation, Now, Output, PersistToken, RequestId, Ring,
+    CausalContext, ClientReply, ClientRequest, ClusterConfig, Instant, MemStorage, Node,
+    NodeConfig, NodeEvent, NodeId, NodeLocation, Now, Output, PersistToken, RequestId, Ring,
 };
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -145,7 +145,8 @@ impl World {
                 rack: format!("rack{rack}"),
                 weight: 1,
             };
-            ring.add_node(NodeId(i), location).map_err(|e| e.to_string())?;
+            ring.add_node(NodeId(i), location)
+                .map_err(|e| e.to_string())?;
         }
         let mut clock_rng = stream(seed, Stream::Clocks);
         let skew_us = i64::try_from(scenario.clocks.skew_ms * 1000).unwrap_or(i64::MAX);
@@ -154,8 +155,16 @@ impl World {
         let mut slots = Vec::new();
         for i in 0..nodes {
             let clock = NodeClock {
-                offset_us: if skew_us > 0 { clock_rng.gen_range(-skew_us..=skew_us) } else { 0 },
-                drift_ppm: if drift > 0 { clock_rng.gen_range(-drift..=drift) } else { 0 },
+                offset_us: if skew_us > 0 {
+                    clock_rng.gen_range(-skew_us..=skew_us)
+                } else {
+                    0
+                },
+                drift_ppm: if drift > 0 {
+                    clock_rng.gen_range(-drift..=drift)
+                } else {
+                    0
+                },
                 jumps_us: 0,
             };
             if skew_us > 0 || drift > 0 {
@@ -165,8 +174,12 @@ impl World {
                     clock.drift_ppm
                 ));
             }
-            let node = Node::new(node_config(&config, seed, i, 0), ring.clone(), MemStorage::new())
-                .map_err(|e| e.to_string())?;
+            let node = Node::new(
+                node_config(&config, seed, i, 0),
+                ring.clone(),
+                MemStorage::new(),
+            )
+            .map_err(|e| e.to_string())?;
             slots.push(NodeSlot {
                 state: NodeState::Up(Box::new(node)),
                 incarnation: 0,
@@ -212,7 +225,10 @@ impl World {
             operations: w.operations,
             op_gap_ns: mean_gap_ns.max(1),
             client_timeout_ns: scenario.client_timeout_ms() * NANOS_PER_MS,
-            fsync_ns: (scenario.disk.fsync_us[0] * 1000, scenario.disk.fsync_us[1] * 1000),
+            fsync_ns: (
+                scenario.disk.fsync_us[0] * 1000,
+                scenario.disk.fsync_us[1] * 1000,
+            ),
             fsync_failure: scenario.disk.fsync_failure,
             fault_phase_end,
             end: fault_phase_end + scenario.settle_ms * NANOS_PER_MS,
@@ -233,12 +249,29 @@ impl World {
             }
         }
         let mut nemesis_rng = stream(seed, Stream::Nemesis);
-        let nemesis = nemesis::draw_schedule(&scenario.nemesis, nodes, scenario.duration_ms, &mut nemesis_rng);
+        let nemesis = nemesis::draw_schedule(
+            &scenario.nemesis,
+            nodes,
+            scenario.duration_ms,
+            &mut nemesis_rng,
+        );
         if !nemesis.is_empty() {
-            let shown: Vec<String> = nemesis.iter().take(6).map(|(at, a)| format!("{:.1}s {a}", *at as f64 / 1000.0)).collect();
+            let shown: Vec<String> = nemesis
+                .iter()
+                .take(6)
+                .map(|(at, a)| format!("{:.1}s {a}", *at as f64 / 1000.0))
+                .collect();
             let more = nemesis.len().saturating_sub(6);
-            let tail = if more > 0 { format!(", … {more} more") } else { String::new() };
-            world.drawn.push(format!("nemesis {} faults: {}{tail}", nemesis.len(), shown.join(", ")));
+            let tail = if more > 0 {
+                format!(", … {more} more")
+            } else {
+                String::new()
+            };
+            world.drawn.push(format!(
+                "nemesis {} faults: {}{tail}",
+                nemesis.len(),
+                shown.join(", ")
+            ));
         }
         for (at_ms, action) in nemesis {
             world.schedule(at_ms * NANOS_PER_MS, Event::Fault(action));
@@ -270,7 +303,11 @@ impl World {
             self.fingerprint.add(&time);
             self.fingerprint.add(&event);
             if let Some(trace) = &mut self.trace {
-                trace.push(format!("{:>12.3}ms {}", time as f64 / 1e6, event.describe()));
+                trace.push(format!(
+                    "{:>12.3}ms {}",
+                    time as f64 / 1e6,
+                    event.describe()
+                ));
             }
             if !self.dispatch(event) {
                 break;
@@ -305,7 +342,9 @@ impl World {
     }
 
     /// What each node holds durably at the end (what a crash now would keep).
-    pub fn durable_contents(&self) -> Vec<&std::collections::BTreeMap<bytes::Bytes, ringkv_core::Record>> {
+    pub fn durable_contents(
+        &self,
+    ) -> Vec<&std::collections::BTreeMap<bytes::Bytes, ringkv_core::Record>> {
         self.nodes
             .iter()
             .map(|slot| match &slot.state {
@@ -353,7 +392,11 @@ impl World {
                     self.drain(to as usize);
                 }
             }
-            Event::ClientArrive { node, request, body } => {
+            Event::ClientArrive {
+                node,
+                request,
+                body,
+            } => {
                 let now = self.now_for(node as usize);
                 if let Some(n) = self.node_mut(node as usize) {
                     n.handle_client(now, request, body);
@@ -403,11 +446,32 @@ impl World {
                     let from = u32::try_from(node).unwrap_or(u32::MAX);
                     match self.network.fate(from, to.0, &mut self.net_rng) {
                         Fate::Lost => {}
-                        Fate::Once(delay) => self.schedule(self.now + delay, Event::Deliver { to: to.0, from, message }),
+                        Fate::Once(delay) => self.schedule(
+                            self.now + delay,
+                            Event::Deliver {
+                                to: to.0,
+                                from,
+                                message,
+                            },
+                        ),
                         Fate::Twice(a, b) => {
                             let copy = message.clone();
-                            self.schedule(self.now + a, Event::Deliver { to: to.0, from, message });
-                            self.schedule(self.now + b, Event::Deliver { to: to.0, from, message: copy });
+                            self.schedule(
+                                self.now + a,
+                                Event::Deliver {
+                                    to: to.0,
+                                    from,
+                                    message,
+                                },
+                            );
+                            self.schedule(
+                                self.now + b,
+                                Event::Deliver {
+                                    to: to.0,
+                                    from,
+                                    message: copy,
+                                },
+                            );
                         }
                     }
                 }
@@ -475,7 +539,9 @@ impl World {
         let fail = self.fsync_failure > 0.0 && self.disk_rng.gen_bool(self.fsync_failure);
         let now = self.now_for(index);
         self.counters.syncs += 1;
-        let Some(n) = self.node_mut(index) else { return };
+        let Some(n) = self.node_mut(index) else {
+            return;
+        };
         if fail {
             n.storage_mut().inject_sync_failure();
         }
@@ -586,12 +652,33 @@ impl World {
             _ => self.clients[client as usize].contexts.remove(&key_index),
         };
         let (value, body) = match kind {
-            OpKind::Get => (0, ClientRequest::Get { key, consistency: None }),
+            OpKind::Get => (
+                0,
+                ClientRequest::Get {
+                    key,
+                    consistency: None,
+                },
+            ),
             OpKind::Put => {
                 let (id, bytes) = self.workload.draw_value(&mut self.workload_rng);
-                (id, ClientRequest::Put { key, value: bytes, context, consistency: None })
+                (
+                    id,
+                    ClientRequest::Put {
+                        key,
+                        value: bytes,
+                        context,
+                        consistency: None,
+                    },
+                )
             }
-            OpKind::Delete => (0, ClientRequest::Delete { key, context, consistency: None }),
+            OpKind::Delete => (
+                0,
+                ClientRequest::Delete {
+                    key,
+                    context,
+                    consistency: None,
+                },
+            ),
         };
         let index = self.history.ops.len();
         self.history.ops.push(HistoryOp {
@@ -610,8 +697,18 @@ impl World {
         });
         self.clients[client as usize].in_flight = Some((request, index));
         let delay = self.network.client_delay(&mut self.net_rng);
-        self.schedule(self.now + delay, Event::ClientArrive { node: coordinator, request, body });
-        self.schedule(self.now + self.client_timeout_ns, Event::ClientGiveUp { request });
+        self.schedule(
+            self.now + delay,
+            Event::ClientArrive {
+                node: coordinator,
+                request,
+                body,
+            },
+        );
+        self.schedule(
+            self.now + self.client_timeout_ns,
+            Event::ClientGiveUp { request },
+        );
     }
 
     fn take_in_flight(&mut self, request: RequestId) -> Option<(u32, usize)> {
@@ -627,10 +724,17 @@ impl World {
     }
 
     fn on_client_reply(&mut self, request: RequestId, reply: ClientResponse) {
-        let Some((client, index)) = self.take_in_flight(request) else { return };
-        if let ClientResponse::Reply(ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. }) = &reply {
+        let Some((client, index)) = self.take_in_flight(request) else {
+            return;
+        };
+        if let ClientResponse::Reply(
+            ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. },
+        ) = &reply
+        {
             let key = self.history.ops[index].key;
-            self.clients[client as usize].contexts.insert(key, context.clone());
+            self.clients[client as usize]
+                .contexts
+                .insert(key, context.clone());
         }
         let op = &mut self.history.ops[index];
         op.complete_ns = Some(self.now);
@@ -666,7 +770,9 @@ impl World {
     }
 
     fn on_client_give_up(&mut self, request: RequestId) {
-        let Some((client, _index)) = self.take_in_flight(request) else { return };
+        let Some((client, _index)) = self.take_in_flight(request) else {
+            return;
+        };
         // The op stays `Indeterminate` with no completion time.
         self.schedule_next(client);
     }

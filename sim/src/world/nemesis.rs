@@ -93,7 +93,12 @@ impl FaultAction {
 /// Draws the nemesis schedule for the fault phase: alternately injects a fault of an enabled kind
 /// and restores an earlier one, so the cluster sees both faults and recoveries. At most a minority
 /// of nodes is down at once, so quorums stay possible somewhere.
-pub fn draw_schedule(spec: &NemesisSpec, nodes: u32, duration_ms: u64, rng: &mut impl Rng) -> Vec<(u64, FaultAction)> {
+pub fn draw_schedule(
+    spec: &NemesisSpec,
+    nodes: u32,
+    duration_ms: u64,
+    rng: &mut impl Rng,
+) -> Vec<(u64, FaultAction)> {
     let mut kinds: Vec<&str> = Vec::new();
     if spec.partitions {
         kinds.push("partition");
@@ -137,7 +142,10 @@ pub fn draw_schedule(spec: &NemesisSpec, nodes: u32, duration_ms: u64, rng: &mut
                         1 => {
                             let cut = rng.gen_range(1..=nodes.max(2) / 2) as usize;
                             let cut = cut.min(shuffled.len());
-                            FaultAction::Partition(vec![shuffled[..cut].to_vec(), shuffled[cut..].to_vec()])
+                            FaultAction::Partition(vec![
+                                shuffled[..cut].to_vec(),
+                                shuffled[cut..].to_vec(),
+                            ])
                         }
                         _ => FaultAction::OneWay {
                             from: vec![node],

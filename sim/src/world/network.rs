@@ -27,7 +27,13 @@ fn ms_range_to_ns(range: &[f64]) -> (u64, u64) {
 
 impl Network {
     /// A fully connected network.
-    pub fn new(nodes: usize, latency_ms: &[f64], client_latency_ms: &[f64], drop: f64, duplicate: f64) -> Self {
+    pub fn new(
+        nodes: usize,
+        latency_ms: &[f64],
+        client_latency_ms: &[f64],
+        drop: f64,
+        duplicate: f64,
+    ) -> Self {
         Network {
             nodes,
             blocked: vec![false; nodes * nodes],
@@ -80,7 +86,9 @@ impl Network {
 
     /// Delivery delays for one message from `from` to `to`: none if lost, two if duplicated.
     pub fn fate(&mut self, from: u32, to: u32, rng: &mut impl Rng) -> Fate {
-        if self.blocked[from as usize * self.nodes + to as usize] || (self.drop > 0.0 && rng.gen_bool(self.drop)) {
+        if self.blocked[from as usize * self.nodes + to as usize]
+            || (self.drop > 0.0 && rng.gen_bool(self.drop))
+        {
             self.dropped += 1;
             return Fate::Lost;
         }
@@ -123,7 +131,11 @@ mod tests {
         net.partition(&[vec![0, 1], vec![2]]);
         assert_eq!(net.fate(0, 1, &mut rng), Fate::Once(1_000_000));
         assert_eq!(net.fate(0, 2, &mut rng), Fate::Lost);
-        assert_eq!(net.fate(3, 2, &mut rng), Fate::Lost, "unlisted nodes form their own group");
+        assert_eq!(
+            net.fate(3, 2, &mut rng),
+            Fate::Lost,
+            "unlisted nodes form their own group"
+        );
         net.heal();
         net.one_way(&[0], &[2]);
         assert_eq!(net.fate(0, 2, &mut rng), Fate::Lost);

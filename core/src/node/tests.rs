@@ -1,0 +1,268 @@
+//! Node-level tests with a tiny synchronous driver: messages are delivered in FIFO order and
+//! persist requests are completed only when the test says so.
+
+use super::*;
+use crate::client::{ClientReply, ClientRequest, Consistency};
+use crate::config::ClusterConfig;
+use crate::ring::NodeLocation;
+use crate::storage::MemStorage;
+use crate::time::{Instant, Now, WallMicros};
+use crate::version::ConflictMode;
+use bytes::Bytes;
+
+struct Cluster {
+    nodes: Vec<Node<MemStorage>>,
+    in_flight: VecDeque<(NodeId, NodeId, Message)>,
+    persists: Vec<Vec<PersistToken>>,
+    replies: Vec<(RequestId, ClientReply)>,
+    now: Now,
+}
+
+impl Cluster {
+    fn new(conflict: ConflictMode) -> Cluster {
+        let mut ring = Ring::new(16);
+        for i in 0..3 {
+            let location = NodeLocation {
+                datacenter: "dc".into(),
+                rack: format!("r{i}"),
+                weight: 1,
+            };
+            ring.add_node(NodeId(i), location).expect("fresh");
+        }
+        let cluster = ClusterConfig {
+            conflict,
+            ..ClusterConfig::default()
+        };
+        let nodes = (0..3)
+            .map(|i| {
+                let config = NodeConfig {
+                    id: NodeId(i),
+                    cluster: cluster.clone(),
+                    rng_seed: u64::from(i),
+                };
+                Node::new(config, ring.clone(), MemStorage::new()).expect("valid")
+            })
+            .collect();
+        Cluster {
+            nodes,
+            in_flight: VecDeque::new(),
+            persists: vec![Vec::new(); 3],
+            replies: Vec::new(),
+            now: Now {
+                monotonic: Instant::from_nanos(1),
+                wall: WallMicros(1_000_000),
+            },
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(output) = self.nodes[i].poll_output() {
+            match output {
+                Output::Send { to, message } => {
+                    self.in_flight.push_back((NodeId(i as u32), to, message))
+                }
+                Output::Persist { token } => self.persists[i].push(token),
+                Output::Reply { request, reply } => self.replies.push((request, reply)),
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    fn client(&mut self, at: usize, id: u64, body: ClientRequest) {
+        self.nodes[at].handle_client(self.now, RequestId(id), body);
+        self.drain(at);
+    }
+
+    /// Delivers messages until none is left (persist requests stay pending).
+    fn deliver_all(&mut self) {
+        while let Some((from, to, message)) = self.in_flight.pop_front() {
+            let i = to.0 as usize;
+            self.nodes[i].handle_message(self.now, from, message);
+            self.drain(i);
+        }
+    }
+
+    /// Completes every pending persist request, then delivers what that releases.
+    fn persist_all(&mut self) {
+        for i in 0..3 {
+            for token in std::mem::take(&mut self.persists[i]) {
+                self.nodes[i].storage_mut().sync().expect("sync");
+                self.nodes[i].handle_persisted(self.now, token);
+                self.drain(i);
+            }
+        }
+        self.deliver_all();
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..10 {
+            self.deliver_all();
+            self.persist_all();
+        }
+    }
+
+    fn reply(&self, id: u64) -> Option<&ClientReply> {
+        self.replies
+            .iter()
+            .find(|(r, _)| r.0 == id)
+            .map(|(_, reply)| reply)
+    }
+}
+
+fn put(key: &'static str, value: &'static str) -> ClientRequest {
+    ClientRequest::Put {
+        key: Bytes::from_static(key.as_bytes()),
+        value: Bytes::from_static(value.as_bytes()),
+        context: None,
+        consistency: None,
+    }
+}
+
+fn get(key: &'static str) -> ClientRequest {
+    ClientRequest::Get {
+        key: Bytes::from_static(key.as_bytes()),
+        consistency: None,
+    }
+}
+
+#[test]
+fn a_write_is_acknowledged_only_after_w_replicas_persisted() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, put("k", "v"));
+    c.deliver_all();
+    assert!(
+        c.reply(1).is_none(),
+        "acknowledged before anything was durable"
+    );
+    // Persist on one replica only: still short of w = 2.
+    let first = c
+        .persists
+        .iter()
+        .position(|p| !p.is_empty())
+        .expect("a persist request");
+    for token in std::mem::take(&mut c.persists[first]) {
+        c.nodes[first].storage_mut().sync().expect("sync");
+        c.nodes[first].handle_persisted(c.now, token);
+        c.drain(first);
+    }
+    c.deliver_all();
+    assert!(c.reply(1).is_none(), "acknowledged with one durable copy");
+    c.persist_all();
+    assert!(matches!(c.reply(1), Some(ClientReply::Written { acks, .. }) if *acks >= 2));
+    c.client(1, 2, get("k"));
+    c.settle();
+    match c.reply(2) {
+        Some(ClientReply::Found { values, .. }) => {
+            assert_eq!(values, &vec![Bytes::from_static(b"v")])
+        }
+        other => panic!("read after write: {other:?}"),
+    }
+}
+
+#[test]
+fn delete_writes_a_tombstone_that_reads_as_not_found() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, put("k", "v"));
+    c.settle();
+    let delete = ClientRequest::Delete {
+        key: Bytes::from_static(b"k"),
+        context: None,
+        consistency: Some(Consistency::All),
+    };
+    c.client(2, 2, delete);
+    c.settle();
+    assert!(matches!(
+        c.reply(2),
+        Some(ClientReply::Written { acks: 3, .. })
+    ));
+    c.client(1, 3, get("k"));
+    c.settle();
+    assert!(matches!(c.reply(3), Some(ClientReply::NotFound { .. })));
+}
+
+#[test]
+fn an_unmet_quorum_times_out_as_indeterminate_or_unavailable() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, put("k", "v"));
+    c.client(0, 2, get("k"));
+    c.in_flight.clear(); // every message to the other replicas is lost
+    let later = Now {
+        monotonic: Instant::from_nanos(10_000_000_000),
+        wall: c.now.wall,
+    };
+    assert!(c.nodes[0].poll_timeout().is_some());
+    c.nodes[0].handle_timeout(later);
+    c.drain(0);
+    assert!(matches!(
+        c.reply(1),
+        Some(ClientReply::Indeterminate { needed: 2, .. })
+    ));
+    assert!(matches!(
+        c.reply(2),
+        Some(ClientReply::Unavailable { needed: 2, .. })
+    ));
+    assert_eq!(c.nodes[0].operations_in_flight(), 0);
+}
+
+#[test]
+fn oversized_values_are_rejected_before_any_effect() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    let value = Bytes::from(vec![0u8; (1 << 20) + 1]);
+    let body = ClientRequest::Put {
+        key: Bytes::from_static(b"k"),
+        value,
+        context: None,
+        consistency: None,
+    };
+    c.client(0, 1, body);
+    assert!(matches!(
+        c.reply(1),
+        Some(ClientReply::Rejected(RequestError::ValueTooLarge { .. }))
+    ));
+    assert!(c.in_flight.is_empty());
+}
+
+#[test]
+fn vector_clocks_keep_concurrent_writes_and_a_context_resolves_them() {
+    let mut c = Cluster::new(ConflictMode::VectorClock);
+    c.client(0, 1, put("k", "a"));
+    c.client(1, 2, put("k", "b"));
+    c.settle();
+    assert!(
+        matches!(c.reply(1), Some(ClientReply::Written { .. })),
+        "{:?}",
+        c.reply(1)
+    );
+    assert!(
+        matches!(c.reply(2), Some(ClientReply::Written { .. })),
+        "{:?}",
+        c.reply(2)
+    );
+    c.client(2, 3, get("k"));
+    c.settle();
+    let Some(ClientReply::Found {
+        values, context, ..
+    }) = c.reply(3).cloned()
+    else {
+        panic!("{:?}", c.reply(3));
+    };
+    assert_eq!(values.len(), 2, "both concurrent writes are siblings");
+    let resolve = ClientRequest::Put {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"ab"),
+        context: Some(context),
+        consistency: Some(Consistency::All),
+    };
+    c.client(2, 4, resolve);
+    c.settle();
+    c.client(0, 5, get("k"));
+    c.settle();
+    match c.reply(5) {
+        Some(ClientReply::Found { values, .. }) => {
+            assert_eq!(values, &vec![Bytes::from_static(b"ab")])
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+use crate::client::RequestError;
