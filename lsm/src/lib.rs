@@ -1,0 +1,1 @@
+//! placeholder: the LSM engine (issue 5).
