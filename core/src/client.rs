@@ -19,6 +19,11 @@ pub enum Consistency {
     All,
     /// An explicit count.
     Count(u8),
+    /// Linearizable (ABD): a majority of n in two phases. A read queries a majority and writes the
+    /// newest version back to a majority before answering; a write queries a majority for the
+    /// highest version and writes a strictly higher one to a majority. Strict quorums only, never
+    /// fallback replicas. Last-write-wins mode only (refused in vector-clock mode).
+    Linearizable,
 }
 
 impl Consistency {
@@ -27,7 +32,7 @@ impl Consistency {
     pub fn required(self, n: u8) -> Option<u8> {
         let needed = match self {
             Consistency::One => 1,
-            Consistency::Quorum => n / 2 + 1,
+            Consistency::Quorum | Consistency::Linearizable => n / 2 + 1,
             Consistency::All => n,
             Consistency::Count(c) => c,
         };
@@ -112,6 +117,9 @@ pub enum RequestError {
     Busy,
     /// A replica's storage refused the write (for example it is poisoned by a failed fsync).
     StorageUnavailable,
+    /// The `linearizable` level needs last-write-wins versions; this cluster uses vector clocks,
+    /// whose siblings have no single newest version to write back.
+    LinearizableNeedsLww,
 }
 
 /// The outcome of a client request.

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism]
+  sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--report FILE.html]
   sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]";
 
 /// Wall-clock milliseconds since `start`: reported, never fed into the simulation.
@@ -26,12 +26,14 @@ struct Args {
     json: bool,
     trace: bool,
     check_determinism: bool,
+    report: Option<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut scenario = None;
     let mut seeds = 42..43;
     let (mut json, mut trace, mut check_determinism) = (false, false, false);
+    let mut report = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -68,6 +70,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--json" => json = true,
             "--trace" => trace = true,
             "--check-determinism" => check_determinism = true,
+            "--report" => report = Some(value()?),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other if other.starts_with('-') => {
                 return Err(format!("unknown option {other}\n{USAGE}"))
@@ -87,6 +90,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         json,
         trace,
         check_determinism,
+        report,
     })
 }
 
@@ -130,6 +134,13 @@ fn main() -> ExitCode {
         for line in &run.trace {
             println!("{line}");
         }
+        if let (Some(path), Some(html)) = (&args.report, &run.html) {
+            let path = if single { path.clone() } else { format!("{path}.seed{seed}.html") };
+            match std::fs::write(&path, html) {
+                Ok(()) => eprintln!("violation report written to {path}"),
+                Err(e) => eprintln!("cannot write {path}: {e}"),
+            }
+        }
         let report = run.report;
         runs += 1;
         events += report.events;
@@ -138,6 +149,9 @@ fn main() -> ExitCode {
             println!("{}", report.to_json());
         } else if single {
             print!("{}", report.render(true));
+            if let Some(timeline) = &run.timeline {
+                println!("smallest failing window:\n{timeline}");
+            }
         } else {
             println!(
                 "seed {:>6}  {}  ok {:>6} failed {:>5} indet {:>5}  avail {:>6.2}%  fp {}{}",
@@ -187,7 +201,46 @@ fn main() -> ExitCode {
 }
 
 fn check_history(args: &[String]) -> ExitCode {
-    let _ = args;
-    eprintln!("check-history: the checker is not wired in yet");
-    ExitCode::from(2)
+    let usage = "usage: sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]";
+    let (mut model, mut file, mut report) = (None, None, None);
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--model" => {
+                i += 1;
+                model = args.get(i).cloned();
+            }
+            "--report" => {
+                i += 1;
+                report = args.get(i).cloned();
+            }
+            other if !other.starts_with('-') && file.is_none() => file = Some(other.to_string()),
+            other => {
+                eprintln!("unknown argument {other}\n{usage}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    let (Some(model), Some(file)) = (model, file) else {
+        eprintln!("{usage}");
+        return ExitCode::from(2);
+    };
+    let report_path = report.as_deref().map(Path::new);
+    match ringkv_checker::check_history_file(&model, Path::new(&file), report_path) {
+        Ok(result) => {
+            print!("{result}");
+            if let Some(path) = &report {
+                println!("report written to {path}");
+            }
+            match result.verdict {
+                ringkv_checker::Verdict::Linearizable => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            eprintln!("check-history: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

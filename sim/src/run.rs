@@ -1,6 +1,6 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{durability, Verdict};
+use crate::checks::{durability, linearizable, Verdict};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport};
 use crate::scenario::Scenario;
@@ -21,6 +21,10 @@ pub struct SeedRun {
     pub report: RunReport,
     /// Trace lines (empty unless tracing).
     pub trace: Vec<String>,
+    /// The ASCII timeline of a linearizability violation.
+    pub timeline: Option<String>,
+    /// The HTML report of a linearizability violation.
+    pub html: Option<String>,
 }
 
 /// Runs `seed` of `scenario` (read from `path`).
@@ -41,7 +45,20 @@ pub fn run_seed(
             Verdict::Skipped("disabled by the scenario".into())
         },
     ));
-    checks.push(("linearizable", not_yet(scenario.check.linearizable)));
+    let mut timeline = None;
+    let mut html = None;
+    checks.push((
+        "linearizable",
+        if scenario.check.linearizable {
+            let title = format!("{} seed {seed}", scenario.name);
+            let result = linearizable::check_history(&world.history, world.workload(), &title);
+            timeline = result.timeline;
+            html = result.html;
+            result.verdict
+        } else {
+            Verdict::Skipped("disabled by the scenario".into())
+        },
+    ));
     checks.push(("convergence", not_yet(scenario.check.convergence)));
     checks.push((
         "determinism",
@@ -62,6 +79,8 @@ pub fn run_seed(
     Ok(SeedRun {
         report,
         trace: world.take_trace(),
+        timeline,
+        html,
     })
 }
 

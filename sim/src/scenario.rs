@@ -619,7 +619,8 @@ impl Scenario {
             Some("one") => Some(Consistency::One),
             Some("quorum") => Some(Consistency::Quorum),
             Some("all") => Some(Consistency::All),
-            Some(_) => return Err(bad("consistency", "must be one of one, quorum, all")),
+            Some("linearizable") => Some(Consistency::Linearizable),
+            Some(_) => return Err(bad("consistency", "must be one of one, quorum, all, linearizable")),
         };
         let config = ClusterConfig {
             n: c.n,

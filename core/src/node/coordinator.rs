@@ -5,7 +5,7 @@ use super::durability::AfterPersist;
 use super::replica::Applied;
 use super::{Node, NodeEvent};
 use crate::buggify;
-use crate::client::{CausalContext, ClientReply, ClientRequest, RequestError};
+use crate::client::{CausalContext, ClientReply, ClientRequest, Consistency, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
 use crate::message::{ForwardedOutcome, Message, ReplicaError};
 use crate::storage::Storage;
@@ -18,10 +18,18 @@ use rand::Rng;
 use std::time::Duration;
 
 /// Who is waiting for a write's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Origin {
     /// A client of this node.
     Client(RequestId),
+    /// The write-back phase of a linearizable read: answer `reply` once the newest version is
+    /// durable on a majority.
+    WriteBack {
+        /// The client's request.
+        request: RequestId,
+        /// The read's answer, held until the write-back completes.
+        reply: ClientReply,
+    },
     /// A client-facing node that forwarded a put here.
     Forward {
         /// That node.
@@ -31,10 +39,27 @@ pub(super) enum Origin {
     },
 }
 
+/// Why a read round trip was started.
+#[derive(Debug)]
+pub(super) enum ReadPurpose {
+    /// A plain read at one/quorum/all: answer with the merge of R replies.
+    Plain,
+    /// ABD read, query phase: then write the newest version back to a majority.
+    LinearizableRead,
+    /// ABD write, query phase: then write a strictly higher version to a majority.
+    LinearizableWrite {
+        /// The value to write, `None` for a delete.
+        value: Option<Bytes>,
+    },
+}
+
 /// A read waiting for replica replies.
 #[derive(Debug)]
 pub(super) struct ReadOperation {
     request: RequestId,
+    purpose: ReadPurpose,
+    key: Bytes,
+    replica_ids: Vec<NodeId>,
     needed: u8,
     replicas: u8,
     answered: Vec<NodeId>,
@@ -124,6 +149,11 @@ impl<S: Storage> Node<S> {
             );
             return;
         };
+        let linearizable = level.or(cluster.consistency) == Some(Consistency::Linearizable);
+        if linearizable && cluster.conflict != ConflictMode::Lww {
+            self.reply(request, ClientReply::Rejected(RequestError::LinearizableNeedsLww));
+            return;
+        }
         let replicas = self.ring.preference_list(body.key(), usize::from(n));
         if replicas.len() < usize::from(needed) {
             let e = if replicas.is_empty() {
@@ -137,9 +167,21 @@ impl<S: Storage> Node<S> {
         let deadline = now
             .monotonic
             .saturating_add(self.config.cluster.request_timeout());
+        if linearizable {
+            let purpose = match body {
+                ClientRequest::Get { .. } => ReadPurpose::LinearizableRead,
+                ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
+                    value: Some(value.clone()),
+                },
+                ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite { value: None },
+            };
+            let key = body.key().clone();
+            self.start_read(request, purpose, key, needed, replicas, deadline);
+            return;
+        }
         match body {
             ClientRequest::Get { key, .. } => {
-                self.start_read(request, key, needed, replicas, deadline)
+                self.start_read(request, ReadPurpose::Plain, key, needed, replicas, deadline)
             }
             ClientRequest::Put {
                 key,
@@ -192,9 +234,13 @@ impl<S: Storage> Node<S> {
     }
 
     fn untrack(&mut self, op: OperationId) -> Option<Operation> {
+        self.untrack_with_deadline(op).map(|(_, operation)| operation)
+    }
+
+    fn untrack_with_deadline(&mut self, op: OperationId) -> Option<(Instant, Operation)> {
         let (deadline, operation) = self.operations.remove(&op)?;
         self.deadlines.remove(&(deadline, op));
-        Some(operation)
+        Some((deadline, operation))
     }
 
     // ---------------------------------------------------------------- reads
@@ -202,6 +248,7 @@ impl<S: Storage> Node<S> {
     fn start_read(
         &mut self,
         request: RequestId,
+        purpose: ReadPurpose,
         key: Bytes,
         needed: u8,
         replicas: Vec<NodeId>,
@@ -210,6 +257,9 @@ impl<S: Storage> Node<S> {
         let op = self.allocate_operation();
         let read = ReadOperation {
             request,
+            purpose,
+            key: key.clone(),
+            replica_ids: replicas.clone(),
             needed,
             replicas: u8::try_from(replicas.len()).unwrap_or(u8::MAX),
             answered: Vec::with_capacity(replicas.len()),
@@ -263,18 +313,87 @@ impl<S: Storage> Node<S> {
         let (answered, needed) = (read.answered.len(), usize::from(read.needed));
         let unreachable = usize::from(read.replicas) - usize::from(read.failed) < needed;
         if answered >= needed || unreachable {
-            if let Some(Operation::Read(read)) = self.untrack(op) {
+            if let Some((deadline, Operation::Read(read))) = self.untrack_with_deadline(op) {
                 let merged = read.merged.clone();
                 self.observe_record(merged.as_ref());
-                let reply = if answered >= needed {
-                    read_reply(read.merged, acks(answered))
-                } else {
-                    ClientReply::Unavailable {
+                if answered < needed {
+                    let reply = ClientReply::Unavailable {
                         acks: acks(answered),
                         needed: read.needed,
+                    };
+                    self.reply(read.request, reply);
+                    return;
+                }
+                self.after_read_quorum(read, deadline, acks(answered));
+            }
+        }
+    }
+
+    /// A read gathered its quorum: answer (plain), or start the second ABD phase.
+    fn after_read_quorum(&mut self, read: ReadOperation, deadline: Instant, answered: u8) {
+        match read.purpose {
+            ReadPurpose::Plain => {
+                let reply = read_reply(read.merged, answered);
+                self.reply(read.request, reply);
+            }
+            ReadPurpose::LinearizableRead => {
+                let reply = read_reply(read.merged.clone(), answered);
+                let Some(record) = read.merged else {
+                    // No replica of the majority holds anything: nothing to make visible.
+                    self.reply(read.request, reply);
+                    return;
+                };
+                let version = match &record {
+                    Record::Lww(r) => WriteVersion::Lww(r.version),
+                    Record::Causal(_) => {
+                        let reply = ClientReply::Rejected(RequestError::LinearizableNeedsLww);
+                        self.reply(read.request, reply);
+                        return;
                     }
                 };
-                self.reply(read.request, reply);
+                // Write the newest version back to a majority before answering, so no later read
+                // can see an older one (PITFALLS: "R + W > N is not linearizability").
+                let write = WriteOperation {
+                    origin: Origin::WriteBack {
+                        request: read.request,
+                        reply,
+                    },
+                    key: read.key,
+                    record,
+                    version,
+                    needed: read.needed,
+                    replicas: read.replica_ids,
+                    acked: Vec::new(),
+                    failed: 0,
+                    fanned_out: false,
+                };
+                self.launch_write(write, deadline);
+            }
+            ReadPurpose::LinearizableWrite { value } => {
+                let highest = match &read.merged {
+                    Some(Record::Lww(r)) => Some(r.version),
+                    _ => None,
+                };
+                let stamp = self.clock.stamp(self.last_wall);
+                let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
+                self.clock.observe(timestamp_micros);
+                let version = LwwVersion {
+                    timestamp_micros,
+                    node: self.id,
+                    nonce: self.rng.gen(),
+                };
+                let write = WriteOperation {
+                    origin: Origin::Client(read.request),
+                    key: read.key,
+                    record: Record::Lww(LwwRecord { version, value }),
+                    version: WriteVersion::Lww(version),
+                    needed: read.needed,
+                    replicas: read.replica_ids,
+                    acked: Vec::new(),
+                    failed: 0,
+                    fanned_out: false,
+                };
+                self.launch_write(write, deadline);
             }
         }
     }
@@ -449,6 +568,14 @@ impl<S: Storage> Node<S> {
                 };
                 self.reply(request, reply);
             }
+            Origin::WriteBack { request, reply } => {
+                let reply = match outcome {
+                    ForwardedOutcome::Written { .. } => reply,
+                    ForwardedOutcome::Indeterminate { acks } => ClientReply::Unavailable { acks, needed },
+                    ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
+                };
+                self.reply(request, reply);
+            }
             Origin::Forward { from, op } => {
                 self.send(from, Message::CoordinatePutReply { op, outcome });
             }
@@ -618,6 +745,7 @@ impl<S: Storage> Node<S> {
         };
         match operation {
             Operation::Read(read) => {
+                // Also a linearizable write still in its query phase: nothing was written yet.
                 let reply = ClientReply::Unavailable {
                     acks: acks(read.answered.len()),
                     needed: read.needed,

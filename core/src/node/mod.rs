@@ -18,7 +18,7 @@ use crate::id::{NodeId, OperationId, RequestId};
 use crate::message::Message;
 use crate::ring::Ring;
 use crate::storage::Storage;
-use crate::time::{Instant, Now};
+use crate::time::{Instant, Now, WallMicros};
 use crate::version::HybridClock;
 use coordinator::Operation;
 use durability::Durability;
@@ -49,6 +49,8 @@ pub struct Node<S: Storage> {
     rng: ChaCha8Rng,
     faults: FaultPoints,
     clock: HybridClock,
+    /// The wall clock of the latest input, for stamps made while handling replies.
+    last_wall: WallMicros,
     outputs: VecDeque<Output>,
     next_operation: u64,
     operations: BTreeMap<OperationId, (Instant, Operation)>,
@@ -73,6 +75,7 @@ impl<S: Storage> Node<S> {
             storage,
             rng,
             clock: HybridClock::default(),
+            last_wall: WallMicros::default(),
             outputs: VecDeque::new(),
             next_operation: 1,
             operations: BTreeMap::new(),
@@ -121,6 +124,7 @@ impl<S: Storage> Node<S> {
 
     /// A client request. Its reply arrives as `Output::Reply` with the same `request` id.
     pub fn handle_client(&mut self, now: Now, request: RequestId, body: ClientRequest) {
+        self.last_wall = now.wall;
         self.stats.requests += 1;
         self.start_request(now, request, body);
         self.finish_input();
@@ -128,6 +132,7 @@ impl<S: Storage> Node<S> {
 
     /// A message from another node.
     pub fn handle_message(&mut self, now: Now, from: NodeId, message: Message) {
+        self.last_wall = now.wall;
         match message {
             Message::Read { op, key } => self.serve_read(from, op, &key),
             Message::Write { op, key, record } => self.serve_write(from, op, key, record),
@@ -147,6 +152,7 @@ impl<S: Storage> Node<S> {
 
     /// Time has reached `now`; expired deadlines fire. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.last_wall = now.wall;
         while let Some(&(deadline, op)) = self.deadlines.first() {
             if deadline > now.monotonic {
                 break;

@@ -2,6 +2,7 @@
 //! system's opinion of itself.
 
 pub mod durability;
+pub mod linearizable;
 
 use std::fmt;
 
