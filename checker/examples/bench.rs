@@ -46,7 +46,9 @@ fn synthetic(
     let mut calls = Vec::with_capacity(operations);
     let mut next_write = 1u64;
     for _ in 0..operations {
-        let client = (0..clients as usize).min_by_key(|&c| (free_at[c], c)).unwrap_or(0);
+        let client = (0..clients as usize)
+            .min_by_key(|&c| (free_at[c], c))
+            .unwrap_or(0);
         let invoke = free_at[client] + rng.below(3);
         let effect = invoke + rng.below(10);
         let ret = effect + rng.below(10);
@@ -62,7 +64,16 @@ fn synthetic(
         };
         let indeterminate = rng.below(1000) < indeterminate_per_mille;
         let takes_effect = !indeterminate || rng.below(2) == 0;
-        calls.push((effect, invoke, ret, client as u64, key, input, takes_effect, indeterminate));
+        calls.push((
+            effect,
+            invoke,
+            ret,
+            client as u64,
+            key,
+            input,
+            takes_effect,
+            indeterminate,
+        ));
     }
     let mut order: Vec<usize> = (0..calls.len()).collect();
     order.sort_by_key(|&i| (calls[i].0, i));
@@ -82,11 +93,22 @@ fn synthetic(
     let mut history = History::new();
     for (i, &(_, invoke, ret, client, key, input, _, indeterminate)) in calls.iter().enumerate() {
         let outcome = if indeterminate {
-            Outcome::Indeterminate { reported_time: Some(ret) }
+            Outcome::Indeterminate {
+                reported_time: Some(ret),
+            }
         } else {
-            Outcome::Returned { output: outputs[i], time: ret }
+            Outcome::Returned {
+                output: outputs[i],
+                time: ret,
+            }
         };
-        history.push(Operation { client, key: format!("k{key}"), input, outcome, invoke_time: invoke });
+        history.push(Operation {
+            client,
+            key: format!("k{key}"),
+            input,
+            outcome,
+            invoke_time: invoke,
+        });
     }
     history
 }
@@ -114,7 +136,9 @@ fn time_runs<T>(runs: usize, mut work: impl FnMut() -> T) -> (T, Duration) {
 fn histories_dir() -> PathBuf {
     std::env::var_os("CHECKER_HISTORIES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/checker-histories"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/checker-histories")
+        })
 }
 
 fn read(path: &Path) -> String {
@@ -139,26 +163,49 @@ fn main() {
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), read(&p)))
+        .map(|p| {
+            (
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                read(&p),
+            )
+        })
         .collect();
     etcd.sort();
-    let parsed: Vec<_> = etcd.iter().map(|(_, text)| jepsen_etcd::parse(text).expect("etcd log parses")).collect();
+    let parsed: Vec<_> = etcd
+        .iter()
+        .map(|(_, text)| jepsen_etcd::parse(text).expect("etcd log parses"))
+        .collect();
 
     println!("| workload | operations | verdict | check median (ms) | parse + check median (ms) |");
     println!("|---|---:|---|---:|---:|");
     let (verdicts, check_time) = time_runs(runs, || {
-        parsed.iter().map(|h| check(&ringkv_checker::CasRegister, h, &limits).expect("valid").verdict).collect::<Vec<_>>()
+        parsed
+            .iter()
+            .map(|h| {
+                check(&ringkv_checker::CasRegister, h, &limits)
+                    .expect("valid")
+                    .verdict
+            })
+            .collect::<Vec<_>>()
     });
     let (_, total_time) = time_runs(runs, || {
         etcd.iter()
             .map(|(_, text)| {
                 let h = jepsen_etcd::parse(text).expect("parses");
-                check(&ringkv_checker::CasRegister, &h, &limits).expect("valid").verdict
+                check(&ringkv_checker::CasRegister, &h, &limits)
+                    .expect("valid")
+                    .verdict
             })
             .count()
     });
     let violations = verdicts.iter().filter(|v| v.is_violation()).count();
-    let unknown = verdicts.iter().filter(|v| matches!(v, Verdict::Unknown { .. })).count();
+    let unknown = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Unknown { .. }))
+        .count();
     let ops: usize = parsed.iter().map(|h| h.operations.len()).sum();
     println!(
         "| jepsen-etcd suite ({} files) | {ops} | {violations} violations, {unknown} unknown | {} | {} |",
@@ -170,10 +217,15 @@ fn main() {
     for name in ["c50-ok.txt", "c50-bad.txt", "c10-ok.txt", "c10-bad.txt"] {
         let text = read(&dir.join("kv").join(name));
         let (model, history) = porcupine_kv::parse(&text).expect("kv file parses");
-        let (verdict, check_time) = time_runs(runs, || check(&model, &history, &limits).expect("valid").verdict);
+        let (verdict, check_time) = time_runs(runs, || {
+            check(&model, &history, &limits).expect("valid").verdict
+        });
         let (_, total_time) = time_runs(runs, || {
             let (model, history) = porcupine_kv::parse(&text).expect("parses");
-            check(&model, &history, &limits).expect("valid").verdict.is_linearizable()
+            check(&model, &history, &limits)
+                .expect("valid")
+                .verdict
+                .is_linearizable()
         });
         println!(
             "| kv/{name} | {} | {} | {} | {} |",
@@ -186,10 +238,18 @@ fn main() {
 
     let synthetic_runs = runs.min(5);
     for (label, history) in [
-        ("synthetic register: 100,000 ops, 1,000 keys, 16 clients, 1% indeterminate", synthetic(100_000, 1_000, 16, 10, 7)),
-        ("synthetic register: 10,000 ops, 1 key, 16 clients, 1% indeterminate", synthetic(10_000, 1, 16, 10, 11)),
+        (
+            "synthetic register: 100,000 ops, 1,000 keys, 16 clients, 1% indeterminate",
+            synthetic(100_000, 1_000, 16, 10, 7),
+        ),
+        (
+            "synthetic register: 10,000 ops, 1 key, 16 clients, 1% indeterminate",
+            synthetic(10_000, 1, 16, 10, 11),
+        ),
     ] {
-        let (outcome, check_time) = time_runs(synthetic_runs, || check(&Register, &history, &limits).expect("valid"));
+        let (outcome, check_time) = time_runs(synthetic_runs, || {
+            check(&Register, &history, &limits).expect("valid")
+        });
         println!(
             "| {label} | {} | {} | {} | n/a |",
             history.operations.len(),
@@ -202,10 +262,14 @@ fn main() {
     }
 
     if per_file {
-        println!("\n| etcd file | operations | verdict | steps | memo entries | check median (ms) |");
+        println!(
+            "\n| etcd file | operations | verdict | steps | memo entries | check median (ms) |"
+        );
         println!("|---|---:|---|---:|---:|---:|");
         for ((name, _), history) in etcd.iter().zip(&parsed) {
-            let (outcome, t) = time_runs(runs, || check(&ringkv_checker::CasRegister, history, &limits).expect("valid"));
+            let (outcome, t) = time_runs(runs, || {
+                check(&ringkv_checker::CasRegister, history, &limits).expect("valid")
+            });
             println!(
                 "| {name} | {} | {} | {} | {} | {} |",
                 history.operations.len(),

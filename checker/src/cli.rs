@@ -122,6 +122,16 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// A process exit code for command lines: 0 linearizable, 1 not linearizable, 2 unknown.
+    /// (Errors, which produce no report, conventionally exit with 3.)
+    pub fn exit_code(&self) -> i32 {
+        match self.verdict {
+            Verdict::Linearizable => 0,
+            Verdict::NotLinearizable { .. } => 1,
+            Verdict::Unknown { .. } => 2,
+        }
+    }
+
     /// A self-contained HTML page describing the verdict, headed by `title`.
     pub fn render_html(&self, title: &str) -> String {
         match &self.verdict {
@@ -137,7 +147,10 @@ impl CheckReport {
 }
 
 fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 impl fmt::Display for CheckReport {
@@ -166,7 +179,10 @@ impl fmt::Display for CheckReport {
 /// Runs `work` and returns its result with the wall time it took.
 ///
 /// The one place this crate reads a clock: elapsed time is reported, never fed into a search.
-#[allow(clippy::disallowed_methods, reason = "wall time is only reported, never used by the search")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "wall time is only reported, never used by the search"
+)]
 pub fn measure_wall_time<T>(work: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let value = work();
@@ -186,16 +202,33 @@ fn run<M: Model>(
         Verdict::NotLinearizable { violation, .. } => Some(timeline::render(violation)),
         _ => None,
     };
-    Ok(CheckReport { model: model_name, verdict: outcome.verdict, stats: outcome.stats, elapsed, parse_elapsed, timeline })
+    Ok(CheckReport {
+        model: model_name,
+        verdict: outcome.verdict,
+        stats: outcome.stats,
+        elapsed,
+        parse_elapsed,
+        timeline,
+    })
 }
 
 /// Parses `text` in the format of `model_name` and checks it.
-pub fn check_history_text(model_name: &str, text: &str, limits: &SearchLimits) -> Result<CheckReport, CheckerError> {
+pub fn check_history_text(
+    model_name: &str,
+    text: &str,
+    limits: &SearchLimits,
+) -> Result<CheckReport, CheckerError> {
     let name: ModelName = model_name.parse()?;
     match name {
         ModelName::CasRegister => {
             let (history, parse_elapsed) = measure_wall_time(|| jepsen_etcd::parse(text));
-            run(name, &CasRegister, &history.map_err(CheckerError::Parse)?, limits, parse_elapsed)
+            run(
+                name,
+                &CasRegister,
+                &history.map_err(CheckerError::Parse)?,
+                limits,
+                parse_elapsed,
+            )
         }
         ModelName::KvAppend => {
             let (parsed, parse_elapsed) = measure_wall_time(|| porcupine_kv::parse(text));
@@ -204,7 +237,13 @@ pub fn check_history_text(model_name: &str, text: &str, limits: &SearchLimits) -
         }
         ModelName::Register => {
             let (history, parse_elapsed) = measure_wall_time(|| register_log::parse(text));
-            run(name, &Register, &history.map_err(CheckerError::Parse)?, limits, parse_elapsed)
+            run(
+                name,
+                &Register,
+                &history.map_err(CheckerError::Parse)?,
+                limits,
+                parse_elapsed,
+            )
         }
     }
 }
@@ -227,12 +266,20 @@ pub fn check_history_file_with_limits(
     report_html: Option<&Path>,
     limits: &SearchLimits,
 ) -> Result<CheckReport, CheckerError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CheckerError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| CheckerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let report = check_history_text(model_name, &text, limits)?;
     if let Some(out) = report_html {
-        let title = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        std::fs::write(out, report.render_html(&title))
-            .map_err(|source| CheckerError::Io { path: out.to_path_buf(), source })?;
+        let title = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        std::fs::write(out, report.render_html(&title)).map_err(|source| CheckerError::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
     }
     Ok(report)
 }

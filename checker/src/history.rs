@@ -69,7 +69,9 @@ pub struct History<I, O> {
 
 impl<I, O> Default for History<I, O> {
     fn default() -> Self {
-        Self { operations: Vec::new() }
+        Self {
+            operations: Vec::new(),
+        }
     }
 }
 

@@ -30,6 +30,7 @@ fn class_of(role: Role) -> &'static str {
         Role::Pending => "pending",
         Role::Culprit => "culprit",
         Role::Witness => "witness",
+        Role::Context => "context",
     }
 }
 
@@ -46,6 +47,7 @@ p.meta { color: #555; font-size: 13px; margin: 0 0 16px 0; }
 .pending { background: #e3e8f2; border-color: #7d8fb3; color: #2b3a57; }
 .culprit { background: #ffd6d6; border: 2px solid #c0392b; color: #7a1010; font-weight: 700; }
 .witness { background: #ffefc7; border-color: #c08a1e; color: #5c4108; }
+.context { background: #eeeeee; border-color: #9a9a9a; color: #333; }
 .open { border-right-style: dashed; border-top-right-radius: 0; border-bottom-right-radius: 0; background-image: linear-gradient(to right, rgba(255,255,255,0) 60%, rgba(255,255,255,0.95)); }
 .legend { margin-top: 14px; font-size: 13px; display: flex; flex-wrap: wrap; gap: 18px; align-items: center; }
 .legend .swatch { display: inline-block; position: static; width: 5ch; height: 16px; vertical-align: middle; margin-right: 6px; }
@@ -65,7 +67,10 @@ pub fn render(title: &str, key: &str, violation: &Violation) -> String {
             (None, Some(t)) => format!("outcome unknown (reported at {t})"),
             (None, None) => "outcome unknown".to_string(),
         };
-        let tooltip = format!("op #{}: {} (client {}), invoked at {}, {end_text}", op.index, op.label, op.client, op.invoke_time);
+        let tooltip = format!(
+            "op #{}: {} (client {}), invoked at {}, {end_text}",
+            op.index, op.label, op.client, op.invoke_time
+        );
         lanes[bar.lane].push_str(&format!(
             "<div class=\"bar {class}\" style=\"left: {}ch; width: {}ch\" title=\"{}\">{}</div>",
             NAME_WIDTH_CH + bar.start,
@@ -83,11 +88,18 @@ pub fn render(title: &str, key: &str, violation: &Violation) -> String {
         ));
     }
     let legend = [
-        ("linearized", "linearized (n: = position in the longest linearizable prefix)"),
+        (
+            "linearized",
+            "linearized (n: = position in the longest linearizable prefix)",
+        ),
         ("pending", "not linearized at that point"),
         ("culprit", "cannot be linearized"),
         ("witness", "pre-check evidence (writers, overwrite)"),
-        ("pending open", "outcome unknown (may take effect later, or never)"),
+        ("context", "context around the failure"),
+        (
+            "pending open",
+            "outcome unknown (may take effect later, or never)",
+        ),
     ]
     .iter()
     .map(|(class, text)| format!("<span><span class=\"bar swatch {class}\"></span>{text}</span>"))
@@ -125,7 +137,12 @@ mod tests {
             role: Role::Culprit,
             linearized_at: None,
         }];
-        let v = Violation { explanation: "a & b".into(), window, key_operations: 1, prefix_length: 0 };
+        let v = Violation {
+            explanation: "a & b".into(),
+            window,
+            key_operations: 1,
+            prefix_length: 0,
+        };
         let page = render("t", "k", &v);
         assert!(page.contains("a &amp; b"));
         assert!(page.contains("&lt;a&gt;"));

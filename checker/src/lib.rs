@@ -27,6 +27,7 @@
 
 pub mod cli;
 pub mod formats;
+pub mod frontier;
 mod fxhash;
 pub mod history;
 pub mod html;
@@ -41,12 +42,13 @@ pub mod value_tracker;
 pub mod verdict;
 
 pub use cli::{
-    check_history_file, check_history_file_with_limits, check_history_text, CheckReport, CheckerError, ModelName,
+    check_history_file, check_history_file_with_limits, check_history_text, CheckReport,
+    CheckerError, ModelName,
 };
 pub use history::{ClientId, History, HistoryError, Operation, Outcome};
 pub use model::{Access, Model, ValueCode};
 pub use models::cas_register::{CasInput, CasOutput, CasRegister, CasValue};
 pub use models::kv_append::{KvAppend, KvInput, KvOutput, StrId};
 pub use models::register::{Register, RegisterInput, RegisterOutput, ABSENT};
-pub use scheduler::{check, CheckOutcome, SearchLimits, SearchStats};
+pub use scheduler::{check, CheckOutcome, SearchLimits, SearchStats, Strategy};
 pub use verdict::{Role, Verdict, Violation, WindowOp};

@@ -11,7 +11,7 @@ use std::hash::Hash;
 use crate::fxhash::hash_one;
 
 /// Bytes the memo spends per entry besides the bitset itself (entry record and table slots).
-pub const ENTRY_OVERHEAD_BYTES: usize = 32;
+pub const ENTRY_OVERHEAD_BYTES: usize = 48;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry<S> {
@@ -33,7 +33,12 @@ pub struct Memo<S> {
 impl<S: Copy + Eq + Hash> Memo<S> {
     /// An empty memo for sets of `words_per_set` 64-bit words.
     pub fn new(words_per_set: usize) -> Self {
-        Self { words_per_set, slots: vec![0; 64], entries: Vec::new(), arena: Vec::new() }
+        Self {
+            words_per_set,
+            slots: vec![0; 64],
+            entries: Vec::new(),
+            arena: Vec::new(),
+        }
     }
 
     /// Number of configurations stored.
@@ -44,6 +49,18 @@ impl<S: Copy + Eq + Hash> Memo<S> {
     /// True if nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Forgets every entry, keeping the allocations for reuse.
+    pub fn clear(&mut self) {
+        if self.slots.len() > 1024 {
+            // A table that once grew large would make every later clear slow.
+            self.slots = vec![0; 1024];
+        } else {
+            self.slots.fill(0);
+        }
+        self.entries.clear();
+        self.arena.clear();
     }
 
     /// Approximate heap bytes in use.

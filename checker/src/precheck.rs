@@ -60,7 +60,14 @@ pub fn precheck<M: Model>(
 ) -> Option<PrecheckViolation> {
     let initial = model.register_initial_value()?;
     let mut writers: BTreeMap<ValueCode, Writers> = BTreeMap::new();
-    writers.insert(initial, Writers { first_invoke: BEFORE_ALL, last_return: BEFORE_ALL, ops: Vec::new() });
+    writers.insert(
+        initial,
+        Writers {
+            first_invoke: BEFORE_ALL,
+            last_return: BEFORE_ALL,
+            ops: Vec::new(),
+        },
+    );
     // (invoke, return, value, history index) of definite reads.
     let mut reads: Vec<(Time, Time, ValueCode, usize)> = Vec::new();
     // (return, invoke, value, history index) of definite writes.
@@ -126,8 +133,12 @@ pub fn precheck<M: Model>(
             latest.add(write_invoke, written, write_index);
             next_write += 1;
         }
-        let Some((overwrite_invoke, overwrite)) = latest.max_other_than(value) else { continue };
-        let Some(w) = writers.get(&value) else { continue };
+        let Some((overwrite_invoke, overwrite)) = latest.max_other_than(value) else {
+            continue;
+        };
+        let Some(w) = writers.get(&value) else {
+            continue;
+        };
         if overwrite_invoke > w.last_return {
             return Some(PrecheckViolation {
                 kind: PrecheckKind::ReadOfOverwrittenValue,
@@ -185,28 +196,6 @@ impl TopTwo {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_two_tracks_distinct_values() {
-        let mut t = TopTwo::default();
-        t.add(5, 1, 0);
-        t.add(3, 1, 1);
-        assert_eq!(t.max_other_than(2), Some((5, 0)));
-        assert_eq!(t.max_other_than(1), None);
-        t.add(4, 2, 2);
-        assert_eq!(t.max_other_than(1), Some((4, 2)));
-        t.add(9, 2, 3);
-        assert_eq!(t.max_other_than(1), Some((9, 3)));
-        assert_eq!(t.max_other_than(2), Some((5, 0)));
-        assert_eq!(t.max_other_than(3), Some((9, 3)));
-        t.add(7, 3, 4);
-        assert_eq!(t.max_other_than(2), Some((7, 4)));
-    }
-}
-
 /// Indeterminate blind writes whose value no operation can observe; the search may drop them
 /// without changing the verdict.
 ///
@@ -251,4 +240,26 @@ pub fn unobservable_writes<M: Model>(
         .filter(|&(invoke, value, _)| last_read.get(&value).is_none_or(|&latest| latest < invoke))
         .map(|(_, _, index)| index)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_two_tracks_distinct_values() {
+        let mut t = TopTwo::default();
+        t.add(5, 1, 0);
+        t.add(3, 1, 1);
+        assert_eq!(t.max_other_than(2), Some((5, 0)));
+        assert_eq!(t.max_other_than(1), None);
+        t.add(4, 2, 2);
+        assert_eq!(t.max_other_than(1), Some((4, 2)));
+        t.add(9, 2, 3);
+        assert_eq!(t.max_other_than(1), Some((9, 3)));
+        assert_eq!(t.max_other_than(2), Some((5, 0)));
+        assert_eq!(t.max_other_than(3), Some((9, 3)));
+        t.add(7, 3, 4);
+        assert_eq!(t.max_other_than(2), Some((7, 4)));
+    }
 }

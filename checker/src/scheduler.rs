@@ -5,24 +5,31 @@
 //! each unfinished key the same step budget, and the budget doubles each round. The total cost is
 //! at most about twice (number of keys) times the cost of the cheapest decisive key.
 
+use crate::frontier::FrontierSearch;
 use crate::history::{History, HistoryError};
 use crate::model::Model;
 use crate::precheck::{precheck, unobservable_writes};
 use crate::search::{KeySearch, Progress};
-use crate::verdict::{violation_from_precheck, violation_from_search, Verdict};
+use crate::verdict::{
+    violation_from_frontier, violation_from_precheck, violation_from_search, Verdict, Violation,
+};
 
 /// Bounds that turn a hopeless search into [`Verdict::Unknown`] instead of a hang or a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SearchLimits {
     /// Search steps over all keys (one step visits one list entry, a few nanoseconds).
     pub steps_total_max: u64,
-    /// Memo entries per key; an entry costs about 32 bytes plus one bit per operation of the
+    /// Memo entries per key; an entry costs about 48 bytes plus one bit per operation of the
     /// key, and a key's memo is freed when its search ends.
     pub memo_entries_per_key_max: usize,
+    /// Memo bytes per key (by the estimate above); whichever memo limit is lower applies.
+    pub memo_bytes_per_key_max: usize,
     /// Steps each key gets in the first round; doubled every round.
     pub first_round_steps: u64,
     /// Run the cheap pre-checks of [`crate::precheck`] before searching.
     pub prechecks: bool,
+    /// Which searches run.
+    pub strategy: Strategy,
 }
 
 impl Default for SearchLimits {
@@ -30,10 +37,25 @@ impl Default for SearchLimits {
         Self {
             steps_total_max: 2_000_000_000,
             memo_entries_per_key_max: 4_000_000,
+            memo_bytes_per_key_max: 1 << 30,
             first_round_steps: 1 << 12,
             prechecks: true,
+            strategy: Strategy::Interleaved,
         }
     }
+}
+
+/// Which searches run on each key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Depth-first first, then both in turns with the same step budgets (the default): the
+    /// depth-first search is fast to find linearizations, the frontier search to refute.
+    #[default]
+    Interleaved,
+    /// Only the depth-first search ([`crate::search`]).
+    DepthFirst,
+    /// Only the frontier search ([`crate::frontier`]).
+    Frontier,
 }
 
 /// Counters describing the work done.
@@ -90,13 +112,16 @@ pub fn check<M: Model>(
         for (key, ops) in &keys {
             if let Some(hit) = precheck(model, history, ops) {
                 let violation = violation_from_precheck(model, history, ops, &hit);
-                let verdict = Verdict::NotLinearizable { key: key.to_string(), violation: Box::new(violation) };
+                let verdict = Verdict::NotLinearizable {
+                    key: key.to_string(),
+                    violation: Box::new(violation),
+                };
                 return Ok(CheckOutcome { verdict, stats });
             }
         }
     }
 
-    let mut active: Vec<(usize, KeySearch<'_, M>)> = keys
+    let mut active: Vec<KeyTask<'_, M>> = keys
         .iter()
         .enumerate()
         .filter(|(_, (_, ops))| !ops.is_empty())
@@ -105,9 +130,21 @@ pub fn check<M: Model>(
             let searched: Vec<usize> = if useless.is_empty() {
                 ops.clone()
             } else {
-                ops.iter().copied().filter(|i| useless.binary_search(i).is_err()).collect()
+                ops.iter()
+                    .copied()
+                    .filter(|i| useless.binary_search(i).is_err())
+                    .collect()
             };
-            (k, KeySearch::new(model, history, &searched, limits.memo_entries_per_key_max))
+            let entries_max = memo_entries_max(limits, searched.len());
+            KeyTask {
+                key: k,
+                depth_first: (limits.strategy != Strategy::Frontier)
+                    .then(|| KeySearch::new(model, history, &searched, entries_max)),
+                frontier: None,
+                frontier_started: limits.strategy == Strategy::DepthFirst,
+                searched,
+                entries_max,
+            }
         })
         .collect();
     let mut gave_up: Option<String> = None;
@@ -115,31 +152,32 @@ pub fn check<M: Model>(
     while !active.is_empty() {
         stats.rounds += 1;
         let mut still_active = Vec::with_capacity(active.len());
-        for (k, mut search) in active {
+        for mut task in active {
             let remaining = limits.steps_total_max.saturating_sub(stats.steps);
             if remaining == 0 {
                 gave_up.get_or_insert_with(|| {
-                    format!("step budget of {} exhausted, key {:?} unfinished", limits.steps_total_max, keys[k].0)
+                    format!(
+                        "step budget of {} exhausted, key {:?} unfinished",
+                        limits.steps_total_max, keys[task.key].0
+                    )
                 });
                 continue;
             }
-            let before = search.steps();
-            let progress = search.run(budget.min(remaining));
-            stats.steps += search.steps() - before;
-            stats.memo_entries_max = stats.memo_entries_max.max(search.memo_entries());
+            let (progress, engine) = task.run(model, history, budget, remaining, &mut stats);
             match progress {
-                Progress::Paused => still_active.push((k, search)),
+                Progress::Paused => still_active.push(task),
                 Progress::Linearizable => {}
                 Progress::NotLinearizable => {
-                    let key = keys[k].0.to_string();
-                    let failure = explain_failure(model, history, search.searched(), search.steps(), limits)
-                        .or_else(|| search.failure());
-                    let verdict = match failure {
-                        Some(failure) => Verdict::NotLinearizable {
+                    let key = keys[task.key].0.to_string();
+                    let violation = task.explain(model, history, &keys[task.key].1, engine, limits);
+                    let verdict = match violation {
+                        Some(violation) => Verdict::NotLinearizable {
                             key,
-                            violation: Box::new(violation_from_search(model, history, &keys[k].1, &failure)),
+                            violation: Box::new(violation),
                         },
-                        None => Verdict::Unknown { reason: format!("search of key {key:?} failed without a trace") },
+                        None => Verdict::Unknown {
+                            reason: format!("search of key {key:?} failed without a trace"),
+                        },
                     };
                     return Ok(CheckOutcome { verdict, stats });
                 }
@@ -147,9 +185,9 @@ pub fn check<M: Model>(
                     gave_up.get_or_insert_with(|| {
                         format!(
                             "memo limit of {} entries reached on key {:?} ({} operations)",
-                            limits.memo_entries_per_key_max,
-                            keys[k].0,
-                            search.operations()
+                            task.entries_max,
+                            keys[task.key].0,
+                            task.searched.len()
                         )
                     });
                 }
@@ -163,6 +201,114 @@ pub fn check<M: Model>(
         None => Verdict::Linearizable,
     };
     Ok(CheckOutcome { verdict, stats })
+}
+
+/// Which search decided a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    DepthFirst,
+    Frontier,
+}
+
+/// The searches of one key.
+struct KeyTask<'a, M: Model> {
+    key: usize,
+    searched: Vec<usize>,
+    entries_max: usize,
+    /// `None` once it gave up (memo full), or if the strategy excludes it.
+    depth_first: Option<KeySearch<'a, M>>,
+    /// Built on its first turn, so keys the depth-first search settles at once never pay for it.
+    frontier: Option<FrontierSearch<'a, M>>,
+    /// True once the frontier search was built (or if the strategy excludes it).
+    frontier_started: bool,
+}
+
+impl<'a, M: Model> KeyTask<'a, M> {
+    /// Gives each live search `budget` steps; returns the first decision, else `Paused`, or
+    /// `MemoFull` once no search is left.
+    fn run(
+        &mut self,
+        model: &'a M,
+        history: &'a History<M::Input, M::Output>,
+        budget: u64,
+        steps_left: u64,
+        stats: &mut SearchStats,
+    ) -> (Progress, Engine) {
+        let steps_at_start = stats.steps;
+        let budget = budget.min(steps_left);
+        if let Some(search) = &mut self.depth_first {
+            let before = search.steps();
+            let progress = search.run(budget);
+            stats.steps += search.steps() - before;
+            stats.memo_entries_max = stats.memo_entries_max.max(search.memo_entries());
+            match progress {
+                Progress::Paused => {}
+                Progress::MemoFull => self.depth_first = None,
+                decided => return (decided, Engine::DepthFirst),
+            }
+        }
+        if !self.frontier_started {
+            self.frontier_started = true;
+            self.frontier = Some(FrontierSearch::new(
+                model,
+                history,
+                &self.searched,
+                self.entries_max,
+            ));
+        }
+        let budget = budget.min(steps_left.saturating_sub(stats.steps - steps_at_start));
+        if budget == 0 {
+            return (Progress::Paused, Engine::DepthFirst);
+        }
+        if let Some(search) = &mut self.frontier {
+            let before = search.steps();
+            let progress = search.run(budget);
+            stats.steps += search.steps() - before;
+            stats.memo_entries_max = stats.memo_entries_max.max(search.frontier_len());
+            match progress {
+                Progress::Paused => {}
+                Progress::MemoFull => self.frontier = None,
+                decided => return (decided, Engine::Frontier),
+            }
+        }
+        if self.depth_first.is_none() && self.frontier.is_none() {
+            (Progress::MemoFull, Engine::DepthFirst)
+        } else {
+            (Progress::Paused, Engine::DepthFirst)
+        }
+    }
+
+    /// Explains a violation found by `engine`.
+    fn explain(
+        &self,
+        model: &M,
+        history: &History<M::Input, M::Output>,
+        key_ops: &[usize],
+        engine: Engine,
+        limits: &SearchLimits,
+    ) -> Option<Violation> {
+        if engine == Engine::Frontier {
+            let failure = self.frontier.as_ref()?.failure()?;
+            return Some(violation_from_frontier(model, history, key_ops, &failure));
+        }
+        let search = self.depth_first.as_ref()?;
+        let failure = if search.tracks_values() {
+            explain_failure(model, history, search.searched(), search.steps(), limits)
+        } else {
+            None
+        };
+        let failure = failure.or_else(|| search.failure())?;
+        Some(violation_from_search(model, history, key_ops, &failure))
+    }
+}
+
+/// The memo entry limit for a key of `operations` operations: the lower of the two limits.
+fn memo_entries_max(limits: &SearchLimits, operations: usize) -> usize {
+    let entry_bytes = operations.div_ceil(64).max(1) * 8 + crate::memo::ENTRY_OVERHEAD_BYTES;
+    limits
+        .memo_entries_per_key_max
+        .min(limits.memo_bytes_per_key_max / entry_bytes)
+        .max(1)
 }
 
 /// Steps the explanation search may take, as a multiple of the steps of the search that found
@@ -181,8 +327,16 @@ fn explain_failure<M: Model>(
     steps: u64,
     limits: &SearchLimits,
 ) -> Option<crate::search::Failure<M::State>> {
-    let budget = steps.saturating_mul(EXPLANATION_STEPS_FACTOR).max(EXPLANATION_STEPS_MIN);
-    let mut search = KeySearch::with_tracking(model, history, ops, limits.memo_entries_per_key_max, false);
+    let budget = steps
+        .saturating_mul(EXPLANATION_STEPS_FACTOR)
+        .max(EXPLANATION_STEPS_MIN);
+    let mut search = KeySearch::with_tracking(
+        model,
+        history,
+        ops,
+        memo_entries_max(limits, ops.len()),
+        false,
+    );
     match search.run(budget) {
         Progress::NotLinearizable => search.failure(),
         _ => None,

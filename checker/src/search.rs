@@ -190,14 +190,17 @@ impl<'a, M: Model> KeySearch<'a, M> {
         let mut ops = ops.to_vec();
         ops.sort_by_key(|&i| (history.operations[i].invoke_time, i));
         let n = ops.len();
-        let determinate: Vec<bool> =
-            ops.iter().map(|&i| history.operations[i].return_time().is_some()).collect();
+        let determinate: Vec<bool> = ops
+            .iter()
+            .map(|&i| history.operations[i].return_time().is_some())
+            .collect();
 
         let stutters: Vec<bool> = ops
             .iter()
             .map(|&i| {
                 let op = &history.operations[i];
-                op.output().is_some_and(|output| model.preserves_state(&op.input, output))
+                op.output()
+                    .is_some_and(|output| model.preserves_state(&op.input, output))
             })
             .collect();
 
@@ -241,12 +244,18 @@ impl<'a, M: Model> KeySearch<'a, M> {
         }
         let pending = Links::new(slot_op.len() - 1);
         let events = Links::new(entries);
-        let zobrist = (0..n as u64).map(|i| mix64(i.wrapping_add(0x2545_f491_4f6c_dd1d))).collect();
+        let zobrist = (0..n as u64)
+            .map(|i| mix64(i.wrapping_add(0x2545_f491_4f6c_dd1d)))
+            .collect();
         let words = n.div_ceil(64).max(1);
         let remaining_determinate = determinate.iter().filter(|&&d| d).count();
         let state = model.init();
         let cursor = events.first();
-        let tracker = if track_values { ValueTracker::new(model, history, &ops) } else { None };
+        let tracker = if track_values {
+            ValueTracker::new(model, history, &ops)
+        } else {
+            None
+        };
         Self {
             model,
             history,
@@ -293,6 +302,11 @@ impl<'a, M: Model> KeySearch<'a, M> {
     /// Operations in the search.
     pub fn operations(&self) -> usize {
         self.ops.len()
+    }
+
+    /// True if this search uses a [`ValueTracker`].
+    pub fn tracks_values(&self) -> bool {
+        self.tracker.is_some()
     }
 
     /// History indices of the operations in the search, in invocation order.
@@ -346,7 +360,9 @@ impl<'a, M: Model> KeySearch<'a, M> {
                     }
                     let local = self.entry_op[e as usize] as usize;
                     let op = &history.operations[self.ops[local]];
-                    if self.stutters[local] && model.step(self.state, &op.input, op.output()).is_some() {
+                    if self.stutters[local]
+                        && model.step(self.state, &op.input, op.output()).is_some()
+                    {
                         if self.try_linearize(local, self.state, 0) {
                             if self.memo.len() >= self.memo_entries_max {
                                 self.steps += used;
@@ -390,12 +406,15 @@ impl<'a, M: Model> KeySearch<'a, M> {
                 }
                 Phase::Indeterminate { bound } => {
                     let slot = self.cursor;
-                    if slot != self.pending.tail() && self.slot_invoke[slot as usize] <= self.entry_time[bound as usize]
+                    if slot != self.pending.tail()
+                        && self.slot_invoke[slot as usize] <= self.entry_time[bound as usize]
                     {
                         let local = self.slot_op[slot as usize] as usize;
                         let op = &history.operations[self.ops[local]];
                         if let Some(next_state) = model.step(self.state, &op.input, None) {
-                            if !self.dominated(&op.input, next_state) && self.try_linearize(local, next_state, bound) {
+                            if !self.dominated(&op.input, next_state)
+                                && self.try_linearize(local, next_state, bound)
+                            {
                                 if self.memo.len() >= self.memo_entries_max {
                                     self.steps += used;
                                     return Progress::MemoFull;
@@ -406,7 +425,8 @@ impl<'a, M: Model> KeySearch<'a, M> {
                         self.cursor = self.pending.next[slot as usize];
                         continue;
                     }
-                    let culprit = (bound != self.events.tail()).then(|| self.entry_op[bound as usize]);
+                    let culprit =
+                        (bound != self.events.tail()).then(|| self.entry_op[bound as usize]);
                     self.note_depth(culprit);
                     if !self.backtrack() {
                         self.steps += used;
@@ -454,7 +474,12 @@ impl<'a, M: Model> KeySearch<'a, M> {
             return false;
         }
         let forced = self.stutters[local];
-        self.stack.push(Frame { op: local as u32, state_before: self.state, bound, forced });
+        self.stack.push(Frame {
+            op: local as u32,
+            state_before: self.state,
+            bound,
+            forced,
+        });
         if self.determinate[local] {
             self.events.unlink(self.call_entry[local]);
             self.events.unlink(self.return_entry[local]);
@@ -514,7 +539,8 @@ impl<'a, M: Model> KeySearch<'a, M> {
         if depth > self.best_depth || self.best_culprit.is_none() {
             self.best_depth = depth;
             self.best_prefix.truncate(self.stack_floor);
-            self.best_prefix.extend(self.stack[self.stack_floor..].iter().map(|f| f.op));
+            self.best_prefix
+                .extend(self.stack[self.stack_floor..].iter().map(|f| f.op));
             self.stack_floor = self.stack.len();
             self.best_state = self.state;
             self.best_culprit = culprit;
@@ -526,7 +552,11 @@ impl<'a, M: Model> KeySearch<'a, M> {
     pub fn failure(&self) -> Option<Failure<M::State>> {
         let culprit = self.best_culprit?;
         Some(Failure {
-            prefix: self.best_prefix.iter().map(|&l| self.ops[l as usize]).collect(),
+            prefix: self
+                .best_prefix
+                .iter()
+                .map(|&l| self.ops[l as usize])
+                .collect(),
             state_after_prefix: self.best_state,
             culprit: self.ops[culprit as usize],
         })

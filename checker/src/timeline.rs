@@ -97,7 +97,9 @@ pub fn layout(window: &[WindowOp]) -> Layout {
             Some(t) => column[rank(t)],
             None => width - 1,
         };
-        let free = row_ends.iter().position(|&(client, _, last)| client == op.client && last < start);
+        let free = row_ends
+            .iter()
+            .position(|&(client, _, last)| client == op.client && last < start);
         let lane = match free {
             Some(row) => {
                 row_ends[row].2 = end;
@@ -112,7 +114,13 @@ pub fn layout(window: &[WindowOp]) -> Layout {
                 lanes.len() - 1
             }
         };
-        bars[i] = Some(Bar { lane, start, end, open: op.return_time.is_none(), label: labels[i].clone() });
+        bars[i] = Some(Bar {
+            lane,
+            start,
+            end,
+            open: op.return_time.is_none(),
+            label: labels[i].clone(),
+        });
     }
     // Lanes in client order, extra rows right below their client.
     let mut lane_order: Vec<usize> = clients.values().flatten().copied().collect();
@@ -139,19 +147,25 @@ fn glyphs(role: Role) -> (char, char, char) {
         Role::Pending => ('[', '-', ']'),
         Role::Culprit => ('<', '!', '>'),
         Role::Witness => ('{', '~', '}'),
+        Role::Context => ('(', '-', ')'),
     }
 }
 
 /// Draws the window of a violation; the first line is the explanation.
 pub fn render(violation: &Violation) -> String {
     let layout = layout(&violation.window);
-    let name_width = layout.lanes.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let name_width = layout
+        .lanes
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut rows: Vec<Vec<char>> = vec![vec![' '; layout.width]; layout.lanes.len()];
     for (bar, op) in layout.bars.iter().zip(&violation.window) {
         let (open, fill, close) = glyphs(op.role);
         let row = &mut rows[bar.lane];
         for cell in row.iter_mut().take(bar.end + 1).skip(bar.start) {
-            *cell = if bar.open { '.' } else { fill };
+            *cell = fill;
         }
         row[bar.start] = open;
         row[bar.end] = if bar.open { '?' } else { close };
@@ -165,7 +179,14 @@ pub fn render(violation: &Violation) -> String {
     let mut out = String::new();
     out.push_str(&violation.explanation);
     out.push('\n');
-    if let (Some(first), Some(last)) = (violation.window.first(), violation.window.iter().map(|w| w.return_time.unwrap_or(w.invoke_time)).max()) {
+    if let (Some(first), Some(last)) = (
+        violation.window.first(),
+        violation
+            .window
+            .iter()
+            .map(|w| w.return_time.unwrap_or(w.invoke_time))
+            .max(),
+    ) {
         out.push_str(&format!(
             "window: {} of the key's {} operations, times {}..{}\n",
             violation.window.len(),
@@ -180,7 +201,7 @@ pub fn render(violation: &Violation) -> String {
     }
     out.push_str(
         "legend: [n:op==] linearized (n-th in the longest linearizable prefix)  [op--] not linearized  \
-         <op!!> cannot be linearized  {op~~} pre-check evidence  [op..? outcome unknown\n",
+         <op!!> cannot be linearized  {op~~} pre-check evidence  (op--) context  [op--? outcome unknown (runs to the end)\n",
     );
     out
 }
@@ -210,8 +231,12 @@ mod tests {
             op(2, 1, "write 2 ?", (5, None), Role::Pending),
             op(3, 1, "read 2", (6, Some(7)), Role::Pending),
         ];
-        let violation =
-            Violation { explanation: "x".into(), window, key_operations: 4, prefix_length: 1 };
+        let violation = Violation {
+            explanation: "x".into(),
+            window,
+            key_operations: 4,
+            prefix_length: 1,
+        };
         let text = render(&violation);
         assert!(text.contains("[write 1 ok]"), "{text}");
         assert!(text.contains("<read nil>"), "{text}");

@@ -37,7 +37,11 @@ pub struct ValueTracker {
 impl ValueTracker {
     /// A tracker for the local operations `ops` (history indices), or `None` if the model is
     /// not a register or some operation's effect is opaque.
-    pub fn new<M: Model>(model: &M, history: &History<M::Input, M::Output>, ops: &[usize]) -> Option<Self> {
+    pub fn new<M: Model>(
+        model: &M,
+        history: &History<M::Input, M::Output>,
+        ops: &[usize],
+    ) -> Option<Self> {
         let initial = model.register_initial_value()?;
         let mut ids: BTreeMap<ValueCode, u32> = BTreeMap::new();
         let mut id_of = |value: ValueCode| -> u32 {
@@ -71,7 +75,11 @@ impl ValueTracker {
                 writers[w as usize] += 1;
             }
         }
-        let orphans = readers.iter().zip(&writers).filter(|(&r, &w)| r > 0 && w == 0).count() as u32;
+        let orphans = readers
+            .iter()
+            .zip(&writers)
+            .filter(|(&r, &w)| r > 0 && w == 0)
+            .count() as u32;
         Some(Self {
             op_read,
             op_write,

@@ -3,8 +3,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::frontier::FrontierFailure;
 use crate::history::{ClientId, History, Outcome};
-use crate::model::Model;
+use crate::model::{Access, Model};
 use crate::precheck::{PrecheckKind, PrecheckViolation};
 use crate::search::Failure;
 
@@ -56,7 +57,11 @@ impl fmt::Display for Verdict {
         match self {
             Self::Linearizable => write!(f, "linearizable"),
             Self::NotLinearizable { key, violation } => {
-                write!(f, "not linearizable (key {key:?}, {})", violation.explanation)
+                write!(
+                    f,
+                    "not linearizable (key {key:?}, {})",
+                    violation.explanation
+                )
             }
             Self::Unknown { reason } => write!(f, "unknown ({reason})"),
         }
@@ -74,6 +79,8 @@ pub enum Role {
     Pending,
     /// Evidence for a pre-check (a writer or an overwrite of the value read).
     Witness,
+    /// Around the failure, with no claim about it (the frontier search keeps no prefix).
+    Context,
 }
 
 /// One operation of a failing window, ready to draw.
@@ -146,10 +153,20 @@ fn trim(window: &mut Vec<WindowOp>, focus: u64) {
         let mut ranked: Vec<(bool, u64, usize)> = window
             .iter()
             .enumerate()
-            .map(|(i, w)| (w.role != Role::Culprit && w.role != Role::Witness, w.invoke_time.abs_diff(focus), i))
+            .map(|(i, w)| {
+                (
+                    w.role != Role::Culprit && w.role != Role::Witness,
+                    w.invoke_time.abs_diff(focus),
+                    i,
+                )
+            })
             .collect();
         ranked.sort_unstable();
-        let keep: BTreeSet<usize> = ranked.iter().take(WINDOW_OPERATIONS_MAX).map(|r| r.2).collect();
+        let keep: BTreeSet<usize> = ranked
+            .iter()
+            .take(WINDOW_OPERATIONS_MAX)
+            .map(|r| r.2)
+            .collect();
         let mut position = 0;
         window.retain(|_| {
             position += 1;
@@ -168,8 +185,12 @@ pub(crate) fn violation_from_search<M: Model>(
 ) -> Violation {
     let culprit = &history.operations[failure.culprit];
     let end = culprit.return_time().unwrap_or(culprit.invoke_time);
-    let in_prefix: std::collections::BTreeMap<usize, usize> =
-        failure.prefix.iter().enumerate().map(|(position, &index)| (index, position + 1)).collect();
+    let in_prefix: std::collections::BTreeMap<usize, usize> = failure
+        .prefix
+        .iter()
+        .enumerate()
+        .map(|(position, &index)| (index, position + 1))
+        .collect();
     let mut start = culprit.invoke_time;
     for &index in key_ops {
         let op = &history.operations[index];
@@ -178,12 +199,17 @@ pub(crate) fn violation_from_search<M: Model>(
         }
     }
     let context_from = failure.prefix.len().saturating_sub(3);
+    let writers = latest_writers_of_read(model, history, key_ops, failure.culprit);
     let mut window = Vec::new();
     for &index in key_ops {
         let op = &history.operations[index];
         let position = in_prefix.get(&index).copied();
         let recent = position.is_some_and(|p| p > context_from);
-        if index != failure.culprit && !recent && !overlaps(op.invoke_time, op.return_time(), start, end) {
+        if index != failure.culprit
+            && !recent
+            && !writers.contains(&index)
+            && !overlaps(op.invoke_time, op.return_time(), start, end)
+        {
             continue;
         }
         let role = if index == failure.culprit {
@@ -205,7 +231,48 @@ pub(crate) fn violation_from_search<M: Model>(
         model.describe_operation(&culprit.input, culprit.output()),
         culprit.client,
     );
-    Violation { explanation, window, key_operations: key_ops.len(), prefix_length: failure.prefix.len() }
+    Violation {
+        explanation,
+        window,
+        key_operations: key_ops.len(),
+        prefix_length: failure.prefix.len(),
+    }
+}
+
+/// For a register-like model and a culprit that reads a value: the (at most two) operations
+/// invoked last before the culprit returned that may write that value, the usual suspects.
+fn latest_writers_of_read<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    key_ops: &[usize],
+    culprit: usize,
+) -> Vec<usize> {
+    if model.register_initial_value().is_none() {
+        return Vec::new();
+    }
+    let op = &history.operations[culprit];
+    let wanted = match model.access(&op.input, op.output()) {
+        Access::Read(value) | Access::ReadWrite { read: value, .. } => value,
+        _ => return Vec::new(),
+    };
+    let end = op.return_time().unwrap_or(op.invoke_time);
+    let mut writers: Vec<(u64, usize)> = key_ops
+        .iter()
+        .filter(|&&i| i != culprit)
+        .filter_map(|&i| {
+            let w = &history.operations[i];
+            match model.access(&w.input, w.output()) {
+                Access::Write(value) | Access::ReadWrite { write: value, .. }
+                    if value == wanted && w.invoke_time <= end =>
+                {
+                    Some((w.invoke_time, i))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    writers.sort_unstable_by(|a, b| b.cmp(a));
+    writers.into_iter().take(2).map(|(_, i)| i).collect()
 }
 
 /// Explains a pre-check hit: the read, the writers of its value nearest to it, the overwrite,
@@ -242,7 +309,10 @@ pub(crate) fn violation_from_precheck<M: Model>(
     let label = model.describe_operation(&read.input, read.output());
     let explanation = match hit.kind {
         PrecheckKind::ValueNeverWritten => {
-            format!("`{label}` by client {} returns a value that is never written", read.client)
+            format!(
+                "`{label}` by client {} returns a value that is never written",
+                read.client
+            )
         }
         PrecheckKind::ReadBeforeWrite => format!(
             "`{label}` by client {} returns before any write of its value is invoked",
@@ -251,7 +321,11 @@ pub(crate) fn violation_from_precheck<M: Model>(
         PrecheckKind::ReadOfOverwrittenValue => {
             let overwrite = hit.overwrite.map_or_else(String::new, |i| {
                 let op = &history.operations[i];
-                format!("`{}` by client {}", model.describe_operation(&op.input, op.output()), op.client)
+                format!(
+                    "`{}` by client {}",
+                    model.describe_operation(&op.input, op.output()),
+                    op.client
+                )
             });
             format!(
                 "`{label}` by client {} returns a value already overwritten by {overwrite}, which \
@@ -260,5 +334,64 @@ pub(crate) fn violation_from_precheck<M: Model>(
             )
         }
     };
-    Violation { explanation, window, key_operations: key_ops.len(), prefix_length: 0 }
+    Violation {
+        explanation,
+        window,
+        key_operations: key_ops.len(),
+        prefix_length: 0,
+    }
+}
+
+/// Explains a failure of the frontier search: the culprit, the operations overlapping it, the
+/// last few that returned before it was invoked, and the latest writers of what it read.
+pub(crate) fn violation_from_frontier<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    key_ops: &[usize],
+    failure: &FrontierFailure,
+) -> Violation {
+    let culprit = &history.operations[failure.culprit];
+    let (start, end) = (culprit.invoke_time, failure.return_time);
+    let writers = latest_writers_of_read(model, history, key_ops, failure.culprit);
+    // The three operations that returned last before the culprit was invoked.
+    let mut before: Vec<(u64, usize)> = key_ops
+        .iter()
+        .filter_map(|&i| {
+            history.operations[i]
+                .return_time()
+                .filter(|&t| t < start)
+                .map(|t| (t, i))
+        })
+        .collect();
+    before.sort_unstable_by(|a, b| b.cmp(a));
+    before.truncate(3);
+    let mut window = Vec::new();
+    for &index in key_ops {
+        let op = &history.operations[index];
+        let role = if index == failure.culprit {
+            Role::Culprit
+        } else if writers.contains(&index)
+            || before.iter().any(|&(_, i)| i == index)
+            || overlaps(op.invoke_time, op.return_time(), start, end)
+        {
+            Role::Context
+        } else {
+            continue;
+        };
+        window.push(window_op(model, history, index, role, None));
+    }
+    trim(&mut window, start);
+    let explanation = format!(
+        "no linearization of the operations before it lets `{}` by client {} take effect before \
+         it returns at time {}",
+        model.describe_operation(&culprit.input, culprit.output()),
+        culprit.client,
+        failure.return_time,
+    );
+    Violation {
+        explanation,
+        window,
+        key_operations: key_ops.len(),
+        prefix_length: 0,
+    }
 }

@@ -38,7 +38,11 @@ fn all_known_verdicts_match() {
                 "false" => false,
                 other => panic!("bad verdict {other:?} in VERDICTS.tsv"),
             };
-            let model = if file.starts_with("jepsen-etcd/") { "cas-register" } else { "kv-append" };
+            let model = if file.starts_with("jepsen-etcd/") {
+                "cas-register"
+            } else {
+                "kv-append"
+            };
             let report = check_history_file(model, &dir.join(file), None)
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             checked += 1;
@@ -50,11 +54,17 @@ fn all_known_verdicts_match() {
             if got == Some(expected) {
                 agreed += 1;
             } else {
-                failures.push(format!("{file}: expected {expected}, got {}", report.verdict));
+                failures.push(format!(
+                    "{file}: expected {expected}, got {}",
+                    report.verdict
+                ));
             }
         }
     });
-    eprintln!("ground truth: {agreed} of {checked} verdicts agree, {:.1} ms", elapsed.as_secs_f64() * 1e3);
+    eprintln!(
+        "ground truth: {agreed} of {checked} verdicts agree, {:.1} ms",
+        elapsed.as_secs_f64() * 1e3
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!((agreed, checked), (108, 108));
 }

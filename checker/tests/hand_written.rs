@@ -1,18 +1,42 @@
 //! Small histories written by hand, each showing one behaviour.
 
 use ringkv_checker::{
-    check, check_history_text, CasInput, CasOutput, CasRegister, CheckerError, History, KvAppend, KvInput, KvOutput,
-    Model, Operation, Outcome, Register, RegisterInput, RegisterOutput, Role, SearchLimits, Verdict,
+    check, check_history_text, CasInput, CasOutput, CasRegister, CheckerError, History, KvAppend,
+    KvInput, KvOutput, Model, Operation, Outcome, Register, RegisterInput, RegisterOutput, Role,
+    SearchLimits, Verdict,
 };
 
 /// A determinate operation on key "x".
-fn op<I, O>(client: u64, input: I, output: O, invoke_time: u64, return_time: u64) -> Operation<I, O> {
-    Operation { client, key: "x".into(), input, outcome: Outcome::Returned { output, time: return_time }, invoke_time }
+fn op<I, O>(
+    client: u64,
+    input: I,
+    output: O,
+    invoke_time: u64,
+    return_time: u64,
+) -> Operation<I, O> {
+    Operation {
+        client,
+        key: "x".into(),
+        input,
+        outcome: Outcome::Returned {
+            output,
+            time: return_time,
+        },
+        invoke_time,
+    }
 }
 
 /// An operation on key "x" whose outcome is unknown.
 fn unknown<I, O>(client: u64, input: I, invoke_time: u64) -> Operation<I, O> {
-    Operation { client, key: "x".into(), input, outcome: Outcome::Indeterminate { reported_time: None }, invoke_time }
+    Operation {
+        client,
+        key: "x".into(),
+        input,
+        outcome: Outcome::Indeterminate {
+            reported_time: None,
+        },
+        invoke_time,
+    }
 }
 
 fn history<I, O>(ops: Vec<Operation<I, O>>) -> History<I, O> {
@@ -21,11 +45,24 @@ fn history<I, O>(ops: Vec<Operation<I, O>>) -> History<I, O> {
 
 fn verdict<M: Model>(model: &M, h: &History<M::Input, M::Output>) -> Verdict {
     // Every scenario must give the same verdict with and without the pre-checks.
-    let with = check(model, h, &SearchLimits::default()).expect("valid history").verdict;
-    let without = check(model, h, &SearchLimits { prechecks: false, ..SearchLimits::default() })
+    let with = check(model, h, &SearchLimits::default())
         .expect("valid history")
         .verdict;
-    assert_eq!(with.label(), without.label(), "pre-checks changed the verdict: {with} vs {without}");
+    let without = check(
+        model,
+        h,
+        &SearchLimits {
+            prechecks: false,
+            ..SearchLimits::default()
+        },
+    )
+    .expect("valid history")
+    .verdict;
+    assert_eq!(
+        with.label(),
+        without.label(),
+        "pre-checks changed the verdict: {with} vs {without}"
+    );
     with
 }
 
@@ -48,7 +85,10 @@ fn sequential_and_concurrent_histories_pass() {
     assert!(verdict(&CasRegister, &h).is_linearizable());
     // A read concurrent with a write may see either value.
     for seen in [None, Some(5)] {
-        let h = history(vec![op(1, Write(5), Done, 0, 10), op(2, Read, read(seen), 1, 2)]);
+        let h = history(vec![
+            op(1, Write(5), Done, 0, 10),
+            op(2, Read, read(seen), 1, 2),
+        ]);
         assert!(verdict(&CasRegister, &h).is_linearizable(), "{seen:?}");
     }
 }
@@ -61,9 +101,15 @@ fn stale_read_after_a_completed_write_fails() {
         op(2, Read, read(Some(1)), 4, 5),
     ]);
     let v = verdict(&CasRegister, &h);
-    let Verdict::NotLinearizable { key, violation } = &v else { panic!("{v}") };
+    let Verdict::NotLinearizable { key, violation } = &v else {
+        panic!("{v}")
+    };
     assert_eq!(key, "x");
-    let culprit = violation.window.iter().find(|w| w.role == Role::Culprit).expect("a culprit");
+    let culprit = violation
+        .window
+        .iter()
+        .find(|w| w.role == Role::Culprit)
+        .expect("a culprit");
     assert_eq!(culprit.index, 2, "{v}");
 }
 
@@ -129,7 +175,10 @@ fn indeterminate_write_may_take_effect_later_or_never() {
     let h = history(vec![unknown(1, Write(1), 0), op(2, Read, read(None), 5, 6)]);
     assert!(verdict(&CasRegister, &h).is_linearizable());
     // But not before it was invoked.
-    let h = history(vec![op(2, Read, read(Some(1)), 0, 1), unknown(1, Write(1), 5)]);
+    let h = history(vec![
+        op(2, Read, read(Some(1)), 0, 1),
+        unknown(1, Write(1), 5),
+    ]);
     assert!(verdict(&CasRegister, &h).is_violation());
     // Nor twice: once overwritten, its value is gone.
     let h = history(vec![
@@ -143,10 +192,17 @@ fn indeterminate_write_may_take_effect_later_or_never() {
 
 #[test]
 fn indeterminate_reads_and_failed_calls_constrain_nothing() {
-    let h = history(vec![op(1, Write(1), Done, 0, 1), unknown(2, Read, 2), op(3, Read, read(Some(1)), 3, 4)]);
+    let h = history(vec![
+        op(1, Write(1), Done, 0, 1),
+        unknown(2, Read, 2),
+        op(3, Read, read(Some(1)), 3, 4),
+    ]);
     assert!(verdict(&CasRegister, &h).is_linearizable());
     // A failed compare-and-set observed a different value: here it could not have.
-    let h = history(vec![op(1, Write(1), Done, 0, 1), op(2, Cas { from: 1, to: 2 }, CasFailed, 2, 3)]);
+    let h = history(vec![
+        op(1, Write(1), Done, 0, 1),
+        op(2, Cas { from: 1, to: 2 }, CasFailed, 2, 3),
+    ]);
     assert!(verdict(&CasRegister, &h).is_violation());
 }
 
@@ -162,7 +218,11 @@ fn ringkv_register_semantics() {
         op(2, Get, Value(0), 8, 9),
     ]);
     assert!(verdict(&Register, &h).is_linearizable());
-    let h = history(vec![op(1, Put(7), Written, 0, 1), op(1, Delete, Written, 2, 3), op(2, Get, Value(7), 4, 5)]);
+    let h = history(vec![
+        op(1, Put(7), Written, 0, 1),
+        op(1, Delete, Written, 2, 3),
+        op(2, Get, Value(7), 4, 5),
+    ]);
     assert!(verdict(&Register, &h).is_violation());
 }
 
@@ -172,18 +232,37 @@ fn prechecks_explain_their_findings() {
     use RegisterOutput::{Value, Written};
     let limits = SearchLimits::default();
     let cases: [(Vec<Operation<RegisterInput, RegisterOutput>>, &str); 3] = [
-        (vec![op(1, Put(1), Written, 0, 1), op(2, Get, Value(9), 2, 3)], "never written"),
-        (vec![op(2, Get, Value(1), 0, 1), op(1, Put(1), Written, 2, 3)], "before any write"),
         (
-            vec![op(1, Put(1), Written, 0, 1), op(1, Put(2), Written, 2, 3), op(2, Get, Value(1), 4, 5)],
+            vec![op(1, Put(1), Written, 0, 1), op(2, Get, Value(9), 2, 3)],
+            "never written",
+        ),
+        (
+            vec![op(2, Get, Value(1), 0, 1), op(1, Put(1), Written, 2, 3)],
+            "before any write",
+        ),
+        (
+            vec![
+                op(1, Put(1), Written, 0, 1),
+                op(1, Put(2), Written, 2, 3),
+                op(2, Get, Value(1), 4, 5),
+            ],
             "already overwritten",
         ),
     ];
     for (ops, phrase) in cases {
         let outcome = check(&Register, &history(ops), &limits).expect("valid");
-        assert_eq!(outcome.stats.steps, 0, "a pre-check should decide without searching");
-        let Verdict::NotLinearizable { violation, .. } = &outcome.verdict else { panic!("{}", outcome.verdict) };
-        assert!(violation.explanation.contains(phrase), "{}", violation.explanation);
+        assert_eq!(
+            outcome.stats.steps, 0,
+            "a pre-check should decide without searching"
+        );
+        let Verdict::NotLinearizable { violation, .. } = &outcome.verdict else {
+            panic!("{}", outcome.verdict)
+        };
+        assert!(
+            violation.explanation.contains(phrase),
+            "{}",
+            violation.explanation
+        );
     }
     // Duplicate values: the second write of 1 makes the read legal.
     let h = history(vec![
@@ -236,7 +315,10 @@ fn expensive_key(h: &mut History<Option<u64>, u64>, key: &str, adds: u64) {
             client: i,
             key: key.into(),
             input: Some(1 << i),
-            outcome: Outcome::Returned { output: 0, time: 1000 },
+            outcome: Outcome::Returned {
+                output: 0,
+                time: 1000,
+            },
             invoke_time: i,
         });
     }
@@ -244,7 +326,10 @@ fn expensive_key(h: &mut History<Option<u64>, u64>, key: &str, adds: u64) {
         client: 99,
         key: key.into(),
         input: None,
-        outcome: Outcome::Returned { output: 1 << 63, time: 1002 },
+        outcome: Outcome::Returned {
+            output: 1 << 63,
+            time: 1002,
+        },
         invoke_time: 1001,
     });
 }
@@ -261,7 +346,9 @@ fn an_expensive_key_does_not_hide_a_violation_in_another() {
         invoke_time: 0,
     });
     let outcome = check(&Bits, &h, &SearchLimits::default()).expect("valid");
-    let Verdict::NotLinearizable { key, .. } = &outcome.verdict else { panic!("{}", outcome.verdict) };
+    let Verdict::NotLinearizable { key, .. } = &outcome.verdict else {
+        panic!("{}", outcome.verdict)
+    };
     assert_eq!(key, "b-cheap");
     assert!(outcome.stats.steps < 100_000, "{:?}", outcome.stats);
 }
@@ -270,16 +357,39 @@ fn an_expensive_key_does_not_hide_a_violation_in_another() {
 fn limits_turn_into_unknown() {
     let mut h = History::new();
     expensive_key(&mut h, "a", 40);
-    let steps = SearchLimits { steps_total_max: 200_000, ..SearchLimits::default() };
+    let steps = SearchLimits {
+        steps_total_max: 200_000,
+        ..SearchLimits::default()
+    };
     let outcome = check(&Bits, &h, &steps).expect("valid");
-    assert!(matches!(&outcome.verdict, Verdict::Unknown { reason } if reason.contains("step budget")), "{}", outcome.verdict);
+    assert!(
+        matches!(&outcome.verdict, Verdict::Unknown { reason } if reason.contains("step budget")),
+        "{}",
+        outcome.verdict
+    );
     assert!(outcome.stats.steps <= 200_000);
-    let memo = SearchLimits { memo_entries_per_key_max: 5_000, ..SearchLimits::default() };
+    let memo = SearchLimits {
+        memo_entries_per_key_max: 5_000,
+        ..SearchLimits::default()
+    };
     let outcome = check(&Bits, &h, &memo).expect("valid");
-    assert!(matches!(&outcome.verdict, Verdict::Unknown { reason } if reason.contains("memo limit")), "{}", outcome.verdict);
+    assert!(
+        matches!(&outcome.verdict, Verdict::Unknown { reason } if reason.contains("memo limit")),
+        "{}",
+        outcome.verdict
+    );
     // A violation elsewhere still wins over giving up.
-    h.push(Operation { client: 7, key: "b".into(), input: None, outcome: Outcome::Returned { output: 5, time: 1 }, invoke_time: 0 });
-    assert!(check(&Bits, &h, &memo).expect("valid").verdict.is_violation());
+    h.push(Operation {
+        client: 7,
+        key: "b".into(),
+        input: None,
+        outcome: Outcome::Returned { output: 5, time: 1 },
+        invoke_time: 0,
+    });
+    assert!(check(&Bits, &h, &memo)
+        .expect("valid")
+        .verdict
+        .is_violation());
 }
 
 #[test]
@@ -287,13 +397,32 @@ fn malformed_histories_are_errors_not_panics() {
     let h = history(vec![op(1, Write(1), Done, 5, 4)]);
     assert!(check(&CasRegister, &h, &SearchLimits::default()).is_err());
     let limits = SearchLimits::default();
-    assert!(matches!(check_history_text("cas-register", "INFO  jepsen.util - 0\t:ok\t:read\t1", &limits), Err(CheckerError::Parse(_))));
-    assert!(matches!(check_history_text("kv-append", "{:process", &limits), Err(CheckerError::Parse(_))));
-    assert!(matches!(check_history_text("register", "1 2 3", &limits), Err(CheckerError::Parse(_))));
-    assert!(matches!(check_history_text("nope", "", &limits), Err(CheckerError::UnknownModel(_))));
+    assert!(matches!(
+        check_history_text(
+            "cas-register",
+            "INFO  jepsen.util - 0\t:ok\t:read\t1",
+            &limits
+        ),
+        Err(CheckerError::Parse(_))
+    ));
+    assert!(matches!(
+        check_history_text("kv-append", "{:process", &limits),
+        Err(CheckerError::Parse(_))
+    ));
+    assert!(matches!(
+        check_history_text("register", "1 2 3", &limits),
+        Err(CheckerError::Parse(_))
+    ));
+    assert!(matches!(
+        check_history_text("nope", "", &limits),
+        Err(CheckerError::UnknownModel(_))
+    ));
     // Empty histories are linearizable.
     for model in ["cas-register", "kv-append", "register"] {
-        assert!(check_history_text(model, "", &limits).expect("empty parses").verdict.is_linearizable());
+        assert!(check_history_text(model, "", &limits)
+            .expect("empty parses")
+            .verdict
+            .is_linearizable());
     }
 }
 
@@ -310,7 +439,10 @@ fn report_prints_verdict_and_timeline_deterministically() {
     let limits = SearchLimits::default();
     let first = check_history_text("cas-register", text, &limits).expect("parses");
     let printed = first.to_string();
-    assert!(printed.starts_with("verdict: not linearizable (key \"etcd\""), "{printed}");
+    assert!(
+        printed.starts_with("verdict: not linearizable (key \"etcd\""),
+        "{printed}"
+    );
     assert!(printed.contains("client 3"), "{printed}");
     assert!(printed.contains("legend:"), "{printed}");
     let second = check_history_text("cas-register", text, &limits).expect("parses");
@@ -319,6 +451,8 @@ fn report_prints_verdict_and_timeline_deterministically() {
     assert_eq!(first.stats, second.stats);
     let page = first.render_html("demo");
     assert!(page.contains("culprit") && page.contains("</html>"));
-    let ok = check_history_text("cas-register", "", &limits).expect("parses").to_string();
+    let ok = check_history_text("cas-register", "", &limits)
+        .expect("parses")
+        .to_string();
     assert!(ok.starts_with("verdict: linearizable ("), "{ok}");
 }

@@ -38,6 +38,12 @@ pub struct ClusterConfig {
     /// TEST ONLY: acknowledge writes before they are durable. Accepted by `validate` only with the
     /// `sim` feature, so the simulator can show the durability check catches it.
     pub unsafe_ack_before_persist: bool,
+    /// TEST ONLY: linearizable reads skip the write-back phase (sim feature only), so the
+    /// simulator can show the linearizability checker catches the anomaly.
+    pub unsafe_skip_write_back: bool,
+    /// TEST ONLY: every replica silently ignores every n-th write it receives (0 = never; sim
+    /// feature only), so the simulator can show the convergence checker catches divergence.
+    pub unsafe_drop_every_nth_write: u32,
 }
 
 impl Default for ClusterConfig {
@@ -57,6 +63,8 @@ impl Default for ClusterConfig {
             requests_in_flight_max: 10_000,
             sloppy_quorum: false,
             unsafe_ack_before_persist: false,
+            unsafe_skip_write_back: false,
+            unsafe_drop_every_nth_write: 0,
         }
     }
 }
@@ -149,6 +157,16 @@ impl ClusterConfig {
             !self.unsafe_ack_before_persist || cfg!(feature = "sim"),
             "unsafe_ack_before_persist",
             "exists only to test the simulator's durability check",
+        )?;
+        check(
+            !self.unsafe_skip_write_back || cfg!(feature = "sim"),
+            "unsafe_skip_write_back",
+            "exists only to test the simulator's linearizability check",
+        )?;
+        check(
+            self.unsafe_drop_every_nth_write == 0 || cfg!(feature = "sim"),
+            "unsafe_drop_every_nth_write",
+            "exists only to test the simulator's convergence check",
         )?;
         Ok(())
     }

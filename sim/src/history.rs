@@ -2,7 +2,7 @@
 //! linearizability and convergence in the checkers issue) read only this and the replicas' final
 //! storage, never the system's opinion of itself.
 
-use ringkv_core::WriteVersion;
+use ringkv_core::{CausalContext, WriteVersion};
 
 /// What an operation did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +43,8 @@ pub struct HistoryOp {
     pub read: Vec<u64>,
     /// For an ok write: the version the coordinator reported.
     pub version: Option<WriteVersion>,
+    /// For a write in vector-clock mode: the causal context it carried (what its client had read).
+    pub context: Option<CausalContext>,
     /// Replicas that acknowledged (reads: answered) before the reply.
     pub acks: u8,
     /// The node the client sent the request to.

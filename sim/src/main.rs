@@ -1,9 +1,11 @@
 //! `sim`: run scenarios under seeds, or check a history file.
 //!
 //! ```text
-//! sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism]
+//! sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--jobs N]
 //! sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]
 //! ```
+
+mod parallel;
 
 use sim::report::RunReport;
 use sim::{run_seed, RunOptions, Scenario};
@@ -11,7 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--report FILE.html]
+  sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--report FILE.html] [--jobs N]
   sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]";
 
 /// Wall-clock milliseconds since `start`: reported, never fed into the simulation.
@@ -27,6 +29,7 @@ struct Args {
     trace: bool,
     check_determinism: bool,
     report: Option<String>,
+    jobs: u64,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -34,6 +37,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut seeds = 42..43;
     let (mut json, mut trace, mut check_determinism) = (false, false, false);
     let mut report = None;
+    let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -71,6 +75,14 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--trace" => trace = true,
             "--check-determinism" => check_determinism = true,
             "--report" => report = Some(value()?),
+            "--jobs" => {
+                let v = value()?;
+                jobs = v
+                    .parse()
+                    .ok()
+                    .filter(|&j| j >= 1)
+                    .ok_or_else(|| format!("--jobs: `{v}` is not a positive number"))?;
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other if other.starts_with('-') => {
                 return Err(format!("unknown option {other}\n{USAGE}"))
@@ -91,6 +103,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         trace,
         check_determinism,
         report,
+        jobs,
     })
 }
 
@@ -118,6 +131,16 @@ fn main() -> ExitCode {
         check_determinism: args.check_determinism,
     };
     let single = args.seeds.end - args.seeds.start == 1;
+    if !single && args.jobs > 1 && !args.trace && args.report.is_none() {
+        let sweep = parallel::Sweep {
+            scenario: &args.scenario,
+            seeds: args.seeds.clone(),
+            jobs: args.jobs,
+            json: args.json,
+            check_determinism: args.check_determinism,
+        };
+        return parallel::run(&sweep, wall_clock);
+    }
     let mut unexpected: Vec<RunReport> = Vec::new();
     let (mut runs, mut events, mut sim_ms) = (0u64, 0u64, 0u64);
     let sweep_start = wall_clock();
@@ -135,7 +158,11 @@ fn main() -> ExitCode {
             println!("{line}");
         }
         if let (Some(path), Some(html)) = (&args.report, &run.html) {
-            let path = if single { path.clone() } else { format!("{path}.seed{seed}.html") };
+            let path = if single {
+                path.clone()
+            } else {
+                format!("{path}.seed{seed}.html")
+            };
             match std::fs::write(&path, html) {
                 Ok(()) => eprintln!("violation report written to {path}"),
                 Err(e) => eprintln!("cannot write {path}: {e}"),

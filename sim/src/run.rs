@@ -1,6 +1,6 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{durability, linearizable, Verdict};
+use crate::checks::{convergence, durability, linearizable, Verdict};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport};
 use crate::scenario::Scenario;
@@ -59,7 +59,21 @@ pub fn run_seed(
             Verdict::Skipped("disabled by the scenario".into())
         },
     ));
-    checks.push(("convergence", not_yet(scenario.check.convergence)));
+    checks.push((
+        "convergence",
+        if scenario.check.convergence {
+            let keys = scenario.workload.keys;
+            convergence::check(
+                world.ring(),
+                scenario.cluster.n,
+                &world.durable_contents(),
+                world.workload(),
+                keys,
+            )
+        } else {
+            Verdict::Skipped("disabled by the scenario".into())
+        },
+    ));
     checks.push((
         "determinism",
         if options.check_determinism {
@@ -82,14 +96,6 @@ pub fn run_seed(
         timeline,
         html,
     })
-}
-
-fn not_yet(enabled: bool) -> Verdict {
-    if enabled {
-        Verdict::Skipped("this checker is not built yet (checkers issue)".into())
-    } else {
-        Verdict::Skipped("disabled by the scenario".into())
-    }
 }
 
 fn summarize(

@@ -91,6 +91,12 @@ pub struct ClusterSpec {
     /// TEST ONLY: acknowledge writes before they are durable (shows the durability check works).
     #[serde(default)]
     pub unsafe_ack_before_persist: bool,
+    /// TEST ONLY: linearizable reads skip their write-back phase.
+    #[serde(default)]
+    pub unsafe_skip_write_back: bool,
+    /// TEST ONLY: every replica ignores every n-th write it receives (0 = never).
+    #[serde(default)]
+    pub unsafe_drop_every_nth_write: u32,
 }
 
 /// `[network]`
@@ -620,7 +626,12 @@ impl Scenario {
             Some("quorum") => Some(Consistency::Quorum),
             Some("all") => Some(Consistency::All),
             Some("linearizable") => Some(Consistency::Linearizable),
-            Some(_) => return Err(bad("consistency", "must be one of one, quorum, all, linearizable")),
+            Some(_) => {
+                return Err(bad(
+                    "consistency",
+                    "must be one of one, quorum, all, linearizable",
+                ))
+            }
         };
         let config = ClusterConfig {
             n: c.n,
@@ -632,6 +643,8 @@ impl Scenario {
             request_timeout_ms: c.request_timeout_ms,
             sloppy_quorum: c.sloppy_quorum,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
+            unsafe_skip_write_back: c.unsafe_skip_write_back,
+            unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,
             value_bytes_max: self
                 .workload
                 .value_bytes

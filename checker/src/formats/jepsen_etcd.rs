@@ -39,22 +39,37 @@ pub fn parse(text: &str) -> Result<History<CasInput, CasOutput>, ParseError> {
     let mut history = History::new();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let push = |history: &mut History<CasInput, CasOutput>, client: u64, call: Pending, outcome| {
-        history.push(Operation { client, key: KEY.to_string(), input: call.input, outcome, invoke_time: call.invoke_time });
+        history.push(Operation {
+            client,
+            key: KEY.to_string(),
+            input: call.input,
+            outcome,
+            invoke_time: call.invoke_time,
+        });
     };
     for (number, line) in text.lines().enumerate() {
         let line_number = number + 1;
         let time = line_number as u64;
-        let Some(start) = line.find(MARKER) else { continue };
+        let Some(start) = line.find(MARKER) else {
+            continue;
+        };
         let rest = &line[start + MARKER.len()..];
         let mut fields = rest.split_whitespace();
-        let Some(Ok(process)) = fields.next().map(str::parse::<u64>) else { continue };
-        let kind = fields.next().ok_or_else(|| ParseError::new(line_number, "missing event type"))?;
+        let Some(Ok(process)) = fields.next().map(str::parse::<u64>) else {
+            continue;
+        };
+        let kind = fields
+            .next()
+            .ok_or_else(|| ParseError::new(line_number, "missing event type"))?;
         let function = match fields.next() {
             Some(":read") => Function::Read,
             Some(":write") => Function::Write,
             Some(":cas") => Function::Cas,
             Some(other) => {
-                return Err(ParseError::new(line_number, format!("unknown function {other:?}")));
+                return Err(ParseError::new(
+                    line_number,
+                    format!("unknown function {other:?}"),
+                ));
             }
             None => return Err(ParseError::new(line_number, "missing function")),
         };
@@ -70,44 +85,90 @@ pub fn parse(text: &str) -> Result<History<CasInput, CasOutput>, ParseError> {
                         CasInput::Cas { from, to }
                     }
                 };
-                let call = Pending { function, input, invoke_time: time };
+                let call = Pending {
+                    function,
+                    input,
+                    invoke_time: time,
+                };
                 if let Some(previous) = pending.insert(process, call) {
-                    push(&mut history, process, previous, Outcome::Indeterminate { reported_time: None });
+                    push(
+                        &mut history,
+                        process,
+                        previous,
+                        Outcome::Indeterminate {
+                            reported_time: None,
+                        },
+                    );
                 }
             }
             ":ok" | ":fail" | ":info" => {
                 let call = pending.remove(&process).ok_or_else(|| {
-                    ParseError::new(line_number, format!("{kind} for process {process}, which has no pending call"))
+                    ParseError::new(
+                        line_number,
+                        format!("{kind} for process {process}, which has no pending call"),
+                    )
                 })?;
                 if call.function != function {
                     return Err(ParseError::new(
                         line_number,
-                        format!("completion {function:?} does not match the pending {:?}", call.function),
+                        format!(
+                            "completion {function:?} does not match the pending {:?}",
+                            call.function
+                        ),
                     ));
                 }
                 let outcome = match (kind, function) {
                     (":ok", Function::Read) => {
-                        let seen = if value == "nil" { None } else { Some(parse_int(&value, line_number)?) };
-                        Outcome::Returned { output: CasOutput::Read(seen), time }
+                        let seen = if value == "nil" {
+                            None
+                        } else {
+                            Some(parse_int(&value, line_number)?)
+                        };
+                        Outcome::Returned {
+                            output: CasOutput::Read(seen),
+                            time,
+                        }
                     }
-                    (":ok", _) => Outcome::Returned { output: CasOutput::Ok, time },
-                    (":fail", Function::Cas) => Outcome::Returned { output: CasOutput::CasFailed, time },
+                    (":ok", _) => Outcome::Returned {
+                        output: CasOutput::Ok,
+                        time,
+                    },
+                    (":fail", Function::Cas) => Outcome::Returned {
+                        output: CasOutput::CasFailed,
+                        time,
+                    },
                     (":fail", _) => continue,
-                    _ => Outcome::Indeterminate { reported_time: Some(time) },
+                    _ => Outcome::Indeterminate {
+                        reported_time: Some(time),
+                    },
                 };
                 push(&mut history, process, call, outcome);
             }
-            other => return Err(ParseError::new(line_number, format!("unknown event type {other:?}"))),
+            other => {
+                return Err(ParseError::new(
+                    line_number,
+                    format!("unknown event type {other:?}"),
+                ))
+            }
         }
     }
     for (process, call) in pending {
-        push(&mut history, process, call, Outcome::Indeterminate { reported_time: None });
+        push(
+            &mut history,
+            process,
+            call,
+            Outcome::Indeterminate {
+                reported_time: None,
+            },
+        );
     }
     Ok(history)
 }
 
 fn parse_int(text: &str, line: usize) -> Result<i64, ParseError> {
-    text.trim().parse().map_err(|_| ParseError::new(line, format!("expected an integer, found {text:?}")))
+    text.trim()
+        .parse()
+        .map_err(|_| ParseError::new(line, format!("expected an integer, found {text:?}")))
 }
 
 fn parse_pair(text: &str, line: usize) -> Result<(i64, i64), ParseError> {
@@ -119,7 +180,10 @@ fn parse_pair(text: &str, line: usize) -> Result<(i64, i64), ParseError> {
     let mut parts = inner.split_whitespace();
     match (parts.next(), parts.next(), parts.next()) {
         (Some(from), Some(to), None) => Ok((parse_int(from, line)?, parse_int(to, line)?)),
-        _ => Err(ParseError::new(line, format!("expected [from to], found {text:?}"))),
+        _ => Err(ParseError::new(
+            line,
+            format!("expected [from to], found {text:?}"),
+        )),
     }
 }
 
@@ -143,9 +207,19 @@ mod tests {
         assert_eq!(h.operations.len(), 4);
         assert_eq!(h.operations[0].output(), Some(&CasOutput::Read(Some(3))));
         assert_eq!(h.operations[1].output(), Some(&CasOutput::CasFailed));
-        assert_eq!(h.operations[2].outcome, Outcome::Indeterminate { reported_time: Some(7) });
+        assert_eq!(
+            h.operations[2].outcome,
+            Outcome::Indeterminate {
+                reported_time: Some(7)
+            }
+        );
         assert_eq!(h.operations[3].input, CasInput::Write(5));
-        assert_eq!(h.operations[3].outcome, Outcome::Indeterminate { reported_time: None });
+        assert_eq!(
+            h.operations[3].outcome,
+            Outcome::Indeterminate {
+                reported_time: None
+            }
+        );
     }
 
     #[test]

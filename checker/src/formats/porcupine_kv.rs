@@ -4,18 +4,19 @@
 //! The line number is the time. `:fail` means the call did not happen (dropped); `:info`, or a
 //! call never completed, is indeterminate.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::ParseError;
 use crate::history::{History, Operation, Outcome};
 use crate::models::kv_append::{KvAppend, KvInput, KvOutput};
 
-/// A value in the subset of EDN these files use.
+/// A value in the subset of EDN these files use, borrowed from the line where possible.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Value {
+enum Value<'a> {
     Int(u64),
-    Keyword(String),
-    Str(String),
+    Keyword(&'a str),
+    Str(Cow<'a, str>),
     Nil,
 }
 
@@ -33,7 +34,13 @@ pub fn parse(text: &str) -> Result<(KvAppend, History<KvInput, KvOutput>), Parse
     let mut history = History::new();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let push = |history: &mut History<KvInput, KvOutput>, client: u64, call: Pending, outcome| {
-        history.push(Operation { client, key: call.key, input: call.input, outcome, invoke_time: call.invoke_time });
+        history.push(Operation {
+            client,
+            key: call.key,
+            input: call.input,
+            outcome,
+            invoke_time: call.invoke_time,
+        });
     };
     for (number, line) in text.lines().enumerate() {
         let line_number = number + 1;
@@ -43,7 +50,11 @@ pub fn parse(text: &str) -> Result<(KvAppend, History<KvInput, KvOutput>), Parse
         }
         let fields = parse_map(line).map_err(|message| ParseError::new(line_number, message))?;
         let field = |name: &str| {
-            fields.get(name).ok_or_else(|| ParseError::new(line_number, format!("missing :{name}")))
+            fields
+                .iter()
+                .find(|(field, _)| *field == name)
+                .map(|(_, value)| value)
+                .ok_or_else(|| ParseError::new(line_number, format!("missing :{name}")))
         };
         let Value::Int(process) = field("process")? else {
             return Err(ParseError::new(line_number, ":process must be an integer"));
@@ -58,121 +69,181 @@ pub fn parse(text: &str) -> Result<(KvAppend, History<KvInput, KvOutput>), Parse
             return Err(ParseError::new(line_number, ":key must be a string"));
         };
         let value = field("value")?;
-        match kind.as_str() {
+        match *kind {
             "invoke" => {
-                let input = match (function.as_str(), value) {
+                let input = match (*function, value) {
                     ("get", _) => KvInput::Get,
                     ("put", Value::Str(v)) => KvInput::Put(model.intern(v)),
                     ("append", Value::Str(v)) => KvInput::Append(model.intern(v)),
                     ("put" | "append", _) => {
-                        return Err(ParseError::new(line_number, format!(":{function} needs a string :value")));
+                        return Err(ParseError::new(
+                            line_number,
+                            format!(":{function} needs a string :value"),
+                        ));
                     }
-                    _ => return Err(ParseError::new(line_number, format!("unknown function :{function}"))),
+                    _ => {
+                        return Err(ParseError::new(
+                            line_number,
+                            format!("unknown function :{function}"),
+                        ))
+                    }
                 };
-                let call = Pending { function: function.clone(), key: key.clone(), input, invoke_time: time };
+                let call = Pending {
+                    function: function.to_string(),
+                    key: key.to_string(),
+                    input,
+                    invoke_time: time,
+                };
                 if let Some(previous) = pending.insert(*process, call) {
-                    push(&mut history, *process, previous, Outcome::Indeterminate { reported_time: None });
+                    push(
+                        &mut history,
+                        *process,
+                        previous,
+                        Outcome::Indeterminate {
+                            reported_time: None,
+                        },
+                    );
                 }
             }
             "ok" | "fail" | "info" => {
                 let call = pending.remove(process).ok_or_else(|| {
-                    ParseError::new(line_number, format!(":{kind} for process {process}, which has no pending call"))
+                    ParseError::new(
+                        line_number,
+                        format!(":{kind} for process {process}, which has no pending call"),
+                    )
                 })?;
-                if call.function != *function || call.key != *key {
-                    return Err(ParseError::new(line_number, "completion does not match the pending call"));
+                if call.function != *function || call.key != **key {
+                    return Err(ParseError::new(
+                        line_number,
+                        "completion does not match the pending call",
+                    ));
                 }
-                let outcome = match (kind.as_str(), &call.input, value) {
-                    ("ok", KvInput::Get, Value::Str(v)) => {
-                        Outcome::Returned { output: KvOutput::Value(model.intern(v)), time }
-                    }
+                let outcome = match (*kind, &call.input, value) {
+                    ("ok", KvInput::Get, Value::Str(v)) => Outcome::Returned {
+                        output: KvOutput::Value(model.intern(v)),
+                        time,
+                    },
                     ("ok", KvInput::Get, _) => {
-                        return Err(ParseError::new(line_number, "a completed :get needs a string :value"));
+                        return Err(ParseError::new(
+                            line_number,
+                            "a completed :get needs a string :value",
+                        ));
                     }
-                    ("ok", _, _) => Outcome::Returned { output: KvOutput::Written, time },
+                    ("ok", _, _) => Outcome::Returned {
+                        output: KvOutput::Written,
+                        time,
+                    },
                     ("fail", _, _) => continue,
-                    _ => Outcome::Indeterminate { reported_time: Some(time) },
+                    _ => Outcome::Indeterminate {
+                        reported_time: Some(time),
+                    },
                 };
                 push(&mut history, *process, call, outcome);
             }
-            other => return Err(ParseError::new(line_number, format!("unknown :type :{other}"))),
+            other => {
+                return Err(ParseError::new(
+                    line_number,
+                    format!("unknown :type :{other}"),
+                ))
+            }
         }
     }
     for (process, call) in pending {
-        push(&mut history, process, call, Outcome::Indeterminate { reported_time: None });
+        push(
+            &mut history,
+            process,
+            call,
+            Outcome::Indeterminate {
+                reported_time: None,
+            },
+        );
     }
     Ok((model, history))
 }
 
-/// Parses `{:name value, ...}` into a map from names (without the colon) to values.
-fn parse_map(line: &str) -> Result<BTreeMap<String, Value>, String> {
+/// Parses `{:name value, ...}` into (name without the colon, value) pairs.
+fn parse_map(line: &str) -> Result<Vec<(&str, Value<'_>)>, String> {
     let body = line
         .trim()
         .strip_prefix('{')
         .and_then(|b| b.strip_suffix('}'))
         .ok_or_else(|| "expected a map in braces".to_string())?;
-    let mut chars = body.chars().peekable();
-    let mut fields = BTreeMap::new();
+    let mut rest = body;
+    let mut fields: Vec<(&str, Value<'_>)> = Vec::with_capacity(5);
     loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
-            chars.next();
-        }
-        if chars.peek().is_none() {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        if rest.is_empty() {
             return Ok(fields);
         }
-        let Value::Keyword(name) = parse_value(&mut chars)? else {
+        let (name, after) = parse_value(rest)?;
+        let Value::Keyword(name) = name else {
             return Err("expected a :keyword as map key".to_string());
         };
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let value = parse_value(&mut chars)?;
-        if fields.insert(name.clone(), value).is_some() {
+        let (value, after) = parse_value(after.trim_start())?;
+        if fields.iter().any(|(existing, _)| *existing == name) {
             return Err(format!("duplicate key :{name}"));
         }
+        fields.push((name, value));
+        rest = after;
     }
 }
 
-fn parse_value(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<Value, String> {
-    match chars.peek() {
-        None => Err("unexpected end of line".to_string()),
-        Some('"') => {
-            chars.next();
-            let mut text = String::new();
-            loop {
-                match chars.next() {
-                    None => return Err("unterminated string".to_string()),
-                    Some('"') => return Ok(Value::Str(text)),
-                    Some('\\') => match chars.next() {
-                        Some('n') => text.push('\n'),
-                        Some('t') => text.push('\t'),
-                        Some(c @ ('"' | '\\')) => text.push(c),
-                        other => return Err(format!("unsupported escape {other:?}")),
-                    },
-                    Some(c) => text.push(c),
+/// Parses one value at the start of `text`; returns it and the text after it.
+fn parse_value(text: &str) -> Result<(Value<'_>, &str), String> {
+    if let Some(body) = text.strip_prefix('"') {
+        let mut owned: Option<String> = None;
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    let value = match owned {
+                        Some(s) => Cow::Owned(s),
+                        None => Cow::Borrowed(&body[..i]),
+                    };
+                    return Ok((Value::Str(value), &body[i + 1..]));
+                }
+                '\\' => {
+                    let buffer = owned.get_or_insert_with(|| body[..i].to_string());
+                    match chars.next() {
+                        Some((_, 'n')) => buffer.push('\n'),
+                        Some((_, 't')) => buffer.push('\t'),
+                        Some((_, c @ ('"' | '\\'))) => buffer.push(c),
+                        other => {
+                            return Err(format!("unsupported escape {:?}", other.map(|o| o.1)))
+                        }
+                    }
+                }
+                c => {
+                    if let Some(buffer) = &mut owned {
+                        buffer.push(c);
+                    }
                 }
             }
         }
-        Some(_) => {
-            let mut token = String::new();
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() || c == ',' {
-                    break;
-                }
-                token.push(c);
-                chars.next();
-            }
-            if let Some(name) = token.strip_prefix(':') {
-                if name.is_empty() {
-                    return Err("empty keyword".to_string());
-                }
-                Ok(Value::Keyword(name.to_string()))
-            } else if token == "nil" {
-                Ok(Value::Nil)
-            } else {
-                token.parse().map(Value::Int).map_err(|_| format!("unexpected token {token:?}"))
-            }
-        }
+        return Err("unterminated string".to_string());
     }
+    if text.is_empty() {
+        return Err("unexpected end of line".to_string());
+    }
+    let end = text
+        .find(|c: char| c.is_whitespace() || c == ',')
+        .unwrap_or(text.len());
+    let (token, after) = text.split_at(end);
+    let value = if let Some(name) = token.strip_prefix(':') {
+        if name.is_empty() {
+            return Err("empty keyword".to_string());
+        }
+        Value::Keyword(name)
+    } else if token == "nil" {
+        Value::Nil
+    } else {
+        Value::Int(
+            token
+                .parse()
+                .map_err(|_| format!("unexpected token {token:?}"))?,
+        )
+    };
+    Ok((value, after))
 }
 
 #[cfg(test)]
@@ -188,7 +259,9 @@ mod tests {
 "#;
         let (model, h) = parse(text).unwrap();
         assert_eq!(h.operations.len(), 2);
-        let KvOutput::Value(seen) = h.operations[1].output().copied().unwrap() else { panic!() };
+        let KvOutput::Value(seen) = h.operations[1].output().copied().unwrap() else {
+            panic!()
+        };
         assert_eq!(model.text(seen), "x 0 0 y");
     }
 

@@ -29,8 +29,17 @@ struct Pending {
 pub fn parse(text: &str) -> Result<History<RegisterInput, RegisterOutput>, ParseError> {
     let mut history = History::new();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-    let push = |history: &mut History<RegisterInput, RegisterOutput>, client: u64, call: Pending, outcome| {
-        history.push(Operation { client, key: call.key, input: call.input, outcome, invoke_time: call.invoke_time });
+    let push = |history: &mut History<RegisterInput, RegisterOutput>,
+                client: u64,
+                call: Pending,
+                outcome| {
+        history.push(Operation {
+            client,
+            key: call.key,
+            input: call.input,
+            outcome,
+            invoke_time: call.invoke_time,
+        });
     };
     for (number, raw) in text.lines().enumerate() {
         let line_number = number + 1;
@@ -40,10 +49,9 @@ pub fn parse(text: &str) -> Result<History<RegisterInput, RegisterOutput>, Parse
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         let number_at = |i: usize, what: &str| -> Result<u64, ParseError> {
-            fields
-                .get(i)
-                .and_then(|f| f.parse().ok())
-                .ok_or_else(|| ParseError::new(line_number, format!("expected {what} in field {}", i + 1)))
+            fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(|| {
+                ParseError::new(line_number, format!("expected {what} in field {}", i + 1))
+            })
         };
         let time = number_at(0, "a time")?;
         let client = number_at(1, "a client id")?;
@@ -57,18 +65,40 @@ pub fn parse(text: &str) -> Result<History<RegisterInput, RegisterOutput>, Parse
                     Some("put") => (RegisterInput::Put(number_at(5, "a write id")?), 6),
                     Some("delete") => (RegisterInput::Delete, 5),
                     Some("get") => (RegisterInput::Get, 5),
-                    other => return Err(ParseError::new(line_number, format!("unknown operation {other:?}"))),
+                    other => {
+                        return Err(ParseError::new(
+                            line_number,
+                            format!("unknown operation {other:?}"),
+                        ))
+                    }
                 };
                 if fields.len() != arity {
                     return Err(ParseError::new(line_number, "unexpected trailing fields"));
                 }
-                if let Some(previous) = pending.insert(client, Pending { key, input, invoke_time: time }) {
-                    push(&mut history, client, previous, Outcome::Indeterminate { reported_time: None });
+                if let Some(previous) = pending.insert(
+                    client,
+                    Pending {
+                        key,
+                        input,
+                        invoke_time: time,
+                    },
+                ) {
+                    push(
+                        &mut history,
+                        client,
+                        previous,
+                        Outcome::Indeterminate {
+                            reported_time: None,
+                        },
+                    );
                 }
             }
             Some(kind @ ("ok" | "info" | "fail")) => {
                 let call = pending.remove(&client).ok_or_else(|| {
-                    ParseError::new(line_number, format!("{kind} for client {client}, which has no pending call"))
+                    ParseError::new(
+                        line_number,
+                        format!("{kind} for client {client}, which has no pending call"),
+                    )
                 })?;
                 if time < call.invoke_time {
                     return Err(ParseError::new(line_number, "completion before invocation"));
@@ -76,19 +106,39 @@ pub fn parse(text: &str) -> Result<History<RegisterInput, RegisterOutput>, Parse
                 let outcome = match (kind, call.input) {
                     ("ok", RegisterInput::Get) => {
                         let value = number_at(3, "the value read")?;
-                        Outcome::Returned { output: RegisterOutput::Value(value), time }
+                        Outcome::Returned {
+                            output: RegisterOutput::Value(value),
+                            time,
+                        }
                     }
-                    ("ok", _) => Outcome::Returned { output: RegisterOutput::Written, time },
-                    ("info", _) => Outcome::Indeterminate { reported_time: Some(time) },
+                    ("ok", _) => Outcome::Returned {
+                        output: RegisterOutput::Written,
+                        time,
+                    },
+                    ("info", _) => Outcome::Indeterminate {
+                        reported_time: Some(time),
+                    },
                     _ => continue,
                 };
                 push(&mut history, client, call, outcome);
             }
-            other => return Err(ParseError::new(line_number, format!("unknown event {other:?}"))),
+            other => {
+                return Err(ParseError::new(
+                    line_number,
+                    format!("unknown event {other:?}"),
+                ))
+            }
         }
     }
     for (client, call) in pending {
-        push(&mut history, client, call, Outcome::Indeterminate { reported_time: None });
+        push(
+            &mut history,
+            client,
+            call,
+            Outcome::Indeterminate {
+                reported_time: None,
+            },
+        );
     }
     Ok(history)
 }

@@ -53,7 +53,12 @@ impl Model for CasRegister {
         None
     }
 
-    fn step(&self, state: CasValue, input: &CasInput, output: Option<&CasOutput>) -> Option<CasValue> {
+    fn step(
+        &self,
+        state: CasValue,
+        input: &CasInput,
+        output: Option<&CasOutput>,
+    ) -> Option<CasValue> {
         match (input, output) {
             (CasInput::Read, Some(CasOutput::Read(seen))) => (*seen == state).then_some(state),
             (CasInput::Read, None) => Some(state),
@@ -83,7 +88,9 @@ impl Model for CasRegister {
     fn access(&self, input: &CasInput, output: Option<&CasOutput>) -> Access {
         match (input, output) {
             (CasInput::Read, Some(CasOutput::Read(seen))) => Access::Read(code(*seen)),
-            (CasInput::Write(value), Some(CasOutput::Ok) | None) => Access::Write(code(Some(*value))),
+            (CasInput::Write(value), Some(CasOutput::Ok) | None) => {
+                Access::Write(code(Some(*value)))
+            }
             // With an unknown outcome it may apply (reading `from`, writing `to`) or not; the
             // pre-checks only use the read of a determinate operation.
             (CasInput::Cas { from, to }, Some(CasOutput::Ok) | None) => Access::ReadWrite {
@@ -127,11 +134,20 @@ mod tests {
         let cas = CasInput::Cas { from: 1, to: 2 };
         assert_eq!(m.step(Some(1), &cas, Some(&CasOutput::Ok)), Some(Some(2)));
         assert_eq!(m.step(Some(3), &cas, Some(&CasOutput::Ok)), None);
-        assert_eq!(m.step(Some(3), &cas, Some(&CasOutput::CasFailed)), Some(Some(3)));
+        assert_eq!(
+            m.step(Some(3), &cas, Some(&CasOutput::CasFailed)),
+            Some(Some(3))
+        );
         assert_eq!(m.step(Some(1), &cas, Some(&CasOutput::CasFailed)), None);
         assert_eq!(m.step(None, &cas, None), None);
-        assert_eq!(m.step(None, &CasInput::Read, Some(&CasOutput::Read(None))), Some(None));
-        assert_eq!(m.step(Some(1), &CasInput::Read, Some(&CasOutput::Read(None))), None);
+        assert_eq!(
+            m.step(None, &CasInput::Read, Some(&CasOutput::Read(None))),
+            Some(None)
+        );
+        assert_eq!(
+            m.step(Some(1), &CasInput::Read, Some(&CasOutput::Read(None))),
+            None
+        );
         assert_ne!(code(None), code(Some(0)));
         assert_ne!(code(Some(-1)), code(Some(0)));
     }

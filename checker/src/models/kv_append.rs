@@ -76,7 +76,10 @@ impl Tables {
         // Strings starting with `candidate` sort right at or after it, so the first one there
         // decides.
         observed
-            .range::<str, _>((std::ops::Bound::Included(candidate), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(candidate),
+                std::ops::Bound::Unbounded,
+            ))
             .next()
             .is_some_and(|value| value.starts_with(candidate))
     }
@@ -88,7 +91,11 @@ impl Tables {
         }
         let mut joined = self.strings[state.0 as usize].clone();
         joined.push_str(&self.strings[arg.0 as usize]);
-        let next = if self.is_live(&joined) { self.intern(&joined) } else { DEAD };
+        let next = if self.is_live(&joined) {
+            self.intern(&joined)
+        } else {
+            DEAD
+        };
         self.transitions.insert(key, next);
         next
     }
@@ -112,7 +119,10 @@ impl KvAppend {
     pub fn new() -> Self {
         let mut tables = Tables::default();
         let empty = tables.intern("");
-        Self { tables: RefCell::new(tables), empty }
+        Self {
+            tables: RefCell::new(tables),
+            empty,
+        }
     }
 
     /// The id of `text`, interning it if new. Use it to build inputs and outputs.
@@ -125,7 +135,12 @@ impl KvAppend {
         if id == DEAD {
             return "<dead>".to_string();
         }
-        self.tables.borrow().strings.get(id.0 as usize).cloned().unwrap_or_default()
+        self.tables
+            .borrow()
+            .strings
+            .get(id.0 as usize)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Number of strings interned so far (inputs, outputs and reachable states).
@@ -208,7 +223,10 @@ mod tests {
             client: 0,
             key: "k".into(),
             input: KvInput::Get,
-            outcome: Outcome::Returned { output: KvOutput::Value(ab), time: 1 },
+            outcome: Outcome::Returned {
+                output: KvOutput::Value(ab),
+                time: 1,
+            },
             invoke_time: 0,
         });
         m.prepare(&history);
@@ -220,7 +238,10 @@ mod tests {
         let dead = m.step(m.init(), &KvInput::Append(b), w).unwrap();
         assert_eq!(dead, DEAD);
         assert_eq!(m.step(dead, &KvInput::Append(a), w), Some(DEAD));
-        assert_eq!(m.step(dead, &KvInput::Get, Some(&KvOutput::Value(ab))), None);
+        assert_eq!(
+            m.step(dead, &KvInput::Get, Some(&KvOutput::Value(ab))),
+            None
+        );
         assert_eq!(m.step(dead, &KvInput::Put(a), w), Some(a));
     }
 }

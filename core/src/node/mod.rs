@@ -59,6 +59,8 @@ pub struct Node<S: Storage> {
     served_forwards: BTreeSet<(NodeId, OperationId)>,
     served_forwards_order: VecDeque<(NodeId, OperationId)>,
     stats: NodeStats,
+    /// Writes received from coordinators (for the test-only drop knob).
+    writes_received: u64,
 }
 
 impl<S: Storage> Node<S> {
@@ -84,6 +86,7 @@ impl<S: Storage> Node<S> {
             served_forwards: BTreeSet::new(),
             served_forwards_order: VecDeque::new(),
             stats: NodeStats::default(),
+            writes_received: 0,
         })
     }
 

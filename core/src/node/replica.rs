@@ -44,6 +44,13 @@ impl<S: Storage> Node<S> {
         key: Bytes,
         record: Record,
     ) {
+        let nth = self.config.cluster.unsafe_drop_every_nth_write;
+        if nth > 0 {
+            self.writes_received += 1;
+            if self.writes_received % u64::from(nth) == 0 {
+                return;
+            }
+        }
         self.observe_record(Some(&record));
         match self.apply(key, &record, AfterPersist::AckRemote { to: from, op }) {
             Ok(Applied::Now) => self.send(from, Message::WriteReply { op, result: Ok(()) }),

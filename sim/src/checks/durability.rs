@@ -1,11 +1,16 @@
-//! Durability: every write acknowledged with W is, at the end of the liveness phase, held durably
-//! by at least one replica as that version or a newer one (one that includes it).
+//! Durability: every write acknowledged with W is, at the end of the liveness phase, still there.
+//!
+//! * lww: some replica durably holds that version or a higher one.
+//! * vector clocks: some replica durably holds the write's dot as a sibling, or the write was
+//!   superseded by a later put or delete whose causal context included its dot (and that
+//!   supersession reached a replica). Nothing else counts as superseding: a dot that vanished
+//!   without a write that saw it is a lost write.
 
 use super::Verdict;
 use crate::history::{History, OpOutcome};
 use crate::workload::Workload;
 use bytes::Bytes;
-use ringkv_core::Record;
+use ringkv_core::{CausalContext, Record, WriteVersion};
 use std::collections::BTreeMap;
 
 /// Most violations spelled out in the verdict.
@@ -32,11 +37,23 @@ pub fn check(
         };
         checked += 1;
         let key = workload.key(op.key);
-        let held = durable.iter().any(|contents| {
+        let includes = |contents: &&BTreeMap<Bytes, Record>| {
             contents
                 .get(key)
                 .is_some_and(|record| record.includes(&version))
-        });
+        };
+        let held = match version {
+            WriteVersion::Lww(_) => durable.iter().any(includes),
+            WriteVersion::Dot(dot) => {
+                let as_sibling = durable.iter().any(|contents| {
+                    matches!(contents.get(key), Some(Record::Causal(r)) if r.siblings.iter().any(|(d, _)| *d == dot))
+                });
+                let superseded = superseders(history, op.key)
+                    .any(|context| context.0.contains(dot))
+                    && durable.iter().any(includes);
+                as_sibling || superseded
+            }
+        };
         if !held {
             lost.push(format!(
                 "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by none: {version:?}",
@@ -58,4 +75,13 @@ pub fn check(
             shown.join("; ")
         ))
     }
+}
+
+/// Contexts carried by writes to key `key` that may have taken effect (ok or indeterminate).
+fn superseders(history: &History, key: u32) -> impl Iterator<Item = &CausalContext> {
+    history
+        .ops
+        .iter()
+        .filter(move |op| op.key == key && op.is_write() && op.outcome != OpOutcome::Failed)
+        .filter_map(|op| op.context.as_ref())
 }

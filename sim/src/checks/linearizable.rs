@@ -30,7 +30,10 @@ pub struct LinearizabilityResult {
 
 /// Converts the simulator's history for the checker. `None` when a read returned siblings (the
 /// register model does not apply to vector-clock histories).
-pub fn to_checker_history(history: &History, workload: &Workload) -> Option<CheckerHistory<RegisterInput, RegisterOutput>> {
+pub fn to_checker_history(
+    history: &History,
+    workload: &Workload,
+) -> Option<CheckerHistory<RegisterInput, RegisterOutput>> {
     let mut out = CheckerHistory::new();
     for op in &history.ops {
         let input = match op.kind {

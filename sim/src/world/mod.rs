@@ -651,6 +651,7 @@ impl World {
             OpKind::Get => None,
             _ => self.clients[client as usize].contexts.remove(&key_index),
         };
+        let context_sent = context.clone();
         let (value, body) = match kind {
             OpKind::Get => (
                 0,
@@ -688,6 +689,7 @@ impl World {
             value,
             read: Vec::new(),
             version: None,
+            context: context_sent,
             acks: 0,
             coordinator,
             invoke_ns: self.now,
