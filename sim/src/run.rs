@@ -40,7 +40,12 @@ pub fn run_seed(
     checks.push((
         "durability",
         if scenario.check.durability {
-            durability::check(&world.history, &world.durable_contents(), world.workload())
+            durability::check(
+                &world.history,
+                &world.durable_contents(),
+                world.workload(),
+                world.final_reads(),
+            )
         } else {
             Verdict::Skipped("disabled by the scenario".into())
         },

@@ -54,6 +54,11 @@ impl Workload {
         &self.keys[index as usize]
     }
 
+    /// Number of keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Draws a key index.
     pub fn draw_key(&self, rng: &mut impl Rng) -> u32 {
         let index = if self.zipf_cdf.is_empty() {

@@ -73,8 +73,10 @@ pub enum Event {
     Fault(FaultAction),
     /// The fault phase ends: everything heals.
     PhaseChange,
-    /// The run ends.
+    /// The liveness phase ends; the final protocol reads start.
     End,
+    /// The final reads' time is up: the run ends.
+    FinalEnd,
 }
 
 impl Event {
@@ -162,7 +164,8 @@ impl Event {
             Event::DiskSynced { node, token, .. } => format!("n{node} fsync done (token {token})"),
             Event::Fault(action) => format!("FAULT {action}"),
             Event::PhaseChange => "PHASE liveness: heal all, restart all".to_string(),
-            Event::End => "END".to_string(),
+            Event::End => "END of liveness: final reads at `all`".to_string(),
+            Event::FinalEnd => "END".to_string(),
         }
     }
 }

@@ -20,12 +20,30 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::hash::hash_pair;
 use ringkv_core::{
-    CausalContext, ClientReply, ClientRequest, ClusterConfig, Instant, MemStorage, Node,
-    NodeConfig, NodeEvent, NodeId, NodeLocation, Now, Output, PersistToken, RequestId, Ring,
+    CausalContext, ClientReply, ClientRequest, ClusterConfig, Consistency, Instant, MemStorage,
+    Node, NodeConfig, NodeEvent, NodeId, NodeLocation, Now, Output, PersistToken, RequestId, Ring,
 };
 use std::collections::{BTreeMap, BinaryHeap};
 
 const NANOS_PER_MS: u64 = 1_000_000;
+
+/// The client id of the final protocol reads (no workload client has it).
+const FINAL_READER: u32 = u32::MAX;
+
+/// Attempts of one final read before it counts as failed.
+const FINAL_READ_ATTEMPTS_MAX: u32 = 5;
+
+/// How long the final reads may take before the run ends without them.
+const FINAL_READS_NS: u64 = 10_000 * NANOS_PER_MS;
+
+/// The outcome of one final protocol read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinalRead {
+    /// The ids of the values returned (empty = not found).
+    Values(Vec<u64>),
+    /// No answer or a failure.
+    Failed(String),
+}
 
 /// Independent random streams, all derived from the one seed, so that (for example) a change in
 /// how many network draws happen does not shift the workload.
@@ -128,6 +146,8 @@ pub struct World {
     pub counters: RunCounters,
     /// Options drawn from the seed, for the summary.
     pub drawn: Vec<String>,
+    final_reads: BTreeMap<u32, FinalRead>,
+    final_read_attempts: BTreeMap<u32, u32>,
     trace: Option<Vec<String>>,
 }
 
@@ -241,6 +261,8 @@ impl World {
             fingerprint: Fingerprint::default(),
             counters: RunCounters::default(),
             drawn,
+            final_reads: BTreeMap::new(),
+            final_read_attempts: BTreeMap::new(),
             trace: trace.then(Vec::new),
         };
         for spec in &scenario.faults {
@@ -408,7 +430,12 @@ impl World {
                     self.schedule(self.now + delay, Event::ClientReply { request, reply });
                 }
             }
-            Event::ClientReply { request, reply } => self.on_client_reply(request, reply),
+            Event::ClientReply { request, reply } => {
+                if request.0 >> 32 == u64::from(FINAL_READER) {
+                    return self.on_final_read(request, reply);
+                }
+                self.on_client_reply(request, reply)
+            }
             Event::ClientGiveUp { request } => self.on_client_give_up(request),
             Event::ClientSend { client } => self.client_send(client),
             Event::Timer { node, incarnation } => {
@@ -432,7 +459,8 @@ impl World {
             } => self.on_disk_synced(node, incarnation, token, point),
             Event::Fault(action) => self.apply_fault(action),
             Event::PhaseChange => self.start_liveness(),
-            Event::End => return false,
+            Event::End => return self.start_final_reads(),
+            Event::FinalEnd => return false,
         }
         true
     }
@@ -618,6 +646,7 @@ impl World {
     fn start_liveness(&mut self) {
         self.phase = Phase::Liveness;
         self.network.heal();
+        self.network.calm();
         for node in 0..self.nodes.len() {
             if self.nodes[node].poisoned {
                 self.crash(node);
@@ -711,6 +740,81 @@ impl World {
             self.now + self.client_timeout_ns,
             Event::ClientGiveUp { request },
         );
+    }
+
+    /// After the liveness phase: read every key through the protocol at `all`, so the checkers can
+    /// compare what a client would read with what the replicas hold. Returns false when there is
+    /// nothing to read.
+    fn start_final_reads(&mut self) -> bool {
+        self.phase = Phase::Done;
+        let keys = u32::try_from(self.workload.key_count()).unwrap_or(u32::MAX);
+        let n = usize::from(self.config.n);
+        for key_index in 0..keys {
+            let key = self.workload.key(key_index).clone();
+            let coordinator = self
+                .ring
+                .preference_list(&key, n)
+                .first()
+                .map_or(0, |id| id.0);
+            let request = RequestId((u64::from(FINAL_READER) << 32) | u64::from(key_index));
+            let body = ClientRequest::Get {
+                key,
+                consistency: Some(Consistency::All),
+            };
+            self.schedule(
+                self.now,
+                Event::ClientArrive {
+                    node: coordinator,
+                    request,
+                    body,
+                },
+            );
+        }
+        self.schedule(self.now + FINAL_READS_NS, Event::FinalEnd);
+        keys > 0
+    }
+
+    /// A reply to a final read; false once every key has answered.
+    fn on_final_read(&mut self, request: RequestId, reply: ClientResponse) -> bool {
+        let key = u32::try_from(request.0 & 0xffff_ffff).unwrap_or(u32::MAX);
+        let read = match reply {
+            ClientResponse::Reply(ClientReply::Found { values, .. }) => {
+                FinalRead::Values(values.iter().map(|v| value_id(v)).collect())
+            }
+            ClientResponse::Reply(ClientReply::NotFound { .. }) => FinalRead::Values(Vec::new()),
+            other => {
+                // A final read can fail only if the cluster has not settled; ask again a few times
+                // so a slow replica is told apart from a stuck one.
+                let attempts = self.final_read_attempts.entry(key).or_insert(0);
+                *attempts += 1;
+                if *attempts < FINAL_READ_ATTEMPTS_MAX {
+                    let retry = RequestId(request.0);
+                    let body = ClientRequest::Get {
+                        key: self.workload.key(key).clone(),
+                        consistency: Some(Consistency::All),
+                    };
+                    let node =
+                        u32::try_from(u64::from(*attempts) % self.nodes.len() as u64).unwrap_or(0);
+                    self.schedule(
+                        self.now + 100 * NANOS_PER_MS,
+                        Event::ClientArrive {
+                            node,
+                            request: retry,
+                            body,
+                        },
+                    );
+                    return true;
+                }
+                FinalRead::Failed(format!("{other:?}"))
+            }
+        };
+        self.final_reads.insert(key, read);
+        self.final_reads.len() < self.workload.key_count()
+    }
+
+    /// What the final protocol reads returned, by key index.
+    pub fn final_reads(&self) -> &BTreeMap<u32, FinalRead> {
+        &self.final_reads
     }
 
     fn take_in_flight(&mut self, request: RequestId) -> Option<(u32, usize)> {

@@ -74,6 +74,12 @@ impl Network {
         }
     }
 
+    /// Ends random loss and duplication (the liveness phase has no faults).
+    pub fn calm(&mut self) {
+        self.drop = 0.0;
+        self.duplicate = 0.0;
+    }
+
     /// Restores every link.
     pub fn heal(&mut self) {
         self.blocked.iter_mut().for_each(|b| *b = false);
