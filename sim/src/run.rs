@@ -68,12 +68,16 @@ pub fn run_seed(
         "convergence",
         if scenario.check.convergence {
             let keys = scenario.workload.keys;
+            let settled_ns = world
+                .last_durable_change_ns()
+                .saturating_sub(world.fault_phase_end_ns());
             convergence::check(
                 world.ring(),
                 scenario.cluster.n,
                 &world.durable_contents(),
                 world.workload(),
                 keys,
+                settled_ns as f64 / 1e6,
             )
         } else {
             Verdict::Skipped("disabled by the scenario".into())

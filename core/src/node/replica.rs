@@ -47,7 +47,7 @@ impl<S: Storage> Node<S> {
         let nth = self.config.cluster.unsafe_drop_every_nth_write;
         if nth > 0 {
             self.writes_received += 1;
-            if self.writes_received % u64::from(nth) == 0 {
+            if self.writes_received.is_multiple_of(u64::from(nth)) {
                 return;
             }
         }

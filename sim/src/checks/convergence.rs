@@ -17,6 +17,7 @@ pub fn check(
     durable: &[&BTreeMap<Bytes, Record>],
     workload: &Workload,
     keys: u32,
+    settled_ms: f64,
 ) -> Verdict {
     let mut diverged = Vec::new();
     for index in 0..keys {
@@ -40,7 +41,9 @@ pub fn check(
         }
     }
     if diverged.is_empty() {
-        Verdict::Pass(format!("all replicas of {keys} keys hold the same record"))
+        Verdict::Pass(format!(
+            "all replicas of {keys} keys hold the same record; stored state settled {settled_ms:.1} ms into the liveness phase"
+        ))
     } else {
         let shown: Vec<String> = diverged.iter().take(SHOWN_MAX).cloned().collect();
         Verdict::Fail(format!(

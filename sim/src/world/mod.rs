@@ -148,6 +148,7 @@ pub struct World {
     pub drawn: Vec<String>,
     final_reads: BTreeMap<u32, FinalRead>,
     final_read_attempts: BTreeMap<u32, u32>,
+    last_durable_change_ns: u64,
     trace: Option<Vec<String>>,
 }
 
@@ -263,6 +264,7 @@ impl World {
             drawn,
             final_reads: BTreeMap::new(),
             final_read_attempts: BTreeMap::new(),
+            last_durable_change_ns: 0,
             trace: trace.then(Vec::new),
         };
         for spec in &scenario.faults {
@@ -341,6 +343,11 @@ impl World {
     /// The trace lines, if tracing.
     pub fn take_trace(&mut self) -> Vec<String> {
         self.trace.take().unwrap_or_default()
+    }
+
+    /// When any replica last made a write durable (after it, stored state no longer changed).
+    pub fn last_durable_change_ns(&self) -> u64 {
+        self.last_durable_change_ns
     }
 
     /// Simulated time now, nanoseconds.
@@ -567,18 +574,28 @@ impl World {
         let fail = self.fsync_failure > 0.0 && self.disk_rng.gen_bool(self.fsync_failure);
         let now = self.now_for(index);
         self.counters.syncs += 1;
+        let mut self_last_durable_change = None;
+        let now_ns = self.now;
         let Some(n) = self.node_mut(index) else {
             return;
         };
         if fail {
             n.storage_mut().inject_sync_failure();
         }
-        match n.storage_mut().sync_through(point) {
+        let pending_before = n.storage().staged_len();
+        let result = n.storage_mut().sync_through(point);
+        if n.storage().staged_len() < pending_before {
+            self_last_durable_change = Some(now_ns);
+        }
+        match &result {
             Ok(()) => n.handle_persisted(now, PersistToken(token)),
-            Err(e) => {
-                n.handle_persist_failed(now, PersistToken(token), e.to_string());
-                self.nodes[index].poisoned = true;
-            }
+            Err(e) => n.handle_persist_failed(now, PersistToken(token), e.to_string()),
+        }
+        if result.is_err() {
+            self.nodes[index].poisoned = true;
+        }
+        if let Some(at) = self_last_durable_change {
+            self.last_durable_change_ns = at;
         }
         self.drain(index);
         if let Some(token) = wanted {

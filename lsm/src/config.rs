@@ -1,0 +1,182 @@
+//! Engine configuration: every limit has its unit last in its name, and `validate` checks them all
+//! before an engine is built (STYLE.md section 3).
+
+use crate::error::LsmError;
+
+/// Configuration of an [`crate::Lsm`] engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LsmConfig {
+    /// Longest key accepted (keys are about 100 bytes in ringkv).
+    pub key_bytes_max: usize,
+    /// Longest value accepted; longer values are refused with `ValueTooLarge`.
+    pub value_bytes_max: usize,
+    /// The memtable is flushed to a level-0 table once it holds this many bytes.
+    pub memtable_bytes_max: usize,
+    /// WAL records are buffered in memory up to this many bytes before being written (a `sync`
+    /// always writes and fsyncs the buffer).
+    pub wal_buffer_bytes: usize,
+    /// Target uncompressed size of a data block.
+    pub block_bytes: usize,
+    /// Bloom filter bits per key (about 1% false positives at 10).
+    pub bloom_bits_per_key: usize,
+    /// Compress data blocks with LZ4.
+    pub compression: bool,
+    /// Values longer than this go to the value log; the tree keeps a pointer (WiscKey).
+    pub value_separation_threshold_bytes: usize,
+    /// A value-log segment is sealed and a new one started past this size.
+    pub vlog_segment_bytes_max: u64,
+    /// A sealed segment is garbage-collected once this percentage of it is known garbage.
+    pub vlog_gc_garbage_percent_min: u64,
+    /// Compaction cuts output tables at about this size.
+    pub table_bytes_target: u64,
+    /// Level 0 is compacted into level 1 at this many tables.
+    pub level0_compaction_tables: usize,
+    /// Writes report `Stalled` while level 0 holds this many tables and the memtable is full.
+    pub level0_stall_tables: usize,
+    /// Size target of level 1; each deeper level is `level_size_multiplier` times larger.
+    pub level1_bytes_max: u64,
+    /// Growth factor between levels.
+    pub level_size_multiplier: u64,
+    /// Number of levels (including level 0).
+    pub levels: usize,
+    /// A tombstone is dropped at the last level only once it is this old (anti-entropy must have
+    /// had the time to spread the delete; PITFALLS, "deleted data comes back").
+    pub tombstone_grace_ms: u64,
+    /// Bound of the data-block cache.
+    pub block_cache_bytes: usize,
+    /// Bound of the cache of table indexes and bloom filters.
+    pub index_cache_bytes: usize,
+}
+
+impl Default for LsmConfig {
+    fn default() -> Self {
+        LsmConfig {
+            key_bytes_max: 4096,
+            value_bytes_max: 1 << 20,
+            memtable_bytes_max: 16 << 20,
+            wal_buffer_bytes: 256 << 10,
+            block_bytes: 4096,
+            bloom_bits_per_key: 10,
+            compression: true,
+            value_separation_threshold_bytes: 1024,
+            vlog_segment_bytes_max: 128 << 20,
+            vlog_gc_garbage_percent_min: 50,
+            table_bytes_target: 8 << 20,
+            level0_compaction_tables: 4,
+            level0_stall_tables: 16,
+            level1_bytes_max: 64 << 20,
+            level_size_multiplier: 10,
+            levels: 7,
+            tombstone_grace_ms: 10 * 24 * 3600 * 1000,
+            block_cache_bytes: 64 << 20,
+            index_cache_bytes: 16 << 20,
+        }
+    }
+}
+
+impl LsmConfig {
+    /// A configuration with tiny limits, so that small tests flush, compact, rotate and collect
+    /// value-log segments often.
+    pub fn tiny_for_tests() -> Self {
+        LsmConfig {
+            key_bytes_max: 256,
+            value_bytes_max: 64 << 10,
+            memtable_bytes_max: 4 << 10,
+            wal_buffer_bytes: 512,
+            block_bytes: 256,
+            value_separation_threshold_bytes: 48,
+            vlog_segment_bytes_max: 8 << 10,
+            vlog_gc_garbage_percent_min: 30,
+            table_bytes_target: 4 << 10,
+            level0_compaction_tables: 3,
+            level0_stall_tables: 6,
+            level1_bytes_max: 12 << 10,
+            level_size_multiplier: 4,
+            levels: 4,
+            tombstone_grace_ms: 1000,
+            block_cache_bytes: 16 << 10,
+            index_cache_bytes: 8 << 10,
+            ..LsmConfig::default()
+        }
+    }
+
+    /// Checks every limit; an engine is only built from a valid configuration.
+    pub fn validate(&self) -> Result<(), LsmError> {
+        let fail = |why: &str| Err(LsmError::InvalidConfig(why.to_string()));
+        if self.key_bytes_max == 0 || self.key_bytes_max > (1 << 20) {
+            return fail("key_bytes_max must be in 1..=1 MiB");
+        }
+        if self.value_bytes_max == 0 || self.value_bytes_max > (256 << 20) {
+            return fail("value_bytes_max must be in 1..=256 MiB");
+        }
+        if self.memtable_bytes_max < 1024 {
+            return fail("memtable_bytes_max must be at least 1 KiB");
+        }
+        if self.block_bytes < 64 || self.block_bytes > (4 << 20) {
+            return fail("block_bytes must be in 64..=4 MiB");
+        }
+        if self.bloom_bits_per_key == 0 || self.bloom_bits_per_key > 40 {
+            return fail("bloom_bits_per_key must be in 1..=40");
+        }
+        if self.vlog_segment_bytes_max < 1024 {
+            return fail("vlog_segment_bytes_max must be at least 1 KiB");
+        }
+        if self.vlog_gc_garbage_percent_min == 0 || self.vlog_gc_garbage_percent_min > 100 {
+            return fail("vlog_gc_garbage_percent_min must be in 1..=100");
+        }
+        if self.table_bytes_target < 1024 {
+            return fail("table_bytes_target must be at least 1 KiB");
+        }
+        if self.level0_compaction_tables < 2
+            || self.level0_stall_tables <= self.level0_compaction_tables
+        {
+            return fail("need 2 <= level0_compaction_tables < level0_stall_tables");
+        }
+        if self.level_size_multiplier < 2 || self.levels < 2 || self.levels > 16 {
+            return fail("need level_size_multiplier >= 2 and levels in 2..=16");
+        }
+        if self.level1_bytes_max < self.table_bytes_target {
+            return fail("level1_bytes_max must be at least table_bytes_target");
+        }
+        Ok(())
+    }
+
+    /// Size target of `level` (level >= 1).
+    pub(crate) fn level_bytes_max(&self, level: usize) -> u64 {
+        let mut bytes = self.level1_bytes_max;
+        for _ in 1..level {
+            bytes = bytes.saturating_mul(self.level_size_multiplier);
+        }
+        bytes
+    }
+
+    /// The largest block (uncompressed), index or filter the decoder accepts.
+    pub(crate) fn block_bytes_max(&self) -> usize {
+        // A block is cut once it reaches block_bytes, so it exceeds it by at most one entry; an
+        // index or a filter grows with the table, bounded by memtable and table size.
+        (self.block_bytes
+            + self.key_bytes_max
+            + self
+                .value_separation_threshold_bytes
+                .max(self.value_bytes_max)
+            + 64)
+            .max(self.memtable_bytes_max * 2)
+            .max(64 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_tiny_are_valid() {
+        assert_eq!(LsmConfig::default().validate(), Ok(()));
+        assert_eq!(LsmConfig::tiny_for_tests().validate(), Ok(()));
+        let bad = LsmConfig {
+            level0_stall_tables: 2,
+            ..LsmConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

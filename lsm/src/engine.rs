@@ -1,0 +1,1248 @@
+//! The engine: write path (value log, WAL, memtable), flush, incremental leveled compaction,
+//! value-log garbage collection, reads, range scans and recovery.
+
+use crate::bloom;
+use crate::bytes_io::{Cursor, PutBytes};
+use crate::compaction::{self, CompactionPlan};
+use crate::config::LsmConfig;
+use crate::entry::{decode_keyed, encode_keyed, Entry, ValuePointer};
+use crate::error::LsmError;
+use crate::frame::{decode_frame, encode_frame, scan_log};
+use crate::fs::FileSystem;
+use crate::manifest::{self, ManifestState, SegmentMeta, MANIFEST_FILE, MANIFEST_TMP_FILE};
+use crate::store::{RunCursor, TableStore};
+use crate::table::{table_file_name, DecodeLimits, TableBuilder, TableMeta};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// The name of WAL file `id`.
+pub(crate) fn wal_file_name(id: u64) -> String {
+    format!("{id:06}.wal")
+}
+
+/// The name of value-log segment `id`.
+pub(crate) fn vlog_file_name(id: u64) -> String {
+    format!("{id:06}.vlog")
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Staged with this sequence number: visible now, durable after the next `sync`.
+    Written {
+        /// The write's sequence number.
+        seq: u64,
+    },
+    /// Not written: the memtable is full and level 0 holds `level0_stall_tables` tables. Bounded
+    /// back-pressure: the caller runs `compact_step` (or waits) and retries.
+    Stalled {
+        /// Tables in level 0.
+        level0_tables: usize,
+    },
+}
+
+/// What one `compact_step` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactionProgress {
+    /// No level is over its target.
+    Idle,
+    /// A compaction is under way; call again.
+    InProgress {
+        /// Entry bytes merged by this step.
+        processed_bytes: u64,
+    },
+    /// A compaction finished and its result is installed.
+    Finished {
+        /// The level compacted from.
+        level: usize,
+        /// Tables written.
+        output_tables: usize,
+    },
+    /// A table was moved down a level without rewriting it.
+    Moved {
+        /// The level it left.
+        level: usize,
+    },
+}
+
+/// What one `gc_value_log_step` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcOutcome {
+    /// No sealed segment holds enough garbage.
+    Idle,
+    /// A segment was rewritten and removed.
+    Collected {
+        /// The removed segment.
+        segment: u64,
+        /// Bytes of live values copied forward.
+        live_bytes: u64,
+        /// Size of the removed segment.
+        segment_bytes: u64,
+    },
+}
+
+/// Counters for write amplification and cache behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LsmStats {
+    /// Key and value bytes the user asked to write.
+    pub user_bytes: u64,
+    /// Bytes appended to WAL files.
+    pub wal_bytes: u64,
+    /// Bytes appended to the value log (user writes and GC rewrites).
+    pub vlog_bytes: u64,
+    /// Bytes of tables written by flushes.
+    pub flush_bytes: u64,
+    /// Bytes of tables written by compactions.
+    pub compaction_bytes: u64,
+    /// Memtable flushes.
+    pub flushes: u64,
+    /// Compactions finished (trivial moves included).
+    pub compactions: u64,
+    /// Value-log segments collected.
+    pub gc_segments: u64,
+    /// Writes refused with `Stalled`.
+    pub stalls: u64,
+    /// Block-cache hits.
+    pub block_cache_hits: u64,
+    /// Block-cache misses.
+    pub block_cache_misses: u64,
+}
+
+impl LsmStats {
+    /// Bytes written to disk per user byte.
+    pub fn write_amplification(&self) -> f64 {
+        let disk = self.wal_bytes + self.vlog_bytes + self.flush_bytes + self.compaction_bytes;
+        disk as f64 / self.user_bytes.max(1) as f64
+    }
+}
+
+/// A memtable entry: separated values keep their bytes too, so reads never touch the value log.
+#[derive(Clone, Debug)]
+enum MemEntry {
+    Inline(Bytes),
+    Separated(Bytes, ValuePointer),
+    Tombstone(u64),
+}
+
+impl MemEntry {
+    fn to_entry(&self) -> Entry {
+        match self {
+            MemEntry::Inline(v) => Entry::Inline(v.clone()),
+            MemEntry::Separated(_, p) => Entry::Pointer(*p),
+            MemEntry::Tombstone(ms) => Entry::Tombstone { deleted_at_ms: *ms },
+        }
+    }
+
+    /// The entry with the value resolved (for scans).
+    fn to_resolved_entry(&self) -> Entry {
+        match self {
+            MemEntry::Separated(v, _) => Entry::Inline(v.clone()),
+            other => other.to_entry(),
+        }
+    }
+
+    fn size_bytes(&self, key: &[u8]) -> usize {
+        key.len()
+            + 48
+            + match self {
+                MemEntry::Inline(v) | MemEntry::Separated(v, _) => v.len(),
+                MemEntry::Tombstone(_) => 0,
+            }
+    }
+}
+
+#[derive(Debug)]
+struct CompactionJob {
+    plan: CompactionPlan,
+    sources: Vec<RunCursor>,
+    builder: Option<TableBuilder>,
+    outputs: Vec<TableMeta>,
+    garbage: Vec<ValuePointer>,
+}
+
+/// The LSM engine over a [`FileSystem`]. Single-threaded and deterministic: time (for tombstone
+/// expiry) is an argument, there are no threads and no clocks.
+///
+/// Durability contract: `put`/`delete` stage a write (visible at once); `sync` makes every write
+/// staged before it durable with one fsync of the value log (if it grew) and one of the WAL
+/// (group commit). A failed fsync poisons the engine: writes fail with `Poisoned`, reads go on.
+#[derive(Debug)]
+pub struct Lsm<F: FileSystem> {
+    store: TableStore<F>,
+    config: LsmConfig,
+    /// The installed (manifest) state; `state.last_seq` is the last sequence held in tables.
+    state: ManifestState,
+    memtable: BTreeMap<Bytes, MemEntry>,
+    memtable_bytes: usize,
+    wal_buffer: Vec<u8>,
+    wal_len: u64,
+    wal_unsynced: bool,
+    vlog_active_len: u64,
+    vlog_unsynced: bool,
+    last_seq: u64,
+    job: Option<CompactionJob>,
+    cursors: Vec<Bytes>,
+    poisoned: Option<String>,
+    stats: LsmStats,
+}
+
+impl<F: FileSystem> Lsm<F> {
+    /// Opens (or creates) the store in `fs`, recovering from the manifest, the value log and the
+    /// WAL: a torn tail is truncated, a bad record followed by good ones is reported as
+    /// `Corrupt` naming the file.
+    pub fn open(mut fs: F, config: LsmConfig) -> Result<Self, LsmError> {
+        config.validate()?;
+        let limits = DecodeLimits {
+            key_bytes_max: config.key_bytes_max,
+            value_bytes_max: config.value_bytes_max,
+            block_bytes_max: config.block_bytes_max(),
+        };
+        let mut state = match manifest::load(&mut fs, config.key_bytes_max)? {
+            Some(state) => state,
+            None => create_store(&mut fs, &config)?,
+        };
+        while state.levels.len() < config.levels {
+            state.levels.push(Vec::new());
+        }
+        remove_orphans(&mut fs, &state)?;
+        let mut engine = Lsm {
+            store: TableStore::new(
+                fs,
+                limits,
+                config.index_cache_bytes,
+                config.block_cache_bytes,
+            ),
+            cursors: vec![Bytes::new(); state.levels.len()],
+            last_seq: state.last_seq,
+            state,
+            config,
+            memtable: BTreeMap::new(),
+            memtable_bytes: 0,
+            wal_buffer: Vec::new(),
+            wal_len: 0,
+            wal_unsynced: false,
+            vlog_active_len: 0,
+            vlog_unsynced: false,
+            job: None,
+            poisoned: None,
+            stats: LsmStats::default(),
+        };
+        engine.recover()?;
+        engine.check_invariants();
+        Ok(engine)
+    }
+
+    fn frame_payload_max(&self) -> usize {
+        self.config.key_bytes_max + self.config.value_bytes_max + 64
+    }
+
+    fn recover(&mut self) -> Result<(), LsmError> {
+        for level in &self.state.levels {
+            for t in level {
+                let name = table_file_name(t.id);
+                if !self.store.fs.exists(&name)? {
+                    return Err(LsmError::corrupt(&name, "table in the manifest is missing"));
+                }
+            }
+        }
+        // The active value-log segment: bytes below the trusted length were durable when the
+        // manifest was written; past it, a torn tail is cut.
+        let active = self.state.vlog_active;
+        let vname = vlog_file_name(active);
+        if !self.state.segments.contains_key(&active) {
+            return Err(LsmError::corrupt(
+                MANIFEST_FILE,
+                "active segment not listed",
+            ));
+        }
+        let vlog = self.store.fs.read_all(&vname)?;
+        let trusted = usize::try_from(self.state.vlog_active_trusted_len).unwrap_or(usize::MAX);
+        if vlog.len() < trusted {
+            return Err(LsmError::corrupt(&vname, "shorter than its durable length"));
+        }
+        let vlog_valid_len = scan_log(&vlog, trusted, self.frame_payload_max())
+            .map_err(|why| LsmError::corrupt(&vname, why))?
+            .valid_len;
+
+        let wname = wal_file_name(self.state.wal_id);
+        let wal = self.store.fs.read_all(&wname)?;
+        let scan = scan_log(&wal, 0, self.frame_payload_max())
+            .map_err(|why| LsmError::corrupt(&wname, why))?;
+        let mut wal_valid_len = scan.valid_len;
+        let mut expected_seq = self.state.last_seq + 1;
+        for (offset, frame) in &scan.frames {
+            if frame.seq != expected_seq {
+                return Err(LsmError::corrupt(
+                    &wname,
+                    format!(
+                        "record at {offset} has sequence {} not {expected_seq}",
+                        frame.seq
+                    ),
+                ));
+            }
+            let mut cursor = Cursor::new(frame.payload);
+            let (key, entry) = decode_keyed(
+                &mut cursor,
+                self.config.key_bytes_max,
+                self.config.value_bytes_max,
+            )
+            .map_err(|why| LsmError::corrupt(&wname, format!("record at {offset}: {why}")))?;
+            let key = Bytes::copy_from_slice(key);
+            let mem = match entry {
+                Entry::Inline(v) => MemEntry::Inline(v),
+                Entry::Tombstone { deleted_at_ms } => MemEntry::Tombstone(deleted_at_ms),
+                Entry::Pointer(p) => {
+                    let end = p.offset.saturating_add(u64::from(p.frame_len));
+                    if p.segment == active && end > vlog_valid_len as u64 {
+                        // The value never reached the disk, so this write was never acknowledged
+                        // (sync fsyncs the value log before the WAL): the durable prefix ends here.
+                        wal_valid_len = *offset;
+                        break;
+                    }
+                    let value = if p.segment == active {
+                        let start = usize::try_from(p.offset).unwrap_or(usize::MAX);
+                        let frame_bytes = vlog.get(start..).unwrap_or_default();
+                        parse_value_frame(frame_bytes, &key, frame.seq, self.frame_payload_max())
+                            .map_err(|why| LsmError::corrupt(&vname, why))?
+                    } else {
+                        self.read_value(&key, p, Some(frame.seq))?
+                    };
+                    MemEntry::Separated(value, p)
+                }
+            };
+            self.memtable_insert(key, mem);
+            expected_seq += 1;
+        }
+        self.last_seq = expected_seq - 1;
+        if vlog_valid_len < vlog.len() {
+            self.store.fs.truncate(&vname, vlog_valid_len as u64)?;
+            self.store.fs.fsync(&vname)?;
+        }
+        if wal_valid_len < wal.len() {
+            self.store.fs.truncate(&wname, wal_valid_len as u64)?;
+            self.store.fs.fsync(&wname)?;
+        }
+        self.wal_len = wal_valid_len as u64;
+        self.vlog_active_len = vlog_valid_len as u64;
+        if let Some(s) = self.state.segments.get_mut(&active) {
+            s.size_bytes = self.vlog_active_len;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Stages `key = value`. Visible at once, durable after the next successful [`Lsm::sync`].
+    pub fn put(&mut self, key: Bytes, value: Bytes) -> Result<WriteOutcome, LsmError> {
+        self.writable()?;
+        self.check_key(&key)?;
+        if value.len() > self.config.value_bytes_max {
+            return Err(LsmError::ValueTooLarge {
+                len: value.len(),
+                max: self.config.value_bytes_max,
+            });
+        }
+        if let Some(stalled) = self.make_room()? {
+            return Ok(stalled);
+        }
+        self.stats.user_bytes += (key.len() + value.len()) as u64;
+        let r = self.write(key, Some(value), 0);
+        self.poison_on_err(r)
+            .map(|seq| WriteOutcome::Written { seq })
+    }
+
+    /// Stages a delete (a tombstone stamped with the wall-clock `now_ms`, which decides when it
+    /// may be dropped: `tombstone_grace_ms`).
+    pub fn delete(&mut self, key: Bytes, now_ms: u64) -> Result<WriteOutcome, LsmError> {
+        self.writable()?;
+        self.check_key(&key)?;
+        if let Some(stalled) = self.make_room()? {
+            return Ok(stalled);
+        }
+        self.stats.user_bytes += key.len() as u64;
+        let r = self.write(key, None, now_ms);
+        self.poison_on_err(r)
+            .map(|seq| WriteOutcome::Written { seq })
+    }
+
+    /// Makes every write staged so far durable: one fsync of the value log (if it grew) and one
+    /// of the WAL, however many writes are covered (group commit). A failure poisons the engine
+    /// for good and returns `Poisoned`; the fsync is never retried.
+    pub fn sync(&mut self) -> Result<(), LsmError> {
+        self.writable()?;
+        let r = self.sync_inner();
+        if let Err(e) = r {
+            let why = format!("sync failed: {e}");
+            self.poisoned = Some(why.clone());
+            return Err(LsmError::Poisoned(why));
+        }
+        Ok(())
+    }
+
+    fn sync_inner(&mut self) -> Result<(), LsmError> {
+        if self.vlog_unsynced {
+            self.store
+                .fs
+                .fsync(&vlog_file_name(self.state.vlog_active))?;
+            self.vlog_unsynced = false;
+        }
+        self.write_wal_buffer()?;
+        if self.wal_unsynced {
+            self.store.fs.fsync(&wal_file_name(self.state.wal_id))?;
+            self.wal_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Flushes the memtable to a level-0 table now (normally done when it is full).
+    pub fn flush(&mut self) -> Result<(), LsmError> {
+        self.writable()?;
+        let r = self.flush_inner();
+        self.poison_on_err(r)
+    }
+
+    fn writable(&self) -> Result<(), LsmError> {
+        match &self.poisoned {
+            Some(why) => Err(LsmError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison_on_err<T>(&mut self, r: Result<T, LsmError>) -> Result<T, LsmError> {
+        if let Err(e) = &r {
+            if self.poisoned.is_none() {
+                self.poisoned = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), LsmError> {
+        if key.is_empty() || key.len() > self.config.key_bytes_max {
+            return Err(LsmError::InvalidKey {
+                len: key.len(),
+                max: self.config.key_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Flushes a full memtable, or reports a stall when level 0 is too deep to take another table.
+    fn make_room(&mut self) -> Result<Option<WriteOutcome>, LsmError> {
+        if self.memtable_bytes < self.config.memtable_bytes_max {
+            return Ok(None);
+        }
+        let level0_tables = self.state.levels[0].len();
+        if level0_tables >= self.config.level0_stall_tables {
+            self.stats.stalls += 1;
+            return Ok(Some(WriteOutcome::Stalled { level0_tables }));
+        }
+        let r = self.flush_inner();
+        self.poison_on_err(r)?;
+        Ok(None)
+    }
+
+    /// Appends the write to the value log (large values) and the WAL buffer, then the memtable.
+    /// Any failure here must poison: a partial record followed by later ones would read as
+    /// corruption.
+    fn write(
+        &mut self,
+        key: Bytes,
+        value: Option<Bytes>,
+        deleted_at_ms: u64,
+    ) -> Result<u64, LsmError> {
+        let seq = self.last_seq + 1;
+        let (entry, mem) = match value {
+            Some(v) if v.len() > self.config.value_separation_threshold_bytes => {
+                let p = self.vlog_append(seq, &key, &v)?;
+                (Entry::Pointer(p), MemEntry::Separated(v, p))
+            }
+            Some(v) => (Entry::Inline(v.clone()), MemEntry::Inline(v)),
+            None => (
+                Entry::Tombstone { deleted_at_ms },
+                MemEntry::Tombstone(deleted_at_ms),
+            ),
+        };
+        let mut payload = Vec::with_capacity(key.len() + entry.size_bytes() + 8);
+        encode_keyed(&mut payload, &key, &entry);
+        encode_frame(&mut self.wal_buffer, seq, &payload);
+        self.wal_unsynced = true;
+        if self.wal_buffer.len() >= self.config.wal_buffer_bytes {
+            self.write_wal_buffer()?;
+        }
+        self.last_seq = seq;
+        self.memtable_insert(key, mem);
+        Ok(seq)
+    }
+
+    fn memtable_insert(&mut self, key: Bytes, mem: MemEntry) {
+        self.memtable_bytes += mem.size_bytes(&key);
+        if let Some(old) = self.memtable.insert(key.clone(), mem) {
+            self.memtable_bytes -= old.size_bytes(&key);
+            if let MemEntry::Separated(_, p) = old {
+                self.add_garbage(p);
+            }
+        }
+    }
+
+    fn add_garbage(&mut self, p: ValuePointer) {
+        if let Some(s) = self.state.segments.get_mut(&p.segment) {
+            s.garbage_bytes = (s.garbage_bytes + u64::from(p.frame_len)).min(s.size_bytes.max(1));
+        }
+    }
+
+    fn write_wal_buffer(&mut self) -> Result<(), LsmError> {
+        if self.wal_buffer.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .fs
+            .append(&wal_file_name(self.state.wal_id), &self.wal_buffer)?;
+        self.wal_len += self.wal_buffer.len() as u64;
+        self.stats.wal_bytes += self.wal_buffer.len() as u64;
+        self.wal_buffer.clear();
+        Ok(())
+    }
+
+    fn vlog_append(
+        &mut self,
+        seq: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<ValuePointer, LsmError> {
+        let mut payload = Vec::with_capacity(key.len() + value.len() + 4);
+        payload.put_slice32(key);
+        payload.extend_from_slice(value);
+        let mut frame = Vec::with_capacity(payload.len() + 20);
+        encode_frame(&mut frame, seq, &payload);
+        if self.vlog_active_len > 0
+            && self.vlog_active_len + frame.len() as u64 > self.config.vlog_segment_bytes_max
+        {
+            self.rotate_vlog()?;
+        }
+        let active = self.state.vlog_active;
+        self.store.fs.append(&vlog_file_name(active), &frame)?;
+        let p = ValuePointer {
+            segment: active,
+            offset: self.vlog_active_len,
+            frame_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
+        };
+        self.vlog_active_len += frame.len() as u64;
+        self.vlog_unsynced = true;
+        self.stats.vlog_bytes += frame.len() as u64;
+        if let Some(s) = self.state.segments.get_mut(&active) {
+            s.size_bytes = self.vlog_active_len;
+        }
+        Ok(p)
+    }
+
+    /// Seals the active segment (fsynced, so WAL records pointing into it stay valid) and starts
+    /// a new one, recorded in the manifest before any value is written to it.
+    fn rotate_vlog(&mut self) -> Result<(), LsmError> {
+        let old = vlog_file_name(self.state.vlog_active);
+        self.store.fs.fsync(&old)?;
+        self.vlog_unsynced = false;
+        let id = self.take_file_id();
+        self.store.fs.create(&vlog_file_name(id))?;
+        self.store.fs.fsync_dir()?;
+        self.state.segments.insert(id, SegmentMeta::default());
+        self.state.vlog_active = id;
+        self.state.vlog_active_trusted_len = 0;
+        self.vlog_active_len = 0;
+        manifest::store(&mut self.store.fs, &self.state)
+    }
+
+    fn take_file_id(&mut self) -> u64 {
+        let id = self.state.next_file_id;
+        self.state.next_file_id += 1;
+        id
+    }
+
+    fn flush_inner(&mut self) -> Result<(), LsmError> {
+        if self.memtable.is_empty() {
+            return Ok(());
+        }
+        // Tables may point into the value log: its bytes must be durable before the table is.
+        if self.vlog_unsynced {
+            self.store
+                .fs
+                .fsync(&vlog_file_name(self.state.vlog_active))?;
+            self.vlog_unsynced = false;
+        }
+        let id = self.take_file_id();
+        let mut builder = TableBuilder::create(
+            &mut self.store.fs,
+            id,
+            self.config.block_bytes,
+            self.config.bloom_bits_per_key,
+            self.config.compression,
+        )?;
+        for (key, mem) in &self.memtable {
+            builder.add(&mut self.store.fs, key, &mem.to_entry())?;
+        }
+        let meta = builder.finish(&mut self.store.fs)?;
+        self.stats.flush_bytes += meta.size_bytes;
+        let old_wal = self.state.wal_id;
+        let new_wal = self.take_file_id();
+        self.store.fs.create(&wal_file_name(new_wal))?;
+        self.store.fs.fsync_dir()?;
+        self.state.levels[0].insert(0, meta);
+        self.state.wal_id = new_wal;
+        self.state.last_seq = self.last_seq;
+        self.state.vlog_active_trusted_len = self.vlog_active_len;
+        manifest::store(&mut self.store.fs, &self.state)?;
+        self.store.fs.remove(&wal_file_name(old_wal))?;
+        self.memtable.clear();
+        self.memtable_bytes = 0;
+        // Buffered records of the old WAL are all in the table now.
+        self.wal_buffer.clear();
+        self.wal_len = 0;
+        self.wal_unsynced = false;
+        self.stats.flushes += 1;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// The value of `key`, including staged writes. Works on a poisoned engine too (read-only).
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, LsmError> {
+        match self.lookup(key)? {
+            None | Some(Entry::Tombstone { .. }) => Ok(None),
+            Some(Entry::Inline(v)) => Ok(Some(v)),
+            Some(Entry::Pointer(p)) => self.read_value(key, p, None).map(Some),
+        }
+    }
+
+    /// The newest entry for `key`, memtable first (values resolved there), then tables newest
+    /// first with bloom-filter skips.
+    fn lookup(&mut self, key: &[u8]) -> Result<Option<Entry>, LsmError> {
+        if let Some(mem) = self.memtable.get(key) {
+            return Ok(Some(mem.to_resolved_entry()));
+        }
+        self.lookup_tables(key)
+    }
+
+    fn lookup_tables(&mut self, key: &[u8]) -> Result<Option<Entry>, LsmError> {
+        let hash = bloom::key_hash(key);
+        let mut candidates = Vec::new();
+        for (level, tables) in self.state.levels.iter().enumerate() {
+            if level == 0 {
+                candidates.extend(
+                    tables
+                        .iter()
+                        .filter(|t| t.smallest.as_ref() <= key && key <= t.largest.as_ref())
+                        .map(|t| t.id),
+                );
+            } else {
+                let i = tables.partition_point(|t| t.largest.as_ref() < key);
+                if let Some(t) = tables.get(i) {
+                    if t.smallest.as_ref() <= key {
+                        candidates.push(t.id);
+                    }
+                }
+            }
+        }
+        for id in candidates {
+            if let Some(entry) = self.store.get(id, key, hash)? {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads and verifies a separated value (checksum, key and, during recovery, sequence).
+    fn read_value(
+        &mut self,
+        key: &[u8],
+        p: ValuePointer,
+        seq: Option<u64>,
+    ) -> Result<Bytes, LsmError> {
+        let name = vlog_file_name(p.segment);
+        if !self.state.segments.contains_key(&p.segment) {
+            return Err(LsmError::corrupt(
+                &name,
+                "pointer into a segment that is not live",
+            ));
+        }
+        let bytes = self
+            .store
+            .fs
+            .read_at(&name, p.offset, p.frame_len as usize)
+            .map_err(|e| {
+                LsmError::corrupt(&name, format!("value at {}: {}", p.offset, e.detail))
+            })?;
+        let payload_max = self.frame_payload_max();
+        let value = match seq {
+            Some(seq) => parse_value_frame(&bytes, key, seq, payload_max),
+            None => parse_value_frame_any_seq(&bytes, key, payload_max),
+        }
+        .map_err(|why| LsmError::corrupt(&name, format!("value at {}: {why}", p.offset)))?;
+        Ok(value)
+    }
+
+    /// Up to `limit` live pairs with `start <= key < end` (no end if `None`), in key order.
+    pub fn scan(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LsmError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut runs: Vec<RunCursor> = Vec::new();
+        for (level, tables) in self.state.levels.iter().enumerate() {
+            if level == 0 {
+                for t in tables {
+                    runs.push(RunCursor::new(std::slice::from_ref(t), true));
+                }
+            } else if !tables.is_empty() {
+                runs.push(RunCursor::new(tables, true));
+            }
+        }
+        for run in &mut runs {
+            run.seek(&mut self.store, Some(start))?;
+        }
+        let mut mem = MemCursor::new(start);
+        mem.fill(&self.memtable);
+        let mut pending: Vec<(Bytes, Entry)> = Vec::new();
+        loop {
+            let mut min: Option<Bytes> = mem.current().map(|(k, _)| k.clone());
+            for run in &runs {
+                if let Some((k, _)) = run.current() {
+                    if min.as_ref().is_none_or(|m| k < m) {
+                        min = Some(k.clone());
+                    }
+                }
+            }
+            let Some(key) = min else { break };
+            if end.is_some_and(|e| key.as_ref() >= e) {
+                break;
+            }
+            let mut chosen: Option<Entry> = None;
+            if mem.current().is_some_and(|(k, _)| *k == key) {
+                chosen = mem.current().map(|(_, e)| e.clone());
+                mem.advance(&self.memtable);
+            }
+            for run in &mut runs {
+                if run.current().is_some_and(|(k, _)| *k == key) {
+                    if chosen.is_none() {
+                        chosen = run.current().map(|(_, e)| e.clone());
+                    }
+                    run.advance(&mut self.store)?;
+                }
+            }
+            match chosen {
+                Some(Entry::Tombstone { .. }) | None => {}
+                Some(entry) => pending.push((key, entry)),
+            }
+            if pending.len() >= limit {
+                break;
+            }
+        }
+        for (key, entry) in pending {
+            match entry {
+                Entry::Inline(v) => out.push((key, v)),
+                Entry::Pointer(p) => {
+                    let v = self.read_value(&key, p, None)?;
+                    out.push((key, v));
+                }
+                Entry::Tombstone { .. } => {}
+            }
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- compaction
+
+    /// Runs compaction for about `budget_bytes` of merged entries, then returns, so that it never
+    /// holds up foreground work for long. `now_ms` (wall clock) decides which tombstones are past
+    /// `tombstone_grace_ms`; they are dropped only when the output is the last level holding data.
+    pub fn compact_step(
+        &mut self,
+        now_ms: u64,
+        budget_bytes: u64,
+    ) -> Result<CompactionProgress, LsmError> {
+        self.writable()?;
+        let r = self.compact_step_inner(now_ms, budget_bytes);
+        match r {
+            Err(e @ LsmError::Corrupt { .. }) => {
+                // Abandon the job; its partial outputs are orphans removed at the next open.
+                self.job = None;
+                Err(e)
+            }
+            other => self.poison_on_err(other),
+        }
+    }
+
+    fn compact_step_inner(
+        &mut self,
+        now_ms: u64,
+        budget_bytes: u64,
+    ) -> Result<CompactionProgress, LsmError> {
+        if self.job.is_none() {
+            let Some(plan) = compaction::pick(&self.state.levels, &self.cursors, &self.config)
+            else {
+                return Ok(CompactionProgress::Idle);
+            };
+            if plan.trivial_move {
+                return self.trivial_move(&plan);
+            }
+            let mut sources = Vec::new();
+            let upper_level = &self.state.levels[plan.level];
+            for id in &plan.upper {
+                if let Some(t) = upper_level.iter().find(|t| t.id == *id) {
+                    sources.push(RunCursor::new(std::slice::from_ref(t), false));
+                }
+            }
+            let lower: Vec<TableMeta> = self.state.levels[plan.level + 1]
+                .iter()
+                .filter(|t| plan.lower.contains(&t.id))
+                .cloned()
+                .collect();
+            sources.push(RunCursor::new(&lower, false));
+            for s in &mut sources {
+                s.seek(&mut self.store, None)?;
+            }
+            self.job = Some(CompactionJob {
+                plan,
+                sources,
+                builder: None,
+                outputs: Vec::new(),
+                garbage: Vec::new(),
+            });
+        }
+        let Some(mut job) = self.job.take() else {
+            return Ok(CompactionProgress::Idle);
+        };
+        let mut processed: u64 = 0;
+        loop {
+            if processed >= budget_bytes {
+                self.job = Some(job);
+                return Ok(CompactionProgress::InProgress {
+                    processed_bytes: processed,
+                });
+            }
+            let mut min: Option<Bytes> = None;
+            for s in &job.sources {
+                if let Some((k, _)) = s.current() {
+                    if min.as_ref().is_none_or(|m| k < m) {
+                        min = Some(k.clone());
+                    }
+                }
+            }
+            let Some(key) = min else { break };
+            let mut chosen: Option<Entry> = None;
+            for s in &mut job.sources {
+                if s.current().is_some_and(|(k, _)| *k == key) {
+                    if let Some((_, e)) = s.current() {
+                        if chosen.is_none() {
+                            chosen = Some(e.clone());
+                        } else if let Entry::Pointer(p) = e {
+                            job.garbage.push(*p);
+                        }
+                    }
+                    s.advance(&mut self.store)?;
+                }
+            }
+            let Some(entry) = chosen else { continue };
+            processed += (key.len() + entry.size_bytes()) as u64;
+            if let Entry::Tombstone { deleted_at_ms } = entry {
+                if job.plan.bottommost
+                    && now_ms.saturating_sub(deleted_at_ms) >= self.config.tombstone_grace_ms
+                {
+                    continue;
+                }
+            }
+            if job.builder.is_none() {
+                let id = self.take_file_id();
+                job.builder = Some(TableBuilder::create(
+                    &mut self.store.fs,
+                    id,
+                    self.config.block_bytes,
+                    self.config.bloom_bits_per_key,
+                    self.config.compression,
+                )?);
+            }
+            if let Some(builder) = job.builder.as_mut() {
+                builder.add(&mut self.store.fs, &key, &entry)?;
+                if builder.estimated_size_bytes() >= self.config.table_bytes_target {
+                    if let Some(b) = job.builder.take() {
+                        job.outputs.push(b.finish(&mut self.store.fs)?);
+                    }
+                }
+            }
+        }
+        if let Some(b) = job.builder.take() {
+            if !b.is_empty() {
+                job.outputs.push(b.finish(&mut self.store.fs)?);
+            }
+        }
+        self.install(job)
+    }
+
+    fn install(&mut self, job: CompactionJob) -> Result<CompactionProgress, LsmError> {
+        let plan = job.plan;
+        self.store.fs.fsync_dir()?;
+        let level = plan.level;
+        if let Some(last) = self.state.levels[level]
+            .iter()
+            .filter(|t| plan.upper.contains(&t.id))
+            .map(|t| t.largest.clone())
+            .max()
+        {
+            self.cursors[level] = last;
+        }
+        self.state.levels[level].retain(|t| !plan.upper.contains(&t.id));
+        self.state.levels[level + 1].retain(|t| !plan.lower.contains(&t.id));
+        let output_tables = job.outputs.len();
+        for t in job.outputs {
+            self.stats.compaction_bytes += t.size_bytes;
+            self.state.levels[level + 1].push(t);
+        }
+        self.state.levels[level + 1].sort_by(|a, b| a.smallest.cmp(&b.smallest));
+        for p in job.garbage {
+            self.add_garbage(p);
+        }
+        manifest::store(&mut self.store.fs, &self.state)?;
+        for id in plan.upper.iter().chain(plan.lower.iter()) {
+            self.store.evict_table(*id);
+            self.store.fs.remove(&table_file_name(*id))?;
+        }
+        self.stats.compactions += 1;
+        self.check_invariants();
+        Ok(CompactionProgress::Finished {
+            level,
+            output_tables,
+        })
+    }
+
+    fn trivial_move(&mut self, plan: &CompactionPlan) -> Result<CompactionProgress, LsmError> {
+        let level = plan.level;
+        let Some(pos) = self.state.levels[level]
+            .iter()
+            .position(|t| plan.upper.contains(&t.id))
+        else {
+            return Ok(CompactionProgress::Idle);
+        };
+        let table = self.state.levels[level].remove(pos);
+        self.cursors[level] = table.largest.clone();
+        self.state.levels[level + 1].push(table);
+        self.state.levels[level + 1].sort_by(|a, b| a.smallest.cmp(&b.smallest));
+        manifest::store(&mut self.store.fs, &self.state)?;
+        self.stats.compactions += 1;
+        self.check_invariants();
+        Ok(CompactionProgress::Moved { level })
+    }
+
+    // ---------------------------------------------------------------- value-log GC
+
+    /// Collects the sealed value-log segment with the most garbage, if at least
+    /// `vlog_gc_garbage_percent_min` of it is known garbage: live values are written again (as
+    /// ordinary writes, in the WAL and the active segment), the engine syncs, the manifest drops
+    /// the segment and the file is removed. Work is bounded by `vlog_segment_bytes_max`.
+    pub fn gc_value_log_step(&mut self) -> Result<GcOutcome, LsmError> {
+        self.writable()?;
+        let r = self.gc_inner();
+        match r {
+            Err(e @ LsmError::Corrupt { .. }) => Err(e),
+            other => self.poison_on_err(other),
+        }
+    }
+
+    fn gc_inner(&mut self) -> Result<GcOutcome, LsmError> {
+        let active = self.state.vlog_active;
+        let min = self.config.vlog_gc_garbage_percent_min;
+        let Some((segment, meta)) = self
+            .state
+            .segments
+            .iter()
+            .filter(|(id, s)| **id != active && s.garbage_bytes * 100 >= s.size_bytes * min)
+            .max_by_key(|(id, s)| {
+                (
+                    s.garbage_bytes * 100 / s.size_bytes.max(1),
+                    std::cmp::Reverse(**id),
+                )
+            })
+            .map(|(id, s)| (*id, *s))
+        else {
+            return Ok(GcOutcome::Idle);
+        };
+        // The live WAL must not point into the segment once it is gone: flush first, so the WAL
+        // only holds writes made after this point.
+        self.flush_inner()?;
+        let name = vlog_file_name(segment);
+        let bytes = self.store.fs.read_all(&name)?;
+        let scan = scan_log(&bytes, 0, self.frame_payload_max())
+            .map_err(|why| LsmError::corrupt(&name, why))?;
+        if scan.valid_len != bytes.len() {
+            return Err(LsmError::corrupt(
+                &name,
+                format!("sealed segment has a bad tail at {}", scan.valid_len),
+            ));
+        }
+        let mut live = Vec::new();
+        for (offset, frame) in &scan.frames {
+            let mut c = Cursor::new(frame.payload);
+            let key = c
+                .slice32(self.config.key_bytes_max)
+                .map_err(|why| LsmError::corrupt(&name, format!("frame at {offset}: {why}")))?;
+            let here = ValuePointer {
+                segment,
+                offset: *offset as u64,
+                frame_len: u32::try_from(frame.len).unwrap_or(u32::MAX),
+            };
+            if self.lookup_tables(key)? == Some(Entry::Pointer(here))
+                && !self.memtable.contains_key(key)
+            {
+                let value = &frame.payload[c.position()..];
+                live.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(value)));
+            }
+        }
+        let mut live_bytes = 0u64;
+        for (key, value) in live {
+            if self.memtable_bytes >= self.config.memtable_bytes_max {
+                self.flush_inner()?;
+            }
+            live_bytes += value.len() as u64;
+            self.write(key, Some(value), 0)?;
+        }
+        self.sync_inner()?;
+        self.state.segments.remove(&segment);
+        manifest::store(&mut self.store.fs, &self.state)?;
+        self.store.fs.remove(&name)?;
+        self.stats.gc_segments += 1;
+        Ok(GcOutcome::Collected {
+            segment,
+            live_bytes,
+            segment_bytes: meta.size_bytes,
+        })
+    }
+
+    // ---------------------------------------------------------------- introspection
+
+    /// Why the engine is read-only, if a write-path failure poisoned it.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LsmStats {
+        let (hits, misses, _, _) = self.store.cache_stats();
+        LsmStats {
+            block_cache_hits: hits,
+            block_cache_misses: misses,
+            ..self.stats
+        }
+    }
+
+    /// Number of tables per level.
+    pub fn level_table_counts(&self) -> Vec<usize> {
+        self.state.levels.iter().map(Vec::len).collect()
+    }
+
+    /// Bytes of tables per level.
+    pub fn level_bytes(&self) -> Vec<u64> {
+        self.state
+            .levels
+            .iter()
+            .map(|l| l.iter().map(|t| t.size_bytes).sum())
+            .collect()
+    }
+
+    /// Entries (values, pointers and tombstones) held in tables, over all levels.
+    pub fn table_entry_count(&self) -> u64 {
+        self.state
+            .levels
+            .iter()
+            .flatten()
+            .map(|t| t.entry_count)
+            .sum()
+    }
+
+    /// Bytes of value-log segments (live and garbage).
+    pub fn vlog_bytes(&self) -> u64 {
+        self.state.segments.values().map(|s| s.size_bytes).sum()
+    }
+
+    /// Sequence number of the last staged write.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The file system (for tests and the simulator).
+    pub fn fs_mut(&mut self) -> &mut F {
+        &mut self.store.fs
+    }
+
+    /// Gives the file system back (to crash it and reopen).
+    pub fn into_fs(self) -> F {
+        self.store.fs
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LsmConfig {
+        &self.config
+    }
+
+    /// Asserts the structural invariants (STYLE.md section 3): levels >= 1 sorted and disjoint.
+    pub fn check_invariants(&self) {
+        for (level, tables) in self.state.levels.iter().enumerate().skip(1) {
+            for pair in tables.windows(2) {
+                assert!(
+                    pair[0].largest < pair[1].smallest,
+                    "level {level}: tables {} and {} overlap or are out of order",
+                    pair[0].id,
+                    pair[1].id
+                );
+            }
+        }
+        for t in self.state.levels.iter().flatten() {
+            assert!(
+                t.smallest <= t.largest,
+                "table {} has an inverted range",
+                t.id
+            );
+        }
+        assert!(self.state.segments.contains_key(&self.state.vlog_active));
+        assert!(self.last_seq >= self.state.last_seq);
+    }
+}
+
+/// Cursor over the memtable in chunks, yielding resolved entries (scans only).
+struct MemCursor {
+    chunk: Vec<(Bytes, Entry)>,
+    pos: usize,
+    next_from: Option<Bound<Bytes>>,
+}
+
+const MEM_CHUNK_ENTRIES: usize = 256;
+
+impl MemCursor {
+    fn new(start: &[u8]) -> Self {
+        MemCursor {
+            chunk: Vec::new(),
+            pos: 0,
+            next_from: Some(Bound::Included(Bytes::copy_from_slice(start))),
+        }
+    }
+
+    fn fill(&mut self, memtable: &BTreeMap<Bytes, MemEntry>) {
+        self.chunk.clear();
+        self.pos = 0;
+        let Some(from) = self.next_from.take() else {
+            return;
+        };
+        self.chunk = memtable
+            .range((from, Bound::Unbounded))
+            .take(MEM_CHUNK_ENTRIES)
+            .map(|(k, m)| (k.clone(), m.to_resolved_entry()))
+            .collect();
+        if self.chunk.len() == MEM_CHUNK_ENTRIES {
+            self.next_from = self.chunk.last().map(|(k, _)| Bound::Excluded(k.clone()));
+        }
+    }
+
+    fn current(&self) -> Option<(&Bytes, &Entry)> {
+        self.chunk.get(self.pos).map(|(k, e)| (k, e))
+    }
+
+    fn advance(&mut self, memtable: &BTreeMap<Bytes, MemEntry>) {
+        self.pos += 1;
+        if self.pos >= self.chunk.len() {
+            self.fill(memtable);
+        }
+    }
+}
+
+fn parse_value_frame(
+    bytes: &[u8],
+    key: &[u8],
+    seq: u64,
+    payload_max: usize,
+) -> Result<Bytes, String> {
+    let frame = decode_frame(bytes, payload_max)?;
+    if frame.seq != seq {
+        return Err(format!("value frame has sequence {} not {seq}", frame.seq));
+    }
+    value_of(frame.payload, key)
+}
+
+fn parse_value_frame_any_seq(
+    bytes: &[u8],
+    key: &[u8],
+    payload_max: usize,
+) -> Result<Bytes, String> {
+    let frame = decode_frame(bytes, payload_max)?;
+    if frame.len != bytes.len() {
+        return Err("value frame length differs from its pointer".into());
+    }
+    value_of(frame.payload, key)
+}
+
+fn value_of(payload: &[u8], key: &[u8]) -> Result<Bytes, String> {
+    let mut c = Cursor::new(payload);
+    let stored_key = c.slice32(payload.len())?;
+    if stored_key != key {
+        return Err("value frame belongs to another key".into());
+    }
+    Ok(Bytes::copy_from_slice(&payload[c.position()..]))
+}
+
+/// Initializes an empty store: first WAL, first value-log segment, first manifest. Leftover
+/// files (a crash during a previous initialization) are removed first: with no manifest, nothing
+/// was ever acknowledged.
+fn create_store<F: FileSystem>(fs: &mut F, config: &LsmConfig) -> Result<ManifestState, LsmError> {
+    for name in fs.list()? {
+        if is_engine_file(&name) {
+            fs.remove(&name)?;
+        }
+    }
+    let state = ManifestState {
+        next_file_id: 3,
+        last_seq: 0,
+        wal_id: 1,
+        vlog_active: 2,
+        vlog_active_trusted_len: 0,
+        levels: vec![Vec::new(); config.levels],
+        segments: BTreeMap::from([(2, SegmentMeta::default())]),
+    };
+    fs.create(&wal_file_name(1))?;
+    fs.create(&vlog_file_name(2))?;
+    fs.fsync_dir()?;
+    manifest::store(fs, &state)?;
+    Ok(state)
+}
+
+fn is_engine_file(name: &str) -> bool {
+    name.ends_with(".sst")
+        || name.ends_with(".wal")
+        || name.ends_with(".vlog")
+        || name == MANIFEST_TMP_FILE
+}
+
+/// Removes files the manifest does not reference (outputs of an interrupted flush or compaction,
+/// obsolete WALs, collected segments, a stale temporary manifest).
+fn remove_orphans<F: FileSystem>(fs: &mut F, state: &ManifestState) -> Result<(), LsmError> {
+    let mut live: std::collections::BTreeSet<String> = state
+        .levels
+        .iter()
+        .flatten()
+        .map(|t| table_file_name(t.id))
+        .collect();
+    live.insert(wal_file_name(state.wal_id));
+    live.extend(state.segments.keys().map(|id| vlog_file_name(*id)));
+    let mut removed = false;
+    for name in fs.list()? {
+        if is_engine_file(&name) && !live.contains(&name) {
+            fs.remove(&name)?;
+            removed = true;
+        }
+    }
+    if removed {
+        fs.fsync_dir()?;
+    }
+    Ok(())
+}

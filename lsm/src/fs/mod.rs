@@ -1,0 +1,116 @@
+//! The file-system seam: everything the engine does to a disk goes through [`FileSystem`], so the
+//! same engine runs on real files ([`StdFs`]) and on a seeded, fault-injecting in-memory disk
+//! ([`SimFs`]).
+//!
+//! The namespace is one flat directory of files named by plain strings (no `/`): the engine owns a
+//! directory and never needs more. Durability follows POSIX as the engine must assume it:
+//! * bytes appended to a file are durable only after [`FileSystem::fsync`] of that file;
+//! * a file's *existence* (create, rename, remove) is durable only after
+//!   [`FileSystem::fsync_dir`] (PITFALLS, storage: "a new file is not durable until its directory
+//!   is fsynced").
+//!
+//! A failed `fsync` must never be retried by the caller (PITFALLS: fsyncgate); the engine poisons
+//! itself instead.
+
+mod sim;
+mod std_fs;
+
+pub use sim::{CrashMode, SimFs, SimFsOptions, SimFsStats};
+pub use std_fs::StdFs;
+
+use std::fmt;
+
+/// Why a file-system call failed. Always names the file (or `"<dir>"` for directory calls).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsError {
+    /// The file the call was about.
+    pub file: String,
+    /// What went wrong.
+    pub kind: FsErrorKind,
+    /// Free-form detail (the OS error text, the injected fault).
+    pub detail: String,
+}
+
+/// The class of a file-system failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsErrorKind {
+    /// The file does not exist.
+    NotFound,
+    /// The file already exists (for [`FileSystem::create`]).
+    AlreadyExists,
+    /// An fsync failed: the caller must poison itself and never retry.
+    SyncFailed,
+    /// The disk is full.
+    NoSpace,
+    /// Any other failure.
+    Other,
+}
+
+impl FsError {
+    /// A new error about `file`.
+    pub fn new(file: &str, kind: FsErrorKind, detail: impl Into<String>) -> Self {
+        FsError {
+            file: file.to_string(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {:?}: {}", self.file, self.kind, self.detail)
+    }
+}
+
+impl std::error::Error for FsError {}
+
+/// The small set of file operations the engine needs, over one flat directory.
+///
+/// Every method takes `&mut self`: the engine is single-threaded and deterministic, and the
+/// simulated disk mutates its state (fault draws) even on reads.
+pub trait FileSystem {
+    /// Creates an empty file. Fails with [`FsErrorKind::AlreadyExists`] if `name` exists.
+    /// The new name is durable only after [`FileSystem::fsync_dir`].
+    fn create(&mut self, name: &str) -> Result<(), FsError>;
+
+    /// Appends `data` at the end of `name`. Durable only after [`FileSystem::fsync`].
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), FsError>;
+
+    /// Reads exactly `len` bytes at `offset`. Reading past the end is an error, never a short read.
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, FsError>;
+
+    /// The current length of `name` in bytes (including unsynced appends).
+    fn len(&mut self, name: &str) -> Result<u64, FsError>;
+
+    /// Makes the content of `name` durable. A failure must poison the caller (never retried).
+    fn fsync(&mut self, name: &str) -> Result<(), FsError>;
+
+    /// Atomically replaces `to` with `from`. Durable only after [`FileSystem::fsync_dir`].
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError>;
+
+    /// Removes `name`. Durable only after [`FileSystem::fsync_dir`].
+    fn remove(&mut self, name: &str) -> Result<(), FsError>;
+
+    /// The names of all files, sorted.
+    fn list(&mut self) -> Result<Vec<String>, FsError>;
+
+    /// Makes every create, rename and remove so far durable.
+    fn fsync_dir(&mut self) -> Result<(), FsError>;
+
+    /// Cuts `name` to `len` bytes (used to drop a torn WAL tail). Durable only after `fsync`.
+    fn truncate(&mut self, name: &str, len: u64) -> Result<(), FsError>;
+
+    /// Whether `name` exists.
+    fn exists(&mut self, name: &str) -> Result<bool, FsError> {
+        Ok(self.list()?.iter().any(|n| n == name))
+    }
+
+    /// Reads the whole file.
+    fn read_all(&mut self, name: &str) -> Result<Vec<u8>, FsError> {
+        let len = self.len(name)?;
+        let len = usize::try_from(len)
+            .map_err(|_| FsError::new(name, FsErrorKind::Other, "file too large"))?;
+        self.read_at(name, 0, len)
+    }
+}

@@ -1,0 +1,145 @@
+//! Real files under one root directory, through `std::fs`.
+
+use super::{FileSystem, FsError, FsErrorKind};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A [`FileSystem`] over the files of one directory. Open handles are kept (one per file) so that
+/// appends and reads do not reopen files.
+#[derive(Debug)]
+pub struct StdFs {
+    root: PathBuf,
+    open: BTreeMap<String, File>,
+}
+
+fn io_error(file: &str, error: &std::io::Error) -> FsError {
+    let kind = match error.kind() {
+        ErrorKind::NotFound => FsErrorKind::NotFound,
+        ErrorKind::AlreadyExists => FsErrorKind::AlreadyExists,
+        ErrorKind::StorageFull => FsErrorKind::NoSpace,
+        _ => FsErrorKind::Other,
+    };
+    FsError::new(file, kind, error.to_string())
+}
+
+impl StdFs {
+    /// Uses (and creates if needed) the directory `root`.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, FsError> {
+        let root = root.as_ref().to_path_buf();
+        std::fs::create_dir_all(&root).map_err(|e| io_error("<dir>", &e))?;
+        Ok(StdFs {
+            root,
+            open: BTreeMap::new(),
+        })
+    }
+
+    /// The directory this file system works in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn handle(&mut self, name: &str) -> Result<&mut File, FsError> {
+        if !self.open.contains_key(name) {
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(self.path(name))
+                .map_err(|e| io_error(name, &e))?;
+            self.open.insert(name.to_string(), file);
+        }
+        self.open
+            .get_mut(name)
+            .ok_or_else(|| FsError::new(name, FsErrorKind::Other, "handle vanished"))
+    }
+}
+
+impl FileSystem for StdFs {
+    fn create(&mut self, name: &str) -> Result<(), FsError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(self.path(name))
+            .map_err(|e| io_error(name, &e))?;
+        self.open.insert(name.to_string(), file);
+        Ok(())
+    }
+
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), FsError> {
+        self.handle(name)?
+            .write_all(data)
+            .map_err(|e| io_error(name, &e))
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
+        let mut buf = vec![0u8; len];
+        self.handle(name)?
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| io_error(name, &e))?;
+        Ok(buf)
+    }
+
+    fn len(&mut self, name: &str) -> Result<u64, FsError> {
+        Ok(self
+            .handle(name)?
+            .metadata()
+            .map_err(|e| io_error(name, &e))?
+            .len())
+    }
+
+    fn fsync(&mut self, name: &str) -> Result<(), FsError> {
+        self.handle(name)?.sync_data().map_err(|e| FsError {
+            kind: FsErrorKind::SyncFailed,
+            ..io_error(name, &e)
+        })
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
+        self.open.remove(from);
+        self.open.remove(to);
+        std::fs::rename(self.path(from), self.path(to)).map_err(|e| io_error(from, &e))
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), FsError> {
+        self.open.remove(name);
+        std::fs::remove_file(self.path(name)).map_err(|e| io_error(name, &e))
+    }
+
+    fn list(&mut self) -> Result<Vec<String>, FsError> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(|e| io_error("<dir>", &e))? {
+            let entry = entry.map_err(|e| io_error("<dir>", &e))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn fsync_dir(&mut self) -> Result<(), FsError> {
+        File::open(&self.root)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| FsError {
+                kind: FsErrorKind::SyncFailed,
+                ..io_error("<dir>", &e)
+            })
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> Result<(), FsError> {
+        self.handle(name)?
+            .set_len(len)
+            .map_err(|e| io_error(name, &e))
+    }
+
+    fn exists(&mut self, name: &str) -> Result<bool, FsError> {
+        Ok(self.open.contains_key(name) || self.path(name).exists())
+    }
+}

@@ -1,0 +1,221 @@
+//! The manifest: which tables are live at which level, which value-log segments exist, which WAL
+//! is current. It is rewritten whole and replaced atomically (write `MANIFEST.tmp`, fsync it,
+//! rename over `MANIFEST`, fsync the directory: PITFALLS, storage).
+//!
+//! ```text
+//! MANIFEST = magic u64 | format_version u32 | body_len u32 | body | crc32(everything before)
+//! body     = next_file_id u64 | last_seq u64 | wal_id u64
+//!          | vlog_active u64 | vlog_active_trusted_len u64
+//!          | level_count u32 | per level: table_count u32
+//!          |     | per table: id u64 | smallest (u32 len, bytes) | largest (u32 len, bytes)
+//!          |     |            | size_bytes u64 | entry_count u64
+//!          | segment_count u32 | per segment: id u64 | size_bytes u64 | garbage_bytes u64
+//! ```
+
+use crate::bytes_io::{crc, Cursor, PutBytes};
+use crate::error::LsmError;
+use crate::fs::FileSystem;
+use crate::table::TableMeta;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// The manifest's file name.
+pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
+/// The temporary name a new manifest is written under before the rename.
+pub(crate) const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
+const MANIFEST_MAGIC: u64 = 0x7269_6e67_6b76_4d46; // "ringkvMF"
+const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Refuse manifests larger than this (a corrupt length must not allocate without bound).
+const MANIFEST_BYTES_MAX: usize = 256 << 20;
+
+/// Accounting of one value-log segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SegmentMeta {
+    /// Bytes appended to the segment.
+    pub(crate) size_bytes: u64,
+    /// Bytes known to hold overwritten or deleted values (an estimate; garbage collection uses it).
+    pub(crate) garbage_bytes: u64,
+}
+
+/// The durable state of the tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ManifestState {
+    pub(crate) next_file_id: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) wal_id: u64,
+    pub(crate) vlog_active: u64,
+    /// Bytes of the active value-log segment known durable when this manifest was written: never
+    /// truncated by recovery.
+    pub(crate) vlog_active_trusted_len: u64,
+    /// Level 0 newest first; other levels sorted by key, not overlapping.
+    pub(crate) levels: Vec<Vec<TableMeta>>,
+    pub(crate) segments: BTreeMap<u64, SegmentMeta>,
+}
+
+/// Encodes a manifest.
+pub(crate) fn encode(state: &ManifestState) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.put_u64(state.next_file_id);
+    body.put_u64(state.last_seq);
+    body.put_u64(state.wal_id);
+    body.put_u64(state.vlog_active);
+    body.put_u64(state.vlog_active_trusted_len);
+    body.put_u32(state.levels.len() as u32);
+    for level in &state.levels {
+        body.put_u32(level.len() as u32);
+        for t in level {
+            body.put_u64(t.id);
+            body.put_slice32(&t.smallest);
+            body.put_slice32(&t.largest);
+            body.put_u64(t.size_bytes);
+            body.put_u64(t.entry_count);
+        }
+    }
+    body.put_u32(state.segments.len() as u32);
+    for (id, s) in &state.segments {
+        body.put_u64(*id);
+        body.put_u64(s.size_bytes);
+        body.put_u64(s.garbage_bytes);
+    }
+    let mut out = Vec::with_capacity(body.len() + 20);
+    out.put_u64(MANIFEST_MAGIC);
+    out.put_u32(MANIFEST_FORMAT_VERSION);
+    out.put_u32(body.len() as u32);
+    out.extend_from_slice(&body);
+    let sum = crc(&out);
+    out.put_u32(sum);
+    out
+}
+
+/// Decodes a manifest; never panics on any input.
+pub(crate) fn decode(bytes: &[u8], key_bytes_max: usize) -> Result<ManifestState, String> {
+    if bytes.len() > MANIFEST_BYTES_MAX {
+        return Err("manifest too large".into());
+    }
+    let mut c = Cursor::new(bytes);
+    if c.u64()? != MANIFEST_MAGIC {
+        return Err("bad magic".into());
+    }
+    let version = c.u32()?;
+    let body_len = c.u32()? as usize;
+    let body = c.take(body_len)?;
+    let at = c.position();
+    let sum = c.u32()?;
+    if !c.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    if crc(&bytes[..at]) != sum {
+        return Err("checksum mismatch".into());
+    }
+    if version != MANIFEST_FORMAT_VERSION {
+        return Err(format!("unsupported manifest version {version}"));
+    }
+    let mut c = Cursor::new(body);
+    let mut state = ManifestState {
+        next_file_id: c.u64()?,
+        last_seq: c.u64()?,
+        wal_id: c.u64()?,
+        vlog_active: c.u64()?,
+        vlog_active_trusted_len: c.u64()?,
+        ..ManifestState::default()
+    };
+    let level_count = c.u32()? as usize;
+    if level_count > 64 {
+        return Err(format!("{level_count} levels"));
+    }
+    for _ in 0..level_count {
+        let count = c.u32()? as usize;
+        let mut level = Vec::with_capacity(count.min(c.remaining() / 32));
+        for _ in 0..count {
+            level.push(TableMeta {
+                id: c.u64()?,
+                smallest: Bytes::copy_from_slice(c.slice32(key_bytes_max)?),
+                largest: Bytes::copy_from_slice(c.slice32(key_bytes_max)?),
+                size_bytes: c.u64()?,
+                entry_count: c.u64()?,
+            });
+        }
+        state.levels.push(level);
+    }
+    let segment_count = c.u32()? as usize;
+    for _ in 0..segment_count {
+        let id = c.u64()?;
+        state.segments.insert(
+            id,
+            SegmentMeta {
+                size_bytes: c.u64()?,
+                garbage_bytes: c.u64()?,
+            },
+        );
+    }
+    if !c.is_empty() {
+        return Err("trailing body bytes".into());
+    }
+    Ok(state)
+}
+
+/// Replaces the manifest atomically: temp file, fsync, rename, fsync directory.
+pub(crate) fn store<F: FileSystem>(fs: &mut F, state: &ManifestState) -> Result<(), LsmError> {
+    if fs.exists(MANIFEST_TMP_FILE)? {
+        fs.remove(MANIFEST_TMP_FILE)?;
+    }
+    fs.create(MANIFEST_TMP_FILE)?;
+    fs.append(MANIFEST_TMP_FILE, &encode(state))?;
+    fs.fsync(MANIFEST_TMP_FILE)?;
+    fs.rename(MANIFEST_TMP_FILE, MANIFEST_FILE)?;
+    fs.fsync_dir()?;
+    Ok(())
+}
+
+/// Reads the manifest; `None` if there is none (a store never initialized).
+pub(crate) fn load<F: FileSystem>(
+    fs: &mut F,
+    key_bytes_max: usize,
+) -> Result<Option<ManifestState>, LsmError> {
+    if !fs.exists(MANIFEST_FILE)? {
+        return Ok(None);
+    }
+    let bytes = fs.read_all(MANIFEST_FILE)?;
+    decode(&bytes, key_bytes_max)
+        .map(Some)
+        .map_err(|why| LsmError::corrupt(MANIFEST_FILE, why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut state = ManifestState {
+            next_file_id: 9,
+            last_seq: 100,
+            wal_id: 8,
+            vlog_active: 2,
+            vlog_active_trusted_len: 77,
+            levels: vec![vec![], vec![]],
+            segments: BTreeMap::new(),
+        };
+        state.levels[1].push(TableMeta {
+            id: 5,
+            smallest: Bytes::from_static(b"a"),
+            largest: Bytes::from_static(b"z"),
+            size_bytes: 1000,
+            entry_count: 10,
+        });
+        state.segments.insert(
+            2,
+            SegmentMeta {
+                size_bytes: 5,
+                garbage_bytes: 1,
+            },
+        );
+        let bytes = encode(&state);
+        assert_eq!(decode(&bytes, 100), Ok(state));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode(&bad, 100).is_err(), "flip at {i} undetected");
+        }
+    }
+}

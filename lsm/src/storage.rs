@@ -1,0 +1,126 @@
+//! The adapter that makes the engine a [`ringkv_core::Storage`]: records are encoded with
+//! `ringkv_core::codec`, write stalls are absorbed by running compaction inline (bounded), and a
+//! little compaction and value-log collection runs after writes so that a driver which only knows
+//! the `Storage` trait (the simulator, the node) keeps the tree in shape.
+
+use crate::engine::{CompactionProgress, Lsm, WriteOutcome};
+use crate::error::LsmError;
+use crate::fs::FileSystem;
+use bytes::Bytes;
+use ringkv_core::storage::{Storage, StorageError};
+use ringkv_core::Record;
+
+/// Compaction steps a stalled write may run before giving up with an error.
+const STALL_STEPS_MAX: usize = 100_000;
+
+/// An [`Lsm`] serving as a replica's [`Storage`].
+#[derive(Debug)]
+pub struct LsmStorage<F: FileSystem> {
+    lsm: Lsm<F>,
+    now_ms: u64,
+    writes: u64,
+}
+
+fn storage_error(e: LsmError) -> StorageError {
+    match e {
+        LsmError::Poisoned(why) => StorageError::Poisoned(why),
+        e @ LsmError::Corrupt { .. } => StorageError::Corrupt(e.to_string()),
+        e => StorageError::Io(e.to_string()),
+    }
+}
+
+impl<F: FileSystem> LsmStorage<F> {
+    /// Wraps an open engine.
+    pub fn new(lsm: Lsm<F>) -> Self {
+        LsmStorage {
+            lsm,
+            now_ms: 0,
+            writes: 0,
+        }
+    }
+
+    /// Sets the wall-clock time (ms) used to age tombstones during background compaction. The
+    /// `Storage` trait carries no time, so the driver passes it here.
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The engine.
+    pub fn lsm_mut(&mut self) -> &mut Lsm<F> {
+        &mut self.lsm
+    }
+
+    /// Gives the engine back.
+    pub fn into_inner(self) -> Lsm<F> {
+        self.lsm
+    }
+
+    /// Bounded background work after a write of `bytes`: compaction proportional to what was
+    /// written, and a value-log collection attempt every 256 writes.
+    fn maintain(&mut self, bytes: u64) -> Result<(), LsmError> {
+        self.lsm
+            .compact_step(self.now_ms, bytes.saturating_mul(4) + 4096)?;
+        self.writes += 1;
+        if self.writes & 0xff == 0 {
+            self.lsm.gc_value_log_step()?;
+        }
+        Ok(())
+    }
+}
+
+impl<F: FileSystem> Storage for LsmStorage<F> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        match self.lsm.get(key).map_err(storage_error)? {
+            None => Ok(None),
+            Some(bytes) => ringkv_core::codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt(format!("record of a key: {e}"))),
+        }
+    }
+
+    fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
+        let value = Bytes::from(ringkv_core::codec::encode(&record));
+        let bytes = (key.len() + value.len()) as u64;
+        for _ in 0..STALL_STEPS_MAX {
+            match self
+                .lsm
+                .put(key.clone(), value.clone())
+                .map_err(storage_error)?
+            {
+                WriteOutcome::Written { .. } => {
+                    return self.maintain(bytes).map_err(storage_error);
+                }
+                WriteOutcome::Stalled { .. } => {
+                    // Back-pressure: do the compaction work ourselves, in bounded steps.
+                    let step = self
+                        .lsm
+                        .compact_step(self.now_ms, 1 << 20)
+                        .map_err(storage_error)?;
+                    if step == CompactionProgress::Idle {
+                        return Err(StorageError::Io(
+                            "write stalled with no compaction to run".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Err(StorageError::Io("write stalled too long".into()))
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.lsm.sync().map_err(storage_error)
+    }
+
+    fn scan(&mut self, start: &[u8], limit: usize) -> Result<Vec<(Bytes, Record)>, StorageError> {
+        self.lsm
+            .scan(start, None, limit)
+            .map_err(storage_error)?
+            .into_iter()
+            .map(|(k, v)| {
+                ringkv_core::codec::decode(&v)
+                    .map(|r| (k, r))
+                    .map_err(|e| StorageError::Corrupt(format!("record: {e}")))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,222 @@
+//! Access to tables through the two byte-bounded caches (index+filter per table, data blocks),
+//! and cursors over sorted runs of tables used by scans and compaction.
+
+use crate::cache::LruCache;
+use crate::entry::Entry;
+use crate::error::LsmError;
+use crate::fs::FileSystem;
+use crate::table::{Block, DecodeLimits, TableMeta, TableReader};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The file system plus the caches in front of the tables.
+#[derive(Debug)]
+pub(crate) struct TableStore<F: FileSystem> {
+    pub(crate) fs: F,
+    pub(crate) limits: DecodeLimits,
+    readers: LruCache<u64, Arc<TableReader>>,
+    blocks: LruCache<(u64, usize), Block>,
+}
+
+impl<F: FileSystem> TableStore<F> {
+    pub(crate) fn new(
+        fs: F,
+        limits: DecodeLimits,
+        index_cache_bytes: usize,
+        block_cache_bytes: usize,
+    ) -> Self {
+        TableStore {
+            fs,
+            limits,
+            readers: LruCache::new(index_cache_bytes),
+            blocks: LruCache::new(block_cache_bytes),
+        }
+    }
+
+    /// The index and filter of table `id`, from the index cache or disk.
+    pub(crate) fn reader(&mut self, id: u64) -> Result<Arc<TableReader>, LsmError> {
+        if let Some(r) = self.readers.get(&id) {
+            return Ok(r);
+        }
+        let reader = Arc::new(TableReader::open(&mut self.fs, id, &self.limits)?);
+        self.readers
+            .insert(id, reader.clone(), reader.charge_bytes());
+        Ok(reader)
+    }
+
+    /// Block `i` of table `id`; through the block cache when `cache` (foreground reads), around
+    /// it otherwise (compaction must not evict the working set).
+    pub(crate) fn block(
+        &mut self,
+        id: u64,
+        reader: &TableReader,
+        i: usize,
+        cache: bool,
+    ) -> Result<Block, LsmError> {
+        if cache {
+            if let Some(b) = self.blocks.get(&(id, i)) {
+                return Ok(b);
+            }
+        }
+        let block = reader.read_block(&mut self.fs, i, &self.limits)?;
+        if cache {
+            let charge = block
+                .iter()
+                .map(|(k, e)| k.len() + e.size_bytes() + 32)
+                .sum();
+            self.blocks.insert((id, i), block.clone(), charge);
+        }
+        Ok(block)
+    }
+
+    /// The entry for `key` in table `id`, if the table holds one.
+    pub(crate) fn get(
+        &mut self,
+        id: u64,
+        key: &[u8],
+        hash: u64,
+    ) -> Result<Option<Entry>, LsmError> {
+        let reader = self.reader(id)?;
+        if !reader.may_contain(hash) {
+            return Ok(None);
+        }
+        let Some(i) = reader.block_for(key) else {
+            return Ok(None);
+        };
+        let block = self.block(id, &reader, i, true)?;
+        Ok(block
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|at| block[at].1.clone()))
+    }
+
+    /// Forgets everything cached about table `id` (it was deleted).
+    pub(crate) fn evict_table(&mut self, id: u64) {
+        self.readers.remove(&id);
+        self.blocks.retain(|(table, _)| *table != id);
+    }
+
+    /// Cache statistics: (block hits, block misses, block bytes, index bytes).
+    pub(crate) fn cache_stats(&self) -> (u64, u64, usize, usize) {
+        (
+            self.blocks.hits,
+            self.blocks.misses,
+            self.blocks.used_bytes(),
+            self.readers.used_bytes(),
+        )
+    }
+}
+
+/// A cursor over a sorted run: tables whose key ranges do not overlap, in key order (a level
+/// >= 1, or a single level-0 table).
+#[derive(Debug)]
+pub(crate) struct RunCursor {
+    tables: Vec<(u64, Bytes)>,
+    table_pos: usize,
+    reader: Option<Arc<TableReader>>,
+    block_idx: usize,
+    block: Option<Block>,
+    pos: usize,
+    cache: bool,
+}
+
+impl RunCursor {
+    /// A cursor over `tables` (sorted, non-overlapping), not yet positioned.
+    pub(crate) fn new(tables: &[TableMeta], cache: bool) -> Self {
+        RunCursor {
+            tables: tables.iter().map(|t| (t.id, t.largest.clone())).collect(),
+            table_pos: 0,
+            reader: None,
+            block_idx: 0,
+            block: None,
+            pos: 0,
+            cache,
+        }
+    }
+
+    /// Positions the cursor at the first entry with key >= `key` (or the first entry).
+    pub(crate) fn seek<F: FileSystem>(
+        &mut self,
+        store: &mut TableStore<F>,
+        key: Option<&[u8]>,
+    ) -> Result<(), LsmError> {
+        self.table_pos = match key {
+            Some(k) => self
+                .tables
+                .partition_point(|(_, largest)| largest.as_ref() < k),
+            None => 0,
+        };
+        self.reader = None;
+        self.block = None;
+        if self.table_pos >= self.tables.len() {
+            return Ok(());
+        }
+        let id = self.tables[self.table_pos].0;
+        let reader = store.reader(id)?;
+        self.block_idx = match key {
+            Some(k) => reader.block_for(k).unwrap_or(reader.index.len()),
+            None => 0,
+        };
+        self.reader = Some(reader);
+        self.load_block(store)?;
+        if let (Some(k), Some(block)) = (key, &self.block) {
+            self.pos = block.partition_point(|(bk, _)| bk.as_ref() < k);
+        }
+        self.normalize(store)
+    }
+
+    fn load_block<F: FileSystem>(&mut self, store: &mut TableStore<F>) -> Result<(), LsmError> {
+        self.pos = 0;
+        self.block = None;
+        let Some(reader) = self.reader.clone() else {
+            return Ok(());
+        };
+        if self.block_idx < reader.index.len() {
+            let id = self.tables[self.table_pos].0;
+            self.block = Some(store.block(id, &reader, self.block_idx, self.cache)?);
+        }
+        Ok(())
+    }
+
+    /// Moves past exhausted blocks and tables.
+    fn normalize<F: FileSystem>(&mut self, store: &mut TableStore<F>) -> Result<(), LsmError> {
+        loop {
+            match &self.block {
+                Some(block) if self.pos < block.len() => return Ok(()),
+                Some(_) => {
+                    self.block_idx += 1;
+                    self.load_block(store)?;
+                }
+                None => {
+                    self.table_pos += 1;
+                    if self.table_pos >= self.tables.len() {
+                        self.reader = None;
+                        return Ok(());
+                    }
+                    let id = self.tables[self.table_pos].0;
+                    self.reader = Some(store.reader(id)?);
+                    self.block_idx = 0;
+                    self.load_block(store)?;
+                }
+            }
+        }
+    }
+
+    /// The current entry, if the run is not exhausted.
+    pub(crate) fn current(&self) -> Option<(&Bytes, &Entry)> {
+        let block = self.block.as_ref()?;
+        block.get(self.pos).map(|(k, e)| (k, e))
+    }
+
+    /// Steps to the next entry.
+    pub(crate) fn advance<F: FileSystem>(
+        &mut self,
+        store: &mut TableStore<F>,
+    ) -> Result<(), LsmError> {
+        if self.block.is_some() {
+            self.pos += 1;
+            self.normalize(store)?;
+        }
+        Ok(())
+    }
+}
