@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod checks;
+pub mod disk;
 pub mod fingerprint;
 pub mod history;
 pub mod report;

@@ -7,7 +7,9 @@
 
 mod parallel;
 
+use sim::disk::{is_storage_scenario, StorageScenario};
 use sim::report::RunReport;
+use sim::run::SeedRun;
 use sim::{run_seed, RunOptions, Scenario};
 use std::path::Path;
 use std::process::ExitCode;
@@ -119,16 +121,38 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let scenario = match Scenario::load(Path::new(&args.scenario)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let options = RunOptions {
-        trace: args.trace,
-        check_determinism: args.check_determinism,
+    let text = std::fs::read_to_string(&args.scenario).unwrap_or_default();
+    let mut runner: Box<dyn FnMut(u64) -> Result<SeedRun, String>> = if is_storage_scenario(&text) {
+        let scenario = match StorageScenario::load(Path::new(&args.scenario)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let path = args.scenario.clone();
+        Box::new(move |seed| {
+            Ok(SeedRun {
+                report: scenario.run_seed(&path, seed),
+                trace: Vec::new(),
+                timeline: None,
+                html: None,
+            })
+        })
+    } else {
+        let scenario = match Scenario::load(Path::new(&args.scenario)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let options = RunOptions {
+            trace: args.trace,
+            check_determinism: args.check_determinism,
+        };
+        let path = args.scenario.clone();
+        Box::new(move |seed| run_seed(&scenario, &path, seed, options))
     };
     let single = args.seeds.end - args.seeds.start == 1;
     if !single && args.jobs > 1 && !args.trace && args.report.is_none() {
@@ -146,7 +170,7 @@ fn main() -> ExitCode {
     let sweep_start = wall_clock();
     for seed in args.seeds.clone() {
         let start = wall_clock();
-        let mut run = match run_seed(&scenario, &args.scenario, seed, options) {
+        let mut run = match runner(seed) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{}: {e}", args.scenario);
