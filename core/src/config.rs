@@ -35,6 +35,16 @@ pub struct ClusterConfig {
     pub requests_in_flight_max: usize,
     /// Allow fallback replicas when preferred ones are down (the failure-handling issue).
     pub sloppy_quorum: bool,
+    /// After answering a read, write the newest version to replicas that answered with an older
+    /// one (or nothing).
+    pub read_repair: bool,
+    /// Time between anti-entropy rounds; 0 turns anti-entropy off.
+    pub anti_entropy_interval_ms: u64,
+    /// Ranges compared per anti-entropy round (the byte budget: a round sends at most this many
+    /// roots, and leaves only for the ranges that differ).
+    pub anti_entropy_ranges_per_round: usize,
+    /// Most records in one anti-entropy repair message; the rest wait for a later round.
+    pub anti_entropy_records_per_message_max: usize,
     /// TEST ONLY: acknowledge writes before they are durable. Accepted by `validate` only with the
     /// `sim` feature, so the simulator can show the durability check catches it.
     pub unsafe_ack_before_persist: bool,
@@ -62,6 +72,10 @@ impl Default for ClusterConfig {
             clock_entries_max: 16,
             requests_in_flight_max: 10_000,
             sloppy_quorum: false,
+            read_repair: true,
+            anti_entropy_interval_ms: 1000,
+            anti_entropy_ranges_per_round: 64,
+            anti_entropy_records_per_message_max: 256,
             unsafe_ack_before_persist: false,
             unsafe_skip_write_back: false,
             unsafe_drop_every_nth_write: 0,
@@ -145,6 +159,21 @@ impl ClusterConfig {
             (1..=1_000_000).contains(&self.requests_in_flight_max),
             "requests_in_flight_max",
             "must be between 1 and 1000000",
+        )?;
+        check(
+            self.anti_entropy_interval_ms <= 3_600_000,
+            "anti_entropy_interval_ms",
+            "must be at most 3600000 (0 turns anti-entropy off)",
+        )?;
+        check(
+            (1..=100_000).contains(&self.anti_entropy_ranges_per_round),
+            "anti_entropy_ranges_per_round",
+            "must be between 1 and 100000",
+        )?;
+        check(
+            (1..=100_000).contains(&self.anti_entropy_records_per_message_max),
+            "anti_entropy_records_per_message_max",
+            "must be between 1 and 100000",
         )?;
         if let Some(level) = self.consistency {
             check(

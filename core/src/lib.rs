@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod antientropy;
 pub mod buggify;
 pub mod client;
 pub mod codec;

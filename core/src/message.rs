@@ -56,6 +56,34 @@ pub enum Message {
         /// Durable acknowledgements required.
         needed: u8,
     },
+    /// Anti-entropy, step 1 (initiator → peer replica): my roots of ranges we both replicate.
+    AeRoots {
+        /// (range index, root hash).
+        roots: Vec<(u32, u64)>,
+    },
+    /// Step 2 (peer → initiator), for a range whose root differs: my leaf hashes.
+    AeLeaves {
+        /// Range index.
+        range: u32,
+        /// Leaf hashes, `antientropy::LEAVES` of them.
+        leaves: Vec<u64>,
+    },
+    /// Step 3 (initiator → peer): my (key, digest) entries of the leaves that differ.
+    AeDigests {
+        /// Range index.
+        range: u32,
+        /// The differing leaves.
+        leaves: Vec<u16>,
+        /// My entries in those leaves.
+        entries: Vec<(Bytes, u64)>,
+    },
+    /// Step 4 and 5 (either way): records to merge, and keys whose records the sender wants.
+    AeRecords {
+        /// Records to merge (never acknowledged: merging is idempotent).
+        records: Vec<(Bytes, Record)>,
+        /// Keys the receiver should send back.
+        want: Vec<Bytes>,
+    },
     /// Coordinating replica → client-facing node: how the put ended.
     CoordinatePutReply {
         /// Echoed round-trip id.
@@ -94,6 +122,17 @@ pub enum ReplicaError {
 }
 
 impl Message {
+    /// True for anti-entropy traffic (counted separately by drivers).
+    pub fn is_anti_entropy(&self) -> bool {
+        matches!(
+            self,
+            Message::AeRoots { .. }
+                | Message::AeLeaves { .. }
+                | Message::AeDigests { .. }
+                | Message::AeRecords { .. }
+        )
+    }
+
     /// A short name of the message kind, for traces and counters.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -103,6 +142,10 @@ impl Message {
             Message::WriteReply { .. } => "write-reply",
             Message::CoordinatePut { .. } => "coordinate-put",
             Message::CoordinatePutReply { .. } => "coordinate-put-reply",
+            Message::AeRoots { .. } => "ae-roots",
+            Message::AeLeaves { .. } => "ae-leaves",
+            Message::AeDigests { .. } => "ae-digests",
+            Message::AeRecords { .. } => "ae-records",
         }
     }
 }

@@ -1,15 +1,189 @@
-//! `ringkv-node`: the production server. The tokio runtime, peer transport and client protocol
-//! arrive with the node issue; until then this binary only validates the default configuration.
+//! `ringkv-node`: the ringkv server.
+//!
+//! ```sh
+//! ringkv-node --dev                      # one node on 127.0.0.1:6380, data in ./ringkv-data
+//! ringkv-node --config node.toml         # a cluster member; flags override the file
+//! ```
 
-fn main() {
-    let config = ringkv_core::ClusterConfig::default();
-    match config.validate() {
-        Ok(()) => {
-            println!("ringkv-node: the network server is not built yet; use `cargo run -p sim`")
+use clap::Parser;
+use ringkv_node::config::{parse_peer_short, FileConfig, PeerSpec, PeerTable};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The ringkv server: a Dynamo-style replicated key-value store speaking the Redis protocol.
+#[derive(Parser, Debug)]
+#[command(name = "ringkv-node", version)]
+struct Args {
+    /// Start a single node with defaults on 127.0.0.1 (client port 6380) and data in
+    /// ./ringkv-data; other flags still override.
+    #[arg(long)]
+    dev: bool,
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's id (unique and stable).
+    #[arg(long)]
+    node_id: Option<u32>,
+    /// Datacenter.
+    #[arg(long)]
+    datacenter: Option<String>,
+    /// Rack.
+    #[arg(long)]
+    rack: Option<String>,
+    /// Client (RESP) listen address, host:port (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    client_listen: Option<String>,
+    /// Peer listen address.
+    #[arg(long, value_name = "ADDR")]
+    peer_listen: Option<String>,
+    /// Admin HTTP listen address, or "off".
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A peer as id=host:port (repeatable; replaces the file's list).
+    #[arg(long = "peer", value_name = "ID=ADDR")]
+    peers: Vec<String>,
+    /// Cluster name.
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// File holding the cluster secret.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// File holding the client password (AUTH).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Replicas per key.
+    #[arg(long)]
+    n: Option<u8>,
+    /// Default read quorum.
+    #[arg(long)]
+    r: Option<u8>,
+    /// Default write quorum.
+    #[arg(long)]
+    w: Option<u8>,
+    /// Default level: one, quorum, all or a count.
+    #[arg(long)]
+    consistency: Option<String>,
+    /// Conflict mode: lww or vector-clock.
+    #[arg(long)]
+    conflict: Option<String>,
+    /// Allow fallback replicas (true/false).
+    #[arg(long)]
+    sloppy_quorum: Option<bool>,
+    /// Coordinator deadline per request, in milliseconds.
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
+    /// Log filter (tracing syntax), default "info"; RUST_LOG also works.
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+impl Args {
+    fn file_config(&self) -> Result<FileConfig, String> {
+        let mut file = match (&self.config, self.dev) {
+            (Some(path), false) => FileConfig::load(path).map_err(|e| e.to_string())?,
+            (Some(_), true) => return Err("--dev and --config are exclusive".to_string()),
+            (None, true) => FileConfig::dev(),
+            (None, false) => {
+                return Err(
+                    "nothing to run: pass --dev for a single local node, or --config FILE"
+                        .to_string(),
+                )
+            }
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field { file.$field = Some(v.clone()); }
+            )*};
         }
+        set!(
+            node_id,
+            datacenter,
+            rack,
+            client_listen,
+            peer_listen,
+            http_listen,
+            data_dir,
+            cluster_name,
+            cluster_secret_file,
+            password_file
+        );
+        macro_rules! set_replication {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field { file.replication.$field = Some(v.clone()); }
+            )*};
+        }
+        set_replication!(
+            n,
+            r,
+            w,
+            consistency,
+            conflict,
+            sloppy_quorum,
+            request_timeout_ms
+        );
+        if !self.peers.is_empty() {
+            file.peers = self
+                .peers
+                .iter()
+                .map(|text| {
+                    let (id, addr) = parse_peer_short(text).map_err(|e| format!("--peer: {e}"))?;
+                    Ok(PeerSpec::Full(PeerTable {
+                        id,
+                        addr,
+                        datacenter: None,
+                        rack: None,
+                        weight: None,
+                    }))
+                })
+                .collect::<Result<_, String>>()?;
+        }
+        Ok(file)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let settings = match args
+        .file_config()
+        .and_then(|f| f.validate().map_err(|e| e.to_string()))
+    {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("ringkv-node: {e}");
-            std::process::exit(2);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ringkv-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ringkv_node::server::run(
+        settings,
+        ringkv_node::server::termination_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringkv-node: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -18,6 +18,8 @@ pub(super) enum AfterPersist {
     },
     /// Count this node's own copy toward an operation it coordinates.
     AckLocal(OperationId),
+    /// Nothing waits (repairs: read repair and anti-entropy are never acknowledged).
+    Nothing,
 }
 
 #[derive(Debug, Default)]

@@ -4,11 +4,13 @@
 //! `handle_persist_failed`; after each, the driver drains `poll_output` completely and then sleeps
 //! until `poll_timeout` (or the next input). See the crate documentation for the full contract.
 
+mod antientropy;
 mod coordinator;
 mod durability;
 mod output;
 mod replica;
 
+pub use antientropy::AntiEntropyStats;
 pub use output::{NodeEvent, Output, PersistToken};
 
 use crate::buggify::FaultPoints;
@@ -61,6 +63,13 @@ pub struct Node<S: Storage> {
     stats: NodeStats,
     /// Writes received from coordinators (for the test-only drop knob).
     writes_received: u64,
+    /// One hash tree per range held.
+    trees: BTreeMap<u32, crate::antientropy::RangeTree>,
+    /// Ranges this node replicates, with their other replicas.
+    my_ranges: Vec<(u32, Vec<NodeId>)>,
+    ae_cursor: usize,
+    next_anti_entropy: Option<Instant>,
+    ae_stats: AntiEntropyStats,
 }
 
 impl<S: Storage> Node<S> {
@@ -69,7 +78,7 @@ impl<S: Storage> Node<S> {
     pub fn new(config: NodeConfig, ring: Ring, storage: S) -> Result<Self, ConfigError> {
         config.cluster.validate()?;
         let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
-        Ok(Node {
+        let mut node = Node {
             id: config.id,
             faults: FaultPoints::new(config.rng_seed, cfg!(feature = "sim")),
             config,
@@ -87,7 +96,16 @@ impl<S: Storage> Node<S> {
             served_forwards_order: VecDeque::new(),
             stats: NodeStats::default(),
             writes_received: 0,
-        })
+            trees: BTreeMap::new(),
+            my_ranges: Vec::new(),
+            ae_cursor: 0,
+            next_anti_entropy: None,
+            ae_stats: AntiEntropyStats::default(),
+        };
+        node.my_ranges =
+            antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
+        node.rebuild_trees();
+        Ok(node)
     }
 
     /// This node's id.
@@ -128,6 +146,7 @@ impl<S: Storage> Node<S> {
     /// A client request. Its reply arrives as `Output::Reply` with the same `request` id.
     pub fn handle_client(&mut self, now: Now, request: RequestId, body: ClientRequest) {
         self.last_wall = now.wall;
+        self.arm_anti_entropy(now);
         self.stats.requests += 1;
         self.start_request(now, request, body);
         self.finish_input();
@@ -136,6 +155,7 @@ impl<S: Storage> Node<S> {
     /// A message from another node.
     pub fn handle_message(&mut self, now: Now, from: NodeId, message: Message) {
         self.last_wall = now.wall;
+        self.arm_anti_entropy(now);
         match message {
             Message::Read { op, key } => self.serve_read(from, op, &key),
             Message::Write { op, key, record } => self.serve_write(from, op, key, record),
@@ -149,6 +169,14 @@ impl<S: Storage> Node<S> {
             Message::ReadReply { op, record } => self.on_read_reply(from, op, record),
             Message::WriteReply { op, result } => self.on_write_reply(from, op, result),
             Message::CoordinatePutReply { op, outcome } => self.on_forward_reply(op, outcome),
+            Message::AeRoots { roots } => self.on_ae_roots(from, roots),
+            Message::AeLeaves { range, leaves } => self.on_ae_leaves(from, range, leaves),
+            Message::AeDigests {
+                range,
+                leaves,
+                entries,
+            } => self.on_ae_digests(from, range, leaves, entries),
+            Message::AeRecords { records, want } => self.on_ae_records(from, records, want),
         }
         self.finish_input();
     }
@@ -156,6 +184,10 @@ impl<S: Storage> Node<S> {
     /// Time has reached `now`; expired deadlines fire. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Now) {
         self.last_wall = now.wall;
+        self.arm_anti_entropy(now);
+        if self.next_anti_entropy.is_some_and(|at| at <= now.monotonic) {
+            self.anti_entropy_round(now);
+        }
         while let Some(&(deadline, op)) = self.deadlines.first() {
             if deadline > now.monotonic {
                 break;
@@ -191,7 +223,11 @@ impl<S: Storage> Node<S> {
 
     /// When `handle_timeout` should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|&(t, _)| t)
+        let deadline = self.deadlines.first().map(|&(t, _)| t);
+        match (deadline, self.next_anti_entropy) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Emits a persist request for writes staged by this input, then checks invariants.

@@ -71,6 +71,9 @@ impl<S: Storage> Node<S> {
         if let Some(merged) = merge_into(local.as_ref(), record) {
             self.stage(key, merged)?;
         }
+        if matches!(then, AfterPersist::Nothing) {
+            return Ok(Applied::Now);
+        }
         self.wait_durable(then)
     }
 
@@ -79,6 +82,7 @@ impl<S: Storage> Node<S> {
         if self.durability.is_poisoned() {
             return Err(ReplicaError::Storage);
         }
+        self.tree_update(&key, &record);
         match self.storage.put(key, record) {
             Ok(()) => {
                 self.durability.staged_one();
@@ -111,6 +115,7 @@ impl<S: Storage> Node<S> {
                 self.send(to, Message::WriteReply { op, result: Ok(()) });
             }
             AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
+            AfterPersist::Nothing => {}
         }
     }
 
@@ -124,6 +129,7 @@ impl<S: Storage> Node<S> {
                 let id = self.id;
                 self.on_write_reply(id, op, Err(ReplicaError::Storage));
             }
+            AfterPersist::Nothing => {}
         }
     }
 

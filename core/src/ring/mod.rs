@@ -232,6 +232,28 @@ impl Ring {
         walk
     }
 
+    /// Number of ranges (one per token).
+    pub fn range_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The range containing `hash`: the index of the first token at or after it, wrapping.
+    pub fn range_index_for_hash(&self, hash: u64) -> Option<u32> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        let index = self.tokens.partition_point(|&(t, _)| t < hash) % self.tokens.len();
+        u32::try_from(index).ok()
+    }
+
+    /// The `n` replicas of range `index` (the same nodes as for every key in it).
+    pub fn range_replicas(&self, index: u32, n: usize) -> Vec<NodeId> {
+        match self.tokens.get(index as usize) {
+            Some(&(token, _)) => self.preference_list_for_hash(token, n),
+            None => Vec::new(),
+        }
+    }
+
     /// The member owning the range that contains `hash` (the first replica).
     pub fn primary_for_hash(&self, hash: u64) -> Option<NodeId> {
         if self.tokens.is_empty() {

@@ -114,6 +114,14 @@ impl Event {
                     Message::CoordinatePutReply { op, outcome } => {
                         format!("op {} {outcome:?}", op.0)
                     }
+                    Message::AeRoots { roots } => format!("{} roots", roots.len()),
+                    Message::AeLeaves { range, .. } => format!("range {range}"),
+                    Message::AeDigests { range, entries, .. } => {
+                        format!("range {range}, {} digests", entries.len())
+                    }
+                    Message::AeRecords { records, want } => {
+                        format!("{} records, wants {}", records.len(), want.len())
+                    }
                 };
                 format!("n{from} -> n{to} {} {detail}", message.kind())
             }

@@ -1,0 +1,233 @@
+//! Hash trees for anti-entropy (PITFALLS: "Repair that is an operator chore does not happen").
+//!
+//! Each replica keeps one tree per ring range it replicates. A tree has a fixed shape: 256 leaves
+//! under 16 interior nodes under one root. A leaf is the XOR of the entry hashes of the keys that
+//! fall in it, so a write updates its leaf in O(1) (XOR out the old entry, XOR in the new one) and
+//! the tree is never rebuilt by a scan except at start-up and by the throttled full rebuild that
+//! catches bit rot. Interior hashes are recomputed lazily, only for leaves that changed.
+//!
+//! Two replicas of a range compare roots; for a range that differs they compare leaves, and only
+//! for differing leaves do they exchange (key, digest) pairs and then the records that differ. The
+//! bytes moved are therefore O(differing keys × entry size + differing ranges × leaf hashes).
+
+use crate::hash::{hash_bytes, mix64};
+use crate::version::Record;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Leaves per tree.
+pub const LEAVES: usize = 256;
+/// Leaves under one interior node.
+pub const FANOUT: usize = 16;
+
+/// A digest of a record's version(s): equal digests mean equal versions.
+pub fn record_digest(record: &Record) -> u64 {
+    match record {
+        Record::Lww(r) => {
+            let v = r.version;
+            let tombstone = u64::from(r.value.is_none());
+            mix64(
+                mix64(v.timestamp_micros)
+                    ^ mix64(u64::from(v.node.0))
+                    ^ u64::from(v.nonce).rotate_left(32)
+                    ^ tombstone,
+            )
+        }
+        Record::Causal(r) => {
+            let mut h = 0x5151_5151_u64;
+            for &(actor, counter) in r.clock.entries() {
+                h = mix64(h ^ u64::from(actor.0) ^ counter.rotate_left(24));
+            }
+            for (dot, value) in &r.siblings {
+                h = mix64(
+                    h ^ u64::from(dot.actor.0).rotate_left(7)
+                        ^ dot.counter
+                        ^ u64::from(value.is_none()),
+                );
+            }
+            h
+        }
+    }
+}
+
+/// The leaf a key falls in (independent of its ring position, which is shared by a whole range).
+pub fn leaf_of(key: &[u8]) -> usize {
+    (mix64(hash_bytes(key) ^ 0x00a1_1e0f_1ea5_0000) % LEAVES as u64) as usize
+}
+
+fn entry_hash(key: &[u8], digest: u64) -> u64 {
+    mix64(hash_bytes(key) ^ digest.rotate_left(17))
+}
+
+/// The hash tree of one range, with the keys of each leaf (for digest exchange).
+#[derive(Clone, Debug)]
+pub struct RangeTree {
+    leaves: Vec<u64>,
+    interior: Vec<u64>,
+    root: u64,
+    dirty: Vec<bool>,
+    any_dirty: bool,
+    /// key → digest, per leaf.
+    entries: Vec<BTreeMap<Bytes, u64>>,
+}
+
+impl Default for RangeTree {
+    fn default() -> Self {
+        RangeTree {
+            leaves: vec![0; LEAVES],
+            interior: vec![0; LEAVES / FANOUT],
+            root: 0,
+            dirty: vec![false; LEAVES / FANOUT],
+            any_dirty: false,
+            entries: vec![BTreeMap::new(); LEAVES],
+        }
+    }
+}
+
+impl RangeTree {
+    /// Records that `key` now holds `record` (replacing whatever it held).
+    pub fn update(&mut self, key: &Bytes, record: &Record) {
+        let leaf = leaf_of(key);
+        let digest = record_digest(record);
+        if let Some(old) = self.entries[leaf].insert(key.clone(), digest) {
+            self.leaves[leaf] ^= entry_hash(key, old);
+        }
+        self.leaves[leaf] ^= entry_hash(key, digest);
+        self.dirty[leaf / FANOUT] = true;
+        self.any_dirty = true;
+    }
+
+    /// The root hash (recomputing interior nodes whose leaves changed).
+    pub fn root(&mut self) -> u64 {
+        if self.any_dirty {
+            for i in 0..self.interior.len() {
+                if self.dirty[i] {
+                    self.interior[i] = fold(&self.leaves[i * FANOUT..(i + 1) * FANOUT]);
+                    self.dirty[i] = false;
+                }
+            }
+            self.root = fold(&self.interior);
+            self.any_dirty = false;
+        }
+        self.root
+    }
+
+    /// All leaf hashes.
+    pub fn leaves(&self) -> &[u64] {
+        &self.leaves
+    }
+
+    /// The (key, digest) entries of a leaf.
+    pub fn leaf_entries(&self, leaf: usize) -> impl Iterator<Item = (&Bytes, u64)> {
+        self.entries
+            .get(leaf)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(k, d)| (k, *d)))
+    }
+
+    /// The digest this tree holds for `key`.
+    pub fn digest_of(&self, key: &[u8]) -> Option<u64> {
+        self.entries[leaf_of(key)].get(key).copied()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.iter().map(BTreeMap::len).sum()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.iter().all(BTreeMap::is_empty)
+    }
+}
+
+fn fold(hashes: &[u64]) -> u64 {
+    hashes
+        .iter()
+        .fold(0x7e57_7e57_u64, |acc, &h| mix64(acc ^ h).wrapping_add(h))
+}
+
+/// Leaves whose hashes differ (a pure policy over two snapshots).
+pub fn differing_leaves(mine: &[u64], theirs: &[u64]) -> Vec<u16> {
+    mine.iter()
+        .zip(theirs)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .filter_map(|(i, _)| u16::try_from(i).ok())
+        .collect()
+}
+
+/// Given the peer's (key, digest) entries of some leaves and mine, the keys whose records I should
+/// send (I have them and the peer's differ or lack them) and the keys I should ask for (the peer
+/// has them and mine differ or lack them). A pure policy: plan, then apply.
+pub fn plan_repair(
+    mine: &BTreeMap<Bytes, u64>,
+    theirs: &BTreeMap<Bytes, u64>,
+) -> (Vec<Bytes>, Vec<Bytes>) {
+    let keys: BTreeSet<&Bytes> = mine.keys().chain(theirs.keys()).collect();
+    let mut send = Vec::new();
+    let mut want = Vec::new();
+    for key in keys {
+        match (mine.get(key), theirs.get(key)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(_), Some(_)) => {
+                send.push(key.clone());
+                want.push(key.clone());
+            }
+            (Some(_), None) => send.push(key.clone()),
+            (None, Some(_)) => want.push(key.clone()),
+            (None, None) => {}
+        }
+    }
+    (send, want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::NodeId;
+    use crate::version::{LwwRecord, LwwVersion};
+
+    fn record(ts: u64) -> Record {
+        Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: ts,
+                node: NodeId(1),
+                nonce: 0,
+            },
+            value: None,
+        })
+    }
+
+    #[test]
+    fn equal_contents_give_equal_roots_in_any_order() {
+        let mut a = RangeTree::default();
+        let mut b = RangeTree::default();
+        for i in 0..100u64 {
+            a.update(&Bytes::from(format!("k{i}")), &record(i));
+        }
+        for i in (0..100u64).rev() {
+            b.update(&Bytes::from(format!("k{i}")), &record(0));
+            b.update(&Bytes::from(format!("k{i}")), &record(i));
+        }
+        assert_eq!(a.root(), b.root());
+        b.update(&Bytes::from("k7"), &record(99));
+        assert_ne!(a.root(), b.root());
+        let diff = differing_leaves(a.leaves(), b.leaves());
+        assert_eq!(diff, vec![leaf_of(b"k7") as u16]);
+    }
+
+    #[test]
+    fn repair_plan_sends_and_asks_only_differences() {
+        let k = |s: &str| Bytes::from(s.to_string());
+        let mine: BTreeMap<Bytes, u64> = [(k("a"), 1), (k("b"), 2), (k("c"), 3)]
+            .into_iter()
+            .collect();
+        let theirs: BTreeMap<Bytes, u64> = [(k("a"), 1), (k("b"), 9), (k("d"), 4)]
+            .into_iter()
+            .collect();
+        let (send, want) = plan_repair(&mine, &theirs);
+        assert_eq!(send, vec![k("b"), k("c")]);
+        assert_eq!(want, vec![k("b"), k("d")]);
+    }
+}

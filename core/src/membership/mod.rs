@@ -1,0 +1,848 @@
+//! Gossip membership, failure detection and the versioned ring, as one sans-IO machine.
+//!
+//! ## What it does
+//! Each node keeps a table of members with `(incarnation, heartbeat)` counters. Every gossip round
+//! a node raises its own heartbeat and opens a push-pull exchange with `fanout` random live peers:
+//! it sends its whole table ([`GossipMessage::Syn`]), the peer merges it and answers with what it
+//! knows better ([`GossipMessage::Ack`]). Merging keeps the larger `(incarnation, heartbeat)`, so
+//! duplicated, reordered, late and lost messages are harmless: every merge is a max.
+//!
+//! ## Failure detection
+//! A member whose heartbeat has not advanced *in this node's table* for `suspect_after_ms` is
+//! [`MemberStatus::Suspect`]; after `down_after_ms` more it is [`MemberStatus::Down`]. Any later
+//! progress makes it `Alive` again. Why a confirmation time and not votes of other nodes: the
+//! heartbeat a node sees is already the freshest one any gossiper passed on, so "no progress here
+//! for this long" already means "no progress anywhere this node has heard from" – a vote would
+//! gossip the same evidence a second time, and a vote table can be poisoned by one confused node.
+//! The confirmation time gives a paused or briefly partitioned node a window to be heard again
+//! before the cluster reroutes around it (only `Down` should trigger hints and fallbacks).
+//!
+//! Time to detect a crash everywhere is `suspect_after_ms + down_after_ms` plus the time the
+//! crashed node's last heartbeat takes to reach the last node, which is O(log n) rounds
+//! ([`harness::measure_detection`] measures it). A restarted node raises its incarnation; if the
+//! driver forgot to persist it, the node notices a claim about itself newer than its own and
+//! raises its incarnation above it (refutation), reporting [`MembershipEvent::IncarnationChanged`]
+//! so the driver can persist the new value.
+//!
+//! Peers are chosen among `Alive` and `Suspect` members; in addition, with probability
+//! `down / (live + 1)`, one `Down` member is contacted, so the two sides of a healed partition
+//! find each other again and a cluster started before its seeds were up still forms. A local pause
+//! (the driver did not call [`Membership::tick`] for over half the suspicion time) shifts every
+//! member's progress time by the pause: this node's own stall is not evidence against its peers.
+//!
+//! ## The ring
+//! The ring is an ordered log of changes ([`RingChange`]: join, leave, remove) replayed onto an
+//! empty ring ([`ring_log`] says why). Its version is `(changes, fingerprint)`; the highest version
+//! wins and spreads by gossip, so all nodes converge on the same ring. Operator changes
+//! ([`Membership::join`], [`Membership::leave`], [`Membership::remove`]) make a new version on the
+//! node where they are issued. Two concurrent changes on different nodes: one log wins on every
+//! node; the loser's node reports [`MembershipEvent::RingChangeDiscarded`], never silently.
+//!
+//! ## Driving it
+//! Every input is followed by a full drain of [`Membership::poll_output`]:
+//! * at start: [`Membership::new`], then [`Membership::tick`] at once (it gossips immediately);
+//! * whenever `now >= poll_timeout()`: [`Membership::tick`] (spurious calls are harmless);
+//! * on every decoded [`GossipMessage`] from the network: [`Membership::handle_gossip`];
+//! * on an operator command: [`Membership::join`] / [`Membership::leave`] / [`Membership::remove`].
+//!
+//! Outputs: [`MembershipOutput::Send`] (encode with `crate::codec::encode`) and
+//! [`MembershipOutput::Event`]: status changes, ring changes, incarnation changes (persist the
+//! incarnation and the ring log so a restart comes back with both).
+
+#![deny(missing_docs)]
+
+mod config;
+pub mod harness;
+mod message;
+pub mod ring_log;
+
+pub use config::MembershipConfig;
+pub use harness::{measure_detection, DetectionReport};
+pub use message::{GossipEntry, GossipMessage};
+pub use ring_log::{RingChange, RingLog, RingLogError, RingState, RingVersion};
+
+use crate::config::ConfigError;
+use crate::id::NodeId;
+use crate::ring::{Member, NodeLocation, Ring};
+use crate::time::Instant;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+/// What this node believes about a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberStatus {
+    /// Its heartbeat advanced within `suspect_after_ms`.
+    Alive,
+    /// No heartbeat progress for `suspect_after_ms`; still used, not yet routed around.
+    Suspect,
+    /// No progress for `suspect_after_ms + down_after_ms`: treat as failed.
+    Down,
+    /// Left or removed from the ring; no longer detected or gossiped to.
+    Left,
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member.
+    pub node: NodeId,
+    /// Its incarnation as last heard.
+    pub incarnation: u64,
+    /// Its heartbeat as last heard.
+    pub heartbeat: u64,
+    /// This node's judgement.
+    pub status: MemberStatus,
+    /// Where it lives, if it is a ring member.
+    pub location: Option<NodeLocation>,
+}
+
+/// Something the node (and operators) should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// This node's judgement of a member changed.
+    StatusChanged {
+        /// The member.
+        node: NodeId,
+        /// The previous status.
+        from: MemberStatus,
+        /// The new status.
+        to: MemberStatus,
+    },
+    /// A member not known before entered the table.
+    Discovered {
+        /// The member.
+        node: NodeId,
+        /// Its status on arrival (`Alive`, or `Left` if the ring says so).
+        status: MemberStatus,
+    },
+    /// This node adopted a new ring (its own change or a newer one by gossip).
+    RingChanged {
+        /// The new version.
+        version: RingVersion,
+    },
+    /// A change in this node's ring log lost to a concurrent change and is not in the new ring.
+    /// The operator must issue it again if it is still wanted.
+    RingChangeDiscarded {
+        /// The change that was dropped.
+        change: RingChange,
+    },
+    /// This node raised its own incarnation to refute a newer claim about itself. Persist it.
+    IncarnationChanged {
+        /// The new incarnation.
+        incarnation: u64,
+    },
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipOutput {
+    /// Send `message` to `to`.
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        message: GossipMessage,
+    },
+    /// Report an event.
+    Event(MembershipEvent),
+}
+
+/// Why a membership input was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The ring log or change is refused.
+    Ring(RingLogError),
+    /// `remove` is for dead nodes: this one is not `Down` here.
+    NotDown {
+        /// The node.
+        node: NodeId,
+        /// Its status here.
+        status: Option<MemberStatus>,
+    },
+    /// The ring has more members than `members_max`.
+    TooManyMembers(usize),
+}
+
+impl fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MembershipError::Config(error) => write!(f, "{error}"),
+            MembershipError::Ring(error) => write!(f, "{error}"),
+            MembershipError::NotDown { node, status } => {
+                write!(f, "{node} is {status:?}, only a down node can be removed")
+            }
+            MembershipError::TooManyMembers(count) => {
+                write!(f, "{count} members exceed members_max")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MembershipError {}
+
+/// Counters for operators and measurements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    /// Gossip rounds run.
+    pub rounds: u64,
+    /// `Syn` messages sent.
+    pub syns_sent: u64,
+    /// `Ack` messages sent.
+    pub acks_sent: u64,
+    /// Messages handled.
+    pub messages_received: u64,
+    /// Messages refused whole (too many entries, from this node itself).
+    pub messages_refused: u64,
+    /// Entries about unknown members dropped because the table was full.
+    pub entries_dropped: u64,
+    /// Newer rings adopted from gossip.
+    pub rings_adopted: u64,
+    /// Ring logs refused (bad change, limits, vnode mismatch).
+    pub rings_refused: u64,
+    /// Times this node raised its incarnation to refute a claim about itself.
+    pub refutations: u64,
+    /// Local pauses detected (and not blamed on peers).
+    pub local_pauses: u64,
+}
+
+/// Per-member state in the table (this node excluded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MemberState {
+    incarnation: u64,
+    heartbeat: u64,
+    status: MemberStatus,
+    /// When this node last saw the member's `(incarnation, heartbeat)` grow.
+    progress_at: Instant,
+    /// The ring version the member last told us it holds.
+    ring_version_heard: Option<RingVersion>,
+}
+
+impl MemberState {
+    fn fresh(status: MemberStatus, now: Instant) -> Self {
+        MemberState {
+            incarnation: 0,
+            heartbeat: 0,
+            status,
+            progress_at: now,
+            ring_version_heard: None,
+        }
+    }
+
+    fn freshness(&self) -> (u64, u64) {
+        (self.incarnation, self.heartbeat)
+    }
+}
+
+/// The gossip membership machine of one node. See the module documentation for the protocol and
+/// how to drive it.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    config: MembershipConfig,
+    id: NodeId,
+    incarnation: u64,
+    heartbeat: u64,
+    /// Every other known member, in id order (iteration order reaches outputs).
+    members: BTreeMap<NodeId, MemberState>,
+    ring: RingState,
+    next_gossip_at: Instant,
+    last_tick_at: Option<Instant>,
+    /// Latest `now` seen, for invariants.
+    now_max: Instant,
+    outputs: VecDeque<MembershipOutput>,
+    stats: MembershipStats,
+}
+
+impl Membership {
+    /// A machine for node `id` at `incarnation` (raise it on every restart; persist it), starting
+    /// from the ring `ring` (the cluster's initial log, the persisted one, or an empty log for a
+    /// node that will learn it from `config.seeds`). The first gossip round is due at once.
+    pub fn new(
+        config: MembershipConfig,
+        id: NodeId,
+        incarnation: u64,
+        ring: RingLog,
+        now: Instant,
+    ) -> Result<Self, MembershipError> {
+        config.validate().map_err(MembershipError::Config)?;
+        let ring = RingState::build(ring, &config).map_err(MembershipError::Ring)?;
+        let known: BTreeSet<NodeId> = ring
+            .ring()
+            .members()
+            .iter()
+            .map(|m| m.id)
+            .chain(ring.departed().iter().copied())
+            .chain(config.seeds.iter().copied())
+            .filter(|&node| node != id)
+            .collect();
+        if known.len() + 1 > config.members_max {
+            return Err(MembershipError::TooManyMembers(known.len() + 1));
+        }
+        let members = known
+            .into_iter()
+            .map(|node| {
+                let status = if ring.has_departed(node) {
+                    MemberStatus::Left
+                } else {
+                    MemberStatus::Alive
+                };
+                (node, MemberState::fresh(status, now))
+            })
+            .collect();
+        Ok(Membership {
+            config,
+            id,
+            incarnation,
+            heartbeat: 0,
+            members,
+            ring,
+            next_gossip_at: now,
+            last_tick_at: None,
+            now_max: now,
+            outputs: VecDeque::new(),
+            stats: MembershipStats::default(),
+        })
+    }
+
+    // ----- inputs -------------------------------------------------------------------------------
+
+    /// Runs failure detection and, when due, a gossip round: raise the own heartbeat and send a
+    /// `Syn` to `fanout` random live peers (plus sometimes one `Down` peer). Call it whenever
+    /// `now >= poll_timeout()`; an early call only re-checks deadlines.
+    pub fn tick(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.observe(now);
+        if let Some(last) = self.last_tick_at {
+            let gap = now.saturating_duration_since(last);
+            if gap > self.config.suspect_after() / 2 {
+                // This node stalled (a pause, a stop-the-world): nobody could gossip with it, so
+                // the silence says nothing about the peers. Don't count the stall against them.
+                self.stats.local_pauses += 1;
+                let stall = gap.saturating_sub(self.config.gossip_interval());
+                for state in self.members.values_mut() {
+                    state.progress_at = state.progress_at.saturating_add(stall).min(now);
+                }
+            }
+        }
+        self.last_tick_at = Some(now);
+        self.detect(now);
+        if now >= self.next_gossip_at {
+            self.gossip_round(now, rng);
+        }
+    }
+
+    /// Merges a gossip message from `from`, adopts a newer valid ring, and answers a `Syn` with an
+    /// `Ack`. Messages over the limits are refused whole and counted; never panics on any input.
+    pub fn handle_gossip(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
+        self.observe(now);
+        if from == self.id || message.entries().len() > self.config.members_max {
+            self.stats.messages_refused += 1;
+            return;
+        }
+        self.stats.messages_received += 1;
+        let ring_version = message.ring_version();
+        if let Some(state) = self.members.get_mut(&from) {
+            state.ring_version_heard = Some(ring_version);
+        }
+        if let Some(log) = message.ring() {
+            if ring_version > self.ring.version() {
+                self.consider_ring(now, log.clone());
+            }
+        }
+        for entry in message.entries() {
+            self.merge_entry(now, entry);
+        }
+        if let GossipMessage::Syn { entries, .. } = &message {
+            let reply = self.ack_for(entries, ring_version);
+            self.stats.acks_sent += 1;
+            self.outputs.push_back(MembershipOutput::Send {
+                to: from,
+                message: reply,
+            });
+        }
+    }
+
+    /// Operator: `member` joins the ring. Makes a new ring version here; gossip spreads it.
+    pub fn join(&mut self, now: Instant, member: Member) -> Result<RingVersion, MembershipError> {
+        self.change_ring(now, RingChange::Join(member))
+    }
+
+    /// Operator: `node` leaves the ring (decommission). Call after its data has been handed off;
+    /// here it is only the state transition: the node is `Left` and owns no vnodes.
+    pub fn leave(&mut self, now: Instant, node: NodeId) -> Result<RingVersion, MembershipError> {
+        self.change_ring(now, RingChange::Leave(node))
+    }
+
+    /// Operator: remove a dead `node` from the ring; survivors take over its ranges. Refused
+    /// unless this node sees it `Down`, so a live node is never removed by mistake.
+    pub fn remove(&mut self, now: Instant, node: NodeId) -> Result<RingVersion, MembershipError> {
+        let status = self.status(node);
+        if status != Some(MemberStatus::Down) {
+            return Err(MembershipError::NotDown { node, status });
+        }
+        self.change_ring(now, RingChange::Remove(node))
+    }
+
+    // ----- outputs ------------------------------------------------------------------------------
+
+    /// The next output to act on, oldest first.
+    pub fn poll_output(&mut self) -> Option<MembershipOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Membership::tick`] should next be called: the next gossip round or the next
+    /// suspicion deadline, whichever is first.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let suspect = self.config.suspect_after();
+        let down = self.config.down_after_total();
+        let deadline = self
+            .members
+            .values()
+            .filter_map(|state| match state.status {
+                MemberStatus::Alive => Some(state.progress_at.saturating_add(suspect)),
+                MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
+                MemberStatus::Down | MemberStatus::Left => None,
+            })
+            .min();
+        Some(deadline.map_or(self.next_gossip_at, |d| d.min(self.next_gossip_at)))
+    }
+
+    // ----- queries ------------------------------------------------------------------------------
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// This node's heartbeat.
+    pub fn heartbeat(&self) -> u64 {
+        self.heartbeat
+    }
+
+    /// This node's judgement of `node` (`None` if unknown). This node itself is `Alive` unless the
+    /// ring says it left.
+    pub fn status(&self, node: NodeId) -> Option<MemberStatus> {
+        if node == self.id {
+            Some(self.own_status())
+        } else {
+            self.members.get(&node).map(|state| state.status)
+        }
+    }
+
+    /// Members judged `Alive`, this node included, in id order.
+    pub fn alive_members(&self) -> Vec<NodeId> {
+        let mut alive: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, state)| state.status == MemberStatus::Alive)
+            .map(|(&node, _)| node)
+            .collect();
+        if self.own_status() == MemberStatus::Alive {
+            let position = alive.partition_point(|&node| node < self.id);
+            alive.insert(position, self.id);
+        }
+        alive
+    }
+
+    /// One member as seen here.
+    pub fn member(&self, node: NodeId) -> Option<MemberView> {
+        let location = self
+            .ring
+            .ring()
+            .members()
+            .iter()
+            .find(|m| m.id == node)
+            .map(|m| m.location.clone());
+        if node == self.id {
+            return Some(MemberView {
+                node,
+                incarnation: self.incarnation,
+                heartbeat: self.heartbeat,
+                status: self.own_status(),
+                location,
+            });
+        }
+        self.members.get(&node).map(|state| MemberView {
+            node,
+            incarnation: state.incarnation,
+            heartbeat: state.heartbeat,
+            status: state.status,
+            location,
+        })
+    }
+
+    /// Every known member (this node included), in id order.
+    pub fn members(&self) -> Vec<MemberView> {
+        let mut ids: Vec<NodeId> = self.members.keys().copied().collect();
+        let position = ids.partition_point(|&node| node < self.id);
+        ids.insert(position, self.id);
+        ids.into_iter().filter_map(|id| self.member(id)).collect()
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> &Ring {
+        self.ring.ring()
+    }
+
+    /// The current ring version.
+    pub fn ring_version(&self) -> RingVersion {
+        self.ring.version()
+    }
+
+    /// The current ring with its log (persist `ring_state().log()` to restart with it).
+    pub fn ring_state(&self) -> &RingState {
+        &self.ring
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MembershipStats {
+        self.stats
+    }
+
+    /// Panics if an internal invariant is broken (a bug, never bad input). Called after every
+    /// input in tests and simulation.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.members.len() < self.config.members_max,
+            "table over members_max"
+        );
+        assert!(!self.members.contains_key(&self.id), "self in the table");
+        assert_eq!(
+            self.ring.version().changes,
+            self.ring.log().changes.len() as u64,
+            "ring version does not count the log"
+        );
+        for member in self.ring.ring().members() {
+            assert!(!self.ring.has_departed(member.id), "a member has departed");
+        }
+        for (node, state) in &self.members {
+            assert_eq!(
+                state.status == MemberStatus::Left,
+                self.ring.has_departed(*node),
+                "status of {node} disagrees with the ring"
+            );
+            assert!(state.progress_at <= self.now_max, "progress in the future");
+        }
+        assert!(
+            self.next_gossip_at <= self.now_max.saturating_add(self.config.gossip_interval()),
+            "next gossip round too far ahead"
+        );
+    }
+
+    // ----- internals ----------------------------------------------------------------------------
+
+    fn own_status(&self) -> MemberStatus {
+        if self.ring.has_departed(self.id) {
+            MemberStatus::Left
+        } else {
+            MemberStatus::Alive
+        }
+    }
+
+    fn observe(&mut self, now: Instant) {
+        self.now_max = self.now_max.max(now);
+    }
+
+    fn own_entry(&self) -> GossipEntry {
+        GossipEntry {
+            node: self.id,
+            incarnation: self.incarnation,
+            heartbeat: self.heartbeat,
+        }
+    }
+
+    fn entries(&self) -> Vec<GossipEntry> {
+        let mut entries = Vec::with_capacity(self.members.len() + 1);
+        entries.push(self.own_entry());
+        entries.extend(self.members.iter().map(|(&node, state)| GossipEntry {
+            node,
+            incarnation: state.incarnation,
+            heartbeat: state.heartbeat,
+        }));
+        entries
+    }
+
+    fn set_status(&mut self, node: NodeId, to: MemberStatus) {
+        if let Some(state) = self.members.get_mut(&node) {
+            let from = state.status;
+            if from != to {
+                state.status = to;
+                self.outputs
+                    .push_back(MembershipOutput::Event(MembershipEvent::StatusChanged {
+                        node,
+                        from,
+                        to,
+                    }));
+            }
+        }
+    }
+
+    fn detect(&mut self, now: Instant) {
+        let suspect = self.config.suspect_after();
+        let down = self.config.down_after_total();
+        let mut changes = Vec::new();
+        for (&node, state) in &self.members {
+            let silent = now.saturating_duration_since(state.progress_at);
+            let judged = if silent >= down {
+                MemberStatus::Down
+            } else if silent >= suspect {
+                MemberStatus::Suspect
+            } else {
+                MemberStatus::Alive
+            };
+            // Only progress (in `merge_entry`) makes a member better; silence only makes it worse.
+            let worse = matches!(
+                (state.status, judged),
+                (MemberStatus::Alive, MemberStatus::Suspect | MemberStatus::Down)
+                    | (MemberStatus::Suspect, MemberStatus::Down)
+            );
+            if worse {
+                changes.push((node, judged));
+            }
+        }
+        for (node, status) in changes {
+            self.set_status(node, status);
+        }
+    }
+
+    fn gossip_round(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.stats.rounds += 1;
+        self.heartbeat = self.heartbeat.saturating_add(1);
+        self.next_gossip_at = now.saturating_add(self.config.gossip_interval());
+        let mut live = Vec::new();
+        let mut down = Vec::new();
+        for (&node, state) in &self.members {
+            match state.status {
+                MemberStatus::Alive | MemberStatus::Suspect => live.push(node),
+                MemberStatus::Down => down.push(node),
+                MemberStatus::Left => {}
+            }
+        }
+        let targets = choose_targets(&live, &down, self.config.fanout, rng);
+        let entries = self.entries();
+        let version = self.ring.version();
+        for to in targets {
+            let heard = self.members.get(&to).and_then(|s| s.ring_version_heard);
+            let ring = (version > RingVersion::default() && heard.is_none_or(|h| h < version))
+                .then(|| self.ring.log().clone());
+            self.stats.syns_sent += 1;
+            self.outputs.push_back(MembershipOutput::Send {
+                to,
+                message: GossipMessage::Syn {
+                    entries: entries.clone(),
+                    ring_version: version,
+                    ring,
+                },
+            });
+        }
+    }
+
+    fn ack_for(&self, syn_entries: &[GossipEntry], syn_ring: RingVersion) -> GossipMessage {
+        let mut theirs: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+        for entry in syn_entries {
+            let slot = theirs.entry(entry.node).or_insert(entry.freshness());
+            *slot = (*slot).max(entry.freshness());
+        }
+        let entries = self
+            .entries()
+            .into_iter()
+            .filter(|mine| {
+                theirs
+                    .get(&mine.node)
+                    .is_none_or(|&seen| seen < mine.freshness())
+            })
+            .collect();
+        let version = self.ring.version();
+        GossipMessage::Ack {
+            entries,
+            ring_version: version,
+            ring: (version > syn_ring).then(|| self.ring.log().clone()),
+        }
+    }
+
+    fn merge_entry(&mut self, now: Instant, entry: &GossipEntry) {
+        if entry.node == self.id {
+            if entry.freshness() > (self.incarnation, self.heartbeat) {
+                // Someone heard of a newer us: we restarted without our incarnation. Out-bid it so
+                // our fresh heartbeats win again.
+                self.incarnation = entry.incarnation.saturating_add(1);
+                self.heartbeat = 0;
+                self.stats.refutations += 1;
+                self.outputs
+                    .push_back(MembershipOutput::Event(MembershipEvent::IncarnationChanged {
+                        incarnation: self.incarnation,
+                    }));
+            }
+            return;
+        }
+        match self.members.get_mut(&entry.node) {
+            Some(state) => {
+                if entry.freshness() > state.freshness() {
+                    state.incarnation = entry.incarnation;
+                    state.heartbeat = entry.heartbeat;
+                    state.progress_at = now;
+                    if matches!(state.status, MemberStatus::Suspect | MemberStatus::Down) {
+                        self.set_status(entry.node, MemberStatus::Alive);
+                    }
+                }
+            }
+            None => {
+                if self.members.len() + 1 >= self.config.members_max {
+                    self.stats.entries_dropped += 1;
+                    return;
+                }
+                let status = if self.ring.has_departed(entry.node) {
+                    MemberStatus::Left
+                } else {
+                    MemberStatus::Alive
+                };
+                let mut state = MemberState::fresh(status, now);
+                state.incarnation = entry.incarnation;
+                state.heartbeat = entry.heartbeat;
+                self.members.insert(entry.node, state);
+                self.outputs
+                    .push_back(MembershipOutput::Event(MembershipEvent::Discovered {
+                        node: entry.node,
+                        status,
+                    }));
+            }
+        }
+    }
+
+    fn consider_ring(&mut self, now: Instant, log: RingLog) {
+        match RingState::build(log, &self.config) {
+            Ok(state) if state.version() > self.ring.version() => {
+                self.stats.rings_adopted += 1;
+                self.adopt_ring(now, state);
+            }
+            // A valid log whose real version is not newer: the claim was wrong, nothing to do.
+            Ok(_) => {}
+            Err(_) => self.stats.rings_refused += 1,
+        }
+    }
+
+    fn change_ring(
+        &mut self,
+        now: Instant,
+        change: RingChange,
+    ) -> Result<RingVersion, MembershipError> {
+        self.observe(now);
+        let state = self
+            .ring
+            .with_change(change, &self.config)
+            .map_err(MembershipError::Ring)?;
+        let version = state.version();
+        self.adopt_ring(now, state);
+        Ok(version)
+    }
+
+    /// Replaces the ring and brings member statuses in line with it.
+    fn adopt_ring(&mut self, now: Instant, state: RingState) {
+        let old = std::mem::replace(&mut self.ring, state);
+        for change in old.discarded_by(&self.ring) {
+            self.outputs
+                .push_back(MembershipOutput::Event(MembershipEvent::RingChangeDiscarded {
+                    change,
+                }));
+        }
+        self.outputs
+            .push_back(MembershipOutput::Event(MembershipEvent::RingChanged {
+                version: self.ring.version(),
+            }));
+        let ring_nodes: BTreeSet<NodeId> = self
+            .ring
+            .ring()
+            .members()
+            .iter()
+            .map(|m| m.id)
+            .chain(self.ring.departed().iter().copied())
+            .filter(|&node| node != self.id)
+            .collect();
+        for node in ring_nodes {
+            let departed = self.ring.has_departed(node);
+            match self.members.get(&node).map(|s| s.status) {
+                None => {
+                    if self.members.len() + 1 >= self.config.members_max {
+                        self.stats.entries_dropped += 1;
+                        continue;
+                    }
+                    let status = if departed {
+                        MemberStatus::Left
+                    } else {
+                        MemberStatus::Alive
+                    };
+                    self.members.insert(node, MemberState::fresh(status, now));
+                    self.outputs
+                        .push_back(MembershipOutput::Event(MembershipEvent::Discovered {
+                            node,
+                            status,
+                        }));
+                }
+                Some(MemberStatus::Left) if !departed => {
+                    // Joined again: judge it afresh from now.
+                    if let Some(state) = self.members.get_mut(&node) {
+                        state.progress_at = now;
+                    }
+                    self.set_status(node, MemberStatus::Alive);
+                }
+                Some(status) if departed && status != MemberStatus::Left => {
+                    self.set_status(node, MemberStatus::Left);
+                }
+                Some(_) => {}
+            }
+        }
+        // Members that left the ring in an older log but are unknown to the new one (a discarded
+        // leave) are judged afresh as well.
+        let stale: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(node, s)| s.status == MemberStatus::Left && !self.ring.has_departed(**node))
+            .map(|(&node, _)| node)
+            .collect();
+        for node in stale {
+            if let Some(state) = self.members.get_mut(&node) {
+                state.progress_at = now;
+            }
+            self.set_status(node, MemberStatus::Alive);
+        }
+    }
+}
+
+/// Chooses gossip targets: `fanout` distinct live peers uniformly at random, plus one `Down` peer
+/// with probability `down / (live + 1)` so partitions heal and late seeds are found. Pure over its
+/// inputs; `live` and `down` come in id order, so a seed gives one answer.
+pub fn choose_targets(
+    live: &[NodeId],
+    down: &[NodeId],
+    fanout: usize,
+    rng: &mut impl Rng,
+) -> Vec<NodeId> {
+    let mut pool = live.to_vec();
+    let count = fanout.min(pool.len());
+    for i in 0..count {
+        let j = rng.gen_range(i..pool.len());
+        pool.swap(i, j);
+    }
+    pool.truncate(count);
+    if !down.is_empty() {
+        let probability = down.len() as f64 / (live.len() + 1) as f64;
+        if probability >= 1.0 || rng.gen_bool(probability) {
+            pool.push(down[rng.gen_range(0..down.len())]);
+        }
+    }
+    pool
+}
+
+#[cfg(test)]
+mod tests;

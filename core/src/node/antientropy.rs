@@ -1,0 +1,244 @@
+//! The node's side of anti-entropy: keep one hash tree per range up to date on every staged write,
+//! and run the four-step exchange with the other replicas of each range, a few ranges per round.
+
+use super::durability::AfterPersist;
+use super::{Node, NodeEvent, Output};
+use crate::antientropy::{differing_leaves, plan_repair, RangeTree, LEAVES};
+use crate::id::NodeId;
+use crate::message::Message;
+use crate::ring::Ring;
+use crate::storage::Storage;
+use crate::time::Now;
+use crate::version::Record;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Keys read per storage scan call while rebuilding trees.
+const REBUILD_SCAN_BATCH: usize = 4096;
+
+/// Anti-entropy counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AntiEntropyStats {
+    /// Rounds run.
+    pub rounds: u64,
+    /// Ranges whose roots were sent.
+    pub ranges_compared: u64,
+    /// Ranges found different by a peer.
+    pub ranges_differing: u64,
+    /// Records sent to repair a peer.
+    pub records_sent: u64,
+    /// Records received that changed local storage.
+    pub records_repaired: u64,
+}
+
+/// The ranges this node replicates, each with its other replicas.
+pub(super) fn my_ranges(ring: &Ring, me: NodeId, n: usize) -> Vec<(u32, Vec<NodeId>)> {
+    (0..ring.range_count())
+        .filter_map(|i| u32::try_from(i).ok())
+        .filter_map(|range| {
+            let replicas = ring.range_replicas(range, n);
+            replicas.contains(&me).then(|| {
+                let peers = replicas.into_iter().filter(|&r| r != me).collect();
+                (range, peers)
+            })
+        })
+        .collect()
+}
+
+impl<S: Storage> Node<S> {
+    /// Rebuilds every tree from storage (at start-up; a later full rebuild catches bit rot).
+    pub(super) fn rebuild_trees(&mut self) {
+        self.trees.clear();
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let batch = match self.storage.scan(&start, REBUILD_SCAN_BATCH) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    self.outputs
+                        .push_back(Output::Event(NodeEvent::StorageError {
+                            reason: e.to_string(),
+                        }));
+                    return;
+                }
+            };
+            let Some((last, _)) = batch.last() else { break };
+            let mut next = last.to_vec();
+            next.push(0);
+            let done = batch.len() < REBUILD_SCAN_BATCH;
+            for (key, record) in &batch {
+                self.tree_update(key, record);
+            }
+            if done {
+                break;
+            }
+            start = next;
+        }
+    }
+
+    /// Folds a staged write into its range's tree.
+    pub(super) fn tree_update(&mut self, key: &Bytes, record: &Record) {
+        if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
+            self.trees.entry(range).or_default().update(key, record);
+        }
+    }
+
+    fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
+        self.trees.entry(range).or_default()
+    }
+
+    /// Arms the first round lazily (the constructor has no time).
+    pub(super) fn arm_anti_entropy(&mut self, now: Now) {
+        let interval = self.config.cluster.anti_entropy_interval_ms;
+        if interval > 0 && self.next_anti_entropy.is_none() {
+            let offset = self.config.rng_seed % interval.max(1);
+            self.next_anti_entropy = Some(
+                now.monotonic
+                    .saturating_add(Duration::from_millis(offset + 1)),
+            );
+        }
+    }
+
+    /// One round: send roots of the next few ranges to one of their other replicas each.
+    pub(super) fn anti_entropy_round(&mut self, now: Now) {
+        let interval = self.config.cluster.anti_entropy_interval_ms;
+        self.next_anti_entropy = Some(
+            now.monotonic
+                .saturating_add(Duration::from_millis(interval)),
+        );
+        if self.my_ranges.is_empty() || self.durability.is_poisoned() {
+            return;
+        }
+        self.ae_stats.rounds += 1;
+        let mut per_peer: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
+        let count = self
+            .config
+            .cluster
+            .anti_entropy_ranges_per_round
+            .min(self.my_ranges.len());
+        for _ in 0..count {
+            let slot = self.ae_cursor % self.my_ranges.len();
+            let sweep = self.ae_cursor / self.my_ranges.len();
+            self.ae_cursor = self.ae_cursor.wrapping_add(1);
+            let (range, peers) = &self.my_ranges[slot];
+            if peers.is_empty() {
+                continue;
+            }
+            let (range, peer) = (*range, peers[sweep % peers.len()]);
+            let root = self.tree_mut(range).root();
+            per_peer.entry(peer).or_default().push((range, root));
+            self.ae_stats.ranges_compared += 1;
+        }
+        for (peer, roots) in per_peer {
+            self.send(peer, Message::AeRoots { roots });
+        }
+    }
+
+    pub(super) fn on_ae_roots(&mut self, from: NodeId, roots: Vec<(u32, u64)>) {
+        for (range, root) in roots.into_iter().take(self.my_ranges.len().max(1)) {
+            let tree = self.tree_mut(range);
+            if tree.root() != root {
+                let leaves = tree.leaves().to_vec();
+                self.ae_stats.ranges_differing += 1;
+                self.send(from, Message::AeLeaves { range, leaves });
+            }
+        }
+    }
+
+    pub(super) fn on_ae_leaves(&mut self, from: NodeId, range: u32, leaves: Vec<u64>) {
+        if leaves.len() != LEAVES {
+            return; // malformed: ignore
+        }
+        let tree = self.tree_mut(range);
+        let differing = differing_leaves(tree.leaves(), &leaves);
+        let entries: Vec<(Bytes, u64)> = differing
+            .iter()
+            .flat_map(|&leaf| {
+                tree.leaf_entries(usize::from(leaf))
+                    .map(|(k, d)| (k.clone(), d))
+            })
+            .collect();
+        self.send(
+            from,
+            Message::AeDigests {
+                range,
+                leaves: differing,
+                entries,
+            },
+        );
+    }
+
+    pub(super) fn on_ae_digests(
+        &mut self,
+        from: NodeId,
+        range: u32,
+        leaves: Vec<u16>,
+        entries: Vec<(Bytes, u64)>,
+    ) {
+        let tree = self.tree_mut(range);
+        let mine: BTreeMap<Bytes, u64> = leaves
+            .iter()
+            .filter(|&&leaf| usize::from(leaf) < LEAVES)
+            .flat_map(|&leaf| {
+                tree.leaf_entries(usize::from(leaf))
+                    .map(|(k, d)| (k.clone(), d))
+            })
+            .collect();
+        let theirs: BTreeMap<Bytes, u64> = entries.into_iter().collect();
+        let (send, want) = plan_repair(&mine, &theirs);
+        let records = self.records_for(&send);
+        self.send(from, Message::AeRecords { records, want });
+    }
+
+    pub(super) fn on_ae_records(
+        &mut self,
+        from: NodeId,
+        records: Vec<(Bytes, Record)>,
+        want: Vec<Bytes>,
+    ) {
+        for (key, record) in records {
+            self.observe_record(Some(&record));
+            let before = self.tree_digest(&key);
+            if self
+                .apply(key.clone(), &record, AfterPersist::Nothing)
+                .is_ok()
+                && self.tree_digest(&key) != before
+            {
+                self.ae_stats.records_repaired += 1;
+            }
+        }
+        if !want.is_empty() {
+            let records = self.records_for(&want);
+            self.send(
+                from,
+                Message::AeRecords {
+                    records,
+                    want: Vec::new(),
+                },
+            );
+        }
+    }
+
+    fn tree_digest(&self, key: &Bytes) -> Option<u64> {
+        let range = self.ring.range_index_for_hash(Ring::key_hash(key))?;
+        self.trees.get(&range).and_then(|t| t.digest_of(key))
+    }
+
+    /// Local records of `keys`, at most the per-message limit (the rest wait for a later round).
+    fn records_for(&mut self, keys: &[Bytes]) -> Vec<(Bytes, Record)> {
+        let max = self.config.cluster.anti_entropy_records_per_message_max;
+        let mut records = Vec::new();
+        for key in keys.iter().take(max) {
+            if let Ok(Some(record)) = self.local_record(key) {
+                records.push((key.clone(), record));
+            }
+        }
+        self.ae_stats.records_sent += records.len() as u64;
+        records
+    }
+
+    /// Anti-entropy counters.
+    pub fn anti_entropy_stats(&self) -> &AntiEntropyStats {
+        &self.ae_stats
+    }
+}

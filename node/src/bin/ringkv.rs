@@ -1,0 +1,268 @@
+//! `ringkv`: the client and admin CLI.
+//!
+//! ```sh
+//! ringkv set greeting hello          # against 127.0.0.1:6380 (or --addr)
+//! ringkv get greeting
+//! ringkv kv-get greeting --level all # siblings, causal context, acks
+//! ringkv local-cluster --nodes 3     # three ringkv-node processes on loopback; Ctrl-C stops them
+//! ringkv admin status                # /health and /ring of a node (--http 127.0.0.1:9380)
+//! ```
+
+use clap::{Parser, Subcommand};
+use ringkv_node::local_cluster::{Cluster, ClusterPlan};
+use ringkv_node::resp::Reply;
+use ringkv_node::resp_client::{render, RespClient};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The ringkv client and admin tool.
+#[derive(Parser, Debug)]
+#[command(name = "ringkv", version)]
+struct Args {
+    /// A node's client (RESP) address.
+    #[arg(long, global = true, default_value = "127.0.0.1:6380")]
+    addr: String,
+    /// Client password, if the node requires one.
+    #[arg(long, global = true, env = "RINGKV_PASSWORD")]
+    password: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a key.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete keys.
+    Del {
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// Read a key with every sibling, its causal context and the replicas that answered.
+    KvGet {
+        /// The key.
+        key: String,
+        /// one, quorum, all, linearizable or a count.
+        #[arg(long)]
+        level: Option<String>,
+    },
+    /// Write a key at a level, optionally following a read's context.
+    KvPut {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// one, quorum, all, linearizable or a count.
+        #[arg(long)]
+        level: Option<String>,
+        /// A context from kv-get.
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Any command, as redis-cli would send it.
+    Raw {
+        /// The command and its arguments.
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Start N ringkv-node processes on loopback; Ctrl-C or SIGTERM stops them cleanly.
+    LocalCluster {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Directory for configs, logs and data.
+        #[arg(long, default_value = "ringkv-local")]
+        dir: PathBuf,
+        /// First client port (6380, 6381, ...; peers at +1000, admin HTTP at +3000); 0 picks
+        /// free ports.
+        #[arg(long, default_value_t = 6380)]
+        base_port: u16,
+        /// Replicas per key (default min(3, nodes)).
+        #[arg(long)]
+        n: Option<u8>,
+        /// The ringkv-node binary (default: next to this one).
+        #[arg(long)]
+        node_binary: Option<PathBuf>,
+    },
+    /// Administer a running node through its admin HTTP port.
+    Admin {
+        /// The node's admin HTTP address.
+        #[arg(long, default_value = "127.0.0.1:9380")]
+        http: String,
+        #[command(subcommand)]
+        action: AdminCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Health and ring of the node.
+    Status,
+    /// The ring as JSON.
+    Ring,
+    /// The Prometheus metrics.
+    Metrics,
+    /// Add a node to the ring (needs dynamic membership, not available yet).
+    Join,
+    /// Leave the ring (needs dynamic membership, not available yet).
+    Leave,
+    /// Remove a node from the ring (needs dynamic membership, not available yet).
+    Remove,
+    /// Repair (needs anti-entropy, not available yet).
+    Repair,
+}
+
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    let mut stream =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        Some((head, body)) => Err(format!("{}: {body}", head.lines().next().unwrap_or(""))),
+        None => Err("malformed HTTP response".to_string()),
+    }
+}
+
+fn run_command(args: &Args, command: Vec<String>) -> Result<bool, String> {
+    let mut client = RespClient::connect(&args.addr, Duration::from_secs(30))
+        .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    if let Some(password) = &args.password {
+        let reply = client
+            .command(&["AUTH", password.as_str()])
+            .map_err(|e| e.to_string())?;
+        if let Reply::Error(e) = reply {
+            return Err(e);
+        }
+    }
+    // RESP3 where the node offers it, so maps (KV.GET, KV.PUT) print as key => value.
+    let _ = client.command(&["HELLO", "3"]);
+    let reply = client.command(&command).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    render(&reply, 0, &mut out);
+    println!("{out}");
+    Ok(!matches!(reply, Reply::Error(_)))
+}
+
+fn local_cluster(plan: ClusterPlan) -> Result<bool, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let cluster = Cluster::start(&plan)?;
+    println!("press Ctrl-C (or send SIGTERM) to stop the cluster");
+    runtime.block_on(ringkv_node::server::termination_signal());
+    println!("stopping the cluster");
+    Ok(cluster.stop() == 0)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match &args.command {
+        Cmd::Get { key } => run_command(&args, vec!["GET".into(), key.clone()]),
+        Cmd::Set { key, value } => {
+            run_command(&args, vec!["SET".into(), key.clone(), value.clone()])
+        }
+        Cmd::Del { keys } => {
+            let mut command = vec!["DEL".to_string()];
+            command.extend(keys.iter().cloned());
+            run_command(&args, command)
+        }
+        Cmd::KvGet { key, level } => {
+            let mut command = vec!["KV.GET".to_string(), key.clone()];
+            if let Some(level) = level {
+                command.extend(["LEVEL".to_string(), level.clone()]);
+            }
+            run_command(&args, command)
+        }
+        Cmd::KvPut {
+            key,
+            value,
+            level,
+            context,
+        } => {
+            let mut command = vec!["KV.PUT".to_string(), key.clone(), value.clone()];
+            if let Some(level) = level {
+                command.extend(["LEVEL".to_string(), level.clone()]);
+            }
+            if let Some(context) = context {
+                command.extend(["CONTEXT".to_string(), context.clone()]);
+            }
+            run_command(&args, command)
+        }
+        Cmd::Raw { args: raw } => run_command(&args, raw.clone()),
+        Cmd::LocalCluster {
+            nodes,
+            dir,
+            base_port,
+            n,
+            node_binary,
+        } => {
+            let node_binary = node_binary.clone().unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("ringkv-node")))
+                    .unwrap_or_else(|| PathBuf::from("ringkv-node"))
+            });
+            if !(1..=16).contains(nodes) {
+                Err("--nodes must be between 1 and 16".to_string())
+            } else {
+                local_cluster(ClusterPlan {
+                    nodes: *nodes,
+                    dir: std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+                    base_port: *base_port,
+                    node_binary,
+                    n: *n,
+                })
+            }
+        }
+        Cmd::Admin { http, action } => match action {
+            AdminCmd::Status => http_get(http, "/health").and_then(|health| {
+                let ring = http_get(http, "/ring")?;
+                print!("{health}{ring}");
+                Ok(true)
+            }),
+            AdminCmd::Ring => http_get(http, "/ring").map(|body| {
+                print!("{body}");
+                true
+            }),
+            AdminCmd::Metrics => http_get(http, "/metrics").map(|body| {
+                print!("{body}");
+                true
+            }),
+            AdminCmd::Join | AdminCmd::Leave | AdminCmd::Remove | AdminCmd::Repair => Err(
+                "membership is static in this version (peers come from each node's \
+                 configuration); join/leave/remove/repair arrive with gossip and anti-entropy"
+                    .to_string(),
+            ),
+        },
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ringkv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

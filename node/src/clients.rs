@@ -1,0 +1,815 @@
+//! The Redis-protocol client interface: one task per connection, commands run in order (a
+//! pipeline keeps Redis's per-connection ordering, so a `SET` is visible to the `GET` after it),
+//! replies batched into one write per burst of input.
+//!
+//! Limits: `connections_max` (over it the client gets `-ERR max number of clients reached`),
+//! `request_bytes_max` and `arguments_max` per command (a protocol error: answered, then that
+//! connection closes), key and value sizes (refused by the core with a RESP error; the connection
+//! stays open). Input is read only while no complete command is buffered, so a pipelining
+//! client is throttled by TCP rather than by unbounded buffers.
+
+use crate::clock::Clock;
+use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
+use crate::config::Settings;
+use crate::driver::Input;
+use crate::metrics::{Level, Metrics, Operation, Outcome};
+use crate::resp::{parse_command, Reply, RequestLimits};
+use bytes::{Buf, Bytes, BytesMut};
+use ringkv_core::{
+    CausalContext, ClientReply, ClientRequest, ConflictMode, Consistency, RequestError,
+    WriteVersion,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Largest reply built for one command (MGET of many large values), so one request cannot make
+/// the node buffer an unbounded reply.
+const REPLY_BYTES_MAX: usize = 64 << 20;
+
+/// The Redis version reported to clients (some libraries gate features on it).
+pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+/// What every client connection shares.
+pub struct ClientShared {
+    /// Towards the driver.
+    pub inputs: mpsc::Sender<Input>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The node's configuration.
+    pub settings: Arc<Settings>,
+    /// The address actually bound for clients.
+    pub client_addr: SocketAddr,
+    /// The node's clock (uptime).
+    pub clock: Clock,
+    next_connection: AtomicU64,
+}
+
+impl ClientShared {
+    /// Shared state for the client listener.
+    pub fn new(
+        inputs: mpsc::Sender<Input>,
+        metrics: Arc<Metrics>,
+        settings: Arc<Settings>,
+        client_addr: SocketAddr,
+        clock: Clock,
+    ) -> Self {
+        ClientShared {
+            inputs,
+            metrics,
+            settings,
+            client_addr,
+            clock,
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            request_bytes_max: self.settings.limits.request_bytes_max,
+            arguments_max: self.settings.limits.arguments_max,
+            inline_bytes_max: 64 << 10,
+        }
+    }
+}
+
+/// Accepts client connections until `shutdown` flips, then waits (up to `grace`) for open
+/// connections to finish the command they are running.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<ClientShared>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(shared.settings.limits.connections_max));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly, keep serving.
+                        tracing::warn!(error = %e, "accepting a client connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    shared.metrics.connections_refused.inc();
+                    connections.spawn(refuse(stream));
+                    continue;
+                };
+                let shared = Arc::clone(&shared);
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    shared.metrics.connections_open.inc();
+                    shared.metrics.connections_total.inc();
+                    if let Err(e) = connection(stream, &shared, shutdown).await {
+                        tracing::debug!(%peer, error = %e, "client connection ended");
+                    }
+                    shared.metrics.connections_open.dec();
+                    drop(slot);
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+}
+
+/// Per-connection state.
+struct Session<'a> {
+    shared: &'a ClientShared,
+    id: u64,
+    protocol: u8,
+    authenticated: bool,
+    name: Option<Bytes>,
+}
+
+async fn connection(
+    stream: TcpStream,
+    shared: &ClientShared,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (mut reader, mut writer) = stream.into_split();
+    let limits = shared.limits();
+    let mut session = Session {
+        shared,
+        id: shared.next_connection.fetch_add(1, Ordering::Relaxed),
+        protocol: 2,
+        authenticated: shared.settings.password.is_none(),
+        name: None,
+    };
+    let mut input = BytesMut::with_capacity(16 << 10);
+    let mut output: Vec<u8> = Vec::with_capacity(16 << 10);
+    loop {
+        loop {
+            match parse_command(&input, &limits) {
+                Ok(Some((args, used))) => {
+                    input.advance(used);
+                    if args.is_empty() {
+                        continue;
+                    }
+                    shared.metrics.commands.inc();
+                    let (reply, close) = session.run(&args).await;
+                    reply.encode(session.protocol, &mut output);
+                    if close {
+                        writer.write_all(&output).await?;
+                        return Ok(());
+                    }
+                    if output.len() >= 64 << 10 {
+                        writer.write_all(&output).await?;
+                        output.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    shared.metrics.protocol_errors.inc();
+                    Reply::err(&e).encode(session.protocol, &mut output);
+                    writer.write_all(&output).await?;
+                    return Ok(());
+                }
+            }
+        }
+        if !output.is_empty() {
+            writer.write_all(&output).await?;
+            output.clear();
+        }
+        if input.capacity() - input.len() < 4096 {
+            input.reserve(16 << 10);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut input) => {
+                if read? == 0 {
+                    return Ok(());
+                }
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// The RESP error for a reply that is not a success.
+fn failure(reply: &ClientReply) -> Reply {
+    match reply {
+        ClientReply::Unavailable { acks, needed } => Reply::Error(format!(
+            "UNAVAILABLE only {acks} of {needed} replicas answered in time; nothing changed"
+        )),
+        ClientReply::Indeterminate { acks, needed } => Reply::Error(format!(
+            "INDETERMINATE only {acks} of {needed} replicas acknowledged durably in time; the \
+             write may or may not take effect"
+        )),
+        ClientReply::Rejected(e) => rejected(e),
+        ClientReply::Found { .. } | ClientReply::NotFound { .. } | ClientReply::Written { .. } => {
+            Reply::err("unexpected reply kind")
+        }
+    }
+}
+
+fn rejected(e: &RequestError) -> Reply {
+    match e {
+        RequestError::KeyTooLarge { bytes, max } => Reply::err(format!(
+            "key of {bytes} bytes refused: keys are 1 to {max} bytes (limits.key_bytes_max)"
+        )),
+        RequestError::ValueTooLarge { bytes, max } => Reply::err(format!(
+            "value of {bytes} bytes refused: at most {max} bytes (limits.value_bytes_max)"
+        )),
+        RequestError::InvalidConsistency => Reply::err(
+            "the consistency level asks for more replicas than the key has (replication.n)",
+        ),
+        RequestError::NoReplicas => Reply::Error("CLUSTERDOWN the ring has no members".into()),
+        RequestError::TooManySiblings { max } => Reply::Error(format!(
+            "CONFLICT the key would exceed {max} siblings: KV.GET it, resolve, and KV.PUT with \
+             its CONTEXT"
+        )),
+        RequestError::Busy => Reply::Error(
+            "BUSY the node is at limits.requests_in_flight_max; retry shortly".into(),
+        ),
+        RequestError::LinearizableNeedsLww => Reply::err(
+            "LEVEL linearizable needs replication.conflict = \"lww\"; this cluster uses vector clocks",
+        ),
+        RequestError::StorageUnavailable => Reply::err(
+            "storage unavailable on a replica (a failed fsync poisons a node until restarted)",
+        ),
+    }
+}
+
+fn version_text(version: &WriteVersion) -> String {
+    match version {
+        WriteVersion::Lww(v) => format!("lww:{}:{}:{:016x}", v.timestamp_micros, v.node.0, v.nonce),
+        WriteVersion::Dot(d) => format!("dot:{}:{}", d.actor.0, d.counter),
+    }
+}
+
+/// `*` and `?` wildcards, case-insensitive; linear backtracking to the last star, so hostile
+/// patterns cost O(pattern × text), never exponential time.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&text[t]) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+impl Session<'_> {
+    /// Runs one command: its reply, and whether to close the connection after it.
+    async fn run(&mut self, args: &[Bytes]) -> (Reply, bool) {
+        let command = match commands::parse(args) {
+            Ok(command) => command,
+            Err(reply) => return (reply, false),
+        };
+        if !self.authenticated && !command.allowed_before_auth() {
+            return (
+                Reply::Error("NOAUTH Authentication required.".to_string()),
+                false,
+            );
+        }
+        match command {
+            Command::Quit => (Reply::ok(), true),
+            command => (self.execute(command).await, false),
+        }
+    }
+
+    fn check_password(&mut self, user: Option<&Bytes>, password: &[u8]) -> Result<(), Reply> {
+        let Some(expected) = &self.shared.settings.password else {
+            return Err(Reply::err(
+                "AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            ));
+        };
+        let user_ok = user.is_none_or(|u| u.as_ref() == b"default");
+        // Compare without an early exit so timing does not reveal a matching prefix.
+        let matches = expected.len() == password.len()
+            && expected
+                .bytes()
+                .zip(password)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if user_ok && matches {
+            self.authenticated = true;
+            Ok(())
+        } else {
+            Err(Reply::Error(
+                "WRONGPASS invalid username-password pair or user is disabled.".to_string(),
+            ))
+        }
+    }
+
+    async fn execute(&mut self, command: Command) -> Reply {
+        match command {
+            Command::Ping(None) => Reply::Simple("PONG".to_string()),
+            Command::Ping(Some(message)) | Command::Echo(message) => Reply::Bulk(message),
+            Command::Hello {
+                protocol,
+                auth,
+                name,
+            } => {
+                if let Some((user, password)) = auth {
+                    if let Err(reply) = self.check_password(Some(&user), &password) {
+                        return reply;
+                    }
+                }
+                if !self.authenticated {
+                    return Reply::Error(
+                        "NOAUTH HELLO must be called with the client already authenticated, \
+                         otherwise the HELLO <proto> AUTH <user> <pass> option can be used to \
+                         authenticate the client and select the RESP protocol version at the \
+                         same time"
+                            .to_string(),
+                    );
+                }
+                if let Some(protocol) = protocol {
+                    self.protocol = protocol;
+                }
+                if name.is_some() {
+                    self.name = name;
+                }
+                self.hello()
+            }
+            Command::Auth { user, password } => match self.check_password(user.as_ref(), &password)
+            {
+                Ok(()) => Reply::ok(),
+                Err(reply) => reply,
+            },
+            Command::Reset => {
+                self.protocol = 2;
+                self.name = None;
+                self.authenticated = self.shared.settings.password.is_none();
+                Reply::Simple("RESET".to_string())
+            }
+            Command::Select(index) => {
+                if index.as_ref() == b"0" {
+                    Reply::ok()
+                } else {
+                    Reply::err("DB index is out of range (ringkv has one database, 0)")
+                }
+            }
+            Command::Get(key) => self.get(key).await,
+            Command::Set(key, value) => match self.set(key, value).await {
+                Ok(()) => Reply::ok(),
+                Err(reply) => reply,
+            },
+            Command::Del(keys) => {
+                let mut deleted = 0;
+                for key in keys {
+                    match self.delete_existing(key).await {
+                        Ok(true) => deleted += 1,
+                        Ok(false) => {}
+                        Err(reply) => return reply,
+                    }
+                }
+                Reply::Integer(deleted)
+            }
+            Command::Exists(keys) => {
+                let mut found = 0;
+                for key in keys {
+                    match self.read(key, None).await {
+                        Ok(ClientReply::Found { .. }) => found += 1,
+                        Ok(ClientReply::NotFound { .. }) => {}
+                        Ok(other) => return failure(&other),
+                        Err(reply) => return reply,
+                    }
+                }
+                Reply::Integer(found)
+            }
+            Command::MGet(keys) => {
+                let mut values = Vec::with_capacity(keys.len());
+                let mut reply_bytes = 0usize;
+                for key in keys {
+                    let value = self.get(key).await;
+                    if let Reply::Bulk(bytes) = &value {
+                        reply_bytes += bytes.len();
+                    }
+                    if reply_bytes > REPLY_BYTES_MAX {
+                        return Reply::err(format!(
+                            "MGET reply would exceed {REPLY_BYTES_MAX} bytes; ask for fewer keys"
+                        ));
+                    }
+                    values.push(value);
+                }
+                Reply::Array(values)
+            }
+            Command::MSet(pairs) => {
+                for (key, value) in pairs {
+                    if let Err(reply) = self.set(key, value).await {
+                        return reply;
+                    }
+                }
+                Reply::ok()
+            }
+            Command::Info(sections) => Reply::Verbatim(self.info(&sections)),
+            Command::DbSize => Reply::Integer(
+                i64::try_from(self.shared.metrics.storage_keys.get()).unwrap_or(i64::MAX),
+            ),
+            Command::ConfigGet(patterns) => self.config_get(&patterns),
+            Command::ConfigResetStat => Reply::ok(),
+            Command::Command(sub, args) => command_reply(sub.as_deref(), &args),
+            Command::ClientSetName(name) => {
+                self.name = Some(name);
+                Reply::ok()
+            }
+            Command::ClientGetName => match &self.name {
+                Some(name) => Reply::Bulk(name.clone()),
+                None => Reply::Null,
+            },
+            Command::ClientId => Reply::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
+            Command::ClientSetInfo => Reply::ok(),
+            Command::Quit => Reply::ok(),
+            Command::KvGet { key, level } => match self.read(key, level).await {
+                Ok(ClientReply::Found {
+                    values,
+                    context,
+                    acks,
+                }) => kv_read_reply(values, &context, acks),
+                Ok(ClientReply::NotFound { context, acks }) => {
+                    kv_read_reply(Vec::new(), &context, acks)
+                }
+                Ok(other) => failure(&other),
+                Err(reply) => reply,
+            },
+            Command::KvPut {
+                key,
+                value,
+                level,
+                context,
+            } => {
+                let body = ClientRequest::Put {
+                    key,
+                    value,
+                    context,
+                    consistency: level,
+                };
+                self.write(body, Operation::Put, level).await
+            }
+            Command::KvDel {
+                key,
+                level,
+                context,
+            } => {
+                let body = ClientRequest::Delete {
+                    key,
+                    context,
+                    consistency: level,
+                };
+                self.write(body, Operation::Delete, level).await
+            }
+        }
+    }
+
+    /// Sends one request to the driver and waits for its reply.
+    async fn request(
+        &self,
+        body: ClientRequest,
+        operation: Operation,
+        level: Option<Consistency>,
+    ) -> Result<ClientReply, Reply> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let stopwatch = Clock::stopwatch();
+        let gone = || Reply::err("the node is shutting down");
+        self.shared
+            .inputs
+            .send(Input::Client {
+                body,
+                reply: reply_tx,
+            })
+            .await
+            .map_err(|_| gone())?;
+        let reply = reply_rx.await.map_err(|_| gone())?;
+        let (outcome, acks) = match &reply {
+            ClientReply::Found { acks, .. } | ClientReply::Written { acks, .. } => {
+                (Outcome::Ok, *acks)
+            }
+            ClientReply::NotFound { acks, .. } => (Outcome::NotFound, *acks),
+            ClientReply::Unavailable { acks, .. } => (Outcome::Unavailable, *acks),
+            ClientReply::Indeterminate { acks, .. } => (Outcome::Indeterminate, *acks),
+            ClientReply::Rejected(_) => (Outcome::Rejected, 0),
+        };
+        self.shared.metrics.record_request(
+            operation,
+            Level::of(level),
+            outcome,
+            acks,
+            stopwatch.elapsed(),
+        );
+        Ok(reply)
+    }
+
+    async fn read(&self, key: Bytes, level: Option<Consistency>) -> Result<ClientReply, Reply> {
+        let body = ClientRequest::Get {
+            key,
+            consistency: level,
+        };
+        self.request(body, Operation::Get, level).await
+    }
+
+    async fn get(&self, key: Bytes) -> Reply {
+        match self.read(key, None).await {
+            Ok(ClientReply::Found { mut values, .. }) => match values.len() {
+                0 => Reply::Null,
+                1 => Reply::Bulk(values.swap_remove(0)),
+                n => Reply::Error(format!(
+                    "CONFLICT the key has {n} concurrent values: KV.GET shows them all, and \
+                     KV.PUT with its CONTEXT resolves them"
+                )),
+            },
+            Ok(ClientReply::NotFound { .. }) => Reply::Null,
+            Ok(other) => failure(&other),
+            Err(reply) => reply,
+        }
+    }
+
+    /// The context to overwrite a key with plain Redis semantics: in vector-clock mode a write
+    /// without the context of a read would become a sibling instead of replacing the value.
+    async fn overwrite_context(&self, key: &Bytes) -> Result<Option<CausalContext>, Reply> {
+        if self.shared.settings.cluster.conflict != ConflictMode::VectorClock {
+            return Ok(None);
+        }
+        match self.read(key.clone(), None).await? {
+            ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. } => {
+                Ok(Some(context))
+            }
+            other => Err(failure(&other)),
+        }
+    }
+
+    async fn set(&self, key: Bytes, value: Bytes) -> Result<(), Reply> {
+        let context = self.overwrite_context(&key).await?;
+        let body = ClientRequest::Put {
+            key,
+            value,
+            context,
+            consistency: None,
+        };
+        match self.request(body, Operation::Put, None).await? {
+            ClientReply::Written { .. } => Ok(()),
+            other => Err(failure(&other)),
+        }
+    }
+
+    /// Deletes `key` if a read finds it; reports whether it existed.
+    async fn delete_existing(&self, key: Bytes) -> Result<bool, Reply> {
+        let context = match self.read(key.clone(), None).await? {
+            ClientReply::Found { context, .. } => context,
+            ClientReply::NotFound { .. } => return Ok(false),
+            other => return Err(failure(&other)),
+        };
+        let body = ClientRequest::Delete {
+            key,
+            context: Some(context),
+            consistency: None,
+        };
+        match self.request(body, Operation::Delete, None).await? {
+            ClientReply::Written { .. } => Ok(true),
+            other => Err(failure(&other)),
+        }
+    }
+
+    async fn write(
+        &self,
+        body: ClientRequest,
+        operation: Operation,
+        level: Option<Consistency>,
+    ) -> Reply {
+        match self.request(body, operation, level).await {
+            Ok(ClientReply::Written { version, acks }) => Reply::Map(vec![
+                (Reply::text("version"), Reply::text(version_text(&version))),
+                (Reply::text("acks"), Reply::Integer(i64::from(acks))),
+            ]),
+            Ok(other) => failure(&other),
+            Err(reply) => reply,
+        }
+    }
+
+    fn hello(&self) -> Reply {
+        Reply::Map(vec![
+            (Reply::text("server"), Reply::text("redis")),
+            (Reply::text("version"), Reply::text(REDIS_COMPAT_VERSION)),
+            (
+                Reply::text("proto"),
+                Reply::Integer(i64::from(self.protocol)),
+            ),
+            (
+                Reply::text("id"),
+                Reply::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
+            ),
+            (Reply::text("mode"), Reply::text("standalone")),
+            (Reply::text("role"), Reply::text("master")),
+            (Reply::text("modules"), Reply::Array(Vec::new())),
+        ])
+    }
+
+    fn info(&self, sections: &[String]) -> String {
+        let settings = &self.shared.settings;
+        let metrics = &self.shared.metrics;
+        let wanted = |name: &str| {
+            sections.is_empty()
+                || sections
+                    .iter()
+                    .any(|s| s == name || s == "all" || s == "everything" || s == "default")
+        };
+        let mut out = String::new();
+        if wanted("server") {
+            out.push_str(&format!(
+                "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nringkv_version:{}\r\n\
+                 redis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\n\
+                 tcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::process::id(),
+                self.shared.client_addr.port(),
+                self.shared.clock.uptime().as_secs(),
+            ));
+        }
+        if wanted("clients") {
+            out.push_str(&format!(
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+                metrics.connections_open.get(),
+                settings.limits.connections_max
+            ));
+        }
+        if wanted("replication") {
+            let c = &settings.cluster;
+            out.push_str(&format!(
+                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nringkv_n:{}\r\n\
+                 ringkv_r:{}\r\nringkv_w:{}\r\nringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\r\n",
+                c.n,
+                c.r,
+                c.w,
+                match c.conflict {
+                    ConflictMode::Lww => "lww",
+                    ConflictMode::VectorClock => "vector-clock",
+                },
+                c.sloppy_quorum,
+            ));
+        }
+        if wanted("keyspace") {
+            out.push_str(&format!(
+                "# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n\r\n",
+                metrics.storage_keys.get()
+            ));
+        }
+        if wanted("ringkv") {
+            out.push_str(&format!(
+                "# ringkv\r\nnode_id:{}\r\ndatacenter:{}\r\nrack:{}\r\ncluster_name:{}\r\n\
+                 ring_members:{}\r\npeers_connected:{}\r\noperations_in_flight:{}\r\n\
+                 gets_ok:{}\r\nputs_ok:{}\r\nwrites_indeterminate:{}\r\nreads_unavailable:{}\r\n\
+                 storage_syncs:{}\r\nstorage_log_bytes:{}\r\npeer_messages_dropped:{}\r\n\r\n",
+                settings.node_id.0,
+                settings.location.datacenter,
+                settings.location.rack,
+                settings.cluster_name,
+                settings.peers.len() + 1,
+                metrics.peers_connected.get(),
+                metrics.operations_in_flight.get(),
+                metrics.requests(Operation::Get, Outcome::Ok),
+                metrics.requests(Operation::Put, Outcome::Ok),
+                metrics.requests(Operation::Put, Outcome::Indeterminate)
+                    + metrics.requests(Operation::Delete, Outcome::Indeterminate),
+                metrics.requests(Operation::Get, Outcome::Unavailable),
+                metrics.storage_syncs.get(),
+                metrics.storage_log_bytes.get(),
+                metrics.peer_messages_dropped.get(),
+            ));
+        }
+        out
+    }
+
+    fn config_get(&self, patterns: &[String]) -> Reply {
+        let settings = &self.shared.settings;
+        let parameters: Vec<(&str, String)> = vec![
+            ("appendonly", "yes".into()),
+            ("appendfsync", "always".into()),
+            ("save", String::new()),
+            ("databases", "1".into()),
+            ("maxmemory", "0".into()),
+            ("maxclients", settings.limits.connections_max.to_string()),
+            ("port", self.shared.client_addr.port().to_string()),
+            ("bind", self.shared.client_addr.ip().to_string()),
+            (
+                "proto-max-bulk-len",
+                settings.limits.request_bytes_max.to_string(),
+            ),
+            ("timeout", "0".into()),
+            ("cluster-enabled", "no".into()),
+        ];
+        let mut pairs = Vec::new();
+        for (name, value) in parameters {
+            if patterns
+                .iter()
+                .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
+            {
+                pairs.push((Reply::text(name), Reply::text(value)));
+            }
+        }
+        Reply::Map(pairs)
+    }
+}
+
+fn kv_read_reply(values: Vec<Bytes>, context: &CausalContext, acks: u8) -> Reply {
+    Reply::Map(vec![
+        (
+            Reply::text("values"),
+            Reply::Array(values.into_iter().map(Reply::Bulk).collect()),
+        ),
+        (Reply::text("context"), Reply::text(encode_context(context))),
+        (Reply::text("acks"), Reply::Integer(i64::from(acks))),
+    ])
+}
+
+fn command_info(entry: &commands::CommandSpec) -> Reply {
+    let (name, arity, flags, first, last, step) = *entry;
+    Reply::Array(vec![
+        Reply::text(name),
+        Reply::Integer(arity),
+        Reply::Array(
+            flags
+                .iter()
+                .map(|f| Reply::Simple((*f).to_string()))
+                .collect(),
+        ),
+        Reply::Integer(first),
+        Reply::Integer(last),
+        Reply::Integer(step),
+    ])
+}
+
+fn command_reply(sub: Option<&str>, args: &[Bytes]) -> Reply {
+    match sub {
+        None => Reply::Array(COMMAND_TABLE.iter().map(command_info).collect()),
+        Some("COUNT") => Reply::Integer(COMMAND_TABLE.len() as i64),
+        Some("LIST") => Reply::Array(COMMAND_TABLE.iter().map(|c| Reply::text(c.0)).collect()),
+        // Documentation is optional for clients (redis-cli uses it for hints only).
+        Some("DOCS") => Reply::Map(Vec::new()),
+        Some("INFO") => Reply::Array(
+            args.iter()
+                .map(|name| {
+                    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    COMMAND_TABLE
+                        .iter()
+                        .find(|c| c.0 == name)
+                        .map_or(Reply::Null, command_info)
+                })
+                .collect(),
+        ),
+        Some(other) => Reply::err(format!(
+            "unknown subcommand '{other}'. ringkv supports COMMAND, COMMAND COUNT, DOCS, INFO \
+             and LIST."
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*", b"save"));
+        assert!(glob_match(b"append*", b"appendonly"));
+        assert!(glob_match(b"SAVE", b"save"));
+        assert!(glob_match(b"s?ve", b"save"));
+        assert!(!glob_match(b"save", b"saves"));
+        assert!(glob_match(b"*fs*c", b"appendfsync"));
+        assert!(glob_match(&[b'*'; 5000], b""));
+        let mut hostile = vec![b'*'; 5000];
+        hostile.push(b'x');
+        assert!(!glob_match(&hostile, b"appendfsync"));
+    }
+}

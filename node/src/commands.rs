@@ -1,0 +1,534 @@
+//! Client commands: parsing a RESP argument list into a [`Command`] (pure, so it is tested as a
+//! table) and the encoding of causal contexts for the `KV.*` extensions.
+
+use crate::config::parse_consistency;
+use crate::resp::Reply;
+use bytes::Bytes;
+use ringkv_core::{codec, CausalContext, Consistency};
+
+/// A parsed client command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// `PING [message]`
+    Ping(Option<Bytes>),
+    /// `ECHO message`
+    Echo(Bytes),
+    /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`
+    Hello {
+        /// Requested protocol version.
+        protocol: Option<u8>,
+        /// `(username, password)`.
+        auth: Option<(Bytes, Bytes)>,
+        /// Client name.
+        name: Option<Bytes>,
+    },
+    /// `AUTH [username] password`
+    Auth {
+        /// Username (only `default` exists).
+        user: Option<Bytes>,
+        /// Password.
+        password: Bytes,
+    },
+    /// `SELECT index`
+    Select(Bytes),
+    /// `GET key`
+    Get(Bytes),
+    /// `SET key value` (no options)
+    Set(Bytes, Bytes),
+    /// `DEL key [key ...]`
+    Del(Vec<Bytes>),
+    /// `EXISTS key [key ...]`
+    Exists(Vec<Bytes>),
+    /// `MGET key [key ...]`
+    MGet(Vec<Bytes>),
+    /// `MSET key value [key value ...]`
+    MSet(Vec<(Bytes, Bytes)>),
+    /// `INFO [section ...]`
+    Info(Vec<String>),
+    /// `DBSIZE`
+    DbSize,
+    /// `CONFIG GET pattern [pattern ...]`
+    ConfigGet(Vec<String>),
+    /// `CONFIG RESETSTAT`
+    ConfigResetStat,
+    /// `COMMAND [COUNT | DOCS | INFO ... | LIST]`
+    Command(Option<String>, Vec<Bytes>),
+    /// `CLIENT SETNAME name`
+    ClientSetName(Bytes),
+    /// `CLIENT GETNAME`
+    ClientGetName,
+    /// `CLIENT ID`
+    ClientId,
+    /// `CLIENT SETINFO attribute value` (accepted and ignored, as for any client library)
+    ClientSetInfo,
+    /// `QUIT`
+    Quit,
+    /// `RESET`
+    Reset,
+    /// `KV.GET key [LEVEL one|quorum|all|linearizable|<count>]`
+    KvGet {
+        /// The key.
+        key: Bytes,
+        /// Level, or the cluster default.
+        level: Option<Consistency>,
+    },
+    /// `KV.PUT key value [LEVEL level] [CONTEXT ctx]`
+    KvPut {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Level, or the cluster default.
+        level: Option<Consistency>,
+        /// The context of the read this write follows.
+        context: Option<CausalContext>,
+    },
+    /// `KV.DEL key [LEVEL level] [CONTEXT ctx]`
+    KvDel {
+        /// The key.
+        key: Bytes,
+        /// Level, or the cluster default.
+        level: Option<Consistency>,
+        /// The context of the read this delete follows.
+        context: Option<CausalContext>,
+    },
+}
+
+impl Command {
+    /// True for commands allowed before `AUTH` when a password is set.
+    pub fn allowed_before_auth(&self) -> bool {
+        matches!(
+            self,
+            Command::Auth { .. } | Command::Hello { .. } | Command::Quit | Command::Reset
+        )
+    }
+}
+
+/// One row of [`COMMAND_TABLE`]: name, arity (Redis convention: negative = at least), flags,
+/// first key, last key, key step.
+pub type CommandSpec = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// The commands served, for `COMMAND`.
+pub const COMMAND_TABLE: &[CommandSpec] = &[
+    ("ping", -1, &["fast"], 0, 0, 0),
+    ("echo", 2, &["fast"], 0, 0, 0),
+    (
+        "hello",
+        -1,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    (
+        "auth",
+        -2,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    ("select", 2, &["loading", "stale", "fast"], 0, 0, 0),
+    ("get", 2, &["readonly", "fast"], 1, 1, 1),
+    ("set", -3, &["write", "denyoom"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("info", -1, &["loading", "stale"], 0, 0, 0),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    (
+        "config",
+        -2,
+        &["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+    ),
+    ("command", -1, &["loading", "stale"], 0, 0, 0),
+    (
+        "client",
+        -2,
+        &["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+    ),
+    ("quit", -1, &["fast", "no_auth"], 0, 0, 0),
+    ("reset", 1, &["fast", "no_auth"], 0, 0, 0),
+    ("kv.get", -2, &["readonly"], 1, 1, 1),
+    ("kv.put", -3, &["write", "denyoom"], 1, 1, 1),
+    ("kv.del", -2, &["write"], 1, 1, 1),
+];
+
+fn wrong_arity(name: &str) -> Reply {
+    Reply::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+fn upper(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).to_ascii_uppercase()
+}
+
+fn text(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).into_owned()
+}
+
+/// Parses an argument list (the first is the command name).
+pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err(Reply::err("empty command"));
+    };
+    let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let arity = |ok: bool| if ok { Ok(()) } else { Err(wrong_arity(&lower)) };
+    match lower.as_str() {
+        "ping" => {
+            arity(rest.len() <= 1)?;
+            Ok(Command::Ping(rest.first().cloned()))
+        }
+        "echo" => {
+            arity(rest.len() == 1)?;
+            Ok(Command::Echo(rest[0].clone()))
+        }
+        "hello" => parse_hello(rest),
+        "auth" => match rest {
+            [password] => Ok(Command::Auth {
+                user: None,
+                password: password.clone(),
+            }),
+            [user, password] => Ok(Command::Auth {
+                user: Some(user.clone()),
+                password: password.clone(),
+            }),
+            _ => Err(wrong_arity("auth")),
+        },
+        "select" => {
+            arity(rest.len() == 1)?;
+            Ok(Command::Select(rest[0].clone()))
+        }
+        "get" => {
+            arity(rest.len() == 1)?;
+            Ok(Command::Get(rest[0].clone()))
+        }
+        "set" => {
+            arity(rest.len() >= 2)?;
+            if let Some(option) = rest.get(2) {
+                return Err(Reply::err(format!(
+                    "SET option '{}' is not supported by ringkv (no expiry or conditional \
+                     writes); use plain SET key value, or KV.PUT with a CONTEXT",
+                    upper(option)
+                )));
+            }
+            Ok(Command::Set(rest[0].clone(), rest[1].clone()))
+        }
+        "del" | "unlink" => {
+            arity(!rest.is_empty())?;
+            Ok(Command::Del(rest.to_vec()))
+        }
+        "exists" => {
+            arity(!rest.is_empty())?;
+            Ok(Command::Exists(rest.to_vec()))
+        }
+        "mget" => {
+            arity(!rest.is_empty())?;
+            Ok(Command::MGet(rest.to_vec()))
+        }
+        "mset" => {
+            arity(!rest.is_empty() && rest.len().is_multiple_of(2))?;
+            Ok(Command::MSet(
+                rest.chunks_exact(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect(),
+            ))
+        }
+        "info" => Ok(Command::Info(
+            rest.iter().map(|s| text(s).to_ascii_lowercase()).collect(),
+        )),
+        "dbsize" => {
+            arity(rest.is_empty())?;
+            Ok(Command::DbSize)
+        }
+        "config" => {
+            arity(!rest.is_empty())?;
+            match upper(&rest[0]).as_str() {
+                "GET" => {
+                    if rest.len() < 2 {
+                        return Err(wrong_arity("config|get"));
+                    }
+                    Ok(Command::ConfigGet(
+                        rest[1..].iter().map(|s| text(s)).collect(),
+                    ))
+                }
+                "RESETSTAT" => Ok(Command::ConfigResetStat),
+                "SET" | "REWRITE" => Err(Reply::err(format!(
+                    "CONFIG {} is not supported by ringkv: change the configuration file and \
+                     restart the node",
+                    upper(&rest[0])
+                ))),
+                other => Err(Reply::err(format!(
+                    "unknown subcommand '{other}'. Try CONFIG GET."
+                ))),
+            }
+        }
+        "command" => Ok(Command::Command(
+            rest.first().map(|s| upper(s)),
+            rest.get(1..).unwrap_or_default().to_vec(),
+        )),
+        "client" => {
+            arity(!rest.is_empty())?;
+            match (upper(&rest[0]).as_str(), &rest[1..]) {
+                ("SETNAME", [name]) => {
+                    if name.iter().any(|b| *b <= b' ' || *b > b'~') {
+                        return Err(Reply::err(
+                            "Client names cannot contain spaces, newlines or special characters.",
+                        ));
+                    }
+                    Ok(Command::ClientSetName(name.clone()))
+                }
+                ("GETNAME", []) => Ok(Command::ClientGetName),
+                ("ID", []) => Ok(Command::ClientId),
+                ("SETINFO", [_, _]) => Ok(Command::ClientSetInfo),
+                ("SETNAME" | "GETNAME" | "ID" | "SETINFO", _) => Err(wrong_arity(&format!(
+                    "client|{}",
+                    text(&rest[0]).to_lowercase()
+                ))),
+                (other, _) => Err(Reply::err(format!(
+                    "unknown subcommand '{other}'. ringkv supports CLIENT SETNAME, GETNAME, \
+                     ID and SETINFO."
+                ))),
+            }
+        }
+        "quit" => Ok(Command::Quit),
+        "reset" => Ok(Command::Reset),
+        "kv.get" => {
+            arity(!rest.is_empty())?;
+            let options = parse_options(&rest[1..], false)?;
+            Ok(Command::KvGet {
+                key: rest[0].clone(),
+                level: options.level,
+            })
+        }
+        "kv.put" => {
+            arity(rest.len() >= 2)?;
+            let options = parse_options(&rest[2..], true)?;
+            Ok(Command::KvPut {
+                key: rest[0].clone(),
+                value: rest[1].clone(),
+                level: options.level,
+                context: options.context,
+            })
+        }
+        "kv.del" => {
+            arity(!rest.is_empty())?;
+            let options = parse_options(&rest[1..], true)?;
+            Ok(Command::KvDel {
+                key: rest[0].clone(),
+                level: options.level,
+                context: options.context,
+            })
+        }
+        _ => {
+            let preview: Vec<String> = rest
+                .iter()
+                .take(8)
+                .map(|a| format!("'{}'", text(a)))
+                .collect();
+            Err(Reply::err(format!(
+                "unknown command '{}', with args beginning with: {}",
+                text(name),
+                preview.join(" ")
+            )))
+        }
+    }
+}
+
+fn parse_hello(rest: &[Bytes]) -> Result<Command, Reply> {
+    let mut protocol = None;
+    let mut auth = None;
+    let mut name = None;
+    let mut i = 0;
+    if let Some(first) = rest.first() {
+        let version = text(first)
+            .parse::<i64>()
+            .map_err(|_| Reply::err("Protocol version is not an integer or out of range"))?;
+        if !(2..=3).contains(&version) {
+            return Err(Reply::Error(
+                "NOPROTO unsupported protocol version".to_string(),
+            ));
+        }
+        protocol = Some(if version == 3 { 3 } else { 2 });
+        i = 1;
+    }
+    while i < rest.len() {
+        match upper(&rest[i]).as_str() {
+            "AUTH" if i + 2 < rest.len() => {
+                auth = Some((rest[i + 1].clone(), rest[i + 2].clone()));
+                i += 3;
+            }
+            "SETNAME" if i + 1 < rest.len() => {
+                name = Some(rest[i + 1].clone());
+                i += 2;
+            }
+            other => {
+                return Err(Reply::err(format!(
+                    "Syntax error in HELLO option '{other}'"
+                )))
+            }
+        }
+    }
+    Ok(Command::Hello {
+        protocol,
+        auth,
+        name,
+    })
+}
+
+struct KvOptions {
+    level: Option<Consistency>,
+    context: Option<CausalContext>,
+}
+
+fn parse_options(rest: &[Bytes], context_allowed: bool) -> Result<KvOptions, Reply> {
+    let mut options = KvOptions {
+        level: None,
+        context: None,
+    };
+    let mut i = 0;
+    while i < rest.len() {
+        let option = upper(&rest[i]);
+        let Some(value) = rest.get(i + 1) else {
+            return Err(Reply::err(format!("option {option} needs a value")));
+        };
+        match option.as_str() {
+            "LEVEL" if options.level.is_none() => {
+                options.level = Some(parse_consistency(&text(value)).map_err(Reply::err)?);
+            }
+            "CONTEXT" if context_allowed && options.context.is_none() => {
+                options.context = Some(decode_context(value).map_err(Reply::err)?);
+            }
+            _ => {
+                return Err(Reply::err(format!(
+                    "unsupported or repeated option '{option}' (KV commands take LEVEL{})",
+                    if context_allowed { " and CONTEXT" } else { "" }
+                )))
+            }
+        }
+        i += 2;
+    }
+    Ok(options)
+}
+
+/// The opaque text form of a causal context: lowercase hex of its codec encoding.
+pub fn encode_context(context: &CausalContext) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    codec::encode(context)
+        .iter()
+        .flat_map(|b| {
+            [
+                HEX[usize::from(b >> 4)] as char,
+                HEX[usize::from(b & 15)] as char,
+            ]
+        })
+        .collect()
+}
+
+/// Parses a context produced by [`encode_context`].
+pub fn decode_context(text: &[u8]) -> Result<CausalContext, String> {
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    if !text.len().is_multiple_of(2) {
+        return Err("CONTEXT is not a context returned by KV.GET (odd length)".to_string());
+    }
+    let bytes = text
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| "CONTEXT is not a context returned by KV.GET (not hex)".to_string())?;
+    codec::decode(&bytes).map_err(|e| format!("CONTEXT is not a context returned by KV.GET ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_core::version::VersionVector;
+    use ringkv_core::NodeId;
+
+    fn cmd(parts: &[&str]) -> Result<Command, Reply> {
+        let args: Vec<Bytes> = parts
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect();
+        parse(&args)
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn error_text(result: Result<Command, Reply>) -> String {
+        match result {
+            Err(Reply::Error(text)) => text,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(cmd(&["ping"]), Ok(Command::Ping(None)));
+        assert_eq!(cmd(&["SET", "k", "v"]), Ok(Command::Set(b("k"), b("v"))));
+        assert_eq!(
+            cmd(&["mset", "a", "1", "b", "2"]),
+            Ok(Command::MSet(vec![(b("a"), b("1")), (b("b"), b("2"))]))
+        );
+        assert_eq!(
+            cmd(&["kv.get", "k", "level", "all"]),
+            Ok(Command::KvGet {
+                key: b("k"),
+                level: Some(Consistency::All)
+            })
+        );
+        assert_eq!(
+            cmd(&["HELLO", "3", "AUTH", "default", "pw", "SETNAME", "me"]),
+            Ok(Command::Hello {
+                protocol: Some(3),
+                auth: Some((b("default"), b("pw"))),
+                name: Some(b("me")),
+            })
+        );
+    }
+
+    #[test]
+    fn bad_commands_get_clear_errors() {
+        assert!(error_text(cmd(&["set", "k", "v", "NX"])).contains("'NX' is not supported"));
+        assert!(error_text(cmd(&["set", "k", "v", "EX", "10"])).contains("'EX'"));
+        assert!(error_text(cmd(&["get"])).contains("wrong number of arguments for 'get'"));
+        assert!(error_text(cmd(&["mset", "a"])).contains("wrong number"));
+        assert!(error_text(cmd(&["flushall"])).contains("unknown command 'flushall'"));
+        assert!(
+            error_text(cmd(&["kv.get", "k", "LEVEL", "local_quorum"])).contains("not supported")
+        );
+        assert!(error_text(cmd(&["kv.get", "k", "CONTEXT", "00"])).contains("CONTEXT"));
+        assert!(error_text(cmd(&["kv.put", "k", "v", "CONTEXT", "zz"])).contains("not hex"));
+        assert!(error_text(cmd(&["kv.put", "k", "v", "LEVEL"])).contains("needs a value"));
+        assert!(error_text(cmd(&["hello", "4"])).starts_with("NOPROTO"));
+        assert!(error_text(cmd(&["config", "set", "x", "y"])).contains("not supported"));
+    }
+
+    #[test]
+    fn contexts_round_trip_as_text() {
+        let mut clock = VersionVector::default();
+        clock.raise(NodeId(3), 7);
+        let context = CausalContext(clock);
+        let encoded = encode_context(&context);
+        assert_eq!(decode_context(encoded.as_bytes()), Ok(context.clone()));
+        assert_eq!(
+            decode_context(encoded.to_uppercase().as_bytes()),
+            Ok(context)
+        );
+        assert!(decode_context(b"abc").is_err());
+        assert!(decode_context(b"ffff").is_err());
+    }
+}

@@ -1,0 +1,698 @@
+//! Node configuration: a TOML file, overridden by flags, validated once into [`Settings`].
+//!
+//! Every error names the field as it is spelled in the file (`replication.w`, `peers[1].addr`),
+//! so an operator can find it. Unknown keys are refused rather than silently ignored.
+
+use ringkv_core::{ClusterConfig, ConflictMode, Consistency, NodeId, NodeLocation};
+use serde::Deserialize;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// Largest value the node accepts: a replication message must stay below the codec's limit.
+pub const VALUE_BYTES_LIMIT: usize = 8 << 20;
+
+/// The client port `--dev` and an unconfigured node listen on.
+pub const DEFAULT_CLIENT_LISTEN: &str = "127.0.0.1:6380";
+/// The peer port of an unconfigured node.
+pub const DEFAULT_PEER_LISTEN: &str = "127.0.0.1:7380";
+/// The admin HTTP port of an unconfigured node.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9380";
+/// The data directory of an unconfigured node, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "ringkv-data";
+
+/// A configuration problem, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingsError {
+    /// The field, as spelled in the TOML file.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+fn invalid<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, SettingsError> {
+    Err(SettingsError {
+        field: field.into(),
+        reason: reason.into(),
+    })
+}
+
+/// One peer as written in the file: `"2=127.0.0.1:7381"` or a table.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PeerSpec {
+    /// `id=host:port` (datacenter and rack default to this node's defaults).
+    Short(String),
+    /// `{ id = 2, addr = "...", datacenter = "...", rack = "..." }`.
+    Full(PeerTable),
+}
+
+/// A peer in table form.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTable {
+    /// Its node id.
+    pub id: u32,
+    /// Its peer address.
+    pub addr: String,
+    /// Its datacenter (default `dc1`).
+    pub datacenter: Option<String>,
+    /// Its rack (default `rack1`).
+    pub rack: Option<String>,
+    /// Its ring weight (default 1).
+    pub weight: Option<u32>,
+}
+
+/// `[replication]`: settings every node of the cluster must share.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationFile {
+    /// Replicas per key.
+    pub n: Option<u8>,
+    /// Default read quorum.
+    pub r: Option<u8>,
+    /// Default write quorum.
+    pub w: Option<u8>,
+    /// Default level for requests naming none: one, quorum, all or a number.
+    pub consistency: Option<String>,
+    /// `lww` or `vector-clock`.
+    pub conflict: Option<String>,
+    /// Allow fallback replicas when preferred ones are down.
+    pub sloppy_quorum: Option<bool>,
+    /// Coordinator deadline per request.
+    pub request_timeout_ms: Option<u64>,
+    /// Vnodes per unit of weight.
+    pub vnodes_per_node: Option<u32>,
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest key.
+    pub key_bytes_max: Option<usize>,
+    /// Largest value.
+    pub value_bytes_max: Option<usize>,
+    /// Largest client command, all arguments included.
+    pub request_bytes_max: Option<usize>,
+    /// Most arguments in one client command.
+    pub arguments_max: Option<usize>,
+    /// Most client connections at once.
+    pub connections_max: Option<usize>,
+    /// Most requests the node coordinates at once.
+    pub requests_in_flight_max: Option<usize>,
+    /// Most siblings per key (vector-clock mode).
+    pub siblings_max: Option<usize>,
+    /// Largest peer frame.
+    pub peer_frame_bytes_max: Option<usize>,
+    /// Messages queued per peer before further ones are dropped and counted.
+    pub peer_queue_messages_max: Option<usize>,
+}
+
+/// The TOML file, every field optional (flags and defaults fill the gaps).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// This node's id (unique in the cluster, stable for its lifetime).
+    pub node_id: Option<u32>,
+    /// This node's datacenter.
+    pub datacenter: Option<String>,
+    /// This node's rack.
+    pub rack: Option<String>,
+    /// This node's ring weight.
+    pub weight: Option<u32>,
+    /// Client (RESP) listen address.
+    pub client_listen: Option<String>,
+    /// Peer listen address.
+    pub peer_listen: Option<String>,
+    /// Admin HTTP listen address; `"off"` disables it.
+    pub http_listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Cluster name; peers of another cluster are refused.
+    pub cluster_name: Option<String>,
+    /// File holding the shared cluster secret (required when there are peers).
+    pub cluster_secret_file: Option<PathBuf>,
+    /// File holding the client password (`AUTH`); none means no password.
+    pub password_file: Option<PathBuf>,
+    /// The other members of the cluster (static membership).
+    #[serde(default)]
+    pub peers: Vec<PeerSpec>,
+    /// Replication defaults.
+    #[serde(default)]
+    pub replication: ReplicationFile,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file; errors name the file and the offending key.
+    pub fn load(path: &Path) -> Result<FileConfig, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
+            field: "--config".to_string(),
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::parse(&text).map_err(|e| SettingsError {
+            field: e.field,
+            reason: format!("{}: {}", path.display(), e.reason),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<FileConfig, SettingsError> {
+        toml::from_str(text).map_err(|e| SettingsError {
+            field: field_of_toml_error(&e),
+            reason: e.message().trim().to_string(),
+        })
+    }
+
+    /// The defaults of `ringkv-node --dev`: one node, n = r = w = 1, on loopback.
+    pub fn dev() -> FileConfig {
+        FileConfig {
+            node_id: Some(1),
+            replication: ReplicationFile {
+                n: Some(1),
+                r: Some(1),
+                w: Some(1),
+                ..ReplicationFile::default()
+            },
+            ..FileConfig::default()
+        }
+    }
+}
+
+/// Best effort: the dotted key path a toml error points at, from its span.
+fn field_of_toml_error(e: &toml::de::Error) -> String {
+    let message = e.message();
+    // "unknown field `x`, expected ..." and "missing field `x`" name the key themselves.
+    if let Some(start) = message.find('`') {
+        if let Some(len) = message[start + 1..].find('`') {
+            return message[start + 1..start + 1 + len].to_string();
+        }
+    }
+    "(file)".to_string()
+}
+
+/// A peer, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its id.
+    pub id: NodeId,
+    /// Its peer address (resolved at each connection attempt).
+    pub addr: String,
+    /// Its ring location.
+    pub location: NodeLocation,
+}
+
+/// Node-level limits (cluster-level ones live in [`ClusterConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest client command.
+    pub request_bytes_max: usize,
+    /// Most arguments in one client command.
+    pub arguments_max: usize,
+    /// Most client connections.
+    pub connections_max: usize,
+    /// Largest peer frame.
+    pub peer_frame_bytes_max: usize,
+    /// Messages queued per peer.
+    pub peer_queue_messages_max: usize,
+}
+
+/// A validated node configuration: everything the server needs to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its location.
+    pub location: NodeLocation,
+    /// Client listen address.
+    pub client_listen: SocketAddr,
+    /// Peer listen address.
+    pub peer_listen: SocketAddr,
+    /// Admin HTTP address, if enabled.
+    pub http_listen: Option<SocketAddr>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Shared secret for the peer handshake, if any peers.
+    pub cluster_secret: Option<Vec<u8>>,
+    /// Client password.
+    pub password: Option<String>,
+    /// The other members.
+    pub peers: Vec<Peer>,
+    /// Cluster-wide settings.
+    pub cluster: ClusterConfig,
+    /// Node-level limits.
+    pub limits: Limits,
+}
+
+/// Parses `one | quorum | all | linearizable | <count>`; other level names get an error naming what exists.
+pub fn parse_consistency(text: &str) -> Result<Consistency, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "one" => Ok(Consistency::One),
+        "quorum" => Ok(Consistency::Quorum),
+        "all" => Ok(Consistency::All),
+        "linearizable" => Ok(Consistency::Linearizable),
+        "local_quorum" => Err(format!(
+            "level `{text}` is not supported yet (use one, quorum, all, linearizable or a count)"
+        )),
+        other => match other.parse::<u8>() {
+            Ok(count) if count > 0 => Ok(Consistency::Count(count)),
+            _ => Err(format!(
+                "`{text}` is not a level (use one, quorum, all or a count of replicas)"
+            )),
+        },
+    }
+}
+
+/// Parses `lww | vector-clock`.
+pub fn parse_conflict(text: &str) -> Result<ConflictMode, String> {
+    match text {
+        "lww" => Ok(ConflictMode::Lww),
+        "vector-clock" | "vector_clock" => Ok(ConflictMode::VectorClock),
+        _ => Err(format!(
+            "`{text}` is not a conflict mode (use lww or vector-clock)"
+        )),
+    }
+}
+
+/// Parses `id=host:port`.
+pub fn parse_peer_short(text: &str) -> Result<(u32, String), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not id=host:port"))?;
+    let id = id
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("`{id}` is not a node id"))?;
+    Ok((id, addr.trim().to_string()))
+}
+
+fn resolve(field: &str, addr: &str) -> Result<SocketAddr, SettingsError> {
+    match addr.to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(a) => Ok(a),
+            None => invalid(field, format!("`{addr}` resolves to no address")),
+        },
+        Err(e) => invalid(field, format!("`{addr}` is not host:port ({e})")),
+    }
+}
+
+fn check_addr_syntax(field: &str, addr: &str) -> Result<(), SettingsError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => invalid(field, format!("`{addr}` is not host:port")),
+    }
+}
+
+fn read_secret(field: &str, path: &Path) -> Result<Vec<u8>, SettingsError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes.trim_ascii().to_vec()),
+        Err(e) => invalid(field, format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Names a core configuration field the way the TOML file spells it.
+fn core_field_path(field: &str) -> String {
+    match field {
+        "n"
+        | "r"
+        | "w"
+        | "consistency"
+        | "request_timeout_ms"
+        | "vnodes_per_node"
+        | "sloppy_quorum"
+        | "unsafe_ack_before_persist" => format!("replication.{field}"),
+        other => format!("limits.{other}"),
+    }
+}
+
+impl FileConfig {
+    /// Validates everything and builds [`Settings`]. Reads the secret and password files.
+    pub fn validate(&self) -> Result<Settings, SettingsError> {
+        let node_id = match self.node_id {
+            Some(id) => NodeId(id),
+            None => return invalid("node_id", "is required (or run with --dev)"),
+        };
+        let text_field = |field: &str, value: &Option<String>, default: &str| {
+            let value = value.clone().unwrap_or_else(|| default.to_string());
+            if value.is_empty()
+                || value.len() > 64
+                || !value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return invalid(field, "must be 1 to 64 letters, digits, '-', '_' or '.'");
+            }
+            Ok(value)
+        };
+        let datacenter = text_field("datacenter", &self.datacenter, "dc1")?;
+        let rack = text_field("rack", &self.rack, "rack1")?;
+        let cluster_name = text_field("cluster_name", &self.cluster_name, "ringkv")?;
+        let weight = self.weight.unwrap_or(1);
+        if !(1..=16).contains(&weight) {
+            return invalid("weight", "must be between 1 and 16");
+        }
+        let location = NodeLocation {
+            datacenter: datacenter.clone(),
+            rack: rack.clone(),
+            weight,
+        };
+        let client_listen = resolve(
+            "client_listen",
+            self.client_listen
+                .as_deref()
+                .unwrap_or(DEFAULT_CLIENT_LISTEN),
+        )?;
+        let peer_listen = resolve(
+            "peer_listen",
+            self.peer_listen.as_deref().unwrap_or(DEFAULT_PEER_LISTEN),
+        )?;
+        let http_listen = match self.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
+            "off" | "" => None,
+            addr => Some(resolve("http_listen", addr)?),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+
+        let mut peers: Vec<Peer> = Vec::new();
+        for (i, spec) in self.peers.iter().enumerate() {
+            let field = format!("peers[{i}]");
+            let (id, addr, dc, rack, weight) = match spec {
+                PeerSpec::Short(text) => {
+                    let (id, addr) = parse_peer_short(text).map_err(|reason| SettingsError {
+                        field: field.clone(),
+                        reason,
+                    })?;
+                    (id, addr, None, None, None)
+                }
+                PeerSpec::Full(t) => (
+                    t.id,
+                    t.addr.clone(),
+                    t.datacenter.clone(),
+                    t.rack.clone(),
+                    t.weight,
+                ),
+            };
+            check_addr_syntax(&format!("{field}.addr"), &addr)?;
+            if NodeId(id) == node_id {
+                return invalid(format!("{field}.id"), format!("{id} is this node's own id"));
+            }
+            if peers.iter().any(|p| p.id == NodeId(id)) {
+                return invalid(format!("{field}.id"), format!("node {id} is listed twice"));
+            }
+            let weight = weight.unwrap_or(1);
+            if !(1..=16).contains(&weight) {
+                return invalid(format!("{field}.weight"), "must be between 1 and 16");
+            }
+            peers.push(Peer {
+                id: NodeId(id),
+                addr,
+                location: NodeLocation {
+                    datacenter: text_field(&format!("{field}.datacenter"), &dc, "dc1")?,
+                    rack: text_field(&format!("{field}.rack"), &rack, "rack1")?,
+                    weight,
+                },
+            });
+        }
+        peers.sort_by_key(|p| p.id);
+
+        let cluster_secret = match (&self.cluster_secret_file, peers.is_empty()) {
+            (Some(path), _) => {
+                let secret = read_secret("cluster_secret_file", path)?;
+                if secret.len() < 16 {
+                    return invalid(
+                        "cluster_secret_file",
+                        "the secret must be at least 16 bytes (for example 32 random hex digits)",
+                    );
+                }
+                Some(secret)
+            }
+            (None, true) => None,
+            (None, false) => {
+                return invalid(
+                    "cluster_secret_file",
+                    "is required when peers are configured",
+                )
+            }
+        };
+        let password = match &self.password_file {
+            Some(path) => {
+                let bytes = read_secret("password_file", path)?;
+                match String::from_utf8(bytes) {
+                    Ok(p) if !p.is_empty() => Some(p),
+                    _ => return invalid("password_file", "must hold a non-empty UTF-8 password"),
+                }
+            }
+            None => None,
+        };
+
+        let cluster = self.cluster_config(peers.len() + 1)?;
+        let limits = self.limits(&cluster)?;
+        Ok(Settings {
+            node_id,
+            location,
+            client_listen,
+            peer_listen,
+            http_listen,
+            data_dir,
+            cluster_name,
+            cluster_secret,
+            password,
+            peers,
+            cluster,
+            limits,
+        })
+    }
+
+    fn cluster_config(&self, members: usize) -> Result<ClusterConfig, SettingsError> {
+        let rep = &self.replication;
+        let defaults = ClusterConfig::default();
+        let members_u8 = u8::try_from(members.min(16)).unwrap_or(16);
+        let n = rep.n.unwrap_or(defaults.n.min(members_u8));
+        if usize::from(n) > members {
+            return invalid(
+                "replication.n",
+                format!("n = {n} but the cluster has only {members} member(s)"),
+            );
+        }
+        let quorum = n / 2 + 1;
+        let consistency = match &rep.consistency {
+            Some(text) => Some(parse_consistency(text).map_err(|reason| SettingsError {
+                field: "replication.consistency".to_string(),
+                reason,
+            })?),
+            None => None,
+        };
+        let conflict = match &rep.conflict {
+            Some(text) => parse_conflict(text).map_err(|reason| SettingsError {
+                field: "replication.conflict".to_string(),
+                reason,
+            })?,
+            None => defaults.conflict,
+        };
+        let limits = &self.limits;
+        let config = ClusterConfig {
+            n,
+            r: rep.r.unwrap_or(quorum),
+            w: rep.w.unwrap_or(quorum),
+            consistency,
+            conflict,
+            vnodes_per_node: rep.vnodes_per_node.unwrap_or(defaults.vnodes_per_node),
+            request_timeout_ms: rep
+                .request_timeout_ms
+                .unwrap_or(defaults.request_timeout_ms),
+            key_bytes_max: limits.key_bytes_max.unwrap_or(defaults.key_bytes_max),
+            value_bytes_max: limits.value_bytes_max.unwrap_or(defaults.value_bytes_max),
+            siblings_max: limits.siblings_max.unwrap_or(defaults.siblings_max),
+            requests_in_flight_max: limits
+                .requests_in_flight_max
+                .unwrap_or(defaults.requests_in_flight_max),
+            sloppy_quorum: rep.sloppy_quorum.unwrap_or(defaults.sloppy_quorum),
+            ..defaults
+        };
+        config.validate().map_err(|e| SettingsError {
+            field: core_field_path(e.field),
+            reason: e.reason,
+        })?;
+        if config.value_bytes_max > VALUE_BYTES_LIMIT {
+            return invalid(
+                "limits.value_bytes_max",
+                format!("must be at most {VALUE_BYTES_LIMIT} (the peer message limit)"),
+            );
+        }
+        Ok(config)
+    }
+
+    fn limits(&self, cluster: &ClusterConfig) -> Result<Limits, SettingsError> {
+        let file = &self.limits;
+        let floor = cluster.value_bytes_max + cluster.key_bytes_max + 1024;
+        let request_bytes_max = file.request_bytes_max.unwrap_or((floor * 2).max(8 << 20));
+        if !(floor..=1 << 30).contains(&request_bytes_max) {
+            return invalid(
+                "limits.request_bytes_max",
+                format!("must be between {floor} (a largest key and value) and 1 GiB"),
+            );
+        }
+        let arguments_max = file.arguments_max.unwrap_or(1 << 16);
+        if !(3..=1 << 20).contains(&arguments_max) {
+            return invalid("limits.arguments_max", "must be between 3 and 1048576");
+        }
+        let connections_max = file.connections_max.unwrap_or(10_000);
+        if !(1..=1_000_000).contains(&connections_max) {
+            return invalid("limits.connections_max", "must be between 1 and 1000000");
+        }
+        let peer_floor = cluster.value_bytes_max * 2 + 4096;
+        let peer_frame_bytes_max = file
+            .peer_frame_bytes_max
+            .unwrap_or(ringkv_core::codec::MESSAGE_BYTES_MAX);
+        if !(peer_floor..=ringkv_core::codec::MESSAGE_BYTES_MAX).contains(&peer_frame_bytes_max) {
+            return invalid(
+                "limits.peer_frame_bytes_max",
+                format!(
+                    "must be between {peer_floor} and {}",
+                    ringkv_core::codec::MESSAGE_BYTES_MAX
+                ),
+            );
+        }
+        let peer_queue_messages_max = file.peer_queue_messages_max.unwrap_or(16_384);
+        if !(1..=1 << 20).contains(&peer_queue_messages_max) {
+            return invalid(
+                "limits.peer_queue_messages_max",
+                "must be between 1 and 1048576",
+            );
+        }
+        Ok(Limits {
+            request_bytes_max,
+            arguments_max,
+            connections_max,
+            peer_frame_bytes_max,
+            peer_queue_messages_max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(text: &str) -> String {
+        match FileConfig::parse(text).and_then(|f| f.validate()) {
+            Ok(_) => "(valid)".to_string(),
+            Err(e) => e.field,
+        }
+    }
+
+    #[test]
+    fn dev_defaults_are_valid() {
+        let settings = FileConfig::dev().validate().expect("valid");
+        assert_eq!(settings.cluster.n, 1);
+        assert_eq!(settings.client_listen.to_string(), DEFAULT_CLIENT_LISTEN);
+        assert!(settings.cluster_secret.is_none());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let text = format!(
+            r#"
+            node_id = 1
+            datacenter = "eu"
+            client_listen = "127.0.0.1:0"
+            cluster_secret_file = "{}"
+            peers = ["2=127.0.0.1:7002", {{ id = 3, addr = "localhost:7003", rack = "r2" }}]
+            [replication]
+            w = 3
+            conflict = "vector-clock"
+            consistency = "quorum"
+            [limits]
+            value_bytes_max = 4096
+            "#,
+            secret.display()
+        );
+        let settings = FileConfig::parse(&text)
+            .expect("parse")
+            .validate()
+            .expect("valid");
+        assert_eq!(settings.peers.len(), 2);
+        assert_eq!(settings.cluster.n, 3);
+        assert_eq!(settings.cluster.r, 2);
+        assert_eq!(settings.cluster.w, 3);
+        assert_eq!(settings.peers[1].location.rack, "r2");
+        assert_eq!(settings.cluster.conflict, ConflictMode::VectorClock);
+        assert_eq!(
+            settings.cluster_secret.as_deref().map(<[u8]>::len),
+            Some(32)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of("node_id = 1\nbogus = 2"), "bogus");
+        assert_eq!(field_of("datacenter = \"x\""), "node_id");
+        assert_eq!(
+            field_of("node_id = 1\n[replication]\nr = 3"),
+            "replication.r"
+        );
+        assert_eq!(
+            field_of("node_id = 1\n[replication]\nn = 1\nw = 2"),
+            "replication.w"
+        );
+        assert_eq!(
+            field_of("node_id = 1\n[replication]\nconsistency = \"local_quorum\""),
+            "replication.consistency"
+        );
+        assert_eq!(
+            field_of("node_id = 1\nclient_listen = \"nowhere\""),
+            "client_listen"
+        );
+        assert_eq!(
+            field_of("node_id = 1\npeers = [\"2=127.0.0.1:7002\"]"),
+            "cluster_secret_file"
+        );
+        assert_eq!(field_of("node_id = 1\npeers = [\"1=h:1\"]"), "peers[0].id");
+        assert_eq!(field_of("node_id = 1\npeers = [\"x\"]"), "peers[0]");
+        assert_eq!(
+            field_of("node_id = 1\n[limits]\nvalue_bytes_max = 0"),
+            "limits.value_bytes_max"
+        );
+        assert_eq!(
+            field_of("node_id = 1\n[limits]\nvalue_bytes_max = 33554432"),
+            "limits.value_bytes_max"
+        );
+        assert_eq!(
+            field_of("node_id = 1\n[replication]\nunknown = 1"),
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn levels_parse() {
+        assert_eq!(parse_consistency("QUORUM"), Ok(Consistency::Quorum));
+        assert_eq!(parse_consistency("2"), Ok(Consistency::Count(2)));
+        assert!(parse_consistency("0").is_err());
+        assert!(parse_consistency("local_quorum").is_err());
+        assert_eq!(
+            parse_consistency("linearizable"),
+            Ok(Consistency::Linearizable)
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! # ringkv node
+//!
+//! The production server: a thin tokio driver around the sans-IO [`ringkv_core::Node`]. The
+//! driver task owns the node and follows the core's one rule: feed one input, drain
+//! `poll_output` completely, sleep until `poll_timeout` or the next input. Everything else here
+//! is IO at the edges: the Redis-protocol client interface, the authenticated peer transport,
+//! the durable log storage, configuration and admin.
+
+#![deny(missing_docs)]
+
+pub mod clients;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod driver;
+pub mod http;
+pub mod local_cluster;
+pub mod metrics;
+pub mod peer;
+pub mod resp;
+pub mod resp_client;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,391 @@
+//! Counters and histograms shared by the driver, the connections and the admin endpoint, and
+//! their Prometheus text rendering. Plain atomics: recording never blocks.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A client operation, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// A read.
+    Get = 0,
+    /// A write of a value.
+    Put = 1,
+    /// A delete.
+    Delete = 2,
+}
+
+const OPERATIONS: [&str; 3] = ["get", "put", "delete"];
+
+/// The level a request named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// The cluster default.
+    Default = 0,
+    /// One replica.
+    One = 1,
+    /// A majority.
+    Quorum = 2,
+    /// All replicas.
+    All = 3,
+    /// An explicit count.
+    Count = 4,
+    /// Linearizable (two-phase majority).
+    Linearizable = 5,
+}
+
+const LEVELS: [&str; 6] = ["default", "one", "quorum", "all", "count", "linearizable"];
+
+impl Level {
+    /// The label of a request's level.
+    pub fn of(level: Option<ringkv_core::Consistency>) -> Level {
+        use ringkv_core::Consistency as C;
+        match level {
+            None => Level::Default,
+            Some(C::One) => Level::One,
+            Some(C::Quorum) => Level::Quorum,
+            Some(C::All) => Level::All,
+            Some(C::Count(_)) => Level::Count,
+            Some(C::Linearizable) => Level::Linearizable,
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Found / written.
+    Ok = 0,
+    /// A read found nothing.
+    NotFound = 1,
+    /// A read short of R.
+    Unavailable = 2,
+    /// A write short of W.
+    Indeterminate = 3,
+    /// Refused before any effect.
+    Rejected = 4,
+}
+
+const OUTCOMES: [&str; 5] = [
+    "ok",
+    "not_found",
+    "unavailable",
+    "indeterminate",
+    "rejected",
+];
+
+/// Upper bounds of the latency buckets, in microseconds.
+const LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let index = LATENCY_BUCKETS_MICROS
+            .iter()
+            .position(|&b| micros <= b)
+            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_MICROS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let seconds = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{seconds}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_MICROS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(
+            out,
+            "{name}_count{{{labels}}} {}",
+            self.count.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// A counter.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Sets (for gauges).
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    /// Subtracts one (for gauges).
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the node counts.
+#[derive(Default)]
+pub struct Metrics {
+    requests: [[[Counter; 5]; 6]; 3],
+    latency: [Histogram; 3],
+    replicas_acked: [Counter; 3],
+    /// Client connections open now.
+    pub connections_open: Counter,
+    /// Client connections accepted since start.
+    pub connections_total: Counter,
+    /// Client connections refused at `connections_max`.
+    pub connections_refused: Counter,
+    /// Client commands run.
+    pub commands: Counter,
+    /// Client connections closed for a protocol error.
+    pub protocol_errors: Counter,
+    /// Peer messages handed to a peer's queue.
+    pub peer_messages_sent: Counter,
+    /// Peer messages received and delivered to the node.
+    pub peer_messages_received: Counter,
+    /// Peer messages dropped because the peer's queue was full.
+    pub peer_messages_dropped: Counter,
+    /// Authenticated peer connections established (either direction).
+    pub peer_connections: Counter,
+    /// Peer connections refused (bad handshake, wrong secret or cluster).
+    pub peer_handshake_failures: Counter,
+    /// Peer connections closed for a bad frame (size, checksum, undecodable).
+    pub peer_frame_errors: Counter,
+    /// Outbound peer connections up now.
+    pub peers_connected: Counter,
+    /// Fsyncs of the log.
+    pub storage_syncs: Counter,
+    /// Fsync latency.
+    pub storage_sync_latency: Histogram,
+    /// Failed fsyncs (each poisons the node).
+    pub storage_sync_failures: Counter,
+    /// Keys held (gauge, published by the driver).
+    pub storage_keys: Counter,
+    /// Log bytes (gauge, published by the driver).
+    pub storage_log_bytes: Counter,
+    /// Operations the node has in flight (gauge).
+    pub operations_in_flight: Counter,
+    /// Replies that matched no live operation (from the core's stats).
+    pub stale_replies: Counter,
+    /// Ring members (gauge).
+    pub ring_members: Counter,
+}
+
+impl Metrics {
+    /// Records a finished client request.
+    pub fn record_request(
+        &self,
+        operation: Operation,
+        level: Level,
+        outcome: Outcome,
+        acks: u8,
+        elapsed: Duration,
+    ) {
+        self.requests[operation as usize][level as usize][outcome as usize].inc();
+        self.latency[operation as usize].record(elapsed);
+        self.replicas_acked[operation as usize].add(u64::from(acks));
+    }
+
+    /// Requests of one kind and outcome, over all levels (for INFO).
+    pub fn requests(&self, operation: Operation, outcome: Outcome) -> u64 {
+        self.requests[operation as usize]
+            .iter()
+            .map(|by_outcome| by_outcome[outcome as usize].get())
+            .sum()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, node: &str) -> String {
+        let mut out = String::new();
+        let l = format!("node=\"{node}\"");
+        out.push_str(
+            "# HELP ringkv_requests_total Client requests by operation, level and outcome.\n",
+        );
+        out.push_str("# TYPE ringkv_requests_total counter\n");
+        for (o, op) in OPERATIONS.iter().enumerate() {
+            for (v, level) in LEVELS.iter().enumerate() {
+                for (c, outcome) in OUTCOMES.iter().enumerate() {
+                    let n = self.requests[o][v][c].get();
+                    let _ = writeln!(
+                        out,
+                        "ringkv_requests_total{{{l},operation=\"{op}\",level=\"{level}\",outcome=\"{outcome}\"}} {n}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP ringkv_request_duration_seconds Client request latency.\n");
+        out.push_str("# TYPE ringkv_request_duration_seconds histogram\n");
+        for (o, op) in OPERATIONS.iter().enumerate() {
+            self.latency[o].render(
+                &mut out,
+                "ringkv_request_duration_seconds",
+                &format!("{l},operation=\"{op}\""),
+            );
+        }
+        out.push_str("# HELP ringkv_replicas_acked_total Replica answers counted in replies.\n");
+        out.push_str("# TYPE ringkv_replicas_acked_total counter\n");
+        for (o, op) in OPERATIONS.iter().enumerate() {
+            let n = self.replicas_acked[o].get();
+            let _ = writeln!(
+                out,
+                "ringkv_replicas_acked_total{{{l},operation=\"{op}\"}} {n}"
+            );
+        }
+        let simple: [(&str, &str, &str, &Counter); 19] = [
+            (
+                "ringkv_client_connections",
+                "gauge",
+                "Client connections open.",
+                &self.connections_open,
+            ),
+            (
+                "ringkv_client_connections_total",
+                "counter",
+                "Client connections accepted.",
+                &self.connections_total,
+            ),
+            (
+                "ringkv_client_connections_refused_total",
+                "counter",
+                "Client connections refused at the limit.",
+                &self.connections_refused,
+            ),
+            (
+                "ringkv_client_commands_total",
+                "counter",
+                "Client commands run.",
+                &self.commands,
+            ),
+            (
+                "ringkv_client_protocol_errors_total",
+                "counter",
+                "Client connections closed for a protocol error.",
+                &self.protocol_errors,
+            ),
+            (
+                "ringkv_peer_messages_sent_total",
+                "counter",
+                "Peer messages queued for sending.",
+                &self.peer_messages_sent,
+            ),
+            (
+                "ringkv_peer_messages_received_total",
+                "counter",
+                "Peer messages received.",
+                &self.peer_messages_received,
+            ),
+            (
+                "ringkv_peer_messages_dropped_total",
+                "counter",
+                "Peer messages dropped on a full queue.",
+                &self.peer_messages_dropped,
+            ),
+            (
+                "ringkv_peer_connections_total",
+                "counter",
+                "Authenticated peer connections.",
+                &self.peer_connections,
+            ),
+            (
+                "ringkv_peer_handshake_failures_total",
+                "counter",
+                "Peer connections refused at the handshake.",
+                &self.peer_handshake_failures,
+            ),
+            (
+                "ringkv_peer_frame_errors_total",
+                "counter",
+                "Peer connections closed for a bad frame.",
+                &self.peer_frame_errors,
+            ),
+            (
+                "ringkv_peers_connected",
+                "gauge",
+                "Outbound peer connections up.",
+                &self.peers_connected,
+            ),
+            (
+                "ringkv_storage_syncs_total",
+                "counter",
+                "Log fsyncs (group commits).",
+                &self.storage_syncs,
+            ),
+            (
+                "ringkv_storage_sync_failures_total",
+                "counter",
+                "Failed fsyncs.",
+                &self.storage_sync_failures,
+            ),
+            (
+                "ringkv_storage_keys",
+                "gauge",
+                "Keys held, tombstones included.",
+                &self.storage_keys,
+            ),
+            (
+                "ringkv_storage_log_bytes",
+                "gauge",
+                "Bytes in the log.",
+                &self.storage_log_bytes,
+            ),
+            (
+                "ringkv_operations_in_flight",
+                "gauge",
+                "Operations the node coordinates now.",
+                &self.operations_in_flight,
+            ),
+            (
+                "ringkv_stale_replies_total",
+                "counter",
+                "Replica replies that matched no live operation.",
+                &self.stale_replies,
+            ),
+            (
+                "ringkv_ring_members",
+                "gauge",
+                "Members of the ring.",
+                &self.ring_members,
+            ),
+        ];
+        for (name, kind, help, counter) in simple {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{l}}} {}",
+                counter.get()
+            );
+        }
+        out.push_str("# HELP ringkv_storage_sync_duration_seconds Fsync latency.\n");
+        out.push_str("# TYPE ringkv_storage_sync_duration_seconds histogram\n");
+        self.storage_sync_latency
+            .render(&mut out, "ringkv_storage_sync_duration_seconds", &l);
+        out
+    }
+}

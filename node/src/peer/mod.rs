@@ -1,0 +1,258 @@
+//! The peer transport: authenticated TCP between nodes.
+//!
+//! Each node dials every other member once and uses that connection only to send (so each pair
+//! of nodes has two connections, one per direction, and there is never a question of which of
+//! two simultaneous dials wins). Inbound connections only receive. Every connection starts with
+//! the mutual handshake ([`handshake`]); after it, each frame ([`frame`]) carries one message
+//! encoded by the core's codec. A bad frame or undecodable message closes that connection only.
+//!
+//! Outbound queues are bounded (`limits.peer_queue_messages_max`); the driver drops and counts a
+//! message for a full queue. Reconnects back off exponentially with jitter.
+
+pub mod frame;
+pub mod handshake;
+
+use crate::config::Peer;
+use crate::driver::Input;
+use crate::metrics::Metrics;
+use frame::{encode_frame, read_frame, FrameError};
+use handshake::PeerAuth;
+use rand::{Rng, SeedableRng};
+use ringkv_core::{codec, Message, NodeId};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+/// Per peer, the signal that wakes its outbound task from backoff.
+pub type WakeSignals = std::collections::BTreeMap<NodeId, Arc<Notify>>;
+
+/// Time allowed for a connection attempt and for a handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Bytes of frames gathered before one write.
+const WRITE_BATCH_BYTES: usize = 256 << 10;
+/// Inbound peer connections (handshaking or established) at once.
+const INBOUND_CONNECTIONS_MAX: usize = 256;
+
+/// Exponential backoff with "equal jitter": the delay is uniform in [d/2, d].
+struct Backoff {
+    next: Duration,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: BACKOFF_MIN,
+            rng: rand_chacha::ChaCha8Rng::from_entropy(),
+        }
+    }
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+    fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        let half = d / 2;
+        half + Duration::from_micros(
+            self.rng
+                .gen_range(0..=u64::try_from(half.as_micros()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+/// Runs the sending side towards one peer until its queue's senders are gone. Each successful
+/// connection is reported on `events` (the server prints when every peer has been reached).
+pub async fn outbound(
+    peer: Peer,
+    auth: Arc<PeerAuth>,
+    mut queue: mpsc::Receiver<Message>,
+    metrics: Arc<Metrics>,
+    connected: Arc<AtomicBool>,
+    events: mpsc::UnboundedSender<NodeId>,
+    wake: Arc<Notify>,
+) {
+    let mut backoff = Backoff::new();
+    let mut failures = 0u32;
+    loop {
+        match connect(&peer, &auth).await {
+            Ok(stream) => {
+                backoff.reset();
+                failures = 0;
+                metrics.peer_connections.inc();
+                metrics.peers_connected.inc();
+                connected.store(true, Ordering::Relaxed);
+                let _ = events.send(peer.id);
+                tracing::info!(peer = %peer.id, addr = %peer.addr, "connected to peer");
+                let result = pump(stream, &mut queue).await;
+                metrics.peers_connected.dec();
+                connected.store(false, Ordering::Relaxed);
+                match result {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.id, error = %e, "peer connection lost; reconnecting")
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                // The first failures are routine while a cluster starts; keep the log readable.
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(peer = %peer.id, addr = %peer.addr, attempts = failures, error = %e, "cannot reach peer");
+                }
+                if queue.is_closed() {
+                    return;
+                }
+            }
+        }
+        // A peer that just connected to us is back: dial it now instead of after the backoff.
+        tokio::select! {
+            () = tokio::time::sleep(backoff.delay()) => {}
+            () = wake.notified() => backoff.reset(),
+        }
+    }
+}
+
+async fn connect(peer: &Peer, auth: &PeerAuth) -> Result<TcpStream, String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(&peer.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        handshake::dial(&mut stream, auth, peer.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(stream)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// Sends queued messages until the queue closes (`Ok`) or the connection fails.
+async fn pump(mut stream: TcpStream, queue: &mut mpsc::Receiver<Message>) -> std::io::Result<()> {
+    let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+    loop {
+        let Some(message) = queue.recv().await else {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        };
+        encode_frame(&codec::encode_message(&message), &mut batch);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(message) => encode_frame(&codec::encode_message(&message), &mut batch),
+                Err(_) => break,
+            }
+        }
+        stream.write_all(&batch).await?;
+        batch.clear();
+    }
+}
+
+/// Accepts peer connections until `shutdown` flips.
+pub async fn serve(
+    listener: TcpListener,
+    auth: Arc<PeerAuth>,
+    inputs: mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
+    frame_bytes_max: usize,
+    wake: Arc<WakeSignals>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, addr) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%addr, "too many peer connections; refused");
+            continue;
+        };
+        let (auth, inputs, metrics) = (Arc::clone(&auth), inputs.clone(), Arc::clone(&metrics));
+        let wake = Arc::clone(&wake);
+        tokio::spawn(async move {
+            inbound(
+                stream,
+                addr,
+                &auth,
+                inputs,
+                &metrics,
+                frame_bytes_max,
+                &wake,
+            )
+            .await;
+            drop(slot);
+        });
+    }
+}
+
+async fn inbound(
+    mut stream: TcpStream,
+    addr: std::net::SocketAddr,
+    auth: &PeerAuth,
+    inputs: mpsc::Sender<Input>,
+    metrics: &Metrics,
+    frame_bytes_max: usize,
+    wake: &WakeSignals,
+) {
+    let _ = stream.set_nodelay(true);
+    let from: NodeId =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, auth)).await {
+            Ok(Ok(from)) => from,
+            Ok(Err(e)) => {
+                metrics.peer_handshake_failures.inc();
+                tracing::warn!(%addr, error = %e, "peer connection refused");
+                return;
+            }
+            Err(_) => {
+                metrics.peer_handshake_failures.inc();
+                tracing::warn!(%addr, "peer connection refused: handshake timed out");
+                return;
+            }
+        };
+    metrics.peer_connections.inc();
+    tracing::info!(peer = %from, %addr, "peer connected");
+    if let Some(signal) = wake.get(&from) {
+        signal.notify_one();
+    }
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    loop {
+        let payload = match read_frame(&mut reader, frame_bytes_max).await {
+            Ok(payload) => payload,
+            Err(FrameError::Closed) => {
+                tracing::info!(peer = %from, "peer disconnected");
+                return;
+            }
+            Err(e) => {
+                metrics.peer_frame_errors.inc();
+                tracing::warn!(peer = %from, error = %e, "bad frame from peer; connection closed");
+                return;
+            }
+        };
+        let message = match codec::decode_message(&payload) {
+            Ok(message) => message,
+            Err(e) => {
+                metrics.peer_frame_errors.inc();
+                tracing::warn!(peer = %from, error = %e, "undecodable message from peer; connection closed");
+                return;
+            }
+        };
+        if inputs.send(Input::Peer { from, message }).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The Redis serialization protocol (RESP2, and RESP3 replies after `HELLO 3`).
+//!
+//! The request parser is incremental (it reports "need more bytes" until a whole command has
+//! arrived), bounded (every length is checked against [`RequestLimits`] before anything is
+//! allocated) and total: malformed input is a [`ProtocolError`], never a panic. The reply side
+//! encodes [`Reply`] values and, for the `ringkv` CLI and tests, parses them back.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// Bounds on one request, checked while parsing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Largest whole command (all of its bytes, headers included).
+    pub request_bytes_max: usize,
+    /// Most arguments in one command.
+    pub arguments_max: usize,
+    /// Longest inline command line (a command typed without RESP framing).
+    pub inline_bytes_max: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            request_bytes_max: 8 << 20,
+            arguments_max: 1 << 16,
+            inline_bytes_max: 64 << 10,
+        }
+    }
+}
+
+/// Input that is not a valid command. After one, the connection cannot find the next command
+/// boundary, so the server answers the error and closes that connection (as Redis does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Protocol error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+fn error<T>(why: impl Into<String>) -> Result<T, ProtocolError> {
+    Err(ProtocolError(why.into()))
+}
+
+/// The position just past the next CRLF-terminated line starting at `at`, and the line itself;
+/// `None` if the line is not complete yet. Lines longer than `max` are an error.
+fn line(buf: &[u8], at: usize, max: usize) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    let rest = &buf[at.min(buf.len())..];
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            if nl > max {
+                return error("line too long");
+            }
+            if nl == 0 || rest[nl - 1] != b'\r' {
+                return error("line not terminated by CRLF");
+            }
+            Ok(Some((&rest[..nl - 1], at + nl + 1)))
+        }
+        None if rest.len() > max => error("line too long"),
+        None => Ok(None),
+    }
+}
+
+/// Parses a decimal integer of a length header.
+fn number(digits: &[u8], what: &str) -> Result<i64, ProtocolError> {
+    let text = std::str::from_utf8(digits).map_err(|_| ProtocolError(format!("invalid {what}")))?;
+    if text.is_empty() || text.len() > 19 {
+        return error(format!("invalid {what}"));
+    }
+    text.parse::<i64>()
+        .map_err(|_| ProtocolError(format!("invalid {what}")))
+}
+
+/// Longest length header line we accept (`*` or `$` plus digits).
+const HEADER_LINE_MAX: usize = 32;
+
+/// Parses one command from the front of `buf`: `Ok(Some((arguments, bytes consumed)))`,
+/// `Ok(None)` if more bytes are needed, or an error. An empty inline line yields an empty
+/// argument list (to be skipped by the caller).
+pub fn parse_command(
+    buf: &[u8],
+    limits: &RequestLimits,
+) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first != b'*' {
+        return parse_inline(buf, limits);
+    }
+    let Some((header, mut at)) = line(buf, 1, HEADER_LINE_MAX)? else {
+        return Ok(None);
+    };
+    let count = number(header, "multibulk length")?;
+    if count <= 0 {
+        // `*0` and `*-1` are empty commands: nothing to run.
+        return Ok(Some((Vec::new(), at)));
+    }
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    if count > limits.arguments_max {
+        return error(format!(
+            "too many arguments in one command ({count} > {})",
+            limits.arguments_max
+        ));
+    }
+    // Arguments are at least 4 bytes each ("$0\r\n\r\n" is 6), so this bounds the allocation.
+    let mut arguments = Vec::with_capacity(count.min(buf.len() / 4 + 1));
+    for _ in 0..count {
+        match buf.get(at) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(&other) => {
+                return error(format!("expected '$', got '{}'", char::from(other)));
+            }
+        }
+        let Some((header, start)) = line(buf, at + 1, HEADER_LINE_MAX)? else {
+            return Ok(None);
+        };
+        let len = number(header, "bulk length")?;
+        let len =
+            usize::try_from(len).map_err(|_| ProtocolError("invalid bulk length".to_string()))?;
+        let end = start
+            .checked_add(len)
+            .filter(|&end| end.saturating_add(2) <= limits.request_bytes_max)
+            .ok_or_else(|| {
+                ProtocolError(format!(
+                    "request larger than {} bytes",
+                    limits.request_bytes_max
+                ))
+            })?;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return error("bulk string not terminated by CRLF");
+        }
+        arguments.push(Bytes::copy_from_slice(&buf[start..end]));
+        at = end + 2;
+    }
+    Ok(Some((arguments, at)))
+}
+
+/// A command typed as a plain line (`PING\r\n`), split on whitespace with simple quoting.
+fn parse_inline(
+    buf: &[u8],
+    limits: &RequestLimits,
+) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+    let rest = &buf[..buf.len().min(limits.inline_bytes_max + 1)];
+    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.inline_bytes_max {
+            return error("too big inline request");
+        }
+        return Ok(None);
+    };
+    let text = &buf[..nl];
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let arguments = split_inline(text)?;
+    if arguments.len() > limits.arguments_max {
+        return error("too many arguments in one command");
+    }
+    Ok(Some((arguments, nl + 1)))
+}
+
+fn split_inline(text: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut arguments = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        while i < text.len() && text[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == text.len() {
+            break;
+        }
+        let mut word = Vec::new();
+        if text[i] == b'"' || text[i] == b'\'' {
+            let quote = text[i];
+            i += 1;
+            loop {
+                match text.get(i) {
+                    None => return error("unbalanced quotes in request"),
+                    Some(&c) if c == quote => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') if quote == b'"' && i + 1 < text.len() => {
+                        word.push(text[i + 1]);
+                        i += 2;
+                    }
+                    Some(&c) => {
+                        word.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            if text.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                return error("closing quote must be followed by a space");
+            }
+        } else {
+            while i < text.len() && !text[i].is_ascii_whitespace() {
+                word.push(text[i]);
+                i += 1;
+            }
+        }
+        arguments.push(Bytes::from(word));
+    }
+    Ok(arguments)
+}
+
+/// One reply value. Encoded per the connection's protocol version: RESP3 types degrade to
+/// their RESP2 forms (a map becomes a flat array, null becomes a null bulk string).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// `+OK`
+    Simple(String),
+    /// `-ERR ...` (the text includes the error code).
+    Error(String),
+    /// `:42`
+    Integer(i64),
+    /// `$5\r\nhello`
+    Bulk(Bytes),
+    /// Null (`$-1` in RESP2, `_` in RESP3).
+    Null,
+    /// `*n`
+    Array(Vec<Reply>),
+    /// `%n` in RESP3; a flat array of alternating keys and values in RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// `=` verbatim text in RESP3 (INFO); a bulk string in RESP2.
+    Verbatim(String),
+}
+
+impl Reply {
+    /// `+OK`.
+    pub fn ok() -> Reply {
+        Reply::Simple("OK".to_string())
+    }
+
+    /// An error with the generic `ERR` code.
+    pub fn err(text: impl fmt::Display) -> Reply {
+        Reply::Error(format!("ERR {text}"))
+    }
+
+    /// A bulk string from text.
+    pub fn text(text: impl Into<String>) -> Reply {
+        Reply::Bulk(Bytes::from(text.into()))
+    }
+
+    /// Appends the encoding of this reply for protocol `version` (2 or 3).
+    pub fn encode(&self, version: u8, out: &mut Vec<u8>) {
+        match self {
+            Reply::Simple(s) => {
+                out.push(b'+');
+                out.extend(
+                    s.bytes()
+                        .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+                );
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Error(s) => {
+                out.push(b'-');
+                out.extend(
+                    s.bytes()
+                        .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+                );
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Integer(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
+            Reply::Bulk(b) => {
+                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Null if version >= 3 => out.extend_from_slice(b"_\r\n"),
+            Reply::Null => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Array(items) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    item.encode(version, out);
+                }
+            }
+            Reply::Map(pairs) => {
+                if version >= 3 {
+                    out.extend_from_slice(format!("%{}\r\n", pairs.len()).as_bytes());
+                } else {
+                    out.extend_from_slice(format!("*{}\r\n", pairs.len() * 2).as_bytes());
+                }
+                for (k, v) in pairs {
+                    k.encode(version, out);
+                    v.encode(version, out);
+                }
+            }
+            Reply::Verbatim(text) if version >= 3 => {
+                out.extend_from_slice(format!("={}\r\ntxt:", text.len() + 4).as_bytes());
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Verbatim(text) => Reply::Bulk(Bytes::from(text.clone())).encode(version, out),
+        }
+    }
+}
+
+/// Largest reply the client-side parser accepts in one value.
+const REPLY_BYTES_MAX: usize = 512 << 20;
+/// Deepest nesting the client-side parser accepts.
+const REPLY_DEPTH_MAX: usize = 16;
+
+/// Parses one reply from the front of `buf` (client side: the `ringkv` CLI and tests).
+/// RESP3 types are mapped onto [`Reply`]; `Ok(None)` means more bytes are needed.
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
+    parse_reply_at(buf, 0, 0)
+}
+
+fn parse_reply_at(
+    buf: &[u8],
+    at: usize,
+    depth: usize,
+) -> Result<Option<(Reply, usize)>, ProtocolError> {
+    if depth > REPLY_DEPTH_MAX {
+        return error("reply nested too deeply");
+    }
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some((header, next)) = line(buf, at + 1, REPLY_BYTES_MAX)? else {
+        return Ok(None);
+    };
+    let text = || String::from_utf8_lossy(header).into_owned();
+    match kind {
+        b'+' => Ok(Some((Reply::Simple(text()), next))),
+        b'-' => Ok(Some((Reply::Error(text()), next))),
+        b':' => Ok(Some((Reply::Integer(number(header, "integer")?), next))),
+        b'_' => Ok(Some((Reply::Null, next))),
+        b'#' | b',' => Ok(Some((Reply::Simple(text()), next))),
+        b'$' | b'=' | b'!' => {
+            let len = number(header, "bulk length")?;
+            if len < 0 {
+                return Ok(Some((Reply::Null, next)));
+            }
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            if len > REPLY_BYTES_MAX {
+                return error("reply too large");
+            }
+            if buf.len() < next + len + 2 {
+                return Ok(None);
+            }
+            let body = Bytes::copy_from_slice(&buf[next..next + len]);
+            let reply = match kind {
+                b'!' => Reply::Error(String::from_utf8_lossy(&body).into_owned()),
+                b'=' => Reply::Verbatim(
+                    String::from_utf8_lossy(body.get(4..).unwrap_or(&[])).into_owned(),
+                ),
+                _ => Reply::Bulk(body),
+            };
+            Ok(Some((reply, next + len + 2)))
+        }
+        b'*' | b'~' | b'>' | b'%' => {
+            let count = number(header, "aggregate length")?;
+            if count < 0 {
+                return Ok(Some((Reply::Null, next)));
+            }
+            let count = usize::try_from(count).unwrap_or(usize::MAX);
+            let elements = if kind == b'%' {
+                count.saturating_mul(2)
+            } else {
+                count
+            };
+            if elements > buf.len() {
+                // Every element needs at least one byte; a longer claim needs more input (or is
+                // a lie, which the size bound below eventually catches).
+                if buf.len() > REPLY_BYTES_MAX {
+                    return error("reply too large");
+                }
+                return Ok(None);
+            }
+            let mut items = Vec::with_capacity(elements);
+            let mut at = next;
+            for _ in 0..elements {
+                let Some((item, end)) = parse_reply_at(buf, at, depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                at = end;
+            }
+            let reply = if kind == b'%' {
+                let mut pairs = Vec::with_capacity(count);
+                let mut iter = items.into_iter();
+                while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+                    pairs.push((k, v));
+                }
+                Reply::Map(pairs)
+            } else {
+                Reply::Array(items)
+            };
+            Ok(Some((reply, at)))
+        }
+        other => error(format!("unknown reply type '{}'", char::from(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(parts: &[&str]) -> Vec<Bytes> {
+        parts
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect()
+    }
+
+    fn parse(buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+        parse_command(buf, &RequestLimits::default())
+    }
+
+    #[test]
+    fn parses_a_command_delivered_one_byte_at_a_time() {
+        let frame = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n";
+        for cut in 0..frame.len() {
+            assert_eq!(parse(&frame[..cut]), Ok(None), "prefix {cut}");
+        }
+        assert_eq!(
+            parse(frame),
+            Ok(Some((args(&["SET", "k", "hello"]), frame.len())))
+        );
+        let mut two = frame.to_vec();
+        two.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            parse(&two),
+            Ok(Some((args(&["SET", "k", "hello"]), frame.len())))
+        );
+    }
+
+    #[test]
+    fn parses_inline_commands() {
+        assert_eq!(parse(b"PING\r\n"), Ok(Some((args(&["PING"]), 6))));
+        assert_eq!(
+            parse(b"set k \"a b\"\n"),
+            Ok(Some((args(&["set", "k", "a b"]), 12)))
+        );
+        assert_eq!(parse(b"\r\n"), Ok(Some((Vec::new(), 2))));
+        assert_eq!(parse(b"PIN"), Ok(None));
+        assert!(parse(b"set k \"unbalanced\r\n").is_err());
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        for bad in [
+            &b"*x\r\n"[..],
+            b"*1\r\n:5\r\n",
+            b"*1\r\n$-5\r\n",
+            b"*1\r\n$abc\r\n",
+            b"*1\r\n$3\r\nabcde\r\n",
+            b"*1\n",
+            b"*99999999999999999999999\r\n",
+            b"*1\r\n$99999999999999999999\r\n",
+        ] {
+            assert!(
+                parse(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_before_allocating() {
+        let limits = RequestLimits {
+            request_bytes_max: 100,
+            arguments_max: 4,
+            inline_bytes_max: 16,
+        };
+        assert!(parse_command(b"*5\r\n", &limits).is_err());
+        assert!(parse_command(b"*1\r\n$200\r\n", &limits).is_err());
+        assert!(parse_command(b"*1\r\n$9223372036854775807\r\n", &limits).is_err());
+        assert!(parse_command(&[b'a'; 17], &limits).is_err());
+        assert!(parse_command(b"*2000000000\r\n", &RequestLimits::default()).is_err());
+        // A huge but allowed count does not allocate up front.
+        assert_eq!(
+            parse_command(b"*65536\r\n", &RequestLimits::default()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let alphabet = b"*$:+-\r\n0123456789abc";
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..40);
+            let buf: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let _ = parse(&buf);
+            let _ = parse_reply(&buf);
+        }
+    }
+
+    #[test]
+    fn replies_round_trip_in_both_versions() {
+        let reply = Reply::Array(vec![
+            Reply::ok(),
+            Reply::err("boom"),
+            Reply::Integer(-3),
+            Reply::text("bulk"),
+            Reply::Null,
+            Reply::Map(vec![(Reply::text("k"), Reply::Integer(1))]),
+        ]);
+        let mut v3 = Vec::new();
+        reply.encode(3, &mut v3);
+        assert_eq!(parse_reply(&v3), Ok(Some((reply.clone(), v3.len()))));
+        let mut v2 = Vec::new();
+        reply.encode(2, &mut v2);
+        let (parsed, used) = parse_reply(&v2).expect("ok").expect("complete");
+        assert_eq!(used, v2.len());
+        let Reply::Array(items) = parsed else {
+            panic!("not an array")
+        };
+        assert_eq!(
+            items[5],
+            Reply::Array(vec![Reply::text("k"), Reply::Integer(1)])
+        );
+        for cut in 0..v3.len() {
+            assert_eq!(parse_reply(&v3[..cut]), Ok(None));
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Wiring: opens storage, builds the ring and the node, binds the listeners, starts the driver,
+//! the client, peer and admin servers, and shuts them down in order.
+//!
+//! Shutdown order: stop accepting; let each client connection finish the command it is running
+//! (up to the request timeout); tell the driver to finish what is in flight; final fsync; exit.
+
+use crate::clients::{self, ClientShared};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::driver::{Driver, Input, PeerQueues, INPUT_QUEUE_MAX};
+use crate::http::{self, AdminState};
+use crate::metrics::Metrics;
+use crate::peer::{self, handshake::PeerAuth};
+use crate::storage::LogStorage;
+use rand::RngCore;
+use ringkv_core::{Node, NodeConfig, NodeId, Ring};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// The line prefix printed (on stdout) once the client port accepts connections; tests and
+/// scripts wait for it.
+pub const LISTENING_CLIENTS: &str = "listening for clients (RESP) on";
+
+async fn bind(field: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (`{field}`): {e}"))
+}
+
+/// The line printed once the node has connected to every configured peer.
+pub const PEERS_REACHED: &str = "connected to all peers";
+
+/// Builds the ring every member computes identically: all members added in id order.
+pub fn build_ring(settings: &Settings) -> Result<Ring, String> {
+    let mut members: Vec<(NodeId, ringkv_core::NodeLocation)> = settings
+        .peers
+        .iter()
+        .map(|p| (p.id, p.location.clone()))
+        .collect();
+    members.push((settings.node_id, settings.location.clone()));
+    members.sort_by_key(|(id, _)| *id);
+    let mut ring = Ring::new(settings.cluster.vnodes_per_node);
+    for (id, location) in members {
+        ring.add_node(id, location)
+            .map_err(|e| format!("cannot build the ring: {e}"))?;
+    }
+    Ok(ring)
+}
+
+/// Runs a node until `stop` resolves, then shuts it down gracefully.
+pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(), String> {
+    let settings = Arc::new(settings);
+    let clock = Clock::start();
+    let metrics = Arc::new(Metrics::default());
+
+    let storage = LogStorage::open(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot open the data directory {} (`data_dir`): {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let recovery = storage.recovery().clone();
+    tracing::info!(
+        node = %settings.node_id,
+        dir = %settings.data_dir.display(),
+        entries = recovery.entries,
+        keys = recovery.keys,
+        torn_bytes = recovery.torn_bytes,
+        compacted = recovery.compacted,
+        "storage recovered"
+    );
+    let ring = build_ring(&settings)?;
+    metrics.ring_members.set(ring.len() as u64);
+    let node = Node::new(
+        NodeConfig {
+            id: settings.node_id,
+            cluster: settings.cluster.clone(),
+            rng_seed: rand::rngs::OsRng.next_u64(),
+        },
+        ring.clone(),
+        storage,
+    )
+    .map_err(|e| format!("invalid configuration: {e}"))?;
+
+    let client_listener = bind("client_listen", settings.client_listen).await?;
+    let client_addr = client_listener
+        .local_addr()
+        .map_err(|e| format!("client listener: {e}"))?;
+    let peer_listener = match &settings.cluster_secret {
+        Some(_) => Some(bind("peer_listen", settings.peer_listen).await?),
+        None => None,
+    };
+    let http_listener = match settings.http_listen {
+        Some(addr) => Some(bind("http_listen", addr).await?),
+        None => None,
+    };
+
+    let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let mut queues = PeerQueues::new();
+    let mut connected = BTreeMap::new();
+    let auth = settings.cluster_secret.as_ref().map(|secret| {
+        Arc::new(PeerAuth {
+            node_id: settings.node_id,
+            cluster_name: settings.cluster_name.clone(),
+            secret: secret.clone(),
+            members: settings.peers.iter().map(|p| p.id).collect(),
+        })
+    });
+    let (reached_tx, mut reached_rx) = mpsc::unbounded_channel();
+    let mut wake = peer::WakeSignals::new();
+    if let Some(auth) = &auth {
+        for peer in &settings.peers {
+            let (tx, rx) = mpsc::channel(settings.limits.peer_queue_messages_max);
+            let flag = Arc::new(AtomicBool::new(false));
+            queues.insert(peer.id, tx);
+            connected.insert(peer.id, Arc::clone(&flag));
+            let signal = Arc::new(tokio::sync::Notify::new());
+            wake.insert(peer.id, Arc::clone(&signal));
+            tokio::spawn(peer::outbound(
+                peer.clone(),
+                Arc::clone(auth),
+                rx,
+                Arc::clone(&metrics),
+                flag,
+                reached_tx.clone(),
+                signal,
+            ));
+        }
+    }
+
+    let request_timeout = settings.cluster.request_timeout();
+    let driver = tokio::spawn(
+        Driver::new(
+            node,
+            clock,
+            inputs_rx,
+            queues,
+            Arc::clone(&metrics),
+            request_timeout,
+        )
+        .run(),
+    );
+
+    let mut peer_addr = None;
+    if let (Some(listener), Some(auth)) = (peer_listener, &auth) {
+        peer_addr = listener.local_addr().ok();
+        tokio::spawn(peer::serve(
+            listener,
+            Arc::clone(auth),
+            inputs_tx.clone(),
+            Arc::clone(&metrics),
+            settings.limits.peer_frame_bytes_max,
+            Arc::new(wake),
+            shutdown_rx.clone(),
+        ));
+    }
+    let mut http_addr = None;
+    if let Some(listener) = http_listener {
+        http_addr = listener.local_addr().ok();
+        let state = Arc::new(AdminState {
+            node_id: settings.node_id,
+            metrics: Arc::clone(&metrics),
+            ring,
+            connected,
+        });
+        tokio::spawn(http::serve(listener, state, shutdown_rx.clone()));
+    }
+
+    let shared = Arc::new(ClientShared::new(
+        inputs_tx.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&settings),
+        client_addr,
+        clock,
+    ));
+    let clients = tokio::spawn(clients::serve(
+        client_listener,
+        shared,
+        shutdown_rx.clone(),
+        request_timeout + Duration::from_secs(1),
+    ));
+
+    let id = settings.node_id;
+    if let Some(addr) = peer_addr {
+        println!("ringkv-node {id} listening for peers on {addr}");
+    }
+    if let Some(addr) = http_addr {
+        println!("ringkv-node {id} admin HTTP (/health, /metrics, /ring) on http://{addr}");
+    }
+    println!("ringkv-node {id} {LISTENING_CLIENTS} {client_addr}");
+    tracing::info!(node = %id, %client_addr, members = settings.peers.len() + 1, "node started");
+    drop(reached_tx);
+    let peers_total = settings.peers.len();
+    if peers_total > 0 {
+        // One line once every peer has been reached, for operators and for scripts waiting on a
+        // whole cluster (each node prints it once its outbound connections are all up).
+        tokio::spawn(async move {
+            let mut reached = std::collections::BTreeSet::new();
+            while let Some(peer) = reached_rx.recv().await {
+                reached.insert(peer);
+                if reached.len() == peers_total {
+                    println!("ringkv-node {id} {PEERS_REACHED} ({peers_total})");
+                    return;
+                }
+            }
+        });
+    }
+
+    stop.await;
+    tracing::info!(node = %id, "shutting down: no new connections; finishing requests in flight");
+    let _ = shutdown_tx.send(true);
+    let _ = clients.await;
+    let _ = inputs_tx.send(Input::Shutdown).await;
+    let storage = driver
+        .await
+        .map_err(|e| format!("the driver task failed: {e}"))?;
+    match storage.poisoned() {
+        Some(why) => {
+            tracing::error!(node = %id, reason = %why, "stopped with poisoned storage");
+            Err(format!("storage poisoned: {why}"))
+        }
+        None => {
+            tracing::info!(node = %id, keys = storage.keys(), "stopped cleanly; storage synced");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
