@@ -13,14 +13,16 @@
 //!
 //! The same reductions as the depth-first search apply inside a closure: a legal
 //! state-preserving operation is linearized without trying alternatives, and an indeterminate
-//! operation is not linearized when that leaves the state unchanged or when linearizing it
-//! instead of the indeterminate operation just before reaches the same state.
+//! operation is not linearized when that leaves the state unchanged, when linearizing it
+//! instead of the indeterminate operation just before reaches the same state, when nothing left
+//! can observe what it writes, or when an identical earlier one is still unlinearized.
 
 use crate::fxhash::hash_one;
 use crate::history::History;
 use crate::memo::Memo;
 use crate::model::Model;
 use crate::search::Progress;
+use crate::value_tracker::{ValueIds, NO_VALUE};
 
 const NONE: u32 = u32::MAX;
 
@@ -32,11 +34,16 @@ pub struct FrontierFailure {
     pub culprit: usize,
     /// Its return time.
     pub return_time: u64,
+    /// If some ways to fit it were dropped because they left a later read with no write of its
+    /// value to see: the earliest such read (history index), the likely real culprit.
+    pub starved_read: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Node<S> {
     state: S,
+    /// The register value id of `state` (register-like models only).
+    value: u32,
     /// Offset of the node's set in `scratch`.
     offset: usize,
     /// State before the last operation, if that operation was indeterminate.
@@ -59,12 +66,17 @@ pub struct FrontierSearch<'a, M: Model> {
     slot_op: Vec<u32>,
     free_slots: Vec<u32>,
     words: usize,
-    /// The frontier: one set of `words` words per state.
+    /// The frontier: one set of `words` words per state (and value id).
     sets: Vec<u64>,
     states: Vec<M::State>,
+    values: Vec<u32>,
     /// The frontier being built for the current return event.
     next_sets: Vec<u64>,
     next_states: Vec<M::State>,
+    next_values: Vec<u32>,
+    /// Register-like models: value ids, with readers and writers counted down as operations
+    /// return, so a configuration that leaves a future read without a writer is dropped.
+    value_ids: Option<ValueIds>,
     /// Index of the next frontier configuration to expand for the current return event.
     config_cursor: usize,
     seen: Memo<M::State>,
@@ -75,6 +87,8 @@ pub struct FrontierSearch<'a, M: Model> {
     steps: u64,
     finished: Option<Progress>,
     failure: Option<FrontierFailure>,
+    /// A value some configuration of the current event was dropped for (see `orphaned`).
+    orphaned_value: std::cell::Cell<u32>,
 }
 
 impl<'a, M: Model> FrontierSearch<'a, M> {
@@ -120,6 +134,8 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
             }
         }
         let words = pending_max.div_ceil(64).max(1);
+        let value_ids = ValueIds::new(model, history, &ops);
+        let initial_value = value_ids.as_ref().map_or(NO_VALUE, |ids| ids.initial);
         Self {
             model,
             history,
@@ -134,8 +150,11 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
             words,
             sets: vec![0; words],
             states: vec![model.init()],
+            values: vec![initial_value],
             next_sets: Vec::new(),
             next_states: Vec::new(),
+            next_values: Vec::new(),
+            value_ids,
             config_cursor: 0,
             seen: Memo::new(words),
             visited: Memo::new(words),
@@ -145,6 +164,7 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
             steps: 0,
             finished: None,
             failure: None,
+            orphaned_value: std::cell::Cell::new(NO_VALUE),
         }
     }
 
@@ -203,10 +223,12 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
             }
             // A return: expand the frontier configurations one by one.
             if self.config_cursor == 0 {
+                self.orphaned_value.set(NO_VALUE);
                 self.seen.clear();
                 self.visited.clear();
                 self.next_sets.clear();
                 self.next_states.clear();
+                self.next_values.clear();
             }
             while self.config_cursor < self.states.len() || !self.stack.is_empty() {
                 if self.steps - start >= budget {
@@ -226,21 +248,41 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
             self.config_cursor = 0;
             std::mem::swap(&mut self.sets, &mut self.next_sets);
             std::mem::swap(&mut self.states, &mut self.next_states);
+            std::mem::swap(&mut self.values, &mut self.next_values);
+            if let Some(ids) = &mut self.value_ids {
+                // It is linearized in every configuration now.
+                let (read, write) = (ids.op_read[local], ids.op_write[local]);
+                if read != NO_VALUE {
+                    ids.readers[read as usize] -= 1;
+                }
+                if write != NO_VALUE {
+                    ids.writers[write as usize] -= 1;
+                }
+                ids.inert -= u32::from(ids.op_inert[local]);
+            }
             let slot = self.slot_of[local];
             self.slot_op[slot as usize] = NONE;
             self.free_slots.push(slot);
             self.next_event += 1;
             if self.states.is_empty() {
+                let starved_read = self.earliest_reader_left(self.orphaned_value.get());
                 self.failure = Some(FrontierFailure {
                     culprit: self.ops[local],
                     return_time: time,
+                    starved_read,
                 });
                 return Progress::NotLinearizable;
             }
         }
     }
 
-    fn add_next(&mut self, state: M::State, set_offset: usize, clear_slot: u32) -> bool {
+    fn add_next(
+        &mut self,
+        state: M::State,
+        value: u32,
+        set_offset: usize,
+        clear_slot: u32,
+    ) -> bool {
         let words = self.words;
         let mut set = [0u64; 4];
         let set: &mut [u64] = if words <= 4 {
@@ -248,22 +290,30 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
             &mut set[..words]
         } else {
             // Rare (more than 256 operations pending at once): take the slow path.
-            return self.add_next_wide(state, set_offset, clear_slot);
+            return self.add_next_wide(state, value, set_offset, clear_slot);
         };
         set[clear_slot as usize / 64] &= !(1u64 << (clear_slot % 64));
         if self.seen.insert(hash_one(&set), set, state) {
             self.next_sets.extend_from_slice(set);
             self.next_states.push(state);
+            self.next_values.push(value);
         }
         self.seen.len() <= self.entries_max
     }
 
-    fn add_next_wide(&mut self, state: M::State, set_offset: usize, clear_slot: u32) -> bool {
+    fn add_next_wide(
+        &mut self,
+        state: M::State,
+        value: u32,
+        set_offset: usize,
+        clear_slot: u32,
+    ) -> bool {
         let mut set = self.scratch[set_offset..set_offset + self.words].to_vec();
         set[clear_slot as usize / 64] &= !(1u64 << (clear_slot % 64));
         if self.seen.insert(hash_one(&set), &set, state) {
             self.next_sets.extend_from_slice(&set);
             self.next_states.push(state);
+            self.next_values.push(value);
         }
         self.seen.len() <= self.entries_max
     }
@@ -272,6 +322,7 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
     fn push_node(
         &mut self,
         state: M::State,
+        value: u32,
         parent_offset: usize,
         add_slot: u32,
         before: Option<M::State>,
@@ -285,6 +336,7 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
         if self.visited.insert(hash_one(&set), set, state) {
             self.stack.push(Node {
                 state,
+                value,
                 offset,
                 before_indeterminate: before,
             });
@@ -294,19 +346,121 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
         self.visited.len() <= self.entries_max
     }
 
+    /// The register value after local operation `local` takes effect on `value`.
+    fn value_after(&self, value: u32, local: usize) -> u32 {
+        match &self.value_ids {
+            Some(ids) if ids.op_write[local] != NO_VALUE => ids.op_write[local],
+            _ => value,
+        }
+    }
+
+    /// True if moving from value `from` to `to` by linearizing `local` (on top of the pending
+    /// operations linearized in the set at `offset`) leaves `from` with reads to come and no
+    /// possible writer: a doomed configuration.
+    fn orphaned(&self, from: u32, to: u32, offset: usize, local: usize) -> bool {
+        let Some(ids) = &self.value_ids else {
+            return false;
+        };
+        if from == to || from == NO_VALUE || ids.readers[from as usize] == 0 {
+            return false;
+        }
+        let (mut readers, mut writers) = (ids.readers[from as usize], ids.writers[from as usize]);
+        for (slot, &pending) in self.slot_op.iter().enumerate() {
+            if pending == NONE {
+                continue;
+            }
+            let linearized = pending as usize == local
+                || self.scratch[offset + slot / 64] & (1u64 << (slot % 64)) != 0;
+            if linearized {
+                readers -= u32::from(ids.op_read[pending as usize] == from);
+                writers -= u32::from(ids.op_write[pending as usize] == from);
+            }
+        }
+        let orphaned = readers > 0 && writers == 0;
+        if orphaned {
+            self.orphaned_value.set(from);
+        }
+        orphaned
+    }
+
+    /// The read of `value` that is starved: the earliest one not invoked yet (those pending now
+    /// could still see the value in some configuration), else the earliest not yet returned.
+    fn earliest_reader_left(&self, value: u32) -> Option<usize> {
+        let ids = self.value_ids.as_ref()?;
+        if value == NO_VALUE {
+            return None;
+        }
+        // Local order is invocation order; returned operations have had their event.
+        let returned: std::collections::BTreeSet<u32> = self.events[..self.next_event]
+            .iter()
+            .filter(|e| e.1 == 1)
+            .map(|e| e.2)
+            .collect();
+        let now = self.events.get(self.next_event).map_or(u64::MAX, |e| e.0);
+        let candidates = || {
+            (0..self.ops.len())
+                .filter(|&l| ids.op_read[l] == value && !returned.contains(&(l as u32)))
+        };
+        candidates()
+            .find(|&l| self.history.operations[self.ops[l]].invoke_time > now)
+            .or_else(|| candidates().next())
+            .map(|l| self.ops[l])
+    }
+
+    /// True if linearizing indeterminate operation `local` at the node whose set is at `offset`
+    /// cannot help (see [`crate::value_tracker::ValueTracker::useless_write`]).
+    fn useless_write(&self, offset: usize, local: usize) -> bool {
+        let Some(ids) = &self.value_ids else {
+            return false;
+        };
+        let write = ids.op_write[local];
+        if write == NO_VALUE {
+            return false;
+        }
+        let twin = ids.twin_before[local];
+        if twin != NO_VALUE {
+            // An identical, earlier indeterminate write still unlinearized does the same job.
+            let slot = self.slot_of[twin as usize] as usize;
+            if self.scratch[offset + slot / 64] & (1u64 << (slot % 64)) == 0 {
+                return true;
+            }
+        }
+        let (mut readers, mut maybe, mut inert) = (
+            ids.readers[write as usize],
+            ids.maybe_readers[write as usize],
+            ids.inert,
+        );
+        if readers == 0 && maybe == 0 && inert == 0 {
+            return true;
+        }
+        for (slot, &pending) in self.slot_op.iter().enumerate() {
+            let p = pending as usize;
+            if pending == NONE
+                || (p != local && self.scratch[offset + slot / 64] & (1u64 << (slot % 64)) == 0)
+            {
+                continue;
+            }
+            readers -= u32::from(ids.op_read[p] == write);
+            maybe -= u32::from(ids.op_maybe_read[p] == write);
+            inert -= u32::from(ids.op_inert[p]);
+        }
+        readers == 0 && maybe == 0 && inert == 0
+    }
+
     /// Starts the closure of frontier configuration `i` for the return of `returning`; false if
     /// a limit was hit.
     fn start_closure(&mut self, i: usize, returning: usize) -> bool {
         let words = self.words;
         let slot_r = self.slot_of[returning];
         let state = self.states[i];
+        let value = self.values[i];
         self.scratch.clear();
         self.scratch
             .extend_from_slice(&self.sets[i * words..(i + 1) * words]);
         if self.scratch[slot_r as usize / 64] & (1u64 << (slot_r % 64)) != 0 {
             // Already linearized: it just stops being pending.
             self.steps += 1;
-            return self.add_next(state, 0, slot_r);
+            return self.add_next(state, value, 0, slot_r);
         }
         let set = &self.scratch[0..words];
         if !self.visited.insert(hash_one(&set), set, state) {
@@ -316,6 +470,7 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
         self.stack.clear();
         self.stack.push(Node {
             state,
+            value,
             offset: 0,
             before_indeterminate: None,
         });
@@ -330,8 +485,12 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
         if let Some(node) = self.stack.pop() {
             self.steps += 1;
             let r = &history.operations[self.ops[returning]];
-            if let Some(after) = model.step(node.state, &r.input, r.output()) {
-                if !self.add_next(after, node.offset, slot_r) {
+            let r_value = self.value_after(node.value, returning);
+            let r_legal = model.step(node.state, &r.input, r.output());
+            if let Some(after) =
+                r_legal.filter(|_| !self.orphaned(node.value, r_value, node.offset, returning))
+            {
+                if !self.add_next(after, r_value, node.offset, slot_r) {
                     return false;
                 }
                 if self.stutters[returning] {
@@ -351,7 +510,7 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
                 }
                 let op = &history.operations[self.ops[local as usize]];
                 if model.step(node.state, &op.input, op.output()).is_some() {
-                    if !self.push_node(node.state, node.offset, slot, None) {
+                    if !self.push_node(node.state, node.value, node.offset, slot, None) {
                         return false;
                     }
                     forced = true;
@@ -377,6 +536,7 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
                 };
                 if !determinate {
                     let dominated = after == node.state
+                        || self.useless_write(node.offset, local as usize)
                         || node.before_indeterminate.is_some_and(|before| {
                             model.step(before, &op.input, None) == Some(after)
                         });
@@ -384,8 +544,12 @@ impl<'a, M: Model> FrontierSearch<'a, M> {
                         continue;
                     }
                 }
+                let value = self.value_after(node.value, local as usize);
+                if self.orphaned(node.value, value, node.offset, local as usize) {
+                    continue;
+                }
                 let before = (!determinate).then_some(node.state);
-                if !self.push_node(after, node.offset, slot, before) {
+                if !self.push_node(after, value, node.offset, slot, before) {
                     return false;
                 }
             }

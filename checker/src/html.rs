@@ -94,7 +94,10 @@ pub fn render(title: &str, key: &str, violation: &Violation) -> String {
         ),
         ("pending", "not linearized at that point"),
         ("culprit", "cannot be linearized"),
-        ("witness", "pre-check evidence (writers, overwrite)"),
+        (
+            "witness",
+            "evidence (writers, overwrite, a read left with nothing to see)",
+        ),
         ("context", "context around the failure"),
         (
             "pending open",

@@ -2,10 +2,17 @@
 //!
 //! A history (what clients invoked, what they were told, and when) is linearizable if every
 //! operation can be given one instant between its invocation and its return such that, in that
-//! order, the operations are legal for a sequential [`Model`]. This crate decides it with the
-//! Wing–Gong–Lowe search ([`search`]), one key at a time ([`scheduler`]), after cheap sound
-//! pre-checks ([`precheck`]), and explains a violation with an ASCII timeline ([`timeline`]) or an
-//! HTML page ([`html`]) of the smallest window of operations around the failure.
+//! order, the operations are legal for a sequential [`Model`]. This crate decides it one key at a
+//! time (P-compositionality), after cheap sound pre-checks ([`precheck`]), with two searches run
+//! in turns by the [`scheduler`] with growing step budgets: the Wing–Gong–Lowe depth-first search
+//! with a memo of (linearized set, state) ([`search`]), quick to find linearizations, and a
+//! breadth-first "just-in-time" frontier search ([`frontier`]), quick to refute long histories.
+//! For register-like models a [`value_tracker`] prunes configurations that leave a read with no
+//! write to see. A violation is explained with an ASCII timeline ([`timeline`]) or an HTML page
+//! ([`html`]) of a small window of operations around the failure.
+//!
+//! Entry points: [`check`] for a [`History`] built in code, [`check_history_file`] for a file in
+//! one of the [`formats`] (what `sim check-history` calls).
 //!
 //! Determinism: the same history and limits give the same verdict, the same report and the same
 //! number of steps. Budgets are counted in search steps, never in time; the only clock read is in

@@ -136,10 +136,10 @@ mod tests {
         assert!(memo.insert(7, &[2, 0], 3u64));
         assert!(memo.insert(7, &[1, 0], 4u64));
         for i in 0..1000u64 {
-            assert!(memo.insert(i * 0x9e37_79b9_7f4a_7c15, &[i, 1], 0u64));
+            assert!(memo.insert(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), &[i, 1], 0u64));
         }
         for i in 0..1000u64 {
-            assert!(!memo.insert(i * 0x9e37_79b9_7f4a_7c15, &[i, 1], 0u64));
+            assert!(!memo.insert(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), &[i, 1], 0u64));
         }
         assert_eq!(memo.len(), 1003);
     }

@@ -4,6 +4,16 @@
 //! key-by-key loop would then never reach a cheap violation in a later key, so every round gives
 //! each unfinished key the same step budget, and the budget doubles each round. The total cost is
 //! at most about twice (number of keys) times the cost of the cheapest decisive key.
+//!
+//! Within a key, the depth-first search ([`crate::search`]) runs alone in the first round; from
+//! the second round the frontier search ([`crate::frontier`]) gets the same budget after it, and
+//! whichever decides first wins (both are exact; they differ only in speed). A key whose searches
+//! both hit their memory limit, or a history that spends the total step budget, ends as
+//! [`Verdict::Unknown`] unless another key is not linearizable.
+//!
+//! A violation found by the depth-first search is explained by searching the key again without
+//! value tracking (bounded): tracking rejects doomed steps early, which makes the longest
+//! linearizable prefix shorter than a reader expects.
 
 use crate::frontier::FrontierSearch;
 use crate::history::{History, HistoryError};
@@ -17,7 +27,8 @@ use crate::verdict::{
 /// Bounds that turn a hopeless search into [`Verdict::Unknown`] instead of a hang or a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SearchLimits {
-    /// Search steps over all keys (one step visits one list entry, a few nanoseconds).
+    /// Search steps over all keys (one step visits one list entry or expands one frontier
+    /// node: tens to hundreds of nanoseconds, so the default is tens of seconds at most).
     pub steps_total_max: u64,
     /// Memo entries per key; an entry costs about 48 bytes plus one bit per operation of the
     /// key, and a key's memo is freed when its search ends.
@@ -35,7 +46,7 @@ pub struct SearchLimits {
 impl Default for SearchLimits {
     fn default() -> Self {
         Self {
-            steps_total_max: 2_000_000_000,
+            steps_total_max: 1_000_000_000,
             memo_entries_per_key_max: 4_000_000,
             memo_bytes_per_key_max: 1 << 30,
             first_round_steps: 1 << 12,
@@ -48,8 +59,9 @@ impl Default for SearchLimits {
 /// Which searches run on each key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Strategy {
-    /// Depth-first first, then both in turns with the same step budgets (the default): the
-    /// depth-first search is fast to find linearizations, the frontier search to refute.
+    /// The depth-first search alone in the first round, then both in turns with the same step
+    /// budgets (the default): the depth-first search is fast to find linearizations, the
+    /// frontier search to refute.
     #[default]
     Interleaved,
     /// Only the depth-first search ([`crate::search`]).
@@ -247,7 +259,9 @@ impl<'a, M: Model> KeyTask<'a, M> {
                 decided => return (decided, Engine::DepthFirst),
             }
         }
-        if !self.frontier_started {
+        // The depth-first search alone gets the first round: most keys end there, and they
+        // should not pay for building a second search.
+        if !self.frontier_started && (stats.rounds > 1 || self.depth_first.is_none()) {
             self.frontier_started = true;
             self.frontier = Some(FrontierSearch::new(
                 model,
@@ -312,10 +326,12 @@ fn memo_entries_max(limits: &SearchLimits, operations: usize) -> usize {
 }
 
 /// Steps the explanation search may take, as a multiple of the steps of the search that found
-/// the violation (and at least [`EXPLANATION_STEPS_MIN`]).
+/// the violation, within [`EXPLANATION_STEPS_MIN`] and [`EXPLANATION_STEPS_MAX`].
 const EXPLANATION_STEPS_FACTOR: u64 = 8;
 /// See [`EXPLANATION_STEPS_FACTOR`].
 const EXPLANATION_STEPS_MIN: u64 = 100_000;
+/// See [`EXPLANATION_STEPS_FACTOR`]; keeps the explanation to a fraction of a second.
+const EXPLANATION_STEPS_MAX: u64 = 10_000_000;
 
 /// Searches a failing key again without value tracking, which rejects doomed steps early and so
 /// stops at a shorter prefix than the reader expects. Returns `None` if that search does not
@@ -329,7 +345,7 @@ fn explain_failure<M: Model>(
 ) -> Option<crate::search::Failure<M::State>> {
     let budget = steps
         .saturating_mul(EXPLANATION_STEPS_FACTOR)
-        .max(EXPLANATION_STEPS_MIN);
+        .clamp(EXPLANATION_STEPS_MIN, EXPLANATION_STEPS_MAX);
     let mut search = KeySearch::with_tracking(
         model,
         history,

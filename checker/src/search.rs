@@ -10,21 +10,23 @@
 //! Indeterminate operations (unknown outcome) have no return: nothing forces them to be
 //! linearized, and the search succeeds once every determinate operation is. They live in a second
 //! list, in invocation order, and are tried only when the walk of the first list reaches a return
-//! (is stuck), and only those invoked by then. Two dominance rules keep them from multiplying the
-//! search space, both sound because leaving an indeterminate operation unlinearized never removes
+//! (is stuck), and only those invoked by then. Dominance rules keep them from multiplying the
+//! search space, all sound because leaving an indeterminate operation unlinearized never removes
 //! an option:
 //! - linearizing one that leaves the state unchanged is skipped (not linearizing it is as good);
 //! - linearizing one right after another indeterminate one is skipped when it alone would reach
 //!   the same state from before the other (that configuration, with one operation fewer, is
-//!   explored by the same scan).
+//!   explored by the same scan);
+//! - for register-like models, a blind write nothing left can observe is skipped, and so is one
+//!   whose identical twin (an earlier indeterminate write of the same value) is still
+//!   unlinearized: the twin does the same job.
 //!
 //! One more rule prunes determinate operations: one that never changes the state
 //! ([`Model::preserves_state`]: a read, a compare-and-set known to have failed) can be linearized
 //! as soon as it is a legal candidate, because moving it earlier in any linearization keeps it
 //! valid (it is legal here and changes nothing, and everything that must precede it already
-//! does). So when it is
-//! linearized, the alternatives at that point are not tried: if it fails, the point fails. Such
-//! candidates are looked for first, in a separate pass over the candidates.
+//! does). So when it is linearized, the alternatives at that point are not tried: if it fails,
+//! the point fails. Such candidates are looked for first, in a separate pass.
 //!
 //! For register-like models a [`ValueTracker`] also rejects, in O(1), any step after which some
 //! read left can never see its value again (see [`crate::value_tracker`]).
@@ -370,8 +372,8 @@ impl<'a, M: Model> KeySearch<'a, M> {
                             }
                             continue;
                         }
-                        // Already explored with this operation first, which is as good as any
-                        // order: this configuration fails too.
+                        // Already explored (or doomed) with this operation first, which is as
+                        // good as any order: this configuration fails too.
                         self.note_depth(Some(local as u32));
                         if !self.backtrack() {
                             self.steps += used;
@@ -412,7 +414,7 @@ impl<'a, M: Model> KeySearch<'a, M> {
                         let local = self.slot_op[slot as usize] as usize;
                         let op = &history.operations[self.ops[local]];
                         if let Some(next_state) = model.step(self.state, &op.input, None) {
-                            if !self.dominated(&op.input, next_state)
+                            if !self.dominated(local, &op.input, next_state)
                                 && self.try_linearize(local, next_state, bound)
                             {
                                 if self.memo.len() >= self.memo_entries_max {
@@ -439,9 +441,20 @@ impl<'a, M: Model> KeySearch<'a, M> {
 
     /// True if linearizing an indeterminate operation with `input`, reaching `next_state`, is
     /// dominated by not linearizing it (see the module documentation).
-    fn dominated(&self, input: &M::Input, next_state: M::State) -> bool {
+    fn dominated(&self, local: usize, input: &M::Input, next_state: M::State) -> bool {
         if next_state == self.state {
             return true;
+        }
+        if let Some(tracker) = &self.tracker {
+            if tracker.useless_write(local) {
+                return true;
+            }
+            // An identical, earlier indeterminate write not linearized yet does the same job.
+            if let Some(twin) = tracker.twin_before(local) {
+                if self.set[twin / 64] & (1u64 << (twin % 64)) == 0 {
+                    return true;
+                }
+            }
         }
         match self.stack.last() {
             Some(top) if !self.determinate[top.op as usize] => {

@@ -65,6 +65,12 @@ pub fn layout(window: &[WindowOp]) -> Layout {
     instants.dedup();
     let rank = |t: u64| instants.partition_point(|&x| x < t);
     let labels: Vec<String> = window.iter().map(label_of).collect();
+    // An operation that returns at the instant it is invoked still gets a bar: it reaches
+    // past its column, and the next instant makes room for it.
+    let instant_bar_end = |op: &WindowOp, label: &String, column: &[usize]| -> Option<usize> {
+        (op.return_time == Some(op.invoke_time))
+            .then(|| column[rank(op.invoke_time)] + label.chars().count() + 1)
+    };
     let mut column = vec![0usize; instants.len()];
     for r in 0..instants.len() {
         let mut x = if r == 0 { 0 } else { column[r - 1] + 2 };
@@ -73,10 +79,20 @@ pub fn layout(window: &[WindowOp]) -> Layout {
             if starts_before && op.return_time.map(rank) == Some(r) {
                 x = x.max(column[rank(op.invoke_time)] + label.chars().count() + 1);
             }
+            if r > 0 && rank(op.invoke_time) == r - 1 {
+                if let Some(end) = instant_bar_end(op, label, &column) {
+                    x = x.max(end + 2);
+                }
+            }
         }
         column[r] = x;
     }
     let mut width = column.last().map_or(0, |c| c + 1);
+    for (op, label) in window.iter().zip(&labels) {
+        if let Some(end) = instant_bar_end(op, label, &column) {
+            width = width.max(end + 1);
+        }
+    }
     for (op, label) in window.iter().zip(&labels) {
         if op.return_time.is_none() {
             width = width.max(column[rank(op.invoke_time)] + label.chars().count() + 3);
@@ -94,6 +110,9 @@ pub fn layout(window: &[WindowOp]) -> Layout {
         let op = &window[i];
         let start = column[rank(op.invoke_time)];
         let end = match op.return_time {
+            Some(_) if instant_bar_end(op, &labels[i], &column).is_some() => {
+                instant_bar_end(op, &labels[i], &column).unwrap_or(start)
+            }
             Some(t) => column[rank(t)],
             None => width - 1,
         };
@@ -201,7 +220,7 @@ pub fn render(violation: &Violation) -> String {
     }
     out.push_str(
         "legend: [n:op==] linearized (n-th in the longest linearizable prefix)  [op--] not linearized  \
-         <op!!> cannot be linearized  {op~~} pre-check evidence  (op--) context  [op--? outcome unknown (runs to the end)\n",
+         <op!!> cannot be linearized  {op~~} evidence  (op--) context  [op--? outcome unknown (runs to the end)\n",
     );
     out
 }
@@ -230,6 +249,7 @@ mod tests {
             op(1, 2, "read nil", (3, Some(4)), Role::Culprit),
             op(2, 1, "write 2 ?", (5, None), Role::Pending),
             op(3, 1, "read 2", (6, Some(7)), Role::Pending),
+            op(4, 3, "instant", (6, Some(6)), Role::Pending),
         ];
         let violation = Violation {
             explanation: "x".into(),
@@ -241,6 +261,7 @@ mod tests {
         assert!(text.contains("[write 1 ok]"), "{text}");
         assert!(text.contains("<read nil>"), "{text}");
         assert!(text.contains("client 1'"), "{text}");
+        assert!(text.contains("[instant]"), "{text}");
         let l = layout(&violation.window);
         assert!(l.bars[0].end < l.bars[1].start);
     }

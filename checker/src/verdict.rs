@@ -352,7 +352,10 @@ pub(crate) fn violation_from_frontier<M: Model>(
 ) -> Violation {
     let culprit = &history.operations[failure.culprit];
     let (start, end) = (culprit.invoke_time, failure.return_time);
-    let writers = latest_writers_of_read(model, history, key_ops, failure.culprit);
+    let mut writers = latest_writers_of_read(model, history, key_ops, failure.culprit);
+    if let Some(read) = failure.starved_read {
+        writers.extend(latest_writers_of_read(model, history, key_ops, read));
+    }
     // The three operations that returned last before the culprit was invoked.
     let mut before: Vec<(u64, usize)> = key_ops
         .iter()
@@ -370,6 +373,8 @@ pub(crate) fn violation_from_frontier<M: Model>(
         let op = &history.operations[index];
         let role = if index == failure.culprit {
             Role::Culprit
+        } else if Some(index) == failure.starved_read {
+            Role::Witness
         } else if writers.contains(&index)
             || before.iter().any(|&(_, i)| i == index)
             || overlaps(op.invoke_time, op.return_time(), start, end)
@@ -381,13 +386,22 @@ pub(crate) fn violation_from_frontier<M: Model>(
         window.push(window_op(model, history, index, role, None));
     }
     trim(&mut window, start);
-    let explanation = format!(
+    let mut explanation = format!(
         "no linearization of the operations before it lets `{}` by client {} take effect before \
          it returns at time {}",
         model.describe_operation(&culprit.input, culprit.output()),
         culprit.client,
         failure.return_time,
     );
+    if let Some(read) = failure.starved_read {
+        let op = &history.operations[read];
+        explanation.push_str(&format!(
+            " without leaving the later `{}` by client {} (invoked at time {}) no write to read",
+            model.describe_operation(&op.input, op.output()),
+            op.client,
+            op.invoke_time
+        ));
+    }
     Violation {
         explanation,
         window,

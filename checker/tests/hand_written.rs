@@ -3,7 +3,7 @@
 use ringkv_checker::{
     check, check_history_text, CasInput, CasOutput, CasRegister, CheckerError, History, KvAppend,
     KvInput, KvOutput, Model, Operation, Outcome, Register, RegisterInput, RegisterOutput, Role,
-    SearchLimits, Verdict,
+    SearchLimits, Strategy, Verdict,
 };
 
 /// A determinate operation on key "x".
@@ -188,6 +188,41 @@ fn indeterminate_write_may_take_effect_later_or_never() {
         op(2, Read, read(Some(1)), 5, 6),
     ]);
     assert!(verdict(&CasRegister, &h).is_violation());
+}
+
+#[test]
+fn identical_indeterminate_writes_can_both_take_effect() {
+    use RegisterInput::{Get, Put};
+    use RegisterOutput::{Value, Written};
+    let h = history(vec![
+        unknown(1, Put(1), 0),
+        unknown(2, Put(1), 1),
+        op(3, Get, Value(1), 2, 3),
+        op(3, Put(2), Written, 4, 5),
+        op(3, Get, Value(1), 6, 7),
+    ]);
+    for strategy in [
+        Strategy::DepthFirst,
+        Strategy::Frontier,
+        Strategy::Interleaved,
+    ] {
+        let limits = SearchLimits {
+            strategy,
+            prechecks: false,
+            ..SearchLimits::default()
+        };
+        let outcome = check(&Register, &h, &limits).expect("valid");
+        assert!(
+            outcome.verdict.is_linearizable(),
+            "{strategy:?}: {}",
+            outcome.verdict
+        );
+    }
+    // A third read of 1 after another overwrite needs a third write of 1: there is none.
+    let mut ops = h.operations.clone();
+    ops.push(op(3, Put(3), Written, 8, 9));
+    ops.push(op(3, Get, Value(1), 10, 11));
+    assert!(verdict(&Register, &history(ops)).is_violation());
 }
 
 #[test]

@@ -37,6 +37,7 @@ pub mod codec;
 pub mod config;
 pub mod hash;
 pub mod id;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod ring;

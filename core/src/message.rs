@@ -61,14 +61,21 @@ pub enum Message {
         /// (range index, root hash).
         roots: Vec<(u32, u64)>,
     },
-    /// Step 2 (peer → initiator), for a range whose root differs: my leaf hashes.
+    /// Step 2 (peer → initiator), for a range whose root differs: my interior hashes.
+    AeInterior {
+        /// Range index.
+        range: u32,
+        /// Interior hashes, `LEAVES / FANOUT` of them.
+        hashes: Vec<u64>,
+    },
+    /// Step 3 (initiator → peer): my leaf hashes under the interior nodes that differ.
     AeLeaves {
         /// Range index.
         range: u32,
-        /// Leaf hashes, `antientropy::LEAVES` of them.
-        leaves: Vec<u64>,
+        /// (interior node, its `FANOUT` leaf hashes).
+        groups: Vec<(u8, Vec<u64>)>,
     },
-    /// Step 3 (initiator → peer): my (key, digest) entries of the leaves that differ.
+    /// Step 4 (peer → initiator): my (key, digest) entries of the leaves that differ.
     AeDigests {
         /// Range index.
         range: u32,
@@ -77,7 +84,7 @@ pub enum Message {
         /// My entries in those leaves.
         entries: Vec<(Bytes, u64)>,
     },
-    /// Step 4 and 5 (either way): records to merge, and keys whose records the sender wants.
+    /// Steps 5 and 6 (either way): records to merge, and keys whose records the sender wants.
     AeRecords {
         /// Records to merge (never acknowledged: merging is idempotent).
         records: Vec<(Bytes, Record)>,
@@ -127,6 +134,7 @@ impl Message {
         matches!(
             self,
             Message::AeRoots { .. }
+                | Message::AeInterior { .. }
                 | Message::AeLeaves { .. }
                 | Message::AeDigests { .. }
                 | Message::AeRecords { .. }
@@ -143,6 +151,7 @@ impl Message {
             Message::CoordinatePut { .. } => "coordinate-put",
             Message::CoordinatePutReply { .. } => "coordinate-put-reply",
             Message::AeRoots { .. } => "ae-roots",
+            Message::AeInterior { .. } => "ae-interior",
             Message::AeLeaves { .. } => "ae-leaves",
             Message::AeDigests { .. } => "ae-digests",
             Message::AeRecords { .. } => "ae-records",

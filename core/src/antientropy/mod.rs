@@ -6,9 +6,10 @@
 //! the tree is never rebuilt by a scan except at start-up and by the throttled full rebuild that
 //! catches bit rot. Interior hashes are recomputed lazily, only for leaves that changed.
 //!
-//! Two replicas of a range compare roots; for a range that differs they compare leaves, and only
-//! for differing leaves do they exchange (key, digest) pairs and then the records that differ. The
-//! bytes moved are therefore O(differing keys × entry size + differing ranges × leaf hashes).
+//! Two replicas of a range compare roots; for a range that differs they compare the 16 interior
+//! hashes, then the 16 leaves under each differing interior node, and only for differing leaves do
+//! they exchange (key, digest) pairs and then the records that differ. The bytes moved are
+//! therefore O(differing keys × entry size + differing ranges × 32 hashes), not O(keys).
 
 use crate::hash::{hash_bytes, mix64};
 use crate::version::Record;
@@ -112,9 +113,22 @@ impl RangeTree {
         self.root
     }
 
+    /// The interior hashes (one per group of `FANOUT` leaves), recomputed if needed.
+    pub fn interior(&mut self) -> &[u64] {
+        self.root();
+        &self.interior
+    }
+
     /// All leaf hashes.
     pub fn leaves(&self) -> &[u64] {
         &self.leaves
+    }
+
+    /// The leaf hashes under interior node `group`.
+    pub fn leaves_under(&self, group: usize) -> &[u64] {
+        self.leaves
+            .get(group * FANOUT..(group + 1) * FANOUT)
+            .unwrap_or(&[])
     }
 
     /// The (key, digest) entries of a leaf.

@@ -66,11 +66,16 @@ impl MembershipConfig {
             "gossip_interval_ms",
             "must be between 1 and 60000",
         )?;
-        check((1..=16).contains(&self.fanout), "fanout", "must be between 1 and 16")?;
+        check(
+            (1..=16).contains(&self.fanout),
+            "fanout",
+            "must be between 1 and 16",
+        )?;
         // A heartbeat needs a few rounds to reach everyone; a shorter suspicion time would suspect
         // healthy nodes as a matter of course.
         check(
-            self.suspect_after_ms >= 3 * self.gossip_interval_ms && self.suspect_after_ms <= 3_600_000,
+            self.suspect_after_ms >= 3 * self.gossip_interval_ms
+                && self.suspect_after_ms <= 3_600_000,
             "suspect_after_ms",
             "must be at least 3 gossip intervals and at most 3600000",
         )?;
@@ -100,11 +105,34 @@ impl MembershipConfig {
             format!("must be between 1 and {VNODES_PER_NODE_MAX}"),
         )?;
         check(
+            self.message_bytes_max() <= crate::codec::MESSAGE_BYTES_MAX,
+            "ring_changes_max",
+            format!(
+                "with members_max and location_name_bytes_max, a gossip message could exceed \
+                 {} bytes",
+                crate::codec::MESSAGE_BYTES_MAX
+            ),
+        )?;
+        check(
             self.seeds.len() <= self.members_max,
             "seeds",
             "must not list more nodes than members_max",
         )?;
         Ok(())
+    }
+
+    /// Upper bound on the encoded size of any gossip message this configuration lets a node
+    /// send or accept: every entry at its widest varints plus a full ring log of the widest
+    /// changes. `validate` keeps it within the codec's frame limit.
+    pub fn message_bytes_max(&self) -> usize {
+        // Entry: node id (u32, at most 5 varint bytes) + incarnation and heartbeat (u64, at most
+        // 10 each). Change: tag + node id + two names with their length prefixes + weight.
+        const ENTRY_BYTES_MAX: usize = 5 + 10 + 10;
+        const FIXED_BYTES_MAX: usize = 64;
+        let change_bytes_max = 1 + 5 + 2 * (self.location_name_bytes_max + 10) + 5;
+        FIXED_BYTES_MAX
+            .saturating_add(self.members_max.saturating_mul(ENTRY_BYTES_MAX))
+            .saturating_add(self.ring_changes_max.saturating_mul(change_bytes_max))
     }
 
     /// The gossip interval as a duration.

@@ -6,7 +6,7 @@
 //! is exercised too. Time jumps from event to event; nothing sleeps.
 
 use super::{
-    Membership, MembershipConfig, MembershipEvent, MembershipOutput, MemberStatus, RingChange,
+    MemberStatus, Membership, MembershipConfig, MembershipEvent, MembershipOutput, RingChange,
     RingLog,
 };
 use crate::id::NodeId;
@@ -209,8 +209,9 @@ impl Harness {
                 while self.machines.len() <= index {
                     self.machines.push(None);
                     let slot = self.node_rngs.len() as u64;
-                    self.node_rngs
-                        .push(ChaCha8Rng::seed_from_u64(self.network_rng.gen::<u64>() ^ slot));
+                    self.node_rngs.push(ChaCha8Rng::seed_from_u64(
+                        self.network_rng.gen::<u64>() ^ slot,
+                    ));
                     self.incarnations.push(0);
                 }
                 self.machines[index] = Some(machine);
@@ -242,10 +243,7 @@ impl Harness {
     /// Drains node `index`'s outputs into the network and the event log.
     pub fn drain(&mut self, index: usize) {
         let from = node_id(index);
-        loop {
-            let Some(output) = self.machines[index].as_mut().and_then(|m| m.poll_output()) else {
-                break;
-            };
+        while let Some(output) = self.machines[index].as_mut().and_then(|m| m.poll_output()) {
             match output {
                 MembershipOutput::Event(event) => self.events.push(ObservedEvent {
                     at: self.now,
@@ -262,7 +260,9 @@ impl Harness {
                         .partition
                         .as_ref()
                         .is_some_and(|side| side.contains(&index) != side.contains(&to));
-                    if cut || to >= self.machines.len() || self.network_rng.gen_bool(self.network.drop)
+                    if cut
+                        || to >= self.machines.len()
+                        || self.network_rng.gen_bool(self.network.drop)
                     {
                         continue;
                     }

@@ -48,6 +48,15 @@
 //! Outputs: [`MembershipOutput::Send`] (encode with `crate::codec::encode`) and
 //! [`MembershipOutput::Event`]: status changes, ring changes, incarnation changes (persist the
 //! incarnation and the ring log so a restart comes back with both).
+//!
+//! ## Measured
+//! `cargo test -p ringkv-core --release membership::tests::detection_table -- --nocapture` prints,
+//! for 5, 20 and 100 nodes, the time until every node judges a crashed node `Suspect` and `Down`,
+//! the rounds its last heartbeat took to spread, the rounds until every node sees the restarted
+//! node `Alive`, and messages and bytes per node per second ([`harness::measure_detection`]).
+//! With the defaults (100 ms rounds, fanout 3) recovery reaches all 100 nodes in about 3 rounds,
+//! and each node sends `2 × fanout` messages per round; a `Syn` grows with the member count
+//! (about 8 bytes per member), so traffic per node is O(n) bytes per round.
 
 #![deny(missing_docs)]
 
@@ -342,9 +351,6 @@ impl Membership {
         }
         self.stats.messages_received += 1;
         let ring_version = message.ring_version();
-        if let Some(state) = self.members.get_mut(&from) {
-            state.ring_version_heard = Some(ring_version);
-        }
         if let Some(log) = message.ring() {
             if ring_version > self.ring.version() {
                 self.consider_ring(now, log.clone());
@@ -352,6 +358,10 @@ impl Membership {
         }
         for entry in message.entries() {
             self.merge_entry(now, entry);
+        }
+        // After the merge, so a sender met for the first time is already in the table.
+        if let Some(state) = self.members.get_mut(&from) {
+            state.ring_version_heard = Some(ring_version);
         }
         if let GossipMessage::Syn { entries, .. } = &message {
             let reply = self.ack_for(entries, ring_version);
@@ -604,8 +614,10 @@ impl Membership {
             // Only progress (in `merge_entry`) makes a member better; silence only makes it worse.
             let worse = matches!(
                 (state.status, judged),
-                (MemberStatus::Alive, MemberStatus::Suspect | MemberStatus::Down)
-                    | (MemberStatus::Suspect, MemberStatus::Down)
+                (
+                    MemberStatus::Alive,
+                    MemberStatus::Suspect | MemberStatus::Down
+                ) | (MemberStatus::Suspect, MemberStatus::Down)
             );
             if worse {
                 changes.push((node, judged));
@@ -673,16 +685,21 @@ impl Membership {
 
     fn merge_entry(&mut self, now: Instant, entry: &GossipEntry) {
         if entry.node == self.id {
-            if entry.freshness() > (self.incarnation, self.heartbeat) {
+            // A claim at the last incarnation cannot be out-bid; believing it would pin this node
+            // at heartbeat zero forever, so such (corrupt) news about us is ignored.
+            if entry.freshness() > (self.incarnation, self.heartbeat)
+                && entry.incarnation < u64::MAX
+            {
                 // Someone heard of a newer us: we restarted without our incarnation. Out-bid it so
                 // our fresh heartbeats win again.
                 self.incarnation = entry.incarnation.saturating_add(1);
                 self.heartbeat = 0;
                 self.stats.refutations += 1;
-                self.outputs
-                    .push_back(MembershipOutput::Event(MembershipEvent::IncarnationChanged {
+                self.outputs.push_back(MembershipOutput::Event(
+                    MembershipEvent::IncarnationChanged {
                         incarnation: self.incarnation,
-                    }));
+                    },
+                ));
             }
             return;
         }
@@ -751,10 +768,9 @@ impl Membership {
     fn adopt_ring(&mut self, now: Instant, state: RingState) {
         let old = std::mem::replace(&mut self.ring, state);
         for change in old.discarded_by(&self.ring) {
-            self.outputs
-                .push_back(MembershipOutput::Event(MembershipEvent::RingChangeDiscarded {
-                    change,
-                }));
+            self.outputs.push_back(MembershipOutput::Event(
+                MembershipEvent::RingChangeDiscarded { change },
+            ));
         }
         self.outputs
             .push_back(MembershipOutput::Event(MembershipEvent::RingChanged {

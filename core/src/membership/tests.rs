@@ -1,6 +1,7 @@
 use super::harness::*;
 use super::*;
-use rand::SeedableRng;
+use crate::ring::{Member, NodeLocation};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
 
@@ -25,10 +26,6 @@ fn lossy() -> NetworkModel {
 
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
-}
-
-fn at(millis: u64) -> Instant {
-    Instant::from_nanos(millis * 1_000_000)
 }
 
 /// The status changes `observer` reported about `node`, in order.
@@ -114,7 +111,10 @@ fn heartbeats_converge_without_false_suspicion() {
             let truth = h.machine(node).expect("running").heartbeat();
             let seen = m.member(node_id(node)).expect("known").heartbeat;
             // Everyone's view lags the truth by a few rounds at most.
-            assert!(truth - seen <= 8, "{observer} sees {node} at {seen}, truth {truth}");
+            assert!(
+                truth - seen <= 8,
+                "{observer} sees {node} at {seen}, truth {truth}"
+            );
         }
     }
     assert!(no_status_changes(&h), "a healthy cluster suspected someone");
@@ -128,12 +128,17 @@ fn crashed_node_becomes_suspect_then_down_everywhere() {
         h.crash(5);
         let crashed_at = h.now();
         let down = h
-            .run_until_true(Duration::from_secs(30), |h| h.all_see(5, MemberStatus::Down))
+            .run_until_true(Duration::from_secs(30), |h| {
+                h.all_see(5, MemberStatus::Down)
+            })
             .expect("every node judged the crashed node down");
         let took = down.saturating_duration_since(crashed_at);
         let config = config();
         assert!(took >= config.down_after_total() - config.gossip_interval() * 2);
-        assert!(took <= config.down_after_total() + ms(2_000), "took {took:?}");
+        assert!(
+            took <= config.down_after_total() + ms(2_000),
+            "took {took:?}"
+        );
         for observer in h.running() {
             assert_eq!(
                 history(&h, observer, 5),
@@ -154,12 +159,21 @@ fn restarted_node_is_alive_again_everywhere() {
     let mut h = cluster(12, 8, lossy());
     h.run_for(Duration::from_secs(2));
     h.crash(3);
-    h.run_until_true(Duration::from_secs(30), |h| h.all_see(3, MemberStatus::Down))
-        .expect("down everywhere");
+    h.run_until_true(Duration::from_secs(30), |h| {
+        h.all_see(3, MemberStatus::Down)
+    })
+    .expect("down everywhere");
     assert!(h.restart(3));
-    h.run_until_true(Duration::from_secs(5), |h| h.all_see(3, MemberStatus::Alive))
-        .expect("alive everywhere after the restart");
-    assert_eq!(h.machine(0).and_then(|m| m.member(node_id(3))).map(|v| v.incarnation), Some(2));
+    h.run_until_true(Duration::from_secs(5), |h| {
+        h.all_see(3, MemberStatus::Alive)
+    })
+    .expect("alive everywhere after the restart");
+    assert_eq!(
+        h.machine(0)
+            .and_then(|m| m.member(node_id(3)))
+            .map(|v| v.incarnation),
+        Some(2)
+    );
 }
 
 #[test]
@@ -167,12 +181,16 @@ fn restart_without_a_persisted_incarnation_refutes_the_old_one() {
     let mut h = cluster(8, 9, NetworkModel::default());
     h.run_for(Duration::from_secs(2));
     h.crash(2);
-    h.run_until_true(Duration::from_secs(30), |h| h.all_see(2, MemberStatus::Down))
-        .expect("down everywhere");
+    h.run_until_true(Duration::from_secs(30), |h| {
+        h.all_see(2, MemberStatus::Down)
+    })
+    .expect("down everywhere");
     // Same incarnation as before and a heartbeat back at zero: older than what peers hold.
     assert!(h.restart_with(2, 1, initial_ring(8, &config())));
-    h.run_until_true(Duration::from_secs(5), |h| h.all_see(2, MemberStatus::Alive))
-        .expect("alive everywhere after refutation");
+    h.run_until_true(Duration::from_secs(5), |h| {
+        h.all_see(2, MemberStatus::Alive)
+    })
+    .expect("alive everywhere after refutation");
     let m = h.machine(2).expect("running");
     assert!(m.incarnation() >= 2);
     assert!(m.stats().refutations >= 1);
@@ -212,6 +230,452 @@ fn join_on_one_node_reaches_every_node_including_the_newcomer() {
     for i in h.running() {
         assert_eq!(h.machine(i).expect("running").ring(), &reference);
     }
-    h.run_until_true(Duration::from_secs(5), |h| h.all_see(10, MemberStatus::Alive))
-        .expect("newcomer alive everywhere");
+    h.run_until_true(Duration::from_secs(5), |h| {
+        h.all_see(10, MemberStatus::Alive)
+    })
+    .expect("newcomer alive everywhere");
+}
+
+#[test]
+fn concurrent_joins_converge_on_one_ring_and_the_loser_is_reported() {
+    let mut h = cluster(8, 12, NetworkModel::default());
+    h.run_for(Duration::from_secs(1));
+    let now = h.now();
+    let a = h
+        .machine_mut(1)
+        .expect("running")
+        .join(now, member(20))
+        .expect("ok");
+    let b = h
+        .machine_mut(6)
+        .expect("running")
+        .join(now, member(21))
+        .expect("ok");
+    h.drain(1);
+    h.drain(6);
+    assert_eq!(a.changes, b.changes);
+    assert_ne!(a, b);
+    let winner = a.max(b);
+    h.run_until_true(Duration::from_secs(10), |h| {
+        h.running()
+            .iter()
+            .all(|&i| h.machine(i).is_some_and(|m| m.ring_version() == winner))
+    })
+    .expect("one ring everywhere");
+    let (loser_node, lost) = if winner == a { (6, 21) } else { (1, 20) };
+    assert!(h.events.iter().any(|e| e.observer == node_id(loser_node)
+        && e.event
+            == MembershipEvent::RingChangeDiscarded {
+                change: RingChange::Join(member(lost))
+            }));
+    // The operator reissues the lost join; both are then members everywhere.
+    let now = h.now();
+    let v = h
+        .machine_mut(loser_node)
+        .expect("running")
+        .join(now, member(lost))
+        .expect("ok");
+    h.drain(loser_node);
+    h.run_until_true(Duration::from_secs(10), |h| {
+        h.running()
+            .iter()
+            .all(|&i| h.machine(i).is_some_and(|m| m.ring_version() == v))
+    })
+    .expect("reissued join everywhere");
+    let ring = h.machine(0).expect("running").ring().clone();
+    assert!(ring.contains(node_id(20)) && ring.contains(node_id(21)));
+}
+
+#[test]
+fn leave_marks_left_everywhere_and_remove_needs_a_down_node() {
+    let mut h = cluster(8, 13, lossy());
+    h.run_for(Duration::from_secs(2));
+    let now = h.now();
+    // Removing a live node is refused.
+    assert!(matches!(
+        h.machine_mut(0).expect("running").remove(now, node_id(3)),
+        Err(MembershipError::NotDown { .. })
+    ));
+    let v = h
+        .machine_mut(0)
+        .expect("running")
+        .leave(now, node_id(2))
+        .expect("ok");
+    h.drain(0);
+    h.run_until_true(Duration::from_secs(10), |h| {
+        h.running()
+            .iter()
+            .all(|&i| h.machine(i).is_some_and(|m| m.ring_version() == v))
+    })
+    .expect("leave everywhere");
+    for i in h.running() {
+        let m = h.machine(i).expect("running");
+        assert_eq!(m.status(node_id(2)), Some(MemberStatus::Left));
+        assert!(!m.ring().contains(node_id(2)));
+    }
+    // Node 5 dies; once it is down at node 0, the operator removes it.
+    h.crash(5);
+    h.run_until_true(Duration::from_secs(30), |h| {
+        h.machine(0).and_then(|m| m.status(node_id(5))) == Some(MemberStatus::Down)
+    })
+    .expect("down at node 0");
+    let now = h.now();
+    let v = h
+        .machine_mut(0)
+        .expect("running")
+        .remove(now, node_id(5))
+        .expect("ok");
+    h.drain(0);
+    h.run_until_true(Duration::from_secs(10), |h| {
+        h.running()
+            .iter()
+            .all(|&i| h.machine(i).is_some_and(|m| m.ring_version() == v))
+    })
+    .expect("remove everywhere");
+    h.run_for(Duration::from_secs(5));
+    for i in h.running() {
+        let m = h.machine(i).expect("running");
+        assert_eq!(m.status(node_id(5)), Some(MemberStatus::Left));
+        assert_eq!(m.ring().len(), 6);
+        assert_eq!(m.alive_members().len(), 6);
+    }
+}
+
+#[test]
+fn duplicated_reordered_and_lost_messages_are_tolerated() {
+    let network = NetworkModel {
+        latency_ms: (1, 400),
+        drop: 0.3,
+        duplicate: 0.5,
+    };
+    let mut h = cluster(16, 14, network);
+    h.run_for(Duration::from_secs(3));
+    h.crash(9);
+    h.run_until_true(Duration::from_secs(30), |h| {
+        h.all_see(9, MemberStatus::Down)
+    })
+    .expect("down everywhere despite loss");
+    assert!(h.restart(9));
+    h.run_until_true(Duration::from_secs(10), |h| {
+        h.all_see(9, MemberStatus::Alive)
+    })
+    .expect("alive everywhere despite loss");
+    // Replaying every message a second time, late and in reverse order, changes nothing but
+    // the ack traffic: merges are maxima.
+    let mut m = h.machine(0).expect("running").clone();
+    let before: Vec<_> = m
+        .members()
+        .into_iter()
+        .map(|v| (v.node, v.incarnation, v.heartbeat))
+        .collect();
+    let old = GossipMessage::Syn {
+        entries: before
+            .iter()
+            .map(|&(node, incarnation, heartbeat)| GossipEntry {
+                node,
+                incarnation,
+                heartbeat: heartbeat.saturating_sub(5),
+            })
+            .filter(|e| e.node != node_id(0))
+            .collect(),
+        ring_version: RingVersion::default(),
+        ring: None,
+    };
+    for _ in 0..3 {
+        m.handle_gossip(h.now(), node_id(1), old.clone());
+        m.check_invariants();
+    }
+    let after: Vec<_> = m
+        .members()
+        .into_iter()
+        .map(|v| (v.node, v.incarnation, v.heartbeat))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn partitioned_halves_find_each_other_after_heal() {
+    let mut h = cluster(10, 15, NetworkModel::default());
+    h.run_for(Duration::from_secs(2));
+    h.partition(&[0, 1, 2, 3, 4]);
+    h.run_until_true(Duration::from_secs(30), |h| {
+        (0..5).all(|a| {
+            (5..10).all(|b| {
+                h.machine(a).and_then(|m| m.status(node_id(b))) == Some(MemberStatus::Down)
+                    && h.machine(b).and_then(|m| m.status(node_id(a))) == Some(MemberStatus::Down)
+            })
+        })
+    })
+    .expect("each side judges the other down");
+    h.heal();
+    h.run_until_true(Duration::from_secs(10), |h| {
+        (0..10).all(|n| h.all_see(n, MemberStatus::Alive))
+    })
+    .expect("everyone alive again after heal");
+}
+
+#[test]
+fn a_local_pause_is_not_blamed_on_peers() {
+    let config = config();
+    let ring = initial_ring(3, &config);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut m = Membership::new(config.clone(), node_id(0), 1, ring, Instant::ZERO).expect("valid");
+    m.tick(Instant::ZERO, &mut rng);
+    while m.poll_output().is_some() {}
+    // The driver stalls for ten seconds, then ticks: no peer is suspected on that evidence alone.
+    let resumed = Instant::ZERO.saturating_add(Duration::from_secs(10));
+    m.tick(resumed, &mut rng);
+    m.check_invariants();
+    assert_eq!(m.stats().local_pauses, 1);
+    assert_eq!(m.alive_members().len(), 3);
+    // But continued silence after the pause is.
+    let later = resumed.saturating_add(config.down_after_total());
+    let mut t = resumed;
+    while t < later {
+        t = m.poll_timeout().expect("timer").min(later);
+        m.tick(t, &mut rng);
+        m.check_invariants();
+    }
+    assert_eq!(m.alive_members(), vec![node_id(0)]);
+    assert_eq!(m.status(node_id(1)), Some(MemberStatus::Down));
+}
+
+#[test]
+fn untrusted_input_is_refused_never_panics() {
+    let config = MembershipConfig {
+        members_max: 8,
+        ring_changes_max: 4,
+        ..config()
+    };
+    let ring = initial_ring(3, &config);
+    let mut m =
+        Membership::new(config.clone(), node_id(0), 1, ring.clone(), Instant::ZERO).expect("valid");
+    let now = Instant::ZERO;
+    // Too many entries: refused whole.
+    let flood = GossipMessage::Syn {
+        entries: (0..100)
+            .map(|i| GossipEntry {
+                node: NodeId(1000 + i),
+                incarnation: 1,
+                heartbeat: 1,
+            })
+            .collect(),
+        ring_version: RingVersion::default(),
+        ring: None,
+    };
+    m.handle_gossip(now, node_id(1), flood);
+    assert_eq!(m.stats().messages_refused, 1);
+    // Within the message limit but over the table: the extra entries are dropped and counted.
+    let many = GossipMessage::Ack {
+        entries: (0..8)
+            .map(|i| GossipEntry {
+                node: NodeId(1000 + i),
+                incarnation: 1,
+                heartbeat: 1,
+            })
+            .collect(),
+        ring_version: RingVersion::default(),
+        ring: None,
+    };
+    m.handle_gossip(now, node_id(1), many);
+    m.check_invariants();
+    assert!(m.stats().entries_dropped > 0);
+    assert!(m.members().len() <= config.members_max);
+    // Bad ring logs claiming a huge version: refused, the ring is unchanged.
+    let claim = RingVersion {
+        changes: u64::MAX,
+        fingerprint: 0,
+    };
+    let bad_logs = vec![
+        RingLog {
+            vnodes_per_node: 99,
+            changes: ring.changes.clone(),
+        },
+        RingLog {
+            vnodes_per_node: config.vnodes_per_node,
+            changes: vec![RingChange::Remove(NodeId(77))],
+        },
+        RingLog {
+            vnodes_per_node: config.vnodes_per_node,
+            changes: vec![RingChange::Join(member(1)); 2],
+        },
+        RingLog {
+            vnodes_per_node: config.vnodes_per_node,
+            changes: (0..5).map(|i| RingChange::Join(member(i))).collect(),
+        },
+        RingLog {
+            vnodes_per_node: config.vnodes_per_node,
+            changes: vec![RingChange::Join(Member {
+                id: NodeId(9),
+                location: NodeLocation {
+                    datacenter: "x".repeat(1000),
+                    rack: String::new(),
+                    weight: 1,
+                },
+            })],
+        },
+        RingLog {
+            vnodes_per_node: config.vnodes_per_node,
+            changes: vec![RingChange::Join(Member {
+                id: NodeId(9),
+                location: NodeLocation {
+                    datacenter: String::new(),
+                    rack: String::new(),
+                    weight: u32::MAX,
+                },
+            })],
+        },
+    ];
+    let before = m.ring_version();
+    for log in bad_logs {
+        m.handle_gossip(
+            now,
+            node_id(1),
+            GossipMessage::Syn {
+                entries: Vec::new(),
+                ring_version: claim,
+                ring: Some(log),
+            },
+        );
+        m.check_invariants();
+    }
+    assert_eq!(m.ring_version(), before);
+    assert_eq!(m.stats().rings_refused, 6);
+    // Random and truncated bytes never decode into a panic.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let valid = crate::codec::encode(&GossipMessage::Syn {
+        entries: vec![GossipEntry {
+            node: NodeId(1),
+            incarnation: 2,
+            heartbeat: 3,
+        }],
+        ring_version: RingVersion::default(),
+        ring: Some(ring),
+    });
+    for cut in 0..valid.len() {
+        assert!(crate::codec::decode::<GossipMessage>(&valid[..cut]).is_err());
+    }
+    for _ in 0..2_000 {
+        let len = rng.gen_range(0..64);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        if let Ok(message) = crate::codec::decode::<GossipMessage>(&bytes) {
+            m.handle_gossip(now, node_id(2), message);
+            m.check_invariants();
+        }
+    }
+}
+
+#[test]
+fn the_widest_message_stays_within_the_bound() {
+    let config = MembershipConfig {
+        members_max: 200,
+        ring_changes_max: 50,
+        location_name_bytes_max: 40,
+        ..config()
+    };
+    assert_eq!(config.validate(), Ok(()));
+    let widest = GossipMessage::Syn {
+        entries: (0..config.members_max)
+            .map(|_| GossipEntry {
+                node: NodeId(u32::MAX),
+                incarnation: u64::MAX,
+                heartbeat: u64::MAX,
+            })
+            .collect(),
+        ring_version: RingVersion {
+            changes: u64::MAX,
+            fingerprint: u64::MAX,
+        },
+        ring: Some(RingLog {
+            vnodes_per_node: u32::MAX,
+            changes: (0..config.ring_changes_max)
+                .map(|_| {
+                    RingChange::Join(Member {
+                        id: NodeId(u32::MAX),
+                        location: NodeLocation {
+                            datacenter: "d".repeat(config.location_name_bytes_max),
+                            rack: "r".repeat(config.location_name_bytes_max),
+                            weight: u32::MAX,
+                        },
+                    })
+                })
+                .collect(),
+        }),
+    };
+    assert!(crate::codec::encode(&widest).len() <= config.message_bytes_max());
+    let too_wide = MembershipConfig {
+        ring_changes_max: 65_536,
+        location_name_bytes_max: 1_024,
+        ..config
+    };
+    assert_eq!(
+        too_wide.validate().map_err(|e| e.field),
+        Err("ring_changes_max")
+    );
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let run = |seed| {
+        let mut h = cluster(10, seed, lossy());
+        h.run_for(Duration::from_secs(2));
+        h.crash(4);
+        h.run_for(Duration::from_secs(5));
+        assert!(h.restart(4));
+        h.run_for(Duration::from_secs(2));
+        (h.events.clone(), h.messages_sent, h.bytes_sent)
+    };
+    assert_eq!(run(21), run(21));
+    assert_ne!(run(21).1, run(22).1);
+}
+
+/// The measurement asked for by the failure-handling issue. Run with
+/// `cargo test -p ringkv-core --release membership::tests::detection_table -- --nocapture`.
+#[test]
+fn detection_table() {
+    let config = MembershipConfig::default();
+    println!(
+        "gossip_interval_ms {} fanout {} suspect_after_ms {} down_after_ms {} (latency 1-5 ms, no loss)",
+        config.gossip_interval_ms, config.fanout, config.suspect_after_ms, config.down_after_ms
+    );
+    println!("{}", DetectionReport::HEADER);
+    for nodes in [5, 20, 100] {
+        let report = measure_detection(nodes, 42, config.clone()).expect("measured");
+        println!("{report}");
+        let log2 = (nodes as f64).log2();
+        // Generous O(log n) bounds: dissemination of one heartbeat and of a restart.
+        assert!(
+            report.recovery_rounds <= 2.0 * log2 + 3.0,
+            "recovery took {} rounds",
+            report.recovery_rounds
+        );
+        assert!(
+            report.crash_spread_rounds <= 2.0 * log2 + 3.0,
+            "crash news took {} rounds beyond the timeouts",
+            report.crash_spread_rounds
+        );
+        assert_eq!(report.false_suspicions, 0);
+        // Push-pull: `fanout` requests and about as many replies per node per round.
+        let per_round =
+            report.messages_per_node_per_second * config.gossip_interval_ms as f64 / 1_000.0;
+        assert!(
+            per_round <= 2.0 * config.fanout as f64 + 1.0,
+            "{per_round} messages per round"
+        );
+    }
+    let network = NetworkModel {
+        latency_ms: (1, 50),
+        drop: 0.1,
+        duplicate: 0.05,
+    };
+    println!("same, latency 1-50 ms, 10% loss, 5% duplication");
+    println!("{}", DetectionReport::HEADER);
+    for nodes in [5, 20, 100] {
+        let report = measure_detection_on(nodes, 42, config.clone(), network).expect("measured");
+        println!("{report}");
+        let log2 = (nodes as f64).log2();
+        assert!(report.recovery_rounds <= 3.0 * log2 + 5.0);
+        assert!(report.crash_spread_rounds <= 3.0 * log2 + 5.0);
+        assert_eq!(report.false_suspicions, 0);
+    }
 }

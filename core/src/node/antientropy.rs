@@ -3,7 +3,7 @@
 
 use super::durability::AfterPersist;
 use super::{Node, NodeEvent, Output};
-use crate::antientropy::{differing_leaves, plan_repair, RangeTree, LEAVES};
+use crate::antientropy::{differing_leaves, plan_repair, RangeTree, FANOUT, LEAVES};
 use crate::id::NodeId;
 use crate::message::Message;
 use crate::ring::Ring;
@@ -138,19 +138,44 @@ impl<S: Storage> Node<S> {
         for (range, root) in roots.into_iter().take(self.my_ranges.len().max(1)) {
             let tree = self.tree_mut(range);
             if tree.root() != root {
-                let leaves = tree.leaves().to_vec();
+                let hashes = tree.interior().to_vec();
                 self.ae_stats.ranges_differing += 1;
-                self.send(from, Message::AeLeaves { range, leaves });
+                self.send(from, Message::AeInterior { range, hashes });
             }
         }
     }
 
-    pub(super) fn on_ae_leaves(&mut self, from: NodeId, range: u32, leaves: Vec<u64>) {
-        if leaves.len() != LEAVES {
+    pub(super) fn on_ae_interior(&mut self, from: NodeId, range: u32, hashes: Vec<u64>) {
+        if hashes.len() != LEAVES / FANOUT {
             return; // malformed: ignore
         }
         let tree = self.tree_mut(range);
-        let differing = differing_leaves(tree.leaves(), &leaves);
+        let mine = tree.interior().to_vec();
+        let groups: Vec<(u8, Vec<u64>)> = differing_leaves(&mine, &hashes)
+            .into_iter()
+            .filter_map(|group| {
+                let leaves = tree.leaves_under(usize::from(group)).to_vec();
+                u8::try_from(group).ok().map(|g| (g, leaves))
+            })
+            .collect();
+        self.send(from, Message::AeLeaves { range, groups });
+    }
+
+    pub(super) fn on_ae_leaves(&mut self, from: NodeId, range: u32, groups: Vec<(u8, Vec<u64>)>) {
+        let tree = self.tree_mut(range);
+        let mut differing: Vec<u16> = Vec::new();
+        for (group, theirs) in groups.iter().take(LEAVES / FANOUT) {
+            let group = usize::from(*group);
+            let mine = tree.leaves_under(group);
+            if theirs.len() != FANOUT || mine.len() != FANOUT {
+                continue; // malformed: ignore
+            }
+            for leaf in differing_leaves(mine, theirs) {
+                if let Ok(index) = u16::try_from(group * FANOUT + usize::from(leaf)) {
+                    differing.push(index);
+                }
+            }
+        }
         let entries: Vec<(Bytes, u64)> = differing
             .iter()
             .flat_map(|&leaf| {

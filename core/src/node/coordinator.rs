@@ -65,6 +65,10 @@ pub(super) struct ReadOperation {
     answered: Vec<NodeId>,
     merged: Option<Record>,
     failed: u8,
+    /// What each replica answered, for read repair.
+    records: Vec<(NodeId, Option<Record>)>,
+    /// The client has its answer; the operation lives on only to repair late or stale replicas.
+    replied: bool,
 }
 
 /// A write waiting for durable acknowledgements.
@@ -108,8 +112,8 @@ impl Operation {
         match self {
             Operation::Read(r) => {
                 assert!(
-                    r.answered.len() < usize::from(r.needed),
-                    "finished reads are removed"
+                    r.replied || r.answered.len() < usize::from(r.needed),
+                    "reads with a quorum are answered"
                 );
                 assert!(r.answered.len() + usize::from(r.failed) <= usize::from(r.replicas));
             }
@@ -269,6 +273,8 @@ impl<S: Storage> Node<S> {
             answered: Vec::with_capacity(replicas.len()),
             merged: None,
             failed: 0,
+            records: Vec::with_capacity(replicas.len()),
+            replied: false,
         };
         self.track(op, Operation::Read(read), deadline);
         for replica in replicas {
@@ -305,6 +311,7 @@ impl<S: Storage> Node<S> {
         match record {
             Ok(record) => {
                 read.answered.push(from);
+                read.records.push((from, record.clone()));
                 if let Some(record) = record {
                     read.merged = Some(match read.merged.take() {
                         Some(merged) => merged.merge(&record),
@@ -315,7 +322,25 @@ impl<S: Storage> Node<S> {
             Err(_) => read.failed += 1,
         }
         let (answered, needed) = (read.answered.len(), usize::from(read.needed));
+        let all_in = answered + usize::from(read.failed) >= usize::from(read.replicas);
+        if read.replied {
+            if all_in {
+                if let Some(Operation::Read(read)) = self.untrack(op) {
+                    self.read_repair(read);
+                }
+            }
+            return;
+        }
         let unreachable = usize::from(read.replicas) - usize::from(read.failed) < needed;
+        let plain = matches!(read.purpose, ReadPurpose::Plain);
+        if answered >= needed && plain && self.config.cluster.read_repair && !all_in {
+            // Answer now; keep collecting the other replicas' answers to repair them.
+            read.replied = true;
+            let (request, merged) = (read.request, read.merged.clone());
+            self.observe_record(merged.as_ref());
+            self.reply(request, read_reply(merged, acks(answered)));
+            return;
+        }
         if answered >= needed || unreachable {
             if let Some((deadline, Operation::Read(read))) = self.untrack_with_deadline(op) {
                 let merged = read.merged.clone();
@@ -337,8 +362,11 @@ impl<S: Storage> Node<S> {
     fn after_read_quorum(&mut self, read: ReadOperation, deadline: Instant, answered: u8) {
         match read.purpose {
             ReadPurpose::Plain => {
-                let reply = read_reply(read.merged, answered);
+                let reply = read_reply(read.merged.clone(), answered);
                 self.reply(read.request, reply);
+                if self.config.cluster.read_repair {
+                    self.read_repair(read);
+                }
             }
             ReadPurpose::LinearizableRead => {
                 let reply = read_reply(read.merged.clone(), answered);
@@ -402,6 +430,28 @@ impl<S: Storage> Node<S> {
                     fanned_out: false,
                 };
                 self.launch_write(write, deadline);
+            }
+        }
+    }
+
+    /// Sends the merged record to every replica that answered with something older or nothing.
+    /// Fire and forget: merging is idempotent, and anti-entropy covers what this misses.
+    fn read_repair(&mut self, read: ReadOperation) {
+        let Some(merged) = read.merged else { return };
+        for (node, record) in &read.records {
+            if record.as_ref() == Some(&merged) {
+                continue;
+            }
+            self.stats.read_repairs += 1;
+            if *node == self.id {
+                let _ = self.apply(read.key.clone(), &merged, AfterPersist::Nothing);
+            } else {
+                let message = Message::Write {
+                    op: OperationId(0),
+                    key: read.key.clone(),
+                    record: merged.clone(),
+                };
+                self.send(*node, message);
             }
         }
     }
@@ -757,6 +807,7 @@ impl<S: Storage> Node<S> {
             return;
         };
         match operation {
+            Operation::Read(read) if read.replied => self.read_repair(read),
             Operation::Read(read) => {
                 // Also a linearizable write still in its query phase: nothing was written yet.
                 let reply = ClientReply::Unavailable {

@@ -40,6 +40,8 @@ pub struct NodeStats {
     pub stale_replies: u64,
     /// Duplicated forwarded puts ignored.
     pub duplicate_forwards: u64,
+    /// Repair writes sent (or applied locally) after reads found stale replicas.
+    pub read_repairs: u64,
 }
 
 /// One ringkv node, generic over its storage engine.
@@ -170,7 +172,8 @@ impl<S: Storage> Node<S> {
             Message::WriteReply { op, result } => self.on_write_reply(from, op, result),
             Message::CoordinatePutReply { op, outcome } => self.on_forward_reply(op, outcome),
             Message::AeRoots { roots } => self.on_ae_roots(from, roots),
-            Message::AeLeaves { range, leaves } => self.on_ae_leaves(from, range, leaves),
+            Message::AeInterior { range, hashes } => self.on_ae_interior(from, range, hashes),
+            Message::AeLeaves { range, groups } => self.on_ae_leaves(from, range, groups),
             Message::AeDigests {
                 range,
                 leaves,

@@ -266,3 +266,124 @@ fn vector_clocks_keep_concurrent_writes_and_a_context_resolves_them() {
 }
 
 use crate::client::RequestError;
+
+/// Anti-entropy after divergence of D keys out of K moves bytes in proportion to D (plus the
+/// tree overhead of the ranges that differ), not to K.
+#[test]
+fn anti_entropy_bytes_scale_with_divergence_not_key_count() {
+    use crate::codec::encode;
+    use crate::storage::Storage;
+    use crate::version::{LwwRecord, LwwVersion, Record};
+    const KEYS: usize = 100_000;
+    const DIVERGENT: usize = 100;
+    let mut ring = Ring::new(64);
+    for i in 0..3 {
+        let location = NodeLocation {
+            datacenter: "dc".into(),
+            rack: format!("r{i}"),
+            weight: 1,
+        };
+        ring.add_node(NodeId(i), location).expect("fresh");
+    }
+    let record = |ts: u64| {
+        Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: ts,
+                node: NodeId(0),
+                nonce: 0,
+            },
+            value: Some(Bytes::from(vec![7u8; 100])),
+        })
+    };
+    let key = |i: usize| Bytes::from(format!("key{i:07}"));
+    let mut storages = vec![MemStorage::new(); 3];
+    for i in 0..KEYS {
+        for storage in &mut storages {
+            storage.put(key(i), record(1)).expect("put");
+        }
+    }
+    let divergent: Vec<Bytes> = (0..DIVERGENT).map(|i| key(i * 997 % KEYS)).collect();
+    let mut divergent_bytes = 0;
+    for k in &divergent {
+        storages[0].put(k.clone(), record(2)).expect("put");
+        divergent_bytes += encode(&(k.clone(), record(2))).len();
+    }
+    let all_bytes = KEYS * encode(&(key(0), record(1))).len();
+    let cluster = ClusterConfig {
+        anti_entropy_ranges_per_round: 256,
+        ..ClusterConfig::default()
+    };
+    let mut nodes: Vec<Node<MemStorage>> = storages
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut storage)| {
+            storage.sync().expect("sync");
+            let config = NodeConfig {
+                id: NodeId(i as u32),
+                cluster: cluster.clone(),
+                rng_seed: i as u64,
+            };
+            Node::new(config, ring.clone(), storage).expect("valid")
+        })
+        .collect();
+    let mut ae_bytes = 0usize;
+    let mut queue: VecDeque<(NodeId, NodeId, Message)> = VecDeque::new();
+    let mut converged_after = None;
+    for round in 1..=5u64 {
+        let now = Now {
+            monotonic: Instant::from_nanos(round * 2_000_000_000),
+            wall: WallMicros(1),
+        };
+        for (i, node) in nodes.iter_mut().enumerate() {
+            node.handle_timeout(now);
+            while let Some(output) = node.poll_output() {
+                if let Output::Send { to, message } = output {
+                    queue.push_back((NodeId(i as u32), to, message));
+                }
+            }
+        }
+        while let Some((from, to, message)) = queue.pop_front() {
+            if message.is_anti_entropy() {
+                ae_bytes += encode(&message).len();
+            }
+            let i = to.0 as usize;
+            nodes[i].handle_message(now, from, message);
+            while let Some(output) = nodes[i].poll_output() {
+                match output {
+                    Output::Send { to, message } => {
+                        queue.push_back((NodeId(i as u32), to, message))
+                    }
+                    Output::Persist { token } => {
+                        nodes[i].storage_mut().sync().expect("sync");
+                        nodes[i].handle_persisted(now, token);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let healed = nodes.iter_mut().all(|n| {
+            divergent
+                .iter()
+                .all(|k| n.storage_mut().get(k).expect("get") == Some(record(2)))
+        });
+        if healed {
+            converged_after = Some(round);
+            break;
+        }
+    }
+    assert!(
+        converged_after.is_some(),
+        "anti-entropy did not repair the divergent keys"
+    );
+    let ratio = ae_bytes as f64 / divergent_bytes as f64;
+    println!(
+        "anti-entropy: K={KEYS} D={DIVERGENT}: {ae_bytes} bytes moved for {divergent_bytes} divergent bytes \
+         (ratio {ratio:.1}; all keys are {all_bytes} bytes), repaired after {} rounds",
+        converged_after.unwrap_or(0)
+    );
+    assert!(ratio < 40.0, "ratio {ratio}");
+    assert!(
+        ae_bytes * 50 < all_bytes,
+        "{ae_bytes} bytes is not small beside {all_bytes}"
+    );
+}

@@ -115,7 +115,10 @@ impl Event {
                         format!("op {} {outcome:?}", op.0)
                     }
                     Message::AeRoots { roots } => format!("{} roots", roots.len()),
-                    Message::AeLeaves { range, .. } => format!("range {range}"),
+                    Message::AeInterior { range, .. } => format!("range {range}"),
+                    Message::AeLeaves { range, groups } => {
+                        format!("range {range}, {} groups", groups.len())
+                    }
                     Message::AeDigests { range, entries, .. } => {
                         format!("range {range}, {} digests", entries.len())
                     }
