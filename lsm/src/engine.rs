@@ -3,12 +3,13 @@
 
 use crate::bloom;
 use crate::bytes_io::{Cursor, PutBytes};
+use crate::cache::LruCache;
 use crate::compaction::{self, CompactionPlan};
 use crate::config::LsmConfig;
 use crate::entry::{decode_keyed, encode_keyed, Entry, ValuePointer};
 use crate::error::LsmError;
-use crate::frame::{decode_frame, encode_frame, scan_log};
-use crate::fs::FileSystem;
+use crate::frame::{decode_frame, encode_frame, scan_log, FRAME_HEADER_BYTES};
+use crate::fs::{DetachedFsync, FileSystem, FsError};
 use crate::manifest::{self, ManifestState, SegmentMeta, MANIFEST_FILE, MANIFEST_TMP_FILE};
 use crate::store::{RunCursor, TableStore};
 use crate::table::{table_file_name, DecodeLimits, TableBuilder, TableMeta};
@@ -82,6 +83,37 @@ pub enum GcOutcome {
     },
 }
 
+/// A sync in progress, from [`Lsm::sync_begin`]: run [`SyncTicket::fsync`] (outside any lock),
+/// then hand its result to [`Lsm::sync_finish`].
+pub struct SyncTicket {
+    covers_seq: u64,
+    fsync: Option<DetachedFsync>,
+}
+
+impl SyncTicket {
+    /// Every write with a sequence number up to this one is durable once the sync finishes.
+    pub fn covers_seq(&self) -> u64 {
+        self.covers_seq
+    }
+
+    /// Runs the fsync (a no-op if it was already done in place, or nothing needed it).
+    pub fn fsync(&mut self) -> Result<(), FsError> {
+        match self.fsync.take() {
+            Some(fsync) => fsync(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for SyncTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncTicket")
+            .field("covers_seq", &self.covers_seq)
+            .field("detached", &self.fsync.is_some())
+            .finish()
+    }
+}
+
 /// Counters for write amplification and cache behaviour.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LsmStats {
@@ -117,28 +149,30 @@ impl LsmStats {
     }
 }
 
-/// A memtable entry: separated values keep their bytes too, so reads never touch the value log.
+/// Bytes buffered in memory before value-log frames are written out during a flush.
+const VLOG_BUFFER_BYTES: usize = 1 << 20;
+
+/// A memtable entry. Large values are separated *at flush* (deferred WiscKey): until then they
+/// live in the WAL record and here, so a synced write costs one fsync (the WAL's) and the value
+/// log is written in large sequential appends, never per write.
 #[derive(Clone, Debug)]
 enum MemEntry {
     Inline(Bytes),
-    Separated(Bytes, ValuePointer),
+    /// A value above the separation threshold, written with sequence `seq`; it goes to the value
+    /// log when the memtable is flushed.
+    Pending {
+        value: Bytes,
+        seq: u64,
+    },
     Tombstone(u64),
 }
 
 impl MemEntry {
-    fn to_entry(&self) -> Entry {
-        match self {
-            MemEntry::Inline(v) => Entry::Inline(v.clone()),
-            MemEntry::Separated(_, p) => Entry::Pointer(*p),
-            MemEntry::Tombstone(ms) => Entry::Tombstone { deleted_at_ms: *ms },
-        }
-    }
-
-    /// The entry with the value resolved (for scans).
+    /// The entry with the value resolved (for reads and scans).
     fn to_resolved_entry(&self) -> Entry {
         match self {
-            MemEntry::Separated(v, _) => Entry::Inline(v.clone()),
-            other => other.to_entry(),
+            MemEntry::Inline(v) | MemEntry::Pending { value: v, .. } => Entry::Inline(v.clone()),
+            MemEntry::Tombstone(ms) => Entry::Tombstone { deleted_at_ms: *ms },
         }
     }
 
@@ -146,7 +180,7 @@ impl MemEntry {
         key.len()
             + 48
             + match self {
-                MemEntry::Inline(v) | MemEntry::Separated(v, _) => v.len(),
+                MemEntry::Inline(v) | MemEntry::Pending { value: v, .. } => v.len(),
                 MemEntry::Tombstone(_) => 0,
             }
     }
@@ -165,8 +199,9 @@ struct CompactionJob {
 /// expiry) is an argument, there are no threads and no clocks.
 ///
 /// Durability contract: `put`/`delete` stage a write (visible at once); `sync` makes every write
-/// staged before it durable with one fsync of the value log (if it grew) and one of the WAL
-/// (group commit). A failed fsync poisons the engine: writes fail with `Poisoned`, reads go on.
+/// staged before it durable with one fsync of the WAL, which holds the values too (group
+/// commit; large values reach the value log at flush, fsynced before the table pointing at
+/// them). A failed fsync poisons the engine: writes fail with `Poisoned`, reads go on.
 #[derive(Debug)]
 pub struct Lsm<F: FileSystem> {
     store: TableStore<F>,
@@ -178,10 +213,16 @@ pub struct Lsm<F: FileSystem> {
     wal_buffer: Vec<u8>,
     wal_len: u64,
     wal_unsynced: bool,
+    /// Length of the active value-log segment, including `vlog_buffer`.
     vlog_active_len: u64,
+    /// Value-log frames staged by a flush and not yet appended to the active segment.
+    vlog_buffer: Vec<u8>,
     vlog_unsynced: bool,
     last_seq: u64,
     job: Option<CompactionJob>,
+    /// Recently read separated values, by (segment, offset), bounded in bytes (a quarter of the
+    /// block-cache budget): a hot value is served without a read and a checksum of its frame.
+    value_cache: LruCache<(u64, u64), Bytes>,
     cursors: Vec<Bytes>,
     poisoned: Option<String>,
     stats: LsmStats,
@@ -206,6 +247,7 @@ impl<F: FileSystem> Lsm<F> {
             state.levels.push(Vec::new());
         }
         remove_orphans(&mut fs, &state)?;
+        let value_cache = LruCache::new(config.block_cache_bytes / 4);
         let mut engine = Lsm {
             store: TableStore::new(
                 fs,
@@ -223,8 +265,10 @@ impl<F: FileSystem> Lsm<F> {
             wal_len: 0,
             wal_unsynced: false,
             vlog_active_len: 0,
+            vlog_buffer: Vec::new(),
             vlog_unsynced: false,
             job: None,
+            value_cache,
             poisoned: None,
             stats: LsmStats::default(),
         };
@@ -246,8 +290,9 @@ impl<F: FileSystem> Lsm<F> {
                 }
             }
         }
-        // The active value-log segment: bytes below the trusted length were durable when the
-        // manifest was written; past it, a torn tail is cut.
+        // The active value-log segment is appended only by flushes, which fsync it before the
+        // manifest records its new length: every byte a table points at lies below the trusted
+        // length, and anything past it is the unreferenced tail of an interrupted flush.
         let active = self.state.vlog_active;
         let vname = vlog_file_name(active);
         if !self.state.segments.contains_key(&active) {
@@ -256,20 +301,17 @@ impl<F: FileSystem> Lsm<F> {
                 "active segment not listed",
             ));
         }
-        let vlog = self.store.fs.read_all(&vname)?;
-        let trusted = usize::try_from(self.state.vlog_active_trusted_len).unwrap_or(usize::MAX);
-        if vlog.len() < trusted {
+        let vlog_len = self.store.fs.len(&vname)?;
+        let trusted = self.state.vlog_active_trusted_len;
+        if vlog_len < trusted {
             return Err(LsmError::corrupt(&vname, "shorter than its durable length"));
         }
-        let vlog_valid_len = scan_log(&vlog, trusted, self.frame_payload_max())
-            .map_err(|why| LsmError::corrupt(&vname, why))?
-            .valid_len;
 
         let wname = wal_file_name(self.state.wal_id);
         let wal = self.store.fs.read_all(&wname)?;
         let scan = scan_log(&wal, 0, self.frame_payload_max())
             .map_err(|why| LsmError::corrupt(&wname, why))?;
-        let mut wal_valid_len = scan.valid_len;
+        let wal_valid_len = scan.valid_len;
         let mut expected_seq = self.state.last_seq + 1;
         for (offset, frame) in &scan.frames {
             if frame.seq != expected_seq {
@@ -290,33 +332,29 @@ impl<F: FileSystem> Lsm<F> {
             .map_err(|why| LsmError::corrupt(&wname, format!("record at {offset}: {why}")))?;
             let key = Bytes::copy_from_slice(key);
             let mem = match entry {
+                Entry::Inline(v) if v.len() > self.config.value_separation_threshold_bytes => {
+                    MemEntry::Pending {
+                        value: v,
+                        seq: frame.seq,
+                    }
+                }
                 Entry::Inline(v) => MemEntry::Inline(v),
                 Entry::Tombstone { deleted_at_ms } => MemEntry::Tombstone(deleted_at_ms),
-                Entry::Pointer(p) => {
-                    let end = p.offset.saturating_add(u64::from(p.frame_len));
-                    if p.segment == active && end > vlog_valid_len as u64 {
-                        // The value never reached the disk, so this write was never acknowledged
-                        // (sync fsyncs the value log before the WAL): the durable prefix ends here.
-                        wal_valid_len = *offset;
-                        break;
-                    }
-                    let value = if p.segment == active {
-                        let start = usize::try_from(p.offset).unwrap_or(usize::MAX);
-                        let frame_bytes = vlog.get(start..).unwrap_or_default();
-                        parse_value_frame(frame_bytes, &key, frame.seq, self.frame_payload_max())
-                            .map_err(|why| LsmError::corrupt(&vname, why))?
-                    } else {
-                        self.read_value(&key, p, Some(frame.seq))?
-                    };
-                    MemEntry::Separated(value, p)
+                Entry::Pointer(_) => {
+                    // Values are separated only at flush; a WAL record never points at the value
+                    // log (its bytes might not be durable).
+                    return Err(LsmError::corrupt(
+                        &wname,
+                        format!("record at {offset} holds a value-log pointer"),
+                    ));
                 }
             };
             self.memtable_insert(key, mem);
             expected_seq += 1;
         }
         self.last_seq = expected_seq - 1;
-        if vlog_valid_len < vlog.len() {
-            self.store.fs.truncate(&vname, vlog_valid_len as u64)?;
+        if vlog_len > trusted {
+            self.store.fs.truncate(&vname, trusted)?;
             self.store.fs.fsync(&vname)?;
         }
         if wal_valid_len < wal.len() {
@@ -324,7 +362,7 @@ impl<F: FileSystem> Lsm<F> {
             self.store.fs.fsync(&wname)?;
         }
         self.wal_len = wal_valid_len as u64;
-        self.vlog_active_len = vlog_valid_len as u64;
+        self.vlog_active_len = trusted;
         if let Some(s) = self.state.segments.get_mut(&active) {
             s.size_bytes = self.vlog_active_len;
         }
@@ -366,8 +404,8 @@ impl<F: FileSystem> Lsm<F> {
             .map(|seq| WriteOutcome::Written { seq })
     }
 
-    /// Makes every write staged so far durable: one fsync of the value log (if it grew) and one
-    /// of the WAL, however many writes are covered (group commit). A failure poisons the engine
+    /// Makes every write staged so far durable: one fsync of the WAL, however many writes are
+    /// covered (group commit). A failure poisons the engine
     /// for good and returns `Poisoned`; the fsync is never retried.
     pub fn sync(&mut self) -> Result<(), LsmError> {
         self.writable()?;
@@ -381,6 +419,7 @@ impl<F: FileSystem> Lsm<F> {
     }
 
     fn sync_inner(&mut self) -> Result<(), LsmError> {
+        self.write_vlog_buffer()?;
         if self.vlog_unsynced {
             self.store
                 .fs
@@ -393,6 +432,78 @@ impl<F: FileSystem> Lsm<F> {
             self.wal_unsynced = false;
         }
         Ok(())
+    }
+
+    /// First half of a sync split in two, for a driver that shares the engine between writer
+    /// threads behind a lock (group commit): under the lock, `sync_begin` writes the buffered WAL
+    /// records and returns a ticket; the driver runs [`SyncTicket::fsync`] *outside* the lock,
+    /// so that other writers stage their writes meanwhile; then, under the lock again,
+    /// [`Lsm::sync_finish`] records the outcome. Once it returns `Ok`, every write with a
+    /// sequence number up to [`SyncTicket::covers_seq`] is durable.
+    ///
+    /// Safe against anything that happens in between: later writes are not covered (and a plain
+    /// [`Lsm::sync`] still fsyncs them, since the WAL stays marked unsynced); a flush makes the
+    /// covered writes durable in a table and removes the WAL file, which the detached fsync can
+    /// still sync harmlessly. On a file system that cannot detach an fsync the ticket's fsync
+    /// is done here and the ticket's is a no-op.
+    pub fn sync_begin(&mut self) -> Result<SyncTicket, LsmError> {
+        self.writable()?;
+        let r = self.sync_begin_inner();
+        if let Err(e) = r {
+            let why = format!("sync failed: {e}");
+            self.poisoned = Some(why.clone());
+            return Err(LsmError::Poisoned(why));
+        }
+        r
+    }
+
+    fn sync_begin_inner(&mut self) -> Result<SyncTicket, LsmError> {
+        let covers_seq = self.last_seq;
+        if !self.wal_unsynced && !self.vlog_unsynced && self.vlog_buffer.is_empty() {
+            return Ok(SyncTicket {
+                covers_seq,
+                fsync: None,
+            });
+        }
+        self.write_vlog_buffer()?;
+        if self.vlog_unsynced {
+            // Values reach the value log only in flushes, which fsync it; kept for safety: a WAL
+            // record must never be durable before what it depends on.
+            self.store
+                .fs
+                .fsync(&vlog_file_name(self.state.vlog_active))?;
+            self.vlog_unsynced = false;
+        }
+        self.write_wal_buffer()?;
+        let name = wal_file_name(self.state.wal_id);
+        match self.store.fs.detached_fsync(&name)? {
+            // `wal_unsynced` stays set: only a completed in-place fsync clears it.
+            Some(fsync) => Ok(SyncTicket {
+                covers_seq,
+                fsync: Some(fsync),
+            }),
+            None => {
+                self.store.fs.fsync(&name)?;
+                self.wal_unsynced = false;
+                Ok(SyncTicket {
+                    covers_seq,
+                    fsync: None,
+                })
+            }
+        }
+    }
+
+    /// Second half of a split sync: `result` is what [`SyncTicket::fsync`] returned. A failure
+    /// poisons the engine for good (the fsync is never retried) and returns `Poisoned`.
+    pub fn sync_finish(&mut self, result: Result<(), FsError>) -> Result<(), LsmError> {
+        if let Err(e) = result {
+            let why = format!("sync failed: {e}");
+            if self.poisoned.is_none() {
+                self.poisoned = Some(why.clone());
+            }
+            return Err(LsmError::Poisoned(why));
+        }
+        self.writable()
     }
 
     /// Flushes the memtable to a level-0 table now (normally done when it is full).
@@ -443,7 +554,7 @@ impl<F: FileSystem> Lsm<F> {
         Ok(None)
     }
 
-    /// Appends the write to the value log (large values) and the WAL buffer, then the memtable.
+    /// Appends the write (values of every size inline) to the WAL buffer, then the memtable.
     /// Any failure here must poison: a partial record followed by later ones would read as
     /// corruption.
     fn write(
@@ -454,10 +565,10 @@ impl<F: FileSystem> Lsm<F> {
     ) -> Result<u64, LsmError> {
         let seq = self.last_seq + 1;
         let (entry, mem) = match value {
-            Some(v) if v.len() > self.config.value_separation_threshold_bytes => {
-                let p = self.vlog_append(seq, &key, &v)?;
-                (Entry::Pointer(p), MemEntry::Separated(v, p))
-            }
+            Some(v) if v.len() > self.config.value_separation_threshold_bytes => (
+                Entry::Inline(v.clone()),
+                MemEntry::Pending { value: v, seq },
+            ),
             Some(v) => (Entry::Inline(v.clone()), MemEntry::Inline(v)),
             None => (
                 Entry::Tombstone { deleted_at_ms },
@@ -480,9 +591,6 @@ impl<F: FileSystem> Lsm<F> {
         self.memtable_bytes += mem.size_bytes(&key);
         if let Some(old) = self.memtable.insert(key.clone(), mem) {
             self.memtable_bytes -= old.size_bytes(&key);
-            if let MemEntry::Separated(_, p) = old {
-                self.add_garbage(p);
-            }
         }
     }
 
@@ -505,41 +613,53 @@ impl<F: FileSystem> Lsm<F> {
         Ok(())
     }
 
-    fn vlog_append(
-        &mut self,
-        seq: u64,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<ValuePointer, LsmError> {
+    /// Stages one value-log frame in `vlog_buffer` (written out in large appends) and returns
+    /// where it will be. Only flushes call this; the frames are fsynced before any table that
+    /// points at them is written.
+    fn vlog_stage(&mut self, seq: u64, key: &[u8], value: &[u8]) -> Result<ValuePointer, LsmError> {
         let mut payload = Vec::with_capacity(key.len() + value.len() + 4);
         payload.put_slice32(key);
         payload.extend_from_slice(value);
-        let mut frame = Vec::with_capacity(payload.len() + 20);
-        encode_frame(&mut frame, seq, &payload);
+        let frame_len = (FRAME_HEADER_BYTES + payload.len()) as u64;
         if self.vlog_active_len > 0
-            && self.vlog_active_len + frame.len() as u64 > self.config.vlog_segment_bytes_max
+            && self.vlog_active_len + frame_len > self.config.vlog_segment_bytes_max
         {
             self.rotate_vlog()?;
         }
         let active = self.state.vlog_active;
-        self.store.fs.append(&vlog_file_name(active), &frame)?;
+        encode_frame(&mut self.vlog_buffer, seq, &payload);
         let p = ValuePointer {
             segment: active,
             offset: self.vlog_active_len,
-            frame_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
+            frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
         };
-        self.vlog_active_len += frame.len() as u64;
-        self.vlog_unsynced = true;
-        self.stats.vlog_bytes += frame.len() as u64;
+        self.vlog_active_len += frame_len;
+        self.stats.vlog_bytes += frame_len;
         if let Some(s) = self.state.segments.get_mut(&active) {
             s.size_bytes = self.vlog_active_len;
         }
+        if self.vlog_buffer.len() >= VLOG_BUFFER_BYTES {
+            self.write_vlog_buffer()?;
+        }
         Ok(p)
+    }
+
+    fn write_vlog_buffer(&mut self) -> Result<(), LsmError> {
+        if self.vlog_buffer.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .fs
+            .append(&vlog_file_name(self.state.vlog_active), &self.vlog_buffer)?;
+        self.vlog_buffer.clear();
+        self.vlog_unsynced = true;
+        Ok(())
     }
 
     /// Seals the active segment (fsynced, so WAL records pointing into it stay valid) and starts
     /// a new one, recorded in the manifest before any value is written to it.
     fn rotate_vlog(&mut self) -> Result<(), LsmError> {
+        self.write_vlog_buffer()?;
         let old = vlog_file_name(self.state.vlog_active);
         self.store.fs.fsync(&old)?;
         self.vlog_unsynced = false;
@@ -563,7 +683,22 @@ impl<F: FileSystem> Lsm<F> {
         if self.memtable.is_empty() {
             return Ok(());
         }
-        // Tables may point into the value log: its bytes must be durable before the table is.
+        // Separate the large values now, in memtable (key) order, in large appends.
+        let pending: Vec<(Bytes, Bytes, u64)> = self
+            .memtable
+            .iter()
+            .filter_map(|(k, m)| match m {
+                MemEntry::Pending { value, seq } => Some((k.clone(), value.clone(), *seq)),
+                _ => None,
+            })
+            .collect();
+        let mut pointers = Vec::with_capacity(pending.len());
+        for (key, value, seq) in &pending {
+            pointers.push(self.vlog_stage(*seq, key, value)?);
+        }
+        drop(pending);
+        self.write_vlog_buffer()?;
+        // Tables point into the value log: its bytes must be durable before the table is.
         if self.vlog_unsynced {
             self.store
                 .fs
@@ -578,8 +713,22 @@ impl<F: FileSystem> Lsm<F> {
             self.config.bloom_bits_per_key,
             self.config.compression,
         )?;
+        let mut pointers = pointers.into_iter();
         for (key, mem) in &self.memtable {
-            builder.add(&mut self.store.fs, key, &mem.to_entry())?;
+            let entry = match mem {
+                MemEntry::Inline(v) => Entry::Inline(v.clone()),
+                MemEntry::Tombstone(ms) => Entry::Tombstone { deleted_at_ms: *ms },
+                MemEntry::Pending { .. } => match pointers.next() {
+                    Some(p) => Entry::Pointer(p),
+                    None => {
+                        return Err(LsmError::corrupt(
+                            &table_file_name(id),
+                            "flush lost a value pointer",
+                        ))
+                    }
+                },
+            };
+            builder.add(&mut self.store.fs, key, &entry)?;
         }
         let meta = builder.finish(&mut self.store.fs)?;
         self.stats.flush_bytes += meta.size_bytes;
@@ -665,6 +814,11 @@ impl<F: FileSystem> Lsm<F> {
                 "pointer into a segment that is not live",
             ));
         }
+        if seq.is_none() {
+            if let Some(v) = self.value_cache.get(&(p.segment, p.offset)) {
+                return Ok(v);
+            }
+        }
         let bytes = self
             .store
             .fs
@@ -678,6 +832,8 @@ impl<F: FileSystem> Lsm<F> {
             None => parse_value_frame_any_seq(&bytes, key, payload_max),
         }
         .map_err(|why| LsmError::corrupt(&name, format!("value at {}: {why}", p.offset)))?;
+        self.value_cache
+            .insert((p.segment, p.offset), value.clone(), value.len() + 64);
         Ok(value)
     }
 

@@ -4,9 +4,11 @@
 //! same engine runs on real files ([`fs::StdFs`]) and on a seeded, fault-injecting simulated disk
 //! ([`fs::SimFs`]).
 //!
-//! * **Write path:** large values (above `value_separation_threshold_bytes`) go to an append-only
-//!   value log (WiscKey); every write is a crc-checked WAL record; `sync` is one fsync of the
-//!   value log and one of the WAL covering every write staged before it (group commit).
+//! * **Write path:** every write is a crc-checked WAL record holding its value; `sync` is one
+//!   fsync of the WAL covering every write staged before it (group commit; `sync_begin` /
+//!   `sync_finish` let a multi-threaded driver fsync outside its lock). Large values (above
+//!   `value_separation_threshold_bytes`) move to an append-only value log when the memtable is
+//!   flushed (WiscKey, deferred), in large sequential appends; the tree keeps pointers.
 //! * **Tree:** a `BTreeMap` memtable flushed to immutable SSTables (checksummed LZ4 blocks, block
 //!   index, our own bloom filter, versioned footer: `FORMAT.md`), leveled compaction run in
 //!   bounded steps, tombstones dropped at the last level after `tombstone_grace_ms`.
@@ -38,6 +40,6 @@ mod store;
 mod table;
 
 pub use config::LsmConfig;
-pub use engine::{CompactionProgress, GcOutcome, Lsm, LsmStats, WriteOutcome};
+pub use engine::{CompactionProgress, GcOutcome, Lsm, LsmStats, SyncTicket, WriteOutcome};
 pub use error::LsmError;
 pub use storage::LsmStorage;

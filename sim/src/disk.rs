@@ -179,6 +179,7 @@ impl StorageScenario {
             events,
             messages: (0, 0, 0),
             faults: u64::try_from(self.oracle.crashes).unwrap_or(u64::MAX),
+            anti_entropy: (0, 0),
             sim_ms: 0,
             wall_ms: 0,
             checks: vec![("crash-oracle", verdict)],

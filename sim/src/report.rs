@@ -42,6 +42,8 @@ pub struct RunReport {
     pub messages: (u64, u64, u64),
     /// Faults applied.
     pub faults: u64,
+    /// Anti-entropy messages and their encoded bytes.
+    pub anti_entropy: (u64, u64),
     /// Simulated time, milliseconds.
     pub sim_ms: u64,
     /// Wall time, milliseconds (0 until the caller measures it).
@@ -112,6 +114,11 @@ impl RunReport {
             "events       {} over {:.1} s simulated",
             self.events,
             self.sim_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            s,
+            "repair       anti-entropy {} messages, {} bytes",
+            self.anti_entropy.0, self.anti_entropy.1
         );
         if with_wall_time {
             let wall = self.wall_ms.max(1) as f64;

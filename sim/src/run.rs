@@ -150,6 +150,10 @@ fn summarize(
         events: world.counters.events,
         messages: (world.counters.messages, network.dropped, network.duplicated),
         faults: world.counters.faults,
+        anti_entropy: (
+            world.counters.anti_entropy_messages,
+            world.counters.anti_entropy_bytes,
+        ),
         sim_ms: world.now_ns() / 1_000_000,
         wall_ms: 0,
         checks,

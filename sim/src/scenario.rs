@@ -88,6 +88,15 @@ pub struct ClusterSpec {
     /// Coordinator request timeout.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// Write the newest version back to stale replicas after a read.
+    #[serde(default = "yes")]
+    pub read_repair: bool,
+    /// Time between anti-entropy rounds per node; 0 turns anti-entropy off.
+    #[serde(default = "default_anti_entropy_interval")]
+    pub anti_entropy_interval_ms: u64,
+    /// Ranges compared per anti-entropy round.
+    #[serde(default = "default_anti_entropy_ranges")]
+    pub anti_entropy_ranges_per_round: usize,
     /// TEST ONLY: acknowledge writes before they are durable (shows the durability check works).
     #[serde(default)]
     pub unsafe_ack_before_persist: bool,
@@ -310,6 +319,12 @@ fn default_vnodes() -> u32 {
 }
 fn default_conflict() -> String {
     "lww".into()
+}
+fn default_anti_entropy_interval() -> u64 {
+    1000
+}
+fn default_anti_entropy_ranges() -> usize {
+    64
 }
 fn default_request_timeout() -> u64 {
     1000
@@ -642,6 +657,9 @@ impl Scenario {
             vnodes_per_node: c.vnodes_per_node,
             request_timeout_ms: c.request_timeout_ms,
             sloppy_quorum: c.sloppy_quorum,
+            read_repair: c.read_repair,
+            anti_entropy_interval_ms: c.anti_entropy_interval_ms,
+            anti_entropy_ranges_per_round: c.anti_entropy_ranges_per_round,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
             unsafe_skip_write_back: c.unsafe_skip_write_back,
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,

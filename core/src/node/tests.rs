@@ -387,3 +387,36 @@ fn anti_entropy_bytes_scale_with_divergence_not_key_count() {
         "{ae_bytes} bytes is not small beside {all_bytes}"
     );
 }
+
+#[test]
+fn read_repair_brings_a_stale_replica_up_to_date() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, put("k", "old"));
+    c.settle();
+    // The new value reaches only two replicas: every message to the third is lost.
+    c.client(0, 2, put("k", "new"));
+    let replicas = c.nodes[0].ring().preference_list(b"k", 3);
+    let stale = replicas[2];
+    c.in_flight.retain(|(_, to, _)| *to != stale);
+    c.settle();
+    let before = c.nodes[stale.0 as usize]
+        .storage_mut()
+        .get(b"k")
+        .expect("get");
+    assert!(before.is_some_and(|r| r.live_values() == vec![Bytes::from_static(b"old")]));
+    c.client(
+        1,
+        3,
+        ClientRequest::Get {
+            key: Bytes::from_static(b"k"),
+            consistency: Some(Consistency::All),
+        },
+    );
+    c.settle();
+    let after = c.nodes[stale.0 as usize]
+        .storage_mut()
+        .get(b"k")
+        .expect("get");
+    assert!(after.is_some_and(|r| r.live_values() == vec![Bytes::from_static(b"new")]));
+    assert!(c.nodes[1].stats().read_repairs >= 1);
+}

@@ -65,6 +65,11 @@ impl fmt::Display for FsError {
 
 impl std::error::Error for FsError {}
 
+/// An fsync taken out of the file system: running it makes durable the bytes the file held when it
+/// was detached (and possibly more), without borrowing the file system. See
+/// [`FileSystem::detached_fsync`].
+pub type DetachedFsync = Box<dyn FnOnce() -> Result<(), FsError> + Send>;
+
 /// The small set of file operations the engine needs, over one flat directory.
 ///
 /// Every method takes `&mut self`: the engine is single-threaded and deterministic, and the
@@ -100,6 +105,16 @@ pub trait FileSystem {
 
     /// Cuts `name` to `len` bytes (used to drop a torn WAL tail). Durable only after `fsync`.
     fn truncate(&mut self, name: &str, len: u64) -> Result<(), FsError>;
+
+    /// An fsync of `name` to run later, away from `&mut self`, so that a driver sharing the engine
+    /// between threads can fsync outside its lock while other writers stage writes (group
+    /// commit; [`crate::Lsm::sync_begin`]). `None` when the file system cannot detach one (the
+    /// simulated disk): the engine then fsyncs in place. A failure of the detached fsync must
+    /// poison the engine like any other (never retried).
+    fn detached_fsync(&mut self, name: &str) -> Result<Option<DetachedFsync>, FsError> {
+        let _ = name;
+        Ok(None)
+    }
 
     /// Whether `name` exists.
     fn exists(&mut self, name: &str) -> Result<bool, FsError> {

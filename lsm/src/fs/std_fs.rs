@@ -1,6 +1,6 @@
 //! Real files under one root directory, through `std::fs`.
 
-use super::{FileSystem, FsError, FsErrorKind};
+use super::{DetachedFsync, FileSystem, FsError, FsErrorKind};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -99,6 +99,22 @@ impl FileSystem for StdFs {
             kind: FsErrorKind::SyncFailed,
             ..io_error(name, &e)
         })
+    }
+
+    fn detached_fsync(&mut self, name: &str) -> Result<Option<DetachedFsync>, FsError> {
+        // A second descriptor of the same open file: fsync through it covers every byte written
+        // through the first, and stays valid if the file is later removed.
+        let file = self
+            .handle(name)?
+            .try_clone()
+            .map_err(|e| io_error(name, &e))?;
+        let name = name.to_string();
+        Ok(Some(Box::new(move || {
+            file.sync_data().map_err(|e| FsError {
+                kind: FsErrorKind::SyncFailed,
+                ..io_error(&name, &e)
+            })
+        })))
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {

@@ -112,6 +112,10 @@ pub struct RunCounters {
     pub faults: u64,
     /// Node events by kind.
     pub node_events: BTreeMap<&'static str, u64>,
+    /// Anti-entropy messages sent.
+    pub anti_entropy_messages: u64,
+    /// Their encoded bytes.
+    pub anti_entropy_bytes: u64,
 }
 
 /// A whole simulated cluster under one seed.
@@ -478,6 +482,11 @@ impl World {
             match output {
                 Output::Send { to, message } => {
                     self.counters.messages += 1;
+                    if message.is_anti_entropy() {
+                        self.counters.anti_entropy_messages += 1;
+                        self.counters.anti_entropy_bytes +=
+                            ringkv_core::codec::encode(&message).len() as u64;
+                    }
                     let from = u32::try_from(node).unwrap_or(u32::MAX);
                     match self.network.fate(from, to.0, &mut self.net_rng) {
                         Fate::Lost => {}
