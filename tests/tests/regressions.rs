@@ -15,7 +15,13 @@ const CASES: &[Case] = &[
         scenario: "quorum-new-old",
         seeds: &[3, 8, 22, 27, 51, 54, 72, 76, 78, 91, 97, 98],
         what_went_wrong: "with latency [0.5, 40] ms and 3000 operations the new-old inversion was not \
-                          forced on these seeds; the scenario now uses [0.5, 60] ms and 6000 operations",
+                          forced on these seeds; the scenario now uses [0.5, 100] ms and 6000 operations",
+    },
+    Case {
+        scenario: "quorum-new-old",
+        seeds: &[17],
+        what_went_wrong: "once read repair existed, latency [0.5, 60] ms no longer forced the inversion \
+                          on this seed",
     },
     Case {
         scenario: "broken-ack-before-persist",
