@@ -117,6 +117,8 @@ pub enum RequestError {
     Busy,
     /// A replica's storage refused the write (for example it is poisoned by a failed fsync).
     StorageUnavailable,
+    /// Keys beginning with bytes 0xFF 0xFF are reserved for the node's own records (hints).
+    ReservedKey,
     /// The `linearizable` level needs last-write-wins versions; this cluster uses vector clocks,
     /// whose siblings have no single newest version to write back.
     LinearizableNeedsLww,

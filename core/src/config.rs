@@ -35,6 +35,19 @@ pub struct ClusterConfig {
     pub requests_in_flight_max: usize,
     /// Allow fallback replicas when preferred ones are down (the failure-handling issue).
     pub sloppy_quorum: bool,
+    /// With `sloppy_quorum`: how long a write waits for its replicas before handing the silent
+    /// ones' copies to fallback nodes as hints.
+    pub sloppy_after_ms: u64,
+    /// Most hints kept for one owner.
+    pub hints_per_target_max: usize,
+    /// Most hint bytes kept for one owner.
+    pub hint_bytes_per_target_max: u64,
+    /// Hints older than this are deleted unsent and left to anti-entropy.
+    pub hint_age_max_ms: u64,
+    /// Time between hint replay rounds.
+    pub hint_replay_interval_ms: u64,
+    /// Most hints replayed per round (the replay rate limit).
+    pub hint_replays_per_round: usize,
     /// After answering a read, write the newest version to replicas that answered with an older
     /// one (or nothing).
     pub read_repair: bool,
@@ -72,6 +85,12 @@ impl Default for ClusterConfig {
             clock_entries_max: 16,
             requests_in_flight_max: 10_000,
             sloppy_quorum: false,
+            sloppy_after_ms: 200,
+            hints_per_target_max: 100_000,
+            hint_bytes_per_target_max: 1 << 30,
+            hint_age_max_ms: 3 * 3_600_000,
+            hint_replay_interval_ms: 500,
+            hint_replays_per_round: 256,
             read_repair: true,
             anti_entropy_interval_ms: 1000,
             anti_entropy_ranges_per_round: 64,
@@ -159,6 +178,36 @@ impl ClusterConfig {
             (1..=1_000_000).contains(&self.requests_in_flight_max),
             "requests_in_flight_max",
             "must be between 1 and 1000000",
+        )?;
+        check(
+            (1..=self.request_timeout_ms).contains(&self.sloppy_after_ms),
+            "sloppy_after_ms",
+            "must be between 1 and request_timeout_ms",
+        )?;
+        check(
+            (1..=100_000_000).contains(&self.hints_per_target_max),
+            "hints_per_target_max",
+            "must be between 1 and 100000000",
+        )?;
+        check(
+            self.hint_bytes_per_target_max >= 1,
+            "hint_bytes_per_target_max",
+            "must be at least 1",
+        )?;
+        check(
+            self.hint_age_max_ms >= 1,
+            "hint_age_max_ms",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=3_600_000).contains(&self.hint_replay_interval_ms),
+            "hint_replay_interval_ms",
+            "must be between 1 and 3600000",
+        )?;
+        check(
+            (1..=100_000).contains(&self.hint_replays_per_round),
+            "hint_replays_per_round",
+            "must be between 1 and 100000",
         )?;
         check(
             self.anti_entropy_interval_ms <= 3_600_000,

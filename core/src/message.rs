@@ -35,6 +35,18 @@ pub enum Message {
         /// The record to merge.
         record: Record,
     },
+    /// Coordinator → fallback (sloppy quorum): keep `record` as a durable hint for `for_node`, and
+    /// acknowledge once durable (the reply is a `WriteReply`).
+    HintedWrite {
+        /// Round-trip id at the coordinator.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The record to hand to `for_node` later.
+        record: Record,
+        /// The replica this fallback stands in for.
+        for_node: crate::id::NodeId,
+    },
     /// Replica → coordinator: the write is merged and durable (or refused).
     WriteReply {
         /// Echoed round-trip id.
@@ -148,6 +160,7 @@ impl Message {
             Message::ReadReply { .. } => "read-reply",
             Message::Write { .. } => "write",
             Message::WriteReply { .. } => "write-reply",
+            Message::HintedWrite { .. } => "hinted-write",
             Message::CoordinatePut { .. } => "coordinate-put",
             Message::CoordinatePutReply { .. } => "coordinate-put-reply",
             Message::AeRoots { .. } => "ae-roots",

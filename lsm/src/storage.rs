@@ -68,30 +68,19 @@ impl<F: FileSystem> LsmStorage<F> {
     }
 }
 
-impl<F: FileSystem> Storage for LsmStorage<F> {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        match self.lsm.get(key).map_err(storage_error)? {
-            None => Ok(None),
-            Some(bytes) => ringkv_core::codec::decode(&bytes)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt(format!("record of a key: {e}"))),
-        }
-    }
-
-    fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
-        let value = Bytes::from(ringkv_core::codec::encode(&record));
-        let bytes = (key.len() + value.len()) as u64;
+impl<F: FileSystem> LsmStorage<F> {
+    /// Runs one write, doing compaction work itself (in bounded steps) while the engine stalls.
+    fn write_with_back_pressure(
+        &mut self,
+        bytes: u64,
+        mut write: impl FnMut(&mut Lsm<F>, u64) -> Result<WriteOutcome, LsmError>,
+    ) -> Result<(), StorageError> {
         for _ in 0..STALL_STEPS_MAX {
-            match self
-                .lsm
-                .put(key.clone(), value.clone())
-                .map_err(storage_error)?
-            {
+            match write(&mut self.lsm, self.now_ms).map_err(storage_error)? {
                 WriteOutcome::Written { .. } => {
                     return self.maintain(bytes).map_err(storage_error);
                 }
                 WriteOutcome::Stalled { .. } => {
-                    // Back-pressure: do the compaction work ourselves, in bounded steps.
                     let step = self
                         .lsm
                         .compact_step(self.now_ms, 1 << 20)
@@ -105,6 +94,29 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
             }
         }
         Err(StorageError::Io("write stalled too long".into()))
+    }
+}
+
+impl<F: FileSystem> Storage for LsmStorage<F> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        match self.lsm.get(key).map_err(storage_error)? {
+            None => Ok(None),
+            Some(bytes) => ringkv_core::codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt(format!("record of a key: {e}"))),
+        }
+    }
+
+    fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
+        let value = Bytes::from(ringkv_core::codec::encode(&record));
+        let bytes = (key.len() + value.len()) as u64;
+        self.write_with_back_pressure(bytes, |lsm, _| lsm.put(key.clone(), value.clone()))
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StorageError> {
+        let key = Bytes::copy_from_slice(key);
+        let bytes = key.len() as u64;
+        self.write_with_back_pressure(bytes, |lsm, now_ms| lsm.delete(key.clone(), now_ms))
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {

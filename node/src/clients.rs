@@ -250,6 +250,9 @@ fn rejected(e: &RequestError) -> Reply {
         RequestError::StorageUnavailable => Reply::err(
             "storage unavailable on a replica (a failed fsync poisons a node until restarted)",
         ),
+        RequestError::ReservedKey => {
+            Reply::err("keys beginning with bytes 0xFF 0xFF are reserved for the node's own records")
+        }
     }
 }
 
@@ -690,7 +693,9 @@ impl Session<'_> {
                 "# ringkv\r\nnode_id:{}\r\ndatacenter:{}\r\nrack:{}\r\ncluster_name:{}\r\n\
                  ring_members:{}\r\npeers_connected:{}\r\noperations_in_flight:{}\r\n\
                  gets_ok:{}\r\nputs_ok:{}\r\nwrites_indeterminate:{}\r\nreads_unavailable:{}\r\n\
-                 storage_syncs:{}\r\nstorage_log_bytes:{}\r\npeer_messages_dropped:{}\r\n\r\n",
+                 storage_syncs:{}\r\nstorage_table_bytes:{}\r\nstorage_vlog_bytes:{}\r\n\
+                 storage_level0_tables:{}\r\nstorage_compactions:{}\r\n\
+                 peer_messages_dropped:{}\r\n\r\n",
                 settings.node_id.0,
                 settings.location.datacenter,
                 settings.location.rack,
@@ -704,7 +709,10 @@ impl Session<'_> {
                     + metrics.requests(Operation::Delete, Outcome::Indeterminate),
                 metrics.requests(Operation::Get, Outcome::Unavailable),
                 metrics.storage_syncs.get(),
-                metrics.storage_log_bytes.get(),
+                metrics.storage_table_bytes.get(),
+                metrics.storage_vlog_bytes.get(),
+                metrics.storage_level0_tables.get(),
+                metrics.storage_compactions.get(),
                 metrics.peer_messages_dropped.get(),
             ));
         }

@@ -3,7 +3,9 @@
 //! Every error names the field as it is spelled in the file (`replication.w`, `peers[1].addr`),
 //! so an operator can find it. Unknown keys are refused rather than silently ignored.
 
+use crate::storage::StorageSettings;
 use ringkv_core::{ClusterConfig, ConflictMode, Consistency, NodeId, NodeLocation};
+use ringkv_lsm::LsmConfig;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -117,6 +119,52 @@ pub struct LimitsFile {
     pub peer_queue_messages_max: Option<usize>,
 }
 
+/// `[storage]`: the LSM engine's limits and the maintenance budget. Every field is optional.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    /// The memtable is flushed to a table once it holds this many bytes (also the memory the
+    /// memtable takes, and the WAL replayed at start after a crash).
+    pub memtable_bytes_max: Option<usize>,
+    /// WAL records buffered in memory before they are written (every sync writes them anyway).
+    pub wal_buffer_bytes: Option<usize>,
+    /// Stored records longer than this go to the value log; the tree keeps a pointer.
+    pub value_separation_threshold_bytes: Option<usize>,
+    /// A value-log segment is sealed past this size; one collection rewrites at most one
+    /// segment, so this also bounds a collection step.
+    pub vlog_segment_bytes_max: Option<u64>,
+    /// A sealed segment is collected once this percentage of it is garbage.
+    pub vlog_gc_garbage_percent_min: Option<u64>,
+    /// Bound of the data-block cache.
+    pub block_cache_bytes: Option<usize>,
+    /// Bound of the cache of table indexes and bloom filters.
+    pub index_cache_bytes: Option<usize>,
+    /// Target uncompressed size of a data block.
+    pub block_bytes: Option<usize>,
+    /// Bloom filter bits per key.
+    pub bloom_bits_per_key: Option<usize>,
+    /// LZ4 compression of data blocks.
+    pub compression: Option<bool>,
+    /// Target size of a table written by compaction.
+    pub table_bytes_target: Option<u64>,
+    /// Level 0 is compacted into level 1 at this many tables.
+    pub level0_compaction_tables: Option<usize>,
+    /// Writes stall (and run compaction inline) at this many level-0 tables.
+    pub level0_stall_tables: Option<usize>,
+    /// Size target of level 1.
+    pub level1_bytes_max: Option<u64>,
+    /// Growth factor between levels.
+    pub level_size_multiplier: Option<u64>,
+    /// Number of levels, level 0 included.
+    pub levels: Option<usize>,
+    /// How often the node runs a maintenance step.
+    pub maintenance_interval_ms: Option<u64>,
+    /// Entry bytes one maintenance step may merge.
+    pub maintenance_budget_bytes: Option<u64>,
+    /// A value-log collection is attempted every this many maintenance steps.
+    pub vlog_gc_interval_ticks: Option<u64>,
+}
+
 /// The TOML file, every field optional (flags and defaults fill the gaps).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +200,9 @@ pub struct FileConfig {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Storage engine.
+    #[serde(default)]
+    pub storage: StorageFile,
 }
 
 impl FileConfig {
@@ -255,6 +306,8 @@ pub struct Settings {
     pub cluster: ClusterConfig,
     /// Node-level limits.
     pub limits: Limits,
+    /// The storage engine's configuration.
+    pub storage: StorageSettings,
 }
 
 /// Parses `one | quorum | all | linearizable | <count>`; other level names get an error naming what exists.
@@ -465,6 +518,7 @@ impl FileConfig {
 
         let cluster = self.cluster_config(peers.len() + 1)?;
         let limits = self.limits(&cluster)?;
+        let storage = self.storage.validate(&cluster)?;
         Ok(Settings {
             node_id,
             location,
@@ -478,6 +532,7 @@ impl FileConfig {
             peers,
             cluster,
             limits,
+            storage,
         })
     }
 
@@ -588,6 +643,218 @@ impl FileConfig {
     }
 }
 
+/// Room the engine's key limit leaves above `limits.key_bytes_max` for the prefixes of the
+/// core's own records (a hint's key is a 2-byte prefix, the owner's id and the client key).
+pub const STORAGE_KEY_PREFIX_BYTES_MAX: usize = 64;
+
+/// Default size of a value-log segment for the node: smaller than the engine's own default
+/// because a collection rewrites a whole segment's live values on the driver in one step.
+pub const VLOG_SEGMENT_BYTES_DEFAULT: u64 = 32 << 20;
+
+impl StorageFile {
+    /// Validates `[storage]` against the cluster's limits and builds the engine configuration.
+    pub fn validate(&self, cluster: &ClusterConfig) -> Result<StorageSettings, SettingsError> {
+        fn within<T: PartialOrd + fmt::Display + Copy>(
+            field: &str,
+            value: Option<T>,
+            default: T,
+            min: T,
+            max: T,
+            unit: &str,
+        ) -> Result<T, SettingsError> {
+            let value = value.unwrap_or(default);
+            if value < min || value > max {
+                return invalid(
+                    format!("storage.{field}"),
+                    format!("must be between {min} and {max}{unit} (got {value})"),
+                );
+            }
+            Ok(value)
+        }
+        const KIB: usize = 1 << 10;
+        const GIB: usize = 1 << 30;
+        let d = LsmConfig::default();
+        let memtable_bytes_max = within(
+            "memtable_bytes_max",
+            self.memtable_bytes_max,
+            d.memtable_bytes_max,
+            64 * KIB,
+            4 * GIB,
+            " bytes",
+        )?;
+        let lsm = LsmConfig {
+            // The engine stores keys as the core hands them (client keys, and its own records
+            // such as hints under a short prefix) and a value as the encoded record (versions
+            // and siblings included), which the peer codec bounds.
+            key_bytes_max: cluster.key_bytes_max + STORAGE_KEY_PREFIX_BYTES_MAX,
+            value_bytes_max: ringkv_core::codec::MESSAGE_BYTES_MAX,
+            memtable_bytes_max,
+            wal_buffer_bytes: within(
+                "wal_buffer_bytes",
+                self.wal_buffer_bytes,
+                d.wal_buffer_bytes,
+                0,
+                64 << 20,
+                " bytes",
+            )?,
+            value_separation_threshold_bytes: within(
+                "value_separation_threshold_bytes",
+                self.value_separation_threshold_bytes,
+                d.value_separation_threshold_bytes,
+                16,
+                ringkv_core::codec::MESSAGE_BYTES_MAX,
+                " bytes",
+            )?,
+            vlog_segment_bytes_max: within(
+                "vlog_segment_bytes_max",
+                self.vlog_segment_bytes_max,
+                VLOG_SEGMENT_BYTES_DEFAULT,
+                1 << 20,
+                4 << 30,
+                " bytes",
+            )?,
+            vlog_gc_garbage_percent_min: within(
+                "vlog_gc_garbage_percent_min",
+                self.vlog_gc_garbage_percent_min,
+                d.vlog_gc_garbage_percent_min,
+                1,
+                100,
+                "",
+            )?,
+            block_cache_bytes: within(
+                "block_cache_bytes",
+                self.block_cache_bytes,
+                d.block_cache_bytes,
+                0,
+                64 * GIB,
+                " bytes",
+            )?,
+            index_cache_bytes: within(
+                "index_cache_bytes",
+                self.index_cache_bytes,
+                d.index_cache_bytes,
+                0,
+                64 * GIB,
+                " bytes",
+            )?,
+            block_bytes: within(
+                "block_bytes",
+                self.block_bytes,
+                d.block_bytes,
+                512,
+                4 << 20,
+                " bytes",
+            )?,
+            bloom_bits_per_key: within(
+                "bloom_bits_per_key",
+                self.bloom_bits_per_key,
+                d.bloom_bits_per_key,
+                1,
+                40,
+                "",
+            )?,
+            compression: self.compression.unwrap_or(d.compression),
+            table_bytes_target: within(
+                "table_bytes_target",
+                self.table_bytes_target,
+                d.table_bytes_target,
+                64 << 10,
+                1 << 30,
+                " bytes",
+            )?,
+            level0_compaction_tables: within(
+                "level0_compaction_tables",
+                self.level0_compaction_tables,
+                d.level0_compaction_tables,
+                2,
+                64,
+                "",
+            )?,
+            level0_stall_tables: within(
+                "level0_stall_tables",
+                self.level0_stall_tables,
+                d.level0_stall_tables,
+                3,
+                256,
+                "",
+            )?,
+            level1_bytes_max: within(
+                "level1_bytes_max",
+                self.level1_bytes_max,
+                d.level1_bytes_max,
+                64 << 10,
+                1 << 40,
+                " bytes",
+            )?,
+            level_size_multiplier: within(
+                "level_size_multiplier",
+                self.level_size_multiplier,
+                d.level_size_multiplier,
+                2,
+                100,
+                "",
+            )?,
+            levels: within("levels", self.levels, d.levels, 2, 16, "")?,
+            ..d
+        };
+        if lsm.level0_stall_tables <= lsm.level0_compaction_tables {
+            return invalid(
+                "storage.level0_stall_tables",
+                format!(
+                    "must be more than storage.level0_compaction_tables ({})",
+                    lsm.level0_compaction_tables
+                ),
+            );
+        }
+        if lsm.level1_bytes_max < lsm.table_bytes_target {
+            return invalid(
+                "storage.level1_bytes_max",
+                format!(
+                    "must be at least storage.table_bytes_target ({})",
+                    lsm.table_bytes_target
+                ),
+            );
+        }
+        if cluster.key_bytes_max > (1 << 20) - STORAGE_KEY_PREFIX_BYTES_MAX {
+            return invalid(
+                "limits.key_bytes_max",
+                "must be at most 1048576 (the storage engine's limit)",
+            );
+        }
+        // Backstop: anything the engine still refuses is reported against the table.
+        if let Err(e) = lsm.validate() {
+            return invalid("storage", e.to_string());
+        }
+        Ok(StorageSettings {
+            lsm,
+            maintenance_interval_ms: within(
+                "maintenance_interval_ms",
+                self.maintenance_interval_ms,
+                100,
+                1,
+                60_000,
+                "",
+            )?,
+            maintenance_budget_bytes: within(
+                "maintenance_budget_bytes",
+                self.maintenance_budget_bytes,
+                4 << 20,
+                4 << 10,
+                1 << 30,
+                " bytes",
+            )?,
+            vlog_gc_interval_ticks: within(
+                "vlog_gc_interval_ticks",
+                self.vlog_gc_interval_ticks,
+                10,
+                1,
+                1_000_000,
+                "",
+            )?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,6 +949,65 @@ mod tests {
             field_of("node_id = 1\n[replication]\nunknown = 1"),
             "unknown"
         );
+    }
+
+    #[test]
+    fn storage_table_parses_and_errors_name_the_field() {
+        let settings = FileConfig::parse(
+            "node_id = 1\n[storage]\nmemtable_bytes_max = 1048576\n\
+             value_separation_threshold_bytes = 4096\nblock_cache_bytes = 0\n\
+             maintenance_interval_ms = 50\n",
+        )
+        .expect("parse")
+        .validate()
+        .expect("valid");
+        assert_eq!(settings.storage.lsm.memtable_bytes_max, 1 << 20);
+        assert_eq!(settings.storage.lsm.value_separation_threshold_bytes, 4096);
+        assert_eq!(settings.storage.lsm.block_cache_bytes, 0);
+        assert_eq!(settings.storage.maintenance_interval_ms, 50);
+        assert_eq!(
+            settings.storage.lsm.key_bytes_max,
+            settings.cluster.key_bytes_max + STORAGE_KEY_PREFIX_BYTES_MAX
+        );
+        let defaults = FileConfig::dev().validate().expect("valid");
+        assert_eq!(
+            defaults.storage.lsm.vlog_segment_bytes_max,
+            VLOG_SEGMENT_BYTES_DEFAULT
+        );
+        assert_eq!(defaults.storage.lsm.validate(), Ok(()));
+
+        for (text, field) in [
+            ("memtable_bytes_max = 10", "storage.memtable_bytes_max"),
+            ("block_bytes = 1", "storage.block_bytes"),
+            ("bloom_bits_per_key = 0", "storage.bloom_bits_per_key"),
+            (
+                "vlog_gc_garbage_percent_min = 101",
+                "storage.vlog_gc_garbage_percent_min",
+            ),
+            (
+                "level0_compaction_tables = 8\nlevel0_stall_tables = 8",
+                "storage.level0_stall_tables",
+            ),
+            (
+                "table_bytes_target = 1048576\nlevel1_bytes_max = 65536",
+                "storage.level1_bytes_max",
+            ),
+            (
+                "maintenance_interval_ms = 0",
+                "storage.maintenance_interval_ms",
+            ),
+            (
+                "maintenance_budget_bytes = 1",
+                "storage.maintenance_budget_bytes",
+            ),
+            ("memtable = 1", "memtable"),
+        ] {
+            assert_eq!(
+                field_of(&format!("node_id = 1\n[storage]\n{text}")),
+                field,
+                "{text}"
+            );
+        }
     }
 
     #[test]

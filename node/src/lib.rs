@@ -4,7 +4,7 @@
 //! driver task owns the node and follows the core's one rule: feed one input, drain
 //! `poll_output` completely, sleep until `poll_timeout` or the next input. Everything else here
 //! is IO at the edges: the Redis-protocol client interface, the authenticated peer transport,
-//! the durable log storage, configuration and admin.
+//! the LSM storage engine on real files, configuration and admin.
 
 #![deny(missing_docs)]
 

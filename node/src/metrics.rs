@@ -181,16 +181,36 @@ pub struct Metrics {
     pub peer_frame_errors: Counter,
     /// Outbound peer connections up now.
     pub peers_connected: Counter,
-    /// Fsyncs of the log.
+    /// Fsyncs of the WAL (group commits).
     pub storage_syncs: Counter,
     /// Fsync latency.
     pub storage_sync_latency: Histogram,
     /// Failed fsyncs (each poisons the node).
     pub storage_sync_failures: Counter,
-    /// Keys held (gauge, published by the driver).
+    /// Keys held, estimated (gauge, published by the driver).
     pub storage_keys: Counter,
-    /// Log bytes (gauge, published by the driver).
-    pub storage_log_bytes: Counter,
+    /// Bytes of tables (gauge).
+    pub storage_table_bytes: Counter,
+    /// Tables in level 0 (gauge).
+    pub storage_level0_tables: Counter,
+    /// Bytes of value-log segments (gauge).
+    pub storage_vlog_bytes: Counter,
+    /// Key and value bytes written (engine counter since start).
+    pub storage_user_bytes: Counter,
+    /// Bytes written to disk: WAL, value log, tables (engine counter since start).
+    pub storage_disk_bytes: Counter,
+    /// Memtable flushes.
+    pub storage_flushes: Counter,
+    /// Compactions finished.
+    pub storage_compactions: Counter,
+    /// Value-log segments collected.
+    pub storage_vlog_segments_collected: Counter,
+    /// Writes that found level 0 full and compacted inline.
+    pub storage_write_stalls: Counter,
+    /// Block-cache hits.
+    pub storage_block_cache_hits: Counter,
+    /// Block-cache misses.
+    pub storage_block_cache_misses: Counter,
     /// Operations the node has in flight (gauge).
     pub operations_in_flight: Counter,
     /// Replies that matched no live operation (from the core's stats).
@@ -200,6 +220,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Publishes the storage engine's gauges and counters (read by the driver).
+    pub fn publish_storage(&self, g: &crate::storage::StorageGauges) {
+        self.storage_table_bytes.set(g.table_bytes);
+        self.storage_level0_tables.set(g.level0_tables);
+        self.storage_vlog_bytes.set(g.vlog_bytes);
+        self.storage_user_bytes.set(g.user_bytes);
+        self.storage_disk_bytes.set(g.disk_bytes);
+        self.storage_flushes.set(g.flushes);
+        self.storage_compactions.set(g.compactions);
+        self.storage_vlog_segments_collected
+            .set(g.vlog_segments_collected);
+        self.storage_write_stalls.set(g.write_stalls);
+        self.storage_block_cache_hits.set(g.block_cache_hits);
+        self.storage_block_cache_misses.set(g.block_cache_misses);
+    }
+
     /// Records a finished client request.
     pub fn record_request(
         &self,
@@ -259,7 +295,7 @@ impl Metrics {
                 "ringkv_replicas_acked_total{{{l},operation=\"{op}\"}} {n}"
             );
         }
-        let simple: [(&str, &str, &str, &Counter); 19] = [
+        let simple: [(&str, &str, &str, &Counter); 29] = [
             (
                 "ringkv_client_connections",
                 "gauge",
@@ -347,14 +383,74 @@ impl Metrics {
             (
                 "ringkv_storage_keys",
                 "gauge",
-                "Keys held, tombstones included.",
+                "Keys held, tombstones included (an estimate: a key in several LSM levels counts more than once).",
                 &self.storage_keys,
             ),
             (
-                "ringkv_storage_log_bytes",
+                "ringkv_storage_table_bytes",
                 "gauge",
-                "Bytes in the log.",
-                &self.storage_log_bytes,
+                "Bytes of LSM tables, all levels.",
+                &self.storage_table_bytes,
+            ),
+            (
+                "ringkv_storage_level0_tables",
+                "gauge",
+                "LSM tables in level 0.",
+                &self.storage_level0_tables,
+            ),
+            (
+                "ringkv_storage_vlog_bytes",
+                "gauge",
+                "Bytes of value-log segments, live and garbage.",
+                &self.storage_vlog_bytes,
+            ),
+            (
+                "ringkv_storage_user_bytes_total",
+                "counter",
+                "Key and value bytes written to the engine.",
+                &self.storage_user_bytes,
+            ),
+            (
+                "ringkv_storage_disk_bytes_total",
+                "counter",
+                "Bytes the engine wrote to disk (WAL, value log, tables); divided by user bytes, the write amplification.",
+                &self.storage_disk_bytes,
+            ),
+            (
+                "ringkv_storage_flushes_total",
+                "counter",
+                "Memtable flushes.",
+                &self.storage_flushes,
+            ),
+            (
+                "ringkv_storage_compactions_total",
+                "counter",
+                "Compactions finished (trivial moves included).",
+                &self.storage_compactions,
+            ),
+            (
+                "ringkv_storage_vlog_segments_collected_total",
+                "counter",
+                "Value-log segments garbage-collected.",
+                &self.storage_vlog_segments_collected,
+            ),
+            (
+                "ringkv_storage_write_stalls_total",
+                "counter",
+                "Writes that found level 0 full and ran compaction inline.",
+                &self.storage_write_stalls,
+            ),
+            (
+                "ringkv_storage_block_cache_hits_total",
+                "counter",
+                "Block-cache hits.",
+                &self.storage_block_cache_hits,
+            ),
+            (
+                "ringkv_storage_block_cache_misses_total",
+                "counter",
+                "Block-cache misses.",
+                &self.storage_block_cache_misses,
             ),
             (
                 "ringkv_operations_in_flight",

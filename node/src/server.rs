@@ -2,7 +2,8 @@
 //! the client, peer and admin servers, and shuts them down in order.
 //!
 //! Shutdown order: stop accepting; let each client connection finish the command it is running
-//! (up to the request timeout); tell the driver to finish what is in flight; final fsync; exit.
+//! (up to the request timeout); tell the driver to finish what is in flight; final fsync and
+//! memtable flush; exit.
 
 use crate::clients::{self, ClientShared};
 use crate::clock::Clock;
@@ -11,7 +12,6 @@ use crate::driver::{Driver, Input, PeerQueues, INPUT_QUEUE_MAX};
 use crate::http::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::peer::{self, handshake::PeerAuth};
-use crate::storage::LogStorage;
 use rand::RngCore;
 use ringkv_core::{Node, NodeConfig, NodeId, Ring};
 use std::collections::BTreeMap;
@@ -59,20 +59,15 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     let clock = Clock::start();
     let metrics = Arc::new(Metrics::default());
 
-    let storage = LogStorage::open(&settings.data_dir).map_err(|e| {
-        format!(
-            "cannot open the data directory {} (`data_dir`): {e}",
-            settings.data_dir.display()
-        )
-    })?;
-    let recovery = storage.recovery().clone();
+    let mut storage = crate::storage::open(&settings.data_dir, &settings.storage)
+        .map_err(|e| format!("cannot open the data directory (`data_dir`): {e}"))?;
+    let lsm = storage.lsm_mut();
     tracing::info!(
         node = %settings.node_id,
         dir = %settings.data_dir.display(),
-        entries = recovery.entries,
-        keys = recovery.keys,
-        torn_bytes = recovery.torn_bytes,
-        compacted = recovery.compacted,
+        last_seq = lsm.last_seq(),
+        tables = ?lsm.level_table_counts(),
+        vlog_bytes = lsm.vlog_bytes(),
         "storage recovered"
     );
     let ring = build_ring(&settings)?;
@@ -145,6 +140,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             queues,
             Arc::clone(&metrics),
             request_timeout,
+            settings.storage.clone(),
         )
         .run(),
     );
@@ -219,16 +215,21 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     let _ = shutdown_tx.send(true);
     let _ = clients.await;
     let _ = inputs_tx.send(Input::Shutdown).await;
-    let storage = driver
+    let mut storage = driver
         .await
         .map_err(|e| format!("the driver task failed: {e}"))?;
-    match storage.poisoned() {
+    let lsm = storage.lsm_mut();
+    match lsm.poisoned() {
         Some(why) => {
             tracing::error!(node = %id, reason = %why, "stopped with poisoned storage");
             Err(format!("storage poisoned: {why}"))
         }
         None => {
-            tracing::info!(node = %id, keys = storage.keys(), "stopped cleanly; storage synced");
+            tracing::info!(
+                node = %id,
+                last_seq = lsm.last_seq(),
+                "stopped cleanly; storage synced and flushed"
+            );
             Ok(())
         }
     }

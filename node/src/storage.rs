@@ -1,390 +1,172 @@
-//! A durable engine for the node until the LSM engine lands: an append-only log of
-//! `(key, Record)` entries, each with its own checksums, replayed into a `BTreeMap` at start.
+//! The node's storage: the LSM engine ([`ringkv_lsm::LsmStorage`]) over real files
+//! ([`ringkv_lsm::fs::StdFs`]) in `data_dir/lsm/`, plus the node-side pieces around it: opening
+//! with the `[storage]` configuration, bounded background maintenance, and the gauges the driver
+//! publishes.
 //!
-//! Entry layout (little-endian): `payload_len u32 | payload_crc u32 | header_crc u32 | payload`,
-//! where `header_crc` covers the first eight bytes and `payload` is `codec::encode(&(key,
-//! record))`. A later entry for a key replaces an earlier one.
+//! Durability is the engine's (see `lsm/FORMAT.md`): a write is staged in the WAL buffer and the
+//! memtable, and is durable once a sync (one fsync of the WAL, covering every write staged before
+//! it) succeeds. The driver acknowledges nothing before that (`handle_persisted`). A failed fsync
+//! poisons the engine for good: it is never retried (PITFALLS, storage: fsyncgate); the engine
+//! turns read-only and the node refuses writes until restarted, when recovery replays the WAL.
 //!
-//! Recovery: a damaged entry with no valid entry after it is a torn tail (a write that was never
-//! acknowledged, because acknowledgements wait for fsync) and is truncated; a damaged entry
-//! followed by valid ones is corruption of acknowledged data and refuses to start.
-//!
-//! Durability: `put` stages into memory and a write buffer; a sync writes the buffer and fsyncs
-//! the file. The driver splits a sync into [`LogStorage::prepare_sync`] (write, on the driver) and
-//! [`SyncJob::run`] (fsync, on a blocking thread) so reads and new writes proceed meanwhile; every
-//! entry written before the fsync began is covered by it (group commit). A failed fsync poisons
-//! the engine for good: it is never retried, because the kernel may have dropped the dirty pages.
+//! The engine lives in its own subdirectory because it owns every file in its directory: at open
+//! it removes files its manifest does not reference.
 
-use bytes::Bytes;
-use ringkv_core::{codec, Record, Storage, StorageError};
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use ringkv_lsm::fs::{FileSystem, StdFs};
+use ringkv_lsm::{CompactionProgress, GcOutcome, LsmConfig, LsmError, LsmStorage};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-/// File name of the log inside the data directory.
-pub const LOG_FILE_NAME: &str = "records.log";
-const COMPACT_FILE_NAME: &str = "records.log.compact";
-const HEADER_BYTES: usize = 12;
-/// Largest entry payload accepted on read or write (the codec's own limit).
-pub const ENTRY_BYTES_MAX: usize = codec::MESSAGE_BYTES_MAX;
-/// Staged bytes held in memory before they are handed to the kernel (not yet durable).
-const WRITE_BUFFER_BYTES_MAX: usize = 1 << 20;
-/// The log is rewritten at start when it is this many times larger than the live data.
-const COMPACT_RATIO: u64 = 2;
-/// ... and at least this large.
-const COMPACT_BYTES_MIN: u64 = 16 << 20;
+/// The node's storage engine.
+pub type NodeStorage = LsmStorage<StdFs>;
 
-/// What recovery found in an existing log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Entries replayed.
-    pub entries: u64,
-    /// Distinct keys held.
-    pub keys: u64,
-    /// Bytes of a torn tail that were truncated.
-    pub torn_bytes: u64,
-    /// Whether the log was rewritten to drop superseded entries.
+/// Subdirectory of `data_dir` that the LSM engine owns.
+pub const LSM_DIR_NAME: &str = "lsm";
+
+/// The file of the append-only log storage that nodes used before the LSM engine. A data
+/// directory still holding it is refused at start rather than silently served empty.
+pub const LEGACY_LOG_FILE_NAME: &str = "records.log";
+
+/// The validated `[storage]` table: the engine's limits and the maintenance budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// The engine's configuration (validated).
+    pub lsm: LsmConfig,
+    /// How often the driver runs a maintenance step (compaction, value-log collection).
+    pub maintenance_interval_ms: u64,
+    /// Bytes of entries one maintenance step may merge (its bound on the driver's time).
+    pub maintenance_budget_bytes: u64,
+    /// A value-log collection is attempted every this many maintenance ticks.
+    pub vlog_gc_interval_ticks: u64,
+}
+
+/// Where the engine's files live inside `data_dir`.
+pub fn lsm_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(LSM_DIR_NAME)
+}
+
+/// Opens (or creates) the engine under `data_dir`, recovering from its manifest, value log and
+/// WAL. Errors are operator-facing: they name the directory and, for damaged data, the file.
+pub fn open(data_dir: &Path, settings: &StorageSettings) -> Result<NodeStorage, String> {
+    let legacy = data_dir.join(LEGACY_LOG_FILE_NAME);
+    if legacy.exists() {
+        return Err(format!(
+            "{} was written by the log storage of an earlier ringkv-node, which this version no \
+             longer reads; start this node on an empty `data_dir` and let anti-entropy (or a \
+             re-load) repopulate it, or keep running the earlier version on that directory",
+            legacy.display()
+        ));
+    }
+    let dir = lsm_dir(data_dir);
+    let fs = StdFs::open(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+    let lsm = ringkv_lsm::Lsm::open(fs, settings.lsm.clone()).map_err(|e| match e {
+        LsmError::Corrupt { .. } => format!(
+            "{} holds damaged data, refusing to start rather than lose acknowledged writes: {e}",
+            dir.display()
+        ),
+        e => format!("cannot open the storage engine in {}: {e}", dir.display()),
+    })?;
+    Ok(LsmStorage::new(lsm))
+}
+
+/// What one maintenance tick did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// A compaction step merged entries or installed a result.
     pub compacted: bool,
+    /// A value-log segment was collected.
+    pub collected: bool,
 }
 
-/// The append-only log engine. See the module documentation.
-pub struct LogStorage {
-    dir: PathBuf,
-    file: Arc<File>,
-    records: BTreeMap<Bytes, Record>,
-    buffer: Vec<u8>,
-    poisoned: Option<String>,
-    log_bytes: u64,
-    recovery: Recovery,
-    #[cfg(test)]
-    fail_next_sync: bool,
-}
-
-/// An fsync to run off the driver: covers every entry written before it was prepared.
-pub struct SyncJob {
-    file: Arc<File>,
-    #[cfg(test)]
-    fail: bool,
-}
-
-impl SyncJob {
-    /// Runs the fsync. On error, pass the reason to [`LogStorage::sync_failed`].
-    pub fn run(self) -> Result<(), String> {
-        #[cfg(test)]
-        if self.fail {
-            return Err("injected fsync failure".to_string());
-        }
-        self.file
-            .sync_data()
-            .map_err(|e| format!("fsync of {LOG_FILE_NAME} failed: {e}"))
+/// One bounded maintenance step, run by the driver between inputs: a compaction step of at most
+/// `budget_bytes` merged entries and, when `collect` is set and no compaction is pending, one
+/// value-log collection attempt (bounded by `vlog_segment_bytes_max`). `wall_ms` ages the engine's
+/// own tombstones. A poisoned engine does nothing (it is read-only until restarted).
+///
+/// The engine's adapter also runs a little compaction after each write, proportional to what was
+/// written; this tick finishes the debt once writes stop and collects garbage in idle periods.
+pub fn maintain<F: FileSystem>(
+    storage: &mut LsmStorage<F>,
+    wall_ms: u64,
+    budget_bytes: u64,
+    collect: bool,
+) -> Result<Maintenance, LsmError> {
+    storage.set_now_ms(wall_ms);
+    let lsm = storage.lsm_mut();
+    if lsm.poisoned().is_some() {
+        return Ok(Maintenance::default());
     }
-}
-
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> StorageError {
-    StorageError::Io(format!("{what} {}: {e}", path.display()))
-}
-
-/// Fsyncs a directory so a file created or renamed in it survives a crash.
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("fsync of directory", dir, e))
-}
-
-/// Appends one encoded entry for `(key, record)` to `out`.
-pub fn encode_entry(key: &Bytes, record: &Record, out: &mut Vec<u8>) -> Result<(), StorageError> {
-    let payload = codec::encode(&(key, record));
-    if payload.is_empty() || payload.len() > ENTRY_BYTES_MAX {
-        return Err(StorageError::Io(format!(
-            "record of key ({} bytes) is too large to store",
-            key.len()
-        )));
-    }
-    let len = u32::try_from(payload.len())
-        .unwrap_or(u32::MAX)
-        .to_le_bytes();
-    let payload_crc = crc32fast::hash(&payload).to_le_bytes();
-    let mut header = [0u8; HEADER_BYTES];
-    header[..4].copy_from_slice(&len);
-    header[4..8].copy_from_slice(&payload_crc);
-    let header_crc = crc32fast::hash(&header[..8]).to_le_bytes();
-    header[8..].copy_from_slice(&header_crc);
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&payload);
-    Ok(())
-}
-
-/// A checked entry at `at`: its payload range, or `None` if the bytes there are not a whole,
-/// valid entry.
-fn entry_at(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
-    let header = bytes.get(at..at.checked_add(HEADER_BYTES)?)?;
-    let field = |i: usize| {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&header[i..i + 4]);
-        u32::from_le_bytes(b)
-    };
-    if crc32fast::hash(&header[..8]) != field(8) {
-        return None;
-    }
-    let len = usize::try_from(field(0)).ok()?;
-    if len == 0 || len > ENTRY_BYTES_MAX {
-        return None;
-    }
-    let start = at + HEADER_BYTES;
-    let payload = bytes.get(start..start.checked_add(len)?)?;
-    (crc32fast::hash(payload) == field(4)).then_some(start..start + len)
-}
-
-/// The result of replaying a log image.
-#[derive(Debug)]
-pub struct Replayed {
-    /// The latest record of every key.
-    pub records: BTreeMap<Bytes, Record>,
-    /// Entries replayed.
-    pub entries: u64,
-    /// Length of the valid prefix; anything after it is a torn tail.
-    pub valid_bytes: usize,
-}
-
-/// Replays a log image. Pure, so it is tested on byte images directly.
-pub fn replay(bytes: &[u8]) -> Result<Replayed, StorageError> {
-    let mut records = BTreeMap::new();
-    let mut entries = 0;
-    let mut at = 0;
-    while at < bytes.len() {
-        let Some(range) = entry_at(bytes, at) else {
-            // Damaged. A torn tail has nothing valid after it; anything else lost acknowledged data.
-            if let Some(later) = (at + 1..bytes.len()).find(|&p| entry_at(bytes, p).is_some()) {
-                return Err(StorageError::Corrupt(format!(
-                    "{LOG_FILE_NAME}: damaged entry at byte {at} is followed by a valid entry at \
-                     byte {later}; refusing to start rather than lose acknowledged writes"
-                )));
-            }
-            break;
-        };
-        let end = range.end;
-        let (key, record): (Bytes, Record) = codec::decode(&bytes[range]).map_err(|e| {
-            StorageError::Corrupt(format!(
-                "{LOG_FILE_NAME}: entry at byte {at} has a valid checksum but does not decode: {e}"
-            ))
-        })?;
-        records.insert(key, record);
-        entries += 1;
-        at = end;
-    }
-    Ok(Replayed {
-        records,
-        entries,
-        valid_bytes: at,
-    })
-}
-
-impl LogStorage {
-    /// Opens (or creates) the log in `dir`, replays it, truncates a torn tail and, when the log is
-    /// mostly superseded entries, rewrites it.
-    pub fn open(dir: &Path) -> Result<LogStorage, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
-        let path = dir.join(LOG_FILE_NAME);
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|e| io_error("cannot open", &path, e))?;
-        if !existed {
-            file.sync_all()
-                .map_err(|e| io_error("fsync of", &path, e))?;
-            sync_dir(dir)?;
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io_error("cannot read", &path, e))?;
-        let replayed = replay(&bytes)?;
-        let mut recovery = Recovery {
-            entries: replayed.entries,
-            keys: replayed.records.len() as u64,
-            torn_bytes: (bytes.len() - replayed.valid_bytes) as u64,
-            compacted: false,
-        };
-        let mut log_bytes = replayed.valid_bytes as u64;
-        if recovery.torn_bytes > 0 {
-            file.set_len(log_bytes)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io_error("cannot truncate the torn tail of", &path, e))?;
-        }
-        drop(bytes);
-        let live_bytes: u64 = replayed
-            .records
-            .iter()
-            .map(|(k, r)| (k.len() + r.value_bytes() + HEADER_BYTES + 64) as u64)
-            .sum();
-        if log_bytes > COMPACT_BYTES_MIN && log_bytes > COMPACT_RATIO * live_bytes {
-            let (compacted, bytes) = Self::compact(dir, &replayed.records)?;
-            file = compacted;
-            log_bytes = bytes;
-            recovery.compacted = true;
-        }
-        Ok(LogStorage {
-            dir: dir.to_path_buf(),
-            file: Arc::new(file),
-            records: replayed.records,
-            buffer: Vec::new(),
-            poisoned: None,
-            log_bytes,
-            recovery,
-            #[cfg(test)]
-            fail_next_sync: false,
-        })
-    }
-
-    /// Writes the live records to a new log, fsyncs it, and renames it over the old one.
-    fn compact(dir: &Path, records: &BTreeMap<Bytes, Record>) -> Result<(File, u64), StorageError> {
-        let tmp = dir.join(COMPACT_FILE_NAME);
-        let path = dir.join(LOG_FILE_NAME);
-        let mut out = File::create(&tmp).map_err(|e| io_error("cannot create", &tmp, e))?;
-        let mut buffer = Vec::new();
-        let mut written = 0u64;
-        for (key, record) in records {
-            encode_entry(key, record, &mut buffer)?;
-            if buffer.len() >= WRITE_BUFFER_BYTES_MAX {
-                out.write_all(&buffer)
-                    .map_err(|e| io_error("cannot write", &tmp, e))?;
-                written += buffer.len() as u64;
-                buffer.clear();
+    let mut done = Maintenance::default();
+    match lsm.compact_step(wall_ms, budget_bytes)? {
+        CompactionProgress::Idle => {
+            if collect {
+                done.collected = matches!(lsm.gc_value_log_step()?, GcOutcome::Collected { .. });
             }
         }
-        out.write_all(&buffer)
-            .and_then(|()| out.sync_all())
-            .map_err(|e| io_error("cannot write", &tmp, e))?;
-        written += buffer.len() as u64;
-        drop(out);
-        std::fs::rename(&tmp, &path).map_err(|e| io_error("cannot rename", &tmp, e))?;
-        sync_dir(dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_error("cannot open", &path, e))?;
-        Ok((file, written))
+        _ => done.compacted = true,
     }
-
-    /// What recovery found when the engine was opened.
-    pub fn recovery(&self) -> &Recovery {
-        &self.recovery
-    }
-
-    /// Distinct keys held (including tombstones).
-    pub fn keys(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Bytes in the log file, including what is buffered.
-    pub fn log_bytes(&self) -> u64 {
-        self.log_bytes + self.buffer.len() as u64
-    }
-
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The poison reason, if a sync failed.
-    pub fn poisoned(&self) -> Option<&str> {
-        self.poisoned.as_deref()
-    }
-
-    fn usable(&self) -> Result<(), StorageError> {
-        match &self.poisoned {
-            Some(why) => Err(StorageError::Poisoned(why.clone())),
-            None => Ok(()),
-        }
-    }
-
-    fn poison(&mut self, why: String) -> StorageError {
-        self.poisoned = Some(why.clone());
-        StorageError::Poisoned(why)
-    }
-
-    /// Hands buffered entries to the kernel. A failed write leaves the file in an unknown state,
-    /// so it poisons the engine like a failed fsync.
-    fn write_buffer(&mut self) -> Result<(), StorageError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        match (&*self.file).write_all(&self.buffer) {
-            Ok(()) => {
-                self.log_bytes += self.buffer.len() as u64;
-                self.buffer.clear();
-                Ok(())
-            }
-            Err(e) => Err(self.poison(format!("write to {LOG_FILE_NAME} failed: {e}"))),
-        }
-    }
-
-    /// Writes everything staged and returns the fsync that makes it durable, to be run off the
-    /// driver. Entries staged after this call need a later sync.
-    pub fn prepare_sync(&mut self) -> Result<SyncJob, StorageError> {
-        self.usable()?;
-        self.write_buffer()?;
-        Ok(SyncJob {
-            file: Arc::clone(&self.file),
-            #[cfg(test)]
-            fail: std::mem::take(&mut self.fail_next_sync),
-        })
-    }
-
-    /// A prepared fsync failed: the engine is poisoned for good and never syncs again.
-    pub fn sync_failed(&mut self, reason: String) {
-        self.poisoned = Some(reason);
-    }
-
-    #[cfg(test)]
-    fn inject_sync_failure(&mut self) {
-        self.fail_next_sync = true;
-    }
+    Ok(done)
 }
 
-impl Storage for LogStorage {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        self.usable()?;
-        Ok(self.records.get(key).cloned())
-    }
+/// The engine's numbers as the driver publishes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageGauges {
+    /// Entries held in tables over all levels (a key counts once per level holding it).
+    pub table_entries: u64,
+    /// Bytes of tables over all levels.
+    pub table_bytes: u64,
+    /// Tables in level 0 (a deep level 0 slows reads and, at `level0_stall_tables`, writes).
+    pub level0_tables: u64,
+    /// Bytes of value-log segments, live and garbage.
+    pub vlog_bytes: u64,
+    /// Key and value bytes written by the node.
+    pub user_bytes: u64,
+    /// Bytes written to disk (WAL, value log, tables).
+    pub disk_bytes: u64,
+    /// Memtable flushes since start.
+    pub flushes: u64,
+    /// Compactions finished since start.
+    pub compactions: u64,
+    /// Value-log segments collected since start.
+    pub vlog_segments_collected: u64,
+    /// Writes that found the engine stalled (level 0 full) and ran compaction inline.
+    pub write_stalls: u64,
+    /// Block-cache hits.
+    pub block_cache_hits: u64,
+    /// Block-cache misses.
+    pub block_cache_misses: u64,
+}
 
-    fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
-        self.usable()?;
-        encode_entry(&key, &record, &mut self.buffer)?;
-        self.records.insert(key, record);
-        if self.buffer.len() >= WRITE_BUFFER_BYTES_MAX {
-            self.write_buffer()?;
+impl StorageGauges {
+    /// Reads the gauges of `storage`.
+    pub fn read<F: FileSystem>(storage: &mut LsmStorage<F>) -> StorageGauges {
+        let lsm = storage.lsm_mut();
+        let stats = lsm.stats();
+        StorageGauges {
+            table_entries: lsm.table_entry_count(),
+            table_bytes: lsm.level_bytes().iter().sum(),
+            level0_tables: lsm.level_table_counts().first().copied().unwrap_or(0) as u64,
+            vlog_bytes: lsm.vlog_bytes(),
+            user_bytes: stats.user_bytes,
+            disk_bytes: stats.wal_bytes
+                + stats.vlog_bytes
+                + stats.flush_bytes
+                + stats.compaction_bytes,
+            flushes: stats.flushes,
+            compactions: stats.compactions,
+            vlog_segments_collected: stats.gc_segments,
+            write_stalls: stats.stalls,
+            block_cache_hits: stats.block_cache_hits,
+            block_cache_misses: stats.block_cache_misses,
         }
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), StorageError> {
-        let job = self.prepare_sync()?;
-        job.run().map_err(|why| self.poison(why))
-    }
-
-    fn scan(&mut self, start: &[u8], limit: usize) -> Result<Vec<(Bytes, Record)>, StorageError> {
-        self.usable()?;
-        let start = Bytes::copy_from_slice(start);
-        Ok(self
-            .records
-            .range(start..)
-            .take(limit)
-            .map(|(k, r)| (k.clone(), r.clone()))
-            .collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use ringkv_core::version::{LwwRecord, LwwVersion};
-    use ringkv_core::NodeId;
+    use ringkv_core::{NodeId, Record, Storage, StorageError};
 
     fn record(ts: u64, value: &[u8]) -> Record {
         Record::Lww(LwwRecord {
@@ -401,111 +183,186 @@ mod tests {
         Bytes::copy_from_slice(k.as_bytes())
     }
 
-    fn image(entries: &[(&str, Record)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (k, r) in entries {
-            encode_entry(&key(k), r, &mut out).expect("encode");
-        }
-        out
+    fn settings() -> StorageSettings {
+        crate::config::FileConfig::dev()
+            .validate()
+            .expect("valid")
+            .storage
+    }
+
+    /// Limits small enough that a few hundred writes flush, compact and fill value-log segments.
+    fn small_settings() -> StorageSettings {
+        let mut s = settings();
+        s.lsm = LsmConfig {
+            key_bytes_max: s.lsm.key_bytes_max,
+            value_bytes_max: s.lsm.value_bytes_max,
+            ..LsmConfig::tiny_for_tests()
+        };
+        s
+    }
+
+    /// The WAL files in the engine's directory (normally exactly one).
+    fn wal_files(data_dir: &Path) -> Vec<PathBuf> {
+        let mut wals: Vec<PathBuf> = std::fs::read_dir(lsm_dir(data_dir))
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        wals.sort();
+        wals
     }
 
     #[test]
     fn synced_writes_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = LogStorage::open(dir.path()).expect("open");
+        let mut storage = open(dir.path(), &settings()).expect("open");
         storage.put(key("a"), record(1, b"one")).expect("put");
         storage.put(key("b"), record(2, b"two")).expect("put");
         storage.put(key("a"), record(3, b"three")).expect("put");
         storage.sync().expect("sync");
         drop(storage);
-        let mut storage = LogStorage::open(dir.path()).expect("reopen");
+        let mut storage = open(dir.path(), &settings()).expect("reopen");
         assert_eq!(storage.get(b"a"), Ok(Some(record(3, b"three"))));
         assert_eq!(storage.get(b"b"), Ok(Some(record(2, b"two"))));
-        assert_eq!(storage.recovery().entries, 3);
+        assert_eq!(storage.get(b"c"), Ok(None));
         assert_eq!(storage.scan(b"b", 10).expect("scan").len(), 1);
+        assert!(
+            !dir.path().join(LEGACY_LOG_FILE_NAME).exists(),
+            "only the engine's directory is written"
+        );
     }
 
     #[test]
-    fn every_torn_tail_is_truncated_and_earlier_entries_kept() {
-        let full = image(&[("a", record(1, b"one")), ("b", record(2, b"two"))]);
-        let first = image(&[("a", record(1, b"one"))]).len();
-        for cut in first..full.len() {
-            let replayed = replay(&full[..cut]).expect("torn tail is not an error");
-            assert_eq!(replayed.valid_bytes, first, "cut at {cut}");
-            assert_eq!(replayed.records.len(), 1);
-        }
-        // Garbage appended after valid entries is a torn tail too.
-        let mut garbage = full.clone();
-        garbage.extend_from_slice(&[0xab; 40]);
-        assert_eq!(replay(&garbage).expect("replay").valid_bytes, full.len());
-    }
-
-    #[test]
-    fn damage_before_a_valid_entry_is_corruption() {
-        let mut bytes = image(&[("a", record(1, b"one")), ("b", record(2, b"two"))]);
-        for flip in 0..bytes.len() / 2 {
-            let mut damaged = bytes.clone();
-            damaged[flip] ^= 0x10;
-            assert!(
-                matches!(replay(&damaged), Err(StorageError::Corrupt(_))),
-                "flip at {flip} not detected"
-            );
-        }
-        bytes.truncate(3);
-        assert_eq!(replay(&bytes).expect("torn").valid_bytes, 0);
-    }
-
-    #[test]
-    fn reopen_truncates_the_torn_tail_and_appends_after_it() {
+    fn a_torn_wal_tail_is_truncated_and_writes_append_after_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = LogStorage::open(dir.path()).expect("open");
+        let mut storage = open(dir.path(), &settings()).expect("open");
         storage.put(key("a"), record(1, b"one")).expect("put");
         storage.sync().expect("sync");
         drop(storage);
-        let path = dir.path().join(LOG_FILE_NAME);
-        let mut bytes = std::fs::read(&path).expect("read");
-        let good = bytes.len();
-        bytes.extend_from_slice(&image(&[("b", record(2, b"two"))])[..9]);
-        std::fs::write(&path, &bytes).expect("write");
-        let mut storage = LogStorage::open(dir.path()).expect("reopen");
-        assert_eq!(storage.recovery().torn_bytes, 9);
-        assert_eq!(std::fs::metadata(&path).expect("meta").len(), good as u64);
+        let wals = wal_files(dir.path());
+        assert_eq!(wals.len(), 1);
+        let good = std::fs::metadata(&wals[0]).expect("meta").len();
+        let mut bytes = std::fs::read(&wals[0]).expect("read");
+        // Half of a record that was never acknowledged, then garbage.
+        let half = bytes[..bytes.len() / 2].to_vec();
+        bytes.extend_from_slice(&half);
+        bytes.extend_from_slice(&[0xab; 40]);
+        std::fs::write(&wals[0], &bytes).expect("write");
+
+        let mut storage = open(dir.path(), &settings()).expect("a torn tail is not an error");
+        assert_eq!(std::fs::metadata(&wals[0]).expect("meta").len(), good);
+        assert_eq!(storage.get(b"a"), Ok(Some(record(1, b"one"))));
         storage.put(key("c"), record(3, b"three")).expect("put");
         storage.sync().expect("sync");
         drop(storage);
-        let mut storage = LogStorage::open(dir.path()).expect("reopen");
-        assert_eq!(storage.recovery().torn_bytes, 0);
+        let mut storage = open(dir.path(), &settings()).expect("reopen");
+        assert_eq!(storage.get(b"a"), Ok(Some(record(1, b"one"))));
         assert_eq!(storage.get(b"c"), Ok(Some(record(3, b"three"))));
     }
 
     #[test]
-    fn failed_sync_poisons_for_good() {
+    fn damage_before_a_valid_wal_record_refuses_to_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = LogStorage::open(dir.path()).expect("open");
-        storage.put(key("a"), record(1, b"one")).expect("put");
-        storage.inject_sync_failure();
-        assert!(matches!(storage.sync(), Err(StorageError::Poisoned(_))));
-        assert!(matches!(storage.sync(), Err(StorageError::Poisoned(_))));
-        assert!(storage.put(key("b"), record(2, b"x")).is_err());
-        assert!(storage.get(b"a").is_err());
-    }
-
-    #[test]
-    fn superseded_entries_are_compacted_at_open() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = LogStorage::open(dir.path()).expect("open");
-        let value = vec![5u8; 64 << 10];
-        for ts in 0..400 {
-            storage.put(key("hot"), record(ts, &value)).expect("put");
+        let mut storage = open(dir.path(), &settings()).expect("open");
+        for i in 0..20 {
+            storage
+                .put(key(&format!("k{i}")), record(i, b"value"))
+                .expect("put");
         }
         storage.sync().expect("sync");
         drop(storage);
-        let mut storage = LogStorage::open(dir.path()).expect("reopen");
-        assert!(storage.recovery().compacted);
-        assert!(storage.log_bytes() < 1 << 20);
-        assert_eq!(storage.get(b"hot"), Ok(Some(record(399, &value))));
+        let wals = wal_files(dir.path());
+        let mut bytes = std::fs::read(&wals[0]).expect("read");
+        let middle = bytes.len() / 3;
+        bytes[middle] ^= 0x10;
+        std::fs::write(&wals[0], &bytes).expect("write");
+        let error = open(dir.path(), &settings()).expect_err("corruption is refused");
+        let wal_name = wals[0]
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        assert!(error.contains("damaged data"), "{error}");
+        assert!(error.contains(&wal_name), "names the file: {error}");
+    }
+
+    #[test]
+    fn a_data_dir_of_the_old_log_storage_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(LEGACY_LOG_FILE_NAME), b"old").expect("write");
+        let error = open(dir.path(), &settings()).expect_err("refused");
+        assert!(error.contains(LEGACY_LOG_FILE_NAME), "{error}");
+        assert!(!lsm_dir(dir.path()).exists(), "nothing created next to it");
+    }
+
+    #[test]
+    fn maintenance_compacts_and_collects_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = small_settings();
+        let mut storage = open(dir.path(), &settings).expect("open");
+        let value =
+            |round: u64, i: u64| vec![u8::try_from((round * 31 + i) % 251).unwrap_or(0); 300];
+        let mut ticks = 0u64;
+        for round in 0..6 {
+            for i in 0..60 {
+                storage
+                    .put(key(&format!("key{i:03}")), record(round, &value(round, i)))
+                    .expect("put");
+            }
+            storage.sync().expect("sync");
+            ticks += 1;
+            maintain(&mut storage, 0, 4096, ticks.is_multiple_of(2)).expect("maintain");
+        }
+        // Drive maintenance until it has nothing left to do, as the driver's timer would.
+        let mut idle_ticks = 0;
+        for tick in 0..10_000 {
+            let done = maintain(&mut storage, 0, 4096, true).expect("maintain");
+            if done == Maintenance::default() {
+                idle_ticks += 1;
+                if idle_ticks == 3 {
+                    break;
+                }
+            } else {
+                idle_ticks = 0;
+            }
+            assert!(tick < 9_999, "maintenance never settles");
+        }
+        let gauges = StorageGauges::read(&mut storage);
+        assert!(gauges.flushes > 0, "{gauges:?}");
+        assert!(gauges.compactions > 0, "{gauges:?}");
+        assert!(gauges.vlog_segments_collected > 0, "{gauges:?}");
+        storage.lsm_mut().check_invariants();
         drop(storage);
-        let mut storage = LogStorage::open(dir.path()).expect("reopen again");
-        assert_eq!(storage.get(b"hot"), Ok(Some(record(399, &value))));
+        let mut storage = open(dir.path(), &settings).expect("reopen");
+        for i in 0..60 {
+            assert_eq!(
+                storage.get(format!("key{i:03}").as_bytes()),
+                Ok(Some(record(5, &value(5, i)))),
+                "key{i:03}"
+            );
+        }
+        assert_eq!(storage.scan(b"", 1000).expect("scan").len(), 60);
+    }
+
+    #[test]
+    fn a_failed_fsync_poisons_for_good() {
+        let fs = ringkv_lsm::fs::SimFs::seeded(7);
+        let lsm = ringkv_lsm::Lsm::open(fs, LsmConfig::default()).expect("open");
+        let mut storage = LsmStorage::new(lsm);
+        storage.put(key("a"), record(1, b"one")).expect("put");
+        storage.lsm_mut().fs_mut().fail_next_fsync();
+        assert!(matches!(storage.sync(), Err(StorageError::Poisoned(_))));
+        let fsyncs = storage.lsm_mut().fs_mut().stats().fsyncs;
+        assert!(matches!(storage.sync(), Err(StorageError::Poisoned(_))));
+        assert!(storage.put(key("b"), record(2, b"x")).is_err());
+        assert_eq!(
+            maintain(&mut storage, 0, 1 << 20, true),
+            Ok(Maintenance::default())
+        );
+        assert_eq!(
+            storage.lsm_mut().fs_mut().stats().fsyncs,
+            fsyncs,
+            "never retried"
+        );
     }
 }

@@ -180,6 +180,7 @@ impl StorageScenario {
             messages: (0, 0, 0),
             faults: u64::try_from(self.oracle.crashes).unwrap_or(u64::MAX),
             anti_entropy: (0, 0),
+            hints: (0, 0, 0, 0, 0, 0),
             sim_ms: 0,
             wall_ms: 0,
             checks: vec![("crash-oracle", verdict)],

@@ -44,6 +44,8 @@ pub struct RunReport {
     pub faults: u64,
     /// Anti-entropy messages and their encoded bytes.
     pub anti_entropy: (u64, u64),
+    /// Hints: (handed off, stored, delivered, overflowed, expired, pending at the end).
+    pub hints: (u64, u64, u64, u64, u64, usize),
     /// Simulated time, milliseconds.
     pub sim_ms: u64,
     /// Wall time, milliseconds (0 until the caller measures it).
@@ -120,6 +122,13 @@ impl RunReport {
             "repair       anti-entropy {} messages, {} bytes",
             self.anti_entropy.0, self.anti_entropy.1
         );
+        let (handed, stored, delivered, overflowed, expired, pending) = self.hints;
+        if handed + stored > 0 || pending > 0 {
+            let _ = writeln!(
+                s,
+                "hints        {handed} handed off, {stored} stored, {delivered} delivered, {overflowed} overflowed, {expired} expired, {pending} pending at the end"
+            );
+        }
         if with_wall_time {
             let wall = self.wall_ms.max(1) as f64;
             let _ = writeln!(

@@ -154,6 +154,17 @@ fn summarize(
             world.counters.anti_entropy_messages,
             world.counters.anti_entropy_bytes,
         ),
+        hints: {
+            let h = world.hint_stats();
+            (
+                h.handed_off,
+                h.stored,
+                h.delivered,
+                h.overflowed,
+                h.expired,
+                world.pending_hints().0,
+            )
+        },
         sim_ms: world.now_ns() / 1_000_000,
         wall_ms: 0,
         checks,

@@ -88,6 +88,15 @@ pub struct ClusterSpec {
     /// Coordinator request timeout.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// With sloppy_quorum: how long a request waits for its replicas before using fallbacks.
+    #[serde(default = "default_sloppy_after")]
+    pub sloppy_after_ms: u64,
+    /// Most hints one node keeps for one owner.
+    #[serde(default = "default_hints_per_target")]
+    pub hints_per_target_max: usize,
+    /// Hints older than this are dropped unsent (anti-entropy repairs).
+    #[serde(default = "default_hint_age")]
+    pub hint_age_max_ms: u64,
     /// Write the newest version back to stale replicas after a read.
     #[serde(default = "yes")]
     pub read_repair: bool,
@@ -319,6 +328,15 @@ fn default_vnodes() -> u32 {
 }
 fn default_conflict() -> String {
     "lww".into()
+}
+fn default_sloppy_after() -> u64 {
+    200
+}
+fn default_hints_per_target() -> usize {
+    100_000
+}
+fn default_hint_age() -> u64 {
+    10_800_000
 }
 fn default_anti_entropy_interval() -> u64 {
     1000
@@ -658,6 +676,9 @@ impl Scenario {
             request_timeout_ms: c.request_timeout_ms,
             sloppy_quorum: c.sloppy_quorum,
             read_repair: c.read_repair,
+            sloppy_after_ms: c.sloppy_after_ms,
+            hints_per_target_max: c.hints_per_target_max,
+            hint_age_max_ms: c.hint_age_max_ms,
             anti_entropy_interval_ms: c.anti_entropy_interval_ms,
             anti_entropy_ranges_per_round: c.anti_entropy_ranges_per_round,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,

@@ -78,6 +78,9 @@ impl<S: Storage> Node<S> {
 
     /// Folds a staged write into its range's tree.
     pub(super) fn tree_update(&mut self, key: &Bytes, record: &Record) {
+        if key.starts_with(super::hints::RESERVED_PREFIX) {
+            return; // hints are not replicated data
+        }
         if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
             self.trees.entry(range).or_default().update(key, record);
         }

@@ -69,6 +69,8 @@ pub(super) struct ReadOperation {
     records: Vec<(NodeId, Option<Record>)>,
     /// The client has its answer; the operation lives on only to repair late or stale replicas.
     replied: bool,
+    /// Sloppy quorum: the request's real deadline, while the tracked one is the hand-off point.
+    sloppy_final: Option<Instant>,
 }
 
 /// A write waiting for durable acknowledgements.
@@ -84,6 +86,22 @@ pub(super) struct WriteOperation {
     failed: u8,
     /// Vector-clock writes go to the other replicas only after the local copy is durable.
     fanned_out: bool,
+    /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
+    sloppy: Option<Sloppy>,
+}
+
+/// A write that may use fallback nodes (PITFALLS: hints are bounded and replayed, never a
+/// substitute for anti-entropy).
+#[derive(Debug)]
+pub(super) struct Sloppy {
+    /// The request's real deadline; the tracked deadline is first the hand-off point.
+    final_deadline: Instant,
+    /// Fallbacks were sent hinted copies for the replicas that had not acknowledged.
+    hinted: bool,
+    /// The client already has its answer (W was met); the operation lives on to hint.
+    replied: bool,
+    /// (fallback, the replica it stands in for).
+    stand_ins: Vec<(NodeId, NodeId)>,
 }
 
 /// A vector-clock put forwarded to a replica of the key.
@@ -119,7 +137,8 @@ impl Operation {
             }
             Operation::Write(w) => {
                 assert!(
-                    w.acked.len() < usize::from(w.needed),
+                    w.sloppy.as_ref().is_some_and(|s| s.replied || s.hinted)
+                        || w.acked.len() < usize::from(w.needed),
                     "finished writes are removed"
                 );
                 assert!(w.acked.iter().all(|a| w.replicas.contains(a)));
@@ -221,6 +240,9 @@ impl<S: Storage> Node<S> {
                 max: cluster.key_bytes_max,
             });
         }
+        if key.starts_with(super::hints::RESERVED_PREFIX) {
+            return Err(RequestError::ReservedKey);
+        }
         if let ClientRequest::Put { value, .. } = body {
             if value.len() > cluster.value_bytes_max {
                 return Err(RequestError::ValueTooLarge {
@@ -275,8 +297,18 @@ impl<S: Storage> Node<S> {
             failed: 0,
             records: Vec::with_capacity(replicas.len()),
             replied: false,
+            sloppy_final: None,
         };
-        self.track(op, Operation::Read(read), deadline);
+        let mut read = read;
+        let mut tracked = deadline;
+        if self.config.cluster.sloppy_quorum && matches!(read.purpose, ReadPurpose::Plain) {
+            read.sloppy_final = Some(deadline);
+            let handoff = self
+                .last_monotonic
+                .saturating_add(Duration::from_millis(self.config.cluster.sloppy_after_ms));
+            tracked = handoff.min(deadline);
+        }
+        self.track(op, Operation::Read(read), tracked);
         for replica in replicas {
             if replica == self.id {
                 let record = self.local_record(&key);
@@ -402,6 +434,7 @@ impl<S: Storage> Node<S> {
                     acked: Vec::new(),
                     failed: 0,
                     fanned_out: false,
+                    sloppy: None,
                 };
                 self.launch_write(write, deadline);
             }
@@ -428,6 +461,7 @@ impl<S: Storage> Node<S> {
                     acked: Vec::new(),
                     failed: 0,
                     fanned_out: false,
+                    sloppy: None,
                 };
                 self.launch_write(write, deadline);
             }
@@ -491,8 +525,23 @@ impl<S: Storage> Node<S> {
                     acked: Vec::new(),
                     failed: 0,
                     fanned_out: false,
+                    sloppy: None,
                 };
-                self.launch_write(write, deadline);
+                if self.config.cluster.sloppy_quorum {
+                    let handoff = now
+                        .monotonic
+                        .saturating_add(Duration::from_millis(self.config.cluster.sloppy_after_ms));
+                    let mut write = write;
+                    write.sloppy = Some(Sloppy {
+                        final_deadline: deadline,
+                        hinted: false,
+                        replied: false,
+                        stand_ins: Vec::new(),
+                    });
+                    self.launch_write(write, handoff.min(deadline));
+                } else {
+                    self.launch_write(write, deadline);
+                }
             }
             ConflictMode::VectorClock => {
                 let context = context.map(|c| c.0).unwrap_or_default();
@@ -580,20 +629,61 @@ impl<S: Storage> Node<S> {
         op: OperationId,
         result: Result<(), ReplicaError>,
     ) {
+        if self.on_hint_replay_reply(op, result.is_ok()) {
+            return;
+        }
         let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
             self.stats.stale_replies += 1;
             return;
         };
-        if write.acked.contains(&from) || !write.replicas.contains(&from) {
+        // A fallback's acknowledgement counts for the replica it stands in for, once.
+        let logical = write
+            .sloppy
+            .as_ref()
+            .and_then(|s| {
+                s.stand_ins
+                    .iter()
+                    .find(|(f, _)| *f == from)
+                    .map(|&(_, r)| r)
+            })
+            .unwrap_or(from);
+        let known = write.replicas.contains(&from)
+            || write
+                .sloppy
+                .as_ref()
+                .is_some_and(|s| s.stand_ins.iter().any(|(f, _)| *f == from));
+        if write.acked.contains(&logical) || !known {
             self.stats.stale_replies += 1;
             return;
         }
         match result {
-            Ok(()) => write.acked.push(from),
+            Ok(()) => write.acked.push(logical),
             Err(_) => write.failed += 1,
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
         let reachable = write.replicas.len() - usize::from(write.failed);
+        if let Some(sloppy) = &mut write.sloppy {
+            if sloppy.replied {
+                if acked >= write.replicas.len() {
+                    self.untrack(op);
+                }
+                return;
+            }
+            if acked >= needed && acked < write.replicas.len() && !sloppy.hinted {
+                // Answer now; stay until the hand-off point to hint for replicas still silent.
+                sloppy.replied = true;
+                let (origin, version) = (write.origin.clone(), write.version);
+                let outcome = ForwardedOutcome::Written {
+                    version,
+                    acks: acks(acked),
+                };
+                self.finish_write(origin, needs(needed), outcome);
+                return;
+            }
+            if acked < needed && !sloppy.hinted {
+                return; // fallbacks may still make up the difference at the hand-off point
+            }
+        }
         if acked >= needed || reachable < needed {
             if let Some(Operation::Write(write)) = self.untrack(op) {
                 let outcome = if acked >= needed {
@@ -689,6 +779,7 @@ impl<S: Storage> Node<S> {
             acked: Vec::new(),
             failed: 0,
             fanned_out: false,
+            sloppy: None,
         };
         self.launch_write(write, deadline);
     }
@@ -799,6 +890,83 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    // ---------------------------------------------------------------- sloppy quorum
+
+    /// The hand-off point of a sloppy write: every replica that has not acknowledged gets a
+    /// stand-in, the next node along the ring not already involved, which stores a hint for it.
+    fn hand_off(&mut self, now: Now, op: OperationId, mut write: WriteOperation) {
+        let Some(sloppy) = write.sloppy.as_mut() else {
+            return;
+        };
+        sloppy.hinted = true;
+        let silent: Vec<NodeId> = write
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !write.acked.contains(r))
+            .collect();
+        let walk = self.ring.preference_list(&write.key, self.ring.len());
+        let mut involved: Vec<NodeId> = write.replicas.clone();
+        let mut sends = Vec::new();
+        for intended in silent {
+            let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
+                break;
+            };
+            involved.push(fallback);
+            sloppy.stand_ins.push((fallback, intended));
+            sends.push((fallback, intended));
+        }
+        let (replied, final_deadline) = (sloppy.replied, sloppy.final_deadline);
+        let (key, record) = (write.key.clone(), write.record.clone());
+        if replied {
+            // The client has its answer: the hints are fire-and-forget.
+            for (fallback, intended) in sends {
+                self.send_hint(
+                    OperationId(0),
+                    fallback,
+                    intended,
+                    key.clone(),
+                    record.clone(),
+                );
+            }
+            return;
+        }
+        let deadline = final_deadline.max(now.monotonic);
+        self.track(op, Operation::Write(write), deadline);
+        for (fallback, intended) in sends {
+            self.send_hint(op, fallback, intended, key.clone(), record.clone());
+        }
+    }
+
+    fn send_hint(
+        &mut self,
+        op: OperationId,
+        fallback: NodeId,
+        intended: NodeId,
+        key: Bytes,
+        record: Record,
+    ) {
+        self.hint_stats.handed_off += 1;
+        if fallback == self.id {
+            match self.store_hint(intended, key, &record, AfterPersist::AckLocal(op)) {
+                Ok(Applied::Now) => self.on_local_write_durable(op),
+                Ok(Applied::Pending) => {}
+                Err(e) => {
+                    let id = self.id;
+                    self.on_write_reply(id, op, Err(e));
+                }
+            }
+        } else {
+            let message = Message::HintedWrite {
+                op,
+                key,
+                record,
+                for_node: intended,
+            };
+            self.send(fallback, message);
+        }
+    }
+
     // ---------------------------------------------------------------- deadlines
 
     pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
@@ -808,6 +976,43 @@ impl<S: Storage> Node<S> {
         };
         match operation {
             Operation::Read(read) if read.replied => self.read_repair(read),
+            Operation::Read(mut read) if read.sloppy_final.is_some() => {
+                // Sloppy read: ask as many fallbacks as replicas are still silent.
+                let deadline = read
+                    .sloppy_final
+                    .take()
+                    .unwrap_or(now.monotonic)
+                    .max(now.monotonic);
+                let walk = self.ring.preference_list(&read.key, self.ring.len());
+                let silent = read.replica_ids.len().saturating_sub(read.answered.len());
+                let mut targets = Vec::new();
+                for _ in 0..silent {
+                    let Some(fallback) =
+                        crate::node::hints::choose_fallback(&walk, &read.replica_ids)
+                    else {
+                        break;
+                    };
+                    read.replica_ids.push(fallback);
+                    read.replicas = read.replicas.saturating_add(1);
+                    targets.push(fallback);
+                }
+                let key = read.key.clone();
+                self.track(op, Operation::Read(read), deadline);
+                for target in targets {
+                    if target == self.id {
+                        let record = self.local_record(&key);
+                        self.on_read_reply(target, op, record);
+                    } else {
+                        self.send(
+                            target,
+                            Message::Read {
+                                op,
+                                key: key.clone(),
+                            },
+                        );
+                    }
+                }
+            }
             Operation::Read(read) => {
                 // Also a linearizable write still in its query phase: nothing was written yet.
                 let reply = ClientReply::Unavailable {
@@ -816,11 +1021,16 @@ impl<S: Storage> Node<S> {
                 };
                 self.reply(read.request, reply);
             }
+            Operation::Write(write) if write.sloppy.as_ref().is_some_and(|s| !s.hinted) => {
+                self.hand_off(now, op, write);
+            }
             Operation::Write(write) => {
-                let outcome = ForwardedOutcome::Indeterminate {
-                    acks: acks(write.acked.len()),
-                };
-                self.finish_write(write.origin, write.needed, outcome);
+                if !write.sloppy.as_ref().is_some_and(|s| s.replied) {
+                    let outcome = ForwardedOutcome::Indeterminate {
+                        acks: acks(write.acked.len()),
+                    };
+                    self.finish_write(write.origin, write.needed, outcome);
+                }
             }
             Operation::Forward(mut forward) => {
                 if forward.attempt + 1 < forward.candidates.len()
@@ -840,6 +1050,11 @@ impl<S: Storage> Node<S> {
             }
         }
     }
+}
+
+/// A count as the `u8` a level is expressed in.
+fn needs(count: usize) -> u8 {
+    u8::try_from(count).unwrap_or(u8::MAX)
 }
 
 /// Clamps a count into the `u8` replies carry (n is at most 16).

@@ -7,6 +7,7 @@
 mod antientropy;
 mod coordinator;
 mod durability;
+pub mod hints;
 mod output;
 mod replica;
 
@@ -55,6 +56,8 @@ pub struct Node<S: Storage> {
     clock: HybridClock,
     /// The wall clock of the latest input, for stamps made while handling replies.
     last_wall: WallMicros,
+    /// Monotonic time of the latest input.
+    last_monotonic: Instant,
     outputs: VecDeque<Output>,
     next_operation: u64,
     operations: BTreeMap<OperationId, (Instant, Operation)>,
@@ -72,6 +75,14 @@ pub struct Node<S: Storage> {
     ae_cursor: usize,
     next_anti_entropy: Option<Instant>,
     ae_stats: AntiEntropyStats,
+    /// Hints this node keeps for others, per owner.
+    hints: BTreeMap<NodeId, hints::HintQueue>,
+    /// Replays awaiting the owner's answer: op → (owner, hint storage key, round sent).
+    hint_replays: BTreeMap<OperationId, (NodeId, bytes::Bytes, u64)>,
+    hint_round: u64,
+    hints_in_flight: hints::InFlightHints,
+    next_hint_replay: Option<Instant>,
+    hint_stats: hints::HintStats,
 }
 
 impl<S: Storage> Node<S> {
@@ -89,6 +100,7 @@ impl<S: Storage> Node<S> {
             rng,
             clock: HybridClock::default(),
             last_wall: WallMicros::default(),
+            last_monotonic: Instant::ZERO,
             outputs: VecDeque::new(),
             next_operation: 1,
             operations: BTreeMap::new(),
@@ -103,10 +115,17 @@ impl<S: Storage> Node<S> {
             ae_cursor: 0,
             next_anti_entropy: None,
             ae_stats: AntiEntropyStats::default(),
+            hints: BTreeMap::new(),
+            hint_replays: BTreeMap::new(),
+            hint_round: 0,
+            hints_in_flight: BTreeSet::new(),
+            next_hint_replay: None,
+            hint_stats: hints::HintStats::default(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
         node.rebuild_trees();
+        node.rebuild_hints();
         Ok(node)
     }
 
@@ -148,7 +167,9 @@ impl<S: Storage> Node<S> {
     /// A client request. Its reply arrives as `Output::Reply` with the same `request` id.
     pub fn handle_client(&mut self, now: Now, request: RequestId, body: ClientRequest) {
         self.last_wall = now.wall;
+        self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
+        self.arm_hint_replay(now);
         self.stats.requests += 1;
         self.start_request(now, request, body);
         self.finish_input();
@@ -157,7 +178,9 @@ impl<S: Storage> Node<S> {
     /// A message from another node.
     pub fn handle_message(&mut self, now: Now, from: NodeId, message: Message) {
         self.last_wall = now.wall;
+        self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
+        self.arm_hint_replay(now);
         match message {
             Message::Read { op, key } => self.serve_read(from, op, &key),
             Message::Write { op, key, record } => self.serve_write(from, op, key, record),
@@ -171,6 +194,12 @@ impl<S: Storage> Node<S> {
             Message::ReadReply { op, record } => self.on_read_reply(from, op, record),
             Message::WriteReply { op, result } => self.on_write_reply(from, op, result),
             Message::CoordinatePutReply { op, outcome } => self.on_forward_reply(op, outcome),
+            Message::HintedWrite {
+                op,
+                key,
+                record,
+                for_node,
+            } => self.serve_hinted_write(from, op, key, record, for_node),
             Message::AeRoots { roots } => self.on_ae_roots(from, roots),
             Message::AeInterior { range, hashes } => self.on_ae_interior(from, range, hashes),
             Message::AeLeaves { range, groups } => self.on_ae_leaves(from, range, groups),
@@ -187,9 +216,14 @@ impl<S: Storage> Node<S> {
     /// Time has reached `now`; expired deadlines fire. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Now) {
         self.last_wall = now.wall;
+        self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
+        self.arm_hint_replay(now);
         if self.next_anti_entropy.is_some_and(|at| at <= now.monotonic) {
             self.anti_entropy_round(now);
+        }
+        if self.next_hint_replay.is_some_and(|at| at <= now.monotonic) {
+            self.replay_hints(now);
         }
         while let Some(&(deadline, op)) = self.deadlines.first() {
             if deadline > now.monotonic {
@@ -226,11 +260,14 @@ impl<S: Storage> Node<S> {
 
     /// When `handle_timeout` should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = self.deadlines.first().map(|&(t, _)| t);
-        match (deadline, self.next_anti_entropy) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.first().map(|&(t, _)| t),
+            self.next_anti_entropy,
+            self.next_hint_replay,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Emits a persist request for writes staged by this input, then checks invariants.

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     durable: BTreeMap<Bytes, Record>,
-    /// Latest staged record per key, for reads.
-    staged: BTreeMap<Bytes, (u64, Record)>,
-    /// Every staged write not yet durable, in order.
-    pending: std::collections::VecDeque<(u64, Bytes, Record)>,
+    /// Latest staged record per key, for reads (`None`: a staged delete).
+    staged: BTreeMap<Bytes, (u64, Option<Record>)>,
+    /// Every staged write or delete not yet durable, in order.
+    pending: std::collections::VecDeque<(u64, Bytes, Option<Record>)>,
     last_seq: u64,
     poisoned: Option<String>,
     fail_next_sync: bool,
@@ -78,10 +78,20 @@ impl MemStorage {
                 {
                     self.staged.remove(&key);
                 }
-                self.durable.insert(key, record);
+                match record {
+                    Some(record) => self.durable.insert(key, record),
+                    None => self.durable.remove(&key),
+                };
             }
         }
         Ok(())
+    }
+
+    fn stage(&mut self, key: Bytes, record: Option<Record>) {
+        self.last_seq += 1;
+        self.staged
+            .insert(key.clone(), (self.last_seq, record.clone()));
+        self.pending.push_back((self.last_seq, key, record));
     }
 
     fn usable(&self) -> Result<(), StorageError> {
@@ -95,20 +105,21 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, StorageError> {
         self.usable()?;
-        Ok(self
-            .staged
-            .get(key)
-            .map(|(_, record)| record)
-            .or_else(|| self.durable.get(key))
-            .cloned())
+        Ok(match self.staged.get(key) {
+            Some((_, staged)) => staged.clone(),
+            None => self.durable.get(key).cloned(),
+        })
     }
 
     fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
         self.usable()?;
-        self.last_seq += 1;
-        self.staged
-            .insert(key.clone(), (self.last_seq, record.clone()));
-        self.pending.push_back((self.last_seq, key, record));
+        self.stage(key, Some(record));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StorageError> {
+        self.usable()?;
+        self.stage(Bytes::copy_from_slice(key), None);
         Ok(())
     }
 
@@ -118,18 +129,20 @@ impl Storage for MemStorage {
 
     fn scan(&mut self, start: &[u8], limit: usize) -> Result<Vec<(Bytes, Record)>, StorageError> {
         self.usable()?;
-        let mut merged: BTreeMap<&Bytes, &Record> = BTreeMap::new();
+        // Staged deletes hide durable records, so take enough of both to fill `limit` afterwards.
+        let mut merged: BTreeMap<&Bytes, Option<&Record>> = BTreeMap::new();
         let start = Bytes::copy_from_slice(start);
-        for (k, v) in self.durable.range(start.clone()..).take(limit) {
-            merged.insert(k, v);
+        let deletes = self.staged.values().filter(|(_, r)| r.is_none()).count();
+        for (k, v) in self.durable.range(start.clone()..).take(limit + deletes) {
+            merged.insert(k, Some(v));
         }
-        for (k, (_, v)) in self.staged.range(start..).take(limit) {
-            merged.insert(k, v);
+        for (k, (_, v)) in self.staged.range(start..).take(limit + deletes) {
+            merged.insert(k, v.as_ref());
         }
         Ok(merged
             .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.clone(), v.clone())))
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
 }
@@ -196,6 +209,28 @@ mod tests {
             "the fsync covered only the first write"
         );
         assert_eq!(storage.get(b"b"), Ok(None));
+    }
+
+    #[test]
+    fn deletes_are_staged_like_writes() {
+        let mut storage = MemStorage::new();
+        storage
+            .put(Bytes::from_static(b"a"), record(1))
+            .expect("put");
+        storage.sync().expect("sync");
+        storage.delete(b"a").expect("delete");
+        assert_eq!(storage.get(b"a"), Ok(None));
+        assert!(storage.scan(b"", 10).expect("scan").is_empty());
+        storage.crash();
+        assert_eq!(
+            storage.get(b"a"),
+            Ok(Some(record(1))),
+            "an unsynced delete is lost"
+        );
+        storage.delete(b"a").expect("delete");
+        storage.sync().expect("sync");
+        storage.crash();
+        assert_eq!(storage.get(b"a"), Ok(None));
     }
 
     #[test]

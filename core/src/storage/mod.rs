@@ -44,6 +44,10 @@ pub trait Storage {
     /// after the next successful `sync`.
     fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError>;
 
+    /// Stages the removal of `key` (used for delivered hints; client deletes are tombstone
+    /// records written with `put`). Durable after the next successful `sync`.
+    fn delete(&mut self, key: &[u8]) -> Result<(), StorageError>;
+
     /// Makes every staged record durable. A failure poisons the storage for good.
     fn sync(&mut self) -> Result<(), StorageError>;
 

@@ -114,6 +114,13 @@ impl Event {
                     Message::CoordinatePutReply { op, outcome } => {
                         format!("op {} {outcome:?}", op.0)
                     }
+                    Message::HintedWrite {
+                        op, key, for_node, ..
+                    } => format!(
+                        "op {} key {} hint for {for_node}",
+                        op.0,
+                        String::from_utf8_lossy(key)
+                    ),
                     Message::AeRoots { roots } => format!("{} roots", roots.len()),
                     Message::AeInterior { range, .. } => format!("range {range}"),
                     Message::AeLeaves { range, groups } => {

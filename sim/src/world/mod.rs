@@ -387,6 +387,35 @@ impl World {
             .collect()
     }
 
+    /// Hints still waiting at their fallbacks: (count, bytes) over all nodes that are up.
+    pub fn pending_hints(&self) -> (usize, u64) {
+        self.nodes
+            .iter()
+            .filter_map(|slot| match &slot.state {
+                NodeState::Up(node) => Some(node.pending_hints()),
+                NodeState::Down(_) => None,
+            })
+            .flat_map(|per_owner| per_owner.into_values())
+            .fold((0, 0), |(c, b), (count, bytes)| (c + count, b + bytes))
+    }
+
+    /// Hint counters summed over the nodes that are up (counters restart with a node).
+    pub fn hint_stats(&self) -> ringkv_core::node::hints::HintStats {
+        let mut total = ringkv_core::node::hints::HintStats::default();
+        for slot in &self.nodes {
+            if let NodeState::Up(node) = &slot.state {
+                let s = node.hint_stats();
+                total.handed_off += s.handed_off;
+                total.stored += s.stored;
+                total.overflowed += s.overflowed;
+                total.replayed += s.replayed;
+                total.delivered += s.delivered;
+                total.expired += s.expired;
+            }
+        }
+        total
+    }
+
     /// The workload (for key names).
     pub fn workload(&self) -> &Workload {
         &self.workload
