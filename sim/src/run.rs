@@ -5,6 +5,9 @@ use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport};
 use crate::scenario::Scenario;
 use crate::world::World;
+use bytes::Bytes;
+use ringkv_core::Record;
+use std::collections::BTreeMap;
 
 /// How to run a seed.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,16 +39,23 @@ pub fn run_seed(
 ) -> Result<SeedRun, String> {
     let mut world = World::new(scenario, seed, options.trace)?;
     world.run();
+    let durable = world.durable_contents();
+    let durable: Vec<&BTreeMap<Bytes, Record>> = durable.iter().collect();
     let mut checks: Vec<(&'static str, Verdict)> = Vec::new();
     checks.push((
         "durability",
         if scenario.check.durability {
-            durability::check(
-                &world.history,
-                &world.durable_contents(),
-                world.workload(),
-                world.final_reads(),
-            )
+            match world.recovery_failures() {
+                [] => durability::check(
+                    &world.history,
+                    &durable,
+                    world.workload(),
+                    world.final_reads(),
+                ),
+                failures => {
+                    Verdict::Fail(format!("storage did not recover: {}", failures.join("; ")))
+                }
+            }
         } else {
             Verdict::Skipped("disabled by the scenario".into())
         },
@@ -74,7 +84,7 @@ pub fn run_seed(
             convergence::check(
                 world.ring(),
                 scenario.cluster.n,
-                &world.durable_contents(),
+                &durable,
                 world.workload(),
                 keys,
                 settled_ns as f64 / 1e6,

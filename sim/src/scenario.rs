@@ -168,6 +168,10 @@ pub struct DiskSpec {
     /// Probability that one fsync fails (poisoning that node's storage until it restarts).
     #[serde(default)]
     pub fsync_failure: f64,
+    /// The storage engine: "memory" (fast, for large sweeps) or "lsm" (the real engine on the
+    /// simulated disk, which loses, keeps or tears unsynced bytes on a crash).
+    #[serde(default = "default_engine")]
+    pub engine: String,
 }
 
 impl Default for DiskSpec {
@@ -175,6 +179,7 @@ impl Default for DiskSpec {
         DiskSpec {
             fsync_us: default_fsync(),
             fsync_failure: 0.0,
+            engine: default_engine(),
         }
     }
 }
@@ -356,6 +361,9 @@ fn default_client_latency() -> Vec<f64> {
 fn default_fsync() -> Vec<u64> {
     vec![200, 2000]
 }
+fn default_engine() -> String {
+    "memory".into()
+}
 fn default_delete_fraction() -> f64 {
     0.1
 }
@@ -520,6 +528,11 @@ impl Scenario {
             (0.0..=1.0).contains(&self.disk.fsync_failure),
             "disk.fsync_failure",
             "must be a probability in [0, 1]",
+        )?;
+        ensure(
+            self.disk.engine == "memory" || self.disk.engine == "lsm",
+            "disk.engine",
+            "must be \"memory\" or \"lsm\"",
         )?;
         let w = &self.workload;
         ensure(

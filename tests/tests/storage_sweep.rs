@@ -45,3 +45,20 @@ fn a_disk_whose_fsync_lies_is_caught_on_every_seed() {
         assert!(report.as_expected());
     }
 }
+
+#[test]
+fn replicated_cluster_on_the_lsm_engine_loses_nothing_on_100_seeds() {
+    let bad =
+        ringkv_tests::unexpected_seeds("crash-restart-lsm", 0..100, sim::RunOptions::default());
+    assert!(bad.is_empty(), "{}", ringkv_tests::describe(&bad));
+}
+
+#[test]
+fn the_lsm_engine_on_the_simulated_disk_is_deterministic() {
+    let options = sim::RunOptions {
+        trace: false,
+        check_determinism: true,
+    };
+    let bad = ringkv_tests::unexpected_seeds("crash-restart-lsm", 0..10, options);
+    assert!(bad.is_empty(), "{}", ringkv_tests::describe(&bad));
+}

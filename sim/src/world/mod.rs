@@ -5,6 +5,7 @@ mod clocks;
 mod event;
 mod nemesis;
 mod network;
+pub mod storage;
 
 pub use clocks::NodeClock;
 pub use event::Event;
@@ -20,10 +21,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::hash::hash_pair;
 use ringkv_core::{
-    CausalContext, ClientReply, ClientRequest, ClusterConfig, Consistency, Instant, MemStorage,
-    Node, NodeConfig, NodeEvent, NodeId, NodeLocation, Now, Output, PersistToken, RequestId, Ring,
+    CausalContext, ClientReply, ClientRequest, ClusterConfig, Consistency, Instant, Node,
+    NodeConfig, NodeEvent, NodeId, NodeLocation, Now, Output, PersistToken, RequestId, Ring,
 };
 use std::collections::{BTreeMap, BinaryHeap};
+use storage::SimStorage;
 
 const NANOS_PER_MS: u64 = 1_000_000;
 
@@ -61,8 +63,10 @@ fn stream(seed: u64, which: Stream) -> ChaCha8Rng {
 }
 
 enum NodeState {
-    Up(Box<Node<MemStorage>>),
-    Down(MemStorage),
+    Up(Box<Node<SimStorage>>),
+    Down(SimStorage),
+    /// The storage engine could not recover after a crash: the node never comes back.
+    Broken,
 }
 
 struct NodeSlot {
@@ -151,6 +155,7 @@ pub struct World {
     /// Options drawn from the seed, for the summary.
     pub drawn: Vec<String>,
     final_reads: BTreeMap<u32, FinalRead>,
+    recovery_failures: Vec<String>,
     final_read_attempts: BTreeMap<u32, u32>,
     last_durable_change_ns: u64,
     trace: Option<Vec<String>>,
@@ -199,12 +204,10 @@ impl World {
                     clock.drift_ppm
                 ));
             }
-            let node = Node::new(
-                node_config(&config, seed, i, 0),
-                ring.clone(),
-                MemStorage::new(),
-            )
-            .map_err(|e| e.to_string())?;
+            let disk_seed = hash_pair(hash_pair(seed, Stream::Disk as u64), u64::from(i));
+            let storage = SimStorage::fresh(scenario.disk.engine == "lsm", disk_seed)?;
+            let node = Node::new(node_config(&config, seed, i, 0), ring.clone(), storage)
+                .map_err(|e| e.to_string())?;
             slots.push(NodeSlot {
                 state: NodeState::Up(Box::new(node)),
                 incarnation: 0,
@@ -267,6 +270,7 @@ impl World {
             counters: RunCounters::default(),
             drawn,
             final_reads: BTreeMap::new(),
+            recovery_failures: Vec::new(),
             final_read_attempts: BTreeMap::new(),
             last_durable_change_ns: 0,
             trace: trace.then(Vec::new),
@@ -375,16 +379,20 @@ impl World {
     }
 
     /// What each node holds durably at the end (what a crash now would keep).
-    pub fn durable_contents(
-        &self,
-    ) -> Vec<&std::collections::BTreeMap<bytes::Bytes, ringkv_core::Record>> {
+    pub fn durable_contents(&mut self) -> Vec<BTreeMap<bytes::Bytes, ringkv_core::Record>> {
         self.nodes
-            .iter()
-            .map(|slot| match &slot.state {
-                NodeState::Up(node) => node.storage().durable(),
-                NodeState::Down(storage) => storage.durable(),
+            .iter_mut()
+            .map(|slot| match &mut slot.state {
+                NodeState::Up(node) => node.storage_mut().durable_contents(),
+                NodeState::Down(storage) => storage.durable_contents(),
+                NodeState::Broken => BTreeMap::new(),
             })
             .collect()
+    }
+
+    /// Storage engines that failed to recover after a crash.
+    pub fn recovery_failures(&self) -> &[String] {
+        &self.recovery_failures
     }
 
     /// Hints still waiting at their fallbacks: (count, bytes) over all nodes that are up.
@@ -393,7 +401,7 @@ impl World {
             .iter()
             .filter_map(|slot| match &slot.state {
                 NodeState::Up(node) => Some(node.pending_hints()),
-                NodeState::Down(_) => None,
+                NodeState::Down(_) | NodeState::Broken => None,
             })
             .flat_map(|per_owner| per_owner.into_values())
             .fold((0, 0), |(c, b), (count, bytes)| (c + count, b + bytes))
@@ -437,10 +445,10 @@ impl World {
         }
     }
 
-    fn node_mut(&mut self, node: usize) -> Option<&mut Node<MemStorage>> {
+    fn node_mut(&mut self, node: usize) -> Option<&mut Node<SimStorage>> {
         match &mut self.nodes[node].state {
             NodeState::Up(n) => Some(n),
-            NodeState::Down(_) => None,
+            NodeState::Down(_) | NodeState::Broken => None,
         }
     }
 
@@ -667,15 +675,19 @@ impl World {
 
     fn crash(&mut self, node: usize) {
         let slot = &mut self.nodes[node];
-        let state = std::mem::replace(&mut slot.state, NodeState::Down(MemStorage::new()));
+        let state = std::mem::replace(&mut slot.state, NodeState::Broken);
         slot.state = match state {
-            NodeState::Up(n) => {
-                let mut storage = n.into_storage();
-                storage.crash();
-                NodeState::Down(storage)
-            }
-            down => down,
+            NodeState::Up(n) => match n.into_storage().crash() {
+                Ok(storage) => NodeState::Down(storage),
+                Err(why) => {
+                    self.recovery_failures
+                        .push(format!("n{node} at {:.3}ms: {why}", self.now as f64 / 1e6));
+                    NodeState::Broken
+                }
+            },
+            other => other,
         };
+        let slot = &mut self.nodes[node];
         slot.incarnation += 1;
         slot.paused_until = None;
         slot.timer_at = None;
@@ -688,13 +700,13 @@ impl World {
         let incarnation = self.nodes[node].incarnation;
         let config = node_config(&self.config, self.seed, node as u32, incarnation);
         let slot = &mut self.nodes[node];
-        let state = std::mem::replace(&mut slot.state, NodeState::Down(MemStorage::new()));
+        let state = std::mem::replace(&mut slot.state, NodeState::Broken);
         slot.state = match state {
             NodeState::Down(storage) => match Node::new(config, self.ring.clone(), storage) {
                 Ok(n) => NodeState::Up(Box::new(n)),
-                Err(_) => NodeState::Down(MemStorage::new()),
+                Err(_) => NodeState::Broken,
             },
-            up => up,
+            other => other,
         };
     }
 
