@@ -19,6 +19,11 @@ pub enum Consistency {
     All,
     /// An explicit count.
     Count(u8),
+    /// A majority of the replicas in the coordinator's own datacenter (the others are still
+    /// written, without waiting for them).
+    LocalQuorum,
+    /// A majority of the replicas in every datacenter.
+    EachQuorum,
     /// Linearizable (ABD): a majority of n in two phases. A read queries a majority and writes the
     /// newest version back to a majority before answering; a write queries a majority for the
     /// highest version and writes a strictly higher one to a majority. Strict quorums only, never
@@ -32,7 +37,11 @@ impl Consistency {
     pub fn required(self, n: u8) -> Option<u8> {
         let needed = match self {
             Consistency::One => 1,
-            Consistency::Quorum | Consistency::Linearizable => n / 2 + 1,
+            // For the datacenter levels the real count is computed per request from placement.
+            Consistency::Quorum
+            | Consistency::Linearizable
+            | Consistency::LocalQuorum
+            | Consistency::EachQuorum => n / 2 + 1,
             Consistency::All => n,
             Consistency::Count(c) => c,
         };

@@ -207,6 +207,10 @@ pub struct WorkloadSpec {
     /// Exponent of the zipf distribution.
     #[serde(default = "default_zipf")]
     pub zipf_exponent: f64,
+    /// Each client lives in a datacenter (client i in datacenter i mod datacenters) and sends its
+    /// requests only to nodes there, as an application server near its database would.
+    #[serde(default)]
+    pub local_coordinators: bool,
     /// A client gives up on a request after this long (then records it indeterminate). Defaults
     /// to the request timeout plus twice the largest client latency plus a margin.
     pub client_timeout_ms: Option<u64>,
@@ -672,10 +676,12 @@ impl Scenario {
             Some("quorum") => Some(Consistency::Quorum),
             Some("all") => Some(Consistency::All),
             Some("linearizable") => Some(Consistency::Linearizable),
+            Some("local_quorum") => Some(Consistency::LocalQuorum),
+            Some("each_quorum") => Some(Consistency::EachQuorum),
             Some(_) => {
                 return Err(bad(
                     "consistency",
-                    "must be one of one, quorum, all, linearizable",
+                    "must be one of one, quorum, all, local_quorum, each_quorum, linearizable",
                 ))
             }
         };

@@ -96,3 +96,24 @@ fn without_hints_and_anti_entropy_crashed_replicas_stay_behind() {
         "only {diverged} of 30 seeds diverged without hints and anti-entropy"
     );
 }
+
+#[test]
+fn dc_outage_keeps_both_datacenters_writing_at_local_quorum_on_100_seeds() {
+    let scenario = load("dc-outage");
+    for seed in 0..100 {
+        let report = run_seed(&scenario, "dc", seed, RunOptions::default()).expect("runs").report;
+        assert!(report.ok(), "seed {seed}: {:?}", report.checks);
+        assert!(report.availability >= 0.99, "seed {seed}: availability {}", report.availability);
+    }
+}
+
+#[test]
+fn at_plain_quorum_a_datacenter_outage_costs_availability() {
+    // Control: the same outage at `quorum` (4 of 6 replicas) cannot be served by either side.
+    let mut scenario = load("dc-outage");
+    scenario.cluster.consistency = Some("quorum".into());
+    for seed in 0..5 {
+        let report = run_seed(&scenario, "dc-quorum", seed, RunOptions::default()).expect("runs").report;
+        assert!(report.availability < 0.9, "seed {seed}: availability {}", report.availability);
+    }
+}

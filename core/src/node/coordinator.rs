@@ -126,18 +126,20 @@ pub(super) enum Operation {
 }
 
 impl Operation {
-    pub(super) fn check_invariants(&self) {
+    /// `grouped`: the operation counts per datacenter, so totals alone do not finish it.
+    pub(super) fn check_invariants(&self, grouped: bool) {
         match self {
             Operation::Read(r) => {
                 assert!(
-                    r.replied || r.answered.len() < usize::from(r.needed),
+                    grouped || r.replied || r.answered.len() < usize::from(r.needed),
                     "reads with a quorum are answered"
                 );
                 assert!(r.answered.len() + usize::from(r.failed) <= usize::from(r.replicas));
             }
             Operation::Write(w) => {
                 assert!(
-                    w.sloppy.as_ref().is_some_and(|s| s.replied || s.hinted)
+                    grouped
+                        || w.sloppy.as_ref().is_some_and(|s| s.replied || s.hinted)
                         || w.acked.len() < usize::from(w.needed),
                     "finished writes are removed"
                 );
@@ -181,6 +183,23 @@ impl<S: Storage> Node<S> {
             return;
         }
         let replicas = self.ring.preference_list(body.key(), usize::from(n));
+        let mut needed = needed;
+        match level.or(cluster.consistency) {
+            Some(Consistency::LocalQuorum) | Some(Consistency::EachQuorum) => {
+                let each = level.or(cluster.consistency) == Some(Consistency::EachQuorum);
+                let groups = datacenter_groups(&self.ring, &replicas, self.id, each);
+                if groups.is_empty() {
+                    self.reply(
+                        request,
+                        ClientReply::Rejected(RequestError::InvalidConsistency),
+                    );
+                    return;
+                }
+                needed = needs(groups.iter().map(|(_, k)| *k).sum());
+                self.pending_groups = Some(groups);
+            }
+            _ => self.pending_groups = None,
+        }
         if replicas.len() < usize::from(needed) {
             let e = if replicas.is_empty() {
                 RequestError::NoReplicas
@@ -258,6 +277,9 @@ impl<S: Storage> Node<S> {
     }
 
     fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
+        if let Some(groups) = self.pending_groups.take() {
+            self.op_groups.insert(op, groups);
+        }
         self.operations.insert(op, (deadline, operation));
         self.deadlines.insert((deadline, op));
     }
@@ -268,6 +290,7 @@ impl<S: Storage> Node<S> {
     }
 
     fn untrack_with_deadline(&mut self, op: OperationId) -> Option<(Instant, Operation)> {
+        self.op_groups.remove(&op);
         let (deadline, operation) = self.operations.remove(&op)?;
         self.deadlines.remove(&(deadline, op));
         Some((deadline, operation))
@@ -363,9 +386,12 @@ impl<S: Storage> Node<S> {
             }
             return;
         }
-        let unreachable = usize::from(read.replicas) - usize::from(read.failed) < needed;
+        let groups = self.op_groups.get(&op);
+        let met = quorum_met(&read.answered, needed, groups);
+        let unreachable =
+            groups.is_none() && usize::from(read.replicas) - usize::from(read.failed) < needed;
         let plain = matches!(read.purpose, ReadPurpose::Plain);
-        if answered >= needed && plain && self.config.cluster.read_repair && !all_in {
+        if met && plain && self.config.cluster.read_repair && !all_in {
             // Answer now; keep collecting the other replicas' answers to repair them.
             read.replied = true;
             let (request, merged) = (read.request, read.merged.clone());
@@ -373,11 +399,11 @@ impl<S: Storage> Node<S> {
             self.reply(request, read_reply(merged, acks(answered)));
             return;
         }
-        if answered >= needed || unreachable {
+        if met || unreachable {
             if let Some((deadline, Operation::Read(read))) = self.untrack_with_deadline(op) {
                 let merged = read.merged.clone();
                 self.observe_record(merged.as_ref());
-                if answered < needed {
+                if !met {
                     let reply = ClientReply::Unavailable {
                         acks: acks(answered),
                         needed: read.needed,
@@ -527,7 +553,7 @@ impl<S: Storage> Node<S> {
                     fanned_out: false,
                     sloppy: None,
                 };
-                if self.config.cluster.sloppy_quorum {
+                if self.config.cluster.sloppy_quorum && self.pending_groups.is_none() {
                     let handoff = now
                         .monotonic
                         .saturating_add(Duration::from_millis(self.config.cluster.sloppy_after_ms));
@@ -661,7 +687,13 @@ impl<S: Storage> Node<S> {
             Err(_) => write.failed += 1,
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
-        let reachable = write.replicas.len() - usize::from(write.failed);
+        let groups = self.op_groups.get(&op);
+        let met = quorum_met(&write.acked, needed, groups);
+        let reachable = if groups.is_some() {
+            write.replicas.len()
+        } else {
+            write.replicas.len() - usize::from(write.failed)
+        };
         if let Some(sloppy) = &mut write.sloppy {
             if sloppy.replied {
                 if acked >= write.replicas.len() {
@@ -684,9 +716,9 @@ impl<S: Storage> Node<S> {
                 return; // fallbacks may still make up the difference at the hand-off point
             }
         }
-        if acked >= needed || reachable < needed {
+        if met || reachable < needed {
             if let Some(Operation::Write(write)) = self.untrack(op) {
-                let outcome = if acked >= needed {
+                let outcome = if met {
                     ForwardedOutcome::Written {
                         version: write.version,
                         acks: acks(acked),
@@ -971,6 +1003,7 @@ impl<S: Storage> Node<S> {
 
     pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
         // The deadline entry was already removed by the caller.
+        self.op_groups.remove(&op);
         let Some((_, operation)) = self.operations.remove(&op) else {
             return;
         };
@@ -1049,6 +1082,43 @@ impl<S: Storage> Node<S> {
                 }
             }
         }
+    }
+}
+
+/// For `local_quorum` (only the coordinator's datacenter) or `each_quorum` (every datacenter):
+/// the replicas of each counted datacenter with the majority needed of them. A pure policy.
+pub(super) fn datacenter_groups(
+    ring: &crate::ring::Ring,
+    replicas: &[NodeId],
+    me: NodeId,
+    each: bool,
+) -> Vec<(Vec<NodeId>, usize)> {
+    let mut by_datacenter: std::collections::BTreeMap<&str, Vec<NodeId>> =
+        std::collections::BTreeMap::new();
+    for &replica in replicas {
+        if let Some(dc) = ring.datacenter_of(replica) {
+            by_datacenter.entry(dc).or_default().push(replica);
+        }
+    }
+    let mine = ring.datacenter_of(me);
+    by_datacenter
+        .into_iter()
+        .filter(|(dc, _)| each || Some(*dc) == mine)
+        .map(|(_, nodes)| {
+            let majority = nodes.len() / 2 + 1;
+            (nodes, majority)
+        })
+        .collect()
+}
+
+/// Whether the acknowledgements meet the level: `needed` of all replicas, or every group's
+/// majority for the datacenter levels.
+fn quorum_met(acked: &[NodeId], needed: usize, groups: Option<&Vec<(Vec<NodeId>, usize)>>) -> bool {
+    match groups {
+        None => acked.len() >= needed,
+        Some(groups) => groups
+            .iter()
+            .all(|(nodes, k)| nodes.iter().filter(|n| acked.contains(n)).count() >= *k),
     }
 }
 

@@ -75,6 +75,10 @@ pub struct Node<S: Storage> {
     ae_cursor: usize,
     next_anti_entropy: Option<Instant>,
     ae_stats: AntiEntropyStats,
+    /// Datacenter groups of the operations at `local_quorum` / `each_quorum`.
+    op_groups: BTreeMap<OperationId, Vec<(Vec<NodeId>, usize)>>,
+    /// Groups computed for the operation about to be tracked.
+    pending_groups: Option<Vec<(Vec<NodeId>, usize)>>,
     /// Hints this node keeps for others, per owner.
     hints: BTreeMap<NodeId, hints::HintQueue>,
     /// Replays awaiting the owner's answer: op → (owner, hint storage key, round sent).
@@ -115,6 +119,8 @@ impl<S: Storage> Node<S> {
             ae_cursor: 0,
             next_anti_entropy: None,
             ae_stats: AntiEntropyStats::default(),
+            op_groups: BTreeMap::new(),
+            pending_groups: None,
             hints: BTreeMap::new(),
             hint_replays: BTreeMap::new(),
             hint_round: 0,
@@ -292,8 +298,14 @@ impl<S: Storage> Node<S> {
             let tracked = self.operations.get(op).map(|(d, _)| d);
             assert_eq!(tracked, Some(deadline), "deadline of an unknown operation");
         }
-        for (_, op) in self.operations.values() {
-            op.check_invariants();
+        for (id, (_, op)) in &self.operations {
+            op.check_invariants(self.op_groups.contains_key(id));
+        }
+        for id in self.op_groups.keys() {
+            assert!(
+                self.operations.contains_key(id),
+                "groups of a finished operation"
+            );
         }
         assert_eq!(self.served_forwards.len(), self.served_forwards_order.len());
     }

@@ -169,6 +169,14 @@ impl Ring {
         &self.members
     }
 
+    /// The datacenter of member `id`.
+    pub fn datacenter_of(&self, id: NodeId) -> Option<&str> {
+        self.members
+            .binary_search_by_key(&id, |m| m.id)
+            .ok()
+            .map(|i| self.members[i].location.datacenter.as_str())
+    }
+
     /// True if `id` is a member.
     pub fn contains(&self, id: NodeId) -> bool {
         self.members.binary_search_by_key(&id, |m| m.id).is_ok()

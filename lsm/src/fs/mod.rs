@@ -15,7 +15,9 @@
 mod sim;
 mod std_fs;
 
-pub use sim::{CrashMode, SimFs, SimFsOptions, SimFsStats};
+pub use sim::{
+    CrashMode, LatencyRange, SimFs, SimFsOptions, SimFsStats, SimLatency, SimOpKind, SECTOR_BYTES,
+};
 pub use std_fs::StdFs;
 
 use std::fmt;

@@ -7,9 +7,48 @@
 //! The model, per file: the bytes an `fsync` has made durable and the current bytes (durable plus
 //! an unsynced tail). Per directory: the names as they are now and the names as of the last
 //! `fsync_dir`. [`SimFs::crash`] keeps the durable names and, per file, the durable bytes plus,
-//! depending on the [`CrashMode`], nothing, a random prefix of the unsynced tail, or such a prefix
-//! whose last bytes are garbage (a torn write). Faults on demand: a bit flip in stored bytes, a
-//! failing next fsync, a full disk.
+//! depending on the [`CrashMode`], nothing, a random prefix of the unsynced tail, such a prefix
+//! whose last bytes are garbage (a torn write), or an independent keep-or-lose draw per 512-byte
+//! sector of the tail, which can leave zero-filled holes ([`CrashMode::Sectors`]). Faults on
+//! demand: a bit flip in stored bytes, a failing next fsync, a full disk.
+//!
+//! # Sector model ([`CrashMode::Sectors`])
+//!
+//! A disk writes whole sectors ([`SECTOR_BYTES`]) atomically, but in no promised order, and the
+//! page cache writes a file's dirty pages back in no promised order either: after a power cut any
+//! subset of the sectors written since the last `fsync` may have reached the platter. The file
+//! *length* is metadata, journaled separately from the data (ext4 `data=writeback`, XFS: the
+//! well-known "file full of zeros after a crash"), so it may cover sectors whose data never
+//! arrived. What the simulated disk does, per file, on such a crash:
+//!
+//! * bytes made durable by an `fsync` are never lost or changed (a sector that holds durable bytes
+//!   and unsynced ones keeps the durable ones even when the write of that sector is lost);
+//! * every sector overlapping the unsynced tail is kept or lost independently, with a keep
+//!   probability drawn per file (0, 1/4, 1/2, 3/4 or 1, so that "all lost" and "all kept" are
+//!   common); [`CrashMode::SectorPrefix`] instead keeps the first sectors of the tail (a random
+//!   count of them) and loses the rest, which leaves no hole before kept data;
+//! * the recovered length is, with equal chance, the end of the last kept sector (the data
+//!   and the size arrived together), the full current length (the size arrived, not all data), or
+//!   any length between the durable length and the current length;
+//! * a lost sector below the recovered length reads as zeros: the file system hands out zeroed
+//!   (or "unwritten") blocks for appended data and never exposes stale content. Appends are the
+//!   only writes this trait has, so a lost sector never reads as older content; the one
+//!   overwrite-like case is a `truncate` below the durable length followed by appends, and there
+//!   the truncate (metadata) either did not survive (the durable bytes come back whole, as in the
+//!   other modes) or did, and the appends after it go through the sector draw like any tail.
+//!
+//! # Latency model
+//!
+//! The engine is synchronous, so the disk cannot block; instead it *accounts* simulated time.
+//! Each read ([`FileSystem::read_at`]), append, file fsync and directory fsync draws a latency
+//! from its configured range ([`SimLatency`]) and adds it to [`SimFs::elapsed_micros`]; a caller
+//! (the simulator) reads the clock before and after a call to learn how long the disk took and
+//! schedules the completion that much later. Metadata calls (create, rename, remove, list, len,
+//! truncate, exists) are free: their cost is paid by the `fsync_dir` that makes them durable.
+//! Fsyncs are charged even when they fail (the device was asked); a read or append that fails
+//! before reaching the device (missing file, full disk) is free. Latency draws come from their own
+//! seeded stream, so turning latency on does not change which faults a seed injects; a range with
+//! `min == max` draws nothing. The default is zero latency everywhere.
 
 use super::{FileSystem, FsError, FsErrorKind};
 use rand::{Rng, SeedableRng};
@@ -25,6 +64,73 @@ pub enum CrashMode {
     KeepRandomPrefix,
     /// Like `KeepRandomPrefix`, and the last few kept unsynced bytes are garbage (a torn write).
     TearLastWrite,
+    /// Each 512-byte sector of the unsynced tail is kept or lost independently; the length may
+    /// cover lost sectors, which read as zeros (holes). See the module's "Sector model".
+    Sectors,
+    /// Like `Sectors`, but the kept sectors are the first ones of the tail (a disk that writes in
+    /// order): no hole is followed by kept data, yet the length may still cover the lost sectors,
+    /// which read as zeros (a zero-filled tail).
+    SectorPrefix,
+}
+
+impl CrashMode {
+    /// Every mode.
+    pub const ALL: [CrashMode; 5] = [
+        CrashMode::LoseUnsynced,
+        CrashMode::KeepRandomPrefix,
+        CrashMode::TearLastWrite,
+        CrashMode::Sectors,
+        CrashMode::SectorPrefix,
+    ];
+}
+
+/// Size of the unit a disk writes atomically, for [`CrashMode::Sectors`].
+pub const SECTOR_BYTES: usize = 512;
+
+/// A latency range in microseconds, drawn uniformly (inclusive). `min == max` draws nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyRange {
+    /// Shortest latency.
+    pub min_micros: u64,
+    /// Longest latency (clamped up to `min_micros`).
+    pub max_micros: u64,
+}
+
+impl LatencyRange {
+    /// A range from `min_micros` to `max_micros` inclusive.
+    pub fn micros(min_micros: u64, max_micros: u64) -> Self {
+        LatencyRange {
+            min_micros,
+            max_micros,
+        }
+    }
+}
+
+/// Per-operation latencies of the simulated disk (all zero by default). See the module's
+/// "Latency model".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimLatency {
+    /// [`FileSystem::read_at`] (and so `read_all`).
+    pub read: LatencyRange,
+    /// [`FileSystem::append`].
+    pub append: LatencyRange,
+    /// [`FileSystem::fsync`].
+    pub fsync: LatencyRange,
+    /// [`FileSystem::fsync_dir`].
+    pub fsync_dir: LatencyRange,
+}
+
+/// The kinds of operation that take simulated time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimOpKind {
+    /// A read.
+    Read,
+    /// An append.
+    Append,
+    /// A file fsync.
+    Fsync,
+    /// A directory fsync.
+    FsyncDir,
 }
 
 /// Options of a simulated disk.
@@ -37,6 +143,8 @@ pub struct SimFsOptions {
     /// A deliberately broken disk whose fsync reports success and makes nothing durable. Exists
     /// only so tests can show that the crash oracle catches acknowledging before durability.
     pub fsync_lies: bool,
+    /// Per-operation latencies accounted as simulated time ([`SimFs::elapsed_micros`]).
+    pub latency: SimLatency,
 }
 
 impl SimFsOptions {
@@ -46,6 +154,7 @@ impl SimFsOptions {
             seed,
             capacity_bytes_max: None,
             fsync_lies: false,
+            latency: SimLatency::default(),
         }
     }
 }
@@ -55,8 +164,11 @@ struct Inode {
     current: Vec<u8>,
     durable: Vec<u8>,
     /// Set when a truncate cut below the durable length: `durable` is then not a prefix of
-    /// `current`, and a crash restores `durable` as is.
+    /// `current`, and a crash restores `durable` as is (or, in [`CrashMode::Sectors`], may keep
+    /// the truncate).
     diverged: bool,
+    /// The smallest length the file had since its last fsync (where a kept truncate cut it).
+    low_water: usize,
 }
 
 /// Counters of what the disk was asked to do (for write amplification).
@@ -81,6 +193,8 @@ pub struct SimFs {
     next_inode: u64,
     fail_next_fsync: bool,
     stats: SimFsStats,
+    latency_rng: ChaCha8Rng,
+    elapsed_micros: u64,
 }
 
 impl SimFs {
@@ -88,13 +202,15 @@ impl SimFs {
     pub fn new(options: SimFsOptions) -> Self {
         SimFs {
             rng: ChaCha8Rng::seed_from_u64(options.seed),
-            options,
             inodes: BTreeMap::new(),
             names: BTreeMap::new(),
             durable_names: BTreeMap::new(),
             next_inode: 1,
             fail_next_fsync: false,
             stats: SimFsStats::default(),
+            latency_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6c61_7465_6e63_7921),
+            elapsed_micros: 0,
+            options,
         }
     }
 
@@ -122,37 +238,89 @@ impl SimFs {
         let live: std::collections::BTreeSet<u64> = self.names.values().copied().collect();
         self.inodes.retain(|id, _| live.contains(id));
         for inode in self.inodes.values_mut() {
-            if inode.diverged || mode == CrashMode::LoseUnsynced {
-                inode.current = inode.durable.clone();
-                inode.diverged = false;
-                continue;
-            }
-            let durable_len = inode.durable.len();
-            let tail_len = inode.current.len() - durable_len;
-            let keep = if tail_len == 0 {
-                0
-            } else {
-                self.rng.gen_range(0..=tail_len)
-            };
-            inode.current.truncate(durable_len + keep);
-            if mode == CrashMode::TearLastWrite && keep > 0 {
-                let garbage = self.rng.gen_range(1..=keep.min(16));
-                let end = inode.current.len();
-                for byte in &mut inode.current[end - garbage..] {
-                    *byte = self.rng.gen();
+            match mode {
+                CrashMode::LoseUnsynced => inode.current = inode.durable.clone(),
+                CrashMode::KeepRandomPrefix | CrashMode::TearLastWrite => {
+                    if !inode.diverged {
+                        keep_random_prefix(&mut self.rng, inode, mode == CrashMode::TearLastWrite);
+                    } else {
+                        inode.current = inode.durable.clone();
+                    }
+                }
+                CrashMode::Sectors | CrashMode::SectorPrefix => {
+                    // An unsynced truncate below the durable length: the truncate (metadata)
+                    // survives or not; if it does, what was appended after it is an unsynced
+                    // tail from the truncated length on.
+                    let base = if !inode.diverged {
+                        Some(inode.durable.len())
+                    } else if self.rng.gen_bool(0.5) {
+                        Some(inode.low_water)
+                    } else {
+                        None
+                    };
+                    match base {
+                        Some(base) => {
+                            let holes = mode == CrashMode::Sectors;
+                            keep_sectors(&mut self.rng, &mut inode.current, base, holes);
+                        }
+                        None => inode.current = inode.durable.clone(),
+                    }
                 }
             }
+            inode.diverged = false;
             inode.durable = inode.current.clone();
+            inode.low_water = inode.current.len();
         }
     }
 
-    /// Draws a crash mode from the disk's seed.
+    /// Draws a crash mode from the disk's seed among `LoseUnsynced`, `KeepRandomPrefix` and
+    /// `TearLastWrite` (the historical draw, kept so existing seeds replay unchanged; the sector
+    /// modes are drawn with [`SimFs::random_crash_mode_among`]).
     pub fn random_crash_mode(&mut self) -> CrashMode {
         match self.rng.gen_range(0..3) {
             0 => CrashMode::LoseUnsynced,
             1 => CrashMode::KeepRandomPrefix,
             _ => CrashMode::TearLastWrite,
         }
+    }
+
+    /// Draws one of `modes` (equally likely) from the disk's seed; `LoseUnsynced` if empty.
+    pub fn random_crash_mode_among(&mut self, modes: &[CrashMode]) -> CrashMode {
+        if modes.is_empty() {
+            return CrashMode::LoseUnsynced;
+        }
+        modes[self.rng.gen_range(0..modes.len())]
+    }
+
+    /// The durable length of `name` (what a [`CrashMode::LoseUnsynced`] crash would leave), or
+    /// `None` if no such file is named now.
+    pub fn durable_len(&self, name: &str) -> Option<u64> {
+        let inode = self.inodes.get(self.names.get(name)?)?;
+        Some(inode.durable.len() as u64)
+    }
+
+    /// Simulated time the disk has spent so far, in microseconds (see the module's "Latency
+    /// model"). Read it before and after a call to learn that call's latency.
+    pub fn elapsed_micros(&self) -> u64 {
+        self.elapsed_micros
+    }
+
+    /// Charges one operation of `kind` to the simulated clock; returns its latency.
+    fn charge(&mut self, kind: SimOpKind) -> u64 {
+        let range = match kind {
+            SimOpKind::Read => self.options.latency.read,
+            SimOpKind::Append => self.options.latency.append,
+            SimOpKind::Fsync => self.options.latency.fsync,
+            SimOpKind::FsyncDir => self.options.latency.fsync_dir,
+        };
+        let micros = if range.max_micros <= range.min_micros {
+            range.min_micros
+        } else {
+            self.latency_rng
+                .gen_range(range.min_micros..=range.max_micros)
+        };
+        self.elapsed_micros = self.elapsed_micros.saturating_add(micros);
+        micros
     }
 
     /// Flips bit `bit` (counted from the file start) of `name`, in its current and durable bytes.
@@ -221,6 +389,69 @@ impl SimFs {
     }
 }
 
+/// [`CrashMode::KeepRandomPrefix`] / [`CrashMode::TearLastWrite`] on a file whose durable bytes
+/// are a prefix of its current ones.
+fn keep_random_prefix(rng: &mut ChaCha8Rng, inode: &mut Inode, tear: bool) {
+    let durable_len = inode.durable.len();
+    let tail_len = inode.current.len() - durable_len;
+    let keep = if tail_len == 0 {
+        0
+    } else {
+        rng.gen_range(0..=tail_len)
+    };
+    inode.current.truncate(durable_len + keep);
+    if tear && keep > 0 {
+        let garbage = rng.gen_range(1..=keep.min(16));
+        let end = inode.current.len();
+        for byte in &mut inode.current[end - garbage..] {
+            *byte = rng.gen();
+        }
+    }
+}
+
+/// [`CrashMode::Sectors`] (`holes`) or [`CrashMode::SectorPrefix`] on `bytes`, whose first `base`
+/// bytes are durable: every sector overlapping `bytes[base..]` is kept or lost (independently with
+/// `holes`, else the kept ones are the first ones), the length is drawn between `base` and the
+/// current length, and lost bytes below it read as zeros (module docs, "Sector model").
+fn keep_sectors(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>, base: usize, holes: bool) {
+    let end = bytes.len();
+    if end <= base {
+        bytes.truncate(base.min(end));
+        return;
+    }
+    let first = base / SECTOR_BYTES;
+    let last = (end - 1) / SECTOR_BYTES;
+    let kept: Vec<bool> = if holes {
+        let keep_quarters = rng.gen_range(0..=4u32);
+        (first..=last)
+            .map(|_| rng.gen_ratio(keep_quarters, 4))
+            .collect()
+    } else {
+        let kept_count = rng.gen_range(0..=last - first + 1);
+        (0..=last - first).map(|i| i < kept_count).collect()
+    };
+    let last_kept_end = kept
+        .iter()
+        .rposition(|&k| k)
+        .map_or(base, |i| ((first + i + 1) * SECTOR_BYTES).min(end));
+    let len = match rng.gen_range(0..3) {
+        0 => last_kept_end,
+        1 => end,
+        _ => rng.gen_range(base..=end),
+    };
+    bytes.truncate(len);
+    for (i, &keep) in kept.iter().enumerate() {
+        if keep {
+            continue;
+        }
+        let from = ((first + i) * SECTOR_BYTES).max(base);
+        let to = ((first + i + 1) * SECTOR_BYTES).min(len);
+        if from < to {
+            bytes[from..to].fill(0);
+        }
+    }
+}
+
 impl FileSystem for SimFs {
     fn create(&mut self, name: &str) -> Result<(), FsError> {
         if self.names.contains_key(name) {
@@ -239,8 +470,9 @@ impl FileSystem for SimFs {
                 return Err(FsError::new(name, FsErrorKind::NoSpace, "disk full"));
             }
         }
-        self.stats.bytes_appended += data.len() as u64;
         self.inode(name)?.current.extend_from_slice(data);
+        self.stats.bytes_appended += data.len() as u64;
+        self.charge(SimOpKind::Append);
         Ok(())
     }
 
@@ -248,7 +480,7 @@ impl FileSystem for SimFs {
         let inode = self.inode(name)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(len);
-        inode
+        let bytes = inode
             .current
             .get(start..end)
             .map(<[u8]>::to_vec)
@@ -258,7 +490,9 @@ impl FileSystem for SimFs {
                     FsErrorKind::Other,
                     format!("read of {len} bytes at {offset} past the end"),
                 )
-            })
+            })?;
+        self.charge(SimOpKind::Read);
+        Ok(bytes)
     }
 
     fn len(&mut self, name: &str) -> Result<u64, FsError> {
@@ -267,6 +501,7 @@ impl FileSystem for SimFs {
 
     fn fsync(&mut self, name: &str) -> Result<(), FsError> {
         self.inode(name)?;
+        self.charge(SimOpKind::Fsync);
         self.take_sync_failure(name)?;
         self.stats.fsyncs += 1;
         if self.options.fsync_lies {
@@ -281,6 +516,7 @@ impl FileSystem for SimFs {
             let tail = inode.current[from..].to_vec();
             inode.durable.extend_from_slice(&tail);
         }
+        inode.low_water = inode.current.len();
         Ok(())
     }
 
@@ -305,6 +541,7 @@ impl FileSystem for SimFs {
     }
 
     fn fsync_dir(&mut self) -> Result<(), FsError> {
+        self.charge(SimOpKind::FsyncDir);
         self.take_sync_failure("<dir>")?;
         self.stats.fsyncs += 1;
         if !self.options.fsync_lies {
@@ -318,6 +555,7 @@ impl FileSystem for SimFs {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         if len < inode.current.len() {
             inode.current.truncate(len);
+            inode.low_water = inode.low_water.min(len);
             if len < inode.durable.len() {
                 inode.diverged = true;
             }
@@ -403,5 +641,235 @@ mod tests {
         fs.truncate("a", 2).expect("truncate");
         fs.crash(CrashMode::TearLastWrite);
         assert_eq!(fs.read_all("a").expect("read"), b"abcdef");
+    }
+
+    /// A file with `durable` synced bytes and `tail` unsynced bytes (all non-zero), crashed in
+    /// `mode`; returns what it reads back.
+    fn crash_tail(seed: u64, durable: usize, tail: usize, mode: CrashMode) -> (Vec<u8>, Vec<u8>) {
+        let mut fs = SimFs::seeded(seed);
+        fs.create("f").expect("create");
+        fs.fsync_dir().expect("fsync dir");
+        let written: Vec<u8> = (0..durable + tail).map(|i| (i % 251) as u8 + 1).collect();
+        fs.append("f", &written[..durable]).expect("append");
+        fs.fsync("f").expect("fsync");
+        // Several appends, as the engine does, so sectors span append boundaries.
+        for chunk in written[durable..].chunks(300) {
+            fs.append("f", chunk).expect("append");
+        }
+        fs.crash(mode);
+        (written, fs.read_all("f").expect("read"))
+    }
+
+    #[test]
+    fn sectors_never_lose_synced_bytes_and_holes_read_as_zeros() {
+        let (mut holes, mut kept_after_hole, mut zero_tails) = (0, 0, 0);
+        for seed in 0..400 {
+            let durable = (seed as usize * 37) % 1500;
+            let (written, got) = crash_tail(seed, durable, 4000, CrashMode::Sectors);
+            assert!(
+                got.len() >= durable && got.len() <= written.len(),
+                "seed {seed}"
+            );
+            assert_eq!(
+                got[..durable],
+                written[..durable],
+                "seed {seed}: synced bytes"
+            );
+            // Every sector of the unsynced part is either exactly what was written or all zeros.
+            let mut saw_hole = false;
+            let sector_starts = std::iter::once(durable).chain(
+                ((durable / SECTOR_BYTES + 1) * SECTOR_BYTES..got.len()).step_by(SECTOR_BYTES),
+            );
+            for start in sector_starts.filter(|&s| s < got.len()) {
+                let end = ((start / SECTOR_BYTES + 1) * SECTOR_BYTES).min(got.len());
+                let part = &got[start..end];
+                if part == &written[start..end] {
+                    if saw_hole {
+                        kept_after_hole += 1;
+                    }
+                } else {
+                    assert!(
+                        part.iter().all(|&b| b == 0),
+                        "seed {seed}: sector at {start}"
+                    );
+                    saw_hole = true;
+                    holes += 1;
+                }
+            }
+            if saw_hole && got[got.len() - 1] == 0 {
+                zero_tails += 1;
+            }
+        }
+        assert!(holes > 0 && kept_after_hole > 0 && zero_tails > 0);
+    }
+
+    #[test]
+    fn sector_prefix_keeps_no_data_after_a_hole() {
+        let mut zero_tails = 0;
+        for seed in 0..300 {
+            let durable = (seed as usize * 53) % 1200;
+            let (written, got) = crash_tail(seed, durable, 3000, CrashMode::SectorPrefix);
+            assert_eq!(
+                got[..durable],
+                written[..durable],
+                "seed {seed}: synced bytes"
+            );
+            // The bytes are what was written, then zeros to the end.
+            let same = (durable..got.len())
+                .find(|&i| got[i] != written[i])
+                .unwrap_or(got.len());
+            assert!(got[same..].iter().all(|&b| b == 0), "seed {seed}");
+            if same < got.len() {
+                zero_tails += 1;
+            }
+        }
+        assert!(zero_tails > 0);
+    }
+
+    #[test]
+    fn sector_crashes_are_deterministic_per_seed() {
+        for seed in 0..20 {
+            assert_eq!(
+                crash_tail(seed, 700, 5000, CrashMode::Sectors),
+                crash_tail(seed, 700, 5000, CrashMode::Sectors)
+            );
+        }
+    }
+
+    #[test]
+    fn sectors_keep_or_undo_an_unsynced_truncate() {
+        let (mut undone, mut kept) = (0, 0);
+        for seed in 0..100 {
+            let mut fs = SimFs::seeded(seed);
+            fs.create("a").expect("create");
+            fs.append("a", &[7u8; 1000]).expect("append");
+            fs.fsync("a").expect("fsync");
+            fs.fsync_dir().expect("fsync dir");
+            fs.truncate("a", 600).expect("truncate");
+            fs.append("a", &[9u8; 700]).expect("append");
+            fs.crash(CrashMode::Sectors);
+            let got = fs.read_all("a").expect("read");
+            if got == [7u8; 1000] {
+                undone += 1;
+                continue;
+            }
+            kept += 1;
+            assert!(got.len() >= 600 && got[..600] == [7u8; 600], "seed {seed}");
+            assert!(got[600..].iter().all(|&b| b == 9 || b == 0), "seed {seed}");
+        }
+        assert!(undone > 0 && kept > 0);
+    }
+
+    #[test]
+    fn latency_is_zero_by_default() {
+        let mut fs = SimFs::seeded(5);
+        fs.create("a").expect("create");
+        fs.append("a", b"x").expect("append");
+        fs.fsync("a").expect("fsync");
+        fs.fsync_dir().expect("fsync dir");
+        fs.read_all("a").expect("read");
+        assert_eq!(fs.elapsed_micros(), 0);
+    }
+
+    #[test]
+    fn latency_is_accounted_per_operation_kind() {
+        let options = SimFsOptions {
+            latency: SimLatency {
+                read: LatencyRange::micros(10, 10),
+                append: LatencyRange::micros(3, 3),
+                fsync: LatencyRange::micros(1000, 1000),
+                fsync_dir: LatencyRange::micros(500, 500),
+            },
+            ..SimFsOptions::seeded(6)
+        };
+        let mut fs = SimFs::new(options);
+        let step = |fs: &mut SimFs, op: &dyn Fn(&mut SimFs)| {
+            let before = fs.elapsed_micros();
+            op(fs);
+            fs.elapsed_micros() - before
+        };
+        assert_eq!(step(&mut fs, &|fs| fs.create("a").expect("create")), 0);
+        assert_eq!(
+            step(&mut fs, &|fs| fs.append("a", b"xy").expect("append")),
+            3
+        );
+        assert_eq!(step(&mut fs, &|fs| fs.fsync("a").expect("fsync")), 1000);
+        assert_eq!(step(&mut fs, &|fs| fs.fsync_dir().expect("dir")), 500);
+        assert_eq!(
+            step(&mut fs, &|fs| {
+                let _ = fs.read_at("a", 0, 2);
+            }),
+            10
+        );
+        // A read that fails before the device is free; a failing fsync is charged.
+        assert_eq!(
+            step(&mut fs, &|fs| {
+                let _ = fs.read_at("nope", 0, 1);
+            }),
+            0
+        );
+        fs.fail_next_fsync();
+        assert_eq!(
+            step(&mut fs, &|fs| {
+                let _ = fs.fsync("a");
+            }),
+            1000
+        );
+        assert_eq!(fs.elapsed_micros(), 2513);
+    }
+
+    #[test]
+    fn latency_draws_are_seeded_in_range_and_leave_faults_alone() {
+        let latency = SimLatency {
+            read: LatencyRange::micros(50, 150),
+            append: LatencyRange::micros(1, 20),
+            fsync: LatencyRange::micros(2000, 9000),
+            fsync_dir: LatencyRange::micros(100, 3000),
+        };
+        let run = |latency: SimLatency| {
+            let mut fs = SimFs::new(SimFsOptions {
+                latency,
+                ..SimFsOptions::seeded(7)
+            });
+            let mut per_op = Vec::new();
+            fs.create("a").expect("create");
+            for i in 0..50u8 {
+                let t = fs.elapsed_micros();
+                fs.append("a", &[i; 100]).expect("append");
+                per_op.push(("append", fs.elapsed_micros() - t));
+                if i % 5 == 0 {
+                    let t = fs.elapsed_micros();
+                    fs.fsync("a").expect("fsync");
+                    per_op.push(("fsync", fs.elapsed_micros() - t));
+                    let t = fs.elapsed_micros();
+                    fs.fsync_dir().expect("dir");
+                    per_op.push(("fsync_dir", fs.elapsed_micros() - t));
+                }
+                let t = fs.elapsed_micros();
+                fs.read_at("a", 0, 10).expect("read");
+                per_op.push(("read", fs.elapsed_micros() - t));
+            }
+            fs.crash(CrashMode::Sectors);
+            (per_op, fs.elapsed_micros(), fs.read_all("a").expect("read"))
+        };
+        let (per_op, total, bytes) = run(latency);
+        assert_eq!((per_op.clone(), total), {
+            let (p, t, _) = run(latency);
+            (p, t)
+        });
+        assert_eq!(total, per_op.iter().map(|(_, m)| m).sum::<u64>());
+        for (kind, micros) in &per_op {
+            let range = match *kind {
+                "read" => latency.read,
+                "append" => latency.append,
+                "fsync" => latency.fsync,
+                _ => latency.fsync_dir,
+            };
+            assert!((range.min_micros..=range.max_micros).contains(micros));
+        }
+        let distinct: std::collections::BTreeSet<u64> = per_op.iter().map(|(_, m)| *m).collect();
+        assert!(distinct.len() > 10, "latencies are drawn, not constant");
+        // The same seed without latency crashes the same way.
+        assert_eq!(run(SimLatency::default()).2, bytes);
     }
 }

@@ -135,6 +135,8 @@ pub struct World {
     workload: Workload,
     issued: u64,
     operations: u64,
+    local_coordinators: bool,
+    datacenters: u32,
     op_gap_ns: u64,
     client_timeout_ns: u64,
     fsync_ns: (u64, u64),
@@ -251,6 +253,8 @@ impl World {
             workload: Workload::new(scenario),
             issued: 0,
             operations: w.operations,
+            local_coordinators: w.local_coordinators,
+            datacenters: scenario.cluster.datacenters,
             op_gap_ns: mean_gap_ns.max(1),
             client_timeout_ns: scenario.client_timeout_ms() * NANOS_PER_MS,
             fsync_ns: (
@@ -741,7 +745,15 @@ impl World {
         let rng = &mut self.workload_rng;
         let kind = self.workload.draw_kind(rng);
         let key_index = self.workload.draw_key(rng);
-        let coordinator = rng.gen_range(0..self.nodes.len() as u32);
+        let coordinator = if self.local_coordinators && self.datacenters > 1 {
+            // Nodes are dealt round-robin over datacenters: node i lives in i mod datacenters.
+            let home = client % self.datacenters;
+            let per_dc = (self.nodes.len() as u32).div_ceil(self.datacenters);
+            let pick = rng.gen_range(0..per_dc);
+            (home + pick * self.datacenters).min(self.nodes.len() as u32 - 1)
+        } else {
+            rng.gen_range(0..self.nodes.len() as u32)
+        };
         let key = self.workload.key(key_index).clone();
         let context = match kind {
             OpKind::Get => None,
