@@ -114,6 +114,10 @@ fn at_plain_quorum_a_datacenter_outage_costs_availability() {
     scenario.cluster.consistency = Some("quorum".into());
     for seed in 0..5 {
         let report = run_seed(&scenario, "dc-quorum", seed, RunOptions::default()).expect("runs").report;
-        assert!(report.availability < 0.9, "seed {seed}: availability {}", report.availability);
+        // Requests on both sides time out for the whole outage (each costs a client a full
+        // timeout, so they are few by count, but never zero).
+        let unavailable = report.ops.failed + report.ops.indeterminate;
+        assert!(unavailable >= 100, "seed {seed}: only {unavailable} requests failed at quorum");
+        assert!(report.availability < 0.98, "seed {seed}: availability {}", report.availability);
     }
 }
