@@ -103,12 +103,12 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     shared.metrics.connections_refused.inc();
-                    connections.spawn(refuse(stream));
+                    connections.spawn(tracing::Instrument::in_current_span(refuse(stream)));
                     continue;
                 };
                 let shared = Arc::clone(&shared);
                 let shutdown = shutdown.clone();
-                connections.spawn(async move {
+                connections.spawn(tracing::Instrument::in_current_span(async move {
                     shared.metrics.connections_open.inc();
                     shared.metrics.connections_total.inc();
                     if let Err(e) = connection(stream, &shared, shutdown).await {
@@ -116,7 +116,7 @@ pub async fn serve(
                     }
                     shared.metrics.connections_open.dec();
                     drop(slot);
-                });
+                }));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.changed() => break,
@@ -671,7 +671,8 @@ impl Session<'_> {
             let c = &settings.cluster;
             out.push_str(&format!(
                 "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nringkv_n:{}\r\n\
-                 ringkv_r:{}\r\nringkv_w:{}\r\nringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\r\n",
+                 ringkv_r:{}\r\nringkv_w:{}\r\nringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\
+                 ringkv_read_repair:{}\r\nringkv_anti_entropy_interval_ms:{}\r\n\r\n",
                 c.n,
                 c.r,
                 c.w,
@@ -680,6 +681,8 @@ impl Session<'_> {
                     ConflictMode::VectorClock => "vector-clock",
                 },
                 c.sloppy_quorum,
+                c.read_repair,
+                c.anti_entropy_interval_ms,
             ));
         }
         if wanted("keyspace") {
@@ -689,13 +692,21 @@ impl Session<'_> {
             ));
         }
         if wanted("ringkv") {
+            let repair = &metrics.repair;
             out.push_str(&format!(
                 "# ringkv\r\nnode_id:{}\r\ndatacenter:{}\r\nrack:{}\r\ncluster_name:{}\r\n\
                  ring_members:{}\r\npeers_connected:{}\r\noperations_in_flight:{}\r\n\
                  gets_ok:{}\r\nputs_ok:{}\r\nwrites_indeterminate:{}\r\nreads_unavailable:{}\r\n\
                  storage_syncs:{}\r\nstorage_table_bytes:{}\r\nstorage_vlog_bytes:{}\r\n\
                  storage_level0_tables:{}\r\nstorage_compactions:{}\r\n\
-                 peer_messages_dropped:{}\r\n\r\n",
+                 peer_messages_dropped:{}\r\npeer_requests_failed:{}\r\n\
+                 peer_replies_deferred:{}\r\npeer_replies_dropped:{}\r\n\
+                 hints_handed_off:{}\r\nhints_queued:{}\r\nhints_replayed:{}\r\n\
+                 hints_delivered:{}\r\nhints_overflowed:{}\r\nhints_expired:{}\r\n\
+                 hints_pending:{}\r\nanti_entropy_rounds:{}\r\n\
+                 anti_entropy_ranges_compared:{}\r\nanti_entropy_ranges_differing:{}\r\n\
+                 anti_entropy_records_sent:{}\r\nanti_entropy_records_repaired:{}\r\n\
+                 read_repairs:{}\r\n\r\n",
                 settings.node_id.0,
                 settings.location.datacenter,
                 settings.location.rack,
@@ -714,6 +725,22 @@ impl Session<'_> {
                 metrics.storage_level0_tables.get(),
                 metrics.storage_compactions.get(),
                 metrics.peer_messages_dropped.get(),
+                metrics.peer_requests_failed.get(),
+                metrics.peer_replies_deferred.get(),
+                metrics.peer_replies_dropped.get(),
+                repair.hints_handed_off.get(),
+                repair.hints_queued.get(),
+                repair.hints_replayed.get(),
+                repair.hints_delivered.get(),
+                repair.hints_overflowed.get(),
+                repair.hints_expired.get(),
+                repair.hints_pending.get(),
+                repair.anti_entropy_rounds.get(),
+                repair.anti_entropy_ranges_compared.get(),
+                repair.anti_entropy_ranges_differing.get(),
+                repair.anti_entropy_records_sent.get(),
+                repair.anti_entropy_records_repaired.get(),
+                repair.read_repairs.get(),
             ));
         }
         out

@@ -89,10 +89,37 @@ pub struct ReplicationFile {
     pub conflict: Option<String>,
     /// Allow fallback replicas when preferred ones are down.
     pub sloppy_quorum: Option<bool>,
+    /// With `sloppy_quorum`: how long a write waits for its replicas before handing the silent
+    /// ones' copies to fallback nodes as hints (at most `request_timeout_ms`).
+    pub sloppy_after_ms: Option<u64>,
     /// Coordinator deadline per request.
     pub request_timeout_ms: Option<u64>,
     /// Vnodes per unit of weight.
     pub vnodes_per_node: Option<u32>,
+}
+
+/// `[repair]`: read repair, hinted handoff and anti-entropy. Every member should agree.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RepairFile {
+    /// After answering a read, write the newest version to replicas that answered older.
+    pub read_repair: Option<bool>,
+    /// Most hints kept for one owner (more are counted as overflowed and left to anti-entropy).
+    pub hints_per_target_max: Option<usize>,
+    /// Most hint bytes kept for one owner.
+    pub hint_bytes_per_target_max: Option<u64>,
+    /// Hints older than this are deleted unsent and left to anti-entropy.
+    pub hint_age_max_ms: Option<u64>,
+    /// Time between hint replay rounds.
+    pub hint_replay_interval_ms: Option<u64>,
+    /// Most hints replayed per round.
+    pub hint_replays_per_round: Option<usize>,
+    /// Time between anti-entropy rounds; 0 turns anti-entropy off.
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// Ranges compared per anti-entropy round.
+    pub anti_entropy_ranges_per_round: Option<usize>,
+    /// Most records in one anti-entropy repair message.
+    pub anti_entropy_records_per_message_max: Option<usize>,
 }
 
 /// `[limits]`.
@@ -197,6 +224,9 @@ pub struct FileConfig {
     /// Replication defaults.
     #[serde(default)]
     pub replication: ReplicationFile,
+    /// Read repair, hinted handoff and anti-entropy.
+    #[serde(default)]
+    pub repair: RepairFile,
     /// Limits.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -221,7 +251,7 @@ impl FileConfig {
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<FileConfig, SettingsError> {
         toml::from_str(text).map_err(|e| SettingsError {
-            field: field_of_toml_error(&e),
+            field: field_of_toml_error(&e, text),
             reason: e.message().trim().to_string(),
         })
     }
@@ -241,16 +271,39 @@ impl FileConfig {
     }
 }
 
-/// Best effort: the dotted key path a toml error points at, from its span.
-fn field_of_toml_error(e: &toml::de::Error) -> String {
+/// Best effort: the dotted key path a toml error points at (`repair.read_repair`), from the
+/// names the message quotes or else from its span: the key on the line it points at, under the
+/// last `[section]` header above that line.
+fn field_of_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message();
     // "unknown field `x`, expected ..." and "missing field `x`" name the key themselves.
-    if let Some(start) = message.find('`') {
-        if let Some(len) = message[start + 1..].find('`') {
-            return message[start + 1..start + 1 + len].to_string();
+    let quoted = message.starts_with("unknown field") || message.starts_with("missing field");
+    if quoted {
+        if let Some(start) = message.find('`') {
+            if let Some(len) = message[start + 1..].find('`') {
+                return message[start + 1..start + 1 + len].to_string();
+            }
         }
     }
-    "(file)".to_string()
+    let Some(span) = e.span() else {
+        return "(file)".to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        return "(file)".to_string();
+    };
+    let key = key.trim();
+    let section = before[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        (l.starts_with('[') && !l.starts_with("[[") && l.ends_with(']'))
+            .then(|| l[1..l.len() - 1].trim().to_string())
+    });
+    match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_string(),
+    }
 }
 
 /// A peer, validated.
@@ -386,7 +439,17 @@ fn core_field_path(field: &str) -> String {
         | "request_timeout_ms"
         | "vnodes_per_node"
         | "sloppy_quorum"
+        | "sloppy_after_ms"
         | "unsafe_ack_before_persist" => format!("replication.{field}"),
+        "read_repair"
+        | "hints_per_target_max"
+        | "hint_bytes_per_target_max"
+        | "hint_age_max_ms"
+        | "hint_replay_interval_ms"
+        | "hint_replays_per_round"
+        | "anti_entropy_interval_ms"
+        | "anti_entropy_ranges_per_round"
+        | "anti_entropy_records_per_message_max" => format!("repair.{field}"),
         other => format!("limits.{other}"),
     }
 }
@@ -563,6 +626,7 @@ impl FileConfig {
             None => defaults.conflict,
         };
         let limits = &self.limits;
+        let repair = &self.repair;
         let config = ClusterConfig {
             n,
             r: rep.r.unwrap_or(quorum),
@@ -580,6 +644,36 @@ impl FileConfig {
                 .requests_in_flight_max
                 .unwrap_or(defaults.requests_in_flight_max),
             sloppy_quorum: rep.sloppy_quorum.unwrap_or(defaults.sloppy_quorum),
+            // The default hand-off point must not outlast a shorter configured deadline.
+            sloppy_after_ms: rep.sloppy_after_ms.unwrap_or(
+                defaults.sloppy_after_ms.min(
+                    rep.request_timeout_ms
+                        .unwrap_or(defaults.request_timeout_ms),
+                ),
+            ),
+            read_repair: repair.read_repair.unwrap_or(defaults.read_repair),
+            hints_per_target_max: repair
+                .hints_per_target_max
+                .unwrap_or(defaults.hints_per_target_max),
+            hint_bytes_per_target_max: repair
+                .hint_bytes_per_target_max
+                .unwrap_or(defaults.hint_bytes_per_target_max),
+            hint_age_max_ms: repair.hint_age_max_ms.unwrap_or(defaults.hint_age_max_ms),
+            hint_replay_interval_ms: repair
+                .hint_replay_interval_ms
+                .unwrap_or(defaults.hint_replay_interval_ms),
+            hint_replays_per_round: repair
+                .hint_replays_per_round
+                .unwrap_or(defaults.hint_replays_per_round),
+            anti_entropy_interval_ms: repair
+                .anti_entropy_interval_ms
+                .unwrap_or(defaults.anti_entropy_interval_ms),
+            anti_entropy_ranges_per_round: repair
+                .anti_entropy_ranges_per_round
+                .unwrap_or(defaults.anti_entropy_ranges_per_round),
+            anti_entropy_records_per_message_max: repair
+                .anti_entropy_records_per_message_max
+                .unwrap_or(defaults.anti_entropy_records_per_message_max),
             ..defaults
         };
         config.validate().map_err(|e| SettingsError {
@@ -1007,6 +1101,87 @@ mod tests {
                 field,
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn repair_settings_parse_and_errors_name_the_field() {
+        let settings = FileConfig::parse(
+            "node_id = 1\n[replication]\nsloppy_quorum = true\nsloppy_after_ms = 50\n\
+             [repair]\nread_repair = false\nhints_per_target_max = 10\n\
+             hint_bytes_per_target_max = 4096\nhint_age_max_ms = 60000\n\
+             hint_replay_interval_ms = 100\nhint_replays_per_round = 8\n\
+             anti_entropy_interval_ms = 0\nanti_entropy_ranges_per_round = 7\n\
+             anti_entropy_records_per_message_max = 9\n",
+        )
+        .expect("parse")
+        .validate()
+        .expect("valid");
+        let c = &settings.cluster;
+        assert!(c.sloppy_quorum);
+        assert_eq!(c.sloppy_after_ms, 50);
+        assert!(!c.read_repair);
+        assert_eq!(c.hints_per_target_max, 10);
+        assert_eq!(c.hint_bytes_per_target_max, 4096);
+        assert_eq!(c.hint_age_max_ms, 60_000);
+        assert_eq!(c.hint_replay_interval_ms, 100);
+        assert_eq!(c.hint_replays_per_round, 8);
+        assert_eq!(c.anti_entropy_interval_ms, 0);
+        assert_eq!(c.anti_entropy_ranges_per_round, 7);
+        assert_eq!(c.anti_entropy_records_per_message_max, 9);
+        // A short deadline pulls the default hand-off point below it.
+        let short = FileConfig::parse("node_id = 1\n[replication]\nrequest_timeout_ms = 100\n")
+            .expect("parse")
+            .validate()
+            .expect("valid");
+        assert_eq!(short.cluster.sloppy_after_ms, 100);
+
+        for (text, field) in [
+            (
+                "[replication]\nsloppy_after_ms = 0",
+                "replication.sloppy_after_ms",
+            ),
+            (
+                "[replication]\nrequest_timeout_ms = 100\nsloppy_after_ms = 500",
+                "replication.sloppy_after_ms",
+            ),
+            (
+                "[repair]\nhints_per_target_max = 0",
+                "repair.hints_per_target_max",
+            ),
+            (
+                "[repair]\nhint_bytes_per_target_max = 0",
+                "repair.hint_bytes_per_target_max",
+            ),
+            ("[repair]\nhint_age_max_ms = 0", "repair.hint_age_max_ms"),
+            (
+                "[repair]\nhint_replay_interval_ms = 0",
+                "repair.hint_replay_interval_ms",
+            ),
+            (
+                "[repair]\nhint_replays_per_round = 0",
+                "repair.hint_replays_per_round",
+            ),
+            (
+                "[repair]\nanti_entropy_interval_ms = 3600001",
+                "repair.anti_entropy_interval_ms",
+            ),
+            (
+                "[repair]\nanti_entropy_ranges_per_round = 0",
+                "repair.anti_entropy_ranges_per_round",
+            ),
+            (
+                "[repair]\nanti_entropy_records_per_message_max = 0",
+                "repair.anti_entropy_records_per_message_max",
+            ),
+            ("[repair]\nread_repair = 1", "repair.read_repair"),
+            (
+                "[replication]\nsloppy_quorum = \"yes\"",
+                "replication.sloppy_quorum",
+            ),
+            ("[repair]\nhints = 1", "hints"),
+        ] {
+            assert_eq!(field_of(&format!("node_id = 1\n{text}")), field, "{text}");
         }
     }
 

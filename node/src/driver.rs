@@ -19,17 +19,37 @@
 //!
 //! Maintenance (compaction, value-log collection) runs on a timer between inputs, one bounded
 //! step per tick (`[storage]` `maintenance_interval_ms`, `maintenance_budget_bytes`).
+//!
+//! Per-peer send queues are bounded (`limits.peer_queue_messages_max`); what happens to a
+//! message for a full queue depends on its class ([`MessageClass`]), and nothing is dropped
+//! silently:
+//! * **Requests** (read, write, hinted write, forwarded put) are *reported as failed*: the driver
+//!   answers the node at once, on that replica's behalf, with `ReplicaError::Busy` (a forwarded
+//!   put with `Rejected(Busy)`: it never left). The coordinator counts a failed replica, exactly
+//!   as if the replica had refused, so the client gets a typed outcome (the write may still meet
+//!   W on other replicas, hand off hints under sloppy quorum, or end `INDETERMINATE`; the read
+//!   `UNAVAILABLE`) without waiting for the deadline. The driver itself never blocks on a peer:
+//!   two drivers waiting on each other's full queues could deadlock.
+//! * **Replies** (read, write and forwarded-put replies) are *held back*, in order, in a
+//!   per-peer buffer as long as the queue (`peer_queue_messages_max` again), and sent as soon
+//!   as the queue has room; only past that second bound is a reply dropped, counted in
+//!   `ringkv_peer_replies_dropped_total`, and the coordinator's deadline turns it into a typed
+//!   outcome.
+//! * **Anti-entropy** messages are dropped and counted (`ringkv_peer_messages_dropped_total`):
+//!   the next round compares the range again.
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::storage::{self, StorageGauges, StorageSettings};
+use ringkv_core::message::{ForwardedOutcome, ReplicaError};
+use ringkv_core::RequestError;
 use ringkv_core::{
     ClientReply, ClientRequest, Message, Node, NodeEvent, NodeId, Output, PersistToken, RequestId,
     Storage,
 };
 use ringkv_lsm::fs::FileSystem;
 use ringkv_lsm::LsmStorage;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -59,8 +79,62 @@ pub const INPUT_QUEUE_MAX: usize = 8192;
 /// Inputs handled per wake-up before the driver checks timers and syncs.
 pub const INPUT_BATCH_MAX: usize = 256;
 
+/// Replies held back per peer by default (see [`Driver::with_held_replies_max`]).
+pub const HELD_REPLIES_PER_PEER_DEFAULT: usize = 16_384;
+
 /// Routes `Output::Send` to per-peer queues.
 pub type PeerQueues = BTreeMap<NodeId, mpsc::Sender<Message>>;
+
+/// How a message is treated when its peer's queue is full (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageClass {
+    /// A coordinator's request to a replica: answered at once as failed by that replica.
+    Request,
+    /// A replica's reply to a coordinator: held back (bounded) until the queue has room.
+    Reply,
+    /// Anti-entropy: dropped and counted; a later round repeats it.
+    Droppable,
+}
+
+impl MessageClass {
+    /// The class of `message`. A pure table, so every message kind is decided here once.
+    pub fn of(message: &Message) -> MessageClass {
+        match message {
+            Message::Read { .. }
+            | Message::Write { .. }
+            | Message::HintedWrite { .. }
+            | Message::CoordinatePut { .. } => MessageClass::Request,
+            Message::ReadReply { .. }
+            | Message::WriteReply { .. }
+            | Message::CoordinatePutReply { .. } => MessageClass::Reply,
+            Message::AeRoots { .. }
+            | Message::AeInterior { .. }
+            | Message::AeLeaves { .. }
+            | Message::AeDigests { .. }
+            | Message::AeRecords { .. } => MessageClass::Droppable,
+        }
+    }
+}
+
+/// The answer a replica that refuses `request` would send: what the driver feeds the node when
+/// the request cannot be queued. `None` for messages that are not requests.
+pub fn refusal_of(request: &Message) -> Option<Message> {
+    match request {
+        Message::Read { op, .. } => Some(Message::ReadReply {
+            op: *op,
+            record: Err(ReplicaError::Busy),
+        }),
+        Message::Write { op, .. } | Message::HintedWrite { op, .. } => Some(Message::WriteReply {
+            op: *op,
+            result: Err(ReplicaError::Busy),
+        }),
+        Message::CoordinatePut { op, .. } => Some(Message::CoordinatePutReply {
+            op: *op,
+            outcome: ForwardedOutcome::Rejected(RequestError::Busy),
+        }),
+        _ => None,
+    }
+}
 
 /// The driver task's state, over storage on file system `F` (real files in production, the
 /// simulated disk in tests).
@@ -81,6 +155,13 @@ pub struct Driver<F: FileSystem> {
     /// Flush count and last sequence number when a flush was last seen (for the key estimate).
     flushes_seen: u64,
     seq_at_flush: u64,
+    /// Messages for the node itself (sent to itself, or refusals on a peer's behalf), fed to it
+    /// after the outputs of the current input are drained.
+    loopback: VecDeque<(NodeId, Message)>,
+    /// Replies held back per peer while its queue is full.
+    held_replies: BTreeMap<NodeId, VecDeque<Message>>,
+    /// Bound of each peer's held replies.
+    held_replies_max: usize,
 }
 
 impl<F: FileSystem + Send + 'static> Driver<F> {
@@ -109,7 +190,17 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
             maintenance_ticks: 0,
             flushes_seen: 0,
             seq_at_flush: 0,
+            loopback: VecDeque::new(),
+            held_replies: BTreeMap::new(),
+            held_replies_max: HELD_REPLIES_PER_PEER_DEFAULT,
         }
+    }
+
+    /// Bounds the replies held back per peer while its queue is full (the server uses
+    /// `limits.peer_queue_messages_max`).
+    pub fn with_held_replies_max(mut self, held_replies_max: usize) -> Driver<F> {
+        self.held_replies_max = held_replies_max;
+        self
     }
 
     /// Runs until shutdown (or until every input sender is gone); returns the storage after a
@@ -122,9 +213,16 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         self.seq_at_flush = self.node.storage_mut().lsm_mut().last_seq();
         loop {
             let deadline = self.node.poll_timeout().map(|t| self.clock.to_tokio(t));
+            // The first peer with held-back replies: wait for room in its queue.
+            let held = self
+                .held_replies
+                .keys()
+                .next()
+                .and_then(|id| self.peers.get(id).map(|q| (*id, q.clone())));
             tokio::select! {
                 biased;
                 _ = maintenance.tick() => self.maintain(),
+                (peer, permit) = room_in(held) => self.release_held(peer, permit),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle(input);
@@ -189,8 +287,20 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         self.drain();
     }
 
-    /// Carries out every pending output.
+    /// Carries out every pending output, then feeds the node what it sent itself (each such
+    /// input again followed by a full drain).
     fn drain(&mut self) {
+        loop {
+            self.drain_outputs();
+            let Some((from, message)) = self.loopback.pop_front() else {
+                return;
+            };
+            let now = self.clock.now();
+            self.node.handle_message(now, from, message);
+        }
+    }
+
+    fn drain_outputs(&mut self) {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Send { to, message } => self.send(to, message),
@@ -224,22 +334,83 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
     fn send(&mut self, to: NodeId, message: Message) {
         if to == self.node.id() {
             // The core answers itself directly today; deliver anyway rather than lose it.
-            let now = self.clock.now();
-            let from = self.node.id();
-            self.node.handle_message(now, from, message);
+            self.loopback.push_back((to, message));
             return;
         }
-        match self.peers.get(&to) {
-            Some(queue) => match queue.try_send(message) {
-                Ok(()) => self.metrics.peer_messages_sent.inc(),
-                // A full queue drops the message (counted); the coordinator's deadline turns the
-                // loss into a typed outcome, as for any lost message.
-                Err(_) => self.metrics.peer_messages_dropped.inc(),
-            },
-            None => {
-                tracing::warn!(%to, kind = message.kind(), "message to an unknown node dropped");
-                self.metrics.peer_messages_dropped.inc();
+        let Some(queue) = self.peers.get(&to) else {
+            tracing::warn!(%to, kind = message.kind(), "message to an unknown node dropped");
+            self.metrics.peer_messages_dropped.inc();
+            return;
+        };
+        let class = MessageClass::of(&message);
+        if class == MessageClass::Reply {
+            if let Some(held) = self.held_replies.get_mut(&to) {
+                // Keep replies in order behind those already held.
+                if held.len() < self.held_replies_max {
+                    held.push_back(message);
+                    self.metrics.peer_replies_deferred.inc();
+                } else {
+                    self.metrics.peer_replies_dropped.inc();
+                }
+                return;
             }
+        }
+        let message = match queue.try_send(message) {
+            Ok(()) => {
+                self.metrics.peer_messages_sent.inc();
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => m,
+        };
+        match class {
+            MessageClass::Request => {
+                self.metrics.peer_requests_failed.inc();
+                if let Some(refusal) = refusal_of(&message) {
+                    self.loopback.push_back((to, refusal));
+                }
+            }
+            MessageClass::Reply => {
+                if self.held_replies_max == 0 {
+                    self.metrics.peer_replies_dropped.inc();
+                } else {
+                    self.metrics.peer_replies_deferred.inc();
+                    self.held_replies.entry(to).or_default().push_back(message);
+                }
+            }
+            MessageClass::Droppable => self.metrics.peer_messages_dropped.inc(),
+        }
+    }
+
+    /// `peer`'s queue has room: send its held-back replies, in order, while room lasts.
+    fn release_held(&mut self, peer: NodeId, permit: Option<mpsc::OwnedPermit<Message>>) {
+        let Some(held) = self.held_replies.get_mut(&peer) else {
+            return;
+        };
+        let Some(permit) = permit else {
+            // The peer's sending task is gone (shutdown): nothing will carry these.
+            self.metrics.peer_replies_dropped.add(held.len() as u64);
+            self.held_replies.remove(&peer);
+            return;
+        };
+        if let Some(first) = held.pop_front() {
+            permit.send(first);
+            self.metrics.peer_messages_sent.inc();
+        }
+        if let Some(queue) = self.peers.get(&peer) {
+            while let Some(message) = held.pop_front() {
+                match queue.try_send(message) {
+                    Ok(()) => self.metrics.peer_messages_sent.inc(),
+                    Err(
+                        mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m),
+                    ) => {
+                        held.push_front(m);
+                        break;
+                    }
+                }
+            }
+        }
+        if held.is_empty() {
+            self.held_replies.remove(&peer);
         }
     }
 
@@ -286,6 +457,9 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
 
     fn publish_gauges(&mut self) {
         let m = &self.metrics;
+        m.repair.publish(&self.node);
+        m.peer_replies_waiting
+            .set(self.held_replies.values().map(|h| h.len() as u64).sum());
         m.operations_in_flight
             .set(self.node.operations_in_flight() as u64);
         m.stale_replies.set(self.node.stats().stale_replies);
@@ -300,6 +474,17 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         m.storage_keys
             .set(gauges.table_entries + last_seq.saturating_sub(self.seq_at_flush));
         m.publish_storage(&gauges);
+    }
+}
+
+/// Waits for room in the queue of `held`'s peer (forever if `None`); `None` as the permit when
+/// the queue is closed.
+async fn room_in(
+    held: Option<(NodeId, mpsc::Sender<Message>)>,
+) -> (NodeId, Option<mpsc::OwnedPermit<Message>>) {
+    match held {
+        Some((peer, queue)) => (peer, queue.reserve_owned().await.ok()),
+        None => std::future::pending().await,
     }
 }
 
@@ -361,7 +546,7 @@ mod tests {
         runtime.block_on(async {
             let (inputs, inputs_rx) = mpsc::channel(16);
             let metrics = Arc::new(Metrics::default());
-            let driver = tokio::spawn(
+            let driver = crate::spawn(
                 Driver::new(
                     node,
                     Clock::start(),
@@ -401,7 +586,7 @@ mod tests {
             .expect("node");
             let (inputs, inputs_rx) = mpsc::channel(16);
             let metrics = Arc::new(Metrics::default());
-            let driver = tokio::spawn(
+            let driver = crate::spawn(
                 Driver::new(
                     node,
                     Clock::start(),

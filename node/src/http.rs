@@ -85,7 +85,7 @@ pub async fn serve(
             continue;
         };
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &state)).await;
             drop(slot);
         });

@@ -21,3 +21,13 @@ pub mod resp;
 pub mod resp_client;
 pub mod server;
 pub mod storage;
+
+/// Spawns `task` on the runtime inside the caller's tracing span, so every log line of the node
+/// (all its tasks) carries the `node` span and with it the node id.
+pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::in_current_span(task))
+}

@@ -176,12 +176,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ringkv_node::server::run(
-        settings,
-        ringkv_node::server::termination_signal(),
-    )) {
+    // Every line the node logs, from every task, carries this span: `node{id=3}: ...`.
+    let span = tracing::info_span!("node", id = settings.node_id.0);
+    let run = ringkv_node::server::run(settings, ringkv_node::server::termination_signal());
+    match runtime.block_on(tracing::Instrument::instrument(run, span.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            span.in_scope(|| tracing::error!(error = %e, "stopped with an error"));
             eprintln!("ringkv-node: {e}");
             ExitCode::FAILURE
         }

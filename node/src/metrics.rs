@@ -33,9 +33,22 @@ pub enum Level {
     Count = 4,
     /// Linearizable (two-phase majority).
     Linearizable = 5,
+    /// A majority in the coordinator's datacenter.
+    LocalQuorum = 6,
+    /// A majority in every datacenter.
+    EachQuorum = 7,
 }
 
-const LEVELS: [&str; 6] = ["default", "one", "quorum", "all", "count", "linearizable"];
+const LEVELS: [&str; 8] = [
+    "default",
+    "one",
+    "quorum",
+    "all",
+    "count",
+    "linearizable",
+    "local_quorum",
+    "each_quorum",
+];
 
 impl Level {
     /// The label of a request's level.
@@ -48,6 +61,8 @@ impl Level {
             Some(C::All) => Level::All,
             Some(C::Count(_)) => Level::Count,
             Some(C::Linearizable) => Level::Linearizable,
+            Some(C::LocalQuorum) => Level::LocalQuorum,
+            Some(C::EachQuorum) => Level::EachQuorum,
         }
     }
 }
@@ -154,7 +169,7 @@ impl Counter {
 /// Everything the node counts.
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[[Counter; 5]; 6]; 3],
+    requests: [[[Counter; 5]; 8]; 3],
     latency: [Histogram; 3],
     replicas_acked: [Counter; 3],
     /// Client connections open now.
@@ -171,8 +186,20 @@ pub struct Metrics {
     pub peer_messages_sent: Counter,
     /// Peer messages received and delivered to the node.
     pub peer_messages_received: Counter,
-    /// Peer messages dropped because the peer's queue was full.
+    /// Droppable peer messages (anti-entropy) dropped because the peer's queue was full, and
+    /// messages for a node outside the configuration.
     pub peer_messages_dropped: Counter,
+    /// Replication requests (read, write, hinted write, forwarded put) not sent because the
+    /// peer's queue was full, answered at once as failed by that replica instead.
+    pub peer_requests_failed: Counter,
+    /// Replication replies held back by the driver because the peer's queue was full (sent, in
+    /// order, once it has room).
+    pub peer_replies_deferred: Counter,
+    /// Replication replies dropped because even the held-back replies were at their bound
+    /// (the coordinator's deadline turns each into a typed outcome).
+    pub peer_replies_dropped: Counter,
+    /// Replies held back now (gauge).
+    pub peer_replies_waiting: Counter,
     /// Authenticated peer connections established (either direction).
     pub peer_connections: Counter,
     /// Peer connections refused (bad handshake, wrong secret or cluster).
@@ -217,6 +244,157 @@ pub struct Metrics {
     pub stale_replies: Counter,
     /// Ring members (gauge).
     pub ring_members: Counter,
+    /// Read repair, hinted handoff and anti-entropy counters (published by the driver).
+    pub repair: RepairCounters,
+}
+
+/// The core's repair counters, copied by the driver after each batch of inputs.
+#[derive(Default)]
+pub struct RepairCounters {
+    /// Hinted copies this node, as coordinator, sent to fallbacks.
+    pub hints_handed_off: Counter,
+    /// Hints this node stored (queued) as a fallback for another.
+    pub hints_queued: Counter,
+    /// Hints refused because the owner's queue was full (left to anti-entropy).
+    pub hints_overflowed: Counter,
+    /// Hint replays sent to their owners (retries included).
+    pub hints_replayed: Counter,
+    /// Hints the owner acknowledged durably (then deleted here).
+    pub hints_delivered: Counter,
+    /// Hints deleted unsent after `hint_age_max_ms` (left to anti-entropy).
+    pub hints_expired: Counter,
+    /// Hints held now, all owners (gauge).
+    pub hints_pending: Counter,
+    /// Bytes of hints held now (gauge).
+    pub hint_bytes_pending: Counter,
+    /// Anti-entropy rounds run.
+    pub anti_entropy_rounds: Counter,
+    /// Ranges whose roots this node sent.
+    pub anti_entropy_ranges_compared: Counter,
+    /// Ranges a peer found different.
+    pub anti_entropy_ranges_differing: Counter,
+    /// Records sent to repair a peer.
+    pub anti_entropy_records_sent: Counter,
+    /// Records received that changed local storage.
+    pub anti_entropy_records_repaired: Counter,
+    /// Repair writes sent after reads found stale replicas.
+    pub read_repairs: Counter,
+}
+
+impl RepairCounters {
+    /// Copies the core's counters.
+    pub fn publish<S: ringkv_core::Storage>(&self, node: &ringkv_core::Node<S>) {
+        let h = node.hint_stats();
+        self.hints_handed_off.set(h.handed_off);
+        self.hints_queued.set(h.stored);
+        self.hints_overflowed.set(h.overflowed);
+        self.hints_replayed.set(h.replayed);
+        self.hints_delivered.set(h.delivered);
+        self.hints_expired.set(h.expired);
+        let (count, bytes) = node
+            .pending_hints()
+            .values()
+            .fold((0u64, 0u64), |(c, b), &(n, size)| (c + n as u64, b + size));
+        self.hints_pending.set(count);
+        self.hint_bytes_pending.set(bytes);
+        let a = node.anti_entropy_stats();
+        self.anti_entropy_rounds.set(a.rounds);
+        self.anti_entropy_ranges_compared.set(a.ranges_compared);
+        self.anti_entropy_ranges_differing.set(a.ranges_differing);
+        self.anti_entropy_records_sent.set(a.records_sent);
+        self.anti_entropy_records_repaired.set(a.records_repaired);
+        self.read_repairs.set(node.stats().read_repairs);
+    }
+
+    /// (metric name, type, help, counter) of each, for the exposition.
+    fn table(&self) -> [(&'static str, &'static str, &'static str, &Counter); 14] {
+        [
+            (
+                "ringkv_hints_handed_off_total",
+                "counter",
+                "Hinted copies sent to fallback nodes (as coordinator).",
+                &self.hints_handed_off,
+            ),
+            (
+                "ringkv_hints_queued_total",
+                "counter",
+                "Hints stored for another node (as fallback).",
+                &self.hints_queued,
+            ),
+            (
+                "ringkv_hints_overflowed_total",
+                "counter",
+                "Hints refused at the per-owner bound (left to anti-entropy).",
+                &self.hints_overflowed,
+            ),
+            (
+                "ringkv_hints_replayed_total",
+                "counter",
+                "Hint replays sent to their owners, retries included.",
+                &self.hints_replayed,
+            ),
+            (
+                "ringkv_hints_delivered_total",
+                "counter",
+                "Hints acknowledged durably by their owners and deleted.",
+                &self.hints_delivered,
+            ),
+            (
+                "ringkv_hints_expired_total",
+                "counter",
+                "Hints deleted unsent after hint_age_max_ms (left to anti-entropy).",
+                &self.hints_expired,
+            ),
+            (
+                "ringkv_hints_pending",
+                "gauge",
+                "Hints held for other nodes now.",
+                &self.hints_pending,
+            ),
+            (
+                "ringkv_hint_bytes_pending",
+                "gauge",
+                "Bytes of hints held for other nodes now.",
+                &self.hint_bytes_pending,
+            ),
+            (
+                "ringkv_anti_entropy_rounds_total",
+                "counter",
+                "Anti-entropy rounds run.",
+                &self.anti_entropy_rounds,
+            ),
+            (
+                "ringkv_anti_entropy_ranges_compared_total",
+                "counter",
+                "Ranges whose Merkle roots were sent to a peer.",
+                &self.anti_entropy_ranges_compared,
+            ),
+            (
+                "ringkv_anti_entropy_ranges_differing_total",
+                "counter",
+                "Ranges a peer found different.",
+                &self.anti_entropy_ranges_differing,
+            ),
+            (
+                "ringkv_anti_entropy_records_sent_total",
+                "counter",
+                "Records sent to repair a peer.",
+                &self.anti_entropy_records_sent,
+            ),
+            (
+                "ringkv_anti_entropy_records_repaired_total",
+                "counter",
+                "Records received from anti-entropy that changed local storage.",
+                &self.anti_entropy_records_repaired,
+            ),
+            (
+                "ringkv_read_repairs_total",
+                "counter",
+                "Repair writes sent after reads found stale replicas.",
+                &self.read_repairs,
+            ),
+        ]
+    }
 }
 
 impl Metrics {
@@ -295,7 +473,7 @@ impl Metrics {
                 "ringkv_replicas_acked_total{{{l},operation=\"{op}\"}} {n}"
             );
         }
-        let simple: [(&str, &str, &str, &Counter); 29] = [
+        let simple: [(&str, &str, &str, &Counter); 33] = [
             (
                 "ringkv_client_connections",
                 "gauge",
@@ -341,8 +519,32 @@ impl Metrics {
             (
                 "ringkv_peer_messages_dropped_total",
                 "counter",
-                "Peer messages dropped on a full queue.",
+                "Anti-entropy messages dropped on a full peer queue (and messages for unknown nodes).",
                 &self.peer_messages_dropped,
+            ),
+            (
+                "ringkv_peer_requests_failed_total",
+                "counter",
+                "Replication requests not sent on a full peer queue, answered at once as failed.",
+                &self.peer_requests_failed,
+            ),
+            (
+                "ringkv_peer_replies_deferred_total",
+                "counter",
+                "Replication replies held back on a full peer queue, sent once it has room.",
+                &self.peer_replies_deferred,
+            ),
+            (
+                "ringkv_peer_replies_dropped_total",
+                "counter",
+                "Replication replies dropped with the held-back replies at their bound.",
+                &self.peer_replies_dropped,
+            ),
+            (
+                "ringkv_peer_replies_waiting",
+                "gauge",
+                "Replication replies held back now.",
+                &self.peer_replies_waiting,
             ),
             (
                 "ringkv_peer_connections_total",
@@ -471,7 +673,7 @@ impl Metrics {
                 &self.ring_members,
             ),
         ];
-        for (name, kind, help, counter) in simple {
+        for (name, kind, help, counter) in simple.into_iter().chain(self.repair.table()) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{l}}} {}",

@@ -119,7 +119,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             connected.insert(peer.id, Arc::clone(&flag));
             let signal = Arc::new(tokio::sync::Notify::new());
             wake.insert(peer.id, Arc::clone(&signal));
-            tokio::spawn(peer::outbound(
+            crate::spawn(peer::outbound(
                 peer.clone(),
                 Arc::clone(auth),
                 rx,
@@ -132,7 +132,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     }
 
     let request_timeout = settings.cluster.request_timeout();
-    let driver = tokio::spawn(
+    let driver = crate::spawn(
         Driver::new(
             node,
             clock,
@@ -142,13 +142,14 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             request_timeout,
             settings.storage.clone(),
         )
+        .with_held_replies_max(settings.limits.peer_queue_messages_max)
         .run(),
     );
 
     let mut peer_addr = None;
     if let (Some(listener), Some(auth)) = (peer_listener, &auth) {
         peer_addr = listener.local_addr().ok();
-        tokio::spawn(peer::serve(
+        crate::spawn(peer::serve(
             listener,
             Arc::clone(auth),
             inputs_tx.clone(),
@@ -167,7 +168,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             ring,
             connected,
         });
-        tokio::spawn(http::serve(listener, state, shutdown_rx.clone()));
+        crate::spawn(http::serve(listener, state, shutdown_rx.clone()));
     }
 
     let shared = Arc::new(ClientShared::new(
@@ -177,7 +178,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         client_addr,
         clock,
     ));
-    let clients = tokio::spawn(clients::serve(
+    let clients = crate::spawn(clients::serve(
         client_listener,
         shared,
         shutdown_rx.clone(),
@@ -186,23 +187,37 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
 
     let id = settings.node_id;
     if let Some(addr) = peer_addr {
+        tracing::info!(%addr, "listening for peers");
         println!("ringkv-node {id} listening for peers on {addr}");
     }
     if let Some(addr) = http_addr {
+        tracing::info!(%addr, "admin HTTP listening (/health, /metrics, /ring)");
         println!("ringkv-node {id} admin HTTP (/health, /metrics, /ring) on http://{addr}");
     }
+    tracing::info!(addr = %client_addr, "listening for clients (RESP)");
     println!("ringkv-node {id} {LISTENING_CLIENTS} {client_addr}");
-    tracing::info!(node = %id, %client_addr, members = settings.peers.len() + 1, "node started");
+    let c = &settings.cluster;
+    tracing::info!(
+        members = settings.peers.len() + 1,
+        n = c.n,
+        r = c.r,
+        w = c.w,
+        sloppy_quorum = c.sloppy_quorum,
+        read_repair = c.read_repair,
+        anti_entropy_interval_ms = c.anti_entropy_interval_ms,
+        "node started"
+    );
     drop(reached_tx);
     let peers_total = settings.peers.len();
     if peers_total > 0 {
         // One line once every peer has been reached, for operators and for scripts waiting on a
         // whole cluster (each node prints it once its outbound connections are all up).
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let mut reached = std::collections::BTreeSet::new();
             while let Some(peer) = reached_rx.recv().await {
                 reached.insert(peer);
                 if reached.len() == peers_total {
+                    tracing::info!(peers = peers_total, "connected to all peers");
                     println!("ringkv-node {id} {PEERS_REACHED} ({peers_total})");
                     return;
                 }

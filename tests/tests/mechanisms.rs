@@ -101,9 +101,15 @@ fn without_hints_and_anti_entropy_crashed_replicas_stay_behind() {
 fn dc_outage_keeps_both_datacenters_writing_at_local_quorum_on_100_seeds() {
     let scenario = load("dc-outage");
     for seed in 0..100 {
-        let report = run_seed(&scenario, "dc", seed, RunOptions::default()).expect("runs").report;
+        let report = run_seed(&scenario, "dc", seed, RunOptions::default())
+            .expect("runs")
+            .report;
         assert!(report.ok(), "seed {seed}: {:?}", report.checks);
-        assert!(report.availability >= 0.99, "seed {seed}: availability {}", report.availability);
+        assert!(
+            report.availability >= 0.99,
+            "seed {seed}: availability {}",
+            report.availability
+        );
     }
 }
 
@@ -113,11 +119,37 @@ fn at_plain_quorum_a_datacenter_outage_costs_availability() {
     let mut scenario = load("dc-outage");
     scenario.cluster.consistency = Some("quorum".into());
     for seed in 0..5 {
-        let report = run_seed(&scenario, "dc-quorum", seed, RunOptions::default()).expect("runs").report;
+        let report = run_seed(&scenario, "dc-quorum", seed, RunOptions::default())
+            .expect("runs")
+            .report;
         // Requests on both sides time out for the whole outage (each costs a client a full
         // timeout, so they are few by count, but never zero).
         let unavailable = report.ops.failed + report.ops.indeterminate;
-        assert!(unavailable >= 100, "seed {seed}: only {unavailable} requests failed at quorum");
-        assert!(report.availability < 0.98, "seed {seed}: availability {}", report.availability);
+        assert!(
+            unavailable >= 100,
+            "seed {seed}: only {unavailable} requests failed at quorum"
+        );
+        assert!(
+            report.availability < 0.98,
+            "seed {seed}: availability {}",
+            report.availability
+        );
+    }
+}
+
+#[test]
+fn rolling_restart_stays_available_and_loses_nothing_on_100_seeds() {
+    let scenario = load("rolling-restart");
+    for seed in 0..100 {
+        let report = run_seed(&scenario, "rolling", seed, RunOptions::default())
+            .expect("runs")
+            .report;
+        assert!(report.ok(), "seed {seed}: {:?}", report.checks);
+        assert!(
+            report.availability >= 0.99,
+            "seed {seed}: availability {}",
+            report.availability
+        );
+        assert_eq!(report.hints.5, 0, "seed {seed}: hints left pending");
     }
 }

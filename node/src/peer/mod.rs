@@ -184,7 +184,7 @@ pub async fn serve(
         };
         let (auth, inputs, metrics) = (Arc::clone(&auth), inputs.clone(), Arc::clone(&metrics));
         let wake = Arc::clone(&wake);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             inbound(
                 stream,
                 addr,

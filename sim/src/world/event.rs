@@ -9,8 +9,13 @@ use std::cmp::Ordering;
 pub enum ClientResponse {
     /// The coordinator's reply.
     Reply(ClientReply),
-    /// The node was down: the request never started.
-    Refused,
+    /// The node was down: the request never started (the client may send it elsewhere).
+    Refused {
+        /// The node that refused.
+        node: u32,
+        /// The request, for a retry.
+        body: ClientRequest,
+    },
 }
 
 /// Something that happens at one instant of simulated time.
@@ -160,7 +165,7 @@ impl Event {
             }
             Event::ClientReply { request, reply } => {
                 let what = match reply {
-                    ClientResponse::Refused => "refused".to_string(),
+                    ClientResponse::Refused { node, .. } => format!("refused by n{node}"),
                     ClientResponse::Reply(ClientReply::Found { values, acks, .. }) => {
                         let ids: Vec<u64> = values
                             .iter()

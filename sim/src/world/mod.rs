@@ -90,6 +90,8 @@ struct Client {
     /// The causal context of this client's last read of each key, sent back with its next write
     /// of that key (read-modify-write, as a vector-clock client does).
     contexts: BTreeMap<u32, CausalContext>,
+    /// Refusals of the request in flight (it is retried at another node).
+    refusals: u32,
 }
 
 /// Which phase the run is in.
@@ -248,6 +250,7 @@ impl World {
                     next_seq: 0,
                     next_due: 0,
                     contexts: BTreeMap::new(),
+                    refusals: 0,
                 })
                 .collect(),
             workload: Workload::new(scenario),
@@ -478,7 +481,7 @@ impl World {
                 } else {
                     // Connection refused: the client knows the request never started.
                     let delay = self.network.client_delay(&mut self.net_rng);
-                    let reply = ClientResponse::Refused;
+                    let reply = ClientResponse::Refused { node, body };
                     self.schedule(self.now + delay, Event::ClientReply { request, reply });
                 }
             }
@@ -912,6 +915,31 @@ impl World {
         let Some((client, index)) = self.take_in_flight(request) else {
             return;
         };
+        if let ClientResponse::Refused { node, body } = &reply {
+            // A client library tries another node when one refuses the connection: the request
+            // never started anywhere, so it is the same operation.
+            let c = &mut self.clients[client as usize];
+            if c.refusals + 1 < self.nodes.len() as u32 {
+                c.refusals += 1;
+                c.in_flight = Some((request, index));
+                let others = self.nodes.len() as u32 - 1;
+                let next =
+                    (node + 1 + self.workload_rng.gen_range(0..others)) % self.nodes.len() as u32;
+                self.history.ops[index].coordinator = next;
+                let delay = self.network.client_delay(&mut self.net_rng);
+                let body = body.clone();
+                self.schedule(
+                    self.now + delay,
+                    Event::ClientArrive {
+                        node: next,
+                        request,
+                        body,
+                    },
+                );
+                return;
+            }
+        }
+        self.clients[client as usize].refusals = 0;
         if let ClientResponse::Reply(
             ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. },
         ) = &reply
@@ -924,7 +952,7 @@ impl World {
         let op = &mut self.history.ops[index];
         op.complete_ns = Some(self.now);
         match reply {
-            ClientResponse::Refused => op.outcome = OpOutcome::Failed,
+            ClientResponse::Refused { .. } => op.outcome = OpOutcome::Failed,
             ClientResponse::Reply(reply) => match reply {
                 ClientReply::Found { values, acks, .. } => {
                     op.outcome = OpOutcome::Ok;
@@ -958,6 +986,7 @@ impl World {
         let Some((client, _index)) = self.take_in_flight(request) else {
             return;
         };
+        self.clients[client as usize].refusals = 0;
         // The op stays `Indeterminate` with no completion time.
         self.schedule_next(client);
     }
