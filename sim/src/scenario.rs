@@ -62,6 +62,8 @@ pub struct Scenario {
 pub struct ClusterSpec {
     /// Number of nodes.
     pub nodes: u32,
+    /// Nodes in the ring at the start (default: all); the others run as spares for `join`.
+    pub initial_nodes: Option<u32>,
     /// Datacenters; nodes are dealt round-robin over them.
     #[serde(default = "one")]
     pub datacenters: u32,
@@ -234,6 +236,12 @@ pub struct FaultSpec {
     pub restart: Option<u32>,
     /// Freeze a node for a while; its inputs wait.
     pub pause: Option<PauseSpec>,
+    /// Add a running non-member node to the ring.
+    pub join: Option<u32>,
+    /// Decommission a node: out of the ring, still running, streaming its data out.
+    pub leave: Option<u32>,
+    /// Remove a node for good (stopped and taken out of the ring).
+    pub remove: Option<u32>,
     /// Step a node's wall clock.
     pub clock_jump: Option<ClockJumpSpec>,
 }
@@ -605,11 +613,14 @@ impl Scenario {
                 fault.restart.is_some(),
                 fault.pause.is_some(),
                 fault.clock_jump.is_some(),
+                fault.join.is_some(),
+                fault.leave.is_some(),
+                fault.remove.is_some(),
             ];
             ensure(
                 actions.iter().filter(|&&a| a).count() == 1,
                 &format!("fault[{i}]"),
-                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump",
+                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump, join, leave, remove",
             )?;
             let node_ok = |n: &u32| *n < nodes;
             if let Some(groups) = &fault.partition {
@@ -626,7 +637,13 @@ impl Scenario {
                     "names a node that does not exist",
                 )?;
             }
-            for (name, node) in [("crash", fault.crash), ("restart", fault.restart)] {
+            for (name, node) in [
+                ("crash", fault.crash),
+                ("restart", fault.restart),
+                ("join", fault.join),
+                ("leave", fault.leave),
+                ("remove", fault.remove),
+            ] {
                 if let Some(node) = node {
                     ensure(
                         node < nodes,

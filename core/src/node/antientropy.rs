@@ -109,11 +109,44 @@ impl<S: Storage> Node<S> {
             now.monotonic
                 .saturating_add(Duration::from_millis(interval)),
         );
-        if self.my_ranges.is_empty() || self.durability.is_poisoned() {
+        if self.durability.is_poisoned() {
             return;
         }
         self.ae_stats.rounds += 1;
         let mut per_peer: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
+        // Ranges this node still holds data for but no longer replicates (after a leave or a
+        // join moved them): offer them to their current replicas, which pull what they lack.
+        // This is how a decommissioning node streams its data out, resumably (trees are rebuilt
+        // from storage after a restart).
+        let n = usize::from(self.config.cluster.n);
+        let orphans: Vec<u32> = self
+            .trees
+            .iter()
+            .filter(|(range, tree)| {
+                !tree.is_empty()
+                    && self
+                        .my_ranges
+                        .binary_search_by_key(&**range, |(r, _)| *r)
+                        .is_err()
+            })
+            .map(|(&range, _)| range)
+            .take(self.config.cluster.anti_entropy_ranges_per_round)
+            .collect();
+        for range in orphans {
+            let replicas = self.ring.range_replicas(range, n);
+            if replicas.is_empty() {
+                continue;
+            }
+            let peer = replicas[self.ae_stats.rounds as usize % replicas.len()];
+            let root = self.tree_mut(range).root();
+            per_peer.entry(peer).or_default().push((range, root));
+        }
+        if self.my_ranges.is_empty() {
+            for (peer, roots) in per_peer {
+                self.send(peer, Message::AeRoots { roots });
+            }
+            return;
+        }
         let count = self
             .config
             .cluster

@@ -38,7 +38,8 @@ pub struct HintStats {
     pub replayed: u64,
     /// Hints the owner acknowledged durably, then deleted here.
     pub delivered: u64,
-    /// Hints older than `hint_age_max_ms`, deleted unsent (left to anti-entropy).
+    /// Hints older than `hint_age_max_ms`, or for owners that left the ring, deleted unsent
+    /// (left to anti-entropy).
     pub expired: u64,
 }
 
@@ -99,6 +100,11 @@ impl<S: Storage> Node<S> {
         record: &Record,
         then: AfterPersist,
     ) -> Result<Applied, ReplicaError> {
+        if !self.ring.contains(owner) {
+            // The owner left the ring: nobody will ever take this hint, so refuse it rather than
+            // acknowledge a copy that cannot count.
+            return Err(ReplicaError::Busy);
+        }
         let stored = hint_key(owner, &key);
         let size = stored.len() as u64 + record.value_bytes() as u64;
         let cluster = &self.config.cluster;
@@ -182,6 +188,7 @@ impl<S: Storage> Node<S> {
                 self.hints_in_flight.remove(&stored);
             }
         }
+        self.drop_hints_of_departed();
         let mut budget = cluster.hint_replays_per_round;
         let owners: Vec<NodeId> = self.hints.keys().copied().collect();
         let age_max_micros = cluster.hint_age_max_ms.saturating_mul(1000);
@@ -256,6 +263,27 @@ impl<S: Storage> Node<S> {
             }
             if queue.keys.is_empty() {
                 self.hints.remove(&owner);
+            }
+        }
+    }
+
+    /// Deletes the hints of owners that are no longer ring members (left or removed): their ranges
+    /// now belong to other replicas, which anti-entropy fills. Counted as expired.
+    pub(super) fn drop_hints_of_departed(&mut self) {
+        let departed: Vec<NodeId> = self
+            .hints
+            .keys()
+            .copied()
+            .filter(|o| !self.ring.contains(*o))
+            .collect();
+        for owner in departed {
+            let keys: Vec<Bytes> = self
+                .hints
+                .get(&owner)
+                .map_or_else(Vec::new, |q| q.keys.keys().cloned().collect());
+            for stored in keys {
+                self.hint_stats.expired += 1;
+                self.delete_hint(owner, &stored);
             }
         }
     }

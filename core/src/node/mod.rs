@@ -145,6 +145,20 @@ impl<S: Storage> Node<S> {
         &self.ring
     }
 
+    /// Adopts a new ring (a join, leave or removal decided by the operator or spread by gossip).
+    /// Ranges are recomputed and the hash trees rebuilt from storage; anti-entropy then moves
+    /// data to the new replicas (a node that no longer replicates a range offers its copy).
+    /// Operations in flight finish with the replicas they started with.
+    pub fn update_ring(&mut self, ring: Ring) {
+        self.ring = ring;
+        self.my_ranges =
+            antientropy::my_ranges(&self.ring, self.id, usize::from(self.config.cluster.n));
+        self.ae_cursor = 0;
+        self.rebuild_trees();
+        self.drop_hints_of_departed();
+        self.finish_input();
+    }
+
     /// The storage engine (for the driver's `sync` and for inspection).
     pub fn storage_mut(&mut self) -> &mut S {
         &mut self.storage

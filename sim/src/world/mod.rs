@@ -137,6 +137,10 @@ pub struct World {
     workload: Workload,
     issued: u64,
     operations: u64,
+    /// Where each node lives (members or not).
+    locations: Vec<NodeLocation>,
+    /// Nodes removed by an operator: never restarted.
+    removed: Vec<u32>,
     local_coordinators: bool,
     datacenters: u32,
     op_gap_ns: u64,
@@ -171,15 +175,9 @@ impl World {
         let config = scenario.cluster_config().map_err(|e| e.to_string())?;
         let nodes = scenario.cluster.nodes;
         let mut ring = Ring::new(config.vnodes_per_node);
-        for i in 0..nodes {
-            let dc = i % scenario.cluster.datacenters;
-            let rack = (i / scenario.cluster.datacenters) % scenario.cluster.racks;
-            let location = NodeLocation {
-                datacenter: format!("dc{dc}"),
-                rack: format!("rack{rack}"),
-                weight: 1,
-            };
-            ring.add_node(NodeId(i), location)
+        let initial = scenario.cluster.initial_nodes.unwrap_or(nodes);
+        for i in 0..initial {
+            ring.add_node(NodeId(i), location_of(scenario, i))
                 .map_err(|e| e.to_string())?;
         }
         let mut clock_rng = stream(seed, Stream::Clocks);
@@ -256,6 +254,8 @@ impl World {
             workload: Workload::new(scenario),
             issued: 0,
             operations: w.operations,
+            locations: (0..nodes).map(|i| location_of(scenario, i)).collect(),
+            removed: Vec::new(),
             local_coordinators: w.local_coordinators,
             datacenters: scenario.cluster.datacenters,
             op_gap_ns: mean_gap_ns.max(1),
@@ -674,8 +674,42 @@ impl World {
                     self.nodes[node as usize].paused_until = Some(self.now + ms * NANOS_PER_MS);
                 }
             }
+            FaultAction::Join(node) => {
+                if !self.ring.contains(NodeId(node)) {
+                    let location = self.locations[node as usize].clone();
+                    if self.ring.add_node(NodeId(node), location).is_ok() {
+                        self.push_ring();
+                    }
+                }
+            }
+            FaultAction::Leave(node) => {
+                if self.ring.remove_node(NodeId(node)).is_ok() {
+                    self.push_ring();
+                }
+            }
+            FaultAction::Remove(node) => {
+                // An operator removes a dead node: it is stopped for good, its ranges are
+                // re-replicated from the survivors by anti-entropy.
+                self.crash(node as usize);
+                self.removed.push(node);
+                if self.ring.remove_node(NodeId(node)).is_ok() {
+                    self.push_ring();
+                }
+            }
             FaultAction::ClockJump { node, ms } => {
                 self.nodes[node as usize].clock.jumps_us += ms * 1000;
+            }
+        }
+    }
+
+    /// Gives every running node the current ring (an operator's change, spread at once; nodes that
+    /// are down get it when they restart).
+    fn push_ring(&mut self) {
+        for node in 0..self.nodes.len() {
+            let ring = self.ring.clone();
+            if let Some(n) = self.node_mut(node) {
+                n.update_ring(ring);
+                self.drain(node);
             }
         }
     }
@@ -725,7 +759,9 @@ impl World {
             if self.nodes[node].poisoned {
                 self.crash(node);
             }
-            if matches!(self.nodes[node].state, NodeState::Down(_)) {
+            if matches!(self.nodes[node].state, NodeState::Down(_))
+                && !self.removed.contains(&(node as u32))
+            {
                 self.restart(node);
             }
             self.nodes[node].paused_until = None;
@@ -997,6 +1033,17 @@ impl World {
         c.next_due += self.op_gap_ns;
         let at = c.next_due.max(self.now) + jitter;
         self.schedule(at, Event::ClientSend { client });
+    }
+}
+
+/// Where node `i` lives: nodes are dealt round-robin over datacenters, then over racks.
+fn location_of(scenario: &Scenario, i: u32) -> NodeLocation {
+    let dc = i % scenario.cluster.datacenters;
+    let rack = (i / scenario.cluster.datacenters) % scenario.cluster.racks;
+    NodeLocation {
+        datacenter: format!("dc{dc}"),
+        rack: format!("rack{rack}"),
+        weight: 1,
     }
 }
 

@@ -30,6 +30,12 @@ pub enum FaultAction {
         /// Milliseconds.
         ms: u64,
     },
+    /// A node joins the ring (takes over its vnodes; data follows by anti-entropy).
+    Join(u32),
+    /// A node leaves the ring (decommission: it keeps running and streams its data out).
+    Leave(u32),
+    /// An operator removes a dead node: stopped for good and taken out of the ring.
+    Remove(u32),
     /// Wall-clock step.
     ClockJump {
         /// The node.
@@ -51,6 +57,9 @@ impl fmt::Display for FaultAction {
             FaultAction::Crash(n) => write!(f, "crash n{n}"),
             FaultAction::Restart(n) => write!(f, "restart n{n}"),
             FaultAction::Pause { node, ms } => write!(f, "pause n{node} {ms}ms"),
+            FaultAction::Join(n) => write!(f, "join n{n}"),
+            FaultAction::Leave(n) => write!(f, "leave n{n}"),
+            FaultAction::Remove(n) => write!(f, "remove n{n}"),
             FaultAction::ClockJump { node, ms } => write!(f, "clock-jump n{node} {ms:+}ms"),
         }
     }
@@ -76,6 +85,15 @@ impl FaultAction {
         }
         if let Some(node) = spec.restart {
             return Some(FaultAction::Restart(node));
+        }
+        if let Some(node) = spec.join {
+            return Some(FaultAction::Join(node));
+        }
+        if let Some(node) = spec.leave {
+            return Some(FaultAction::Leave(node));
+        }
+        if let Some(node) = spec.remove {
+            return Some(FaultAction::Remove(node));
         }
         if let Some(pause) = &spec.pause {
             return Some(FaultAction::Pause {
