@@ -5,7 +5,7 @@
 use crate::bytes_io::Cursor;
 use crate::config::LsmConfig;
 use crate::entry::decode_keyed;
-use crate::frame::scan_log;
+use crate::frame::scan_wal;
 use crate::table::{decode_block, DecodeLimits};
 
 fn limits(config: &LsmConfig) -> DecodeLimits {
@@ -19,12 +19,13 @@ fn limits(config: &LsmConfig) -> DecodeLimits {
 /// The `(sequence, key)` of each valid WAL record, and the length of the valid prefix.
 pub type WalSummary = (Vec<(u64, Vec<u8>)>, usize);
 
-/// Decodes a WAL file as recovery does: returns the `(sequence, key)` of each valid record and
-/// the length of the valid prefix (a torn tail is cut), or an error for corruption in the middle
-/// or a record that does not decode.
+/// Decodes a (format 2) WAL file as recovery does: returns the `(sequence, key)` of each valid
+/// record (sync markers left out) and the length of the kept prefix (a torn or holey unsynced
+/// tail is cut), or an error for a bad frame in the synced part (below a sync marker's claim) or
+/// a record that does not decode.
 pub fn wal_records(bytes: &[u8], config: &LsmConfig) -> Result<WalSummary, String> {
     let payload_max = config.key_bytes_max + config.value_bytes_max + 64;
-    let scan = scan_log(bytes, 0, payload_max)?;
+    let scan = scan_wal(bytes, payload_max)?;
     let mut out = Vec::with_capacity(scan.frames.len());
     for (_, frame) in &scan.frames {
         let mut c = Cursor::new(frame.payload);

@@ -8,14 +8,19 @@ use crate::compaction::{self, CompactionPlan};
 use crate::config::LsmConfig;
 use crate::entry::{decode_keyed, encode_keyed, Entry, ValuePointer};
 use crate::error::LsmError;
-use crate::frame::{decode_frame, encode_frame, scan_log, FRAME_HEADER_BYTES};
+use crate::frame::{
+    decode_frame, encode_frame, encode_sync_marker, scan_log, scan_wal, FRAME_HEADER_BYTES,
+};
 use crate::fs::{DetachedFsync, FileSystem, FsError};
-use crate::manifest::{self, ManifestState, SegmentMeta, MANIFEST_FILE, MANIFEST_TMP_FILE};
+use crate::manifest::{
+    self, ManifestState, SegmentMeta, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, MANIFEST_TMP_FILE,
+};
 use crate::store::{RunCursor, TableStore};
 use crate::table::{table_file_name, DecodeLimits, TableBuilder, TableMeta};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::{Arc, Mutex};
 
 /// The name of WAL file `id`.
 pub(crate) fn wal_file_name(id: u64) -> String {
@@ -81,6 +86,22 @@ pub enum GcOutcome {
         /// Size of the removed segment.
         segment_bytes: u64,
     },
+}
+
+/// What fsyncs have made durable of the live WAL, shared with detached fsyncs (which finish away
+/// from the engine): the source of the claims of the WAL's sync markers (FORMAT.md).
+#[derive(Debug, Default)]
+struct WalProgress {
+    wal_id: u64,
+    /// Bytes of WAL `wal_id` known fsynced.
+    durable: u64,
+    /// A detached fsync failed: nothing is learned from later ones (fsyncgate; the engine is
+    /// poisoned by `sync_finish` anyway).
+    failed: bool,
+}
+
+fn lock_progress(p: &Mutex<WalProgress>) -> std::sync::MutexGuard<'_, WalProgress> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A sync in progress, from [`Lsm::sync_begin`]: run [`SyncTicket::fsync`] (outside any lock),
@@ -213,6 +234,13 @@ pub struct Lsm<F: FileSystem> {
     wal_buffer: Vec<u8>,
     wal_len: u64,
     wal_unsynced: bool,
+    /// Bytes of the live WAL known fsynced (in place; detached fsyncs report through
+    /// `wal_progress`).
+    wal_durable: u64,
+    /// The claim of the last sync marker staged in the live WAL: the next write stages a new
+    /// marker first when `wal_durable` has passed it.
+    wal_marked: u64,
+    wal_progress: Arc<Mutex<WalProgress>>,
     /// Length of the active value-log segment, including `vlog_buffer`.
     vlog_active_len: u64,
     /// Value-log frames staged by a flush and not yet appended to the active segment.
@@ -230,8 +258,9 @@ pub struct Lsm<F: FileSystem> {
 
 impl<F: FileSystem> Lsm<F> {
     /// Opens (or creates) the store in `fs`, recovering from the manifest, the value log and the
-    /// WAL: a torn tail is truncated, a bad record followed by good ones is reported as
-    /// `Corrupt` naming the file.
+    /// WAL: a torn or holey unsynced tail is truncated (with every frame after it), a bad record
+    /// in the part the WAL's sync markers say was fsynced is reported as `Corrupt` naming the
+    /// file (FORMAT.md, "WAL recovery").
     pub fn open(mut fs: F, config: LsmConfig) -> Result<Self, LsmError> {
         config.validate()?;
         let limits = DecodeLimits {
@@ -264,6 +293,9 @@ impl<F: FileSystem> Lsm<F> {
             wal_buffer: Vec::new(),
             wal_len: 0,
             wal_unsynced: false,
+            wal_durable: 0,
+            wal_marked: 0,
+            wal_progress: Arc::default(),
             vlog_active_len: 0,
             vlog_buffer: Vec::new(),
             vlog_unsynced: false,
@@ -309,11 +341,20 @@ impl<F: FileSystem> Lsm<F> {
 
         let wname = wal_file_name(self.state.wal_id);
         let wal = self.store.fs.read_all(&wname)?;
-        let scan = scan_log(&wal, 0, self.frame_payload_max())
-            .map_err(|why| LsmError::corrupt(&wname, why))?;
-        let wal_valid_len = scan.valid_len;
+        // Format 2: sync markers tell a hole in the unsynced tail from corruption of synced bytes
+        // (FORMAT.md). Format 1 (no markers): a bad frame followed by a valid one is corruption.
+        let legacy_wal = self.state.format_version < MANIFEST_FORMAT_VERSION;
+        let (frames, wal_valid_len, synced_through) = if legacy_wal {
+            let scan = scan_log(&wal, 0, self.frame_payload_max())
+                .map_err(|why| LsmError::corrupt(&wname, why))?;
+            (scan.frames, scan.valid_len, 0)
+        } else {
+            let scan = scan_wal(&wal, self.frame_payload_max())
+                .map_err(|why| LsmError::corrupt(&wname, why))?;
+            (scan.frames, scan.valid_len, scan.synced_through)
+        };
         let mut expected_seq = self.state.last_seq + 1;
-        for (offset, frame) in &scan.frames {
+        for (offset, frame) in &frames {
             if frame.seq != expected_seq {
                 return Err(LsmError::corrupt(
                     &wname,
@@ -359,12 +400,34 @@ impl<F: FileSystem> Lsm<F> {
         }
         if wal_valid_len < wal.len() {
             self.store.fs.truncate(&wname, wal_valid_len as u64)?;
+        }
+        // What was read back may sit in the page cache only (a process crash): fsync it before a
+        // sync marker may claim it.
+        if !wal.is_empty() {
             self.store.fs.fsync(&wname)?;
         }
         self.wal_len = wal_valid_len as u64;
+        self.wal_durable = self.wal_len;
+        self.wal_marked = synced_through;
+        *lock_progress(&self.wal_progress) = WalProgress {
+            wal_id: self.state.wal_id,
+            durable: self.wal_len,
+            failed: false,
+        };
         self.vlog_active_len = trusted;
         if let Some(s) = self.state.segments.get_mut(&active) {
             s.size_bytes = self.vlog_active_len;
+        }
+        if legacy_wal {
+            // Move a format-1 store to format 2 before anything is appended to its WAL: flush the
+            // replayed records into a table (which starts a fresh WAL and writes the manifest),
+            // or, with no records (an empty WAL), just rewrite the manifest.
+            self.state.format_version = MANIFEST_FORMAT_VERSION;
+            if self.memtable.is_empty() {
+                manifest::store(&mut self.store.fs, &self.state)?;
+            } else {
+                self.flush_inner()?;
+            }
         }
         Ok(())
     }
@@ -430,8 +493,19 @@ impl<F: FileSystem> Lsm<F> {
         if self.wal_unsynced {
             self.store.fs.fsync(&wal_file_name(self.state.wal_id))?;
             self.wal_unsynced = false;
+            self.wal_synced_through(self.wal_len);
         }
         Ok(())
+    }
+
+    /// Records that the first `len` bytes of the live WAL are durable: the next write stages a
+    /// sync marker saying so.
+    fn wal_synced_through(&mut self, len: u64) {
+        self.wal_durable = self.wal_durable.max(len);
+        let mut p = lock_progress(&self.wal_progress);
+        if p.wal_id == self.state.wal_id {
+            p.durable = p.durable.max(len);
+        }
     }
 
     /// First half of a sync split in two, for a driver that shares the engine between writer
@@ -478,13 +552,30 @@ impl<F: FileSystem> Lsm<F> {
         let name = wal_file_name(self.state.wal_id);
         match self.store.fs.detached_fsync(&name)? {
             // `wal_unsynced` stays set: only a completed in-place fsync clears it.
-            Some(fsync) => Ok(SyncTicket {
-                covers_seq,
-                fsync: Some(fsync),
-            }),
+            Some(fsync) => {
+                // On success the fsync reports what it made durable (for the sync markers),
+                // unless the WAL has been replaced meanwhile or another fsync failed.
+                let progress = Arc::clone(&self.wal_progress);
+                let (wal_id, len) = (self.state.wal_id, self.wal_len);
+                let fsync: DetachedFsync = Box::new(move || {
+                    let r = fsync();
+                    let mut p = lock_progress(&progress);
+                    if r.is_err() {
+                        p.failed = true;
+                    } else if p.wal_id == wal_id && !p.failed {
+                        p.durable = p.durable.max(len);
+                    }
+                    r
+                });
+                Ok(SyncTicket {
+                    covers_seq,
+                    fsync: Some(fsync),
+                })
+            }
             None => {
                 self.store.fs.fsync(&name)?;
                 self.wal_unsynced = false;
+                self.wal_synced_through(self.wal_len);
                 Ok(SyncTicket {
                     covers_seq,
                     fsync: None,
@@ -503,6 +594,11 @@ impl<F: FileSystem> Lsm<F> {
             }
             return Err(LsmError::Poisoned(why));
         }
+        let p = lock_progress(&self.wal_progress);
+        if p.wal_id == self.state.wal_id && !p.failed {
+            self.wal_durable = self.wal_durable.max(p.durable);
+        }
+        drop(p);
         self.writable()
     }
 
@@ -577,6 +673,12 @@ impl<F: FileSystem> Lsm<F> {
         };
         let mut payload = Vec::with_capacity(key.len() + entry.size_bytes() + 8);
         encode_keyed(&mut payload, &key, &entry);
+        if self.wal_durable > self.wal_marked {
+            // Durable knowledge first: "the first `wal_durable` bytes were fsynced", true as
+            // written, so recovery may trust it whether or not this marker is fsynced itself.
+            encode_sync_marker(&mut self.wal_buffer, self.wal_durable);
+            self.wal_marked = self.wal_durable;
+        }
         encode_frame(&mut self.wal_buffer, seq, &payload);
         self.wal_unsynced = true;
         if self.wal_buffer.len() >= self.config.wal_buffer_bytes {
@@ -748,6 +850,13 @@ impl<F: FileSystem> Lsm<F> {
         self.wal_buffer.clear();
         self.wal_len = 0;
         self.wal_unsynced = false;
+        self.wal_durable = 0;
+        self.wal_marked = 0;
+        *lock_progress(&self.wal_progress) = WalProgress {
+            wal_id: new_wal,
+            durable: 0,
+            failed: false,
+        };
         self.stats.flushes += 1;
         Ok(())
     }
@@ -1357,6 +1466,7 @@ fn create_store<F: FileSystem>(fs: &mut F, config: &LsmConfig) -> Result<Manifes
         }
     }
     let state = ManifestState {
+        format_version: MANIFEST_FORMAT_VERSION,
         next_file_id: 3,
         last_seq: 0,
         wal_id: 1,

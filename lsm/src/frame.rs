@@ -7,8 +7,15 @@
 //! The header has its own checksum so that a reader looking for valid frames after a bad one
 //! (to tell a torn tail from corruption in the middle) can reject a random offset cheaply.
 //!
-//! Recovery rule (PITFALLS, storage): a bad frame with no valid frame after it is a torn tail and
-//! is truncated; a bad frame followed by a valid one is corruption and is reported.
+//! Recovery rules (PITFALLS, storage):
+//! * value-log segments and format-1 WALs ([`scan_log`]): a bad frame with no valid frame after it
+//!   is a torn tail and is truncated; a bad frame followed by a valid one is corruption.
+//! * format-2 WALs ([`scan_wal`]): the WAL carries *sync markers* ("the first X bytes of this file
+//!   were fsynced before this marker was written"). A bad frame below the largest claim of the
+//!   markers before it lies in synced bytes: corruption, reported. A bad frame at or past it lies
+//!   in the unsynced tail, where a crash may leave holes (lost sectors read as zeros) before kept
+//!   sectors: the log is cut there and every later frame is dropped, valid or not (they were never
+//!   acknowledged, and keeping one after a hole would recover a hole in the write order).
 
 use crate::bytes_io::{crc, Cursor, PutBytes};
 
@@ -118,9 +125,111 @@ pub(crate) fn scan_log(
     })
 }
 
+/// Entry tag of a sync marker (after an empty key); no table or WAL record uses it.
+const SYNC_MARKER_TAG: u8 = 4;
+/// Payload bytes of a sync marker: `key_len u32 (= 0) | tag u8 (= 4) | synced_through u64`.
+const SYNC_MARKER_PAYLOAD_BYTES: usize = 13;
+
+/// Appends a sync marker frame (sequence 0) to `out`: it states that the first `synced_through`
+/// bytes of the WAL were durable (fsynced) *before* the marker was written. Such a claim stays
+/// true whatever becomes of the marker itself, so a marker that survives a crash can be trusted
+/// whether or not it was fsynced (a lost one only makes recovery fall back to an older claim).
+pub(crate) fn encode_sync_marker(out: &mut Vec<u8>, synced_through: u64) {
+    let mut payload = Vec::with_capacity(SYNC_MARKER_PAYLOAD_BYTES);
+    payload.put_u32(0);
+    payload.push(SYNC_MARKER_TAG);
+    payload.put_u64(synced_through);
+    encode_frame(out, 0, &payload);
+}
+
+/// The claim of `frame` if it is a sync marker: sequence 0 and the marker payload.
+fn sync_marker_claim(frame: &Frame<'_>) -> Option<u64> {
+    if frame.seq != 0 || frame.payload.len() != SYNC_MARKER_PAYLOAD_BYTES {
+        return None;
+    }
+    let mut c = Cursor::new(frame.payload);
+    if c.u32().ok()? != 0 || c.take(1).ok()? != [SYNC_MARKER_TAG] {
+        return None;
+    }
+    c.u64().ok()
+}
+
+/// Outcome of reading a format-2 WAL.
+#[derive(Debug)]
+pub(crate) struct WalScan<'a> {
+    /// The valid record frames (sync markers left out), in order, with their offsets.
+    pub(crate) frames: Vec<(usize, Frame<'a>)>,
+    /// Where the kept frames end; a longer file has a tail to truncate.
+    pub(crate) valid_len: usize,
+    /// The largest claim of a kept sync marker: bytes below it were fsynced.
+    pub(crate) synced_through: u64,
+}
+
+/// Reads a format-2 WAL (records and sync markers) from its start, stopping at the end or at the
+/// first bad frame. The synced length is the largest claim of any valid sync marker in the file
+/// (those after a bad frame are found by searching for valid frames past it). A bad frame below
+/// it is corruption (an error); at or past it, it is a crash artefact of the unsynced tail (a torn
+/// write, or a lost sector read as zeros) and the log ends there: later frames, even valid ones,
+/// are not returned (they were never acknowledged, and they follow a hole).
+pub(crate) fn scan_wal(bytes: &[u8], payload_bytes_max: usize) -> Result<WalScan<'_>, String> {
+    let mut frames = Vec::new();
+    let mut synced_through: u64 = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        match decode_frame(&bytes[at..], payload_bytes_max) {
+            Ok(frame) => {
+                let len = frame.len;
+                if let Some(claim) = sync_marker_claim(&frame) {
+                    // A genuine marker describes bytes written before it.
+                    if claim > at as u64 {
+                        return Err(format!(
+                            "sync marker at offset {at} claims {claim} synced bytes, past itself"
+                        ));
+                    }
+                    synced_through = synced_through.max(claim);
+                } else {
+                    frames.push((at, frame));
+                }
+                at += len;
+            }
+            Err(why) => {
+                // Markers past the bad frame still tell how much was synced. One found by this
+                // search could in principle be a frame-shaped run of bytes inside a value; one
+                // claiming past its own offset cannot be genuine and is ignored.
+                let mut from = at;
+                while let Some(next) = next_valid_frame(bytes, from, payload_bytes_max) {
+                    let Ok(frame) = decode_frame(&bytes[next..], payload_bytes_max) else {
+                        break;
+                    };
+                    if let Some(claim) = sync_marker_claim(&frame) {
+                        if claim <= next as u64 {
+                            synced_through = synced_through.max(claim);
+                        }
+                    }
+                    from = next + frame.len - 1;
+                }
+                if (at as u64) < synced_through {
+                    return Err(format!(
+                        "bad frame at offset {at} ({why}) in the synced part of the log (a sync \
+                         marker says its first {synced_through} bytes were fsynced)"
+                    ));
+                }
+                break;
+            }
+        }
+    }
+    Ok(WalScan {
+        frames,
+        valid_len: at.min(bytes.len()),
+        synced_through,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SYNC_MARKER_FRAME_BYTES: usize = FRAME_HEADER_BYTES + SYNC_MARKER_PAYLOAD_BYTES;
 
     fn log(n: u64) -> Vec<u8> {
         let mut out = Vec::new();
@@ -151,6 +260,71 @@ mod tests {
             assert_eq!(scan.frames.len(), 2);
             assert_eq!(scan.valid_len, two);
         }
+    }
+
+    /// A format-2 WAL of `batches` of two records each, as the engine writes it: every batch
+    /// after the first starts with a marker claiming the length before it. Returns the bytes and
+    /// each batch's start.
+    fn wal(batches: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut starts = Vec::new();
+        for b in 0..batches {
+            starts.push(out.len());
+            if b > 0 {
+                let synced = out.len() as u64;
+                encode_sync_marker(&mut out, synced);
+            }
+            for i in 0..2 {
+                let seq = b * 2 + i + 1;
+                encode_frame(&mut out, seq, format!("payload {seq}").as_bytes());
+            }
+        }
+        (out, starts)
+    }
+
+    #[test]
+    fn wal_markers_are_skipped_and_bound_the_synced_part() {
+        let (bytes, starts) = wal(3);
+        let scan = scan_wal(&bytes, 1 << 20).expect("scan");
+        assert_eq!(scan.frames.len(), 6);
+        assert_eq!(scan.valid_len, bytes.len());
+        assert_eq!(scan.synced_through, starts[2] as u64);
+        assert!(scan.frames.iter().all(|(_, f)| f.seq != 0));
+    }
+
+    #[test]
+    fn wal_hole_in_the_unsynced_tail_cuts_there_and_drops_later_frames() {
+        let (bytes, starts) = wal(3);
+        // Zero the first record of the last batch (after its marker): later records are valid.
+        let first = starts[2] + SYNC_MARKER_FRAME_BYTES;
+        let mut holed = bytes.clone();
+        holed[first..first + FRAME_HEADER_BYTES].fill(0);
+        let scan = scan_wal(&holed, 1 << 20).expect("a hole in the unsynced tail is no corruption");
+        assert_eq!(scan.valid_len, first);
+        assert_eq!(
+            scan.frames.len(),
+            4,
+            "the valid record after the hole is dropped"
+        );
+    }
+
+    #[test]
+    fn wal_bad_frame_in_the_synced_part_is_corruption() {
+        let (bytes, starts) = wal(3);
+        for at in 0..starts[2] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x20;
+            let e = scan_wal(&bad, 1 << 20).expect_err("a flip below the last marker's claim");
+            assert!(e.contains("synced part"), "{e}");
+        }
+    }
+
+    #[test]
+    fn wal_marker_claiming_past_itself_is_corruption() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, 1, b"x");
+        encode_sync_marker(&mut out, 1000);
+        assert!(scan_wal(&out, 1 << 20).is_err());
     }
 
     #[test]

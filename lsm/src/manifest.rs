@@ -24,7 +24,9 @@ pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 /// The temporary name a new manifest is written under before the rename.
 pub(crate) const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
 const MANIFEST_MAGIC: u64 = 0x7269_6e67_6b76_4d46; // "ringkvMF"
-const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Version 2: the live WAL carries sync markers (FORMAT.md). Version 1 (WAL without markers) is
+/// still read: its WAL is replayed under the old rule, then the store is moved to version 2.
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 2;
 /// Refuse manifests larger than this (a corrupt length must not allocate without bound).
 const MANIFEST_BYTES_MAX: usize = 256 << 20;
 
@@ -40,6 +42,9 @@ pub(crate) struct SegmentMeta {
 /// The durable state of the tree.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ManifestState {
+    /// The version this manifest was read with (always written as [`MANIFEST_FORMAT_VERSION`]):
+    /// it tells how to read the WAL it names.
+    pub(crate) format_version: u32,
     pub(crate) next_file_id: u64,
     pub(crate) last_seq: u64,
     pub(crate) wal_id: u64,
@@ -107,11 +112,12 @@ pub(crate) fn decode(bytes: &[u8], key_bytes_max: usize) -> Result<ManifestState
     if crc(&bytes[..at]) != sum {
         return Err("checksum mismatch".into());
     }
-    if version != MANIFEST_FORMAT_VERSION {
+    if version != 1 && version != MANIFEST_FORMAT_VERSION {
         return Err(format!("unsupported manifest version {version}"));
     }
     let mut c = Cursor::new(body);
     let mut state = ManifestState {
+        format_version: version,
         next_file_id: c.u64()?,
         last_seq: c.u64()?,
         wal_id: c.u64()?,
@@ -188,6 +194,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut state = ManifestState {
+            format_version: MANIFEST_FORMAT_VERSION,
             next_file_id: 9,
             last_seq: 100,
             wal_id: 8,
@@ -211,7 +218,23 @@ mod tests {
             },
         );
         let bytes = encode(&state);
-        assert_eq!(decode(&bytes, 100), Ok(state));
+        assert_eq!(decode(&bytes, 100), Ok(state.clone()));
+        // A version-1 manifest (same body) is still read, and says so.
+        let mut v1 = bytes.clone();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let at = v1.len() - 4;
+        let sum = crc(&v1[..at]);
+        v1[at..].copy_from_slice(&sum.to_le_bytes());
+        assert_eq!(
+            decode(&v1, 100).map(|s| s.format_version),
+            Ok(1),
+            "version 1 is read"
+        );
+        let mut v3 = v1.clone();
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let sum = crc(&v3[..at]);
+        v3[at..].copy_from_slice(&sum.to_le_bytes());
+        assert!(decode(&v3, 100).is_err(), "an unknown version is refused");
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;

@@ -49,9 +49,9 @@ pub struct OracleConfig {
     /// Run on a broken disk whose fsync lies (the oracle must then fail): for its own test.
     pub broken_fsync: bool,
     /// Let crashes leave holes: draw [`CrashMode::Sectors`] (unsynced sectors kept or lost
-    /// independently, lost ones read as zeros) besides the hole-free modes. Off by default: the
-    /// engine's WAL recovery reports a lost unsynced sector followed by a kept one as corruption
-    /// ("bad frame ... followed by a valid frame") instead of cutting the tail there.
+    /// independently, lost ones read as zeros) besides the hole-free modes. On by default: WAL
+    /// recovery cuts the log at the first bad frame past the synced length its sync markers
+    /// claim, dropping the (unacknowledged) frames after a hole (FORMAT.md).
     pub sector_holes: bool,
     /// The engine configuration (tiny limits exercise every path).
     pub lsm: LsmConfig,
@@ -66,7 +66,7 @@ impl Default for OracleConfig {
             fsync_failures: true,
             bit_flip: true,
             broken_fsync: false,
-            sector_holes: false,
+            sector_holes: true,
             lsm: LsmConfig::tiny_for_tests(),
         }
     }
@@ -120,9 +120,9 @@ fn apply(state: &mut BTreeMap<Bytes, Bytes>, op: &Op) {
 
 fn replay_hint(seed: u64, config: &OracleConfig) -> String {
     let holes = if config.sector_holes {
-        " RINGKV_LSM_SECTOR_HOLES=1"
-    } else {
         ""
+    } else {
+        " RINGKV_LSM_SECTOR_HOLES=0"
     };
     format!("replay: cargo test -p ringkv-lsm --release --test crash_oracle -- --exact replay_one_seed with RINGKV_LSM_SEED={seed}{holes}")
 }

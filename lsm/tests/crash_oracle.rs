@@ -2,9 +2,13 @@
 //!
 //! More seeds: `RINGKV_LSM_SEEDS=10000 cargo test -p ringkv-lsm --release --test crash_oracle`.
 //! One seed: `RINGKV_LSM_SEED=N cargo test -p ringkv-lsm --release --test crash_oracle replay_one_seed`
-//! (add `RINGKV_LSM_SECTOR_HOLES=1` for a seed of the sector-holes sweeps).
+//! (holes are drawn by default, as in every sweep; `RINGKV_LSM_SECTOR_HOLES=0` replays a seed of a
+//! sweep run with `sector_holes: false`).
 
+use bytes::Bytes;
+use ringkv_lsm::fs::{CrashMode, FileSystem, SimFs};
 use ringkv_lsm::oracle::{crash_oracle, OracleConfig, OracleReport};
+use ringkv_lsm::{Lsm, LsmConfig, LsmError, WriteOutcome};
 
 fn seeds() -> u64 {
     std::env::var("RINGKV_LSM_SEEDS")
@@ -46,7 +50,7 @@ fn replay_one_seed() {
         .and_then(|s| s.parse().ok())
     {
         let config = OracleConfig {
-            sector_holes: std::env::var_os("RINGKV_LSM_SECTOR_HOLES").is_some(),
+            sector_holes: std::env::var("RINGKV_LSM_SECTOR_HOLES").map_or(true, |v| v != "0"),
             ..OracleConfig::default()
         };
         let report = crash_oracle(seed, &config).unwrap_or_else(|e| panic!("{e}"));
@@ -71,13 +75,10 @@ fn oracle_catches_a_disk_whose_fsync_lies() {
     );
 }
 
-/// Crashes that leave holes (`CrashMode::Sectors`: an unsynced sector lost, a later one kept).
-/// The oracle must hold with them too, but today the engine's WAL recovery reports such a hole as
-/// mid-log corruption (a bad frame followed by a valid one) instead of cutting the unsynced tail
-/// there, so this sweep is ignored until the engine absorbs holes:
-/// `cargo test -p ringkv-lsm --release --test crash_oracle -- --ignored`.
+/// Crashes that leave holes (`CrashMode::Sectors`: an unsynced sector lost, a later one kept),
+/// drawn by default: recovery cuts the WAL at the first bad frame past the synced length its sync
+/// markers claim, dropping every later frame (FORMAT.md), so the oracle must hold with them.
 #[test]
-#[ignore = "engine: a lost unsynced WAL sector followed by a kept one is reported as corruption"]
 fn oracle_holds_with_sector_holes() {
     let config = OracleConfig {
         sector_holes: true,
@@ -88,48 +89,58 @@ fn oracle_holds_with_sector_holes() {
     }
 }
 
-/// With holes allowed, every seed either passes or fails in exactly one known way: recovery after a
-/// `Sectors` crash rejects the WAL because a bad frame lying past the WAL's durable length (a lost
-/// unsynced sector, read as zeros) is followed by a valid frame (a kept later sector). Acknowledged
-/// data is never lost or wrong; the engine refuses to open instead. Any other failure is a new bug.
+/// Holes are tolerated only in the unsynced tail: a corrupted byte in the part of the WAL that a
+/// sync marker says was fsynced is still reported as corruption naming the WAL, after any crash
+/// mode (holes included), never cut like a torn tail.
 #[test]
-fn sector_holes_fail_only_by_the_known_wal_misreport() {
-    let config = OracleConfig {
-        sector_holes: true,
-        ..OracleConfig::default()
-    };
-    let mut misreports = 0;
-    for seed in 0..seeds() {
-        let Err(e) = crash_oracle(seed, &config) else {
-            continue;
+fn a_corrupted_byte_in_the_synced_part_of_the_wal_is_reported_naming_it() {
+    let config = LsmConfig::tiny_for_tests();
+    let mut checked = 0;
+    for seed in 0..40u64 {
+        let mut lsm = Lsm::open(SimFs::seeded(seed), config.clone()).expect("open");
+        let wal = |fs: &mut SimFs| {
+            fs.list()
+                .expect("list")
+                .into_iter()
+                .find(|n| n.ends_with(".wal"))
+                .expect("a wal")
         };
-        assert!(
-            is_wal_hole_misreport(&e),
-            "a failure other than the known WAL hole misreport:\n{e}"
-        );
-        misreports += 1;
+        let put = |lsm: &mut Lsm<SimFs>, i: u64| {
+            let value = Bytes::from(format!("value {seed} {i} {}", "x".repeat((i % 7) as usize)));
+            assert!(matches!(
+                lsm.put(Bytes::from(format!("k{i:03}")), value),
+                Ok(WriteOutcome::Written { .. })
+            ));
+        };
+        // Batch A, synced; batch B (whose first frame is a marker covering A), synced; batch C
+        // (with a marker covering B) not synced, lost or holed by the crash.
+        for i in 0..4 {
+            put(&mut lsm, i);
+        }
+        lsm.sync().expect("sync");
+        let name = wal(lsm.fs_mut());
+        let covered = lsm.fs_mut().durable_len(&name).expect("durable length");
+        for i in 4..8 {
+            put(&mut lsm, i);
+        }
+        lsm.sync().expect("sync");
+        for i in 8..14 {
+            put(&mut lsm, i);
+        }
+        let mut fs = lsm.into_fs();
+        let mode = CrashMode::ALL[(seed % CrashMode::ALL.len() as u64) as usize];
+        fs.crash(mode);
+        // Byte `seed * 13 % covered` of batch A: below the marker's claim.
+        let bit = (seed * 13 % covered) * 8 + seed % 8;
+        assert!(fs.flip_bit(&name, bit));
+        match Lsm::open(fs, config.clone()) {
+            Err(e @ LsmError::Corrupt { .. }) => {
+                assert_eq!(e.file(), Some(name.as_str()), "{e}");
+                assert!(e.to_string().contains("synced part"), "{e}");
+            }
+            other => panic!("seed {seed} ({mode:?}): a flip at bit {bit} of {name}: {other:?}"),
+        }
+        checked += 1;
     }
-    println!(
-        "{misreports} of {} seeds hit the WAL hole misreport",
-        seeds()
-    );
-}
-
-/// "recovery after a Sectors crash failed: corrupt file N.wal: bad frame at offset B (...) followed
-/// by a valid frame at V (N.wal held D durable bytes before the crash)" with B >= D.
-fn is_wal_hole_misreport(e: &str) -> bool {
-    let number_after = |marker: &str| -> Option<u64> {
-        let rest = &e[e.find(marker)? + marker.len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    let (Some(bad), Some(durable)) = (
-        number_after("bad frame at offset "),
-        number_after(".wal held "),
-    ) else {
-        return false;
-    };
-    e.contains("recovery after a Sectors crash failed: corrupt file ")
-        && e.contains("followed by a valid frame at ")
-        && bad >= durable
+    assert_eq!(checked, 40);
 }

@@ -189,5 +189,8 @@ fn without_anti_entropy_a_joining_node_never_receives_its_data() {
         .count();
     // Only keys overwritten after the join reach the new node without streaming; a seed whose
     // workload happened to rewrite all of them converges by luck.
-    assert!(diverged >= 8, "only {diverged} of 10 seeds diverged without anti-entropy");
+    assert!(
+        diverged >= 8,
+        "only {diverged} of 10 seeds diverged without anti-entropy"
+    );
 }
