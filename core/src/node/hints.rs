@@ -180,11 +180,11 @@ impl<S: Storage> Node<S> {
         let stale: Vec<OperationId> = self
             .hint_replays
             .iter()
-            .filter(|(_, (_, _, sent))| sent + 2 <= round)
+            .filter(|(_, (_, _, sent, _))| sent + 2 <= round)
             .map(|(&op, _)| op)
             .collect();
         for op in stale {
-            if let Some((_, stored, _)) = self.hint_replays.remove(&op) {
+            if let Some((_, stored, _, _)) = self.hint_replays.remove(&op) {
                 self.hints_in_flight.remove(&stored);
             }
         }
@@ -224,7 +224,8 @@ impl<S: Storage> Node<S> {
                     continue;
                 }
                 let op = self.allocate_operation();
-                self.hint_replays.insert(op, (owner, stored.clone(), round));
+                self.hint_replays
+                    .insert(op, (owner, stored.clone(), round, record.clone()));
                 self.hints_in_flight.insert(stored);
                 self.hint_stats.replayed += 1;
                 self.send(owner, Message::Write { op, key, record });
@@ -236,15 +237,21 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// The owner answered a replay: delete the hint once it holds it durably.
+    /// The owner answered a replay: delete the hint once it holds it durably — but only if the
+    /// hint still holds what was delivered. A newer write for the same owner and key may have been
+    /// merged into the hint while the replay was in flight; deleting it then would lose an
+    /// acknowledged write (found by the simulator: partition-sloppy, seed 639).
     pub(super) fn on_hint_replay_reply(&mut self, op: OperationId, ok: bool) -> bool {
-        let Some((owner, stored, _)) = self.hint_replays.remove(&op) else {
+        let Some((owner, stored, _, delivered)) = self.hint_replays.remove(&op) else {
             return false;
         };
         self.hints_in_flight.remove(&stored);
         if ok {
-            self.hint_stats.delivered += 1;
-            self.delete_hint(owner, &stored);
+            let current = self.storage.get(&stored).ok().flatten();
+            if current.as_ref() == Some(&delivered) {
+                self.hint_stats.delivered += 1;
+                self.delete_hint(owner, &stored);
+            }
         }
         true
     }

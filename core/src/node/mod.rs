@@ -81,8 +81,9 @@ pub struct Node<S: Storage> {
     pending_groups: Option<Vec<(Vec<NodeId>, usize)>>,
     /// Hints this node keeps for others, per owner.
     hints: BTreeMap<NodeId, hints::HintQueue>,
-    /// Replays awaiting the owner's answer: op → (owner, hint storage key, round sent).
-    hint_replays: BTreeMap<OperationId, (NodeId, bytes::Bytes, u64)>,
+    /// Replays awaiting the owner's answer: op → (owner, hint storage key, round sent, the record
+    /// delivered).
+    hint_replays: BTreeMap<OperationId, (NodeId, bytes::Bytes, u64, crate::version::Record)>,
     hint_round: u64,
     hints_in_flight: hints::InFlightHints,
     next_hint_replay: Option<Instant>,
