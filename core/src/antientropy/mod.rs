@@ -70,6 +70,8 @@ pub struct RangeTree {
     any_dirty: bool,
     /// key → digest, per leaf.
     entries: Vec<BTreeMap<Bytes, u64>>,
+    /// Keys held (the sum of the leaves' entries), kept so emptiness is O(1).
+    keys: usize,
 }
 
 impl Default for RangeTree {
@@ -81,6 +83,7 @@ impl Default for RangeTree {
             dirty: vec![false; LEAVES / FANOUT],
             any_dirty: false,
             entries: vec![BTreeMap::new(); LEAVES],
+            keys: 0,
         }
     }
 }
@@ -90,8 +93,9 @@ impl RangeTree {
     pub fn update(&mut self, key: &Bytes, record: &Record) {
         let leaf = leaf_of(key);
         let digest = record_digest(record);
-        if let Some(old) = self.entries[leaf].insert(key.clone(), digest) {
-            self.leaves[leaf] ^= entry_hash(key, old);
+        match self.entries[leaf].insert(key.clone(), digest) {
+            Some(old) => self.leaves[leaf] ^= entry_hash(key, old),
+            None => self.keys += 1,
         }
         self.leaves[leaf] ^= entry_hash(key, digest);
         self.dirty[leaf / FANOUT] = true;
@@ -146,12 +150,12 @@ impl RangeTree {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.entries.iter().map(BTreeMap::len).sum()
+        self.keys
     }
 
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
-        self.entries.iter().all(BTreeMap::is_empty)
+        self.keys == 0
     }
 }
 
@@ -225,6 +229,7 @@ mod tests {
             b.update(&Bytes::from(format!("k{i}")), &record(i));
         }
         assert_eq!(a.root(), b.root());
+        assert_eq!((a.len(), b.len()), (100, 100));
         b.update(&Bytes::from("k7"), &record(99));
         assert_ne!(a.root(), b.root());
         let diff = differing_leaves(a.leaves(), b.leaves());
