@@ -90,31 +90,6 @@ pub(super) struct WriteOperation {
     sloppy: Option<Sloppy>,
 }
 
-impl WriteOperation {
-    /// A write about to be sent: nothing acknowledged yet, no fallbacks.
-    fn new(
-        origin: Origin,
-        key: Bytes,
-        record: Record,
-        version: WriteVersion,
-        needed: u8,
-        replicas: Vec<NodeId>,
-    ) -> Self {
-        WriteOperation {
-            origin,
-            key,
-            record,
-            version,
-            needed,
-            replicas,
-            acked: Vec::new(),
-            failed: 0,
-            fanned_out: false,
-            sloppy: None,
-        }
-    }
-}
-
 /// A write that may use fallback nodes (PITFALLS: hints are bounded and replayed, never a
 /// substitute for anti-entropy).
 #[derive(Debug)]
@@ -472,18 +447,21 @@ impl<S: Storage> Node<S> {
                 };
                 // Write the newest version back to a majority before answering, so no later read
                 // can see an older one (PITFALLS: "R + W > N is not linearizability").
-                let origin = Origin::WriteBack {
-                    request: read.request,
-                    reply,
-                };
-                let write = WriteOperation::new(
-                    origin,
-                    read.key,
+                let write = WriteOperation {
+                    origin: Origin::WriteBack {
+                        request: read.request,
+                        reply,
+                    },
+                    key: read.key,
                     record,
                     version,
-                    read.needed,
-                    read.replica_ids,
-                );
+                    needed: read.needed,
+                    replicas: read.replica_ids,
+                    acked: Vec::new(),
+                    failed: 0,
+                    fanned_out: false,
+                    sloppy: None,
+                };
                 self.launch_write(write, deadline);
             }
             ReadPurpose::LinearizableWrite { value } => {
@@ -499,14 +477,18 @@ impl<S: Storage> Node<S> {
                     node: self.id,
                     nonce: self.rng.gen(),
                 };
-                let write = WriteOperation::new(
-                    Origin::Client(read.request),
-                    read.key,
-                    Record::Lww(LwwRecord { version, value }),
-                    WriteVersion::Lww(version),
-                    read.needed,
-                    read.replica_ids,
-                );
+                let write = WriteOperation {
+                    origin: Origin::Client(read.request),
+                    key: read.key,
+                    record: Record::Lww(LwwRecord { version, value }),
+                    version: WriteVersion::Lww(version),
+                    needed: read.needed,
+                    replicas: read.replica_ids,
+                    acked: Vec::new(),
+                    failed: 0,
+                    fanned_out: false,
+                    sloppy: None,
+                };
                 self.launch_write(write, deadline);
             }
         }
@@ -559,14 +541,18 @@ impl<S: Storage> Node<S> {
                     nonce: self.rng.gen(),
                 };
                 let record = Record::Lww(LwwRecord { version, value });
-                let write = WriteOperation::new(
-                    Origin::Client(request),
+                let write = WriteOperation {
+                    origin: Origin::Client(request),
                     key,
                     record,
-                    WriteVersion::Lww(version),
+                    version: WriteVersion::Lww(version),
                     needed,
                     replicas,
-                );
+                    acked: Vec::new(),
+                    failed: 0,
+                    fanned_out: false,
+                    sloppy: None,
+                };
                 if self.config.cluster.sloppy_quorum && self.pending_groups.is_none() {
                     let handoff = now
                         .monotonic
@@ -815,14 +801,18 @@ impl<S: Storage> Node<S> {
             );
             return;
         }
-        let write = WriteOperation::new(
+        let write = WriteOperation {
             origin,
             key,
-            Record::Causal(record),
-            WriteVersion::Dot(dot),
+            record: Record::Causal(record),
+            version: WriteVersion::Dot(dot),
             needed,
             replicas,
-        );
+            acked: Vec::new(),
+            failed: 0,
+            fanned_out: false,
+            sloppy: None,
+        };
         self.launch_write(write, deadline);
     }
 
