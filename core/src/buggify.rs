@@ -1,6 +1,10 @@
-//! Sim-only fault points (FoundationDB's BUGGIFY): `buggify!(points, rng)` is `false` in real
-//! builds; with the `sim` feature each site is switched on for a quarter of seeds and then fires
-//! with a small probability, so dangerous-but-legal choices get exercised.
+//! Sim-only fault points (FoundationDB's BUGGIFY): `buggify!(points, rng, "site")` is `false` in
+//! real builds; with the `sim` feature each site is switched on for a quarter of seeds and then
+//! fires with a small probability, so dangerous-but-legal choices get exercised.
+//!
+//! Sites are named explicitly, not by `file!():line!()`: with line numbers, any edit that moved a
+//! site (even a pure refactor above it) switched sites on and off for every seed and so changed
+//! every simulation trace. A name keeps the traces of unrelated changes identical.
 
 use crate::hash::{hash_bytes, mix64};
 use rand::Rng;
@@ -26,12 +30,13 @@ impl FaultPoints {
     }
 }
 
-/// `true` at a sim-only fault point that fires now; always `false` without the `sim` feature.
+/// `true` at the sim-only fault point named `$site` when it fires now; always `false` without
+/// the `sim` feature. Names must be unique per site and never change.
 #[macro_export]
 macro_rules! buggify {
-    ($points:expr, $rng:expr) => {{
+    ($points:expr, $rng:expr, $site:literal) => {{
         #[cfg(feature = "sim")]
-        let fired = $points.fire(concat!(file!(), ":", line!()), $rng);
+        let fired = $points.fire($site, $rng);
         #[cfg(not(feature = "sim"))]
         let fired = {
             let _ = (&$points, &$rng);
@@ -39,4 +44,34 @@ macro_rules! buggify {
         };
         fired
     }};
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn a_site_is_decided_by_its_name_not_by_where_it_is_written() {
+        for seed in 0..64 {
+            let points = FaultPoints::new(seed, true);
+            let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(1), ChaCha8Rng::seed_from_u64(1));
+            let here: Vec<bool> = (0..200)
+                .map(|_| crate::buggify!(points, &mut a, "test/site"))
+                .collect();
+            // The same name on another line must fire at exactly the same calls.
+            let there: Vec<bool> = (0..200)
+                .map(|_| crate::buggify!(points, &mut b, "test/site"))
+                .collect();
+            assert_eq!(here, there, "seed {seed}");
+        }
+        let live = (0..400)
+            .filter(|&seed| mix64(seed ^ hash_bytes(b"test/site")).is_multiple_of(4))
+            .count();
+        assert!(
+            (60..=140).contains(&live),
+            "{live} of 400 seeds enable the site"
+        );
+    }
 }

@@ -58,6 +58,12 @@ pub struct ClusterConfig {
     pub anti_entropy_ranges_per_round: usize,
     /// Most records in one anti-entropy repair message; the rest wait for a later round.
     pub anti_entropy_records_per_message_max: usize,
+    /// Time between the starts of two full rebuilds of the hash trees from storage (0 = never).
+    /// A rebuild catches what per-write updates cannot see: data that changed or vanished on
+    /// disk behind the engine's back (bit rot). It runs in steps, one per anti-entropy round.
+    pub tree_rebuild_interval_ms: u64,
+    /// Keys read from storage per rebuild step (the throttle).
+    pub tree_rebuild_keys_per_step: usize,
     /// TEST ONLY: acknowledge writes before they are durable. Accepted by `validate` only with the
     /// `sim` feature, so the simulator can show the durability check catches it.
     pub unsafe_ack_before_persist: bool,
@@ -94,6 +100,8 @@ impl Default for ClusterConfig {
             read_repair: true,
             anti_entropy_interval_ms: 1000,
             anti_entropy_ranges_per_round: 64,
+            tree_rebuild_interval_ms: 3_600_000,
+            tree_rebuild_keys_per_step: 1_024,
             anti_entropy_records_per_message_max: 256,
             unsafe_ack_before_persist: false,
             unsafe_skip_write_back: false,
@@ -213,6 +221,11 @@ impl ClusterConfig {
             self.anti_entropy_interval_ms <= 3_600_000,
             "anti_entropy_interval_ms",
             "must be at most 3600000 (0 turns anti-entropy off)",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.tree_rebuild_keys_per_step),
+            "tree_rebuild_keys_per_step",
+            "must be between 1 and 1000000",
         )?;
         check(
             (1..=100_000).contains(&self.anti_entropy_ranges_per_round),

@@ -2,6 +2,7 @@
 //! every message as untrusted (late, duplicated, reordered or from a restarted peer).
 
 use crate::id::OperationId;
+use crate::membership::GossipMessage;
 use crate::version::{Record, VersionVector, WriteVersion};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,8 @@ pub enum Message {
         /// The outcome.
         outcome: ForwardedOutcome,
     },
+    /// Membership gossip (heartbeats and the versioned ring), for the membership machine.
+    Gossip(GossipMessage),
 }
 
 /// The outcome of a forwarded put.
@@ -168,6 +171,8 @@ impl Message {
             Message::AeLeaves { .. } => "ae-leaves",
             Message::AeDigests { .. } => "ae-digests",
             Message::AeRecords { .. } => "ae-records",
+            Message::Gossip(GossipMessage::Syn { .. }) => "gossip-syn",
+            Message::Gossip(GossipMessage::Ack { .. }) => "gossip-ack",
         }
     }
 }

@@ -111,7 +111,8 @@ impl MessageClass {
             | Message::AeInterior { .. }
             | Message::AeLeaves { .. }
             | Message::AeDigests { .. }
-            | Message::AeRecords { .. } => MessageClass::Droppable,
+            | Message::AeRecords { .. }
+            | Message::Gossip(_) => MessageClass::Droppable,
         }
     }
 }
@@ -325,6 +326,22 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
                     }
                     NodeEvent::ForwardRetried { next } => {
                         tracing::debug!(%next, "forwarded put retried")
+                    }
+                    NodeEvent::MemberStatus { node, from, to } => {
+                        tracing::info!(%node, ?from, ?to, "member status changed")
+                    }
+                    NodeEvent::MemberDiscovered { node, status } => {
+                        tracing::info!(%node, ?status, "member discovered")
+                    }
+                    NodeEvent::RingChanged {
+                        changes,
+                        fingerprint,
+                    } => tracing::info!(changes, fingerprint, "ring changed"),
+                    NodeEvent::RingChangeDiscarded { node } => {
+                        tracing::warn!(%node, "ring change lost to a concurrent change; issue it again")
+                    }
+                    NodeEvent::TreeRebuildMismatch { ranges } => {
+                        tracing::warn!(ranges, "hash tree rebuild found data changed on disk")
                     }
                 },
             }

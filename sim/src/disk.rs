@@ -181,6 +181,8 @@ impl StorageScenario {
             faults: u64::try_from(self.oracle.crashes).unwrap_or(u64::MAX),
             anti_entropy: (0, 0),
             hints: (0, 0, 0, 0, 0, 0),
+            gossip: None,
+            nodes: 0,
             sim_ms: 0,
             wall_ms: 0,
             checks: vec![("crash-oracle", verdict)],

@@ -46,6 +46,10 @@ pub struct RunReport {
     pub anti_entropy: (u64, u64),
     /// Hints: (handed off, stored, delivered, overflowed, expired, pending at the end).
     pub hints: (u64, u64, u64, u64, u64, usize),
+    /// Gossip traffic and failure-detection times, when gossip ran.
+    pub gossip: Option<crate::world::GossipFigures>,
+    /// Nodes in the cluster (for per-node rates).
+    pub nodes: u32,
     /// Simulated time, milliseconds.
     pub sim_ms: u64,
     /// Wall time, milliseconds (0 until the caller measures it).
@@ -129,6 +133,24 @@ impl RunReport {
                 "hints        {handed} handed off, {stored} stored, {delivered} delivered, {overflowed} overflowed, {expired} expired, {pending} pending at the end"
             );
         }
+        if let Some(g) = &self.gossip {
+            let seconds = (self.sim_ms as f64 / 1000.0).max(1e-3);
+            let per_node = f64::from(self.nodes.max(1)) * seconds;
+            let _ = writeln!(
+                s,
+                "gossip       {} messages, {} bytes: {:.1} messages and {:.0} bytes per node per s",
+                g.messages,
+                g.bytes,
+                g.messages as f64 / per_node,
+                g.bytes as f64 / per_node
+            );
+            let _ = writeln!(
+                s,
+                "detection    crash seen Down everywhere after {} ms; restart seen Alive everywhere after {} ms",
+                list_ms(&g.down_ms),
+                list_ms(&g.alive_ms)
+            );
+        }
         if with_wall_time {
             let wall = self.wall_ms.max(1) as f64;
             let _ = writeln!(
@@ -163,6 +185,24 @@ impl RunReport {
         s
     }
 
+    /// The gossip figures as JSON (`null` without gossip).
+    fn gossip_json(&self) -> String {
+        let Some(g) = &self.gossip else {
+            return "null".into();
+        };
+        let list = |v: &[f64]| {
+            let items: Vec<String> = v.iter().map(|x| format!("{x:.1}")).collect();
+            format!("[{}]", items.join(", "))
+        };
+        format!(
+            "{{\"messages\": {}, \"bytes\": {}, \"down_ms\": {}, \"alive_ms\": {}}}",
+            g.messages,
+            g.bytes,
+            list(&g.down_ms),
+            list(&g.alive_ms)
+        )
+    }
+
     /// One JSON object on one line.
     pub fn to_json(&self) -> String {
         let checks: Vec<String> = self
@@ -180,7 +220,7 @@ impl RunReport {
                 "{{\"scenario\": {}, \"seed\": {}, \"ok\": {}, \"as_expected\": {}, \"fingerprint\": {}, ",
                 "\"ops\": {{\"ok\": {}, \"failed\": {}, \"indeterminate\": {}}}, \"availability\": {:.6}, ",
                 "\"latency_ms\": {{\"p50\": {:.3}, \"p99\": {:.3}}}, \"checks\": {{{}}}, \"check_details\": {{{}}}, ",
-                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"replay\": {}}}"
+                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"gossip\": {}, \"replay\": {}}}"
             ),
             json_string(&self.scenario),
             self.seed,
@@ -198,6 +238,7 @@ impl RunReport {
             self.events,
             self.sim_ms,
             self.wall_ms,
+            self.gossip_json(),
             json_string(&self.replay_command()),
         )
     }
@@ -231,6 +272,16 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// Milliseconds as a short list: "none", or up to six values.
+fn list_ms(values: &[f64]) -> String {
+    if values.is_empty() {
+        return "none".into();
+    }
+    let shown: Vec<String> = values.iter().take(6).map(|v| format!("{v:.0}")).collect();
+    let more = if values.len() > 6 { ", ..." } else { "" };
+    format!("[{}{more}]", shown.join(", "))
 }
 
 #[cfg(test)]

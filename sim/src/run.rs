@@ -81,14 +81,17 @@ pub fn run_seed(
             let settled_ns = world
                 .last_durable_change_ns()
                 .saturating_sub(world.fault_phase_end_ns());
-            convergence::check(
-                world.ring(),
-                scenario.cluster.n,
-                &durable,
-                world.workload(),
-                keys,
-                settled_ns as f64 / 1e6,
-            )
+            match world.ring_disagreement() {
+                Some(why) => Verdict::Fail(format!("rings did not converge: {why}")),
+                None => convergence::check(
+                    world.nodes_ring(),
+                    scenario.cluster.n,
+                    &durable,
+                    world.workload(),
+                    keys,
+                    settled_ns as f64 / 1e6,
+                ),
+            }
         } else {
             Verdict::Skipped("disabled by the scenario".into())
         },
@@ -175,6 +178,8 @@ fn summarize(
                 world.pending_hints().0,
             )
         },
+        gossip: (world.gossip_figures.messages > 0).then(|| world.gossip_figures.clone()),
+        nodes: scenario.cluster.nodes,
         sim_ms: world.now_ns() / 1_000_000,
         wall_ms: 0,
         checks,

@@ -108,6 +108,29 @@ pub struct ClusterSpec {
     /// Ranges compared per anti-entropy round.
     #[serde(default = "default_anti_entropy_ranges")]
     pub anti_entropy_ranges_per_round: usize,
+    /// Time between full rebuilds of the hash trees from storage (0 = never).
+    #[serde(default = "default_tree_rebuild_interval")]
+    pub tree_rebuild_interval_ms: u64,
+    /// Keys read per rebuild step (one step per anti-entropy round).
+    #[serde(default = "default_tree_rebuild_keys")]
+    pub tree_rebuild_keys_per_step: usize,
+    /// Gossip membership: heartbeats, failure detection (routing around `Down` nodes) and ring
+    /// changes (`join`, `leave`, `remove`) issued on one node and spread by gossip. Off: the
+    /// simulator hands every node the new ring at once.
+    #[serde(default)]
+    pub gossip: bool,
+    /// Time between two gossip rounds of a node.
+    #[serde(default = "default_gossip_interval")]
+    pub gossip_interval_ms: u64,
+    /// Peers contacted per gossip round.
+    #[serde(default = "default_gossip_fanout")]
+    pub gossip_fanout: usize,
+    /// No heartbeat progress for this long: `Suspect`.
+    #[serde(default = "default_suspect_after")]
+    pub suspect_after_ms: u64,
+    /// Still none after this much more: `Down` (routed around, hinted for).
+    #[serde(default = "default_down_after")]
+    pub down_after_ms: u64,
     /// TEST ONLY: acknowledge writes before they are durable (shows the durability check works).
     #[serde(default)]
     pub unsafe_ack_before_persist: bool,
@@ -345,6 +368,24 @@ fn default_vnodes() -> u32 {
 }
 fn default_conflict() -> String {
     "lww".into()
+}
+fn default_tree_rebuild_interval() -> u64 {
+    3_600_000
+}
+fn default_tree_rebuild_keys() -> usize {
+    1_024
+}
+fn default_gossip_interval() -> u64 {
+    100
+}
+fn default_gossip_fanout() -> usize {
+    3
+}
+fn default_suspect_after() -> u64 {
+    1_000
+}
+fn default_down_after() -> u64 {
+    2_000
 }
 fn default_sloppy_after() -> u64 {
     200
@@ -717,6 +758,8 @@ impl Scenario {
             hint_age_max_ms: c.hint_age_max_ms,
             anti_entropy_interval_ms: c.anti_entropy_interval_ms,
             anti_entropy_ranges_per_round: c.anti_entropy_ranges_per_round,
+            tree_rebuild_interval_ms: c.tree_rebuild_interval_ms,
+            tree_rebuild_keys_per_step: c.tree_rebuild_keys_per_step,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
             unsafe_skip_write_back: c.unsafe_skip_write_back,
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,
@@ -731,6 +774,29 @@ impl Scenario {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The membership settings when `gossip` is on; `seeds` are the initial ring members.
+    pub fn membership_config(
+        &self,
+    ) -> Result<Option<ringkv_core::membership::MembershipConfig>, ringkv_core::ConfigError> {
+        let c = &self.cluster;
+        if !c.gossip {
+            return Ok(None);
+        }
+        let config = ringkv_core::membership::MembershipConfig {
+            gossip_interval_ms: c.gossip_interval_ms,
+            fanout: c.gossip_fanout,
+            suspect_after_ms: c.suspect_after_ms,
+            down_after_ms: c.down_after_ms,
+            vnodes_per_node: c.vnodes_per_node,
+            seeds: (0..c.initial_nodes.unwrap_or(c.nodes))
+                .map(ringkv_core::NodeId)
+                .collect(),
+            ..ringkv_core::membership::MembershipConfig::default()
+        };
+        config.validate()?;
+        Ok(Some(config))
     }
 
     /// The key distribution.

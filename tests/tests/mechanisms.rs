@@ -172,3 +172,44 @@ fn without_anti_entropy_a_joining_node_never_receives_its_data() {
         "only {diverged} of 10 seeds diverged without anti-entropy"
     );
 }
+
+/// Gossip detection in the full simulator: a crash is judged `Down` by every running node after
+/// the configured `suspect_after_ms + down_after_ms` (3 s) plus the few rounds its last heartbeat
+/// takes to spread, and a restart is seen `Alive` everywhere within a few rounds.
+fn detection_within_bounds(name: &str, seeds: std::ops::Range<u64>) {
+    let scenario = load(name);
+    let configured = (scenario.cluster.suspect_after_ms + scenario.cluster.down_after_ms) as f64;
+    let round = scenario.cluster.gossip_interval_ms as f64;
+    for seed in seeds {
+        let report = run_seed(&scenario, name, seed, RunOptions::default())
+            .expect("runs")
+            .report;
+        assert!(report.ok(), "{name} seed {seed}: {:?}", report.checks);
+        let gossip = report.gossip.as_ref().expect("gossip ran");
+        // Node 1 crashes and restarts; node 2 crashes and is removed.
+        assert_eq!(gossip.down_ms.len(), 2, "{name} seed {seed}: {gossip:?}");
+        assert_eq!(gossip.alive_ms.len(), 1, "{name} seed {seed}: {gossip:?}");
+        for &ms in &gossip.down_ms {
+            assert!(
+                ms >= configured - 4.0 * round && ms <= configured + 8.0 * round,
+                "{name} seed {seed}: a crash took {ms} ms to be seen down everywhere"
+            );
+        }
+        for &ms in &gossip.alive_ms {
+            assert!(
+                ms <= 8.0 * round,
+                "{name} seed {seed}: a restart took {ms} ms to be seen alive everywhere"
+            );
+        }
+    }
+}
+
+#[test]
+fn gossip_detects_crashes_and_restarts_within_bounds_with_5_nodes() {
+    detection_within_bounds("gossip-5", 0..40);
+}
+
+#[test]
+fn gossip_detects_crashes_and_restarts_within_bounds_with_20_nodes() {
+    detection_within_bounds("gossip-20", 0..3);
+}

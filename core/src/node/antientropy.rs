@@ -84,6 +84,7 @@ impl<S: Storage> Node<S> {
         if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
             self.trees.entry(range).or_default().update(key, record);
         }
+        self.tree_rebuild_track(key, record);
     }
 
     fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
@@ -112,6 +113,7 @@ impl<S: Storage> Node<S> {
         if self.durability.is_poisoned() {
             return;
         }
+        self.tree_rebuild_step(now);
         self.ae_stats.rounds += 1;
         let mut per_peer: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
         // Ranges this node still holds data for but no longer replicates (after a leave or a

@@ -564,7 +564,8 @@ impl<S: Storage> Node<S> {
                         replied: false,
                         stand_ins: Vec::new(),
                     });
-                    self.launch_write(write, handoff.min(deadline));
+                    let op = self.launch_write(write, handoff.min(deadline));
+                    self.stand_in_for_down(op);
                 } else {
                     self.launch_write(write, deadline);
                 }
@@ -586,7 +587,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// Registers a write and sends it out (lww: everyone at once; vector clock: local copy first).
-    fn launch_write(&mut self, write: WriteOperation, deadline: Instant) {
+    fn launch_write(&mut self, write: WriteOperation, deadline: Instant) -> OperationId {
         let op = self.allocate_operation();
         let local_first = matches!(write.version, WriteVersion::Dot(_));
         let is_replica = write.replicas.contains(&self.id);
@@ -606,6 +607,7 @@ impl<S: Storage> Node<S> {
         if !local_first || !is_replica {
             self.fan_out(op);
         }
+        op
     }
 
     /// Sends the write to every other replica.
@@ -630,7 +632,7 @@ impl<S: Storage> Node<S> {
                 key: key.clone(),
                 record: record.clone(),
             };
-            if buggify!(self.faults, &mut self.rng) {
+            if buggify!(self.faults, &mut self.rng, "coordinator/duplicate-write") {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
                 self.send(target, message.clone());
             }
@@ -868,6 +870,9 @@ impl<S: Storage> Node<S> {
         deadline: Instant,
     ) {
         let op = self.allocate_operation();
+        // Replicas the failure detector judges down are tried last (stable order otherwise).
+        let mut candidates = candidates;
+        candidates.sort_by_key(|&c| self.is_down(c));
         let forward = ForwardOperation {
             request,
             key,
@@ -936,12 +941,13 @@ impl<S: Storage> Node<S> {
             .iter()
             .copied()
             .filter(|r| !write.acked.contains(r))
+            .filter(|r| !sloppy.stand_ins.iter().any(|(_, i)| i == r))
             .collect();
-        let walk = self.ring.preference_list(&write.key, self.ring.len());
         let mut involved: Vec<NodeId> = write.replicas.clone();
+        involved.extend(sloppy.stand_ins.iter().map(|&(f, _)| f));
         let mut sends = Vec::new();
         for intended in silent {
-            let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
+            let Some(fallback) = self.choose_fallback(&write.key, &involved) else {
                 break;
             };
             involved.push(fallback);
@@ -999,6 +1005,52 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// The next node along `key`'s ring walk that is not involved yet and not judged down by
+    /// the failure detector: the stand-in for a silent or failed replica.
+    fn choose_fallback(&self, key: &[u8], involved: &[NodeId]) -> Option<NodeId> {
+        let walk = self.ring.preference_list(key, self.ring.len());
+        let candidates: Vec<NodeId> = walk.into_iter().filter(|&n| !self.is_down(n)).collect();
+        crate::node::hints::choose_fallback(&candidates, involved)
+    }
+
+    /// A sloppy write need not wait for the hand-off point for replicas the failure detector
+    /// already judges down: their stand-ins get hinted copies at once, and their acknowledgements
+    /// count for the replicas they stand in for.
+    fn stand_in_for_down(&mut self, op: OperationId) {
+        let Some((_, Operation::Write(write))) = self.operations.get(&op) else {
+            return;
+        };
+        let down: Vec<NodeId> = write
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| r != self.id && self.is_down(r) && !write.acked.contains(&r))
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        let mut involved: Vec<NodeId> = write.replicas.clone();
+        let mut sends = Vec::new();
+        for intended in down {
+            let Some(fallback) = self.choose_fallback(&write.key, &involved) else {
+                break;
+            };
+            involved.push(fallback);
+            sends.push((fallback, intended));
+        }
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+            return;
+        };
+        let Some(sloppy) = write.sloppy.as_mut() else {
+            return;
+        };
+        sloppy.stand_ins.extend(sends.iter().copied());
+        let (key, record) = (write.key.clone(), write.record.clone());
+        for (fallback, intended) in sends {
+            self.send_hint(op, fallback, intended, key.clone(), record.clone());
+        }
+    }
+
     // ---------------------------------------------------------------- deadlines
 
     pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
@@ -1016,13 +1068,10 @@ impl<S: Storage> Node<S> {
                     .take()
                     .unwrap_or(now.monotonic)
                     .max(now.monotonic);
-                let walk = self.ring.preference_list(&read.key, self.ring.len());
                 let silent = read.replica_ids.len().saturating_sub(read.answered.len());
                 let mut targets = Vec::new();
                 for _ in 0..silent {
-                    let Some(fallback) =
-                        crate::node::hints::choose_fallback(&walk, &read.replica_ids)
-                    else {
+                    let Some(fallback) = self.choose_fallback(&read.key, &read.replica_ids) else {
                         break;
                     };
                     read.replica_ids.push(fallback);

@@ -193,6 +193,9 @@ impl<S: Storage> Node<S> {
         let owners: Vec<NodeId> = self.hints.keys().copied().collect();
         let age_max_micros = cluster.hint_age_max_ms.saturating_mul(1000);
         for owner in owners {
+            if self.is_down(owner) {
+                continue; // the failure detector says it is down: replaying now is wasted
+            }
             let candidates: Vec<Bytes> = self.hints.get(&owner).map_or_else(Vec::new, |q| {
                 q.keys
                     .keys()

@@ -7,17 +7,22 @@
 mod antientropy;
 mod coordinator;
 mod durability;
+mod gossip;
 pub mod hints;
 mod output;
 mod replica;
+mod tree_rebuild;
 
 pub use antientropy::AntiEntropyStats;
+pub use gossip::{AdminError, MEMBERSHIP_KEY};
 pub use output::{NodeEvent, Output, PersistToken};
+pub use tree_rebuild::TreeRebuildStats;
 
 use crate::buggify::FaultPoints;
 use crate::client::{ClientReply, ClientRequest};
 use crate::config::{ConfigError, NodeConfig};
 use crate::id::{NodeId, OperationId, RequestId};
+use crate::membership::Membership;
 use crate::message::Message;
 use crate::ring::Ring;
 use crate::storage::Storage;
@@ -88,6 +93,12 @@ pub struct Node<S: Storage> {
     hints_in_flight: hints::InFlightHints,
     next_hint_replay: Option<Instant>,
     hint_stats: hints::HintStats,
+    /// Gossip membership and failure detection, when the node runs with them.
+    membership: Option<Membership>,
+    /// The full tree rebuild in progress, if any, and when the next one starts.
+    tree_rebuild: Option<tree_rebuild::TreeRebuild>,
+    next_tree_rebuild: Option<Instant>,
+    tree_rebuild_stats: TreeRebuildStats,
 }
 
 impl<S: Storage> Node<S> {
@@ -128,6 +139,10 @@ impl<S: Storage> Node<S> {
             hints_in_flight: BTreeSet::new(),
             next_hint_replay: None,
             hint_stats: hints::HintStats::default(),
+            membership: None,
+            tree_rebuild: None,
+            next_tree_rebuild: None,
+            tree_rebuild_stats: TreeRebuildStats::default(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
@@ -151,13 +166,18 @@ impl<S: Storage> Node<S> {
     /// data to the new replicas (a node that no longer replicates a range offers its copy).
     /// Operations in flight finish with the replicas they started with.
     pub fn update_ring(&mut self, ring: Ring) {
+        self.adopt_ring(ring);
+        self.finish_input();
+    }
+
+    fn adopt_ring(&mut self, ring: Ring) {
         self.ring = ring;
         self.my_ranges =
             antientropy::my_ranges(&self.ring, self.id, usize::from(self.config.cluster.n));
         self.ae_cursor = 0;
+        self.cancel_tree_rebuild();
         self.rebuild_trees();
         self.drop_hints_of_departed();
-        self.finish_input();
     }
 
     /// The storage engine (for the driver's `sync` and for inspection).
@@ -230,6 +250,7 @@ impl<S: Storage> Node<S> {
                 entries,
             } => self.on_ae_digests(from, range, leaves, entries),
             Message::AeRecords { records, want } => self.on_ae_records(from, records, want),
+            Message::Gossip(gossip) => self.on_gossip(now, from, gossip),
         }
         self.finish_input();
     }
@@ -240,6 +261,7 @@ impl<S: Storage> Node<S> {
         self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
+        self.gossip_tick(now);
         if self.next_anti_entropy.is_some_and(|at| at <= now.monotonic) {
             self.anti_entropy_round(now);
         }
@@ -285,6 +307,7 @@ impl<S: Storage> Node<S> {
             self.deadlines.first().map(|&(t, _)| t),
             self.next_anti_entropy,
             self.next_hint_replay,
+            self.membership.as_ref().and_then(Membership::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -356,3 +379,6 @@ impl<S: Storage> Node<S> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod gossip_tests;

@@ -2,6 +2,7 @@
 
 use crate::client::ClientReply;
 use crate::id::{NodeId, RequestId};
+use crate::membership::MemberStatus;
 use crate::message::Message;
 
 /// Names one request to make staged writes durable. Tokens increase; a later token covers every
@@ -53,5 +54,40 @@ pub enum NodeEvent {
     ForwardRetried {
         /// The replica that was tried next.
         next: NodeId,
+    },
+    /// The failure detector changed its judgement of a member.
+    MemberStatus {
+        /// The member.
+        node: NodeId,
+        /// Its previous status.
+        from: MemberStatus,
+        /// Its new status.
+        to: MemberStatus,
+    },
+    /// A member not known before entered the membership table.
+    MemberDiscovered {
+        /// The member.
+        node: NodeId,
+        /// Its status on arrival.
+        status: MemberStatus,
+    },
+    /// The node adopted a new ring version (its own operator change or one spread by gossip).
+    RingChanged {
+        /// Changes in the ring log.
+        changes: u64,
+        /// Fingerprint of the log.
+        fingerprint: u64,
+    },
+    /// A full rebuild of the hash trees found ranges whose stored data differed from what the
+    /// trees had been told (data changed on disk behind the engine's back); anti-entropy repairs.
+    TreeRebuildMismatch {
+        /// Ranges that differed.
+        ranges: u64,
+    },
+    /// An operator change made on this node lost to a concurrent change elsewhere; issue it
+    /// again if it is still wanted.
+    RingChangeDiscarded {
+        /// The node the change was about.
+        node: NodeId,
     },
 }

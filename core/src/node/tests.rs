@@ -20,15 +20,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(conflict: ConflictMode) -> Cluster {
-        let mut ring = Ring::new(16);
-        for i in 0..3 {
-            let location = NodeLocation {
-                datacenter: "dc".into(),
-                rack: format!("r{i}"),
-                weight: 1,
-            };
-            ring.add_node(NodeId(i), location).expect("fresh");
-        }
+        let ring = three_node_ring(16);
         let cluster = ClusterConfig {
             conflict,
             ..ClusterConfig::default()
@@ -273,28 +265,10 @@ use crate::client::RequestError;
 fn anti_entropy_bytes_scale_with_divergence_not_key_count() {
     use crate::codec::encode;
     use crate::storage::Storage;
-    use crate::version::{LwwRecord, LwwVersion, Record};
     const KEYS: usize = 100_000;
     const DIVERGENT: usize = 100;
-    let mut ring = Ring::new(64);
-    for i in 0..3 {
-        let location = NodeLocation {
-            datacenter: "dc".into(),
-            rack: format!("r{i}"),
-            weight: 1,
-        };
-        ring.add_node(NodeId(i), location).expect("fresh");
-    }
-    let record = |ts: u64| {
-        Record::Lww(LwwRecord {
-            version: LwwVersion {
-                timestamp_micros: ts,
-                node: NodeId(0),
-                nonce: 0,
-            },
-            value: Some(Bytes::from(vec![7u8; 100])),
-        })
-    };
+    let ring = three_node_ring(64);
+    let record = |ts: u64| lww_record(ts, 100);
     let key = |i: usize| Bytes::from(format!("key{i:07}"));
     let mut storages = vec![MemStorage::new(); 3];
     for i in 0..KEYS {
@@ -419,4 +393,103 @@ fn read_repair_brings_a_stale_replica_up_to_date() {
         .expect("get");
     assert!(after.is_some_and(|r| r.live_values() == vec![Bytes::from_static(b"new")]));
     assert!(c.nodes[1].stats().read_repairs >= 1);
+}
+
+#[test]
+fn a_full_tree_rebuild_finds_data_changed_behind_the_engine_and_nothing_else() {
+    use crate::storage::Storage;
+    let ring = three_node_ring(16);
+    let record = |ts: u64| lww_record(ts, 10);
+    let key = |i: usize| Bytes::from(format!("key{i:04}"));
+    let mut storage = MemStorage::new();
+    for i in 0..50 {
+        storage.put(key(i), record(1)).expect("put");
+    }
+    storage.sync().expect("sync");
+    let cluster = ClusterConfig {
+        anti_entropy_interval_ms: 100,
+        tree_rebuild_interval_ms: 1_000,
+        tree_rebuild_keys_per_step: 7,
+        ..ClusterConfig::default()
+    };
+    let config = NodeConfig {
+        id: NodeId(0),
+        cluster,
+        rng_seed: 0,
+    };
+    let mut node = Node::new(config, ring, storage).expect("valid");
+    // Bit rot stand-ins: one record changes and one vanishes without the node knowing.
+    node.storage_mut().put(key(3), record(9)).expect("put");
+    node.storage_mut().delete(&key(5)).expect("delete");
+    let mut mismatch_events = 0;
+    let mut request = 0;
+    let mut step = |node: &mut Node<MemStorage>, tick: u64, write: bool| {
+        let now = Now {
+            monotonic: Instant::from_nanos(tick * 50_000_000),
+            wall: WallMicros(1_000_000 + tick * 50_000),
+        };
+        if write {
+            // Writes through the node while a pass runs must never count as a mismatch.
+            request += 1;
+            let k = if tick.is_multiple_of(2) {
+                "key0001"
+            } else {
+                "key0049"
+            };
+            node.handle_client(now, RequestId(request), put(k, "new"));
+        }
+        node.handle_timeout(now);
+        while let Some(output) = node.poll_output() {
+            if let Output::Event(NodeEvent::TreeRebuildMismatch { .. }) = output {
+                mismatch_events += 1;
+            }
+        }
+    };
+    let mut tick = 1;
+    while node.tree_rebuild_stats().passes < 1 {
+        step(&mut node, tick, false);
+        tick += 1;
+        assert!(tick < 10_000, "the first pass never finished");
+    }
+    let first = node.tree_rebuild_stats().clone();
+    assert!(first.ranges_mismatched >= 1, "{first:?}");
+    assert!(first.keys_scanned >= 49, "{first:?}");
+    while node.tree_rebuild_stats().passes < 3 {
+        step(&mut node, tick, true);
+        tick += 1;
+        assert!(tick < 20_000, "later passes never finished");
+    }
+    assert_eq!(
+        node.tree_rebuild_stats().ranges_mismatched,
+        first.ranges_mismatched,
+        "writes through the node during a pass are not mismatches"
+    );
+    assert_eq!(mismatch_events, 1);
+}
+
+/// Nodes 0, 1, 2 in one datacenter, one rack each.
+fn three_node_ring(vnodes: u32) -> Ring {
+    let mut ring = Ring::new(vnodes);
+    for i in 0..3 {
+        let location = NodeLocation {
+            datacenter: "dc".into(),
+            rack: format!("r{i}"),
+            weight: 1,
+        };
+        ring.add_node(NodeId(i), location).expect("fresh");
+    }
+    ring
+}
+
+/// A last-write-wins record at timestamp `ts` with a value of `len` bytes.
+fn lww_record(ts: u64, len: usize) -> crate::version::Record {
+    use crate::version::{LwwRecord, LwwVersion, Record};
+    Record::Lww(LwwRecord {
+        version: LwwVersion {
+            timestamp_micros: ts,
+            node: NodeId(0),
+            nonce: 0,
+        },
+        value: Some(Bytes::from(vec![7u8; len])),
+    })
 }

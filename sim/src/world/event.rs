@@ -82,6 +82,13 @@ pub enum Event {
     End,
     /// The final reads' time is up: the run ends.
     FinalEnd,
+    // New variants go last: the fingerprint hashes the discriminant, so inserting one earlier
+    // would change the fingerprint of every run without changing any behaviour.
+    /// An operator tries again to remove a crashed node (gossip: it must be judged `Down`).
+    AdminRemove {
+        /// The node to remove.
+        node: u32,
+    },
 }
 
 impl Event {
@@ -137,6 +144,16 @@ impl Event {
                     Message::AeRecords { records, want } => {
                         format!("{} records, wants {}", records.len(), want.len())
                     }
+                    Message::Gossip(gossip) => format!(
+                        "{} entries, ring v{}{}",
+                        gossip.entries().len(),
+                        gossip.ring_version().changes,
+                        if gossip.ring().is_some() {
+                            " + log"
+                        } else {
+                            ""
+                        }
+                    ),
                 };
                 format!("n{from} -> n{to} {} {detail}", message.kind())
             }
@@ -186,6 +203,7 @@ impl Event {
             Event::Timer { node, .. } => format!("n{node} timer"),
             Event::DiskSynced { node, token, .. } => format!("n{node} fsync done (token {token})"),
             Event::Fault(action) => format!("FAULT {action}"),
+            Event::AdminRemove { node } => format!("ADMIN remove n{node} (retry)"),
             Event::PhaseChange => "PHASE liveness: heal all, restart all".to_string(),
             Event::End => "END of liveness: final reads at `all`".to_string(),
             Event::FinalEnd => "END".to_string(),

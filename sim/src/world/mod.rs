@@ -3,12 +3,14 @@
 
 mod clocks;
 mod event;
+mod membership;
 mod nemesis;
 mod network;
 pub mod storage;
 
 pub use clocks::NodeClock;
 pub use event::Event;
+pub use membership::GossipFigures;
 pub use nemesis::FaultAction;
 pub use network::{Fate, Network};
 
@@ -167,6 +169,12 @@ pub struct World {
     final_read_attempts: BTreeMap<u32, u32>,
     last_durable_change_ns: u64,
     trace: Option<Vec<String>>,
+    /// Gossip membership settings, when the scenario turns gossip on.
+    gossip: Option<membership::GossipSetup>,
+    /// Failure detections being timed.
+    watches: Vec<membership::Watch>,
+    /// Gossip traffic and detection times.
+    pub gossip_figures: GossipFigures,
 }
 
 impl World {
@@ -180,6 +188,10 @@ impl World {
             ring.add_node(NodeId(i), location_of(scenario, i))
                 .map_err(|e| e.to_string())?;
         }
+        let gossip = scenario
+            .membership_config()
+            .map_err(|e| e.to_string())?
+            .map(|config| membership::GossipSetup::new(config, &ring));
         let mut clock_rng = stream(seed, Stream::Clocks);
         let skew_us = i64::try_from(scenario.clocks.skew_ms * 1000).unwrap_or(i64::MAX);
         let drift = i64::try_from(scenario.clocks.drift_ppm).unwrap_or(0);
@@ -208,8 +220,18 @@ impl World {
             }
             let disk_seed = hash_pair(hash_pair(seed, Stream::Disk as u64), u64::from(i));
             let storage = SimStorage::fresh(scenario.disk.engine == "lsm", disk_seed)?;
-            let node = Node::new(node_config(&config, seed, i, 0), ring.clone(), storage)
-                .map_err(|e| e.to_string())?;
+            let start = Now {
+                monotonic: Instant::ZERO,
+                wall: clock.wall(0),
+            };
+            let node = membership::start_node(
+                node_config(&config, seed, i, 0),
+                gossip.as_ref(),
+                &ring,
+                storage,
+                start,
+            )
+            .map_err(|e| e.to_string())?;
             slots.push(NodeSlot {
                 state: NodeState::Up(Box::new(node)),
                 incarnation: 0,
@@ -281,6 +303,9 @@ impl World {
             final_read_attempts: BTreeMap::new(),
             last_durable_change_ns: 0,
             trace: trace.then(Vec::new),
+            gossip,
+            watches: Vec::new(),
+            gossip_figures: GossipFigures::default(),
         };
         for spec in &scenario.faults {
             if let Some(action) = FaultAction::from_spec(spec) {
@@ -492,6 +517,11 @@ impl World {
                 self.on_client_reply(request, reply)
             }
             Event::ClientGiveUp { request } => self.on_client_give_up(request),
+            Event::AdminRemove { node } => {
+                if !self.ring.contains(NodeId(node)) {
+                    self.admin_change(membership::AdminChange::Remove(NodeId(node)));
+                }
+            }
             Event::ClientSend { client } => self.client_send(client),
             Event::Timer { node, incarnation } => {
                 let slot = &mut self.nodes[node as usize];
@@ -526,6 +556,11 @@ impl World {
             match output {
                 Output::Send { to, message } => {
                     self.counters.messages += 1;
+                    if matches!(message, ringkv_core::Message::Gossip(_)) {
+                        self.gossip_figures.messages += 1;
+                        self.gossip_figures.bytes +=
+                            ringkv_core::codec::encode(&message).len() as u64;
+                    }
                     if message.is_anti_entropy() {
                         self.counters.anti_entropy_messages += 1;
                         self.counters.anti_entropy_bytes +=
@@ -580,6 +615,14 @@ impl World {
                         NodeEvent::StoragePoisoned { .. } => "storage-poisoned",
                         NodeEvent::StorageError { .. } => "storage-error",
                         NodeEvent::ForwardRetried { .. } => "forward-retried",
+                        NodeEvent::MemberStatus { .. } => {
+                            self.check_watches();
+                            "member-status"
+                        }
+                        NodeEvent::MemberDiscovered { .. } => "member-discovered",
+                        NodeEvent::RingChanged { .. } => "ring-changed",
+                        NodeEvent::RingChangeDiscarded { .. } => "ring-change-discarded",
+                        NodeEvent::TreeRebuildMismatch { .. } => "tree-rebuild-mismatch",
                     };
                     *self.counters.node_events.entry(kind).or_insert(0) += 1;
                 }
@@ -677,14 +720,18 @@ impl World {
             FaultAction::Join(node) => {
                 if !self.ring.contains(NodeId(node)) {
                     let location = self.locations[node as usize].clone();
-                    if self.ring.add_node(NodeId(node), location).is_ok() {
-                        self.push_ring();
+                    if self.ring.add_node(NodeId(node), location.clone()).is_ok() {
+                        let member = ringkv_core::ring::Member {
+                            id: NodeId(node),
+                            location,
+                        };
+                        self.ring_changed(membership::AdminChange::Join(member));
                     }
                 }
             }
             FaultAction::Leave(node) => {
                 if self.ring.remove_node(NodeId(node)).is_ok() {
-                    self.push_ring();
+                    self.ring_changed(membership::AdminChange::Leave(NodeId(node)));
                 }
             }
             FaultAction::Remove(node) => {
@@ -693,12 +740,22 @@ impl World {
                 self.crash(node as usize);
                 self.removed.push(node);
                 if self.ring.remove_node(NodeId(node)).is_ok() {
-                    self.push_ring();
+                    self.ring_changed(membership::AdminChange::Remove(NodeId(node)));
                 }
             }
             FaultAction::ClockJump { node, ms } => {
                 self.nodes[node as usize].clock.jumps_us += ms * 1000;
             }
+        }
+    }
+
+    /// An operator changed the ring: with gossip the change is issued on one node and spreads;
+    /// without, every node gets the new ring at once.
+    fn ring_changed(&mut self, change: membership::AdminChange) {
+        if self.gossip.is_some() {
+            self.admin_change(change);
+        } else {
+            self.push_ring();
         }
     }
 
@@ -715,6 +772,9 @@ impl World {
     }
 
     fn crash(&mut self, node: usize) {
+        if matches!(self.nodes[node].state, NodeState::Up(_)) {
+            self.watch(node as u32, ringkv_core::membership::MemberStatus::Down);
+        }
         let slot = &mut self.nodes[node];
         let state = std::mem::replace(&mut slot.state, NodeState::Broken);
         slot.state = match state {
@@ -740,15 +800,22 @@ impl World {
     fn restart(&mut self, node: usize) {
         let incarnation = self.nodes[node].incarnation;
         let config = node_config(&self.config, self.seed, node as u32, incarnation);
+        let now = self.now_for(node);
         let slot = &mut self.nodes[node];
         let state = std::mem::replace(&mut slot.state, NodeState::Broken);
         slot.state = match state {
-            NodeState::Down(storage) => match Node::new(config, self.ring.clone(), storage) {
-                Ok(n) => NodeState::Up(Box::new(n)),
-                Err(_) => NodeState::Broken,
-            },
+            NodeState::Down(storage) => {
+                match membership::start_node(config, self.gossip.as_ref(), &self.ring, storage, now)
+                {
+                    Ok(n) => NodeState::Up(Box::new(n)),
+                    Err(_) => NodeState::Broken,
+                }
+            }
             other => other,
         };
+        if matches!(self.nodes[node].state, NodeState::Up(_)) {
+            self.watch(node as u32, ringkv_core::membership::MemberStatus::Alive);
+        }
     }
 
     fn start_liveness(&mut self) {
