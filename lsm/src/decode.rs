@@ -25,7 +25,7 @@ pub type WalSummary = (Vec<(u64, Vec<u8>)>, usize);
 /// a record that does not decode.
 pub fn wal_records(bytes: &[u8], config: &LsmConfig) -> Result<WalSummary, String> {
     let payload_max = config.key_bytes_max + config.value_bytes_max + 64;
-    let scan = scan_wal(bytes, payload_max)?;
+    let scan = scan_wal(bytes, payload_max, true)?;
     let mut out = Vec::with_capacity(scan.frames.len());
     for (_, frame) in &scan.frames {
         let mut c = Cursor::new(frame.payload);

@@ -24,9 +24,10 @@ pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 /// The temporary name a new manifest is written under before the rename.
 pub(crate) const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
 const MANIFEST_MAGIC: u64 = 0x7269_6e67_6b76_4d46; // "ringkvMF"
-/// Version 2: the live WAL carries sync markers (FORMAT.md). Version 1 (WAL without markers) is
-/// still read: its WAL is replayed under the old rule, then the store is moved to version 2.
-pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// Version 3: the live WAL carries sync markers and batch seals (FORMAT.md). Version 2 (markers,
+/// no seals) and version 1 (neither) are still read: the WAL is replayed under its own rule, then
+/// the store is moved to version 3.
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 3;
 /// Refuse manifests larger than this (a corrupt length must not allocate without bound).
 const MANIFEST_BYTES_MAX: usize = 256 << 20;
 
@@ -112,7 +113,7 @@ pub(crate) fn decode(bytes: &[u8], key_bytes_max: usize) -> Result<ManifestState
     if crc(&bytes[..at]) != sum {
         return Err("checksum mismatch".into());
     }
-    if version != 1 && version != MANIFEST_FORMAT_VERSION {
+    if !(1..=MANIFEST_FORMAT_VERSION).contains(&version) {
         return Err(format!("unsupported manifest version {version}"));
     }
     let mut c = Cursor::new(body);
@@ -230,11 +231,11 @@ mod tests {
             Ok(1),
             "version 1 is read"
         );
-        let mut v3 = v1.clone();
-        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
-        let sum = crc(&v3[..at]);
-        v3[at..].copy_from_slice(&sum.to_le_bytes());
-        assert!(decode(&v3, 100).is_err(), "an unknown version is refused");
+        let mut v4 = v1.clone();
+        v4[8..12].copy_from_slice(&4u32.to_le_bytes());
+        let sum = crc(&v4[..at]);
+        v4[at..].copy_from_slice(&sum.to_le_bytes());
+        assert!(decode(&v4, 100).is_err(), "an unknown version is refused");
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;

@@ -333,7 +333,7 @@ fn split_sync_makes_covered_writes_durable_even_across_a_flush() {
 }
 
 #[test]
-fn a_format_1_store_is_read_and_moved_to_format_2() {
+fn a_format_1_store_is_read_and_moved_to_format_3() {
     let config = LsmConfig::tiny_for_tests();
     let mut lsm = Lsm::open(SimFs::seeded(31), config.clone()).expect("open");
     for i in 0..3u32 {
@@ -341,10 +341,10 @@ fn a_format_1_store_is_read_and_moved_to_format_2() {
     }
     lsm.sync().expect("sync");
     let mut fs = lsm.into_fs();
-    // Rewrite the manifest as version 1 (same body; a format-1 WAL has no sync markers, and this
-    // one holds none yet: one synced batch).
+    // Rewrite the manifest as version 1 (same body) and the WAL as format 1 (no sync markers,
+    // no batch seals).
     let mut manifest = fs.read_all("MANIFEST").expect("manifest");
-    assert_eq!(manifest[8..12], 2u32.to_le_bytes());
+    assert_eq!(manifest[8..12], 3u32.to_le_bytes());
     manifest[8..12].copy_from_slice(&1u32.to_le_bytes());
     let at = manifest.len() - 4;
     let sum = crc32fast::hash(&manifest[..at]);
@@ -360,6 +360,16 @@ fn a_format_1_store_is_read_and_moved_to_format_2() {
         .into_iter()
         .filter(|n| n.ends_with(".wal"))
         .collect();
+    // The same records as a format-1 WAL (no batch seal).
+    let wal = &old_wal[0];
+    fs.remove(wal).expect("remove");
+    fs.create(wal).expect("create");
+    let records: Vec<(u64, &[u8], &[u8])> =
+        vec![(1, b"k0", b"v"), (2, b"k1", b"v"), (3, b"k2", b"v")];
+    fs.append(wal, &ringkv_lsm::decode::encode_wal(&records))
+        .expect("append");
+    fs.fsync(wal).expect("fsync");
+    fs.fsync_dir().expect("fsync dir");
     let mut lsm = Lsm::open(fs, config.clone()).expect("a version-1 store opens");
     for i in 0..3u32 {
         assert_eq!(
@@ -369,7 +379,7 @@ fn a_format_1_store_is_read_and_moved_to_format_2() {
     }
     let mut fs = lsm.into_fs();
     let manifest = fs.read_all("MANIFEST").expect("manifest");
-    assert_eq!(manifest[8..12], 2u32.to_le_bytes(), "moved to version 2");
+    assert_eq!(manifest[8..12], 3u32.to_le_bytes(), "moved to version 3");
     let wals: Vec<String> = fs
         .list()
         .expect("list")
