@@ -976,6 +976,17 @@ impl<F: FileSystem> Lsm<F> {
                 return Ok(v);
             }
         }
+        // The pointer comes from disk: bound the read before allocating for it.
+        let frame_len_max = FRAME_HEADER_BYTES + self.frame_payload_max();
+        if p.frame_len as usize > frame_len_max {
+            return Err(LsmError::corrupt(
+                &name,
+                format!(
+                    "value at {} claims a frame of {} bytes, above {frame_len_max}",
+                    p.offset, p.frame_len
+                ),
+            ));
+        }
         let bytes = self
             .store
             .fs

@@ -158,7 +158,93 @@ pub(crate) fn decode(bytes: &[u8], key_bytes_max: usize) -> Result<ManifestState
     if !c.is_empty() {
         return Err("trailing body bytes".into());
     }
+    validate(&state)?;
     Ok(state)
+}
+
+/// The largest sequence number or file id a manifest may hold: far beyond any real store, and far
+/// enough from `u64::MAX` that counting up from it never overflows.
+const COUNTER_MAX: u64 = 1 << 62;
+/// The largest table or segment size (and entry count) a manifest may hold, so that sums over
+/// every table of a manifest (at most [`MANIFEST_BYTES_MAX`] / 32 of them) stay below `u64::MAX`.
+const SIZE_MAX: u64 = 1 << 40;
+
+/// Checks what the checksum cannot: that the state is one the engine could have written. A
+/// manifest that fails here was written by a buggy engine or damaged before its checksum was
+/// taken; opening it would break the engine's invariants (and its `check_invariants` asserts).
+fn validate(state: &ManifestState) -> Result<(), String> {
+    if state.next_file_id > COUNTER_MAX || state.last_seq > COUNTER_MAX {
+        return Err(format!(
+            "counters out of range (next_file_id {}, last_seq {})",
+            state.next_file_id, state.last_seq
+        ));
+    }
+    if state.levels.is_empty() {
+        return Err("no levels".into());
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut claim = |id: u64, what: &str| -> Result<(), String> {
+        if id >= state.next_file_id {
+            return Err(format!(
+                "{what} {id} is not below next_file_id {}",
+                state.next_file_id
+            ));
+        }
+        if !ids.insert(id) {
+            return Err(format!("file id {id} is used twice"));
+        }
+        Ok(())
+    };
+    claim(state.wal_id, "WAL")?;
+    for (level, tables) in state.levels.iter().enumerate() {
+        for t in tables {
+            claim(t.id, "table")?;
+            if t.smallest > t.largest {
+                return Err(format!(
+                    "level {level}: table {} has an inverted key range",
+                    t.id
+                ));
+            }
+            if t.size_bytes > SIZE_MAX || t.entry_count > SIZE_MAX {
+                return Err(format!(
+                    "level {level}: table {} has size {} and {} entries",
+                    t.id, t.size_bytes, t.entry_count
+                ));
+            }
+        }
+        if level >= 1 {
+            for pair in tables.windows(2) {
+                if pair[0].largest >= pair[1].smallest {
+                    return Err(format!(
+                        "level {level}: tables {} and {} overlap or are out of order",
+                        pair[0].id, pair[1].id
+                    ));
+                }
+            }
+        }
+    }
+    for (id, s) in &state.segments {
+        claim(*id, "value-log segment")?;
+        if s.size_bytes > SIZE_MAX || s.garbage_bytes > SIZE_MAX {
+            return Err(format!(
+                "value-log segment {id} has size {} and garbage {}",
+                s.size_bytes, s.garbage_bytes
+            ));
+        }
+    }
+    if !state.segments.contains_key(&state.vlog_active) {
+        return Err(format!(
+            "the active value-log segment {} is not listed",
+            state.vlog_active
+        ));
+    }
+    if state.vlog_active_trusted_len > SIZE_MAX {
+        return Err(format!(
+            "active segment trusted length {} out of range",
+            state.vlog_active_trusted_len
+        ));
+    }
+    Ok(())
 }
 
 /// Replaces the manifest atomically: temp file, fsync, rename, fsync directory.
