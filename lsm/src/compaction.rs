@@ -21,7 +21,9 @@ pub(crate) struct CompactionPlan {
 }
 
 fn level_bytes(level: &[TableMeta]) -> u64 {
-    level.iter().map(|t| t.size_bytes).sum()
+    level
+        .iter()
+        .fold(0u64, |sum, t| sum.saturating_add(t.size_bytes))
 }
 
 /// Chooses the most urgent compaction, if any level is over its target. `cursors[level]` is the
@@ -38,7 +40,7 @@ pub(crate) fn pick(
         let score = if level == 0 {
             tables.len() as u64 * 100 / config.level0_compaction_tables as u64
         } else {
-            level_bytes(tables) * 100 / config.level_bytes_max(level).max(1)
+            level_bytes(tables).saturating_mul(100) / config.level_bytes_max(level).max(1)
         };
         if score >= 100 && best.is_none_or(|(s, _)| score > s) {
             best = Some((score, level));

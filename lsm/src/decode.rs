@@ -19,13 +19,13 @@ fn limits(config: &LsmConfig) -> DecodeLimits {
 /// The `(sequence, key)` of each valid WAL record, and the length of the valid prefix.
 pub type WalSummary = (Vec<(u64, Vec<u8>)>, usize);
 
-/// Decodes a (format 2) WAL file as recovery does: returns the `(sequence, key)` of each valid
-/// record (sync markers left out) and the length of the kept prefix (a torn or holey unsynced
-/// tail is cut), or an error for a bad frame in the synced part (below a sync marker's claim) or
-/// a record that does not decode.
+/// Decodes a (format 3) WAL file as recovery does: returns the `(sequence, key)` of each valid
+/// record (sync markers and batch seals left out) and the length of the kept prefix (a torn or
+/// holey unsynced tail is cut), or an error for a bad frame in the synced part (below a sync
+/// marker's claim, or bit rot a batch seal exposes) or a record that does not decode.
 pub fn wal_records(bytes: &[u8], config: &LsmConfig) -> Result<WalSummary, String> {
     let payload_max = config.key_bytes_max + config.value_bytes_max + 64;
-    let scan = scan_wal(bytes, payload_max)?;
+    let scan = scan_wal(bytes, payload_max, true)?;
     let mut out = Vec::with_capacity(scan.frames.len());
     for (_, frame) in &scan.frames {
         let mut c = Cursor::new(frame.payload);

@@ -9,12 +9,15 @@ use crate::config::LsmConfig;
 use crate::entry::{decode_keyed, encode_keyed, Entry, ValuePointer};
 use crate::error::LsmError;
 use crate::frame::{
-    decode_frame, encode_frame, encode_sync_marker, scan_log, scan_wal, FRAME_HEADER_BYTES,
+    decode_frame, encode_frame, encode_sync_marker, scan_log, scan_wal, CutCause, WalCut,
+    FRAME_HEADER_BYTES,
 };
 use crate::fs::{DetachedFsync, FileSystem, FsError};
 use crate::manifest::{
     self, ManifestState, SegmentMeta, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, MANIFEST_TMP_FILE,
 };
+use crate::recovery::{RecoveryReport, WalTruncation, WalTruncationCause};
+use crate::seal::{seal_portions_max, BatchSealer};
 use crate::store::{RunCursor, TableStore};
 use crate::table::{table_file_name, DecodeLimits, TableBuilder, TableMeta};
 use bytes::Bytes;
@@ -241,6 +244,10 @@ pub struct Lsm<F: FileSystem> {
     /// marker first when `wal_durable` has passed it.
     wal_marked: u64,
     wal_progress: Arc<Mutex<WalProgress>>,
+    /// Seals the batch being appended to the WAL before it is handed to an fsync (`seal.rs`).
+    wal_sealer: BatchSealer,
+    /// What recovery at open did (a WAL cut, and whether it is suspect).
+    recovery: RecoveryReport,
     /// Length of the active value-log segment, including `vlog_buffer`.
     vlog_active_len: u64,
     /// Value-log frames staged by a flush and not yet appended to the active segment.
@@ -296,6 +303,8 @@ impl<F: FileSystem> Lsm<F> {
             wal_durable: 0,
             wal_marked: 0,
             wal_progress: Arc::default(),
+            wal_sealer: BatchSealer::new(0),
+            recovery: RecoveryReport::default(),
             vlog_active_len: 0,
             vlog_buffer: Vec::new(),
             vlog_unsynced: false,
@@ -341,18 +350,36 @@ impl<F: FileSystem> Lsm<F> {
 
         let wname = wal_file_name(self.state.wal_id);
         let wal = self.store.fs.read_all(&wname)?;
-        // Format 2: sync markers tell a hole in the unsynced tail from corruption of synced bytes
-        // (FORMAT.md). Format 1 (no markers): a bad frame followed by a valid one is corruption.
-        let legacy_wal = self.state.format_version < MANIFEST_FORMAT_VERSION;
-        let (frames, wal_valid_len, synced_through) = if legacy_wal {
+        // Formats 2 and 3: sync markers tell a hole in the unsynced tail from corruption of synced
+        // bytes, and (format 3) batch seals judge damage in the last synced batch (FORMAT.md).
+        // Format 1 (no markers): a bad frame followed by a valid one is corruption.
+        let legacy_wal = self.state.format_version < 2;
+        let (frames, wal_valid_len, synced_through, cut) = if legacy_wal {
             let scan = scan_log(&wal, 0, self.frame_payload_max())
                 .map_err(|why| LsmError::corrupt(&wname, why))?;
-            (scan.frames, scan.valid_len, 0)
+            let cut = (scan.valid_len < wal.len()).then_some(WalCut {
+                offset: scan.valid_len,
+                cause: CutCause::Unsealed,
+            });
+            (scan.frames, scan.valid_len, 0, cut)
         } else {
-            let scan = scan_wal(&wal, self.frame_payload_max())
+            let sealed = self.state.format_version >= 3;
+            let scan = scan_wal(&wal, self.frame_payload_max(), sealed)
                 .map_err(|why| LsmError::corrupt(&wname, why))?;
-            (scan.frames, scan.valid_len, scan.synced_through)
+            (scan.frames, scan.valid_len, scan.synced_through, scan.cut)
         };
+        self.recovery.wal_cut = cut.map(|cut| WalTruncation {
+            file: wname.clone(),
+            offset: cut.offset as u64,
+            bytes_dropped: (wal.len() - cut.offset) as u64,
+            cause: match cut.cause {
+                CutCause::UnsyncedTail => WalTruncationCause::UnsyncedTail,
+                CutCause::Ambiguous { portion_offset } => {
+                    WalTruncationCause::PossiblyCorruptLastBatch { portion_offset }
+                }
+                CutCause::Unsealed => WalTruncationCause::Unverifiable,
+            },
+        });
         let mut expected_seq = self.state.last_seq + 1;
         for (offset, frame) in &frames {
             if frame.seq != expected_seq {
@@ -407,8 +434,18 @@ impl<F: FileSystem> Lsm<F> {
             self.store.fs.fsync(&wname)?;
         }
         self.wal_len = wal_valid_len as u64;
-        self.wal_durable = self.wal_len;
+        self.wal_sealer = BatchSealer::new(self.wal_len);
         self.wal_marked = synced_through;
+        if !legacy_wal && synced_through < self.wal_len {
+            // Claim the recovered records now, fsynced, rather than with the next write (which a
+            // crash may lose): a bad frame among them is then below the claim, reported.
+            encode_sync_marker(&mut self.wal_buffer, self.wal_len);
+            self.wal_sealer.absorb(&self.wal_buffer);
+            self.wal_marked = self.wal_len;
+            self.write_wal_buffer()?;
+            self.store.fs.fsync(&wname)?;
+        }
+        self.wal_durable = self.wal_len;
         *lock_progress(&self.wal_progress) = WalProgress {
             wal_id: self.state.wal_id,
             durable: self.wal_len,
@@ -418,15 +455,16 @@ impl<F: FileSystem> Lsm<F> {
         if let Some(s) = self.state.segments.get_mut(&active) {
             s.size_bytes = self.vlog_active_len;
         }
-        if legacy_wal {
-            // Move a format-1 store to format 2 before anything is appended to its WAL: flush the
-            // replayed records into a table (which starts a fresh WAL and writes the manifest),
-            // or, with no records (an empty WAL), just rewrite the manifest.
+        if self.state.format_version < MANIFEST_FORMAT_VERSION {
+            // Move an older store to the current format before anything is appended to its WAL.
+            // Format 1 (no markers): flush the replayed records into a table (which starts a
+            // fresh WAL and writes the manifest). Format 2, or no records: just rewrite the
+            // manifest (a format-2 WAL is a valid format-3 one without seals).
             self.state.format_version = MANIFEST_FORMAT_VERSION;
-            if self.memtable.is_empty() {
-                manifest::store(&mut self.store.fs, &self.state)?;
-            } else {
+            if legacy_wal && !self.memtable.is_empty() {
                 self.flush_inner()?;
+            } else {
+                manifest::store(&mut self.store.fs, &self.state)?;
             }
         }
         Ok(())
@@ -489,6 +527,8 @@ impl<F: FileSystem> Lsm<F> {
                 .fsync(&vlog_file_name(self.state.vlog_active))?;
             self.vlog_unsynced = false;
         }
+        // A batch handed to an fsync is always sealed (FORMAT.md, "WAL recovery").
+        self.wal_sealer.seal(&mut self.wal_buffer);
         self.write_wal_buffer()?;
         if self.wal_unsynced {
             self.store.fs.fsync(&wal_file_name(self.state.wal_id))?;
@@ -548,6 +588,7 @@ impl<F: FileSystem> Lsm<F> {
                 .fsync(&vlog_file_name(self.state.vlog_active))?;
             self.vlog_unsynced = false;
         }
+        self.wal_sealer.seal(&mut self.wal_buffer);
         self.write_wal_buffer()?;
         let name = wal_file_name(self.state.wal_id);
         match self.store.fs.detached_fsync(&name)? {
@@ -673,6 +714,7 @@ impl<F: FileSystem> Lsm<F> {
         };
         let mut payload = Vec::with_capacity(key.len() + entry.size_bytes() + 8);
         encode_keyed(&mut payload, &key, &entry);
+        let staged_from = self.wal_buffer.len();
         if self.wal_durable > self.wal_marked {
             // Durable knowledge first: "the first `wal_durable` bytes were fsynced", true as
             // written, so recovery may trust it whether or not this marker is fsynced itself.
@@ -680,6 +722,11 @@ impl<F: FileSystem> Lsm<F> {
             self.wal_marked = self.wal_durable;
         }
         encode_frame(&mut self.wal_buffer, seq, &payload);
+        self.wal_sealer.absorb(&self.wal_buffer[staged_from..]);
+        if self.wal_sealer.portion_count() >= seal_portions_max(self.frame_payload_max()) {
+            // A seal must fit in a frame: a long batch is sealed in parts.
+            self.wal_sealer.seal(&mut self.wal_buffer);
+        }
         self.wal_unsynced = true;
         if self.wal_buffer.len() >= self.config.wal_buffer_bytes {
             self.write_wal_buffer()?;
@@ -852,6 +899,7 @@ impl<F: FileSystem> Lsm<F> {
         self.wal_unsynced = false;
         self.wal_durable = 0;
         self.wal_marked = 0;
+        self.wal_sealer = BatchSealer::new(0);
         *lock_progress(&self.wal_progress) = WalProgress {
             wal_id: new_wal,
             durable: 0,
@@ -927,6 +975,17 @@ impl<F: FileSystem> Lsm<F> {
             if let Some(v) = self.value_cache.get(&(p.segment, p.offset)) {
                 return Ok(v);
             }
+        }
+        // The pointer comes from disk: bound the read before allocating for it.
+        let frame_len_max = FRAME_HEADER_BYTES + self.frame_payload_max();
+        if p.frame_len as usize > frame_len_max {
+            return Err(LsmError::corrupt(
+                &name,
+                format!(
+                    "value at {} claims a frame of {} bytes, above {frame_len_max}",
+                    p.offset, p.frame_len
+                ),
+            ));
         }
         let bytes = self
             .store
@@ -1287,6 +1346,13 @@ impl<F: FileSystem> Lsm<F> {
     }
 
     // ---------------------------------------------------------------- introspection
+
+    /// What recovery at open did: whether the WAL was cut and whether that cut is suspect (it may
+    /// have dropped acknowledged writes: [`RecoveryReport::suspect`]). Callers should surface a
+    /// suspect report to the operator.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
 
     /// Why the engine is read-only, if a write-path failure poisoned it.
     pub fn poisoned(&self) -> Option<&str> {

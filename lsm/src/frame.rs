@@ -10,14 +10,17 @@
 //! Recovery rules (PITFALLS, storage):
 //! * value-log segments and format-1 WALs ([`scan_log`]): a bad frame with no valid frame after it
 //!   is a torn tail and is truncated; a bad frame followed by a valid one is corruption.
-//! * format-2 WALs ([`scan_wal`]): the WAL carries *sync markers* ("the first X bytes of this file
-//!   were fsynced before this marker was written"). A bad frame below the largest claim of the
-//!   markers before it lies in synced bytes: corruption, reported. A bad frame at or past it lies
-//!   in the unsynced tail, where a crash may leave holes (lost sectors read as zeros) before kept
-//!   sectors: the log is cut there and every later frame is dropped, valid or not (they were never
-//!   acknowledged, and keeping one after a hole would recover a hole in the write order).
+//! * format-2 and -3 WALs ([`scan_wal`]): the WAL carries *sync markers* ("the first X bytes of
+//!   this file were fsynced before this marker was written"). A bad frame below the largest claim
+//!   of the markers lies in synced bytes: corruption, reported. Past it, a bad frame inside a batch
+//!   with an intact *seal* (format 3, `seal.rs`) is judged by the seal: bit rot is reported, crash
+//!   damage cut. A bad frame in no sealed batch lies in the unsynced tail, where a crash may leave
+//!   holes (lost sectors read as zeros) before kept sectors: the log is cut there and every later
+//!   frame is dropped, valid or not (they were never acknowledged, and keeping one after a hole
+//!   would recover a hole in the write order).
 
 use crate::bytes_io::{crc, Cursor, PutBytes};
+use crate::seal::{judge, portions, seal_of, Seal, SealVerdict};
 
 /// Bytes of a frame before its payload.
 pub(crate) const FRAME_HEADER_BYTES: usize = 20;
@@ -154,27 +157,63 @@ fn sync_marker_claim(frame: &Frame<'_>) -> Option<u64> {
     c.u64().ok()
 }
 
+/// Why recovery cut a WAL short (the bytes from the cut on were dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CutCause {
+    /// Crash damage in bytes no completed sync covered: a torn write, a lost sector, a cut.
+    UnsyncedTail,
+    /// A portion of a sealed batch reads as all zeros where it held a single set bit: a lost
+    /// sector or a bit flip in synced bytes, which no reader can tell apart (`seal.rs`).
+    Ambiguous {
+        /// Offset of the portion.
+        portion_offset: u64,
+    },
+    /// A format-2 WAL (written before batch seals): a bad frame in the last synced batch cannot
+    /// be told from a torn write.
+    Unsealed,
+}
+
+/// Where and why recovery cut a WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalCut {
+    /// Offset of the first bad frame: the WAL is cut there.
+    pub(crate) offset: usize,
+    /// Why this is no corruption to refuse, or why it is still suspect.
+    pub(crate) cause: CutCause,
+}
+
 /// Outcome of reading a format-2 WAL.
 #[derive(Debug)]
 pub(crate) struct WalScan<'a> {
-    /// The valid record frames (sync markers left out), in order, with their offsets.
+    /// The valid record frames (sync markers and seals left out), in order, with their offsets.
     pub(crate) frames: Vec<(usize, Frame<'a>)>,
     /// Where the kept frames end; a longer file has a tail to truncate.
     pub(crate) valid_len: usize,
     /// The largest claim of a kept sync marker: bytes below it were fsynced.
     pub(crate) synced_through: u64,
+    /// Set when a bad frame ended the log (not just the end of the file).
+    pub(crate) cut: Option<WalCut>,
 }
 
-/// Reads a format-2 WAL (records and sync markers) from its start, stopping at the end or at the
-/// first bad frame. The synced length is the largest claim of any valid sync marker in the file
-/// (those after a bad frame are found by searching for valid frames past it). A bad frame below
-/// it is corruption (an error); at or past it, it is a crash artefact of the unsynced tail (a torn
-/// write, or a lost sector read as zeros) and the log ends there: later frames, even valid ones,
-/// are not returned (they were never acknowledged, and they follow a hole).
-pub(crate) fn scan_wal(bytes: &[u8], payload_bytes_max: usize) -> Result<WalScan<'_>, String> {
+/// Reads a WAL of format 2 (records and sync markers) or 3 (`sealed`: batch seals too, see
+/// `seal.rs`) from its start, stopping at the end or at the first bad frame. The synced length is
+/// the largest claim of any valid sync marker in the file (those after a bad frame are found by
+/// searching for valid frames past it). A bad frame below it is corruption (an error). At or past
+/// it, a bad frame inside a batch whose seal is intact is judged by the seal: bit rot is an error,
+/// crash damage (or the one ambiguous shape, reported in [`WalScan::cut`]) ends the log there; a
+/// bad frame in no sealed batch is a crash artefact of the unsynced tail and ends the log. Frames
+/// after the end, even valid ones, are not returned (never acknowledged, and they follow a hole).
+pub(crate) fn scan_wal(
+    bytes: &[u8],
+    payload_bytes_max: usize,
+    sealed: bool,
+) -> Result<WalScan<'_>, String> {
     let mut frames = Vec::new();
     let mut synced_through: u64 = 0;
+    // Offsets where a frame starts, as written: where a genuine seal's batch may start.
+    let mut boundaries = vec![0usize];
     let mut at = 0;
+    let mut cut = None;
     while at < bytes.len() {
         match decode_frame(&bytes[at..], payload_bytes_max) {
             Ok(frame) => {
@@ -187,15 +226,25 @@ pub(crate) fn scan_wal(bytes: &[u8], payload_bytes_max: usize) -> Result<WalScan
                         ));
                     }
                     synced_through = synced_through.max(claim);
+                } else if let Some(seal) = seal_of(&frame).filter(|_| sealed) {
+                    if !seal_fits(&seal, at, &boundaries) {
+                        return Err(format!(
+                            "seal at offset {at} describes a batch from {} that does not end at it",
+                            seal.batch_start
+                        ));
+                    }
                 } else {
                     frames.push((at, frame));
                 }
                 at += len;
+                boundaries.push(at);
             }
             Err(why) => {
                 // Markers past the bad frame still tell how much was synced. One found by this
                 // search could in principle be a frame-shaped run of bytes inside a value; one
-                // claiming past its own offset cannot be genuine and is ignored.
+                // claiming past its own offset cannot be genuine and is ignored. The first seal
+                // found whose batch holds the bad frame judges the damage.
+                let mut covering: Option<(usize, Seal)> = None;
                 let mut from = at;
                 while let Some(next) = next_valid_frame(bytes, from, payload_bytes_max) {
                     let Ok(frame) = decode_frame(&bytes[next..], payload_bytes_max) else {
@@ -204,6 +253,13 @@ pub(crate) fn scan_wal(bytes: &[u8], payload_bytes_max: usize) -> Result<WalScan
                     if let Some(claim) = sync_marker_claim(&frame) {
                         if claim <= next as u64 {
                             synced_through = synced_through.max(claim);
+                        }
+                    } else if let Some(seal) = seal_of(&frame).filter(|_| sealed) {
+                        if covering.is_none()
+                            && seal.batch_start <= at as u64
+                            && seal_fits(&seal, next, &boundaries)
+                        {
+                            covering = Some((next, seal));
                         }
                     }
                     from = next + frame.len - 1;
@@ -214,6 +270,30 @@ pub(crate) fn scan_wal(bytes: &[u8], payload_bytes_max: usize) -> Result<WalScan
                          marker says its first {synced_through} bytes were fsynced)"
                     ));
                 }
+                let cause = match covering {
+                    None if sealed => CutCause::UnsyncedTail,
+                    None => CutCause::Unsealed,
+                    Some((seal_at, seal)) => match judge(bytes, &seal, seal_at as u64) {
+                        SealVerdict::CrashDamage => CutCause::UnsyncedTail,
+                        SealVerdict::Ambiguous { portion_offset } => {
+                            CutCause::Ambiguous { portion_offset }
+                        }
+                        SealVerdict::BitRot { portion_offset } => {
+                            return Err(format!(
+                                "bad frame at offset {at} ({why}) in the batch sealed at \
+                                 {seal_at}: the sector portion at {portion_offset} differs from \
+                                 its seal by one bit (bit rot in written bytes, not a torn write)"
+                            ))
+                        }
+                        SealVerdict::Intact => {
+                            return Err(format!(
+                                "bad frame at offset {at} ({why}) in the batch sealed at \
+                                 {seal_at}, which reads as written"
+                            ))
+                        }
+                    },
+                };
+                cut = Some(WalCut { offset: at, cause });
                 break;
             }
         }
@@ -222,7 +302,19 @@ pub(crate) fn scan_wal(bytes: &[u8], payload_bytes_max: usize) -> Result<WalScan
         frames,
         valid_len: at.min(bytes.len()),
         synced_through,
+        cut,
     })
+}
+
+/// Whether `seal`, found at `seal_at`, can be genuine: its batch starts at a frame boundary read
+/// before the bad frame (or at it) and it holds one crc per sector portion of the batch.
+fn seal_fits(seal: &Seal, seal_at: usize, boundaries: &[usize]) -> bool {
+    let Ok(start) = usize::try_from(seal.batch_start) else {
+        return false;
+    };
+    start <= seal_at
+        && boundaries.binary_search(&start).is_ok()
+        && portions(seal.batch_start, seal_at as u64).count() == seal.crcs.len()
 }
 
 #[cfg(test)]
@@ -285,7 +377,7 @@ mod tests {
     #[test]
     fn wal_markers_are_skipped_and_bound_the_synced_part() {
         let (bytes, starts) = wal(3);
-        let scan = scan_wal(&bytes, 1 << 20).expect("scan");
+        let scan = scan_wal(&bytes, 1 << 20, true).expect("scan");
         assert_eq!(scan.frames.len(), 6);
         assert_eq!(scan.valid_len, bytes.len());
         assert_eq!(scan.synced_through, starts[2] as u64);
@@ -299,7 +391,8 @@ mod tests {
         let first = starts[2] + SYNC_MARKER_FRAME_BYTES;
         let mut holed = bytes.clone();
         holed[first..first + FRAME_HEADER_BYTES].fill(0);
-        let scan = scan_wal(&holed, 1 << 20).expect("a hole in the unsynced tail is no corruption");
+        let scan =
+            scan_wal(&holed, 1 << 20, true).expect("a hole in the unsynced tail is no corruption");
         assert_eq!(scan.valid_len, first);
         assert_eq!(
             scan.frames.len(),
@@ -314,7 +407,8 @@ mod tests {
         for at in 0..starts[2] {
             let mut bad = bytes.clone();
             bad[at] ^= 0x20;
-            let e = scan_wal(&bad, 1 << 20).expect_err("a flip below the last marker's claim");
+            let e =
+                scan_wal(&bad, 1 << 20, true).expect_err("a flip below the last marker's claim");
             assert!(e.contains("synced part"), "{e}");
         }
     }
@@ -324,7 +418,7 @@ mod tests {
         let mut out = Vec::new();
         encode_frame(&mut out, 1, b"x");
         encode_sync_marker(&mut out, 1000);
-        assert!(scan_wal(&out, 1 << 20).is_err());
+        assert!(scan_wal(&out, 1 << 20, true).is_err());
     }
 
     #[test]

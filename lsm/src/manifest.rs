@@ -24,9 +24,10 @@ pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 /// The temporary name a new manifest is written under before the rename.
 pub(crate) const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
 const MANIFEST_MAGIC: u64 = 0x7269_6e67_6b76_4d46; // "ringkvMF"
-/// Version 2: the live WAL carries sync markers (FORMAT.md). Version 1 (WAL without markers) is
-/// still read: its WAL is replayed under the old rule, then the store is moved to version 2.
-pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// Version 3: the live WAL carries sync markers and batch seals (FORMAT.md). Version 2 (markers,
+/// no seals) and version 1 (neither) are still read: the WAL is replayed under its own rule, then
+/// the store is moved to version 3.
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 3;
 /// Refuse manifests larger than this (a corrupt length must not allocate without bound).
 const MANIFEST_BYTES_MAX: usize = 256 << 20;
 
@@ -112,7 +113,7 @@ pub(crate) fn decode(bytes: &[u8], key_bytes_max: usize) -> Result<ManifestState
     if crc(&bytes[..at]) != sum {
         return Err("checksum mismatch".into());
     }
-    if version != 1 && version != MANIFEST_FORMAT_VERSION {
+    if !(1..=MANIFEST_FORMAT_VERSION).contains(&version) {
         return Err(format!("unsupported manifest version {version}"));
     }
     let mut c = Cursor::new(body);
@@ -157,7 +158,93 @@ pub(crate) fn decode(bytes: &[u8], key_bytes_max: usize) -> Result<ManifestState
     if !c.is_empty() {
         return Err("trailing body bytes".into());
     }
+    validate(&state)?;
     Ok(state)
+}
+
+/// The largest sequence number or file id a manifest may hold: far beyond any real store, and far
+/// enough from `u64::MAX` that counting up from it never overflows.
+const COUNTER_MAX: u64 = 1 << 62;
+/// The largest table or segment size (and entry count) a manifest may hold, so that sums over
+/// every table of a manifest (at most [`MANIFEST_BYTES_MAX`] / 32 of them) stay below `u64::MAX`.
+const SIZE_MAX: u64 = 1 << 40;
+
+/// Checks what the checksum cannot: that the state is one the engine could have written. A
+/// manifest that fails here was written by a buggy engine or damaged before its checksum was
+/// taken; opening it would break the engine's invariants (and its `check_invariants` asserts).
+fn validate(state: &ManifestState) -> Result<(), String> {
+    if state.next_file_id > COUNTER_MAX || state.last_seq > COUNTER_MAX {
+        return Err(format!(
+            "counters out of range (next_file_id {}, last_seq {})",
+            state.next_file_id, state.last_seq
+        ));
+    }
+    if state.levels.is_empty() {
+        return Err("no levels".into());
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut claim = |id: u64, what: &str| -> Result<(), String> {
+        if id >= state.next_file_id {
+            return Err(format!(
+                "{what} {id} is not below next_file_id {}",
+                state.next_file_id
+            ));
+        }
+        if !ids.insert(id) {
+            return Err(format!("file id {id} is used twice"));
+        }
+        Ok(())
+    };
+    claim(state.wal_id, "WAL")?;
+    for (level, tables) in state.levels.iter().enumerate() {
+        for t in tables {
+            claim(t.id, "table")?;
+            if t.smallest > t.largest {
+                return Err(format!(
+                    "level {level}: table {} has an inverted key range",
+                    t.id
+                ));
+            }
+            if t.size_bytes > SIZE_MAX || t.entry_count > SIZE_MAX {
+                return Err(format!(
+                    "level {level}: table {} has size {} and {} entries",
+                    t.id, t.size_bytes, t.entry_count
+                ));
+            }
+        }
+        if level >= 1 {
+            for pair in tables.windows(2) {
+                if pair[0].largest >= pair[1].smallest {
+                    return Err(format!(
+                        "level {level}: tables {} and {} overlap or are out of order",
+                        pair[0].id, pair[1].id
+                    ));
+                }
+            }
+        }
+    }
+    for (id, s) in &state.segments {
+        claim(*id, "value-log segment")?;
+        if s.size_bytes > SIZE_MAX || s.garbage_bytes > SIZE_MAX {
+            return Err(format!(
+                "value-log segment {id} has size {} and garbage {}",
+                s.size_bytes, s.garbage_bytes
+            ));
+        }
+    }
+    if !state.segments.contains_key(&state.vlog_active) {
+        return Err(format!(
+            "the active value-log segment {} is not listed",
+            state.vlog_active
+        ));
+    }
+    if state.vlog_active_trusted_len > SIZE_MAX {
+        return Err(format!(
+            "active segment trusted length {} out of range",
+            state.vlog_active_trusted_len
+        ));
+    }
+    Ok(())
 }
 
 /// Replaces the manifest atomically: temp file, fsync, rename, fsync directory.
@@ -230,11 +317,11 @@ mod tests {
             Ok(1),
             "version 1 is read"
         );
-        let mut v3 = v1.clone();
-        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
-        let sum = crc(&v3[..at]);
-        v3[at..].copy_from_slice(&sum.to_le_bytes());
-        assert!(decode(&v3, 100).is_err(), "an unknown version is refused");
+        let mut v4 = v1.clone();
+        v4[8..12].copy_from_slice(&4u32.to_le_bytes());
+        let sum = crc(&v4[..at]);
+        v4[at..].copy_from_slice(&sum.to_le_bytes());
+        assert!(decode(&v4, 100).is_err(), "an unknown version is refused");
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;

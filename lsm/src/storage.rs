@@ -6,6 +6,7 @@
 use crate::engine::{CompactionProgress, Lsm, WriteOutcome};
 use crate::error::LsmError;
 use crate::fs::FileSystem;
+use crate::recovery::RecoveryReport;
 use bytes::Bytes;
 use ringkv_core::storage::{Storage, StorageError};
 use ringkv_core::Record;
@@ -43,6 +44,12 @@ impl<F: FileSystem> LsmStorage<F> {
     /// `Storage` trait carries no time, so the driver passes it here.
     pub fn set_now_ms(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
+    }
+
+    /// What recovery did when the engine was opened. A driver logs [`RecoveryReport::suspect`]
+    /// when it is `Some`: the WAL was cut where acknowledged writes may have been lost.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        self.lsm.recovery_report()
     }
 
     /// The engine.

@@ -333,7 +333,7 @@ fn split_sync_makes_covered_writes_durable_even_across_a_flush() {
 }
 
 #[test]
-fn a_format_1_store_is_read_and_moved_to_format_2() {
+fn a_format_1_store_is_read_and_moved_to_format_3() {
     let config = LsmConfig::tiny_for_tests();
     let mut lsm = Lsm::open(SimFs::seeded(31), config.clone()).expect("open");
     for i in 0..3u32 {
@@ -341,10 +341,10 @@ fn a_format_1_store_is_read_and_moved_to_format_2() {
     }
     lsm.sync().expect("sync");
     let mut fs = lsm.into_fs();
-    // Rewrite the manifest as version 1 (same body; a format-1 WAL has no sync markers, and this
-    // one holds none yet: one synced batch).
+    // Rewrite the manifest as version 1 (same body) and the WAL as format 1 (no sync markers,
+    // no batch seals).
     let mut manifest = fs.read_all("MANIFEST").expect("manifest");
-    assert_eq!(manifest[8..12], 2u32.to_le_bytes());
+    assert_eq!(manifest[8..12], 3u32.to_le_bytes());
     manifest[8..12].copy_from_slice(&1u32.to_le_bytes());
     let at = manifest.len() - 4;
     let sum = crc32fast::hash(&manifest[..at]);
@@ -360,6 +360,16 @@ fn a_format_1_store_is_read_and_moved_to_format_2() {
         .into_iter()
         .filter(|n| n.ends_with(".wal"))
         .collect();
+    // The same records as a format-1 WAL (no batch seal).
+    let wal = &old_wal[0];
+    fs.remove(wal).expect("remove");
+    fs.create(wal).expect("create");
+    let records: Vec<(u64, &[u8], &[u8])> =
+        vec![(1, b"k0", b"v"), (2, b"k1", b"v"), (3, b"k2", b"v")];
+    fs.append(wal, &ringkv_lsm::decode::encode_wal(&records))
+        .expect("append");
+    fs.fsync(wal).expect("fsync");
+    fs.fsync_dir().expect("fsync dir");
     let mut lsm = Lsm::open(fs, config.clone()).expect("a version-1 store opens");
     for i in 0..3u32 {
         assert_eq!(
@@ -369,7 +379,7 @@ fn a_format_1_store_is_read_and_moved_to_format_2() {
     }
     let mut fs = lsm.into_fs();
     let manifest = fs.read_all("MANIFEST").expect("manifest");
-    assert_eq!(manifest[8..12], 2u32.to_le_bytes(), "moved to version 2");
+    assert_eq!(manifest[8..12], 3u32.to_le_bytes(), "moved to version 3");
     let wals: Vec<String> = fs
         .list()
         .expect("list")
@@ -380,4 +390,105 @@ fn a_format_1_store_is_read_and_moved_to_format_2() {
     fs.crash(CrashMode::LoseUnsynced);
     let mut lsm = Lsm::open(fs, config).expect("reopen");
     assert_eq!(lsm.get(b"k2").expect("get"), Some(b("v")));
+}
+
+/// A manifest as FORMAT.md lays it out (version 3), with a valid checksum around any content.
+fn manifest_bytes(
+    next_file_id: u64,
+    last_seq: u64,
+    levels: &[&[(u64, &str, &str)]],
+    segments: &[u64],
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for v in [next_file_id, last_seq, 1, 2, 0] {
+        body.extend_from_slice(&v.to_le_bytes()); // wal 1, active segment 2, trusted 0
+    }
+    body.extend_from_slice(&(levels.len() as u32).to_le_bytes());
+    for level in levels {
+        body.extend_from_slice(&(level.len() as u32).to_le_bytes());
+        for (id, smallest, largest) in level.iter() {
+            body.extend_from_slice(&id.to_le_bytes());
+            for key in [smallest, largest] {
+                body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                body.extend_from_slice(key.as_bytes());
+            }
+            body.extend_from_slice(&1000u64.to_le_bytes());
+            body.extend_from_slice(&10u64.to_le_bytes());
+        }
+    }
+    body.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+    for id in segments {
+        body.extend_from_slice(&id.to_le_bytes());
+        body.extend_from_slice(&[0u8; 16]);
+    }
+    let mut out = 0x7269_6e67_6b76_4d46u64.to_le_bytes().to_vec();
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    let sum = crc32fast::hash(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// A fresh store (WAL 1, segment 2) with empty files for tables 3 and 4 and `manifest` installed.
+fn store_with_manifest(manifest: &[u8]) -> SimFs {
+    let lsm = Lsm::open(SimFs::seeded(41), LsmConfig::tiny_for_tests()).expect("open");
+    let mut fs = lsm.into_fs();
+    for name in ["000003.sst", "000004.sst", "MANIFEST"] {
+        if fs.exists(name).expect("exists") {
+            fs.remove(name).expect("remove");
+        }
+        fs.create(name).expect("create");
+    }
+    fs.append("MANIFEST", manifest).expect("append");
+    fs.fsync("MANIFEST").expect("fsync");
+    fs.fsync_dir().expect("fsync dir");
+    fs
+}
+
+#[test]
+fn an_inconsistent_manifest_with_a_valid_checksum_is_reported_naming_it() {
+    // The helper writes manifests the engine accepts when their content is consistent.
+    let good = manifest_bytes(10, 5, &[&[(3, "a", "m")], &[(4, "n", "z")]], &[2]);
+    Lsm::open(store_with_manifest(&good), LsmConfig::tiny_for_tests())
+        .expect("a consistent manifest opens");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "overlapping tables in level 1",
+            manifest_bytes(10, 5, &[&[], &[(3, "a", "m"), (4, "c", "z")]], &[2]),
+        ),
+        (
+            "level 1 out of key order",
+            manifest_bytes(10, 5, &[&[], &[(3, "n", "z"), (4, "a", "c")]], &[2]),
+        ),
+        (
+            "an inverted key range",
+            manifest_bytes(10, 5, &[&[(3, "z", "a")], &[]], &[2]),
+        ),
+        (
+            "a table listed twice",
+            manifest_bytes(10, 5, &[&[(3, "a", "c")], &[(3, "a", "c")]], &[2]),
+        ),
+        (
+            "a table id from the future",
+            manifest_bytes(4, 5, &[&[(4, "a", "c")], &[]], &[2]),
+        ),
+        (
+            "a table id equal to the WAL's",
+            manifest_bytes(10, 5, &[&[(1, "a", "c")], &[]], &[2]),
+        ),
+        ("no active segment", manifest_bytes(10, 5, &[&[], &[]], &[])),
+        (
+            "a sequence counter about to overflow",
+            manifest_bytes(10, u64::MAX, &[&[], &[]], &[2]),
+        ),
+        ("no levels", manifest_bytes(10, 5, &[], &[2])),
+    ];
+    for (what, manifest) in cases {
+        match Lsm::open(store_with_manifest(&manifest), LsmConfig::tiny_for_tests()) {
+            Err(e @ LsmError::Corrupt { .. }) if e.file() == Some("MANIFEST") => {}
+            Err(e) => panic!("{what}: open failed without naming the manifest: {e}"),
+            Ok(_) => panic!("{what}: opened"),
+        }
+    }
 }

@@ -65,6 +65,13 @@ pub fn open(data_dir: &Path, settings: &StorageSettings) -> Result<NodeStorage, 
         ),
         e => format!("cannot open the storage engine in {}: {e}", dir.display()),
     })?;
+    if let Some(suspect) = lsm.recovery_report().suspect() {
+        tracing::warn!(
+            dir = %dir.display(),
+            %suspect,
+            "storage recovered, but the WAL cut may have dropped acknowledged writes"
+        );
+    }
     Ok(LsmStorage::new(lsm))
 }
 
