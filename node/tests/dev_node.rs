@@ -151,6 +151,35 @@ fn pipelined_commands_answer_in_order() {
     }
 }
 
+/// redis-rs writes a whole blocking pipeline before reading any reply. One larger than the
+/// sockets' buffers in both directions (about 22 MB of commands, 30 MB of replies) used to
+/// deadlock: the node stopped reading while blocked writing replies the client was not yet
+/// reading. Redis answers it; so must we.
+#[test]
+fn a_pipeline_larger_than_the_socket_buffers_is_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev");
+    let mut c = node.client();
+    let key = "k".repeat(200);
+    let value = "v".repeat(256);
+    assert_eq!(
+        run(&mut c, &["SET", &key, &value]).expect("set"),
+        Value::Okay
+    );
+    const GETS: usize = 100_000;
+    let mut pipeline = redis::pipe();
+    for _ in 0..GETS {
+        pipeline.cmd("GET").arg(&key);
+    }
+    let replies: Vec<Value> = pipeline.query(&mut c).expect("pipeline");
+    assert_eq!(replies.len(), GETS);
+    assert!(replies.iter().all(|reply| *reply == bulk(&value)));
+    assert_eq!(
+        run(&mut c, &["PING"]).expect("ping"),
+        Value::SimpleString("PONG".into())
+    );
+}
+
 #[test]
 fn bad_input_closes_only_that_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
