@@ -6,7 +6,9 @@
 //! `request_bytes_max` and `arguments_max` per command (a protocol error: answered, then that
 //! connection closes), key and value sizes (refused by the core with a RESP error; the connection
 //! stays open). Input is read only while no complete command is buffered, so a pipelining
-//! client is throttled by TCP rather than by unbounded buffers.
+//! client is throttled by TCP rather than by unbounded buffers; the one exception is while
+//! replies wait to be written, when input is read ahead up to `pipeline_bytes_max` (see
+//! [`write_reading_ahead`]).
 
 use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
@@ -152,6 +154,8 @@ async fn connection(
 ) -> std::io::Result<()> {
     let (mut reader, mut writer) = stream.into_split();
     let limits = shared.limits();
+    let pipeline_bytes_max = shared.settings.limits.pipeline_bytes_max;
+    let mut input_closed = false;
     let mut session = Session {
         shared,
         id: shared.next_connection.fetch_add(1, Ordering::Relaxed),
@@ -177,7 +181,15 @@ async fn connection(
                         return Ok(());
                     }
                     if output.len() >= 64 << 10 {
-                        writer.write_all(&output).await?;
+                        write_reading_ahead(
+                            &mut writer,
+                            &mut reader,
+                            &output,
+                            &mut input,
+                            pipeline_bytes_max,
+                            &mut input_closed,
+                        )
+                        .await?;
                         output.clear();
                     }
                 }
@@ -191,8 +203,21 @@ async fn connection(
             }
         }
         if !output.is_empty() {
-            writer.write_all(&output).await?;
+            write_reading_ahead(
+                &mut writer,
+                &mut reader,
+                &output,
+                &mut input,
+                pipeline_bytes_max,
+                &mut input_closed,
+            )
+            .await?;
             output.clear();
+            // Input read ahead may hold whole commands: run them before reading again.
+            continue;
+        }
+        if input_closed {
+            return Ok(());
         }
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 << 10);
@@ -206,6 +231,45 @@ async fn connection(
             _ = shutdown.changed() => return Ok(()),
         }
     }
+}
+
+/// Writes all of `output` while still reading the client's input into `input`, up to
+/// `input_bytes_max` buffered; `input_closed` is set if the client ends its side meanwhile.
+///
+/// Not reading while blocked on a write would deadlock a client that writes its whole pipeline
+/// before reading any reply (redis-rs's blocking pipelines do, and Redis serves them): it
+/// waits for us to read while we wait for it to read. Past the bound the connection is
+/// throttled by TCP again, so memory per connection stays bounded.
+async fn write_reading_ahead(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    output: &[u8],
+    input: &mut BytesMut,
+    input_bytes_max: usize,
+    input_closed: &mut bool,
+) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < output.len() {
+        let room = input_bytes_max.saturating_sub(input.len());
+        if *input_closed || room == 0 {
+            return writer.write_all(&output[written..]).await;
+        }
+        input.reserve(room.min(64 << 10));
+        let mut limited = (&mut *reader).take(room as u64);
+        // Both branches are cancel-safe: a write or read that loses the race moved no bytes.
+        tokio::select! {
+            sent = writer.write(&output[written..]) => match sent? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => written += n,
+            },
+            read = limited.read_buf(input) => {
+                if read? == 0 {
+                    *input_closed = true;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The RESP error for a reply that is not a success.

@@ -132,6 +132,8 @@ pub struct LimitsFile {
     pub value_bytes_max: Option<usize>,
     /// Largest client command, all arguments included.
     pub request_bytes_max: Option<usize>,
+    /// Most pipelined input read ahead per connection while its replies wait to be written.
+    pub pipeline_bytes_max: Option<usize>,
     /// Most arguments in one client command.
     pub arguments_max: Option<usize>,
     /// Most client connections at once.
@@ -322,6 +324,9 @@ pub struct Peer {
 pub struct Limits {
     /// Largest client command.
     pub request_bytes_max: usize,
+    /// Most pipelined input read ahead per connection while its replies wait to be written
+    /// (at least `request_bytes_max`).
+    pub pipeline_bytes_max: usize,
     /// Most arguments in one client command.
     pub arguments_max: usize,
     /// Most client connections.
@@ -699,6 +704,15 @@ impl FileConfig {
                 format!("must be between {floor} (a largest key and value) and 1 GiB"),
             );
         }
+        let pipeline_bytes_max = file
+            .pipeline_bytes_max
+            .unwrap_or(request_bytes_max.max(64 << 20));
+        if !(request_bytes_max..=1 << 30).contains(&pipeline_bytes_max) {
+            return invalid(
+                "limits.pipeline_bytes_max",
+                format!("must be between {request_bytes_max} (limits.request_bytes_max) and 1 GiB"),
+            );
+        }
         let arguments_max = file.arguments_max.unwrap_or(1 << 16);
         if !(3..=1 << 20).contains(&arguments_max) {
             return invalid("limits.arguments_max", "must be between 3 and 1048576");
@@ -729,6 +743,7 @@ impl FileConfig {
         }
         Ok(Limits {
             request_bytes_max,
+            pipeline_bytes_max,
             arguments_max,
             connections_max,
             peer_frame_bytes_max,
@@ -1034,6 +1049,10 @@ mod tests {
         assert_eq!(
             field_of("node_id = 1\n[limits]\nvalue_bytes_max = 0"),
             "limits.value_bytes_max"
+        );
+        assert_eq!(
+            field_of("node_id = 1\n[limits]\npipeline_bytes_max = 1048576"),
+            "limits.pipeline_bytes_max"
         );
         assert_eq!(
             field_of("node_id = 1\n[limits]\nvalue_bytes_max = 33554432"),

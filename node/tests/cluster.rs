@@ -1,14 +1,15 @@
 //! Three real `ringkv-node` processes on loopback: replication across processes, a node killed
 //! and restarted, bad input on the peer port, a peer with the wrong secret, and
-//! `ringkv local-cluster` starting and stopping a cluster.
+//! `ringkv local-cluster` starting and stopping a cluster. Clients speak through the `redis`
+//! crate.
 
 mod common;
 
 use common::*;
+use redis::Value;
 use ringkv_core::NodeId;
 use ringkv_node::peer::frame::encode_frame;
 use ringkv_node::peer::handshake::{self, HandshakeError, PeerAuth};
-use ringkv_node::resp::Reply;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
@@ -102,29 +103,28 @@ fn three_processes_replicate_and_survive_a_kill() {
     let mut first = nodes[0].client();
     let mut second = nodes[1].client();
     for i in 0..300 {
-        let reply = first
-            .command(&["SET", &format!("key{i}"), &format!("one{i}")])
-            .expect("set");
-        assert_eq!(reply, ok(), "write {i} through node 1");
+        let reply = run(&mut first, &["SET", &format!("key{i}"), &format!("one{i}")]).expect("set");
+        assert_eq!(reply, Value::Okay, "write {i} through node 1");
     }
     for i in 0..300 {
-        let reply = second.command(&["GET", &format!("key{i}")]).expect("get");
+        let reply = run(&mut second, &["GET", &format!("key{i}")]).expect("get");
         assert_eq!(reply, bulk(&format!("one{i}")), "read {i} through node 2");
     }
     let mut third = nodes[2].client();
-    let all = third
-        .command(&["KV.GET", "key7", "LEVEL", "all"])
+    let all = redis::cmd("KV.GET")
+        .arg("key7")
+        .arg("LEVEL")
+        .arg("all")
+        .query::<Value>(&mut third)
         .expect("kv.get");
-    assert_eq!(field(&all, "acks"), Reply::Integer(3));
+    assert_eq!(field(&all, "acks"), Value::Int(3));
 
     // Kill node 3; with n = 3 and w = 2 the two others still acknowledge every write.
     let killed = nodes.pop().expect("node 3");
     killed.kill();
     for i in 0..300 {
-        let reply = first
-            .command(&["SET", &format!("key{i}"), &format!("two{i}")])
-            .expect("set");
-        assert_eq!(reply, ok(), "write {i} with node 3 down");
+        let reply = run(&mut first, &["SET", &format!("key{i}"), &format!("two{i}")]).expect("set");
+        assert_eq!(reply, Value::Okay, "write {i} with node 3 down");
     }
     let mut restarted = layout.start(dir.path(), 3);
     // Node 3 reaching its peers wakes their reconnects to it (no backoff wait); until both
@@ -138,17 +138,18 @@ fn three_processes_replicate_and_survive_a_kill() {
         let mut attempts = 0;
         let reply = loop {
             attempts += 1;
-            let reply = third
-                .command(&["KV.GET", &format!("key{i}"), "LEVEL", "quorum"])
-                .expect("kv.get");
-            if matches!(reply, Reply::Error(_)) && attempts < 30 {
+            let reply = run(
+                &mut third,
+                &["KV.GET", &format!("key{i}"), "LEVEL", "quorum"],
+            );
+            if reply.is_err() && attempts < 30 {
                 continue;
             }
-            break reply;
+            break reply.expect("kv.get");
         };
         assert_eq!(
             field(&reply, "values"),
-            Reply::Array(vec![bulk(&format!("two{i}"))]),
+            Value::Array(vec![bulk(&format!("two{i}"))]),
             "key{i} after restart"
         );
     }
@@ -248,9 +249,15 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
 
     // The cluster still replicates (w = 2 needs both nodes) and serves clients.
     let mut c = nodes[0].client();
-    assert_eq!(c.command(&["SET", "after", "attack"]).expect("set"), ok());
+    assert_eq!(
+        run(&mut c, &["SET", "after", "attack"]).expect("set"),
+        Value::Okay
+    );
     let mut c2 = nodes[1].client();
-    assert_eq!(c2.command(&["GET", "after"]).expect("get"), bulk("attack"));
+    assert_eq!(
+        run(&mut c2, &["GET", "after"]).expect("get"),
+        bulk("attack")
+    );
     let stderr = nodes[0].stderr();
     assert!(
         stderr.contains("peer connection refused"),
@@ -290,12 +297,13 @@ fn local_cluster_starts_and_stops_three_processes() {
         .map(str::to_string)
         .collect();
     assert_eq!(addresses.len(), 3);
-    let mut a =
-        ringkv_node::resp_client::RespClient::connect(&addresses[0], LINE_WAIT).expect("connect");
-    assert_eq!(a.command(&["SET", "shared", "value"]).expect("set"), ok());
-    let mut c =
-        ringkv_node::resp_client::RespClient::connect(&addresses[2], LINE_WAIT).expect("connect");
-    assert_eq!(c.command(&["GET", "shared"]).expect("get"), bulk("value"));
+    let mut a = connect(&addresses[0]);
+    assert_eq!(
+        run(&mut a, &["SET", "shared", "value"]).expect("set"),
+        Value::Okay
+    );
+    let mut c = connect(&addresses[2]);
+    assert_eq!(run(&mut c, &["GET", "shared"]).expect("get"), bulk("value"));
 
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
@@ -380,18 +388,17 @@ fn sigkill_during_load_loses_no_acknowledged_write() {
     let coordinator = nodes[0].as_ref().expect("node 1").client_addr.clone();
     let (progress_tx, progress_rx) = std::sync::mpsc::channel::<usize>();
     let writer = std::thread::spawn(move || {
-        let mut client = ringkv_node::resp_client::RespClient::connect(&coordinator, LINE_WAIT)
-            .expect("connect");
+        let mut client = connect(&coordinator);
         let mut acknowledged = std::collections::BTreeMap::new();
         let mut indeterminate = 0;
         for i in 0..KEYS {
             let key = format!("load{}", i % 500);
             let value = format!("v{i}");
-            match client.command(&["SET", &key, &value]).expect("set") {
-                Reply::Simple(ok) if ok == "OK" => {
+            match run(&mut client, &["SET", &key, &value]) {
+                Ok(Value::Okay) => {
                     acknowledged.insert(key, value);
                 }
-                Reply::Error(e) if e.starts_with("INDETERMINATE") => {
+                Err(e) if e.code() == Some("INDETERMINATE") => {
                     // It may or may not take effect: a later acknowledged write supersedes it,
                     // and until then this key is not checked.
                     acknowledged.remove(&key);
@@ -435,17 +442,15 @@ fn sigkill_during_load_loses_no_acknowledged_write() {
         let mut attempts = 0;
         let reply = loop {
             attempts += 1;
-            let reply = reader
-                .command(&["KV.GET", key, "LEVEL", "all"])
-                .expect("kv.get");
-            if matches!(reply, Reply::Error(_)) && attempts < 30 {
+            let reply = run(&mut reader, &["KV.GET", key, "LEVEL", "all"]);
+            if reply.is_err() && attempts < 30 {
                 continue;
             }
-            break reply;
+            break reply.expect("kv.get");
         };
         assert_eq!(
             field(&reply, "values"),
-            Reply::Array(vec![bulk(value)]),
+            Value::Array(vec![bulk(value)]),
             "{key} lost its acknowledged value"
         );
     }
@@ -496,18 +501,17 @@ fn write_keys(
         .map(|part| {
             let (part, addr, round) = (part.to_vec(), addr.to_string(), round.to_string());
             std::thread::spawn(move || {
-                let mut client = ringkv_node::resp_client::RespClient::connect(&addr, LINE_WAIT)
-                    .expect("connect");
+                let mut client = connect(&addr);
                 let mut acknowledged = std::collections::BTreeMap::new();
                 let mut refused = 0;
                 for i in part {
                     let (key, value) = (format!("k{i}"), format!("{round}{i}"));
-                    match client.command(&["SET", &key, &value]).expect("set") {
-                        Reply::Simple(ok) if ok == "OK" => {
+                    match run(&mut client, &["SET", &key, &value]) {
+                        Ok(Value::Okay) => {
                             acknowledged.insert(key, value);
                         }
-                        Reply::Error(_) => refused += 1,
-                        other => panic!("SET {key}: {other:?}"),
+                        Err(_) => refused += 1,
+                        Ok(other) => panic!("SET {key}: {other:?}"),
                     }
                 }
                 (acknowledged, refused)
@@ -629,15 +633,18 @@ fn sloppy_quorum_keeps_writes_available_and_repair_converges() {
     // Every acknowledged key at R = 3, through each node in turn.
     let mut clients: Vec<_> = nodes.iter().map(NodeProcess::client).collect();
     for (n, (key, value)) in acknowledged.iter().enumerate() {
-        let reply = clients[n % 3]
-            .command(&["KV.GET", key, "LEVEL", "all"])
+        let reply = redis::cmd("KV.GET")
+            .arg(key)
+            .arg("LEVEL")
+            .arg("all")
+            .query::<Value>(&mut clients[n % 3])
             .expect("kv.get");
         assert_eq!(
             field(&reply, "values"),
-            Reply::Array(vec![bulk(value)]),
+            Value::Array(vec![bulk(value)]),
             "{key} at R = 3"
         );
-        assert_eq!(field(&reply, "acks"), Reply::Integer(3), "{key} at R = 3");
+        assert_eq!(field(&reply, "acks"), Value::Int(3), "{key} at R = 3");
     }
     // And the restarted node alone holds every one of them: stop the two others and read at
     // level one through it (its own replica answers).
@@ -648,12 +655,15 @@ fn sloppy_quorum_keeps_writes_available_and_repair_converges() {
     }
     let mut alone = third.client();
     for (key, value) in &acknowledged {
-        let reply = alone
-            .command(&["KV.GET", key, "LEVEL", "one"])
+        let reply = redis::cmd("KV.GET")
+            .arg(key)
+            .arg("LEVEL")
+            .arg("one")
+            .query::<Value>(&mut alone)
             .expect("kv.get");
         assert_eq!(
             field(&reply, "values"),
-            Reply::Array(vec![bulk(value)]),
+            Value::Array(vec![bulk(value)]),
             "{key} on the restarted node alone"
         );
     }

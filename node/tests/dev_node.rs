@@ -1,10 +1,11 @@
-//! A real `ringkv-node --dev` process spoken to over RESP: commands, limits, bad input, AUTH,
-//! graceful shutdown and recovery after SIGKILL.
+//! A real `ringkv-node --dev` process spoken to over RESP through the `redis` crate (and our raw
+//! client for malformed input): commands, limits, bad input, AUTH, graceful shutdown and
+//! recovery after SIGKILL.
 
 mod common;
 
 use common::*;
-use ringkv_node::resp::Reply;
+use redis::{Commands, Value};
 use std::io::Write;
 
 fn dev_args(extra: &[&str]) -> Vec<String> {
@@ -25,90 +26,106 @@ fn redis_commands_round_trip() {
     let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev");
     let mut c = node.client();
     assert_eq!(
-        c.command(&["PING"]).expect("ping"),
-        Reply::Simple("PONG".into())
+        run(&mut c, &["PING"]).expect("ping"),
+        Value::SimpleString("PONG".into())
     );
-    assert_eq!(c.command(&["ECHO", "hi"]).expect("echo"), bulk("hi"));
-    assert_eq!(c.command(&["SELECT", "0"]).expect("select"), ok());
-    assert!(error_text(c.command(&["SELECT", "1"]).expect("select")).contains("out of range"));
-    assert_eq!(c.command(&["SET", "k", "hello"]).expect("set"), ok());
-    assert_eq!(c.command(&["GET", "k"]).expect("get"), bulk("hello"));
+    assert_eq!(run(&mut c, &["ECHO", "hi"]).expect("echo"), bulk("hi"));
+    assert_eq!(run(&mut c, &["SELECT", "0"]).expect("select"), Value::Okay);
+    assert!(error_text(run(&mut c, &["SELECT", "1"])).contains("out of range"));
     assert_eq!(
-        c.command(&["EXISTS", "k", "nope"]).expect("exists"),
-        Reply::Integer(1)
+        run(&mut c, &["SET", "k", "hello"]).expect("set"),
+        Value::Okay
     );
+    assert_eq!(run(&mut c, &["GET", "k"]).expect("get"), bulk("hello"));
     assert_eq!(
-        c.command(&["MSET", "a", "1", "b", "2"]).expect("mset"),
-        ok()
-    );
-    assert_eq!(
-        c.command(&["MGET", "a", "b", "nope"]).expect("mget"),
-        Reply::Array(vec![bulk("1"), bulk("2"), Reply::Null])
+        run(&mut c, &["EXISTS", "k", "nope"]).expect("exists"),
+        Value::Int(1)
     );
     assert_eq!(
-        c.command(&["DEL", "k", "a", "nope"]).expect("del"),
-        Reply::Integer(2)
+        run(&mut c, &["MSET", "a", "1", "b", "2"]).expect("mset"),
+        Value::Okay
     );
-    assert_eq!(c.command(&["GET", "k"]).expect("get"), Reply::Null);
-    let refused = error_text(c.command(&["SET", "k", "v", "NX"]).expect("set nx"));
+    assert_eq!(
+        run(&mut c, &["MGET", "a", "b", "nope"]).expect("mget"),
+        Value::Array(vec![bulk("1"), bulk("2"), Value::Nil])
+    );
+    assert_eq!(
+        run(&mut c, &["DEL", "k", "a", "nope"]).expect("del"),
+        Value::Int(2)
+    );
+    assert_eq!(run(&mut c, &["GET", "k"]).expect("get"), Value::Nil);
+    // The crate's typed commands decode the same replies.
+    let () = c.set("typed", "yes").expect("typed set");
+    let typed: Option<String> = c.get("typed").expect("typed get");
+    assert_eq!(typed.as_deref(), Some("yes"));
+    let missing: Option<String> = c.get("nope").expect("typed get");
+    assert_eq!(missing, None);
+    let refused = error_text(run(&mut c, &["SET", "k", "v", "NX"]));
     assert!(refused.contains("'NX' is not supported"), "{refused}");
-    assert!(error_text(c.command(&["FLUSHALL"]).expect("flushall")).contains("unknown command"));
+    assert!(error_text(run(&mut c, &["FLUSHALL"])).contains("unknown command"));
 
-    let put = c
-        .command(&["KV.PUT", "kv", "one", "LEVEL", "all"])
-        .expect("kv.put");
-    assert_eq!(field(&put, "acks"), Reply::Integer(1));
-    let read = c
-        .command(&["KV.GET", "kv", "LEVEL", "one"])
+    let put = run(&mut c, &["KV.PUT", "kv", "one", "LEVEL", "all"]).expect("kv.put");
+    assert_eq!(field(&put, "acks"), Value::Int(1));
+    let read = redis::cmd("KV.GET")
+        .arg("kv")
+        .arg("LEVEL")
+        .arg("one")
+        .query::<Value>(&mut c)
         .expect("kv.get");
-    assert_eq!(field(&read, "values"), Reply::Array(vec![bulk("one")]));
-    let Reply::Bulk(context) = field(&read, "context") else {
+    assert_eq!(field(&read, "values"), Value::Array(vec![bulk("one")]));
+    let Value::BulkString(context) = field(&read, "context") else {
         panic!("context is a string")
     };
-    let context = String::from_utf8(context.to_vec()).expect("utf8");
-    let deleted = c
-        .command(&["KV.DEL", "kv", "CONTEXT", &context])
-        .expect("kv.del");
-    assert_eq!(field(&deleted, "acks"), Reply::Integer(1));
-    let read = c.command(&["KV.GET", "kv"]).expect("kv.get");
-    assert_eq!(field(&read, "values"), Reply::Array(Vec::new()));
-    assert!(
-        error_text(c.command(&["KV.GET", "kv", "LEVEL", "5"]).expect("level")).contains("replicas")
-    );
+    let context = String::from_utf8(context).expect("utf8");
+    let deleted = run(&mut c, &["KV.DEL", "kv", "CONTEXT", &context]).expect("kv.del");
+    assert_eq!(field(&deleted, "acks"), Value::Int(1));
+    let read = run(&mut c, &["KV.GET", "kv"]).expect("kv.get");
+    assert_eq!(field(&read, "values"), Value::Array(Vec::new()));
+    assert!(error_text(run(&mut c, &["KV.GET", "kv", "LEVEL", "5"])).contains("replicas"));
 
     // RESP3 after HELLO 3: maps and nulls change shape.
-    let hello = c.command(&["HELLO", "3"]).expect("hello");
-    assert!(matches!(&hello, Reply::Map(_)), "{hello:?}");
-    assert_eq!(field(&hello, "proto"), Reply::Integer(3));
-    assert_eq!(c.command(&["GET", "missing"]).expect("get"), Reply::Null);
+    let hello = run(&mut c, &["HELLO", "3"]).expect("hello");
+    assert!(matches!(&hello, Value::Map(_)), "{hello:?}");
+    assert_eq!(field(&hello, "proto"), Value::Int(3));
+    assert_eq!(run(&mut c, &["GET", "missing"]).expect("get"), Value::Nil);
     assert!(matches!(
-        c.command(&["KV.GET", "b"]).expect("kv.get"),
-        Reply::Map(_)
+        run(&mut c, &["KV.GET", "b"]).expect("kv.get"),
+        Value::Map(_)
     ));
 
     assert_eq!(
-        c.command(&["CLIENT", "SETNAME", "tester"])
-            .expect("setname"),
-        ok()
+        run(&mut c, &["CLIENT", "SETNAME", "tester"]).expect("setname"),
+        Value::Okay
     );
     assert_eq!(
-        c.command(&["CLIENT", "GETNAME"]).expect("getname"),
+        run(&mut c, &["CLIENT", "GETNAME"]).expect("getname"),
         bulk("tester")
     );
-    let config = c.command(&["CONFIG", "GET", "appendonly"]).expect("config");
+    let config = run(&mut c, &["CONFIG", "GET", "appendonly"]).expect("config");
     assert_eq!(field(&config, "appendonly"), bulk("yes"));
-    let Reply::Verbatim(info) = c.command(&["INFO"]).expect("info") else {
+    let Value::VerbatimString { text: info, .. } = run(&mut c, &["INFO"]).expect("info") else {
         panic!("info is text")
     };
     for section in ["# Server", "# Replication", "# Keyspace", "# ringkv"] {
         assert!(info.contains(section), "INFO lacks {section}");
     }
     assert!(matches!(
-        c.command(&["COMMAND"]).expect("command"),
-        Reply::Array(_)
+        run(&mut c, &["COMMAND"]).expect("command"),
+        Value::Array(_)
     ));
-    assert_eq!(c.command(&["QUIT"]).expect("quit"), ok());
-    assert!(c.read_reply().is_err(), "the connection closes after QUIT");
+    assert_eq!(run(&mut c, &["QUIT"]).expect("quit"), Value::Okay);
+    let after = redis::cmd("PING").query::<Value>(&mut c);
+    assert!(
+        after.as_ref().is_err_and(|e| e.code().is_none()),
+        "the connection closes after QUIT: {after:?}"
+    );
+
+    // The crate's own RESP3 handshake (it sends HELLO 3 and reads the reply as a map).
+    let mut resp3 = connect_url(&format!("redis://{}/?protocol=resp3", node.client_addr));
+    assert_eq!(run(&mut resp3, &["GET", "b"]).expect("get"), bulk("2"));
+    let read = run(&mut resp3, &["KV.GET", "b", "LEVEL", "one"]).expect("kv.get");
+    assert!(matches!(&read, Value::Map(_)), "{read:?}");
+    assert_eq!(field(&read, "values"), Value::Array(vec![bulk("2")]));
 }
 
 #[test]
@@ -116,23 +133,51 @@ fn pipelined_commands_answer_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev");
     let mut c = node.client();
-    let mut pipeline = Vec::new();
+    // The crate writes the whole pipeline before reading any reply.
+    let mut pipeline = redis::pipe();
     for i in 0..200 {
-        pipeline.extend(ringkv_node::resp_client::RespClient::encode(&[
-            "SET".to_string(),
-            format!("p{i}"),
-            format!("v{i}"),
-        ]));
-        pipeline.extend(ringkv_node::resp_client::RespClient::encode(&[
-            "GET".to_string(),
-            format!("p{i}"),
-        ]));
+        pipeline
+            .cmd("SET")
+            .arg(format!("p{i}"))
+            .arg(format!("v{i}"))
+            .cmd("GET")
+            .arg(format!("p{i}"));
     }
-    c.send_raw(&pipeline).expect("send");
-    for i in 0..200 {
-        assert_eq!(c.read_reply().expect("set"), ok());
-        assert_eq!(c.read_reply().expect("get"), bulk(&format!("v{i}")));
+    let replies: Vec<Value> = pipeline.query(&mut c).expect("pipeline");
+    assert_eq!(replies.len(), 400);
+    for (i, pair) in replies.chunks(2).enumerate() {
+        assert_eq!(pair[0], Value::Okay, "set {i}");
+        assert_eq!(pair[1], bulk(&format!("v{i}")), "get {i}");
     }
+}
+
+/// redis-rs writes a whole blocking pipeline before reading any reply. One larger than the
+/// sockets' buffers in both directions (about 22 MB of commands, 30 MB of replies) used to
+/// deadlock: the node stopped reading while blocked writing replies the client was not yet
+/// reading. Redis answers it; so must we.
+#[test]
+fn a_pipeline_larger_than_the_socket_buffers_is_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev");
+    let mut c = node.client();
+    let key = "k".repeat(200);
+    let value = "v".repeat(256);
+    assert_eq!(
+        run(&mut c, &["SET", &key, &value]).expect("set"),
+        Value::Okay
+    );
+    const GETS: usize = 100_000;
+    let mut pipeline = redis::pipe();
+    for _ in 0..GETS {
+        pipeline.cmd("GET").arg(&key);
+    }
+    let replies: Vec<Value> = pipeline.query(&mut c).expect("pipeline");
+    assert_eq!(replies.len(), GETS);
+    assert!(replies.iter().all(|reply| *reply == bulk(&value)));
+    assert_eq!(
+        run(&mut c, &["PING"]).expect("ping"),
+        Value::SimpleString("PONG".into())
+    );
 }
 
 #[test]
@@ -141,33 +186,33 @@ fn bad_input_closes_only_that_connection() {
     let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev");
     let mut healthy = node.client();
     assert_eq!(
-        healthy.command(&["SET", "safe", "kept"]).expect("set"),
-        ok()
+        run(&mut healthy, &["SET", "safe", "kept"]).expect("set"),
+        Value::Okay
     );
 
     // A value over limits.value_bytes_max (1 MiB): a RESP error, and the connection stays usable.
     let mut c = node.client();
     let big = "x".repeat((1 << 20) + 1);
-    let refused = error_text(c.command(&["SET", "big", big.as_str()]).expect("set big"));
+    let refused = error_text(run(&mut c, &["SET", "big", big.as_str()]));
     assert!(refused.contains("value_bytes_max"), "{refused}");
     assert_eq!(
-        c.command(&["PING"]).expect("ping"),
-        Reply::Simple("PONG".into())
+        run(&mut c, &["PING"]).expect("ping"),
+        Value::SimpleString("PONG".into())
     );
     // An empty key and an oversized key are refused the same way.
-    assert!(error_text(c.command(&["SET", "", "v"]).expect("empty key")).contains("key"));
+    assert!(error_text(run(&mut c, &["SET", "", "v"])).contains("key"));
 
-    // Malformed frames: an error, then that connection closes.
+    // Malformed frames (only our raw client sends these): an error, then that connection closes.
     for garbage in [
         &b"*1\r\n$99999999999\r\n"[..],
         b"*2\r\n:1\r\n",
         b"*abc\r\n",
         b"*1\r\n$3\r\nabcdef\r\n",
     ] {
-        let mut bad = node.client();
+        let mut bad = node.raw_client();
         bad.send_raw(garbage).expect("send");
         let reply = bad.read_reply().expect("an error before the close");
-        assert!(error_text(reply).contains("Protocol error"));
+        assert!(raw_error_text(reply).contains("Protocol error"));
         assert!(
             bad.read_reply().is_err(),
             "connection closed after a protocol error"
@@ -183,7 +228,7 @@ fn bad_input_closes_only_that_connection() {
         let _ = raw.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk");
     }
     assert_eq!(
-        healthy.command(&["GET", "safe"]).expect("get"),
+        run(&mut healthy, &["GET", "safe"]).expect("get"),
         bulk("kept")
     );
     assert_eq!(node.terminate().code(), Some(0));
@@ -199,16 +244,30 @@ fn a_password_is_required_when_configured() {
         "dev",
     );
     let mut c = node.client();
-    assert!(error_text(c.command(&["GET", "k"]).expect("get")).starts_with("NOAUTH"));
-    assert!(error_text(c.command(&["AUTH", "wrong"]).expect("auth")).starts_with("WRONGPASS"));
-    assert_eq!(c.command(&["AUTH", "s3cret"]).expect("auth"), ok());
-    assert_eq!(c.command(&["SET", "k", "v"]).expect("set"), ok());
+    assert!(error_text(run(&mut c, &["GET", "k"])).starts_with("NOAUTH"));
+    assert!(error_text(run(&mut c, &["AUTH", "wrong"])).starts_with("WRONGPASS"));
+    assert_eq!(run(&mut c, &["AUTH", "s3cret"]).expect("auth"), Value::Okay);
+    assert_eq!(run(&mut c, &["SET", "k", "v"]).expect("set"), Value::Okay);
     let mut c3 = node.client();
-    let hello = c3
-        .command(&["HELLO", "3", "AUTH", "default", "s3cret"])
-        .expect("hello");
-    assert_eq!(field(&hello, "proto"), Reply::Integer(3));
-    assert_eq!(c3.command(&["GET", "k"]).expect("get"), bulk("v"));
+    let hello = run(&mut c3, &["HELLO", "3", "AUTH", "default", "s3cret"]).expect("hello");
+    assert_eq!(field(&hello, "proto"), Value::Int(3));
+    assert_eq!(run(&mut c3, &["GET", "k"]).expect("get"), bulk("v"));
+
+    // The crate's own handshakes with a password in the URL: AUTH user password on RESP2,
+    // HELLO 3 AUTH on RESP3; a wrong password fails the connection.
+    let addr = &node.client_addr;
+    let mut url2 = connect_url(&format!("redis://default:s3cret@{addr}/"));
+    assert_eq!(run(&mut url2, &["GET", "k"]).expect("get"), bulk("v"));
+    let mut url3 = connect_url(&format!("redis://default:s3cret@{addr}/?protocol=resp3"));
+    assert_eq!(run(&mut url3, &["GET", "k"]).expect("get"), bulk("v"));
+    for url in [
+        format!("redis://default:wrong@{addr}/"),
+        format!("redis://default:wrong@{addr}/?protocol=resp3"),
+    ] {
+        let refused = redis::Client::open(url.as_str())
+            .and_then(|client| client.get_connection_with_timeout(LINE_WAIT));
+        assert!(refused.is_err(), "{url} connected with a wrong password");
+    }
 }
 
 #[test]
@@ -218,9 +277,8 @@ fn shutdown_is_clean_and_sigkill_loses_no_acknowledged_write() {
     let mut c = node.client();
     for i in 0..100 {
         assert_eq!(
-            c.command(&["SET", &format!("k{i}"), &format!("a{i}")])
-                .expect("set"),
-            ok()
+            run(&mut c, &["SET", &format!("k{i}"), &format!("a{i}")]).expect("set"),
+            Value::Okay
         );
     }
     let status = node.terminate();
@@ -230,16 +288,15 @@ fn shutdown_is_clean_and_sigkill_loses_no_acknowledged_write() {
     let mut c = node.client();
     for i in 0..100 {
         assert_eq!(
-            c.command(&["GET", &format!("k{i}")]).expect("get"),
+            run(&mut c, &["GET", &format!("k{i}")]).expect("get"),
             bulk(&format!("a{i}"))
         );
     }
     // Acknowledged writes, then SIGKILL with no chance to flush anything.
     for i in 0..100 {
         assert_eq!(
-            c.command(&["SET", &format!("k{i}"), &format!("b{i}")])
-                .expect("set"),
-            ok()
+            run(&mut c, &["SET", &format!("k{i}"), &format!("b{i}")]).expect("set"),
+            Value::Okay
         );
     }
     node.kill();
@@ -247,7 +304,7 @@ fn shutdown_is_clean_and_sigkill_loses_no_acknowledged_write() {
     let mut c = node.client();
     for i in 0..100 {
         assert_eq!(
-            c.command(&["GET", &format!("k{i}")]).expect("get"),
+            run(&mut c, &["GET", &format!("k{i}")]).expect("get"),
             bulk(&format!("b{i}"))
         );
     }

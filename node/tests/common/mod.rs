@@ -1,8 +1,14 @@
 //! Helpers for tests that run real `ringkv-node` processes: temp dirs, free ports, readiness by
-//! reading the node's stdout (never by sleeping), a blocking RESP client, and cleanup on drop.
+//! reading the node's stdout (never by sleeping), clients, and cleanup on drop.
+//!
+//! Clients speak RESP through the `redis` crate (redis-rs), an implementation of the protocol
+//! written independently of ours: a test passing through it shows that a real Redis client
+//! understands the node, not only that our encoder agrees with our decoder. Our own
+//! `RespClient` is kept for what a well-behaved client cannot do: send malformed bytes.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use redis::Value;
 use ringkv_node::resp::Reply;
 use ringkv_node::resp_client::RespClient;
 use std::io::{BufRead, BufReader};
@@ -86,7 +92,13 @@ impl NodeProcess {
         }
     }
 
-    pub fn client(&self) -> RespClient {
+    /// A RESP2 connection through the `redis` crate.
+    pub fn client(&self) -> redis::Connection {
+        connect(&self.client_addr)
+    }
+
+    /// A raw connection through our own client, for malformed input only.
+    pub fn raw_client(&self) -> RespClient {
         RespClient::connect(&self.client_addr, Duration::from_secs(30)).expect("connect")
     }
 
@@ -125,27 +137,65 @@ pub fn args(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
-pub fn bulk(text: &str) -> Reply {
-    Reply::Bulk(bytes::Bytes::copy_from_slice(text.as_bytes()))
+/// A `redis` crate connection to a node's client address (`host:port`), RESP2.
+pub fn connect(addr: &str) -> redis::Connection {
+    connect_url(&format!("redis://{addr}/"))
 }
 
-pub fn ok() -> Reply {
-    Reply::Simple("OK".to_string())
+/// A `redis` crate connection from a URL (for the password and `?protocol=resp3` forms); every
+/// read and write waits at most [`LINE_WAIT`] (a hang guard).
+pub fn connect_url(url: &str) -> redis::Connection {
+    let connection = redis::Client::open(url)
+        .and_then(|client| client.get_connection_with_timeout(LINE_WAIT))
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    connection
+        .set_read_timeout(Some(LINE_WAIT))
+        .and_then(|()| connection.set_write_timeout(Some(LINE_WAIT)))
+        .expect("timeouts");
+    connection
 }
 
-/// The text of an error reply, or a panic naming what came instead.
-pub fn error_text(reply: Reply) -> String {
+/// A command, the first word its name: `command(&["KV.GET", key, "LEVEL", "all"])`.
+pub fn command(parts: &[&str]) -> redis::Cmd {
+    let (name, rest) = parts.split_first().expect("a command name");
+    let mut cmd = redis::cmd(name);
+    for part in rest {
+        cmd.arg(*part);
+    }
+    cmd
+}
+
+/// Runs `parts` on `connection`: the reply, or the error the server sent (an I/O or protocol
+/// failure on our side panics, since no test expects one here).
+pub fn run(connection: &mut redis::Connection, parts: &[&str]) -> Result<Value, redis::RedisError> {
+    match command(parts).query::<Value>(connection) {
+        Err(e) if e.code().is_none() => panic!("{parts:?}: not a server reply: {e}"),
+        other => other,
+    }
+}
+
+pub fn bulk(text: &str) -> Value {
+    Value::BulkString(text.as_bytes().to_vec())
+}
+
+/// The text of an error reply as the server sent it (`CODE detail`), or a panic naming what
+/// came instead.
+pub fn error_text(reply: Result<Value, redis::RedisError>) -> String {
     match reply {
-        Reply::Error(text) => text,
-        other => panic!("expected an error reply, got {other:?}"),
+        Err(e) => match (e.code(), e.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            (Some(code), None) => code.to_string(),
+            _ => panic!("expected an error reply, got {e}"),
+        },
+        Ok(other) => panic!("expected an error reply, got {other:?}"),
     }
 }
 
 /// A map reply's value for `field` (RESP2 flat array or RESP3 map).
-pub fn field(reply: &Reply, name: &str) -> Reply {
-    let pairs: Vec<(Reply, Reply)> = match reply {
-        Reply::Map(pairs) => pairs.clone(),
-        Reply::Array(items) => items
+pub fn field(reply: &Value, name: &str) -> Value {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Map(pairs) => pairs.clone(),
+        Value::Array(items) => items
             .chunks(2)
             .map(|c| (c[0].clone(), c[1].clone()))
             .collect(),
@@ -156,4 +206,12 @@ pub fn field(reply: &Reply, name: &str) -> Reply {
         .find(|(k, _)| *k == bulk(name))
         .map(|(_, v)| v)
         .unwrap_or_else(|| panic!("no field {name} in {reply:?}"))
+}
+
+/// The text of an error reply read by the raw client.
+pub fn raw_error_text(reply: Reply) -> String {
+    match reply {
+        Reply::Error(text) => text,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
 }
