@@ -58,6 +58,10 @@ pub struct ClusterConfig {
     pub anti_entropy_ranges_per_round: usize,
     /// Most records in one anti-entropy repair message; the rest wait for a later round.
     pub anti_entropy_records_per_message_max: usize,
+    /// Replicas per datacenter name, e.g. `[("dc1", 3), ("dc2", 2)]` (Cassandra's
+    /// NetworkTopologyStrategy); the counts must add up to `n`, and datacenters not listed hold no
+    /// replica. Empty: `n` replicas spread as evenly as the datacenters allow.
+    pub replicas_per_datacenter: Vec<(String, u8)>,
     /// Time between the starts of two full rebuilds of the hash trees from storage (0 = never).
     /// A rebuild catches what per-write updates cannot see: data that changed or vanished on
     /// disk behind the engine's back (bit rot). It runs in steps, one per anti-entropy round.
@@ -100,6 +104,7 @@ impl Default for ClusterConfig {
             read_repair: true,
             anti_entropy_interval_ms: 1000,
             anti_entropy_ranges_per_round: 64,
+            replicas_per_datacenter: Vec::new(),
             tree_rebuild_interval_ms: 3_600_000,
             tree_rebuild_keys_per_step: 1_024,
             anti_entropy_records_per_message_max: 256,
@@ -222,6 +227,32 @@ impl ClusterConfig {
             "anti_entropy_interval_ms",
             "must be at most 3600000 (0 turns anti-entropy off)",
         )?;
+        if !self.replicas_per_datacenter.is_empty() {
+            let total: u32 = self
+                .replicas_per_datacenter
+                .iter()
+                .map(|(_, count)| u32::from(*count))
+                .sum();
+            check(
+                total == u32::from(self.n),
+                "replicas_per_datacenter",
+                format!("adds up to {total} replicas, but n is {}", self.n),
+            )?;
+            let mut names: Vec<&str> = Vec::new();
+            for (name, count) in &self.replicas_per_datacenter {
+                check(
+                    !name.is_empty() && name.len() <= 64 && !names.contains(&name.as_str()),
+                    "replicas_per_datacenter",
+                    "datacenter names must be 1 to 64 bytes and listed once",
+                )?;
+                check(
+                    *count >= 1,
+                    "replicas_per_datacenter",
+                    format!("{name} must hold at least one replica (leave it out instead)"),
+                )?;
+                names.push(name);
+            }
+        }
         check(
             (1..=1_000_000).contains(&self.tree_rebuild_keys_per_step),
             "tree_rebuild_keys_per_step",

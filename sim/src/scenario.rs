@@ -108,6 +108,10 @@ pub struct ClusterSpec {
     /// Ranges compared per anti-entropy round.
     #[serde(default = "default_anti_entropy_ranges")]
     pub anti_entropy_ranges_per_round: usize,
+    /// Replicas per datacenter, e.g. `{ dc0 = 3, dc1 = 2 }` (adding up to `n`; datacenters left
+    /// out hold none). Empty: `n` spread evenly.
+    #[serde(default)]
+    pub replicas_per_datacenter: std::collections::BTreeMap<String, u8>,
     /// Time between full rebuilds of the hash trees from storage (0 = never).
     #[serde(default = "default_tree_rebuild_interval")]
     pub tree_rebuild_interval_ms: u64,
@@ -759,6 +763,11 @@ impl Scenario {
             anti_entropy_interval_ms: c.anti_entropy_interval_ms,
             anti_entropy_ranges_per_round: c.anti_entropy_ranges_per_round,
             tree_rebuild_interval_ms: c.tree_rebuild_interval_ms,
+            replicas_per_datacenter: c
+                .replicas_per_datacenter
+                .iter()
+                .map(|(name, count)| (name.clone(), *count))
+                .collect(),
             tree_rebuild_keys_per_step: c.tree_rebuild_keys_per_step,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
             unsafe_skip_write_back: c.unsafe_skip_write_back,

@@ -213,3 +213,8 @@ fn gossip_detects_crashes_and_restarts_within_bounds_with_5_nodes() {
 fn gossip_detects_crashes_and_restarts_within_bounds_with_20_nodes() {
     detection_within_bounds("gossip-20", 0..3);
 }
+
+#[test]
+fn uneven_replicas_per_datacenter_stay_available_and_converge_on_50_seeds() {
+    every_seed_passes("dc-replicas", 0..50, 0.95, false);
+}

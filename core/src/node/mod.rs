@@ -104,8 +104,9 @@ pub struct Node<S: Storage> {
 impl<S: Storage> Node<S> {
     /// Builds a node over `storage` (which holds whatever survived a previous run). The ring is
     /// given whole here; membership changes arrive through the failure-handling machinery.
-    pub fn new(config: NodeConfig, ring: Ring, storage: S) -> Result<Self, ConfigError> {
+    pub fn new(config: NodeConfig, mut ring: Ring, storage: S) -> Result<Self, ConfigError> {
         config.cluster.validate()?;
+        ring.set_datacenter_replicas(&config.cluster.replicas_per_datacenter);
         let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
         let mut node = Node {
             id: config.id,
@@ -170,7 +171,8 @@ impl<S: Storage> Node<S> {
         self.finish_input();
     }
 
-    fn adopt_ring(&mut self, ring: Ring) {
+    fn adopt_ring(&mut self, mut ring: Ring) {
+        ring.set_datacenter_replicas(&self.config.cluster.replicas_per_datacenter);
         self.ring = ring;
         self.my_ranges =
             antientropy::my_ranges(&self.ring, self.id, usize::from(self.config.cluster.n));

@@ -73,6 +73,12 @@ pub struct Ring {
     datacenter_of: Vec<u32>,
     /// Dense (datacenter, rack) index per member.
     rack_of: Vec<u32>,
+    /// Replicas wanted per datacenter name (empty: spread `n` evenly over the datacenters).
+    #[serde(default)]
+    datacenter_replicas: BTreeMap<String, u32>,
+    /// `datacenter_replicas` by dense datacenter index (`None` when the policy is empty).
+    #[serde(default)]
+    quota: Option<Vec<u32>>,
 }
 
 impl Ring {
@@ -84,7 +90,20 @@ impl Ring {
             tokens: Vec::new(),
             datacenter_of: Vec::new(),
             rack_of: Vec::new(),
+            datacenter_replicas: BTreeMap::new(),
+            quota: None,
         }
+    }
+
+    /// Sets how many replicas each datacenter holds (names not listed hold none); an empty list
+    /// restores the default even spread. Every node must use the same policy: it is part of the
+    /// cluster configuration, not of the gossiped ring log.
+    pub fn set_datacenter_replicas(&mut self, replicas: &[(String, u8)]) {
+        self.datacenter_replicas = replicas
+            .iter()
+            .map(|(name, count)| (name.clone(), u32::from(*count)))
+            .collect();
+        self.reindex_locations();
     }
 
     /// Adds a node, carving its tokens out of the most loaded members so ownership stays even and
@@ -160,6 +179,13 @@ impl Ring {
             .iter()
             .map(|m| racks[&(m.location.datacenter.as_str(), m.location.rack.as_str())])
             .collect();
+        self.quota = (!self.datacenter_replicas.is_empty()).then(|| {
+            let mut quota = vec![0; datacenters.len()];
+            for (name, &index) in &datacenters {
+                quota[index as usize] = self.datacenter_replicas.get(*name).copied().unwrap_or(0);
+            }
+            quota
+        });
         self.datacenter_of = datacenter_of;
         self.rack_of = rack_of;
     }
@@ -213,10 +239,16 @@ impl Ring {
     /// `preference_list` for a precomputed ring position.
     pub fn preference_list_for_hash(&self, hash: u64, n: usize) -> Vec<NodeId> {
         let walk = self.distinct_members_from(hash);
-        choose_replicas(&walk, &self.datacenter_of, &self.rack_of, n)
-            .into_iter()
-            .map(|m| self.members[m as usize].id)
-            .collect()
+        choose_replicas(
+            &walk,
+            &self.datacenter_of,
+            &self.rack_of,
+            n,
+            self.quota.as_deref(),
+        )
+        .into_iter()
+        .map(|m| self.members[m as usize].id)
+        .collect()
     }
 
     /// Members in the order first met walking clockwise from `hash`, each once.

@@ -1,10 +1,23 @@
 //! Replica choice: a pure policy over the clockwise walk of distinct members.
 
 /// Picks `n` members from `walk` (distinct member indices in clockwise order from the key).
-/// Each pick is the first member in walk order that minimises (replicas already in its
-/// datacenter, replicas already in its rack): datacenters are spread first, then racks, and
-/// only then does a location repeat. The first pick is always the range owner.
-pub fn choose_replicas(walk: &[u32], datacenter_of: &[u32], rack_of: &[u32], n: usize) -> Vec<u32> {
+///
+/// Without `quota`, each pick is the first member in walk order that minimises (replicas already
+/// in its datacenter, replicas already in its rack): datacenters are spread first, then racks,
+/// and only then does a location repeat; the first pick is always the range owner.
+///
+/// With `quota` (replicas wanted per dense datacenter index, Cassandra's NetworkTopologyStrategy),
+/// a member is eligible only while its datacenter is below its quota, and among the eligible the
+/// first in walk order with the fewest replicas in its rack wins. Once every quota is filled,
+/// further picks (when `n` asks for more, e.g. the whole walk for fallback nodes) follow walk
+/// order.
+pub fn choose_replicas(
+    walk: &[u32],
+    datacenter_of: &[u32],
+    rack_of: &[u32],
+    n: usize,
+    quota: Option<&[u32]>,
+) -> Vec<u32> {
     let n = n.min(walk.len());
     let mut chosen: Vec<u32> = Vec::with_capacity(n);
     let mut taken = vec![false; walk.len()];
@@ -16,10 +29,17 @@ pub fn choose_replicas(walk: &[u32], datacenter_of: &[u32], rack_of: &[u32], n: 
             if taken[position] {
                 continue;
             }
-            let load = (
-                per_datacenter[datacenter_of[member as usize] as usize],
-                per_rack[rack_of[member as usize] as usize],
-            );
+            let datacenter = datacenter_of[member as usize] as usize;
+            let in_datacenter = per_datacenter[datacenter];
+            let load = match quota {
+                Some(quota) => {
+                    if in_datacenter >= quota.get(datacenter).copied().unwrap_or(0) {
+                        continue;
+                    }
+                    (0, per_rack[rack_of[member as usize] as usize])
+                }
+                None => (in_datacenter, per_rack[rack_of[member as usize] as usize]),
+            };
             if best.is_none_or(|(_, l)| load < l) {
                 best = Some((position, load));
                 if load == (0, 0) {
@@ -27,7 +47,11 @@ pub fn choose_replicas(walk: &[u32], datacenter_of: &[u32], rack_of: &[u32], n: 
                 }
             }
         }
-        let Some((position, _)) = best else { break };
+        let best = best.map(|(position, _)| position).or_else(|| {
+            // Every quota is filled (or none applies): the rest in walk order.
+            quota.and_then(|_| taken.iter().position(|t| !t))
+        });
+        let Some(position) = best else { break };
         taken[position] = true;
         let member = walk[position];
         per_datacenter[datacenter_of[member as usize] as usize] += 1;
@@ -47,9 +71,12 @@ mod tests {
         let walk = [0, 1, 2, 3];
         let datacenter = [0, 0, 0, 0];
         let rack = [0, 0, 1, 2];
-        assert_eq!(choose_replicas(&walk, &datacenter, &rack, 3), vec![0, 2, 3]);
         assert_eq!(
-            choose_replicas(&walk, &datacenter, &rack, 4),
+            choose_replicas(&walk, &datacenter, &rack, 3, None),
+            vec![0, 2, 3]
+        );
+        assert_eq!(
+            choose_replicas(&walk, &datacenter, &rack, 4, None),
             vec![0, 2, 3, 1]
         );
     }
@@ -60,11 +87,40 @@ mod tests {
         let walk = [0, 1, 2];
         let datacenter = [0, 0, 1];
         let rack = [0, 1, 2];
-        assert_eq!(choose_replicas(&walk, &datacenter, &rack, 2), vec![0, 2]);
+        assert_eq!(
+            choose_replicas(&walk, &datacenter, &rack, 2, None),
+            vec![0, 2]
+        );
     }
 
     #[test]
     fn never_more_than_the_walk() {
-        assert_eq!(choose_replicas(&[1, 0], &[0, 0], &[0, 0], 5), vec![1, 0]);
+        assert_eq!(
+            choose_replicas(&[1, 0], &[0, 0], &[0, 0], 5, None),
+            vec![1, 0]
+        );
+    }
+
+    #[test]
+    fn quotas_fill_each_datacenter_then_the_walk_continues() {
+        // walk: 0 dc0, 1 dc0, 2 dc1, 3 dc0, 4 dc1; racks all distinct.
+        let walk = [0, 1, 2, 3, 4];
+        let datacenter = [0, 0, 1, 0, 1];
+        let rack = [0, 1, 2, 3, 4];
+        let quota = [2, 1];
+        assert_eq!(
+            choose_replicas(&walk, &datacenter, &rack, 3, Some(&quota)),
+            vec![0, 1, 2]
+        );
+        // Asking for the whole walk: quota replicas first, then the others in walk order.
+        assert_eq!(
+            choose_replicas(&walk, &datacenter, &rack, 5, Some(&quota)),
+            vec![0, 1, 2, 3, 4]
+        );
+        // A datacenter without a quota holds no replica.
+        assert_eq!(
+            choose_replicas(&walk, &datacenter, &rack, 2, Some(&[2, 0])),
+            vec![0, 1]
+        );
     }
 }

@@ -175,3 +175,42 @@ fn placement_snapshot() {
         .collect();
     insta::assert_snapshot!(placements.join("\n"));
 }
+
+#[test]
+fn replicas_per_datacenter_place_exactly_the_configured_counts() {
+    let mut ring = Ring::new(64);
+    for i in 0..9 {
+        let datacenter = ["dc1", "dc2", "dc3"][i as usize % 3];
+        ring.add_node(NodeId(i), location(datacenter, &format!("r{i}")))
+            .expect("fresh node");
+    }
+    // dc3 is left out: it holds no replica.
+    ring.set_datacenter_replicas(&[("dc1".into(), 3), ("dc2".into(), 2)]);
+    let datacenter_of = |ring: &Ring, id: NodeId| ring.datacenter_of(id).map(str::to_string);
+    for i in 0..20_000 {
+        let replicas = ring.preference_list(&key(i), 5);
+        assert_eq!(replicas.len(), 5);
+        let count = |dc: &str| {
+            replicas
+                .iter()
+                .filter(|&&r| datacenter_of(&ring, r).as_deref() == Some(dc))
+                .count()
+        };
+        assert_eq!((count("dc1"), count("dc2"), count("dc3")), (3, 2, 0));
+        // The whole walk (fallbacks) still reaches every member, each once.
+        let mut walk = ring.preference_list(&key(i), 9);
+        walk.sort();
+        walk.dedup();
+        assert_eq!(walk.len(), 9);
+    }
+    // Clearing the policy restores the even spread over all three datacenters.
+    ring.set_datacenter_replicas(&[]);
+    let replicas = ring.preference_list(&key(1), 3);
+    let mut dcs: Vec<String> = replicas
+        .iter()
+        .filter_map(|&r| datacenter_of(&ring, r))
+        .collect();
+    dcs.sort();
+    dcs.dedup();
+    assert_eq!(dcs.len(), 3);
+}

@@ -188,6 +188,7 @@ impl World {
             ring.add_node(NodeId(i), location_of(scenario, i))
                 .map_err(|e| e.to_string())?;
         }
+        ring.set_datacenter_replicas(&config.replicas_per_datacenter);
         let gossip = scenario
             .membership_config()
             .map_err(|e| e.to_string())?
