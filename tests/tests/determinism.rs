@@ -70,3 +70,21 @@ fn the_trace_is_reproducible_line_for_line() {
     assert!(a.trace.len() > 1000);
     assert_eq!(a.trace, b.trace);
 }
+
+#[test]
+fn gossip_membership_is_deterministic() {
+    // Gossip draws its peers from the node's seeded RNG and reorders nothing by hash: two runs
+    // of a seed must give the same trace, operator ring changes and detections included.
+    let options = RunOptions {
+        trace: false,
+        check_determinism: true,
+    };
+    for name in ["gossip-5", "node-join", "dc-replicas"] {
+        let bad = unexpected_seeds(name, 0..20, options);
+        assert!(
+            bad.is_empty(),
+            "{name}: nondeterministic or failing seeds:\n{}",
+            describe(&bad)
+        );
+    }
+}
