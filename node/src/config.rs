@@ -4,6 +4,7 @@
 //! so an operator can find it. Unknown keys are refused rather than silently ignored.
 
 use crate::storage::StorageSettings;
+use ringkv_core::membership::MembershipConfig;
 use ringkv_core::{ClusterConfig, ConflictMode, Consistency, NodeId, NodeLocation};
 use ringkv_lsm::LsmConfig;
 use serde::Deserialize;
@@ -71,6 +72,9 @@ pub struct PeerTable {
     pub rack: Option<String>,
     /// Its ring weight (default 1).
     pub weight: Option<u32>,
+    /// Whether it is in the initial ring (default true); `false` makes it a spare: its address
+    /// is known, and an operator can later join it (`ringkv admin join ID`).
+    pub initial_member: Option<bool>,
 }
 
 /// `[replication]`: settings every node of the cluster must share.
@@ -120,6 +124,25 @@ pub struct RepairFile {
     pub anti_entropy_ranges_per_round: Option<usize>,
     /// Most records in one anti-entropy repair message.
     pub anti_entropy_records_per_message_max: Option<usize>,
+}
+
+/// `[membership]`: gossip and failure detection. Every member should agree; the defaults are
+/// the core's (`MembershipConfig::default()`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipFile {
+    /// Time between two gossip rounds of one node.
+    pub gossip_interval_ms: Option<u64>,
+    /// Peers contacted per gossip round.
+    pub fanout: Option<usize>,
+    /// A member whose heartbeat has not advanced for this long is suspect.
+    pub suspect_after_ms: Option<u64>,
+    /// A suspect member silent for this much longer is down (routed around; removable).
+    pub down_after_ms: Option<u64>,
+    /// Most members (any status, this node included) the member table holds.
+    pub members_max: Option<usize>,
+    /// Most changes (joins, leaves, removes) the ring log may hold.
+    pub ring_changes_max: Option<usize>,
 }
 
 /// `[limits]`.
@@ -206,6 +229,9 @@ pub struct FileConfig {
     pub rack: Option<String>,
     /// This node's ring weight.
     pub weight: Option<u32>,
+    /// Whether this node is in the initial ring (default true); `false` starts it as a spare
+    /// that an operator joins later.
+    pub initial_member: Option<bool>,
     /// Client (RESP) listen address.
     pub client_listen: Option<String>,
     /// Peer listen address.
@@ -220,7 +246,8 @@ pub struct FileConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// File holding the client password (`AUTH`); none means no password.
     pub password_file: Option<PathBuf>,
-    /// The other members of the cluster (static membership).
+    /// The other nodes of the cluster: the address book, and (unless `initial_member = false`)
+    /// the initial ring.
     #[serde(default)]
     pub peers: Vec<PeerSpec>,
     /// Replication defaults.
@@ -235,6 +262,9 @@ pub struct FileConfig {
     /// Storage engine.
     #[serde(default)]
     pub storage: StorageFile,
+    /// Gossip membership and failure detection.
+    #[serde(default)]
+    pub membership: MembershipFile,
 }
 
 impl FileConfig {
@@ -317,6 +347,8 @@ pub struct Peer {
     pub addr: String,
     /// Its ring location.
     pub location: NodeLocation,
+    /// Whether it is in the initial ring (else a spare, known by address only).
+    pub initial_member: bool,
 }
 
 /// Node-level limits (cluster-level ones live in [`ClusterConfig`]).
@@ -344,6 +376,8 @@ pub struct Settings {
     pub node_id: NodeId,
     /// Its location.
     pub location: NodeLocation,
+    /// Whether this node is in the initial ring.
+    pub initial_member: bool,
     /// Client listen address.
     pub client_listen: SocketAddr,
     /// Peer listen address.
@@ -358,7 +392,8 @@ pub struct Settings {
     pub cluster_secret: Option<Vec<u8>>,
     /// Client password.
     pub password: Option<String>,
-    /// The other members.
+    /// The address book: every other node, in id order (members of the initial ring and
+    /// spares).
     pub peers: Vec<Peer>,
     /// Cluster-wide settings.
     pub cluster: ClusterConfig,
@@ -366,6 +401,36 @@ pub struct Settings {
     pub limits: Limits,
     /// The storage engine's configuration.
     pub storage: StorageSettings,
+    /// Gossip membership (seeds: every configured peer).
+    pub membership: MembershipConfig,
+}
+
+impl Settings {
+    /// The members of the initial ring (this node too, unless it is a spare), in id order.
+    pub fn initial_members(&self) -> Vec<(NodeId, NodeLocation)> {
+        let mut members: Vec<(NodeId, NodeLocation)> = self
+            .peers
+            .iter()
+            .filter(|p| p.initial_member)
+            .map(|p| (p.id, p.location.clone()))
+            .collect();
+        if self.initial_member {
+            members.push((self.node_id, self.location.clone()));
+        }
+        members.sort_by_key(|(id, _)| *id);
+        members
+    }
+
+    /// The location of `node` in the address book (this node included).
+    pub fn location_of(&self, node: NodeId) -> Option<&NodeLocation> {
+        if node == self.node_id {
+            return Some(&self.location);
+        }
+        self.peers
+            .iter()
+            .find(|p| p.id == node)
+            .map(|p| &p.location)
+    }
 }
 
 /// Parses `one | quorum | all | linearizable | <count>`; other level names get an error naming what exists.
@@ -459,6 +524,48 @@ fn core_field_path(field: &str) -> String {
     }
 }
 
+impl MembershipFile {
+    /// The core's membership settings; its seeds are every configured peer, and its vnode
+    /// setting is the ring's (`replication.vnodes_per_node`).
+    fn validate(
+        &self,
+        cluster: &ClusterConfig,
+        peers: &[Peer],
+    ) -> Result<MembershipConfig, SettingsError> {
+        let d = MembershipConfig::default();
+        let config = MembershipConfig {
+            gossip_interval_ms: self.gossip_interval_ms.unwrap_or(d.gossip_interval_ms),
+            fanout: self.fanout.unwrap_or(d.fanout),
+            suspect_after_ms: self.suspect_after_ms.unwrap_or(d.suspect_after_ms),
+            down_after_ms: self.down_after_ms.unwrap_or(d.down_after_ms),
+            members_max: self.members_max.unwrap_or(d.members_max),
+            ring_changes_max: self.ring_changes_max.unwrap_or(d.ring_changes_max),
+            vnodes_per_node: cluster.vnodes_per_node,
+            seeds: peers.iter().map(|p| p.id).collect(),
+            ..d
+        };
+        config.validate().map_err(|e| SettingsError {
+            field: match e.field {
+                "vnodes_per_node" => "replication.vnodes_per_node".to_string(),
+                "seeds" => "membership.members_max".to_string(),
+                other => format!("membership.{other}"),
+            },
+            reason: e.reason,
+        })?;
+        // The member table holds every node of the address book, this one included.
+        if peers.len() + 1 > config.members_max {
+            return invalid(
+                "membership.members_max",
+                format!(
+                    "must be at least the number of configured nodes ({})",
+                    peers.len() + 1
+                ),
+            );
+        }
+        Ok(config)
+    }
+}
+
 impl FileConfig {
     /// Validates everything and builds [`Settings`]. Reads the secret and password files.
     pub fn validate(&self) -> Result<Settings, SettingsError> {
@@ -515,13 +622,13 @@ impl FileConfig {
         let mut peers: Vec<Peer> = Vec::new();
         for (i, spec) in self.peers.iter().enumerate() {
             let field = format!("peers[{i}]");
-            let (id, addr, dc, rack, weight) = match spec {
+            let (id, addr, dc, rack, weight, initial_member) = match spec {
                 PeerSpec::Short(text) => {
                     let (id, addr) = parse_peer_short(text).map_err(|reason| SettingsError {
                         field: field.clone(),
                         reason,
                     })?;
-                    (id, addr, None, None, None)
+                    (id, addr, None, None, None, None)
                 }
                 PeerSpec::Full(t) => (
                     t.id,
@@ -529,6 +636,7 @@ impl FileConfig {
                     t.datacenter.clone(),
                     t.rack.clone(),
                     t.weight,
+                    t.initial_member,
                 ),
             };
             check_addr_syntax(&format!("{field}.addr"), &addr)?;
@@ -550,6 +658,7 @@ impl FileConfig {
                     rack: text_field(&format!("{field}.rack"), &rack, "rack1")?,
                     weight,
                 },
+                initial_member: initial_member.unwrap_or(true),
             });
         }
         peers.sort_by_key(|p| p.id);
@@ -584,9 +693,19 @@ impl FileConfig {
             None => None,
         };
 
-        let cluster = self.cluster_config(peers.len() + 1)?;
+        let initial_member = self.initial_member.unwrap_or(true);
+        let initial_members =
+            peers.iter().filter(|p| p.initial_member).count() + usize::from(initial_member);
+        if initial_members == 0 {
+            return invalid(
+                "initial_member",
+                "no node is in the initial ring: this node and every peer are spares",
+            );
+        }
+        let cluster = self.cluster_config(initial_members)?;
         let limits = self.limits(&cluster)?;
         let storage = self.storage.validate(&cluster)?;
+        let membership = self.membership.validate(&cluster, &peers)?;
         Ok(Settings {
             node_id,
             location,
@@ -601,6 +720,8 @@ impl FileConfig {
             cluster,
             limits,
             storage,
+            membership,
+            initial_member,
         })
     }
 
@@ -1202,6 +1323,116 @@ mod tests {
         ] {
             assert_eq!(field_of(&format!("node_id = 1\n{text}")), field, "{text}");
         }
+    }
+
+    #[test]
+    fn membership_table_parses_and_errors_name_the_field() {
+        let defaults = FileConfig::dev().validate().expect("valid");
+        let core = MembershipConfig::default();
+        assert_eq!(
+            defaults.membership.gossip_interval_ms,
+            core.gossip_interval_ms
+        );
+        assert_eq!(defaults.membership.suspect_after_ms, core.suspect_after_ms);
+        assert_eq!(defaults.membership.down_after_ms, core.down_after_ms);
+        assert_eq!(
+            defaults.membership.vnodes_per_node,
+            defaults.cluster.vnodes_per_node
+        );
+        let settings = FileConfig::parse(
+            "node_id = 1\n[membership]\ngossip_interval_ms = 50\nfanout = 2\n\
+             suspect_after_ms = 300\ndown_after_ms = 700\nmembers_max = 16\n\
+             ring_changes_max = 64\n",
+        )
+        .expect("parse")
+        .validate()
+        .expect("valid");
+        let m = &settings.membership;
+        assert_eq!(
+            (
+                m.gossip_interval_ms,
+                m.fanout,
+                m.suspect_after_ms,
+                m.down_after_ms,
+                m.members_max,
+                m.ring_changes_max
+            ),
+            (50, 2, 300, 700, 16, 64)
+        );
+        for (text, field) in [
+            ("gossip_interval_ms = 0", "membership.gossip_interval_ms"),
+            ("fanout = 0", "membership.fanout"),
+            (
+                "gossip_interval_ms = 100\nsuspect_after_ms = 200",
+                "membership.suspect_after_ms",
+            ),
+            ("down_after_ms = 1", "membership.down_after_ms"),
+            ("members_max = 0", "membership.members_max"),
+            ("ring_changes_max = 0", "membership.ring_changes_max"),
+            ("gossip = 1", "gossip"),
+        ] {
+            assert_eq!(
+                field_of(&format!("node_id = 1\n[membership]\n{text}")),
+                field,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn spares_are_in_the_address_book_but_not_the_initial_ring() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let text = |own: &str, extra: &str| {
+            format!(
+                "node_id = 1\ncluster_secret_file = \"{}\"\n{own}\n\
+                 peers = [\"2=127.0.0.1:7002\", \
+                 {{ id = 3, addr = \"127.0.0.1:7003\", initial_member = false }}]\n{extra}",
+                secret.display()
+            )
+        };
+        let settings = FileConfig::parse(&text("", ""))
+            .expect("parse")
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            settings.peers.len(),
+            3 - 1,
+            "both peers are in the address book"
+        );
+        assert_eq!(settings.membership.seeds, vec![NodeId(2), NodeId(3)]);
+        let initial: Vec<NodeId> = settings.initial_members().iter().map(|m| m.0).collect();
+        assert_eq!(initial, vec![NodeId(1), NodeId(2)]);
+        assert_eq!(
+            settings.cluster.n, 2,
+            "n defaults to the initial ring's size"
+        );
+        assert!(settings.location_of(NodeId(3)).is_some());
+
+        let spare = FileConfig::parse(&text("initial_member = false", ""))
+            .expect("parse")
+            .validate()
+            .expect("valid");
+        let initial: Vec<NodeId> = spare.initial_members().iter().map(|m| m.0).collect();
+        assert_eq!(initial, vec![NodeId(2)]);
+
+        assert_eq!(
+            field_of(&text("", "[replication]\nn = 3")),
+            "replication.n",
+            "n counts the initial ring only"
+        );
+        assert_eq!(
+            field_of(&text("", "[membership]\nmembers_max = 2")),
+            "membership.members_max"
+        );
+        assert_eq!(
+            field_of(&text("initial_member = false", "").replace(
+                "\"2=127.0.0.1:7002\"",
+                "{ id = 2, addr = \"127.0.0.1:7002\", initial_member = false }"
+            )),
+            "initial_member"
+        );
     }
 
     #[test]

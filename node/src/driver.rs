@@ -35,9 +35,16 @@
 //!   as the queue has room; only past that second bound is a reply dropped, counted in
 //!   `ringkv_peer_replies_dropped_total`, and the coordinator's deadline turns it into a typed
 //!   outcome.
-//! * **Anti-entropy** messages are dropped and counted (`ringkv_peer_messages_dropped_total`):
-//!   the next round compares the range again.
+//! * **Anti-entropy** and **gossip** messages are dropped and counted
+//!   (`ringkv_peer_messages_dropped_total`): the next round compares the range again, and the
+//!   next gossip round carries fresher heartbeats anyway.
+//!
+//! Membership: operator commands ([`Input::Admin`]) are carried out on the node between inputs
+//! like any other input. Whenever the ring or a member's status changes, the driver publishes a
+//! fresh [`MembershipView`] (for `/ring`) and the membership metrics; it does not rebuild them
+//! after inputs that changed neither.
 
+use crate::admin::{AdminCommand, AdminResult, MembershipView};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::storage::{self, StorageGauges, StorageSettings};
@@ -52,7 +59,7 @@ use ringkv_lsm::LsmStorage;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Inputs the driver accepts from the rest of the node.
 pub enum Input {
@@ -69,6 +76,14 @@ pub enum Input {
         from: NodeId,
         /// The message.
         message: Message,
+    },
+    /// An operator's membership change; the new ring version (or the refusal) goes back on
+    /// `reply`.
+    Admin {
+        /// The change.
+        command: AdminCommand,
+        /// Where the answer goes.
+        reply: oneshot::Sender<AdminResult>,
     },
     /// Finish what is in flight, sync, and stop.
     Shutdown,
@@ -163,6 +178,11 @@ pub struct Driver<F: FileSystem> {
     held_replies: BTreeMap<NodeId, VecDeque<Message>>,
     /// Bound of each peer's held replies.
     held_replies_max: usize,
+    /// Where the membership snapshot for `/ring` goes, if anyone reads it, and the replicas per
+    /// key it counts ranges with.
+    membership_view: Option<(watch::Sender<Arc<MembershipView>>, usize)>,
+    /// The ring or a member's status changed since the view and gauges were last published.
+    membership_changed: bool,
 }
 
 impl<F: FileSystem + Send + 'static> Driver<F> {
@@ -194,7 +214,20 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
             loopback: VecDeque::new(),
             held_replies: BTreeMap::new(),
             held_replies_max: HELD_REPLIES_PER_PEER_DEFAULT,
+            membership_view: None,
+            membership_changed: true,
         }
+    }
+
+    /// Publishes a [`MembershipView`] on `view` whenever membership changes (and once at
+    /// start); `replicas_per_key` is the cluster's `n`.
+    pub fn with_membership_view(
+        mut self,
+        view: watch::Sender<Arc<MembershipView>>,
+        replicas_per_key: usize,
+    ) -> Driver<F> {
+        self.membership_view = Some((view, replicas_per_key));
+        self
     }
 
     /// Bounds the replies held back per peer while its queue is full (the server uses
@@ -280,6 +313,28 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
                 self.metrics.peer_messages_received.inc();
                 self.node.handle_message(now, from, message);
             }
+            Input::Admin { command, reply } => {
+                let (name, node) = (command.name(), command.node());
+                let result = match command {
+                    AdminCommand::Join(member) => self.node.admin_join(now, member),
+                    AdminCommand::Leave(id) => self.node.admin_leave(now, id),
+                    AdminCommand::Remove(id) => self.node.admin_remove(now, id),
+                };
+                match &result {
+                    Ok(version) => tracing::info!(
+                        command = name,
+                        %node,
+                        changes = version.changes,
+                        fingerprint = version.fingerprint,
+                        "operator ring change made; gossip spreads it"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(command = name, %node, error = %e, "operator ring change refused")
+                    }
+                }
+                // The operator may have gone; the change stands either way.
+                let _ = reply.send(result);
+            }
             Input::Shutdown => {
                 // The core answers every request by its deadline, so this bounds the wait.
                 self.shutting_down = Some(Clock::tokio_now() + self.shutdown_grace);
@@ -328,15 +383,20 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
                         tracing::debug!(%next, "forwarded put retried")
                     }
                     NodeEvent::MemberStatus { node, from, to } => {
+                        self.membership_changed = true;
                         tracing::info!(%node, ?from, ?to, "member status changed")
                     }
                     NodeEvent::MemberDiscovered { node, status } => {
+                        self.membership_changed = true;
                         tracing::info!(%node, ?status, "member discovered")
                     }
                     NodeEvent::RingChanged {
                         changes,
                         fingerprint,
-                    } => tracing::info!(changes, fingerprint, "ring changed"),
+                    } => {
+                        self.membership_changed = true;
+                        tracing::info!(changes, fingerprint, "ring changed")
+                    }
                     NodeEvent::RingChangeDiscarded { node } => {
                         tracing::warn!(%node, "ring change lost to a concurrent change; issue it again")
                     }
@@ -473,8 +533,13 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
     }
 
     fn publish_gauges(&mut self) {
+        if self.membership_changed {
+            self.membership_changed = false;
+            self.publish_membership();
+        }
         let m = &self.metrics;
         m.repair.publish(&self.node);
+        m.membership.publish_counters(&self.node);
         m.peer_replies_waiting
             .set(self.held_replies.values().map(|h| h.len() as u64).sum());
         m.operations_in_flight
@@ -491,6 +556,17 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         m.storage_keys
             .set(gauges.table_entries + last_seq.saturating_sub(self.seq_at_flush));
         m.publish_storage(&gauges);
+    }
+}
+
+impl<F: FileSystem + Send + 'static> Driver<F> {
+    fn publish_membership(&mut self) {
+        self.metrics.membership.publish_statuses(&self.node);
+        self.metrics.ring_members.set(self.node.ring().len() as u64);
+        if let Some((view, n)) = &self.membership_view {
+            // Nobody listening (no admin port) is not an error.
+            let _ = view.send(Arc::new(MembershipView::of(&self.node, *n)));
+        }
     }
 }
 

@@ -1,68 +1,146 @@
-//! The admin HTTP endpoint, on its own port: `/health`, `/metrics` (Prometheus text) and `/ring`
-//! (JSON). A deliberately small HTTP/1.1 server: one request per connection, bounded headers.
+//! The admin HTTP endpoint, on its own port. A deliberately small HTTP/1.1 server: one request
+//! per connection, bounded headers, no request bodies (commands take their argument from the
+//! query string).
+//!
+//! * `GET /health`, `GET /metrics` (Prometheus text), `GET /ring` (JSON, [`crate::admin::ring_json`]).
+//! * `POST /admin/join?node=ID`, `POST /admin/leave?node=ID`, `POST /admin/remove?node=ID`:
+//!   a membership change made on this node and spread by gossip. `200` with the new ring version;
+//!   `409` with the reason when the membership refuses it (a remove of a node not judged down,
+//!   a join of a member, a leave of a non-member); `404` for a join of a node missing from the
+//!   address book (its location comes from there); `400` for a missing or bad `node`.
+//! * `GET|POST /admin/repair`: the anti-entropy schedule and progress ([`crate::admin::repair_json`]).
 
+use crate::admin::{
+    json_string, refusal_reason, repair_json, ring_json, version_json, AddressBook, AdminCommand,
+    MembershipView, RepairSchedule,
+};
+use crate::driver::Input;
 use crate::metrics::Metrics;
-use ringkv_core::{NodeId, Ring};
+use ringkv_core::NodeId;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin requests served at once; more connections wait in the listen backlog.
 const CONNECTIONS_MAX: usize = 64;
 
-/// What the admin endpoint reports.
+/// What the admin endpoint reports, and the way to the driver for commands.
 pub struct AdminState {
     /// This node.
     pub node_id: NodeId,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// The ring (static membership).
-    pub ring: Ring,
     /// Whether the outbound connection to each peer is up.
     pub connected: BTreeMap<NodeId, Arc<AtomicBool>>,
+    /// Every configured node's address and location (a join takes the location from here).
+    pub address_book: AddressBook,
+    /// Membership as the driver last published it.
+    pub view: watch::Receiver<Arc<MembershipView>>,
+    /// The driver's inputs, for membership commands.
+    pub inputs: mpsc::Sender<Input>,
+    /// The anti-entropy settings `/admin/repair` reports.
+    pub repair_schedule: RepairSchedule,
 }
 
 impl AdminState {
     /// The `/ring` document.
     pub fn ring_json(&self) -> String {
-        let ownership = self.ring.ownership();
-        let mut vnodes: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for (_, owner) in self.ring.tokens() {
-            *vnodes.entry(owner).or_default() += 1;
-        }
-        let mut out = format!("{{\"node\":{},\"nodes\":[", self.node_id.0);
-        for (i, member) in self.ring.members().iter().enumerate() {
-            let state = if member.id == self.node_id {
-                "up"
-            } else {
-                match self.connected.get(&member.id) {
-                    Some(flag) if flag.load(Ordering::Relaxed) => "up",
-                    _ => "unreachable",
+        let view = Arc::clone(&self.view.borrow());
+        ring_json(self.node_id, &view, &self.address_book, &self.connected)
+    }
+
+    /// The `/admin/repair` document.
+    pub fn repair_json(&self) -> String {
+        let view = Arc::clone(&self.view.borrow());
+        repair_json(&view, self.repair_schedule, &self.metrics.repair)
+    }
+
+    /// Runs a membership command: the HTTP status and the JSON body.
+    pub async fn command(&self, name: &str, query: &str) -> (&'static str, String) {
+        let node = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("node="))
+            .map(|value| value.parse::<u32>().map(NodeId));
+        let node = match node {
+            Some(Ok(node)) => node,
+            Some(Err(_)) | None => {
+                return failure(
+                    "400 Bad Request",
+                    name,
+                    None,
+                    "give the node as ?node=ID (a number)",
+                )
+            }
+        };
+        let command = match name {
+            "join" => match self.address_book.member(node) {
+                Some(member) => AdminCommand::Join(member),
+                None => {
+                    return failure(
+                        "404 Not Found",
+                        name,
+                        Some(node),
+                        "not in this node's address book: configure it as a peer (with                          initial_member = false for a spare) so its address and location are known",
+                    )
                 }
-            };
-            let _ = write!(
-                out,
-                "{}{{\"id\":{},\"state\":\"{state}\",\"datacenter\":\"{}\",\"rack\":\"{}\",\
-                 \"weight\":{},\"vnodes\":{},\"ownership\":{:.4}}}",
-                if i == 0 { "" } else { "," },
-                member.id.0,
-                member.location.datacenter,
-                member.location.rack,
-                member.location.weight,
-                vnodes.get(&member.id).copied().unwrap_or(0),
-                ownership.get(&member.id).copied().unwrap_or(0.0),
+            },
+            "leave" => AdminCommand::Leave(node),
+            _ => AdminCommand::Remove(node),
+        };
+        let (reply, answer) = oneshot::channel();
+        if self
+            .inputs
+            .send(Input::Admin { command, reply })
+            .await
+            .is_err()
+        {
+            return failure(
+                "503 Service Unavailable",
+                name,
+                Some(node),
+                "the node is shutting down",
             );
         }
-        out.push_str("]}\n");
-        out
+        match answer.await {
+            Ok(Ok(version)) => (
+                "200 OK",
+                format!(
+                    "{{\"ok\":true,\"command\":\"{name}\",\"node\":{},\"ring_version\":{}}}\n",
+                    node.0,
+                    version_json(version)
+                ),
+            ),
+            Ok(Err(error)) => failure("409 Conflict", name, Some(node), &refusal_reason(&error)),
+            Err(_) => failure(
+                "503 Service Unavailable",
+                name,
+                Some(node),
+                "the node is shutting down",
+            ),
+        }
     }
+}
+
+fn failure(
+    status: &'static str,
+    command: &str,
+    node: Option<NodeId>,
+    reason: &str,
+) -> (&'static str, String) {
+    let node = node.map_or("null".to_string(), |n| n.0.to_string());
+    (
+        status,
+        format!(
+            "{{\"ok\":false,\"command\":\"{command}\",\"node\":{node},\"error\":{}}}\n",
+            json_string(reason)
+        ),
+    )
 }
 
 /// Serves admin requests until `shutdown` flips.
@@ -115,31 +193,41 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    if method != "GET" {
-        return respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n",
-        )
-        .await;
-    }
-    match path {
-        "/health" => {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    const JSON: &str = "application/json";
+    match (method, path) {
+        ("GET", "/health") => {
             let body = format!("{{\"status\":\"ok\",\"node\":{}}}\n", state.node_id.0);
-            respond(&mut stream, "200 OK", "application/json", &body).await
+            respond(&mut stream, "200 OK", JSON, &body).await
         }
-        "/metrics" => {
+        ("GET", "/metrics") => {
             let body = state.metrics.render(&state.node_id.0.to_string());
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
-        "/ring" => {
+        ("GET", "/ring") => respond(&mut stream, "200 OK", JSON, &state.ring_json()).await,
+        ("GET" | "POST", "/admin/repair") => {
+            respond(&mut stream, "200 OK", JSON, &state.repair_json()).await
+        }
+        ("POST", "/admin/join" | "/admin/leave" | "/admin/remove") => {
+            let name = path.trim_start_matches("/admin/");
+            let (status, body) = state.command(name, query).await;
+            respond(&mut stream, status, JSON, &body).await
+        }
+        (_, "/health" | "/metrics" | "/ring") => {
             respond(
                 &mut stream,
-                "200 OK",
-                "application/json",
-                &state.ring_json(),
+                "405 Method Not Allowed",
+                "text/plain",
+                "GET only\n",
+            )
+            .await
+        }
+        (_, "/admin/join" | "/admin/leave" | "/admin/remove") => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "POST only\n",
             )
             .await
         }
@@ -148,7 +236,8 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 &mut stream,
                 "404 Not Found",
                 "text/plain",
-                "try /health, /metrics or /ring\n",
+                "try GET /health, /metrics, /ring, /admin/repair or \
+                 POST /admin/join|leave|remove?node=ID\n",
             )
             .await
         }

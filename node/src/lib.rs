@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod clients;
 pub mod clock;
 pub mod commands;

@@ -42,9 +42,16 @@ struct Args {
     /// Data directory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A peer as id=host:port (repeatable; replaces the file's list).
+    /// A peer as id=host:port (repeatable; with --spare-peer, replaces the file's list).
     #[arg(long = "peer", value_name = "ID=ADDR")]
     peers: Vec<String>,
+    /// A spare peer as id=host:port: its address is known but it is not in the initial ring
+    /// (repeatable; with --peer, replaces the file's list).
+    #[arg(long = "spare-peer", value_name = "ID=ADDR")]
+    spare_peers: Vec<String>,
+    /// Whether this node is in the initial ring (false: a spare to join later).
+    #[arg(long)]
+    initial_member: Option<bool>,
     /// Cluster name.
     #[arg(long)]
     cluster_name: Option<String>,
@@ -108,7 +115,8 @@ impl Args {
             data_dir,
             cluster_name,
             cluster_secret_file,
-            password_file
+            password_file,
+            initial_member
         );
         macro_rules! set_replication {
             ($($field:ident),*) => {$(
@@ -124,18 +132,23 @@ impl Args {
             sloppy_quorum,
             request_timeout_ms
         );
-        if !self.peers.is_empty() {
-            file.peers = self
-                .peers
+        if !self.peers.is_empty() || !self.spare_peers.is_empty() {
+            let initial = self.peers.iter().map(|text| ("--peer", text, true));
+            let spares = self
+                .spare_peers
                 .iter()
-                .map(|text| {
-                    let (id, addr) = parse_peer_short(text).map_err(|e| format!("--peer: {e}"))?;
+                .map(|text| ("--spare-peer", text, false));
+            file.peers = initial
+                .chain(spares)
+                .map(|(flag, text, initial_member)| {
+                    let (id, addr) = parse_peer_short(text).map_err(|e| format!("{flag}: {e}"))?;
                     Ok(PeerSpec::Full(PeerTable {
                         id,
                         addr,
                         datacenter: None,
                         rack: None,
                         weight: None,
+                        initial_member: Some(initial_member),
                     }))
                 })
                 .collect::<Result<_, String>>()?;

@@ -1,6 +1,7 @@
 //! Counters and histograms shared by the driver, the connections and the admin endpoint, and
 //! their Prometheus text rendering. Plain atomics: recording never blocks.
 
+use ringkv_core::membership::MemberStatus;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -244,6 +245,8 @@ pub struct Metrics {
     pub stale_replies: Counter,
     /// Ring members (gauge).
     pub ring_members: Counter,
+    /// Gossip membership gauges and counters (published by the driver).
+    pub membership: MembershipCounters,
     /// Read repair, hinted handoff and anti-entropy counters (published by the driver).
     pub repair: RepairCounters,
 }
@@ -394,6 +397,127 @@ impl RepairCounters {
                 &self.read_repairs,
             ),
         ]
+    }
+}
+
+/// Member statuses, in the order of [`MembershipCounters::members`].
+pub const MEMBER_STATUSES: [MemberStatus; 4] = [
+    MemberStatus::Alive,
+    MemberStatus::Suspect,
+    MemberStatus::Down,
+    MemberStatus::Left,
+];
+
+/// The label of a member status (also used by `/ring`).
+pub fn status_label(status: MemberStatus) -> &'static str {
+    match status {
+        MemberStatus::Alive => "alive",
+        MemberStatus::Suspect => "suspect",
+        MemberStatus::Down => "down",
+        MemberStatus::Left => "left",
+    }
+}
+
+/// Gossip membership as seen by this node, copied by the driver.
+#[derive(Default)]
+pub struct MembershipCounters {
+    /// Known nodes (this one included) by this node's judgement, in [`MEMBER_STATUSES`] order.
+    pub members: [Counter; 4],
+    /// Changes in the ring log this node holds (the ring version's first half; gauge).
+    pub ring_version_changes: Counter,
+    /// Newer rings this node adopted from gossip.
+    pub rings_adopted: Counter,
+    /// Gossip rounds run.
+    pub gossip_rounds: Counter,
+    /// Gossip messages received.
+    pub gossip_messages_received: Counter,
+    /// Ring logs from gossip refused (bad change, limits, vnode mismatch).
+    pub rings_refused: Counter,
+}
+
+impl MembershipCounters {
+    /// Copies this node's judgement of every known node and the ring version (after a change:
+    /// it walks the member table). A node without gossip leaves them at zero.
+    pub fn publish_statuses<S: ringkv_core::Storage>(&self, node: &ringkv_core::Node<S>) {
+        let Some(membership) = node.membership() else {
+            return;
+        };
+        let mut counts = [0u64; 4];
+        for member in membership.members() {
+            if let Some(i) = MEMBER_STATUSES.iter().position(|&s| s == member.status) {
+                counts[i] += 1;
+            }
+        }
+        for (counter, count) in self.members.iter().zip(counts) {
+            counter.set(count);
+        }
+        self.ring_version_changes
+            .set(membership.ring_version().changes);
+    }
+
+    /// Copies the gossip counters (cheap; after every batch of inputs).
+    pub fn publish_counters<S: ringkv_core::Storage>(&self, node: &ringkv_core::Node<S>) {
+        let Some(membership) = node.membership() else {
+            return;
+        };
+        let stats = membership.stats();
+        self.rings_adopted.set(stats.rings_adopted);
+        self.gossip_rounds.set(stats.rounds);
+        self.gossip_messages_received.set(stats.messages_received);
+        self.rings_refused.set(stats.rings_refused);
+    }
+
+    fn render(&self, out: &mut String, labels: &str) {
+        out.push_str(
+            "# HELP ringkv_members Known nodes (this one included) by this node's failure detector.\n\
+             # TYPE ringkv_members gauge\n",
+        );
+        for (status, counter) in MEMBER_STATUSES.iter().zip(&self.members) {
+            let _ = writeln!(
+                out,
+                "ringkv_members{{{labels},status=\"{}\"}} {}",
+                status_label(*status),
+                counter.get()
+            );
+        }
+        for (name, kind, help, counter) in [
+            (
+                "ringkv_ring_version_changes",
+                "gauge",
+                "Changes in this node's ring log (joins, leaves, removes since the empty ring).",
+                &self.ring_version_changes,
+            ),
+            (
+                "ringkv_rings_adopted_total",
+                "counter",
+                "Newer rings adopted from gossip.",
+                &self.rings_adopted,
+            ),
+            (
+                "ringkv_gossip_rounds_total",
+                "counter",
+                "Gossip rounds run.",
+                &self.gossip_rounds,
+            ),
+            (
+                "ringkv_gossip_messages_received_total",
+                "counter",
+                "Gossip messages received.",
+                &self.gossip_messages_received,
+            ),
+            (
+                "ringkv_gossip_rings_refused_total",
+                "counter",
+                "Ring logs from gossip refused.",
+                &self.rings_refused,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {}",
+                counter.get()
+            );
+        }
     }
 }
 
@@ -680,6 +804,7 @@ impl Metrics {
                 counter.get()
             );
         }
+        self.membership.render(&mut out, &l);
         out.push_str("# HELP ringkv_storage_sync_duration_seconds Fsync latency.\n");
         out.push_str("# TYPE ringkv_storage_sync_duration_seconds histogram\n");
         self.storage_sync_latency

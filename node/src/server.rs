@@ -1,10 +1,12 @@
-//! Wiring: opens storage, builds the ring and the node, binds the listeners, starts the driver,
+//! Wiring: opens storage, builds the node with gossip membership (seeded with the initial
+//! ring), binds the listeners, starts the driver,
 //! the client, peer and admin servers, and shuts them down in order.
 //!
 //! Shutdown order: stop accepting; let each client connection finish the command it is running
 //! (up to the request timeout); tell the driver to finish what is in flight; final fsync and
 //! memtable flush; exit.
 
+use crate::admin::{AddressBook, MembershipView, RepairSchedule};
 use crate::clients::{self, ClientShared};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -13,7 +15,9 @@ use crate::http::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::peer::{self, handshake::PeerAuth};
 use rand::RngCore;
-use ringkv_core::{Node, NodeConfig, NodeId, Ring};
+use ringkv_core::membership::{RingChange, RingLog};
+use ringkv_core::ring::Member;
+use ringkv_core::{Node, NodeConfig, Ring};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,21 +40,29 @@ async fn bind(field: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 /// The line printed once the node has connected to every configured peer.
 pub const PEERS_REACHED: &str = "connected to all peers";
 
-/// Builds the ring every member computes identically: all members added in id order.
+/// The initial ring as a static ring (for a node without gossip): every initial member added
+/// in id order, exactly as [`seed_ring_log`] replays.
 pub fn build_ring(settings: &Settings) -> Result<Ring, String> {
-    let mut members: Vec<(NodeId, ringkv_core::NodeLocation)> = settings
-        .peers
-        .iter()
-        .map(|p| (p.id, p.location.clone()))
-        .collect();
-    members.push((settings.node_id, settings.location.clone()));
-    members.sort_by_key(|(id, _)| *id);
     let mut ring = Ring::new(settings.cluster.vnodes_per_node);
-    for (id, location) in members {
+    for (id, location) in settings.initial_members() {
         ring.add_node(id, location)
             .map_err(|e| format!("cannot build the ring: {e}"))?;
     }
     Ok(ring)
+}
+
+/// The ring log every node of the cluster starts from: a join of each initial member, in id
+/// order. Spares are not in it; every node computes the same log (and so the same version), so
+/// a later operator change extends a log they all share.
+pub fn seed_ring_log(settings: &Settings) -> RingLog {
+    RingLog {
+        vnodes_per_node: settings.cluster.vnodes_per_node,
+        changes: settings
+            .initial_members()
+            .into_iter()
+            .map(|(id, location)| RingChange::Join(Member { id, location }))
+            .collect(),
+    }
 }
 
 /// Runs a node until `stop` resolves, then shuts it down gracefully.
@@ -70,18 +82,29 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         vlog_bytes = lsm.vlog_bytes(),
         "storage recovered"
     );
-    let ring = build_ring(&settings)?;
-    metrics.ring_members.set(ring.len() as u64);
-    let node = Node::new(
+    let node = Node::with_membership(
         NodeConfig {
             id: settings.node_id,
             cluster: settings.cluster.clone(),
             rng_seed: rand::rngs::OsRng.next_u64(),
         },
-        ring.clone(),
+        settings.membership.clone(),
+        seed_ring_log(&settings),
         storage,
+        clock.now(),
     )
     .map_err(|e| format!("invalid configuration: {e}"))?;
+    let replicas_per_key = usize::from(settings.cluster.n);
+    let (view_tx, view_rx) = watch::channel(Arc::new(MembershipView::of(&node, replicas_per_key)));
+    if let Some(membership) = node.membership() {
+        let version = membership.ring_version();
+        tracing::info!(
+            members = node.ring().len(),
+            changes = version.changes,
+            fingerprint = version.fingerprint,
+            "ring at start (the newer of the configured one and the one persisted)"
+        );
+    }
 
     let client_listener = bind("client_listen", settings.client_listen).await?;
     let client_addr = client_listener
@@ -143,6 +166,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             settings.storage.clone(),
         )
         .with_held_replies_max(settings.limits.peer_queue_messages_max)
+        .with_membership_view(view_tx, replicas_per_key)
         .run(),
     );
 
@@ -165,8 +189,14 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         let state = Arc::new(AdminState {
             node_id: settings.node_id,
             metrics: Arc::clone(&metrics),
-            ring,
             connected,
+            address_book: AddressBook::from_settings(&settings),
+            view: view_rx,
+            inputs: inputs_tx.clone(),
+            repair_schedule: RepairSchedule {
+                interval_ms: settings.cluster.anti_entropy_interval_ms,
+                ranges_per_round: settings.cluster.anti_entropy_ranges_per_round,
+            },
         });
         crate::spawn(http::serve(listener, state, shutdown_rx.clone()));
     }
@@ -191,14 +221,17 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         println!("ringkv-node {id} listening for peers on {addr}");
     }
     if let Some(addr) = http_addr {
-        tracing::info!(%addr, "admin HTTP listening (/health, /metrics, /ring)");
-        println!("ringkv-node {id} admin HTTP (/health, /metrics, /ring) on http://{addr}");
+        tracing::info!(%addr, "admin HTTP listening (/health, /metrics, /ring, /admin/...)");
+        println!(
+            "ringkv-node {id} admin HTTP (/health, /metrics, /ring, /admin/...) on http://{addr}"
+        );
     }
     tracing::info!(addr = %client_addr, "listening for clients (RESP)");
     println!("ringkv-node {id} {LISTENING_CLIENTS} {client_addr}");
     let c = &settings.cluster;
     tracing::info!(
-        members = settings.peers.len() + 1,
+        initial_members = settings.initial_members().len(),
+        known_nodes = settings.peers.len() + 1,
         n = c.n,
         r = c.r,
         w = c.w,

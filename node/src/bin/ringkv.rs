@@ -6,6 +6,10 @@
 //! ringkv kv-get greeting --level all # siblings, causal context, acks
 //! ringkv local-cluster --nodes 3     # three ringkv-node processes on loopback; Ctrl-C stops them
 //! ringkv admin status                # /health and /ring of a node (--http 127.0.0.1:9380)
+//! ringkv admin join 4 --node-http 127.0.0.1:9380   # spare 4 joins the ring; gossip spreads it
+//! ringkv admin leave 2               # node 2 decommissions (streams its data out)
+//! ringkv admin remove 3              # dead node 3 leaves the ring (refused unless it is down)
+//! ringkv admin repair                # anti-entropy schedule and progress
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -99,7 +103,12 @@ enum Cmd {
     /// Administer a running node through its admin HTTP port.
     Admin {
         /// The node's admin HTTP address.
-        #[arg(long, default_value = "127.0.0.1:9380")]
+        #[arg(
+            long,
+            visible_alias = "node-http",
+            default_value = "127.0.0.1:9380",
+            global = true
+        )]
         http: String,
         #[command(subcommand)]
         action: AdminCmd,
@@ -114,23 +123,40 @@ enum AdminCmd {
     Ring,
     /// The Prometheus metrics.
     Metrics,
-    /// Add a node to the ring (needs dynamic membership, not available yet).
-    Join,
-    /// Leave the ring (needs dynamic membership, not available yet).
-    Leave,
-    /// Remove a node from the ring (needs dynamic membership, not available yet).
-    Remove,
-    /// Repair (needs anti-entropy, not available yet).
+    /// Join a node to the ring (its address and location come from the contacted node's
+    /// configured peers, e.g. a spare with `initial_member = false`). Gossip spreads the new
+    /// ring; anti-entropy moves the data.
+    Join {
+        /// The node to join.
+        node: u32,
+    },
+    /// Decommission a node: it leaves the ring and streams its ranges to their new owners.
+    Leave {
+        /// The node that leaves.
+        node: u32,
+    },
+    /// Remove a dead node from the ring; survivors re-replicate its ranges. Refused unless the
+    /// contacted node's failure detector judges it down.
+    Remove {
+        /// The dead node.
+        node: u32,
+    },
+    /// Anti-entropy: repair runs continuously; this shows its schedule and progress.
     Repair,
 }
 
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    http_request(addr, "GET", path)
+}
+
+/// One request without a body; the body of a 200 answer, else the status line and body.
+fn http_request(addr: &str, method: &str, path: &str) -> Result<String, String> {
     let mut stream =
         std::net::TcpStream::connect(addr).map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
@@ -142,6 +168,14 @@ fn http_get(addr: &str, path: &str) -> Result<String, String> {
         Some((head, body)) => Err(format!("{}: {body}", head.lines().next().unwrap_or(""))),
         None => Err("malformed HTTP response".to_string()),
     }
+}
+
+/// A membership command: prints the node's JSON answer; a refusal is an error with the reason.
+fn admin_post(addr: &str, path: &str) -> Result<bool, String> {
+    http_request(addr, "POST", path).map(|body| {
+        print!("{body}");
+        true
+    })
 }
 
 fn run_command(args: &Args, command: Vec<String>) -> Result<bool, String> {
@@ -250,11 +284,10 @@ fn main() -> ExitCode {
                 print!("{body}");
                 true
             }),
-            AdminCmd::Join | AdminCmd::Leave | AdminCmd::Remove | AdminCmd::Repair => Err(
-                "membership is static in this version (peers come from each node's \
-                 configuration); join/leave/remove/repair arrive with gossip and anti-entropy"
-                    .to_string(),
-            ),
+            AdminCmd::Join { node } => admin_post(http, &format!("/admin/join?node={node}")),
+            AdminCmd::Leave { node } => admin_post(http, &format!("/admin/leave?node={node}")),
+            AdminCmd::Remove { node } => admin_post(http, &format!("/admin/remove?node={node}")),
+            AdminCmd::Repair => admin_post(http, "/admin/repair"),
         },
     };
     match result {

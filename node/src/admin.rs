@@ -1,0 +1,382 @@
+//! Operator membership commands and what the admin endpoint reports about membership.
+//!
+//! The driver owns the node, so an operator's join, leave or remove travels to it as an
+//! [`crate::driver::Input::Admin`] and the answer comes back on a channel. What `/ring`,
+//! `/admin/repair` and `/metrics` show is a [`MembershipView`]: a snapshot the driver publishes
+//! whenever the ring or a member's status changes, so reading it never waits for the driver.
+
+use crate::config::Settings;
+use crate::metrics::{status_label, RepairCounters};
+use ringkv_core::membership::{MemberStatus, MemberView, MembershipError, RingVersion};
+use ringkv_core::node::AdminError;
+use ringkv_core::ring::Member;
+use ringkv_core::{NodeId, NodeLocation, Ring, Storage};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// An operator's membership change, carried out by the driver on the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `member` joins the ring.
+    Join(Member),
+    /// The node decommissions (it streams its ranges out, then owns nothing).
+    Leave(NodeId),
+    /// The dead node is removed (refused unless this node judges it down).
+    Remove(NodeId),
+}
+
+impl AdminCommand {
+    /// The command's name in URLs and replies.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminCommand::Join(_) => "join",
+            AdminCommand::Leave(_) => "leave",
+            AdminCommand::Remove(_) => "remove",
+        }
+    }
+
+    /// The node the command is about.
+    pub fn node(&self) -> NodeId {
+        match self {
+            AdminCommand::Join(member) => member.id,
+            AdminCommand::Leave(id) | AdminCommand::Remove(id) => *id,
+        }
+    }
+}
+
+/// The reply to an [`AdminCommand`]: the new ring version, or why the change was refused.
+pub type AdminResult = Result<RingVersion, AdminError>;
+
+/// An operator-readable reason for a refused command (the core's own text, except for the
+/// refusal an operator meets most: removing a node that is not down yet).
+pub fn refusal_reason(error: &AdminError) -> String {
+    match error {
+        AdminError::Membership(MembershipError::NotDown { node, status }) => {
+            let status = status.map_or("unknown to this node", status_label);
+            format!(
+                "node {} is {status} here; only a node this node's failure detector judges down \
+                 can be removed (wait until /ring shows it \"down\", or use leave for a live node)",
+                node.0
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Membership as the driver last saw it.
+#[derive(Clone, Debug)]
+pub struct MembershipView {
+    /// The ring the node places keys with.
+    pub ring: Ring,
+    /// Its version.
+    pub ring_version: RingVersion,
+    /// Every node the failure detector knows (this one included), in id order.
+    pub members: Vec<MemberView>,
+    /// Ranges this node replicates in that ring.
+    pub ranges_replicated: usize,
+}
+
+impl MembershipView {
+    /// Takes the snapshot from `node` (`n` replicas per key).
+    pub fn of<S: Storage>(node: &ringkv_core::Node<S>, n: usize) -> MembershipView {
+        let ring = node.ring().clone();
+        let ranges_replicated = (0..ring.range_count())
+            .filter_map(|i| u32::try_from(i).ok())
+            .filter(|&range| ring.range_replicas(range, n).contains(&node.id()))
+            .count();
+        let (ring_version, members) = match node.membership() {
+            Some(m) => (m.ring_version(), m.members()),
+            None => (RingVersion::default(), Vec::new()),
+        };
+        MembershipView {
+            ring,
+            ring_version,
+            members,
+            ranges_replicated,
+        }
+    }
+
+    /// This node's judgement of `node`.
+    pub fn status(&self, node: NodeId) -> Option<MemberStatus> {
+        self.members
+            .iter()
+            .find(|m| m.node == node)
+            .map(|m| m.status)
+    }
+}
+
+/// Where each node of the configuration can be reached, and where it would sit in the ring.
+#[derive(Clone, Debug, Default)]
+pub struct AddressBook {
+    entries: BTreeMap<NodeId, (String, NodeLocation)>,
+}
+
+impl AddressBook {
+    /// This node and every configured peer (spares included).
+    pub fn from_settings(settings: &Settings) -> AddressBook {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            settings.node_id,
+            (settings.peer_listen.to_string(), settings.location.clone()),
+        );
+        for peer in &settings.peers {
+            entries.insert(peer.id, (peer.addr.clone(), peer.location.clone()));
+        }
+        AddressBook { entries }
+    }
+
+    /// The ring member `node` would be on joining, if its address is known.
+    pub fn member(&self, node: NodeId) -> Option<Member> {
+        self.entries.get(&node).map(|(_, location)| Member {
+            id: node,
+            location: location.clone(),
+        })
+    }
+
+    /// `node`'s peer address, if known.
+    pub fn addr(&self, node: NodeId) -> Option<&str> {
+        self.entries.get(&node).map(|(addr, _)| addr.as_str())
+    }
+
+    /// Every node in the book, in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.entries.keys().copied()
+    }
+}
+
+/// A JSON string literal of `text` (names from a peer's ring log are not trusted to be plain).
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A ring version as JSON; the fingerprint as 16 hex digits (a u64 does not survive a JSON
+/// number in every reader).
+pub fn version_json(version: RingVersion) -> String {
+    format!(
+        "{{\"changes\":{},\"fingerprint\":\"{:016x}\"}}",
+        version.changes, version.fingerprint
+    )
+}
+
+/// The `/ring` document: the ring version; each ring member with its status (this node's
+/// failure detector), connection state, location, vnodes and ownership; and the known nodes
+/// outside the ring (spares and departed nodes).
+pub fn ring_json(
+    me: NodeId,
+    view: &MembershipView,
+    book: &AddressBook,
+    connected: &BTreeMap<NodeId, Arc<AtomicBool>>,
+) -> String {
+    let ownership = view.ring.ownership();
+    let mut vnodes: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for (_, owner) in view.ring.tokens() {
+        *vnodes.entry(owner).or_default() += 1;
+    }
+    let state = |node: NodeId| {
+        if node == me {
+            "up"
+        } else {
+            match connected.get(&node) {
+                Some(flag) if flag.load(Ordering::Relaxed) => "up",
+                _ => "unreachable",
+            }
+        }
+    };
+    let status = |node: NodeId| view.status(node).map_or("unknown", status_label);
+    let addr = |node: NodeId| book.addr(node).map_or("null".to_string(), json_string);
+    let mut out = format!(
+        "{{\"node\":{},\"ring_version\":{},\"nodes\":[",
+        me.0,
+        version_json(view.ring_version)
+    );
+    for (i, member) in view.ring.members().iter().enumerate() {
+        let id = member.id;
+        let _ = write!(
+            out,
+            "{}{{\"id\":{},\"status\":\"{}\",\"state\":\"{}\",\"addr\":{},\"datacenter\":{},\
+             \"rack\":{},\"weight\":{},\"vnodes\":{},\"ownership\":{:.4}}}",
+            if i == 0 { "" } else { "," },
+            id.0,
+            status(id),
+            state(id),
+            addr(id),
+            json_string(&member.location.datacenter),
+            json_string(&member.location.rack),
+            member.location.weight,
+            vnodes.get(&id).copied().unwrap_or(0),
+            ownership.get(&id).copied().unwrap_or(0.0),
+        );
+    }
+    out.push_str("],\"outside_ring\":[");
+    let mut outside: Vec<NodeId> = view
+        .members
+        .iter()
+        .map(|m| m.node)
+        .chain(book.nodes())
+        .filter(|&node| !view.ring.contains(node))
+        .collect();
+    outside.sort();
+    outside.dedup();
+    for (i, id) in outside.into_iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"id\":{},\"status\":\"{}\",\"state\":\"{}\",\"addr\":{}}}",
+            if i == 0 { "" } else { "," },
+            id.0,
+            status(id),
+            state(id),
+            addr(id),
+        );
+    }
+    out.push_str("]}\n");
+    out
+}
+
+/// Anti-entropy settings the repair report states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepairSchedule {
+    /// Time between rounds; 0 when anti-entropy is off.
+    pub interval_ms: u64,
+    /// Ranges compared per round.
+    pub ranges_per_round: usize,
+}
+
+/// The `/admin/repair` document. The core runs anti-entropy continuously on its own timer and
+/// offers no call to start a round early, so this reports the schedule and progress rather than
+/// pretending to start anything: `started` is always false, and `reason` says why.
+pub fn repair_json(
+    view: &MembershipView,
+    schedule: RepairSchedule,
+    repair: &RepairCounters,
+) -> String {
+    let (running, reason, sweep_ms) = if schedule.interval_ms == 0 {
+        (
+            false,
+            "anti-entropy is off on this node (repair.anti_entropy_interval_ms = 0); \
+             only read repair and hinted handoff repair replicas"
+                .to_string(),
+            None,
+        )
+    } else {
+        let rounds = view
+            .ranges_replicated
+            .div_ceil(schedule.ranges_per_round.max(1))
+            .max(1) as u64;
+        let sweep = rounds.saturating_mul(schedule.interval_ms);
+        (
+            true,
+            format!(
+                "repair runs continuously: every {} ms this node compares up to {} of its {} \
+                 ranges with another replica (a full sweep about every {sweep} ms); the core has \
+                 no call to start a round early, so nothing was started",
+                schedule.interval_ms, schedule.ranges_per_round, view.ranges_replicated
+            ),
+            Some(sweep),
+        )
+    };
+    format!(
+        "{{\"started\":false,\"anti_entropy_running\":{running},\"reason\":{},\
+         \"interval_ms\":{},\"ranges_per_round\":{},\"ranges_replicated\":{},\
+         \"sweep_ms_estimate\":{},\"rounds\":{},\"ranges_compared\":{},\"ranges_differing\":{},\
+         \"records_sent\":{},\"records_repaired\":{},\"read_repairs\":{},\"hints_pending\":{}}}\n",
+        json_string(&reason),
+        schedule.interval_ms,
+        schedule.ranges_per_round,
+        view.ranges_replicated,
+        sweep_ms.map_or("null".to_string(), |ms| ms.to_string()),
+        repair.anti_entropy_rounds.get(),
+        repair.anti_entropy_ranges_compared.get(),
+        repair.anti_entropy_ranges_differing.get(),
+        repair.anti_entropy_records_sent.get(),
+        repair.anti_entropy_records_repaired.get(),
+        repair.read_repairs.get(),
+        repair.hints_pending.get(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("dc1"), "\"dc1\"");
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn a_refused_remove_says_why_in_words() {
+        let error = AdminError::Membership(MembershipError::NotDown {
+            node: NodeId(2),
+            status: Some(MemberStatus::Alive),
+        });
+        let reason = refusal_reason(&error);
+        assert!(reason.starts_with("node 2 is alive here"), "{reason}");
+        assert!(reason.contains("judges down"), "{reason}");
+    }
+
+    #[test]
+    fn the_ring_document_lists_members_and_spares() {
+        let mut ring = Ring::new(8);
+        let location = NodeLocation {
+            datacenter: "dc1".into(),
+            rack: "r1".into(),
+            weight: 1,
+        };
+        for id in [1, 2] {
+            ring.add_node(NodeId(id), location.clone()).expect("add");
+        }
+        let members = [
+            (1, MemberStatus::Alive),
+            (2, MemberStatus::Down),
+            (3, MemberStatus::Alive),
+        ]
+        .into_iter()
+        .map(|(id, status)| MemberView {
+            node: NodeId(id),
+            incarnation: 1,
+            heartbeat: 1,
+            status,
+            location: None,
+        })
+        .collect();
+        let view = MembershipView {
+            ring,
+            ring_version: RingVersion {
+                changes: 2,
+                fingerprint: 0xab,
+            },
+            members,
+            ranges_replicated: 16,
+        };
+        let json = ring_json(NodeId(1), &view, &AddressBook::default(), &BTreeMap::new());
+        assert!(
+            json.contains("\"ring_version\":{\"changes\":2,\"fingerprint\":\"00000000000000ab\"}"),
+            "{json}"
+        );
+        assert!(
+            json.contains("{\"id\":2,\"status\":\"down\",\"state\":\"unreachable\""),
+            "{json}"
+        );
+        assert!(json.contains("\"vnodes\":8"), "{json}");
+        assert!(
+            json.contains("\"outside_ring\":[{\"id\":3,\"status\":\"alive\""),
+            "{json}"
+        );
+    }
+}
