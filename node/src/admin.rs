@@ -256,19 +256,33 @@ pub struct RepairSchedule {
     pub ranges_per_round: usize,
 }
 
-/// The `/admin/repair` document. The core runs anti-entropy continuously on its own timer and
-/// offers no call to start a round early, so this reports the schedule and progress rather than
-/// pretending to start anything: `started` is always false, and `reason` says why.
+/// The `/admin/repair` document: the anti-entropy schedule and progress, and, after `POST`, the
+/// rounds of the full sweep just started (`started`: the core compares every range this node
+/// holds with its other replicas back to back, a round every few milliseconds, even when
+/// periodic anti-entropy is off).
 pub fn repair_json(
     view: &MembershipView,
     schedule: RepairSchedule,
     repair: &RepairCounters,
+    started: Option<usize>,
 ) -> String {
-    let (running, reason, sweep_ms) = if schedule.interval_ms == 0 {
+    let (running, reason, sweep_ms) = if let Some(rounds) = started {
+        (
+            schedule.interval_ms > 0,
+            format!(
+                "repair started: {rounds} anti-entropy rounds back to back compare all {} ranges \
+                 this node replicates (and offer those it holds but no longer replicates) with \
+                 their other replicas; watch records_repaired here or on the peers",
+                view.ranges_replicated
+            ),
+            None,
+        )
+    } else if schedule.interval_ms == 0 {
         (
             false,
-            "anti-entropy is off on this node (repair.anti_entropy_interval_ms = 0); \
-             only read repair and hinted handoff repair replicas"
+            "periodic anti-entropy is off on this node (repair.anti_entropy_interval_ms = 0); \
+             read repair and hinted handoff repair replicas, and POST /admin/repair sweeps every \
+             range once"
                 .to_string(),
             None,
         )
@@ -282,18 +296,20 @@ pub fn repair_json(
             true,
             format!(
                 "repair runs continuously: every {} ms this node compares up to {} of its {} \
-                 ranges with another replica (a full sweep about every {sweep} ms); the core has \
-                 no call to start a round early, so nothing was started",
+                 ranges with another replica (a full sweep about every {sweep} ms); POST \
+                 /admin/repair starts a full sweep now",
                 schedule.interval_ms, schedule.ranges_per_round, view.ranges_replicated
             ),
             Some(sweep),
         )
     };
     format!(
-        "{{\"started\":false,\"anti_entropy_running\":{running},\"reason\":{},\
+        "{{\"started\":{},\"rounds_scheduled\":{},\"anti_entropy_running\":{running},\"reason\":{},\
          \"interval_ms\":{},\"ranges_per_round\":{},\"ranges_replicated\":{},\
          \"sweep_ms_estimate\":{},\"rounds\":{},\"ranges_compared\":{},\"ranges_differing\":{},\
          \"records_sent\":{},\"records_repaired\":{},\"read_repairs\":{},\"hints_pending\":{}}}\n",
+        started.is_some(),
+        started.unwrap_or(0),
         json_string(&reason),
         schedule.interval_ms,
         schedule.ranges_per_round,

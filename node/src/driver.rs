@@ -85,6 +85,12 @@ pub enum Input {
         /// Where the answer goes.
         reply: oneshot::Sender<AdminResult>,
     },
+    /// An operator's repair: compare every range with its other replicas now (the number of
+    /// anti-entropy rounds scheduled goes back on `reply`).
+    Repair {
+        /// Where the answer goes.
+        reply: oneshot::Sender<usize>,
+    },
     /// Finish what is in flight, sync, and stop.
     Shutdown,
 }
@@ -334,6 +340,11 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
                 }
                 // The operator may have gone; the change stands either way.
                 let _ = reply.send(result);
+            }
+            Input::Repair { reply } => {
+                let rounds = self.node.start_repair(now);
+                tracing::info!(rounds, "operator repair: every range compared now");
+                let _ = reply.send(rounds);
             }
             Input::Shutdown => {
                 // The core answers every request by its deadline, so this bounds the wait.

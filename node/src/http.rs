@@ -55,10 +55,18 @@ impl AdminState {
         ring_json(self.node_id, &view, &self.address_book, &self.connected)
     }
 
-    /// The `/admin/repair` document.
-    pub fn repair_json(&self) -> String {
+    /// The `/admin/repair` document; `started` is the rounds a repair just scheduled.
+    pub fn repair_json(&self, started: Option<usize>) -> String {
         let view = Arc::clone(&self.view.borrow());
-        repair_json(&view, self.repair_schedule, &self.metrics.repair)
+        repair_json(&view, self.repair_schedule, &self.metrics.repair, started)
+    }
+
+    /// Asks the driver to sweep every range now; the rounds scheduled, or `None` if the driver
+    /// is gone (shutting down).
+    pub async fn start_repair(&self) -> Option<usize> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs.send(Input::Repair { reply }).await.ok()?;
+        answer.await.ok()
     }
 
     /// Runs a membership command: the HTTP status and the JSON body.
@@ -205,9 +213,24 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         ("GET", "/ring") => respond(&mut stream, "200 OK", JSON, &state.ring_json()).await,
-        ("GET" | "POST", "/admin/repair") => {
-            respond(&mut stream, "200 OK", JSON, &state.repair_json()).await
+        ("GET", "/admin/repair") => {
+            respond(&mut stream, "200 OK", JSON, &state.repair_json(None)).await
         }
+        ("POST", "/admin/repair") => match state.start_repair().await {
+            Some(rounds) => {
+                let body = state.repair_json(Some(rounds));
+                respond(&mut stream, "200 OK", JSON, &body).await
+            }
+            None => {
+                respond(
+                    &mut stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "the node is shutting down\n",
+                )
+                .await
+            }
+        },
         ("POST", "/admin/join" | "/admin/leave" | "/admin/remove") => {
             let name = path.trim_start_matches("/admin/");
             let (status, body) = state.command(name, query).await;

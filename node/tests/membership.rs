@@ -428,11 +428,24 @@ fn a_spare_joins_a_node_leaves_and_a_dead_node_is_removed() {
             "{key} on the joined node alone"
         );
     }
-    let (status, body) = http(&layout.http(SPARE), "POST", "/admin/repair");
+    let (status, body) = http(&layout.http(SPARE), "GET", "/admin/repair");
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("\"started\":false") && body.contains("repair runs continuously"),
         "{body}"
     );
+    let (status, body) = http(&layout.http(SPARE), "POST", "/admin/repair");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"started\":true") && body.contains("repair started"),
+        "{body}"
+    );
+    let scheduled: u64 = body
+        .split("\"rounds_scheduled\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0);
+    assert!(scheduled >= 1, "{body}");
     assert_eq!(spare.terminate().code(), Some(0));
 }

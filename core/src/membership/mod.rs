@@ -181,7 +181,17 @@ impl fmt::Display for MembershipError {
             MembershipError::Config(error) => write!(f, "{error}"),
             MembershipError::Ring(error) => write!(f, "{error}"),
             MembershipError::NotDown { node, status } => {
-                write!(f, "{node} is {status:?}, only a down node can be removed")
+                let judged = match status {
+                    Some(MemberStatus::Alive) => "alive",
+                    Some(MemberStatus::Suspect) => "suspect (not yet down)",
+                    Some(MemberStatus::Down) => "down",
+                    Some(MemberStatus::Left) => "already gone from the ring",
+                    None => "unknown",
+                };
+                write!(
+                    f,
+                    "{node} is {judged} here; only a node this node's failure detector judges down can be removed"
+                )
             }
             MembershipError::TooManyMembers(count) => {
                 write!(f, "{count} members exceed members_max")

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Time between the rounds of an operator's repair sweep.
+const REPAIR_ROUND_GAP_MS: u64 = 5;
+
 /// Keys read per storage scan call while rebuilding trees.
 const REBUILD_SCAN_BATCH: usize = 4096;
 
@@ -91,6 +94,23 @@ impl<S: Storage> Node<S> {
         self.trees.entry(range).or_default()
     }
 
+    /// Operator: compare every range this node replicates (and offer every range it holds but no
+    /// longer replicates) with the other replicas now, back to back, instead of waiting for the
+    /// periodic sweep. Returns the rounds scheduled. Works even with periodic anti-entropy off.
+    pub fn start_repair(&mut self, now: Now) -> usize {
+        let per_round = self.config.cluster.anti_entropy_ranges_per_round.max(1);
+        let ranges = self.my_ranges.len() + self.trees.len();
+        self.repair_rounds_left = ranges.div_ceil(per_round).max(1);
+        self.next_anti_entropy = Some(now.monotonic);
+        self.finish_input();
+        self.repair_rounds_left
+    }
+
+    /// Anti-entropy rounds still to run for an operator's repair.
+    pub fn repair_rounds_left(&self) -> usize {
+        self.repair_rounds_left
+    }
+
     /// Arms the first round lazily (the constructor has no time).
     pub(super) fn arm_anti_entropy(&mut self, now: Now) {
         let interval = self.config.cluster.anti_entropy_interval_ms;
@@ -105,11 +125,20 @@ impl<S: Storage> Node<S> {
 
     /// One round: send roots of the next few ranges to one of their other replicas each.
     pub(super) fn anti_entropy_round(&mut self, now: Now) {
-        let interval = self.config.cluster.anti_entropy_interval_ms;
-        self.next_anti_entropy = Some(
-            now.monotonic
-                .saturating_add(Duration::from_millis(interval)),
-        );
+        let configured = self.config.cluster.anti_entropy_interval_ms;
+        let gap = if self.repair_rounds_left > 0 {
+            // An operator's repair: sweep every range now, a round every few milliseconds.
+            self.repair_rounds_left -= 1;
+            Some(if configured == 0 {
+                REPAIR_ROUND_GAP_MS
+            } else {
+                configured.min(REPAIR_ROUND_GAP_MS)
+            })
+        } else {
+            (configured > 0).then_some(configured)
+        };
+        self.next_anti_entropy =
+            gap.map(|ms| now.monotonic.saturating_add(Duration::from_millis(ms)));
         if self.durability.is_poisoned() {
             return;
         }

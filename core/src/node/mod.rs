@@ -93,6 +93,8 @@ pub struct Node<S: Storage> {
     hints_in_flight: hints::InFlightHints,
     next_hint_replay: Option<Instant>,
     hint_stats: hints::HintStats,
+    /// Anti-entropy rounds still to run back to back for an operator's repair.
+    repair_rounds_left: usize,
     /// Gossip membership and failure detection, when the node runs with them.
     membership: Option<Membership>,
     /// The full tree rebuild in progress, if any, and when the next one starts.
@@ -140,6 +142,7 @@ impl<S: Storage> Node<S> {
             hints_in_flight: BTreeSet::new(),
             next_hint_replay: None,
             hint_stats: hints::HintStats::default(),
+            repair_rounds_left: 0,
             membership: None,
             tree_rebuild: None,
             next_tree_rebuild: None,
@@ -155,6 +158,11 @@ impl<S: Storage> Node<S> {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
     }
 
     /// The ring this node places keys with.

@@ -493,3 +493,101 @@ fn lww_record(ts: u64, len: usize) -> crate::version::Record {
         value: Some(Bytes::from(vec![7u8; len])),
     })
 }
+
+#[test]
+fn an_operator_repair_sweeps_every_range_even_with_periodic_anti_entropy_off() {
+    use crate::storage::Storage;
+    let ring = three_node_ring(16);
+    let key = |i: usize| Bytes::from(format!("key{i:04}"));
+    let mut storages = vec![MemStorage::new(); 3];
+    for i in 0..220 {
+        for (n, storage) in storages.iter_mut().enumerate() {
+            // Node 0 missed the last twenty writes.
+            if n > 0 || i < 200 {
+                storage.put(key(i), lww_record(1, 10)).expect("put");
+            }
+        }
+    }
+    let cluster = ClusterConfig {
+        anti_entropy_interval_ms: 0,
+        anti_entropy_ranges_per_round: 4,
+        ..ClusterConfig::default()
+    };
+    let mut nodes: Vec<Node<MemStorage>> = storages
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut storage)| {
+            storage.sync().expect("sync");
+            let config = NodeConfig {
+                id: NodeId(i as u32),
+                cluster: cluster.clone(),
+                rng_seed: i as u64,
+            };
+            Node::new(config, ring.clone(), storage).expect("valid")
+        })
+        .collect();
+    let held = |node: &mut Node<MemStorage>| {
+        (0..220)
+            .filter(|&i| node.storage_mut().get(&key(i)).ok().flatten().is_some())
+            .count()
+    };
+    let run = |nodes: &mut Vec<Node<MemStorage>>, from_ms: u64, to_ms: u64| {
+        for ms in from_ms..to_ms {
+            let now = Now {
+                monotonic: Instant::from_nanos(ms * 1_000_000 + 1),
+                wall: WallMicros(1_000_000 + ms * 1000),
+            };
+            let mut queue: VecDeque<(usize, NodeId, Message)> = VecDeque::new();
+            for i in 0..3 {
+                nodes[i].handle_timeout(now);
+                loop {
+                    while let Some(output) = nodes[i].poll_output() {
+                        match output {
+                            Output::Send { to, message } => queue.push_back((i, to, message)),
+                            Output::Persist { token } => {
+                                nodes[i].storage_mut().sync().expect("sync");
+                                nodes[i].handle_persisted(now, token);
+                            }
+                            _ => {}
+                        }
+                    }
+                    let Some((from, to, message)) = queue.pop_front() else {
+                        break;
+                    };
+                    let j = to.0 as usize;
+                    nodes[j].handle_message(now, NodeId(from as u32), message);
+                    // Drain the receiver next (its outputs go to the same queue).
+                    while let Some(output) = nodes[j].poll_output() {
+                        match output {
+                            Output::Send { to, message } => queue.push_back((j, to, message)),
+                            Output::Persist { token } => {
+                                nodes[j].storage_mut().sync().expect("sync");
+                                nodes[j].handle_persisted(now, token);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    };
+    run(&mut nodes, 0, 500);
+    assert_eq!(
+        held(&mut nodes[0]),
+        200,
+        "anti-entropy is off: nothing repaired"
+    );
+    let now = Now {
+        monotonic: Instant::from_nanos(500 * 1_000_000 + 1),
+        wall: WallMicros(1_500_000),
+    };
+    let rounds = nodes[0].start_repair(now);
+    assert!(rounds >= 2, "a sweep of every range takes several rounds");
+    run(&mut nodes, 500, 1_000);
+    assert_eq!(nodes[0].repair_rounds_left(), 0);
+    assert_eq!(
+        held(&mut nodes[0]),
+        220,
+        "the repair sweep brought every key"
+    );
+}

@@ -9,7 +9,7 @@
 //! ringkv admin join 4 --node-http 127.0.0.1:9380   # spare 4 joins the ring; gossip spreads it
 //! ringkv admin leave 2               # node 2 decommissions (streams its data out)
 //! ringkv admin remove 3              # dead node 3 leaves the ring (refused unless it is down)
-//! ringkv admin repair                # anti-entropy schedule and progress
+//! ringkv admin repair                # start a full anti-entropy sweep now; schedule and progress
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -141,7 +141,7 @@ enum AdminCmd {
         /// The dead node.
         node: u32,
     },
-    /// Anti-entropy: repair runs continuously; this shows its schedule and progress.
+    /// Anti-entropy: start a full sweep of every range now, and show the schedule and progress.
     Repair,
 }
 
