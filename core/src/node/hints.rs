@@ -193,9 +193,9 @@ impl<S: Storage> Node<S> {
         let owners: Vec<NodeId> = self.hints.keys().copied().collect();
         let age_max_micros = cluster.hint_age_max_ms.saturating_mul(1000);
         for owner in owners {
-            if self.is_down(owner) {
-                continue; // the failure detector says it is down: replaying now is wasted
-            }
+            // The failure detector says it is down: replaying now is wasted, but its hints still
+            // age out on time.
+            let owner_down = self.is_down(owner);
             let candidates: Vec<Bytes> = self.hints.get(&owner).map_or_else(Vec::new, |q| {
                 q.keys
                     .keys()
@@ -224,6 +224,9 @@ impl<S: Storage> Node<S> {
                 if expired {
                     self.hint_stats.expired += 1;
                     self.delete_hint(owner, &stored);
+                    continue;
+                }
+                if owner_down {
                     continue;
                 }
                 let op = self.allocate_operation();
