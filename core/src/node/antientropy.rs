@@ -71,6 +71,8 @@ impl<S: Storage> Node<S> {
             let done = batch.len() < REBUILD_SCAN_BATCH;
             for (key, record) in &batch {
                 self.tree_update(key, record);
+                // Stamps after a restart stay above everything this node stores.
+                self.observe_record(Some(record));
             }
             if done {
                 break;

@@ -469,9 +469,10 @@ impl<S: Storage> Node<S> {
                     Some(Record::Lww(r)) => Some(r.version),
                     _ => None,
                 };
-                let stamp = self.clock.stamp(self.last_wall);
+                let stamp = self.stamp(self.last_wall);
                 let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
                 self.clock.observe(timestamp_micros);
+                self.raise_clock_floor(timestamp_micros);
                 let version = LwwVersion {
                     timestamp_micros,
                     node: self.id,
@@ -536,7 +537,7 @@ impl<S: Storage> Node<S> {
         match self.config.cluster.conflict {
             ConflictMode::Lww => {
                 let version = LwwVersion {
-                    timestamp_micros: self.clock.stamp(now.wall),
+                    timestamp_micros: self.stamp(now.wall),
                     node: self.id,
                     nonce: self.rng.gen(),
                 };

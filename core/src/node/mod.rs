@@ -5,6 +5,7 @@
 //! until `poll_timeout` (or the next input). See the crate documentation for the full contract.
 
 mod antientropy;
+mod clock_floor;
 mod coordinator;
 mod durability;
 mod gossip;
@@ -14,6 +15,7 @@ mod replica;
 mod tree_rebuild;
 
 pub use antientropy::AntiEntropyStats;
+pub use clock_floor::CLOCK_FLOOR_KEY;
 pub use gossip::{AdminError, MEMBERSHIP_KEY};
 pub use output::{NodeEvent, Output, PersistToken};
 pub use tree_rebuild::TreeRebuildStats;
@@ -93,6 +95,8 @@ pub struct Node<S: Storage> {
     hints_in_flight: hints::InFlightHints,
     next_hint_replay: Option<Instant>,
     hint_stats: hints::HintStats,
+    /// The clock bound staged in storage (see `clock_floor`).
+    clock_floor: u64,
     /// Anti-entropy rounds still to run back to back for an operator's repair.
     repair_rounds_left: usize,
     /// Gossip membership and failure detection, when the node runs with them.
@@ -143,6 +147,7 @@ impl<S: Storage> Node<S> {
             next_hint_replay: None,
             hint_stats: hints::HintStats::default(),
             repair_rounds_left: 0,
+            clock_floor: 0,
             membership: None,
             tree_rebuild: None,
             next_tree_rebuild: None,
@@ -150,6 +155,7 @@ impl<S: Storage> Node<S> {
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
+        node.load_clock_floor();
         node.rebuild_trees();
         node.rebuild_hints();
         Ok(node)

@@ -591,3 +591,77 @@ fn an_operator_repair_sweeps_every_range_even_with_periodic_anti_entropy_off() {
         "the repair sweep brought every key"
     );
 }
+
+#[test]
+fn a_restart_with_the_wall_clock_set_back_never_stamps_below_earlier_writes() {
+    use crate::version::Record;
+    // Two nodes, n = 1: node 0 coordinates writes for a key only node 1 holds, so node 0's own
+    // storage never sees the timestamps it hands out.
+    let mut ring = Ring::new(16);
+    for i in 0..2 {
+        let location = NodeLocation {
+            datacenter: "dc".into(),
+            rack: format!("r{i}"),
+            weight: 1,
+        };
+        ring.add_node(NodeId(i), location).expect("fresh");
+    }
+    let key = (0..1000)
+        .map(|i| format!("key{i}"))
+        .find(|k| ring.preference_list(k.as_bytes(), 1) == vec![NodeId(1)])
+        .expect("node 1 owns some key");
+    let cluster = ClusterConfig {
+        n: 1,
+        r: 1,
+        w: 1,
+        ..ClusterConfig::default()
+    };
+    let config = NodeConfig {
+        id: NodeId(0),
+        cluster,
+        rng_seed: 3,
+    };
+    let write = |node: &mut Node<MemStorage>, wall_micros: u64, id: u64| -> u64 {
+        let now = Now {
+            monotonic: Instant::from_nanos(id * 1_000_000),
+            wall: WallMicros(wall_micros),
+        };
+        let body = ClientRequest::Put {
+            key: Bytes::from(key.clone()),
+            value: Bytes::from_static(b"v"),
+            context: None,
+            consistency: None,
+        };
+        node.handle_client(now, RequestId(id), body);
+        let mut stamp = None;
+        while let Some(output) = node.poll_output() {
+            match output {
+                Output::Send {
+                    message:
+                        Message::Write {
+                            record: Record::Lww(r),
+                            ..
+                        },
+                    ..
+                } => stamp = Some(r.version.timestamp_micros),
+                Output::Persist { token } => {
+                    node.storage_mut().sync().expect("sync");
+                    node.handle_persisted(now, token);
+                }
+                _ => {}
+            }
+        }
+        stamp.expect("the write went to node 1")
+    };
+    let mut node = Node::new(config.clone(), ring.clone(), MemStorage::new()).expect("valid");
+    let before = write(&mut node, 50_000_000, 1);
+    let mut storage = node.into_storage();
+    storage.crash();
+    // The wall clock went back 20 s while the node was down.
+    let mut node = Node::new(config, ring, storage).expect("valid");
+    let after = write(&mut node, 30_000_000, 2);
+    assert!(
+        after > before,
+        "stamped {after} after the restart, below {before} from before it"
+    );
+}
