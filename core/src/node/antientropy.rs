@@ -14,6 +14,10 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Encoded bytes of records one anti-entropy message carries (well below the codec's 16 MiB
+/// message limit; a single larger record still goes alone).
+const AE_RECORDS_BYTES_MAX: usize = 4 << 20;
+
 /// Time between the rounds of an operator's repair sweep.
 const REPAIR_ROUND_GAP_MS: u64 = 5;
 
@@ -318,12 +322,21 @@ impl<S: Storage> Node<S> {
         self.trees.get(&range).and_then(|t| t.digest_of(key))
     }
 
-    /// Local records of `keys`, at most the per-message limit (the rest wait for a later round).
+    /// Local records of `keys`, at most the per-message limit in count and about
+    /// `AE_RECORDS_BYTES_MAX` in encoded size (the rest wait for a later round). Without the byte
+    /// budget, a batch of large values encoded past the codec's message limit and was refused
+    /// by every receiver, so those keys were never repaired.
     fn records_for(&mut self, keys: &[Bytes]) -> Vec<(Bytes, Record)> {
         let max = self.config.cluster.anti_entropy_records_per_message_max;
         let mut records = Vec::new();
+        let mut bytes = 0usize;
         for key in keys.iter().take(max) {
             if let Ok(Some(record)) = self.local_record(key) {
+                let size = key.len() + crate::codec::encode(&record).len();
+                if !records.is_empty() && bytes + size > AE_RECORDS_BYTES_MAX {
+                    break;
+                }
+                bytes += size;
                 records.push((key.clone(), record));
             }
         }

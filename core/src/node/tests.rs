@@ -531,47 +531,7 @@ fn an_operator_repair_sweeps_every_range_even_with_periodic_anti_entropy_off() {
             .filter(|&i| node.storage_mut().get(&key(i)).ok().flatten().is_some())
             .count()
     };
-    let run = |nodes: &mut Vec<Node<MemStorage>>, from_ms: u64, to_ms: u64| {
-        for ms in from_ms..to_ms {
-            let now = Now {
-                monotonic: Instant::from_nanos(ms * 1_000_000 + 1),
-                wall: WallMicros(1_000_000 + ms * 1000),
-            };
-            let mut queue: VecDeque<(usize, NodeId, Message)> = VecDeque::new();
-            for i in 0..3 {
-                nodes[i].handle_timeout(now);
-                loop {
-                    while let Some(output) = nodes[i].poll_output() {
-                        match output {
-                            Output::Send { to, message } => queue.push_back((i, to, message)),
-                            Output::Persist { token } => {
-                                nodes[i].storage_mut().sync().expect("sync");
-                                nodes[i].handle_persisted(now, token);
-                            }
-                            _ => {}
-                        }
-                    }
-                    let Some((from, to, message)) = queue.pop_front() else {
-                        break;
-                    };
-                    let j = to.0 as usize;
-                    nodes[j].handle_message(now, NodeId(from as u32), message);
-                    // Drain the receiver next (its outputs go to the same queue).
-                    while let Some(output) = nodes[j].poll_output() {
-                        match output {
-                            Output::Send { to, message } => queue.push_back((j, to, message)),
-                            Output::Persist { token } => {
-                                nodes[j].storage_mut().sync().expect("sync");
-                                nodes[j].handle_persisted(now, token);
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-    };
-    run(&mut nodes, 0, 500);
+    run_millis(&mut nodes, 0, 500, |_| {});
     assert_eq!(
         held(&mut nodes[0]),
         200,
@@ -583,7 +543,7 @@ fn an_operator_repair_sweeps_every_range_even_with_periodic_anti_entropy_off() {
     };
     let rounds = nodes[0].start_repair(now);
     assert!(rounds >= 2, "a sweep of every range takes several rounds");
-    run(&mut nodes, 500, 1_000);
+    run_millis(&mut nodes, 500, 1_000, |_| {});
     assert_eq!(nodes[0].repair_rounds_left(), 0);
     assert_eq!(
         held(&mut nodes[0]),
@@ -663,5 +623,104 @@ fn a_restart_with_the_wall_clock_set_back_never_stamps_below_earlier_writes() {
     assert!(
         after > before,
         "stamped {after} after the restart, below {before} from before it"
+    );
+}
+
+/// Drives `nodes` millisecond by millisecond from `from_ms` to `to_ms`: timeouts, then every
+/// message delivered at once (FIFO) and every persist completed at once; `seen` sees each message.
+fn run_millis(
+    nodes: &mut [Node<MemStorage>],
+    from_ms: u64,
+    to_ms: u64,
+    mut seen: impl FnMut(&Message),
+) {
+    use crate::storage::Storage;
+    for ms in from_ms..to_ms {
+        let now = Now {
+            monotonic: Instant::from_nanos(ms * 1_000_000 + 1),
+            wall: WallMicros(1_000_000 + ms * 1000),
+        };
+        let mut queue: VecDeque<(usize, NodeId, Message)> = VecDeque::new();
+        for i in 0..nodes.len() {
+            nodes[i].handle_timeout(now);
+            let mut active = Some(i);
+            while let Some(j) = active.take() {
+                while let Some(output) = nodes[j].poll_output() {
+                    match output {
+                        Output::Send { to, message } => queue.push_back((j, to, message)),
+                        Output::Persist { token } => {
+                            nodes[j].storage_mut().sync().expect("sync");
+                            nodes[j].handle_persisted(now, token);
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some((from, to, message)) = queue.pop_front() {
+                    seen(&message);
+                    let k = to.0 as usize;
+                    nodes[k].handle_message(now, NodeId(from as u32), message);
+                    active = Some(k);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn anti_entropy_messages_of_large_values_stay_within_the_message_limit() {
+    use crate::codec::{encode, MESSAGE_BYTES_MAX};
+    use crate::storage::Storage;
+    let ring = three_node_ring(16);
+    // Forty 1 MiB values (40 MiB in all) in one range, so one exchange covers them all; node 0
+    // lacks them.
+    let range_of = |k: &Bytes| ring.range_index_for_hash(Ring::key_hash(k));
+    let first = Bytes::from("big0");
+    let keys: Vec<Bytes> = (0..100_000)
+        .map(|i| Bytes::from(format!("big{i}")))
+        .filter(|k| range_of(k) == range_of(&first))
+        .take(40)
+        .collect();
+    assert_eq!(keys.len(), 40);
+    let key = |i: usize| keys[i].clone();
+    let mut storages = vec![MemStorage::new(); 3];
+    for i in 0..40 {
+        for storage in storages.iter_mut().skip(1) {
+            storage.put(key(i), lww_record(1, 1 << 20)).expect("put");
+        }
+    }
+    let cluster = ClusterConfig {
+        anti_entropy_interval_ms: 20,
+        ..ClusterConfig::default()
+    };
+    let mut nodes: Vec<Node<MemStorage>> = storages
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut storage)| {
+            storage.sync().expect("sync");
+            let config = NodeConfig {
+                id: NodeId(i as u32),
+                cluster: cluster.clone(),
+                rng_seed: i as u64,
+            };
+            Node::new(config, ring.clone(), storage).expect("valid")
+        })
+        .collect();
+    let (mut largest, mut record_messages) = (0, 0);
+    run_millis(&mut nodes, 0, 2_000, |message| {
+        if let Message::AeRecords { records, .. } = message {
+            if !records.is_empty() {
+                record_messages += 1;
+                largest = largest.max(encode(message).len());
+            }
+        }
+    });
+    let held = (0..40)
+        .filter(|&i| nodes[0].storage_mut().get(&key(i)).ok().flatten().is_some())
+        .count();
+    assert_eq!(held, 40, "every large value reached node 0");
+    assert!(record_messages >= 10, "40 MiB needs many messages");
+    assert!(
+        largest > 0 && largest <= MESSAGE_BYTES_MAX / 2,
+        "an anti-entropy message of {largest} bytes"
     );
 }
