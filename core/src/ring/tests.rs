@@ -78,6 +78,28 @@ fn adding_one_node_to_ten_moves_about_one_eleventh() {
         (fraction - ideal).abs() <= ideal * 0.15,
         "moved {fraction:.4} of keys, ideal {ideal:.4}"
     );
+    // With three replicas: every replica copy that moves must move to the new node, and the
+    // copies moved stay within 1.25x of the ideal 1/11 of all copies.
+    let mut copies_moved = 0u32;
+    for i in 0..KEYS {
+        let old = before.preference_list(&key(i), 3);
+        let new = after.preference_list(&key(i), 3);
+        for replica in new.iter().filter(|r| !old.contains(r)) {
+            assert_eq!(*replica, NodeId(10), "a copy moved between two old nodes");
+            copies_moved += 1;
+        }
+    }
+    let copies_fraction = f64::from(copies_moved) / f64::from(3 * KEYS);
+    assert!(
+        copies_fraction <= ideal * 1.25,
+        "moved {copies_fraction:.4} of replica copies, ideal {ideal:.4}"
+    );
+    println!(
+        "10 -> 11 nodes: {moved} of {KEYS} primaries moved ({:.3}x ideal); {copies_moved} of {} replica copies (n=3) moved ({:.3}x ideal)",
+        fraction / ideal,
+        3 * KEYS,
+        copies_fraction / ideal
+    );
 }
 
 #[test]
