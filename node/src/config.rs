@@ -100,6 +100,10 @@ pub struct ReplicationFile {
     pub request_timeout_ms: Option<u64>,
     /// Vnodes per unit of weight.
     pub vnodes_per_node: Option<u32>,
+    /// Replicas per datacenter, e.g. `{ dc1 = 3, dc2 = 2 }` (adding up to `n`; datacenters left
+    /// out hold none). Unset: `n` spread as evenly as the datacenters allow.
+    #[serde(default)]
+    pub replicas_per_datacenter: std::collections::BTreeMap<String, u8>,
 }
 
 /// `[repair]`: read repair, hinted handoff and anti-entropy. Every member should agree.
@@ -510,6 +514,7 @@ fn core_field_path(field: &str) -> String {
         | "vnodes_per_node"
         | "sloppy_quorum"
         | "sloppy_after_ms"
+        | "replicas_per_datacenter"
         | "unsafe_ack_before_persist" => format!("replication.{field}"),
         "read_repair"
         | "hints_per_target_max"
@@ -800,6 +805,11 @@ impl FileConfig {
             anti_entropy_records_per_message_max: repair
                 .anti_entropy_records_per_message_max
                 .unwrap_or(defaults.anti_entropy_records_per_message_max),
+            replicas_per_datacenter: rep
+                .replicas_per_datacenter
+                .iter()
+                .map(|(name, count)| (name.clone(), *count))
+                .collect(),
             ..defaults
         };
         config.validate().map_err(|e| SettingsError {
@@ -1138,6 +1148,39 @@ mod tests {
         assert_eq!(
             settings.cluster_secret.as_deref().map(<[u8]>::len),
             Some(32)
+        );
+    }
+
+    #[test]
+    fn replicas_per_datacenter_parse_and_must_add_up_to_n() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let file = |per_dc: &str| {
+            format!(
+                r#"
+                node_id = 1
+                datacenter = "eu"
+                cluster_secret_file = "{}"
+                peers = [{{ id = 2, addr = "127.0.0.1:7002", datacenter = "eu" }},
+                         {{ id = 3, addr = "127.0.0.1:7003", datacenter = "us" }}]
+                [replication]
+                n = 3
+                replicas_per_datacenter = {per_dc}
+                "#,
+                secret.display()
+            )
+        };
+        let settings = FileConfig::parse(&file("{ eu = 2, us = 1 }"))
+            .and_then(|f| f.validate())
+            .expect("valid");
+        assert_eq!(
+            settings.cluster.replicas_per_datacenter,
+            vec![("eu".to_string(), 2), ("us".to_string(), 1)]
+        );
+        assert_eq!(
+            field_of(&file("{ eu = 2, us = 2 }")),
+            "replication.replicas_per_datacenter"
         );
     }
 
