@@ -131,6 +131,14 @@ pub enum RequestError {
     /// The `linearizable` level needs last-write-wins versions; this cluster uses vector clocks,
     /// whose siblings have no single newest version to write back.
     LinearizableNeedsLww,
+    /// The write would leave more than `record_bytes_max` value bytes over the key's siblings:
+    /// read, resolve, write with context. (Last on purpose: variants are encoded by position.)
+    SiblingsTooLarge {
+        /// The value bytes the record would hold.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The outcome of a client request.

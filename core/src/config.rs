@@ -27,6 +27,9 @@ pub struct ClusterConfig {
     pub key_bytes_max: usize,
     /// Largest value accepted.
     pub value_bytes_max: usize,
+    /// Most value bytes one key's record may hold over all its siblings (vector clocks): a
+    /// record travels whole in one peer message, so it must stay well below the codec's limit.
+    pub record_bytes_max: usize,
     /// Most siblings a key may hold in vector-clock mode; a put that would exceed it is refused.
     pub siblings_max: usize,
     /// Most entries in a key's version vector before the pruning rule applies.
@@ -91,6 +94,7 @@ impl Default for ClusterConfig {
             request_timeout_ms: 1_000,
             key_bytes_max: 1024,
             value_bytes_max: 1 << 20,
+            record_bytes_max: 8 << 20,
             siblings_max: 64,
             clock_entries_max: 16,
             requests_in_flight_max: 10_000,
@@ -172,10 +176,20 @@ impl ClusterConfig {
             "key_bytes_max",
             "must be between 1 and 65536",
         )?;
+        // A record travels whole in one peer message: half the codec's limit leaves room for
+        // the key, the version and the message around it.
+        let record_limit = crate::codec::MESSAGE_BYTES_MAX / 2;
         check(
-            (1..=64 << 20).contains(&self.value_bytes_max),
+            (1..=record_limit).contains(&self.value_bytes_max),
             "value_bytes_max",
-            "must be between 1 and 64 MiB",
+            format!("must be between 1 and {record_limit} (half the peer message limit)"),
+        )?;
+        check(
+            (self.value_bytes_max..=record_limit).contains(&self.record_bytes_max),
+            "record_bytes_max",
+            format!(
+                "must be between value_bytes_max and {record_limit} (half the peer message limit)"
+            ),
         )?;
         check(
             (1..=4096).contains(&self.siblings_max),

@@ -314,6 +314,10 @@ fn rejected(e: &RequestError) -> Reply {
         RequestError::StorageUnavailable => Reply::err(
             "storage unavailable on a replica (a failed fsync poisons a node until restarted)",
         ),
+        RequestError::SiblingsTooLarge { bytes, max } => Reply::Error(format!(
+            "CONFLICT the key's siblings would hold {bytes} value bytes, over {max}: KV.GET it, \
+             resolve, and KV.PUT with its CONTEXT"
+        )),
         RequestError::ReservedKey => {
             Reply::err("keys beginning with bytes 0xFF 0xFF are reserved for the node's own records")
         }

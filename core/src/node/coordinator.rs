@@ -804,6 +804,22 @@ impl<S: Storage> Node<S> {
             );
             return;
         }
+        // The record travels whole in one message; past the codec's limit no replica could
+        // receive it, and the key would be unreplicable.
+        let bytes: usize = record
+            .siblings
+            .iter()
+            .map(|(_, value)| value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        if bytes > self.config.cluster.record_bytes_max {
+            let max = self.config.cluster.record_bytes_max;
+            self.finish_write(
+                origin,
+                needed,
+                ForwardedOutcome::Rejected(RequestError::SiblingsTooLarge { bytes, max }),
+            );
+            return;
+        }
         let write = WriteOperation {
             origin,
             key,

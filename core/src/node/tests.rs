@@ -215,6 +215,46 @@ fn oversized_values_are_rejected_before_any_effect() {
 }
 
 #[test]
+fn siblings_are_bounded_in_bytes_so_a_record_always_fits_one_message() {
+    // Default limits: values up to 1 MiB, records up to 8 MiB over all siblings.
+    let mut c = Cluster::new(ConflictMode::VectorClock);
+    for id in 1..=9u64 {
+        let body = ClientRequest::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![id as u8; 1 << 20]),
+            context: None,
+            consistency: None,
+        };
+        c.client(0, id, body);
+        c.settle();
+    }
+    for id in 1..=8 {
+        assert!(
+            matches!(c.reply(id), Some(ClientReply::Written { .. })),
+            "{id}: {:?}",
+            c.reply(id).map(|_| "not written")
+        );
+    }
+    assert!(
+        matches!(
+            c.reply(9),
+            Some(ClientReply::Rejected(RequestError::SiblingsTooLarge {
+                max: 8_388_608,
+                ..
+            }))
+        ),
+        "the ninth concurrent 1 MiB sibling must be refused"
+    );
+    // Every record any replica holds still encodes within the peer message limit.
+    for node in &mut c.nodes {
+        if let Ok(Some(record)) = crate::storage::Storage::get(node.storage_mut(), b"k") {
+            let encoded = crate::codec::encode(&record).len();
+            assert!(encoded > 0 && encoded <= crate::codec::MESSAGE_BYTES_MAX);
+        }
+    }
+}
+
+#[test]
 fn vector_clocks_keep_concurrent_writes_and_a_context_resolves_them() {
     let mut c = Cluster::new(ConflictMode::VectorClock);
     c.client(0, 1, put("k", "a"));
