@@ -458,22 +458,7 @@ fn sigkill_during_load_loses_no_acknowledged_write() {
 
 /// `GET path` on a node's admin port; the body.
 fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to admin HTTP");
-    stream
-        .set_read_timeout(Some(LINE_WAIT))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+    http(addr, "GET", path).1
 }
 
 /// The value of an unlabelled-but-for-`node` metric in a Prometheus exposition.

@@ -10,7 +10,6 @@ use common::*;
 use redis::Value;
 use ringkv_node::clock::Clock;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -84,28 +83,6 @@ impl Layout {
             &format!("node{id}"),
         )
     }
-}
-
-/// One HTTP request without a body to a node's admin port: the status code and the body.
-fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to admin HTTP");
-    stream
-        .set_read_timeout(Some(LINE_WAIT))
-        .expect("read timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status code");
-    (status, body.to_string())
 }
 
 /// What a node's `/ring` says: the ring version, the ring members in id order, and every node's

@@ -240,6 +240,13 @@ fn apply(
     Ok(())
 }
 
+impl RingLog {
+    /// The log's version (no validation: [`RingState::build`] checks the log itself).
+    pub fn version(&self) -> RingVersion {
+        version_of(self)
+    }
+}
+
 fn version_of(log: &RingLog) -> RingVersion {
     RingVersion {
         changes: log.changes.len() as u64,

@@ -963,8 +963,9 @@ impl<S: Storage> Node<S> {
         let mut involved: Vec<NodeId> = write.replicas.clone();
         involved.extend(sloppy.stand_ins.iter().map(|&(f, _)| f));
         let mut sends = Vec::new();
+        let walk = self.fallback_walk(&write.key);
         for intended in silent {
-            let Some(fallback) = self.choose_fallback(&write.key, &involved) else {
+            let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
                 break;
             };
             involved.push(fallback);
@@ -1022,12 +1023,11 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// The next node along `key`'s ring walk that is not involved yet and not judged down by
-    /// the failure detector: the stand-in for a silent or failed replica.
-    fn choose_fallback(&self, key: &[u8], involved: &[NodeId]) -> Option<NodeId> {
+    /// `key`'s ring walk without the nodes the failure detector judges down: where stand-ins
+    /// for silent or failed replicas are taken from (`hints::choose_fallback`), in order.
+    fn fallback_walk(&self, key: &[u8]) -> Vec<NodeId> {
         let walk = self.ring.preference_list(key, self.ring.len());
-        let candidates: Vec<NodeId> = walk.into_iter().filter(|&n| !self.is_down(n)).collect();
-        crate::node::hints::choose_fallback(&candidates, involved)
+        walk.into_iter().filter(|&n| !self.is_down(n)).collect()
     }
 
     /// A sloppy write need not wait for the hand-off point for replicas the failure detector
@@ -1048,8 +1048,9 @@ impl<S: Storage> Node<S> {
         }
         let mut involved: Vec<NodeId> = write.replicas.clone();
         let mut sends = Vec::new();
+        let walk = self.fallback_walk(&write.key);
         for intended in down {
-            let Some(fallback) = self.choose_fallback(&write.key, &involved) else {
+            let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
                 break;
             };
             involved.push(fallback);
@@ -1086,9 +1087,12 @@ impl<S: Storage> Node<S> {
                     .unwrap_or(now.monotonic)
                     .max(now.monotonic);
                 let silent = read.replica_ids.len().saturating_sub(read.answered.len());
+                let walk = self.fallback_walk(&read.key);
                 let mut targets = Vec::new();
                 for _ in 0..silent {
-                    let Some(fallback) = self.choose_fallback(&read.key, &read.replica_ids) else {
+                    let Some(fallback) =
+                        crate::node::hints::choose_fallback(&walk, &read.replica_ids)
+                    else {
                         break;
                     };
                     read.replica_ids.push(fallback);

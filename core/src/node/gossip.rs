@@ -14,7 +14,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::id::NodeId;
 use crate::membership::{
     MemberStatus, Membership, MembershipConfig, MembershipError, MembershipEvent, MembershipOutput,
-    RingLog, RingState, RingVersion,
+    RingLog, RingVersion,
 };
 use crate::message::Message;
 use crate::ring::Member;
@@ -72,23 +72,18 @@ impl<S: Storage> Node<S> {
             reason: e.to_string(),
         };
         let persisted = load_persisted(&mut storage);
-        let seed_version = RingState::build(seed_ring.clone(), &membership)
-            .map_err(|e| as_config_error(MembershipError::Ring(e)))?
-            .version();
-        let (incarnation, ring) = match persisted {
-            Some(p) => {
-                // A persisted log that no longer builds (another vnode setting) is ignored.
-                let newer = RingState::build(p.ring.clone(), &membership)
-                    .is_ok_and(|state| state.version() > seed_version);
-                (
-                    p.incarnation.saturating_add(1),
-                    if newer { p.ring } else { seed_ring },
-                )
-            }
-            None => (1, seed_ring),
-        };
-        let machine = Membership::new(membership, config.id, incarnation, ring, now.monotonic)
-            .map_err(as_config_error)?;
+        let incarnation = persisted
+            .as_ref()
+            .map_or(1, |p| p.incarnation.saturating_add(1));
+        let (id, at) = (config.id, now.monotonic);
+        // A newer persisted ring wins; one that no longer builds (another vnode setting) is
+        // ignored. Each candidate log is built once, by the machine itself.
+        let machine = match persisted.filter(|p| p.ring.version() > seed_ring.version()) {
+            Some(p) => Membership::new(membership.clone(), id, incarnation, p.ring, at)
+                .or_else(|_| Membership::new(membership, id, incarnation, seed_ring, at)),
+            None => Membership::new(membership, id, incarnation, seed_ring, at),
+        }
+        .map_err(as_config_error)?;
         let mut node = Node::new(config, machine.ring().clone(), storage)?;
         node.membership = Some(machine);
         node.persist_membership();

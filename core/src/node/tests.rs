@@ -327,19 +327,7 @@ fn anti_entropy_bytes_scale_with_divergence_not_key_count() {
         anti_entropy_ranges_per_round: 256,
         ..ClusterConfig::default()
     };
-    let mut nodes: Vec<Node<MemStorage>> = storages
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut storage)| {
-            storage.sync().expect("sync");
-            let config = NodeConfig {
-                id: NodeId(i as u32),
-                cluster: cluster.clone(),
-                rng_seed: i as u64,
-            };
-            Node::new(config, ring.clone(), storage).expect("valid")
-        })
-        .collect();
+    let mut nodes = nodes_over(storages, &cluster, &ring);
     let mut ae_bytes = 0usize;
     let mut queue: VecDeque<(NodeId, NodeId, Message)> = VecDeque::new();
     let mut converged_after = None;
@@ -553,19 +541,7 @@ fn an_operator_repair_sweeps_every_range_even_with_periodic_anti_entropy_off() {
         anti_entropy_ranges_per_round: 4,
         ..ClusterConfig::default()
     };
-    let mut nodes: Vec<Node<MemStorage>> = storages
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut storage)| {
-            storage.sync().expect("sync");
-            let config = NodeConfig {
-                id: NodeId(i as u32),
-                cluster: cluster.clone(),
-                rng_seed: i as u64,
-            };
-            Node::new(config, ring.clone(), storage).expect("valid")
-        })
-        .collect();
+    let mut nodes = nodes_over(storages, &cluster, &ring);
     let held = |node: &mut Node<MemStorage>| {
         (0..220)
             .filter(|&i| node.storage_mut().get(&key(i)).ok().flatten().is_some())
@@ -732,19 +708,7 @@ fn anti_entropy_messages_of_large_values_stay_within_the_message_limit() {
         anti_entropy_interval_ms: 20,
         ..ClusterConfig::default()
     };
-    let mut nodes: Vec<Node<MemStorage>> = storages
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut storage)| {
-            storage.sync().expect("sync");
-            let config = NodeConfig {
-                id: NodeId(i as u32),
-                cluster: cluster.clone(),
-                rng_seed: i as u64,
-            };
-            Node::new(config, ring.clone(), storage).expect("valid")
-        })
-        .collect();
+    let mut nodes = nodes_over(storages, &cluster, &ring);
     let (mut largest, mut record_messages) = (0, 0);
     run_millis(&mut nodes, 0, 2_000, |message| {
         if let Message::AeRecords { records, .. } = message {
@@ -763,4 +727,26 @@ fn anti_entropy_messages_of_large_values_stay_within_the_message_limit() {
         largest > 0 && largest <= MESSAGE_BYTES_MAX / 2,
         "an anti-entropy message of {largest} bytes"
     );
+}
+
+/// One node per storage (node i over `storages[i]`, made durable first), all on `ring`.
+fn nodes_over(
+    storages: Vec<MemStorage>,
+    cluster: &ClusterConfig,
+    ring: &Ring,
+) -> Vec<Node<MemStorage>> {
+    use crate::storage::Storage;
+    storages
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut storage)| {
+            storage.sync().expect("sync");
+            let config = NodeConfig {
+                id: NodeId(i as u32),
+                cluster: cluster.clone(),
+                rng_seed: i as u64,
+            };
+            Node::new(config, ring.clone(), storage).expect("valid")
+        })
+        .collect()
 }
