@@ -159,7 +159,7 @@ fn histories_dir() -> PathBuf {
     std::env::var_os("CHECKER_HISTORIES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/checker-histories")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories")
         })
 }
 

@@ -1,4 +1,5 @@
-//! Every public history with a known verdict (../shared/checker-histories/VERDICTS.tsv).
+//! Every public history with a known verdict (checker/histories/VERDICTS.tsv, copied into the
+//! repository with its licence so a bare clone passes).
 //!
 //! Set `CHECKER_HISTORIES_DIR` to use another copy of the folder.
 
@@ -10,7 +11,7 @@ fn histories_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CHECKER_HISTORIES_DIR") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/checker-histories")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories")
 }
 
 #[test]
@@ -19,8 +20,8 @@ fn all_known_verdicts_match() {
     let table = dir.join("VERDICTS.tsv");
     let Ok(text) = std::fs::read_to_string(&table) else {
         panic!(
-            "ground truth not found: {} is missing (expected the shared checker-histories folder \
-             two levels above the crate, or CHECKER_HISTORIES_DIR)",
+            "ground truth not found: {} is missing (expected checker/histories \
+             inside the crate, or CHECKER_HISTORIES_DIR)",
             table.display()
         );
     };
