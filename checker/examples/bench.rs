@@ -158,9 +158,7 @@ fn time_runs<T>(runs: usize, mut work: impl FnMut() -> T) -> (T, Duration) {
 fn histories_dir() -> PathBuf {
     std::env::var_os("CHECKER_HISTORIES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories"))
 }
 
 fn read(path: &Path) -> String {

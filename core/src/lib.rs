@@ -9,6 +9,7 @@
 //! * **Out:** `poll_output() -> Option<Output>` (`Send`, `Persist`, `Reply`, `Event`) and
 //!   `poll_timeout() -> Option<Instant>`.
 //! * **Rule:** every input is followed by a full drain of `poll_output` before the next input.
+//!   [`drive::drive`] is that rule, written once; every driver uses it.
 //!   A driver is a loop: feed one input, drain the outputs, sleep until `poll_timeout` or the next
 //!   input, whichever comes first.
 //! * **Time and randomness are inputs.** `Now` carries monotonic time (deadlines) and the node's
@@ -35,6 +36,7 @@ pub mod buggify;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod drive;
 pub mod hash;
 pub mod id;
 pub mod membership;

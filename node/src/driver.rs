@@ -180,6 +180,8 @@ pub struct Driver<F: FileSystem> {
     /// Messages for the node itself (sent to itself, or refusals on a peer's behalf), fed to it
     /// after the outputs of the current input are drained.
     loopback: VecDeque<(NodeId, Message)>,
+    /// The node's outputs of one drain, carried out after it (reused to save allocations).
+    drained: Vec<Output>,
     /// Replies held back per peer while its queue is full.
     held_replies: BTreeMap<NodeId, VecDeque<Message>>,
     /// Bound of each peer's held replies.
@@ -218,6 +220,7 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
             flushes_seen: 0,
             seq_at_flush: 0,
             loopback: VecDeque::new(),
+            drained: Vec::new(),
             held_replies: BTreeMap::new(),
             held_replies_max: HELD_REPLIES_PER_PEER_DEFAULT,
             membership_view: None,
@@ -368,7 +371,9 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
     }
 
     fn drain_outputs(&mut self) {
-        while let Some(output) = self.node.poll_output() {
+        let mut drained = std::mem::take(&mut self.drained);
+        ringkv_core::drive::drain(&mut self.node, &mut drained);
+        for output in drained.drain(..) {
             match output {
                 Output::Send { to, message } => self.send(to, message),
                 Output::Persist { token } => {
@@ -417,6 +422,7 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
                 },
             }
         }
+        self.drained = drained;
     }
 
     fn send(&mut self, to: NodeId, message: Message) {
