@@ -744,10 +744,7 @@ impl Session<'_> {
                 c.n,
                 c.r,
                 c.w,
-                match c.conflict {
-                    ConflictMode::Lww => "lww",
-                    ConflictMode::VectorClock => "vector-clock",
-                },
+                c.conflict,
                 c.sloppy_quorum,
                 c.read_repair,
                 c.anti_entropy_interval_ms,

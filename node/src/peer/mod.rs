@@ -89,7 +89,7 @@ pub async fn outbound(
                 connected.store(true, Ordering::Relaxed);
                 let _ = events.send(peer.id);
                 tracing::info!(peer = %peer.id, addr = %peer.addr, "connected to peer");
-                let result = pump(stream, &mut queue).await;
+                let result = pump(stream, &mut queue, &metrics).await;
                 metrics.peers_connected.dec();
                 connected.store(false, Ordering::Relaxed);
                 match result {
@@ -135,22 +135,39 @@ async fn connect(peer: &Peer, auth: &PeerAuth) -> Result<TcpStream, String> {
 }
 
 /// Sends queued messages until the queue closes (`Ok`) or the connection fails.
-async fn pump(mut stream: TcpStream, queue: &mut mpsc::Receiver<Message>) -> std::io::Result<()> {
+async fn pump(
+    mut stream: TcpStream,
+    queue: &mut mpsc::Receiver<Message>,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
     loop {
         let Some(message) = queue.recv().await else {
             let _ = stream.shutdown().await;
             return Ok(());
         };
-        encode_frame(&codec::encode_message(&message), &mut batch);
+        frame_into(&message, &mut batch, metrics);
         while batch.len() < WRITE_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(message) => encode_frame(&codec::encode_message(&message), &mut batch),
+                Ok(message) => frame_into(&message, &mut batch, metrics),
                 Err(_) => break,
             }
         }
         stream.write_all(&batch).await?;
         batch.clear();
+    }
+}
+
+/// Appends `message` as one frame, or logs and counts it as a failed send when it cannot be
+/// encoded: the message is lost like one on a cut connection, which the protocol already
+/// survives (the coordinator's deadline turns a missing reply into a typed outcome).
+fn frame_into(message: &Message, batch: &mut Vec<u8>, metrics: &Metrics) {
+    match codec::encode(message) {
+        Ok(bytes) => encode_frame(&bytes, batch),
+        Err(e) => {
+            metrics.peer_messages_unencodable.inc();
+            tracing::warn!(error = %e, "peer message not sent: it cannot be encoded");
+        }
     }
 }
 
@@ -243,7 +260,7 @@ async fn inbound(
                 return;
             }
         };
-        let message = match codec::decode_message(&payload) {
+        let message = match codec::decode(&payload) {
             Ok(message) => message,
             Err(e) => {
                 metrics.peer_frame_errors.inc();
