@@ -780,6 +780,9 @@ impl FileConfig {
                 .iter()
                 .map(|(name, count)| (name.clone(), *count))
                 .collect(),
+            // Fault points and the unsafe test knobs are the simulator's alone: no file key
+            // reaches them, whatever features the binary was built with.
+            simulation: false,
             ..defaults
         };
         config.validate().map_err(|e| SettingsError {

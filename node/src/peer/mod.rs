@@ -80,7 +80,7 @@ pub async fn outbound(
     let mut backoff = Backoff::new();
     let mut failures = 0u32;
     loop {
-        match connect(&peer, &auth).await {
+        match connect(&peer, &auth, &metrics).await {
             Ok(stream) => {
                 backoff.reset();
                 failures = 0;
@@ -118,7 +118,7 @@ pub async fn outbound(
     }
 }
 
-async fn connect(peer: &Peer, auth: &PeerAuth) -> Result<TcpStream, String> {
+async fn connect(peer: &Peer, auth: &PeerAuth, metrics: &Metrics) -> Result<TcpStream, String> {
     let attempt = async {
         let mut stream = TcpStream::connect(&peer.addr)
             .await
@@ -126,7 +126,7 @@ async fn connect(peer: &Peer, auth: &PeerAuth) -> Result<TcpStream, String> {
         let _ = stream.set_nodelay(true);
         handshake::dial(&mut stream, auth, peer.id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(&e, metrics))?;
         Ok(stream)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
@@ -169,6 +169,15 @@ fn frame_into(message: &Message, batch: &mut Vec<u8>, metrics: &Metrics) {
             tracing::warn!(error = %e, "peer message not sent: it cannot be encoded");
         }
     }
+}
+
+/// Counts a handshake refusal that is about stored meaning (it needs an operator, unlike a
+/// peer that is merely down) and returns the reason for the log line.
+fn refused(error: &handshake::HandshakeError, metrics: &Metrics) -> String {
+    if matches!(error, handshake::HandshakeError::StoredMeaning(_)) {
+        metrics.peer_stored_meaning_mismatches.inc();
+    }
+    error.to_string()
 }
 
 /// Accepts peer connections until `shutdown` flips.
@@ -232,6 +241,7 @@ async fn inbound(
             Ok(Ok(from)) => from,
             Ok(Err(e)) => {
                 metrics.peer_handshake_failures.inc();
+                let e = refused(&e, metrics);
                 tracing::warn!(%addr, error = %e, "peer connection refused");
                 return;
             }
