@@ -364,7 +364,8 @@ mod tests {
 
     #[test]
     fn unsafe_knobs_are_refused_outside_simulation() {
-        let knobs: [(&str, fn(&mut ClusterConfig)); 3] = [
+        type Knob = fn(&mut ClusterConfig);
+        let knobs: [(&str, Knob); 3] = [
             ("unsafe_ack_before_persist", |c| {
                 c.unsafe_ack_before_persist = true
             }),

@@ -125,7 +125,7 @@ impl StoredMeaning {
                 .map(|(_, value)| value.clone());
             if theirs.as_deref() != Some(configured.as_str()) {
                 return Some(MeaningMismatch {
-                    setting: *setting,
+                    setting,
                     stored: theirs.unwrap_or_else(|| "(absent)".to_string()),
                     configured: configured.clone(),
                 });
@@ -420,7 +420,8 @@ mod tests {
         drop(storage);
         let before = snapshot(dir.path());
         assert!(before.contains_key(&dir.path().join(CLUSTER_META_FILE_NAME)));
-        let changes: [(&str, &str, &str, fn(&mut ClusterConfig)); 3] = [
+        type Change = fn(&mut ClusterConfig);
+        let changes: [(&str, &str, &str, Change); 3] = [
             ("replication.conflict", "\"lww\"", "\"vector-clock\"", |c| {
                 c.conflict = ringkv_core::ConflictMode::VectorClock
             }),
