@@ -1,6 +1,10 @@
-//! Sim-only fault points (FoundationDB's BUGGIFY): `buggify!(points, rng, "site")` is `false` in
-//! real builds; with the `sim` feature each site is switched on for a quarter of seeds and then
-//! fires with a small probability, so dangerous-but-legal choices get exercised.
+//! Sim-only fault points (FoundationDB's BUGGIFY): `buggify!(points, rng, "site")` is `false`
+//! unless the machine's [`FaultPoints`] are enabled, which only the simulator does (through
+//! `ClusterConfig::simulation`). Enabled, each site is switched on for a quarter of seeds and
+//! then fires with a small probability, so dangerous-but-legal choices get exercised.
+//!
+//! The switch is a runtime value, not a cargo feature: a feature is unified across a workspace
+//! build, so `cargo build --workspace` used to compile the node with fault points live.
 //!
 //! Sites are named explicitly, not by `file!():line!()`: with line numbers, any edit that moved a
 //! site (even a pure refactor above it) switched sites on and off for every seed and so changed
@@ -22,7 +26,13 @@ impl FaultPoints {
         FaultPoints { seed, enabled }
     }
 
-    /// Whether the site named `site` fires now. Consumes randomness only at enabled sites.
+    /// Whether any site can fire (false in every production driver).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether the site named `site` fires now. Consumes randomness only at enabled sites, so a
+    /// disabled machine draws exactly the numbers it would draw with no fault points at all.
     pub fn fire(&self, site: &str, rng: &mut impl Rng) -> bool {
         self.enabled
             && mix64(self.seed ^ hash_bytes(site.as_bytes())).is_multiple_of(4)
@@ -30,23 +40,16 @@ impl FaultPoints {
     }
 }
 
-/// `true` at the sim-only fault point named `$site` when it fires now; always `false` without
-/// the `sim` feature. Names must be unique per site and never change.
+/// `true` at the sim-only fault point named `$site` when it fires now; always `false` when the
+/// points are disabled. Names must be unique per site and never change.
 #[macro_export]
 macro_rules! buggify {
-    ($points:expr, $rng:expr, $site:literal) => {{
-        #[cfg(feature = "sim")]
-        let fired = $points.fire($site, $rng);
-        #[cfg(not(feature = "sim"))]
-        let fired = {
-            let _ = (&$points, &$rng);
-            false
-        };
-        fired
-    }};
+    ($points:expr, $rng:expr, $site:literal) => {
+        $points.fire($site, $rng)
+    };
 }
 
-#[cfg(all(test, feature = "sim"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
@@ -73,5 +76,17 @@ mod tests {
             (60..=140).contains(&live),
             "{live} of 400 seeds enable the site"
         );
+    }
+
+    #[test]
+    fn disabled_points_never_fire_and_draw_no_randomness() {
+        for seed in 0..64 {
+            let points = FaultPoints::new(seed, false);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut untouched = ChaCha8Rng::seed_from_u64(seed);
+            assert!(!points.enabled());
+            assert!((0..200).all(|_| !crate::buggify!(points, &mut rng, "test/site")));
+            assert_eq!(rng.gen::<u64>(), untouched.gen::<u64>(), "seed {seed}");
+        }
     }
 }

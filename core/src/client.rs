@@ -4,9 +4,11 @@
 //! (PITFALLS): a success, a failure known to have had no effect (`Unavailable` for reads,
 //! `Rejected`, `Busy`), or `Indeterminate` for a write that may or may not take effect.
 
-use crate::version::{VersionVector, WriteVersion};
+use crate::version::{ConflictMode, VersionVector, WriteVersion};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
 /// How many replicas a request waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,6 +48,97 @@ impl Consistency {
             Consistency::Count(c) => c,
         };
         (1..=n).contains(&needed).then_some(needed)
+    }
+}
+
+/// A level or conflict-mode name that is not one: names the bad text and what exists, so the
+/// node's flags, its TOML, client commands and scenarios all report it the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameError {
+    /// What was given.
+    pub text: String,
+    /// What kind of name was expected and which exist.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is not {}", self.text, self.expected)
+    }
+}
+
+impl std::error::Error for NameError {}
+
+const LEVEL_NAMES_EXPECTED: &str =
+    "a level (one, quorum, all, local_quorum, each_quorum, linearizable or a count of replicas)";
+
+/// Parses the level names once for every driver (case-insensitive): `one`, `quorum`, `all`,
+/// `local_quorum`, `each_quorum`, `linearizable` or a replica count of at least 1. The one
+/// parser means the node cannot refuse a level the simulator proves, as it once did.
+impl FromStr for Consistency {
+    type Err = NameError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let level = match text.to_ascii_lowercase().as_str() {
+            "one" => Consistency::One,
+            "quorum" => Consistency::Quorum,
+            "all" => Consistency::All,
+            "local_quorum" => Consistency::LocalQuorum,
+            "each_quorum" => Consistency::EachQuorum,
+            "linearizable" => Consistency::Linearizable,
+            other => match other.parse::<u8>() {
+                Ok(count) if count > 0 => Consistency::Count(count),
+                _ => {
+                    return Err(NameError {
+                        text: text.to_string(),
+                        expected: LEVEL_NAMES_EXPECTED,
+                    })
+                }
+            },
+        };
+        Ok(level)
+    }
+}
+
+/// Renders the name [`FromStr`] parses back, so a level round-trips through text.
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Consistency::One => f.write_str("one"),
+            Consistency::Quorum => f.write_str("quorum"),
+            Consistency::All => f.write_str("all"),
+            Consistency::Count(count) => write!(f, "{count}"),
+            Consistency::LocalQuorum => f.write_str("local_quorum"),
+            Consistency::EachQuorum => f.write_str("each_quorum"),
+            Consistency::Linearizable => f.write_str("linearizable"),
+        }
+    }
+}
+
+/// Parses `lww` or `vector-clock` (`vector_clock` too): the conflict mode names every driver
+/// accepts.
+impl FromStr for ConflictMode {
+    type Err = NameError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "lww" => Ok(ConflictMode::Lww),
+            "vector-clock" | "vector_clock" => Ok(ConflictMode::VectorClock),
+            _ => Err(NameError {
+                text: text.to_string(),
+                expected: "a conflict mode (lww or vector-clock)",
+            }),
+        }
+    }
+}
+
+/// Renders the name [`FromStr`] parses back (`lww`, `vector-clock`).
+impl fmt::Display for ConflictMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConflictMode::Lww => "lww",
+            ConflictMode::VectorClock => "vector-clock",
+        })
     }
 }
 
@@ -183,4 +276,45 @@ pub enum ClientReply {
     },
     /// Refused before it had any effect.
     Rejected(RequestError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_level_name_round_trips_and_bad_names_are_named() {
+        for level in [
+            Consistency::One,
+            Consistency::Quorum,
+            Consistency::All,
+            Consistency::Count(2),
+            Consistency::LocalQuorum,
+            Consistency::EachQuorum,
+            Consistency::Linearizable,
+        ] {
+            assert_eq!(level.to_string().parse::<Consistency>(), Ok(level));
+        }
+        assert_eq!("LOCAL_QUORUM".parse(), Ok(Consistency::LocalQuorum));
+        for bad in ["0", "", "local-quorom", "300"] {
+            let error = bad.parse::<Consistency>().err().map(|e| e.to_string());
+            let error = error.unwrap_or_else(|| panic!("`{bad}` parsed as a level"));
+            assert!(error.contains(&format!("`{bad}`")), "{error}");
+            assert!(error.contains("each_quorum"), "{error}");
+        }
+    }
+
+    #[test]
+    fn conflict_modes_round_trip_and_bad_names_are_named() {
+        for mode in [ConflictMode::Lww, ConflictMode::VectorClock] {
+            assert_eq!(mode.to_string().parse::<ConflictMode>(), Ok(mode));
+        }
+        assert_eq!("vector_clock".parse(), Ok(ConflictMode::VectorClock));
+        let error = "crdt".parse::<ConflictMode>().err().map(|e| e.to_string());
+        let error = error.unwrap_or_else(|| panic!("`crdt` parsed as a conflict mode"));
+        assert!(
+            error.contains("`crdt`") && error.contains("vector-clock"),
+            "{error}"
+        );
+    }
 }

@@ -1,52 +1,102 @@
 //! The one place that knows the wire encoding (bincode 2 over serde). Everything else sees
-//! `encode` / `decode`; swapping the format touches only this file.
+//! `encode` / `decode` for peer messages and `encode_value` / `decode_value` for
+//! stored values; swapping the format touches only this file.
 
 use crate::message::Message;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 
-/// Largest encoded message accepted; decoding never allocates beyond it.
+/// Largest encoded message accepted; decoding never allocates beyond it, and encoding a larger
+/// message is a typed error rather than a frame the receiver would refuse.
 pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
 
+/// The one wire configuration. Decoding is bounded by the limit; encoding is not, so that
+/// `encode` can report the exact size of an oversized message.
 fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_variable_int_encoding()
+}
+
+fn decode_config() -> impl bincode::config::Config {
     bincode::config::standard()
         .with_little_endian()
         .with_variable_int_encoding()
         .with_limit::<MESSAGE_BYTES_MAX>()
 }
 
-/// Bytes that are not a valid encoding.
+/// Why bytes could not be produced or read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
+pub enum CodecError {
+    /// The encoding is longer than [`MESSAGE_BYTES_MAX`]: nothing was (or may be) sent.
+    TooLarge {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a valid encoding (cut, corrupt, trailing bytes, or a value the
+    /// serializer could not write).
+    Malformed(String),
+}
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "undecodable message: {}", self.0)
+        match self {
+            CodecError::TooLarge { bytes, max } => {
+                write!(
+                    f,
+                    "message of {bytes} bytes exceeds the limit of {max} bytes"
+                )
+            }
+            CodecError::Malformed(why) => write!(f, "undecodable message: {why}"),
+        }
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for CodecError {}
 
-/// Encodes any serde value (messages, records, contexts).
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoding plain data into a Vec cannot fail except on the size limit, which a value built by
-    // this process never reaches; an empty frame is then refused by the receiver.
+/// Encodes a peer message for the wire; an oversized message is a typed error the caller must
+/// handle (a transport counts it and treats it as a failed send), never an empty frame.
+pub fn encode(message: &Message) -> Result<Bytes, CodecError> {
+    let bytes = bincode::serde::encode_to_vec(message, config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if bytes.len() > MESSAGE_BYTES_MAX {
+        return Err(CodecError::TooLarge {
+            bytes: bytes.len(),
+            max: MESSAGE_BYTES_MAX,
+        });
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Decodes a peer message, refusing oversized input and trailing bytes.
+pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
+    decode_value(bytes)
+}
+
+/// Encodes any other serde value (records, contexts, stored state). These are bounded by the
+/// settings that admit them (`record_bytes_max` is below [`MESSAGE_BYTES_MAX`]), and the
+/// encoder has no size limit, so for plain data this cannot fail: serde-derived types always
+/// report their lengths, which is the only other way bincode refuses a value.
+pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
 }
 
-/// Decodes a value, refusing trailing bytes.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+/// Decodes a value written by [`encode_value`], refusing oversized input and trailing bytes.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if bytes.len() > MESSAGE_BYTES_MAX {
-        return Err(DecodeError(format!(
-            "{} bytes exceeds the limit",
-            bytes.len()
-        )));
+        return Err(CodecError::TooLarge {
+            bytes: bytes.len(),
+            max: MESSAGE_BYTES_MAX,
+        });
     }
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| DecodeError(e.to_string()))?;
+    let (value, used) = bincode::serde::decode_from_slice(bytes, decode_config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != bytes.len() {
-        return Err(DecodeError(format!(
+        return Err(CodecError::Malformed(format!(
             "{} trailing bytes",
             bytes.len() - used
         )));
@@ -54,22 +104,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
-/// Encodes a peer message.
-pub fn encode_message(message: &Message) -> Vec<u8> {
-    encode(message)
-}
-
-/// Decodes a peer message.
-pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
-    decode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::{NodeId, OperationId};
     use crate::version::{LwwRecord, LwwVersion, Record};
-    use bytes::Bytes;
 
     fn sample() -> Message {
         Message::Write {
@@ -88,26 +127,59 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = encode_message(&sample());
-        assert_eq!(decode_message(&bytes), Ok(sample()));
+        let bytes = encode(&sample()).expect("a small message encodes");
+        assert_eq!(decode(&bytes), Ok(sample()));
+        // A message and the same value through the value codec share one encoding.
+        assert_eq!(encode_value(&sample()), bytes.to_vec());
+    }
+
+    fn write_of(value_bytes: usize) -> Message {
+        Message::Write {
+            op: OperationId(1),
+            key: Bytes::from_static(b"k"),
+            record: Record::Lww(LwwRecord {
+                version: LwwVersion {
+                    timestamp_micros: 1,
+                    node: NodeId(1),
+                    nonce: 1,
+                },
+                value: Some(Bytes::from(vec![0u8; value_bytes])),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_oversized_message_is_a_typed_error_naming_its_size() {
+        let at_limit = encode(&write_of(MESSAGE_BYTES_MAX - 64)).map(|b| b.len());
+        assert!(
+            matches!(at_limit, Ok(len) if len <= MESSAGE_BYTES_MAX),
+            "{at_limit:?}"
+        );
+        match encode(&write_of(MESSAGE_BYTES_MAX)) {
+            Err(CodecError::TooLarge { bytes, max }) => {
+                assert!(bytes > MESSAGE_BYTES_MAX, "{bytes}");
+                assert_eq!(max, MESSAGE_BYTES_MAX);
+            }
+            other => panic!("oversized message encoded as {other:?}"),
+        }
     }
 
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
-        let bytes = encode_message(&sample());
+        let bytes = encode(&sample()).expect("a small message encodes");
         for cut in 0..bytes.len() {
             assert!(
-                decode_message(&bytes[..cut]).is_err(),
+                decode(&bytes[..cut]).is_err(),
                 "prefix of {cut} bytes decoded"
             );
         }
-        let mut extra = bytes.clone();
+        let mut extra = bytes.to_vec();
         extra.push(0);
-        assert!(decode_message(&extra).is_err());
-        assert!(decode_message(&[0xff; 64]).is_err());
+        assert!(decode(&extra).is_err());
+        assert!(decode(&[0xff; 64]).is_err());
         // A length prefix claiming a huge value must not allocate it.
         let mut huge = vec![2u8, 7, 3];
         huge.extend_from_slice(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
-        assert!(decode_message(&huge).is_err());
+        assert!(decode(&huge).is_err());
     }
 }

@@ -71,14 +71,20 @@ pub struct ClusterConfig {
     pub tree_rebuild_interval_ms: u64,
     /// Keys read from storage per rebuild step (the throttle).
     pub tree_rebuild_keys_per_step: usize,
-    /// TEST ONLY: acknowledge writes before they are durable. Accepted by `validate` only with the
-    /// `sim` feature, so the simulator can show the durability check catches it.
+    /// Set only by the simulator: fault points (`buggify!`) fire, invariants are checked after
+    /// every input even in release builds, and the `unsafe_*` test knobs are accepted. A runtime
+    /// setting rather than a cargo feature, because feature unification switched the old `sim`
+    /// feature on in node builds made with `--workspace`; no driver but the simulator sets it,
+    /// and the node's configuration cannot.
+    pub simulation: bool,
+    /// TEST ONLY: acknowledge writes before they are durable. Accepted by `validate` only with
+    /// `simulation`, so the simulator can show the durability check catches it.
     pub unsafe_ack_before_persist: bool,
-    /// TEST ONLY: linearizable reads skip the write-back phase (sim feature only), so the
+    /// TEST ONLY: linearizable reads skip the write-back phase (`simulation` only), so the
     /// simulator can show the linearizability checker catches the anomaly.
     pub unsafe_skip_write_back: bool,
-    /// TEST ONLY: every replica silently ignores every n-th write it receives (0 = never; sim
-    /// feature only), so the simulator can show the convergence checker catches divergence.
+    /// TEST ONLY: every replica silently ignores every n-th write it receives (0 = never;
+    /// `simulation` only), so the simulator can show the convergence checker catches divergence.
     pub unsafe_drop_every_nth_write: u32,
 }
 
@@ -112,6 +118,7 @@ impl Default for ClusterConfig {
             tree_rebuild_interval_ms: 3_600_000,
             tree_rebuild_keys_per_step: 1_024,
             anti_entropy_records_per_message_max: 256,
+            simulation: false,
             unsafe_ack_before_persist: false,
             unsafe_skip_write_back: false,
             unsafe_drop_every_nth_write: 0,
@@ -290,17 +297,17 @@ impl ClusterConfig {
             )?;
         }
         check(
-            !self.unsafe_ack_before_persist || cfg!(feature = "sim"),
+            !self.unsafe_ack_before_persist || self.simulation,
             "unsafe_ack_before_persist",
             "exists only to test the simulator's durability check",
         )?;
         check(
-            !self.unsafe_skip_write_back || cfg!(feature = "sim"),
+            !self.unsafe_skip_write_back || self.simulation,
             "unsafe_skip_write_back",
             "exists only to test the simulator's linearizability check",
         )?;
         check(
-            self.unsafe_drop_every_nth_write == 0 || cfg!(feature = "sim"),
+            self.unsafe_drop_every_nth_write == 0 || self.simulation,
             "unsafe_drop_every_nth_write",
             "exists only to test the simulator's convergence check",
         )?;
@@ -353,5 +360,28 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert_eq!(config.validate().map_err(|e| e.field), Err("consistency"));
+    }
+
+    #[test]
+    fn unsafe_knobs_are_refused_outside_simulation() {
+        type Knob = fn(&mut ClusterConfig);
+        let knobs: [(&str, Knob); 3] = [
+            ("unsafe_ack_before_persist", |c| {
+                c.unsafe_ack_before_persist = true
+            }),
+            ("unsafe_skip_write_back", |c| {
+                c.unsafe_skip_write_back = true
+            }),
+            ("unsafe_drop_every_nth_write", |c| {
+                c.unsafe_drop_every_nth_write = 3
+            }),
+        ];
+        for (field, set) in knobs {
+            let mut config = ClusterConfig::default();
+            set(&mut config);
+            assert_eq!(config.validate().map_err(|e| e.field), Err(field));
+            config.simulation = true;
+            assert_eq!(config.validate(), Ok(()), "{field} in simulation");
+        }
     }
 }

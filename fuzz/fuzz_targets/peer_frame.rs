@@ -8,13 +8,13 @@
 //!   consumed bytes;
 //! - differential: `read_frame` over the same bytes agrees with `decode_frame` (same payload,
 //!   same length / checksum errors; "incomplete" is a clean close when empty, else an IO error);
-//! - a stream of frames decodes frame by frame, every payload goes through `decode_message`
+//! - a stream of frames decodes frame by frame, every payload goes through `decode`
 //!   without panicking;
 //! - round trip: the input as a payload, framed with `encode_frame`, decodes to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv_core::codec::{decode_message, MESSAGE_BYTES_MAX};
+use ringkv_core::codec::{decode, MESSAGE_BYTES_MAX};
 use ringkv_node::peer::frame::{decode_frame, encode_frame, read_frame, FrameError, FRAME_HEADER_BYTES};
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
     // A stream of frames, each payload handed to the message codec.
     let mut rest = data;
     while let Ok(Some((payload, used))) = decode_frame(rest, MESSAGE_BYTES_MAX) {
-        let _ = decode_message(payload);
+        let _ = decode(payload);
         rest = &rest[used..];
     }
 

@@ -1,5 +1,5 @@
-//! The core message codec (`ringkv_core::codec::decode_message`), what a node runs on every peer
-//! frame payload, plus `decode::<CausalContext>` behind the client's `CONTEXT` argument.
+//! The core message codec (`ringkv_core::codec::decode`), what a node runs on every peer
+//! frame payload, plus `decode_value::<CausalContext>` behind the client's `CONTEXT` argument.
 //!
 //! Checks, on every input: never panics, never allocates past `MESSAGE_BYTES_MAX`; whatever
 //! decodes re-encodes to a non-empty message that decodes to the same value
@@ -8,25 +8,25 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv_core::codec::{decode, decode_message, encode, encode_message};
+use ringkv_core::codec::{decode, decode_value, encode, encode_value};
 use ringkv_core::{CausalContext, Message};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(message) = decode_message(data) {
-        let bytes = encode_message(&message);
+    if let Ok(message) = decode(data) {
+        let bytes = encode(&message).expect("a decoded message fits the limit when re-encoded");
         assert!(!bytes.is_empty(), "a decoded message does not encode");
-        let again: Message = decode_message(&bytes).expect("re-encoded message decodes");
+        let again: Message = decode(&bytes).expect("re-encoded message decodes");
         assert_eq!(again, message, "message round trip");
-        assert_eq!(encode_message(&again), bytes, "encoding not stable");
+        assert_eq!(encode(&again).ok(), Some(bytes), "encoding not stable");
     }
-    if let Ok(context) = decode::<CausalContext>(data) {
-        let bytes = encode(&context);
-        assert_eq!(decode::<CausalContext>(&bytes), Ok(context), "context round trip");
+    if let Ok(context) = decode_value::<CausalContext>(data) {
+        let bytes = encode_value(&context);
+        assert_eq!(decode_value::<CausalContext>(&bytes), Ok(context), "context round trip");
         // The hex form the client sees, through the node's own parser.
-        let text = ringkv_node::commands::encode_context(&decode::<CausalContext>(&bytes).expect("decodes"));
+        let text = ringkv_node::commands::encode_context(&decode_value::<CausalContext>(&bytes).expect("decodes"));
         assert_eq!(
             ringkv_node::commands::decode_context(text.as_bytes()).ok(),
-            decode::<CausalContext>(&bytes).ok(),
+            decode_value::<CausalContext>(&bytes).ok(),
             "context hex round trip"
         );
     }

@@ -1,4 +1,4 @@
-//! The stored-record decoder (`ringkv_core::codec::decode::<Record>`), what a replica runs on
+//! The stored-record decoder (`ringkv_core::codec::decode_value::<Record>`), what a replica runs on
 //! every value it reads back from its storage, and the hint-key parser
 //! (`ringkv_core::node::hints::parse_hint_key`) run on stored keys at start-up.
 //!
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv_core::codec::{decode, encode};
+use ringkv_core::codec::{decode_value as decode, encode_value as encode};
 use ringkv_core::node::hints::{hint_key, parse_hint_key};
 use ringkv_core::Record;
 

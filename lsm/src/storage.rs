@@ -108,14 +108,14 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, StorageError> {
         match self.lsm.get(key).map_err(storage_error)? {
             None => Ok(None),
-            Some(bytes) => ringkv_core::codec::decode(&bytes)
+            Some(bytes) => ringkv_core::codec::decode_value(&bytes)
                 .map(Some)
                 .map_err(|e| StorageError::Corrupt(format!("record of a key: {e}"))),
         }
     }
 
     fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
-        let value = Bytes::from(ringkv_core::codec::encode(&record));
+        let value = Bytes::from(ringkv_core::codec::encode_value(&record));
         let bytes = (key.len() + value.len()) as u64;
         self.write_with_back_pressure(bytes, |lsm, _| lsm.put(key.clone(), value.clone()))
     }
@@ -136,7 +136,7 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
             .map_err(storage_error)?
             .into_iter()
             .map(|(k, v)| {
-                ringkv_core::codec::decode(&v)
+                ringkv_core::codec::decode_value(&v)
                     .map(|r| (k, r))
                     .map_err(|e| StorageError::Corrupt(format!("record: {e}")))
             })

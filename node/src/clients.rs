@@ -740,17 +740,27 @@ impl Session<'_> {
             out.push_str(&format!(
                 "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nringkv_n:{}\r\n\
                  ringkv_r:{}\r\nringkv_w:{}\r\nringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\
-                 ringkv_read_repair:{}\r\nringkv_anti_entropy_interval_ms:{}\r\n\r\n",
+                 ringkv_read_repair:{}\r\nringkv_anti_entropy_interval_ms:{}\r\n\
+                 ringkv_fault_points:{}\r\nringkv_unsafe_test_knobs:{}\r\n\r\n",
                 c.n,
                 c.r,
                 c.w,
-                match c.conflict {
-                    ConflictMode::Lww => "lww",
-                    ConflictMode::VectorClock => "vector-clock",
-                },
+                c.conflict,
                 c.sloppy_quorum,
                 c.read_repair,
                 c.anti_entropy_interval_ms,
+                // What the core machine was built with (its fault points follow
+                // `simulation`), so a test can ask the shipped binary itself.
+                if c.simulation { "on" } else { "off" },
+                if c.simulation
+                    || c.unsafe_ack_before_persist
+                    || c.unsafe_skip_write_back
+                    || c.unsafe_drop_every_nth_write != 0
+                {
+                    "on"
+                } else {
+                    "off"
+                },
             ));
         }
         if wanted("keyspace") {

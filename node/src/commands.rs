@@ -1,7 +1,6 @@
 //! Client commands: parsing a RESP argument list into a [`Command`] (pure, so it is tested as a
 //! table) and the encoding of causal contexts for the `KV.*` extensions.
 
-use crate::config::parse_consistency;
 use crate::resp::Reply;
 use bytes::Bytes;
 use ringkv_core::{codec, CausalContext, Consistency};
@@ -65,7 +64,7 @@ pub enum Command {
     Quit,
     /// `RESET`
     Reset,
-    /// `KV.GET key [LEVEL one|quorum|all|linearizable|<count>]`
+    /// `KV.GET key [LEVEL one|quorum|all|local_quorum|each_quorum|linearizable|<count>]`
     KvGet {
         /// The key.
         key: Bytes,
@@ -400,7 +399,7 @@ fn parse_options(rest: &[Bytes], context_allowed: bool) -> Result<KvOptions, Rep
         };
         match option.as_str() {
             "LEVEL" if options.level.is_none() => {
-                options.level = Some(parse_consistency(&text(value)).map_err(Reply::err)?);
+                options.level = Some(text(value).parse::<Consistency>().map_err(Reply::err)?);
             }
             "CONTEXT" if context_allowed && options.context.is_none() => {
                 options.context = Some(decode_context(value).map_err(Reply::err)?);
@@ -420,7 +419,7 @@ fn parse_options(rest: &[Bytes], context_allowed: bool) -> Result<KvOptions, Rep
 /// The opaque text form of a causal context: lowercase hex of its codec encoding.
 pub fn encode_context(context: &CausalContext) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    codec::encode(context)
+    codec::encode_value(context)
         .iter()
         .flat_map(|b| {
             [
@@ -447,7 +446,8 @@ pub fn decode_context(text: &[u8]) -> Result<CausalContext, String> {
         .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(|| "CONTEXT is not a context returned by KV.GET (not hex)".to_string())?;
-    codec::decode(&bytes).map_err(|e| format!("CONTEXT is not a context returned by KV.GET ({e})"))
+    codec::decode_value(&bytes)
+        .map_err(|e| format!("CONTEXT is not a context returned by KV.GET ({e})"))
 }
 
 #[cfg(test)]
@@ -507,9 +507,8 @@ mod tests {
         assert!(error_text(cmd(&["get"])).contains("wrong number of arguments for 'get'"));
         assert!(error_text(cmd(&["mset", "a"])).contains("wrong number"));
         assert!(error_text(cmd(&["flushall"])).contains("unknown command 'flushall'"));
-        assert!(
-            error_text(cmd(&["kv.get", "k", "LEVEL", "local_quorum"])).contains("not supported")
-        );
+        assert!(error_text(cmd(&["kv.get", "k", "LEVEL", "local_quorom"]))
+            .contains("`local_quorom` is not a level"));
         assert!(error_text(cmd(&["kv.get", "k", "CONTEXT", "00"])).contains("CONTEXT"));
         assert!(error_text(cmd(&["kv.put", "k", "v", "CONTEXT", "zz"])).contains("not hex"));
         assert!(error_text(cmd(&["kv.put", "k", "v", "LEVEL"])).contains("needs a value"));

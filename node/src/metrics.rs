@@ -207,6 +207,13 @@ pub struct Metrics {
     pub peer_handshake_failures: Counter,
     /// Peer connections closed for a bad frame (size, checksum, undecodable).
     pub peer_frame_errors: Counter,
+    /// Peer messages not sent because they could not be encoded (larger than the codec's
+    /// limit): each is a failed send, and the coordinator's deadline turns it into a typed
+    /// outcome.
+    pub peer_messages_unencodable: Counter,
+    /// Peer connections refused because the two nodes disagree on a setting that changes
+    /// what stored bytes mean (conflict mode, ring parameters, replication, formats).
+    pub peer_stored_meaning_mismatches: Counter,
     /// Outbound peer connections up now.
     pub peers_connected: Counter,
     /// Fsyncs of the WAL (group commits).
@@ -597,7 +604,7 @@ impl Metrics {
                 "ringkv_replicas_acked_total{{{l},operation=\"{op}\"}} {n}"
             );
         }
-        let simple: [(&str, &str, &str, &Counter); 33] = [
+        let simple: [(&str, &str, &str, &Counter); 35] = [
             (
                 "ringkv_client_connections",
                 "gauge",
@@ -687,6 +694,18 @@ impl Metrics {
                 "counter",
                 "Peer connections closed for a bad frame.",
                 &self.peer_frame_errors,
+            ),
+            (
+                "ringkv_peer_messages_unencodable_total",
+                "counter",
+                "Peer messages not sent because they exceed the codec's size limit.",
+                &self.peer_messages_unencodable,
+            ),
+            (
+                "ringkv_peer_stored_meaning_mismatches_total",
+                "counter",
+                "Peer connections refused for a different conflict mode, ring or format setting.",
+                &self.peer_stored_meaning_mismatches,
             ),
             (
                 "ringkv_peers_connected",

@@ -71,7 +71,8 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     let clock = Clock::start();
     let metrics = Arc::new(Metrics::default());
 
-    let mut storage = crate::storage::open(&settings.data_dir, &settings.storage)
+    let meaning = crate::storage::StoredMeaning::of(&settings.cluster);
+    let mut storage = crate::storage::open(&settings.data_dir, &settings.storage, &meaning)
         .map_err(|e| format!("cannot open the data directory (`data_dir`): {e}"))?;
     let lsm = storage.lsm_mut();
     tracing::info!(
@@ -130,6 +131,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             cluster_name: settings.cluster_name.clone(),
             secret: secret.clone(),
             members: settings.peers.iter().map(|p| p.id).collect(),
+            meaning: meaning.clone(),
         })
     });
     let (reached_tx, mut reached_rx) = mpsc::unbounded_channel();

@@ -12,8 +12,12 @@
 //! The engine lives in its own subdirectory because it owns every file in its directory: at open
 //! it removes files its manifest does not reference.
 
+use ringkv_core::ClusterConfig;
 use ringkv_lsm::fs::{FileSystem, StdFs};
 use ringkv_lsm::{CompactionProgress, GcOutcome, LsmConfig, LsmError, LsmStorage};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The node's storage engine.
@@ -25,6 +29,195 @@ pub const LSM_DIR_NAME: &str = "lsm";
 /// The file of the append-only log storage that nodes used before the LSM engine. A data
 /// directory still holding it is refused at start rather than silently served empty.
 pub const LEGACY_LOG_FILE_NAME: &str = "records.log";
+
+/// The file in `data_dir` that records what its bytes mean ([`StoredMeaning`]).
+pub const CLUSTER_META_FILE_NAME: &str = "CLUSTER_META";
+
+/// Version of the [`CLUSTER_META_FILE_NAME`] file's own layout.
+const CLUSTER_META_FORMAT: u32 = 1;
+
+/// The encoding of core records on disk (bincode over serde, `ringkv_core::codec`). Bump it when
+/// `ringkv_core::version::Record`'s encoding changes, so old directories are refused, not misread.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// How keys map to ring positions: FNV-1a 64 finished with SplitMix64 (`ringkv_core::hash`).
+pub const PARTITIONER: &str = "fnv1a64-splitmix";
+
+/// The settings that change what stored bytes mean: a record written under one conflict mode is
+/// misread under the other (a `SET` answered OK while `GET` returns the old value), and the ring
+/// parameters decide which node holds which key, so a change of them strands data on nodes that
+/// no longer own it. They are written in the data directory on first start and checked at every
+/// start; peers exchange them in the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredMeaning {
+    /// The layout of this file.
+    pub meta_format: u32,
+    /// `replication.conflict`.
+    pub conflict: String,
+    /// The key hash that places keys on the ring.
+    pub partitioner: String,
+    /// `replication.vnodes_per_node`.
+    pub vnodes_per_node: u32,
+    /// `replication.n`.
+    pub n: u8,
+    /// `replication.replicas_per_datacenter` (empty: spread evenly).
+    pub replicas_per_datacenter: BTreeMap<String, u8>,
+    /// [`RECORD_FORMAT`].
+    pub record_format: u32,
+}
+
+/// Settings a data directory or a peer disagrees on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeaningMismatch {
+    /// The setting, as the configuration file spells it.
+    pub setting: &'static str,
+    /// The value recorded (in the directory) or announced (by the peer).
+    pub stored: String,
+    /// The value this node is configured with.
+    pub configured: String,
+}
+
+impl StoredMeaning {
+    /// What `cluster` makes stored bytes mean.
+    pub fn of(cluster: &ClusterConfig) -> StoredMeaning {
+        StoredMeaning {
+            meta_format: CLUSTER_META_FORMAT,
+            conflict: cluster.conflict.to_string(),
+            partitioner: PARTITIONER.to_string(),
+            vnodes_per_node: cluster.vnodes_per_node,
+            n: cluster.n,
+            replicas_per_datacenter: cluster.replicas_per_datacenter.iter().cloned().collect(),
+            record_format: RECORD_FORMAT,
+        }
+    }
+
+    /// Each setting as (name in the configuration file, value as text), in a fixed order.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let per_datacenter = self
+            .replicas_per_datacenter
+            .iter()
+            .map(|(dc, count)| format!("{dc}={count}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            ("meta_format", self.meta_format.to_string()),
+            ("replication.conflict", self.conflict.clone()),
+            ("partitioner", self.partitioner.clone()),
+            (
+                "replication.vnodes_per_node",
+                self.vnodes_per_node.to_string(),
+            ),
+            ("replication.n", self.n.to_string()),
+            ("replication.replicas_per_datacenter", per_datacenter),
+            ("record_format", self.record_format.to_string()),
+        ]
+    }
+
+    /// The first setting on which `stored` (a directory's or a peer's) differs from `self`
+    /// (this node's configuration); a setting missing on one side counts as different.
+    pub fn first_difference(&self, stored: &[(String, String)]) -> Option<MeaningMismatch> {
+        let ours = self.settings();
+        for (setting, configured) in &ours {
+            let theirs = stored
+                .iter()
+                .find(|(name, _)| name == setting)
+                .map(|(_, value)| value.clone());
+            if theirs.as_deref() != Some(configured.as_str()) {
+                return Some(MeaningMismatch {
+                    setting,
+                    stored: theirs.unwrap_or_else(|| "(absent)".to_string()),
+                    configured: configured.clone(),
+                });
+            }
+        }
+        let unknown = stored
+            .iter()
+            .find(|(name, _)| !ours.iter().any(|(known, _)| known == name))?;
+        Some(MeaningMismatch {
+            setting: "(unknown setting)",
+            stored: format!("{} = {}", unknown.0, unknown.1),
+            configured: "(absent)".to_string(),
+        })
+    }
+}
+
+/// Checks `data_dir` against `configured` before anything else touches it: on first start (no
+/// [`CLUSTER_META_FILE_NAME`]) records it atomically (temp file, fsync, rename, fsync of the
+/// directory: PITFALLS, a new file is durable only once its directory is); at every later start
+/// refuses a configuration that would change what the stored bytes mean, naming the setting,
+/// the stored and the configured value, and writing nothing.
+pub fn guard_stored_meaning(data_dir: &Path, configured: &StoredMeaning) -> Result<(), String> {
+    let path = data_dir.join(CLUSTER_META_FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: StoredMeaning = toml::from_str(&text).map_err(|e| {
+                format!(
+                    "{} is damaged or from a newer ringkv ({e}); refusing to start rather than \
+                     guess what the stored data means",
+                    path.display()
+                )
+            })?;
+            let stored: Vec<(String, String)> = stored
+                .settings()
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+            match configured.first_difference(&stored) {
+                None => Ok(()),
+                Some(m) => Err(format!(
+                    "{} was written with `{}` = {:?}, but this start configures {:?}; that \
+                     setting changes what the stored bytes mean, so the node refuses to start \
+                     (nothing on disk was changed). Start with `{}` = {:?}, or use an empty \
+                     data_dir",
+                    data_dir.display(),
+                    m.setting,
+                    m.stored,
+                    m.configured,
+                    m.setting,
+                    m.stored
+                )),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if lsm_dir(data_dir).exists() {
+                // A directory from before the guard existed: its meaning cannot be known, so
+                // the configured one is adopted (and is guarded from now on).
+                tracing::warn!(
+                    dir = %data_dir.display(),
+                    "data directory has no {CLUSTER_META_FILE_NAME}; recording the configured settings"
+                );
+            }
+            let text =
+                render(configured).map_err(|e| format!("cannot render {}: {e}", path.display()))?;
+            write_atomically(data_dir, CLUSTER_META_FILE_NAME, &text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn render(meaning: &StoredMeaning) -> Result<String, toml::ser::Error> {
+    let body = toml::to_string(meaning)?;
+    Ok(format!(
+        "# Written by ringkv-node on the first start in this directory: the settings that change \
+         what its\n# bytes mean. Every start checks them; do not edit (a changed setting needs \
+         an empty data_dir).\n{body}"
+    ))
+}
+
+/// Writes `name` in `dir` so that a crash leaves either no file or the whole file.
+fn write_atomically(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
 
 /// The validated `[storage]` table: the engine's limits and the maintenance budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,8 +238,13 @@ pub fn lsm_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Opens (or creates) the engine under `data_dir`, recovering from its manifest, value log and
-/// WAL. Errors are operator-facing: they name the directory and, for damaged data, the file.
-pub fn open(data_dir: &Path, settings: &StorageSettings) -> Result<NodeStorage, String> {
+/// WAL, once the directory's [`StoredMeaning`] matches `meaning` (see [`guard_stored_meaning`]).
+/// Errors are operator-facing: they name the directory and, for damaged data, the file.
+pub fn open(
+    data_dir: &Path,
+    settings: &StorageSettings,
+    meaning: &StoredMeaning,
+) -> Result<NodeStorage, String> {
     let legacy = data_dir.join(LEGACY_LOG_FILE_NAME);
     if legacy.exists() {
         return Err(format!(
@@ -56,6 +254,7 @@ pub fn open(data_dir: &Path, settings: &StorageSettings) -> Result<NodeStorage, 
             legacy.display()
         ));
     }
+    guard_stored_meaning(data_dir, meaning)?;
     let dir = lsm_dir(data_dir);
     let fs = StdFs::open(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
     let lsm = ringkv_lsm::Lsm::open(fs, settings.lsm.clone()).map_err(|e| match e {
@@ -190,6 +389,109 @@ mod tests {
         Bytes::copy_from_slice(k.as_bytes())
     }
 
+    fn meaning() -> StoredMeaning {
+        StoredMeaning::of(&ClusterConfig::default())
+    }
+
+    /// Every file under `dir` with its bytes, to show a refused start wrote nothing.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(next) = pending.pop() {
+            for entry in std::fs::read_dir(&next).expect("list") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).expect("read");
+                    out.insert(path, bytes);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_changed_meaning_is_refused_by_name_and_nothing_on_disk_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut storage = open(dir.path(), &settings(), &meaning()).expect("open");
+        storage.put(key("k"), record(1, b"v")).expect("put");
+        storage.sync().expect("sync");
+        drop(storage);
+        let before = snapshot(dir.path());
+        assert!(before.contains_key(&dir.path().join(CLUSTER_META_FILE_NAME)));
+        type Change = fn(&mut ClusterConfig);
+        let changes: [(&str, &str, &str, Change); 3] = [
+            ("replication.conflict", "\"lww\"", "\"vector-clock\"", |c| {
+                c.conflict = ringkv_core::ConflictMode::VectorClock
+            }),
+            ("replication.vnodes_per_node", "\"64\"", "\"8\"", |c| {
+                c.vnodes_per_node = 8
+            }),
+            (
+                "replication.replicas_per_datacenter",
+                "\"\"",
+                "\"dc1=3\"",
+                |c| c.replicas_per_datacenter = vec![("dc1".to_string(), 3)],
+            ),
+        ];
+        for (setting, stored, configured, change) in changes {
+            let mut cluster = ClusterConfig::default();
+            change(&mut cluster);
+            let error = open(dir.path(), &settings(), &StoredMeaning::of(&cluster))
+                .err()
+                .unwrap_or_else(|| panic!("a changed {setting} was accepted"));
+            assert!(error.contains(&format!("`{setting}`")), "{error}");
+            assert!(
+                error.contains(stored) && error.contains(configured),
+                "{error}"
+            );
+            assert_eq!(
+                snapshot(dir.path()),
+                before,
+                "refusing {setting} changed the disk"
+            );
+        }
+        let mut storage = open(dir.path(), &settings(), &meaning()).expect("same meaning reopens");
+        assert_eq!(storage.get(b"k"), Ok(Some(record(1, b"v"))));
+    }
+
+    #[test]
+    fn a_damaged_meta_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(CLUSTER_META_FILE_NAME), "conflict = 7\n").expect("write");
+        let error = open(dir.path(), &settings(), &meaning())
+            .err()
+            .unwrap_or_else(|| panic!("a damaged meta file was accepted"));
+        assert!(error.contains(CLUSTER_META_FILE_NAME), "{error}");
+        assert!(
+            !lsm_dir(dir.path()).exists(),
+            "the engine was created anyway"
+        );
+    }
+
+    #[test]
+    fn a_peer_announcing_other_settings_is_found_different() {
+        let ours = meaning();
+        let theirs: Vec<(String, String)> = ours
+            .settings()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        assert_eq!(ours.first_difference(&theirs), None);
+        let mut other = theirs.clone();
+        other[1].1 = "vector-clock".to_string();
+        let m = ours.first_difference(&other).expect("different");
+        assert_eq!(
+            (m.setting, m.stored.as_str(), m.configured.as_str()),
+            ("replication.conflict", "vector-clock", "lww")
+        );
+        let mut extra = theirs.clone();
+        extra.push(("future_setting".to_string(), "1".to_string()));
+        assert!(ours.first_difference(&extra).is_some());
+        assert!(ours.first_difference(&theirs[1..]).is_some());
+    }
+
     fn settings() -> StorageSettings {
         crate::config::FileConfig::dev()
             .validate()
@@ -222,13 +524,13 @@ mod tests {
     #[test]
     fn synced_writes_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = open(dir.path(), &settings()).expect("open");
+        let mut storage = open(dir.path(), &settings(), &meaning()).expect("open");
         storage.put(key("a"), record(1, b"one")).expect("put");
         storage.put(key("b"), record(2, b"two")).expect("put");
         storage.put(key("a"), record(3, b"three")).expect("put");
         storage.sync().expect("sync");
         drop(storage);
-        let mut storage = open(dir.path(), &settings()).expect("reopen");
+        let mut storage = open(dir.path(), &settings(), &meaning()).expect("reopen");
         assert_eq!(storage.get(b"a"), Ok(Some(record(3, b"three"))));
         assert_eq!(storage.get(b"b"), Ok(Some(record(2, b"two"))));
         assert_eq!(storage.get(b"c"), Ok(None));
@@ -242,7 +544,7 @@ mod tests {
     #[test]
     fn a_torn_wal_tail_is_truncated_and_writes_append_after_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = open(dir.path(), &settings()).expect("open");
+        let mut storage = open(dir.path(), &settings(), &meaning()).expect("open");
         storage.put(key("a"), record(1, b"one")).expect("put");
         storage.sync().expect("sync");
         let wals = wal_files(dir.path());
@@ -260,7 +562,8 @@ mod tests {
         bytes.extend_from_slice(&[0xab; 40]);
         std::fs::write(&wals[0], &bytes).expect("write");
 
-        let mut storage = open(dir.path(), &settings()).expect("a torn tail is not an error");
+        let mut storage =
+            open(dir.path(), &settings(), &meaning()).expect("a torn tail is not an error");
         // Cut back to the last whole batch (the engine may then append its own recovery
         // marker, so the length is not compared exactly).
         let recovered = std::fs::metadata(&wals[0]).expect("meta").len();
@@ -274,7 +577,7 @@ mod tests {
         storage.put(key("c"), record(3, b"three")).expect("put");
         storage.sync().expect("sync");
         drop(storage);
-        let mut storage = open(dir.path(), &settings()).expect("reopen");
+        let mut storage = open(dir.path(), &settings(), &meaning()).expect("reopen");
         assert_eq!(storage.get(b"a"), Ok(Some(record(1, b"one"))));
         assert_eq!(storage.get(b"c"), Ok(Some(record(3, b"three"))));
     }
@@ -282,7 +585,7 @@ mod tests {
     #[test]
     fn damage_before_a_valid_wal_record_refuses_to_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = open(dir.path(), &settings()).expect("open");
+        let mut storage = open(dir.path(), &settings(), &meaning()).expect("open");
         for i in 0..20 {
             storage
                 .put(key(&format!("k{i}")), record(i, b"value"))
@@ -304,7 +607,7 @@ mod tests {
         let middle = bytes.len() / 5;
         bytes[middle] ^= 0x10;
         std::fs::write(&wals[0], &bytes).expect("write");
-        let error = open(dir.path(), &settings()).expect_err("corruption is refused");
+        let error = open(dir.path(), &settings(), &meaning()).expect_err("corruption is refused");
         let wal_name = wals[0]
             .file_name()
             .expect("name")
@@ -318,7 +621,7 @@ mod tests {
     fn a_data_dir_of_the_old_log_storage_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(LEGACY_LOG_FILE_NAME), b"old").expect("write");
-        let error = open(dir.path(), &settings()).expect_err("refused");
+        let error = open(dir.path(), &settings(), &meaning()).expect_err("refused");
         assert!(error.contains(LEGACY_LOG_FILE_NAME), "{error}");
         assert!(!lsm_dir(dir.path()).exists(), "nothing created next to it");
     }
@@ -327,7 +630,7 @@ mod tests {
     fn maintenance_compacts_and_collects_and_nothing_is_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = small_settings();
-        let mut storage = open(dir.path(), &settings).expect("open");
+        let mut storage = open(dir.path(), &settings, &meaning()).expect("open");
         let value =
             |round: u64, i: u64| vec![u8::try_from((round * 31 + i) % 251).unwrap_or(0); 300];
         let mut ticks = 0u64;
@@ -361,7 +664,7 @@ mod tests {
         assert!(gauges.vlog_segments_collected > 0, "{gauges:?}");
         storage.lsm_mut().check_invariants();
         drop(storage);
-        let mut storage = open(dir.path(), &settings).expect("reopen");
+        let mut storage = open(dir.path(), &settings, &meaning()).expect("reopen");
         for i in 0..60 {
             assert_eq!(
                 storage.get(format!("key{i:03}").as_bytes()),

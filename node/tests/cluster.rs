@@ -10,6 +10,7 @@ use redis::Value;
 use ringkv_core::NodeId;
 use ringkv_node::peer::frame::encode_frame;
 use ringkv_node::peer::handshake::{self, HandshakeError, PeerAuth};
+use ringkv_node::storage::StoredMeaning;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
@@ -186,12 +187,18 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
     };
     let members = [NodeId(1), NodeId(2)].into_iter().collect();
     let good_secret = SECRET.trim().as_bytes().to_vec();
+    // What the nodes' bytes mean under base.toml (n = 2, everything else default).
+    let meaning = StoredMeaning::of(&ringkv_core::ClusterConfig {
+        n: 2,
+        ..ringkv_core::ClusterConfig::default()
+    });
     // The wrong secret: the node's challenge does not verify, and it refuses us.
     let wrong = PeerAuth {
         node_id: NodeId(2),
         cluster_name: "test".into(),
         secret: b"not the cluster secret at all!!!".to_vec(),
         members: std::collections::BTreeSet::clone(&members),
+        meaning: meaning.clone(),
     };
     assert!(matches!(attempt(wrong, 1), Err(HandshakeError::BadProof)));
     // Another cluster's name, an unknown id, the wrong node: all refused.
@@ -200,6 +207,7 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
         cluster_name: "other".into(),
         secret: good_secret.clone(),
         members: std::collections::BTreeSet::clone(&members),
+        meaning: meaning.clone(),
     };
     assert!(attempt(other_cluster, 1).is_err());
     let stranger = PeerAuth {
@@ -207,8 +215,22 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
         cluster_name: "test".into(),
         secret: good_secret.clone(),
         members: std::collections::BTreeSet::clone(&members),
+        meaning: meaning.clone(),
     };
     assert!(attempt(stranger, 1).is_err());
+    // A member with the secret but another conflict mode: refused, naming the setting.
+    let mut vector_clock = PeerAuth {
+        node_id: NodeId(2),
+        cluster_name: "test".into(),
+        secret: good_secret.clone(),
+        members: std::collections::BTreeSet::clone(&members),
+        meaning: meaning.clone(),
+    };
+    vector_clock.meaning.conflict = "vector-clock".into();
+    match attempt(vector_clock, 1) {
+        Err(HandshakeError::StoredMeaning(m)) => assert_eq!(m.setting, "replication.conflict"),
+        other => panic!("a peer in vector-clock mode was not refused: {other:?}"),
+    }
 
     // Random bytes, truncated frames and oversized or corrupt frames on the peer port.
     for seed in 0..10u8 {
@@ -233,6 +255,7 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
             cluster_name: "test".into(),
             secret: good_secret.clone(),
             members: std::collections::BTreeSet::clone(&members),
+            meaning: meaning.clone(),
         };
         let mut stream = tokio::net::TcpStream::connect(&peer_addr)
             .await

@@ -769,6 +769,7 @@ impl Scenario {
                 .map(|(name, count)| (name.clone(), *count))
                 .collect(),
             tree_rebuild_keys_per_step: c.tree_rebuild_keys_per_step,
+            simulation: true,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
             unsafe_skip_write_back: c.unsafe_skip_write_back,
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,

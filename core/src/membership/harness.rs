@@ -251,7 +251,7 @@ impl Harness {
                     event,
                 }),
                 MembershipOutput::Send { to, message } => {
-                    let bytes = crate::codec::encode(&message);
+                    let bytes = crate::codec::encode_value(&message);
                     self.messages_sent += 1;
                     self.bytes_sent += bytes.len() as u64;
                     self.message_bytes_largest = self.message_bytes_largest.max(bytes.len());
@@ -369,7 +369,7 @@ impl Harness {
             return;
         };
         // Undecodable frames are dropped by the driver, as a real node would.
-        if let Ok(message) = crate::codec::decode(&delivery.bytes) {
+        if let Ok(message) = crate::codec::decode_value(&delivery.bytes) {
             machine.handle_gossip(now, delivery.from, message);
         }
         self.drain(delivery.to);

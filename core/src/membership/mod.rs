@@ -45,7 +45,7 @@
 //! * on every decoded [`GossipMessage`] from the network: [`Membership::handle_gossip`];
 //! * on an operator command: [`Membership::join`] / [`Membership::leave`] / [`Membership::remove`].
 //!
-//! Outputs: [`MembershipOutput::Send`] (encode with `crate::codec::encode`) and
+//! Outputs: [`MembershipOutput::Send`] (encode with `crate::codec::encode_value`) and
 //! [`MembershipOutput::Event`]: status changes, ring changes, incarnation changes (persist the
 //! incarnation and the ring log so a restart comes back with both).
 //!

@@ -250,6 +250,6 @@ impl RingLog {
 fn version_of(log: &RingLog) -> RingVersion {
     RingVersion {
         changes: log.changes.len() as u64,
-        fingerprint: hash_bytes(&crate::codec::encode(log)),
+        fingerprint: hash_bytes(&crate::codec::encode_value(log)),
     }
 }

@@ -543,7 +543,7 @@ fn untrusted_input_is_refused_never_panics() {
     assert_eq!(m.stats().rings_refused, 6);
     // Random and truncated bytes never decode into a panic.
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let valid = crate::codec::encode(&GossipMessage::Syn {
+    let valid = crate::codec::encode_value(&GossipMessage::Syn {
         entries: vec![GossipEntry {
             node: NodeId(1),
             incarnation: 2,
@@ -553,12 +553,12 @@ fn untrusted_input_is_refused_never_panics() {
         ring: Some(ring),
     });
     for cut in 0..valid.len() {
-        assert!(crate::codec::decode::<GossipMessage>(&valid[..cut]).is_err());
+        assert!(crate::codec::decode_value::<GossipMessage>(&valid[..cut]).is_err());
     }
     for _ in 0..2_000 {
         let len = rng.gen_range(0..64);
         let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-        if let Ok(message) = crate::codec::decode::<GossipMessage>(&bytes) {
+        if let Ok(message) = crate::codec::decode_value::<GossipMessage>(&bytes) {
             m.handle_gossip(now, node_id(2), message);
             m.check_invariants();
         }
@@ -602,7 +602,7 @@ fn the_widest_message_stays_within_the_bound() {
                 .collect(),
         }),
     };
-    assert!(crate::codec::encode(&widest).len() <= config.message_bytes_max());
+    assert!(crate::codec::encode_value(&widest).len() <= config.message_bytes_max());
     let too_wide = MembershipConfig {
         ring_changes_max: 65_536,
         location_name_bytes_max: 1_024,

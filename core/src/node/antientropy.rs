@@ -332,7 +332,7 @@ impl<S: Storage> Node<S> {
         let mut bytes = 0usize;
         for key in keys.iter().take(max) {
             if let Ok(Some(record)) = self.local_record(key) {
-                let size = key.len() + crate::codec::encode(&record).len();
+                let size = key.len() + crate::codec::encode_value(&record).len();
                 if !records.is_empty() && bytes + size > AE_RECORDS_BYTES_MAX {
                     break;
                 }

@@ -31,7 +31,7 @@ impl<S: Storage> Node<S> {
             value: Some(bytes), ..
         }))) = self.storage.get(CLOCK_FLOOR_KEY)
         {
-            if let Ok(bound) = codec::decode::<u64>(&bytes) {
+            if let Ok(bound) = codec::decode_value::<u64>(&bytes) {
                 self.clock.observe(bound);
                 self.clock_floor = bound;
             }
@@ -57,7 +57,7 @@ impl<S: Storage> Node<S> {
                 node: self.id,
                 nonce: 0,
             },
-            value: Some(Bytes::from(codec::encode(&bound))),
+            value: Some(Bytes::from(codec::encode_value(&bound))),
         });
         if self
             .stage(Bytes::from_static(CLOCK_FLOOR_KEY), record)

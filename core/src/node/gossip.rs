@@ -230,7 +230,7 @@ impl<S: Storage> Node<S> {
                 node: self.id,
                 nonce: 0,
             },
-            value: Some(Bytes::from(codec::encode(&state))),
+            value: Some(Bytes::from(codec::encode_value(&state))),
         });
         // A failure is reported by `stage` (and poisons nothing): gossip repairs both fields.
         let _ = self.stage(Bytes::from_static(MEMBERSHIP_KEY), record);
@@ -242,7 +242,7 @@ fn load_persisted<S: Storage>(storage: &mut S) -> Option<PersistedMembership> {
     match storage.get(MEMBERSHIP_KEY) {
         Ok(Some(Record::Lww(LwwRecord {
             value: Some(bytes), ..
-        }))) => codec::decode(&bytes).ok(),
+        }))) => codec::decode_value(&bytes).ok(),
         _ => None,
     }
 }

@@ -116,7 +116,7 @@ impl<S: Storage> Node<S> {
         let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
         let mut node = Node {
             id: config.id,
-            faults: FaultPoints::new(config.rng_seed, cfg!(feature = "sim")),
+            faults: FaultPoints::new(config.rng_seed, config.cluster.simulation),
             config,
             ring,
             storage,
@@ -335,7 +335,7 @@ impl<S: Storage> Node<S> {
         if let Some(token) = self.durability.take_persist_request() {
             self.outputs.push_back(Output::Persist { token });
         }
-        if cfg!(any(test, debug_assertions, feature = "sim")) {
+        if cfg!(any(test, debug_assertions)) || self.faults.enabled() {
             self.check_invariants();
         }
     }

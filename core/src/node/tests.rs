@@ -248,7 +248,7 @@ fn siblings_are_bounded_in_bytes_so_a_record_always_fits_one_message() {
     // Every record any replica holds still encodes within the peer message limit.
     for node in &mut c.nodes {
         if let Ok(Some(record)) = crate::storage::Storage::get(node.storage_mut(), b"k") {
-            let encoded = crate::codec::encode(&record).len();
+            let encoded = crate::codec::encode_value(&record).len();
             assert!(encoded > 0 && encoded <= crate::codec::MESSAGE_BYTES_MAX);
         }
     }
@@ -303,7 +303,7 @@ use crate::client::RequestError;
 /// tree overhead of the ranges that differ), not to K.
 #[test]
 fn anti_entropy_bytes_scale_with_divergence_not_key_count() {
-    use crate::codec::encode;
+    use crate::codec::encode_value as encode;
     use crate::storage::Storage;
     const KEYS: usize = 100_000;
     const DIVERGENT: usize = 100;
@@ -684,7 +684,7 @@ fn run_millis(
 
 #[test]
 fn anti_entropy_messages_of_large_values_stay_within_the_message_limit() {
-    use crate::codec::{encode, MESSAGE_BYTES_MAX};
+    use crate::codec::{encode_value as encode, MESSAGE_BYTES_MAX};
     use crate::storage::Storage;
     let ring = three_node_ring(16);
     // Forty 1 MiB values (40 MiB in all) in one range, so one exchange covers them all; node 0

@@ -1,13 +1,20 @@
 //! The mutual peer handshake, run on every new connection before anything else.
 //!
 //! ```text
-//! dialer   → acceptor  HELLO      magic, protocol version, dialer id, nonce_d, cluster name
-//! acceptor → dialer    CHALLENGE  magic, protocol version, acceptor id, nonce_a, mac_a
+//! dialer   → acceptor  HELLO      magic, protocol version, dialer id, nonce_d, cluster name,
+//!                                 stored meaning
+//! acceptor → dialer    CHALLENGE  magic, protocol version, acceptor id, nonce_a, mac_a,
+//!                                 stored meaning
 //! dialer   → acceptor  PROOF      mac_d
 //! acceptor → dialer    WELCOME
 //! mac_x = HMAC-SHA256(secret, role_x | version | cluster name | dialer id | acceptor id |
-//!                     nonce_d | nonce_a)
+//!                     nonce_d | nonce_a | stored meaning)
 //! ```
+//! The stored meaning is the list of settings that change what stored bytes mean
+//! ([`StoredMeaning`]: conflict mode, partitioner, ring parameters, formats). Two nodes that
+//! disagree on one would misread each other's records or place keys differently, so each side
+//! refuses the other naming the setting and both values; the acceptor sends its challenge first
+//! so that both ends can log the reason.
 //! Both nonces are fresh random 32-byte values, so neither MAC can be replayed; the role label
 //! keeps an acceptor's MAC from serving as a dialer's proof; binding the cluster name and both
 //! ids means a node of another cluster or a peer claiming someone else's id is refused even if it
@@ -16,6 +23,7 @@
 //! The messages are parsed by pure functions (tested on bytes); the async halves only move them.
 
 use super::frame::{encode_frame, read_frame, FrameError};
+use crate::storage::{MeaningMismatch, StoredMeaning};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use ringkv_core::message::PROTOCOL_VERSION;
@@ -30,8 +38,10 @@ const CHALLENGE_MAGIC: &[u8; 4] = b"RKVC";
 const WELCOME: &[u8; 4] = b"RKVW";
 const NONCE_BYTES: usize = 32;
 const MAC_BYTES: usize = 32;
-/// Largest handshake frame.
-const HANDSHAKE_FRAME_MAX: usize = 512;
+/// Largest handshake frame (the stored meaning lists one entry per datacenter).
+const HANDSHAKE_FRAME_MAX: usize = 4096;
+/// Most settings in an announced stored meaning.
+const MEANING_SETTINGS_MAX: usize = 64;
 
 /// What a node needs to authenticate peers.
 #[derive(Clone)]
@@ -44,6 +54,8 @@ pub struct PeerAuth {
     pub secret: Vec<u8>,
     /// Ids allowed to connect (static membership).
     pub members: BTreeSet<NodeId>,
+    /// What this node's stored bytes mean; a peer must announce the same.
+    pub meaning: StoredMeaning,
 }
 
 impl fmt::Debug for PeerAuth {
@@ -82,6 +94,9 @@ pub enum HandshakeError {
     },
     /// The other side does not hold the cluster secret.
     BadProof,
+    /// The other side is configured with a different value of a setting that changes what
+    /// stored bytes mean (`stored` is the peer's value, `configured` ours).
+    StoredMeaning(MeaningMismatch),
     /// The other side closed the connection (it refused us; its log says why).
     Refused,
     /// Framing or IO failed.
@@ -109,6 +124,12 @@ impl fmt::Display for HandshakeError {
                     "peer failed the challenge: it does not hold the cluster secret"
                 )
             }
+            HandshakeError::StoredMeaning(m) => write!(
+                f,
+                "peer is configured with `{}` = {:?} but this node with {:?}; that setting \
+                 changes what stored bytes mean, so the nodes refuse each other",
+                m.setting, m.stored, m.configured
+            ),
             HandshakeError::Refused => write!(f, "peer closed the connection during the handshake"),
             HandshakeError::Frame(e) => write!(f, "handshake framing: {e}"),
         }
@@ -140,6 +161,8 @@ pub struct Hello {
     pub nonce: [u8; NONCE_BYTES],
     /// Its cluster name.
     pub cluster: String,
+    /// Its stored meaning, as (setting, value) pairs.
+    pub meaning: Vec<(String, String)>,
 }
 
 /// The acceptor's answer.
@@ -153,6 +176,56 @@ pub struct Challenge {
     pub nonce: [u8; NONCE_BYTES],
     /// Its MAC.
     pub mac: [u8; MAC_BYTES],
+    /// Its stored meaning, as (setting, value) pairs.
+    pub meaning: Vec<(String, String)>,
+}
+
+/// The announced form of a stored meaning.
+pub fn announced(meaning: &StoredMeaning) -> Vec<(String, String)> {
+    meaning
+        .settings()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+}
+
+/// Appends `meaning`: a count, then each name (u8 length) and value (u16 length). Lengths
+/// beyond the fields are cut, which only makes the peer see a difference.
+fn encode_meaning(meaning: &[(String, String)], out: &mut Vec<u8>) {
+    let count = meaning.len().min(MEANING_SETTINGS_MAX);
+    out.push(u8::try_from(count).unwrap_or(u8::MAX));
+    for (name, value) in &meaning[..count] {
+        let name = &name.as_bytes()[..name.len().min(usize::from(u8::MAX))];
+        let value = &value.as_bytes()[..value.len().min(usize::from(u16::MAX))];
+        out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(name);
+        out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+}
+
+fn text(bytes: &[u8]) -> Result<String, HandshakeError> {
+    std::str::from_utf8(bytes)
+        .map(str::to_string)
+        .map_err(|_| HandshakeError::Malformed("stored meaning is not UTF-8"))
+}
+
+fn decode_meaning(r: &mut Reader<'_>) -> Result<Vec<(String, String)>, HandshakeError> {
+    let count = usize::from(r.take(1)?[0]);
+    if count > MEANING_SETTINGS_MAX {
+        return Err(HandshakeError::Malformed(
+            "too many stored-meaning settings",
+        ));
+    }
+    let mut meaning = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name_len = usize::from(r.take(1)?[0]);
+        let name = text(r.take(name_len)?)?;
+        let value_len = usize::from(r.u16()?);
+        let value = text(r.take(value_len)?)?;
+        meaning.push((name, value));
+    }
+    Ok(meaning)
 }
 
 impl Hello {
@@ -165,6 +238,7 @@ impl Hello {
         out.extend_from_slice(&self.nonce);
         out.push(u8::try_from(self.cluster.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(self.cluster.as_bytes());
+        encode_meaning(&self.meaning, &mut out);
         out
     }
 
@@ -185,12 +259,14 @@ impl Hello {
         let cluster = std::str::from_utf8(r.take(len)?)
             .map_err(|_| HandshakeError::Malformed("cluster name is not UTF-8"))?
             .to_string();
+        let meaning = decode_meaning(&mut r)?;
         r.end()?;
         Ok(Hello {
             version,
             node,
             nonce,
             cluster,
+            meaning,
         })
     }
 }
@@ -204,6 +280,7 @@ impl Challenge {
         out.extend_from_slice(&self.node.0.to_le_bytes());
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.mac);
+        encode_meaning(&self.meaning, &mut out);
         out
     }
 
@@ -220,12 +297,14 @@ impl Challenge {
         let node = NodeId(r.u32()?);
         let nonce = r.array()?;
         let mac = r.array()?;
+        let meaning = decode_meaning(&mut r)?;
         r.end()?;
         Ok(Challenge {
             version,
             node,
             nonce,
             mac,
+            meaning,
         })
     }
 }
@@ -293,6 +372,11 @@ fn keyed(
     mac.update(&acceptor.0.to_le_bytes());
     mac.update(nd);
     mac.update(na);
+    // Both sides bind their own meaning: equal when the handshake gets this far, so a changed
+    // announcement in transit fails the proof.
+    let mut meaning = Vec::new();
+    encode_meaning(&announced(&auth.meaning), &mut meaning);
+    mac.update(&meaning);
     mac
 }
 
@@ -353,6 +437,7 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
         node: auth.node_id,
         nonce: nonce(),
         cluster: auth.cluster_name.clone(),
+        meaning: announced(&auth.meaning),
     };
     send(stream, &hello.encode()).await?;
     let challenge = Challenge::decode(&read_frame(stream, HANDSHAKE_FRAME_MAX).await?)?;
@@ -361,6 +446,9 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
             expected,
             got: challenge.node,
         });
+    }
+    if let Some(mismatch) = auth.meaning.first_difference(&challenge.meaning) {
+        return Err(HandshakeError::StoredMeaning(mismatch));
     }
     let (nd, na) = (&hello.nonce, &challenge.nonce);
     verify(
@@ -400,6 +488,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         node: auth.node_id,
         nonce: nonce(),
         mac: [0; MAC_BYTES],
+        meaning: announced(&auth.meaning),
     };
     let (nd, na) = (&hello.nonce, &challenge.nonce);
     let challenge = Challenge {
@@ -407,6 +496,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         ..challenge
     };
     send(stream, &challenge.encode()).await?;
+    // Checked after the challenge went out, so the dialer learns the reason too.
+    if let Some(mismatch) = auth.meaning.first_difference(&hello.meaning) {
+        return Err(HandshakeError::StoredMeaning(mismatch));
+    }
     let proof = read_frame(stream, HANDSHAKE_FRAME_MAX).await?;
     verify(
         auth,
@@ -431,6 +524,7 @@ mod tests {
             cluster_name: cluster.to_string(),
             secret: secret.to_vec(),
             members: [NodeId(1), NodeId(2), NodeId(3)].into_iter().collect(),
+            meaning: StoredMeaning::of(&ringkv_core::ClusterConfig::default()),
         }
     }
 
@@ -493,6 +587,7 @@ mod tests {
             node: NodeId(1),
             nonce: [0; 32],
             cluster: "c".into(),
+            meaning: Vec::new(),
         }
         .encode();
         assert!(matches!(
@@ -506,6 +601,26 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_peer_with_another_conflict_mode_is_refused_by_both_sides() {
+        let mut vector_clock = auth(1, "c", SECRET);
+        vector_clock.meaning.conflict = "vector-clock".into();
+        let (dialed, accepted) = run(vector_clock, auth(2, "c", SECRET), 2).await;
+        for (side, error) in [("dialer", dialed.err()), ("acceptor", accepted.err())] {
+            match error {
+                Some(HandshakeError::StoredMeaning(m)) => {
+                    assert_eq!(m.setting, "replication.conflict", "{side}");
+                    let text = HandshakeError::StoredMeaning(m).to_string();
+                    assert!(
+                        text.contains("vector-clock") && text.contains("lww"),
+                        "{side}: {text}"
+                    );
+                }
+                other => panic!("{side} did not refuse the mismatch: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn every_truncation_is_malformed_not_a_panic() {
         let hello = Hello {
@@ -513,6 +628,7 @@ mod tests {
             node: NodeId(1),
             nonce: [7; 32],
             cluster: "cluster".into(),
+            meaning: announced(&StoredMeaning::of(&ringkv_core::ClusterConfig::default())),
         };
         let bytes = hello.encode();
         assert_eq!(Hello::decode(&bytes).expect("decodes"), hello);
@@ -524,6 +640,7 @@ mod tests {
             node: NodeId(2),
             nonce: [1; 32],
             mac: [2; 32],
+            meaning: vec![("replication.conflict".into(), "lww".into())],
         };
         let bytes = challenge.encode();
         assert_eq!(Challenge::decode(&bytes).expect("decodes"), challenge);

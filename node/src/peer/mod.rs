@@ -80,7 +80,7 @@ pub async fn outbound(
     let mut backoff = Backoff::new();
     let mut failures = 0u32;
     loop {
-        match connect(&peer, &auth).await {
+        match connect(&peer, &auth, &metrics).await {
             Ok(stream) => {
                 backoff.reset();
                 failures = 0;
@@ -89,7 +89,7 @@ pub async fn outbound(
                 connected.store(true, Ordering::Relaxed);
                 let _ = events.send(peer.id);
                 tracing::info!(peer = %peer.id, addr = %peer.addr, "connected to peer");
-                let result = pump(stream, &mut queue).await;
+                let result = pump(stream, &mut queue, &metrics).await;
                 metrics.peers_connected.dec();
                 connected.store(false, Ordering::Relaxed);
                 match result {
@@ -118,7 +118,7 @@ pub async fn outbound(
     }
 }
 
-async fn connect(peer: &Peer, auth: &PeerAuth) -> Result<TcpStream, String> {
+async fn connect(peer: &Peer, auth: &PeerAuth, metrics: &Metrics) -> Result<TcpStream, String> {
     let attempt = async {
         let mut stream = TcpStream::connect(&peer.addr)
             .await
@@ -126,7 +126,7 @@ async fn connect(peer: &Peer, auth: &PeerAuth) -> Result<TcpStream, String> {
         let _ = stream.set_nodelay(true);
         handshake::dial(&mut stream, auth, peer.id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(&e, metrics))?;
         Ok(stream)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
@@ -135,23 +135,49 @@ async fn connect(peer: &Peer, auth: &PeerAuth) -> Result<TcpStream, String> {
 }
 
 /// Sends queued messages until the queue closes (`Ok`) or the connection fails.
-async fn pump(mut stream: TcpStream, queue: &mut mpsc::Receiver<Message>) -> std::io::Result<()> {
+async fn pump(
+    mut stream: TcpStream,
+    queue: &mut mpsc::Receiver<Message>,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
     loop {
         let Some(message) = queue.recv().await else {
             let _ = stream.shutdown().await;
             return Ok(());
         };
-        encode_frame(&codec::encode_message(&message), &mut batch);
+        frame_into(&message, &mut batch, metrics);
         while batch.len() < WRITE_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(message) => encode_frame(&codec::encode_message(&message), &mut batch),
+                Ok(message) => frame_into(&message, &mut batch, metrics),
                 Err(_) => break,
             }
         }
         stream.write_all(&batch).await?;
         batch.clear();
     }
+}
+
+/// Appends `message` as one frame, or logs and counts it as a failed send when it cannot be
+/// encoded: the message is lost like one on a cut connection, which the protocol already
+/// survives (the coordinator's deadline turns a missing reply into a typed outcome).
+fn frame_into(message: &Message, batch: &mut Vec<u8>, metrics: &Metrics) {
+    match codec::encode(message) {
+        Ok(bytes) => encode_frame(&bytes, batch),
+        Err(e) => {
+            metrics.peer_messages_unencodable.inc();
+            tracing::warn!(error = %e, "peer message not sent: it cannot be encoded");
+        }
+    }
+}
+
+/// Counts a handshake refusal that is about stored meaning (it needs an operator, unlike a
+/// peer that is merely down) and returns the reason for the log line.
+fn refused(error: &handshake::HandshakeError, metrics: &Metrics) -> String {
+    if matches!(error, handshake::HandshakeError::StoredMeaning(_)) {
+        metrics.peer_stored_meaning_mismatches.inc();
+    }
+    error.to_string()
 }
 
 /// Accepts peer connections until `shutdown` flips.
@@ -215,6 +241,7 @@ async fn inbound(
             Ok(Ok(from)) => from,
             Ok(Err(e)) => {
                 metrics.peer_handshake_failures.inc();
+                let e = refused(&e, metrics);
                 tracing::warn!(%addr, error = %e, "peer connection refused");
                 return;
             }
@@ -243,7 +270,7 @@ async fn inbound(
                 return;
             }
         };
-        let message = match codec::decode_message(&payload) {
+        let message = match codec::decode(&payload) {
             Ok(message) => message,
             Err(e) => {
                 metrics.peer_frame_errors.inc();

@@ -560,12 +560,12 @@ impl World {
                     if matches!(message, ringkv_core::Message::Gossip(_)) {
                         self.gossip_figures.messages += 1;
                         self.gossip_figures.bytes +=
-                            ringkv_core::codec::encode(&message).len() as u64;
+                            ringkv_core::codec::encode_value(&message).len() as u64;
                     }
                     if message.is_anti_entropy() {
                         self.counters.anti_entropy_messages += 1;
                         self.counters.anti_entropy_bytes +=
-                            ringkv_core::codec::encode(&message).len() as u64;
+                            ringkv_core::codec::encode_value(&message).len() as u64;
                     }
                     let from = u32::try_from(node).unwrap_or(u32::MAX);
                     match self.network.fate(from, to.0, &mut self.net_rng) {
