@@ -43,6 +43,12 @@ pub enum FaultAction {
         /// Milliseconds, negative is backwards.
         ms: i64,
     },
+    // New variants go last: the fingerprint hashes the discriminant.
+    /// A replaced machine: the node loses its process and its whole disk, synced data included,
+    /// and starts again at once with empty storage under the same id. The only fault that
+    /// destroys durable copies, so the only one that shows whether W durable copies were really
+    /// made before an acknowledgement.
+    Wipe(u32),
 }
 
 impl fmt::Display for FaultAction {
@@ -61,6 +67,7 @@ impl fmt::Display for FaultAction {
             FaultAction::Leave(n) => write!(f, "leave n{n}"),
             FaultAction::Remove(n) => write!(f, "remove n{n}"),
             FaultAction::ClockJump { node, ms } => write!(f, "clock-jump n{node} {ms:+}ms"),
+            FaultAction::Wipe(n) => write!(f, "wipe n{n}"),
         }
     }
 }
@@ -94,6 +101,9 @@ impl FaultAction {
         }
         if let Some(node) = spec.remove {
             return Some(FaultAction::Remove(node));
+        }
+        if let Some(node) = spec.wipe {
+            return Some(FaultAction::Wipe(node));
         }
         if let Some(pause) = &spec.pause {
             return Some(FaultAction::Pause {
