@@ -322,6 +322,10 @@ pub struct NemesisSpec {
     /// Random pauses.
     #[serde(default)]
     pub pauses: bool,
+    /// One machine replaced (`wipe`) at a time drawn from the seed in the middle half of the
+    /// fault phase. Only one: a second wipe before repair finished could lose data honestly.
+    #[serde(default)]
+    pub wipes: bool,
     /// Time between nemesis actions, drawn uniformly from this range.
     #[serde(default = "default_interval")]
     pub interval_ms: Vec<u64>,
@@ -334,6 +338,7 @@ impl Default for NemesisSpec {
             crashes: false,
             clock_jumps: false,
             pauses: false,
+            wipes: false,
             interval_ms: default_interval(),
         }
     }
