@@ -174,6 +174,7 @@ impl StorageScenario {
             drawn: Vec::new(),
             ops,
             availability: 1.0,
+            availability_time: crate::report::TimeAvailability::default(),
             latency_p50_ms: 0.0,
             latency_p99_ms: 0.0,
             events,

@@ -109,7 +109,54 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     })
 }
 
+thread_local! {
+    /// Where and why the last panic on this thread happened, kept by the panic hook so that a
+    /// caught panic can be reported with its location.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Prints each panic as usual and keeps its message and location for [`guarded`], which reports
+/// it on the seed's own line.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{info}");
+        let text = info.to_string().replace('\n', " ");
+        LAST_PANIC.with(|last| *last.borrow_mut() = Some(text));
+    }));
+}
+
+/// Runs `f`, turning a panic into its message (with location when the hook saw it), so that one
+/// panicking seed is reported as such and the sweep goes on with the next.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    LAST_PANIC.with(|last| last.borrow_mut().take());
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        LAST_PANIC
+            .with(|last| last.borrow_mut().take())
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked (no message)".to_string())
+    })
+}
+
+/// The command that replays `seed` of the scenario at `path`.
+fn replay_command(path: &str, seed: u64) -> String {
+    format!("cargo run --release -p sim -- {path} --seed {seed}")
+}
+
+/// The JSON line of a seed that panicked: not as expected, with the panic and the replay
+/// command, in the shape the other seeds' lines have where they overlap.
+fn panic_json(path: &str, seed: u64, panic: &str) -> String {
+    use sim::report::json_string;
+    format!(
+        "{{\"scenario\": {}, \"seed\": {seed}, \"ok\": false, \"as_expected\": false, \"panic\": {}, \"replay\": {}}}",
+        json_string(path),
+        json_string(panic),
+        json_string(&replay_command(path, seed))
+    )
+}
+
 fn main() -> ExitCode {
+    install_panic_hook();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("check-history") {
         return check_history(&args[1..]);
@@ -166,15 +213,26 @@ fn main() -> ExitCode {
         return parallel::run(&sweep, wall_clock);
     }
     let mut unexpected: Vec<RunReport> = Vec::new();
+    let mut panicked: Vec<(u64, String)> = Vec::new();
     let (mut runs, mut events, mut sim_ms) = (0u64, 0u64, 0u64);
     let sweep_start = wall_clock();
     for seed in args.seeds.clone() {
         let start = wall_clock();
-        let mut run = match runner(seed) {
-            Ok(r) => r,
-            Err(e) => {
+        let mut run = match guarded(|| runner(seed)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 eprintln!("{}: {e}", args.scenario);
                 return ExitCode::from(2);
+            }
+            Err(panic) => {
+                runs += 1;
+                if args.json {
+                    println!("{}", panic_json(&args.scenario, seed, &panic));
+                } else {
+                    println!("seed {seed:>6}  PANIC      {panic}  << UNEXPECTED");
+                }
+                panicked.push((seed, panic));
+                continue;
             }
         };
         run.report.wall_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -232,12 +290,18 @@ fn main() -> ExitCode {
         let wall = sweep_start.elapsed().as_secs_f64().max(1e-9);
         println!(
             "{runs} seeds, {} as expected; {events} events in {wall:.1} s ({:.0} events/s, {:.0}x real time)",
-            runs - unexpected.len() as u64,
+            runs - unexpected.len() as u64 - panicked.len() as u64,
             events as f64 / wall,
             sim_ms as f64 / 1000.0 / wall
         );
     }
-    if unexpected.is_empty() {
+    for (seed, panic) in &panicked {
+        eprintln!(
+            "seed {seed} panicked: {panic}; replay: {}",
+            replay_command(&args.scenario, *seed)
+        );
+    }
+    if unexpected.is_empty() && panicked.is_empty() {
         ExitCode::SUCCESS
     } else {
         for report in &unexpected {
@@ -293,5 +357,32 @@ fn check_history(args: &[String]) -> ExitCode {
             eprintln!("check-history: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_its_message_with_location() {
+        install_panic_hook();
+        let caught = guarded(|| -> u32 { panic!("seed 7 broke an invariant") });
+        let message = caught.expect_err("panicked");
+        assert!(message.contains("seed 7 broke an invariant"), "{message}");
+        assert!(message.contains("main.rs"), "{message}");
+        assert_eq!(guarded(|| 5), Ok(5));
+    }
+
+    #[test]
+    fn a_panicking_seed_has_a_json_line_with_its_replay() {
+        let line = panic_json("scenarios/x.toml", 7, "boom \"here\"");
+        assert!(line.contains("\"seed\": 7"), "{line}");
+        assert!(line.contains("\"as_expected\": false"), "{line}");
+        assert!(line.contains("boom \\\"here\\\""), "{line}");
+        assert!(
+            line.contains("cargo run --release -p sim -- scenarios/x.toml --seed 7"),
+            "{line}"
+        );
     }
 }

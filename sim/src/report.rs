@@ -15,6 +15,19 @@ pub struct OpCounts {
     pub indeterminate: u64,
 }
 
+/// Availability over time: the fault phase cut into equal windows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TimeAvailability {
+    /// Window length, milliseconds.
+    pub window_ms: u64,
+    /// Windows in the fault phase.
+    pub windows: u64,
+    /// Fraction of windows in which some request succeeded.
+    pub some_ok: f64,
+    /// Fraction of windows in which requests ended and every one succeeded.
+    pub all_ok: f64,
+}
+
 /// Everything reported about one seed.
 #[derive(Clone, Debug)]
 pub struct RunReport {
@@ -32,6 +45,8 @@ pub struct RunReport {
     pub ops: OpCounts,
     /// Fraction of fault-phase operations that succeeded.
     pub availability: f64,
+    /// Availability over time during the fault phase.
+    pub availability_time: TimeAvailability,
     /// Simulated latency of successful operations, milliseconds.
     pub latency_p50_ms: f64,
     /// 99th percentile of the same.
@@ -104,6 +119,17 @@ impl RunReport {
             "availability {:.2}% of operations during faults succeeded",
             self.availability * 100.0
         );
+        let t = &self.availability_time;
+        if t.windows > 0 {
+            let _ = writeln!(
+            s,
+            "  over time  {:.2}% of {} windows of {} ms had a request succeed, {:.2}% had every request succeed",
+            t.some_ok * 100.0,
+            t.windows,
+            t.window_ms,
+            t.all_ok * 100.0
+        );
+        }
         let _ = writeln!(
             s,
             "latency      p50 {:.2} ms, p99 {:.2} ms (simulated)",
@@ -219,6 +245,7 @@ impl RunReport {
             concat!(
                 "{{\"scenario\": {}, \"seed\": {}, \"ok\": {}, \"as_expected\": {}, \"fingerprint\": {}, ",
                 "\"ops\": {{\"ok\": {}, \"failed\": {}, \"indeterminate\": {}}}, \"availability\": {:.6}, ",
+                "\"availability_time\": {{\"window_ms\": {}, \"windows\": {}, \"some_ok\": {:.6}, \"all_ok\": {:.6}}}, ",
                 "\"latency_ms\": {{\"p50\": {:.3}, \"p99\": {:.3}}}, \"checks\": {{{}}}, \"check_details\": {{{}}}, ",
                 "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"gossip\": {}, \"replay\": {}}}"
             ),
@@ -231,6 +258,10 @@ impl RunReport {
             self.ops.failed,
             self.ops.indeterminate,
             self.availability,
+            self.availability_time.window_ms,
+            self.availability_time.windows,
+            self.availability_time.some_ok,
+            self.availability_time.all_ok,
             self.latency_p50_ms,
             self.latency_p99_ms,
             checks.join(", "),

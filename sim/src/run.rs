@@ -2,7 +2,7 @@
 
 use crate::checks::{convergence, durability, linearizable, Verdict};
 use crate::history::OpOutcome;
-use crate::report::{quantile, OpCounts, RunReport};
+use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
 use crate::scenario::Scenario;
 use crate::world::World;
 use bytes::Bytes;
@@ -40,17 +40,42 @@ pub fn run_seed(
     let mut world = World::new(scenario, seed, options.trace)?;
     world.run();
     let durable = world.durable_contents();
+    let members: Vec<durability::MemberContents<'_>> = durable
+        .iter()
+        .zip(world.final_members())
+        .enumerate()
+        .filter(|(_, (_, member))| *member)
+        .map(|(node, (contents, _))| (u32::try_from(node).unwrap_or(u32::MAX), contents))
+        .collect();
     let durable: Vec<&BTreeMap<Bytes, Record>> = durable.iter().collect();
+    let ok_writes = world
+        .history
+        .ops
+        .iter()
+        .filter(|op| op.is_write() && op.outcome == OpOutcome::Ok)
+        .count() as u64;
+    let ok_operations = world
+        .history
+        .ops
+        .iter()
+        .filter(|op| op.outcome == OpOutcome::Ok)
+        .count() as u64;
+    let ok_min = scenario.ok_operations_min();
     let mut checks: Vec<(&'static str, Verdict)> = Vec::new();
     checks.push((
         "durability",
         if scenario.check.durability {
             match world.recovery_failures() {
-                [] => durability::check(
-                    &world.history,
-                    &durable,
-                    world.workload(),
-                    world.final_reads(),
+                [] => enough(
+                    durability::check(
+                        &world.history,
+                        &members,
+                        world.workload(),
+                        world.final_reads(),
+                    ),
+                    ok_writes,
+                    ok_min,
+                    "acknowledged writes",
                 ),
                 failures => {
                     Verdict::Fail(format!("storage did not recover: {}", failures.join("; ")))
@@ -69,7 +94,7 @@ pub fn run_seed(
             let result = linearizable::check_history(&world.history, world.workload(), &title);
             timeline = result.timeline;
             html = result.html;
-            result.verdict
+            enough(result.verdict, ok_operations, ok_min, "ok operations")
         } else {
             Verdict::Skipped("disabled by the scenario".into())
         },
@@ -83,13 +108,18 @@ pub fn run_seed(
                 .saturating_sub(world.fault_phase_end_ns());
             match world.ring_disagreement() {
                 Some(why) => Verdict::Fail(format!("rings did not converge: {why}")),
-                None => convergence::check(
-                    world.nodes_ring(),
-                    scenario.cluster.n,
-                    &durable,
-                    world.workload(),
-                    keys,
-                    settled_ns as f64 / 1e6,
+                None => enough(
+                    convergence::check(
+                        world.nodes_ring(),
+                        scenario.cluster.n,
+                        &durable,
+                        world.workload(),
+                        keys,
+                        settled_ns as f64 / 1e6,
+                    ),
+                    ok_writes,
+                    ok_min,
+                    "acknowledged writes",
                 ),
             }
         } else {
@@ -119,6 +149,59 @@ pub fn run_seed(
         html,
     })
 }
+
+/// A check that judged fewer than `min` successful operations fails whatever it found: a run
+/// whose requests were all refused or failed proves nothing.
+fn enough(verdict: Verdict, judged: u64, min: u64, what: &str) -> Verdict {
+    match verdict {
+        Verdict::Pass(detail) if judged < min => Verdict::Fail(format!(
+            "only {judged} {what} to judge, fewer than check.ok_operations_min = {min} ({detail})"
+        )),
+        other => other,
+    }
+}
+
+/// Availability over time: the fault phase cut into windows of `window_ns`; a window counts
+/// when a request that ended in it succeeded (`some_ok`), or when requests ended in it and all
+/// succeeded (`all_ok`). A request the client gave up on ends when it gave up. Unlike the count
+/// of operations, this does not hide a cut behind clients that block on timeouts.
+pub fn time_availability(
+    ops: &[crate::history::HistoryOp],
+    fault_phase_ns: u64,
+    window_ns: u64,
+    client_timeout_ns: u64,
+) -> TimeAvailability {
+    let window_ns = window_ns.max(1);
+    let windows = fault_phase_ns.div_ceil(window_ns).max(1);
+    let mut ok = vec![false; usize::try_from(windows).unwrap_or(usize::MAX)];
+    let mut failed = ok.clone();
+    for op in ops.iter().filter(|op| op.during_faults) {
+        let end = op
+            .complete_ns
+            .unwrap_or(op.invoke_ns.saturating_add(client_timeout_ns));
+        if end >= fault_phase_ns {
+            continue;
+        }
+        let Ok(index) = usize::try_from(end / window_ns) else {
+            continue;
+        };
+        if op.outcome == OpOutcome::Ok && op.complete_ns.is_some() {
+            ok[index] = true;
+        } else {
+            failed[index] = true;
+        }
+    }
+    let count = |f: &dyn Fn(usize) -> bool| (0..ok.len()).filter(|&i| f(i)).count() as f64;
+    TimeAvailability {
+        window_ms: window_ns / 1_000_000,
+        windows,
+        some_ok: count(&|i| ok[i]) / windows as f64,
+        all_ok: count(&|i| ok[i] && !failed[i]) / windows as f64,
+    }
+}
+
+/// Window length of the availability over time.
+const AVAILABILITY_WINDOW_NS: u64 = 1_000_000_000;
 
 fn summarize(
     scenario: &Scenario,
@@ -158,6 +241,12 @@ fn summarize(
         } else {
             fault_ok as f64 / fault_ops as f64
         },
+        availability_time: time_availability(
+            &world.history.ops,
+            world.fault_phase_end_ns(),
+            AVAILABILITY_WINDOW_NS,
+            scenario.client_timeout_ms() * 1_000_000,
+        ),
         latency_p50_ms: quantile(&latencies, 0.50),
         latency_p99_ms: quantile(&latencies, 0.99),
         events: world.counters.events,

@@ -271,6 +271,9 @@ pub struct FaultSpec {
     pub remove: Option<u32>,
     /// Step a node's wall clock.
     pub clock_jump: Option<ClockJumpSpec>,
+    /// Replace a node's machine: its disk is wiped (synced data too) and it starts again empty
+    /// under the same id. A durability claim survives one wipe only with `w >= 2`.
+    pub wipe: Option<u32>,
 }
 
 /// `one_way = { from = [..], to = [..] }`
@@ -319,6 +322,10 @@ pub struct NemesisSpec {
     /// Random pauses.
     #[serde(default)]
     pub pauses: bool,
+    /// One machine replaced (`wipe`) at a time drawn from the seed in the middle half of the
+    /// fault phase. Only one: a second wipe before repair finished could lose data honestly.
+    #[serde(default)]
+    pub wipes: bool,
     /// Time between nemesis actions, drawn uniformly from this range.
     #[serde(default = "default_interval")]
     pub interval_ms: Vec<u64>,
@@ -331,6 +338,7 @@ impl Default for NemesisSpec {
             crashes: false,
             clock_jumps: false,
             pauses: false,
+            wipes: false,
             interval_ms: default_interval(),
         }
     }
@@ -349,6 +357,11 @@ pub struct CheckSpec {
     /// Replicas converge after the liveness phase (checkers issue).
     #[serde(default)]
     pub convergence: bool,
+    /// Each enabled check must have judged at least this many successful operations (durability
+    /// and convergence: acknowledged writes; linearizable: ok operations), or it fails: a run
+    /// whose requests were all refused proves nothing. Default: 1% of `workload.operations`, at
+    /// least 1.
+    pub ok_operations_min: Option<u64>,
 }
 
 impl Default for CheckSpec {
@@ -357,6 +370,7 @@ impl Default for CheckSpec {
             durability: true,
             linearizable: false,
             convergence: false,
+            ok_operations_min: None,
         }
     }
 }
@@ -549,6 +563,7 @@ impl Scenario {
         )?;
         self.cluster_config()
             .map_err(|e| (format!("cluster.{}", e.field), e.reason))?;
+        self.validate_combinations()?;
         range_f64(&self.network.latency_ms, "network.latency_ms", 60_000.0)?;
         range_f64(
             &self.network.client_latency_ms,
@@ -661,11 +676,12 @@ impl Scenario {
                 fault.join.is_some(),
                 fault.leave.is_some(),
                 fault.remove.is_some(),
+                fault.wipe.is_some(),
             ];
             ensure(
                 actions.iter().filter(|&&a| a).count() == 1,
                 &format!("fault[{i}]"),
-                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump, join, leave, remove",
+                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump, join, leave, remove, wipe",
             )?;
             let node_ok = |n: &u32| *n < nodes;
             if let Some(groups) = &fault.partition {
@@ -688,6 +704,7 @@ impl Scenario {
                 ("join", fault.join),
                 ("leave", fault.leave),
                 ("remove", fault.remove),
+                ("wipe", fault.wipe),
             ] {
                 if let Some(node) = node {
                     ensure(
@@ -718,6 +735,61 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// Settings that are each valid alone but together make every request fail, so every check
+    /// would pass on an empty history.
+    fn validate_combinations(&self) -> Result<(), (String, String)> {
+        let c = &self.cluster;
+        if c.consistency.as_deref() == Some("linearizable") && c.conflict != "lww" {
+            return Err((
+                "cluster.consistency".into(),
+                format!(
+                    "`linearizable` needs cluster.conflict = \"lww\" (it is \"{}\"): every request would be rejected",
+                    c.conflict
+                ),
+            ));
+        }
+        if let Some(name) = c
+            .replicas_per_datacenter
+            .keys()
+            .find(|name| !(0..c.datacenters).any(|dc| **name == format!("dc{dc}")))
+        {
+            return Err((
+                "cluster.replicas_per_datacenter".into(),
+                format!(
+                    "names `{name}`, but cluster.datacenters = {} gives only dc0..dc{}",
+                    c.datacenters,
+                    c.datacenters.saturating_sub(1)
+                ),
+            ));
+        }
+        let checks = self.check.durability || self.check.linearizable || self.check.convergence;
+        if checks && self.workload.operations == 0 {
+            return Err((
+                "workload.operations".into(),
+                "is 0 while [check] enables checks: they would judge nothing".into(),
+            ));
+        }
+        if let Some(min) = self.check.ok_operations_min {
+            if min > self.workload.operations {
+                return Err((
+                    "check.ok_operations_min".into(),
+                    format!(
+                        "is {min}, more than workload.operations ({})",
+                        self.workload.operations
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The least number of successful operations each enabled check must judge.
+    pub fn ok_operations_min(&self) -> u64 {
+        self.check
+            .ok_operations_min
+            .unwrap_or_else(|| (self.workload.operations / 100).max(1))
     }
 
     /// The core configuration this scenario's cluster runs with.
@@ -885,5 +957,40 @@ value_bytes = [8, 16]
         let text = format!("{MINIMAL}\n[[fault]]\nat_ms = 5\ncrash = 1\nrestart = 1\n");
         let e = Scenario::parse("t.toml", &text).expect_err("two actions");
         assert_eq!(e.field.as_deref(), Some("fault[0]"));
+        let text = format!("{MINIMAL}\n[[fault]]\nat_ms = 5\nwipe = 3\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("node 3");
+        assert_eq!(e.field.as_deref(), Some("fault[0].wipe"));
+    }
+
+    #[test]
+    fn combinations_that_refuse_every_request_are_refused() {
+        let text = MINIMAL.replace(
+            "w = 2",
+            "w = 2\nconsistency = \"linearizable\"\nconflict = \"vector-clock\"",
+        );
+        let e = Scenario::parse("t.toml", &text).expect_err("linearizable + vector clocks");
+        assert_eq!(e.field.as_deref(), Some("cluster.consistency"));
+        assert!(e.to_string().contains("cluster.conflict"), "{e}");
+        let text = MINIMAL.replace("w = 2", "w = 2\nreplicas_per_datacenter = { dc1 = 3 }");
+        let e = Scenario::parse("t.toml", &text).expect_err("no dc1");
+        assert_eq!(e.field.as_deref(), Some("cluster.replicas_per_datacenter"));
+        let text = MINIMAL.replace("operations = 10", "operations = 0");
+        let e = Scenario::parse("t.toml", &text).expect_err("nothing to judge");
+        assert_eq!(e.field.as_deref(), Some("workload.operations"));
+        let text = format!("{MINIMAL}\n[check]\nok_operations_min = 11\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("more than issued");
+        assert_eq!(e.field.as_deref(), Some("check.ok_operations_min"));
+    }
+
+    #[test]
+    fn ok_operations_min_defaults_to_one_percent() {
+        let s = Scenario::parse("t.toml", MINIMAL).expect("valid");
+        assert_eq!(s.ok_operations_min(), 1);
+        let text = MINIMAL.replace("operations = 10", "operations = 5000");
+        let s = Scenario::parse("t.toml", &text).expect("valid");
+        assert_eq!(s.ok_operations_min(), 50);
+        let text = format!("{MINIMAL}\n[check]\nok_operations_min = 7\n");
+        let s = Scenario::parse("t.toml", &text).expect("valid");
+        assert_eq!(s.ok_operations_min(), 7);
     }
 }

@@ -1,35 +1,51 @@
-//! Durability: every write acknowledged with W is, at the end of the liveness phase, still there.
+//! Durability: every write acknowledged with W is, at the end of the liveness phase, still there
+//! on a member of the final ring, or was honestly superseded.
 //!
-//! * lww: some replica durably holds that version or a higher one.
-//! * vector clocks: some replica durably holds the write's dot as a sibling, or the write was
+//! Judged per acknowledged write against the durable contents of the final ring's members only:
+//! the disk of a removed or decommissioned node is not a copy anyone can read.
+//!
+//! * lww: some member holds exactly that version, or it was superseded: some member holds a
+//!   higher version that is the record of another write of the same key that may have taken
+//!   effect (ok, or indeterminate) and that did not end before this write began. A write that
+//!   completed before this one started and still wins (a clock behind, a stale copy) did not
+//!   supersede it: this write is a lost update. A higher version whose value no write of this key
+//!   carried (another key's record stored under this key) supersedes nothing.
+//! * vector clocks: some member durably holds the write's dot as a sibling, or the write was
 //!   superseded by a later put or delete whose causal context included its dot (and that
-//!   supersession reached a replica). Nothing else counts as superseding: a dot that vanished
+//!   supersession reached a member). Nothing else counts as superseding: a dot that vanished
 //!   without a write that saw it is a lost write.
 //!
-//! The final state is read both ways: from each replica's durable contents directly, and through
+//! Every value a member holds under a key must be a value the workload wrote to that key.
+//!
+//! The final state is read both ways: from each member's durable contents directly, and through
 //! the protocol (a read at `all` of every key after the liveness phase), and the two must agree.
 
 use super::Verdict;
-use crate::history::{History, OpOutcome};
+use crate::history::{History, HistoryOp, OpKind, OpOutcome};
 use crate::workload::{value_id, Workload};
 use crate::world::FinalRead;
 use bytes::Bytes;
+use ringkv_core::version::LwwRecord;
 use ringkv_core::{CausalContext, Record, WriteVersion};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Most violations spelled out in the verdict.
 const SHOWN_MAX: usize = 5;
 
-/// Checks the history's acknowledged writes against the replicas' durable contents, and the
+/// One member of the final ring and what it holds durably.
+pub type MemberContents<'a> = (u32, &'a BTreeMap<Bytes, Record>);
+
+/// Checks the history's acknowledged writes against the final members' durable contents, and the
 /// final protocol reads against the merge of those contents.
 pub fn check(
     history: &History,
-    durable: &[&BTreeMap<Bytes, Record>],
+    members: &[MemberContents<'_>],
     workload: &Workload,
     final_reads: &BTreeMap<u32, FinalRead>,
 ) -> Verdict {
     let mut checked = 0usize;
     let mut lost = Vec::new();
+    let written = values_written(history);
     for op in &history.ops {
         if !op.is_write() || op.outcome != OpOutcome::Ok {
             continue;
@@ -43,26 +59,25 @@ pub fn check(
         };
         checked += 1;
         let key = workload.key(op.key);
-        let includes = |contents: &&BTreeMap<Bytes, Record>| {
-            contents
-                .get(key)
-                .is_some_and(|record| record.includes(&version))
-        };
+        let records = || members.iter().filter_map(|(_, contents)| contents.get(key));
         let held = match version {
-            WriteVersion::Lww(_) => durable.iter().any(includes),
+            WriteVersion::Lww(v) => records().any(|record| match record {
+                Record::Lww(r) => r.version == v || (r.version > v && supersedes(history, op, r)),
+                Record::Causal(_) => false,
+            }),
             WriteVersion::Dot(dot) => {
-                let as_sibling = durable.iter().any(|contents| {
-                    matches!(contents.get(key), Some(Record::Causal(r)) if r.siblings.iter().any(|(d, _)| *d == dot))
+                let as_sibling = records().any(|record| {
+                    matches!(record, Record::Causal(r) if r.siblings.iter().any(|(d, _)| *d == dot))
                 });
                 let superseded = superseders(history, op.key)
                     .any(|context| context.0.contains(dot))
-                    && durable.iter().any(includes);
+                    && records().any(|record| record.includes(&version));
                 as_sibling || superseded
             }
         };
         if !held {
             lost.push(format!(
-                "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by none: {version:?}",
+                "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by no member of the final ring: {version:?}",
                 op.kind,
                 String::from_utf8_lossy(key),
                 op.value,
@@ -74,9 +89,23 @@ pub fn check(
     let keys = u32::try_from(workload.key_count()).unwrap_or(u32::MAX);
     for index in 0..keys {
         let key = workload.key(index);
-        let merged = durable
+        for (node, contents) in members {
+            let Some(record) = contents.get(key) else {
+                continue;
+            };
+            for value in record.live_values() {
+                let id = value_id(&value);
+                if !written.contains(&(index, id)) {
+                    lost.push(format!(
+                        "n{node} holds under {} value id {id}, which no write of that key carried",
+                        String::from_utf8_lossy(key)
+                    ));
+                }
+            }
+        }
+        let merged = members
             .iter()
-            .filter_map(|contents| contents.get(key))
+            .filter_map(|(_, contents)| contents.get(key))
             .fold(None::<Record>, |acc, r| {
                 Some(acc.map_or_else(|| r.clone(), |a| a.merge(r)))
             });
@@ -107,7 +136,7 @@ pub fn check(
     }
     if lost.is_empty() {
         Verdict::Pass(format!(
-            "{checked} acknowledged writes held; final reads of {keys} keys agree with the replicas"
+            "{checked} acknowledged writes held by members of the final ring; final reads of {keys} keys agree with the replicas"
         ))
     } else {
         let shown: Vec<String> = lost.iter().take(SHOWN_MAX).cloned().collect();
@@ -119,6 +148,37 @@ pub fn check(
     }
 }
 
+/// (key, value id) of every put the workload sent, whatever its outcome.
+fn values_written(history: &History) -> BTreeSet<(u32, u64)> {
+    history
+        .ops
+        .iter()
+        .filter(|op| op.kind == OpKind::Put)
+        .map(|op| (op.key, op.value))
+        .collect()
+}
+
+/// True if `record` (a higher version of `op`'s key than `op` wrote) is the record of another
+/// write of that key which may have taken effect and did not end before `op` began: only such a
+/// write may honestly have replaced `op`.
+fn supersedes(history: &History, op: &HistoryOp, record: &LwwRecord) -> bool {
+    history.ops.iter().any(|other| {
+        let same_write = match &record.value {
+            Some(value) => other.kind == OpKind::Put && other.value == value_id(value),
+            None => other.kind == OpKind::Delete,
+        };
+        other.key == op.key
+            && !std::ptr::eq(other, op)
+            && same_write
+            && other.outcome != OpOutcome::Failed
+            && other.complete_ns.is_none_or(|done| done > op.invoke_ns)
+            && match (other.outcome, other.version) {
+                (OpOutcome::Ok, Some(WriteVersion::Lww(v))) => v == record.version,
+                _ => true,
+            }
+    })
+}
+
 /// Contexts carried by writes to key `key` that may have taken effect (ok or indeterminate).
 fn superseders(history: &History, key: u32) -> impl Iterator<Item = &CausalContext> {
     history
@@ -126,4 +186,151 @@ fn superseders(history: &History, key: u32) -> impl Iterator<Item = &CausalConte
         .iter()
         .filter(move |op| op.key == key && op.is_write() && op.outcome != OpOutcome::Failed)
         .filter_map(|op| op.context.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_core::version::LwwVersion;
+    use ringkv_core::NodeId;
+
+    fn version(ts: u64) -> LwwVersion {
+        LwwVersion {
+            timestamp_micros: ts,
+            node: NodeId(0),
+            nonce: 0,
+        }
+    }
+
+    fn value(id: u64) -> Bytes {
+        Bytes::copy_from_slice(&id.to_le_bytes())
+    }
+
+    fn put(key: u32, id: u64, ts: u64, invoke_ms: u64, complete_ms: u64) -> HistoryOp {
+        HistoryOp {
+            client: 0,
+            key,
+            kind: OpKind::Put,
+            value: id,
+            read: Vec::new(),
+            version: Some(WriteVersion::Lww(version(ts))),
+            context: None,
+            acks: 2,
+            coordinator: 0,
+            invoke_ns: invoke_ms * 1_000_000,
+            complete_ns: Some(complete_ms * 1_000_000),
+            outcome: OpOutcome::Ok,
+            during_faults: true,
+        }
+    }
+
+    fn holding(key: &Bytes, id: u64, ts: u64) -> BTreeMap<Bytes, Record> {
+        BTreeMap::from([(
+            key.clone(),
+            Record::Lww(LwwRecord {
+                version: version(ts),
+                value: Some(value(id)),
+            }),
+        )])
+    }
+
+    fn workload() -> Workload {
+        let text = r#"
+name = "t"
+description = "d"
+duration_ms = 1000
+settle_ms = 1000
+[cluster]
+nodes = 3
+n = 3
+r = 2
+w = 2
+[workload]
+clients = 1
+operations = 10
+keys = 2
+read_fraction = 0.5
+value_bytes = [8, 16]
+"#;
+        Workload::new(&crate::Scenario::parse("t.toml", text).expect("valid"))
+    }
+
+    /// Final reads that agree with `contents` for both keys.
+    fn reads(found: &[(u32, u64)]) -> BTreeMap<u32, FinalRead> {
+        (0..2)
+            .map(|k| {
+                let ids = found.iter().filter(|(key, _)| *key == k).map(|(_, id)| *id);
+                (k, FinalRead::Values(ids.collect()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_version_held_passes() {
+        let w = workload();
+        let history = History {
+            ops: vec![put(0, 1, 100, 0, 5)],
+        };
+        let disk = holding(w.key(0), 1, 100);
+        let verdict = check(&history, &[(0, &disk)], &w, &reads(&[(0, 1)]));
+        assert!(matches!(verdict, Verdict::Pass(_)), "{verdict}");
+    }
+
+    #[test]
+    fn a_later_write_that_won_supersedes() {
+        let w = workload();
+        let history = History {
+            ops: vec![put(0, 1, 100, 0, 5), put(0, 2, 200, 10, 15)],
+        };
+        let disk = holding(w.key(0), 2, 200);
+        let verdict = check(&history, &[(0, &disk)], &w, &reads(&[(0, 2)]));
+        assert!(matches!(verdict, Verdict::Pass(_)), "{verdict}");
+    }
+
+    #[test]
+    fn an_earlier_write_with_a_higher_version_is_a_lost_update() {
+        let w = workload();
+        // Value 2 completed before value 1 began, yet carries the higher version: value 1 was
+        // acknowledged and then silently lost.
+        let history = History {
+            ops: vec![put(0, 2, 200, 0, 5), put(0, 1, 100, 10, 15)],
+        };
+        let disk = holding(w.key(0), 2, 200);
+        let verdict = check(&history, &[(0, &disk)], &w, &reads(&[(0, 2)]));
+        assert!(
+            matches!(&verdict, Verdict::Fail(why) if why.contains("value id 1")),
+            "{verdict}"
+        );
+    }
+
+    #[test]
+    fn another_keys_record_supersedes_nothing() {
+        let w = workload();
+        // Key 1's value 7 (with a higher version) is stored under key 0.
+        let history = History {
+            ops: vec![put(0, 1, 100, 0, 5), put(1, 7, 300, 0, 5)],
+        };
+        let mut disk = holding(w.key(0), 7, 300);
+        disk.extend(holding(w.key(1), 7, 300));
+        let verdict = check(&history, &[(0, &disk)], &w, &reads(&[(0, 7), (1, 7)]));
+        let Verdict::Fail(why) = &verdict else {
+            panic!("{verdict}");
+        };
+        assert!(why.contains("value id 1"), "{why}");
+        assert!(why.contains("no write of that key carried"), "{why}");
+    }
+
+    #[test]
+    fn only_members_of_the_final_ring_count() {
+        let w = workload();
+        let history = History {
+            ops: vec![put(0, 1, 100, 0, 5)],
+        };
+        // The only copy is on a removed node, which the caller leaves out.
+        let verdict = check(&history, &[], &w, &reads(&[]));
+        assert!(
+            matches!(&verdict, Verdict::Fail(why) if why.contains("held by no member")),
+            "{verdict}"
+        );
+    }
 }

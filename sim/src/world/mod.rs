@@ -81,6 +81,11 @@ struct NodeSlot {
     /// The disk runs one fsync at a time; persist requests meanwhile wait (group commit).
     sync_in_flight: bool,
     sync_wanted: Option<PersistToken>,
+    /// Hints this incarnation had expired when the trace last looked (the core reports expiry
+    /// only as a counter, so `--trace` shows its increments).
+    hints_expired_traced: u64,
+    /// Disk wipes so far: each replaced disk gets its own seed.
+    wipes: u32,
 }
 
 struct Client {
@@ -145,6 +150,8 @@ pub struct World {
     removed: Vec<u32>,
     local_coordinators: bool,
     datacenters: u32,
+    /// The scenario's nodes run the LSM engine (a wiped node gets a fresh one).
+    lsm: bool,
     op_gap_ns: u64,
     client_timeout_ns: u64,
     fsync_ns: (u64, u64),
@@ -242,6 +249,8 @@ impl World {
                 poisoned: false,
                 sync_in_flight: false,
                 sync_wanted: None,
+                hints_expired_traced: 0,
+                wipes: 0,
             });
         }
         let w = &scenario.workload;
@@ -280,6 +289,7 @@ impl World {
             locations: (0..nodes).map(|i| location_of(scenario, i)).collect(),
             removed: Vec::new(),
             local_coordinators: w.local_coordinators,
+            lsm: scenario.disk.engine == "lsm",
             datacenters: scenario.cluster.datacenters,
             op_gap_ns: mean_gap_ns.max(1),
             client_timeout_ns: scenario.client_timeout_ms() * NANOS_PER_MS,
@@ -386,6 +396,14 @@ impl World {
         self.trace.take().unwrap_or_default()
     }
 
+    /// Adds a line to the trace for something that is not an event of the queue (a fault drawn
+    /// inside an event, a node's report); `what` is only built when tracing.
+    fn note(&mut self, what: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!("{:>12.3}ms   {}", self.now as f64 / 1e6, what()));
+        }
+    }
+
     /// When any replica last made a write durable (after it, stored state no longer changed).
     pub fn last_durable_change_ns(&self) -> u64 {
         self.last_durable_change_ns
@@ -419,6 +437,19 @@ impl World {
                 NodeState::Up(node) => node.storage_mut().durable_contents(),
                 NodeState::Down(storage) => storage.durable_contents(),
                 NodeState::Broken => BTreeMap::new(),
+            })
+            .collect()
+    }
+
+    /// For each node, whether it is a member of the final ring (the ring the nodes agree on; not
+    /// removed by an operator). Only members' disks count as holding data at the end: a removed
+    /// or decommissioned node's disk is on its way to the scrap heap.
+    pub fn final_members(&self) -> Vec<bool> {
+        let ring = self.nodes_ring();
+        (0..self.nodes.len())
+            .map(|i| {
+                let id = u32::try_from(i).unwrap_or(u32::MAX);
+                ring.contains(NodeId(id)) && !self.removed.contains(&id)
             })
             .collect()
     }
@@ -613,8 +644,14 @@ impl World {
                 }
                 Output::Event(event) => {
                     let kind = match event {
-                        NodeEvent::StoragePoisoned { .. } => "storage-poisoned",
-                        NodeEvent::StorageError { .. } => "storage-error",
+                        NodeEvent::StoragePoisoned { reason } => {
+                            self.note(|| format!("n{node} storage poisoned: {reason}"));
+                            "storage-poisoned"
+                        }
+                        NodeEvent::StorageError { reason } => {
+                            self.note(|| format!("n{node} storage error: {reason}"));
+                            "storage-error"
+                        }
                         NodeEvent::ForwardRetried { .. } => "forward-retried",
                         NodeEvent::MemberStatus { .. } => {
                             self.check_watches();
@@ -629,6 +666,9 @@ impl World {
                 }
             }
         }
+        if self.trace.is_some() {
+            self.trace_hint_expiry(node);
+        }
         let next = self.node_mut(node).and_then(|n| n.poll_timeout());
         if let Some(at) = next {
             let at = at.as_nanos().max(self.now);
@@ -639,6 +679,24 @@ impl World {
                 let node = u32::try_from(node).unwrap_or(u32::MAX);
                 self.schedule(at, Event::Timer { node, incarnation });
             }
+        }
+    }
+
+    /// Shows in the trace the hints `node` expired since the trace last looked.
+    fn trace_hint_expiry(&mut self, node: usize) {
+        let NodeState::Up(n) = &self.nodes[node].state else {
+            return;
+        };
+        let expired = n.hint_stats().expired;
+        let seen = self.nodes[node].hints_expired_traced;
+        if expired > seen {
+            self.nodes[node].hints_expired_traced = expired;
+            self.note(|| {
+                format!(
+                    "n{node} expired {} hint(s) unsent ({expired} this incarnation)",
+                    expired - seen
+                )
+            });
         }
     }
 
@@ -668,7 +726,14 @@ impl World {
         }
         self.nodes[index].sync_in_flight = false;
         let wanted = self.nodes[index].sync_wanted.take();
-        let fail = self.fsync_failure > 0.0 && self.disk_rng.gen_bool(self.fsync_failure);
+        // Disk faults belong to the fault phase: in the liveness phase the disks are healed too,
+        // or final reads fail and durability reports losses that did not happen.
+        let fail = self.phase == Phase::Faults
+            && self.fsync_failure > 0.0
+            && self.disk_rng.gen_bool(self.fsync_failure);
+        if fail {
+            self.note(|| format!("n{node} fsync fails (injected; token {token})"));
+        }
         let now = self.now_for(index);
         self.counters.syncs += 1;
         let mut self_last_durable_change = None;
@@ -747,6 +812,7 @@ impl World {
             FaultAction::ClockJump { node, ms } => {
                 self.nodes[node as usize].clock.jumps_us += ms * 1000;
             }
+            FaultAction::Wipe(node) => self.wipe(node as usize),
         }
     }
 
@@ -798,6 +864,34 @@ impl World {
         slot.sync_wanted = None;
     }
 
+    /// A replaced machine: the process dies, the disk (synced data included) is swapped for an
+    /// empty one, and the node starts again under the same id. An operator-removed node stays
+    /// gone.
+    fn wipe(&mut self, node: usize) {
+        if self.removed.contains(&(node as u32)) {
+            return;
+        }
+        self.crash(node);
+        let slot = &mut self.nodes[node];
+        slot.wipes += 1;
+        let disk_seed = hash_pair(
+            hash_pair(hash_pair(self.seed, Stream::Disk as u64), node as u64),
+            u64::from(slot.wipes),
+        );
+        match SimStorage::fresh(self.lsm, disk_seed) {
+            Ok(storage) => self.nodes[node].state = NodeState::Down(storage),
+            Err(why) => {
+                self.recovery_failures.push(format!(
+                    "n{node} at {:.3}ms: a new disk could not be opened: {why}",
+                    self.now as f64 / 1e6
+                ));
+                self.nodes[node].state = NodeState::Broken;
+            }
+        }
+        self.note(|| format!("n{node} disk wiped: starts again with empty storage"));
+        self.restart(node);
+    }
+
     fn restart(&mut self, node: usize) {
         let incarnation = self.nodes[node].incarnation;
         let config = node_config(&self.config, self.seed, node as u32, incarnation);
@@ -815,7 +909,17 @@ impl World {
             other => other,
         };
         if matches!(self.nodes[node].state, NodeState::Up(_)) {
+            self.nodes[node].hints_expired_traced = 0;
             self.watch(node as u32, ringkv_core::membership::MemberStatus::Alive);
+            // A restarted process arms its own timers (gossip, anti-entropy, hint replay) even
+            // if nobody sends it anything, as the node's driver does with its first tick. The
+            // core arms them lazily on its first input (its constructor has no time), and a
+            // spurious timeout is a no-op otherwise.
+            let now = self.now_for(node);
+            if let Some(n) = self.node_mut(node) {
+                n.handle_timeout(now);
+            }
+            self.drain(node);
         }
     }
 

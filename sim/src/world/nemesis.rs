@@ -43,6 +43,12 @@ pub enum FaultAction {
         /// Milliseconds, negative is backwards.
         ms: i64,
     },
+    // New variants go last: the fingerprint hashes the discriminant.
+    /// A replaced machine: the node loses its process and its whole disk, synced data included,
+    /// and starts again at once with empty storage under the same id. The only fault that
+    /// destroys durable copies, so the only one that shows whether W durable copies were really
+    /// made before an acknowledgement.
+    Wipe(u32),
 }
 
 impl fmt::Display for FaultAction {
@@ -61,6 +67,7 @@ impl fmt::Display for FaultAction {
             FaultAction::Leave(n) => write!(f, "leave n{n}"),
             FaultAction::Remove(n) => write!(f, "remove n{n}"),
             FaultAction::ClockJump { node, ms } => write!(f, "clock-jump n{node} {ms:+}ms"),
+            FaultAction::Wipe(n) => write!(f, "wipe n{n}"),
         }
     }
 }
@@ -94,6 +101,9 @@ impl FaultAction {
         }
         if let Some(node) = spec.remove {
             return Some(FaultAction::Remove(node));
+        }
+        if let Some(node) = spec.wipe {
+            return Some(FaultAction::Wipe(node));
         }
         if let Some(pause) = &spec.pause {
             return Some(FaultAction::Pause {
@@ -132,6 +142,7 @@ pub fn draw_schedule(
     }
     let mut schedule = Vec::new();
     if kinds.is_empty() || nodes == 0 {
+        draw_wipe(spec, nodes, duration_ms, rng, &mut schedule);
         return schedule;
     }
     let all: Vec<u32> = (0..nodes).collect();
@@ -190,5 +201,69 @@ pub fn draw_schedule(
         }
         at += rng.gen_range(spec.interval_ms[0]..=spec.interval_ms[1]);
     }
+    draw_wipe(spec, nodes, duration_ms, rng, &mut schedule);
     schedule
+}
+
+/// With `wipes`, one machine replaced in the middle half of the fault phase, drawn after every
+/// other fault so that turning wipes on leaves the rest of the schedule as it was.
+fn draw_wipe(
+    spec: &NemesisSpec,
+    nodes: u32,
+    duration_ms: u64,
+    rng: &mut impl Rng,
+    schedule: &mut Vec<(u64, FaultAction)>,
+) {
+    if !spec.wipes || nodes == 0 {
+        return;
+    }
+    let at = rng.gen_range(duration_ms / 4..=duration_ms * 3 / 4);
+    let node = rng.gen_range(0..nodes);
+    let place = schedule.partition_point(|(t, _)| *t <= at);
+    schedule.insert(place, (at, FaultAction::Wipe(node)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn spec(wipes: bool) -> NemesisSpec {
+        NemesisSpec {
+            partitions: true,
+            crashes: true,
+            wipes,
+            ..NemesisSpec::default()
+        }
+    }
+
+    #[test]
+    fn wipes_add_one_wipe_mid_run_and_leave_the_rest_alone() {
+        for seed in 0..50 {
+            let without = draw_schedule(
+                &spec(false),
+                5,
+                40_000,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            );
+            let with = draw_schedule(&spec(true), 5, 40_000, &mut ChaCha8Rng::seed_from_u64(seed));
+            let wipes: Vec<_> = with
+                .iter()
+                .filter(|(_, a)| matches!(a, FaultAction::Wipe(_)))
+                .collect();
+            assert_eq!(wipes.len(), 1, "seed {seed}: {with:?}");
+            assert!((10_000..=30_000).contains(&wipes[0].0), "seed {seed}");
+            let rest: Vec<_> = with
+                .iter()
+                .filter(|(_, a)| !matches!(a, FaultAction::Wipe(_)))
+                .cloned()
+                .collect();
+            assert_eq!(rest, without, "seed {seed}");
+            assert!(
+                with.windows(2).all(|w| w[0].0 <= w[1].0),
+                "seed {seed}: out of order"
+            );
+        }
+    }
 }
