@@ -10,6 +10,7 @@ mod parallel;
 use sim::disk::{is_storage_scenario, StorageScenario};
 use sim::report::RunReport;
 use sim::run::SeedRun;
+use sim::swarm::{is_swarm_scenario, run_swarm_seed, SwarmFile};
 use sim::{run_seed, RunOptions, Scenario};
 use std::path::Path;
 use std::process::ExitCode;
@@ -139,6 +140,20 @@ fn main() -> ExitCode {
                 html: None,
             })
         })
+    } else if is_swarm_scenario(&text) {
+        let swarm = match SwarmFile::load(Path::new(&args.scenario)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let options = RunOptions {
+            trace: args.trace,
+            check_determinism: args.check_determinism,
+        };
+        let path = args.scenario.clone();
+        Box::new(move |seed| run_swarm_seed(&swarm, &path, seed, options))
     } else {
         let scenario = match Scenario::load(Path::new(&args.scenario)) {
             Ok(s) => s,
