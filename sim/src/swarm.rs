@@ -141,7 +141,32 @@ pub struct SwarmSpec {
     /// Drawn only once the simulator has the fault: see [`connect_disk_wipe`].
     #[serde(default)]
     pub disk_wipe: f64,
+    /// Combinations that swarm found failing and that are left out of the draw until fixed, by
+    /// name (see [`QUARANTINES`]). A seed whose draw a quarantine changed says so in its
+    /// `quarantined` knob, so nothing is left out silently.
+    #[serde(default)]
+    pub quarantine: Vec<String>,
 }
+
+/// The combinations a swarm file may quarantine, with the failure each one shows.
+pub const QUARANTINES: [(&str, &str); 3] = [
+    (
+        "gossip-ring-change-under-faults",
+        "with gossip, a leave or remove issued while the nemesis is on: a node that was cut off, \
+         paused or down when the change spread keeps the old ring for good (convergence: rings did \
+         not converge; final reads get no answer)",
+    ),
+    (
+        "vector-clock-ring-change",
+        "vector clocks with a join, leave or remove: final reads miss siblings that a disk still \
+         holds (durability); partly issue #11 item 8, the check counting departed disks",
+    ),
+    (
+        "vector-clock-convergence",
+        "vector clocks: anti-entropy leaves replicas with different sibling sets for good, also \
+         with a 90 s liveness phase (convergence)",
+    ),
+];
 
 /// One drawn knob's value, printed in the summary and as JSON.
 #[derive(Clone, Debug, PartialEq)]
@@ -324,6 +349,15 @@ impl SwarmFile {
                 return bad(field, &format!("must list some of {}", known.join(", ")));
             }
         }
+        for name in &s.quarantine {
+            if !QUARANTINES.iter().any(|(known, _)| known == name) {
+                let known: Vec<&str> = QUARANTINES.iter().map(|(name, _)| *name).collect();
+                return bad(
+                    "quarantine",
+                    &format!("unknown `{name}`; known: {}", known.join(", ")),
+                );
+            }
+        }
         if s.replicas.is_empty() || s.replicas.iter().any(|&n| n == 0) {
             return bad("replicas", "must list replica counts of at least 1");
         }
@@ -415,9 +449,11 @@ impl SwarmFile {
                     total_nodes = ring_nodes + 1;
                     change = Some(("join", ring_nodes));
                 }
-                kind if u32::from(n) < ring_nodes => {
-                    let node = rng.gen_range(0..ring_nodes);
-                    change = Some((if kind == 1 { "leave" } else { "remove" }, node));
+                1 if u32::from(n) < ring_nodes => {
+                    change = Some(("leave", rng.gen_range(0..ring_nodes)));
+                }
+                2 if u32::from(n) < ring_nodes => {
+                    change = Some(("remove", rng.gen_range(0..ring_nodes)));
                 }
                 _ => {}
             }
@@ -425,6 +461,10 @@ impl SwarmFile {
         let per_datacenter =
             |dc: u32, ring: u32| (0..ring).filter(|i| i % datacenters == dc).count();
         let mut replicas_per_datacenter = Table::new();
+        // Replicas each datacenter holds: spread evenly unless an uneven split is drawn.
+        let mut replica_counts: Vec<u32> = (0..datacenters)
+            .map(|dc| (u32::from(n) + datacenters - 1 - dc) / datacenters)
+            .collect();
         if datacenters > 1 && u32::from(n) >= datacenters && rng.gen_bool(s.uneven_replicas) {
             // Deal n replicas over the datacenters, at least one each, at most what a
             // datacenter holds after a leave or remove.
@@ -437,6 +477,7 @@ impl SwarmFile {
                 let dc = rng.gen_range(0..datacenters);
                 counts[dc as usize] += 1;
             }
+            replica_counts.clone_from(&counts);
             let text: Vec<String> = counts.iter().map(u32::to_string).collect();
             knob("replicas_per_datacenter", Knob::Text(text.join("+")));
             let fits = counts
@@ -454,6 +495,12 @@ impl SwarmFile {
         }
         if datacenter_level && u32::from(n) < datacenters {
             return Err("a datacenter level with a datacenter that holds no replica".into());
+        }
+        // A remove stops a node for good and its disk goes with it (as a wipe does): a write
+        // acknowledged by fewer than two replicas may have had its only copy there.
+        let write_quorum = effective_write_quorum(&level, n, w, &replica_counts);
+        if matches!(change, Some(("remove", _))) && write_quorum < 2 {
+            change = None;
         }
 
         // Sloppy quorum: last-write-wins levels below linearizable only (README).
@@ -562,6 +609,9 @@ impl SwarmFile {
 
         let mut disk = Table::new();
         disk.insert("engine".into(), Value::String(engine));
+        // KNOWN OPEN BUG (issue #11 item 7): fsync failures stay on in the liveness phase, so
+        // final reads fail and durability reports losses that did not happen; swarm.toml keeps
+        // `fsync_failures = 0` until the fix is merged.
         if rng.gen_bool(s.fsync_failures) {
             let rate = f64::from(rng.gen_range(1u32..=10)) / 10_000.0;
             knob("fsync_failure", Knob::Float(rate));
@@ -631,6 +681,30 @@ impl SwarmFile {
             knob("nemesis_interval_ms", Knob::Int(interval));
         }
 
+        let quarantined = |name: &str| s.quarantine.iter().any(|q| q == name);
+        let mut applied: Vec<&str> = Vec::new();
+        if matches!(change, Some(("leave" | "remove", _)))
+            && gossip
+            && !kinds.is_empty()
+            && quarantined("gossip-ring-change-under-faults")
+        {
+            change = None;
+            applied.push("gossip-ring-change-under-faults");
+        }
+        if change.is_some() && conflict == "vector-clock" && quarantined("vector-clock-ring-change")
+        {
+            change = None;
+            applied.push("vector-clock-ring-change");
+        }
+        let mut convergence = anti_entropy_interval_ms > 0;
+        if conflict == "vector-clock" && quarantined("vector-clock-convergence") {
+            convergence = false;
+            applied.push("vector-clock-convergence");
+        }
+        if !applied.is_empty() {
+            knob("quarantined", Knob::Text(applied.join(",")));
+        }
+
         let mut faults = Vec::new();
         if let Some((kind, node)) = change {
             let at_ms = rng.gen_range(duration_ms / 5..=duration_ms * 3 / 5);
@@ -648,7 +722,6 @@ impl SwarmFile {
 
         // The disk wipe (issue #11 item 8) destroys one node's synced storage: an acknowledged
         // write survives it only if it reached at least two durable copies.
-        let write_quorum = effective_write_quorum(&level, n, w);
         if write_quorum >= 2 && rng.gen_bool(s.disk_wipe) {
             let node = rng.gen_range(0..ring_nodes);
             let at_ms = rng.gen_range(duration_ms / 5..=duration_ms * 4 / 5);
@@ -669,10 +742,7 @@ impl SwarmFile {
         // under skew loses updates, both by design (scenarios quorum-new-old, lww-clock-skew).
         check.insert("linearizable".into(), Value::Boolean(linearizable));
         // Anti-entropy is always on in a swarm run, so the replicas must converge.
-        check.insert(
-            "convergence".into(),
-            Value::Boolean(anti_entropy_interval_ms > 0),
-        );
+        check.insert("convergence".into(), Value::Boolean(convergence));
         let checks: Vec<&str> = ["durability", "linearizable", "convergence"]
             .into_iter()
             .filter(|name| check.get(*name).and_then(Value::as_bool) == Some(true))
@@ -715,13 +785,24 @@ fn connect_disk_wipe(
     false
 }
 
-/// The replicas a write waits for at the drawn default level.
-fn effective_write_quorum(level: &str, n: u8, w: u8) -> u8 {
+/// The fewest replicas that durably hold a write acknowledged at the drawn default level;
+/// `replica_counts` are the replicas per datacenter.
+fn effective_write_quorum(level: &str, n: u8, w: u8, replica_counts: &[u32]) -> u32 {
+    let majority = |count: u32| count / 2 + 1;
     match level {
-        "default" => w,
+        "default" => u32::from(w),
         "one" => 1,
-        "all" => n,
-        _ => n / 2 + 1,
+        "all" => u32::from(n),
+        // A majority of the coordinator's own datacenter, which may be the smallest one.
+        "local_quorum" if replica_counts.len() > 1 => replica_counts
+            .iter()
+            .map(|&c| majority(c))
+            .min()
+            .unwrap_or(1),
+        "each_quorum" if replica_counts.len() > 1 => {
+            replica_counts.iter().map(|&c| majority(c)).sum()
+        }
+        _ => majority(u32::from(n)),
     }
 }
 
