@@ -373,7 +373,7 @@ impl SwarmFile {
                 );
             }
         }
-        if s.replicas.is_empty() || s.replicas.iter().any(|&n| n == 0) {
+        if s.replicas.is_empty() || s.replicas.contains(&0) {
             return bad("replicas", "must list replica counts of at least 1");
         }
         if s.drop_per_mille[1] > 1000 || s.duplicate_per_mille[1] > 1000 {

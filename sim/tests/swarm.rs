@@ -122,7 +122,7 @@ fn the_summary_and_the_json_line_carry_what_was_drawn() {
     let json = run.report.to_json();
     assert!(json.contains("\"drawn\": {\"level\": \""), "{json}");
     assert!(json.ends_with("}}"), "drawn is the last field: {json}");
-    assert!(json.contains(&format!("--seed 5\"")), "{json}");
+    assert!(json.contains("--seed 5\""), "{json}");
 }
 
 #[test]
