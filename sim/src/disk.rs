@@ -172,6 +172,7 @@ impl StorageScenario {
             seed,
             expect: self.expect,
             drawn: Vec::new(),
+            swarm: Vec::new(),
             ops,
             availability: 1.0,
             availability_time: crate::report::TimeAvailability::default(),

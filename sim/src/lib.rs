@@ -20,6 +20,7 @@ pub mod history;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod swarm;
 pub mod workload;
 pub mod world;
 

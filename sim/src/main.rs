@@ -10,12 +10,13 @@ mod parallel;
 use sim::disk::{is_storage_scenario, StorageScenario};
 use sim::report::RunReport;
 use sim::run::SeedRun;
+use sim::swarm::{is_swarm_scenario, run_swarm_seed, SwarmFile};
 use sim::{run_seed, RunOptions, Scenario};
 use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--report FILE.html] [--jobs N]
+  sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--report FILE.html] [--jobs N] [--drawn-toml FILE]
   sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]";
 
 /// Wall-clock milliseconds since `start`: reported, never fed into the simulation.
@@ -32,6 +33,7 @@ struct Args {
     check_determinism: bool,
     report: Option<String>,
     jobs: u64,
+    drawn_toml: Option<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -39,6 +41,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut seeds = 42..43;
     let (mut json, mut trace, mut check_determinism) = (false, false, false);
     let mut report = None;
+    let mut drawn_toml = None;
     let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let mut i = 0;
     while i < args.len() {
@@ -77,6 +80,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--trace" => trace = true,
             "--check-determinism" => check_determinism = true,
             "--report" => report = Some(value()?),
+            "--drawn-toml" => drawn_toml = Some(value()?),
             "--jobs" => {
                 let v = value()?;
                 jobs = v
@@ -106,6 +110,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         check_determinism,
         report,
         jobs,
+        drawn_toml,
     })
 }
 
@@ -186,6 +191,36 @@ fn main() -> ExitCode {
                 html: None,
             })
         })
+    } else if is_swarm_scenario(&text) {
+        let swarm = match SwarmFile::load(Path::new(&args.scenario)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let options = RunOptions {
+            trace: args.trace,
+            check_determinism: args.check_determinism,
+        };
+        if let Some(out) = &args.drawn_toml {
+            // Swarm only: save the scenario one seed draws, to edit and replay that combination.
+            return match swarm.draw(args.seeds.start) {
+                Ok(drawn) => match std::fs::write(out, drawn.toml) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("cannot write {out}: {e}");
+                        ExitCode::from(2)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        let path = args.scenario.clone();
+        Box::new(move |seed| run_swarm_seed(&swarm, &path, seed, options))
     } else {
         let scenario = match Scenario::load(Path::new(&args.scenario)) {
             Ok(s) => s,

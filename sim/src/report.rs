@@ -41,6 +41,8 @@ pub struct RunReport {
     pub expect: Expect,
     /// Options drawn from the seed.
     pub drawn: Vec<String>,
+    /// Swarm mode: the knobs this seed drew (empty for an ordinary scenario).
+    pub swarm: crate::swarm::Knobs,
     /// Operations by outcome.
     pub ops: OpCounts,
     /// Fraction of fault-phase operations that succeeded.
@@ -106,6 +108,9 @@ impl RunReport {
         let total = self.ops.ok + self.ops.failed + self.ops.indeterminate;
         let _ = writeln!(s, "scenario     {}", self.scenario);
         let _ = writeln!(s, "seed         {}", self.seed);
+        if !self.swarm.is_empty() {
+            let _ = writeln!(s, "drawn        {}", crate::swarm::knobs_line(&self.swarm));
+        }
         for line in &self.drawn {
             let _ = writeln!(s, "drawn        {line}");
         }
@@ -229,7 +234,8 @@ impl RunReport {
         )
     }
 
-    /// One JSON object on one line.
+    /// One JSON object on one line; `drawn` (last, so the sweep's field reader never meets a
+    /// knob's name first) holds the swarm knobs, empty for an ordinary scenario.
     pub fn to_json(&self) -> String {
         let checks: Vec<String> = self
             .checks
@@ -247,7 +253,7 @@ impl RunReport {
                 "\"ops\": {{\"ok\": {}, \"failed\": {}, \"indeterminate\": {}}}, \"availability\": {:.6}, ",
                 "\"availability_time\": {{\"window_ms\": {}, \"windows\": {}, \"some_ok\": {:.6}, \"all_ok\": {:.6}}}, ",
                 "\"latency_ms\": {{\"p50\": {:.3}, \"p99\": {:.3}}}, \"checks\": {{{}}}, \"check_details\": {{{}}}, ",
-                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"gossip\": {}, \"replay\": {}}}"
+                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"gossip\": {}, \"replay\": {}, \"drawn\": {}}}"
             ),
             json_string(&self.scenario),
             self.seed,
@@ -271,6 +277,7 @@ impl RunReport {
             self.wall_ms,
             self.gossip_json(),
             json_string(&self.replay_command()),
+            crate::swarm::knobs_json(&self.swarm),
         )
     }
 }

@@ -235,6 +235,7 @@ fn summarize(
         seed,
         expect: scenario.expect,
         drawn: world.drawn.clone(),
+        swarm: Vec::new(),
         ops,
         availability: if fault_ops == 0 {
             1.0
