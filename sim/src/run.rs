@@ -72,6 +72,7 @@ pub fn run_seed(
                         &members,
                         world.workload(),
                         world.final_reads(),
+                        scenario.clocks_agree(),
                     ),
                     ok_writes,
                     ok_min,

@@ -785,6 +785,16 @@ impl Scenario {
         Ok(())
     }
 
+    /// Whether every node's wall clock agrees with the others for the whole run: no skew, no
+    /// drift, no scheduled or drawn clock jumps. Only then does a later write always stamp a
+    /// higher last-write-wins version than an earlier one (the durability check relies on it).
+    pub fn clocks_agree(&self) -> bool {
+        self.clocks.skew_ms == 0
+            && self.clocks.drift_ppm == 0
+            && !self.nemesis.clock_jumps
+            && self.faults.iter().all(|fault| fault.clock_jump.is_none())
+    }
+
     /// The least number of successful operations each enabled check must judge.
     pub fn ok_operations_min(&self) -> u64 {
         self.check

@@ -802,17 +802,18 @@ impl SwarmFile {
     }
 }
 
-/// HOOK for the disk-wipe fault (issue #11 item 8), which the simulator does not have yet: put
-/// the fault into the drawn scenario (a `[[fault]]` entry wiping `node` at `at_ms`, or a nemesis
-/// switch) and return true. Until then nothing is added and the knob reads "drawn but not
-/// connected", so a swarm file asking for wipes shows that they did not happen.
-fn connect_disk_wipe(
-    _nemesis: &mut Table,
-    _faults: &mut Vec<Value>,
-    _node: u32,
-    _at_ms: u64,
-) -> bool {
-    false
+/// Puts the disk-wipe fault (issue #11 item 8: a replaced machine, synced storage gone) into the
+/// drawn scenario as a `[[fault]]` entry wiping `node` at `at_ms`. Returns whether it was added
+/// (always, now that the simulator has the fault; the knob says so either way).
+fn connect_disk_wipe(_nemesis: &mut Table, faults: &mut Vec<Value>, node: u32, at_ms: u64) -> bool {
+    let mut fault = Table::new();
+    fault.insert(
+        "at_ms".into(),
+        Value::Integer(i64::try_from(at_ms).unwrap_or(i64::MAX)),
+    );
+    fault.insert("wipe".into(), Value::Integer(i64::from(node)));
+    faults.push(Value::Table(fault));
+    true
 }
 
 /// The fewest replicas that durably hold a write acknowledged at the drawn default level;
