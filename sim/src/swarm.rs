@@ -424,6 +424,8 @@ impl SwarmFile {
 
     /// One attempt: a scenario table and its knobs. Dependent knobs are drawn after the knobs
     /// they depend on, so only combinations meant to pass are drawn; the loader judges the rest.
+    /// `Err` is a combination no deployment runs (a datacenter level with a datacenter that holds
+    /// no replica), drawn again like a refused one.
     fn draw_table(&self, rng: &mut ChaCha8Rng) -> Result<(Table, Knobs), String> {
         let s = &self.swarm;
         let quarantined = |name: &str| s.quarantine.iter().any(|q| q == name);
@@ -889,4 +891,62 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_quorum_is_the_fewest_durable_copies_of_an_acknowledged_write() {
+        // (level, n, w, replicas per datacenter, copies)
+        let table: [(&str, u8, u8, &[u32], u32); 10] = [
+            ("default", 3, 1, &[3], 1),
+            ("default", 3, 2, &[3], 2),
+            ("one", 5, 5, &[5], 1),
+            ("all", 4, 1, &[4], 4),
+            ("quorum", 2, 1, &[2], 2),
+            ("linearizable", 5, 1, &[5], 3),
+            ("local_quorum", 3, 1, &[3], 2),
+            // Two datacenters holding 1 and 2: the coordinator may be in the one with 1.
+            ("local_quorum", 3, 1, &[1, 2], 1),
+            ("each_quorum", 3, 1, &[1, 2], 3),
+            ("each_quorum", 2, 1, &[1, 1], 2),
+        ];
+        for (level, n, w, counts, copies) in table {
+            assert_eq!(
+                effective_write_quorum(level, n, w, counts),
+                copies,
+                "{level} n={n} w={w} {counts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn knobs_render_as_one_line_and_as_a_json_object() {
+        let knobs: Knobs = vec![
+            ("level".into(), Knob::Text("quorum".into())),
+            ("n".into(), Knob::Int(3)),
+            ("drop".into(), Knob::Float(0.015)),
+            ("gossip".into(), Knob::Bool(true)),
+            ("membership".into(), Knob::Text("join n5 at 300ms".into())),
+        ];
+        assert_eq!(
+            knobs_line(&knobs),
+            "swarm level=quorum n=3 drop=0.015 gossip=true membership=[join n5 at 300ms]"
+        );
+        assert_eq!(
+            knobs_json(&knobs),
+            "{\"level\": \"quorum\", \"n\": 3, \"drop\": 0.015, \"gossip\": true, \"membership\": \"join n5 at 300ms\"}"
+        );
+        assert_eq!(knobs_json(&Vec::new()), "{}");
+    }
+
+    #[test]
+    fn only_files_with_a_swarm_table_are_swarm_files() {
+        assert!(is_swarm_scenario("name = \"s\"\n[swarm]\nnodes = [3, 5]\n"));
+        assert!(!is_swarm_scenario("name = \"s\"\nswarm = 1\n"));
+        assert!(!is_swarm_scenario("name = \"p\"\n[cluster]\nnodes = 3\n"));
+        assert!(!is_swarm_scenario("not toml ["));
+    }
 }
