@@ -6,9 +6,9 @@
 //!
 //! * lww: some member holds exactly that version, or it was superseded: some member holds a
 //!   higher version that is the record of another write of the same key that may have taken
-//!   effect (ok, or indeterminate) and that did not end before this write began. A write that
-//!   completed before this one started and still wins (a clock behind, a stale copy) did not
-//!   supersede it: this write is a lost update. A higher version whose value no write of this key
+//!   effect after this write began (acknowledged after it began, or indeterminate, whose effect
+//!   may land at any time). A write acknowledged before this one started that still wins (a
+//!   clock behind) did not supersede it: this write is a lost update. A higher version whose value no write of this key
 //!   carried (another key's record stored under this key) supersedes nothing.
 //! * vector clocks: some member durably holds the write's dot as a sibling, or the write was
 //!   superseded by a later put or delete whose causal context included its dot (and that
@@ -77,12 +77,13 @@ pub fn check(
         };
         if !held {
             lost.push(format!(
-                "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by no member of the final ring: {version:?}",
+                "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by no member of the final ring: {version:?}{}",
                 op.kind,
                 String::from_utf8_lossy(key),
                 op.value,
                 op.complete_ns.unwrap_or(0) as f64 / 1e6,
                 op.acks,
+                instead(history, records().collect(), op.key),
             ));
         }
     }
@@ -148,6 +149,47 @@ pub fn check(
     }
 }
 
+/// What the members hold instead of a lost LWW write, and when the write that made it was
+/// invoked and answered, so a lost update (an earlier write that still wins) can be told from a
+/// lost copy at a glance.
+fn instead(history: &History, records: Vec<&Record>, key: u32) -> String {
+    let Some(best) = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Lww(r) => Some(r),
+            Record::Causal(_) => None,
+        })
+        .max_by_key(|r| r.version)
+    else {
+        return "; the members hold nothing for it".into();
+    };
+    let id = best.value.as_deref().map_or(0, value_id);
+    // A put is known by its value; of the deletes, the one acknowledged with this version.
+    let writer = history.ops.iter().find(|op| {
+        op.key == key
+            && match &best.value {
+                Some(_) => op.kind == OpKind::Put && op.value == id,
+                None => {
+                    op.kind == OpKind::Delete && op.version == Some(WriteVersion::Lww(best.version))
+                }
+            }
+    });
+    let when = writer.map_or(String::new(), |w| {
+        format!(
+            ", written by client {} from {:.3}ms to {} ({:?})",
+            w.client,
+            w.invoke_ns as f64 / 1e6,
+            w.complete_ns
+                .map_or("no answer".into(), |c| format!("{:.3}ms", c as f64 / 1e6)),
+            w.outcome
+        )
+    });
+    format!(
+        "; the members hold value id {id} at {:?}{when}",
+        best.version
+    )
+}
+
 /// (key, value id) of every put the workload sent, whatever its outcome.
 fn values_written(history: &History) -> BTreeSet<(u32, u64)> {
     history
@@ -159,8 +201,8 @@ fn values_written(history: &History) -> BTreeSet<(u32, u64)> {
 }
 
 /// True if `record` (a higher version of `op`'s key than `op` wrote) is the record of another
-/// write of that key which may have taken effect and did not end before `op` began: only such a
-/// write may honestly have replaced `op`.
+/// write of that key which may have taken effect after `op` began (acknowledged after it began,
+/// or indeterminate): only such a write may honestly have replaced `op`.
 fn supersedes(history: &History, op: &HistoryOp, record: &LwwRecord) -> bool {
     history.ops.iter().any(|other| {
         let same_write = match &record.value {
@@ -170,8 +212,15 @@ fn supersedes(history: &History, op: &HistoryOp, record: &LwwRecord) -> bool {
         other.key == op.key
             && !std::ptr::eq(other, op)
             && same_write
-            && other.outcome != OpOutcome::Failed
-            && other.complete_ns.is_none_or(|done| done > op.invoke_ns)
+            && match other.outcome {
+                // Acknowledged: it took effect before its reply, so it supersedes only if it
+                // had not finished when this write began.
+                OpOutcome::Ok => other.complete_ns.is_none_or(|done| done > op.invoke_ns),
+                // Indeterminate: its effect may land at any time after its invocation (a hint
+                // replayed, a read repair), so it may come after this write whatever its reply.
+                OpOutcome::Indeterminate => true,
+                OpOutcome::Failed => false,
+            }
             && match (other.outcome, other.version) {
                 (OpOutcome::Ok, Some(WriteVersion::Lww(v))) => v == record.version,
                 _ => true,
@@ -301,6 +350,20 @@ value_bytes = [8, 16]
             matches!(&verdict, Verdict::Fail(why) if why.contains("value id 1")),
             "{verdict}"
         );
+    }
+
+    #[test]
+    fn an_indeterminate_write_may_land_after_its_reply() {
+        let w = workload();
+        let mut earlier = put(0, 2, 200, 0, 5);
+        earlier.outcome = OpOutcome::Indeterminate;
+        earlier.version = None;
+        let history = History {
+            ops: vec![earlier, put(0, 1, 100, 10, 15)],
+        };
+        let disk = holding(w.key(0), 2, 200);
+        let verdict = check(&history, &[(0, &disk)], &w, &reads(&[(0, 2)]));
+        assert!(matches!(verdict, Verdict::Pass(_)), "{verdict}");
     }
 
     #[test]
