@@ -6,14 +6,15 @@
 //!
 //! * lww: some member holds exactly that version, or it was superseded: some member holds a
 //!   higher version that is the record of another write of the same key that may have taken
-//!   effect (ok, or indeterminate). A higher version whose value no write of this key carried
-//!   (another key's record stored under this key) supersedes nothing. When every node's clock
-//!   agrees (no skew, drift or jumps), the superseding write must also not have ended before this
-//!   write began: with agreeing clocks and a hybrid clock a later write always stamps higher, so
-//!   an earlier write that still wins means this one was lost. With disagreeing clocks that is
-//!   what last-write-wins does by design (PITFALLS: "Last-write-wins loses acknowledged writes";
-//!   the lww-clock-skew scenario measures it with the linearizability checker), so only the
-//!   genuineness of the superseding record is judged.
+//!   effect after this write began (acknowledged after it began, or indeterminate, whose effect
+//!   may land at any time). A higher version whose value no write of this key carried (another
+//!   key's record stored under this key) supersedes nothing. When every node's clock agrees (no
+//!   skew, drift or jumps), a write acknowledged before this one started that still wins did not
+//!   supersede it: with agreeing clocks and a hybrid clock a later write always stamps higher, so
+//!   this write is a lost update. With disagreeing clocks that is what last-write-wins does by
+//!   design (PITFALLS: "Last-write-wins loses acknowledged writes"; the lww-clock-skew scenario
+//!   measures it with the linearizability checker), so only the genuineness of the superseding
+//!   record is judged.
 //! * vector clocks: some member durably holds the write's dot as a sibling, or the write was
 //!   superseded by a later put or delete whose causal context included its dot (and that
 //!   supersession reached a member). Nothing else counts as superseding: a dot that vanished
@@ -84,12 +85,13 @@ pub fn check(
         };
         if !held {
             lost.push(format!(
-                "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by no member of the final ring: {version:?}",
+                "{:?} of {} (value id {}) acknowledged at {:.3}ms by {} replicas, held by no member of the final ring: {version:?}{}",
                 op.kind,
                 String::from_utf8_lossy(key),
                 op.value,
                 op.complete_ns.unwrap_or(0) as f64 / 1e6,
                 op.acks,
+                instead(history, records().collect(), op.key),
             ));
         }
     }
@@ -155,6 +157,47 @@ pub fn check(
     }
 }
 
+/// What the members hold instead of a lost LWW write, and when the write that made it was
+/// invoked and answered, so a lost update (an earlier write that still wins) can be told from a
+/// lost copy at a glance.
+fn instead(history: &History, records: Vec<&Record>, key: u32) -> String {
+    let Some(best) = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Lww(r) => Some(r),
+            Record::Causal(_) => None,
+        })
+        .max_by_key(|r| r.version)
+    else {
+        return "; the members hold nothing for it".into();
+    };
+    let id = best.value.as_deref().map_or(0, value_id);
+    // A put is known by its value; of the deletes, the one acknowledged with this version.
+    let writer = history.ops.iter().find(|op| {
+        op.key == key
+            && match &best.value {
+                Some(_) => op.kind == OpKind::Put && op.value == id,
+                None => {
+                    op.kind == OpKind::Delete && op.version == Some(WriteVersion::Lww(best.version))
+                }
+            }
+    });
+    let when = writer.map_or(String::new(), |w| {
+        format!(
+            ", written by client {} from {:.3}ms to {} ({:?})",
+            w.client,
+            w.invoke_ns as f64 / 1e6,
+            w.complete_ns
+                .map_or("no answer".into(), |c| format!("{:.3}ms", c as f64 / 1e6)),
+            w.outcome
+        )
+    });
+    format!(
+        "; the members hold value id {id} at {:?}{when}",
+        best.version
+    )
+}
+
 /// (key, value id) of every put the workload sent, whatever its outcome.
 fn values_written(history: &History) -> BTreeSet<(u32, u64)> {
     history
@@ -166,8 +209,9 @@ fn values_written(history: &History) -> BTreeSet<(u32, u64)> {
 }
 
 /// True if `record` (a higher version of `op`'s key than `op` wrote) is the record of another
-/// write of that key which may have taken effect (and, when clocks agree, did not end before `op`
-/// began): only such a write may honestly have replaced `op`.
+/// write of that key which may have taken effect after `op` began (acknowledged after it began,
+/// or indeterminate; with disagreeing clocks, any write that may have taken effect): only such a
+/// write may honestly have replaced `op`.
 fn supersedes(history: &History, op: &HistoryOp, record: &LwwRecord, clocks_agree: bool) -> bool {
     history.ops.iter().any(|other| {
         let same_write = match &record.value {
@@ -177,8 +221,17 @@ fn supersedes(history: &History, op: &HistoryOp, record: &LwwRecord, clocks_agre
         other.key == op.key
             && !std::ptr::eq(other, op)
             && same_write
-            && other.outcome != OpOutcome::Failed
-            && (!clocks_agree || other.complete_ns.is_none_or(|done| done > op.invoke_ns))
+            && match other.outcome {
+                // Acknowledged: it took effect before its reply, so with agreeing clocks it
+                // supersedes only if it had not finished when this write began.
+                OpOutcome::Ok => {
+                    !clocks_agree || other.complete_ns.is_none_or(|done| done > op.invoke_ns)
+                }
+                // Indeterminate: its effect may land at any time after its invocation (a hint
+                // replayed, a read repair), so it may come after this write whatever its reply.
+                OpOutcome::Indeterminate => true,
+                OpOutcome::Failed => false,
+            }
             && match (other.outcome, other.version) {
                 (OpOutcome::Ok, Some(WriteVersion::Lww(v))) => v == record.version,
                 _ => true,
@@ -319,6 +372,20 @@ value_bytes = [8, 16]
         };
         let disk = holding(w.key(0), 2, 200);
         let verdict = check(&history, &[(0, &disk)], &w, &reads(&[(0, 2)]), false);
+        assert!(matches!(verdict, Verdict::Pass(_)), "{verdict}");
+    }
+
+    #[test]
+    fn an_indeterminate_write_may_land_after_its_reply() {
+        let w = workload();
+        let mut earlier = put(0, 2, 200, 0, 5);
+        earlier.outcome = OpOutcome::Indeterminate;
+        earlier.version = None;
+        let history = History {
+            ops: vec![earlier, put(0, 1, 100, 10, 15)],
+        };
+        let disk = holding(w.key(0), 2, 200);
+        let verdict = check(&history, &[(0, &disk)], &w, &reads(&[(0, 2)]), true);
         assert!(matches!(verdict, Verdict::Pass(_)), "{verdict}");
     }
 
