@@ -116,6 +116,10 @@ pub struct RunCounters {
     pub anti_entropy_messages: u64,
     /// Their encoded bytes.
     pub anti_entropy_bytes: u64,
+    /// Messages the codec refused to encode (over the size limit): never sent.
+    pub unencodable_messages: u64,
+    /// Encoded messages the codec could not decode again: never delivered.
+    pub undecodable_messages: u64,
 }
 
 /// A whole simulated cluster under one seed.
@@ -123,6 +127,8 @@ pub struct World {
     now: u64,
     sequence: u64,
     queue: BinaryHeap<Scheduled>,
+    /// One node's outputs of the drain being carried out (reused to save allocations).
+    drained: Vec<Output>,
     nodes: Vec<NodeSlot>,
     ring: Ring,
     config: ClusterConfig,
@@ -251,6 +257,7 @@ impl World {
             now: 0,
             sequence: 0,
             queue: BinaryHeap::new(),
+            drained: Vec::new(),
             nodes: slots,
             ring,
             network: Network::new(
@@ -571,19 +578,38 @@ impl World {
 
     /// Carries out every output of `node`, then arms its timer.
     fn drain(&mut self, node: usize) {
-        while let Some(output) = self.node_mut(node).and_then(|n| n.poll_output()) {
+        // The one drive step of core: every output the node has, in its order; they are carried
+        // out below once the node is no longer borrowed (carrying one out never feeds it input).
+        let mut drained = std::mem::take(&mut self.drained);
+        if let Some(n) = self.node_mut(node) {
+            ringkv_core::drive::drain(n, &mut drained);
+        }
+        for output in drained.drain(..) {
             match output {
                 Output::Send { to, message } => {
                     self.counters.messages += 1;
+                    // Bytes on the simulated wire: every message crosses the codec both ways,
+                    // as it does between real nodes, so wire-format and size-limit bugs meet
+                    // seeds. What cannot be encoded or decoded is counted and never delivered.
+                    let bytes = match ringkv_core::codec::encode(&message) {
+                        Ok(bytes) => bytes,
+                        Err(_) => {
+                            self.counters.unencodable_messages += 1;
+                            continue;
+                        }
+                    };
+                    let Ok(message) = ringkv_core::codec::decode(&bytes) else {
+                        self.counters.undecodable_messages += 1;
+                        continue;
+                    };
+                    let wire_bytes = bytes.len() as u64;
                     if matches!(message, ringkv_core::Message::Gossip(_)) {
                         self.gossip_figures.messages += 1;
-                        self.gossip_figures.bytes +=
-                            ringkv_core::codec::encode_value(&message).len() as u64;
+                        self.gossip_figures.bytes += wire_bytes;
                     }
                     if message.is_anti_entropy() {
                         self.counters.anti_entropy_messages += 1;
-                        self.counters.anti_entropy_bytes +=
-                            ringkv_core::codec::encode_value(&message).len() as u64;
+                        self.counters.anti_entropy_bytes += wire_bytes;
                     }
                     let from = u32::try_from(node).unwrap_or(u32::MAX);
                     match self.network.fate(from, to.0, &mut self.net_rng) {
@@ -653,6 +679,7 @@ impl World {
                 }
             }
         }
+        self.drained = drained;
         if self.trace.is_some() {
             self.trace_hint_expiry(node);
         }
