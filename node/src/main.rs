@@ -189,9 +189,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The handlers are installed before the node starts, not when `run` first polls its stop
+    // future: a SIGTERM sent as soon as the listening line appears must shut down gracefully,
+    // not kill the process by the default action.
+    let stop = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _runtime = runtime.enter();
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("ringkv-node: cannot install the signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     // Every line the node logs, from every task, carries this span: `node{id=3}: ...`.
     let span = tracing::info_span!("node", id = settings.node_id.0);
-    let run = ringkv_node::server::run(settings, ringkv_node::server::termination_signal());
+    let run = ringkv_node::server::run(settings, stop);
     match runtime.block_on(tracing::Instrument::instrument(run, span.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
