@@ -68,11 +68,12 @@ fn mutants() -> Vec<Mutant> {
             let kills = field("kill")
                 .iter()
                 .map(|row| {
-                    let (scenario, seeds) = row
-                        .split_once(' ')
-                        .unwrap_or_else(|| panic!("{file}: kill row '{row}' is not 'SCENARIO A..B'"));
-                    let (from, to) = parse_range(seeds.trim())
-                        .unwrap_or_else(|| panic!("{file}: kill row '{row}' has no seed range A..B"));
+                    let (scenario, seeds) = row.split_once(' ').unwrap_or_else(|| {
+                        panic!("{file}: kill row '{row}' is not 'SCENARIO A..B'")
+                    });
+                    let (from, to) = parse_range(seeds.trim()).unwrap_or_else(|| {
+                        panic!("{file}: kill row '{row}' has no seed range A..B")
+                    });
                     (scenario.to_string(), from, to)
                 })
                 .collect();
@@ -96,7 +97,12 @@ fn every_mutant_names_itself_its_bug_and_scenarios_that_load() {
     );
     for m in &all {
         let stem = m.path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-        assert_eq!(m.name, stem, "{}: '# mutant:' must name the file", m.path.display());
+        assert_eq!(
+            m.name,
+            stem,
+            "{}: '# mutant:' must name the file",
+            m.path.display()
+        );
         assert!(!m.bug.is_empty(), "{}: no '# bug:' line", m.name);
         assert!(!m.kills.is_empty(), "{}: no '# kill:' row", m.name);
         for (scenario, _, _) in &m.kills {
@@ -128,7 +134,11 @@ fn every_mutant_patch_still_applies_to_the_tree() {
                 .output()
                 .expect("git runs");
             (!out.status.success()).then(|| {
-                format!("{}: {}", m.name, String::from_utf8_lossy(&out.stderr).trim())
+                format!(
+                    "{}: {}",
+                    m.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
             })
         })
         .collect();
@@ -181,5 +191,8 @@ fn every_mutant_is_killed() {
         .arg(Path::new(&workspace()).join("tests/mutants/run.sh"))
         .status()
         .expect("bash runs");
-    assert!(status.success(), "some mutant survived or no longer builds (table above)");
+    assert!(
+        status.success(),
+        "some mutant survived or no longer builds (table above)"
+    );
 }
