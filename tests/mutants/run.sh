@@ -24,7 +24,10 @@
 #
 # Environment:
 #   MUTANTS_SEEDS=A..B        run these seeds instead of each row's own range (for development)
+#   MUTANTS_SEEDS_MAX=N       run at most the first N seeds of each row
 #   MUTANTS_JOBS=N            `sim --jobs` (default 1: the machine is shared)
+#   MUTANTS_ROW_TIMEOUT_S=S   time budget of one kill row (default 60 + 5 per seed); seeds that did not
+#                             report by then count as killed (the mutant made the run hang)
 #   MUTANTS_SCRATCH=DIR       scratch worktree (default ${TMPDIR:-/tmp}/ringkv-mutants/<repo>)
 #   MUTANTS_TARGET_DIR=DIR    cargo target directory for mutated builds
 #                             (default ${CARGO_TARGET_DIR:-<repo>/target}/mutants)
@@ -192,6 +195,10 @@ for name in "${selected[@]}"; do
     [ -n "$scenario" ] || continue
     [ -n "${MUTANTS_SEEDS:-}" ] && seeds=$MUTANTS_SEEDS
     read -r from to < <(parse_range "$seeds") || die "bad seed range $seeds"
+    if [ -n "${MUTANTS_SEEDS_MAX:-}" ] && [ $((to - from)) -gt "$MUTANTS_SEEDS_MAX" ]; then
+      to=$((from + MUTANTS_SEEDS_MAX))
+      seeds="$from..$to"
+    fi
     total=$((to - from))
     if [ $verdict = KILLED ]; then
       ROWS+=("$(printf '%-36s %-22s %-9s %7s %7s  %s' "$name" "$scenario" "$seeds" - - "not run")")
@@ -199,8 +206,12 @@ for name in "${selected[@]}"; do
     fi
     out="$LOGS/$name.$scenario.jsonl"
     echo "   $scenario seeds $seeds" >&2
-    "$TARGET/release/sim" "$ROOT/scenarios/$scenario.toml" --seeds "$seeds" --jobs "$JOBS" --json </dev/null \
-      >"$out" 2>"$LOGS/$name.$scenario.stderr"
+    # A mutant can also make a run hang (e.g. a membership change that never completes): the
+    # row gets a time budget, and seeds that never reported count as killed (liveness failure).
+    ROW_TIMEOUT_S=${MUTANTS_ROW_TIMEOUT_S:-$((60 + 5 * total))}
+    timeout "$ROW_TIMEOUT_S" "$TARGET/release/sim" "$ROOT/scenarios/$scenario.toml" \
+      --seeds "$seeds" --jobs "$JOBS" --json </dev/null >"$out" 2>"$LOGS/$name.$scenario.stderr"
+    [ $? = 124 ] && echo "   timed out after ${ROW_TIMEOUT_S}s: $(grep -c . "$out") of $total seeds reported" >&2
     passed=$(grep -c '"as_expected": *true' "$out")
     killed=$((total - passed))
     percent=$((killed * 100 / total))
