@@ -75,8 +75,15 @@ impl<S: Storage> Node<S> {
             let done = batch.len() < REBUILD_SCAN_BATCH;
             for (key, record) in &batch {
                 self.tree_update(key, record);
-                // Stamps after a restart stay above everything this node stores.
-                self.observe_record(Some(record));
+                // Stamps after a restart stay above everything this node stores. The clock floor
+                // is a bound set a window ahead, not a stamp: folding it in here (this rebuild
+                // also runs on every ring change) would push the clock up to a window ahead of
+                // the wall clock on a running node, and its next writes would beat later writes
+                // of nodes whose clocks agree with it (lost updates, gossip-20 seeds 3, ...).
+                // `load_clock_floor` folds it in once, at start-up, where it is needed.
+                if key.as_ref() != super::CLOCK_FLOOR_KEY {
+                    self.observe_record(Some(record));
+                }
             }
             if done {
                 break;
