@@ -271,6 +271,24 @@ pub struct FaultSpec {
     pub remove: Option<u32>,
     /// Step a node's wall clock.
     pub clock_jump: Option<ClockJumpSpec>,
+    /// Crash and restart a node over and over, from `at_ms` until `until_ms`.
+    pub crash_loop: Option<CrashLoopSpec>,
+}
+
+/// `crash_loop = { node = 0, every_ms = 150, down_ms = 5, until_ms = 20000 }`: a process that keeps
+/// dying shortly after it starts (a crash-looping coordinator), so late replies to one
+/// incarnation's requests reach the next ones.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLoopSpec {
+    /// The node.
+    pub node: u32,
+    /// Time from one crash to the next, milliseconds.
+    pub every_ms: u64,
+    /// How long the node stays down after each crash, milliseconds (less than `every_ms`).
+    pub down_ms: u64,
+    /// No crash at or after this time, milliseconds from the start.
+    pub until_ms: u64,
 }
 
 /// `one_way = { from = [..], to = [..] }`
@@ -661,11 +679,12 @@ impl Scenario {
                 fault.join.is_some(),
                 fault.leave.is_some(),
                 fault.remove.is_some(),
+                fault.crash_loop.is_some(),
             ];
             ensure(
                 actions.iter().filter(|&&a| a).count() == 1,
                 &format!("fault[{i}]"),
-                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump, join, leave, remove",
+                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump, join, leave, remove, crash_loop",
             )?;
             let node_ok = |n: &u32| *n < nodes;
             if let Some(groups) = &fault.partition {
@@ -702,6 +721,23 @@ impl Scenario {
                     pause.node < nodes,
                     &field("pause.node"),
                     "names a node that does not exist",
+                )?;
+            }
+            if let Some(cycle) = &fault.crash_loop {
+                ensure(
+                    cycle.node < nodes,
+                    &field("crash_loop.node"),
+                    "names a node that does not exist",
+                )?;
+                ensure(
+                    1 <= cycle.down_ms && cycle.down_ms < cycle.every_ms,
+                    &field("crash_loop"),
+                    "needs 1 <= down_ms < every_ms",
+                )?;
+                ensure(
+                    fault.at_ms <= cycle.until_ms && cycle.until_ms <= self.duration_ms,
+                    &field("crash_loop.until_ms"),
+                    "must lie between at_ms and duration_ms",
                 )?;
             }
             if let Some(jump) = &fault.clock_jump {
