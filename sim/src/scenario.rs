@@ -96,7 +96,7 @@ pub struct ClusterSpec {
     /// Most hints one node keeps for one owner.
     #[serde(default = "default_hints_per_target")]
     pub hints_per_target_max: usize,
-    /// Hints older than this are dropped unsent (anti-entropy repairs).
+    /// Hints undelivered this long are counted as aged and replayed first (never dropped).
     #[serde(default = "default_hint_age")]
     pub hint_age_max_ms: u64,
     /// Write the newest version back to stale replicas after a read.
