@@ -981,7 +981,9 @@ impl<S: Storage> Node<S> {
     ) {
         let expected = match self.operations.get(&op) {
             Some((_, Operation::Forward(f))) => {
-                f.candidates[..=f.attempt].contains(&from)
+                f.candidates
+                    .get(..=f.attempt)
+                    .is_some_and(|tried| tried.contains(&from))
                     && crate::id::key_digest(&f.key) == key_digest
             }
             _ => false,
