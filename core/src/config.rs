@@ -45,7 +45,8 @@ pub struct ClusterConfig {
     pub hints_per_target_max: usize,
     /// Most hint bytes kept for one owner.
     pub hint_bytes_per_target_max: u64,
-    /// Hints older than this are deleted unsent and left to anti-entropy.
+    /// Hints still undelivered this long after the fallback stored them (its monotonic clock) are
+    /// counted as aged and replayed first; they are never deleted for their age (`node::hints`).
     pub hint_age_max_ms: u64,
     /// Time between hint replay rounds.
     pub hint_replay_interval_ms: u64,

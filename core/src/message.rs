@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the peer protocol; peers with another version are refused by the transport.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,6 +24,8 @@ pub enum Message {
     ReadReply {
         /// Echoed round-trip id.
         op: OperationId,
+        /// `id::key_digest` of the key read: the coordinator ignores a reply about another key.
+        key_digest: u64,
         /// The record, or an error from storage.
         record: Result<Option<Record>, ReplicaError>,
     },
@@ -52,6 +54,8 @@ pub enum Message {
     WriteReply {
         /// Echoed round-trip id.
         op: OperationId,
+        /// `id::key_digest` of the key written: the coordinator ignores a reply about another key.
+        key_digest: u64,
         /// `Ok` once durable.
         result: Result<(), ReplicaError>,
     },
@@ -108,6 +112,8 @@ pub enum Message {
     CoordinatePutReply {
         /// Echoed round-trip id.
         op: OperationId,
+        /// `id::key_digest` of the key put: the client-facing node ignores a reply about another key.
+        key_digest: u64,
         /// The outcome.
         outcome: ForwardedOutcome,
     },

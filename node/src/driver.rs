@@ -48,6 +48,7 @@ use crate::admin::{AdminCommand, AdminResult, MembershipView};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::storage::{self, StorageGauges, StorageSettings};
+use ringkv_core::id::key_digest;
 use ringkv_core::message::{ForwardedOutcome, ReplicaError};
 use ringkv_core::RequestError;
 use ringkv_core::{
@@ -142,16 +143,21 @@ impl MessageClass {
 /// the request cannot be queued. `None` for messages that are not requests.
 pub fn refusal_of(request: &Message) -> Option<Message> {
     match request {
-        Message::Read { op, .. } => Some(Message::ReadReply {
+        Message::Read { op, key } => Some(Message::ReadReply {
             op: *op,
+            key_digest: key_digest(key),
             record: Err(ReplicaError::Busy),
         }),
-        Message::Write { op, .. } | Message::HintedWrite { op, .. } => Some(Message::WriteReply {
+        Message::Write { op, key, .. } | Message::HintedWrite { op, key, .. } => {
+            Some(Message::WriteReply {
+                op: *op,
+                key_digest: key_digest(key),
+                result: Err(ReplicaError::Busy),
+            })
+        }
+        Message::CoordinatePut { op, key, .. } => Some(Message::CoordinatePutReply {
             op: *op,
-            result: Err(ReplicaError::Busy),
-        }),
-        Message::CoordinatePut { op, .. } => Some(Message::CoordinatePutReply {
-            op: *op,
+            key_digest: key_digest(key),
             outcome: ForwardedOutcome::Rejected(RequestError::Busy),
         }),
         _ => None,

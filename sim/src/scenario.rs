@@ -96,7 +96,7 @@ pub struct ClusterSpec {
     /// Most hints one node keeps for one owner.
     #[serde(default = "default_hints_per_target")]
     pub hints_per_target_max: usize,
-    /// Hints older than this are dropped unsent (anti-entropy repairs).
+    /// Hints undelivered this long are counted as aged and replayed first (never dropped).
     #[serde(default = "default_hint_age")]
     pub hint_age_max_ms: u64,
     /// Write the newest version back to stale replicas after a read.
@@ -274,6 +274,24 @@ pub struct FaultSpec {
     /// Replace a node's machine: its disk is wiped (synced data too) and it starts again empty
     /// under the same id. A durability claim survives one wipe only with `w >= 2`.
     pub wipe: Option<u32>,
+    /// Crash and restart a node over and over, from `at_ms` until `until_ms`.
+    pub crash_loop: Option<CrashLoopSpec>,
+}
+
+/// `crash_loop = { node = 0, every_ms = 150, down_ms = 5, until_ms = 20000 }`: a process that keeps
+/// dying shortly after it starts (a crash-looping coordinator), so late replies to one
+/// incarnation's requests reach the next ones.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLoopSpec {
+    /// The node.
+    pub node: u32,
+    /// Time from one crash to the next, milliseconds.
+    pub every_ms: u64,
+    /// How long the node stays down after each crash, milliseconds (less than `every_ms`).
+    pub down_ms: u64,
+    /// No crash at or after this time, milliseconds from the start.
+    pub until_ms: u64,
 }
 
 /// `one_way = { from = [..], to = [..] }`
@@ -677,11 +695,12 @@ impl Scenario {
                 fault.leave.is_some(),
                 fault.remove.is_some(),
                 fault.wipe.is_some(),
+                fault.crash_loop.is_some(),
             ];
             ensure(
                 actions.iter().filter(|&&a| a).count() == 1,
                 &format!("fault[{i}]"),
-                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump, join, leave, remove, wipe",
+                "needs exactly one of partition, one_way, heal, crash, restart, pause, clock_jump, join, leave, remove, wipe, crash_loop",
             )?;
             let node_ok = |n: &u32| *n < nodes;
             if let Some(groups) = &fault.partition {
@@ -719,6 +738,23 @@ impl Scenario {
                     pause.node < nodes,
                     &field("pause.node"),
                     "names a node that does not exist",
+                )?;
+            }
+            if let Some(cycle) = &fault.crash_loop {
+                ensure(
+                    cycle.node < nodes,
+                    &field("crash_loop.node"),
+                    "names a node that does not exist",
+                )?;
+                ensure(
+                    1 <= cycle.down_ms && cycle.down_ms < cycle.every_ms,
+                    &field("crash_loop"),
+                    "needs 1 <= down_ms < every_ms",
+                )?;
+                ensure(
+                    fault.at_ms <= cycle.until_ms && cycle.until_ms <= self.duration_ms,
+                    &field("crash_loop.until_ms"),
+                    "must lie between at_ms and duration_ms",
                 )?;
             }
             if let Some(jump) = &fault.clock_jump {

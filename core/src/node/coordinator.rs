@@ -36,6 +36,8 @@ pub(super) enum Origin {
         from: NodeId,
         /// Its round-trip id.
         op: OperationId,
+        /// Digest of the key, echoed in the reply.
+        key_digest: u64,
     },
 }
 
@@ -324,7 +326,14 @@ impl<S: Storage> Node<S> {
         };
         let mut read = read;
         let mut tracked = deadline;
-        if self.config.cluster.sloppy_quorum && matches!(read.purpose, ReadPurpose::Plain) {
+        // Datacenter levels never hand off: a read at `local_quorum` / `each_quorum` is answered
+        // only by majorities of its datacenter groups, which stand-ins outside the groups cannot
+        // form (issue #11, item 5; writes at those levels already never hand off).
+        let grouped = self.pending_groups.is_some();
+        if self.config.cluster.sloppy_quorum
+            && matches!(read.purpose, ReadPurpose::Plain)
+            && !grouped
+        {
             read.sloppy_final = Some(deadline);
             let handoff = self
                 .last_monotonic
@@ -336,7 +345,7 @@ impl<S: Storage> Node<S> {
             if replica == self.id {
                 let record = self.local_record(&key);
                 let id = self.id;
-                self.on_read_reply(id, op, record);
+                self.on_read_reply(id, op, None, record);
             } else {
                 self.send(
                     replica,
@@ -349,16 +358,24 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// A replica's answer to a read round trip. `key_digest` is `None` only for this node's own
+    /// copy; a reply from a node the operation did not ask, or about another key, is stale (a
+    /// late reply matched to the wrong operation must never become another key's answer).
     pub(super) fn on_read_reply(
         &mut self,
         from: NodeId,
         op: OperationId,
+        key_digest: Option<u64>,
         record: Result<Option<Record>, ReplicaError>,
     ) {
         let Some((_, Operation::Read(read))) = self.operations.get_mut(&op) else {
             self.stats.stale_replies += 1;
             return;
         };
+        if !reply_matches(&read.replica_ids, &read.key, from, key_digest) {
+            self.stats.stale_replies += 1;
+            return;
+        }
         if read.answered.contains(&from) {
             self.stats.stale_replies += 1;
             return;
@@ -601,7 +618,7 @@ impl<S: Storage> Node<S> {
                 Ok(Applied::Pending) => {}
                 Err(e) => {
                     let id = self.id;
-                    self.on_write_reply(id, op, Err(e));
+                    self.on_write_reply(id, op, None, Err(e));
                 }
             }
         }
@@ -644,7 +661,7 @@ impl<S: Storage> Node<S> {
     /// This node's own copy of a write it coordinates is durable.
     pub(super) fn on_local_write_durable(&mut self, op: OperationId) {
         let id = self.id;
-        self.on_write_reply(id, op, Ok(()));
+        self.on_write_reply(id, op, None, Ok(()));
         // Vector-clock writes fan out only now: the new dot is durable here, so a restart of this
         // replica can never create the same dot again.
         if self.operations.contains_key(&op) {
@@ -652,19 +669,26 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// A replica's (or fallback's) acknowledgement of a write round trip, or of a hint replay.
+    /// `key_digest` is `None` only for this node's own copy; a reply about another key is stale.
     pub(super) fn on_write_reply(
         &mut self,
         from: NodeId,
         op: OperationId,
+        key_digest: Option<u64>,
         result: Result<(), ReplicaError>,
     ) {
-        if self.on_hint_replay_reply(op, result.is_ok()) {
+        if self.on_hint_replay_reply(from, op, key_digest, result.is_ok()) {
             return;
         }
         let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
             self.stats.stale_replies += 1;
             return;
         };
+        if key_digest.is_some_and(|d| d != crate::id::key_digest(&write.key)) {
+            self.stats.stale_replies += 1;
+            return;
+        }
         // A fallback's acknowledgement counts for the replica it stands in for, once.
         let logical = write
             .sloppy
@@ -761,8 +785,17 @@ impl<S: Storage> Node<S> {
                 };
                 self.reply(request, reply);
             }
-            Origin::Forward { from, op } => {
-                self.send(from, Message::CoordinatePutReply { op, outcome });
+            Origin::Forward {
+                from,
+                op,
+                key_digest,
+            } => {
+                let reply = Message::CoordinatePutReply {
+                    op,
+                    key_digest,
+                    outcome,
+                };
+                self.send(from, reply);
             }
         }
     }
@@ -861,13 +894,24 @@ impl<S: Storage> Node<S> {
             || self.operations.len() >= self.config.cluster.requests_in_flight_max
         {
             let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
-            self.send(from, Message::CoordinatePutReply { op, outcome });
+            let key_digest = crate::id::key_digest(&key);
+            let reply = Message::CoordinatePutReply {
+                op,
+                key_digest,
+                outcome,
+            };
+            self.send(from, reply);
             return;
         }
         let deadline = now
             .monotonic
             .saturating_add(self.config.cluster.request_timeout());
-        let origin = Origin::Forward { from, op };
+        let key_digest = crate::id::key_digest(&key);
+        let origin = Origin::Forward {
+            from,
+            op,
+            key_digest,
+        };
         self.coordinate_causal_put(origin, key, value, context, needed, replicas, deadline);
     }
 
@@ -926,8 +970,25 @@ impl<S: Storage> Node<S> {
         self.send(target, message);
     }
 
-    pub(super) fn on_forward_reply(&mut self, op: OperationId, outcome: ForwardedOutcome) {
-        if !matches!(self.operations.get(&op), Some((_, Operation::Forward(_)))) {
+    /// The coordinating replica's answer to a forwarded put; only a candidate already tried (an
+    /// earlier attempt may still have finished), about the same key, is heard.
+    pub(super) fn on_forward_reply(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        key_digest: u64,
+        outcome: ForwardedOutcome,
+    ) {
+        let expected = match self.operations.get(&op) {
+            Some((_, Operation::Forward(f))) => {
+                f.candidates
+                    .get(..=f.attempt)
+                    .is_some_and(|tried| tried.contains(&from))
+                    && crate::id::key_digest(&f.key) == key_digest
+            }
+            _ => false,
+        };
+        if !expected {
             self.stats.stale_replies += 1;
             return;
         }
@@ -1009,7 +1070,7 @@ impl<S: Storage> Node<S> {
                 Ok(Applied::Pending) => {}
                 Err(e) => {
                     let id = self.id;
-                    self.on_write_reply(id, op, Err(e));
+                    self.on_write_reply(id, op, None, Err(e));
                 }
             }
         } else {
@@ -1104,7 +1165,7 @@ impl<S: Storage> Node<S> {
                 for target in targets {
                     if target == self.id {
                         let record = self.local_record(&key);
-                        self.on_read_reply(target, op, record);
+                        self.on_read_reply(target, op, None, record);
                     } else {
                         self.send(
                             target,
@@ -1190,6 +1251,13 @@ fn quorum_met(acked: &[NodeId], needed: usize, groups: Option<&Vec<(Vec<NodeId>,
             .iter()
             .all(|(nodes, k)| nodes.iter().filter(|n| acked.contains(n)).count() >= *k),
     }
+}
+
+/// Whether a read reply may count for an operation over `replicas` and `key`: it comes from one
+/// of them and names the same key (`None`: this node's own copy, read in the same input). A pure
+/// policy.
+fn reply_matches(replicas: &[NodeId], key: &[u8], from: NodeId, key_digest: Option<u64>) -> bool {
+    replicas.contains(&from) && key_digest.is_none_or(|d| d == crate::id::key_digest(key))
 }
 
 /// A count as the `u8` a level is expressed in.

@@ -15,6 +15,8 @@ pub(super) enum AfterPersist {
         to: NodeId,
         /// Its round-trip id.
         op: OperationId,
+        /// Digest of the key written, echoed so the coordinator can check the reply.
+        key_digest: u64,
     },
     /// Count this node's own copy toward an operation it coordinates.
     AckLocal(OperationId),
@@ -79,6 +81,16 @@ impl Durability {
     pub(super) fn poison(&mut self) -> Vec<AfterPersist> {
         self.poisoned = true;
         self.waiting.drain(..).map(|(_, then)| then).collect()
+    }
+
+    /// How many writes were staged so far (the sequence number of the latest).
+    pub(super) fn staged(&self) -> u64 {
+        self.staged
+    }
+
+    /// Whether the `seq`-th staged write is known durable.
+    pub(super) fn is_durable_through(&self, seq: u64) -> bool {
+        self.durable >= seq
     }
 
     /// True after a failed sync.

@@ -3,17 +3,32 @@
 //! A fallback node that stands in for a silent replica stores the write as a hint, durably,
 //! through the same persist-before-ack handshake, under a reserved key
 //! (`HINT_PREFIX | intended node | key`). Hints are replayed to their owner a few per round and
-//! deleted only after the owner acknowledged them durably. Each owner's queue is bounded in count
-//! and bytes and hints expire after `hint_age_max_ms`; what does not fit or expires is counted and
-//! left to anti-entropy, never silently dropped.
+//! deleted only after the owner acknowledged holding what was delivered durably (merging makes
+//! that "this version or a newer one").
+//!
+//! A hint may be the only durable copy of an acknowledged write: a coordinator cut off from all of
+//! a key's replicas meets W through fallbacks alone. So a hint never expires (issue #11, item 3):
+//! past `hint_age_max_ms` it is counted once as aged (`HintStats::aged`) and replayed ahead of
+//! younger hints, and it stays until its owner holds it. Age is measured on this node's own
+//! monotonic clock from when it stored the hint, never from the write's wall-clock timestamp, so
+//! a wall clock stepping forward ages nothing (item 4); after a restart the age restarts
+//! (conservatively) from the first replay round of the new process.
+//!
+//! Bounds, all kept: per owner at most `hints_per_target_max` hints and
+//! `hint_bytes_per_target_max` bytes (key plus value), and owners are ring members, so the whole
+//! store is bounded by the ring size times those. A NEW hint that does not fit is refused
+//! (`HintStats::overflowed`): the fallback answers `Busy`, so the refused copy does not count
+//! toward W and is never acknowledged; the write is then left to the replicas and anti-entropy.
+//! Replay sends at most `hint_replays_per_round` hints per `hint_replay_interval_ms`. Hints for an
+//! owner that left the ring are deleted (counted as expired): that owner's ranges moved to others.
 
 use super::durability::AfterPersist;
 use super::replica::Applied;
 use super::Node;
-use crate::id::{NodeId, OperationId};
+use crate::id::{key_digest, NodeId, OperationId};
 use crate::message::{Message, ReplicaError};
 use crate::storage::Storage;
-use crate::time::Now;
+use crate::time::{Instant, Now};
 use crate::version::{merge_into, Record};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,16 +53,37 @@ pub struct HintStats {
     pub replayed: u64,
     /// Hints the owner acknowledged durably, then deleted here.
     pub delivered: u64,
-    /// Hints older than `hint_age_max_ms`, or for owners that left the ring, deleted unsent
-    /// (left to anti-entropy).
+    /// Hints for owners that left the ring, deleted unsent (their ranges moved to other
+    /// replicas, which anti-entropy fills).
     pub expired: u64,
+    /// Hints still undelivered `hint_age_max_ms` after this node stored them: counted once each,
+    /// then replayed ahead of younger ones. Never deleted for their age.
+    pub aged: u64,
 }
 
-/// One owner's queue of hints: storage key → bytes.
+/// What a queue knows of one stored hint.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HintEntry {
+    /// Bytes counted against the owner's bound (storage key plus value).
+    bytes: u64,
+    /// When this node stored it, on its own monotonic clock. `None` for a hint found in storage
+    /// at start-up, until the first replay round sets it (its age restarts with the process).
+    stored_at: Option<Instant>,
+    /// Already counted in `HintStats::aged`.
+    aged: bool,
+}
+
+/// One owner's queue of hints: storage key → what is known of it.
 #[derive(Clone, Debug, Default)]
 pub(super) struct HintQueue {
-    keys: BTreeMap<Bytes, u64>,
+    keys: BTreeMap<Bytes, HintEntry>,
     bytes: u64,
+}
+
+/// Whether a hint stored at `stored_at` is older than `age_max` at `now`: judged on the storing
+/// node's monotonic clock only. A pure policy.
+pub fn hint_aged(stored_at: Instant, now: Instant, age_max: Duration) -> bool {
+    now.saturating_duration_since(stored_at) > age_max
 }
 
 /// The first node along `walk` (the key's placement order) not in `involved`: the stand-in for a
@@ -87,7 +123,12 @@ impl<S: Storage> Node<S> {
                 let queue = self.hints.entry(owner).or_default();
                 let size = stored.len() as u64 + record.value_bytes() as u64;
                 queue.bytes += size;
-                queue.keys.insert(stored, size);
+                let entry = HintEntry {
+                    bytes: size,
+                    stored_at: None,
+                    aged: false,
+                };
+                queue.keys.insert(stored, entry);
             }
         }
     }
@@ -130,8 +171,22 @@ impl<S: Storage> Node<S> {
                 .map_err(|_| ReplicaError::Storage)?;
             self.durability.staged_one();
         }
+        let now = self.last_monotonic;
         let queue = self.hints.entry(owner).or_default();
-        let old = queue.keys.insert(stored, size).unwrap_or(0);
+        // A newer write merged into an older hint keeps the older age: the hint's content has
+        // been waiting since then.
+        let entry = match queue.keys.get(&stored) {
+            Some(old) => HintEntry {
+                bytes: size,
+                ..*old
+            },
+            None => HintEntry {
+                bytes: size,
+                stored_at: Some(now),
+                aged: false,
+            },
+        };
+        let old = queue.keys.insert(stored, entry).map_or(0, |e| e.bytes);
         queue.bytes = queue.bytes + size - old;
         self.hint_stats.stored += 1;
         self.wait_durable(then)
@@ -147,11 +202,23 @@ impl<S: Storage> Node<S> {
         owner: NodeId,
     ) {
         self.observe_record(Some(&record));
-        let then = AfterPersist::AckRemote { to: from, op };
+        let key_digest = key_digest(&key);
+        let then = AfterPersist::AckRemote {
+            to: from,
+            op,
+            key_digest,
+        };
         match self.store_hint(owner, key, &record, then) {
-            Ok(Applied::Now) => self.send(from, Message::WriteReply { op, result: Ok(()) }),
+            Ok(Applied::Now) => self.after_persist(then),
             Ok(Applied::Pending) => {}
-            Err(e) => self.send(from, Message::WriteReply { op, result: Err(e) }),
+            Err(e) => self.send(
+                from,
+                Message::WriteReply {
+                    op,
+                    key_digest,
+                    result: Err(e),
+                },
+            ),
         }
     }
 
@@ -189,21 +256,18 @@ impl<S: Storage> Node<S> {
             }
         }
         self.drop_hints_of_departed();
+        if !self.incarnation_durable() {
+            return; // replays allocate operation ids; the next round will do
+        }
         let mut budget = cluster.hint_replays_per_round;
         let owners: Vec<NodeId> = self.hints.keys().copied().collect();
-        let age_max_micros = cluster.hint_age_max_ms.saturating_mul(1000);
+        let age_max = Duration::from_millis(cluster.hint_age_max_ms);
         for owner in owners {
-            // The failure detector says it is down: replaying now is wasted, but its hints still
-            // age out on time.
-            let owner_down = self.is_down(owner);
-            let candidates: Vec<Bytes> = self.hints.get(&owner).map_or_else(Vec::new, |q| {
-                q.keys
-                    .keys()
-                    .filter(|k| !self.hints_in_flight.contains(*k))
-                    .take(budget)
-                    .cloned()
-                    .collect()
-            });
+            let candidates = self.age_hints(owner, now, age_max, budget);
+            // The failure detector says it is down: replaying now is wasted; its hints wait.
+            if self.is_down(owner) {
+                continue;
+            }
             for stored in candidates {
                 let Some((_, key)) = parse_hint_key(&stored) else {
                     continue;
@@ -215,20 +279,6 @@ impl<S: Storage> Node<S> {
                         continue;
                     }
                 };
-                let expired = match &record {
-                    Record::Lww(r) => {
-                        now.wall.0.saturating_sub(r.version.timestamp_micros) > age_max_micros
-                    }
-                    Record::Causal(_) => false,
-                };
-                if expired {
-                    self.hint_stats.expired += 1;
-                    self.delete_hint(owner, &stored);
-                    continue;
-                }
-                if owner_down {
-                    continue;
-                }
                 let op = self.allocate_operation();
                 self.hint_replays
                     .insert(op, (owner, stored.clone(), round, record.clone()));
@@ -243,11 +293,63 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// Ages `owner`'s hints (counting the ones that just passed `age_max`) and picks up to
+    /// `budget` not in flight for replay: aged ones first, then the rest, each in key order.
+    fn age_hints(
+        &mut self,
+        owner: NodeId,
+        now: Now,
+        age_max: Duration,
+        budget: usize,
+    ) -> Vec<Bytes> {
+        let Some(queue) = self.hints.get_mut(&owner) else {
+            return Vec::new();
+        };
+        let (mut aged, mut young) = (Vec::new(), Vec::new());
+        for (stored, entry) in queue.keys.iter_mut() {
+            let stored_at = *entry.stored_at.get_or_insert(now.monotonic);
+            let old = hint_aged(stored_at, now.monotonic, age_max);
+            if old && !entry.aged {
+                entry.aged = true;
+                self.hint_stats.aged += 1;
+            }
+            if self.hints_in_flight.contains(stored) {
+                continue;
+            }
+            let pick = if old { &mut aged } else { &mut young };
+            if pick.len() < budget {
+                pick.push(stored.clone());
+            }
+        }
+        aged.extend(young);
+        aged.truncate(budget);
+        aged
+    }
+
     /// The owner answered a replay: delete the hint once it holds it durably — but only if the
     /// hint still holds what was delivered. A newer write for the same owner and key may have been
     /// merged into the hint while the replay was in flight; deleting it then would lose an
     /// acknowledged write (found by the simulator: partition-sloppy, seed 639).
-    pub(super) fn on_hint_replay_reply(&mut self, op: OperationId, ok: bool) -> bool {
+    ///
+    /// Only the owner's reply about the hint's key counts (`key_digest` `None`: a local reply,
+    /// which a replay never is); any other reply carrying the id is stale and leaves the replay
+    /// waiting.
+    pub(super) fn on_hint_replay_reply(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        key_digest: Option<u64>,
+        ok: bool,
+    ) -> bool {
+        let Some((owner, stored, _, _)) = self.hint_replays.get(&op) else {
+            return false;
+        };
+        let about_key = parse_hint_key(stored)
+            .is_some_and(|(_, key)| key_digest == Some(crate::id::key_digest(&key)));
+        if from != *owner || !about_key {
+            self.stats.stale_replies += 1;
+            return true;
+        }
         let Some((owner, stored, _, delivered)) = self.hint_replays.remove(&op) else {
             return false;
         };
@@ -271,8 +373,8 @@ impl<S: Storage> Node<S> {
 
     fn forget_hint(&mut self, owner: NodeId, stored: &Bytes) {
         if let Some(queue) = self.hints.get_mut(&owner) {
-            if let Some(size) = queue.keys.remove(stored) {
-                queue.bytes -= size;
+            if let Some(entry) = queue.keys.remove(stored) {
+                queue.bytes -= entry.bytes;
             }
             if queue.keys.is_empty() {
                 self.hints.remove(&owner);
@@ -332,6 +434,25 @@ mod tests {
             Some((NodeId(1), Bytes::from_static(b"zz")))
         );
         assert_eq!(parse_hint_key(b"plain"), None);
+    }
+
+    #[test]
+    fn hint_age_is_judged_on_the_storing_nodes_monotonic_clock() {
+        let age_max = Duration::from_millis(3_000);
+        let stored = Instant::from_nanos(5_000_000_000);
+        assert!(!hint_aged(stored, stored, age_max));
+        assert!(!hint_aged(
+            stored,
+            Instant::from_nanos(8_000_000_000),
+            age_max
+        ));
+        assert!(hint_aged(
+            stored,
+            Instant::from_nanos(8_000_000_001),
+            age_max
+        ));
+        // A clock that seems to run backwards (never on a monotonic clock) ages nothing.
+        assert!(!hint_aged(stored, Instant::from_nanos(0), age_max));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod coordinator;
 mod durability;
 mod gossip;
 pub mod hints;
+mod incarnation;
 mod output;
 mod replica;
 mod tree_rebuild;
@@ -17,6 +18,7 @@ mod tree_rebuild;
 pub use antientropy::AntiEntropyStats;
 pub use clock_floor::CLOCK_FLOOR_KEY;
 pub use gossip::{AdminError, MEMBERSHIP_KEY};
+pub use incarnation::INCARNATION_KEY;
 pub use output::{NodeEvent, Output, PersistToken};
 pub use tree_rebuild::TreeRebuildStats;
 
@@ -66,7 +68,14 @@ pub struct Node<S: Storage> {
     /// Monotonic time of the latest input.
     last_monotonic: Instant,
     outputs: VecDeque<Output>,
-    next_operation: u64,
+    /// This process's incarnation (see `incarnation`): the high half of every operation id.
+    incarnation: u32,
+    /// The staged-write sequence of the incarnation bump; ids are allocated once it is durable.
+    incarnation_sequence: u64,
+    /// Inputs that allocate ids, held until the incarnation is durable.
+    deferred: VecDeque<incarnation::Deferred>,
+    /// The low half of the next operation id.
+    next_operation: u32,
     operations: BTreeMap<OperationId, (Instant, Operation)>,
     deadlines: BTreeSet<(Instant, OperationId)>,
     durability: Durability,
@@ -125,6 +134,9 @@ impl<S: Storage> Node<S> {
             last_wall: WallMicros::default(),
             last_monotonic: Instant::ZERO,
             outputs: VecDeque::new(),
+            incarnation: 0,
+            incarnation_sequence: 0,
+            deferred: VecDeque::new(),
             next_operation: 1,
             operations: BTreeMap::new(),
             deadlines: BTreeSet::new(),
@@ -156,8 +168,11 @@ impl<S: Storage> Node<S> {
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
         node.load_clock_floor();
+        node.bump_incarnation();
         node.rebuild_trees();
         node.rebuild_hints();
+        // Ask for the bump's persist at once: operations wait for it.
+        node.finish_input();
         Ok(node)
     }
 
@@ -228,7 +243,11 @@ impl<S: Storage> Node<S> {
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
         self.stats.requests += 1;
-        self.start_request(now, request, body);
+        if let Err(incarnation::Deferred::Client(request, body)) =
+            self.defer_until_durable(incarnation::Deferred::Client(request, body))
+        {
+            self.start_request(now, request, body);
+        }
         self.finish_input();
     }
 
@@ -238,6 +257,20 @@ impl<S: Storage> Node<S> {
         self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
+        if matches!(message, Message::CoordinatePut { .. }) {
+            // Coordinating it allocates operation ids.
+            if let Err(incarnation::Deferred::Message(from, message)) =
+                self.defer_until_durable(incarnation::Deferred::Message(from, message))
+            {
+                self.serve_message(now, from, message);
+            }
+        } else {
+            self.serve_message(now, from, message);
+        }
+        self.finish_input();
+    }
+
+    fn serve_message(&mut self, now: Now, from: NodeId, message: Message) {
         match message {
             Message::Read { op, key } => self.serve_read(from, op, &key),
             Message::Write { op, key, record } => self.serve_write(from, op, key, record),
@@ -248,9 +281,21 @@ impl<S: Storage> Node<S> {
                 context,
                 needed,
             } => self.serve_coordinate_put(now, from, op, key, value, context, needed),
-            Message::ReadReply { op, record } => self.on_read_reply(from, op, record),
-            Message::WriteReply { op, result } => self.on_write_reply(from, op, result),
-            Message::CoordinatePutReply { op, outcome } => self.on_forward_reply(op, outcome),
+            Message::ReadReply {
+                op,
+                key_digest,
+                record,
+            } => self.on_read_reply(from, op, Some(key_digest), record),
+            Message::WriteReply {
+                op,
+                key_digest,
+                result,
+            } => self.on_write_reply(from, op, Some(key_digest), result),
+            Message::CoordinatePutReply {
+                op,
+                key_digest,
+                outcome,
+            } => self.on_forward_reply(from, op, key_digest, outcome),
             Message::HintedWrite {
                 op,
                 key,
@@ -268,7 +313,6 @@ impl<S: Storage> Node<S> {
             Message::AeRecords { records, want } => self.on_ae_records(from, records, want),
             Message::Gossip(gossip) => self.on_gossip(now, from, gossip),
         }
-        self.finish_input();
     }
 
     /// Time has reached `now`; expired deadlines fire. Spurious calls are no-ops.
@@ -295,10 +339,11 @@ impl<S: Storage> Node<S> {
     }
 
     /// Every write staged before `token` is durable (the driver called `storage_mut().sync()`).
-    pub fn handle_persisted(&mut self, _now: Now, token: PersistToken) {
+    pub fn handle_persisted(&mut self, now: Now, token: PersistToken) {
         for waiter in self.durability.persisted(token) {
             self.after_persist(waiter);
         }
+        self.release_deferred(now);
         self.finish_input();
     }
 
@@ -308,6 +353,9 @@ impl<S: Storage> Node<S> {
             .push_back(Output::Event(NodeEvent::StoragePoisoned { reason }));
         for waiter in self.durability.poison() {
             self.after_persist_failed(waiter);
+        }
+        if !self.incarnation_durable() {
+            self.refuse_deferred();
         }
         self.finish_input();
     }
@@ -362,12 +410,25 @@ impl<S: Storage> Node<S> {
             );
         }
         assert_eq!(self.served_forwards.len(), self.served_forwards_order.len());
-    }
-
-    fn allocate_operation(&mut self) -> OperationId {
-        let op = OperationId(self.next_operation);
-        self.next_operation += 1;
-        op
+        // Identity across restarts: every id in flight is of this incarnation, and none exists
+        // before the incarnation is durable; held inputs wait only while it is not.
+        assert!(self.incarnation >= 1, "incarnation 0 is never used");
+        let durable = self.incarnation_durable();
+        for op in self.operations.keys().chain(self.hint_replays.keys()) {
+            assert_eq!(
+                op.incarnation(),
+                self.incarnation,
+                "an id of another incarnation"
+            );
+            assert!(
+                durable,
+                "an id allocated before the incarnation was durable"
+            );
+        }
+        assert!(
+            !durable || self.deferred.is_empty(),
+            "held inputs are released once the incarnation is durable"
+        );
     }
 
     fn send(&mut self, to: NodeId, message: Message) {

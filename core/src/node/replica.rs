@@ -2,7 +2,7 @@
 
 use super::durability::AfterPersist;
 use super::{Node, NodeEvent, Output};
-use crate::id::{NodeId, OperationId};
+use crate::id::{key_digest, NodeId, OperationId};
 use crate::message::{Message, ReplicaError};
 use crate::storage::Storage;
 use crate::version::{merge_into, Record};
@@ -34,7 +34,15 @@ impl<S: Storage> Node<S> {
     pub(super) fn serve_read(&mut self, from: NodeId, op: OperationId, key: &[u8]) {
         let record = self.local_record(key);
         self.observe_record(record.as_ref().ok().and_then(Option::as_ref));
-        self.send(from, Message::ReadReply { op, record });
+        let key_digest = key_digest(key);
+        self.send(
+            from,
+            Message::ReadReply {
+                op,
+                key_digest,
+                record,
+            },
+        );
     }
 
     pub(super) fn serve_write(
@@ -52,10 +60,23 @@ impl<S: Storage> Node<S> {
             }
         }
         self.observe_record(Some(&record));
-        match self.apply(key, &record, AfterPersist::AckRemote { to: from, op }) {
-            Ok(Applied::Now) => self.send(from, Message::WriteReply { op, result: Ok(()) }),
+        let key_digest = key_digest(&key);
+        let then = AfterPersist::AckRemote {
+            to: from,
+            op,
+            key_digest,
+        };
+        match self.apply(key, &record, then) {
+            Ok(Applied::Now) => self.after_persist(then),
             Ok(Applied::Pending) => {}
-            Err(e) => self.send(from, Message::WriteReply { op, result: Err(e) }),
+            Err(e) => self.send(
+                from,
+                Message::WriteReply {
+                    op,
+                    key_digest,
+                    result: Err(e),
+                },
+            ),
         }
     }
 
@@ -111,8 +132,14 @@ impl<S: Storage> Node<S> {
 
     pub(super) fn after_persist(&mut self, then: AfterPersist) {
         match then {
-            AfterPersist::AckRemote { to, op } => {
-                self.send(to, Message::WriteReply { op, result: Ok(()) });
+            AfterPersist::AckRemote { to, op, key_digest } => {
+                let result = Ok(());
+                let reply = Message::WriteReply {
+                    op,
+                    key_digest,
+                    result,
+                };
+                self.send(to, reply);
             }
             AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
             AfterPersist::Nothing => {}
@@ -121,13 +148,18 @@ impl<S: Storage> Node<S> {
 
     pub(super) fn after_persist_failed(&mut self, then: AfterPersist) {
         match then {
-            AfterPersist::AckRemote { to, op } => {
+            AfterPersist::AckRemote { to, op, key_digest } => {
                 let result = Err(ReplicaError::Storage);
-                self.send(to, Message::WriteReply { op, result });
+                let reply = Message::WriteReply {
+                    op,
+                    key_digest,
+                    result,
+                };
+                self.send(to, reply);
             }
             AfterPersist::AckLocal(op) => {
                 let id = self.id;
-                self.on_write_reply(id, op, Err(ReplicaError::Storage));
+                self.on_write_reply(id, op, None, Err(ReplicaError::Storage));
             }
             AfterPersist::Nothing => {}
         }

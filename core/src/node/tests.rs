@@ -35,7 +35,7 @@ impl Cluster {
                 Node::new(config, ring.clone(), MemStorage::new()).expect("valid")
             })
             .collect();
-        Cluster {
+        let mut cluster = Cluster {
             nodes,
             in_flight: VecDeque::new(),
             persists: vec![Vec::new(); 3],
@@ -44,7 +44,13 @@ impl Cluster {
                 monotonic: Instant::from_nanos(1),
                 wall: WallMicros(1_000_000),
             },
+        };
+        // Like a driver: drain after construction, so each node's incarnation is durable.
+        for i in 0..3 {
+            cluster.drain(i);
         }
+        cluster.persist_all();
+        cluster
     }
 
     fn drain(&mut self, i: usize) {
@@ -749,4 +755,415 @@ fn nodes_over(
             Node::new(config, ring.clone(), storage).expect("valid")
         })
         .collect()
+}
+
+// ------------------------------------------------------------- issue #11, items 2 to 5
+
+/// Drains `node`, completing every persist request at once; returns what it sent.
+fn drain_persisting(node: &mut Node<MemStorage>, now: Now) -> Vec<(NodeId, Message)> {
+    let mut sent = Vec::new();
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Send { to, message } => sent.push((to, message)),
+            Output::Persist { token } => {
+                node.storage_mut().sync().expect("sync");
+                node.handle_persisted(now, token);
+            }
+            Output::Reply { .. } | Output::Event(_) => {}
+        }
+    }
+    sent
+}
+
+fn single_node(storage: MemStorage, cluster: ClusterConfig) -> Node<MemStorage> {
+    let config = NodeConfig {
+        id: NodeId(0),
+        cluster,
+        rng_seed: 0,
+    };
+    Node::new(config, three_node_ring(16), storage).expect("valid")
+}
+
+fn ops_sent(sent: &[(NodeId, Message)]) -> Vec<OperationId> {
+    sent.iter()
+        .filter_map(|(_, m)| match m {
+            Message::Read { op, .. } | Message::Write { op, .. } => Some(*op),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn operation_ids_are_never_reused_by_a_restarted_process() {
+    let now = Now {
+        monotonic: Instant::from_nanos(1),
+        wall: WallMicros(1_000_000),
+    };
+    let mut node = single_node(MemStorage::new(), ClusterConfig::default());
+    drain_persisting(&mut node, now);
+    node.handle_client(now, RequestId(1), get("k"));
+    let first = ops_sent(&drain_persisting(&mut node, now));
+    assert!(!first.is_empty());
+    let mut restarted = single_node(node.into_storage(), ClusterConfig::default());
+    drain_persisting(&mut restarted, now);
+    restarted.handle_client(now, RequestId(1), get("k"));
+    let second = ops_sent(&drain_persisting(&mut restarted, now));
+    assert!(!second.is_empty());
+    assert!(
+        first.iter().all(|op| !second.contains(op)),
+        "{first:?} reused by the next incarnation: {second:?}"
+    );
+    assert_eq!(first[0].incarnation() + 1, second[0].incarnation());
+}
+
+#[test]
+fn no_operation_id_leaves_a_node_before_its_incarnation_is_durable() {
+    let now = Now {
+        monotonic: Instant::from_nanos(1),
+        wall: WallMicros(1_000_000),
+    };
+    let mut node = single_node(MemStorage::new(), ClusterConfig::default());
+    node.handle_client(now, RequestId(1), get("k"));
+    let mut tokens = Vec::new();
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Persist { token } => tokens.push(token),
+            other => panic!("{other:?} before the incarnation was durable"),
+        }
+    }
+    // A crash now loses the bump: the next process reuses the number, which is safe only
+    // because this one never used it.
+    let mut storage = node.into_storage();
+    storage.crash();
+    let mut restarted = single_node(storage, ClusterConfig::default());
+    restarted.handle_client(now, RequestId(2), get("k"));
+    let mut sent_before = 0;
+    let mut pending = Vec::new();
+    while let Some(output) = restarted.poll_output() {
+        match output {
+            Output::Persist { token } => pending.push(token),
+            Output::Send { .. } => sent_before += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(sent_before, 0);
+    restarted.storage_mut().sync().expect("sync");
+    for token in pending {
+        restarted.handle_persisted(now, token);
+    }
+    let sent = drain_persisting(&mut restarted, now);
+    assert_eq!(
+        ops_sent(&sent).len(),
+        2,
+        "the held read goes out once durable"
+    );
+    assert!(ops_sent(&sent).iter().all(|op| op.incarnation() == 1));
+}
+
+#[test]
+fn a_reply_about_another_key_or_from_a_stranger_is_stale() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, put("a", "value-of-a"));
+    c.client(0, 2, put("b", "value-of-b"));
+    c.settle();
+    let all = Some(Consistency::All);
+    let read_a = ClientRequest::Get {
+        key: Bytes::from_static(b"a"),
+        consistency: all,
+    };
+    c.client(0, 3, read_a);
+    let reads: Vec<(NodeId, OperationId)> = c
+        .in_flight
+        .iter()
+        .filter_map(|(_, to, m)| match m {
+            Message::Read { op, .. } => Some((*to, *op)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reads.len(), 2);
+    c.in_flight.clear();
+    // Each replica "answers" with key b's record (a late reply to another operation), and a
+    // node that is no replica answers too: none of it may count.
+    let b_record = c.nodes[1].storage_mut().get(b"b").expect("get");
+    let stale_before = c.nodes[0].stats().stale_replies;
+    for &(replica, op) in &reads {
+        let wrong_key = Message::ReadReply {
+            op,
+            key_digest: crate::id::key_digest(b"b"),
+            record: Ok(b_record.clone()),
+        };
+        c.nodes[0].handle_message(c.now, replica, wrong_key);
+        let stranger = Message::ReadReply {
+            op,
+            key_digest: crate::id::key_digest(b"a"),
+            record: Ok(b_record.clone()),
+        };
+        c.nodes[0].handle_message(c.now, NodeId(9), stranger);
+    }
+    c.drain(0);
+    assert_eq!(c.nodes[0].stats().stale_replies, stale_before + 4);
+    assert!(c.reply(3).is_none(), "answered from another key's replies");
+    // The real answers still complete the read, with a's value.
+    for &(replica, op) in &reads {
+        let record = c.nodes[replica.0 as usize]
+            .storage_mut()
+            .get(b"a")
+            .expect("get");
+        let reply = Message::ReadReply {
+            op,
+            key_digest: crate::id::key_digest(b"a"),
+            record: Ok(record),
+        };
+        c.nodes[0].handle_message(c.now, replica, reply);
+    }
+    c.drain(0);
+    match c.reply(3) {
+        Some(ClientReply::Found { values, .. }) => {
+            assert_eq!(values, &vec![Bytes::from_static(b"value-of-a")])
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_write_reply_about_another_key_is_not_an_acknowledgement() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, put("a", "v"));
+    let writes: Vec<(NodeId, OperationId)> = c
+        .in_flight
+        .iter()
+        .filter_map(|(_, to, m)| match m {
+            Message::Write { op, .. } => Some((*to, *op)),
+            _ => None,
+        })
+        .collect();
+    c.in_flight.clear();
+    for &(replica, op) in &writes {
+        let reply = Message::WriteReply {
+            op,
+            key_digest: crate::id::key_digest(b"other"),
+            result: Ok(()),
+        };
+        c.nodes[0].handle_message(c.now, replica, reply);
+    }
+    c.drain(0);
+    c.persist_all();
+    assert!(
+        c.reply(1).is_none(),
+        "acknowledged by replies about another key"
+    );
+}
+
+/// A fallback (node 0) keeping a hint for node 2, stored at monotonic `stored_ms` and wall
+/// `wall_micros`; sloppy quorum with `hint_age_max_ms` = 3 s.
+fn fallback_with_hint(stored_ms: u64, wall_micros: u64) -> (Node<MemStorage>, Bytes) {
+    let cluster = ClusterConfig {
+        sloppy_quorum: true,
+        hint_age_max_ms: 3_000,
+        hint_replay_interval_ms: 500,
+        ..ClusterConfig::default()
+    };
+    let at = Now {
+        monotonic: Instant::from_nanos(stored_ms * 1_000_000),
+        wall: WallMicros(wall_micros),
+    };
+    let mut node = single_node(MemStorage::new(), cluster);
+    drain_persisting(&mut node, at);
+    let key = Bytes::from_static(b"k");
+    let hinted = Message::HintedWrite {
+        op: OperationId::new(7, 1),
+        key: key.clone(),
+        record: lww_record(wall_micros, 10),
+        for_node: NodeId(2),
+    };
+    node.handle_message(at, NodeId(1), hinted);
+    let sent = drain_persisting(&mut node, at);
+    assert!(
+        sent.iter()
+            .any(|(to, m)| *to == NodeId(1)
+                && matches!(m, Message::WriteReply { result: Ok(()), .. })),
+        "{sent:?}"
+    );
+    assert_eq!(node.pending_hints().get(&NodeId(2)).map(|p| p.0), Some(1));
+    (node, key)
+}
+
+fn at(ms: u64, wall_micros: u64) -> Now {
+    Now {
+        monotonic: Instant::from_nanos(ms * 1_000_000),
+        wall: WallMicros(wall_micros),
+    }
+}
+
+#[test]
+fn an_aged_hint_is_counted_and_replayed_but_kept_until_its_owner_holds_it() {
+    let (mut node, key) = fallback_with_hint(1_000, 1_000_000);
+    // Long past hint_age_max_ms, with every replay lost: the hint stays.
+    let mut replays = Vec::new();
+    for step in 1..=20u64 {
+        let now = at(1_000 + step * 500, 1_000_000 + step * 500_000);
+        node.handle_timeout(now);
+        replays.extend(
+            drain_persisting(&mut node, now)
+                .into_iter()
+                .filter(|(to, m)| *to == NodeId(2) && matches!(m, Message::Write { .. })),
+        );
+    }
+    assert_eq!(node.pending_hints().get(&NodeId(2)).map(|p| p.0), Some(1));
+    assert_eq!(node.hint_stats().aged, 1, "counted once");
+    assert_eq!(node.hint_stats().expired, 0);
+    let Some((_, Message::Write { op, .. })) = replays.last().cloned() else {
+        panic!("no replay sent");
+    };
+    let now = at(20_000, 20_000_000);
+    // A reply from another node, or about another key, does not deliver it.
+    let wrong_node = Message::WriteReply {
+        op,
+        key_digest: crate::id::key_digest(&key),
+        result: Ok(()),
+    };
+    node.handle_message(now, NodeId(1), wrong_node);
+    let wrong_key = Message::WriteReply {
+        op,
+        key_digest: crate::id::key_digest(b"other"),
+        result: Ok(()),
+    };
+    node.handle_message(now, NodeId(2), wrong_key);
+    drain_persisting(&mut node, now);
+    assert_eq!(node.pending_hints().get(&NodeId(2)).map(|p| p.0), Some(1));
+    let delivered = Message::WriteReply {
+        op,
+        key_digest: crate::id::key_digest(&key),
+        result: Ok(()),
+    };
+    node.handle_message(now, NodeId(2), delivered);
+    drain_persisting(&mut node, now);
+    assert!(node.pending_hints().is_empty());
+    assert_eq!(node.hint_stats().delivered, 1);
+}
+
+#[test]
+fn a_hint_ages_on_the_monotonic_clock_not_by_a_wall_clock_step() {
+    let wall = 1_000_000_000;
+    let (mut node, _) = fallback_with_hint(1_000, wall);
+    // The wall clock steps four hours forward; only one second passes on the monotonic clock.
+    let four_hours_micros = 4 * 3_600 * 1_000_000;
+    let now = at(2_000, wall + four_hours_micros);
+    node.handle_timeout(now);
+    drain_persisting(&mut node, now);
+    assert_eq!(node.hint_stats().aged, 0, "a wall-clock step aged the hint");
+    let later = at(4_500, wall + four_hours_micros);
+    node.handle_timeout(later);
+    drain_persisting(&mut node, later);
+    assert_eq!(node.hint_stats().aged, 1);
+    assert_eq!(node.pending_hints().get(&NodeId(2)).map(|p| p.0), Some(1));
+}
+
+#[test]
+fn a_new_hint_that_does_not_fit_is_refused_so_it_never_counts_toward_w() {
+    let cluster = ClusterConfig {
+        sloppy_quorum: true,
+        hints_per_target_max: 1,
+        ..ClusterConfig::default()
+    };
+    let now = at(1, 1_000_000);
+    let mut node = single_node(MemStorage::new(), cluster);
+    drain_persisting(&mut node, now);
+    let mut answers = Vec::new();
+    for (i, key) in [&b"k1"[..], &b"k2"[..]].into_iter().enumerate() {
+        let hinted = Message::HintedWrite {
+            op: OperationId::new(7, i as u32 + 1),
+            key: Bytes::copy_from_slice(key),
+            record: lww_record(5, 10),
+            for_node: NodeId(2),
+        };
+        node.handle_message(now, NodeId(1), hinted);
+        for (_, m) in drain_persisting(&mut node, now) {
+            if let Message::WriteReply { result, .. } = m {
+                answers.push(result);
+            }
+        }
+    }
+    assert_eq!(
+        answers,
+        vec![Ok(()), Err(crate::message::ReplicaError::Busy)]
+    );
+    assert_eq!(node.hint_stats().overflowed, 1);
+}
+
+#[test]
+fn a_datacenter_level_read_never_hands_off_to_another_datacenter() {
+    let mut ring = Ring::new(16);
+    for i in 0..6u32 {
+        let location = NodeLocation {
+            datacenter: format!("dc{}", i % 2),
+            rack: format!("r{}", i / 2),
+            weight: 1,
+        };
+        ring.add_node(NodeId(i), location).expect("fresh");
+    }
+    let cluster = ClusterConfig {
+        n: 6,
+        r: 2,
+        w: 2,
+        consistency: Some(Consistency::LocalQuorum),
+        sloppy_quorum: true,
+        sloppy_after_ms: 100,
+        request_timeout_ms: 1_000,
+        ..ClusterConfig::default()
+    };
+    let start = at(1, 1_000_000);
+    let mut nodes: Vec<Node<MemStorage>> = (0..6)
+        .map(|i| {
+            let config = NodeConfig {
+                id: NodeId(i),
+                cluster: cluster.clone(),
+                rng_seed: u64::from(i),
+            };
+            let mut node = Node::new(config, ring.clone(), MemStorage::new()).expect("valid");
+            drain_persisting(&mut node, start);
+            node
+        })
+        .collect();
+    nodes[0].handle_client(start, RequestId(1), get("k"));
+    let reads = drain_persisting(&mut nodes[0], start);
+    assert_eq!(reads.len(), 5, "{reads:?}");
+    // Past the hand-off point, the other datacenter answers; the local replicas stay silent.
+    let handoff = at(150, 1_150_000);
+    nodes[0].handle_timeout(handoff);
+    let mut replies = Vec::new();
+    for (to, message) in drain_persisting(&mut nodes[0], handoff)
+        .into_iter()
+        .chain(reads)
+    {
+        if to.0 % 2 == 1 {
+            let i = to.0 as usize;
+            nodes[i].handle_message(handoff, NodeId(0), message);
+            replies.extend(
+                drain_persisting(&mut nodes[i], handoff)
+                    .into_iter()
+                    .map(|r| (to, r.1)),
+            );
+        }
+    }
+    let mut answered = false;
+    for (from, reply) in replies {
+        nodes[0].handle_message(handoff, from, reply);
+        while let Some(output) = nodes[0].poll_output() {
+            answered |= matches!(output, Output::Reply { .. });
+        }
+    }
+    assert!(!answered, "answered without a local majority");
+    let end = at(2_000, 3_000_000);
+    nodes[0].handle_timeout(end);
+    let mut last = None;
+    while let Some(output) = nodes[0].poll_output() {
+        if let Output::Reply { reply, .. } = output {
+            last = Some(reply);
+        }
+    }
+    assert!(
+        matches!(last, Some(ClientReply::Unavailable { needed: 2, .. })),
+        "{last:?}"
+    );
 }

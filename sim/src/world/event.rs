@@ -113,17 +113,17 @@ impl Event {
                     | Message::CoordinatePut { op, key, .. } => {
                         format!("op {} key {}", op.0, String::from_utf8_lossy(key))
                     }
-                    Message::ReadReply { op, record } => format!(
+                    Message::ReadReply { op, record, .. } => format!(
                         "op {} {}",
                         op.0,
                         if record.is_ok() { "ok" } else { "error" }
                     ),
-                    Message::WriteReply { op, result } => format!(
+                    Message::WriteReply { op, result, .. } => format!(
                         "op {} {}",
                         op.0,
                         if result.is_ok() { "ok" } else { "error" }
                     ),
-                    Message::CoordinatePutReply { op, outcome } => {
+                    Message::CoordinatePutReply { op, outcome, .. } => {
                         format!("op {} {outcome:?}", op.0)
                     }
                     Message::HintedWrite {

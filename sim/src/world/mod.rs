@@ -313,6 +313,16 @@ impl World {
             gossip_figures: GossipFigures::default(),
         };
         for spec in &scenario.faults {
+            if let Some(cycle) = &spec.crash_loop {
+                let mut at_ms = spec.at_ms;
+                while at_ms < cycle.until_ms {
+                    let crash = Event::Fault(FaultAction::Crash(cycle.node));
+                    world.schedule(at_ms * NANOS_PER_MS, crash);
+                    let restart = Event::Fault(FaultAction::Restart(cycle.node));
+                    world.schedule((at_ms + cycle.down_ms) * NANOS_PER_MS, restart);
+                    at_ms += cycle.every_ms;
+                }
+            }
             if let Some(action) = FaultAction::from_spec(spec) {
                 world.schedule(spec.at_ms * NANOS_PER_MS, Event::Fault(action));
             }

@@ -1,0 +1,155 @@
+//! The node's incarnation: a number kept in its own storage and bumped durably at every start, so
+//! the operation ids of one process are never reused by the next (STYLE: "Identity survives
+//! restarts").
+//!
+//! Why: replies are matched to operations by id. With ids restarting at 1 in every process, a late
+//! reply to a previous process's round trip was taken as the answer to a new operation on another
+//! key, and a linearizable read wrote that key's record back under the wrong key (issue #11,
+//! item 2). The incarnation fills the high half of every `OperationId`.
+//!
+//! The bump must be durable before the first id of the new incarnation leaves the node: a crash
+//! before the sync would let the next start read the old number and bump to the same one again.
+//! Until the bump is durable, inputs that would allocate ids (client requests, forwarded puts) wait
+//! in a bounded queue and hint replay waits for its next round; a node that cannot persist never
+//! coordinates.
+
+use super::Node;
+use crate::client::{ClientReply, ClientRequest, RequestError};
+use crate::codec;
+use crate::id::{key_digest, NodeId, OperationId, RequestId};
+use crate::message::{ForwardedOutcome, Message};
+use crate::storage::Storage;
+use crate::time::Now;
+use crate::version::{LwwRecord, LwwVersion, Record};
+use bytes::Bytes;
+
+/// Where the incarnation lives (reserved key, never replicated).
+pub const INCARNATION_KEY: &[u8] = b"\xff\xffmeta/incarnation";
+
+/// An input that allocates operation ids, held until the incarnation is durable.
+#[derive(Debug)]
+pub(super) enum Deferred {
+    /// A client request.
+    Client(RequestId, ClientRequest),
+    /// A message from a peer (a forwarded put).
+    Message(NodeId, Message),
+}
+
+/// The incarnation after `stored`, the number the previous process persisted (`None` on a fresh
+/// data directory). A pure policy; 0 is never returned, so no allocated id is `OperationId(0)`.
+pub fn next_incarnation(stored: Option<u32>) -> u32 {
+    stored.unwrap_or(0).saturating_add(1).max(1)
+}
+
+impl<S: Storage> Node<S> {
+    /// At start-up: reads the previous incarnation and stages the next one.
+    pub(super) fn bump_incarnation(&mut self) {
+        let stored = match self.storage.get(INCARNATION_KEY) {
+            Ok(Some(Record::Lww(LwwRecord {
+                value: Some(bytes), ..
+            }))) => codec::decode_value::<u32>(&bytes).ok(),
+            _ => None,
+        };
+        self.incarnation = next_incarnation(stored);
+        let record = Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: u64::from(self.incarnation),
+                node: self.id,
+                nonce: 0,
+            },
+            value: Some(Bytes::from(codec::encode_value(&self.incarnation))),
+        });
+        // If staging fails the sequence stays ahead of anything durable and the node never
+        // coordinates: the safe outcome for a node whose storage refuses writes.
+        let _ = self.stage(Bytes::from_static(INCARNATION_KEY), record);
+        self.incarnation_sequence = self.durability.staged().max(1);
+    }
+
+    /// Whether this incarnation may allocate operation ids (its number is durable).
+    pub(super) fn incarnation_durable(&self) -> bool {
+        self.durability
+            .is_durable_through(self.incarnation_sequence)
+    }
+
+    /// Holds `input` until the incarnation is durable, or gives it back if it need not wait.
+    /// Past `requests_in_flight_max` held inputs, or on storage that can no longer persist, the
+    /// input is refused instead (busy, or storage unavailable): refused before any effect.
+    pub(super) fn defer_until_durable(&mut self, input: Deferred) -> Result<(), Deferred> {
+        if self.incarnation_durable() {
+            return Err(input);
+        }
+        let refusal = if self.durability.is_poisoned() {
+            Some(RequestError::StorageUnavailable)
+        } else if self.deferred.len() >= self.config.cluster.requests_in_flight_max {
+            Some(RequestError::Busy)
+        } else {
+            None
+        };
+        match refusal {
+            Some(e) => self.refuse(input, e),
+            None => self.deferred.push_back(input),
+        }
+        Ok(())
+    }
+
+    /// Storage failed before the incarnation became durable: every held input is refused.
+    pub(super) fn refuse_deferred(&mut self) {
+        while let Some(input) = self.deferred.pop_front() {
+            self.refuse(input, RequestError::StorageUnavailable);
+        }
+    }
+
+    fn refuse(&mut self, input: Deferred, e: RequestError) {
+        match input {
+            Deferred::Client(request, _) => self.reply(request, ClientReply::Rejected(e)),
+            Deferred::Message(from, Message::CoordinatePut { op, key, .. }) => {
+                let reply = Message::CoordinatePutReply {
+                    op,
+                    key_digest: key_digest(&key),
+                    outcome: ForwardedOutcome::Rejected(e),
+                };
+                self.send(from, reply);
+            }
+            // Only requests that allocate ids are held; anything else has no one waiting.
+            Deferred::Message(..) => {}
+        }
+    }
+
+    /// Starts the held inputs once the incarnation is durable.
+    pub(super) fn release_deferred(&mut self, now: Now) {
+        if !self.incarnation_durable() {
+            return;
+        }
+        while let Some(input) = self.deferred.pop_front() {
+            match input {
+                Deferred::Client(request, body) => self.start_request(now, request, body),
+                Deferred::Message(from, message) => self.serve_message(now, from, message),
+            }
+        }
+    }
+
+    /// The next operation id of this incarnation.
+    pub(super) fn allocate_operation(&mut self) -> OperationId {
+        debug_assert!(
+            self.incarnation_durable(),
+            "ids before the incarnation is durable"
+        );
+        let op = OperationId::new(self.incarnation, self.next_operation);
+        // Wrapping within the incarnation: 2^32 round trips apart, the old one is long gone.
+        self.next_operation = self.next_operation.wrapping_add(1).max(1);
+        op
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incarnations_start_at_one_and_only_grow() {
+        assert_eq!(next_incarnation(None), 1);
+        assert_eq!(next_incarnation(Some(0)), 1);
+        assert_eq!(next_incarnation(Some(41)), 42);
+        assert_eq!(next_incarnation(Some(u32::MAX)), u32::MAX);
+    }
+}
