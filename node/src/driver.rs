@@ -123,6 +123,8 @@ impl MessageClass {
         match message {
             Message::Read { .. }
             | Message::Write { .. }
+            | Message::LinRead { .. }
+            | Message::LinWrite { .. }
             | Message::HintedWrite { .. }
             | Message::CoordinatePut { .. } => MessageClass::Request,
             Message::ReadReply { .. }
@@ -133,6 +135,8 @@ impl MessageClass {
             | Message::AeLeaves { .. }
             | Message::AeDigests { .. }
             | Message::AeRecords { .. }
+            | Message::HandoverPull { .. }
+            | Message::HandoverPage { .. }
             | Message::Gossip(_) => MessageClass::Droppable,
         }
     }
@@ -142,11 +146,13 @@ impl MessageClass {
 /// the request cannot be queued. `None` for messages that are not requests.
 pub fn refusal_of(request: &Message) -> Option<Message> {
     match request {
-        Message::Read { op, .. } => Some(Message::ReadReply {
+        Message::Read { op, .. } | Message::LinRead { op, .. } => Some(Message::ReadReply {
             op: *op,
             record: Err(ReplicaError::Busy),
         }),
-        Message::Write { op, .. } | Message::HintedWrite { op, .. } => Some(Message::WriteReply {
+        Message::Write { op, .. }
+        | Message::LinWrite { op, .. }
+        | Message::HintedWrite { op, .. } => Some(Message::WriteReply {
             op: *op,
             result: Err(ReplicaError::Busy),
         }),

@@ -115,6 +115,7 @@ impl<S: Storage> Node<S> {
                 self.send(to, Message::WriteReply { op, result: Ok(()) });
             }
             AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
+            AfterPersist::HandoverDurable(mark) => self.on_handover_durable(mark),
             AfterPersist::Nothing => {}
         }
     }
@@ -129,7 +130,8 @@ impl<S: Storage> Node<S> {
                 let id = self.id;
                 self.on_write_reply(id, op, Err(ReplicaError::Storage));
             }
-            AfterPersist::Nothing => {}
+            // A poisoned node never becomes durable: its handover stays pending.
+            AfterPersist::HandoverDurable(_) | AfterPersist::Nothing => {}
         }
     }
 
