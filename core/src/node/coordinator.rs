@@ -232,17 +232,15 @@ impl<S: Storage> Node<S> {
             return;
         }
         match body {
-            ClientRequest::Get { key, .. } => {
-                self.start_read(
-                    request,
-                    ReadPurpose::Plain,
-                    key,
-                    needed,
-                    replicas,
-                    deadline,
-                    None,
-                )
-            }
+            ClientRequest::Get { key, .. } => self.start_read(
+                request,
+                ReadPurpose::Plain,
+                key,
+                needed,
+                replicas,
+                deadline,
+                None,
+            ),
             ClientRequest::Put {
                 key,
                 value,

@@ -182,9 +182,15 @@ impl Handover {
             );
         }
         for range in self.pending.keys() {
-            assert!(self.not_ready.contains(range), "pending ranges are not ready yet");
+            assert!(
+                self.not_ready.contains(range),
+                "pending ranges are not ready yet"
+            );
         }
-        assert!(self.epoch_mark < self.next_mark, "marks are handed out in order");
+        assert!(
+            self.epoch_mark < self.next_mark,
+            "marks are handed out in order"
+        );
     }
 }
 
@@ -526,7 +532,11 @@ impl<S: Storage> Node<S> {
         );
         let n = usize::from(self.config.cluster.n);
         let current_tokens = sorted_tokens(&self.ring);
-        let previous_tokens = self.handover.previous.as_ref().map(|p| sorted_tokens(&p.ring));
+        let previous_tokens = self
+            .handover
+            .previous
+            .as_ref()
+            .map(|p| sorted_tokens(&p.ring));
         let mut wanted: BTreeMap<NodeId, BTreeSet<u32>> = BTreeMap::new();
         for &range in &self.handover.not_ready {
             if self.handover.pending.contains_key(&range) {
@@ -648,7 +658,12 @@ impl<S: Storage> Node<S> {
             })
             .collect();
         let mut ready_before = BTreeSet::new();
-        if let Some(p) = self.handover.previous.as_ref().filter(|p| p.epoch == previous) {
+        if let Some(p) = self
+            .handover
+            .previous
+            .as_ref()
+            .filter(|p| p.epoch == previous)
+        {
             let n = usize::from(self.config.cluster.n);
             let current_tokens = sorted_tokens(&self.ring);
             let previous_tokens = sorted_tokens(&p.ring);
@@ -725,7 +740,11 @@ impl<S: Storage> Node<S> {
             session.first = false;
         } else {
             session.ready_now = session.ready_now.intersection(&now).copied().collect();
-            session.ready_before = session.ready_before.intersection(&before).copied().collect();
+            session.ready_before = session
+                .ready_before
+                .intersection(&before)
+                .copied()
+                .collect();
         }
         match page.next {
             Some(next) => {
@@ -742,7 +761,11 @@ impl<S: Storage> Node<S> {
             None => {
                 if let Some(done) = self.handover.sessions.remove(&from) {
                     for range in done.ready_now {
-                        self.handover.vouched_now.entry(range).or_default().insert(from);
+                        self.handover
+                            .vouched_now
+                            .entry(range)
+                            .or_default()
+                            .insert(from);
                     }
                     for piece in done.ready_before {
                         self.handover
@@ -761,7 +784,11 @@ impl<S: Storage> Node<S> {
     fn promote_pulled(&mut self) {
         let n = usize::from(self.config.cluster.n);
         let current_tokens = sorted_tokens(&self.ring);
-        let previous_tokens = self.handover.previous.as_ref().map(|p| sorted_tokens(&p.ring));
+        let previous_tokens = self
+            .handover
+            .previous
+            .as_ref()
+            .map(|p| sorted_tokens(&p.ring));
         let empty = BTreeSet::new();
         let mut complete = Vec::new();
         for &range in &self.handover.not_ready {
@@ -859,12 +886,19 @@ mod tests {
         let n = |ids: &[u32]| ids.iter().map(|&i| NodeId(i)).collect::<Vec<_>>();
         let s = |ids: &[u32]| ids.iter().map(|&i| NodeId(i)).collect::<BTreeSet<_>>();
         // (current replicas, vouched now, pieces, complete?)
-        let table: Vec<(Vec<NodeId>, BTreeSet<NodeId>, Vec<(Vec<NodeId>, BTreeSet<NodeId>)>, bool)> = vec![
+        type Piece = (Vec<NodeId>, BTreeSet<NodeId>);
+        type Row = (Vec<NodeId>, BTreeSet<NodeId>, Vec<Piece>, bool);
+        let table: Vec<Row> = vec![
             (n(&[0, 1, 5]), s(&[0, 1]), vec![], true),
             (n(&[0, 1, 5]), s(&[0]), vec![], false),
             // A voucher that is not a current replica does not count.
             (n(&[0, 1, 5]), s(&[0, 3]), vec![], false),
-            (n(&[0, 1, 5]), s(&[]), vec![(n(&[0, 1, 2]), s(&[1, 2]))], true),
+            (
+                n(&[0, 1, 5]),
+                s(&[]),
+                vec![(n(&[0, 1, 2]), s(&[1, 2]))],
+                true,
+            ),
             (n(&[0, 1, 5]), s(&[]), vec![(n(&[0, 1, 2]), s(&[2]))], false),
             // Every overlapping previous range needs its own majority.
             (
@@ -889,7 +923,8 @@ mod tests {
     #[test]
     fn overlapping_ranges_cover_splits_merges_and_the_wrap() {
         // (previous tokens, current tokens, range index, overlapping previous ranges)
-        let table: Vec<(Vec<u64>, Vec<u64>, u32, Vec<u32>)> = vec![
+        type Row = (Vec<u64>, Vec<u64>, u32, Vec<u32>);
+        let table: Vec<Row> = vec![
             // A join splits previous range 1 (10, 20] at 15.
             (vec![10, 20, 30], vec![10, 15, 20, 30], 1, vec![1]),
             (vec![10, 20, 30], vec![10, 15, 20, 30], 2, vec![1]),

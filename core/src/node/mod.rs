@@ -118,7 +118,8 @@ impl<S: Storage> Node<S> {
         config.cluster.validate()?;
         ring.set_datacenter_replicas(&config.cluster.replicas_per_datacenter);
         let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
-        let linearizable = config.cluster.consistency == Some(crate::client::Consistency::Linearizable);
+        let linearizable =
+            config.cluster.consistency == Some(crate::client::Consistency::Linearizable);
         let handover = handover::Handover::new(&ring, linearizable);
         let mut node = Node {
             id: config.id,
@@ -309,7 +310,11 @@ impl<S: Storage> Node<S> {
         if self.next_hint_replay.is_some_and(|at| at <= now.monotonic) {
             self.replay_hints(now);
         }
-        if self.handover.next_pull.is_some_and(|at| at <= now.monotonic) {
+        if self
+            .handover
+            .next_pull
+            .is_some_and(|at| at <= now.monotonic)
+        {
             self.handover_round(now);
         }
         while let Some(&(deadline, op)) = self.deadlines.first() {
