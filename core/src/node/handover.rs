@@ -972,4 +972,292 @@ mod tests {
             assert_eq!(majority(count), want);
         }
     }
+
+    // ------------------------------------------------------------ node-level
+
+    use crate::client::{ClientReply, ClientRequest, Consistency};
+    use crate::config::{ClusterConfig, NodeConfig};
+    use crate::id::{OperationId, RequestId};
+    use crate::node::{Output, PersistToken};
+    use crate::storage::MemStorage;
+    use crate::time::{Now, WallMicros};
+    use crate::version::ConflictMode;
+    use std::collections::VecDeque;
+
+    /// Four nodes (3 is a spare outside the ring at first), every request linearizable; messages
+    /// delivered in FIFO order, persists completed when the test says so.
+    struct Cluster {
+        nodes: Vec<Node<MemStorage>>,
+        in_flight: VecDeque<(NodeId, NodeId, Message)>,
+        persists: Vec<Vec<PersistToken>>,
+        replies: Vec<(RequestId, ClientReply)>,
+        now: Now,
+    }
+
+    fn node_config(i: u32) -> NodeConfig {
+        NodeConfig {
+            id: NodeId(i),
+            cluster: ClusterConfig {
+                conflict: ConflictMode::Lww,
+                consistency: Some(Consistency::Linearizable),
+                ..ClusterConfig::default()
+            },
+            rng_seed: u64::from(i),
+        }
+    }
+
+    impl Cluster {
+        fn new() -> Cluster {
+            let ring = ring(3);
+            let nodes = (0..4)
+                .map(|i| Node::new(node_config(i), ring.clone(), MemStorage::new()).expect("ok"))
+                .collect();
+            Cluster {
+                nodes,
+                in_flight: VecDeque::new(),
+                persists: vec![Vec::new(); 4],
+                replies: Vec::new(),
+                now: Now {
+                    monotonic: Instant::from_nanos(1),
+                    wall: WallMicros(1_000_000),
+                },
+            }
+        }
+
+        fn drain(&mut self, i: usize) {
+            while let Some(output) = self.nodes[i].poll_output() {
+                match output {
+                    Output::Send { to, message } => {
+                        self.in_flight.push_back((NodeId(i as u32), to, message))
+                    }
+                    Output::Persist { token } => self.persists[i].push(token),
+                    Output::Reply { request, reply } => self.replies.push((request, reply)),
+                    Output::Event(_) => {}
+                }
+            }
+        }
+
+        /// Delivers, persists and fires due timers until nothing moves (or `rounds` run out).
+        fn settle(&mut self, rounds: usize) {
+            for _ in 0..rounds {
+                while let Some((from, to, message)) = self.in_flight.pop_front() {
+                    let i = to.0 as usize;
+                    self.nodes[i].handle_message(self.now, from, message);
+                    self.drain(i);
+                }
+                for i in 0..self.nodes.len() {
+                    for token in std::mem::take(&mut self.persists[i]) {
+                        self.nodes[i].storage_mut().sync().expect("sync");
+                        self.nodes[i].handle_persisted(self.now, token);
+                        self.drain(i);
+                    }
+                }
+                self.now.monotonic = self
+                    .now
+                    .monotonic
+                    .saturating_add(Duration::from_millis(PULL_INTERVAL_MS));
+                for i in 0..self.nodes.len() {
+                    self.nodes[i].handle_timeout(self.now);
+                    self.drain(i);
+                }
+            }
+        }
+
+        fn client(&mut self, at: usize, id: u64, body: ClientRequest) -> Option<ClientReply> {
+            self.nodes[at].handle_client(self.now, RequestId(id), body);
+            self.drain(at);
+            self.settle(3);
+            self.replies
+                .iter()
+                .find(|(r, _)| r.0 == id)
+                .map(|(_, reply)| reply.clone())
+        }
+
+        fn update_ring(&mut self, ring: &Ring) {
+            for i in 0..self.nodes.len() {
+                self.nodes[i].update_ring(ring.clone());
+                self.drain(i);
+            }
+        }
+
+        /// Asks node `at` directly for `key` as a coordinator on `epoch` would.
+        fn lin_read(&mut self, at: usize, key: &Bytes, epoch: u64) -> Message {
+            let op = OperationId(999);
+            let message = Message::LinRead {
+                op,
+                key: key.clone(),
+                epoch,
+            };
+            self.nodes[at].handle_message(self.now, NodeId(0), message);
+            let mut answer = None;
+            while let Some(output) = self.nodes[at].poll_output() {
+                if let Output::Send { message, .. } = output {
+                    answer = Some(message);
+                }
+            }
+            answer.expect("a replica always answers")
+        }
+    }
+
+    fn put(key: &Bytes, value: &'static str) -> ClientRequest {
+        ClientRequest::Put {
+            key: key.clone(),
+            value: Bytes::from_static(value.as_bytes()),
+            context: None,
+            consistency: None,
+        }
+    }
+
+    fn joined(base: &Ring) -> Ring {
+        let mut ring = base.clone();
+        ring.add_node(NodeId(3), location("r0")).expect("join");
+        ring
+    }
+
+    /// A key that node 3 replicates on `ring`.
+    fn key_on_3(ring: &Ring) -> Bytes {
+        (0..1000)
+            .map(|i| Bytes::from(format!("key{i}")))
+            .find(|k| ring.preference_list(k, 3).contains(&NodeId(3)))
+            .expect("node 3 replicates some key")
+    }
+
+    fn record_of(message: &Message) -> Result<Option<Record>, ReplicaError> {
+        match message {
+            Message::ReadReply { record, .. } => record.clone(),
+            other => panic!("not a read reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_joined_replica_refuses_until_it_pulled_its_ranges_then_holds_every_write() {
+        let mut c = Cluster::new();
+        let base = c.nodes[0].ring().clone();
+        let new = joined(&base);
+        let key = key_on_3(&new);
+        let written = c.client(0, 1, put(&key, "before the join"));
+        assert!(
+            matches!(written, Some(ClientReply::Written { .. })),
+            "{written:?}"
+        );
+        // Every node adopts the join; nothing is delivered yet, so node 3 has pulled nothing.
+        c.update_ring(&new);
+        assert!(
+            c.nodes[3].ranges_not_ready() > 0,
+            "a new replica starts not ready"
+        );
+        for i in 0..3 {
+            assert_eq!(
+                c.nodes[i].ranges_not_ready(),
+                0,
+                "n{i}: carried over one join"
+            );
+        }
+        let (old, now) = (ring_epoch(&base), ring_epoch(&new));
+        assert_eq!(
+            record_of(&c.lin_read(3, &key, now)),
+            Err(ReplicaError::NotReady)
+        );
+        assert_eq!(
+            record_of(&c.lin_read(3, &key, old)),
+            Err(ReplicaError::RingMismatch)
+        );
+        assert_eq!(
+            record_of(&c.lin_read(1, &key, old)),
+            Err(ReplicaError::RingMismatch)
+        );
+        assert!(c.nodes[3].handover_stats().refused_not_ready >= 1);
+        assert!(c.nodes[1].handover_stats().refused_ring_mismatch >= 1);
+        // Pulls run on the node's timer; promotion waits for durability.
+        c.settle(10);
+        assert_eq!(c.nodes[3].ranges_not_ready(), 0, "pulled and durable");
+        assert!(c.nodes[3].handover_stats().ranges_ready > 0);
+        let held = record_of(&c.lin_read(3, &key, now)).expect("ready now");
+        let value = held.as_ref().map(Record::live_values).unwrap_or_default();
+        assert_eq!(value, vec![Bytes::from_static(b"before the join")]);
+    }
+
+    #[test]
+    fn readiness_survives_a_restart_on_the_same_ring_and_not_on_another() {
+        let mut c = Cluster::new();
+        let base = c.nodes[0].ring().clone();
+        let new = joined(&base);
+        c.update_ring(&new);
+        // Make node 3's not-ready record durable without letting it pull.
+        for token in std::mem::take(&mut c.persists[3]) {
+            c.nodes[3].storage_mut().sync().expect("sync");
+            c.nodes[3].handle_persisted(c.now, token);
+        }
+        let missing = c.nodes[3].ranges_not_ready();
+        assert!(missing > 0);
+        let node = c.nodes.remove(3);
+        let storage = node.into_storage();
+        let again = Node::new(node_config(3), new.clone(), storage).expect("ok");
+        assert_eq!(again.ranges_not_ready(), missing, "the record is restored");
+        // Restarted onto yet another ring: it cannot know what it holds.
+        let storage = again.into_storage();
+        let mut other = new.clone();
+        other.remove_node(NodeId(1)).expect("remove");
+        let moved = Node::new(node_config(3), other.clone(), storage).expect("ok");
+        let mine = other
+            .tokens()
+            .enumerate()
+            .filter(|(i, _)| {
+                other
+                    .range_replicas(u32::try_from(*i).expect("small"), 3)
+                    .contains(&NodeId(3))
+            })
+            .count();
+        assert_eq!(moved.ranges_not_ready(), mine, "every range must be pulled");
+    }
+
+    #[test]
+    fn skipping_a_ring_loses_readiness_and_pulling_from_current_replicas_restores_it() {
+        let mut c = Cluster::new();
+        let base = c.nodes[0].ring().clone();
+        let new = joined(&base);
+        let key = key_on_3(&new);
+        c.client(0, 1, put(&key, "v1"));
+        // Node 0 jumps two changes at once (gossip can deliver that); the others step through.
+        let mut two = new.clone();
+        two.remove_node(NodeId(2)).expect("remove");
+        for i in 1..4 {
+            c.nodes[i].update_ring(new.clone());
+            c.drain(i);
+        }
+        c.settle(10);
+        for i in 1..4 {
+            c.nodes[i].update_ring(two.clone());
+            c.drain(i);
+        }
+        c.nodes[0].update_ring(two.clone());
+        c.drain(0);
+        assert!(
+            c.nodes[0].ranges_not_ready() > 0,
+            "a skipped ring proves nothing"
+        );
+        assert_eq!(c.nodes[0].handover_stats().rings_skipped, 1);
+        c.settle(20);
+        for i in [0, 1, 3] {
+            assert_eq!(
+                c.nodes[i].ranges_not_ready(),
+                0,
+                "n{i} ready on the final ring"
+            );
+        }
+        let read = c.client(
+            3,
+            2,
+            ClientRequest::Get {
+                key: key.clone(),
+                consistency: None,
+            },
+        );
+        match read {
+            Some(ClientReply::Found { values, .. }) => {
+                assert_eq!(values, vec![Bytes::from_static(b"v1")])
+            }
+            other => panic!("expected the value written before both changes: {other:?}"),
+        }
+    }
 }
