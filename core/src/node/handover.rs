@@ -86,7 +86,10 @@ pub struct HandoverStats {
     pub rings_skipped: u64,
 }
 
-/// The fingerprint of a ring: equal rings place every key alike, so they are one epoch.
+/// The fingerprint of a ring, its change count included: equal rings place every key alike and
+/// have the same history length, so they are one epoch. (Two different histories of equal length
+/// ending in the same ring would share an epoch; with gossip that takes concurrent operator
+/// changes that undo each other, which the ring log's tie-break discards on all but one side.)
 pub fn ring_epoch(ring: &Ring) -> u64 {
     hash_bytes(&codec::encode(ring))
 }
@@ -960,6 +963,12 @@ mod tests {
         assert!(is_direct_successor(&base, &removed));
         assert!(!is_direct_successor(&base, &two), "two changes at once");
         assert!(!is_direct_successor(&base, &base), "no change");
+        // A join undone by a removal is a later ring, not the earlier one again (no ABA).
+        let mut undone = joined.clone();
+        undone.remove_node(NodeId(5)).expect("remove");
+        assert_ne!(ring_epoch(&undone), ring_epoch(&base));
+        assert!(is_direct_successor(&joined, &undone));
+        assert!(!is_direct_successor(&base, &undone));
         // A join of the same node at another place is another ring.
         let mut elsewhere = base.clone();
         elsewhere.add_node(NodeId(5), location("r0")).expect("join");
