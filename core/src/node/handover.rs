@@ -36,6 +36,16 @@
 //! directly, and a replica adopts at most one successor directly, so at most one of them can ever
 //! serve a key.
 //!
+//! Restarts: the epoch and the ranges not ready are recorded under [`HANDOVER_KEY`] whenever
+//! they change (once the node has seen linearizable traffic, or from the start when that is the
+//! cluster's level). A restart onto the recorded ring restores them; onto any other ring the node
+//! is ready nowhere. With no record at all the node takes itself for a fresh member of the ring it
+//! is started with (ready everywhere): true for a first start, and with gossip a node that has a
+//! ring newer than the seed but no record is treated as ready nowhere. Without gossip the driver
+//! must not restart a node whose record was never made durable onto a ring it never held; the
+//! simulator restarts onto the current ring, so that case needs a crash before the first sync
+//! after a change.
+//!
 //! What it costs: while a range is being pulled, linearizable operations on keys whose ready
 //! replicas are fewer than a majority fail (`Unavailable` or `Indeterminate`, honestly), and a
 //! node that skips a ring (gossip delivering two changes at once, or a restart onto a ring other
