@@ -119,6 +119,64 @@ pub enum Message {
     },
     /// Membership gossip (heartbeats and the versioned ring), for the membership machine.
     Gossip(GossipMessage),
+    /// Coordinator → replica, `linearizable` level: like `Read`, but only from a replica on the
+    /// same ring (`epoch`) that holds the key's range (see `node::handover`). Answered by a
+    /// `ReadReply`, an error when refused.
+    LinRead {
+        /// Round-trip id at the coordinator.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The coordinator's ring epoch when the operation started.
+        epoch: u64,
+    },
+    /// Coordinator → replica, `linearizable` level: like `Write`, refused (and not applied) by a
+    /// replica on another ring or that does not hold the key's range yet.
+    LinWrite {
+        /// Round-trip id at the coordinator.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The record to merge.
+        record: Record,
+        /// The coordinator's ring epoch when the operation started.
+        epoch: u64,
+    },
+    /// A replica that does not hold some of its ranges yet → a current or previous replica of
+    /// them: send one page of your records in `ranges`, from key `start` on.
+    HandoverPull {
+        /// The puller's ring epoch (the answerer must hold the same ring).
+        epoch: u64,
+        /// The epoch of the ring the puller held just before (0: none known).
+        previous: u64,
+        /// Range indices of the ring of `epoch`.
+        ranges: Vec<u32>,
+        /// First key of the page.
+        start: Bytes,
+    },
+    /// The answer to a `HandoverPull`.
+    HandoverPage {
+        /// Echoed epoch.
+        epoch: u64,
+        /// Echoed first key.
+        start: Bytes,
+        /// The page, or why the answerer refused (another ring, or its ring not durable yet).
+        page: Result<HandoverPage, ReplicaError>,
+    },
+}
+
+/// One page of a range pull, with what the answerer vouches for (see `node::handover`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HandoverPage {
+    /// Records in the requested ranges among the keys scanned.
+    pub records: Vec<(Bytes, Record)>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Bytes>,
+    /// Requested ranges the answerer is a ready replica of, on the shared ring.
+    pub ready_now: Vec<u32>,
+    /// Ranges of the previous ring (overlapping the requested ones) that the answerer was a
+    /// ready replica of when it adopted the shared ring directly from it.
+    pub ready_before: Vec<u32>,
 }
 
 /// The outcome of a forwarded put.
@@ -147,6 +205,10 @@ pub enum ReplicaError {
     Storage,
     /// The replica is over a limit.
     Busy,
+    /// Linearizable level: the replica holds another ring than the coordinator (fencing).
+    RingMismatch,
+    /// Linearizable level: the replica does not hold the key's range yet (handover pending).
+    NotReady,
 }
 
 impl Message {
@@ -179,6 +241,10 @@ impl Message {
             Message::AeRecords { .. } => "ae-records",
             Message::Gossip(GossipMessage::Syn { .. }) => "gossip-syn",
             Message::Gossip(GossipMessage::Ack { .. }) => "gossip-ack",
+            Message::LinRead { .. } => "lin-read",
+            Message::LinWrite { .. } => "lin-write",
+            Message::HandoverPull { .. } => "handover-pull",
+            Message::HandoverPage { .. } => "handover-page",
         }
     }
 }

@@ -124,6 +124,8 @@ impl MessageClass {
         match message {
             Message::Read { .. }
             | Message::Write { .. }
+            | Message::LinRead { .. }
+            | Message::LinWrite { .. }
             | Message::HintedWrite { .. }
             | Message::CoordinatePut { .. } => MessageClass::Request,
             Message::ReadReply { .. }
@@ -134,6 +136,8 @@ impl MessageClass {
             | Message::AeLeaves { .. }
             | Message::AeDigests { .. }
             | Message::AeRecords { .. }
+            | Message::HandoverPull { .. }
+            | Message::HandoverPage { .. }
             | Message::Gossip(_) => MessageClass::Droppable,
         }
     }
@@ -143,18 +147,18 @@ impl MessageClass {
 /// the request cannot be queued. `None` for messages that are not requests.
 pub fn refusal_of(request: &Message) -> Option<Message> {
     match request {
-        Message::Read { op, key } => Some(Message::ReadReply {
+        Message::Read { op, key } | Message::LinRead { op, key, .. } => Some(Message::ReadReply {
             op: *op,
             key_digest: key_digest(key),
             record: Err(ReplicaError::Busy),
         }),
-        Message::Write { op, key, .. } | Message::HintedWrite { op, key, .. } => {
-            Some(Message::WriteReply {
-                op: *op,
-                key_digest: key_digest(key),
-                result: Err(ReplicaError::Busy),
-            })
-        }
+        Message::Write { op, key, .. }
+        | Message::LinWrite { op, key, .. }
+        | Message::HintedWrite { op, key, .. } => Some(Message::WriteReply {
+            op: *op,
+            key_digest: key_digest(key),
+            result: Err(ReplicaError::Busy),
+        }),
         Message::CoordinatePut { op, key, .. } => Some(Message::CoordinatePutReply {
             op: *op,
             key_digest: key_digest(key),

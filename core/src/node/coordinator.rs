@@ -73,6 +73,9 @@ pub(super) struct ReadOperation {
     replied: bool,
     /// Sloppy quorum: the request's real deadline, while the tracked one is the hand-off point.
     sloppy_final: Option<Instant>,
+    /// Linearizable level: the ring epoch the operation started on (replicas on another ring
+    /// refuse it; see `handover`).
+    epoch: Option<u64>,
 }
 
 /// A write waiting for durable acknowledgements.
@@ -90,6 +93,8 @@ pub(super) struct WriteOperation {
     fanned_out: bool,
     /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
     sloppy: Option<Sloppy>,
+    /// Linearizable level: the ring epoch of the operation (its query phase's).
+    epoch: Option<u64>,
 }
 
 /// A write that may use fallback nodes (PITFALLS: hints are bounded and replayed, never a
@@ -223,13 +228,21 @@ impl<S: Storage> Node<S> {
                 ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite { value: None },
             };
             let key = body.key().clone();
-            self.start_read(request, purpose, key, needed, replicas, deadline);
+            self.handover_activate();
+            let epoch = Some(self.handover.epoch());
+            self.start_read(request, purpose, key, needed, replicas, deadline, epoch);
             return;
         }
         match body {
-            ClientRequest::Get { key, .. } => {
-                self.start_read(request, ReadPurpose::Plain, key, needed, replicas, deadline)
-            }
+            ClientRequest::Get { key, .. } => self.start_read(
+                request,
+                ReadPurpose::Plain,
+                key,
+                needed,
+                replicas,
+                deadline,
+                None,
+            ),
             ClientRequest::Put {
                 key,
                 value,
@@ -300,6 +313,10 @@ impl<S: Storage> Node<S> {
 
     // ---------------------------------------------------------------- reads
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "two call sites; a struct would only rename them"
+    )]
     fn start_read(
         &mut self,
         request: RequestId,
@@ -308,6 +325,7 @@ impl<S: Storage> Node<S> {
         needed: u8,
         replicas: Vec<NodeId>,
         deadline: Instant,
+        epoch: Option<u64>,
     ) {
         let op = self.allocate_operation();
         let read = ReadOperation {
@@ -323,6 +341,7 @@ impl<S: Storage> Node<S> {
             records: Vec::with_capacity(replicas.len()),
             replied: false,
             sloppy_final: None,
+            epoch,
         };
         let mut read = read;
         let mut tracked = deadline;
@@ -343,17 +362,21 @@ impl<S: Storage> Node<S> {
         self.track(op, Operation::Read(read), tracked);
         for replica in replicas {
             if replica == self.id {
-                let record = self.local_record(&key);
+                let record = match epoch {
+                    Some(epoch) => self
+                        .lin_admit(epoch, &key)
+                        .and_then(|()| self.local_record(&key)),
+                    None => self.local_record(&key),
+                };
                 let id = self.id;
                 self.on_read_reply(id, op, None, record);
             } else {
-                self.send(
-                    replica,
-                    Message::Read {
-                        op,
-                        key: key.clone(),
-                    },
-                );
+                let key = key.clone();
+                let message = match epoch {
+                    Some(epoch) => Message::LinRead { op, key, epoch },
+                    None => Message::Read { op, key },
+                };
+                self.send(replica, message);
             }
         }
     }
@@ -478,6 +501,7 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     fanned_out: false,
                     sloppy: None,
+                    epoch: read.epoch,
                 };
                 self.launch_write(write, deadline);
             }
@@ -506,6 +530,7 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     fanned_out: false,
                     sloppy: None,
+                    epoch: read.epoch,
                 };
                 self.launch_write(write, deadline);
             }
@@ -570,6 +595,7 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     fanned_out: false,
                     sloppy: None,
+                    epoch: None,
                 };
                 if self.config.cluster.sloppy_quorum && self.pending_groups.is_none() {
                     let handoff = now
@@ -611,9 +637,13 @@ impl<S: Storage> Node<S> {
         let is_replica = write.replicas.contains(&self.id);
         let key = write.key.clone();
         let record = write.record.clone();
+        let epoch = write.epoch;
         self.track(op, Operation::Write(write), deadline);
         if is_replica {
-            match self.apply(key, &record, AfterPersist::AckLocal(op)) {
+            // Linearizable: this node's copy counts only on the same ring and once it holds the
+            // range; a refused copy is not applied (see `handover`).
+            let admitted = epoch.map_or(Ok(()), |epoch| self.lin_admit(epoch, &key));
+            match admitted.and_then(|()| self.apply(key, &record, AfterPersist::AckLocal(op))) {
                 Ok(Applied::Now) => self.on_local_write_durable(op),
                 Ok(Applied::Pending) => {}
                 Err(e) => {
@@ -643,12 +673,17 @@ impl<S: Storage> Node<S> {
             .copied()
             .filter(|&r| r != self.id)
             .collect();
-        let (key, record) = (write.key.clone(), write.record.clone());
+        let (key, record, epoch) = (write.key.clone(), write.record.clone(), write.epoch);
         for target in targets {
-            let message = Message::Write {
-                op,
-                key: key.clone(),
-                record: record.clone(),
+            let (key, record) = (key.clone(), record.clone());
+            let message = match epoch {
+                Some(epoch) => Message::LinWrite {
+                    op,
+                    key,
+                    record,
+                    epoch,
+                },
+                None => Message::Write { op, key, record },
             };
             if buggify!(self.faults, &mut self.rng, "coordinator/duplicate-write") {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
@@ -864,6 +899,7 @@ impl<S: Storage> Node<S> {
             failed: 0,
             fanned_out: false,
             sloppy: None,
+            epoch: None,
         };
         self.launch_write(write, deadline);
     }

@@ -22,6 +22,8 @@ pub(super) enum AfterPersist {
     AckLocal(OperationId),
     /// Nothing waits (repairs: read repair and anti-entropy are never acknowledged).
     Nothing,
+    /// The handover record staged with this mark is durable (see `handover`).
+    HandoverDurable(u64),
 }
 
 #[derive(Debug, Default)]

@@ -72,6 +72,7 @@ impl<S: Storage> Node<S> {
             reason: e.to_string(),
         };
         let persisted = load_persisted(&mut storage);
+        let seed_version = seed_ring.version();
         let incarnation = persisted
             .as_ref()
             .map_or(1, |p| p.incarnation.saturating_add(1));
@@ -84,7 +85,13 @@ impl<S: Storage> Node<S> {
             None => Membership::new(membership, id, incarnation, seed_ring, at),
         }
         .map_err(as_config_error)?;
+        let restored = machine.ring_version() != seed_version;
         let mut node = Node::new(config, machine.ring().clone(), storage)?;
+        if restored && !node.handover_recorded() {
+            // A ring newer than the seed but no handover record: this node cannot know which
+            // ranges it holds, so it holds none until it has pulled them (see `handover`).
+            node.handover_forget_all();
+        }
         node.membership = Some(machine);
         node.persist_membership();
         node.finish_input();

@@ -9,6 +9,7 @@ mod clock_floor;
 mod coordinator;
 mod durability;
 mod gossip;
+mod handover;
 pub mod hints;
 mod incarnation;
 mod output;
@@ -18,6 +19,7 @@ mod tree_rebuild;
 pub use antientropy::AntiEntropyStats;
 pub use clock_floor::CLOCK_FLOOR_KEY;
 pub use gossip::{AdminError, MEMBERSHIP_KEY};
+pub use handover::{ring_epoch, HandoverStats, HANDOVER_KEY};
 pub use incarnation::INCARNATION_KEY;
 pub use output::{NodeEvent, Output, PersistToken};
 pub use tree_rebuild::TreeRebuildStats;
@@ -114,6 +116,8 @@ pub struct Node<S: Storage> {
     tree_rebuild: Option<tree_rebuild::TreeRebuild>,
     next_tree_rebuild: Option<Instant>,
     tree_rebuild_stats: TreeRebuildStats,
+    /// Ring epochs and range readiness for the linearizable level across ring changes.
+    handover: handover::Handover,
 }
 
 impl<S: Storage> Node<S> {
@@ -123,6 +127,9 @@ impl<S: Storage> Node<S> {
         config.cluster.validate()?;
         ring.set_datacenter_replicas(&config.cluster.replicas_per_datacenter);
         let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
+        let linearizable =
+            config.cluster.consistency == Some(crate::client::Consistency::Linearizable);
+        let handover = handover::Handover::new(&ring, linearizable);
         let mut node = Node {
             id: config.id,
             faults: FaultPoints::new(config.rng_seed, config.cluster.simulation),
@@ -164,11 +171,13 @@ impl<S: Storage> Node<S> {
             tree_rebuild: None,
             next_tree_rebuild: None,
             tree_rebuild_stats: TreeRebuildStats::default(),
+            handover,
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
         node.load_clock_floor();
         node.bump_incarnation();
+        node.handover_load();
         node.rebuild_trees();
         node.rebuild_hints();
         // Ask for the bump's persist at once: operations wait for it.
@@ -202,9 +211,10 @@ impl<S: Storage> Node<S> {
 
     fn adopt_ring(&mut self, mut ring: Ring) {
         ring.set_datacenter_replicas(&self.config.cluster.replicas_per_datacenter);
-        self.ring = ring;
+        let held = std::mem::replace(&mut self.ring, ring);
         self.my_ranges =
             antientropy::my_ranges(&self.ring, self.id, usize::from(self.config.cluster.n));
+        self.handover_adopt(held);
         self.ae_cursor = 0;
         self.cancel_tree_rebuild();
         self.rebuild_trees();
@@ -312,6 +322,22 @@ impl<S: Storage> Node<S> {
             } => self.on_ae_digests(from, range, leaves, entries),
             Message::AeRecords { records, want } => self.on_ae_records(from, records, want),
             Message::Gossip(gossip) => self.on_gossip(now, from, gossip),
+            Message::LinRead { op, key, epoch } => self.serve_lin_read(from, op, &key, epoch),
+            Message::LinWrite {
+                op,
+                key,
+                record,
+                epoch,
+            } => self.serve_lin_write(from, op, key, record, epoch),
+            Message::HandoverPull {
+                epoch,
+                previous,
+                ranges,
+                start,
+            } => self.on_handover_pull(from, epoch, previous, ranges, start),
+            Message::HandoverPage { epoch, start, page } => {
+                self.on_handover_page(from, epoch, start, page)
+            }
         }
     }
 
@@ -327,6 +353,13 @@ impl<S: Storage> Node<S> {
         }
         if self.next_hint_replay.is_some_and(|at| at <= now.monotonic) {
             self.replay_hints(now);
+        }
+        if self
+            .handover
+            .next_pull
+            .is_some_and(|at| at <= now.monotonic)
+        {
+            self.handover_round(now);
         }
         while let Some(&(deadline, op)) = self.deadlines.first() {
             if deadline > now.monotonic {
@@ -371,6 +404,7 @@ impl<S: Storage> Node<S> {
             self.deadlines.first().map(|&(t, _)| t),
             self.next_anti_entropy,
             self.next_hint_replay,
+            self.handover.next_pull,
             self.membership.as_ref().and_then(Membership::poll_timeout),
         ]
         .into_iter()
@@ -429,6 +463,7 @@ impl<S: Storage> Node<S> {
             !durable || self.deferred.is_empty(),
             "held inputs are released once the incarnation is durable"
         );
+        self.handover.check_invariants(&self.my_ranges);
     }
 
     fn send(&mut self, to: NodeId, message: Message) {

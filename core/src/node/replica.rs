@@ -142,6 +142,7 @@ impl<S: Storage> Node<S> {
                 self.send(to, reply);
             }
             AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
+            AfterPersist::HandoverDurable(mark) => self.on_handover_durable(mark),
             AfterPersist::Nothing => {}
         }
     }
@@ -161,7 +162,8 @@ impl<S: Storage> Node<S> {
                 let id = self.id;
                 self.on_write_reply(id, op, None, Err(ReplicaError::Storage));
             }
-            AfterPersist::Nothing => {}
+            // A poisoned node never becomes durable: its handover stays pending.
+            AfterPersist::HandoverDurable(_) | AfterPersist::Nothing => {}
         }
     }
 

@@ -79,6 +79,11 @@ pub struct Ring {
     /// `datacenter_replicas` by dense datacenter index (`None` when the policy is empty).
     #[serde(default)]
     quota: Option<Vec<u32>>,
+    /// Joins and removals applied since the empty ring: the ring's version. Part of equality, so
+    /// a ring that returns to an earlier shape (a join undone by a removal) is still a later ring,
+    /// which the linearizable level's fencing relies on (`node::handover`).
+    #[serde(default)]
+    changes: u64,
 }
 
 impl Ring {
@@ -92,6 +97,7 @@ impl Ring {
             rack_of: Vec::new(),
             datacenter_replicas: BTreeMap::new(),
             quota: None,
+            changes: 0,
         }
     }
 
@@ -131,6 +137,7 @@ impl Ring {
             .extend(new_tokens.into_iter().map(|t| (t, new_index)));
         self.tokens.sort_unstable();
         self.reindex_locations();
+        self.changes += 1;
         Ok(())
     }
 
@@ -150,7 +157,13 @@ impl Ring {
             }
         }
         self.reindex_locations();
+        self.changes += 1;
         Ok(())
+    }
+
+    /// Joins and removals applied since the empty ring.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     fn reindex_locations(&mut self) {

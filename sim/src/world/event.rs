@@ -110,6 +110,8 @@ impl Event {
                 let detail = match message {
                     Message::Read { op, key }
                     | Message::Write { op, key, .. }
+                    | Message::LinRead { op, key, .. }
+                    | Message::LinWrite { op, key, .. }
                     | Message::CoordinatePut { op, key, .. } => {
                         format!("op {} key {}", op.0, String::from_utf8_lossy(key))
                     }
@@ -144,6 +146,11 @@ impl Event {
                     Message::AeRecords { records, want } => {
                         format!("{} records, wants {}", records.len(), want.len())
                     }
+                    Message::HandoverPull { ranges, .. } => format!("{} ranges", ranges.len()),
+                    Message::HandoverPage { page, .. } => match page {
+                        Ok(page) => format!("{} records", page.records.len()),
+                        Err(e) => format!("refused {e:?}"),
+                    },
                     Message::Gossip(gossip) => format!(
                         "{} entries, ring v{}{}",
                         gossip.entries().len(),
