@@ -682,10 +682,12 @@ mod tests {
                 call(&inputs, put("a")).await,
                 ClientReply::Written { .. }
             ));
-            assert_eq!(
-                metrics.storage_syncs.get(),
-                1,
-                "acknowledged after one sync"
+            // The write's own sync, plus the start-up sync of the node's incarnation unless the
+            // driver coalesced the two (group commit).
+            let syncs = metrics.storage_syncs.get();
+            assert!(
+                (1..=2).contains(&syncs),
+                "acknowledged after its sync: {syncs} syncs"
             );
 
             // Stop the driver to get the storage back, arm the fault, and start it again.
