@@ -211,7 +211,13 @@ for name in "${selected[@]}"; do
     ROW_TIMEOUT_S=${MUTANTS_ROW_TIMEOUT_S:-$((60 + 5 * total))}
     timeout "$ROW_TIMEOUT_S" "$TARGET/release/sim" "$ROOT/scenarios/$scenario.toml" \
       --seeds "$seeds" --jobs "$JOBS" --json </dev/null >"$out" 2>"$LOGS/$name.$scenario.stderr"
-    [ $? = 124 ] && echo "   timed out after ${ROW_TIMEOUT_S}s: $(grep -c . "$out") of $total seeds reported" >&2
+    status=$?
+    reported=$(grep -c '"seed"' "$out")
+    note=""
+    if [ $status = 124 ]; then
+      note=" (timed out after ${ROW_TIMEOUT_S}s: $((total - reported)) seeds never reported)"
+      echo "  $note" >&2
+    fi
     passed=$(grep -c '"as_expected": *true' "$out")
     killed=$((total - passed))
     percent=$((killed * 100 / total))
@@ -220,10 +226,11 @@ for name in "${selected[@]}"; do
       row=KILLED
       verdict=KILLED
     fi
-    ROWS+=("$(printf '%-36s %-22s %-9s %7s %6s%%  %s' "$name" "$scenario" "$seeds" "$killed" "$percent" "$row")")
+    ROWS+=("$(printf '%-36s %-22s %-9s %7s %6s%%  %s' "$name" "$scenario" "$seeds" "$killed" "$percent" "$row$note")")
     # The killing seeds are this mutant's regression seeds, re-derived on every run.
     examples=$(grep -v '"as_expected": *true' "$out" | sed -n 's/.*"seed": *\([0-9]*\).*/\1/p' | head -8 | tr '\n' ' ')
-    DETAILS+=("$name on $scenario: killing seeds ${examples:-none}(replay: tests/mutants/run.sh $name, or sim scenarios/$scenario.toml --seed N on the mutated build)")
+    [ "$reported" -lt "$total" ] && examples="$examples+ $((total - reported)) that never reported "
+    DETAILS+=("$name on $scenario: killing seeds ${examples:-none }(replay: tests/mutants/run.sh $name, or sim scenarios/$scenario.toml --seed N on the mutated build)")
   done < <(header kill "$patch")
   [ $verdict = KILLED ] || survived=$((survived + 1))
 done
