@@ -32,7 +32,7 @@ pub(super) enum Deferred {
     /// A client request.
     Client(RequestId, ClientRequest),
     /// A message from a peer (a forwarded put).
-    Message(NodeId, Message),
+    Message(NodeId, Box<Message>),
 }
 
 /// The incarnation after `stored`, the number the previous process persisted (`None` on a fresh
@@ -102,7 +102,11 @@ impl<S: Storage> Node<S> {
     fn refuse(&mut self, input: Deferred, e: RequestError) {
         match input {
             Deferred::Client(request, _) => self.reply(request, ClientReply::Rejected(e)),
-            Deferred::Message(from, Message::CoordinatePut { op, key, .. }) => {
+            Deferred::Message(from, message) => {
+                let Message::CoordinatePut { op, key, .. } = *message else {
+                    // Only requests that allocate ids are held; anything else has no one waiting.
+                    return;
+                };
                 let reply = Message::CoordinatePutReply {
                     op,
                     key_digest: key_digest(&key),
@@ -110,8 +114,6 @@ impl<S: Storage> Node<S> {
                 };
                 self.send(from, reply);
             }
-            // Only requests that allocate ids are held; anything else has no one waiting.
-            Deferred::Message(..) => {}
         }
     }
 
@@ -123,7 +125,7 @@ impl<S: Storage> Node<S> {
         while let Some(input) = self.deferred.pop_front() {
             match input {
                 Deferred::Client(request, body) => self.start_request(now, request, body),
-                Deferred::Message(from, message) => self.serve_message(now, from, message),
+                Deferred::Message(from, message) => self.serve_message(now, from, *message),
             }
         }
     }

@@ -270,9 +270,9 @@ impl<S: Storage> Node<S> {
         if matches!(message, Message::CoordinatePut { .. }) {
             // Coordinating it allocates operation ids.
             if let Err(incarnation::Deferred::Message(from, message)) =
-                self.defer_until_durable(incarnation::Deferred::Message(from, message))
+                self.defer_until_durable(incarnation::Deferred::Message(from, Box::new(message)))
             {
-                self.serve_message(now, from, message);
+                self.serve_message(now, from, *message);
             }
         } else {
             self.serve_message(now, from, message);
