@@ -7,7 +7,7 @@ use ringkv_tests::{describe, unexpected_seeds};
 use sim::RunOptions;
 
 /// Seeds per scenario here (the 100-node scenario is slow per seed and gets fewer).
-const SEEDS_PER_SCENARIO: u64 = 30;
+const SEEDS_PER_SCENARIO: u64 = 20;
 const SEEDS_OF_LARGE_SCENARIOS: u64 = 2;
 
 fn scenario_names() -> Vec<String> {
