@@ -149,13 +149,7 @@ pub struct SwarmSpec {
 }
 
 /// The combinations a swarm file may quarantine, with the failure each one shows.
-pub const QUARANTINES: [(&str, &str); 7] = [
-    (
-        "gossip-ring-change-under-faults",
-        "with gossip, a leave or remove issued while the nemesis is on: a node that was cut off, \
-         paused or down when the change spread keeps the old ring for good (convergence: rings did \
-         not converge; final reads get no answer)",
-    ),
+pub const QUARANTINES: [(&str, &str); 6] = [
     (
         "vector-clock-ring-change",
         "vector clocks with a join, leave or remove: final reads miss siblings that a disk still \
@@ -711,14 +705,6 @@ impl SwarmFile {
             knob("nemesis_interval_ms", Knob::Int(interval));
         }
 
-        if matches!(change, Some(("leave" | "remove", _)))
-            && gossip
-            && !kinds.is_empty()
-            && quarantined("gossip-ring-change-under-faults")
-        {
-            change = None;
-            applied.push("gossip-ring-change-under-faults");
-        }
         if change.is_some() && conflict == "vector-clock" && quarantined("vector-clock-ring-change")
         {
             change = None;
