@@ -149,22 +149,11 @@ pub struct SwarmSpec {
 }
 
 /// The combinations a swarm file may quarantine, with the failure each one shows.
-pub const QUARANTINES: [(&str, &str); 7] = [
-    (
-        "gossip-ring-change-under-faults",
-        "with gossip, a leave or remove issued while the nemesis is on: a node that was cut off, \
-         paused or down when the change spread keeps the old ring for good (convergence: rings did \
-         not converge; final reads get no answer)",
-    ),
+pub const QUARANTINES: [(&str, &str); 5] = [
     (
         "vector-clock-ring-change",
         "vector clocks with a join, leave or remove: final reads miss siblings that a disk still \
          holds (durability); partly issue #11 item 8, the check counting departed disks",
-    ),
-    (
-        "single-replica-ring-change",
-        "n = 1 with a join or leave: the one replica's data does not reach the new owner; final \
-         reads return nothing while the old owner's disk holds the value (durability)",
     ),
     (
         "sloppy-single-acknowledgement",
@@ -711,25 +700,10 @@ impl SwarmFile {
             knob("nemesis_interval_ms", Knob::Int(interval));
         }
 
-        if matches!(change, Some(("leave" | "remove", _)))
-            && gossip
-            && !kinds.is_empty()
-            && quarantined("gossip-ring-change-under-faults")
-        {
-            change = None;
-            applied.push("gossip-ring-change-under-faults");
-        }
         if change.is_some() && conflict == "vector-clock" && quarantined("vector-clock-ring-change")
         {
             change = None;
             applied.push("vector-clock-ring-change");
-        }
-        if matches!(change, Some(("join" | "leave", _)))
-            && n == 1
-            && quarantined("single-replica-ring-change")
-        {
-            change = None;
-            applied.push("single-replica-ring-change");
         }
         if matches!(change, Some(("remove", _))) && quarantined("remove-departed-disk") {
             change = None;

@@ -561,7 +561,10 @@ impl World {
             Event::ClientSend { client } => self.client_send(client),
             Event::Timer { node, incarnation } => {
                 let slot = &mut self.nodes[node as usize];
-                if slot.incarnation == incarnation && slot.timer_at == Some(self.now) {
+                // `<=`, not `==`: a pause defers this event past the time it was armed for, and a
+                // timer still marked armed at a past time would stop `drain` from ever arming the
+                // next one (the node would never tick again: no gossip, no request deadlines).
+                if slot.incarnation == incarnation && slot.timer_at.is_some_and(|t| t <= self.now) {
                     slot.timer_at = None;
                 }
                 if slot.incarnation == incarnation {
