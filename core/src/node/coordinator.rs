@@ -67,6 +67,9 @@ pub(super) struct ReadOperation {
     answered: Vec<NodeId>,
     merged: Option<Record>,
     failed: u8,
+    /// Replicas that refused: each counts once in `failed`, and never also as an answer (a
+    /// duplicated or retried refusal, or a refusal followed by an answer, is stale).
+    refused: Vec<NodeId>,
     /// What each replica answered, for read repair.
     records: Vec<(NodeId, Option<Record>)>,
     /// The client has its answer; the operation lives on only to repair late or stale replicas.
@@ -89,6 +92,9 @@ pub(super) struct WriteOperation {
     replicas: Vec<NodeId>,
     acked: Vec<NodeId>,
     failed: u8,
+    /// Replicas (logical: a stand-in counts as the replica it stands in for) that refused; each
+    /// counts once in `failed`, and never also as an acknowledgement.
+    refused: Vec<NodeId>,
     /// Vector-clock writes go to the other replicas only after the local copy is durable.
     fanned_out: bool,
     /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
@@ -338,6 +344,7 @@ impl<S: Storage> Node<S> {
             answered: Vec::with_capacity(replicas.len()),
             merged: None,
             failed: 0,
+            refused: Vec::new(),
             records: Vec::with_capacity(replicas.len()),
             replied: false,
             sloppy_final: None,
@@ -399,7 +406,7 @@ impl<S: Storage> Node<S> {
             self.stats.stale_replies += 1;
             return;
         }
-        if read.answered.contains(&from) {
+        if read.answered.contains(&from) || read.refused.contains(&from) {
             self.stats.stale_replies += 1;
             return;
         }
@@ -414,7 +421,10 @@ impl<S: Storage> Node<S> {
                     });
                 }
             }
-            Err(_) => read.failed += 1,
+            Err(_) => {
+                read.refused.push(from);
+                read.failed += 1;
+            }
         }
         let (answered, needed) = (read.answered.len(), usize::from(read.needed));
         let all_in = answered + usize::from(read.failed) >= usize::from(read.replicas);
@@ -499,6 +509,7 @@ impl<S: Storage> Node<S> {
                     replicas: read.replica_ids,
                     acked: Vec::new(),
                     failed: 0,
+                    refused: Vec::new(),
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -528,6 +539,7 @@ impl<S: Storage> Node<S> {
                     replicas: read.replica_ids,
                     acked: Vec::new(),
                     failed: 0,
+                    refused: Vec::new(),
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -593,6 +605,7 @@ impl<S: Storage> Node<S> {
                     replicas,
                     acked: Vec::new(),
                     failed: 0,
+                    refused: Vec::new(),
                     fanned_out: false,
                     sloppy: None,
                     epoch: None,
@@ -740,13 +753,16 @@ impl<S: Storage> Node<S> {
                 .sloppy
                 .as_ref()
                 .is_some_and(|s| s.stand_ins.iter().any(|(f, _)| *f == from));
-        if write.acked.contains(&logical) || !known {
+        if write.acked.contains(&logical) || write.refused.contains(&logical) || !known {
             self.stats.stale_replies += 1;
             return;
         }
         match result {
             Ok(()) => write.acked.push(logical),
-            Err(_) => write.failed += 1,
+            Err(_) => {
+                write.refused.push(logical);
+                write.failed += 1;
+            }
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
         let groups = self.op_groups.get(&op);
@@ -897,6 +913,7 @@ impl<S: Storage> Node<S> {
             replicas,
             acked: Vec::new(),
             failed: 0,
+            refused: Vec::new(),
             fanned_out: false,
             sloppy: None,
             epoch: None,
