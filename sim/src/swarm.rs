@@ -149,17 +149,12 @@ pub struct SwarmSpec {
 }
 
 /// The combinations a swarm file may quarantine, with the failure each one shows.
-pub const QUARANTINES: [(&str, &str); 7] = [
+pub const QUARANTINES: [(&str, &str); 5] = [
     (
         "gossip-ring-change-under-faults",
         "with gossip, a leave or remove issued while the nemesis is on: a node that was cut off, \
          paused or down when the change spread keeps the old ring for good (convergence: rings did \
          not converge; final reads get no answer)",
-    ),
-    (
-        "vector-clock-ring-change",
-        "vector clocks with a join, leave or remove: final reads miss siblings that a disk still \
-         holds (durability); partly issue #11 item 8, the check counting departed disks",
     ),
     (
         "single-replica-ring-change",
@@ -182,11 +177,6 @@ pub const QUARANTINES: [(&str, &str); 7] = [
          its dot counter starts again, so its new dots repeat dots it issued before the wipe; \
          final reads at `all` then disagree with the merged replicas (durability). Needs an actor \
          id per incarnation of the data (as Riak's vnode ids), not per node",
-    ),
-    (
-        "vector-clock-convergence",
-        "vector clocks: anti-entropy leaves replicas with different sibling sets for good, also \
-         with a 90 s liveness phase (convergence)",
     ),
 ];
 
@@ -719,11 +709,6 @@ impl SwarmFile {
             change = None;
             applied.push("gossip-ring-change-under-faults");
         }
-        if change.is_some() && conflict == "vector-clock" && quarantined("vector-clock-ring-change")
-        {
-            change = None;
-            applied.push("vector-clock-ring-change");
-        }
         if matches!(change, Some(("join" | "leave", _)))
             && n == 1
             && quarantined("single-replica-ring-change")
@@ -735,11 +720,7 @@ impl SwarmFile {
             change = None;
             applied.push("remove-departed-disk");
         }
-        let mut convergence = anti_entropy_interval_ms > 0;
-        if conflict == "vector-clock" && quarantined("vector-clock-convergence") {
-            convergence = false;
-            applied.push("vector-clock-convergence");
-        }
+        let convergence = anti_entropy_interval_ms > 0;
         if !applied.is_empty() {
             knob("quarantined", Knob::Text(applied.join(",")));
         }
