@@ -149,12 +149,7 @@ pub struct SwarmSpec {
 }
 
 /// The combinations a swarm file may quarantine, with the failure each one shows.
-pub const QUARANTINES: [(&str, &str); 5] = [
-    (
-        "vector-clock-ring-change",
-        "vector clocks with a join, leave or remove: final reads miss siblings that a disk still \
-         holds (durability); partly issue #11 item 8, the check counting departed disks",
-    ),
+pub const QUARANTINES: [(&str, &str); 3] = [
     (
         "sloppy-single-acknowledgement",
         "sloppy quorum where a write waits for one replica: a write acknowledged by a fallback's \
@@ -171,11 +166,6 @@ pub const QUARANTINES: [(&str, &str); 5] = [
          its dot counter starts again, so its new dots repeat dots it issued before the wipe; \
          final reads at `all` then disagree with the merged replicas (durability). Needs an actor \
          id per incarnation of the data (as Riak's vnode ids), not per node",
-    ),
-    (
-        "vector-clock-convergence",
-        "vector clocks: anti-entropy leaves replicas with different sibling sets for good, also \
-         with a 90 s liveness phase (convergence)",
     ),
 ];
 
@@ -700,20 +690,11 @@ impl SwarmFile {
             knob("nemesis_interval_ms", Knob::Int(interval));
         }
 
-        if change.is_some() && conflict == "vector-clock" && quarantined("vector-clock-ring-change")
-        {
-            change = None;
-            applied.push("vector-clock-ring-change");
-        }
         if matches!(change, Some(("remove", _))) && quarantined("remove-departed-disk") {
             change = None;
             applied.push("remove-departed-disk");
         }
-        let mut convergence = anti_entropy_interval_ms > 0;
-        if conflict == "vector-clock" && quarantined("vector-clock-convergence") {
-            convergence = false;
-            applied.push("vector-clock-convergence");
-        }
+        let convergence = anti_entropy_interval_ms > 0;
         if !applied.is_empty() {
             knob("quarantined", Knob::Text(applied.join(",")));
         }

@@ -277,8 +277,8 @@ fn a_bad_swarm_file_names_the_field() {
     let error = SwarmFile::parse("bad.toml", &bad).expect_err("probability");
     assert_eq!(error.field.as_deref(), Some("swarm.gossip"));
     let bad = text().replace(
-        "\"vector-clock-convergence\",",
-        "\"vector-clock-convergence\", \"no-such-bug\",",
+        "\"remove-departed-disk\",",
+        "\"remove-departed-disk\", \"no-such-bug\",",
     );
     let error = SwarmFile::parse("bad.toml", &bad).expect_err("unknown quarantine");
     assert_eq!(error.field.as_deref(), Some("swarm.quarantine"));
@@ -293,25 +293,34 @@ fn a_quarantine_that_changes_a_draw_says_so() {
     let mut quarantined = 0;
     for seed in 0..300 {
         let drawn = swarm.draw(seed).expect("draws");
-        let vector_clock = drawn.scenario.cluster.conflict == "vector-clock";
-        if vector_clock {
-            // vector-clock-convergence is in swarm.toml's quarantine.
-            assert!(!drawn.scenario.check.convergence, "seed {seed}");
-            assert!(
-                drawn.knobs.iter().any(|(name, value)| name == "quarantined"
-                    && value.to_string().contains("vector-clock-convergence")),
-                "seed {seed} left convergence out silently"
-            );
+        let said = drawn.knobs.iter().any(|(name, value)| {
+            name == "quarantined" && value.to_string().contains("remove-departed-disk")
+        });
+        if said {
+            // remove-departed-disk is in swarm.toml's quarantine: the drawn remove is left out.
+            let membership = drawn
+                .knobs
+                .iter()
+                .find(|(name, _)| name == "membership")
+                .map(|(_, value)| value.to_string());
+            assert_eq!(membership.as_deref(), Some("none"), "seed {seed}");
             quarantined += 1;
         }
     }
     assert!(quarantined > 0);
-    // Without the quarantine, vector-clock seeds check convergence again.
-    let unquarantined = text().replace("  \"vector-clock-convergence\",\n", "");
+    // Without the quarantine, removes are drawn again.
+    let unquarantined = text().replace("  \"remove-departed-disk\",\n", "");
     let open = SwarmFile::parse("open.toml", &unquarantined).expect("parses");
-    let checked = (0..300)
-        .map(|seed| open.draw(seed).expect("draws").scenario)
-        .filter(|s| s.cluster.conflict == "vector-clock" && s.check.convergence)
+    let removes = (0..300)
+        .filter(|&seed| {
+            open.draw(seed)
+                .expect("draws")
+                .knobs
+                .iter()
+                .any(|(name, value)| {
+                    name == "membership" && value.to_string().starts_with("remove")
+                })
+        })
         .count();
-    assert!(checked > 0);
+    assert!(removes > 0);
 }
