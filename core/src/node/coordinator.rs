@@ -95,6 +95,10 @@ pub(super) struct WriteOperation {
     /// Replicas (logical: a stand-in counts as the replica it stands in for) that refused; each
     /// counts once in `failed`, and never also as an acknowledgement.
     refused: Vec<NodeId>,
+    /// Some refusal was a storage failure, which may come after the write was staged (a failed
+    /// fsync): its bytes may still reach the disk, so the write is not known to have had no
+    /// effect (PITFALLS: "Failed is not the same as did-not-happen").
+    storage_failed: bool,
     /// Vector-clock writes go to the other replicas only after the local copy is durable.
     fanned_out: bool,
     /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
@@ -510,6 +514,7 @@ impl<S: Storage> Node<S> {
                     acked: Vec::new(),
                     failed: 0,
                     refused: Vec::new(),
+                    storage_failed: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -540,6 +545,7 @@ impl<S: Storage> Node<S> {
                     acked: Vec::new(),
                     failed: 0,
                     refused: Vec::new(),
+                    storage_failed: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -606,6 +612,7 @@ impl<S: Storage> Node<S> {
                     acked: Vec::new(),
                     failed: 0,
                     refused: Vec::new(),
+                    storage_failed: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: None,
@@ -759,9 +766,10 @@ impl<S: Storage> Node<S> {
         }
         match result {
             Ok(()) => write.acked.push(logical),
-            Err(_) => {
+            Err(e) => {
                 write.refused.push(logical);
                 write.failed += 1;
+                write.storage_failed |= e == ReplicaError::Storage;
             }
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
@@ -801,8 +809,8 @@ impl<S: Storage> Node<S> {
                         version: write.version,
                         acks: acks(acked),
                     }
-                } else if acked == 0 && reachable == 0 {
-                    // Every replica refused: none applied it.
+                } else if acked == 0 && reachable == 0 && !write.storage_failed {
+                    // Every replica refused before applying it (busy, not ready, another ring).
                     ForwardedOutcome::Rejected(RequestError::StorageUnavailable)
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
@@ -914,6 +922,7 @@ impl<S: Storage> Node<S> {
             acked: Vec::new(),
             failed: 0,
             refused: Vec::new(),
+            storage_failed: false,
             fanned_out: false,
             sloppy: None,
             epoch: None,
