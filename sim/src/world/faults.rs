@@ -151,6 +151,7 @@ impl World {
         };
         if matches!(self.nodes[node].state, NodeState::Up(_)) {
             self.nodes[node].hints_expired_traced = 0;
+            self.nodes[node].hints_aged_traced = 0;
             self.watch(node as u32, ringkv_core::membership::MemberStatus::Alive);
             // A restarted process arms its own timers (gossip, anti-entropy, hint replay) even
             // if nobody sends it anything, as the node's driver does with its first tick. The

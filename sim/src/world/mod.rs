@@ -71,6 +71,8 @@ struct NodeSlot {
     /// Hints this incarnation had expired when the trace last looked (the core reports expiry
     /// only as a counter, so `--trace` shows its increments).
     hints_expired_traced: u64,
+    /// Hints past `hint_age_max_ms` (kept, replayed first) already shown in the trace.
+    hints_aged_traced: u64,
     /// Disk wipes so far: each replaced disk gets its own seed.
     wipes: u32,
 }
@@ -243,6 +245,7 @@ impl World {
                 sync_in_flight: false,
                 sync_wanted: None,
                 hints_expired_traced: 0,
+                hints_aged_traced: 0,
                 wipes: 0,
             });
         }
@@ -714,7 +717,7 @@ impl World {
         let NodeState::Up(n) = &self.nodes[node].state else {
             return;
         };
-        let expired = n.hint_stats().expired;
+        let (expired, aged) = (n.hint_stats().expired, n.hint_stats().aged);
         let seen = self.nodes[node].hints_expired_traced;
         if expired > seen {
             self.nodes[node].hints_expired_traced = expired;
@@ -722,6 +725,16 @@ impl World {
                 format!(
                     "n{node} expired {} hint(s) unsent ({expired} this incarnation)",
                     expired - seen
+                )
+            });
+        }
+        let seen = self.nodes[node].hints_aged_traced;
+        if aged > seen {
+            self.nodes[node].hints_aged_traced = aged;
+            self.note(|| {
+                format!(
+                    "n{node} holds {} hint(s) past hint_age_max_ms: kept until delivered, replayed first ({aged} this incarnation)",
+                    aged - seen
                 )
             });
         }
