@@ -1,7 +1,8 @@
 //! Every scenario in `scenarios/` runs in CI: a scenario added to the folder is swept here without
 //! anyone remembering to write a test for it. Each must be as expected (pass, or the violation it
 //! claims) on every seed of the sweep; the long sweeps of selected scenarios live in their own tests.
-//! Storage-only scenarios (`kind = "storage"`) have their own sweep in `storage_sweep.rs`.
+//! Storage-only scenarios (`kind = "storage"`) and swarm files have their own sweeps
+//! (`storage_sweep.rs`, `sim/tests/swarm.rs`).
 
 use ringkv_tests::{describe, unexpected_seeds};
 use sim::RunOptions;
@@ -20,7 +21,12 @@ fn scenario_names() -> Vec<String> {
                 return None;
             }
             let text = std::fs::read_to_string(&path).ok()?;
-            if text.lines().any(|line| line.trim() == "kind = \"storage\"") {
+            // Storage scenarios and swarm files have their own sweeps (storage_sweep.rs,
+            // sim/tests/swarm.rs).
+            if text
+                .lines()
+                .any(|line| line.trim() == "kind = \"storage\"" || line.trim() == "[swarm]")
+            {
                 return None;
             }
             path.file_stem()?.to_str().map(str::to_owned)
