@@ -15,7 +15,7 @@ use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::config::Settings;
 use crate::driver::Input;
 use crate::metrics::{Level, Metrics, Operation, Outcome};
-use crate::resp::{parse_command, Reply, RequestLimits};
+use crate::resp::{CommandParser, Reply, RequestLimits};
 use bytes::{Buf, Bytes, BytesMut};
 use ringkv_core::{
     CausalContext, ClientReply, ClientRequest, ConflictMode, Consistency, RequestError,
@@ -165,9 +165,10 @@ async fn connection(
     };
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut parser = CommandParser::default();
     loop {
         loop {
-            match parse_command(&input, &limits) {
+            match parser.parse(&input, &limits) {
                 Ok(Some((args, used))) => {
                     input.advance(used);
                     if args.is_empty() {

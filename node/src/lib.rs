@@ -16,6 +16,7 @@ pub mod config;
 pub mod driver;
 pub mod http;
 pub mod local_cluster;
+pub mod logging;
 pub mod metrics;
 pub mod peer;
 pub mod resp;

@@ -166,8 +166,10 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "info".to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(ringkv_node::logging::stderr)
         .with_ansi(false)
+        // A failed log write must not become an `eprintln!` panic in whichever task logged.
+        .log_internal_errors(false)
         .init();
     let settings = match args
         .file_config()

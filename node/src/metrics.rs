@@ -823,6 +823,13 @@ impl Metrics {
                 counter.get()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_log_write_errors_total Log and status lines lost to a failed write \
+             (the node keeps serving).\n# TYPE ringkv_log_write_errors_total counter\n\
+             ringkv_log_write_errors_total{{{l}}} {}",
+            crate::logging::write_errors()
+        );
         self.membership.render(&mut out, &l);
         out.push_str("# HELP ringkv_storage_sync_duration_seconds Fsync latency.\n");
         out.push_str("# TYPE ringkv_storage_sync_duration_seconds histogram\n");
