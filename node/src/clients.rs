@@ -740,12 +740,19 @@ impl Session<'_> {
             let c = &settings.cluster;
             out.push_str(&format!(
                 "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nringkv_n:{}\r\n\
-                 ringkv_r:{}\r\nringkv_w:{}\r\nringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\
+                 ringkv_r:{}\r\nringkv_w:{}\r\nringkv_read_write_overlap:{}\r\n\
+                 ringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\
                  ringkv_read_repair:{}\r\nringkv_anti_entropy_interval_ms:{}\r\n\
                  ringkv_fault_points:{}\r\nringkv_unsafe_test_knobs:{}\r\n\r\n",
                 c.n,
                 c.r,
                 c.w,
+                // `no`: with R + W <= N a quorum read may miss the latest quorum write.
+                if usize::from(c.r) + usize::from(c.w) > usize::from(c.n) {
+                    "yes"
+                } else {
+                    "no"
+                },
                 c.conflict,
                 c.sloppy_quorum,
                 c.read_repair,

@@ -288,7 +288,7 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<FileConfig, SettingsError> {
         toml::from_str(text).map_err(|e| SettingsError {
             field: field_of_toml_error(&e, text),
-            reason: e.message().trim().to_string(),
+            reason: reason_of_toml_error(&e, text),
         })
     }
 
@@ -308,38 +308,58 @@ impl FileConfig {
 }
 
 /// Best effort: the dotted key path a toml error points at (`repair.read_repair`), from the
-/// names the message quotes or else from its span: the key on the line it points at, under the
-/// last `[section]` header above that line.
+/// name the message quotes or else from the key on the line its span points at, under the last
+/// `[section]` header above that line (so an unknown key inside a table is named with its table).
 fn field_of_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message();
     // "unknown field `x`, expected ..." and "missing field `x`" name the key themselves.
-    let quoted = message.starts_with("unknown field") || message.starts_with("missing field");
-    if quoted {
-        if let Some(start) = message.find('`') {
-            if let Some(len) = message[start + 1..].find('`') {
-                return message[start + 1..start + 1 + len].to_string();
-            }
-        }
-    }
+    let quoted = (message.starts_with("unknown field") || message.starts_with("missing field"))
+        .then(|| {
+            let start = message.find('`')? + 1;
+            let len = message[start..].find('`')?;
+            Some(message[start..start + len].to_string())
+        })
+        .flatten();
     let Some(span) = e.span() else {
-        return "(file)".to_string();
+        return quoted.unwrap_or_else(|| "(file)".to_string());
     };
     let before = &text[..span.start.min(text.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let Some((key, _)) = line.split_once('=') else {
-        return "(file)".to_string();
-    };
-    let key = key.trim();
     let section = before[..line_start].lines().rev().find_map(|l| {
         let l = l.trim();
         (l.starts_with('[') && !l.starts_with("[[") && l.ends_with(']'))
             .then(|| l[1..l.len() - 1].trim().to_string())
     });
+    let key = match quoted {
+        Some(key) => key,
+        None => {
+            let line = text[line_start..].lines().next().unwrap_or("");
+            match line.split_once('=') {
+                Some((key, _)) => key.trim().to_string(),
+                None => return "(file)".to_string(),
+            }
+        }
+    };
     match section {
-        Some(section) => format!("{section}.{key}"),
-        None => key.to_string(),
+        // A `missing field` error points at the table that lacks it.
+        Some(section) if !section.ends_with(&format!(".{key}")) && section != key => {
+            format!("{section}.{key}")
+        }
+        _ => key,
     }
+}
+
+/// The error's text with the line and column it points at (1-based), so a syntax error in a
+/// long file can be found.
+fn reason_of_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 /// A peer, validated.
@@ -463,6 +483,19 @@ fn check_addr_syntax(field: &str, addr: &str) -> Result<(), SettingsError> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
         _ => invalid(field, format!("`{addr}` is not host:port")),
+    }
+}
+
+/// True if two `host:port` texts name the same address: equal ignoring ASCII case, or equal
+/// as socket addresses (`[::1]:7001` and `[0:0:0:0:0:0:0:1]:7001`). No name is resolved, so the
+/// check stays offline.
+fn same_address(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -615,6 +648,25 @@ impl FileConfig {
                 ),
             };
             check_addr_syntax(&format!("{field}.addr"), &addr)?;
+            // Two members at one address would each reach the other's process; a peer at this
+            // node's own peer address would be this node talking to itself (issue #17 item 8).
+            if let Some(other) = peers.iter().find(|p| same_address(&p.addr, &addr)) {
+                return invalid(
+                    format!("{field}.addr"),
+                    format!("`{addr}` is also node {}'s address", other.id),
+                );
+            }
+            if same_address(&addr, &peer_listen.to_string())
+                || self
+                    .peer_listen
+                    .as_deref()
+                    .is_some_and(|own| same_address(own, &addr))
+            {
+                return invalid(
+                    format!("{field}.addr"),
+                    format!("`{addr}` is this node's own peer_listen address"),
+                );
+            }
             if NodeId(id) == node_id {
                 return invalid(format!("{field}.id"), format!("{id} is this node's own id"));
             }
@@ -1080,6 +1132,51 @@ mod tests {
     }
 
     #[test]
+    fn toml_errors_name_the_table_and_the_position() {
+        let unknown = FileConfig::parse("node_id = 1\n[replication]\nn = 1\nbogus = 2\n")
+            .expect_err("unknown key");
+        assert_eq!(unknown.field, "replication.bogus");
+        assert!(
+            unknown.reason.starts_with("line 4, column 1:"),
+            "{}",
+            unknown.reason
+        );
+        let syntax =
+            FileConfig::parse("node_id = 1\n[replication]\nn = = 3\n").expect_err("syntax");
+        assert!(
+            syntax.reason.starts_with("line 3, column "),
+            "{}",
+            syntax.reason
+        );
+    }
+
+    #[test]
+    fn peers_at_one_address_or_at_our_own_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let file = |peers: &str| {
+            format!(
+                "node_id = 1\npeer_listen = \"127.0.0.1:7001\"\ncluster_secret_file = \"{}\"\n\
+                 peers = {peers}\n",
+                secret.display()
+            )
+        };
+        let twice = FileConfig::parse(&file(r#"["2=127.0.0.1:7002", "3=127.0.0.1:7002"]"#))
+            .and_then(|f| f.validate())
+            .expect_err("one address twice");
+        assert_eq!(twice.field, "peers[1].addr");
+        assert!(twice.reason.contains("n2"), "{}", twice.reason);
+        let own = FileConfig::parse(&file(r#"["2=127.0.0.1:7001"]"#))
+            .and_then(|f| f.validate())
+            .expect_err("our own address");
+        assert_eq!(own.field, "peers[0].addr");
+        let fine = FileConfig::parse(&file(r#"["2=127.0.0.1:7002", "3=127.0.0.1:7003"]"#))
+            .and_then(|f| f.validate());
+        assert!(fine.is_ok(), "{fine:?}");
+    }
+
+    #[test]
     fn dev_defaults_are_valid() {
         let settings = FileConfig::dev().validate().expect("valid");
         assert_eq!(settings.cluster.n, 1);
@@ -1197,7 +1294,7 @@ mod tests {
         );
         assert_eq!(
             field_of("node_id = 1\n[replication]\nunknown = 1"),
-            "unknown"
+            "replication.unknown"
         );
     }
 
@@ -1250,7 +1347,7 @@ mod tests {
                 "maintenance_budget_bytes = 1",
                 "storage.maintenance_budget_bytes",
             ),
-            ("memtable = 1", "memtable"),
+            ("memtable = 1", "storage.memtable"),
         ] {
             assert_eq!(
                 field_of(&format!("node_id = 1\n[storage]\n{text}")),
@@ -1335,7 +1432,7 @@ mod tests {
                 "[replication]\nsloppy_quorum = \"yes\"",
                 "replication.sloppy_quorum",
             ),
-            ("[repair]\nhints = 1", "hints"),
+            ("[repair]\nhints = 1", "repair.hints"),
         ] {
             assert_eq!(field_of(&format!("node_id = 1\n{text}")), field, "{text}");
         }
@@ -1385,7 +1482,7 @@ mod tests {
             ("down_after_ms = 1", "membership.down_after_ms"),
             ("members_max = 0", "membership.members_max"),
             ("ring_changes_max = 0", "membership.ring_changes_max"),
-            ("gossip = 1", "gossip"),
+            ("gossip = 1", "membership.gossip"),
         ] {
             assert_eq!(
                 field_of(&format!("node_id = 1\n[membership]\n{text}")),

@@ -244,6 +244,15 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         anti_entropy_interval_ms = c.anti_entropy_interval_ms,
         "node started"
     );
+    if usize::from(c.r) + usize::from(c.w) <= usize::from(c.n) {
+        tracing::warn!(
+            n = c.n,
+            r = c.r,
+            w = c.w,
+            "r + w <= n: a read at the default levels may miss an acknowledged write \
+             (INFO replication says ringkv_read_write_overlap:no)"
+        );
+    }
     drop(reached_tx);
     let peers_total = settings.peers.len();
     if peers_total > 0 {

@@ -109,6 +109,8 @@ fn redis_commands_round_trip() {
     for section in ["# Server", "# Replication", "# Keyspace", "# ringkv"] {
         assert!(info.contains(section), "INFO lacks {section}");
     }
+    // n = r = w = 1: a read quorum always meets the write quorum (issue #17 item 8).
+    assert!(info.contains("ringkv_read_write_overlap:yes"), "{info}");
     assert!(matches!(
         run(&mut c, &["COMMAND"]).expect("command"),
         Value::Array(_)
