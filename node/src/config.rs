@@ -77,6 +77,15 @@ pub struct PeerTable {
     pub initial_member: Option<bool>,
 }
 
+/// `[admin]`: the admin HTTP endpoint.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// File holding the token every `POST /admin/*` must present (`Authorization: Bearer`).
+    /// Unset: the node creates `<data_dir>/admin.token` (mode 0600) on first start and uses it.
+    pub token_file: Option<PathBuf>,
+}
+
 /// `[replication]`: settings every node of the cluster must share.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +259,12 @@ pub struct FileConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// File holding the client password (`AUTH`); none means no password.
     pub password_file: Option<PathBuf>,
+    /// Redis's protected mode (default true): refuse to start with a client listener on a
+    /// non-loopback address and no password.
+    pub protected_mode: Option<bool>,
+    /// The admin HTTP endpoint.
+    #[serde(default)]
+    pub admin: AdminFile,
     /// The other nodes of the cluster: the address book, and (unless `initial_member = false`)
     /// the initial ring.
     #[serde(default)]
@@ -398,6 +413,9 @@ pub struct Limits {
 pub struct Settings {
     /// This node.
     pub node_id: NodeId,
+    /// Where the admin token is read from (see [`AdminFile::token_file`]); `None`: the data
+    /// directory's `admin.token`, created on first start.
+    pub admin_token_file: Option<PathBuf>,
     /// Its location.
     pub location: NodeLocation,
     /// Whether this node is in the initial ring.
@@ -496,6 +514,25 @@ fn same_address(a: &str, b: &str) -> bool {
     match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
+    }
+}
+
+/// Shortest admin token accepted.
+pub const ADMIN_TOKEN_BYTES_MIN: usize = 16;
+
+/// The token in a token file's (trimmed) bytes, or why it is unusable.
+pub fn admin_token_of(bytes: &[u8]) -> Result<String, String> {
+    match std::str::from_utf8(bytes) {
+        Ok(token)
+            if token.len() >= ADMIN_TOKEN_BYTES_MIN
+                && token.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(token.to_string())
+        }
+        _ => Err(format!(
+            "the token must be at least {ADMIN_TOKEN_BYTES_MIN} printable ASCII characters \
+             without spaces (for example 32 random hex digits)"
+        )),
     }
 }
 
@@ -720,6 +757,30 @@ impl FileConfig {
             None => None,
         };
 
+        // Redis's protected mode: a client port reachable from other machines with no password
+        // would let anyone read and overwrite every key.
+        if self.protected_mode.unwrap_or(true)
+            && !client_listen.ip().is_loopback()
+            && password.is_none()
+        {
+            return invalid(
+                "protected_mode",
+                format!(
+                    "client_listen {client_listen} is not a loopback address and no \
+                     password_file is set: set password_file, or protected_mode = false to serve \
+                     every client without a password"
+                ),
+            );
+        }
+        if let Some(path) = &self.admin.token_file {
+            admin_token_of(&read_secret("admin.token_file", path)?).map_err(|reason| {
+                SettingsError {
+                    field: "admin.token_file".to_string(),
+                    reason,
+                }
+            })?;
+        }
+
         let initial_member = self.initial_member.unwrap_or(true);
         let initial_members =
             peers.iter().filter(|p| p.initial_member).count() + usize::from(initial_member);
@@ -735,6 +796,7 @@ impl FileConfig {
         let membership = self.membership.validate(&cluster, &peers)?;
         Ok(Settings {
             node_id,
+            admin_token_file: self.admin.token_file.clone(),
             location,
             client_listen,
             peer_listen,
@@ -1174,6 +1236,33 @@ mod tests {
         let fine = FileConfig::parse(&file(r#"["2=127.0.0.1:7002", "3=127.0.0.1:7003"]"#))
             .and_then(|f| f.validate());
         assert!(fine.is_ok(), "{fine:?}");
+    }
+
+    #[test]
+    fn protected_mode_refuses_an_open_client_port_without_a_password() {
+        let open = "node_id = 1\nclient_listen = \"0.0.0.0:6380\"\n";
+        assert_eq!(field_of(open), "protected_mode");
+        assert_eq!(
+            field_of(&format!("{open}protected_mode = false\n")),
+            "(valid)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password = dir.path().join("password");
+        std::fs::write(&password, "a client password\n").expect("write");
+        let with_password = format!("{open}password_file = \"{}\"\n", password.display());
+        assert_eq!(field_of(&with_password), "(valid)");
+        assert_eq!(field_of("node_id = 1\n"), "(valid)", "loopback by default");
+    }
+
+    #[test]
+    fn an_admin_token_file_must_hold_a_usable_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        let config = format!("node_id = 1\n[admin]\ntoken_file = \"{}\"\n", token.display());
+        std::fs::write(&token, "short\n").expect("write");
+        assert_eq!(field_of(&config), "admin.token_file");
+        std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").expect("write");
+        assert_eq!(field_of(&config), "(valid)");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod admin_auth;
 pub mod clients;
 pub mod clock;
 pub mod commands;

@@ -74,6 +74,8 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     let meaning = crate::storage::StoredMeaning::of(&settings.cluster);
     let mut storage = crate::storage::open(&settings.data_dir, &settings.storage, &meaning)
         .map_err(|e| format!("cannot open the data directory (`data_dir`): {e}"))?;
+    // Read (or created) before anything listens, so a bad token file stops the start.
+    let admin_token = crate::admin_auth::load_or_create(&settings)?;
     let lsm = storage.lsm_mut();
     tracing::info!(
         node = %settings.node_id,
@@ -199,6 +201,8 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
                 interval_ms: settings.cluster.anti_entropy_interval_ms,
                 ranges_per_round: settings.cluster.anti_entropy_ranges_per_round,
             },
+            token: admin_token.clone(),
+            replicas: usize::from(settings.cluster.n),
         });
         crate::spawn(http::serve(listener, state, shutdown_rx.clone()));
     }
