@@ -89,6 +89,9 @@ pub async fn serve(
     grace: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(shared.settings.limits.connections_max));
+    let reserved = Arc::new(Semaphore::new(
+        shared.settings.limits.connections_reserved_loopback,
+    ));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -103,7 +106,16 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                // Past the limit, a few slots stay for loopback: the operator's way in when
+                // remote clients hold every slot.
+                let slot = Arc::clone(&slots).try_acquire_owned().or_else(|_| {
+                    if peer.ip().is_loopback() {
+                        Arc::clone(&reserved).try_acquire_owned()
+                    } else {
+                        Err(tokio::sync::TryAcquireError::NoPermits)
+                    }
+                });
+                let Ok(slot) = slot else {
                     shared.metrics.connections_refused.inc();
                     connections.spawn(tracing::Instrument::in_current_span(refuse(stream)));
                     continue;
@@ -164,13 +176,23 @@ async fn connection(
         name: None,
     };
     let mut input = BytesMut::with_capacity(16 << 10);
+    let mut budget = BufferBudget::new(shared);
+    budget.account(&input);
     let mut output: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut parser = CommandParser::default();
+    let receive_timeout = Duration::from_millis(shared.settings.limits.command_receive_timeout_ms);
+    let idle_timeout = match shared.settings.limits.client_idle_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    // When the first byte of the command still arriving came in (none while `input` is empty).
+    let mut receiving_since: Option<tokio::time::Instant> = None;
     loop {
         loop {
             match parser.parse(&input, &limits) {
                 Ok(Some((args, used))) => {
                     input.advance(used);
+                    receiving_since = (!input.is_empty()).then(tokio::time::Instant::now);
                     if args.is_empty() {
                         continue;
                     }
@@ -223,14 +245,129 @@ async fn connection(
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 << 10);
         }
+        budget.account(&input);
+        if receiving_since.is_none() && !input.is_empty() {
+            // Bytes read ahead while replies were written start a command too.
+            receiving_since = Some(tokio::time::Instant::now());
+        }
+        let deadline = match (receiving_since, idle_timeout) {
+            (Some(since), _) => Some((since + receive_timeout, Closing::SlowCommand)),
+            (None, Some(idle)) => Some((tokio::time::Instant::now() + idle, Closing::Idle)),
+            (None, None) => None,
+        };
+        let expired = async {
+            match deadline {
+                Some((at, why)) => {
+                    tokio::time::sleep_until(at).await;
+                    why
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             read = reader.read_buf(&mut input) => {
                 if read? == 0 {
                     return Ok(());
                 }
+                if receiving_since.is_none() {
+                    receiving_since = Some(tokio::time::Instant::now());
+                }
+                budget.account(&input);
+                if budget.over() && input.len() >= LARGE_INPUT_BYTES {
+                    let said = close_with(&mut writer, &session, Closing::OverBudget).await;
+                    shared.metrics.clients_closed_over_budget.inc();
+                    return said;
+                }
+            }
+            why = expired => {
+                let said = close_with(&mut writer, &session, why).await;
+                match why {
+                    Closing::Idle => shared.metrics.clients_closed_idle.inc(),
+                    _ => shared.metrics.clients_closed_slow_command.inc(),
+                }
+                return said;
             }
             _ = shutdown.changed() => return Ok(()),
         }
+    }
+}
+
+/// A connection holding at least this much unparsed input is a "large offender" when the node
+/// is over its client buffer budget: it is closed, where smaller ones (bounded in total by the
+/// connection limit) go on.
+const LARGE_INPUT_BYTES: usize = 1 << 20;
+
+/// Why the server closes a client connection on its own.
+#[derive(Clone, Copy)]
+enum Closing {
+    OverBudget,
+    SlowCommand,
+    Idle,
+}
+
+/// Tells the client why, then closes.
+async fn close_with(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    session: &Session<'_>,
+    why: Closing,
+) -> std::io::Result<()> {
+    let text = match why {
+        Closing::OverBudget => {
+            "ERR the node's client memory budget is used up \
+             (limits.client_buffer_bytes_total_max); connection closed"
+        }
+        Closing::SlowCommand => {
+            "ERR the command did not arrive whole within \
+             limits.command_receive_timeout_ms; connection closed"
+        }
+        // Redis closes an idle connection without a word; so do we.
+        Closing::Idle => return Ok(()),
+    };
+    let mut output = Vec::new();
+    Reply::Error(text.to_string()).encode(session.protocol, &mut output);
+    writer.write_all(&output).await
+}
+
+/// One connection's share of the node's client buffer budget: the capacity of its input
+/// buffer, kept in the shared gauge, and given back when the connection ends.
+struct BufferBudget<'a> {
+    shared: &'a ClientShared,
+    accounted: usize,
+}
+
+impl<'a> BufferBudget<'a> {
+    fn new(shared: &'a ClientShared) -> Self {
+        BufferBudget {
+            shared,
+            accounted: 0,
+        }
+    }
+
+    /// Brings the shared gauge up to date with `input`'s capacity (what it holds in memory).
+    fn account(&mut self, input: &BytesMut) {
+        let now = input.capacity();
+        let gauge = &self.shared.metrics.client_buffered_bytes;
+        if now > self.accounted {
+            gauge.add((now - self.accounted) as u64);
+        } else {
+            gauge.sub((self.accounted - now) as u64);
+        }
+        self.accounted = now;
+    }
+
+    /// Whether all connections together hold more than the budget.
+    fn over(&self) -> bool {
+        self.shared.metrics.client_buffered_bytes.get()
+            > self.shared.settings.limits.client_buffer_bytes_total_max as u64
+    }
+}
+
+impl Drop for BufferBudget<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .client_buffered_bytes
+            .sub(self.accounted as u64);
     }
 }
 

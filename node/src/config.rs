@@ -174,6 +174,17 @@ pub struct LimitsFile {
     pub arguments_max: Option<usize>,
     /// Most client connections at once.
     pub connections_max: Option<usize>,
+    /// Connections from loopback addresses accepted past `connections_max` (an operator's way
+    /// in when remote clients hold every slot).
+    pub connections_reserved_loopback: Option<usize>,
+    /// Client input buffered by all connections together; past it, connections holding large
+    /// partial commands are closed with an error.
+    pub client_buffer_bytes_total_max: Option<usize>,
+    /// A command must arrive whole within this long of its first byte, or the connection is
+    /// closed (slowloris).
+    pub command_receive_timeout_ms: Option<u64>,
+    /// Connections silent this long between commands are closed; 0 (the default) never.
+    pub client_idle_timeout_ms: Option<u64>,
     /// Most requests the node coordinates at once.
     pub requests_in_flight_max: Option<usize>,
     /// Most siblings per key (vector-clock mode).
@@ -402,6 +413,14 @@ pub struct Limits {
     pub arguments_max: usize,
     /// Most client connections.
     pub connections_max: usize,
+    /// Extra connections accepted from loopback addresses past `connections_max`.
+    pub connections_reserved_loopback: usize,
+    /// Client input buffered by all connections together.
+    pub client_buffer_bytes_total_max: usize,
+    /// Time for one command to arrive whole.
+    pub command_receive_timeout_ms: u64,
+    /// Idle connections are closed after this long; 0 never.
+    pub client_idle_timeout_ms: u64,
     /// Largest peer frame.
     pub peer_frame_bytes_max: usize,
     /// Messages queued per peer.
@@ -939,6 +958,36 @@ impl FileConfig {
         if !(1..=1_000_000).contains(&connections_max) {
             return invalid("limits.connections_max", "must be between 1 and 1000000");
         }
+        let connections_reserved_loopback = file.connections_reserved_loopback.unwrap_or(8);
+        if connections_reserved_loopback > 1000 {
+            return invalid(
+                "limits.connections_reserved_loopback",
+                "must be at most 1000",
+            );
+        }
+        let client_buffer_bytes_total_max = file
+            .client_buffer_bytes_total_max
+            .unwrap_or((128 << 20).max(request_bytes_max));
+        if !(request_bytes_max..=1 << 40).contains(&client_buffer_bytes_total_max) {
+            return invalid(
+                "limits.client_buffer_bytes_total_max",
+                format!("must be between {request_bytes_max} (limits.request_bytes_max) and 1 TiB"),
+            );
+        }
+        let command_receive_timeout_ms = file.command_receive_timeout_ms.unwrap_or(30_000);
+        if !(1..=3_600_000).contains(&command_receive_timeout_ms) {
+            return invalid(
+                "limits.command_receive_timeout_ms",
+                "must be between 1 and 3600000",
+            );
+        }
+        let client_idle_timeout_ms = file.client_idle_timeout_ms.unwrap_or(0);
+        if client_idle_timeout_ms > 31_536_000_000 {
+            return invalid(
+                "limits.client_idle_timeout_ms",
+                "must be at most a year (0 turns it off)",
+            );
+        }
         let peer_floor = cluster.value_bytes_max * 2 + 4096;
         let peer_frame_bytes_max = file
             .peer_frame_bytes_max
@@ -964,6 +1013,10 @@ impl FileConfig {
             pipeline_bytes_max,
             arguments_max,
             connections_max,
+            connections_reserved_loopback,
+            client_buffer_bytes_total_max,
+            command_receive_timeout_ms,
+            client_idle_timeout_ms,
             peer_frame_bytes_max,
             peer_queue_messages_max,
         })
@@ -1258,7 +1311,10 @@ mod tests {
     fn an_admin_token_file_must_hold_a_usable_token() {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = dir.path().join("token");
-        let config = format!("node_id = 1\n[admin]\ntoken_file = \"{}\"\n", token.display());
+        let config = format!(
+            "node_id = 1\n[admin]\ntoken_file = \"{}\"\n",
+            token.display()
+        );
         std::fs::write(&token, "short\n").expect("write");
         assert_eq!(field_of(&config), "admin.token_file");
         std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").expect("write");
