@@ -44,6 +44,7 @@ pub struct HistoryOp {
     /// For an ok write: the version the coordinator reported.
     pub version: Option<WriteVersion>,
     /// For a write in vector-clock mode: the causal context it carried (what its client had read).
+    /// For an ok read that is a step of a command: the context it returned.
     pub context: Option<CausalContext>,
     /// Replicas that acknowledged (reads: answered) before the reply.
     pub acks: u8,

@@ -316,6 +316,12 @@ impl World {
             ClientResponse::Reply(reply) if in_command => Some(reply.clone()),
             _ => None,
         };
+        if let Some(ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. }) =
+            &for_command
+        {
+            // What a command's read saw, so the history shows which context its write carried.
+            op.context = Some(context.clone());
+        }
         match reply {
             ClientResponse::Refused { .. } => op.outcome = OpOutcome::Failed,
             ClientResponse::Reply(reply) => match reply {
