@@ -1071,6 +1071,23 @@ value_bytes = [8, 16]
     }
 
     #[test]
+    fn command_knobs_default_off_and_name_their_field() {
+        let s = Scenario::parse("t.toml", MINIMAL).expect("valid");
+        assert_eq!(s.workload.interface, "requests");
+        assert!(!s.check.siblings);
+        let with = |extra: &str| MINIMAL.replace("read_fraction = 0.5", extra);
+        let e = Scenario::parse("t.toml", &with("read_fraction = 0.5\ninterface = \"resp\""))
+            .expect_err("interface");
+        assert_eq!(e.field.as_deref(), Some("workload.interface"));
+        let e = Scenario::parse("t.toml", &with("read_fraction = 0.5\nkv_fraction = 2.0"))
+            .expect_err("kv_fraction");
+        assert_eq!(e.field.as_deref(), Some("workload.kv_fraction"));
+        let e = Scenario::parse("t.toml", &format!("{MINIMAL}\n[check]\nsiblings = true\n"))
+            .expect_err("siblings in lww mode");
+        assert_eq!(e.field.as_deref(), Some("check.siblings"));
+    }
+
+    #[test]
     fn ok_operations_min_defaults_to_one_percent() {
         let s = Scenario::parse("t.toml", MINIMAL).expect("valid");
         assert_eq!(s.ok_operations_min(), 1);
