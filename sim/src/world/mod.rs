@@ -88,6 +88,8 @@ struct Client {
     contexts: BTreeMap<u32, CausalContext>,
     /// Refusals of the request in flight (it is retried at another node).
     refusals: u32,
+    /// The command in progress (`workload.interface = "commands"`).
+    command: Option<clients::RunningCommand>,
 }
 
 /// Which phase the run is in.
@@ -278,6 +280,7 @@ impl World {
                     next_due: 0,
                     contexts: BTreeMap::new(),
                     refusals: 0,
+                    command: None,
                 })
                 .collect(),
             workload: Workload::new(scenario),
