@@ -70,3 +70,69 @@ fn a_removed_node_stays_down_when_the_schedule_restarts_it() {
         }
     }
 }
+
+/// Three nodes with gossip: n2 crashes at 0.5 s and n1 is paused from 0.9 s to 2.9 s; `change`
+/// adds the operator's change (and any further faults) so that no other member runs to issue it
+/// on. Swarm seed 4454 drew this with a leave: the change was dropped as refused, so the rings
+/// never converged on what the operator asked for.
+fn changed_while_no_other_member_runs(change: &str) -> Scenario {
+    let text = format!(
+        r#"
+name = "t"
+description = "an operator change while every other member is down or paused"
+duration_ms = 4000
+settle_ms = 8000
+[cluster]
+nodes = 3
+n = 2
+r = 1
+w = 2
+gossip = true
+suspect_after_ms = 400
+down_after_ms = 600
+anti_entropy_interval_ms = 200
+[workload]
+clients = 3
+operations = 300
+keys = 40
+read_fraction = 0.5
+value_bytes = [16, 64]
+[[fault]]
+at_ms = 500
+crash = 2
+[[fault]]
+at_ms = 900
+pause = {{ node = 1, ms = 2000 }}
+{change}
+[check]
+durability = true
+convergence = true
+"#
+    );
+    Scenario::parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn an_operator_change_with_no_member_to_issue_it_on_is_retried() {
+    for (name, change, members) in [
+        (
+            "leave n0",
+            "[[fault]]\nat_ms = 1000\nleave = 0",
+            vec![false, true, true],
+        ),
+        (
+            "remove n2",
+            "[[fault]]\nat_ms = 950\npause = { node = 0, ms = 2000 }\n\
+             [[fault]]\nat_ms = 1000\nremove = 2",
+            vec![true, true, false],
+        ),
+    ] {
+        let scenario = changed_while_no_other_member_runs(change);
+        for seed in 0..3 {
+            let mut world = World::new(&scenario, seed, false).expect("builds");
+            world.run();
+            assert_eq!(world.ring_disagreement(), None, "{name}, seed {seed}");
+            assert_eq!(world.final_members(), members, "{name}, seed {seed}");
+        }
+    }
+}
