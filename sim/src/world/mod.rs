@@ -564,6 +564,11 @@ impl World {
                     self.admin_change(membership::AdminChange::Remove(NodeId(node)));
                 }
             }
+            Event::AdminRetry(change) => {
+                if change.still_wanted(&self.ring) {
+                    self.admin_change(change);
+                }
+            }
             Event::ClientSend { client } => self.client_send(client),
             Event::Timer { node, incarnation } => {
                 let slot = &mut self.nodes[node as usize];
