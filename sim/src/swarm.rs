@@ -149,12 +149,7 @@ pub struct SwarmSpec {
 }
 
 /// The combinations a swarm file may quarantine, with the failure each one shows.
-pub const QUARANTINES: [(&str, &str); 2] = [
-    (
-        "sloppy-single-acknowledgement",
-        "sloppy quorum where a write waits for one replica: a write acknowledged by a fallback's \
-         hint alone is still a pending hint at the end and no replica holds it (durability)",
-    ),
+pub const QUARANTINES: [(&str, &str); 1] = [
     (
         "vector-clock-disk-wipe",
         "vector clocks with a replaced machine: the wiped node comes back under the same id and \
@@ -506,14 +501,14 @@ impl SwarmFile {
         // Sloppy quorum: last-write-wins levels below linearizable only (README).
         // KNOWN OPEN BUG (issue #11 item 5): a sloppy read at local_quorum / each_quorum loses its
         // datacenter groups; sloppy quorum is drawn with those levels once the fix is merged.
-        let mut sloppy = conflict == "lww"
+        // With a write quorum of 1 a write may be acknowledged by one fallback's hint alone: its
+        // only copy until replayed. That survives what a single copy survives (crashes, a leave
+        // or remove of the hint's owner: the hint is re-homed, see core's `hints`), not a
+        // destroyed disk, so wipes and removes are drawn only where the write quorum is 2 or more.
+        let sloppy = conflict == "lww"
             && !linearizable
             && !datacenter_level
             && rng.gen_bool(s.sloppy_quorum);
-        if sloppy && write_quorum < 2 && quarantined("sloppy-single-acknowledgement") {
-            sloppy = false;
-            applied.push("sloppy-single-acknowledgement");
-        }
         let gossip = rng.gen_bool(s.gossip);
         let engine = pick(rng, &s.engines).to_string();
         let request_timeout_ms = draw_u64(rng, &s.request_timeout_ms);

@@ -20,6 +20,14 @@ const CASES: &[Case] = &[
                           exactly what was delivered)",
     },
     Case {
+        scenario: "sloppy-hint-owner-leaves",
+        seeds: &[0, 1, 2, 3, 4, 5, 6, 7],
+        what_went_wrong: "with w = 1 and sloppy quorum, a write acknowledged by one fallback's hint \
+                          alone lost its only copy when the hint's owner left the ring: the hint was \
+                          deleted unsent (swarm quarantine sloppy-single-acknowledgement; focused swarm \
+                          draw seeds 282, 512, 582, 1149); now it is re-homed to the key's new replica",
+    },
+    Case {
         scenario: "quorum-new-old",
         seeds: &[3, 8, 22, 27, 51, 54, 72, 76, 78, 91, 97, 98],
         what_went_wrong: "with latency [0.5, 40] ms and 3000 operations the new-old inversion was not \

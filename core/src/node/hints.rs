@@ -15,12 +15,21 @@
 //! (conservatively) from the first replay round of the new process.
 //!
 //! Bounds, all kept: per owner at most `hints_per_target_max` hints and
-//! `hint_bytes_per_target_max` bytes (key plus value), and owners are ring members, so the whole
-//! store is bounded by the ring size times those. A NEW hint that does not fit is refused
-//! (`HintStats::overflowed`): the fallback answers `Busy`, so the refused copy does not count
-//! toward W and is never acknowledged; the write is then left to the replicas and anti-entropy.
-//! Replay sends at most `hint_replays_per_round` hints per `hint_replay_interval_ms`. Hints for an
-//! owner that left the ring are deleted (counted as expired): that owner's ranges moved to others.
+//! `hint_bytes_per_target_max` bytes (key plus value), and a new hint is taken only for a ring
+//! member, so the whole store is bounded by the number of owners ever in the ring times those.
+//! A NEW hint that does not fit is refused (`HintStats::overflowed`): the fallback answers `Busy`,
+//! so the refused copy does not count toward W and is never acknowledged; the write is then left
+//! to the replicas and anti-entropy. Replay sends at most `hint_replays_per_round` hints per
+//! `hint_replay_interval_ms`.
+//!
+//! An owner that left the ring (decommissioned or removed) will never take its hints, yet they may
+//! still be the only copy of acknowledged writes, and anti-entropy cannot help: it moves what
+//! replicas hold, and a hint is not a replica's record. So such a hint is re-homed
+//! (`HintStats::rehomed`): replayed to a current replica of its key instead ([`rehome_target`]),
+//! or applied here as this node's own copy when it now replicates the key, and deleted, as any
+//! hint, only once that replica holds it durably. Anti-entropy then spreads it to the other
+//! replicas. (Deleting such hints unsent lost writes acknowledged by one hint alone: the swarm
+//! quarantine "sloppy-single-acknowledgement".)
 
 use super::durability::AfterPersist;
 use super::replica::Applied;
@@ -53,9 +62,14 @@ pub struct HintStats {
     pub replayed: u64,
     /// Hints the owner acknowledged durably, then deleted here.
     pub delivered: u64,
-    /// Hints for owners that left the ring, deleted unsent (their ranges moved to other
-    /// replicas, which anti-entropy fills).
+    /// Hints deleted without being delivered. Always 0 since no hint is: an aged one is kept
+    /// (issue #11 item 3) and one whose owner left the ring is re-homed (`rehomed`). Kept for the
+    /// operators' metrics and the simulator's summary, which report it.
     pub expired: u64,
+    /// Hints whose owner left the ring, delivered instead to a current replica of their key (or
+    /// made this node's own copy when it replicates the key), then deleted here. Also counted in
+    /// `delivered`.
+    pub rehomed: u64,
     /// Hints still undelivered `hint_age_max_ms` after this node stored them: counted once each,
     /// then replayed ahead of younger ones. Never deleted for their age.
     pub aged: u64,
@@ -84,6 +98,30 @@ pub(super) struct HintQueue {
 /// node's monotonic clock only. A pure policy.
 pub fn hint_aged(stored_at: Instant, now: Instant, age_max: Duration) -> bool {
     now.saturating_duration_since(stored_at) > age_max
+}
+
+/// Where a hint whose owner left the ring goes instead, among `replicas` (the key's replicas on
+/// the current ring): this node (`me`) if it is one of them, so the hint becomes its own copy
+/// with no round trip; otherwise a replica not judged down, taken in turn by replay `round`, so a
+/// replica that never answers does not hold the hint back for ever. `None` while every replica is
+/// judged down: the hint waits. A pure policy.
+pub fn rehome_target(
+    replicas: &[NodeId],
+    me: NodeId,
+    down: &[NodeId],
+    round: u64,
+) -> Option<NodeId> {
+    if replicas.contains(&me) {
+        return Some(me);
+    }
+    let live: Vec<NodeId> = replicas
+        .iter()
+        .copied()
+        .filter(|r| !down.contains(r))
+        .collect();
+    let count = u64::try_from(live.len()).ok().filter(|&c| c > 0)?;
+    let index = usize::try_from(round % count).ok()?;
+    live.get(index).copied()
 }
 
 /// The first node along `walk` (the key's placement order) not in `involved`: the stand-in for a
@@ -255,7 +293,6 @@ impl<S: Storage> Node<S> {
                 self.hints_in_flight.remove(&stored);
             }
         }
-        self.drop_hints_of_departed();
         if !self.incarnation_durable() {
             return; // replays allocate operation ids; the next round will do
         }
@@ -264,8 +301,9 @@ impl<S: Storage> Node<S> {
         let age_max = Duration::from_millis(cluster.hint_age_max_ms);
         for owner in owners {
             let candidates = self.age_hints(owner, now, age_max, budget);
+            let departed = !self.ring.contains(owner);
             // The failure detector says it is down: replaying now is wasted; its hints wait.
-            if self.is_down(owner) {
+            if !departed && self.is_down(owner) {
                 continue;
             }
             for stored in candidates {
@@ -279,16 +317,50 @@ impl<S: Storage> Node<S> {
                         continue;
                     }
                 };
+                let target = if departed {
+                    let replicas = self.ring.preference_list(&key, usize::from(cluster.n));
+                    let down: Vec<NodeId> = replicas
+                        .iter()
+                        .copied()
+                        .filter(|&r| self.is_down(r))
+                        .collect();
+                    match rehome_target(&replicas, self.id, &down, round) {
+                        Some(target) => target,
+                        None => continue,
+                    }
+                } else {
+                    owner
+                };
                 let op = self.allocate_operation();
                 self.hint_replays
-                    .insert(op, (owner, stored.clone(), round, record.clone()));
+                    .insert(op, (target, stored.clone(), round, record.clone()));
                 self.hints_in_flight.insert(stored);
                 self.hint_stats.replayed += 1;
-                self.send(owner, Message::Write { op, key, record });
+                if target == self.id {
+                    self.rehome_here(op, key, &record);
+                } else {
+                    self.send(target, Message::Write { op, key, record });
+                }
                 budget -= 1;
                 if budget == 0 {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Applies a hint whose owner left the ring as this node's own copy of the key (it replicates
+    /// the key now); the hint goes once that copy is durable, through the same reply path as a
+    /// replay (`on_hint_replay_reply` from this node, with no key digest).
+    fn rehome_here(&mut self, op: OperationId, key: Bytes, record: &Record) {
+        let id = self.id;
+        match self.apply(key, record, AfterPersist::AckLocal(op)) {
+            Ok(Applied::Now) => {
+                self.on_hint_replay_reply(id, op, None, true);
+            }
+            Ok(Applied::Pending) => {}
+            Err(_) => {
+                self.on_hint_replay_reply(id, op, None, false);
             }
         }
     }
@@ -326,14 +398,15 @@ impl<S: Storage> Node<S> {
         aged
     }
 
-    /// The owner answered a replay: delete the hint once it holds it durably — but only if the
+    /// The replay's target answered: delete the hint once it holds it durably — but only if the
     /// hint still holds what was delivered. A newer write for the same owner and key may have been
     /// merged into the hint while the replay was in flight; deleting it then would lose an
     /// acknowledged write (found by the simulator: partition-sloppy, seed 639).
     ///
-    /// Only the owner's reply about the hint's key counts (`key_digest` `None`: a local reply,
-    /// which a replay never is); any other reply carrying the id is stale and leaves the replay
-    /// waiting.
+    /// Only the target's reply about the hint's key counts: the owner's, or for an owner that left
+    /// the ring the current replica it was re-homed to (`key_digest` `None`: this node's own copy,
+    /// which only a hint re-homed here is). Any other reply carrying the id is stale and leaves
+    /// the replay waiting.
     pub(super) fn on_hint_replay_reply(
         &mut self,
         from: NodeId,
@@ -341,23 +414,33 @@ impl<S: Storage> Node<S> {
         key_digest: Option<u64>,
         ok: bool,
     ) -> bool {
-        let Some((owner, stored, _, _)) = self.hint_replays.get(&op) else {
+        let Some((target, stored, _, _)) = self.hint_replays.get(&op) else {
             return false;
         };
-        let about_key = parse_hint_key(stored)
-            .is_some_and(|(_, key)| key_digest == Some(crate::id::key_digest(&key)));
-        if from != *owner || !about_key {
+        let about_key = match key_digest {
+            None => *target == self.id,
+            Some(digest) => {
+                parse_hint_key(stored).is_some_and(|(_, key)| digest == crate::id::key_digest(&key))
+            }
+        };
+        if from != *target || !about_key {
             self.stats.stale_replies += 1;
             return true;
         }
-        let Some((owner, stored, _, delivered)) = self.hint_replays.remove(&op) else {
+        let Some((target, stored, _, delivered)) = self.hint_replays.remove(&op) else {
             return false;
         };
         self.hints_in_flight.remove(&stored);
+        let Some((owner, _)) = parse_hint_key(&stored) else {
+            return true;
+        };
         if ok {
             let current = self.storage.get(&stored).ok().flatten();
             if current.as_ref() == Some(&delivered) {
                 self.hint_stats.delivered += 1;
+                if target != owner {
+                    self.hint_stats.rehomed += 1;
+                }
                 self.delete_hint(owner, &stored);
             }
         }
@@ -382,23 +465,20 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// Deletes the hints of owners that are no longer ring members (left or removed): their ranges
-    /// now belong to other replicas, which anti-entropy fills. Counted as expired.
-    pub(super) fn drop_hints_of_departed(&mut self) {
-        let departed: Vec<NodeId> = self
-            .hints
-            .keys()
-            .copied()
-            .filter(|o| !self.ring.contains(*o))
+    /// A new ring was adopted: replays in flight to a node that is no longer a member will never
+    /// be answered, so they are forgotten now and their hints re-homed by the next round (see the
+    /// module doc) rather than two rounds later.
+    pub(super) fn hints_adopt_ring(&mut self) {
+        let ring = &self.ring;
+        let gone: Vec<OperationId> = self
+            .hint_replays
+            .iter()
+            .filter(|(_, (target, _, _, _))| !ring.contains(*target))
+            .map(|(&op, _)| op)
             .collect();
-        for owner in departed {
-            let keys: Vec<Bytes> = self
-                .hints
-                .get(&owner)
-                .map_or_else(Vec::new, |q| q.keys.keys().cloned().collect());
-            for stored in keys {
-                self.hint_stats.expired += 1;
-                self.delete_hint(owner, &stored);
+        for op in gone {
+            if let Some((_, stored, _, _)) = self.hint_replays.remove(&op) {
+                self.hints_in_flight.remove(&stored);
             }
         }
     }
@@ -453,6 +533,33 @@ mod tests {
         ));
         // A clock that seems to run backwards (never on a monotonic clock) ages nothing.
         assert!(!hint_aged(stored, Instant::from_nanos(0), age_max));
+    }
+
+    #[test]
+    fn a_departed_owners_hint_goes_here_if_this_node_replicates_the_key_else_to_a_live_replica() {
+        let replicas = [NodeId(3), NodeId(1), NodeId(4)];
+        // This node replicates the key: its own copy, whatever the round or the detector says.
+        assert_eq!(
+            rehome_target(&replicas, NodeId(1), &[NodeId(1)], 7),
+            Some(NodeId(1))
+        );
+        // Otherwise the live replicas in turn, round by round.
+        let me = NodeId(0);
+        let turns: Vec<Option<NodeId>> = (0..4)
+            .map(|round| rehome_target(&replicas, me, &[NodeId(1)], round))
+            .collect();
+        assert_eq!(
+            turns,
+            vec![
+                Some(NodeId(3)),
+                Some(NodeId(4)),
+                Some(NodeId(3)),
+                Some(NodeId(4))
+            ]
+        );
+        // Every replica judged down, or none at all: the hint waits.
+        assert_eq!(rehome_target(&replicas, me, &replicas, 0), None);
+        assert_eq!(rehome_target(&[], me, &[], 0), None);
     }
 
     #[test]

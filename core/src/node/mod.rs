@@ -99,8 +99,8 @@ pub struct Node<S: Storage> {
     pending_groups: Option<Vec<(Vec<NodeId>, usize)>>,
     /// Hints this node keeps for others, per owner.
     hints: BTreeMap<NodeId, hints::HintQueue>,
-    /// Replays awaiting the owner's answer: op → (owner, hint storage key, round sent, the record
-    /// delivered).
+    /// Replays awaiting an answer: op → (the node replayed to: the owner, or for an owner that
+    /// left the ring a current replica of the key; hint storage key, round sent, record delivered).
     hint_replays: BTreeMap<OperationId, (NodeId, bytes::Bytes, u64, crate::version::Record)>,
     hint_round: u64,
     hints_in_flight: hints::InFlightHints,
@@ -218,7 +218,7 @@ impl<S: Storage> Node<S> {
         self.ae_cursor = 0;
         self.cancel_tree_rebuild();
         self.rebuild_trees();
-        self.drop_hints_of_departed();
+        self.hints_adopt_ring();
     }
 
     /// The storage engine (for the driver's `sync` and for inspection).
