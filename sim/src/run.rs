@@ -258,6 +258,18 @@ fn summarize(
             world.counters.anti_entropy_messages,
             world.counters.anti_entropy_bytes,
         ),
+        sends_failed: world
+            .counters
+            .sends_failed
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
+        rejections: world
+            .counters
+            .rejections
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
         hints: {
             let h = world.hint_stats();
             (

@@ -162,6 +162,11 @@ pub struct NetworkSpec {
     /// One-way latency range between clients and nodes, milliseconds.
     #[serde(default = "default_client_latency")]
     pub client_latency_ms: Vec<f64>,
+    /// Bound of each node-to-node link's queue, messages in flight; a send to a full link is not
+    /// made and the sender's node gets `handle_send_failed` (back-pressure, decided in core).
+    /// Unset: unbounded.
+    #[serde(default)]
+    pub queue_messages_max: Option<u32>,
 }
 
 impl Default for NetworkSpec {
@@ -171,6 +176,7 @@ impl Default for NetworkSpec {
             drop: 0.0,
             duplicate: 0.0,
             client_latency_ms: default_client_latency(),
+            queue_messages_max: None,
         }
     }
 }
@@ -243,6 +249,10 @@ pub struct WorkloadSpec {
     /// A client gives up on a request after this long (then records it indeterminate). Defaults
     /// to the request timeout plus twice the largest client latency plus a margin.
     pub client_timeout_ms: Option<u64>,
+    /// Fraction of the puts whose value is longer than `cluster.value_bytes_max` (by 1 to 64
+    /// bytes): each must be refused with a typed `ValueTooLarge`, never sent or stored.
+    #[serde(default)]
+    pub oversized_fraction: f64,
 }
 
 /// One `[[fault]]`: `at_ms` and exactly one action.
@@ -599,6 +609,11 @@ impl Scenario {
             "must be a probability in [0, 1]",
         )?;
         ensure(
+            self.network.queue_messages_max != Some(0),
+            "network.queue_messages_max",
+            "must be at least 1 (leave it out for unbounded queues)",
+        )?;
+        ensure(
             self.clocks.skew_ms <= 86_400_000,
             "clocks.skew_ms",
             "must be at most 86400000",
@@ -648,6 +663,11 @@ impl Scenario {
         ensure(
             (0.0..=1.0).contains(&w.delete_fraction),
             "workload.delete_fraction",
+            "must be in [0, 1]",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&w.oversized_fraction),
+            "workload.oversized_fraction",
             "must be in [0, 1]",
         )?;
         ensure(

@@ -99,6 +99,12 @@ pub(super) struct WriteOperation {
     /// fsync): its bytes may still reach the disk, so the write is not known to have had no
     /// effect (PITFALLS: "Failed is not the same as did-not-happen").
     storage_failed: bool,
+    /// Refusals that were `Busy` (back-pressure: a full queue or a full hint store). A write
+    /// every replica refused with `Busy` is rejected as `Busy`, a typed signal to back off.
+    refused_busy: u8,
+    /// A fault point sent some replica two copies: one may have applied while the other was
+    /// refused (or not queued), so a refusal no longer proves "no effect".
+    copies_doubled: bool,
     /// Vector-clock writes go to the other replicas only after the local copy is durable.
     fanned_out: bool,
     /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
@@ -515,6 +521,8 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    refused_busy: 0,
+                    copies_doubled: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -546,6 +554,8 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    refused_busy: 0,
+                    copies_doubled: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -613,6 +623,8 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    refused_busy: 0,
+                    copies_doubled: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: None,
@@ -707,6 +719,9 @@ impl<S: Storage> Node<S> {
             };
             if buggify!(self.faults, &mut self.rng, "coordinator/duplicate-write") {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
+                if let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) {
+                    write.copies_doubled = true;
+                }
                 self.send(target, message.clone());
             }
             self.send(target, message);
@@ -770,6 +785,7 @@ impl<S: Storage> Node<S> {
                 write.refused.push(logical);
                 write.failed += 1;
                 write.storage_failed |= e == ReplicaError::Storage;
+                write.refused_busy += u8::from(e == ReplicaError::Busy);
             }
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
@@ -809,9 +825,18 @@ impl<S: Storage> Node<S> {
                         version: write.version,
                         acks: acks(acked),
                     }
-                } else if acked == 0 && reachable == 0 && !write.storage_failed {
+                } else if acked == 0
+                    && reachable == 0
+                    && !write.storage_failed
+                    && !write.copies_doubled
+                {
                     // Every replica refused before applying it (busy, not ready, another ring).
-                    ForwardedOutcome::Rejected(RequestError::StorageUnavailable)
+                    let error = if write.refused_busy == write.failed {
+                        RequestError::Busy
+                    } else {
+                        RequestError::StorageUnavailable
+                    };
+                    ForwardedOutcome::Rejected(error)
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
                 };
@@ -923,6 +948,8 @@ impl<S: Storage> Node<S> {
             failed: 0,
             refused: Vec::new(),
             storage_failed: false,
+            refused_busy: 0,
+            copies_doubled: false,
             fanned_out: false,
             sloppy: None,
             epoch: None,
