@@ -70,6 +70,9 @@ pub(super) struct ReadOperation {
     /// Replicas that refused: each counts once in `failed`, and never also as an answer (a
     /// duplicated or retried refusal, or a refusal followed by an answer, is stale).
     refused: Vec<NodeId>,
+    /// Refusals that were `Busy` (back-pressure): a read that fails with only such refusals is
+    /// rejected as `Busy`, the typed signal to back off, rather than `Unavailable`.
+    refused_busy: u8,
     /// What each replica answered, for read repair.
     records: Vec<(NodeId, Option<Record>)>,
     /// The client has its answer; the operation lives on only to repair late or stale replicas.
@@ -355,6 +358,7 @@ impl<S: Storage> Node<S> {
             merged: None,
             failed: 0,
             refused: Vec::new(),
+            refused_busy: 0,
             records: Vec::with_capacity(replicas.len()),
             replied: false,
             sloppy_final: None,
@@ -431,9 +435,10 @@ impl<S: Storage> Node<S> {
                     });
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 read.refused.push(from);
                 read.failed += 1;
+                read.refused_busy += u8::from(e == ReplicaError::Busy);
             }
         }
         let (answered, needed) = (read.answered.len(), usize::from(read.needed));
@@ -464,9 +469,13 @@ impl<S: Storage> Node<S> {
                 let merged = read.merged.clone();
                 self.observe_record(merged.as_ref());
                 if !met {
-                    let reply = ClientReply::Unavailable {
-                        acks: acks(answered),
-                        needed: read.needed,
+                    let reply = if read.refused_busy == read.failed {
+                        ClientReply::Rejected(RequestError::Busy)
+                    } else {
+                        ClientReply::Unavailable {
+                            acks: acks(answered),
+                            needed: read.needed,
+                        }
                     };
                     self.reply(read.request, reply);
                     return;

@@ -67,6 +67,11 @@ impl Network {
         self
     }
 
+    /// Lifts the bound of every link's queue (for the final reads; see there).
+    pub fn unbound_queues(&mut self) {
+        self.queue_messages_max = None;
+    }
+
     /// Whether the link from `from` to `to` can take one more message; a full link counts the
     /// refusal. Draws nothing from the seed, so an unbounded network runs as before.
     pub fn has_room(&mut self, from: u32, to: u32) -> bool {
