@@ -11,9 +11,11 @@
 //!   coordinator as that replica's refusal, [`ReplicaError::Busy`], through the same path as a
 //!   refusal that came back over the network. That path counts a replica once: a refusal after
 //!   an answer (or an answer after a refusal) is stale, so a replica is never both. The client
-//!   gets a typed outcome at once (a write may still meet W elsewhere or hand off hints; a read
-//!   that can no longer meet R is `Unavailable`; a write every replica refused before applying
-//!   is `Rejected(Busy)`) instead of waiting for the deadline.
+//!   gets a typed outcome at once instead of waiting for the deadline: a write may still meet
+//!   W elsewhere or hand off hints, or ends `Indeterminate` once W is out of reach (another
+//!   replica may still apply it; only a write every replica refused is `Rejected(Busy)`); a
+//!   read that can no longer meet R is `Rejected(Busy)` when every refusal was `Busy` (the
+//!   typed signal to back off), `Unavailable` otherwise.
 //! * **A forwarded put** never reached the replica that would coordinate it: it is answered
 //!   `Rejected(Busy)` on that replica's behalf (or `Indeterminate` if an earlier attempt may
 //!   still apply, as for any refusal after a retry).
