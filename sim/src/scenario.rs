@@ -390,6 +390,11 @@ pub struct CheckSpec {
     /// whose requests were all refused proves nothing. Default: 1% of `workload.operations`, at
     /// least 1.
     pub ok_operations_min: Option<u64>,
+    /// Typed rejections the run must show, at least this many of each, by the name the summary
+    /// prints (`busy`, `value-too-large`, ...): a scenario about back-pressure or a limit makes
+    /// its point only if the typed outcome happened. Empty: no such check.
+    #[serde(default)]
+    pub rejections_min: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for CheckSpec {
@@ -399,6 +404,7 @@ impl Default for CheckSpec {
             linearizable: false,
             convergence: false,
             ok_operations_min: None,
+            rejections_min: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -827,6 +833,17 @@ impl Scenario {
                 "is 0 while [check] enables checks: they would judge nothing".into(),
             ));
         }
+        for name in self.check.rejections_min.keys() {
+            if !crate::world::REJECTION_NAMES.contains(&name.as_str()) {
+                return Err((
+                    "check.rejections_min".into(),
+                    format!(
+                        "names `{name}`, not one of {}",
+                        crate::world::REJECTION_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
         if let Some(min) = self.check.ok_operations_min {
             if min > self.workload.operations {
                 return Err((
@@ -1046,6 +1063,22 @@ value_bytes = [8, 16]
         let text = format!("{MINIMAL}\n[check]\nok_operations_min = 11\n");
         let e = Scenario::parse("t.toml", &text).expect_err("more than issued");
         assert_eq!(e.field.as_deref(), Some("check.ok_operations_min"));
+    }
+
+    #[test]
+    fn new_knobs_are_checked_where_they_are_read() {
+        let text = format!("{MINIMAL}\n[check]\nrejections_min = {{ bussy = 1 }}\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("an unknown rejection name");
+        assert_eq!(e.field.as_deref(), Some("check.rejections_min"));
+        let text = format!("{MINIMAL}\n[check]\nrejections_min = {{ busy = 1 }}\n");
+        let s = Scenario::parse("t.toml", &text).expect("a known name");
+        assert_eq!(s.check.rejections_min.get("busy"), Some(&1));
+        let text = MINIMAL.replace("[workload]", "[workload]\noversized_fraction = 1.5");
+        let e = Scenario::parse("t.toml", &text).expect_err("not a fraction");
+        assert_eq!(e.field.as_deref(), Some("workload.oversized_fraction"));
+        let text = format!("{MINIMAL}\n[network]\nqueue_messages_max = 0\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("a queue of nothing");
+        assert_eq!(e.field.as_deref(), Some("network.queue_messages_max"));
     }
 
     #[test]

@@ -130,6 +130,20 @@ pub struct RunCounters {
     pub rejections: BTreeMap<&'static str, u64>,
 }
 
+/// Every name [`rejection_name`] gives (what `[check] rejections_min` may name).
+pub const REJECTION_NAMES: [&str; 10] = [
+    "key-too-large",
+    "value-too-large",
+    "invalid-consistency",
+    "no-replicas",
+    "too-many-siblings",
+    "busy",
+    "storage-unavailable",
+    "reserved-key",
+    "linearizable-needs-lww",
+    "siblings-too-large",
+];
+
 /// A short stable name of a typed rejection, for the summary.
 fn rejection_name(error: &RequestError) -> &'static str {
     match error {
