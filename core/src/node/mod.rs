@@ -1,8 +1,9 @@
 //! The node state machine: coordinator for client requests and replica for its share of keys.
 //!
 //! Inputs are `handle_client`, `handle_message`, `handle_timeout`, `handle_persisted`,
-//! `handle_persist_failed` and `handle_send_failed` (back-pressure, see `send_failure`); after each, the driver drains `poll_output` completely and then sleeps
-//! until `poll_timeout` (or the next input). See the crate documentation for the full contract.
+//! `handle_persist_failed` and `handle_send_failed` (back-pressure, see `send_failure`); after
+//! each, the driver drains `poll_output` completely and then sleeps until `poll_timeout` (or the
+//! next input). See the crate documentation for the full contract.
 
 mod antientropy;
 mod clock_floor;
