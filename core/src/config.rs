@@ -294,7 +294,14 @@ impl ClusterConfig {
             check(
                 level.required(self.n).is_some(),
                 "consistency",
-                format!("{level:?} needs more replicas than n ({})", self.n),
+                format!("{level} needs more replicas than n ({})", self.n),
+            )?;
+            // Every request naming no level would be refused (issue #17 item 8): ABD orders
+            // writes by timestamp, which vector clocks do not give.
+            check(
+                !(level == Consistency::Linearizable && self.conflict == ConflictMode::VectorClock),
+                "consistency",
+                "linearizable needs conflict = \"lww\" (vector clocks have no total order)",
             )?;
         }
         check(
@@ -339,6 +346,23 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(ClusterConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_linearizable_default_with_vector_clocks_is_refused() {
+        let config = ClusterConfig {
+            consistency: Some(Consistency::Linearizable),
+            conflict: ConflictMode::VectorClock,
+            ..ClusterConfig::default()
+        };
+        let error = config.validate().expect_err("refused");
+        assert_eq!(error.field, "consistency");
+        assert!(error.reason.contains("lww"), "{}", error.reason);
+        let lww = ClusterConfig {
+            conflict: ConflictMode::Lww,
+            ..config
+        };
+        assert_eq!(lww.validate(), Ok(()));
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! * [`storage`]: the storage trait and the in-memory engine.
 //! * [`message`], [`codec`]: what nodes say to each other and its one wire encoding.
 //! * [`client`]: requests, consistency levels and the three kinds of outcome.
+//! * [`command`]: client commands (`SET`, `DEL`, `KV.PUT`, ...) mapped to requests, for every driver.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -37,6 +38,7 @@ pub mod antientropy;
 pub mod buggify;
 pub mod client;
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod drive;
 pub mod hash;

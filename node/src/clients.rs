@@ -15,12 +15,10 @@ use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::config::Settings;
 use crate::driver::Input;
 use crate::metrics::{Level, Metrics, Operation, Outcome};
-use crate::resp::{parse_command, Reply, RequestLimits};
+use crate::resp::{CommandParser, Reply, RequestLimits};
 use bytes::{Buf, Bytes, BytesMut};
-use ringkv_core::{
-    CausalContext, ClientReply, ClientRequest, ConflictMode, Consistency, RequestError,
-    WriteVersion,
-};
+use ringkv_core::command::{Command as CoreCommand, CommandMachine, CommandResult, ValueRead};
+use ringkv_core::{CausalContext, ClientReply, ClientRequest, RequestError, WriteVersion};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,6 +87,9 @@ pub async fn serve(
     grace: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(shared.settings.limits.connections_max));
+    let reserved = Arc::new(Semaphore::new(
+        shared.settings.limits.connections_reserved_loopback,
+    ));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -103,7 +104,16 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                // Past the limit, a few slots stay for loopback: the operator's way in when
+                // remote clients hold every slot.
+                let slot = Arc::clone(&slots).try_acquire_owned().or_else(|_| {
+                    if peer.ip().is_loopback() {
+                        Arc::clone(&reserved).try_acquire_owned()
+                    } else {
+                        Err(tokio::sync::TryAcquireError::NoPermits)
+                    }
+                });
+                let Ok(slot) = slot else {
                     shared.metrics.connections_refused.inc();
                     connections.spawn(tracing::Instrument::in_current_span(refuse(stream)));
                     continue;
@@ -164,12 +174,23 @@ async fn connection(
         name: None,
     };
     let mut input = BytesMut::with_capacity(16 << 10);
+    let mut budget = BufferBudget::new(shared);
+    budget.account(&input);
     let mut output: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut parser = CommandParser::default();
+    let receive_timeout = Duration::from_millis(shared.settings.limits.command_receive_timeout_ms);
+    let idle_timeout = match shared.settings.limits.client_idle_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    // When the first byte of the command still arriving came in (none while `input` is empty).
+    let mut receiving_since: Option<tokio::time::Instant> = None;
     loop {
         loop {
-            match parse_command(&input, &limits) {
+            match parser.parse(&input, &limits) {
                 Ok(Some((args, used))) => {
                     input.advance(used);
+                    receiving_since = (!input.is_empty()).then(tokio::time::Instant::now);
                     if args.is_empty() {
                         continue;
                     }
@@ -222,14 +243,129 @@ async fn connection(
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 << 10);
         }
+        budget.account(&input);
+        if receiving_since.is_none() && !input.is_empty() {
+            // Bytes read ahead while replies were written start a command too.
+            receiving_since = Some(tokio::time::Instant::now());
+        }
+        let deadline = match (receiving_since, idle_timeout) {
+            (Some(since), _) => Some((since + receive_timeout, Closing::SlowCommand)),
+            (None, Some(idle)) => Some((tokio::time::Instant::now() + idle, Closing::Idle)),
+            (None, None) => None,
+        };
+        let expired = async {
+            match deadline {
+                Some((at, why)) => {
+                    tokio::time::sleep_until(at).await;
+                    why
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             read = reader.read_buf(&mut input) => {
                 if read? == 0 {
                     return Ok(());
                 }
+                if receiving_since.is_none() {
+                    receiving_since = Some(tokio::time::Instant::now());
+                }
+                budget.account(&input);
+                if budget.over() && input.len() >= LARGE_INPUT_BYTES {
+                    let said = close_with(&mut writer, &session, Closing::OverBudget).await;
+                    shared.metrics.clients_closed_over_budget.inc();
+                    return said;
+                }
+            }
+            why = expired => {
+                let said = close_with(&mut writer, &session, why).await;
+                match why {
+                    Closing::Idle => shared.metrics.clients_closed_idle.inc(),
+                    _ => shared.metrics.clients_closed_slow_command.inc(),
+                }
+                return said;
             }
             _ = shutdown.changed() => return Ok(()),
         }
+    }
+}
+
+/// A connection holding at least this much unparsed input is a "large offender" when the node
+/// is over its client buffer budget: it is closed, where smaller ones (bounded in total by the
+/// connection limit) go on.
+const LARGE_INPUT_BYTES: usize = 1 << 20;
+
+/// Why the server closes a client connection on its own.
+#[derive(Clone, Copy)]
+enum Closing {
+    OverBudget,
+    SlowCommand,
+    Idle,
+}
+
+/// Tells the client why, then closes.
+async fn close_with(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    session: &Session<'_>,
+    why: Closing,
+) -> std::io::Result<()> {
+    let text = match why {
+        Closing::OverBudget => {
+            "ERR the node's client memory budget is used up \
+             (limits.client_buffer_bytes_total_max); connection closed"
+        }
+        Closing::SlowCommand => {
+            "ERR the command did not arrive whole within \
+             limits.command_receive_timeout_ms; connection closed"
+        }
+        // Redis closes an idle connection without a word; so do we.
+        Closing::Idle => return Ok(()),
+    };
+    let mut output = Vec::new();
+    Reply::Error(text.to_string()).encode(session.protocol, &mut output);
+    writer.write_all(&output).await
+}
+
+/// One connection's share of the node's client buffer budget: the capacity of its input
+/// buffer, kept in the shared gauge, and given back when the connection ends.
+struct BufferBudget<'a> {
+    shared: &'a ClientShared,
+    accounted: usize,
+}
+
+impl<'a> BufferBudget<'a> {
+    fn new(shared: &'a ClientShared) -> Self {
+        BufferBudget {
+            shared,
+            accounted: 0,
+        }
+    }
+
+    /// Brings the shared gauge up to date with `input`'s capacity (what it holds in memory).
+    fn account(&mut self, input: &BytesMut) {
+        let now = input.capacity();
+        let gauge = &self.shared.metrics.client_buffered_bytes;
+        if now > self.accounted {
+            gauge.add((now - self.accounted) as u64);
+        } else {
+            gauge.sub((self.accounted - now) as u64);
+        }
+        self.accounted = now;
+    }
+
+    /// Whether all connections together hold more than the budget.
+    fn over(&self) -> bool {
+        self.shared.metrics.client_buffered_bytes.get()
+            > self.shared.settings.limits.client_buffer_bytes_total_max as u64
+    }
+}
+
+impl Drop for BufferBudget<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .client_buffered_bytes
+            .sub(self.accounted as u64);
     }
 }
 
@@ -452,59 +588,12 @@ impl Session<'_> {
                     Reply::err("DB index is out of range (ringkv has one database, 0)")
                 }
             }
-            Command::Get(key) => self.get(key).await,
-            Command::Set(key, value) => match self.set(key, value).await {
-                Ok(()) => Reply::ok(),
-                Err(reply) => reply,
-            },
-            Command::Del(keys) => {
-                let mut deleted = 0;
-                for key in keys {
-                    match self.delete_existing(key).await {
-                        Ok(true) => deleted += 1,
-                        Ok(false) => {}
-                        Err(reply) => return reply,
-                    }
-                }
-                Reply::Integer(deleted)
-            }
-            Command::Exists(keys) => {
-                let mut found = 0;
-                for key in keys {
-                    match self.read(key, None).await {
-                        Ok(ClientReply::Found { .. }) => found += 1,
-                        Ok(ClientReply::NotFound { .. }) => {}
-                        Ok(other) => return failure(&other),
-                        Err(reply) => return reply,
-                    }
-                }
-                Reply::Integer(found)
-            }
-            Command::MGet(keys) => {
-                let mut values = Vec::with_capacity(keys.len());
-                let mut reply_bytes = 0usize;
-                for key in keys {
-                    let value = self.get(key).await;
-                    if let Reply::Bulk(bytes) = &value {
-                        reply_bytes += bytes.len();
-                    }
-                    if reply_bytes > REPLY_BYTES_MAX {
-                        return Reply::err(format!(
-                            "MGET reply would exceed {REPLY_BYTES_MAX} bytes; ask for fewer keys"
-                        ));
-                    }
-                    values.push(value);
-                }
-                Reply::Array(values)
-            }
-            Command::MSet(pairs) => {
-                for (key, value) in pairs {
-                    if let Err(reply) = self.set(key, value).await {
-                        return reply;
-                    }
-                }
-                Reply::ok()
-            }
+            Command::Get(key) => self.run_command(CoreCommand::Get { key }).await,
+            Command::Set(key, value) => self.run_command(CoreCommand::Set { key, value }).await,
+            Command::Del(keys) => self.run_command(CoreCommand::Del { keys }).await,
+            Command::Exists(keys) => self.run_command(CoreCommand::Exists { keys }).await,
+            Command::MGet(keys) => self.run_command(CoreCommand::MGet { keys }).await,
+            Command::MSet(pairs) => self.run_command(CoreCommand::MSet { pairs }).await,
             Command::Info(sections) => Reply::Verbatim(self.info(&sections)),
             Command::DbSize => Reply::Integer(
                 i64::try_from(self.shared.metrics.storage_keys.get()).unwrap_or(i64::MAX),
@@ -523,54 +612,65 @@ impl Session<'_> {
             Command::ClientId => Reply::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             Command::ClientSetInfo => Reply::ok(),
             Command::Quit => Reply::ok(),
-            Command::KvGet { key, level } => match self.read(key, level).await {
-                Ok(ClientReply::Found {
-                    values,
-                    context,
-                    acks,
-                }) => kv_read_reply(values, &context, acks),
-                Ok(ClientReply::NotFound { context, acks }) => {
-                    kv_read_reply(Vec::new(), &context, acks)
-                }
-                Ok(other) => failure(&other),
-                Err(reply) => reply,
-            },
+            Command::KvGet { key, level } => {
+                self.run_command(CoreCommand::KvGet { key, level }).await
+            }
             Command::KvPut {
                 key,
                 value,
                 level,
                 context,
             } => {
-                let body = ClientRequest::Put {
+                self.run_command(CoreCommand::KvPut {
                     key,
                     value,
+                    level,
                     context,
-                    consistency: level,
-                };
-                self.write(body, Operation::Put, level).await
+                })
+                .await
             }
             Command::KvDel {
                 key,
                 level,
                 context,
             } => {
-                let body = ClientRequest::Delete {
+                self.run_command(CoreCommand::KvDel {
                     key,
+                    level,
                     context,
-                    consistency: level,
-                };
-                self.write(body, Operation::Delete, level).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs a data command through the core's command machine (the one place its consistency
+    /// semantics live, which the simulator checks on seeds) and renders its result.
+    async fn run_command(&self, command: CoreCommand) -> Reply {
+        let mut machine = CommandMachine::new(command, self.shared.settings.cluster.conflict);
+        loop {
+            if let Some(result) = machine.poll_result() {
+                return command_result(result);
+            }
+            let Some(body) = machine.poll_request() else {
+                // Unreachable by the machine's contract (a command not over has a request
+                // ready after each reply); answered, never a panic.
+                return Reply::err("internal error: the command stalled");
+            };
+            match self.request(body).await {
+                Ok(reply) => machine.handle_reply(reply),
+                Err(reply) => return reply,
             }
         }
     }
 
     /// Sends one request to the driver and waits for its reply.
-    async fn request(
-        &self,
-        body: ClientRequest,
-        operation: Operation,
-        level: Option<Consistency>,
-    ) -> Result<ClientReply, Reply> {
+    async fn request(&self, body: ClientRequest) -> Result<ClientReply, Reply> {
+        let (operation, level) = match &body {
+            ClientRequest::Get { consistency, .. } => (Operation::Get, *consistency),
+            ClientRequest::Put { consistency, .. } => (Operation::Put, *consistency),
+            ClientRequest::Delete { consistency, .. } => (Operation::Delete, *consistency),
+        };
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
         let gone = || Reply::err("the node is shutting down");
@@ -600,92 +700,6 @@ impl Session<'_> {
             stopwatch.elapsed(),
         );
         Ok(reply)
-    }
-
-    async fn read(&self, key: Bytes, level: Option<Consistency>) -> Result<ClientReply, Reply> {
-        let body = ClientRequest::Get {
-            key,
-            consistency: level,
-        };
-        self.request(body, Operation::Get, level).await
-    }
-
-    async fn get(&self, key: Bytes) -> Reply {
-        match self.read(key, None).await {
-            Ok(ClientReply::Found { mut values, .. }) => match values.len() {
-                0 => Reply::Null,
-                1 => Reply::Bulk(values.swap_remove(0)),
-                n => Reply::Error(format!(
-                    "CONFLICT the key has {n} concurrent values: KV.GET shows them all, and \
-                     KV.PUT with its CONTEXT resolves them"
-                )),
-            },
-            Ok(ClientReply::NotFound { .. }) => Reply::Null,
-            Ok(other) => failure(&other),
-            Err(reply) => reply,
-        }
-    }
-
-    /// The context to overwrite a key with plain Redis semantics: in vector-clock mode a write
-    /// without the context of a read would become a sibling instead of replacing the value.
-    async fn overwrite_context(&self, key: &Bytes) -> Result<Option<CausalContext>, Reply> {
-        if self.shared.settings.cluster.conflict != ConflictMode::VectorClock {
-            return Ok(None);
-        }
-        match self.read(key.clone(), None).await? {
-            ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. } => {
-                Ok(Some(context))
-            }
-            other => Err(failure(&other)),
-        }
-    }
-
-    async fn set(&self, key: Bytes, value: Bytes) -> Result<(), Reply> {
-        let context = self.overwrite_context(&key).await?;
-        let body = ClientRequest::Put {
-            key,
-            value,
-            context,
-            consistency: None,
-        };
-        match self.request(body, Operation::Put, None).await? {
-            ClientReply::Written { .. } => Ok(()),
-            other => Err(failure(&other)),
-        }
-    }
-
-    /// Deletes `key` if a read finds it; reports whether it existed.
-    async fn delete_existing(&self, key: Bytes) -> Result<bool, Reply> {
-        let context = match self.read(key.clone(), None).await? {
-            ClientReply::Found { context, .. } => context,
-            ClientReply::NotFound { .. } => return Ok(false),
-            other => return Err(failure(&other)),
-        };
-        let body = ClientRequest::Delete {
-            key,
-            context: Some(context),
-            consistency: None,
-        };
-        match self.request(body, Operation::Delete, None).await? {
-            ClientReply::Written { .. } => Ok(true),
-            other => Err(failure(&other)),
-        }
-    }
-
-    async fn write(
-        &self,
-        body: ClientRequest,
-        operation: Operation,
-        level: Option<Consistency>,
-    ) -> Reply {
-        match self.request(body, operation, level).await {
-            Ok(ClientReply::Written { version, acks }) => Reply::Map(vec![
-                (Reply::text("version"), Reply::text(version_text(&version))),
-                (Reply::text("acks"), Reply::Integer(i64::from(acks))),
-            ]),
-            Ok(other) => failure(&other),
-            Err(reply) => reply,
-        }
     }
 
     fn hello(&self) -> Reply {
@@ -739,12 +753,19 @@ impl Session<'_> {
             let c = &settings.cluster;
             out.push_str(&format!(
                 "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nringkv_n:{}\r\n\
-                 ringkv_r:{}\r\nringkv_w:{}\r\nringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\
+                 ringkv_r:{}\r\nringkv_w:{}\r\nringkv_read_write_overlap:{}\r\n\
+                 ringkv_conflict:{}\r\nringkv_sloppy_quorum:{}\r\n\
                  ringkv_read_repair:{}\r\nringkv_anti_entropy_interval_ms:{}\r\n\
                  ringkv_fault_points:{}\r\nringkv_unsafe_test_knobs:{}\r\n\r\n",
                 c.n,
                 c.r,
                 c.w,
+                // `no`: with R + W <= N a quorum read may miss the latest quorum write.
+                if usize::from(c.r) + usize::from(c.w) > usize::from(c.n) {
+                    "yes"
+                } else {
+                    "no"
+                },
                 c.conflict,
                 c.sloppy_quorum,
                 c.read_repair,
@@ -852,6 +873,52 @@ impl Session<'_> {
             }
         }
         Reply::Map(pairs)
+    }
+}
+
+/// The RESP reply for a command's result.
+fn command_result(result: CommandResult) -> Reply {
+    match result {
+        CommandResult::Done => Reply::ok(),
+        CommandResult::Value(read) => value_reply(read),
+        CommandResult::Count(count) => Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX)),
+        CommandResult::Values(reads) => {
+            let bytes: usize = reads
+                .iter()
+                .map(|read| match read {
+                    ValueRead::Value(value) => value.len(),
+                    ValueRead::Absent | ValueRead::Conflict { .. } => 0,
+                })
+                .sum();
+            if bytes > REPLY_BYTES_MAX {
+                return Reply::err(format!(
+                    "MGET reply would exceed {REPLY_BYTES_MAX} bytes; ask for fewer keys"
+                ));
+            }
+            Reply::Array(reads.into_iter().map(value_reply).collect())
+        }
+        CommandResult::Read {
+            values,
+            context,
+            acks,
+        } => kv_read_reply(values, &context, acks),
+        CommandResult::Written { version, acks } => Reply::Map(vec![
+            (Reply::text("version"), Reply::text(version_text(&version))),
+            (Reply::text("acks"), Reply::Integer(i64::from(acks))),
+        ]),
+        CommandResult::Failed(reply) => failure(&reply),
+    }
+}
+
+/// A plain read's value as `GET` and `MGET` return it.
+fn value_reply(read: ValueRead) -> Reply {
+    match read {
+        ValueRead::Absent => Reply::Null,
+        ValueRead::Value(value) => Reply::Bulk(value),
+        ValueRead::Conflict { siblings } => Reply::Error(format!(
+            "CONFLICT the key has {siblings} concurrent values: KV.GET shows them all, and \
+             KV.PUT with its CONTEXT resolves them"
+        )),
     }
 }
 

@@ -446,8 +446,10 @@ pub fn decode_context(text: &[u8]) -> Result<CausalContext, String> {
         .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(|| "CONTEXT is not a context returned by KV.GET (not hex)".to_string())?;
+    // The decoder's own error names its internals (e.g. `UnexpectedEnd { additional: 1 }`),
+    // which mean nothing to a client: say what the client can act on.
     codec::decode_value(&bytes)
-        .map_err(|e| format!("CONTEXT is not a context returned by KV.GET ({e})"))
+        .map_err(|_| "CONTEXT is not a context returned by KV.GET (cut or corrupted)".to_string())
 }
 
 #[cfg(test)]
@@ -528,6 +530,10 @@ mod tests {
             Ok(context)
         );
         assert!(decode_context(b"abc").is_err());
-        assert!(decode_context(b"ffff").is_err());
+        let corrupt = decode_context(b"ffff").expect_err("corrupt");
+        assert!(
+            !corrupt.contains('{') && corrupt.contains("KV.GET"),
+            "a client-facing message, not decoder internals: {corrupt}"
+        );
     }
 }

@@ -77,6 +77,15 @@ pub struct PeerTable {
     pub initial_member: Option<bool>,
 }
 
+/// `[admin]`: the admin HTTP endpoint.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// File holding the token every `POST /admin/*` must present (`Authorization: Bearer`).
+    /// Unset: the node creates `<data_dir>/admin.token` (mode 0600) on first start and uses it.
+    pub token_file: Option<PathBuf>,
+}
+
 /// `[replication]`: settings every node of the cluster must share.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +174,17 @@ pub struct LimitsFile {
     pub arguments_max: Option<usize>,
     /// Most client connections at once.
     pub connections_max: Option<usize>,
+    /// Connections from loopback addresses accepted past `connections_max` (an operator's way
+    /// in when remote clients hold every slot).
+    pub connections_reserved_loopback: Option<usize>,
+    /// Client input buffered by all connections together; past it, connections holding large
+    /// partial commands are closed with an error.
+    pub client_buffer_bytes_total_max: Option<usize>,
+    /// A command must arrive whole within this long of its first byte, or the connection is
+    /// closed (slowloris).
+    pub command_receive_timeout_ms: Option<u64>,
+    /// Connections silent this long between commands are closed; 0 (the default) never.
+    pub client_idle_timeout_ms: Option<u64>,
     /// Most requests the node coordinates at once.
     pub requests_in_flight_max: Option<usize>,
     /// Most siblings per key (vector-clock mode).
@@ -250,6 +270,12 @@ pub struct FileConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// File holding the client password (`AUTH`); none means no password.
     pub password_file: Option<PathBuf>,
+    /// Redis's protected mode (default true): refuse to start with a client listener on a
+    /// non-loopback address and no password.
+    pub protected_mode: Option<bool>,
+    /// The admin HTTP endpoint.
+    #[serde(default)]
+    pub admin: AdminFile,
     /// The other nodes of the cluster: the address book, and (unless `initial_member = false`)
     /// the initial ring.
     #[serde(default)]
@@ -288,7 +314,7 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<FileConfig, SettingsError> {
         toml::from_str(text).map_err(|e| SettingsError {
             field: field_of_toml_error(&e, text),
-            reason: e.message().trim().to_string(),
+            reason: reason_of_toml_error(&e, text),
         })
     }
 
@@ -308,38 +334,58 @@ impl FileConfig {
 }
 
 /// Best effort: the dotted key path a toml error points at (`repair.read_repair`), from the
-/// names the message quotes or else from its span: the key on the line it points at, under the
-/// last `[section]` header above that line.
+/// name the message quotes or else from the key on the line its span points at, under the last
+/// `[section]` header above that line (so an unknown key inside a table is named with its table).
 fn field_of_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message();
     // "unknown field `x`, expected ..." and "missing field `x`" name the key themselves.
-    let quoted = message.starts_with("unknown field") || message.starts_with("missing field");
-    if quoted {
-        if let Some(start) = message.find('`') {
-            if let Some(len) = message[start + 1..].find('`') {
-                return message[start + 1..start + 1 + len].to_string();
-            }
-        }
-    }
+    let quoted = (message.starts_with("unknown field") || message.starts_with("missing field"))
+        .then(|| {
+            let start = message.find('`')? + 1;
+            let len = message[start..].find('`')?;
+            Some(message[start..start + len].to_string())
+        })
+        .flatten();
     let Some(span) = e.span() else {
-        return "(file)".to_string();
+        return quoted.unwrap_or_else(|| "(file)".to_string());
     };
     let before = &text[..span.start.min(text.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let Some((key, _)) = line.split_once('=') else {
-        return "(file)".to_string();
-    };
-    let key = key.trim();
     let section = before[..line_start].lines().rev().find_map(|l| {
         let l = l.trim();
         (l.starts_with('[') && !l.starts_with("[[") && l.ends_with(']'))
             .then(|| l[1..l.len() - 1].trim().to_string())
     });
+    let key = match quoted {
+        Some(key) => key,
+        None => {
+            let line = text[line_start..].lines().next().unwrap_or("");
+            match line.split_once('=') {
+                Some((key, _)) => key.trim().to_string(),
+                None => return "(file)".to_string(),
+            }
+        }
+    };
     match section {
-        Some(section) => format!("{section}.{key}"),
-        None => key.to_string(),
+        // A `missing field` error points at the table that lacks it.
+        Some(section) if !section.ends_with(&format!(".{key}")) && section != key => {
+            format!("{section}.{key}")
+        }
+        _ => key,
     }
+}
+
+/// The error's text with the line and column it points at (1-based), so a syntax error in a
+/// long file can be found.
+fn reason_of_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 /// A peer, validated.
@@ -367,6 +413,14 @@ pub struct Limits {
     pub arguments_max: usize,
     /// Most client connections.
     pub connections_max: usize,
+    /// Extra connections accepted from loopback addresses past `connections_max`.
+    pub connections_reserved_loopback: usize,
+    /// Client input buffered by all connections together.
+    pub client_buffer_bytes_total_max: usize,
+    /// Time for one command to arrive whole.
+    pub command_receive_timeout_ms: u64,
+    /// Idle connections are closed after this long; 0 never.
+    pub client_idle_timeout_ms: u64,
     /// Largest peer frame.
     pub peer_frame_bytes_max: usize,
     /// Messages queued per peer.
@@ -378,6 +432,9 @@ pub struct Limits {
 pub struct Settings {
     /// This node.
     pub node_id: NodeId,
+    /// Where the admin token is read from (see [`AdminFile::token_file`]); `None`: the data
+    /// directory's `admin.token`, created on first start.
+    pub admin_token_file: Option<PathBuf>,
     /// Its location.
     pub location: NodeLocation,
     /// Whether this node is in the initial ring.
@@ -463,6 +520,38 @@ fn check_addr_syntax(field: &str, addr: &str) -> Result<(), SettingsError> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
         _ => invalid(field, format!("`{addr}` is not host:port")),
+    }
+}
+
+/// True if two `host:port` texts name the same address: equal ignoring ASCII case, or equal
+/// as socket addresses (`[::1]:7001` and `[0:0:0:0:0:0:0:1]:7001`). No name is resolved, so the
+/// check stays offline.
+fn same_address(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Shortest admin token accepted.
+pub const ADMIN_TOKEN_BYTES_MIN: usize = 16;
+
+/// The token in a token file's (trimmed) bytes, or why it is unusable.
+pub fn admin_token_of(bytes: &[u8]) -> Result<String, String> {
+    match std::str::from_utf8(bytes) {
+        Ok(token)
+            if token.len() >= ADMIN_TOKEN_BYTES_MIN
+                && token.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(token.to_string())
+        }
+        _ => Err(format!(
+            "the token must be at least {ADMIN_TOKEN_BYTES_MIN} printable ASCII characters \
+             without spaces (for example 32 random hex digits)"
+        )),
     }
 }
 
@@ -615,6 +704,25 @@ impl FileConfig {
                 ),
             };
             check_addr_syntax(&format!("{field}.addr"), &addr)?;
+            // Two members at one address would each reach the other's process; a peer at this
+            // node's own peer address would be this node talking to itself (issue #17 item 8).
+            if let Some(other) = peers.iter().find(|p| same_address(&p.addr, &addr)) {
+                return invalid(
+                    format!("{field}.addr"),
+                    format!("`{addr}` is also node {}'s address", other.id),
+                );
+            }
+            if same_address(&addr, &peer_listen.to_string())
+                || self
+                    .peer_listen
+                    .as_deref()
+                    .is_some_and(|own| same_address(own, &addr))
+            {
+                return invalid(
+                    format!("{field}.addr"),
+                    format!("`{addr}` is this node's own peer_listen address"),
+                );
+            }
             if NodeId(id) == node_id {
                 return invalid(format!("{field}.id"), format!("{id} is this node's own id"));
             }
@@ -668,6 +776,30 @@ impl FileConfig {
             None => None,
         };
 
+        // Redis's protected mode: a client port reachable from other machines with no password
+        // would let anyone read and overwrite every key.
+        if self.protected_mode.unwrap_or(true)
+            && !client_listen.ip().is_loopback()
+            && password.is_none()
+        {
+            return invalid(
+                "protected_mode",
+                format!(
+                    "client_listen {client_listen} is not a loopback address and no \
+                     password_file is set: set password_file, or protected_mode = false to serve \
+                     every client without a password"
+                ),
+            );
+        }
+        if let Some(path) = &self.admin.token_file {
+            admin_token_of(&read_secret("admin.token_file", path)?).map_err(|reason| {
+                SettingsError {
+                    field: "admin.token_file".to_string(),
+                    reason,
+                }
+            })?;
+        }
+
         let initial_member = self.initial_member.unwrap_or(true);
         let initial_members =
             peers.iter().filter(|p| p.initial_member).count() + usize::from(initial_member);
@@ -683,6 +815,7 @@ impl FileConfig {
         let membership = self.membership.validate(&cluster, &peers)?;
         Ok(Settings {
             node_id,
+            admin_token_file: self.admin.token_file.clone(),
             location,
             client_listen,
             peer_listen,
@@ -825,6 +958,36 @@ impl FileConfig {
         if !(1..=1_000_000).contains(&connections_max) {
             return invalid("limits.connections_max", "must be between 1 and 1000000");
         }
+        let connections_reserved_loopback = file.connections_reserved_loopback.unwrap_or(8);
+        if connections_reserved_loopback > 1000 {
+            return invalid(
+                "limits.connections_reserved_loopback",
+                "must be at most 1000",
+            );
+        }
+        let client_buffer_bytes_total_max = file
+            .client_buffer_bytes_total_max
+            .unwrap_or((128 << 20).max(request_bytes_max));
+        if !(request_bytes_max..=1 << 40).contains(&client_buffer_bytes_total_max) {
+            return invalid(
+                "limits.client_buffer_bytes_total_max",
+                format!("must be between {request_bytes_max} (limits.request_bytes_max) and 1 TiB"),
+            );
+        }
+        let command_receive_timeout_ms = file.command_receive_timeout_ms.unwrap_or(30_000);
+        if !(1..=3_600_000).contains(&command_receive_timeout_ms) {
+            return invalid(
+                "limits.command_receive_timeout_ms",
+                "must be between 1 and 3600000",
+            );
+        }
+        let client_idle_timeout_ms = file.client_idle_timeout_ms.unwrap_or(0);
+        if client_idle_timeout_ms > 31_536_000_000 {
+            return invalid(
+                "limits.client_idle_timeout_ms",
+                "must be at most a year (0 turns it off)",
+            );
+        }
         let peer_floor = cluster.value_bytes_max * 2 + 4096;
         let peer_frame_bytes_max = file
             .peer_frame_bytes_max
@@ -850,6 +1013,10 @@ impl FileConfig {
             pipeline_bytes_max,
             arguments_max,
             connections_max,
+            connections_reserved_loopback,
+            client_buffer_bytes_total_max,
+            command_receive_timeout_ms,
+            client_idle_timeout_ms,
             peer_frame_bytes_max,
             peer_queue_messages_max,
         })
@@ -1080,6 +1247,81 @@ mod tests {
     }
 
     #[test]
+    fn toml_errors_name_the_table_and_the_position() {
+        let unknown = FileConfig::parse("node_id = 1\n[replication]\nn = 1\nbogus = 2\n")
+            .expect_err("unknown key");
+        assert_eq!(unknown.field, "replication.bogus");
+        assert!(
+            unknown.reason.starts_with("line 4, column 1:"),
+            "{}",
+            unknown.reason
+        );
+        let syntax =
+            FileConfig::parse("node_id = 1\n[replication]\nn = = 3\n").expect_err("syntax");
+        assert!(
+            syntax.reason.starts_with("line 3, column "),
+            "{}",
+            syntax.reason
+        );
+    }
+
+    #[test]
+    fn peers_at_one_address_or_at_our_own_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let file = |peers: &str| {
+            format!(
+                "node_id = 1\npeer_listen = \"127.0.0.1:7001\"\ncluster_secret_file = \"{}\"\n\
+                 peers = {peers}\n",
+                secret.display()
+            )
+        };
+        let twice = FileConfig::parse(&file(r#"["2=127.0.0.1:7002", "3=127.0.0.1:7002"]"#))
+            .and_then(|f| f.validate())
+            .expect_err("one address twice");
+        assert_eq!(twice.field, "peers[1].addr");
+        assert!(twice.reason.contains("n2"), "{}", twice.reason);
+        let own = FileConfig::parse(&file(r#"["2=127.0.0.1:7001"]"#))
+            .and_then(|f| f.validate())
+            .expect_err("our own address");
+        assert_eq!(own.field, "peers[0].addr");
+        let fine = FileConfig::parse(&file(r#"["2=127.0.0.1:7002", "3=127.0.0.1:7003"]"#))
+            .and_then(|f| f.validate());
+        assert!(fine.is_ok(), "{fine:?}");
+    }
+
+    #[test]
+    fn protected_mode_refuses_an_open_client_port_without_a_password() {
+        let open = "node_id = 1\nclient_listen = \"0.0.0.0:6380\"\n";
+        assert_eq!(field_of(open), "protected_mode");
+        assert_eq!(
+            field_of(&format!("{open}protected_mode = false\n")),
+            "(valid)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password = dir.path().join("password");
+        std::fs::write(&password, "a client password\n").expect("write");
+        let with_password = format!("{open}password_file = \"{}\"\n", password.display());
+        assert_eq!(field_of(&with_password), "(valid)");
+        assert_eq!(field_of("node_id = 1\n"), "(valid)", "loopback by default");
+    }
+
+    #[test]
+    fn an_admin_token_file_must_hold_a_usable_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        let config = format!(
+            "node_id = 1\n[admin]\ntoken_file = \"{}\"\n",
+            token.display()
+        );
+        std::fs::write(&token, "short\n").expect("write");
+        assert_eq!(field_of(&config), "admin.token_file");
+        std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").expect("write");
+        assert_eq!(field_of(&config), "(valid)");
+    }
+
+    #[test]
     fn dev_defaults_are_valid() {
         let settings = FileConfig::dev().validate().expect("valid");
         assert_eq!(settings.cluster.n, 1);
@@ -1197,7 +1439,7 @@ mod tests {
         );
         assert_eq!(
             field_of("node_id = 1\n[replication]\nunknown = 1"),
-            "unknown"
+            "replication.unknown"
         );
     }
 
@@ -1250,7 +1492,7 @@ mod tests {
                 "maintenance_budget_bytes = 1",
                 "storage.maintenance_budget_bytes",
             ),
-            ("memtable = 1", "memtable"),
+            ("memtable = 1", "storage.memtable"),
         ] {
             assert_eq!(
                 field_of(&format!("node_id = 1\n[storage]\n{text}")),
@@ -1335,7 +1577,7 @@ mod tests {
                 "[replication]\nsloppy_quorum = \"yes\"",
                 "replication.sloppy_quorum",
             ),
-            ("[repair]\nhints = 1", "hints"),
+            ("[repair]\nhints = 1", "repair.hints"),
         ] {
             assert_eq!(field_of(&format!("node_id = 1\n{text}")), field, "{text}");
         }
@@ -1385,7 +1627,7 @@ mod tests {
             ("down_after_ms = 1", "membership.down_after_ms"),
             ("members_max = 0", "membership.members_max"),
             ("ring_changes_max = 0", "membership.ring_changes_max"),
-            ("gossip = 1", "gossip"),
+            ("gossip = 1", "membership.gossip"),
         ] {
             assert_eq!(
                 field_of(&format!("node_id = 1\n[membership]\n{text}")),

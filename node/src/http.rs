@@ -8,7 +8,12 @@
 //!   `409` with the reason when the membership refuses it (a remove of a node not judged down,
 //!   a join of a member, a leave of a non-member); `404` for a join of a node missing from the
 //!   address book (its location comes from there); `400` for a missing or bad `node`.
+//!   A `leave` or `remove` that would leave the ring with fewer members than `n` is refused
+//!   (`409`) unless the query adds `force=true`.
 //! * `GET|POST /admin/repair`: the anti-entropy schedule and progress ([`crate::admin::repair_json`]).
+//!
+//! Every `POST` needs the admin token ([`crate::admin_auth`]): `401` without one, `403` with a
+//! wrong one. `GET`s only read.
 
 use crate::admin::{
     json_string, refusal_reason, repair_json, ring_json, version_json, AddressBook, AdminCommand,
@@ -46,6 +51,10 @@ pub struct AdminState {
     pub inputs: mpsc::Sender<Input>,
     /// The anti-entropy settings `/admin/repair` reports.
     pub repair_schedule: RepairSchedule,
+    /// The token every `POST` must carry.
+    pub token: String,
+    /// Replicas per key (`n`): a leave or remove below it needs `force=true`.
+    pub replicas: usize,
 }
 
 impl AdminState {
@@ -86,6 +95,25 @@ impl AdminState {
                 )
             }
         };
+        let forced = query.split('&').any(|pair| pair == "force=true");
+        if name != "join" && !forced {
+            let view = Arc::clone(&self.view.borrow());
+            let members = view.ring.members().len();
+            let after = members - usize::from(view.ring.contains(node));
+            if after < self.replicas {
+                return failure(
+                    "409 Conflict",
+                    name,
+                    Some(node),
+                    &format!(
+                        "the ring would keep {after} member(s), fewer than n = {}: keys would \
+                         have fewer replicas than configured (none at all with 0 members); add \
+                         force=true (ringkv admin {name} {} --force) to do it anyway",
+                        self.replicas, node.0
+                    ),
+                );
+            }
+        }
         let command = match name {
             "join" => match self.address_book.member(node) {
                 Some(member) => AdminCommand::Join(member),
@@ -203,6 +231,23 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     const JSON: &str = "application/json";
+    if method == "POST" && path.starts_with("/admin/") {
+        let authorization = header(&head, "authorization");
+        if !crate::admin_auth::authorizes(authorization.as_deref(), &state.token) {
+            let (status, why) = match authorization {
+                None => (
+                    "401 Unauthorized",
+                    "an admin token is required: Authorization: Bearer TOKEN \
+                     (ringkv admin --token-file FILE; the node's [admin] token_file, or \
+                     <data_dir>/admin.token)",
+                ),
+                Some(_) => ("403 Forbidden", "wrong admin token"),
+            };
+            tracing::warn!(%path, status, "admin request refused");
+            let body = format!("{{\"ok\":false,\"error\":{}}}\n", json_string(why));
+            return respond(&mut stream, status, JSON, &body).await;
+        }
+    }
     match (method, path) {
         ("GET", "/health") => {
             let body = format!("{{\"status\":\"ok\",\"node\":{}}}\n", state.node_id.0);
@@ -265,6 +310,17 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
             .await
         }
     }
+}
+
+/// The value of the first header called `name` (ASCII case-insensitive) in a request head.
+fn header(head: &[u8], name: &str) -> Option<String> {
+    let head = String::from_utf8_lossy(head);
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
 }
 
 async fn respond(

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod admin_auth;
 pub mod clients;
 pub mod clock;
 pub mod commands;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod driver;
 pub mod http;
 pub mod local_cluster;
+pub mod logging;
 pub mod metrics;
 pub mod peer;
 pub mod resp;

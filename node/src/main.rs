@@ -61,6 +61,13 @@ struct Args {
     /// File holding the client password (AUTH).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// Redis's protected mode: refuse a non-loopback client listener without a password
+    /// (default true).
+    #[arg(long)]
+    protected_mode: Option<bool>,
+    /// File holding the admin token (default: <data-dir>/admin.token, created on first start).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Replicas per key.
     #[arg(long)]
     n: Option<u8>,
@@ -116,8 +123,12 @@ impl Args {
             cluster_name,
             cluster_secret_file,
             password_file,
-            initial_member
+            initial_member,
+            protected_mode
         );
+        if let Some(path) = &self.admin_token_file {
+            file.admin.token_file = Some(path.clone());
+        }
         macro_rules! set_replication {
             ($($field:ident),*) => {$(
                 if let Some(v) = &self.$field { file.replication.$field = Some(v.clone()); }
@@ -166,8 +177,10 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "info".to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(ringkv_node::logging::stderr)
         .with_ansi(false)
+        // A failed log write must not become an `eprintln!` panic in whichever task logged.
+        .log_internal_errors(false)
         .init();
     let settings = match args
         .file_config()

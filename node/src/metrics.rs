@@ -157,6 +157,10 @@ impl Counter {
     pub fn set(&self, n: u64) {
         self.0.store(n, Ordering::Relaxed);
     }
+    /// Subtracts `n` (for gauges).
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
     /// Subtracts one (for gauges).
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -183,6 +187,14 @@ pub struct Metrics {
     pub commands: Counter,
     /// Client connections closed for a protocol error.
     pub protocol_errors: Counter,
+    /// Bytes of client input buffered now, all connections together.
+    pub client_buffered_bytes: Counter,
+    /// Client connections closed because buffered input passed the node's budget.
+    pub clients_closed_over_budget: Counter,
+    /// Client connections closed because a command was still arriving at its deadline.
+    pub clients_closed_slow_command: Counter,
+    /// Client connections closed after the idle timeout.
+    pub clients_closed_idle: Counter,
     /// Peer messages handed to a peer's queue.
     pub peer_messages_sent: Counter,
     /// Peer messages received and delivered to the node.
@@ -604,7 +616,7 @@ impl Metrics {
                 "ringkv_replicas_acked_total{{{l},operation=\"{op}\"}} {n}"
             );
         }
-        let simple: [(&str, &str, &str, &Counter); 35] = [
+        let simple: [(&str, &str, &str, &Counter); 39] = [
             (
                 "ringkv_client_connections",
                 "gauge",
@@ -634,6 +646,30 @@ impl Metrics {
                 "counter",
                 "Client connections closed for a protocol error.",
                 &self.protocol_errors,
+            ),
+            (
+                "ringkv_client_buffered_bytes",
+                "gauge",
+                "Client input buffered now, all connections (budget: limits.client_buffer_bytes_total_max).",
+                &self.client_buffered_bytes,
+            ),
+            (
+                "ringkv_client_closed_over_budget_total",
+                "counter",
+                "Client connections closed because buffered input passed the node's budget.",
+                &self.clients_closed_over_budget,
+            ),
+            (
+                "ringkv_client_closed_slow_command_total",
+                "counter",
+                "Client connections closed because a command was still arriving at its deadline.",
+                &self.clients_closed_slow_command,
+            ),
+            (
+                "ringkv_client_closed_idle_total",
+                "counter",
+                "Client connections closed after limits.client_idle_timeout_ms.",
+                &self.clients_closed_idle,
             ),
             (
                 "ringkv_peer_messages_sent_total",
@@ -823,6 +859,13 @@ impl Metrics {
                 counter.get()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_log_write_errors_total Log and status lines lost to a failed write \
+             (the node keeps serving).\n# TYPE ringkv_log_write_errors_total counter\n\
+             ringkv_log_write_errors_total{{{l}}} {}",
+            crate::logging::write_errors()
+        );
         self.membership.render(&mut out, &l);
         out.push_str("# HELP ringkv_storage_sync_duration_seconds Fsync latency.\n");
         out.push_str("# TYPE ringkv_storage_sync_duration_seconds histogram\n");

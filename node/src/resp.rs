@@ -81,34 +81,143 @@ const HEADER_LINE_MAX: usize = 32;
 /// Parses one command from the front of `buf`: `Ok(Some((arguments, bytes consumed)))`,
 /// `Ok(None)` if more bytes are needed, or an error. An empty inline line yields an empty
 /// argument list (to be skipped by the caller).
+///
+/// Stateless: every call starts from the first byte. A connection uses [`CommandParser`], which
+/// resumes where the previous call stopped.
 pub fn parse_command(
     buf: &[u8],
     limits: &RequestLimits,
 ) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
-    let Some(&first) = buf.first() else {
-        return Ok(None);
-    };
-    if first != b'*' {
-        return parse_inline(buf, limits);
+    CommandParser::default().parse(buf, limits)
+}
+
+/// An incremental command parser that keeps what it has parsed of an incomplete command, so
+/// bytes arriving in small pieces are examined once each: the cost of parsing a command is linear
+/// in its size however it is segmented. (Re-parsing from the start on every read made one
+/// 65,536-argument command sent an argument per packet cost seconds of CPU: issue #17 item 5.)
+///
+/// The caller passes the same buffer each time, with new bytes appended and the bytes of
+/// completed commands removed from the front (as `parse` reports them); after an error the
+/// connection is closed, so the parser is not reused.
+#[derive(Debug, Default)]
+pub struct CommandParser {
+    /// The incomplete command's state; `None` between commands.
+    partial: Option<Partial>,
+    /// Bytes examined so far over the parser's life (a test measures linearity with it).
+    examined_bytes: u64,
+}
+
+#[derive(Debug)]
+enum Partial {
+    /// A multibulk command: its argument count, the arguments parsed so far, and where the next
+    /// argument starts.
+    Multibulk {
+        count: usize,
+        arguments: Vec<Bytes>,
+        at: usize,
+    },
+    /// An inline command whose first `scanned` bytes hold no newline.
+    Inline { scanned: usize },
+}
+
+impl CommandParser {
+    /// Bytes examined so far (for tests of linear cost).
+    pub fn examined_bytes(&self) -> u64 {
+        self.examined_bytes
     }
-    let Some((header, mut at)) = line(buf, 1, HEADER_LINE_MAX)? else {
-        return Ok(None);
-    };
-    let count = number(header, "multibulk length")?;
-    if count <= 0 {
-        // `*0` and `*-1` are empty commands: nothing to run.
-        return Ok(Some((Vec::new(), at)));
+
+    /// Parses one command from the front of `buf`, continuing the incomplete one if any; see
+    /// [`parse_command`] for the result.
+    pub fn parse(
+        &mut self,
+        buf: &[u8],
+        limits: &RequestLimits,
+    ) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+        let partial = match self.partial.take() {
+            Some(partial) => partial,
+            None => match buf.first() {
+                None => return Ok(None),
+                Some(b'*') => {
+                    let Some((header, at)) = line(buf, 1, HEADER_LINE_MAX)? else {
+                        self.examined_bytes += buf.len().min(HEADER_LINE_MAX + 2) as u64;
+                        return Ok(None);
+                    };
+                    self.examined_bytes += at as u64;
+                    let count = number(header, "multibulk length")?;
+                    if count <= 0 {
+                        // `*0` and `*-1` are empty commands: nothing to run.
+                        return Ok(Some((Vec::new(), at)));
+                    }
+                    let count = usize::try_from(count).unwrap_or(usize::MAX);
+                    if count > limits.arguments_max {
+                        return error(format!(
+                            "too many arguments in one command ({count} > {})",
+                            limits.arguments_max
+                        ));
+                    }
+                    // Arguments are at least 6 bytes each ("$0\r\n\r\n"), so this bounds the
+                    // allocation by what has arrived.
+                    let arguments = Vec::with_capacity(count.min(buf.len() / 4 + 1));
+                    Partial::Multibulk {
+                        count,
+                        arguments,
+                        at,
+                    }
+                }
+                Some(_) => Partial::Inline { scanned: 0 },
+            },
+        };
+        match partial {
+            Partial::Multibulk {
+                count,
+                mut arguments,
+                mut at,
+            } => {
+                while arguments.len() < count {
+                    match self.argument(buf, at, limits)? {
+                        Some((argument, next)) => {
+                            arguments.push(argument);
+                            at = next;
+                        }
+                        None => {
+                            self.partial = Some(Partial::Multibulk {
+                                count,
+                                arguments,
+                                at,
+                            });
+                            return Ok(None);
+                        }
+                    }
+                }
+                Ok(Some((arguments, at)))
+            }
+            Partial::Inline { scanned } => {
+                let window = &buf[..buf.len().min(limits.inline_bytes_max + 1)];
+                let from = scanned.min(window.len());
+                self.examined_bytes += (window.len() - from) as u64;
+                match window[from..].iter().position(|&b| b == b'\n') {
+                    Some(offset) => parse_inline_line(buf, from + offset, limits),
+                    None if buf.len() > limits.inline_bytes_max => error("too big inline request"),
+                    None => {
+                        self.partial = Some(Partial::Inline {
+                            scanned: window.len(),
+                        });
+                        Ok(None)
+                    }
+                }
+            }
+        }
     }
-    let count = usize::try_from(count).unwrap_or(usize::MAX);
-    if count > limits.arguments_max {
-        return error(format!(
-            "too many arguments in one command ({count} > {})",
-            limits.arguments_max
-        ));
-    }
-    // Arguments are at least 4 bytes each ("$0\r\n\r\n" is 6), so this bounds the allocation.
-    let mut arguments = Vec::with_capacity(count.min(buf.len() / 4 + 1));
-    for _ in 0..count {
+
+    /// One bulk-string argument starting at `at`: the argument and where the next one starts,
+    /// or `None` if it has not fully arrived (nothing is kept of it: a header is at most
+    /// [`HEADER_LINE_MAX`] bytes, and a body is not examined until all of it is there).
+    fn argument(
+        &mut self,
+        buf: &[u8],
+        at: usize,
+        limits: &RequestLimits,
+    ) -> Result<Option<(Bytes, usize)>, ProtocolError> {
         match buf.get(at) {
             None => return Ok(None),
             Some(b'$') => {}
@@ -117,8 +226,10 @@ pub fn parse_command(
             }
         }
         let Some((header, start)) = line(buf, at + 1, HEADER_LINE_MAX)? else {
+            self.examined_bytes += (buf.len() - at).min(HEADER_LINE_MAX + 2) as u64;
             return Ok(None);
         };
+        self.examined_bytes += (start - at) as u64;
         let len = number(header, "bulk length")?;
         let len =
             usize::try_from(len).map_err(|_| ProtocolError("invalid bulk length".to_string()))?;
@@ -137,33 +248,27 @@ pub fn parse_command(
         if &buf[end..end + 2] != b"\r\n" {
             return error("bulk string not terminated by CRLF");
         }
-        arguments.push(Bytes::copy_from_slice(&buf[start..end]));
-        at = end + 2;
+        self.examined_bytes += (len + 2) as u64;
+        Ok(Some((Bytes::copy_from_slice(&buf[start..end]), end + 2)))
     }
-    Ok(Some((arguments, at)))
 }
 
-/// A command typed as a plain line (`PING\r\n`), split on whitespace with simple quoting.
-fn parse_inline(
+/// The inline command whose line ends with the newline at `newline`.
+fn parse_inline_line(
     buf: &[u8],
+    newline: usize,
     limits: &RequestLimits,
 ) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
-    let rest = &buf[..buf.len().min(limits.inline_bytes_max + 1)];
-    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-        if buf.len() > limits.inline_bytes_max {
-            return error("too big inline request");
-        }
-        return Ok(None);
-    };
-    let text = &buf[..nl];
+    let text = &buf[..newline];
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     let arguments = split_inline(text)?;
     if arguments.len() > limits.arguments_max {
         return error("too many arguments in one command");
     }
-    Ok(Some((arguments, nl + 1)))
+    Ok(Some((arguments, newline + 1)))
 }
 
+/// Splits a command typed as a plain line (`PING\r\n`) on whitespace, with simple quoting.
 fn split_inline(text: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     let mut arguments = Vec::new();
     let mut i = 0;
@@ -412,6 +517,75 @@ mod tests {
 
     fn parse(buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
         parse_command(buf, &RequestLimits::default())
+    }
+
+    /// Feeds `wire` to one parser `step` bytes at a time, as a connection receives it; the
+    /// commands parsed and the parser's examined-byte count.
+    fn feed(wire: &[u8], step: usize, limits: &RequestLimits) -> (Vec<Vec<Bytes>>, u64) {
+        let mut parser = CommandParser::default();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut commands = Vec::new();
+        for piece in wire.chunks(step) {
+            buffer.extend_from_slice(piece);
+            while let Some((arguments, used)) = parser.parse(&buffer, limits).expect("valid") {
+                buffer.drain(..used);
+                commands.push(arguments);
+            }
+        }
+        assert!(buffer.is_empty(), "every byte belongs to a parsed command");
+        (commands, parser.examined_bytes())
+    }
+
+    #[test]
+    fn a_huge_command_sent_an_argument_per_packet_costs_linear_work() {
+        let count = 1 << 16;
+        let mut wire = format!("*{count}\r\n").into_bytes();
+        let mut expected = Vec::with_capacity(count);
+        for i in 0..count {
+            let argument = format!("a{i}");
+            wire.extend_from_slice(format!("${}\r\n{argument}\r\n", argument.len()).as_bytes());
+            expected.push(Bytes::from(argument));
+        }
+        let argument_bytes = wire.len() / count;
+        let (commands, examined) = feed(&wire, argument_bytes, &RequestLimits::default());
+        assert_eq!(commands, vec![expected]);
+        // Re-parsing from the start on every packet examines ~count²/2 arguments; resuming
+        // examines each byte about once (plus a header re-read when a packet splits one).
+        assert!(
+            examined <= 3 * wire.len() as u64,
+            "examined {examined} bytes to parse {} bytes",
+            wire.len()
+        );
+    }
+
+    #[test]
+    fn resuming_parses_the_same_commands_for_every_segmentation() {
+        let wire: &[u8] =
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let expected = vec![
+            args(&["SET", "k", "hello"]),
+            args(&["PING"]),
+            args(&["GET", "k"]),
+        ];
+        for step in 1..=wire.len() {
+            let (commands, examined) = feed(wire, step, &RequestLimits::default());
+            assert_eq!(commands, expected, "step {step}");
+            assert!(
+                examined as usize <= 4 * wire.len(),
+                "step {step}: {examined}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_inline_line_sent_a_byte_at_a_time_is_scanned_once() {
+        let mut wire = b"ECHO ".to_vec();
+        wire.extend(std::iter::repeat_n(b'x', 60_000));
+        wire.extend_from_slice(b"\r\n");
+        let (commands, examined) = feed(&wire, 1, &RequestLimits::default());
+        assert_eq!(commands.len(), 1);
+        assert_eq!(commands[0][1].len(), 60_000);
+        assert!(examined as usize <= 2 * wire.len(), "examined {examined}");
     }
 
     #[test]

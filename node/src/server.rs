@@ -74,6 +74,8 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     let meaning = crate::storage::StoredMeaning::of(&settings.cluster);
     let mut storage = crate::storage::open(&settings.data_dir, &settings.storage, &meaning)
         .map_err(|e| format!("cannot open the data directory (`data_dir`): {e}"))?;
+    // Read (or created) before anything listens, so a bad token file stops the start.
+    let admin_token = crate::admin_auth::load_or_create(&settings)?;
     let lsm = storage.lsm_mut();
     tracing::info!(
         node = %settings.node_id,
@@ -198,6 +200,8 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
                 interval_ms: settings.cluster.anti_entropy_interval_ms,
                 ranges_per_round: settings.cluster.anti_entropy_ranges_per_round,
             },
+            token: admin_token.clone(),
+            replicas: usize::from(settings.cluster.n),
         });
         crate::spawn(http::serve(listener, state, shutdown_rx.clone()));
     }
@@ -219,16 +223,18 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     let id = settings.node_id;
     if let Some(addr) = peer_addr {
         tracing::info!(%addr, "listening for peers");
-        println!("ringkv-node {id} listening for peers on {addr}");
+        crate::logging::status_line(&format!("ringkv-node {id} listening for peers on {addr}"));
     }
     if let Some(addr) = http_addr {
         tracing::info!(%addr, "admin HTTP listening (/health, /metrics, /ring, /admin/...)");
-        println!(
+        crate::logging::status_line(&format!(
             "ringkv-node {id} admin HTTP (/health, /metrics, /ring, /admin/...) on http://{addr}"
-        );
+        ));
     }
     tracing::info!(addr = %client_addr, "listening for clients (RESP)");
-    println!("ringkv-node {id} {LISTENING_CLIENTS} {client_addr}");
+    crate::logging::status_line(&format!(
+        "ringkv-node {id} {LISTENING_CLIENTS} {client_addr}"
+    ));
     let c = &settings.cluster;
     tracing::info!(
         initial_members = settings.initial_members().len(),
@@ -241,6 +247,15 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         anti_entropy_interval_ms = c.anti_entropy_interval_ms,
         "node started"
     );
+    if usize::from(c.r) + usize::from(c.w) <= usize::from(c.n) {
+        tracing::warn!(
+            n = c.n,
+            r = c.r,
+            w = c.w,
+            "r + w <= n: a read at the default levels may miss an acknowledged write \
+             (INFO replication says ringkv_read_write_overlap:no)"
+        );
+    }
     drop(reached_tx);
     let peers_total = settings.peers.len();
     if peers_total > 0 {
@@ -252,14 +267,43 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
                 reached.insert(peer);
                 if reached.len() == peers_total {
                     tracing::info!(peers = peers_total, "connected to all peers");
-                    println!("ringkv-node {id} {PEERS_REACHED} ({peers_total})");
+                    crate::logging::status_line(&format!(
+                        "ringkv-node {id} {PEERS_REACHED} ({peers_total})"
+                    ));
                     return;
                 }
             }
         });
     }
 
-    stop.await;
+    // The driver and the client server run until shutdown; if either ends first (a panic), the
+    // node can no longer serve, so it exits non-zero for its supervisor to restart it rather
+    // than stay up answering PING (issue #17 item 1).
+    let mut driver = driver;
+    let mut clients = clients;
+    tokio::select! {
+        () = stop => {}
+        ended = &mut driver => {
+            let why = match ended {
+                Ok(_) => "ended".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(node = %id, reason = %why, "the driver task stopped; exiting");
+            let _ = shutdown_tx.send(true);
+            return Err(format!("the driver task stopped unexpectedly: {why}"));
+        }
+        ended = &mut clients => {
+            let why = match ended {
+                Ok(_) => "ended".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(node = %id, reason = %why, "the client server stopped; exiting");
+            let _ = shutdown_tx.send(true);
+            let _ = inputs_tx.send(Input::Shutdown).await;
+            let _ = driver.await;
+            return Err(format!("the client server stopped unexpectedly: {why}"));
+        }
+    }
     tracing::info!(node = %id, "shutting down: no new connections; finishing requests in flight");
     let _ = shutdown_tx.send(true);
     let _ = clients.await;

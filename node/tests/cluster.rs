@@ -677,3 +677,84 @@ fn sloppy_quorum_keeps_writes_available_and_repair_converges() {
     }
     assert_eq!(third.terminate().code(), Some(0));
 }
+
+/// Issue #17 item 3: silent connections to the peer port used to fill its 256 slots, so a
+/// restarted member could not rejoin while they stayed, and every refused one was a log line.
+/// Now unauthenticated connections have their own small pool, closed silent-oldest-first to make
+/// room, and the warnings are throttled: a member restarted under a continuous flood of silent
+/// connections from its own address gets back in and replicates, and the attacked node's log
+/// stays short.
+#[test]
+fn a_flood_of_silent_peer_connections_cannot_keep_a_member_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    prepare(dir.path());
+    std::fs::write(
+        dir.path().join("base.toml"),
+        "cluster_name = \"test\"\n[replication]\nn = 2\nr = 1\nw = 2\n",
+    )
+    .expect("config");
+    let layout = ClusterLayout::new(2);
+    let mut nodes: Vec<NodeProcess> = (1..=2).map(|id| layout.start(dir.path(), id)).collect();
+    wait_for_mesh(&mut nodes);
+    let second = nodes.pop().expect("node 2");
+    second.kill();
+
+    // The flood: silent connections to node 1's peer port, opened without pause and each held
+    // until 300 newer ones exist, until node 2 is back.
+    let target = format!("127.0.0.1:{}", layout.peer_ports[0]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flooding_tx, flooding) = std::sync::mpsc::channel();
+    let flood = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(stream) = std::net::TcpStream::connect(&target) {
+                    opened += 1;
+                    held.push_back(stream);
+                    if held.len() > 300 {
+                        held.pop_front();
+                    }
+                    if opened == 300 {
+                        let _ = flooding_tx.send(());
+                    }
+                }
+            }
+            opened
+        })
+    };
+    // Node 2 restarts only once 300 silent connections are open (more than the old 256 slots).
+    flooding
+        .recv_timeout(LINE_WAIT)
+        .expect("the flood opened 300 connections");
+
+    let mut restarted = layout.start(dir.path(), 2);
+    restarted.wait_for_line(ringkv_node::server::PEERS_REACHED);
+    // w = 2: every write through node 2 needs node 1's acknowledgement over node 2's
+    // connection into node 1, the one the flood attacks.
+    let mut client = restarted.client();
+    for i in 0..50 {
+        let reply = run(&mut client, &["SET", &format!("key{i}"), "v"]).expect("set");
+        assert_eq!(reply, Value::Okay, "write {i} with the flood on");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = flood.join().expect("flood thread");
+    assert!(opened > 300, "the flood opened {opened} connections");
+
+    let log = nodes[0].stderr();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("peer connection"))
+        .count();
+    assert!(
+        (warnings as u64) < opened / 4,
+        "{warnings} warning lines for {opened} flood connections"
+    );
+    for node in nodes.into_iter().chain([restarted]) {
+        assert_eq!(node.terminate().code(), Some(0));
+    }
+}

@@ -109,6 +109,8 @@ fn redis_commands_round_trip() {
     for section in ["# Server", "# Replication", "# Keyspace", "# ringkv"] {
         assert!(info.contains(section), "INFO lacks {section}");
     }
+    // n = r = w = 1: a read quorum always meets the write quorum (issue #17 item 8).
+    assert!(info.contains("ringkv_read_write_overlap:yes"), "{info}");
     assert!(matches!(
         run(&mut c, &["COMMAND"]).expect("command"),
         Value::Array(_)
@@ -332,4 +334,51 @@ fn invalid_configuration_fails_naming_the_field() {
         .expect("run");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("client_port"));
+}
+
+/// In vector-clock mode the node runs core's command machines: `SET` replaces what its read saw
+/// (no sibling of its own making), `DEL` deletes what its read saw and counts it, a blind
+/// `KV.PUT` beside a value becomes a sibling that plain `GET` reports as a conflict, and a
+/// `KV.PUT` with the `KV.GET` context resolves it.
+#[test]
+fn vector_clock_set_and_del_replace_what_their_read_saw() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(
+        dir.path(),
+        &dev_args(&["--conflict", "vector-clock"]),
+        "dev-vc",
+    );
+    let mut c = node.client();
+    assert_eq!(run(&mut c, &["SET", "k", "one"]).expect("set"), Value::Okay);
+    assert_eq!(run(&mut c, &["SET", "k", "two"]).expect("set"), Value::Okay);
+    assert_eq!(run(&mut c, &["GET", "k"]).expect("get"), bulk("two"));
+    // A write without a context is concurrent with what is there: two siblings.
+    run(&mut c, &["KV.PUT", "k", "blind"]).expect("kv.put");
+    let conflict = error_text(run(&mut c, &["GET", "k"]));
+    assert!(conflict.starts_with("CONFLICT the key has 2"), "{conflict}");
+    let read = run(&mut c, &["KV.GET", "k"]).expect("kv.get");
+    let Value::Array(values) = field(&read, "values") else {
+        panic!("values is an array")
+    };
+    assert_eq!(values.len(), 2, "{values:?}");
+    // SET overwrites both siblings, since its read saw both.
+    assert_eq!(
+        run(&mut c, &["SET", "k", "three"]).expect("set"),
+        Value::Okay
+    );
+    assert_eq!(run(&mut c, &["GET", "k"]).expect("get"), bulk("three"));
+    assert_eq!(
+        run(&mut c, &["MSET", "a", "1", "k", "four"]).expect("mset"),
+        Value::Okay
+    );
+    assert_eq!(
+        run(&mut c, &["MGET", "a", "k"]).expect("mget"),
+        Value::Array(vec![bulk("1"), bulk("four")])
+    );
+    assert_eq!(
+        run(&mut c, &["DEL", "k", "a", "nope"]).expect("del"),
+        Value::Int(2)
+    );
+    assert_eq!(run(&mut c, &["GET", "k"]).expect("get"), Value::Nil);
+    assert_eq!(run(&mut c, &["DEL", "k"]).expect("del"), Value::Int(0));
 }

@@ -63,6 +63,7 @@ impl Layout {
              cluster_name = \"test\"\n\
              cluster_secret_file = \"secret\"\n\
              peers = [{}]\n\
+             [admin]\ntoken_file = \"admin-token\"\n\
              [replication]\nn = 3\nr = 2\nw = 2\n\
              [repair]\nread_repair = false\nanti_entropy_interval_ms = 100\n\
              anti_entropy_ranges_per_round = 1000\nanti_entropy_records_per_message_max = 1000\n\
@@ -216,11 +217,14 @@ fn wait_for_anti_entropy_quiet(layout: &Layout, nodes: &[usize]) {
 }
 
 /// `ringkv admin <words> --node-http addr`: success, stdout and stderr.
-fn ringkv_admin(addr: &str, words: &[&str]) -> (bool, String, String) {
+/// `ringkv admin WORDS --node-http ADDR`, with the test's admin token from `dir`.
+fn ringkv_admin(dir: &Path, addr: &str, words: &[&str]) -> (bool, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
         .arg("admin")
         .args(words)
         .args(["--node-http", addr])
+        .arg("--token-file")
+        .arg(dir.join("admin-token"))
         .output()
         .expect("run ringkv");
     (
@@ -259,6 +263,7 @@ fn check_keys(
 fn a_spare_joins_a_node_leaves_and_a_dead_node_is_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("secret"), SECRET).expect("secret");
+    std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("admin token");
     let layout = Layout::new(4);
     let mut nodes: BTreeMap<usize, NodeProcess> = (1..=4)
         .map(|id| (id, layout.start(dir.path(), id)))
@@ -292,7 +297,7 @@ fn a_spare_joins_a_node_leaves_and_a_dead_node_is_removed() {
 
     // The spare joins through the CLI; every node adopts the same four-member ring, and
     // anti-entropy hands the new owner its ranges (read repair is off: only anti-entropy can).
-    let (ok, out, err) = ringkv_admin(&layout.http(1), &["join", "4"]);
+    let (ok, out, err) = ringkv_admin(dir.path(), &layout.http(1), &["join", "4"]);
     assert!(ok, "join: {out} {err}");
     assert!(
         out.contains("\"ok\":true") && out.contains("\"changes\":4"),
@@ -312,16 +317,17 @@ fn a_spare_joins_a_node_leaves_and_a_dead_node_is_removed() {
     check_keys(&all, &acknowledged, "all", 3);
 
     // Joining a member again, and removing a live node, are refused with the reason.
-    let (status, body) = http(&layout.http(2), "POST", "/admin/join?node=4");
+    let token = Some(ADMIN_TOKEN);
+    let (status, body) = http_with_token(&layout.http(2), "POST", "/admin/join?node=4", token);
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("already a ring member"), "{body}");
-    let (status, body) = http(&layout.http(1), "POST", "/admin/remove?node=2");
+    let (status, body) = http_with_token(&layout.http(1), "POST", "/admin/remove?node=2", token);
     assert_eq!(status, 409, "{body}");
     assert!(
         body.contains("node 2 is alive here") && body.contains("judges down"),
         "{body}"
     );
-    let (ok, _, err) = ringkv_admin(&layout.http(1), &["remove", "3"]);
+    let (ok, _, err) = ringkv_admin(dir.path(), &layout.http(1), &["remove", "3"]);
     assert!(!ok, "the CLI fails on a refusal");
     assert!(
         err.contains("409") && err.contains("node 3 is alive here"),
@@ -330,7 +336,13 @@ fn a_spare_joins_a_node_leaves_and_a_dead_node_is_removed() {
 
     // Node 3 decommissions: the others converge on a ring without it, and its data reaches the
     // remaining replicas (it streams the ranges it no longer owns).
+    // Without the admin token, or with a wrong one, nothing changes (issue #14 item 2).
     let (status, body) = http(&layout.http(2), "POST", "/admin/leave?node=3");
+    assert_eq!(status, 401, "{body}");
+    let wrong = Some("not-the-admin-token-0123456789abcdef");
+    let (status, body) = http_with_token(&layout.http(2), "POST", "/admin/leave?node=3", wrong);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http_with_token(&layout.http(2), "POST", "/admin/leave?node=3", token);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"changes\":5"), "{body}");
     wait_for_ring(&layout, &[1, 2, 3, 4], &[1, 2, 4]);
@@ -364,7 +376,10 @@ fn a_spare_joins_a_node_leaves_and_a_dead_node_is_removed() {
             Err(format!("{seen:?}"))
         }
     });
-    let (ok, out, err) = ringkv_admin(&layout.http(SPARE), &["remove", "2"]);
+    // Removing node 2 leaves two members, fewer than n = 3: refused unless forced.
+    let (ok, _, err) = ringkv_admin(dir.path(), &layout.http(SPARE), &["remove", "2"]);
+    assert!(!ok && err.contains("fewer than n = 3"), "{err}");
+    let (ok, out, err) = ringkv_admin(dir.path(), &layout.http(SPARE), &["remove", "2", "--force"]);
     assert!(ok, "remove: {out} {err}");
     assert!(out.contains("\"changes\":6"), "{out}");
     wait_for_ring(&layout, &[1, 4], &[1, 4]);
@@ -411,7 +426,7 @@ fn a_spare_joins_a_node_leaves_and_a_dead_node_is_removed() {
         body.contains("\"started\":false") && body.contains("repair runs continuously"),
         "{body}"
     );
-    let (status, body) = http(&layout.http(SPARE), "POST", "/admin/repair");
+    let (status, body) = http_with_token(&layout.http(SPARE), "POST", "/admin/repair", token);
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("\"started\":true") && body.contains("repair started"),

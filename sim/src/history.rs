@@ -44,6 +44,7 @@ pub struct HistoryOp {
     /// For an ok write: the version the coordinator reported.
     pub version: Option<WriteVersion>,
     /// For a write in vector-clock mode: the causal context it carried (what its client had read).
+    /// For an ok read that is a step of a command: the context it returned.
     pub context: Option<CausalContext>,
     /// Replicas that acknowledged (reads: answered) before the reply.
     pub acks: u8,
@@ -57,6 +58,9 @@ pub struct HistoryOp {
     pub outcome: OpOutcome,
     /// Invoked during the fault phase (counts toward availability).
     pub during_faults: bool,
+    /// With `workload.interface = "commands"`: the index in [`History::commands`] of the client
+    /// command this request was one step of (a `SET`'s read and write share one).
+    pub command: Option<usize>,
 }
 
 impl HistoryOp {
@@ -66,9 +70,76 @@ impl HistoryOp {
     }
 }
 
+/// How a client command ended, as its client saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CommandOutcome {
+    /// Still running when the run ended, or abandoned: a request of it got no answer in time,
+    /// or every node refused it. Its last write may or may not take effect.
+    Unfinished,
+    /// Ended with core's result (`Failed` holds the reply that ended it).
+    Result(CommandResultKind),
+}
+
+/// A command's result without its payload (the ops hold the values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandResultKind {
+    /// `SET`: acknowledged.
+    Done,
+    /// `GET`: absent, a value, or a conflict of this many siblings (0 = absent, 1 = a value).
+    Value {
+        /// Live values read.
+        siblings: usize,
+    },
+    /// `DEL`: keys found and deleted.
+    Count(u64),
+    /// `KV.GET`: the values and context were returned.
+    Read,
+    /// `KV.PUT`, `KV.DEL`: acknowledged.
+    Written,
+    /// A reply that was not a success ended it; `indeterminate` if that reply was a write's
+    /// `Indeterminate` (the write may still take effect).
+    Failed {
+        /// The ending reply was `Indeterminate`.
+        indeterminate: bool,
+    },
+}
+
+/// One client command (`workload.interface = "commands"`): the requests it made are the ops
+/// whose `command` names it, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CommandRecord {
+    /// The client process.
+    pub client: u32,
+    /// `SET`, `GET`, `DEL`, `KV.GET`, `KV.PUT`, `KV.DEL`.
+    pub name: &'static str,
+    /// The key, as an index into the workload's key set.
+    pub key: u32,
+    /// Indexes in [`History::ops`] of its requests, in order.
+    pub ops: Vec<usize>,
+    /// How it ended.
+    pub outcome: CommandOutcome,
+}
+
+impl CommandRecord {
+    /// True if the command was acknowledged as having written (a `SET`, a `KV.PUT`/`KV.DEL`, or
+    /// a `DEL` that found the key and deleted it).
+    pub fn wrote(&self) -> bool {
+        matches!(
+            self.outcome,
+            CommandOutcome::Result(
+                CommandResultKind::Done
+                    | CommandResultKind::Written
+                    | CommandResultKind::Count(1..)
+            )
+        )
+    }
+}
+
 /// A whole run's operations, in invocation order.
 #[derive(Clone, Debug, Default)]
 pub struct History {
     /// The operations.
     pub ops: Vec<HistoryOp>,
+    /// The client commands, in invocation order (empty unless `workload.interface = "commands"`).
+    pub commands: Vec<CommandRecord>,
 }

@@ -1,6 +1,6 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{convergence, durability, linearizable, Verdict};
+use crate::checks::{convergence, durability, linearizable, siblings, Verdict};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
 use crate::scenario::Scenario;
@@ -127,6 +127,18 @@ pub fn run_seed(
             Verdict::Skipped("disabled by the scenario".into())
         },
     ));
+    if scenario.check.siblings {
+        // Listed only when enabled, so the summaries of scenarios without it stay as they were.
+        checks.push((
+            "siblings",
+            enough(
+                siblings::check(&world.history, &members, world.workload()),
+                ok_writes,
+                ok_min,
+                "acknowledged writes",
+            ),
+        ));
+    }
     checks.push((
         "determinism",
         if options.check_determinism {

@@ -253,6 +253,17 @@ pub struct WorkloadSpec {
     /// bytes): each must be refused with a typed `ValueTooLarge`, never sent or stored.
     #[serde(default)]
     pub oversized_fraction: f64,
+    /// How clients talk to the cluster: `requests` (the default) sends core `ClientRequest`s
+    /// directly, carrying the context of the client's last read of the key; `commands` runs
+    /// client commands (`GET`, `SET`, `DEL`, `KV.GET`, `KV.PUT`/`KV.DEL` with `CONTEXT`) through
+    /// core's command machines, the code the node runs for RESP clients.
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// With `interface = "commands"`: the fraction of commands that use the explicit `KV.*` forms
+    /// (`KV.GET`, and `KV.PUT`/`KV.DEL` with the context of the client's last `KV.GET` of the
+    /// key, if any); the rest are plain `GET`, `SET` and `DEL`.
+    #[serde(default = "default_kv_fraction")]
+    pub kv_fraction: f64,
 }
 
 /// One `[[fault]]`: `at_ms` and exactly one action.
@@ -385,6 +396,11 @@ pub struct CheckSpec {
     /// Replicas converge after the liveness phase (checkers issue).
     #[serde(default)]
     pub convergence: bool,
+    /// Vector-clock siblings are explained by the client commands (`checks::siblings`): no final
+    /// sibling is one an acknowledged write's context had superseded, and each was written by a
+    /// write that may have taken effect. Needs `cluster.conflict = "vector-clock"`.
+    #[serde(default)]
+    pub siblings: bool,
     /// Each enabled check must have judged at least this many successful operations (durability
     /// and convergence: acknowledged writes; linearizable: ok operations), or it fails: a run
     /// whose requests were all refused proves nothing. Default: 1% of `workload.operations`, at
@@ -403,6 +419,7 @@ impl Default for CheckSpec {
             durability: true,
             linearizable: false,
             convergence: false,
+            siblings: false,
             ok_operations_min: None,
             rejections_min: std::collections::BTreeMap::new(),
         }
@@ -471,6 +488,12 @@ fn default_engine() -> String {
 }
 fn default_delete_fraction() -> f64 {
     0.1
+}
+fn default_interface() -> String {
+    "requests".into()
+}
+fn default_kv_fraction() -> f64 {
+    0.5
 }
 fn default_distribution() -> String {
     "uniform".into()
@@ -690,6 +713,16 @@ impl Scenario {
             "must be \"uniform\" or \"zipf\"",
         )?;
         ensure(
+            w.interface == "requests" || w.interface == "commands",
+            "workload.interface",
+            "must be \"requests\" or \"commands\"",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&w.kv_fraction),
+            "workload.kv_fraction",
+            "must be in [0, 1]",
+        )?;
+        ensure(
             w.zipf_exponent > 0.0 && w.zipf_exponent <= 10.0,
             "workload.zipf_exponent",
             "must be in (0, 10]",
@@ -808,6 +841,15 @@ impl Scenario {
                 "cluster.consistency".into(),
                 format!(
                     "`linearizable` needs cluster.conflict = \"lww\" (it is \"{}\"): every request would be rejected",
+                    c.conflict
+                ),
+            ));
+        }
+        if self.check.siblings && c.conflict != "vector-clock" {
+            return Err((
+                "check.siblings".into(),
+                format!(
+                    "judges vector-clock siblings; needs cluster.conflict = \"vector-clock\" (it is \"{}\")",
                     c.conflict
                 ),
             ));
@@ -1079,6 +1121,23 @@ value_bytes = [8, 16]
         let text = format!("{MINIMAL}\n[network]\nqueue_messages_max = 0\n");
         let e = Scenario::parse("t.toml", &text).expect_err("a queue of nothing");
         assert_eq!(e.field.as_deref(), Some("network.queue_messages_max"));
+    }
+
+    #[test]
+    fn command_knobs_default_off_and_name_their_field() {
+        let s = Scenario::parse("t.toml", MINIMAL).expect("valid");
+        assert_eq!(s.workload.interface, "requests");
+        assert!(!s.check.siblings);
+        let with = |extra: &str| MINIMAL.replace("read_fraction = 0.5", extra);
+        let e = Scenario::parse("t.toml", &with("read_fraction = 0.5\ninterface = \"resp\""))
+            .expect_err("interface");
+        assert_eq!(e.field.as_deref(), Some("workload.interface"));
+        let e = Scenario::parse("t.toml", &with("read_fraction = 0.5\nkv_fraction = 2.0"))
+            .expect_err("kv_fraction");
+        assert_eq!(e.field.as_deref(), Some("workload.kv_fraction"));
+        let e = Scenario::parse("t.toml", &format!("{MINIMAL}\n[check]\nsiblings = true\n"))
+            .expect_err("siblings in lww mode");
+        assert_eq!(e.field.as_deref(), Some("check.siblings"));
     }
 
     #[test]

@@ -4,6 +4,24 @@ use crate::history::OpKind;
 use crate::scenario::{KeyDistribution, Scenario};
 use bytes::Bytes;
 use rand::Rng;
+use ringkv_core::ConflictMode;
+
+/// A client command the workload issues with `interface = "commands"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// `GET key`.
+    Get,
+    /// `SET key value`.
+    Set,
+    /// `DEL key`.
+    Del,
+    /// `KV.GET key`.
+    KvGet,
+    /// `KV.PUT key value [CONTEXT ctx]`, with the context of the client's last `KV.GET`.
+    KvPut,
+    /// `KV.DEL key [CONTEXT ctx]`, with the context of the client's last `KV.GET`.
+    KvDel,
+}
 
 /// Chooses operations for clients.
 #[derive(Clone, Debug)]
@@ -19,6 +37,10 @@ pub struct Workload {
     /// The cluster's value limit (core's `value_bytes_max`).
     value_bytes_max: usize,
     next_value_id: u64,
+    /// Clients run commands through core's command machines (`interface = "commands"`).
+    commands: bool,
+    kv_fraction: f64,
+    conflict: ConflictMode,
 }
 
 impl Workload {
@@ -54,6 +76,14 @@ impl Workload {
                 .cluster_config()
                 .map_or(usize::MAX, |c| c.value_bytes_max),
             next_value_id: 1,
+            commands: w.interface == "commands",
+            kv_fraction: w.kv_fraction,
+            // Validation has checked the name; lww is the scenario default.
+            conflict: scenario
+                .cluster
+                .conflict
+                .parse()
+                .unwrap_or(ConflictMode::Lww),
         }
     }
 
@@ -88,6 +118,39 @@ impl Workload {
             OpKind::Delete
         } else {
             OpKind::Put
+        }
+    }
+
+    /// True if clients issue commands through core's command machines rather than requests.
+    pub fn commands(&self) -> bool {
+        self.commands
+    }
+
+    /// The cluster's conflict mode, which gives commands their meaning.
+    pub fn conflict(&self) -> ConflictMode {
+        self.conflict
+    }
+
+    /// Draws a command kind: reads at `read_fraction`, deletes at `delete_fraction` of the
+    /// writes, and the explicit `KV.*` form at `kv_fraction` of each.
+    pub fn draw_command(&self, rng: &mut impl Rng) -> CommandKind {
+        let kv = |rng: &mut _| Rng::gen_bool(rng, self.kv_fraction);
+        if rng.gen_bool(self.read_fraction) {
+            if kv(rng) {
+                CommandKind::KvGet
+            } else {
+                CommandKind::Get
+            }
+        } else if rng.gen_bool(self.delete_fraction) {
+            if kv(rng) {
+                CommandKind::KvDel
+            } else {
+                CommandKind::Del
+            }
+        } else if kv(rng) {
+            CommandKind::KvPut
+        } else {
+            CommandKind::Set
         }
     }
 

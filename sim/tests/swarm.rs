@@ -191,21 +191,10 @@ fn two_thousand_draws_cover_every_knob() {
         "replicas_per_datacenter",
         "redraws=1",
     ];
-    // A value that a quarantine in swarm.toml keeps out must show up as that quarantine instead.
-    let kept_out_by = |value: &str| match value {
-        "membership=remove" => Some("remove-departed-disk"),
-        _ => None,
-    };
     let missing: Vec<&str> = wanted
         .iter()
         .copied()
-        .filter(|w| {
-            !seen.contains(*w)
-                && !kept_out_by(w).is_some_and(|q| {
-                    seen.iter()
-                        .any(|s| s.starts_with("quarantined=") && s.contains(q))
-                })
-        })
+        .filter(|w| !seen.contains(*w))
         .collect();
     assert!(missing.is_empty(), "never drawn: {missing:?}");
 }
@@ -276,10 +265,7 @@ fn a_bad_swarm_file_names_the_field() {
     let bad = text().replace("gossip = 0.5", "gossip = 1.5");
     let error = SwarmFile::parse("bad.toml", &bad).expect_err("probability");
     assert_eq!(error.field.as_deref(), Some("swarm.gossip"));
-    let bad = text().replace(
-        "\"remove-departed-disk\",",
-        "\"remove-departed-disk\", \"no-such-bug\",",
-    );
+    let bad = text().replace("quarantine = [", "quarantine = [\"no-such-bug\", ");
     let error = SwarmFile::parse("bad.toml", &bad).expect_err("unknown quarantine");
     assert_eq!(error.field.as_deref(), Some("swarm.quarantine"));
     let bad = text().replace("levels = [", "levels = [\"sometimes\", ");
@@ -289,38 +275,25 @@ fn a_bad_swarm_file_names_the_field() {
 
 #[test]
 fn a_quarantine_that_changes_a_draw_says_so() {
+    // The same seeds drawn with swarm.toml's quarantines and with none: a seed draws a different
+    // scenario exactly when it says it was quarantined, so nothing is left out silently.
     let swarm = swarm();
+    let text = text();
+    let start = text.find("quarantine = [").expect("a quarantine list");
+    let end = start + text[start..].find(']').expect("a closed list");
+    let mut emptied = text.clone();
+    emptied.replace_range(start..=end, "quarantine = []");
+    let open = SwarmFile::parse("open.toml", &emptied).expect("parses");
     let mut quarantined = 0;
     for seed in 0..300 {
         let drawn = swarm.draw(seed).expect("draws");
+        // In the `quarantined` knob, or in the knob of the fault left out.
         let said = drawn.knobs.iter().any(|(name, value)| {
-            name == "quarantined" && value.to_string().contains("remove-departed-disk")
+            name == "quarantined" || value.to_string().starts_with("quarantined")
         });
-        if said {
-            // remove-departed-disk is in swarm.toml's quarantine: the drawn remove is left out.
-            let membership = drawn
-                .knobs
-                .iter()
-                .find(|(name, _)| name == "membership")
-                .map(|(_, value)| value.to_string());
-            assert_eq!(membership.as_deref(), Some("none"), "seed {seed}");
-            quarantined += 1;
-        }
+        let changed = open.draw(seed).expect("draws").toml != drawn.toml;
+        assert_eq!(said, changed, "seed {seed}");
+        quarantined += usize::from(said);
     }
-    assert!(quarantined > 0);
-    // Without the quarantine, removes are drawn again.
-    let unquarantined = text().replace("  \"remove-departed-disk\",\n", "");
-    let open = SwarmFile::parse("open.toml", &unquarantined).expect("parses");
-    let removes = (0..300)
-        .filter(|&seed| {
-            open.draw(seed)
-                .expect("draws")
-                .knobs
-                .iter()
-                .any(|(name, value)| {
-                    name == "membership" && value.to_string().starts_with("remove")
-                })
-        })
-        .count();
-    assert!(removes > 0);
+    assert!(quarantined > 0 || swarm.swarm.quarantine.is_empty());
 }

@@ -17,13 +17,14 @@ use std::process::Command;
 const MUTANTS_MIN: usize = 12;
 
 /// Scenarios written to kill mutants that no earlier scenario caught; each must pass unmutated.
-const MUTANT_SCENARIOS: [&str; 6] = [
+const MUTANT_SCENARIOS: [&str; 7] = [
     "single-client-skew",
     "linearizable-new-old",
     "read-repair",
     "hints-only",
     "hints-race",
     "power-loss",
+    "vector-clock-commands",
 ];
 
 fn workspace() -> PathBuf {

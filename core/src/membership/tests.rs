@@ -342,6 +342,48 @@ fn leave_marks_left_everywhere_and_remove_needs_a_down_node() {
 }
 
 #[test]
+fn a_removed_node_that_comes_back_does_not_rejoin_the_ring() {
+    // An operator removes dead node 4; then its old process starts again from state that predates
+    // the removal (the ring it knew still lists it). The cluster must keep it out, and it must
+    // learn the newer ring rather than spread its older one.
+    let mut h = cluster(6, 21, lossy());
+    h.run_for(Duration::from_secs(2));
+    h.crash(4);
+    h.run_until_true(Duration::from_secs(30), |h| {
+        h.machine(0).and_then(|m| m.status(node_id(4))) == Some(MemberStatus::Down)
+    })
+    .expect("down at node 0");
+    let now = h.now();
+    let v = h
+        .machine_mut(0)
+        .expect("running")
+        .remove(now, node_id(4))
+        .expect("ok");
+    h.drain(0);
+    h.run_until_true(Duration::from_secs(10), |h| {
+        h.running()
+            .iter()
+            .all(|&i| h.machine(i).is_some_and(|m| m.ring_version() == v))
+    })
+    .expect("remove everywhere");
+    assert!(h.restart(4));
+    assert!(h.machine(4).is_some_and(|m| m.ring().contains(node_id(4))));
+    h.run_until_true(Duration::from_secs(10), |h| {
+        h.machine(4).is_some_and(|m| m.ring_version() == v)
+    })
+    .expect("the removed node learns the newer ring");
+    h.run_for(Duration::from_secs(5));
+    for i in h.running() {
+        let m = h.machine(i).expect("running");
+        assert_eq!(m.ring_version(), v, "node {i}");
+        assert!(!m.ring().contains(node_id(4)), "node {i}");
+        if i != 4 {
+            assert_eq!(m.status(node_id(4)), Some(MemberStatus::Left), "node {i}");
+        }
+    }
+}
+
+#[test]
 fn duplicated_reordered_and_lost_messages_are_tolerated() {
     let network = NetworkModel {
         latency_ms: (1, 400),

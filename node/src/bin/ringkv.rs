@@ -110,6 +110,15 @@ enum Cmd {
             global = true
         )]
         http: String,
+        /// File holding the node's admin token, sent with every command that changes something
+        /// (the node's `[admin] token_file`, or `<data_dir>/admin.token` that it creates).
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "RINGKV_ADMIN_TOKEN_FILE",
+            global = true
+        )]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         action: AdminCmd,
     },
@@ -134,29 +143,41 @@ enum AdminCmd {
     Leave {
         /// The node that leaves.
         node: u32,
+        /// Even if the ring would keep fewer members than n.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a dead node from the ring; survivors re-replicate its ranges. Refused unless the
     /// contacted node's failure detector judges it down.
     Remove {
         /// The dead node.
         node: u32,
+        /// Even if the ring would keep fewer members than n.
+        #[arg(long)]
+        force: bool,
     },
     /// Anti-entropy: start a full sweep of every range now, and show the schedule and progress.
     Repair,
 }
 
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    http_request(addr, "GET", path)
+    http_request(addr, "GET", path, None)
 }
 
 /// One request without a body; the body of a 200 answer, else the status line and body.
-fn http_request(addr: &str, method: &str, path: &str) -> Result<String, String> {
+fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<String, String> {
     let mut stream =
         std::net::TcpStream::connect(addr).map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
@@ -170,12 +191,32 @@ fn http_request(addr: &str, method: &str, path: &str) -> Result<String, String> 
     }
 }
 
+/// The admin token from `--token-file`, if given.
+fn read_token(file: Option<&PathBuf>) -> Result<Option<String>, String> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    ringkv_node::config::admin_token_of(bytes.trim_ascii())
+        .map(Some)
+        .map_err(|why| format!("{}: {why}", path.display()))
+}
+
 /// A membership command: prints the node's JSON answer; a refusal is an error with the reason.
-fn admin_post(addr: &str, path: &str) -> Result<bool, String> {
-    http_request(addr, "POST", path).map(|body| {
+fn admin_post(addr: &str, path: &str, token_file: Option<&PathBuf>) -> Result<bool, String> {
+    let token = read_token(token_file)?;
+    http_request(addr, "POST", path, token.as_deref()).map(|body| {
         print!("{body}");
         true
     })
+}
+
+fn force_query(force: bool) -> &'static str {
+    if force {
+        "&force=true"
+    } else {
+        ""
+    }
 }
 
 fn run_command(args: &Args, command: Vec<String>) -> Result<bool, String> {
@@ -270,7 +311,11 @@ fn main() -> ExitCode {
                 })
             }
         }
-        Cmd::Admin { http, action } => match action {
+        Cmd::Admin {
+            http,
+            token_file,
+            action,
+        } => match action {
             AdminCmd::Status => http_get(http, "/health").and_then(|health| {
                 let ring = http_get(http, "/ring")?;
                 print!("{health}{ring}");
@@ -284,10 +329,22 @@ fn main() -> ExitCode {
                 print!("{body}");
                 true
             }),
-            AdminCmd::Join { node } => admin_post(http, &format!("/admin/join?node={node}")),
-            AdminCmd::Leave { node } => admin_post(http, &format!("/admin/leave?node={node}")),
-            AdminCmd::Remove { node } => admin_post(http, &format!("/admin/remove?node={node}")),
-            AdminCmd::Repair => admin_post(http, "/admin/repair"),
+            AdminCmd::Join { node } => admin_post(
+                http,
+                &format!("/admin/join?node={node}"),
+                token_file.as_ref(),
+            ),
+            AdminCmd::Leave { node, force } => admin_post(
+                http,
+                &format!("/admin/leave?node={node}{}", force_query(*force)),
+                token_file.as_ref(),
+            ),
+            AdminCmd::Remove { node, force } => admin_post(
+                http,
+                &format!("/admin/remove?node={node}{}", force_query(*force)),
+                token_file.as_ref(),
+            ),
+            AdminCmd::Repair => admin_post(http, "/admin/repair", token_file.as_ref()),
         },
     };
     match result {

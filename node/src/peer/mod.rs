@@ -9,6 +9,7 @@
 //! Outbound queues are bounded (`limits.peer_queue_messages_max`); the driver drops and counts a
 //! message for a full queue. Reconnects back off exponentially with jitter.
 
+pub mod admission;
 pub mod frame;
 pub mod handshake;
 
@@ -36,8 +37,19 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Bytes of frames gathered before one write.
 const WRITE_BATCH_BYTES: usize = 256 << 10;
-/// Inbound peer connections (handshaking or established) at once.
+/// Authenticated inbound peer connections at once (those still handshaking are admitted
+/// separately: [`admission`]).
 const INBOUND_CONNECTIONS_MAX: usize = 256;
+/// Warnings about refused or failed inbound connections, which a flood can make arrive at any
+/// rate: one line per second at most, with the count it stands for.
+static INBOUND_WARNINGS: admission::Throttle = admission::Throttle::new(Duration::from_secs(1));
+
+/// Logs an inbound-connection warning through [`INBOUND_WARNINGS`].
+fn warn_inbound(addr: std::net::SocketAddr, what: &str) {
+    if let Some(repeats) = INBOUND_WARNINGS.allow(tokio::time::Instant::now().into_std()) {
+        tracing::warn!(%addr, repeats, "{what} (at most one such line per second)");
+    }
+}
 
 /// Exponential backoff with "equal jitter": the delay is uniform in [d/2, d].
 struct Backoff {
@@ -191,6 +203,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
+    let admission = Arc::new(admission::Admission::default());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -199,21 +212,31 @@ pub async fn serve(
         let (stream, addr) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!(error = %e, "accepting a peer connection failed");
+                if let Some(repeats) =
+                    INBOUND_WARNINGS.allow(tokio::time::Instant::now().into_std())
+                {
+                    tracing::warn!(error = %e, repeats, "accepting a peer connection failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%addr, "too many peer connections; refused");
-            continue;
-        };
+        let admitted = admission.admit(addr.ip());
+        if admitted.evicted > 0 {
+            metrics.peer_handshake_failures.inc();
+            warn_inbound(
+                addr,
+                "an unauthenticated peer connection was closed to make room for a new one",
+            );
+        }
         let (auth, inputs, metrics) = (Arc::clone(&auth), inputs.clone(), Arc::clone(&metrics));
-        let wake = Arc::clone(&wake);
+        let (wake, slots) = (Arc::clone(&wake), Arc::clone(&slots));
         crate::spawn(async move {
             inbound(
                 stream,
                 addr,
+                admitted.ticket,
+                slots,
                 &auth,
                 inputs,
                 &metrics,
@@ -221,14 +244,19 @@ pub async fn serve(
                 &wake,
             )
             .await;
-            drop(slot);
         });
     }
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument distinct"
+)]
 async fn inbound(
     mut stream: TcpStream,
     addr: std::net::SocketAddr,
+    mut ticket: admission::Ticket,
+    slots: Arc<Semaphore>,
     auth: &PeerAuth,
     inputs: mpsc::Sender<Input>,
     metrics: &Metrics,
@@ -236,21 +264,39 @@ async fn inbound(
     wake: &WakeSignals,
 ) {
     let _ = stream.set_nodelay(true);
-    let from: NodeId =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, auth)).await {
+    let speaker = ticket.speaker();
+    let handshake = tokio::time::timeout(admission::HANDSHAKE_DEADLINE, async {
+        // A dialer speaks first: until it does, this connection is the first to make room.
+        stream
+            .readable()
+            .await
+            .map_err(|e| handshake::HandshakeError::Frame(frame::FrameError::Io(e)))?;
+        speaker.mark();
+        handshake::accept(&mut stream, auth).await
+    });
+    let from: NodeId = tokio::select! {
+        result = handshake => match result {
             Ok(Ok(from)) => from,
             Ok(Err(e)) => {
                 metrics.peer_handshake_failures.inc();
                 let e = refused(&e, metrics);
-                tracing::warn!(%addr, error = %e, "peer connection refused");
+                warn_inbound(addr, &format!("peer connection refused: {e}"));
                 return;
             }
             Err(_) => {
                 metrics.peer_handshake_failures.inc();
-                tracing::warn!(%addr, "peer connection refused: handshake timed out");
+                warn_inbound(addr, "peer connection refused: handshake timed out");
                 return;
             }
-        };
+        },
+        // Closed to make room for a newer connection (counted where it was chosen).
+        _ = &mut ticket.evicted => return,
+    };
+    drop(ticket);
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        warn_inbound(addr, "too many authenticated peer connections; refused");
+        return;
+    };
     metrics.peer_connections.inc();
     tracing::info!(peer = %from, %addr, "peer connected");
     if let Some(signal) = wake.get(&from) {

@@ -216,16 +216,25 @@ pub fn raw_error_text(reply: Reply) -> String {
     }
 }
 
+/// The admin token the multi-process tests configure (`[admin] token_file`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
 /// One HTTP request without a body to a node's admin port: the status code and the body.
 pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    http_with_token(addr, method, path, None)
+}
+
+/// [`http`] with `Authorization: Bearer TOKEN` when a token is given.
+pub fn http_with_token(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to admin HTTP");
     stream
         .set_read_timeout(Some(LINE_WAIT))
         .expect("read timeout");
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut response = String::new();

@@ -281,6 +281,7 @@ mod tests {
             complete_ns: Some(complete_ms * 1_000_000),
             outcome: OpOutcome::Ok,
             during_faults: true,
+            command: None,
         }
     }
 
@@ -329,6 +330,7 @@ value_bytes = [8, 16]
     fn exact_version_held_passes() {
         let w = workload();
         let history = History {
+            commands: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5)],
         };
         let disk = holding(w.key(0), 1, 100);
@@ -340,6 +342,7 @@ value_bytes = [8, 16]
     fn a_later_write_that_won_supersedes() {
         let w = workload();
         let history = History {
+            commands: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5), put(0, 2, 200, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -353,6 +356,7 @@ value_bytes = [8, 16]
         // Value 2 completed before value 1 began, yet carries the higher version: value 1 was
         // acknowledged and then silently lost.
         let history = History {
+            commands: Vec::new(),
             ops: vec![put(0, 2, 200, 0, 5), put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -368,6 +372,7 @@ value_bytes = [8, 16]
         let w = workload();
         // The same history as above, but clocks disagree: last-write-wins keeps the higher stamp.
         let history = History {
+            commands: Vec::new(),
             ops: vec![put(0, 2, 200, 0, 5), put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -382,6 +387,7 @@ value_bytes = [8, 16]
         earlier.outcome = OpOutcome::Indeterminate;
         earlier.version = None;
         let history = History {
+            commands: Vec::new(),
             ops: vec![earlier, put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -394,6 +400,7 @@ value_bytes = [8, 16]
         let w = workload();
         // Key 1's value 7 (with a higher version) is stored under key 0.
         let history = History {
+            commands: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5), put(1, 7, 300, 0, 5)],
         };
         let mut disk = holding(w.key(0), 7, 300);
@@ -410,6 +417,7 @@ value_bytes = [8, 16]
     fn only_members_of_the_final_ring_count() {
         let w = workload();
         let history = History {
+            commands: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5)],
         };
         // The only copy is on a removed node, which the caller leaves out.

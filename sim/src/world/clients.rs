@@ -1,30 +1,83 @@
 //! The workload's clients: each sends one request at a time to a coordinator, retries a refused
 //! connection elsewhere, records what it saw in the history, and paces itself over the fault
-//! phase.
+//! phase. With `workload.interface = "commands"` a client runs client commands through core's
+//! command machines instead, one request of a command at a time (a vector-clock `SET` is a read
+//! and then a write with that read's context), and the history records each command and its
+//! requests.
 
 use super::event::ClientResponse;
 use super::{Event, Phase, World};
-use crate::history::{HistoryOp, OpKind, OpOutcome};
-use crate::workload::value_id;
+use crate::history::{
+    CommandOutcome, CommandRecord, CommandResultKind, HistoryOp, OpKind, OpOutcome,
+};
+use crate::workload::{value_id, CommandKind};
 use rand::Rng;
+use ringkv_core::command::{Command, CommandMachine, CommandResult, ValueRead};
 use ringkv_core::{ClientReply, ClientRequest, RequestId};
+
+/// A client command in progress (`workload.interface = "commands"`).
+#[derive(Debug)]
+pub(super) struct RunningCommand {
+    /// Core's machine for it: the node runs the same one for a RESP client.
+    machine: CommandMachine,
+    /// Its index in `History::commands`.
+    record: usize,
+    /// The key, as an index into the workload's key set.
+    key: u32,
+    /// The node its requests go to (a client's connection), moved when one refuses.
+    coordinator: u32,
+}
 
 impl World {
     pub(super) fn client_send(&mut self, client: u32) {
         if self.phase != Phase::Faults || self.issued >= self.operations {
             return;
         }
-        let c = &mut self.clients[client as usize];
-        if c.in_flight.is_some() {
+        let c = &self.clients[client as usize];
+        if c.in_flight.is_some() || c.command.is_some() {
             return;
         }
-        let request = RequestId((u64::from(client) << 32) | u64::from(c.next_seq));
-        c.next_seq += 1;
+        if self.workload.commands() {
+            self.command_start(client);
+            return;
+        }
         self.issued += 1;
         let rng = &mut self.workload_rng;
         let kind = self.workload.draw_kind(rng);
         let key_index = self.workload.draw_key(rng);
-        let coordinator = if self.local_coordinators && self.datacenters > 1 {
+        let coordinator = self.draw_coordinator(client);
+        let key = self.workload.key(key_index).clone();
+        let context = match kind {
+            OpKind::Get => None,
+            _ => self.clients[client as usize].contexts.remove(&key_index),
+        };
+        let body = match kind {
+            OpKind::Get => ClientRequest::Get {
+                key,
+                consistency: None,
+            },
+            OpKind::Put => {
+                let (_, bytes) = self.workload.draw_value(&mut self.workload_rng);
+                ClientRequest::Put {
+                    key,
+                    value: bytes,
+                    context,
+                    consistency: None,
+                }
+            }
+            OpKind::Delete => ClientRequest::Delete {
+                key,
+                context,
+                consistency: None,
+            },
+        };
+        self.issue(client, coordinator, key_index, body, None);
+    }
+
+    /// The node a client sends its next operation to.
+    fn draw_coordinator(&mut self, client: u32) -> u32 {
+        let rng = &mut self.workload_rng;
+        if self.local_coordinators && self.datacenters > 1 {
             // Nodes are dealt round-robin over datacenters: node i lives in i mod datacenters.
             let home = client % self.datacenters;
             let per_dc = (self.nodes.len() as u32).div_ceil(self.datacenters);
@@ -32,41 +85,28 @@ impl World {
             (home + pick * self.datacenters).min(self.nodes.len() as u32 - 1)
         } else {
             rng.gen_range(0..self.nodes.len() as u32)
-        };
-        let key = self.workload.key(key_index).clone();
-        let context = match kind {
-            OpKind::Get => None,
-            _ => self.clients[client as usize].contexts.remove(&key_index),
-        };
-        let context_sent = context.clone();
-        let (value, body) = match kind {
-            OpKind::Get => (
-                0,
-                ClientRequest::Get {
-                    key,
-                    consistency: None,
-                },
-            ),
-            OpKind::Put => {
-                let (id, bytes) = self.workload.draw_value(&mut self.workload_rng);
-                (
-                    id,
-                    ClientRequest::Put {
-                        key,
-                        value: bytes,
-                        context,
-                        consistency: None,
-                    },
-                )
+        }
+    }
+
+    /// Sends one request for `client` and records it in the history (as one step of command
+    /// `command`, if any).
+    fn issue(
+        &mut self,
+        client: u32,
+        coordinator: u32,
+        key_index: u32,
+        body: ClientRequest,
+        command: Option<usize>,
+    ) {
+        let c = &mut self.clients[client as usize];
+        let request = RequestId((u64::from(client) << 32) | u64::from(c.next_seq));
+        c.next_seq += 1;
+        let (kind, value, context) = match &body {
+            ClientRequest::Get { .. } => (OpKind::Get, 0, None),
+            ClientRequest::Put { value, context, .. } => {
+                (OpKind::Put, value_id(value), context.clone())
             }
-            OpKind::Delete => (
-                0,
-                ClientRequest::Delete {
-                    key,
-                    context,
-                    consistency: None,
-                },
-            ),
+            ClientRequest::Delete { context, .. } => (OpKind::Delete, 0, context.clone()),
         };
         let index = self.history.ops.len();
         self.history.ops.push(HistoryOp {
@@ -76,14 +116,18 @@ impl World {
             value,
             read: Vec::new(),
             version: None,
-            context: context_sent,
+            context,
             acks: 0,
             coordinator,
             invoke_ns: self.now,
             complete_ns: None,
             outcome: OpOutcome::Indeterminate,
             during_faults: true,
+            command,
         });
+        if let Some(record) = command {
+            self.history.commands[record].ops.push(index);
+        }
         self.clients[client as usize].in_flight = Some((request, index));
         let delay = self.network.client_delay(&mut self.net_rng);
         self.schedule(
@@ -98,6 +142,113 @@ impl World {
             self.now + self.client_timeout_ns,
             Event::ClientGiveUp { request },
         );
+    }
+
+    /// Starts a client command (`workload.interface = "commands"`): draws it and runs core's
+    /// machine for it, the code the node runs for a RESP client.
+    fn command_start(&mut self, client: u32) {
+        self.issued += 1;
+        let rng = &mut self.workload_rng;
+        let kind = self.workload.draw_command(rng);
+        let key_index = self.workload.draw_key(rng);
+        let coordinator = self.draw_coordinator(client);
+        let key = self.workload.key(key_index).clone();
+        let contexts = &mut self.clients[client as usize].contexts;
+        let command = match kind {
+            CommandKind::Get => Command::Get { key },
+            CommandKind::Del => Command::Del { keys: vec![key] },
+            CommandKind::KvGet => Command::KvGet { key, level: None },
+            CommandKind::KvDel => Command::KvDel {
+                key,
+                level: None,
+                context: contexts.remove(&key_index),
+            },
+            CommandKind::Set | CommandKind::KvPut => {
+                let context = match kind {
+                    CommandKind::KvPut => contexts.remove(&key_index),
+                    _ => None,
+                };
+                let (_, value) = self.workload.draw_value(&mut self.workload_rng);
+                match kind {
+                    CommandKind::KvPut => Command::KvPut {
+                        key,
+                        value,
+                        level: None,
+                        context,
+                    },
+                    _ => Command::Set { key, value },
+                }
+            }
+        };
+        let record = self.history.commands.len();
+        self.history.commands.push(CommandRecord {
+            client,
+            name: command.name(),
+            key: key_index,
+            ops: Vec::new(),
+            outcome: CommandOutcome::Unfinished,
+        });
+        self.clients[client as usize].command = Some(RunningCommand {
+            machine: CommandMachine::new(command, self.workload.conflict()),
+            record,
+            key: key_index,
+            coordinator,
+        });
+        self.command_step(client);
+    }
+
+    /// Sends the running command's next request, or records its result and moves the client on.
+    fn command_step(&mut self, client: u32) {
+        let Some(running) = self.clients[client as usize].command.as_mut() else {
+            return;
+        };
+        if let Some(body) = running.machine.poll_request() {
+            let (coordinator, key, record) = (running.coordinator, running.key, running.record);
+            if self.phase != Phase::Faults {
+                // The workload is over: a command's later steps are not sent into the liveness
+                // phase (its earlier requests may still have taken effect).
+                self.command_abandon(client);
+                return;
+            }
+            self.issue(client, coordinator, key, body, Some(record));
+            return;
+        }
+        let Some(result) = running.machine.poll_result() else {
+            return;
+        };
+        let (key, record) = (running.key, running.record);
+        let kind = match result {
+            CommandResult::Done => CommandResultKind::Done,
+            CommandResult::Value(read) => CommandResultKind::Value {
+                siblings: match read {
+                    ValueRead::Absent => 0,
+                    ValueRead::Value(_) => 1,
+                    ValueRead::Conflict { siblings } => siblings,
+                },
+            },
+            CommandResult::Count(count) => CommandResultKind::Count(count),
+            CommandResult::Values(_) => CommandResultKind::Read,
+            CommandResult::Read { context, .. } => {
+                // Only KV.GET hands a context to the client, for its next KV.PUT or KV.DEL.
+                self.clients[client as usize].contexts.insert(key, context);
+                CommandResultKind::Read
+            }
+            CommandResult::Written { .. } => CommandResultKind::Written,
+            CommandResult::Failed(reply) => CommandResultKind::Failed {
+                indeterminate: matches!(reply, ClientReply::Indeterminate { .. }),
+            },
+        };
+        self.history.commands[record].outcome = CommandOutcome::Result(kind);
+        self.clients[client as usize].command = None;
+        self.schedule_next(client);
+    }
+
+    /// Gives up on the running command (no answer in time, every node refused, or the workload
+    /// ended): it stays `Unfinished` in the history.
+    fn command_abandon(&mut self, client: u32) {
+        if self.clients[client as usize].command.take().is_some() {
+            self.schedule_next(client);
+        }
     }
 
     fn take_in_flight(&mut self, request: RequestId) -> Option<(u32, usize)> {
@@ -127,6 +278,10 @@ impl World {
                 let next =
                     (node + 1 + self.workload_rng.gen_range(0..others)) % self.nodes.len() as u32;
                 self.history.ops[index].coordinator = next;
+                if let Some(running) = self.clients[client as usize].command.as_mut() {
+                    // The command's later steps go where this one was served.
+                    running.coordinator = next;
+                }
                 let delay = self.network.client_delay(&mut self.net_rng);
                 let body = body.clone();
                 self.schedule(
@@ -141,9 +296,14 @@ impl World {
             }
         }
         self.clients[client as usize].refusals = 0;
-        if let ClientResponse::Reply(
-            ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. },
-        ) = &reply
+        let in_command = self.history.ops[index].command.is_some();
+        // A client that speaks commands sees a context only through KV.GET (see `command_step`).
+        if let (
+            false,
+            ClientResponse::Reply(
+                ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. },
+            ),
+        ) = (in_command, &reply)
         {
             let key = self.history.ops[index].key;
             self.clients[client as usize]
@@ -152,6 +312,16 @@ impl World {
         }
         let op = &mut self.history.ops[index];
         op.complete_ns = Some(self.now);
+        let for_command = match &reply {
+            ClientResponse::Reply(reply) if in_command => Some(reply.clone()),
+            _ => None,
+        };
+        if let Some(ClientReply::Found { context, .. } | ClientReply::NotFound { context, .. }) =
+            &for_command
+        {
+            // What a command's read saw, so the history shows which context its write carried.
+            op.context = Some(context.clone());
+        }
         match reply {
             ClientResponse::Refused { .. } => op.outcome = OpOutcome::Failed,
             ClientResponse::Reply(reply) => match reply {
@@ -180,7 +350,18 @@ impl World {
                 ClientReply::Rejected(_) => op.outcome = OpOutcome::Failed,
             },
         }
-        self.schedule_next(client);
+        if !in_command {
+            self.schedule_next(client);
+            return;
+        }
+        match (for_command, self.clients[client as usize].command.as_mut()) {
+            (Some(reply), Some(running)) => {
+                running.machine.handle_reply(reply);
+                self.command_step(client);
+            }
+            // Refused by every node: the command cannot go on.
+            _ => self.command_abandon(client),
+        }
     }
 
     pub(super) fn on_client_give_up(&mut self, request: RequestId) {
@@ -188,8 +369,13 @@ impl World {
             return;
         };
         self.clients[client as usize].refusals = 0;
-        // The op stays `Indeterminate` with no completion time.
-        self.schedule_next(client);
+        // The op stays `Indeterminate` with no completion time, and a command it was a step of
+        // stays unfinished.
+        if self.clients[client as usize].command.is_some() {
+            self.command_abandon(client);
+        } else {
+            self.schedule_next(client);
+        }
     }
 
     fn schedule_next(&mut self, client: u32) {

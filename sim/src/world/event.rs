@@ -89,6 +89,9 @@ pub enum Event {
         /// The node to remove.
         node: u32,
     },
+    /// An operator tries again a change that found no running member to issue it on (every
+    /// other member crashed or paused).
+    AdminRetry(super::membership::AdminChange),
 }
 
 impl Event {
@@ -211,6 +214,9 @@ impl Event {
             Event::DiskSynced { node, token, .. } => format!("n{node} fsync done (token {token})"),
             Event::Fault(action) => format!("FAULT {action}"),
             Event::AdminRemove { node } => format!("ADMIN remove n{node} (retry)"),
+            Event::AdminRetry(change) => {
+                format!("ADMIN {change} (retry: no member to issue it on)")
+            }
             Event::PhaseChange => "PHASE liveness: heal all, restart all".to_string(),
             Event::End => "END of liveness: final reads at `all`".to_string(),
             Event::FinalEnd => "END".to_string(),

@@ -133,7 +133,14 @@ impl World {
         self.restart(node);
     }
 
+    /// Starts a stopped node again, unless an operator removed it: a removed node is gone for
+    /// good, whatever the nemesis schedule (drawn without knowing of the remove) says. Bringing
+    /// it back would make it `Alive` again, so the operator's remove would be refused as
+    /// `NotDown` and retried for ever, and the rings would never converge (swarm seeds 125, 760).
     pub(super) fn restart(&mut self, node: usize) {
+        if self.removed.contains(&(node as u32)) {
+            return;
+        }
         let incarnation = self.nodes[node].incarnation;
         let config = node_config(&self.config, self.seed, node as u32, incarnation);
         let now = self.now_for(node);

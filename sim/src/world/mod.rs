@@ -89,6 +89,8 @@ struct Client {
     contexts: BTreeMap<u32, CausalContext>,
     /// Refusals of the request in flight (it is retried at another node).
     refusals: u32,
+    /// The command in progress (`workload.interface = "commands"`).
+    command: Option<clients::RunningCommand>,
 }
 
 /// Which phase the run is in.
@@ -318,6 +320,7 @@ impl World {
                     next_due: 0,
                     contexts: BTreeMap::new(),
                     refusals: 0,
+                    command: None,
                 })
                 .collect(),
             workload: Workload::new(scenario),
@@ -600,6 +603,11 @@ impl World {
             Event::AdminRemove { node } => {
                 if !self.ring.contains(NodeId(node)) {
                     self.admin_change(membership::AdminChange::Remove(NodeId(node)));
+                }
+            }
+            Event::AdminRetry(change) => {
+                if change.still_wanted(&self.ring) {
+                    self.admin_change(change);
                 }
             }
             Event::ClientSend { client } => self.client_send(client),
