@@ -14,7 +14,8 @@ use crate::time::{Instant, Now};
 
 /// Where a driver carries out a node's effects. Each method is one kind of [`Output`].
 pub trait Effects {
-    /// Deliver `message` to node `to` (the driver may lose, delay or refuse it).
+    /// Deliver `message` to node `to` (the driver may lose or delay it; if it cannot queue it,
+    /// it feeds [`Input::SendFailed`] after the drain and decides nothing else).
     fn send(&mut self, to: NodeId, message: Message);
     /// Sync storage, then feed `handle_persisted(token)` or `handle_persist_failed`.
     fn persist(&mut self, token: PersistToken);
@@ -69,6 +70,14 @@ pub enum Input {
         /// The storage's reason.
         reason: String,
     },
+    /// The driver could not queue `message` for `to` (back-pressure or an oversized message):
+    /// the node decides what that means (see [`Node::handle_send_failed`]).
+    SendFailed {
+        /// The intended recipient.
+        to: NodeId,
+        /// The message that was not sent.
+        message: Message,
+    },
 }
 
 /// Feeds `input` at `now`, then drains every output into `effects`. Returns when the node next
@@ -85,6 +94,7 @@ pub fn drive<S: Storage>(
         Input::Timeout => node.handle_timeout(now),
         Input::Persisted(token) => node.handle_persisted(now, token),
         Input::PersistFailed { token, reason } => node.handle_persist_failed(now, token, reason),
+        Input::SendFailed { to, message } => node.handle_send_failed(now, to, message),
     }
     drain(node, effects)
 }

@@ -5,7 +5,9 @@
 //!
 //! ## The one grammar every machine follows
 //! * **In:** `handle_client(now, request, body)`, `handle_message(now, from, message)`,
-//!   `handle_timeout(now)`, `handle_persisted(now, token)` (and `handle_persist_failed`).
+//!   `handle_timeout(now)`, `handle_persisted(now, token)` (and `handle_persist_failed`), and
+//!   `handle_send_failed(now, to, message)` when the driver could not queue a send: drivers only
+//!   report it, the node decides what it means (back-pressure, `node::SendFailureClass`).
 //! * **Out:** `poll_output() -> Option<Output>` (`Send`, `Persist`, `Reply`, `Event`) and
 //!   `poll_timeout() -> Option<Instant>`.
 //! * **Rule:** every input is followed by a full drain of `poll_output` before the next input.

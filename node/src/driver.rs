@@ -20,24 +20,15 @@
 //! Maintenance (compaction, value-log collection) runs on a timer between inputs, one bounded
 //! step per tick (`[storage]` `maintenance_interval_ms`, `maintenance_budget_bytes`).
 //!
-//! Per-peer send queues are bounded (`limits.peer_queue_messages_max`); what happens to a
-//! message for a full queue depends on its class ([`MessageClass`]), and nothing is dropped
-//! silently:
-//! * **Requests** (read, write, hinted write, forwarded put) are *reported as failed*: the driver
-//!   answers the node at once, on that replica's behalf, with `ReplicaError::Busy` (a forwarded
-//!   put with `Rejected(Busy)`: it never left). The coordinator counts a failed replica, exactly
-//!   as if the replica had refused, so the client gets a typed outcome (the write may still meet
-//!   W on other replicas, hand off hints under sloppy quorum, or end `INDETERMINATE`; the read
-//!   `UNAVAILABLE`) without waiting for the deadline. The driver itself never blocks on a peer:
-//!   two drivers waiting on each other's full queues could deadlock.
-//! * **Replies** (read, write and forwarded-put replies) are *held back*, in order, in a
-//!   per-peer buffer as long as the queue (`peer_queue_messages_max` again), and sent as soon
-//!   as the queue has room; only past that second bound is a reply dropped, counted in
-//!   `ringkv_peer_replies_dropped_total`, and the coordinator's deadline turns it into a typed
-//!   outcome.
-//! * **Anti-entropy** and **gossip** messages are dropped and counted
-//!   (`ringkv_peer_messages_dropped_total`): the next round compares the range again, and the
-//!   next gossip round carries fresher heartbeats anyway.
+//! Per-peer send queues are bounded (`limits.peer_queue_messages_max`). The driver is a thin
+//! transport there: a message it cannot queue (the peer's queue is full or closed, or the peer
+//! is unknown) is not sent, and the node gets `handle_send_failed` after the drain. What that
+//! means (a request counts as the replica's `Busy` refusal, a forwarded put is answered
+//! `Rejected(Busy)`, a reply or repeatable message is dropped and counted) is decided in core
+//! (`ringkv_core::node::SendFailureClass`), so the simulator's bounded links run the same
+//! decisions on seeds. The driver never blocks on a peer: two drivers waiting on each other's
+//! full queues could deadlock. The `ringkv_peer_*` counters are published from the core's
+//! `SendFailureStats`.
 //!
 //! Membership: operator commands ([`Input::Admin`]) are carried out on the node between inputs
 //! like any other input. Whenever the ring or a member's status changes, the driver publishes a
@@ -48,9 +39,6 @@ use crate::admin::{AdminCommand, AdminResult, MembershipView};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::storage::{self, StorageGauges, StorageSettings};
-use ringkv_core::id::key_digest;
-use ringkv_core::message::{ForwardedOutcome, ReplicaError};
-use ringkv_core::RequestError;
 use ringkv_core::{
     ClientReply, ClientRequest, Message, Node, NodeEvent, NodeId, Output, PersistToken, RequestId,
     Storage,
@@ -101,72 +89,8 @@ pub const INPUT_QUEUE_MAX: usize = 8192;
 /// Inputs handled per wake-up before the driver checks timers and syncs.
 pub const INPUT_BATCH_MAX: usize = 256;
 
-/// Replies held back per peer by default (see [`Driver::with_held_replies_max`]).
-pub const HELD_REPLIES_PER_PEER_DEFAULT: usize = 16_384;
-
 /// Routes `Output::Send` to per-peer queues.
 pub type PeerQueues = BTreeMap<NodeId, mpsc::Sender<Message>>;
-
-/// How a message is treated when its peer's queue is full (see the module documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageClass {
-    /// A coordinator's request to a replica: answered at once as failed by that replica.
-    Request,
-    /// A replica's reply to a coordinator: held back (bounded) until the queue has room.
-    Reply,
-    /// Anti-entropy: dropped and counted; a later round repeats it.
-    Droppable,
-}
-
-impl MessageClass {
-    /// The class of `message`. A pure table, so every message kind is decided here once.
-    pub fn of(message: &Message) -> MessageClass {
-        match message {
-            Message::Read { .. }
-            | Message::Write { .. }
-            | Message::LinRead { .. }
-            | Message::LinWrite { .. }
-            | Message::HintedWrite { .. }
-            | Message::CoordinatePut { .. } => MessageClass::Request,
-            Message::ReadReply { .. }
-            | Message::WriteReply { .. }
-            | Message::CoordinatePutReply { .. } => MessageClass::Reply,
-            Message::AeRoots { .. }
-            | Message::AeInterior { .. }
-            | Message::AeLeaves { .. }
-            | Message::AeDigests { .. }
-            | Message::AeRecords { .. }
-            | Message::HandoverPull { .. }
-            | Message::HandoverPage { .. }
-            | Message::Gossip(_) => MessageClass::Droppable,
-        }
-    }
-}
-
-/// The answer a replica that refuses `request` would send: what the driver feeds the node when
-/// the request cannot be queued. `None` for messages that are not requests.
-pub fn refusal_of(request: &Message) -> Option<Message> {
-    match request {
-        Message::Read { op, key } | Message::LinRead { op, key, .. } => Some(Message::ReadReply {
-            op: *op,
-            key_digest: key_digest(key),
-            record: Err(ReplicaError::Busy),
-        }),
-        Message::Write { op, key, .. }
-        | Message::LinWrite { op, key, .. }
-        | Message::HintedWrite { op, key, .. } => Some(Message::WriteReply {
-            op: *op,
-            key_digest: key_digest(key),
-            result: Err(ReplicaError::Busy),
-        }),
-        Message::CoordinatePut { op, key, .. } => Some(Message::CoordinatePutReply {
-            op: *op,
-            key_digest: key_digest(key),
-            outcome: ForwardedOutcome::Rejected(RequestError::Busy),
-        }),
-        _ => None,
-    }
-}
 
 /// The driver task's state, over storage on file system `F` (real files in production, the
 /// simulated disk in tests).
@@ -187,15 +111,14 @@ pub struct Driver<F: FileSystem> {
     /// Flush count and last sequence number when a flush was last seen (for the key estimate).
     flushes_seen: u64,
     seq_at_flush: u64,
-    /// Messages for the node itself (sent to itself, or refusals on a peer's behalf), fed to it
-    /// after the outputs of the current input are drained.
+    /// Messages for the node itself, fed to it after the outputs of the current input are
+    /// drained.
     loopback: VecDeque<(NodeId, Message)>,
+    /// Messages that could not be queued, reported to the node (`handle_send_failed`) after the
+    /// outputs of the current input are drained.
+    unsent: VecDeque<(NodeId, Message)>,
     /// The node's outputs of one drain, carried out after it (reused to save allocations).
     drained: Vec<Output>,
-    /// Replies held back per peer while its queue is full.
-    held_replies: BTreeMap<NodeId, VecDeque<Message>>,
-    /// Bound of each peer's held replies.
-    held_replies_max: usize,
     /// Where the membership snapshot for `/ring` goes, if anyone reads it, and the replicas per
     /// key it counts ranges with.
     membership_view: Option<(watch::Sender<Arc<MembershipView>>, usize)>,
@@ -230,9 +153,8 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
             flushes_seen: 0,
             seq_at_flush: 0,
             loopback: VecDeque::new(),
+            unsent: VecDeque::new(),
             drained: Vec::new(),
-            held_replies: BTreeMap::new(),
-            held_replies_max: HELD_REPLIES_PER_PEER_DEFAULT,
             membership_view: None,
             membership_changed: true,
         }
@@ -249,13 +171,6 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         self
     }
 
-    /// Bounds the replies held back per peer while its queue is full (the server uses
-    /// `limits.peer_queue_messages_max`).
-    pub fn with_held_replies_max(mut self, held_replies_max: usize) -> Driver<F> {
-        self.held_replies_max = held_replies_max;
-        self
-    }
-
     /// Runs until shutdown (or until every input sender is gone); returns the storage after a
     /// final sync and memtable flush.
     pub async fn run(mut self) -> LsmStorage<F> {
@@ -266,16 +181,9 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         self.seq_at_flush = self.node.storage_mut().lsm_mut().last_seq();
         loop {
             let deadline = self.node.poll_timeout().map(|t| self.clock.to_tokio(t));
-            // The first peer with held-back replies: wait for room in its queue.
-            let held = self
-                .held_replies
-                .keys()
-                .next()
-                .and_then(|id| self.peers.get(id).map(|q| (*id, q.clone())));
             tokio::select! {
                 biased;
                 _ = maintenance.tick() => self.maintain(),
-                (peer, permit) = room_in(held) => self.release_held(peer, permit),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle(input);
@@ -367,15 +275,19 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         self.drain();
     }
 
-    /// Carries out every pending output, then feeds the node what it sent itself (each such
-    /// input again followed by a full drain).
+    /// Carries out every pending output, then reports each send that could not be queued and
+    /// feeds the node what it sent itself (each such input again followed by a full drain).
     fn drain(&mut self) {
         loop {
             self.drain_outputs();
+            let now = self.clock.now();
+            if let Some((to, message)) = self.unsent.pop_front() {
+                self.node.handle_send_failed(now, to, message);
+                continue;
+            }
             let Some((from, message)) = self.loopback.pop_front() else {
                 return;
             };
-            let now = self.clock.now();
             self.node.handle_message(now, from, message);
         }
     }
@@ -442,79 +354,16 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
             return;
         }
         let Some(queue) = self.peers.get(&to) else {
-            tracing::warn!(%to, kind = message.kind(), "message to an unknown node dropped");
-            self.metrics.peer_messages_dropped.inc();
+            tracing::warn!(%to, kind = message.kind(), "message to an unknown node not sent");
+            self.unsent.push_back((to, message));
             return;
         };
-        let class = MessageClass::of(&message);
-        if class == MessageClass::Reply {
-            if let Some(held) = self.held_replies.get_mut(&to) {
-                // Keep replies in order behind those already held.
-                if held.len() < self.held_replies_max {
-                    held.push_back(message);
-                    self.metrics.peer_replies_deferred.inc();
-                } else {
-                    self.metrics.peer_replies_dropped.inc();
-                }
-                return;
+        match queue.try_send(message) {
+            Ok(()) => self.metrics.peer_messages_sent.inc(),
+            // Full, or the peer's sending task is gone (shutdown): the node decides.
+            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
+                self.unsent.push_back((to, m))
             }
-        }
-        let message = match queue.try_send(message) {
-            Ok(()) => {
-                self.metrics.peer_messages_sent.inc();
-                return;
-            }
-            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => m,
-        };
-        match class {
-            MessageClass::Request => {
-                self.metrics.peer_requests_failed.inc();
-                if let Some(refusal) = refusal_of(&message) {
-                    self.loopback.push_back((to, refusal));
-                }
-            }
-            MessageClass::Reply => {
-                if self.held_replies_max == 0 {
-                    self.metrics.peer_replies_dropped.inc();
-                } else {
-                    self.metrics.peer_replies_deferred.inc();
-                    self.held_replies.entry(to).or_default().push_back(message);
-                }
-            }
-            MessageClass::Droppable => self.metrics.peer_messages_dropped.inc(),
-        }
-    }
-
-    /// `peer`'s queue has room: send its held-back replies, in order, while room lasts.
-    fn release_held(&mut self, peer: NodeId, permit: Option<mpsc::OwnedPermit<Message>>) {
-        let Some(held) = self.held_replies.get_mut(&peer) else {
-            return;
-        };
-        let Some(permit) = permit else {
-            // The peer's sending task is gone (shutdown): nothing will carry these.
-            self.metrics.peer_replies_dropped.add(held.len() as u64);
-            self.held_replies.remove(&peer);
-            return;
-        };
-        if let Some(first) = held.pop_front() {
-            permit.send(first);
-            self.metrics.peer_messages_sent.inc();
-        }
-        if let Some(queue) = self.peers.get(&peer) {
-            while let Some(message) = held.pop_front() {
-                match queue.try_send(message) {
-                    Ok(()) => self.metrics.peer_messages_sent.inc(),
-                    Err(
-                        mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m),
-                    ) => {
-                        held.push_front(m);
-                        break;
-                    }
-                }
-            }
-        }
-        if held.is_empty() {
-            self.held_replies.remove(&peer);
         }
     }
 
@@ -567,8 +416,10 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
         let m = &self.metrics;
         m.repair.publish(&self.node);
         m.membership.publish_counters(&self.node);
-        m.peer_replies_waiting
-            .set(self.held_replies.values().map(|h| h.len() as u64).sum());
+        let unsent = self.node.send_failure_stats();
+        m.peer_requests_failed.set(unsent.requests_refused);
+        m.peer_replies_dropped.set(unsent.replies_dropped);
+        m.peer_messages_dropped.set(unsent.repeatable_dropped);
         m.operations_in_flight
             .set(self.node.operations_in_flight() as u64);
         m.stale_replies.set(self.node.stats().stale_replies);
@@ -594,17 +445,6 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
             // Nobody listening (no admin port) is not an error.
             let _ = view.send(Arc::new(MembershipView::of(&self.node, *n)));
         }
-    }
-}
-
-/// Waits for room in the queue of `held`'s peer (forever if `None`); `None` as the permit when
-/// the queue is closed.
-async fn room_in(
-    held: Option<(NodeId, mpsc::Sender<Message>)>,
-) -> (NodeId, Option<mpsc::OwnedPermit<Message>>) {
-    match held {
-        Some((peer, queue)) => (peer, queue.reserve_owned().await.ok()),
-        None => std::future::pending().await,
     }
 }
 
@@ -640,6 +480,90 @@ mod tests {
             .await
             .expect("driver running");
         answer.await.expect("a reply")
+    }
+
+    /// Three nodes, n = r = 2, and a key this node does not replicate; both replicas' queues
+    /// are full (never drained). The driver only reports that the reads could not be queued;
+    /// the core counts the first as that replica's `Busy` refusal, which leaves R out of reach,
+    /// and rejects the read as `Busy` at once. (Without the refusal the read would wait for its
+    /// deadline and end `Unavailable`, never `Rejected(Busy)`.)
+    #[test]
+    fn an_unqueued_request_is_the_cores_busy_refusal_not_the_drivers() {
+        let settings = FileConfig::dev().validate().expect("valid");
+        let me = settings.node_id;
+        let others = [NodeId(me.0 + 1), NodeId(me.0 + 2)];
+        let mut cluster = settings.cluster.clone();
+        cluster.n = 2;
+        cluster.r = 2;
+        cluster.w = 2;
+        let mut ring = ringkv_core::Ring::new(cluster.vnodes_per_node);
+        for id in [me, others[0], others[1]] {
+            let location = ringkv_core::NodeLocation {
+                datacenter: "dc".into(),
+                rack: format!("r{}", id.0),
+                weight: 1,
+            };
+            ring.add_node(id, location).expect("ring");
+        }
+        let key = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| !ring.preference_list(k.as_bytes(), 2).contains(&me))
+            .expect("some key is replicated elsewhere only");
+        let lsm = Lsm::open(SimFs::seeded(5), LsmConfig::default()).expect("open");
+        let node = Node::new(
+            NodeConfig {
+                id: me,
+                cluster,
+                rng_seed: 1,
+            },
+            ring,
+            LsmStorage::new(lsm),
+        )
+        .expect("node");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (inputs, inputs_rx) = mpsc::channel(16);
+            let mut peers = PeerQueues::new();
+            let mut receivers = Vec::new();
+            for id in others {
+                let (queue, receiver) = mpsc::channel(1);
+                queue
+                    .try_send(Message::AeRoots { roots: Vec::new() })
+                    .expect("room for the filler");
+                peers.insert(id, queue);
+                receivers.push(receiver); // kept open and never drained: the queue stays full
+            }
+            let metrics = Arc::new(Metrics::default());
+            let driver = crate::spawn(
+                Driver::new(
+                    node,
+                    Clock::start(),
+                    inputs_rx,
+                    peers,
+                    Arc::clone(&metrics),
+                    Duration::from_secs(1),
+                    settings.storage.clone(),
+                )
+                .run(),
+            );
+            let get = ClientRequest::Get {
+                key: Bytes::from(key),
+                consistency: None,
+            };
+            let reply = call(&inputs, get).await;
+            assert_eq!(
+                reply,
+                ClientReply::Rejected(ringkv_core::RequestError::Busy)
+            );
+            inputs.send(Input::Shutdown).await.expect("shutdown");
+            let _ = driver.await;
+            assert_eq!(metrics.peer_requests_failed.get(), 2, "one per replica");
+            assert_eq!(metrics.peer_messages_sent.get(), 0, "nothing was queued");
+            drop(receivers);
+        });
     }
 
     /// A `--dev` node's driver over a simulated disk whose next fsync fails after `ok_writes`

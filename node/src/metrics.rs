@@ -199,19 +199,19 @@ pub struct Metrics {
     pub peer_messages_sent: Counter,
     /// Peer messages received and delivered to the node.
     pub peer_messages_received: Counter,
-    /// Droppable peer messages (anti-entropy) dropped because the peer's queue was full, and
-    /// messages for a node outside the configuration.
+    /// Repeatable peer messages (anti-entropy, handover, gossip, repairs) not sent because they
+    /// could not be queued (full queue, unknown peer); from the core's `SendFailureStats`.
     pub peer_messages_dropped: Counter,
-    /// Replication requests (read, write, hinted write, forwarded put) not sent because the
-    /// peer's queue was full, answered at once as failed by that replica instead.
+    /// Replication requests (read, write, hinted write, forwarded put) not sent because they
+    /// could not be queued, counted by the core as that replica's `Busy` refusal.
     pub peer_requests_failed: Counter,
-    /// Replication replies held back by the driver because the peer's queue was full (sent, in
-    /// order, once it has room).
+    /// Always 0 since back-pressure is decided in core (replies are no longer held back);
+    /// kept so dashboards and INFO keep their fields.
     pub peer_replies_deferred: Counter,
-    /// Replication replies dropped because even the held-back replies were at their bound
-    /// (the coordinator's deadline turns each into a typed outcome).
+    /// Replication replies not sent because they could not be queued (the coordinator's
+    /// deadline turns each into a typed outcome).
     pub peer_replies_dropped: Counter,
-    /// Replies held back now (gauge).
+    /// Always 0 (see `peer_replies_deferred`).
     pub peer_replies_waiting: Counter,
     /// Authenticated peer connections established (either direction).
     pub peer_connections: Counter,
@@ -686,31 +686,31 @@ impl Metrics {
             (
                 "ringkv_peer_messages_dropped_total",
                 "counter",
-                "Anti-entropy messages dropped on a full peer queue (and messages for unknown nodes).",
+                "Repeatable messages (anti-entropy, handover, gossip) not queued for a peer, dropped.",
                 &self.peer_messages_dropped,
             ),
             (
                 "ringkv_peer_requests_failed_total",
                 "counter",
-                "Replication requests not sent on a full peer queue, answered at once as failed.",
+                "Replication requests not queued for a peer, counted as that replica's Busy refusal.",
                 &self.peer_requests_failed,
             ),
             (
                 "ringkv_peer_replies_deferred_total",
                 "counter",
-                "Replication replies held back on a full peer queue, sent once it has room.",
+                "Always 0: replies are no longer held back (back-pressure is decided in core).",
                 &self.peer_replies_deferred,
             ),
             (
                 "ringkv_peer_replies_dropped_total",
                 "counter",
-                "Replication replies dropped with the held-back replies at their bound.",
+                "Replication replies not queued for a peer, dropped (the coordinator's deadline answers).",
                 &self.peer_replies_dropped,
             ),
             (
                 "ringkv_peer_replies_waiting",
                 "gauge",
-                "Replication replies held back now.",
+                "Always 0: replies are no longer held back.",
                 &self.peer_replies_waiting,
             ),
             (

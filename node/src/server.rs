@@ -169,7 +169,6 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             request_timeout,
             settings.storage.clone(),
         )
-        .with_held_replies_max(settings.limits.peer_queue_messages_max)
         .with_membership_view(view_tx, replicas_per_key)
         .run(),
     );

@@ -182,6 +182,8 @@ impl StorageScenario {
             messages: (0, 0, 0),
             faults: u64::try_from(self.oracle.crashes).unwrap_or(u64::MAX),
             anti_entropy: (0, 0),
+            sends_failed: Vec::new(),
+            rejections: Vec::new(),
             hints: (0, 0, 0, 0, 0, 0),
             gossip: None,
             nodes: 0,

@@ -61,6 +61,11 @@ pub struct RunReport {
     pub faults: u64,
     /// Anti-entropy messages and their encoded bytes.
     pub anti_entropy: (u64, u64),
+    /// Sends that could not be made (a full link or an unencodable message), by the class the
+    /// core treated them as (see `RunCounters::sends_failed`).
+    pub sends_failed: Vec<(&'static str, u64)>,
+    /// Typed rejections clients were answered with, by error (`busy`, `value-too-large`, ...).
+    pub rejections: Vec<(&'static str, u64)>,
     /// Hints: (handed off, stored, delivered, overflowed, expired, pending at the end).
     pub hints: (u64, u64, u64, u64, u64, usize),
     /// Gossip traffic and failure-detection times, when gossip ran.
@@ -119,6 +124,9 @@ impl RunReport {
             "operations   {total}: ok {}, failed {}, indeterminate {}",
             self.ops.ok, self.ops.failed, self.ops.indeterminate
         );
+        if !self.rejections.is_empty() {
+            let _ = writeln!(s, "rejected     {}", counts_line(&self.rejections));
+        }
         let _ = writeln!(
             s,
             "availability {:.2}% of operations during faults succeeded",
@@ -146,6 +154,13 @@ impl RunReport {
             "network      {sent} messages, {lost} lost, {duplicated} duplicated; {} faults applied",
             self.faults
         );
+        if !self.sends_failed.is_empty() {
+            let _ = writeln!(
+                s,
+                "backpressure sends not queued: {} (a request counts as its replica's Busy refusal)",
+                counts_line(&self.sends_failed)
+            );
+        }
         let _ = writeln!(
             s,
             "events       {} over {:.1} s simulated",
@@ -253,7 +268,8 @@ impl RunReport {
                 "\"ops\": {{\"ok\": {}, \"failed\": {}, \"indeterminate\": {}}}, \"availability\": {:.6}, ",
                 "\"availability_time\": {{\"window_ms\": {}, \"windows\": {}, \"some_ok\": {:.6}, \"all_ok\": {:.6}}}, ",
                 "\"latency_ms\": {{\"p50\": {:.3}, \"p99\": {:.3}}}, \"checks\": {{{}}}, \"check_details\": {{{}}}, ",
-                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"gossip\": {}, \"replay\": {}, \"drawn\": {}}}"
+                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"gossip\": {}, ",
+                "\"rejections\": {}, \"sends_failed\": {}, \"replay\": {}, \"drawn\": {}}}"
             ),
             json_string(&self.scenario),
             self.seed,
@@ -276,10 +292,27 @@ impl RunReport {
             self.sim_ms,
             self.wall_ms,
             self.gossip_json(),
+            counts_json(&self.rejections),
+            counts_json(&self.sends_failed),
             json_string(&self.replay_command()),
             crate::swarm::knobs_json(&self.swarm),
         )
     }
+}
+
+/// Named counts as `name n, name n`.
+fn counts_line(counts: &[(&'static str, u64)]) -> String {
+    let items: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    items.join(", ")
+}
+
+/// Named counts as a JSON object.
+fn counts_json(counts: &[(&'static str, u64)]) -> String {
+    let items: Vec<String> = counts
+        .iter()
+        .map(|(k, v)| format!("{}: {v}", json_string(k)))
+        .collect();
+    format!("{{{}}}", items.join(", "))
 }
 
 /// A JSON string literal.

@@ -154,6 +154,9 @@ pub fn run_seed(
             Verdict::Skipped("run with --check-determinism".into())
         },
     ));
+    if !scenario.check.rejections_min.is_empty() {
+        checks.push(("rejections", rejections(scenario, &world)));
+    }
     let report = summarize(scenario, path, seed, &world, checks);
     Ok(SeedRun {
         report,
@@ -161,6 +164,29 @@ pub fn run_seed(
         timeline,
         html,
     })
+}
+
+/// Whether the run showed at least `[check] rejections_min` typed rejections of each name.
+fn rejections(scenario: &Scenario, world: &World) -> Verdict {
+    let seen = |name: &str| world.counters.rejections.get(name).copied().unwrap_or(0);
+    let short: Vec<String> = scenario
+        .check
+        .rejections_min
+        .iter()
+        .filter(|(name, min)| seen(name) < **min)
+        .map(|(name, min)| format!("{name}: {} of at least {min}", seen(name)))
+        .collect();
+    let shown: Vec<String> = scenario
+        .check
+        .rejections_min
+        .keys()
+        .map(|name| format!("{name} {}", seen(name)))
+        .collect();
+    if short.is_empty() {
+        Verdict::Pass(format!("typed rejections shown: {}", shown.join(", ")))
+    } else {
+        Verdict::Fail(format!("too few typed rejections: {}", short.join("; ")))
+    }
 }
 
 /// A check that judged fewer than `min` successful operations fails whatever it found: a run
@@ -270,6 +296,18 @@ fn summarize(
             world.counters.anti_entropy_messages,
             world.counters.anti_entropy_bytes,
         ),
+        sends_failed: world
+            .counters
+            .sends_failed
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
+        rejections: world
+            .counters
+            .rejections
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
         hints: {
             let h = world.hint_stats();
             (

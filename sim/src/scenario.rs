@@ -162,6 +162,11 @@ pub struct NetworkSpec {
     /// One-way latency range between clients and nodes, milliseconds.
     #[serde(default = "default_client_latency")]
     pub client_latency_ms: Vec<f64>,
+    /// Bound of each node-to-node link's queue, messages in flight; a send to a full link is not
+    /// made and the sender's node gets `handle_send_failed` (back-pressure, decided in core).
+    /// Unset: unbounded.
+    #[serde(default)]
+    pub queue_messages_max: Option<u32>,
 }
 
 impl Default for NetworkSpec {
@@ -171,6 +176,7 @@ impl Default for NetworkSpec {
             drop: 0.0,
             duplicate: 0.0,
             client_latency_ms: default_client_latency(),
+            queue_messages_max: None,
         }
     }
 }
@@ -243,6 +249,10 @@ pub struct WorkloadSpec {
     /// A client gives up on a request after this long (then records it indeterminate). Defaults
     /// to the request timeout plus twice the largest client latency plus a margin.
     pub client_timeout_ms: Option<u64>,
+    /// Fraction of the puts whose value is longer than `cluster.value_bytes_max` (by 1 to 64
+    /// bytes): each must be refused with a typed `ValueTooLarge`, never sent or stored.
+    #[serde(default)]
+    pub oversized_fraction: f64,
     /// How clients talk to the cluster: `requests` (the default) sends core `ClientRequest`s
     /// directly, carrying the context of the client's last read of the key; `commands` runs
     /// client commands (`GET`, `SET`, `DEL`, `KV.GET`, `KV.PUT`/`KV.DEL` with `CONTEXT`) through
@@ -396,6 +406,11 @@ pub struct CheckSpec {
     /// whose requests were all refused proves nothing. Default: 1% of `workload.operations`, at
     /// least 1.
     pub ok_operations_min: Option<u64>,
+    /// Typed rejections the run must show, at least this many of each, by the name the summary
+    /// prints (`busy`, `value-too-large`, ...): a scenario about back-pressure or a limit makes
+    /// its point only if the typed outcome happened. Empty: no such check.
+    #[serde(default)]
+    pub rejections_min: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for CheckSpec {
@@ -406,6 +421,7 @@ impl Default for CheckSpec {
             convergence: false,
             siblings: false,
             ok_operations_min: None,
+            rejections_min: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -622,6 +638,11 @@ impl Scenario {
             "must be a probability in [0, 1]",
         )?;
         ensure(
+            self.network.queue_messages_max != Some(0),
+            "network.queue_messages_max",
+            "must be at least 1 (leave it out for unbounded queues)",
+        )?;
+        ensure(
             self.clocks.skew_ms <= 86_400_000,
             "clocks.skew_ms",
             "must be at most 86400000",
@@ -671,6 +692,11 @@ impl Scenario {
         ensure(
             (0.0..=1.0).contains(&w.delete_fraction),
             "workload.delete_fraction",
+            "must be in [0, 1]",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&w.oversized_fraction),
+            "workload.oversized_fraction",
             "must be in [0, 1]",
         )?;
         ensure(
@@ -848,6 +874,17 @@ impl Scenario {
                 "workload.operations".into(),
                 "is 0 while [check] enables checks: they would judge nothing".into(),
             ));
+        }
+        for name in self.check.rejections_min.keys() {
+            if !crate::world::REJECTION_NAMES.contains(&name.as_str()) {
+                return Err((
+                    "check.rejections_min".into(),
+                    format!(
+                        "names `{name}`, not one of {}",
+                        crate::world::REJECTION_NAMES.join(", ")
+                    ),
+                ));
+            }
         }
         if let Some(min) = self.check.ok_operations_min {
             if min > self.workload.operations {
@@ -1068,6 +1105,22 @@ value_bytes = [8, 16]
         let text = format!("{MINIMAL}\n[check]\nok_operations_min = 11\n");
         let e = Scenario::parse("t.toml", &text).expect_err("more than issued");
         assert_eq!(e.field.as_deref(), Some("check.ok_operations_min"));
+    }
+
+    #[test]
+    fn new_knobs_are_checked_where_they_are_read() {
+        let text = format!("{MINIMAL}\n[check]\nrejections_min = {{ bussy = 1 }}\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("an unknown rejection name");
+        assert_eq!(e.field.as_deref(), Some("check.rejections_min"));
+        let text = format!("{MINIMAL}\n[check]\nrejections_min = {{ busy = 1 }}\n");
+        let s = Scenario::parse("t.toml", &text).expect("a known name");
+        assert_eq!(s.check.rejections_min.get("busy"), Some(&1));
+        let text = MINIMAL.replace("[workload]", "[workload]\noversized_fraction = 1.5");
+        let e = Scenario::parse("t.toml", &text).expect_err("not a fraction");
+        assert_eq!(e.field.as_deref(), Some("workload.oversized_fraction"));
+        let text = format!("{MINIMAL}\n[network]\nqueue_messages_max = 0\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("a queue of nothing");
+        assert_eq!(e.field.as_deref(), Some("network.queue_messages_max"));
     }
 
     #[test]

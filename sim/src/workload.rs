@@ -32,6 +32,10 @@ pub struct Workload {
     read_fraction: f64,
     delete_fraction: f64,
     value_bytes: (usize, usize),
+    /// Fraction of puts whose value is past the cluster's `value_bytes_max`.
+    oversized_fraction: f64,
+    /// The cluster's value limit (core's `value_bytes_max`).
+    value_bytes_max: usize,
     next_value_id: u64,
     /// Clients run commands through core's command machines (`interface = "commands"`).
     commands: bool,
@@ -67,6 +71,10 @@ impl Workload {
             read_fraction: w.read_fraction,
             delete_fraction: w.delete_fraction,
             value_bytes: (w.value_bytes[0], w.value_bytes[1]),
+            oversized_fraction: w.oversized_fraction,
+            value_bytes_max: scenario
+                .cluster_config()
+                .map_or(usize::MAX, |c| c.value_bytes_max),
             next_value_id: 1,
             commands: w.interface == "commands",
             kv_fraction: w.kv_fraction,
@@ -146,11 +154,18 @@ impl Workload {
         }
     }
 
-    /// A fresh value: its first 8 bytes are a unique id (little-endian), the rest filler.
+    /// A fresh value: its first 8 bytes are a unique id (little-endian), the rest filler. A
+    /// fraction (`oversized_fraction`) is 1 to 64 bytes past the cluster's value limit; nothing
+    /// extra is drawn from the seed when that fraction is 0.
     pub fn draw_value(&mut self, rng: &mut impl Rng) -> (u64, Bytes) {
         let id = self.next_value_id;
         self.next_value_id += 1;
-        let len = rng.gen_range(self.value_bytes.0..=self.value_bytes.1);
+        let oversized = self.oversized_fraction > 0.0 && rng.gen_bool(self.oversized_fraction);
+        let len = if oversized {
+            self.value_bytes_max.saturating_add(rng.gen_range(1..=64))
+        } else {
+            rng.gen_range(self.value_bytes.0..=self.value_bytes.1)
+        };
         let mut bytes = vec![0u8; len.max(8)];
         bytes[..8].copy_from_slice(&id.to_le_bytes());
         (id, Bytes::from(bytes))

@@ -70,6 +70,9 @@ pub(super) struct ReadOperation {
     /// Replicas that refused: each counts once in `failed`, and never also as an answer (a
     /// duplicated or retried refusal, or a refusal followed by an answer, is stale).
     refused: Vec<NodeId>,
+    /// Refusals that were `Busy` (back-pressure): a read that fails with only such refusals is
+    /// rejected as `Busy`, the typed signal to back off, rather than `Unavailable`.
+    refused_busy: u8,
     /// What each replica answered, for read repair.
     records: Vec<(NodeId, Option<Record>)>,
     /// The client has its answer; the operation lives on only to repair late or stale replicas.
@@ -99,6 +102,12 @@ pub(super) struct WriteOperation {
     /// fsync): its bytes may still reach the disk, so the write is not known to have had no
     /// effect (PITFALLS: "Failed is not the same as did-not-happen").
     storage_failed: bool,
+    /// Refusals that were `Busy` (back-pressure: a full queue or a full hint store). A write
+    /// every replica refused with `Busy` is rejected as `Busy`, a typed signal to back off.
+    refused_busy: u8,
+    /// A fault point sent some replica two copies: one may have applied while the other was
+    /// refused (or not queued), so a refusal no longer proves "no effect".
+    copies_doubled: bool,
     /// Vector-clock writes go to the other replicas only after the local copy is durable.
     fanned_out: bool,
     /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
@@ -349,6 +358,7 @@ impl<S: Storage> Node<S> {
             merged: None,
             failed: 0,
             refused: Vec::new(),
+            refused_busy: 0,
             records: Vec::with_capacity(replicas.len()),
             replied: false,
             sloppy_final: None,
@@ -425,9 +435,10 @@ impl<S: Storage> Node<S> {
                     });
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 read.refused.push(from);
                 read.failed += 1;
+                read.refused_busy += u8::from(e == ReplicaError::Busy);
             }
         }
         let (answered, needed) = (read.answered.len(), usize::from(read.needed));
@@ -458,9 +469,13 @@ impl<S: Storage> Node<S> {
                 let merged = read.merged.clone();
                 self.observe_record(merged.as_ref());
                 if !met {
-                    let reply = ClientReply::Unavailable {
-                        acks: acks(answered),
-                        needed: read.needed,
+                    let reply = if read.refused_busy == read.failed {
+                        ClientReply::Rejected(RequestError::Busy)
+                    } else {
+                        ClientReply::Unavailable {
+                            acks: acks(answered),
+                            needed: read.needed,
+                        }
                     };
                     self.reply(read.request, reply);
                     return;
@@ -515,6 +530,8 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    refused_busy: 0,
+                    copies_doubled: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -546,6 +563,8 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    refused_busy: 0,
+                    copies_doubled: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -613,6 +632,8 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    refused_busy: 0,
+                    copies_doubled: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: None,
@@ -707,6 +728,9 @@ impl<S: Storage> Node<S> {
             };
             if buggify!(self.faults, &mut self.rng, "coordinator/duplicate-write") {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
+                if let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) {
+                    write.copies_doubled = true;
+                }
                 self.send(target, message.clone());
             }
             self.send(target, message);
@@ -770,6 +794,7 @@ impl<S: Storage> Node<S> {
                 write.refused.push(logical);
                 write.failed += 1;
                 write.storage_failed |= e == ReplicaError::Storage;
+                write.refused_busy += u8::from(e == ReplicaError::Busy);
             }
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
@@ -809,9 +834,18 @@ impl<S: Storage> Node<S> {
                         version: write.version,
                         acks: acks(acked),
                     }
-                } else if acked == 0 && reachable == 0 && !write.storage_failed {
+                } else if acked == 0
+                    && reachable == 0
+                    && !write.storage_failed
+                    && !write.copies_doubled
+                {
                     // Every replica refused before applying it (busy, not ready, another ring).
-                    ForwardedOutcome::Rejected(RequestError::StorageUnavailable)
+                    let error = if write.refused_busy == write.failed {
+                        RequestError::Busy
+                    } else {
+                        RequestError::StorageUnavailable
+                    };
+                    ForwardedOutcome::Rejected(error)
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
                 };
@@ -923,6 +957,8 @@ impl<S: Storage> Node<S> {
             failed: 0,
             refused: Vec::new(),
             storage_failed: false,
+            refused_busy: 0,
+            copies_doubled: false,
             fanned_out: false,
             sloppy: None,
             epoch: None,

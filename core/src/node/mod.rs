@@ -1,8 +1,9 @@
 //! The node state machine: coordinator for client requests and replica for its share of keys.
 //!
-//! Inputs are `handle_client`, `handle_message`, `handle_timeout`, `handle_persisted` and
-//! `handle_persist_failed`; after each, the driver drains `poll_output` completely and then sleeps
-//! until `poll_timeout` (or the next input). See the crate documentation for the full contract.
+//! Inputs are `handle_client`, `handle_message`, `handle_timeout`, `handle_persisted`,
+//! `handle_persist_failed` and `handle_send_failed` (back-pressure, see `send_failure`); after
+//! each, the driver drains `poll_output` completely and then sleeps until `poll_timeout` (or the
+//! next input). See the crate documentation for the full contract.
 
 mod antientropy;
 mod clock_floor;
@@ -14,6 +15,7 @@ pub mod hints;
 mod incarnation;
 mod output;
 mod replica;
+mod send_failure;
 mod tree_rebuild;
 
 pub use antientropy::AntiEntropyStats;
@@ -22,6 +24,7 @@ pub use gossip::{AdminError, MEMBERSHIP_KEY};
 pub use handover::{ring_epoch, HandoverStats, HANDOVER_KEY};
 pub use incarnation::INCARNATION_KEY;
 pub use output::{NodeEvent, Output, PersistToken};
+pub use send_failure::{SendFailureClass, SendFailureStats};
 pub use tree_rebuild::TreeRebuildStats;
 
 use crate::buggify::FaultPoints;
@@ -118,6 +121,8 @@ pub struct Node<S: Storage> {
     tree_rebuild_stats: TreeRebuildStats,
     /// Ring epochs and range readiness for the linearizable level across ring changes.
     handover: handover::Handover,
+    /// Sends the driver could not queue, by what became of them.
+    send_failures: SendFailureStats,
 }
 
 impl<S: Storage> Node<S> {
@@ -172,6 +177,7 @@ impl<S: Storage> Node<S> {
             next_tree_rebuild: None,
             tree_rebuild_stats: TreeRebuildStats::default(),
             handover,
+            send_failures: SendFailureStats::default(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
@@ -239,6 +245,11 @@ impl<S: Storage> Node<S> {
     /// Counters.
     pub fn stats(&self) -> &NodeStats {
         &self.stats
+    }
+
+    /// Sends the driver could not queue (back-pressure), by what became of them.
+    pub fn send_failure_stats(&self) -> &SendFailureStats {
+        &self.send_failures
     }
 
     /// Requests and replica round trips in flight.
@@ -390,6 +401,17 @@ impl<S: Storage> Node<S> {
         if !self.incarnation_durable() {
             self.refuse_deferred();
         }
+        self.finish_input();
+    }
+
+    /// The driver could not queue `message` for `to` (the peer's queue is full or gone, or the
+    /// message is too large to encode): nothing was sent. The node decides what that means (a
+    /// request counts as the replica's `Busy` refusal, a reply or repeatable message is dropped
+    /// and counted; see `send_failure`), so no driver holds protocol policy.
+    pub fn handle_send_failed(&mut self, now: Now, to: NodeId, message: Message) {
+        self.last_wall = now.wall;
+        self.last_monotonic = now.monotonic;
+        self.on_send_failed(to, message);
         self.finish_input();
     }
 

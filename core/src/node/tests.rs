@@ -1306,3 +1306,98 @@ fn a_datacenter_level_read_never_hands_off_to_another_datacenter() {
         "{last:?}"
     );
 }
+
+/// Takes the messages `from` has in flight, in order.
+fn take_sent_by(c: &mut Cluster, from: usize) -> Vec<(NodeId, Message)> {
+    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut c.in_flight)
+        .into_iter()
+        .partition(|(f, _, _)| f.0 as usize == from);
+    c.in_flight = rest.into();
+    mine.into_iter().map(|(_, to, m)| (to, m)).collect()
+}
+
+#[test]
+fn an_unqueued_write_is_one_refusal_and_a_later_answer_from_that_replica_is_stale() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    let all = ClientRequest::Put {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"v"),
+        context: None,
+        consistency: Some(Consistency::All),
+    };
+    c.client(0, 1, all);
+    let sent = take_sent_by(&mut c, 0);
+    let (to, write) = sent
+        .iter()
+        .find(|(_, m)| matches!(m, Message::Write { .. }))
+        .cloned()
+        .expect("a write to another replica");
+    // The driver could not queue it: the replica's Busy refusal puts `all` out of reach at
+    // once, with no deadline, and the write may still land elsewhere (indeterminate).
+    c.nodes[0].handle_send_failed(c.now, to, write.clone());
+    c.drain(0);
+    assert_eq!(
+        c.reply(1),
+        Some(&ClientReply::Indeterminate { acks: 0, needed: 3 })
+    );
+    assert_eq!(c.nodes[0].send_failure_stats().requests_refused, 1);
+    // The same failure reported twice, then every copy delivered and answered anyway (a
+    // duplicate that did get through): no second reply, no acknowledgement beside the refusal.
+    c.nodes[0].handle_send_failed(c.now, to, write);
+    c.drain(0);
+    c.in_flight
+        .extend(sent.into_iter().map(|(to, m)| (NodeId(0), to, m)));
+    c.settle();
+    let replies = c.replies.iter().filter(|(r, _)| r.0 == 1).count();
+    assert_eq!(replies, 1, "one outcome per request: {:?}", c.replies);
+}
+
+#[test]
+fn a_read_refused_only_for_back_pressure_is_rejected_busy_at_once() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, get("k"));
+    for (to, read) in take_sent_by(&mut c, 0) {
+        c.nodes[0].handle_send_failed(c.now, to, read);
+        c.drain(0);
+    }
+    assert_eq!(
+        c.reply(1),
+        Some(&ClientReply::Rejected(crate::client::RequestError::Busy))
+    );
+}
+
+#[test]
+fn an_unqueued_reply_is_dropped_and_counted_and_the_deadline_answers() {
+    let mut c = Cluster::new(ConflictMode::Lww);
+    c.client(0, 1, put("k", "v"));
+    c.deliver_all();
+    // Each replica persists and answers, but its reply cannot be queued back to the coordinator.
+    for i in 1..3 {
+        for token in std::mem::take(&mut c.persists[i]) {
+            c.nodes[i].storage_mut().sync().expect("sync");
+            c.nodes[i].handle_persisted(c.now, token);
+            c.drain(i);
+        }
+        let sent = take_sent_by(&mut c, i);
+        assert_eq!(sent.len(), 1, "one acknowledgement: {sent:?}");
+        for (to, reply) in sent {
+            assert!(matches!(reply, Message::WriteReply { .. }), "{reply:?}");
+            c.nodes[i].handle_send_failed(c.now, to, reply);
+            c.drain(i);
+        }
+        assert!(c.in_flight.is_empty(), "a dropped reply is not resent");
+        assert_eq!(c.nodes[i].send_failure_stats().replies_dropped, 1);
+    }
+    c.persist_all();
+    assert!(c.reply(1).is_none(), "one durable copy is short of w = 2");
+    let later = Now {
+        monotonic: Instant::from_nanos(10_000_000_000),
+        wall: c.now.wall,
+    };
+    c.nodes[0].handle_timeout(later);
+    c.drain(0);
+    assert_eq!(
+        c.reply(1),
+        Some(&ClientReply::Indeterminate { acks: 1, needed: 2 })
+    );
+}

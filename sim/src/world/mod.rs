@@ -27,11 +27,12 @@ use final_reads::FINAL_READER;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::hash::hash_pair;
+use ringkv_core::node::SendFailureClass;
 use ringkv_core::{
-    CausalContext, ClusterConfig, Instant, Node, NodeConfig, NodeEvent, NodeId, NodeLocation, Now,
-    Output, PersistToken, RequestId, Ring,
+    CausalContext, ClientReply, ClusterConfig, Instant, Message, Node, NodeConfig, NodeEvent,
+    NodeId, NodeLocation, Now, Output, PersistToken, RequestError, RequestId, Ring,
 };
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use storage::SimStorage;
 
 const NANOS_PER_MS: u64 = 1_000_000;
@@ -124,6 +125,41 @@ pub struct RunCounters {
     pub unencodable_messages: u64,
     /// Encoded messages the codec could not decode again: never delivered.
     pub undecodable_messages: u64,
+    /// Sends that could not be made (a full link or an unencodable message), by the class the
+    /// core treats them as: "request" (a replica's `Busy` refusal), "reply", "repeatable".
+    pub sends_failed: BTreeMap<&'static str, u64>,
+    /// Typed rejections nodes answered clients with, by error.
+    pub rejections: BTreeMap<&'static str, u64>,
+}
+
+/// Every name [`rejection_name`] gives (what `[check] rejections_min` may name).
+pub const REJECTION_NAMES: [&str; 10] = [
+    "key-too-large",
+    "value-too-large",
+    "invalid-consistency",
+    "no-replicas",
+    "too-many-siblings",
+    "busy",
+    "storage-unavailable",
+    "reserved-key",
+    "linearizable-needs-lww",
+    "siblings-too-large",
+];
+
+/// A short stable name of a typed rejection, for the summary.
+fn rejection_name(error: &RequestError) -> &'static str {
+    match error {
+        RequestError::KeyTooLarge { .. } => "key-too-large",
+        RequestError::ValueTooLarge { .. } => "value-too-large",
+        RequestError::InvalidConsistency => "invalid-consistency",
+        RequestError::NoReplicas => "no-replicas",
+        RequestError::TooManySiblings { .. } => "too-many-siblings",
+        RequestError::Busy => "busy",
+        RequestError::StorageUnavailable => "storage-unavailable",
+        RequestError::ReservedKey => "reserved-key",
+        RequestError::LinearizableNeedsLww => "linearizable-needs-lww",
+        RequestError::SiblingsTooLarge { .. } => "siblings-too-large",
+    }
 }
 
 /// A whole simulated cluster under one seed.
@@ -133,6 +169,8 @@ pub struct World {
     queue: BinaryHeap<Scheduled>,
     /// One node's outputs of the drain being carried out (reused to save allocations).
     drained: Vec<Output>,
+    /// Sends of the drain being carried out that could not be made, fed back after it.
+    unsent: VecDeque<(NodeId, Message)>,
     nodes: Vec<NodeSlot>,
     ring: Ring,
     config: ClusterConfig,
@@ -263,6 +301,7 @@ impl World {
             sequence: 0,
             queue: BinaryHeap::new(),
             drained: Vec::new(),
+            unsent: VecDeque::new(),
             nodes: slots,
             ring,
             network: Network::new(
@@ -271,7 +310,8 @@ impl World {
                 &scenario.network.client_latency_ms,
                 scenario.network.drop,
                 scenario.network.duplicate,
-            ),
+            )
+            .with_queue_messages_max(scenario.network.queue_messages_max),
             config,
             clients: (0..w.clients)
                 .map(|_| Client {
@@ -530,6 +570,7 @@ impl World {
     fn dispatch(&mut self, event: Event) -> bool {
         match event {
             Event::Deliver { to, from, message } => {
+                self.network.delivered(from, to);
                 let now = self.now_for(to as usize);
                 if let Some(node) = self.node_mut(to as usize) {
                     node.handle_message(now, NodeId(from), message);
@@ -600,8 +641,46 @@ impl World {
         true
     }
 
-    /// Carries out every output of `node`, then arms its timer.
+    /// Carries out every output of `node`, then feeds it each send that could not be made (a
+    /// full link or an unencodable message; each such input again followed by a full drain),
+    /// then arms its timer.
     fn drain(&mut self, node: usize) {
+        let mut unsent = std::mem::take(&mut self.unsent);
+        loop {
+            self.carry_out(node, &mut unsent);
+            let Some((to, message)) = unsent.pop_front() else {
+                break;
+            };
+            let kind = match SendFailureClass::of(&message) {
+                SendFailureClass::Request => "request",
+                SendFailureClass::Reply => "reply",
+                SendFailureClass::Repeatable => "repeatable",
+            };
+            *self.counters.sends_failed.entry(kind).or_insert(0) += 1;
+            let now = self.now_for(node);
+            if let Some(n) = self.node_mut(node) {
+                n.handle_send_failed(now, to, message);
+            }
+        }
+        self.unsent = unsent;
+        if self.trace.is_some() {
+            self.trace_hint_expiry(node);
+        }
+        let next = self.node_mut(node).and_then(|n| n.poll_timeout());
+        if let Some(at) = next {
+            let at = at.as_nanos().max(self.now);
+            let slot = &self.nodes[node];
+            if slot.timer_at.is_none_or(|t| at < t) {
+                let incarnation = slot.incarnation;
+                self.nodes[node].timer_at = Some(at);
+                let node = u32::try_from(node).unwrap_or(u32::MAX);
+                self.schedule(at, Event::Timer { node, incarnation });
+            }
+        }
+    }
+
+    /// Carries out every output `node` has; sends that cannot be made go to `unsent`.
+    fn carry_out(&mut self, node: usize, unsent: &mut VecDeque<(NodeId, Message)>) {
         // The one drive step of core: every output the node has, in its order; they are carried
         // out below once the node is no longer borrowed (carrying one out never feeds it input).
         let mut drained = std::mem::take(&mut self.drained);
@@ -615,10 +694,13 @@ impl World {
                     // Bytes on the simulated wire: every message crosses the codec both ways,
                     // as it does between real nodes, so wire-format and size-limit bugs meet
                     // seeds. What cannot be encoded or decoded is counted and never delivered.
+                    // A message too large to encode could not be queued either: the node
+                    // decides what that means, as for a full link.
                     let bytes = match ringkv_core::codec::encode(&message) {
                         Ok(bytes) => bytes,
                         Err(_) => {
                             self.counters.unencodable_messages += 1;
+                            unsent.push_back((to, message));
                             continue;
                         }
                     };
@@ -636,17 +718,25 @@ impl World {
                         self.counters.anti_entropy_bytes += wire_bytes;
                     }
                     let from = u32::try_from(node).unwrap_or(u32::MAX);
+                    if !self.network.has_room(from, to.0) {
+                        unsent.push_back((to, message));
+                        continue;
+                    }
                     match self.network.fate(from, to.0, &mut self.net_rng) {
                         Fate::Lost => {}
-                        Fate::Once(delay) => self.schedule(
-                            self.now + delay,
-                            Event::Deliver {
-                                to: to.0,
-                                from,
-                                message,
-                            },
-                        ),
+                        Fate::Once(delay) => {
+                            self.network.enqueued(from, to.0, 1);
+                            self.schedule(
+                                self.now + delay,
+                                Event::Deliver {
+                                    to: to.0,
+                                    from,
+                                    message,
+                                },
+                            )
+                        }
                         Fate::Twice(a, b) => {
+                            self.network.enqueued(from, to.0, 2);
                             let copy = message.clone();
                             self.schedule(
                                 self.now + a,
@@ -675,6 +765,13 @@ impl World {
                     }
                 }
                 Output::Reply { request, reply } => {
+                    if let ClientReply::Rejected(error) = &reply {
+                        *self
+                            .counters
+                            .rejections
+                            .entry(rejection_name(error))
+                            .or_insert(0) += 1;
+                    }
                     let delay = self.network.client_delay(&mut self.net_rng);
                     let reply = ClientResponse::Reply(reply);
                     self.schedule(self.now + delay, Event::ClientReply { request, reply });
@@ -704,20 +801,6 @@ impl World {
             }
         }
         self.drained = drained;
-        if self.trace.is_some() {
-            self.trace_hint_expiry(node);
-        }
-        let next = self.node_mut(node).and_then(|n| n.poll_timeout());
-        if let Some(at) = next {
-            let at = at.as_nanos().max(self.now);
-            let slot = &self.nodes[node];
-            if slot.timer_at.is_none_or(|t| at < t) {
-                let incarnation = slot.incarnation;
-                self.nodes[node].timer_at = Some(at);
-                let node = u32::try_from(node).unwrap_or(u32::MAX);
-                self.schedule(at, Event::Timer { node, incarnation });
-            }
-        }
     }
 
     /// Shows in the trace the hints `node` expired since the trace last looked.
