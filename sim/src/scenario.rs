@@ -1095,7 +1095,8 @@ value_bytes = [8, 16]
         );
         let e = Scenario::parse("t.toml", &text).expect_err("linearizable + vector clocks");
         assert_eq!(e.field.as_deref(), Some("cluster.consistency"));
-        assert!(e.to_string().contains("cluster.conflict"), "{e}");
+        // Core's own validation refuses it (the node's configuration too), naming the fix.
+        assert!(e.to_string().contains("conflict = \"lww\""), "{e}");
         let text = MINIMAL.replace("w = 2", "w = 2\nreplicas_per_datacenter = { dc1 = 3 }");
         let e = Scenario::parse("t.toml", &text).expect_err("no dc1");
         assert_eq!(e.field.as_deref(), Some("cluster.replicas_per_datacenter"));
