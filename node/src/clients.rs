@@ -442,7 +442,9 @@ fn rejected(e: &RequestError) -> Reply {
              its CONTEXT"
         )),
         RequestError::Busy => Reply::Error(
-            "BUSY the node is at limits.requests_in_flight_max; retry shortly".into(),
+            "BUSY the cluster is overloaded (this node at limits.requests_in_flight_max, or \
+             replicas' peer queues full); nothing was written; retry shortly"
+                .into(),
         ),
         RequestError::LinearizableNeedsLww => Reply::err(
             "LEVEL linearizable needs replication.conflict = \"lww\"; this cluster uses vector clocks",

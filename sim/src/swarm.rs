@@ -149,15 +149,13 @@ pub struct SwarmSpec {
 }
 
 /// The combinations a swarm file may quarantine, with the failure each one shows.
-pub const QUARANTINES: [(&str, &str); 1] = [
-    (
-        "vector-clock-disk-wipe",
-        "vector clocks with a replaced machine: the wiped node comes back under the same id and \
+pub const QUARANTINES: [(&str, &str); 1] = [(
+    "vector-clock-disk-wipe",
+    "vector clocks with a replaced machine: the wiped node comes back under the same id and \
          its dot counter starts again, so its new dots repeat dots it issued before the wipe; \
          final reads at `all` then disagree with the merged replicas (durability). Needs an actor \
          id per incarnation of the data (as Riak's vnode ids), not per node",
-    ),
-];
+)];
 
 /// One drawn knob's value, printed in the summary and as JSON.
 #[derive(Clone, Debug, PartialEq)]
