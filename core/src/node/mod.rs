@@ -7,6 +7,7 @@
 mod antientropy;
 mod clock_floor;
 mod coordinator;
+mod data_epoch;
 mod durability;
 mod gossip;
 mod handover;
@@ -18,6 +19,7 @@ mod tree_rebuild;
 
 pub use antientropy::AntiEntropyStats;
 pub use clock_floor::CLOCK_FLOOR_KEY;
+pub use data_epoch::DATA_EPOCH_KEY;
 pub use gossip::{AdminError, MEMBERSHIP_KEY};
 pub use handover::{ring_epoch, HandoverStats, HANDOVER_KEY};
 pub use incarnation::INCARNATION_KEY;
@@ -33,7 +35,7 @@ use crate::message::Message;
 use crate::ring::Ring;
 use crate::storage::Storage;
 use crate::time::{Instant, Now, WallMicros};
-use crate::version::HybridClock;
+use crate::version::{ActorId, DataEpoch, HybridClock};
 use coordinator::Operation;
 use durability::Durability;
 use rand::SeedableRng;
@@ -65,6 +67,8 @@ pub struct Node<S: Storage> {
     rng: ChaCha8Rng,
     faults: FaultPoints,
     clock: HybridClock,
+    /// The author of this node's vector-clock dots: its data incarnation (see `data_epoch`).
+    actor: ActorId,
     /// The wall clock of the latest input, for stamps made while handling replies.
     last_wall: WallMicros,
     /// Monotonic time of the latest input.
@@ -138,6 +142,7 @@ impl<S: Storage> Node<S> {
             storage,
             rng,
             clock: HybridClock::default(),
+            actor: ActorId::new(NodeId::default(), DataEpoch::default()),
             last_wall: WallMicros::default(),
             last_monotonic: Instant::ZERO,
             outputs: VecDeque::new(),
@@ -176,6 +181,8 @@ impl<S: Storage> Node<S> {
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
         node.load_clock_floor();
+        // Before the bump: the epoch is durable before any operation (and so any dot) starts.
+        node.load_data_epoch();
         node.bump_incarnation();
         node.handover_load();
         node.rebuild_trees();
