@@ -149,7 +149,7 @@ pub struct SwarmSpec {
 }
 
 /// The combinations a swarm file may quarantine, with the failure each one shows.
-pub const QUARANTINES: [(&str, &str); 3] = [
+pub const QUARANTINES: &[(&str, &str)] = &[
     (
         "sloppy-single-acknowledgement",
         "sloppy quorum where a write waits for one replica: a write acknowledged by a fallback's \
@@ -159,13 +159,6 @@ pub const QUARANTINES: [(&str, &str); 3] = [
         "remove-departed-disk",
         "a remove: final reads disagree with a value only the removed node's disk holds; issue \
          #11 item 8, the durability check counting the disks of removed nodes",
-    ),
-    (
-        "vector-clock-disk-wipe",
-        "vector clocks with a replaced machine: the wiped node comes back under the same id and \
-         its dot counter starts again, so its new dots repeat dots it issued before the wipe; \
-         final reads at `all` then disagree with the merged replicas (durability). Needs an actor \
-         id per incarnation of the data (as Riak's vnode ids), not per node",
     ),
 ];
 
@@ -719,9 +712,7 @@ impl SwarmFile {
         if write_quorum >= 2 && rng.gen_bool(s.disk_wipe) {
             let node = rng.gen_range(0..ring_nodes);
             let at_ms = rng.gen_range(duration_ms / 5..=duration_ms * 4 / 5);
-            let text = if conflict == "vector-clock" && quarantined("vector-clock-disk-wipe") {
-                "quarantined (vector-clock-disk-wipe)".to_string()
-            } else if connect_disk_wipe(&mut nemesis, &mut faults, node, at_ms) {
+            let text = if connect_disk_wipe(&mut nemesis, &mut faults, node, at_ms) {
                 format!("n{node} at {at_ms}ms")
             } else {
                 "drawn but not connected".into()
