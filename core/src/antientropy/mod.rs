@@ -37,7 +37,9 @@ pub fn record_digest(record: &Record) -> u64 {
         Record::Causal(r) => {
             let mut h = 0x5151_5151_u64;
             for &(actor, counter) in r.clock.entries() {
-                h = mix64(h ^ u64::from(actor.node.0) ^ counter.rotate_left(24) ^ mix64(actor.epoch.0));
+                h = mix64(
+                    h ^ u64::from(actor.node.0) ^ counter.rotate_left(24) ^ mix64(actor.epoch.0),
+                );
             }
             for (dot, value) in &r.siblings {
                 h = mix64(

@@ -169,7 +169,10 @@ mod tests {
         };
         node.handle_client(now(), RequestId(request), body);
         let dots = drain_persisting(node);
-        *dots.iter().max().expect("the write went out to the other replicas")
+        *dots
+            .iter()
+            .max()
+            .expect("the write went out to the other replicas")
     }
 
     fn stored_record(node: &Node<MemStorage>) -> crate::version::CausalRecord {
@@ -213,12 +216,18 @@ mod tests {
     #[test]
     fn an_unreadable_stored_epoch_is_replaced_never_trusted() {
         use crate::storage::Storage;
-        assert_eq!(decode_data_epoch(&encode_data_epoch(DataEpoch(5))), Some(DataEpoch(5)));
+        assert_eq!(
+            decode_data_epoch(&encode_data_epoch(DataEpoch(5))),
+            Some(DataEpoch(5))
+        );
         assert_eq!(decode_data_epoch(&[]), None);
         assert_eq!(decode_data_epoch(&[0xff; 3]), None);
         let other_format = codec::encode_value(&(DATA_EPOCH_FORMAT + 1, 5u64));
         assert_eq!(decode_data_epoch(&other_format), None);
-        assert_eq!(decode_data_epoch(&codec::encode_value(&(DATA_EPOCH_FORMAT, 0u64))), None);
+        assert_eq!(
+            decode_data_epoch(&codec::encode_value(&(DATA_EPOCH_FORMAT, 0u64))),
+            None
+        );
 
         let mut storage = MemStorage::new();
         let garbage = Record::Lww(LwwRecord {

@@ -197,6 +197,12 @@ impl<S: Storage> Node<S> {
         self.id
     }
 
+    /// The author of this node's vector-clock dots: its id and data epoch (see `data_epoch`).
+    /// The epoch is 0 in last-write-wins clusters, which create no dots.
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &NodeConfig {
         &self.config

@@ -10,12 +10,12 @@
 //!
 //! Pruning rule (bounded clock size): when a vector has more than `entries_max` entries, entries
 //! that own no live sibling are dropped, lowest counter first, if their actor is not of a current
-//! replica of the key, or is an earlier data incarnation of the pruning replica itself (an actor
-//! whose data is gone never issues a dot again). Dropping an entry can only make an old sibling
-//! look concurrent again (a false sibling a client can resolve), never hide a write. Entries of
-//! current replicas are kept, every incarnation of them but the pruning node's own old ones (it
-//! cannot tell which of another node's incarnations is current), so a replica's current actor
-//! never loses its entry and a replica never reuses a dot.
+//! replica of the key, or is an earlier data incarnation of the pruning node itself (an actor
+//! whose data is gone never issues a dot again). The pruning node's current actor is never
+//! dropped. Dropping an entry can only make an old sibling look concurrent again (a false sibling
+//! a client can resolve), never hide a write. Every incarnation of the other current replicas is
+//! kept (the pruner cannot tell which one is current), so a replica's current actor never loses
+//! its entry and a replica never reuses a dot.
 
 use super::actor::ActorId;
 use crate::id::NodeId;
@@ -153,14 +153,21 @@ impl CausalRecord {
     /// `current` the pruning replica's own actor.
     pub fn prune(&mut self, entries_max: usize, replicas: &[NodeId], current: ActorId) {
         let own_counter = self.clock.get(current);
+        let known_siblings = self
+            .siblings
+            .iter()
+            .filter(|(d, _)| self.clock.contains(*d))
+            .count();
         while self.clock.len() > entries_max {
             let victim = self
                 .clock
                 .entries
                 .iter()
                 .filter(|(actor, _)| {
-                    let retired = actor.node == current.node && *actor != current;
-                    (retired || !replicas.contains(&actor.node))
+                    // The pruner's other incarnations are retired: their data is gone.
+                    let retired = actor.node == current.node;
+                    *actor != current
+                        && (retired || !replicas.contains(&actor.node))
                         && !self.siblings.iter().any(|(d, _)| d.actor == *actor)
                 })
                 .min_by_key(|&&(actor, counter)| (counter, actor))
@@ -175,9 +182,13 @@ impl CausalRecord {
             own_counter,
             "the pruning replica's own entry is kept"
         );
-        debug_assert!(
-            self.siblings.iter().all(|(d, _)| self.clock.contains(*d)),
-            "every live sibling's dot stays in the vector"
+        debug_assert_eq!(
+            self.siblings
+                .iter()
+                .filter(|(d, _)| self.clock.contains(*d))
+                .count(),
+            known_siblings,
+            "no live sibling's dot leaves the vector"
         );
     }
 
@@ -281,6 +292,32 @@ mod tests {
         assert_eq!(actors, vec![current, other_old, other_new]);
     }
 
+    /// Clients hold contexts, and peers and disks hold records, of the format before actors had
+    /// epochs (protocol 2, record format 1: entries keyed by `NodeId` alone). Those bytes are
+    /// refused with an error, never misread as vectors of this format, and no cut of a valid
+    /// encoding panics.
+    #[test]
+    fn vectors_of_the_node_keyed_format_are_refused_and_cut_bytes_are_errors() {
+        use crate::client::CausalContext;
+        use crate::codec::{decode_value, encode_value};
+        for entries in 1..=6u32 {
+            let old: Vec<(NodeId, u64)> = (0..entries)
+                .map(|i| (NodeId(i), u64::from(i) * 1000 + 3))
+                .collect();
+            let bytes = encode_value(&old);
+            assert!(decode_value::<VersionVector>(&bytes).is_err(), "{old:?}");
+            assert!(decode_value::<CausalContext>(&bytes).is_err(), "{old:?}");
+        }
+        let mut vector = VersionVector::default();
+        vector.raise(ActorId::new(NodeId(3), DataEpoch(u64::MAX)), 9);
+        vector.raise(n(1), 2);
+        let bytes = encode_value(&vector);
+        assert_eq!(decode_value::<VersionVector>(&bytes), Ok(vector));
+        for cut in 0..bytes.len() {
+            assert!(decode_value::<VersionVector>(&bytes[..cut]).is_err());
+        }
+    }
+
     /// Issue #11, swarm's "vector-clock-disk-wipe": a replica whose disk was replaced counts its
     /// dots from an empty record again. Under the same actor its first new dot is one the other
     /// replicas already know, so they drop the new write; under a new data incarnation the write
@@ -296,7 +333,10 @@ mod tests {
 
         // The failure: the same actor after the wipe.
         let (_, reused) = wiped.update(before_wipe, &VersionVector::default(), value("b"));
-        assert_eq!(reused, old_dot, "the counter starts again from an empty record");
+        assert_eq!(
+            reused, old_dot,
+            "the counter starts again from an empty record"
+        );
         assert!(
             survivor.clock.contains(reused),
             "the survivor takes the new write as already known"
@@ -304,8 +344,7 @@ mod tests {
 
         // The fix: a new incarnation of node 1's data.
         let after_wipe = ActorId::new(NodeId(1), DataEpoch(12));
-        let (rewritten, new_dot) =
-            wiped.update(after_wipe, &VersionVector::default(), value("b"));
+        let (rewritten, new_dot) = wiped.update(after_wipe, &VersionVector::default(), value("b"));
         assert_ne!(new_dot, old_dot);
         assert!(!survivor.clock.contains(new_dot));
         let merged = survivor.join(&rewritten);
