@@ -335,7 +335,9 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Cluster-wide settings.
     pub cluster: ClusterConfig,
-    /// Seed of the node's own random number generator (nonces, sim fault points).
+    /// Seed of the node's own random number generator (nonces, sim fault points, the data epoch
+    /// of an empty store). Give every process its own: a replaced disk started with the seed of
+    /// the previous process would draw the same data epoch and repeat its dots.
     pub rng_seed: u64,
 }
 

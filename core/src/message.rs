@@ -8,7 +8,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the peer protocol; peers with another version are refused by the transport.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: vector-clock dots and version vectors name an `ActorId` (node and data epoch), not a node.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -465,7 +465,7 @@ fn rejected(e: &RequestError) -> Reply {
 fn version_text(version: &WriteVersion) -> String {
     match version {
         WriteVersion::Lww(v) => format!("lww:{}:{}:{:016x}", v.timestamp_micros, v.node.0, v.nonce),
-        WriteVersion::Dot(d) => format!("dot:{}:{}", d.actor.0, d.counter),
+        WriteVersion::Dot(d) => format!("dot:{}:{}:{}", d.actor.node.0, d.actor.epoch, d.counter),
     }
 }
 

@@ -455,7 +455,7 @@ pub fn decode_context(text: &[u8]) -> Result<CausalContext, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringkv_core::version::VersionVector;
+    use ringkv_core::version::{ActorId, DataEpoch, VersionVector};
     use ringkv_core::NodeId;
 
     fn cmd(parts: &[&str]) -> Result<Command, Reply> {
@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn contexts_round_trip_as_text() {
         let mut clock = VersionVector::default();
-        clock.raise(NodeId(3), 7);
+        clock.raise(ActorId::new(NodeId(3), DataEpoch(0x1234_5678_9abc_def0)), 7);
         let context = CausalContext(clock);
         let encoded = encode_context(&context);
         assert_eq!(decode_context(encoded.as_bytes()), Ok(context.clone()));

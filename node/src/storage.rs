@@ -38,7 +38,8 @@ const CLUSTER_META_FORMAT: u32 = 1;
 
 /// The encoding of core records on disk (bincode over serde, `ringkv_core::codec`). Bump it when
 /// `ringkv_core::version::Record`'s encoding changes, so old directories are refused, not misread.
-pub const RECORD_FORMAT: u32 = 1;
+/// 2: vector-clock dots and version vectors name an `ActorId` (node and data epoch), not a node.
+pub const RECORD_FORMAT: u32 = 2;
 
 /// How keys map to ring positions: FNV-1a 64 finished with SplitMix64 (`ringkv_core::hash`).
 pub const PARTITIONER: &str = "fnv1a64-splitmix";

@@ -37,11 +37,14 @@ pub fn record_digest(record: &Record) -> u64 {
         Record::Causal(r) => {
             let mut h = 0x5151_5151_u64;
             for &(actor, counter) in r.clock.entries() {
-                h = mix64(h ^ u64::from(actor.0) ^ counter.rotate_left(24));
+                h = mix64(
+                    h ^ u64::from(actor.node.0) ^ counter.rotate_left(24) ^ mix64(actor.epoch.0),
+                );
             }
             for (dot, value) in &r.siblings {
                 h = mix64(
-                    h ^ u64::from(dot.actor.0).rotate_left(7)
+                    h ^ u64::from(dot.actor.node.0).rotate_left(7)
+                        ^ mix64(dot.actor.epoch.0)
                         ^ dot.counter
                         ^ u64::from(value.is_none()),
                 );

@@ -919,8 +919,8 @@ impl<S: Storage> Node<S> {
                 return;
             }
         };
-        let (mut record, dot) = local.update(self.id, &context, value);
-        record.prune(self.config.cluster.clock_entries_max, &replicas);
+        let (mut record, dot) = local.update(self.actor, &context, value);
+        record.prune(self.config.cluster.clock_entries_max, &replicas, self.actor);
         if record.siblings.len() > self.config.cluster.siblings_max {
             let max = self.config.cluster.siblings_max;
             self.finish_write(

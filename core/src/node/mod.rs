@@ -8,6 +8,7 @@
 mod antientropy;
 mod clock_floor;
 mod coordinator;
+mod data_epoch;
 mod durability;
 mod gossip;
 mod handover;
@@ -20,6 +21,7 @@ mod tree_rebuild;
 
 pub use antientropy::AntiEntropyStats;
 pub use clock_floor::CLOCK_FLOOR_KEY;
+pub use data_epoch::DATA_EPOCH_KEY;
 pub use gossip::{AdminError, MEMBERSHIP_KEY};
 pub use handover::{ring_epoch, HandoverStats, HANDOVER_KEY};
 pub use incarnation::INCARNATION_KEY;
@@ -36,7 +38,7 @@ use crate::message::Message;
 use crate::ring::Ring;
 use crate::storage::Storage;
 use crate::time::{Instant, Now, WallMicros};
-use crate::version::HybridClock;
+use crate::version::{ActorId, DataEpoch, HybridClock};
 use coordinator::Operation;
 use durability::Durability;
 use rand::SeedableRng;
@@ -68,6 +70,8 @@ pub struct Node<S: Storage> {
     rng: ChaCha8Rng,
     faults: FaultPoints,
     clock: HybridClock,
+    /// The author of this node's vector-clock dots: its data incarnation (see `data_epoch`).
+    actor: ActorId,
     /// The wall clock of the latest input, for stamps made while handling replies.
     last_wall: WallMicros,
     /// Monotonic time of the latest input.
@@ -143,6 +147,7 @@ impl<S: Storage> Node<S> {
             storage,
             rng,
             clock: HybridClock::default(),
+            actor: ActorId::new(NodeId::default(), DataEpoch::default()),
             last_wall: WallMicros::default(),
             last_monotonic: Instant::ZERO,
             outputs: VecDeque::new(),
@@ -182,6 +187,8 @@ impl<S: Storage> Node<S> {
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
         node.load_clock_floor();
+        // Before the bump: the epoch is durable before any operation (and so any dot) starts.
+        node.load_data_epoch();
         node.bump_incarnation();
         node.handover_load();
         node.rebuild_trees();
@@ -194,6 +201,12 @@ impl<S: Storage> Node<S> {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The author of this node's vector-clock dots: its id and data epoch (see `data_epoch`).
+    /// The epoch is 0 in last-write-wins clusters, which create no dots.
+    pub fn actor(&self) -> ActorId {
+        self.actor
     }
 
     /// The configuration the node runs with.

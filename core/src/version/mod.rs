@@ -10,10 +10,12 @@
 //! All merges here are pure, commutative, associative and idempotent, so replicas converge no
 //! matter how messages are duplicated or reordered.
 
+mod actor;
 mod causal;
 mod clock;
 mod lww;
 
+pub use actor::{ActorId, DataEpoch};
 pub use causal::{CausalRecord, Dot, VersionVector};
 pub use clock::HybridClock;
 pub use lww::{LwwRecord, LwwVersion};
