@@ -128,13 +128,13 @@ mod tests {
     use super::*;
     use crate::history::HistoryOp;
     use bytes::Bytes;
-    use ringkv_core::version::{CausalRecord, VersionVector};
+    use ringkv_core::version::{ActorId, CausalRecord, DataEpoch, VersionVector};
     use ringkv_core::{CausalContext, NodeId, WriteVersion};
     use std::collections::BTreeMap;
 
     fn dot(actor: u32, counter: u64) -> Dot {
         Dot {
-            actor: NodeId(actor),
+            actor: ActorId::new(NodeId(actor), DataEpoch(1)),
             counter,
         }
     }
