@@ -714,6 +714,15 @@ impl SwarmFile {
         check.insert("linearizable".into(), Value::Boolean(linearizable));
         // Anti-entropy is always on in a swarm run, so the replicas must converge.
         check.insert("convergence".into(), Value::Boolean(convergence));
+        // The floor of judged operations must be reachable under the faults drawn: clients block
+        // for a whole request timeout on each lost message, so the drawn `operations` is an upper
+        // bound a short lossy run never nears (seed 77: n = w = 2 at each_quorum, 3% loss, two
+        // clients for 3 s). The floor is what the clients complete even if every request waited
+        // out its timeout, capped by the usual 1% of the workload.
+        let ok_operations_min = (u64::from(clients) * duration_ms / request_timeout_ms.max(1))
+            .min(operations / 100)
+            .max(1);
+        check.insert("ok_operations_min".into(), int(ok_operations_min));
         let checks: Vec<&str> = ["durability", "linearizable", "convergence"]
             .into_iter()
             .filter(|name| check.get(*name).and_then(Value::as_bool) == Some(true))

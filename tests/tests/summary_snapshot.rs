@@ -63,11 +63,18 @@ fn every_scenario_file_has_a_readme_row() {
     let table: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(root.join("scenarios")).expect("scenarios/") {
-        let name = entry.expect("entry").file_name().to_string_lossy().to_string();
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
         if name.ends_with(".toml") && !table.iter().any(|row| row.contains(&format!("`{name}`"))) {
             missing.push(name);
         }
     }
     missing.sort();
-    assert!(missing.is_empty(), "scenarios without a README row: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "scenarios without a README row: {missing:?}"
+    );
 }
