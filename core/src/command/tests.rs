@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::client::RequestError;
-use crate::version::{Dot, VersionVector};
+use crate::version::{ActorId, DataEpoch, Dot, VersionVector};
 use crate::NodeId;
 
 fn b(text: &str) -> Bytes {
@@ -11,7 +11,7 @@ fn b(text: &str) -> Bytes {
 
 fn context(actor: u32, counter: u64) -> CausalContext {
     let mut clock = VersionVector::default();
-    clock.raise(NodeId(actor), counter);
+    clock.raise(ActorId::new(NodeId(actor), DataEpoch(1)), counter);
     CausalContext(clock)
 }
 
@@ -33,7 +33,7 @@ fn not_found(ctx: CausalContext) -> ClientReply {
 fn written() -> ClientReply {
     ClientReply::Written {
         version: WriteVersion::Dot(Dot {
-            actor: NodeId(1),
+            actor: ActorId::new(NodeId(1), DataEpoch(1)),
             counter: 9,
         }),
         acks: 2,
