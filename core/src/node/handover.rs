@@ -1326,4 +1326,59 @@ mod tests {
             other => panic!("expected the value written before both changes: {other:?}"),
         }
     }
+
+    #[test]
+    fn a_replaced_machine_refuses_until_it_pulled_then_holds_what_a_majority_acknowledged() {
+        let mut c = Cluster::new();
+        let ring = c.nodes[0].ring().clone();
+        let key = Bytes::from_static(b"wiped");
+        let written = c.client(0, 1, put(&key, "acknowledged"));
+        assert!(
+            matches!(written, Some(ClientReply::Written { .. })),
+            "{written:?}"
+        );
+        // Node 1's machine is replaced: a new, empty disk, and the driver says so.
+        let fresh = Node::new(node_config(1), ring.clone(), MemStorage::new()).expect("ok");
+        assert_eq!(
+            fresh.ranges_not_ready(),
+            0,
+            "an empty store alone reads as a first start"
+        );
+        c.nodes[1] = fresh;
+        c.persists[1].clear();
+        c.nodes[1].start_as_replacement();
+        c.drain(1);
+        let mine = c.nodes[1].my_ranges.len();
+        assert!(mine > 0);
+        assert_eq!(c.nodes[1].ranges_not_ready(), mine, "ready nowhere");
+        let epoch = ring_epoch(&ring);
+        assert_eq!(
+            record_of(&c.lin_read(1, &key, epoch)),
+            Err(ReplicaError::NotReady),
+            "the empty replica must not answer for what it lost"
+        );
+        // A crash before pulling brings it back not ready: the record was persisted at once.
+        for token in std::mem::take(&mut c.persists[1]) {
+            c.nodes[1].storage_mut().sync().expect("sync");
+            c.nodes[1].handle_persisted(c.now, token);
+        }
+        let node = c.nodes.remove(1);
+        let again = Node::new(node_config(1), ring.clone(), node.into_storage()).expect("ok");
+        assert_eq!(
+            again.ranges_not_ready(),
+            mine,
+            "still ready nowhere after a crash"
+        );
+        c.nodes.insert(1, again);
+        c.drain(1);
+        c.settle(10);
+        assert_eq!(
+            c.nodes[1].ranges_not_ready(),
+            0,
+            "pulled back from the others"
+        );
+        let held = record_of(&c.lin_read(1, &key, epoch)).expect("ready now");
+        let value = held.as_ref().map(Record::live_values).unwrap_or_default();
+        assert_eq!(value, vec![Bytes::from_static(b"acknowledged")]);
+    }
 }
