@@ -53,6 +53,25 @@ pub(super) fn my_ranges(ring: &Ring, me: NodeId, n: usize) -> Vec<(u32, Vec<Node
         .collect()
 }
 
+/// Which of `count` orphan ranges (held here, replicated elsewhere) round `round` offers, with
+/// a number that changes between two offers of the same range (so successive offers go to
+/// different replicas): all of them when they fit in one round (the number is the round), else
+/// the next `per_round` of them in turn (the number is how many passes over the orphans came
+/// before). A pure policy.
+pub(super) fn orphan_offers(count: usize, per_round: usize, round: u64) -> Vec<(usize, usize)> {
+    let round = usize::try_from(round).unwrap_or(usize::MAX);
+    if count <= per_round {
+        return (0..count).map(|index| (index, round)).collect();
+    }
+    let start = round.wrapping_mul(per_round);
+    (0..per_round)
+        .map(|i| {
+            let position = start.wrapping_add(i);
+            (position % count, position / count)
+        })
+        .collect()
+}
+
 impl<S: Storage> Node<S> {
     /// Rebuilds every tree from storage (at start-up; a later full rebuild catches bit rot).
     pub(super) fn rebuild_trees(&mut self) {
@@ -161,7 +180,9 @@ impl<S: Storage> Node<S> {
         // Ranges this node still holds data for but no longer replicates (after a leave or a
         // join moved them): offer them to their current replicas, which pull what they lack.
         // This is how a decommissioning node streams its data out, resumably (trees are rebuilt
-        // from storage after a restart).
+        // from storage after a restart). An offered tree never empties (the data stays here), so
+        // the offers walk the orphans a round's worth at a time: taking the first ones every
+        // round never reached the rest (swarm seed 2204 lost writes held only by a leaving node).
         let n = usize::from(self.config.cluster.n);
         let orphans: Vec<u32> = self
             .trees
@@ -174,14 +195,17 @@ impl<S: Storage> Node<S> {
                         .is_err()
             })
             .map(|(&range, _)| range)
-            .take(self.config.cluster.anti_entropy_ranges_per_round)
             .collect();
-        for range in orphans {
+        let per_round = self.config.cluster.anti_entropy_ranges_per_round.max(1);
+        for (range, pass) in orphan_offers(orphans.len(), per_round, self.ae_stats.rounds)
+            .into_iter()
+            .filter_map(|(index, pass)| orphans.get(index).map(|&r| (r, pass)))
+        {
             let replicas = self.ring.range_replicas(range, n);
             if replicas.is_empty() {
                 continue;
             }
-            let peer = replicas[self.ae_stats.rounds as usize % replicas.len()];
+            let peer = replicas[pass % replicas.len()];
             let root = self.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
         }
@@ -354,5 +378,43 @@ impl<S: Storage> Node<S> {
     /// Anti-entropy counters.
     pub fn anti_entropy_stats(&self) -> &AntiEntropyStats {
         &self.ae_stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::orphan_offers;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn orphans_that_fit_in_a_round_are_all_offered_every_round() {
+        assert_eq!(orphan_offers(3, 8, 5), vec![(0, 5), (1, 5), (2, 5)]);
+        assert_eq!(orphan_offers(0, 8, 5), vec![]);
+    }
+
+    #[test]
+    fn more_orphans_than_a_round_are_all_offered_in_turn() {
+        // 68 orphans, 64 a round (swarm seed 2204): the last four were never offered.
+        let (count, per_round) = (68, 64);
+        let mut seen = BTreeSet::new();
+        for round in 0..2 {
+            for (index, _) in orphan_offers(count, per_round, round) {
+                assert!(index < count);
+                seen.insert(index);
+            }
+        }
+        assert_eq!(seen.len(), count, "two rounds cover every orphan");
+    }
+
+    #[test]
+    fn successive_offers_of_one_orphan_change_peer() {
+        let (count, per_round) = (10, 3);
+        let passes: Vec<usize> = (0..40)
+            .flat_map(|round| orphan_offers(count, per_round, round))
+            .filter(|&(index, _)| index == 7)
+            .map(|(_, pass)| pass)
+            .collect();
+        assert!(passes.len() >= 3);
+        assert!(passes.windows(2).all(|w| w[1] == w[0] + 1), "{passes:?}");
     }
 }

@@ -739,13 +739,13 @@ impl<S: Storage> Node<S> {
 
     /// This node's own copy of a write it coordinates is durable.
     pub(super) fn on_local_write_durable(&mut self, op: OperationId) {
+        // Vector-clock writes fan out only now: the new dot is durable here, so a restart of this
+        // replica can never create the same dot again. Before counting this copy: with W = 1 it
+        // completes the write, and a write fanned out only after that was never sent to the
+        // other replicas at all (it lived on this node alone until anti-entropy; swarm 2204).
+        self.fan_out(op);
         let id = self.id;
         self.on_write_reply(id, op, None, Ok(()));
-        // Vector-clock writes fan out only now: the new dot is durable here, so a restart of this
-        // replica can never create the same dot again.
-        if self.operations.contains_key(&op) {
-            self.fan_out(op);
-        }
     }
 
     /// A replica's (or fallback's) acknowledgement of a write round trip, or of a hint replay.

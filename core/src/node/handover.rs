@@ -46,6 +46,11 @@
 //! simulator restarts onto the current ring, so that case needs a crash before the first sync
 //! after a change.
 //!
+//! Replaced machines: a node started on an empty disk in place of a member's lost one holds
+//! nothing, whatever ring it starts on, and its store cannot tell it from a first start. The
+//! driver says so ([`Node::start_as_replacement`]) and the node is ready nowhere until it has
+//! pulled, exactly as after a skipped ring.
+//!
 //! What it costs: while a range is being pulled, linearizable operations on keys whose ready
 //! replicas are fewer than a majority fail (`Unavailable` or `Indeterminate`, honestly), and a
 //! node that skips a ring (gossip delivering two changes at once, or a restart onto a ring other
@@ -336,6 +341,26 @@ impl<S: Storage> Node<S> {
             self.handover_persist();
         }
         self.arm_handover(self.last_monotonic);
+    }
+
+    /// The driver started this node on an empty disk in place of a ring member's lost one (a
+    /// replaced machine; `wipe` in the simulator). ABD's majorities tolerate crashes, not
+    /// amnesia: counted at once, this node and a replica that missed a write would make a read
+    /// majority that misses a write a majority acknowledged (swarm seed 4709). So, like a node
+    /// that skipped a ring, it is ready nowhere until it has pulled each range it replicates
+    /// from a majority of its ready replicas. The state is persisted at once, whatever the
+    /// level, so a crash during the pulls cannot bring it back ready.
+    ///
+    /// The node cannot tell this itself: a replaced machine and a member of a cluster starting
+    /// for the first time both find an empty store on a ring that lists them, and only the
+    /// latter may count at once (nobody holds anything yet). Levels other than `linearizable`
+    /// ignore readiness: there a wipe is one lost copy; writes acknowledged by W >= 2 replicas
+    /// survive it on another, and anti-entropy and the pulls refill the node. Called on any
+    /// other node it costs only availability (it re-pulls what it holds).
+    pub fn start_as_replacement(&mut self) {
+        self.handover.active = true;
+        self.handover_forget_all();
+        self.finish_input();
     }
 
     /// Whether a handover record was found at start (see `Node::with_membership`).
@@ -1300,5 +1325,60 @@ mod tests {
             }
             other => panic!("expected the value written before both changes: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_replaced_machine_refuses_until_it_pulled_then_holds_what_a_majority_acknowledged() {
+        let mut c = Cluster::new();
+        let ring = c.nodes[0].ring().clone();
+        let key = Bytes::from_static(b"wiped");
+        let written = c.client(0, 1, put(&key, "acknowledged"));
+        assert!(
+            matches!(written, Some(ClientReply::Written { .. })),
+            "{written:?}"
+        );
+        // Node 1's machine is replaced: a new, empty disk, and the driver says so.
+        let fresh = Node::new(node_config(1), ring.clone(), MemStorage::new()).expect("ok");
+        assert_eq!(
+            fresh.ranges_not_ready(),
+            0,
+            "an empty store alone reads as a first start"
+        );
+        c.nodes[1] = fresh;
+        c.persists[1].clear();
+        c.nodes[1].start_as_replacement();
+        c.drain(1);
+        let mine = c.nodes[1].my_ranges.len();
+        assert!(mine > 0);
+        assert_eq!(c.nodes[1].ranges_not_ready(), mine, "ready nowhere");
+        let epoch = ring_epoch(&ring);
+        assert_eq!(
+            record_of(&c.lin_read(1, &key, epoch)),
+            Err(ReplicaError::NotReady),
+            "the empty replica must not answer for what it lost"
+        );
+        // A crash before pulling brings it back not ready: the record was persisted at once.
+        for token in std::mem::take(&mut c.persists[1]) {
+            c.nodes[1].storage_mut().sync().expect("sync");
+            c.nodes[1].handle_persisted(c.now, token);
+        }
+        let node = c.nodes.remove(1);
+        let again = Node::new(node_config(1), ring.clone(), node.into_storage()).expect("ok");
+        assert_eq!(
+            again.ranges_not_ready(),
+            mine,
+            "still ready nowhere after a crash"
+        );
+        c.nodes.insert(1, again);
+        c.drain(1);
+        c.settle(10);
+        assert_eq!(
+            c.nodes[1].ranges_not_ready(),
+            0,
+            "pulled back from the others"
+        );
+        let held = record_of(&c.lin_read(1, &key, epoch)).expect("ready now");
+        let value = held.as_ref().map(Record::live_values).unwrap_or_default();
+        assert_eq!(value, vec![Bytes::from_static(b"acknowledged")]);
     }
 }

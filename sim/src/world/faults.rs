@@ -130,7 +130,7 @@ impl World {
             }
         }
         self.note(|| format!("n{node} disk wiped: starts again with empty storage"));
-        self.restart(node);
+        self.start(node, true);
     }
 
     /// Starts a stopped node again, unless an operator removed it: a removed node is gone for
@@ -138,6 +138,12 @@ impl World {
     /// it back would make it `Alive` again, so the operator's remove would be refused as
     /// `NotDown` and retried for ever, and the rings would never converge (swarm seeds 125, 760).
     pub(super) fn restart(&mut self, node: usize) {
+        self.start(node, false);
+    }
+
+    /// Starts a stopped node; `replaced`: on a new, empty disk in place of its lost one (the
+    /// node is told, as an operator replacing a machine would tell it).
+    fn start(&mut self, node: usize, replaced: bool) {
         if self.removed.contains(&(node as u32)) {
             return;
         }
@@ -150,7 +156,12 @@ impl World {
             NodeState::Down(storage) => {
                 match membership::start_node(config, self.gossip.as_ref(), &self.ring, storage, now)
                 {
-                    Ok(n) => NodeState::Up(Box::new(n)),
+                    Ok(mut n) => {
+                        if replaced {
+                            n.start_as_replacement();
+                        }
+                        NodeState::Up(Box::new(n))
+                    }
                     Err(_) => NodeState::Broken,
                 }
             }
