@@ -99,6 +99,9 @@ pub(super) struct WriteOperation {
     /// fsync): its bytes may still reach the disk, so the write is not known to have had no
     /// effect (PITFALLS: "Failed is not the same as did-not-happen").
     storage_failed: bool,
+    /// Some refusal was a full disk (before any effect): a write refused by every replica is
+    /// then answered as out of disk space.
+    out_of_space: bool,
     /// Vector-clock writes go to the other replicas only after the local copy is durable.
     fanned_out: bool,
     /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
@@ -515,6 +518,7 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    out_of_space: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -546,6 +550,7 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    out_of_space: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -613,6 +618,7 @@ impl<S: Storage> Node<S> {
                     failed: 0,
                     refused: Vec::new(),
                     storage_failed: false,
+                    out_of_space: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: None,
@@ -770,6 +776,7 @@ impl<S: Storage> Node<S> {
                 write.refused.push(logical);
                 write.failed += 1;
                 write.storage_failed |= e == ReplicaError::Storage;
+                write.out_of_space |= e == ReplicaError::NoSpace;
             }
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
@@ -810,8 +817,13 @@ impl<S: Storage> Node<S> {
                         acks: acks(acked),
                     }
                 } else if acked == 0 && reachable == 0 && !write.storage_failed {
-                    // Every replica refused before applying it (busy, not ready, another ring).
-                    ForwardedOutcome::Rejected(RequestError::StorageUnavailable)
+                    // Every replica refused before applying it (busy, not ready, another ring,
+                    // a full disk).
+                    ForwardedOutcome::Rejected(if write.out_of_space {
+                        RequestError::OutOfDiskSpace
+                    } else {
+                        RequestError::StorageUnavailable
+                    })
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
                 };
@@ -923,6 +935,7 @@ impl<S: Storage> Node<S> {
             failed: 0,
             refused: Vec::new(),
             storage_failed: false,
+            out_of_space: false,
             fanned_out: false,
             sloppy: None,
             epoch: None,

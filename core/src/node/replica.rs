@@ -4,7 +4,7 @@ use super::durability::AfterPersist;
 use super::{Node, NodeEvent, Output};
 use crate::id::{key_digest, NodeId, OperationId};
 use crate::message::{Message, ReplicaError};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::version::{merge_into, Record};
 use bytes::Bytes;
 
@@ -103,18 +103,26 @@ impl<S: Storage> Node<S> {
         if self.durability.is_poisoned() {
             return Err(ReplicaError::Storage);
         }
-        self.tree_update(&key, &record);
-        match self.storage.put(key, record) {
+        // The anti-entropy tree learns the record only once storage holds it: a tree that
+        // claimed a refused write would hide the difference from every peer.
+        match self.storage.put(key.clone(), record.clone()) {
             Ok(()) => {
+                self.tree_update(&key, &record);
                 self.durability.staged_one();
                 Ok(())
             }
             Err(e) => {
+                let refused = if matches!(e, StorageError::NoSpace(_)) {
+                    // Refused before any effect, poisoning nothing (issue 17, item 6).
+                    ReplicaError::NoSpace
+                } else {
+                    ReplicaError::Storage
+                };
                 self.outputs
                     .push_back(Output::Event(NodeEvent::StorageError {
                         reason: e.to_string(),
                     }));
-                Err(ReplicaError::Storage)
+                Err(refused)
             }
         }
     }
