@@ -888,7 +888,7 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let local = match self.local_record(&key) {
+        let local = match self.local_record_for_write(&key) {
             Ok(Some(Record::Causal(record))) => record,
             Ok(_) => CausalRecord::default(),
             Err(_) => {
