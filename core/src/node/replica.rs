@@ -214,6 +214,8 @@ mod tests {
     struct ReadOnlyAfterFailure {
         inner: MemStorage,
         fail_next_sync: bool,
+        /// Refuse puts as a full disk does (no effect, nothing poisoned).
+        full: bool,
     }
 
     impl Storage for ReadOnlyAfterFailure {
@@ -221,6 +223,9 @@ mod tests {
             self.inner.get(key)
         }
         fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
+            if self.full {
+                return Err(StorageError::NoSpace("disk full".into()));
+            }
             self.inner.put(key, record)
         }
         fn delete(&mut self, key: &[u8]) -> Result<(), StorageError> {
@@ -330,6 +335,71 @@ mod tests {
         // Writes stay refused: the engine never syncs again.
         node.handle_message(now, NodeId(1), write(6, &durable));
         drain(&mut node, now);
+        node.check_invariants();
+    }
+
+    /// Issue 17, item 6: a write refused by a full disk had no effect, so a client is told so
+    /// (out of disk space), not `INDETERMINATE` nor a failed fsync; once space is back the next
+    /// write is accepted with no restart.
+    #[test]
+    fn a_write_refused_by_a_full_disk_is_answered_out_of_disk_space() {
+        use crate::client::{ClientReply, ClientRequest, RequestError};
+        use crate::id::RequestId;
+        let now = Now {
+            monotonic: Instant::from_nanos(1),
+            wall: WallMicros(1_000_000),
+        };
+        let mut ring = Ring::new(8);
+        let location = NodeLocation {
+            datacenter: "dc".into(),
+            rack: "r0".into(),
+            weight: 1,
+        };
+        ring.add_node(NodeId(0), location).expect("fresh");
+        let config = NodeConfig {
+            id: NodeId(0),
+            cluster: ClusterConfig {
+                n: 1,
+                r: 1,
+                w: 1,
+                ..ClusterConfig::default()
+            },
+            rng_seed: 0,
+        };
+        let mut node =
+            Node::new(config, ring, ReadOnlyAfterFailure::default()).expect("valid config");
+        drain(&mut node, now);
+        let put = || ClientRequest::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            context: None,
+            consistency: None,
+        };
+        let reply_to = |node: &mut Node<ReadOnlyAfterFailure>, id: u64| {
+            node.handle_client(now, RequestId(id), put());
+            let mut reply = None;
+            while let Some(output) = node.poll_output() {
+                match output {
+                    Output::Persist { token } => {
+                        node.storage_mut().sync().expect("sync");
+                        node.handle_persisted(now, token);
+                    }
+                    Output::Reply { reply: result, .. } => reply = Some(result),
+                    _ => {}
+                }
+            }
+            reply.expect("a reply")
+        };
+        node.storage_mut().full = true;
+        assert_eq!(
+            reply_to(&mut node, 1),
+            ClientReply::Rejected(RequestError::OutOfDiskSpace)
+        );
+        node.storage_mut().full = false;
+        assert!(
+            matches!(reply_to(&mut node, 2), ClientReply::Written { .. }),
+            "writes come back with space, without a restart"
+        );
         node.check_invariants();
     }
 }
