@@ -451,7 +451,7 @@ fn rejected(e: &RequestError) -> Reply {
             "storage unavailable on a replica (a failed fsync poisons a node until restarted)",
         ),
         RequestError::OutOfDiskSpace => Reply::err(
-            "out of disk space on a replica: the write was refused with no effect; writes are \
+            "out of disk space: refused with no effect (a replica's disk is full); writes are \
              accepted again once space is freed",
         ),
         RequestError::SiblingsTooLarge { bytes, max } => Reply::Error(format!(
