@@ -232,6 +232,10 @@ pub enum RequestError {
         /// The limit.
         max: usize,
     },
+    /// A replica's disk is full: the write was refused with no effect; writes are accepted again
+    /// once space is freed, without a restart. (Last on purpose: variants are encoded by
+    /// position.)
+    OutOfDiskSpace,
 }
 
 /// The outcome of a client request.

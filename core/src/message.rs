@@ -210,6 +210,9 @@ pub enum ReplicaError {
     RingMismatch,
     /// Linearizable level: the replica does not hold the key's range yet (handover pending).
     NotReady,
+    /// The replica's disk is full: the write was refused before any effect (unlike `Storage`,
+    /// which may come after it was staged). Last on purpose: variants are encoded by position.
+    NoSpace,
 }
 
 impl Message {

@@ -100,6 +100,14 @@ impl LsmConfig {
         }
     }
 
+    /// Bytes of disk the engine holds in reserve (engine docs, "Out of disk space"): released
+    /// when a write meets a full disk, so that the writes already staged (at most the WAL buffer
+    /// and a seal) can still be written and synced, and recovery at open has room. Twice the
+    /// WAL buffer plus 1 MiB for the seal, a sync marker, a manifest and file-system metadata.
+    pub fn space_reserve_bytes(&self) -> u64 {
+        (2 * self.wal_buffer_bytes as u64) + (1 << 20)
+    }
+
     /// Checks every limit; an engine is only built from a valid configuration.
     pub fn validate(&self) -> Result<(), LsmError> {
         let fail = |why: &str| Err(LsmError::InvalidConfig(why.to_string()));

@@ -1,5 +1,37 @@
 //! The engine: write path (value log, WAL, memtable), flush, incremental leveled compaction,
 //! value-log garbage collection, reads, range scans and recovery.
+//!
+//! # Out of disk space
+//! A full disk is not a failed fsync, and the engine treats the two differently (issue 17, item
+//! 6). A failed fsync poisons for good (PITFALLS: fsyncgate), including an fsync that reports
+//! the disk full. A *write* refused with `NoSpace` before any fsync leaves the engine
+//! consistent, provided nothing stays behind that a later write would strand:
+//! * **WAL:** a short append may leave part of a record in the file. The file is cut back to
+//!   the end of the last complete append (`wal_len`), so records appended later follow
+//!   complete ones, never garbage that recovery would stop at. The refused write is taken back
+//!   out of the WAL buffer (with the sync marker and batch seal state it changed) and is not put
+//!   in the memtable: it had no effect, and is refused with the `NoSpace` error
+//!   ([`LsmError::is_no_space`]). Writes staged before it stay buffered and are written by the
+//!   next sync.
+//! * **Flush, compaction, value-log collection:** a failure before the manifest is replaced
+//!   undoes the attempt: the value log is cut back to its trusted length, partial tables and a
+//!   new WAL are removed, the in-memory manifest state is untouched (every change is made on a
+//!   copy that replaces it only once stored). The memtable is kept and the flush is tried
+//!   again by a later write; the engine is not poisoned.
+//!
+//! **Why a reserve file, not a free-space check.** The engine holds a reserve of
+//! [`LsmConfig::space_reserve_bytes`] outside its own files ([`FileSystem::reserve_space`]; a
+//! zero-filled `space.reserve` on real disks). When a write meets a full disk, the reserve is
+//! released, so the writes already staged can still be written and synced (a sync needs at most
+//! the WAL buffer and a seal), and the engine is *short of space*: every put and delete first
+//! tries to take the reserve back, and is refused with `NoSpace` until it can. Writes are thus
+//! accepted again as soon as space comes back, with no restart and no timer. Opening releases
+//! the reserve first, so recovery (which writes at most a sync marker and small cuts) never
+//! needs more space than the reserve held; a start on a disk with less free space than a
+//! reserve opens short of space, serving reads and refusing writes. A free-space check
+//! (`statvfs`) would need a system call outside the file-system seam, would race with other
+//! writers of the disk, and would say nothing the simulated disk could be made to say; the
+//! reserve is held space that nothing else can take.
 
 use crate::bloom;
 use crate::bytes_io::{Cursor, PutBytes};
@@ -159,6 +191,8 @@ pub struct LsmStats {
     pub gc_segments: u64,
     /// Writes refused with `Stalled`.
     pub stalls: u64,
+    /// Writes refused because the disk was full (engine module docs, "Out of disk space").
+    pub no_space_refusals: u64,
     /// Block-cache hits.
     pub block_cache_hits: u64,
     /// Block-cache misses.
@@ -260,6 +294,9 @@ pub struct Lsm<F: FileSystem> {
     value_cache: LruCache<(u64, u64), Bytes>,
     cursors: Vec<Bytes>,
     poisoned: Option<String>,
+    /// The disk filled up and the space reserve is released: writes are refused until it can be
+    /// taken back (module docs, "Out of disk space").
+    space_short: bool,
     stats: LsmStats,
 }
 
@@ -270,6 +307,8 @@ impl<F: FileSystem> Lsm<F> {
     /// file (FORMAT.md, "WAL recovery").
     pub fn open(mut fs: F, config: LsmConfig) -> Result<Self, LsmError> {
         config.validate()?;
+        // Recovery must never need more space than the reserve holds (module docs).
+        fs.release_space()?;
         let limits = DecodeLimits {
             key_bytes_max: config.key_bytes_max,
             value_bytes_max: config.value_bytes_max,
@@ -311,9 +350,15 @@ impl<F: FileSystem> Lsm<F> {
             job: None,
             value_cache,
             poisoned: None,
+            space_short: true,
             stats: LsmStats::default(),
         };
         engine.recover()?;
+        // Short of space (writes refused, reads served) if the reserve cannot be taken back.
+        match engine.take_space_reserve() {
+            Err(e) if !e.is_no_space() => return Err(e),
+            _ => {}
+        }
         engine.check_invariants();
         Ok(engine)
     }
@@ -439,11 +484,23 @@ impl<F: FileSystem> Lsm<F> {
         if !legacy_wal && synced_through < self.wal_len {
             // Claim the recovered records now, fsynced, rather than with the next write (which a
             // crash may lose): a bad frame among them is then below the claim, reported.
+            // On a disk too full for even the marker (a restart after the reserve was spent),
+            // start without it: the records are fsynced, and the next write stages the same
+            // claim first (`wal_durable > wal_marked`); only a crash before that write leaves
+            // them unclaimed, read again as an intact unsynced tail.
+            let undo = (self.wal_sealer.clone(), self.wal_marked);
             encode_sync_marker(&mut self.wal_buffer, self.wal_len);
             self.wal_sealer.absorb(&self.wal_buffer);
             self.wal_marked = self.wal_len;
-            self.write_wal_buffer()?;
-            self.store.fs.fsync(&wname)?;
+            match self.write_wal_buffer() {
+                Ok(()) => self.store.fs.fsync(&wname)?,
+                Err(e) if e.is_no_space() => {
+                    self.cut_wal_to_written()?;
+                    self.wal_buffer.clear();
+                    (self.wal_sealer, self.wal_marked) = undo;
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.wal_durable = self.wal_len;
         *lock_progress(&self.wal_progress) = WalProgress {
@@ -482,12 +539,14 @@ impl<F: FileSystem> Lsm<F> {
                 max: self.config.value_bytes_max,
             });
         }
+        self.take_space_reserve()?;
         if let Some(stalled) = self.make_room()? {
             return Ok(stalled);
         }
-        self.stats.user_bytes += (key.len() + value.len()) as u64;
+        let bytes = (key.len() + value.len()) as u64;
         let r = self.write(key, Some(value), 0);
-        self.poison_on_err(r)
+        self.stats.user_bytes += if r.is_ok() { bytes } else { 0 };
+        self.poison_unless_no_space(r)
             .map(|seq| WriteOutcome::Written { seq })
     }
 
@@ -496,22 +555,29 @@ impl<F: FileSystem> Lsm<F> {
     pub fn delete(&mut self, key: Bytes, now_ms: u64) -> Result<WriteOutcome, LsmError> {
         self.writable()?;
         self.check_key(&key)?;
+        self.take_space_reserve()?;
         if let Some(stalled) = self.make_room()? {
             return Ok(stalled);
         }
-        self.stats.user_bytes += key.len() as u64;
+        let bytes = key.len() as u64;
         let r = self.write(key, None, now_ms);
-        self.poison_on_err(r)
+        self.stats.user_bytes += if r.is_ok() { bytes } else { 0 };
+        self.poison_unless_no_space(r)
             .map(|seq| WriteOutcome::Written { seq })
     }
 
     /// Makes every write staged so far durable: one fsync of the WAL, however many writes are
     /// covered (group commit). A failure poisons the engine
-    /// for good and returns `Poisoned`; the fsync is never retried.
+    /// for good and returns `Poisoned`; the fsync is never retried. The one exception: the disk
+    /// was too full to *write* the buffered records even with the reserve released (nothing was
+    /// fsynced, nothing is lost, the records stay buffered): `NoSpace` is returned as is.
     pub fn sync(&mut self) -> Result<(), LsmError> {
         self.writable()?;
         let r = self.sync_inner();
         if let Err(e) = r {
+            if e.is_no_space() {
+                return Err(e);
+            }
             let why = format!("sync failed: {e}");
             self.poisoned = Some(why.clone());
             return Err(LsmError::Poisoned(why));
@@ -529,7 +595,7 @@ impl<F: FileSystem> Lsm<F> {
         }
         // A batch handed to an fsync is always sealed (FORMAT.md, "WAL recovery").
         self.wal_sealer.seal(&mut self.wal_buffer);
-        self.write_wal_buffer()?;
+        self.write_wal_buffer_for_sync()?;
         if self.wal_unsynced {
             self.store.fs.fsync(&wal_file_name(self.state.wal_id))?;
             self.wal_unsynced = false;
@@ -564,6 +630,9 @@ impl<F: FileSystem> Lsm<F> {
         self.writable()?;
         let r = self.sync_begin_inner();
         if let Err(e) = r {
+            if e.is_no_space() {
+                return Err(e);
+            }
             let why = format!("sync failed: {e}");
             self.poisoned = Some(why.clone());
             return Err(LsmError::Poisoned(why));
@@ -589,7 +658,7 @@ impl<F: FileSystem> Lsm<F> {
             self.vlog_unsynced = false;
         }
         self.wal_sealer.seal(&mut self.wal_buffer);
-        self.write_wal_buffer()?;
+        self.write_wal_buffer_for_sync()?;
         let name = wal_file_name(self.state.wal_id);
         match self.store.fs.detached_fsync(&name)? {
             // `wal_unsynced` stays set: only a completed in-place fsync clears it.
@@ -647,7 +716,7 @@ impl<F: FileSystem> Lsm<F> {
     pub fn flush(&mut self) -> Result<(), LsmError> {
         self.writable()?;
         let r = self.flush_inner();
-        self.poison_on_err(r)
+        self.poison_unless_no_space(r)
     }
 
     fn writable(&self) -> Result<(), LsmError> {
@@ -655,6 +724,51 @@ impl<F: FileSystem> Lsm<F> {
             Some(why) => Err(LsmError::Poisoned(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Like [`Lsm::poison_on_err`], except for a full disk met by a write (never by an fsync),
+    /// which the failing step has already undone (module docs, "Out of disk space").
+    fn poison_unless_no_space<T>(&mut self, r: Result<T, LsmError>) -> Result<T, LsmError> {
+        match r {
+            Err(e) if e.is_no_space() => Err(e),
+            other => self.poison_on_err(other),
+        }
+    }
+
+    /// The disk is full: releases the reserve, so that what is already staged can still be
+    /// written and synced, and refuses writes until [`Lsm::take_space_reserve`] succeeds.
+    fn release_space_reserve(&mut self) -> Result<(), LsmError> {
+        self.space_short = true;
+        self.store.fs.release_space()?;
+        Ok(())
+    }
+
+    /// Takes the space reserve back if it was released; fails (with `NoSpace` while the disk is
+    /// still full) if it cannot, and the write asking is refused before it touches anything.
+    fn take_space_reserve(&mut self) -> Result<(), LsmError> {
+        if !self.space_short {
+            return Ok(());
+        }
+        match self
+            .store
+            .fs
+            .reserve_space(self.config.space_reserve_bytes())
+        {
+            Ok(()) => {
+                self.space_short = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.no_space_refusals += 1;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether the engine is short of space: the disk filled up and writes are refused until
+    /// the reserve can be taken back (module docs, "Out of disk space").
+    pub fn space_short(&self) -> bool {
+        self.space_short
     }
 
     fn poison_on_err<T>(&mut self, r: Result<T, LsmError>) -> Result<T, LsmError> {
@@ -687,13 +801,17 @@ impl<F: FileSystem> Lsm<F> {
             return Ok(Some(WriteOutcome::Stalled { level0_tables }));
         }
         let r = self.flush_inner();
-        self.poison_on_err(r)?;
+        if r.as_ref().is_err_and(LsmError::is_no_space) {
+            self.stats.no_space_refusals += 1;
+        }
+        self.poison_unless_no_space(r)?;
         Ok(None)
     }
 
     /// Appends the write (values of every size inline) to the WAL buffer, then the memtable.
-    /// Any failure here must poison: a partial record followed by later ones would read as
-    /// corruption.
+    /// A full disk met while writing the buffer out is undone (the file cut back to its last
+    /// complete append, this write taken out of the buffer) and returns `NoSpace`; any other
+    /// failure must poison: a partial record followed by later ones would read as corruption.
     fn write(
         &mut self,
         key: Bytes,
@@ -715,6 +833,8 @@ impl<F: FileSystem> Lsm<F> {
         let mut payload = Vec::with_capacity(key.len() + entry.size_bytes() + 8);
         encode_keyed(&mut payload, &key, &entry);
         let staged_from = self.wal_buffer.len();
+        // What this write changes before it is known to fit, to undo it on a full disk.
+        let undo = (self.wal_marked, self.wal_sealer.clone(), self.wal_unsynced);
         if self.wal_durable > self.wal_marked {
             // Durable knowledge first: "the first `wal_durable` bytes were fsynced", true as
             // written, so recovery may trust it whether or not this marker is fsynced itself.
@@ -729,7 +849,17 @@ impl<F: FileSystem> Lsm<F> {
         }
         self.wal_unsynced = true;
         if self.wal_buffer.len() >= self.config.wal_buffer_bytes {
-            self.write_wal_buffer()?;
+            if let Err(e) = self.write_wal_buffer() {
+                if !e.is_no_space() {
+                    return Err(e);
+                }
+                self.cut_wal_to_written()?;
+                self.wal_buffer.truncate(staged_from);
+                (self.wal_marked, self.wal_sealer, self.wal_unsynced) = undo;
+                self.stats.no_space_refusals += 1;
+                self.release_space_reserve()?;
+                return Err(e);
+            }
         }
         self.last_seq = seq;
         self.memtable_insert(key, mem);
@@ -746,6 +876,35 @@ impl<F: FileSystem> Lsm<F> {
     fn add_garbage(&mut self, p: ValuePointer) {
         if let Some(s) = self.state.segments.get_mut(&p.segment) {
             s.garbage_bytes = (s.garbage_bytes + u64::from(p.frame_len)).min(s.size_bytes.max(1));
+        }
+    }
+
+    /// Cuts the live WAL back to the end of its last complete append: a short append on a full
+    /// disk leaves part of a record after it, which would strand every later record behind
+    /// garbage at recovery. The cut bytes were never fsynced.
+    fn cut_wal_to_written(&mut self) -> Result<(), LsmError> {
+        let name = wal_file_name(self.state.wal_id);
+        if self.store.fs.len(&name)? > self.wal_len {
+            self.store.fs.truncate(&name, self.wal_len)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer out before an fsync. On a full disk: cuts the partial append, releases
+    /// the reserve (which exists for this: the staged writes must reach the disk) and tries once
+    /// more. The buffer is kept as is until written, so its offsets (seal, markers) stay right.
+    fn write_wal_buffer_for_sync(&mut self) -> Result<(), LsmError> {
+        match self.write_wal_buffer() {
+            Err(e) if e.is_no_space() => {
+                self.cut_wal_to_written()?;
+                self.release_space_reserve()?;
+                let r = self.write_wal_buffer();
+                if r.as_ref().is_err_and(LsmError::is_no_space) {
+                    self.cut_wal_to_written()?;
+                }
+                r
+            }
+            other => other,
         }
     }
 
@@ -815,11 +974,16 @@ impl<F: FileSystem> Lsm<F> {
         let id = self.take_file_id();
         self.store.fs.create(&vlog_file_name(id))?;
         self.store.fs.fsync_dir()?;
-        self.state.segments.insert(id, SegmentMeta::default());
-        self.state.vlog_active = id;
-        self.state.vlog_active_trusted_len = 0;
+        // Changed on a copy that replaces the state only once stored: a full disk while storing
+        // leaves the state as the manifest on disk still says.
+        let mut next = self.state.clone();
+        next.segments.insert(id, SegmentMeta::default());
+        next.vlog_active = id;
+        next.vlog_active_trusted_len = 0;
+        manifest::store(&mut self.store.fs, &next)?;
+        self.state = next;
         self.vlog_active_len = 0;
-        manifest::store(&mut self.store.fs, &self.state)
+        Ok(())
     }
 
     fn take_file_id(&mut self) -> u64 {
@@ -828,7 +992,49 @@ impl<F: FileSystem> Lsm<F> {
         id
     }
 
+    /// Flushes the memtable; on a full disk, undoes the attempt (module docs, "Out of disk
+    /// space") and returns `NoSpace` with the memtable and the WAL as they were.
     fn flush_inner(&mut self) -> Result<(), LsmError> {
+        let first_new_id = self.state.next_file_id;
+        let wal_id = self.state.wal_id;
+        let r = self.flush_attempt();
+        if r.as_ref().is_err_and(LsmError::is_no_space) && self.state.wal_id == wal_id {
+            self.undo_flush(first_new_id)?;
+        }
+        r
+    }
+
+    /// Undoes a flush that failed before its manifest was stored: the value log back to its
+    /// trusted length (frames appended before a segment rotation stay in the sealed segment as
+    /// unreferenced bytes), files created since `first_new_id` (a partial table, the next WAL)
+    /// removed, the reserve released.
+    fn undo_flush(&mut self, first_new_id: u64) -> Result<(), LsmError> {
+        self.vlog_buffer.clear();
+        let active = self.state.vlog_active;
+        let trusted = self.state.vlog_active_trusted_len;
+        let vname = vlog_file_name(active);
+        if self.store.fs.len(&vname)? > trusted {
+            self.store.fs.truncate(&vname, trusted)?;
+        }
+        self.vlog_active_len = trusted;
+        self.vlog_unsynced = false;
+        if let Some(s) = self.state.segments.get_mut(&active) {
+            s.size_bytes = trusted;
+        }
+        for id in first_new_id..self.state.next_file_id {
+            if self.state.segments.contains_key(&id) {
+                continue;
+            }
+            for name in [table_file_name(id), wal_file_name(id)] {
+                if self.store.fs.exists(&name)? {
+                    self.store.fs.remove(&name)?;
+                }
+            }
+        }
+        self.release_space_reserve()
+    }
+
+    fn flush_attempt(&mut self) -> Result<(), LsmError> {
         if self.memtable.is_empty() {
             return Ok(());
         }
@@ -885,11 +1091,13 @@ impl<F: FileSystem> Lsm<F> {
         let new_wal = self.take_file_id();
         self.store.fs.create(&wal_file_name(new_wal))?;
         self.store.fs.fsync_dir()?;
-        self.state.levels[0].insert(0, meta);
-        self.state.wal_id = new_wal;
-        self.state.last_seq = self.last_seq;
-        self.state.vlog_active_trusted_len = self.vlog_active_len;
-        manifest::store(&mut self.store.fs, &self.state)?;
+        let mut next = self.state.clone();
+        next.levels[0].insert(0, meta);
+        next.wal_id = new_wal;
+        next.last_seq = self.last_seq;
+        next.vlog_active_trusted_len = self.vlog_active_len;
+        manifest::store(&mut self.store.fs, &next)?;
+        self.state = next;
         self.store.fs.remove(&wal_file_name(old_wal))?;
         self.memtable.clear();
         self.memtable_bytes = 0;
@@ -1097,6 +1305,14 @@ impl<F: FileSystem> Lsm<F> {
                 self.job = None;
                 Err(e)
             }
+            Err(e) if e.is_no_space() => {
+                // Abandon the job (its inputs are untouched: the state changes only once the
+                // manifest is stored) and free what its outputs hold; a later step starts over.
+                self.job = None;
+                self.remove_unreferenced_tables()?;
+                self.release_space_reserve()?;
+                Err(e)
+            }
             other => self.poison_on_err(other),
         }
     }
@@ -1207,6 +1423,24 @@ impl<F: FileSystem> Lsm<F> {
         self.install(job)
     }
 
+    /// Removes table files the state does not reference: between steps, only the outputs of an
+    /// abandoned compaction (a flush never leaves one behind: it finishes or is undone).
+    fn remove_unreferenced_tables(&mut self) -> Result<(), LsmError> {
+        let live: std::collections::BTreeSet<String> = self
+            .state
+            .levels
+            .iter()
+            .flatten()
+            .map(|t| table_file_name(t.id))
+            .collect();
+        for name in self.store.fs.list()? {
+            if name.ends_with(".sst") && !live.contains(&name) {
+                self.store.fs.remove(&name)?;
+            }
+        }
+        Ok(())
+    }
+
     fn install(&mut self, job: CompactionJob) -> Result<CompactionProgress, LsmError> {
         let plan = job.plan;
         self.store.fs.fsync_dir()?;
@@ -1219,18 +1453,25 @@ impl<F: FileSystem> Lsm<F> {
         {
             self.cursors[level] = last;
         }
+        // Changed on a copy that replaces the state only once stored (a full disk while
+        // storing leaves the inputs installed and the job abandoned).
+        let before = self.state.clone();
         self.state.levels[level].retain(|t| !plan.upper.contains(&t.id));
         self.state.levels[level + 1].retain(|t| !plan.lower.contains(&t.id));
         let output_tables = job.outputs.len();
+        let output_bytes: u64 = job.outputs.iter().map(|t| t.size_bytes).sum();
         for t in job.outputs {
-            self.stats.compaction_bytes += t.size_bytes;
             self.state.levels[level + 1].push(t);
         }
         self.state.levels[level + 1].sort_by(|a, b| a.smallest.cmp(&b.smallest));
         for p in job.garbage {
             self.add_garbage(p);
         }
-        manifest::store(&mut self.store.fs, &self.state)?;
+        if let Err(e) = manifest::store(&mut self.store.fs, &self.state) {
+            self.state = before;
+            return Err(e);
+        }
+        self.stats.compaction_bytes += output_bytes;
         for id in plan.upper.iter().chain(plan.lower.iter()) {
             self.store.evict_table(*id);
             self.store.fs.remove(&table_file_name(*id))?;
@@ -1251,11 +1492,14 @@ impl<F: FileSystem> Lsm<F> {
         else {
             return Ok(CompactionProgress::Idle);
         };
-        let table = self.state.levels[level].remove(pos);
-        self.cursors[level] = table.largest.clone();
-        self.state.levels[level + 1].push(table);
-        self.state.levels[level + 1].sort_by(|a, b| a.smallest.cmp(&b.smallest));
-        manifest::store(&mut self.store.fs, &self.state)?;
+        let mut next = self.state.clone();
+        let table = next.levels[level].remove(pos);
+        let largest = table.largest.clone();
+        next.levels[level + 1].push(table);
+        next.levels[level + 1].sort_by(|a, b| a.smallest.cmp(&b.smallest));
+        manifest::store(&mut self.store.fs, &next)?;
+        self.state = next;
+        self.cursors[level] = largest;
         self.stats.compactions += 1;
         self.check_invariants();
         Ok(CompactionProgress::Moved { level })
@@ -1272,6 +1516,8 @@ impl<F: FileSystem> Lsm<F> {
         let r = self.gc_inner();
         match r {
             Err(e @ LsmError::Corrupt { .. }) => Err(e),
+            // Each step of the collection undid itself (flush, write, sync); the segment stays.
+            Err(e) if e.is_no_space() => Err(e),
             other => self.poison_on_err(other),
         }
     }
@@ -1334,8 +1580,10 @@ impl<F: FileSystem> Lsm<F> {
             self.write(key, Some(value), 0)?;
         }
         self.sync_inner()?;
-        self.state.segments.remove(&segment);
-        manifest::store(&mut self.store.fs, &self.state)?;
+        let mut next = self.state.clone();
+        next.segments.remove(&segment);
+        manifest::store(&mut self.store.fs, &next)?;
+        self.state = next;
         self.store.fs.remove(&name)?;
         self.stats.gc_segments += 1;
         Ok(GcOutcome::Collected {

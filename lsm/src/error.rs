@@ -54,6 +54,13 @@ impl LsmError {
         }
     }
 
+    /// Whether the disk was full. Such a failure of a *write* (never of an fsync: a full disk
+    /// reported by fsync is a failed fsync) leaves the engine consistent and is retried later
+    /// (engine module docs, "Out of disk space").
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, LsmError::Io(e) if e.kind == FsErrorKind::NoSpace)
+    }
+
     /// Whether this error came from a failed fsync (which must poison the engine).
     pub fn is_sync_failure(&self) -> bool {
         matches!(self, LsmError::Io(e) if e.kind == FsErrorKind::SyncFailed)

@@ -9,6 +9,9 @@
 //!   value that was not written;
 //! * reads before the crash see staged writes;
 //! * a failed fsync poisons the engine (writes and syncs fail, reads go on);
+//! * with [`OracleConfig::disk_full`], a disk that fills up and empties again at random: a write
+//!   refused for space has no effect (never read, never recovered), nothing is poisoned, and
+//!   writes are accepted again once space is back, across crashes and recoveries on a full disk;
 //! * a flipped bit in a table, a sealed value-log segment or the manifest yields an error naming
 //!   that file, never wrong data.
 //!
@@ -53,6 +56,9 @@ pub struct OracleConfig {
     /// recovery cuts the log at the first bad frame past the synced length its sync markers
     /// claim, dropping the (unacknowledged) frames after a hole (FORMAT.md).
     pub sector_holes: bool,
+    /// Fill the disk and give space back at random (off by default, so that existing seeds
+    /// draw what they always drew): every operation may then fail with `NoSpace`.
+    pub disk_full: bool,
     /// The engine configuration (tiny limits exercise every path).
     pub lsm: LsmConfig,
 }
@@ -67,6 +73,7 @@ impl Default for OracleConfig {
             bit_flip: true,
             broken_fsync: false,
             sector_holes: true,
+            disk_full: false,
             lsm: LsmConfig::tiny_for_tests(),
         }
     }
@@ -164,6 +171,16 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
                 lsm.fs_mut().fail_next_fsync();
                 armed = true;
             }
+            if config.disk_full && rng.gen_ratio(1, 25) {
+                // Full (a few bytes to a few KiB left) or empty again, half the time each.
+                let capacity = if rng.gen_bool(0.5) {
+                    let used = lsm.fs_mut().used_bytes();
+                    Some(used + rng.gen_range(0..6000))
+                } else {
+                    None
+                };
+                lsm.fs_mut().set_capacity_bytes_max(capacity);
+            }
             let key = Bytes::from(format!("key{:04}", rng.gen_range(0..key_count)));
             let roll = rng.gen_range(0..100);
             let result: Result<(), LsmError> = if roll < 50 {
@@ -217,6 +234,30 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
                     Err(e) => return fail(format!("cycle {cycle}: get failed: {e}")),
                 }
             };
+            if let Err(e) = &result {
+                if config.disk_full && e.is_no_space() {
+                    // Refused for space: no effect (the write was not added to the model), and
+                    // the engine is not poisoned.
+                    if lsm.poisoned().is_some() {
+                        return fail(format!("cycle {cycle}: a full disk poisoned ({e})"));
+                    }
+                    let mut expect = base.clone();
+                    for op in &pending {
+                        apply(&mut expect, op);
+                    }
+                    match lsm.get(&key) {
+                        Ok(got) if got.as_ref() == expect.get(&key) => {}
+                        other => {
+                            return fail(format!(
+                                "cycle {cycle}: after a refusal for space get({key:?}) = \
+                                 {other:?}, model says {:?}",
+                                expect.get(&key)
+                            ))
+                        }
+                    }
+                    continue;
+                }
+            }
             if let Err(e) = result {
                 if !armed {
                     return fail(format!(
@@ -264,6 +305,11 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
             .collect();
         fs.crash(mode);
         report.crashes += 1;
+        if config.disk_full && rng.gen_bool(0.5) {
+            // Restart on a full disk: recovery must fit in the space the reserve held.
+            let used = fs.used_bytes();
+            fs.set_capacity_bytes_max(Some(used));
+        }
         lsm = match Lsm::open(fs, config.lsm.clone()) {
             Ok(lsm) => lsm,
             Err(e) => {
@@ -330,6 +376,22 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
                     ))
                 }
             }
+        }
+    }
+    if config.disk_full {
+        // Space back: writes are accepted again without a restart.
+        lsm.fs_mut().set_capacity_bytes_max(None);
+        let key = Bytes::from_static(b"key-after-full");
+        if let Err(e) = write_until_done(&mut lsm, now_ms, |l| {
+            l.put(key.clone(), Bytes::from_static(b"v"))
+        })
+        .and_then(|()| lsm.sync())
+        {
+            return fail(format!("space came back but a write still failed: {e}"));
+        }
+        base.insert(key, Bytes::from_static(b"v"));
+        if lsm.space_short() {
+            return fail("space came back but the engine is still short of space".into());
         }
     }
     if config.bit_flip {

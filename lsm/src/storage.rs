@@ -24,6 +24,7 @@ pub struct LsmStorage<F: FileSystem> {
 
 fn storage_error(e: LsmError) -> StorageError {
     match e {
+        e if e.is_no_space() => StorageError::NoSpace(e.to_string()),
         LsmError::Poisoned(why) => StorageError::Poisoned(why),
         e @ LsmError::Corrupt { .. } => StorageError::Corrupt(e.to_string()),
         e => StorageError::Io(e.to_string()),
@@ -85,7 +86,13 @@ impl<F: FileSystem> LsmStorage<F> {
         for _ in 0..STALL_STEPS_MAX {
             match write(&mut self.lsm, self.now_ms).map_err(storage_error)? {
                 WriteOutcome::Written { .. } => {
-                    return self.maintain(bytes).map_err(storage_error);
+                    // The write is staged whatever maintenance does: a full disk met by the
+                    // compaction after it must not report the write as failed (the compaction
+                    // undid itself and is tried again later).
+                    return match self.maintain(bytes) {
+                        Err(e) if !e.is_no_space() => Err(storage_error(e)),
+                        _ => Ok(()),
+                    };
                 }
                 WriteOutcome::Stalled { .. } => {
                     let step = self

@@ -144,3 +144,17 @@ fn a_corrupted_byte_in_the_synced_part_of_the_wal_is_reported_naming_it() {
     }
     assert_eq!(checked, 40);
 }
+
+/// A disk that fills up and empties again at random (issue 17, item 6): refusals for space have
+/// no effect, nothing is poisoned by them, restarts on a full disk recover, and writes are
+/// accepted again once space is back, without a restart; every acknowledged write survives.
+#[test]
+fn oracle_holds_on_a_disk_that_fills_up() {
+    let config = OracleConfig {
+        disk_full: true,
+        ..OracleConfig::default()
+    };
+    for seed in 0..seeds() {
+        crash_oracle(seed, &config).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

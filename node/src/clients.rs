@@ -452,6 +452,10 @@ fn rejected(e: &RequestError) -> Reply {
         RequestError::StorageUnavailable => Reply::err(
             "storage unavailable on a replica (a failed fsync poisons a node until restarted)",
         ),
+        RequestError::OutOfDiskSpace => Reply::err(
+            "out of disk space: refused with no effect (a replica's disk is full); writes are \
+             accepted again once space is freed",
+        ),
         RequestError::SiblingsTooLarge { bytes, max } => Reply::Error(format!(
             "CONFLICT the key's siblings would hold {bytes} value bytes, over {max}: KV.GET it, \
              resolve, and KV.PUT with its CONTEXT"

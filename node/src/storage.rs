@@ -676,6 +676,56 @@ mod tests {
         assert_eq!(storage.scan(b"", 1000).expect("scan").len(), 60);
     }
 
+    /// Issue 17, item 6, through the adapter the driver uses: a full disk refuses a write with
+    /// `NoSpace` (no effect, nothing poisoned, maintenance does not fail), staged writes still
+    /// sync, and once space is freed writes are accepted again without reopening.
+    #[test]
+    fn a_full_disk_refuses_writes_until_space_is_freed() {
+        let fs = ringkv_lsm::fs::SimFs::seeded(8);
+        let lsm = ringkv_lsm::Lsm::open(fs, small_settings().lsm).expect("open");
+        let mut storage = LsmStorage::new(lsm);
+        storage.put(key("a"), record(1, b"one")).expect("put");
+        storage.sync().expect("sync");
+        let used = storage.lsm_mut().fs_mut().used_bytes();
+        storage
+            .lsm_mut()
+            .fs_mut()
+            .set_capacity_bytes_max(Some(used + 2000));
+        let mut refused = None;
+        for i in 0..1000u64 {
+            match storage.put(key(&format!("k{i}")), record(i, &[7u8; 300])) {
+                Ok(()) => storage.sync().expect("staged writes sync"),
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (i, e) = refused.expect("the disk filled");
+        assert!(matches!(e, StorageError::NoSpace(_)), "{e}");
+        assert!(e.to_string().contains("out of disk space"), "{e}");
+        assert_eq!(
+            storage.get(format!("k{i}").as_bytes()),
+            Ok(None),
+            "no effect"
+        );
+        assert_eq!(storage.get(b"a"), Ok(Some(record(1, b"one"))));
+        assert!(storage.lsm_mut().poisoned().is_none());
+        if let Err(e) = maintain(&mut storage, 0, 1 << 20, true) {
+            assert!(e.is_no_space(), "{e}");
+        }
+        assert!(
+            storage.lsm_mut().poisoned().is_none(),
+            "maintenance on a full disk poisons nothing"
+        );
+        storage.lsm_mut().fs_mut().set_capacity_bytes_max(None);
+        storage
+            .put(key("after"), record(9, b"v"))
+            .expect("accepted again without a restart");
+        storage.sync().expect("sync");
+        assert_eq!(storage.get(b"after"), Ok(Some(record(9, b"v"))));
+    }
+
     #[test]
     fn a_failed_fsync_poisons_for_good() {
         let fs = ringkv_lsm::fs::SimFs::seeded(7);

@@ -108,6 +108,9 @@ pub(super) struct WriteOperation {
     /// A fault point sent some replica two copies: one may have applied while the other was
     /// refused (or not queued), so a refusal no longer proves "no effect".
     copies_doubled: bool,
+    /// Some refusal was a full disk (before any effect): a write refused by every replica is
+    /// then answered as out of disk space.
+    out_of_space: bool,
     /// Vector-clock writes go to the other replicas only after the local copy is durable.
     fanned_out: bool,
     /// Sloppy-quorum state, for last-write-wins writes below the linearizable level.
@@ -532,6 +535,7 @@ impl<S: Storage> Node<S> {
                     storage_failed: false,
                     refused_busy: 0,
                     copies_doubled: false,
+                    out_of_space: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -565,6 +569,7 @@ impl<S: Storage> Node<S> {
                     storage_failed: false,
                     refused_busy: 0,
                     copies_doubled: false,
+                    out_of_space: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: read.epoch,
@@ -634,6 +639,7 @@ impl<S: Storage> Node<S> {
                     storage_failed: false,
                     refused_busy: 0,
                     copies_doubled: false,
+                    out_of_space: false,
                     fanned_out: false,
                     sloppy: None,
                     epoch: None,
@@ -795,6 +801,7 @@ impl<S: Storage> Node<S> {
                 write.failed += 1;
                 write.storage_failed |= e == ReplicaError::Storage;
                 write.refused_busy += u8::from(e == ReplicaError::Busy);
+                write.out_of_space |= e == ReplicaError::NoSpace;
             }
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
@@ -846,6 +853,14 @@ impl<S: Storage> Node<S> {
                         RequestError::StorageUnavailable
                     };
                     ForwardedOutcome::Rejected(error)
+                } else if acked == 0 && reachable == 0 && !write.storage_failed {
+                    // Every replica refused before applying it (busy, not ready, another ring,
+                    // a full disk).
+                    ForwardedOutcome::Rejected(if write.out_of_space {
+                        RequestError::OutOfDiskSpace
+                    } else {
+                        RequestError::StorageUnavailable
+                    })
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
                 };
@@ -910,7 +925,7 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let local = match self.local_record(&key) {
+        let local = match self.local_record_for_write(&key) {
             Ok(Some(Record::Causal(record))) => record,
             Ok(_) => CausalRecord::default(),
             Err(_) => {
@@ -959,6 +974,7 @@ impl<S: Storage> Node<S> {
             storage_failed: false,
             refused_busy: 0,
             copies_doubled: false,
+            out_of_space: false,
             fanned_out: false,
             sloppy: None,
             epoch: None,

@@ -1,10 +1,16 @@
 //! The persist-before-ack pipeline: staged writes are numbered; an acknowledgement that depends on
 //! them waits until a persist token at least that high has been reported durable. One persist
 //! request covers everything staged before it (group commit).
+//!
+//! It also remembers which keys were staged after the last completed sync: after a failed sync
+//! (poisoned) those records may or may not be durable (PITFALLS: fsyncgate), and a read that
+//! returned one could go backwards after a restart, so reads of exactly those keys are refused;
+//! every other key's record is durable and is still served (issue 17, item 7).
 
 use super::PersistToken;
 use crate::id::{NodeId, OperationId};
-use std::collections::VecDeque;
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Work to do once a write is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +39,30 @@ pub(super) struct Durability {
     durable: u64,
     poisoned: bool,
     waiting: VecDeque<(u64, AfterPersist)>,
+    /// Keys staged and not yet known durable, with the sequence of their latest staging.
+    /// Bounded by what is staged between two syncs; frozen once poisoned (nothing is staged).
+    unsynced_keys: BTreeMap<Bytes, u64>,
+    /// The same stagings in order, to forget them as syncs complete.
+    unsynced_order: VecDeque<(u64, Bytes)>,
 }
 
 impl Durability {
     /// Records that one more write was staged in storage.
     pub(super) fn staged_one(&mut self) {
         self.staged += 1;
+    }
+
+    /// Records that the write just counted by [`Durability::staged_one`] was to `key`.
+    pub(super) fn staged_key(&mut self, key: &Bytes) {
+        self.unsynced_keys.insert(key.clone(), self.staged);
+        self.unsynced_order.push_back((self.staged, key.clone()));
+    }
+
+    /// Whether a read of `key` can be answered truthfully from storage: always while syncs
+    /// succeed; after a failed sync, only if `key` was not staged since the last completed
+    /// sync (its stored record is then durable, so no restart can take it back).
+    pub(super) fn readable(&self, key: &[u8]) -> bool {
+        !self.poisoned || !self.unsynced_keys.contains_key(key)
     }
 
     /// Queues `then` behind every write staged so far; returns it back if nothing is pending, so
@@ -68,6 +92,15 @@ impl Durability {
         }
         // A token can only cover what was requested; clamp a confused driver.
         self.durable = self.durable.max(token.0.min(self.requested));
+        while let Some((seq, key)) = self.unsynced_order.front() {
+            if *seq > self.durable {
+                break;
+            }
+            if self.unsynced_keys.get(key) == Some(seq) {
+                self.unsynced_keys.remove(key);
+            }
+            self.unsynced_order.pop_front();
+        }
         let mut released = Vec::new();
         while let Some(&(seq, then)) = self.waiting.front() {
             if seq > self.durable {
@@ -109,6 +142,13 @@ impl Durability {
                 "waiters are ordered and pending"
             );
             previous = seq;
+        }
+        assert!(self.unsynced_keys.len() <= self.unsynced_order.len());
+        for (_, &seq) in self.unsynced_keys.iter() {
+            assert!(
+                seq > self.durable && seq <= self.staged,
+                "unsynced keys are pending"
+            );
         }
     }
 }
@@ -157,5 +197,30 @@ mod tests {
         assert!(d.persisted(token).is_empty());
         d.staged_one();
         assert_eq!(d.take_persist_request(), None, "never retried");
+    }
+
+    #[test]
+    fn after_a_failed_sync_only_keys_staged_since_the_last_sync_are_unreadable() {
+        let mut d = Durability::default();
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        d.staged_one();
+        d.staged_key(&a);
+        d.staged_one();
+        d.staged_key(&b);
+        assert!(
+            d.readable(b"a") && d.readable(b"b"),
+            "not poisoned: all readable"
+        );
+        let first = d.take_persist_request().expect("request");
+        assert!(d.persisted(first).is_empty());
+        d.staged_one();
+        d.staged_key(&a);
+        let _ = d.take_persist_request().expect("request");
+        d.check_invariants();
+        assert!(d.poison().is_empty());
+        assert!(!d.readable(b"a"), "staged after the last completed sync");
+        assert!(d.readable(b"b"), "durable");
+        assert!(d.readable(b"c"), "never staged");
+        d.check_invariants();
     }
 }

@@ -51,6 +51,13 @@ impl<S: Storage> Node<S> {
             _ => None,
         };
         self.incarnation = next_incarnation(stored);
+        self.stage_incarnation();
+    }
+
+    /// Stages the incarnation record. If storage refuses it (a full disk), nothing may stand for
+    /// its durability: the sequence is set past anything durable, and the next held input
+    /// tries again (the disk may have room by then; issue 17, item 6).
+    fn stage_incarnation(&mut self) {
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
                 timestamp_micros: u64::from(self.incarnation),
@@ -59,10 +66,12 @@ impl<S: Storage> Node<S> {
             },
             value: Some(Bytes::from(codec::encode_value(&self.incarnation))),
         });
-        // If staging fails the sequence stays ahead of anything durable and the node never
-        // coordinates: the safe outcome for a node whose storage refuses writes.
-        let _ = self.stage(Bytes::from_static(INCARNATION_KEY), record);
-        self.incarnation_sequence = self.durability.staged().max(1);
+        // If staging fails the sequence stays ahead of anything durable and the node does not
+        // coordinate: the safe outcome for a node whose storage refuses writes.
+        self.incarnation_sequence = match self.stage(Bytes::from_static(INCARNATION_KEY), record) {
+            Ok(()) => self.durability.staged().max(1),
+            Err(_) => u64::MAX,
+        };
     }
 
     /// Whether this incarnation may allocate operation ids (its number is durable).
@@ -78,8 +87,14 @@ impl<S: Storage> Node<S> {
         if self.incarnation_durable() {
             return Err(input);
         }
+        if self.incarnation_sequence == u64::MAX && !self.durability.is_poisoned() {
+            self.stage_incarnation();
+        }
         let refusal = if self.durability.is_poisoned() {
             Some(RequestError::StorageUnavailable)
+        } else if self.incarnation_sequence == u64::MAX {
+            // Still refused (a full disk): answered now rather than held until space is back.
+            Some(RequestError::OutOfDiskSpace)
         } else if self.deferred.len() >= self.config.cluster.requests_in_flight_max {
             Some(RequestError::Busy)
         } else {

@@ -21,6 +21,10 @@ pub enum StorageError {
     Corrupt(String),
     /// Any other IO failure.
     Io(String),
+    /// The disk is full: the write was refused and had no effect (nothing of it stays staged);
+    /// unlike a failed fsync it poisons nothing, and writes are accepted again once space is
+    /// back.
+    NoSpace(String),
 }
 
 impl fmt::Display for StorageError {
@@ -29,6 +33,7 @@ impl fmt::Display for StorageError {
             StorageError::Poisoned(why) => write!(f, "storage poisoned: {why}"),
             StorageError::Corrupt(why) => write!(f, "storage corrupt: {why}"),
             StorageError::Io(why) => write!(f, "storage io error: {why}"),
+            StorageError::NoSpace(why) => write!(f, "storage out of disk space: {why}"),
         }
     }
 }

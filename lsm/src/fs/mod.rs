@@ -18,7 +18,7 @@ mod std_fs;
 pub use sim::{
     CrashMode, LatencyRange, SimFs, SimFsOptions, SimFsStats, SimLatency, SimOpKind, SECTOR_BYTES,
 };
-pub use std_fs::StdFs;
+pub use std_fs::{StdFs, SPACE_RESERVE_FILE};
 
 use std::fmt;
 
@@ -116,6 +116,21 @@ pub trait FileSystem {
     fn detached_fsync(&mut self, name: &str) -> Result<Option<DetachedFsync>, FsError> {
         let _ = name;
         Ok(None)
+    }
+
+    /// Sets aside `bytes` of disk space outside every engine file (a reserve, see the engine's
+    /// module docs, "Out of disk space"), replacing any reserve held. Fails with
+    /// [`FsErrorKind::NoSpace`] when the disk cannot hold it, holding none then. A file system
+    /// that never runs out of space keeps nothing (the default).
+    fn reserve_space(&mut self, bytes: u64) -> Result<(), FsError> {
+        let _ = bytes;
+        Ok(())
+    }
+
+    /// Gives the reserve (if any) back to the disk, so that what must finish (a sync of staged
+    /// writes, recovery, a flush) has room.
+    fn release_space(&mut self) -> Result<(), FsError> {
+        Ok(())
     }
 
     /// Whether `name` exists.

@@ -192,6 +192,8 @@ pub struct SimFs {
     durable_names: BTreeMap<String, u64>,
     next_inode: u64,
     fail_next_fsync: bool,
+    /// Bytes set aside by [`FileSystem::reserve_space`] (counted as used).
+    reserved_bytes: u64,
     stats: SimFsStats,
     latency_rng: ChaCha8Rng,
     elapsed_micros: u64,
@@ -207,6 +209,7 @@ impl SimFs {
             durable_names: BTreeMap::new(),
             next_inode: 1,
             fail_next_fsync: false,
+            reserved_bytes: 0,
             stats: SimFsStats::default(),
             latency_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6c61_7465_6e63_7921),
             elapsed_micros: 0,
@@ -361,9 +364,26 @@ impl SimFs {
         self.flip_bit(name, bit).then_some(bit)
     }
 
-    /// Total bytes currently stored (current view).
+    /// Total bytes currently stored (current view: files with a name, and the reserve). A
+    /// removed file's bytes are free at once, as on a real disk once no descriptor holds it.
     pub fn used_bytes(&self) -> u64 {
-        self.inodes.values().map(|i| i.current.len() as u64).sum()
+        let files: u64 = self
+            .names
+            .values()
+            .filter_map(|id| self.inodes.get(id))
+            .map(|i| i.current.len() as u64)
+            .sum();
+        files + self.reserved_bytes
+    }
+
+    /// Changes the disk's size (`None`: unbounded), to fill a disk and give space back in a test.
+    pub fn set_capacity_bytes_max(&mut self, capacity_bytes_max: Option<u64>) {
+        self.options.capacity_bytes_max = capacity_bytes_max;
+    }
+
+    /// Bytes currently held by the space reserve.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.reserved_bytes
     }
 
     fn inode(&mut self, name: &str) -> Result<&mut Inode, FsError> {
@@ -453,6 +473,22 @@ fn keep_sectors(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>, base: usize, holes: b
 }
 
 impl FileSystem for SimFs {
+    fn reserve_space(&mut self, bytes: u64) -> Result<(), FsError> {
+        self.reserved_bytes = 0;
+        if let Some(max) = self.options.capacity_bytes_max {
+            if self.used_bytes() + bytes > max {
+                return Err(FsError::new("<reserve>", FsErrorKind::NoSpace, "disk full"));
+            }
+        }
+        self.reserved_bytes = bytes;
+        Ok(())
+    }
+
+    fn release_space(&mut self) -> Result<(), FsError> {
+        self.reserved_bytes = 0;
+        Ok(())
+    }
+
     fn create(&mut self, name: &str) -> Result<(), FsError> {
         if self.names.contains_key(name) {
             return Err(FsError::new(name, FsErrorKind::AlreadyExists, "exists"));
@@ -466,7 +502,13 @@ impl FileSystem for SimFs {
 
     fn append(&mut self, name: &str, data: &[u8]) -> Result<(), FsError> {
         if let Some(max) = self.options.capacity_bytes_max {
-            if self.used_bytes() + data.len() as u64 > max {
+            let free = max.saturating_sub(self.used_bytes());
+            if data.len() as u64 > free {
+                // As a real disk does: what fits is written, then the call fails (a short write
+                // that `write_all` reports as an error), leaving a partial record behind.
+                let fits = usize::try_from(free).unwrap_or(0);
+                self.inode(name)?.current.extend_from_slice(&data[..fits]);
+                self.stats.bytes_appended += fits as u64;
                 return Err(FsError::new(name, FsErrorKind::NoSpace, "disk full"));
             }
         }

@@ -7,6 +7,10 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// The file holding the space reserve ([`FileSystem::reserve_space`]). Not an engine file: the
+/// engine never lists, recovers or removes it as one.
+pub const SPACE_RESERVE_FILE: &str = "space.reserve";
+
 /// A [`FileSystem`] over the files of one directory. Open handles are kept (one per file) so that
 /// appends and reads do not reopen files.
 #[derive(Debug)]
@@ -157,5 +161,37 @@ impl FileSystem for StdFs {
 
     fn exists(&mut self, name: &str) -> Result<bool, FsError> {
         Ok(self.open.contains_key(name) || self.path(name).exists())
+    }
+
+    fn reserve_space(&mut self, bytes: u64) -> Result<(), FsError> {
+        // Zeros really written (not `set_len`, which makes a sparse file holding no blocks).
+        // Never fsynced: its content does not matter, only the blocks it holds.
+        self.release_space()?;
+        let path = self.path(SPACE_RESERVE_FILE);
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let chunk = vec![0u8; 64 << 10];
+            let mut left = bytes;
+            while left > 0 {
+                let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+                file.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            file.flush()
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            io_error(SPACE_RESERVE_FILE, &e)
+        })
+    }
+
+    fn release_space(&mut self) -> Result<(), FsError> {
+        match std::fs::remove_file(self.path(SPACE_RESERVE_FILE)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(io_error(SPACE_RESERVE_FILE, &e)),
+            _ => Ok(()),
+        }
     }
 }

@@ -133,7 +133,7 @@ pub struct RunCounters {
 }
 
 /// Every name [`rejection_name`] gives (what `[check] rejections_min` may name).
-pub const REJECTION_NAMES: [&str; 10] = [
+pub const REJECTION_NAMES: [&str; 11] = [
     "key-too-large",
     "value-too-large",
     "invalid-consistency",
@@ -144,6 +144,7 @@ pub const REJECTION_NAMES: [&str; 10] = [
     "reserved-key",
     "linearizable-needs-lww",
     "siblings-too-large",
+    "out-of-disk-space",
 ];
 
 /// A short stable name of a typed rejection, for the summary.
@@ -159,6 +160,7 @@ fn rejection_name(error: &RequestError) -> &'static str {
         RequestError::ReservedKey => "reserved-key",
         RequestError::LinearizableNeedsLww => "linearizable-needs-lww",
         RequestError::SiblingsTooLarge { .. } => "siblings-too-large",
+        RequestError::OutOfDiskSpace => "out-of-disk-space",
     }
 }
 
