@@ -42,13 +42,25 @@ fn start(storage: Engine, process: u64) -> Node<Engine> {
         rng_seed: process,
     };
     let mut node = Node::new(config, ring, storage).expect("valid");
-    while let Some(output) = node.poll_output() {
-        if let Output::Persist { token } = output {
+    // Core's one drain loop; each completed persist may produce more output.
+    loop {
+        let mut outputs: Vec<Output> = Vec::new();
+        ringkv_core::drive::drain(&mut node, &mut outputs);
+        let tokens: Vec<_> = outputs
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Persist { token } => Some(token),
+                _ => None,
+            })
+            .collect();
+        if tokens.is_empty() {
+            return node;
+        }
+        for token in tokens {
             node.storage_mut().sync().expect("sync");
             node.handle_persisted(now(), token);
         }
     }
-    node
 }
 
 fn crash_and_reopen(node: Node<Engine>) -> Engine {
