@@ -846,21 +846,16 @@ impl<S: Storage> Node<S> {
                     && !write.storage_failed
                     && !write.copies_doubled
                 {
-                    // Every replica refused before applying it (busy, not ready, another ring).
+                    // Every replica refused before applying it (busy, not ready, another ring,
+                    // a full disk).
                     let error = if write.refused_busy == write.failed {
                         RequestError::Busy
+                    } else if write.out_of_space {
+                        RequestError::OutOfDiskSpace
                     } else {
                         RequestError::StorageUnavailable
                     };
                     ForwardedOutcome::Rejected(error)
-                } else if acked == 0 && reachable == 0 && !write.storage_failed {
-                    // Every replica refused before applying it (busy, not ready, another ring,
-                    // a full disk).
-                    ForwardedOutcome::Rejected(if write.out_of_space {
-                        RequestError::OutOfDiskSpace
-                    } else {
-                        RequestError::StorageUnavailable
-                    })
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
                 };
