@@ -463,7 +463,8 @@ pub fn quantile_ms(
 /// bucket answers the highest finite bound (all that is known). `None` with no observations.
 pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     let total = buckets.last()?.1;
-    if !(total > 0.0) || !(0.0..=1.0).contains(&q) {
+    // `total` may be NaN from a malformed exposition: only a positive count has a quantile.
+    if total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !(0.0..=1.0).contains(&q) {
         return None;
     }
     let rank = q * total;

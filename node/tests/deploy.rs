@@ -566,7 +566,6 @@ fn kubernetes_statefulset_service_and_budget_fit_together() {
     // Each pod's environment, as Kubernetes expands it, configures a node the node accepts.
     let dir = tempfile::tempdir().expect("tempdir");
     let secrets = write_secrets(dir.path());
-    let mut env = env;
     env.remove("TMPDIR");
     let expanded = env["RINGKV_PEER_ADDR_TEMPLATE"].replace("$(POD_NAMESPACE)", "ringkv");
     env.insert("RINGKV_PEER_ADDR_TEMPLATE".to_string(), expanded);
