@@ -79,6 +79,19 @@ pub struct HintStatus {
     pub expired: u64,
     /// Hints refused because an owner's queue was full (left to anti-entropy).
     pub overflowed: u64,
+    /// The queue of each owner that has hints waiting here, in owner order.
+    pub queues: Vec<HintQueue>,
+}
+
+/// The hints one owner has waiting on this node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HintQueue {
+    /// The owner (the node the hints are for).
+    pub target: u32,
+    /// Hints waiting.
+    pub hints: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// Anti-entropy on this node.
@@ -181,6 +194,7 @@ impl StatusSnapshot {
                 delivered: total("ringkv_hints_delivered_total", &[]),
                 expired: total("ringkv_hints_expired_total", &[]),
                 overflowed: total("ringkv_hints_overflowed_total", &[]),
+                queues: hint_queues(&samples),
             },
             anti_entropy: AntiEntropyStatus {
                 interval_ms: inputs.anti_entropy_interval_ms,
@@ -290,6 +304,13 @@ impl StatusSnapshot {
             "hints          {} pending ({} bytes); {} delivered, {} expired, {} overflowed",
             h.pending, h.bytes_pending, h.delivered, h.expired, h.overflowed
         );
+        for queue in &h.queues {
+            let _ = writeln!(
+                out,
+                "  for node {:<6} {} hints ({} bytes)",
+                queue.target, queue.hints, queue.bytes
+            );
+        }
         let a = &self.anti_entropy;
         let schedule = if a.interval_ms == 0 {
             "off".to_string()
@@ -316,6 +337,38 @@ impl StatusSnapshot {
         );
         out
     }
+}
+
+/// The per-owner hint gauges, in owner order.
+fn hint_queues(samples: &[Sample]) -> Vec<HintQueue> {
+    let mut queues: Vec<HintQueue> = Vec::new();
+    for sample in samples {
+        let is_count = sample.name == "ringkv_hints_pending_by_target";
+        if !is_count && sample.name != "ringkv_hint_bytes_pending_by_target" {
+            continue;
+        }
+        let Some(target) = sample.label("target").and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        let index = match queues.iter().position(|q| q.target == target) {
+            Some(index) => index,
+            None => {
+                queues.push(HintQueue {
+                    target,
+                    ..HintQueue::default()
+                });
+                queues.len() - 1
+            }
+        };
+        let value = sample.value.max(0.0) as u64;
+        if is_count {
+            queues[index].hints = value;
+        } else {
+            queues[index].bytes = value;
+        }
+    }
+    queues.sort_by_key(|q| q.target);
+    queues
 }
 
 /// Left-aligned columns two spaces apart, widths from the widest cell.
@@ -575,6 +628,8 @@ mod tests {
             ms(400),
         );
         metrics.repair.hints_pending.set(5);
+        *metrics.repair.hints_pending_by_target.lock().expect("lock") =
+            vec![(3, 4, 400), (2, 1, 100)];
         metrics.storage_level0_tables.set(2);
         let snapshot = StatusSnapshot::build(inputs(), &metrics.render("1"));
         let put = &snapshot.requests[1];
@@ -586,6 +641,20 @@ mod tests {
         assert!((250.0..=500.0).contains(&p99), "{p99}");
         assert_eq!(snapshot.requests[0].p99_ms, None, "no gets yet");
         assert_eq!(snapshot.hints.pending, 5);
+        let queues: Vec<(u32, u64, u64)> = snapshot
+            .hints
+            .queues
+            .iter()
+            .map(|q| (q.target, q.hints, q.bytes))
+            .collect();
+        assert_eq!(queues, [(2, 1, 100), (3, 4, 400)]);
+        assert!(
+            snapshot
+                .to_table()
+                .contains("  for node 3      4 hints (400 bytes)"),
+            "{}",
+            snapshot.to_table()
+        );
         assert_eq!(snapshot.storage.level0_tables, 2);
         let back: StatusSnapshot = serde_json::from_str(&snapshot.to_json()).expect("json");
         assert_eq!(back, snapshot);

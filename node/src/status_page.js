@@ -119,8 +119,12 @@
     drawMembers(status);
     drawRequests(status, now);
     const hints = status.hints;
+    const queues = hints.queues.map((queue) => [
+      "for node " + queue.target, queue.hints + " hints, " + queue.bytes + " bytes",
+    ]);
     definitions("hints", [
       ["pending", hints.pending + " hints, " + hints.bytes_pending + " bytes"],
+      ...(queues.length > 0 ? queues : [["queues", "none waiting"]]),
       ["delivered", hints.delivered],
       ["expired unsent", hints.expired],
       ["refused (queue full)", hints.overflowed],

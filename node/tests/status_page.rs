@@ -241,6 +241,16 @@ fn the_status_page_shows_every_member_in_headless_chromium() {
             "member {id} is not shown alive:\n{dom}"
         );
     }
+    for section in ["hints", "anti-entropy", "storage"] {
+        let start = dom
+            .find(&format!("<dl id=\"{section}\">"))
+            .unwrap_or_else(|| panic!("no {section} section:\n{dom}"));
+        let end = dom[start..].find("</dl>").expect("end of the section") + start;
+        assert!(
+            dom[start..end].contains("<dt>"),
+            "the {section} section is empty:\n{dom}"
+        );
+    }
     for operation in ["get", "put", "delete"] {
         assert!(
             dom.contains(&format!("data-operation=\"{operation}\"")),
