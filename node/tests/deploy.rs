@@ -634,6 +634,14 @@ fn the_dockerfile_ships_the_entrypoint_it_runs() {
         .collect();
     assert_eq!(exposed, BTreeSet::from(["6380", "7380", "9380"]));
     assert_eq!(all("STOPSIGNAL"), ["SIGTERM"]);
+    // `COPY . .` takes the whole context: the secrets must not be part of it.
+    let ignored = read("Dockerfile.dockerignore");
+    assert!(
+        ignored.lines().any(|l| l.trim() == "deploy/secrets"),
+        "{ignored}"
+    );
+    let secrets_ignored = read(".gitignore");
+    assert!(secrets_ignored.lines().any(|l| l.trim() == "secrets/"));
     let user = all("USER");
     assert!(!user.is_empty() && !user.iter().any(|u| u.starts_with("root")));
     let script = read("docker-entrypoint.sh");
