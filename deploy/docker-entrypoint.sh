@@ -16,7 +16,11 @@
 #   RINGKV_CLUSTER_SIZE       nodes 0..SIZE-1 of the initial ring, addressed by
 #   RINGKV_PEER_ADDR_TEMPLATE a host:port with {id} for the node id,
 #                             e.g. ringkv-{id}.ringkv.default.svc.cluster.local:7380
-#   RINGKV_PEERS              instead of the two above: id=host:port,id=host:port (others only)
+#   RINGKV_SPARE_COUNT        nodes SIZE..SIZE+COUNT-1 are spares: every node knows their
+#                             addresses, they start outside the ring, and an operator adds each
+#                             with `ringkv admin join ID` [0]
+#   RINGKV_PEERS              instead of the three above: id=host:port,... (all initial members;
+#                             this node's own entry is skipped)
 #   RINGKV_DATACENTER         every node's datacenter [dc1]
 #   RINGKV_RACK_TEMPLATE      every node's rack, {id} replaced by its id [rack1]
 #   RINGKV_CLIENT_LISTEN      [0.0.0.0:6380]
@@ -92,7 +96,7 @@ rack_of() {
   printf '%s' "$rack_template" | sed "s/{id}/$1/g"
 }
 
-# The other nodes, one "id host:port" per line.
+# The other nodes, one "id initial_member host:port" per line.
 peers=""
 if [ -n "${RINGKV_PEERS:-}" ]; then
   [ -z "${RINGKV_CLUSTER_SIZE:-}" ] || die "set RINGKV_PEERS or RINGKV_CLUSTER_SIZE, not both"
@@ -106,15 +110,18 @@ if [ -n "${RINGKV_PEERS:-}" ]; then
     esac
     id=$(node_id "${entry%%=*}" "RINGKV_PEERS")
     [ "$id" != "$self" ] || continue
-    peers="$peers$id ${entry#*=}
+    peers="$peers$id true ${entry#*=}
 "
   done
   IFS=$old_ifs
 elif [ -n "${RINGKV_CLUSTER_SIZE:-}" ]; then
   size=$(count "$RINGKV_CLUSTER_SIZE" RINGKV_CLUSTER_SIZE)
   [ "$size" -ge 1 ] && [ "$size" -le 1000 ] || die "RINGKV_CLUSTER_SIZE must be 1 to 1000"
-  [ "$self" -lt "$size" ] 2>/dev/null \
-    || die "node id $self is outside the cluster of RINGKV_CLUSTER_SIZE=$size (ids 0 to $((size - 1)))"
+  spares=$(count "${RINGKV_SPARE_COUNT:-0}" RINGKV_SPARE_COUNT)
+  [ "$spares" -le 1000 ] || die "RINGKV_SPARE_COUNT must be 0 to 1000"
+  nodes=$((size + spares))
+  [ "$self" -lt "$nodes" ] 2>/dev/null \
+    || die "node id $self is outside the cluster of RINGKV_CLUSTER_SIZE=$size and RINGKV_SPARE_COUNT=$spares (ids 0 to $((nodes - 1)))"
   template=${RINGKV_PEER_ADDR_TEMPLATE:-}
   [ -n "$template" ] || die "RINGKV_CLUSTER_SIZE needs RINGKV_PEER_ADDR_TEMPLATE: host:port with {id}"
   case "$template" in
@@ -122,9 +129,9 @@ elif [ -n "${RINGKV_CLUSTER_SIZE:-}" ]; then
     *) die "RINGKV_PEER_ADDR_TEMPLATE '$template' has no {id}" ;;
   esac
   i=0
-  while [ "$i" -lt "$size" ]; do
+  while [ "$i" -lt "$nodes" ]; do
     if [ "$i" != "$self" ]; then
-      peers="$peers$i $(printf '%s' "$template" | sed "s/{id}/$i/g")
+      peers="$peers$i $([ "$i" -lt "$size" ] && echo true || echo false) $(printf '%s' "$template" | sed "s/{id}/$i/g")
 "
     fi
     i=$((i + 1))
@@ -142,6 +149,10 @@ add() {
   toml="$toml
 $1"
 }
+if [ -n "${nodes:-}" ] && [ "$self" -ge "$size" ]; then
+  # A spare: known to every node, outside the initial ring until joined.
+  add "initial_member = false"
+fi
 value=$(toml_string "$datacenter")
 add "datacenter = $value"
 value=$(toml_string "$(rack_of "$self")")
@@ -173,12 +184,12 @@ if [ -n "${RINGKV_PROTECTED_MODE:-}" ]; then
   add "protected_mode = $value"
 fi
 add "peers = ["
-while read -r id addr; do
+while read -r id initial addr; do
   [ -n "$id" ] || continue
   quoted_addr=$(toml_string "$addr")
   quoted_dc=$(toml_string "$datacenter")
   quoted_rack=$(toml_string "$(rack_of "$id")")
-  add "  { id = $id, addr = $quoted_addr, datacenter = $quoted_dc, rack = $quoted_rack },"
+  add "  { id = $id, addr = $quoted_addr, datacenter = $quoted_dc, rack = $quoted_rack, initial_member = $initial },"
 done <<PEERS
 $peers
 PEERS

@@ -146,6 +146,52 @@ fn the_entrypoint_derives_the_node_id_from_the_host_ordinal() {
 }
 
 #[test]
+fn the_entrypoint_describes_spares_the_same_way_on_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = write_secrets(dir.path());
+    let seen = |host: &str| {
+        let mut env = cluster_env(&secrets, host);
+        env.push(("RINGKV_SPARE_COUNT", "2".to_string()));
+        summary(
+            &entrypoint(dir.path(), &env, &["--check-config"])
+                .output()
+                .expect("run"),
+        )
+    };
+    let address = |i: u32| format!("{i}=ringkv-{i}.ringkv.test.svc.cluster.local:7380");
+    let member = seen("ringkv-1");
+    assert_eq!(member["initial_member"], "true");
+    assert_eq!(
+        member["peers"],
+        format!(
+            "{} (dc1/rack-0), {} (dc1/rack-2), {} (dc1/rack-3, spare), {} (dc1/rack-4, spare)",
+            address(0),
+            address(2),
+            address(3),
+            address(4)
+        )
+    );
+    let spare = seen("ringkv-4");
+    assert_eq!(spare["node_id"], "4");
+    assert_eq!(spare["initial_member"], "false");
+    assert!(
+        spare["peers"].ends_with(&format!("{} (dc1/rack-3, spare)", address(3))),
+        "{spare:?}"
+    );
+    assert_eq!(
+        spare["replication"], member["replication"],
+        "a spare counts the same initial ring"
+    );
+    let mut env = cluster_env(&secrets, "ringkv-5");
+    env.push(("RINGKV_SPARE_COUNT", "2".to_string()));
+    let output = entrypoint(dir.path(), &env, &["--check-config"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output));
+    assert!(text(&output).contains("ids 0 to 4"), "{}", text(&output));
+}
+
+#[test]
 fn the_entrypoint_takes_an_explicit_id_and_peer_list() {
     let dir = tempfile::tempdir().expect("tempdir");
     let secrets = write_secrets(dir.path());
@@ -488,7 +534,14 @@ fn kubernetes_statefulset_service_and_budget_fit_together() {
         "the id comes from the pod ordinal"
     );
     let replicas = get(set, "spec.replicas").as_u64().expect("replicas");
-    assert_eq!(env["RINGKV_CLUSTER_SIZE"], replicas.to_string());
+    let spares: u64 = env
+        .get("RINGKV_SPARE_COUNT")
+        .map_or(0, |count| count.parse().expect("a count"));
+    assert_eq!(
+        env["RINGKV_CLUSTER_SIZE"],
+        (replicas - spares).to_string(),
+        "every pod is a member or a spare"
+    );
     // Peers by stable DNS names: <set>-<ordinal>.<headless service>.<namespace>.svc...
     let template = &env["RINGKV_PEER_ADDR_TEMPLATE"];
     let set_name = string(set, "metadata.name");
