@@ -933,3 +933,190 @@ fn alert_rules_and_dashboard_queries_pass_promtool() {
         "{checked}"
     );
 }
+
+/// A node started through the entrypoint; killed on drop if still running.
+struct EntrypointNode {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    http: String,
+    client: String,
+}
+
+impl EntrypointNode {
+    fn start(dir: &Path, id: u32, env: &[(&str, String)], http: String) -> EntrypointNode {
+        let node_dir = dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let mut env = env.to_vec();
+        env.push(("RINGKV_HTTP_LISTEN", http.clone()));
+        env.push((
+            "RINGKV_DATA_DIR",
+            node_dir.join("data").display().to_string(),
+        ));
+        let mut child = entrypoint(&node_dir, &env, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the entrypoint");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut node = EntrypointNode {
+            child,
+            lines,
+            http,
+            client: String::new(),
+        };
+        let line = node.wait_for_line(ringkv_node::server::LISTENING_CLIENTS);
+        node.client = line.rsplit(' ').next().expect("an address").to_string();
+        node
+    }
+
+    fn wait_for_line(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(LINE_WAIT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?} ({e:?})"),
+            }
+        }
+    }
+
+    /// SIGTERM, and the node must drain and exit 0.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "{status}");
+    }
+}
+
+impl Drop for EntrypointNode {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The documented way to grow a cluster, end to end through the entrypoint: three nodes, a
+/// rolling restart that adds one spare to every node's configuration (`RINGKV_SPARE_COUNT`),
+/// the spare started, `ringkv admin join`, and every node then agrees on a four-member ring in
+/// which the data written before is still readable. Each node has its own loopback address
+/// (127.0.1.ID), so one address template serves them all, as a DNS name does in Kubernetes.
+#[test]
+fn a_cluster_grows_by_a_rolling_restart_with_a_spare_and_a_join() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = write_secrets(dir.path());
+    let peer_port = free_port();
+    let env = |id: u32, spares: u32| -> Vec<(&'static str, String)> {
+        vec![
+            ("RINGKV_NODE_ID", id.to_string()),
+            ("RINGKV_CLUSTER_SIZE", "3".to_string()),
+            ("RINGKV_SPARE_COUNT", spares.to_string()),
+            (
+                "RINGKV_PEER_ADDR_TEMPLATE",
+                format!("127.0.1.{{id}}:{peer_port}"),
+            ),
+            ("RINGKV_PEER_LISTEN", format!("127.0.1.{id}:{peer_port}")),
+            ("RINGKV_CLIENT_LISTEN", "127.0.0.1:0".to_string()),
+            (
+                "RINGKV_CLUSTER_SECRET_FILE",
+                secrets.join("cluster-secret").display().to_string(),
+            ),
+            (
+                "RINGKV_ADMIN_TOKEN_FILE",
+                secrets.join("admin-token").display().to_string(),
+            ),
+            ("RINGKV_N", "3".to_string()),
+        ]
+    };
+    let http: Vec<String> = (0..4)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut nodes: Vec<EntrypointNode> = (0..3)
+        .map(|id| EntrypointNode::start(dir.path(), id, &env(id, 0), http[id as usize].clone()))
+        .collect();
+    for node in &nodes {
+        node.wait_for_line(ringkv_node::server::PEERS_REACHED);
+    }
+    let mut client = connect(&nodes[0].client);
+    for i in 0..20 {
+        let key = format!("k{i}");
+        run(&mut client, &["SET", &key, &key]).expect("set");
+    }
+    drop(client);
+
+    // The rolling restart: each node in turn drains and comes back knowing the spare.
+    for id in 0..3u32 {
+        let old = nodes.remove(0);
+        old.stop();
+        nodes.push(EntrypointNode::start(
+            dir.path(),
+            id,
+            &env(id, 1),
+            http[id as usize].clone(),
+        ));
+    }
+    let spare = EntrypointNode::start(dir.path(), 3, &env(3, 1), http[3].clone());
+    spare.wait_for_line(ringkv_node::server::PEERS_REACHED);
+    let spare_client = spare.client.clone();
+    nodes.push(spare);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args([
+            "admin",
+            "join",
+            "3",
+            "--node-http",
+            &http[0],
+            "--token-file",
+        ])
+        .arg(secrets.join("admin-token"))
+        .output()
+        .expect("ringkv admin join");
+    assert!(output.status.success(), "{}", text(&output));
+
+    let waited = ringkv_node::clock::Clock::stopwatch();
+    loop {
+        let rings: Vec<(u64, usize)> = nodes
+            .iter()
+            .map(|node| {
+                let (code, body) = common::http(&node.http, "GET", "/status.json");
+                assert_eq!(code, 200, "{body}");
+                let status: ringkv_node::status::StatusSnapshot =
+                    serde_json::from_str(&body).expect("status");
+                let members = status.members.iter().filter(|m| m.in_ring).count();
+                (status.ring_changes, members)
+            })
+            .collect();
+        if rings.iter().all(|&ring| ring == (4, 4)) {
+            break;
+        }
+        assert!(
+            waited.elapsed() < LINE_WAIT,
+            "the nodes do not agree on the four-member ring: {rings:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Reads through the new member find what was written before it joined (at quorum, two of
+    // a key's three replicas answer, whichever of them anti-entropy has reached yet).
+    let mut client = connect(&spare_client);
+    for i in 0..20 {
+        let key = format!("k{i}");
+        assert_eq!(
+            run(&mut client, &["GET", &key]).expect("get"),
+            bulk(&key),
+            "{key}"
+        );
+    }
+    for node in nodes {
+        node.stop();
+    }
+}
