@@ -159,18 +159,29 @@ fn ringkv_admin(dir: &Path, addr: &str, words: &[&str]) -> (bool, String, String
 /// What every node should hold: the last acknowledged value of each key (`None`: deleted).
 type Acknowledged = BTreeMap<String, Option<String>>;
 
-/// Writes (or, for `None`, deletes) each pair at level quorum through `client`; every one must
-/// be acknowledged, and is recorded.
+/// Writes (or, for `None`, deletes) each pair at level quorum through `client`, superseding
+/// what a quorum read saw (vector clocks: a write without that context would be a sibling of the
+/// value it replaces); every one must be acknowledged, and is recorded.
 fn write(
     client: &mut redis::Connection,
     acknowledged: &mut Acknowledged,
     pairs: &[(String, Option<String>)],
 ) {
     for (key, value) in pairs {
-        let reply = match value {
-            Some(value) => run(client, &["KV.PUT", key, value, "LEVEL", "quorum"]),
-            None => run(client, &["KV.DEL", key, "LEVEL", "quorum"]),
+        let read = run(client, &["KV.GET", key, "LEVEL", "quorum"]).expect("kv.get");
+        let context = match field(&read, "context") {
+            Value::BulkString(bytes) => String::from_utf8(bytes).expect("hex"),
+            other => panic!("{key}: context {other:?}"),
         };
+        let mut words = match value {
+            Some(value) => vec!["KV.PUT", key.as_str(), value.as_str()],
+            None => vec!["KV.DEL", key.as_str()],
+        };
+        words.extend(["LEVEL", "quorum"]);
+        if !context.is_empty() {
+            words.extend(["CONTEXT", context.as_str()]);
+        }
+        let reply = run(client, &words);
         assert!(reply.is_ok(), "{key}: {reply:?}");
         acknowledged.insert(key.clone(), value.clone());
     }
@@ -201,8 +212,8 @@ fn a_node_restored_from_a_snapshot_gets_back_everything_acknowledged_after_it() 
     for node in nodes.values_mut() {
         node.wait_for_line(ringkv_node::server::PEERS_REACHED);
     }
-    // Every write goes through node 1, a replica of every key (N = 3 of 3 nodes), so each
-    // overwrite descends from the value it replaces (no siblings to reason about).
+    // Every write goes through node 1 and names the context a quorum read saw, so each
+    // overwrite or delete supersedes the value before it (no siblings to reason about).
     let mut writer = nodes[&1].client();
     let mut acknowledged = Acknowledged::new();
     let pairs = |range: std::ops::Range<usize>, tag: &str| -> Vec<(String, Option<String>)> {
@@ -264,10 +275,25 @@ fn a_node_restored_from_a_snapshot_gets_back_everything_acknowledged_after_it() 
     let backup_arg = backup.to_string_lossy().to_string();
     let mut restored = layout.start(dir.path(), RESTORED, &["--restore-from", &backup_arg]);
     restored.wait_for_line(ringkv_node::server::PEERS_REACHED);
+    // The restored engine is the snapshot's: it recovers at the snapshot's last write, before
+    // anything came over the network.
+    let info = std::fs::read_to_string(backup.join("SNAPSHOT")).expect("SNAPSHOT");
+    let last_seq = info
+        .lines()
+        .find_map(|l| l.strip_prefix("last_seq = "))
+        .expect("last_seq");
+    let stderr = restored.stderr();
+    let recovered = stderr
+        .lines()
+        .find(|l| l.contains("storage recovered"))
+        .unwrap_or_else(|| panic!("no recovery line: {stderr}"));
     assert!(
-        restored.stderr().contains("restored from a snapshot"),
-        "the start says it: {}",
-        restored.stderr()
+        recovered.contains(&format!("last_seq={last_seq} ")),
+        "recovered at the snapshot's last_seq {last_seq}: {recovered}"
+    );
+    assert!(
+        stderr.contains("restored from a snapshot"),
+        "the start says it: {stderr}"
     );
     assert!(
         !dir.path().join(format!("data{RESTORED}/RESTORED")).exists(),
