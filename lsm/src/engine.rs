@@ -1149,9 +1149,13 @@ impl<F: FileSystem> Lsm<F> {
     /// [`Lsm::open`] would take the directory for an empty store.
     ///
     /// The flush and the seal follow the engine's rules (a full disk undoes them and returns
-    /// `NoSpace`; another failure poisons). A failure in `target` leaves this engine as it is
-    /// (it only read here) and the checkpoint incomplete. Refused with `AlreadyExists` if
-    /// `target` holds an engine file or a manifest.
+    /// `NoSpace`; another failure poisons). A failure in `target` leaves the checkpoint
+    /// incomplete and this engine working (after the flush and the seal it only reads its own
+    /// files). Refused with `AlreadyExists` if `target` holds an engine file or a manifest.
+    ///
+    /// The linked files need no fsync here: the engine fsynced each when it finished it (a table)
+    /// or sealed it (a segment), and a hard link shares that durable inode; `link_to` fsyncs a
+    /// copy when it has to make one.
     pub fn checkpoint(&mut self, target: &mut F) -> Result<CheckpointReport, LsmError> {
         self.writable()?;
         if let Some(name) = target
