@@ -222,3 +222,33 @@ fn a_checkpoint_needs_an_empty_directory_and_an_incomplete_one_is_an_empty_store
     let mut opened = Lsm::open(target, LsmConfig::tiny_for_tests()).expect("open");
     assert_eq!(opened.get(b"key0001").expect("get"), None);
 }
+
+#[test]
+fn a_checkpoint_taken_in_the_middle_of_a_compaction_holds_its_inputs() {
+    let mut lsm = Lsm::open(SimFs::seeded(3), LsmConfig::tiny_for_tests()).expect("open");
+    let mut model = Model::new();
+    for round in 0..4u64 {
+        for i in 0..20 {
+            let value = Bytes::from(format!("r{round}-{i}-{}", "v".repeat(60)));
+            lsm.put(key(i * 7 + round), value.clone()).expect("put");
+            model.insert(key(i * 7 + round), Some(value));
+        }
+        lsm.flush().expect("flush");
+    }
+    // A budget of one byte merges one entry: the job is left under way.
+    assert!(matches!(
+        lsm.compact_step(0, 1).expect("compact"),
+        CompactionProgress::InProgress { .. }
+    ));
+    let mut target = SimFs::seeded(4);
+    lsm.checkpoint(&mut target).expect("checkpoint");
+    settle(&mut lsm);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let before = model.clone();
+    write_random(&mut lsm, &mut model, &mut rng, 300, 200);
+    settle(&mut lsm);
+    assert_holds(&mut lsm, &model, "live store");
+    target.crash(CrashMode::LoseUnsynced);
+    let mut restored = Lsm::open(target, LsmConfig::tiny_for_tests()).expect("open");
+    assert_holds(&mut restored, &before, "checkpoint");
+}

@@ -552,6 +552,26 @@ mod tests {
         assert_eq!(storage.get(&key(1)), Ok(Some(record(1, b"one"))));
     }
 
+    #[test]
+    fn a_snapshot_still_on_the_nodes_disk_restores_in_place() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        let mut storage = open(&data, &settings(), &meaning()).expect("open");
+        storage.put(key(1), record(1, b"one")).expect("put");
+        let (dir, _) = take_snapshot(&mut storage, &data, NodeId(1), "s").expect("snapshot");
+        storage.put(key(2), record(2, b"two")).expect("put");
+        storage.sync().expect("sync");
+        drop(storage);
+        // The engine's files are damaged: the operator moves them aside, keeps `snapshots/`.
+        std::fs::rename(lsm_dir(&data), root.path().join("damaged")).expect("move");
+        std::fs::remove_file(data.join(CLUSTER_META_FILE_NAME)).expect("remove");
+        restore_snapshot(&dir, &data, NodeId(1)).expect("restore in place");
+        let mut storage = open(&data, &settings(), &meaning()).expect("open");
+        assert_eq!(storage.get(&key(1)), Ok(Some(record(1, b"one"))));
+        assert_eq!(storage.get(&key(2)), Ok(None), "written after the snapshot");
+        assert!(read_snapshot(&dir).is_ok(), "the snapshot is untouched");
+    }
+
     fn copy_tree(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).expect("mkdir");
         for entry in std::fs::read_dir(from).expect("list") {
