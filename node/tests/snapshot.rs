@@ -250,6 +250,13 @@ fn a_node_restored_from_a_snapshot_gets_back_everything_acknowledged_after_it() 
     assert_eq!(status, 400, "{body}");
     let (status, body) = http(&x, "POST", "/admin/snapshot?name=other");
     assert_eq!(status, 401, "{body}");
+    // Without a name: one made of the time.
+    let (status, body) = http_with_token(&x, "POST", "/admin/snapshot", token);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"ok\":true") && body.contains("/snapshots/snapshot-"),
+        "{body}"
+    );
     assert!(!dir
         .path()
         .join(format!("data{RESTORED}/snapshots/other"))
