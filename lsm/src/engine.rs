@@ -44,7 +44,7 @@ use crate::frame::{
     decode_frame, encode_frame, encode_sync_marker, scan_log, scan_wal, CutCause, WalCut,
     FRAME_HEADER_BYTES,
 };
-use crate::fs::{DetachedFsync, FileSystem, FsError};
+use crate::fs::{DetachedFsync, FileSystem, FsError, FsErrorKind};
 use crate::manifest::{
     self, ManifestState, SegmentMeta, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, MANIFEST_TMP_FILE,
 };
@@ -168,6 +168,19 @@ impl std::fmt::Debug for SyncTicket {
             .field("detached", &self.fsync.is_some())
             .finish()
     }
+}
+
+/// What [`Lsm::checkpoint`] linked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// The sequence number of the last write the checkpoint holds.
+    pub last_seq: u64,
+    /// Tables linked.
+    pub tables: usize,
+    /// Sealed value-log segments linked.
+    pub segments: usize,
+    /// Bytes of the linked files (shared with the live store, not copied, on real disks).
+    pub bytes: u64,
 }
 
 /// Counters for write amplification and cache behaviour.
@@ -1115,6 +1128,94 @@ impl<F: FileSystem> Lsm<F> {
         };
         self.stats.flushes += 1;
         Ok(())
+    }
+
+    // ---------------------------------------------------------------- checkpoints
+
+    /// Writes a checkpoint of the store into `target`, an empty directory on the same disk
+    /// (RocksDB's checkpoints and Cassandra's snapshots work the same way): [`Lsm::open`] on
+    /// `target` then gives every write staged before the call, and nothing written after it.
+    ///
+    /// How: the memtable is flushed (so the WAL holds no records and nothing in it needs
+    /// copying) and a non-empty active value-log segment is sealed (a new one started), so
+    /// that every file the manifest then names is one the engine never changes again: finished
+    /// tables and sealed segments are only ever read and, once unreferenced, removed; the
+    /// engine truncates and appends only the WAL and the active segment. Those immutable files
+    /// are linked into `target` ([`FileSystem::link_to`]: a hard link on real disks, so no
+    /// bytes are copied, and a compaction or value-log collection removing them here later
+    /// leaves the checkpoint's links intact). The checkpoint gets its own empty WAL and active
+    /// segment, and last a manifest naming exactly those files, stored atomically: a
+    /// checkpoint without its `MANIFEST` is incomplete (a crash while writing it), and
+    /// [`Lsm::open`] would take the directory for an empty store.
+    ///
+    /// The flush and the seal follow the engine's rules (a full disk undoes them and returns
+    /// `NoSpace`; another failure poisons). A failure in `target` leaves the checkpoint
+    /// incomplete and this engine working (after the flush and the seal it only reads its own
+    /// files). Refused with `AlreadyExists` if `target` holds an engine file or a manifest.
+    ///
+    /// The linked files need no fsync here: the engine fsynced each when it finished it (a table)
+    /// or sealed it (a segment), and a hard link shares that durable inode; `link_to` fsyncs a
+    /// copy when it has to make one.
+    pub fn checkpoint(&mut self, target: &mut F) -> Result<CheckpointReport, LsmError> {
+        self.writable()?;
+        if let Some(name) = target
+            .list()?
+            .into_iter()
+            .find(|n| is_engine_file(n) || n == MANIFEST_FILE)
+        {
+            return Err(LsmError::Io(FsError::new(
+                &name,
+                FsErrorKind::AlreadyExists,
+                "a checkpoint needs an empty directory",
+            )));
+        }
+        self.flush()?;
+        if self.vlog_active_len > 0 {
+            let r = self.seal_active_segment();
+            self.poison_unless_no_space(r)?;
+        }
+        assert!(self.memtable.is_empty(), "flushed before a checkpoint");
+        assert_eq!(
+            self.last_seq, self.state.last_seq,
+            "every write is in a table"
+        );
+        assert_eq!(self.vlog_active_len, 0, "the active segment was sealed");
+        let state = self.state.clone();
+        let mut report = CheckpointReport {
+            last_seq: state.last_seq,
+            ..CheckpointReport::default()
+        };
+        for table in state.levels.iter().flatten() {
+            self.store.fs.link_to(&table_file_name(table.id), target)?;
+            report.tables += 1;
+            report.bytes += table.size_bytes;
+        }
+        for (id, segment) in &state.segments {
+            if *id != state.vlog_active {
+                self.store.fs.link_to(&vlog_file_name(*id), target)?;
+                report.segments += 1;
+                report.bytes += segment.size_bytes;
+            }
+        }
+        target.create(&wal_file_name(state.wal_id))?;
+        target.create(&vlog_file_name(state.vlog_active))?;
+        target.fsync_dir()?;
+        manifest::store(target, &state)?;
+        Ok(report)
+    }
+
+    /// Seals the active value-log segment (a checkpoint links only files that never change),
+    /// removing the new segment's file again if the manifest cannot be stored (a full disk).
+    fn seal_active_segment(&mut self) -> Result<(), LsmError> {
+        let next_id = self.state.next_file_id;
+        let r = self.rotate_vlog();
+        if r.is_err() && self.state.vlog_active != next_id {
+            let name = vlog_file_name(next_id);
+            if self.store.fs.exists(&name)? {
+                self.store.fs.remove(&name)?;
+            }
+        }
+        r
     }
 
     // ---------------------------------------------------------------- reads

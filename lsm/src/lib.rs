@@ -42,7 +42,9 @@ mod store;
 mod table;
 
 pub use config::LsmConfig;
-pub use engine::{CompactionProgress, GcOutcome, Lsm, LsmStats, SyncTicket, WriteOutcome};
+pub use engine::{
+    CheckpointReport, CompactionProgress, GcOutcome, Lsm, LsmStats, SyncTicket, WriteOutcome,
+};
 pub use error::LsmError;
 pub use recovery::{RecoveryReport, WalTruncation, WalTruncationCause};
 pub use storage::LsmStorage;

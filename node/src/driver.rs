@@ -38,6 +38,7 @@
 use crate::admin::{AdminCommand, AdminResult, MembershipView};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::snapshot::{self, SnapshotError, SnapshotFs, SnapshotInfo};
 use crate::storage::{self, StorageGauges, StorageSettings};
 use ringkv_core::{
     ClientReply, ClientRequest, Message, Node, NodeEvent, NodeId, Output, PersistToken, RequestId,
@@ -79,6 +80,15 @@ pub enum Input {
     Repair {
         /// Where the answer goes.
         reply: oneshot::Sender<usize>,
+    },
+    /// An operator's snapshot of the engine ([`crate::snapshot`]), taken between two inputs.
+    Snapshot {
+        /// The node's data directory (the snapshot goes under its `snapshots/`).
+        data_dir: std::path::PathBuf,
+        /// The snapshot's name (validated), or `None` for one made of the wall-clock time.
+        name: Option<String>,
+        /// Where its directory and contents (or why it failed) go.
+        reply: oneshot::Sender<Result<(std::path::PathBuf, SnapshotInfo), SnapshotError>>,
     },
     /// Finish what is in flight, sync, and stop.
     Shutdown,
@@ -126,7 +136,7 @@ pub struct Driver<F: FileSystem> {
     membership_changed: bool,
 }
 
-impl<F: FileSystem + Send + 'static> Driver<F> {
+impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
     /// A driver for `node`, fed by `inputs`, sending to `peers`.
     pub fn new(
         node: Node<LsmStorage<F>>,
@@ -266,6 +276,26 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
                 let rounds = self.node.start_repair(now);
                 tracing::info!(rounds, "operator repair: every range compared now");
                 let _ = reply.send(rounds);
+            }
+            Input::Snapshot {
+                data_dir,
+                name,
+                reply,
+            } => {
+                let name = name.unwrap_or_else(|| format!("snapshot-{}", now.wall.0 / 1000));
+                let id = self.node.id();
+                let result = snapshot::take_snapshot(self.node.storage_mut(), &data_dir, id, &name);
+                match &result {
+                    Ok((dir, info)) => tracing::info!(
+                        dir = %dir.display(),
+                        last_seq = info.last_seq,
+                        tables = info.tables,
+                        segments = info.segments,
+                        "operator snapshot taken"
+                    ),
+                    Err(e) => tracing::warn!(%name, error = %e, "operator snapshot failed"),
+                }
+                let _ = reply.send(result);
             }
             Input::Shutdown => {
                 // The core answers every request by its deadline, so this bounds the wait.

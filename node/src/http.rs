@@ -11,6 +11,10 @@
 //!   A `leave` or `remove` that would leave the ring with fewer members than `n` is refused
 //!   (`409`) unless the query adds `force=true`.
 //! * `GET|POST /admin/repair`: the anti-entropy schedule and progress ([`crate::admin::repair_json`]).
+//! * `POST /admin/snapshot?name=NAME`: a snapshot of the node's engine in
+//!   `<data_dir>/snapshots/NAME` ([`crate::snapshot`]; `name` optional, default
+//!   `snapshot-<unix ms>`). `200` with its directory and contents; `400` for a bad name; `409`
+//!   if it exists; `500` if the engine or the disk failed.
 //! * `GET /` (or `/status`): the status page, a static HTML page whose script (`/status.js`)
 //!   polls `GET /status.json` ([`crate::status::StatusSnapshot`]) and redraws the ring, hint
 //!   queues, anti-entropy progress and request rates and latencies. Open like every `GET`: an
@@ -25,6 +29,7 @@ use crate::admin::{
 };
 use crate::driver::Input;
 use crate::metrics::Metrics;
+use crate::snapshot::{validate_snapshot_name, SnapshotError};
 use crate::status::{StatusInputs, StatusSnapshot};
 use ringkv_core::NodeId;
 use std::collections::BTreeMap;
@@ -60,6 +65,8 @@ pub struct AdminState {
     pub token: String,
     /// Replicas per key (`n`): a leave or remove below it needs `force=true`.
     pub replicas: usize,
+    /// The node's data directory (snapshots go under it).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl AdminState {
@@ -180,6 +187,58 @@ impl AdminState {
                 Some(node),
                 "the node is shutting down",
             ),
+        }
+    }
+}
+
+impl AdminState {
+    /// Takes a snapshot (`query`: `name=NAME`, optional): the HTTP status and the JSON body.
+    pub async fn snapshot(&self, query: &str) -> (&'static str, String) {
+        let name = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("name="))
+            .map(str::to_string);
+        let refuse = |status, why: &str| {
+            let body = format!(
+                "{{\"ok\":false,\"command\":\"snapshot\",\"error\":{}}}\n",
+                json_string(why)
+            );
+            (status, body)
+        };
+        if let Some(name) = &name {
+            if let Err(why) = validate_snapshot_name(name) {
+                return refuse("400 Bad Request", &why);
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let input = Input::Snapshot {
+            data_dir: self.data_dir.clone(),
+            name,
+            reply,
+        };
+        if self.inputs.send(input).await.is_err() {
+            return refuse("503 Service Unavailable", "the node is shutting down");
+        }
+        match answer.await {
+            Ok(Ok((dir, info))) => (
+                "200 OK",
+                format!(
+                    "{{\"ok\":true,\"command\":\"snapshot\",\"dir\":{},\"node\":{},\"last_seq\":{},\
+                     \"tables\":{},\"segments\":{},\"bytes\":{}}}\n",
+                    json_string(&dir.display().to_string()),
+                    info.node_id,
+                    info.last_seq,
+                    info.tables,
+                    info.segments,
+                    info.bytes
+                ),
+            ),
+            Ok(Err(e @ SnapshotError::InvalidName(_))) => refuse("400 Bad Request", &e.to_string()),
+            Ok(Err(e @ SnapshotError::Exists(_))) => refuse("409 Conflict", &e.to_string()),
+            Ok(Err(e @ SnapshotError::Failed(_))) => {
+                refuse("500 Internal Server Error", &e.to_string())
+            }
+            Err(_) => refuse("503 Service Unavailable", "the node is shutting down"),
         }
     }
 }
@@ -312,6 +371,10 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 .await
             }
         },
+        ("POST", "/admin/snapshot") => {
+            let (status, body) = state.snapshot(query).await;
+            respond(&mut stream, status, JSON, &body).await
+        }
         ("POST", "/admin/join" | "/admin/leave" | "/admin/remove") => {
             let name = path.trim_start_matches("/admin/");
             let (status, body) = state.command(name, query).await;
@@ -326,7 +389,7 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
             )
             .await
         }
-        (_, "/admin/join" | "/admin/leave" | "/admin/remove") => {
+        (_, "/admin/join" | "/admin/leave" | "/admin/remove" | "/admin/snapshot") => {
             respond(
                 &mut stream,
                 "405 Method Not Allowed",
@@ -341,7 +404,8 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 "404 Not Found",
                 "text/plain",
                 "try GET / (the status page), /status.json, /health, /metrics, /ring, \
-                 /admin/repair or POST /admin/join|leave|remove?node=ID\n",
+                 /admin/repair or POST /admin/join|leave|remove?node=ID, \
+                 /admin/snapshot?name=NAME\n",
             )
             .await
         }

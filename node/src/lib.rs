@@ -23,6 +23,7 @@ pub mod peer;
 pub mod resp;
 pub mod resp_client;
 pub mod server;
+pub mod snapshot;
 pub mod status;
 pub mod storage;
 

@@ -85,7 +85,9 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         vlog_bytes = lsm.vlog_bytes(),
         "storage recovered"
     );
-    let node = Node::with_membership(
+    // Restored from a snapshot: a new data epoch and a replacement's start (crate::snapshot).
+    let restored = crate::snapshot::prepare_restored_start(&settings.data_dir, &mut storage)?;
+    let mut node = Node::with_membership(
         NodeConfig {
             id: settings.node_id,
             cluster: settings.cluster.clone(),
@@ -97,6 +99,15 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         clock.now(),
     )
     .map_err(|e| format!("invalid configuration: {e}"))?;
+    if restored {
+        node.start_as_replacement();
+        crate::snapshot::finish_restored_start(&settings.data_dir, node.storage_mut())?;
+        tracing::warn!(
+            actor = ?node.actor(),
+            "started on data restored from a snapshot: new data epoch, ready nowhere until pulled; \
+             anti-entropy brings back what was written after the snapshot"
+        );
+    }
     let replicas_per_key = usize::from(settings.cluster.n);
     let (view_tx, view_rx) = watch::channel(Arc::new(MembershipView::of(&node, replicas_per_key)));
     if let Some(membership) = node.membership() {
@@ -202,6 +213,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             },
             token: admin_token.clone(),
             replicas: usize::from(settings.cluster.n),
+            data_dir: settings.data_dir.clone(),
         });
         crate::spawn(http::serve(listener, state, shutdown_rx.clone()));
     }

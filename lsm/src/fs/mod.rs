@@ -133,6 +133,26 @@ pub trait FileSystem {
         Ok(())
     }
 
+    /// Makes the file `name` appear under the same name in `target`, another directory of the
+    /// same disk (a checkpoint, [`crate::Lsm::checkpoint`]), with the same bytes, as durable
+    /// there as they are here; the new name is durable only after `target`'s
+    /// [`FileSystem::fsync_dir`]. Fails with [`FsErrorKind::AlreadyExists`] if `target` has
+    /// `name`.
+    ///
+    /// The engine calls it only on files it never changes again (finished tables, sealed
+    /// value-log segments), so a hard link (real disks: no bytes copied, and the inode outlives
+    /// a later removal here) and a copy are the same to both sides. The default copies and
+    /// fsyncs the copy.
+    fn link_to(&mut self, name: &str, target: &mut Self) -> Result<(), FsError>
+    where
+        Self: Sized,
+    {
+        let bytes = self.read_all(name)?;
+        target.create(name)?;
+        target.append(name, &bytes)?;
+        target.fsync(name)
+    }
+
     /// Whether `name` exists.
     fn exists(&mut self, name: &str) -> Result<bool, FsError> {
         Ok(self.list()?.iter().any(|n| n == name))

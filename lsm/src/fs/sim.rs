@@ -608,6 +608,22 @@ impl FileSystem for SimFs {
     fn exists(&mut self, name: &str) -> Result<bool, FsError> {
         Ok(self.names.contains_key(name))
     }
+
+    fn link_to(&mut self, name: &str, target: &mut Self) -> Result<(), FsError> {
+        // Two simulated disks share no inodes: the target gets its own copy of the inode, both
+        // its current and its durable bytes, which is what a hard link gives for a file that
+        // neither side changes again (the only files the engine links). A linked name is not
+        // charged an append: a link writes no data.
+        let inode = self.inode(name)?.clone();
+        if target.names.contains_key(name) {
+            return Err(FsError::new(name, FsErrorKind::AlreadyExists, "exists"));
+        }
+        let id = target.next_inode;
+        target.next_inode += 1;
+        target.inodes.insert(id, inode);
+        target.names.insert(name.to_string(), id);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -163,6 +163,19 @@ impl FileSystem for StdFs {
         Ok(self.open.contains_key(name) || self.path(name).exists())
     }
 
+    fn link_to(&mut self, name: &str, target: &mut Self) -> Result<(), FsError> {
+        let (from, to) = (self.path(name), target.path(name));
+        match std::fs::hard_link(&from, &to) {
+            // Another file system (a snapshot directory mounted elsewhere): copy, and make the
+            // copy durable, since a copy does not share the original's durable inode.
+            Err(e) if e.kind() == ErrorKind::CrossesDevices => {
+                std::fs::copy(&from, &to).map_err(|e| io_error(name, &e))?;
+                target.fsync(name)
+            }
+            other => other.map_err(|e| io_error(name, &e)),
+        }
+    }
+
     fn reserve_space(&mut self, bytes: u64) -> Result<(), FsError> {
         // Zeros really written (not `set_len`, which makes a sparse file holding no blocks).
         // Never fsynced: its content does not matter, only the blocks it holds.
