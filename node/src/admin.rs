@@ -173,56 +173,74 @@ pub fn version_json(version: RingVersion) -> String {
     )
 }
 
-/// The `/ring` document: the ring version; each ring member with its status (this node's
-/// failure detector), connection state, location, vnodes and ownership; and the known nodes
-/// outside the ring (spares and departed nodes).
-pub fn ring_json(
+/// One node as `/ring` and the status page show it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRow {
+    /// Its id.
+    pub id: u32,
+    /// Whether it is a member of the ring (else a spare or a departed node).
+    pub in_ring: bool,
+    /// This node's failure detector's judgement (`alive`, `suspect`, `down`, ...; `unknown`).
+    pub status: String,
+    /// Whether this node's connection to it is up (`up`, `unreachable`).
+    pub state: String,
+    /// Its peer address from the address book, if known.
+    pub addr: Option<String>,
+    /// Its datacenter: the ring's for a member, the address book's otherwise.
+    pub datacenter: Option<String>,
+    /// Its rack, likewise.
+    pub rack: Option<String>,
+    /// Its ring weight, likewise.
+    pub weight: Option<u32>,
+    /// Its tokens in the ring (0 outside it).
+    pub vnodes: usize,
+    /// The fraction of the hash space it owns as first replica (0 outside it).
+    pub ownership: f64,
+}
+
+/// Every node this one knows: the ring members in ring order, then the nodes outside the ring
+/// (spares and departed nodes) in id order. One derivation for `/ring`, `/status.json` and the
+/// CLI table, so they cannot disagree about a member.
+pub fn member_rows(
     me: NodeId,
     view: &MembershipView,
     book: &AddressBook,
     connected: &BTreeMap<NodeId, Arc<AtomicBool>>,
-) -> String {
+) -> Vec<MemberRow> {
     let ownership = view.ring.ownership();
     let mut vnodes: BTreeMap<NodeId, usize> = BTreeMap::new();
     for (_, owner) in view.ring.tokens() {
         *vnodes.entry(owner).or_default() += 1;
     }
     let state = |node: NodeId| {
-        if node == me {
-            "up"
-        } else {
-            match connected.get(&node) {
-                Some(flag) if flag.load(Ordering::Relaxed) => "up",
-                _ => "unreachable",
-            }
-        }
+        let up = node == me
+            || connected
+                .get(&node)
+                .is_some_and(|flag| flag.load(Ordering::Relaxed));
+        if up { "up" } else { "unreachable" }.to_string()
     };
-    let status = |node: NodeId| view.status(node).map_or("unknown", status_label);
-    let addr = |node: NodeId| book.addr(node).map_or("null".to_string(), json_string);
-    let mut out = format!(
-        "{{\"node\":{},\"ring_version\":{},\"nodes\":[",
-        me.0,
-        version_json(view.ring_version)
-    );
-    for (i, member) in view.ring.members().iter().enumerate() {
-        let id = member.id;
-        let _ = write!(
-            out,
-            "{}{{\"id\":{},\"status\":\"{}\",\"state\":\"{}\",\"addr\":{},\"datacenter\":{},\
-             \"rack\":{},\"weight\":{},\"vnodes\":{},\"ownership\":{:.4}}}",
-            if i == 0 { "" } else { "," },
-            id.0,
-            status(id),
-            state(id),
-            addr(id),
-            json_string(&member.location.datacenter),
-            json_string(&member.location.rack),
-            member.location.weight,
-            vnodes.get(&id).copied().unwrap_or(0),
-            ownership.get(&id).copied().unwrap_or(0.0),
-        );
-    }
-    out.push_str("],\"outside_ring\":[");
+    let status = |node: NodeId| {
+        view.status(node)
+            .map_or("unknown", status_label)
+            .to_string()
+    };
+    let mut rows: Vec<MemberRow> = view
+        .ring
+        .members()
+        .iter()
+        .map(|member| MemberRow {
+            id: member.id.0,
+            in_ring: true,
+            status: status(member.id),
+            state: state(member.id),
+            addr: book.addr(member.id).map(str::to_string),
+            datacenter: Some(member.location.datacenter.clone()),
+            rack: Some(member.location.rack.clone()),
+            weight: Some(member.location.weight),
+            vnodes: vnodes.get(&member.id).copied().unwrap_or(0),
+            ownership: ownership.get(&member.id).copied().unwrap_or(0.0),
+        })
+        .collect();
     let mut outside: Vec<NodeId> = view
         .members
         .iter()
@@ -232,15 +250,67 @@ pub fn ring_json(
         .collect();
     outside.sort();
     outside.dedup();
-    for (i, id) in outside.into_iter().enumerate() {
+    rows.extend(outside.into_iter().map(|id| {
+        let location = book.member(id).map(|m| m.location);
+        MemberRow {
+            id: id.0,
+            in_ring: false,
+            status: status(id),
+            state: state(id),
+            addr: book.addr(id).map(str::to_string),
+            datacenter: location.as_ref().map(|l| l.datacenter.clone()),
+            rack: location.as_ref().map(|l| l.rack.clone()),
+            weight: location.as_ref().map(|l| l.weight),
+            vnodes: 0,
+            ownership: 0.0,
+        }
+    }));
+    rows
+}
+
+/// The `/ring` document: the ring version; each ring member with its status (this node's
+/// failure detector), connection state, location, vnodes and ownership; and the known nodes
+/// outside the ring (spares and departed nodes).
+pub fn ring_json(
+    me: NodeId,
+    view: &MembershipView,
+    book: &AddressBook,
+    connected: &BTreeMap<NodeId, Arc<AtomicBool>>,
+) -> String {
+    let rows = member_rows(me, view, book, connected);
+    let addr = |row: &MemberRow| row.addr.as_deref().map_or("null".to_string(), json_string);
+    let mut out = format!(
+        "{{\"node\":{},\"ring_version\":{},\"nodes\":[",
+        me.0,
+        version_json(view.ring_version)
+    );
+    for (i, row) in rows.iter().filter(|row| row.in_ring).enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"id\":{},\"status\":\"{}\",\"state\":\"{}\",\"addr\":{},\"datacenter\":{},\
+             \"rack\":{},\"weight\":{},\"vnodes\":{},\"ownership\":{:.4}}}",
+            if i == 0 { "" } else { "," },
+            row.id,
+            row.status,
+            row.state,
+            addr(row),
+            json_string(row.datacenter.as_deref().unwrap_or_default()),
+            json_string(row.rack.as_deref().unwrap_or_default()),
+            row.weight.unwrap_or_default(),
+            row.vnodes,
+            row.ownership,
+        );
+    }
+    out.push_str("],\"outside_ring\":[");
+    for (i, row) in rows.iter().filter(|row| !row.in_ring).enumerate() {
         let _ = write!(
             out,
             "{}{{\"id\":{},\"status\":\"{}\",\"state\":\"{}\",\"addr\":{}}}",
             if i == 0 { "" } else { "," },
-            id.0,
-            status(id),
-            state(id),
-            addr(id),
+            row.id,
+            row.status,
+            row.state,
+            addr(row),
         );
     }
     out.push_str("]}\n");

@@ -15,17 +15,22 @@
 //!   `<data_dir>/snapshots/NAME` ([`crate::snapshot`]; `name` optional, default
 //!   `snapshot-<unix ms>`). `200` with its directory and contents; `400` for a bad name; `409`
 //!   if it exists; `500` if the engine or the disk failed.
+//! * `GET /` (or `/status`): the status page, a static HTML page whose script (`/status.js`)
+//!   polls `GET /status.json` ([`crate::status::StatusSnapshot`]) and redraws the ring, hint
+//!   queues, anti-entropy progress and request rates and latencies. Open like every `GET`: an
+//!   operator's browser needs no token to look, and the page can change nothing.
 //!
 //! Every `POST` needs the admin token ([`crate::admin_auth`]): `401` without one, `403` with a
 //! wrong one. `GET`s only read.
 
 use crate::admin::{
-    json_string, refusal_reason, repair_json, ring_json, version_json, AddressBook, AdminCommand,
-    MembershipView, RepairSchedule,
+    json_string, member_rows, refusal_reason, repair_json, ring_json, version_json, AddressBook,
+    AdminCommand, MembershipView, RepairSchedule,
 };
 use crate::driver::Input;
 use crate::metrics::Metrics;
 use crate::snapshot::{validate_snapshot_name, SnapshotError};
+use crate::status::{StatusInputs, StatusSnapshot};
 use ringkv_core::NodeId;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -69,6 +74,22 @@ impl AdminState {
     pub fn ring_json(&self) -> String {
         let view = Arc::clone(&self.view.borrow());
         ring_json(self.node_id, &view, &self.address_book, &self.connected)
+    }
+
+    /// The `/status.json` document.
+    pub fn status(&self) -> StatusSnapshot {
+        let view = Arc::clone(&self.view.borrow());
+        let inputs = StatusInputs {
+            node: self.node_id.0,
+            ring_changes: view.ring_version.changes,
+            ring_fingerprint: view.ring_version.fingerprint,
+            replicas: self.replicas,
+            members: member_rows(self.node_id, &view, &self.address_book, &self.connected),
+            anti_entropy_interval_ms: self.repair_schedule.interval_ms,
+            anti_entropy_ranges_per_round: self.repair_schedule.ranges_per_round,
+            ranges_replicated: view.ranges_replicated,
+        };
+        StatusSnapshot::build(inputs, &self.metrics.render(&self.node_id.0.to_string()))
     }
 
     /// The `/admin/repair` document; `started` is the rounds a repair just scheduled.
@@ -317,6 +338,21 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         ("GET", "/ring") => respond(&mut stream, "200 OK", JSON, &state.ring_json()).await,
+        ("GET", "/" | "/status") => {
+            respond_page(&mut stream, "text/html; charset=utf-8", STATUS_PAGE_HTML).await
+        }
+        ("GET", "/status.js") => {
+            respond_page(
+                &mut stream,
+                "text/javascript; charset=utf-8",
+                STATUS_PAGE_JS,
+            )
+            .await
+        }
+        ("GET", "/status.json") => {
+            let body = state.status().to_json();
+            respond_page(&mut stream, JSON, &body).await
+        }
         ("GET", "/admin/repair") => {
             respond(&mut stream, "200 OK", JSON, &state.repair_json(None)).await
         }
@@ -344,7 +380,7 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
             let (status, body) = state.command(name, query).await;
             respond(&mut stream, status, JSON, &body).await
         }
-        (_, "/health" | "/metrics" | "/ring") => {
+        (_, "/health" | "/metrics" | "/ring" | "/" | "/status" | "/status.js" | "/status.json") => {
             respond(
                 &mut stream,
                 "405 Method Not Allowed",
@@ -367,8 +403,9 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 &mut stream,
                 "404 Not Found",
                 "text/plain",
-                "try GET /health, /metrics, /ring, /admin/repair or \
-                 POST /admin/join|leave|remove?node=ID, /admin/snapshot?name=NAME\n",
+                "try GET / (the status page), /status.json, /health, /metrics, /ring, \
+                 /admin/repair or POST /admin/join|leave|remove?node=ID, \
+                 /admin/snapshot?name=NAME\n",
             )
             .await
         }
@@ -384,6 +421,30 @@ fn header(head: &[u8], name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| value.trim().to_string())
     })
+}
+
+/// The status page and its script, compiled in: the node serves them with no files to install.
+const STATUS_PAGE_HTML: &str = include_str!("status_page.html");
+const STATUS_PAGE_JS: &str = include_str!("status_page.js");
+
+/// [`respond`] for what a browser renders: the page may load scripts and data from this origin
+/// only (no inline script, nothing from elsewhere; inline style is harmless and allowed), is
+/// never cached (it is live) and is never framed by another site.
+async fn respond_page(
+    stream: &mut TcpStream,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; \
+         frame-ancestors 'none'\r\n\
+         X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 async fn respond(

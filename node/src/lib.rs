@@ -24,6 +24,7 @@ pub mod resp;
 pub mod resp_client;
 pub mod server;
 pub mod snapshot;
+pub mod status;
 pub mod storage;
 
 /// Spawns `task` on the runtime inside the caller's tracing span, so every log line of the node

@@ -289,6 +289,9 @@ pub struct RepairCounters {
     pub hints_pending: Counter,
     /// Bytes of hints held now (gauge).
     pub hint_bytes_pending: Counter,
+    /// Hints and hint bytes held now per owner, in owner order (gauges, one series per owner
+    /// with hints; the status page's hint queues).
+    pub hints_pending_by_target: std::sync::Mutex<Vec<(u32, u64, u64)>>,
     /// Anti-entropy rounds run.
     pub anti_entropy_rounds: Counter,
     /// Ranges whose roots this node sent.
@@ -319,6 +322,14 @@ impl RepairCounters {
             .fold((0u64, 0u64), |(c, b), &(n, size)| (c + n as u64, b + size));
         self.hints_pending.set(count);
         self.hint_bytes_pending.set(bytes);
+        let by_target = node
+            .pending_hints()
+            .into_iter()
+            .map(|(owner, (count, bytes))| (owner.0, count as u64, bytes))
+            .collect();
+        if let Ok(mut queues) = self.hints_pending_by_target.lock() {
+            *queues = by_target;
+        }
         let a = node.anti_entropy_stats();
         self.anti_entropy_rounds.set(a.rounds);
         self.anti_entropy_ranges_compared.set(a.ranges_compared);
@@ -857,6 +868,32 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{l}}} {}",
                 counter.get()
+            );
+        }
+        out.push_str(
+            "# HELP ringkv_hints_pending_by_target Hints held now for one owner.\n\
+             # TYPE ringkv_hints_pending_by_target gauge\n",
+        );
+        let queues = self
+            .repair
+            .hints_pending_by_target
+            .lock()
+            .map(|queues| queues.clone())
+            .unwrap_or_default();
+        for (target, count, _) in &queues {
+            let _ = writeln!(
+                out,
+                "ringkv_hints_pending_by_target{{{l},target=\"{target}\"}} {count}"
+            );
+        }
+        out.push_str(
+            "# HELP ringkv_hint_bytes_pending_by_target Bytes of hints held now for one owner.\n\
+             # TYPE ringkv_hint_bytes_pending_by_target gauge\n",
+        );
+        for (target, _, bytes) in &queues {
+            let _ = writeln!(
+                out,
+                "ringkv_hint_bytes_pending_by_target{{{l},target=\"{target}\"}} {bytes}"
             );
         }
         let _ = writeln!(

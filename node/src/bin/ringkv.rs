@@ -5,7 +5,7 @@
 //! ringkv get greeting
 //! ringkv kv-get greeting --level all # siblings, causal context, acks
 //! ringkv local-cluster --nodes 3     # three ringkv-node processes on loopback; Ctrl-C stops them
-//! ringkv admin status                # /health and /ring of a node (--http 127.0.0.1:9380)
+//! ringkv admin status                # the ring, requests, hints, repair as a table (--json: raw)
 //! ringkv admin join 4 --node-http 127.0.0.1:9380   # spare 4 joins the ring; gossip spreads it
 //! ringkv admin leave 2               # node 2 decommissions (streams its data out)
 //! ringkv admin remove 3              # dead node 3 leaves the ring (refused unless it is down)
@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use ringkv_node::local_cluster::{Cluster, ClusterPlan};
 use ringkv_node::resp::Reply;
 use ringkv_node::resp_client::{render, RespClient};
+use ringkv_node::status::StatusSnapshot;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,8 +128,13 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum AdminCmd {
-    /// Health and ring of the node.
-    Status,
+    /// The node's view at a glance: the ring (status, location, ownership), requests, hint
+    /// queues, anti-entropy and storage, as a table (the status page at http://ADDR/ live).
+    Status {
+        /// Print the raw `/status.json` document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The ring as JSON.
     Ring,
     /// The Prometheus metrics.
@@ -373,9 +379,14 @@ fn main() -> ExitCode {
             token_file,
             action,
         } => match action {
-            AdminCmd::Status => http_get(http, "/health").and_then(|health| {
-                let ring = http_get(http, "/ring")?;
-                print!("{health}{ring}");
+            AdminCmd::Status { json } => http_get(http, "/status.json").and_then(|body| {
+                if *json {
+                    print!("{body}");
+                } else {
+                    let status: StatusSnapshot = serde_json::from_str(&body)
+                        .map_err(|e| format!("{http} sent an unreadable /status.json: {e}"))?;
+                    print!("{}", status.to_table());
+                }
                 Ok(true)
             }),
             AdminCmd::Ring => http_get(http, "/ring").map(|body| {
