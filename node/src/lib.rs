@@ -24,6 +24,7 @@ pub mod resp;
 pub mod resp_client;
 pub mod server;
 pub mod storage;
+pub mod tls;
 
 /// Spawns `task` on the runtime inside the caller's tracing span, so every log line of the node
 /// (all its tasks) carries the `node` span and with it the node id.
