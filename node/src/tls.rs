@@ -485,9 +485,13 @@ pub fn write_throwaway_pki(dir: &Path, nodes: &[String]) -> Result<ThrowawayPki,
     let ca_key = KeyPair::generate().map_err(failed)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "ringkv throwaway CA");
+    // A name of its own, so a certificate of another throwaway CA is reported as signed by an
+    // unknown issuer rather than as a bad signature of this one.
+    let tag = rand::RngCore::next_u64(&mut rand::rngs::OsRng);
+    ca_params.distinguished_name.push(
+        DnType::CommonName,
+        format!("ringkv throwaway CA {tag:016x}"),
+    );
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -534,4 +538,245 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), String> {
         .open(path)
         .and_then(|mut file| file.write_all(bytes))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two throwaway PKIs in one directory: `a` (the cluster's) and `b` (a stranger's).
+    fn two_pkis(dir: &Path) -> (ThrowawayPki, ThrowawayPki) {
+        let a = write_throwaway_pki(&dir.join("a"), &["n1".into(), "n2".into()]).expect("a");
+        let b = write_throwaway_pki(&dir.join("b"), &["rogue".into()]).expect("b");
+        (a, b)
+    }
+
+    fn peer_file(pki: &ThrowawayPki, node: usize, ca: &Path) -> TlsFile {
+        TlsFile {
+            peer_cert_file: Some(pki.nodes[node].0.clone()),
+            peer_key_file: Some(pki.nodes[node].1.clone()),
+            ca_file: Some(ca.to_path_buf()),
+            ..TlsFile::default()
+        }
+    }
+
+    /// The field and reason of a validation error (panics if the file is valid).
+    fn refusal(file: &TlsFile) -> (String, String) {
+        let e = file.validate().expect_err("refused");
+        (e.field, e.reason)
+    }
+
+    #[test]
+    fn a_complete_table_validates_and_builds_both_halves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, _) = two_pkis(dir.path());
+        let file = TlsFile {
+            client_cert_file: Some(a.nodes[0].0.clone()),
+            client_key_file: Some(a.nodes[0].1.clone()),
+            client_certificates_required: Some(true),
+            ..peer_file(&a, 0, &a.ca_file)
+        };
+        let settings = file.validate().expect("valid").expect("some");
+        assert!(settings.client_certificates_required);
+        let runtime = settings.runtime().expect("builds");
+        assert!(runtime.clients.is_some() && runtime.peers.is_some());
+        assert_eq!(TlsFile::default().validate().expect("valid"), None);
+    }
+
+    #[test]
+    fn each_bad_file_is_named_with_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = two_pkis(dir.path());
+        let missing = dir.path().join("nowhere.pem");
+        let not_pem = dir.path().join("garbage.pem");
+        std::fs::write(&not_pem, "this is not a certificate\n").expect("write");
+
+        let (field, reason) = refusal(&TlsFile {
+            peer_cert_file: Some(missing.clone()),
+            ..peer_file(&a, 0, &a.ca_file)
+        });
+        assert_eq!(field, "tls.peer_cert_file");
+        assert!(
+            reason.contains("nowhere.pem") && reason.contains("missing"),
+            "{reason}"
+        );
+
+        let (field, reason) = refusal(&TlsFile {
+            peer_cert_file: Some(not_pem.clone()),
+            ..peer_file(&a, 0, &a.ca_file)
+        });
+        assert_eq!(field, "tls.peer_cert_file");
+        assert!(reason.contains("no PEM certificate"), "{reason}");
+
+        let (field, reason) = refusal(&TlsFile {
+            peer_key_file: Some(not_pem),
+            ..peer_file(&a, 0, &a.ca_file)
+        });
+        assert_eq!(field, "tls.peer_key_file");
+        assert!(reason.contains("no PEM private key"), "{reason}");
+
+        // A certificate file given as the key: PEM, but no key in it.
+        let (field, _) = refusal(&TlsFile {
+            peer_key_file: Some(a.nodes[0].0.clone()),
+            ..peer_file(&a, 0, &a.ca_file)
+        });
+        assert_eq!(field, "tls.peer_key_file");
+
+        let (field, reason) = refusal(&TlsFile {
+            peer_key_file: Some(a.nodes[1].1.clone()),
+            ..peer_file(&a, 0, &a.ca_file)
+        });
+        assert_eq!(field, "tls.peer_key_file");
+        assert!(reason.contains("does not match"), "{reason}");
+
+        let (field, reason) = refusal(&peer_file(&b, 0, &a.ca_file));
+        assert_eq!(field, "tls.peer_cert_file");
+        assert!(reason.contains("not accepted by tls.ca_file"), "{reason}");
+
+        let (field, _) = refusal(&peer_file(&a, 0, &missing));
+        assert_eq!(field, "tls.ca_file");
+    }
+
+    #[test]
+    fn incomplete_tables_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, _) = two_pkis(dir.path());
+        let cases = [
+            (
+                TlsFile {
+                    ca_file: None,
+                    ..peer_file(&a, 0, &a.ca_file)
+                },
+                "tls.ca_file",
+            ),
+            (
+                TlsFile {
+                    peer_key_file: None,
+                    ..peer_file(&a, 0, &a.ca_file)
+                },
+                "tls.peer_key_file",
+            ),
+            (
+                TlsFile {
+                    client_key_file: Some(a.nodes[0].1.clone()),
+                    ..TlsFile::default()
+                },
+                "tls.client_cert_file",
+            ),
+            (
+                TlsFile {
+                    client_certificates_required: Some(true),
+                    ..peer_file(&a, 0, &a.ca_file)
+                },
+                "tls.client_certificates_required",
+            ),
+            (
+                TlsFile {
+                    ca_file: Some(a.ca_file.clone()),
+                    ..TlsFile::default()
+                },
+                "tls.client_cert_file",
+            ),
+        ];
+        for (file, field) in cases {
+            assert_eq!(refusal(&file).0, field, "{file:?}");
+        }
+    }
+
+    #[test]
+    fn server_names_come_from_the_address_host() {
+        assert_eq!(
+            server_name_of("127.0.0.1:7380").expect("ip"),
+            ServerName::try_from("127.0.0.1").expect("name")
+        );
+        assert_eq!(
+            server_name_of("[::1]:7380").expect("v6"),
+            ServerName::try_from("::1").expect("name")
+        );
+        assert_eq!(
+            server_name_of("node-2.example:7380").expect("dns"),
+            ServerName::try_from("node-2.example").expect("name")
+        );
+        assert!(server_name_of("bad name!:1").is_err());
+    }
+
+    async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        s: &mut S,
+        first: bool,
+    ) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut byte = [0u8; 1];
+        if !first {
+            s.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+        }
+        s.write_all(b"x").await.map_err(|e| e.to_string())?;
+        s.flush().await.map_err(|e| e.to_string())?;
+        if first {
+            s.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Drives a TLS handshake over an in-memory pipe: the dialer's and the acceptor's results.
+    async fn handshake(
+        dialer: &TlsRuntime,
+        acceptor: &TlsRuntime,
+    ) -> (Result<(), String>, Result<(), String>) {
+        let (a, b) = tokio::io::duplex(64 << 10);
+        let connector = dialer.peers.as_ref().expect("peer tls").connector.clone();
+        let acceptor = acceptor.peers.as_ref().expect("peer tls").acceptor.clone();
+        let name = server_name_of("127.0.0.1:1").expect("name");
+        // One byte each way, so neither side drops its end while the other still writes.
+        let dial = async move {
+            let mut s = connector
+                .connect(name, a)
+                .await
+                .map_err(|e| e.to_string())?;
+            echo(&mut s, true).await
+        };
+        let accept = async move {
+            let mut s = acceptor.accept(b).await.map_err(|e| e.to_string())?;
+            echo(&mut s, false).await
+        };
+        tokio::join!(dial, accept)
+    }
+
+    #[tokio::test]
+    async fn peers_accept_each_other_and_refuse_a_certificate_from_another_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = two_pkis(dir.path());
+        let runtime = |file: TlsFile| {
+            file.validate()
+                .expect("valid")
+                .expect("some")
+                .runtime()
+                .expect("builds")
+        };
+        let n1 = runtime(peer_file(&a, 0, &a.ca_file));
+        let n2 = runtime(peer_file(&a, 1, &a.ca_file));
+        let (dialed, accepted) = handshake(&n1, &n2).await;
+        assert_eq!((dialed, accepted), (Ok(()), Ok(())));
+
+        // A stranger that trusts our CA but holds a certificate of its own CA: the acceptor
+        // refuses its client certificate.
+        // (Built past validation, which would refuse a certificate its own CA did not sign.)
+        let rogue = TlsSettings {
+            client: None,
+            peer: Some(read_identity("c", &b.nodes[0].0, "k", &b.nodes[0].1).expect("identity")),
+            ca: read_certificates("ca", &a.ca_file).expect("ca"),
+            client_certificates_required: false,
+        }
+        .runtime()
+        .expect("builds");
+        let (_, accepted) = handshake(&rogue, &n2).await;
+        let why = accepted.expect_err("refused");
+        assert!(
+            why.contains("UnknownIssuer") || why.contains("certificate"),
+            "{why}"
+        );
+        // And a node dialing the stranger refuses the stranger's server certificate.
+        let (dialed, _) = handshake(&n1, &rogue).await;
+        let why = dialed.expect_err("refused");
+        assert!(why.contains("UnknownIssuer"), "{why}");
+    }
 }

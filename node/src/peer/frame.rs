@@ -82,11 +82,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     max: usize,
 ) -> Result<Vec<u8>, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    // Distinguish a clean close between frames from a close inside one.
-    let first = reader.read(&mut header).await.map_err(FrameError::Io)?;
-    if first == 0 {
-        return Err(FrameError::Closed);
-    }
+    // Distinguish a clean close between frames from a close inside one. A TLS stream whose
+    // peer closed TCP without a close_notify (a process exiting) reports that as an unexpected
+    // end of file; between frames it cuts nothing, since frames delimit themselves.
+    let first = match reader.read(&mut header).await {
+        Ok(0) => return Err(FrameError::Closed),
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(FrameError::Io(e)),
+    };
     reader
         .read_exact(&mut header[first..])
         .await
