@@ -90,6 +90,10 @@ impl Backoff {
 
 /// Runs the sending side towards one peer until its queue's senders are gone. Each successful
 /// connection is reported on `events` (the server prints when every peer has been reached).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument distinct"
+)]
 pub async fn outbound(
     peer: Peer,
     auth: Arc<PeerAuth>,
