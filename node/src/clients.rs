@@ -167,6 +167,11 @@ pub async fn serve(
 static TLS_WARNINGS: crate::peer::admission::Throttle =
     crate::peer::admission::Throttle::new(Duration::from_secs(1));
 
+/// Input read and discarded from a plaintext client on a TLS port after its refusal.
+const PLAINTEXT_DRAIN_BYTES_MAX: usize = 64 << 10;
+/// How long that reading may take.
+const PLAINTEXT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Runs the TLS handshake of a client connection, within `limits.command_receive_timeout_ms`.
 /// A client that speaks plaintext (its first byte is not a TLS handshake record) gets a RESP
 /// error it can read instead of a TLS alert it cannot; either failure is counted and the
@@ -187,6 +192,20 @@ async fn accept_tls(
                     .write_all(crate::tls::PLAINTEXT_REFUSED.as_bytes())
                     .await;
                 let _ = stream.shutdown().await;
+                // Closing with the client's command unread would send a reset, which can
+                // destroy the error before the client reads it: read what it sent first
+                // (bounded in bytes and time).
+                let mut sink = [0u8; 4096];
+                let drain = async {
+                    let mut drained = 0usize;
+                    while drained < PLAINTEXT_DRAIN_BYTES_MAX {
+                        match stream.read(&mut sink).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => drained += n,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(PLAINTEXT_DRAIN_TIMEOUT, drain).await;
                 return Err("a plaintext client on the TLS client port".to_string());
             }
             Ok(_) => {}
