@@ -684,6 +684,29 @@ mod tests {
     }
 
     #[test]
+    fn the_node_file_reads_the_tls_table_and_names_its_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, _) = two_pkis(dir.path());
+        let text = format!(
+            "node_id = 1\n[tls]\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            a.nodes[0].0.display(),
+            a.nodes[0].1.display()
+        );
+        let settings = crate::config::FileConfig::parse(&text)
+            .and_then(|f| f.validate())
+            .expect("valid");
+        let tls = settings.tls.expect("tls");
+        assert!(tls.client.is_some() && tls.peer.is_none());
+        let unknown = crate::config::FileConfig::parse("node_id = 1\n[tls]\nca = \"x\"\n")
+            .expect_err("unknown key");
+        assert_eq!(unknown.field, "tls.ca");
+        let plain = crate::config::FileConfig::parse("node_id = 1\n")
+            .and_then(|f| f.validate())
+            .expect("valid");
+        assert_eq!(plain.tls, None);
+    }
+
+    #[test]
     fn server_names_come_from_the_address_host() {
         assert_eq!(
             server_name_of("127.0.0.1:7380").expect("ip"),

@@ -275,6 +275,61 @@ fn a_tls_cluster_serves_redis_cli_and_refuses_plaintext_clients_and_untrusted_pe
     );
 }
 
+#[test]
+fn a_tls_client_may_write_a_whole_pipeline_before_reading_a_reply() {
+    // The connection code reads ahead while its replies wait to be written; over TLS the
+    // replies also wait in the TLS layer until flushed. A client that writes 4,000 commands
+    // (about 5 MiB of replies) before reading one must not wait on a node waiting on it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = ringkv_node::tls::write_throwaway_pki(&dir.path().join("tls"), &["n1".to_string()])
+        .expect("certificates");
+    let (cert, key) = &pki.nodes[0];
+    let path = dir.path().join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "node_id = 1\nclient_listen = \"127.0.0.1:0\"\nhttp_listen = \"off\"\n\
+             data_dir = \"data\"\n[replication]\nn = 1\nr = 1\nw = 1\n\
+             [tls]\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("write");
+    let node = NodeProcess::start(
+        dir.path(),
+        &args(&["--config", path.to_str().expect("utf8")]),
+        "pipeline",
+    );
+    let config = ringkv_node::tls::client_config(&pki.ca_file, None).expect("config");
+    let mut client =
+        RespClient::connect_tls(&node.client_addr, LINE_WAIT, Arc::new(config)).expect("TLS");
+    let value = "v".repeat(1300);
+    assert_eq!(
+        client
+            .command(&["SET", "big", value.as_str()])
+            .expect("set"),
+        Reply::Simple("OK".into())
+    );
+    let commands = 4000;
+    let mut pipeline = Vec::new();
+    for _ in 0..commands {
+        pipeline.extend_from_slice(&RespClient::encode(&["GET", "big"]));
+    }
+    client
+        .send_raw(&pipeline)
+        .expect("the whole pipeline is written");
+    for i in 0..commands {
+        let reply = client.read_reply().expect("reply");
+        assert_eq!(
+            reply,
+            Reply::Bulk(bytes::Bytes::from(value.clone())),
+            "reply {i}"
+        );
+    }
+    assert!(node.terminate().success());
+}
+
 /// Runs `ringkv-node --config CONFIG`; its exit status and stderr. It must exit on its own
 /// (a node that starts instead is killed and reported).
 fn start_expecting_exit(dir: &Path, config: &str) -> (std::process::ExitStatus, String) {
