@@ -172,4 +172,41 @@ mod tests {
             Err(FrameError::BadLength { .. })
         ));
     }
+
+    /// A reader that yields `bytes`, then fails the way a TLS stream does when its peer closed
+    /// TCP without a close_notify.
+    struct CutWithoutNotify<'a>(&'a [u8]);
+
+    impl tokio::io::AsyncRead for CutWithoutNotify<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.0.is_empty() {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            let n = self.0.len().min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tls_cut_between_frames_is_a_close_and_inside_one_an_error() {
+        let mut buf = Vec::new();
+        encode_frame(b"one", &mut buf);
+        let mut between = CutWithoutNotify(&buf);
+        assert_eq!(read_frame(&mut between, 64).await.expect("one"), b"one");
+        assert!(matches!(
+            read_frame(&mut between, 64).await,
+            Err(FrameError::Closed)
+        ));
+        let mut inside = CutWithoutNotify(&buf[..5]);
+        assert!(matches!(
+            read_frame(&mut inside, 64).await,
+            Err(FrameError::Io(_))
+        ));
+    }
 }
