@@ -500,8 +500,8 @@ where
                 writer.flush().await.map(|()| None)
             }
         };
-        // Both branches are cancel-safe: a write, flush or read that loses the race moved no
-        // bytes.
+        // Both branches are cancel-safe: a write or read that loses the race moved no bytes,
+        // and a flush that loses keeps what it has not sent for the next one.
         tokio::select! {
             sent = progress => match sent? {
                 Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
