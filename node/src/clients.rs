@@ -9,6 +9,10 @@
 //! client is throttled by TCP rather than by unbounded buffers; the one exception is while
 //! replies wait to be written, when input is read ahead up to `pipeline_bytes_max` (see
 //! [`write_reading_ahead`]).
+//!
+//! With `[tls]` client certificates the listener wraps each accepted connection in TLS
+//! ([`crate::tls`]) and hands the decrypted halves to the same connection code as plaintext:
+//! everything below the handshake is generic over `AsyncRead`/`AsyncWrite`.
 
 use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
@@ -23,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -79,12 +83,14 @@ impl ClientShared {
 }
 
 /// Accepts client connections until `shutdown` flips, then waits (up to `grace`) for open
-/// connections to finish the command they are running.
+/// connections to finish the command they are running. With `tls`, every connection must
+/// complete a TLS handshake first.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<ClientShared>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.settings.limits.connections_max));
     let reserved = Arc::new(Semaphore::new(
@@ -120,10 +126,24 @@ pub async fn serve(
                 };
                 let shared = Arc::clone(&shared);
                 let shutdown = shutdown.clone();
+                let tls = tls.clone();
                 connections.spawn(tracing::Instrument::in_current_span(async move {
                     shared.metrics.connections_open.inc();
                     shared.metrics.connections_total.inc();
-                    if let Err(e) = connection(stream, &shared, shutdown).await {
+                    let ended = match tls {
+                        None => {
+                            let (reader, writer) = stream.into_split();
+                            connection(reader, writer, &shared, shutdown).await
+                        }
+                        Some(acceptor) => match accept_tls(stream, peer, &acceptor, &shared).await {
+                            Some(stream) => {
+                                let (reader, writer) = tokio::io::split(stream);
+                                connection(reader, writer, &shared, shutdown).await
+                            }
+                            None => Ok(()),
+                        },
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "client connection ended");
                     }
                     shared.metrics.connections_open.dec();
@@ -142,6 +162,69 @@ pub async fn serve(
     connections.abort_all();
 }
 
+/// Warnings about failed client TLS handshakes, which scanners and misconfigured clients can
+/// make arrive at any rate: one line per second at most, with the count it stands for.
+static TLS_WARNINGS: crate::peer::admission::Throttle =
+    crate::peer::admission::Throttle::new(Duration::from_secs(1));
+
+/// Input read and discarded from a plaintext client on a TLS port after its refusal.
+const PLAINTEXT_DRAIN_BYTES_MAX: usize = 64 << 10;
+/// How long that reading may take.
+const PLAINTEXT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs the TLS handshake of a client connection, within `limits.command_receive_timeout_ms`.
+/// A client that speaks plaintext (its first byte is not a TLS handshake record) gets a RESP
+/// error it can read instead of a TLS alert it cannot; either failure is counted and the
+/// connection closed, the node goes on.
+async fn accept_tls(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    shared: &ClientShared,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let deadline = Duration::from_millis(shared.settings.limits.command_receive_timeout_ms);
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => return Err("closed before the handshake".to_string()),
+            Ok(_) if first[0] != crate::tls::TLS_HANDSHAKE_RECORD => {
+                let _ = stream
+                    .write_all(crate::tls::PLAINTEXT_REFUSED.as_bytes())
+                    .await;
+                let _ = stream.shutdown().await;
+                // Closing with the client's command unread would send a reset, which can
+                // destroy the error before the client reads it: read what it sent first
+                // (bounded in bytes and time).
+                let mut sink = [0u8; 4096];
+                let drain = async {
+                    let mut drained = 0usize;
+                    while drained < PLAINTEXT_DRAIN_BYTES_MAX {
+                        match stream.read(&mut sink).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => drained += n,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(PLAINTEXT_DRAIN_TIMEOUT, drain).await;
+                return Err("a plaintext client on the TLS client port".to_string());
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        acceptor.accept(stream).await.map_err(|e| e.to_string())
+    };
+    let why = match tokio::time::timeout(deadline, handshake).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(why)) => why,
+        Err(_) => "the TLS handshake timed out (limits.command_receive_timeout_ms)".to_string(),
+    };
+    shared.metrics.client_tls_failures.inc();
+    if let Some(repeats) = TLS_WARNINGS.allow(tokio::time::Instant::now().into_std()) {
+        tracing::warn!(%peer, repeats, error = %why, "client TLS handshake failed; connection closed (at most one such line per second)");
+    }
+    None
+}
+
 async fn refuse(mut stream: TcpStream) {
     let _ = stream
         .write_all(b"-ERR max number of clients reached\r\n")
@@ -157,12 +240,17 @@ struct Session<'a> {
     name: Option<Bytes>,
 }
 
-async fn connection(
-    stream: TcpStream,
+/// Serves one connection, plaintext or TLS alike: `reader` and `writer` are its two halves.
+async fn connection<R, W>(
+    mut reader: R,
+    mut writer: W,
     shared: &ClientShared,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let limits = shared.limits();
     let pipeline_bytes_max = shared.settings.limits.pipeline_bytes_max;
     let mut input_closed = false;
@@ -198,7 +286,7 @@ async fn connection(
                     let (reply, close) = session.run(&args).await;
                     reply.encode(session.protocol, &mut output);
                     if close {
-                        writer.write_all(&output).await?;
+                        write_flushed(&mut writer, &output).await?;
                         return Ok(());
                     }
                     if output.len() >= 64 << 10 {
@@ -218,7 +306,7 @@ async fn connection(
                 Err(e) => {
                     shared.metrics.protocol_errors.inc();
                     Reply::err(&e).encode(session.protocol, &mut output);
-                    writer.write_all(&output).await?;
+                    write_flushed(&mut writer, &output).await?;
                     return Ok(());
                 }
             }
@@ -303,9 +391,16 @@ enum Closing {
     Idle,
 }
 
+/// Writes `bytes` and flushes them: a TLS stream holds written bytes in its own buffer until
+/// flushed (a TCP stream has nothing to flush).
+async fn write_flushed<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
 /// Tells the client why, then closes.
-async fn close_with(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+async fn close_with<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     session: &Session<'_>,
     why: Closing,
 ) -> std::io::Result<()> {
@@ -323,7 +418,7 @@ async fn close_with(
     };
     let mut output = Vec::new();
     Reply::Error(text.to_string()).encode(session.protocol, &mut output);
-    writer.write_all(&output).await
+    write_flushed(writer, &output).await
 }
 
 /// One connection's share of the node's client buffer budget: the capacity of its input
@@ -375,28 +470,43 @@ impl Drop for BufferBudget<'_> {
 /// Not reading while blocked on a write would deadlock a client that writes its whole pipeline
 /// before reading any reply (redis-rs's blocking pipelines do, and Redis serves them): it
 /// waits for us to read while we wait for it to read. Past the bound the connection is
-/// throttled by TCP again, so memory per connection stays bounded.
-async fn write_reading_ahead(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+/// throttled by TCP again, so memory per connection stays bounded. The final flush (bytes a TLS
+/// stream still holds) is raced against reading too, for the same reason.
+async fn write_reading_ahead<R, W>(
+    writer: &mut W,
+    reader: &mut R,
     output: &[u8],
     input: &mut BytesMut,
     input_bytes_max: usize,
     input_closed: &mut bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut written = 0;
-    while written < output.len() {
+    loop {
         let room = input_bytes_max.saturating_sub(input.len());
         if *input_closed || room == 0 {
-            return writer.write_all(&output[written..]).await;
+            return write_flushed(writer, &output[written..]).await;
         }
         input.reserve(room.min(64 << 10));
         let mut limited = (&mut *reader).take(room as u64);
-        // Both branches are cancel-safe: a write or read that loses the race moved no bytes.
+        // `Some(n)`: n bytes written; `None`: everything written and flushed.
+        let progress = async {
+            if written < output.len() {
+                writer.write(&output[written..]).await.map(Some)
+            } else {
+                writer.flush().await.map(|()| None)
+            }
+        };
+        // Both branches are cancel-safe: a write or read that loses the race moved no bytes,
+        // and a flush that loses keeps what it has not sent for the next one.
         tokio::select! {
-            sent = writer.write(&output[written..]) => match sent? {
-                0 => return Err(std::io::ErrorKind::WriteZero.into()),
-                n => written += n,
+            sent = progress => match sent? {
+                Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Some(n) => written += n,
+                None => return Ok(()),
             },
             read = limited.read_buf(input) => {
                 if read? == 0 {
@@ -405,7 +515,6 @@ async fn write_reading_ahead(
             }
         }
     }
-    Ok(())
 }
 
 /// The RESP error for a reply that is not a success.

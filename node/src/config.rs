@@ -295,6 +295,9 @@ pub struct FileConfig {
     /// Gossip membership and failure detection.
     #[serde(default)]
     pub membership: MembershipFile,
+    /// TLS for the client port and peer links ([`crate::tls`]).
+    #[serde(default)]
+    pub tls: crate::tls::TlsFile,
 }
 
 impl FileConfig {
@@ -464,6 +467,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// Gossip membership (seeds: every configured peer).
     pub membership: MembershipConfig,
+    /// TLS, if `[tls]` sets any certificate.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 impl Settings {
@@ -813,6 +818,7 @@ impl FileConfig {
         let limits = self.limits(&cluster)?;
         let storage = self.storage.validate(&cluster)?;
         let membership = self.membership.validate(&cluster, &peers)?;
+        let tls = self.tls.validate()?;
         Ok(Settings {
             node_id,
             admin_token_file: self.admin.token_file.clone(),
@@ -830,6 +836,7 @@ impl FileConfig {
             storage,
             membership,
             initial_member,
+            tls,
         })
     }
 

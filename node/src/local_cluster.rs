@@ -1,6 +1,7 @@
 //! `ringkv local-cluster`: N real `ringkv-node` processes on loopback, each with its own
 //! configuration file and data directory, stopped cleanly (SIGTERM, then wait) on Ctrl-C or
-//! SIGTERM.
+//! SIGTERM. With `tls`, every client port and peer link speaks TLS with certificates from a
+//! throwaway CA written to `DIR/tls` ([`crate::tls::write_throwaway_pki`]).
 
 use crate::server::{LISTENING_CLIENTS, PEERS_REACHED};
 use rand::RngCore;
@@ -23,6 +24,8 @@ pub struct ClusterPlan {
     pub node_binary: PathBuf,
     /// Replication factor.
     pub n: Option<u8>,
+    /// TLS on client ports and peer links (a throwaway CA and node certificates in `dir/tls`).
+    pub tls: bool,
 }
 
 /// Ports of one node.
@@ -84,6 +87,15 @@ pub fn write_configs(plan: &ClusterPlan, ports: &[NodePorts]) -> Result<Vec<Path
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&secret_path, hex + "\n").map_err(|e| io("write", &secret_path, e))?;
     }
+    let pki = if plan.tls {
+        let names: Vec<String> = (1..=ports.len()).map(|id| format!("node{id}")).collect();
+        Some(crate::tls::write_throwaway_pki(
+            &plan.dir.join("tls"),
+            &names,
+        )?)
+    } else {
+        None
+    };
     let mut paths = Vec::new();
     for (i, own) in ports.iter().enumerate() {
         let id = i + 1;
@@ -117,6 +129,21 @@ pub fn write_configs(plan: &ClusterPlan, ports: &[NodePorts]) -> Result<Vec<Path
         text.push_str("]\n");
         if let Some(n) = plan.n {
             text.push_str(&format!("[replication]\nn = {n}\n"));
+        }
+        if let Some(pki) = &pki {
+            // One certificate per node serves its client port and its peer links.
+            let (cert, key) = &pki.nodes[i];
+            text.push_str(&format!(
+                "[tls]\n\
+                 client_cert_file = \"{cert}\"\n\
+                 client_key_file = \"{key}\"\n\
+                 peer_cert_file = \"{cert}\"\n\
+                 peer_key_file = \"{key}\"\n\
+                 ca_file = \"{ca}\"\n",
+                cert = cert.display(),
+                key = key.display(),
+                ca = pki.ca_file.display(),
+            ));
         }
         let path = plan.dir.join(format!("node{id}.toml"));
         std::fs::write(&path, text).map_err(|e| io("write", &path, e))?;
@@ -200,6 +227,15 @@ impl Cluster {
             plan.nodes,
             addresses.join(" ")
         );
+        if plan.tls {
+            let (host, port) = addresses[0]
+                .rsplit_once(':')
+                .unwrap_or(("127.0.0.1", "6380"));
+            println!(
+                "TLS on: redis-cli --tls --cacert {} -h {host} -p {port} PING",
+                plan.dir.join("tls").join("ca.pem").display()
+            );
+        }
         let _ = std::io::stdout().flush();
         Ok(cluster)
     }

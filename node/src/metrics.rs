@@ -183,6 +183,9 @@ pub struct Metrics {
     pub connections_total: Counter,
     /// Client connections refused at `connections_max`.
     pub connections_refused: Counter,
+    /// Client connections closed because their TLS handshake failed (a plaintext client on a
+    /// TLS port, an untrusted client certificate, a timeout).
+    pub client_tls_failures: Counter,
     /// Client commands run.
     pub commands: Counter,
     /// Client connections closed for a protocol error.
@@ -217,6 +220,10 @@ pub struct Metrics {
     pub peer_connections: Counter,
     /// Peer connections refused (bad handshake, wrong secret or cluster).
     pub peer_handshake_failures: Counter,
+    /// Peer connections whose TLS handshake failed, either direction (a certificate the CA
+    /// did not sign, a peer without TLS, a name mismatch): an operator's problem, unlike a peer
+    /// that is merely down.
+    pub peer_tls_failures: Counter,
     /// Peer connections closed for a bad frame (size, checksum, undecodable).
     pub peer_frame_errors: Counter,
     /// Peer messages not sent because they could not be encoded (larger than the codec's
@@ -627,7 +634,7 @@ impl Metrics {
                 "ringkv_replicas_acked_total{{{l},operation=\"{op}\"}} {n}"
             );
         }
-        let simple: [(&str, &str, &str, &Counter); 39] = [
+        let simple: [(&str, &str, &str, &Counter); 41] = [
             (
                 "ringkv_client_connections",
                 "gauge",
@@ -645,6 +652,12 @@ impl Metrics {
                 "counter",
                 "Client connections refused at the limit.",
                 &self.connections_refused,
+            ),
+            (
+                "ringkv_client_tls_failures_total",
+                "counter",
+                "Client connections closed for a failed TLS handshake.",
+                &self.client_tls_failures,
             ),
             (
                 "ringkv_client_commands_total",
@@ -735,6 +748,12 @@ impl Metrics {
                 "counter",
                 "Peer connections refused at the handshake.",
                 &self.peer_handshake_failures,
+            ),
+            (
+                "ringkv_peer_tls_failures_total",
+                "counter",
+                "Peer connections whose TLS handshake failed (either direction).",
+                &self.peer_tls_failures,
             ),
             (
                 "ringkv_peer_frame_errors_total",

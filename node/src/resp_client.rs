@@ -1,13 +1,44 @@
-//! A small blocking RESP client, for the `ringkv` CLI and for tests.
+//! A small blocking RESP client, for the `ringkv` CLI and for tests; plaintext or TLS.
 
 use crate::resp::{parse_reply, Reply};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The connection under a [`RespClient`].
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// One connection to a node's client port.
 pub struct RespClient {
-    stream: TcpStream,
+    stream: Stream,
     buffer: Vec<u8>,
 }
 
@@ -22,7 +53,30 @@ impl RespClient {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         Ok(RespClient {
-            stream,
+            stream: Stream::Plain(stream),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Connects over TLS (see [`crate::tls::client_config`]); the node's certificate must carry
+    /// the host of `addr` (`host:port`). The handshake completes here, so a certificate problem
+    /// is this call's error rather than the first command's.
+    pub fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<RespClient> {
+        let name = crate::tls::server_name_of(addr).map_err(invalid)?;
+        let mut tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        tcp.set_nodelay(true)?;
+        let mut connection = rustls::ClientConnection::new(config, name).map_err(invalid)?;
+        while connection.is_handshaking() {
+            connection.complete_io(&mut tcp)?;
+        }
+        Ok(RespClient {
+            stream: Stream::Tls(Box::new(rustls::StreamOwned::new(connection, tcp))),
             buffer: Vec::new(),
         })
     }
@@ -47,7 +101,8 @@ impl RespClient {
 
     /// Writes bytes as they are (pipelines, malformed input in tests).
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Reads the next reply. End of stream before a whole reply is `UnexpectedEof`.

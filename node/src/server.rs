@@ -120,6 +120,16 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         );
     }
 
+    // Built before anything listens; validation has already read and checked every file.
+    let tls = match &settings.tls {
+        Some(tls) => tls
+            .runtime()
+            .map_err(|e| format!("invalid configuration `tls`: {e}"))?,
+        None => crate::tls::TlsRuntime {
+            clients: None,
+            peers: None,
+        },
+    };
     let client_listener = bind("client_listen", settings.client_listen).await?;
     let client_addr = client_listener
         .local_addr()
@@ -165,6 +175,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
                 flag,
                 reached_tx.clone(),
                 signal,
+                tls.peers.as_ref().map(|p| p.connector.clone()),
             ));
         }
     }
@@ -195,6 +206,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             settings.limits.peer_frame_bytes_max,
             Arc::new(wake),
             shutdown_rx.clone(),
+            tls.peers.as_ref().map(|p| p.acceptor.clone()),
         ));
     }
     let mut http_addr = None;
@@ -230,12 +242,20 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         shared,
         shutdown_rx.clone(),
         request_timeout + Duration::from_secs(1),
+        tls.clients.clone(),
     ));
 
     let id = settings.node_id;
     if let Some(addr) = peer_addr {
-        tracing::info!(%addr, "listening for peers");
-        crate::logging::status_line(&format!("ringkv-node {id} listening for peers on {addr}"));
+        let over = if tls.peers.is_some() {
+            " (mutual TLS)"
+        } else {
+            ""
+        };
+        tracing::info!(%addr, tls = tls.peers.is_some(), "listening for peers");
+        crate::logging::status_line(&format!(
+            "ringkv-node {id} listening for peers on {addr}{over}"
+        ));
     }
     if let Some(addr) = http_addr {
         tracing::info!(%addr, "admin HTTP listening (/health, /metrics, /ring, /admin/...)");
@@ -243,9 +263,11 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             "ringkv-node {id} admin HTTP (/health, /metrics, /ring, /admin/...) on http://{addr}"
         ));
     }
-    tracing::info!(addr = %client_addr, "listening for clients (RESP)");
+    tracing::info!(addr = %client_addr, tls = tls.clients.is_some(), "listening for clients (RESP)");
+    // The address stays the last word of the line: scripts and tests take it from there.
+    let over = if tls.clients.is_some() { "(TLS) " } else { "" };
     crate::logging::status_line(&format!(
-        "ringkv-node {id} {LISTENING_CLIENTS} {client_addr}"
+        "ringkv-node {id} {over}{LISTENING_CLIENTS} {client_addr}"
     ));
     let c = &settings.cluster;
     tracing::info!(

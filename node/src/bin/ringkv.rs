@@ -5,6 +5,8 @@
 //! ringkv get greeting
 //! ringkv kv-get greeting --level all # siblings, causal context, acks
 //! ringkv local-cluster --nodes 3     # three ringkv-node processes on loopback; Ctrl-C stops them
+//! ringkv local-cluster --tls         # ... with TLS (throwaway CA in ringkv-local/tls/ca.pem)
+//! ringkv --tls --cacert ringkv-local/tls/ca.pem set greeting hello
 //! ringkv admin status                # the ring, requests, hints, repair as a table (--json: raw)
 //! ringkv admin join 4 --node-http 127.0.0.1:9380   # spare 4 joins the ring; gossip spreads it
 //! ringkv admin leave 2               # node 2 decommissions (streams its data out)
@@ -33,6 +35,30 @@ struct Args {
     /// Client password, if the node requires one.
     #[arg(long, global = true, env = "RINGKV_PASSWORD")]
     password: Option<String>,
+    /// Talk TLS to the client port (the node's `[tls] client_cert_file`); needs --cacert.
+    /// With local-cluster: TLS on every client port and peer link, with a throwaway CA and
+    /// node certificates written to DIR/tls (`redis-cli --tls --cacert DIR/tls/ca.pem`).
+    #[arg(long, global = true)]
+    tls: bool,
+    /// CA certificate (PEM) the node's certificate must be signed by.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls")]
+    cacert: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for nodes with `client_certificates_required`.
+    #[arg(
+        long = "cert",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -282,9 +308,25 @@ fn force_query(force: bool) -> &'static str {
     }
 }
 
+/// Connects to `--addr`, over TLS with `--tls`.
+fn connect(args: &Args) -> Result<RespClient, String> {
+    let timeout = Duration::from_secs(30);
+    let connected = if args.tls {
+        let ca = args
+            .cacert
+            .as_deref()
+            .ok_or("--tls needs --cacert FILE (the CA that signed the node's certificate)")?;
+        let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+        let config = ringkv_node::tls::client_config(ca, identity)?;
+        RespClient::connect_tls(&args.addr, timeout, std::sync::Arc::new(config))
+    } else {
+        RespClient::connect(&args.addr, timeout)
+    };
+    connected.map_err(|e| format!("cannot connect to {}: {e}", args.addr))
+}
+
 fn run_command(args: &Args, command: Vec<String>) -> Result<bool, String> {
-    let mut client = RespClient::connect(&args.addr, Duration::from_secs(30))
-        .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let mut client = connect(args)?;
     if let Some(password) = &args.password {
         let reply = client
             .command(&["AUTH", password.as_str()])
@@ -294,7 +336,13 @@ fn run_command(args: &Args, command: Vec<String>) -> Result<bool, String> {
         }
     }
     // RESP3 where the node offers it, so maps (KV.GET, KV.PUT) print as key => value.
-    let _ = client.command(&["HELLO", "3"]);
+    // A TLS-only port answers a plaintext client with an error and closes: report that rather
+    // than the broken pipe the next command would meet.
+    if let Ok(Reply::Error(e)) = client.command(&["HELLO", "3"]) {
+        if e.contains("requires TLS") {
+            return Err(e);
+        }
+    }
     let reply = client.command(&command).map_err(|e| e.to_string())?;
     let mut out = String::new();
     render(&reply, 0, &mut out);
@@ -371,6 +419,7 @@ fn main() -> ExitCode {
                     base_port: *base_port,
                     node_binary,
                     n: *n,
+                    tls: args.tls,
                 })
             }
         }

@@ -82,11 +82,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     max: usize,
 ) -> Result<Vec<u8>, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    // Distinguish a clean close between frames from a close inside one.
-    let first = reader.read(&mut header).await.map_err(FrameError::Io)?;
-    if first == 0 {
-        return Err(FrameError::Closed);
-    }
+    // Distinguish a clean close between frames from a close inside one. A TLS stream whose
+    // peer closed TCP without a close_notify (a process exiting) reports that as an unexpected
+    // end of file; between frames it cuts nothing, since frames delimit themselves.
+    let first = match reader.read(&mut header).await {
+        Ok(0) => return Err(FrameError::Closed),
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(FrameError::Io(e)),
+    };
     reader
         .read_exact(&mut header[first..])
         .await
@@ -166,6 +170,43 @@ mod tests {
         assert!(matches!(
             read_frame(&mut huge, 64).await,
             Err(FrameError::BadLength { .. })
+        ));
+    }
+
+    /// A reader that yields `bytes`, then fails the way a TLS stream does when its peer closed
+    /// TCP without a close_notify.
+    struct CutWithoutNotify<'a>(&'a [u8]);
+
+    impl tokio::io::AsyncRead for CutWithoutNotify<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.0.is_empty() {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            let n = self.0.len().min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tls_cut_between_frames_is_a_close_and_inside_one_an_error() {
+        let mut buf = Vec::new();
+        encode_frame(b"one", &mut buf);
+        let mut between = CutWithoutNotify(&buf);
+        assert_eq!(read_frame(&mut between, 64).await.expect("one"), b"one");
+        assert!(matches!(
+            read_frame(&mut between, 64).await,
+            Err(FrameError::Closed)
+        ));
+        let mut inside = CutWithoutNotify(&buf[..5]);
+        assert!(matches!(
+            read_frame(&mut inside, 64).await,
+            Err(FrameError::Io(_))
         ));
     }
 }

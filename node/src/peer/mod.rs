@@ -6,6 +6,11 @@
 //! the mutual handshake ([`handshake`]); after it, each frame ([`frame`]) carries one message
 //! encoded by the core's codec. A bad frame or undecodable message closes that connection only.
 //!
+//! With `[tls]` peer certificates, every connection is mutual TLS first (each side verifies the
+//! other's certificate against the CA; the dialer also checks the name in the peer's address)
+//! and the handshake and frames then run inside it, unchanged: TLS admits "a certificate our CA
+//! signed", the HMAC handshake "a member of this cluster with this id" ([`crate::tls`]).
+//!
 //! Outbound queues are bounded (`limits.peer_queue_messages_max`); the driver drops and counts a
 //! message for a full queue. Reconnects back off exponentially with jitter.
 
@@ -23,9 +28,14 @@ use ringkv_core::{codec, Message, NodeId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+/// A peer connection as the transport uses it: TCP, or TLS over TCP.
+pub trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for S {}
 
 /// Per peer, the signal that wakes its outbound task from backoff.
 pub type WakeSignals = std::collections::BTreeMap<NodeId, Arc<Notify>>;
@@ -80,6 +90,10 @@ impl Backoff {
 
 /// Runs the sending side towards one peer until its queue's senders are gone. Each successful
 /// connection is reported on `events` (the server prints when every peer has been reached).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument distinct"
+)]
 pub async fn outbound(
     peer: Peer,
     auth: Arc<PeerAuth>,
@@ -88,11 +102,12 @@ pub async fn outbound(
     connected: Arc<AtomicBool>,
     events: mpsc::UnboundedSender<NodeId>,
     wake: Arc<Notify>,
+    tls: Option<tokio_rustls::TlsConnector>,
 ) {
     let mut backoff = Backoff::new();
     let mut failures = 0u32;
     loop {
-        match connect(&peer, &auth, &metrics).await {
+        match connect(&peer, &auth, &metrics, tls.as_ref()).await {
             Ok(stream) => {
                 backoff.reset();
                 failures = 0;
@@ -130,12 +145,30 @@ pub async fn outbound(
     }
 }
 
-async fn connect(peer: &Peer, auth: &PeerAuth, metrics: &Metrics) -> Result<TcpStream, String> {
+async fn connect(
+    peer: &Peer,
+    auth: &PeerAuth,
+    metrics: &Metrics,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Box<dyn PeerStream>, String> {
     let attempt = async {
-        let mut stream = TcpStream::connect(&peer.addr)
+        let stream = TcpStream::connect(&peer.addr)
             .await
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
+        let mut stream: Box<dyn PeerStream> = match tls {
+            None => Box::new(stream),
+            Some(connector) => {
+                let name = crate::tls::server_name_of(&peer.addr)?;
+                match connector.connect(name, stream).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(e) => {
+                        metrics.peer_tls_failures.inc();
+                        return Err(format!("TLS handshake failed: {e}"));
+                    }
+                }
+            }
+        };
         handshake::dial(&mut stream, auth, peer.id)
             .await
             .map_err(|e| refused(&e, metrics))?;
@@ -148,7 +181,7 @@ async fn connect(peer: &Peer, auth: &PeerAuth, metrics: &Metrics) -> Result<TcpS
 
 /// Sends queued messages until the queue closes (`Ok`) or the connection fails.
 async fn pump(
-    mut stream: TcpStream,
+    mut stream: Box<dyn PeerStream>,
     queue: &mut mpsc::Receiver<Message>,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
@@ -166,6 +199,8 @@ async fn pump(
             }
         }
         stream.write_all(&batch).await?;
+        // A TLS stream holds the tail of a write until flushed (a no-op for TCP).
+        stream.flush().await?;
         batch.clear();
     }
 }
@@ -183,6 +218,14 @@ fn frame_into(message: &Message, batch: &mut Vec<u8>, metrics: &Metrics) {
     }
 }
 
+/// Why an inbound connection was refused before it was authenticated.
+enum Refusal {
+    /// The TLS handshake failed (an untrusted certificate, no certificate, plaintext).
+    Tls(std::io::Error),
+    /// The cluster handshake failed.
+    Handshake(handshake::HandshakeError),
+}
+
 /// Counts a handshake refusal that is about stored meaning (it needs an operator, unlike a
 /// peer that is merely down) and returns the reason for the log line.
 fn refused(error: &handshake::HandshakeError, metrics: &Metrics) -> String {
@@ -192,7 +235,12 @@ fn refused(error: &handshake::HandshakeError, metrics: &Metrics) -> String {
     error.to_string()
 }
 
-/// Accepts peer connections until `shutdown` flips.
+/// Accepts peer connections until `shutdown` flips; with `tls`, each one must complete mutual
+/// TLS before the handshake.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument distinct"
+)]
 pub async fn serve(
     listener: TcpListener,
     auth: Arc<PeerAuth>,
@@ -201,6 +249,7 @@ pub async fn serve(
     frame_bytes_max: usize,
     wake: Arc<WakeSignals>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
     let admission = Arc::new(admission::Admission::default());
@@ -230,7 +279,7 @@ pub async fn serve(
             );
         }
         let (auth, inputs, metrics) = (Arc::clone(&auth), inputs.clone(), Arc::clone(&metrics));
-        let (wake, slots) = (Arc::clone(&wake), Arc::clone(&slots));
+        let (wake, slots, tls) = (Arc::clone(&wake), Arc::clone(&slots), tls.clone());
         crate::spawn(async move {
             inbound(
                 stream,
@@ -242,6 +291,7 @@ pub async fn serve(
                 &metrics,
                 frame_bytes_max,
                 &wake,
+                tls.as_ref(),
             )
             .await;
         });
@@ -253,7 +303,7 @@ pub async fn serve(
     reason = "one call site, each argument distinct"
 )]
 async fn inbound(
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: std::net::SocketAddr,
     mut ticket: admission::Ticket,
     slots: Arc<Semaphore>,
@@ -262,22 +312,35 @@ async fn inbound(
     metrics: &Metrics,
     frame_bytes_max: usize,
     wake: &WakeSignals,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
     let speaker = ticket.speaker();
     let handshake = tokio::time::timeout(admission::HANDSHAKE_DEADLINE, async {
         // A dialer speaks first: until it does, this connection is the first to make room.
-        stream
-            .readable()
-            .await
-            .map_err(|e| handshake::HandshakeError::Frame(frame::FrameError::Io(e)))?;
+        stream.readable().await.map_err(|e| {
+            Refusal::Handshake(handshake::HandshakeError::Frame(frame::FrameError::Io(e)))
+        })?;
         speaker.mark();
-        handshake::accept(&mut stream, auth).await
+        let mut stream: Box<dyn PeerStream> = match tls {
+            None => Box::new(stream),
+            Some(acceptor) => Box::new(acceptor.accept(stream).await.map_err(Refusal::Tls)?),
+        };
+        let from = handshake::accept(&mut stream, auth)
+            .await
+            .map_err(Refusal::Handshake)?;
+        Ok::<_, Refusal>((from, stream))
     });
-    let from: NodeId = tokio::select! {
+    let (from, stream): (NodeId, Box<dyn PeerStream>) = tokio::select! {
         result = handshake => match result {
-            Ok(Ok(from)) => from,
-            Ok(Err(e)) => {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(Refusal::Tls(e))) => {
+                metrics.peer_handshake_failures.inc();
+                metrics.peer_tls_failures.inc();
+                warn_inbound(addr, &format!("peer connection refused: TLS handshake failed: {e}"));
+                return;
+            }
+            Ok(Err(Refusal::Handshake(e))) => {
                 metrics.peer_handshake_failures.inc();
                 let e = refused(&e, metrics);
                 warn_inbound(addr, &format!("peer connection refused: {e}"));
