@@ -1,4 +1,10 @@
-//! Helpers shared by the fuzz targets: re-sealing fuzzer bytes with valid checksums.
+//! The bodies of the fuzz targets, one function per decoder (`targets::<name>::run`), and the
+//! helpers they share (re-sealing fuzzer bytes with valid checksums).
+//!
+//! This crate is a member of the main workspace and builds on the stable toolchain; the
+//! libFuzzer binaries in `fuzz/fuzz_targets/` (the `ringkv-fuzz` crate, outside the workspace)
+//! are one-line wrappers around these functions, and `tests/corpus_replay.rs` feeds every file of
+//! `fuzz/corpus/<target>/` to the same function, so CI replays the corpora without nightly.
 //!
 //! A checksum in front of a decoder is a wall a coverage-guided fuzzer rarely climbs, so every
 //! on-disk target runs each input twice: once as raw bytes (the checksums must reject almost
@@ -22,7 +28,10 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
 /// `header_crc u32 | payload_len u32 | seq u64 | payload_crc u32 | payload`.
 pub fn lsm_frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     let mut header = Vec::with_capacity(16);
-    put_u32(&mut header, u32::try_from(payload.len()).unwrap_or(u32::MAX));
+    put_u32(
+        &mut header,
+        u32::try_from(payload.len()).unwrap_or(u32::MAX),
+    );
     put_u64(&mut header, seq);
     put_u32(&mut header, crc32fast::hash(payload));
     put_u32(out, crc32fast::hash(&header));
@@ -67,3 +76,34 @@ pub fn chunks(mut data: &[u8]) -> Vec<&[u8]> {
     }
     out
 }
+
+/// One module per fuzz target; each has `pub fn run(data: &[u8])`, which panics on a finding.
+pub mod targets {
+    pub mod lsm_recovery;
+    pub mod manifest;
+    pub mod peer_frame;
+    pub mod peer_handshake;
+    pub mod peer_message;
+    pub mod record;
+    pub mod resp_reply;
+    pub mod resp_request;
+    pub mod sstable_block;
+    pub mod wal_record;
+}
+
+/// A target's body: one input, a panic on a finding.
+pub type TargetFn = fn(&[u8]);
+
+/// Every target by its name (the name of its `fuzz/fuzz_targets/` file and its corpus directory).
+pub const TARGETS: [(&str, TargetFn); 10] = [
+    ("lsm_recovery", targets::lsm_recovery::run),
+    ("manifest", targets::manifest::run),
+    ("peer_frame", targets::peer_frame::run),
+    ("peer_handshake", targets::peer_handshake::run),
+    ("peer_message", targets::peer_message::run),
+    ("record", targets::record::run),
+    ("resp_reply", targets::resp_reply::run),
+    ("resp_request", targets::resp_request::run),
+    ("sstable_block", targets::sstable_block::run),
+    ("wal_record", targets::wal_record::run),
+];
