@@ -684,7 +684,7 @@ impl ClientContext {
 /// A writer: fresh keys written once (`d:c:n`), and shared keys written and read by all
 /// writers (`s:i`), every value unique (`client:sequence`).
 fn writer(ctx: &ClientContext, client: usize) -> Vec<Op> {
-    let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (client as u64 + 1) * 0x9E37_79B9);
+    let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ ((client as u64 + 1) * 0x9E37_79B9));
     let mut session = Session::new(ctx.addrs.clone(), client);
     let mut ops = Vec::new();
     let mut sequence = 0u64;
@@ -748,7 +748,7 @@ fn writer(ctx: &ClientContext, client: usize) -> Vec<Op> {
 /// A `LEVEL linearizable` client on the keys `l:i`: puts of unique numeric write ids
 /// (`client * 10^9 + sequence`, never 0, which the register log reserves for "absent") and gets.
 fn linearizable_client(ctx: &ClientContext, client: usize) -> Vec<Op> {
-    let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (client as u64 + 101) * 0x9E37_79B9);
+    let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ ((client as u64 + 101) * 0x9E37_79B9));
     let mut session = Session::new(ctx.addrs.clone(), client);
     let mut ops = Vec::new();
     let mut sequence = 0u64;

@@ -45,13 +45,22 @@ pub fn run(data: &[u8]) {
         // Cut to its 255-byte prefix (or refused, if the cut splits a character): never the
         // sender's name, and never a name whose tail is read as the stored meaning.
         if let Ok(decoded) = &decoded {
-            assert_ne!(decoded.cluster, hello.cluster, "an over-long cluster name decoded whole");
+            assert_ne!(
+                decoded.cluster, hello.cluster,
+                "an over-long cluster name decoded whole"
+            );
             assert!(
-                hello.cluster.as_bytes().starts_with(decoded.cluster.as_bytes()),
+                hello
+                    .cluster
+                    .as_bytes()
+                    .starts_with(decoded.cluster.as_bytes()),
                 "an over-long cluster name decoded as another name"
             );
             if meaning_fits {
-                assert_eq!(decoded.meaning, hello.meaning, "the name's tail read as the meaning");
+                assert_eq!(
+                    decoded.meaning, hello.meaning,
+                    "the name's tail read as the meaning"
+                );
             }
         }
     } else if meaning_fits {
