@@ -1,8 +1,8 @@
 //! Jepsen-style test of real `ringkv-node` processes (issue #17): five processes (four ring
 //! members and a spare) under concurrent clients writing unique values, while a nemesis kills
 //! and restarts nodes (SIGKILL), pauses them (SIGSTOP/SIGCONT), partitions them (a port-level
-//! filter, below), fills one node's disk, and joins the spare, decommissions a member and removes
-//! a dead one. Every operation is recorded; after healing, the history is judged:
+//! filter, below) or slows every link of one node, fills one node's disk, and joins the spare,
+//! decommissions a member and removes a dead one. Every operation is recorded; after healing, the history is judged:
 //!
 //! - **lost writes**: every acknowledged write of a fresh key reads back (level `all`) with its
 //!   value, and no acknowledged write to a shared key was overwritten by one that finished before
@@ -19,7 +19,7 @@
 //! (node A's configuration names B's address as the proxy of link A→B), a port-level filter that
 //! needs no root and leaves nothing behind: cutting a link closes its connections and refuses new
 //! ones until it heals, as an iptables `REJECT --reject-with tcp-reset` would. A link can be cut
-//! one way. The full disk is a small tmpfs mounted on one node's data directory (needs root;
+//! one way, or slowed (each forwarded chunk held 20 to 300 ms, as `tc netem delay` would). The full disk is a small tmpfs mounted on one node's data directory (needs root;
 //! without it that fault is skipped and the summary says so) filled by a file; the tmpfs is
 //! unmounted on drop, after every process is killed.
 //!
@@ -104,6 +104,8 @@ fn poll<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
 #[derive(Default)]
 struct LinkInner {
     cut: bool,
+    /// Added to every chunk forwarded (a slow link), 0 for none.
+    delay_ms: u64,
     next: u64,
     /// Both sockets of each proxied connection (clones), to close them on a cut.
     open: BTreeMap<u64, (TcpStream, TcpStream)>,
@@ -145,7 +147,14 @@ impl Link {
     }
 
     fn heal(&self) {
-        self.state.inner.lock().expect("link lock").cut = false;
+        let mut inner = self.state.inner.lock().expect("link lock");
+        inner.cut = false;
+        inner.delay_ms = 0;
+    }
+
+    /// Holds every chunk this link forwards for `delay_ms` before passing it on (order kept).
+    fn slow(&self, delay_ms: u64) {
+        self.state.inner.lock().expect("link lock").delay_ms = delay_ms;
     }
 }
 
@@ -200,10 +209,25 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<LinkState
     }
 }
 
-/// Copies one direction; when either side ends, closes both (a half-open proxied connection
-/// would hide the close from the other node).
+/// Copies one direction, holding each chunk for the link's current delay; when either side
+/// ends, closes both (a half-open proxied connection would hide the close from the other node).
 fn pump(mut from: TcpStream, mut to: TcpStream, state: &LinkState, id: u64) {
-    let _ = std::io::copy(&mut from, &mut to);
+    use std::io::Read;
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let delay_ms = state.inner.lock().expect("link lock").delay_ms;
+        if delay_ms > 0 {
+            // The fault itself (a slow link), not a synchronisation.
+            std::thread::sleep(Duration::from_millis(delay_ms));
+        }
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
     state.inner.lock().expect("link lock").open.remove(&id);
@@ -443,6 +467,15 @@ impl Cluster {
                 if !one_way {
                     self.links[&(y, x)].cut();
                 }
+            }
+        }
+    }
+
+    /// Delays every link into and out of `id`.
+    fn slow_node(&self, id: usize, delay_ms: u64) {
+        for (&(from, to), link) in &self.links {
+            if from == id || to == id {
+                link.slow(delay_ms);
             }
         }
     }
@@ -841,14 +874,15 @@ struct FaultCounts {
     partitions: u32,
     one_way_partitions: u32,
     full_disks: u32,
+    slow_links: u32,
     joins: u32,
     leaves: u32,
     removes: u32,
 }
 
 /// The fault kinds, dealt from a shuffled deck so that even a short run has each: kill and
-/// restart, pause, partition, one-way partition, partition with a pause, full disk.
-const FAULT_DECK: [usize; 8] = [0, 0, 1, 2, 2, 3, 4, 5];
+/// restart, pause, partition, one-way partition, partition with a pause, full disk, slow links.
+const FAULT_DECK: [usize; 10] = [0, 0, 1, 2, 2, 3, 4, 5, 6, 6];
 
 /// One fault of `kind` (see [`FAULT_DECK`]) on a random live member, held for a random time
 /// while the clients run, then healed.
@@ -913,6 +947,17 @@ fn random_fault(
                 cluster.note(format!("SIGCONT node {p}"));
                 cluster.resume(p);
             }
+            cluster.note("heal".to_string());
+            cluster.heal();
+        }
+        6 => {
+            // Every link into and out of one node delayed: replies arrive late, replicas lag the
+            // coordinator, deadlines expire with the write applied on some replicas.
+            let delay_ms = rng.gen_range(20..300);
+            cluster.note(format!("links of node {victim} slowed by {delay_ms} ms"));
+            cluster.slow_node(victim, delay_ms);
+            counts.slow_links += 1;
+            std::thread::sleep(hold);
             cluster.note("heal".to_string());
             cluster.heal();
         }
