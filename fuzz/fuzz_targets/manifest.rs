@@ -1,26 +1,5 @@
-//! The manifest decoder (`ringkv_lsm::decode::manifest_tables`).
-//!
-//! Checks, on every input: never panics and never allocates without bound, both on raw bytes
-//! and on the bytes wrapped as a manifest body with the right magic, version, length and
-//! checksum (so the body parser is reached). No round trip: the manifest encoder is
-//! `pub(crate)` (see README: "What would need exposing").
+//! libFuzzer entry point; the body (and what it checks) is in
+//! `targets/src/targets/manifest.rs`, shared with the corpus replay test.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ringkv_lsm::decode::manifest_tables;
-use ringkv_lsm::LsmConfig;
-use std::sync::OnceLock;
-
-fn config() -> &'static LsmConfig {
-    static CONFIG: OnceLock<LsmConfig> = OnceLock::new();
-    CONFIG.get_or_init(LsmConfig::tiny_for_tests)
-}
-
-fuzz_target!(|data: &[u8]| {
-    let _ = manifest_tables(data, config());
-    let wrapped = ringkv_fuzz::lsm_manifest(data);
-    if let Ok(tables) = manifest_tables(&wrapped, config()) {
-        // Each table takes at least 32 body bytes: a count beyond that was invented.
-        assert!(tables <= data.len() / 32, "{tables} tables from {} bytes", data.len());
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringkv_fuzz_targets::targets::manifest::run(data));

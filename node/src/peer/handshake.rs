@@ -236,8 +236,14 @@ impl Hello {
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.node.0.to_le_bytes());
         out.extend_from_slice(&self.nonce);
-        out.push(u8::try_from(self.cluster.len()).unwrap_or(u8::MAX));
-        out.extend_from_slice(self.cluster.as_bytes());
+        // A name longer than its one-byte length prefix is cut, as `encode_meaning` cuts: the
+        // peer then reads another name (or invalid UTF-8) and refuses. Writing the whole name
+        // after a saturated length let the name's tail be parsed as the stored-meaning list,
+        // so a crafted name could decode as another valid hello (found by the fuzzer). The
+        // configuration allows 64 bytes, so a node never sends such a name.
+        let cluster = &self.cluster.as_bytes()[..self.cluster.len().min(usize::from(u8::MAX))];
+        out.push(u8::try_from(cluster.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(cluster);
         encode_meaning(&self.meaning, &mut out);
         out
     }
