@@ -119,6 +119,8 @@ pub struct RunCounters {
     pub messages: u64,
     /// Syncs completed.
     pub syncs: u64,
+    /// Maintenance steps run (LSM nodes: compaction, value-log collection).
+    pub maintenance_steps: u64,
     /// Faults applied (scheduled and nemesis).
     pub faults: u64,
     /// Node events by kind.

@@ -136,6 +136,15 @@ impl SimStorage {
         }
     }
 
+    /// The LSM engine's counters (flushes, compactions, collections, stalls); `None` for the
+    /// in-memory engine.
+    pub fn lsm_stats(&self) -> Option<ringkv_lsm::LsmStats> {
+        match self {
+            SimStorage::Memory(_) => None,
+            SimStorage::Lsm(l) => Some(l.engine.lsm().stats()),
+        }
+    }
+
     /// Runs one maintenance step the scheduler asked for (`wall_ms`: the node's wall clock).
     pub fn maintain(
         &mut self,
