@@ -578,6 +578,62 @@ mod tests {
         });
     }
 
+    /// The driver runs the one maintenance scheduler: a burst of writes, each its own batch, is
+    /// compacted by the steps the writes bring forward, so no write finds level 0 full (writes do
+    /// no maintenance themselves: without the driver's steps the same burst stalls).
+    #[test]
+    fn writes_bring_maintenance_steps_forward_so_no_write_stalls() {
+        let mut settings = FileConfig::dev().validate().expect("valid");
+        settings.storage.maintenance_budget_bytes = 4096;
+        let lsm = Lsm::open(SimFs::seeded(11), LsmConfig::tiny_for_tests()).expect("open");
+        let ring = crate::server::build_ring(&settings).expect("ring");
+        let node = Node::new(
+            NodeConfig {
+                id: settings.node_id,
+                cluster: settings.cluster.clone(),
+                rng_seed: 1,
+            },
+            ring,
+            LsmStorage::new(lsm),
+        )
+        .expect("node");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (inputs, inputs_rx) = mpsc::channel(16);
+            let driver = crate::spawn(
+                Driver::new(
+                    node,
+                    Clock::start(),
+                    inputs_rx,
+                    PeerQueues::new(),
+                    Arc::new(Metrics::default()),
+                    Duration::from_secs(1),
+                    settings.storage.clone(),
+                )
+                .run(),
+            );
+            for i in 0..2000 {
+                let body = ClientRequest::Put {
+                    key: Bytes::from(format!("key{i:05}")),
+                    value: Bytes::from(vec![b'v'; 40]),
+                    context: None,
+                    consistency: None,
+                };
+                let reply = call(&inputs, body).await;
+                assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
+            }
+            inputs.send(Input::Shutdown).await.expect("shutdown");
+            let mut storage = driver.await.expect("driver");
+            let stats = storage.lsm_mut().stats();
+            assert!(stats.flushes >= 10, "a burst worth compacting: {stats:?}");
+            assert!(stats.compactions > 0, "{stats:?}");
+            assert_eq!(stats.stalls, 0, "maintenance kept up: {stats:?}");
+        });
+    }
+
     /// A `--dev` node's driver over a simulated disk whose next fsync fails after `ok_writes`
     /// acknowledged writes: later writes are refused, and the engine never fsyncs again.
     #[test]
