@@ -209,6 +209,7 @@ value_bytes = [20, 400]
         assert!(steps >= 3 * 95, "{steps} maintenance steps");
         assert!(compactions > 0, "no compaction ran");
         assert!(collected > 0, "no value-log segment was collected");
+        assert_eq!(stalls, 0, "write-driven steps keep level 0 below its stall");
     }
 
     /// The in-memory engine has nothing to maintain: no scheduler, no events, no steps.
