@@ -15,6 +15,8 @@
 //! * **Crash consistency:** manifest replaced atomically (temp, fsync, rename, fsync dir); torn
 //!   tails truncated, corruption in the middle reported naming the file; a failed fsync poisons.
 //! * **Determinism:** no threads, no clocks, no hash-map iteration; time is an argument.
+//! * **Maintenance:** [`maintenance::MaintenanceScheduler`] is the one scheduler of bounded
+//!   compaction and value-log collection steps; the node and the simulator both run it.
 //! * [`LsmStorage`] adapts the engine to `ringkv_core::Storage`; [`oracle::crash_oracle`] is the
 //!   seeded crash-consistency check the simulator can run per seed.
 
@@ -33,6 +35,7 @@ mod entry;
 mod error;
 mod frame;
 pub mod fs;
+pub mod maintenance;
 mod manifest;
 pub mod oracle;
 mod recovery;

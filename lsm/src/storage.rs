@@ -1,7 +1,8 @@
 //! The adapter that makes the engine a [`ringkv_core::Storage`]: records are encoded with
-//! `ringkv_core::codec`, write stalls are absorbed by running compaction inline (bounded), and a
-//! little compaction and value-log collection runs after writes so that a driver which only knows
-//! the `Storage` trait (the simulator, the node) keeps the tree in shape.
+//! `ringkv_core::codec`, and write stalls are absorbed by running compaction inline (bounded):
+//! back-pressure, the only compaction that does not come from the one maintenance scheduler
+//! (`crate::maintenance`), which the drivers run. Writes themselves do no maintenance (they used
+//! to, a second scheduler the node's timer ran on top of; issue #12).
 
 use crate::engine::{CompactionProgress, Lsm, WriteOutcome};
 use crate::error::LsmError;
@@ -19,7 +20,6 @@ const STALL_STEPS_MAX: usize = 100_000;
 pub struct LsmStorage<F: FileSystem> {
     lsm: Lsm<F>,
     now_ms: u64,
-    writes: u64,
 }
 
 fn storage_error(e: LsmError) -> StorageError {
@@ -34,15 +34,12 @@ fn storage_error(e: LsmError) -> StorageError {
 impl<F: FileSystem> LsmStorage<F> {
     /// Wraps an open engine.
     pub fn new(lsm: Lsm<F>) -> Self {
-        LsmStorage {
-            lsm,
-            now_ms: 0,
-            writes: 0,
-        }
+        LsmStorage { lsm, now_ms: 0 }
     }
 
-    /// Sets the wall-clock time (ms) used to age tombstones during background compaction. The
-    /// `Storage` trait carries no time, so the driver passes it here.
+    /// Sets the wall-clock time (ms) used to stamp deletes and to age tombstones during
+    /// compaction. The `Storage` trait carries no time, so the driver passes it here (each
+    /// maintenance step does).
     pub fn set_now_ms(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
     }
@@ -51,6 +48,11 @@ impl<F: FileSystem> LsmStorage<F> {
     /// when it is `Some`: the WAL was cut where acknowledged writes may have been lost.
     pub fn recovery_report(&self) -> &RecoveryReport {
         self.lsm.recovery_report()
+    }
+
+    /// The engine, to read.
+    pub fn lsm(&self) -> &Lsm<F> {
+        &self.lsm
     }
 
     /// The engine.
@@ -62,38 +64,17 @@ impl<F: FileSystem> LsmStorage<F> {
     pub fn into_inner(self) -> Lsm<F> {
         self.lsm
     }
-
-    /// Bounded background work after a write of `bytes`: compaction proportional to what was
-    /// written, and a value-log collection attempt every 256 writes.
-    fn maintain(&mut self, bytes: u64) -> Result<(), LsmError> {
-        self.lsm
-            .compact_step(self.now_ms, bytes.saturating_mul(4) + 4096)?;
-        self.writes += 1;
-        if self.writes & 0xff == 0 {
-            self.lsm.gc_value_log_step()?;
-        }
-        Ok(())
-    }
 }
 
 impl<F: FileSystem> LsmStorage<F> {
     /// Runs one write, doing compaction work itself (in bounded steps) while the engine stalls.
     fn write_with_back_pressure(
         &mut self,
-        bytes: u64,
         mut write: impl FnMut(&mut Lsm<F>, u64) -> Result<WriteOutcome, LsmError>,
     ) -> Result<(), StorageError> {
         for _ in 0..STALL_STEPS_MAX {
             match write(&mut self.lsm, self.now_ms).map_err(storage_error)? {
-                WriteOutcome::Written { .. } => {
-                    // The write is staged whatever maintenance does: a full disk met by the
-                    // compaction after it must not report the write as failed (the compaction
-                    // undid itself and is tried again later).
-                    return match self.maintain(bytes) {
-                        Err(e) if !e.is_no_space() => Err(storage_error(e)),
-                        _ => Ok(()),
-                    };
-                }
+                WriteOutcome::Written { .. } => return Ok(()),
                 WriteOutcome::Stalled { .. } => {
                     let step = self
                         .lsm
@@ -123,14 +104,12 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
 
     fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
         let value = Bytes::from(ringkv_core::codec::encode_value(&record));
-        let bytes = (key.len() + value.len()) as u64;
-        self.write_with_back_pressure(bytes, |lsm, _| lsm.put(key.clone(), value.clone()))
+        self.write_with_back_pressure(|lsm, _| lsm.put(key.clone(), value.clone()))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StorageError> {
         let key = Bytes::copy_from_slice(key);
-        let bytes = key.len() as u64;
-        self.write_with_back_pressure(bytes, |lsm, now_ms| lsm.delete(key.clone(), now_ms))
+        self.write_with_back_pressure(|lsm, now_ms| lsm.delete(key.clone(), now_ms))
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {

@@ -10,6 +10,7 @@ use ringkv_core::{
 };
 use ringkv_core::{Instant, Now, WallMicros};
 use ringkv_lsm::fs::{CrashMode, SimFs};
+use ringkv_lsm::maintenance::MaintenanceStep;
 use ringkv_lsm::{Lsm, LsmConfig, LsmStorage};
 
 type Engine = LsmStorage<SimFs>;
@@ -84,7 +85,8 @@ fn the_data_epoch_survives_crashes_and_compaction_and_a_new_disk_gets_a_new_one(
     let mut node = start(crash_and_reopen(node), 2);
     assert_eq!(node.actor(), actor);
 
-    // Enough other records to flush the memtable and compact several times over.
+    // Enough other records to flush the memtable and compact several times over (writes do no
+    // maintenance: a driver runs the scheduler's steps, as here after each sync).
     for i in 0..400u32 {
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
@@ -99,9 +101,18 @@ fn the_data_epoch_survives_crashes_and_compaction_and_a_new_disk_gets_a_new_one(
             .expect("put");
         if i % 50 == 0 {
             node.storage_mut().sync().expect("sync");
+            let step = MaintenanceStep {
+                compaction_budget_bytes: 1 << 20,
+                collect_value_log: true,
+            };
+            node.storage_mut().maintain(step, 0).expect("maintain");
         }
     }
     node.storage_mut().sync().expect("sync");
+    assert!(
+        node.storage_mut().lsm_mut().stats().compactions >= 2,
+        "compacted several times"
+    );
     let node = start(crash_and_reopen(node), 3);
     assert_eq!(node.actor(), actor, "kept through flushes and compactions");
 

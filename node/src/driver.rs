@@ -1,13 +1,15 @@
 //! The driver: the one task that owns the [`Node`] and follows the core's rule — feed one input,
 //! drain `poll_output` completely, sleep until `poll_timeout` or the next input.
 //!
-//! Persistence is group commit: a `Persist` output only records the highest token requested.
-//! After each batch of inputs (up to [`INPUT_BATCH_MAX`], everything that queued up meanwhile)
-//! the driver calls the engine's `sync` once, on this task: one fsync of the WAL covers every
-//! write staged so far, then the node gets `handle_persisted` for the highest token. Because the
-//! fsync runs between inputs, no write can be staged while it runs, so it never acknowledges a
-//! write it does not cover. A failed sync poisons the engine and the node gets
-//! `handle_persist_failed`; the fsync is never retried.
+//! Persistence is group commit through core's [`GroupCommit`], the helper the simulator runs too:
+//! a `Persist` output only records its token there. After each batch of inputs (up to
+//! [`INPUT_BATCH_MAX`], everything that queued up meanwhile) the driver asks it whether a sync is
+//! due and, if so, calls the engine's `sync` once, on this task: one fsync of the WAL covers
+//! every write staged so far, and the node gets `handle_persisted` for the token the helper
+//! names. Because the fsync runs between inputs, no write can be staged while it runs, so it
+//! never acknowledges a write it does not cover. A failed sync poisons the engine and the node
+//! gets `handle_persist_failed` for every pending token; the helper never asks for another sync
+//! (no retry, PITFALLS: fsyncgate).
 //!
 //! Why on this task and not on a blocking thread: measured on the 2-core development machine
 //! (`redis-benchmark -c 50`, 4 KiB SETs), the inline fsync took 0.4-0.6 ms and gave 19-27k
@@ -17,8 +19,10 @@
 //! the same either way. A disk with slow fsyncs would favour the off-thread design, which is the
 //! known way back.
 //!
-//! Maintenance (compaction, value-log collection) runs on a timer between inputs, one bounded
-//! step per tick (`[storage]` `maintenance_interval_ms`, `maintenance_budget_bytes`).
+//! Maintenance (compaction, value-log collection) runs between inputs, one bounded step at a
+//! time, when the engine's one scheduler ([`MaintenanceScheduler`], also the simulator's) says
+//! so: every `[storage]` `maintenance_interval_ms`, and sooner after heavy writes; the driver
+//! asks after each batch and sleeps until its next tick.
 //!
 //! Per-peer send queues are bounded (`limits.peer_queue_messages_max`). The driver is a thin
 //! transport there: a message it cannot queue (the peer's queue is full or closed, or the peer
@@ -39,12 +43,13 @@ use crate::admin::{AdminCommand, AdminResult, MembershipView};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::snapshot::{self, SnapshotError, SnapshotFs, SnapshotInfo};
-use crate::storage::{self, StorageGauges, StorageSettings};
+use crate::storage::{StorageGauges, StorageSettings};
+use ringkv_core::storage::GroupCommit;
 use ringkv_core::{
-    ClientReply, ClientRequest, Message, Node, NodeEvent, NodeId, Output, PersistToken, RequestId,
-    Storage,
+    ClientReply, ClientRequest, Message, Node, NodeEvent, NodeId, Output, RequestId, Storage,
 };
 use ringkv_lsm::fs::FileSystem;
+use ringkv_lsm::maintenance::MaintenanceScheduler;
 use ringkv_lsm::LsmStorage;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -112,12 +117,12 @@ pub struct Driver<F: FileSystem> {
     metrics: Arc<Metrics>,
     waiting: HashMap<u64, oneshot::Sender<ClientReply>>,
     next_request: u64,
-    /// Highest persist token requested and not yet synced.
-    persist_requested: Option<PersistToken>,
+    /// Persist tokens requested and the sync that answers them.
+    group_commit: GroupCommit,
     shutting_down: Option<tokio::time::Instant>,
     shutdown_grace: Duration,
-    storage_settings: StorageSettings,
-    maintenance_ticks: u64,
+    /// When maintenance steps run and how big they are.
+    maintenance: MaintenanceScheduler,
     /// Flush count and last sequence number when a flush was last seen (for the key estimate).
     flushes_seen: u64,
     seq_at_flush: u64,
@@ -138,6 +143,10 @@ pub struct Driver<F: FileSystem> {
 
 impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
     /// A driver for `node`, fed by `inputs`, sending to `peers`.
+    ///
+    /// # Panics
+    /// If `storage_settings` were not validated (`[storage]` validation bounds the maintenance
+    /// settings the scheduler checks again).
     pub fn new(
         node: Node<LsmStorage<F>>,
         clock: Clock,
@@ -147,6 +156,12 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         request_timeout: Duration,
         storage_settings: StorageSettings,
     ) -> Driver<F> {
+        let maintenance = MaintenanceScheduler::new(
+            storage_settings.maintenance(),
+            clock.now().monotonic,
+            node.storage().maintenance_state(),
+        )
+        .expect("validated [storage] settings");
         Driver {
             node,
             clock,
@@ -155,11 +170,10 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             metrics,
             waiting: HashMap::new(),
             next_request: 1,
-            persist_requested: None,
+            group_commit: GroupCommit::new(),
             shutting_down: None,
             shutdown_grace: request_timeout + Duration::from_secs(1),
-            storage_settings,
-            maintenance_ticks: 0,
+            maintenance,
             flushes_seen: 0,
             seq_at_flush: 0,
             loopback: VecDeque::new(),
@@ -184,16 +198,14 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
     /// Runs until shutdown (or until every input sender is gone); returns the storage after a
     /// final sync and memtable flush.
     pub async fn run(mut self) -> LsmStorage<F> {
-        let mut maintenance = tokio::time::interval(Duration::from_millis(
-            self.storage_settings.maintenance_interval_ms,
-        ));
-        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.seq_at_flush = self.node.storage_mut().lsm_mut().last_seq();
         loop {
             let deadline = self.node.poll_timeout().map(|t| self.clock.to_tokio(t));
+            let maintenance_at = self.clock.to_tokio(self.maintenance.poll_timeout());
             tokio::select! {
                 biased;
-                _ = maintenance.tick() => self.maintain(),
+                // The step itself runs below, after the sync, like one due to writes.
+                () = tokio::time::sleep_until(maintenance_at) => {}
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle(input);
@@ -210,10 +222,10 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                 }
             }
             self.sync();
+            self.maintain();
             self.publish_gauges();
             if let Some(until) = self.shutting_down {
-                let idle =
-                    self.node.operations_in_flight() == 0 && self.persist_requested.is_none();
+                let idle = self.node.operations_in_flight() == 0 && self.group_commit.is_idle();
                 if idle || Clock::tokio_now() >= until {
                     break;
                 }
@@ -328,12 +340,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         for output in drained.drain(..) {
             match output {
                 Output::Send { to, message } => self.send(to, message),
-                Output::Persist { token } => {
-                    self.persist_requested = Some(match self.persist_requested {
-                        Some(t) => t.max(token),
-                        None => token,
-                    });
-                }
+                Output::Persist { token } => self.group_commit.handle_persist_request(token),
                 Output::Reply { request, reply } => {
                     if let Some(waiter) = self.waiting.remove(&request.0) {
                         // The client may have gone; its reply is then simply dropped.
@@ -400,7 +407,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
     /// Syncs once for every token requested so far (group commit), then tells the node. Repeats
     /// if answering the node staged more writes.
     fn sync(&mut self) {
-        while let Some(token) = self.persist_requested.take() {
+        while self.group_commit.poll_sync().is_some() {
             let started = Clock::stopwatch();
             let result = self.node.storage_mut().sync();
             let now = self.clock.now();
@@ -408,30 +415,35 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                 Ok(()) => {
                     self.metrics.storage_syncs.inc();
                     self.metrics.storage_sync_latency.record(started.elapsed());
-                    self.node.handle_persisted(now, token);
+                    if let Some(token) = self.group_commit.handle_sync_completed() {
+                        self.node.handle_persisted(now, token);
+                    }
                 }
                 Err(e) => {
                     // The engine poisoned itself (or already was): it refuses every later sync
-                    // without touching the disk, so the failed fsync is never retried.
+                    // without touching the disk, and the helper asks for none.
                     self.metrics.storage_sync_failures.inc();
                     let why = e.to_string();
                     tracing::error!(reason = %why, "fsync failed; the node's storage is poisoned");
-                    self.node.handle_persist_failed(now, token, why);
+                    if let Some(token) = self.group_commit.handle_sync_failed() {
+                        self.node.handle_persist_failed(now, token, why);
+                    }
                 }
             }
             self.drain();
         }
     }
 
-    /// One bounded maintenance step (compaction; value-log collection every few ticks).
+    /// One bounded maintenance step, if the scheduler says one is due (its tick, or writes that
+    /// owe one).
     fn maintain(&mut self) {
-        self.maintenance_ticks += 1;
-        let collect = self
-            .maintenance_ticks
-            .is_multiple_of(self.storage_settings.vlog_gc_interval_ticks);
-        let wall_ms = self.clock.now().wall.0 / 1000;
-        let budget = self.storage_settings.maintenance_budget_bytes;
-        if let Err(e) = storage::maintain(self.node.storage_mut(), wall_ms, budget, collect) {
+        let now = self.clock.now();
+        let state = self.node.storage().maintenance_state();
+        let Some(step) = self.maintenance.poll_step(now.monotonic, state) else {
+            return;
+        };
+        let wall_ms = now.wall.0 / 1000;
+        if let Err(e) = self.node.storage_mut().maintain(step, wall_ms) {
             // Compaction and collection poison the engine on a write-path failure; the next
             // write or sync then fails and the core reports it.
             tracing::error!(error = %e, "storage maintenance failed");
@@ -593,6 +605,62 @@ mod tests {
             assert_eq!(metrics.peer_requests_failed.get(), 2, "one per replica");
             assert_eq!(metrics.peer_messages_sent.get(), 0, "nothing was queued");
             drop(receivers);
+        });
+    }
+
+    /// The driver runs the one maintenance scheduler: a burst of writes, each its own batch, is
+    /// compacted by the steps the writes bring forward, so no write finds level 0 full (writes do
+    /// no maintenance themselves: without the driver's steps the same burst stalls).
+    #[test]
+    fn writes_bring_maintenance_steps_forward_so_no_write_stalls() {
+        let mut settings = FileConfig::dev().validate().expect("valid");
+        settings.storage.maintenance_budget_bytes = 4096;
+        let lsm = Lsm::open(SimFs::seeded(11), LsmConfig::tiny_for_tests()).expect("open");
+        let ring = crate::server::build_ring(&settings).expect("ring");
+        let node = Node::new(
+            NodeConfig {
+                id: settings.node_id,
+                cluster: settings.cluster.clone(),
+                rng_seed: 1,
+            },
+            ring,
+            LsmStorage::new(lsm),
+        )
+        .expect("node");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (inputs, inputs_rx) = mpsc::channel(16);
+            let driver = crate::spawn(
+                Driver::new(
+                    node,
+                    Clock::start(),
+                    inputs_rx,
+                    PeerQueues::new(),
+                    Arc::new(Metrics::default()),
+                    Duration::from_secs(1),
+                    settings.storage.clone(),
+                )
+                .run(),
+            );
+            for i in 0..2000 {
+                let body = ClientRequest::Put {
+                    key: Bytes::from(format!("key{i:05}")),
+                    value: Bytes::from(vec![b'v'; 40]),
+                    context: None,
+                    consistency: None,
+                };
+                let reply = call(&inputs, body).await;
+                assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
+            }
+            inputs.send(Input::Shutdown).await.expect("shutdown");
+            let mut storage = driver.await.expect("driver");
+            let stats = storage.lsm_mut().stats();
+            assert!(stats.flushes >= 10, "a burst worth compacting: {stats:?}");
+            assert!(stats.compactions > 0, "{stats:?}");
+            assert_eq!(stats.stalls, 0, "maintenance kept up: {stats:?}");
         });
     }
 

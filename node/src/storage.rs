@@ -1,6 +1,7 @@
 //! The node's storage: the LSM engine ([`ringkv_lsm::LsmStorage`]) over real files
 //! ([`ringkv_lsm::fs::StdFs`]) in `data_dir/lsm/`, plus the node-side pieces around it: opening
-//! with the `[storage]` configuration, bounded background maintenance, and the gauges the driver
+//! with the `[storage]` configuration, the settings of the maintenance scheduler the driver runs
+//! (`ringkv_lsm::maintenance`, the one the simulator runs too), and the gauges the driver
 //! publishes.
 //!
 //! Durability is the engine's (see `lsm/FORMAT.md`): a write is staged in the WAL buffer and the
@@ -14,7 +15,8 @@
 
 use ringkv_core::ClusterConfig;
 use ringkv_lsm::fs::{FileSystem, StdFs};
-use ringkv_lsm::{CompactionProgress, GcOutcome, LsmConfig, LsmError, LsmStorage};
+use ringkv_lsm::maintenance::MaintenanceSettings;
+use ringkv_lsm::{LsmConfig, LsmError, LsmStorage};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -233,6 +235,18 @@ pub struct StorageSettings {
     pub vlog_gc_interval_ticks: u64,
 }
 
+impl StorageSettings {
+    /// The maintenance scheduler's settings (`[storage]` `maintenance_interval_ms`,
+    /// `maintenance_budget_bytes`, `vlog_gc_interval_ticks`).
+    pub fn maintenance(&self) -> MaintenanceSettings {
+        MaintenanceSettings {
+            interval_ms: self.maintenance_interval_ms,
+            budget_bytes: self.maintenance_budget_bytes,
+            vlog_gc_interval_ticks: self.vlog_gc_interval_ticks,
+        }
+    }
+}
+
 /// Where the engine's files live inside `data_dir`.
 pub fn lsm_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(LSM_DIR_NAME)
@@ -273,45 +287,6 @@ pub fn open(
         );
     }
     Ok(LsmStorage::new(lsm))
-}
-
-/// What one maintenance tick did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Maintenance {
-    /// A compaction step merged entries or installed a result.
-    pub compacted: bool,
-    /// A value-log segment was collected.
-    pub collected: bool,
-}
-
-/// One bounded maintenance step, run by the driver between inputs: a compaction step of at most
-/// `budget_bytes` merged entries and, when `collect` is set and no compaction is pending, one
-/// value-log collection attempt (bounded by `vlog_segment_bytes_max`). `wall_ms` ages the engine's
-/// own tombstones. A poisoned engine does nothing (it is read-only until restarted).
-///
-/// The engine's adapter also runs a little compaction after each write, proportional to what was
-/// written; this tick finishes the debt once writes stop and collects garbage in idle periods.
-pub fn maintain<F: FileSystem>(
-    storage: &mut LsmStorage<F>,
-    wall_ms: u64,
-    budget_bytes: u64,
-    collect: bool,
-) -> Result<Maintenance, LsmError> {
-    storage.set_now_ms(wall_ms);
-    let lsm = storage.lsm_mut();
-    if lsm.poisoned().is_some() {
-        return Ok(Maintenance::default());
-    }
-    let mut done = Maintenance::default();
-    match lsm.compact_step(wall_ms, budget_bytes)? {
-        CompactionProgress::Idle => {
-            if collect {
-                done.collected = matches!(lsm.gc_value_log_step()?, GcOutcome::Collected { .. });
-            }
-        }
-        _ => done.compacted = true,
-    }
-    Ok(done)
 }
 
 /// The engine's numbers as the driver publishes them.
@@ -373,7 +348,14 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use ringkv_core::version::{LwwRecord, LwwVersion};
-    use ringkv_core::{NodeId, Record, Storage, StorageError};
+    use ringkv_core::{Instant, NodeId, Record, Storage, StorageError};
+    use ringkv_lsm::maintenance::{MaintenanceOutcome, MaintenanceScheduler, MaintenanceStep};
+
+    /// A step that may merge 1 MiB and collect the value log.
+    const STEP_FULL: MaintenanceStep = MaintenanceStep {
+        compaction_budget_bytes: 1 << 20,
+        collect_value_log: true,
+    };
 
     fn record(ts: u64, value: &[u8]) -> Record {
         Record::Lww(LwwRecord {
@@ -627,14 +609,29 @@ mod tests {
         assert!(!lsm_dir(dir.path()).exists(), "nothing created next to it");
     }
 
+    /// The node's settings through the one scheduler on a simulated clock: writes bring steps
+    /// forward, ticks finish the debt and collect the value log, and nothing is lost.
     #[test]
     fn maintenance_compacts_and_collects_and_nothing_is_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = small_settings();
+        let mut settings = small_settings();
+        settings.maintenance_budget_bytes = 4096;
+        settings.vlog_gc_interval_ticks = 2;
+        let interval = std::time::Duration::from_millis(settings.maintenance_interval_ms);
         let mut storage = open(dir.path(), &settings, &meaning()).expect("open");
+        let mut scheduler = MaintenanceScheduler::new(
+            settings.maintenance(),
+            Instant::ZERO,
+            storage.maintenance_state(),
+        )
+        .expect("valid settings");
+        let mut now = Instant::ZERO;
+        let mut poll = |storage: &mut NodeStorage, now: Instant| {
+            let step = scheduler.poll_step(now, storage.maintenance_state())?;
+            Some(storage.maintain(step, 0).expect("maintain"))
+        };
         let value =
             |round: u64, i: u64| vec![u8::try_from((round * 31 + i) % 251).unwrap_or(0); 300];
-        let mut ticks = 0u64;
         for round in 0..6 {
             for i in 0..60 {
                 storage
@@ -642,14 +639,19 @@ mod tests {
                     .expect("put");
             }
             storage.sync().expect("sync");
-            ticks += 1;
-            maintain(&mut storage, 0, 4096, ticks.is_multiple_of(2)).expect("maintain");
+            assert!(
+                poll(&mut storage, now).is_some(),
+                "round {round}: its writes owe a step before the next tick"
+            );
+            now = now.saturating_add(interval);
+            assert!(poll(&mut storage, now).is_some(), "a tick is due");
         }
-        // Drive maintenance until it has nothing left to do, as the driver's timer would.
+        // Tick until maintenance has nothing left to do, as the driver's timer would.
         let mut idle_ticks = 0;
         for tick in 0..10_000 {
-            let done = maintain(&mut storage, 0, 4096, true).expect("maintain");
-            if done == Maintenance::default() {
+            now = now.saturating_add(interval);
+            let done = poll(&mut storage, now).expect("a tick is due");
+            if done == MaintenanceOutcome::default() {
                 idle_ticks += 1;
                 if idle_ticks == 3 {
                     break;
@@ -711,7 +713,7 @@ mod tests {
         );
         assert_eq!(storage.get(b"a"), Ok(Some(record(1, b"one"))));
         assert!(storage.lsm_mut().poisoned().is_none());
-        if let Err(e) = maintain(&mut storage, 0, 1 << 20, true) {
+        if let Err(e) = storage.maintain(STEP_FULL, 0) {
             assert!(e.is_no_space(), "{e}");
         }
         assert!(
@@ -738,8 +740,8 @@ mod tests {
         assert!(matches!(storage.sync(), Err(StorageError::Poisoned(_))));
         assert!(storage.put(key("b"), record(2, b"x")).is_err());
         assert_eq!(
-            maintain(&mut storage, 0, 1 << 20, true),
-            Ok(Maintenance::default())
+            storage.maintain(STEP_FULL, 0),
+            Ok(MaintenanceOutcome::default())
         );
         assert_eq!(
             storage.lsm_mut().fs_mut().stats().fsyncs,

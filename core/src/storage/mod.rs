@@ -2,9 +2,13 @@
 //! durable only when the driver calls [`Storage::sync`] in answer to `Output::Persist`, and the node
 //! acknowledges writes only after `handle_persisted`. The in-memory engine here models exactly
 //! that; the LSM engine (its own issue) implements the same trait over a file-system trait.
+//! [`GroupCommit`] is the one group-commit policy both drivers run between `Output::Persist` and
+//! their fsync.
 
+mod group_commit;
 mod memory;
 
+pub use group_commit::GroupCommit;
 pub use memory::MemStorage;
 
 use crate::version::Record;

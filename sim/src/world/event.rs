@@ -92,6 +92,13 @@ pub enum Event {
     /// An operator tries again a change that found no running member to issue it on (every
     /// other member crashed or paused).
     AdminRetry(super::membership::AdminChange),
+    /// A node's maintenance tick is due (LSM nodes only: compaction, value-log collection).
+    Maintenance {
+        /// The node.
+        node: u32,
+        /// The incarnation whose scheduler asked.
+        incarnation: u32,
+    },
 }
 
 impl Event {
@@ -101,7 +108,8 @@ impl Event {
             Event::Deliver { to, .. } => Some(*to),
             Event::ClientArrive { node, .. }
             | Event::Timer { node, .. }
-            | Event::DiskSynced { node, .. } => Some(*node),
+            | Event::DiskSynced { node, .. }
+            | Event::Maintenance { node, .. } => Some(*node),
             _ => None,
         }
     }
@@ -212,6 +220,7 @@ impl Event {
             Event::ClientSend { client } => format!("c{client} ready"),
             Event::Timer { node, .. } => format!("n{node} timer"),
             Event::DiskSynced { node, token, .. } => format!("n{node} fsync done (token {token})"),
+            Event::Maintenance { node, .. } => format!("n{node} maintenance tick"),
             Event::Fault(action) => format!("FAULT {action}"),
             Event::AdminRemove { node } => format!("ADMIN remove n{node} (retry)"),
             Event::AdminRetry(change) => {

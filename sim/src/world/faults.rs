@@ -101,8 +101,9 @@ impl World {
         slot.paused_until = None;
         slot.timer_at = None;
         slot.poisoned = false;
-        slot.sync_in_flight = false;
-        slot.sync_wanted = None;
+        slot.group_commit = ringkv_core::storage::GroupCommit::new();
+        slot.maintenance = None;
+        slot.maintenance_at = None;
     }
 
     /// A replaced machine: the process dies, the disk (synced data included) is swapped for an

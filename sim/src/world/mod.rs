@@ -9,6 +9,7 @@ mod final_reads;
 mod membership;
 mod nemesis;
 mod network;
+mod persist;
 pub mod storage;
 
 pub use clocks::NodeClock;
@@ -28,10 +29,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::hash::hash_pair;
 use ringkv_core::node::SendFailureClass;
+use ringkv_core::storage::GroupCommit;
 use ringkv_core::{
     CausalContext, ClientReply, ClusterConfig, Instant, Message, Node, NodeConfig, NodeEvent,
-    NodeId, NodeLocation, Now, Output, PersistToken, RequestError, RequestId, Ring,
+    NodeId, NodeLocation, Now, Output, RequestError, RequestId, Ring,
 };
+use ringkv_lsm::maintenance::MaintenanceScheduler;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use storage::SimStorage;
 
@@ -66,9 +69,12 @@ struct NodeSlot {
     clock: NodeClock,
     timer_at: Option<u64>,
     poisoned: bool,
-    /// The disk runs one fsync at a time; persist requests meanwhile wait (group commit).
-    sync_in_flight: bool,
-    sync_wanted: Option<PersistToken>,
+    /// Persist requests and the one fsync the disk runs at a time (reset by a crash).
+    group_commit: GroupCommit,
+    /// This incarnation's maintenance scheduler (LSM nodes; started by its first drain).
+    maintenance: Option<MaintenanceScheduler>,
+    /// When the pending `Maintenance` event of this incarnation fires, if one is scheduled.
+    maintenance_at: Option<u64>,
     /// Hints this incarnation had expired when the trace last looked (the core reports expiry
     /// only as a counter, so `--trace` shows its increments).
     hints_expired_traced: u64,
@@ -113,6 +119,8 @@ pub struct RunCounters {
     pub messages: u64,
     /// Syncs completed.
     pub syncs: u64,
+    /// Maintenance steps run (LSM nodes: compaction, value-log collection).
+    pub maintenance_steps: u64,
     /// Faults applied (scheduled and nemesis).
     pub faults: u64,
     /// Node events by kind.
@@ -284,8 +292,9 @@ impl World {
                 clock,
                 timer_at: None,
                 poisoned: false,
-                sync_in_flight: false,
-                sync_wanted: None,
+                group_commit: GroupCommit::new(),
+                maintenance: None,
+                maintenance_at: None,
                 hints_expired_traced: 0,
                 hints_aged_traced: 0,
                 wipes: 0,
@@ -635,6 +644,7 @@ impl World {
                 token,
                 point,
             } => self.on_disk_synced(node, incarnation, token, point),
+            Event::Maintenance { node, incarnation } => self.on_maintenance(node, incarnation),
             Event::Fault(action) => self.apply_fault(action),
             Event::PhaseChange => self.start_liveness(),
             Event::End => return self.start_final_reads(),
@@ -668,6 +678,7 @@ impl World {
         if self.trace.is_some() {
             self.trace_hint_expiry(node);
         }
+        self.maintain(node);
         let next = self.node_mut(node).and_then(|n| n.poll_timeout());
         if let Some(at) = next {
             let at = at.as_nanos().max(self.now);
@@ -759,13 +770,7 @@ impl World {
                         }
                     }
                 }
-                Output::Persist { token } => {
-                    if self.nodes[node].sync_in_flight {
-                        self.nodes[node].sync_wanted = Some(token);
-                    } else {
-                        self.start_sync(node, token);
-                    }
-                }
+                Output::Persist { token } => self.persist_requested(node, token),
                 Output::Reply { request, reply } => {
                     if let ClientReply::Rejected(error) = &reply {
                         *self
@@ -830,73 +835,6 @@ impl World {
                     aged - seen
                 )
             });
-        }
-    }
-
-    /// Starts an fsync covering every write staged so far; it completes after the disk latency.
-    fn start_sync(&mut self, node: usize, token: PersistToken) {
-        let Some(point) = self.node_mut(node).map(|n| n.storage().staged_seq()) else {
-            return;
-        };
-        let delay = self.disk_rng.gen_range(self.fsync_ns.0..=self.fsync_ns.1);
-        let slot = &mut self.nodes[node];
-        slot.sync_in_flight = true;
-        let incarnation = slot.incarnation;
-        let node = u32::try_from(node).unwrap_or(u32::MAX);
-        let event = Event::DiskSynced {
-            node,
-            incarnation,
-            token: token.0,
-            point,
-        };
-        self.schedule(self.now + delay, event);
-    }
-
-    fn on_disk_synced(&mut self, node: u32, incarnation: u32, token: u64, point: u64) {
-        let index = node as usize;
-        if self.nodes[index].incarnation != incarnation {
-            return; // the node crashed since: its unsynced writes are already gone
-        }
-        self.nodes[index].sync_in_flight = false;
-        let wanted = self.nodes[index].sync_wanted.take();
-        // Disk faults belong to the fault phase: in the liveness phase the disks are healed too,
-        // or final reads fail and durability reports losses that did not happen.
-        let fail = self.phase == Phase::Faults
-            && self.fsync_failure > 0.0
-            && self.disk_rng.gen_bool(self.fsync_failure);
-        if fail {
-            self.note(|| format!("n{node} fsync fails (injected; token {token})"));
-        }
-        let now = self.now_for(index);
-        self.counters.syncs += 1;
-        let mut self_last_durable_change = None;
-        let now_ns = self.now;
-        let Some(n) = self.node_mut(index) else {
-            return;
-        };
-        if fail {
-            n.storage_mut().inject_sync_failure();
-        }
-        let pending_before = n.storage().staged_len();
-        let result = n.storage_mut().sync_through(point);
-        if n.storage().staged_len() < pending_before {
-            self_last_durable_change = Some(now_ns);
-        }
-        match &result {
-            Ok(()) => n.handle_persisted(now, PersistToken(token)),
-            Err(e) => n.handle_persist_failed(now, PersistToken(token), e.to_string()),
-        }
-        if result.is_err() {
-            self.nodes[index].poisoned = true;
-        }
-        if let Some(at) = self_last_durable_change {
-            self.last_durable_change_ns = at;
-        }
-        self.drain(index);
-        if let Some(token) = wanted {
-            if !self.nodes[index].sync_in_flight && !self.nodes[index].poisoned {
-                self.start_sync(index, token);
-            }
         }
     }
 }

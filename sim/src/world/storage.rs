@@ -1,11 +1,18 @@
 //! The storage engine a simulated node runs on: the in-memory engine (fast, for large sweeps) or
 //! the real LSM engine on the simulated disk (`[disk] engine = "lsm"`), crashed by dropping what
 //! the disk had not synced and recovered by reopening the engine, exactly as a real restart.
+//!
+//! The LSM engine does no maintenance of its own: the world runs the node's maintenance
+//! scheduler on simulated time (`persist.rs`) with [`sim_maintenance_settings`], and the steps
+//! it asks for run here ([`SimStorage::maintain`]).
 
 use bytes::Bytes;
 use ringkv_core::{MemStorage, Record, Storage, StorageError};
 use ringkv_lsm::fs::{CrashMode, SimFs, SimFsOptions};
-use ringkv_lsm::{Lsm, LsmConfig, LsmStorage};
+use ringkv_lsm::maintenance::{
+    MaintenanceOutcome, MaintenanceSettings, MaintenanceState, MaintenanceStep,
+};
+use ringkv_lsm::{Lsm, LsmConfig, LsmError, LsmStorage};
 use std::collections::BTreeMap;
 
 /// A node's storage in the simulator.
@@ -28,6 +35,19 @@ pub struct LsmNodeStorage {
 /// collection happen within a run.
 fn sim_lsm_config() -> LsmConfig {
     LsmConfig::tiny_for_tests()
+}
+
+/// Maintenance settings for simulated nodes: the node's default cadence (a tick every 100 ms,
+/// collection every 10 ticks) with a budget scaled to [`sim_lsm_config`]'s tiny tables (a few
+/// tables per step, where the node's 4 MiB would merge a whole simulated tree at once), so that
+/// steps stay bounded, write-driven steps come every 4 KiB written, and compaction debt, stalls
+/// and collection all happen within a run.
+pub fn sim_maintenance_settings() -> MaintenanceSettings {
+    MaintenanceSettings {
+        interval_ms: 100,
+        budget_bytes: 16 << 10,
+        vlog_gc_interval_ticks: 10,
+    }
 }
 
 impl SimStorage {
@@ -104,6 +124,36 @@ impl SimStorage {
                 l.unsynced = 0;
                 Ok(())
             }
+        }
+    }
+
+    /// What the maintenance scheduler reads of the engine; `None` for the in-memory engine,
+    /// which needs no maintenance.
+    pub fn maintenance_state(&self) -> Option<MaintenanceState> {
+        match self {
+            SimStorage::Memory(_) => None,
+            SimStorage::Lsm(l) => Some(l.engine.maintenance_state()),
+        }
+    }
+
+    /// The LSM engine's counters (flushes, compactions, collections, stalls); `None` for the
+    /// in-memory engine.
+    pub fn lsm_stats(&self) -> Option<ringkv_lsm::LsmStats> {
+        match self {
+            SimStorage::Memory(_) => None,
+            SimStorage::Lsm(l) => Some(l.engine.lsm().stats()),
+        }
+    }
+
+    /// Runs one maintenance step the scheduler asked for (`wall_ms`: the node's wall clock).
+    pub fn maintain(
+        &mut self,
+        step: MaintenanceStep,
+        wall_ms: u64,
+    ) -> Result<MaintenanceOutcome, LsmError> {
+        match self {
+            SimStorage::Memory(_) => Ok(MaintenanceOutcome::default()),
+            SimStorage::Lsm(l) => l.engine.maintain(step, wall_ms),
         }
     }
 
