@@ -487,8 +487,12 @@ mod tests {
         }
         storage.sync().expect("sync");
         for _ in 0..10_000 {
-            if crate::storage::maintain(storage, 0, 1 << 20, true).expect("maintain")
-                == crate::storage::Maintenance::default()
+            let step = ringkv_lsm::maintenance::MaintenanceStep {
+                compaction_budget_bytes: 1 << 20,
+                collect_value_log: true,
+            };
+            if storage.maintain(step, 0).expect("maintain")
+                == ringkv_lsm::maintenance::MaintenanceOutcome::default()
             {
                 break;
             }
