@@ -12,7 +12,7 @@ mod parallel;
 
 use clap::Parser;
 use sim::disk::{is_storage_scenario, StorageScenario};
-use sim::report::RunReport;
+use sim::report::{PanicLine, SeedLine, SweepTotals};
 use sim::run::SeedRun;
 use sim::swarm::{is_swarm_scenario, run_swarm_seed, SwarmFile};
 use sim::{run_seed, RunOptions, Scenario};
@@ -180,23 +180,6 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-/// The command that replays `seed` of the scenario at `path`.
-fn replay_command(path: &str, seed: u64) -> String {
-    format!("cargo run --release -p sim -- {path} --seed {seed}")
-}
-
-/// The JSON line of a seed that panicked: not as expected, with the panic and the replay
-/// command, in the shape the other seeds' lines have where they overlap.
-fn panic_json(path: &str, seed: u64, panic: &str) -> String {
-    use sim::report::json_string;
-    format!(
-        "{{\"scenario\": {}, \"seed\": {seed}, \"ok\": false, \"as_expected\": false, \"panic\": {}, \"replay\": {}}}",
-        json_string(path),
-        json_string(panic),
-        json_string(&replay_command(path, seed))
-    )
-}
-
 fn main() -> ExitCode {
     install_panic_hook();
     let cli = Cli::parse();
@@ -281,107 +264,82 @@ fn main() -> ExitCode {
             json: args.json,
             check_determinism: args.check_determinism,
         };
-        return parallel::run(&sweep, wall_clock);
+        return match parallel::run(&sweep, wall_clock) {
+            Ok((totals, wall_s)) => {
+                let code = finish_sweep(&totals, false, args.json, wall_s);
+                let total = args.seeds.end - args.seeds.start;
+                if totals.seeds != total {
+                    eprintln!("only {} of {total} seeds reported", totals.seeds);
+                    return ExitCode::from(2);
+                }
+                code
+            }
+            Err(code) => code,
+        };
     }
-    let mut unexpected: Vec<RunReport> = Vec::new();
-    let mut panicked: Vec<(u64, String)> = Vec::new();
-    let (mut runs, mut events, mut sim_ms) = (0u64, 0u64, 0u64);
+    let mut totals = SweepTotals::default();
     let sweep_start = wall_clock();
     for seed in args.seeds.clone() {
         let start = wall_clock();
-        let mut run = match guarded(|| runner(seed)) {
-            Ok(Ok(r)) => r,
+        let line = match guarded(|| runner(seed)) {
+            Ok(Ok(mut run)) => {
+                run.report.wall_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                for line in &run.trace {
+                    println!("{line}");
+                }
+                if let (Some(path), Some(html)) = (&args.report, &run.html) {
+                    let path = if single {
+                        path.clone()
+                    } else {
+                        format!("{path}.seed{seed}.html")
+                    };
+                    match std::fs::write(&path, html) {
+                        Ok(()) => eprintln!("violation report written to {path}"),
+                        Err(e) => eprintln!("cannot write {path}: {e}"),
+                    }
+                }
+                if single && !args.json {
+                    print!("{}", run.report.render(true));
+                    if let Some(timeline) = &run.timeline {
+                        println!("smallest failing window:\n{timeline}");
+                    }
+                }
+                SeedLine::Report(Box::new(run.report.line()))
+            }
             Ok(Err(e)) => {
                 eprintln!("{}: {e}", args.scenario);
                 return ExitCode::from(2);
             }
-            Err(panic) => {
-                runs += 1;
-                if args.json {
-                    println!("{}", panic_json(&args.scenario, seed, &panic));
-                } else {
-                    println!("seed {seed:>6}  PANIC      {panic}  << UNEXPECTED");
-                }
-                panicked.push((seed, panic));
-                continue;
-            }
+            Err(panic) => SeedLine::Panic(PanicLine::new(&args.scenario, seed, &panic)),
         };
-        run.report.wall_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        for line in &run.trace {
-            println!("{line}");
-        }
-        if let (Some(path), Some(html)) = (&args.report, &run.html) {
-            let path = if single {
-                path.clone()
-            } else {
-                format!("{path}.seed{seed}.html")
-            };
-            match std::fs::write(&path, html) {
-                Ok(()) => eprintln!("violation report written to {path}"),
-                Err(e) => eprintln!("cannot write {path}: {e}"),
-            }
-        }
-        let report = run.report;
-        runs += 1;
-        events += report.events;
-        sim_ms += report.sim_ms;
         if args.json {
-            println!("{}", report.to_json());
-        } else if single {
-            print!("{}", report.render(true));
-            if let Some(timeline) = &run.timeline {
-                println!("smallest failing window:\n{timeline}");
-            }
-        } else {
-            println!(
-                "seed {:>6}  {}  ok {:>6} failed {:>5} indet {:>5}  avail {:>6.2}%  fp {}{}",
-                report.seed,
-                if report.ok() {
-                    "pass     "
-                } else {
-                    "violation"
-                },
-                report.ops.ok,
-                report.ops.failed,
-                report.ops.indeterminate,
-                report.availability * 100.0,
-                report.fingerprint,
-                if report.as_expected() {
-                    ""
-                } else {
-                    "  << UNEXPECTED"
-                }
-            );
+            println!("{}", line.to_json());
+        } else if !single || matches!(line, SeedLine::Panic(_)) {
+            println!("{}", line.human());
         }
-        if !report.as_expected() {
-            unexpected.push(report);
-        }
+        totals.add(&line);
     }
-    if !single && !args.json {
-        let wall = sweep_start.elapsed().as_secs_f64().max(1e-9);
-        println!(
-            "{runs} seeds, {} as expected; {events} events in {wall:.1} s ({:.0} events/s, {:.0}x real time)",
-            runs - unexpected.len() as u64 - panicked.len() as u64,
-            events as f64 / wall,
-            sim_ms as f64 / 1000.0 / wall
-        );
+    finish_sweep(
+        &totals,
+        single,
+        args.json,
+        sweep_start.elapsed().as_secs_f64(),
+    )
+}
+
+/// Prints what follows a sweep's per-seed lines (the summary line for a human range listing;
+/// why each unexpected seed was and how to replay it, on stderr) and gives the exit code. One
+/// process and a `--jobs` parent both end here, so they say the same.
+fn finish_sweep(totals: &SweepTotals, single: bool, json: bool, wall_s: f64) -> ExitCode {
+    if !single && !json {
+        println!("{}", totals.summary(wall_s));
     }
-    for (seed, panic) in &panicked {
-        eprintln!(
-            "seed {seed} panicked: {panic}; replay: {}",
-            replay_command(&args.scenario, *seed)
-        );
+    for why in &totals.unexpected {
+        eprintln!("{why}");
     }
-    if unexpected.is_empty() && panicked.is_empty() {
+    if totals.unexpected.is_empty() {
         ExitCode::SUCCESS
     } else {
-        for report in &unexpected {
-            eprintln!(
-                "seed {} did not match expect; replay: {}",
-                report.seed,
-                report.replay_command()
-            );
-        }
         ExitCode::from(1)
     }
 }
@@ -422,7 +380,8 @@ mod tests {
 
     #[test]
     fn a_panicking_seed_has_a_json_line_with_its_replay() {
-        let line = panic_json("scenarios/x.toml", 7, "boom \"here\"");
+        let line =
+            SeedLine::Panic(PanicLine::new("scenarios/x.toml", 7, "boom \"here\"")).to_json();
         assert!(line.contains("\"seed\": 7"), "{line}");
         assert!(line.contains("\"as_expected\": false"), "{line}");
         assert!(line.contains("boom \\\"here\\\""), "{line}");
