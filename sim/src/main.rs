@@ -278,25 +278,34 @@ fn main() -> ExitCode {
         };
     }
     let mut totals = SweepTotals::default();
+    // A range shows progress on a terminal; one seed prints its summary at once.
+    let bar = if single {
+        indicatif::ProgressBar::hidden()
+    } else {
+        parallel::sweep_bar(args.seeds.end - args.seeds.start)
+    };
     let sweep_start = wall_clock();
     for seed in args.seeds.clone() {
         let start = wall_clock();
         let line = match guarded(|| runner(seed)) {
             Ok(Ok(mut run)) => {
                 run.report.wall_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                for line in &run.trace {
-                    println!("{line}");
-                }
+                bar.suspend(|| {
+                    for line in &run.trace {
+                        println!("{line}");
+                    }
+                });
                 if let (Some(path), Some(html)) = (&args.report, &run.html) {
                     let path = if single {
                         path.clone()
                     } else {
                         format!("{path}.seed{seed}.html")
                     };
-                    match std::fs::write(&path, html) {
+                    let written = std::fs::write(&path, html);
+                    bar.suspend(|| match written {
                         Ok(()) => eprintln!("violation report written to {path}"),
                         Err(e) => eprintln!("cannot write {path}: {e}"),
-                    }
+                    });
                 }
                 if single && !args.json {
                     print!("{}", run.report.render(true));
@@ -312,13 +321,17 @@ fn main() -> ExitCode {
             }
             Err(panic) => SeedLine::Panic(PanicLine::new(&args.scenario, seed, &panic)),
         };
-        if args.json {
-            println!("{}", line.to_json());
-        } else if !single || matches!(line, SeedLine::Panic(_)) {
-            println!("{}", line.human());
-        }
+        bar.suspend(|| {
+            if args.json {
+                println!("{}", line.to_json());
+            } else if !single || matches!(line, SeedLine::Panic(_)) {
+                println!("{}", line.human());
+            }
+        });
         totals.add(&line);
+        parallel::show_progress(&bar, totals.seeds, totals.unexpected.len() as u64);
     }
+    bar.finish_and_clear();
     finish_sweep(
         &totals,
         single,

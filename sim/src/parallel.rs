@@ -4,9 +4,9 @@
 //! with serde_json into the [`SeedLine`]s a single process makes, and reports them in seed order
 //! through the same code, so `--jobs N` prints what `--jobs 1` prints.
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sim::report::{PanicLine, SeedLine, SweepTotals};
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -33,8 +33,30 @@ fn parse_lines(text: &str) -> Vec<SeedLine> {
         .collect()
 }
 
-fn lines_in(path: &PathBuf) -> usize {
-    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+/// The progress bar of a seed sweep of `total` seeds, drawn on stderr only when stderr is a
+/// terminal (indicatif hides it otherwise), so logs and tests see nothing of it.
+pub fn sweep_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "[{bar:40}] {pos}/{len} seeds, {msg}{elapsed} elapsed, eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("#>."));
+    }
+    bar.set_message("0 not as expected, ");
+    bar
+}
+
+/// Shows on `bar` how many seeds have reported and how many of them were not as expected.
+pub fn show_progress(bar: &ProgressBar, done: u64, unexpected: u64) {
+    bar.set_message(format!("{unexpected} not as expected, "));
+    bar.set_position(done);
+}
+
+/// Seeds a running child has reported so far, and how many of them were not as expected.
+fn progress_of(path: &PathBuf) -> (u64, u64) {
+    let lines = parse_lines(&std::fs::read_to_string(path).unwrap_or_default());
+    let unexpected = lines.iter().filter(|l| !l.as_expected()).count();
+    (lines.len() as u64, unexpected as u64)
 }
 
 /// One child process and the seeds it was given.
@@ -111,10 +133,9 @@ pub fn run(
             }
         }
     }
-    let terminal = std::io::stderr().is_terminal();
+    let bar = sweep_bar(total);
     // Lines by seed, so the report comes out in seed order whatever order children finish in.
     let mut lines: BTreeMap<u64, SeedLine> = BTreeMap::new();
-    let mut finished_lines = 0usize;
     while !running.is_empty() {
         let mut still = Vec::new();
         for mut part in running {
@@ -124,7 +145,6 @@ pub fn run(
                     let text = std::fs::read_to_string(&part.out).unwrap_or_default();
                     let parsed = parse_lines(&text);
                     let seen: Vec<u64> = parsed.iter().map(SeedLine::seed).collect();
-                    finished_lines += parsed.len();
                     for line in parsed {
                         lines.insert(line.seed(), line);
                     }
@@ -134,7 +154,6 @@ pub fn run(
                             _ => "the child running it could not be waited for".to_string(),
                         };
                         lines.insert(seed, died_line(sweep.scenario, seed, &how));
-                        finished_lines += 1;
                         if !rest.is_empty() {
                             match spawn(rest) {
                                 Ok(part) => still.push(part),
@@ -146,16 +165,17 @@ pub fn run(
             }
         }
         running = still;
-        if terminal {
-            let done = finished_lines + running.iter().map(|p| lines_in(&p.out)).sum::<usize>();
-            let width = 40usize;
-            let filled = (done * width) / usize::try_from(total).unwrap_or(1).max(1);
-            eprint!(
-                "\r[{}{}] {done}/{total} seeds",
-                "#".repeat(filled.min(width)),
-                ".".repeat(width - filled.min(width))
+        if !bar.is_hidden() {
+            let (mut done, mut unexpected) = (
+                lines.len() as u64,
+                lines.values().filter(|l| !l.as_expected()).count() as u64,
             );
-            let _ = std::io::stderr().flush();
+            for part in &running {
+                let (d, u) = progress_of(&part.out);
+                done += d;
+                unexpected += u;
+            }
+            show_progress(&bar, done, unexpected);
         }
         if running.is_empty() {
             break;
@@ -163,9 +183,7 @@ pub fn run(
         // Polling the children's progress for display only; results are read after they exit.
         std::thread::sleep(Duration::from_millis(200));
     }
-    if terminal {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     let _ = std::fs::remove_dir_all(&dir);
     let mut totals = SweepTotals::default();
     for line in lines.values() {
