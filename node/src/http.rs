@@ -16,12 +16,13 @@
 //! wrong one. `GET`s only read.
 
 use crate::admin::{
-    json_string, refusal_reason, repair_json, ring_json, version_json, AddressBook, AdminCommand,
-    MembershipView, RepairSchedule,
+    refusal_reason, repair_json, ring_json, to_json, AddressBook, AdminCommand, MembershipView,
+    RepairSchedule, VersionDocument,
 };
 use crate::driver::Input;
 use crate::metrics::Metrics;
 use ringkv_core::NodeId;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -146,11 +147,12 @@ impl AdminState {
         match answer.await {
             Ok(Ok(version)) => (
                 "200 OK",
-                format!(
-                    "{{\"ok\":true,\"command\":\"{name}\",\"node\":{},\"ring_version\":{}}}\n",
-                    node.0,
-                    version_json(version)
-                ),
+                to_json(&CommandDone {
+                    ok: true,
+                    command: name,
+                    node: node.0,
+                    ring_version: version.into(),
+                }) + "\n",
             ),
             Ok(Err(error)) => failure("409 Conflict", name, Some(node), &refusal_reason(&error)),
             Err(_) => failure(
@@ -169,14 +171,45 @@ fn failure(
     node: Option<NodeId>,
     reason: &str,
 ) -> (&'static str, String) {
-    let node = node.map_or("null".to_string(), |n| n.0.to_string());
-    (
-        status,
-        format!(
-            "{{\"ok\":false,\"command\":\"{command}\",\"node\":{node},\"error\":{}}}\n",
-            json_string(reason)
-        ),
-    )
+    let body = CommandFailed {
+        ok: false,
+        command,
+        node: node.map(|n| n.0),
+        error: reason,
+    };
+    (status, to_json(&body) + "\n")
+}
+
+/// The answer to a membership command carried out.
+#[derive(Serialize)]
+struct CommandDone<'a> {
+    ok: bool,
+    command: &'a str,
+    node: u32,
+    ring_version: VersionDocument,
+}
+
+/// The answer to a membership command refused (`node` is null when none was given).
+#[derive(Serialize)]
+struct CommandFailed<'a> {
+    ok: bool,
+    command: &'a str,
+    node: Option<u32>,
+    error: &'a str,
+}
+
+/// The answer to a request refused before it was looked at (authorization).
+#[derive(Serialize)]
+struct Refused<'a> {
+    ok: bool,
+    error: &'a str,
+}
+
+/// `GET /health`.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    node: u32,
 }
 
 /// Serves admin requests until `shutdown` flips.
@@ -244,13 +277,19 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 Some(_) => ("403 Forbidden", "wrong admin token"),
             };
             tracing::warn!(%path, status, "admin request refused");
-            let body = format!("{{\"ok\":false,\"error\":{}}}\n", json_string(why));
+            let body = to_json(&Refused {
+                ok: false,
+                error: why,
+            }) + "\n";
             return respond(&mut stream, status, JSON, &body).await;
         }
     }
     match (method, path) {
         ("GET", "/health") => {
-            let body = format!("{{\"status\":\"ok\",\"node\":{}}}\n", state.node_id.0);
+            let body = to_json(&Health {
+                status: "ok",
+                node: state.node_id.0,
+            }) + "\n";
             respond(&mut stream, "200 OK", JSON, &body).await
         }
         ("GET", "/metrics") => {
