@@ -2,7 +2,7 @@
 //! per connection, bounded headers, no request bodies (commands take their argument from the
 //! query string).
 //!
-//! * `GET /health`, `GET /metrics` (Prometheus text), `GET /ring` (JSON, [`crate::admin::ring_json`]).
+//! * `GET /health`, `GET /metrics` (OpenMetrics text), `GET /ring` (JSON, [`crate::admin::ring_json`]).
 //! * `POST /admin/join?node=ID`, `POST /admin/leave?node=ID`, `POST /admin/remove?node=ID`:
 //!   a membership change made on this node and spread by gossip. `200` with the new ring version;
 //!   `409` with the reason when the membership refuses it (a remove of a node not judged down,
@@ -294,7 +294,13 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
         }
         ("GET", "/metrics") => {
             let body = state.metrics.render(&state.node_id.0.to_string());
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+            respond(
+                &mut stream,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+            )
+            .await
         }
         ("GET", "/ring") => respond(&mut stream, "200 OK", JSON, &state.ring_json()).await,
         ("GET", "/admin/repair") => {
