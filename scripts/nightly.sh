@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Nightly swarm sweep: runs many seeds of scenarios/swarm.toml (each seed draws its own cluster and
-# fault mix), shows a progress bar, and prints every failing seed with what it drew, which checks
-# failed and the command that replays it. Exits 1 if any seed failed, 2 if the simulator itself
-# failed on a chunk of seeds.
+# fault mix), shows progress (the simulator's own bar on a terminal), and prints every failing
+# seed with what it drew, which checks failed and the command that replays it. Exits 1 if any
+# seed failed, 2 if the simulator itself failed on a chunk of seeds.
 #
 #   scripts/nightly.sh                 # 100,000 seeds from 0, one job per core
 #   scripts/nightly.sh 5000            # 5,000 seeds
@@ -40,30 +40,28 @@ mkdir -p "$(dirname "$OUT")"
 END=$((START + SEEDS))
 BROKEN=()
 started=$(date +%s)
-# A terminal gets one bar redrawn in place; a log gets one line per chunk.
-if [ -t 2 ]; then BAR_END=$'\r'; else BAR_END=$'\n'; fi
+# Progress: on a terminal the simulator draws its own progress bar (indicatif) for the chunk it
+# runs, and the failing seeds' replay lines above it; after each chunk, and in a log, one line
+# says how far the sweep is.
+if [ -t 2 ]; then exec 3>&2; else exec 3>/dev/null; fi
 
 progress() {
-  local done=$1 failed=$2 width=40
-  local filled=$((done * width / SEEDS))
+  local done=$1 failed=$2
   local elapsed=$(($(date +%s) - started))
   local eta="?"
   if [ "$done" -gt 0 ]; then eta=$(((SEEDS - done) * elapsed / done)); fi
-  printf '[%s%s] %d/%d seeds, %d failed, %ds elapsed, eta %ss%s' \
-    "$(printf '%*s' "$filled" '' | tr ' ' '#')" \
-    "$(printf '%*s' "$((width - filled))" '' | tr ' ' '.')" \
-    "$done" "$SEEDS" "$failed" "$elapsed" "$eta" "$BAR_END" >&2
+  printf '%d/%d seeds, %d failed, %ds elapsed, eta %ss\n' \
+    "$done" "$SEEDS" "$failed" "$elapsed" "$eta" >&2
 }
 
 failed_count() {
   grep -c '"as_expected": false' "$OUT" || true
 }
 
-progress 0 0
 for ((lo = START; lo < END; lo += CHUNK)); do
   hi=$((lo + CHUNK < END ? lo + CHUNK : END))
   set +e
-  "$SIM" "$SCENARIO" --seeds "$lo..$hi" --jobs "$JOBS" --json >>"$OUT" 2>/dev/null
+  "$SIM" "$SCENARIO" --seeds "$lo..$hi" --jobs "$JOBS" --json >>"$OUT" 2>&3
   status=$?
   set -e
   # 0: all as expected; 1: some seed was not (its line says so); anything else: the simulator
@@ -73,7 +71,6 @@ for ((lo = START; lo < END; lo += CHUNK)); do
   fi
   progress $((hi - START)) "$(failed_count)"
 done
-[ -t 2 ] && echo >&2
 
 field() { # field NAME: a top-level string or number of each JSON line on stdin
   sed -E "s/.*\"$1\": \"?([^\",}]*)\"?.*/\1/"

@@ -11,8 +11,8 @@ use ringkv_core::membership::{MemberStatus, MemberView, MembershipError, RingVer
 use ringkv_core::node::AdminError;
 use ringkv_core::ring::Member;
 use ringkv_core::{NodeId, NodeLocation, Ring, Storage};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -146,31 +146,68 @@ impl AddressBook {
     }
 }
 
-/// A JSON string literal of `text` (names from a peer's ring log are not trusted to be plain).
+/// A JSON string literal of `text` (names from a peer's ring log are not trusted to be plain:
+/// serde_json escapes whatever they hold).
 pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    to_json(text)
 }
 
-/// A ring version as JSON; the fingerprint as 16 hex digits (a u64 does not survive a JSON
+/// `value` as compact JSON. Serializing these plain documents (string keys, finite numbers)
+/// cannot fail; if it ever did, the reader gets `null` rather than a half-written document.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+/// A ring version in JSON; the fingerprint as 16 hex digits (a u64 does not survive a JSON
 /// number in every reader).
+#[derive(Serialize)]
+pub struct VersionDocument {
+    changes: u64,
+    fingerprint: String,
+}
+
+impl From<RingVersion> for VersionDocument {
+    fn from(version: RingVersion) -> Self {
+        Self {
+            changes: version.changes,
+            fingerprint: format!("{:016x}", version.fingerprint),
+        }
+    }
+}
+
+/// A ring version as JSON (see [`VersionDocument`]).
 pub fn version_json(version: RingVersion) -> String {
-    format!(
-        "{{\"changes\":{},\"fingerprint\":\"{:016x}\"}}",
-        version.changes, version.fingerprint
-    )
+    to_json(&VersionDocument::from(version))
+}
+
+#[derive(Serialize)]
+struct RingDocument<'a> {
+    node: u32,
+    ring_version: VersionDocument,
+    nodes: Vec<RingMember<'a>>,
+    outside_ring: Vec<OutsideMember<'a>>,
+}
+
+#[derive(Serialize)]
+struct RingMember<'a> {
+    id: u32,
+    status: &'a str,
+    state: &'a str,
+    addr: Option<&'a str>,
+    datacenter: &'a str,
+    rack: &'a str,
+    weight: u32,
+    vnodes: usize,
+    /// Fraction of the ring, rounded to 4 decimals.
+    ownership: f64,
+}
+
+#[derive(Serialize)]
+struct OutsideMember<'a> {
+    id: u32,
+    status: &'a str,
+    state: &'a str,
+    addr: Option<&'a str>,
 }
 
 /// One node as `/ring` and the status page show it.
@@ -278,43 +315,38 @@ pub fn ring_json(
     connected: &BTreeMap<NodeId, Arc<AtomicBool>>,
 ) -> String {
     let rows = member_rows(me, view, book, connected);
-    let addr = |row: &MemberRow| row.addr.as_deref().map_or("null".to_string(), json_string);
-    let mut out = format!(
-        "{{\"node\":{},\"ring_version\":{},\"nodes\":[",
-        me.0,
-        version_json(view.ring_version)
-    );
-    for (i, row) in rows.iter().filter(|row| row.in_ring).enumerate() {
-        let _ = write!(
-            out,
-            "{}{{\"id\":{},\"status\":\"{}\",\"state\":\"{}\",\"addr\":{},\"datacenter\":{},\
-             \"rack\":{},\"weight\":{},\"vnodes\":{},\"ownership\":{:.4}}}",
-            if i == 0 { "" } else { "," },
-            row.id,
-            row.status,
-            row.state,
-            addr(row),
-            json_string(row.datacenter.as_deref().unwrap_or_default()),
-            json_string(row.rack.as_deref().unwrap_or_default()),
-            row.weight.unwrap_or_default(),
-            row.vnodes,
-            row.ownership,
-        );
-    }
-    out.push_str("],\"outside_ring\":[");
-    for (i, row) in rows.iter().filter(|row| !row.in_ring).enumerate() {
-        let _ = write!(
-            out,
-            "{}{{\"id\":{},\"status\":\"{}\",\"state\":\"{}\",\"addr\":{}}}",
-            if i == 0 { "" } else { "," },
-            row.id,
-            row.status,
-            row.state,
-            addr(row),
-        );
-    }
-    out.push_str("]}\n");
-    out
+    let nodes = rows
+        .iter()
+        .filter(|row| row.in_ring)
+        .map(|row| RingMember {
+            id: row.id,
+            status: &row.status,
+            state: &row.state,
+            addr: row.addr.as_deref(),
+            datacenter: row.datacenter.as_deref().unwrap_or_default(),
+            rack: row.rack.as_deref().unwrap_or_default(),
+            weight: row.weight.unwrap_or_default(),
+            vnodes: row.vnodes,
+            ownership: (row.ownership * 1e4).round() / 1e4,
+        })
+        .collect();
+    let outside_ring = rows
+        .iter()
+        .filter(|row| !row.in_ring)
+        .map(|row| OutsideMember {
+            id: row.id,
+            status: &row.status,
+            state: &row.state,
+            addr: row.addr.as_deref(),
+        })
+        .collect();
+    let document = RingDocument {
+        node: me.0,
+        ring_version: view.ring_version.into(),
+        nodes,
+        outside_ring,
+    };
+    to_json(&document) + "\n"
 }
 
 /// Anti-entropy settings the repair report states.
@@ -373,26 +405,44 @@ pub fn repair_json(
             Some(sweep),
         )
     };
-    format!(
-        "{{\"started\":{},\"rounds_scheduled\":{},\"anti_entropy_running\":{running},\"reason\":{},\
-         \"interval_ms\":{},\"ranges_per_round\":{},\"ranges_replicated\":{},\
-         \"sweep_ms_estimate\":{},\"rounds\":{},\"ranges_compared\":{},\"ranges_differing\":{},\
-         \"records_sent\":{},\"records_repaired\":{},\"read_repairs\":{},\"hints_pending\":{}}}\n",
-        started.is_some(),
-        started.unwrap_or(0),
-        json_string(&reason),
-        schedule.interval_ms,
-        schedule.ranges_per_round,
-        view.ranges_replicated,
-        sweep_ms.map_or("null".to_string(), |ms| ms.to_string()),
-        repair.anti_entropy_rounds.get(),
-        repair.anti_entropy_ranges_compared.get(),
-        repair.anti_entropy_ranges_differing.get(),
-        repair.anti_entropy_records_sent.get(),
-        repair.anti_entropy_records_repaired.get(),
-        repair.read_repairs.get(),
-        repair.hints_pending.get(),
-    )
+    let document = RepairDocument {
+        started: started.is_some(),
+        rounds_scheduled: started.unwrap_or(0),
+        anti_entropy_running: running,
+        reason,
+        interval_ms: schedule.interval_ms,
+        ranges_per_round: schedule.ranges_per_round,
+        ranges_replicated: view.ranges_replicated,
+        sweep_ms_estimate: sweep_ms,
+        rounds: repair.anti_entropy_rounds.get(),
+        ranges_compared: repair.anti_entropy_ranges_compared.get(),
+        ranges_differing: repair.anti_entropy_ranges_differing.get(),
+        records_sent: repair.anti_entropy_records_sent.get(),
+        records_repaired: repair.anti_entropy_records_repaired.get(),
+        read_repairs: repair.read_repairs.get(),
+        hints_pending: repair.hints_pending.get(),
+    };
+    to_json(&document) + "\n"
+}
+
+/// The `/admin/repair` document's fields, in the order they are written.
+#[derive(Serialize)]
+struct RepairDocument {
+    started: bool,
+    rounds_scheduled: usize,
+    anti_entropy_running: bool,
+    reason: String,
+    interval_ms: u64,
+    ranges_per_round: usize,
+    ranges_replicated: usize,
+    sweep_ms_estimate: Option<u64>,
+    rounds: u64,
+    ranges_compared: u64,
+    ranges_differing: u64,
+    records_sent: u64,
+    records_repaired: u64,
+    read_repairs: u64,
+    hints_pending: u64,
 }
 
 #[cfg(test)]
@@ -402,7 +452,7 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("dc1"), "\"dc1\"");
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
     }
 
     #[test]

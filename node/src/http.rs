@@ -2,7 +2,7 @@
 //! per connection, bounded headers, no request bodies (commands take their argument from the
 //! query string).
 //!
-//! * `GET /health`, `GET /metrics` (Prometheus text), `GET /ring` (JSON, [`crate::admin::ring_json`]).
+//! * `GET /health`, `GET /metrics` (OpenMetrics text), `GET /ring` (JSON, [`crate::admin::ring_json`]).
 //! * `POST /admin/join?node=ID`, `POST /admin/leave?node=ID`, `POST /admin/remove?node=ID`:
 //!   a membership change made on this node and spread by gossip. `200` with the new ring version;
 //!   `409` with the reason when the membership refuses it (a remove of a node not judged down,
@@ -24,14 +24,15 @@
 //! wrong one. `GET`s only read.
 
 use crate::admin::{
-    json_string, member_rows, refusal_reason, repair_json, ring_json, version_json, AddressBook,
-    AdminCommand, MembershipView, RepairSchedule,
+    json_string, member_rows, refusal_reason, repair_json, ring_json, to_json, AddressBook,
+    AdminCommand, MembershipView, RepairSchedule, VersionDocument,
 };
 use crate::driver::Input;
 use crate::metrics::Metrics;
 use crate::snapshot::{validate_snapshot_name, SnapshotError};
 use crate::status::{StatusInputs, StatusSnapshot};
 use ringkv_core::NodeId;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -174,11 +175,12 @@ impl AdminState {
         match answer.await {
             Ok(Ok(version)) => (
                 "200 OK",
-                format!(
-                    "{{\"ok\":true,\"command\":\"{name}\",\"node\":{},\"ring_version\":{}}}\n",
-                    node.0,
-                    version_json(version)
-                ),
+                to_json(&CommandDone {
+                    ok: true,
+                    command: name,
+                    node: node.0,
+                    ring_version: version.into(),
+                }) + "\n",
             ),
             Ok(Err(error)) => failure("409 Conflict", name, Some(node), &refusal_reason(&error)),
             Err(_) => failure(
@@ -249,14 +251,45 @@ fn failure(
     node: Option<NodeId>,
     reason: &str,
 ) -> (&'static str, String) {
-    let node = node.map_or("null".to_string(), |n| n.0.to_string());
-    (
-        status,
-        format!(
-            "{{\"ok\":false,\"command\":\"{command}\",\"node\":{node},\"error\":{}}}\n",
-            json_string(reason)
-        ),
-    )
+    let body = CommandFailed {
+        ok: false,
+        command,
+        node: node.map(|n| n.0),
+        error: reason,
+    };
+    (status, to_json(&body) + "\n")
+}
+
+/// The answer to a membership command carried out.
+#[derive(Serialize)]
+struct CommandDone<'a> {
+    ok: bool,
+    command: &'a str,
+    node: u32,
+    ring_version: VersionDocument,
+}
+
+/// The answer to a membership command refused (`node` is null when none was given).
+#[derive(Serialize)]
+struct CommandFailed<'a> {
+    ok: bool,
+    command: &'a str,
+    node: Option<u32>,
+    error: &'a str,
+}
+
+/// The answer to a request refused before it was looked at (authorization).
+#[derive(Serialize)]
+struct Refused<'a> {
+    ok: bool,
+    error: &'a str,
+}
+
+/// `GET /health`.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    node: u32,
 }
 
 /// Serves admin requests until `shutdown` flips.
@@ -324,18 +357,30 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 Some(_) => ("403 Forbidden", "wrong admin token"),
             };
             tracing::warn!(%path, status, "admin request refused");
-            let body = format!("{{\"ok\":false,\"error\":{}}}\n", json_string(why));
+            let body = to_json(&Refused {
+                ok: false,
+                error: why,
+            }) + "\n";
             return respond(&mut stream, status, JSON, &body).await;
         }
     }
     match (method, path) {
         ("GET", "/health") => {
-            let body = format!("{{\"status\":\"ok\",\"node\":{}}}\n", state.node_id.0);
+            let body = to_json(&Health {
+                status: "ok",
+                node: state.node_id.0,
+            }) + "\n";
             respond(&mut stream, "200 OK", JSON, &body).await
         }
         ("GET", "/metrics") => {
             let body = state.metrics.render(&state.node_id.0.to_string());
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+            respond(
+                &mut stream,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+            )
+            .await
         }
         ("GET", "/ring") => respond(&mut stream, "200 OK", JSON, &state.ring_json()).await,
         ("GET", "/" | "/status") => {

@@ -1,8 +1,24 @@
-//! Counters and histograms shared by the driver, the connections and the admin endpoint, and
-//! their Prometheus text rendering. Plain atomics: recording never blocks.
+//! Counters, gauges and histograms shared by the driver, the connections and the admin endpoint,
+//! exposed through `prometheus-client` (the Prometheus project's own Rust client): it writes the
+//! OpenMetrics text format, escapes label values and keeps the exposition valid, so this module
+//! only declares each metric once: a field, and one line in a `register` function with its name
+//! and help. Recording is an atomic add (a read lock for the labelled request families).
+//!
+//! Every name below is the series name a scraper stores (a counter's ends in `_total`; the
+//! helpers hand `prometheus-client` the family name without it, and it writes the suffix back).
+//! `tests/metrics_families.txt` pins the whole set with types, labels and help.
+//!
+//! To add a metric: a `Counter`, `Gauge` or `Histogram` field, and a `counter(..)`, `gauge(..)`
+//! or `histogram(..)` line in the matching `register`.
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter as CounterMetric};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge as GaugeMetric;
+use prometheus_client::metrics::histogram::Histogram as HistogramMetric;
+use prometheus_client::registry::{Metric, Registry};
 use ringkv_core::membership::MemberStatus;
-use std::fmt::Write as _;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -97,101 +113,142 @@ const LATENCY_BUCKETS_MICROS: [u64; 14] = [
     1_000_000, 2_500_000,
 ];
 
-/// A latency histogram with fixed buckets.
-#[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+/// A latency histogram with fixed buckets ([`LATENCY_BUCKETS_MICROS`], exposed in seconds).
+#[derive(Clone, Debug)]
+pub struct Histogram(HistogramMetric);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self(HistogramMetric::new(
+            LATENCY_BUCKETS_MICROS
+                .iter()
+                .map(|&micros| micros as f64 / 1e6),
+        ))
+    }
 }
 
 impl Histogram {
     /// Records one observation.
     pub fn record(&self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let index = LATENCY_BUCKETS_MICROS
-            .iter()
-            .position(|&b| micros <= b)
-            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS_MICROS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let seconds = *bound as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{seconds}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS_MICROS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(
-            out,
-            "{name}_count{{{labels}}} {}",
-            self.count.load(Ordering::Relaxed)
-        );
+        self.0.observe(elapsed.as_secs_f64());
     }
 }
 
-/// A counter.
-#[derive(Default)]
-pub struct Counter(AtomicU64);
+/// A counter: only goes up, by events here or by copying a total the core keeps.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(CounterMetric<u64, AtomicU64>);
 
 impl Counter {
     /// Adds one.
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
     }
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
-    /// Sets (for gauges).
+    /// Sets the total (a counter the core keeps, copied by the driver).
     pub fn set(&self, n: u64) {
-        self.0.store(n, Ordering::Relaxed);
-    }
-    /// Subtracts `n` (for gauges).
-    pub fn sub(&self, n: u64) {
-        self.0.fetch_sub(n, Ordering::Relaxed);
-    }
-    /// Subtracts one (for gauges).
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.inner().store(n, Ordering::Relaxed);
     }
     /// The value.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
+}
+
+/// A gauge: a level that goes up and down.
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(GaugeMetric<u64, AtomicU64>);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.inc_by(n);
+    }
+    /// Sets the level.
+    pub fn set(&self, n: u64) {
+        self.0.set(n);
+    }
+    /// Subtracts `n`.
+    pub fn sub(&self, n: u64) {
+        self.0.dec_by(n);
+    }
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.dec();
+    }
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// Registers a counter under its series name (`..._total`) with its help sentence.
+fn counter(registry: &mut Registry, name: &str, help: &str, metric: &Counter) {
+    register(registry, name, help, metric.0.clone());
+}
+
+/// Registers a gauge.
+fn gauge(registry: &mut Registry, name: &str, help: &str, metric: &Gauge) {
+    register(registry, name, help, metric.0.clone());
+}
+
+/// Registers a histogram (series `name_bucket`, `name_sum`, `name_count`).
+fn histogram(registry: &mut Registry, name: &str, help: &str, metric: &Histogram) {
+    register(registry, name, help, metric.0.clone());
+}
+
+/// `prometheus-client` names a counter family without `_total` and ends every help text with a
+/// full stop of its own: both are taken off here so the names and sentences above read exactly
+/// as scraped.
+fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    let help = help.strip_suffix('.').unwrap_or(help);
+    registry.register(family, help, metric);
+}
+
+/// Labels of a request series: operation, level, outcome.
+type RequestLabels = [(&'static str, &'static str); 3];
+/// Labels of a per-operation series.
+type OperationLabels = [(&'static str, &'static str); 1];
+/// Labels of a per-owner hint queue series.
+type TargetLabels = [(&'static str, String); 1];
+
+fn request_labels(operation: usize, level: usize, outcome: usize) -> RequestLabels {
+    [
+        ("operation", OPERATIONS[operation]),
+        ("level", LEVELS[level]),
+        ("outcome", OUTCOMES[outcome]),
+    ]
+}
+
+fn operation_labels(operation: usize) -> OperationLabels {
+    [("operation", OPERATIONS[operation])]
 }
 
 /// Everything the node counts.
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[[Counter; 5]; 8]; 3],
-    latency: [Histogram; 3],
-    replicas_acked: [Counter; 3],
+    requests: RequestFamilies,
     /// Client connections open now.
-    pub connections_open: Counter,
+    pub connections_open: Gauge,
     /// Client connections accepted since start.
     pub connections_total: Counter,
     /// Client connections refused at `connections_max`.
     pub connections_refused: Counter,
-    /// Client connections closed because their TLS handshake failed (a plaintext client on a
-    /// TLS port, an untrusted client certificate, a timeout).
+    /// Client connections closed because their TLS handshake failed.
     pub client_tls_failures: Counter,
     /// Client commands run.
     pub commands: Counter,
     /// Client connections closed for a protocol error.
     pub protocol_errors: Counter,
     /// Bytes of client input buffered now, all connections together.
-    pub client_buffered_bytes: Counter,
+    pub client_buffered_bytes: Gauge,
     /// Client connections closed because buffered input passed the node's budget.
     pub clients_closed_over_budget: Counter,
     /// Client connections closed because a command was still arriving at its deadline.
@@ -215,14 +272,12 @@ pub struct Metrics {
     /// deadline turns each into a typed outcome).
     pub peer_replies_dropped: Counter,
     /// Always 0 (see `peer_replies_deferred`).
-    pub peer_replies_waiting: Counter,
+    pub peer_replies_waiting: Gauge,
     /// Authenticated peer connections established (either direction).
     pub peer_connections: Counter,
     /// Peer connections refused (bad handshake, wrong secret or cluster).
     pub peer_handshake_failures: Counter,
-    /// Peer connections whose TLS handshake failed, either direction (a certificate the CA
-    /// did not sign, a peer without TLS, a name mismatch): an operator's problem, unlike a peer
-    /// that is merely down.
+    /// Peer connections whose TLS handshake failed (either direction).
     pub peer_tls_failures: Counter,
     /// Peer connections closed for a bad frame (size, checksum, undecodable).
     pub peer_frame_errors: Counter,
@@ -234,7 +289,7 @@ pub struct Metrics {
     /// what stored bytes mean (conflict mode, ring parameters, replication, formats).
     pub peer_stored_meaning_mismatches: Counter,
     /// Outbound peer connections up now.
-    pub peers_connected: Counter,
+    pub peers_connected: Gauge,
     /// Fsyncs of the WAL (group commits).
     pub storage_syncs: Counter,
     /// Fsync latency.
@@ -242,13 +297,13 @@ pub struct Metrics {
     /// Failed fsyncs (each poisons the node).
     pub storage_sync_failures: Counter,
     /// Keys held, estimated (gauge, published by the driver).
-    pub storage_keys: Counter,
+    pub storage_keys: Gauge,
     /// Bytes of tables (gauge).
-    pub storage_table_bytes: Counter,
+    pub storage_table_bytes: Gauge,
     /// Tables in level 0 (gauge).
-    pub storage_level0_tables: Counter,
+    pub storage_level0_tables: Gauge,
     /// Bytes of value-log segments (gauge).
-    pub storage_vlog_bytes: Counter,
+    pub storage_vlog_bytes: Gauge,
     /// Key and value bytes written (engine counter since start).
     pub storage_user_bytes: Counter,
     /// Bytes written to disk: WAL, value log, tables (engine counter since start).
@@ -266,11 +321,11 @@ pub struct Metrics {
     /// Block-cache misses.
     pub storage_block_cache_misses: Counter,
     /// Operations the node has in flight (gauge).
-    pub operations_in_flight: Counter,
+    pub operations_in_flight: Gauge,
     /// Replies that matched no live operation (from the core's stats).
     pub stale_replies: Counter,
     /// Ring members (gauge).
-    pub ring_members: Counter,
+    pub ring_members: Gauge,
     /// Gossip membership gauges and counters (published by the driver).
     pub membership: MembershipCounters,
     /// Read repair, hinted handoff and anti-entropy counters (published by the driver).
@@ -293,12 +348,13 @@ pub struct RepairCounters {
     /// Hints deleted unsent after `hint_age_max_ms` (left to anti-entropy).
     pub hints_expired: Counter,
     /// Hints held now, all owners (gauge).
-    pub hints_pending: Counter,
+    pub hints_pending: Gauge,
     /// Bytes of hints held now (gauge).
-    pub hint_bytes_pending: Counter,
-    /// Hints and hint bytes held now per owner, in owner order (gauges, one series per owner
-    /// with hints; the status page's hint queues).
-    pub hints_pending_by_target: std::sync::Mutex<Vec<(u32, u64, u64)>>,
+    pub hint_bytes_pending: Gauge,
+    /// Hints held now per owner (one series per owner with hints; the status page's hint queues).
+    hints_pending_by_target: Family<TargetLabels, GaugeMetric<u64, AtomicU64>>,
+    /// Hint bytes held now per owner.
+    hint_bytes_pending_by_target: Family<TargetLabels, GaugeMetric<u64, AtomicU64>>,
     /// Anti-entropy rounds run.
     pub anti_entropy_rounds: Counter,
     /// Ranges whose roots this node sent.
@@ -329,14 +385,12 @@ impl RepairCounters {
             .fold((0u64, 0u64), |(c, b), &(n, size)| (c + n as u64, b + size));
         self.hints_pending.set(count);
         self.hint_bytes_pending.set(bytes);
-        let by_target = node
+        let by_target: Vec<(u32, u64, u64)> = node
             .pending_hints()
             .into_iter()
             .map(|(owner, (count, bytes))| (owner.0, count as u64, bytes))
             .collect();
-        if let Ok(mut queues) = self.hints_pending_by_target.lock() {
-            *queues = by_target;
-        }
+        self.set_pending_by_target(&by_target);
         let a = node.anti_entropy_stats();
         self.anti_entropy_rounds.set(a.rounds);
         self.anti_entropy_ranges_compared.set(a.ranges_compared);
@@ -346,94 +400,40 @@ impl RepairCounters {
         self.read_repairs.set(node.stats().read_repairs);
     }
 
-    /// (metric name, type, help, counter) of each, for the exposition.
-    fn table(&self) -> [(&'static str, &'static str, &'static str, &Counter); 14] {
-        [
-            (
-                "ringkv_hints_handed_off_total",
-                "counter",
-                "Hinted copies sent to fallback nodes (as coordinator).",
-                &self.hints_handed_off,
-            ),
-            (
-                "ringkv_hints_queued_total",
-                "counter",
-                "Hints stored for another node (as fallback).",
-                &self.hints_queued,
-            ),
-            (
-                "ringkv_hints_overflowed_total",
-                "counter",
-                "Hints refused at the per-owner bound (left to anti-entropy).",
-                &self.hints_overflowed,
-            ),
-            (
-                "ringkv_hints_replayed_total",
-                "counter",
-                "Hint replays sent to their owners, retries included.",
-                &self.hints_replayed,
-            ),
-            (
-                "ringkv_hints_delivered_total",
-                "counter",
-                "Hints acknowledged durably by their owners and deleted.",
-                &self.hints_delivered,
-            ),
-            (
-                "ringkv_hints_expired_total",
-                "counter",
-                "Hints deleted unsent after hint_age_max_ms (left to anti-entropy).",
-                &self.hints_expired,
-            ),
-            (
-                "ringkv_hints_pending",
-                "gauge",
-                "Hints held for other nodes now.",
-                &self.hints_pending,
-            ),
-            (
-                "ringkv_hint_bytes_pending",
-                "gauge",
-                "Bytes of hints held for other nodes now.",
-                &self.hint_bytes_pending,
-            ),
-            (
-                "ringkv_anti_entropy_rounds_total",
-                "counter",
-                "Anti-entropy rounds run.",
-                &self.anti_entropy_rounds,
-            ),
-            (
-                "ringkv_anti_entropy_ranges_compared_total",
-                "counter",
-                "Ranges whose Merkle roots were sent to a peer.",
-                &self.anti_entropy_ranges_compared,
-            ),
-            (
-                "ringkv_anti_entropy_ranges_differing_total",
-                "counter",
-                "Ranges a peer found different.",
-                &self.anti_entropy_ranges_differing,
-            ),
-            (
-                "ringkv_anti_entropy_records_sent_total",
-                "counter",
-                "Records sent to repair a peer.",
-                &self.anti_entropy_records_sent,
-            ),
-            (
-                "ringkv_anti_entropy_records_repaired_total",
-                "counter",
-                "Records received from anti-entropy that changed local storage.",
-                &self.anti_entropy_records_repaired,
-            ),
-            (
-                "ringkv_read_repairs_total",
-                "counter",
-                "Repair writes sent after reads found stale replicas.",
-                &self.read_repairs,
-            ),
-        ]
+    /// Replaces the per-owner hint queues with `queues` (owner, hints, bytes): an owner whose
+    /// queue emptied loses its series rather than reporting a stale figure.
+    pub fn set_pending_by_target(&self, queues: &[(u32, u64, u64)]) {
+        self.hints_pending_by_target.clear();
+        self.hint_bytes_pending_by_target.clear();
+        for &(target, count, bytes) in queues {
+            let labels = [("target", target.to_string())];
+            self.hints_pending_by_target
+                .get_or_create(&labels)
+                .set(count);
+            self.hint_bytes_pending_by_target
+                .get_or_create(&labels)
+                .set(bytes);
+        }
+    }
+
+    #[rustfmt::skip] // a table: one metric per line, name and help as scraped
+    fn register(&self, registry: &mut Registry) {
+        counter(registry, "ringkv_hints_handed_off_total", "Hinted copies sent to fallback nodes (as coordinator).", &self.hints_handed_off);
+        counter(registry, "ringkv_hints_queued_total", "Hints stored for another node (as fallback).", &self.hints_queued);
+        counter(registry, "ringkv_hints_overflowed_total", "Hints refused at the per-owner bound (left to anti-entropy).", &self.hints_overflowed);
+        counter(registry, "ringkv_hints_replayed_total", "Hint replays sent to their owners, retries included.", &self.hints_replayed);
+        counter(registry, "ringkv_hints_delivered_total", "Hints acknowledged durably by their owners and deleted.", &self.hints_delivered);
+        counter(registry, "ringkv_hints_expired_total", "Hints deleted unsent after hint_age_max_ms (left to anti-entropy).", &self.hints_expired);
+        gauge(registry, "ringkv_hints_pending", "Hints held for other nodes now.", &self.hints_pending);
+        gauge(registry, "ringkv_hint_bytes_pending", "Bytes of hints held for other nodes now.", &self.hint_bytes_pending);
+        register(registry, "ringkv_hints_pending_by_target", "Hints held now for one owner.", self.hints_pending_by_target.clone());
+        register(registry, "ringkv_hint_bytes_pending_by_target", "Bytes of hints held now for one owner.", self.hint_bytes_pending_by_target.clone());
+        counter(registry, "ringkv_anti_entropy_rounds_total", "Anti-entropy rounds run.", &self.anti_entropy_rounds);
+        counter(registry, "ringkv_anti_entropy_ranges_compared_total", "Ranges whose Merkle roots were sent to a peer.", &self.anti_entropy_ranges_compared);
+        counter(registry, "ringkv_anti_entropy_ranges_differing_total", "Ranges a peer found different.", &self.anti_entropy_ranges_differing);
+        counter(registry, "ringkv_anti_entropy_records_sent_total", "Records sent to repair a peer.", &self.anti_entropy_records_sent);
+        counter(registry, "ringkv_anti_entropy_records_repaired_total", "Records received from anti-entropy that changed local storage.", &self.anti_entropy_records_repaired);
+        counter(registry, "ringkv_read_repairs_total", "Repair writes sent after reads found stale replicas.", &self.read_repairs);
     }
 }
 
@@ -458,10 +458,10 @@ pub fn status_label(status: MemberStatus) -> &'static str {
 /// Gossip membership as seen by this node, copied by the driver.
 #[derive(Default)]
 pub struct MembershipCounters {
-    /// Known nodes (this one included) by this node's judgement, in [`MEMBER_STATUSES`] order.
-    pub members: [Counter; 4],
+    /// Known nodes (this one included) by this node's judgement, by status label.
+    members: Family<[(&'static str, &'static str); 1], GaugeMetric<u64, AtomicU64>>,
     /// Changes in the ring log this node holds (the ring version's first half; gauge).
-    pub ring_version_changes: Counter,
+    pub ring_version_changes: Gauge,
     /// Newer rings this node adopted from gossip.
     pub rings_adopted: Counter,
     /// Gossip rounds run.
@@ -485,8 +485,10 @@ impl MembershipCounters {
                 counts[i] += 1;
             }
         }
-        for (counter, count) in self.members.iter().zip(counts) {
-            counter.set(count);
+        for (status, count) in MEMBER_STATUSES.iter().zip(counts) {
+            self.members
+                .get_or_create(&[("status", status_label(*status))])
+                .set(count);
         }
         self.ring_version_changes
             .set(membership.ring_version().changes);
@@ -504,57 +506,25 @@ impl MembershipCounters {
         self.rings_refused.set(stats.rings_refused);
     }
 
-    fn render(&self, out: &mut String, labels: &str) {
-        out.push_str(
-            "# HELP ringkv_members Known nodes (this one included) by this node's failure detector.\n\
-             # TYPE ringkv_members gauge\n",
+    #[rustfmt::skip] // a table: one metric per line, name and help as scraped
+    fn register(&self, registry: &mut Registry) {
+        // Every status has a series from the start, zero until publish_statuses runs.
+        for status in MEMBER_STATUSES {
+            let _ = self
+                .members
+                .get_or_create(&[("status", status_label(status))]);
+        }
+        register(
+            registry,
+            "ringkv_members",
+            "Known nodes (this one included) by this node's failure detector.",
+            self.members.clone(),
         );
-        for (status, counter) in MEMBER_STATUSES.iter().zip(&self.members) {
-            let _ = writeln!(
-                out,
-                "ringkv_members{{{labels},status=\"{}\"}} {}",
-                status_label(*status),
-                counter.get()
-            );
-        }
-        for (name, kind, help, counter) in [
-            (
-                "ringkv_ring_version_changes",
-                "gauge",
-                "Changes in this node's ring log (joins, leaves, removes since the empty ring).",
-                &self.ring_version_changes,
-            ),
-            (
-                "ringkv_rings_adopted_total",
-                "counter",
-                "Newer rings adopted from gossip.",
-                &self.rings_adopted,
-            ),
-            (
-                "ringkv_gossip_rounds_total",
-                "counter",
-                "Gossip rounds run.",
-                &self.gossip_rounds,
-            ),
-            (
-                "ringkv_gossip_messages_received_total",
-                "counter",
-                "Gossip messages received.",
-                &self.gossip_messages_received,
-            ),
-            (
-                "ringkv_gossip_rings_refused_total",
-                "counter",
-                "Ring logs from gossip refused.",
-                &self.rings_refused,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {}",
-                counter.get()
-            );
-        }
+        gauge(registry, "ringkv_ring_version_changes", "Changes in this node's ring log (joins, leaves, removes since the empty ring).", &self.ring_version_changes);
+        counter(registry, "ringkv_rings_adopted_total", "Newer rings adopted from gossip.", &self.rings_adopted);
+        counter(registry, "ringkv_gossip_rounds_total", "Gossip rounds run.", &self.gossip_rounds);
+        counter(registry, "ringkv_gossip_messages_received_total", "Gossip messages received.", &self.gossip_messages_received);
+        counter(registry, "ringkv_gossip_rings_refused_total", "Ring logs from gossip refused.", &self.rings_refused);
     }
 }
 
@@ -584,349 +554,151 @@ impl Metrics {
         acks: u8,
         elapsed: Duration,
     ) {
-        self.requests[operation as usize][level as usize][outcome as usize].inc();
-        self.latency[operation as usize].record(elapsed);
-        self.replicas_acked[operation as usize].add(u64::from(acks));
+        let r = &self.requests;
+        r.requests
+            .get_or_create(&request_labels(
+                operation as usize,
+                level as usize,
+                outcome as usize,
+            ))
+            .inc();
+        let labels = operation_labels(operation as usize);
+        r.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        r.replicas_acked
+            .get_or_create(&labels)
+            .inc_by(u64::from(acks));
     }
 
     /// Requests of one kind and outcome, over all levels (for INFO).
     pub fn requests(&self, operation: Operation, outcome: Outcome) -> u64 {
-        self.requests[operation as usize]
-            .iter()
-            .map(|by_outcome| by_outcome[outcome as usize].get())
+        (0..LEVELS.len())
+            .map(|level| {
+                self.requests
+                    .requests
+                    .get_or_create(&request_labels(operation as usize, level, outcome as usize))
+                    .get()
+            })
             .sum()
     }
 
-    /// The Prometheus text exposition.
+    /// The exposition (OpenMetrics text), every series labelled with `node`.
     pub fn render(&self, node: &str) -> String {
+        let mut registry = Registry::with_labels(std::iter::once((
+            Cow::Borrowed("node"),
+            Cow::Owned(node.to_string()),
+        )));
+        self.register(&mut registry);
         let mut out = String::new();
-        let l = format!("node=\"{node}\"");
-        out.push_str(
-            "# HELP ringkv_requests_total Client requests by operation, level and outcome.\n",
+        // Writing into a String does not fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+
+    /// Registers every metric, in the order of the exposition.
+    #[rustfmt::skip] // a table: one metric per line, name and help as scraped
+    fn register(&self, registry: &mut Registry) {
+        let r = &self.requests;
+        register(
+            registry,
+            "ringkv_requests_total",
+            "Client requests by operation, level and outcome.",
+            r.requests.clone(),
         );
-        out.push_str("# TYPE ringkv_requests_total counter\n");
-        for (o, op) in OPERATIONS.iter().enumerate() {
-            for (v, level) in LEVELS.iter().enumerate() {
-                for (c, outcome) in OUTCOMES.iter().enumerate() {
-                    let n = self.requests[o][v][c].get();
-                    let _ = writeln!(
-                        out,
-                        "ringkv_requests_total{{{l},operation=\"{op}\",level=\"{level}\",outcome=\"{outcome}\"}} {n}"
-                    );
+        register(
+            registry,
+            "ringkv_request_duration_seconds",
+            "Client request latency.",
+            r.latency.clone(),
+        );
+        register(
+            registry,
+            "ringkv_replicas_acked_total",
+            "Replica answers counted in replies.",
+            r.replicas_acked.clone(),
+        );
+        gauge(registry, "ringkv_client_connections", "Client connections open.", &self.connections_open);
+        counter(registry, "ringkv_client_connections_total", "Client connections accepted.", &self.connections_total);
+        counter(registry, "ringkv_client_connections_refused_total", "Client connections refused at the limit.", &self.connections_refused);
+        counter(registry, "ringkv_client_tls_failures_total", "Client connections closed for a failed TLS handshake.", &self.client_tls_failures);
+        counter(registry, "ringkv_client_commands_total", "Client commands run.", &self.commands);
+        counter(registry, "ringkv_client_protocol_errors_total", "Client connections closed for a protocol error.", &self.protocol_errors);
+        gauge(registry, "ringkv_client_buffered_bytes", "Client input buffered now, all connections (budget: limits.client_buffer_bytes_total_max).", &self.client_buffered_bytes);
+        counter(registry, "ringkv_client_closed_over_budget_total", "Client connections closed because buffered input passed the node's budget.", &self.clients_closed_over_budget);
+        counter(registry, "ringkv_client_closed_slow_command_total", "Client connections closed because a command was still arriving at its deadline.", &self.clients_closed_slow_command);
+        counter(registry, "ringkv_client_closed_idle_total", "Client connections closed after limits.client_idle_timeout_ms.", &self.clients_closed_idle);
+        counter(registry, "ringkv_peer_messages_sent_total", "Peer messages queued for sending.", &self.peer_messages_sent);
+        counter(registry, "ringkv_peer_messages_received_total", "Peer messages received.", &self.peer_messages_received);
+        counter(registry, "ringkv_peer_messages_dropped_total", "Repeatable messages (anti-entropy, handover, gossip) not queued for a peer, dropped.", &self.peer_messages_dropped);
+        counter(registry, "ringkv_peer_requests_failed_total", "Replication requests not queued for a peer, counted as that replica's Busy refusal.", &self.peer_requests_failed);
+        counter(registry, "ringkv_peer_replies_deferred_total", "Always 0: replies are no longer held back (back-pressure is decided in core).", &self.peer_replies_deferred);
+        counter(registry, "ringkv_peer_replies_dropped_total", "Replication replies not queued for a peer, dropped (the coordinator's deadline answers).", &self.peer_replies_dropped);
+        gauge(registry, "ringkv_peer_replies_waiting", "Always 0: replies are no longer held back.", &self.peer_replies_waiting);
+        counter(registry, "ringkv_peer_connections_total", "Authenticated peer connections.", &self.peer_connections);
+        counter(registry, "ringkv_peer_handshake_failures_total", "Peer connections refused at the handshake.", &self.peer_handshake_failures);
+        counter(registry, "ringkv_peer_tls_failures_total", "Peer connections whose TLS handshake failed (either direction).", &self.peer_tls_failures);
+        counter(registry, "ringkv_peer_frame_errors_total", "Peer connections closed for a bad frame.", &self.peer_frame_errors);
+        counter(registry, "ringkv_peer_messages_unencodable_total", "Peer messages not sent because they exceed the codec's size limit.", &self.peer_messages_unencodable);
+        counter(registry, "ringkv_peer_stored_meaning_mismatches_total", "Peer connections refused for a different conflict mode, ring or format setting.", &self.peer_stored_meaning_mismatches);
+        gauge(registry, "ringkv_peers_connected", "Outbound peer connections up.", &self.peers_connected);
+        counter(registry, "ringkv_storage_syncs_total", "Log fsyncs (group commits).", &self.storage_syncs);
+        counter(registry, "ringkv_storage_sync_failures_total", "Failed fsyncs.", &self.storage_sync_failures);
+        gauge(registry, "ringkv_storage_keys", "Keys held, tombstones included (an estimate: a key in several LSM levels counts more than once).", &self.storage_keys);
+        gauge(registry, "ringkv_storage_table_bytes", "Bytes of LSM tables, all levels.", &self.storage_table_bytes);
+        gauge(registry, "ringkv_storage_level0_tables", "LSM tables in level 0.", &self.storage_level0_tables);
+        gauge(registry, "ringkv_storage_vlog_bytes", "Bytes of value-log segments, live and garbage.", &self.storage_vlog_bytes);
+        counter(registry, "ringkv_storage_user_bytes_total", "Key and value bytes written to the engine.", &self.storage_user_bytes);
+        counter(registry, "ringkv_storage_disk_bytes_total", "Bytes the engine wrote to disk (WAL, value log, tables); divided by user bytes, the write amplification.", &self.storage_disk_bytes);
+        counter(registry, "ringkv_storage_flushes_total", "Memtable flushes.", &self.storage_flushes);
+        counter(registry, "ringkv_storage_compactions_total", "Compactions finished (trivial moves included).", &self.storage_compactions);
+        counter(registry, "ringkv_storage_vlog_segments_collected_total", "Value-log segments garbage-collected.", &self.storage_vlog_segments_collected);
+        counter(registry, "ringkv_storage_write_stalls_total", "Writes that found level 0 full and ran compaction inline.", &self.storage_write_stalls);
+        counter(registry, "ringkv_storage_block_cache_hits_total", "Block-cache hits.", &self.storage_block_cache_hits);
+        counter(registry, "ringkv_storage_block_cache_misses_total", "Block-cache misses.", &self.storage_block_cache_misses);
+        gauge(registry, "ringkv_operations_in_flight", "Operations the node coordinates now.", &self.operations_in_flight);
+        counter(registry, "ringkv_stale_replies_total", "Replica replies that matched no live operation.", &self.stale_replies);
+        gauge(registry, "ringkv_ring_members", "Members of the ring.", &self.ring_members);
+        self.repair.register(registry);
+        register(
+            registry,
+            "ringkv_log_write_errors_total",
+            "Log and status lines lost to a failed write (the node keeps serving).",
+            ConstCounter::new(crate::logging::write_errors()),
+        );
+        self.membership.register(registry);
+        histogram(registry, "ringkv_storage_sync_duration_seconds", "Fsync latency.", &self.storage_sync_latency);
+    }
+}
+
+/// Client requests, latencies and replica answers by their labels. Every series exists from the
+/// start (zero until used), as dashboards expect.
+struct RequestFamilies {
+    requests: Family<RequestLabels, CounterMetric<u64, AtomicU64>>,
+    latency: Family<OperationLabels, HistogramMetric>,
+    replicas_acked: Family<OperationLabels, CounterMetric<u64, AtomicU64>>,
+}
+
+impl Default for RequestFamilies {
+    fn default() -> Self {
+        let families = Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::default().0),
+            replicas_acked: Family::default(),
+        };
+        for operation in 0..OPERATIONS.len() {
+            let _ = families.latency.get_or_create(&operation_labels(operation));
+            let _ = families
+                .replicas_acked
+                .get_or_create(&operation_labels(operation));
+            for level in 0..LEVELS.len() {
+                for outcome in 0..OUTCOMES.len() {
+                    let _ = families
+                        .requests
+                        .get_or_create(&request_labels(operation, level, outcome));
                 }
             }
         }
-        out.push_str("# HELP ringkv_request_duration_seconds Client request latency.\n");
-        out.push_str("# TYPE ringkv_request_duration_seconds histogram\n");
-        for (o, op) in OPERATIONS.iter().enumerate() {
-            self.latency[o].render(
-                &mut out,
-                "ringkv_request_duration_seconds",
-                &format!("{l},operation=\"{op}\""),
-            );
-        }
-        out.push_str("# HELP ringkv_replicas_acked_total Replica answers counted in replies.\n");
-        out.push_str("# TYPE ringkv_replicas_acked_total counter\n");
-        for (o, op) in OPERATIONS.iter().enumerate() {
-            let n = self.replicas_acked[o].get();
-            let _ = writeln!(
-                out,
-                "ringkv_replicas_acked_total{{{l},operation=\"{op}\"}} {n}"
-            );
-        }
-        let simple: [(&str, &str, &str, &Counter); 41] = [
-            (
-                "ringkv_client_connections",
-                "gauge",
-                "Client connections open.",
-                &self.connections_open,
-            ),
-            (
-                "ringkv_client_connections_total",
-                "counter",
-                "Client connections accepted.",
-                &self.connections_total,
-            ),
-            (
-                "ringkv_client_connections_refused_total",
-                "counter",
-                "Client connections refused at the limit.",
-                &self.connections_refused,
-            ),
-            (
-                "ringkv_client_tls_failures_total",
-                "counter",
-                "Client connections closed for a failed TLS handshake.",
-                &self.client_tls_failures,
-            ),
-            (
-                "ringkv_client_commands_total",
-                "counter",
-                "Client commands run.",
-                &self.commands,
-            ),
-            (
-                "ringkv_client_protocol_errors_total",
-                "counter",
-                "Client connections closed for a protocol error.",
-                &self.protocol_errors,
-            ),
-            (
-                "ringkv_client_buffered_bytes",
-                "gauge",
-                "Client input buffered now, all connections (budget: limits.client_buffer_bytes_total_max).",
-                &self.client_buffered_bytes,
-            ),
-            (
-                "ringkv_client_closed_over_budget_total",
-                "counter",
-                "Client connections closed because buffered input passed the node's budget.",
-                &self.clients_closed_over_budget,
-            ),
-            (
-                "ringkv_client_closed_slow_command_total",
-                "counter",
-                "Client connections closed because a command was still arriving at its deadline.",
-                &self.clients_closed_slow_command,
-            ),
-            (
-                "ringkv_client_closed_idle_total",
-                "counter",
-                "Client connections closed after limits.client_idle_timeout_ms.",
-                &self.clients_closed_idle,
-            ),
-            (
-                "ringkv_peer_messages_sent_total",
-                "counter",
-                "Peer messages queued for sending.",
-                &self.peer_messages_sent,
-            ),
-            (
-                "ringkv_peer_messages_received_total",
-                "counter",
-                "Peer messages received.",
-                &self.peer_messages_received,
-            ),
-            (
-                "ringkv_peer_messages_dropped_total",
-                "counter",
-                "Repeatable messages (anti-entropy, handover, gossip) not queued for a peer, dropped.",
-                &self.peer_messages_dropped,
-            ),
-            (
-                "ringkv_peer_requests_failed_total",
-                "counter",
-                "Replication requests not queued for a peer, counted as that replica's Busy refusal.",
-                &self.peer_requests_failed,
-            ),
-            (
-                "ringkv_peer_replies_deferred_total",
-                "counter",
-                "Always 0: replies are no longer held back (back-pressure is decided in core).",
-                &self.peer_replies_deferred,
-            ),
-            (
-                "ringkv_peer_replies_dropped_total",
-                "counter",
-                "Replication replies not queued for a peer, dropped (the coordinator's deadline answers).",
-                &self.peer_replies_dropped,
-            ),
-            (
-                "ringkv_peer_replies_waiting",
-                "gauge",
-                "Always 0: replies are no longer held back.",
-                &self.peer_replies_waiting,
-            ),
-            (
-                "ringkv_peer_connections_total",
-                "counter",
-                "Authenticated peer connections.",
-                &self.peer_connections,
-            ),
-            (
-                "ringkv_peer_handshake_failures_total",
-                "counter",
-                "Peer connections refused at the handshake.",
-                &self.peer_handshake_failures,
-            ),
-            (
-                "ringkv_peer_tls_failures_total",
-                "counter",
-                "Peer connections whose TLS handshake failed (either direction).",
-                &self.peer_tls_failures,
-            ),
-            (
-                "ringkv_peer_frame_errors_total",
-                "counter",
-                "Peer connections closed for a bad frame.",
-                &self.peer_frame_errors,
-            ),
-            (
-                "ringkv_peer_messages_unencodable_total",
-                "counter",
-                "Peer messages not sent because they exceed the codec's size limit.",
-                &self.peer_messages_unencodable,
-            ),
-            (
-                "ringkv_peer_stored_meaning_mismatches_total",
-                "counter",
-                "Peer connections refused for a different conflict mode, ring or format setting.",
-                &self.peer_stored_meaning_mismatches,
-            ),
-            (
-                "ringkv_peers_connected",
-                "gauge",
-                "Outbound peer connections up.",
-                &self.peers_connected,
-            ),
-            (
-                "ringkv_storage_syncs_total",
-                "counter",
-                "Log fsyncs (group commits).",
-                &self.storage_syncs,
-            ),
-            (
-                "ringkv_storage_sync_failures_total",
-                "counter",
-                "Failed fsyncs.",
-                &self.storage_sync_failures,
-            ),
-            (
-                "ringkv_storage_keys",
-                "gauge",
-                "Keys held, tombstones included (an estimate: a key in several LSM levels counts more than once).",
-                &self.storage_keys,
-            ),
-            (
-                "ringkv_storage_table_bytes",
-                "gauge",
-                "Bytes of LSM tables, all levels.",
-                &self.storage_table_bytes,
-            ),
-            (
-                "ringkv_storage_level0_tables",
-                "gauge",
-                "LSM tables in level 0.",
-                &self.storage_level0_tables,
-            ),
-            (
-                "ringkv_storage_vlog_bytes",
-                "gauge",
-                "Bytes of value-log segments, live and garbage.",
-                &self.storage_vlog_bytes,
-            ),
-            (
-                "ringkv_storage_user_bytes_total",
-                "counter",
-                "Key and value bytes written to the engine.",
-                &self.storage_user_bytes,
-            ),
-            (
-                "ringkv_storage_disk_bytes_total",
-                "counter",
-                "Bytes the engine wrote to disk (WAL, value log, tables); divided by user bytes, the write amplification.",
-                &self.storage_disk_bytes,
-            ),
-            (
-                "ringkv_storage_flushes_total",
-                "counter",
-                "Memtable flushes.",
-                &self.storage_flushes,
-            ),
-            (
-                "ringkv_storage_compactions_total",
-                "counter",
-                "Compactions finished (trivial moves included).",
-                &self.storage_compactions,
-            ),
-            (
-                "ringkv_storage_vlog_segments_collected_total",
-                "counter",
-                "Value-log segments garbage-collected.",
-                &self.storage_vlog_segments_collected,
-            ),
-            (
-                "ringkv_storage_write_stalls_total",
-                "counter",
-                "Writes that found level 0 full and ran compaction inline.",
-                &self.storage_write_stalls,
-            ),
-            (
-                "ringkv_storage_block_cache_hits_total",
-                "counter",
-                "Block-cache hits.",
-                &self.storage_block_cache_hits,
-            ),
-            (
-                "ringkv_storage_block_cache_misses_total",
-                "counter",
-                "Block-cache misses.",
-                &self.storage_block_cache_misses,
-            ),
-            (
-                "ringkv_operations_in_flight",
-                "gauge",
-                "Operations the node coordinates now.",
-                &self.operations_in_flight,
-            ),
-            (
-                "ringkv_stale_replies_total",
-                "counter",
-                "Replica replies that matched no live operation.",
-                &self.stale_replies,
-            ),
-            (
-                "ringkv_ring_members",
-                "gauge",
-                "Members of the ring.",
-                &self.ring_members,
-            ),
-        ];
-        for (name, kind, help, counter) in simple.into_iter().chain(self.repair.table()) {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{l}}} {}",
-                counter.get()
-            );
-        }
-        out.push_str(
-            "# HELP ringkv_hints_pending_by_target Hints held now for one owner.\n\
-             # TYPE ringkv_hints_pending_by_target gauge\n",
-        );
-        let queues = self
-            .repair
-            .hints_pending_by_target
-            .lock()
-            .map(|queues| queues.clone())
-            .unwrap_or_default();
-        for (target, count, _) in &queues {
-            let _ = writeln!(
-                out,
-                "ringkv_hints_pending_by_target{{{l},target=\"{target}\"}} {count}"
-            );
-        }
-        out.push_str(
-            "# HELP ringkv_hint_bytes_pending_by_target Bytes of hints held now for one owner.\n\
-             # TYPE ringkv_hint_bytes_pending_by_target gauge\n",
-        );
-        for (target, _, bytes) in &queues {
-            let _ = writeln!(
-                out,
-                "ringkv_hint_bytes_pending_by_target{{{l},target=\"{target}\"}} {bytes}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ringkv_log_write_errors_total Log and status lines lost to a failed write \
-             (the node keeps serving).\n# TYPE ringkv_log_write_errors_total counter\n\
-             ringkv_log_write_errors_total{{{l}}} {}",
-            crate::logging::write_errors()
-        );
-        self.membership.render(&mut out, &l);
-        out.push_str("# HELP ringkv_storage_sync_duration_seconds Fsync latency.\n");
-        out.push_str("# TYPE ringkv_storage_sync_duration_seconds histogram\n");
-        self.storage_sync_latency
-            .render(&mut out, "ringkv_storage_sync_duration_seconds", &l);
-        out
+        families
     }
 }

@@ -628,8 +628,9 @@ mod tests {
             ms(400),
         );
         metrics.repair.hints_pending.set(5);
-        *metrics.repair.hints_pending_by_target.lock().expect("lock") =
-            vec![(3, 4, 400), (2, 1, 100)];
+        metrics
+            .repair
+            .set_pending_by_target(&[(3, 4, 400), (2, 1, 100)]);
         metrics.storage_level0_tables.set(2);
         let snapshot = StatusSnapshot::build(inputs(), &metrics.render("1"));
         let put = &snapshot.requests[1];

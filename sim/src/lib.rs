@@ -17,6 +17,7 @@ pub mod checks;
 pub mod disk;
 pub mod fingerprint;
 pub mod history;
+pub mod json;
 pub mod report;
 pub mod run;
 pub mod scenario;

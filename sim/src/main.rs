@@ -1,23 +1,24 @@
 //! `sim`: run scenarios under seeds, or check a history file.
 //!
 //! ```text
-//! sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--jobs N]
+//! sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism]
+//!     [--report FILE.html] [--jobs N] [--drawn-toml FILE]
 //! sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]
 //! ```
+//!
+//! `sim --help` describes every option (clap derives it from the [`Cli`] declaration).
 
 mod parallel;
 
+use clap::Parser;
 use sim::disk::{is_storage_scenario, StorageScenario};
-use sim::report::RunReport;
+use sim::report::{PanicLine, SeedLine, SweepTotals};
 use sim::run::SeedRun;
 use sim::swarm::{is_swarm_scenario, run_swarm_seed, SwarmFile};
 use sim::{run_seed, RunOptions, Scenario};
+use std::ops::Range;
 use std::path::Path;
 use std::process::ExitCode;
-
-const USAGE: &str = "usage:
-  sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism] [--report FILE.html] [--jobs N] [--drawn-toml FILE]
-  sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]";
 
 /// Wall-clock milliseconds since `start`: reported, never fed into the simulation.
 #[allow(clippy::disallowed_methods, reason = "wall time is only reported")]
@@ -25,9 +26,100 @@ fn wall_clock() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// The command line. clap derives the parser and `--help` from these doc comments, so every
+/// option is described where it is declared and `--help` exits 0.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sim",
+    about = "Runs ringkv scenarios under seeds in the deterministic simulator, or checks a history file.",
+    long_about = "Runs ringkv scenarios under seeds in the deterministic simulator, or checks a \
+                  history file. The same scenario and seed give the same trace fingerprint on \
+                  every run and machine. Exits 0 when every seed's outcome is the scenario's \
+                  `expect`, 1 when some seed's is not, 2 on a usage, scenario or IO error.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Running a scenario file.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The scenario file (a TOML file in scenarios/: an ordinary scenario, a swarm file or a
+    /// storage-only scenario).
+    #[arg(value_name = "SCENARIO.toml", required = true)]
+    scenario: Option<String>,
+    /// Run one seed (default 42); a single seed prints the full human summary.
+    #[arg(long, value_name = "N", conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Run seeds A (inclusive) to B (exclusive), one line per seed and a summary line.
+    #[arg(long, value_name = "A..B", value_parser = parse_seed_range)]
+    seeds: Option<Range<u64>>,
+    /// One JSON object per seed on one line (scenario, seed, ok, as_expected, fingerprint, ops,
+    /// availability, latency, checks, events, sim_ms, wall_ms, replay, drawn) instead of the
+    /// human lines.
+    #[arg(long)]
+    json: bool,
+    /// Print the event log (one line per event) before the summary.
+    #[arg(long)]
+    trace: bool,
+    /// Run each seed twice and compare the trace fingerprints.
+    #[arg(long)]
+    check_determinism: bool,
+    /// On a linearizability violation, write a self-contained HTML page of the smallest failing
+    /// window (FILE.seedN.html per seed for a range).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<String>,
+    /// Run a seed range in N child processes (default: all cores), each seed still
+    /// single-threaded and deterministic; ignored with --trace or --report.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// Swarm files only: write the ordinary scenario file that --seed N draws (to edit and
+    /// replay one combination) and exit.
+    #[arg(long, value_name = "FILE")]
+    drawn_toml: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Check a history file for linearizability and print `verdict: linearizable`,
+    /// `not linearizable` (with an ASCII timeline of the failing window) or `unknown`.
+    /// Exits 0 when linearizable, 1 otherwise, 2 on an unreadable file.
+    CheckHistory {
+        /// The model, which also names the file format: cas-register (Jepsen etcd logs),
+        /// kv-append (Porcupine kv files) or register (ringkv register logs).
+        #[arg(long, value_parser = ["cas-register", "kv-append", "register"])]
+        model: String,
+        /// The history file.
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// On a violation, write a self-contained HTML page of the failing window.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<String>,
+    },
+}
+
+/// `A..B` with A < B.
+fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("`{text}` is not A..B"))?;
+    let a: u64 = a.parse().map_err(|_| format!("`{a}` is not a number"))?;
+    let b: u64 = b.parse().map_err(|_| format!("`{b}` is not a number"))?;
+    if a >= b {
+        return Err(format!("{a}..{b} is empty"));
+    }
+    Ok(a..b)
+}
+
+/// What a scenario run was asked for, with the defaults filled in.
 struct Args {
     scenario: String,
-    seeds: std::ops::Range<u64>,
+    seeds: Range<u64>,
     json: bool,
     trace: bool,
     check_determinism: bool,
@@ -36,82 +128,27 @@ struct Args {
     drawn_toml: Option<String>,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut scenario = None;
-    let mut seeds = 42..43;
-    let (mut json, mut trace, mut check_determinism) = (false, false, false);
-    let mut report = None;
-    let mut drawn_toml = None;
-    let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        let mut value = || {
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("{arg} needs a value"))
+impl RunArgs {
+    fn resolve(self) -> Args {
+        let seeds = match (self.seeds, self.seed) {
+            (Some(range), _) => range,
+            (None, Some(seed)) => seed..seed.saturating_add(1),
+            (None, None) => 42..43,
         };
-        match arg {
-            "--seed" => {
-                let v = value()?;
-                let seed: u64 = v
-                    .parse()
-                    .map_err(|_| format!("--seed: `{v}` is not a number"))?;
-                seeds = seed..seed.saturating_add(1);
-            }
-            "--seeds" => {
-                let v = value()?;
-                let (a, b) = v
-                    .split_once("..")
-                    .ok_or_else(|| format!("--seeds: `{v}` is not A..B"))?;
-                let a: u64 = a
-                    .parse()
-                    .map_err(|_| format!("--seeds: `{a}` is not a number"))?;
-                let b: u64 = b
-                    .parse()
-                    .map_err(|_| format!("--seeds: `{b}` is not a number"))?;
-                if a >= b {
-                    return Err(format!("--seeds: {a}..{b} is empty"));
-                }
-                seeds = a..b;
-            }
-            "--json" => json = true,
-            "--trace" => trace = true,
-            "--check-determinism" => check_determinism = true,
-            "--report" => report = Some(value()?),
-            "--drawn-toml" => drawn_toml = Some(value()?),
-            "--jobs" => {
-                let v = value()?;
-                jobs = v
-                    .parse()
-                    .ok()
-                    .filter(|&j| j >= 1)
-                    .ok_or_else(|| format!("--jobs: `{v}` is not a positive number"))?;
-            }
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option {other}\n{USAGE}"))
-            }
-            other => {
-                if scenario.replace(other.to_string()).is_some() {
-                    return Err(format!("more than one scenario given\n{USAGE}"));
-                }
-            }
+        let jobs = self
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+        Args {
+            scenario: self.scenario.unwrap_or_default(),
+            seeds,
+            json: self.json,
+            trace: self.trace,
+            check_determinism: self.check_determinism,
+            report: self.report,
+            jobs,
+            drawn_toml: self.drawn_toml,
         }
-        i += 1;
     }
-    let scenario = scenario.ok_or_else(|| USAGE.to_string())?;
-    Ok(Args {
-        scenario,
-        seeds,
-        json,
-        trace,
-        check_determinism,
-        report,
-        jobs,
-        drawn_toml,
-    })
 }
 
 thread_local! {
@@ -143,36 +180,18 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-/// The command that replays `seed` of the scenario at `path`.
-fn replay_command(path: &str, seed: u64) -> String {
-    format!("cargo run --release -p sim -- {path} --seed {seed}")
-}
-
-/// The JSON line of a seed that panicked: not as expected, with the panic and the replay
-/// command, in the shape the other seeds' lines have where they overlap.
-fn panic_json(path: &str, seed: u64, panic: &str) -> String {
-    use sim::report::json_string;
-    format!(
-        "{{\"scenario\": {}, \"seed\": {seed}, \"ok\": false, \"as_expected\": false, \"panic\": {}, \"replay\": {}}}",
-        json_string(path),
-        json_string(panic),
-        json_string(&replay_command(path, seed))
-    )
-}
-
 fn main() -> ExitCode {
     install_panic_hook();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("check-history") {
-        return check_history(&args[1..]);
+    let cli = Cli::parse();
+    if let Some(Subcommand::CheckHistory {
+        model,
+        file,
+        report,
+    }) = cli.command
+    {
+        return check_history(&model, &file, report.as_deref());
     }
-    let args = match parse_args(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = cli.run.resolve();
     let text = std::fs::read_to_string(&args.scenario).unwrap_or_default();
     let mut runner: Box<dyn FnMut(u64) -> Result<SeedRun, String>> = if is_storage_scenario(&text) {
         let scenario = match StorageScenario::load(Path::new(&args.scenario)) {
@@ -245,139 +264,102 @@ fn main() -> ExitCode {
             json: args.json,
             check_determinism: args.check_determinism,
         };
-        return parallel::run(&sweep, wall_clock);
+        return match parallel::run(&sweep, wall_clock) {
+            Ok((totals, wall_s)) => {
+                let code = finish_sweep(&totals, false, args.json, wall_s);
+                let total = args.seeds.end - args.seeds.start;
+                if totals.seeds != total {
+                    eprintln!("only {} of {total} seeds reported", totals.seeds);
+                    return ExitCode::from(2);
+                }
+                code
+            }
+            Err(code) => code,
+        };
     }
-    let mut unexpected: Vec<RunReport> = Vec::new();
-    let mut panicked: Vec<(u64, String)> = Vec::new();
-    let (mut runs, mut events, mut sim_ms) = (0u64, 0u64, 0u64);
+    let mut totals = SweepTotals::default();
+    // A range shows progress on a terminal; one seed prints its summary at once.
+    let bar = if single {
+        indicatif::ProgressBar::hidden()
+    } else {
+        parallel::sweep_bar(args.seeds.end - args.seeds.start)
+    };
     let sweep_start = wall_clock();
     for seed in args.seeds.clone() {
         let start = wall_clock();
-        let mut run = match guarded(|| runner(seed)) {
-            Ok(Ok(r)) => r,
+        let line = match guarded(|| runner(seed)) {
+            Ok(Ok(mut run)) => {
+                run.report.wall_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                bar.suspend(|| {
+                    for line in &run.trace {
+                        println!("{line}");
+                    }
+                });
+                if let (Some(path), Some(html)) = (&args.report, &run.html) {
+                    let path = if single {
+                        path.clone()
+                    } else {
+                        format!("{path}.seed{seed}.html")
+                    };
+                    let written = std::fs::write(&path, html);
+                    bar.suspend(|| match written {
+                        Ok(()) => eprintln!("violation report written to {path}"),
+                        Err(e) => eprintln!("cannot write {path}: {e}"),
+                    });
+                }
+                if single && !args.json {
+                    print!("{}", run.report.render(true));
+                    if let Some(timeline) = &run.timeline {
+                        println!("smallest failing window:\n{timeline}");
+                    }
+                }
+                SeedLine::Report(Box::new(run.report.line()))
+            }
             Ok(Err(e)) => {
                 eprintln!("{}: {e}", args.scenario);
                 return ExitCode::from(2);
             }
-            Err(panic) => {
-                runs += 1;
-                if args.json {
-                    println!("{}", panic_json(&args.scenario, seed, &panic));
-                } else {
-                    println!("seed {seed:>6}  PANIC      {panic}  << UNEXPECTED");
-                }
-                panicked.push((seed, panic));
-                continue;
-            }
+            Err(panic) => SeedLine::Panic(PanicLine::new(&args.scenario, seed, &panic)),
         };
-        run.report.wall_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        for line in &run.trace {
-            println!("{line}");
-        }
-        if let (Some(path), Some(html)) = (&args.report, &run.html) {
-            let path = if single {
-                path.clone()
-            } else {
-                format!("{path}.seed{seed}.html")
-            };
-            match std::fs::write(&path, html) {
-                Ok(()) => eprintln!("violation report written to {path}"),
-                Err(e) => eprintln!("cannot write {path}: {e}"),
+        bar.suspend(|| {
+            if args.json {
+                println!("{}", line.to_json());
+            } else if !single || matches!(line, SeedLine::Panic(_)) {
+                println!("{}", line.human());
             }
-        }
-        let report = run.report;
-        runs += 1;
-        events += report.events;
-        sim_ms += report.sim_ms;
-        if args.json {
-            println!("{}", report.to_json());
-        } else if single {
-            print!("{}", report.render(true));
-            if let Some(timeline) = &run.timeline {
-                println!("smallest failing window:\n{timeline}");
-            }
-        } else {
-            println!(
-                "seed {:>6}  {}  ok {:>6} failed {:>5} indet {:>5}  avail {:>6.2}%  fp {}{}",
-                report.seed,
-                if report.ok() {
-                    "pass     "
-                } else {
-                    "violation"
-                },
-                report.ops.ok,
-                report.ops.failed,
-                report.ops.indeterminate,
-                report.availability * 100.0,
-                report.fingerprint,
-                if report.as_expected() {
-                    ""
-                } else {
-                    "  << UNEXPECTED"
-                }
-            );
-        }
-        if !report.as_expected() {
-            unexpected.push(report);
-        }
+        });
+        totals.add(&line);
+        parallel::show_progress(&bar, totals.seeds, totals.unexpected.len() as u64);
     }
-    if !single && !args.json {
-        let wall = sweep_start.elapsed().as_secs_f64().max(1e-9);
-        println!(
-            "{runs} seeds, {} as expected; {events} events in {wall:.1} s ({:.0} events/s, {:.0}x real time)",
-            runs - unexpected.len() as u64 - panicked.len() as u64,
-            events as f64 / wall,
-            sim_ms as f64 / 1000.0 / wall
-        );
+    bar.finish_and_clear();
+    finish_sweep(
+        &totals,
+        single,
+        args.json,
+        sweep_start.elapsed().as_secs_f64(),
+    )
+}
+
+/// Prints what follows a sweep's per-seed lines (the summary line for a human range listing;
+/// why each unexpected seed was and how to replay it, on stderr) and gives the exit code. One
+/// process and a `--jobs` parent both end here, so they say the same.
+fn finish_sweep(totals: &SweepTotals, single: bool, json: bool, wall_s: f64) -> ExitCode {
+    if !single && !json {
+        println!("{}", totals.summary(wall_s));
     }
-    for (seed, panic) in &panicked {
-        eprintln!(
-            "seed {seed} panicked: {panic}; replay: {}",
-            replay_command(&args.scenario, *seed)
-        );
+    for why in &totals.unexpected {
+        eprintln!("{why}");
     }
-    if unexpected.is_empty() && panicked.is_empty() {
+    if totals.unexpected.is_empty() {
         ExitCode::SUCCESS
     } else {
-        for report in &unexpected {
-            eprintln!(
-                "seed {} did not match expect; replay: {}",
-                report.seed,
-                report.replay_command()
-            );
-        }
         ExitCode::from(1)
     }
 }
 
-fn check_history(args: &[String]) -> ExitCode {
-    let usage = "usage: sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]";
-    let (mut model, mut file, mut report) = (None, None, None);
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--model" => {
-                i += 1;
-                model = args.get(i).cloned();
-            }
-            "--report" => {
-                i += 1;
-                report = args.get(i).cloned();
-            }
-            other if !other.starts_with('-') && file.is_none() => file = Some(other.to_string()),
-            other => {
-                eprintln!("unknown argument {other}\n{usage}");
-                return ExitCode::from(2);
-            }
-        }
-        i += 1;
-    }
-    let (Some(model), Some(file)) = (model, file) else {
-        eprintln!("{usage}");
-        return ExitCode::from(2);
-    };
-    let report_path = report.as_deref().map(Path::new);
-    match ringkv_checker::check_history_file(&model, Path::new(&file), report_path) {
+fn check_history(model: &str, file: &str, report: Option<&str>) -> ExitCode {
+    let report_path = report.map(Path::new);
+    match ringkv_checker::check_history_file(model, Path::new(file), report_path) {
         Ok(result) => {
             print!("{result}");
             if let Some(path) = &report {
@@ -411,7 +393,8 @@ mod tests {
 
     #[test]
     fn a_panicking_seed_has_a_json_line_with_its_replay() {
-        let line = panic_json("scenarios/x.toml", 7, "boom \"here\"");
+        let line =
+            SeedLine::Panic(PanicLine::new("scenarios/x.toml", 7, "boom \"here\"")).to_json();
         assert!(line.contains("\"seed\": 7"), "{line}");
         assert!(line.contains("\"as_expected\": false"), "{line}");
         assert!(line.contains("boom \\\"here\\\""), "{line}");

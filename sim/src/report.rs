@@ -1,11 +1,14 @@
-//! The result of one seed: the human summary and the one-line JSON.
+//! The result of one seed: the human summary and the one-line JSON (serde_json, read back by a
+//! `--jobs` parent), and the totals of a sweep.
 
 use crate::checks::Verdict;
+use crate::json::{to_line, Fixed, Ordered};
 use crate::scenario::Expect;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
 /// Operation counts by outcome.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpCounts {
     /// Succeeded.
     pub ok: u64,
@@ -101,10 +104,7 @@ impl RunReport {
 
     /// The command that replays this seed.
     pub fn replay_command(&self) -> String {
-        format!(
-            "cargo run --release -p sim -- {} --seed {}",
-            self.path, self.seed
-        )
+        replay_command(&self.path, self.seed)
     }
 
     /// The human summary; `with_wall_time = false` gives a machine-independent text (snapshots).
@@ -231,71 +231,289 @@ impl RunReport {
         s
     }
 
-    /// The gossip figures as JSON (`null` without gossip).
-    fn gossip_json(&self) -> String {
-        let Some(g) = &self.gossip else {
-            return "null".into();
+    /// The seed's JSON line as data: what `--json` prints and what a `--jobs` parent reads back
+    /// from its children.
+    pub fn line(&self) -> ReportLine {
+        let named = |pairs: &[(&'static str, Verdict)], f: fn(&Verdict) -> String| {
+            Ordered(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), f(v)))
+                    .collect(),
+            )
         };
-        let list = |v: &[f64]| {
-            let items: Vec<String> = v.iter().map(|x| format!("{x:.1}")).collect();
-            format!("[{}]", items.join(", "))
+        let counts = |pairs: &[(&'static str, u64)]| {
+            Ordered(pairs.iter().map(|(k, v)| ((*k).to_string(), *v)).collect())
         };
-        format!(
-            "{{\"messages\": {}, \"bytes\": {}, \"down_ms\": {}, \"alive_ms\": {}}}",
-            g.messages,
-            g.bytes,
-            list(&g.down_ms),
-            list(&g.alive_ms)
-        )
+        let t = &self.availability_time;
+        ReportLine {
+            scenario: self.scenario.clone(),
+            seed: self.seed,
+            ok: self.ok(),
+            as_expected: self.as_expected(),
+            fingerprint: self.fingerprint.clone(),
+            ops: self.ops.clone(),
+            availability: Fixed::new(self.availability),
+            availability_time: AvailabilityTimeLine {
+                window_ms: t.window_ms,
+                windows: t.windows,
+                some_ok: Fixed::new(t.some_ok),
+                all_ok: Fixed::new(t.all_ok),
+            },
+            latency_ms: LatencyLine {
+                p50: Fixed::new(self.latency_p50_ms),
+                p99: Fixed::new(self.latency_p99_ms),
+            },
+            checks: named(&self.checks, |v| v.word().to_string()),
+            check_details: named(&self.checks, |v| v.detail().to_string()),
+            events: self.events,
+            sim_ms: self.sim_ms,
+            wall_ms: self.wall_ms,
+            gossip: self.gossip.as_ref().map(|g| GossipLine {
+                messages: g.messages,
+                bytes: g.bytes,
+                down_ms: g.down_ms.iter().map(|&ms| Fixed::new(ms)).collect(),
+                alive_ms: g.alive_ms.iter().map(|&ms| Fixed::new(ms)).collect(),
+            }),
+            rejections: counts(&self.rejections),
+            sends_failed: counts(&self.sends_failed),
+            replay: self.replay_command(),
+            drawn: Ordered(self.swarm.clone()),
+        }
     }
 
-    /// One JSON object on one line; `drawn` (last, so the sweep's field reader never meets a
-    /// knob's name first) holds the swarm knobs, empty for an ordinary scenario.
+    /// One JSON object on one line; `drawn` (last) holds the swarm knobs, empty for an
+    /// ordinary scenario.
     pub fn to_json(&self) -> String {
-        let checks: Vec<String> = self
-            .checks
-            .iter()
-            .map(|(name, v)| format!("{}: {}", json_string(name), json_string(v.word())))
-            .collect();
-        let details: Vec<String> = self
-            .checks
-            .iter()
-            .map(|(name, v)| format!("{}: {}", json_string(name), json_string(v.detail())))
-            .collect();
-        format!(
-            concat!(
-                "{{\"scenario\": {}, \"seed\": {}, \"ok\": {}, \"as_expected\": {}, \"fingerprint\": {}, ",
-                "\"ops\": {{\"ok\": {}, \"failed\": {}, \"indeterminate\": {}}}, \"availability\": {:.6}, ",
-                "\"availability_time\": {{\"window_ms\": {}, \"windows\": {}, \"some_ok\": {:.6}, \"all_ok\": {:.6}}}, ",
-                "\"latency_ms\": {{\"p50\": {:.3}, \"p99\": {:.3}}}, \"checks\": {{{}}}, \"check_details\": {{{}}}, ",
-                "\"events\": {}, \"sim_ms\": {}, \"wall_ms\": {}, \"gossip\": {}, ",
-                "\"rejections\": {}, \"sends_failed\": {}, \"replay\": {}, \"drawn\": {}}}"
+        to_line(&self.line())
+    }
+}
+
+/// One seed's `--json` line for a seed that ran: the fields, their order and their shapes are
+/// the interface scripts read (`"as_expected": true`, `"drawn"`), so they change only on purpose.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportLine {
+    /// Scenario name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// No check failed.
+    pub ok: bool,
+    /// The outcome is the scenario's `expect`.
+    pub as_expected: bool,
+    /// Fingerprint of the event trace.
+    pub fingerprint: String,
+    /// Operations by outcome.
+    pub ops: OpCounts,
+    /// Fraction of fault-phase operations that succeeded.
+    pub availability: Fixed<6>,
+    /// Availability over time.
+    pub availability_time: AvailabilityTimeLine,
+    /// Simulated latency of successful operations.
+    pub latency_ms: LatencyLine,
+    /// `pass`, `fail` or `skipped` by check, in the checks' fixed order.
+    pub checks: Ordered<String>,
+    /// Each check's explanation.
+    pub check_details: Ordered<String>,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time, milliseconds.
+    pub sim_ms: u64,
+    /// Wall time, milliseconds.
+    pub wall_ms: u64,
+    /// Gossip figures, `null` without gossip.
+    pub gossip: Option<GossipLine>,
+    /// Typed rejections by error.
+    pub rejections: Ordered<u64>,
+    /// Sends not queued, by class.
+    pub sends_failed: Ordered<u64>,
+    /// The command that replays the seed.
+    pub replay: String,
+    /// The knobs a swarm seed drew (`{}` otherwise); last, so a line ends with `}}`.
+    pub drawn: Ordered<crate::swarm::Knob>,
+}
+
+/// `availability_time` of a [`ReportLine`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityTimeLine {
+    /// Window length, milliseconds.
+    pub window_ms: u64,
+    /// Windows in the fault phase.
+    pub windows: u64,
+    /// Fraction of windows in which some request succeeded.
+    pub some_ok: Fixed<6>,
+    /// Fraction of windows in which every request succeeded.
+    pub all_ok: Fixed<6>,
+}
+
+/// `latency_ms` of a [`ReportLine`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyLine {
+    /// Median.
+    pub p50: Fixed<3>,
+    /// 99th percentile.
+    pub p99: Fixed<3>,
+}
+
+/// `gossip` of a [`ReportLine`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GossipLine {
+    /// Gossip messages sent.
+    pub messages: u64,
+    /// Their encoded bytes.
+    pub bytes: u64,
+    /// Milliseconds until a crash was seen `Down` everywhere.
+    pub down_ms: Vec<Fixed<1>>,
+    /// Milliseconds until a restart was seen `Alive` everywhere.
+    pub alive_ms: Vec<Fixed<1>>,
+}
+
+/// The `--json` line of a seed that produced no report (it panicked, or the child process
+/// running it died): not as expected, with why and the replay command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PanicLine {
+    /// Scenario file.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// Always false.
+    pub ok: bool,
+    /// Always false.
+    pub as_expected: bool,
+    /// The panic message and location, or how the child died.
+    pub panic: String,
+    /// The command that replays the seed.
+    pub replay: String,
+}
+
+impl PanicLine {
+    /// The line of `seed` of the scenario at `path`, which gave no report because of `why`.
+    pub fn new(path: &str, seed: u64, why: &str) -> Self {
+        Self {
+            scenario: path.to_string(),
+            seed,
+            ok: false,
+            as_expected: false,
+            panic: why.to_string(),
+            replay: replay_command(path, seed),
+        }
+    }
+}
+
+/// Whatever `--json` prints for one seed. A `--jobs` parent parses its children's lines into
+/// this same type, so it reports exactly what a single process does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SeedLine {
+    /// The seed ran.
+    Report(Box<ReportLine>),
+    /// The seed gave no report.
+    Panic(PanicLine),
+}
+
+impl SeedLine {
+    /// Parses one line a child printed.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The line's text.
+    pub fn to_json(&self) -> String {
+        to_line(self)
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        match self {
+            SeedLine::Report(r) => r.seed,
+            SeedLine::Panic(p) => p.seed,
+        }
+    }
+
+    /// The outcome is what the scenario expects.
+    pub fn as_expected(&self) -> bool {
+        match self {
+            SeedLine::Report(r) => r.as_expected,
+            SeedLine::Panic(_) => false,
+        }
+    }
+
+    /// The seed's line in a human sweep listing.
+    pub fn human(&self) -> String {
+        match self {
+            SeedLine::Report(r) => format!(
+                "seed {:>6}  {}  ok {:>6} failed {:>5} indet {:>5}  avail {:>6.2}%  fp {}{}",
+                r.seed,
+                if r.ok { "pass     " } else { "violation" },
+                r.ops.ok,
+                r.ops.failed,
+                r.ops.indeterminate,
+                r.availability.0 * 100.0,
+                r.fingerprint,
+                if r.as_expected { "" } else { "  << UNEXPECTED" }
             ),
-            json_string(&self.scenario),
-            self.seed,
-            self.ok(),
-            self.as_expected(),
-            json_string(&self.fingerprint),
-            self.ops.ok,
-            self.ops.failed,
-            self.ops.indeterminate,
-            self.availability,
-            self.availability_time.window_ms,
-            self.availability_time.windows,
-            self.availability_time.some_ok,
-            self.availability_time.all_ok,
-            self.latency_p50_ms,
-            self.latency_p99_ms,
-            checks.join(", "),
-            details.join(", "),
+            SeedLine::Panic(p) => {
+                format!("seed {:>6}  PANIC      {}  << UNEXPECTED", p.seed, p.panic)
+            }
+        }
+    }
+}
+
+/// The command that replays `seed` of the scenario at `path`.
+pub fn replay_command(path: &str, seed: u64) -> String {
+    format!("cargo run --release -p sim -- {path} --seed {seed}")
+}
+
+/// What a seed sweep reports after its per-seed lines, added up from the lines themselves so
+/// that one process and `--jobs N` processes say the same.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SweepTotals {
+    /// Seeds reported.
+    pub seeds: u64,
+    /// Of which as expected.
+    pub as_expected: u64,
+    /// Events over all seeds that ran.
+    pub events: u64,
+    /// Simulated milliseconds over all seeds that ran.
+    pub sim_ms: u64,
+    /// Why each seed that was not as expected was not, with its replay command, in seed order.
+    pub unexpected: Vec<String>,
+}
+
+impl SweepTotals {
+    /// Counts one seed's line.
+    pub fn add(&mut self, line: &SeedLine) {
+        self.seeds += 1;
+        match line {
+            SeedLine::Report(r) => {
+                self.events += r.events;
+                self.sim_ms += r.sim_ms;
+                if r.as_expected {
+                    self.as_expected += 1;
+                } else {
+                    self.unexpected.push(format!(
+                        "seed {} did not match expect; replay: {}",
+                        r.seed, r.replay
+                    ));
+                }
+            }
+            SeedLine::Panic(p) => self.unexpected.push(format!(
+                "seed {} panicked: {}; replay: {}",
+                p.seed, p.panic, p.replay
+            )),
+        }
+    }
+
+    /// The summary line of a human sweep listing; `wall_s` is the sweep's wall time.
+    pub fn summary(&self, wall_s: f64) -> String {
+        let wall = wall_s.max(1e-9);
+        format!(
+            "{} seeds, {} as expected; {} events in {wall:.1} s ({:.0} events/s, {:.0}x real time)",
+            self.seeds,
+            self.as_expected,
             self.events,
-            self.sim_ms,
-            self.wall_ms,
-            self.gossip_json(),
-            counts_json(&self.rejections),
-            counts_json(&self.sends_failed),
-            json_string(&self.replay_command()),
-            crate::swarm::knobs_json(&self.swarm),
+            self.events as f64 / wall,
+            self.sim_ms as f64 / 1000.0 / wall
         )
     }
 }
@@ -304,36 +522,6 @@ impl RunReport {
 fn counts_line(counts: &[(&'static str, u64)]) -> String {
     let items: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
     items.join(", ")
-}
-
-/// Named counts as a JSON object.
-fn counts_json(counts: &[(&'static str, u64)]) -> String {
-    let items: Vec<String> = counts
-        .iter()
-        .map(|(k, v)| format!("{}: {v}", json_string(k)))
-        .collect();
-    format!("{{{}}}", items.join(", "))
-}
-
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The `q`-quantile of sorted values (nearest rank).
@@ -358,11 +546,6 @@ fn list_ms(values: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
-    }
 
     #[test]
     fn nearest_rank_quantiles() {

@@ -15,7 +15,6 @@
 //! combinations left out of the draw because of known open bugs are named where they are left out
 //! (search for `KNOWN OPEN BUG`), so they can be switched on once the fixes land.
 
-use crate::report::json_string;
 use crate::run::{run_seed, RunOptions, SeedRun};
 use crate::scenario::{Scenario, ScenarioError};
 use rand::seq::SliceRandom;
@@ -178,13 +177,38 @@ impl fmt::Display for Knob {
     }
 }
 
-impl Knob {
-    /// The value as JSON.
-    pub fn to_json(&self) -> String {
+/// A knob is a JSON number, boolean or string; a rate is printed as it reads in the summary
+/// (`0.015`, `1`), and a rate that is not a number as `null`.
+impl serde::Serialize for Knob {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Knob::Text(v) => json_string(v),
-            Knob::Float(v) if !v.is_finite() => "null".into(),
-            other => other.to_string(),
+            Knob::Int(v) => serializer.serialize_u64(*v),
+            Knob::Float(v) if !v.is_finite() => serializer.serialize_none(),
+            Knob::Float(v) => match serde_json::value::RawValue::from_string(v.to_string()) {
+                Ok(raw) => raw.serialize(serializer),
+                Err(_) => serializer.serialize_f64(*v),
+            },
+            Knob::Bool(v) => serializer.serialize_bool(*v),
+            Knob::Text(v) => serializer.serialize_str(v),
+        }
+    }
+}
+
+/// Reads a knob back from a JSON line: an integer is an `Int`, any other number a `Float`.
+impl<'de> serde::Deserialize<'de> for Knob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde_json::Value;
+        match Value::deserialize(deserializer)? {
+            Value::Number(n) => Ok(match n.as_u64() {
+                Some(v) => Knob::Int(v),
+                None => Knob::Float(n.as_f64().unwrap_or(f64::NAN)),
+            }),
+            Value::Null => Ok(Knob::Float(f64::NAN)),
+            Value::Bool(v) => Ok(Knob::Bool(v)),
+            Value::String(v) => Ok(Knob::Text(v)),
+            other => Err(serde::de::Error::custom(format!(
+                "a knob is a number, boolean or string, not {other}"
+            ))),
         }
     }
 }
@@ -208,13 +232,9 @@ pub fn knobs_line(knobs: &Knobs) -> String {
     format!("swarm {}", parts.join(" "))
 }
 
-/// The knobs as one JSON object.
+/// The knobs as one JSON object, in the order they were drawn.
 pub fn knobs_json(knobs: &Knobs) -> String {
-    let parts: Vec<String> = knobs
-        .iter()
-        .map(|(name, value)| format!("{}: {}", json_string(name), value.to_json()))
-        .collect();
-    format!("{{{}}}", parts.join(", "))
+    crate::json::to_line(&crate::json::Ordered(knobs.clone()))
 }
 
 /// What one seed drew: the scenario and the knobs that describe it.
