@@ -1685,6 +1685,83 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_loads() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme
+            .find("## Configuration")
+            .expect("a configuration section")..];
+        let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").expect("closed")];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("cluster.secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let text = example.replace(
+            "cluster_secret_file = \"cluster.secret\"",
+            &format!("cluster_secret_file = {:?}", secret.display().to_string()),
+        );
+        let settings = FileConfig::parse(&text)
+            .and_then(|f| f.validate())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The example shows the defaults: what it sets is what core would have chosen.
+        let defaults = ClusterConfig::default();
+        assert_eq!(settings.cluster.hint_age_max_ms, defaults.hint_age_max_ms);
+        assert_eq!(settings.cluster.record_bytes_max, defaults.record_bytes_max);
+        assert_eq!(
+            settings.membership.fanout,
+            MembershipConfig::default().fanout
+        );
+    }
+
+    #[test]
+    fn core_settings_live_in_one_table_each_and_the_node_adds_no_second_name() {
+        let core = setting_names::<ClusterConfig>();
+        for name in REPLICATION_SETTINGS.iter().chain(REPAIR_SETTINGS) {
+            assert!(core.contains(name), "{name} is no core setting");
+        }
+        for name in setting_names::<LimitsFile>() {
+            assert!(
+                !core.contains(name),
+                "[limits] {name} shadows core's setting"
+            );
+        }
+        assert_eq!(
+            field_of("node_id = 1\n[repair]\nn = 1"),
+            "repair.n",
+            "n belongs in [replication]"
+        );
+        let error = FileConfig::parse("node_id = 1\n[limits]\nread_repair = false")
+            .expect_err("wrong table");
+        assert!(error.reason.contains("[repair]"), "{}", error.reason);
+        assert!(
+            error.reason.starts_with("line 3, column 1:"),
+            "{}",
+            error.reason
+        );
+        // Settings the node did not restate before are settable too.
+        let settings = FileConfig::parse(
+            "node_id = 1\n[repair]\ntree_rebuild_interval_ms = 0\n\
+             [limits]\nclock_entries_max = 8\nrecord_bytes_max = 2097152\n\
+             [membership]\nlocation_name_bytes_max = 32\n",
+        )
+        .and_then(|f| f.validate())
+        .expect("valid");
+        assert_eq!(settings.cluster.tree_rebuild_interval_ms, 0);
+        assert_eq!(settings.cluster.clock_entries_max, 8);
+        assert_eq!(settings.cluster.record_bytes_max, 2 << 20);
+        assert_eq!(settings.membership.location_name_bytes_max, 32);
+        // A flag lands in the table its setting lives in.
+        let mut file = FileConfig::dev();
+        file.set_cluster_setting("request_timeout_ms", toml::Value::Integer(100));
+        assert!(file.replication.contains_key("request_timeout_ms"));
+        let settings = file.validate().expect("valid");
+        assert_eq!(settings.cluster.request_timeout_ms, 100);
+        assert_eq!(
+            settings.cluster.sloppy_after_ms, 100,
+            "pulled below the deadline"
+        );
+    }
+
+    #[test]
     fn the_datacenter_levels_are_accepted_as_defaults() {
         for (text, level) in [
             ("local_quorum", Consistency::LocalQuorum),

@@ -436,6 +436,29 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
+/// The core setting in `[cluster]` whose value core's section refuses, and why. The sections
+/// are flattened into the table, and a flattened field's error names the table rather than the
+/// key: each key is read alone into its section to find the one at fault.
+fn core_setting_at_fault(text: &str) -> Option<(String, String)> {
+    use ringkv_core::config::setting_names;
+    let file: toml::Table = toml::from_str(text).ok()?;
+    let cluster = file.get("cluster")?.as_table()?;
+    cluster.iter().find_map(|(key, value)| {
+        let alone = toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())]));
+        let error = if setting_names::<ClusterConfig>().contains(&key.as_str()) {
+            alone.try_into::<ClusterConfig>().err()
+        } else if setting_names::<MembershipConfig>().contains(&key.as_str()) {
+            alone.try_into::<MembershipConfig>().err()
+        } else {
+            None
+        }?;
+        Some((
+            format!("cluster.{key}"),
+            error.to_string().trim().to_string(),
+        ))
+    })
+}
+
 /// Key choice.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KeyDistribution {
@@ -459,10 +482,16 @@ impl Scenario {
 
     /// Parses and validates scenario text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError {
-            file: file.to_string(),
-            field: None,
-            reason: e.to_string().trim().replace('\n', " "),
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let (field, reason) = match core_setting_at_fault(text) {
+                Some((field, reason)) => (Some(field), reason),
+                None => (None, e.to_string().trim().replace('\n', " ")),
+            };
+            ScenarioError {
+                file: file.to_string(),
+                field,
+                reason,
+            }
         })?;
         scenario
             .validate()
@@ -947,6 +976,58 @@ value_bytes = [8, 16]
         let text = format!("{MINIMAL}\n[[fault]]\nat_ms = 5\nwipe = 3\n");
         let e = Scenario::parse("t.toml", &text).expect_err("node 3");
         assert_eq!(e.field.as_deref(), Some("fault[0].wipe"));
+    }
+
+    #[test]
+    fn core_settings_are_read_from_cluster_and_their_errors_name_the_key() {
+        let text = MINIMAL.replace(
+            "w = 2",
+            "w = 2\nconsistency = \"local_quorum\"\nhint_replay_interval_ms = 50\n\
+             record_bytes_max = 2097152\nfanout = 2\ngossip = true",
+        );
+        let s = Scenario::parse("t.toml", &text).expect("valid");
+        let config = s.cluster_config().expect("valid");
+        assert_eq!(
+            config.consistency,
+            Some(ringkv_core::Consistency::LocalQuorum)
+        );
+        assert_eq!(config.hint_replay_interval_ms, 50);
+        assert_eq!(config.record_bytes_max, 2 << 20);
+        let membership = s.membership_config().expect("valid").expect("gossip");
+        assert_eq!(membership.fanout, 2);
+        assert_eq!(membership.vnodes_per_node, config.vnodes_per_node);
+        for (line, field, mentions) in [
+            ("read_repair = 1", "cluster.read_repair", "boolean"),
+            ("consistency = \"quorom\"", "cluster.consistency", "quorom"),
+            ("conflict = \"newest\"", "cluster.conflict", "newest"),
+            ("fanout = \"x\"", "cluster.fanout", "string"),
+            (
+                "hint_age_max_ms = 0",
+                "cluster.hint_age_max_ms",
+                "at least 1",
+            ),
+        ] {
+            let text = MINIMAL.replace("w = 2", &format!("w = 2\n{line}"));
+            let e = Scenario::parse("t.toml", &text).expect_err(line);
+            assert_eq!(e.field.as_deref(), Some(field), "{line}: {e}");
+            assert!(e.reason.contains(mentions), "{line}: {e}");
+        }
+        // Driver-derived fields and the old spelling of `fanout` are no settings.
+        for line in ["simulation = true", "seeds = [1]", "gossip_fanout = 2"] {
+            let text = MINIMAL.replace("w = 2", &format!("w = 2\n{line}"));
+            let e = Scenario::parse("t.toml", &text).expect_err(line);
+            assert!(e.reason.contains("unknown field"), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_workload_values_must_fit_the_value_limit() {
+        let text = MINIMAL.replace("w = 2", "w = 2\nvalue_bytes_max = 12");
+        let e = Scenario::parse("t.toml", &text).expect_err("16-byte values past a 12-byte limit");
+        assert_eq!(e.field.as_deref(), Some("workload.value_bytes"));
+        let text = MINIMAL.replace("w = 2", "w = 2\nvalue_bytes_max = 16");
+        let s = Scenario::parse("t.toml", &text).expect("fits");
+        assert_eq!(s.cluster_config().expect("valid").value_bytes_max, 16);
     }
 
     #[test]
