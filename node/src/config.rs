@@ -105,7 +105,7 @@ const REPLICATION_SETTINGS: &[&str] = &[
     "replicas_per_datacenter",
 ];
 
-/// The `[repair]` part of [`REPLICATION_SETTINGS`]'s rule.
+/// The core settings the node's file keeps in `[repair]` (see `REPLICATION_SETTINGS`).
 const REPAIR_SETTINGS: &[&str] = &[
     "read_repair",
     "hints_per_target_max",
@@ -121,7 +121,9 @@ const REPAIR_SETTINGS: &[&str] = &[
 ];
 
 /// The table of the node's file that holds core's cluster setting `name`: `replication`,
-/// `repair` or `limits` (see [`REPLICATION_SETTINGS`]).
+/// `repair` or `limits`: placement, quorums and timeouts in the first, read repair, hinted
+/// handoff and anti-entropy in the second, every other core setting (sizes and counts) beside
+/// the node's own limits.
 pub fn cluster_setting_table(name: &str) -> &'static str {
     if REPLICATION_SETTINGS.contains(&name) {
         "replication"
