@@ -1,13 +1,30 @@
 //! Cluster and node configuration, validated once before any machine is built.
+//!
+//! Every setting is declared once, here (and in [`crate::membership::MembershipConfig`] for
+//! gossip): a serde section with its default and its validation. The node's TOML file and the
+//! simulator's scenario `[cluster]` table embed these sections and add only their own fields
+//! (addresses and secrets; simulator-only knobs), so a setting the simulator proves is one an
+//! operator can set, under the same name, with the same default and the same limits. Fields
+//! marked `#[serde(skip)]` are not settings: a driver derives them (`simulation`, the test
+//! knobs, membership seeds).
+
+mod fields;
+
+pub use fields::setting_names;
 
 use crate::client::Consistency;
 use crate::id::NodeId;
 use crate::version::ConflictMode;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-/// Settings every node of a cluster must agree on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings every node of a cluster must agree on. As a file section every field is optional
+/// (missing ones take [`ClusterConfig::default`]) and unknown keys are refused; level and
+/// conflict names are the text their `FromStr` parses (`quorum`, `vector-clock`), and
+/// `replicas_per_datacenter` is a table (`{ dc1 = 3, dc2 = 2 }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Replicas per key.
     pub n: u8,
@@ -16,8 +33,13 @@ pub struct ClusterConfig {
     /// Default durable acknowledgements a write waits for.
     pub w: u8,
     /// Default level for requests that do not name one; `None` means "use r and w".
+    #[serde(
+        with = "fields::optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub consistency: Option<Consistency>,
     /// How concurrent writes are resolved.
+    #[serde(with = "fields::text")]
     pub conflict: ConflictMode,
     /// Vnodes per unit of node weight.
     pub vnodes_per_node: u32,
@@ -64,7 +86,9 @@ pub struct ClusterConfig {
     pub anti_entropy_records_per_message_max: usize,
     /// Replicas per datacenter name, e.g. `[("dc1", 3), ("dc2", 2)]` (Cassandra's
     /// NetworkTopologyStrategy); the counts must add up to `n`, and datacenters not listed hold no
-    /// replica. Empty: `n` replicas spread as evenly as the datacenters allow.
+    /// replica. Empty: `n` replicas spread as evenly as the datacenters allow. Kept in name
+    /// order (a file's table is one).
+    #[serde(with = "fields::name_counts")]
     pub replicas_per_datacenter: Vec<(String, u8)>,
     /// Time between the starts of two full rebuilds of the hash trees from storage (0 = never).
     /// A rebuild catches what per-write updates cannot see: data that changed or vanished on
@@ -76,16 +100,22 @@ pub struct ClusterConfig {
     /// every input even in release builds, and the `unsafe_*` test knobs are accepted. A runtime
     /// setting rather than a cargo feature, because feature unification switched the old `sim`
     /// feature on in node builds made with `--workspace`; no driver but the simulator sets it,
-    /// and the node's configuration cannot.
+    /// and the node's configuration cannot (it is no file setting).
+    #[serde(skip)]
     pub simulation: bool,
     /// TEST ONLY: acknowledge writes before they are durable. Accepted by `validate` only with
-    /// `simulation`, so the simulator can show the durability check catches it.
+    /// `simulation`, so the simulator can show the durability check catches it. No file
+    /// setting: the scenario format declares it among its simulator-only knobs.
+    #[serde(skip)]
     pub unsafe_ack_before_persist: bool,
     /// TEST ONLY: linearizable reads skip the write-back phase (`simulation` only), so the
-    /// simulator can show the linearizability checker catches the anomaly.
+    /// simulator can show the linearizability checker catches the anomaly (no file setting).
+    #[serde(skip)]
     pub unsafe_skip_write_back: bool,
     /// TEST ONLY: every replica silently ignores every n-th write it receives (0 = never;
-    /// `simulation` only), so the simulator can show the convergence checker catches divergence.
+    /// `simulation` only), so the simulator can show the convergence checker catches divergence
+    /// (no file setting).
+    #[serde(skip)]
     pub unsafe_drop_every_nth_write: u32,
 }
 
@@ -387,6 +417,52 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert_eq!(config.validate().map_err(|e| e.field), Err("consistency"));
+    }
+
+    #[test]
+    fn a_section_reads_missing_keys_as_defaults_and_refuses_unknown_ones() {
+        let empty: ClusterConfig = toml::from_str("").expect("an empty section");
+        assert_eq!(empty, ClusterConfig::default());
+        let config: ClusterConfig = toml::from_str(
+            "n = 5\nconsistency = \"local_quorum\"\nconflict = \"vector_clock\"\n\
+             replicas_per_datacenter = { dc2 = 2, dc1 = 3 }\n",
+        )
+        .expect("parses");
+        assert_eq!(config.n, 5);
+        assert_eq!(config.consistency, Some(Consistency::LocalQuorum));
+        assert_eq!(config.conflict, ConflictMode::VectorClock);
+        assert_eq!(
+            config.replicas_per_datacenter,
+            vec![("dc1".to_string(), 3), ("dc2".to_string(), 2)],
+            "in name order"
+        );
+        assert_eq!(config.r, ClusterConfig::default().r);
+        for (text, mentions) in [
+            ("bogus = 1", "bogus"),
+            ("consistency = \"quorom\"", "quorom"),
+            ("conflict = \"newest\"", "newest"),
+            ("simulation = true", "simulation"),
+            (
+                "unsafe_ack_before_persist = true",
+                "unsafe_ack_before_persist",
+            ),
+            ("n = 300", "u8"),
+        ] {
+            let error = toml::from_str::<ClusterConfig>(text).expect_err(text);
+            assert!(error.to_string().contains(mentions), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_section_round_trips_through_its_text() {
+        let config = ClusterConfig {
+            consistency: Some(Consistency::Count(2)),
+            conflict: ConflictMode::VectorClock,
+            replicas_per_datacenter: vec![("dc1".to_string(), 2), ("dc2".to_string(), 1)],
+            ..ClusterConfig::default()
+        };
+        let text = toml::to_string(&config).expect("renders");
+        assert_eq!(toml::from_str::<ClusterConfig>(&text), Ok(config));
     }
 
     #[test]

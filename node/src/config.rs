@@ -4,8 +4,9 @@
 //! so an operator can find it. Unknown keys are refused rather than silently ignored.
 
 use crate::storage::StorageSettings;
+use ringkv_core::config::setting_names;
 use ringkv_core::membership::MembershipConfig;
-use ringkv_core::{ClusterConfig, ConflictMode, Consistency, NodeId, NodeLocation};
+use ringkv_core::{ClusterConfig, NodeId, NodeLocation};
 use ringkv_lsm::LsmConfig;
 use serde::Deserialize;
 use std::fmt;
@@ -86,86 +87,58 @@ pub struct AdminFile {
     pub token_file: Option<PathBuf>,
 }
 
-/// `[replication]`: settings every node of the cluster must share.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicationFile {
-    /// Replicas per key.
-    pub n: Option<u8>,
-    /// Default read quorum.
-    pub r: Option<u8>,
-    /// Default write quorum.
-    pub w: Option<u8>,
-    /// Default level for requests naming none: one, quorum, all or a number.
-    pub consistency: Option<String>,
-    /// `lww` or `vector-clock`.
-    pub conflict: Option<String>,
-    /// Allow fallback replicas when preferred ones are down.
-    pub sloppy_quorum: Option<bool>,
-    /// With `sloppy_quorum`: how long a write waits for its replicas before handing the silent
-    /// ones' copies to fallback nodes as hints (at most `request_timeout_ms`).
-    pub sloppy_after_ms: Option<u64>,
-    /// Coordinator deadline per request.
-    pub request_timeout_ms: Option<u64>,
-    /// Vnodes per unit of weight.
-    pub vnodes_per_node: Option<u32>,
-    /// Replicas per datacenter, e.g. `{ dc1 = 3, dc2 = 2 }` (adding up to `n`; datacenters left
-    /// out hold none). Unset: `n` spread as evenly as the datacenters allow.
-    #[serde(default)]
-    pub replicas_per_datacenter: std::collections::BTreeMap<String, u8>,
+/// Where the node's file keeps each of core's cluster settings ([`ClusterConfig`], declared
+/// there once with its default and limits): `[replication]` for placement, quorums and
+/// timeouts, `[repair]` for read repair, hinted handoff and anti-entropy, and `[limits]` for
+/// every other one (sizes and counts), beside the node's own limits. The grouping is the
+/// file's only contribution; names, types and defaults are core's.
+const REPLICATION_SETTINGS: &[&str] = &[
+    "n",
+    "r",
+    "w",
+    "consistency",
+    "conflict",
+    "vnodes_per_node",
+    "request_timeout_ms",
+    "sloppy_quorum",
+    "sloppy_after_ms",
+    "replicas_per_datacenter",
+];
+
+/// The core settings the node's file keeps in `[repair]` (see `REPLICATION_SETTINGS`).
+const REPAIR_SETTINGS: &[&str] = &[
+    "read_repair",
+    "hints_per_target_max",
+    "hint_bytes_per_target_max",
+    "hint_age_max_ms",
+    "hint_replay_interval_ms",
+    "hint_replays_per_round",
+    "anti_entropy_interval_ms",
+    "anti_entropy_ranges_per_round",
+    "anti_entropy_records_per_message_max",
+    "tree_rebuild_interval_ms",
+    "tree_rebuild_keys_per_step",
+];
+
+/// The table of the node's file that holds core's cluster setting `name`: `replication`,
+/// `repair` or `limits`: placement, quorums and timeouts in the first, read repair, hinted
+/// handoff and anti-entropy in the second, every other core setting (sizes and counts) beside
+/// the node's own limits.
+pub fn cluster_setting_table(name: &str) -> &'static str {
+    if REPLICATION_SETTINGS.contains(&name) {
+        "replication"
+    } else if REPAIR_SETTINGS.contains(&name) {
+        "repair"
+    } else {
+        "limits"
+    }
 }
 
-/// `[repair]`: read repair, hinted handoff and anti-entropy. Every member should agree.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RepairFile {
-    /// After answering a read, write the newest version to replicas that answered older.
-    pub read_repair: Option<bool>,
-    /// Most hints kept for one owner (more are counted as overflowed and left to anti-entropy).
-    pub hints_per_target_max: Option<usize>,
-    /// Most hint bytes kept for one owner.
-    pub hint_bytes_per_target_max: Option<u64>,
-    /// Hints older than this are deleted unsent and left to anti-entropy.
-    pub hint_age_max_ms: Option<u64>,
-    /// Time between hint replay rounds.
-    pub hint_replay_interval_ms: Option<u64>,
-    /// Most hints replayed per round.
-    pub hint_replays_per_round: Option<usize>,
-    /// Time between anti-entropy rounds; 0 turns anti-entropy off.
-    pub anti_entropy_interval_ms: Option<u64>,
-    /// Ranges compared per anti-entropy round.
-    pub anti_entropy_ranges_per_round: Option<usize>,
-    /// Most records in one anti-entropy repair message.
-    pub anti_entropy_records_per_message_max: Option<usize>,
-}
-
-/// `[membership]`: gossip and failure detection. Every member should agree; the defaults are
-/// the core's (`MembershipConfig::default()`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MembershipFile {
-    /// Time between two gossip rounds of one node.
-    pub gossip_interval_ms: Option<u64>,
-    /// Peers contacted per gossip round.
-    pub fanout: Option<usize>,
-    /// A member whose heartbeat has not advanced for this long is suspect.
-    pub suspect_after_ms: Option<u64>,
-    /// A suspect member silent for this much longer is down (routed around; removable).
-    pub down_after_ms: Option<u64>,
-    /// Most members (any status, this node included) the member table holds.
-    pub members_max: Option<usize>,
-    /// Most changes (joins, leaves, removes) the ring log may hold.
-    pub ring_changes_max: Option<usize>,
-}
-
-/// `[limits]`.
+/// The node's own part of `[limits]` (client connections and peer links); the table also holds
+/// core's size limits (`key_bytes_max`, `value_bytes_max`, `siblings_max`, ...).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
-    /// Largest key.
-    pub key_bytes_max: Option<usize>,
-    /// Largest value.
-    pub value_bytes_max: Option<usize>,
     /// Largest client command, all arguments included.
     pub request_bytes_max: Option<usize>,
     /// Most pipelined input read ahead per connection while its replies wait to be written.
@@ -185,10 +158,6 @@ pub struct LimitsFile {
     pub command_receive_timeout_ms: Option<u64>,
     /// Connections silent this long between commands are closed; 0 (the default) never.
     pub client_idle_timeout_ms: Option<u64>,
-    /// Most requests the node coordinates at once.
-    pub requests_in_flight_max: Option<usize>,
-    /// Most siblings per key (vector-clock mode).
-    pub siblings_max: Option<usize>,
     /// Largest peer frame.
     pub peer_frame_bytes_max: Option<usize>,
     /// Messages queued per peer before further ones are dropped and counted.
@@ -242,7 +211,7 @@ pub struct StorageFile {
 }
 
 /// The TOML file, every field optional (flags and defaults fill the gaps).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// This node's id (unique in the cluster, stable for its lifetime).
@@ -280,21 +249,23 @@ pub struct FileConfig {
     /// the initial ring.
     #[serde(default)]
     pub peers: Vec<PeerSpec>,
-    /// Replication defaults.
+    /// Core's cluster settings for placement, quorums and timeouts (see
+    /// [`cluster_setting_table`]); read as [`ClusterConfig`] by [`FileConfig::validate`].
     #[serde(default)]
-    pub replication: ReplicationFile,
-    /// Read repair, hinted handoff and anti-entropy.
+    pub replication: toml::Table,
+    /// Core's cluster settings for read repair, hinted handoff and anti-entropy.
     #[serde(default)]
-    pub repair: RepairFile,
-    /// Limits.
+    pub repair: toml::Table,
+    /// Core's size limits and the node's own ([`LimitsFile`]).
     #[serde(default)]
-    pub limits: LimitsFile,
+    pub limits: toml::Table,
     /// Storage engine.
     #[serde(default)]
     pub storage: StorageFile,
-    /// Gossip membership and failure detection.
+    /// Gossip membership and failure detection: core's section, embedded whole (its seeds
+    /// are the peers, its vnode setting is `replication.vnodes_per_node`).
     #[serde(default)]
-    pub membership: MembershipFile,
+    pub membership: MembershipConfig,
     /// TLS for the client port and peer links ([`crate::tls`]).
     #[serde(default)]
     pub tls: crate::tls::TlsFile,
@@ -313,27 +284,135 @@ impl FileConfig {
         })
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text. Core's settings are read here too, so a wrong name or type in
+    /// `[replication]`, `[repair]` or `[limits]` is reported with its line like any other.
     pub fn parse(text: &str) -> Result<FileConfig, SettingsError> {
-        toml::from_str(text).map_err(|e| SettingsError {
+        let file: FileConfig = toml::from_str(text).map_err(|e| SettingsError {
             field: field_of_toml_error(&e, text),
             reason: reason_of_toml_error(&e, text),
-        })
+        })?;
+        file.cluster_file().map_err(|e| {
+            let (table, key) = e.field.split_once('.').unwrap_or(("", &e.field));
+            match key_position(text, table, key) {
+                Some((line, column)) => SettingsError {
+                    reason: format!("line {line}, column {column}: {}", e.reason),
+                    ..e
+                },
+                None => e,
+            }
+        })?;
+        Ok(file)
     }
 
     /// The defaults of `ringkv-node --dev`: one node, n = r = w = 1, on loopback.
     pub fn dev() -> FileConfig {
-        FileConfig {
+        let mut file = FileConfig {
             node_id: Some(1),
-            replication: ReplicationFile {
-                n: Some(1),
-                r: Some(1),
-                w: Some(1),
-                ..ReplicationFile::default()
-            },
             ..FileConfig::default()
+        };
+        for name in ["n", "r", "w"] {
+            file.set_cluster_setting(name, toml::Value::Integer(1));
+        }
+        file
+    }
+
+    /// Sets core's cluster setting `name` in the table the file keeps it in (a flag overriding
+    /// the file); an unknown name or a bad value is reported by [`FileConfig::validate`].
+    pub fn set_cluster_setting(&mut self, name: &str, value: toml::Value) {
+        let table = match cluster_setting_table(name) {
+            "replication" => &mut self.replication,
+            "repair" => &mut self.repair,
+            _ => &mut self.limits,
+        };
+        table.insert(name.to_string(), value);
+    }
+
+    /// Core's settings gathered from the three tables that hold them, and the node's own
+    /// limits. Errors name the key as `table.key`: an unknown key, a core setting in another
+    /// table than its own, or a value of the wrong type.
+    fn cluster_file(&self) -> Result<ClusterFile, SettingsError> {
+        let names = setting_names::<ClusterConfig>();
+        let node_limit_names = setting_names::<LimitsFile>();
+        let mut core = toml::Table::new();
+        let mut node_limits = toml::Table::new();
+        for (table_name, table) in [
+            ("replication", &self.replication),
+            ("repair", &self.repair),
+            ("limits", &self.limits),
+        ] {
+            for (key, value) in table {
+                let field = format!("{table_name}.{key}");
+                if table_name == "limits" && node_limit_names.contains(&key.as_str()) {
+                    node_limits.insert(key.clone(), value.clone());
+                    continue;
+                }
+                if !names.contains(&key.as_str()) {
+                    return invalid(field, format!("unknown setting `{key}` in [{table_name}]"));
+                }
+                let home = cluster_setting_table(key);
+                if home != table_name {
+                    return invalid(field, format!("belongs in [{home}]"));
+                }
+                core.insert(key.clone(), value.clone());
+            }
+        }
+        let config = read_table::<ClusterConfig>(&core, cluster_setting_table)?;
+        let limits = read_table::<LimitsFile>(&node_limits, |_| "limits")?;
+        Ok(ClusterFile {
+            config,
+            set: core.keys().cloned().collect(),
+            limits,
+        })
+    }
+}
+
+/// Reads a section from `table`, naming the key at fault as `{table_of(key)}.{key}`: a whole
+/// table either reads or some key in it is wrong on its own (no section has a rule across its
+/// keys at this stage), and a value deserializer reports the type, not the key.
+fn read_table<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    table_of: impl Fn(&str) -> &'static str,
+) -> Result<T, SettingsError> {
+    toml::Value::Table(table.clone()).try_into().map_err(|e| {
+        let culprit = table.iter().find(|(key, value)| {
+            let alone = toml::Table::from_iter([((*key).clone(), (*value).clone())]);
+            toml::Value::Table(alone).try_into::<T>().is_err()
+        });
+        let key = culprit.map_or("(file)", |(key, _)| key.as_str());
+        SettingsError {
+            field: format!("{}.{key}", table_of(key)),
+            reason: e.to_string().trim().to_string(),
+        }
+    })
+}
+
+/// What the file says about core's cluster settings and the node's limits, before the node's
+/// derived defaults and validation.
+struct ClusterFile {
+    /// Core's settings: the file's values, core's defaults for the rest.
+    config: ClusterConfig,
+    /// The settings the file (or a flag) gave a value.
+    set: std::collections::BTreeSet<String>,
+    /// The node's own limits.
+    limits: LimitsFile,
+}
+
+/// Best effort: the line and column (1-based) of `key = ...` under the `[table]` header, so an
+/// error found after parsing can still point into the file.
+fn key_position(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = "";
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') && trimmed.ends_with(']') {
+            current = trimmed.trim_matches(|c| c == '[' || c == ']').trim();
+            continue;
+        }
+        let written = trimmed.split_once('=').map(|(k, _)| k.trim());
+        if current == table && written == Some(key) {
+            return Some((index + 1, line.len() - line.trim_start().len() + 1));
         }
     }
+    None
 }
 
 /// Best effort: the dotted key path a toml error points at (`repair.read_repair`), from the
@@ -567,72 +646,37 @@ fn read_secret(field: &str, path: &Path) -> Result<Vec<u8>, SettingsError> {
     }
 }
 
-/// Names a core configuration field the way the TOML file spells it.
-fn core_field_path(field: &str) -> String {
-    match field {
-        "n"
-        | "r"
-        | "w"
-        | "consistency"
-        | "request_timeout_ms"
-        | "vnodes_per_node"
-        | "sloppy_quorum"
-        | "sloppy_after_ms"
-        | "replicas_per_datacenter"
-        | "unsafe_ack_before_persist" => format!("replication.{field}"),
-        "read_repair"
-        | "hints_per_target_max"
-        | "hint_bytes_per_target_max"
-        | "hint_age_max_ms"
-        | "hint_replay_interval_ms"
-        | "hint_replays_per_round"
-        | "anti_entropy_interval_ms"
-        | "anti_entropy_ranges_per_round"
-        | "anti_entropy_records_per_message_max" => format!("repair.{field}"),
-        other => format!("limits.{other}"),
+/// The core's membership settings from `[membership]`; its seeds are every configured peer,
+/// and its vnode setting is the ring's (`replication.vnodes_per_node`).
+fn membership_config(
+    file: &MembershipConfig,
+    cluster: &ClusterConfig,
+    peers: &[Peer],
+) -> Result<MembershipConfig, SettingsError> {
+    let config = MembershipConfig {
+        vnodes_per_node: cluster.vnodes_per_node,
+        seeds: peers.iter().map(|p| p.id).collect(),
+        ..file.clone()
+    };
+    config.validate().map_err(|e| SettingsError {
+        field: match e.field {
+            "vnodes_per_node" => "replication.vnodes_per_node".to_string(),
+            "seeds" => "membership.members_max".to_string(),
+            other => format!("membership.{other}"),
+        },
+        reason: e.reason,
+    })?;
+    // The member table holds every node of the address book, this one included.
+    if peers.len() + 1 > config.members_max {
+        return invalid(
+            "membership.members_max",
+            format!(
+                "must be at least the number of configured nodes ({})",
+                peers.len() + 1
+            ),
+        );
     }
-}
-
-impl MembershipFile {
-    /// The core's membership settings; its seeds are every configured peer, and its vnode
-    /// setting is the ring's (`replication.vnodes_per_node`).
-    fn validate(
-        &self,
-        cluster: &ClusterConfig,
-        peers: &[Peer],
-    ) -> Result<MembershipConfig, SettingsError> {
-        let d = MembershipConfig::default();
-        let config = MembershipConfig {
-            gossip_interval_ms: self.gossip_interval_ms.unwrap_or(d.gossip_interval_ms),
-            fanout: self.fanout.unwrap_or(d.fanout),
-            suspect_after_ms: self.suspect_after_ms.unwrap_or(d.suspect_after_ms),
-            down_after_ms: self.down_after_ms.unwrap_or(d.down_after_ms),
-            members_max: self.members_max.unwrap_or(d.members_max),
-            ring_changes_max: self.ring_changes_max.unwrap_or(d.ring_changes_max),
-            vnodes_per_node: cluster.vnodes_per_node,
-            seeds: peers.iter().map(|p| p.id).collect(),
-            ..d
-        };
-        config.validate().map_err(|e| SettingsError {
-            field: match e.field {
-                "vnodes_per_node" => "replication.vnodes_per_node".to_string(),
-                "seeds" => "membership.members_max".to_string(),
-                other => format!("membership.{other}"),
-            },
-            reason: e.reason,
-        })?;
-        // The member table holds every node of the address book, this one included.
-        if peers.len() + 1 > config.members_max {
-            return invalid(
-                "membership.members_max",
-                format!(
-                    "must be at least the number of configured nodes ({})",
-                    peers.len() + 1
-                ),
-            );
-        }
-        Ok(config)
-    }
+    Ok(config)
 }
 
 impl FileConfig {
@@ -814,10 +858,11 @@ impl FileConfig {
                 "no node is in the initial ring: this node and every peer are spares",
             );
         }
-        let cluster = self.cluster_config(initial_members)?;
-        let limits = self.limits(&cluster)?;
+        let file = self.cluster_file()?;
+        let cluster = cluster_config(&file, initial_members)?;
+        let limits = limits(&file.limits, &cluster)?;
         let storage = self.storage.validate(&cluster)?;
-        let membership = self.membership.validate(&cluster, &peers)?;
+        let membership = membership_config(&self.membership, &cluster, &peers)?;
         let tls = self.tls.validate()?;
         Ok(Settings {
             node_id,
@@ -839,195 +884,142 @@ impl FileConfig {
             tls,
         })
     }
+}
 
-    fn cluster_config(&self, members: usize) -> Result<ClusterConfig, SettingsError> {
-        let rep = &self.replication;
-        let defaults = ClusterConfig::default();
+/// Core's cluster settings as the file gives them, with the node's own defaults where it gives
+/// none: `n` is the initial ring's size up to 3 (a dev node runs alone), `r` and `w` a majority
+/// of `n`, and `sloppy_after_ms` no later than `request_timeout_ms`. Every error names the key
+/// the file would hold it under (`replication.w`).
+fn cluster_config(file: &ClusterFile, members: usize) -> Result<ClusterConfig, SettingsError> {
+    let defaults = ClusterConfig::default();
+    let set = |name: &str| file.set.contains(name);
+    let mut config = file.config.clone();
+    if !set("n") {
         let members_u8 = u8::try_from(members.min(16)).unwrap_or(16);
-        let n = rep.n.unwrap_or(defaults.n.min(members_u8));
-        if usize::from(n) > members {
-            return invalid(
-                "replication.n",
-                format!("n = {n} but the cluster has only {members} member(s)"),
-            );
-        }
-        let quorum = n / 2 + 1;
-        let consistency = match &rep.consistency {
-            Some(text) => Some(text.parse::<Consistency>().map_err(|e| SettingsError {
-                field: "replication.consistency".to_string(),
-                reason: e.to_string(),
-            })?),
-            None => None,
-        };
-        let conflict = match &rep.conflict {
-            Some(text) => text.parse::<ConflictMode>().map_err(|e| SettingsError {
-                field: "replication.conflict".to_string(),
-                reason: e.to_string(),
-            })?,
-            None => defaults.conflict,
-        };
-        let limits = &self.limits;
-        let repair = &self.repair;
-        let config = ClusterConfig {
-            n,
-            r: rep.r.unwrap_or(quorum),
-            w: rep.w.unwrap_or(quorum),
-            consistency,
-            conflict,
-            vnodes_per_node: rep.vnodes_per_node.unwrap_or(defaults.vnodes_per_node),
-            request_timeout_ms: rep
-                .request_timeout_ms
-                .unwrap_or(defaults.request_timeout_ms),
-            key_bytes_max: limits.key_bytes_max.unwrap_or(defaults.key_bytes_max),
-            value_bytes_max: limits.value_bytes_max.unwrap_or(defaults.value_bytes_max),
-            siblings_max: limits.siblings_max.unwrap_or(defaults.siblings_max),
-            requests_in_flight_max: limits
-                .requests_in_flight_max
-                .unwrap_or(defaults.requests_in_flight_max),
-            sloppy_quorum: rep.sloppy_quorum.unwrap_or(defaults.sloppy_quorum),
-            // The default hand-off point must not outlast a shorter configured deadline.
-            sloppy_after_ms: rep.sloppy_after_ms.unwrap_or(
-                defaults.sloppy_after_ms.min(
-                    rep.request_timeout_ms
-                        .unwrap_or(defaults.request_timeout_ms),
-                ),
+        config.n = defaults.n.min(members_u8);
+    }
+    if usize::from(config.n) > members {
+        return invalid(
+            "replication.n",
+            format!(
+                "n = {} but the cluster has only {members} member(s)",
+                config.n
             ),
-            read_repair: repair.read_repair.unwrap_or(defaults.read_repair),
-            hints_per_target_max: repair
-                .hints_per_target_max
-                .unwrap_or(defaults.hints_per_target_max),
-            hint_bytes_per_target_max: repair
-                .hint_bytes_per_target_max
-                .unwrap_or(defaults.hint_bytes_per_target_max),
-            hint_age_max_ms: repair.hint_age_max_ms.unwrap_or(defaults.hint_age_max_ms),
-            hint_replay_interval_ms: repair
-                .hint_replay_interval_ms
-                .unwrap_or(defaults.hint_replay_interval_ms),
-            hint_replays_per_round: repair
-                .hint_replays_per_round
-                .unwrap_or(defaults.hint_replays_per_round),
-            anti_entropy_interval_ms: repair
-                .anti_entropy_interval_ms
-                .unwrap_or(defaults.anti_entropy_interval_ms),
-            anti_entropy_ranges_per_round: repair
-                .anti_entropy_ranges_per_round
-                .unwrap_or(defaults.anti_entropy_ranges_per_round),
-            anti_entropy_records_per_message_max: repair
-                .anti_entropy_records_per_message_max
-                .unwrap_or(defaults.anti_entropy_records_per_message_max),
-            replicas_per_datacenter: rep
-                .replicas_per_datacenter
-                .iter()
-                .map(|(name, count)| (name.clone(), *count))
-                .collect(),
-            // Fault points and the unsafe test knobs are the simulator's alone: no file key
-            // reaches them, whatever features the binary was built with.
-            simulation: false,
-            ..defaults
-        };
-        config.validate().map_err(|e| SettingsError {
-            field: core_field_path(e.field),
-            reason: e.reason,
-        })?;
-        if config.value_bytes_max > VALUE_BYTES_LIMIT {
-            return invalid(
-                "limits.value_bytes_max",
-                format!("must be at most {VALUE_BYTES_LIMIT} (the peer message limit)"),
-            );
-        }
-        Ok(config)
+        );
     }
+    let quorum = config.n / 2 + 1;
+    if !set("r") {
+        config.r = quorum;
+    }
+    if !set("w") {
+        config.w = quorum;
+    }
+    if !set("sloppy_after_ms") {
+        // The default hand-off point must not outlast a shorter configured deadline.
+        config.sloppy_after_ms = config.sloppy_after_ms.min(config.request_timeout_ms);
+    }
+    config.validate().map_err(|e| SettingsError {
+        field: format!("{}.{}", cluster_setting_table(e.field), e.field),
+        reason: e.reason,
+    })?;
+    if config.value_bytes_max > VALUE_BYTES_LIMIT {
+        return invalid(
+            "limits.value_bytes_max",
+            format!("must be at most {VALUE_BYTES_LIMIT} (the peer message limit)"),
+        );
+    }
+    Ok(config)
+}
 
-    fn limits(&self, cluster: &ClusterConfig) -> Result<Limits, SettingsError> {
-        let file = &self.limits;
-        let floor = cluster.value_bytes_max + cluster.key_bytes_max + 1024;
-        let request_bytes_max = file.request_bytes_max.unwrap_or((floor * 2).max(8 << 20));
-        if !(floor..=1 << 30).contains(&request_bytes_max) {
-            return invalid(
-                "limits.request_bytes_max",
-                format!("must be between {floor} (a largest key and value) and 1 GiB"),
-            );
-        }
-        let pipeline_bytes_max = file
-            .pipeline_bytes_max
-            .unwrap_or(request_bytes_max.max(64 << 20));
-        if !(request_bytes_max..=1 << 30).contains(&pipeline_bytes_max) {
-            return invalid(
-                "limits.pipeline_bytes_max",
-                format!("must be between {request_bytes_max} (limits.request_bytes_max) and 1 GiB"),
-            );
-        }
-        let arguments_max = file.arguments_max.unwrap_or(1 << 16);
-        if !(3..=1 << 20).contains(&arguments_max) {
-            return invalid("limits.arguments_max", "must be between 3 and 1048576");
-        }
-        let connections_max = file.connections_max.unwrap_or(10_000);
-        if !(1..=1_000_000).contains(&connections_max) {
-            return invalid("limits.connections_max", "must be between 1 and 1000000");
-        }
-        let connections_reserved_loopback = file.connections_reserved_loopback.unwrap_or(8);
-        if connections_reserved_loopback > 1000 {
-            return invalid(
-                "limits.connections_reserved_loopback",
-                "must be at most 1000",
-            );
-        }
-        let client_buffer_bytes_total_max = file
-            .client_buffer_bytes_total_max
-            .unwrap_or((128 << 20).max(request_bytes_max));
-        if !(request_bytes_max..=1 << 40).contains(&client_buffer_bytes_total_max) {
-            return invalid(
-                "limits.client_buffer_bytes_total_max",
-                format!("must be between {request_bytes_max} (limits.request_bytes_max) and 1 TiB"),
-            );
-        }
-        let command_receive_timeout_ms = file.command_receive_timeout_ms.unwrap_or(30_000);
-        if !(1..=3_600_000).contains(&command_receive_timeout_ms) {
-            return invalid(
-                "limits.command_receive_timeout_ms",
-                "must be between 1 and 3600000",
-            );
-        }
-        let client_idle_timeout_ms = file.client_idle_timeout_ms.unwrap_or(0);
-        if client_idle_timeout_ms > 31_536_000_000 {
-            return invalid(
-                "limits.client_idle_timeout_ms",
-                "must be at most a year (0 turns it off)",
-            );
-        }
-        let peer_floor = cluster.value_bytes_max * 2 + 4096;
-        let peer_frame_bytes_max = file
-            .peer_frame_bytes_max
-            .unwrap_or(ringkv_core::codec::MESSAGE_BYTES_MAX);
-        if !(peer_floor..=ringkv_core::codec::MESSAGE_BYTES_MAX).contains(&peer_frame_bytes_max) {
-            return invalid(
-                "limits.peer_frame_bytes_max",
-                format!(
-                    "must be between {peer_floor} and {}",
-                    ringkv_core::codec::MESSAGE_BYTES_MAX
-                ),
-            );
-        }
-        let peer_queue_messages_max = file.peer_queue_messages_max.unwrap_or(16_384);
-        if !(1..=1 << 20).contains(&peer_queue_messages_max) {
-            return invalid(
-                "limits.peer_queue_messages_max",
-                "must be between 1 and 1048576",
-            );
-        }
-        Ok(Limits {
-            request_bytes_max,
-            pipeline_bytes_max,
-            arguments_max,
-            connections_max,
-            connections_reserved_loopback,
-            client_buffer_bytes_total_max,
-            command_receive_timeout_ms,
-            client_idle_timeout_ms,
-            peer_frame_bytes_max,
-            peer_queue_messages_max,
-        })
+/// The node's own limits, checked against core's value and key limits.
+fn limits(file: &LimitsFile, cluster: &ClusterConfig) -> Result<Limits, SettingsError> {
+    let floor = cluster.value_bytes_max + cluster.key_bytes_max + 1024;
+    let request_bytes_max = file.request_bytes_max.unwrap_or((floor * 2).max(8 << 20));
+    if !(floor..=1 << 30).contains(&request_bytes_max) {
+        return invalid(
+            "limits.request_bytes_max",
+            format!("must be between {floor} (a largest key and value) and 1 GiB"),
+        );
     }
+    let pipeline_bytes_max = file
+        .pipeline_bytes_max
+        .unwrap_or(request_bytes_max.max(64 << 20));
+    if !(request_bytes_max..=1 << 30).contains(&pipeline_bytes_max) {
+        return invalid(
+            "limits.pipeline_bytes_max",
+            format!("must be between {request_bytes_max} (limits.request_bytes_max) and 1 GiB"),
+        );
+    }
+    let arguments_max = file.arguments_max.unwrap_or(1 << 16);
+    if !(3..=1 << 20).contains(&arguments_max) {
+        return invalid("limits.arguments_max", "must be between 3 and 1048576");
+    }
+    let connections_max = file.connections_max.unwrap_or(10_000);
+    if !(1..=1_000_000).contains(&connections_max) {
+        return invalid("limits.connections_max", "must be between 1 and 1000000");
+    }
+    let connections_reserved_loopback = file.connections_reserved_loopback.unwrap_or(8);
+    if connections_reserved_loopback > 1000 {
+        return invalid(
+            "limits.connections_reserved_loopback",
+            "must be at most 1000",
+        );
+    }
+    let client_buffer_bytes_total_max = file
+        .client_buffer_bytes_total_max
+        .unwrap_or((128 << 20).max(request_bytes_max));
+    if !(request_bytes_max..=1 << 40).contains(&client_buffer_bytes_total_max) {
+        return invalid(
+            "limits.client_buffer_bytes_total_max",
+            format!("must be between {request_bytes_max} (limits.request_bytes_max) and 1 TiB"),
+        );
+    }
+    let command_receive_timeout_ms = file.command_receive_timeout_ms.unwrap_or(30_000);
+    if !(1..=3_600_000).contains(&command_receive_timeout_ms) {
+        return invalid(
+            "limits.command_receive_timeout_ms",
+            "must be between 1 and 3600000",
+        );
+    }
+    let client_idle_timeout_ms = file.client_idle_timeout_ms.unwrap_or(0);
+    if client_idle_timeout_ms > 31_536_000_000 {
+        return invalid(
+            "limits.client_idle_timeout_ms",
+            "must be at most a year (0 turns it off)",
+        );
+    }
+    let peer_floor = cluster.value_bytes_max * 2 + 4096;
+    let peer_frame_bytes_max = file
+        .peer_frame_bytes_max
+        .unwrap_or(ringkv_core::codec::MESSAGE_BYTES_MAX);
+    if !(peer_floor..=ringkv_core::codec::MESSAGE_BYTES_MAX).contains(&peer_frame_bytes_max) {
+        return invalid(
+            "limits.peer_frame_bytes_max",
+            format!(
+                "must be between {peer_floor} and {}",
+                ringkv_core::codec::MESSAGE_BYTES_MAX
+            ),
+        );
+    }
+    let peer_queue_messages_max = file.peer_queue_messages_max.unwrap_or(16_384);
+    if !(1..=1 << 20).contains(&peer_queue_messages_max) {
+        return invalid(
+            "limits.peer_queue_messages_max",
+            "must be between 1 and 1048576",
+        );
+    }
+    Ok(Limits {
+        request_bytes_max,
+        pipeline_bytes_max,
+        arguments_max,
+        connections_max,
+        connections_reserved_loopback,
+        client_buffer_bytes_total_max,
+        command_receive_timeout_ms,
+        client_idle_timeout_ms,
+        peer_frame_bytes_max,
+        peer_queue_messages_max,
+    })
 }
 
 /// Room the engine's key limit leaves above `limits.key_bytes_max` for the prefixes of the
@@ -1245,6 +1237,7 @@ impl StorageFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringkv_core::{ConflictMode, Consistency};
 
     fn field_of(text: &str) -> String {
         match FileConfig::parse(text).and_then(|f| f.validate()) {
@@ -1697,6 +1690,83 @@ mod tests {
                 "{ id = 2, addr = \"127.0.0.1:7002\", initial_member = false }"
             )),
             "initial_member"
+        );
+    }
+
+    #[test]
+    fn the_readme_example_loads() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme
+            .find("## Configuration")
+            .expect("a configuration section")..];
+        let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").expect("closed")];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("cluster.secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let text = example.replace(
+            "cluster_secret_file = \"cluster.secret\"",
+            &format!("cluster_secret_file = {:?}", secret.display().to_string()),
+        );
+        let settings = FileConfig::parse(&text)
+            .and_then(|f| f.validate())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The example shows the defaults: what it sets is what core would have chosen.
+        let defaults = ClusterConfig::default();
+        assert_eq!(settings.cluster.hint_age_max_ms, defaults.hint_age_max_ms);
+        assert_eq!(settings.cluster.record_bytes_max, defaults.record_bytes_max);
+        assert_eq!(
+            settings.membership.fanout,
+            MembershipConfig::default().fanout
+        );
+    }
+
+    #[test]
+    fn core_settings_live_in_one_table_each_and_the_node_adds_no_second_name() {
+        let core = setting_names::<ClusterConfig>();
+        for name in REPLICATION_SETTINGS.iter().chain(REPAIR_SETTINGS) {
+            assert!(core.contains(name), "{name} is no core setting");
+        }
+        for name in setting_names::<LimitsFile>() {
+            assert!(
+                !core.contains(name),
+                "[limits] {name} shadows core's setting"
+            );
+        }
+        assert_eq!(
+            field_of("node_id = 1\n[repair]\nn = 1"),
+            "repair.n",
+            "n belongs in [replication]"
+        );
+        let error = FileConfig::parse("node_id = 1\n[limits]\nread_repair = false")
+            .expect_err("wrong table");
+        assert!(error.reason.contains("[repair]"), "{}", error.reason);
+        assert!(
+            error.reason.starts_with("line 3, column 1:"),
+            "{}",
+            error.reason
+        );
+        // Settings the node did not restate before are settable too.
+        let settings = FileConfig::parse(
+            "node_id = 1\n[repair]\ntree_rebuild_interval_ms = 0\n\
+             [limits]\nclock_entries_max = 8\nrecord_bytes_max = 2097152\n\
+             [membership]\nlocation_name_bytes_max = 32\n",
+        )
+        .and_then(|f| f.validate())
+        .expect("valid");
+        assert_eq!(settings.cluster.tree_rebuild_interval_ms, 0);
+        assert_eq!(settings.cluster.clock_entries_max, 8);
+        assert_eq!(settings.cluster.record_bytes_max, 2 << 20);
+        assert_eq!(settings.membership.location_name_bytes_max, 32);
+        // A flag lands in the table its setting lives in.
+        let mut file = FileConfig::dev();
+        file.set_cluster_setting("request_timeout_ms", toml::Value::Integer(100));
+        assert!(file.replication.contains_key("request_timeout_ms"));
+        let settings = file.validate().expect("valid");
+        assert_eq!(settings.cluster.request_timeout_ms, 100);
+        assert_eq!(
+            settings.cluster.sloppy_after_ms, 100,
+            "pulled below the deadline"
         );
     }
 

@@ -143,7 +143,11 @@ impl Args {
         }
         macro_rules! set_replication {
             ($($field:ident),*) => {$(
-                if let Some(v) = &self.$field { file.replication.$field = Some(v.clone()); }
+                if let Some(v) = &self.$field {
+                    let value = toml::Value::try_from(v)
+                        .map_err(|e| format!("--{}: {e}", stringify!($field)))?;
+                    file.set_cluster_setting(stringify!($field), value);
+                }
             )*};
         }
         set_replication!(

@@ -112,7 +112,7 @@ pub fn run_seed(
                 None => enough(
                     convergence::check(
                         world.nodes_ring(),
-                        scenario.cluster.n,
+                        scenario.cluster.config.n,
                         &durable,
                         world.workload(),
                         keys,

@@ -1,7 +1,8 @@
 //! The scenario file format (TOML). Every field has one meaning, documented here; unknown keys and
 //! out-of-range values are refused with a message naming the file and the field.
 
-use ringkv_core::{ClusterConfig, ConflictMode, Consistency};
+use ringkv_core::membership::MembershipConfig;
+use ringkv_core::{ClusterConfig, ConflictMode};
 use serde::Deserialize;
 use std::fmt;
 use std::path::Path;
@@ -56,7 +57,9 @@ pub struct Scenario {
     pub check: CheckSpec,
 }
 
-/// `[cluster]`
+/// `[cluster]`: the simulated machines, the simulator-only knobs, and every core setting
+/// ([`ClusterConfig`] and [`MembershipConfig`] embedded flat, under the names, defaults and
+/// limits the node's file uses too).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
@@ -64,77 +67,18 @@ pub struct ClusterSpec {
     pub nodes: u32,
     /// Nodes in the ring at the start (default: all); the others run as spares for `join`.
     pub initial_nodes: Option<u32>,
-    /// Datacenters; nodes are dealt round-robin over them.
+    /// Datacenters (`dc0`, `dc1`, ...); nodes are dealt round-robin over them.
     #[serde(default = "one")]
     pub datacenters: u32,
     /// Racks per datacenter; nodes are dealt round-robin over a datacenter's racks.
     #[serde(default = "one")]
     pub racks: u32,
-    /// Vnodes per node.
-    #[serde(default = "default_vnodes")]
-    pub vnodes_per_node: u32,
-    /// Replicas per key.
-    pub n: u8,
-    /// Default read quorum.
-    pub r: u8,
-    /// Default write quorum.
-    pub w: u8,
-    /// Default level: one | quorum | all (| linearizable, with the checkers issue).
-    pub consistency: Option<String>,
-    /// lww | vector-clock.
-    #[serde(default = "default_conflict")]
-    pub conflict: String,
-    /// Fallback replicas (failure-handling issue).
-    #[serde(default)]
-    pub sloppy_quorum: bool,
-    /// Coordinator request timeout.
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout_ms: u64,
-    /// With sloppy_quorum: how long a request waits for its replicas before using fallbacks.
-    #[serde(default = "default_sloppy_after")]
-    pub sloppy_after_ms: u64,
-    /// Most hints one node keeps for one owner.
-    #[serde(default = "default_hints_per_target")]
-    pub hints_per_target_max: usize,
-    /// Hints undelivered this long are counted as aged and replayed first (never dropped).
-    #[serde(default = "default_hint_age")]
-    pub hint_age_max_ms: u64,
-    /// Write the newest version back to stale replicas after a read.
-    #[serde(default = "yes")]
-    pub read_repair: bool,
-    /// Time between anti-entropy rounds per node; 0 turns anti-entropy off.
-    #[serde(default = "default_anti_entropy_interval")]
-    pub anti_entropy_interval_ms: u64,
-    /// Ranges compared per anti-entropy round.
-    #[serde(default = "default_anti_entropy_ranges")]
-    pub anti_entropy_ranges_per_round: usize,
-    /// Replicas per datacenter, e.g. `{ dc0 = 3, dc1 = 2 }` (adding up to `n`; datacenters left
-    /// out hold none). Empty: `n` spread evenly.
-    #[serde(default)]
-    pub replicas_per_datacenter: std::collections::BTreeMap<String, u8>,
-    /// Time between full rebuilds of the hash trees from storage (0 = never).
-    #[serde(default = "default_tree_rebuild_interval")]
-    pub tree_rebuild_interval_ms: u64,
-    /// Keys read per rebuild step (one step per anti-entropy round).
-    #[serde(default = "default_tree_rebuild_keys")]
-    pub tree_rebuild_keys_per_step: usize,
     /// Gossip membership: heartbeats, failure detection (routing around `Down` nodes) and ring
-    /// changes (`join`, `leave`, `remove`) issued on one node and spread by gossip. Off: the
-    /// simulator hands every node the new ring at once.
+    /// changes (`join`, `leave`, `remove`) issued on one node and spread by gossip, with the
+    /// embedded membership settings (`gossip_interval_ms`, `fanout`, `suspect_after_ms`, ...).
+    /// Off: the simulator hands every node the new ring at once.
     #[serde(default)]
     pub gossip: bool,
-    /// Time between two gossip rounds of a node.
-    #[serde(default = "default_gossip_interval")]
-    pub gossip_interval_ms: u64,
-    /// Peers contacted per gossip round.
-    #[serde(default = "default_gossip_fanout")]
-    pub gossip_fanout: usize,
-    /// No heartbeat progress for this long: `Suspect`.
-    #[serde(default = "default_suspect_after")]
-    pub suspect_after_ms: u64,
-    /// Still none after this much more: `Down` (routed around, hinted for).
-    #[serde(default = "default_down_after")]
-    pub down_after_ms: u64,
     /// TEST ONLY: acknowledge writes before they are durable (shows the durability check works).
     #[serde(default)]
     pub unsafe_ack_before_persist: bool,
@@ -144,6 +88,13 @@ pub struct ClusterSpec {
     /// TEST ONLY: every replica ignores every n-th write it receives (0 = never).
     #[serde(default)]
     pub unsafe_drop_every_nth_write: u32,
+    /// The core's cluster settings (`n`, `r`, `w`, `consistency`, `conflict`, timeouts, hint,
+    /// repair and size limits); see [`ClusterConfig`] for each one and its default.
+    #[serde(flatten)]
+    pub config: ClusterConfig,
+    /// The core's membership settings, read only with `gossip = true`.
+    #[serde(flatten)]
+    pub membership: MembershipConfig,
 }
 
 /// `[network]`
@@ -432,48 +383,6 @@ fn one() -> u32 {
 fn yes() -> bool {
     true
 }
-fn default_vnodes() -> u32 {
-    64
-}
-fn default_conflict() -> String {
-    "lww".into()
-}
-fn default_tree_rebuild_interval() -> u64 {
-    3_600_000
-}
-fn default_tree_rebuild_keys() -> usize {
-    1_024
-}
-fn default_gossip_interval() -> u64 {
-    100
-}
-fn default_gossip_fanout() -> usize {
-    3
-}
-fn default_suspect_after() -> u64 {
-    1_000
-}
-fn default_down_after() -> u64 {
-    2_000
-}
-fn default_sloppy_after() -> u64 {
-    200
-}
-fn default_hints_per_target() -> usize {
-    100_000
-}
-fn default_hint_age() -> u64 {
-    10_800_000
-}
-fn default_anti_entropy_interval() -> u64 {
-    1000
-}
-fn default_anti_entropy_ranges() -> usize {
-    64
-}
-fn default_request_timeout() -> u64 {
-    1000
-}
 fn default_latency() -> Vec<f64> {
     vec![1.0, 10.0]
 }
@@ -527,6 +436,29 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
+/// The core setting in `[cluster]` whose value core's section refuses, and why. The sections
+/// are flattened into the table, and a flattened field's error names the table rather than the
+/// key: each key is read alone into its section to find the one at fault.
+fn core_setting_at_fault(text: &str) -> Option<(String, String)> {
+    use ringkv_core::config::setting_names;
+    let file: toml::Table = toml::from_str(text).ok()?;
+    let cluster = file.get("cluster")?.as_table()?;
+    cluster.iter().find_map(|(key, value)| {
+        let alone = toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())]));
+        let error = if setting_names::<ClusterConfig>().contains(&key.as_str()) {
+            alone.try_into::<ClusterConfig>().err()
+        } else if setting_names::<MembershipConfig>().contains(&key.as_str()) {
+            alone.try_into::<MembershipConfig>().err()
+        } else {
+            None
+        }?;
+        Some((
+            format!("cluster.{key}"),
+            error.to_string().trim().to_string(),
+        ))
+    })
+}
+
 /// Key choice.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KeyDistribution {
@@ -550,10 +482,16 @@ impl Scenario {
 
     /// Parses and validates scenario text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError {
-            file: file.to_string(),
-            field: None,
-            reason: e.to_string().trim().replace('\n', " "),
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let (field, reason) = match core_setting_at_fault(text) {
+                Some((field, reason)) => (Some(field), reason),
+                None => (None, e.to_string().trim().replace('\n', " ")),
+            };
+            ScenarioError {
+                file: file.to_string(),
+                field,
+                reason,
+            }
         })?;
         scenario
             .validate()
@@ -614,12 +552,17 @@ impl Scenario {
             "must be between 1 and 1000",
         )?;
         ensure(
-            u32::from(self.cluster.n) <= nodes,
+            u32::from(self.cluster.config.n) <= nodes,
             "cluster.n",
             "must not exceed cluster.nodes",
         )?;
         self.cluster_config()
             .map_err(|e| (format!("cluster.{}", e.field), e.reason))?;
+        self.membership_config().map_err(|e| match e.field {
+            // The seeds are the initial ring; the table must hold them.
+            "seeds" => ("cluster.members_max".to_string(), e.reason),
+            field => (format!("cluster.{field}"), e.reason),
+        })?;
         self.validate_combinations()?;
         range_f64(&self.network.latency_ms, "network.latency_ms", 60_000.0)?;
         range_f64(
@@ -835,29 +778,34 @@ impl Scenario {
     /// Settings that are each valid alone but together make every request fail, so every check
     /// would pass on an empty history.
     fn validate_combinations(&self) -> Result<(), (String, String)> {
+        // (Linearizable with vector clocks, which refuses every request, is core's own rule:
+        // `ClusterConfig::validate` reports it as `cluster.consistency`.)
         let c = &self.cluster;
-        if c.consistency.as_deref() == Some("linearizable") && c.conflict != "lww" {
-            return Err((
-                "cluster.consistency".into(),
-                format!(
-                    "`linearizable` needs cluster.conflict = \"lww\" (it is \"{}\"): every request would be rejected",
-                    c.conflict
-                ),
-            ));
-        }
-        if self.check.siblings && c.conflict != "vector-clock" {
+        if self.check.siblings && c.config.conflict != ConflictMode::VectorClock {
             return Err((
                 "check.siblings".into(),
                 format!(
                     "judges vector-clock siblings; needs cluster.conflict = \"vector-clock\" (it is \"{}\")",
-                    c.conflict
+                    c.config.conflict
                 ),
             ));
         }
-        if let Some(name) = c
+        let value_bytes_high = self.workload.value_bytes.get(1).copied().unwrap_or(0);
+        if value_bytes_high > c.config.value_bytes_max {
+            return Err((
+                "workload.value_bytes".into(),
+                format!(
+                    "goes up to {value_bytes_high} bytes, past cluster.value_bytes_max ({}): \
+                     raise the limit (values past it are what workload.oversized_fraction draws)",
+                    c.config.value_bytes_max
+                ),
+            ));
+        }
+        if let Some((name, _)) = c
+            .config
             .replicas_per_datacenter
-            .keys()
-            .find(|name| !(0..c.datacenters).any(|dc| **name == format!("dc{dc}")))
+            .iter()
+            .find(|(name, _)| !(0..c.datacenters).any(|dc| *name == format!("dc{dc}")))
         {
             return Err((
                 "cluster.replicas_per_datacenter".into(),
@@ -917,90 +865,33 @@ impl Scenario {
             .unwrap_or_else(|| (self.workload.operations / 100).max(1))
     }
 
-    /// The core configuration this scenario's cluster runs with.
+    /// The core configuration this scenario's cluster runs with: the file's settings, with
+    /// the simulator's own switches (fault points, the test knobs) on top.
     pub fn cluster_config(&self) -> Result<ClusterConfig, ringkv_core::ConfigError> {
         let c = &self.cluster;
-        let bad = |field: &'static str, reason: &str| ringkv_core::ConfigError {
-            field,
-            reason: reason.to_string(),
-        };
-        let conflict = match c.conflict.as_str() {
-            "lww" => ConflictMode::Lww,
-            "vector-clock" => ConflictMode::VectorClock,
-            _ => return Err(bad("conflict", "must be \"lww\" or \"vector-clock\"")),
-        };
-        let consistency = match c.consistency.as_deref() {
-            None => None,
-            Some("one") => Some(Consistency::One),
-            Some("quorum") => Some(Consistency::Quorum),
-            Some("all") => Some(Consistency::All),
-            Some("linearizable") => Some(Consistency::Linearizable),
-            Some("local_quorum") => Some(Consistency::LocalQuorum),
-            Some("each_quorum") => Some(Consistency::EachQuorum),
-            Some(_) => {
-                return Err(bad(
-                    "consistency",
-                    "must be one of one, quorum, all, local_quorum, each_quorum, linearizable",
-                ))
-            }
-        };
         let config = ClusterConfig {
-            n: c.n,
-            r: c.r,
-            w: c.w,
-            consistency,
-            conflict,
-            vnodes_per_node: c.vnodes_per_node,
-            request_timeout_ms: c.request_timeout_ms,
-            sloppy_quorum: c.sloppy_quorum,
-            read_repair: c.read_repair,
-            sloppy_after_ms: c.sloppy_after_ms,
-            hints_per_target_max: c.hints_per_target_max,
-            hint_age_max_ms: c.hint_age_max_ms,
-            anti_entropy_interval_ms: c.anti_entropy_interval_ms,
-            anti_entropy_ranges_per_round: c.anti_entropy_ranges_per_round,
-            tree_rebuild_interval_ms: c.tree_rebuild_interval_ms,
-            replicas_per_datacenter: c
-                .replicas_per_datacenter
-                .iter()
-                .map(|(name, count)| (name.clone(), *count))
-                .collect(),
-            tree_rebuild_keys_per_step: c.tree_rebuild_keys_per_step,
             simulation: true,
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
             unsafe_skip_write_back: c.unsafe_skip_write_back,
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,
-            value_bytes_max: self
-                .workload
-                .value_bytes
-                .get(1)
-                .copied()
-                .unwrap_or(0)
-                .max(1 << 20),
-            ..ClusterConfig::default()
+            ..c.config.clone()
         };
         config.validate()?;
         Ok(config)
     }
 
     /// The membership settings when `gossip` is on; `seeds` are the initial ring members.
-    pub fn membership_config(
-        &self,
-    ) -> Result<Option<ringkv_core::membership::MembershipConfig>, ringkv_core::ConfigError> {
+    pub fn membership_config(&self) -> Result<Option<MembershipConfig>, ringkv_core::ConfigError> {
         let c = &self.cluster;
         if !c.gossip {
             return Ok(None);
         }
-        let config = ringkv_core::membership::MembershipConfig {
-            gossip_interval_ms: c.gossip_interval_ms,
-            fanout: c.gossip_fanout,
-            suspect_after_ms: c.suspect_after_ms,
-            down_after_ms: c.down_after_ms,
-            vnodes_per_node: c.vnodes_per_node,
+        let config = MembershipConfig {
+            vnodes_per_node: c.config.vnodes_per_node,
             seeds: (0..c.initial_nodes.unwrap_or(c.nodes))
                 .map(ringkv_core::NodeId)
                 .collect(),
-            ..ringkv_core::membership::MembershipConfig::default()
+            ..c.membership.clone()
         };
         config.validate()?;
         Ok(Some(config))
@@ -1024,7 +915,7 @@ impl Scenario {
                 .get(1)
                 .copied()
                 .unwrap_or(1.0);
-            self.cluster.request_timeout_ms + (2.0 * client_latency).ceil() as u64 + 100
+            self.cluster.config.request_timeout_ms + (2.0 * client_latency).ceil() as u64 + 100
         })
     }
 }
@@ -1085,6 +976,58 @@ value_bytes = [8, 16]
         let text = format!("{MINIMAL}\n[[fault]]\nat_ms = 5\nwipe = 3\n");
         let e = Scenario::parse("t.toml", &text).expect_err("node 3");
         assert_eq!(e.field.as_deref(), Some("fault[0].wipe"));
+    }
+
+    #[test]
+    fn core_settings_are_read_from_cluster_and_their_errors_name_the_key() {
+        let text = MINIMAL.replace(
+            "w = 2",
+            "w = 2\nconsistency = \"local_quorum\"\nhint_replay_interval_ms = 50\n\
+             record_bytes_max = 2097152\nfanout = 2\ngossip = true",
+        );
+        let s = Scenario::parse("t.toml", &text).expect("valid");
+        let config = s.cluster_config().expect("valid");
+        assert_eq!(
+            config.consistency,
+            Some(ringkv_core::Consistency::LocalQuorum)
+        );
+        assert_eq!(config.hint_replay_interval_ms, 50);
+        assert_eq!(config.record_bytes_max, 2 << 20);
+        let membership = s.membership_config().expect("valid").expect("gossip");
+        assert_eq!(membership.fanout, 2);
+        assert_eq!(membership.vnodes_per_node, config.vnodes_per_node);
+        for (line, field, mentions) in [
+            ("read_repair = 1", "cluster.read_repair", "boolean"),
+            ("consistency = \"quorom\"", "cluster.consistency", "quorom"),
+            ("conflict = \"newest\"", "cluster.conflict", "newest"),
+            ("fanout = \"x\"", "cluster.fanout", "string"),
+            (
+                "hint_age_max_ms = 0",
+                "cluster.hint_age_max_ms",
+                "at least 1",
+            ),
+        ] {
+            let text = MINIMAL.replace("w = 2", &format!("w = 2\n{line}"));
+            let e = Scenario::parse("t.toml", &text).expect_err(line);
+            assert_eq!(e.field.as_deref(), Some(field), "{line}: {e}");
+            assert!(e.reason.contains(mentions), "{line}: {e}");
+        }
+        // Driver-derived fields and the old spelling of `fanout` are no settings.
+        for line in ["simulation = true", "seeds = [1]", "gossip_fanout = 2"] {
+            let text = MINIMAL.replace("w = 2", &format!("w = 2\n{line}"));
+            let e = Scenario::parse("t.toml", &text).expect_err(line);
+            assert!(e.reason.contains("unknown field"), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_workload_values_must_fit_the_value_limit() {
+        let text = MINIMAL.replace("w = 2", "w = 2\nvalue_bytes_max = 12");
+        let e = Scenario::parse("t.toml", &text).expect_err("16-byte values past a 12-byte limit");
+        assert_eq!(e.field.as_deref(), Some("workload.value_bytes"));
+        let text = MINIMAL.replace("w = 2", "w = 2\nvalue_bytes_max = 16");
+        let s = Scenario::parse("t.toml", &text).expect("fits");
+        assert_eq!(s.cluster_config().expect("valid").value_bytes_max, 16);
     }
 
     #[test]

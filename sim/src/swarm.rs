@@ -928,19 +928,24 @@ mod tests {
             if !faults.iter().any(|f| f.remove.is_some()) {
                 continue;
             }
-            let c = &drawn.scenario.cluster;
+            let (c, datacenters) = (
+                &drawn.scenario.cluster.config,
+                drawn.scenario.cluster.datacenters,
+            );
             let counts: Vec<u32> = if c.replicas_per_datacenter.is_empty() {
-                (0..c.datacenters)
-                    .map(|dc| (u32::from(c.n) + c.datacenters - 1 - dc) / c.datacenters)
+                (0..datacenters)
+                    .map(|dc| (u32::from(c.n) + datacenters - 1 - dc) / datacenters)
                     .collect()
             } else {
                 c.replicas_per_datacenter
-                    .values()
-                    .map(|&v| u32::from(v))
+                    .iter()
+                    .map(|&(_, count)| u32::from(count))
                     .collect()
             };
-            let level = c.consistency.as_deref().unwrap_or("default");
-            let copies = effective_write_quorum(level, c.n, c.w, &counts);
+            let level = c
+                .consistency
+                .map_or_else(|| "default".to_string(), |level| level.to_string());
+            let copies = effective_write_quorum(&level, c.n, c.w, &counts);
             assert!(copies >= 2, "seed {seed}: a remove beside {copies} copy");
             if faults.iter().any(|f| f.wipe.is_some()) {
                 assert!(

@@ -72,18 +72,11 @@ impl Workload {
             delete_fraction: w.delete_fraction,
             value_bytes: (w.value_bytes[0], w.value_bytes[1]),
             oversized_fraction: w.oversized_fraction,
-            value_bytes_max: scenario
-                .cluster_config()
-                .map_or(usize::MAX, |c| c.value_bytes_max),
+            value_bytes_max: scenario.cluster.config.value_bytes_max,
             next_value_id: 1,
             commands: w.interface == "commands",
             kv_fraction: w.kv_fraction,
-            // Validation has checked the name; lww is the scenario default.
-            conflict: scenario
-                .cluster
-                .conflict
-                .parse()
-                .unwrap_or(ConflictMode::Lww),
+            conflict: scenario.cluster.config.conflict,
         }
     }
 

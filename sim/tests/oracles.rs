@@ -264,7 +264,7 @@ trait With {
 
 impl With for Scenario {
     fn with_w(mut self, w: u8) -> Self {
-        self.cluster.w = w;
+        self.cluster.config.w = w;
         self
     }
 }

@@ -204,14 +204,19 @@ fn linearizability_is_checked_exactly_at_the_linearizable_level() {
     let swarm = swarm();
     for seed in 0..500 {
         let drawn = swarm.draw(seed).expect("draws");
-        let linearizable = drawn.scenario.cluster.consistency.as_deref() == Some("linearizable");
+        let linearizable = drawn.scenario.cluster.config.consistency
+            == Some(ringkv_core::Consistency::Linearizable);
         assert_eq!(
             drawn.scenario.check.linearizable, linearizable,
             "seed {seed}"
         );
         if linearizable {
-            assert_eq!(drawn.scenario.cluster.conflict, "lww", "seed {seed}");
-            assert!(!drawn.scenario.cluster.sloppy_quorum, "seed {seed}");
+            assert_eq!(
+                drawn.scenario.cluster.config.conflict,
+                ringkv_core::ConflictMode::Lww,
+                "seed {seed}"
+            );
+            assert!(!drawn.scenario.cluster.config.sloppy_quorum, "seed {seed}");
             // Issue #11 item 1: no ring change at this level until the fix is merged.
             assert!(
                 drawn

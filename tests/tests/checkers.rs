@@ -37,8 +37,8 @@ fn convergence_holds_without_faults_and_catches_a_replica_that_drops_writes() {
     scenario.workload.operations = 4000;
     scenario.check.convergence = true;
     // The repair mechanisms would heal the divergence this test needs the checker to see.
-    scenario.cluster.read_repair = false;
-    scenario.cluster.anti_entropy_interval_ms = 0;
+    scenario.cluster.config.read_repair = false;
+    scenario.cluster.config.anti_entropy_interval_ms = 0;
     assert!(verdicts(&scenario, "convergence", 0..20)
         .iter()
         .all(|v| *v == "pass"));
@@ -52,7 +52,7 @@ fn convergence_holds_without_faults_and_catches_a_replica_that_drops_writes() {
 fn linearizability_catches_abd_without_write_back() {
     // quorum-new-old's adversarial latency, at the linearizable level.
     let mut scenario = load("quorum-new-old");
-    scenario.cluster.consistency = Some("linearizable".into());
+    scenario.cluster.config.consistency = Some(ringkv_core::Consistency::Linearizable);
     let with_write_back = verdicts(&scenario, "linearizable", 0..30);
     assert!(
         with_write_back.iter().all(|v| *v == "pass"),
@@ -82,7 +82,7 @@ fn lww_clock_skew_anomaly_comes_from_the_skew() {
 fn the_linearizable_level_survives_every_anomaly_scenario() {
     for name in ["lww-clock-skew", "quorum-new-old"] {
         let mut scenario = load(name);
-        scenario.cluster.consistency = Some("linearizable".into());
+        scenario.cluster.config.consistency = Some(ringkv_core::Consistency::Linearizable);
         let verdicts = verdicts(&scenario, "linearizable", 0..20);
         assert!(
             verdicts.iter().all(|v| *v == "pass"),
@@ -96,7 +96,7 @@ fn the_linearizable_level_survives_every_anomaly_scenario() {
 #[test]
 fn vector_clock_mode_refuses_the_linearizable_level() {
     let mut scenario = load("vector-clock");
-    scenario.cluster.consistency = Some("linearizable".into());
+    scenario.cluster.config.consistency = Some(ringkv_core::Consistency::Linearizable);
     scenario.workload.operations = 200;
     let refused = run_seed(&scenario, "vc-lin", 1, RunOptions::default())
         .err()

@@ -9,7 +9,11 @@ const SEEDS: std::ops::Range<u64> = 0..500;
 fn sweep(name: &str) {
     let scenario = load(name);
     assert_eq!(
-        (scenario.cluster.n, scenario.cluster.r, scenario.cluster.w),
+        (
+            scenario.cluster.config.n,
+            scenario.cluster.config.r,
+            scenario.cluster.config.w
+        ),
         (3, 2, 2)
     );
     assert!(

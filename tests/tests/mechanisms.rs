@@ -12,7 +12,7 @@ fn anti_entropy_scenario_passes_200_seeds() {
 #[test]
 fn without_anti_entropy_the_replicas_stay_divergent() {
     let mut scenario = load("anti-entropy");
-    scenario.cluster.anti_entropy_interval_ms = 0;
+    scenario.cluster.config.anti_entropy_interval_ms = 0;
     for seed in 0..20 {
         let run = run_seed(&scenario, "no-ae", seed, RunOptions::default()).expect("runs");
         let convergence = run
@@ -71,7 +71,7 @@ fn partition_sloppy_stays_available_and_converges_on_200_seeds() {
 #[test]
 fn without_sloppy_quorum_the_minority_side_is_unavailable() {
     let mut scenario = load("partition-sloppy");
-    scenario.cluster.sloppy_quorum = false;
+    scenario.cluster.config.sloppy_quorum = false;
     for seed in 0..10 {
         let report = run_seed(&scenario, "strict", seed, RunOptions::default())
             .expect("runs")
@@ -93,8 +93,8 @@ fn crash_restart_hints_passes_200_seeds() {
 #[test]
 fn without_hints_and_anti_entropy_crashed_replicas_stay_behind() {
     let mut scenario = load("crash-restart-hints");
-    scenario.cluster.sloppy_quorum = false;
-    scenario.cluster.anti_entropy_interval_ms = 0;
+    scenario.cluster.config.sloppy_quorum = false;
+    scenario.cluster.config.anti_entropy_interval_ms = 0;
     let diverged = (0..30)
         .filter(|&seed| {
             let report = run_seed(&scenario, "no-hints", seed, RunOptions::default())
@@ -119,7 +119,7 @@ fn dc_outage_keeps_both_datacenters_writing_at_local_quorum_on_100_seeds() {
 fn at_plain_quorum_a_datacenter_outage_costs_availability() {
     // Control: the same outage at `quorum` (4 of 6 replicas) cannot be served by either side.
     let mut scenario = load("dc-outage");
-    scenario.cluster.consistency = Some("quorum".into());
+    scenario.cluster.config.consistency = Some(ringkv_core::Consistency::Quorum);
     for seed in 0..5 {
         let report = run_seed(&scenario, "dc-quorum", seed, RunOptions::default())
             .expect("runs")
@@ -154,9 +154,9 @@ fn node_join_and_leave_pass_100_seeds_each() {
 #[test]
 fn without_anti_entropy_a_joining_node_never_receives_its_data() {
     let mut scenario = load("node-join");
-    scenario.cluster.anti_entropy_interval_ms = 0;
-    scenario.cluster.read_repair = false;
-    scenario.cluster.sloppy_quorum = false;
+    scenario.cluster.config.anti_entropy_interval_ms = 0;
+    scenario.cluster.config.read_repair = false;
+    scenario.cluster.config.sloppy_quorum = false;
     let diverged = (0..10)
         .filter(|&seed| {
             let report = run_seed(&scenario, "join-no-ae", seed, RunOptions::default())
@@ -178,8 +178,9 @@ fn without_anti_entropy_a_joining_node_never_receives_its_data() {
 /// takes to spread, and a restart is seen `Alive` everywhere within a few rounds.
 fn detection_within_bounds(name: &str, seeds: std::ops::Range<u64>) {
     let scenario = load(name);
-    let configured = (scenario.cluster.suspect_after_ms + scenario.cluster.down_after_ms) as f64;
-    let round = scenario.cluster.gossip_interval_ms as f64;
+    let configured = (scenario.cluster.membership.suspect_after_ms
+        + scenario.cluster.membership.down_after_ms) as f64;
+    let round = scenario.cluster.membership.gossip_interval_ms as f64;
     for seed in seeds {
         let report = run_seed(&scenario, name, seed, RunOptions::default())
             .expect("runs")

@@ -3,11 +3,15 @@
 use crate::config::ConfigError;
 use crate::id::NodeId;
 use crate::ring::VNODES_PER_NODE_MAX;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Settings of the gossip membership and failure detector. Every node of a cluster should use
-/// the same values (the ring log is refused when `vnodes_per_node` differs).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// the same values (the ring log is refused when `vnodes_per_node` differs). A file section
+/// like [`crate::ClusterConfig`] (the node's `[membership]`, the scenario's `[cluster]`):
+/// missing keys take the defaults, unknown ones are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MembershipConfig {
     /// Time between two gossip rounds of one node.
     pub gossip_interval_ms: u64,
@@ -26,8 +30,12 @@ pub struct MembershipConfig {
     /// Longest datacenter or rack name accepted in a ring change.
     pub location_name_bytes_max: usize,
     /// Vnodes per unit of weight of the ring this membership builds (must match the cluster's).
+    /// No file setting: drivers copy the cluster's `vnodes_per_node`.
+    #[serde(skip)]
     pub vnodes_per_node: u32,
-    /// Nodes contacted when no other member is known (a joining node's way in).
+    /// Nodes contacted when no other member is known (a joining node's way in). No file
+    /// setting: drivers derive it (the node's peers, the scenario's initial ring).
+    #[serde(skip)]
     pub seeds: Vec<NodeId>,
 }
 
