@@ -39,8 +39,29 @@ pub struct NodePorts {
     pub http: u16,
 }
 
+/// A port the nodes can listen on, below Linux's ephemeral range (32768-60999): a port found by
+/// binding port 0 comes from that range, where any outgoing connection's source port can take it
+/// before the node binds it ("Address already in use" under load). Ports are tried in turn from
+/// a start drawn from the process id, each checked bindable.
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let turn = NEXT.fetch_add(1, Ordering::Relaxed);
+        if turn >= SPAN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "every port from 10000 to 31999 is taken",
+            ));
+        }
+        let port = u16::try_from(LOW + (start + turn) % SPAN).expect("below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
 }
 
 /// The ports of every node.

@@ -25,11 +25,27 @@ pub fn node_binary() -> &'static str {
     env!("CARGO_BIN_EXE_ringkv-node")
 }
 
+/// A port for a node to listen on later, taken from below Linux's ephemeral range
+/// (32768-60999). A port found by binding port 0 comes from that range, and so does the source
+/// port of every outgoing connection: between the pick and the node's bind, a peer link, proxy
+/// or client connection could take it ("Address already in use": seen in the Jepsen harness and
+/// the cluster tests under load). Below the range only a listener can hold a port, so ports are
+/// handed out in turn from a start drawn from the process id (tests of one binary run as
+/// threads of one process and never get the same port), each checked bindable.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let turn = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(turn < SPAN, "every port below the ephemeral range is taken");
+        let port = u16::try_from(LOW + (start + turn) % SPAN).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running `ringkv-node`; killed (SIGKILL) on drop if still running.
