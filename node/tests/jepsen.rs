@@ -84,17 +84,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// Polls `check` until it returns `Ok`, or fails naming `what` and the last state seen.
-fn poll<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let waited = Clock::stopwatch();
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(last) if waited.elapsed() >= SETTLE_WAIT => {
-                panic!("{what}: not reached; last: {last}")
-            }
-            Err(_) => std::thread::sleep(POLL_PACE),
-        }
-    }
+fn poll<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    poll_until(what, SETTLE_WAIT, POLL_PACE, check)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use redis::Value;
-use ringkv_node::clock::Clock;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -142,17 +141,8 @@ fn ring_seen(addr: &str) -> RingSeen {
 }
 
 /// Polls `check` until it returns `Some`, or fails naming `what` and the last state seen.
-fn poll<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let waited = Clock::stopwatch();
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(last) if waited.elapsed() >= CONVERGE_WAIT => {
-                panic!("{what}: not reached; last: {last}")
-            }
-            Err(_) => std::thread::sleep(POLL_PACE),
-        }
-    }
+fn poll<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    poll_until(what, CONVERGE_WAIT, POLL_PACE, check)
 }
 
 /// Waits until every node in `nodes` shows the ring members `expected` with one ring version;

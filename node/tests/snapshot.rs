@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use redis::Value;
-use ringkv_node::clock::Clock;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -84,17 +83,8 @@ impl Layout {
 }
 
 /// Polls `check` until it returns `Ok`, or fails naming `what` and the last state seen.
-fn poll<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let waited = Clock::stopwatch();
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(last) if waited.elapsed() >= CONVERGE_WAIT => {
-                panic!("{what}: not reached; last: {last}")
-            }
-            Err(_) => std::thread::sleep(POLL_PACE),
-        }
-    }
+fn poll<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    poll_until(what, CONVERGE_WAIT, POLL_PACE, check)
 }
 
 /// The value of a metric with only the `node` label.

@@ -263,3 +263,21 @@ pub fn http_with_token(addr: &str, method: &str, path: &str, token: Option<&str>
         .expect("a status code");
     (status, body.to_string())
 }
+
+/// Polls `check` every `pace` until it returns `Ok`, or fails naming `what` and the last state
+/// seen once `wait` has passed (a hang guard, not a timing assertion).
+pub fn poll_until<T>(
+    what: &str,
+    wait: Duration,
+    pace: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let waited = ringkv_node::clock::Clock::stopwatch();
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if waited.elapsed() >= wait => panic!("{what}: not reached; last: {last}"),
+            Err(_) => std::thread::sleep(pace),
+        }
+    }
+}
