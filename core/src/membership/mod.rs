@@ -287,6 +287,21 @@ impl Membership {
     ) -> Result<Self, MembershipError> {
         config.validate().map_err(MembershipError::Config)?;
         let ring = RingState::build(ring, &config).map_err(MembershipError::Ring)?;
+        Self::with_ring_state(config, id, incarnation, ring, now)
+    }
+
+    /// [`Membership::new`] from a ring already built (a driver starting many nodes from one
+    /// log builds it once: a replay of `n` joins costs `n` token allocations). The state is
+    /// checked against `config`'s limits as a replay would.
+    pub fn with_ring_state(
+        config: MembershipConfig,
+        id: NodeId,
+        incarnation: u64,
+        ring: RingState,
+        now: Instant,
+    ) -> Result<Self, MembershipError> {
+        config.validate().map_err(MembershipError::Config)?;
+        ring.check_limits(&config).map_err(MembershipError::Ring)?;
         let known: BTreeSet<NodeId> = ring
             .ring()
             .members()
@@ -748,7 +763,7 @@ impl Membership {
     }
 
     fn consider_ring(&mut self, now: Instant, log: RingLog) {
-        match RingState::build(log, &self.config) {
+        match self.ring.rebuild(log, &self.config) {
             Ok(state) if state.version() > self.ring.version() => {
                 self.stats.rings_adopted += 1;
                 self.adopt_ring(now, state);

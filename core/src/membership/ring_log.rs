@@ -15,7 +15,7 @@
 use super::MembershipConfig;
 use crate::hash::hash_bytes;
 use crate::id::NodeId;
-use crate::ring::{Member, Ring, RingError};
+use crate::ring::{Member, NodeLocation, Ring, RingError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -146,6 +146,59 @@ impl RingState {
         })
     }
 
+    /// Checks a state built elsewhere (by a driver, once for many nodes) against this node's
+    /// limits: the checks [`RingState::build`] makes that depend on the configuration. The
+    /// others (joining twice, removing a non-member) hold for any state that was built at all.
+    pub fn check_limits(&self, config: &MembershipConfig) -> Result<(), RingLogError> {
+        if self.log.vnodes_per_node != config.vnodes_per_node {
+            return Err(RingLogError::VnodesMismatch {
+                got: self.log.vnodes_per_node,
+                expected: config.vnodes_per_node,
+            });
+        }
+        if self.log.changes.len() > config.ring_changes_max {
+            return Err(RingLogError::TooManyChanges(self.log.changes.len()));
+        }
+        for change in &self.log.changes {
+            if let RingChange::Join(member) = change {
+                if location_too_long(&member.location, config) {
+                    return Err(RingLogError::LocationNameTooLong(member.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The same state as [`RingState::build`] of `log`, built from `self` when `log` extends
+    /// `self`'s log: only the new changes are applied. Token allocation is a pure function of
+    /// the ring so far, so the prefix needs no replay (a replay of `n` joins costs `n` token
+    /// allocations, and every node adopts every ring version). `self` must have been built
+    /// under `config`.
+    pub fn rebuild(&self, log: RingLog, config: &MembershipConfig) -> Result<Self, RingLogError> {
+        let prefix = self.log.changes.len();
+        let extends = log.vnodes_per_node == self.log.vnodes_per_node
+            && log.changes.len() >= prefix
+            && log.changes[..prefix] == self.log.changes[..];
+        if !extends || log.vnodes_per_node != config.vnodes_per_node {
+            return Self::build(log, config);
+        }
+        if log.changes.len() > config.ring_changes_max {
+            return Err(RingLogError::TooManyChanges(log.changes.len()));
+        }
+        let mut ring = self.ring.clone();
+        let mut departed = self.departed.clone();
+        for change in &log.changes[prefix..] {
+            apply(&mut ring, &mut departed, change, config)?;
+        }
+        let version = version_of(&log);
+        Ok(RingState {
+            log,
+            ring,
+            version,
+            departed,
+        })
+    }
+
     /// The state after one more change: a new version, or the reason the change is refused.
     /// Pure: `self` is unchanged, so a planner can try changes without committing to them.
     pub fn with_change(
@@ -222,13 +275,10 @@ fn apply(
 ) -> Result<(), RingLogError> {
     match change {
         RingChange::Join(member) => {
-            let location = &member.location;
-            if location.datacenter.len() > config.location_name_bytes_max
-                || location.rack.len() > config.location_name_bytes_max
-            {
+            if location_too_long(&member.location, config) {
                 return Err(RingLogError::LocationNameTooLong(member.id));
             }
-            ring.add_node(member.id, location.clone())
+            ring.add_node(member.id, member.location.clone())
                 .map_err(RingLogError::Ring)?;
             departed.remove(&member.id);
         }
@@ -238,6 +288,11 @@ fn apply(
         }
     }
     Ok(())
+}
+
+fn location_too_long(location: &NodeLocation, config: &MembershipConfig) -> bool {
+    location.datacenter.len() > config.location_name_bytes_max
+        || location.rack.len() > config.location_name_bytes_max
 }
 
 impl RingLog {

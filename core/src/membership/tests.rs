@@ -721,3 +721,58 @@ fn detection_table() {
         assert_eq!(report.false_suspicions, 0);
     }
 }
+
+#[test]
+fn rebuild_from_a_held_ring_equals_a_replay_from_empty() {
+    let config = MembershipConfig {
+        ring_changes_max: 12,
+        ..config()
+    };
+    let join = |i: u32| {
+        RingChange::Join(Member {
+            id: NodeId(i),
+            location: NodeLocation {
+                datacenter: "dc1".into(),
+                rack: format!("r{}", i % 3),
+                weight: 1 + i % 2,
+            },
+        })
+    };
+    let log = |changes: Vec<RingChange>| RingLog {
+        vnodes_per_node: config.vnodes_per_node,
+        changes,
+    };
+    let held = RingState::build(log((0..5).map(join).collect()), &config).expect("valid");
+    let candidates = vec![
+        // Extensions: one join, a removal and a join, a leave of a member.
+        log((0..6).map(join).collect()),
+        log((0..5)
+            .map(join)
+            .chain([RingChange::Remove(NodeId(2)), join(9)])
+            .collect()),
+        log((0..5)
+            .map(join)
+            .chain([RingChange::Leave(NodeId(0))])
+            .collect()),
+        // The held log itself, a shorter one, a diverging one.
+        log((0..5).map(join).collect()),
+        log((0..3).map(join).collect()),
+        log((0..4).map(join).chain([join(7), join(8)]).collect()),
+        // Extensions that do not replay: a removal of a non-member, too many changes, another
+        // vnode setting.
+        log((0..5)
+            .map(join)
+            .chain([RingChange::Remove(NodeId(42))])
+            .collect()),
+        log((0..13).map(join).collect()),
+        RingLog {
+            vnodes_per_node: 3,
+            changes: (0..6).map(join).collect(),
+        },
+    ];
+    for candidate in candidates {
+        let rebuilt = held.rebuild(candidate.clone(), &config);
+        let replayed = RingState::build(candidate.clone(), &config);
+        assert_eq!(rebuilt, replayed, "{candidate:?}");
+    }
+}

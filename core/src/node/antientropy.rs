@@ -6,7 +6,7 @@ use super::{Node, NodeEvent, Output};
 use crate::antientropy::{differing_leaves, plan_repair, RangeTree, FANOUT, LEAVES};
 use crate::id::NodeId;
 use crate::message::Message;
-use crate::ring::Ring;
+use crate::ring::{Placer, Ring};
 use crate::storage::Storage;
 use crate::time::Now;
 use crate::version::Record;
@@ -39,12 +39,14 @@ pub struct AntiEntropyStats {
     pub records_repaired: u64,
 }
 
-/// The ranges this node replicates, each with its other replicas.
+/// The ranges this node replicates, each with its other replicas. One `Placer` for all ranges:
+/// this runs on every ring adoption, over every range of the ring.
 pub(super) fn my_ranges(ring: &Ring, me: NodeId, n: usize) -> Vec<(u32, Vec<NodeId>)> {
+    let mut placer = Placer::new(ring);
     (0..ring.range_count())
         .filter_map(|i| u32::try_from(i).ok())
         .filter_map(|range| {
-            let replicas = ring.range_replicas(range, n);
+            let replicas = placer.range_replicas(range, n);
             replicas.contains(&me).then(|| {
                 let peers = replicas.into_iter().filter(|&r| r != me).collect();
                 (range, peers)

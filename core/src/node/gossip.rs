@@ -14,7 +14,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::id::NodeId;
 use crate::membership::{
     MemberStatus, Membership, MembershipConfig, MembershipError, MembershipEvent, MembershipOutput,
-    RingLog, RingVersion,
+    RingLog, RingState, RingVersion,
 };
 use crate::message::Message;
 use crate::ring::Member;
@@ -64,6 +64,29 @@ impl<S: Storage> Node<S> {
         config: NodeConfig,
         membership: MembershipConfig,
         seed_ring: RingLog,
+        storage: S,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
+        Self::start_with_membership(config, membership, SeedRing::Log(seed_ring), storage, now)
+    }
+
+    /// [`Node::with_membership`] with the seed ring already built: a driver that starts many
+    /// nodes from one initial log builds it once (for the simulator's 1,000 nodes, one replay
+    /// of 1,000 joins instead of 1,000). `seed_ring` is checked against `membership`'s limits.
+    pub fn with_membership_state(
+        config: NodeConfig,
+        membership: MembershipConfig,
+        seed_ring: RingState,
+        storage: S,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
+        Self::start_with_membership(config, membership, SeedRing::Built(seed_ring), storage, now)
+    }
+
+    fn start_with_membership(
+        config: NodeConfig,
+        membership: MembershipConfig,
+        seed_ring: SeedRing,
         mut storage: S,
         now: Now,
     ) -> Result<Self, ConfigError> {
@@ -77,12 +100,18 @@ impl<S: Storage> Node<S> {
             .as_ref()
             .map_or(1, |p| p.incarnation.saturating_add(1));
         let (id, at) = (config.id, now.monotonic);
+        let from_seed = |membership: MembershipConfig, seed_ring: SeedRing| match seed_ring {
+            SeedRing::Log(log) => Membership::new(membership, id, incarnation, log, at),
+            SeedRing::Built(state) => {
+                Membership::with_ring_state(membership, id, incarnation, state, at)
+            }
+        };
         // A newer persisted ring wins; one that no longer builds (another vnode setting) is
         // ignored. Each candidate log is built once, by the machine itself.
-        let machine = match persisted.filter(|p| p.ring.version() > seed_ring.version()) {
+        let machine = match persisted.filter(|p| p.ring.version() > seed_version) {
             Some(p) => Membership::new(membership.clone(), id, incarnation, p.ring, at)
-                .or_else(|_| Membership::new(membership, id, incarnation, seed_ring, at)),
-            None => Membership::new(membership, id, incarnation, seed_ring, at),
+                .or_else(|_| from_seed(membership, seed_ring)),
+            None => from_seed(membership, seed_ring),
         }
         .map_err(as_config_error)?;
         let restored = machine.ring_version() != seed_version;
@@ -241,6 +270,21 @@ impl<S: Storage> Node<S> {
         });
         // A failure is reported by `stage` (and poisons nothing): gossip repairs both fields.
         let _ = self.stage(Bytes::from_static(MEMBERSHIP_KEY), record);
+    }
+}
+
+/// The cluster's initial ring, as a log or already built.
+enum SeedRing {
+    Log(RingLog),
+    Built(RingState),
+}
+
+impl SeedRing {
+    fn version(&self) -> RingVersion {
+        match self {
+            SeedRing::Log(log) => log.version(),
+            SeedRing::Built(state) => state.version(),
+        }
     }
 }
 

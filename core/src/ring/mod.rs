@@ -5,9 +5,11 @@
 //! around the 64-bit hash space.
 
 mod placement;
+mod placer;
 mod tokens;
 
 pub use placement::choose_replicas;
+pub use placer::Placer;
 
 use crate::hash::hash_bytes;
 use crate::id::NodeId;
@@ -133,9 +135,11 @@ impl Ring {
                 *member += 1;
             }
         }
-        self.tokens
-            .extend(new_tokens.into_iter().map(|t| (t, new_index)));
-        self.tokens.sort_unstable();
+        // Tokens are unique, so merging the sorted new ones in gives what sorting the lot would.
+        let mut new_tokens: Vec<(u64, u32)> =
+            new_tokens.into_iter().map(|t| (t, new_index)).collect();
+        new_tokens.sort_unstable();
+        self.tokens = merge_sorted(std::mem::take(&mut self.tokens), new_tokens);
         self.reindex_locations();
         self.changes += 1;
         Ok(())
@@ -249,40 +253,10 @@ impl Ring {
         self.preference_list_for_hash(Self::key_hash(key), n)
     }
 
-    /// `preference_list` for a precomputed ring position.
+    /// `preference_list` for a precomputed ring position: [`choose_replicas`] over the clockwise
+    /// walk from `hash`, computed by a [`Placer`] (which walks only as far as the choice needs).
     pub fn preference_list_for_hash(&self, hash: u64, n: usize) -> Vec<NodeId> {
-        let walk = self.distinct_members_from(hash);
-        choose_replicas(
-            &walk,
-            &self.datacenter_of,
-            &self.rack_of,
-            n,
-            self.quota.as_deref(),
-        )
-        .into_iter()
-        .map(|m| self.members[m as usize].id)
-        .collect()
-    }
-
-    /// Members in the order first met walking clockwise from `hash`, each once.
-    fn distinct_members_from(&self, hash: u64) -> Vec<u32> {
-        let mut seen = vec![false; self.members.len()];
-        let mut walk = Vec::with_capacity(self.members.len());
-        if self.tokens.is_empty() {
-            return walk;
-        }
-        let start = self.tokens.partition_point(|&(t, _)| t < hash);
-        for step in 0..self.tokens.len() {
-            let (_, member) = self.tokens[(start + step) % self.tokens.len()];
-            if !seen[member as usize] {
-                seen[member as usize] = true;
-                walk.push(member);
-                if walk.len() == self.members.len() {
-                    break;
-                }
-            }
-        }
-        walk
+        Placer::new(self).preference_list_for_hash(hash, n)
     }
 
     /// Number of ranges (one per token).
@@ -299,12 +273,10 @@ impl Ring {
         u32::try_from(index).ok()
     }
 
-    /// The `n` replicas of range `index` (the same nodes as for every key in it).
+    /// The `n` replicas of range `index` (the same nodes as for every key in it). For many
+    /// ranges of one ring, reuse one [`Placer`].
     pub fn range_replicas(&self, index: u32, n: usize) -> Vec<NodeId> {
-        match self.tokens.get(index as usize) {
-            Some(&(token, _)) => self.preference_list_for_hash(token, n),
-            None => Vec::new(),
-        }
+        Placer::new(self).range_replicas(index, n)
     }
 
     /// The member owning the range that contains `hash` (the first replica).
@@ -326,6 +298,24 @@ impl Ring {
             .map(|(m, space)| (m.id, space as f64 / total))
             .collect()
     }
+}
+
+/// The sorted union of two sorted lists.
+fn merge_sorted<T: Ord + Copy>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if b[j] < a[i] {
+            merged.push(b[j]);
+            j += 1;
+        } else {
+            merged.push(a[i]);
+            i += 1;
+        }
+    }
+    merged.extend_from_slice(&a[i..]);
+    merged.extend_from_slice(&b[j..]);
+    merged
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::hash::hash_pair;
 
 fn location(datacenter: &str, rack: &str) -> NodeLocation {
     NodeLocation {
@@ -235,4 +236,185 @@ fn replicas_per_datacenter_place_exactly_the_configured_counts() {
     dcs.sort();
     dcs.dedup();
     assert_eq!(dcs.len(), 3);
+}
+
+/// The placement policy as stated: `choose_replicas` over the complete clockwise walk of
+/// distinct members (what `Placer` must reproduce without building the whole walk).
+fn reference_preference_list(ring: &Ring, hash: u64, n: usize) -> Vec<NodeId> {
+    let mut walk: Vec<u32> = Vec::new();
+    if !ring.tokens.is_empty() {
+        let start = ring.tokens.partition_point(|&(t, _)| t < hash);
+        for step in 0..ring.tokens.len() {
+            let (_, member) = ring.tokens[(start + step) % ring.tokens.len()];
+            if !walk.contains(&member) {
+                walk.push(member);
+            }
+        }
+    }
+    choose_replicas(
+        &walk,
+        &ring.datacenter_of,
+        &ring.rack_of,
+        n,
+        ring.quota.as_deref(),
+    )
+    .into_iter()
+    .map(|m| ring.members[m as usize].id)
+    .collect()
+}
+
+#[test]
+fn placer_matches_the_policy_over_the_whole_walk() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+    let mut lookups = 0;
+    for case in 0..120 {
+        let nodes = rng.gen_range(1..40u32);
+        let vnodes = [1, 2, 4, 16][case % 4];
+        let datacenters = rng.gen_range(1..4u32);
+        let racks = rng.gen_range(1..6u32);
+        let mut ring = Ring::new(vnodes);
+        for i in 0..nodes {
+            let mut at = location(
+                &format!("dc{}", rng.gen_range(0..datacenters)),
+                &format!("r{}", rng.gen_range(0..racks)),
+            );
+            at.weight = rng.gen_range(1..4);
+            ring.add_node(NodeId(rng.gen_range(0..1000)), at).ok();
+            // Some departures, so member indices shift under the tokens.
+            if i % 7 == 6 {
+                let id = ring.members()[rng.gen_range(0..ring.len())].id;
+                ring.remove_node(id).expect("a member");
+            }
+        }
+        if case % 3 == 0 {
+            let quota: Vec<(String, u8)> = (0..datacenters)
+                .map(|d| (format!("dc{d}"), rng.gen_range(0..3)))
+                .collect();
+            ring.set_datacenter_replicas(&quota);
+        }
+        let mut placer = Placer::new(&ring);
+        for _ in 0..60 {
+            let hash = rng.gen::<u64>();
+            let n = rng.gen_range(0..ring.len() + 3);
+            let expected = reference_preference_list(&ring, hash, n);
+            assert_eq!(
+                placer.preference_list_for_hash(hash, n),
+                expected,
+                "case {case}"
+            );
+            assert_eq!(
+                ring.preference_list_for_hash(hash, n),
+                expected,
+                "case {case}"
+            );
+            lookups += 1;
+        }
+        for range in 0..u32::try_from(ring.range_count()).expect("small") {
+            let n = 3;
+            let token = ring.tokens[range as usize].0;
+            assert_eq!(
+                placer.range_replicas(range, n),
+                reference_preference_list(&ring, token, n)
+            );
+        }
+    }
+    assert_eq!(lookups, 120 * 60);
+}
+
+/// Token allocation as first written: a scan of every member for the donor and of every token
+/// for its largest range, per vnode. `tokens::allocate` must choose the same tokens.
+fn reference_allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec<u64> {
+    if ring.tokens.is_empty() {
+        // First node: evenly spaced, rotated by a per-node offset.
+        let step = tokens::RING_SPACE / u128::from(vnodes);
+        let offset = u128::from(hash_pair(u64::from(id.0), 0));
+        return (0..u128::from(vnodes))
+            .map(|i| ((offset + i * step) % tokens::RING_SPACE) as u64)
+            .collect();
+    }
+    let total_weight: u128 = ring
+        .members
+        .iter()
+        .map(|m| u128::from(m.location.weight))
+        .sum::<u128>()
+        + u128::from(weight);
+    let target_of = |w: u32| tokens::RING_SPACE * u128::from(w) / total_weight;
+    let mut owned = tokens::owned_space(ring);
+    // Working copy of (token, owner) where the new node is index `members.len()`.
+    let new_owner = u32::try_from(ring.members.len()).unwrap_or(u32::MAX);
+    let mut tokens: Vec<(u64, u32)> = ring.tokens.clone();
+    let mut chosen = Vec::with_capacity(vnodes as usize);
+    let mut still_wanted = target_of(weight);
+    for vnodes_left in (1..=u128::from(vnodes)).rev() {
+        let quota = still_wanted / vnodes_left;
+        if quota == 0 {
+            break;
+        }
+        // Donor: the member furthest above its target (ties: lowest index, deterministic).
+        let donor = (0..ring.members.len())
+            .max_by_key(|&m| {
+                let target = target_of(ring.members[m].location.weight);
+                (owned[m] as i128 - target as i128, std::cmp::Reverse(m))
+            })
+            .unwrap_or(0);
+        // The donor's largest range.
+        let count = tokens.len();
+        let mut best: Option<(u128, u64)> = None;
+        for (i, &(token, member)) in tokens.iter().enumerate() {
+            if member as usize != donor {
+                continue;
+            }
+            let previous = tokens[(i + count - 1) % count].0;
+            let len = tokens::range_len(previous, token, count);
+            if best.is_none_or(|(l, _)| len > l) {
+                best = Some((len, previous));
+            }
+        }
+        let Some((len, start)) = best else { break };
+        if len < 2 {
+            break;
+        }
+        let take = quota.min(len - 1);
+        let token = ((u128::from(start) + take) % tokens::RING_SPACE) as u64;
+        owned[donor] -= take;
+        still_wanted = still_wanted.saturating_sub(take);
+        chosen.push(token);
+        let position = tokens.partition_point(|&(t, _)| t < token);
+        tokens.insert(position, (token, new_owner));
+    }
+    chosen
+}
+
+#[test]
+fn allocation_matches_the_scanning_allocator() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+    let mut allocations = 0;
+    for case in 0..40 {
+        let vnodes = [1, 3, 8, 64][case % 4];
+        let mut ring = Ring::new(vnodes);
+        for _ in 0..rng.gen_range(1..30) {
+            let id = NodeId(rng.gen_range(0..500));
+            let weight = rng.gen_range(1..4);
+            let expected = reference_allocate(&ring, id, weight, weight * vnodes);
+            assert_eq!(
+                tokens::allocate(&ring, id, weight, weight * vnodes),
+                expected,
+                "case {case}"
+            );
+            allocations += 1;
+            let mut at = location("dc1", &format!("r{}", rng.gen_range(0..3)));
+            at.weight = weight;
+            if ring.add_node(id, at).is_ok() {
+                let sorted = ring.tokens.windows(2).all(|w| w[0].0 < w[1].0);
+                assert!(sorted, "tokens stay sorted and unique");
+            }
+            if rng.gen_range(0..5) == 0 {
+                let id = ring.members()[rng.gen_range(0..ring.len())].id;
+                ring.remove_node(id).expect("a member");
+            }
+        }
+    }
+    assert!(allocations > 40);
 }

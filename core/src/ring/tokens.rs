@@ -7,6 +7,16 @@
 use super::Ring;
 use crate::hash::hash_pair;
 use crate::id::NodeId;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// A range `(start, end]` of one member, ordered by length, then lowest `end` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct OwnedRange {
+    len: u128,
+    end: Reverse<u64>,
+    start: u64,
+}
 
 /// Size of the token space: ranges are measured in `u128` to represent the whole of it.
 pub(super) const RING_SPACE: u128 = 1 << 64;
@@ -23,7 +33,7 @@ pub(super) fn owned_space(ring: &Ring) -> Vec<u128> {
 }
 
 /// Length of `(previous, token]`; a lone token owns everything.
-fn range_len(previous: u64, token: u64, token_count: usize) -> u128 {
+pub(super) fn range_len(previous: u64, token: u64, token_count: usize) -> u128 {
     if token_count == 1 {
         RING_SPACE
     } else if token > previous {
@@ -50,10 +60,36 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
         .sum::<u128>()
         + u128::from(weight);
     let target_of = |w: u32| RING_SPACE * u128::from(w) / total_weight;
-    let mut owned = owned_space(ring);
-    // Working copy of (token, owner) where the new node is index `members.len()`.
-    let new_owner = u32::try_from(ring.members.len()).unwrap_or(u32::MAX);
-    let mut tokens: Vec<(u64, u32)> = ring.tokens.clone();
+    let owned = owned_space(ring);
+    // Donors ordered by (space above target, lowest index first): only the donor's share
+    // changes in a step, so it is popped and pushed back, and the heap's top is always the
+    // member the policy names (`max_by_key` over all members gives the same, at O(members)).
+    let mut donors: BinaryHeap<(i128, Reverse<usize>)> = ring
+        .members
+        .iter()
+        .enumerate()
+        .map(|(m, member)| {
+            let surplus = owned[m] as i128 - target_of(member.location.weight) as i128;
+            (surplus, Reverse(m))
+        })
+        .collect();
+    // Each member's ranges, largest first, ties to the lowest token (the first in ring order).
+    // A step splits only the donor's chosen range `(start, end]`: the new node takes
+    // `(start, token]` and the donor keeps `(token, end]`, so no other entry changes.
+    let count = ring.tokens.len();
+    let mut by_member: Vec<Vec<OwnedRange>> = vec![Vec::new(); ring.members.len()];
+    for (i, &(end, member)) in ring.tokens.iter().enumerate() {
+        let start = ring.tokens[(i + count - 1) % count].0;
+        if let Some(ranges) = by_member.get_mut(member as usize) {
+            ranges.push(OwnedRange {
+                len: range_len(start, end, count),
+                end: Reverse(end),
+                start,
+            });
+        }
+    }
+    let mut ranges: Vec<BinaryHeap<OwnedRange>> =
+        by_member.into_iter().map(BinaryHeap::from).collect();
     let mut chosen = Vec::with_capacity(vnodes as usize);
     let mut still_wanted = target_of(weight);
     for vnodes_left in (1..=u128::from(vnodes)).rev() {
@@ -61,37 +97,25 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
         if quota == 0 {
             break;
         }
-        // Donor: the member furthest above its target (ties: lowest index, deterministic).
-        let donor = (0..ring.members.len())
-            .max_by_key(|&m| {
-                let target = target_of(ring.members[m].location.weight);
-                (owned[m] as i128 - target as i128, std::cmp::Reverse(m))
-            })
-            .unwrap_or(0);
-        // The donor's largest range.
-        let count = tokens.len();
-        let mut best: Option<(u128, u64)> = None;
-        for (i, &(token, member)) in tokens.iter().enumerate() {
-            if member as usize != donor {
-                continue;
-            }
-            let previous = tokens[(i + count - 1) % count].0;
-            let len = range_len(previous, token, count);
-            if best.is_none_or(|(l, _)| len > l) {
-                best = Some((len, previous));
-            }
-        }
-        let Some((len, start)) = best else { break };
-        if len < 2 {
+        let Some((surplus, Reverse(donor))) = donors.pop() else {
+            break;
+        };
+        let Some(range) = ranges.get_mut(donor).and_then(BinaryHeap::pop) else {
+            break;
+        };
+        if range.len < 2 {
             break;
         }
-        let take = quota.min(len - 1);
-        let token = ((u128::from(start) + take) % RING_SPACE) as u64;
-        owned[donor] -= take;
+        let take = quota.min(range.len - 1);
+        let token = ((u128::from(range.start) + take) % RING_SPACE) as u64;
+        donors.push((surplus - take as i128, Reverse(donor)));
+        ranges[donor].push(OwnedRange {
+            len: range.len - take,
+            end: range.end,
+            start: token,
+        });
         still_wanted = still_wanted.saturating_sub(take);
         chosen.push(token);
-        let position = tokens.partition_point(|&(t, _)| t < token);
-        tokens.insert(position, (token, new_owner));
     }
     chosen
 }

@@ -5,7 +5,7 @@
 use super::{NodeState, World, NANOS_PER_MS};
 use crate::world::storage::SimStorage;
 use ringkv_core::membership::{
-    MemberStatus, MembershipConfig, MembershipError, RingChange, RingLog,
+    MemberStatus, MembershipConfig, MembershipError, RingChange, RingLog, RingState,
 };
 use ringkv_core::node::AdminError;
 use ringkv_core::ring::Member;
@@ -22,6 +22,9 @@ pub struct GossipSetup {
     pub config: MembershipConfig,
     /// The initial members, as joins in id order.
     pub seed_ring: RingLog,
+    /// `seed_ring` built once for every node start (`None` if it does not build: each start
+    /// then reports why).
+    pub seed_state: Option<RingState>,
 }
 
 impl GossipSetup {
@@ -32,11 +35,13 @@ impl GossipSetup {
             .iter()
             .map(|m| RingChange::Join(m.clone()))
             .collect();
+        let seed_ring = RingLog {
+            vnodes_per_node: config.vnodes_per_node,
+            changes,
+        };
         GossipSetup {
-            seed_ring: RingLog {
-                vnodes_per_node: config.vnodes_per_node,
-                changes,
-            },
+            seed_state: RingState::build(seed_ring.clone(), &config).ok(),
+            seed_ring,
             config,
         }
     }
@@ -52,13 +57,22 @@ pub fn start_node(
     now: Now,
 ) -> Result<Node<SimStorage>, ConfigError> {
     match gossip {
-        Some(setup) => Node::with_membership(
-            config,
-            setup.config.clone(),
-            setup.seed_ring.clone(),
-            storage,
-            now,
-        ),
+        Some(setup) => match &setup.seed_state {
+            Some(state) => Node::with_membership_state(
+                config,
+                setup.config.clone(),
+                state.clone(),
+                storage,
+                now,
+            ),
+            None => Node::with_membership(
+                config,
+                setup.config.clone(),
+                setup.seed_ring.clone(),
+                storage,
+                now,
+            ),
+        },
         None => Node::new(config, ring.clone(), storage),
     }
 }
