@@ -686,19 +686,25 @@ impl Membership {
     }
 
     fn ack_for(&self, syn_entries: &[GossipEntry], syn_ring: RingVersion) -> GossipMessage {
-        let mut theirs: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
-        for entry in syn_entries {
-            let slot = theirs.entry(entry.node).or_insert(entry.freshness());
-            *slot = (*slot).max(entry.freshness());
-        }
+        // What the sender has seen of each node, freshest last per node (a sorted list: this
+        // runs per `Syn` over the whole table, and a map per message cost more than the rest).
+        let mut theirs: Vec<(NodeId, (u64, u64))> = syn_entries
+            .iter()
+            .map(|entry| (entry.node, entry.freshness()))
+            .collect();
+        theirs.sort_unstable();
+        let seen_by_them = |node: NodeId| {
+            let after = theirs.partition_point(|&(n, _)| n <= node);
+            after
+                .checked_sub(1)
+                .map(|last| theirs[last])
+                .filter(|&(n, _)| n == node)
+                .map(|(_, freshness)| freshness)
+        };
         let entries = self
             .entries()
             .into_iter()
-            .filter(|mine| {
-                theirs
-                    .get(&mine.node)
-                    .is_none_or(|&seen| seen < mine.freshness())
-            })
+            .filter(|mine| seen_by_them(mine.node).is_none_or(|seen| seen < mine.freshness()))
             .collect();
         let version = self.ring.version();
         GossipMessage::Ack {
