@@ -291,7 +291,10 @@ mod tests {
 
     fn page(keys: &[&'static str], next: Option<u64>) -> ClientReply {
         ClientReply::ScanPage {
-            keys: keys.iter().map(|k| Bytes::from_static(k.as_bytes())).collect(),
+            keys: keys
+                .iter()
+                .map(|k| Bytes::from_static(k.as_bytes()))
+                .collect(),
             next,
             acks: 1,
         }

@@ -199,16 +199,15 @@ impl<S: Storage> Node<S> {
             return;
         }
         let cluster = &self.config.cluster;
-        let (level, default) = match &body {
-            // Scans were served above; they read, so they default to `r`.
-            ClientRequest::Get { consistency, .. } | ClientRequest::Scan { consistency, .. } => {
-                (*consistency, cluster.r)
-            }
-            ClientRequest::CountKeys => (None, cluster.r),
-            ClientRequest::Put { consistency, .. } | ClientRequest::Delete { consistency, .. } => {
-                (*consistency, cluster.w)
-            }
-        };
+        let (level, default) =
+            match &body {
+                // Scans were served above; they read, so they default to `r`.
+                ClientRequest::Get { consistency, .. }
+                | ClientRequest::Scan { consistency, .. } => (*consistency, cluster.r),
+                ClientRequest::CountKeys => (None, cluster.r),
+                ClientRequest::Put { consistency, .. }
+                | ClientRequest::Delete { consistency, .. } => (*consistency, cluster.w),
+            };
         let n = cluster.n;
         let Some(needed) = level
             .or(cluster.consistency)

@@ -512,9 +512,13 @@ impl<S: Storage> Node<S> {
     }
 
     /// A member's live-key counters for a `DBSIZE` round trip.
-    pub(super) fn on_count_reply(&mut self, from: NodeId, op: OperationId, ranges: Vec<(u64, u64)>) {
-        let Some((_, Operation::Scan(ScanOperation::Count(count)))) =
-            self.operations.get_mut(&op)
+    pub(super) fn on_count_reply(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        ranges: Vec<(u64, u64)>,
+    ) {
+        let Some((_, Operation::Scan(ScanOperation::Count(count)))) = self.operations.get_mut(&op)
         else {
             self.stats.stale_replies += 1;
             return;
@@ -628,7 +632,10 @@ mod tests {
         assert_eq!(rest, all[20..].to_vec());
         // An interval ending before the last key: not truncated, stops at `to`.
         let to = Ring::key_hash(&all[9]);
-        assert_eq!(index.page(0, to, 100, usize::MAX), (all[..10].to_vec(), false));
+        assert_eq!(
+            index.page(0, to, 100, usize::MAX),
+            (all[..10].to_vec(), false)
+        );
         // Deleting a live key moves the counters back.
         index.update(Some(0), &key(1), false);
         index.update(Some(0), &key(1), false);
@@ -647,7 +654,12 @@ mod tests {
         // later and key 2 older than a's tombstone.
         let a = page(
             &all[..4],
-            &[lww(1, Some(b"v")), lww(1, Some(b"v")), lww(5, None), lww(1, Some(b"v"))],
+            &[
+                lww(1, Some(b"v")),
+                lww(1, Some(b"v")),
+                lww(5, None),
+                lww(1, Some(b"v")),
+            ],
             true,
         );
         let b = page(
