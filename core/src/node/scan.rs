@@ -540,15 +540,12 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// A member could not be sent a scan or count request: it counts as its refusal.
+    /// A replica could not be sent a scan page request: it counts as its refusal. (A member
+    /// that cannot be asked for its key count stays silent: the count finishes at its deadline
+    /// with what the others reported.)
     pub(super) fn on_scan_send_failed(&mut self, to: NodeId, message: &Message) {
-        match *message {
-            Message::ScanRange { op, from, .. } => {
-                self.on_scan_reply(to, op, from, Err(ReplicaError::Busy))
-            }
-            // A member that cannot be asked stays silent: the count finishes at its deadline
-            // with what the others reported.
-            _ => {}
+        if let Message::ScanRange { op, from, .. } = *message {
+            self.on_scan_reply(to, op, from, Err(ReplicaError::Busy));
         }
     }
 
