@@ -141,7 +141,13 @@ pub fn run_seed(
     }
     if scenario.check.scan {
         // Listed only when enabled, so the summaries of scenarios without it stay as they were.
-        let verdict = scan::check(&world.history, scenario.clocks_agree());
+        let ring_changes_ns: Vec<u64> = scenario
+            .faults
+            .iter()
+            .filter(|f| f.join.is_some() || f.leave.is_some() || f.remove.is_some())
+            .map(|f| f.at_ms * 1_000_000)
+            .collect();
+        let verdict = scan::check(&world.history, scenario.clocks_agree(), &ring_changes_ns);
         checks.push(("scan", verdict));
     }
     checks.push((
