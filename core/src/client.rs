@@ -176,15 +176,37 @@ pub enum ClientRequest {
         /// Level, or the cluster default.
         consistency: Option<Consistency>,
     },
+    /// One page of a cluster-wide scan (`SCAN`; see `node::scan`): the live keys whose ring
+    /// position (token) is at or after `from`, in token order, up to the end of the first ring
+    /// range (or run of ranges with the same replicas) holding `from`. Answered by
+    /// [`ClientReply::ScanPage`]. (Appended: variants are encoded by position.)
+    Scan {
+        /// The first token not yet covered (0 to start a scan).
+        from: u64,
+        /// About how many keys each replica returns (a hint, as Redis's `COUNT`).
+        keys_max: u32,
+        /// Level (a replica count; `linearizable` scans at a majority), or the cluster default
+        /// read level.
+        consistency: Option<Consistency>,
+    },
+    /// An estimate of the live keys in the cluster (`DBSIZE`): every member counts the live keys
+    /// of each range it replicates, and the coordinator sums, per range, the largest count.
+    /// Answered by [`ClientReply::KeyCount`]. (Appended: variants are encoded by position.)
+    CountKeys,
 }
 
+/// The key of the requests that have none (`Scan`, `CountKeys`).
+static NO_KEY: Bytes = Bytes::new();
+
 impl ClientRequest {
-    /// The key the request is about.
+    /// The key the request is about (empty for the cluster-wide `Scan` and `CountKeys`, which
+    /// the coordinator serves before it looks at a key).
     pub fn key(&self) -> &Bytes {
         match self {
             ClientRequest::Get { key, .. }
             | ClientRequest::Put { key, .. }
             | ClientRequest::Delete { key, .. } => key,
+            ClientRequest::Scan { .. } | ClientRequest::CountKeys => &NO_KEY,
         }
     }
 }
@@ -280,6 +302,26 @@ pub enum ClientReply {
     },
     /// Refused before it had any effect.
     Rejected(RequestError),
+    /// One page of a scan: live keys in token order (no tombstones), and where the next page
+    /// starts (`None`: the whole ring has been walked). (Appended: encoded by position.)
+    ScanPage {
+        /// The live keys of the page.
+        keys: Vec<Bytes>,
+        /// The `from` of the next page, or `None` when the scan is over.
+        next: Option<u64>,
+        /// Replicas that answered before the reply.
+        acks: u8,
+    },
+    /// `DBSIZE`: an estimate of the live keys (exact on a one-node cluster whose members all
+    /// answered). (Appended: encoded by position.)
+    KeyCount {
+        /// Live keys, summed over ranges.
+        live_keys: u64,
+        /// Members that answered in time.
+        answered: u32,
+        /// Members asked.
+        members: u32,
+    },
 }
 
 #[cfg(test)]

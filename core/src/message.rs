@@ -164,6 +164,50 @@ pub enum Message {
         /// The page, or why the answerer refused (another ring, or its ring not durable yet).
         page: Result<HandoverPage, ReplicaError>,
     },
+    /// Coordinator → replica (`SCAN`, see `node::scan`): your keys whose token lies in
+    /// `from..=to`, in token order, about `keys_max` of them. (Appended: encoded by position.)
+    ScanRange {
+        /// Round-trip id at the coordinator.
+        op: OperationId,
+        /// First token of the interval.
+        from: u64,
+        /// Last token of the interval (inclusive).
+        to: u64,
+        /// Keys wanted (the page may hold a few more that share its last token).
+        keys_max: u32,
+    },
+    /// The answer to a `ScanRange`.
+    ScanRangeReply {
+        /// Echoed round-trip id.
+        op: OperationId,
+        /// Echoed first token: the coordinator ignores a reply about another interval.
+        from: u64,
+        /// The page, or why the replica refused.
+        page: Result<ScanPage, ReplicaError>,
+    },
+    /// Coordinator → every member (`DBSIZE`): count your live keys.
+    CountLive {
+        /// Round-trip id at the coordinator.
+        op: OperationId,
+    },
+    /// The answer to a `CountLive`.
+    CountLiveReply {
+        /// Echoed round-trip id.
+        op: OperationId,
+        /// (the token ending a range this member replicates, its live keys here).
+        ranges: Vec<(u64, u64)>,
+    },
+}
+
+/// One replica's page of a scan interval.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScanPage {
+    /// (key, record) in token order; records carry versions and liveness with their values
+    /// emptied (the coordinator needs only which version is newest and whether it is live).
+    pub records: Vec<(Bytes, Record)>,
+    /// The replica stopped before the end of the interval: it holds keys after the page's
+    /// last token. A page never ends in the middle of the keys sharing one token.
+    pub truncated: bool,
 }
 
 /// One page of a range pull, with what the answerer vouches for (see `node::handover`).
@@ -249,6 +293,10 @@ impl Message {
             Message::LinWrite { .. } => "lin-write",
             Message::HandoverPull { .. } => "handover-pull",
             Message::HandoverPage { .. } => "handover-page",
+            Message::ScanRange { .. } => "scan-range",
+            Message::ScanRangeReply { .. } => "scan-range-reply",
+            Message::CountLive { .. } => "count-live",
+            Message::CountLiveReply { .. } => "count-live-reply",
         }
     }
 }

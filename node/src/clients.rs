@@ -16,11 +16,13 @@
 
 use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
+use crate::commands_scan;
 use crate::config::Settings;
 use crate::driver::Input;
 use crate::metrics::{Level, Metrics, Operation, Outcome};
 use crate::resp::{CommandParser, Reply, RequestLimits};
 use bytes::{Buf, Bytes, BytesMut};
+use ringkv_core::command::scan::{ScanCommand, ScanMachine};
 use ringkv_core::command::{Command as CoreCommand, CommandMachine, CommandResult, ValueRead};
 use ringkv_core::{CausalContext, ClientReply, ClientRequest, RequestError, WriteVersion};
 use std::net::SocketAddr;
@@ -528,9 +530,11 @@ fn failure(reply: &ClientReply) -> Reply {
              write may or may not take effect"
         )),
         ClientReply::Rejected(e) => rejected(e),
-        ClientReply::Found { .. } | ClientReply::NotFound { .. } | ClientReply::Written { .. } => {
-            Reply::err("unexpected reply kind")
-        }
+        ClientReply::Found { .. }
+        | ClientReply::NotFound { .. }
+        | ClientReply::Written { .. }
+        | ClientReply::ScanPage { .. }
+        | ClientReply::KeyCount { .. } => Reply::err("unexpected reply kind"),
     }
 }
 
@@ -710,9 +714,20 @@ impl Session<'_> {
             Command::MGet(keys) => self.run_command(CoreCommand::MGet { keys }).await,
             Command::MSet(pairs) => self.run_command(CoreCommand::MSet { pairs }).await,
             Command::Info(sections) => Reply::Verbatim(self.info(&sections)),
-            Command::DbSize => Reply::Integer(
-                i64::try_from(self.shared.metrics.storage_keys.get()).unwrap_or(i64::MAX),
-            ),
+            // Live keys only (tombstones and deleted keys are not counted): an estimate on a
+            // cluster, exact on one node (see `ringkv_core::node::scan`).
+            Command::DbSize => self.run_scan(ScanCommand::DbSize).await,
+            Command::Scan(command) => self.run_scan(command).await,
+            // Plain values and counters are both Redis strings.
+            Command::Type(key) => match self
+                .run_command(CoreCommand::Exists { keys: vec![key] })
+                .await
+            {
+                Reply::Integer(1) => Reply::Simple("string".into()),
+                Reply::Integer(_) => Reply::Simple("none".into()),
+                other => other,
+            },
+            Command::Time => commands_scan::time_reply(self.shared.clock.now().wall.0),
             Command::ConfigGet(patterns) => self.config_get(&patterns),
             Command::ConfigResetStat => Reply::ok(),
             Command::Command(sub, args) => command_reply(sub.as_deref(), &args),
@@ -779,12 +794,32 @@ impl Session<'_> {
         }
     }
 
+    /// Runs `SCAN`, `KEYS` or `DBSIZE` through core's scan machine and renders its result.
+    async fn run_scan(&self, command: ScanCommand) -> Reply {
+        let mut machine = ScanMachine::new(command);
+        loop {
+            if let Some(result) = machine.poll_result() {
+                return commands_scan::scan_reply(result, failure);
+            }
+            let Some(body) = machine.poll_request() else {
+                return Reply::err("internal error: the command stalled");
+            };
+            match self.request(body).await {
+                Ok(reply) => machine.handle_reply(reply),
+                Err(reply) => return reply,
+            }
+        }
+    }
+
     /// Sends one request to the driver and waits for its reply.
     async fn request(&self, body: ClientRequest) -> Result<ClientReply, Reply> {
         let (operation, level) = match &body {
             ClientRequest::Get { consistency, .. } => (Operation::Get, *consistency),
             ClientRequest::Put { consistency, .. } => (Operation::Put, *consistency),
             ClientRequest::Delete { consistency, .. } => (Operation::Delete, *consistency),
+            // Scans and key counts read: they are counted with the reads.
+            ClientRequest::Scan { consistency, .. } => (Operation::Get, *consistency),
+            ClientRequest::CountKeys => (Operation::Get, None),
         };
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
@@ -799,8 +834,11 @@ impl Session<'_> {
             .map_err(|_| gone())?;
         let reply = reply_rx.await.map_err(|_| gone())?;
         let (outcome, acks) = match &reply {
-            ClientReply::Found { acks, .. } | ClientReply::Written { acks, .. } => {
-                (Outcome::Ok, *acks)
+            ClientReply::Found { acks, .. }
+            | ClientReply::Written { acks, .. }
+            | ClientReply::ScanPage { acks, .. } => (Outcome::Ok, *acks),
+            ClientReply::KeyCount { answered, .. } => {
+                (Outcome::Ok, u8::try_from(*answered).unwrap_or(u8::MAX))
             }
             ClientReply::NotFound { acks, .. } => (Outcome::NotFound, *acks),
             ClientReply::Unavailable { acks, .. } => (Outcome::Unavailable, *acks),

@@ -91,6 +91,12 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` and `KEYS pattern` (`commands_scan`).
+    Scan(ringkv_core::command::scan::ScanCommand),
+    /// `TYPE key`
+    Type(Bytes),
+    /// `TIME`
+    Time,
 }
 
 impl Command {
@@ -158,6 +164,10 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("kv.get", -2, &["readonly"], 1, 1, 1),
     ("kv.put", -3, &["write", "denyoom"], 1, 1, 1),
     ("kv.del", -2, &["write"], 1, 1, 1),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("type", 2, &["readonly", "fast"], 1, 1, 1),
+    ("time", 1, &["loading", "stale", "fast"], 0, 0, 0),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -326,6 +336,9 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
             })
         }
         _ => {
+            if let Some(parsed) = crate::commands_scan::parse(&lower, rest) {
+                return parsed;
+            }
             let preview: Vec<String> = rest
                 .iter()
                 .take(8)

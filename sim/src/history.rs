@@ -142,4 +142,23 @@ pub struct History {
     pub ops: Vec<HistoryOp>,
     /// The client commands, in invocation order (empty unless `workload.interface = "commands"`).
     pub commands: Vec<CommandRecord>,
+    /// The full scans, in invocation order (empty unless `workload.scan_fraction > 0`).
+    pub scans: Vec<ScanRecord>,
+}
+
+/// One full scan by one client: pages from cursor 0 until the ring was walked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ScanRecord {
+    /// The client process.
+    pub client: u32,
+    /// When its first page was sent.
+    pub invoke_ns: u64,
+    /// When its last page was answered (`None`: it did not finish: a page failed or the
+    /// workload ended).
+    pub complete_ns: Option<u64>,
+    /// The keys returned, as indexes into the workload's key set, in the order returned (a key
+    /// the workload never wrote is recorded as `u32::MAX`).
+    pub keys: Vec<u32>,
+    /// Pages answered.
+    pub pages: u32,
 }

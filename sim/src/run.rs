@@ -1,6 +1,6 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{convergence, durability, linearizable, siblings, Verdict};
+use crate::checks::{convergence, durability, linearizable, scan, siblings, Verdict};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
 use crate::scenario::Scenario;
@@ -138,6 +138,17 @@ pub fn run_seed(
                 "acknowledged writes",
             ),
         ));
+    }
+    if scenario.check.scan {
+        // Listed only when enabled, so the summaries of scenarios without it stay as they were.
+        let ring_changes_ns: Vec<u64> = scenario
+            .faults
+            .iter()
+            .filter(|f| f.join.is_some() || f.leave.is_some() || f.remove.is_some())
+            .map(|f| f.at_ms * 1_000_000)
+            .collect();
+        let verdict = scan::check(&world.history, scenario.clocks_agree(), &ring_changes_ns);
+        checks.push(("scan", verdict));
     }
     checks.push((
         "determinism",

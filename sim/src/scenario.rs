@@ -215,6 +215,19 @@ pub struct WorkloadSpec {
     /// key, if any); the rest are plain `GET`, `SET` and `DEL`.
     #[serde(default = "default_kv_fraction")]
     pub kv_fraction: f64,
+    /// With `interface = "requests"`: the fraction of a client's turns spent on a full scan of
+    /// the cluster (pages of [`ClientRequest::Scan`](ringkv_core::ClientRequest) until the ring
+    /// is walked), recorded in `History::scans` for the scan check (`checks::scan`).
+    #[serde(default)]
+    pub scan_fraction: f64,
+    /// Keys asked per scan page (`SCAN ... COUNT`).
+    #[serde(default = "default_scan_keys_max")]
+    pub scan_keys_max: u32,
+    /// TEST ONLY: the scanning client's cursor skips the last key of every page that is not the
+    /// last one (it is dropped from what the client saw), so the scan check can be shown to
+    /// catch a cursor that loses keys.
+    #[serde(default)]
+    pub unsafe_scan_skip_last_key: bool,
 }
 
 /// One `[[fault]]`: `at_ms` and exactly one action.
@@ -352,6 +365,11 @@ pub struct CheckSpec {
     /// write that may have taken effect. Needs `cluster.conflict = "vector-clock"`.
     #[serde(default)]
     pub siblings: bool,
+    /// Every finished scan returned each key that was live for the whole scan (an acknowledged
+    /// put completed before it started, no delete invoked before it ended), and no key twice
+    /// (`checks::scan`). Needs `workload.scan_fraction > 0`.
+    #[serde(default)]
+    pub scan: bool,
     /// Each enabled check must have judged at least this many successful operations (durability
     /// and convergence: acknowledged writes; linearizable: ok operations), or it fails: a run
     /// whose requests were all refused proves nothing. Default: 1% of `workload.operations`, at
@@ -371,6 +389,7 @@ impl Default for CheckSpec {
             linearizable: false,
             convergence: false,
             siblings: false,
+            scan: false,
             ok_operations_min: None,
             rejections_min: std::collections::BTreeMap::new(),
         }
@@ -403,6 +422,9 @@ fn default_interface() -> String {
 }
 fn default_kv_fraction() -> f64 {
     0.5
+}
+fn default_scan_keys_max() -> u32 {
+    10
 }
 fn default_distribution() -> String {
     "uniform".into()

@@ -85,6 +85,13 @@ impl Workload {
         &self.keys[index as usize]
     }
 
+    /// The index of `key` in the key set, if it is one of the workload's keys.
+    pub fn index_of(&self, key: &[u8]) -> Option<u32> {
+        // Keys are zero-padded, so the set is sorted.
+        let index = self.keys.binary_search_by(|k| k.as_ref().cmp(key)).ok()?;
+        u32::try_from(index).ok()
+    }
+
     /// Number of keys.
     pub fn key_count(&self) -> usize {
         self.keys.len()

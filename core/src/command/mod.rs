@@ -28,6 +28,8 @@ use crate::version::{ConflictMode, WriteVersion};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+pub mod scan;
+
 /// A client command, parsed by a driver from its own protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -314,7 +316,10 @@ impl CommandMachine {
         };
         let request = request.clone();
         let role = match request {
-            ClientRequest::Get { .. } => RequestRole::Read,
+            // This machine builds no scans (`command::scan` does).
+            ClientRequest::Get { .. } | ClientRequest::Scan { .. } | ClientRequest::CountKeys => {
+                RequestRole::Read
+            }
             ClientRequest::Put { .. } | ClientRequest::Delete { .. } => RequestRole::Write,
         };
         *stage = Stage::Waiting(role);

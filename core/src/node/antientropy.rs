@@ -78,6 +78,7 @@ impl<S: Storage> Node<S> {
     /// Rebuilds every tree from storage (at start-up; a later full rebuild catches bit rot).
     pub(super) fn rebuild_trees(&mut self) {
         self.trees.clear();
+        self.scan_index.clear();
         let mut start: Vec<u8> = Vec::new();
         loop {
             let batch = match self.storage.scan(&start, REBUILD_SCAN_BATCH) {
@@ -118,6 +119,7 @@ impl<S: Storage> Node<S> {
         if key.starts_with(super::hints::RESERVED_PREFIX) {
             return; // hints are not replicated data
         }
+        self.scan_index_update(key, record);
         if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
             self.trees.entry(range).or_default().update(key, record);
         }

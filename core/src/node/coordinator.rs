@@ -152,6 +152,8 @@ pub(super) enum Operation {
     Read(ReadOperation),
     Write(WriteOperation),
     Forward(ForwardOperation),
+    /// A scan page or a key count (see `scan`).
+    Scan(super::scan::ScanOperation),
 }
 
 impl Operation {
@@ -175,23 +177,37 @@ impl Operation {
                 assert!(w.acked.iter().all(|a| w.replicas.contains(a)));
             }
             Operation::Forward(f) => assert!(f.attempt < f.candidates.len()),
+            Operation::Scan(scan) => scan.check_invariants(),
         }
     }
 }
 
 impl<S: Storage> Node<S> {
     pub(super) fn start_request(&mut self, now: Now, request: RequestId, body: ClientRequest) {
+        // The cluster-wide requests have no key (see `scan`).
+        match body {
+            ClientRequest::Scan {
+                from,
+                keys_max,
+                consistency,
+            } => return self.start_scan(now, request, from, keys_max, consistency),
+            ClientRequest::CountKeys => return self.start_count(now, request),
+            _ => {}
+        }
         if let Err(e) = self.admit(&body) {
             self.reply(request, ClientReply::Rejected(e));
             return;
         }
         let cluster = &self.config.cluster;
-        let (level, default) = match &body {
-            ClientRequest::Get { consistency, .. } => (*consistency, cluster.r),
-            ClientRequest::Put { consistency, .. } | ClientRequest::Delete { consistency, .. } => {
-                (*consistency, cluster.w)
-            }
-        };
+        let (level, default) =
+            match &body {
+                // Scans were served above; they read, so they default to `r`.
+                ClientRequest::Get { consistency, .. }
+                | ClientRequest::Scan { consistency, .. } => (*consistency, cluster.r),
+                ClientRequest::CountKeys => (None, cluster.r),
+                ClientRequest::Put { consistency, .. }
+                | ClientRequest::Delete { consistency, .. } => (*consistency, cluster.w),
+            };
         let n = cluster.n;
         let Some(needed) = level
             .or(cluster.consistency)
@@ -243,7 +259,9 @@ impl<S: Storage> Node<S> {
             .saturating_add(self.config.cluster.request_timeout());
         if linearizable {
             let purpose = match body {
-                ClientRequest::Get { .. } => ReadPurpose::LinearizableRead,
+                ClientRequest::Get { .. }
+                | ClientRequest::Scan { .. }
+                | ClientRequest::CountKeys => ReadPurpose::LinearizableRead,
                 ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
                     value: Some(value.clone()),
                 },
@@ -283,6 +301,8 @@ impl<S: Storage> Node<S> {
             ClientRequest::Delete { key, context, .. } => {
                 self.start_write(now, request, key, None, context, needed, replicas, deadline)
             }
+            // Served above by `scan`.
+            ClientRequest::Scan { .. } | ClientRequest::CountKeys => {}
         }
     }
 
@@ -313,7 +333,7 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
-    fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
+    pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
         if let Some(groups) = self.pending_groups.take() {
             self.op_groups.insert(op, groups);
         }
@@ -321,7 +341,7 @@ impl<S: Storage> Node<S> {
         self.deadlines.insert((deadline, op));
     }
 
-    fn untrack(&mut self, op: OperationId) -> Option<Operation> {
+    pub(super) fn untrack(&mut self, op: OperationId) -> Option<Operation> {
         self.untrack_with_deadline(op)
             .map(|(_, operation)| operation)
     }
@@ -1321,6 +1341,7 @@ impl<S: Storage> Node<S> {
                     self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
                 }
             }
+            Operation::Scan(scan) => self.on_scan_deadline(scan),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod hints;
 mod incarnation;
 mod output;
 mod replica;
+pub mod scan;
 mod send_failure;
 mod tree_rebuild;
 
@@ -127,6 +128,8 @@ pub struct Node<S: Storage> {
     handover: handover::Handover,
     /// Sends the driver could not queue, by what became of them.
     send_failures: SendFailureStats,
+    /// The token index of stored keys, for scans and `DBSIZE` (see `scan`).
+    scan_index: scan::ScanIndex,
 }
 
 impl<S: Storage> Node<S> {
@@ -183,6 +186,7 @@ impl<S: Storage> Node<S> {
             tree_rebuild_stats: TreeRebuildStats::default(),
             handover,
             send_failures: SendFailureStats::default(),
+            scan_index: scan::ScanIndex::default(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
@@ -362,6 +366,19 @@ impl<S: Storage> Node<S> {
             Message::HandoverPage { epoch, start, page } => {
                 self.on_handover_page(from, epoch, start, page)
             }
+            Message::ScanRange {
+                op,
+                from: start,
+                to,
+                keys_max,
+            } => self.serve_scan_range(from, op, start, to, keys_max),
+            Message::ScanRangeReply {
+                op,
+                from: start,
+                page,
+            } => self.on_scan_reply(from, op, start, page),
+            Message::CountLive { op } => self.serve_count_live(from, op),
+            Message::CountLiveReply { op, ranges } => self.on_count_reply(from, op, ranges),
         }
     }
 
@@ -499,6 +516,7 @@ impl<S: Storage> Node<S> {
             "held inputs are released once the incarnation is durable"
         );
         self.handover.check_invariants(&self.my_ranges);
+        self.scan_index.check_invariants();
     }
 
     fn send(&mut self, to: NodeId, message: Message) {

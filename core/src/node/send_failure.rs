@@ -60,10 +60,14 @@ impl SendFailureClass {
             | Message::LinRead { .. }
             | Message::LinWrite { .. }
             | Message::HintedWrite { .. }
-            | Message::CoordinatePut { .. } => SendFailureClass::Request,
+            | Message::CoordinatePut { .. }
+            | Message::ScanRange { .. }
+            | Message::CountLive { .. } => SendFailureClass::Request,
             Message::ReadReply { .. }
             | Message::WriteReply { .. }
-            | Message::CoordinatePutReply { .. } => SendFailureClass::Reply,
+            | Message::CoordinatePutReply { .. }
+            | Message::ScanRangeReply { .. }
+            | Message::CountLiveReply { .. } => SendFailureClass::Reply,
             Message::AeRoots { .. }
             | Message::AeInterior { .. }
             | Message::AeLeaves { .. }
@@ -107,6 +111,10 @@ impl<S: Storage> Node<S> {
                 self.send_failures.requests_refused += 1;
                 let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
                 self.on_forward_reply(to, op, key_digest(&key), outcome);
+            }
+            Message::ScanRange { .. } | Message::CountLive { .. } => {
+                self.send_failures.requests_refused += 1;
+                self.on_scan_send_failed(to, &message);
             }
             other => match SendFailureClass::of(&other) {
                 SendFailureClass::Reply => self.send_failures.replies_dropped += 1,

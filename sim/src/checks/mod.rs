@@ -4,6 +4,7 @@
 pub mod convergence;
 pub mod durability;
 pub mod linearizable;
+pub mod scan;
 pub mod siblings;
 
 use std::fmt;

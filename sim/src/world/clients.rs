@@ -8,7 +8,7 @@
 use super::event::ClientResponse;
 use super::{Event, Phase, World};
 use crate::history::{
-    CommandOutcome, CommandRecord, CommandResultKind, HistoryOp, OpKind, OpOutcome,
+    CommandOutcome, CommandRecord, CommandResultKind, HistoryOp, OpKind, OpOutcome, ScanRecord,
 };
 use crate::workload::{value_id, CommandKind};
 use rand::Rng;
@@ -39,6 +39,11 @@ impl World {
         }
         if self.workload.commands() {
             self.command_start(client);
+            return;
+        }
+        // Drawn only when scans are on, so other scenarios keep their random streams.
+        if self.scan_fraction > 0.0 && self.workload_rng.gen_bool(self.scan_fraction) {
+            self.scan_start(client);
             return;
         }
         self.issued += 1;
@@ -107,6 +112,8 @@ impl World {
                 (OpKind::Put, value_id(value), context.clone())
             }
             ClientRequest::Delete { context, .. } => (OpKind::Delete, 0, context.clone()),
+            // Not drawn by the workload (no history model for a scan yet): recorded as reads.
+            ClientRequest::Scan { .. } | ClientRequest::CountKeys => (OpKind::Get, 0, None),
         };
         let index = self.history.ops.len();
         self.history.ops.push(HistoryOp {
@@ -267,6 +274,10 @@ impl World {
         let Some((client, index)) = self.take_in_flight(request) else {
             return;
         };
+        if index == SCAN_PAGE {
+            self.on_scan_page(client, reply);
+            return;
+        }
         if let ClientResponse::Refused { node, body } = &reply {
             // A client library tries another node when one refuses the connection: the request
             // never started anywhere, so it is the same operation.
@@ -348,6 +359,11 @@ impl World {
                     op.acks = acks;
                 }
                 ClientReply::Rejected(_) => op.outcome = OpOutcome::Failed,
+                ClientReply::ScanPage { acks, .. } => {
+                    op.outcome = OpOutcome::Ok;
+                    op.acks = acks;
+                }
+                ClientReply::KeyCount { .. } => op.outcome = OpOutcome::Ok,
             },
         }
         if !in_command {
@@ -365,10 +381,16 @@ impl World {
     }
 
     pub(super) fn on_client_give_up(&mut self, request: RequestId) {
-        let Some((client, _index)) = self.take_in_flight(request) else {
+        let Some((client, index)) = self.take_in_flight(request) else {
             return;
         };
         self.clients[client as usize].refusals = 0;
+        if index == SCAN_PAGE {
+            // The scan stays unfinished in the history.
+            self.clients[client as usize].scan = None;
+            self.schedule_next(client);
+            return;
+        }
         // The op stays `Indeterminate` with no completion time, and a command it was a step of
         // stays unfinished.
         if self.clients[client as usize].command.is_some() {
@@ -384,5 +406,85 @@ impl World {
         c.next_due += self.op_gap_ns;
         let at = c.next_due.max(self.now) + jitter;
         self.schedule(at, Event::ClientSend { client });
+    }
+}
+
+/// The history index a scan page's request stands under (it is no `HistoryOp`: the other checks
+/// never see scans).
+const SCAN_PAGE: usize = usize::MAX;
+
+impl World {
+    /// Starts a full scan for `client` (`workload.scan_fraction`): pages from cursor 0.
+    fn scan_start(&mut self, client: u32) {
+        self.issued += 1;
+        let record = self.history.scans.len();
+        self.history.scans.push(ScanRecord {
+            client,
+            invoke_ns: self.now,
+            ..ScanRecord::default()
+        });
+        self.clients[client as usize].scan = Some(record);
+        self.scan_page(client, 0);
+    }
+
+    /// Sends the page of the running scan that starts at token `from`, to a drawn coordinator.
+    fn scan_page(&mut self, client: u32, from: u64) {
+        let coordinator = self.draw_coordinator(client);
+        let c = &mut self.clients[client as usize];
+        let request = RequestId((u64::from(client) << 32) | u64::from(c.next_seq));
+        c.next_seq += 1;
+        c.in_flight = Some((request, SCAN_PAGE));
+        let body = ClientRequest::Scan {
+            from,
+            keys_max: self.scan_keys_max,
+            consistency: None,
+        };
+        let delay = self.network.client_delay(&mut self.net_rng);
+        self.schedule(
+            self.now + delay,
+            Event::ClientArrive {
+                node: coordinator,
+                request,
+                body,
+            },
+        );
+        self.schedule(
+            self.now + self.client_timeout_ns,
+            Event::ClientGiveUp { request },
+        );
+    }
+
+    /// A page of `client`'s scan was answered (or refused): record its keys and go on, or end
+    /// the scan (unfinished unless the ring was walked).
+    fn on_scan_page(&mut self, client: u32, reply: ClientResponse) {
+        let Some(record) = self.clients[client as usize].scan else {
+            return;
+        };
+        let next = match reply {
+            ClientResponse::Reply(ClientReply::ScanPage { mut keys, next, .. }) => {
+                if self.unsafe_scan_skip_last_key && next.is_some() {
+                    keys.pop();
+                }
+                let scan = &mut self.history.scans[record];
+                scan.pages += 1;
+                for key in keys {
+                    let index = self.workload.index_of(&key).unwrap_or(u32::MAX);
+                    scan.keys.push(index);
+                }
+                if next.is_none() {
+                    scan.complete_ns = Some(self.now);
+                }
+                next
+            }
+            // A failed page ends the scan, unfinished (a client would retry the same cursor).
+            _ => None,
+        };
+        match next {
+            Some(from) if self.phase == Phase::Faults => self.scan_page(client, from),
+            _ => {
+                self.clients[client as usize].scan = None;
+                self.schedule_next(client);
+            }
+        }
     }
 }

@@ -162,6 +162,17 @@ impl Event {
                         Ok(page) => format!("{} records", page.records.len()),
                         Err(e) => format!("refused {e:?}"),
                     },
+                    Message::ScanRange { op, from, to, .. } => {
+                        format!("op {} tokens {from}..={to}", op.0)
+                    }
+                    Message::ScanRangeReply { op, page, .. } => match page {
+                        Ok(page) => format!("op {} {} records", op.0, page.records.len()),
+                        Err(e) => format!("op {} refused {e:?}", op.0),
+                    },
+                    Message::CountLive { op } => format!("op {}", op.0),
+                    Message::CountLiveReply { op, ranges } => {
+                        format!("op {} {} ranges", op.0, ranges.len())
+                    }
                     Message::Gossip(gossip) => format!(
                         "{} entries, ring v{}{}",
                         gossip.entries().len(),
@@ -195,6 +206,10 @@ impl Event {
                     ClientRequest::Delete { key, .. } => {
                         format!("delete {}", String::from_utf8_lossy(key))
                     }
+                    ClientRequest::Scan { from, keys_max, .. } => {
+                        format!("scan from {from} ({keys_max} keys)")
+                    }
+                    ClientRequest::CountKeys => "count keys".to_string(),
                 };
                 format!("c{} -> n{node} {what}", request.0 >> 32)
             }

@@ -97,6 +97,8 @@ struct Client {
     refusals: u32,
     /// The command in progress (`workload.interface = "commands"`).
     command: Option<clients::RunningCommand>,
+    /// The full scan in progress: its index in `History::scans` (`workload.scan_fraction`).
+    scan: Option<usize>,
 }
 
 /// Which phase the run is in.
@@ -199,6 +201,10 @@ pub struct World {
     lsm: bool,
     op_gap_ns: u64,
     client_timeout_ns: u64,
+    /// `workload.scan_fraction`, `scan_keys_max` and `unsafe_scan_skip_last_key`.
+    scan_fraction: f64,
+    scan_keys_max: u32,
+    unsafe_scan_skip_last_key: bool,
     fsync_ns: (u64, u64),
     fsync_failure: f64,
     fault_phase_end: u64,
@@ -332,6 +338,7 @@ impl World {
                     contexts: BTreeMap::new(),
                     refusals: 0,
                     command: None,
+                    scan: None,
                 })
                 .collect(),
             workload: Workload::new(scenario),
@@ -344,6 +351,9 @@ impl World {
             datacenters: scenario.cluster.datacenters,
             op_gap_ns: mean_gap_ns.max(1),
             client_timeout_ns: scenario.client_timeout_ms() * NANOS_PER_MS,
+            scan_fraction: w.scan_fraction,
+            scan_keys_max: w.scan_keys_max,
+            unsafe_scan_skip_last_key: w.unsafe_scan_skip_last_key,
             fsync_ns: (
                 scenario.disk.fsync_us[0] * 1000,
                 scenario.disk.fsync_us[1] * 1000,
