@@ -91,6 +91,8 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// `KV.RING`: ranges, replicas and their client addresses ([`crate::commands_ring`]).
+    KvRing,
 }
 
 impl Command {
@@ -158,6 +160,7 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("kv.get", -2, &["readonly"], 1, 1, 1),
     ("kv.put", -3, &["write", "denyoom"], 1, 1, 1),
     ("kv.del", -2, &["write"], 1, 1, 1),
+    ("kv.ring", 1, &["readonly", "loading", "stale", "fast"], 0, 0, 0),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -324,6 +327,10 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
                 level: options.level,
                 context: options.context,
             })
+        }
+        "kv.ring" => {
+            arity(rest.is_empty())?;
+            Ok(Command::KvRing)
         }
         _ => {
             let preview: Vec<String> = rest

@@ -95,6 +95,9 @@ pub struct ClientAddresses {
     rumour_rounds_left: u32,
     /// Rounds since the table was last pushed.
     rounds_quiet: u32,
+    /// Changes to the table so far (own address set, newer entries merged): a driver republishes
+    /// what it shows when this moves.
+    changes: u64,
     stats: AddressStats,
 }
 
@@ -104,6 +107,7 @@ impl ClientAddresses {
         if self.own.as_ref() != Some(&address) {
             self.own = Some(address);
             self.rumour_rounds_left = RUMOUR_ROUNDS;
+            self.changes += 1;
         }
     }
 
@@ -114,6 +118,11 @@ impl ClientAddresses {
         } else {
             self.known.get(&node).map(|(_, address)| address)
         }
+    }
+
+    /// Changes to the table so far; it moves whenever an address is set or learned.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Counters.
@@ -209,6 +218,7 @@ impl ClientAddresses {
                 self.known
                     .insert(entry.node, (entry.incarnation, entry.address.clone()));
                 news = true;
+                self.changes += 1;
             }
         }
         if news {
