@@ -508,8 +508,9 @@ impl Connection {
     /// False if the node has closed the connection (or sent bytes nobody asked for) while it
     /// sat in the pool: sending on it would fail after the fact, so it is dropped first.
     fn looks_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // The socket is non-blocking (tokio's), so this asks the kernel now and never waits.
+        match socket2::SockRef::from(&self.stream).peek(&mut probe) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
         }
