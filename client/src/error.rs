@@ -109,8 +109,14 @@ mod tests {
     #[test]
     fn node_prefixes_map_to_types() {
         let cases = [
-            ("UNAVAILABLE only 1 of 2 replicas answered in time; nothing changed", true),
-            ("INDETERMINATE only 1 of 2 replicas acknowledged durably in time", false),
+            (
+                "UNAVAILABLE only 1 of 2 replicas answered in time; nothing changed",
+                true,
+            ),
+            (
+                "INDETERMINATE only 1 of 2 replicas acknowledged durably in time",
+                false,
+            ),
             ("BUSY the cluster is overloaded", true),
             ("CONFLICT the key has 2 concurrent values", true),
             ("CLUSTERDOWN the ring has no members", true),

@@ -170,7 +170,10 @@ impl Client {
 
     /// `SET key value`.
     pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
-        match self.execute(Kind::Write, key, &[b"SET", key, value]).await? {
+        match self
+            .execute(Kind::Write, key, &[b"SET", key, value])
+            .await?
+        {
             Value::Simple(_) => Ok(()),
             other => Err(Error::Protocol(format!("SET answered {other:?}"))),
         }
@@ -399,10 +402,7 @@ impl Inner {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "no connection within {} ms",
-                    self.config.connect_timeout_ms
-                ),
+                format!("no connection within {} ms", self.config.connect_timeout_ms),
             )),
         }
     }

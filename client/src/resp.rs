@@ -137,7 +137,9 @@ fn decode_at(
             }
             Ok(Some((Value::Array(items), position)))
         }
-        other => Err(ProtocolError(format!("unknown reply type byte {other:#04x}"))),
+        other => Err(ProtocolError(format!(
+            "unknown reply type byte {other:#04x}"
+        ))),
     }
 }
 

@@ -59,7 +59,10 @@ impl RingMap {
                 .ok_or_else(|| bad("token is not a decimal u64"))
         };
         let mut parsed = Vec::new();
-        for range in ranges.as_array().ok_or_else(|| bad("ranges not an array"))? {
+        for range in ranges
+            .as_array()
+            .ok_or_else(|| bad("ranges not an array"))?
+        {
             let [_start, end, replicas] = range.as_array().unwrap_or_default() else {
                 return Err(bad("range is not [start, end, replicas]"));
             };
@@ -214,7 +217,11 @@ mod tests {
             Value::Array(vec![bulk("x"), Value::Array(vec![])]),
             Value::Array(vec![
                 Value::Integer(1),
-                Value::Array(vec![Value::Array(vec![bulk("1"), bulk("-5"), Value::Array(vec![])])]),
+                Value::Array(vec![Value::Array(vec![
+                    bulk("1"),
+                    bulk("-5"),
+                    Value::Array(vec![]),
+                ])]),
             ]),
             Value::Array(vec![
                 Value::Integer(1),

@@ -29,7 +29,10 @@ struct Fake {
 
 /// The `KV.RING` reply naming the `ports` (node ids 1, 2, ...) as the replicas of every key.
 fn ring_reply(ports: &[u16]) -> Vec<u8> {
-    let mut out = format!("*2\r\n:1\r\n*1\r\n*3\r\n$1\r\n5\r\n$1\r\n5\r\n*{}\r\n", ports.len());
+    let mut out = format!(
+        "*2\r\n:1\r\n*1\r\n*3\r\n$1\r\n5\r\n$1\r\n5\r\n*{}\r\n",
+        ports.len()
+    );
     for (i, port) in ports.iter().enumerate() {
         out.push_str(&format!(
             "*3\r\n:{}\r\n$9\r\n127.0.0.1\r\n:{port}\r\n",
@@ -60,9 +63,7 @@ async fn fake(script: Script, ring_ports: Arc<std::sync::Mutex<Vec<u16>>>) -> Fa
                     }
                     buffer.extend_from_slice(&chunk[..read]);
                     // Each test command is one small write: answer per whole command seen.
-                    let Some((command, used)) = ringkv_client::resp::decode(&buffer)
-                        .ok()
-                        .flatten()
+                    let Some((command, used)) = ringkv_client::resp::decode(&buffer).ok().flatten()
                     else {
                         continue;
                     };
@@ -80,7 +81,9 @@ async fn fake(script: Script, ring_ports: Arc<std::sync::Mutex<Vec<u16>>>) -> Fa
                         counter.fetch_add(1, Ordering::SeqCst);
                         match (script, name.as_str()) {
                             (Script::Vanish, _) => return,
-                            (Script::Busy, _) => b"-BUSY overloaded; nothing was written\r\n".to_vec(),
+                            (Script::Busy, _) => {
+                                b"-BUSY overloaded; nothing was written\r\n".to_vec()
+                            }
                             (Script::Answer, "GET") => b"$1\r\nv\r\n".to_vec(),
                             (Script::Answer, _) => b"+OK\r\n".to_vec(),
                         }
@@ -109,7 +112,10 @@ async fn pair(first: Script, second: Script) -> (Client, Fake, Fake) {
     let mut config = ClientConfig::new([b.address.clone()]);
     config.refresh_interval_ms = 0;
     let client = Client::connect(config).await.expect("connect");
-    assert_eq!(client.candidates(b"k")[..2], [a.address.clone(), b.address.clone()]);
+    assert_eq!(
+        client.candidates(b"k")[..2],
+        [a.address.clone(), b.address.clone()]
+    );
     (client, a, b)
 }
 
@@ -143,7 +149,9 @@ async fn a_refused_connection_fails_over_even_for_a_write() {
 async fn a_write_lost_after_sending_is_indeterminate_and_never_retried() {
     let (client, a, b) = pair(Script::Vanish, Script::Answer).await;
     match client.set(b"k", b"v").await {
-        Err(Error::Indeterminate(why)) => assert!(why.contains("after the write was sent"), "{why}"),
+        Err(Error::Indeterminate(why)) => {
+            assert!(why.contains("after the write was sent"), "{why}")
+        }
         other => panic!("expected Indeterminate, got {other:?}"),
     }
     assert_eq!(a.data_commands.load(Ordering::SeqCst), 1, "sent once");
@@ -161,7 +169,10 @@ async fn a_read_lost_after_sending_is_retried_on_the_next_replica() {
 #[tokio::test]
 async fn no_effect_refusals_go_to_the_next_replica_and_the_last_is_typed() {
     let (client, a, b) = pair(Script::Busy, Script::Answer).await;
-    client.set(b"k", b"v").await.expect("BUSY is retried elsewhere");
+    client
+        .set(b"k", b"v")
+        .await
+        .expect("BUSY is retried elsewhere");
     assert_eq!(a.data_commands.load(Ordering::SeqCst), 1);
     assert_eq!(b.data_commands.load(Ordering::SeqCst), 1);
     let (client, _, _) = pair(Script::Busy, Script::Busy).await;

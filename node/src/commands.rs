@@ -160,7 +160,14 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("kv.get", -2, &["readonly"], 1, 1, 1),
     ("kv.put", -3, &["write", "denyoom"], 1, 1, 1),
     ("kv.del", -2, &["write"], 1, 1, 1),
-    ("kv.ring", 1, &["readonly", "loading", "stale", "fast"], 0, 0, 0),
+    (
+        "kv.ring",
+        1,
+        &["readonly", "loading", "stale", "fast"],
+        0,
+        0,
+        0,
+    ),
 ];
 
 fn wrong_arity(name: &str) -> Reply {

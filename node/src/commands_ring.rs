@@ -143,7 +143,11 @@ mod tests {
                 assert_eq!(pair[0].end, pair[1].start, "ranges are contiguous");
                 assert!(pair[0].end < pair[1].end, "ranges are sorted");
             }
-            assert_eq!(ranges[0].start, ranges[ranges.len() - 1].end, "the first wraps");
+            assert_eq!(
+                ranges[0].start,
+                ranges[ranges.len() - 1].end,
+                "the first wraps"
+            );
             for i in 0..2000u32 {
                 let key = format!("key-{i}");
                 let token = ringkv_core::hash::hash_bytes(key.as_bytes());

@@ -232,14 +232,16 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         crate::spawn(http::serve(listener, state, shutdown_rx.clone()));
     }
 
-    let shared = Arc::new(ClientShared::new(
-        inputs_tx.clone(),
-        Arc::clone(&metrics),
-        Arc::clone(&settings),
-        client_addr,
-        clock,
-    )
-    .with_membership_view(ring_view));
+    let shared = Arc::new(
+        ClientShared::new(
+            inputs_tx.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&settings),
+            client_addr,
+            clock,
+        )
+        .with_membership_view(ring_view),
+    );
     let clients = crate::spawn(clients::serve(
         client_listener,
         shared,

@@ -100,7 +100,10 @@ fn the_client_routes_to_replicas_and_fails_over_when_a_node_dies() {
         assert_eq!(replicas, addresses, "{key}: every node replicates at n = 3");
         primaries.insert(candidates[0].clone());
     }
-    assert_eq!(primaries, addresses, "each node is the first replica of some keys");
+    assert_eq!(
+        primaries, addresses,
+        "each node is the first replica of some keys"
+    );
 
     runtime.block_on(async {
         for key in &keys {
@@ -134,7 +137,10 @@ fn the_client_routes_to_replicas_and_fails_over_when_a_node_dies() {
             );
         }
         // The ring can still be fetched with the seed gone (from the nodes it named).
-        client.refresh_ring().await.expect("refresh without the seed");
+        client
+            .refresh_ring()
+            .await
+            .expect("refresh without the seed");
     });
     assert!(
         client.stats().failovers > 0,

@@ -325,7 +325,9 @@ mod tests {
     fn oversized_messages_and_strangers_are_refused() {
         let mut table = ClientAddresses::default();
         let many: Vec<AddressEntry> = (2..20).map(|n| entry(n, 1, 7000)).collect();
-        assert!(table.merge(NodeId(1), 1, &many, 8, true, |_| true).is_empty());
+        assert!(table
+            .merge(NodeId(1), 1, &many, 8, true, |_| true)
+            .is_empty());
         let long = AddressEntry {
             address: ClientAddress {
                 host: "h".repeat(CLIENT_HOST_BYTES_MAX + 1),
@@ -335,7 +337,9 @@ mod tests {
         };
         table.merge(NodeId(1), 1, &[long], 8, false, |_| true);
         assert_eq!(table.stats().refused, 2);
-        table.merge(NodeId(1), 1, &[entry(9, 1, 7009)], 8, false, |n| n != NodeId(9));
+        table.merge(NodeId(1), 1, &[entry(9, 1, 7009)], 8, false, |n| {
+            n != NodeId(9)
+        });
         assert_eq!(table.get(NodeId(1), NodeId(9)), None);
         assert_eq!(table.stats().dropped, 1);
         table.check_invariants(NodeId(1), 8);
