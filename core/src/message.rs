@@ -289,6 +289,7 @@ impl Message {
             Message::AeRecords { .. } => "ae-records",
             Message::Gossip(GossipMessage::Syn { .. }) => "gossip-syn",
             Message::Gossip(GossipMessage::Ack { .. }) => "gossip-ack",
+            Message::Gossip(GossipMessage::Addresses { .. }) => "gossip-addresses",
             Message::LinRead { .. } => "lin-read",
             Message::LinWrite { .. } => "lin-write",
             Message::HandoverPull { .. } => "handover-pull",

@@ -7,7 +7,9 @@
 
 use crate::config::Settings;
 use crate::metrics::{status_label, RepairCounters};
-use ringkv_core::membership::{MemberStatus, MemberView, MembershipError, RingVersion};
+use ringkv_core::membership::{
+    ClientAddress, MemberStatus, MemberView, MembershipError, RingVersion,
+};
 use ringkv_core::node::AdminError;
 use ringkv_core::ring::Member;
 use ringkv_core::{NodeId, NodeLocation, Ring, Storage};
@@ -76,6 +78,8 @@ pub struct MembershipView {
     pub members: Vec<MemberView>,
     /// Ranges this node replicates in that ring.
     pub ranges_replicated: usize,
+    /// Where each node serves clients, as far as gossip has told this node (`KV.RING`).
+    pub client_addresses: BTreeMap<NodeId, ClientAddress>,
 }
 
 impl MembershipView {
@@ -90,11 +94,21 @@ impl MembershipView {
             Some(m) => (m.ring_version(), m.members()),
             None => (RingVersion::default(), Vec::new()),
         };
+        let client_addresses = node
+            .membership()
+            .map(|m| {
+                members
+                    .iter()
+                    .filter_map(|v| Some((v.node, m.client_address(v.node)?.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
         MembershipView {
             ring,
             ring_version,
             members,
             ranges_replicated,
+            client_addresses,
         }
     }
 
@@ -499,6 +513,7 @@ mod tests {
             },
             members,
             ranges_replicated: 16,
+            client_addresses: BTreeMap::new(),
         };
         let json = ring_json(NodeId(1), &view, &AddressBook::default(), &BTreeMap::new());
         assert!(

@@ -14,6 +14,7 @@
 //! ([`crate::tls`]) and hands the decrypted halves to the same connection code as plaintext:
 //! everything below the handshake is generic over `AsyncRead`/`AsyncWrite`.
 
+use crate::admin::MembershipView;
 use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::commands_scan;
@@ -54,6 +55,8 @@ pub struct ClientShared {
     /// The node's clock (uptime).
     pub clock: Clock,
     next_connection: AtomicU64,
+    /// Membership as the driver last published it, for `KV.RING` (none in tests without one).
+    membership_view: Option<watch::Receiver<Arc<MembershipView>>>,
 }
 
 impl ClientShared {
@@ -72,7 +75,14 @@ impl ClientShared {
             client_addr,
             clock,
             next_connection: AtomicU64::new(1),
+            membership_view: None,
         }
+    }
+
+    /// Serves `KV.RING` from the membership snapshots published on `view`.
+    pub fn with_membership_view(mut self, view: watch::Receiver<Arc<MembershipView>>) -> Self {
+        self.membership_view = Some(view);
+        self
     }
 
     fn limits(&self) -> RequestLimits {
@@ -771,6 +781,14 @@ impl Session<'_> {
                 })
                 .await
             }
+            Command::KvRing => match &self.shared.membership_view {
+                Some(view) => {
+                    let view = Arc::clone(&view.borrow());
+                    let n = usize::from(self.shared.settings.cluster.n);
+                    crate::commands_ring::ring_reply(&view, n)
+                }
+                None => Reply::err("KV.RING: this node publishes no ring"),
+            },
         }
     }
 

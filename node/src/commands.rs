@@ -97,6 +97,8 @@ pub enum Command {
     Type(Bytes),
     /// `TIME`
     Time,
+    /// `KV.RING`: ranges, replicas and their client addresses ([`crate::commands_ring`]).
+    KvRing,
 }
 
 impl Command {
@@ -168,6 +170,14 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("keys", 2, &["readonly"], 0, 0, 0),
     ("type", 2, &["readonly", "fast"], 1, 1, 1),
     ("time", 1, &["loading", "stale", "fast"], 0, 0, 0),
+    (
+        "kv.ring",
+        1,
+        &["readonly", "loading", "stale", "fast"],
+        0,
+        0,
+        0,
+    ),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -334,6 +344,10 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
                 level: options.level,
                 context: options.context,
             })
+        }
+        "kv.ring" => {
+            arity(rest.is_empty())?;
+            Ok(Command::KvRing)
         }
         _ => {
             if let Some(parsed) = crate::commands_scan::parse(&lower, rest) {

@@ -139,6 +139,8 @@ pub struct Driver<F: FileSystem> {
     membership_view: Option<(watch::Sender<Arc<MembershipView>>, usize)>,
     /// The ring or a member's status changed since the view and gauges were last published.
     membership_changed: bool,
+    /// The client address table's change count when the view was last published (`KV.RING`).
+    addresses_published: u64,
 }
 
 impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
@@ -181,6 +183,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             drained: Vec::new(),
             membership_view: None,
             membership_changed: true,
+            addresses_published: 0,
         }
     }
 
@@ -451,6 +454,14 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
     }
 
     fn publish_gauges(&mut self) {
+        let addresses = self
+            .node
+            .membership()
+            .map_or(0, |m| m.client_addresses().changes());
+        if addresses != self.addresses_published {
+            self.addresses_published = addresses;
+            self.membership_changed = true;
+        }
         if self.membership_changed {
             self.membership_changed = false;
             self.publish_membership();

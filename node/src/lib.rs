@@ -14,6 +14,7 @@ pub mod clients;
 pub mod clock;
 pub mod commands;
 pub mod commands_scan;
+pub mod commands_ring;
 pub mod config;
 pub mod driver;
 pub mod http;

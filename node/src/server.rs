@@ -110,6 +110,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     }
     let replicas_per_key = usize::from(settings.cluster.n);
     let (view_tx, view_rx) = watch::channel(Arc::new(MembershipView::of(&node, replicas_per_key)));
+    let ring_view = view_rx.clone();
     if let Some(membership) = node.membership() {
         let version = membership.ring_version();
         tracing::info!(
@@ -134,6 +135,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     let client_addr = client_listener
         .local_addr()
         .map_err(|e| format!("client listener: {e}"))?;
+    node.set_client_address(advertised_client_address(client_addr, settings.peer_listen));
     let peer_listener = match &settings.cluster_secret {
         Some(_) => Some(bind("peer_listen", settings.peer_listen).await?),
         None => None,
@@ -230,13 +232,16 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         crate::spawn(http::serve(listener, state, shutdown_rx.clone()));
     }
 
-    let shared = Arc::new(ClientShared::new(
-        inputs_tx.clone(),
-        Arc::clone(&metrics),
-        Arc::clone(&settings),
-        client_addr,
-        clock,
-    ));
+    let shared = Arc::new(
+        ClientShared::new(
+            inputs_tx.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&settings),
+            client_addr,
+            clock,
+        )
+        .with_membership_view(ring_view),
+    );
     let clients = crate::spawn(clients::serve(
         client_listener,
         shared,
@@ -359,6 +364,25 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             );
             Ok(())
         }
+    }
+}
+
+/// The client address gossiped for `KV.RING`: the one bound, except that a wildcard IP
+/// (`0.0.0.0`, `::`) cannot be dialled, so the peer listener's IP stands in when that one is
+/// specific (peers already reach this host there). With both wildcards the wildcard is sent, and
+/// a client dials the host it reached the cluster by (`ringkv-client` does).
+pub fn advertised_client_address(
+    bound: SocketAddr,
+    peer_listen: SocketAddr,
+) -> ringkv_core::membership::ClientAddress {
+    let ip = if bound.ip().is_unspecified() && !peer_listen.ip().is_unspecified() {
+        peer_listen.ip()
+    } else {
+        bound.ip()
+    };
+    ringkv_core::membership::ClientAddress {
+        host: ip.to_string(),
+        port: bound.port(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! What gossip puts on the wire. Plain data: decoding untrusted bytes (through `crate::codec`)
 //! cannot panic, and the receiver checks every length against its own limits before using it.
 
+use super::addresses::AddressEntry;
 use super::ring_log::{RingLog, RingVersion};
 use crate::id::NodeId;
 use serde::{Deserialize, Serialize};
@@ -52,22 +53,33 @@ pub enum GossipMessage {
         /// The replier's ring log, when the `Syn` showed an older version.
         ring: Option<RingLog>,
     },
+    /// Client addresses ([`super::addresses`]): appended last so that nodes without it refuse
+    /// only this message. Carries no liveness and no ring.
+    Addresses {
+        /// Addresses the sender knows (its own first, if it has one).
+        entries: Vec<AddressEntry>,
+        /// True for a push (answer with what you hold newer), false for the answer itself.
+        answer_wanted: bool,
+    },
 }
 
 impl GossipMessage {
-    /// The entries carried.
+    /// The liveness entries carried (none in an `Addresses` message).
     pub fn entries(&self) -> &[GossipEntry] {
         match self {
             GossipMessage::Syn { entries, .. } | GossipMessage::Ack { entries, .. } => entries,
+            GossipMessage::Addresses { .. } => &[],
         }
     }
 
-    /// The ring version the sender holds.
+    /// The ring version the sender holds (the empty ring's for an `Addresses` message, which
+    /// does not say: the receiver handles that message before looking at versions).
     pub fn ring_version(&self) -> RingVersion {
         match self {
             GossipMessage::Syn { ring_version, .. } | GossipMessage::Ack { ring_version, .. } => {
                 *ring_version
             }
+            GossipMessage::Addresses { .. } => RingVersion::default(),
         }
     }
 
@@ -75,6 +87,7 @@ impl GossipMessage {
     pub fn ring(&self) -> Option<&RingLog> {
         match self {
             GossipMessage::Syn { ring, .. } | GossipMessage::Ack { ring, .. } => ring.as_ref(),
+            GossipMessage::Addresses { .. } => None,
         }
     }
 }

@@ -60,11 +60,13 @@
 
 #![deny(missing_docs)]
 
+pub mod addresses;
 mod config;
 pub mod harness;
 mod message;
 pub mod ring_log;
 
+pub use addresses::{AddressEntry, ClientAddress, ClientAddresses};
 pub use config::MembershipConfig;
 pub use harness::{measure_detection, DetectionReport};
 pub use message::{GossipEntry, GossipMessage};
@@ -272,6 +274,8 @@ pub struct Membership {
     now_max: Instant,
     outputs: VecDeque<MembershipOutput>,
     stats: MembershipStats,
+    /// Where members serve clients (gossiped only once the driver sets this node's own).
+    addresses: ClientAddresses,
 }
 
 impl Membership {
@@ -337,6 +341,7 @@ impl Membership {
             now_max: now,
             outputs: VecDeque::new(),
             stats: MembershipStats::default(),
+            addresses: ClientAddresses::default(),
         })
     }
 
@@ -372,6 +377,14 @@ impl Membership {
         self.observe(now);
         if from == self.id || message.entries().len() > self.config.members_max {
             self.stats.messages_refused += 1;
+            return;
+        }
+        if let GossipMessage::Addresses {
+            entries,
+            answer_wanted,
+        } = &message
+        {
+            self.merge_addresses(from, entries, *answer_wanted);
             return;
         }
         self.stats.messages_received += 1;
@@ -545,6 +558,21 @@ impl Membership {
         self.stats
     }
 
+    /// Sets where this node serves clients; gossip spreads it ([`addresses`]).
+    pub fn set_client_address(&mut self, address: ClientAddress) {
+        self.addresses.set_own(address);
+    }
+
+    /// Where `node` (this node included) serves clients, if known here.
+    pub fn client_address(&self, node: NodeId) -> Option<&ClientAddress> {
+        self.addresses.get(self.id, node)
+    }
+
+    /// The client address table (for its counters).
+    pub fn client_addresses(&self) -> &ClientAddresses {
+        &self.addresses
+    }
+
     /// Panics if an internal invariant is broken (a bug, never bad input). Called after every
     /// input in tests and simulation.
     pub fn check_invariants(&self) {
@@ -553,6 +581,8 @@ impl Membership {
             "table over members_max"
         );
         assert!(!self.members.contains_key(&self.id), "self in the table");
+        self.addresses
+            .check_invariants(self.id, self.config.members_max);
         assert_eq!(
             self.ring.version().changes,
             self.ring.log().changes.len() as u64,
@@ -669,6 +699,7 @@ impl Membership {
         let targets = choose_targets(&live, &down, self.config.fanout, rng);
         let entries = self.entries();
         let version = self.ring.version();
+        let pushes = self.addresses.on_round(self.id, self.incarnation, &targets);
         for to in targets {
             let heard = self.members.get(&to).and_then(|s| s.ring_version_heard);
             let ring = (version > RingVersion::default() && heard.is_none_or(|h| h < version))
@@ -680,6 +711,38 @@ impl Membership {
                     entries: entries.clone(),
                     ring_version: version,
                     ring,
+                },
+            });
+        }
+        for (to, entries) in pushes {
+            self.outputs.push_back(MembershipOutput::Send {
+                to,
+                message: GossipMessage::Addresses {
+                    entries,
+                    answer_wanted: true,
+                },
+            });
+        }
+    }
+
+    /// Merges client addresses from `from`; answers a push with what it lacks.
+    fn merge_addresses(&mut self, from: NodeId, entries: &[AddressEntry], answer_wanted: bool) {
+        let members = &self.members;
+        let ring = self.ring.ring();
+        let answer = self.addresses.merge(
+            self.id,
+            self.incarnation,
+            entries,
+            self.config.members_max,
+            answer_wanted,
+            |node| members.contains_key(&node) || ring.contains(node),
+        );
+        if !answer.is_empty() {
+            self.outputs.push_back(MembershipOutput::Send {
+                to: from,
+                message: GossipMessage::Addresses {
+                    entries: answer,
+                    answer_wanted: false,
                 },
             });
         }

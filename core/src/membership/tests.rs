@@ -776,3 +776,44 @@ fn rebuild_from_a_held_ring_equals_a_replay_from_empty() {
         assert_eq!(rebuilt, replayed, "{candidate:?}");
     }
 }
+
+/// Client addresses ([`super::addresses`]) reach every node over a lossy network, and a node
+/// restarted with a new address (a new incarnation) replaces its old one everywhere.
+#[test]
+fn client_addresses_converge_and_follow_a_restart() {
+    let port = |index: usize, generation: u16| 6000 + 100 * generation + index as u16;
+    let address = |index: usize, generation: u16| ClientAddress {
+        host: "127.0.0.1".into(),
+        port: port(index, generation),
+    };
+    let nodes = 12;
+    let mut h = cluster(nodes, 7, lossy());
+    for index in 0..nodes {
+        h.machine_mut(index)
+            .expect("running")
+            .set_client_address(address(index, 0));
+    }
+    let everyone_knows = |h: &Harness, of: usize, generation: u16| {
+        h.running().iter().all(|&i| {
+            h.machine(i).and_then(|m| m.client_address(node_id(of)))
+                == Some(&address(of, generation))
+        })
+    };
+    let converged = h.run_until_true(ms(10_000), |h| {
+        (0..nodes).all(|of| everyone_knows(h, of, 0))
+    });
+    assert!(converged.is_some(), "addresses did not reach every node");
+    h.crash(3);
+    h.run_for(ms(500));
+    assert!(h.restart(3));
+    h.machine_mut(3)
+        .expect("restarted")
+        .set_client_address(address(3, 1));
+    let moved = h.run_until_true(ms(10_000), |h| {
+        everyone_knows(h, 3, 1) && (0..nodes).all(|of| of == 3 || everyone_knows(h, of, 0))
+    });
+    assert!(
+        moved.is_some(),
+        "the restarted node's new address (and everyone else's, at the restarted node) did not spread"
+    );
+}

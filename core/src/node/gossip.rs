@@ -132,6 +132,14 @@ impl<S: Storage> Node<S> {
         self.membership.as_ref()
     }
 
+    /// Sets where this node serves clients; gossip spreads it so every node can name it in
+    /// `KV.RING`. Without gossip membership there is nobody to tell: a no-op.
+    pub fn set_client_address(&mut self, address: crate::membership::ClientAddress) {
+        if let Some(machine) = self.membership.as_mut() {
+            machine.set_client_address(address);
+        }
+    }
+
     /// What the failure detector says of `node` (`None` without gossip or for a stranger).
     pub fn member_status(&self, node: NodeId) -> Option<MemberStatus> {
         self.membership.as_ref()?.status(node)
