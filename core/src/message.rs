@@ -164,6 +164,20 @@ pub enum Message {
         /// The page, or why the answerer refused (another ring, or its ring not durable yet).
         page: Result<HandoverPage, ReplicaError>,
     },
+    /// Client-facing node → one replica of the key: apply this increment to your own slot, then
+    /// replicate the counter's state; answered by a `CoordinatePutReply`. Sent to one replica
+    /// only and never retried elsewhere (an increment applied twice would count twice);
+    /// duplicates are dropped by the receiver like forwarded puts. Last on purpose.
+    CoordinateIncrement {
+        /// Round-trip id at the client-facing node.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// What to add.
+        delta: i64,
+        /// Durable acknowledgements required.
+        needed: u8,
+    },
 }
 
 /// One page of a range pull, with what the answerer vouches for (see `node::handover`).
@@ -197,6 +211,14 @@ pub enum ForwardedOutcome {
     },
     /// Refused before any effect.
     Rejected(crate::client::RequestError),
+    /// An increment is durable on `acks` replicas; the counter's value just after it on the
+    /// replica that applied it. Last on purpose: variants are encoded by position.
+    Counted {
+        /// The counter's value.
+        value: i64,
+        /// Durable acknowledgements.
+        acks: u8,
+    },
 }
 
 /// Why a replica could not serve a request.
@@ -249,6 +271,7 @@ impl Message {
             Message::LinWrite { .. } => "lin-write",
             Message::HandoverPull { .. } => "handover-pull",
             Message::HandoverPage { .. } => "handover-page",
+            Message::CoordinateIncrement { .. } => "coordinate-increment",
         }
     }
 }

@@ -60,7 +60,8 @@ impl SendFailureClass {
             | Message::LinRead { .. }
             | Message::LinWrite { .. }
             | Message::HintedWrite { .. }
-            | Message::CoordinatePut { .. } => SendFailureClass::Request,
+            | Message::CoordinatePut { .. }
+            | Message::CoordinateIncrement { .. } => SendFailureClass::Request,
             Message::ReadReply { .. }
             | Message::WriteReply { .. }
             | Message::CoordinatePutReply { .. } => SendFailureClass::Reply,
@@ -103,7 +104,8 @@ impl<S: Storage> Node<S> {
                 self.send_failures.requests_refused += 1;
                 self.on_write_reply(to, op, Some(key_digest(&key)), Err(ReplicaError::Busy));
             }
-            Message::CoordinatePut { op, key, .. } => {
+            Message::CoordinatePut { op, key, .. }
+            | Message::CoordinateIncrement { op, key, .. } => {
                 self.send_failures.requests_refused += 1;
                 let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
                 self.on_forward_reply(to, op, key_digest(&key), outcome);

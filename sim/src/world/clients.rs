@@ -70,6 +70,11 @@ impl World {
                 context,
                 consistency: None,
             },
+            OpKind::Increment => ClientRequest::Increment {
+                key,
+                delta: self.workload.draw_delta(&mut self.workload_rng),
+                consistency: None,
+            },
         };
         self.issue(client, coordinator, key_index, body, None);
     }
@@ -107,6 +112,11 @@ impl World {
                 (OpKind::Put, value_id(value), context.clone())
             }
             ClientRequest::Delete { context, .. } => (OpKind::Delete, 0, context.clone()),
+            ClientRequest::Increment { .. } => (OpKind::Increment, 0, None),
+        };
+        let delta = match &body {
+            ClientRequest::Increment { delta, .. } => *delta,
+            _ => 0,
         };
         let index = self.history.ops.len();
         self.history.ops.push(HistoryOp {
@@ -115,6 +125,7 @@ impl World {
             kind,
             value,
             read: Vec::new(),
+            delta,
             version: None,
             context,
             acks: 0,
@@ -233,7 +244,9 @@ impl World {
                 self.clients[client as usize].contexts.insert(key, context);
                 CommandResultKind::Read
             }
-            CommandResult::Written { .. } => CommandResultKind::Written,
+            CommandResult::Written { .. } | CommandResult::Integer(_) => {
+                CommandResultKind::Written
+            }
             CommandResult::Failed(reply) => CommandResultKind::Failed {
                 indeterminate: matches!(reply, ClientReply::Indeterminate { .. }),
             },
@@ -348,6 +361,10 @@ impl World {
                     op.acks = acks;
                 }
                 ClientReply::Rejected(_) => op.outcome = OpOutcome::Failed,
+                ClientReply::Counted { acks, .. } => {
+                    op.outcome = OpOutcome::Ok;
+                    op.acks = acks;
+                }
             },
         }
         if !in_command {
