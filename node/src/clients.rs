@@ -528,9 +528,10 @@ fn failure(reply: &ClientReply) -> Reply {
              write may or may not take effect"
         )),
         ClientReply::Rejected(e) => rejected(e),
-        ClientReply::Found { .. } | ClientReply::NotFound { .. } | ClientReply::Written { .. } => {
-            Reply::err("unexpected reply kind")
-        }
+        ClientReply::Found { .. }
+        | ClientReply::NotFound { .. }
+        | ClientReply::Written { .. }
+        | ClientReply::Counted { .. } => Reply::err("unexpected reply kind"),
     }
 }
 
@@ -572,6 +573,13 @@ fn rejected(e: &RequestError) -> Reply {
         RequestError::ReservedKey => {
             Reply::err("keys beginning with bytes 0xFF 0xFF are reserved for the node's own records")
         }
+        // Redis's own words for INCR on a non-integer and for an overflowing increment.
+        RequestError::NotAnInteger => Reply::err("value is not an integer or out of range"),
+        RequestError::IncrementOverflow => Reply::err("increment or decrement would overflow"),
+        RequestError::CountersNeedLww => Reply::err(
+            "counters need replication.conflict = \"lww\" and a level of one, quorum, all or a \
+             replica count",
+        ),
     }
 }
 
@@ -579,6 +587,10 @@ fn version_text(version: &WriteVersion) -> String {
     match version {
         WriteVersion::Lww(v) => format!("lww:{}:{}:{:016x}", v.timestamp_micros, v.node.0, v.nonce),
         WriteVersion::Dot(d) => format!("dot:{}:{}:{}", d.actor.node.0, d.actor.epoch, d.counter),
+        WriteVersion::Counter(d) => format!(
+            "counter:{}:{}:{}:{}",
+            d.actor.node.0, d.actor.epoch, d.increments, d.decrements
+        ),
     }
 }
 
@@ -756,6 +768,7 @@ impl Session<'_> {
                 })
                 .await
             }
+            Command::Counter(command) => self.run_command(command).await,
         }
     }
 
@@ -785,6 +798,8 @@ impl Session<'_> {
             ClientRequest::Get { consistency, .. } => (Operation::Get, *consistency),
             ClientRequest::Put { consistency, .. } => (Operation::Put, *consistency),
             ClientRequest::Delete { consistency, .. } => (Operation::Delete, *consistency),
+            // Counted with the writes of values (the metric families stay as they were).
+            ClientRequest::Increment { consistency, .. } => (Operation::Put, *consistency),
         };
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
@@ -799,9 +814,9 @@ impl Session<'_> {
             .map_err(|_| gone())?;
         let reply = reply_rx.await.map_err(|_| gone())?;
         let (outcome, acks) = match &reply {
-            ClientReply::Found { acks, .. } | ClientReply::Written { acks, .. } => {
-                (Outcome::Ok, *acks)
-            }
+            ClientReply::Found { acks, .. }
+            | ClientReply::Written { acks, .. }
+            | ClientReply::Counted { acks, .. } => (Outcome::Ok, *acks),
             ClientReply::NotFound { acks, .. } => (Outcome::NotFound, *acks),
             ClientReply::Unavailable { acks, .. } => (Outcome::Unavailable, *acks),
             ClientReply::Indeterminate { acks, .. } => (Outcome::Indeterminate, *acks),
@@ -1022,6 +1037,7 @@ fn command_result(result: CommandResult) -> Reply {
             (Reply::text("acks"), Reply::Integer(i64::from(acks))),
         ]),
         CommandResult::Failed(reply) => failure(&reply),
+        CommandResult::Integer(value) => Reply::Integer(value),
     }
 }
 

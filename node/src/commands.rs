@@ -3,6 +3,8 @@
 
 use crate::resp::Reply;
 use bytes::Bytes;
+
+pub mod counter;
 use ringkv_core::{codec, CausalContext, Consistency};
 
 /// A parsed client command.
@@ -91,6 +93,8 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY` (see `counter`): core's increment command.
+    Counter(ringkv_core::command::Command),
 }
 
 impl Command {
@@ -158,6 +162,10 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("kv.get", -2, &["readonly"], 1, 1, 1),
     ("kv.put", -3, &["write", "denyoom"], 1, 1, 1),
     ("kv.del", -2, &["write"], 1, 1, 1),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -177,6 +185,9 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
     let Some((name, rest)) = args.split_first() else {
         return Err(Reply::err("empty command"));
     };
+    if let Some(parsed) = counter::parse(name, rest) {
+        return parsed;
+    }
     let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
     let arity = |ok: bool| if ok { Ok(()) } else { Err(wrong_arity(&lower)) };
     match lower.as_str() {

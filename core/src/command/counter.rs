@@ -95,7 +95,10 @@ mod tests {
             Some(Err(CounterParseError::NotAnInteger))
         );
         assert_eq!(run(&["INCR"]), Some(Err(CounterParseError::Arity)));
-        assert_eq!(run(&["INCR", "k", "1"]), Some(Err(CounterParseError::Arity)));
+        assert_eq!(
+            run(&["INCR", "k", "1"]),
+            Some(Err(CounterParseError::Arity))
+        );
         assert_eq!(run(&["INCRBY", "k"]), Some(Err(CounterParseError::Arity)));
         assert_eq!(run(&["GET", "k"]), None);
         assert!(is_counter_command(b"decrby") && !is_counter_command(b"incrbyfloat"));

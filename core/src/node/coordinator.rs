@@ -702,7 +702,10 @@ impl<S: Storage> Node<S> {
         let op = self.allocate_operation();
         // A new dot, or a new slot of this replica's counter, is durable here before any other
         // replica holds it: after a crash this replica can never issue it again differently.
-        let local_first = matches!(write.version, WriteVersion::Dot(_) | WriteVersion::Counter(_));
+        let local_first = matches!(
+            write.version,
+            WriteVersion::Dot(_) | WriteVersion::Counter(_)
+        );
         let is_replica = write.replicas.contains(&self.id);
         let key = write.key.clone();
         let record = write.record.clone();
@@ -891,7 +894,9 @@ impl<S: Storage> Node<S> {
                         ClientReply::Indeterminate { acks, needed }
                     }
                     ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
-                    ForwardedOutcome::Counted { value, acks } => ClientReply::Counted { value, acks },
+                    ForwardedOutcome::Counted { value, acks } => {
+                        ClientReply::Counted { value, acks }
+                    }
                 };
                 self.reply(request, reply);
             }

@@ -43,8 +43,7 @@ impl<S: Storage> Node<S> {
     ) {
         let cluster = &self.config.cluster;
         let n = cluster.n;
-        let needed = match increment_quorum(cluster.conflict, consistency.or(cluster.consistency))
-        {
+        let needed = match increment_quorum(cluster.conflict, consistency.or(cluster.consistency)) {
             Ok(None) => Some(cluster.w),
             Ok(Some(level)) => level.required(n),
             Err(e) => {

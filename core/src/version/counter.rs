@@ -171,9 +171,15 @@ pub fn increment(
     let slot = next.slots.entry(actor).or_insert((0, 0));
     let magnitude = delta.unsigned_abs();
     if delta >= 0 {
-        slot.0 = slot.0.checked_add(magnitude).ok_or(CounterError::Overflow)?;
+        slot.0 = slot
+            .0
+            .checked_add(magnitude)
+            .ok_or(CounterError::Overflow)?;
     } else {
-        slot.1 = slot.1.checked_add(magnitude).ok_or(CounterError::Overflow)?;
+        slot.1 = slot
+            .1
+            .checked_add(magnitude)
+            .ok_or(CounterError::Overflow)?;
     }
     let dot = CounterDot {
         epoch: next.epoch,
@@ -191,9 +197,7 @@ pub fn parse_integer(bytes: &[u8]) -> Option<i64> {
     let canonical = match digits {
         [] => false,
         [b'0'] => digits.len() == bytes.len(), // "-0" is refused, as Redis does
-        [first, rest @ ..] => {
-            (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit)
-        }
+        [first, rest @ ..] => (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit),
     };
     if !canonical || bytes.len() > 20 {
         return None;

@@ -244,9 +244,7 @@ impl World {
                 self.clients[client as usize].contexts.insert(key, context);
                 CommandResultKind::Read
             }
-            CommandResult::Written { .. } | CommandResult::Integer(_) => {
-                CommandResultKind::Written
-            }
+            CommandResult::Written { .. } | CommandResult::Integer(_) => CommandResultKind::Written,
             CommandResult::Failed(reply) => CommandResultKind::Failed {
                 indeterminate: matches!(reply, ClientReply::Indeterminate { .. }),
             },

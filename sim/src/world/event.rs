@@ -140,7 +140,11 @@ impl Event {
                         format!("op {} {outcome:?}", op.0)
                     }
                     Message::CoordinateIncrement { op, key, delta, .. } => {
-                        format!("op {} key {} by {delta}", op.0, String::from_utf8_lossy(key))
+                        format!(
+                            "op {} key {} by {delta}",
+                            op.0,
+                            String::from_utf8_lossy(key)
+                        )
                     }
                     Message::HintedWrite {
                         op, key, for_node, ..
