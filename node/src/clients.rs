@@ -907,6 +907,7 @@ impl Session<'_> {
                     || c.unsafe_ack_before_persist
                     || c.unsafe_skip_write_back
                     || c.unsafe_drop_every_nth_write != 0
+                    || c.unsafe_counter_merge_adds
                 {
                     "on"
                 } else {
