@@ -193,6 +193,17 @@ pub enum ClientRequest {
     /// of each range it replicates, and the coordinator sums, per range, the largest count.
     /// Answered by [`ClientReply::KeyCount`]. (Appended: variants are encoded by position.)
     CountKeys,
+    /// Add `delta` to the key's counter (`INCR`, `INCRBY`, `DECR`, `DECRBY`): applied once, by
+    /// one replica to its own slot, then replicated as state (see `version::counter`). Last on
+    /// purpose: variants are encoded by position.
+    Increment {
+        /// The key.
+        key: Bytes,
+        /// What to add (negative: subtract).
+        delta: i64,
+        /// Level (`one`, `quorum`, `all` or a count), or the cluster default.
+        consistency: Option<Consistency>,
+    },
 }
 
 /// The key of the requests that have none (`Scan`, `CountKeys`).
@@ -205,7 +216,8 @@ impl ClientRequest {
         match self {
             ClientRequest::Get { key, .. }
             | ClientRequest::Put { key, .. }
-            | ClientRequest::Delete { key, .. } => key,
+            | ClientRequest::Delete { key, .. }
+            | ClientRequest::Increment { key, .. } => key,
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => &NO_KEY,
         }
     }
@@ -258,6 +270,16 @@ pub enum RequestError {
     /// once space is freed, without a restart. (Last on purpose: variants are encoded by
     /// position.)
     OutOfDiskSpace,
+    /// An increment found a plain value that is not an integer (Redis: "value is not an integer
+    /// or out of range"). Refused before any effect.
+    NotAnInteger,
+    /// An increment would take the counter past a signed 64-bit integer (Redis: "increment or
+    /// decrement would overflow"). Refused before any effect.
+    IncrementOverflow,
+    /// Counters need last-write-wins mode and a plain level (`one`, `quorum`, `all` or a count):
+    /// a PN-counter has no single newest version for the linearizable level to write back, and
+    /// vector-clock siblings have no integer to count from.
+    CountersNeedLww,
 }
 
 /// The outcome of a client request.
@@ -321,6 +343,16 @@ pub enum ClientReply {
         answered: u32,
         /// Members asked.
         members: u32,
+    },
+    /// An increment is durable on `acks` replicas (at least the number required); `value` is the
+    /// counter as the replica that applied it saw it just after (concurrent increments applied
+    /// elsewhere, for example across a partition, may be missing from it). Last on purpose:
+    /// variants are encoded by position.
+    Counted {
+        /// The counter's value after the increment, on the replica that applied it.
+        value: i64,
+        /// Replicas that acknowledged durably before the reply.
+        acks: u8,
     },
 }
 

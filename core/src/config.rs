@@ -117,6 +117,11 @@ pub struct ClusterConfig {
     /// (no file setting).
     #[serde(skip)]
     pub unsafe_drop_every_nth_write: u32,
+    /// TEST ONLY: replicas merge counter states by adding their slots instead of taking each
+    /// slot's maximum (`simulation` only), so the simulator can show the counters check catches
+    /// an increment counted twice (no file setting).
+    #[serde(skip)]
+    pub unsafe_counter_merge_adds: bool,
 }
 
 impl Default for ClusterConfig {
@@ -153,6 +158,7 @@ impl Default for ClusterConfig {
             unsafe_ack_before_persist: false,
             unsafe_skip_write_back: false,
             unsafe_drop_every_nth_write: 0,
+            unsafe_counter_merge_adds: false,
         }
     }
 }
@@ -349,6 +355,11 @@ impl ClusterConfig {
             "unsafe_drop_every_nth_write",
             "exists only to test the simulator's convergence check",
         )?;
+        check(
+            !self.unsafe_counter_merge_adds || self.simulation,
+            "unsafe_counter_merge_adds",
+            "exists only to test the simulator's counters check",
+        )?;
         Ok(())
     }
 
@@ -468,7 +479,7 @@ mod tests {
     #[test]
     fn unsafe_knobs_are_refused_outside_simulation() {
         type Knob = fn(&mut ClusterConfig);
-        let knobs: [(&str, Knob); 3] = [
+        let knobs: [(&str, Knob); 4] = [
             ("unsafe_ack_before_persist", |c| {
                 c.unsafe_ack_before_persist = true
             }),
@@ -477,6 +488,9 @@ mod tests {
             }),
             ("unsafe_drop_every_nth_write", |c| {
                 c.unsafe_drop_every_nth_write = 3
+            }),
+            ("unsafe_counter_merge_adds", |c| {
+                c.unsafe_counter_merge_adds = true
             }),
         ];
         for (field, set) in knobs {

@@ -197,6 +197,20 @@ pub enum Message {
         /// (the token ending a range this member replicates, its live keys here).
         ranges: Vec<(u64, u64)>,
     },
+    /// Client-facing node → one replica of the key: apply this increment to your own slot, then
+    /// replicate the counter's state; answered by a `CoordinatePutReply`. Sent to one replica
+    /// only and never retried elsewhere (an increment applied twice would count twice);
+    /// duplicates are dropped by the receiver like forwarded puts. Last on purpose.
+    CoordinateIncrement {
+        /// Round-trip id at the client-facing node.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// What to add.
+        delta: i64,
+        /// Durable acknowledgements required.
+        needed: u8,
+    },
 }
 
 /// One replica's page of a scan interval.
@@ -241,6 +255,14 @@ pub enum ForwardedOutcome {
     },
     /// Refused before any effect.
     Rejected(crate::client::RequestError),
+    /// An increment is durable on `acks` replicas; the counter's value just after it on the
+    /// replica that applied it. Last on purpose: variants are encoded by position.
+    Counted {
+        /// The counter's value.
+        value: i64,
+        /// Durable acknowledgements.
+        acks: u8,
+    },
 }
 
 /// Why a replica could not serve a request.
@@ -298,6 +320,7 @@ impl Message {
             Message::ScanRangeReply { .. } => "scan-range-reply",
             Message::CountLive { .. } => "count-live",
             Message::CountLiveReply { .. } => "count-live-reply",
+            Message::CoordinateIncrement { .. } => "coordinate-increment",
         }
     }
 }

@@ -544,7 +544,8 @@ fn failure(reply: &ClientReply) -> Reply {
         | ClientReply::NotFound { .. }
         | ClientReply::Written { .. }
         | ClientReply::ScanPage { .. }
-        | ClientReply::KeyCount { .. } => Reply::err("unexpected reply kind"),
+        | ClientReply::KeyCount { .. }
+        | ClientReply::Counted { .. } => Reply::err("unexpected reply kind"),
     }
 }
 
@@ -586,6 +587,13 @@ fn rejected(e: &RequestError) -> Reply {
         RequestError::ReservedKey => {
             Reply::err("keys beginning with bytes 0xFF 0xFF are reserved for the node's own records")
         }
+        // Redis's own words for INCR on a non-integer and for an overflowing increment.
+        RequestError::NotAnInteger => Reply::err("value is not an integer or out of range"),
+        RequestError::IncrementOverflow => Reply::err("increment or decrement would overflow"),
+        RequestError::CountersNeedLww => Reply::err(
+            "counters need replication.conflict = \"lww\" and a level of one, quorum, all or a \
+             replica count",
+        ),
     }
 }
 
@@ -593,6 +601,10 @@ fn version_text(version: &WriteVersion) -> String {
     match version {
         WriteVersion::Lww(v) => format!("lww:{}:{}:{:016x}", v.timestamp_micros, v.node.0, v.nonce),
         WriteVersion::Dot(d) => format!("dot:{}:{}:{}", d.actor.node.0, d.actor.epoch, d.counter),
+        WriteVersion::Counter(d) => format!(
+            "counter:{}:{}:{}:{}",
+            d.actor.node.0, d.actor.epoch, d.increments, d.decrements
+        ),
     }
 }
 
@@ -789,6 +801,7 @@ impl Session<'_> {
                 }
                 None => Reply::err("KV.RING: this node publishes no ring"),
             },
+            Command::Counter(command) => self.run_command(command).await,
         }
     }
 
@@ -838,6 +851,8 @@ impl Session<'_> {
             // Scans and key counts read: they are counted with the reads.
             ClientRequest::Scan { consistency, .. } => (Operation::Get, *consistency),
             ClientRequest::CountKeys => (Operation::Get, None),
+            // Counted with the writes of values (the metric families stay as they were).
+            ClientRequest::Increment { consistency, .. } => (Operation::Put, *consistency),
         };
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
@@ -854,7 +869,8 @@ impl Session<'_> {
         let (outcome, acks) = match &reply {
             ClientReply::Found { acks, .. }
             | ClientReply::Written { acks, .. }
-            | ClientReply::ScanPage { acks, .. } => (Outcome::Ok, *acks),
+            | ClientReply::ScanPage { acks, .. }
+            | ClientReply::Counted { acks, .. } => (Outcome::Ok, *acks),
             ClientReply::KeyCount { answered, .. } => {
                 (Outcome::Ok, u8::try_from(*answered).unwrap_or(u8::MAX))
             }
@@ -948,6 +964,7 @@ impl Session<'_> {
                     || c.unsafe_ack_before_persist
                     || c.unsafe_skip_write_back
                     || c.unsafe_drop_every_nth_write != 0
+                    || c.unsafe_counter_merge_adds
                 {
                     "on"
                 } else {
@@ -1078,6 +1095,7 @@ fn command_result(result: CommandResult) -> Reply {
             (Reply::text("acks"), Reply::Integer(i64::from(acks))),
         ]),
         CommandResult::Failed(reply) => failure(&reply),
+        CommandResult::Integer(value) => Reply::Integer(value),
     }
 }
 

@@ -3,6 +3,8 @@
 
 use crate::resp::Reply;
 use bytes::Bytes;
+
+pub mod counter;
 use ringkv_core::{codec, CausalContext, Consistency};
 
 /// A parsed client command.
@@ -99,6 +101,8 @@ pub enum Command {
     Time,
     /// `KV.RING`: ranges, replicas and their client addresses ([`crate::commands_ring`]).
     KvRing,
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY` (see `counter`): core's increment command.
+    Counter(ringkv_core::command::Command),
 }
 
 impl Command {
@@ -178,6 +182,10 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
         0,
         0,
     ),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -197,6 +205,9 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
     let Some((name, rest)) = args.split_first() else {
         return Err(Reply::err("empty command"));
     };
+    if let Some(parsed) = counter::parse(name, rest) {
+        return parsed;
+    }
     let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
     let arity = |ok: bool| if ok { Ok(()) } else { Err(wrong_arity(&lower)) };
     match lower.as_str() {

@@ -13,6 +13,8 @@ pub enum OpKind {
     Put,
     /// A delete (a write of "absent").
     Delete,
+    /// A counter increment by `HistoryOp::delta` (`workload.counters`).
+    Increment,
 }
 
 /// How an operation ended, from the client's point of view.
@@ -41,6 +43,8 @@ pub struct HistoryOp {
     pub value: u64,
     /// For an ok get: the ids of the values read (empty = not found; several = siblings).
     pub read: Vec<u64>,
+    /// For an increment: what it added (negative: subtracted). 0 otherwise.
+    pub delta: i64,
     /// For an ok write: the version the coordinator reported.
     pub version: Option<WriteVersion>,
     /// For a write in vector-clock mode: the causal context it carried (what its client had read).

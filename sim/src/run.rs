@@ -1,6 +1,6 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{convergence, durability, linearizable, scan, siblings, Verdict};
+use crate::checks::{convergence, counters, durability, linearizable, scan, siblings, Verdict};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
 use crate::scenario::Scenario;
@@ -149,6 +149,28 @@ pub fn run_seed(
             .collect();
         let verdict = scan::check(&world.history, scenario.clocks_agree(), &ring_changes_ns);
         checks.push(("scan", verdict));
+    }
+    if scenario.check.counters {
+        // Listed only when enabled, so the summaries of scenarios without it stay as they were.
+        checks.push((
+            "counters",
+            match world.ring_disagreement() {
+                Some(why) => Verdict::Fail(format!("rings did not converge: {why}")),
+                None => enough(
+                    counters::check(
+                        &world.history,
+                        world.nodes_ring(),
+                        scenario.cluster.config.n,
+                        &durable,
+                        world.workload(),
+                        scenario.workload.keys,
+                    ),
+                    ok_writes,
+                    ok_min,
+                    "acknowledged increments",
+                ),
+            },
+        ));
     }
     checks.push((
         "determinism",

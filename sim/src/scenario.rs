@@ -88,6 +88,9 @@ pub struct ClusterSpec {
     /// TEST ONLY: every replica ignores every n-th write it receives (0 = never).
     #[serde(default)]
     pub unsafe_drop_every_nth_write: u32,
+    /// TEST ONLY: replicas merge counters by adding slots instead of taking their maximum.
+    #[serde(default)]
+    pub unsafe_counter_merge_adds: bool,
     /// The core's cluster settings (`n`, `r`, `w`, `consistency`, `conflict`, timeouts, hint,
     /// repair and size limits); see [`ClusterConfig`] for each one and its default.
     #[serde(flatten)]
@@ -228,6 +231,18 @@ pub struct WorkloadSpec {
     /// catch a cursor that loses keys.
     #[serde(default)]
     pub unsafe_scan_skip_last_key: bool,
+    /// Every key is a counter: writes are increments (`INCRBY` with a delta drawn from
+    /// `counter_delta`, never 0) instead of puts and deletes; reads are plain reads of the
+    /// counter's value (checked by `check.counters`).
+    #[serde(default)]
+    pub counters: bool,
+    /// The inclusive range increments are drawn from (0 is skipped).
+    #[serde(default = "default_counter_delta")]
+    pub counter_delta: Vec<i64>,
+}
+
+fn default_counter_delta() -> Vec<i64> {
+    vec![-3, 10]
 }
 
 /// One `[[fault]]`: `at_ms` and exactly one action.
@@ -370,6 +385,11 @@ pub struct CheckSpec {
     /// (`checks::scan`). Needs `workload.scan_fraction > 0`.
     #[serde(default)]
     pub scan: bool,
+    /// Counters (`workload.counters`, `checks::counters`): every replica's final value of every
+    /// key is the sum of its acknowledged increments plus a subset of its indeterminate ones;
+    /// never less, never more.
+    #[serde(default)]
+    pub counters: bool,
     /// Each enabled check must have judged at least this many successful operations (durability
     /// and convergence: acknowledged writes; linearizable: ok operations), or it fails: a run
     /// whose requests were all refused proves nothing. Default: 1% of `workload.operations`, at
@@ -390,6 +410,7 @@ impl Default for CheckSpec {
             convergence: false,
             siblings: false,
             scan: false,
+            counters: false,
             ok_operations_min: None,
             rejections_min: std::collections::BTreeMap::new(),
         }
@@ -688,6 +709,11 @@ impl Scenario {
             "must be in [0, 1]",
         )?;
         ensure(
+            matches!(w.counter_delta[..], [low, high] if low <= high && (low, high) != (0, 0)),
+            "workload.counter_delta",
+            "must be [low, high] with low <= high, not [0, 0]",
+        )?;
+        ensure(
             w.zipf_exponent > 0.0 && w.zipf_exponent <= 10.0,
             "workload.zipf_exponent",
             "must be in (0, 10]",
@@ -803,6 +829,16 @@ impl Scenario {
         // (Linearizable with vector clocks, which refuses every request, is core's own rule:
         // `ClusterConfig::validate` reports it as `cluster.consistency`.)
         let c = &self.cluster;
+        if (self.check.counters || self.workload.counters)
+            && (c.config.conflict != ConflictMode::Lww
+                || !self.workload.counters
+                || self.workload.interface != "requests")
+        {
+            return Err((
+                "check.counters".into(),
+                "counters need workload.counters = true, interface = \"requests\" and cluster.conflict = \"lww\"".into(),
+            ));
+        }
         if self.check.siblings && c.config.conflict != ConflictMode::VectorClock {
             return Err((
                 "check.siblings".into(),
@@ -896,6 +932,7 @@ impl Scenario {
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
             unsafe_skip_write_back: c.unsafe_skip_write_back,
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,
+            unsafe_counter_merge_adds: c.unsafe_counter_merge_adds,
             ..c.config.clone()
         };
         config.validate()?;

@@ -41,6 +41,8 @@ pub struct Workload {
     commands: bool,
     kv_fraction: f64,
     conflict: ConflictMode,
+    /// Writes are increments by a delta in this inclusive range (`workload.counters`).
+    counter_delta: Option<(i64, i64)>,
 }
 
 impl Workload {
@@ -77,6 +79,10 @@ impl Workload {
             commands: w.interface == "commands",
             kv_fraction: w.kv_fraction,
             conflict: scenario.cluster.config.conflict,
+            counter_delta: match w.counter_delta[..] {
+                [low, high] if w.counters => Some((low, high)),
+                _ => None,
+            },
         }
     }
 
@@ -114,10 +120,23 @@ impl Workload {
     pub fn draw_kind(&self, rng: &mut impl Rng) -> OpKind {
         if rng.gen_bool(self.read_fraction) {
             OpKind::Get
+        } else if self.counter_delta.is_some() {
+            OpKind::Increment
         } else if rng.gen_bool(self.delete_fraction) {
             OpKind::Delete
         } else {
             OpKind::Put
+        }
+    }
+
+    /// An increment's delta (never 0: an increment that adds nothing proves nothing).
+    pub fn draw_delta(&self, rng: &mut impl Rng) -> i64 {
+        let (low, high) = self.counter_delta.unwrap_or((1, 1));
+        loop {
+            let delta = rng.gen_range(low..=high);
+            if delta != 0 {
+                return delta;
+            }
         }
     }
 

@@ -51,6 +51,25 @@ pub fn record_digest(record: &Record) -> u64 {
             }
             h
         }
+        Record::Counter(r) => {
+            let v = r.epoch;
+            let mut h = mix64(
+                0xc0de_c0de_u64
+                    ^ mix64(v.timestamp_micros)
+                    ^ u64::from(v.node.0).rotate_left(16)
+                    ^ u64::from(v.nonce).rotate_left(32)
+                    ^ r.base as u64,
+            );
+            for (actor, &(inc, dec)) in &r.slots {
+                h = mix64(
+                    h ^ u64::from(actor.node.0)
+                        ^ mix64(actor.epoch.0)
+                        ^ inc.rotate_left(20)
+                        ^ dec.rotate_left(42),
+                );
+            }
+            h
+        }
     }
 }
 

@@ -19,6 +19,8 @@
 //! * `EXISTS`, `MGET`, `MSET`: the per-key commands above, one key after the other, in order.
 //! * `KV.GET`, `KV.PUT`, `KV.DEL`: one request each, with the client's level and context as
 //!   given: the explicit read-modify-write interface.
+//! * `INCR`, `INCRBY`, `DECR`, `DECRBY`: one increment request, answered with the counter's
+//!   value (see `counter` for the parsing and `version::counter` for the CRDT).
 //!
 //! A multi-key command stops at the first reply that is not a success and reports it: the keys
 //! before it were done, the ones after it were not tried (Redis gives no atomicity here either).
@@ -29,6 +31,7 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 
 pub mod scan;
+pub mod counter;
 
 /// A client command, parsed by a driver from its own protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +95,15 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// `INCR`, `INCRBY`, `DECR`, `DECRBY` (see [`counter::parse`]).
+    Increment {
+        /// The key.
+        key: Bytes,
+        /// What to add (negative: subtract).
+        delta: i64,
+        /// The name the client used, for logs and traces.
+        name: &'static str,
+    },
 }
 
 impl Command {
@@ -107,6 +119,7 @@ impl Command {
             Command::KvGet { .. } => "KV.GET",
             Command::KvPut { .. } => "KV.PUT",
             Command::KvDel { .. } => "KV.DEL",
+            Command::Increment { name, .. } => name,
         }
     }
 }
@@ -166,6 +179,9 @@ pub enum CommandResult {
     /// reply of the wrong kind), which ended the command. An `Indeterminate` write may still take
     /// effect; the driver reports it as such.
     Failed(ClientReply),
+    /// `INCR` and friends: the counter's value after the increment, on the replica that applied
+    /// it.
+    Integer(i64),
 }
 
 /// What the machine does with one key.
@@ -192,6 +208,8 @@ enum Step {
         level: Option<Consistency>,
         context: Option<CausalContext>,
     },
+    /// One increment.
+    Increment { delta: i64 },
 }
 
 /// Where the current key's step stands.
@@ -290,6 +308,9 @@ impl CommandMachine {
                 ResultKind::Single,
                 vec![(key, Step::KvDel { level, context })],
             ),
+            Command::Increment { key, delta, .. } => {
+                (ResultKind::Single, vec![(key, Step::Increment { delta })])
+            }
         };
         let mut machine = CommandMachine {
             conflict,
@@ -320,7 +341,9 @@ impl CommandMachine {
             ClientRequest::Get { .. } | ClientRequest::Scan { .. } | ClientRequest::CountKeys => {
                 RequestRole::Read
             }
-            ClientRequest::Put { .. } | ClientRequest::Delete { .. } => RequestRole::Write,
+            ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }
+            | ClientRequest::Increment { .. } => RequestRole::Write,
         };
         *stage = Stage::Waiting(role);
         self.check_invariants();
@@ -416,6 +439,10 @@ impl CommandMachine {
                 self.result = Some(CommandResult::Written { version, acks });
                 self.start_next();
             }
+            (RequestRole::Write, Step::Increment { .. }, ClientReply::Counted { value, .. }) => {
+                self.result = Some(CommandResult::Integer(value));
+                self.start_next();
+            }
             // Anything else ends the command: a failure, or a reply of the wrong kind.
             (_, _, reply) => {
                 self.steps.clear();
@@ -465,7 +492,9 @@ impl CommandMachine {
             let write = !matches!(request, ClientRequest::Get { .. });
             match step {
                 Step::Read | Step::Exists | Step::KvGet { .. } => assert!(!write),
-                Step::KvPut { .. } | Step::KvDel { .. } => assert!(write),
+                Step::KvPut { .. } | Step::KvDel { .. } | Step::Increment { .. } => {
+                    assert!(write)
+                }
                 Step::Set { .. } | Step::Delete => {}
             }
         }
@@ -517,6 +546,11 @@ impl CommandMachine {
                 key: key.clone(),
                 context: context.clone(),
                 consistency: *level,
+            },
+            Step::Increment { delta } => ClientRequest::Increment {
+                key: key.clone(),
+                delta: *delta,
+                consistency: None,
             },
         };
         self.current = Some((key, step, Stage::Ready(request)));

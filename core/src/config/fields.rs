@@ -164,6 +164,7 @@ mod tests {
             "unsafe_ack_before_persist",
             "unsafe_skip_write_back",
             "unsafe_drop_every_nth_write",
+            "unsafe_counter_merge_adds",
         ] {
             assert!(!names.contains(&derived), "{derived}");
         }

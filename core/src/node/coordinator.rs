@@ -144,6 +144,9 @@ pub(super) struct ForwardOperation {
     candidates: Vec<NodeId>,
     attempt: usize,
     deadline: Instant,
+    /// An increment (`CoordinateIncrement`) rather than a put: it has one candidate only, since
+    /// a second replica applying it after the first did would count it twice.
+    delta: Option<i64>,
 }
 
 /// Work in flight at a coordinator.
@@ -198,6 +201,15 @@ impl<S: Storage> Node<S> {
             self.reply(request, ClientReply::Rejected(e));
             return;
         }
+        if let ClientRequest::Increment {
+            key,
+            delta,
+            consistency,
+        } = body
+        {
+            self.start_increment(now, request, key, delta, consistency);
+            return;
+        }
         let cluster = &self.config.cluster;
         let (level, default) =
             match &body {
@@ -206,7 +218,8 @@ impl<S: Storage> Node<S> {
                 | ClientRequest::Scan { consistency, .. } => (*consistency, cluster.r),
                 ClientRequest::CountKeys => (None, cluster.r),
                 ClientRequest::Put { consistency, .. }
-                | ClientRequest::Delete { consistency, .. } => (*consistency, cluster.w),
+                | ClientRequest::Delete { consistency, .. }
+                | ClientRequest::Increment { consistency, .. } => (*consistency, cluster.w),
             };
         let n = cluster.n;
         let Some(needed) = level
@@ -265,7 +278,9 @@ impl<S: Storage> Node<S> {
                 ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
                     value: Some(value.clone()),
                 },
-                ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite { value: None },
+                ClientRequest::Delete { .. } | ClientRequest::Increment { .. } => {
+                    ReadPurpose::LinearizableWrite { value: None }
+                }
             };
             let key = body.key().clone();
             self.handover_activate();
@@ -303,6 +318,8 @@ impl<S: Storage> Node<S> {
             }
             // Served above by `scan`.
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => {}
+            // Dispatched at the top.
+            ClientRequest::Increment { .. } => {}
         }
     }
 
@@ -531,6 +548,8 @@ impl<S: Storage> Node<S> {
                 }
                 let version = match &record {
                     Record::Lww(r) => WriteVersion::Lww(r.version),
+                    // The write-back carries the counter's state; its epoch names it.
+                    Record::Counter(r) => WriteVersion::Lww(r.epoch),
                     Record::Causal(_) => {
                         let reply = ClientReply::Rejected(RequestError::LinearizableNeedsLww);
                         self.reply(read.request, reply);
@@ -565,6 +584,8 @@ impl<S: Storage> Node<S> {
             ReadPurpose::LinearizableWrite { value } => {
                 let highest = match &read.merged {
                     Some(Record::Lww(r)) => Some(r.version),
+                    // A SET over a counter must outrank the counter's epoch to replace it.
+                    Some(Record::Counter(r)) => Some(r.epoch),
                     _ => None,
                 };
                 let stamp = self.stamp(self.last_wall);
@@ -700,7 +721,12 @@ impl<S: Storage> Node<S> {
     /// Registers a write and sends it out (lww: everyone at once; vector clock: local copy first).
     fn launch_write(&mut self, write: WriteOperation, deadline: Instant) -> OperationId {
         let op = self.allocate_operation();
-        let local_first = matches!(write.version, WriteVersion::Dot(_));
+        // A new dot, or a new slot of this replica's counter, is durable here before any other
+        // replica holds it: after a crash this replica can never issue it again differently.
+        let local_first = matches!(
+            write.version,
+            WriteVersion::Dot(_) | WriteVersion::Counter(_)
+        );
         let is_replica = write.replicas.contains(&self.id);
         let key = write.key.clone();
         let record = write.record.clone();
@@ -842,11 +868,8 @@ impl<S: Storage> Node<S> {
             if acked >= needed && acked < write.replicas.len() && !sloppy.hinted {
                 // Answer now; stay until the hand-off point to hint for replicas still silent.
                 sloppy.replied = true;
-                let (origin, version) = (write.origin.clone(), write.version);
-                let outcome = ForwardedOutcome::Written {
-                    version,
-                    acks: acks(acked),
-                };
+                let origin = write.origin.clone();
+                let outcome = written(write, acks(acked));
                 self.finish_write(origin, needs(needed), outcome);
                 return;
             }
@@ -857,10 +880,7 @@ impl<S: Storage> Node<S> {
         if met || reachable < needed {
             if let Some(Operation::Write(write)) = self.untrack(op) {
                 let outcome = if met {
-                    ForwardedOutcome::Written {
-                        version: write.version,
-                        acks: acks(acked),
-                    }
+                    written(&write, acks(acked))
                 } else if acked == 0
                     && reachable == 0
                     && !write.storage_failed
@@ -895,12 +915,15 @@ impl<S: Storage> Node<S> {
                         ClientReply::Indeterminate { acks, needed }
                     }
                     ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
+                    ForwardedOutcome::Counted { value, acks } => {
+                        ClientReply::Counted { value, acks }
+                    }
                 };
                 self.reply(request, reply);
             }
             Origin::WriteBack { request, reply } => {
                 let reply = match outcome {
-                    ForwardedOutcome::Written { .. } => reply,
+                    ForwardedOutcome::Written { .. } | ForwardedOutcome::Counted { .. } => reply,
                     ForwardedOutcome::Indeterminate { acks } => {
                         ClientReply::Unavailable { acks, needed }
                     }
@@ -1072,6 +1095,7 @@ impl<S: Storage> Node<S> {
             candidates,
             attempt: 0,
             deadline,
+            delta: None,
         };
         let attempt_deadline = self.attempt_deadline(now, &forward);
         self.send_forward(op, &forward);
@@ -1089,12 +1113,20 @@ impl<S: Storage> Node<S> {
 
     fn send_forward(&mut self, op: OperationId, forward: &ForwardOperation) {
         let target = forward.candidates[forward.attempt];
-        let message = Message::CoordinatePut {
-            op,
-            key: forward.key.clone(),
-            value: forward.value.clone(),
-            context: forward.context.clone(),
-            needed: forward.needed,
+        let message = match forward.delta {
+            Some(delta) => Message::CoordinateIncrement {
+                op,
+                key: forward.key.clone(),
+                delta,
+                needed: forward.needed,
+            },
+            None => Message::CoordinatePut {
+                op,
+                key: forward.key.clone(),
+                value: forward.value.clone(),
+                context: forward.context.clone(),
+                needed: forward.needed,
+            },
         };
         self.send(target, message);
     }
@@ -1132,6 +1164,105 @@ impl<S: Storage> Node<S> {
             };
             self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
         }
+    }
+
+    // ---------------------------------------------------------------- counters
+
+    /// Replicates the counter state an increment left on this replica (local copy first, then
+    /// the others; with sloppy quorum, fallbacks keep hints for silent replicas). The state is
+    /// merged by per-actor maximum wherever it lands, so copies, retries and hints are harmless.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
+    pub(super) fn launch_counter_write(
+        &mut self,
+        now: Now,
+        origin: Origin,
+        key: Bytes,
+        counter: crate::version::CounterRecord,
+        dot: crate::version::CounterDot,
+        needed: u8,
+        replicas: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        let sloppy = self.config.cluster.sloppy_quorum.then_some(Sloppy {
+            final_deadline: deadline,
+            hinted: false,
+            replied: false,
+            stand_ins: Vec::new(),
+        });
+        let tracked = if sloppy.is_some() {
+            let handoff = now
+                .monotonic
+                .saturating_add(Duration::from_millis(self.config.cluster.sloppy_after_ms));
+            handoff.min(deadline)
+        } else {
+            deadline
+        };
+        let write = WriteOperation {
+            origin,
+            key,
+            record: Record::Counter(counter),
+            version: WriteVersion::Counter(dot),
+            needed,
+            replicas,
+            acked: Vec::new(),
+            failed: 0,
+            refused: Vec::new(),
+            storage_failed: false,
+            refused_busy: 0,
+            copies_doubled: false,
+            out_of_space: false,
+            fanned_out: false,
+            sloppy,
+            epoch: None,
+        };
+        let op = self.launch_write(write, tracked);
+        self.stand_in_for_down(op);
+    }
+
+    /// Sends an increment to one replica of the key to apply (this node is not one): the first
+    /// the failure detector does not judge down. Never retried on another replica: the first
+    /// may have applied it, and a second would count it again; a silent replica makes the
+    /// outcome indeterminate.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
+    pub(super) fn forward_increment(
+        &mut self,
+        now: Now,
+        request: RequestId,
+        key: Bytes,
+        delta: i64,
+        needed: u8,
+        replicas: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        let mut candidates = replicas;
+        candidates.sort_by_key(|&c| self.is_down(c));
+        candidates.truncate(1);
+        let op = self.allocate_operation();
+        let forward = ForwardOperation {
+            request,
+            key,
+            value: None,
+            context: VersionVector::default(),
+            needed,
+            candidates,
+            attempt: 0,
+            deadline,
+            delta: Some(delta),
+        };
+        let attempt_deadline = self.attempt_deadline(now, &forward);
+        self.send_forward(op, &forward);
+        self.track(op, Operation::Forward(forward), attempt_deadline);
+    }
+
+    /// Answers an origin at once, for refusals before any effect.
+    pub(super) fn refuse_write(&mut self, origin: Origin, needed: u8, error: RequestError) {
+        self.finish_write(origin, needed, ForwardedOutcome::Rejected(error));
     }
 
     // ---------------------------------------------------------------- sloppy quorum
@@ -1415,5 +1546,18 @@ fn read_reply(merged: Option<Record>, acks: u8) -> ClientReply {
             context,
             acks,
         }
+    }
+}
+
+/// The outcome of a write that met its quorum: an increment answers with the counter's value
+/// on the replica that applied it (the state it replicated), any other write with its version.
+fn written(write: &WriteOperation, acks: u8) -> ForwardedOutcome {
+    match (&write.record, write.version) {
+        (Record::Counter(counter), WriteVersion::Counter(_)) => ForwardedOutcome::Counted {
+            // The applying replica refused any increment that left `i64`.
+            value: i64::try_from(counter.value()).unwrap_or(i64::MAX),
+            acks,
+        },
+        (_, version) => ForwardedOutcome::Written { version, acks },
     }
 }

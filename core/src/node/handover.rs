@@ -895,6 +895,7 @@ impl<S: Storage> Node<S> {
 /// Value bytes of a record, for the page budget.
 fn record_bytes(record: &Record) -> usize {
     match record {
+        Record::Counter(_) => record.value_bytes(),
         Record::Lww(r) => r.value.as_ref().map_or(0, Bytes::len),
         Record::Causal(r) => r
             .siblings

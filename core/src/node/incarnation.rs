@@ -118,9 +118,15 @@ impl<S: Storage> Node<S> {
         match input {
             Deferred::Client(request, _) => self.reply(request, ClientReply::Rejected(e)),
             Deferred::Message(from, message) => {
-                let Message::CoordinatePut { op, key, .. } = *message else {
+                let (op, key) = match *message {
+                    Message::CoordinatePut { op, key, .. } => (op, key),
+                    Message::CoordinateIncrement { op, key, .. } => {
+                        let reply = super::counter::refused_increment(op, &key, e);
+                        self.send(from, reply);
+                        return;
+                    }
                     // Only requests that allocate ids are held; anything else has no one waiting.
-                    return;
+                    _ => return,
                 };
                 let reply = Message::CoordinatePutReply {
                     op,

@@ -8,6 +8,7 @@
 mod antientropy;
 mod clock_floor;
 mod coordinator;
+mod counter;
 mod data_epoch;
 mod durability;
 mod gossip;
@@ -295,7 +296,10 @@ impl<S: Storage> Node<S> {
         self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
-        if matches!(message, Message::CoordinatePut { .. }) {
+        if matches!(
+            message,
+            Message::CoordinatePut { .. } | Message::CoordinateIncrement { .. }
+        ) {
             // Coordinating it allocates operation ids.
             if let Err(incarnation::Deferred::Message(from, message)) =
                 self.defer_until_durable(incarnation::Deferred::Message(from, Box::new(message)))
@@ -379,6 +383,12 @@ impl<S: Storage> Node<S> {
             } => self.on_scan_reply(from, op, start, page),
             Message::CountLive { op } => self.serve_count_live(from, op),
             Message::CountLiveReply { op, ranges } => self.on_count_reply(from, op, ranges),
+            Message::CoordinateIncrement {
+                op,
+                key,
+                delta,
+                needed,
+            } => self.serve_coordinate_increment(now, from, op, key, delta, needed),
         }
     }
 

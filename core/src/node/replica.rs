@@ -81,7 +81,7 @@ impl<S: Storage> Node<S> {
             op,
             key_digest,
         };
-        match self.apply(key, &record, then) {
+        match self.apply_with(key, &record, then, Self::merge_received) {
             Ok(Applied::Now) => self.after_persist(then),
             Ok(Applied::Pending) => {}
             Err(e) => self.send(
@@ -103,8 +103,22 @@ impl<S: Storage> Node<S> {
         record: &Record,
         then: AfterPersist,
     ) -> Result<Applied, ReplicaError> {
+        self.apply_with(key, record, then, |_, local, incoming| {
+            merge_into(local, incoming)
+        })
+    }
+
+    /// [`Self::apply`] with the merge given: a write received from a coordinator merges through
+    /// `merge_received`, where the broken-counters scenario plants its bug.
+    fn apply_with(
+        &mut self,
+        key: Bytes,
+        record: &Record,
+        then: AfterPersist,
+        merge: impl Fn(&Self, Option<&Record>, &Record) -> Option<Record>,
+    ) -> Result<Applied, ReplicaError> {
         let local = self.local_record_for_write(&key)?;
-        if let Some(merged) = merge_into(local.as_ref(), record) {
+        if let Some(merged) = merge(self, local.as_ref(), record) {
             self.stage(key, merged)?;
         }
         if matches!(then, AfterPersist::Nothing) {
@@ -193,8 +207,10 @@ impl<S: Storage> Node<S> {
 
     /// Keeps the hybrid clock ahead of every timestamp seen, so causally later writes win.
     pub(super) fn observe_record(&mut self, record: Option<&Record>) {
-        if let Some(Record::Lww(r)) = record {
-            self.clock.observe(r.version.timestamp_micros);
+        match record {
+            Some(Record::Lww(r)) => self.clock.observe(r.version.timestamp_micros),
+            Some(Record::Counter(r)) => self.clock.observe(r.epoch.timestamp_micros),
+            _ => {}
         }
     }
 }

@@ -75,6 +75,8 @@ pub fn without_values(record: &Record) -> Record {
             clock: r.clock.clone(),
             siblings: r.siblings.iter().map(|(dot, v)| (*dot, empty(v))).collect(),
         }),
+        // A counter holds no value bytes, only slots: kept whole so merges pick the same state.
+        Record::Counter(c) => Record::Counter(c.clone()),
     }
 }
 

@@ -62,7 +62,8 @@ impl SendFailureClass {
             | Message::HintedWrite { .. }
             | Message::CoordinatePut { .. }
             | Message::ScanRange { .. }
-            | Message::CountLive { .. } => SendFailureClass::Request,
+            | Message::CountLive { .. }
+            | Message::CoordinateIncrement { .. } => SendFailureClass::Request,
             Message::ReadReply { .. }
             | Message::WriteReply { .. }
             | Message::CoordinatePutReply { .. }
@@ -107,7 +108,8 @@ impl<S: Storage> Node<S> {
                 self.send_failures.requests_refused += 1;
                 self.on_write_reply(to, op, Some(key_digest(&key)), Err(ReplicaError::Busy));
             }
-            Message::CoordinatePut { op, key, .. } => {
+            Message::CoordinatePut { op, key, .. }
+            | Message::CoordinateIncrement { op, key, .. } => {
                 self.send_failures.requests_refused += 1;
                 let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
                 self.on_forward_reply(to, op, key_digest(&key), outcome);

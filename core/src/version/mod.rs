@@ -13,11 +13,13 @@
 mod actor;
 mod causal;
 mod clock;
+pub mod counter;
 mod lww;
 
 pub use actor::{ActorId, DataEpoch};
 pub use causal::{CausalRecord, Dot, VersionVector};
 pub use clock::HybridClock;
+pub use counter::{CounterDot, CounterRecord};
 pub use lww::{LwwRecord, LwwVersion};
 
 use bytes::Bytes;
@@ -40,6 +42,8 @@ pub enum Record {
     Lww(LwwRecord),
     /// Dotted causal container.
     Causal(CausalRecord),
+    /// A PN-counter (`INCR` and friends). Last on purpose: variants are encoded by position.
+    Counter(CounterRecord),
 }
 
 /// The identity of one acknowledged write, reported to clients and checked by the simulator.
@@ -49,6 +53,8 @@ pub enum WriteVersion {
     Lww(LwwVersion),
     /// The dot of a vector-clock write event.
     Dot(Dot),
+    /// The slot an increment left (last on purpose: variants are encoded by position).
+    Counter(CounterDot),
 }
 
 impl Record {
@@ -62,6 +68,17 @@ impl Record {
                 a.clone()
             }),
             (Record::Causal(a), Record::Causal(b)) => Record::Causal(a.join(b)),
+            (Record::Counter(a), Record::Counter(b)) => Record::Counter(a.join(b)),
+            // A counter made from a plain value carries that value's version as its epoch, so
+            // at equal versions the counter wins; a newer plain value (a SET or DEL) replaces it.
+            (Record::Lww(plain), Record::Counter(counter))
+            | (Record::Counter(counter), Record::Lww(plain)) => {
+                if counter.epoch >= plain.version {
+                    Record::Counter(counter.clone())
+                } else {
+                    Record::Lww(plain.clone())
+                }
+            }
             _ => self.clone(),
         }
     }
@@ -72,6 +89,9 @@ impl Record {
         match (self, version) {
             (Record::Lww(r), WriteVersion::Lww(v)) => r.version >= *v,
             (Record::Causal(r), WriteVersion::Dot(d)) => r.clock.contains(*d),
+            (Record::Counter(r), WriteVersion::Counter(d)) => r.includes(d),
+            (Record::Counter(r), WriteVersion::Lww(v)) => r.epoch >= *v,
+            (Record::Lww(r), WriteVersion::Counter(d)) => r.version > d.epoch,
             _ => false,
         }
     }
@@ -81,6 +101,7 @@ impl Record {
         match self {
             Record::Lww(r) => r.value.iter().cloned().collect(),
             Record::Causal(r) => r.live_values().cloned().collect(),
+            Record::Counter(r) => vec![Bytes::from(r.value().to_string())],
         }
     }
 
@@ -94,6 +115,7 @@ impl Record {
                 .filter_map(|(_, v)| v.as_ref())
                 .map(Bytes::len)
                 .sum(),
+            Record::Counter(r) => r.value().to_string().len(),
         }
     }
 }

@@ -70,5 +70,11 @@ fn describe(record: Option<&Record>) -> String {
             r.siblings.len(),
             r.clock.entries()
         ),
+        Some(Record::Counter(r)) => format!(
+            "counter {} (epoch {}, {} slots)",
+            r.value(),
+            r.epoch.timestamp_micros,
+            r.slots.len()
+        ),
     }
 }

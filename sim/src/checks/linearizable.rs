@@ -40,6 +40,8 @@ pub fn to_checker_history(
             OpKind::Get => RegisterInput::Get,
             OpKind::Put => RegisterInput::Put(op.value),
             OpKind::Delete => RegisterInput::Delete,
+            // Counters are no register: the counters check judges them.
+            OpKind::Increment => continue,
         };
         let outcome = match (op.outcome, op.kind) {
             (OpOutcome::Failed, OpKind::Get) | (OpOutcome::Indeterminate, OpKind::Get) => continue,

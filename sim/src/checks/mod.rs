@@ -2,6 +2,7 @@
 //! system's opinion of itself.
 
 pub mod convergence;
+pub mod counters;
 pub mod durability;
 pub mod linearizable;
 pub mod scan;

@@ -158,6 +158,7 @@ mod tests {
             kind: OpKind::Put,
             value: id,
             read: Vec::new(),
+            delta: 0,
             version: (outcome == OpOutcome::Ok).then_some(WriteVersion::Dot(at)),
             context: seen,
             acks: 2,

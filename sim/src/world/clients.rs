@@ -75,6 +75,11 @@ impl World {
                 context,
                 consistency: None,
             },
+            OpKind::Increment => ClientRequest::Increment {
+                key,
+                delta: self.workload.draw_delta(&mut self.workload_rng),
+                consistency: None,
+            },
         };
         self.issue(client, coordinator, key_index, body, None);
     }
@@ -114,6 +119,11 @@ impl World {
             ClientRequest::Delete { context, .. } => (OpKind::Delete, 0, context.clone()),
             // Not drawn by the workload (no history model for a scan yet): recorded as reads.
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => (OpKind::Get, 0, None),
+            ClientRequest::Increment { .. } => (OpKind::Increment, 0, None),
+        };
+        let delta = match &body {
+            ClientRequest::Increment { delta, .. } => *delta,
+            _ => 0,
         };
         let index = self.history.ops.len();
         self.history.ops.push(HistoryOp {
@@ -122,6 +132,7 @@ impl World {
             kind,
             value,
             read: Vec::new(),
+            delta,
             version: None,
             context,
             acks: 0,
@@ -240,7 +251,7 @@ impl World {
                 self.clients[client as usize].contexts.insert(key, context);
                 CommandResultKind::Read
             }
-            CommandResult::Written { .. } => CommandResultKind::Written,
+            CommandResult::Written { .. } | CommandResult::Integer(_) => CommandResultKind::Written,
             CommandResult::Failed(reply) => CommandResultKind::Failed {
                 indeterminate: matches!(reply, ClientReply::Indeterminate { .. }),
             },
@@ -364,6 +375,10 @@ impl World {
                     op.acks = acks;
                 }
                 ClientReply::KeyCount { .. } => op.outcome = OpOutcome::Ok,
+                ClientReply::Counted { acks, .. } => {
+                    op.outcome = OpOutcome::Ok;
+                    op.acks = acks;
+                }
             },
         }
         if !in_command {

@@ -139,6 +139,13 @@ impl Event {
                     Message::CoordinatePutReply { op, outcome, .. } => {
                         format!("op {} {outcome:?}", op.0)
                     }
+                    Message::CoordinateIncrement { op, key, delta, .. } => {
+                        format!(
+                            "op {} key {} by {delta}",
+                            op.0,
+                            String::from_utf8_lossy(key)
+                        )
+                    }
                     Message::HintedWrite {
                         op, key, for_node, ..
                     } => format!(
@@ -210,6 +217,9 @@ impl Event {
                         format!("scan from {from} ({keys_max} keys)")
                     }
                     ClientRequest::CountKeys => "count keys".to_string(),
+                    ClientRequest::Increment { key, delta, .. } => {
+                        format!("incrby {} {delta}", String::from_utf8_lossy(key))
+                    }
                 };
                 format!("c{} -> n{node} {what}", request.0 >> 32)
             }

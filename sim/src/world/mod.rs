@@ -171,6 +171,9 @@ fn rejection_name(error: &RequestError) -> &'static str {
         RequestError::LinearizableNeedsLww => "linearizable-needs-lww",
         RequestError::SiblingsTooLarge { .. } => "siblings-too-large",
         RequestError::OutOfDiskSpace => "out-of-disk-space",
+        RequestError::NotAnInteger => "not-an-integer",
+        RequestError::IncrementOverflow => "increment-overflow",
+        RequestError::CountersNeedLww => "counters-need-lww",
     }
 }
 
