@@ -331,6 +331,7 @@ value_bytes = [8, 16]
         let w = workload();
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5)],
         };
         let disk = holding(w.key(0), 1, 100);
@@ -343,6 +344,7 @@ value_bytes = [8, 16]
         let w = workload();
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5), put(0, 2, 200, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -357,6 +359,7 @@ value_bytes = [8, 16]
         // acknowledged and then silently lost.
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 2, 200, 0, 5), put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -373,6 +376,7 @@ value_bytes = [8, 16]
         // The same history as above, but clocks disagree: last-write-wins keeps the higher stamp.
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 2, 200, 0, 5), put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -388,6 +392,7 @@ value_bytes = [8, 16]
         earlier.version = None;
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![earlier, put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -401,6 +406,7 @@ value_bytes = [8, 16]
         // Key 1's value 7 (with a higher version) is stored under key 0.
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5), put(1, 7, 300, 0, 5)],
         };
         let mut disk = holding(w.key(0), 7, 300);
@@ -418,6 +424,7 @@ value_bytes = [8, 16]
         let w = workload();
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5)],
         };
         // The only copy is on a removed node, which the caller leaves out.
