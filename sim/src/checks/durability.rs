@@ -334,6 +334,7 @@ value_bytes = [8, 16]
         let w = workload();
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5)],
         };
         let disk = holding(w.key(0), 1, 100);
@@ -346,6 +347,7 @@ value_bytes = [8, 16]
         let w = workload();
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5), put(0, 2, 200, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -360,6 +362,7 @@ value_bytes = [8, 16]
         // acknowledged and then silently lost.
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 2, 200, 0, 5), put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -376,6 +379,7 @@ value_bytes = [8, 16]
         // The same history as above, but clocks disagree: last-write-wins keeps the higher stamp.
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 2, 200, 0, 5), put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -391,6 +395,7 @@ value_bytes = [8, 16]
         earlier.version = None;
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![earlier, put(0, 1, 100, 10, 15)],
         };
         let disk = holding(w.key(0), 2, 200);
@@ -404,6 +409,7 @@ value_bytes = [8, 16]
         // Key 1's value 7 (with a higher version) is stored under key 0.
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5), put(1, 7, 300, 0, 5)],
         };
         let mut disk = holding(w.key(0), 7, 300);
@@ -421,6 +427,7 @@ value_bytes = [8, 16]
         let w = workload();
         let history = History {
             commands: Vec::new(),
+            scans: Vec::new(),
             ops: vec![put(0, 1, 100, 0, 5)],
         };
         // The only copy is on a removed node, which the caller leaves out.

@@ -222,6 +222,7 @@ value_bytes = [8, 16]
                 put(2, dot(1, 1), None, OpOutcome::Ok),
             ],
             commands: Vec::new(),
+            scans: Vec::new(),
         };
         let disk = holding(&w, &[(dot(0, 1), 1), (dot(1, 1), 2)], &[]);
         let verdict = check(&history, &[(0, &disk)], &w);
@@ -241,6 +242,7 @@ value_bytes = [8, 16]
                 put(2, dot(1, 1), Some(context(&[dot(0, 1)])), OpOutcome::Ok),
             ],
             commands: Vec::new(),
+            scans: Vec::new(),
         };
         let disk = holding(&w, &[(dot(0, 1), 1), (dot(1, 1), 2)], &[]);
         let verdict = check(&history, &[(0, &disk)], &w);
@@ -261,6 +263,7 @@ value_bytes = [8, 16]
         let history = History {
             ops: vec![put(1, dot(0, 1), None, OpOutcome::Failed)],
             commands: Vec::new(),
+            scans: Vec::new(),
         };
         let disk = holding(&w, &[(dot(0, 1), 1), (dot(2, 1), 9)], &[]);
         let Verdict::Fail(why) = check(&history, &[(0, &disk)], &w) else {
