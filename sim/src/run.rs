@@ -1,6 +1,6 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{convergence, durability, linearizable, siblings, Verdict};
+use crate::checks::{convergence, durability, linearizable, siblings, ttl, Verdict};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
 use crate::scenario::Scenario;
@@ -136,6 +136,18 @@ pub fn run_seed(
                 ok_writes,
                 ok_min,
                 "acknowledged writes",
+            ),
+        ));
+    }
+    if scenario.check.ttl {
+        // Listed only when enabled, so the summaries of scenarios without it stay as they were.
+        checks.push((
+            "ttl",
+            enough(
+                ttl::check(&world.history, scenario.clock_error_ms_max()),
+                ok_operations,
+                ok_min,
+                "ok operations",
             ),
         ));
     }

@@ -217,6 +217,7 @@ mod tests {
                 nonce: 0,
             },
             value: None,
+            expires_at_micros: None,
         })
     }
 

@@ -164,6 +164,7 @@ mod tests {
             "unsafe_ack_before_persist",
             "unsafe_skip_write_back",
             "unsafe_drop_every_nth_write",
+            "unsafe_ignore_expiry",
         ] {
             assert!(!names.contains(&derived), "{derived}");
         }

@@ -5,6 +5,7 @@ pub mod convergence;
 pub mod durability;
 pub mod linearizable;
 pub mod siblings;
+pub mod ttl;
 
 use std::fmt;
 

@@ -2,7 +2,7 @@
 //! them. Single-threaded and deterministic: one seed, one min-heap keyed by (time, sequence).
 
 mod clients;
-mod clocks;
+pub(crate) mod clocks;
 mod event;
 mod faults;
 mod final_reads;
@@ -141,7 +141,7 @@ pub struct RunCounters {
 }
 
 /// Every name [`rejection_name`] gives (what `[check] rejections_min` may name).
-pub const REJECTION_NAMES: [&str; 11] = [
+pub const REJECTION_NAMES: [&str; 12] = [
     "key-too-large",
     "value-too-large",
     "invalid-consistency",
@@ -153,6 +153,7 @@ pub const REJECTION_NAMES: [&str; 11] = [
     "linearizable-needs-lww",
     "siblings-too-large",
     "out-of-disk-space",
+    "expiry-needs-lww",
 ];
 
 /// A short stable name of a typed rejection, for the summary.
@@ -169,6 +170,7 @@ fn rejection_name(error: &RequestError) -> &'static str {
         RequestError::LinearizableNeedsLww => "linearizable-needs-lww",
         RequestError::SiblingsTooLarge { .. } => "siblings-too-large",
         RequestError::OutOfDiskSpace => "out-of-disk-space",
+        RequestError::ExpiryNeedsLww => "expiry-needs-lww",
     }
 }
 
