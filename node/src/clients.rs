@@ -528,9 +528,10 @@ fn failure(reply: &ClientReply) -> Reply {
              write may or may not take effect"
         )),
         ClientReply::Rejected(e) => rejected(e),
-        ClientReply::Found { .. } | ClientReply::NotFound { .. } | ClientReply::Written { .. } => {
-            Reply::err("unexpected reply kind")
-        }
+        ClientReply::Found { .. }
+        | ClientReply::NotFound { .. }
+        | ClientReply::Written { .. }
+        | ClientReply::FoundExpiring { .. } => Reply::err("unexpected reply kind"),
     }
 }
 
@@ -569,6 +570,9 @@ fn rejected(e: &RequestError) -> Reply {
             "CONFLICT the key's siblings would hold {bytes} value bytes, over {max}: KV.GET it, \
              resolve, and KV.PUT with its CONTEXT"
         )),
+        RequestError::ExpiryNeedsLww => Reply::err(
+            "expiries (TTL) need replication.conflict = \"lww\"; this cluster uses vector clocks",
+        ),
         RequestError::ReservedKey => {
             Reply::err("keys beginning with bytes 0xFF 0xFF are reserved for the node's own records")
         }
@@ -704,7 +708,16 @@ impl Session<'_> {
                 }
             }
             Command::Get(key) => self.run_command(CoreCommand::Get { key }).await,
-            Command::Set(key, value) => self.run_command(CoreCommand::Set { key, value }).await,
+            Command::Set(key, value) => {
+                let options = ringkv_core::command::SetOptions::default();
+                self.run_command(CoreCommand::Set {
+                    key,
+                    value,
+                    options,
+                })
+                .await
+            }
+            Command::Ttl(command) => self.run_command(command).await,
             Command::Del(keys) => self.run_command(CoreCommand::Del { keys }).await,
             Command::Exists(keys) => self.run_command(CoreCommand::Exists { keys }).await,
             Command::MGet(keys) => self.run_command(CoreCommand::MGet { keys }).await,
@@ -782,8 +795,10 @@ impl Session<'_> {
     /// Sends one request to the driver and waits for its reply.
     async fn request(&self, body: ClientRequest) -> Result<ClientReply, Reply> {
         let (operation, level) = match &body {
-            ClientRequest::Get { consistency, .. } => (Operation::Get, *consistency),
-            ClientRequest::Put { consistency, .. } => (Operation::Put, *consistency),
+            ClientRequest::Get { consistency, .. }
+            | ClientRequest::GetExpiring { consistency, .. } => (Operation::Get, *consistency),
+            ClientRequest::Put { consistency, .. }
+            | ClientRequest::PutExpiring { consistency, .. } => (Operation::Put, *consistency),
             ClientRequest::Delete { consistency, .. } => (Operation::Delete, *consistency),
         };
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -799,9 +814,9 @@ impl Session<'_> {
             .map_err(|_| gone())?;
         let reply = reply_rx.await.map_err(|_| gone())?;
         let (outcome, acks) = match &reply {
-            ClientReply::Found { acks, .. } | ClientReply::Written { acks, .. } => {
-                (Outcome::Ok, *acks)
-            }
+            ClientReply::Found { acks, .. }
+            | ClientReply::Written { acks, .. }
+            | ClientReply::FoundExpiring { acks, .. } => (Outcome::Ok, *acks),
             ClientReply::NotFound { acks, .. } => (Outcome::NotFound, *acks),
             ClientReply::Unavailable { acks, .. } => (Outcome::Unavailable, *acks),
             ClientReply::Indeterminate { acks, .. } => (Outcome::Indeterminate, *acks),
@@ -1022,6 +1037,8 @@ fn command_result(result: CommandResult) -> Reply {
             (Reply::text("acks"), Reply::Integer(i64::from(acks))),
         ]),
         CommandResult::Failed(reply) => failure(&reply),
+        CommandResult::Integer(n) => Reply::Integer(n),
+        CommandResult::Unsupported(why) => Reply::err(why),
     }
 }
 

@@ -91,6 +91,9 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// A TTL command (`SET` with an expiry option, `EXPIRE`, `TTL`, `PERSIST`, `GETEX`, ...),
+    /// parsed by [`crate::commands_ttl`] straight into core's command.
+    Ttl(ringkv_core::command::Command),
 }
 
 impl Command {
@@ -158,6 +161,14 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("kv.get", -2, &["readonly"], 1, 1, 1),
     ("kv.put", -3, &["write", "denyoom"], 1, 1, 1),
     ("kv.del", -2, &["write"], 1, 1, 1),
+    ("expire", -3, &["write", "fast"], 1, 1, 1),
+    ("pexpire", -3, &["write", "fast"], 1, 1, 1),
+    ("expireat", -3, &["write", "fast"], 1, 1, 1),
+    ("pexpireat", -3, &["write", "fast"], 1, 1, 1),
+    ("ttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("pttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("persist", 2, &["write", "fast"], 1, 1, 1),
+    ("getex", -2, &["write", "fast"], 1, 1, 1),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -210,12 +221,8 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
         }
         "set" => {
             arity(rest.len() >= 2)?;
-            if let Some(option) = rest.get(2) {
-                return Err(Reply::err(format!(
-                    "SET option '{}' is not supported by ringkv (no expiry or conditional \
-                     writes); use plain SET key value, or KV.PUT with a CONTEXT",
-                    upper(option)
-                )));
+            if rest.len() > 2 {
+                return crate::commands_ttl::parse_set(rest);
             }
             Ok(Command::Set(rest[0].clone(), rest[1].clone()))
         }
@@ -295,6 +302,9 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
                      ID and SETINFO."
                 ))),
             }
+        }
+        name if crate::commands_ttl::TTL_COMMANDS.contains(&name) => {
+            crate::commands_ttl::parse(name, rest)
         }
         "quit" => Ok(Command::Quit),
         "reset" => Ok(Command::Reset),

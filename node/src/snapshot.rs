@@ -380,7 +380,9 @@ mod tests {
                 node: NodeId(1),
                 nonce: 7,
             },
-            value: Some(Bytes::copy_from_slice(value)), expires_at_micros: None, })
+            value: Some(Bytes::copy_from_slice(value)),
+            expires_at_micros: None,
+        })
     }
 
     fn key(i: u64) -> Bytes {

@@ -364,7 +364,9 @@ mod tests {
                 node: NodeId(1),
                 nonce: 7,
             },
-            value: Some(Bytes::copy_from_slice(value)), expires_at_micros: None, })
+            value: Some(Bytes::copy_from_slice(value)),
+            expires_at_micros: None,
+        })
     }
 
     fn key(k: &str) -> Bytes {
