@@ -238,7 +238,9 @@ fn storage_adapter_keeps_synced_records_across_a_crash() {
                 node: NodeId(1),
                 nonce: 0,
             },
-            value: Some(Bytes::from(vec![b'v'; len])), expires_at_micros: None, })
+            value: Some(Bytes::from(vec![b'v'; len])),
+            expires_at_micros: None,
+        })
     };
     let lsm = Lsm::open(SimFs::seeded(13), LsmConfig::tiny_for_tests()).expect("open");
     let mut storage = LsmStorage::new(lsm);
