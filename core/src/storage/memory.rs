@@ -47,7 +47,7 @@ impl MemStorage {
                 Record::Lww(r) => r.dead_since_micros().map(|micros| micros / 1000),
                 Record::Causal(_) => None,
             };
-            !dead_since_ms.is_some_and(|since| now_ms.saturating_sub(since) >= grace_ms)
+            dead_since_ms.is_none_or(|since| now_ms.saturating_sub(since) < grace_ms)
         });
         before - self.durable.len()
     }
