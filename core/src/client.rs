@@ -4,7 +4,7 @@
 //! (PITFALLS): a success, a failure known to have had no effect (`Unavailable` for reads,
 //! `Rejected`, `Busy`), or `Indeterminate` for a write that may or may not take effect.
 
-use crate::version::{ConflictMode, VersionVector, WriteVersion};
+use crate::version::{ConflictMode, ExpiresAt, VersionVector, WriteVersion};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -204,6 +204,28 @@ pub enum ClientRequest {
         /// Level (`one`, `quorum`, `all` or a count), or the cluster default.
         consistency: Option<Consistency>,
     },
+    /// Write a value that expires (TTL; last-write-wins mode only). An ordinary last-write-wins
+    /// put whose record also holds the absolute expiry, resolved against the write's version.
+    /// (Appended: variants are encoded by position.)
+    PutExpiring {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// When it expires.
+        expires: ExpiresAt,
+        /// Level, or the cluster default.
+        consistency: Option<Consistency>,
+    },
+    /// Read a key and, if it is live, its expiry (TTL, `KEEPTTL`, `EXPIRE`; last-write-wins mode
+    /// only): answered `FoundExpiring` or `NotFound`. (Appended: variants are encoded by
+    /// position.)
+    GetExpiring {
+        /// The key.
+        key: Bytes,
+        /// Level, or the cluster default.
+        consistency: Option<Consistency>,
+    },
 }
 
 /// The key of the requests that have none (`Scan`, `CountKeys`).
@@ -217,7 +239,9 @@ impl ClientRequest {
             ClientRequest::Get { key, .. }
             | ClientRequest::Put { key, .. }
             | ClientRequest::Delete { key, .. }
-            | ClientRequest::Increment { key, .. } => key,
+            | ClientRequest::Increment { key, .. }
+            | ClientRequest::PutExpiring { key, .. }
+            | ClientRequest::GetExpiring { key, .. } => key,
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => &NO_KEY,
         }
     }
@@ -280,6 +304,10 @@ pub enum RequestError {
     /// a PN-counter has no single newest version for the linearizable level to write back, and
     /// vector-clock siblings have no integer to count from.
     CountersNeedLww,
+    /// Expiries (TTL) need last-write-wins records; this cluster uses vector clocks, whose
+    /// siblings have no single version an expiry could belong to. (Appended: variants are
+    /// encoded by position.)
+    ExpiryNeedsLww,
 }
 
 /// The outcome of a client request.
@@ -352,6 +380,18 @@ pub enum ClientReply {
         /// The counter's value after the increment, on the replica that applied it.
         value: i64,
         /// Replicas that acknowledged durably before the reply.
+        acks: u8,
+    },
+    /// A `GetExpiring` read found a live value. (Appended: variants are encoded by position.)
+    FoundExpiring {
+        /// The value.
+        value: Bytes,
+        /// Its absolute expiry (hybrid µs), `None` if it never expires.
+        expires_at_micros: Option<u64>,
+        /// The coordinator's hybrid now when it judged the value live: the remaining time to
+        /// live is `expires_at_micros - now_micros`, on one clock.
+        now_micros: u64,
+        /// Replicas that answered before the reply.
         acks: u8,
     },
 }

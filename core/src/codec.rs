@@ -121,6 +121,7 @@ mod tests {
                     nonce: 9,
                 },
                 value: Some(Bytes::from(vec![1u8; 300])),
+                expires_at_micros: None,
             }),
         }
     }
@@ -144,6 +145,7 @@ mod tests {
                     nonce: 1,
                 },
                 value: Some(Bytes::from(vec![0u8; value_bytes])),
+                expires_at_micros: None,
             }),
         }
     }

@@ -122,6 +122,11 @@ pub struct ClusterConfig {
     /// an increment counted twice (no file setting).
     #[serde(skip)]
     pub unsafe_counter_merge_adds: bool,
+    /// TEST ONLY: coordinators ignore expiries when they answer reads (`simulation` only), so
+    /// the simulator can show the TTL check catches a value read past its expiry (no file
+    /// setting).
+    #[serde(skip)]
+    pub unsafe_ignore_expiry: bool,
 }
 
 impl Default for ClusterConfig {
@@ -159,6 +164,7 @@ impl Default for ClusterConfig {
             unsafe_skip_write_back: false,
             unsafe_drop_every_nth_write: 0,
             unsafe_counter_merge_adds: false,
+            unsafe_ignore_expiry: false,
         }
     }
 }
@@ -351,6 +357,11 @@ impl ClusterConfig {
             "exists only to test the simulator's linearizability check",
         )?;
         check(
+            !self.unsafe_ignore_expiry || self.simulation,
+            "unsafe_ignore_expiry",
+            "exists only to test the simulator's TTL check",
+        )?;
+        check(
             self.unsafe_drop_every_nth_write == 0 || self.simulation,
             "unsafe_drop_every_nth_write",
             "exists only to test the simulator's convergence check",
@@ -479,7 +490,8 @@ mod tests {
     #[test]
     fn unsafe_knobs_are_refused_outside_simulation() {
         type Knob = fn(&mut ClusterConfig);
-        let knobs: [(&str, Knob); 4] = [
+        let knobs: [(&str, Knob); 5] = [
+            ("unsafe_ignore_expiry", |c| c.unsafe_ignore_expiry = true),
             ("unsafe_ack_before_persist", |c| {
                 c.unsafe_ack_before_persist = true
             }),

@@ -266,6 +266,12 @@ struct CompactionJob {
     garbage: Vec<ValuePointer>,
 }
 
+/// Since when (wall-clock ms) a stored value has been dead for every reader, as its owner
+/// decodes it: `None` while it may be read. Compaction drops an inline value at the last level
+/// once it has been dead for `tombstone_grace_ms`, as it drops a tombstone. Values separated into
+/// the value log are not decoded (it would cost a read each) and stay until overwritten.
+pub type DeadSince = fn(&[u8]) -> Option<u64>;
+
 /// The LSM engine over a [`FileSystem`]. Single-threaded and deterministic: time (for tombstone
 /// expiry) is an argument, there are no threads and no clocks.
 ///
@@ -275,6 +281,9 @@ struct CompactionJob {
 /// them). A failed fsync poisons the engine: writes fail with `Poisoned`, reads go on.
 #[derive(Debug)]
 pub struct Lsm<F: FileSystem> {
+    /// How compaction tells that an inline value is dead (see [`DeadSince`]); `None`: values are
+    /// opaque and only tombstones are ever dropped.
+    dead_since: Option<DeadSince>,
     store: TableStore<F>,
     config: LsmConfig,
     /// The installed (manifest) state; `state.last_seq` is the last sequence held in tables.
@@ -361,6 +370,7 @@ impl<F: FileSystem> Lsm<F> {
             vlog_buffer: Vec::new(),
             vlog_unsynced: false,
             job: None,
+            dead_since: None,
             value_cache,
             poisoned: None,
             space_short: true,
@@ -1390,6 +1400,12 @@ impl<F: FileSystem> Lsm<F> {
 
     // ---------------------------------------------------------------- compaction
 
+    /// Lets compaction drop values that are dead for their owner (see [`DeadSince`]). The engine
+    /// stays generic: it never interprets a value itself.
+    pub fn set_dead_since(&mut self, dead_since: DeadSince) {
+        self.dead_since = Some(dead_since);
+    }
+
     /// Runs compaction for about `budget_bytes` of merged entries, then returns, so that it never
     /// holds up foreground work for long. `now_ms` (wall clock) decides which tombstones are past
     /// `tombstone_grace_ms`; they are dropped only when the output is the last level holding data.
@@ -1494,6 +1510,17 @@ impl<F: FileSystem> Lsm<F> {
                 if job.plan.bottommost
                     && now_ms.saturating_sub(deleted_at_ms) >= self.config.tombstone_grace_ms
                 {
+                    continue;
+                }
+            }
+            // A value its owner calls dead (a record's tombstone or expired value) goes by the
+            // same rule as a tombstone: at the last level only, once older than the grace.
+            if let (Entry::Inline(value), Some(dead_since), true) =
+                (&entry, self.dead_since, job.plan.bottommost)
+            {
+                if dead_since(value).is_some_and(|since_ms| {
+                    now_ms.saturating_sub(since_ms) >= self.config.tombstone_grace_ms
+                }) {
                     continue;
                 }
             }

@@ -46,7 +46,8 @@ mod table;
 
 pub use config::LsmConfig;
 pub use engine::{
-    CheckpointReport, CompactionProgress, GcOutcome, Lsm, LsmStats, SyncTicket, WriteOutcome,
+    CheckpointReport, CompactionProgress, DeadSince, GcOutcome, Lsm, LsmStats, SyncTicket,
+    WriteOutcome,
 };
 pub use error::LsmError;
 pub use recovery::{RecoveryReport, WalTruncation, WalTruncationCause};

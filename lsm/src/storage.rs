@@ -37,6 +37,15 @@ impl<F: FileSystem> LsmStorage<F> {
         LsmStorage { lsm, now_ms: 0 }
     }
 
+    /// Lets compaction drop records that are dead for every reader: last-write-wins tombstones
+    /// and expired values, once dead for longer than `tombstone_grace_ms` and only at the last
+    /// level (issue #13, TTL). Off by default: the records stay, as tombstones always have, until
+    /// a driver opts in (PITFALLS, "Deleted data comes back": the grace must exceed the time
+    /// anti-entropy needs to spread a delete or an expiring write to every replica).
+    pub fn collect_dead_records(&mut self) {
+        self.lsm.set_dead_since(record_dead_since_ms);
+    }
+
     /// Sets the wall-clock time (ms) used to stamp deletes and to age tombstones during
     /// compaction. The `Storage` trait carries no time, so the driver passes it here (each
     /// maintenance step does).
@@ -127,5 +136,16 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
                     .map_err(|e| StorageError::Corrupt(format!("record: {e}")))
             })
             .collect()
+    }
+}
+
+/// [`crate::DeadSince`] for stored core records: since when (wall ms) a last-write-wins record
+/// has been a tombstone or expired. Vector-clock records are never dropped here (their clocks
+/// matter to later writes), nor counters (never dead), nor bytes that do not decode (kept for a
+/// read to report).
+fn record_dead_since_ms(value: &[u8]) -> Option<u64> {
+    match ringkv_core::codec::decode_value::<Record>(value).ok()? {
+        Record::Lww(record) => record.dead_since_micros().map(|micros| micros / 1000),
+        Record::Causal(_) | Record::Counter(_) => None,
     }
 }

@@ -95,6 +95,7 @@ fn the_data_epoch_survives_crashes_and_compaction_and_a_new_disk_gets_a_new_one(
                 nonce: 0,
             },
             value: Some(Bytes::from(vec![b'x'; 64])),
+            expires_at_micros: None,
         });
         node.storage_mut()
             .put(Bytes::from(format!("key{:03}", i % 97)), record)

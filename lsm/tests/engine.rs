@@ -239,6 +239,7 @@ fn storage_adapter_keeps_synced_records_across_a_crash() {
                 nonce: 0,
             },
             value: Some(Bytes::from(vec![b'v'; len])),
+            expires_at_micros: None,
         })
     };
     let lsm = Lsm::open(SimFs::seeded(13), LsmConfig::tiny_for_tests()).expect("open");

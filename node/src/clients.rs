@@ -545,7 +545,9 @@ fn failure(reply: &ClientReply) -> Reply {
         | ClientReply::Written { .. }
         | ClientReply::ScanPage { .. }
         | ClientReply::KeyCount { .. }
-        | ClientReply::Counted { .. } => Reply::err("unexpected reply kind"),
+        | ClientReply::Counted { .. }
+
+        | ClientReply::FoundExpiring { .. } => Reply::err("unexpected reply kind"),
     }
 }
 
@@ -584,6 +586,9 @@ fn rejected(e: &RequestError) -> Reply {
             "CONFLICT the key's siblings would hold {bytes} value bytes, over {max}: KV.GET it, \
              resolve, and KV.PUT with its CONTEXT"
         )),
+        RequestError::ExpiryNeedsLww => Reply::err(
+            "expiries (TTL) need replication.conflict = \"lww\"; this cluster uses vector clocks",
+        ),
         RequestError::ReservedKey => {
             Reply::err("keys beginning with bytes 0xFF 0xFF are reserved for the node's own records")
         }
@@ -730,7 +735,16 @@ impl Session<'_> {
                 }
             }
             Command::Get(key) => self.run_command(CoreCommand::Get { key }).await,
-            Command::Set(key, value) => self.run_command(CoreCommand::Set { key, value }).await,
+            Command::Set(key, value) => {
+                let options = ringkv_core::command::SetOptions::default();
+                self.run_command(CoreCommand::Set {
+                    key,
+                    value,
+                    options,
+                })
+                .await
+            }
+            Command::Ttl(command) => self.run_command(command).await,
             Command::Del(keys) => self.run_command(CoreCommand::Del { keys }).await,
             Command::Exists(keys) => self.run_command(CoreCommand::Exists { keys }).await,
             Command::MGet(keys) => self.run_command(CoreCommand::MGet { keys }).await,
@@ -845,8 +859,10 @@ impl Session<'_> {
     /// Sends one request to the driver and waits for its reply.
     async fn request(&self, body: ClientRequest) -> Result<ClientReply, Reply> {
         let (operation, level) = match &body {
-            ClientRequest::Get { consistency, .. } => (Operation::Get, *consistency),
-            ClientRequest::Put { consistency, .. } => (Operation::Put, *consistency),
+            ClientRequest::Get { consistency, .. }
+            | ClientRequest::GetExpiring { consistency, .. } => (Operation::Get, *consistency),
+            ClientRequest::Put { consistency, .. }
+            | ClientRequest::PutExpiring { consistency, .. } => (Operation::Put, *consistency),
             ClientRequest::Delete { consistency, .. } => (Operation::Delete, *consistency),
             // Scans and key counts read: they are counted with the reads.
             ClientRequest::Scan { consistency, .. } => (Operation::Get, *consistency),
@@ -870,7 +886,8 @@ impl Session<'_> {
             ClientReply::Found { acks, .. }
             | ClientReply::Written { acks, .. }
             | ClientReply::ScanPage { acks, .. }
-            | ClientReply::Counted { acks, .. } => (Outcome::Ok, *acks),
+            | ClientReply::Counted { acks, .. }
+            | ClientReply::FoundExpiring { acks, .. } => (Outcome::Ok, *acks),
             ClientReply::KeyCount { answered, .. } => {
                 (Outcome::Ok, u8::try_from(*answered).unwrap_or(u8::MAX))
             }
@@ -1095,7 +1112,8 @@ fn command_result(result: CommandResult) -> Reply {
             (Reply::text("acks"), Reply::Integer(i64::from(acks))),
         ]),
         CommandResult::Failed(reply) => failure(&reply),
-        CommandResult::Integer(value) => Reply::Integer(value),
+        CommandResult::Integer(n) => Reply::Integer(n),
+        CommandResult::Unsupported(why) => Reply::err(why),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod commands;
 pub mod commands_scan;
 pub mod commands_ring;
+pub mod commands_ttl;
 pub mod config;
 pub mod driver;
 pub mod http;

@@ -381,6 +381,7 @@ mod tests {
                 nonce: 7,
             },
             value: Some(Bytes::copy_from_slice(value)),
+            expires_at_micros: None,
         })
     }
 

@@ -286,7 +286,11 @@ pub fn open(
             "storage recovered, but the WAL cut may have dropped acknowledged writes"
         );
     }
-    Ok(LsmStorage::new(lsm))
+    let mut storage = LsmStorage::new(lsm);
+    // Tombstones and expired values go at the last level after the engine's tombstone grace
+    // (10 days), as the engine's own tombstones do (node/README.md, "TTL").
+    storage.collect_dead_records();
+    Ok(storage)
 }
 
 /// The engine's numbers as the driver publishes them.
@@ -365,6 +369,7 @@ mod tests {
                 nonce: 7,
             },
             value: Some(Bytes::copy_from_slice(value)),
+            expires_at_micros: None,
         })
     }
 

@@ -2,6 +2,7 @@
 //! linearizability and convergence in the checkers issue) read only this and the replicas' final
 //! storage, never the system's opinion of itself.
 
+use ringkv_core::version::ExpiresAt;
 use ringkv_core::{CausalContext, WriteVersion};
 
 /// What an operation did.
@@ -54,6 +55,8 @@ pub struct HistoryOp {
     pub acks: u8,
     /// The node the client sent the request to.
     pub coordinator: u32,
+    /// For a put of an expiring value (`PutExpiring`): when it expires, as the request said.
+    pub expires: Option<ExpiresAt>,
     /// When the client sent it, simulated nanoseconds.
     pub invoke_ns: u64,
     /// When the client got an answer; `None` if it gave up first.
@@ -100,6 +103,8 @@ pub enum CommandResultKind {
     Read,
     /// `KV.PUT`, `KV.DEL`: acknowledged.
     Written,
+    /// `TTL`/`PTTL`: the integer answered.
+    Integer(i64),
     /// A reply that was not a success ended it; `indeterminate` if that reply was a write's
     /// `Indeterminate` (the write may still take effect).
     Failed {

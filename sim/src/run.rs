@@ -1,6 +1,8 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{convergence, counters, durability, linearizable, scan, siblings, Verdict};
+use crate::checks::{
+    convergence, counters, durability, linearizable, scan, siblings, ttl, Verdict,
+};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
 use crate::scenario::Scenario;
@@ -170,6 +172,18 @@ pub fn run_seed(
                     "acknowledged increments",
                 ),
             },
+        ));
+    }
+    if scenario.check.ttl {
+        // Listed only when enabled, so the summaries of scenarios without it stay as they were.
+        checks.push((
+            "ttl",
+            enough(
+                ttl::check(&world.history, scenario.clock_error_ms_max()),
+                ok_operations,
+                ok_min,
+                "ok operations",
+            ),
         ));
     }
     checks.push((

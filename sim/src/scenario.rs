@@ -91,6 +91,9 @@ pub struct ClusterSpec {
     /// TEST ONLY: replicas merge counters by adding slots instead of taking their maximum.
     #[serde(default)]
     pub unsafe_counter_merge_adds: bool,
+    /// TEST ONLY: coordinators ignore expiries when they answer reads (shows the TTL check works).
+    #[serde(default)]
+    pub unsafe_ignore_expiry: bool,
     /// The core's cluster settings (`n`, `r`, `w`, `consistency`, `conflict`, timeouts, hint,
     /// repair and size limits); see [`ClusterConfig`] for each one and its default.
     #[serde(flatten)]
@@ -239,6 +242,14 @@ pub struct WorkloadSpec {
     /// The inclusive range increments are drawn from (0 is skipped).
     #[serde(default = "default_counter_delta")]
     pub counter_delta: Vec<i64>,
+    /// With `interface = "commands"` (last-write-wins): the fraction of reads that are `PTTL`
+    /// and of writes that are TTL commands (`SET ... PX`, `SET ... PXAT`, `PEXPIRE`, `PERSIST`,
+    /// a quarter each). 0 (the default) draws nothing extra from the seed.
+    #[serde(default)]
+    pub ttl_fraction: f64,
+    /// The range of the times to live the TTL commands give, milliseconds.
+    #[serde(default = "default_ttl_ms")]
+    pub ttl_ms: Vec<u64>,
 }
 
 fn default_counter_delta() -> Vec<i64> {
@@ -390,6 +401,12 @@ pub struct CheckSpec {
     /// never less, never more.
     #[serde(default)]
     pub counters: bool,
+    /// TTL (`checks::ttl`): no read returns a value past its expiry plus the clock-error bound,
+    /// and no value comes back once a later acknowledged write certainly superseded it. Needs
+    /// `workload.interface = "commands"`, last-write-wins, strict quorums (r + w > n, no sloppy
+    /// quorum) and no drawn clock jumps (the bound must be known).
+    #[serde(default)]
+    pub ttl: bool,
     /// Each enabled check must have judged at least this many successful operations (durability
     /// and convergence: acknowledged writes; linearizable: ok operations), or it fails: a run
     /// whose requests were all refused proves nothing. Default: 1% of `workload.operations`, at
@@ -411,6 +428,7 @@ impl Default for CheckSpec {
             siblings: false,
             scan: false,
             counters: false,
+            ttl: false,
             ok_operations_min: None,
             rejections_min: std::collections::BTreeMap::new(),
         }
@@ -440,6 +458,9 @@ fn default_delete_fraction() -> f64 {
 }
 fn default_interface() -> String {
     "requests".into()
+}
+fn default_ttl_ms() -> Vec<u64> {
+    vec![50, 1000]
 }
 fn default_kv_fraction() -> f64 {
     0.5
@@ -714,6 +735,16 @@ impl Scenario {
             "must be [low, high] with low <= high, not [0, 0]",
         )?;
         ensure(
+            (0.0..=1.0).contains(&w.ttl_fraction),
+            "workload.ttl_fraction",
+            "must be in [0, 1]",
+        )?;
+        ensure(
+            w.ttl_ms.len() == 2 && w.ttl_ms[0] <= w.ttl_ms[1],
+            "workload.ttl_ms",
+            "must be [low, high] with low <= high",
+        )?;
+        ensure(
             w.zipf_exponent > 0.0 && w.zipf_exponent <= 10.0,
             "workload.zipf_exponent",
             "must be in (0, 10]",
@@ -848,6 +879,21 @@ impl Scenario {
                 ),
             ));
         }
+        if self.check.ttl {
+            let strict = c.config.r + c.config.w > c.config.n && !c.config.sloppy_quorum;
+            let ok = self.workload.interface == "commands"
+                && c.config.conflict == ConflictMode::Lww
+                && strict
+                && !self.nemesis.clock_jumps;
+            if !ok {
+                return Err((
+                    "check.ttl".into(),
+                    "needs workload.interface = \"commands\", cluster.conflict = \"lww\", \
+                     r + w > n without sloppy quorum, and no nemesis clock jumps"
+                        .into(),
+                ));
+            }
+        }
         let value_bytes_high = self.workload.value_bytes.get(1).copied().unwrap_or(0);
         if value_bytes_high > c.config.value_bytes_max {
             return Err((
@@ -916,6 +962,24 @@ impl Scenario {
             && self.faults.iter().all(|fault| fault.clock_jump.is_none())
     }
 
+    /// The most any node's wall clock can differ from true (simulated) time during the run,
+    /// milliseconds: the initial offset, drift over the whole run, and every scheduled jump
+    /// (drawn jumps are unbounded; `check.ttl` refuses them). The TTL check's skew bound.
+    pub fn clock_error_ms_max(&self) -> u64 {
+        let run_ms = self.duration_ms.saturating_add(self.settle_ms);
+        let drift_ms = (self.clocks.drift_ppm.saturating_mul(run_ms)).div_ceil(1_000_000);
+        let jumps_ms: u64 = self
+            .faults
+            .iter()
+            .filter_map(|f| f.clock_jump.as_ref())
+            .map(|j| j.ms.unsigned_abs())
+            .sum();
+        self.clocks
+            .skew_ms
+            .saturating_add(drift_ms)
+            .saturating_add(jumps_ms)
+    }
+
     /// The least number of successful operations each enabled check must judge.
     pub fn ok_operations_min(&self) -> u64 {
         self.check
@@ -933,6 +997,7 @@ impl Scenario {
             unsafe_skip_write_back: c.unsafe_skip_write_back,
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,
             unsafe_counter_merge_adds: c.unsafe_counter_merge_adds,
+            unsafe_ignore_expiry: c.unsafe_ignore_expiry,
             ..c.config.clone()
         };
         config.validate()?;

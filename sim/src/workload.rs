@@ -21,6 +21,16 @@ pub enum CommandKind {
     KvPut,
     /// `KV.DEL key [CONTEXT ctx]`, with the context of the client's last `KV.GET`.
     KvDel,
+    /// `SET key value PX ttl`.
+    SetPx,
+    /// `SET key value PXAT now+ttl` (the client's `now` is true time).
+    SetPxAt,
+    /// `PEXPIRE key ttl`.
+    PExpire,
+    /// `PERSIST key`.
+    Persist,
+    /// `PTTL key`.
+    PTtl,
 }
 
 /// Chooses operations for clients.
@@ -43,6 +53,8 @@ pub struct Workload {
     conflict: ConflictMode,
     /// Writes are increments by a delta in this inclusive range (`workload.counters`).
     counter_delta: Option<(i64, i64)>,
+    ttl_fraction: f64,
+    ttl_ms: (u64, u64),
 }
 
 impl Workload {
@@ -83,6 +95,11 @@ impl Workload {
                 [low, high] if w.counters => Some((low, high)),
                 _ => None,
             },
+            ttl_fraction: w.ttl_fraction,
+            ttl_ms: (
+                w.ttl_ms.first().copied().unwrap_or(0),
+                w.ttl_ms.get(1).copied().unwrap_or(0),
+            ),
         }
     }
 
@@ -154,11 +171,23 @@ impl Workload {
     /// writes, and the explicit `KV.*` form at `kv_fraction` of each.
     pub fn draw_command(&self, rng: &mut impl Rng) -> CommandKind {
         let kv = |rng: &mut _| Rng::gen_bool(rng, self.kv_fraction);
+        // Nothing extra is drawn when `ttl_fraction` is 0, so other scenarios keep their seeds.
+        let ttl = |rng: &mut _| self.ttl_fraction > 0.0 && Rng::gen_bool(rng, self.ttl_fraction);
         if rng.gen_bool(self.read_fraction) {
+            if ttl(rng) {
+                return CommandKind::PTtl;
+            }
             if kv(rng) {
                 CommandKind::KvGet
             } else {
                 CommandKind::Get
+            }
+        } else if ttl(rng) {
+            match rng.gen_range(0..4) {
+                0 => CommandKind::SetPx,
+                1 => CommandKind::SetPxAt,
+                2 => CommandKind::PExpire,
+                _ => CommandKind::Persist,
             }
         } else if rng.gen_bool(self.delete_fraction) {
             if kv(rng) {
@@ -171,6 +200,11 @@ impl Workload {
         } else {
             CommandKind::Set
         }
+    }
+
+    /// A time to live for a TTL command, milliseconds.
+    pub fn draw_ttl_ms(&self, rng: &mut impl Rng) -> u64 {
+        rng.gen_range(self.ttl_ms.0..=self.ttl_ms.1)
     }
 
     /// A fresh value: its first 8 bytes are a unique id (little-endian), the rest filler. A

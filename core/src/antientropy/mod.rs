@@ -236,6 +236,7 @@ mod tests {
                 nonce: 0,
             },
             value: None,
+            expires_at_micros: None,
         })
     }
 

@@ -22,6 +22,9 @@
 //! * `INCR`, `INCRBY`, `DECR`, `DECRBY`: one increment request, answered with the counter's
 //!   value (see `counter` for the parsing and `version::counter` for the CRDT).
 //!
+//! * `SET key value EX|PX|EXAT|PXAT|KEEPTTL`, `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`,
+//!   `TTL`, `PTTL`, `PERSIST`, `GETEX`: see [`ttl`] (last-write-wins mode only).
+//!
 //! A multi-key command stops at the first reply that is not a success and reports it: the keys
 //! before it were done, the ones after it were not tried (Redis gives no atomicity here either).
 
@@ -32,6 +35,38 @@ use std::collections::VecDeque;
 
 pub mod scan;
 pub mod counter;
+pub mod ttl;
+
+pub use ttl::GetExOption;
+
+/// The options of `SET` beyond key and value.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SetOptions {
+    /// `EX`/`PX`/`EXAT`/`PXAT`: when the value expires; `None`: never (or `KEEPTTL`).
+    pub expiry: Option<Expiry>,
+    /// `KEEPTTL`: keep the expiry the key already has.
+    pub keep_ttl: bool,
+    /// `NX`/`XX`: write only if the key is absent / present (linearizable path).
+    pub condition: Option<SetCondition>,
+    /// `GET`: reply with the value the key held before (linearizable path).
+    pub get: bool,
+}
+/// When a value expires, as the client gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// `EX`/`PX`: this many milliseconds after the write.
+    AfterMillis(u64),
+    /// `EXAT`/`PXAT`: at this Unix time in milliseconds.
+    AtUnixMillis(u64),
+}
+/// `SET NX` / `SET XX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetCondition {
+    /// `NX`: only if the key has no live value.
+    Absent,
+    /// `XX`: only if the key has a live value.
+    Present,
+}
 
 /// A client command, parsed by a driver from its own protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,12 +76,14 @@ pub enum Command {
         /// The key.
         key: Bytes,
     },
-    /// `SET key value`.
+    /// `SET key value [options]`.
     Set {
         /// The key.
         key: Bytes,
         /// The value.
         value: Bytes,
+        /// `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL`, `NX`/`XX`, `GET`.
+        options: SetOptions,
     },
     /// `DEL key [key ...]`.
     Del {
@@ -104,6 +141,33 @@ pub enum Command {
         /// The name the client used, for logs and traces.
         name: &'static str,
     },
+    /// `EXPIRE`/`PEXPIRE`/`EXPIREAT`/`PEXPIREAT key t` (a time already past expires the key at
+    /// once, as Redis deletes it).
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The new expiry.
+        expiry: Expiry,
+    },
+    /// `TTL key` / `PTTL key`.
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// `PTTL`: milliseconds rather than seconds.
+        millis: bool,
+    },
+    /// `PERSIST key`.
+    Persist {
+        /// The key.
+        key: Bytes,
+    },
+    /// `GETEX key [EX|PX|EXAT|PXAT t|PERSIST]`.
+    GetEx {
+        /// The key.
+        key: Bytes,
+        /// The expiry to set or remove, if any.
+        option: Option<GetExOption>,
+    },
 }
 
 impl Command {
@@ -120,6 +184,11 @@ impl Command {
             Command::KvPut { .. } => "KV.PUT",
             Command::KvDel { .. } => "KV.DEL",
             Command::Increment { name, .. } => name,
+            Command::Expire { .. } => "EXPIRE",
+            Command::Ttl { millis: false, .. } => "TTL",
+            Command::Ttl { millis: true, .. } => "PTTL",
+            Command::Persist { .. } => "PERSIST",
+            Command::GetEx { .. } => "GETEX",
         }
     }
 }
@@ -180,8 +249,11 @@ pub enum CommandResult {
     /// effect; the driver reports it as such.
     Failed(ClientReply),
     /// `INCR` and friends: the counter's value after the increment, on the replica that applied
-    /// it.
+    /// it; `TTL`/`PTTL`: a signed integer as Redis gives it (-2 absent, -1 no expiry).
     Integer(i64),
+    /// A form this build does not run (for example `SET ... NX` before conditional writes
+    /// exist); nothing was sent.
+    Unsupported(&'static str),
 }
 
 /// What the machine does with one key.
@@ -245,6 +317,8 @@ pub struct CommandMachine {
     result: Option<CommandResult>,
     /// True once `poll_result` has handed the result out.
     finished: bool,
+    /// A TTL command runs in its own machine (see [`ttl`]); the fields above then stay idle.
+    ttl: Option<ttl::TtlMachine>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,9 +333,15 @@ enum ResultKind {
 impl CommandMachine {
     /// Starts `command` on a cluster in `conflict` mode.
     pub fn new(command: Command, conflict: ConflictMode) -> Self {
+        let command = match ttl_op(command) {
+            Ok((key, op)) => {
+                return CommandMachine::with_ttl(conflict, ttl::TtlMachine::new(key, op))
+            }
+            Err(command) => command,
+        };
         let (kind, steps): (ResultKind, Vec<(Bytes, Step)>) = match command {
             Command::Get { key } => (ResultKind::Value, vec![(key, Step::Read)]),
-            Command::Set { key, value } => (ResultKind::Done, vec![(key, Step::Set { value })]),
+            Command::Set { key, value, .. } => (ResultKind::Done, vec![(key, Step::Set { value })]),
             Command::Del { keys } => (
                 ResultKind::Count,
                 keys.into_iter().map(|k| (k, Step::Delete)).collect(),
@@ -311,6 +391,11 @@ impl CommandMachine {
             Command::Increment { key, delta, .. } => {
                 (ResultKind::Single, vec![(key, Step::Increment { delta })])
             }
+            // `ttl_op` took these.
+            Command::Expire { key, .. }
+            | Command::Ttl { key, .. }
+            | Command::Persist { key }
+            | Command::GetEx { key, .. } => (ResultKind::Single, vec![(key, Step::Read)]),
         };
         let mut machine = CommandMachine {
             conflict,
@@ -321,6 +406,7 @@ impl CommandMachine {
             reads: Vec::new(),
             result: None,
             finished: false,
+            ttl: None,
         };
         machine.start_next();
         machine.check_invariants();
@@ -331,6 +417,9 @@ impl CommandMachine {
     /// over. Every request returned must be answered with [`Self::handle_reply`] (a driver that
     /// gives up answers it with `Indeterminate` or `Unavailable`) before the next appears.
     pub fn poll_request(&mut self) -> Option<ClientRequest> {
+        if let Some(ttl) = self.ttl.as_mut() {
+            return ttl.poll_request();
+        }
         let (_, _, stage) = self.current.as_mut()?;
         let Stage::Ready(request) = stage else {
             return None;
@@ -338,11 +427,13 @@ impl CommandMachine {
         let request = request.clone();
         let role = match request {
             // This machine builds no scans (`command::scan` does).
-            ClientRequest::Get { .. } | ClientRequest::Scan { .. } | ClientRequest::CountKeys => {
-                RequestRole::Read
-            }
+            ClientRequest::Get { .. }
+            | ClientRequest::GetExpiring { .. }
+            | ClientRequest::Scan { .. }
+            | ClientRequest::CountKeys => RequestRole::Read,
             ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }
+            | ClientRequest::PutExpiring { .. }
             | ClientRequest::Increment { .. } => RequestRole::Write,
         };
         *stage = Stage::Waiting(role);
@@ -353,6 +444,10 @@ impl CommandMachine {
     /// The reply to the request [`Self::poll_request`] returned last. A reply nobody waits for
     /// (none was sent, or the command is over) is ignored: the machine never panics on input.
     pub fn handle_reply(&mut self, reply: ClientReply) {
+        if let Some(ttl) = self.ttl.as_mut() {
+            ttl.handle_reply(reply);
+            return;
+        }
         let role = match &self.current {
             Some((_, _, Stage::Waiting(role))) => *role,
             _ => return,
@@ -454,6 +549,14 @@ impl CommandMachine {
 
     /// The command's result, once, when it is over.
     pub fn poll_result(&mut self) -> Option<CommandResult> {
+        if let Some(ttl) = self.ttl.as_mut() {
+            if self.finished {
+                return None;
+            }
+            let result = ttl.take_result()?;
+            self.finished = true;
+            return Some(result);
+        }
         if self.finished || self.current.is_some() {
             return None;
         }
@@ -476,11 +579,17 @@ impl CommandMachine {
 
     /// True once the result is known (whether or not it was polled).
     pub fn is_over(&self) -> bool {
-        self.current.is_none()
+        self.ttl
+            .as_ref()
+            .map_or(self.current.is_none(), |t| t.is_over())
     }
 
     /// Panics if the machine's state is inconsistent (a bug, never an input).
     pub fn check_invariants(&self) {
+        if let Some(ttl) = &self.ttl {
+            assert!(self.current.is_none() && self.steps.is_empty());
+            ttl.check_invariants();
+        }
         if self.current.is_none() {
             assert!(self.steps.is_empty(), "steps remain with none running");
         }
@@ -502,6 +611,23 @@ impl CommandMachine {
             self.reads.len() <= 1 || self.kind == ResultKind::Values,
             "only MGET gathers several reads"
         );
+    }
+
+    /// A machine that runs one TTL command.
+    fn with_ttl(conflict: ConflictMode, ttl: ttl::TtlMachine) -> Self {
+        let machine = CommandMachine {
+            conflict,
+            kind: ResultKind::Single,
+            steps: VecDeque::new(),
+            current: None,
+            count: 0,
+            reads: Vec::new(),
+            result: None,
+            finished: false,
+            ttl: Some(ttl),
+        };
+        machine.check_invariants();
+        machine
     }
 
     /// Starts the next step, or ends the command if none is left.
@@ -559,3 +685,40 @@ impl CommandMachine {
 
 #[cfg(test)]
 mod tests;
+
+/// The TTL machine's work for `command`, or the command back if it is not a TTL command. A
+/// plain `SET` (no options) stays on the ordinary path, so its requests are unchanged.
+fn ttl_op(command: Command) -> Result<(Bytes, ttl::TtlOp), Command> {
+    use ttl::TtlOp;
+    Ok(match command {
+        Command::Set {
+            key,
+            value,
+            options,
+        } if options != SetOptions::default() => {
+            let op = if options.condition.is_some() || options.get {
+                TtlOp::Refuse("SET with NX, XX or GET is not supported yet")
+            } else if options.keep_ttl && options.expiry.is_some() {
+                TtlOp::Refuse("SET with KEEPTTL and an expiry")
+            } else if let Some(expiry) = options.expiry {
+                TtlOp::SetExpiring {
+                    value,
+                    expires: expiry.expires_at(),
+                }
+            } else {
+                TtlOp::SetKeepTtl { value }
+            };
+            (key, op)
+        }
+        Command::Expire { key, expiry } => (
+            key,
+            TtlOp::Expire {
+                expires: expiry.expires_at(),
+            },
+        ),
+        Command::Ttl { key, millis } => (key, TtlOp::Ttl { millis }),
+        Command::Persist { key } => (key, TtlOp::Persist),
+        Command::GetEx { key, option } => (key, TtlOp::GetEx { option }),
+        other => return Err(other),
+    })
+}

@@ -165,6 +165,7 @@ mod tests {
             "unsafe_skip_write_back",
             "unsafe_drop_every_nth_write",
             "unsafe_counter_merge_adds",
+            "unsafe_ignore_expiry",
         ] {
             assert!(!names.contains(&derived), "{derived}");
         }

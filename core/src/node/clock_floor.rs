@@ -58,6 +58,7 @@ impl<S: Storage> Node<S> {
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&bound))),
+            expires_at_micros: None,
         });
         if self
             .stage(Bytes::from_static(CLOCK_FLOOR_KEY), record)

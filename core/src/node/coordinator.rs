@@ -11,7 +11,8 @@ use crate::message::{ForwardedOutcome, Message, ReplicaError};
 use crate::storage::Storage;
 use crate::time::{Instant, Now};
 use crate::version::{
-    CausalRecord, ConflictMode, LwwRecord, LwwVersion, Record, VersionVector, WriteVersion,
+    CausalRecord, ConflictMode, ExpiresAt, LwwRecord, LwwVersion, Record, VersionVector,
+    WriteVersion,
 };
 use bytes::Bytes;
 use rand::Rng;
@@ -52,6 +53,8 @@ pub(super) enum ReadPurpose {
     LinearizableWrite {
         /// The value to write, `None` for a delete.
         value: Option<Bytes>,
+        /// When the value expires (TTL), resolved against the version the write gets.
+        expires: Option<ExpiresAt>,
     },
 }
 
@@ -82,6 +85,8 @@ pub(super) struct ReadOperation {
     /// Linearizable level: the ring epoch the operation started on (replicas on another ring
     /// refuse it; see `handover`).
     epoch: Option<u64>,
+    /// A `GetExpiring` read: the answer carries the value's expiry (see `command::ttl`).
+    with_expiry: bool,
 }
 
 /// A write waiting for durable acknowledgements.
@@ -211,16 +216,17 @@ impl<S: Storage> Node<S> {
             return;
         }
         let cluster = &self.config.cluster;
-        let (level, default) =
-            match &body {
-                // Scans were served above; they read, so they default to `r`.
-                ClientRequest::Get { consistency, .. }
-                | ClientRequest::Scan { consistency, .. } => (*consistency, cluster.r),
-                ClientRequest::CountKeys => (None, cluster.r),
-                ClientRequest::Put { consistency, .. }
-                | ClientRequest::Delete { consistency, .. }
-                | ClientRequest::Increment { consistency, .. } => (*consistency, cluster.w),
-            };
+        let (level, default) = match &body {
+            // Scans were served above; they read, so they default to `r`.
+            ClientRequest::Get { consistency, .. }
+            | ClientRequest::GetExpiring { consistency, .. }
+            | ClientRequest::Scan { consistency, .. } => (*consistency, cluster.r),
+            ClientRequest::CountKeys => (None, cluster.r),
+            ClientRequest::Put { consistency, .. }
+            | ClientRequest::Delete { consistency, .. }
+            | ClientRequest::PutExpiring { consistency, .. }
+            | ClientRequest::Increment { consistency, .. } => (*consistency, cluster.w),
+        };
         let n = cluster.n;
         let Some(needed) = level
             .or(cluster.consistency)
@@ -232,6 +238,14 @@ impl<S: Storage> Node<S> {
             );
             return;
         };
+        let expiring = matches!(
+            body,
+            ClientRequest::PutExpiring { .. } | ClientRequest::GetExpiring { .. }
+        );
+        if expiring && cluster.conflict != ConflictMode::Lww {
+            self.reply(request, ClientReply::Rejected(RequestError::ExpiryNeedsLww));
+            return;
+        }
         let linearizable = level.or(cluster.consistency) == Some(Consistency::Linearizable);
         if linearizable && cluster.conflict != ConflictMode::Lww {
             self.reply(
@@ -272,32 +286,57 @@ impl<S: Storage> Node<S> {
             .saturating_add(self.config.cluster.request_timeout());
         if linearizable {
             let purpose = match body {
+                // Scans and increments were dispatched at the top; never reached here.
                 ClientRequest::Get { .. }
+                | ClientRequest::GetExpiring { .. }
                 | ClientRequest::Scan { .. }
-                | ClientRequest::CountKeys => ReadPurpose::LinearizableRead,
+                | ClientRequest::CountKeys
+                | ClientRequest::Increment { .. } => ReadPurpose::LinearizableRead,
                 ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
                     value: Some(value.clone()),
+                    expires: None,
                 },
-                ClientRequest::Delete { .. } | ClientRequest::Increment { .. } => {
-                    ReadPurpose::LinearizableWrite { value: None }
-                }
+                ClientRequest::PutExpiring {
+                    ref value, expires, ..
+                } => ReadPurpose::LinearizableWrite {
+                    value: Some(value.clone()),
+                    expires: Some(expires),
+                },
+                ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite {
+                    value: None,
+                    expires: None,
+                },
             };
             let key = body.key().clone();
             self.handover_activate();
             let epoch = Some(self.handover.epoch());
-            self.start_read(request, purpose, key, needed, replicas, deadline, epoch);
-            return;
-        }
-        match body {
-            ClientRequest::Get { key, .. } => self.start_read(
+            let with_expiry = matches!(body, ClientRequest::GetExpiring { .. });
+            self.start_read(
                 request,
-                ReadPurpose::Plain,
+                purpose,
                 key,
                 needed,
                 replicas,
                 deadline,
-                None,
-            ),
+                epoch,
+                with_expiry,
+            );
+            return;
+        }
+        match body {
+            ClientRequest::Get { key, .. } | ClientRequest::GetExpiring { key, .. } => {
+                let with_expiry = expiring;
+                self.start_read(
+                    request,
+                    ReadPurpose::Plain,
+                    key,
+                    needed,
+                    replicas,
+                    deadline,
+                    None,
+                    with_expiry,
+                )
+            }
             ClientRequest::Put {
                 key,
                 value,
@@ -307,20 +346,51 @@ impl<S: Storage> Node<S> {
                 now,
                 request,
                 key,
-                Some(value),
+                (Some(value), None),
                 context,
                 needed,
                 replicas,
                 deadline,
             ),
-            ClientRequest::Delete { key, context, .. } => {
-                self.start_write(now, request, key, None, context, needed, replicas, deadline)
-            }
+            ClientRequest::PutExpiring {
+                key,
+                value,
+                expires,
+                ..
+            } => self.start_write(
+                now,
+                request,
+                key,
+                (Some(value), Some(expires)),
+                None,
+                needed,
+                replicas,
+                deadline,
+            ),
+            ClientRequest::Delete { key, context, .. } => self.start_write(
+                now,
+                request,
+                key,
+                (None, None),
+                context,
+                needed,
+                replicas,
+                deadline,
+            ),
             // Served above by `scan`.
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => {}
             // Dispatched at the top.
             ClientRequest::Increment { .. } => {}
         }
+    }
+
+    /// The hybrid now against which this node judges expiries: never behind its wall clock nor
+    /// behind any stamp it has issued or seen, so a value it once hid stays hidden.
+    pub(super) fn hybrid_now_micros(&self) -> u64 {
+        if self.config.cluster.unsafe_ignore_expiry {
+            return 0;
+        }
+        self.last_wall.0.max(self.clock.last_micros())
     }
 
     /// Limits checked before a request has any effect.
@@ -336,7 +406,7 @@ impl<S: Storage> Node<S> {
         if key.starts_with(super::hints::RESERVED_PREFIX) {
             return Err(RequestError::ReservedKey);
         }
-        if let ClientRequest::Put { value, .. } = body {
+        if let ClientRequest::Put { value, .. } | ClientRequest::PutExpiring { value, .. } = body {
             if value.len() > cluster.value_bytes_max {
                 return Err(RequestError::ValueTooLarge {
                     bytes: value.len(),
@@ -385,6 +455,7 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
         epoch: Option<u64>,
+        with_expiry: bool,
     ) {
         let op = self.allocate_operation();
         let read = ReadOperation {
@@ -403,6 +474,7 @@ impl<S: Storage> Node<S> {
             replied: false,
             sloppy_final: None,
             epoch,
+            with_expiry,
         };
         let mut read = read;
         let mut tracked = deadline;
@@ -499,9 +571,12 @@ impl<S: Storage> Node<S> {
         if met && plain && self.config.cluster.read_repair && !all_in {
             // Answer now; keep collecting the other replicas' answers to repair them.
             read.replied = true;
-            let (request, merged) = (read.request, read.merged.clone());
+            let (request, merged, with_expiry) =
+                (read.request, read.merged.clone(), read.with_expiry);
             self.observe_record(merged.as_ref());
-            self.reply(request, read_reply(merged, acks(answered)));
+            let now_micros = self.hybrid_now_micros();
+            let reply = read_reply(merged, acks(answered), now_micros, with_expiry);
+            self.reply(request, reply);
             return;
         }
         if met || unreachable {
@@ -529,14 +604,16 @@ impl<S: Storage> Node<S> {
     fn after_read_quorum(&mut self, read: ReadOperation, deadline: Instant, answered: u8) {
         match read.purpose {
             ReadPurpose::Plain => {
-                let reply = read_reply(read.merged.clone(), answered);
+                let now_micros = self.hybrid_now_micros();
+                let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
                 self.reply(read.request, reply);
                 if self.config.cluster.read_repair {
                     self.read_repair(read);
                 }
             }
             ReadPurpose::LinearizableRead => {
-                let reply = read_reply(read.merged.clone(), answered);
+                let now_micros = self.hybrid_now_micros();
+                let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
                 let Some(record) = read.merged else {
                     // No replica of the majority holds anything: nothing to make visible.
                     self.reply(read.request, reply);
@@ -581,7 +658,7 @@ impl<S: Storage> Node<S> {
                 };
                 self.launch_write(write, deadline);
             }
-            ReadPurpose::LinearizableWrite { value } => {
+            ReadPurpose::LinearizableWrite { value, expires } => {
                 let highest = match &read.merged {
                     Some(Record::Lww(r)) => Some(r.version),
                     // A SET over a counter must outrank the counter's epoch to replace it.
@@ -597,10 +674,18 @@ impl<S: Storage> Node<S> {
                     node: self.id,
                     nonce: self.rng.gen(),
                 };
+                let record = LwwRecord {
+                    version,
+                    expires_at_micros: value
+                        .as_ref()
+                        .and(expires)
+                        .map(|e| e.resolve(timestamp_micros)),
+                    value,
+                };
                 let write = WriteOperation {
                     origin: Origin::Client(read.request),
                     key: read.key,
-                    record: Record::Lww(LwwRecord { version, value }),
+                    record: Record::Lww(record),
                     version: WriteVersion::Lww(version),
                     needed: read.needed,
                     replicas: read.replica_ids,
@@ -653,7 +738,7 @@ impl<S: Storage> Node<S> {
         now: Now,
         request: RequestId,
         key: Bytes,
-        value: Option<Bytes>,
+        (value, expires): (Option<Bytes>, Option<ExpiresAt>),
         context: Option<CausalContext>,
         needed: u8,
         replicas: Vec<NodeId>,
@@ -666,7 +751,14 @@ impl<S: Storage> Node<S> {
                     node: self.id,
                     nonce: self.rng.gen(),
                 };
-                let record = Record::Lww(LwwRecord { version, value });
+                let record = Record::Lww(LwwRecord {
+                    version,
+                    expires_at_micros: value
+                        .as_ref()
+                        .and(expires)
+                        .map(|e| e.resolve(version.timestamp_micros)),
+                    value,
+                });
                 let write = WriteOperation {
                     origin: Origin::Client(request),
                     key,
@@ -1531,13 +1623,27 @@ fn acks(count: usize) -> u8 {
     u8::try_from(count).unwrap_or(u8::MAX)
 }
 
-/// The client's view of the merged record of a read.
-fn read_reply(merged: Option<Record>, acks: u8) -> ClientReply {
+/// The client's view of the merged record of a read, judged at the coordinator's hybrid now:
+/// expiry is decided after the merge, never per replica, so the newest version always wins
+/// even when it has expired (an older value behind it must not come back). `with_expiry`: a
+/// `GetExpiring` read, answered with the value's expiry.
+fn read_reply(merged: Option<Record>, acks: u8, now_micros: u64, with_expiry: bool) -> ClientReply {
     let context = match &merged {
         Some(Record::Causal(record)) => CausalContext(record.clock.clone()),
         _ => CausalContext::default(),
     };
-    let values = merged.as_ref().map(Record::live_values).unwrap_or_default();
+    let values = merged
+        .as_ref()
+        .map(|r| r.live_values_at(now_micros))
+        .unwrap_or_default();
+    if let (true, Some(Record::Lww(record)), [value]) = (with_expiry, &merged, values.as_slice()) {
+        return ClientReply::FoundExpiring {
+            value: value.clone(),
+            expires_at_micros: record.expires_at_micros,
+            now_micros,
+            acks,
+        };
+    }
     if values.is_empty() {
         ClientReply::NotFound { context, acks }
     } else {

@@ -78,6 +78,7 @@ impl<S: Storage> Node<S> {
                         nonce: 0,
                     },
                     value: Some(encode_data_epoch(epoch)),
+                    expires_at_micros: None,
                 });
                 // If staging fails the incarnation bump behind it never becomes durable either,
                 // so the node never creates a dot under an epoch it could lose.
@@ -360,6 +361,7 @@ mod tests {
         let garbage = Record::Lww(LwwRecord {
             version: LwwVersion::default(),
             value: Some(Bytes::from_static(b"\x01")),
+            expires_at_micros: None,
         });
         storage
             .put(Bytes::from_static(DATA_EPOCH_KEY), garbage)

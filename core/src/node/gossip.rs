@@ -275,6 +275,7 @@ impl<S: Storage> Node<S> {
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&state))),
+            expires_at_micros: None,
         });
         // A failure is reported by `stage` (and poisons nothing): gossip repairs both fields.
         let _ = self.stage(Bytes::from_static(MEMBERSHIP_KEY), record);

@@ -453,6 +453,7 @@ impl<S: Storage> Node<S> {
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&state))),
+            expires_at_micros: None,
         });
         if self
             .stage(Bytes::from_static(HANDOVER_KEY), record)

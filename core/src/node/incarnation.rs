@@ -65,6 +65,7 @@ impl<S: Storage> Node<S> {
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&self.incarnation))),
+            expires_at_micros: None,
         });
         // If staging fails the sequence stays ahead of anything durable and the node does not
         // coordinate: the safe outcome for a node whose storage refuses writes.

@@ -270,6 +270,7 @@ mod tests {
                 nonce: 0,
             },
             value: Some(Bytes::from_static(b"v")),
+            expires_at_micros: None,
         })
     }
 

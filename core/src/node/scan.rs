@@ -70,6 +70,7 @@ pub fn without_values(record: &Record) -> Record {
         Record::Lww(r) => Record::Lww(LwwRecord {
             version: r.version,
             value: empty(&r.value),
+            expires_at_micros: r.expires_at_micros,
         }),
         Record::Causal(r) => Record::Causal(CausalRecord {
             clock: r.clock.clone(),
@@ -124,7 +125,7 @@ pub fn page_interval(ring: &Ring, from: u64, n: usize) -> (u64, Vec<NodeId>) {
 
 /// The outcome of merging the replicas' pages of one interval: the live keys up to the page's
 /// end, in token order, and the `from` of the next page. A pure policy, tested as a table.
-pub fn merge_pages(pages: &[ScanPage], to: u64) -> (Vec<Bytes>, Option<u64>) {
+pub fn merge_pages(pages: &[ScanPage], to: u64, now_micros: u64) -> (Vec<Bytes>, Option<u64>) {
     // Every replica reported every key up to its last token, or the whole interval.
     let end = pages
         .iter()
@@ -149,7 +150,9 @@ pub fn merge_pages(pages: &[ScanPage], to: u64) -> (Vec<Bytes>, Option<u64>) {
     }
     let keys = merged
         .into_iter()
-        .filter(|(_, record)| is_live(record))
+        // Expiry is judged after the merge, at the coordinator's hybrid now (as for reads): an
+        // expired record still outranks older versions of its key.
+        .filter(|(_, record)| !record.live_values_at(now_micros).is_empty())
         .map(|((_, key), _)| key)
         .collect();
     (keys, end.checked_add(1))
@@ -502,7 +505,7 @@ impl<S: Storage> Node<S> {
             return;
         };
         let reply = if met {
-            let (keys, next) = merge_pages(&scan.pages, scan.to);
+            let (keys, next) = merge_pages(&scan.pages, scan.to, self.hybrid_now_micros());
             ClientReply::ScanPage {
                 keys,
                 next,
@@ -678,7 +681,7 @@ mod tests {
             ],
             false,
         );
-        let (keys, next) = merge_pages(&[a.clone(), b.clone()], u64::MAX);
+        let (keys, next) = merge_pages(&[a.clone(), b.clone()], u64::MAX, 0);
         assert_eq!(keys, vec![all[0].clone(), all[3].clone()]);
         assert_eq!(next, Some(Ring::key_hash(&all[3]) + 1));
         // Neither truncated: the whole interval, and the next page starts after it.
@@ -687,11 +690,11 @@ mod tests {
             ..a
         };
         let to = Ring::key_hash(&all[5]);
-        let (keys, next) = merge_pages(&[whole, b], to);
+        let (keys, next) = merge_pages(&[whole, b], to, 0);
         assert_eq!(keys.len(), 4, "{keys:?}");
         assert_eq!(next, Some(to + 1));
         // The top of the token space ends the scan.
-        assert_eq!(merge_pages(&[], u64::MAX), (Vec::new(), None));
+        assert_eq!(merge_pages(&[], u64::MAX, 0), (Vec::new(), None));
     }
 
     #[test]

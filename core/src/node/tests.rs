@@ -525,6 +525,7 @@ fn lww_record(ts: u64, len: usize) -> crate::version::Record {
             nonce: 0,
         },
         value: Some(Bytes::from(vec![7u8; len])),
+        expires_at_micros: None,
     })
 }
 

@@ -35,6 +35,23 @@ impl MemStorage {
         self.fail_next_sync = false;
     }
 
+    /// Drops the durable last-write-wins records that have been dead (tombstone or expired) for
+    /// at least `grace_ms` at wall time `now_ms`, as the LSM engine's compaction does with
+    /// `LsmStorage::collect_dead_records`; returns how many went. Staged writes are untouched
+    /// (a staged write of a key keeps shadowing it). No driver calls it unless it opts in, as
+    /// with the engine.
+    pub fn collect_dead(&mut self, now_ms: u64, grace_ms: u64) -> usize {
+        let before = self.durable.len();
+        self.durable.retain(|_, record| {
+            let dead_since_ms = match record {
+                Record::Lww(r) => r.dead_since_micros().map(|micros| micros / 1000),
+                Record::Causal(_) | Record::Counter(_) => None,
+            };
+            dead_since_ms.is_none_or(|since| now_ms.saturating_sub(since) < grace_ms)
+        });
+        before - self.durable.len()
+    }
+
     /// Makes the next `sync` fail (a disk fault).
     pub fn inject_sync_failure(&mut self) {
         self.fail_next_sync = true;
@@ -161,6 +178,7 @@ mod tests {
                 nonce: 0,
             },
             value: Some(Bytes::from_static(b"v")),
+            expires_at_micros: None,
         })
     }
 
@@ -272,5 +290,36 @@ mod tests {
             keys,
             vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
         );
+    }
+
+    #[test]
+    fn dead_records_go_after_the_grace_and_live_ones_stay() {
+        use crate::version::LwwRecord;
+        let version = LwwVersion {
+            timestamp_micros: 1_000_000,
+            node: NodeId(1),
+            nonce: 0,
+        };
+        let mut storage = MemStorage::new();
+        let tombstone = Record::Lww(LwwRecord::plain(version, None));
+        let expired = Record::Lww(LwwRecord::value(
+            version,
+            Bytes::from_static(b"x"),
+            Some(2_000_000),
+        ));
+        let live = Record::Lww(LwwRecord::plain(version, Some(Bytes::from_static(b"y"))));
+        for (key, record) in [(&b"t"[..], &tombstone), (b"e", &expired), (b"l", &live)] {
+            storage
+                .put(Bytes::copy_from_slice(key), record.clone())
+                .expect("put");
+        }
+        storage.sync().expect("sync");
+        // 1 s dead for the tombstone, 0 s for the expired value.
+        assert_eq!(storage.collect_dead(2_000, 1_000), 1);
+        assert_eq!(storage.get(b"t"), Ok(None));
+        assert_eq!(storage.get(b"e"), Ok(Some(expired)));
+        assert_eq!(storage.collect_dead(3_000, 1_000), 1);
+        assert_eq!(storage.get(b"e"), Ok(None));
+        assert_eq!(storage.get(b"l"), Ok(Some(live)));
     }
 }

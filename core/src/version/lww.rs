@@ -1,4 +1,11 @@
-//! Last-write-wins versions.
+//! Last-write-wins versions, and the expiry a last-write-wins record may carry (TTL).
+//!
+//! An expiry is part of the stored record, not of the storage engine: a write with a TTL is an
+//! ordinary last-write-wins write whose record also holds `expires_at_micros`, an absolute hybrid
+//! time on the same clock as [`LwwVersion::timestamp_micros`]. Merges, hints, read repair and
+//! anti-entropy carry it unchanged, and an expired record keeps winning by version like a
+//! tombstone does, so an older value can never come back from behind it (PITFALLS: "Deleted data
+//! comes back"). Only a reader decides that a record is expired, against its own hybrid now.
 
 use crate::id::NodeId;
 use bytes::Bytes;
@@ -20,12 +27,154 @@ pub struct LwwVersion {
 }
 
 /// A last-write-wins register value: `None` is a tombstone.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Encoded through [`LwwRecordWire`]: a record without an expiry has exactly the bytes records
+/// had before expiries existed (so stored data and scenario fingerprints are unchanged), and a
+/// tombstone never carries an expiry (a deleted key has nothing left to expire; the constructors
+/// drop it, and the encoding could not hold it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LwwRecordWire", into = "LwwRecordWire")]
 pub struct LwwRecord {
     /// The version of the write that produced this value.
     pub version: LwwVersion,
     /// The value, or `None` for a delete.
     pub value: Option<Bytes>,
+    /// Hybrid time (µs) from which the value reads as absent; `None`: never expires. Always `None`
+    /// for a tombstone.
+    pub expires_at_micros: Option<u64>,
+}
+
+/// Hashes as records did before expiries when there is none, so the simulator's trace
+/// fingerprints (folded from hashed events) of runs without TTLs do not change.
+impl std::hash::Hash for LwwRecord {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.version.hash(state);
+        self.value.hash(state);
+        if let Some(expires_at_micros) = self.expires_at_micros {
+            expires_at_micros.hash(state);
+        }
+    }
+}
+
+impl LwwRecord {
+    /// A value written at `version` that expires at `expires_at_micros` (if any).
+    pub fn value(version: LwwVersion, value: Bytes, expires_at_micros: Option<u64>) -> Self {
+        LwwRecord {
+            version,
+            value: Some(value),
+            expires_at_micros,
+        }
+    }
+
+    /// A value or a tombstone with no expiry: what every write was before TTLs.
+    pub fn plain(version: LwwVersion, value: Option<Bytes>) -> Self {
+        LwwRecord {
+            version,
+            value,
+            expires_at_micros: None,
+        }
+    }
+
+    /// True if the record holds a value that has expired at hybrid time `now_micros`.
+    pub fn is_expired_at(&self, now_micros: u64) -> bool {
+        self.value.is_some() && self.expires_at_micros.is_some_and(|e| now_micros >= e)
+    }
+
+    /// The value a reader whose hybrid now is `now_micros` sees: `None` for a tombstone or an
+    /// expired value.
+    pub fn live_value_at(&self, now_micros: u64) -> Option<&Bytes> {
+        if self.is_expired_at(now_micros) {
+            return None;
+        }
+        self.value.as_ref()
+    }
+
+    /// Since when (hybrid µs) the record has been dead for every reader: a tombstone since its
+    /// write, an expired value since its expiry; `None` while it may still be read. Compaction
+    /// drops a record only once this is older than the tombstone grace period.
+    pub fn dead_since_micros(&self) -> Option<u64> {
+        match (&self.value, self.expires_at_micros) {
+            (None, _) => Some(self.version.timestamp_micros),
+            (Some(_), Some(expires)) => Some(expires),
+            (Some(_), None) => None,
+        }
+    }
+}
+
+/// When a write's value expires, as a request carries it to the coordinator. Relative expiries
+/// are resolved against the write's own version timestamp, so every replica stores the same
+/// absolute expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpiresAt {
+    /// This many milliseconds after the write's timestamp (`EX`, `PX`, `EXPIRE`, `PEXPIRE`).
+    AfterMillis(u64),
+    /// At this hybrid time in microseconds (`EXAT`/`PXAT` and `EXPIREAT`/`PEXPIREAT` scaled, or an
+    /// expiry kept from a read, `KEEPTTL`).
+    AtMicros(u64),
+}
+
+impl ExpiresAt {
+    /// The absolute expiry of a write stamped `timestamp_micros`.
+    pub fn resolve(self, timestamp_micros: u64) -> u64 {
+        match self {
+            ExpiresAt::AfterMillis(ms) => timestamp_micros.saturating_add(ms.saturating_mul(1000)),
+            ExpiresAt::AtMicros(at) => at,
+        }
+    }
+}
+
+/// The encoded form of [`LwwRecord`]. bincode writes an `Option` as a tag byte 0/1 and a small
+/// enum variant index as the same single byte, so `Tombstone` and `Value` encode exactly as
+/// `None` and `Some(value)` did; `Expiring` is new (tag 2), and old data decodes unchanged.
+#[derive(Serialize, Deserialize)]
+struct LwwRecordWire {
+    version: LwwVersion,
+    body: LwwBodyWire,
+}
+
+#[derive(Serialize, Deserialize)]
+enum LwwBodyWire {
+    Tombstone,
+    Value(Bytes),
+    Expiring {
+        value: Bytes,
+        expires_at_micros: u64,
+    },
+}
+
+impl From<LwwRecordWire> for LwwRecord {
+    fn from(wire: LwwRecordWire) -> Self {
+        let (value, expires_at_micros) = match wire.body {
+            LwwBodyWire::Tombstone => (None, None),
+            LwwBodyWire::Value(value) => (Some(value), None),
+            LwwBodyWire::Expiring {
+                value,
+                expires_at_micros,
+            } => (Some(value), Some(expires_at_micros)),
+        };
+        LwwRecord {
+            version: wire.version,
+            value,
+            expires_at_micros,
+        }
+    }
+}
+
+impl From<LwwRecord> for LwwRecordWire {
+    fn from(record: LwwRecord) -> Self {
+        let body = match (record.value, record.expires_at_micros) {
+            (None, _) => LwwBodyWire::Tombstone,
+            (Some(value), None) => LwwBodyWire::Value(value),
+            (Some(value), Some(expires_at_micros)) => LwwBodyWire::Expiring {
+                value,
+                expires_at_micros,
+            },
+        };
+        LwwRecordWire {
+            version: record.version,
+            body,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -41,6 +190,7 @@ mod tests {
                 nonce: 0,
             },
             value: value.map(Bytes::from_static),
+            expires_at_micros: None,
         })
     }
 
@@ -61,5 +211,70 @@ mod tests {
         let delete = record(6, 1, None);
         let merged = put.merge(&delete);
         assert!(merged.live_values().is_empty());
+    }
+
+    #[test]
+    fn records_without_expiry_encode_as_before_and_expiring_ones_round_trip() {
+        /// The record as it was encoded before expiries existed.
+        #[derive(Serialize)]
+        struct Before {
+            version: LwwVersion,
+            value: Option<Bytes>,
+        }
+        let version = LwwVersion {
+            timestamp_micros: 1_767_225_600_000_000,
+            node: NodeId(3),
+            nonce: 77,
+        };
+        for value in [None, Some(Bytes::from_static(b"v"))] {
+            let old = crate::codec::encode_value(&Before {
+                version,
+                value: value.clone(),
+            });
+            let new = crate::codec::encode_value(&LwwRecord::plain(version, value.clone()));
+            assert_eq!(old, new);
+            let decoded: LwwRecord = crate::codec::decode_value(&old).expect("old bytes decode");
+            assert_eq!(decoded, LwwRecord::plain(version, value));
+        }
+        let expiring = LwwRecord::value(version, Bytes::from_static(b"v"), Some(5));
+        let bytes = crate::codec::encode_value(&expiring);
+        assert_eq!(
+            crate::codec::decode_value::<LwwRecord>(&bytes),
+            Ok(expiring)
+        );
+    }
+
+    #[test]
+    fn an_expired_value_reads_as_absent_but_still_wins_by_version() {
+        let version = |ts| LwwVersion {
+            timestamp_micros: ts,
+            node: NodeId(1),
+            nonce: 0,
+        };
+        let old = Record::Lww(LwwRecord::plain(
+            version(5),
+            Some(Bytes::from_static(b"old")),
+        ));
+        let expiring = Record::Lww(LwwRecord::value(
+            version(10),
+            Bytes::from_static(b"new"),
+            Some(20),
+        ));
+        for merged in [old.merge(&expiring), expiring.merge(&old)] {
+            assert_eq!(merged.live_values_at(19), vec![Bytes::from_static(b"new")]);
+            assert!(merged.live_values_at(20).is_empty(), "expired at 20");
+            assert!(
+                merged.live_values_at(u64::MAX).is_empty(),
+                "never the old value"
+            );
+        }
+        let Record::Lww(r) = expiring else { return };
+        assert_eq!(r.dead_since_micros(), Some(20));
+        assert_eq!(
+            LwwRecord::plain(version(7), None).dead_since_micros(),
+            Some(7)
+        );
+        assert_eq!(ExpiresAt::AfterMillis(3).resolve(10), 3_010);
+        assert_eq!(ExpiresAt::AtMicros(3).resolve(10), 3);
     }
 }

@@ -20,7 +20,7 @@ pub use actor::{ActorId, DataEpoch};
 pub use causal::{CausalRecord, Dot, VersionVector};
 pub use clock::HybridClock;
 pub use counter::{CounterDot, CounterRecord};
-pub use lww::{LwwRecord, LwwVersion};
+pub use lww::{ExpiresAt, LwwRecord, LwwVersion};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,17 @@ impl Record {
             Record::Lww(r) => r.value.iter().cloned().collect(),
             Record::Causal(r) => r.live_values().cloned().collect(),
             Record::Counter(r) => vec![Bytes::from(r.value().to_string())],
+        }
+    }
+
+    /// The values a reader whose hybrid now is `now_micros` sees: like [`Record::live_values`],
+    /// except that an expired last-write-wins value is absent. Callers merge records first and
+    /// judge expiry after: a replica that dropped an expired record before the merge would let an
+    /// older version of the key win (PITFALLS: "Deleted data comes back").
+    pub fn live_values_at(&self, now_micros: u64) -> Vec<Bytes> {
+        match self {
+            Record::Lww(r) => r.live_value_at(now_micros).into_iter().cloned().collect(),
+            Record::Causal(_) | Record::Counter(_) => self.live_values(),
         }
     }
 

@@ -280,6 +280,7 @@ mod tests {
             context: None,
             acks: 2,
             coordinator: 0,
+            expires: None,
             invoke_ns: invoke_ms * 1_000_000,
             complete_ns: Some(complete_ms * 1_000_000),
             outcome: OpOutcome::Ok,
@@ -294,6 +295,7 @@ mod tests {
             Record::Lww(LwwRecord {
                 version: version(ts),
                 value: Some(value(id)),
+                expires_at_micros: None,
             }),
         )])
     }

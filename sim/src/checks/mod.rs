@@ -7,6 +7,7 @@ pub mod durability;
 pub mod linearizable;
 pub mod scan;
 pub mod siblings;
+pub mod ttl;
 
 use std::fmt;
 

@@ -163,6 +163,7 @@ mod tests {
             context: seen,
             acks: 2,
             coordinator: 0,
+            expires: None,
             invoke_ns: 0,
             complete_ns: Some(1),
             outcome,

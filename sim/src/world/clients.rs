@@ -12,7 +12,7 @@ use crate::history::{
 };
 use crate::workload::{value_id, CommandKind};
 use rand::Rng;
-use ringkv_core::command::{Command, CommandMachine, CommandResult, ValueRead};
+use ringkv_core::command::{Command, CommandMachine, CommandResult, Expiry, SetOptions, ValueRead};
 use ringkv_core::{ClientReply, ClientRequest, RequestId};
 
 /// A client command in progress (`workload.interface = "commands"`).
@@ -112,10 +112,11 @@ impl World {
         let request = RequestId((u64::from(client) << 32) | u64::from(c.next_seq));
         c.next_seq += 1;
         let (kind, value, context) = match &body {
-            ClientRequest::Get { .. } => (OpKind::Get, 0, None),
+            ClientRequest::Get { .. } | ClientRequest::GetExpiring { .. } => (OpKind::Get, 0, None),
             ClientRequest::Put { value, context, .. } => {
                 (OpKind::Put, value_id(value), context.clone())
             }
+            ClientRequest::PutExpiring { value, .. } => (OpKind::Put, value_id(value), None),
             ClientRequest::Delete { context, .. } => (OpKind::Delete, 0, context.clone()),
             // Not drawn by the workload (no history model for a scan yet): recorded as reads.
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => (OpKind::Get, 0, None),
@@ -124,6 +125,10 @@ impl World {
         let delta = match &body {
             ClientRequest::Increment { delta, .. } => *delta,
             _ => 0,
+        };
+        let expires = match &body {
+            ClientRequest::PutExpiring { expires, .. } => Some(*expires),
+            _ => None,
         };
         let index = self.history.ops.len();
         self.history.ops.push(HistoryOp {
@@ -137,6 +142,7 @@ impl World {
             context,
             acks: 0,
             coordinator,
+            expires,
             invoke_ns: self.now,
             complete_ns: None,
             outcome: OpOutcome::Indeterminate,
@@ -194,9 +200,39 @@ impl World {
                         level: None,
                         context,
                     },
-                    _ => Command::Set { key, value },
+                    _ => Command::Set {
+                        key,
+                        value,
+                        options: SetOptions::default(),
+                    },
                 }
             }
+            CommandKind::SetPx | CommandKind::SetPxAt => {
+                let ttl_ms = self.workload.draw_ttl_ms(&mut self.workload_rng);
+                let (_, value) = self.workload.draw_value(&mut self.workload_rng);
+                let expiry = match kind {
+                    // The client's idea of now is true time (its own clock is exact).
+                    CommandKind::SetPxAt => {
+                        let now_ms = super::clocks::NodeClock::default().wall(self.now).0 / 1000;
+                        Expiry::AtUnixMillis(now_ms + ttl_ms)
+                    }
+                    _ => Expiry::AfterMillis(ttl_ms),
+                };
+                Command::Set {
+                    key,
+                    value,
+                    options: SetOptions {
+                        expiry: Some(expiry),
+                        ..SetOptions::default()
+                    },
+                }
+            }
+            CommandKind::PExpire => Command::Expire {
+                key,
+                expiry: Expiry::AfterMillis(self.workload.draw_ttl_ms(&mut self.workload_rng)),
+            },
+            CommandKind::Persist => Command::Persist { key },
+            CommandKind::PTtl => Command::Ttl { key, millis: true },
         };
         let record = self.history.commands.len();
         self.history.commands.push(CommandRecord {
@@ -251,9 +287,13 @@ impl World {
                 self.clients[client as usize].contexts.insert(key, context);
                 CommandResultKind::Read
             }
-            CommandResult::Written { .. } | CommandResult::Integer(_) => CommandResultKind::Written,
+            CommandResult::Written { .. } => CommandResultKind::Written,
             CommandResult::Failed(reply) => CommandResultKind::Failed {
                 indeterminate: matches!(reply, ClientReply::Indeterminate { .. }),
+            },
+            CommandResult::Integer(n) => CommandResultKind::Integer(n),
+            CommandResult::Unsupported(_) => CommandResultKind::Failed {
+                indeterminate: false,
             },
         };
         self.history.commands[record].outcome = CommandOutcome::Result(kind);
@@ -355,6 +395,11 @@ impl World {
                 ClientReply::NotFound { acks, .. } => {
                     op.outcome = OpOutcome::Ok;
                     op.acks = acks;
+                }
+                ClientReply::FoundExpiring { value, acks, .. } => {
+                    op.outcome = OpOutcome::Ok;
+                    op.acks = acks;
+                    op.read = vec![value_id(&value)];
                 }
                 ClientReply::Written { version, acks } => {
                     op.outcome = OpOutcome::Ok;

@@ -220,6 +220,20 @@ impl Event {
                     ClientRequest::Increment { key, delta, .. } => {
                         format!("incrby {} {delta}", String::from_utf8_lossy(key))
                     }
+                    ClientRequest::PutExpiring {
+                        key,
+                        value,
+                        expires,
+                        ..
+                    } => format!(
+                        "put {} ({} bytes, id {}, expires {expires:?})",
+                        String::from_utf8_lossy(key),
+                        value.len(),
+                        crate::workload::value_id(value)
+                    ),
+                    ClientRequest::GetExpiring { key, .. } => {
+                        format!("get-expiring {}", String::from_utf8_lossy(key))
+                    }
                 };
                 format!("c{} -> n{node} {what}", request.0 >> 32)
             }

@@ -2,7 +2,7 @@
 //! them. Single-threaded and deterministic: one seed, one min-heap keyed by (time, sequence).
 
 mod clients;
-mod clocks;
+pub(crate) mod clocks;
 mod event;
 mod faults;
 mod final_reads;
@@ -143,7 +143,7 @@ pub struct RunCounters {
 }
 
 /// Every name [`rejection_name`] gives (what `[check] rejections_min` may name).
-pub const REJECTION_NAMES: [&str; 11] = [
+pub const REJECTION_NAMES: [&str; 12] = [
     "key-too-large",
     "value-too-large",
     "invalid-consistency",
@@ -155,6 +155,7 @@ pub const REJECTION_NAMES: [&str; 11] = [
     "linearizable-needs-lww",
     "siblings-too-large",
     "out-of-disk-space",
+    "expiry-needs-lww",
 ];
 
 /// A short stable name of a typed rejection, for the summary.
@@ -174,6 +175,7 @@ fn rejection_name(error: &RequestError) -> &'static str {
         RequestError::NotAnInteger => "not-an-integer",
         RequestError::IncrementOverflow => "increment-overflow",
         RequestError::CountersNeedLww => "counters-need-lww",
+        RequestError::ExpiryNeedsLww => "expiry-needs-lww",
     }
 }
 
