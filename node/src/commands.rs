@@ -91,6 +91,17 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// `MULTI`: refused, and the connection then refuses every command until `EXEC` or
+    /// `DISCARD` (see `clients`), so nothing a client queues for a transaction runs.
+    Multi,
+    /// `EXEC` (outside a refused `MULTI`: an error, as in Redis).
+    Exec,
+    /// `DISCARD` (outside a refused `MULTI`: an error, as in Redis).
+    Discard,
+    /// `WATCH key [key ...]`: refused (there are no transactions to make conditional).
+    Watch,
+    /// `UNWATCH`: refused, like `WATCH`.
+    Unwatch,
 }
 
 impl Command {
@@ -298,6 +309,26 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
         }
         "quit" => Ok(Command::Quit),
         "reset" => Ok(Command::Reset),
+        "multi" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Multi)
+        }
+        "exec" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Exec)
+        }
+        "discard" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Discard)
+        }
+        "watch" => {
+            arity(!rest.is_empty())?;
+            Ok(Command::Watch)
+        }
+        "unwatch" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Unwatch)
+        }
         "kv.get" => {
             arity(!rest.is_empty())?;
             let options = parse_options(&rest[1..], false)?;

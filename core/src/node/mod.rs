@@ -10,6 +10,7 @@ mod clock_floor;
 mod coordinator;
 mod data_epoch;
 mod durability;
+mod fail_fast;
 mod gossip;
 mod handover;
 pub mod hints;
@@ -127,6 +128,9 @@ pub struct Node<S: Storage> {
     handover: handover::Handover,
     /// Sends the driver could not queue, by what became of them.
     send_failures: SendFailureStats,
+    /// When each ring member was last heard from directly (any message): evidence that
+    /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
+    heard_from: BTreeMap<NodeId, Instant>,
 }
 
 impl<S: Storage> Node<S> {
@@ -183,6 +187,7 @@ impl<S: Storage> Node<S> {
             tree_rebuild_stats: TreeRebuildStats::default(),
             handover,
             send_failures: SendFailureStats::default(),
+            heard_from: BTreeMap::new(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
@@ -291,6 +296,7 @@ impl<S: Storage> Node<S> {
         self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
+        self.note_heard(from, now.monotonic);
         if matches!(message, Message::CoordinatePut { .. }) {
             // Coordinating it allocates operation ids.
             if let Err(incarnation::Deferred::Message(from, message)) =

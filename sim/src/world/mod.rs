@@ -141,7 +141,7 @@ pub struct RunCounters {
 }
 
 /// Every name [`rejection_name`] gives (what `[check] rejections_min` may name).
-pub const REJECTION_NAMES: [&str; 11] = [
+pub const REJECTION_NAMES: [&str; 12] = [
     "key-too-large",
     "value-too-large",
     "invalid-consistency",
@@ -153,6 +153,7 @@ pub const REJECTION_NAMES: [&str; 11] = [
     "linearizable-needs-lww",
     "siblings-too-large",
     "out-of-disk-space",
+    "replicas-down",
 ];
 
 /// A short stable name of a typed rejection, for the summary.
@@ -169,6 +170,7 @@ fn rejection_name(error: &RequestError) -> &'static str {
         RequestError::LinearizableNeedsLww => "linearizable-needs-lww",
         RequestError::SiblingsTooLarge { .. } => "siblings-too-large",
         RequestError::OutOfDiskSpace => "out-of-disk-space",
+        RequestError::ReplicasDown { .. } => "replicas-down",
     }
 }
 
