@@ -308,6 +308,18 @@ pub enum RequestError {
     /// siblings have no single version an expiry could belong to. (Appended: variants are
     /// encoded by position.)
     ExpiryNeedsLww,
+    /// The failure detector judges so many of the nodes the request needs `Down` (its replicas;
+    /// any ring member for sloppy quorum; per datacenter group for `local_quorum` and
+    /// `each_quorum`) that the others could not be enough: refused at once, before anything was
+    /// sent, instead of waiting out the request timeout. No effect, so a retry is safe. (Last on
+    /// purpose: variants are encoded by position.)
+    ReplicasDown {
+        /// Nodes not judged `Down` that could answer (in the first short group, for the
+        /// datacenter levels).
+        reachable: u8,
+        /// Replies the level requires of them.
+        needed: u8,
+    },
 }
 
 /// The outcome of a client request.

@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::driver::Input;
 use crate::metrics::{Level, Metrics, Operation, Outcome};
 use crate::resp::{CommandParser, Reply, RequestLimits};
+use crate::transaction::TransactionRefusal;
 use bytes::{Buf, Bytes, BytesMut};
 use ringkv_core::command::scan::{ScanCommand, ScanMachine};
 use ringkv_core::command::{Command as CoreCommand, CommandMachine, CommandResult, ValueRead};
@@ -250,6 +251,8 @@ struct Session<'a> {
     protocol: u8,
     authenticated: bool,
     name: Option<Bytes>,
+    /// Inside a refused `MULTI`: every command is refused until `EXEC` or `DISCARD`.
+    transaction: TransactionRefusal,
 }
 
 /// Serves one connection, plaintext or TLS alike: `reader` and `writer` are its two halves.
@@ -272,6 +275,7 @@ where
         protocol: 2,
         authenticated: shared.settings.password.is_none(),
         name: None,
+        transaction: TransactionRefusal::default(),
     };
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut budget = BufferBudget::new(shared);
@@ -599,6 +603,11 @@ fn rejected(e: &RequestError) -> Reply {
             "counters need replication.conflict = \"lww\" and a level of one, quorum, all or a \
              replica count",
         ),
+        RequestError::ReplicasDown { reachable, needed } => Reply::Error(format!(
+            "UNAVAILABLE the failure detector judges the key's replicas down: {reachable} \
+             reachable, {needed} needed; refused before anything was sent, nothing changed; \
+             retry later or through a node that can reach them"
+        )),
     }
 }
 
@@ -644,6 +653,10 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 impl Session<'_> {
     /// Runs one command: its reply, and whether to close the connection after it.
     async fn run(&mut self, args: &[Bytes]) -> (Reply, bool) {
+        // Before parsing: after a refused MULTI even a malformed command gets the refusal.
+        if let Some(reply) = args.first().and_then(|name| self.transaction.screen(name)) {
+            return (reply, false);
+        }
         let command = match commands::parse(args) {
             Ok(command) => command,
             Err(reply) => return (reply, false),
@@ -722,6 +735,7 @@ impl Session<'_> {
                 Err(reply) => reply,
             },
             Command::Reset => {
+                self.transaction.reset();
                 self.protocol = 2;
                 self.name = None;
                 self.authenticated = self.shared.settings.password.is_none();
@@ -778,6 +792,10 @@ impl Session<'_> {
             Command::ClientId => Reply::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             Command::ClientSetInfo => Reply::ok(),
             Command::Quit => Reply::ok(),
+            Command::Multi => self.transaction.multi(),
+            Command::Exec => TransactionRefusal::exec_without_multi(),
+            Command::Discard => TransactionRefusal::discard_without_multi(),
+            Command::Watch | Command::Unwatch => TransactionRefusal::watch(),
             Command::KvGet { key, level } => {
                 self.run_command(CoreCommand::KvGet { key, level }).await
             }
@@ -1088,6 +1106,20 @@ fn command_result(result: CommandResult) -> Reply {
         CommandResult::Value(read) => value_reply(read),
         CommandResult::Count(count) => Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX)),
         CommandResult::Values(reads) => {
+            // A conflict fails the whole MGET: an error inside the array is a value most client
+            // libraries hand back as if it were data (redis-py returns the exception object in
+            // the list), so the caller would never see it fail.
+            if let Some((position, siblings)) =
+                reads.iter().enumerate().find_map(|(i, read)| match read {
+                    ValueRead::Conflict { siblings } => Some((i + 1, *siblings)),
+                    _ => None,
+                })
+            {
+                return Reply::Error(format!(
+                    "CONFLICT key {position} of the MGET has {siblings} concurrent values: \
+                     KV.GET shows them all, and KV.PUT with its CONTEXT resolves them"
+                ));
+            }
             let bytes: usize = reads
                 .iter()
                 .map(|read| match read {

@@ -106,6 +106,17 @@ pub enum Command {
     /// A TTL command (`SET` with an expiry option, `EXPIRE`, `TTL`, `PERSIST`, `GETEX`, ...),
     /// parsed by [`crate::commands_ttl`] straight into core's command.
     Ttl(ringkv_core::command::Command),
+    /// `MULTI`: refused, and the connection then refuses every command until `EXEC` or
+    /// `DISCARD` (see `clients`), so nothing a client queues for a transaction runs.
+    Multi,
+    /// `EXEC` (outside a refused `MULTI`: an error, as in Redis).
+    Exec,
+    /// `DISCARD` (outside a refused `MULTI`: an error, as in Redis).
+    Discard,
+    /// `WATCH key [key ...]`: refused (there are no transactions to make conditional).
+    Watch,
+    /// `UNWATCH`: refused, like `WATCH`.
+    Unwatch,
 }
 
 impl Command {
@@ -339,6 +350,26 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
         }
         "quit" => Ok(Command::Quit),
         "reset" => Ok(Command::Reset),
+        "multi" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Multi)
+        }
+        "exec" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Exec)
+        }
+        "discard" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Discard)
+        }
+        "watch" => {
+            arity(!rest.is_empty())?;
+            Ok(Command::Watch)
+        }
+        "unwatch" => {
+            arity(rest.is_empty())?;
+            Ok(Command::Unwatch)
+        }
         "kv.get" => {
             arity(!rest.is_empty())?;
             let options = parse_options(&rest[1..], false)?;

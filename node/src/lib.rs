@@ -30,6 +30,7 @@ pub mod snapshot;
 pub mod status;
 pub mod storage;
 pub mod tls;
+pub mod transaction;
 
 /// Spawns `task` on the runtime inside the caller's tracing span, so every log line of the node
 /// (all its tasks) carries the `node` span and with it the node id.

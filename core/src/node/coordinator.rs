@@ -281,6 +281,11 @@ impl<S: Storage> Node<S> {
             self.reply(request, ClientReply::Rejected(e));
             return;
         }
+        if let Some(short) = self.replicas_down(&body, linearizable, &replicas, needed) {
+            self.pending_groups = None;
+            self.reply(request, ClientReply::Rejected(short));
+            return;
+        }
         let deadline = now
             .monotonic
             .saturating_add(self.config.cluster.request_timeout());

@@ -10,13 +10,14 @@ use crate::storage::MemStorage;
 use crate::time::{Instant, Now, WallMicros};
 use bytes::Bytes;
 
-const STEP_MS: u64 = 20;
+pub(super) const STEP_MS: u64 = 20;
 
-struct Cluster {
-    nodes: Vec<Node<MemStorage>>,
+/// Nodes with gossip, driven in steps of `STEP_MS` (also used by `fail_fast`'s tests).
+pub(super) struct Cluster {
+    pub(super) nodes: Vec<Node<MemStorage>>,
     /// Nodes that neither send nor receive (crashed, as far as the others can tell).
-    dead: Vec<bool>,
-    replies: Vec<(RequestId, ClientReply)>,
+    pub(super) dead: Vec<bool>,
+    pub(super) replies: Vec<(RequestId, ClientReply)>,
     tick: u64,
 }
 
@@ -31,6 +32,19 @@ fn location(i: u32) -> NodeLocation {
 impl Cluster {
     /// `members` nodes in the initial ring, `spares` more running outside it.
     fn new(members: u32, spares: u32) -> Cluster {
+        let cluster = ClusterConfig {
+            vnodes_per_node: 16,
+            sloppy_quorum: true,
+            // Far beyond the test's horizon: only the failure detector can hand off in time.
+            sloppy_after_ms: 60_000,
+            request_timeout_ms: 120_000,
+            ..ClusterConfig::default()
+        };
+        Cluster::with_config(members, spares, cluster)
+    }
+
+    /// As [`Cluster::new`], every node running `cluster` (its `vnodes_per_node` must be 16).
+    pub(super) fn with_config(members: u32, spares: u32, cluster: ClusterConfig) -> Cluster {
         let membership = MembershipConfig {
             gossip_interval_ms: 50,
             suspect_after_ms: 300,
@@ -49,14 +63,6 @@ impl Cluster {
                     })
                 })
                 .collect(),
-        };
-        let cluster = ClusterConfig {
-            vnodes_per_node: 16,
-            sloppy_quorum: true,
-            // Far beyond the test's horizon: only the failure detector can hand off in time.
-            sloppy_after_ms: 60_000,
-            request_timeout_ms: 120_000,
-            ..ClusterConfig::default()
         };
         let now = Cluster::now_at(0);
         let nodes = (0..members + spares)
@@ -91,12 +97,12 @@ impl Cluster {
         }
     }
 
-    fn now(&self) -> Now {
+    pub(super) fn now(&self) -> Now {
         Cluster::now_at(self.tick)
     }
 
     /// Drains node `i`: sends are delivered at once (FIFO), persists complete at once.
-    fn pump(&mut self, first: usize) {
+    pub(super) fn pump(&mut self, first: usize) {
         let mut queue: VecDeque<usize> = VecDeque::from([first]);
         while let Some(i) = queue.pop_front() {
             while let Some(output) = self.nodes[i].poll_output() {
@@ -121,7 +127,7 @@ impl Cluster {
         }
     }
 
-    fn run_ms(&mut self, ms: u64) {
+    pub(super) fn run_ms(&mut self, ms: u64) {
         for _ in 0..ms / STEP_MS {
             self.tick += 1;
             let now = self.now();

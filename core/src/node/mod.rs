@@ -11,6 +11,7 @@ mod coordinator;
 mod counter;
 mod data_epoch;
 mod durability;
+mod fail_fast;
 mod gossip;
 mod handover;
 pub mod hints;
@@ -131,6 +132,9 @@ pub struct Node<S: Storage> {
     send_failures: SendFailureStats,
     /// The token index of stored keys, for scans and `DBSIZE` (see `scan`).
     scan_index: scan::ScanIndex,
+    /// When each ring member was last heard from directly (any message): evidence that
+    /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
+    heard_from: BTreeMap<NodeId, Instant>,
 }
 
 impl<S: Storage> Node<S> {
@@ -188,6 +192,7 @@ impl<S: Storage> Node<S> {
             handover,
             send_failures: SendFailureStats::default(),
             scan_index: scan::ScanIndex::default(),
+            heard_from: BTreeMap::new(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
@@ -296,6 +301,7 @@ impl<S: Storage> Node<S> {
         self.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
+        self.note_heard(from, now.monotonic);
         if matches!(
             message,
             Message::CoordinatePut { .. } | Message::CoordinateIncrement { .. }

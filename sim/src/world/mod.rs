@@ -143,7 +143,7 @@ pub struct RunCounters {
 }
 
 /// Every name [`rejection_name`] gives (what `[check] rejections_min` may name).
-pub const REJECTION_NAMES: [&str; 12] = [
+pub const REJECTION_NAMES: [&str; 16] = [
     "key-too-large",
     "value-too-large",
     "invalid-consistency",
@@ -155,7 +155,11 @@ pub const REJECTION_NAMES: [&str; 12] = [
     "linearizable-needs-lww",
     "siblings-too-large",
     "out-of-disk-space",
+    "not-an-integer",
+    "increment-overflow",
+    "counters-need-lww",
     "expiry-needs-lww",
+    "replicas-down",
 ];
 
 /// A short stable name of a typed rejection, for the summary.
@@ -176,6 +180,7 @@ fn rejection_name(error: &RequestError) -> &'static str {
         RequestError::IncrementOverflow => "increment-overflow",
         RequestError::CountersNeedLww => "counters-need-lww",
         RequestError::ExpiryNeedsLww => "expiry-needs-lww",
+        RequestError::ReplicasDown { .. } => "replicas-down",
     }
 }
 
