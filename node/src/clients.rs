@@ -550,7 +550,6 @@ fn failure(reply: &ClientReply) -> Reply {
         | ClientReply::ScanPage { .. }
         | ClientReply::KeyCount { .. }
         | ClientReply::Counted { .. }
-
         | ClientReply::FoundExpiring { .. } => Reply::err("unexpected reply kind"),
     }
 }

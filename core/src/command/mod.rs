@@ -33,8 +33,8 @@ use crate::version::{ConflictMode, WriteVersion};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
-pub mod scan;
 pub mod counter;
+pub mod scan;
 pub mod ttl;
 
 pub use ttl::GetExOption;

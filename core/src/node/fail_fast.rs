@@ -174,7 +174,8 @@ mod tests {
         let ring = ids(&[0, 1, 2, 3, 4]);
         let groups = vec![(ids(&[1, 2, 3]), 2), (ids(&[4, 5, 6]), 2)];
         // (need, down nodes, expected shortfall as (reachable, needed))
-        let table: Vec<(Need<'_>, Vec<u32>, Option<(usize, usize)>)> = vec![
+        type Row<'a> = (Need<'a>, Vec<u32>, Option<(usize, usize)>);
+        let table: Vec<Row<'_>> = vec![
             // Strict quorum of 2 of 3.
             (
                 Need::Strict {

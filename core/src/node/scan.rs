@@ -606,6 +606,7 @@ mod tests {
                 nonce: 0,
             },
             value: value.map(Bytes::from_static),
+            expires_at_micros: None,
         })
     }
 

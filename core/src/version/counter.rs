@@ -228,6 +228,7 @@ mod tests {
         Record::Lww(LwwRecord {
             version: version(ts),
             value: value.map(Bytes::from_static),
+            expires_at_micros: None,
         })
     }
 

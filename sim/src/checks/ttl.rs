@@ -156,6 +156,7 @@ mod tests {
             kind,
             value,
             read: Vec::new(),
+            delta: 0,
             version: None,
             context: None,
             acks: 2,
@@ -179,6 +180,7 @@ mod tests {
         let history = History {
             ops,
             commands: Vec::new(),
+            scans: Vec::new(),
         };
         check(&history, clock_error_ms)
     }
