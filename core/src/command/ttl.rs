@@ -161,6 +161,12 @@ impl TtlMachine {
                 ..
             } => Some((value, expires_at_micros, now_micros)),
             ClientReply::NotFound { .. } => None,
+            // A plain `Found` answers a `GetExpiring` only for a record that carries no expiry
+            // a TTL command could rewrite: a counter (counters never expire).
+            ClientReply::Found { mut values, .. } if values.len() == 1 => {
+                self.after_counter_read(values.swap_remove(0));
+                return;
+            }
             other => {
                 self.result = Some(CommandResult::Failed(other));
                 return;
@@ -231,6 +237,37 @@ impl TtlMachine {
             }
         };
         self.stage = Stage::Ready(write, Some(result));
+    }
+
+    /// The read found a counter: it has no expiry to report, keep or remove, and refuses one.
+    fn after_counter_read(&mut self, value: Bytes) {
+        const COUNTERS_NEVER_EXPIRE: &str =
+            "counters never expire: EXPIRE and GETEX with an expiry are refused on a counter key";
+        let result = match &self.op {
+            TtlOp::Ttl { .. } => CommandResult::Integer(-1),
+            TtlOp::Persist => CommandResult::Count(0),
+            TtlOp::GetEx {
+                option: None | Some(GetExOption::Persist),
+            } => CommandResult::Value(ValueRead::Value(value)),
+            TtlOp::Expire { .. } | TtlOp::GetEx { .. } => {
+                CommandResult::Unsupported(COUNTERS_NEVER_EXPIRE)
+            }
+            TtlOp::SetKeepTtl { value } => {
+                // Nothing to keep: an ordinary put replaces the counter.
+                let write = ClientRequest::Put {
+                    key: self.key.clone(),
+                    value: value.clone(),
+                    context: None,
+                    consistency: None,
+                };
+                self.stage = Stage::Ready(write, Some(CommandResult::Done));
+                return;
+            }
+            TtlOp::SetExpiring { .. } | TtlOp::Refuse(_) => {
+                CommandResult::Unsupported("unexpected read")
+            }
+        };
+        self.result = Some(result);
     }
 
     /// The result, once over.
@@ -493,5 +530,37 @@ mod tests {
             vec![(read("k"), unavailable.clone())],
         );
         assert_eq!(result, CommandResult::Failed(unavailable));
+    }
+
+    /// A counter answers `GetExpiring` with a plain `Found` (it has no expiry): TTL reports
+    /// none, PERSIST removes nothing, EXPIRE is refused before anything is written.
+    #[test]
+    fn ttl_commands_on_a_counter_see_no_expiry_and_never_set_one() {
+        let counter = || ClientReply::Found {
+            values: vec![b("12")],
+            context: CausalContext::default(),
+            acks: 2,
+        };
+        let ttl = Command::Ttl {
+            key: b("k"),
+            millis: false,
+        };
+        assert_eq!(
+            run(ttl, vec![(read("k"), counter())]),
+            CommandResult::Integer(-1)
+        );
+        let persist = Command::Persist { key: b("k") };
+        assert_eq!(
+            run(persist, vec![(read("k"), counter())]),
+            CommandResult::Count(0)
+        );
+        let expire = Command::Expire {
+            key: b("k"),
+            expiry: Expiry::AfterMillis(10),
+        };
+        assert!(matches!(
+            run(expire, vec![(read("k"), counter())]),
+            CommandResult::Unsupported(why) if why.contains("counters never expire")
+        ));
     }
 }
