@@ -176,6 +176,45 @@ pub enum ClientRequest {
         /// Level, or the cluster default.
         consistency: Option<Consistency>,
     },
+    /// Write `value` only if the key's current value meets `condition` (`SET NX|XX|GET`,
+    /// `KV.CAS`). Always on the linearizable path, whatever the level (per-key Paxos, see
+    /// `node::paxos`); the reply is `ClientReply::Conditional` and carries the value the
+    /// condition was judged on. (Last on purpose: variants are encoded by position.)
+    Conditional {
+        /// The key.
+        key: Bytes,
+        /// What the current value must be for the write to happen.
+        condition: WriteCondition,
+        /// The value to write (`None`: a delete).
+        value: Option<Bytes>,
+    },
+}
+
+/// The condition of a [`ClientRequest::Conditional`] write, judged on the key's current live
+/// value (a tombstone is absent).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// Always write (`SET ... GET` without `NX`/`XX`): only the previous value is wanted.
+    Always,
+    /// `NX`: only if the key has no live value.
+    Absent,
+    /// `XX`: only if the key has a live value.
+    Present,
+    /// `KV.CAS ... VALUE expected`: only if the live value is exactly these bytes.
+    Equals(Bytes),
+}
+
+impl WriteCondition {
+    /// Whether `current` (the key's live value, `None` if absent) meets the condition. A pure
+    /// policy.
+    pub fn holds(&self, current: Option<&Bytes>) -> bool {
+        match self {
+            WriteCondition::Always => true,
+            WriteCondition::Absent => current.is_none(),
+            WriteCondition::Present => current.is_some(),
+            WriteCondition::Equals(expected) => current == Some(expected),
+        }
+    }
 }
 
 impl ClientRequest {
@@ -184,7 +223,8 @@ impl ClientRequest {
         match self {
             ClientRequest::Get { key, .. }
             | ClientRequest::Put { key, .. }
-            | ClientRequest::Delete { key, .. } => key,
+            | ClientRequest::Delete { key, .. }
+            | ClientRequest::Conditional { key, .. } => key,
         }
     }
 }
@@ -280,6 +320,21 @@ pub enum ClientReply {
     },
     /// Refused before it had any effect.
     Rejected(RequestError),
+    /// A conditional write ended with a known outcome: written durably on a majority
+    /// (`applied`), or known not to have been written because the condition did not hold.
+    /// Either way `previous` is the key's live value the condition was judged on, at a point
+    /// between request and reply (`None`: absent). (Last on purpose: variants are encoded by
+    /// position.)
+    Conditional {
+        /// The condition held and the write is durable on a majority.
+        applied: bool,
+        /// The live value the condition was judged on.
+        previous: Option<Bytes>,
+        /// The version written, when applied.
+        version: Option<WriteVersion>,
+        /// Replicas that acknowledged the last phase durably before the reply.
+        acks: u8,
+    },
 }
 
 #[cfg(test)]

@@ -117,6 +117,10 @@ pub struct ClusterConfig {
     /// (no file setting).
     #[serde(skip)]
     pub unsafe_drop_every_nth_write: u32,
+    /// TEST ONLY: a planted Paxos bug (`simulation` only), so the simulator can show its `cas`
+    /// check catches it (no file setting).
+    #[serde(skip)]
+    pub unsafe_paxos_flaw: crate::node::PaxosFlaw,
 }
 
 impl Default for ClusterConfig {
@@ -152,6 +156,7 @@ impl Default for ClusterConfig {
             simulation: false,
             unsafe_ack_before_persist: false,
             unsafe_skip_write_back: false,
+            unsafe_paxos_flaw: crate::node::PaxosFlaw::None,
             unsafe_drop_every_nth_write: 0,
         }
     }
@@ -343,6 +348,11 @@ impl ClusterConfig {
             !self.unsafe_skip_write_back || self.simulation,
             "unsafe_skip_write_back",
             "exists only to test the simulator's linearizability check",
+        )?;
+        check(
+            self.unsafe_paxos_flaw == crate::node::PaxosFlaw::None || self.simulation,
+            "unsafe_paxos_flaw",
+            "exists only to test the simulator's compare-and-set check",
         )?;
         check(
             self.unsafe_drop_every_nth_write == 0 || self.simulation,

@@ -528,9 +528,10 @@ fn failure(reply: &ClientReply) -> Reply {
              write may or may not take effect"
         )),
         ClientReply::Rejected(e) => rejected(e),
-        ClientReply::Found { .. } | ClientReply::NotFound { .. } | ClientReply::Written { .. } => {
-            Reply::err("unexpected reply kind")
-        }
+        ClientReply::Found { .. }
+        | ClientReply::NotFound { .. }
+        | ClientReply::Written { .. }
+        | ClientReply::Conditional { .. } => Reply::err("unexpected reply kind"),
     }
 }
 
@@ -704,7 +705,15 @@ impl Session<'_> {
                 }
             }
             Command::Get(key) => self.run_command(CoreCommand::Get { key }).await,
-            Command::Set(key, value) => self.run_command(CoreCommand::Set { key, value }).await,
+            Command::Set(key, value) => {
+                let options = ringkv_core::command::SetOptions::default();
+                let command = CoreCommand::Set {
+                    key,
+                    value,
+                    options,
+                };
+                self.run_command(command).await
+            }
             Command::Del(keys) => self.run_command(CoreCommand::Del { keys }).await,
             Command::Exists(keys) => self.run_command(CoreCommand::Exists { keys }).await,
             Command::MGet(keys) => self.run_command(CoreCommand::MGet { keys }).await,
@@ -756,25 +765,70 @@ impl Session<'_> {
                 })
                 .await
             }
+            Command::SetConditional {
+                key,
+                value,
+                options,
+            } => {
+                let get = options.get;
+                let command = CoreCommand::Set {
+                    key,
+                    value,
+                    options,
+                };
+                match self.run_machine(command).await {
+                    Ok(CommandResult::Conditional { applied, previous }) => {
+                        crate::conditional::set_reply(applied, previous, get)
+                    }
+                    Ok(other) => command_result(other),
+                    Err(reply) => reply,
+                }
+            }
+            Command::KvCas {
+                key,
+                expected,
+                value,
+            } => {
+                let command = CoreCommand::KvCas {
+                    key,
+                    expected,
+                    value,
+                };
+                match self.run_machine(command).await {
+                    Ok(CommandResult::Conditional { applied, .. }) => {
+                        crate::conditional::cas_reply(applied)
+                    }
+                    Ok(other) => command_result(other),
+                    Err(reply) => reply,
+                }
+            }
         }
     }
 
     /// Runs a data command through the core's command machine (the one place its consistency
     /// semantics live, which the simulator checks on seeds) and renders its result.
     async fn run_command(&self, command: CoreCommand) -> Reply {
+        match self.run_machine(command).await {
+            Ok(result) => command_result(result),
+            Err(reply) => reply,
+        }
+    }
+
+    /// Runs core's machine for `command` to its result (`Err`: the driver's own failure).
+    async fn run_machine(&self, command: CoreCommand) -> Result<CommandResult, Reply> {
         let mut machine = CommandMachine::new(command, self.shared.settings.cluster.conflict);
         loop {
             if let Some(result) = machine.poll_result() {
-                return command_result(result);
+                return Ok(result);
             }
             let Some(body) = machine.poll_request() else {
                 // Unreachable by the machine's contract (a command not over has a request
                 // ready after each reply); answered, never a panic.
-                return Reply::err("internal error: the command stalled");
+                return Err(Reply::err("internal error: the command stalled"));
             };
             match self.request(body).await {
                 Ok(reply) => machine.handle_reply(reply),
-                Err(reply) => return reply,
+                Err(reply) => return Err(reply),
             }
         }
     }
@@ -785,6 +839,9 @@ impl Session<'_> {
             ClientRequest::Get { consistency, .. } => (Operation::Get, *consistency),
             ClientRequest::Put { consistency, .. } => (Operation::Put, *consistency),
             ClientRequest::Delete { consistency, .. } => (Operation::Delete, *consistency),
+            ClientRequest::Conditional { .. } => {
+                (Operation::Put, Some(ringkv_core::Consistency::Linearizable))
+            }
         };
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
@@ -799,9 +856,9 @@ impl Session<'_> {
             .map_err(|_| gone())?;
         let reply = reply_rx.await.map_err(|_| gone())?;
         let (outcome, acks) = match &reply {
-            ClientReply::Found { acks, .. } | ClientReply::Written { acks, .. } => {
-                (Outcome::Ok, *acks)
-            }
+            ClientReply::Found { acks, .. }
+            | ClientReply::Written { acks, .. }
+            | ClientReply::Conditional { acks, .. } => (Outcome::Ok, *acks),
             ClientReply::NotFound { acks, .. } => (Outcome::NotFound, *acks),
             ClientReply::Unavailable { acks, .. } => (Outcome::Unavailable, *acks),
             ClientReply::Indeterminate { acks, .. } => (Outcome::Indeterminate, *acks),
@@ -892,6 +949,7 @@ impl Session<'_> {
                     || c.unsafe_ack_before_persist
                     || c.unsafe_skip_write_back
                     || c.unsafe_drop_every_nth_write != 0
+                    || c.unsafe_paxos_flaw != ringkv_core::node::PaxosFlaw::None
                 {
                     "on"
                 } else {
@@ -1022,6 +1080,10 @@ fn command_result(result: CommandResult) -> Reply {
             (Reply::text("acks"), Reply::Integer(i64::from(acks))),
         ]),
         CommandResult::Failed(reply) => failure(&reply),
+        // Conditional commands render their own result (see `conditional`).
+        CommandResult::Conditional { applied, previous } => {
+            crate::conditional::set_reply(applied, previous, false)
+        }
     }
 }
 

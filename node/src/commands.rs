@@ -91,6 +91,24 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// `SET key value [NX|XX] [GET]` (see `conditional`).
+    SetConditional {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// The options given.
+        options: ringkv_core::command::SetOptions,
+    },
+    /// `KV.CAS key ABSENT new` / `KV.CAS key VALUE expected new` (see `conditional`).
+    KvCas {
+        /// The key.
+        key: Bytes,
+        /// The live value the key must hold; `None`: it must have none.
+        expected: Option<Bytes>,
+        /// The value to write.
+        value: Bytes,
+    },
 }
 
 impl Command {
@@ -158,6 +176,7 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("kv.get", -2, &["readonly"], 1, 1, 1),
     ("kv.put", -3, &["write", "denyoom"], 1, 1, 1),
     ("kv.del", -2, &["write"], 1, 1, 1),
+    ("kv.cas", -4, &["write", "denyoom"], 1, 1, 1),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -210,15 +229,9 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
         }
         "set" => {
             arity(rest.len() >= 2)?;
-            if let Some(option) = rest.get(2) {
-                return Err(Reply::err(format!(
-                    "SET option '{}' is not supported by ringkv (no expiry or conditional \
-                     writes); use plain SET key value, or KV.PUT with a CONTEXT",
-                    upper(option)
-                )));
-            }
-            Ok(Command::Set(rest[0].clone(), rest[1].clone()))
+            crate::conditional::parse_set(rest)
         }
+        "kv.cas" => crate::conditional::parse_kv_cas(rest),
         "del" | "unlink" => {
             arity(!rest.is_empty())?;
             Ok(Command::Del(rest.to_vec()))
@@ -504,8 +517,9 @@ mod tests {
 
     #[test]
     fn bad_commands_get_clear_errors() {
-        assert!(error_text(cmd(&["set", "k", "v", "NX"])).contains("'NX' is not supported"));
-        assert!(error_text(cmd(&["set", "k", "v", "EX", "10"])).contains("'EX'"));
+        assert!(error_text(cmd(&["set", "k", "v", "NX", "XX"])).contains("syntax error"));
+        assert!(error_text(cmd(&["set", "k", "v", "EX", "10"])).contains("EX"));
+        assert!(error_text(cmd(&["kv.cas", "k", "old", "new"])).contains("ABSENT or VALUE"));
         assert!(error_text(cmd(&["get"])).contains("wrong number of arguments for 'get'"));
         assert!(error_text(cmd(&["mset", "a"])).contains("wrong number"));
         assert!(error_text(cmd(&["flushall"])).contains("unknown command 'flushall'"));

@@ -13,6 +13,7 @@ pub mod admin_auth;
 pub mod clients;
 pub mod clock;
 pub mod commands;
+pub mod conditional;
 pub mod config;
 pub mod driver;
 pub mod http;

@@ -1,6 +1,6 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
-use crate::checks::{convergence, durability, linearizable, siblings, Verdict};
+use crate::checks::{cas, convergence, durability, linearizable, siblings, Verdict};
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
 use crate::scenario::Scenario;
@@ -127,6 +127,17 @@ pub fn run_seed(
             Verdict::Skipped("disabled by the scenario".into())
         },
     ));
+    if scenario.check.cas {
+        // Listed only when enabled, so the summaries of scenarios without it stay as they were.
+        let title = format!("{} seed {seed}", scenario.name);
+        let result = cas::check_history(&world.history, &world.cas_steps, world.workload(), &title);
+        timeline = timeline.or(result.timeline);
+        html = html.or(result.html);
+        checks.push((
+            "cas",
+            enough(result.verdict, result.applied, ok_min, "applied cas"),
+        ));
+    }
     if scenario.check.siblings {
         // Listed only when enabled, so the summaries of scenarios without it stay as they were.
         checks.push((

@@ -88,6 +88,10 @@ pub struct ClusterSpec {
     /// TEST ONLY: every replica ignores every n-th write it receives (0 = never).
     #[serde(default)]
     pub unsafe_drop_every_nth_write: u32,
+    /// TEST ONLY: a planted Paxos bug (`accept-lower-ballot`, `skip-replay`), so the `cas`
+    /// check can be shown to catch it.
+    #[serde(default)]
+    pub unsafe_paxos_flaw: ringkv_core::node::PaxosFlaw,
     /// The core's cluster settings (`n`, `r`, `w`, `consistency`, `conflict`, timeouts, hint,
     /// repair and size limits); see [`ClusterConfig`] for each one and its default.
     #[serde(flatten)]
@@ -215,6 +219,11 @@ pub struct WorkloadSpec {
     /// key, if any); the rest are plain `GET`, `SET` and `DEL`.
     #[serde(default = "default_kv_fraction")]
     pub kv_fraction: f64,
+    /// With `interface = "requests"`: the fraction of puts sent as a compare-and-set
+    /// (`ClientRequest::Conditional`) expecting the value the client last saw for the key (a
+    /// client that saw none sends a plain put). Default 0: nothing extra is drawn from the seed.
+    #[serde(default)]
+    pub cas_fraction: f64,
 }
 
 /// One `[[fault]]`: `at_ms` and exactly one action.
@@ -344,6 +353,10 @@ pub struct CheckSpec {
     /// The history is linearizable (checkers issue).
     #[serde(default)]
     pub linearizable: bool,
+    /// The history of reads, writes and compare-and-sets is linearizable against the checker's
+    /// `cas-register` model (`checks::cas`); listed in the summary only when enabled.
+    #[serde(default)]
+    pub cas: bool,
     /// Replicas converge after the liveness phase (checkers issue).
     #[serde(default)]
     pub convergence: bool,
@@ -369,6 +382,7 @@ impl Default for CheckSpec {
         CheckSpec {
             durability: true,
             linearizable: false,
+            cas: false,
             convergence: false,
             siblings: false,
             ok_operations_min: None,
@@ -661,6 +675,11 @@ impl Scenario {
             "must be \"requests\" or \"commands\"",
         )?;
         ensure(
+            (0.0..=1.0).contains(&w.cas_fraction),
+            "workload.cas_fraction",
+            "must be in [0, 1]",
+        )?;
+        ensure(
             (0.0..=1.0).contains(&w.kv_fraction),
             "workload.kv_fraction",
             "must be in [0, 1]",
@@ -874,6 +893,7 @@ impl Scenario {
             unsafe_ack_before_persist: c.unsafe_ack_before_persist,
             unsafe_skip_write_back: c.unsafe_skip_write_back,
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,
+            unsafe_paxos_flaw: c.unsafe_paxos_flaw,
             ..c.config.clone()
         };
         config.validate()?;

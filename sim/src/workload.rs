@@ -40,6 +40,7 @@ pub struct Workload {
     /// Clients run commands through core's command machines (`interface = "commands"`).
     commands: bool,
     kv_fraction: f64,
+    cas_fraction: f64,
     conflict: ConflictMode,
 }
 
@@ -76,6 +77,7 @@ impl Workload {
             next_value_id: 1,
             commands: w.interface == "commands",
             kv_fraction: w.kv_fraction,
+            cas_fraction: w.cas_fraction,
             conflict: scenario.cluster.config.conflict,
         }
     }
@@ -112,6 +114,12 @@ impl Workload {
         } else {
             OpKind::Put
         }
+    }
+
+    /// Whether a put becomes a compare-and-set (`workload.cas_fraction`); draws nothing from
+    /// the seed when that fraction is 0, so other scenarios' runs are unchanged.
+    pub fn draw_cas(&self, rng: &mut impl Rng) -> bool {
+        self.cas_fraction > 0.0 && rng.gen_bool(self.cas_fraction)
     }
 
     /// True if clients issue commands through core's command machines rather than requests.

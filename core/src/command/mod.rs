@@ -28,6 +28,8 @@ use crate::version::{ConflictMode, WriteVersion};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+pub mod conditional;
+
 /// A client command, parsed by a driver from its own protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -36,12 +38,14 @@ pub enum Command {
         /// The key.
         key: Bytes,
     },
-    /// `SET key value`.
+    /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
     Set {
         /// The key.
         key: Bytes,
         /// The value.
         value: Bytes,
+        /// The options beyond key and value.
+        options: SetOptions,
     },
     /// `DEL key [key ...]`.
     Del {
@@ -90,6 +94,45 @@ pub enum Command {
         /// The context of the read this delete follows.
         context: Option<CausalContext>,
     },
+    /// `KV.CAS key ABSENT new` / `KV.CAS key VALUE expected new`: a compare-and-set (see
+    /// `conditional`).
+    KvCas {
+        /// The key.
+        key: Bytes,
+        /// The live value the key must hold; `None`: the key must have none.
+        expected: Option<Bytes>,
+        /// The value to write.
+        value: Bytes,
+    },
+}
+
+/// The options of `SET` beyond key and value.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SetOptions {
+    /// `EX`/`PX`/`EXAT`/`PXAT`: when the value expires; `None`: never (or `KEEPTTL`).
+    pub expiry: Option<Expiry>,
+    /// `KEEPTTL`: keep the expiry the key already has.
+    pub keep_ttl: bool,
+    /// `NX`/`XX`: write only if the key is absent / present (linearizable path).
+    pub condition: Option<SetCondition>,
+    /// `GET`: reply with the value the key held before (linearizable path).
+    pub get: bool,
+}
+/// When a value expires, as the client gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// `EX`/`PX`: this many milliseconds after the write.
+    AfterMillis(u64),
+    /// `EXAT`/`PXAT`: at this Unix time in milliseconds.
+    AtUnixMillis(u64),
+}
+/// `SET NX` / `SET XX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetCondition {
+    /// `NX`: only if the key has no live value.
+    Absent,
+    /// `XX`: only if the key has a live value.
+    Present,
 }
 
 impl Command {
@@ -105,6 +148,7 @@ impl Command {
             Command::KvGet { .. } => "KV.GET",
             Command::KvPut { .. } => "KV.PUT",
             Command::KvDel { .. } => "KV.DEL",
+            Command::KvCas { .. } => "KV.CAS",
         }
     }
 }
@@ -164,6 +208,14 @@ pub enum CommandResult {
     /// reply of the wrong kind), which ended the command. An `Indeterminate` write may still take
     /// effect; the driver reports it as such.
     Failed(ClientReply),
+    /// A conditional `SET` or `KV.CAS` (see `conditional`): whether it wrote, and the live value
+    /// its condition was judged on.
+    Conditional {
+        /// The condition held and the write is durable on a majority.
+        applied: bool,
+        /// The live value before (`None`: absent).
+        previous: Option<Bytes>,
+    },
 }
 
 /// What the machine does with one key.
@@ -189,6 +241,11 @@ enum Step {
     KvDel {
         level: Option<Consistency>,
         context: Option<CausalContext>,
+    },
+    /// One conditional write (always the linearizable path).
+    Conditional {
+        condition: crate::client::WriteCondition,
+        value: Bytes,
     },
 }
 
@@ -241,7 +298,31 @@ impl CommandMachine {
     pub fn new(command: Command, conflict: ConflictMode) -> Self {
         let (kind, steps): (ResultKind, Vec<(Bytes, Step)>) = match command {
             Command::Get { key } => (ResultKind::Value, vec![(key, Step::Read)]),
-            Command::Set { key, value } => (ResultKind::Done, vec![(key, Step::Set { value })]),
+            Command::Set {
+                key,
+                value,
+                options,
+            } => match conditional::set_condition(&options) {
+                Some(condition) => (
+                    ResultKind::Single,
+                    vec![(key, Step::Conditional { condition, value })],
+                ),
+                None => (ResultKind::Done, vec![(key, Step::Set { value })]),
+            },
+            Command::KvCas {
+                key,
+                expected,
+                value,
+            } => (
+                ResultKind::Single,
+                vec![(
+                    key,
+                    Step::Conditional {
+                        condition: conditional::cas_condition(expected),
+                        value,
+                    },
+                )],
+            ),
             Command::Del { keys } => (
                 ResultKind::Count,
                 keys.into_iter().map(|k| (k, Step::Delete)).collect(),
@@ -315,7 +396,9 @@ impl CommandMachine {
         let request = request.clone();
         let role = match request {
             ClientRequest::Get { .. } => RequestRole::Read,
-            ClientRequest::Put { .. } | ClientRequest::Delete { .. } => RequestRole::Write,
+            ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }
+            | ClientRequest::Conditional { .. } => RequestRole::Write,
         };
         *stage = Stage::Waiting(role);
         self.check_invariants();
@@ -411,6 +494,16 @@ impl CommandMachine {
                 self.result = Some(CommandResult::Written { version, acks });
                 self.start_next();
             }
+            (
+                RequestRole::Write,
+                Step::Conditional { .. },
+                ClientReply::Conditional {
+                    applied, previous, ..
+                },
+            ) => {
+                self.result = Some(CommandResult::Conditional { applied, previous });
+                self.start_next();
+            }
             // Anything else ends the command: a failure, or a reply of the wrong kind.
             (_, _, reply) => {
                 self.steps.clear();
@@ -460,7 +553,9 @@ impl CommandMachine {
             let write = !matches!(request, ClientRequest::Get { .. });
             match step {
                 Step::Read | Step::Exists | Step::KvGet { .. } => assert!(!write),
-                Step::KvPut { .. } | Step::KvDel { .. } => assert!(write),
+                Step::KvPut { .. } | Step::KvDel { .. } | Step::Conditional { .. } => {
+                    assert!(write)
+                }
                 Step::Set { .. } | Step::Delete => {}
             }
         }
@@ -512,6 +607,11 @@ impl CommandMachine {
                 key: key.clone(),
                 context: context.clone(),
                 consistency: *level,
+            },
+            Step::Conditional { condition, value } => ClientRequest::Conditional {
+                key: key.clone(),
+                condition: condition.clone(),
+                value: Some(value.clone()),
             },
         };
         self.current = Some((key, step, Stage::Ready(request)));

@@ -109,6 +109,7 @@ fn set_in_lww_mode_is_one_put_without_context() {
     let set = Command::Set {
         key: b("k"),
         value: b("v"),
+        options: SetOptions::default(),
     };
     assert_eq!(
         run(set, ConflictMode::Lww, vec![(put, written())]),
@@ -128,6 +129,7 @@ fn set_in_vector_clock_mode_writes_with_the_context_of_its_read() {
     let set = Command::Set {
         key: b("k"),
         value: b("v"),
+        options: SetOptions::default(),
     };
     let result = run(
         set.clone(),

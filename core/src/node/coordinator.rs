@@ -152,6 +152,8 @@ pub(super) enum Operation {
     Read(ReadOperation),
     Write(WriteOperation),
     Forward(ForwardOperation),
+    /// A conditional or linearizable write's Paxos round (see `paxos`).
+    Paxos(Box<super::paxos::PaxosOperation>),
 }
 
 impl Operation {
@@ -175,6 +177,7 @@ impl Operation {
                 assert!(w.acked.iter().all(|a| w.replicas.contains(a)));
             }
             Operation::Forward(f) => assert!(f.attempt < f.candidates.len()),
+            Operation::Paxos(p) => p.check_invariants(),
         }
     }
 }
@@ -191,6 +194,9 @@ impl<S: Storage> Node<S> {
             ClientRequest::Put { consistency, .. } | ClientRequest::Delete { consistency, .. } => {
                 (*consistency, cluster.w)
             }
+            // Conditional writes take the linearizable path whatever the level (as Cassandra's
+            // IF NOT EXISTS always uses Paxos).
+            ClientRequest::Conditional { .. } => (Some(Consistency::Linearizable), cluster.w),
         };
         let n = cluster.n;
         let Some(needed) = level
@@ -242,13 +248,29 @@ impl<S: Storage> Node<S> {
             .monotonic
             .saturating_add(self.config.cluster.request_timeout());
         if linearizable {
-            let purpose = match body {
-                ClientRequest::Get { .. } => ReadPurpose::LinearizableRead,
-                ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
+            // Writes at this level are Paxos rounds, so a compare-and-set is never interleaved
+            // with a plain write (see `paxos`); reads stay ABD.
+            let intent = match body {
+                ClientRequest::Get { .. } => None,
+                ClientRequest::Put { ref value, .. } => Some(super::paxos::Intent::Plain {
                     value: Some(value.clone()),
-                },
-                ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite { value: None },
+                }),
+                ClientRequest::Delete { .. } => Some(super::paxos::Intent::Plain { value: None }),
+                ClientRequest::Conditional {
+                    ref condition,
+                    ref value,
+                    ..
+                } => Some(super::paxos::Intent::Conditional {
+                    condition: condition.clone(),
+                    value: value.clone(),
+                }),
             };
+            if let Some(intent) = intent {
+                let key = body.key().clone();
+                self.start_paxos(now, request, key, intent, needed, replicas, deadline);
+                return;
+            }
+            let purpose = ReadPurpose::LinearizableRead;
             let key = body.key().clone();
             self.handover_activate();
             let epoch = Some(self.handover.epoch());
@@ -283,6 +305,8 @@ impl<S: Storage> Node<S> {
             ClientRequest::Delete { key, context, .. } => {
                 self.start_write(now, request, key, None, context, needed, replicas, deadline)
             }
+            // Always linearizable, handled above.
+            ClientRequest::Conditional { .. } => {}
         }
     }
 
@@ -299,7 +323,12 @@ impl<S: Storage> Node<S> {
         if key.starts_with(super::hints::RESERVED_PREFIX) {
             return Err(RequestError::ReservedKey);
         }
-        if let ClientRequest::Put { value, .. } = body {
+        let value = match body {
+            ClientRequest::Put { value, .. } => Some(value),
+            ClientRequest::Conditional { value, .. } => value.as_ref(),
+            _ => None,
+        };
+        if let Some(value) = value {
             if value.len() > cluster.value_bytes_max {
                 return Err(RequestError::ValueTooLarge {
                     bytes: value.len(),
@@ -313,7 +342,7 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
-    fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
+    pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
         if let Some(groups) = self.pending_groups.take() {
             self.op_groups.insert(op, groups);
         }
@@ -321,7 +350,7 @@ impl<S: Storage> Node<S> {
         self.deadlines.insert((deadline, op));
     }
 
-    fn untrack(&mut self, op: OperationId) -> Option<Operation> {
+    pub(super) fn untrack(&mut self, op: OperationId) -> Option<Operation> {
         self.untrack_with_deadline(op)
             .map(|(_, operation)| operation)
     }
@@ -764,6 +793,13 @@ impl<S: Storage> Node<S> {
         result: Result<(), ReplicaError>,
     ) {
         if self.on_hint_replay_reply(from, op, key_digest, result.is_ok()) {
+            return;
+        }
+        let now = Now {
+            monotonic: self.last_monotonic,
+            wall: self.last_wall,
+        };
+        if self.paxos_on_write_reply(now, from, op, key_digest, result.clone()) {
             return;
         }
         let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
@@ -1305,6 +1341,7 @@ impl<S: Storage> Node<S> {
                     self.finish_write(write.origin, write.needed, outcome);
                 }
             }
+            Operation::Paxos(paxos) => self.paxos_deadline(now, op, *paxos),
             Operation::Forward(mut forward) => {
                 if forward.attempt + 1 < forward.candidates.len()
                     && now.monotonic < forward.deadline

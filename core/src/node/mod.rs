@@ -15,6 +15,7 @@ mod handover;
 pub mod hints;
 mod incarnation;
 mod output;
+mod paxos;
 mod replica;
 mod send_failure;
 mod tree_rebuild;
@@ -26,6 +27,7 @@ pub use gossip::{AdminError, MEMBERSHIP_KEY};
 pub use handover::{ring_epoch, HandoverStats, HANDOVER_KEY};
 pub use incarnation::INCARNATION_KEY;
 pub use output::{NodeEvent, Output, PersistToken};
+pub use paxos::{PaxosFlaw, PaxosState, PAXOS_PREFIX};
 pub use send_failure::{SendFailureClass, SendFailureStats};
 pub use tree_rebuild::TreeRebuildStats;
 
@@ -127,6 +129,8 @@ pub struct Node<S: Storage> {
     handover: handover::Handover,
     /// Sends the driver could not queue, by what became of them.
     send_failures: SendFailureStats,
+    /// Paxos replies waiting for their state to be durable (see `paxos`).
+    paxos_replies: paxos::PaxosReplies,
 }
 
 impl<S: Storage> Node<S> {
@@ -183,6 +187,7 @@ impl<S: Storage> Node<S> {
             tree_rebuild_stats: TreeRebuildStats::default(),
             handover,
             send_failures: SendFailureStats::default(),
+            paxos_replies: paxos::PaxosReplies::default(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
@@ -362,6 +367,36 @@ impl<S: Storage> Node<S> {
             Message::HandoverPage { epoch, start, page } => {
                 self.on_handover_page(from, epoch, start, page)
             }
+            Message::PaxosPrepare {
+                op,
+                key,
+                ballot,
+                epoch,
+            } => self.serve_paxos_prepare(from, op, key, ballot, epoch),
+            Message::PaxosPromise {
+                op,
+                key_digest,
+                result,
+            } => self.on_paxos_promise(from, op, key_digest, result),
+            Message::PaxosPropose {
+                op,
+                key,
+                ballot,
+                proposal,
+                epoch,
+            } => self.serve_paxos_propose(from, op, key, ballot, proposal, epoch),
+            Message::PaxosAccept {
+                op,
+                key_digest,
+                result,
+            } => self.on_paxos_accept(from, op, key_digest, result),
+            Message::PaxosCommit {
+                op,
+                key,
+                ballot,
+                record,
+                epoch,
+            } => self.serve_paxos_commit(from, op, key, ballot, record, epoch),
         }
     }
 

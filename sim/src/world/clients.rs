@@ -7,13 +7,14 @@
 
 use super::event::ClientResponse;
 use super::{Event, Phase, World};
+use crate::checks::cas::CasStep;
 use crate::history::{
     CommandOutcome, CommandRecord, CommandResultKind, HistoryOp, OpKind, OpOutcome,
 };
 use crate::workload::{value_id, CommandKind};
 use rand::Rng;
-use ringkv_core::command::{Command, CommandMachine, CommandResult, ValueRead};
-use ringkv_core::{ClientReply, ClientRequest, RequestId};
+use ringkv_core::command::{Command, CommandMachine, CommandResult, SetOptions, ValueRead};
+use ringkv_core::{ClientReply, ClientRequest, RequestId, WriteCondition};
 
 /// A client command in progress (`workload.interface = "commands"`).
 #[derive(Debug)]
@@ -58,11 +59,28 @@ impl World {
             },
             OpKind::Put => {
                 let (_, bytes) = self.workload.draw_value(&mut self.workload_rng);
-                ClientRequest::Put {
-                    key,
-                    value: bytes,
-                    context,
-                    consistency: None,
+                let cas = self.workload.draw_cas(&mut self.workload_rng);
+                let seen = self.clients[client as usize].seen.get(&key_index);
+                match (cas, seen) {
+                    (true, Some(expected)) => {
+                        let step = CasStep {
+                            expected: value_id(expected),
+                            applied: None,
+                            value: bytes.clone(),
+                        };
+                        self.cas_steps.insert(self.history.ops.len(), step);
+                        ClientRequest::Conditional {
+                            key,
+                            condition: WriteCondition::Equals(expected.clone()),
+                            value: Some(bytes),
+                        }
+                    }
+                    _ => ClientRequest::Put {
+                        key,
+                        value: bytes,
+                        context,
+                        consistency: None,
+                    },
                 }
             }
             OpKind::Delete => ClientRequest::Delete {
@@ -107,6 +125,10 @@ impl World {
                 (OpKind::Put, value_id(value), context.clone())
             }
             ClientRequest::Delete { context, .. } => (OpKind::Delete, 0, context.clone()),
+            // Recorded as a put of its new value; `cas_steps` holds what it expected.
+            ClientRequest::Conditional { value, .. } => {
+                (OpKind::Put, value.as_deref().map_or(0, value_id), None)
+            }
         };
         let index = self.history.ops.len();
         self.history.ops.push(HistoryOp {
@@ -176,7 +198,11 @@ impl World {
                         level: None,
                         context,
                     },
-                    _ => Command::Set { key, value },
+                    _ => Command::Set {
+                        key,
+                        value,
+                        options: SetOptions::default(),
+                    },
                 }
             }
         };
@@ -237,6 +263,8 @@ impl World {
             CommandResult::Failed(reply) => CommandResultKind::Failed {
                 indeterminate: matches!(reply, ClientReply::Indeterminate { .. }),
             },
+            CommandResult::Conditional { applied: true, .. } => CommandResultKind::Written,
+            CommandResult::Conditional { applied: false, .. } => CommandResultKind::Done,
         };
         self.history.commands[record].outcome = CommandOutcome::Result(kind);
         self.clients[client as usize].command = None;
@@ -310,6 +338,7 @@ impl World {
                 .contexts
                 .insert(key, context.clone());
         }
+        self.remember_seen(client, index, &reply);
         let op = &mut self.history.ops[index];
         op.complete_ns = Some(self.now);
         let for_command = match &reply {
@@ -348,6 +377,25 @@ impl World {
                     op.acks = acks;
                 }
                 ClientReply::Rejected(_) => op.outcome = OpOutcome::Failed,
+                ClientReply::Conditional {
+                    applied,
+                    previous,
+                    version,
+                    acks,
+                } => {
+                    // Not applied: known to have had no effect (`checks::cas` reads why).
+                    op.outcome = if applied {
+                        OpOutcome::Ok
+                    } else {
+                        OpOutcome::Failed
+                    };
+                    op.acks = acks;
+                    op.version = version;
+                    op.read = previous.iter().map(|v| value_id(v)).collect();
+                    if let Some(step) = self.cas_steps.get_mut(&index) {
+                        step.applied = Some(applied);
+                    }
+                }
             },
         }
         if !in_command {
@@ -361,6 +409,38 @@ impl World {
             }
             // Refused by every node: the command cannot go on.
             _ => self.command_abandon(client),
+        }
+    }
+
+    /// What a reply tells its client about the key's live value, for the client's next
+    /// compare-and-set of it (`workload.cas_fraction`; requests interface only).
+    fn remember_seen(&mut self, client: u32, index: usize, reply: &ClientResponse) {
+        if self.history.ops[index].command.is_some() {
+            return;
+        }
+        let key = self.history.ops[index].key;
+        let now_holds = match reply {
+            ClientResponse::Reply(ClientReply::Found { values, .. }) if values.len() == 1 => {
+                Some(values.first().cloned())
+            }
+            ClientResponse::Reply(ClientReply::NotFound { .. }) => Some(None),
+            ClientResponse::Reply(ClientReply::Conditional {
+                applied, previous, ..
+            }) => match (applied, self.cas_steps.get(&index)) {
+                (true, Some(step)) => Some(Some(step.value.clone())),
+                _ => Some(previous.clone()),
+            },
+            _ => None,
+        };
+        let seen = &mut self.clients[client as usize].seen;
+        match now_holds {
+            Some(Some(value)) => {
+                seen.insert(key, value);
+            }
+            Some(None) => {
+                seen.remove(&key);
+            }
+            None => {}
         }
     }
 

@@ -23,6 +23,7 @@ use crate::fingerprint::Fingerprint;
 use crate::history::History;
 use crate::scenario::Scenario;
 use crate::workload::Workload;
+use bytes::Bytes;
 use event::{ClientResponse, Scheduled};
 use final_reads::FINAL_READER;
 use rand::{Rng, SeedableRng};
@@ -97,6 +98,9 @@ struct Client {
     refusals: u32,
     /// The command in progress (`workload.interface = "commands"`).
     command: Option<clients::RunningCommand>,
+    /// The live value this client last saw for each key (reads, compare-and-sets): what its
+    /// next compare-and-set of the key expects (`workload.cas_fraction`).
+    seen: BTreeMap<u32, Bytes>,
 }
 
 /// Which phase the run is in.
@@ -210,6 +214,8 @@ pub struct World {
     disk_rng: ChaCha8Rng,
     /// The history every client recorded.
     pub history: History,
+    /// What the history does not say about its compare-and-sets, by op index (`checks::cas`).
+    pub cas_steps: BTreeMap<usize, crate::checks::cas::CasStep>,
     /// The fingerprint of every event so far.
     pub fingerprint: Fingerprint,
     /// Counters.
@@ -332,6 +338,7 @@ impl World {
                     contexts: BTreeMap::new(),
                     refusals: 0,
                     command: None,
+                    seen: BTreeMap::new(),
                 })
                 .collect(),
             workload: Workload::new(scenario),
@@ -357,6 +364,7 @@ impl World {
             workload_rng: stream(seed, Stream::Workload),
             disk_rng: stream(seed, Stream::Disk),
             history: History::default(),
+            cas_steps: BTreeMap::new(),
             fingerprint: Fingerprint::default(),
             counters: RunCounters::default(),
             drawn,
