@@ -135,7 +135,7 @@ pub fn run_seed(
         html = html.or(result.html);
         checks.push((
             "cas",
-            enough(result.verdict, result.applied, ok_min, "applied cas"),
+            enough(result.verdict, ok_operations, ok_min, "ok operations"),
         ));
     }
     if scenario.check.siblings {

@@ -46,13 +46,9 @@ pub(super) enum Origin {
 pub(super) enum ReadPurpose {
     /// A plain read at one/quorum/all: answer with the merge of R replies.
     Plain,
-    /// ABD read, query phase: then write the newest version back to a majority.
+    /// ABD read, query phase: then write the newest version back to a majority. (Writes at
+    /// the linearizable level are Paxos rounds, see `paxos`.)
     LinearizableRead,
-    /// ABD write, query phase: then write a strictly higher version to a majority.
-    LinearizableWrite {
-        /// The value to write, `None` for a delete.
-        value: Option<Bytes>,
-    },
 }
 
 /// A read waiting for replica replies.
@@ -571,40 +567,6 @@ impl<S: Storage> Node<S> {
                 };
                 self.launch_write(write, deadline);
             }
-            ReadPurpose::LinearizableWrite { value } => {
-                let highest = match &read.merged {
-                    Some(Record::Lww(r)) => Some(r.version),
-                    _ => None,
-                };
-                let stamp = self.stamp(self.last_wall);
-                let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
-                self.clock.observe(timestamp_micros);
-                self.raise_clock_floor(timestamp_micros);
-                let version = LwwVersion {
-                    timestamp_micros,
-                    node: self.id,
-                    nonce: self.rng.gen(),
-                };
-                let write = WriteOperation {
-                    origin: Origin::Client(read.request),
-                    key: read.key,
-                    record: Record::Lww(LwwRecord { version, value }),
-                    version: WriteVersion::Lww(version),
-                    needed: read.needed,
-                    replicas: read.replica_ids,
-                    acked: Vec::new(),
-                    failed: 0,
-                    refused: Vec::new(),
-                    storage_failed: false,
-                    refused_busy: 0,
-                    copies_doubled: false,
-                    out_of_space: false,
-                    fanned_out: false,
-                    sloppy: None,
-                    epoch: read.epoch,
-                };
-                self.launch_write(write, deadline);
-            }
         }
     }
 
@@ -799,7 +761,7 @@ impl<S: Storage> Node<S> {
             monotonic: self.last_monotonic,
             wall: self.last_wall,
         };
-        if self.paxos_on_write_reply(now, from, op, key_digest, result.clone()) {
+        if self.paxos_on_write_reply(now, from, op, key_digest, result) {
             return;
         }
         let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {

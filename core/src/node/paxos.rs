@@ -443,6 +443,7 @@ impl<S: Storage> Node<S> {
             }
         };
         let Some(promised) = promise(&state, ballot) else {
+            // Sent once the higher promise it names is durable (see `serve_paxos_propose`).
             let reply = Message::PaxosPromise {
                 op,
                 key_digest,
@@ -454,7 +455,7 @@ impl<S: Storage> Node<S> {
                     record: None,
                 }),
             };
-            return self.paxos_respond(from, reply);
+            return self.paxos_reply_when_durable(from, reply);
         };
         let staged = if promised == state {
             Ok(())
@@ -503,8 +504,16 @@ impl<S: Storage> Node<S> {
             Err(e) => return self.paxos_respond(from, reply(Err(e))),
         };
         let flaw = self.config.cluster.unsafe_paxos_flaw;
+        if state.accepted.as_ref().is_some_and(|(b, _)| *b == ballot) {
+            // A duplicate of a proposal already accepted: say so (once durable), never "refused",
+            // which the proposer takes as proof that nothing was accepted here.
+            return self.paxos_reply_when_durable(from, reply(Ok(true)));
+        }
         let Some(accepted) = accept(&state, ballot, &proposal, flaw) else {
-            return self.paxos_respond(from, reply(Ok(false)));
+            // Refused on a promise that may still be only staged: the refusal leaves once it is
+            // durable, so a crash cannot forget the promise after the proposer took the refusal
+            // as final (a late duplicate of the proposal could then be accepted).
+            return self.paxos_reply_when_durable(from, reply(Ok(false)));
         };
         match self.stage_paxos_state(&key, &accepted) {
             Ok(()) => self.paxos_reply_when_durable(from, reply(Ok(true))),

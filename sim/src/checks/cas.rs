@@ -44,8 +44,6 @@ pub struct CasResult {
     pub timeline: Option<String>,
     /// A self-contained HTML page of the failing window.
     pub html: Option<String>,
-    /// Compare-and-sets that applied, for the summary.
-    pub applied: u64,
 }
 
 /// Converts the simulator's history for the checker; `Err` names what the model cannot judge.
@@ -128,7 +126,6 @@ pub fn check_history(
         verdict: Verdict::Fail(why),
         timeline: None,
         html: None,
-        applied,
     };
     let converted = match to_checker_history(history, steps, workload) {
         Ok(converted) => converted,
@@ -152,13 +149,11 @@ pub fn check_history(
             )),
             timeline: None,
             html: None,
-            applied,
         },
         CheckerVerdict::NotLinearizable { key, violation } => CasResult {
             verdict: Verdict::Fail(format!("key {key}: {}", violation.explanation)),
             timeline: Some(ringkv_checker::timeline::render(&violation)),
             html: Some(ringkv_checker::html::render(title, &key, &violation)),
-            applied,
         },
         CheckerVerdict::Unknown { reason } => {
             failed(format!("unknown (counted as not passing): {reason}"))
