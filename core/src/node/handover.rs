@@ -1132,7 +1132,9 @@ mod tests {
         fn client(&mut self, at: usize, id: u64, body: ClientRequest) -> Option<ClientReply> {
             self.nodes[at].handle_client(self.now, RequestId(id), body);
             self.drain(at);
-            self.settle(3);
+            // A linearizable write is a Paxos round: three persists (promise, accept, commit)
+            // and their round trips, so more rounds than the two phases of an ABD write.
+            self.settle(6);
             self.replies
                 .iter()
                 .find(|(r, _)| r.0 == id)
