@@ -46,9 +46,13 @@ pub(super) enum Origin {
 pub(super) enum ReadPurpose {
     /// A plain read at one/quorum/all: answer with the merge of R replies.
     Plain,
-    /// ABD read, query phase: then write the newest version back to a majority. (Writes at
-    /// the linearizable level are Paxos rounds, see `paxos`.)
+    /// ABD read, query phase: then write the newest version back to a majority.
     LinearizableRead,
+    /// ABD write, query phase: then write a strictly higher version to a majority.
+    LinearizableWrite {
+        /// The value to write, `None` for a delete.
+        value: Option<Bytes>,
+    },
 }
 
 /// A read waiting for replica replies.
@@ -148,7 +152,7 @@ pub(super) enum Operation {
     Read(ReadOperation),
     Write(WriteOperation),
     Forward(ForwardOperation),
-    /// A conditional or linearizable write's Paxos round (see `paxos`).
+    /// A conditional write's Paxos round (see `paxos`).
     Paxos(Box<super::paxos::PaxosOperation>),
 }
 
@@ -244,29 +248,29 @@ impl<S: Storage> Node<S> {
             .monotonic
             .saturating_add(self.config.cluster.request_timeout());
         if linearizable {
-            // Writes at this level are Paxos rounds, so a compare-and-set is never interleaved
-            // with a plain write (see `paxos`); reads stay ABD.
-            let intent = match body {
-                ClientRequest::Get { .. } => None,
-                ClientRequest::Put { ref value, .. } => Some(super::paxos::Intent::Plain {
+            // Conditional writes are Paxos rounds (see `paxos`); plain reads and writes at this
+            // level stay ABD. Mixing plain and conditional writes on one key is not
+            // linearizable (as in Cassandra, mixing LWT and non-LWT writes).
+            let purpose = match body {
+                ClientRequest::Get { .. } => ReadPurpose::LinearizableRead,
+                ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
                     value: Some(value.clone()),
-                }),
-                ClientRequest::Delete { .. } => Some(super::paxos::Intent::Plain { value: None }),
+                },
+                ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite { value: None },
                 ClientRequest::Conditional {
                     ref condition,
                     ref value,
                     ..
-                } => Some(super::paxos::Intent::Conditional {
-                    condition: condition.clone(),
-                    value: value.clone(),
-                }),
+                } => {
+                    let intent = super::paxos::Intent::Conditional {
+                        condition: condition.clone(),
+                        value: value.clone(),
+                    };
+                    let key = body.key().clone();
+                    self.start_paxos(now, request, key, intent, needed, replicas, deadline);
+                    return;
+                }
             };
-            if let Some(intent) = intent {
-                let key = body.key().clone();
-                self.start_paxos(now, request, key, intent, needed, replicas, deadline);
-                return;
-            }
-            let purpose = ReadPurpose::LinearizableRead;
             let key = body.key().clone();
             self.handover_activate();
             let epoch = Some(self.handover.epoch());
@@ -552,6 +556,40 @@ impl<S: Storage> Node<S> {
                     key: read.key,
                     record,
                     version,
+                    needed: read.needed,
+                    replicas: read.replica_ids,
+                    acked: Vec::new(),
+                    failed: 0,
+                    refused: Vec::new(),
+                    storage_failed: false,
+                    refused_busy: 0,
+                    copies_doubled: false,
+                    out_of_space: false,
+                    fanned_out: false,
+                    sloppy: None,
+                    epoch: read.epoch,
+                };
+                self.launch_write(write, deadline);
+            }
+            ReadPurpose::LinearizableWrite { value } => {
+                let highest = match &read.merged {
+                    Some(Record::Lww(r)) => Some(r.version),
+                    _ => None,
+                };
+                let stamp = self.stamp(self.last_wall);
+                let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
+                self.clock.observe(timestamp_micros);
+                self.raise_clock_floor(timestamp_micros);
+                let version = LwwVersion {
+                    timestamp_micros,
+                    node: self.id,
+                    nonce: self.rng.gen(),
+                };
+                let write = WriteOperation {
+                    origin: Origin::Client(read.request),
+                    key: read.key,
+                    record: Record::Lww(LwwRecord { version, value }),
+                    version: WriteVersion::Lww(version),
                     needed: read.needed,
                     replicas: read.replica_ids,
                     acked: Vec::new(),

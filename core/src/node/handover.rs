@@ -1132,9 +1132,7 @@ mod tests {
         fn client(&mut self, at: usize, id: u64, body: ClientRequest) -> Option<ClientReply> {
             self.nodes[at].handle_client(self.now, RequestId(id), body);
             self.drain(at);
-            // A linearizable write is a Paxos round: three persists (promise, accept, commit)
-            // and their round trips, so more rounds than the two phases of an ABD write.
-            self.settle(6);
+            self.settle(3);
             self.replies
                 .iter()
                 .find(|(r, _)| r.0 == id)

@@ -35,11 +35,18 @@
 //! that accepted the previous chosen value). So "the newest version on a majority" is the latest
 //! chosen value that is visible anywhere; an ABD read returns it and writes it back before
 //! answering, as it does for ABD writes. A value is visible (in some record) only once chosen,
-//! and the proposer that chose it, or the next round to find it accepted, commits it. Plain
-//! linearizable writes (`PUT`/`DEL` at `linearizable`) go through the same rounds without a
-//! condition: an ABD write between a compare-and-set's read and its write would be silently
-//! lost otherwise. Writes at other levels on a key used with compare-and-set give no such
-//! guarantee (as in Cassandra, mixing LWT and non-LWT writes).
+//! and the proposer that chose it, or the next round to find it accepted, commits it.
+//!
+//! Only conditional writes are Paxos rounds. Plain writes (`PUT`/`DEL`, at `linearizable` as at
+//! every other level) do not take part: at `linearizable` they stay ABD writes (query a
+//! majority, then write a strictly higher version), which keeps the many-writer contention of
+//! plain linearizable workloads from livelocking ballots. The cost, the same rule as Cassandra's
+//! (do not mix LWT and non-LWT writes on a key): **mixing plain writes and conditional writes on
+//! the same key is not linearizable.** A plain write lands outside the ballot order, so it can
+//! fall between a compare-and-set's read and its write and be silently lost, or a round can
+//! judge its condition against a value a plain write has since replaced. Use conditional writes
+//! only (`SET ... GET` without `NX`/`XX` is the unconditional write that goes through Paxos) on a
+//! key that is ever used with one; linearizable reads are safe on such a key.
 //!
 //! Where the acceptor state lives: per key, under the reserved key `PAXOS_PREFIX | key`, as an
 //! lww record whose value is the encoded [`PaxosState`]. A reserved key rather than a record
@@ -214,7 +221,8 @@ impl Votes {
     }
 }
 
-/// What a Paxos request wants written.
+/// What a Paxos request wants written: only conditional writes are Paxos rounds (plain
+/// writes at `linearizable` are ABD writes, see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Intent {
     /// A conditional write (`SET NX|XX|GET`, `KV.CAS`): replies `Conditional`.
@@ -222,8 +230,6 @@ pub(super) enum Intent {
         condition: WriteCondition,
         value: Option<Bytes>,
     },
-    /// A plain put or delete at `linearizable`: replies `Written`.
-    Plain { value: Option<Bytes> },
 }
 
 /// Where a round stands.
@@ -716,12 +722,8 @@ impl<S: Storage> Node<S> {
             return self.paxos_send_proposal(op);
         }
         let previous = live(merged.as_ref());
-        let (holds, value) = match &paxos.intent {
-            Intent::Conditional { condition, value } => {
-                (condition.holds(previous.as_ref()), value.clone())
-            }
-            Intent::Plain { value } => (true, value.clone()),
-        };
+        let Intent::Conditional { condition, value } = &paxos.intent;
+        let (holds, value) = (condition.holds(previous.as_ref()), value.clone());
         if !holds {
             let Some(record) = merged else {
                 // Nothing anywhere in the majority: nothing to make visible.
@@ -974,23 +976,16 @@ impl<S: Storage> Node<S> {
         let Some(Operation::Paxos(paxos)) = self.untrack(op) else {
             return;
         };
-        let reply = match (&paxos.intent, paxos.phase) {
-            (Intent::Plain { .. }, Phase::Commit { record, .. }) => ClientReply::Written {
-                version: WriteVersion::Lww(record.version),
-                acks,
-            },
-            (
-                Intent::Conditional { .. },
-                Phase::Commit {
-                    record, previous, ..
-                },
-            ) => ClientReply::Conditional {
+        let reply = match paxos.phase {
+            Phase::Commit {
+                record, previous, ..
+            } => ClientReply::Conditional {
                 applied: true,
                 previous,
                 version: Some(WriteVersion::Lww(record.version)),
                 acks,
             },
-            (_, Phase::WriteBack { previous, .. }) => ClientReply::Conditional {
+            Phase::WriteBack { previous, .. } => ClientReply::Conditional {
                 applied: false,
                 previous,
                 version: None,
