@@ -220,8 +220,10 @@ pub struct WorkloadSpec {
     #[serde(default = "default_kv_fraction")]
     pub kv_fraction: f64,
     /// With `interface = "requests"`: the fraction of puts sent as a compare-and-set
-    /// (`ClientRequest::Conditional`) expecting the value the client last saw for the key (a
-    /// client that saw none sends a plain put). Default 0: nothing extra is drawn from the seed.
+    /// (`ClientRequest::Conditional`) expecting the value the client last saw for the key, or
+    /// expecting it absent if the client saw none (`SET NX`). 1 makes every put a
+    /// compare-and-set, which the `cas` check needs: plain and conditional writes on one key are
+    /// not linearizable together. Default 0: nothing extra is drawn from the seed.
     #[serde(default)]
     pub cas_fraction: f64,
 }

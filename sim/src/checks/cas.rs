@@ -7,8 +7,9 @@
 //! condition was false (`applied = false`) definitely did not apply, and constrains the state to
 //! differ from its expected value; an indeterminate write or compare-and-set may take effect at
 //! any point after its invocation, or never; failed operations and unanswered reads are left out.
-//! Deletes have no place in this model: a history with one is refused as unjudgeable (the
-//! scenario's workload issues none).
+//! Deletes have no place in this model, and plain writes do not mix with compare-and-sets (they
+//! are ABD writes, not Paxos rounds): a history with either is refused as unjudgeable (the
+//! scenario's workload issues neither: `cas_fraction = 1`, `delete_fraction = 0`).
 
 use super::Verdict;
 use crate::history::{History, OpKind, OpOutcome};
@@ -28,8 +29,8 @@ const STEPS_TOTAL_MAX: u64 = 300_000_000;
 /// judges an applied one like any acknowledged write).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CasStep {
-    /// The id of the value it expected.
-    pub expected: u64,
+    /// The id of the value it expected, `None` for "expected absent" (`WriteCondition::Absent`).
+    pub expected: Option<u64>,
     /// `Some(false)`: the condition was false and nothing was written.
     pub applied: Option<bool>,
     /// The value it writes (the client expects it next once applied).
@@ -58,10 +59,21 @@ pub fn to_checker_history(
         let step = steps.get(&index);
         let input = match (op.kind, step) {
             (OpKind::Get, _) => CasInput::Read,
-            (OpKind::Put, None) => CasInput::Write(id(op.value)),
-            (OpKind::Put, Some(step)) => CasInput::Cas {
-                from: id(step.expected),
-                to: id(op.value),
+            // Plain and conditional writes on one key are not linearizable together (plain
+            // writes are ABD, not Paxos rounds: see `core::node::paxos`), so a history with a
+            // plain write is not one this check may pass.
+            (OpKind::Put, None) => {
+                return Err(
+                    "a plain write: set workload.cas_fraction = 1 (every put a compare-and-set)"
+                        .into(),
+                );
+            }
+            (OpKind::Put, Some(step)) => match step.expected {
+                Some(expected) => CasInput::Cas {
+                    from: id(expected),
+                    to: id(op.value),
+                },
+                None => CasInput::CasAbsent { to: id(op.value) },
             },
             (OpKind::Delete, _) => {
                 return Err("a delete: the cas-register model has none".into());

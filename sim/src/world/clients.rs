@@ -62,16 +62,21 @@ impl World {
                 let cas = self.workload.draw_cas(&mut self.workload_rng);
                 let seen = self.clients[client as usize].seen.get(&key_index);
                 match (cas, seen) {
-                    (true, Some(expected)) => {
+                    (true, seen) => {
                         let step = CasStep {
-                            expected: value_id(expected),
+                            expected: seen.map(|v| value_id(v)),
                             applied: None,
                             value: bytes.clone(),
                         };
                         self.cas_steps.insert(self.history.ops.len(), step);
+                        let condition = match seen {
+                            Some(expected) => WriteCondition::Equals(expected.clone()),
+                            // Saw no value (or saw it deleted): create it only if still absent.
+                            None => WriteCondition::Absent,
+                        };
                         ClientRequest::Conditional {
                             key,
-                            condition: WriteCondition::Equals(expected.clone()),
+                            condition,
                             value: Some(bytes),
                         }
                     }
