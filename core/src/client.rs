@@ -26,11 +26,12 @@ pub enum Consistency {
     LocalQuorum,
     /// A majority of the replicas in every datacenter.
     EachQuorum,
-    /// Linearizable: a read (ABD) queries a majority and writes the newest version back to a
-    /// majority before answering; a write is a per-key Paxos round (`node::paxos`) that writes
-    /// a version above every one its majority reported, so it composes with compare-and-set.
-    /// Strict quorums only, never fallback replicas. Last-write-wins mode only (refused in
-    /// vector-clock mode).
+    /// Linearizable (ABD): a majority of n in two phases. A read queries a majority and writes the
+    /// newest version back to a majority before answering; a write queries a majority for the
+    /// highest version and writes a strictly higher one to a majority. Strict quorums only, never
+    /// fallback replicas. Last-write-wins mode only (refused in vector-clock mode). Conditional
+    /// writes are per-key Paxos rounds instead (`node::paxos`); plain writes and conditional
+    /// writes on the same key are not linearizable together.
     Linearizable,
 }
 
