@@ -248,6 +248,10 @@ fn cas_register_matches_brute_force() {
                     (*state != Some(from)).then_some(*state)
                 }
                 (CasInput::Cas { from, to }, _) => (*state == Some(from)).then_some(Some(to)),
+                (CasInput::CasAbsent { .. }, Some(CasOutput::CasFailed)) => {
+                    state.is_some().then_some(*state)
+                }
+                (CasInput::CasAbsent { to }, _) => state.is_none().then_some(Some(to)),
             }
         };
         let expected = oracle(&times_of(&history), None, &apply);

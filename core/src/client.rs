@@ -29,7 +29,9 @@ pub enum Consistency {
     /// Linearizable (ABD): a majority of n in two phases. A read queries a majority and writes the
     /// newest version back to a majority before answering; a write queries a majority for the
     /// highest version and writes a strictly higher one to a majority. Strict quorums only, never
-    /// fallback replicas. Last-write-wins mode only (refused in vector-clock mode).
+    /// fallback replicas. Last-write-wins mode only (refused in vector-clock mode). Conditional
+    /// writes are per-key Paxos rounds instead (`node::paxos`); plain writes and conditional
+    /// writes on the same key are not linearizable together.
     Linearizable,
 }
 
@@ -226,6 +228,45 @@ pub enum ClientRequest {
         /// Level, or the cluster default.
         consistency: Option<Consistency>,
     },
+    /// Write `value` only if the key's current value meets `condition` (`SET NX|XX|GET`,
+    /// `KV.CAS`). Always on the linearizable path, whatever the level (per-key Paxos, see
+    /// `node::paxos`); the reply is `ClientReply::Conditional` and carries the value the
+    /// condition was judged on. (Last on purpose: variants are encoded by position.)
+    Conditional {
+        /// The key.
+        key: Bytes,
+        /// What the current value must be for the write to happen.
+        condition: WriteCondition,
+        /// The value to write (`None`: a delete).
+        value: Option<Bytes>,
+    },
+}
+
+/// The condition of a [`ClientRequest::Conditional`] write, judged on the key's current live
+/// value (a tombstone is absent).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// Always write (`SET ... GET` without `NX`/`XX`): only the previous value is wanted.
+    Always,
+    /// `NX`: only if the key has no live value.
+    Absent,
+    /// `XX`: only if the key has a live value.
+    Present,
+    /// `KV.CAS ... VALUE expected`: only if the live value is exactly these bytes.
+    Equals(Bytes),
+}
+
+impl WriteCondition {
+    /// Whether `current` (the key's live value, `None` if absent) meets the condition. A pure
+    /// policy.
+    pub fn holds(&self, current: Option<&Bytes>) -> bool {
+        match self {
+            WriteCondition::Always => true,
+            WriteCondition::Absent => current.is_none(),
+            WriteCondition::Present => current.is_some(),
+            WriteCondition::Equals(expected) => current == Some(expected),
+        }
+    }
 }
 
 /// The key of the requests that have none (`Scan`, `CountKeys`).
@@ -241,7 +282,8 @@ impl ClientRequest {
             | ClientRequest::Delete { key, .. }
             | ClientRequest::Increment { key, .. }
             | ClientRequest::PutExpiring { key, .. }
-            | ClientRequest::GetExpiring { key, .. } => key,
+            | ClientRequest::GetExpiring { key, .. }
+            | ClientRequest::Conditional { key, .. } => key,
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => &NO_KEY,
         }
     }
@@ -404,6 +446,21 @@ pub enum ClientReply {
         /// live is `expires_at_micros - now_micros`, on one clock.
         now_micros: u64,
         /// Replicas that answered before the reply.
+        acks: u8,
+    },
+    /// A conditional write ended with a known outcome: written durably on a majority
+    /// (`applied`), or known not to have been written because the condition did not hold.
+    /// Either way `previous` is the key's live value the condition was judged on, at a point
+    /// between request and reply (`None`: absent). (Last on purpose: variants are encoded by
+    /// position.)
+    Conditional {
+        /// The condition held and the write is durable on a majority.
+        applied: bool,
+        /// The live value the condition was judged on.
+        previous: Option<Bytes>,
+        /// The version written, when applied.
+        version: Option<WriteVersion>,
+        /// Replicas that acknowledged the last phase durably before the reply.
         acks: u8,
     },
 }

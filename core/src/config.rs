@@ -127,6 +127,10 @@ pub struct ClusterConfig {
     /// setting).
     #[serde(skip)]
     pub unsafe_ignore_expiry: bool,
+    /// TEST ONLY: a planted Paxos bug (`simulation` only), so the simulator can show its `cas`
+    /// check catches it (no file setting).
+    #[serde(skip)]
+    pub unsafe_paxos_flaw: crate::node::PaxosFlaw,
 }
 
 impl Default for ClusterConfig {
@@ -162,6 +166,7 @@ impl Default for ClusterConfig {
             simulation: false,
             unsafe_ack_before_persist: false,
             unsafe_skip_write_back: false,
+            unsafe_paxos_flaw: crate::node::PaxosFlaw::None,
             unsafe_drop_every_nth_write: 0,
             unsafe_counter_merge_adds: false,
             unsafe_ignore_expiry: false,
@@ -360,6 +365,11 @@ impl ClusterConfig {
             !self.unsafe_ignore_expiry || self.simulation,
             "unsafe_ignore_expiry",
             "exists only to test the simulator's TTL check",
+        )?;
+        check(
+            self.unsafe_paxos_flaw == crate::node::PaxosFlaw::None || self.simulation,
+            "unsafe_paxos_flaw",
+            "exists only to test the simulator's compare-and-set check",
         )?;
         check(
             self.unsafe_drop_every_nth_write == 0 || self.simulation,

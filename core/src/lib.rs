@@ -51,7 +51,9 @@ pub mod storage;
 pub mod time;
 pub mod version;
 
-pub use client::{CausalContext, ClientReply, ClientRequest, Consistency, RequestError};
+pub use client::{
+    CausalContext, ClientReply, ClientRequest, Consistency, RequestError, WriteCondition,
+};
 pub use config::{ClusterConfig, ConfigError, NodeConfig};
 pub use id::{NodeId, OperationId, RequestId};
 pub use message::Message;

@@ -3,7 +3,7 @@
 
 use crate::id::OperationId;
 use crate::membership::GossipMessage;
-use crate::version::{Record, VersionVector, WriteVersion};
+use crate::version::{LwwRecord, Record, VersionVector, WriteVersion};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -211,7 +211,97 @@ pub enum Message {
         /// Durable acknowledgements required.
         needed: u8,
     },
+    /// Paxos proposer → replica, phase 1 (see `node::paxos`): promise to accept nothing below
+    /// `ballot` for `key`, and tell me your Paxos state and record. Fenced by `epoch` like
+    /// `LinRead`.
+    PaxosPrepare {
+        /// Round-trip id of the proposer's round.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The round's ballot.
+        ballot: Ballot,
+        /// The proposer's ring epoch.
+        epoch: u64,
+    },
+    /// Replica → proposer: the answer to a `PaxosPrepare`, sent once the promise is durable.
+    PaxosPromise {
+        /// Echoed round-trip id.
+        op: OperationId,
+        /// `id::key_digest` of the key.
+        key_digest: u64,
+        /// The promise (granted or not), or why the replica refused to answer.
+        result: Result<Promise, ReplicaError>,
+    },
+    /// Paxos proposer → replica, phase 2: accept `proposal` at `ballot` unless you promised a
+    /// higher ballot.
+    PaxosPropose {
+        /// Round-trip id of the proposer's round.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The round's ballot.
+        ballot: Ballot,
+        /// The record proposed (its lww version is fixed here, so a re-proposal writes the
+        /// same version).
+        proposal: LwwRecord,
+        /// The proposer's ring epoch.
+        epoch: u64,
+    },
+    /// Replica → proposer: whether the proposal was accepted (`Ok(true)`, sent once durable) or
+    /// refused for a higher promise (`Ok(false)`, no effect).
+    PaxosAccept {
+        /// Echoed round-trip id.
+        op: OperationId,
+        /// `id::key_digest` of the key.
+        key_digest: u64,
+        /// Accepted, refused for a higher promise, or an error.
+        result: Result<bool, ReplicaError>,
+    },
+    /// Paxos proposer → replica, phase 3: `record` was chosen at `ballot`; merge it into your
+    /// record and remember the commit. Acknowledged by a `WriteReply` once durable.
+    PaxosCommit {
+        /// Round-trip id of the proposer's round.
+        op: OperationId,
+        /// The key.
+        key: Bytes,
+        /// The ballot it was chosen at.
+        ballot: Ballot,
+        /// The chosen record.
+        record: LwwRecord,
+        /// The proposer's ring epoch.
+        epoch: u64,
+    },
 }
+
+/// A Paxos ballot: a hybrid-clock timestamp of the proposer and its node id, so two proposers
+/// never share one and a later round of one proposer always has a higher one (see
+/// `node::paxos`). Ordered by time, then node.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Ballot {
+    /// Hybrid-logical-clock microseconds at the proposer.
+    pub micros: u64,
+    /// The proposer.
+    pub node: crate::id::NodeId,
+}
+
+/// A replica's answer to a `PaxosPrepare`: its Paxos state for the key and its record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Promise {
+    /// The promise was made (the ballot is at least every one promised before).
+    pub granted: bool,
+    /// The highest ballot promised, after this prepare.
+    pub promised: Option<Ballot>,
+    /// The latest proposal accepted and not known committed: (ballot, record).
+    pub accepted: Option<(Ballot, LwwRecord)>,
+    /// The ballot of the most recent commit this replica applied.
+    pub committed: Option<Ballot>,
+    /// The replica's record of the key.
+    pub record: Option<Record>,
+}
+
 
 /// One replica's page of a scan interval.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -321,6 +411,11 @@ impl Message {
             Message::CountLive { .. } => "count-live",
             Message::CountLiveReply { .. } => "count-live-reply",
             Message::CoordinateIncrement { .. } => "coordinate-increment",
+            Message::PaxosPrepare { .. } => "paxos-prepare",
+            Message::PaxosPromise { .. } => "paxos-promise",
+            Message::PaxosPropose { .. } => "paxos-propose",
+            Message::PaxosAccept { .. } => "paxos-accept",
+            Message::PaxosCommit { .. } => "paxos-commit",
         }
     }
 }

@@ -550,7 +550,9 @@ fn failure(reply: &ClientReply) -> Reply {
         | ClientReply::ScanPage { .. }
         | ClientReply::KeyCount { .. }
         | ClientReply::Counted { .. }
-        | ClientReply::FoundExpiring { .. } => Reply::err("unexpected reply kind"),
+        | ClientReply::FoundExpiring { .. }
+
+        | ClientReply::Conditional { .. } => Reply::err("unexpected reply kind"),
     }
 }
 
@@ -833,25 +835,70 @@ impl Session<'_> {
                 None => Reply::err("KV.RING: this node publishes no ring"),
             },
             Command::Counter(command) => self.run_command(command).await,
+            Command::SetConditional {
+                key,
+                value,
+                options,
+            } => {
+                let get = options.get;
+                let command = CoreCommand::Set {
+                    key,
+                    value,
+                    options,
+                };
+                match self.run_machine(command).await {
+                    Ok(CommandResult::Conditional { applied, previous }) => {
+                        crate::conditional::set_reply(applied, previous, get)
+                    }
+                    Ok(other) => command_result(other),
+                    Err(reply) => reply,
+                }
+            }
+            Command::KvCas {
+                key,
+                expected,
+                value,
+            } => {
+                let command = CoreCommand::KvCas {
+                    key,
+                    expected,
+                    value,
+                };
+                match self.run_machine(command).await {
+                    Ok(CommandResult::Conditional { applied, .. }) => {
+                        crate::conditional::cas_reply(applied)
+                    }
+                    Ok(other) => command_result(other),
+                    Err(reply) => reply,
+                }
+            }
         }
     }
 
     /// Runs a data command through the core's command machine (the one place its consistency
     /// semantics live, which the simulator checks on seeds) and renders its result.
     async fn run_command(&self, command: CoreCommand) -> Reply {
+        match self.run_machine(command).await {
+            Ok(result) => command_result(result),
+            Err(reply) => reply,
+        }
+    }
+
+    /// Runs core's machine for `command` to its result (`Err`: the driver's own failure).
+    async fn run_machine(&self, command: CoreCommand) -> Result<CommandResult, Reply> {
         let mut machine = CommandMachine::new(command, self.shared.settings.cluster.conflict);
         loop {
             if let Some(result) = machine.poll_result() {
-                return command_result(result);
+                return Ok(result);
             }
             let Some(body) = machine.poll_request() else {
                 // Unreachable by the machine's contract (a command not over has a request
                 // ready after each reply); answered, never a panic.
-                return Reply::err("internal error: the command stalled");
+                return Err(Reply::err("internal error: the command stalled"));
             };
             match self.request(body).await {
                 Ok(reply) => machine.handle_reply(reply),
-                Err(reply) => return reply,
+                Err(reply) => return Err(reply),
             }
         }
     }
@@ -886,6 +933,9 @@ impl Session<'_> {
             ClientRequest::CountKeys => (Operation::Get, None),
             // Counted with the writes of values (the metric families stay as they were).
             ClientRequest::Increment { consistency, .. } => (Operation::Put, *consistency),
+            ClientRequest::Conditional { .. } => {
+                (Operation::Put, Some(ringkv_core::Consistency::Linearizable))
+            }
         };
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
@@ -904,7 +954,8 @@ impl Session<'_> {
             | ClientReply::Written { acks, .. }
             | ClientReply::ScanPage { acks, .. }
             | ClientReply::Counted { acks, .. }
-            | ClientReply::FoundExpiring { acks, .. } => (Outcome::Ok, *acks),
+            | ClientReply::FoundExpiring { acks, .. }
+            | ClientReply::Conditional { acks, .. } => (Outcome::Ok, *acks),
             ClientReply::KeyCount { answered, .. } => {
                 (Outcome::Ok, u8::try_from(*answered).unwrap_or(u8::MAX))
             }
@@ -999,6 +1050,7 @@ impl Session<'_> {
                     || c.unsafe_skip_write_back
                     || c.unsafe_drop_every_nth_write != 0
                     || c.unsafe_counter_merge_adds
+                    || c.unsafe_paxos_flaw != ringkv_core::node::PaxosFlaw::None
                 {
                     "on"
                 } else {
@@ -1145,6 +1197,10 @@ fn command_result(result: CommandResult) -> Reply {
         CommandResult::Failed(reply) => failure(&reply),
         CommandResult::Integer(n) => Reply::Integer(n),
         CommandResult::Unsupported(why) => Reply::err(why),
+        // Conditional commands render their own result (see `conditional`).
+        CommandResult::Conditional { applied, previous } => {
+            crate::conditional::set_reply(applied, previous, false)
+        }
     }
 }
 

@@ -117,6 +117,24 @@ pub enum Command {
     Watch,
     /// `UNWATCH`: refused, like `WATCH`.
     Unwatch,
+    /// `SET key value [NX|XX] [GET]` (see `conditional`).
+    SetConditional {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// The options given.
+        options: ringkv_core::command::SetOptions,
+    },
+    /// `KV.CAS key ABSENT new` / `KV.CAS key VALUE expected new` (see `conditional`).
+    KvCas {
+        /// The key.
+        key: Bytes,
+        /// The live value the key must hold; `None`: it must have none.
+        expected: Option<Bytes>,
+        /// The value to write.
+        value: Bytes,
+    },
 }
 
 impl Command {
@@ -208,6 +226,7 @@ pub const COMMAND_TABLE: &[CommandSpec] = &[
     ("pttl", 2, &["readonly", "fast"], 1, 1, 1),
     ("persist", 2, &["write", "fast"], 1, 1, 1),
     ("getex", -2, &["write", "fast"], 1, 1, 1),
+    ("kv.cas", -4, &["write", "denyoom"], 1, 1, 1),
 ];
 
 fn wrong_arity(name: &str) -> Reply {
@@ -263,11 +282,9 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
         }
         "set" => {
             arity(rest.len() >= 2)?;
-            if rest.len() > 2 {
-                return crate::commands_ttl::parse_set(rest);
-            }
-            Ok(Command::Set(rest[0].clone(), rest[1].clone()))
+            crate::conditional::parse_set(rest)
         }
+        "kv.cas" => crate::conditional::parse_kv_cas(rest),
         "del" | "unlink" => {
             arity(!rest.is_empty())?;
             Ok(Command::Del(rest.to_vec()))
@@ -583,9 +600,9 @@ mod tests {
 
     #[test]
     fn bad_commands_get_clear_errors() {
-        assert!(error_text(cmd(&["set", "k", "v", "NX"])).contains("'NX' is not supported"));
-        // EX is served now (TTL); NX is not yet, and says so by name.
-        assert!(error_text(cmd(&["set", "k", "v", "NX"])).contains("'NX'"));
+        assert!(error_text(cmd(&["set", "k", "v", "NX", "XX"])).contains("syntax error"));
+        assert!(error_text(cmd(&["set", "k", "v", "NX", "EX", "10"])).contains("EX"));
+        assert!(error_text(cmd(&["kv.cas", "k", "old", "new"])).contains("ABSENT or VALUE"));
         assert!(error_text(cmd(&["get"])).contains("wrong number of arguments for 'get'"));
         assert!(error_text(cmd(&["mset", "a"])).contains("wrong number"));
         assert!(error_text(cmd(&["flushall"])).contains("unknown command 'flushall'"));

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod commands_ring;
 pub mod commands_scan;
 pub mod commands_ttl;
+pub mod conditional;
 pub mod config;
 pub mod driver;
 pub mod http;

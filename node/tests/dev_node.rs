@@ -60,8 +60,58 @@ fn redis_commands_round_trip() {
     assert_eq!(typed.as_deref(), Some("yes"));
     let missing: Option<String> = c.get("nope").expect("typed get");
     assert_eq!(missing, None);
-    let refused = error_text(run(&mut c, &["SET", "k", "v", "NX"]));
-    assert!(refused.contains("'NX' is not supported"), "{refused}");
+    // Conditional writes (issue #13 item 2), on the Paxos path whatever the level.
+    assert_eq!(
+        run(&mut c, &["SET", "nx", "a", "NX"]).expect("nx"),
+        Value::Okay
+    );
+    assert_eq!(
+        run(&mut c, &["SET", "nx", "b", "NX"]).expect("nx"),
+        Value::Nil
+    );
+    assert_eq!(run(&mut c, &["GET", "nx"]).expect("get"), bulk("a"));
+    assert_eq!(
+        run(&mut c, &["SET", "xx", "a", "XX"]).expect("xx"),
+        Value::Nil
+    );
+    assert_eq!(run(&mut c, &["GET", "xx"]).expect("get"), Value::Nil);
+    assert_eq!(
+        run(&mut c, &["SET", "nx", "c", "XX", "GET"]).expect("xx get"),
+        bulk("a")
+    );
+    assert_eq!(
+        run(&mut c, &["SET", "nx", "d", "GET"]).expect("get"),
+        bulk("c")
+    );
+    assert_eq!(
+        run(&mut c, &["KV.CAS", "nx", "VALUE", "c", "e"]).expect("cas"),
+        Value::Int(0),
+        "the key holds d, not c"
+    );
+    assert_eq!(
+        run(&mut c, &["KV.CAS", "nx", "VALUE", "d", "e"]).expect("cas"),
+        Value::Int(1)
+    );
+    assert_eq!(run(&mut c, &["GET", "nx"]).expect("get"), bulk("e"));
+    assert_eq!(
+        run(&mut c, &["KV.CAS", "empty", "VALUE", "", "x"]).expect("cas"),
+        Value::Int(0),
+        "an absent key does not hold the empty value"
+    );
+    assert_eq!(
+        run(&mut c, &["KV.CAS", "empty", "ABSENT", ""]).expect("cas"),
+        Value::Int(1)
+    );
+    assert_eq!(
+        run(&mut c, &["KV.CAS", "empty", "ABSENT", "y"]).expect("cas"),
+        Value::Int(0),
+        "an empty value is present"
+    );
+    assert_eq!(
+        run(&mut c, &["KV.CAS", "empty", "VALUE", "", "z"]).expect("cas"),
+        Value::Int(1)
+    );
+    assert_eq!(run(&mut c, &["GET", "empty"]).expect("get"), bulk("z"));
     assert!(error_text(run(&mut c, &["FLUSHALL"])).contains("unknown command"));
 
     let put = run(&mut c, &["KV.PUT", "kv", "one", "LEVEL", "all"]).expect("kv.put");

@@ -1,7 +1,7 @@
 //! Running one seed of a scenario end to end: build the world, run both phases, check, report.
 
 use crate::checks::{
-    convergence, counters, durability, linearizable, scan, siblings, ttl, Verdict,
+    cas, convergence, counters, durability, linearizable, scan, siblings, ttl, Verdict,
 };
 use crate::history::OpOutcome;
 use crate::report::{quantile, OpCounts, RunReport, TimeAvailability};
@@ -129,6 +129,17 @@ pub fn run_seed(
             Verdict::Skipped("disabled by the scenario".into())
         },
     ));
+    if scenario.check.cas {
+        // Listed only when enabled, so the summaries of scenarios without it stay as they were.
+        let title = format!("{} seed {seed}", scenario.name);
+        let result = cas::check_history(&world.history, &world.cas_steps, world.workload(), &title);
+        timeline = timeline.or(result.timeline);
+        html = html.or(result.html);
+        checks.push((
+            "cas",
+            enough(result.verdict, ok_operations, ok_min, "ok operations"),
+        ));
+    }
     if scenario.check.siblings {
         // Listed only when enabled, so the summaries of scenarios without it stay as they were.
         checks.push((

@@ -94,6 +94,10 @@ pub struct ClusterSpec {
     /// TEST ONLY: coordinators ignore expiries when they answer reads (shows the TTL check works).
     #[serde(default)]
     pub unsafe_ignore_expiry: bool,
+    /// TEST ONLY: a planted Paxos bug (`accept-lower-ballot`, `skip-replay`), so the `cas`
+    /// check can be shown to catch it.
+    #[serde(default)]
+    pub unsafe_paxos_flaw: ringkv_core::node::PaxosFlaw,
     /// The core's cluster settings (`n`, `r`, `w`, `consistency`, `conflict`, timeouts, hint,
     /// repair and size limits); see [`ClusterConfig`] for each one and its default.
     #[serde(flatten)]
@@ -250,6 +254,13 @@ pub struct WorkloadSpec {
     /// The range of the times to live the TTL commands give, milliseconds.
     #[serde(default = "default_ttl_ms")]
     pub ttl_ms: Vec<u64>,
+    /// With `interface = "requests"`: the fraction of puts sent as a compare-and-set
+    /// (`ClientRequest::Conditional`) expecting the value the client last saw for the key, or
+    /// expecting it absent if the client saw none (`SET NX`). 1 makes every put a
+    /// compare-and-set, which the `cas` check needs: plain and conditional writes on one key are
+    /// not linearizable together. Default 0: nothing extra is drawn from the seed.
+    #[serde(default)]
+    pub cas_fraction: f64,
 }
 
 fn default_counter_delta() -> Vec<i64> {
@@ -383,6 +394,10 @@ pub struct CheckSpec {
     /// The history is linearizable (checkers issue).
     #[serde(default)]
     pub linearizable: bool,
+    /// The history of reads, writes and compare-and-sets is linearizable against the checker's
+    /// `cas-register` model (`checks::cas`); listed in the summary only when enabled.
+    #[serde(default)]
+    pub cas: bool,
     /// Replicas converge after the liveness phase (checkers issue).
     #[serde(default)]
     pub convergence: bool,
@@ -424,6 +439,7 @@ impl Default for CheckSpec {
         CheckSpec {
             durability: true,
             linearizable: false,
+            cas: false,
             convergence: false,
             siblings: false,
             scan: false,
@@ -725,6 +741,11 @@ impl Scenario {
             "must be \"requests\" or \"commands\"",
         )?;
         ensure(
+            (0.0..=1.0).contains(&w.cas_fraction),
+            "workload.cas_fraction",
+            "must be in [0, 1]",
+        )?;
+        ensure(
             (0.0..=1.0).contains(&w.kv_fraction),
             "workload.kv_fraction",
             "must be in [0, 1]",
@@ -998,6 +1019,7 @@ impl Scenario {
             unsafe_drop_every_nth_write: c.unsafe_drop_every_nth_write,
             unsafe_counter_merge_adds: c.unsafe_counter_merge_adds,
             unsafe_ignore_expiry: c.unsafe_ignore_expiry,
+            unsafe_paxos_flaw: c.unsafe_paxos_flaw,
             ..c.config.clone()
         };
         config.validate()?;

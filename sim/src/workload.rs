@@ -50,6 +50,7 @@ pub struct Workload {
     /// Clients run commands through core's command machines (`interface = "commands"`).
     commands: bool,
     kv_fraction: f64,
+    cas_fraction: f64,
     conflict: ConflictMode,
     /// Writes are increments by a delta in this inclusive range (`workload.counters`).
     counter_delta: Option<(i64, i64)>,
@@ -90,6 +91,7 @@ impl Workload {
             next_value_id: 1,
             commands: w.interface == "commands",
             kv_fraction: w.kv_fraction,
+            cas_fraction: w.cas_fraction,
             conflict: scenario.cluster.config.conflict,
             counter_delta: match w.counter_delta[..] {
                 [low, high] if w.counters => Some((low, high)),
@@ -155,6 +157,12 @@ impl Workload {
                 return delta;
             }
         }
+    }
+
+    /// Whether a put becomes a compare-and-set (`workload.cas_fraction`); draws nothing from
+    /// the seed when that fraction is 0, so other scenarios' runs are unchanged.
+    pub fn draw_cas(&self, rng: &mut impl Rng) -> bool {
+        self.cas_fraction > 0.0 && rng.gen_bool(self.cas_fraction)
     }
 
     /// True if clients issue commands through core's command machines rather than requests.

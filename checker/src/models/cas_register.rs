@@ -19,6 +19,12 @@ pub enum CasInput {
         /// The value to store.
         to: i64,
     },
+    /// Set the value to `to` if it is `nil` (Redis's `SET NX`, ringkv's `KV.CAS ... ABSENT`):
+    /// the compare-and-set from `nil`, which `Cas` cannot name.
+    CasAbsent {
+        /// The value to store.
+        to: i64,
+    },
 }
 
 /// What the client was told.
@@ -69,6 +75,12 @@ impl Model for CasRegister {
             (CasInput::Cas { from, .. }, Some(CasOutput::CasFailed)) => {
                 (state != Some(*from)).then_some(state)
             }
+            (CasInput::CasAbsent { to }, Some(CasOutput::Ok) | None) => {
+                state.is_none().then_some(Some(*to))
+            }
+            (CasInput::CasAbsent { .. }, Some(CasOutput::CasFailed)) => {
+                state.is_some().then_some(state)
+            }
             _ => None,
         }
     }
@@ -97,6 +109,10 @@ impl Model for CasRegister {
                 read: code(Some(*from)),
                 write: code(Some(*to)),
             },
+            (CasInput::CasAbsent { to }, Some(CasOutput::Ok) | None) => Access::ReadWrite {
+                read: code(None),
+                write: code(Some(*to)),
+            },
             _ => Access::Inert,
         }
     }
@@ -112,6 +128,7 @@ impl Model for CasRegister {
             CasInput::Read => format!("read {result}"),
             CasInput::Write(value) => format!("write {value} {result}"),
             CasInput::Cas { from, to } => format!("cas {from}->{to} {result}"),
+            CasInput::CasAbsent { to } => format!("cas nil->{to} {result}"),
         }
     }
 
@@ -148,6 +165,15 @@ mod tests {
             m.step(Some(1), &CasInput::Read, Some(&CasOutput::Read(None))),
             None
         );
+        let nx = CasInput::CasAbsent { to: 4 };
+        assert_eq!(m.step(None, &nx, Some(&CasOutput::Ok)), Some(Some(4)));
+        assert_eq!(m.step(None, &nx, None), Some(Some(4)));
+        assert_eq!(m.step(Some(1), &nx, Some(&CasOutput::Ok)), None);
+        assert_eq!(
+            m.step(Some(1), &nx, Some(&CasOutput::CasFailed)),
+            Some(Some(1))
+        );
+        assert_eq!(m.step(None, &nx, Some(&CasOutput::CasFailed)), None);
         assert_ne!(code(None), code(Some(0)));
         assert_ne!(code(Some(-1)), code(Some(0)));
     }

@@ -67,6 +67,7 @@ pub enum SetCondition {
     /// `XX`: only if the key has a live value.
     Present,
 }
+pub mod conditional;
 
 /// A client command, parsed by a driver from its own protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,13 +77,13 @@ pub enum Command {
         /// The key.
         key: Bytes,
     },
-    /// `SET key value [options]`.
+    /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
     Set {
         /// The key.
         key: Bytes,
         /// The value.
         value: Bytes,
-        /// `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL`, `NX`/`XX`, `GET`.
+        /// The options beyond key and value.
         options: SetOptions,
     },
     /// `DEL key [key ...]`.
@@ -168,6 +169,16 @@ pub enum Command {
         /// The expiry to set or remove, if any.
         option: Option<GetExOption>,
     },
+    /// `KV.CAS key ABSENT new` / `KV.CAS key VALUE expected new`: a compare-and-set (see
+    /// `conditional`).
+    KvCas {
+        /// The key.
+        key: Bytes,
+        /// The live value the key must hold; `None`: the key must have none.
+        expected: Option<Bytes>,
+        /// The value to write.
+        value: Bytes,
+    },
 }
 
 impl Command {
@@ -189,6 +200,7 @@ impl Command {
             Command::Ttl { millis: true, .. } => "PTTL",
             Command::Persist { .. } => "PERSIST",
             Command::GetEx { .. } => "GETEX",
+            Command::KvCas { .. } => "KV.CAS",
         }
     }
 }
@@ -254,6 +266,14 @@ pub enum CommandResult {
     /// A form this build does not run (for example `SET ... NX` before conditional writes
     /// exist); nothing was sent.
     Unsupported(&'static str),
+    /// A conditional `SET` or `KV.CAS` (see `conditional`): whether it wrote, and the live value
+    /// its condition was judged on.
+    Conditional {
+        /// The condition held and the write is durable on a majority.
+        applied: bool,
+        /// The live value before (`None`: absent).
+        previous: Option<Bytes>,
+    },
 }
 
 /// What the machine does with one key.
@@ -282,6 +302,11 @@ enum Step {
     },
     /// One increment.
     Increment { delta: i64 },
+    /// One conditional write (always the linearizable path).
+    Conditional {
+        condition: crate::client::WriteCondition,
+        value: Bytes,
+    },
 }
 
 /// Where the current key's step stands.
@@ -341,7 +366,31 @@ impl CommandMachine {
         };
         let (kind, steps): (ResultKind, Vec<(Bytes, Step)>) = match command {
             Command::Get { key } => (ResultKind::Value, vec![(key, Step::Read)]),
-            Command::Set { key, value, .. } => (ResultKind::Done, vec![(key, Step::Set { value })]),
+            Command::Set {
+                key,
+                value,
+                options,
+            } => match conditional::set_condition(&options) {
+                Some(condition) => (
+                    ResultKind::Single,
+                    vec![(key, Step::Conditional { condition, value })],
+                ),
+                None => (ResultKind::Done, vec![(key, Step::Set { value })]),
+            },
+            Command::KvCas {
+                key,
+                expected,
+                value,
+            } => (
+                ResultKind::Single,
+                vec![(
+                    key,
+                    Step::Conditional {
+                        condition: conditional::cas_condition(expected),
+                        value,
+                    },
+                )],
+            ),
             Command::Del { keys } => (
                 ResultKind::Count,
                 keys.into_iter().map(|k| (k, Step::Delete)).collect(),
@@ -434,7 +483,8 @@ impl CommandMachine {
             ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }
             | ClientRequest::PutExpiring { .. }
-            | ClientRequest::Increment { .. } => RequestRole::Write,
+            | ClientRequest::Increment { .. }
+            | ClientRequest::Conditional { .. } => RequestRole::Write,
         };
         *stage = Stage::Waiting(role);
         self.check_invariants();
@@ -536,6 +586,15 @@ impl CommandMachine {
             }
             (RequestRole::Write, Step::Increment { .. }, ClientReply::Counted { value, .. }) => {
                 self.result = Some(CommandResult::Integer(value));
+            }
+            (
+                RequestRole::Write,
+                Step::Conditional { .. },
+                ClientReply::Conditional {
+                    applied, previous, ..
+                },
+            ) => {
+                self.result = Some(CommandResult::Conditional { applied, previous });
                 self.start_next();
             }
             // Anything else ends the command: a failure, or a reply of the wrong kind.
@@ -601,7 +660,10 @@ impl CommandMachine {
             let write = !matches!(request, ClientRequest::Get { .. });
             match step {
                 Step::Read | Step::Exists | Step::KvGet { .. } => assert!(!write),
-                Step::KvPut { .. } | Step::KvDel { .. } | Step::Increment { .. } => {
+                Step::KvPut { .. }
+                | Step::KvDel { .. }
+                | Step::Increment { .. }
+                | Step::Conditional { .. } => {
                     assert!(write)
                 }
                 Step::Set { .. } | Step::Delete => {}
@@ -677,6 +739,11 @@ impl CommandMachine {
                 key: key.clone(),
                 delta: *delta,
                 consistency: None,
+            },
+            Step::Conditional { condition, value } => ClientRequest::Conditional {
+                key: key.clone(),
+                condition: condition.clone(),
+                value: Some(value.clone()),
             },
         };
         self.current = Some((key, step, Stage::Ready(request)));

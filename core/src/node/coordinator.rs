@@ -162,6 +162,8 @@ pub(super) enum Operation {
     Forward(ForwardOperation),
     /// A scan page or a key count (see `scan`).
     Scan(super::scan::ScanOperation),
+    /// A conditional write's Paxos round (see `paxos`).
+    Paxos(Box<super::paxos::PaxosOperation>),
 }
 
 impl Operation {
@@ -186,6 +188,7 @@ impl Operation {
             }
             Operation::Forward(f) => assert!(f.attempt < f.candidates.len()),
             Operation::Scan(scan) => scan.check_invariants(),
+            Operation::Paxos(p) => p.check_invariants(),
         }
     }
 }
@@ -226,6 +229,9 @@ impl<S: Storage> Node<S> {
             | ClientRequest::Delete { consistency, .. }
             | ClientRequest::PutExpiring { consistency, .. }
             | ClientRequest::Increment { consistency, .. } => (*consistency, cluster.w),
+            // Conditional writes take the linearizable path whatever the level (as Cassandra's
+            // IF NOT EXISTS always uses Paxos).
+            ClientRequest::Conditional { .. } => (Some(Consistency::Linearizable), cluster.w),
         };
         let n = cluster.n;
         let Some(needed) = level
@@ -290,6 +296,9 @@ impl<S: Storage> Node<S> {
             .monotonic
             .saturating_add(self.config.cluster.request_timeout());
         if linearizable {
+            // Conditional writes are Paxos rounds (see `paxos`); plain reads and writes at this
+            // level stay ABD. Mixing plain and conditional writes on one key is not
+            // linearizable (as in Cassandra, mixing LWT and non-LWT writes).
             let purpose = match body {
                 // Scans and increments were dispatched at the top; never reached here.
                 ClientRequest::Get { .. }
@@ -311,6 +320,19 @@ impl<S: Storage> Node<S> {
                     value: None,
                     expires: None,
                 },
+                ClientRequest::Conditional {
+                    ref condition,
+                    ref value,
+                    ..
+                } => {
+                    let intent = super::paxos::Intent::Conditional {
+                        condition: condition.clone(),
+                        value: value.clone(),
+                    };
+                    let key = body.key().clone();
+                    self.start_paxos(now, request, key, intent, needed, replicas, deadline);
+                    return;
+                }
             };
             let key = body.key().clone();
             self.handover_activate();
@@ -386,6 +408,8 @@ impl<S: Storage> Node<S> {
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => {}
             // Dispatched at the top.
             ClientRequest::Increment { .. } => {}
+            // Always linearizable, handled above.
+            ClientRequest::Conditional { .. } => {}
         }
     }
 
@@ -411,7 +435,12 @@ impl<S: Storage> Node<S> {
         if key.starts_with(super::hints::RESERVED_PREFIX) {
             return Err(RequestError::ReservedKey);
         }
-        if let ClientRequest::Put { value, .. } | ClientRequest::PutExpiring { value, .. } = body {
+        let value = match body {
+            ClientRequest::Put { value, .. } | ClientRequest::PutExpiring { value, .. } => Some(value),
+            ClientRequest::Conditional { value, .. } => value.as_ref(),
+            _ => None,
+        };
+        if let Some(value) = value {
             if value.len() > cluster.value_bytes_max {
                 return Err(RequestError::ValueTooLarge {
                     bytes: value.len(),
@@ -907,6 +936,13 @@ impl<S: Storage> Node<S> {
         result: Result<(), ReplicaError>,
     ) {
         if self.on_hint_replay_reply(from, op, key_digest, result.is_ok()) {
+            return;
+        }
+        let now = Now {
+            monotonic: self.last_monotonic,
+            wall: self.last_wall,
+        };
+        if self.paxos_on_write_reply(now, from, op, key_digest, result) {
             return;
         }
         let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
@@ -1553,6 +1589,7 @@ impl<S: Storage> Node<S> {
                     self.finish_write(write.origin, write.needed, outcome);
                 }
             }
+            Operation::Paxos(paxos) => self.paxos_deadline(now, op, *paxos),
             Operation::Forward(mut forward) => {
                 if forward.attempt + 1 < forward.candidates.len()
                     && now.monotonic < forward.deadline

@@ -30,6 +30,9 @@ pub(super) enum AfterPersist {
     Nothing,
     /// The handover record staged with this mark is durable (see `handover`).
     HandoverDurable(u64),
+    /// Send the Paxos reply held under this number (see `paxos`): a promise or an acceptance
+    /// leaves the replica only once durable.
+    PaxosReply(u64),
 }
 
 #[derive(Debug, Default)]

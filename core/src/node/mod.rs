@@ -17,6 +17,7 @@ mod handover;
 pub mod hints;
 mod incarnation;
 mod output;
+mod paxos;
 mod replica;
 pub mod scan;
 mod send_failure;
@@ -29,6 +30,7 @@ pub use gossip::{AdminError, MEMBERSHIP_KEY};
 pub use handover::{ring_epoch, HandoverStats, HANDOVER_KEY};
 pub use incarnation::INCARNATION_KEY;
 pub use output::{NodeEvent, Output, PersistToken};
+pub use paxos::{PaxosFlaw, PaxosState, PAXOS_PREFIX};
 pub use send_failure::{SendFailureClass, SendFailureStats};
 pub use tree_rebuild::TreeRebuildStats;
 
@@ -135,6 +137,8 @@ pub struct Node<S: Storage> {
     /// When each ring member was last heard from directly (any message): evidence that
     /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
     heard_from: BTreeMap<NodeId, Instant>,
+    /// Paxos replies waiting for their state to be durable (see `paxos`).
+    paxos_replies: paxos::PaxosReplies,
 }
 
 impl<S: Storage> Node<S> {
@@ -193,6 +197,7 @@ impl<S: Storage> Node<S> {
             send_failures: SendFailureStats::default(),
             scan_index: scan::ScanIndex::default(),
             heard_from: BTreeMap::new(),
+            paxos_replies: paxos::PaxosReplies::default(),
         };
         node.my_ranges =
             antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
@@ -395,6 +400,36 @@ impl<S: Storage> Node<S> {
                 delta,
                 needed,
             } => self.serve_coordinate_increment(now, from, op, key, delta, needed),
+            Message::PaxosPrepare {
+                op,
+                key,
+                ballot,
+                epoch,
+            } => self.serve_paxos_prepare(from, op, key, ballot, epoch),
+            Message::PaxosPromise {
+                op,
+                key_digest,
+                result,
+            } => self.on_paxos_promise(from, op, key_digest, result),
+            Message::PaxosPropose {
+                op,
+                key,
+                ballot,
+                proposal,
+                epoch,
+            } => self.serve_paxos_propose(from, op, key, ballot, proposal, epoch),
+            Message::PaxosAccept {
+                op,
+                key_digest,
+                result,
+            } => self.on_paxos_accept(from, op, key_digest, result),
+            Message::PaxosCommit {
+                op,
+                key,
+                ballot,
+                record,
+                epoch,
+            } => self.serve_paxos_commit(from, op, key, ballot, record, epoch),
         }
     }
 

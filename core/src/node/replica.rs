@@ -181,6 +181,7 @@ impl<S: Storage> Node<S> {
             }
             AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
             AfterPersist::HandoverDurable(mark) => self.on_handover_durable(mark),
+            AfterPersist::PaxosReply(number) => self.paxos_reply_durable(number),
             AfterPersist::Nothing => {}
         }
     }
@@ -200,6 +201,7 @@ impl<S: Storage> Node<S> {
                 let id = self.id;
                 self.on_write_reply(id, op, None, Err(ReplicaError::Storage));
             }
+            AfterPersist::PaxosReply(number) => self.paxos_reply_failed(number),
             // A poisoned node never becomes durable: its handover stays pending.
             AfterPersist::HandoverDurable(_) | AfterPersist::Nothing => {}
         }

@@ -63,12 +63,17 @@ impl SendFailureClass {
             | Message::CoordinatePut { .. }
             | Message::ScanRange { .. }
             | Message::CountLive { .. }
-            | Message::CoordinateIncrement { .. } => SendFailureClass::Request,
+            | Message::CoordinateIncrement { .. }
+            | Message::PaxosPrepare { .. }
+            | Message::PaxosPropose { .. }
+            | Message::PaxosCommit { .. } => SendFailureClass::Request,
             Message::ReadReply { .. }
             | Message::WriteReply { .. }
             | Message::CoordinatePutReply { .. }
             | Message::ScanRangeReply { .. }
-            | Message::CountLiveReply { .. } => SendFailureClass::Reply,
+            | Message::CountLiveReply { .. }
+            | Message::PaxosPromise { .. }
+            | Message::PaxosAccept { .. } => SendFailureClass::Reply,
             Message::AeRoots { .. }
             | Message::AeInterior { .. }
             | Message::AeLeaves { .. }
@@ -105,6 +110,20 @@ impl<S: Storage> Node<S> {
             | Message::HintedWrite { op, key, .. }
                 if op != NO_REPLY =>
             {
+                self.send_failures.requests_refused += 1;
+                self.on_write_reply(to, op, Some(key_digest(&key)), Err(ReplicaError::Busy));
+            }
+            Message::PaxosPrepare { op, key, .. } => {
+                self.send_failures.requests_refused += 1;
+                let result = Err(ReplicaError::Busy);
+                self.on_paxos_promise(to, op, key_digest(&key), result);
+            }
+            Message::PaxosPropose { op, key, .. } => {
+                self.send_failures.requests_refused += 1;
+                let result = Err(ReplicaError::Busy);
+                self.on_paxos_accept(to, op, key_digest(&key), result);
+            }
+            Message::PaxosCommit { op, key, .. } => {
                 self.send_failures.requests_refused += 1;
                 self.on_write_reply(to, op, Some(key_digest(&key)), Err(ReplicaError::Busy));
             }

@@ -1,6 +1,7 @@
 //! Checkers: they judge only what clients saw (the history) and what replicas hold, never the
 //! system's opinion of itself.
 
+pub mod cas;
 pub mod convergence;
 pub mod counters;
 pub mod durability;

@@ -7,13 +7,14 @@
 
 use super::event::ClientResponse;
 use super::{Event, Phase, World};
+use crate::checks::cas::CasStep;
 use crate::history::{
     CommandOutcome, CommandRecord, CommandResultKind, HistoryOp, OpKind, OpOutcome, ScanRecord,
 };
 use crate::workload::{value_id, CommandKind};
 use rand::Rng;
 use ringkv_core::command::{Command, CommandMachine, CommandResult, Expiry, SetOptions, ValueRead};
-use ringkv_core::{ClientReply, ClientRequest, RequestId};
+use ringkv_core::{ClientReply, ClientRequest, RequestId, WriteCondition};
 
 /// A client command in progress (`workload.interface = "commands"`).
 #[derive(Debug)]
@@ -63,11 +64,33 @@ impl World {
             },
             OpKind::Put => {
                 let (_, bytes) = self.workload.draw_value(&mut self.workload_rng);
-                ClientRequest::Put {
-                    key,
-                    value: bytes,
-                    context,
-                    consistency: None,
+                let cas = self.workload.draw_cas(&mut self.workload_rng);
+                let seen = self.clients[client as usize].seen.get(&key_index);
+                match (cas, seen) {
+                    (true, seen) => {
+                        let step = CasStep {
+                            expected: seen.map(|v| value_id(v)),
+                            applied: None,
+                            value: bytes.clone(),
+                        };
+                        self.cas_steps.insert(self.history.ops.len(), step);
+                        let condition = match seen {
+                            Some(expected) => WriteCondition::Equals(expected.clone()),
+                            // Saw no value (or saw it deleted): create it only if still absent.
+                            None => WriteCondition::Absent,
+                        };
+                        ClientRequest::Conditional {
+                            key,
+                            condition,
+                            value: Some(bytes),
+                        }
+                    }
+                    _ => ClientRequest::Put {
+                        key,
+                        value: bytes,
+                        context,
+                        consistency: None,
+                    },
                 }
             }
             OpKind::Delete => ClientRequest::Delete {
@@ -121,6 +144,10 @@ impl World {
             // Not drawn by the workload (no history model for a scan yet): recorded as reads.
             ClientRequest::Scan { .. } | ClientRequest::CountKeys => (OpKind::Get, 0, None),
             ClientRequest::Increment { .. } => (OpKind::Increment, 0, None),
+            // Recorded as a put of its new value; `cas_steps` holds what it expected.
+            ClientRequest::Conditional { value, .. } => {
+                (OpKind::Put, value.as_deref().map_or(0, value_id), None)
+            }
         };
         let delta = match &body {
             ClientRequest::Increment { delta, .. } => *delta,
@@ -295,6 +322,8 @@ impl World {
             CommandResult::Unsupported(_) => CommandResultKind::Failed {
                 indeterminate: false,
             },
+            CommandResult::Conditional { applied: true, .. } => CommandResultKind::Written,
+            CommandResult::Conditional { applied: false, .. } => CommandResultKind::Done,
         };
         self.history.commands[record].outcome = CommandOutcome::Result(kind);
         self.clients[client as usize].command = None;
@@ -372,6 +401,7 @@ impl World {
                 .contexts
                 .insert(key, context.clone());
         }
+        self.remember_seen(client, index, &reply);
         let op = &mut self.history.ops[index];
         op.complete_ns = Some(self.now);
         let for_command = match &reply {
@@ -424,6 +454,25 @@ impl World {
                     op.outcome = OpOutcome::Ok;
                     op.acks = acks;
                 }
+                ClientReply::Conditional {
+                    applied,
+                    previous,
+                    version,
+                    acks,
+                } => {
+                    // Not applied: known to have had no effect (`checks::cas` reads why).
+                    op.outcome = if applied {
+                        OpOutcome::Ok
+                    } else {
+                        OpOutcome::Failed
+                    };
+                    op.acks = acks;
+                    op.version = version;
+                    op.read = previous.iter().map(|v| value_id(v)).collect();
+                    if let Some(step) = self.cas_steps.get_mut(&index) {
+                        step.applied = Some(applied);
+                    }
+                }
             },
         }
         if !in_command {
@@ -437,6 +486,38 @@ impl World {
             }
             // Refused by every node: the command cannot go on.
             _ => self.command_abandon(client),
+        }
+    }
+
+    /// What a reply tells its client about the key's live value, for the client's next
+    /// compare-and-set of it (`workload.cas_fraction`; requests interface only).
+    fn remember_seen(&mut self, client: u32, index: usize, reply: &ClientResponse) {
+        if self.history.ops[index].command.is_some() {
+            return;
+        }
+        let key = self.history.ops[index].key;
+        let now_holds = match reply {
+            ClientResponse::Reply(ClientReply::Found { values, .. }) if values.len() == 1 => {
+                Some(values.first().cloned())
+            }
+            ClientResponse::Reply(ClientReply::NotFound { .. }) => Some(None),
+            ClientResponse::Reply(ClientReply::Conditional {
+                applied, previous, ..
+            }) => match (applied, self.cas_steps.get(&index)) {
+                (true, Some(step)) => Some(Some(step.value.clone())),
+                _ => Some(previous.clone()),
+            },
+            _ => None,
+        };
+        let seen = &mut self.clients[client as usize].seen;
+        match now_holds {
+            Some(Some(value)) => {
+                seen.insert(key, value);
+            }
+            Some(None) => {
+                seen.remove(&key);
+            }
+            None => {}
         }
     }
 

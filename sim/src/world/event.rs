@@ -126,6 +126,26 @@ impl Event {
                     | Message::CoordinatePut { op, key, .. } => {
                         format!("op {} key {}", op.0, String::from_utf8_lossy(key))
                     }
+                    Message::PaxosPrepare {
+                        op, key, ballot, ..
+                    }
+                    | Message::PaxosPropose {
+                        op, key, ballot, ..
+                    }
+                    | Message::PaxosCommit {
+                        op, key, ballot, ..
+                    } => format!(
+                        "op {} key {} ballot {}.{}",
+                        op.0,
+                        String::from_utf8_lossy(key),
+                        ballot.micros,
+                        ballot.node
+                    ),
+                    Message::PaxosPromise { op, result, .. } => match result {
+                        Ok(p) => format!("op {} granted {}", op.0, p.granted),
+                        Err(e) => format!("op {} refused {e:?}", op.0),
+                    },
+                    Message::PaxosAccept { op, result, .. } => format!("op {} {result:?}", op.0),
                     Message::ReadReply { op, record, .. } => format!(
                         "op {} {}",
                         op.0,
@@ -234,6 +254,11 @@ impl Event {
                     ClientRequest::GetExpiring { key, .. } => {
                         format!("get-expiring {}", String::from_utf8_lossy(key))
                     }
+                    ClientRequest::Conditional { key, value, .. } => format!(
+                        "conditional {} (id {})",
+                        String::from_utf8_lossy(key),
+                        value.as_deref().map_or(0, crate::workload::value_id)
+                    ),
                 };
                 format!("c{} -> n{node} {what}", request.0 >> 32)
             }

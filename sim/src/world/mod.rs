@@ -23,6 +23,7 @@ use crate::fingerprint::Fingerprint;
 use crate::history::History;
 use crate::scenario::Scenario;
 use crate::workload::Workload;
+use bytes::Bytes;
 use event::{ClientResponse, Scheduled};
 use final_reads::FINAL_READER;
 use rand::{Rng, SeedableRng};
@@ -99,6 +100,9 @@ struct Client {
     command: Option<clients::RunningCommand>,
     /// The full scan in progress: its index in `History::scans` (`workload.scan_fraction`).
     scan: Option<usize>,
+    /// The live value this client last saw for each key (reads, compare-and-sets): what its
+    /// next compare-and-set of the key expects (`workload.cas_fraction`).
+    seen: BTreeMap<u32, Bytes>,
 }
 
 /// Which phase the run is in.
@@ -226,6 +230,8 @@ pub struct World {
     disk_rng: ChaCha8Rng,
     /// The history every client recorded.
     pub history: History,
+    /// What the history does not say about its compare-and-sets, by op index (`checks::cas`).
+    pub cas_steps: BTreeMap<usize, crate::checks::cas::CasStep>,
     /// The fingerprint of every event so far.
     pub fingerprint: Fingerprint,
     /// Counters.
@@ -349,6 +355,7 @@ impl World {
                     refusals: 0,
                     command: None,
                     scan: None,
+                    seen: BTreeMap::new(),
                 })
                 .collect(),
             workload: Workload::new(scenario),
@@ -377,6 +384,7 @@ impl World {
             workload_rng: stream(seed, Stream::Workload),
             disk_rng: stream(seed, Stream::Disk),
             history: History::default(),
+            cas_steps: BTreeMap::new(),
             fingerprint: Fingerprint::default(),
             counters: RunCounters::default(),
             drawn,

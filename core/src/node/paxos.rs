@@ -1,0 +1,1216 @@
+//! Conditional writes: per-key single-decree Paxos rounds, in the style of Cassandra's
+//! lightweight transactions (issue #13, item 2; PITFALLS: "Conditional writes on top of quorums
+//! are not atomic").
+//!
+//! Why not ABD: the `linearizable` level's ABD write queries a majority and then writes; two
+//! concurrent compare-and-sets that both read value `a` would both write, and both succeed. A
+//! compare-and-set needs the read and the write of one key to be a single step, which is what a
+//! Paxos round gives: while a proposer holds the promise of a majority, no other proposer can
+//! get a proposal accepted by a majority.
+//!
+//! One round, for a key with replicas `R` and majority `m`:
+//! 1. **Prepare** with a ballot (this node's hybrid clock and id: unique across nodes and, with
+//!    the clock floor, across restarts). Each replica promises durably to accept nothing lower
+//!    and answers with its promise, its accepted proposal, the ballot of its latest commit and
+//!    its record of the key.
+//! 2. If the promises name an accepted proposal newer than every commit they name, some earlier
+//!    round may have chosen it: it is **re-proposed** at our ballot and committed first, and the
+//!    round starts over (skipping this loses chosen values: the `skip-replay` flaw).
+//! 3. Otherwise the condition is judged on the newest record of the majority. False: that record
+//!    is written back to a majority (as an ABD read does, so no later read can see an older one)
+//!    and the reply says "not applied". True: the new record, with an lww version strictly
+//!    higher than any version seen, is **proposed**; a replica accepts unless it promised a
+//!    higher ballot (accepting lower ones: the `accept-lower-ballot` flaw).
+//! 4. Once a majority accepted, the record is **committed**: merged into every replica's record
+//!    like a linearizable write; the reply comes once a majority has it durably.
+//!
+//! Contention (a promise or acceptance refused for a higher ballot) is retried after a random
+//! backoff from the node's own rng until the request's deadline. A proposal of the request's own
+//! value that some replica may have accepted makes the outcome `Indeterminate` if the round
+//! cannot finish: a later round could still choose it.
+//!
+//! Why plain linearizable reads (ABD) stay linearizable alongside: records only ever hold chosen
+//! values, committed in ballot order with versions that grow with the ballot (each proposal's
+//! version is above everything its majority reported, and its majority intersects the majority
+//! that accepted the previous chosen value). So "the newest version on a majority" is the latest
+//! chosen value that is visible anywhere; an ABD read returns it and writes it back before
+//! answering, as it does for ABD writes. A value is visible (in some record) only once chosen,
+//! and the proposer that chose it, or the next round to find it accepted, commits it.
+//!
+//! Only conditional writes are Paxos rounds. Plain writes (`PUT`/`DEL`, at `linearizable` as at
+//! every other level) do not take part: at `linearizable` they stay ABD writes (query a
+//! majority, then write a strictly higher version), which keeps the many-writer contention of
+//! plain linearizable workloads from livelocking ballots. The cost, the same rule as Cassandra's
+//! (do not mix LWT and non-LWT writes on a key): **mixing plain writes and conditional writes on
+//! the same key is not linearizable.** A plain write lands outside the ballot order, so it can
+//! fall between a compare-and-set's read and its write and be silently lost, or a round can
+//! judge its condition against a value a plain write has since replaced. Use conditional writes
+//! only (`SET ... GET` without `NX`/`XX` is the unconditional write that goes through Paxos) on a
+//! key that is ever used with one; linearizable reads are safe on such a key.
+//!
+//! Where the acceptor state lives: per key, under the reserved key `PAXOS_PREFIX | key`, as an
+//! lww record whose value is the encoded [`PaxosState`]. A reserved key rather than a record
+//! field because the state belongs to one acceptor: read repair, anti-entropy, hints and handover
+//! copy records between replicas, and all of them skip reserved keys (a copied promise would be a
+//! promise nobody made). The cost: a replica whose disk is wiped, or a replica that joins the
+//! key's range, starts with no promise (it re-learns records through handover); as in Cassandra,
+//! Paxos safety then rests on the other replicas of the majority.
+//!
+//! Strict majorities of the key's `n` replicas only, never fallbacks; last-write-wins clusters
+//! only (vector-clock clusters refuse with `LinearizableNeedsLww`). Every message carries the
+//! proposer's ring epoch and replicas fence it like `LinRead`/`LinWrite` (see `handover`).
+
+use super::coordinator::Operation;
+use super::durability::AfterPersist;
+use super::replica::Applied;
+use super::Node;
+use crate::client::{ClientReply, WriteCondition};
+use crate::codec;
+use crate::id::{key_digest, NodeId, OperationId, RequestId};
+use crate::message::{Ballot, Message, Promise, ReplicaError};
+use crate::storage::Storage;
+use crate::time::{Instant, Now};
+use crate::version::{LwwRecord, LwwVersion, Record, WriteVersion};
+use bytes::Bytes;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where each key's acceptor state lives (reserved: never replicated, see the module docs).
+pub const PAXOS_PREFIX: &[u8] = b"\xff\xffpaxos/";
+
+/// The first backoff after contention, doubled per round up to `BACKOFF_MS_MAX`; the wait is
+/// drawn uniformly below it so two contending proposers drift apart.
+const BACKOFF_MS_MIN: u64 = 2;
+/// The largest backoff drawn (a request's deadline bounds the retries anyway).
+const BACKOFF_MS_MAX: u64 = 64;
+
+/// TEST ONLY: a planted Paxos bug, so the simulator can show its `cas` check catches it
+/// (accepted by `ClusterConfig::validate` only in simulation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PaxosFlaw {
+    /// No bug.
+    #[default]
+    None,
+    /// Replicas accept a proposal whatever they promised.
+    AcceptLowerBallot,
+    /// Proposers ignore accepted proposals found in the promises.
+    SkipReplay,
+}
+
+/// One replica's durable Paxos state for one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaxosState {
+    /// The highest ballot promised.
+    pub promised: Option<Ballot>,
+    /// The latest proposal accepted and not known committed.
+    pub accepted: Option<(Ballot, LwwRecord)>,
+    /// The ballot of the latest commit applied.
+    pub committed: Option<Ballot>,
+}
+
+/// The state after promising `ballot`, or `None` if a higher ballot was promised (a repeated
+/// prepare of the same ballot is promised again). A pure policy.
+pub fn promise(state: &PaxosState, ballot: Ballot) -> Option<PaxosState> {
+    if state.promised.is_some_and(|p| p > ballot) {
+        return None;
+    }
+    Some(PaxosState {
+        promised: Some(ballot),
+        ..state.clone()
+    })
+}
+
+/// The state after accepting `proposal` at `ballot`, or `None` if a higher ballot was promised.
+/// A pure policy.
+pub fn accept(
+    state: &PaxosState,
+    ballot: Ballot,
+    proposal: &LwwRecord,
+    flaw: PaxosFlaw,
+) -> Option<PaxosState> {
+    let refused = state.promised.is_some_and(|p| p > ballot);
+    if refused && flaw != PaxosFlaw::AcceptLowerBallot {
+        return None;
+    }
+    Some(PaxosState {
+        promised: state.promised.max(Some(ballot)),
+        accepted: Some((ballot, proposal.clone())),
+        committed: state.committed,
+    })
+}
+
+/// The state after a commit at `ballot`: an accepted proposal no newer than it is no longer in
+/// progress. A pure policy.
+pub fn commit(state: &PaxosState, ballot: Ballot) -> PaxosState {
+    let committed = state.committed.max(Some(ballot));
+    let accepted = state.accepted.clone().filter(|(b, _)| Some(*b) > committed);
+    PaxosState {
+        promised: state.promised,
+        accepted,
+        committed,
+    }
+}
+
+/// The proposal a round must finish before its own: the highest-ballot accepted proposal of the
+/// promises, if it is newer than every commit they report. A pure policy.
+pub fn in_progress(promises: &[Promise]) -> Option<(Ballot, LwwRecord)> {
+    let committed = promises.iter().filter_map(|p| p.committed).max();
+    promises
+        .iter()
+        .filter_map(|p| p.accepted.clone())
+        .max_by_key(|(b, _)| *b)
+        .filter(|(b, _)| Some(*b) > committed)
+}
+
+/// The backoff before round `round` (1-based), drawn from the node's rng. A pure policy.
+pub fn backoff(round: u32, rng: &mut impl Rng) -> Duration {
+    let ceiling = BACKOFF_MS_MIN
+        .saturating_mul(1 << round.min(8))
+        .min(BACKOFF_MS_MAX);
+    Duration::from_millis(rng.gen_range(1..=ceiling))
+}
+
+/// Whether a phase reached its majority: a value, decided from a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumOutcome {
+    /// Still waiting.
+    Pending,
+    /// A majority said yes.
+    Met,
+    /// Too many said no for a majority to be possible.
+    Failed,
+}
+
+/// The yes and no votes of one phase, one per replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Votes {
+    yes: Vec<NodeId>,
+    no: Vec<NodeId>,
+}
+
+impl Votes {
+    /// Counts `from`'s vote once; `false` if it already voted (a duplicate).
+    fn record(&mut self, from: NodeId, yes: bool) -> bool {
+        if self.yes.contains(&from) || self.no.contains(&from) {
+            return false;
+        }
+        if yes {
+            self.yes.push(from);
+        } else {
+            self.no.push(from);
+        }
+        true
+    }
+
+    /// The outcome with `replicas` voters of which `needed` must say yes. A pure policy.
+    pub fn outcome(&self, replicas: usize, needed: usize) -> QuorumOutcome {
+        if self.yes.len() >= needed {
+            QuorumOutcome::Met
+        } else if replicas.saturating_sub(self.no.len()) < needed {
+            QuorumOutcome::Failed
+        } else {
+            QuorumOutcome::Pending
+        }
+    }
+
+    fn acks(&self) -> u8 {
+        u8::try_from(self.yes.len()).unwrap_or(u8::MAX)
+    }
+}
+
+/// What a Paxos request wants written: only conditional writes are Paxos rounds (plain
+/// writes at `linearizable` are ABD writes, see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Intent {
+    /// A conditional write (`SET NX|XX|GET`, `KV.CAS`): replies `Conditional`.
+    Conditional {
+        condition: WriteCondition,
+        value: Option<Bytes>,
+    },
+}
+
+/// Where a round stands.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for promises.
+    Prepare {
+        votes: Votes,
+        promises: Vec<Promise>,
+    },
+    /// Waiting for acceptances of `proposal` (`own`: the request's value, else a re-proposal).
+    Propose {
+        own: bool,
+        proposal: LwwRecord,
+        previous: Option<Bytes>,
+        votes: Votes,
+        /// A refusal that may have come after the proposal was staged (not a plain "promised
+        /// higher"): the proposal may be accepted there.
+        unclean: bool,
+    },
+    /// Waiting for durable commits of `record`.
+    Commit {
+        own: bool,
+        record: LwwRecord,
+        previous: Option<Bytes>,
+        votes: Votes,
+    },
+    /// Condition false: waiting for the write-back of the record it was judged on.
+    WriteBack {
+        previous: Option<Bytes>,
+        votes: Votes,
+    },
+    /// Contention: the next round starts at the tracked deadline.
+    Backoff,
+}
+
+/// A Paxos request in flight at its proposer.
+#[derive(Debug)]
+pub(super) struct PaxosOperation {
+    request: RequestId,
+    key: Bytes,
+    intent: Intent,
+    replicas: Vec<NodeId>,
+    needed: u8,
+    epoch: u64,
+    final_deadline: Instant,
+    ballot: Ballot,
+    /// Rounds started (1 for the first).
+    rounds: u32,
+    /// The highest ballot any replica reported: the next round's must be above it.
+    highest_seen: Option<Ballot>,
+    phase: Phase,
+}
+
+impl PaxosOperation {
+    pub(super) fn check_invariants(&self) {
+        assert!(self.rounds >= 1);
+        assert!(
+            usize::from(self.needed) > self.replicas.len() / 2,
+            "strict majority"
+        );
+        assert!(usize::from(self.needed) <= self.replicas.len());
+        if let Phase::Propose { proposal, .. }
+        | Phase::Commit {
+            record: proposal, ..
+        } = &self.phase
+        {
+            assert!(proposal.version.timestamp_micros > 0);
+        }
+    }
+}
+
+/// Replies waiting for their durability (see `AfterPersist::PaxosReply`).
+#[derive(Debug, Default)]
+pub(super) struct PaxosReplies {
+    held: BTreeMap<u64, (NodeId, Message)>,
+    next: u64,
+}
+
+/// The reserved storage key of `key`'s acceptor state.
+fn state_key(key: &[u8]) -> Bytes {
+    let mut stored = Vec::with_capacity(PAXOS_PREFIX.len() + key.len());
+    stored.extend_from_slice(PAXOS_PREFIX);
+    stored.extend_from_slice(key);
+    Bytes::from(stored)
+}
+
+/// The live value of a record (`None`: absent or a tombstone).
+/// The live value a condition is judged on, at the proposer's hybrid now: an expired value is
+/// absent (as for reads, expiry is judged after the merge); a counter's value is its decimal.
+fn live(record: Option<&Record>, now_micros: u64) -> Option<Bytes> {
+    match record {
+        Some(Record::Lww(r)) => r.live_value_at(now_micros).cloned(),
+        Some(counter @ Record::Counter(_)) => counter.live_values().pop(),
+        _ => None,
+    }
+}
+
+impl<S: Storage> Node<S> {
+    // ---------------------------------------------------------------- acceptor (replica)
+
+    fn paxos_state(&mut self, key: &[u8]) -> Result<PaxosState, ReplicaError> {
+        match self.local_record(&state_key(key))? {
+            Some(Record::Lww(LwwRecord {
+                value: Some(bytes), ..
+            })) => codec::decode_value(&bytes).map_err(|_| ReplicaError::Storage),
+            _ => Ok(PaxosState::default()),
+        }
+    }
+
+    fn stage_paxos_state(&mut self, key: &[u8], state: &PaxosState) -> Result<(), ReplicaError> {
+        // The record's version is irrelevant (nothing merges it); the value is the state.
+        let record = Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: 1,
+                node: self.id,
+                nonce: 0,
+            },
+            value: Some(Bytes::from(codec::encode_value(state))),
+            expires_at_micros: None,
+        });
+        self.stage(state_key(key), record)
+    }
+
+    /// Sends `message` to `to` once everything staged so far is durable.
+    fn paxos_reply_when_durable(&mut self, to: NodeId, message: Message) {
+        let number = self.paxos_replies.next;
+        self.paxos_replies.next += 1;
+        self.paxos_replies.held.insert(number, (to, message));
+        match self.wait_durable(AfterPersist::PaxosReply(number)) {
+            Ok(Applied::Now) => self.paxos_reply_durable(number),
+            Ok(Applied::Pending) => {}
+            Err(_) => self.paxos_reply_failed(number),
+        }
+    }
+
+    pub(super) fn paxos_reply_durable(&mut self, number: u64) {
+        if let Some((to, message)) = self.paxos_replies.held.remove(&number) {
+            self.paxos_respond(to, message);
+        }
+    }
+
+    /// The sync failed: the reply becomes a storage refusal (which may come after staging).
+    pub(super) fn paxos_reply_failed(&mut self, number: u64) {
+        let Some((to, message)) = self.paxos_replies.held.remove(&number) else {
+            return;
+        };
+        let refused = match message {
+            Message::PaxosPromise { op, key_digest, .. } => Message::PaxosPromise {
+                op,
+                key_digest,
+                result: Err(ReplicaError::Storage),
+            },
+            Message::PaxosAccept { op, key_digest, .. } => Message::PaxosAccept {
+                op,
+                key_digest,
+                result: Err(ReplicaError::Storage),
+            },
+            Message::WriteReply { op, key_digest, .. } => Message::WriteReply {
+                op,
+                key_digest,
+                result: Err(ReplicaError::Storage),
+            },
+            other => other,
+        };
+        self.paxos_respond(to, refused);
+    }
+
+    /// Sends a reply, or hands it straight to the proposer when that is this node.
+    fn paxos_respond(&mut self, to: NodeId, message: Message) {
+        if to != self.id {
+            self.send(to, message);
+            return;
+        }
+        let me = self.id;
+        match message {
+            Message::PaxosPromise {
+                op,
+                key_digest,
+                result,
+            } => self.on_paxos_promise(me, op, key_digest, result),
+            Message::PaxosAccept {
+                op,
+                key_digest,
+                result,
+            } => self.on_paxos_accept(me, op, key_digest, result),
+            Message::WriteReply {
+                op,
+                key_digest,
+                result,
+            } => self.on_write_reply(me, op, Some(key_digest), result),
+            other => self.send(to, other),
+        }
+    }
+
+    pub(super) fn serve_paxos_prepare(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        key: Bytes,
+        ballot: Ballot,
+        epoch: u64,
+    ) {
+        let key_digest = key_digest(&key);
+        let answer = self.lin_admit(epoch, &key).and_then(|()| {
+            let state = self.paxos_state(&key)?;
+            let record = self.local_record(&key)?;
+            self.observe_record(record.as_ref());
+            Ok((state, record))
+        });
+        let (state, record) = match answer {
+            Ok(found) => found,
+            Err(e) => {
+                let result = Err(e);
+                let reply = Message::PaxosPromise {
+                    op,
+                    key_digest,
+                    result,
+                };
+                return self.paxos_respond(from, reply);
+            }
+        };
+        let Some(promised) = promise(&state, ballot) else {
+            // Sent once the higher promise it names is durable (see `serve_paxos_propose`).
+            let reply = Message::PaxosPromise {
+                op,
+                key_digest,
+                result: Ok(Promise {
+                    granted: false,
+                    promised: state.promised,
+                    accepted: None,
+                    committed: state.committed,
+                    record: None,
+                }),
+            };
+            return self.paxos_reply_when_durable(from, reply);
+        };
+        let staged = if promised == state {
+            Ok(())
+        } else {
+            self.stage_paxos_state(&key, &promised)
+        };
+        let result = staged.map(|()| Promise {
+            granted: true,
+            promised: promised.promised,
+            accepted: promised.accepted.clone(),
+            committed: promised.committed,
+            record,
+        });
+        let reply = Message::PaxosPromise {
+            op,
+            key_digest,
+            result,
+        };
+        if matches!(reply, Message::PaxosPromise { result: Ok(_), .. }) {
+            self.paxos_reply_when_durable(from, reply);
+        } else {
+            self.paxos_respond(from, reply);
+        }
+    }
+
+    pub(super) fn serve_paxos_propose(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        key: Bytes,
+        ballot: Ballot,
+        proposal: LwwRecord,
+        epoch: u64,
+    ) {
+        let key_digest = key_digest(&key);
+        let reply = |result| Message::PaxosAccept {
+            op,
+            key_digest,
+            result,
+        };
+        let state = match self
+            .lin_admit(epoch, &key)
+            .and_then(|()| self.paxos_state(&key))
+        {
+            Ok(state) => state,
+            Err(e) => return self.paxos_respond(from, reply(Err(e))),
+        };
+        let flaw = self.config.cluster.unsafe_paxos_flaw;
+        if state.accepted.as_ref().is_some_and(|(b, _)| *b == ballot) {
+            // A duplicate of a proposal already accepted: say so (once durable), never "refused",
+            // which the proposer takes as proof that nothing was accepted here.
+            return self.paxos_reply_when_durable(from, reply(Ok(true)));
+        }
+        let Some(accepted) = accept(&state, ballot, &proposal, flaw) else {
+            // Refused on a promise that may still be only staged: the refusal leaves once it is
+            // durable, so a crash cannot forget the promise after the proposer took the refusal
+            // as final (a late duplicate of the proposal could then be accepted).
+            return self.paxos_reply_when_durable(from, reply(Ok(false)));
+        };
+        match self.stage_paxos_state(&key, &accepted) {
+            Ok(()) => self.paxos_reply_when_durable(from, reply(Ok(true))),
+            Err(e) => self.paxos_respond(from, reply(Err(e))),
+        }
+    }
+
+    pub(super) fn serve_paxos_commit(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        key: Bytes,
+        ballot: Ballot,
+        record: LwwRecord,
+        epoch: u64,
+    ) {
+        let key_digest = key_digest(&key);
+        let reply = |result| Message::WriteReply {
+            op,
+            key_digest,
+            result,
+        };
+        let state = match self
+            .lin_admit(epoch, &key)
+            .and_then(|()| self.paxos_state(&key))
+        {
+            Ok(state) => state,
+            Err(e) => return self.paxos_respond(from, reply(Err(e))),
+        };
+        let record = Record::Lww(record);
+        self.observe_record(Some(&record));
+        let staged = self
+            .stage_paxos_state(&key, &commit(&state, ballot))
+            .and_then(|()| self.apply(key, &record, AfterPersist::Nothing));
+        match staged {
+            Ok(_) => self.paxos_reply_when_durable(from, reply(Ok(()))),
+            Err(e) => self.paxos_respond(from, reply(Err(e))),
+        }
+    }
+
+    /// This node's own copy of a write-back, acknowledged to itself once durable.
+    fn paxos_write_back_local(&mut self, op: OperationId, key: Bytes, record: Record, epoch: u64) {
+        let key_digest = key_digest(&key);
+        let me = self.id;
+        let applied = self
+            .lin_admit(epoch, &key)
+            .and_then(|()| self.apply(key, &record, AfterPersist::Nothing));
+        let reply = |result| Message::WriteReply {
+            op,
+            key_digest,
+            result,
+        };
+        match applied {
+            Ok(_) => self.paxos_reply_when_durable(me, reply(Ok(()))),
+            Err(e) => self.paxos_respond(me, reply(Err(e))),
+        }
+    }
+
+    // ---------------------------------------------------------------- proposer (coordinator)
+
+    /// Starts a Paxos request; `needed` is a strict majority of `replicas`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
+    pub(super) fn start_paxos(
+        &mut self,
+        now: Now,
+        request: RequestId,
+        key: Bytes,
+        intent: Intent,
+        needed: u8,
+        replicas: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        self.handover_activate();
+        let epoch = self.handover.epoch();
+        let operation = PaxosOperation {
+            request,
+            key,
+            intent,
+            replicas,
+            needed,
+            epoch,
+            final_deadline: deadline,
+            ballot: Ballot::default(),
+            rounds: 0,
+            highest_seen: None,
+            phase: Phase::Backoff,
+        };
+        self.paxos_round(now, operation);
+    }
+
+    /// Starts the next round: a fresh operation id (replies to earlier rounds are stale), a
+    /// ballot above every one seen, and prepares to every replica.
+    fn paxos_round(&mut self, now: Now, mut operation: PaxosOperation) {
+        let stamp = self.stamp(now.wall);
+        let micros = operation
+            .highest_seen
+            .map_or(stamp, |seen| stamp.max(seen.micros.saturating_add(1)));
+        self.clock.observe(micros);
+        self.raise_clock_floor(micros);
+        operation.ballot = Ballot {
+            micros,
+            node: self.id,
+        };
+        operation.rounds += 1;
+        operation.phase = Phase::Prepare {
+            votes: Votes::default(),
+            promises: Vec::new(),
+        };
+        let op = self.allocate_operation();
+        let (key, ballot, epoch) = (operation.key.clone(), operation.ballot, operation.epoch);
+        let replicas = operation.replicas.clone();
+        let deadline = operation.final_deadline;
+        self.track(op, Operation::Paxos(Box::new(operation)), deadline);
+        let me = self.id;
+        for &replica in replicas.iter().filter(|&&r| r != me) {
+            let message = Message::PaxosPrepare {
+                op,
+                key: key.clone(),
+                ballot,
+                epoch,
+            };
+            self.send(replica, message);
+        }
+        if replicas.contains(&self.id) {
+            let me = self.id;
+            self.serve_paxos_prepare(me, op, key, ballot, epoch);
+        }
+    }
+
+    fn paxos_operation(&mut self, op: OperationId, digest: u64) -> Option<&mut PaxosOperation> {
+        match self.operations.get_mut(&op) {
+            Some((_, Operation::Paxos(p))) if key_digest(&p.key) == digest => Some(p),
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_paxos_promise(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        digest: u64,
+        result: Result<Promise, ReplicaError>,
+    ) {
+        let Some(paxos) = self.paxos_operation(op, digest) else {
+            self.stats.stale_replies += 1;
+            return;
+        };
+        let Phase::Prepare { votes, promises } = &mut paxos.phase else {
+            self.stats.stale_replies += 1;
+            return;
+        };
+        if !paxos.replicas.contains(&from) {
+            self.stats.stale_replies += 1;
+            return;
+        }
+        let granted = matches!(&result, Ok(p) if p.granted);
+        if !votes.record(from, granted) {
+            self.stats.stale_replies += 1;
+            return;
+        }
+        if let Ok(promise) = result {
+            paxos.highest_seen = paxos.highest_seen.max(promise.promised);
+            if promise.granted {
+                promises.push(promise);
+            }
+        }
+        match votes.outcome(paxos.replicas.len(), usize::from(paxos.needed)) {
+            QuorumOutcome::Pending => {}
+            QuorumOutcome::Failed => self.paxos_contention(op),
+            QuorumOutcome::Met => self.paxos_promised(op),
+        }
+    }
+
+    /// A majority promised: finish an earlier proposal, or judge the condition.
+    fn paxos_promised(&mut self, op: OperationId) {
+        let flaw = self.config.cluster.unsafe_paxos_flaw;
+        let now_micros = self.hybrid_now_micros();
+        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+            return;
+        };
+        let Phase::Prepare { promises, .. } = &mut paxos.phase else {
+            return;
+        };
+        let promises = std::mem::take(promises);
+        let merged = promises
+            .iter()
+            .filter_map(|p| p.record.clone())
+            .reduce(|a, b| a.merge(&b));
+        let earlier = in_progress(&promises).filter(|_| flaw != PaxosFlaw::SkipReplay);
+        if let Some((_, proposal)) = earlier {
+            paxos.phase = Phase::Propose {
+                own: false,
+                proposal,
+                previous: None,
+                votes: Votes::default(),
+                unclean: false,
+            };
+            return self.paxos_send_proposal(op);
+        }
+        let previous = live(merged.as_ref(), now_micros);
+        let Intent::Conditional { condition, value } = &paxos.intent;
+        let (holds, value) = (condition.holds(previous.as_ref()), value.clone());
+        if !holds {
+            let Some(record) = merged else {
+                // Nothing anywhere in the majority: nothing to make visible.
+                return self.paxos_finish(op, 0);
+            };
+            paxos.phase = Phase::WriteBack {
+                previous,
+                votes: Votes::default(),
+            };
+            let (key, epoch, replicas) = (paxos.key.clone(), paxos.epoch, paxos.replicas.clone());
+            let me = self.id;
+            for &replica in replicas.iter().filter(|&&r| r != me) {
+                let message = Message::LinWrite {
+                    op,
+                    key: key.clone(),
+                    record: record.clone(),
+                    epoch,
+                };
+                self.send(replica, message);
+            }
+            if replicas.contains(&self.id) {
+                self.paxos_write_back_local(op, key, record, epoch);
+            }
+            return;
+        }
+        // A version above every one the majority reported: records and accepted proposals.
+        let seen = promises
+            .iter()
+            .flat_map(|p| {
+                let record = match &p.record {
+                    Some(Record::Lww(r)) => Some(r.version.timestamp_micros),
+                    _ => None,
+                };
+                let accepted = p.accepted.as_ref().map(|(_, r)| r.version.timestamp_micros);
+                record.into_iter().chain(accepted)
+            })
+            .max();
+        let stamp = self.stamp(self.last_wall);
+        let timestamp_micros = seen.map_or(stamp, |s| stamp.max(s.saturating_add(1)));
+        self.clock.observe(timestamp_micros);
+        self.raise_clock_floor(timestamp_micros);
+        let version = LwwVersion {
+            timestamp_micros,
+            node: self.id,
+            nonce: self.rng.gen(),
+        };
+        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+            return;
+        };
+        paxos.phase = Phase::Propose {
+            own: true,
+            proposal: LwwRecord {
+                version,
+                value,
+                expires_at_micros: None,
+            },
+            previous,
+            votes: Votes::default(),
+            unclean: false,
+        };
+        self.paxos_send_proposal(op);
+    }
+
+    fn paxos_send_proposal(&mut self, op: OperationId) {
+        let Some((_, Operation::Paxos(paxos))) = self.operations.get(&op) else {
+            return;
+        };
+        let Phase::Propose { proposal, .. } = &paxos.phase else {
+            return;
+        };
+        let (key, ballot, epoch) = (paxos.key.clone(), paxos.ballot, paxos.epoch);
+        let (proposal, replicas) = (proposal.clone(), paxos.replicas.clone());
+        let me = self.id;
+        for &replica in replicas.iter().filter(|&&r| r != me) {
+            let message = Message::PaxosPropose {
+                op,
+                key: key.clone(),
+                ballot,
+                proposal: proposal.clone(),
+                epoch,
+            };
+            self.send(replica, message);
+        }
+        if replicas.contains(&self.id) {
+            let me = self.id;
+            self.serve_paxos_propose(me, op, key, ballot, proposal, epoch);
+        }
+    }
+
+    pub(super) fn on_paxos_accept(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        digest: u64,
+        result: Result<bool, ReplicaError>,
+    ) {
+        let Some(paxos) = self.paxos_operation(op, digest) else {
+            self.stats.stale_replies += 1;
+            return;
+        };
+        let Phase::Propose { votes, unclean, .. } = &mut paxos.phase else {
+            self.stats.stale_replies += 1;
+            return;
+        };
+        if !paxos.replicas.contains(&from) || !votes.record(from, result == Ok(true)) {
+            self.stats.stale_replies += 1;
+            return;
+        }
+        // Only "promised higher" and an unsent message are known to have left nothing behind.
+        *unclean |= !matches!(result, Ok(_) | Err(ReplicaError::Busy));
+        match votes.outcome(paxos.replicas.len(), usize::from(paxos.needed)) {
+            QuorumOutcome::Pending => {}
+            QuorumOutcome::Met => self.paxos_send_commit(op),
+            QuorumOutcome::Failed => {
+                let Phase::Propose {
+                    own,
+                    votes,
+                    unclean,
+                    ..
+                } = &paxos.phase
+                else {
+                    return;
+                };
+                let replicas = paxos.replicas.len();
+                let all_voted = votes.yes.len() + votes.no.len() >= replicas;
+                if !*own || (all_voted && !*unclean && votes.yes.is_empty()) {
+                    // Nobody holds our value accepted: a new round may choose another.
+                    self.paxos_contention(op);
+                } else if all_voted {
+                    // Some replica holds our proposal accepted (or may): a later round could
+                    // still choose it, so a new proposal of ours could write the value twice.
+                    let acks = votes.acks();
+                    self.paxos_end(op, |needed| ClientReply::Indeterminate { acks, needed });
+                }
+                // Otherwise wait for the replicas still silent: one may have accepted.
+            }
+        }
+    }
+
+    fn paxos_send_commit(&mut self, op: OperationId) {
+        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+            return;
+        };
+        let Phase::Propose {
+            own,
+            proposal,
+            previous,
+            ..
+        } = &paxos.phase
+        else {
+            return;
+        };
+        let record = proposal.clone();
+        paxos.phase = Phase::Commit {
+            own: *own,
+            record: record.clone(),
+            previous: previous.clone(),
+            votes: Votes::default(),
+        };
+        let (key, ballot, epoch) = (paxos.key.clone(), paxos.ballot, paxos.epoch);
+        let replicas = paxos.replicas.clone();
+        let me = self.id;
+        for &replica in replicas.iter().filter(|&&r| r != me) {
+            let message = Message::PaxosCommit {
+                op,
+                key: key.clone(),
+                ballot,
+                record: record.clone(),
+                epoch,
+            };
+            self.send(replica, message);
+        }
+        if replicas.contains(&self.id) {
+            let me = self.id;
+            self.serve_paxos_commit(me, op, key, ballot, record, epoch);
+        }
+    }
+
+    /// A commit's or a write-back's durable acknowledgement (or refusal). Returns `false` if
+    /// `op` is not a Paxos round (the caller handles it).
+    pub(super) fn paxos_on_write_reply(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        op: OperationId,
+        digest: Option<u64>,
+        result: Result<(), ReplicaError>,
+    ) -> bool {
+        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+            return false;
+        };
+        if digest.is_some_and(|d| d != key_digest(&paxos.key)) || !paxos.replicas.contains(&from) {
+            self.stats.stale_replies += 1;
+            return true;
+        }
+        let (replicas, needed) = (paxos.replicas.len(), usize::from(paxos.needed));
+        let outcome = match &mut paxos.phase {
+            Phase::Commit { votes, .. } | Phase::WriteBack { votes, .. } => {
+                if !votes.record(from, result.is_ok()) {
+                    self.stats.stale_replies += 1;
+                    return true;
+                }
+                votes.outcome(replicas, needed)
+            }
+            _ => {
+                self.stats.stale_replies += 1;
+                return true;
+            }
+        };
+        match (outcome, &paxos.phase) {
+            (QuorumOutcome::Pending, _) => {}
+            (QuorumOutcome::Met, Phase::Commit { own: false, .. }) => {
+                // The earlier proposal is chosen and committed: now our own round.
+                if let Some(Operation::Paxos(paxos)) = self.untrack(op) {
+                    self.paxos_round(now, *paxos);
+                }
+            }
+            (QuorumOutcome::Met, Phase::Commit { votes, .. })
+            | (QuorumOutcome::Met, Phase::WriteBack { votes, .. }) => {
+                let acks = votes.acks();
+                self.paxos_finish(op, acks);
+            }
+            (
+                QuorumOutcome::Failed,
+                Phase::Commit {
+                    own: true, votes, ..
+                },
+            ) => {
+                let acks = votes.acks();
+                self.paxos_end(op, |needed| ClientReply::Indeterminate { acks, needed });
+            }
+            (QuorumOutcome::Failed, _) => self.paxos_contention(op),
+            // Votes are counted only in the commit and write-back phases.
+            (QuorumOutcome::Met, _) => {}
+        }
+        true
+    }
+
+    /// The round cannot finish (refusals for higher ballots, or replicas refusing): try again
+    /// after a backoff, if the deadline allows.
+    fn paxos_contention(&mut self, op: OperationId) {
+        let Some(Operation::Paxos(mut paxos)) = self.untrack(op) else {
+            return;
+        };
+        paxos.phase = Phase::Backoff;
+        let wait = backoff(paxos.rounds, &mut self.rng);
+        let at = self.last_monotonic.saturating_add(wait);
+        let deadline = at.min(paxos.final_deadline);
+        self.track(op, Operation::Paxos(paxos), deadline);
+    }
+
+    /// The request's answer after a successful commit or write-back.
+    fn paxos_finish(&mut self, op: OperationId, acks: u8) {
+        let Some(Operation::Paxos(paxos)) = self.untrack(op) else {
+            return;
+        };
+        let reply = match paxos.phase {
+            Phase::Commit {
+                record, previous, ..
+            } => ClientReply::Conditional {
+                applied: true,
+                previous,
+                version: Some(WriteVersion::Lww(record.version)),
+                acks,
+            },
+            Phase::WriteBack { previous, .. } => ClientReply::Conditional {
+                applied: false,
+                previous,
+                version: None,
+                acks,
+            },
+            // The condition was false and the majority held nothing at all.
+            _ => ClientReply::Conditional {
+                applied: false,
+                previous: None,
+                version: None,
+                acks,
+            },
+        };
+        self.reply(paxos.request, reply);
+    }
+
+    /// Ends the request with `reply(needed)`.
+    fn paxos_end(&mut self, op: OperationId, reply: impl FnOnce(u8) -> ClientReply) {
+        if let Some(Operation::Paxos(paxos)) = self.untrack(op) {
+            let reply = reply(paxos.needed);
+            self.reply(paxos.request, reply);
+        }
+    }
+
+    /// The tracked deadline of a Paxos request passed (its entry is already removed): the end
+    /// of a backoff starts the next round; the request's own deadline ends it.
+    pub(super) fn paxos_deadline(&mut self, now: Now, op: OperationId, paxos: PaxosOperation) {
+        let expired = now.monotonic >= paxos.final_deadline;
+        if !expired && matches!(paxos.phase, Phase::Backoff) {
+            return self.paxos_round(now, paxos);
+        }
+        if !expired {
+            // A spurious deadline (cannot happen: only backoffs track an earlier one).
+            let deadline = paxos.final_deadline;
+            return self.track(op, Operation::Paxos(Box::new(paxos)), deadline);
+        }
+        let reply = match &paxos.phase {
+            Phase::Propose {
+                own: true, votes, ..
+            }
+            | Phase::Commit {
+                own: true, votes, ..
+            } => ClientReply::Indeterminate {
+                acks: votes.acks(),
+                needed: paxos.needed,
+            },
+            Phase::Prepare { votes, .. }
+            | Phase::Propose { votes, .. }
+            | Phase::Commit { votes, .. }
+            | Phase::WriteBack { votes, .. } => ClientReply::Unavailable {
+                acks: votes.acks(),
+                needed: paxos.needed,
+            },
+            Phase::Backoff => ClientReply::Unavailable {
+                acks: 0,
+                needed: paxos.needed,
+            },
+        };
+        self.reply(paxos.request, reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn ballot(micros: u64, node: u32) -> Ballot {
+        Ballot {
+            micros,
+            node: NodeId(node),
+        }
+    }
+
+    fn record(micros: u64, value: &'static [u8]) -> LwwRecord {
+        LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: micros,
+                node: NodeId(1),
+                nonce: 0,
+            },
+            value: Some(Bytes::from_static(value)),
+        }
+    }
+
+    #[test]
+    fn promises_and_acceptances_never_go_below_a_promise() {
+        let empty = PaxosState::default();
+        let promised = promise(&empty, ballot(5, 1)).expect("first promise");
+        assert_eq!(promised.promised, Some(ballot(5, 1)));
+        assert_eq!(promise(&promised, ballot(4, 9)), None, "lower ballot");
+        assert!(
+            promise(&promised, ballot(5, 1)).is_some(),
+            "repeated prepare"
+        );
+        assert!(
+            promise(&promised, ballot(5, 2)).is_some(),
+            "higher node breaks tie"
+        );
+        let proposal = record(10, b"a");
+        assert_eq!(
+            accept(&promised, ballot(4, 9), &proposal, PaxosFlaw::None),
+            None
+        );
+        let planted = accept(
+            &promised,
+            ballot(4, 9),
+            &proposal,
+            PaxosFlaw::AcceptLowerBallot,
+        );
+        assert!(planted.is_some(), "the planted flaw accepts");
+        let accepted = accept(&promised, ballot(5, 1), &proposal, PaxosFlaw::None)
+            .expect("the promised ballot is accepted");
+        assert_eq!(accepted.accepted, Some((ballot(5, 1), proposal.clone())));
+        let higher = accept(&accepted, ballot(7, 2), &proposal, PaxosFlaw::None).expect("higher");
+        assert_eq!(
+            higher.promised,
+            Some(ballot(7, 2)),
+            "accepting raises the promise"
+        );
+    }
+
+    #[test]
+    fn commits_retire_accepted_proposals_no_newer_than_them() {
+        let state = PaxosState {
+            promised: Some(ballot(9, 1)),
+            accepted: Some((ballot(8, 1), record(1, b"a"))),
+            committed: None,
+        };
+        assert_eq!(commit(&state, ballot(8, 1)).accepted, None);
+        assert_eq!(commit(&state, ballot(8, 1)).committed, Some(ballot(8, 1)));
+        assert!(commit(&state, ballot(7, 1)).accepted.is_some());
+        let later = commit(&commit(&state, ballot(8, 1)), ballot(3, 1));
+        assert_eq!(later.committed, Some(ballot(8, 1)), "commits never go back");
+    }
+
+    fn granted(accepted: Option<(Ballot, LwwRecord)>, committed: Option<Ballot>) -> Promise {
+        Promise {
+            granted: true,
+            promised: None,
+            accepted,
+            committed,
+            record: None,
+        }
+    }
+
+    #[test]
+    fn the_highest_accepted_proposal_newer_than_every_commit_is_in_progress() {
+        let a = (ballot(5, 1), record(50, b"a"));
+        let b = (ballot(6, 2), record(60, b"b"));
+        assert_eq!(in_progress(&[]), None);
+        assert_eq!(
+            in_progress(&[granted(Some(a.clone()), None), granted(None, None)]),
+            Some(a.clone())
+        );
+        assert_eq!(
+            in_progress(&[
+                granted(Some(a.clone()), None),
+                granted(Some(b.clone()), None)
+            ]),
+            Some(b.clone())
+        );
+        // Committed at a later ballot by another replica of the majority: not in progress.
+        assert_eq!(
+            in_progress(&[
+                granted(Some(a.clone()), None),
+                granted(None, Some(ballot(7, 3)))
+            ]),
+            None
+        );
+        assert_eq!(
+            in_progress(&[granted(Some(b.clone()), Some(ballot(5, 1)))]),
+            Some(b)
+        );
+    }
+
+    #[test]
+    fn votes_decide_from_a_table() {
+        let mut votes = Votes::default();
+        assert_eq!(votes.outcome(3, 2), QuorumOutcome::Pending);
+        assert!(votes.record(NodeId(1), true));
+        assert!(!votes.record(NodeId(1), false), "one vote per replica");
+        assert_eq!(votes.outcome(3, 2), QuorumOutcome::Pending);
+        assert!(votes.record(NodeId(2), false));
+        assert_eq!(votes.outcome(3, 2), QuorumOutcome::Pending);
+        assert!(votes.record(NodeId(3), false));
+        assert_eq!(votes.outcome(3, 2), QuorumOutcome::Failed);
+        let mut met = Votes::default();
+        met.record(NodeId(1), true);
+        met.record(NodeId(2), true);
+        assert_eq!(met.outcome(3, 2), QuorumOutcome::Met);
+    }
+
+    #[test]
+    fn conditions_judge_the_live_value() {
+        let a = Bytes::from_static(b"a");
+        let empty = Bytes::new();
+        assert!(WriteCondition::Absent.holds(None));
+        assert!(
+            !WriteCondition::Absent.holds(Some(&empty)),
+            "an empty value exists"
+        );
+        assert!(WriteCondition::Present.holds(Some(&empty)));
+        assert!(!WriteCondition::Present.holds(None));
+        assert!(WriteCondition::Equals(a.clone()).holds(Some(&a)));
+        assert!(!WriteCondition::Equals(empty.clone()).holds(None));
+        assert!(WriteCondition::Always.holds(None));
+    }
+
+    #[test]
+    fn backoff_stays_within_its_bounds() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for round in 0..40 {
+            let wait = backoff(round, &mut rng);
+            assert!(wait >= Duration::from_millis(1));
+            assert!(wait <= Duration::from_millis(BACKOFF_MS_MAX));
+        }
+    }
+}
