@@ -302,7 +302,6 @@ pub struct Promise {
     pub record: Option<Record>,
 }
 
-
 /// One replica's page of a scan interval.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScanPage {

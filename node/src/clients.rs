@@ -551,7 +551,6 @@ fn failure(reply: &ClientReply) -> Reply {
         | ClientReply::KeyCount { .. }
         | ClientReply::Counted { .. }
         | ClientReply::FoundExpiring { .. }
-
         | ClientReply::Conditional { .. } => Reply::err("unexpected reply kind"),
     }
 }

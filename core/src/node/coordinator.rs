@@ -436,7 +436,9 @@ impl<S: Storage> Node<S> {
             return Err(RequestError::ReservedKey);
         }
         let value = match body {
-            ClientRequest::Put { value, .. } | ClientRequest::PutExpiring { value, .. } => Some(value),
+            ClientRequest::Put { value, .. } | ClientRequest::PutExpiring { value, .. } => {
+                Some(value)
+            }
             ClientRequest::Conditional { value, .. } => value.as_ref(),
             _ => None,
         };

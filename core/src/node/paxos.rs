@@ -1077,6 +1077,7 @@ mod tests {
                 nonce: 0,
             },
             value: Some(Bytes::from_static(value)),
+            expires_at_micros: None,
         }
     }
 
