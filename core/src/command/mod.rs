@@ -762,9 +762,11 @@ fn ttl_op(command: Command) -> Result<(Bytes, ttl::TtlOp), Command> {
             key,
             value,
             options,
-        } if options != SetOptions::default() => {
+        } if options.expiry.is_some() || options.keep_ttl => {
+            // `NX`/`XX`/`GET` alone are conditional writes (the ordinary path below); with an
+            // expiry they would need it inside the Paxos proposal, which is not carried yet.
             let op = if options.condition.is_some() || options.get {
-                TtlOp::Refuse("SET with NX, XX or GET is not supported yet")
+                TtlOp::Refuse("SET combining NX, XX or GET with an expiry is not supported yet")
             } else if options.keep_ttl && options.expiry.is_some() {
                 TtlOp::Refuse("SET with KEEPTTL and an expiry")
             } else if let Some(expiry) = options.expiry {

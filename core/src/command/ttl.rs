@@ -425,8 +425,10 @@ mod tests {
         assert_eq!(run(set(keep.clone()), kept), CommandResult::Done);
         let none = vec![(read("k"), absent()), (put("v", None), written())];
         assert_eq!(run(set(keep), none), CommandResult::Done);
+        // NX alone is a conditional write (not this machine's); NX with an expiry is refused.
         let nx = SetOptions {
             condition: Some(super::super::SetCondition::Absent),
+            expiry: Some(Expiry::AfterMillis(1500)),
             ..SetOptions::default()
         };
         assert!(matches!(
