@@ -156,7 +156,12 @@ mod tests {
         ] {
             assert_eq!(parse_set(&args(bad)), Err(syntax_error()), "{bad:?}");
         }
-        assert!(parse_set(&args(&["k", "v", "EX", "10"])).is_err());
+        // An expiry alone is the TTL path's command; with a condition it is refused.
+        assert!(matches!(
+            parse_set(&args(&["k", "v", "EX", "10"])),
+            Ok(Command::Ttl(_))
+        ));
+        assert!(parse_set(&args(&["k", "v", "NX", "EX", "10"])).is_err());
         assert!(parse_set(&args(&["k", "v", "EX", "0"])).is_err());
     }
 
