@@ -47,29 +47,7 @@ impl ClusterLayout {
             Some(ports) => format!("127.0.0.1:{}", ports[id - 1]),
             None => "off".to_string(),
         };
-        let mut all = args(&[
-            "--node-id",
-            &id.to_string(),
-            "--client-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            &http,
-            "--peer-listen",
-            &format!("127.0.0.1:{}", self.peer_ports[id - 1]),
-            "--cluster-secret-file",
-            "secret",
-            "--data-dir",
-            &format!("data{id}"),
-            "--config",
-            dir.join("base.toml").to_str().expect("utf8 path"),
-        ]);
-        for (j, port) in self.peer_ports.iter().enumerate() {
-            if j + 1 != id {
-                all.push("--peer".into());
-                all.push(format!("{}=127.0.0.1:{port}", j + 1));
-            }
-        }
-        all
+        member_args(dir, id, &self.peer_ports, &http)
     }
 
     fn start(&self, dir: &Path, id: usize) -> NodeProcess {

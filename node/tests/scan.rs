@@ -144,29 +144,7 @@ fn dev_node_scans_live_keys_and_counts_no_tombstones_even_after_sigkill() {
 const SECRET: &str = "4f1c2b9a7e6d5c4b3a2918f7e6d5c4b3\n";
 
 fn node_args(dir: &Path, id: usize, peer_ports: &[u16]) -> Vec<String> {
-    let mut all = args(&[
-        "--node-id",
-        &id.to_string(),
-        "--client-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "off",
-        "--peer-listen",
-        &format!("127.0.0.1:{}", peer_ports[id - 1]),
-        "--cluster-secret-file",
-        "secret",
-        "--data-dir",
-        &format!("data{id}"),
-        "--config",
-        dir.join("base.toml").to_str().expect("utf8 path"),
-    ]);
-    for (j, port) in peer_ports.iter().enumerate() {
-        if j + 1 != id {
-            all.push("--peer".into());
-            all.push(format!("{}=127.0.0.1:{port}", j + 1));
-        }
-    }
-    all
+    member_args(dir, id, peer_ports, "off")
 }
 
 #[test]

@@ -149,6 +149,35 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The arguments of member `id` (1-based) of a local cluster whose peer ports are
+/// `peer_ports` (one per member, in id order): clients on a free port, HTTP on `http` (`off` or
+/// an address), the shared `secret` file and `base.toml` in `dir`, every other member as a peer.
+pub fn member_args(dir: &Path, id: usize, peer_ports: &[u16], http: &str) -> Vec<String> {
+    let mut all = args(&[
+        "--node-id",
+        &id.to_string(),
+        "--client-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        http,
+        "--peer-listen",
+        &format!("127.0.0.1:{}", peer_ports[id - 1]),
+        "--cluster-secret-file",
+        "secret",
+        "--data-dir",
+        &format!("data{id}"),
+        "--config",
+        dir.join("base.toml").to_str().expect("utf8 path"),
+    ]);
+    for (j, port) in peer_ports.iter().enumerate() {
+        if j + 1 != id {
+            all.push("--peer".into());
+            all.push(format!("{}=127.0.0.1:{port}", j + 1));
+        }
+    }
+    all
+}
+
 pub fn args(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
