@@ -8,20 +8,10 @@ mod common;
 use common::*;
 use redis::{Commands, Value};
 
-fn dev_args() -> Vec<String> {
-    args(&[
-        "--dev",
-        "--client-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "off",
-    ])
-}
-
 #[test]
 fn counters_count_convert_refuse_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = NodeProcess::start(dir.path(), &dev_args(), "dev");
+    let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev");
     let mut c = node.client();
     assert_eq!(run(&mut c, &["INCR", "hits"]).expect("incr"), Value::Int(1));
     assert_eq!(
@@ -98,7 +88,7 @@ fn counters_count_convert_refuse_and_survive_a_restart() {
     // Acknowledged increments are durable: a SIGKILL and a restart keep them.
     drop(c);
     node.kill();
-    let node = NodeProcess::start(dir.path(), &dev_args(), "dev-again");
+    let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev-again");
     let mut c = node.client();
     assert_eq!(run(&mut c, &["GET", "hits"]).expect("get"), bulk("1"));
     assert_eq!(run(&mut c, &["INCR", "hits"]).expect("incr"), Value::Int(2));

@@ -8,18 +8,6 @@ use common::*;
 use redis::{Commands, Value};
 use std::io::Write;
 
-fn dev_args(extra: &[&str]) -> Vec<String> {
-    let mut all = args(&[
-        "--dev",
-        "--client-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "off",
-    ]);
-    all.extend(args(extra));
-    all
-}
-
 #[test]
 fn redis_commands_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");

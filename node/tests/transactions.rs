@@ -10,18 +10,6 @@ use redis::Value;
 use ringkv_node::resp::Reply;
 use ringkv_node::resp_client::RespClient;
 
-fn dev_args(extra: &[&str]) -> Vec<String> {
-    let mut all = args(&[
-        "--dev",
-        "--client-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "off",
-    ]);
-    all.extend(args(extra));
-    all
-}
-
 fn error_of(reply: &Reply) -> String {
     match reply {
         Reply::Error(text) => text.clone(),

@@ -149,6 +149,19 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The arguments of a `--dev` node with clients on a free port and HTTP off, then `extra`.
+pub fn dev_args(extra: &[&str]) -> Vec<String> {
+    let mut all = args(&[
+        "--dev",
+        "--client-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "off",
+    ]);
+    all.extend(args(extra));
+    all
+}
+
 /// The arguments of member `id` (1-based) of a local cluster whose peer ports are
 /// `peer_ports` (one per member, in id order): clients on a free port, HTTP on `http` (`off` or
 /// an address), the shared `secret` file and `base.toml` in `dir`, every other member as a peer.
