@@ -14,6 +14,17 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Anti-entropy's state: one hash tree per range held and the round-robin over ranges.
+#[derive(Default)]
+pub(super) struct AntiEntropy {
+    pub(super) trees: BTreeMap<u32, RangeTree>,
+    pub(super) cursor: usize,
+    pub(super) next_round: Option<crate::time::Instant>,
+    pub(super) stats: AntiEntropyStats,
+    /// Rounds still to run back to back for an operator's repair.
+    pub(super) repair_rounds_left: usize,
+}
+
 /// Encoded bytes of records one anti-entropy message carries (well below the codec's 16 MiB
 /// message limit; a single larger record still goes alone).
 const AE_RECORDS_BYTES_MAX: usize = 4 << 20;
@@ -77,14 +88,15 @@ pub(super) fn orphan_offers(count: usize, per_round: usize, round: u64) -> Vec<(
 impl<S: Storage> Node<S> {
     /// Rebuilds every tree from storage (at start-up; a later full rebuild catches bit rot).
     pub(super) fn rebuild_trees(&mut self) {
-        self.trees.clear();
+        self.anti_entropy.trees.clear();
         self.scan_index.clear();
         let mut start: Vec<u8> = Vec::new();
         loop {
-            let batch = match self.storage.scan(&start, REBUILD_SCAN_BATCH) {
+            let batch = match self.ctx.storage.scan(&start, REBUILD_SCAN_BATCH) {
                 Ok(batch) => batch,
                 Err(e) => {
-                    self.outputs
+                    self.ctx
+                        .outputs
                         .push_back(Output::Event(NodeEvent::StorageError {
                             reason: e.to_string(),
                         }));
@@ -120,39 +132,43 @@ impl<S: Storage> Node<S> {
             return; // hints are not replicated data
         }
         self.scan_index_update(key, record);
-        if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
-            self.trees.entry(range).or_default().update(key, record);
+        if let Some(range) = self.ctx.ring.range_index_for_hash(Ring::key_hash(key)) {
+            self.anti_entropy
+                .trees
+                .entry(range)
+                .or_default()
+                .update(key, record);
         }
         self.tree_rebuild_track(key, record);
     }
 
     fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
-        self.trees.entry(range).or_default()
+        self.anti_entropy.trees.entry(range).or_default()
     }
 
     /// Operator: compare every range this node replicates (and offer every range it holds but no
     /// longer replicates) with the other replicas now, back to back, instead of waiting for the
     /// periodic sweep. Returns the rounds scheduled. Works even with periodic anti-entropy off.
     pub fn start_repair(&mut self, now: Now) -> usize {
-        let per_round = self.config.cluster.anti_entropy_ranges_per_round.max(1);
-        let ranges = self.my_ranges.len() + self.trees.len();
-        self.repair_rounds_left = ranges.div_ceil(per_round).max(1);
-        self.next_anti_entropy = Some(now.monotonic);
+        let per_round = self.ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
+        let ranges = self.ctx.my_ranges.len() + self.anti_entropy.trees.len();
+        self.anti_entropy.repair_rounds_left = ranges.div_ceil(per_round).max(1);
+        self.anti_entropy.next_round = Some(now.monotonic);
         self.finish_input();
-        self.repair_rounds_left
+        self.anti_entropy.repair_rounds_left
     }
 
     /// Anti-entropy rounds still to run for an operator's repair.
     pub fn repair_rounds_left(&self) -> usize {
-        self.repair_rounds_left
+        self.anti_entropy.repair_rounds_left
     }
 
     /// Arms the first round lazily (the constructor has no time).
     pub(super) fn arm_anti_entropy(&mut self, now: Now) {
-        let interval = self.config.cluster.anti_entropy_interval_ms;
-        if interval > 0 && self.next_anti_entropy.is_none() {
-            let offset = self.config.rng_seed % interval.max(1);
-            self.next_anti_entropy = Some(
+        let interval = self.ctx.config.cluster.anti_entropy_interval_ms;
+        if interval > 0 && self.anti_entropy.next_round.is_none() {
+            let offset = self.ctx.config.rng_seed % interval.max(1);
+            self.anti_entropy.next_round = Some(
                 now.monotonic
                     .saturating_add(Duration::from_millis(offset + 1)),
             );
@@ -161,10 +177,10 @@ impl<S: Storage> Node<S> {
 
     /// One round: send roots of the next few ranges to one of their other replicas each.
     pub(super) fn anti_entropy_round(&mut self, now: Now) {
-        let configured = self.config.cluster.anti_entropy_interval_ms;
-        let gap = if self.repair_rounds_left > 0 {
+        let configured = self.ctx.config.cluster.anti_entropy_interval_ms;
+        let gap = if self.anti_entropy.repair_rounds_left > 0 {
             // An operator's repair: sweep every range now, a round every few milliseconds.
-            self.repair_rounds_left -= 1;
+            self.anti_entropy.repair_rounds_left -= 1;
             Some(if configured == 0 {
                 REPAIR_ROUND_GAP_MS
             } else {
@@ -173,13 +189,13 @@ impl<S: Storage> Node<S> {
         } else {
             (configured > 0).then_some(configured)
         };
-        self.next_anti_entropy =
+        self.anti_entropy.next_round =
             gap.map(|ms| now.monotonic.saturating_add(Duration::from_millis(ms)));
-        if self.durability.is_poisoned() {
+        if self.ctx.durability.is_poisoned() {
             return;
         }
         self.tree_rebuild_step(now);
-        self.ae_stats.rounds += 1;
+        self.anti_entropy.stats.rounds += 1;
         let mut per_peer: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
         // Ranges this node still holds data for but no longer replicates (after a leave or a
         // join moved them): offer them to their current replicas, which pull what they lack.
@@ -187,25 +203,27 @@ impl<S: Storage> Node<S> {
         // from storage after a restart). An offered tree never empties (the data stays here), so
         // the offers walk the orphans a round's worth at a time: taking the first ones every
         // round never reached the rest (swarm seed 2204 lost writes held only by a leaving node).
-        let n = usize::from(self.config.cluster.n);
+        let n = usize::from(self.ctx.config.cluster.n);
         let orphans: Vec<u32> = self
+            .anti_entropy
             .trees
             .iter()
             .filter(|(range, tree)| {
                 !tree.is_empty()
                     && self
+                        .ctx
                         .my_ranges
                         .binary_search_by_key(&**range, |(r, _)| *r)
                         .is_err()
             })
             .map(|(&range, _)| range)
             .collect();
-        let per_round = self.config.cluster.anti_entropy_ranges_per_round.max(1);
-        for (range, pass) in orphan_offers(orphans.len(), per_round, self.ae_stats.rounds)
+        let per_round = self.ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
+        for (range, pass) in orphan_offers(orphans.len(), per_round, self.anti_entropy.stats.rounds)
             .into_iter()
             .filter_map(|(index, pass)| orphans.get(index).map(|&r| (r, pass)))
         {
-            let replicas = self.ring.range_replicas(range, n);
+            let replicas = self.ctx.ring.range_replicas(range, n);
             if replicas.is_empty() {
                 continue;
             }
@@ -213,42 +231,43 @@ impl<S: Storage> Node<S> {
             let root = self.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
         }
-        if self.my_ranges.is_empty() {
+        if self.ctx.my_ranges.is_empty() {
             for (peer, roots) in per_peer {
-                self.send(peer, Message::AeRoots { roots });
+                self.ctx.send(peer, Message::AeRoots { roots });
             }
             return;
         }
         let count = self
+            .ctx
             .config
             .cluster
             .anti_entropy_ranges_per_round
-            .min(self.my_ranges.len());
+            .min(self.ctx.my_ranges.len());
         for _ in 0..count {
-            let slot = self.ae_cursor % self.my_ranges.len();
-            let sweep = self.ae_cursor / self.my_ranges.len();
-            self.ae_cursor = self.ae_cursor.wrapping_add(1);
-            let (range, peers) = &self.my_ranges[slot];
+            let slot = self.anti_entropy.cursor % self.ctx.my_ranges.len();
+            let sweep = self.anti_entropy.cursor / self.ctx.my_ranges.len();
+            self.anti_entropy.cursor = self.anti_entropy.cursor.wrapping_add(1);
+            let (range, peers) = &self.ctx.my_ranges[slot];
             if peers.is_empty() {
                 continue;
             }
             let (range, peer) = (*range, peers[sweep % peers.len()]);
             let root = self.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
-            self.ae_stats.ranges_compared += 1;
+            self.anti_entropy.stats.ranges_compared += 1;
         }
         for (peer, roots) in per_peer {
-            self.send(peer, Message::AeRoots { roots });
+            self.ctx.send(peer, Message::AeRoots { roots });
         }
     }
 
     pub(super) fn on_ae_roots(&mut self, from: NodeId, roots: Vec<(u32, u64)>) {
-        for (range, root) in roots.into_iter().take(self.my_ranges.len().max(1)) {
+        for (range, root) in roots.into_iter().take(self.ctx.my_ranges.len().max(1)) {
             let tree = self.tree_mut(range);
             if tree.root() != root {
                 let hashes = tree.interior().to_vec();
-                self.ae_stats.ranges_differing += 1;
-                self.send(from, Message::AeInterior { range, hashes });
+                self.anti_entropy.stats.ranges_differing += 1;
+                self.ctx.send(from, Message::AeInterior { range, hashes });
             }
         }
     }
@@ -266,7 +285,7 @@ impl<S: Storage> Node<S> {
                 u8::try_from(group).ok().map(|g| (g, leaves))
             })
             .collect();
-        self.send(from, Message::AeLeaves { range, groups });
+        self.ctx.send(from, Message::AeLeaves { range, groups });
     }
 
     pub(super) fn on_ae_leaves(&mut self, from: NodeId, range: u32, groups: Vec<(u8, Vec<u64>)>) {
@@ -291,7 +310,7 @@ impl<S: Storage> Node<S> {
                     .map(|(k, d)| (k.clone(), d))
             })
             .collect();
-        self.send(
+        self.ctx.send(
             from,
             Message::AeDigests {
                 range,
@@ -320,7 +339,7 @@ impl<S: Storage> Node<S> {
         let theirs: BTreeMap<Bytes, u64> = entries.into_iter().collect();
         let (send, want) = plan_repair(&mine, &theirs);
         let records = self.records_for(&send);
-        self.send(from, Message::AeRecords { records, want });
+        self.ctx.send(from, Message::AeRecords { records, want });
     }
 
     pub(super) fn on_ae_records(
@@ -337,12 +356,12 @@ impl<S: Storage> Node<S> {
                 .is_ok()
                 && self.tree_digest(&key) != before
             {
-                self.ae_stats.records_repaired += 1;
+                self.anti_entropy.stats.records_repaired += 1;
             }
         }
         if !want.is_empty() {
             let records = self.records_for(&want);
-            self.send(
+            self.ctx.send(
                 from,
                 Message::AeRecords {
                     records,
@@ -353,8 +372,11 @@ impl<S: Storage> Node<S> {
     }
 
     fn tree_digest(&self, key: &Bytes) -> Option<u64> {
-        let range = self.ring.range_index_for_hash(Ring::key_hash(key))?;
-        self.trees.get(&range).and_then(|t| t.digest_of(key))
+        let range = self.ctx.ring.range_index_for_hash(Ring::key_hash(key))?;
+        self.anti_entropy
+            .trees
+            .get(&range)
+            .and_then(|t| t.digest_of(key))
     }
 
     /// Local records of `keys`, at most the per-message limit in count and about
@@ -362,7 +384,7 @@ impl<S: Storage> Node<S> {
     /// budget, a batch of large values encoded past the codec's message limit and was refused
     /// by every receiver, so those keys were never repaired.
     fn records_for(&mut self, keys: &[Bytes]) -> Vec<(Bytes, Record)> {
-        let max = self.config.cluster.anti_entropy_records_per_message_max;
+        let max = self.ctx.config.cluster.anti_entropy_records_per_message_max;
         let mut records = Vec::new();
         let mut bytes = 0usize;
         for key in keys.iter().take(max) {
@@ -375,13 +397,13 @@ impl<S: Storage> Node<S> {
                 records.push((key.clone(), record));
             }
         }
-        self.ae_stats.records_sent += records.len() as u64;
+        self.anti_entropy.stats.records_sent += records.len() as u64;
         records
     }
 
     /// Anti-entropy counters.
     pub fn anti_entropy_stats(&self) -> &AntiEntropyStats {
-        &self.ae_stats
+        &self.anti_entropy.stats
     }
 }
 

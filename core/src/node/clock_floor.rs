@@ -29,32 +29,32 @@ impl<S: Storage> Node<S> {
     pub(super) fn load_clock_floor(&mut self) {
         if let Ok(Some(Record::Lww(LwwRecord {
             value: Some(bytes), ..
-        }))) = self.storage.get(CLOCK_FLOOR_KEY)
+        }))) = self.ctx.storage.get(CLOCK_FLOOR_KEY)
         {
             if let Ok(bound) = codec::decode_value::<u64>(&bytes) {
-                self.clock.observe(bound);
-                self.clock_floor = bound;
+                self.ctx.clock.observe(bound);
+                self.ctx.clock_floor = bound;
             }
         }
     }
 
     /// A fresh timestamp; keeps the persisted bound ahead of it.
     pub(super) fn stamp(&mut self, wall: WallMicros) -> u64 {
-        let stamp = self.clock.stamp(wall);
+        let stamp = self.ctx.clock.stamp(wall);
         self.raise_clock_floor(stamp);
         stamp
     }
 
     /// Stages a new bound when `stamp` comes near the current one.
     pub(super) fn raise_clock_floor(&mut self, stamp: u64) {
-        if stamp.saturating_add(CLOCK_FLOOR_MARGIN_MICROS) < self.clock_floor {
+        if stamp.saturating_add(CLOCK_FLOOR_MARGIN_MICROS) < self.ctx.clock_floor {
             return;
         }
         let bound = stamp.saturating_add(CLOCK_FLOOR_WINDOW_MICROS);
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
                 timestamp_micros: bound,
-                node: self.id,
+                node: self.ctx.id,
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&bound))),
@@ -64,7 +64,7 @@ impl<S: Storage> Node<S> {
             .stage(Bytes::from_static(CLOCK_FLOOR_KEY), record)
             .is_ok()
         {
-            self.clock_floor = bound;
+            self.ctx.clock_floor = bound;
         }
     }
 }

@@ -18,6 +18,23 @@ use bytes::Bytes;
 use rand::Rng;
 use std::time::Duration;
 
+/// The coordinator's state: operations in flight with their deadlines, datacenter groups,
+/// forwarded puts already served, and when each member was last heard from.
+#[derive(Default)]
+pub(super) struct Coordinator {
+    pub(super) operations: std::collections::BTreeMap<OperationId, (Instant, Operation)>,
+    pub(super) deadlines: std::collections::BTreeSet<(Instant, OperationId)>,
+    /// Datacenter groups of the operations at `local_quorum` / `each_quorum`.
+    pub(super) op_groups: std::collections::BTreeMap<OperationId, Vec<(Vec<NodeId>, usize)>>,
+    /// Groups computed for the operation about to be tracked.
+    pub(super) pending_groups: Option<Vec<(Vec<NodeId>, usize)>>,
+    pub(super) served_forwards: std::collections::BTreeSet<(NodeId, OperationId)>,
+    pub(super) served_forwards_order: std::collections::VecDeque<(NodeId, OperationId)>,
+    /// When each ring member was last heard from directly (any message): evidence that
+    /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
+    pub(super) heard_from: std::collections::BTreeMap<NodeId, Instant>,
+}
+
 /// Who is waiting for a write's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Origin {
@@ -206,7 +223,7 @@ impl<S: Storage> Node<S> {
             _ => {}
         }
         if let Err(e) = self.admit(&body) {
-            self.reply(request, ClientReply::Rejected(e));
+            self.ctx.reply(request, ClientReply::Rejected(e));
             return;
         }
         if let ClientRequest::Increment {
@@ -218,7 +235,7 @@ impl<S: Storage> Node<S> {
             self.start_increment(now, request, key, delta, consistency);
             return;
         }
-        let cluster = &self.config.cluster;
+        let cluster = &self.ctx.config.cluster;
         let (level, default) = match &body {
             // Scans were served above; they read, so they default to `r`.
             ClientRequest::Get { consistency, .. }
@@ -238,7 +255,7 @@ impl<S: Storage> Node<S> {
             .or(cluster.consistency)
             .map_or(Some(default), |l| l.required(n))
         else {
-            self.reply(
+            self.ctx.reply(
                 request,
                 ClientReply::Rejected(RequestError::InvalidConsistency),
             );
@@ -249,34 +266,35 @@ impl<S: Storage> Node<S> {
             ClientRequest::PutExpiring { .. } | ClientRequest::GetExpiring { .. }
         );
         if expiring && cluster.conflict != ConflictMode::Lww {
-            self.reply(request, ClientReply::Rejected(RequestError::ExpiryNeedsLww));
+            self.ctx
+                .reply(request, ClientReply::Rejected(RequestError::ExpiryNeedsLww));
             return;
         }
         let linearizable = level.or(cluster.consistency) == Some(Consistency::Linearizable);
         if linearizable && cluster.conflict != ConflictMode::Lww {
-            self.reply(
+            self.ctx.reply(
                 request,
                 ClientReply::Rejected(RequestError::LinearizableNeedsLww),
             );
             return;
         }
-        let replicas = self.ring.preference_list(body.key(), usize::from(n));
+        let replicas = self.ctx.ring.preference_list(body.key(), usize::from(n));
         let mut needed = needed;
         match level.or(cluster.consistency) {
             Some(Consistency::LocalQuorum) | Some(Consistency::EachQuorum) => {
                 let each = level.or(cluster.consistency) == Some(Consistency::EachQuorum);
-                let groups = datacenter_groups(&self.ring, &replicas, self.id, each);
+                let groups = datacenter_groups(&self.ctx.ring, &replicas, self.ctx.id, each);
                 if groups.is_empty() {
-                    self.reply(
+                    self.ctx.reply(
                         request,
                         ClientReply::Rejected(RequestError::InvalidConsistency),
                     );
                     return;
                 }
                 needed = needs(groups.iter().map(|(_, k)| *k).sum());
-                self.pending_groups = Some(groups);
+                self.coordinator.pending_groups = Some(groups);
             }
-            _ => self.pending_groups = None,
+            _ => self.coordinator.pending_groups = None,
         }
         if replicas.len() < usize::from(needed) {
             let e = if replicas.is_empty() {
@@ -284,17 +302,17 @@ impl<S: Storage> Node<S> {
             } else {
                 RequestError::InvalidConsistency
             };
-            self.reply(request, ClientReply::Rejected(e));
+            self.ctx.reply(request, ClientReply::Rejected(e));
             return;
         }
         if let Some(short) = self.replicas_down(&body, linearizable, &replicas, needed) {
-            self.pending_groups = None;
-            self.reply(request, ClientReply::Rejected(short));
+            self.coordinator.pending_groups = None;
+            self.ctx.reply(request, ClientReply::Rejected(short));
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.config.cluster.request_timeout());
+            .saturating_add(self.ctx.config.cluster.request_timeout());
         if linearizable {
             // Conditional writes are Paxos rounds (see `paxos`); plain reads and writes at this
             // level stay ABD. Mixing plain and conditional writes on one key is not
@@ -413,18 +431,9 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// The hybrid now against which this node judges expiries: never behind its wall clock nor
-    /// behind any stamp it has issued or seen, so a value it once hid stays hidden.
-    pub(super) fn hybrid_now_micros(&self) -> u64 {
-        if self.config.cluster.unsafe_ignore_expiry {
-            return 0;
-        }
-        self.last_wall.0.max(self.clock.last_micros())
-    }
-
     /// Limits checked before a request has any effect.
     fn admit(&self, body: &ClientRequest) -> Result<(), RequestError> {
-        let cluster = &self.config.cluster;
+        let cluster = &self.ctx.config.cluster;
         let key = body.key();
         if key.is_empty() || key.len() > cluster.key_bytes_max {
             return Err(RequestError::KeyTooLarge {
@@ -450,18 +459,20 @@ impl<S: Storage> Node<S> {
                 });
             }
         }
-        if self.operations.len() >= cluster.requests_in_flight_max {
+        if self.coordinator.operations.len() >= cluster.requests_in_flight_max {
             return Err(RequestError::Busy);
         }
         Ok(())
     }
 
     pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
-        if let Some(groups) = self.pending_groups.take() {
-            self.op_groups.insert(op, groups);
+        if let Some(groups) = self.coordinator.pending_groups.take() {
+            self.coordinator.op_groups.insert(op, groups);
         }
-        self.operations.insert(op, (deadline, operation));
-        self.deadlines.insert((deadline, op));
+        self.coordinator
+            .operations
+            .insert(op, (deadline, operation));
+        self.coordinator.deadlines.insert((deadline, op));
     }
 
     pub(super) fn untrack(&mut self, op: OperationId) -> Option<Operation> {
@@ -470,9 +481,9 @@ impl<S: Storage> Node<S> {
     }
 
     fn untrack_with_deadline(&mut self, op: OperationId) -> Option<(Instant, Operation)> {
-        self.op_groups.remove(&op);
-        let (deadline, operation) = self.operations.remove(&op)?;
-        self.deadlines.remove(&(deadline, op));
+        self.coordinator.op_groups.remove(&op);
+        let (deadline, operation) = self.coordinator.operations.remove(&op)?;
+        self.coordinator.deadlines.remove(&(deadline, op));
         Some((deadline, operation))
     }
 
@@ -493,7 +504,7 @@ impl<S: Storage> Node<S> {
         epoch: Option<u64>,
         with_expiry: bool,
     ) {
-        let op = self.allocate_operation();
+        let op = self.ctx.allocate_operation();
         let read = ReadOperation {
             request,
             purpose,
@@ -517,27 +528,30 @@ impl<S: Storage> Node<S> {
         // Datacenter levels never hand off: a read at `local_quorum` / `each_quorum` is answered
         // only by majorities of its datacenter groups, which stand-ins outside the groups cannot
         // form (issue #11, item 5; writes at those levels already never hand off).
-        let grouped = self.pending_groups.is_some();
-        if self.config.cluster.sloppy_quorum
+        let grouped = self.coordinator.pending_groups.is_some();
+        if self.ctx.config.cluster.sloppy_quorum
             && matches!(read.purpose, ReadPurpose::Plain)
             && !grouped
         {
             read.sloppy_final = Some(deadline);
             let handoff = self
+                .ctx
                 .last_monotonic
-                .saturating_add(Duration::from_millis(self.config.cluster.sloppy_after_ms));
+                .saturating_add(Duration::from_millis(
+                    self.ctx.config.cluster.sloppy_after_ms,
+                ));
             tracked = handoff.min(deadline);
         }
         self.track(op, Operation::Read(read), tracked);
         for replica in replicas {
-            if replica == self.id {
+            if replica == self.ctx.id {
                 let record = match epoch {
                     Some(epoch) => self
                         .lin_admit(epoch, &key)
                         .and_then(|()| self.local_record(&key)),
                     None => self.local_record(&key),
                 };
-                let id = self.id;
+                let id = self.ctx.id;
                 self.on_read_reply(id, op, None, record);
             } else {
                 let key = key.clone();
@@ -545,7 +559,7 @@ impl<S: Storage> Node<S> {
                     Some(epoch) => Message::LinRead { op, key, epoch },
                     None => Message::Read { op, key },
                 };
-                self.send(replica, message);
+                self.ctx.send(replica, message);
             }
         }
     }
@@ -560,16 +574,16 @@ impl<S: Storage> Node<S> {
         key_digest: Option<u64>,
         record: Result<Option<Record>, ReplicaError>,
     ) {
-        let Some((_, Operation::Read(read))) = self.operations.get_mut(&op) else {
-            self.stats.stale_replies += 1;
+        let Some((_, Operation::Read(read))) = self.coordinator.operations.get_mut(&op) else {
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         if !reply_matches(&read.replica_ids, &read.key, from, key_digest) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         if read.answered.contains(&from) || read.refused.contains(&from) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         match record {
@@ -599,20 +613,20 @@ impl<S: Storage> Node<S> {
             }
             return;
         }
-        let groups = self.op_groups.get(&op);
+        let groups = self.coordinator.op_groups.get(&op);
         let met = quorum_met(&read.answered, needed, groups);
         let unreachable =
             groups.is_none() && usize::from(read.replicas) - usize::from(read.failed) < needed;
         let plain = matches!(read.purpose, ReadPurpose::Plain);
-        if met && plain && self.config.cluster.read_repair && !all_in {
+        if met && plain && self.ctx.config.cluster.read_repair && !all_in {
             // Answer now; keep collecting the other replicas' answers to repair them.
             read.replied = true;
             let (request, merged, with_expiry) =
                 (read.request, read.merged.clone(), read.with_expiry);
             self.observe_record(merged.as_ref());
-            let now_micros = self.hybrid_now_micros();
+            let now_micros = self.ctx.hybrid_now_micros();
             let reply = read_reply(merged, acks(answered), now_micros, with_expiry);
-            self.reply(request, reply);
+            self.ctx.reply(request, reply);
             return;
         }
         if met || unreachable {
@@ -628,7 +642,7 @@ impl<S: Storage> Node<S> {
                             needed: read.needed,
                         }
                     };
-                    self.reply(read.request, reply);
+                    self.ctx.reply(read.request, reply);
                     return;
                 }
                 self.after_read_quorum(read, deadline, acks(answered));
@@ -640,23 +654,23 @@ impl<S: Storage> Node<S> {
     fn after_read_quorum(&mut self, read: ReadOperation, deadline: Instant, answered: u8) {
         match read.purpose {
             ReadPurpose::Plain => {
-                let now_micros = self.hybrid_now_micros();
+                let now_micros = self.ctx.hybrid_now_micros();
                 let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
-                self.reply(read.request, reply);
-                if self.config.cluster.read_repair {
+                self.ctx.reply(read.request, reply);
+                if self.ctx.config.cluster.read_repair {
                     self.read_repair(read);
                 }
             }
             ReadPurpose::LinearizableRead => {
-                let now_micros = self.hybrid_now_micros();
+                let now_micros = self.ctx.hybrid_now_micros();
                 let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
                 let Some(record) = read.merged else {
                     // No replica of the majority holds anything: nothing to make visible.
-                    self.reply(read.request, reply);
+                    self.ctx.reply(read.request, reply);
                     return;
                 };
-                if self.config.cluster.unsafe_skip_write_back {
-                    self.reply(read.request, reply);
+                if self.ctx.config.cluster.unsafe_skip_write_back {
+                    self.ctx.reply(read.request, reply);
                     return;
                 }
                 let version = match &record {
@@ -665,7 +679,7 @@ impl<S: Storage> Node<S> {
                     Record::Counter(r) => WriteVersion::Lww(r.epoch),
                     Record::Causal(_) => {
                         let reply = ClientReply::Rejected(RequestError::LinearizableNeedsLww);
-                        self.reply(read.request, reply);
+                        self.ctx.reply(read.request, reply);
                         return;
                     }
                 };
@@ -701,14 +715,14 @@ impl<S: Storage> Node<S> {
                     Some(Record::Counter(r)) => Some(r.epoch),
                     _ => None,
                 };
-                let stamp = self.stamp(self.last_wall);
+                let stamp = self.stamp(self.ctx.last_wall);
                 let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
-                self.clock.observe(timestamp_micros);
+                self.ctx.clock.observe(timestamp_micros);
                 self.raise_clock_floor(timestamp_micros);
                 let version = LwwVersion {
                     timestamp_micros,
-                    node: self.id,
-                    nonce: self.rng.gen(),
+                    node: self.ctx.id,
+                    nonce: self.ctx.rng.gen(),
                 };
                 let record = LwwRecord {
                     version,
@@ -749,8 +763,8 @@ impl<S: Storage> Node<S> {
             if record.as_ref() == Some(&merged) {
                 continue;
             }
-            self.stats.read_repairs += 1;
-            if *node == self.id {
+            self.ctx.stats.read_repairs += 1;
+            if *node == self.ctx.id {
                 let _ = self.apply(read.key.clone(), &merged, AfterPersist::Nothing);
             } else {
                 let message = Message::Write {
@@ -758,7 +772,7 @@ impl<S: Storage> Node<S> {
                     key: read.key.clone(),
                     record: merged.clone(),
                 };
-                self.send(*node, message);
+                self.ctx.send(*node, message);
             }
         }
     }
@@ -780,12 +794,12 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        match self.config.cluster.conflict {
+        match self.ctx.config.cluster.conflict {
             ConflictMode::Lww => {
                 let version = LwwVersion {
                     timestamp_micros: self.stamp(now.wall),
-                    node: self.id,
-                    nonce: self.rng.gen(),
+                    node: self.ctx.id,
+                    nonce: self.ctx.rng.gen(),
                 };
                 let record = Record::Lww(LwwRecord {
                     version,
@@ -813,10 +827,12 @@ impl<S: Storage> Node<S> {
                     sloppy: None,
                     epoch: None,
                 };
-                if self.config.cluster.sloppy_quorum && self.pending_groups.is_none() {
-                    let handoff = now
-                        .monotonic
-                        .saturating_add(Duration::from_millis(self.config.cluster.sloppy_after_ms));
+                if self.ctx.config.cluster.sloppy_quorum
+                    && self.coordinator.pending_groups.is_none()
+                {
+                    let handoff = now.monotonic.saturating_add(Duration::from_millis(
+                        self.ctx.config.cluster.sloppy_after_ms,
+                    ));
                     let mut write = write;
                     write.sloppy = Some(Sloppy {
                         final_deadline: deadline,
@@ -832,7 +848,7 @@ impl<S: Storage> Node<S> {
             }
             ConflictMode::VectorClock => {
                 let context = context.map(|c| c.0).unwrap_or_default();
-                if replicas.contains(&self.id) {
+                if replicas.contains(&self.ctx.id) {
                     let origin = Origin::Client(request);
                     self.coordinate_causal_put(
                         origin, key, value, context, needed, replicas, deadline,
@@ -848,14 +864,14 @@ impl<S: Storage> Node<S> {
 
     /// Registers a write and sends it out (lww: everyone at once; vector clock: local copy first).
     fn launch_write(&mut self, write: WriteOperation, deadline: Instant) -> OperationId {
-        let op = self.allocate_operation();
+        let op = self.ctx.allocate_operation();
         // A new dot, or a new slot of this replica's counter, is durable here before any other
         // replica holds it: after a crash this replica can never issue it again differently.
         let local_first = matches!(
             write.version,
             WriteVersion::Dot(_) | WriteVersion::Counter(_)
         );
-        let is_replica = write.replicas.contains(&self.id);
+        let is_replica = write.replicas.contains(&self.ctx.id);
         let key = write.key.clone();
         let record = write.record.clone();
         let epoch = write.epoch;
@@ -868,7 +884,7 @@ impl<S: Storage> Node<S> {
                 Ok(Applied::Now) => self.on_local_write_durable(op),
                 Ok(Applied::Pending) => {}
                 Err(e) => {
-                    let id = self.id;
+                    let id = self.ctx.id;
                     self.on_write_reply(id, op, None, Err(e));
                 }
             }
@@ -881,7 +897,7 @@ impl<S: Storage> Node<S> {
 
     /// Sends the write to every other replica.
     fn fan_out(&mut self, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
             return;
         };
         if write.fanned_out {
@@ -892,7 +908,7 @@ impl<S: Storage> Node<S> {
             .replicas
             .iter()
             .copied()
-            .filter(|&r| r != self.id)
+            .filter(|&r| r != self.ctx.id)
             .collect();
         let (key, record, epoch) = (write.key.clone(), write.record.clone(), write.epoch);
         for target in targets {
@@ -906,14 +922,19 @@ impl<S: Storage> Node<S> {
                 },
                 None => Message::Write { op, key, record },
             };
-            if buggify!(self.faults, &mut self.rng, "coordinator/duplicate-write") {
+            if buggify!(
+                self.ctx.faults,
+                &mut self.ctx.rng,
+                "coordinator/duplicate-write"
+            ) {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
-                if let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) {
+                if let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op)
+                {
                     write.copies_doubled = true;
                 }
-                self.send(target, message.clone());
+                self.ctx.send(target, message.clone());
             }
-            self.send(target, message);
+            self.ctx.send(target, message);
         }
     }
 
@@ -924,7 +945,7 @@ impl<S: Storage> Node<S> {
         // completes the write, and a write fanned out only after that was never sent to the
         // other replicas at all (it lived on this node alone until anti-entropy; swarm 2204).
         self.fan_out(op);
-        let id = self.id;
+        let id = self.ctx.id;
         self.on_write_reply(id, op, None, Ok(()));
     }
 
@@ -941,18 +962,18 @@ impl<S: Storage> Node<S> {
             return;
         }
         let now = Now {
-            monotonic: self.last_monotonic,
-            wall: self.last_wall,
+            monotonic: self.ctx.last_monotonic,
+            wall: self.ctx.last_wall,
         };
         if self.paxos_on_write_reply(now, from, op, key_digest, result) {
             return;
         }
-        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
-            self.stats.stale_replies += 1;
+        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         if key_digest.is_some_and(|d| d != crate::id::key_digest(&write.key)) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         // A fallback's acknowledgement counts for the replica it stands in for, once.
@@ -972,7 +993,7 @@ impl<S: Storage> Node<S> {
                 .as_ref()
                 .is_some_and(|s| s.stand_ins.iter().any(|(f, _)| *f == from));
         if write.acked.contains(&logical) || write.refused.contains(&logical) || !known {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         match result {
@@ -986,7 +1007,7 @@ impl<S: Storage> Node<S> {
             }
         }
         let (acked, needed) = (write.acked.len(), usize::from(write.needed));
-        let groups = self.op_groups.get(&op);
+        let groups = self.coordinator.op_groups.get(&op);
         let met = quorum_met(&write.acked, needed, groups);
         let reachable = if groups.is_some() {
             write.replicas.len()
@@ -1054,7 +1075,7 @@ impl<S: Storage> Node<S> {
                         ClientReply::Counted { value, acks }
                     }
                 };
-                self.reply(request, reply);
+                self.ctx.reply(request, reply);
             }
             Origin::WriteBack { request, reply } => {
                 let reply = match outcome {
@@ -1064,7 +1085,7 @@ impl<S: Storage> Node<S> {
                     }
                     ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
                 };
-                self.reply(request, reply);
+                self.ctx.reply(request, reply);
             }
             Origin::Forward {
                 from,
@@ -1076,7 +1097,7 @@ impl<S: Storage> Node<S> {
                     key_digest,
                     outcome,
                 };
-                self.send(from, reply);
+                self.ctx.send(from, reply);
             }
         }
     }
@@ -1107,10 +1128,14 @@ impl<S: Storage> Node<S> {
                 return;
             }
         };
-        let (mut record, dot) = local.update(self.actor, &context, value);
-        record.prune(self.config.cluster.clock_entries_max, &replicas, self.actor);
-        if record.siblings.len() > self.config.cluster.siblings_max {
-            let max = self.config.cluster.siblings_max;
+        let (mut record, dot) = local.update(self.ctx.actor, &context, value);
+        record.prune(
+            self.ctx.config.cluster.clock_entries_max,
+            &replicas,
+            self.ctx.actor,
+        );
+        if record.siblings.len() > self.ctx.config.cluster.siblings_max {
+            let max = self.ctx.config.cluster.siblings_max;
             self.finish_write(
                 origin,
                 needed,
@@ -1125,8 +1150,8 @@ impl<S: Storage> Node<S> {
             .iter()
             .map(|(_, value)| value.as_ref().map_or(0, Bytes::len))
             .sum();
-        if bytes > self.config.cluster.record_bytes_max {
-            let max = self.config.cluster.record_bytes_max;
+        if bytes > self.ctx.config.cluster.record_bytes_max {
+            let max = self.ctx.config.cluster.record_bytes_max;
             self.finish_write(
                 origin,
                 needed,
@@ -1173,12 +1198,12 @@ impl<S: Storage> Node<S> {
         if !self.remember_forward((from, op)) {
             return;
         }
-        let n = usize::from(self.config.cluster.n);
-        let replicas = self.ring.preference_list(&key, n);
+        let n = usize::from(self.ctx.config.cluster.n);
+        let replicas = self.ctx.ring.preference_list(&key, n);
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
-        if !replicas.contains(&self.id)
+        if !replicas.contains(&self.ctx.id)
             || !valid
-            || self.operations.len() >= self.config.cluster.requests_in_flight_max
+            || self.coordinator.operations.len() >= self.ctx.config.cluster.requests_in_flight_max
         {
             let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
             let key_digest = crate::id::key_digest(&key);
@@ -1187,12 +1212,12 @@ impl<S: Storage> Node<S> {
                 key_digest,
                 outcome,
             };
-            self.send(from, reply);
+            self.ctx.send(from, reply);
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.config.cluster.request_timeout());
+            .saturating_add(self.ctx.config.cluster.request_timeout());
         let key_digest = crate::id::key_digest(&key);
         let origin = Origin::Forward {
             from,
@@ -1217,7 +1242,7 @@ impl<S: Storage> Node<S> {
         candidates: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let op = self.allocate_operation();
+        let op = self.ctx.allocate_operation();
         // Replicas the failure detector judges down are tried last (stable order otherwise).
         let mut candidates = candidates;
         candidates.sort_by_key(|&c| self.is_down(c));
@@ -1240,7 +1265,7 @@ impl<S: Storage> Node<S> {
     /// Each candidate replica gets an equal slice of the request timeout.
     fn attempt_deadline(&self, now: Now, forward: &ForwardOperation) -> Instant {
         let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
-        let slice = self.config.cluster.request_timeout() / slices;
+        let slice = self.ctx.config.cluster.request_timeout() / slices;
         now.monotonic
             .saturating_add(slice.max(Duration::from_millis(1)))
             .min(forward.deadline)
@@ -1263,7 +1288,7 @@ impl<S: Storage> Node<S> {
                 needed: forward.needed,
             },
         };
-        self.send(target, message);
+        self.ctx.send(target, message);
     }
 
     /// The coordinating replica's answer to a forwarded put; only a candidate already tried (an
@@ -1275,7 +1300,7 @@ impl<S: Storage> Node<S> {
         key_digest: u64,
         outcome: ForwardedOutcome,
     ) {
-        let expected = match self.operations.get(&op) {
+        let expected = match self.coordinator.operations.get(&op) {
             Some((_, Operation::Forward(f))) => {
                 f.candidates
                     .get(..=f.attempt)
@@ -1285,7 +1310,7 @@ impl<S: Storage> Node<S> {
             _ => false,
         };
         if !expected {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         if let Some(Operation::Forward(forward)) = self.untrack(op) {
@@ -1321,16 +1346,16 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let sloppy = self.config.cluster.sloppy_quorum.then_some(Sloppy {
+        let sloppy = self.ctx.config.cluster.sloppy_quorum.then_some(Sloppy {
             final_deadline: deadline,
             hinted: false,
             replied: false,
             stand_ins: Vec::new(),
         });
         let tracked = if sloppy.is_some() {
-            let handoff = now
-                .monotonic
-                .saturating_add(Duration::from_millis(self.config.cluster.sloppy_after_ms));
+            let handoff = now.monotonic.saturating_add(Duration::from_millis(
+                self.ctx.config.cluster.sloppy_after_ms,
+            ));
             handoff.min(deadline)
         } else {
             deadline
@@ -1378,7 +1403,7 @@ impl<S: Storage> Node<S> {
         let mut candidates = replicas;
         candidates.sort_by_key(|&c| self.is_down(c));
         candidates.truncate(1);
-        let op = self.allocate_operation();
+        let op = self.ctx.allocate_operation();
         let forward = ForwardOperation {
             request,
             key,
@@ -1458,13 +1483,13 @@ impl<S: Storage> Node<S> {
         key: Bytes,
         record: Record,
     ) {
-        self.hint_stats.handed_off += 1;
-        if fallback == self.id {
+        self.hints.stats.handed_off += 1;
+        if fallback == self.ctx.id {
             match self.store_hint(intended, key, &record, AfterPersist::AckLocal(op)) {
                 Ok(Applied::Now) => self.on_local_write_durable(op),
                 Ok(Applied::Pending) => {}
                 Err(e) => {
-                    let id = self.id;
+                    let id = self.ctx.id;
                     self.on_write_reply(id, op, None, Err(e));
                 }
             }
@@ -1475,14 +1500,14 @@ impl<S: Storage> Node<S> {
                 record,
                 for_node: intended,
             };
-            self.send(fallback, message);
+            self.ctx.send(fallback, message);
         }
     }
 
     /// `key`'s ring walk without the nodes the failure detector judges down: where stand-ins
     /// for silent or failed replicas are taken from (`hints::choose_fallback`), in order.
     fn fallback_walk(&self, key: &[u8]) -> Vec<NodeId> {
-        let walk = self.ring.preference_list(key, self.ring.len());
+        let walk = self.ctx.ring.preference_list(key, self.ctx.ring.len());
         walk.into_iter().filter(|&n| !self.is_down(n)).collect()
     }
 
@@ -1490,14 +1515,14 @@ impl<S: Storage> Node<S> {
     /// already judges down: their stand-ins get hinted copies at once, and their acknowledgements
     /// count for the replicas they stand in for.
     fn stand_in_for_down(&mut self, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.operations.get(&op) else {
+        let Some((_, Operation::Write(write))) = self.coordinator.operations.get(&op) else {
             return;
         };
         let down: Vec<NodeId> = write
             .replicas
             .iter()
             .copied()
-            .filter(|&r| r != self.id && self.is_down(r) && !write.acked.contains(&r))
+            .filter(|&r| r != self.ctx.id && self.is_down(r) && !write.acked.contains(&r))
             .collect();
         if down.is_empty() {
             return;
@@ -1512,7 +1537,7 @@ impl<S: Storage> Node<S> {
             involved.push(fallback);
             sends.push((fallback, intended));
         }
-        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
             return;
         };
         let Some(sloppy) = write.sloppy.as_mut() else {
@@ -1529,8 +1554,8 @@ impl<S: Storage> Node<S> {
 
     pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
         // The deadline entry was already removed by the caller.
-        self.op_groups.remove(&op);
-        let Some((_, operation)) = self.operations.remove(&op) else {
+        self.coordinator.op_groups.remove(&op);
+        let Some((_, operation)) = self.coordinator.operations.remove(&op) else {
             return;
         };
         match operation {
@@ -1558,11 +1583,11 @@ impl<S: Storage> Node<S> {
                 let key = read.key.clone();
                 self.track(op, Operation::Read(read), deadline);
                 for target in targets {
-                    if target == self.id {
+                    if target == self.ctx.id {
                         let record = self.local_record(&key);
                         self.on_read_reply(target, op, None, record);
                     } else {
-                        self.send(
+                        self.ctx.send(
                             target,
                             Message::Read {
                                 op,
@@ -1578,7 +1603,7 @@ impl<S: Storage> Node<S> {
                     acks: acks(read.answered.len()),
                     needed: read.needed,
                 };
-                self.reply(read.request, reply);
+                self.ctx.reply(read.request, reply);
             }
             Operation::Write(write) if write.sloppy.as_ref().is_some_and(|s| !s.hinted) => {
                 self.hand_off(now, op, write);
@@ -1598,7 +1623,8 @@ impl<S: Storage> Node<S> {
                 {
                     forward.attempt += 1;
                     let next = forward.candidates[forward.attempt];
-                    self.outputs
+                    self.ctx
+                        .outputs
                         .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
                     self.send_forward(op, &forward);
                     let attempt_deadline = self.attempt_deadline(now, &forward);

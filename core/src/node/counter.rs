@@ -41,35 +41,35 @@ impl<S: Storage> Node<S> {
         delta: i64,
         consistency: Option<Consistency>,
     ) {
-        let cluster = &self.config.cluster;
+        let cluster = &self.ctx.config.cluster;
         let n = cluster.n;
         let needed = match increment_quorum(cluster.conflict, consistency.or(cluster.consistency)) {
             Ok(None) => Some(cluster.w),
             Ok(Some(level)) => level.required(n),
             Err(e) => {
-                self.reply(request, ClientReply::Rejected(e));
+                self.ctx.reply(request, ClientReply::Rejected(e));
                 return;
             }
         };
         let Some(needed) = needed else {
             let e = RequestError::InvalidConsistency;
-            self.reply(request, ClientReply::Rejected(e));
+            self.ctx.reply(request, ClientReply::Rejected(e));
             return;
         };
-        let replicas = self.ring.preference_list(&key, usize::from(n));
+        let replicas = self.ctx.ring.preference_list(&key, usize::from(n));
         if replicas.len() < usize::from(needed) {
             let e = if replicas.is_empty() {
                 RequestError::NoReplicas
             } else {
                 RequestError::InvalidConsistency
             };
-            self.reply(request, ClientReply::Rejected(e));
+            self.ctx.reply(request, ClientReply::Rejected(e));
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.config.cluster.request_timeout());
-        if replicas.contains(&self.id) {
+            .saturating_add(self.ctx.config.cluster.request_timeout());
+        if replicas.contains(&self.ctx.id) {
             let origin = Origin::Client(request);
             self.apply_increment(now, origin, key, delta, needed, replicas, deadline);
         } else {
@@ -97,23 +97,23 @@ impl<S: Storage> Node<S> {
             op,
             key_digest,
         };
-        let n = usize::from(self.config.cluster.n);
-        let replicas = self.ring.preference_list(&key, n);
+        let n = usize::from(self.ctx.config.cluster.n);
+        let replicas = self.ctx.ring.preference_list(&key, n);
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
-        if !replicas.contains(&self.id)
+        if !replicas.contains(&self.ctx.id)
             || !valid
-            || self.operations.len() >= self.config.cluster.requests_in_flight_max
+            || self.coordinator.operations.len() >= self.ctx.config.cluster.requests_in_flight_max
         {
             self.refuse_write(origin, needed, RequestError::Busy);
             return;
         }
-        if self.config.cluster.conflict != ConflictMode::Lww {
+        if self.ctx.config.cluster.conflict != ConflictMode::Lww {
             self.refuse_write(origin, needed, RequestError::CountersNeedLww);
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.config.cluster.request_timeout());
+            .saturating_add(self.ctx.config.cluster.request_timeout());
         self.apply_increment(now, origin, key, delta, needed, replicas, deadline);
     }
 
@@ -140,7 +140,7 @@ impl<S: Storage> Node<S> {
             }
         };
         let applied = counter::counter_of(local.as_ref())
-            .and_then(|current| counter::increment(&current, self.actor, delta));
+            .and_then(|current| counter::increment(&current, self.ctx.actor, delta));
         let (state, dot) = match applied {
             Ok(applied) => applied,
             Err(e) => {
@@ -149,7 +149,7 @@ impl<S: Storage> Node<S> {
             }
         };
         // The epoch is a version other records are compared with: keep the clock above it.
-        self.clock.observe(state.epoch.timestamp_micros);
+        self.ctx.clock.observe(state.epoch.timestamp_micros);
         self.launch_counter_write(now, origin, key, state, dot, needed, replicas, deadline);
     }
 
@@ -162,7 +162,7 @@ impl<S: Storage> Node<S> {
         incoming: &crate::version::Record,
     ) -> Option<crate::version::Record> {
         use crate::version::Record;
-        if self.config.cluster.unsafe_counter_merge_adds {
+        if self.ctx.config.cluster.unsafe_counter_merge_adds {
             if let (Some(Record::Counter(mine)), Record::Counter(theirs)) = (local, incoming) {
                 return Some(Record::Counter(mine.join_adding(theirs)));
             }

@@ -46,17 +46,18 @@ impl<S: Storage> Node<S> {
     /// At start-up, before the incarnation bump: adopts the stored epoch, or draws and stages a
     /// new one when the store holds none (a new or replaced disk).
     pub(super) fn load_data_epoch(&mut self) {
-        if self.config.cluster.conflict != ConflictMode::VectorClock {
-            self.actor = ActorId::new(self.id, DataEpoch::default());
+        if self.ctx.config.cluster.conflict != ConflictMode::VectorClock {
+            self.ctx.actor = ActorId::new(self.ctx.id, DataEpoch::default());
             return;
         }
-        let stored = match self.storage.get(DATA_EPOCH_KEY) {
+        let stored = match self.ctx.storage.get(DATA_EPOCH_KEY) {
             Ok(Some(Record::Lww(LwwRecord {
                 value: Some(bytes), ..
             }))) => {
                 let epoch = decode_data_epoch(&bytes);
                 if epoch.is_none() {
-                    self.outputs
+                    self.ctx
+                        .outputs
                         .push_back(Output::Event(NodeEvent::StorageError {
                             reason: "the stored data epoch is unreadable; a new one is drawn"
                                 .to_string(),
@@ -70,11 +71,11 @@ impl<S: Storage> Node<S> {
             Some(epoch) => epoch,
             None => {
                 // 0 is never drawn: it is the epoch of `ActorId::default()`.
-                let epoch = DataEpoch(self.rng.gen::<u64>().max(1));
+                let epoch = DataEpoch(self.ctx.rng.gen::<u64>().max(1));
                 let record = Record::Lww(LwwRecord {
                     version: LwwVersion {
                         timestamp_micros: 1,
-                        node: self.id,
+                        node: self.ctx.id,
                         nonce: 0,
                     },
                     value: Some(encode_data_epoch(epoch)),
@@ -86,7 +87,7 @@ impl<S: Storage> Node<S> {
                 epoch
             }
         };
-        self.actor = ActorId::new(self.id, epoch);
+        self.ctx.actor = ActorId::new(self.ctx.id, epoch);
     }
 }
 
@@ -311,7 +312,7 @@ mod tests {
     fn a_fresh_node_answers_a_forwarded_put_received_right_after_start() {
         // Before the start-up persist completes: held, then released by it.
         let mut held = start_unpersisted(MemStorage::new(), 5);
-        assert!(!held.incarnation_durable());
+        assert!(!held.ctx.incarnation_durable());
         held.handle_message(now(), NodeId(1), forwarded_put(7));
         assert_eq!(
             held.deferred.len(),
@@ -330,7 +331,7 @@ mod tests {
         // After it: coordinated at once.
         let mut ready = start_unpersisted(MemStorage::new(), 6);
         assert!(drive_forwarded(&mut ready).is_empty());
-        assert!(ready.incarnation_durable());
+        assert!(ready.ctx.incarnation_durable());
         ready.handle_message(now(), NodeId(1), forwarded_put(8));
         let replies = drive_forwarded(&mut ready);
         assert_written(&replies, 8);
@@ -368,13 +369,17 @@ mod tests {
             .expect("put");
         storage.sync().expect("sync");
         let node = start(storage, 4);
-        assert_ne!(node.actor.epoch, DataEpoch(0));
+        assert_ne!(node.ctx.actor.epoch, DataEpoch(0));
         let stored = match node.storage().durable().get(DATA_EPOCH_KEY) {
             Some(Record::Lww(LwwRecord {
                 value: Some(bytes), ..
             })) => decode_data_epoch(bytes),
             _ => None,
         };
-        assert_eq!(stored, Some(node.actor.epoch), "the new epoch is durable");
+        assert_eq!(
+            stored,
+            Some(node.ctx.actor.epoch),
+            "the new epoch is durable"
+        );
     }
 }

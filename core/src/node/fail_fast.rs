@@ -95,8 +95,8 @@ impl<S: Storage> Node<S> {
     /// Records a message from `from` (a ring member) at `now`.
     pub(super) fn note_heard(&mut self, from: NodeId, now: Instant) {
         // Ring members only, so the map is bounded by the ring's history.
-        if self.membership.is_some() && self.ring.contains(from) {
-            self.heard_from.insert(from, now);
+        if self.membership.is_some() && self.ctx.ring.contains(from) {
+            self.coordinator.heard_from.insert(from, now);
         }
     }
 
@@ -110,9 +110,10 @@ impl<S: Storage> Node<S> {
             return false;
         };
         let window = membership.config().suspect_after();
-        self.heard_from
+        self.coordinator
+            .heard_from
             .get(&node)
-            .is_some_and(|&at| self.last_monotonic.saturating_duration_since(at) < window)
+            .is_some_and(|&at| self.ctx.last_monotonic.saturating_duration_since(at) < window)
     }
 
     /// The refusal for a request about to start whose needed nodes are judged `Down`, if any.
@@ -127,19 +128,19 @@ impl<S: Storage> Node<S> {
     ) -> Option<RequestError> {
         // Without a failure detector nothing is ever `Down`: skip the walk.
         self.membership.as_ref()?;
-        let cluster = &self.config.cluster;
+        let cluster = &self.ctx.config.cluster;
         let read = matches!(body, ClientRequest::Get { .. });
         // Which paths hand off (mirrors `start_read` / `start_write`): plain reads, and writes
         // in last-write-wins mode, below the linearizable level and outside datacenter levels.
         let sloppy = cluster.sloppy_quorum
             && !linearizable
-            && self.pending_groups.is_none()
+            && self.coordinator.pending_groups.is_none()
             && (read || cluster.conflict == ConflictMode::Lww);
         let members: Vec<NodeId>;
-        let need = match &self.pending_groups {
+        let need = match &self.coordinator.pending_groups {
             Some(groups) => Need::Grouped { groups },
             None if sloppy => {
-                members = self.ring.members().iter().map(|m| m.id).collect();
+                members = self.ctx.ring.members().iter().map(|m| m.id).collect();
                 Need::Sloppy {
                     members: &members,
                     needed: usize::from(needed),
@@ -151,7 +152,7 @@ impl<S: Storage> Node<S> {
             },
         };
         let short = shortfall(need, |node| {
-            node != self.id && self.is_down(node) && !self.heard_recently(node)
+            node != self.ctx.id && self.is_down(node) && !self.heard_recently(node)
         })?;
         Some(RequestError::ReplicasDown {
             reachable: u8::try_from(short.reachable).unwrap_or(u8::MAX),

@@ -170,8 +170,8 @@ impl<S: Storage> Node<S> {
             crate::time::Instant,
         ) -> Result<RingVersion, MembershipError>,
     ) -> Result<RingVersion, AdminError> {
-        self.last_wall = now.wall;
-        self.last_monotonic = now.monotonic;
+        self.ctx.last_wall = now.wall;
+        self.ctx.last_monotonic = now.monotonic;
         let machine = self.membership.as_mut().ok_or(AdminError::NoMembership)?;
         let result = change(machine, now.monotonic).map_err(AdminError::Membership);
         self.drain_membership(now);
@@ -191,7 +191,7 @@ impl<S: Storage> Node<S> {
         message: crate::membership::GossipMessage,
     ) {
         let Some(machine) = self.membership.as_mut() else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         machine.handle_gossip(now.monotonic, from, message);
@@ -204,7 +204,7 @@ impl<S: Storage> Node<S> {
             return;
         };
         if machine.poll_timeout().is_some_and(|at| at <= now.monotonic) {
-            machine.tick(now.monotonic, &mut self.rng);
+            machine.tick(now.monotonic, &mut self.ctx.rng);
             self.drain_membership(now);
         }
     }
@@ -218,7 +218,9 @@ impl<S: Storage> Node<S> {
         }
         for output in outputs {
             match output {
-                MembershipOutput::Send { to, message } => self.send(to, Message::Gossip(message)),
+                MembershipOutput::Send { to, message } => {
+                    self.ctx.send(to, Message::Gossip(message))
+                }
                 MembershipOutput::Event(event) => self.on_membership_event(now, event),
             }
         }
@@ -240,7 +242,7 @@ impl<S: Storage> Node<S> {
             MembershipEvent::StatusChanged { node, from, to } => {
                 if to == MemberStatus::Alive && from == MemberStatus::Down {
                     // The owner is back: replay its hints now rather than at the next round.
-                    self.next_hint_replay = Some(now.monotonic);
+                    self.hints.next_replay = Some(now.monotonic);
                 }
                 self.event(NodeEvent::MemberStatus { node, from, to });
             }
@@ -256,7 +258,7 @@ impl<S: Storage> Node<S> {
     }
 
     fn event(&mut self, event: NodeEvent) {
-        self.outputs.push_back(Output::Event(event));
+        self.ctx.outputs.push_back(Output::Event(event));
     }
 
     /// Stages the incarnation and ring log; they become durable with the next persist.
@@ -271,7 +273,7 @@ impl<S: Storage> Node<S> {
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
                 timestamp_micros: state.incarnation,
-                node: self.id,
+                node: self.ctx.id,
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&state))),

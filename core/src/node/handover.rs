@@ -310,7 +310,7 @@ impl<S: Storage> Node<S> {
     /// Restores the handover state at start: the recorded one if it is for this ring, every range
     /// not ready if it is for another ring, ready everywhere with no record (a fresh member).
     pub(super) fn handover_load(&mut self) {
-        let persisted = match self.storage.get(HANDOVER_KEY) {
+        let persisted = match self.ctx.storage.get(HANDOVER_KEY) {
             Ok(Some(Record::Lww(LwwRecord {
                 value: Some(bytes), ..
             }))) => codec::decode_value::<PersistedHandover>(&bytes).ok(),
@@ -323,24 +323,29 @@ impl<S: Storage> Node<S> {
             self.handover.not_ready = persisted
                 .not_ready
                 .into_iter()
-                .filter(|r| self.my_ranges.binary_search_by_key(r, |(x, _)| *x).is_ok())
+                .filter(|r| {
+                    self.ctx
+                        .my_ranges
+                        .binary_search_by_key(r, |(x, _)| *x)
+                        .is_ok()
+                })
                 .collect();
         } else {
             self.handover_forget_all();
         }
-        self.arm_handover(self.last_monotonic);
+        self.arm_handover(self.ctx.last_monotonic);
     }
 
     /// Nothing is known to be held: every range must be pulled (a restart onto another ring).
     pub(super) fn handover_forget_all(&mut self) {
-        self.handover.not_ready = self.my_ranges.iter().map(|(r, _)| *r).collect();
+        self.handover.not_ready = self.ctx.my_ranges.iter().map(|(r, _)| *r).collect();
         self.handover.previous = None;
         self.handover.durable = false;
         self.handover.forget_pulls();
         if self.handover.active {
             self.handover_persist();
         }
-        self.arm_handover(self.last_monotonic);
+        self.arm_handover(self.ctx.last_monotonic);
     }
 
     /// The driver started this node on an empty disk in place of a ring member's lost one (a
@@ -368,14 +373,14 @@ impl<S: Storage> Node<S> {
         self.handover.recorded
     }
 
-    /// The ring changed from `held` to `self.ring` (already installed, with `my_ranges`).
+    /// The ring changed from `held` to `self.ctx.ring` (already installed, with `my_ranges`).
     pub(super) fn handover_adopt(&mut self, held: Ring) {
-        let epoch = ring_epoch(&self.ring);
+        let epoch = ring_epoch(&self.ctx.ring);
         if epoch == self.handover.epoch {
             return;
         }
-        let n = usize::from(self.config.cluster.n);
-        let previous = is_direct_successor(&held, &self.ring).then(|| Previous {
+        let n = usize::from(self.ctx.config.cluster.n);
+        let previous = is_direct_successor(&held, &self.ctx.ring).then(|| Previous {
             epoch: self.handover.epoch,
             ring: held,
             not_ready: std::mem::take(&mut self.handover.not_ready),
@@ -384,16 +389,16 @@ impl<S: Storage> Node<S> {
             self.handover.stats.rings_skipped += 1;
         }
         let mut not_ready = BTreeSet::new();
-        let current_tokens = sorted_tokens(&self.ring);
+        let current_tokens = sorted_tokens(&self.ctx.ring);
         let previous_tokens = previous.as_ref().map(|p| sorted_tokens(&p.ring));
-        for (range, peers) in &self.my_ranges {
+        for (range, peers) in &self.ctx.my_ranges {
             let carried = match (&previous, &previous_tokens) {
                 (Some(p), Some(tokens)) => {
                     let pieces = overlapping_ranges(tokens, &current_tokens, *range);
                     !pieces.is_empty()
                         && pieces.iter().all(|piece| {
                             let before = p.ring.range_replicas(*piece, n);
-                            before.contains(&self.id)
+                            before.contains(&self.ctx.id)
                                 && !p.not_ready.contains(piece)
                                 && peers.len() + 1 >= before.len()
                         })
@@ -412,7 +417,7 @@ impl<S: Storage> Node<S> {
         handover.forget_pulls();
         if handover.active {
             self.handover_persist();
-            self.arm_handover(self.last_monotonic);
+            self.arm_handover(self.ctx.last_monotonic);
         }
     }
 
@@ -424,7 +429,7 @@ impl<S: Storage> Node<S> {
         self.handover.active = true;
         if !self.handover.not_ready.is_empty() || self.handover.previous.is_some() {
             self.handover_persist();
-            self.arm_handover(self.last_monotonic);
+            self.arm_handover(self.ctx.last_monotonic);
         }
     }
 
@@ -449,7 +454,7 @@ impl<S: Storage> Node<S> {
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
                 timestamp_micros: mark,
-                node: self.id,
+                node: self.ctx.id,
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&state))),
@@ -499,10 +504,11 @@ impl<S: Storage> Node<S> {
 
     /// Whether this node counts for `key` in linearizable quorums on its ring.
     fn ready_for(&self, key: &[u8]) -> bool {
-        let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) else {
+        let Some(range) = self.ctx.ring.range_index_for_hash(Ring::key_hash(key)) else {
             return false;
         };
-        self.my_ranges
+        self.ctx
+            .my_ranges
             .binary_search_by_key(&range, |(r, _)| *r)
             .is_ok()
             && !self.handover.not_ready.contains(&range)
@@ -533,7 +539,7 @@ impl<S: Storage> Node<S> {
             Err(e) => {
                 let key_digest = crate::id::key_digest(key);
                 let record = Err(e);
-                self.send(
+                self.ctx.send(
                     from,
                     Message::ReadReply {
                         op,
@@ -558,7 +564,7 @@ impl<S: Storage> Node<S> {
             Err(e) => {
                 let key_digest = crate::id::key_digest(&key);
                 let result = Err(e);
-                self.send(
+                self.ctx.send(
                     from,
                     Message::WriteReply {
                         op,
@@ -591,8 +597,8 @@ impl<S: Storage> Node<S> {
             now.monotonic
                 .saturating_add(Duration::from_millis(PULL_INTERVAL_MS)),
         );
-        let n = usize::from(self.config.cluster.n);
-        let current_tokens = sorted_tokens(&self.ring);
+        let n = usize::from(self.ctx.config.cluster.n);
+        let current_tokens = sorted_tokens(&self.ctx.ring);
         let previous_tokens = self
             .handover
             .previous
@@ -603,16 +609,16 @@ impl<S: Storage> Node<S> {
             if self.handover.pending.contains_key(&range) {
                 continue;
             }
-            let Ok(i) = self.my_ranges.binary_search_by_key(&range, |(r, _)| *r) else {
+            let Ok(i) = self.ctx.my_ranges.binary_search_by_key(&range, |(r, _)| *r) else {
                 continue;
             };
-            for &peer in &self.my_ranges[i].1 {
+            for &peer in &self.ctx.my_ranges[i].1 {
                 wanted.entry(peer).or_default().insert(range);
             }
             if let (Some(p), Some(tokens)) = (&self.handover.previous, &previous_tokens) {
                 for piece in overlapping_ranges(tokens, &current_tokens, range) {
                     for peer in p.ring.range_replicas(piece, n) {
-                        if peer != self.id {
+                        if peer != self.ctx.id {
                             wanted.entry(peer).or_default().insert(range);
                         }
                     }
@@ -640,7 +646,7 @@ impl<S: Storage> Node<S> {
                 start: session.start.clone(),
             };
             self.handover.stats.pulls_sent += 1;
-            self.send(peer, message);
+            self.ctx.send(peer, message);
         }
     }
 
@@ -655,7 +661,8 @@ impl<S: Storage> Node<S> {
         start: Bytes,
     ) {
         let page = self.handover_page(epoch, previous, &ranges, &start);
-        self.send(from, Message::HandoverPage { epoch, start, page });
+        self.ctx
+            .send(from, Message::HandoverPage { epoch, start, page });
     }
 
     fn handover_page(
@@ -671,12 +678,13 @@ impl<S: Storage> Node<S> {
         if !self.handover.durable {
             return Err(ReplicaError::NotReady);
         }
-        let count = self.ring.range_count();
+        let count = self.ctx.ring.range_count();
         if ranges.len() > count || ranges.iter().any(|&r| r as usize >= count) {
             return Err(ReplicaError::Busy);
         }
         let wanted: BTreeSet<u32> = ranges.iter().copied().collect();
         let batch = self
+            .ctx
             .storage
             .scan(start, PAGE_KEYS_MAX)
             .map_err(|_| ReplicaError::Storage)?;
@@ -691,6 +699,7 @@ impl<S: Storage> Node<S> {
                 break; // reserved keys sort last and are never replicated
             }
             let in_range = self
+                .ctx
                 .ring
                 .range_index_for_hash(Ring::key_hash(&key))
                 .is_some_and(|r| wanted.contains(&r));
@@ -714,7 +723,10 @@ impl<S: Storage> Node<S> {
             .iter()
             .copied()
             .filter(|r| {
-                self.my_ranges.binary_search_by_key(r, |(x, _)| *x).is_ok()
+                self.ctx
+                    .my_ranges
+                    .binary_search_by_key(r, |(x, _)| *x)
+                    .is_ok()
                     && !self.handover.not_ready.contains(r)
             })
             .collect();
@@ -725,13 +737,13 @@ impl<S: Storage> Node<S> {
             .as_ref()
             .filter(|p| p.epoch == previous)
         {
-            let n = usize::from(self.config.cluster.n);
-            let current_tokens = sorted_tokens(&self.ring);
+            let n = usize::from(self.ctx.config.cluster.n);
+            let current_tokens = sorted_tokens(&self.ctx.ring);
             let previous_tokens = sorted_tokens(&p.ring);
             for &range in &wanted {
                 for piece in overlapping_ranges(&previous_tokens, &current_tokens, range) {
                     if !p.not_ready.contains(&piece)
-                        && p.ring.range_replicas(piece, n).contains(&self.id)
+                        && p.ring.range_replicas(piece, n).contains(&self.ctx.id)
                     {
                         ready_before.insert(piece);
                     }
@@ -756,15 +768,15 @@ impl<S: Storage> Node<S> {
         page: Result<HandoverPage, ReplicaError>,
     ) {
         if epoch != self.handover.epoch {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         let Some(session) = self.handover.sessions.get(&from) else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         if session.start != start {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         let page = match page {
@@ -779,6 +791,7 @@ impl<S: Storage> Node<S> {
         for (key, record) in page.records {
             let in_range = !key.starts_with(super::hints::RESERVED_PREFIX)
                 && self
+                    .ctx
                     .ring
                     .range_index_for_hash(Ring::key_hash(&key))
                     .is_some_and(|r| wanted.contains(&r));
@@ -817,7 +830,7 @@ impl<S: Storage> Node<S> {
                     start: session.start.clone(),
                 };
                 self.handover.stats.pulls_sent += 1;
-                self.send(from, message);
+                self.ctx.send(from, message);
             }
             None => {
                 if let Some(done) = self.handover.sessions.remove(&from) {
@@ -843,8 +856,8 @@ impl<S: Storage> Node<S> {
 
     /// Ranges whose pull is complete wait for their record to be durable, then count.
     fn promote_pulled(&mut self) {
-        let n = usize::from(self.config.cluster.n);
-        let current_tokens = sorted_tokens(&self.ring);
+        let n = usize::from(self.ctx.config.cluster.n);
+        let current_tokens = sorted_tokens(&self.ctx.ring);
         let previous_tokens = self
             .handover
             .previous
@@ -856,11 +869,11 @@ impl<S: Storage> Node<S> {
             if self.handover.pending.contains_key(&range) {
                 continue;
             }
-            let Ok(i) = self.my_ranges.binary_search_by_key(&range, |(r, _)| *r) else {
+            let Ok(i) = self.ctx.my_ranges.binary_search_by_key(&range, |(r, _)| *r) else {
                 continue;
             };
-            let mut replicas = self.my_ranges[i].1.clone();
-            replicas.push(self.id);
+            let mut replicas = self.ctx.my_ranges[i].1.clone();
+            replicas.push(self.ctx.id);
             let vouched_now = self.handover.vouched_now.get(&range).unwrap_or(&empty);
             let mut pieces = Vec::new();
             if let (Some(p), Some(tokens)) = (&self.handover.previous, &previous_tokens) {
@@ -872,8 +885,8 @@ impl<S: Storage> Node<S> {
                         .get(&piece)
                         .cloned()
                         .unwrap_or_default();
-                    if before.contains(&self.id) && !p.not_ready.contains(&piece) {
-                        vouched.insert(self.id);
+                    if before.contains(&self.ctx.id) && !p.not_ready.contains(&piece) {
+                        vouched.insert(self.ctx.id);
                     }
                     pieces.push((before, vouched));
                 }
@@ -1350,7 +1363,7 @@ mod tests {
         c.persists[1].clear();
         c.nodes[1].start_as_replacement();
         c.drain(1);
-        let mine = c.nodes[1].my_ranges.len();
+        let mine = c.nodes[1].ctx.my_ranges.len();
         assert!(mine > 0);
         assert_eq!(c.nodes[1].ranges_not_ready(), mine, "ready nowhere");
         let epoch = ring_epoch(&ring);

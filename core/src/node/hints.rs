@@ -43,6 +43,20 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// The hints this node keeps for others and their replay.
+#[derive(Default)]
+pub(super) struct HintStore {
+    /// Hints per owner.
+    pub(super) queues: BTreeMap<NodeId, HintQueue>,
+    /// Replays awaiting an answer: op → (the node replayed to: the owner, or for an owner that
+    /// left the ring a current replica of the key; hint storage key, round sent, record delivered).
+    pub(super) replays: BTreeMap<crate::id::OperationId, (NodeId, Bytes, u64, Record)>,
+    pub(super) round: u64,
+    pub(super) in_flight: InFlightHints,
+    pub(super) next_replay: Option<crate::time::Instant>,
+    pub(super) stats: HintStats,
+}
+
 /// Keys starting with this are the node's own (hints); clients may not use them.
 pub const RESERVED_PREFIX: &[u8] = b"\xff\xff";
 
@@ -149,8 +163,8 @@ pub fn parse_hint_key(stored: &[u8]) -> Option<(NodeId, Bytes)> {
 impl<S: Storage> Node<S> {
     /// Reloads the hint queues from storage (at start-up).
     pub(super) fn rebuild_hints(&mut self) {
-        self.hints.clear();
-        let Ok(batch) = self.storage.scan(HINT_PREFIX, usize::MAX >> 1) else {
+        self.hints.queues.clear();
+        let Ok(batch) = self.ctx.storage.scan(HINT_PREFIX, usize::MAX >> 1) else {
             return;
         };
         for (stored, record) in batch {
@@ -158,7 +172,7 @@ impl<S: Storage> Node<S> {
                 break;
             }
             if let Some((owner, _)) = parse_hint_key(&stored) {
-                let queue = self.hints.entry(owner).or_default();
+                let queue = self.hints.queues.entry(owner).or_default();
                 let size = stored.len() as u64 + record.value_bytes() as u64;
                 queue.bytes += size;
                 let entry = HintEntry {
@@ -179,38 +193,40 @@ impl<S: Storage> Node<S> {
         record: &Record,
         then: AfterPersist,
     ) -> Result<Applied, ReplicaError> {
-        if !self.ring.contains(owner) {
+        if !self.ctx.ring.contains(owner) {
             // The owner left the ring: nobody will ever take this hint, so refuse it rather than
             // acknowledge a copy that cannot count.
             return Err(ReplicaError::Busy);
         }
         let stored = hint_key(owner, &key);
         let size = stored.len() as u64 + record.value_bytes() as u64;
-        let cluster = &self.config.cluster;
-        let queue = self.hints.entry(owner).or_default();
+        let cluster = &self.ctx.config.cluster;
+        let queue = self.hints.queues.entry(owner).or_default();
         let fresh = !queue.keys.contains_key(&stored);
         if fresh
             && (queue.keys.len() >= cluster.hints_per_target_max
                 || queue.bytes + size > cluster.hint_bytes_per_target_max)
         {
-            self.hint_stats.overflowed += 1;
+            self.hints.stats.overflowed += 1;
             return Err(ReplicaError::Busy);
         }
         let local = self
+            .ctx
             .storage
             .get(&stored)
             .map_err(|_| ReplicaError::Storage)?;
         if let Some(merged) = merge_into(local.as_ref(), record) {
-            if self.durability.is_poisoned() {
+            if self.ctx.durability.is_poisoned() {
                 return Err(ReplicaError::Storage);
             }
-            self.storage
+            self.ctx
+                .storage
                 .put(stored.clone(), merged)
                 .map_err(|_| ReplicaError::Storage)?;
-            self.durability.staged_one();
+            self.ctx.durability.staged_one();
         }
-        let now = self.last_monotonic;
-        let queue = self.hints.entry(owner).or_default();
+        let now = self.ctx.last_monotonic;
+        let queue = self.hints.queues.entry(owner).or_default();
         // A newer write merged into an older hint keeps the older age: the hint's content has
         // been waiting since then.
         let entry = match queue.keys.get(&stored) {
@@ -226,7 +242,7 @@ impl<S: Storage> Node<S> {
         };
         let old = queue.keys.insert(stored, entry).map_or(0, |e| e.bytes);
         queue.bytes = queue.bytes + size - old;
-        self.hint_stats.stored += 1;
+        self.hints.stats.stored += 1;
         self.wait_durable(then)
     }
 
@@ -249,7 +265,7 @@ impl<S: Storage> Node<S> {
         match self.store_hint(owner, key, &record, then) {
             Ok(Applied::Now) => self.after_persist(then),
             Ok(Applied::Pending) => {}
-            Err(e) => self.send(
+            Err(e) => self.ctx.send(
                 from,
                 Message::WriteReply {
                     op,
@@ -262,9 +278,9 @@ impl<S: Storage> Node<S> {
 
     /// Arms the replay timer lazily.
     pub(super) fn arm_hint_replay(&mut self, now: Now) {
-        if self.config.cluster.sloppy_quorum && self.next_hint_replay.is_none() {
-            let interval = self.config.cluster.hint_replay_interval_ms;
-            self.next_hint_replay = Some(
+        if self.ctx.config.cluster.sloppy_quorum && self.hints.next_replay.is_none() {
+            let interval = self.ctx.config.cluster.hint_replay_interval_ms;
+            self.hints.next_replay = Some(
                 now.monotonic
                     .saturating_add(Duration::from_millis(interval)),
             );
@@ -273,35 +289,36 @@ impl<S: Storage> Node<S> {
 
     /// One replay round: up to `hint_replays_per_round` hints go to their owners.
     pub(super) fn replay_hints(&mut self, now: Now) {
-        let cluster = self.config.cluster.clone();
-        self.next_hint_replay = Some(
+        let cluster = self.ctx.config.cluster.clone();
+        self.hints.next_replay = Some(
             now.monotonic
                 .saturating_add(Duration::from_millis(cluster.hint_replay_interval_ms)),
         );
         // Replies to replays older than two rounds are not coming (the owner was unreachable):
         // forget them, so the hints are sent again.
-        self.hint_round += 1;
-        let round = self.hint_round;
+        self.hints.round += 1;
+        let round = self.hints.round;
         let stale: Vec<OperationId> = self
-            .hint_replays
+            .hints
+            .replays
             .iter()
             .filter(|(_, (_, _, sent, _))| sent + 2 <= round)
             .map(|(&op, _)| op)
             .collect();
         for op in stale {
-            if let Some((_, stored, _, _)) = self.hint_replays.remove(&op) {
-                self.hints_in_flight.remove(&stored);
+            if let Some((_, stored, _, _)) = self.hints.replays.remove(&op) {
+                self.hints.in_flight.remove(&stored);
             }
         }
-        if !self.incarnation_durable() {
+        if !self.ctx.incarnation_durable() {
             return; // replays allocate operation ids; the next round will do
         }
         let mut budget = cluster.hint_replays_per_round;
-        let owners: Vec<NodeId> = self.hints.keys().copied().collect();
+        let owners: Vec<NodeId> = self.hints.queues.keys().copied().collect();
         let age_max = Duration::from_millis(cluster.hint_age_max_ms);
         for owner in owners {
             let candidates = self.age_hints(owner, now, age_max, budget);
-            let departed = !self.ring.contains(owner);
+            let departed = !self.ctx.ring.contains(owner);
             // The failure detector says it is down: replaying now is wasted; its hints wait.
             if !departed && self.is_down(owner) {
                 continue;
@@ -310,7 +327,7 @@ impl<S: Storage> Node<S> {
                 let Some((_, key)) = parse_hint_key(&stored) else {
                     continue;
                 };
-                let record = match self.storage.get(&stored) {
+                let record = match self.ctx.storage.get(&stored) {
                     Ok(Some(record)) => record,
                     _ => {
                         self.forget_hint(owner, &stored);
@@ -318,28 +335,29 @@ impl<S: Storage> Node<S> {
                     }
                 };
                 let target = if departed {
-                    let replicas = self.ring.preference_list(&key, usize::from(cluster.n));
+                    let replicas = self.ctx.ring.preference_list(&key, usize::from(cluster.n));
                     let down: Vec<NodeId> = replicas
                         .iter()
                         .copied()
                         .filter(|&r| self.is_down(r))
                         .collect();
-                    match rehome_target(&replicas, self.id, &down, round) {
+                    match rehome_target(&replicas, self.ctx.id, &down, round) {
                         Some(target) => target,
                         None => continue,
                     }
                 } else {
                     owner
                 };
-                let op = self.allocate_operation();
-                self.hint_replays
+                let op = self.ctx.allocate_operation();
+                self.hints
+                    .replays
                     .insert(op, (target, stored.clone(), round, record.clone()));
-                self.hints_in_flight.insert(stored);
-                self.hint_stats.replayed += 1;
-                if target == self.id {
+                self.hints.in_flight.insert(stored);
+                self.hints.stats.replayed += 1;
+                if target == self.ctx.id {
                     self.rehome_here(op, key, &record);
                 } else {
-                    self.send(target, Message::Write { op, key, record });
+                    self.ctx.send(target, Message::Write { op, key, record });
                 }
                 budget -= 1;
                 if budget == 0 {
@@ -353,7 +371,7 @@ impl<S: Storage> Node<S> {
     /// the key now); the hint goes once that copy is durable, through the same reply path as a
     /// replay (`on_hint_replay_reply` from this node, with no key digest).
     fn rehome_here(&mut self, op: OperationId, key: Bytes, record: &Record) {
-        let id = self.id;
+        let id = self.ctx.id;
         match self.apply(key, record, AfterPersist::AckLocal(op)) {
             Ok(Applied::Now) => {
                 self.on_hint_replay_reply(id, op, None, true);
@@ -374,7 +392,7 @@ impl<S: Storage> Node<S> {
         age_max: Duration,
         budget: usize,
     ) -> Vec<Bytes> {
-        let Some(queue) = self.hints.get_mut(&owner) else {
+        let Some(queue) = self.hints.queues.get_mut(&owner) else {
             return Vec::new();
         };
         let (mut aged, mut young) = (Vec::new(), Vec::new());
@@ -383,9 +401,9 @@ impl<S: Storage> Node<S> {
             let old = hint_aged(stored_at, now.monotonic, age_max);
             if old && !entry.aged {
                 entry.aged = true;
-                self.hint_stats.aged += 1;
+                self.hints.stats.aged += 1;
             }
-            if self.hints_in_flight.contains(stored) {
+            if self.hints.in_flight.contains(stored) {
                 continue;
             }
             let pick = if old { &mut aged } else { &mut young };
@@ -414,32 +432,32 @@ impl<S: Storage> Node<S> {
         key_digest: Option<u64>,
         ok: bool,
     ) -> bool {
-        let Some((target, stored, _, _)) = self.hint_replays.get(&op) else {
+        let Some((target, stored, _, _)) = self.hints.replays.get(&op) else {
             return false;
         };
         let about_key = match key_digest {
-            None => *target == self.id,
+            None => *target == self.ctx.id,
             Some(digest) => {
                 parse_hint_key(stored).is_some_and(|(_, key)| digest == crate::id::key_digest(&key))
             }
         };
         if from != *target || !about_key {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return true;
         }
-        let Some((target, stored, _, delivered)) = self.hint_replays.remove(&op) else {
+        let Some((target, stored, _, delivered)) = self.hints.replays.remove(&op) else {
             return false;
         };
-        self.hints_in_flight.remove(&stored);
+        self.hints.in_flight.remove(&stored);
         let Some((owner, _)) = parse_hint_key(&stored) else {
             return true;
         };
         if ok {
-            let current = self.storage.get(&stored).ok().flatten();
+            let current = self.ctx.storage.get(&stored).ok().flatten();
             if current.as_ref() == Some(&delivered) {
-                self.hint_stats.delivered += 1;
+                self.hints.stats.delivered += 1;
                 if target != owner {
-                    self.hint_stats.rehomed += 1;
+                    self.hints.stats.rehomed += 1;
                 }
                 self.delete_hint(owner, &stored);
             }
@@ -448,19 +466,19 @@ impl<S: Storage> Node<S> {
     }
 
     fn delete_hint(&mut self, owner: NodeId, stored: &Bytes) {
-        if self.storage.delete(stored).is_ok() {
-            self.durability.staged_one();
+        if self.ctx.storage.delete(stored).is_ok() {
+            self.ctx.durability.staged_one();
         }
         self.forget_hint(owner, stored);
     }
 
     fn forget_hint(&mut self, owner: NodeId, stored: &Bytes) {
-        if let Some(queue) = self.hints.get_mut(&owner) {
+        if let Some(queue) = self.hints.queues.get_mut(&owner) {
             if let Some(entry) = queue.keys.remove(stored) {
                 queue.bytes -= entry.bytes;
             }
             if queue.keys.is_empty() {
-                self.hints.remove(&owner);
+                self.hints.queues.remove(&owner);
             }
         }
     }
@@ -469,16 +487,17 @@ impl<S: Storage> Node<S> {
     /// be answered, so they are forgotten now and their hints re-homed by the next round (see the
     /// module doc) rather than two rounds later.
     pub(super) fn hints_adopt_ring(&mut self) {
-        let ring = &self.ring;
+        let ring = &self.ctx.ring;
         let gone: Vec<OperationId> = self
-            .hint_replays
+            .hints
+            .replays
             .iter()
             .filter(|(_, (target, _, _, _))| !ring.contains(*target))
             .map(|(&op, _)| op)
             .collect();
         for op in gone {
-            if let Some((_, stored, _, _)) = self.hint_replays.remove(&op) {
-                self.hints_in_flight.remove(&stored);
+            if let Some((_, stored, _, _)) = self.hints.replays.remove(&op) {
+                self.hints.in_flight.remove(&stored);
             }
         }
     }
@@ -486,6 +505,7 @@ impl<S: Storage> Node<S> {
     /// Hints waiting, per owner: (count, bytes).
     pub fn pending_hints(&self) -> BTreeMap<NodeId, (usize, u64)> {
         self.hints
+            .queues
             .iter()
             .map(|(&owner, q)| (owner, (q.keys.len(), q.bytes)))
             .collect()
@@ -493,7 +513,7 @@ impl<S: Storage> Node<S> {
 
     /// Hint counters.
     pub fn hint_stats(&self) -> &HintStats {
-        &self.hint_stats
+        &self.hints.stats
     }
 }
 

@@ -16,7 +16,7 @@
 use super::Node;
 use crate::client::{ClientReply, ClientRequest, RequestError};
 use crate::codec;
-use crate::id::{key_digest, NodeId, OperationId, RequestId};
+use crate::id::{key_digest, NodeId, RequestId};
 use crate::message::{ForwardedOutcome, Message};
 use crate::storage::Storage;
 use crate::time::Now;
@@ -44,13 +44,13 @@ pub fn next_incarnation(stored: Option<u32>) -> u32 {
 impl<S: Storage> Node<S> {
     /// At start-up: reads the previous incarnation and stages the next one.
     pub(super) fn bump_incarnation(&mut self) {
-        let stored = match self.storage.get(INCARNATION_KEY) {
+        let stored = match self.ctx.storage.get(INCARNATION_KEY) {
             Ok(Some(Record::Lww(LwwRecord {
                 value: Some(bytes), ..
             }))) => codec::decode_value::<u32>(&bytes).ok(),
             _ => None,
         };
-        self.incarnation = next_incarnation(stored);
+        self.ctx.incarnation = next_incarnation(stored);
         self.stage_incarnation();
     }
 
@@ -60,43 +60,38 @@ impl<S: Storage> Node<S> {
     fn stage_incarnation(&mut self) {
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
-                timestamp_micros: u64::from(self.incarnation),
-                node: self.id,
+                timestamp_micros: u64::from(self.ctx.incarnation),
+                node: self.ctx.id,
                 nonce: 0,
             },
-            value: Some(Bytes::from(codec::encode_value(&self.incarnation))),
+            value: Some(Bytes::from(codec::encode_value(&self.ctx.incarnation))),
             expires_at_micros: None,
         });
         // If staging fails the sequence stays ahead of anything durable and the node does not
         // coordinate: the safe outcome for a node whose storage refuses writes.
-        self.incarnation_sequence = match self.stage(Bytes::from_static(INCARNATION_KEY), record) {
-            Ok(()) => self.durability.staged().max(1),
-            Err(_) => u64::MAX,
-        };
-    }
-
-    /// Whether this incarnation may allocate operation ids (its number is durable).
-    pub(super) fn incarnation_durable(&self) -> bool {
-        self.durability
-            .is_durable_through(self.incarnation_sequence)
+        self.ctx.incarnation_sequence =
+            match self.stage(Bytes::from_static(INCARNATION_KEY), record) {
+                Ok(()) => self.ctx.durability.staged().max(1),
+                Err(_) => u64::MAX,
+            };
     }
 
     /// Holds `input` until the incarnation is durable, or gives it back if it need not wait.
     /// Past `requests_in_flight_max` held inputs, or on storage that can no longer persist, the
     /// input is refused instead (busy, or storage unavailable): refused before any effect.
     pub(super) fn defer_until_durable(&mut self, input: Deferred) -> Result<(), Deferred> {
-        if self.incarnation_durable() {
+        if self.ctx.incarnation_durable() {
             return Err(input);
         }
-        if self.incarnation_sequence == u64::MAX && !self.durability.is_poisoned() {
+        if self.ctx.incarnation_sequence == u64::MAX && !self.ctx.durability.is_poisoned() {
             self.stage_incarnation();
         }
-        let refusal = if self.durability.is_poisoned() {
+        let refusal = if self.ctx.durability.is_poisoned() {
             Some(RequestError::StorageUnavailable)
-        } else if self.incarnation_sequence == u64::MAX {
+        } else if self.ctx.incarnation_sequence == u64::MAX {
             // Still refused (a full disk): answered now rather than held until space is back.
             Some(RequestError::OutOfDiskSpace)
-        } else if self.deferred.len() >= self.config.cluster.requests_in_flight_max {
+        } else if self.deferred.len() >= self.ctx.config.cluster.requests_in_flight_max {
             Some(RequestError::Busy)
         } else {
             None
@@ -117,13 +112,13 @@ impl<S: Storage> Node<S> {
 
     fn refuse(&mut self, input: Deferred, e: RequestError) {
         match input {
-            Deferred::Client(request, _) => self.reply(request, ClientReply::Rejected(e)),
+            Deferred::Client(request, _) => self.ctx.reply(request, ClientReply::Rejected(e)),
             Deferred::Message(from, message) => {
                 let (op, key) = match *message {
                     Message::CoordinatePut { op, key, .. } => (op, key),
                     Message::CoordinateIncrement { op, key, .. } => {
                         let reply = super::counter::refused_increment(op, &key, e);
-                        self.send(from, reply);
+                        self.ctx.send(from, reply);
                         return;
                     }
                     // Only requests that allocate ids are held; anything else has no one waiting.
@@ -134,14 +129,14 @@ impl<S: Storage> Node<S> {
                     key_digest: key_digest(&key),
                     outcome: ForwardedOutcome::Rejected(e),
                 };
-                self.send(from, reply);
+                self.ctx.send(from, reply);
             }
         }
     }
 
     /// Starts the held inputs once the incarnation is durable.
     pub(super) fn release_deferred(&mut self, now: Now) {
-        if !self.incarnation_durable() {
+        if !self.ctx.incarnation_durable() {
             return;
         }
         while let Some(input) = self.deferred.pop_front() {
@@ -150,18 +145,6 @@ impl<S: Storage> Node<S> {
                 Deferred::Message(from, message) => self.serve_message(now, from, *message),
             }
         }
-    }
-
-    /// The next operation id of this incarnation.
-    pub(super) fn allocate_operation(&mut self) -> OperationId {
-        debug_assert!(
-            self.incarnation_durable(),
-            "ids before the incarnation is durable"
-        );
-        let op = OperationId::new(self.incarnation, self.next_operation);
-        // Wrapping within the incarnation: 2^32 round trips apart, the old one is long gone.
-        self.next_operation = self.next_operation.wrapping_add(1).max(1);
-        op
     }
 }
 

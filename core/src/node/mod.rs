@@ -7,6 +7,7 @@
 
 mod antientropy;
 mod clock_floor;
+mod context;
 mod coordinator;
 mod counter;
 mod data_epoch;
@@ -35,7 +36,7 @@ pub use send_failure::{SendFailureClass, SendFailureStats};
 pub use tree_rebuild::TreeRebuildStats;
 
 use crate::buggify::FaultPoints;
-use crate::client::{ClientReply, ClientRequest};
+use crate::client::ClientRequest;
 use crate::config::{ConfigError, NodeConfig};
 use crate::id::{NodeId, OperationId, RequestId};
 use crate::membership::Membership;
@@ -44,11 +45,10 @@ use crate::ring::Ring;
 use crate::storage::Storage;
 use crate::time::{Instant, Now, WallMicros};
 use crate::version::{ActorId, DataEpoch, HybridClock};
-use coordinator::Operation;
 use durability::Durability;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 /// Most forwarded puts remembered for de-duplication.
 const SERVED_FORWARDS_MAX: usize = 4096;
@@ -66,77 +66,25 @@ pub struct NodeStats {
     pub read_repairs: u64,
 }
 
-/// One ringkv node, generic over its storage engine.
+/// One ringkv node, generic over its storage engine: the shared context and one state per
+/// mechanism, composed here and dispatched to.
 pub struct Node<S: Storage> {
-    id: NodeId,
-    config: NodeConfig,
-    ring: Ring,
-    storage: S,
-    rng: ChaCha8Rng,
-    faults: FaultPoints,
-    clock: HybridClock,
-    /// The author of this node's vector-clock dots: its data incarnation (see `data_epoch`).
-    actor: ActorId,
-    /// The wall clock of the latest input, for stamps made while handling replies.
-    last_wall: WallMicros,
-    /// Monotonic time of the latest input.
-    last_monotonic: Instant,
-    outputs: VecDeque<Output>,
-    /// This process's incarnation (see `incarnation`): the high half of every operation id.
-    incarnation: u32,
-    /// The staged-write sequence of the incarnation bump; ids are allocated once it is durable.
-    incarnation_sequence: u64,
+    ctx: context::Context<S>,
     /// Inputs that allocate ids, held until the incarnation is durable.
     deferred: VecDeque<incarnation::Deferred>,
-    /// The low half of the next operation id.
-    next_operation: u32,
-    operations: BTreeMap<OperationId, (Instant, Operation)>,
-    deadlines: BTreeSet<(Instant, OperationId)>,
-    durability: Durability,
-    served_forwards: BTreeSet<(NodeId, OperationId)>,
-    served_forwards_order: VecDeque<(NodeId, OperationId)>,
-    stats: NodeStats,
-    /// Writes received from coordinators (for the test-only drop knob).
-    writes_received: u64,
-    /// One hash tree per range held.
-    trees: BTreeMap<u32, crate::antientropy::RangeTree>,
-    /// Ranges this node replicates, with their other replicas.
-    my_ranges: Vec<(u32, Vec<NodeId>)>,
-    ae_cursor: usize,
-    next_anti_entropy: Option<Instant>,
-    ae_stats: AntiEntropyStats,
-    /// Datacenter groups of the operations at `local_quorum` / `each_quorum`.
-    op_groups: BTreeMap<OperationId, Vec<(Vec<NodeId>, usize)>>,
-    /// Groups computed for the operation about to be tracked.
-    pending_groups: Option<Vec<(Vec<NodeId>, usize)>>,
-    /// Hints this node keeps for others, per owner.
-    hints: BTreeMap<NodeId, hints::HintQueue>,
-    /// Replays awaiting an answer: op → (the node replayed to: the owner, or for an owner that
-    /// left the ring a current replica of the key; hint storage key, round sent, record delivered).
-    hint_replays: BTreeMap<OperationId, (NodeId, bytes::Bytes, u64, crate::version::Record)>,
-    hint_round: u64,
-    hints_in_flight: hints::InFlightHints,
-    next_hint_replay: Option<Instant>,
-    hint_stats: hints::HintStats,
-    /// The clock bound staged in storage (see `clock_floor`).
-    clock_floor: u64,
-    /// Anti-entropy rounds still to run back to back for an operator's repair.
-    repair_rounds_left: usize,
+    coordinator: coordinator::Coordinator,
+    replica: replica::Replica,
+    hints: hints::HintStore,
+    anti_entropy: antientropy::AntiEntropy,
+    tree_rebuild: tree_rebuild::TreeRebuilds,
     /// Gossip membership and failure detection, when the node runs with them.
     membership: Option<Membership>,
-    /// The full tree rebuild in progress, if any, and when the next one starts.
-    tree_rebuild: Option<tree_rebuild::TreeRebuild>,
-    next_tree_rebuild: Option<Instant>,
-    tree_rebuild_stats: TreeRebuildStats,
     /// Ring epochs and range readiness for the linearizable level across ring changes.
     handover: handover::Handover,
     /// Sends the driver could not queue, by what became of them.
     send_failures: SendFailureStats,
     /// The token index of stored keys, for scans and `DBSIZE` (see `scan`).
     scan_index: scan::ScanIndex,
-    /// When each ring member was last heard from directly (any message): evidence that
-    /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
-    heard_from: BTreeMap<NodeId, Instant>,
     /// Paxos replies waiting for their state to be durable (see `paxos`).
     paxos_replies: paxos::PaxosReplies,
 }
@@ -152,55 +100,43 @@ impl<S: Storage> Node<S> {
             config.cluster.consistency == Some(crate::client::Consistency::Linearizable);
         let handover = handover::Handover::new(&ring, linearizable);
         let mut node = Node {
-            id: config.id,
-            faults: FaultPoints::new(config.rng_seed, config.cluster.simulation),
-            config,
-            ring,
-            storage,
-            rng,
-            clock: HybridClock::default(),
-            actor: ActorId::new(NodeId::default(), DataEpoch::default()),
-            last_wall: WallMicros::default(),
-            last_monotonic: Instant::ZERO,
-            outputs: VecDeque::new(),
-            incarnation: 0,
-            incarnation_sequence: 0,
+            ctx: context::Context {
+                id: config.id,
+                faults: FaultPoints::new(config.rng_seed, config.cluster.simulation),
+                config,
+                ring,
+                my_ranges: Vec::new(),
+                storage,
+                durability: Durability::default(),
+                rng,
+                clock: HybridClock::default(),
+                clock_floor: 0,
+                actor: ActorId::new(NodeId::default(), DataEpoch::default()),
+                last_wall: WallMicros::default(),
+                last_monotonic: Instant::ZERO,
+                outputs: VecDeque::new(),
+                incarnation: 0,
+                incarnation_sequence: 0,
+                next_operation: 1,
+                stats: NodeStats::default(),
+            },
             deferred: VecDeque::new(),
-            next_operation: 1,
-            operations: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            durability: Durability::default(),
-            served_forwards: BTreeSet::new(),
-            served_forwards_order: VecDeque::new(),
-            stats: NodeStats::default(),
-            writes_received: 0,
-            trees: BTreeMap::new(),
-            my_ranges: Vec::new(),
-            ae_cursor: 0,
-            next_anti_entropy: None,
-            ae_stats: AntiEntropyStats::default(),
-            op_groups: BTreeMap::new(),
-            pending_groups: None,
-            hints: BTreeMap::new(),
-            hint_replays: BTreeMap::new(),
-            hint_round: 0,
-            hints_in_flight: BTreeSet::new(),
-            next_hint_replay: None,
-            hint_stats: hints::HintStats::default(),
-            repair_rounds_left: 0,
-            clock_floor: 0,
+            coordinator: coordinator::Coordinator::default(),
+            replica: replica::Replica::default(),
+            hints: hints::HintStore::default(),
+            anti_entropy: antientropy::AntiEntropy::default(),
+            tree_rebuild: tree_rebuild::TreeRebuilds::default(),
             membership: None,
-            tree_rebuild: None,
-            next_tree_rebuild: None,
-            tree_rebuild_stats: TreeRebuildStats::default(),
             handover,
             send_failures: SendFailureStats::default(),
             scan_index: scan::ScanIndex::default(),
-            heard_from: BTreeMap::new(),
             paxos_replies: paxos::PaxosReplies::default(),
         };
-        node.my_ranges =
-            antientropy::my_ranges(&node.ring, node.id, usize::from(node.config.cluster.n));
+        node.ctx.my_ranges = antientropy::my_ranges(
+            &node.ctx.ring,
+            node.ctx.id,
+            usize::from(node.ctx.config.cluster.n),
+        );
         node.load_clock_floor();
         // Before the bump: the epoch is durable before any operation (and so any dot) starts.
         node.load_data_epoch();
@@ -215,23 +151,23 @@ impl<S: Storage> Node<S> {
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        self.id
+        self.ctx.id
     }
 
     /// The author of this node's vector-clock dots: its id and data epoch (see `data_epoch`).
     /// The epoch is 0 in last-write-wins clusters, which create no dots.
     pub fn actor(&self) -> ActorId {
-        self.actor
+        self.ctx.actor
     }
 
     /// The configuration the node runs with.
     pub fn config(&self) -> &NodeConfig {
-        &self.config
+        &self.ctx.config
     }
 
     /// The ring this node places keys with.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        &self.ctx.ring
     }
 
     /// Adopts a new ring (a join, leave or removal decided by the operator or spread by gossip).
@@ -244,12 +180,15 @@ impl<S: Storage> Node<S> {
     }
 
     fn adopt_ring(&mut self, mut ring: Ring) {
-        ring.set_datacenter_replicas(&self.config.cluster.replicas_per_datacenter);
-        let held = std::mem::replace(&mut self.ring, ring);
-        self.my_ranges =
-            antientropy::my_ranges(&self.ring, self.id, usize::from(self.config.cluster.n));
+        ring.set_datacenter_replicas(&self.ctx.config.cluster.replicas_per_datacenter);
+        let held = std::mem::replace(&mut self.ctx.ring, ring);
+        self.ctx.my_ranges = antientropy::my_ranges(
+            &self.ctx.ring,
+            self.ctx.id,
+            usize::from(self.ctx.config.cluster.n),
+        );
         self.handover_adopt(held);
-        self.ae_cursor = 0;
+        self.anti_entropy.cursor = 0;
         self.cancel_tree_rebuild();
         self.rebuild_trees();
         self.hints_adopt_ring();
@@ -257,22 +196,22 @@ impl<S: Storage> Node<S> {
 
     /// The storage engine (for the driver's `sync` and for inspection).
     pub fn storage_mut(&mut self) -> &mut S {
-        &mut self.storage
+        &mut self.ctx.storage
     }
 
     /// The storage engine, read-only.
     pub fn storage(&self) -> &S {
-        &self.storage
+        &self.ctx.storage
     }
 
     /// Gives the storage back, ending the node (a crash or shutdown).
     pub fn into_storage(self) -> S {
-        self.storage
+        self.ctx.storage
     }
 
     /// Counters.
     pub fn stats(&self) -> &NodeStats {
-        &self.stats
+        &self.ctx.stats
     }
 
     /// Sends the driver could not queue (back-pressure), by what became of them.
@@ -282,16 +221,16 @@ impl<S: Storage> Node<S> {
 
     /// Requests and replica round trips in flight.
     pub fn operations_in_flight(&self) -> usize {
-        self.operations.len()
+        self.coordinator.operations.len()
     }
 
     /// A client request. Its reply arrives as `Output::Reply` with the same `request` id.
     pub fn handle_client(&mut self, now: Now, request: RequestId, body: ClientRequest) {
-        self.last_wall = now.wall;
-        self.last_monotonic = now.monotonic;
+        self.ctx.last_wall = now.wall;
+        self.ctx.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
-        self.stats.requests += 1;
+        self.ctx.stats.requests += 1;
         if let Err(incarnation::Deferred::Client(request, body)) =
             self.defer_until_durable(incarnation::Deferred::Client(request, body))
         {
@@ -302,8 +241,8 @@ impl<S: Storage> Node<S> {
 
     /// A message from another node.
     pub fn handle_message(&mut self, now: Now, from: NodeId, message: Message) {
-        self.last_wall = now.wall;
-        self.last_monotonic = now.monotonic;
+        self.ctx.last_wall = now.wall;
+        self.ctx.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
         self.note_heard(from, now.monotonic);
@@ -435,15 +374,19 @@ impl<S: Storage> Node<S> {
 
     /// Time has reached `now`; expired deadlines fire. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Now) {
-        self.last_wall = now.wall;
-        self.last_monotonic = now.monotonic;
+        self.ctx.last_wall = now.wall;
+        self.ctx.last_monotonic = now.monotonic;
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
         self.gossip_tick(now);
-        if self.next_anti_entropy.is_some_and(|at| at <= now.monotonic) {
+        if self
+            .anti_entropy
+            .next_round
+            .is_some_and(|at| at <= now.monotonic)
+        {
             self.anti_entropy_round(now);
         }
-        if self.next_hint_replay.is_some_and(|at| at <= now.monotonic) {
+        if self.hints.next_replay.is_some_and(|at| at <= now.monotonic) {
             self.replay_hints(now);
         }
         if self
@@ -453,11 +396,11 @@ impl<S: Storage> Node<S> {
         {
             self.handover_round(now);
         }
-        while let Some(&(deadline, op)) = self.deadlines.first() {
+        while let Some(&(deadline, op)) = self.coordinator.deadlines.first() {
             if deadline > now.monotonic {
                 break;
             }
-            self.deadlines.remove(&(deadline, op));
+            self.coordinator.deadlines.remove(&(deadline, op));
             self.on_deadline(now, op);
         }
         self.finish_input();
@@ -465,7 +408,7 @@ impl<S: Storage> Node<S> {
 
     /// Every write staged before `token` is durable (the driver called `storage_mut().sync()`).
     pub fn handle_persisted(&mut self, now: Now, token: PersistToken) {
-        for waiter in self.durability.persisted(token) {
+        for waiter in self.ctx.durability.persisted(token) {
             self.after_persist(waiter);
         }
         self.release_deferred(now);
@@ -474,12 +417,13 @@ impl<S: Storage> Node<S> {
 
     /// The sync for `token` failed: storage is poisoned and is never asked to sync again.
     pub fn handle_persist_failed(&mut self, _now: Now, _token: PersistToken, reason: String) {
-        self.outputs
+        self.ctx
+            .outputs
             .push_back(Output::Event(NodeEvent::StoragePoisoned { reason }));
-        for waiter in self.durability.poison() {
+        for waiter in self.ctx.durability.poison() {
             self.after_persist_failed(waiter);
         }
-        if !self.incarnation_durable() {
+        if !self.ctx.incarnation_durable() {
             self.refuse_deferred();
         }
         self.finish_input();
@@ -490,23 +434,23 @@ impl<S: Storage> Node<S> {
     /// request counts as the replica's `Busy` refusal, a reply or repeatable message is dropped
     /// and counted; see `send_failure`), so no driver holds protocol policy.
     pub fn handle_send_failed(&mut self, now: Now, to: NodeId, message: Message) {
-        self.last_wall = now.wall;
-        self.last_monotonic = now.monotonic;
+        self.ctx.last_wall = now.wall;
+        self.ctx.last_monotonic = now.monotonic;
         self.on_send_failed(to, message);
         self.finish_input();
     }
 
     /// The next effect to carry out, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.ctx.outputs.pop_front()
     }
 
     /// When `handle_timeout` should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
-            self.deadlines.first().map(|&(t, _)| t),
-            self.next_anti_entropy,
-            self.next_hint_replay,
+            self.coordinator.deadlines.first().map(|&(t, _)| t),
+            self.anti_entropy.next_round,
+            self.hints.next_replay,
             self.handover.next_pull,
             self.membership.as_ref().and_then(Membership::poll_timeout),
         ]
@@ -517,44 +461,52 @@ impl<S: Storage> Node<S> {
 
     /// Emits a persist request for writes staged by this input, then checks invariants.
     fn finish_input(&mut self) {
-        if let Some(token) = self.durability.take_persist_request() {
-            self.outputs.push_back(Output::Persist { token });
+        if let Some(token) = self.ctx.durability.take_persist_request() {
+            self.ctx.outputs.push_back(Output::Persist { token });
         }
-        if cfg!(any(test, debug_assertions)) || self.faults.enabled() {
+        if cfg!(any(test, debug_assertions)) || self.ctx.faults.enabled() {
             self.check_invariants();
         }
     }
 
     /// Internal consistency; panics only on a bug in this crate.
     pub fn check_invariants(&self) {
-        self.durability.check_invariants();
+        self.ctx.durability.check_invariants();
         assert_eq!(
-            self.deadlines.len(),
-            self.operations.len(),
+            self.coordinator.deadlines.len(),
+            self.coordinator.operations.len(),
             "every operation has exactly one deadline"
         );
-        for (deadline, op) in &self.deadlines {
-            let tracked = self.operations.get(op).map(|(d, _)| d);
+        for (deadline, op) in &self.coordinator.deadlines {
+            let tracked = self.coordinator.operations.get(op).map(|(d, _)| d);
             assert_eq!(tracked, Some(deadline), "deadline of an unknown operation");
         }
-        for (id, (_, op)) in &self.operations {
-            op.check_invariants(self.op_groups.contains_key(id));
+        for (id, (_, op)) in &self.coordinator.operations {
+            op.check_invariants(self.coordinator.op_groups.contains_key(id));
         }
-        for id in self.op_groups.keys() {
+        for id in self.coordinator.op_groups.keys() {
             assert!(
-                self.operations.contains_key(id),
+                self.coordinator.operations.contains_key(id),
                 "groups of a finished operation"
             );
         }
-        assert_eq!(self.served_forwards.len(), self.served_forwards_order.len());
+        assert_eq!(
+            self.coordinator.served_forwards.len(),
+            self.coordinator.served_forwards_order.len()
+        );
         // Identity across restarts: every id in flight is of this incarnation, and none exists
         // before the incarnation is durable; held inputs wait only while it is not.
-        assert!(self.incarnation >= 1, "incarnation 0 is never used");
-        let durable = self.incarnation_durable();
-        for op in self.operations.keys().chain(self.hint_replays.keys()) {
+        assert!(self.ctx.incarnation >= 1, "incarnation 0 is never used");
+        let durable = self.ctx.incarnation_durable();
+        for op in self
+            .coordinator
+            .operations
+            .keys()
+            .chain(self.hints.replays.keys())
+        {
             assert_eq!(
                 op.incarnation(),
-                self.incarnation,
+                self.ctx.incarnation,
                 "an id of another incarnation"
             );
             assert!(
@@ -566,27 +518,19 @@ impl<S: Storage> Node<S> {
             !durable || self.deferred.is_empty(),
             "held inputs are released once the incarnation is durable"
         );
-        self.handover.check_invariants(&self.my_ranges);
+        self.handover.check_invariants(&self.ctx.my_ranges);
         self.scan_index.check_invariants();
     }
 
-    fn send(&mut self, to: NodeId, message: Message) {
-        self.outputs.push_back(Output::Send { to, message });
-    }
-
-    fn reply(&mut self, request: RequestId, reply: ClientReply) {
-        self.outputs.push_back(Output::Reply { request, reply });
-    }
-
     fn remember_forward(&mut self, key: (NodeId, OperationId)) -> bool {
-        if !self.served_forwards.insert(key) {
-            self.stats.duplicate_forwards += 1;
+        if !self.coordinator.served_forwards.insert(key) {
+            self.ctx.stats.duplicate_forwards += 1;
             return false;
         }
-        self.served_forwards_order.push_back(key);
-        if self.served_forwards_order.len() > SERVED_FORWARDS_MAX {
-            if let Some(old) = self.served_forwards_order.pop_front() {
-                self.served_forwards.remove(&old);
+        self.coordinator.served_forwards_order.push_back(key);
+        if self.coordinator.served_forwards_order.len() > SERVED_FORWARDS_MAX {
+            if let Some(old) = self.coordinator.served_forwards_order.pop_front() {
+                self.coordinator.served_forwards.remove(&old);
             }
         }
         true

@@ -345,7 +345,7 @@ impl<S: Storage> Node<S> {
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
                 timestamp_micros: 1,
-                node: self.id,
+                node: self.ctx.id,
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(state))),
@@ -400,11 +400,11 @@ impl<S: Storage> Node<S> {
 
     /// Sends a reply, or hands it straight to the proposer when that is this node.
     fn paxos_respond(&mut self, to: NodeId, message: Message) {
-        if to != self.id {
-            self.send(to, message);
+        if to != self.ctx.id {
+            self.ctx.send(to, message);
             return;
         }
-        let me = self.id;
+        let me = self.ctx.id;
         match message {
             Message::PaxosPromise {
                 op,
@@ -421,7 +421,7 @@ impl<S: Storage> Node<S> {
                 key_digest,
                 result,
             } => self.on_write_reply(me, op, Some(key_digest), result),
-            other => self.send(to, other),
+            other => self.ctx.send(to, other),
         }
     }
 
@@ -513,7 +513,7 @@ impl<S: Storage> Node<S> {
             Ok(state) => state,
             Err(e) => return self.paxos_respond(from, reply(Err(e))),
         };
-        let flaw = self.config.cluster.unsafe_paxos_flaw;
+        let flaw = self.ctx.config.cluster.unsafe_paxos_flaw;
         if state.accepted.as_ref().is_some_and(|(b, _)| *b == ballot) {
             // A duplicate of a proposal already accepted: say so (once durable), never "refused",
             // which the proposer takes as proof that nothing was accepted here.
@@ -567,7 +567,7 @@ impl<S: Storage> Node<S> {
     /// This node's own copy of a write-back, acknowledged to itself once durable.
     fn paxos_write_back_local(&mut self, op: OperationId, key: Bytes, record: Record, epoch: u64) {
         let key_digest = key_digest(&key);
-        let me = self.id;
+        let me = self.ctx.id;
         let applied = self
             .lin_admit(epoch, &key)
             .and_then(|()| self.apply(key, &record, AfterPersist::Nothing));
@@ -624,23 +624,23 @@ impl<S: Storage> Node<S> {
         let micros = operation
             .highest_seen
             .map_or(stamp, |seen| stamp.max(seen.micros.saturating_add(1)));
-        self.clock.observe(micros);
+        self.ctx.clock.observe(micros);
         self.raise_clock_floor(micros);
         operation.ballot = Ballot {
             micros,
-            node: self.id,
+            node: self.ctx.id,
         };
         operation.rounds += 1;
         operation.phase = Phase::Prepare {
             votes: Votes::default(),
             promises: Vec::new(),
         };
-        let op = self.allocate_operation();
+        let op = self.ctx.allocate_operation();
         let (key, ballot, epoch) = (operation.key.clone(), operation.ballot, operation.epoch);
         let replicas = operation.replicas.clone();
         let deadline = operation.final_deadline;
         self.track(op, Operation::Paxos(Box::new(operation)), deadline);
-        let me = self.id;
+        let me = self.ctx.id;
         for &replica in replicas.iter().filter(|&&r| r != me) {
             let message = Message::PaxosPrepare {
                 op,
@@ -648,16 +648,16 @@ impl<S: Storage> Node<S> {
                 ballot,
                 epoch,
             };
-            self.send(replica, message);
+            self.ctx.send(replica, message);
         }
-        if replicas.contains(&self.id) {
-            let me = self.id;
+        if replicas.contains(&self.ctx.id) {
+            let me = self.ctx.id;
             self.serve_paxos_prepare(me, op, key, ballot, epoch);
         }
     }
 
     fn paxos_operation(&mut self, op: OperationId, digest: u64) -> Option<&mut PaxosOperation> {
-        match self.operations.get_mut(&op) {
+        match self.coordinator.operations.get_mut(&op) {
             Some((_, Operation::Paxos(p))) if key_digest(&p.key) == digest => Some(p),
             _ => None,
         }
@@ -671,20 +671,20 @@ impl<S: Storage> Node<S> {
         result: Result<Promise, ReplicaError>,
     ) {
         let Some(paxos) = self.paxos_operation(op, digest) else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         let Phase::Prepare { votes, promises } = &mut paxos.phase else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         if !paxos.replicas.contains(&from) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         let granted = matches!(&result, Ok(p) if p.granted);
         if !votes.record(from, granted) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         if let Ok(promise) = result {
@@ -702,9 +702,9 @@ impl<S: Storage> Node<S> {
 
     /// A majority promised: finish an earlier proposal, or judge the condition.
     fn paxos_promised(&mut self, op: OperationId) {
-        let flaw = self.config.cluster.unsafe_paxos_flaw;
-        let now_micros = self.hybrid_now_micros();
-        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+        let flaw = self.ctx.config.cluster.unsafe_paxos_flaw;
+        let now_micros = self.ctx.hybrid_now_micros();
+        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
             return;
         };
         let Phase::Prepare { promises, .. } = &mut paxos.phase else {
@@ -739,7 +739,7 @@ impl<S: Storage> Node<S> {
                 votes: Votes::default(),
             };
             let (key, epoch, replicas) = (paxos.key.clone(), paxos.epoch, paxos.replicas.clone());
-            let me = self.id;
+            let me = self.ctx.id;
             for &replica in replicas.iter().filter(|&&r| r != me) {
                 let message = Message::LinWrite {
                     op,
@@ -747,9 +747,9 @@ impl<S: Storage> Node<S> {
                     record: record.clone(),
                     epoch,
                 };
-                self.send(replica, message);
+                self.ctx.send(replica, message);
             }
-            if replicas.contains(&self.id) {
+            if replicas.contains(&self.ctx.id) {
                 self.paxos_write_back_local(op, key, record, epoch);
             }
             return;
@@ -766,16 +766,16 @@ impl<S: Storage> Node<S> {
                 record.into_iter().chain(accepted)
             })
             .max();
-        let stamp = self.stamp(self.last_wall);
+        let stamp = self.stamp(self.ctx.last_wall);
         let timestamp_micros = seen.map_or(stamp, |s| stamp.max(s.saturating_add(1)));
-        self.clock.observe(timestamp_micros);
+        self.ctx.clock.observe(timestamp_micros);
         self.raise_clock_floor(timestamp_micros);
         let version = LwwVersion {
             timestamp_micros,
-            node: self.id,
-            nonce: self.rng.gen(),
+            node: self.ctx.id,
+            nonce: self.ctx.rng.gen(),
         };
-        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
             return;
         };
         paxos.phase = Phase::Propose {
@@ -793,7 +793,7 @@ impl<S: Storage> Node<S> {
     }
 
     fn paxos_send_proposal(&mut self, op: OperationId) {
-        let Some((_, Operation::Paxos(paxos))) = self.operations.get(&op) else {
+        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get(&op) else {
             return;
         };
         let Phase::Propose { proposal, .. } = &paxos.phase else {
@@ -801,7 +801,7 @@ impl<S: Storage> Node<S> {
         };
         let (key, ballot, epoch) = (paxos.key.clone(), paxos.ballot, paxos.epoch);
         let (proposal, replicas) = (proposal.clone(), paxos.replicas.clone());
-        let me = self.id;
+        let me = self.ctx.id;
         for &replica in replicas.iter().filter(|&&r| r != me) {
             let message = Message::PaxosPropose {
                 op,
@@ -810,10 +810,10 @@ impl<S: Storage> Node<S> {
                 proposal: proposal.clone(),
                 epoch,
             };
-            self.send(replica, message);
+            self.ctx.send(replica, message);
         }
-        if replicas.contains(&self.id) {
-            let me = self.id;
+        if replicas.contains(&self.ctx.id) {
+            let me = self.ctx.id;
             self.serve_paxos_propose(me, op, key, ballot, proposal, epoch);
         }
     }
@@ -826,15 +826,15 @@ impl<S: Storage> Node<S> {
         result: Result<bool, ReplicaError>,
     ) {
         let Some(paxos) = self.paxos_operation(op, digest) else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         let Phase::Propose { votes, unclean, .. } = &mut paxos.phase else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         if !paxos.replicas.contains(&from) || !votes.record(from, result == Ok(true)) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         // Only "promised higher" and an unsent message are known to have left nothing behind.
@@ -869,7 +869,7 @@ impl<S: Storage> Node<S> {
     }
 
     fn paxos_send_commit(&mut self, op: OperationId) {
-        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
             return;
         };
         let Phase::Propose {
@@ -890,7 +890,7 @@ impl<S: Storage> Node<S> {
         };
         let (key, ballot, epoch) = (paxos.key.clone(), paxos.ballot, paxos.epoch);
         let replicas = paxos.replicas.clone();
-        let me = self.id;
+        let me = self.ctx.id;
         for &replica in replicas.iter().filter(|&&r| r != me) {
             let message = Message::PaxosCommit {
                 op,
@@ -899,10 +899,10 @@ impl<S: Storage> Node<S> {
                 record: record.clone(),
                 epoch,
             };
-            self.send(replica, message);
+            self.ctx.send(replica, message);
         }
-        if replicas.contains(&self.id) {
-            let me = self.id;
+        if replicas.contains(&self.ctx.id) {
+            let me = self.ctx.id;
             self.serve_paxos_commit(me, op, key, ballot, record, epoch);
         }
     }
@@ -917,24 +917,24 @@ impl<S: Storage> Node<S> {
         digest: Option<u64>,
         result: Result<(), ReplicaError>,
     ) -> bool {
-        let Some((_, Operation::Paxos(paxos))) = self.operations.get_mut(&op) else {
+        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
             return false;
         };
         if digest.is_some_and(|d| d != key_digest(&paxos.key)) || !paxos.replicas.contains(&from) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return true;
         }
         let (replicas, needed) = (paxos.replicas.len(), usize::from(paxos.needed));
         let outcome = match &mut paxos.phase {
             Phase::Commit { votes, .. } | Phase::WriteBack { votes, .. } => {
                 if !votes.record(from, result.is_ok()) {
-                    self.stats.stale_replies += 1;
+                    self.ctx.stats.stale_replies += 1;
                     return true;
                 }
                 votes.outcome(replicas, needed)
             }
             _ => {
-                self.stats.stale_replies += 1;
+                self.ctx.stats.stale_replies += 1;
                 return true;
             }
         };
@@ -974,8 +974,8 @@ impl<S: Storage> Node<S> {
             return;
         };
         paxos.phase = Phase::Backoff;
-        let wait = backoff(paxos.rounds, &mut self.rng);
-        let at = self.last_monotonic.saturating_add(wait);
+        let wait = backoff(paxos.rounds, &mut self.ctx.rng);
+        let at = self.ctx.last_monotonic.saturating_add(wait);
         let deadline = at.min(paxos.final_deadline);
         self.track(op, Operation::Paxos(paxos), deadline);
     }
@@ -1008,14 +1008,14 @@ impl<S: Storage> Node<S> {
                 acks,
             },
         };
-        self.reply(paxos.request, reply);
+        self.ctx.reply(paxos.request, reply);
     }
 
     /// Ends the request with `reply(needed)`.
     fn paxos_end(&mut self, op: OperationId, reply: impl FnOnce(u8) -> ClientReply) {
         if let Some(Operation::Paxos(paxos)) = self.untrack(op) {
             let reply = reply(paxos.needed);
-            self.reply(paxos.request, reply);
+            self.ctx.reply(paxos.request, reply);
         }
     }
 
@@ -1053,7 +1053,7 @@ impl<S: Storage> Node<S> {
                 needed: paxos.needed,
             },
         };
-        self.reply(paxos.request, reply);
+        self.ctx.reply(paxos.request, reply);
     }
 }
 

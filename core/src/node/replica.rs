@@ -8,6 +8,13 @@ use crate::storage::{Storage, StorageError};
 use crate::version::{merge_into, Record};
 use bytes::Bytes;
 
+/// The replica's own state.
+#[derive(Default)]
+pub(super) struct Replica {
+    /// Writes received from coordinators (for the test-only drop knob).
+    pub(super) writes_received: u64,
+}
+
 /// The result of merging a record into local storage.
 pub(super) enum Applied {
     /// Merged; acknowledge once the contained work is released by the pipeline.
@@ -22,11 +29,12 @@ impl<S: Storage> Node<S> {
     /// completed sync: such a record may vanish at restart, and a read that returned it could
     /// then go backwards (issue 17, item 7; `durability`).
     pub(super) fn local_record(&mut self, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
-        if !self.durability.readable(key) {
+        if !self.ctx.durability.readable(key) {
             return Err(ReplicaError::Storage);
         }
-        self.storage.get(key).map_err(|e| {
-            self.outputs
+        self.ctx.storage.get(key).map_err(|e| {
+            self.ctx
+                .outputs
                 .push_back(Output::Event(NodeEvent::StorageError {
                     reason: e.to_string(),
                 }));
@@ -40,7 +48,7 @@ impl<S: Storage> Node<S> {
         &mut self,
         key: &[u8],
     ) -> Result<Option<Record>, ReplicaError> {
-        if self.durability.is_poisoned() {
+        if self.ctx.durability.is_poisoned() {
             return Err(ReplicaError::Storage);
         }
         self.local_record(key)
@@ -50,7 +58,7 @@ impl<S: Storage> Node<S> {
         let record = self.local_record(key);
         self.observe_record(record.as_ref().ok().and_then(Option::as_ref));
         let key_digest = key_digest(key);
-        self.send(
+        self.ctx.send(
             from,
             Message::ReadReply {
                 op,
@@ -67,10 +75,10 @@ impl<S: Storage> Node<S> {
         key: Bytes,
         record: Record,
     ) {
-        let nth = self.config.cluster.unsafe_drop_every_nth_write;
+        let nth = self.ctx.config.cluster.unsafe_drop_every_nth_write;
         if nth > 0 {
-            self.writes_received += 1;
-            if self.writes_received.is_multiple_of(u64::from(nth)) {
+            self.replica.writes_received += 1;
+            if self.replica.writes_received.is_multiple_of(u64::from(nth)) {
                 return;
             }
         }
@@ -84,7 +92,7 @@ impl<S: Storage> Node<S> {
         match self.apply_with(key, &record, then, Self::merge_received) {
             Ok(Applied::Now) => self.after_persist(then),
             Ok(Applied::Pending) => {}
-            Err(e) => self.send(
+            Err(e) => self.ctx.send(
                 from,
                 Message::WriteReply {
                     op,
@@ -129,16 +137,16 @@ impl<S: Storage> Node<S> {
 
     /// Stages a record in storage.
     pub(super) fn stage(&mut self, key: Bytes, record: Record) -> Result<(), ReplicaError> {
-        if self.durability.is_poisoned() {
+        if self.ctx.durability.is_poisoned() {
             return Err(ReplicaError::Storage);
         }
         // The anti-entropy tree learns the record only once storage holds it: a tree that
         // claimed a refused write would hide the difference from every peer.
-        match self.storage.put(key.clone(), record.clone()) {
+        match self.ctx.storage.put(key.clone(), record.clone()) {
             Ok(()) => {
                 self.tree_update(&key, &record);
-                self.durability.staged_one();
-                self.durability.staged_key(&key);
+                self.ctx.durability.staged_one();
+                self.ctx.durability.staged_key(&key);
                 Ok(())
             }
             Err(e) => {
@@ -148,7 +156,8 @@ impl<S: Storage> Node<S> {
                 } else {
                     ReplicaError::Storage
                 };
-                self.outputs
+                self.ctx
+                    .outputs
                     .push_back(Output::Event(NodeEvent::StorageError {
                         reason: e.to_string(),
                     }));
@@ -159,10 +168,10 @@ impl<S: Storage> Node<S> {
 
     /// Queues `then` behind everything staged so far (or reports it can run now).
     pub(super) fn wait_durable(&mut self, then: AfterPersist) -> Result<Applied, ReplicaError> {
-        if self.config.cluster.unsafe_ack_before_persist {
+        if self.ctx.config.cluster.unsafe_ack_before_persist {
             return Ok(Applied::Now);
         }
-        Ok(match self.durability.after_pending(then) {
+        Ok(match self.ctx.durability.after_pending(then) {
             Some(_) => Applied::Now,
             None => Applied::Pending,
         })
@@ -177,7 +186,7 @@ impl<S: Storage> Node<S> {
                     key_digest,
                     result,
                 };
-                self.send(to, reply);
+                self.ctx.send(to, reply);
             }
             AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
             AfterPersist::HandoverDurable(mark) => self.on_handover_durable(mark),
@@ -195,10 +204,10 @@ impl<S: Storage> Node<S> {
                     key_digest,
                     result,
                 };
-                self.send(to, reply);
+                self.ctx.send(to, reply);
             }
             AfterPersist::AckLocal(op) => {
-                let id = self.id;
+                let id = self.ctx.id;
                 self.on_write_reply(id, op, None, Err(ReplicaError::Storage));
             }
             AfterPersist::PaxosReply(number) => self.paxos_reply_failed(number),
@@ -210,8 +219,8 @@ impl<S: Storage> Node<S> {
     /// Keeps the hybrid clock ahead of every timestamp seen, so causally later writes win.
     pub(super) fn observe_record(&mut self, record: Option<&Record>) {
         match record {
-            Some(Record::Lww(r)) => self.clock.observe(r.version.timestamp_micros),
-            Some(Record::Counter(r)) => self.clock.observe(r.epoch.timestamp_micros),
+            Some(Record::Lww(r)) => self.ctx.clock.observe(r.version.timestamp_micros),
+            Some(Record::Counter(r)) => self.ctx.clock.observe(r.epoch.timestamp_micros),
             _ => {}
         }
     }

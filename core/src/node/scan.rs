@@ -310,11 +310,12 @@ impl<S: Storage> Node<S> {
         keys_max: u32,
         level: Option<Consistency>,
     ) {
-        if self.operations_in_flight() >= self.config.cluster.requests_in_flight_max {
-            self.reply(request, ClientReply::Rejected(RequestError::Busy));
+        if self.operations_in_flight() >= self.ctx.config.cluster.requests_in_flight_max {
+            self.ctx
+                .reply(request, ClientReply::Rejected(RequestError::Busy));
             return;
         }
-        let cluster = &self.config.cluster;
+        let cluster = &self.ctx.config.cluster;
         let n = cluster.n;
         // A scan is not linearizable: it reads a majority at that level and at the datacenter
         // levels (a replica count is what a page can wait for).
@@ -327,21 +328,21 @@ impl<S: Storage> Node<S> {
         };
         let Some(needed) = needed else {
             let reply = ClientReply::Rejected(RequestError::InvalidConsistency);
-            self.reply(request, reply);
+            self.ctx.reply(request, reply);
             return;
         };
-        let (to, replicas) = page_interval(&self.ring, from, usize::from(n));
+        let (to, replicas) = page_interval(&self.ctx.ring, from, usize::from(n));
         if replicas.len() < usize::from(needed) {
             let e = if replicas.is_empty() {
                 RequestError::NoReplicas
             } else {
                 RequestError::InvalidConsistency
             };
-            self.reply(request, ClientReply::Rejected(e));
+            self.ctx.reply(request, ClientReply::Rejected(e));
             return;
         }
         let keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX);
-        let op = self.allocate_operation();
+        let op = self.ctx.allocate_operation();
         let page = PageOperation {
             request,
             from,
@@ -354,10 +355,10 @@ impl<S: Storage> Node<S> {
         };
         let deadline = now
             .monotonic
-            .saturating_add(self.config.cluster.request_timeout());
+            .saturating_add(self.ctx.config.cluster.request_timeout());
         self.track(op, Operation::Scan(ScanOperation::Page(page)), deadline);
         for replica in replicas {
-            if replica == self.id {
+            if replica == self.ctx.id {
                 let page = self.scan_page(from, to, keys_max);
                 self.on_scan_reply(replica, op, from, page);
             } else {
@@ -367,24 +368,25 @@ impl<S: Storage> Node<S> {
                     to,
                     keys_max,
                 };
-                self.send(replica, message);
+                self.ctx.send(replica, message);
             }
         }
     }
 
     /// `ClientRequest::CountKeys`: ask every member for its live-key counters.
     pub(super) fn start_count(&mut self, now: Now, request: RequestId) {
-        if self.operations_in_flight() >= self.config.cluster.requests_in_flight_max {
-            self.reply(request, ClientReply::Rejected(RequestError::Busy));
+        if self.operations_in_flight() >= self.ctx.config.cluster.requests_in_flight_max {
+            self.ctx
+                .reply(request, ClientReply::Rejected(RequestError::Busy));
             return;
         }
-        let members: Vec<NodeId> = self.ring.members().iter().map(|m| m.id).collect();
+        let members: Vec<NodeId> = self.ctx.ring.members().iter().map(|m| m.id).collect();
         if members.is_empty() {
             let reply = ClientReply::Rejected(RequestError::NoReplicas);
-            self.reply(request, reply);
+            self.ctx.reply(request, reply);
             return;
         }
-        let op = self.allocate_operation();
+        let op = self.ctx.allocate_operation();
         let count = CountOperation {
             request,
             members: members.clone(),
@@ -393,14 +395,14 @@ impl<S: Storage> Node<S> {
         };
         let deadline = now
             .monotonic
-            .saturating_add(self.config.cluster.request_timeout());
+            .saturating_add(self.ctx.config.cluster.request_timeout());
         self.track(op, Operation::Scan(ScanOperation::Count(count)), deadline);
         for member in members {
-            if member == self.id {
+            if member == self.ctx.id {
                 let ranges = self.live_counts();
                 self.on_count_reply(member, op, ranges);
             } else {
-                self.send(member, Message::CountLive { op });
+                self.ctx.send(member, Message::CountLive { op });
             }
         }
     }
@@ -428,8 +430,9 @@ impl<S: Storage> Node<S> {
 
     /// (token ending each range this node replicates, its live keys here).
     pub(super) fn live_counts(&self) -> Vec<(u64, u64)> {
-        let tokens: Vec<u64> = self.ring.tokens().map(|(t, _)| t).collect();
-        self.my_ranges
+        let tokens: Vec<u64> = self.ctx.ring.tokens().map(|(t, _)| t).collect();
+        self.ctx
+            .my_ranges
             .iter()
             .filter_map(|(range, _)| {
                 let token = tokens.get(*range as usize)?;
@@ -440,7 +443,7 @@ impl<S: Storage> Node<S> {
 
     /// Keeps the token index up to date with a staged (or rebuilt) record.
     pub(super) fn scan_index_update(&mut self, key: &Bytes, record: &Record) {
-        let range = self.ring.range_index_for_hash(Ring::key_hash(key));
+        let range = self.ctx.ring.range_index_for_hash(Ring::key_hash(key));
         self.scan_index.update(range, key, is_live(record));
     }
 
@@ -458,12 +461,12 @@ impl<S: Storage> Node<S> {
             self.scan_page(from, to, keys_max)
         };
         let reply = Message::ScanRangeReply { op, from, page };
-        self.send(from_node, reply);
+        self.ctx.send(from_node, reply);
     }
 
     pub(super) fn serve_count_live(&mut self, from: NodeId, op: OperationId) {
         let ranges = self.live_counts();
-        self.send(from, Message::CountLiveReply { op, ranges });
+        self.ctx.send(from, Message::CountLiveReply { op, ranges });
     }
 
     /// A replica's page (or refusal) for a scan round trip; stale replies are counted and
@@ -475,9 +478,10 @@ impl<S: Storage> Node<S> {
         from: u64,
         page: Result<ScanPage, ReplicaError>,
     ) {
-        let Some((_, Operation::Scan(ScanOperation::Page(scan)))) = self.operations.get_mut(&op)
+        let Some((_, Operation::Scan(ScanOperation::Page(scan)))) =
+            self.coordinator.operations.get_mut(&op)
         else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         if scan.from != from
@@ -485,7 +489,7 @@ impl<S: Storage> Node<S> {
             || scan.answered.contains(&from_node)
             || scan.refused.contains(&from_node)
         {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         match page {
@@ -505,7 +509,7 @@ impl<S: Storage> Node<S> {
             return;
         };
         let reply = if met {
-            let (keys, next) = merge_pages(&scan.pages, scan.to, self.hybrid_now_micros());
+            let (keys, next) = merge_pages(&scan.pages, scan.to, self.ctx.hybrid_now_micros());
             ClientReply::ScanPage {
                 keys,
                 next,
@@ -517,7 +521,7 @@ impl<S: Storage> Node<S> {
                 needed: scan.needed,
             }
         };
-        self.reply(scan.request, reply);
+        self.ctx.reply(scan.request, reply);
     }
 
     /// A member's live-key counters for a `DBSIZE` round trip.
@@ -527,13 +531,14 @@ impl<S: Storage> Node<S> {
         op: OperationId,
         ranges: Vec<(u64, u64)>,
     ) {
-        let Some((_, Operation::Scan(ScanOperation::Count(count)))) = self.operations.get_mut(&op)
+        let Some((_, Operation::Scan(ScanOperation::Count(count)))) =
+            self.coordinator.operations.get_mut(&op)
         else {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         };
         if !count.members.contains(&from) || count.answered.contains(&from) {
-            self.stats.stale_replies += 1;
+            self.ctx.stats.stale_replies += 1;
             return;
         }
         count.answered.push(from);
@@ -571,14 +576,14 @@ impl<S: Storage> Node<S> {
                     acks: acks(scan.answered.len()),
                     needed: scan.needed,
                 };
-                self.reply(scan.request, reply);
+                self.ctx.reply(scan.request, reply);
             }
             ScanOperation::Count(count) if count.answered.is_empty() => {
                 let reply = ClientReply::Unavailable {
                     acks: 0,
                     needed: acks(count.members.len()),
                 };
-                self.reply(count.request, reply);
+                self.ctx.reply(count.request, reply);
             }
             ScanOperation::Count(count) => {
                 let reply = ClientReply::KeyCount {
@@ -586,7 +591,7 @@ impl<S: Storage> Node<S> {
                     answered: u32::try_from(count.answered.len()).unwrap_or(u32::MAX),
                     members: u32::try_from(count.members.len()).unwrap_or(u32::MAX),
                 };
-                self.reply(count.request, reply);
+                self.ctx.reply(count.request, reply);
             }
         }
     }

@@ -1447,7 +1447,7 @@ fn a_scan_returns_every_live_key_once_across_a_stale_replica_and_a_ring_change()
         };
         write(&mut c, id, body, false);
     }
-    let live: BTreeSet<Bytes> = (0..60).filter(|i| i % 3 != 0).map(key).collect();
+    let live: std::collections::BTreeSet<Bytes> = (0..60).filter(|i| i % 3 != 0).map(key).collect();
     let mut seen = Vec::new();
     let mut from = 0u64;
     let mut pages = 0;
@@ -1485,7 +1485,10 @@ fn a_scan_returns_every_live_key_once_across_a_stale_replica_and_a_ring_change()
     let tokens: Vec<u64> = seen.iter().map(|k| Ring::key_hash(k)).collect();
     assert!(tokens.is_sorted(), "token order");
     assert_eq!(seen.len(), live.len(), "no key twice: {seen:?}");
-    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), live);
+    assert_eq!(
+        seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        live
+    );
 }
 
 /// `DBSIZE` counts live keys (tombstones excluded) once per range, not once per replica.

@@ -19,6 +19,14 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// The full tree rebuild in progress, if any, and when the next one starts.
+#[derive(Default)]
+pub(super) struct TreeRebuilds {
+    pub(super) current: Option<TreeRebuild>,
+    pub(super) next: Option<crate::time::Instant>,
+    pub(super) stats: TreeRebuildStats,
+}
+
 /// A rebuild in progress.
 #[derive(Debug, Default)]
 pub(super) struct TreeRebuild {
@@ -42,45 +50,47 @@ impl<S: Storage> Node<S> {
     /// One step of the rebuild (called once per anti-entropy round): starts a pass when one is
     /// due, scans the next slice of keys, and swaps the trees in when the scan is complete.
     pub(super) fn tree_rebuild_step(&mut self, now: Now) {
-        let interval = self.config.cluster.tree_rebuild_interval_ms;
+        let interval = self.ctx.config.cluster.tree_rebuild_interval_ms;
         if interval == 0 {
             return;
         }
-        if self.tree_rebuild.is_none() {
+        if self.tree_rebuild.current.is_none() {
             let every = Duration::from_millis(interval);
-            match self.next_tree_rebuild {
+            match self.tree_rebuild.next {
                 // The trees were just built from storage at start-up: the first pass is due
                 // one interval later.
                 None => {
-                    self.next_tree_rebuild = Some(now.monotonic.saturating_add(every));
+                    self.tree_rebuild.next = Some(now.monotonic.saturating_add(every));
                     return;
                 }
                 Some(at) if at > now.monotonic => return,
                 Some(_) => {
-                    self.next_tree_rebuild = Some(now.monotonic.saturating_add(every));
-                    self.tree_rebuild = Some(TreeRebuild::default());
+                    self.tree_rebuild.next = Some(now.monotonic.saturating_add(every));
+                    self.tree_rebuild.current = Some(TreeRebuild::default());
                 }
             }
         }
-        let limit = self.config.cluster.tree_rebuild_keys_per_step;
+        let limit = self.ctx.config.cluster.tree_rebuild_keys_per_step;
         let start = self
             .tree_rebuild
+            .current
             .as_ref()
             .map(|r| r.next_key.clone())
             .unwrap_or_default();
-        let batch = match self.storage.scan(&start, limit) {
+        let batch = match self.ctx.storage.scan(&start, limit) {
             Ok(batch) => batch,
             Err(e) => {
                 // Abandon this pass (the next one starts on schedule); the live trees stay.
-                self.tree_rebuild = None;
-                self.outputs
+                self.tree_rebuild.current = None;
+                self.ctx
+                    .outputs
                     .push_back(Output::Event(NodeEvent::StorageError {
                         reason: e.to_string(),
                     }));
                 return;
             }
         };
-        self.tree_rebuild_stats.keys_scanned += batch.len() as u64;
+        self.tree_rebuild.stats.keys_scanned += batch.len() as u64;
         let done = batch.len() < limit;
         let next = batch.last().map(|(last, _)| {
             let mut next = last.to_vec();
@@ -92,7 +102,7 @@ impl<S: Storage> Node<S> {
         }
         match (done, next) {
             (false, Some(next)) => {
-                if let Some(rebuild) = self.tree_rebuild.as_mut() {
+                if let Some(rebuild) = self.tree_rebuild.current.as_mut() {
                     rebuild.next_key = next;
                 }
             }
@@ -104,6 +114,7 @@ impl<S: Storage> Node<S> {
     pub(super) fn tree_rebuild_track(&mut self, key: &Bytes, record: &Record) {
         let passed = self
             .tree_rebuild
+            .current
             .as_ref()
             .is_some_and(|r| key.as_ref() < r.next_key.as_slice());
         if passed {
@@ -113,46 +124,53 @@ impl<S: Storage> Node<S> {
 
     /// Abandons a pass in progress (the ranges changed; trees are rebuilt whole anyway).
     pub(super) fn cancel_tree_rebuild(&mut self) {
-        self.tree_rebuild = None;
+        self.tree_rebuild.current = None;
     }
 
     /// Rebuild counters.
     pub fn tree_rebuild_stats(&self) -> &TreeRebuildStats {
-        &self.tree_rebuild_stats
+        &self.tree_rebuild.stats
     }
 
     fn shadow_update(&mut self, key: &Bytes, record: &Record) {
         if key.starts_with(super::hints::RESERVED_PREFIX) {
             return;
         }
-        let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) else {
+        let Some(range) = self.ctx.ring.range_index_for_hash(Ring::key_hash(key)) else {
             return;
         };
-        if let Some(rebuild) = self.tree_rebuild.as_mut() {
+        if let Some(rebuild) = self.tree_rebuild.current.as_mut() {
             rebuild.shadow.entry(range).or_default().update(key, record);
         }
     }
 
     fn finish_tree_rebuild(&mut self) {
-        let Some(rebuild) = self.tree_rebuild.take() else {
+        let Some(rebuild) = self.tree_rebuild.current.take() else {
             return;
         };
         let mut shadow = rebuild.shadow;
-        let ranges: BTreeSet<u32> = self.trees.keys().chain(shadow.keys()).copied().collect();
+        let ranges: BTreeSet<u32> = self
+            .anti_entropy
+            .trees
+            .keys()
+            .chain(shadow.keys())
+            .copied()
+            .collect();
         let mut mismatched = 0u64;
         for range in ranges {
-            let live = self.trees.entry(range).or_default().root();
+            let live = self.anti_entropy.trees.entry(range).or_default().root();
             let truth = shadow.entry(range).or_default().root();
             if live != truth {
                 mismatched += 1;
             }
         }
         shadow.retain(|_, tree| !tree.is_empty());
-        self.trees = shadow;
-        self.tree_rebuild_stats.passes += 1;
-        self.tree_rebuild_stats.ranges_mismatched += mismatched;
+        self.anti_entropy.trees = shadow;
+        self.tree_rebuild.stats.passes += 1;
+        self.tree_rebuild.stats.ranges_mismatched += mismatched;
         if mismatched > 0 {
-            self.outputs
+            self.ctx
+                .outputs
                 .push_back(Output::Event(NodeEvent::TreeRebuildMismatch {
                     ranges: mismatched,
                 }));
