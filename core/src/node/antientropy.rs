@@ -3,7 +3,7 @@
 
 use super::durability::AfterPersist;
 use super::{Node, NodeEvent, Output};
-use crate::antientropy::{differing_leaves, plan_repair, RangeTree, FANOUT, LEAVES};
+use crate::antientropy::{differing_leaves, plan_repair, FANOUT, LEAVES};
 use crate::id::NodeId;
 use crate::message::Message;
 use crate::ring::{Placer, Ring};
@@ -14,10 +14,10 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Anti-entropy's state: one hash tree per range held and the round-robin over ranges.
+/// Anti-entropy's state: the round-robin over ranges and its schedule (the hash trees it
+/// compares are an index of local data, kept in the context by `store`).
 #[derive(Default)]
 pub(super) struct AntiEntropy {
-    pub(super) trees: BTreeMap<u32, RangeTree>,
     pub(super) cursor: usize,
     pub(super) next_round: Option<crate::time::Instant>,
     pub(super) stats: AntiEntropyStats,
@@ -88,8 +88,8 @@ pub(super) fn orphan_offers(count: usize, per_round: usize, round: u64) -> Vec<(
 impl<S: Storage> Node<S> {
     /// Rebuilds every tree from storage (at start-up; a later full rebuild catches bit rot).
     pub(super) fn rebuild_trees(&mut self) {
-        self.anti_entropy.trees.clear();
-        self.scan_index.clear();
+        self.ctx.trees.clear();
+        self.ctx.scan_index.clear();
         let mut start: Vec<u8> = Vec::new();
         loop {
             let batch = match self.ctx.storage.scan(&start, REBUILD_SCAN_BATCH) {
@@ -108,7 +108,7 @@ impl<S: Storage> Node<S> {
             next.push(0);
             let done = batch.len() < REBUILD_SCAN_BATCH;
             for (key, record) in &batch {
-                self.tree_update(key, record);
+                self.ctx.tree_update(key, record);
                 // Stamps after a restart stay above everything this node stores. The clock floor
                 // is a bound set a window ahead, not a stamp: folding it in here (this rebuild
                 // also runs on every ring change) would push the clock up to a window ahead of
@@ -116,7 +116,7 @@ impl<S: Storage> Node<S> {
                 // of nodes whose clocks agree with it (lost updates, gossip-20 seeds 3, ...).
                 // `load_clock_floor` folds it in once, at start-up, where it is needed.
                 if key.as_ref() != super::CLOCK_FLOOR_KEY {
-                    self.observe_record(Some(record));
+                    self.ctx.observe_record(Some(record));
                 }
             }
             if done {
@@ -126,32 +126,12 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// Folds a staged write into its range's tree.
-    pub(super) fn tree_update(&mut self, key: &Bytes, record: &Record) {
-        if key.starts_with(super::hints::RESERVED_PREFIX) {
-            return; // hints are not replicated data
-        }
-        self.scan_index_update(key, record);
-        if let Some(range) = self.ctx.ring.range_index_for_hash(Ring::key_hash(key)) {
-            self.anti_entropy
-                .trees
-                .entry(range)
-                .or_default()
-                .update(key, record);
-        }
-        self.tree_rebuild_track(key, record);
-    }
-
-    fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
-        self.anti_entropy.trees.entry(range).or_default()
-    }
-
     /// Operator: compare every range this node replicates (and offer every range it holds but no
     /// longer replicates) with the other replicas now, back to back, instead of waiting for the
     /// periodic sweep. Returns the rounds scheduled. Works even with periodic anti-entropy off.
     pub fn start_repair(&mut self, now: Now) -> usize {
         let per_round = self.ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
-        let ranges = self.ctx.my_ranges.len() + self.anti_entropy.trees.len();
+        let ranges = self.ctx.my_ranges.len() + self.ctx.trees.len();
         self.anti_entropy.repair_rounds_left = ranges.div_ceil(per_round).max(1);
         self.anti_entropy.next_round = Some(now.monotonic);
         self.finish_input();
@@ -205,7 +185,7 @@ impl<S: Storage> Node<S> {
         // round never reached the rest (swarm seed 2204 lost writes held only by a leaving node).
         let n = usize::from(self.ctx.config.cluster.n);
         let orphans: Vec<u32> = self
-            .anti_entropy
+            .ctx
             .trees
             .iter()
             .filter(|(range, tree)| {
@@ -228,7 +208,7 @@ impl<S: Storage> Node<S> {
                 continue;
             }
             let peer = replicas[pass % replicas.len()];
-            let root = self.tree_mut(range).root();
+            let root = self.ctx.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
         }
         if self.ctx.my_ranges.is_empty() {
@@ -252,7 +232,7 @@ impl<S: Storage> Node<S> {
                 continue;
             }
             let (range, peer) = (*range, peers[sweep % peers.len()]);
-            let root = self.tree_mut(range).root();
+            let root = self.ctx.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
             self.anti_entropy.stats.ranges_compared += 1;
         }
@@ -263,7 +243,7 @@ impl<S: Storage> Node<S> {
 
     pub(super) fn on_ae_roots(&mut self, from: NodeId, roots: Vec<(u32, u64)>) {
         for (range, root) in roots.into_iter().take(self.ctx.my_ranges.len().max(1)) {
-            let tree = self.tree_mut(range);
+            let tree = self.ctx.tree_mut(range);
             if tree.root() != root {
                 let hashes = tree.interior().to_vec();
                 self.anti_entropy.stats.ranges_differing += 1;
@@ -276,7 +256,7 @@ impl<S: Storage> Node<S> {
         if hashes.len() != LEAVES / FANOUT {
             return; // malformed: ignore
         }
-        let tree = self.tree_mut(range);
+        let tree = self.ctx.tree_mut(range);
         let mine = tree.interior().to_vec();
         let groups: Vec<(u8, Vec<u64>)> = differing_leaves(&mine, &hashes)
             .into_iter()
@@ -289,7 +269,7 @@ impl<S: Storage> Node<S> {
     }
 
     pub(super) fn on_ae_leaves(&mut self, from: NodeId, range: u32, groups: Vec<(u8, Vec<u64>)>) {
-        let tree = self.tree_mut(range);
+        let tree = self.ctx.tree_mut(range);
         let mut differing: Vec<u16> = Vec::new();
         for (group, theirs) in groups.iter().take(LEAVES / FANOUT) {
             let group = usize::from(*group);
@@ -327,7 +307,7 @@ impl<S: Storage> Node<S> {
         leaves: Vec<u16>,
         entries: Vec<(Bytes, u64)>,
     ) {
-        let tree = self.tree_mut(range);
+        let tree = self.ctx.tree_mut(range);
         let mine: BTreeMap<Bytes, u64> = leaves
             .iter()
             .filter(|&&leaf| usize::from(leaf) < LEAVES)
@@ -349,9 +329,10 @@ impl<S: Storage> Node<S> {
         want: Vec<Bytes>,
     ) {
         for (key, record) in records {
-            self.observe_record(Some(&record));
+            self.ctx.observe_record(Some(&record));
             let before = self.tree_digest(&key);
             if self
+                .ctx
                 .apply(key.clone(), &record, AfterPersist::Nothing)
                 .is_ok()
                 && self.tree_digest(&key) != before
@@ -373,10 +354,7 @@ impl<S: Storage> Node<S> {
 
     fn tree_digest(&self, key: &Bytes) -> Option<u64> {
         let range = self.ctx.ring.range_index_for_hash(Ring::key_hash(key))?;
-        self.anti_entropy
-            .trees
-            .get(&range)
-            .and_then(|t| t.digest_of(key))
+        self.ctx.trees.get(&range).and_then(|t| t.digest_of(key))
     }
 
     /// Local records of `keys`, at most the per-message limit in count and about
@@ -388,7 +366,7 @@ impl<S: Storage> Node<S> {
         let mut records = Vec::new();
         let mut bytes = 0usize;
         for key in keys.iter().take(max) {
-            if let Ok(Some(record)) = self.local_record(key) {
+            if let Ok(Some(record)) = self.ctx.local_record(key) {
                 let size = key.len() + crate::codec::encode_value(&record).len();
                 if !records.is_empty() && bytes + size > AE_RECORDS_BYTES_MAX {
                     break;

@@ -10,7 +10,7 @@
 //! bound `CLOCK_FLOOR_WINDOW_MICROS` ahead, made durable with the next persist. A restart starts
 //! the clock at the bound, so at worst its first stamps run one window ahead of its wall clock.
 
-use super::Node;
+use super::context::Context;
 use crate::codec;
 use crate::storage::Storage;
 use crate::time::WallMicros;
@@ -24,37 +24,37 @@ const CLOCK_FLOOR_WINDOW_MICROS: u64 = 1_000_000;
 /// A new bound is staged once stamps come this close to the current one.
 const CLOCK_FLOOR_MARGIN_MICROS: u64 = 500_000;
 
-impl<S: Storage> Node<S> {
+impl<S: Storage> Context<S> {
     /// At start-up: the persisted bound, if any, becomes the clock's floor.
     pub(super) fn load_clock_floor(&mut self) {
         if let Ok(Some(Record::Lww(LwwRecord {
             value: Some(bytes), ..
-        }))) = self.ctx.storage.get(CLOCK_FLOOR_KEY)
+        }))) = self.storage.get(CLOCK_FLOOR_KEY)
         {
             if let Ok(bound) = codec::decode_value::<u64>(&bytes) {
-                self.ctx.clock.observe(bound);
-                self.ctx.clock_floor = bound;
+                self.clock.observe(bound);
+                self.clock_floor = bound;
             }
         }
     }
 
     /// A fresh timestamp; keeps the persisted bound ahead of it.
     pub(super) fn stamp(&mut self, wall: WallMicros) -> u64 {
-        let stamp = self.ctx.clock.stamp(wall);
+        let stamp = self.clock.stamp(wall);
         self.raise_clock_floor(stamp);
         stamp
     }
 
     /// Stages a new bound when `stamp` comes near the current one.
     pub(super) fn raise_clock_floor(&mut self, stamp: u64) {
-        if stamp.saturating_add(CLOCK_FLOOR_MARGIN_MICROS) < self.ctx.clock_floor {
+        if stamp.saturating_add(CLOCK_FLOOR_MARGIN_MICROS) < self.clock_floor {
             return;
         }
         let bound = stamp.saturating_add(CLOCK_FLOOR_WINDOW_MICROS);
         let record = Record::Lww(LwwRecord {
             version: LwwVersion {
                 timestamp_micros: bound,
-                node: self.ctx.id,
+                node: self.id,
                 nonce: 0,
             },
             value: Some(Bytes::from(codec::encode_value(&bound))),
@@ -64,7 +64,7 @@ impl<S: Storage> Node<S> {
             .stage(Bytes::from_static(CLOCK_FLOOR_KEY), record)
             .is_ok()
         {
-            self.ctx.clock_floor = bound;
+            self.clock_floor = bound;
         }
     }
 }

@@ -46,6 +46,12 @@ pub(super) struct Context<S> {
     /// The low half of the next operation id.
     pub(super) next_operation: u32,
     pub(super) stats: NodeStats,
+    /// One anti-entropy hash tree per range held: an index of local data (see `store`).
+    pub(super) trees: std::collections::BTreeMap<u32, crate::antientropy::RangeTree>,
+    /// The token index of stored keys, for scans and `DBSIZE` (see `scan`).
+    pub(super) scan_index: super::scan::ScanIndex,
+    /// The full tree rebuild in progress, if any, and when the next one starts.
+    pub(super) tree_rebuild: super::tree_rebuild::TreeRebuilds,
 }
 
 impl<S> Context<S> {

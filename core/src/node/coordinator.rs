@@ -548,8 +548,8 @@ impl<S: Storage> Node<S> {
                 let record = match epoch {
                     Some(epoch) => self
                         .lin_admit(epoch, &key)
-                        .and_then(|()| self.local_record(&key)),
-                    None => self.local_record(&key),
+                        .and_then(|()| self.ctx.local_record(&key)),
+                    None => self.ctx.local_record(&key),
                 };
                 let id = self.ctx.id;
                 self.on_read_reply(id, op, None, record);
@@ -623,7 +623,7 @@ impl<S: Storage> Node<S> {
             read.replied = true;
             let (request, merged, with_expiry) =
                 (read.request, read.merged.clone(), read.with_expiry);
-            self.observe_record(merged.as_ref());
+            self.ctx.observe_record(merged.as_ref());
             let now_micros = self.ctx.hybrid_now_micros();
             let reply = read_reply(merged, acks(answered), now_micros, with_expiry);
             self.ctx.reply(request, reply);
@@ -632,7 +632,7 @@ impl<S: Storage> Node<S> {
         if met || unreachable {
             if let Some((deadline, Operation::Read(read))) = self.untrack_with_deadline(op) {
                 let merged = read.merged.clone();
-                self.observe_record(merged.as_ref());
+                self.ctx.observe_record(merged.as_ref());
                 if !met {
                     let reply = if read.refused_busy == read.failed {
                         ClientReply::Rejected(RequestError::Busy)
@@ -715,10 +715,10 @@ impl<S: Storage> Node<S> {
                     Some(Record::Counter(r)) => Some(r.epoch),
                     _ => None,
                 };
-                let stamp = self.stamp(self.ctx.last_wall);
+                let stamp = self.ctx.stamp(self.ctx.last_wall);
                 let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
                 self.ctx.clock.observe(timestamp_micros);
-                self.raise_clock_floor(timestamp_micros);
+                self.ctx.raise_clock_floor(timestamp_micros);
                 let version = LwwVersion {
                     timestamp_micros,
                     node: self.ctx.id,
@@ -765,7 +765,9 @@ impl<S: Storage> Node<S> {
             }
             self.ctx.stats.read_repairs += 1;
             if *node == self.ctx.id {
-                let _ = self.apply(read.key.clone(), &merged, AfterPersist::Nothing);
+                let _ = self
+                    .ctx
+                    .apply(read.key.clone(), &merged, AfterPersist::Nothing);
             } else {
                 let message = Message::Write {
                     op: OperationId(0),
@@ -797,7 +799,7 @@ impl<S: Storage> Node<S> {
         match self.ctx.config.cluster.conflict {
             ConflictMode::Lww => {
                 let version = LwwVersion {
-                    timestamp_micros: self.stamp(now.wall),
+                    timestamp_micros: self.ctx.stamp(now.wall),
                     node: self.ctx.id,
                     nonce: self.ctx.rng.gen(),
                 };
@@ -880,7 +882,7 @@ impl<S: Storage> Node<S> {
             // Linearizable: this node's copy counts only on the same ring and once it holds the
             // range; a refused copy is not applied (see `handover`).
             let admitted = epoch.map_or(Ok(()), |epoch| self.lin_admit(epoch, &key));
-            match admitted.and_then(|()| self.apply(key, &record, AfterPersist::AckLocal(op))) {
+            match admitted.and_then(|()| self.ctx.apply(key, &record, AfterPersist::AckLocal(op))) {
                 Ok(Applied::Now) => self.on_local_write_durable(op),
                 Ok(Applied::Pending) => {}
                 Err(e) => {
@@ -1119,7 +1121,7 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let local = match self.local_record_for_write(&key) {
+        let local = match self.ctx.local_record_for_write(&key) {
             Ok(Some(Record::Causal(record))) => record,
             Ok(_) => CausalRecord::default(),
             Err(_) => {
@@ -1584,7 +1586,7 @@ impl<S: Storage> Node<S> {
                 self.track(op, Operation::Read(read), deadline);
                 for target in targets {
                     if target == self.ctx.id {
-                        let record = self.local_record(&key);
+                        let record = self.ctx.local_record(&key);
                         self.on_read_reply(target, op, None, record);
                     } else {
                         self.ctx.send(

@@ -132,7 +132,7 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let local = match self.local_record_for_write(&key) {
+        let local = match self.ctx.local_record_for_write(&key) {
             Ok(local) => local,
             Err(_) => {
                 self.refuse_write(origin, needed, RequestError::StorageUnavailable);
@@ -151,23 +151,6 @@ impl<S: Storage> Node<S> {
         // The epoch is a version other records are compared with: keep the clock above it.
         self.ctx.clock.observe(state.epoch.timestamp_micros);
         self.launch_counter_write(now, origin, key, state, dot, needed, replicas, deadline);
-    }
-
-    /// How a replica merges a record a coordinator wrote to it. TEST ONLY knob
-    /// `unsafe_counter_merge_adds` (the broken-counters scenario) plants the wrong merge that
-    /// adds slots, so the simulator's counters check can be seen to catch it.
-    pub(super) fn merge_received(
-        &self,
-        local: Option<&crate::version::Record>,
-        incoming: &crate::version::Record,
-    ) -> Option<crate::version::Record> {
-        use crate::version::Record;
-        if self.ctx.config.cluster.unsafe_counter_merge_adds {
-            if let (Some(Record::Counter(mine)), Record::Counter(theirs)) = (local, incoming) {
-                return Some(Record::Counter(mine.join_adding(theirs)));
-            }
-        }
-        crate::version::merge_into(local, incoming)
     }
 }
 

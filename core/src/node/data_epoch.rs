@@ -83,7 +83,7 @@ impl<S: Storage> Node<S> {
                 });
                 // If staging fails the incarnation bump behind it never becomes durable either,
                 // so the node never creates a dot under an epoch it could lose.
-                let _ = self.stage(Bytes::from_static(DATA_EPOCH_KEY), record);
+                let _ = self.ctx.stage(Bytes::from_static(DATA_EPOCH_KEY), record);
                 epoch
             }
         };

@@ -396,7 +396,7 @@ mod node_tests {
         assert_eq!(reply, Some(refused.clone()), "a quorum write waited");
         assert_eq!(sent, 0, "a refused write sent copies");
         assert_eq!(
-            cluster.nodes[0].local_record(&key),
+            cluster.nodes[0].ctx.local_record(&key),
             Ok(None),
             "a refused write was applied by the coordinator's own replica"
         );

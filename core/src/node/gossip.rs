@@ -280,7 +280,7 @@ impl<S: Storage> Node<S> {
             expires_at_micros: None,
         });
         // A failure is reported by `stage` (and poisons nothing): gossip repairs both fields.
-        let _ = self.stage(Bytes::from_static(MEMBERSHIP_KEY), record);
+        let _ = self.ctx.stage(Bytes::from_static(MEMBERSHIP_KEY), record);
     }
 }
 

@@ -461,13 +461,14 @@ impl<S: Storage> Node<S> {
             expires_at_micros: None,
         });
         if self
+            .ctx
             .stage(Bytes::from_static(HANDOVER_KEY), record)
             .is_err()
         {
             return; // storage failed: nothing becomes ready or durable
         }
         if let Ok(super::replica::Applied::Now) =
-            self.wait_durable(AfterPersist::HandoverDurable(mark))
+            self.ctx.wait_durable(AfterPersist::HandoverDurable(mark))
         {
             self.on_handover_durable(mark);
         }
@@ -795,7 +796,7 @@ impl<S: Storage> Node<S> {
                     .ring
                     .range_index_for_hash(Ring::key_hash(&key))
                     .is_some_and(|r| wanted.contains(&r));
-            if in_range && self.apply(key, &record, AfterPersist::Nothing).is_ok() {
+            if in_range && self.ctx.apply(key, &record, AfterPersist::Nothing).is_ok() {
                 self.handover.stats.records_pulled += 1;
             }
         }

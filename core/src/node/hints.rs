@@ -243,7 +243,7 @@ impl<S: Storage> Node<S> {
         let old = queue.keys.insert(stored, entry).map_or(0, |e| e.bytes);
         queue.bytes = queue.bytes + size - old;
         self.hints.stats.stored += 1;
-        self.wait_durable(then)
+        self.ctx.wait_durable(then)
     }
 
     /// A coordinator asked this node to keep a hint for `owner`.
@@ -255,7 +255,7 @@ impl<S: Storage> Node<S> {
         record: Record,
         owner: NodeId,
     ) {
-        self.observe_record(Some(&record));
+        self.ctx.observe_record(Some(&record));
         let key_digest = key_digest(&key);
         let then = AfterPersist::AckRemote {
             to: from,
@@ -372,7 +372,7 @@ impl<S: Storage> Node<S> {
     /// replay (`on_hint_replay_reply` from this node, with no key digest).
     fn rehome_here(&mut self, op: OperationId, key: Bytes, record: &Record) {
         let id = self.ctx.id;
-        match self.apply(key, record, AfterPersist::AckLocal(op)) {
+        match self.ctx.apply(key, record, AfterPersist::AckLocal(op)) {
             Ok(Applied::Now) => {
                 self.on_hint_replay_reply(id, op, None, true);
             }

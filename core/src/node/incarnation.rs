@@ -70,7 +70,7 @@ impl<S: Storage> Node<S> {
         // If staging fails the sequence stays ahead of anything durable and the node does not
         // coordinate: the safe outcome for a node whose storage refuses writes.
         self.ctx.incarnation_sequence =
-            match self.stage(Bytes::from_static(INCARNATION_KEY), record) {
+            match self.ctx.stage(Bytes::from_static(INCARNATION_KEY), record) {
                 Ok(()) => self.ctx.durability.staged().max(1),
                 Err(_) => u64::MAX,
             };

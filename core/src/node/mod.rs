@@ -22,6 +22,7 @@ mod paxos;
 mod replica;
 pub mod scan;
 mod send_failure;
+mod store;
 mod tree_rebuild;
 
 pub use antientropy::AntiEntropyStats;
@@ -76,15 +77,12 @@ pub struct Node<S: Storage> {
     replica: replica::Replica,
     hints: hints::HintStore,
     anti_entropy: antientropy::AntiEntropy,
-    tree_rebuild: tree_rebuild::TreeRebuilds,
     /// Gossip membership and failure detection, when the node runs with them.
     membership: Option<Membership>,
     /// Ring epochs and range readiness for the linearizable level across ring changes.
     handover: handover::Handover,
     /// Sends the driver could not queue, by what became of them.
     send_failures: SendFailureStats,
-    /// The token index of stored keys, for scans and `DBSIZE` (see `scan`).
-    scan_index: scan::ScanIndex,
     /// Paxos replies waiting for their state to be durable (see `paxos`).
     paxos_replies: paxos::PaxosReplies,
 }
@@ -119,17 +117,18 @@ impl<S: Storage> Node<S> {
                 incarnation_sequence: 0,
                 next_operation: 1,
                 stats: NodeStats::default(),
+                trees: std::collections::BTreeMap::new(),
+                scan_index: scan::ScanIndex::default(),
+                tree_rebuild: tree_rebuild::TreeRebuilds::default(),
             },
             deferred: VecDeque::new(),
             coordinator: coordinator::Coordinator::default(),
             replica: replica::Replica::default(),
             hints: hints::HintStore::default(),
             anti_entropy: antientropy::AntiEntropy::default(),
-            tree_rebuild: tree_rebuild::TreeRebuilds::default(),
             membership: None,
             handover,
             send_failures: SendFailureStats::default(),
-            scan_index: scan::ScanIndex::default(),
             paxos_replies: paxos::PaxosReplies::default(),
         };
         node.ctx.my_ranges = antientropy::my_ranges(
@@ -137,7 +136,7 @@ impl<S: Storage> Node<S> {
             node.ctx.id,
             usize::from(node.ctx.config.cluster.n),
         );
-        node.load_clock_floor();
+        node.ctx.load_clock_floor();
         // Before the bump: the epoch is durable before any operation (and so any dot) starts.
         node.load_data_epoch();
         node.bump_incarnation();
@@ -519,7 +518,7 @@ impl<S: Storage> Node<S> {
             "held inputs are released once the incarnation is durable"
         );
         self.handover.check_invariants(&self.ctx.my_ranges);
-        self.scan_index.check_invariants();
+        self.ctx.scan_index.check_invariants();
     }
 
     fn remember_forward(&mut self, key: (NodeId, OperationId)) -> bool {

@@ -332,7 +332,7 @@ impl<S: Storage> Node<S> {
     // ---------------------------------------------------------------- acceptor (replica)
 
     fn paxos_state(&mut self, key: &[u8]) -> Result<PaxosState, ReplicaError> {
-        match self.local_record(&state_key(key))? {
+        match self.ctx.local_record(&state_key(key))? {
             Some(Record::Lww(LwwRecord {
                 value: Some(bytes), ..
             })) => codec::decode_value(&bytes).map_err(|_| ReplicaError::Storage),
@@ -351,7 +351,7 @@ impl<S: Storage> Node<S> {
             value: Some(Bytes::from(codec::encode_value(state))),
             expires_at_micros: None,
         });
-        self.stage(state_key(key), record)
+        self.ctx.stage(state_key(key), record)
     }
 
     /// Sends `message` to `to` once everything staged so far is durable.
@@ -359,7 +359,7 @@ impl<S: Storage> Node<S> {
         let number = self.paxos_replies.next;
         self.paxos_replies.next += 1;
         self.paxos_replies.held.insert(number, (to, message));
-        match self.wait_durable(AfterPersist::PaxosReply(number)) {
+        match self.ctx.wait_durable(AfterPersist::PaxosReply(number)) {
             Ok(Applied::Now) => self.paxos_reply_durable(number),
             Ok(Applied::Pending) => {}
             Err(_) => self.paxos_reply_failed(number),
@@ -436,8 +436,8 @@ impl<S: Storage> Node<S> {
         let key_digest = key_digest(&key);
         let answer = self.lin_admit(epoch, &key).and_then(|()| {
             let state = self.paxos_state(&key)?;
-            let record = self.local_record(&key)?;
-            self.observe_record(record.as_ref());
+            let record = self.ctx.local_record(&key)?;
+            self.ctx.observe_record(record.as_ref());
             Ok((state, record))
         });
         let (state, record) = match answer {
@@ -554,10 +554,10 @@ impl<S: Storage> Node<S> {
             Err(e) => return self.paxos_respond(from, reply(Err(e))),
         };
         let record = Record::Lww(record);
-        self.observe_record(Some(&record));
+        self.ctx.observe_record(Some(&record));
         let staged = self
             .stage_paxos_state(&key, &commit(&state, ballot))
-            .and_then(|()| self.apply(key, &record, AfterPersist::Nothing));
+            .and_then(|()| self.ctx.apply(key, &record, AfterPersist::Nothing));
         match staged {
             Ok(_) => self.paxos_reply_when_durable(from, reply(Ok(()))),
             Err(e) => self.paxos_respond(from, reply(Err(e))),
@@ -570,7 +570,7 @@ impl<S: Storage> Node<S> {
         let me = self.ctx.id;
         let applied = self
             .lin_admit(epoch, &key)
-            .and_then(|()| self.apply(key, &record, AfterPersist::Nothing));
+            .and_then(|()| self.ctx.apply(key, &record, AfterPersist::Nothing));
         let reply = |result| Message::WriteReply {
             op,
             key_digest,
@@ -620,12 +620,12 @@ impl<S: Storage> Node<S> {
     /// Starts the next round: a fresh operation id (replies to earlier rounds are stale), a
     /// ballot above every one seen, and prepares to every replica.
     fn paxos_round(&mut self, now: Now, mut operation: PaxosOperation) {
-        let stamp = self.stamp(now.wall);
+        let stamp = self.ctx.stamp(now.wall);
         let micros = operation
             .highest_seen
             .map_or(stamp, |seen| stamp.max(seen.micros.saturating_add(1)));
         self.ctx.clock.observe(micros);
-        self.raise_clock_floor(micros);
+        self.ctx.raise_clock_floor(micros);
         operation.ballot = Ballot {
             micros,
             node: self.ctx.id,
@@ -766,10 +766,10 @@ impl<S: Storage> Node<S> {
                 record.into_iter().chain(accepted)
             })
             .max();
-        let stamp = self.stamp(self.ctx.last_wall);
+        let stamp = self.ctx.stamp(self.ctx.last_wall);
         let timestamp_micros = seen.map_or(stamp, |s| stamp.max(s.saturating_add(1)));
         self.ctx.clock.observe(timestamp_micros);
-        self.raise_clock_floor(timestamp_micros);
+        self.ctx.raise_clock_floor(timestamp_micros);
         let version = LwwVersion {
             timestamp_micros,
             node: self.ctx.id,

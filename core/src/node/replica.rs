@@ -1,11 +1,11 @@
 //! The replica side: serve reads, merge writes, and acknowledge only once durable.
 
 use super::durability::AfterPersist;
-use super::{Node, NodeEvent, Output};
+use super::Node;
 use crate::id::{key_digest, NodeId, OperationId};
 use crate::message::{Message, ReplicaError};
-use crate::storage::{Storage, StorageError};
-use crate::version::{merge_into, Record};
+use crate::storage::Storage;
+use crate::version::Record;
 use bytes::Bytes;
 
 /// The replica's own state.
@@ -24,39 +24,10 @@ pub(super) enum Applied {
 }
 
 impl<S: Storage> Node<S> {
-    /// Reads the local record, reporting storage errors as an event. After a failed sync the
-    /// record is served if it is durable, and refused if its key was staged since the last
-    /// completed sync: such a record may vanish at restart, and a read that returned it could
-    /// then go backwards (issue 17, item 7; `durability`).
-    pub(super) fn local_record(&mut self, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
-        if !self.ctx.durability.readable(key) {
-            return Err(ReplicaError::Storage);
-        }
-        self.ctx.storage.get(key).map_err(|e| {
-            self.ctx
-                .outputs
-                .push_back(Output::Event(NodeEvent::StorageError {
-                    reason: e.to_string(),
-                }));
-            ReplicaError::Storage
-        })
-    }
-
-    /// The local record as a write merges into it: refused at once on poisoned storage, which
-    /// can stage nothing, so the write is refused before any effect.
-    pub(super) fn local_record_for_write(
-        &mut self,
-        key: &[u8],
-    ) -> Result<Option<Record>, ReplicaError> {
-        if self.ctx.durability.is_poisoned() {
-            return Err(ReplicaError::Storage);
-        }
-        self.local_record(key)
-    }
-
     pub(super) fn serve_read(&mut self, from: NodeId, op: OperationId, key: &[u8]) {
-        let record = self.local_record(key);
-        self.observe_record(record.as_ref().ok().and_then(Option::as_ref));
+        let record = self.ctx.local_record(key);
+        self.ctx
+            .observe_record(record.as_ref().ok().and_then(Option::as_ref));
         let key_digest = key_digest(key);
         self.ctx.send(
             from,
@@ -82,14 +53,17 @@ impl<S: Storage> Node<S> {
                 return;
             }
         }
-        self.observe_record(Some(&record));
+        self.ctx.observe_record(Some(&record));
         let key_digest = key_digest(&key);
         let then = AfterPersist::AckRemote {
             to: from,
             op,
             key_digest,
         };
-        match self.apply_with(key, &record, then, Self::merge_received) {
+        match self
+            .ctx
+            .apply_with(key, &record, then, super::context::Context::merge_received)
+        {
             Ok(Applied::Now) => self.after_persist(then),
             Ok(Applied::Pending) => {}
             Err(e) => self.ctx.send(
@@ -101,80 +75,6 @@ impl<S: Storage> Node<S> {
                 },
             ),
         }
-    }
-
-    /// Merges `record` into storage and arranges for `then` once it (and anything staged before
-    /// it) is durable. The stored record after the merge always includes `record`.
-    pub(super) fn apply(
-        &mut self,
-        key: Bytes,
-        record: &Record,
-        then: AfterPersist,
-    ) -> Result<Applied, ReplicaError> {
-        self.apply_with(key, record, then, |_, local, incoming| {
-            merge_into(local, incoming)
-        })
-    }
-
-    /// [`Self::apply`] with the merge given: a write received from a coordinator merges through
-    /// `merge_received`, where the broken-counters scenario plants its bug.
-    fn apply_with(
-        &mut self,
-        key: Bytes,
-        record: &Record,
-        then: AfterPersist,
-        merge: impl Fn(&Self, Option<&Record>, &Record) -> Option<Record>,
-    ) -> Result<Applied, ReplicaError> {
-        let local = self.local_record_for_write(&key)?;
-        if let Some(merged) = merge(self, local.as_ref(), record) {
-            self.stage(key, merged)?;
-        }
-        if matches!(then, AfterPersist::Nothing) {
-            return Ok(Applied::Now);
-        }
-        self.wait_durable(then)
-    }
-
-    /// Stages a record in storage.
-    pub(super) fn stage(&mut self, key: Bytes, record: Record) -> Result<(), ReplicaError> {
-        if self.ctx.durability.is_poisoned() {
-            return Err(ReplicaError::Storage);
-        }
-        // The anti-entropy tree learns the record only once storage holds it: a tree that
-        // claimed a refused write would hide the difference from every peer.
-        match self.ctx.storage.put(key.clone(), record.clone()) {
-            Ok(()) => {
-                self.tree_update(&key, &record);
-                self.ctx.durability.staged_one();
-                self.ctx.durability.staged_key(&key);
-                Ok(())
-            }
-            Err(e) => {
-                let refused = if matches!(e, StorageError::NoSpace(_)) {
-                    // Refused before any effect, poisoning nothing (issue 17, item 6).
-                    ReplicaError::NoSpace
-                } else {
-                    ReplicaError::Storage
-                };
-                self.ctx
-                    .outputs
-                    .push_back(Output::Event(NodeEvent::StorageError {
-                        reason: e.to_string(),
-                    }));
-                Err(refused)
-            }
-        }
-    }
-
-    /// Queues `then` behind everything staged so far (or reports it can run now).
-    pub(super) fn wait_durable(&mut self, then: AfterPersist) -> Result<Applied, ReplicaError> {
-        if self.ctx.config.cluster.unsafe_ack_before_persist {
-            return Ok(Applied::Now);
-        }
-        Ok(match self.ctx.durability.after_pending(then) {
-            Some(_) => Applied::Now,
-            None => Applied::Pending,
-        })
     }
 
     pub(super) fn after_persist(&mut self, then: AfterPersist) {
@@ -215,23 +115,15 @@ impl<S: Storage> Node<S> {
             AfterPersist::HandoverDurable(_) | AfterPersist::Nothing => {}
         }
     }
-
-    /// Keeps the hybrid clock ahead of every timestamp seen, so causally later writes win.
-    pub(super) fn observe_record(&mut self, record: Option<&Record>) {
-        match record {
-            Some(Record::Lww(r)) => self.ctx.clock.observe(r.version.timestamp_micros),
-            Some(Record::Counter(r)) => self.ctx.clock.observe(r.epoch.timestamp_micros),
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{ClusterConfig, NodeConfig};
+    use crate::node::Output;
     use crate::ring::{NodeLocation, Ring};
-    use crate::storage::MemStorage;
+    use crate::storage::{MemStorage, StorageError};
     use crate::time::{Instant, Now, WallMicros};
     use crate::version::{LwwRecord, LwwVersion};
 

@@ -415,13 +415,14 @@ impl<S: Storage> Node<S> {
         keys_max: u32,
     ) -> Result<ScanPage, ReplicaError> {
         let keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX) as usize;
-        let (keys, truncated) = self
-            .scan_index
-            .page(from, to, keys_max, SCAN_PAGE_KEY_BYTES_MAX);
+        let (keys, truncated) =
+            self.ctx
+                .scan_index
+                .page(from, to, keys_max, SCAN_PAGE_KEY_BYTES_MAX);
         let mut records = Vec::with_capacity(keys.len());
         for key in keys {
             // A key the engine no longer holds (its record collected) is simply absent.
-            if let Some(record) = self.local_record(&key)? {
+            if let Some(record) = self.ctx.local_record(&key)? {
                 records.push((key, without_values(&record)));
             }
         }
@@ -436,15 +437,9 @@ impl<S: Storage> Node<S> {
             .iter()
             .filter_map(|(range, _)| {
                 let token = tokens.get(*range as usize)?;
-                Some((*token, self.scan_index.live_in(*range)))
+                Some((*token, self.ctx.scan_index.live_in(*range)))
             })
             .collect()
-    }
-
-    /// Keeps the token index up to date with a staged (or rebuilt) record.
-    pub(super) fn scan_index_update(&mut self, key: &Bytes, record: &Record) {
-        let range = self.ctx.ring.range_index_for_hash(Ring::key_hash(key));
-        self.scan_index.update(range, key, is_live(record));
     }
 
     pub(super) fn serve_scan_range(

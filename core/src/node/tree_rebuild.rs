@@ -11,11 +11,8 @@
 
 use super::{Node, NodeEvent, Output};
 use crate::antientropy::RangeTree;
-use crate::ring::Ring;
 use crate::storage::Storage;
 use crate::time::Now;
-use crate::version::Record;
-use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -31,8 +28,8 @@ pub(super) struct TreeRebuilds {
 #[derive(Debug, Default)]
 pub(super) struct TreeRebuild {
     /// The scan resumes at this key; every key below it has been folded into `shadow`.
-    next_key: Vec<u8>,
-    shadow: BTreeMap<u32, RangeTree>,
+    pub(super) next_key: Vec<u8>,
+    pub(super) shadow: BTreeMap<u32, RangeTree>,
 }
 
 /// Rebuild counters.
@@ -54,24 +51,25 @@ impl<S: Storage> Node<S> {
         if interval == 0 {
             return;
         }
-        if self.tree_rebuild.current.is_none() {
+        if self.ctx.tree_rebuild.current.is_none() {
             let every = Duration::from_millis(interval);
-            match self.tree_rebuild.next {
+            match self.ctx.tree_rebuild.next {
                 // The trees were just built from storage at start-up: the first pass is due
                 // one interval later.
                 None => {
-                    self.tree_rebuild.next = Some(now.monotonic.saturating_add(every));
+                    self.ctx.tree_rebuild.next = Some(now.monotonic.saturating_add(every));
                     return;
                 }
                 Some(at) if at > now.monotonic => return,
                 Some(_) => {
-                    self.tree_rebuild.next = Some(now.monotonic.saturating_add(every));
-                    self.tree_rebuild.current = Some(TreeRebuild::default());
+                    self.ctx.tree_rebuild.next = Some(now.monotonic.saturating_add(every));
+                    self.ctx.tree_rebuild.current = Some(TreeRebuild::default());
                 }
             }
         }
         let limit = self.ctx.config.cluster.tree_rebuild_keys_per_step;
         let start = self
+            .ctx
             .tree_rebuild
             .current
             .as_ref()
@@ -81,7 +79,7 @@ impl<S: Storage> Node<S> {
             Ok(batch) => batch,
             Err(e) => {
                 // Abandon this pass (the next one starts on schedule); the live trees stay.
-                self.tree_rebuild.current = None;
+                self.ctx.tree_rebuild.current = None;
                 self.ctx
                     .outputs
                     .push_back(Output::Event(NodeEvent::StorageError {
@@ -90,7 +88,7 @@ impl<S: Storage> Node<S> {
                 return;
             }
         };
-        self.tree_rebuild.stats.keys_scanned += batch.len() as u64;
+        self.ctx.tree_rebuild.stats.keys_scanned += batch.len() as u64;
         let done = batch.len() < limit;
         let next = batch.last().map(|(last, _)| {
             let mut next = last.to_vec();
@@ -98,11 +96,11 @@ impl<S: Storage> Node<S> {
             next
         });
         for (key, record) in &batch {
-            self.shadow_update(key, record);
+            self.ctx.shadow_update(key, record);
         }
         match (done, next) {
             (false, Some(next)) => {
-                if let Some(rebuild) = self.tree_rebuild.current.as_mut() {
+                if let Some(rebuild) = self.ctx.tree_rebuild.current.as_mut() {
                     rebuild.next_key = next;
                 }
             }
@@ -110,47 +108,23 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// A staged write for a key the scan has already passed goes into the shadow too.
-    pub(super) fn tree_rebuild_track(&mut self, key: &Bytes, record: &Record) {
-        let passed = self
-            .tree_rebuild
-            .current
-            .as_ref()
-            .is_some_and(|r| key.as_ref() < r.next_key.as_slice());
-        if passed {
-            self.shadow_update(key, record);
-        }
-    }
-
     /// Abandons a pass in progress (the ranges changed; trees are rebuilt whole anyway).
     pub(super) fn cancel_tree_rebuild(&mut self) {
-        self.tree_rebuild.current = None;
+        self.ctx.tree_rebuild.current = None;
     }
 
     /// Rebuild counters.
     pub fn tree_rebuild_stats(&self) -> &TreeRebuildStats {
-        &self.tree_rebuild.stats
-    }
-
-    fn shadow_update(&mut self, key: &Bytes, record: &Record) {
-        if key.starts_with(super::hints::RESERVED_PREFIX) {
-            return;
-        }
-        let Some(range) = self.ctx.ring.range_index_for_hash(Ring::key_hash(key)) else {
-            return;
-        };
-        if let Some(rebuild) = self.tree_rebuild.current.as_mut() {
-            rebuild.shadow.entry(range).or_default().update(key, record);
-        }
+        &self.ctx.tree_rebuild.stats
     }
 
     fn finish_tree_rebuild(&mut self) {
-        let Some(rebuild) = self.tree_rebuild.current.take() else {
+        let Some(rebuild) = self.ctx.tree_rebuild.current.take() else {
             return;
         };
         let mut shadow = rebuild.shadow;
         let ranges: BTreeSet<u32> = self
-            .anti_entropy
+            .ctx
             .trees
             .keys()
             .chain(shadow.keys())
@@ -158,16 +132,16 @@ impl<S: Storage> Node<S> {
             .collect();
         let mut mismatched = 0u64;
         for range in ranges {
-            let live = self.anti_entropy.trees.entry(range).or_default().root();
+            let live = self.ctx.trees.entry(range).or_default().root();
             let truth = shadow.entry(range).or_default().root();
             if live != truth {
                 mismatched += 1;
             }
         }
         shadow.retain(|_, tree| !tree.is_empty());
-        self.anti_entropy.trees = shadow;
-        self.tree_rebuild.stats.passes += 1;
-        self.tree_rebuild.stats.ranges_mismatched += mismatched;
+        self.ctx.trees = shadow;
+        self.ctx.tree_rebuild.stats.passes += 1;
+        self.ctx.tree_rebuild.stats.ranges_mismatched += mismatched;
         if mismatched > 0 {
             self.ctx
                 .outputs

@@ -1,0 +1,193 @@
+//! The node's local data: reads and staged writes against the storage engine, with the
+//! durability bookkeeping every acknowledgement waits on, and the indexes derived from what is
+//! stored (anti-entropy hash trees, the scan token index, a tree rebuild's shadow). Every
+//! mechanism that reads or writes local data goes through here, so the indexes never miss a
+//! write whoever made it.
+
+use super::context::Context;
+use super::durability::AfterPersist;
+use super::replica::Applied;
+use super::scan::is_live;
+use super::{NodeEvent, Output};
+use crate::antientropy::RangeTree;
+use crate::message::ReplicaError;
+use crate::ring::Ring;
+use crate::storage::{Storage, StorageError};
+use crate::version::{merge_into, Record};
+use bytes::Bytes;
+
+impl<S: Storage> Context<S> {
+    /// Reads the local record, reporting storage errors as an event. After a failed sync the
+    /// record is served if it is durable, and refused if its key was staged since the last
+    /// completed sync: such a record may vanish at restart, and a read that returned it could
+    /// then go backwards (issue 17, item 7; `durability`).
+    pub(super) fn local_record(&mut self, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
+        if !self.durability.readable(key) {
+            return Err(ReplicaError::Storage);
+        }
+        self.storage.get(key).map_err(|e| {
+            self.outputs
+                .push_back(Output::Event(NodeEvent::StorageError {
+                    reason: e.to_string(),
+                }));
+            ReplicaError::Storage
+        })
+    }
+
+    /// The local record as a write merges into it: refused at once on poisoned storage, which
+    /// can stage nothing, so the write is refused before any effect.
+    pub(super) fn local_record_for_write(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Option<Record>, ReplicaError> {
+        if self.durability.is_poisoned() {
+            return Err(ReplicaError::Storage);
+        }
+        self.local_record(key)
+    }
+
+    /// Merges `record` into storage and arranges for `then` once it (and anything staged before
+    /// it) is durable. The stored record after the merge always includes `record`.
+    pub(super) fn apply(
+        &mut self,
+        key: Bytes,
+        record: &Record,
+        then: AfterPersist,
+    ) -> Result<Applied, ReplicaError> {
+        self.apply_with(key, record, then, |_, local, incoming| {
+            merge_into(local, incoming)
+        })
+    }
+
+    /// [`Self::apply`] with the merge given: a write received from a coordinator merges through
+    /// `merge_received`, where the broken-counters scenario plants its bug.
+    pub(super) fn apply_with(
+        &mut self,
+        key: Bytes,
+        record: &Record,
+        then: AfterPersist,
+        merge: impl Fn(&Self, Option<&Record>, &Record) -> Option<Record>,
+    ) -> Result<Applied, ReplicaError> {
+        let local = self.local_record_for_write(&key)?;
+        if let Some(merged) = merge(self, local.as_ref(), record) {
+            self.stage(key, merged)?;
+        }
+        if matches!(then, AfterPersist::Nothing) {
+            return Ok(Applied::Now);
+        }
+        self.wait_durable(then)
+    }
+
+    /// Stages a record in storage.
+    pub(super) fn stage(&mut self, key: Bytes, record: Record) -> Result<(), ReplicaError> {
+        if self.durability.is_poisoned() {
+            return Err(ReplicaError::Storage);
+        }
+        // The anti-entropy tree learns the record only once storage holds it: a tree that
+        // claimed a refused write would hide the difference from every peer.
+        match self.storage.put(key.clone(), record.clone()) {
+            Ok(()) => {
+                self.tree_update(&key, &record);
+                self.durability.staged_one();
+                self.durability.staged_key(&key);
+                Ok(())
+            }
+            Err(e) => {
+                let refused = if matches!(e, StorageError::NoSpace(_)) {
+                    // Refused before any effect, poisoning nothing (issue 17, item 6).
+                    ReplicaError::NoSpace
+                } else {
+                    ReplicaError::Storage
+                };
+                self.outputs
+                    .push_back(Output::Event(NodeEvent::StorageError {
+                        reason: e.to_string(),
+                    }));
+                Err(refused)
+            }
+        }
+    }
+
+    /// Queues `then` behind everything staged so far (or reports it can run now).
+    pub(super) fn wait_durable(&mut self, then: AfterPersist) -> Result<Applied, ReplicaError> {
+        if self.config.cluster.unsafe_ack_before_persist {
+            return Ok(Applied::Now);
+        }
+        Ok(match self.durability.after_pending(then) {
+            Some(_) => Applied::Now,
+            None => Applied::Pending,
+        })
+    }
+
+    /// Keeps the hybrid clock ahead of every timestamp seen, so causally later writes win.
+    pub(super) fn observe_record(&mut self, record: Option<&Record>) {
+        match record {
+            Some(Record::Lww(r)) => self.clock.observe(r.version.timestamp_micros),
+            Some(Record::Counter(r)) => self.clock.observe(r.epoch.timestamp_micros),
+            _ => {}
+        }
+    }
+
+    /// Folds a staged write into its range's tree.
+    pub(super) fn tree_update(&mut self, key: &Bytes, record: &Record) {
+        if key.starts_with(super::hints::RESERVED_PREFIX) {
+            return; // hints are not replicated data
+        }
+        self.scan_index_update(key, record);
+        if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
+            self.trees.entry(range).or_default().update(key, record);
+        }
+        self.tree_rebuild_track(key, record);
+    }
+
+    pub(super) fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
+        self.trees.entry(range).or_default()
+    }
+
+    /// Keeps the token index up to date with a staged (or rebuilt) record.
+    pub(super) fn scan_index_update(&mut self, key: &Bytes, record: &Record) {
+        let range = self.ring.range_index_for_hash(Ring::key_hash(key));
+        self.scan_index.update(range, key, is_live(record));
+    }
+
+    /// A staged write for a key the scan has already passed goes into the shadow too.
+    pub(super) fn tree_rebuild_track(&mut self, key: &Bytes, record: &Record) {
+        let passed = self
+            .tree_rebuild
+            .current
+            .as_ref()
+            .is_some_and(|r| key.as_ref() < r.next_key.as_slice());
+        if passed {
+            self.shadow_update(key, record);
+        }
+    }
+
+    pub(super) fn shadow_update(&mut self, key: &Bytes, record: &Record) {
+        if key.starts_with(super::hints::RESERVED_PREFIX) {
+            return;
+        }
+        let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) else {
+            return;
+        };
+        if let Some(rebuild) = self.tree_rebuild.current.as_mut() {
+            rebuild.shadow.entry(range).or_default().update(key, record);
+        }
+    }
+
+    /// How a replica merges a record a coordinator wrote to it. TEST ONLY knob
+    /// `unsafe_counter_merge_adds` (the broken-counters scenario) plants the wrong merge that
+    /// adds slots, so the simulator's counters check can be seen to catch it.
+    pub(super) fn merge_received(
+        &self,
+        local: Option<&crate::version::Record>,
+        incoming: &crate::version::Record,
+    ) -> Option<crate::version::Record> {
+        use crate::version::Record;
+        if self.config.cluster.unsafe_counter_merge_adds {
+            if let (Some(Record::Counter(mine)), Record::Counter(theirs)) = (local, incoming) {
+                return Some(Record::Counter(mine.join_adding(theirs)));
+            }
+        }
+        crate::version::merge_into(local, incoming)
+    }
+}
