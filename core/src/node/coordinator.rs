@@ -18,6 +18,9 @@ use bytes::Bytes;
 use rand::Rng;
 use std::time::Duration;
 
+/// Most forwarded puts remembered for de-duplication.
+const SERVED_FORWARDS_MAX: usize = 4096;
+
 /// The coordinator's state: operations in flight with their deadlines, datacenter groups,
 /// forwarded puts already served, and when each member was last heard from.
 #[derive(Default)]
@@ -33,6 +36,49 @@ pub(super) struct Coordinator {
     /// When each ring member was last heard from directly (any message): evidence that
     /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
     pub(super) heard_from: std::collections::BTreeMap<NodeId, Instant>,
+}
+
+impl Coordinator {
+    pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
+        if let Some(groups) = self.pending_groups.take() {
+            self.op_groups.insert(op, groups);
+        }
+        self.operations.insert(op, (deadline, operation));
+        self.deadlines.insert((deadline, op));
+    }
+
+    pub(super) fn untrack(&mut self, op: OperationId) -> Option<Operation> {
+        self.untrack_with_deadline(op)
+            .map(|(_, operation)| operation)
+    }
+
+    pub(super) fn untrack_with_deadline(
+        &mut self,
+        op: OperationId,
+    ) -> Option<(Instant, Operation)> {
+        self.op_groups.remove(&op);
+        let (deadline, operation) = self.operations.remove(&op)?;
+        self.deadlines.remove(&(deadline, op));
+        Some((deadline, operation))
+    }
+
+    pub(super) fn remember_forward(
+        &mut self,
+        key: (NodeId, OperationId),
+        duplicates: &mut u64,
+    ) -> bool {
+        if !self.served_forwards.insert(key) {
+            *duplicates += 1;
+            return false;
+        }
+        self.served_forwards_order.push_back(key);
+        if self.served_forwards_order.len() > SERVED_FORWARDS_MAX {
+            if let Some(old) = self.served_forwards_order.pop_front() {
+                self.served_forwards.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// Who is waiting for a write's outcome.
@@ -465,28 +511,6 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
-    pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
-        if let Some(groups) = self.coordinator.pending_groups.take() {
-            self.coordinator.op_groups.insert(op, groups);
-        }
-        self.coordinator
-            .operations
-            .insert(op, (deadline, operation));
-        self.coordinator.deadlines.insert((deadline, op));
-    }
-
-    pub(super) fn untrack(&mut self, op: OperationId) -> Option<Operation> {
-        self.untrack_with_deadline(op)
-            .map(|(_, operation)| operation)
-    }
-
-    fn untrack_with_deadline(&mut self, op: OperationId) -> Option<(Instant, Operation)> {
-        self.coordinator.op_groups.remove(&op);
-        let (deadline, operation) = self.coordinator.operations.remove(&op)?;
-        self.coordinator.deadlines.remove(&(deadline, op));
-        Some((deadline, operation))
-    }
-
     // ---------------------------------------------------------------- reads
 
     #[expect(
@@ -542,7 +566,7 @@ impl<S: Storage> Node<S> {
                 ));
             tracked = handoff.min(deadline);
         }
-        self.track(op, Operation::Read(read), tracked);
+        self.coordinator.track(op, Operation::Read(read), tracked);
         for replica in replicas {
             if replica == self.ctx.id {
                 let record = match epoch {
@@ -607,7 +631,7 @@ impl<S: Storage> Node<S> {
         let all_in = answered + usize::from(read.failed) >= usize::from(read.replicas);
         if read.replied {
             if all_in {
-                if let Some(Operation::Read(read)) = self.untrack(op) {
+                if let Some(Operation::Read(read)) = self.coordinator.untrack(op) {
                     self.read_repair(read);
                 }
             }
@@ -630,7 +654,9 @@ impl<S: Storage> Node<S> {
             return;
         }
         if met || unreachable {
-            if let Some((deadline, Operation::Read(read))) = self.untrack_with_deadline(op) {
+            if let Some((deadline, Operation::Read(read))) =
+                self.coordinator.untrack_with_deadline(op)
+            {
                 let merged = read.merged.clone();
                 self.ctx.observe_record(merged.as_ref());
                 if !met {
@@ -877,7 +903,8 @@ impl<S: Storage> Node<S> {
         let key = write.key.clone();
         let record = write.record.clone();
         let epoch = write.epoch;
-        self.track(op, Operation::Write(write), deadline);
+        self.coordinator
+            .track(op, Operation::Write(write), deadline);
         if is_replica {
             // Linearizable: this node's copy counts only on the same ring and once it holds the
             // range; a refused copy is not applied (see `handover`).
@@ -1019,7 +1046,7 @@ impl<S: Storage> Node<S> {
         if let Some(sloppy) = &mut write.sloppy {
             if sloppy.replied {
                 if acked >= write.replicas.len() {
-                    self.untrack(op);
+                    self.coordinator.untrack(op);
                 }
                 return;
             }
@@ -1036,7 +1063,7 @@ impl<S: Storage> Node<S> {
             }
         }
         if met || reachable < needed {
-            if let Some(Operation::Write(write)) = self.untrack(op) {
+            if let Some(Operation::Write(write)) = self.coordinator.untrack(op) {
                 let outcome = if met {
                     written(&write, acks(acked))
                 } else if acked == 0
@@ -1197,7 +1224,10 @@ impl<S: Storage> Node<S> {
         context: VersionVector,
         needed: u8,
     ) {
-        if !self.remember_forward((from, op)) {
+        if !self
+            .coordinator
+            .remember_forward((from, op), &mut self.ctx.stats.duplicate_forwards)
+        {
             return;
         }
         let n = usize::from(self.ctx.config.cluster.n);
@@ -1261,7 +1291,8 @@ impl<S: Storage> Node<S> {
         };
         let attempt_deadline = self.attempt_deadline(now, &forward);
         self.send_forward(op, &forward);
-        self.track(op, Operation::Forward(forward), attempt_deadline);
+        self.coordinator
+            .track(op, Operation::Forward(forward), attempt_deadline);
     }
 
     /// Each candidate replica gets an equal slice of the request timeout.
@@ -1315,7 +1346,7 @@ impl<S: Storage> Node<S> {
             self.ctx.stats.stale_replies += 1;
             return;
         }
-        if let Some(Operation::Forward(forward)) = self.untrack(op) {
+        if let Some(Operation::Forward(forward)) = self.coordinator.untrack(op) {
             let attempted_before = forward.attempt > 0;
             let outcome = match outcome {
                 // An earlier attempt may still apply, so a refusal now is not "no effect".
@@ -1419,7 +1450,8 @@ impl<S: Storage> Node<S> {
         };
         let attempt_deadline = self.attempt_deadline(now, &forward);
         self.send_forward(op, &forward);
-        self.track(op, Operation::Forward(forward), attempt_deadline);
+        self.coordinator
+            .track(op, Operation::Forward(forward), attempt_deadline);
     }
 
     /// Answers an origin at once, for refusals before any effect.
@@ -1471,7 +1503,8 @@ impl<S: Storage> Node<S> {
             return;
         }
         let deadline = final_deadline.max(now.monotonic);
-        self.track(op, Operation::Write(write), deadline);
+        self.coordinator
+            .track(op, Operation::Write(write), deadline);
         for (fallback, intended) in sends {
             self.send_hint(op, fallback, intended, key.clone(), record.clone());
         }
@@ -1583,7 +1616,7 @@ impl<S: Storage> Node<S> {
                     targets.push(fallback);
                 }
                 let key = read.key.clone();
-                self.track(op, Operation::Read(read), deadline);
+                self.coordinator.track(op, Operation::Read(read), deadline);
                 for target in targets {
                     if target == self.ctx.id {
                         let record = self.ctx.local_record(&key);
@@ -1630,7 +1663,8 @@ impl<S: Storage> Node<S> {
                         .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
                     self.send_forward(op, &forward);
                     let attempt_deadline = self.attempt_deadline(now, &forward);
-                    self.track(op, Operation::Forward(forward), attempt_deadline);
+                    self.coordinator
+                        .track(op, Operation::Forward(forward), attempt_deadline);
                 } else {
                     let outcome = ForwardedOutcome::Indeterminate { acks: 0 };
                     self.finish_write(Origin::Client(forward.request), forward.needed, outcome);

@@ -88,7 +88,10 @@ impl<S: Storage> Node<S> {
         needed: u8,
     ) {
         // A duplicated message must not count the increment twice.
-        if !self.remember_forward((from, op)) {
+        if !self
+            .coordinator
+            .remember_forward((from, op), &mut self.ctx.stats.duplicate_forwards)
+        {
             return;
         }
         let key_digest = crate::id::key_digest(&key);

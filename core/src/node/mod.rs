@@ -39,7 +39,7 @@ pub use tree_rebuild::TreeRebuildStats;
 use crate::buggify::FaultPoints;
 use crate::client::ClientRequest;
 use crate::config::{ConfigError, NodeConfig};
-use crate::id::{NodeId, OperationId, RequestId};
+use crate::id::{NodeId, RequestId};
 use crate::membership::Membership;
 use crate::message::Message;
 use crate::ring::Ring;
@@ -50,9 +50,6 @@ use durability::Durability;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
-
-/// Most forwarded puts remembered for de-duplication.
-const SERVED_FORWARDS_MAX: usize = 4096;
 
 /// Counters a driver may report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -519,20 +516,6 @@ impl<S: Storage> Node<S> {
         );
         self.handover.check_invariants(&self.ctx.my_ranges);
         self.ctx.scan_index.check_invariants();
-    }
-
-    fn remember_forward(&mut self, key: (NodeId, OperationId)) -> bool {
-        if !self.coordinator.served_forwards.insert(key) {
-            self.ctx.stats.duplicate_forwards += 1;
-            return false;
-        }
-        self.coordinator.served_forwards_order.push_back(key);
-        if self.coordinator.served_forwards_order.len() > SERVED_FORWARDS_MAX {
-            if let Some(old) = self.coordinator.served_forwards_order.pop_front() {
-                self.coordinator.served_forwards.remove(&old);
-            }
-        }
-        true
     }
 }
 

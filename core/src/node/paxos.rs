@@ -639,7 +639,8 @@ impl<S: Storage> Node<S> {
         let (key, ballot, epoch) = (operation.key.clone(), operation.ballot, operation.epoch);
         let replicas = operation.replicas.clone();
         let deadline = operation.final_deadline;
-        self.track(op, Operation::Paxos(Box::new(operation)), deadline);
+        self.coordinator
+            .track(op, Operation::Paxos(Box::new(operation)), deadline);
         let me = self.ctx.id;
         for &replica in replicas.iter().filter(|&&r| r != me) {
             let message = Message::PaxosPrepare {
@@ -942,7 +943,7 @@ impl<S: Storage> Node<S> {
             (QuorumOutcome::Pending, _) => {}
             (QuorumOutcome::Met, Phase::Commit { own: false, .. }) => {
                 // The earlier proposal is chosen and committed: now our own round.
-                if let Some(Operation::Paxos(paxos)) = self.untrack(op) {
+                if let Some(Operation::Paxos(paxos)) = self.coordinator.untrack(op) {
                     self.paxos_round(now, *paxos);
                 }
             }
@@ -970,19 +971,20 @@ impl<S: Storage> Node<S> {
     /// The round cannot finish (refusals for higher ballots, or replicas refusing): try again
     /// after a backoff, if the deadline allows.
     fn paxos_contention(&mut self, op: OperationId) {
-        let Some(Operation::Paxos(mut paxos)) = self.untrack(op) else {
+        let Some(Operation::Paxos(mut paxos)) = self.coordinator.untrack(op) else {
             return;
         };
         paxos.phase = Phase::Backoff;
         let wait = backoff(paxos.rounds, &mut self.ctx.rng);
         let at = self.ctx.last_monotonic.saturating_add(wait);
         let deadline = at.min(paxos.final_deadline);
-        self.track(op, Operation::Paxos(paxos), deadline);
+        self.coordinator
+            .track(op, Operation::Paxos(paxos), deadline);
     }
 
     /// The request's answer after a successful commit or write-back.
     fn paxos_finish(&mut self, op: OperationId, acks: u8) {
-        let Some(Operation::Paxos(paxos)) = self.untrack(op) else {
+        let Some(Operation::Paxos(paxos)) = self.coordinator.untrack(op) else {
             return;
         };
         let reply = match paxos.phase {
@@ -1013,7 +1015,7 @@ impl<S: Storage> Node<S> {
 
     /// Ends the request with `reply(needed)`.
     fn paxos_end(&mut self, op: OperationId, reply: impl FnOnce(u8) -> ClientReply) {
-        if let Some(Operation::Paxos(paxos)) = self.untrack(op) {
+        if let Some(Operation::Paxos(paxos)) = self.coordinator.untrack(op) {
             let reply = reply(paxos.needed);
             self.ctx.reply(paxos.request, reply);
         }
@@ -1029,7 +1031,9 @@ impl<S: Storage> Node<S> {
         if !expired {
             // A spurious deadline (cannot happen: only backoffs track an earlier one).
             let deadline = paxos.final_deadline;
-            return self.track(op, Operation::Paxos(Box::new(paxos)), deadline);
+            return self
+                .coordinator
+                .track(op, Operation::Paxos(Box::new(paxos)), deadline);
         }
         let reply = match &paxos.phase {
             Phase::Propose {

@@ -356,7 +356,8 @@ impl<S: Storage> Node<S> {
         let deadline = now
             .monotonic
             .saturating_add(self.ctx.config.cluster.request_timeout());
-        self.track(op, Operation::Scan(ScanOperation::Page(page)), deadline);
+        self.coordinator
+            .track(op, Operation::Scan(ScanOperation::Page(page)), deadline);
         for replica in replicas {
             if replica == self.ctx.id {
                 let page = self.scan_page(from, to, keys_max);
@@ -396,7 +397,8 @@ impl<S: Storage> Node<S> {
         let deadline = now
             .monotonic
             .saturating_add(self.ctx.config.cluster.request_timeout());
-        self.track(op, Operation::Scan(ScanOperation::Count(count)), deadline);
+        self.coordinator
+            .track(op, Operation::Scan(ScanOperation::Count(count)), deadline);
         for member in members {
             if member == self.ctx.id {
                 let ranges = self.live_counts();
@@ -500,7 +502,7 @@ impl<S: Storage> Node<S> {
         if !met && !hopeless {
             return;
         }
-        let Some(Operation::Scan(ScanOperation::Page(scan))) = self.untrack(op) else {
+        let Some(Operation::Scan(ScanOperation::Page(scan))) = self.coordinator.untrack(op) else {
             return;
         };
         let reply = if met {
@@ -544,7 +546,7 @@ impl<S: Storage> Node<S> {
         if count.answered.len() < count.members.len() {
             return;
         }
-        if let Some(Operation::Scan(operation)) = self.untrack(op) {
+        if let Some(Operation::Scan(operation)) = self.coordinator.untrack(op) {
             self.finish_scan_operation(operation);
         }
     }

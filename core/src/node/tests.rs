@@ -4,6 +4,7 @@
 use super::*;
 use crate::client::{ClientReply, ClientRequest, Consistency};
 use crate::config::ClusterConfig;
+use crate::id::OperationId;
 use crate::ring::NodeLocation;
 use crate::storage::MemStorage;
 use crate::time::{Instant, Now, WallMicros};
