@@ -2,6 +2,7 @@
 //! and run the four-step exchange with the other replicas of each range, a few ranges per round.
 
 use super::durability::AfterPersist;
+use super::timers::Timer;
 use super::{Node, NodeEvent, Output};
 use crate::antientropy::{differing_leaves, plan_repair, FANOUT, LEAVES};
 use crate::id::NodeId;
@@ -19,7 +20,6 @@ use std::time::Duration;
 #[derive(Default)]
 pub(super) struct AntiEntropy {
     pub(super) cursor: usize,
-    pub(super) next_round: Option<crate::time::Instant>,
     pub(super) stats: AntiEntropyStats,
     /// Rounds still to run back to back for an operator's repair.
     pub(super) repair_rounds_left: usize,
@@ -133,7 +133,7 @@ impl<S: Storage> Node<S> {
         let per_round = self.ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
         let ranges = self.ctx.my_ranges.len() + self.ctx.trees.len();
         self.anti_entropy.repair_rounds_left = ranges.div_ceil(per_round).max(1);
-        self.anti_entropy.next_round = Some(now.monotonic);
+        self.ctx.timers.arm(Timer::AntiEntropy, now.monotonic);
         self.finish_input();
         self.anti_entropy.repair_rounds_left
     }
@@ -146,9 +146,10 @@ impl<S: Storage> Node<S> {
     /// Arms the first round lazily (the constructor has no time).
     pub(super) fn arm_anti_entropy(&mut self, now: Now) {
         let interval = self.ctx.config.cluster.anti_entropy_interval_ms;
-        if interval > 0 && self.anti_entropy.next_round.is_none() {
+        if interval > 0 && !self.ctx.timers.is_armed(Timer::AntiEntropy) {
             let offset = self.ctx.config.rng_seed % interval.max(1);
-            self.anti_entropy.next_round = Some(
+            self.ctx.timers.arm(
+                Timer::AntiEntropy,
                 now.monotonic
                     .saturating_add(Duration::from_millis(offset + 1)),
             );
@@ -169,8 +170,10 @@ impl<S: Storage> Node<S> {
         } else {
             (configured > 0).then_some(configured)
         };
-        self.anti_entropy.next_round =
-            gap.map(|ms| now.monotonic.saturating_add(Duration::from_millis(ms)));
+        self.ctx.timers.set(
+            Timer::AntiEntropy,
+            gap.map(|ms| now.monotonic.saturating_add(Duration::from_millis(ms))),
+        );
         if self.ctx.durability.is_poisoned() {
             return;
         }

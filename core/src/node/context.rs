@@ -52,6 +52,8 @@ pub(super) struct Context<S> {
     pub(super) scan_index: super::scan::ScanIndex,
     /// The full tree rebuild in progress, if any, and when the next one starts.
     pub(super) tree_rebuild: super::tree_rebuild::TreeRebuilds,
+    /// Every periodic mechanism's next wake-up (see `timers`).
+    pub(super) timers: super::timers::Timers,
 }
 
 impl<S> Context<S> {

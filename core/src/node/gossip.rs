@@ -8,6 +8,7 @@
 //! having to persist them separately. A lost update is harmless: the incarnation is refuted upward
 //! by gossip, and a stale ring is replaced by the newer one its peers gossip.
 
+use super::timers::Timer;
 use super::{Node, NodeEvent, Output};
 use crate::codec;
 use crate::config::{ConfigError, NodeConfig};
@@ -242,7 +243,7 @@ impl<S: Storage> Node<S> {
             MembershipEvent::StatusChanged { node, from, to } => {
                 if to == MemberStatus::Alive && from == MemberStatus::Down {
                     // The owner is back: replay its hints now rather than at the next round.
-                    self.hints.next_replay = Some(now.monotonic);
+                    self.ctx.timers.arm(Timer::HintReplay, now.monotonic);
                 }
                 self.event(NodeEvent::MemberStatus { node, from, to });
             }

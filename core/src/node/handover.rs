@@ -58,6 +58,7 @@
 //! Levels other than `linearizable` ignore readiness and epochs.
 
 use super::durability::AfterPersist;
+use super::timers::Timer;
 use super::Node;
 use crate::codec;
 use crate::hash::hash_bytes;
@@ -154,7 +155,6 @@ pub(super) struct Handover {
     active: bool,
     /// A handover record was found in storage at start.
     recorded: bool,
-    pub(super) next_pull: Option<Instant>,
     stats: HandoverStats,
 }
 
@@ -174,7 +174,6 @@ impl Handover {
             vouched_before: BTreeMap::new(),
             active,
             recorded: false,
-            next_pull: None,
             stats: HandoverStats::default(),
         }
     }
@@ -579,22 +578,23 @@ impl<S: Storage> Node<S> {
 
     fn arm_handover(&mut self, now: Instant) {
         if self.handover.active && !self.handover.not_ready.is_empty() {
-            if self.handover.next_pull.is_none() {
-                self.handover.next_pull = Some(now);
+            if !self.ctx.timers.is_armed(Timer::HandoverPull) {
+                self.ctx.timers.arm(Timer::HandoverPull, now);
             }
         } else {
-            self.handover.next_pull = None;
+            self.ctx.timers.disarm(Timer::HandoverPull);
         }
     }
 
     /// A pull round: every answerer that can help with a range not ready gets its current page
     /// request again (idempotent: a lost request or page is simply asked for once more).
     pub(super) fn handover_round(&mut self, now: Now) {
-        self.handover.next_pull = None;
+        self.ctx.timers.disarm(Timer::HandoverPull);
         if !self.handover.active || self.handover.not_ready.is_empty() {
             return;
         }
-        self.handover.next_pull = Some(
+        self.ctx.timers.arm(
+            Timer::HandoverPull,
             now.monotonic
                 .saturating_add(Duration::from_millis(PULL_INTERVAL_MS)),
         );

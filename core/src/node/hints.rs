@@ -33,6 +33,7 @@
 
 use super::durability::AfterPersist;
 use super::replica::Applied;
+use super::timers::Timer;
 use super::Node;
 use crate::id::{key_digest, NodeId, OperationId};
 use crate::message::{Message, ReplicaError};
@@ -53,7 +54,6 @@ pub(super) struct HintStore {
     pub(super) replays: BTreeMap<crate::id::OperationId, (NodeId, Bytes, u64, Record)>,
     pub(super) round: u64,
     pub(super) in_flight: InFlightHints,
-    pub(super) next_replay: Option<crate::time::Instant>,
     pub(super) stats: HintStats,
 }
 
@@ -278,9 +278,10 @@ impl<S: Storage> Node<S> {
 
     /// Arms the replay timer lazily.
     pub(super) fn arm_hint_replay(&mut self, now: Now) {
-        if self.ctx.config.cluster.sloppy_quorum && self.hints.next_replay.is_none() {
+        if self.ctx.config.cluster.sloppy_quorum && !self.ctx.timers.is_armed(Timer::HintReplay) {
             let interval = self.ctx.config.cluster.hint_replay_interval_ms;
-            self.hints.next_replay = Some(
+            self.ctx.timers.arm(
+                Timer::HintReplay,
                 now.monotonic
                     .saturating_add(Duration::from_millis(interval)),
             );
@@ -290,7 +291,8 @@ impl<S: Storage> Node<S> {
     /// One replay round: up to `hint_replays_per_round` hints go to their owners.
     pub(super) fn replay_hints(&mut self, now: Now) {
         let cluster = self.ctx.config.cluster.clone();
-        self.hints.next_replay = Some(
+        self.ctx.timers.arm(
+            Timer::HintReplay,
             now.monotonic
                 .saturating_add(Duration::from_millis(cluster.hint_replay_interval_ms)),
         );

@@ -23,6 +23,7 @@ mod replica;
 pub mod scan;
 mod send_failure;
 mod store;
+mod timers;
 mod tree_rebuild;
 
 pub use antientropy::AntiEntropyStats;
@@ -50,6 +51,7 @@ use durability::Durability;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
+use timers::Timer;
 
 /// Counters a driver may report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,6 +119,7 @@ impl<S: Storage> Node<S> {
                 trees: std::collections::BTreeMap::new(),
                 scan_index: scan::ScanIndex::default(),
                 tree_rebuild: tree_rebuild::TreeRebuilds::default(),
+                timers: timers::Timers::default(),
             },
             deferred: VecDeque::new(),
             coordinator: coordinator::Coordinator::default(),
@@ -375,21 +378,13 @@ impl<S: Storage> Node<S> {
         self.arm_anti_entropy(now);
         self.arm_hint_replay(now);
         self.gossip_tick(now);
-        if self
-            .anti_entropy
-            .next_round
-            .is_some_and(|at| at <= now.monotonic)
-        {
+        if self.ctx.timers.due(Timer::AntiEntropy, now.monotonic) {
             self.anti_entropy_round(now);
         }
-        if self.hints.next_replay.is_some_and(|at| at <= now.monotonic) {
+        if self.ctx.timers.due(Timer::HintReplay, now.monotonic) {
             self.replay_hints(now);
         }
-        if self
-            .handover
-            .next_pull
-            .is_some_and(|at| at <= now.monotonic)
-        {
+        if self.ctx.timers.due(Timer::HandoverPull, now.monotonic) {
             self.handover_round(now);
         }
         while let Some(&(deadline, op)) = self.coordinator.deadlines.first() {
@@ -445,9 +440,7 @@ impl<S: Storage> Node<S> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.coordinator.deadlines.first().map(|&(t, _)| t),
-            self.anti_entropy.next_round,
-            self.hints.next_replay,
-            self.handover.next_pull,
+            self.ctx.timers.next(),
             self.membership.as_ref().and_then(Membership::poll_timeout),
         ]
         .into_iter()
