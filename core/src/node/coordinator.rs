@@ -399,7 +399,7 @@ impl<S: Storage> Node<S> {
                 }
             };
             let key = body.key().clone();
-            self.handover_activate();
+            self.handover.activate(&mut self.ctx);
             let epoch = Some(self.handover.epoch());
             let with_expiry = matches!(body, ClientRequest::GetExpiring { .. });
             self.start_read(
@@ -571,7 +571,8 @@ impl<S: Storage> Node<S> {
             if replica == self.ctx.id {
                 let record = match epoch {
                     Some(epoch) => self
-                        .lin_admit(epoch, &key)
+                        .handover
+                        .lin_admit(&mut self.ctx, epoch, &key)
                         .and_then(|()| self.ctx.local_record(&key)),
                     None => self.ctx.local_record(&key),
                 };
@@ -908,7 +909,9 @@ impl<S: Storage> Node<S> {
         if is_replica {
             // Linearizable: this node's copy counts only on the same ring and once it holds the
             // range; a refused copy is not applied (see `handover`).
-            let admitted = epoch.map_or(Ok(()), |epoch| self.lin_admit(epoch, &key));
+            let admitted = epoch.map_or(Ok(()), |epoch| {
+                self.handover.lin_admit(&mut self.ctx, epoch, &key)
+            });
             match admitted.and_then(|()| self.ctx.apply(key, &record, AfterPersist::AckLocal(op))) {
                 Ok(Applied::Now) => self.on_local_write_durable(op),
                 Ok(Applied::Pending) => {}

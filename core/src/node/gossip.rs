@@ -56,6 +56,12 @@ impl fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
+/// Whether gossip judges `node` down (never, without gossip): for mechanisms that hold the
+/// membership by reference rather than the whole node.
+pub(super) fn is_down(membership: Option<&Membership>, node: NodeId) -> bool {
+    membership.and_then(|m| m.status(node)) == Some(MemberStatus::Down)
+}
+
 impl<S: Storage> Node<S> {
     /// Builds a node whose ring and failure detection come from gossip. `seed_ring` is the
     /// cluster's initial ring log (or an empty log for a node that learns it from
@@ -182,7 +188,7 @@ impl<S: Storage> Node<S> {
 
     /// True when the failure detector judges `node` failed (never without gossip).
     pub(super) fn is_down(&self, node: NodeId) -> bool {
-        self.member_status(node) == Some(MemberStatus::Down)
+        is_down(self.membership.as_ref(), node)
     }
 
     pub(super) fn on_gossip(

@@ -57,6 +57,7 @@
 //! than the one it recorded) is not ready anywhere until it has pulled from current replicas.
 //! Levels other than `linearizable` ignore readiness and epochs.
 
+use super::context::Context;
 use super::durability::AfterPersist;
 use super::timers::Timer;
 use super::Node;
@@ -209,6 +210,112 @@ impl Handover {
             "marks are handed out in order"
         );
     }
+
+    /// Linearizable traffic: from now on the state is persisted and missing ranges are pulled.
+    pub(super) fn activate<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        if self.active {
+            return;
+        }
+        self.active = true;
+        if !self.not_ready.is_empty() || self.previous.is_some() {
+            self.persist(ctx);
+            self.arm(ctx, ctx.last_monotonic);
+        }
+    }
+
+    /// Stages the state (ranges pending promotion counted as ready: they become so exactly when
+    /// this record is durable) and arranges to be told when it is durable.
+    pub(super) fn persist<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        let mark = self.next_mark;
+        self.next_mark += 1;
+        let state = PersistedHandover {
+            epoch: self.epoch,
+            not_ready: self
+                .not_ready
+                .iter()
+                .copied()
+                .filter(|r| !self.pending.contains_key(r))
+                .collect(),
+        };
+        if !self.durable {
+            self.epoch_mark = mark;
+        }
+        let record = Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: mark,
+                node: ctx.id,
+                nonce: 0,
+            },
+            value: Some(Bytes::from(codec::encode_value(&state))),
+            expires_at_micros: None,
+        });
+        if ctx.stage(Bytes::from_static(HANDOVER_KEY), record).is_err() {
+            return; // storage failed: nothing becomes ready or durable
+        }
+        if let Ok(super::replica::Applied::Now) =
+            ctx.wait_durable(AfterPersist::HandoverDurable(mark))
+        {
+            self.on_durable(mark);
+        }
+    }
+
+    /// The handover record staged with `mark` (and everything before it) is durable.
+    pub(super) fn on_durable(&mut self, mark: u64) {
+        let handover = self;
+        if mark >= handover.epoch_mark {
+            handover.durable = true;
+        }
+        let promoted: Vec<u32> = handover
+            .pending
+            .iter()
+            .filter(|(_, &m)| m <= mark)
+            .map(|(&r, _)| r)
+            .collect();
+        for range in promoted {
+            handover.pending.remove(&range);
+            handover.not_ready.remove(&range);
+            handover.stats.ranges_ready += 1;
+        }
+    }
+
+    /// Whether this node counts for `key` in linearizable quorums on its ring.
+    pub(super) fn ready_for<S: Storage>(&self, ctx: &Context<S>, key: &[u8]) -> bool {
+        let Some(range) = ctx.ring.range_index_for_hash(Ring::key_hash(key)) else {
+            return false;
+        };
+        ctx.my_ranges
+            .binary_search_by_key(&range, |(r, _)| *r)
+            .is_ok()
+            && !self.not_ready.contains(&range)
+    }
+
+    /// Fencing and readiness for a linearizable request on `key` started on `epoch` (counted when
+    /// refused).
+    pub(super) fn lin_admit<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        epoch: u64,
+        key: &[u8],
+    ) -> Result<(), ReplicaError> {
+        self.activate(ctx);
+        let result = admit(self.epoch, epoch, self.ready_for(ctx, key));
+        match result {
+            Err(ReplicaError::RingMismatch) => self.stats.refused_ring_mismatch += 1,
+            Err(ReplicaError::NotReady) => self.stats.refused_not_ready += 1,
+            _ => {}
+        }
+        result
+    }
+
+    pub(super) fn arm<S: Storage>(&mut self, ctx: &mut Context<S>, now: Instant) {
+        if self.active && !self.not_ready.is_empty() {
+            if !ctx.timers.is_armed(Timer::HandoverPull) {
+                ctx.timers.arm(Timer::HandoverPull, now);
+            }
+        } else {
+            ctx.timers.disarm(Timer::HandoverPull);
+        }
+    }
 }
 
 /// Fencing and readiness as one decision: may a replica on `mine` that is `ready` for the key
@@ -332,7 +439,8 @@ impl<S: Storage> Node<S> {
         } else {
             self.handover_forget_all();
         }
-        self.arm_handover(self.ctx.last_monotonic);
+        let now = self.ctx.last_monotonic;
+        self.handover.arm(&mut self.ctx, now);
     }
 
     /// Nothing is known to be held: every range must be pulled (a restart onto another ring).
@@ -342,9 +450,10 @@ impl<S: Storage> Node<S> {
         self.handover.durable = false;
         self.handover.forget_pulls();
         if self.handover.active {
-            self.handover_persist();
+            self.handover.persist(&mut self.ctx);
         }
-        self.arm_handover(self.ctx.last_monotonic);
+        let now = self.ctx.last_monotonic;
+        self.handover.arm(&mut self.ctx, now);
     }
 
     /// The driver started this node on an empty disk in place of a ring member's lost one (a
@@ -415,80 +524,9 @@ impl<S: Storage> Node<S> {
         handover.durable = false;
         handover.forget_pulls();
         if handover.active {
-            self.handover_persist();
-            self.arm_handover(self.ctx.last_monotonic);
-        }
-    }
-
-    /// Linearizable traffic: from now on the state is persisted and missing ranges are pulled.
-    pub(super) fn handover_activate(&mut self) {
-        if self.handover.active {
-            return;
-        }
-        self.handover.active = true;
-        if !self.handover.not_ready.is_empty() || self.handover.previous.is_some() {
-            self.handover_persist();
-            self.arm_handover(self.ctx.last_monotonic);
-        }
-    }
-
-    /// Stages the state (ranges pending promotion counted as ready: they become so exactly when
-    /// this record is durable) and arranges to be told when it is durable.
-    fn handover_persist(&mut self) {
-        let mark = self.handover.next_mark;
-        self.handover.next_mark += 1;
-        let state = PersistedHandover {
-            epoch: self.handover.epoch,
-            not_ready: self
-                .handover
-                .not_ready
-                .iter()
-                .copied()
-                .filter(|r| !self.handover.pending.contains_key(r))
-                .collect(),
-        };
-        if !self.handover.durable {
-            self.handover.epoch_mark = mark;
-        }
-        let record = Record::Lww(LwwRecord {
-            version: LwwVersion {
-                timestamp_micros: mark,
-                node: self.ctx.id,
-                nonce: 0,
-            },
-            value: Some(Bytes::from(codec::encode_value(&state))),
-            expires_at_micros: None,
-        });
-        if self
-            .ctx
-            .stage(Bytes::from_static(HANDOVER_KEY), record)
-            .is_err()
-        {
-            return; // storage failed: nothing becomes ready or durable
-        }
-        if let Ok(super::replica::Applied::Now) =
-            self.ctx.wait_durable(AfterPersist::HandoverDurable(mark))
-        {
-            self.on_handover_durable(mark);
-        }
-    }
-
-    /// The handover record staged with `mark` (and everything before it) is durable.
-    pub(super) fn on_handover_durable(&mut self, mark: u64) {
-        let handover = &mut self.handover;
-        if mark >= handover.epoch_mark {
-            handover.durable = true;
-        }
-        let promoted: Vec<u32> = handover
-            .pending
-            .iter()
-            .filter(|(_, &m)| m <= mark)
-            .map(|(&r, _)| r)
-            .collect();
-        for range in promoted {
-            handover.pending.remove(&range);
-            handover.not_ready.remove(&range);
-            handover.stats.ranges_ready += 1;
+            self.handover.persist(&mut self.ctx);
+            let now = self.ctx.last_monotonic;
+            self.handover.arm(&mut self.ctx, now);
         }
     }
 
@@ -502,31 +540,6 @@ impl<S: Storage> Node<S> {
         self.handover.not_ready.len()
     }
 
-    /// Whether this node counts for `key` in linearizable quorums on its ring.
-    fn ready_for(&self, key: &[u8]) -> bool {
-        let Some(range) = self.ctx.ring.range_index_for_hash(Ring::key_hash(key)) else {
-            return false;
-        };
-        self.ctx
-            .my_ranges
-            .binary_search_by_key(&range, |(r, _)| *r)
-            .is_ok()
-            && !self.handover.not_ready.contains(&range)
-    }
-
-    /// Fencing and readiness for a linearizable request on `key` started on `epoch` (counted when
-    /// refused).
-    pub(super) fn lin_admit(&mut self, epoch: u64, key: &[u8]) -> Result<(), ReplicaError> {
-        self.handover_activate();
-        let result = admit(self.handover.epoch, epoch, self.ready_for(key));
-        match result {
-            Err(ReplicaError::RingMismatch) => self.handover.stats.refused_ring_mismatch += 1,
-            Err(ReplicaError::NotReady) => self.handover.stats.refused_not_ready += 1,
-            _ => {}
-        }
-        result
-    }
-
     pub(super) fn serve_lin_read(
         &mut self,
         from: NodeId,
@@ -534,7 +547,7 @@ impl<S: Storage> Node<S> {
         key: &[u8],
         epoch: u64,
     ) {
-        match self.lin_admit(epoch, key) {
+        match self.handover.lin_admit(&mut self.ctx, epoch, key) {
             Ok(()) => self.serve_read(from, op, key),
             Err(e) => {
                 let key_digest = crate::id::key_digest(key);
@@ -559,7 +572,7 @@ impl<S: Storage> Node<S> {
         record: Record,
         epoch: u64,
     ) {
-        match self.lin_admit(epoch, &key) {
+        match self.handover.lin_admit(&mut self.ctx, epoch, &key) {
             Ok(()) => self.serve_write(from, op, key, record),
             Err(e) => {
                 let key_digest = crate::id::key_digest(&key);
@@ -573,16 +586,6 @@ impl<S: Storage> Node<S> {
                     },
                 )
             }
-        }
-    }
-
-    fn arm_handover(&mut self, now: Instant) {
-        if self.handover.active && !self.handover.not_ready.is_empty() {
-            if !self.ctx.timers.is_armed(Timer::HandoverPull) {
-                self.ctx.timers.arm(Timer::HandoverPull, now);
-            }
-        } else {
-            self.ctx.timers.disarm(Timer::HandoverPull);
         }
     }
 
@@ -903,7 +906,7 @@ impl<S: Storage> Node<S> {
         for range in complete {
             self.handover.pending.insert(range, mark);
         }
-        self.handover_persist();
+        self.handover.persist(&mut self.ctx);
     }
 }
 

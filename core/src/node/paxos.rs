@@ -434,12 +434,15 @@ impl<S: Storage> Node<S> {
         epoch: u64,
     ) {
         let key_digest = key_digest(&key);
-        let answer = self.lin_admit(epoch, &key).and_then(|()| {
-            let state = self.paxos_state(&key)?;
-            let record = self.ctx.local_record(&key)?;
-            self.ctx.observe_record(record.as_ref());
-            Ok((state, record))
-        });
+        let answer = self
+            .handover
+            .lin_admit(&mut self.ctx, epoch, &key)
+            .and_then(|()| {
+                let state = self.paxos_state(&key)?;
+                let record = self.ctx.local_record(&key)?;
+                self.ctx.observe_record(record.as_ref());
+                Ok((state, record))
+            });
         let (state, record) = match answer {
             Ok(found) => found,
             Err(e) => {
@@ -507,7 +510,8 @@ impl<S: Storage> Node<S> {
             result,
         };
         let state = match self
-            .lin_admit(epoch, &key)
+            .handover
+            .lin_admit(&mut self.ctx, epoch, &key)
             .and_then(|()| self.paxos_state(&key))
         {
             Ok(state) => state,
@@ -547,7 +551,8 @@ impl<S: Storage> Node<S> {
             result,
         };
         let state = match self
-            .lin_admit(epoch, &key)
+            .handover
+            .lin_admit(&mut self.ctx, epoch, &key)
             .and_then(|()| self.paxos_state(&key))
         {
             Ok(state) => state,
@@ -569,7 +574,8 @@ impl<S: Storage> Node<S> {
         let key_digest = key_digest(&key);
         let me = self.ctx.id;
         let applied = self
-            .lin_admit(epoch, &key)
+            .handover
+            .lin_admit(&mut self.ctx, epoch, &key)
             .and_then(|()| self.ctx.apply(key, &record, AfterPersist::Nothing));
         let reply = |result| Message::WriteReply {
             op,
@@ -599,7 +605,7 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        self.handover_activate();
+        self.handover.activate(&mut self.ctx);
         let epoch = self.handover.epoch();
         let operation = PaxosOperation {
             request,

@@ -89,7 +89,7 @@ impl<S: Storage> Node<S> {
                 self.ctx.send(to, reply);
             }
             AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
-            AfterPersist::HandoverDurable(mark) => self.on_handover_durable(mark),
+            AfterPersist::HandoverDurable(mark) => self.handover.on_durable(mark),
             AfterPersist::PaxosReply(number) => self.paxos_reply_durable(number),
             AfterPersist::Nothing => {}
         }
