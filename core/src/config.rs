@@ -205,6 +205,17 @@ fn check(ok: bool, field: &'static str, reason: impl Into<String>) -> Result<(),
 impl ClusterConfig {
     /// Checks every field; machines are only built from a validated configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_replication()?;
+        self.check_limits()?;
+        self.check_hints()?;
+        self.check_repair()?;
+        self.check_level()?;
+        self.check_test_knobs()?;
+        Ok(())
+    }
+
+    /// n, r, w, virtual nodes and the request timeout.
+    fn check_replication(&self) -> Result<(), ConfigError> {
         check((1..=16).contains(&self.n), "n", "must be between 1 and 16")?;
         check(
             (1..=self.n).contains(&self.r),
@@ -226,6 +237,11 @@ impl ClusterConfig {
             "request_timeout_ms",
             "must be between 1 and 3600000",
         )?;
+        Ok(())
+    }
+
+    /// Size and concurrency limits.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         check(
             (1..=65_536).contains(&self.key_bytes_max),
             "key_bytes_max",
@@ -261,6 +277,11 @@ impl ClusterConfig {
             "requests_in_flight_max",
             "must be between 1 and 1000000",
         )?;
+        Ok(())
+    }
+
+    /// Sloppy quorum and hinted handoff.
+    fn check_hints(&self) -> Result<(), ConfigError> {
         check(
             (1..=self.request_timeout_ms).contains(&self.sloppy_after_ms),
             "sloppy_after_ms",
@@ -291,6 +312,11 @@ impl ClusterConfig {
             "hint_replays_per_round",
             "must be between 1 and 100000",
         )?;
+        Ok(())
+    }
+
+    /// Anti-entropy, tree rebuilds and the datacenter layout.
+    fn check_repair(&self) -> Result<(), ConfigError> {
         check(
             self.anti_entropy_interval_ms <= 3_600_000,
             "anti_entropy_interval_ms",
@@ -337,6 +363,11 @@ impl ClusterConfig {
             "anti_entropy_records_per_message_max",
             "must be between 1 and 100000",
         )?;
+        Ok(())
+    }
+
+    /// The default consistency level against n and the conflict mode.
+    fn check_level(&self) -> Result<(), ConfigError> {
         if let Some(level) = self.consistency {
             check(
                 level.required(self.n).is_some(),
@@ -351,6 +382,11 @@ impl ClusterConfig {
                 "linearizable needs conflict = \"lww\" (vector clocks have no total order)",
             )?;
         }
+        Ok(())
+    }
+
+    /// TEST ONLY knobs exist only in simulation.
+    fn check_test_knobs(&self) -> Result<(), ConfigError> {
         check(
             !self.unsafe_ack_before_persist || self.simulation,
             "unsafe_ack_before_persist",

@@ -355,6 +355,94 @@ enum ResultKind {
     Single,
 }
 
+/// What `command` becomes: its result's shape and the steps (one per key), in order.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per command: a table, read top to bottom"
+)]
+fn plan(command: Command) -> (ResultKind, Vec<(Bytes, Step)>) {
+    match command {
+        Command::Get { key } => (ResultKind::Value, vec![(key, Step::Read)]),
+        Command::Set {
+            key,
+            value,
+            options,
+        } => match conditional::set_condition(&options) {
+            Some(condition) => (
+                ResultKind::Single,
+                vec![(key, Step::Conditional { condition, value })],
+            ),
+            None => (ResultKind::Done, vec![(key, Step::Set { value })]),
+        },
+        Command::KvCas {
+            key,
+            expected,
+            value,
+        } => (
+            ResultKind::Single,
+            vec![(
+                key,
+                Step::Conditional {
+                    condition: conditional::cas_condition(expected),
+                    value,
+                },
+            )],
+        ),
+        Command::Del { keys } => (
+            ResultKind::Count,
+            keys.into_iter().map(|k| (k, Step::Delete)).collect(),
+        ),
+        Command::Exists { keys } => (
+            ResultKind::Count,
+            keys.into_iter().map(|k| (k, Step::Exists)).collect(),
+        ),
+        Command::MGet { keys } => (
+            ResultKind::Values,
+            keys.into_iter().map(|k| (k, Step::Read)).collect(),
+        ),
+        Command::MSet { pairs } => (
+            ResultKind::Done,
+            pairs
+                .into_iter()
+                .map(|(key, value)| (key, Step::Set { value }))
+                .collect(),
+        ),
+        Command::KvGet { key, level } => (ResultKind::Single, vec![(key, Step::KvGet { level })]),
+        Command::KvPut {
+            key,
+            value,
+            level,
+            context,
+        } => (
+            ResultKind::Single,
+            vec![(
+                key,
+                Step::KvPut {
+                    value,
+                    level,
+                    context,
+                },
+            )],
+        ),
+        Command::KvDel {
+            key,
+            level,
+            context,
+        } => (
+            ResultKind::Single,
+            vec![(key, Step::KvDel { level, context })],
+        ),
+        Command::Increment { key, delta, .. } => {
+            (ResultKind::Single, vec![(key, Step::Increment { delta })])
+        }
+        // `ttl_op` took these.
+        Command::Expire { key, .. }
+        | Command::Ttl { key, .. }
+        | Command::Persist { key }
+        | Command::GetEx { key, .. } => (ResultKind::Single, vec![(key, Step::Read)]),
+    }
+}
+
 impl CommandMachine {
     /// Starts `command` on a cluster in `conflict` mode.
     pub fn new(command: Command, conflict: ConflictMode) -> Self {
@@ -364,88 +452,7 @@ impl CommandMachine {
             }
             Err(command) => command,
         };
-        let (kind, steps): (ResultKind, Vec<(Bytes, Step)>) = match command {
-            Command::Get { key } => (ResultKind::Value, vec![(key, Step::Read)]),
-            Command::Set {
-                key,
-                value,
-                options,
-            } => match conditional::set_condition(&options) {
-                Some(condition) => (
-                    ResultKind::Single,
-                    vec![(key, Step::Conditional { condition, value })],
-                ),
-                None => (ResultKind::Done, vec![(key, Step::Set { value })]),
-            },
-            Command::KvCas {
-                key,
-                expected,
-                value,
-            } => (
-                ResultKind::Single,
-                vec![(
-                    key,
-                    Step::Conditional {
-                        condition: conditional::cas_condition(expected),
-                        value,
-                    },
-                )],
-            ),
-            Command::Del { keys } => (
-                ResultKind::Count,
-                keys.into_iter().map(|k| (k, Step::Delete)).collect(),
-            ),
-            Command::Exists { keys } => (
-                ResultKind::Count,
-                keys.into_iter().map(|k| (k, Step::Exists)).collect(),
-            ),
-            Command::MGet { keys } => (
-                ResultKind::Values,
-                keys.into_iter().map(|k| (k, Step::Read)).collect(),
-            ),
-            Command::MSet { pairs } => (
-                ResultKind::Done,
-                pairs
-                    .into_iter()
-                    .map(|(key, value)| (key, Step::Set { value }))
-                    .collect(),
-            ),
-            Command::KvGet { key, level } => {
-                (ResultKind::Single, vec![(key, Step::KvGet { level })])
-            }
-            Command::KvPut {
-                key,
-                value,
-                level,
-                context,
-            } => (
-                ResultKind::Single,
-                vec![(
-                    key,
-                    Step::KvPut {
-                        value,
-                        level,
-                        context,
-                    },
-                )],
-            ),
-            Command::KvDel {
-                key,
-                level,
-                context,
-            } => (
-                ResultKind::Single,
-                vec![(key, Step::KvDel { level, context })],
-            ),
-            Command::Increment { key, delta, .. } => {
-                (ResultKind::Single, vec![(key, Step::Increment { delta })])
-            }
-            // `ttl_op` took these.
-            Command::Expire { key, .. }
-            | Command::Ttl { key, .. }
-            | Command::Persist { key }
-            | Command::GetEx { key, .. } => (ResultKind::Single, vec![(key, Step::Read)]),
-        };
+        let (kind, steps) = plan(command);
         let mut machine = CommandMachine {
             conflict,
             kind,
@@ -493,6 +500,10 @@ impl CommandMachine {
 
     /// The reply to the request [`Self::poll_request`] returned last. A reply nobody waits for
     /// (none was sent, or the command is over) is ignored: the machine never panics on input.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the transition table (role, step, reply): one arm per transition"
+    )]
     pub fn handle_reply(&mut self, reply: ClientReply) {
         if let Some(ttl) = self.ttl.as_mut() {
             ttl.handle_reply(reply);

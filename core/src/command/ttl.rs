@@ -173,20 +173,7 @@ impl TtlMachine {
             }
         };
         let key = self.key.clone();
-        let put = |value: Bytes, expires: Option<ExpiresAt>| match expires {
-            Some(expires) => ClientRequest::PutExpiring {
-                key: key.clone(),
-                value,
-                expires,
-                consistency: None,
-            },
-            None => ClientRequest::Put {
-                key: key.clone(),
-                value,
-                context: None,
-                consistency: None,
-            },
-        };
+        let put = |value: Bytes, expires: Option<ExpiresAt>| rewrite(key.clone(), value, expires);
         let (write, result) = match (&self.op, found) {
             (TtlOp::Ttl { millis }, found) => {
                 self.result = Some(CommandResult::Integer(ttl_reply(found, *millis)));
@@ -311,6 +298,24 @@ fn ttl_reply(found: Option<(Bytes, Option<u64>, u64)>, millis: bool) -> i64 {
             };
             i64::try_from(left).unwrap_or(i64::MAX)
         }
+    }
+}
+
+/// The write that stores `value` again with `expires` (or with no expiry).
+fn rewrite(key: Bytes, value: Bytes, expires: Option<ExpiresAt>) -> ClientRequest {
+    match expires {
+        Some(expires) => ClientRequest::PutExpiring {
+            key,
+            value,
+            expires,
+            consistency: None,
+        },
+        None => ClientRequest::Put {
+            key,
+            value,
+            context: None,
+            consistency: None,
+        },
     }
 }
 
