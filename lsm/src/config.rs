@@ -100,7 +100,7 @@ impl LsmConfig {
         }
     }
 
-    /// Bytes of disk the engine holds in reserve (engine docs, "Out of disk space"): released
+    /// Bytes of disk the engine holds in reserve (`health.rs`, "Out of disk space"): released
     /// when a write meets a full disk, so that the writes already staged (at most the WAL buffer
     /// and a seal) can still be written and synced, and recovery at open has room. Twice the
     /// WAL buffer plus 1 MiB for the seal, a sync marker, a manifest and file-system metadata.
@@ -147,6 +147,11 @@ impl LsmConfig {
             return fail("level1_bytes_max must be at least table_bytes_target");
         }
         Ok(())
+    }
+
+    /// The largest payload of a WAL record or value-log frame: a key, a value and framing.
+    pub(crate) fn frame_payload_bytes_max(&self) -> usize {
+        self.key_bytes_max + self.value_bytes_max + 64
     }
 
     /// Size target of `level` (level >= 1).

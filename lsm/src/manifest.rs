@@ -58,6 +58,46 @@ pub(crate) struct ManifestState {
     pub(crate) segments: BTreeMap<u64, SegmentMeta>,
 }
 
+impl ManifestState {
+    /// A new file id (ids are never reused, so a name always means one file).
+    pub(crate) fn take_file_id(&mut self) -> u64 {
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        id
+    }
+
+    /// Panics if the structure is inconsistent (a bug; STYLE.md section 3): levels >= 1 sorted
+    /// and disjoint, every table's range the right way round, the active segment listed.
+    pub(crate) fn check_invariants(&self) {
+        for (level, tables) in self.levels.iter().enumerate().skip(1) {
+            for pair in tables.windows(2) {
+                assert!(
+                    pair[0].largest < pair[1].smallest,
+                    "level {level}: tables {} and {} overlap or are out of order",
+                    pair[0].id,
+                    pair[1].id
+                );
+            }
+        }
+        for t in self.levels.iter().flatten() {
+            assert!(
+                t.smallest <= t.largest,
+                "table {} has an inverted range",
+                t.id
+            );
+        }
+        assert!(self.segments.contains_key(&self.vlog_active));
+    }
+
+    /// Counts the frame `p` points at as garbage of its segment (an overwritten or deleted
+    /// separated value), never past the segment's size.
+    pub(crate) fn add_garbage(&mut self, p: crate::entry::ValuePointer) {
+        if let Some(s) = self.segments.get_mut(&p.segment) {
+            s.garbage_bytes = (s.garbage_bytes + u64::from(p.frame_len)).min(s.size_bytes.max(1));
+        }
+    }
+}
+
 /// Encodes a manifest.
 pub(crate) fn encode(state: &ManifestState) -> Vec<u8> {
     let mut body = Vec::new();

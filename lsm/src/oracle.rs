@@ -19,9 +19,10 @@
 //! seeds with it and show that it catches a disk whose fsync lies.
 
 use crate::config::LsmConfig;
-use crate::engine::{Lsm, WriteOutcome};
+use crate::engine::Lsm;
 use crate::error::LsmError;
 use crate::fs::{CrashMode, FileSystem, SimFs, SimFsOptions};
+use crate::outcome::WriteOutcome;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
