@@ -2,6 +2,7 @@
 //! before an engine is built (STYLE.md section 3).
 
 use crate::error::LsmError;
+use crate::table::DecodeLimits;
 
 /// Configuration of an [`crate::Lsm`] engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +148,15 @@ impl LsmConfig {
             return fail("level1_bytes_max must be at least table_bytes_target");
         }
         Ok(())
+    }
+
+    /// What table decoding accepts: keys, values and blocks within these limits.
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            key_bytes_max: self.key_bytes_max,
+            value_bytes_max: self.value_bytes_max,
+            block_bytes_max: self.block_bytes_max(),
+        }
     }
 
     /// The largest payload of a WAL record or value-log frame: a key, a value and framing.

@@ -1,5 +1,5 @@
 //! The engine composes its components and decides when each acts: the [`Wal`], the [`MemTable`]
-//! (active and frozen), the [`ValueLog`], the [`CompactionJob`] executor beside the pure
+//! (active and frozen), the [`ValueLog`], the compaction executor ([`Compactor`]) beside the pure
 //! `compaction::pick`, the `recovery` procedure and the write gate ([`Health`]). Each component
 //! owns its state and checks its own invariants; none of them knows the engine. What is left
 //! here is orchestration: the order of steps that crash consistency depends on (value log before
@@ -11,21 +11,19 @@
 use crate::checkpoint;
 use crate::compaction_job::{Compactor, DeadSince, DropRule};
 use crate::config::LsmConfig;
-use crate::entry::ValuePointer;
-use crate::entry::{encode_keyed, Entry};
+use crate::entry::encode_keyed;
 use crate::error::LsmError;
 use crate::flush::Flush;
 use crate::fs::{FileSystem, FsError};
 use crate::health::Health;
-use crate::manifest::{self, ManifestState};
+use crate::manifest::ManifestState;
 use crate::memtable::{entries_of_write, MemTable};
 use crate::outcome::{CheckpointReport, CompactionProgress, GcOutcome, LsmStats, WriteOutcome};
+use crate::read::Reader;
 use crate::recovery::{self, RecoveryReport};
-use crate::scan;
 use crate::store::TableStore;
 use crate::sync::Sync;
-use crate::table::{DecodeLimits, TableMeta};
-use crate::vlog::{self, vlog_file_name, ValueLog};
+use crate::vlog::{self, ValueLog};
 use crate::wal::{SyncTicket, Wal};
 use bytes::Bytes;
 
@@ -63,11 +61,7 @@ impl<F: FileSystem> Lsm<F> {
         config.validate()?;
         // Recovery must never need more space than the reserve holds (`health.rs`).
         fs.release_space()?;
-        let limits = DecodeLimits {
-            key_bytes_max: config.key_bytes_max,
-            value_bytes_max: config.value_bytes_max,
-            block_bytes_max: config.block_bytes_max(),
-        };
+        let limits = config.decode_limits();
         let mut state = recovery::open_state(&mut fs, &config)?;
         let recovered = recovery::recover(&mut fs, &mut state, &config)?;
         let (index_bytes, block_bytes) = (config.index_cache_bytes, config.block_cache_bytes);
@@ -174,12 +168,7 @@ impl<F: FileSystem> Lsm<F> {
     /// so that other writers stage their writes meanwhile; then, under the lock again,
     /// [`Lsm::sync_finish`] records the outcome. Once it returns `Ok`, every write with a
     /// sequence number up to [`SyncTicket::covers_seq`] is durable.
-    ///
-    /// Safe against anything that happens in between: later writes are not covered (and a plain
-    /// [`Lsm::sync`] still fsyncs them, since the WAL stays marked unsynced); a flush makes the
-    /// covered writes durable in a table and removes the WAL file, which the detached fsync can
-    /// still sync harmlessly. On a file system that cannot detach an fsync the ticket's fsync
-    /// is done here and the ticket's is a no-op.
+    /// Safe against anything that happens in between (`sync.rs`).
     pub fn sync_begin(&mut self) -> Result<SyncTicket, LsmError> {
         self.health.writable()?;
         let covers_seq = self.last_seq;
@@ -254,15 +243,9 @@ impl<F: FileSystem> Lsm<F> {
         let (entry, mem) = entries_of_write(value, deleted_ms, seq, threshold);
         let mut payload = Vec::with_capacity(key.len() + entry.size_bytes() + 8);
         encode_keyed(&mut payload, &key, &entry);
-        let (payload_max, buffer_bytes) = (
-            self.config.frame_payload_bytes_max(),
-            self.config.wal_buffer_bytes,
-        );
-        let fs = &mut self.store.fs;
-        if let Err(e) = self
-            .wal
-            .append(fs, seq, &payload, payload_max, buffer_bytes)
-        {
+        let (fs, c) = (&mut self.store.fs, &self.config);
+        let max = c.frame_payload_bytes_max();
+        if let Err(e) = (self.wal).append(fs, seq, &payload, max, c.wal_buffer_bytes) {
             if e.is_no_space() {
                 self.health.count_no_space_refusal();
                 self.health.release_space_reserve(fs)?;
@@ -293,74 +276,34 @@ impl<F: FileSystem> Lsm<F> {
     // ---------------------------------------------------------------- checkpoints
 
     /// Writes a checkpoint of the store into `target`, an empty directory on the same disk
-    /// (RocksDB's checkpoints and Cassandra's snapshots work the same way): [`Lsm::open`] on
-    /// `target` then gives every write staged before the call, and nothing written after it.
-    ///
-    /// How: the memtable is flushed (so the WAL holds no records and nothing in it needs
-    /// copying) and a non-empty active value-log segment is sealed (a new one started), so
-    /// that every file the manifest then names is one the engine never changes again; those are
-    /// linked into `target` ([`FileSystem::link_to`]: a hard link on real disks, so no bytes are
-    /// copied, and a compaction or value-log collection removing them here later leaves the
-    /// checkpoint's links intact). The checkpoint gets its own empty WAL and active segment,
-    /// and last a manifest naming exactly those files, stored atomically: a checkpoint without
-    /// its `MANIFEST` is incomplete, and [`Lsm::open`] would take it for an empty store.
-    ///
-    /// The flush and the seal follow the engine's rules (a full disk undoes them and returns
-    /// `NoSpace`; another failure poisons). A failure in `target` leaves the checkpoint
-    /// incomplete and this engine working. Refused with `AlreadyExists` if `target` holds an
-    /// engine file or a manifest.
+    /// (`checkpoint.rs`): [`Lsm::open`] on `target` then gives every write staged before the
+    /// call, and nothing written after it. The memtable is flushed and a non-empty active
+    /// value-log segment sealed first, so that every file the manifest names is one the engine
+    /// never changes again; those are linked ([`FileSystem::link_to`]: hard links on real
+    /// disks). The flush and the seal follow the engine's rules (a full disk undoes them and
+    /// returns `NoSpace`; another failure poisons). A failure in `target` leaves the checkpoint
+    /// incomplete (no manifest) and this engine working. Refused with `AlreadyExists` if
+    /// `target` holds an engine file or a manifest.
     pub fn checkpoint(&mut self, target: &mut F) -> Result<CheckpointReport, LsmError> {
         self.health.writable()?;
         checkpoint::check_empty(target)?;
         self.flush()?;
         if self.vlog.active_len() > 0 {
-            let r = self.seal_active_segment();
+            let r = (self.vlog).seal_for_checkpoint(&mut self.store.fs, &mut self.state);
             self.health.poison_unless_no_space(r)?;
         }
         assert!(self.mem.is_empty(), "flushed before a checkpoint");
-        assert_eq!(
-            self.last_seq, self.state.last_seq,
-            "every write is in a table"
-        );
+        assert_eq!(self.last_seq, self.state.last_seq, "all in tables");
         assert_eq!(self.vlog.active_len(), 0, "the active segment was sealed");
         let state = self.state.clone();
         checkpoint::link_files(&mut self.store.fs, &state, target)
-    }
-
-    /// Seals the active value-log segment (a checkpoint links only files that never change),
-    /// removing the new segment's file again if the manifest cannot be stored (a full disk).
-    fn seal_active_segment(&mut self) -> Result<(), LsmError> {
-        let next_id = self.state.next_file_id;
-        let r = self.vlog.rotate(&mut self.store.fs, &mut self.state);
-        if r.is_err() && self.state.vlog_active != next_id {
-            let name = vlog_file_name(next_id);
-            if self.store.fs.exists(&name)? {
-                self.store.fs.remove(&name)?;
-            }
-        }
-        r
     }
 
     // ---------------------------------------------------------------- reads
 
     /// The value of `key`, including staged writes. Works on a poisoned engine too (read-only).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, LsmError> {
-        let entry = match self.mem.get(key) {
-            Some(mem) => Some(mem.to_resolved_entry()),
-            None => self.store.lookup(&self.state.levels, key)?,
-        };
-        match entry {
-            None | Some(Entry::Tombstone { .. }) => Ok(None),
-            Some(Entry::Inline(v)) => Ok(Some(v)),
-            Some(Entry::Pointer(p)) => self.read_value(key, p).map(Some),
-        }
-    }
-
-    fn read_value(&mut self, key: &[u8], p: ValuePointer) -> Result<Bytes, LsmError> {
-        let payload_max = self.config.frame_payload_bytes_max();
-        let segments = &self.state.segments;
-        self.vlog
-            .read(&mut self.store.fs, segments, key, p, payload_max)
+        self.reader().get(key)
     }
 
     /// Up to `limit` live pairs with `start <= key < end` (no end if `None`), in key order.
@@ -370,23 +313,17 @@ impl<F: FileSystem> Lsm<F> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, LsmError> {
-        if limit == 0 {
-            return Ok(Vec::new());
+        self.reader().scan(start, end, limit)
+    }
+
+    fn reader(&mut self) -> Reader<'_, F> {
+        Reader {
+            store: &mut self.store,
+            state: &self.state,
+            mem: &self.mem,
+            vlog: &mut self.vlog,
+            payload_max: self.config.frame_payload_bytes_max(),
         }
-        let levels = &self.state.levels;
-        let entries = scan::merge(&mut self.store, levels, &self.mem, start, end, limit)?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (key, entry) in entries {
-            match entry {
-                Entry::Inline(v) => out.push((key, v)),
-                Entry::Pointer(p) => {
-                    let v = self.read_value(&key, p)?;
-                    out.push((key, v));
-                }
-                Entry::Tombstone { .. } => {}
-            }
-        }
-        Ok(out)
     }
 
     // ---------------------------------------------------------------- compaction
@@ -454,19 +391,8 @@ impl<F: FileSystem> Lsm<F> {
         // The live WAL must not point into the segment once it is gone: flush first, so the WAL
         // only holds writes made after this point.
         self.flush_inner()?;
-        let (key_max, payload_max) = (
-            self.config.key_bytes_max,
-            self.config.frame_payload_bytes_max(),
-        );
-        let frames = vlog::segment_frames(&mut self.store.fs, segment, key_max, payload_max)?;
-        let mut live = Vec::new();
-        for (here, key, value) in frames {
-            if self.store.lookup(&self.state.levels, &key)? == Some(Entry::Pointer(here))
-                && self.mem.get(&key).is_none()
-            {
-                live.push((key, value));
-            }
-        }
+        let key_bytes_max = self.config.key_bytes_max;
+        let live = self.reader().live_values(segment, key_bytes_max)?;
         let mut live_bytes = 0u64;
         for (key, value) in live {
             if self.mem.active_bytes() >= self.config.memtable_bytes_max {
@@ -476,11 +402,7 @@ impl<F: FileSystem> Lsm<F> {
             self.write(key, Some(value), 0)?;
         }
         self.sync_parts().run()?;
-        let mut next = self.state.clone();
-        next.segments.remove(&segment);
-        manifest::store(&mut self.store.fs, &next)?;
-        self.state = next;
-        self.store.fs.remove(&vlog_file_name(segment))?;
+        vlog::remove_segment(&mut self.store.fs, &mut self.state, segment)?;
         self.stats.gc_segments += 1;
         Ok(GcOutcome::Collected {
             segment,
@@ -525,18 +447,12 @@ impl<F: FileSystem> Lsm<F> {
 
     /// Bytes of tables per level.
     pub fn level_bytes(&self) -> Vec<u64> {
-        let level_bytes = |l: &Vec<TableMeta>| l.iter().map(|t| t.size_bytes).sum();
-        self.state.levels.iter().map(level_bytes).collect()
+        self.state.level_bytes()
     }
 
     /// Entries (values, pointers and tombstones) held in tables, over all levels.
     pub fn table_entry_count(&self) -> u64 {
-        self.state
-            .levels
-            .iter()
-            .flatten()
-            .map(|t| t.entry_count)
-            .sum()
+        self.state.table_entry_count()
     }
 
     /// Bytes of value-log segments (live and garbage).
@@ -572,21 +488,10 @@ impl<F: FileSystem> Lsm<F> {
         self.wal.check_invariants();
         self.vlog.check_invariants();
         self.compactor.check_invariants(&self.state.levels);
-        assert_eq!(
-            self.wal.id(),
-            self.state.wal_id,
-            "the live WAL is the manifest's"
-        );
-        assert_eq!(
-            self.vlog.active(),
-            self.state.vlog_active,
-            "so is the active segment"
-        );
+        assert_eq!(self.wal.id(), self.state.wal_id, "the manifest's WAL");
+        assert_eq!(self.vlog.active(), self.state.vlog_active, "its segment");
         assert!(self.last_seq >= self.state.last_seq);
-        assert_eq!(
-            self.mem.frozen().count(),
-            0,
-            "flushes finish or thaw within a call"
-        );
+        // A flush finishes or thaws within the call that started it.
+        assert_eq!(self.mem.frozen().count(), 0, "no flush in progress");
     }
 }

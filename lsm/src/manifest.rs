@@ -59,6 +59,17 @@ pub(crate) struct ManifestState {
 }
 
 impl ManifestState {
+    /// Bytes of tables per level.
+    pub(crate) fn level_bytes(&self) -> Vec<u64> {
+        let bytes = |level: &Vec<TableMeta>| level.iter().map(|t| t.size_bytes).sum();
+        self.levels.iter().map(bytes).collect()
+    }
+
+    /// Entries (values, pointers and tombstones) held in tables, over all levels.
+    pub(crate) fn table_entry_count(&self) -> u64 {
+        self.levels.iter().flatten().map(|t| t.entry_count).sum()
+    }
+
     /// A new file id (ids are never reused, so a name always means one file).
     pub(crate) fn take_file_id(&mut self) -> u64 {
         let id = self.next_file_id;

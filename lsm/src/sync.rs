@@ -3,6 +3,12 @@
 //! be durable before what it depends on), then the WAL's batch is sealed, written and fsynced
 //! (in place, or detached for a driver that fsyncs outside its lock); a full disk met while
 //! writing releases the space reserve once (`health.rs`, "Out of disk space").
+//!
+//! A split sync ([`crate::Lsm::sync_begin`]) is safe against anything that happens between its
+//! halves: later writes are not covered (and a plain sync still fsyncs them, since the WAL stays
+//! marked unsynced); a flush makes the covered writes durable in a table and removes the WAL
+//! file, which the detached fsync can still sync harmlessly. On a file system that cannot detach
+//! an fsync the ticket's fsync is done in place and the ticket's is a no-op.
 
 use crate::error::LsmError;
 use crate::fs::FileSystem;

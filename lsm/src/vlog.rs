@@ -155,6 +155,24 @@ impl ValueLog {
         Ok(())
     }
 
+    /// Seals the active segment for a checkpoint (which links only files that never change),
+    /// removing the new segment's file again if the manifest cannot be stored (a full disk).
+    pub(crate) fn seal_for_checkpoint<F: FileSystem>(
+        &mut self,
+        fs: &mut F,
+        state: &mut ManifestState,
+    ) -> Result<(), LsmError> {
+        let next_id = state.next_file_id;
+        let r = self.rotate(fs, state);
+        if r.is_err() && state.vlog_active != next_id {
+            let name = vlog_file_name(next_id);
+            if fs.exists(&name)? {
+                fs.remove(&name)?;
+            }
+        }
+        r
+    }
+
     /// Undoes a failed flush: drops staged frames and cuts the active segment back to
     /// `trusted_len` (frames appended before a rotation stay in the sealed segment as
     /// unreferenced bytes).
@@ -246,6 +264,20 @@ pub(crate) fn collection_candidate(
             )
         })
         .map(|(id, s)| (*id, *s))
+}
+
+/// Drops collected segment `segment` from the manifest, then removes its file.
+pub(crate) fn remove_segment<F: FileSystem>(
+    fs: &mut F,
+    state: &mut ManifestState,
+    segment: u64,
+) -> Result<(), LsmError> {
+    let mut next = state.clone();
+    next.segments.remove(&segment);
+    manifest::store(fs, &next)?;
+    *state = next;
+    fs.remove(&vlog_file_name(segment))?;
+    Ok(())
 }
 
 /// Every frame of sealed segment `segment`: where it is, its key and its value. A sealed

@@ -1,16 +1,97 @@
-//! Range scans: a merge of the memtable and every sorted run of tables, newest version first,
-//! tombstones left out. Separated values stay pointers here; the engine resolves them.
+//! Reads: point lookups (memtable, then tables newest first) and range scans (a merge of the
+//! memtable and every sorted run of tables, newest version first, tombstones left out), with
+//! separated values read from the value log.
 
-use crate::entry::Entry;
+use crate::entry::{Entry, ValuePointer};
 use crate::error::LsmError;
 use crate::fs::FileSystem;
+use crate::manifest::ManifestState;
 use crate::memtable::{MemCursor, MemTable};
 use crate::store::{RunCursor, TableStore};
 use crate::table::TableMeta;
+use crate::vlog::{self, ValueLog};
 use bytes::Bytes;
 
+/// What reads look at, borrowed from the engine. Reads change only caches (and the simulated
+/// disk's fault draws), never what is stored.
+pub(crate) struct Reader<'a, F: FileSystem> {
+    pub(crate) store: &'a mut TableStore<F>,
+    pub(crate) state: &'a ManifestState,
+    pub(crate) mem: &'a MemTable,
+    pub(crate) vlog: &'a mut ValueLog,
+    /// The largest value-log frame payload (a pointer from disk is bounded by it).
+    pub(crate) payload_max: usize,
+}
+
+impl<F: FileSystem> Reader<'_, F> {
+    /// The value of `key`, including staged writes.
+    pub(crate) fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, LsmError> {
+        let entry = match self.mem.get(key) {
+            Some(mem) => Some(mem.to_resolved_entry()),
+            None => self.store.lookup(&self.state.levels, key)?,
+        };
+        match entry {
+            None | Some(Entry::Tombstone { .. }) => Ok(None),
+            Some(Entry::Inline(v)) => Ok(Some(v)),
+            Some(Entry::Pointer(p)) => self.read_value(key, p).map(Some),
+        }
+    }
+
+    fn read_value(&mut self, key: &[u8], p: ValuePointer) -> Result<Bytes, LsmError> {
+        let segments = &self.state.segments;
+        self.vlog
+            .read(&mut self.store.fs, segments, key, p, self.payload_max)
+    }
+
+    /// Up to `limit` live pairs with `start <= key < end` (no end if `None`), in key order.
+    pub(crate) fn scan(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LsmError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let levels = &self.state.levels;
+        let entries = merge(self.store, levels, self.mem, start, end, limit)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, entry) in entries {
+            match entry {
+                Entry::Inline(v) => out.push((key, v)),
+                Entry::Pointer(p) => {
+                    let v = self.read_value(&key, p)?;
+                    out.push((key, v));
+                }
+                Entry::Tombstone { .. } => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live values of sealed segment `segment`, key and value, in segment order: those the
+    /// tables point at with no newer write to the key staged (value-log collection keeps them).
+    pub(crate) fn live_values(
+        &mut self,
+        segment: u64,
+        key_bytes_max: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LsmError> {
+        let fs = &mut self.store.fs;
+        let frames = vlog::segment_frames(fs, segment, key_bytes_max, self.payload_max)?;
+        let mut live = Vec::new();
+        for (here, key, value) in frames {
+            if self.store.lookup(&self.state.levels, &key)? == Some(Entry::Pointer(here))
+                && self.mem.get(&key).is_none()
+            {
+                live.push((key, value));
+            }
+        }
+        Ok(live)
+    }
+}
+
 /// Up to `limit` live entries with `start <= key < end` (no end if `None`), in key order.
-pub(crate) fn merge<F: FileSystem>(
+fn merge<F: FileSystem>(
     store: &mut TableStore<F>,
     levels: &[Vec<TableMeta>],
     mem: &MemTable,
