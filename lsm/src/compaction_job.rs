@@ -125,10 +125,6 @@ impl CompactionJob {
     /// The smallest key under any cursor with its newest entry (`None` if no source holds it,
     /// which cannot happen), advancing every cursor past it; older versions of a separated value
     /// become value-log garbage. `None` once every source is exhausted.
-    #[expect(
-        clippy::type_complexity,
-        reason = "a key and its newest entry, each optional for a reason said in the doc"
-    )]
     fn next_entry<F: FileSystem>(
         &mut self,
         store: &mut TableStore<F>,

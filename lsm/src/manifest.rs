@@ -250,29 +250,9 @@ fn validate(state: &ManifestState) -> Result<(), String> {
     for (level, tables) in state.levels.iter().enumerate() {
         for t in tables {
             claim(t.id, "table")?;
-            if t.smallest > t.largest {
-                return Err(format!(
-                    "level {level}: table {} has an inverted key range",
-                    t.id
-                ));
-            }
-            if t.size_bytes > SIZE_MAX || t.entry_count > SIZE_MAX {
-                return Err(format!(
-                    "level {level}: table {} has size {} and {} entries",
-                    t.id, t.size_bytes, t.entry_count
-                ));
-            }
+            validate_table(level, t)?;
         }
-        if level >= 1 {
-            for pair in tables.windows(2) {
-                if pair[0].largest >= pair[1].smallest {
-                    return Err(format!(
-                        "level {level}: tables {} and {} overlap or are out of order",
-                        pair[0].id, pair[1].id
-                    ));
-                }
-            }
-        }
+        validate_order(level, tables)?;
     }
     for (id, s) in &state.segments {
         claim(*id, "value-log segment")?;
@@ -294,6 +274,38 @@ fn validate(state: &ManifestState) -> Result<(), String> {
             "active segment trusted length {} out of range",
             state.vlog_active_trusted_len
         ));
+    }
+    Ok(())
+}
+
+/// A table's own fields: its key range the right way round, its counts in range.
+fn validate_table(level: usize, t: &TableMeta) -> Result<(), String> {
+    if t.smallest > t.largest {
+        return Err(format!(
+            "level {level}: table {} has an inverted key range",
+            t.id
+        ));
+    }
+    if t.size_bytes > SIZE_MAX || t.entry_count > SIZE_MAX {
+        return Err(format!(
+            "level {level}: table {} has size {} and {} entries",
+            t.id, t.size_bytes, t.entry_count
+        ));
+    }
+    Ok(())
+}
+
+/// Levels >= 1 hold disjoint tables in key order.
+fn validate_order(level: usize, tables: &[TableMeta]) -> Result<(), String> {
+    if level >= 1 {
+        for pair in tables.windows(2) {
+            if pair[0].largest >= pair[1].smallest {
+                return Err(format!(
+                    "level {level}: tables {} and {} overlap or are out of order",
+                    pair[0].id, pair[1].id
+                ));
+            }
+        }
     }
     Ok(())
 }
