@@ -8,6 +8,7 @@ use crate::compaction::{self, CompactionPlan};
 use crate::config::LsmConfig;
 use crate::entry::{Entry, ValuePointer};
 use crate::error::LsmError;
+use crate::faults::buggify;
 use crate::fs::FileSystem;
 use crate::manifest::{self, ManifestState};
 use crate::outcome::CompactionProgress;
@@ -193,7 +194,10 @@ impl CompactionJob {
             return Ok(());
         };
         builder.add(&mut store.fs, key, entry)?;
-        if builder.estimated_size_bytes() >= config.table_bytes_target {
+        // An output table may be cut after any entry: outputs stay disjoint (BUGGIFY).
+        if builder.estimated_size_bytes() >= config.table_bytes_target
+            || buggify!(&mut store.fs, "lsm/compaction-cut-output-early")
+        {
             if let Some(b) = self.builder.take() {
                 self.outputs.push(b.finish(&mut store.fs)?);
             }

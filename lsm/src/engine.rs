@@ -13,6 +13,7 @@ use crate::compaction_job::{Compactor, DeadSince, DropRule};
 use crate::config::LsmConfig;
 use crate::entry::encode_keyed;
 use crate::error::LsmError;
+use crate::faults::buggify;
 use crate::flush::Flush;
 use crate::fs::{FileSystem, FsError};
 use crate::health::Health;
@@ -213,11 +214,14 @@ impl<F: FileSystem> Lsm<F> {
 
     /// Flushes a full memtable, or reports a stall when level 0 is too deep to take another table.
     fn make_room(&mut self) -> Result<Option<WriteOutcome>, LsmError> {
-        if self.mem.active_bytes() < self.config.memtable_bytes_max {
-            return Ok(None);
-        }
         let level0_tables = self.state.levels[0].len();
-        if level0_tables >= self.config.level0_stall_tables {
+        if self.mem.active_bytes() < self.config.memtable_bytes_max {
+            // A flush before the memtable is full is legal while level 0 has room (BUGGIFY).
+            let room = level0_tables + 1 < self.config.level0_stall_tables;
+            if !(room && !self.mem.is_empty() && buggify!(&mut self.store.fs, "lsm/flush-early")) {
+                return Ok(None);
+            }
+        } else if level0_tables >= self.config.level0_stall_tables {
             self.stats.stalls += 1;
             return Ok(Some(WriteOutcome::Stalled { level0_tables }));
         }
@@ -343,6 +347,9 @@ impl<F: FileSystem> Lsm<F> {
         budget_bytes: u64,
     ) -> Result<CompactionProgress, LsmError> {
         self.health.writable()?;
+        // A step as small as one entry is legal: a job is resumable (BUGGIFY).
+        let tiny = buggify!(&mut self.store.fs, "lsm/compaction-budget-tiny");
+        let budget_bytes = if tiny { 1 } else { budget_bytes };
         let rule = DropRule {
             now_ms,
             grace_ms: self.config.tombstone_grace_ms,
@@ -383,7 +390,13 @@ impl<F: FileSystem> Lsm<F> {
 
     fn gc_inner(&mut self) -> Result<GcOutcome, LsmError> {
         let active = self.state.vlog_active;
-        let min = self.config.vlog_gc_garbage_percent_min;
+        // Collecting a segment below the garbage threshold is legal, only wasteful (BUGGIFY).
+        let early = buggify!(&mut self.store.fs, "lsm/vlog-gc-below-threshold");
+        let min = if early {
+            0
+        } else {
+            self.config.vlog_gc_garbage_percent_min
+        };
         let Some((segment, meta)) = vlog::collection_candidate(&self.state.segments, active, min)
         else {
             return Ok(GcOutcome::Idle);
@@ -395,7 +408,9 @@ impl<F: FileSystem> Lsm<F> {
         let live = self.reader().live_values(segment, key_bytes_max)?;
         let mut live_bytes = 0u64;
         for (key, value) in live {
-            if self.mem.active_bytes() >= self.config.memtable_bytes_max {
+            let full = self.mem.active_bytes() >= self.config.memtable_bytes_max;
+            // Smaller rewrite batches are legal: a flush between any two (BUGGIFY).
+            if full || buggify!(&mut self.store.fs, "lsm/vlog-gc-flush-between-values") {
                 self.flush_inner()?;
             }
             live_bytes += value.len() as u64;

@@ -7,6 +7,7 @@
 use crate::config::LsmConfig;
 use crate::entry::{Entry, ValuePointer};
 use crate::error::LsmError;
+use crate::faults::buggify;
 use crate::fs::FileSystem;
 use crate::health::Health;
 use crate::manifest::{self, ManifestState};
@@ -138,10 +139,12 @@ impl<F: FileSystem> Flush<'_, F> {
         let mut pointers = Vec::with_capacity(pending.len());
         for (key, value, seq) in &pending {
             let frame_len = ValueLog::frame_len(key, value);
-            if self
-                .vlog
-                .must_rotate(frame_len, self.config.vlog_segment_bytes_max)
-            {
+            let full = (self.vlog).must_rotate(frame_len, self.config.vlog_segment_bytes_max);
+            // Sealing a non-empty segment early is legal, and makes more to collect (BUGGIFY).
+            let early = !full
+                && self.vlog.active_len() > 0
+                && buggify!(&mut *self.fs, "lsm/vlog-rotate-early");
+            if full || early {
                 self.vlog.rotate(self.fs, self.state)?;
             }
             let p = self.vlog.stage(self.fs, *seq, key, value)?;

@@ -19,6 +19,15 @@
 //!   compaction and value-log collection steps; the node and the simulator both run it.
 //! * [`LsmStorage`] adapts the engine to `ringkv_core::Storage`; `oracle::crash_oracle` is the
 //!   seeded crash-consistency check the simulator can run per seed.
+//! * **Components:** the engine (`engine.rs`, orchestration only) composes the WAL (`wal.rs`),
+//!   the memtable, active and frozen (`memtable.rs`), the value log (`vlog.rs`), the compaction
+//!   executor beside the pure policy (`compaction_job.rs`, `compaction.rs`) and the write gate
+//!   (`health.rs`); recovery, flush, group commit and reads are procedures over borrowed
+//!   components (`recovery.rs`, `flush.rs`, `sync.rs`, `read.rs`). No component imports the
+//!   engine; each owns its state and checks its own invariants.
+//! * **Fault points:** [`faults`] names the engine's BUGGIFY sites (dangerous-but-legal choices
+//!   of timing and size); they fire only on the simulated disk with fault points on, and each
+//!   run counts them so a sweep can report sites that never fired.
 //! * **Test machinery behind a feature:** the simulated disk (`fs::SimFs`) and the crash oracle
 //!   exist only with the `testing` cargo feature (STYLE.md section 6), so they are not in the
 //!   engine's default public API and the node builds without them.
@@ -40,6 +49,7 @@ pub mod decode;
 mod engine;
 mod entry;
 mod error;
+pub mod faults;
 mod flush;
 mod frame;
 pub mod fs;

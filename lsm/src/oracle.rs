@@ -60,6 +60,10 @@ pub struct OracleConfig {
     /// Fill the disk and give space back at random (off by default, so that existing seeds
     /// draw what they always drew): every operation may then fail with `NoSpace`.
     pub disk_full: bool,
+    /// Switch the engine's fault points on (`crate::faults`, BUGGIFY): dangerous-but-legal
+    /// choices (early flushes, tiny compaction steps, early value-log rotation and collection,
+    /// early WAL writes) are taken at random. On by default: the oracle is a simulation.
+    pub fault_points: bool,
     /// The engine configuration (tiny limits exercise every path).
     pub lsm: LsmConfig,
 }
@@ -75,6 +79,7 @@ impl Default for OracleConfig {
             broken_fsync: false,
             sector_holes: true,
             disk_full: false,
+            fault_points: true,
             lsm: LsmConfig::tiny_for_tests(),
         }
     }
@@ -107,6 +112,9 @@ pub struct OracleReport {
     pub bit_flips_detected: u64,
     /// Bit flips that changed nothing a read could see (e.g. in a dead value).
     pub bit_flips_harmless: u64,
+    /// How often each engine fault site fired (`crate::faults`; absent: never), so a sweep can
+    /// report the sites that never fired.
+    pub faults_fired: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +160,7 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
     };
     let fs = SimFs::new(SimFsOptions {
         fsync_lies: config.broken_fsync,
+        fault_points: config.fault_points,
         ..SimFsOptions::seeded(seed)
     });
     let mut lsm = match Lsm::open(fs, config.lsm.clone()) {
@@ -168,6 +177,9 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
     }
     if config.disk_full {
         run.space_comes_back(&mut lsm)?;
+    }
+    if let Some(points) = lsm.fs_mut().fault_points() {
+        run.report.faults_fired = points.fired().clone();
     }
     if config.bit_flip {
         flip_one_bit(seed, lsm, &run.base, &mut run.rng, &mut run.report, config)?;

@@ -6,6 +6,7 @@
 //! than an fsync made durable, and an fsync never covers bytes that were not written.
 
 use crate::error::LsmError;
+use crate::faults::buggify;
 use crate::frame::{encode_frame, encode_sync_marker};
 use crate::fs::{DetachedFsync, FileSystem, FsError};
 use crate::seal::{seal_portions_max, BatchSealer};
@@ -173,7 +174,8 @@ impl Wal {
         wal_buffer_bytes: usize,
     ) -> Result<(), LsmError> {
         let staged = self.stage(seq, payload, payload_bytes_max);
-        if self.buffer.len() >= wal_buffer_bytes {
+        // Writing the buffer out before it is full is legal: unsynced either way (BUGGIFY).
+        if self.buffer.len() >= wal_buffer_bytes || buggify!(fs, "lsm/wal-write-early") {
             if let Err(e) = self.write_buffer(fs) {
                 if !e.is_no_space() {
                     return Err(e);

@@ -157,6 +157,14 @@ pub trait FileSystem {
         target.fsync(name)
     }
 
+    /// Whether the engine's sim-only fault site `site` fires now (`faults.rs`, BUGGIFY). Only
+    /// the simulated disk with fault points switched on ever says yes; a real file system keeps
+    /// this default, so fault points are never live in production.
+    fn fault_point(&mut self, site: &'static str) -> bool {
+        let _ = site;
+        false
+    }
+
     /// Whether `name` exists.
     fn exists(&mut self, name: &str) -> Result<bool, FsError> {
         Ok(self.list()?.iter().any(|n| n == name))
