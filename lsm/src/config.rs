@@ -2,6 +2,7 @@
 //! before an engine is built (STYLE.md section 3).
 
 use crate::error::LsmError;
+use crate::table::DecodeLimits;
 
 /// Configuration of an [`crate::Lsm`] engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +101,7 @@ impl LsmConfig {
         }
     }
 
-    /// Bytes of disk the engine holds in reserve (engine docs, "Out of disk space"): released
+    /// Bytes of disk the engine holds in reserve (`health.rs`, "Out of disk space"): released
     /// when a write meets a full disk, so that the writes already staged (at most the WAL buffer
     /// and a seal) can still be written and synced, and recovery at open has room. Twice the
     /// WAL buffer plus 1 MiB for the seal, a sync marker, a manifest and file-system metadata.
@@ -147,6 +148,20 @@ impl LsmConfig {
             return fail("level1_bytes_max must be at least table_bytes_target");
         }
         Ok(())
+    }
+
+    /// What table decoding accepts: keys, values and blocks within these limits.
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            key_bytes_max: self.key_bytes_max,
+            value_bytes_max: self.value_bytes_max,
+            block_bytes_max: self.block_bytes_max(),
+        }
+    }
+
+    /// The largest payload of a WAL record or value-log frame: a key, a value and framing.
+    pub(crate) fn frame_payload_bytes_max(&self) -> usize {
+        self.key_bytes_max + self.value_bytes_max + 64
     }
 
     /// Size target of `level` (level >= 1).

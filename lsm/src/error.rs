@@ -56,7 +56,7 @@ impl LsmError {
 
     /// Whether the disk was full. Such a failure of a *write* (never of an fsync: a full disk
     /// reported by fsync is a failed fsync) leaves the engine consistent and is retried later
-    /// (engine module docs, "Out of disk space").
+    /// (`health.rs`, "Out of disk space").
     pub fn is_no_space(&self) -> bool {
         matches!(self, LsmError::Io(e) if e.kind == FsErrorKind::NoSpace)
     }

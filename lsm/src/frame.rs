@@ -240,59 +240,13 @@ pub(crate) fn scan_wal(
                 boundaries.push(at);
             }
             Err(why) => {
-                // Markers past the bad frame still tell how much was synced. One found by this
-                // search could in principle be a frame-shaped run of bytes inside a value; one
-                // claiming past its own offset cannot be genuine and is ignored. The first seal
-                // found whose batch holds the bad frame judges the damage.
-                let mut covering: Option<(usize, Seal)> = None;
-                let mut from = at;
-                while let Some(next) = next_valid_frame(bytes, from, payload_bytes_max) {
-                    let Ok(frame) = decode_frame(&bytes[next..], payload_bytes_max) else {
-                        break;
-                    };
-                    if let Some(claim) = sync_marker_claim(&frame) {
-                        if claim <= next as u64 {
-                            synced_through = synced_through.max(claim);
-                        }
-                    } else if let Some(seal) = seal_of(&frame).filter(|_| sealed) {
-                        if covering.is_none()
-                            && seal.batch_start <= at as u64
-                            && seal_fits(&seal, next, &boundaries)
-                        {
-                            covering = Some((next, seal));
-                        }
-                    }
-                    from = next + frame.len - 1;
-                }
-                if (at as u64) < synced_through {
-                    return Err(format!(
-                        "bad frame at offset {at} ({why}) in the synced part of the log (a sync \
-                         marker says its first {synced_through} bytes were fsynced)"
-                    ));
-                }
-                let cause = match covering {
-                    None if sealed => CutCause::UnsyncedTail,
-                    None => CutCause::Unsealed,
-                    Some((seal_at, seal)) => match judge(bytes, &seal, seal_at as u64) {
-                        SealVerdict::CrashDamage => CutCause::UnsyncedTail,
-                        SealVerdict::Ambiguous { portion_offset } => {
-                            CutCause::Ambiguous { portion_offset }
-                        }
-                        SealVerdict::BitRot { portion_offset } => {
-                            return Err(format!(
-                                "bad frame at offset {at} ({why}) in the batch sealed at \
-                                 {seal_at}: the sector portion at {portion_offset} differs from \
-                                 its seal by one bit (bit rot in written bytes, not a torn write)"
-                            ))
-                        }
-                        SealVerdict::Intact => {
-                            return Err(format!(
-                                "bad frame at offset {at} ({why}) in the batch sealed at \
-                                 {seal_at}, which reads as written"
-                            ))
-                        }
-                    },
+                let scan_past = ScanPast {
+                    bytes,
+                    payload_bytes_max,
+                    sealed,
+                    boundaries: &boundaries,
                 };
+                let cause = scan_past.judge(at, &why, &mut synced_through)?;
                 cut = Some(WalCut { offset: at, cause });
                 break;
             }
@@ -304,6 +258,75 @@ pub(crate) fn scan_wal(
         synced_through,
         cut,
     })
+}
+
+/// What judging a bad WAL frame looks at: the rest of the file past it.
+struct ScanPast<'a> {
+    bytes: &'a [u8],
+    payload_bytes_max: usize,
+    sealed: bool,
+    /// Offsets where a frame starts, as written up to the bad frame.
+    boundaries: &'a [usize],
+}
+
+impl ScanPast<'_> {
+    /// Judges the bad frame at `at` (`why` it failed to decode): where the log ends and why, or
+    /// the corruption it is. Raises `synced_through` to the claims of markers found past it.
+    fn judge(&self, at: usize, why: &str, synced_through: &mut u64) -> Result<CutCause, String> {
+        // Markers past the bad frame still tell how much was synced. One found by this
+        // search could in principle be a frame-shaped run of bytes inside a value; one
+        // claiming past its own offset cannot be genuine and is ignored. The first seal
+        // found whose batch holds the bad frame judges the damage.
+        let mut covering: Option<(usize, Seal)> = None;
+        let mut from = at;
+        while let Some(next) = next_valid_frame(self.bytes, from, self.payload_bytes_max) {
+            let Ok(frame) = decode_frame(&self.bytes[next..], self.payload_bytes_max) else {
+                break;
+            };
+            if let Some(claim) = sync_marker_claim(&frame) {
+                if claim <= next as u64 {
+                    *synced_through = (*synced_through).max(claim);
+                }
+            } else if let Some(seal) = seal_of(&frame).filter(|_| self.sealed) {
+                if covering.is_none()
+                    && seal.batch_start <= at as u64
+                    && seal_fits(&seal, next, self.boundaries)
+                {
+                    covering = Some((next, seal));
+                }
+            }
+            from = next + frame.len - 1;
+        }
+        if (at as u64) < *synced_through {
+            return Err(format!(
+                "bad frame at offset {at} ({why}) in the synced part of the log (a sync \
+                 marker says its first {} bytes were fsynced)",
+                *synced_through
+            ));
+        }
+        let cause = match covering {
+            None if self.sealed => CutCause::UnsyncedTail,
+            None => CutCause::Unsealed,
+            Some((seal_at, seal)) => match judge(self.bytes, &seal, seal_at as u64) {
+                SealVerdict::CrashDamage => CutCause::UnsyncedTail,
+                SealVerdict::Ambiguous { portion_offset } => CutCause::Ambiguous { portion_offset },
+                SealVerdict::BitRot { portion_offset } => {
+                    return Err(format!(
+                        "bad frame at offset {at} ({why}) in the batch sealed at \
+                         {seal_at}: the sector portion at {portion_offset} differs from \
+                         its seal by one bit (bit rot in written bytes, not a torn write)"
+                    ))
+                }
+                SealVerdict::Intact => {
+                    return Err(format!(
+                        "bad frame at offset {at} ({why}) in the batch sealed at \
+                         {seal_at}, which reads as written"
+                    ))
+                }
+            },
+        };
+        Ok(cause)
+    }
 }
 
 /// Whether `seal`, found at `seal_at`, can be genuine: its batch starts at a frame boundary read

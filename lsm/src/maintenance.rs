@@ -25,9 +25,9 @@
 //! scheduler itself is sans-IO: time ([`Instant`], monotonic) and the engine's state
 //! ([`MaintenanceState`]) are arguments, and it decides without touching the engine.
 
-use crate::engine::{CompactionProgress, GcOutcome};
 use crate::error::LsmError;
 use crate::fs::FileSystem;
+use crate::outcome::{CompactionProgress, GcOutcome};
 use crate::storage::LsmStorage;
 use ringkv_core::Instant;
 use std::time::Duration;

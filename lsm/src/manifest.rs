@@ -58,6 +58,57 @@ pub(crate) struct ManifestState {
     pub(crate) segments: BTreeMap<u64, SegmentMeta>,
 }
 
+impl ManifestState {
+    /// Bytes of tables per level.
+    pub(crate) fn level_bytes(&self) -> Vec<u64> {
+        let bytes = |level: &Vec<TableMeta>| level.iter().map(|t| t.size_bytes).sum();
+        self.levels.iter().map(bytes).collect()
+    }
+
+    /// Entries (values, pointers and tombstones) held in tables, over all levels.
+    pub(crate) fn table_entry_count(&self) -> u64 {
+        self.levels.iter().flatten().map(|t| t.entry_count).sum()
+    }
+
+    /// A new file id (ids are never reused, so a name always means one file).
+    pub(crate) fn take_file_id(&mut self) -> u64 {
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        id
+    }
+
+    /// Panics if the structure is inconsistent (a bug; STYLE.md section 3): levels >= 1 sorted
+    /// and disjoint, every table's range the right way round, the active segment listed.
+    pub(crate) fn check_invariants(&self) {
+        for (level, tables) in self.levels.iter().enumerate().skip(1) {
+            for pair in tables.windows(2) {
+                assert!(
+                    pair[0].largest < pair[1].smallest,
+                    "level {level}: tables {} and {} overlap or are out of order",
+                    pair[0].id,
+                    pair[1].id
+                );
+            }
+        }
+        for t in self.levels.iter().flatten() {
+            assert!(
+                t.smallest <= t.largest,
+                "table {} has an inverted range",
+                t.id
+            );
+        }
+        assert!(self.segments.contains_key(&self.vlog_active));
+    }
+
+    /// Counts the frame `p` points at as garbage of its segment (an overwritten or deleted
+    /// separated value), never past the segment's size.
+    pub(crate) fn add_garbage(&mut self, p: crate::entry::ValuePointer) {
+        if let Some(s) = self.segments.get_mut(&p.segment) {
+            s.garbage_bytes = (s.garbage_bytes + u64::from(p.frame_len)).min(s.size_bytes.max(1));
+        }
+    }
+}
+
 /// Encodes a manifest.
 pub(crate) fn encode(state: &ManifestState) -> Vec<u8> {
     let mut body = Vec::new();
@@ -199,29 +250,9 @@ fn validate(state: &ManifestState) -> Result<(), String> {
     for (level, tables) in state.levels.iter().enumerate() {
         for t in tables {
             claim(t.id, "table")?;
-            if t.smallest > t.largest {
-                return Err(format!(
-                    "level {level}: table {} has an inverted key range",
-                    t.id
-                ));
-            }
-            if t.size_bytes > SIZE_MAX || t.entry_count > SIZE_MAX {
-                return Err(format!(
-                    "level {level}: table {} has size {} and {} entries",
-                    t.id, t.size_bytes, t.entry_count
-                ));
-            }
+            validate_table(level, t)?;
         }
-        if level >= 1 {
-            for pair in tables.windows(2) {
-                if pair[0].largest >= pair[1].smallest {
-                    return Err(format!(
-                        "level {level}: tables {} and {} overlap or are out of order",
-                        pair[0].id, pair[1].id
-                    ));
-                }
-            }
-        }
+        validate_order(level, tables)?;
     }
     for (id, s) in &state.segments {
         claim(*id, "value-log segment")?;
@@ -243,6 +274,38 @@ fn validate(state: &ManifestState) -> Result<(), String> {
             "active segment trusted length {} out of range",
             state.vlog_active_trusted_len
         ));
+    }
+    Ok(())
+}
+
+/// A table's own fields: its key range the right way round, its counts in range.
+fn validate_table(level: usize, t: &TableMeta) -> Result<(), String> {
+    if t.smallest > t.largest {
+        return Err(format!(
+            "level {level}: table {} has an inverted key range",
+            t.id
+        ));
+    }
+    if t.size_bytes > SIZE_MAX || t.entry_count > SIZE_MAX {
+        return Err(format!(
+            "level {level}: table {} has size {} and {} entries",
+            t.id, t.size_bytes, t.entry_count
+        ));
+    }
+    Ok(())
+}
+
+/// Levels >= 1 hold disjoint tables in key order.
+fn validate_order(level: usize, tables: &[TableMeta]) -> Result<(), String> {
+    if level >= 1 {
+        for pair in tables.windows(2) {
+            if pair[0].largest >= pair[1].smallest {
+                return Err(format!(
+                    "level {level}: tables {} and {} overlap or are out of order",
+                    pair[0].id, pair[1].id
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -19,9 +19,10 @@
 //! seeds with it and show that it catches a disk whose fsync lies.
 
 use crate::config::LsmConfig;
-use crate::engine::{Lsm, WriteOutcome};
+use crate::engine::Lsm;
 use crate::error::LsmError;
 use crate::fs::{CrashMode, FileSystem, SimFs, SimFsOptions};
+use crate::outcome::WriteOutcome;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,6 +60,10 @@ pub struct OracleConfig {
     /// Fill the disk and give space back at random (off by default, so that existing seeds
     /// draw what they always drew): every operation may then fail with `NoSpace`.
     pub disk_full: bool,
+    /// Switch the engine's fault points on (`crate::faults`, BUGGIFY): dangerous-but-legal
+    /// choices (early flushes, tiny compaction steps, early value-log rotation and collection,
+    /// early WAL writes) are taken at random. On by default: the oracle is a simulation.
+    pub fault_points: bool,
     /// The engine configuration (tiny limits exercise every path).
     pub lsm: LsmConfig,
 }
@@ -74,6 +79,7 @@ impl Default for OracleConfig {
             broken_fsync: false,
             sector_holes: true,
             disk_full: false,
+            fault_points: true,
             lsm: LsmConfig::tiny_for_tests(),
         }
     }
@@ -106,6 +112,9 @@ pub struct OracleReport {
     pub bit_flips_detected: u64,
     /// Bit flips that changed nothing a read could see (e.g. in a dead value).
     pub bit_flips_harmless: u64,
+    /// How often each engine fault site fired (`crate::faults`; absent: never), so a sweep can
+    /// report the sites that never fired.
+    pub faults_fired: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -136,161 +145,248 @@ fn replay_hint(seed: u64, config: &OracleConfig) -> String {
 
 /// Runs the oracle for one seed; `Err` describes the first violation and how to replay it.
 pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, String> {
-    let fail = |what: String| {
-        Err(format!(
-            "seed {seed}: {what}\n{}",
-            replay_hint(seed, config)
-        ))
+    let mut run = Run {
+        seed,
+        config,
+        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6c73_6d5f_6f72_636c),
+        report: OracleReport {
+            seed,
+            ..OracleReport::default()
+        },
+        base: BTreeMap::new(),
+        pending: Vec::new(),
+        now_ms: 0,
+        op_index: 0,
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c73_6d5f_6f72_636c);
     let fs = SimFs::new(SimFsOptions {
         fsync_lies: config.broken_fsync,
+        fault_points: config.fault_points,
         ..SimFsOptions::seeded(seed)
     });
     let mut lsm = match Lsm::open(fs, config.lsm.clone()) {
         Ok(lsm) => lsm,
-        Err(e) => return fail(format!("open of an empty disk failed: {e}")),
+        Err(e) => return run.fail(format!("open of an empty disk failed: {e}")),
     };
-    let mut report = OracleReport {
-        seed,
-        ..OracleReport::default()
-    };
-    // `base`: the state after every acknowledged write; `pending`: later writes, in order.
-    let mut base: BTreeMap<Bytes, Bytes> = BTreeMap::new();
-    let mut pending: Vec<Op> = Vec::new();
-    let mut now_ms: u64 = 0;
-    let ops_per_cycle = config.ops / (config.crashes + 1).max(1);
-    let key_count = config.keys.max(1);
-    let mut op_index: u64 = 0;
     for cycle in 0..=config.crashes {
+        run.cycle(&mut lsm, cycle)?;
+        let stats = lsm.stats();
+        run.report.flushes += stats.flushes;
+        run.report.compactions += stats.compactions;
+        run.report.gc_segments += stats.gc_segments;
+        lsm = run.crash_and_recover(lsm, cycle)?;
+    }
+    if config.disk_full {
+        run.space_comes_back(&mut lsm)?;
+    }
+    if let Some(points) = lsm.fs_mut().fault_points() {
+        run.report.faults_fired = points.fired().clone();
+    }
+    if config.bit_flip {
+        flip_one_bit(seed, lsm, &run.base, &mut run.rng, &mut run.report, config)?;
+    }
+    Ok(run.report)
+}
+
+/// One seed's run: the model (the acknowledged state and the writes staged since) and the
+/// seeded draws that drive the workload.
+struct Run<'a> {
+    seed: u64,
+    config: &'a OracleConfig,
+    rng: ChaCha8Rng,
+    report: OracleReport,
+    /// The state after every acknowledged write.
+    base: BTreeMap<Bytes, Bytes>,
+    /// Later writes, in order.
+    pending: Vec<Op>,
+    now_ms: u64,
+    op_index: u64,
+}
+
+impl Run<'_> {
+    fn fail<T>(&self, what: String) -> Result<T, String> {
+        Err(format!(
+            "seed {}: {what}\n{}",
+            self.seed,
+            replay_hint(self.seed, self.config)
+        ))
+    }
+
+    fn key_count(&self) -> usize {
+        self.config.keys.max(1)
+    }
+
+    /// The model's state with the staged writes applied: what a read must see.
+    fn expected(&self) -> BTreeMap<Bytes, Bytes> {
+        let mut expect = self.base.clone();
+        for op in &self.pending {
+            apply(&mut expect, op);
+        }
+        expect
+    }
+
+    /// The random operations of one cycle, up to the next crash (a poisoning ends it early).
+    fn cycle(&mut self, lsm: &mut Lsm<SimFs>, cycle: usize) -> Result<(), String> {
+        let ops_per_cycle = self.config.ops / (self.config.crashes + 1).max(1);
         let mut armed = false;
         for _ in 0..ops_per_cycle {
-            op_index += 1;
-            now_ms += rng.gen_range(0..200);
-            if config.fsync_failures && !armed && rng.gen_ratio(1, 400) {
+            self.op_index += 1;
+            self.now_ms += self.rng.gen_range(0..200);
+            if self.config.fsync_failures && !armed && self.rng.gen_ratio(1, 400) {
                 lsm.fs_mut().fail_next_fsync();
                 armed = true;
             }
-            if config.disk_full && rng.gen_ratio(1, 25) {
-                // Full (a few bytes to a few KiB left) or empty again, half the time each.
-                let capacity = if rng.gen_bool(0.5) {
-                    let used = lsm.fs_mut().used_bytes();
-                    Some(used + rng.gen_range(0..6000))
-                } else {
-                    None
-                };
-                lsm.fs_mut().set_capacity_bytes_max(capacity);
+            if self.config.disk_full && self.rng.gen_ratio(1, 25) {
+                self.fill_or_empty_disk(lsm);
             }
-            let key = Bytes::from(format!("key{:04}", rng.gen_range(0..key_count)));
-            let roll = rng.gen_range(0..100);
-            let result: Result<(), LsmError> = if roll < 50 {
-                let len = match rng.gen_range(0..10) {
-                    0..=5 => rng.gen_range(0..40),
-                    6..=8 => rng.gen_range(49..600),
-                    _ => rng.gen_range(600..3000),
-                };
-                let mut value = format!("{seed}:{op_index}:").into_bytes();
-                value.resize(value.len().max(len), b'x');
-                let value = Bytes::from(value);
-                write_until_done(&mut lsm, now_ms, |l| l.put(key.clone(), value.clone())).map(
-                    |()| {
-                        report.writes += 1;
-                        pending.push(Op::Put(key.clone(), value));
-                    },
-                )
-            } else if roll < 62 {
-                write_until_done(&mut lsm, now_ms, |l| l.delete(key.clone(), now_ms)).map(|()| {
-                    report.writes += 1;
-                    pending.push(Op::Delete(key.clone()));
-                })
-            } else if roll < 76 {
-                lsm.sync().map(|()| {
-                    report.acknowledged_writes += pending.len() as u64;
-                    for op in pending.drain(..) {
-                        apply(&mut base, &op);
-                    }
-                })
-            } else if roll < 80 {
-                lsm.flush()
-            } else if roll < 92 {
-                lsm.compact_step(now_ms, rng.gen_range(100..8000))
-                    .map(|_| ())
-            } else if roll < 95 {
-                lsm.gc_value_log_step().map(|_| ())
-            } else {
-                // A read must see the staged writes.
-                let mut expect = base.clone();
-                for op in &pending {
-                    apply(&mut expect, op);
-                }
-                match lsm.get(&key) {
-                    Ok(got) if got.as_ref() == expect.get(&key) => Ok(()),
-                    Ok(got) => {
-                        return fail(format!(
-                            "cycle {cycle}: get({key:?}) = {got:?}, model says {:?}",
-                            expect.get(&key)
-                        ))
-                    }
-                    Err(e) => return fail(format!("cycle {cycle}: get failed: {e}")),
-                }
-            };
+            let key = Bytes::from(format!("key{:04}", self.rng.gen_range(0..self.key_count())));
+            let result = self.random_op(lsm, cycle, &key)?;
             if let Err(e) = &result {
-                if config.disk_full && e.is_no_space() {
-                    // Refused for space: no effect (the write was not added to the model), and
-                    // the engine is not poisoned.
-                    if lsm.poisoned().is_some() {
-                        return fail(format!("cycle {cycle}: a full disk poisoned ({e})"));
-                    }
-                    let mut expect = base.clone();
-                    for op in &pending {
-                        apply(&mut expect, op);
-                    }
-                    match lsm.get(&key) {
-                        Ok(got) if got.as_ref() == expect.get(&key) => {}
-                        other => {
-                            return fail(format!(
-                                "cycle {cycle}: after a refusal for space get({key:?}) = \
-                                 {other:?}, model says {:?}",
-                                expect.get(&key)
-                            ))
-                        }
-                    }
+                if self.config.disk_full && e.is_no_space() {
+                    self.check_refusal(lsm, cycle, &key, e)?;
                     continue;
                 }
             }
             if let Err(e) = result {
-                if !armed {
-                    return fail(format!(
-                        "cycle {cycle}: operation failed with no fault injected: {e}"
-                    ));
-                }
-                // A failed fsync must poison: writes and syncs fail from now on, reads go on.
-                if lsm.poisoned().is_none() {
-                    return fail(format!(
-                        "cycle {cycle}: a failed fsync did not poison ({e})"
-                    ));
-                }
-                if !matches!(
-                    lsm.put(key.clone(), Bytes::from_static(b"after")),
-                    Err(LsmError::Poisoned(_))
-                ) {
-                    return fail("a poisoned engine accepted a write".into());
-                }
-                if !matches!(lsm.sync(), Err(LsmError::Poisoned(_))) {
-                    return fail("a poisoned engine retried a sync".into());
-                }
-                report.poisonings += 1;
+                self.check_poisoned(lsm, cycle, &key, armed, &e)?;
+                self.report.poisonings += 1;
                 break;
             }
         }
-        let stats = lsm.stats();
-        report.flushes += stats.flushes;
-        report.compactions += stats.compactions;
-        report.gc_segments += stats.gc_segments;
+        Ok(())
+    }
 
-        // Crash and recover.
+    /// Full (a few bytes to a few KiB left) or empty again, half the time each.
+    fn fill_or_empty_disk(&mut self, lsm: &mut Lsm<SimFs>) {
+        let capacity = if self.rng.gen_bool(0.5) {
+            let used = lsm.fs_mut().used_bytes();
+            Some(used + self.rng.gen_range(0..6000))
+        } else {
+            None
+        };
+        lsm.fs_mut().set_capacity_bytes_max(capacity);
+    }
+
+    /// One drawn operation on `key`; its engine result, or a violation seen by a read.
+    fn random_op(
+        &mut self,
+        lsm: &mut Lsm<SimFs>,
+        cycle: usize,
+        key: &Bytes,
+    ) -> Result<Result<(), LsmError>, String> {
+        let roll = self.rng.gen_range(0..100);
+        let now_ms = self.now_ms;
+        Ok(if roll < 50 {
+            let value = self.random_value();
+            write_until_done(lsm, now_ms, |l| l.put(key.clone(), value.clone())).map(|()| {
+                self.report.writes += 1;
+                self.pending.push(Op::Put(key.clone(), value));
+            })
+        } else if roll < 62 {
+            write_until_done(lsm, now_ms, |l| l.delete(key.clone(), now_ms)).map(|()| {
+                self.report.writes += 1;
+                self.pending.push(Op::Delete(key.clone()));
+            })
+        } else if roll < 76 {
+            lsm.sync().map(|()| {
+                self.report.acknowledged_writes += self.pending.len() as u64;
+                for op in self.pending.drain(..) {
+                    apply(&mut self.base, &op);
+                }
+            })
+        } else if roll < 80 {
+            lsm.flush()
+        } else if roll < 92 {
+            lsm.compact_step(now_ms, self.rng.gen_range(100..8000))
+                .map(|_| ())
+        } else if roll < 95 {
+            lsm.gc_value_log_step().map(|_| ())
+        } else {
+            // A read must see the staged writes.
+            let expect = self.expected();
+            match lsm.get(key) {
+                Ok(got) if got.as_ref() == expect.get(key) => Ok(()),
+                Ok(got) => {
+                    return self.fail(format!(
+                        "cycle {cycle}: get({key:?}) = {got:?}, model says {:?}",
+                        expect.get(key)
+                    ))
+                }
+                Err(e) => return self.fail(format!("cycle {cycle}: get failed: {e}")),
+            }
+        })
+    }
+
+    /// A value naming its seed and operation: short, above the separation threshold, or long.
+    fn random_value(&mut self) -> Bytes {
+        let len = match self.rng.gen_range(0..10) {
+            0..=5 => self.rng.gen_range(0..40),
+            6..=8 => self.rng.gen_range(49..600),
+            _ => self.rng.gen_range(600..3000),
+        };
+        let mut value = format!("{}:{}:", self.seed, self.op_index).into_bytes();
+        value.resize(value.len().max(len), b'x');
+        Bytes::from(value)
+    }
+
+    /// Refused for space: no effect (the write was not added to the model), and the engine is
+    /// not poisoned.
+    fn check_refusal(
+        &self,
+        lsm: &mut Lsm<SimFs>,
+        cycle: usize,
+        key: &Bytes,
+        e: &LsmError,
+    ) -> Result<(), String> {
+        if lsm.poisoned().is_some() {
+            return self.fail(format!("cycle {cycle}: a full disk poisoned ({e})"));
+        }
+        let expect = self.expected();
+        match lsm.get(key) {
+            Ok(got) if got.as_ref() == expect.get(key) => Ok(()),
+            other => self.fail(format!(
+                "cycle {cycle}: after a refusal for space get({key:?}) = {other:?}, model says {:?}",
+                expect.get(key)
+            )),
+        }
+    }
+
+    /// A failure is allowed only from an injected fsync failure, which must poison: writes and
+    /// syncs fail from now on, reads go on.
+    fn check_poisoned(
+        &self,
+        lsm: &mut Lsm<SimFs>,
+        cycle: usize,
+        key: &Bytes,
+        armed: bool,
+        e: &LsmError,
+    ) -> Result<(), String> {
+        if !armed {
+            return self.fail(format!(
+                "cycle {cycle}: operation failed with no fault injected: {e}"
+            ));
+        }
+        if lsm.poisoned().is_none() {
+            return self.fail(format!(
+                "cycle {cycle}: a failed fsync did not poison ({e})"
+            ));
+        }
+        if !matches!(
+            lsm.put(key.clone(), Bytes::from_static(b"after")),
+            Err(LsmError::Poisoned(_))
+        ) {
+            return self.fail("a poisoned engine accepted a write".into());
+        }
+        if !matches!(lsm.sync(), Err(LsmError::Poisoned(_))) {
+            return self.fail("a poisoned engine retried a sync".into());
+        }
+        Ok(())
+    }
+
+    /// Crashes the disk (a drawn mode), recovers, and checks the recovered state against the
+    /// model.
+    fn crash_and_recover(&mut self, lsm: Lsm<SimFs>, cycle: usize) -> Result<Lsm<SimFs>, String> {
         let mut fs = lsm.into_fs();
-        let mode = if config.sector_holes {
+        let mode = if self.config.sector_holes {
             fs.random_crash_mode_among(&CrashMode::ALL)
         } else {
             fs.random_crash_mode_among(&HOLE_FREE_CRASH_MODES)
@@ -304,13 +400,13 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
             .filter_map(|n| fs.durable_len(&n).map(|l| (n, l)))
             .collect();
         fs.crash(mode);
-        report.crashes += 1;
-        if config.disk_full && rng.gen_bool(0.5) {
+        self.report.crashes += 1;
+        if self.config.disk_full && self.rng.gen_bool(0.5) {
             // Restart on a full disk: recovery must fit in the space the reserve held.
             let used = fs.used_bytes();
             fs.set_capacity_bytes_max(Some(used));
         }
-        lsm = match Lsm::open(fs, config.lsm.clone()) {
+        let mut lsm = match Lsm::open(fs, self.config.lsm.clone()) {
             Ok(lsm) => lsm,
             Err(e) => {
                 let text = e.to_string();
@@ -319,7 +415,7 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
                     .filter(|(n, _)| text.contains(n.as_str()))
                     .map(|(n, l)| format!("{n} held {l} durable bytes before the crash"))
                     .collect();
-                return fail(format!(
+                return self.fail(format!(
                     "cycle {cycle}: recovery after a {mode:?} crash failed: {e} ({})",
                     if durable.is_empty() {
                         "names no file that existed".to_string()
@@ -329,15 +425,29 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
                 ));
             }
         };
-        let recovered = match read_all(&mut lsm) {
+        self.check_recovered(&mut lsm, cycle, mode)?;
+        Ok(lsm)
+    }
+
+    /// The recovered state is the acknowledged one plus a prefix of the writes after it; point
+    /// reads agree with the scan. The prefix found becomes the acknowledged state.
+    fn check_recovered(
+        &mut self,
+        lsm: &mut Lsm<SimFs>,
+        cycle: usize,
+        mode: CrashMode,
+    ) -> Result<(), String> {
+        let recovered = match read_all(lsm) {
             Ok(r) => r,
-            Err(e) => return fail(format!("cycle {cycle}: reading after recovery failed: {e}")),
+            Err(e) => {
+                return self.fail(format!("cycle {cycle}: reading after recovery failed: {e}"))
+            }
         };
-        let mut candidate = base.clone();
+        let mut candidate = self.base.clone();
         let mut kept = None;
-        for k in 0..=pending.len() {
+        for k in 0..=self.pending.len() {
             if k > 0 {
-                apply(&mut candidate, &pending[k - 1]);
+                apply(&mut candidate, &self.pending[k - 1]);
             }
             if candidate == recovered {
                 kept = Some(k);
@@ -345,59 +455,57 @@ pub fn crash_oracle(seed: u64, config: &OracleConfig) -> Result<OracleReport, St
             }
         }
         let Some(kept) = kept else {
-            let lost: Vec<_> = base
+            let lost: Vec<_> = (self.base)
                 .iter()
                 .filter(|(k, v)| recovered.get(*k) != Some(*v))
                 .map(|(k, _)| k.clone())
                 .take(5)
                 .collect();
-            return fail(format!(
+            return self.fail(format!(
                 "cycle {cycle}: after a {mode:?} crash the recovered state ({} keys) is no prefix of \
                  the writes (acknowledged {} keys, {} unacknowledged writes); keys differing from \
                  the acknowledged state: {lost:?}",
                 recovered.len(),
-                base.len(),
-                pending.len()
+                self.base.len(),
+                self.pending.len()
             ));
         };
-        report.unacknowledged_kept += kept as u64;
-        report.unacknowledged_lost += (pending.len() - kept) as u64;
-        base = candidate;
-        pending.clear();
-        // Point reads agree with the scan.
-        for k in 0..key_count {
+        self.report.unacknowledged_kept += kept as u64;
+        self.report.unacknowledged_lost += (self.pending.len() - kept) as u64;
+        self.base = candidate;
+        self.pending.clear();
+        for k in 0..self.key_count() {
             let key = format!("key{k:04}");
             match lsm.get(key.as_bytes()) {
-                Ok(got) if got.as_ref() == base.get(key.as_bytes()) => {}
+                Ok(got) if got.as_ref() == self.base.get(key.as_bytes()) => {}
                 other => {
-                    return fail(format!(
+                    return self.fail(format!(
                         "cycle {cycle}: get({key}) = {other:?} after recovery, scan says {:?}",
-                        base.get(key.as_bytes())
+                        self.base.get(key.as_bytes())
                     ))
                 }
             }
         }
+        Ok(())
     }
-    if config.disk_full {
-        // Space back: writes are accepted again without a restart.
+
+    /// Space back: writes are accepted again without a restart.
+    fn space_comes_back(&mut self, lsm: &mut Lsm<SimFs>) -> Result<(), String> {
         lsm.fs_mut().set_capacity_bytes_max(None);
         let key = Bytes::from_static(b"key-after-full");
-        if let Err(e) = write_until_done(&mut lsm, now_ms, |l| {
+        if let Err(e) = write_until_done(lsm, self.now_ms, |l| {
             l.put(key.clone(), Bytes::from_static(b"v"))
         })
         .and_then(|()| lsm.sync())
         {
-            return fail(format!("space came back but a write still failed: {e}"));
+            return self.fail(format!("space came back but a write still failed: {e}"));
         }
-        base.insert(key, Bytes::from_static(b"v"));
+        self.base.insert(key, Bytes::from_static(b"v"));
         if lsm.space_short() {
-            return fail("space came back but the engine is still short of space".into());
+            return self.fail("space came back but the engine is still short of space".into());
         }
+        Ok(())
     }
-    if config.bit_flip {
-        flip_one_bit(seed, lsm, &base, &mut rng, &mut report, config)?;
-    }
-    Ok(report)
 }
 
 /// Runs a write, absorbing `Stalled` with compaction steps (bounded).

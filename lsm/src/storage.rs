@@ -4,9 +4,10 @@
 //! (`crate::maintenance`), which the drivers run. Writes themselves do no maintenance (they used
 //! to, a second scheduler the node's timer ran on top of; issue #12).
 
-use crate::engine::{CompactionProgress, Lsm, WriteOutcome};
+use crate::engine::Lsm;
 use crate::error::LsmError;
 use crate::fs::FileSystem;
+use crate::outcome::{CompactionProgress, WriteOutcome};
 use crate::recovery::RecoveryReport;
 use bytes::Bytes;
 use ringkv_core::storage::{Storage, StorageError};

@@ -1,6 +1,7 @@
 //! Access to tables through the two byte-bounded caches (index+filter per table, data blocks),
 //! and cursors over sorted runs of tables used by scans and compaction.
 
+use crate::bloom;
 use crate::cache::LruCache;
 use crate::entry::Entry;
 use crate::error::LsmError;
@@ -88,6 +89,40 @@ impl<F: FileSystem> TableStore<F> {
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
             .map(|at| block[at].1.clone()))
+    }
+
+    /// The newest entry for `key` in the tables of `levels`: level 0 newest first, then one
+    /// table per deeper level, with bloom-filter skips.
+    pub(crate) fn lookup(
+        &mut self,
+        levels: &[Vec<TableMeta>],
+        key: &[u8],
+    ) -> Result<Option<Entry>, LsmError> {
+        let hash = bloom::key_hash(key);
+        let mut candidates = Vec::new();
+        for (level, tables) in levels.iter().enumerate() {
+            if level == 0 {
+                candidates.extend(
+                    tables
+                        .iter()
+                        .filter(|t| t.smallest.as_ref() <= key && key <= t.largest.as_ref())
+                        .map(|t| t.id),
+                );
+            } else {
+                let i = tables.partition_point(|t| t.largest.as_ref() < key);
+                if let Some(t) = tables.get(i) {
+                    if t.smallest.as_ref() <= key {
+                        candidates.push(t.id);
+                    }
+                }
+            }
+        }
+        for id in candidates {
+            if let Some(entry) = self.get(id, key, hash)? {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
     }
 
     /// Forgets everything cached about table `id` (it was deleted).

@@ -34,13 +34,45 @@ fn oracle_holds_across_seeds() {
         total.gc_segments += r.gc_segments;
         total.bit_flips_detected += r.bit_flips_detected;
         total.bit_flips_harmless += r.bit_flips_harmless;
+        for (site, n) in r.faults_fired {
+            *total.faults_fired.entry(site).or_default() += n;
+        }
     }
     println!("{total:?}");
+    // Every engine fault site (BUGGIFY) fired somewhere in the sweep: a site that never fires
+    // tests nothing.
+    let never: Vec<&str> = ringkv_lsm::faults::SITES
+        .into_iter()
+        .filter(|site| !total.faults_fired.contains_key(site))
+        .collect();
+    assert!(never.is_empty(), "fault sites that never fired: {never:?}");
     // The sweep must actually exercise every path it claims to check.
     assert!(total.crashes > 0 && total.acknowledged_writes > 0);
     assert!(total.unacknowledged_kept > 0 && total.unacknowledged_lost > 0);
     assert!(total.flushes > 0 && total.compactions > 0 && total.gc_segments > 0);
     assert!(total.poisonings > 0 && total.bit_flips_detected > 0);
+}
+
+#[test]
+fn fault_points_are_off_unless_switched_on_and_change_nothing_then() {
+    // Off, the oracle runs exactly as it did before fault points existed: no site is counted.
+    let off = OracleConfig {
+        fault_points: false,
+        ..OracleConfig::default()
+    };
+    for seed in 0..20 {
+        let r = crash_oracle(seed, &off).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            r.faults_fired.is_empty(),
+            "seed {seed}: {:?}",
+            r.faults_fired
+        );
+    }
+    // On, a seed replays identically (the draws are seeded).
+    let on = OracleConfig::default();
+    let a = crash_oracle(7, &on).unwrap_or_else(|e| panic!("{e}"));
+    let b = crash_oracle(7, &on).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a, b);
 }
 
 #[test]

@@ -41,7 +41,9 @@
 
 use crate::storage::{lsm_dir, CLUSTER_META_FILE_NAME, LSM_DIR_NAME};
 use ringkv_core::{NodeId, Storage};
-use ringkv_lsm::fs::{FileSystem, SimFs, StdFs, SPACE_RESERVE_FILE};
+#[cfg(test)]
+use ringkv_lsm::fs::SimFs;
+use ringkv_lsm::fs::{FileSystem, StdFs, SPACE_RESERVE_FILE};
 use ringkv_lsm::LsmStorage;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -103,6 +105,7 @@ impl SnapshotFs for StdFs {
     }
 }
 
+#[cfg(test)]
 impl SnapshotFs for SimFs {
     fn open_dir(_: &Path) -> Result<Self, String> {
         Err("the simulated disk has no directories to snapshot into".to_string())

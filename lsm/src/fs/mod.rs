@@ -1,6 +1,6 @@
 //! The file-system seam: everything the engine does to a disk goes through [`FileSystem`], so the
 //! same engine runs on real files ([`StdFs`]) and on a seeded, fault-injecting in-memory disk
-//! ([`SimFs`]).
+//! (`SimFs`).
 //!
 //! The namespace is one flat directory of files named by plain strings (no `/`): the engine owns a
 //! directory and never needs more. Durability follows POSIX as the engine must assume it:
@@ -11,10 +11,14 @@
 //!
 //! A failed `fsync` must never be retried by the caller (PITFALLS: fsyncgate); the engine poisons
 //! itself instead.
+//!
+//! `SimFs` is test machinery: it exists only with the `testing` cargo feature.
 
+#[cfg(any(test, feature = "testing"))]
 mod sim;
 mod std_fs;
 
+#[cfg(any(test, feature = "testing"))]
 pub use sim::{
     CrashMode, LatencyRange, SimFs, SimFsOptions, SimFsStats, SimLatency, SimOpKind, SECTOR_BYTES,
 };
@@ -118,8 +122,8 @@ pub trait FileSystem {
         Ok(None)
     }
 
-    /// Sets aside `bytes` of disk space outside every engine file (a reserve, see the engine's
-    /// module docs, "Out of disk space"), replacing any reserve held. Fails with
+    /// Sets aside `bytes` of disk space outside every engine file (a reserve, see
+    /// `health.rs`, "Out of disk space"), replacing any reserve held. Fails with
     /// [`FsErrorKind::NoSpace`] when the disk cannot hold it, holding none then. A file system
     /// that never runs out of space keeps nothing (the default).
     fn reserve_space(&mut self, bytes: u64) -> Result<(), FsError> {
@@ -151,6 +155,14 @@ pub trait FileSystem {
         target.create(name)?;
         target.append(name, &bytes)?;
         target.fsync(name)
+    }
+
+    /// Whether the engine's sim-only fault site `site` fires now (`faults.rs`, BUGGIFY). Only
+    /// the simulated disk with fault points switched on ever says yes; a real file system keeps
+    /// this default, so fault points are never live in production.
+    fn fault_point(&mut self, site: &'static str) -> bool {
+        let _ = site;
+        false
     }
 
     /// Whether `name` exists.

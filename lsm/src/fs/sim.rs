@@ -51,6 +51,7 @@
 //! `min == max` draws nothing. The default is zero latency everywhere.
 
 use super::{FileSystem, FsError, FsErrorKind};
+use crate::faults::FaultPoints;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -145,6 +146,9 @@ pub struct SimFsOptions {
     pub fsync_lies: bool,
     /// Per-operation latencies accounted as simulated time ([`SimFs::elapsed_micros`]).
     pub latency: SimLatency,
+    /// The engine's fault points (`crate::faults`) are live on this disk, seeded by `seed`:
+    /// the simulator and the crash oracle switch them on; off by default.
+    pub fault_points: bool,
 }
 
 impl SimFsOptions {
@@ -155,6 +159,7 @@ impl SimFsOptions {
             capacity_bytes_max: None,
             fsync_lies: false,
             latency: SimLatency::default(),
+            fault_points: false,
         }
     }
 }
@@ -197,9 +202,17 @@ pub struct SimFs {
     stats: SimFsStats,
     latency_rng: ChaCha8Rng,
     elapsed_micros: u64,
+    /// The engine's fault points, when switched on: they live with the disk, so their draws and
+    /// counts run on across the engine's crashes and reopens.
+    faults: Option<FaultPoints>,
 }
 
 impl SimFs {
+    /// The engine's fault points on this disk (their per-run counts), if switched on.
+    pub fn fault_points(&self) -> Option<&FaultPoints> {
+        self.faults.as_ref()
+    }
+
     /// An empty disk.
     pub fn new(options: SimFsOptions) -> Self {
         SimFs {
@@ -213,6 +226,7 @@ impl SimFs {
             stats: SimFsStats::default(),
             latency_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6c61_7465_6e63_7921),
             elapsed_micros: 0,
+            faults: options.fault_points.then(|| FaultPoints::new(options.seed)),
             options,
         }
     }
@@ -473,6 +487,10 @@ fn keep_sectors(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>, base: usize, holes: b
 }
 
 impl FileSystem for SimFs {
+    fn fault_point(&mut self, site: &'static str) -> bool {
+        self.faults.as_mut().is_some_and(|f| f.fire(site))
+    }
+
     fn reserve_space(&mut self, bytes: u64) -> Result<(), FsError> {
         self.reserved_bytes = 0;
         if let Some(max) = self.options.capacity_bytes_max {

@@ -57,7 +57,11 @@ impl SimStorage {
             return Ok(SimStorage::Memory(MemStorage::new()));
         }
         let config = sim_lsm_config();
-        let fs = SimFs::new(SimFsOptions::seeded(seed));
+        // The engine's fault points (BUGGIFY) are live in simulation only.
+        let fs = SimFs::new(SimFsOptions {
+            fault_points: true,
+            ..SimFsOptions::seeded(seed)
+        });
         let engine = Lsm::open(fs, config.clone()).map_err(|e| format!("lsm open: {e}"))?;
         Ok(SimStorage::Lsm(Box::new(LsmNodeStorage {
             engine: LsmStorage::new(engine),
