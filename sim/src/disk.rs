@@ -22,7 +22,7 @@
 use crate::checks::Verdict;
 use crate::fingerprint::Fingerprint;
 use crate::report::{OpCounts, RunReport};
-use crate::scenario::{Expect, ScenarioError};
+use crate::scenario::{CiSpec, Expect, ScenarioError};
 use ringkv_lsm::oracle::{crash_oracle, OracleConfig};
 use serde::Deserialize;
 use std::path::Path;
@@ -44,6 +44,8 @@ pub struct StorageScenario {
     pub expect: Expect,
     /// The oracle's parameters.
     pub oracle: OracleSpec,
+    /// The CI contract (seed count only: a storage run has no thresholds to judge).
+    pub ci: Option<CiSpec>,
 }
 
 /// `[oracle]`
@@ -123,6 +125,10 @@ impl StorageScenario {
             if !ok {
                 return Err(error(Some(field), reason.to_string()));
             }
+        }
+        if let Some(ci) = &scenario.ci {
+            ci.validate_without_thresholds(scenario.expect)
+                .map_err(|(field, reason)| error(Some(&field), reason))?;
         }
         Ok(scenario)
     }

@@ -55,6 +55,9 @@ pub struct Scenario {
     /// Which checks run.
     #[serde(default)]
     pub check: CheckSpec,
+    /// What CI runs of this scenario and asserts beyond `expect` (every file in `scenarios/`
+    /// carries one; a scenario written elsewhere, such as a swarm seed's `--drawn-toml`, need not).
+    pub ci: Option<CiSpec>,
 }
 
 /// `[cluster]`: the simulated machines, the simulator-only knobs, and every core setting
@@ -451,6 +454,214 @@ impl Default for CheckSpec {
     }
 }
 
+/// Most seeds a `[ci]` table may ask for: the whole CI sweep must stay within its wall-time budget,
+/// and a count past this belongs in `scripts/nightly.sh` or a by-hand sweep.
+pub const CI_SEEDS_MAX: u64 = 100_000;
+
+/// `[ci]`: the scenario's own CI contract. The data-driven test
+/// (`tests/tests/scenario_contracts.rs`) runs seeds `0..seeds` of every file in `scenarios/` and
+/// requires each to be as `expect` says and to meet the thresholds declared here, so a scenario's
+/// seed count and bounds live beside the faults they are about, not in a Rust file elsewhere.
+///
+/// Thresholds judge passing runs only (`expect = "pass"`): a violation scenario's point is that a
+/// check fails, and its figures mean nothing.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CiSpec {
+    /// Seeds `0..seeds` run in CI. 0 keeps the scenario out of CI, which needs a `reason`.
+    pub seeds: u64,
+    /// Why the count is what it is: required with `seeds = 0` (too slow for CI, say), optional
+    /// otherwise (e.g. how many seeds were measured by hand).
+    pub reason: Option<String>,
+    /// The first this-many of the seeds run twice and must give the same trace fingerprint (the
+    /// determinism check), whatever `expect` says. At most `seeds`.
+    #[serde(default)]
+    pub determinism_seeds: u64,
+    /// Every seed's availability (the fraction of operations during faults that succeeded) is at
+    /// least this, in `[0, 1]`.
+    pub availability_min: Option<f64>,
+    /// Every seed ends with at most this many hints still pending (0: every hint delivered or
+    /// handed to anti-entropy by the end of the liveness phase).
+    pub hints_pending_max: Option<u64>,
+    /// Gossip: exactly this many crashes are seen `Down` by every running node in each seed.
+    pub down_detections: Option<u64>,
+    /// Gossip: each crash is seen `Down` everywhere within `[low, high]` milliseconds of the
+    /// crash (the configured timeouts, less the up-to-a-round head start of the last heartbeat,
+    /// plus the rounds it takes to spread).
+    pub down_detection_ms: Option<Vec<u64>>,
+    /// Gossip: exactly this many restarts are seen `Alive` by every running node in each seed.
+    pub alive_detections: Option<u64>,
+    /// Gossip: each restart is seen `Alive` everywhere within this many milliseconds.
+    pub alive_detection_ms_max: Option<u64>,
+}
+
+impl CiSpec {
+    /// Range checks on their own and against the rest of the file; errors are (field, reason).
+    /// `expect` and `gossip` are the scenario's, so thresholds that cannot apply are refused
+    /// rather than silently never judged.
+    pub fn validate(&self, expect: Expect, gossip: bool) -> Result<(), (String, String)> {
+        let fail = |field: &str, reason: &str| Err((format!("ci.{field}"), reason.to_string()));
+        if self.seeds > CI_SEEDS_MAX {
+            return fail(
+                "seeds",
+                &format!("must be at most {CI_SEEDS_MAX} (longer sweeps are run by hand)"),
+            );
+        }
+        let reason_given = self.reason.as_ref().is_some_and(|r| !r.trim().is_empty());
+        if self.seeds == 0 && !reason_given {
+            return fail(
+                "reason",
+                "must say why the scenario is left out of CI when seeds = 0",
+            );
+        }
+        if self.reason.is_some() && !reason_given {
+            return fail("reason", "must not be empty");
+        }
+        if self.determinism_seeds > self.seeds {
+            return fail("determinism_seeds", "must not exceed ci.seeds");
+        }
+        if let Some(min) = self.availability_min {
+            if !(0.0..=1.0).contains(&min) {
+                return fail("availability_min", "must be in [0, 1]");
+            }
+        }
+        if let Some(range) = &self.down_detection_ms {
+            if !matches!(range[..], [low, high] if low <= high) {
+                return fail("down_detection_ms", "must be [low, high] with low <= high");
+            }
+        }
+        let detection = self.detection_fields();
+        if let (Some(field), false) = (detection.first(), gossip) {
+            return fail(
+                field,
+                "bounds gossip failure detection; needs cluster.gossip = true",
+            );
+        }
+        if let (Some(field), Expect::Violation) = (self.threshold_fields().first(), expect) {
+            return fail(
+                field,
+                "judges passing runs only; a violation scenario's figures mean nothing",
+            );
+        }
+        Ok(())
+    }
+
+    /// Validation for files whose runs have no availability, hint or detection figures to judge
+    /// (storage and swarm files): a seed count and its reason only.
+    pub fn validate_without_thresholds(&self, expect: Expect) -> Result<(), (String, String)> {
+        if let Some(field) = self.threshold_fields().first() {
+            return Err((
+                format!("ci.{field}"),
+                "is not judged for this kind of file (only seeds, reason and determinism_seeds are)"
+                    .into(),
+            ));
+        }
+        self.validate(expect, false)
+    }
+
+    /// The names of the thresholds this table sets, in declaration order (empty: it asks for
+    /// seeds only). Storage and swarm files refuse any: their runs have no such figures.
+    pub fn threshold_fields(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.availability_min.is_some() {
+            fields.push("availability_min");
+        }
+        if self.hints_pending_max.is_some() {
+            fields.push("hints_pending_max");
+        }
+        fields.extend(self.detection_fields());
+        fields
+    }
+
+    /// The names of the gossip detection bounds this table sets.
+    fn detection_fields(&self) -> Vec<&'static str> {
+        [
+            ("down_detections", self.down_detections.is_some()),
+            ("down_detection_ms", self.down_detection_ms.is_some()),
+            ("alive_detections", self.alive_detections.is_some()),
+            (
+                "alive_detection_ms_max",
+                self.alive_detection_ms_max.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
+    }
+
+    /// The thresholds `report` misses, one sentence each (empty: every one is met). `expect` is
+    /// judged by the report itself ([`RunReport::as_expected`](crate::report::RunReport)).
+    pub fn misses(&self, report: &crate::report::RunReport) -> Vec<String> {
+        let mut misses = Vec::new();
+        if let Some(min) = self.availability_min {
+            if report.availability < min {
+                misses.push(format!(
+                    "availability {:.4} is below ci.availability_min = {min}",
+                    report.availability
+                ));
+            }
+        }
+        if let Some(max) = self.hints_pending_max {
+            let pending = report.hints.5 as u64;
+            if pending > max {
+                misses.push(format!(
+                    "{pending} hints left pending, more than ci.hints_pending_max = {max}"
+                ));
+            }
+        }
+        match (&report.gossip, !self.detection_fields().is_empty()) {
+            (_, false) => {}
+            (None, true) => misses.push("no gossip figures, but [ci] bounds detection".into()),
+            (Some(gossip), true) => {
+                misses.extend(detection_misses(self, &gossip.down_ms, &gossip.alive_ms));
+            }
+        }
+        misses
+    }
+}
+
+/// The detection bounds of `ci` that the measured times (milliseconds) miss.
+fn detection_misses(ci: &CiSpec, down_ms: &[f64], alive_ms: &[f64]) -> Vec<String> {
+    let mut misses = Vec::new();
+    for (what, field, want, got) in [
+        (
+            "crashes seen Down",
+            "down_detections",
+            ci.down_detections,
+            down_ms.len(),
+        ),
+        (
+            "restarts seen Alive",
+            "alive_detections",
+            ci.alive_detections,
+            alive_ms.len(),
+        ),
+    ] {
+        if let Some(want) = want.filter(|&want| want != got as u64) {
+            misses.push(format!("{got} {what} everywhere, but ci.{field} = {want}"));
+        }
+    }
+    if let Some([low, high]) = ci.down_detection_ms.as_deref() {
+        for &ms in down_ms {
+            if ms < *low as f64 || ms > *high as f64 {
+                misses.push(format!(
+                    "a crash took {ms} ms to be seen Down everywhere, outside ci.down_detection_ms = [{low}, {high}]"
+                ));
+            }
+        }
+    }
+    if let Some(max) = ci.alive_detection_ms_max {
+        for &ms in alive_ms {
+            if ms > max as f64 {
+                misses.push(format!(
+                    "a restart took {ms} ms to be seen Alive everywhere, more than ci.alive_detection_ms_max = {max}"
+                ));
+            }
+        }
+    }
+    misses
+}
+
 fn one() -> u32 {
     1
 }
@@ -644,6 +855,9 @@ impl Scenario {
             field => (format!("cluster.{field}"), e.reason),
         })?;
         self.validate_combinations()?;
+        if let Some(ci) = &self.ci {
+            ci.validate(self.expect, self.cluster.gossip)?;
+        }
         range_f64(&self.network.latency_ms, "network.latency_ms", 60_000.0)?;
         range_f64(
             &self.network.client_latency_ms,
@@ -1228,6 +1442,99 @@ value_bytes = [8, 16]
         let e = Scenario::parse("t.toml", &format!("{MINIMAL}\n[check]\nsiblings = true\n"))
             .expect_err("siblings in lww mode");
         assert_eq!(e.field.as_deref(), Some("check.siblings"));
+    }
+
+    #[test]
+    fn the_ci_table_is_read_and_refuses_what_it_cannot_judge() {
+        let s = Scenario::parse("t.toml", MINIMAL).expect("valid");
+        assert_eq!(s.ci, None, "a scenario outside scenarios/ needs no [ci]");
+        let ci = |body: &str| format!("{MINIMAL}\n[ci]\n{body}\n");
+        let s = Scenario::parse(
+            "t.toml",
+            &ci("seeds = 50\ndeterminism_seeds = 10\navailability_min = 0.99\nhints_pending_max = 0"),
+        )
+        .expect("valid");
+        let table = s.ci.expect("[ci] read");
+        assert_eq!((table.seeds, table.determinism_seeds), (50, 10));
+        assert_eq!(table.availability_min, Some(0.99));
+        assert_eq!(
+            table.threshold_fields(),
+            ["availability_min", "hints_pending_max"]
+        );
+        let gossip = MINIMAL.replace("w = 2", "w = 2\ngossip = true");
+        let text = format!(
+            "{gossip}\n[ci]\nseeds = 3\ndown_detections = 2\ndown_detection_ms = [2600, 3800]\n\
+             alive_detections = 1\nalive_detection_ms_max = 800\n"
+        );
+        Scenario::parse("t.toml", &text).expect("detection bounds with gossip");
+        for (body, field, mentions) in [
+            ("seeds = 10\nbogus = 1", None, "bogus"),
+            ("reason = \"slow\"", None, "seeds"),
+            ("seeds = 0", Some("ci.reason"), "seeds = 0"),
+            ("seeds = 0\nreason = \" \"", Some("ci.reason"), "why"),
+            ("seeds = 100001", Some("ci.seeds"), "at most"),
+            (
+                "seeds = 5\ndeterminism_seeds = 6",
+                Some("ci.determinism_seeds"),
+                "exceed",
+            ),
+            (
+                "seeds = 5\navailability_min = 1.5",
+                Some("ci.availability_min"),
+                "[0, 1]",
+            ),
+            (
+                "seeds = 5\ndown_detections = 2",
+                Some("ci.down_detections"),
+                "gossip",
+            ),
+            (
+                "seeds = 5\ndown_detection_ms = [5, 1]",
+                Some("ci.down_detection_ms"),
+                "low <= high",
+            ),
+        ] {
+            let e = Scenario::parse("t.toml", &ci(body)).expect_err(body);
+            assert_eq!(e.field.as_deref(), field, "{body}: {e}");
+            assert!(e.to_string().contains(mentions), "{body}: {e}");
+        }
+        let violation = MINIMAL.replace(
+            "settle_ms = 1000",
+            "settle_ms = 1000\nexpect = \"violation\"",
+        );
+        let text = format!("{violation}\n[ci]\nseeds = 5\nhints_pending_max = 0\n");
+        let e = Scenario::parse("t.toml", &text).expect_err("a threshold on a violation");
+        assert_eq!(e.field.as_deref(), Some("ci.hints_pending_max"));
+        let text = format!("{violation}\n[ci]\nseeds = 5\ndeterminism_seeds = 5\n");
+        Scenario::parse("t.toml", &text).expect("a violation can be checked for determinism");
+    }
+
+    #[test]
+    fn detection_bounds_name_each_miss() {
+        let ci = CiSpec {
+            seeds: 1,
+            reason: None,
+            determinism_seeds: 0,
+            availability_min: None,
+            hints_pending_max: None,
+            down_detections: Some(2),
+            down_detection_ms: Some(vec![2600, 3800]),
+            alive_detections: Some(1),
+            alive_detection_ms_max: Some(800),
+        };
+        assert!(detection_misses(&ci, &[2600.0, 3800.0], &[800.0]).is_empty());
+        let misses = detection_misses(&ci, &[2599.5, 3000.0, 3800.5], &[]);
+        assert_eq!(misses.len(), 4, "{misses:?}");
+        assert!(misses[0].contains("3 crashes seen Down"), "{misses:?}");
+        assert!(misses[1].contains("0 restarts seen Alive"), "{misses:?}");
+        assert!(misses[2].contains("2599.5 ms"), "{misses:?}");
+        assert!(misses[3].contains("3800.5 ms"), "{misses:?}");
+        let misses = detection_misses(&ci, &[3000.0, 3000.0], &[801.0]);
+        assert_eq!(misses.len(), 1, "{misses:?}");
+        assert!(
+            misses[0].contains("ci.alive_detection_ms_max = 800"),
+            "{misses:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! (search for `KNOWN OPEN BUG`), so they can be switched on once the fixes land.
 
 use crate::run::{run_seed, RunOptions, SeedRun};
-use crate::scenario::{Scenario, ScenarioError};
+use crate::scenario::{CiSpec, Expect, Scenario, ScenarioError};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -50,6 +50,9 @@ pub struct SwarmFile {
     pub description: String,
     /// The ranges and choices to draw from.
     pub swarm: SwarmSpec,
+    /// The CI contract (seed count only: each seed draws its own cluster, so no threshold
+    /// applies to all of them).
+    pub ci: Option<CiSpec>,
 }
 
 /// `[swarm]`: ranges are `[low, high]` (both inclusive), probabilities are in `[0, 1]`, choices
@@ -272,6 +275,10 @@ impl SwarmFile {
         swarm
             .validate()
             .map_err(|(field, reason)| error(Some(format!("swarm.{field}")), reason))?;
+        if let Some(ci) = &swarm.ci {
+            ci.validate_without_thresholds(Expect::Pass)
+                .map_err(|(field, reason)| error(Some(field), reason))?;
+        }
         Ok(swarm)
     }
 

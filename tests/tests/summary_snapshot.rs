@@ -53,28 +53,3 @@ fn readme_sample(readme: &str) -> Option<&str> {
     let block = after_heading.split("```text\n").nth(1)?;
     block.split("\n```").next()
 }
-
-/// Every scenario file has a row in the README's scenario table (a scenario nobody can find is a
-/// claim nobody reads).
-#[test]
-fn every_scenario_file_has_a_readme_row() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let table: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
-    let mut missing = Vec::new();
-    for entry in std::fs::read_dir(root.join("scenarios")).expect("scenarios/") {
-        let name = entry
-            .expect("entry")
-            .file_name()
-            .to_string_lossy()
-            .to_string();
-        if name.ends_with(".toml") && !table.iter().any(|row| row.contains(&format!("`{name}`"))) {
-            missing.push(name);
-        }
-    }
-    missing.sort();
-    assert!(
-        missing.is_empty(),
-        "scenarios without a README row: {missing:?}"
-    );
-}
