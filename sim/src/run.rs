@@ -382,6 +382,7 @@ fn summarize(
         sim_ms: world.now_ns() / 1_000_000,
         wall_ms: 0,
         checks,
+        buggify: world.buggify.iter().map(|(k, v)| (*k, *v)).collect(),
         fingerprint: world.fingerprint.hex(),
     }
 }

@@ -28,6 +28,7 @@ use event::{ClientResponse, Scheduled};
 use final_reads::FINAL_READER;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use ringkv_core::buggify::SiteCounts;
 use ringkv_core::hash::hash_pair;
 use ringkv_core::node::SendFailureClass;
 use ringkv_core::storage::GroupCommit;
@@ -249,6 +250,9 @@ pub struct World {
     watches: Vec<membership::Watch>,
     /// Gossip traffic and detection times.
     pub gossip_figures: GossipFigures,
+    /// How often each fault site (`buggify!`) was reached while live and fired during `run`, in
+    /// the nodes and in this driver.
+    pub buggify: SiteCounts,
 }
 
 impl World {
@@ -396,6 +400,7 @@ impl World {
             gossip,
             watches: Vec::new(),
             gossip_figures: GossipFigures::default(),
+            buggify: SiteCounts::new(),
         };
         for spec in &scenario.faults {
             if let Some(cycle) = &spec.crash_loop {
@@ -450,8 +455,16 @@ impl World {
         Ok(world)
     }
 
-    /// Runs to the end of the liveness phase.
+    /// Runs to the end of the liveness phase, counting the fault sites reached on the way (every
+    /// input of every node is fed from here).
     pub fn run(&mut self) {
+        let ((), counts) = ringkv_core::buggify::record(|| self.run_events());
+        for (site, count) in counts {
+            self.buggify.entry(site).or_default().add(count);
+        }
+    }
+
+    fn run_events(&mut self) {
         while let Some(Scheduled { time, event, .. }) = self.queue.pop() {
             self.now = time;
             if let Some(node) = event.node() {
