@@ -37,7 +37,11 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// Every fault site in `core/src`, by name (see "Adding a site" above).
-pub const SITES: &[&str] = &["coordinator/duplicate-write"];
+pub const SITES: &[&str] = &[
+    "coordinator/duplicate-write",
+    "storage/group-commit-ack-next-sync",
+    "storage/group-commit-split-batch",
+];
 
 /// Every fault site in `lsm/src`, by name. The engine's sites report through this module (its
 /// facility calls [`FaultPoints::fire`] or [`note`]), so they are counted with the rest.
@@ -46,7 +50,11 @@ pub const LSM_SITES: &[&str] = &[];
 /// Every fault site of the simulator's driver in `sim/src`: the choices a real driver could make
 /// (when an fsync ends, what it covers, when a node is woken), which the simulator makes badly
 /// on purpose.
-pub const SIM_SITES: &[&str] = &[];
+pub const SIM_SITES: &[&str] = &[
+    "sim/fsync-covers-later-writes",
+    "sim/fsync-slow",
+    "sim/timer-early-wake",
+];
 
 /// Every registered site name: core's, the engine's, then the simulator's.
 pub fn registered_sites() -> impl Iterator<Item = &'static str> {
