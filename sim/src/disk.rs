@@ -145,7 +145,9 @@ impl StorageScenario {
             ..OracleConfig::default()
         };
         let mut fingerprint = Fingerprint::default();
-        let (verdict, ops, events) = match crash_oracle(seed, &config) {
+        // The engine's fault sites are counted as a cluster run's are.
+        let (oracle, buggify) = ringkv_core::buggify::record(|| crash_oracle(seed, &config));
+        let (verdict, ops, events) = match oracle {
             Ok(report) => {
                 fingerprint.add(&format!("{report:?}"));
                 let detail = format!(
@@ -196,6 +198,7 @@ impl StorageScenario {
             sim_ms: 0,
             wall_ms: 0,
             checks: vec![("crash-oracle", verdict)],
+            buggify: buggify.into_iter().collect(),
             fingerprint: fingerprint.hex(),
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sim SCENARIO.toml [--seed N | --seeds A..B] [--json] [--trace] [--check-determinism]
-//!     [--report FILE.html] [--jobs N] [--drawn-toml FILE]
+//!     [--report FILE.html] [--jobs N] [--drawn-toml FILE] [--buggify-report]
 //! sim check-history --model cas-register|kv-append|register FILE [--report FILE.html]
 //! ```
 //!
@@ -82,6 +82,11 @@ struct RunArgs {
     /// replay one combination) and exit.
     #[arg(long, value_name = "FILE")]
     drawn_toml: Option<String>,
+    /// After the seeds, print the fault-site table: every registered `buggify!` site with the
+    /// seeds at which it was reached while live and fired, and the sites that never fired (on
+    /// stderr with --json).
+    #[arg(long)]
+    buggify_report: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -126,6 +131,7 @@ struct Args {
     report: Option<String>,
     jobs: u64,
     drawn_toml: Option<String>,
+    buggify_report: bool,
 }
 
 impl RunArgs {
@@ -147,6 +153,7 @@ impl RunArgs {
             report: self.report,
             jobs,
             drawn_toml: self.drawn_toml,
+            buggify_report: self.buggify_report,
         }
     }
 }
@@ -266,7 +273,7 @@ fn main() -> ExitCode {
         };
         return match parallel::run(&sweep, wall_clock) {
             Ok((totals, wall_s)) => {
-                let code = finish_sweep(&totals, false, args.json, wall_s);
+                let code = finish_sweep(&totals, false, &args, wall_s);
                 let total = args.seeds.end - args.seeds.start;
                 if totals.seeds != total {
                     eprintln!("only {} of {total} seeds reported", totals.seeds);
@@ -332,20 +339,22 @@ fn main() -> ExitCode {
         parallel::show_progress(&bar, totals.seeds, totals.unexpected.len() as u64);
     }
     bar.finish_and_clear();
-    finish_sweep(
-        &totals,
-        single,
-        args.json,
-        sweep_start.elapsed().as_secs_f64(),
-    )
+    finish_sweep(&totals, single, &args, sweep_start.elapsed().as_secs_f64())
 }
 
 /// Prints what follows a sweep's per-seed lines (the summary line for a human range listing;
 /// why each unexpected seed was and how to replay it, on stderr) and gives the exit code. One
 /// process and a `--jobs` parent both end here, so they say the same.
-fn finish_sweep(totals: &SweepTotals, single: bool, json: bool, wall_s: f64) -> ExitCode {
-    if !single && !json {
+fn finish_sweep(totals: &SweepTotals, single: bool, args: &Args, wall_s: f64) -> ExitCode {
+    if !single && !args.json {
         println!("{}", totals.summary(wall_s));
+    }
+    if args.buggify_report {
+        if args.json {
+            eprint!("{}", totals.buggify_table());
+        } else {
+            print!("{}", totals.buggify_table());
+        }
     }
     for why in &totals.unexpected {
         eprintln!("{why}");

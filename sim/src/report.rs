@@ -4,7 +4,9 @@
 use crate::checks::Verdict;
 use crate::json::{to_line, Fixed, Ordered};
 use crate::scenario::Expect;
+use ringkv_core::buggify::SiteCount;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Operation counts by outcome.
@@ -81,6 +83,9 @@ pub struct RunReport {
     pub wall_ms: u64,
     /// Check verdicts by name, in a fixed order.
     pub checks: Vec<(&'static str, Verdict)>,
+    /// Fault sites (`buggify!`) reached while live, with how often each was reached and fired,
+    /// in name order; sites not live at this seed are absent.
+    pub buggify: Vec<(&'static str, SiteCount)>,
     /// Fingerprint of the whole event trace.
     pub fingerprint: String,
 }
@@ -207,6 +212,14 @@ impl RunReport {
                 self.sim_ms as f64 / wall
             );
         }
+        if !self.buggify.is_empty() {
+            let sites: Vec<String> = self
+                .buggify
+                .iter()
+                .map(|(site, c)| format!("{site} {} of {}", c.fired, c.reached))
+                .collect();
+            let _ = writeln!(s, "buggify      fired of reached: {}", sites.join(", "));
+        }
         for (name, verdict) in &self.checks {
             let _ = writeln!(s, "check        {name}: {verdict}");
         }
@@ -277,6 +290,12 @@ impl RunReport {
             }),
             rejections: counts(&self.rejections),
             sends_failed: counts(&self.sends_failed),
+            buggify: Ordered(
+                self.buggify
+                    .iter()
+                    .map(|(site, c)| ((*site).to_string(), SiteLine::from(*c)))
+                    .collect(),
+            ),
             replay: self.replay_command(),
             drawn: Ordered(self.swarm.clone()),
         }
@@ -327,6 +346,10 @@ pub struct ReportLine {
     pub rejections: Ordered<u64>,
     /// Sends not queued, by class.
     pub sends_failed: Ordered<u64>,
+    /// Fault sites reached while live, by name: `{"area/what": {"reached": n, "fired": m}}`.
+    /// Lines written before sites were counted have none.
+    #[serde(default)]
+    pub buggify: Ordered<SiteLine>,
     /// The command that replays the seed.
     pub replay: String,
     /// The knobs a swarm seed drew (`{}` otherwise); last, so a line ends with `}}`.
@@ -353,6 +376,24 @@ pub struct LatencyLine {
     pub p50: Fixed<3>,
     /// 99th percentile.
     pub p99: Fixed<3>,
+}
+
+/// One site of `buggify` in a [`ReportLine`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteLine {
+    /// Reached at a seed where the site is live.
+    pub reached: u64,
+    /// Of those, fired.
+    pub fired: u64,
+}
+
+impl From<SiteCount> for SiteLine {
+    fn from(c: SiteCount) -> Self {
+        SiteLine {
+            reached: c.reached,
+            fired: c.fired,
+        }
+    }
 }
 
 /// `gossip` of a [`ReportLine`].
@@ -478,6 +519,21 @@ pub struct SweepTotals {
     pub sim_ms: u64,
     /// Why each seed that was not as expected was not, with its replay command, in seed order.
     pub unexpected: Vec<String>,
+    /// Fault sites over the seeds that ran, by name.
+    pub buggify: BTreeMap<String, SiteTotals>,
+}
+
+/// One fault site over a sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteTotals {
+    /// Seeds at which the site was reached while live.
+    pub seeds_reached: u64,
+    /// Seeds at which it fired at least once.
+    pub seeds_fired: u64,
+    /// Reaches while live over all seeds.
+    pub reached: u64,
+    /// Firings over all seeds.
+    pub fired: u64,
 }
 
 impl SweepTotals {
@@ -488,6 +544,13 @@ impl SweepTotals {
             SeedLine::Report(r) => {
                 self.events += r.events;
                 self.sim_ms += r.sim_ms;
+                for (site, count) in &r.buggify.0 {
+                    let totals = self.buggify.entry(site.clone()).or_default();
+                    totals.seeds_reached += u64::from(count.reached > 0);
+                    totals.seeds_fired += u64::from(count.fired > 0);
+                    totals.reached += count.reached;
+                    totals.fired += count.fired;
+                }
                 if r.as_expected {
                     self.as_expected += 1;
                 } else {
@@ -515,6 +578,58 @@ impl SweepTotals {
             self.events as f64 / wall,
             self.sim_ms as f64 / 1000.0 / wall
         )
+    }
+}
+
+impl SweepTotals {
+    /// The registered fault sites that never fired in this sweep, in registry order.
+    pub fn sites_never_fired(&self) -> Vec<&'static str> {
+        ringkv_core::buggify::registered_sites()
+            .filter(|site| self.buggify.get(*site).is_none_or(|t| t.fired == 0))
+            .collect()
+    }
+
+    /// The fault-site table of this sweep (`sim --buggify-report`): every registered site, and
+    /// any unregistered one that was reached, with the seeds at which it was live and fired and
+    /// its reaches and firings; then the sites that never fired.
+    pub fn buggify_table(&self) -> String {
+        let mut names: Vec<String> = ringkv_core::buggify::registered_sites()
+            .map(str::to_string)
+            .collect();
+        let unregistered: Vec<String> = self
+            .buggify
+            .keys()
+            .filter(|site| !names.contains(site))
+            .cloned()
+            .collect();
+        names.extend(unregistered);
+        let width = names.iter().map(String::len).max().unwrap_or(4).max(4);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<width$}  {:>13}  {:>11}  {:>9}  {:>7}",
+            "site", "seeds reached", "seeds fired", "reached", "fired"
+        );
+        for site in &names {
+            let t = self.buggify.get(site).copied().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "{site:<width$}  {:>13}  {:>11}  {:>9}  {:>7}",
+                t.seeds_reached, t.seeds_fired, t.reached, t.fired
+            );
+        }
+        let never = self.sites_never_fired();
+        if never.is_empty() {
+            let _ = writeln!(s, "every registered site fired in {} seeds", self.seeds);
+        } else {
+            let _ = writeln!(
+                s,
+                "never fired in {} seeds: {}",
+                self.seeds,
+                never.join(", ")
+            );
+        }
+        s
     }
 }
 
@@ -546,6 +661,49 @@ fn list_ms(values: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registered site with no firing in the sweep is named, whether it was reached (live but
+    /// never fired) or never seen; a site that fired once is not.
+    #[test]
+    fn the_sweep_table_names_every_registered_site_that_never_fired() {
+        let registered: Vec<&str> = ringkv_core::buggify::registered_sites().collect();
+        let mut totals = SweepTotals {
+            seeds: 3,
+            ..SweepTotals::default()
+        };
+        for site in &registered {
+            totals.buggify.insert(
+                (*site).to_string(),
+                SiteTotals {
+                    seeds_reached: 1,
+                    seeds_fired: 1,
+                    reached: 10,
+                    fired: 1,
+                },
+            );
+        }
+        assert!(totals.sites_never_fired().is_empty());
+        assert!(totals
+            .buggify_table()
+            .contains("every registered site fired in 3 seeds"));
+        let quiet = registered[0];
+        if let Some(t) = totals.buggify.get_mut(quiet) {
+            t.fired = 0;
+            t.seeds_fired = 0;
+        }
+        assert_eq!(totals.sites_never_fired(), [quiet]);
+        totals.buggify.remove(quiet);
+        totals
+            .buggify
+            .insert("test/unregistered".into(), SiteTotals::default());
+        assert_eq!(totals.sites_never_fired(), [quiet]);
+        let table = totals.buggify_table();
+        assert!(
+            table.contains(&format!("never fired in 3 seeds: {quiet}")),
+            "{table}"
+        );
+        assert!(table.contains("test/unregistered"), "{table}");
+    }
 
     #[test]
     fn nearest_rank_quantiles() {

@@ -18,25 +18,57 @@
 //! It lives in `core` beside the [`Storage`](super::Storage) seam because it is about persist
 //! tokens, a core type, and applies to every engine (the in-memory one and the LSM); it does no
 //! IO and reads no clock.
+//!
+//! Which token an fsync answers for is the driver's choice within those rules, so the simulator
+//! makes it badly on purpose ([`GroupCommit::with_fault_points`]; a production driver uses
+//! [`GroupCommit::new`], whose fault points are off):
+//!
+//! * `storage/group-commit-split-batch`: an fsync answers only for the oldest waiting token and
+//!   leaves the newer ones for the next fsync, as a driver that caps its batches would. The
+//!   writes of the newer tokens are durable before they are acknowledged.
+//! * `storage/group-commit-ack-next-sync`: a completed fsync acknowledges nothing and its token
+//!   waits for the next one, as a driver that reports completions late would; the driver starts
+//!   that next fsync at once (it asks [`GroupCommit::poll_sync`] after every completion).
 
+use crate::buggify::FaultPoints;
 use crate::node::PersistToken;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 /// The group-commit state of one node's storage: requested tokens, the sync in flight, and
 /// whether a sync has failed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct GroupCommit {
     /// The highest token requested since the last sync began.
     waiting: Option<PersistToken>,
+    /// The lowest token requested since the last sync began (as far as this helper knows: after
+    /// a split batch, the highest, since the ones between were not kept); set exactly when
+    /// `waiting` is.
+    waiting_oldest: Option<PersistToken>,
     /// The token the sync in flight answers for.
     syncing: Option<PersistToken>,
     /// A sync failed: nothing is synced or acknowledged again.
     failed: bool,
+    /// The simulator's fault points and the RNG they draw from; `None` in production.
+    faults: Option<Box<(FaultPoints, ChaCha8Rng)>>,
 }
 
 impl GroupCommit {
-    /// Nothing requested, nothing in flight.
+    /// Nothing requested, nothing in flight, no fault points (every production driver).
     pub fn new() -> GroupCommit {
         GroupCommit::default()
+    }
+
+    /// As [`GroupCommit::new`], making the legal-but-unusual choices of the module doc at the
+    /// sites `points` switches on, drawing from an RNG seeded with `rng_seed` (the simulator;
+    /// with disabled points this is [`GroupCommit::new`]).
+    pub fn with_fault_points(points: FaultPoints, rng_seed: u64) -> GroupCommit {
+        GroupCommit {
+            faults: points
+                .enabled()
+                .then(|| Box::new((points, ChaCha8Rng::seed_from_u64(rng_seed)))),
+            ..GroupCommit::default()
+        }
     }
 
     /// The node asked for `token` (`Output::Persist`). Ignored after a failed sync: the storage
@@ -46,6 +78,7 @@ impl GroupCommit {
             return;
         }
         self.waiting = Some(self.waiting.map_or(token, |w| w.max(token)));
+        self.waiting_oldest = Some(self.waiting_oldest.map_or(token, |w| w.min(token)));
         self.check_invariants();
     }
 
@@ -57,16 +90,51 @@ impl GroupCommit {
         if self.failed || self.syncing.is_some() {
             return None;
         }
-        let token = self.waiting.take()?;
+        let newest = self.waiting?;
+        let oldest = self.waiting_oldest.unwrap_or(newest);
+        let token = if oldest < newest && self.fires_split_batch() {
+            // The newer tokens stay waiting; what they name between `oldest` and `newest` is
+            // not known here, so the rest of the batch is not split again.
+            self.waiting_oldest = Some(newest);
+            oldest
+        } else {
+            self.waiting = None;
+            self.waiting_oldest = None;
+            newest
+        };
         self.syncing = Some(token);
         self.check_invariants();
         Some(token)
+    }
+
+    fn fires_split_batch(&mut self) -> bool {
+        match self.faults.as_deref_mut() {
+            Some((points, rng)) => crate::buggify!(points, rng, "storage/group-commit-split-batch"),
+            None => false,
+        }
+    }
+
+    fn fires_ack_next_sync(&mut self) -> bool {
+        match self.faults.as_deref_mut() {
+            Some((points, rng)) => {
+                crate::buggify!(points, rng, "storage/group-commit-ack-next-sync")
+            }
+            None => false,
+        }
     }
 
     /// The sync in flight succeeded: the token to report to the node (`handle_persisted`). Never
     /// a token requested after that sync began: those wait for the next one.
     pub fn handle_sync_completed(&mut self) -> Option<PersistToken> {
         let token = self.syncing.take();
+        if let Some(late) = token.filter(|_| self.fires_ack_next_sync()) {
+            // Acknowledged by the next sync instead, with whatever waits: it is older than all
+            // of it, so it is the batch's oldest token and the newest only if nothing waits.
+            self.waiting = Some(self.waiting.map_or(late, |w| w.max(late)));
+            self.waiting_oldest = Some(late);
+            self.check_invariants();
+            return None;
+        }
         self.check_invariants();
         token
     }
@@ -79,6 +147,7 @@ impl GroupCommit {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.waiting_oldest = None;
         self.failed = true;
         self.check_invariants();
         token
@@ -108,6 +177,17 @@ impl GroupCommit {
             assert!(
                 waiting > syncing,
                 "a waiting token is newer than the sync in flight"
+            );
+        }
+        assert_eq!(
+            self.waiting.is_some(),
+            self.waiting_oldest.is_some(),
+            "a waiting batch has an oldest and a newest token"
+        );
+        if let (Some(newest), Some(oldest)) = (self.waiting, self.waiting_oldest) {
+            assert!(
+                oldest <= newest,
+                "the oldest waiting token is not newer than the newest"
             );
         }
     }
@@ -191,6 +271,100 @@ mod tests {
         assert_eq!(g.poll_sync(), Some(t(5)));
         assert_eq!(g.handle_sync_failed(), Some(t(5)));
         assert_eq!(g.poll_sync(), None);
+    }
+
+    /// Under the simulator's fault points (both sites live at some of these seeds, firing at
+    /// some calls), group commit keeps its rules: a sync acknowledges only a token requested
+    /// before it began, acknowledgements never go backwards, and once requests stop, driving
+    /// syncs until none is due acknowledges the newest token.
+    #[test]
+    fn split_batches_and_late_acknowledgements_keep_the_rules_and_acknowledge_everything() {
+        use rand::{Rng, SeedableRng};
+        let mut fired = crate::buggify::SiteCounts::new();
+        for seed in 0..200 {
+            let points = FaultPoints::new(seed, true);
+            let ((), counts) = crate::buggify::record(|| {
+                let mut g = GroupCommit::with_fault_points(points, seed);
+                let mut driver = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let (mut next, mut acknowledged) = (1u64, 0u64);
+                // The newest token requested before the sync in flight began.
+                let mut covered_by_sync = 0u64;
+                let complete = |g: &mut GroupCommit, acknowledged: &mut u64, covered: u64| {
+                    if let Some(token) = g.handle_sync_completed() {
+                        assert!(
+                            token.0 <= covered,
+                            "seed {seed}: acknowledged {token:?} past {covered}"
+                        );
+                        assert!(
+                            token.0 >= *acknowledged,
+                            "seed {seed}: acknowledgements went back"
+                        );
+                        *acknowledged = token.0;
+                    }
+                };
+                for _ in 0..300 {
+                    match driver.gen_range(0..3) {
+                        0 => {
+                            g.handle_persist_request(t(next));
+                            next += 1;
+                        }
+                        1 if g.poll_sync().is_some() => covered_by_sync = next - 1,
+                        1 => {}
+                        _ if g.is_syncing() => complete(&mut g, &mut acknowledged, covered_by_sync),
+                        _ => {}
+                    }
+                    g.check_invariants();
+                }
+                // Requests stop: the driver syncs while one is due, as both drivers do.
+                for _ in 0..1000 {
+                    if g.is_syncing() {
+                        complete(&mut g, &mut acknowledged, covered_by_sync);
+                    } else if g.poll_sync().is_some() {
+                        covered_by_sync = next - 1;
+                    } else {
+                        break;
+                    }
+                }
+                assert!(
+                    g.is_idle(),
+                    "seed {seed}: syncs stopped with requests pending"
+                );
+                assert_eq!(
+                    acknowledged,
+                    next - 1,
+                    "seed {seed}: the newest token is acknowledged"
+                );
+            });
+            for (site, count) in counts {
+                fired.entry(site).or_default().add(count);
+            }
+        }
+        for site in [
+            "storage/group-commit-split-batch",
+            "storage/group-commit-ack-next-sync",
+        ] {
+            let count = fired.get(site).copied().unwrap_or_default();
+            assert!(count.fired > 0, "{site} never fired: {count:?}");
+        }
+    }
+
+    #[test]
+    fn production_group_commit_has_no_fault_points() {
+        let mut g = GroupCommit::with_fault_points(FaultPoints::new(7, false), 7);
+        assert!(g.faults.is_none());
+        let ((), counts) = crate::buggify::record(|| {
+            for n in 1..100 {
+                g.handle_persist_request(t(2 * n));
+                g.handle_persist_request(t(2 * n + 1));
+                assert_eq!(
+                    g.poll_sync(),
+                    Some(t(2 * n + 1)),
+                    "one sync for the whole batch"
+                );
+                assert_eq!(g.handle_sync_completed(), Some(t(2 * n + 1)));
+            }
+        });
+        assert!(counts.is_empty());
     }
 
     #[test]

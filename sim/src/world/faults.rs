@@ -101,7 +101,12 @@ impl World {
         slot.paused_until = None;
         slot.timer_at = None;
         slot.poisoned = false;
-        slot.group_commit = ringkv_core::storage::GroupCommit::new();
+        slot.group_commit = super::persist::group_commit(
+            self.seed,
+            u32::try_from(node).unwrap_or(u32::MAX),
+            slot.incarnation,
+            self.config.simulation,
+        );
         slot.maintenance = None;
         slot.maintenance_at = None;
     }

@@ -28,9 +28,9 @@ use event::{ClientResponse, Scheduled};
 use final_reads::FINAL_READER;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use ringkv_core::buggify::{FaultPoints, SiteCounts};
 use ringkv_core::hash::hash_pair;
 use ringkv_core::node::SendFailureClass;
-use ringkv_core::storage::GroupCommit;
 use ringkv_core::{
     CausalContext, ClientReply, ClusterConfig, Instant, Message, Node, NodeConfig, NodeEvent,
     NodeId, NodeLocation, Now, Output, RequestError, RequestId, Ring,
@@ -50,6 +50,9 @@ enum Stream {
     Nemesis = 3,
     Disk = 4,
     Clocks = 5,
+    /// The driver's own fault sites (`SIM_SITES`) and the nodes' group commit: a draw there
+    /// shifts no other stream, so a site that is live but never fires changes no trace.
+    Buggify = 6,
 }
 
 fn stream(seed: u64, which: Stream) -> ChaCha8Rng {
@@ -71,7 +74,7 @@ struct NodeSlot {
     timer_at: Option<u64>,
     poisoned: bool,
     /// Persist requests and the one fsync the disk runs at a time (reset by a crash).
-    group_commit: GroupCommit,
+    group_commit: ringkv_core::storage::GroupCommit,
     /// This incarnation's maintenance scheduler (LSM nodes; started by its first drain).
     maintenance: Option<MaintenanceScheduler>,
     /// When the pending `Maintenance` event of this incarnation fires, if one is scheduled.
@@ -228,6 +231,10 @@ pub struct World {
     net_rng: ChaCha8Rng,
     workload_rng: ChaCha8Rng,
     disk_rng: ChaCha8Rng,
+    /// The driver's fault sites (`ringkv_core::buggify::SIM_SITES`): the choices a real driver
+    /// could make, made badly on purpose.
+    faults: FaultPoints,
+    buggify_rng: ChaCha8Rng,
     /// The history every client recorded.
     pub history: History,
     /// What the history does not say about its compare-and-sets, by op index (`checks::cas`).
@@ -242,6 +249,8 @@ pub struct World {
     recovery_failures: Vec<String>,
     final_read_attempts: BTreeMap<u32, u32>,
     last_durable_change_ns: u64,
+    /// When an injected fsync failure first poisoned a node's storage in the fault phase.
+    first_poisoning_ns: Option<u64>,
     trace: Option<Vec<String>>,
     /// Gossip membership settings, when the scenario turns gossip on.
     gossip: Option<membership::GossipSetup>,
@@ -249,6 +258,9 @@ pub struct World {
     watches: Vec<membership::Watch>,
     /// Gossip traffic and detection times.
     pub gossip_figures: GossipFigures,
+    /// How often each fault site (`buggify!`) was reached while live and fired during `run`, in
+    /// the nodes and in this driver.
+    pub buggify: SiteCounts,
 }
 
 impl World {
@@ -314,7 +326,7 @@ impl World {
                 clock,
                 timer_at: None,
                 poisoned: false,
-                group_commit: GroupCommit::new(),
+                group_commit: persist::group_commit(seed, i, 0, config.simulation),
                 maintenance: None,
                 maintenance_at: None,
                 hints_expired_traced: 0,
@@ -329,6 +341,7 @@ impl World {
         } else {
             fault_phase_end.saturating_mul(u64::from(w.clients)) / w.operations.max(1)
         };
+        let faults = FaultPoints::new(hash_pair(seed, Stream::Buggify as u64), config.simulation);
         let mut world = World {
             now: 0,
             sequence: 0,
@@ -383,6 +396,8 @@ impl World {
             net_rng: stream(seed, Stream::Network),
             workload_rng: stream(seed, Stream::Workload),
             disk_rng: stream(seed, Stream::Disk),
+            faults,
+            buggify_rng: stream(seed, Stream::Buggify),
             history: History::default(),
             cas_steps: BTreeMap::new(),
             fingerprint: Fingerprint::default(),
@@ -392,10 +407,12 @@ impl World {
             recovery_failures: Vec::new(),
             final_read_attempts: BTreeMap::new(),
             last_durable_change_ns: 0,
+            first_poisoning_ns: None,
             trace: trace.then(Vec::new),
             gossip,
             watches: Vec::new(),
             gossip_figures: GossipFigures::default(),
+            buggify: SiteCounts::new(),
         };
         for spec in &scenario.faults {
             if let Some(cycle) = &spec.crash_loop {
@@ -450,8 +467,16 @@ impl World {
         Ok(world)
     }
 
-    /// Runs to the end of the liveness phase.
+    /// Runs to the end of the liveness phase, counting the fault sites reached on the way (every
+    /// input of every node is fed from here).
     pub fn run(&mut self) {
+        let ((), counts) = ringkv_core::buggify::record(|| self.run_events());
+        for (site, count) in counts {
+            self.buggify.entry(site).or_default().add(count);
+        }
+    }
+
+    fn run_events(&mut self) {
         while let Some(Scheduled { time, event, .. }) = self.queue.pop() {
             self.now = time;
             if let Some(node) = event.node() {
@@ -496,6 +521,12 @@ impl World {
     /// When any replica last made a write durable (after it, stored state no longer changed).
     pub fn last_durable_change_ns(&self) -> u64 {
         self.last_durable_change_ns
+    }
+
+    /// When an injected fsync failure first poisoned a node's storage during the fault phase (it
+    /// stays poisoned until the liveness phase restarts the node), if one did.
+    pub fn first_poisoning_ns(&self) -> Option<u64> {
+        self.first_poisoning_ns
     }
 
     /// Simulated time now, nanoseconds.
@@ -716,6 +747,19 @@ impl World {
                 self.nodes[node].timer_at = Some(at);
                 let node = u32::try_from(node).unwrap_or(u32::MAX);
                 self.schedule(at, Event::Timer { node, incarnation });
+                if at > self.now
+                    && ringkv_core::buggify!(
+                        self.faults,
+                        &mut self.buggify_rng,
+                        "sim/timer-early-wake"
+                    )
+                {
+                    // A driver may wake a node before its deadline (a sleep cut short, an
+                    // input racing the timer): a timeout that is not due must be a no-op. The
+                    // timer stays armed for `at`, so the node is still woken then.
+                    let early = self.now + self.buggify_rng.gen_range(0..at - self.now);
+                    self.schedule(early, Event::Timer { node, incarnation });
+                }
             }
         }
     }

@@ -8,16 +8,40 @@
 //!   after a drawn latency (`DiskSynced`), one at a time per disk. Unlike the node's inline
 //!   fsync, the node keeps taking inputs meanwhile, so persist requests pile up behind the fsync
 //!   in flight: the case where a completion must not acknowledge a later batch.
+//! * **The driver's legal choices, made badly on purpose** (fault sites, off outside the
+//!   simulator like every `buggify!`): group commit may split a batch or acknowledge a token a
+//!   sync late (core's sites in [`GroupCommit`]); an fsync may stall (`sim/fsync-slow`: 20 to
+//!   200 ms more than its drawn latency) and may cover writes staged after it began
+//!   (`sim/fsync-covers-later-writes`: a real fsync makes durable whatever reached the file by
+//!   the time it ends; only its acknowledgement is bound to what was requested before it began).
 //! * **Maintenance** (LSM nodes only). After every drain, and when its tick is due (a
 //!   `Maintenance` event), the node's scheduler is asked for a step, which runs on the engine at
 //!   once; the simulated disk has no latency for it. The in-memory engine has no scheduler and
 //!   no such events, so memory-engine runs are unchanged by it.
 
 use super::event::Event;
-use super::{NodeState, Phase, World};
+use super::{NodeState, Phase, Stream, World};
 use rand::Rng;
+use ringkv_core::buggify::FaultPoints;
+use ringkv_core::hash::hash_pair;
+use ringkv_core::storage::GroupCommit;
 use ringkv_core::PersistToken;
 use ringkv_lsm::maintenance::MaintenanceScheduler;
+
+/// The group commit of incarnation `incarnation` of `node`: core's helper, with its fault sites
+/// live per node and incarnation when `simulation` (the cluster's setting) is on.
+pub(super) fn group_commit(
+    seed: u64,
+    node: u32,
+    incarnation: u32,
+    simulation: bool,
+) -> GroupCommit {
+    let seed = hash_pair(
+        hash_pair(hash_pair(seed, Stream::Buggify as u64), u64::from(node)),
+        u64::from(incarnation),
+    );
+    GroupCommit::with_fault_points(FaultPoints::new(seed, simulation), hash_pair(seed, 1))
+}
 
 impl World {
     /// `node` asked for `token` to be made durable.
@@ -35,7 +59,12 @@ impl World {
         let Some(token) = self.nodes[node].group_commit.poll_sync() else {
             return;
         };
-        let delay = self.disk_rng.gen_range(self.fsync_ns.0..=self.fsync_ns.1);
+        let mut delay = self.disk_rng.gen_range(self.fsync_ns.0..=self.fsync_ns.1);
+        if ringkv_core::buggify!(self.faults, &mut self.buggify_rng, "sim/fsync-slow") {
+            // A device stall or a busy journal: bounded, so a stalled fsync still ends within
+            // the settle time.
+            delay = delay.saturating_add(self.buggify_rng.gen_range(20..=200) * 1_000_000);
+        }
         let incarnation = self.nodes[node].incarnation;
         let node = u32::try_from(node).unwrap_or(u32::MAX);
         let event = Event::DiskSynced {
@@ -63,6 +92,11 @@ impl World {
         }
         let now = self.now_for(index);
         self.counters.syncs += 1;
+        let covers_later_writes = ringkv_core::buggify!(
+            self.faults,
+            &mut self.buggify_rng,
+            "sim/fsync-covers-later-writes"
+        );
         let now_ns = self.now;
         let slot = &mut self.nodes[index];
         let NodeState::Up(n) = &mut slot.state else {
@@ -72,6 +106,11 @@ impl World {
             n.storage_mut().inject_sync_failure();
         }
         let pending_before = n.storage().staged_len();
+        let point = if covers_later_writes {
+            n.storage().staged_seq()
+        } else {
+            point
+        };
         let result = n.storage_mut().sync_through(point);
         let durable_changed = n.storage().staged_len() < pending_before;
         // The helper, not the event, names the token answered: the event's token is the one the
@@ -91,6 +130,9 @@ impl World {
         }
         if durable_changed {
             self.last_durable_change_ns = now_ns;
+        }
+        if fail && self.first_poisoning_ns.is_none() {
+            self.first_poisoning_ns = Some(now_ns);
         }
         self.drain(index);
         self.start_sync_if_due(index);
