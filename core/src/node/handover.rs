@@ -69,6 +69,7 @@ use crate::storage::Storage;
 use crate::time::{Instant, Now};
 use crate::version::{LwwRecord, LwwVersion, Record};
 use bytes::Bytes;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -655,7 +656,13 @@ impl Handover {
             return Err(ReplicaError::Busy);
         }
         let wanted: BTreeSet<u32> = ranges.iter().copied().collect();
-        let (records, next) = page_records(ctx, &wanted, start, PAGE_KEYS_MAX)?;
+        let mut keys_max = PAGE_KEYS_MAX;
+        if crate::buggify!(ctx.faults, &mut ctx.rng, "handover/page-size") {
+            // Any page size is legal: the puller resumes after the last key scanned, and a range
+            // is vouched for only by what every page of the pull vouched for.
+            keys_max = ctx.rng.gen_range(1..=8);
+        }
+        let (records, next) = page_records(ctx, &wanted, start, keys_max)?;
         let ready_now = ranges
             .iter()
             .copied()

@@ -43,6 +43,7 @@ use crate::storage::Storage;
 use crate::time::Now;
 use crate::version::{merge_into, CausalRecord, LwwRecord, Record};
 use bytes::Bytes;
+use rand::Rng;
 use std::collections::BTreeMap;
 
 /// Most keys a replica returns for one page, whatever the client asked (Redis's `COUNT` is a
@@ -563,7 +564,12 @@ fn scan_page<S: Storage>(
     to: u64,
     keys_max: u32,
 ) -> Result<ScanPage, ReplicaError> {
-    let keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX) as usize;
+    let mut keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX) as usize;
+    if crate::buggify!(ctx.faults, &mut ctx.rng, "scan/page-size") {
+        // Shorter than asked is legal (a replica bounds its own work): the coordinator ends the
+        // page at this replica's last token, so the cursor stays exact.
+        keys_max = ctx.rng.gen_range(1..=keys_max);
+    }
     let (keys, truncated) = ctx
         .scan_index
         .page(from, to, keys_max, SCAN_PAGE_KEY_BYTES_MAX);
