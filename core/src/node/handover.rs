@@ -199,16 +199,26 @@ impl Handover {
                 "a range not ready is a range this node replicates"
             );
         }
-        for range in self.pending.keys() {
+        for (range, &mark) in &self.pending {
             assert!(
                 self.not_ready.contains(range),
                 "pending ranges are not ready yet"
+            );
+            assert!(
+                mark < self.next_mark,
+                "a pending range waits for a record already staged"
             );
         }
         assert!(
             self.epoch_mark < self.next_mark,
             "marks are handed out in order"
         );
+        if let Some(previous) = &self.previous {
+            assert_ne!(
+                previous.epoch, self.epoch,
+                "the previous ring is another ring"
+            );
+        }
     }
 
     /// Linearizable traffic: from now on the state is persisted and missing ranges are pulled.
