@@ -517,3 +517,165 @@ mod tests;
 
 #[cfg(test)]
 mod gossip_tests;
+
+// ---- dispatch: handover and scan ----
+use crate::client::Consistency;
+use crate::id::OperationId;
+use crate::message::{HandoverPage, ReplicaError, ScanPage};
+use crate::version::Record;
+use bytes::Bytes;
+
+impl<S: Storage> Node<S> {
+    fn handover_load(&mut self) {
+        self.handover.load(&mut self.ctx);
+    }
+
+    fn handover_forget_all(&mut self) {
+        self.handover.forget_all(&mut self.ctx);
+    }
+
+    /// The driver started this node on an empty disk in place of a ring member's lost one (a
+    /// replaced machine; `wipe` in the simulator). ABD's majorities tolerate crashes, not
+    /// amnesia: counted at once, this node and a replica that missed a write would make a read
+    /// majority that misses a write a majority acknowledged (swarm seed 4709). So, like a node
+    /// that skipped a ring, it is ready nowhere until it has pulled each range it replicates
+    /// from a majority of its ready replicas. The state is persisted at once, whatever the
+    /// level, so a crash during the pulls cannot bring it back ready.
+    ///
+    /// The node cannot tell this itself: a replaced machine and a member of a cluster starting
+    /// for the first time both find an empty store on a ring that lists them, and only the
+    /// latter may count at once (nobody holds anything yet). Levels other than `linearizable`
+    /// ignore readiness: there a wipe is one lost copy; writes acknowledged by W >= 2 replicas
+    /// survive it on another, and anti-entropy and the pulls refill the node. Called on any
+    /// other node it costs only availability (it re-pulls what it holds).
+    pub fn start_as_replacement(&mut self) {
+        self.handover.start_as_replacement(&mut self.ctx);
+        self.finish_input();
+    }
+
+    fn handover_recorded(&self) -> bool {
+        self.handover.recorded()
+    }
+
+    fn handover_adopt(&mut self, held: Ring) {
+        self.handover.adopt(&mut self.ctx, held);
+    }
+
+    /// Counters of the handover mechanism.
+    pub fn handover_stats(&self) -> &HandoverStats {
+        self.handover.stats()
+    }
+
+    /// Ranges this node replicates but does not count for in linearizable quorums yet.
+    pub fn ranges_not_ready(&self) -> usize {
+        self.handover.ranges_not_ready()
+    }
+
+    /// Fencing and readiness first (see `handover`), then a plain replica read.
+    fn serve_lin_read(&mut self, from: NodeId, op: OperationId, key: &[u8], epoch: u64) {
+        if self
+            .handover
+            .admit_read(&mut self.ctx, from, op, key, epoch)
+        {
+            self.serve_read(from, op, key);
+        }
+    }
+
+    /// Fencing and readiness first (see `handover`), then a plain replica write.
+    fn serve_lin_write(
+        &mut self,
+        from: NodeId,
+        op: OperationId,
+        key: Bytes,
+        record: Record,
+        epoch: u64,
+    ) {
+        if self
+            .handover
+            .admit_write(&mut self.ctx, from, op, &key, epoch)
+        {
+            self.serve_write(from, op, key, record);
+        }
+    }
+
+    fn handover_round(&mut self, now: Now) {
+        self.handover.handle_round(&mut self.ctx, now);
+    }
+
+    fn on_handover_pull(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        previous: u64,
+        ranges: Vec<u32>,
+        start: Bytes,
+    ) {
+        self.handover
+            .handle_pull(&mut self.ctx, from, epoch, previous, ranges, start);
+    }
+
+    fn on_handover_page(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        start: Bytes,
+        page: Result<HandoverPage, ReplicaError>,
+    ) {
+        self.handover
+            .handle_page(&mut self.ctx, from, epoch, start, page);
+    }
+
+    fn start_scan(
+        &mut self,
+        now: Now,
+        request: RequestId,
+        from: u64,
+        keys_max: u32,
+        level: Option<Consistency>,
+    ) {
+        let (ctx, coordinator) = (&mut self.ctx, &mut self.coordinator);
+        scan::start_scan(ctx, coordinator, now, request, from, keys_max, level);
+    }
+
+    fn start_count(&mut self, now: Now, request: RequestId) {
+        scan::start_count(&mut self.ctx, &mut self.coordinator, now, request);
+    }
+
+    fn serve_scan_range(
+        &mut self,
+        from_node: NodeId,
+        op: OperationId,
+        from: u64,
+        to: u64,
+        keys_max: u32,
+    ) {
+        scan::serve_scan_range(&mut self.ctx, from_node, op, from, to, keys_max);
+    }
+
+    fn serve_count_live(&mut self, from: NodeId, op: OperationId) {
+        scan::serve_count_live(&mut self.ctx, from, op);
+    }
+
+    fn on_scan_reply(
+        &mut self,
+        from_node: NodeId,
+        op: OperationId,
+        from: u64,
+        page: Result<ScanPage, ReplicaError>,
+    ) {
+        let (ctx, coordinator) = (&mut self.ctx, &mut self.coordinator);
+        scan::on_scan_reply(ctx, coordinator, from_node, op, from, page);
+    }
+
+    fn on_count_reply(&mut self, from: NodeId, op: OperationId, ranges: Vec<(u64, u64)>) {
+        scan::on_count_reply(&mut self.ctx, &mut self.coordinator, from, op, ranges);
+    }
+
+    fn on_scan_send_failed(&mut self, to: NodeId, message: &Message) {
+        scan::on_scan_send_failed(&mut self.ctx, &mut self.coordinator, to, message);
+    }
+
+    fn on_scan_deadline(&mut self, operation: scan::ScanOperation) {
+        scan::on_scan_deadline(&mut self.ctx, operation);
+    }
+}

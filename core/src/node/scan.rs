@@ -33,8 +33,8 @@
 //! key), and a range none of whose replicas answered in time is missing. On a one-node cluster it
 //! is exact.
 
-use super::coordinator::Operation;
-use super::Node;
+use super::context::Context;
+use super::coordinator::{Coordinator, Operation};
 use crate::client::{ClientReply, Consistency, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
 use crate::message::{Message, ReplicaError, ScanPage};
@@ -43,6 +43,7 @@ use crate::storage::Storage;
 use crate::time::Now;
 use crate::version::{merge_into, CausalRecord, LwwRecord, Record};
 use bytes::Bytes;
+use rand::Rng;
 use std::collections::BTreeMap;
 
 /// Most keys a replica returns for one page, whatever the client asked (Redis's `COUNT` is a
@@ -278,21 +279,159 @@ pub(super) struct CountOperation {
 impl ScanOperation {
     pub(super) fn check_invariants(&self) {
         match self {
-            ScanOperation::Page(page) => {
-                assert!(
-                    page.answered.len() < usize::from(page.needed),
-                    "a page with its replies is answered"
-                );
-                assert!(page.answered.iter().all(|a| page.replicas.contains(a)));
-                assert!(page.refused.iter().all(|r| !page.answered.contains(r)));
-                assert_eq!(page.answered.len(), page.pages.len());
-                assert!(page.from <= page.to);
-            }
-            ScanOperation::Count(count) => {
-                assert!(count.answered.len() < count.members.len());
-                assert!(count.answered.iter().all(|a| count.members.contains(a)));
-            }
+            ScanOperation::Page(page) => page.check_invariants(),
+            ScanOperation::Count(count) => count.check_invariants(),
         }
+    }
+
+    /// The answer at the operation's deadline: a page is unavailable; a count answers with what
+    /// the members that answered reported (an estimate), or unavailable if none did.
+    fn expired_reply(&self) -> ClientReply {
+        match self {
+            ScanOperation::Page(page) => page.unavailable(),
+            ScanOperation::Count(count) => count.reply(),
+        }
+    }
+
+    fn request(&self) -> RequestId {
+        match self {
+            ScanOperation::Page(page) => page.request,
+            ScanOperation::Count(count) => count.request,
+        }
+    }
+}
+
+/// Where a scan round trip stands after one reply: a value, decided by the operation alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Progress {
+    /// The reply matches nothing waiting (late, duplicated or from a node not asked): ignored.
+    Stale,
+    /// More replies are needed.
+    Pending,
+    /// Every reply needed arrived (or no longer can): the operation answers its client.
+    Decided,
+}
+
+impl PageOperation {
+    /// A replica's page (or refusal) of the interval starting at `from`.
+    fn record(
+        &mut self,
+        from_node: NodeId,
+        from: u64,
+        page: Result<ScanPage, ReplicaError>,
+    ) -> Progress {
+        if self.from != from
+            || !self.replicas.contains(&from_node)
+            || self.answered.contains(&from_node)
+            || self.refused.contains(&from_node)
+        {
+            return Progress::Stale;
+        }
+        match page {
+            Ok(page) => {
+                self.answered.push(from_node);
+                self.pages.push(page);
+            }
+            Err(_) => self.refused.push(from_node),
+        }
+        if self.met() || self.hopeless() {
+            Progress::Decided
+        } else {
+            Progress::Pending
+        }
+    }
+
+    fn met(&self) -> bool {
+        self.answered.len() >= usize::from(self.needed)
+    }
+
+    /// Too many replicas refused for the rest to make up the count.
+    fn hopeless(&self) -> bool {
+        self.replicas.len().saturating_sub(self.refused.len()) < usize::from(self.needed)
+    }
+
+    /// The client's answer once decided: the merged page, judged at the hybrid `now_micros`.
+    fn reply(&self, now_micros: u64) -> ClientReply {
+        if !self.met() {
+            return self.unavailable();
+        }
+        let (keys, next) = merge_pages(&self.pages, self.to, now_micros);
+        ClientReply::ScanPage {
+            keys,
+            next,
+            acks: acks(self.answered.len()),
+        }
+    }
+
+    fn unavailable(&self) -> ClientReply {
+        ClientReply::Unavailable {
+            acks: acks(self.answered.len()),
+            needed: self.needed,
+        }
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.needed >= 1, "a page waits for at least one replica");
+        assert!(
+            usize::from(self.needed) <= self.replicas.len(),
+            "a page never waits for more replicas than it asked"
+        );
+        assert!(
+            self.answered.len() < usize::from(self.needed),
+            "a page with its replies is answered"
+        );
+        assert!(
+            !self.hopeless(),
+            "a page that can no longer be answered is answered"
+        );
+        assert!(self.answered.iter().all(|a| self.replicas.contains(a)));
+        assert!(self.refused.iter().all(|r| self.replicas.contains(r)));
+        assert!(self.refused.iter().all(|r| !self.answered.contains(r)));
+        assert_eq!(self.answered.len(), self.pages.len());
+        assert!(self.from <= self.to);
+    }
+}
+
+impl CountOperation {
+    /// A member's live-key counters: (token ending a range, live keys it holds there).
+    fn record(&mut self, from: NodeId, ranges: Vec<(u64, u64)>) -> Progress {
+        if !self.members.contains(&from) || self.answered.contains(&from) {
+            return Progress::Stale;
+        }
+        self.answered.push(from);
+        for (token, live) in ranges {
+            let best = self.per_range.entry(token).or_default();
+            *best = (*best).max(live);
+        }
+        if self.answered.len() < self.members.len() {
+            Progress::Pending
+        } else {
+            Progress::Decided
+        }
+    }
+
+    /// Per range the largest count any member gave, summed; unavailable if nobody answered.
+    fn reply(&self) -> ClientReply {
+        if self.answered.is_empty() {
+            return ClientReply::Unavailable {
+                acks: 0,
+                needed: acks(self.members.len()),
+            };
+        }
+        ClientReply::KeyCount {
+            live_keys: self.per_range.values().sum(),
+            answered: u32::try_from(self.answered.len()).unwrap_or(u32::MAX),
+            members: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.answered.len() < self.members.len());
+        assert!(self.answered.iter().all(|a| self.members.contains(a)));
+        assert!(
+            !self.answered.is_empty() || self.per_range.is_empty(),
+            "counts come only from members that answered"
+        );
     }
 }
 
@@ -300,298 +439,253 @@ fn acks(count: usize) -> u8 {
     u8::try_from(count).unwrap_or(u8::MAX)
 }
 
-impl<S: Storage> Node<S> {
-    /// `ClientRequest::Scan`: one page from `from`.
-    pub(super) fn start_scan(
-        &mut self,
-        now: Now,
-        request: RequestId,
-        from: u64,
-        keys_max: u32,
-        level: Option<Consistency>,
-    ) {
-        if self.operations_in_flight() >= self.ctx.config.cluster.requests_in_flight_max {
-            self.ctx
-                .reply(request, ClientReply::Rejected(RequestError::Busy));
-            return;
+/// The replicas a page waits for at `level` (the cluster's when `None`): a scan is not
+/// linearizable, so it reads a majority at that level and at the datacenter levels (a replica
+/// count is what a page can wait for). `None`: no count fits the level.
+fn page_needed(cluster: &crate::config::ClusterConfig, level: Option<Consistency>) -> Option<u8> {
+    let n = cluster.n;
+    match level.or(cluster.consistency) {
+        None => Some(cluster.r),
+        Some(Consistency::Linearizable | Consistency::LocalQuorum | Consistency::EachQuorum) => {
+            Consistency::Quorum.required(n)
         }
-        let cluster = &self.ctx.config.cluster;
-        let n = cluster.n;
-        // A scan is not linearizable: it reads a majority at that level and at the datacenter
-        // levels (a replica count is what a page can wait for).
-        let needed = match level.or(cluster.consistency) {
-            None => Some(cluster.r),
-            Some(
-                Consistency::Linearizable | Consistency::LocalQuorum | Consistency::EachQuorum,
-            ) => Consistency::Quorum.required(n),
-            Some(level) => level.required(n),
+        Some(level) => level.required(n),
+    }
+}
+
+// The scan mechanism: coordinator side (pages and counts, tracked in the coordinator's
+// operation table so their deadlines are ordered with every other operation's) and replica side
+// (answers from the context's token index). Functions over the context and the table: a scan
+// has no state of its own beyond its operations.
+
+/// `ClientRequest::Scan`: one page from `from`.
+pub(super) fn start_scan<S: Storage>(
+    ctx: &mut Context<S>,
+    coordinator: &mut Coordinator,
+    now: Now,
+    request: RequestId,
+    from: u64,
+    keys_max: u32,
+    level: Option<Consistency>,
+) {
+    if coordinator.operations.len() >= ctx.config.cluster.requests_in_flight_max {
+        ctx.reply(request, ClientReply::Rejected(RequestError::Busy));
+        return;
+    }
+    let Some(needed) = page_needed(&ctx.config.cluster, level) else {
+        let reply = ClientReply::Rejected(RequestError::InvalidConsistency);
+        ctx.reply(request, reply);
+        return;
+    };
+    let (to, replicas) = page_interval(&ctx.ring, from, usize::from(ctx.config.cluster.n));
+    if replicas.len() < usize::from(needed) {
+        let e = if replicas.is_empty() {
+            RequestError::NoReplicas
+        } else {
+            RequestError::InvalidConsistency
         };
-        let Some(needed) = needed else {
-            let reply = ClientReply::Rejected(RequestError::InvalidConsistency);
-            self.ctx.reply(request, reply);
-            return;
-        };
-        let (to, replicas) = page_interval(&self.ctx.ring, from, usize::from(n));
-        if replicas.len() < usize::from(needed) {
-            let e = if replicas.is_empty() {
-                RequestError::NoReplicas
-            } else {
-                RequestError::InvalidConsistency
+        ctx.reply(request, ClientReply::Rejected(e));
+        return;
+    }
+    let keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX);
+    let op = ctx.allocate_operation();
+    let page = PageOperation {
+        request,
+        from,
+        to,
+        needed,
+        replicas: replicas.clone(),
+        answered: Vec::new(),
+        refused: Vec::new(),
+        pages: Vec::new(),
+    };
+    let deadline = now
+        .monotonic
+        .saturating_add(ctx.config.cluster.request_timeout());
+    coordinator.track(op, Operation::Scan(ScanOperation::Page(page)), deadline);
+    for replica in replicas {
+        if replica == ctx.id {
+            let page = scan_page(ctx, from, to, keys_max);
+            on_scan_reply(ctx, coordinator, replica, op, from, page);
+        } else {
+            let message = Message::ScanRange {
+                op,
+                from,
+                to,
+                keys_max,
             };
-            self.ctx.reply(request, ClientReply::Rejected(e));
-            return;
-        }
-        let keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX);
-        let op = self.ctx.allocate_operation();
-        let page = PageOperation {
-            request,
-            from,
-            to,
-            needed,
-            replicas: replicas.clone(),
-            answered: Vec::new(),
-            refused: Vec::new(),
-            pages: Vec::new(),
-        };
-        let deadline = now
-            .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
-        self.coordinator
-            .track(op, Operation::Scan(ScanOperation::Page(page)), deadline);
-        for replica in replicas {
-            if replica == self.ctx.id {
-                let page = self.scan_page(from, to, keys_max);
-                self.on_scan_reply(replica, op, from, page);
-            } else {
-                let message = Message::ScanRange {
-                    op,
-                    from,
-                    to,
-                    keys_max,
-                };
-                self.ctx.send(replica, message);
-            }
+            ctx.send(replica, message);
         }
     }
+}
 
-    /// `ClientRequest::CountKeys`: ask every member for its live-key counters.
-    pub(super) fn start_count(&mut self, now: Now, request: RequestId) {
-        if self.operations_in_flight() >= self.ctx.config.cluster.requests_in_flight_max {
-            self.ctx
-                .reply(request, ClientReply::Rejected(RequestError::Busy));
-            return;
-        }
-        let members: Vec<NodeId> = self.ctx.ring.members().iter().map(|m| m.id).collect();
-        if members.is_empty() {
-            let reply = ClientReply::Rejected(RequestError::NoReplicas);
-            self.ctx.reply(request, reply);
-            return;
-        }
-        let op = self.ctx.allocate_operation();
-        let count = CountOperation {
-            request,
-            members: members.clone(),
-            answered: Vec::new(),
-            per_range: BTreeMap::new(),
-        };
-        let deadline = now
-            .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
-        self.coordinator
-            .track(op, Operation::Scan(ScanOperation::Count(count)), deadline);
-        for member in members {
-            if member == self.ctx.id {
-                let ranges = self.live_counts();
-                self.on_count_reply(member, op, ranges);
-            } else {
-                self.ctx.send(member, Message::CountLive { op });
-            }
-        }
+/// `ClientRequest::CountKeys`: ask every member for its live-key counters.
+pub(super) fn start_count<S: Storage>(
+    ctx: &mut Context<S>,
+    coordinator: &mut Coordinator,
+    now: Now,
+    request: RequestId,
+) {
+    if coordinator.operations.len() >= ctx.config.cluster.requests_in_flight_max {
+        ctx.reply(request, ClientReply::Rejected(RequestError::Busy));
+        return;
     }
-
-    /// This replica's page of `from..=to`, values emptied.
-    pub(super) fn scan_page(
-        &mut self,
-        from: u64,
-        to: u64,
-        keys_max: u32,
-    ) -> Result<ScanPage, ReplicaError> {
-        let keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX) as usize;
-        let (keys, truncated) =
-            self.ctx
-                .scan_index
-                .page(from, to, keys_max, SCAN_PAGE_KEY_BYTES_MAX);
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            // A key the engine no longer holds (its record collected) is simply absent.
-            if let Some(record) = self.ctx.local_record(&key)? {
-                records.push((key, without_values(&record)));
-            }
-        }
-        Ok(ScanPage { records, truncated })
+    let members: Vec<NodeId> = ctx.ring.members().iter().map(|m| m.id).collect();
+    if members.is_empty() {
+        let reply = ClientReply::Rejected(RequestError::NoReplicas);
+        ctx.reply(request, reply);
+        return;
     }
-
-    /// (token ending each range this node replicates, its live keys here).
-    pub(super) fn live_counts(&self) -> Vec<(u64, u64)> {
-        let tokens: Vec<u64> = self.ctx.ring.tokens().map(|(t, _)| t).collect();
-        self.ctx
-            .my_ranges
-            .iter()
-            .filter_map(|(range, _)| {
-                let token = tokens.get(*range as usize)?;
-                Some((*token, self.ctx.scan_index.live_in(*range)))
-            })
-            .collect()
-    }
-
-    pub(super) fn serve_scan_range(
-        &mut self,
-        from_node: NodeId,
-        op: OperationId,
-        from: u64,
-        to: u64,
-        keys_max: u32,
-    ) {
-        let page = if from > to {
-            Err(ReplicaError::Busy)
+    let op = ctx.allocate_operation();
+    let count = CountOperation {
+        request,
+        members: members.clone(),
+        answered: Vec::new(),
+        per_range: BTreeMap::new(),
+    };
+    let deadline = now
+        .monotonic
+        .saturating_add(ctx.config.cluster.request_timeout());
+    coordinator.track(op, Operation::Scan(ScanOperation::Count(count)), deadline);
+    for member in members {
+        if member == ctx.id {
+            let ranges = live_counts(ctx);
+            on_count_reply(ctx, coordinator, member, op, ranges);
         } else {
-            self.scan_page(from, to, keys_max)
-        };
-        let reply = Message::ScanRangeReply { op, from, page };
-        self.ctx.send(from_node, reply);
-    }
-
-    pub(super) fn serve_count_live(&mut self, from: NodeId, op: OperationId) {
-        let ranges = self.live_counts();
-        self.ctx.send(from, Message::CountLiveReply { op, ranges });
-    }
-
-    /// A replica's page (or refusal) for a scan round trip; stale replies are counted and
-    /// ignored.
-    pub(super) fn on_scan_reply(
-        &mut self,
-        from_node: NodeId,
-        op: OperationId,
-        from: u64,
-        page: Result<ScanPage, ReplicaError>,
-    ) {
-        let Some((_, Operation::Scan(ScanOperation::Page(scan)))) =
-            self.coordinator.operations.get_mut(&op)
-        else {
-            self.ctx.stats.stale_replies += 1;
-            return;
-        };
-        if scan.from != from
-            || !scan.replicas.contains(&from_node)
-            || scan.answered.contains(&from_node)
-            || scan.refused.contains(&from_node)
-        {
-            self.ctx.stats.stale_replies += 1;
-            return;
-        }
-        match page {
-            Ok(page) => {
-                scan.answered.push(from_node);
-                scan.pages.push(page);
-            }
-            Err(_) => scan.refused.push(from_node),
-        }
-        let met = scan.answered.len() >= usize::from(scan.needed);
-        let hopeless =
-            scan.replicas.len().saturating_sub(scan.refused.len()) < usize::from(scan.needed);
-        if !met && !hopeless {
-            return;
-        }
-        let Some(Operation::Scan(ScanOperation::Page(scan))) = self.coordinator.untrack(op) else {
-            return;
-        };
-        let reply = if met {
-            let (keys, next) = merge_pages(&scan.pages, scan.to, self.ctx.hybrid_now_micros());
-            ClientReply::ScanPage {
-                keys,
-                next,
-                acks: acks(scan.answered.len()),
-            }
-        } else {
-            ClientReply::Unavailable {
-                acks: acks(scan.answered.len()),
-                needed: scan.needed,
-            }
-        };
-        self.ctx.reply(scan.request, reply);
-    }
-
-    /// A member's live-key counters for a `DBSIZE` round trip.
-    pub(super) fn on_count_reply(
-        &mut self,
-        from: NodeId,
-        op: OperationId,
-        ranges: Vec<(u64, u64)>,
-    ) {
-        let Some((_, Operation::Scan(ScanOperation::Count(count)))) =
-            self.coordinator.operations.get_mut(&op)
-        else {
-            self.ctx.stats.stale_replies += 1;
-            return;
-        };
-        if !count.members.contains(&from) || count.answered.contains(&from) {
-            self.ctx.stats.stale_replies += 1;
-            return;
-        }
-        count.answered.push(from);
-        for (token, live) in ranges {
-            let best = count.per_range.entry(token).or_default();
-            *best = (*best).max(live);
-        }
-        if count.answered.len() < count.members.len() {
-            return;
-        }
-        if let Some(Operation::Scan(operation)) = self.coordinator.untrack(op) {
-            self.finish_scan_operation(operation);
+            ctx.send(member, Message::CountLive { op });
         }
     }
+}
 
-    /// A replica could not be sent a scan page request: it counts as its refusal. (A member
-    /// that cannot be asked for its key count stays silent: the count finishes at its deadline
-    /// with what the others reported.)
-    pub(super) fn on_scan_send_failed(&mut self, to: NodeId, message: &Message) {
-        if let Message::ScanRange { op, from, .. } = *message {
-            self.on_scan_reply(to, op, from, Err(ReplicaError::Busy));
+/// This replica's page of `from..=to`, values emptied.
+fn scan_page<S: Storage>(
+    ctx: &mut Context<S>,
+    from: u64,
+    to: u64,
+    keys_max: u32,
+) -> Result<ScanPage, ReplicaError> {
+    let mut keys_max = keys_max.clamp(1, SCAN_PAGE_KEYS_MAX) as usize;
+    if crate::buggify!(ctx.faults, &mut ctx.rng, "scan/page-size") {
+        // Shorter than asked is legal (a replica bounds its own work): the coordinator ends the
+        // page at this replica's last token, so the cursor stays exact.
+        keys_max = ctx.rng.gen_range(1..=keys_max);
+    }
+    let (keys, truncated) = ctx
+        .scan_index
+        .page(from, to, keys_max, SCAN_PAGE_KEY_BYTES_MAX);
+    let mut records = Vec::with_capacity(keys.len());
+    for key in keys {
+        // A key the engine no longer holds (its record collected) is simply absent.
+        if let Some(record) = ctx.local_record(&key)? {
+            records.push((key, without_values(&record)));
         }
     }
+    Ok(ScanPage { records, truncated })
+}
 
-    /// The deadline of a scan operation: a page is unavailable; a count answers with what the
-    /// members that answered reported (an estimate), or unavailable if none did.
-    pub(super) fn on_scan_deadline(&mut self, operation: ScanOperation) {
-        self.finish_scan_operation(operation);
-    }
+/// (token ending each range this node replicates, its live keys here).
+fn live_counts<S>(ctx: &Context<S>) -> Vec<(u64, u64)> {
+    let tokens: Vec<u64> = ctx.ring.tokens().map(|(t, _)| t).collect();
+    ctx.my_ranges
+        .iter()
+        .filter_map(|(range, _)| {
+            let token = tokens.get(*range as usize)?;
+            Some((*token, ctx.scan_index.live_in(*range)))
+        })
+        .collect()
+}
 
-    fn finish_scan_operation(&mut self, operation: ScanOperation) {
-        match operation {
-            ScanOperation::Page(scan) => {
-                let reply = ClientReply::Unavailable {
-                    acks: acks(scan.answered.len()),
-                    needed: scan.needed,
-                };
-                self.ctx.reply(scan.request, reply);
-            }
-            ScanOperation::Count(count) if count.answered.is_empty() => {
-                let reply = ClientReply::Unavailable {
-                    acks: 0,
-                    needed: acks(count.members.len()),
-                };
-                self.ctx.reply(count.request, reply);
-            }
-            ScanOperation::Count(count) => {
-                let reply = ClientReply::KeyCount {
-                    live_keys: count.per_range.values().sum(),
-                    answered: u32::try_from(count.answered.len()).unwrap_or(u32::MAX),
-                    members: u32::try_from(count.members.len()).unwrap_or(u32::MAX),
-                };
-                self.ctx.reply(count.request, reply);
+/// A coordinator asks this replica for its page of `from..=to`.
+pub(super) fn serve_scan_range<S: Storage>(
+    ctx: &mut Context<S>,
+    from_node: NodeId,
+    op: OperationId,
+    from: u64,
+    to: u64,
+    keys_max: u32,
+) {
+    let page = if from > to {
+        Err(ReplicaError::Busy)
+    } else {
+        scan_page(ctx, from, to, keys_max)
+    };
+    let reply = Message::ScanRangeReply { op, from, page };
+    ctx.send(from_node, reply);
+}
+
+/// A coordinator asks this member for its live-key counters.
+pub(super) fn serve_count_live<S>(ctx: &mut Context<S>, from: NodeId, op: OperationId) {
+    let ranges = live_counts(ctx);
+    ctx.send(from, Message::CountLiveReply { op, ranges });
+}
+
+/// A replica's page (or refusal) for a scan round trip; stale replies are counted and
+/// ignored.
+pub(super) fn on_scan_reply<S>(
+    ctx: &mut Context<S>,
+    coordinator: &mut Coordinator,
+    from_node: NodeId,
+    op: OperationId,
+    from: u64,
+    page: Result<ScanPage, ReplicaError>,
+) {
+    let progress = match coordinator.operations.get_mut(&op) {
+        Some((_, Operation::Scan(ScanOperation::Page(scan)))) => scan.record(from_node, from, page),
+        _ => Progress::Stale,
+    };
+    match progress {
+        Progress::Stale => ctx.stats.stale_replies += 1,
+        Progress::Pending => {}
+        Progress::Decided => {
+            if let Some(Operation::Scan(ScanOperation::Page(scan))) = coordinator.untrack(op) {
+                let reply = scan.reply(ctx.hybrid_now_micros());
+                ctx.reply(scan.request, reply);
             }
         }
     }
+}
+
+/// A member's live-key counters for a `DBSIZE` round trip.
+pub(super) fn on_count_reply<S>(
+    ctx: &mut Context<S>,
+    coordinator: &mut Coordinator,
+    from: NodeId,
+    op: OperationId,
+    ranges: Vec<(u64, u64)>,
+) {
+    let progress = match coordinator.operations.get_mut(&op) {
+        Some((_, Operation::Scan(ScanOperation::Count(count)))) => count.record(from, ranges),
+        _ => Progress::Stale,
+    };
+    match progress {
+        Progress::Stale => ctx.stats.stale_replies += 1,
+        Progress::Pending => {}
+        Progress::Decided => {
+            if let Some(Operation::Scan(ScanOperation::Count(count))) = coordinator.untrack(op) {
+                ctx.reply(count.request, count.reply());
+            }
+        }
+    }
+}
+
+/// A replica could not be sent a scan page request: it counts as its refusal. (A member
+/// that cannot be asked for its key count stays silent: the count finishes at its deadline
+/// with what the others reported.)
+pub(super) fn on_scan_send_failed<S>(
+    ctx: &mut Context<S>,
+    coordinator: &mut Coordinator,
+    to: NodeId,
+    message: &Message,
+) {
+    if let Message::ScanRange { op, from, .. } = *message {
+        on_scan_reply(ctx, coordinator, to, op, from, Err(ReplicaError::Busy));
+    }
+}
+
+/// The deadline of a scan operation: a page is unavailable; a count answers with what the
+/// members that answered reported (an estimate), or unavailable if none did.
+pub(super) fn on_scan_deadline<S>(ctx: &mut Context<S>, operation: ScanOperation) {
+    ctx.reply(operation.request(), operation.expired_reply());
 }
 
 #[cfg(test)]
@@ -698,6 +792,115 @@ mod tests {
         assert_eq!(next, Some(to + 1));
         // The top of the token space ends the scan.
         assert_eq!(merge_pages(&[], u64::MAX, 0), (Vec::new(), None));
+    }
+
+    fn page_operation(replicas: &[u32], needed: u8) -> PageOperation {
+        PageOperation {
+            request: RequestId(7),
+            from: 10,
+            to: u64::MAX,
+            needed,
+            replicas: replicas.iter().map(|&i| NodeId(i)).collect(),
+            answered: Vec::new(),
+            refused: Vec::new(),
+            pages: Vec::new(),
+        }
+    }
+
+    fn one_key_page(i: u32) -> ScanPage {
+        ScanPage {
+            records: vec![(key(i), lww(1, Some(b"v")))],
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_page_waits_for_its_count_ignores_strays_and_gives_up_when_too_many_refuse() {
+        let mut page = page_operation(&[0, 1, 2], 2);
+        page.check_invariants();
+        // (from node, interval start, answer) → progress
+        let steps = [
+            (5, 10, Ok(one_key_page(1)), Progress::Stale), // not asked
+            (0, 11, Ok(one_key_page(1)), Progress::Stale), // another page's reply
+            (0, 10, Ok(one_key_page(1)), Progress::Pending),
+            (0, 10, Ok(one_key_page(1)), Progress::Stale), // duplicated
+            (1, 10, Err(ReplicaError::Busy), Progress::Pending),
+            (1, 10, Ok(one_key_page(2)), Progress::Stale), // refused already
+        ];
+        for (i, (node, from, answer, want)) in steps.into_iter().enumerate() {
+            assert_eq!(page.record(NodeId(node), from, answer), want, "step {i}");
+            page.check_invariants();
+        }
+        assert_eq!(
+            page.record(NodeId(2), 10, Ok(one_key_page(2))),
+            Progress::Decided
+        );
+        match page.reply(0) {
+            ClientReply::ScanPage { keys, next, acks } => {
+                let mut want = vec![key(1), key(2)];
+                want.sort_by_key(|k| (Ring::key_hash(k), k.clone()));
+                assert_eq!((keys, next, acks), (want, None, 2));
+            }
+            other => panic!("met: {other:?}"),
+        }
+        // Two refusals of three leave too few replicas for two answers.
+        let mut hopeless = page_operation(&[0, 1, 2], 2);
+        let busy = || Err(ReplicaError::Busy);
+        assert_eq!(hopeless.record(NodeId(0), 10, busy()), Progress::Pending);
+        assert_eq!(hopeless.record(NodeId(1), 10, busy()), Progress::Decided);
+        assert_eq!(
+            hopeless.reply(0),
+            ClientReply::Unavailable { acks: 0, needed: 2 }
+        );
+    }
+
+    #[test]
+    fn a_count_takes_the_largest_count_per_range_and_answers_with_what_it_has() {
+        let mut count = CountOperation {
+            request: RequestId(3),
+            members: vec![NodeId(0), NodeId(1), NodeId(2)],
+            answered: Vec::new(),
+            per_range: BTreeMap::new(),
+        };
+        count.check_invariants();
+        assert_eq!(
+            count.reply(),
+            ClientReply::Unavailable { acks: 0, needed: 3 },
+            "nobody answered"
+        );
+        assert_eq!(
+            count.record(NodeId(0), vec![(100, 4), (200, 1)]),
+            Progress::Pending
+        );
+        assert_eq!(count.record(NodeId(0), vec![(100, 9)]), Progress::Stale);
+        assert_eq!(count.record(NodeId(9), vec![(100, 9)]), Progress::Stale);
+        count.check_invariants();
+        let expired = ScanOperation::Count(count);
+        assert_eq!(
+            expired.expired_reply(),
+            ClientReply::KeyCount {
+                live_keys: 5,
+                answered: 1,
+                members: 3
+            },
+            "an estimate from those that answered"
+        );
+        let ScanOperation::Count(mut count) = expired else {
+            unreachable!()
+        };
+        assert_eq!(
+            count.record(NodeId(1), vec![(100, 6), (300, 2)]),
+            Progress::Pending
+        );
+        assert_eq!(count.record(NodeId(2), vec![]), Progress::Decided);
+        assert_eq!(
+            count.reply(),
+            ClientReply::KeyCount {
+                live_keys: 6 + 1 + 2,
+                answered: 3,
+                members: 3
+            }
+        );
     }
 
     #[test]
