@@ -173,9 +173,9 @@ impl Quorum {
                 let count = |list: &[NodeId], group: &Group| {
                     group.members.iter().filter(|m| list.contains(m)).count()
                 };
-                let failed = groups.iter().find(|group| {
-                    group.members.len() - count(&self.refused, group) < group.needed
-                });
+                let failed = groups
+                    .iter()
+                    .find(|group| group.members.len() - count(&self.refused, group) < group.needed);
                 if let Some(group) = failed {
                     QuorumOutcome::Failed {
                         got: count(&self.acked, group),

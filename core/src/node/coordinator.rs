@@ -8,6 +8,7 @@ use crate::buggify;
 use crate::client::{CausalContext, ClientReply, ClientRequest, Consistency, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
 use crate::message::{ForwardedOutcome, Message, ReplicaError};
+use crate::quorum::{Group, Quorum, QuorumOutcome, Recorded};
 use crate::storage::Storage;
 use crate::time::{Instant, Now};
 use crate::version::{
@@ -27,10 +28,6 @@ const SERVED_FORWARDS_MAX: usize = 4096;
 pub(super) struct Coordinator {
     pub(super) operations: std::collections::BTreeMap<OperationId, (Instant, Operation)>,
     pub(super) deadlines: std::collections::BTreeSet<(Instant, OperationId)>,
-    /// Datacenter groups of the operations at `local_quorum` / `each_quorum`.
-    pub(super) op_groups: std::collections::BTreeMap<OperationId, Vec<(Vec<NodeId>, usize)>>,
-    /// Groups computed for the operation about to be tracked.
-    pub(super) pending_groups: Option<Vec<(Vec<NodeId>, usize)>>,
     pub(super) served_forwards: std::collections::BTreeSet<(NodeId, OperationId)>,
     pub(super) served_forwards_order: std::collections::VecDeque<(NodeId, OperationId)>,
     /// When each ring member was last heard from directly (any message): evidence that
@@ -40,9 +37,6 @@ pub(super) struct Coordinator {
 
 impl Coordinator {
     pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
-        if let Some(groups) = self.pending_groups.take() {
-            self.op_groups.insert(op, groups);
-        }
         self.operations.insert(op, (deadline, operation));
         self.deadlines.insert((deadline, op));
     }
@@ -56,7 +50,6 @@ impl Coordinator {
         &mut self,
         op: OperationId,
     ) -> Option<(Instant, Operation)> {
-        self.op_groups.remove(&op);
         let (deadline, operation) = self.operations.remove(&op)?;
         self.deadlines.remove(&(deadline, op));
         Some((deadline, operation))
@@ -127,15 +120,13 @@ pub(super) struct ReadOperation {
     request: RequestId,
     purpose: ReadPurpose,
     key: Bytes,
-    replica_ids: Vec<NodeId>,
+    /// The level, as replies state it.
     needed: u8,
-    replicas: u8,
-    answered: Vec<NodeId>,
+    /// Who was asked (replicas, then fallbacks of a sloppy read) and who answered or refused:
+    /// each replica counts once, and a refusal never also as an answer (a duplicated or
+    /// retried refusal, or a refusal followed by an answer, is stale).
+    quorum: Quorum,
     merged: Option<Record>,
-    failed: u8,
-    /// Replicas that refused: each counts once in `failed`, and never also as an answer (a
-    /// duplicated or retried refusal, or a refusal followed by an answer, is stale).
-    refused: Vec<NodeId>,
     /// Refusals that were `Busy` (back-pressure): a read that fails with only such refusals is
     /// rejected as `Busy`, the typed signal to back off, rather than `Unavailable`.
     refused_busy: u8,
@@ -159,13 +150,12 @@ pub(super) struct WriteOperation {
     key: Bytes,
     record: Record,
     version: WriteVersion,
+    /// The level, as replies state it.
     needed: u8,
-    replicas: Vec<NodeId>,
-    acked: Vec<NodeId>,
-    failed: u8,
-    /// Replicas (logical: a stand-in counts as the replica it stands in for) that refused; each
-    /// counts once in `failed`, and never also as an acknowledgement.
-    refused: Vec<NodeId>,
+    /// The replicas, their stand-ins (sloppy quorum) and their answers: a stand-in counts as
+    /// the replica it stands in for, each replica once, a refusal never also as an
+    /// acknowledgement.
+    quorum: Quorum,
     /// Some refusal was a storage failure, which may come after the write was staged (a failed
     /// fsync): its bytes may still reach the disk, so the write is not known to have had no
     /// effect (PITFALLS: "Failed is not the same as did-not-happen").
@@ -197,8 +187,6 @@ pub(super) struct Sloppy {
     hinted: bool,
     /// The client already has its answer (W was met); the operation lives on to hint.
     replied: bool,
-    /// (fallback, the replica it stands in for).
-    stand_ins: Vec<(NodeId, NodeId)>,
 }
 
 /// A vector-clock put forwarded to a replica of the key.
@@ -230,24 +218,26 @@ pub(super) enum Operation {
 }
 
 impl Operation {
-    /// `grouped`: the operation counts per datacenter, so totals alone do not finish it.
-    pub(super) fn check_invariants(&self, grouped: bool) {
+    pub(super) fn check_invariants(&self) {
         match self {
             Operation::Read(r) => {
+                r.quorum.check_invariants();
                 assert!(
-                    grouped || r.replied || r.answered.len() < usize::from(r.needed),
+                    r.replied || !r.quorum.is_met(),
                     "reads with a quorum are answered"
                 );
-                assert!(r.answered.len() + usize::from(r.failed) <= usize::from(r.replicas));
+                assert_eq!(r.quorum.acks(), r.records.len(), "one record per answer");
             }
             Operation::Write(w) => {
+                w.quorum.check_invariants();
                 assert!(
-                    grouped
-                        || w.sloppy.as_ref().is_some_and(|s| s.replied || s.hinted)
-                        || w.acked.len() < usize::from(w.needed),
+                    w.sloppy.as_ref().is_some_and(|s| s.replied || s.hinted) || !w.quorum.is_met(),
                     "finished writes are removed"
                 );
-                assert!(w.acked.iter().all(|a| w.replicas.contains(a)));
+                assert!(
+                    w.sloppy.is_some() || w.quorum.stand_ins().is_empty(),
+                    "stand-ins for a strict write"
+                );
             }
             Operation::Forward(f) => assert!(f.attempt < f.candidates.len()),
             Operation::Scan(scan) => scan.check_invariants(),
@@ -326,21 +316,21 @@ impl<S: Storage> Node<S> {
         }
         let replicas = self.ctx.ring.preference_list(body.key(), usize::from(n));
         let mut needed = needed;
-        match level.or(cluster.consistency) {
-            Some(Consistency::LocalQuorum) | Some(Consistency::EachQuorum) => {
-                let each = level.or(cluster.consistency) == Some(Consistency::EachQuorum);
-                let groups = datacenter_groups(&self.ctx.ring, &replicas, self.ctx.id, each);
-                if groups.is_empty() {
-                    self.ctx.reply(
-                        request,
-                        ClientReply::Rejected(RequestError::InvalidConsistency),
-                    );
-                    return;
-                }
-                needed = needs(groups.iter().map(|(_, k)| *k).sum());
-                self.coordinator.pending_groups = Some(groups);
+        let mut groups = None;
+        if let Some(Consistency::LocalQuorum | Consistency::EachQuorum) =
+            level.or(cluster.consistency)
+        {
+            let each = level.or(cluster.consistency) == Some(Consistency::EachQuorum);
+            let found = datacenter_groups(&self.ctx.ring, &replicas, self.ctx.id, each);
+            if found.is_empty() {
+                self.ctx.reply(
+                    request,
+                    ClientReply::Rejected(RequestError::InvalidConsistency),
+                );
+                return;
             }
-            _ => self.coordinator.pending_groups = None,
+            needed = needs(found.iter().map(|g| g.needed).sum());
+            groups = Some(found);
         }
         if replicas.len() < usize::from(needed) {
             let e = if replicas.is_empty() {
@@ -351,8 +341,9 @@ impl<S: Storage> Node<S> {
             self.ctx.reply(request, ClientReply::Rejected(e));
             return;
         }
-        if let Some(short) = self.replicas_down(&body, linearizable, &replicas, needed) {
-            self.coordinator.pending_groups = None;
+        if let Some(short) =
+            self.replicas_down(&body, linearizable, &replicas, needed, groups.as_deref())
+        {
             self.ctx.reply(request, ClientReply::Rejected(short));
             return;
         }
@@ -406,7 +397,7 @@ impl<S: Storage> Node<S> {
                 request,
                 purpose,
                 key,
-                needed,
+                (needed, None),
                 replicas,
                 deadline,
                 epoch,
@@ -421,7 +412,7 @@ impl<S: Storage> Node<S> {
                     request,
                     ReadPurpose::Plain,
                     key,
-                    needed,
+                    (needed, groups),
                     replicas,
                     deadline,
                     None,
@@ -439,7 +430,7 @@ impl<S: Storage> Node<S> {
                 key,
                 (Some(value), None),
                 context,
-                needed,
+                (needed, groups),
                 replicas,
                 deadline,
             ),
@@ -454,7 +445,7 @@ impl<S: Storage> Node<S> {
                 key,
                 (Some(value), Some(expires)),
                 None,
-                needed,
+                (needed, groups),
                 replicas,
                 deadline,
             ),
@@ -464,7 +455,7 @@ impl<S: Storage> Node<S> {
                 key,
                 (None, None),
                 context,
-                needed,
+                (needed, groups),
                 replicas,
                 deadline,
             ),
@@ -522,24 +513,21 @@ impl<S: Storage> Node<S> {
         request: RequestId,
         purpose: ReadPurpose,
         key: Bytes,
-        needed: u8,
+        (needed, groups): (u8, Option<Vec<Group>>),
         replicas: Vec<NodeId>,
         deadline: Instant,
         epoch: Option<u64>,
         with_expiry: bool,
     ) {
         let op = self.ctx.allocate_operation();
+        let grouped = groups.is_some();
         let read = ReadOperation {
             request,
             purpose,
             key: key.clone(),
-            replica_ids: replicas.clone(),
             needed,
-            replicas: u8::try_from(replicas.len()).unwrap_or(u8::MAX),
-            answered: Vec::with_capacity(replicas.len()),
+            quorum: quorum_of(replicas.clone(), needed, groups),
             merged: None,
-            failed: 0,
-            refused: Vec::new(),
             refused_busy: 0,
             records: Vec::with_capacity(replicas.len()),
             replied: false,
@@ -552,7 +540,6 @@ impl<S: Storage> Node<S> {
         // Datacenter levels never hand off: a read at `local_quorum` / `each_quorum` is answered
         // only by majorities of its datacenter groups, which stand-ins outside the groups cannot
         // form (issue #11, item 5; writes at those levels already never hand off).
-        let grouped = self.coordinator.pending_groups.is_some();
         if self.ctx.config.cluster.sloppy_quorum
             && matches!(read.purpose, ReadPurpose::Plain)
             && !grouped
@@ -603,17 +590,16 @@ impl<S: Storage> Node<S> {
             self.ctx.stats.stale_replies += 1;
             return;
         };
-        if !reply_matches(&read.replica_ids, &read.key, from, key_digest) {
+        if !reply_matches(read.quorum.voters(), &read.key, from, key_digest) {
             self.ctx.stats.stale_replies += 1;
             return;
         }
-        if read.answered.contains(&from) || read.refused.contains(&from) {
+        if read.quorum.record(from, record.is_ok()) == Recorded::Stale {
             self.ctx.stats.stale_replies += 1;
             return;
         }
         match record {
             Ok(record) => {
-                read.answered.push(from);
                 read.records.push((from, record.clone()));
                 if let Some(record) = record {
                     read.merged = Some(match read.merged.take() {
@@ -622,14 +608,10 @@ impl<S: Storage> Node<S> {
                     });
                 }
             }
-            Err(e) => {
-                read.refused.push(from);
-                read.failed += 1;
-                read.refused_busy += u8::from(e == ReplicaError::Busy);
-            }
+            Err(e) => read.refused_busy += u8::from(e == ReplicaError::Busy),
         }
-        let (answered, needed) = (read.answered.len(), usize::from(read.needed));
-        let all_in = answered + usize::from(read.failed) >= usize::from(read.replicas);
+        let answered = read.quorum.acks();
+        let all_in = read.quorum.all_answered();
         if read.replied {
             if all_in {
                 if let Some(Operation::Read(read)) = self.coordinator.untrack(op) {
@@ -638,10 +620,7 @@ impl<S: Storage> Node<S> {
             }
             return;
         }
-        let groups = self.coordinator.op_groups.get(&op);
-        let met = quorum_met(&read.answered, needed, groups);
-        let unreachable =
-            groups.is_none() && usize::from(read.replicas) - usize::from(read.failed) < needed;
+        let (met, unreachable) = settled(&read.quorum);
         let plain = matches!(read.purpose, ReadPurpose::Plain);
         if met && plain && self.ctx.config.cluster.read_repair && !all_in {
             // Answer now; keep collecting the other replicas' answers to repair them.
@@ -661,7 +640,7 @@ impl<S: Storage> Node<S> {
                 let merged = read.merged.clone();
                 self.ctx.observe_record(merged.as_ref());
                 if !met {
-                    let reply = if read.refused_busy == read.failed {
+                    let reply = if usize::from(read.refused_busy) == read.quorum.refusals() {
                         ClientReply::Rejected(RequestError::Busy)
                     } else {
                         ClientReply::Unavailable {
@@ -721,10 +700,7 @@ impl<S: Storage> Node<S> {
                     record,
                     version,
                     needed: read.needed,
-                    replicas: read.replica_ids,
-                    acked: Vec::new(),
-                    failed: 0,
-                    refused: Vec::new(),
+                    quorum: Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed)),
                     storage_failed: false,
                     refused_busy: 0,
                     copies_doubled: false,
@@ -765,10 +741,7 @@ impl<S: Storage> Node<S> {
                     record: Record::Lww(record),
                     version: WriteVersion::Lww(version),
                     needed: read.needed,
-                    replicas: read.replica_ids,
-                    acked: Vec::new(),
-                    failed: 0,
-                    refused: Vec::new(),
+                    quorum: Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed)),
                     storage_failed: false,
                     refused_busy: 0,
                     copies_doubled: false,
@@ -819,10 +792,11 @@ impl<S: Storage> Node<S> {
         key: Bytes,
         (value, expires): (Option<Bytes>, Option<ExpiresAt>),
         context: Option<CausalContext>,
-        needed: u8,
+        (needed, groups): (u8, Option<Vec<Group>>),
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
+        let grouped = groups.is_some();
         match self.ctx.config.cluster.conflict {
             ConflictMode::Lww => {
                 let version = LwwVersion {
@@ -844,10 +818,7 @@ impl<S: Storage> Node<S> {
                     record,
                     version: WriteVersion::Lww(version),
                     needed,
-                    replicas,
-                    acked: Vec::new(),
-                    failed: 0,
-                    refused: Vec::new(),
+                    quorum: quorum_of(replicas, needed, groups),
                     storage_failed: false,
                     refused_busy: 0,
                     copies_doubled: false,
@@ -856,9 +827,7 @@ impl<S: Storage> Node<S> {
                     sloppy: None,
                     epoch: None,
                 };
-                if self.ctx.config.cluster.sloppy_quorum
-                    && self.coordinator.pending_groups.is_none()
-                {
+                if self.ctx.config.cluster.sloppy_quorum && !grouped {
                     let handoff = now.monotonic.saturating_add(Duration::from_millis(
                         self.ctx.config.cluster.sloppy_after_ms,
                     ));
@@ -867,7 +836,6 @@ impl<S: Storage> Node<S> {
                         final_deadline: deadline,
                         hinted: false,
                         replied: false,
-                        stand_ins: Vec::new(),
                     });
                     let op = self.launch_write(write, handoff.min(deadline));
                     self.stand_in_for_down(op);
@@ -880,7 +848,13 @@ impl<S: Storage> Node<S> {
                 if replicas.contains(&self.ctx.id) {
                     let origin = Origin::Client(request);
                     self.coordinate_causal_put(
-                        origin, key, value, context, needed, replicas, deadline,
+                        origin,
+                        key,
+                        value,
+                        context,
+                        (needed, groups),
+                        replicas,
+                        deadline,
                     );
                 } else {
                     self.forward_put(
@@ -900,7 +874,7 @@ impl<S: Storage> Node<S> {
             write.version,
             WriteVersion::Dot(_) | WriteVersion::Counter(_)
         );
-        let is_replica = write.replicas.contains(&self.ctx.id);
+        let is_replica = write.quorum.voters().contains(&self.ctx.id);
         let key = write.key.clone();
         let record = write.record.clone();
         let epoch = write.epoch;
@@ -937,7 +911,8 @@ impl<S: Storage> Node<S> {
         }
         write.fanned_out = true;
         let targets: Vec<NodeId> = write
-            .replicas
+            .quorum
+            .voters()
             .iter()
             .copied()
             .filter(|&r| r != self.ctx.id)
@@ -1009,74 +984,52 @@ impl<S: Storage> Node<S> {
             return;
         }
         // A fallback's acknowledgement counts for the replica it stands in for, once.
-        let logical = write
-            .sloppy
-            .as_ref()
-            .and_then(|s| {
-                s.stand_ins
-                    .iter()
-                    .find(|(f, _)| *f == from)
-                    .map(|&(_, r)| r)
-            })
-            .unwrap_or(from);
-        let known = write.replicas.contains(&from)
-            || write
-                .sloppy
-                .as_ref()
-                .is_some_and(|s| s.stand_ins.iter().any(|(f, _)| *f == from));
-        if write.acked.contains(&logical) || write.refused.contains(&logical) || !known {
+        if write.quorum.record(from, result.is_ok()) == Recorded::Stale {
             self.ctx.stats.stale_replies += 1;
             return;
         }
         match result {
-            Ok(()) => write.acked.push(logical),
+            Ok(()) => {}
             Err(e) => {
-                write.refused.push(logical);
-                write.failed += 1;
                 write.storage_failed |= e == ReplicaError::Storage;
                 write.refused_busy += u8::from(e == ReplicaError::Busy);
                 write.out_of_space |= e == ReplicaError::NoSpace;
             }
         }
-        let (acked, needed) = (write.acked.len(), usize::from(write.needed));
-        let groups = self.coordinator.op_groups.get(&op);
-        let met = quorum_met(&write.acked, needed, groups);
-        let reachable = if groups.is_some() {
-            write.replicas.len()
-        } else {
-            write.replicas.len() - usize::from(write.failed)
-        };
+        let acked = write.quorum.acks();
+        let replicas = write.quorum.voters().len();
+        let (met, unreachable) = settled(&write.quorum);
         if let Some(sloppy) = &mut write.sloppy {
             if sloppy.replied {
-                if acked >= write.replicas.len() {
+                if acked >= replicas {
                     self.coordinator.untrack(op);
                 }
                 return;
             }
-            if acked >= needed && acked < write.replicas.len() && !sloppy.hinted {
+            if met && acked < replicas && !sloppy.hinted {
                 // Answer now; stay until the hand-off point to hint for replicas still silent.
                 sloppy.replied = true;
                 let origin = write.origin.clone();
-                let outcome = written(write, acks(acked));
-                self.finish_write(origin, needs(needed), outcome);
+                let (outcome, needed) = (written(write, acks(acked)), write.needed);
+                self.finish_write(origin, needed, outcome);
                 return;
             }
-            if acked < needed && !sloppy.hinted {
+            if !met && !sloppy.hinted {
                 return; // fallbacks may still make up the difference at the hand-off point
             }
         }
-        if met || reachable < needed {
+        if met || unreachable {
             if let Some(Operation::Write(write)) = self.coordinator.untrack(op) {
                 let outcome = if met {
                     written(&write, acks(acked))
                 } else if acked == 0
-                    && reachable == 0
+                    && write.quorum.refusals() == replicas
                     && !write.storage_failed
                     && !write.copies_doubled
                 {
                     // Every replica refused before applying it (busy, not ready, another ring,
                     // a full disk).
-                    let error = if write.refused_busy == write.failed {
+                    let error = if usize::from(write.refused_busy) == write.quorum.refusals() {
                         RequestError::Busy
                     } else if write.out_of_space {
                         RequestError::OutOfDiskSpace
@@ -1147,7 +1100,7 @@ impl<S: Storage> Node<S> {
         key: Bytes,
         value: Option<Bytes>,
         context: VersionVector,
-        needed: u8,
+        (needed, groups): (u8, Option<Vec<Group>>),
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
@@ -1197,10 +1150,7 @@ impl<S: Storage> Node<S> {
             record: Record::Causal(record),
             version: WriteVersion::Dot(dot),
             needed,
-            replicas,
-            acked: Vec::new(),
-            failed: 0,
-            refused: Vec::new(),
+            quorum: quorum_of(replicas, needed, groups),
             storage_failed: false,
             refused_busy: 0,
             copies_doubled: false,
@@ -1259,7 +1209,15 @@ impl<S: Storage> Node<S> {
             op,
             key_digest,
         };
-        self.coordinate_causal_put(origin, key, value, context, needed, replicas, deadline);
+        self.coordinate_causal_put(
+            origin,
+            key,
+            value,
+            context,
+            (needed, None),
+            replicas,
+            deadline,
+        );
     }
 
     #[expect(
@@ -1386,7 +1344,6 @@ impl<S: Storage> Node<S> {
             final_deadline: deadline,
             hinted: false,
             replied: false,
-            stand_ins: Vec::new(),
         });
         let tracked = if sloppy.is_some() {
             let handoff = now.monotonic.saturating_add(Duration::from_millis(
@@ -1402,10 +1359,7 @@ impl<S: Storage> Node<S> {
             record: Record::Counter(counter),
             version: WriteVersion::Counter(dot),
             needed,
-            replicas,
-            acked: Vec::new(),
-            failed: 0,
-            refused: Vec::new(),
+            quorum: quorum_of(replicas, needed, None),
             storage_failed: false,
             refused_busy: 0,
             copies_doubled: false,
@@ -1471,15 +1425,16 @@ impl<S: Storage> Node<S> {
             return;
         };
         sloppy.hinted = true;
-        let silent: Vec<NodeId> = write
-            .replicas
+        let quorum = &mut write.quorum;
+        let silent: Vec<NodeId> = quorum
+            .voters()
             .iter()
             .copied()
-            .filter(|r| !write.acked.contains(r))
-            .filter(|r| !sloppy.stand_ins.iter().any(|(_, i)| i == r))
+            .filter(|r| !quorum.acked().contains(r))
+            .filter(|&r| !quorum.has_stand_in(r))
             .collect();
-        let mut involved: Vec<NodeId> = write.replicas.clone();
-        involved.extend(sloppy.stand_ins.iter().map(|&(f, _)| f));
+        let mut involved: Vec<NodeId> = quorum.voters().to_vec();
+        involved.extend(quorum.stand_ins().iter().map(|&(f, _)| f));
         let mut sends = Vec::new();
         let walk = self.fallback_walk(&write.key);
         for intended in silent {
@@ -1487,7 +1442,7 @@ impl<S: Storage> Node<S> {
                 break;
             };
             involved.push(fallback);
-            sloppy.stand_ins.push((fallback, intended));
+            quorum.add_stand_in(fallback, intended);
             sends.push((fallback, intended));
         }
         let (replied, final_deadline) = (sloppy.replied, sloppy.final_deadline);
@@ -1557,15 +1512,16 @@ impl<S: Storage> Node<S> {
             return;
         };
         let down: Vec<NodeId> = write
-            .replicas
+            .quorum
+            .voters()
             .iter()
             .copied()
-            .filter(|&r| r != self.ctx.id && self.is_down(r) && !write.acked.contains(&r))
+            .filter(|&r| r != self.ctx.id && self.is_down(r) && !write.quorum.acked().contains(&r))
             .collect();
         if down.is_empty() {
             return;
         }
-        let mut involved: Vec<NodeId> = write.replicas.clone();
+        let mut involved: Vec<NodeId> = write.quorum.voters().to_vec();
         let mut sends = Vec::new();
         let walk = self.fallback_walk(&write.key);
         for intended in down {
@@ -1578,10 +1534,12 @@ impl<S: Storage> Node<S> {
         let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
             return;
         };
-        let Some(sloppy) = write.sloppy.as_mut() else {
+        if write.sloppy.is_none() {
             return;
-        };
-        sloppy.stand_ins.extend(sends.iter().copied());
+        }
+        for &(fallback, intended) in &sends {
+            write.quorum.add_stand_in(fallback, intended);
+        }
         let (key, record) = (write.key.clone(), write.record.clone());
         for (fallback, intended) in sends {
             self.send_hint(op, fallback, intended, key.clone(), record.clone());
@@ -1592,7 +1550,6 @@ impl<S: Storage> Node<S> {
 
     pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
         // The deadline entry was already removed by the caller.
-        self.coordinator.op_groups.remove(&op);
         let Some((_, operation)) = self.coordinator.operations.remove(&op) else {
             return;
         };
@@ -1605,17 +1562,20 @@ impl<S: Storage> Node<S> {
                     .take()
                     .unwrap_or(now.monotonic)
                     .max(now.monotonic);
-                let silent = read.replica_ids.len().saturating_sub(read.answered.len());
+                let silent = read
+                    .quorum
+                    .voters()
+                    .len()
+                    .saturating_sub(read.quorum.acks());
                 let walk = self.fallback_walk(&read.key);
                 let mut targets = Vec::new();
                 for _ in 0..silent {
                     let Some(fallback) =
-                        crate::node::hints::choose_fallback(&walk, &read.replica_ids)
+                        crate::node::hints::choose_fallback(&walk, read.quorum.voters())
                     else {
                         break;
                     };
-                    read.replica_ids.push(fallback);
-                    read.replicas = read.replicas.saturating_add(1);
+                    read.quorum.add_voter(fallback);
                     targets.push(fallback);
                 }
                 let key = read.key.clone();
@@ -1638,7 +1598,7 @@ impl<S: Storage> Node<S> {
             Operation::Read(read) => {
                 // Also a linearizable write still in its query phase: nothing was written yet.
                 let reply = ClientReply::Unavailable {
-                    acks: acks(read.answered.len()),
+                    acks: acks(read.quorum.acks()),
                     needed: read.needed,
                 };
                 self.ctx.reply(read.request, reply);
@@ -1649,7 +1609,7 @@ impl<S: Storage> Node<S> {
             Operation::Write(write) => {
                 if !write.sloppy.as_ref().is_some_and(|s| s.replied) {
                     let outcome = ForwardedOutcome::Indeterminate {
-                        acks: acks(write.acked.len()),
+                        acks: acks(write.quorum.acks()),
                     };
                     self.finish_write(write.origin, write.needed, outcome);
                 }
@@ -1685,7 +1645,7 @@ pub(super) fn datacenter_groups(
     replicas: &[NodeId],
     me: NodeId,
     each: bool,
-) -> Vec<(Vec<NodeId>, usize)> {
+) -> Vec<Group> {
     let mut by_datacenter: std::collections::BTreeMap<&str, Vec<NodeId>> =
         std::collections::BTreeMap::new();
     for &replica in replicas {
@@ -1697,21 +1657,30 @@ pub(super) fn datacenter_groups(
     by_datacenter
         .into_iter()
         .filter(|(dc, _)| each || Some(*dc) == mine)
-        .map(|(_, nodes)| {
-            let majority = nodes.len() / 2 + 1;
-            (nodes, majority)
+        .map(|(_, members)| {
+            let needed = members.len() / 2 + 1;
+            Group { members, needed }
         })
         .collect()
 }
 
-/// Whether the acknowledgements meet the level: `needed` of all replicas, or every group's
-/// majority for the datacenter levels.
-fn quorum_met(acked: &[NodeId], needed: usize, groups: Option<&Vec<(Vec<NodeId>, usize)>>) -> bool {
+/// The tracker for a level: `needed` of all replicas, or every group's own quorum for the
+/// datacenter levels.
+fn quorum_of(replicas: Vec<NodeId>, needed: u8, groups: Option<Vec<Group>>) -> Quorum {
     match groups {
-        None => acked.len() >= needed,
-        Some(groups) => groups
-            .iter()
-            .all(|(nodes, k)| nodes.iter().filter(|n| acked.contains(n)).count() >= *k),
+        Some(groups) => Quorum::grouped(replicas, groups),
+        None => Quorum::count(replicas, usize::from(needed)),
+    }
+}
+
+/// (met, can no longer be met) for an operation's quorum. A grouped quorum is never given up
+/// early: it waits for its deadline, as it always has (a group that can no longer reach its
+/// majority is only known to fail at the deadline).
+fn settled(quorum: &Quorum) -> (bool, bool) {
+    match quorum.outcome() {
+        QuorumOutcome::Met { .. } => (true, false),
+        QuorumOutcome::Failed { .. } => (false, !quorum.is_grouped()),
+        QuorumOutcome::Pending => (false, false),
     }
 }
 

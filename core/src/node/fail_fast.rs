@@ -25,6 +25,7 @@
 use super::Node;
 use crate::client::{ClientRequest, RequestError};
 use crate::id::NodeId;
+use crate::quorum::Group;
 use crate::storage::Storage;
 use crate::time::Instant;
 use crate::version::ConflictMode;
@@ -52,7 +53,7 @@ pub(super) enum Need<'a> {
     /// (these levels never hand off).
     Grouped {
         /// (the group's replicas, replies required of them).
-        groups: &'a [(Vec<NodeId>, usize)],
+        groups: &'a [Group],
     },
 }
 
@@ -81,11 +82,11 @@ pub(super) fn shortfall(need: Need<'_>, is_down: impl Fn(NodeId) -> bool) -> Opt
             let reachable = live(nodes);
             (reachable < needed).then_some(Shortfall { reachable, needed })
         }
-        Need::Grouped { groups } => groups.iter().find_map(|(nodes, needed)| {
-            let reachable = live(nodes);
-            (reachable < *needed).then_some(Shortfall {
+        Need::Grouped { groups } => groups.iter().find_map(|group| {
+            let reachable = live(&group.members);
+            (reachable < group.needed).then_some(Shortfall {
                 reachable,
-                needed: *needed,
+                needed: group.needed,
             })
         }),
     }
@@ -117,7 +118,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// The refusal for a request about to start whose needed nodes are judged `Down`, if any.
-    /// Called after the level's replicas, count and datacenter groups (`pending_groups`) are
+    /// Called after the level's replicas, count and datacenter groups (`groups`) are
     /// known and before anything is sent or applied.
     pub(super) fn replicas_down(
         &self,
@@ -125,6 +126,7 @@ impl<S: Storage> Node<S> {
         linearizable: bool,
         replicas: &[NodeId],
         needed: u8,
+        groups: Option<&[Group]>,
     ) -> Option<RequestError> {
         // Without a failure detector nothing is ever `Down`: skip the walk.
         self.membership.as_ref()?;
@@ -134,10 +136,10 @@ impl<S: Storage> Node<S> {
         // in last-write-wins mode, below the linearizable level and outside datacenter levels.
         let sloppy = cluster.sloppy_quorum
             && !linearizable
-            && self.coordinator.pending_groups.is_none()
+            && groups.is_none()
             && (read || cluster.conflict == ConflictMode::Lww);
         let members: Vec<NodeId>;
-        let need = match &self.coordinator.pending_groups {
+        let need = match groups {
             Some(groups) => Need::Grouped { groups },
             None if sloppy => {
                 members = self.ctx.ring.members().iter().map(|m| m.id).collect();
@@ -173,7 +175,11 @@ mod tests {
     fn refuses_only_when_the_live_nodes_cannot_be_enough() {
         let replicas = ids(&[1, 2, 3]);
         let ring = ids(&[0, 1, 2, 3, 4]);
-        let groups = vec![(ids(&[1, 2, 3]), 2), (ids(&[4, 5, 6]), 2)];
+        let group = |members: &[u32]| Group {
+            members: ids(members),
+            needed: 2,
+        };
+        let groups = vec![group(&[1, 2, 3]), group(&[4, 5, 6])];
         // (need, down nodes, expected shortfall as (reachable, needed))
         type Row<'a> = (Need<'a>, Vec<u32>, Option<(usize, usize)>);
         let table: Vec<Row<'_>> = vec![
