@@ -292,6 +292,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "a table, one row per case")]
     fn a_table_of_quorums() {
         let mut out = String::new();
         let three = || ids(&[1, 2, 3]);

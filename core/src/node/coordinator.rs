@@ -1,12 +1,26 @@
 //! The coordinator side: turn a client request into replica round trips and answer after R reads
 //! or W durable writes, or with a typed outcome at the deadline.
+//!
+//! [`Coordinator`] owns the operations in flight and their deadlines; each operation's answers
+//! are a [`Quorum`] value. Its inputs take the node's shared [`Context`] and, where a decision
+//! depends on them, the other mechanisms' state ([`Neighbours`]: the linearizable level's ring
+//! epoch gate and the failure detector). Work that belongs to another mechanism is handed back
+//! to the node as a value: a conditional write's Paxos round ([`PaxosStart`]), an expired Paxos
+//! round or scan ([`Expired`]), and hinted copies a fallback that is this node must store
+//! ([`HandOff`], drained by the node after every coordinator input). The counter path
+//! (`counter`) and failing fast (`fail_fast`) are parts of coordinating: `impl Coordinator`
+//! blocks of their own files.
 
+use super::context::Context;
 use super::durability::AfterPersist;
+use super::gossip::is_down;
+use super::handover::Handover;
 use super::replica::Applied;
-use super::{Node, NodeEvent};
+use super::NodeEvent;
 use crate::buggify;
 use crate::client::{CausalContext, ClientReply, ClientRequest, Consistency, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
+use crate::membership::Membership;
 use crate::message::{ForwardedOutcome, Message, ReplicaError};
 use crate::quorum::{Group, Quorum, QuorumOutcome, Recorded};
 use crate::storage::Storage;
@@ -33,6 +47,75 @@ pub(super) struct Coordinator {
     /// When each ring member was last heard from directly (any message): evidence that
     /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
     pub(super) heard_from: std::collections::BTreeMap<NodeId, Instant>,
+    /// Hinted copies decided by the last input, in order, for the node to send or store:
+    /// empty between inputs.
+    pub(super) hand_offs: Vec<HandOff>,
+}
+
+/// What the coordinator consults of the other mechanisms.
+pub(super) struct Neighbours<'a> {
+    /// The linearizable level's ring epochs and range readiness (see `handover`).
+    pub(super) handover: &'a mut Handover,
+    /// The failure detector, when the node runs with gossip.
+    pub(super) membership: Option<&'a Membership>,
+}
+
+/// A hinted copy of a sloppy write for `fallback` to keep for `intended`.
+#[derive(Debug)]
+pub(super) struct HandOff {
+    /// The write's id (`OperationId(0)`: fire-and-forget, the client has its answer).
+    pub(super) op: OperationId,
+    pub(super) fallback: NodeId,
+    pub(super) intended: NodeId,
+    pub(super) key: Bytes,
+    pub(super) record: Record,
+}
+
+/// A conditional write's Paxos round, for the node to start (see `paxos`).
+#[derive(Debug)]
+pub(super) struct PaxosStart {
+    pub(super) request: RequestId,
+    pub(super) key: Bytes,
+    pub(super) intent: super::paxos::Intent,
+    /// A strict majority of `replicas`.
+    pub(super) needed: u8,
+    pub(super) replicas: Vec<NodeId>,
+    pub(super) deadline: Instant,
+}
+
+/// What an expired deadline leaves for another mechanism.
+#[derive(Debug)]
+pub(super) enum Expired {
+    /// Handled here.
+    Done,
+    /// A Paxos round's deadline (see `paxos`).
+    Paxos(Box<super::paxos::PaxosOperation>),
+    /// A scan page's or key count's deadline (see `scan`).
+    Scan(super::scan::ScanOperation),
+}
+
+/// A keyed request's level, resolved: the answers it needs, from which replicas, until when.
+#[derive(Debug)]
+struct Plan {
+    /// The level as replies state it (for datacenter levels, the sum of the groups' quorums).
+    needed: u8,
+    /// The datacenter groups of `local_quorum` / `each_quorum`.
+    groups: Option<Vec<Group>>,
+    replicas: Vec<NodeId>,
+    linearizable: bool,
+    deadline: Instant,
+}
+
+/// What a read round trip is for.
+#[derive(Debug)]
+struct ReadStart {
+    request: RequestId,
+    purpose: ReadPurpose,
+    key: Bytes,
+    /// Linearizable level: the ring epoch it starts on.
+    epoch: Option<u64>,
+    /// A `GetExpiring` read.
+    with_expiry: bool,
 }
 
 impl Coordinator {
@@ -53,6 +136,29 @@ impl Coordinator {
         let (deadline, operation) = self.operations.remove(&op)?;
         self.deadlines.remove(&(deadline, op));
         Some((deadline, operation))
+    }
+
+    /// Internal consistency; panics only on a bug in this crate. Pairs every operation with
+    /// exactly one deadline, and checks every operation's own quorum.
+    pub(super) fn check_invariants(&self) {
+        assert_eq!(
+            self.deadlines.len(),
+            self.operations.len(),
+            "every operation has exactly one deadline"
+        );
+        for (deadline, op) in &self.deadlines {
+            let tracked = self.operations.get(op).map(|(d, _)| d);
+            assert_eq!(tracked, Some(deadline), "deadline of an unknown operation");
+        }
+        for (_, operation) in self.operations.values() {
+            operation.check_invariants();
+        }
+        assert_eq!(self.served_forwards.len(), self.served_forwards_order.len());
+        assert!(self.served_forwards_order.len() <= SERVED_FORWARDS_MAX);
+        assert!(
+            self.hand_offs.is_empty(),
+            "hinted copies left unsent after an input"
+        );
     }
 
     pub(super) fn remember_forward(
@@ -177,6 +283,35 @@ pub(super) struct WriteOperation {
     epoch: Option<u64>,
 }
 
+impl WriteOperation {
+    /// A write of `record` at `version`, nothing answered yet; `sloppy` for last-write-wins
+    /// writes that may hand off, `epoch` at the linearizable level.
+    fn new(
+        origin: Origin,
+        key: Bytes,
+        (record, version): (Record, WriteVersion),
+        needed: u8,
+        quorum: Quorum,
+        (sloppy, epoch): (Option<Sloppy>, Option<u64>),
+    ) -> Self {
+        WriteOperation {
+            origin,
+            key,
+            record,
+            version,
+            needed,
+            quorum,
+            storage_failed: false,
+            refused_busy: 0,
+            copies_doubled: false,
+            out_of_space: false,
+            fanned_out: false,
+            sloppy,
+            epoch,
+        }
+    }
+}
+
 /// A write that may use fallback nodes (PITFALLS: hints are bounded and replayed, never a
 /// substitute for anti-entropy).
 #[derive(Debug)]
@@ -246,21 +381,22 @@ impl Operation {
     }
 }
 
-impl<S: Storage> Node<S> {
-    pub(super) fn start_request(&mut self, now: Now, request: RequestId, body: ClientRequest) {
-        // The cluster-wide requests have no key (see `scan`).
-        match body {
-            ClientRequest::Scan {
-                from,
-                keys_max,
-                consistency,
-            } => return self.start_scan(now, request, from, keys_max, consistency),
-            ClientRequest::CountKeys => return self.start_count(now, request),
-            _ => {}
-        }
-        if let Err(e) = self.admit(&body) {
-            self.ctx.reply(request, ClientReply::Rejected(e));
-            return;
+impl Coordinator {
+    /// A keyed client request (scans and key counts are routed to `scan` before this): the
+    /// limits, the level resolved into replicas and a quorum, then a plain or linearizable
+    /// read or write. Returns the Paxos round to start for a conditional write, which the node
+    /// hands to `paxos`.
+    pub(super) fn start_request<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        request: RequestId,
+        body: ClientRequest,
+    ) -> Option<PaxosStart> {
+        if let Err(e) = self.admit(ctx, &body) {
+            ctx.reply(request, ClientReply::Rejected(e));
+            return None;
         }
         if let ClientRequest::Increment {
             key,
@@ -268,12 +404,36 @@ impl<S: Storage> Node<S> {
             consistency,
         } = body
         {
-            self.start_increment(now, request, key, delta, consistency);
-            return;
+            self.start_increment(ctx, nb, now, request, key, delta, consistency);
+            return None;
         }
-        let cluster = &self.ctx.config.cluster;
-        let (level, default) = match &body {
-            // Scans were served above; they read, so they default to `r`.
+        let plan = match self.plan(ctx, nb.membership, now, &body) {
+            Ok(plan) => plan,
+            Err(e) => {
+                ctx.reply(request, ClientReply::Rejected(e));
+                return None;
+            }
+        };
+        if plan.linearizable {
+            return self.start_linearizable(ctx, nb, request, body, plan);
+        }
+        self.start_plain(ctx, nb, now, request, body, plan);
+        None
+    }
+
+    /// Resolves a keyed request's level: the answers it needs (per datacenter group for the
+    /// datacenter levels), from which replicas, until when; or why it is refused before any
+    /// effect (an impossible level, a level the conflict mode cannot give, replicas judged down).
+    fn plan<S: Storage>(
+        &self,
+        ctx: &Context<S>,
+        membership: Option<&Membership>,
+        now: Now,
+        body: &ClientRequest,
+    ) -> Result<Plan, RequestError> {
+        let cluster = &ctx.config.cluster;
+        let (level, default) = match body {
+            // Scans are routed before this; they read, so they would default to `r`.
             ClientRequest::Get { consistency, .. }
             | ClientRequest::GetExpiring { consistency, .. }
             | ClientRequest::Scan { consistency, .. } => (*consistency, cluster.r),
@@ -287,190 +447,187 @@ impl<S: Storage> Node<S> {
             ClientRequest::Conditional { .. } => (Some(Consistency::Linearizable), cluster.w),
         };
         let n = cluster.n;
-        let Some(needed) = level
-            .or(cluster.consistency)
+        let level = level.or(cluster.consistency);
+        let mut needed = level
             .map_or(Some(default), |l| l.required(n))
-        else {
-            self.ctx.reply(
-                request,
-                ClientReply::Rejected(RequestError::InvalidConsistency),
-            );
-            return;
-        };
+            .ok_or(RequestError::InvalidConsistency)?;
         let expiring = matches!(
             body,
             ClientRequest::PutExpiring { .. } | ClientRequest::GetExpiring { .. }
         );
         if expiring && cluster.conflict != ConflictMode::Lww {
-            self.ctx
-                .reply(request, ClientReply::Rejected(RequestError::ExpiryNeedsLww));
-            return;
+            return Err(RequestError::ExpiryNeedsLww);
         }
-        let linearizable = level.or(cluster.consistency) == Some(Consistency::Linearizable);
+        let linearizable = level == Some(Consistency::Linearizable);
         if linearizable && cluster.conflict != ConflictMode::Lww {
-            self.ctx.reply(
-                request,
-                ClientReply::Rejected(RequestError::LinearizableNeedsLww),
-            );
-            return;
+            return Err(RequestError::LinearizableNeedsLww);
         }
-        let replicas = self.ctx.ring.preference_list(body.key(), usize::from(n));
-        let mut needed = needed;
+        let replicas = ctx.ring.preference_list(body.key(), usize::from(n));
         let mut groups = None;
-        if let Some(Consistency::LocalQuorum | Consistency::EachQuorum) =
-            level.or(cluster.consistency)
-        {
-            let each = level.or(cluster.consistency) == Some(Consistency::EachQuorum);
-            let found = datacenter_groups(&self.ctx.ring, &replicas, self.ctx.id, each);
+        if let Some(Consistency::LocalQuorum | Consistency::EachQuorum) = level {
+            let each = level == Some(Consistency::EachQuorum);
+            let found = datacenter_groups(&ctx.ring, &replicas, ctx.id, each);
             if found.is_empty() {
-                self.ctx.reply(
-                    request,
-                    ClientReply::Rejected(RequestError::InvalidConsistency),
-                );
-                return;
+                return Err(RequestError::InvalidConsistency);
             }
             needed = needs(found.iter().map(|g| g.needed).sum());
             groups = Some(found);
         }
         if replicas.len() < usize::from(needed) {
-            let e = if replicas.is_empty() {
+            return Err(if replicas.is_empty() {
                 RequestError::NoReplicas
             } else {
                 RequestError::InvalidConsistency
-            };
-            self.ctx.reply(request, ClientReply::Rejected(e));
-            return;
+            });
         }
-        if let Some(short) =
-            self.replicas_down(&body, linearizable, &replicas, needed, groups.as_deref())
-        {
-            self.ctx.reply(request, ClientReply::Rejected(short));
-            return;
+        let down = self.replicas_down(
+            ctx,
+            membership,
+            body,
+            (linearizable, &replicas),
+            needed,
+            groups.as_deref(),
+        );
+        if let Some(short) = down {
+            return Err(short);
         }
-        let deadline = now
-            .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
-        if linearizable {
-            // Conditional writes are Paxos rounds (see `paxos`); plain reads and writes at this
-            // level stay ABD. Mixing plain and conditional writes on one key is not
-            // linearizable (as in Cassandra, mixing LWT and non-LWT writes).
-            let purpose = match body {
-                // Scans and increments were dispatched at the top; never reached here.
-                ClientRequest::Get { .. }
-                | ClientRequest::GetExpiring { .. }
-                | ClientRequest::Scan { .. }
-                | ClientRequest::CountKeys
-                | ClientRequest::Increment { .. } => ReadPurpose::LinearizableRead,
-                ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
-                    value: Some(value.clone()),
-                    expires: None,
-                },
-                ClientRequest::PutExpiring {
-                    ref value, expires, ..
-                } => ReadPurpose::LinearizableWrite {
-                    value: Some(value.clone()),
-                    expires: Some(expires),
-                },
-                ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite {
-                    value: None,
-                    expires: None,
-                },
-                ClientRequest::Conditional {
-                    ref condition,
-                    ref value,
-                    ..
-                } => {
-                    let intent = super::paxos::Intent::Conditional {
-                        condition: condition.clone(),
-                        value: value.clone(),
-                    };
-                    let key = body.key().clone();
-                    self.start_paxos(now, request, key, intent, needed, replicas, deadline);
-                    return;
-                }
-            };
-            let key = body.key().clone();
-            self.handover.activate(&mut self.ctx);
-            let epoch = Some(self.handover.epoch());
-            let with_expiry = matches!(body, ClientRequest::GetExpiring { .. });
-            self.start_read(
-                request,
-                purpose,
-                key,
-                (needed, None),
-                replicas,
-                deadline,
-                epoch,
-                with_expiry,
-            );
-            return;
-        }
-        match body {
-            ClientRequest::Get { key, .. } | ClientRequest::GetExpiring { key, .. } => {
-                let with_expiry = expiring;
-                self.start_read(
+        let deadline = now.monotonic.saturating_add(cluster.request_timeout());
+        Ok(Plan {
+            needed,
+            groups,
+            replicas,
+            linearizable,
+            deadline,
+        })
+    }
+
+    /// The linearizable level: conditional writes are Paxos rounds (see `paxos`, returned to
+    /// the node to start); plain reads and writes at this level stay ABD. Mixing plain and
+    /// conditional writes on one key is not linearizable (as in Cassandra, mixing LWT and
+    /// non-LWT writes).
+    fn start_linearizable<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        request: RequestId,
+        body: ClientRequest,
+        plan: Plan,
+    ) -> Option<PaxosStart> {
+        let purpose = match body {
+            // Scans and increments are routed elsewhere; never reached here.
+            ClientRequest::Get { .. }
+            | ClientRequest::GetExpiring { .. }
+            | ClientRequest::Scan { .. }
+            | ClientRequest::CountKeys
+            | ClientRequest::Increment { .. } => ReadPurpose::LinearizableRead,
+            ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
+                value: Some(value.clone()),
+                expires: None,
+            },
+            ClientRequest::PutExpiring {
+                ref value, expires, ..
+            } => ReadPurpose::LinearizableWrite {
+                value: Some(value.clone()),
+                expires: Some(expires),
+            },
+            ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite {
+                value: None,
+                expires: None,
+            },
+            ClientRequest::Conditional {
+                ref condition,
+                ref value,
+                ..
+            } => {
+                let intent = super::paxos::Intent::Conditional {
+                    condition: condition.clone(),
+                    value: value.clone(),
+                };
+                return Some(PaxosStart {
                     request,
-                    ReadPurpose::Plain,
+                    key: body.key().clone(),
+                    intent,
+                    needed: plan.needed,
+                    replicas: plan.replicas,
+                    deadline: plan.deadline,
+                });
+            }
+        };
+        let key = body.key().clone();
+        nb.handover.activate(ctx);
+        let epoch = Some(nb.handover.epoch());
+        let with_expiry = matches!(body, ClientRequest::GetExpiring { .. });
+        let read = ReadStart {
+            request,
+            purpose,
+            key,
+            epoch,
+            with_expiry,
+        };
+        self.start_read(ctx, nb, read, plan);
+        None
+    }
+
+    /// Plain levels: reads and writes by quorum (sloppy where configured).
+    fn start_plain<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        request: RequestId,
+        body: ClientRequest,
+        plan: Plan,
+    ) {
+        let (key, value, context) = match body {
+            ClientRequest::Get { key, .. } => {
+                let read = ReadStart {
+                    request,
+                    purpose: ReadPurpose::Plain,
                     key,
-                    (needed, groups),
-                    replicas,
-                    deadline,
-                    None,
-                    with_expiry,
-                )
+                    epoch: None,
+                    with_expiry: false,
+                };
+                return self.start_read(ctx, nb, read, plan);
+            }
+            ClientRequest::GetExpiring { key, .. } => {
+                let read = ReadStart {
+                    request,
+                    purpose: ReadPurpose::Plain,
+                    key,
+                    epoch: None,
+                    with_expiry: true,
+                };
+                return self.start_read(ctx, nb, read, plan);
             }
             ClientRequest::Put {
                 key,
                 value,
                 context,
                 ..
-            } => self.start_write(
-                now,
-                request,
-                key,
-                (Some(value), None),
-                context,
-                (needed, groups),
-                replicas,
-                deadline,
-            ),
+            } => (key, (Some(value), None), context),
             ClientRequest::PutExpiring {
                 key,
                 value,
                 expires,
                 ..
-            } => self.start_write(
-                now,
-                request,
-                key,
-                (Some(value), Some(expires)),
-                None,
-                (needed, groups),
-                replicas,
-                deadline,
-            ),
-            ClientRequest::Delete { key, context, .. } => self.start_write(
-                now,
-                request,
-                key,
-                (None, None),
-                context,
-                (needed, groups),
-                replicas,
-                deadline,
-            ),
-            // Served above by `scan`.
-            ClientRequest::Scan { .. } | ClientRequest::CountKeys => {}
-            // Dispatched at the top.
-            ClientRequest::Increment { .. } => {}
-            // Always linearizable, handled above.
-            ClientRequest::Conditional { .. } => {}
-        }
+            } => (key, (Some(value), Some(expires)), None),
+            ClientRequest::Delete { key, context, .. } => (key, (None, None), context),
+            // Routed to `scan`, dispatched at the top, or always linearizable.
+            ClientRequest::Scan { .. }
+            | ClientRequest::CountKeys
+            | ClientRequest::Increment { .. }
+            | ClientRequest::Conditional { .. } => return,
+        };
+        self.start_write(ctx, nb, now, request, key, value, context, plan);
     }
 
     /// Limits checked before a request has any effect.
-    fn admit(&self, body: &ClientRequest) -> Result<(), RequestError> {
-        let cluster = &self.ctx.config.cluster;
+    fn admit<S: Storage>(
+        &self,
+        ctx: &Context<S>,
+        body: &ClientRequest,
+    ) -> Result<(), RequestError> {
+        let cluster = &ctx.config.cluster;
         let key = body.key();
         if key.is_empty() || key.len() > cluster.key_bytes_max {
             return Err(RequestError::KeyTooLarge {
@@ -496,7 +653,7 @@ impl<S: Storage> Node<S> {
                 });
             }
         }
-        if self.coordinator.operations.len() >= cluster.requests_in_flight_max {
+        if self.operations.len() >= cluster.requests_in_flight_max {
             return Err(RequestError::Busy);
         }
         Ok(())
@@ -504,22 +661,28 @@ impl<S: Storage> Node<S> {
 
     // ---------------------------------------------------------------- reads
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "two call sites; a struct would only rename them"
-    )]
-    fn start_read(
+    fn start_read<S: Storage>(
         &mut self,
-        request: RequestId,
-        purpose: ReadPurpose,
-        key: Bytes,
-        (needed, groups): (u8, Option<Vec<Group>>),
-        replicas: Vec<NodeId>,
-        deadline: Instant,
-        epoch: Option<u64>,
-        with_expiry: bool,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        start: ReadStart,
+        plan: Plan,
     ) {
-        let op = self.ctx.allocate_operation();
+        let ReadStart {
+            request,
+            purpose,
+            key,
+            epoch,
+            with_expiry,
+        } = start;
+        let Plan {
+            needed,
+            groups,
+            replicas,
+            deadline,
+            ..
+        } = plan;
+        let op = ctx.allocate_operation();
         let grouped = groups.is_some();
         let read = ReadOperation {
             request,
@@ -540,38 +703,35 @@ impl<S: Storage> Node<S> {
         // Datacenter levels never hand off: a read at `local_quorum` / `each_quorum` is answered
         // only by majorities of its datacenter groups, which stand-ins outside the groups cannot
         // form (issue #11, item 5; writes at those levels already never hand off).
-        if self.ctx.config.cluster.sloppy_quorum
+        if ctx.config.cluster.sloppy_quorum
             && matches!(read.purpose, ReadPurpose::Plain)
             && !grouped
         {
             read.sloppy_final = Some(deadline);
-            let handoff = self
-                .ctx
+            let handoff = ctx
                 .last_monotonic
-                .saturating_add(Duration::from_millis(
-                    self.ctx.config.cluster.sloppy_after_ms,
-                ));
+                .saturating_add(Duration::from_millis(ctx.config.cluster.sloppy_after_ms));
             tracked = handoff.min(deadline);
         }
-        self.coordinator.track(op, Operation::Read(read), tracked);
+        self.track(op, Operation::Read(read), tracked);
         for replica in replicas {
-            if replica == self.ctx.id {
+            if replica == ctx.id {
                 let record = match epoch {
-                    Some(epoch) => self
+                    Some(epoch) => nb
                         .handover
-                        .lin_admit(&mut self.ctx, epoch, &key)
-                        .and_then(|()| self.ctx.local_record(&key)),
-                    None => self.ctx.local_record(&key),
+                        .lin_admit(ctx, epoch, &key)
+                        .and_then(|()| ctx.local_record(&key)),
+                    None => ctx.local_record(&key),
                 };
-                let id = self.ctx.id;
-                self.on_read_reply(id, op, None, record);
+                let id = ctx.id;
+                self.on_read_reply(ctx, nb, id, op, None, record);
             } else {
                 let key = key.clone();
                 let message = match epoch {
                     Some(epoch) => Message::LinRead { op, key, epoch },
                     None => Message::Read { op, key },
                 };
-                self.ctx.send(replica, message);
+                ctx.send(replica, message);
             }
         }
     }
@@ -579,23 +739,25 @@ impl<S: Storage> Node<S> {
     /// A replica's answer to a read round trip. `key_digest` is `None` only for this node's own
     /// copy; a reply from a node the operation did not ask, or about another key, is stale (a
     /// late reply matched to the wrong operation must never become another key's answer).
-    pub(super) fn on_read_reply(
+    pub(super) fn on_read_reply<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         from: NodeId,
         op: OperationId,
         key_digest: Option<u64>,
         record: Result<Option<Record>, ReplicaError>,
     ) {
-        let Some((_, Operation::Read(read))) = self.coordinator.operations.get_mut(&op) else {
-            self.ctx.stats.stale_replies += 1;
+        let Some((_, Operation::Read(read))) = self.operations.get_mut(&op) else {
+            ctx.stats.stale_replies += 1;
             return;
         };
         if !reply_matches(read.quorum.voters(), &read.key, from, key_digest) {
-            self.ctx.stats.stale_replies += 1;
+            ctx.stats.stale_replies += 1;
             return;
         }
         if read.quorum.record(from, record.is_ok()) == Recorded::Stale {
-            self.ctx.stats.stale_replies += 1;
+            ctx.stats.stale_replies += 1;
             return;
         }
         match record {
@@ -614,31 +776,29 @@ impl<S: Storage> Node<S> {
         let all_in = read.quorum.all_answered();
         if read.replied {
             if all_in {
-                if let Some(Operation::Read(read)) = self.coordinator.untrack(op) {
-                    self.read_repair(read);
+                if let Some(Operation::Read(read)) = self.untrack(op) {
+                    self.read_repair(ctx, read);
                 }
             }
             return;
         }
         let (met, unreachable) = settled(&read.quorum);
         let plain = matches!(read.purpose, ReadPurpose::Plain);
-        if met && plain && self.ctx.config.cluster.read_repair && !all_in {
+        if met && plain && ctx.config.cluster.read_repair && !all_in {
             // Answer now; keep collecting the other replicas' answers to repair them.
             read.replied = true;
             let (request, merged, with_expiry) =
                 (read.request, read.merged.clone(), read.with_expiry);
-            self.ctx.observe_record(merged.as_ref());
-            let now_micros = self.ctx.hybrid_now_micros();
+            ctx.observe_record(merged.as_ref());
+            let now_micros = ctx.hybrid_now_micros();
             let reply = read_reply(merged, acks(answered), now_micros, with_expiry);
-            self.ctx.reply(request, reply);
+            ctx.reply(request, reply);
             return;
         }
         if met || unreachable {
-            if let Some((deadline, Operation::Read(read))) =
-                self.coordinator.untrack_with_deadline(op)
-            {
+            if let Some((deadline, Operation::Read(read))) = self.untrack_with_deadline(op) {
                 let merged = read.merged.clone();
-                self.ctx.observe_record(merged.as_ref());
+                ctx.observe_record(merged.as_ref());
                 if !met {
                     let reply = if usize::from(read.refused_busy) == read.quorum.refusals() {
                         ClientReply::Rejected(RequestError::Busy)
@@ -648,35 +808,42 @@ impl<S: Storage> Node<S> {
                             needed: read.needed,
                         }
                     };
-                    self.ctx.reply(read.request, reply);
+                    ctx.reply(read.request, reply);
                     return;
                 }
-                self.after_read_quorum(read, deadline, acks(answered));
+                self.after_read_quorum(ctx, nb, read, deadline, acks(answered));
             }
         }
     }
 
     /// A read gathered its quorum: answer (plain), or start the second ABD phase.
-    fn after_read_quorum(&mut self, read: ReadOperation, deadline: Instant, answered: u8) {
+    fn after_read_quorum<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        read: ReadOperation,
+        deadline: Instant,
+        answered: u8,
+    ) {
         match read.purpose {
             ReadPurpose::Plain => {
-                let now_micros = self.ctx.hybrid_now_micros();
+                let now_micros = ctx.hybrid_now_micros();
                 let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
-                self.ctx.reply(read.request, reply);
-                if self.ctx.config.cluster.read_repair {
-                    self.read_repair(read);
+                ctx.reply(read.request, reply);
+                if ctx.config.cluster.read_repair {
+                    self.read_repair(ctx, read);
                 }
             }
             ReadPurpose::LinearizableRead => {
-                let now_micros = self.ctx.hybrid_now_micros();
+                let now_micros = ctx.hybrid_now_micros();
                 let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
                 let Some(record) = read.merged else {
                     // No replica of the majority holds anything: nothing to make visible.
-                    self.ctx.reply(read.request, reply);
+                    ctx.reply(read.request, reply);
                     return;
                 };
-                if self.ctx.config.cluster.unsafe_skip_write_back {
-                    self.ctx.reply(read.request, reply);
+                if ctx.config.cluster.unsafe_skip_write_back {
+                    ctx.reply(read.request, reply);
                     return;
                 }
                 let version = match &record {
@@ -685,96 +852,96 @@ impl<S: Storage> Node<S> {
                     Record::Counter(r) => WriteVersion::Lww(r.epoch),
                     Record::Causal(_) => {
                         let reply = ClientReply::Rejected(RequestError::LinearizableNeedsLww);
-                        self.ctx.reply(read.request, reply);
+                        ctx.reply(read.request, reply);
                         return;
                     }
                 };
                 // Write the newest version back to a majority before answering, so no later read
                 // can see an older one (PITFALLS: "R + W > N is not linearizability").
-                let write = WriteOperation {
-                    origin: Origin::WriteBack {
-                        request: read.request,
-                        reply,
-                    },
-                    key: read.key,
-                    record,
-                    version,
-                    needed: read.needed,
-                    quorum: Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed)),
-                    storage_failed: false,
-                    refused_busy: 0,
-                    copies_doubled: false,
-                    out_of_space: false,
-                    fanned_out: false,
-                    sloppy: None,
-                    epoch: read.epoch,
+                let origin = Origin::WriteBack {
+                    request: read.request,
+                    reply,
                 };
-                self.launch_write(write, deadline);
+                let quorum = Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed));
+                let write = WriteOperation::new(
+                    origin,
+                    read.key,
+                    (record, version),
+                    read.needed,
+                    quorum,
+                    (None, read.epoch),
+                );
+                self.launch_write(ctx, nb, write, deadline);
             }
-            ReadPurpose::LinearizableWrite { value, expires } => {
-                let highest = match &read.merged {
-                    Some(Record::Lww(r)) => Some(r.version),
-                    // A SET over a counter must outrank the counter's epoch to replace it.
-                    Some(Record::Counter(r)) => Some(r.epoch),
-                    _ => None,
-                };
-                let stamp = self.ctx.stamp(self.ctx.last_wall);
-                let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
-                self.ctx.clock.observe(timestamp_micros);
-                self.ctx.raise_clock_floor(timestamp_micros);
-                let version = LwwVersion {
-                    timestamp_micros,
-                    node: self.ctx.id,
-                    nonce: self.ctx.rng.gen(),
-                };
-                let record = LwwRecord {
-                    version,
-                    expires_at_micros: value
-                        .as_ref()
-                        .and(expires)
-                        .map(|e| e.resolve(timestamp_micros)),
-                    value,
-                };
-                let write = WriteOperation {
-                    origin: Origin::Client(read.request),
-                    key: read.key,
-                    record: Record::Lww(record),
-                    version: WriteVersion::Lww(version),
-                    needed: read.needed,
-                    quorum: Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed)),
-                    storage_failed: false,
-                    refused_busy: 0,
-                    copies_doubled: false,
-                    out_of_space: false,
-                    fanned_out: false,
-                    sloppy: None,
-                    epoch: read.epoch,
-                };
-                self.launch_write(write, deadline);
+            ReadPurpose::LinearizableWrite { ref value, expires } => {
+                let value = value.clone();
+                self.write_above(ctx, nb, read, deadline, (value, expires));
             }
         }
     }
 
+    /// The second phase of an ABD write: a version strictly above every one the query phase
+    /// saw, written to a majority.
+    fn write_above<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        read: ReadOperation,
+        deadline: Instant,
+        (value, expires): (Option<Bytes>, Option<ExpiresAt>),
+    ) {
+        let highest = match &read.merged {
+            Some(Record::Lww(r)) => Some(r.version),
+            // A SET over a counter must outrank the counter's epoch to replace it.
+            Some(Record::Counter(r)) => Some(r.epoch),
+            _ => None,
+        };
+        let stamp = ctx.stamp(ctx.last_wall);
+        let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
+        ctx.clock.observe(timestamp_micros);
+        ctx.raise_clock_floor(timestamp_micros);
+        let version = LwwVersion {
+            timestamp_micros,
+            node: ctx.id,
+            nonce: ctx.rng.gen(),
+        };
+        let record = LwwRecord {
+            version,
+            expires_at_micros: value
+                .as_ref()
+                .and(expires)
+                .map(|e| e.resolve(timestamp_micros)),
+            value,
+        };
+        let write = WriteOperation::new(
+            Origin::Client(read.request),
+            read.key,
+            (Record::Lww(record), WriteVersion::Lww(version)),
+            read.needed,
+            Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed)),
+            (None, read.epoch),
+        );
+        self.launch_write(ctx, nb, write, deadline);
+    }
+
     /// Sends the merged record to every replica that answered with something older or nothing.
     /// Fire and forget: merging is idempotent, and anti-entropy covers what this misses.
-    fn read_repair(&mut self, read: ReadOperation) {
+    fn read_repair<S: Storage>(&mut self, ctx: &mut Context<S>, read: ReadOperation) {
         let Some(merged) = read.merged else { return };
         for (node, record) in &read.records {
             if record.as_ref() == Some(&merged) {
                 continue;
             }
-            self.ctx.stats.read_repairs += 1;
-            if *node == self.ctx.id {
-                let _ = self
-                    .ctx
-                    .apply(read.key.clone(), &merged, AfterPersist::Nothing);
+            ctx.stats.read_repairs += 1;
+            if *node == ctx.id {
+                let _ = ctx.apply(read.key.clone(), &merged, AfterPersist::Nothing);
             } else {
                 let message = Message::Write {
                     op: OperationId(0),
                     key: read.key.clone(),
                     record: merged.clone(),
                 };
-                self.ctx.send(*node, message);
+                ctx.send(*node, message);
             }
         }
     }
@@ -785,69 +952,59 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    fn start_write(
+    fn start_write<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         request: RequestId,
         key: Bytes,
         (value, expires): (Option<Bytes>, Option<ExpiresAt>),
         context: Option<CausalContext>,
-        (needed, groups): (u8, Option<Vec<Group>>),
-        replicas: Vec<NodeId>,
-        deadline: Instant,
+        plan: Plan,
     ) {
+        let Plan {
+            needed,
+            groups,
+            replicas,
+            deadline,
+            ..
+        } = plan;
         let grouped = groups.is_some();
-        match self.ctx.config.cluster.conflict {
+        match ctx.config.cluster.conflict {
             ConflictMode::Lww => {
-                let version = LwwVersion {
-                    timestamp_micros: self.ctx.stamp(now.wall),
-                    node: self.ctx.id,
-                    nonce: self.ctx.rng.gen(),
-                };
-                let record = Record::Lww(LwwRecord {
-                    version,
-                    expires_at_micros: value
-                        .as_ref()
-                        .and(expires)
-                        .map(|e| e.resolve(version.timestamp_micros)),
-                    value,
-                });
-                let write = WriteOperation {
-                    origin: Origin::Client(request),
+                let (record, version) = new_lww_record(ctx, now, value, expires);
+                let write = WriteOperation::new(
+                    Origin::Client(request),
                     key,
-                    record,
-                    version: WriteVersion::Lww(version),
+                    (record, WriteVersion::Lww(version)),
                     needed,
-                    quorum: quorum_of(replicas, needed, groups),
-                    storage_failed: false,
-                    refused_busy: 0,
-                    copies_doubled: false,
-                    out_of_space: false,
-                    fanned_out: false,
-                    sloppy: None,
-                    epoch: None,
-                };
-                if self.ctx.config.cluster.sloppy_quorum && !grouped {
-                    let handoff = now.monotonic.saturating_add(Duration::from_millis(
-                        self.ctx.config.cluster.sloppy_after_ms,
-                    ));
+                    quorum_of(replicas, needed, groups),
+                    (None, None),
+                );
+                if ctx.config.cluster.sloppy_quorum && !grouped {
+                    let handoff = now
+                        .monotonic
+                        .saturating_add(Duration::from_millis(ctx.config.cluster.sloppy_after_ms));
                     let mut write = write;
                     write.sloppy = Some(Sloppy {
                         final_deadline: deadline,
                         hinted: false,
                         replied: false,
                     });
-                    let op = self.launch_write(write, handoff.min(deadline));
-                    self.stand_in_for_down(op);
+                    let op = self.launch_write(ctx, nb, write, handoff.min(deadline));
+                    self.stand_in_for_down(ctx, nb, op);
                 } else {
-                    self.launch_write(write, deadline);
+                    self.launch_write(ctx, nb, write, deadline);
                 }
             }
             ConflictMode::VectorClock => {
                 let context = context.map(|c| c.0).unwrap_or_default();
-                if replicas.contains(&self.ctx.id) {
+                if replicas.contains(&ctx.id) {
                     let origin = Origin::Client(request);
                     self.coordinate_causal_put(
+                        ctx,
+                        nb,
                         origin,
                         key,
                         value,
@@ -858,7 +1015,7 @@ impl<S: Storage> Node<S> {
                     );
                 } else {
                     self.forward_put(
-                        now, request, key, value, context, needed, replicas, deadline,
+                        ctx, nb, now, request, key, value, context, needed, replicas, deadline,
                     );
                 }
             }
@@ -866,44 +1023,47 @@ impl<S: Storage> Node<S> {
     }
 
     /// Registers a write and sends it out (lww: everyone at once; vector clock: local copy first).
-    fn launch_write(&mut self, write: WriteOperation, deadline: Instant) -> OperationId {
-        let op = self.ctx.allocate_operation();
+    fn launch_write<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        write: WriteOperation,
+        deadline: Instant,
+    ) -> OperationId {
+        let op = ctx.allocate_operation();
         // A new dot, or a new slot of this replica's counter, is durable here before any other
         // replica holds it: after a crash this replica can never issue it again differently.
         let local_first = matches!(
             write.version,
             WriteVersion::Dot(_) | WriteVersion::Counter(_)
         );
-        let is_replica = write.quorum.voters().contains(&self.ctx.id);
+        let is_replica = write.quorum.voters().contains(&ctx.id);
         let key = write.key.clone();
         let record = write.record.clone();
         let epoch = write.epoch;
-        self.coordinator
-            .track(op, Operation::Write(write), deadline);
+        self.track(op, Operation::Write(write), deadline);
         if is_replica {
             // Linearizable: this node's copy counts only on the same ring and once it holds the
             // range; a refused copy is not applied (see `handover`).
-            let admitted = epoch.map_or(Ok(()), |epoch| {
-                self.handover.lin_admit(&mut self.ctx, epoch, &key)
-            });
-            match admitted.and_then(|()| self.ctx.apply(key, &record, AfterPersist::AckLocal(op))) {
-                Ok(Applied::Now) => self.on_local_write_durable(op),
+            let admitted = epoch.map_or(Ok(()), |epoch| nb.handover.lin_admit(ctx, epoch, &key));
+            match admitted.and_then(|()| ctx.apply(key, &record, AfterPersist::AckLocal(op))) {
+                Ok(Applied::Now) => self.on_local_write_durable(ctx, op),
                 Ok(Applied::Pending) => {}
                 Err(e) => {
-                    let id = self.ctx.id;
-                    self.on_write_reply(id, op, None, Err(e));
+                    let id = ctx.id;
+                    self.on_write_reply(ctx, id, op, None, Err(e));
                 }
             }
         }
         if !local_first || !is_replica {
-            self.fan_out(op);
+            self.fan_out(ctx, op);
         }
         op
     }
 
     /// Sends the write to every other replica.
-    fn fan_out(&mut self, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
+    pub(super) fn fan_out<S: Storage>(&mut self, ctx: &mut Context<S>, op: OperationId) {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
             return;
         };
         if write.fanned_out {
@@ -915,7 +1075,7 @@ impl<S: Storage> Node<S> {
             .voters()
             .iter()
             .copied()
-            .filter(|&r| r != self.ctx.id)
+            .filter(|&r| r != ctx.id)
             .collect();
         let (key, record, epoch) = (write.key.clone(), write.record.clone(), write.epoch);
         for target in targets {
@@ -929,63 +1089,53 @@ impl<S: Storage> Node<S> {
                 },
                 None => Message::Write { op, key, record },
             };
-            if buggify!(
-                self.ctx.faults,
-                &mut self.ctx.rng,
-                "coordinator/duplicate-write"
-            ) {
+            if buggify!(ctx.faults, &mut ctx.rng, "coordinator/duplicate-write") {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
-                if let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op)
-                {
+                if let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) {
                     write.copies_doubled = true;
                 }
-                self.ctx.send(target, message.clone());
+                ctx.send(target, message.clone());
             }
-            self.ctx.send(target, message);
+            ctx.send(target, message);
         }
     }
 
     /// This node's own copy of a write it coordinates is durable.
-    pub(super) fn on_local_write_durable(&mut self, op: OperationId) {
+    pub(super) fn on_local_write_durable<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        op: OperationId,
+    ) {
         // Vector-clock writes fan out only now: the new dot is durable here, so a restart of this
         // replica can never create the same dot again. Before counting this copy: with W = 1 it
         // completes the write, and a write fanned out only after that was never sent to the
         // other replicas at all (it lived on this node alone until anti-entropy; swarm 2204).
-        self.fan_out(op);
-        let id = self.ctx.id;
-        self.on_write_reply(id, op, None, Ok(()));
+        self.fan_out(ctx, op);
+        let id = ctx.id;
+        self.on_write_reply(ctx, id, op, None, Ok(()));
     }
 
     /// A replica's (or fallback's) acknowledgement of a write round trip, or of a hint replay.
     /// `key_digest` is `None` only for this node's own copy; a reply about another key is stale.
-    pub(super) fn on_write_reply(
+    pub(super) fn on_write_reply<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         op: OperationId,
         key_digest: Option<u64>,
         result: Result<(), ReplicaError>,
     ) {
-        if self.on_hint_replay_reply(from, op, key_digest, result.is_ok()) {
-            return;
-        }
-        let now = Now {
-            monotonic: self.ctx.last_monotonic,
-            wall: self.ctx.last_wall,
-        };
-        if self.paxos_on_write_reply(now, from, op, key_digest, result) {
-            return;
-        }
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
-            self.ctx.stats.stale_replies += 1;
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+            ctx.stats.stale_replies += 1;
             return;
         };
         if key_digest.is_some_and(|d| d != crate::id::key_digest(&write.key)) {
-            self.ctx.stats.stale_replies += 1;
+            ctx.stats.stale_replies += 1;
             return;
         }
         // A fallback's acknowledgement counts for the replica it stands in for, once.
         if write.quorum.record(from, result.is_ok()) == Recorded::Stale {
-            self.ctx.stats.stale_replies += 1;
+            ctx.stats.stale_replies += 1;
             return;
         }
         match result {
@@ -996,13 +1146,22 @@ impl<S: Storage> Node<S> {
                 write.out_of_space |= e == ReplicaError::NoSpace;
             }
         }
+        self.settle_write(ctx, op);
+    }
+
+    /// After an answer was recorded: answer the origin once the quorum is met or can no longer
+    /// be, or (sloppy) once it is met before the hand-off point, which the write then waits for.
+    fn settle_write<S: Storage>(&mut self, ctx: &mut Context<S>, op: OperationId) {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+            return;
+        };
         let acked = write.quorum.acks();
         let replicas = write.quorum.voters().len();
         let (met, unreachable) = settled(&write.quorum);
         if let Some(sloppy) = &mut write.sloppy {
             if sloppy.replied {
                 if acked >= replicas {
-                    self.coordinator.untrack(op);
+                    self.untrack(op);
                 }
                 return;
             }
@@ -1011,7 +1170,7 @@ impl<S: Storage> Node<S> {
                 sloppy.replied = true;
                 let origin = write.origin.clone();
                 let (outcome, needed) = (written(write, acks(acked)), write.needed);
-                self.finish_write(origin, needed, outcome);
+                self.finish_write(ctx, origin, needed, outcome);
                 return;
             }
             if !met && !sloppy.hinted {
@@ -1019,7 +1178,7 @@ impl<S: Storage> Node<S> {
             }
         }
         if met || unreachable {
-            if let Some(Operation::Write(write)) = self.coordinator.untrack(op) {
+            if let Some(Operation::Write(write)) = self.untrack(op) {
                 let outcome = if met {
                     written(&write, acks(acked))
                 } else if acked == 0
@@ -1040,12 +1199,18 @@ impl<S: Storage> Node<S> {
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
                 };
-                self.finish_write(write.origin, write.needed, outcome);
+                self.finish_write(ctx, write.origin, write.needed, outcome);
             }
         }
     }
 
-    fn finish_write(&mut self, origin: Origin, needed: u8, outcome: ForwardedOutcome) {
+    fn finish_write<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        origin: Origin,
+        needed: u8,
+        outcome: ForwardedOutcome,
+    ) {
         match origin {
             Origin::Client(request) => {
                 let reply = match outcome {
@@ -1060,7 +1225,7 @@ impl<S: Storage> Node<S> {
                         ClientReply::Counted { value, acks }
                     }
                 };
-                self.ctx.reply(request, reply);
+                ctx.reply(request, reply);
             }
             Origin::WriteBack { request, reply } => {
                 let reply = match outcome {
@@ -1070,7 +1235,7 @@ impl<S: Storage> Node<S> {
                     }
                     ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
                 };
-                self.ctx.reply(request, reply);
+                ctx.reply(request, reply);
             }
             Origin::Forward {
                 from,
@@ -1082,7 +1247,7 @@ impl<S: Storage> Node<S> {
                     key_digest,
                     outcome,
                 };
-                self.ctx.send(from, reply);
+                ctx.send(from, reply);
             }
         }
     }
@@ -1094,8 +1259,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "two call sites with different origins"
     )]
-    fn coordinate_causal_put(
+    fn coordinate_causal_put<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         origin: Origin,
         key: Bytes,
         value: Option<Bytes>,
@@ -1104,24 +1271,21 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let local = match self.ctx.local_record_for_write(&key) {
+        let local = match ctx.local_record_for_write(&key) {
             Ok(Some(Record::Causal(record))) => record,
             Ok(_) => CausalRecord::default(),
             Err(_) => {
                 let outcome = ForwardedOutcome::Rejected(RequestError::StorageUnavailable);
-                self.finish_write(origin, needed, outcome);
+                self.finish_write(ctx, origin, needed, outcome);
                 return;
             }
         };
-        let (mut record, dot) = local.update(self.ctx.actor, &context, value);
-        record.prune(
-            self.ctx.config.cluster.clock_entries_max,
-            &replicas,
-            self.ctx.actor,
-        );
-        if record.siblings.len() > self.ctx.config.cluster.siblings_max {
-            let max = self.ctx.config.cluster.siblings_max;
+        let (mut record, dot) = local.update(ctx.actor, &context, value);
+        record.prune(ctx.config.cluster.clock_entries_max, &replicas, ctx.actor);
+        if record.siblings.len() > ctx.config.cluster.siblings_max {
+            let max = ctx.config.cluster.siblings_max;
             self.finish_write(
+                ctx,
                 origin,
                 needed,
                 ForwardedOutcome::Rejected(RequestError::TooManySiblings { max }),
@@ -1135,31 +1299,25 @@ impl<S: Storage> Node<S> {
             .iter()
             .map(|(_, value)| value.as_ref().map_or(0, Bytes::len))
             .sum();
-        if bytes > self.ctx.config.cluster.record_bytes_max {
-            let max = self.ctx.config.cluster.record_bytes_max;
+        if bytes > ctx.config.cluster.record_bytes_max {
+            let max = ctx.config.cluster.record_bytes_max;
             self.finish_write(
+                ctx,
                 origin,
                 needed,
                 ForwardedOutcome::Rejected(RequestError::SiblingsTooLarge { bytes, max }),
             );
             return;
         }
-        let write = WriteOperation {
+        let write = WriteOperation::new(
             origin,
             key,
-            record: Record::Causal(record),
-            version: WriteVersion::Dot(dot),
+            (Record::Causal(record), WriteVersion::Dot(dot)),
             needed,
-            quorum: quorum_of(replicas, needed, groups),
-            storage_failed: false,
-            refused_busy: 0,
-            copies_doubled: false,
-            out_of_space: false,
-            fanned_out: false,
-            sloppy: None,
-            epoch: None,
-        };
-        self.launch_write(write, deadline);
+            quorum_of(replicas, needed, groups),
+            (None, None),
+        );
+        self.launch_write(ctx, nb, write, deadline);
     }
 
     /// A replica was asked to coordinate a vector-clock put.
@@ -1167,8 +1325,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "the fields of one message, destructured"
     )]
-    pub(super) fn serve_coordinate_put(
+    pub(super) fn serve_coordinate_put<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         from: NodeId,
         op: OperationId,
@@ -1177,18 +1337,15 @@ impl<S: Storage> Node<S> {
         context: VersionVector,
         needed: u8,
     ) {
-        if !self
-            .coordinator
-            .remember_forward((from, op), &mut self.ctx.stats.duplicate_forwards)
-        {
+        if !self.remember_forward((from, op), &mut ctx.stats.duplicate_forwards) {
             return;
         }
-        let n = usize::from(self.ctx.config.cluster.n);
-        let replicas = self.ctx.ring.preference_list(&key, n);
+        let n = usize::from(ctx.config.cluster.n);
+        let replicas = ctx.ring.preference_list(&key, n);
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
-        if !replicas.contains(&self.ctx.id)
+        if !replicas.contains(&ctx.id)
             || !valid
-            || self.coordinator.operations.len() >= self.ctx.config.cluster.requests_in_flight_max
+            || self.operations.len() >= ctx.config.cluster.requests_in_flight_max
         {
             let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
             let key_digest = crate::id::key_digest(&key);
@@ -1197,12 +1354,12 @@ impl<S: Storage> Node<S> {
                 key_digest,
                 outcome,
             };
-            self.ctx.send(from, reply);
+            ctx.send(from, reply);
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
+            .saturating_add(ctx.config.cluster.request_timeout());
         let key_digest = crate::id::key_digest(&key);
         let origin = Origin::Forward {
             from,
@@ -1210,6 +1367,8 @@ impl<S: Storage> Node<S> {
             key_digest,
         };
         self.coordinate_causal_put(
+            ctx,
+            nb,
             origin,
             key,
             value,
@@ -1224,8 +1383,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    fn forward_put(
+    fn forward_put<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         request: RequestId,
         key: Bytes,
@@ -1235,10 +1396,10 @@ impl<S: Storage> Node<S> {
         candidates: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let op = self.ctx.allocate_operation();
+        let op = ctx.allocate_operation();
         // Replicas the failure detector judges down are tried last (stable order otherwise).
         let mut candidates = candidates;
-        candidates.sort_by_key(|&c| self.is_down(c));
+        candidates.sort_by_key(|&c| is_down(nb.membership, c));
         let forward = ForwardOperation {
             request,
             key,
@@ -1250,22 +1411,17 @@ impl<S: Storage> Node<S> {
             deadline,
             delta: None,
         };
-        let attempt_deadline = self.attempt_deadline(now, &forward);
-        self.send_forward(op, &forward);
-        self.coordinator
-            .track(op, Operation::Forward(forward), attempt_deadline);
+        let attempt_deadline = attempt_deadline(ctx, now, &forward);
+        self.send_forward(ctx, op, &forward);
+        self.track(op, Operation::Forward(forward), attempt_deadline);
     }
 
-    /// Each candidate replica gets an equal slice of the request timeout.
-    fn attempt_deadline(&self, now: Now, forward: &ForwardOperation) -> Instant {
-        let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
-        let slice = self.ctx.config.cluster.request_timeout() / slices;
-        now.monotonic
-            .saturating_add(slice.max(Duration::from_millis(1)))
-            .min(forward.deadline)
-    }
-
-    fn send_forward(&mut self, op: OperationId, forward: &ForwardOperation) {
+    fn send_forward<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        op: OperationId,
+        forward: &ForwardOperation,
+    ) {
         let target = forward.candidates[forward.attempt];
         let message = match forward.delta {
             Some(delta) => Message::CoordinateIncrement {
@@ -1282,19 +1438,20 @@ impl<S: Storage> Node<S> {
                 needed: forward.needed,
             },
         };
-        self.ctx.send(target, message);
+        ctx.send(target, message);
     }
 
     /// The coordinating replica's answer to a forwarded put; only a candidate already tried (an
     /// earlier attempt may still have finished), about the same key, is heard.
-    pub(super) fn on_forward_reply(
+    pub(super) fn on_forward_reply<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         op: OperationId,
         key_digest: u64,
         outcome: ForwardedOutcome,
     ) {
-        let expected = match self.coordinator.operations.get(&op) {
+        let expected = match self.operations.get(&op) {
             Some((_, Operation::Forward(f))) => {
                 f.candidates
                     .get(..=f.attempt)
@@ -1304,10 +1461,10 @@ impl<S: Storage> Node<S> {
             _ => false,
         };
         if !expected {
-            self.ctx.stats.stale_replies += 1;
+            ctx.stats.stale_replies += 1;
             return;
         }
-        if let Some(Operation::Forward(forward)) = self.coordinator.untrack(op) {
+        if let Some(Operation::Forward(forward)) = self.untrack(op) {
             let attempted_before = forward.attempt > 0;
             let outcome = match outcome {
                 // An earlier attempt may still apply, so a refusal now is not "no effect".
@@ -1316,7 +1473,12 @@ impl<S: Storage> Node<S> {
                 }
                 other => other,
             };
-            self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
+            self.finish_write(
+                ctx,
+                Origin::Client(forward.request),
+                forward.needed,
+                outcome,
+            );
         }
     }
 
@@ -1329,8 +1491,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    pub(super) fn launch_counter_write(
+    pub(super) fn launch_counter_write<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         origin: Origin,
         key: Bytes,
@@ -1340,36 +1504,29 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let sloppy = self.ctx.config.cluster.sloppy_quorum.then_some(Sloppy {
+        let sloppy = ctx.config.cluster.sloppy_quorum.then_some(Sloppy {
             final_deadline: deadline,
             hinted: false,
             replied: false,
         });
         let tracked = if sloppy.is_some() {
-            let handoff = now.monotonic.saturating_add(Duration::from_millis(
-                self.ctx.config.cluster.sloppy_after_ms,
-            ));
+            let handoff = now
+                .monotonic
+                .saturating_add(Duration::from_millis(ctx.config.cluster.sloppy_after_ms));
             handoff.min(deadline)
         } else {
             deadline
         };
-        let write = WriteOperation {
+        let write = WriteOperation::new(
             origin,
             key,
-            record: Record::Counter(counter),
-            version: WriteVersion::Counter(dot),
+            (Record::Counter(counter), WriteVersion::Counter(dot)),
             needed,
-            quorum: quorum_of(replicas, needed, None),
-            storage_failed: false,
-            refused_busy: 0,
-            copies_doubled: false,
-            out_of_space: false,
-            fanned_out: false,
-            sloppy,
-            epoch: None,
-        };
-        let op = self.launch_write(write, tracked);
-        self.stand_in_for_down(op);
+            quorum_of(replicas, needed, None),
+            (sloppy, None),
+        );
+        let op = self.launch_write(ctx, nb, write, tracked);
+        self.stand_in_for_down(ctx, nb, op);
     }
 
     /// Sends an increment to one replica of the key to apply (this node is not one): the first
@@ -1380,8 +1537,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    pub(super) fn forward_increment(
+    pub(super) fn forward_increment<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         request: RequestId,
         key: Bytes,
@@ -1391,9 +1550,9 @@ impl<S: Storage> Node<S> {
         deadline: Instant,
     ) {
         let mut candidates = replicas;
-        candidates.sort_by_key(|&c| self.is_down(c));
+        candidates.sort_by_key(|&c| is_down(nb.membership, c));
         candidates.truncate(1);
-        let op = self.ctx.allocate_operation();
+        let op = ctx.allocate_operation();
         let forward = ForwardOperation {
             request,
             key,
@@ -1405,22 +1564,34 @@ impl<S: Storage> Node<S> {
             deadline,
             delta: Some(delta),
         };
-        let attempt_deadline = self.attempt_deadline(now, &forward);
-        self.send_forward(op, &forward);
-        self.coordinator
-            .track(op, Operation::Forward(forward), attempt_deadline);
+        let attempt_deadline = attempt_deadline(ctx, now, &forward);
+        self.send_forward(ctx, op, &forward);
+        self.track(op, Operation::Forward(forward), attempt_deadline);
     }
 
     /// Answers an origin at once, for refusals before any effect.
-    pub(super) fn refuse_write(&mut self, origin: Origin, needed: u8, error: RequestError) {
-        self.finish_write(origin, needed, ForwardedOutcome::Rejected(error));
+    pub(super) fn refuse_write<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        origin: Origin,
+        needed: u8,
+        error: RequestError,
+    ) {
+        self.finish_write(ctx, origin, needed, ForwardedOutcome::Rejected(error));
     }
 
     // ---------------------------------------------------------------- sloppy quorum
 
     /// The hand-off point of a sloppy write: every replica that has not acknowledged gets a
     /// stand-in, the next node along the ring not already involved, which stores a hint for it.
-    fn hand_off(&mut self, now: Now, op: OperationId, mut write: WriteOperation) {
+    fn hand_off<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        op: OperationId,
+        mut write: WriteOperation,
+    ) {
         let Some(sloppy) = write.sloppy.as_mut() else {
             return;
         };
@@ -1436,7 +1607,7 @@ impl<S: Storage> Node<S> {
         let mut involved: Vec<NodeId> = quorum.voters().to_vec();
         involved.extend(quorum.stand_ins().iter().map(|&(f, _)| f));
         let mut sends = Vec::new();
-        let walk = self.fallback_walk(&write.key);
+        let walk = fallback_walk(ctx, nb.membership, &write.key);
         for intended in silent {
             let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
                 break;
@@ -1449,66 +1620,44 @@ impl<S: Storage> Node<S> {
         let (key, record) = (write.key.clone(), write.record.clone());
         if replied {
             // The client has its answer: the hints are fire-and-forget.
-            for (fallback, intended) in sends {
-                self.send_hint(
-                    OperationId(0),
-                    fallback,
-                    intended,
-                    key.clone(),
-                    record.clone(),
-                );
-            }
+            self.send_hints(OperationId(0), sends, &key, &record);
             return;
         }
         let deadline = final_deadline.max(now.monotonic);
-        self.coordinator
-            .track(op, Operation::Write(write), deadline);
-        for (fallback, intended) in sends {
-            self.send_hint(op, fallback, intended, key.clone(), record.clone());
-        }
+        self.track(op, Operation::Write(write), deadline);
+        self.send_hints(op, sends, &key, &record);
     }
 
-    fn send_hint(
+    /// Queues hinted copies for the node to send, in order (a fallback that is this node stores
+    /// the hint itself, which is the hint store's business: see `Node::send_hand_offs`).
+    fn send_hints(
         &mut self,
         op: OperationId,
-        fallback: NodeId,
-        intended: NodeId,
-        key: Bytes,
-        record: Record,
+        sends: Vec<(NodeId, NodeId)>,
+        key: &Bytes,
+        record: &Record,
     ) {
-        self.hints.stats.handed_off += 1;
-        if fallback == self.ctx.id {
-            match self.store_hint(intended, key, &record, AfterPersist::AckLocal(op)) {
-                Ok(Applied::Now) => self.on_local_write_durable(op),
-                Ok(Applied::Pending) => {}
-                Err(e) => {
-                    let id = self.ctx.id;
-                    self.on_write_reply(id, op, None, Err(e));
-                }
-            }
-        } else {
-            let message = Message::HintedWrite {
+        for (fallback, intended) in sends {
+            self.hand_offs.push(HandOff {
                 op,
-                key,
-                record,
-                for_node: intended,
-            };
-            self.ctx.send(fallback, message);
+                fallback,
+                intended,
+                key: key.clone(),
+                record: record.clone(),
+            });
         }
-    }
-
-    /// `key`'s ring walk without the nodes the failure detector judges down: where stand-ins
-    /// for silent or failed replicas are taken from (`hints::choose_fallback`), in order.
-    fn fallback_walk(&self, key: &[u8]) -> Vec<NodeId> {
-        let walk = self.ctx.ring.preference_list(key, self.ctx.ring.len());
-        walk.into_iter().filter(|&n| !self.is_down(n)).collect()
     }
 
     /// A sloppy write need not wait for the hand-off point for replicas the failure detector
     /// already judges down: their stand-ins get hinted copies at once, and their acknowledgements
     /// count for the replicas they stand in for.
-    fn stand_in_for_down(&mut self, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get(&op) else {
+    fn stand_in_for_down<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        op: OperationId,
+    ) {
+        let Some((_, Operation::Write(write))) = self.operations.get(&op) else {
             return;
         };
         let down: Vec<NodeId> = write
@@ -1516,14 +1665,16 @@ impl<S: Storage> Node<S> {
             .voters()
             .iter()
             .copied()
-            .filter(|&r| r != self.ctx.id && self.is_down(r) && !write.quorum.acked().contains(&r))
+            .filter(|&r| {
+                r != ctx.id && is_down(nb.membership, r) && !write.quorum.acked().contains(&r)
+            })
             .collect();
         if down.is_empty() {
             return;
         }
         let mut involved: Vec<NodeId> = write.quorum.voters().to_vec();
         let mut sends = Vec::new();
-        let walk = self.fallback_walk(&write.key);
+        let walk = fallback_walk(ctx, nb.membership, &write.key);
         for intended in down {
             let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
                 break;
@@ -1531,7 +1682,7 @@ impl<S: Storage> Node<S> {
             involved.push(fallback);
             sends.push((fallback, intended));
         }
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
             return;
         };
         if write.sloppy.is_none() {
@@ -1541,59 +1692,28 @@ impl<S: Storage> Node<S> {
             write.quorum.add_stand_in(fallback, intended);
         }
         let (key, record) = (write.key.clone(), write.record.clone());
-        for (fallback, intended) in sends {
-            self.send_hint(op, fallback, intended, key.clone(), record.clone());
-        }
+        self.send_hints(op, sends, &key, &record);
     }
 
     // ---------------------------------------------------------------- deadlines
 
-    pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
-        // The deadline entry was already removed by the caller.
-        let Some((_, operation)) = self.coordinator.operations.remove(&op) else {
-            return;
+    /// `op`'s tracked deadline passed (the caller already removed the deadline entry): a
+    /// sloppy operation reaches its hand-off point, a forward tries its next candidate, anything
+    /// else answers with what it has. A Paxos round or a scan is handed back to its mechanism.
+    pub(super) fn on_deadline<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        op: OperationId,
+    ) -> Expired {
+        let Some((_, operation)) = self.operations.remove(&op) else {
+            return Expired::Done;
         };
         match operation {
-            Operation::Read(read) if read.replied => self.read_repair(read),
-            Operation::Read(mut read) if read.sloppy_final.is_some() => {
-                // Sloppy read: ask as many fallbacks as replicas are still silent.
-                let deadline = read
-                    .sloppy_final
-                    .take()
-                    .unwrap_or(now.monotonic)
-                    .max(now.monotonic);
-                let silent = read
-                    .quorum
-                    .voters()
-                    .len()
-                    .saturating_sub(read.quorum.acks());
-                let walk = self.fallback_walk(&read.key);
-                let mut targets = Vec::new();
-                for _ in 0..silent {
-                    let Some(fallback) =
-                        crate::node::hints::choose_fallback(&walk, read.quorum.voters())
-                    else {
-                        break;
-                    };
-                    read.quorum.add_voter(fallback);
-                    targets.push(fallback);
-                }
-                let key = read.key.clone();
-                self.coordinator.track(op, Operation::Read(read), deadline);
-                for target in targets {
-                    if target == self.ctx.id {
-                        let record = self.ctx.local_record(&key);
-                        self.on_read_reply(target, op, None, record);
-                    } else {
-                        self.ctx.send(
-                            target,
-                            Message::Read {
-                                op,
-                                key: key.clone(),
-                            },
-                        );
-                    }
-                }
+            Operation::Read(read) if read.replied => self.read_repair(ctx, read),
+            Operation::Read(read) if read.sloppy_final.is_some() => {
+                self.read_hand_off(ctx, nb, now, op, read);
             }
             Operation::Read(read) => {
                 // Also a linearizable write still in its query phase: nothing was written yet.
@@ -1601,39 +1721,90 @@ impl<S: Storage> Node<S> {
                     acks: acks(read.quorum.acks()),
                     needed: read.needed,
                 };
-                self.ctx.reply(read.request, reply);
+                ctx.reply(read.request, reply);
             }
             Operation::Write(write) if write.sloppy.as_ref().is_some_and(|s| !s.hinted) => {
-                self.hand_off(now, op, write);
+                self.hand_off(ctx, nb, now, op, write);
             }
             Operation::Write(write) => {
                 if !write.sloppy.as_ref().is_some_and(|s| s.replied) {
                     let outcome = ForwardedOutcome::Indeterminate {
                         acks: acks(write.quorum.acks()),
                     };
-                    self.finish_write(write.origin, write.needed, outcome);
+                    self.finish_write(ctx, write.origin, write.needed, outcome);
                 }
             }
-            Operation::Paxos(paxos) => self.paxos_deadline(now, op, *paxos),
-            Operation::Forward(mut forward) => {
-                if forward.attempt + 1 < forward.candidates.len()
-                    && now.monotonic < forward.deadline
-                {
-                    forward.attempt += 1;
-                    let next = forward.candidates[forward.attempt];
-                    self.ctx
-                        .outputs
-                        .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
-                    self.send_forward(op, &forward);
-                    let attempt_deadline = self.attempt_deadline(now, &forward);
-                    self.coordinator
-                        .track(op, Operation::Forward(forward), attempt_deadline);
-                } else {
-                    let outcome = ForwardedOutcome::Indeterminate { acks: 0 };
-                    self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
-                }
+            Operation::Paxos(paxos) => return Expired::Paxos(paxos),
+            Operation::Forward(forward) => self.retry_forward(ctx, now, op, forward),
+            Operation::Scan(scan) => return Expired::Scan(scan),
+        }
+        Expired::Done
+    }
+
+    /// The hand-off point of a sloppy read: ask as many fallbacks as replicas are still silent,
+    /// each for its own copy, until the real deadline.
+    fn read_hand_off<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        op: OperationId,
+        mut read: ReadOperation,
+    ) {
+        let deadline = read
+            .sloppy_final
+            .take()
+            .unwrap_or(now.monotonic)
+            .max(now.monotonic);
+        let silent = read
+            .quorum
+            .voters()
+            .len()
+            .saturating_sub(read.quorum.acks());
+        let walk = fallback_walk(ctx, nb.membership, &read.key);
+        let mut targets = Vec::new();
+        for _ in 0..silent {
+            let Some(fallback) = crate::node::hints::choose_fallback(&walk, read.quorum.voters())
+            else {
+                break;
+            };
+            read.quorum.add_voter(fallback);
+            targets.push(fallback);
+        }
+        let key = read.key.clone();
+        self.track(op, Operation::Read(read), deadline);
+        for target in targets {
+            if target == ctx.id {
+                let record = ctx.local_record(&key);
+                self.on_read_reply(ctx, nb, target, op, None, record);
+            } else {
+                let key = key.clone();
+                ctx.send(target, Message::Read { op, key });
             }
-            Operation::Scan(scan) => self.on_scan_deadline(scan),
+        }
+    }
+
+    /// A forwarded put's attempt timed out: try the next candidate while the request's deadline
+    /// allows, else the outcome is unknown (the silent candidate may have applied it).
+    fn retry_forward<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        now: Now,
+        op: OperationId,
+        mut forward: ForwardOperation,
+    ) {
+        if forward.attempt + 1 < forward.candidates.len() && now.monotonic < forward.deadline {
+            forward.attempt += 1;
+            let next = forward.candidates[forward.attempt];
+            ctx.outputs
+                .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
+            self.send_forward(ctx, op, &forward);
+            let attempt_deadline = attempt_deadline(ctx, now, &forward);
+            self.track(op, Operation::Forward(forward), attempt_deadline);
+        } else {
+            let outcome = ForwardedOutcome::Indeterminate { acks: 0 };
+            let origin = Origin::Client(forward.request);
+            self.finish_write(ctx, origin, forward.needed, outcome);
         }
     }
 }
@@ -1682,6 +1853,48 @@ fn settled(quorum: &Quorum) -> (bool, bool) {
         QuorumOutcome::Failed { .. } => (false, !quorum.is_grouped()),
         QuorumOutcome::Pending => (false, false),
     }
+}
+
+/// `key`'s ring walk without the nodes the failure detector judges down: where stand-ins
+/// for silent or failed replicas are taken from (`hints::choose_fallback`), in order.
+fn fallback_walk<S>(ctx: &Context<S>, membership: Option<&Membership>, key: &[u8]) -> Vec<NodeId> {
+    let walk = ctx.ring.preference_list(key, ctx.ring.len());
+    walk.into_iter()
+        .filter(|&n| !is_down(membership, n))
+        .collect()
+}
+
+/// Each candidate replica gets an equal slice of the request timeout.
+fn attempt_deadline<S>(ctx: &Context<S>, now: Now, forward: &ForwardOperation) -> Instant {
+    let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
+    let slice = ctx.config.cluster.request_timeout() / slices;
+    now.monotonic
+        .saturating_add(slice.max(Duration::from_millis(1)))
+        .min(forward.deadline)
+}
+
+/// A new last-write-wins record stamped by this node now (its expiry resolved against the
+/// stamp), and its version.
+fn new_lww_record<S: Storage>(
+    ctx: &mut Context<S>,
+    now: Now,
+    value: Option<Bytes>,
+    expires: Option<ExpiresAt>,
+) -> (Record, LwwVersion) {
+    let version = LwwVersion {
+        timestamp_micros: ctx.stamp(now.wall),
+        node: ctx.id,
+        nonce: ctx.rng.gen(),
+    };
+    let record = Record::Lww(LwwRecord {
+        version,
+        expires_at_micros: value
+            .as_ref()
+            .and(expires)
+            .map(|e| e.resolve(version.timestamp_micros)),
+        value,
+    });
+    (record, version)
 }
 
 /// Whether a read reply may count for an operation over `replicas` and `key`: it comes from one
