@@ -1958,3 +1958,142 @@ fn written(write: &WriteOperation, acks: u8) -> ForwardedOutcome {
         (_, version) => ForwardedOutcome::Written { version, acks },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_ms(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    fn forward(candidates: &[u32]) -> Operation {
+        Operation::Forward(ForwardOperation {
+            request: RequestId(1),
+            key: Bytes::from_static(b"k"),
+            value: None,
+            context: VersionVector::default(),
+            needed: 1,
+            candidates: candidates.iter().copied().map(NodeId).collect(),
+            attempt: 0,
+            deadline: at_ms(1_000),
+            delta: None,
+        })
+    }
+
+    fn read(replicas: &[u32], needed: u8) -> ReadOperation {
+        let replicas: Vec<NodeId> = replicas.iter().copied().map(NodeId).collect();
+        ReadOperation {
+            request: RequestId(7),
+            purpose: ReadPurpose::Plain,
+            key: Bytes::from_static(b"k"),
+            needed,
+            quorum: quorum_of(replicas, needed, None),
+            merged: None,
+            refused_busy: 0,
+            records: Vec::new(),
+            replied: false,
+            sloppy_final: None,
+            epoch: None,
+            with_expiry: false,
+        }
+    }
+
+    #[test]
+    fn operations_and_deadlines_stay_paired() {
+        let mut coordinator = Coordinator::default();
+        coordinator.track(OperationId(1), forward(&[1]), at_ms(30));
+        coordinator.track(OperationId(2), forward(&[2]), at_ms(10));
+        coordinator.track(OperationId(3), forward(&[3]), at_ms(20));
+        coordinator.check_invariants();
+        let order: Vec<u64> = coordinator.deadlines.iter().map(|(_, op)| op.0).collect();
+        assert_eq!(order, vec![2, 3, 1], "deadlines are ordered by time");
+        assert!(coordinator.untrack(OperationId(3)).is_some());
+        assert!(
+            coordinator.untrack(OperationId(3)).is_none(),
+            "untracked twice"
+        );
+        let (deadline, _) = coordinator
+            .untrack_with_deadline(OperationId(1))
+            .expect("tracked");
+        assert_eq!(deadline, at_ms(30));
+        coordinator.check_invariants();
+        assert_eq!(coordinator.operations.len(), 1);
+        assert_eq!(coordinator.deadlines.len(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "every operation has exactly one deadline")]
+    fn an_operation_without_a_deadline_is_a_bug() {
+        let mut coordinator = Coordinator::default();
+        coordinator.track(OperationId(1), forward(&[1]), at_ms(30));
+        coordinator.deadlines.clear();
+        coordinator.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "reads with a quorum are answered")]
+    fn a_read_with_its_quorum_still_unanswered_is_a_bug() {
+        let mut coordinator = Coordinator::default();
+        let mut operation = read(&[1, 2, 3], 2);
+        for node in [1, 2] {
+            operation.quorum.record(NodeId(node), true);
+            operation.records.push((NodeId(node), None));
+        }
+        coordinator.track(OperationId(1), Operation::Read(operation), at_ms(30));
+        coordinator.check_invariants();
+    }
+
+    #[test]
+    fn forwarded_puts_are_served_once_and_remembered_within_a_bound() {
+        let mut coordinator = Coordinator::default();
+        let mut duplicates = 0;
+        let first = (NodeId(1), OperationId(1));
+        assert!(coordinator.remember_forward(first, &mut duplicates));
+        assert!(!coordinator.remember_forward(first, &mut duplicates));
+        assert_eq!(duplicates, 1);
+        for i in 2..=(SERVED_FORWARDS_MAX as u64 + 1) {
+            assert!(coordinator.remember_forward((NodeId(1), OperationId(i)), &mut duplicates));
+        }
+        coordinator.check_invariants();
+        assert_eq!(coordinator.served_forwards.len(), SERVED_FORWARDS_MAX);
+        // The oldest was forgotten to make room: a duplicate that late is served again (the
+        // bound is what keeps the memory finite; forwards retry within a request timeout).
+        assert!(coordinator.remember_forward(first, &mut duplicates));
+        assert_eq!(duplicates, 1);
+    }
+
+    #[test]
+    fn a_grouped_quorum_waits_for_its_deadline_a_counted_one_fails_at_once() {
+        let replicas = || vec![NodeId(1), NodeId(2), NodeId(3)];
+        let mut counted = quorum_of(replicas(), 2, None);
+        counted.record(NodeId(1), false);
+        counted.record(NodeId(2), false);
+        assert_eq!(settled(&counted), (false, true));
+        let group = Group {
+            members: replicas(),
+            needed: 2,
+        };
+        let mut grouped = quorum_of(replicas(), 2, Some(vec![group]));
+        grouped.record(NodeId(1), false);
+        grouped.record(NodeId(2), false);
+        assert_eq!(settled(&grouped), (false, false));
+        grouped.record(NodeId(3), true);
+        assert_eq!(settled(&grouped), (false, false));
+        let mut met = quorum_of(replicas(), 1, None);
+        met.record(NodeId(3), true);
+        assert_eq!(settled(&met), (true, false));
+    }
+
+    #[test]
+    fn a_read_reply_counts_only_from_an_asked_replica_about_the_same_key() {
+        let replicas = [NodeId(1), NodeId(2)];
+        let key = b"k";
+        let digest = crate::id::key_digest(key);
+        assert!(reply_matches(&replicas, key, NodeId(1), Some(digest)));
+        assert!(reply_matches(&replicas, key, NodeId(2), None));
+        assert!(!reply_matches(&replicas, key, NodeId(3), Some(digest)));
+        let other = crate::id::key_digest(b"other");
+        assert!(!reply_matches(&replicas, key, NodeId(1), Some(other)));
+    }
+}
