@@ -708,10 +708,8 @@ impl Coordinator {
             && !grouped
         {
             read.sloppy_final = Some(deadline);
-            let handoff = ctx
-                .last_monotonic
-                .saturating_add(Duration::from_millis(ctx.config.cluster.sloppy_after_ms));
-            tracked = handoff.min(deadline);
+            let started = ctx.last_monotonic;
+            tracked = hand_off_point(ctx, started, deadline);
         }
         self.track(op, Operation::Read(read), tracked);
         for replica in replicas {
@@ -928,10 +926,21 @@ impl Coordinator {
     /// Fire and forget: merging is idempotent, and anti-entropy covers what this misses.
     fn read_repair<S: Storage>(&mut self, ctx: &mut Context<S>, read: ReadOperation) {
         let Some(merged) = read.merged else { return };
-        for (node, record) in &read.records {
-            if record.as_ref() == Some(&merged) {
-                continue;
-            }
+        let mut stale: Vec<NodeId> = read
+            .records
+            .iter()
+            .filter(|(_, record)| record.as_ref() != Some(&merged))
+            .map(|&(node, _)| node)
+            .collect();
+        if stale.len() > 1 && buggify!(ctx.faults, &mut ctx.rng, "coordinator/read-repair-targets")
+        {
+            // Repair fewer replicas, in another order: read repair is best effort, and
+            // anti-entropy must bring the ones left out up to date on its own.
+            stale.reverse();
+            let keep = ctx.rng.gen_range(1..stale.len());
+            stale.truncate(keep);
+        }
+        for node in &stale {
             ctx.stats.read_repairs += 1;
             if *node == ctx.id {
                 let _ = ctx.apply(read.key.clone(), &merged, AfterPersist::Nothing);
@@ -983,16 +992,14 @@ impl Coordinator {
                     (None, None),
                 );
                 if ctx.config.cluster.sloppy_quorum && !grouped {
-                    let handoff = now
-                        .monotonic
-                        .saturating_add(Duration::from_millis(ctx.config.cluster.sloppy_after_ms));
+                    let handoff = hand_off_point(ctx, now.monotonic, deadline);
                     let mut write = write;
                     write.sloppy = Some(Sloppy {
                         final_deadline: deadline,
                         hinted: false,
                         replied: false,
                     });
-                    let op = self.launch_write(ctx, nb, write, handoff.min(deadline));
+                    let op = self.launch_write(ctx, nb, write, handoff);
                     self.stand_in_for_down(ctx, nb, op);
                 } else {
                     self.launch_write(ctx, nb, write, deadline);
@@ -1510,10 +1517,7 @@ impl Coordinator {
             replied: false,
         });
         let tracked = if sloppy.is_some() {
-            let handoff = now
-                .monotonic
-                .saturating_add(Duration::from_millis(ctx.config.cluster.sloppy_after_ms));
-            handoff.min(deadline)
+            hand_off_point(ctx, now.monotonic, deadline)
         } else {
             deadline
         };
@@ -1855,6 +1859,19 @@ fn settled(quorum: &Quorum) -> (bool, bool) {
     }
 }
 
+/// When a sloppy operation started at `from` hands off to fallbacks: `sloppy_after_ms` later,
+/// never after `deadline`.
+fn hand_off_point<S>(ctx: &mut Context<S>, from: Instant, deadline: Instant) -> Instant {
+    let mut after_ms = ctx.config.cluster.sloppy_after_ms;
+    if buggify!(ctx.faults, &mut ctx.rng, "coordinator/hand-off-early") {
+        // Anywhere earlier in the legal window: more hints for replicas that were only slow
+        // (merged idempotently where they land), never fewer copies.
+        after_ms = ctx.rng.gen_range(0..=after_ms);
+    }
+    from.saturating_add(Duration::from_millis(after_ms))
+        .min(deadline)
+}
+
 /// `key`'s ring walk without the nodes the failure detector judges down: where stand-ins
 /// for silent or failed replicas are taken from (`hints::choose_fallback`), in order.
 fn fallback_walk<S>(ctx: &Context<S>, membership: Option<&Membership>, key: &[u8]) -> Vec<NodeId> {
@@ -1865,7 +1882,16 @@ fn fallback_walk<S>(ctx: &Context<S>, membership: Option<&Membership>, key: &[u8
 }
 
 /// Each candidate replica gets an equal slice of the request timeout.
-fn attempt_deadline<S>(ctx: &Context<S>, now: Now, forward: &ForwardOperation) -> Instant {
+fn attempt_deadline<S>(ctx: &mut Context<S>, now: Now, forward: &ForwardOperation) -> Instant {
+    let retry = forward.attempt + 1 < forward.candidates.len();
+    if retry && buggify!(ctx.faults, &mut ctx.rng, "coordinator/forward-retry") {
+        // Try the next candidate early, while this one may still apply the put: both may
+        // then apply it (two dots, siblings at worst), and a late reply from either counts.
+        return now
+            .monotonic
+            .saturating_add(Duration::from_millis(1))
+            .min(forward.deadline);
+    }
     let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
     let slice = ctx.config.cluster.request_timeout() / slices;
     now.monotonic
