@@ -1848,13 +1848,12 @@ fn quorum_of(replicas: Vec<NodeId>, needed: u8, groups: Option<Vec<Group>>) -> Q
     }
 }
 
-/// (met, can no longer be met) for an operation's quorum. A grouped quorum is never given up
-/// early: it waits for its deadline, as it always has (a group that can no longer reach its
-/// majority is only known to fail at the deadline).
+/// (met, can no longer be met) for an operation's quorum: for the datacenter levels, as soon
+/// as one group's own quorum can no longer be met (a refused replica never counts later).
 fn settled(quorum: &Quorum) -> (bool, bool) {
     match quorum.outcome() {
         QuorumOutcome::Met { .. } => (true, false),
-        QuorumOutcome::Failed { .. } => (false, !quorum.is_grouped()),
+        QuorumOutcome::Failed { .. } => (false, true),
         QuorumOutcome::Pending => (false, false),
     }
 }
@@ -2090,7 +2089,7 @@ mod tests {
     }
 
     #[test]
-    fn a_grouped_quorum_waits_for_its_deadline_a_counted_one_fails_at_once() {
+    fn grouped_and_counted_quorums_fail_as_soon_as_they_cannot_be_met() {
         let replicas = || vec![NodeId(1), NodeId(2), NodeId(3)];
         let mut counted = quorum_of(replicas(), 2, None);
         counted.record(NodeId(1), false);
@@ -2102,10 +2101,9 @@ mod tests {
         };
         let mut grouped = quorum_of(replicas(), 2, Some(vec![group]));
         grouped.record(NodeId(1), false);
+        assert_eq!(settled(&grouped), (false, false));
         grouped.record(NodeId(2), false);
-        assert_eq!(settled(&grouped), (false, false));
-        grouped.record(NodeId(3), true);
-        assert_eq!(settled(&grouped), (false, false));
+        assert_eq!(settled(&grouped), (false, true));
         let mut met = quorum_of(replicas(), 1, None);
         met.record(NodeId(3), true);
         assert_eq!(settled(&met), (true, false));
