@@ -25,6 +25,7 @@
 //! * [`ring`]: consistent hashing, vnodes, rack/datacenter-aware placement.
 //! * [`version`]: last-write-wins versions, dotted version vectors, merges.
 //! * [`node`]: the coordinator + replica state machine.
+//! * [`quorum`]: where a round trip's answers stand (`Pending`, `Met`, `Failed`), as a value.
 //! * [`storage`]: the storage trait and the in-memory engine.
 //! * [`message`], [`codec`]: what nodes say to each other and its one wire encoding.
 //! * [`client`]: requests, consistency levels and the three kinds of outcome.
@@ -46,6 +47,7 @@ pub mod id;
 pub mod membership;
 pub mod message;
 pub mod node;
+pub mod quorum;
 pub mod ring;
 pub mod storage;
 pub mod time;

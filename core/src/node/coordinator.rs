@@ -1,13 +1,28 @@
 //! The coordinator side: turn a client request into replica round trips and answer after R reads
 //! or W durable writes, or with a typed outcome at the deadline.
+//!
+//! [`Coordinator`] owns the operations in flight and their deadlines; each operation's answers
+//! are a [`Quorum`] value. Its inputs take the node's shared [`Context`] and, where a decision
+//! depends on them, the other mechanisms' state ([`Neighbours`]: the linearizable level's ring
+//! epoch gate and the failure detector). Work that belongs to another mechanism is handed back
+//! to the node as a value: a conditional write's Paxos round ([`PaxosStart`]), an expired Paxos
+//! round or scan ([`Expired`]), and hinted copies a fallback that is this node must store
+//! ([`HandOff`], drained by the node after every coordinator input). The counter path
+//! (`counter`) and failing fast (`fail_fast`) are parts of coordinating: `impl Coordinator`
+//! blocks of their own files.
 
+use super::context::Context;
 use super::durability::AfterPersist;
+use super::gossip::is_down;
+use super::handover::Handover;
 use super::replica::Applied;
-use super::{Node, NodeEvent};
+use super::NodeEvent;
 use crate::buggify;
 use crate::client::{CausalContext, ClientReply, ClientRequest, Consistency, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
+use crate::membership::Membership;
 use crate::message::{ForwardedOutcome, Message, ReplicaError};
+use crate::quorum::{Group, Quorum, QuorumOutcome, Recorded};
 use crate::storage::Storage;
 use crate::time::{Instant, Now};
 use crate::version::{
@@ -27,22 +42,84 @@ const SERVED_FORWARDS_MAX: usize = 4096;
 pub(super) struct Coordinator {
     pub(super) operations: std::collections::BTreeMap<OperationId, (Instant, Operation)>,
     pub(super) deadlines: std::collections::BTreeSet<(Instant, OperationId)>,
-    /// Datacenter groups of the operations at `local_quorum` / `each_quorum`.
-    pub(super) op_groups: std::collections::BTreeMap<OperationId, Vec<(Vec<NodeId>, usize)>>,
-    /// Groups computed for the operation about to be tracked.
-    pub(super) pending_groups: Option<Vec<(Vec<NodeId>, usize)>>,
     pub(super) served_forwards: std::collections::BTreeSet<(NodeId, OperationId)>,
     pub(super) served_forwards_order: std::collections::VecDeque<(NodeId, OperationId)>,
     /// When each ring member was last heard from directly (any message): evidence that
     /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
     pub(super) heard_from: std::collections::BTreeMap<NodeId, Instant>,
+    /// Hinted copies decided by the last input, in order, for the node to send or store:
+    /// empty between inputs.
+    pub(super) hand_offs: Vec<HandOff>,
+}
+
+/// What the coordinator consults of the other mechanisms.
+pub(super) struct Neighbours<'a> {
+    /// The linearizable level's ring epochs and range readiness (see `handover`).
+    pub(super) handover: &'a mut Handover,
+    /// The failure detector, when the node runs with gossip.
+    pub(super) membership: Option<&'a Membership>,
+}
+
+/// A hinted copy of a sloppy write for `fallback` to keep for `intended`.
+#[derive(Debug)]
+pub(super) struct HandOff {
+    /// The write's id (`OperationId(0)`: fire-and-forget, the client has its answer).
+    pub(super) op: OperationId,
+    pub(super) fallback: NodeId,
+    pub(super) intended: NodeId,
+    pub(super) key: Bytes,
+    pub(super) record: Record,
+}
+
+/// A conditional write's Paxos round, for the node to start (see `paxos`).
+#[derive(Debug)]
+pub(super) struct PaxosStart {
+    pub(super) request: RequestId,
+    pub(super) key: Bytes,
+    pub(super) intent: super::paxos::Intent,
+    /// A strict majority of `replicas`.
+    pub(super) needed: u8,
+    pub(super) replicas: Vec<NodeId>,
+    pub(super) deadline: Instant,
+}
+
+/// What an expired deadline leaves for another mechanism.
+#[derive(Debug)]
+pub(super) enum Expired {
+    /// Handled here.
+    Done,
+    /// A Paxos round's deadline (see `paxos`).
+    Paxos(Box<super::paxos::PaxosOperation>),
+    /// A scan page's or key count's deadline (see `scan`).
+    Scan(super::scan::ScanOperation),
+}
+
+/// A keyed request's level, resolved: the answers it needs, from which replicas, until when.
+#[derive(Debug)]
+struct Plan {
+    /// The level as replies state it (for datacenter levels, the sum of the groups' quorums).
+    needed: u8,
+    /// The datacenter groups of `local_quorum` / `each_quorum`.
+    groups: Option<Vec<Group>>,
+    replicas: Vec<NodeId>,
+    linearizable: bool,
+    deadline: Instant,
+}
+
+/// What a read round trip is for.
+#[derive(Debug)]
+struct ReadStart {
+    request: RequestId,
+    purpose: ReadPurpose,
+    key: Bytes,
+    /// Linearizable level: the ring epoch it starts on.
+    epoch: Option<u64>,
+    /// A `GetExpiring` read.
+    with_expiry: bool,
 }
 
 impl Coordinator {
     pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
-        if let Some(groups) = self.pending_groups.take() {
-            self.op_groups.insert(op, groups);
-        }
         self.operations.insert(op, (deadline, operation));
         self.deadlines.insert((deadline, op));
     }
@@ -56,10 +133,32 @@ impl Coordinator {
         &mut self,
         op: OperationId,
     ) -> Option<(Instant, Operation)> {
-        self.op_groups.remove(&op);
         let (deadline, operation) = self.operations.remove(&op)?;
         self.deadlines.remove(&(deadline, op));
         Some((deadline, operation))
+    }
+
+    /// Internal consistency; panics only on a bug in this crate. Pairs every operation with
+    /// exactly one deadline, and checks every operation's own quorum.
+    pub(super) fn check_invariants(&self) {
+        assert_eq!(
+            self.deadlines.len(),
+            self.operations.len(),
+            "every operation has exactly one deadline"
+        );
+        for (deadline, op) in &self.deadlines {
+            let tracked = self.operations.get(op).map(|(d, _)| d);
+            assert_eq!(tracked, Some(deadline), "deadline of an unknown operation");
+        }
+        for (_, operation) in self.operations.values() {
+            operation.check_invariants();
+        }
+        assert_eq!(self.served_forwards.len(), self.served_forwards_order.len());
+        assert!(self.served_forwards_order.len() <= SERVED_FORWARDS_MAX);
+        assert!(
+            self.hand_offs.is_empty(),
+            "hinted copies left unsent after an input"
+        );
     }
 
     pub(super) fn remember_forward(
@@ -127,15 +226,13 @@ pub(super) struct ReadOperation {
     request: RequestId,
     purpose: ReadPurpose,
     key: Bytes,
-    replica_ids: Vec<NodeId>,
+    /// The level, as replies state it.
     needed: u8,
-    replicas: u8,
-    answered: Vec<NodeId>,
+    /// Who was asked (replicas, then fallbacks of a sloppy read) and who answered or refused:
+    /// each replica counts once, and a refusal never also as an answer (a duplicated or
+    /// retried refusal, or a refusal followed by an answer, is stale).
+    quorum: Quorum,
     merged: Option<Record>,
-    failed: u8,
-    /// Replicas that refused: each counts once in `failed`, and never also as an answer (a
-    /// duplicated or retried refusal, or a refusal followed by an answer, is stale).
-    refused: Vec<NodeId>,
     /// Refusals that were `Busy` (back-pressure): a read that fails with only such refusals is
     /// rejected as `Busy`, the typed signal to back off, rather than `Unavailable`.
     refused_busy: u8,
@@ -159,13 +256,12 @@ pub(super) struct WriteOperation {
     key: Bytes,
     record: Record,
     version: WriteVersion,
+    /// The level, as replies state it.
     needed: u8,
-    replicas: Vec<NodeId>,
-    acked: Vec<NodeId>,
-    failed: u8,
-    /// Replicas (logical: a stand-in counts as the replica it stands in for) that refused; each
-    /// counts once in `failed`, and never also as an acknowledgement.
-    refused: Vec<NodeId>,
+    /// The replicas, their stand-ins (sloppy quorum) and their answers: a stand-in counts as
+    /// the replica it stands in for, each replica once, a refusal never also as an
+    /// acknowledgement.
+    quorum: Quorum,
     /// Some refusal was a storage failure, which may come after the write was staged (a failed
     /// fsync): its bytes may still reach the disk, so the write is not known to have had no
     /// effect (PITFALLS: "Failed is not the same as did-not-happen").
@@ -187,6 +283,35 @@ pub(super) struct WriteOperation {
     epoch: Option<u64>,
 }
 
+impl WriteOperation {
+    /// A write of `record` at `version`, nothing answered yet; `sloppy` for last-write-wins
+    /// writes that may hand off, `epoch` at the linearizable level.
+    fn new(
+        origin: Origin,
+        key: Bytes,
+        (record, version): (Record, WriteVersion),
+        needed: u8,
+        quorum: Quorum,
+        (sloppy, epoch): (Option<Sloppy>, Option<u64>),
+    ) -> Self {
+        WriteOperation {
+            origin,
+            key,
+            record,
+            version,
+            needed,
+            quorum,
+            storage_failed: false,
+            refused_busy: 0,
+            copies_doubled: false,
+            out_of_space: false,
+            fanned_out: false,
+            sloppy,
+            epoch,
+        }
+    }
+}
+
 /// A write that may use fallback nodes (PITFALLS: hints are bounded and replayed, never a
 /// substitute for anti-entropy).
 #[derive(Debug)]
@@ -197,8 +322,6 @@ pub(super) struct Sloppy {
     hinted: bool,
     /// The client already has its answer (W was met); the operation lives on to hint.
     replied: bool,
-    /// (fallback, the replica it stands in for).
-    stand_ins: Vec<(NodeId, NodeId)>,
 }
 
 /// A vector-clock put forwarded to a replica of the key.
@@ -230,24 +353,26 @@ pub(super) enum Operation {
 }
 
 impl Operation {
-    /// `grouped`: the operation counts per datacenter, so totals alone do not finish it.
-    pub(super) fn check_invariants(&self, grouped: bool) {
+    pub(super) fn check_invariants(&self) {
         match self {
             Operation::Read(r) => {
+                r.quorum.check_invariants();
                 assert!(
-                    grouped || r.replied || r.answered.len() < usize::from(r.needed),
+                    r.replied || !r.quorum.is_met(),
                     "reads with a quorum are answered"
                 );
-                assert!(r.answered.len() + usize::from(r.failed) <= usize::from(r.replicas));
+                assert_eq!(r.quorum.acks(), r.records.len(), "one record per answer");
             }
             Operation::Write(w) => {
+                w.quorum.check_invariants();
                 assert!(
-                    grouped
-                        || w.sloppy.as_ref().is_some_and(|s| s.replied || s.hinted)
-                        || w.acked.len() < usize::from(w.needed),
+                    w.sloppy.as_ref().is_some_and(|s| s.replied || s.hinted) || !w.quorum.is_met(),
                     "finished writes are removed"
                 );
-                assert!(w.acked.iter().all(|a| w.replicas.contains(a)));
+                assert!(
+                    w.sloppy.is_some() || w.quorum.stand_ins().is_empty(),
+                    "stand-ins for a strict write"
+                );
             }
             Operation::Forward(f) => assert!(f.attempt < f.candidates.len()),
             Operation::Scan(scan) => scan.check_invariants(),
@@ -256,21 +381,22 @@ impl Operation {
     }
 }
 
-impl<S: Storage> Node<S> {
-    pub(super) fn start_request(&mut self, now: Now, request: RequestId, body: ClientRequest) {
-        // The cluster-wide requests have no key (see `scan`).
-        match body {
-            ClientRequest::Scan {
-                from,
-                keys_max,
-                consistency,
-            } => return self.start_scan(now, request, from, keys_max, consistency),
-            ClientRequest::CountKeys => return self.start_count(now, request),
-            _ => {}
-        }
-        if let Err(e) = self.admit(&body) {
-            self.ctx.reply(request, ClientReply::Rejected(e));
-            return;
+impl Coordinator {
+    /// A keyed client request (scans and key counts are routed to `scan` before this): the
+    /// limits, the level resolved into replicas and a quorum, then a plain or linearizable
+    /// read or write. Returns the Paxos round to start for a conditional write, which the node
+    /// hands to `paxos`.
+    pub(super) fn start_request<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        request: RequestId,
+        body: ClientRequest,
+    ) -> Option<PaxosStart> {
+        if let Err(e) = self.admit(ctx, &body) {
+            ctx.reply(request, ClientReply::Rejected(e));
+            return None;
         }
         if let ClientRequest::Increment {
             key,
@@ -278,12 +404,36 @@ impl<S: Storage> Node<S> {
             consistency,
         } = body
         {
-            self.start_increment(now, request, key, delta, consistency);
-            return;
+            self.start_increment(ctx, nb, now, request, key, delta, consistency);
+            return None;
         }
-        let cluster = &self.ctx.config.cluster;
-        let (level, default) = match &body {
-            // Scans were served above; they read, so they default to `r`.
+        let plan = match self.plan(ctx, nb.membership, now, &body) {
+            Ok(plan) => plan,
+            Err(e) => {
+                ctx.reply(request, ClientReply::Rejected(e));
+                return None;
+            }
+        };
+        if plan.linearizable {
+            return self.start_linearizable(ctx, nb, request, body, plan);
+        }
+        self.start_plain(ctx, nb, now, request, body, plan);
+        None
+    }
+
+    /// Resolves a keyed request's level: the answers it needs (per datacenter group for the
+    /// datacenter levels), from which replicas, until when; or why it is refused before any
+    /// effect (an impossible level, a level the conflict mode cannot give, replicas judged down).
+    fn plan<S: Storage>(
+        &self,
+        ctx: &Context<S>,
+        membership: Option<&Membership>,
+        now: Now,
+        body: &ClientRequest,
+    ) -> Result<Plan, RequestError> {
+        let cluster = &ctx.config.cluster;
+        let (level, default) = match body {
+            // Scans are routed before this; they read, so they would default to `r`.
             ClientRequest::Get { consistency, .. }
             | ClientRequest::GetExpiring { consistency, .. }
             | ClientRequest::Scan { consistency, .. } => (*consistency, cluster.r),
@@ -297,189 +447,187 @@ impl<S: Storage> Node<S> {
             ClientRequest::Conditional { .. } => (Some(Consistency::Linearizable), cluster.w),
         };
         let n = cluster.n;
-        let Some(needed) = level
-            .or(cluster.consistency)
+        let level = level.or(cluster.consistency);
+        let mut needed = level
             .map_or(Some(default), |l| l.required(n))
-        else {
-            self.ctx.reply(
-                request,
-                ClientReply::Rejected(RequestError::InvalidConsistency),
-            );
-            return;
-        };
+            .ok_or(RequestError::InvalidConsistency)?;
         let expiring = matches!(
             body,
             ClientRequest::PutExpiring { .. } | ClientRequest::GetExpiring { .. }
         );
         if expiring && cluster.conflict != ConflictMode::Lww {
-            self.ctx
-                .reply(request, ClientReply::Rejected(RequestError::ExpiryNeedsLww));
-            return;
+            return Err(RequestError::ExpiryNeedsLww);
         }
-        let linearizable = level.or(cluster.consistency) == Some(Consistency::Linearizable);
+        let linearizable = level == Some(Consistency::Linearizable);
         if linearizable && cluster.conflict != ConflictMode::Lww {
-            self.ctx.reply(
-                request,
-                ClientReply::Rejected(RequestError::LinearizableNeedsLww),
-            );
-            return;
+            return Err(RequestError::LinearizableNeedsLww);
         }
-        let replicas = self.ctx.ring.preference_list(body.key(), usize::from(n));
-        let mut needed = needed;
-        match level.or(cluster.consistency) {
-            Some(Consistency::LocalQuorum) | Some(Consistency::EachQuorum) => {
-                let each = level.or(cluster.consistency) == Some(Consistency::EachQuorum);
-                let groups = datacenter_groups(&self.ctx.ring, &replicas, self.ctx.id, each);
-                if groups.is_empty() {
-                    self.ctx.reply(
-                        request,
-                        ClientReply::Rejected(RequestError::InvalidConsistency),
-                    );
-                    return;
-                }
-                needed = needs(groups.iter().map(|(_, k)| *k).sum());
-                self.coordinator.pending_groups = Some(groups);
+        let replicas = ctx.ring.preference_list(body.key(), usize::from(n));
+        let mut groups = None;
+        if let Some(Consistency::LocalQuorum | Consistency::EachQuorum) = level {
+            let each = level == Some(Consistency::EachQuorum);
+            let found = datacenter_groups(&ctx.ring, &replicas, ctx.id, each);
+            if found.is_empty() {
+                return Err(RequestError::InvalidConsistency);
             }
-            _ => self.coordinator.pending_groups = None,
+            needed = needs(found.iter().map(|g| g.needed).sum());
+            groups = Some(found);
         }
         if replicas.len() < usize::from(needed) {
-            let e = if replicas.is_empty() {
+            return Err(if replicas.is_empty() {
                 RequestError::NoReplicas
             } else {
                 RequestError::InvalidConsistency
-            };
-            self.ctx.reply(request, ClientReply::Rejected(e));
-            return;
+            });
         }
-        if let Some(short) = self.replicas_down(&body, linearizable, &replicas, needed) {
-            self.coordinator.pending_groups = None;
-            self.ctx.reply(request, ClientReply::Rejected(short));
-            return;
+        let down = self.replicas_down(
+            ctx,
+            membership,
+            body,
+            (linearizable, &replicas),
+            needed,
+            groups.as_deref(),
+        );
+        if let Some(short) = down {
+            return Err(short);
         }
-        let deadline = now
-            .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
-        if linearizable {
-            // Conditional writes are Paxos rounds (see `paxos`); plain reads and writes at this
-            // level stay ABD. Mixing plain and conditional writes on one key is not
-            // linearizable (as in Cassandra, mixing LWT and non-LWT writes).
-            let purpose = match body {
-                // Scans and increments were dispatched at the top; never reached here.
-                ClientRequest::Get { .. }
-                | ClientRequest::GetExpiring { .. }
-                | ClientRequest::Scan { .. }
-                | ClientRequest::CountKeys
-                | ClientRequest::Increment { .. } => ReadPurpose::LinearizableRead,
-                ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
-                    value: Some(value.clone()),
-                    expires: None,
-                },
-                ClientRequest::PutExpiring {
-                    ref value, expires, ..
-                } => ReadPurpose::LinearizableWrite {
-                    value: Some(value.clone()),
-                    expires: Some(expires),
-                },
-                ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite {
-                    value: None,
-                    expires: None,
-                },
-                ClientRequest::Conditional {
-                    ref condition,
-                    ref value,
-                    ..
-                } => {
-                    let intent = super::paxos::Intent::Conditional {
-                        condition: condition.clone(),
-                        value: value.clone(),
-                    };
-                    let key = body.key().clone();
-                    self.start_paxos(now, request, key, intent, needed, replicas, deadline);
-                    return;
-                }
-            };
-            let key = body.key().clone();
-            self.handover.activate(&mut self.ctx);
-            let epoch = Some(self.handover.epoch());
-            let with_expiry = matches!(body, ClientRequest::GetExpiring { .. });
-            self.start_read(
-                request,
-                purpose,
-                key,
-                needed,
-                replicas,
-                deadline,
-                epoch,
-                with_expiry,
-            );
-            return;
-        }
-        match body {
-            ClientRequest::Get { key, .. } | ClientRequest::GetExpiring { key, .. } => {
-                let with_expiry = expiring;
-                self.start_read(
+        let deadline = now.monotonic.saturating_add(cluster.request_timeout());
+        Ok(Plan {
+            needed,
+            groups,
+            replicas,
+            linearizable,
+            deadline,
+        })
+    }
+
+    /// The linearizable level: conditional writes are Paxos rounds (see `paxos`, returned to
+    /// the node to start); plain reads and writes at this level stay ABD. Mixing plain and
+    /// conditional writes on one key is not linearizable (as in Cassandra, mixing LWT and
+    /// non-LWT writes).
+    fn start_linearizable<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        request: RequestId,
+        body: ClientRequest,
+        plan: Plan,
+    ) -> Option<PaxosStart> {
+        let purpose = match body {
+            // Scans and increments are routed elsewhere; never reached here.
+            ClientRequest::Get { .. }
+            | ClientRequest::GetExpiring { .. }
+            | ClientRequest::Scan { .. }
+            | ClientRequest::CountKeys
+            | ClientRequest::Increment { .. } => ReadPurpose::LinearizableRead,
+            ClientRequest::Put { ref value, .. } => ReadPurpose::LinearizableWrite {
+                value: Some(value.clone()),
+                expires: None,
+            },
+            ClientRequest::PutExpiring {
+                ref value, expires, ..
+            } => ReadPurpose::LinearizableWrite {
+                value: Some(value.clone()),
+                expires: Some(expires),
+            },
+            ClientRequest::Delete { .. } => ReadPurpose::LinearizableWrite {
+                value: None,
+                expires: None,
+            },
+            ClientRequest::Conditional {
+                ref condition,
+                ref value,
+                ..
+            } => {
+                let intent = super::paxos::Intent::Conditional {
+                    condition: condition.clone(),
+                    value: value.clone(),
+                };
+                return Some(PaxosStart {
                     request,
-                    ReadPurpose::Plain,
+                    key: body.key().clone(),
+                    intent,
+                    needed: plan.needed,
+                    replicas: plan.replicas,
+                    deadline: plan.deadline,
+                });
+            }
+        };
+        let key = body.key().clone();
+        nb.handover.activate(ctx);
+        let epoch = Some(nb.handover.epoch());
+        let with_expiry = matches!(body, ClientRequest::GetExpiring { .. });
+        let read = ReadStart {
+            request,
+            purpose,
+            key,
+            epoch,
+            with_expiry,
+        };
+        self.start_read(ctx, nb, read, plan);
+        None
+    }
+
+    /// Plain levels: reads and writes by quorum (sloppy where configured).
+    fn start_plain<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        request: RequestId,
+        body: ClientRequest,
+        plan: Plan,
+    ) {
+        let (key, value, context) = match body {
+            ClientRequest::Get { key, .. } => {
+                let read = ReadStart {
+                    request,
+                    purpose: ReadPurpose::Plain,
                     key,
-                    needed,
-                    replicas,
-                    deadline,
-                    None,
-                    with_expiry,
-                )
+                    epoch: None,
+                    with_expiry: false,
+                };
+                return self.start_read(ctx, nb, read, plan);
+            }
+            ClientRequest::GetExpiring { key, .. } => {
+                let read = ReadStart {
+                    request,
+                    purpose: ReadPurpose::Plain,
+                    key,
+                    epoch: None,
+                    with_expiry: true,
+                };
+                return self.start_read(ctx, nb, read, plan);
             }
             ClientRequest::Put {
                 key,
                 value,
                 context,
                 ..
-            } => self.start_write(
-                now,
-                request,
-                key,
-                (Some(value), None),
-                context,
-                needed,
-                replicas,
-                deadline,
-            ),
+            } => (key, (Some(value), None), context),
             ClientRequest::PutExpiring {
                 key,
                 value,
                 expires,
                 ..
-            } => self.start_write(
-                now,
-                request,
-                key,
-                (Some(value), Some(expires)),
-                None,
-                needed,
-                replicas,
-                deadline,
-            ),
-            ClientRequest::Delete { key, context, .. } => self.start_write(
-                now,
-                request,
-                key,
-                (None, None),
-                context,
-                needed,
-                replicas,
-                deadline,
-            ),
-            // Served above by `scan`.
-            ClientRequest::Scan { .. } | ClientRequest::CountKeys => {}
-            // Dispatched at the top.
-            ClientRequest::Increment { .. } => {}
-            // Always linearizable, handled above.
-            ClientRequest::Conditional { .. } => {}
-        }
+            } => (key, (Some(value), Some(expires)), None),
+            ClientRequest::Delete { key, context, .. } => (key, (None, None), context),
+            // Routed to `scan`, dispatched at the top, or always linearizable.
+            ClientRequest::Scan { .. }
+            | ClientRequest::CountKeys
+            | ClientRequest::Increment { .. }
+            | ClientRequest::Conditional { .. } => return,
+        };
+        self.start_write(ctx, nb, now, request, key, value, context, plan);
     }
 
     /// Limits checked before a request has any effect.
-    fn admit(&self, body: &ClientRequest) -> Result<(), RequestError> {
-        let cluster = &self.ctx.config.cluster;
+    fn admit<S: Storage>(
+        &self,
+        ctx: &Context<S>,
+        body: &ClientRequest,
+    ) -> Result<(), RequestError> {
+        let cluster = &ctx.config.cluster;
         let key = body.key();
         if key.is_empty() || key.len() > cluster.key_bytes_max {
             return Err(RequestError::KeyTooLarge {
@@ -505,7 +653,7 @@ impl<S: Storage> Node<S> {
                 });
             }
         }
-        if self.coordinator.operations.len() >= cluster.requests_in_flight_max {
+        if self.operations.len() >= cluster.requests_in_flight_max {
             return Err(RequestError::Busy);
         }
         Ok(())
@@ -513,33 +661,36 @@ impl<S: Storage> Node<S> {
 
     // ---------------------------------------------------------------- reads
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "two call sites; a struct would only rename them"
-    )]
-    fn start_read(
+    fn start_read<S: Storage>(
         &mut self,
-        request: RequestId,
-        purpose: ReadPurpose,
-        key: Bytes,
-        needed: u8,
-        replicas: Vec<NodeId>,
-        deadline: Instant,
-        epoch: Option<u64>,
-        with_expiry: bool,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        start: ReadStart,
+        plan: Plan,
     ) {
-        let op = self.ctx.allocate_operation();
+        let ReadStart {
+            request,
+            purpose,
+            key,
+            epoch,
+            with_expiry,
+        } = start;
+        let Plan {
+            needed,
+            groups,
+            replicas,
+            deadline,
+            ..
+        } = plan;
+        let op = ctx.allocate_operation();
+        let grouped = groups.is_some();
         let read = ReadOperation {
             request,
             purpose,
             key: key.clone(),
-            replica_ids: replicas.clone(),
             needed,
-            replicas: u8::try_from(replicas.len()).unwrap_or(u8::MAX),
-            answered: Vec::with_capacity(replicas.len()),
+            quorum: quorum_of(replicas.clone(), needed, groups),
             merged: None,
-            failed: 0,
-            refused: Vec::new(),
             refused_busy: 0,
             records: Vec::with_capacity(replicas.len()),
             replied: false,
@@ -552,39 +703,33 @@ impl<S: Storage> Node<S> {
         // Datacenter levels never hand off: a read at `local_quorum` / `each_quorum` is answered
         // only by majorities of its datacenter groups, which stand-ins outside the groups cannot
         // form (issue #11, item 5; writes at those levels already never hand off).
-        let grouped = self.coordinator.pending_groups.is_some();
-        if self.ctx.config.cluster.sloppy_quorum
+        if ctx.config.cluster.sloppy_quorum
             && matches!(read.purpose, ReadPurpose::Plain)
             && !grouped
         {
             read.sloppy_final = Some(deadline);
-            let handoff = self
-                .ctx
-                .last_monotonic
-                .saturating_add(Duration::from_millis(
-                    self.ctx.config.cluster.sloppy_after_ms,
-                ));
-            tracked = handoff.min(deadline);
+            let started = ctx.last_monotonic;
+            tracked = hand_off_point(ctx, started, deadline);
         }
-        self.coordinator.track(op, Operation::Read(read), tracked);
+        self.track(op, Operation::Read(read), tracked);
         for replica in replicas {
-            if replica == self.ctx.id {
+            if replica == ctx.id {
                 let record = match epoch {
-                    Some(epoch) => self
+                    Some(epoch) => nb
                         .handover
-                        .lin_admit(&mut self.ctx, epoch, &key)
-                        .and_then(|()| self.ctx.local_record(&key)),
-                    None => self.ctx.local_record(&key),
+                        .lin_admit(ctx, epoch, &key)
+                        .and_then(|()| ctx.local_record(&key)),
+                    None => ctx.local_record(&key),
                 };
-                let id = self.ctx.id;
-                self.on_read_reply(id, op, None, record);
+                let id = ctx.id;
+                self.on_read_reply(ctx, nb, id, op, None, record);
             } else {
                 let key = key.clone();
                 let message = match epoch {
                     Some(epoch) => Message::LinRead { op, key, epoch },
                     None => Message::Read { op, key },
                 };
-                self.ctx.send(replica, message);
+                ctx.send(replica, message);
             }
         }
     }
@@ -592,28 +737,29 @@ impl<S: Storage> Node<S> {
     /// A replica's answer to a read round trip. `key_digest` is `None` only for this node's own
     /// copy; a reply from a node the operation did not ask, or about another key, is stale (a
     /// late reply matched to the wrong operation must never become another key's answer).
-    pub(super) fn on_read_reply(
+    pub(super) fn on_read_reply<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         from: NodeId,
         op: OperationId,
         key_digest: Option<u64>,
         record: Result<Option<Record>, ReplicaError>,
     ) {
-        let Some((_, Operation::Read(read))) = self.coordinator.operations.get_mut(&op) else {
-            self.ctx.stats.stale_replies += 1;
+        let Some((_, Operation::Read(read))) = self.operations.get_mut(&op) else {
+            ctx.stats.stale_replies += 1;
             return;
         };
-        if !reply_matches(&read.replica_ids, &read.key, from, key_digest) {
-            self.ctx.stats.stale_replies += 1;
+        if !reply_matches(read.quorum.voters(), &read.key, from, key_digest) {
+            ctx.stats.stale_replies += 1;
             return;
         }
-        if read.answered.contains(&from) || read.refused.contains(&from) {
-            self.ctx.stats.stale_replies += 1;
+        if read.quorum.record(from, record.is_ok()) == Recorded::Stale {
+            ctx.stats.stale_replies += 1;
             return;
         }
         match record {
             Ok(record) => {
-                read.answered.push(from);
                 read.records.push((from, record.clone()));
                 if let Some(record) = record {
                     read.merged = Some(match read.merged.take() {
@@ -622,46 +768,37 @@ impl<S: Storage> Node<S> {
                     });
                 }
             }
-            Err(e) => {
-                read.refused.push(from);
-                read.failed += 1;
-                read.refused_busy += u8::from(e == ReplicaError::Busy);
-            }
+            Err(e) => read.refused_busy += u8::from(e == ReplicaError::Busy),
         }
-        let (answered, needed) = (read.answered.len(), usize::from(read.needed));
-        let all_in = answered + usize::from(read.failed) >= usize::from(read.replicas);
+        let answered = read.quorum.acks();
+        let all_in = read.quorum.all_answered();
         if read.replied {
             if all_in {
-                if let Some(Operation::Read(read)) = self.coordinator.untrack(op) {
-                    self.read_repair(read);
+                if let Some(Operation::Read(read)) = self.untrack(op) {
+                    self.read_repair(ctx, read);
                 }
             }
             return;
         }
-        let groups = self.coordinator.op_groups.get(&op);
-        let met = quorum_met(&read.answered, needed, groups);
-        let unreachable =
-            groups.is_none() && usize::from(read.replicas) - usize::from(read.failed) < needed;
+        let (met, unreachable) = settled(&read.quorum);
         let plain = matches!(read.purpose, ReadPurpose::Plain);
-        if met && plain && self.ctx.config.cluster.read_repair && !all_in {
+        if met && plain && ctx.config.cluster.read_repair && !all_in {
             // Answer now; keep collecting the other replicas' answers to repair them.
             read.replied = true;
             let (request, merged, with_expiry) =
                 (read.request, read.merged.clone(), read.with_expiry);
-            self.ctx.observe_record(merged.as_ref());
-            let now_micros = self.ctx.hybrid_now_micros();
+            ctx.observe_record(merged.as_ref());
+            let now_micros = ctx.hybrid_now_micros();
             let reply = read_reply(merged, acks(answered), now_micros, with_expiry);
-            self.ctx.reply(request, reply);
+            ctx.reply(request, reply);
             return;
         }
         if met || unreachable {
-            if let Some((deadline, Operation::Read(read))) =
-                self.coordinator.untrack_with_deadline(op)
-            {
+            if let Some((deadline, Operation::Read(read))) = self.untrack_with_deadline(op) {
                 let merged = read.merged.clone();
-                self.ctx.observe_record(merged.as_ref());
+                ctx.observe_record(merged.as_ref());
                 if !met {
-                    let reply = if read.refused_busy == read.failed {
+                    let reply = if usize::from(read.refused_busy) == read.quorum.refusals() {
                         ClientReply::Rejected(RequestError::Busy)
                     } else {
                         ClientReply::Unavailable {
@@ -669,35 +806,42 @@ impl<S: Storage> Node<S> {
                             needed: read.needed,
                         }
                     };
-                    self.ctx.reply(read.request, reply);
+                    ctx.reply(read.request, reply);
                     return;
                 }
-                self.after_read_quorum(read, deadline, acks(answered));
+                self.after_read_quorum(ctx, nb, read, deadline, acks(answered));
             }
         }
     }
 
     /// A read gathered its quorum: answer (plain), or start the second ABD phase.
-    fn after_read_quorum(&mut self, read: ReadOperation, deadline: Instant, answered: u8) {
+    fn after_read_quorum<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        read: ReadOperation,
+        deadline: Instant,
+        answered: u8,
+    ) {
         match read.purpose {
             ReadPurpose::Plain => {
-                let now_micros = self.ctx.hybrid_now_micros();
+                let now_micros = ctx.hybrid_now_micros();
                 let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
-                self.ctx.reply(read.request, reply);
-                if self.ctx.config.cluster.read_repair {
-                    self.read_repair(read);
+                ctx.reply(read.request, reply);
+                if ctx.config.cluster.read_repair {
+                    self.read_repair(ctx, read);
                 }
             }
             ReadPurpose::LinearizableRead => {
-                let now_micros = self.ctx.hybrid_now_micros();
+                let now_micros = ctx.hybrid_now_micros();
                 let reply = read_reply(read.merged.clone(), answered, now_micros, read.with_expiry);
                 let Some(record) = read.merged else {
                     // No replica of the majority holds anything: nothing to make visible.
-                    self.ctx.reply(read.request, reply);
+                    ctx.reply(read.request, reply);
                     return;
                 };
-                if self.ctx.config.cluster.unsafe_skip_write_back {
-                    self.ctx.reply(read.request, reply);
+                if ctx.config.cluster.unsafe_skip_write_back {
+                    ctx.reply(read.request, reply);
                     return;
                 }
                 let version = match &record {
@@ -706,102 +850,107 @@ impl<S: Storage> Node<S> {
                     Record::Counter(r) => WriteVersion::Lww(r.epoch),
                     Record::Causal(_) => {
                         let reply = ClientReply::Rejected(RequestError::LinearizableNeedsLww);
-                        self.ctx.reply(read.request, reply);
+                        ctx.reply(read.request, reply);
                         return;
                     }
                 };
                 // Write the newest version back to a majority before answering, so no later read
                 // can see an older one (PITFALLS: "R + W > N is not linearizability").
-                let write = WriteOperation {
-                    origin: Origin::WriteBack {
-                        request: read.request,
-                        reply,
-                    },
-                    key: read.key,
-                    record,
-                    version,
-                    needed: read.needed,
-                    replicas: read.replica_ids,
-                    acked: Vec::new(),
-                    failed: 0,
-                    refused: Vec::new(),
-                    storage_failed: false,
-                    refused_busy: 0,
-                    copies_doubled: false,
-                    out_of_space: false,
-                    fanned_out: false,
-                    sloppy: None,
-                    epoch: read.epoch,
+                let origin = Origin::WriteBack {
+                    request: read.request,
+                    reply,
                 };
-                self.launch_write(write, deadline);
+                let quorum = Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed));
+                let write = WriteOperation::new(
+                    origin,
+                    read.key,
+                    (record, version),
+                    read.needed,
+                    quorum,
+                    (None, read.epoch),
+                );
+                self.launch_write(ctx, nb, write, deadline);
             }
-            ReadPurpose::LinearizableWrite { value, expires } => {
-                let highest = match &read.merged {
-                    Some(Record::Lww(r)) => Some(r.version),
-                    // A SET over a counter must outrank the counter's epoch to replace it.
-                    Some(Record::Counter(r)) => Some(r.epoch),
-                    _ => None,
-                };
-                let stamp = self.ctx.stamp(self.ctx.last_wall);
-                let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
-                self.ctx.clock.observe(timestamp_micros);
-                self.ctx.raise_clock_floor(timestamp_micros);
-                let version = LwwVersion {
-                    timestamp_micros,
-                    node: self.ctx.id,
-                    nonce: self.ctx.rng.gen(),
-                };
-                let record = LwwRecord {
-                    version,
-                    expires_at_micros: value
-                        .as_ref()
-                        .and(expires)
-                        .map(|e| e.resolve(timestamp_micros)),
-                    value,
-                };
-                let write = WriteOperation {
-                    origin: Origin::Client(read.request),
-                    key: read.key,
-                    record: Record::Lww(record),
-                    version: WriteVersion::Lww(version),
-                    needed: read.needed,
-                    replicas: read.replica_ids,
-                    acked: Vec::new(),
-                    failed: 0,
-                    refused: Vec::new(),
-                    storage_failed: false,
-                    refused_busy: 0,
-                    copies_doubled: false,
-                    out_of_space: false,
-                    fanned_out: false,
-                    sloppy: None,
-                    epoch: read.epoch,
-                };
-                self.launch_write(write, deadline);
+            ReadPurpose::LinearizableWrite { ref value, expires } => {
+                let value = value.clone();
+                self.write_above(ctx, nb, read, deadline, (value, expires));
             }
         }
     }
 
+    /// The second phase of an ABD write: a version strictly above every one the query phase
+    /// saw, written to a majority.
+    fn write_above<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        read: ReadOperation,
+        deadline: Instant,
+        (value, expires): (Option<Bytes>, Option<ExpiresAt>),
+    ) {
+        let highest = match &read.merged {
+            Some(Record::Lww(r)) => Some(r.version),
+            // A SET over a counter must outrank the counter's epoch to replace it.
+            Some(Record::Counter(r)) => Some(r.epoch),
+            _ => None,
+        };
+        let stamp = ctx.stamp(ctx.last_wall);
+        let timestamp_micros = highest.map_or(stamp, |h| stamp.max(h.timestamp_micros + 1));
+        ctx.clock.observe(timestamp_micros);
+        ctx.raise_clock_floor(timestamp_micros);
+        let version = LwwVersion {
+            timestamp_micros,
+            node: ctx.id,
+            nonce: ctx.rng.gen(),
+        };
+        let record = LwwRecord {
+            version,
+            expires_at_micros: value
+                .as_ref()
+                .and(expires)
+                .map(|e| e.resolve(timestamp_micros)),
+            value,
+        };
+        let write = WriteOperation::new(
+            Origin::Client(read.request),
+            read.key,
+            (Record::Lww(record), WriteVersion::Lww(version)),
+            read.needed,
+            Quorum::count(read.quorum.voters().to_vec(), usize::from(read.needed)),
+            (None, read.epoch),
+        );
+        self.launch_write(ctx, nb, write, deadline);
+    }
+
     /// Sends the merged record to every replica that answered with something older or nothing.
     /// Fire and forget: merging is idempotent, and anti-entropy covers what this misses.
-    fn read_repair(&mut self, read: ReadOperation) {
+    fn read_repair<S: Storage>(&mut self, ctx: &mut Context<S>, read: ReadOperation) {
         let Some(merged) = read.merged else { return };
-        for (node, record) in &read.records {
-            if record.as_ref() == Some(&merged) {
-                continue;
-            }
-            self.ctx.stats.read_repairs += 1;
-            if *node == self.ctx.id {
-                let _ = self
-                    .ctx
-                    .apply(read.key.clone(), &merged, AfterPersist::Nothing);
+        let mut stale: Vec<NodeId> = read
+            .records
+            .iter()
+            .filter(|(_, record)| record.as_ref() != Some(&merged))
+            .map(|&(node, _)| node)
+            .collect();
+        if stale.len() > 1 && buggify!(ctx.faults, &mut ctx.rng, "coordinator/read-repair-targets")
+        {
+            // Repair fewer replicas, in another order: read repair is best effort, and
+            // anti-entropy must bring the ones left out up to date on its own.
+            stale.reverse();
+            let keep = ctx.rng.gen_range(1..stale.len());
+            stale.truncate(keep);
+        }
+        for node in &stale {
+            ctx.stats.read_repairs += 1;
+            if *node == ctx.id {
+                let _ = ctx.apply(read.key.clone(), &merged, AfterPersist::Nothing);
             } else {
                 let message = Message::Write {
                     op: OperationId(0),
                     key: read.key.clone(),
                     record: merged.clone(),
                 };
-                self.ctx.send(*node, message);
+                ctx.send(*node, message);
             }
         }
     }
@@ -812,79 +961,68 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    fn start_write(
+    fn start_write<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         request: RequestId,
         key: Bytes,
         (value, expires): (Option<Bytes>, Option<ExpiresAt>),
         context: Option<CausalContext>,
-        needed: u8,
-        replicas: Vec<NodeId>,
-        deadline: Instant,
+        plan: Plan,
     ) {
-        match self.ctx.config.cluster.conflict {
+        let Plan {
+            needed,
+            groups,
+            replicas,
+            deadline,
+            ..
+        } = plan;
+        let grouped = groups.is_some();
+        match ctx.config.cluster.conflict {
             ConflictMode::Lww => {
-                let version = LwwVersion {
-                    timestamp_micros: self.ctx.stamp(now.wall),
-                    node: self.ctx.id,
-                    nonce: self.ctx.rng.gen(),
-                };
-                let record = Record::Lww(LwwRecord {
-                    version,
-                    expires_at_micros: value
-                        .as_ref()
-                        .and(expires)
-                        .map(|e| e.resolve(version.timestamp_micros)),
-                    value,
-                });
-                let write = WriteOperation {
-                    origin: Origin::Client(request),
+                let (record, version) = new_lww_record(ctx, now, value, expires);
+                let write = WriteOperation::new(
+                    Origin::Client(request),
                     key,
-                    record,
-                    version: WriteVersion::Lww(version),
+                    (record, WriteVersion::Lww(version)),
                     needed,
-                    replicas,
-                    acked: Vec::new(),
-                    failed: 0,
-                    refused: Vec::new(),
-                    storage_failed: false,
-                    refused_busy: 0,
-                    copies_doubled: false,
-                    out_of_space: false,
-                    fanned_out: false,
-                    sloppy: None,
-                    epoch: None,
-                };
-                if self.ctx.config.cluster.sloppy_quorum
-                    && self.coordinator.pending_groups.is_none()
-                {
-                    let handoff = now.monotonic.saturating_add(Duration::from_millis(
-                        self.ctx.config.cluster.sloppy_after_ms,
-                    ));
+                    quorum_of(replicas, needed, groups),
+                    (None, None),
+                );
+                if ctx.config.cluster.sloppy_quorum && !grouped {
+                    let handoff = hand_off_point(ctx, now.monotonic, deadline);
                     let mut write = write;
                     write.sloppy = Some(Sloppy {
                         final_deadline: deadline,
                         hinted: false,
                         replied: false,
-                        stand_ins: Vec::new(),
                     });
-                    let op = self.launch_write(write, handoff.min(deadline));
-                    self.stand_in_for_down(op);
+                    let op = self.launch_write(ctx, nb, write, handoff);
+                    self.stand_in_for_down(ctx, nb, op);
                 } else {
-                    self.launch_write(write, deadline);
+                    self.launch_write(ctx, nb, write, deadline);
                 }
             }
             ConflictMode::VectorClock => {
                 let context = context.map(|c| c.0).unwrap_or_default();
-                if replicas.contains(&self.ctx.id) {
+                if replicas.contains(&ctx.id) {
                     let origin = Origin::Client(request);
                     self.coordinate_causal_put(
-                        origin, key, value, context, needed, replicas, deadline,
+                        ctx,
+                        nb,
+                        origin,
+                        key,
+                        value,
+                        context,
+                        (needed, groups),
+                        replicas,
+                        deadline,
                     );
                 } else {
                     self.forward_put(
-                        now, request, key, value, context, needed, replicas, deadline,
+                        ctx, nb, now, request, key, value, context, needed, replicas, deadline,
                     );
                 }
             }
@@ -892,44 +1030,47 @@ impl<S: Storage> Node<S> {
     }
 
     /// Registers a write and sends it out (lww: everyone at once; vector clock: local copy first).
-    fn launch_write(&mut self, write: WriteOperation, deadline: Instant) -> OperationId {
-        let op = self.ctx.allocate_operation();
+    fn launch_write<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        write: WriteOperation,
+        deadline: Instant,
+    ) -> OperationId {
+        let op = ctx.allocate_operation();
         // A new dot, or a new slot of this replica's counter, is durable here before any other
         // replica holds it: after a crash this replica can never issue it again differently.
         let local_first = matches!(
             write.version,
             WriteVersion::Dot(_) | WriteVersion::Counter(_)
         );
-        let is_replica = write.replicas.contains(&self.ctx.id);
+        let is_replica = write.quorum.voters().contains(&ctx.id);
         let key = write.key.clone();
         let record = write.record.clone();
         let epoch = write.epoch;
-        self.coordinator
-            .track(op, Operation::Write(write), deadline);
+        self.track(op, Operation::Write(write), deadline);
         if is_replica {
             // Linearizable: this node's copy counts only on the same ring and once it holds the
             // range; a refused copy is not applied (see `handover`).
-            let admitted = epoch.map_or(Ok(()), |epoch| {
-                self.handover.lin_admit(&mut self.ctx, epoch, &key)
-            });
-            match admitted.and_then(|()| self.ctx.apply(key, &record, AfterPersist::AckLocal(op))) {
-                Ok(Applied::Now) => self.on_local_write_durable(op),
+            let admitted = epoch.map_or(Ok(()), |epoch| nb.handover.lin_admit(ctx, epoch, &key));
+            match admitted.and_then(|()| ctx.apply(key, &record, AfterPersist::AckLocal(op))) {
+                Ok(Applied::Now) => self.on_local_write_durable(ctx, op),
                 Ok(Applied::Pending) => {}
                 Err(e) => {
-                    let id = self.ctx.id;
-                    self.on_write_reply(id, op, None, Err(e));
+                    let id = ctx.id;
+                    self.on_write_reply(ctx, id, op, None, Err(e));
                 }
             }
         }
         if !local_first || !is_replica {
-            self.fan_out(op);
+            self.fan_out(ctx, op);
         }
         op
     }
 
     /// Sends the write to every other replica.
-    fn fan_out(&mut self, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
+    pub(super) fn fan_out<S: Storage>(&mut self, ctx: &mut Context<S>, op: OperationId) {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
             return;
         };
         if write.fanned_out {
@@ -937,10 +1078,11 @@ impl<S: Storage> Node<S> {
         }
         write.fanned_out = true;
         let targets: Vec<NodeId> = write
-            .replicas
+            .quorum
+            .voters()
             .iter()
             .copied()
-            .filter(|&r| r != self.ctx.id)
+            .filter(|&r| r != ctx.id)
             .collect();
         let (key, record, epoch) = (write.key.clone(), write.record.clone(), write.epoch);
         for target in targets {
@@ -954,129 +1096,106 @@ impl<S: Storage> Node<S> {
                 },
                 None => Message::Write { op, key, record },
             };
-            if buggify!(
-                self.ctx.faults,
-                &mut self.ctx.rng,
-                "coordinator/duplicate-write"
-            ) {
+            if buggify!(ctx.faults, &mut ctx.rng, "coordinator/duplicate-write") {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
-                if let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op)
-                {
+                if let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) {
                     write.copies_doubled = true;
                 }
-                self.ctx.send(target, message.clone());
+                ctx.send(target, message.clone());
             }
-            self.ctx.send(target, message);
+            ctx.send(target, message);
         }
     }
 
     /// This node's own copy of a write it coordinates is durable.
-    pub(super) fn on_local_write_durable(&mut self, op: OperationId) {
+    pub(super) fn on_local_write_durable<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        op: OperationId,
+    ) {
         // Vector-clock writes fan out only now: the new dot is durable here, so a restart of this
         // replica can never create the same dot again. Before counting this copy: with W = 1 it
         // completes the write, and a write fanned out only after that was never sent to the
         // other replicas at all (it lived on this node alone until anti-entropy; swarm 2204).
-        self.fan_out(op);
-        let id = self.ctx.id;
-        self.on_write_reply(id, op, None, Ok(()));
+        self.fan_out(ctx, op);
+        let id = ctx.id;
+        self.on_write_reply(ctx, id, op, None, Ok(()));
     }
 
     /// A replica's (or fallback's) acknowledgement of a write round trip, or of a hint replay.
     /// `key_digest` is `None` only for this node's own copy; a reply about another key is stale.
-    pub(super) fn on_write_reply(
+    pub(super) fn on_write_reply<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         op: OperationId,
         key_digest: Option<u64>,
         result: Result<(), ReplicaError>,
     ) {
-        if self.on_hint_replay_reply(from, op, key_digest, result.is_ok()) {
-            return;
-        }
-        let now = Now {
-            monotonic: self.ctx.last_monotonic,
-            wall: self.ctx.last_wall,
-        };
-        if self.paxos_on_write_reply(now, from, op, key_digest, result) {
-            return;
-        }
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
-            self.ctx.stats.stale_replies += 1;
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+            ctx.stats.stale_replies += 1;
             return;
         };
         if key_digest.is_some_and(|d| d != crate::id::key_digest(&write.key)) {
-            self.ctx.stats.stale_replies += 1;
+            ctx.stats.stale_replies += 1;
             return;
         }
         // A fallback's acknowledgement counts for the replica it stands in for, once.
-        let logical = write
-            .sloppy
-            .as_ref()
-            .and_then(|s| {
-                s.stand_ins
-                    .iter()
-                    .find(|(f, _)| *f == from)
-                    .map(|&(_, r)| r)
-            })
-            .unwrap_or(from);
-        let known = write.replicas.contains(&from)
-            || write
-                .sloppy
-                .as_ref()
-                .is_some_and(|s| s.stand_ins.iter().any(|(f, _)| *f == from));
-        if write.acked.contains(&logical) || write.refused.contains(&logical) || !known {
-            self.ctx.stats.stale_replies += 1;
+        if write.quorum.record(from, result.is_ok()) == Recorded::Stale {
+            ctx.stats.stale_replies += 1;
             return;
         }
         match result {
-            Ok(()) => write.acked.push(logical),
+            Ok(()) => {}
             Err(e) => {
-                write.refused.push(logical);
-                write.failed += 1;
                 write.storage_failed |= e == ReplicaError::Storage;
                 write.refused_busy += u8::from(e == ReplicaError::Busy);
                 write.out_of_space |= e == ReplicaError::NoSpace;
             }
         }
-        let (acked, needed) = (write.acked.len(), usize::from(write.needed));
-        let groups = self.coordinator.op_groups.get(&op);
-        let met = quorum_met(&write.acked, needed, groups);
-        let reachable = if groups.is_some() {
-            write.replicas.len()
-        } else {
-            write.replicas.len() - usize::from(write.failed)
+        self.settle_write(ctx, op);
+    }
+
+    /// After an answer was recorded: answer the origin once the quorum is met or can no longer
+    /// be, or (sloppy) once it is met before the hand-off point, which the write then waits for.
+    fn settle_write<S: Storage>(&mut self, ctx: &mut Context<S>, op: OperationId) {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+            return;
         };
+        let acked = write.quorum.acks();
+        let replicas = write.quorum.voters().len();
+        let (met, unreachable) = settled(&write.quorum);
         if let Some(sloppy) = &mut write.sloppy {
             if sloppy.replied {
-                if acked >= write.replicas.len() {
-                    self.coordinator.untrack(op);
+                if acked >= replicas {
+                    self.untrack(op);
                 }
                 return;
             }
-            if acked >= needed && acked < write.replicas.len() && !sloppy.hinted {
+            if met && acked < replicas && !sloppy.hinted {
                 // Answer now; stay until the hand-off point to hint for replicas still silent.
                 sloppy.replied = true;
                 let origin = write.origin.clone();
-                let outcome = written(write, acks(acked));
-                self.finish_write(origin, needs(needed), outcome);
+                let (outcome, needed) = (written(write, acks(acked)), write.needed);
+                self.finish_write(ctx, origin, needed, outcome);
                 return;
             }
-            if acked < needed && !sloppy.hinted {
+            if !met && !sloppy.hinted {
                 return; // fallbacks may still make up the difference at the hand-off point
             }
         }
-        if met || reachable < needed {
-            if let Some(Operation::Write(write)) = self.coordinator.untrack(op) {
+        if met || unreachable {
+            if let Some(Operation::Write(write)) = self.untrack(op) {
                 let outcome = if met {
                     written(&write, acks(acked))
                 } else if acked == 0
-                    && reachable == 0
+                    && write.quorum.refusals() == replicas
                     && !write.storage_failed
                     && !write.copies_doubled
                 {
                     // Every replica refused before applying it (busy, not ready, another ring,
                     // a full disk).
-                    let error = if write.refused_busy == write.failed {
+                    let error = if usize::from(write.refused_busy) == write.quorum.refusals() {
                         RequestError::Busy
                     } else if write.out_of_space {
                         RequestError::OutOfDiskSpace
@@ -1087,12 +1206,18 @@ impl<S: Storage> Node<S> {
                 } else {
                     ForwardedOutcome::Indeterminate { acks: acks(acked) }
                 };
-                self.finish_write(write.origin, write.needed, outcome);
+                self.finish_write(ctx, write.origin, write.needed, outcome);
             }
         }
     }
 
-    fn finish_write(&mut self, origin: Origin, needed: u8, outcome: ForwardedOutcome) {
+    fn finish_write<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        origin: Origin,
+        needed: u8,
+        outcome: ForwardedOutcome,
+    ) {
         match origin {
             Origin::Client(request) => {
                 let reply = match outcome {
@@ -1107,7 +1232,7 @@ impl<S: Storage> Node<S> {
                         ClientReply::Counted { value, acks }
                     }
                 };
-                self.ctx.reply(request, reply);
+                ctx.reply(request, reply);
             }
             Origin::WriteBack { request, reply } => {
                 let reply = match outcome {
@@ -1117,7 +1242,7 @@ impl<S: Storage> Node<S> {
                     }
                     ForwardedOutcome::Rejected(e) => ClientReply::Rejected(e),
                 };
-                self.ctx.reply(request, reply);
+                ctx.reply(request, reply);
             }
             Origin::Forward {
                 from,
@@ -1129,7 +1254,7 @@ impl<S: Storage> Node<S> {
                     key_digest,
                     outcome,
                 };
-                self.ctx.send(from, reply);
+                ctx.send(from, reply);
             }
         }
     }
@@ -1141,34 +1266,33 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "two call sites with different origins"
     )]
-    fn coordinate_causal_put(
+    fn coordinate_causal_put<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         origin: Origin,
         key: Bytes,
         value: Option<Bytes>,
         context: VersionVector,
-        needed: u8,
+        (needed, groups): (u8, Option<Vec<Group>>),
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let local = match self.ctx.local_record_for_write(&key) {
+        let local = match ctx.local_record_for_write(&key) {
             Ok(Some(Record::Causal(record))) => record,
             Ok(_) => CausalRecord::default(),
             Err(_) => {
                 let outcome = ForwardedOutcome::Rejected(RequestError::StorageUnavailable);
-                self.finish_write(origin, needed, outcome);
+                self.finish_write(ctx, origin, needed, outcome);
                 return;
             }
         };
-        let (mut record, dot) = local.update(self.ctx.actor, &context, value);
-        record.prune(
-            self.ctx.config.cluster.clock_entries_max,
-            &replicas,
-            self.ctx.actor,
-        );
-        if record.siblings.len() > self.ctx.config.cluster.siblings_max {
-            let max = self.ctx.config.cluster.siblings_max;
+        let (mut record, dot) = local.update(ctx.actor, &context, value);
+        record.prune(ctx.config.cluster.clock_entries_max, &replicas, ctx.actor);
+        if record.siblings.len() > ctx.config.cluster.siblings_max {
+            let max = ctx.config.cluster.siblings_max;
             self.finish_write(
+                ctx,
                 origin,
                 needed,
                 ForwardedOutcome::Rejected(RequestError::TooManySiblings { max }),
@@ -1182,34 +1306,25 @@ impl<S: Storage> Node<S> {
             .iter()
             .map(|(_, value)| value.as_ref().map_or(0, Bytes::len))
             .sum();
-        if bytes > self.ctx.config.cluster.record_bytes_max {
-            let max = self.ctx.config.cluster.record_bytes_max;
+        if bytes > ctx.config.cluster.record_bytes_max {
+            let max = ctx.config.cluster.record_bytes_max;
             self.finish_write(
+                ctx,
                 origin,
                 needed,
                 ForwardedOutcome::Rejected(RequestError::SiblingsTooLarge { bytes, max }),
             );
             return;
         }
-        let write = WriteOperation {
+        let write = WriteOperation::new(
             origin,
             key,
-            record: Record::Causal(record),
-            version: WriteVersion::Dot(dot),
+            (Record::Causal(record), WriteVersion::Dot(dot)),
             needed,
-            replicas,
-            acked: Vec::new(),
-            failed: 0,
-            refused: Vec::new(),
-            storage_failed: false,
-            refused_busy: 0,
-            copies_doubled: false,
-            out_of_space: false,
-            fanned_out: false,
-            sloppy: None,
-            epoch: None,
-        };
-        self.launch_write(write, deadline);
+            quorum_of(replicas, needed, groups),
+            (None, None),
+        );
+        self.launch_write(ctx, nb, write, deadline);
     }
 
     /// A replica was asked to coordinate a vector-clock put.
@@ -1217,8 +1332,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "the fields of one message, destructured"
     )]
-    pub(super) fn serve_coordinate_put(
+    pub(super) fn serve_coordinate_put<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         from: NodeId,
         op: OperationId,
@@ -1227,18 +1344,15 @@ impl<S: Storage> Node<S> {
         context: VersionVector,
         needed: u8,
     ) {
-        if !self
-            .coordinator
-            .remember_forward((from, op), &mut self.ctx.stats.duplicate_forwards)
-        {
+        if !self.remember_forward((from, op), &mut ctx.stats.duplicate_forwards) {
             return;
         }
-        let n = usize::from(self.ctx.config.cluster.n);
-        let replicas = self.ctx.ring.preference_list(&key, n);
+        let n = usize::from(ctx.config.cluster.n);
+        let replicas = ctx.ring.preference_list(&key, n);
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
-        if !replicas.contains(&self.ctx.id)
+        if !replicas.contains(&ctx.id)
             || !valid
-            || self.coordinator.operations.len() >= self.ctx.config.cluster.requests_in_flight_max
+            || self.operations.len() >= ctx.config.cluster.requests_in_flight_max
         {
             let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
             let key_digest = crate::id::key_digest(&key);
@@ -1247,27 +1361,39 @@ impl<S: Storage> Node<S> {
                 key_digest,
                 outcome,
             };
-            self.ctx.send(from, reply);
+            ctx.send(from, reply);
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
+            .saturating_add(ctx.config.cluster.request_timeout());
         let key_digest = crate::id::key_digest(&key);
         let origin = Origin::Forward {
             from,
             op,
             key_digest,
         };
-        self.coordinate_causal_put(origin, key, value, context, needed, replicas, deadline);
+        self.coordinate_causal_put(
+            ctx,
+            nb,
+            origin,
+            key,
+            value,
+            context,
+            (needed, None),
+            replicas,
+            deadline,
+        );
     }
 
     #[expect(
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    fn forward_put(
+    fn forward_put<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         request: RequestId,
         key: Bytes,
@@ -1277,10 +1403,10 @@ impl<S: Storage> Node<S> {
         candidates: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let op = self.ctx.allocate_operation();
+        let op = ctx.allocate_operation();
         // Replicas the failure detector judges down are tried last (stable order otherwise).
         let mut candidates = candidates;
-        candidates.sort_by_key(|&c| self.is_down(c));
+        candidates.sort_by_key(|&c| is_down(nb.membership, c));
         let forward = ForwardOperation {
             request,
             key,
@@ -1292,22 +1418,17 @@ impl<S: Storage> Node<S> {
             deadline,
             delta: None,
         };
-        let attempt_deadline = self.attempt_deadline(now, &forward);
-        self.send_forward(op, &forward);
-        self.coordinator
-            .track(op, Operation::Forward(forward), attempt_deadline);
+        let attempt_deadline = attempt_deadline(ctx, now, &forward);
+        self.send_forward(ctx, op, &forward);
+        self.track(op, Operation::Forward(forward), attempt_deadline);
     }
 
-    /// Each candidate replica gets an equal slice of the request timeout.
-    fn attempt_deadline(&self, now: Now, forward: &ForwardOperation) -> Instant {
-        let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
-        let slice = self.ctx.config.cluster.request_timeout() / slices;
-        now.monotonic
-            .saturating_add(slice.max(Duration::from_millis(1)))
-            .min(forward.deadline)
-    }
-
-    fn send_forward(&mut self, op: OperationId, forward: &ForwardOperation) {
+    fn send_forward<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        op: OperationId,
+        forward: &ForwardOperation,
+    ) {
         let target = forward.candidates[forward.attempt];
         let message = match forward.delta {
             Some(delta) => Message::CoordinateIncrement {
@@ -1324,19 +1445,20 @@ impl<S: Storage> Node<S> {
                 needed: forward.needed,
             },
         };
-        self.ctx.send(target, message);
+        ctx.send(target, message);
     }
 
     /// The coordinating replica's answer to a forwarded put; only a candidate already tried (an
     /// earlier attempt may still have finished), about the same key, is heard.
-    pub(super) fn on_forward_reply(
+    pub(super) fn on_forward_reply<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         op: OperationId,
         key_digest: u64,
         outcome: ForwardedOutcome,
     ) {
-        let expected = match self.coordinator.operations.get(&op) {
+        let expected = match self.operations.get(&op) {
             Some((_, Operation::Forward(f))) => {
                 f.candidates
                     .get(..=f.attempt)
@@ -1346,10 +1468,10 @@ impl<S: Storage> Node<S> {
             _ => false,
         };
         if !expected {
-            self.ctx.stats.stale_replies += 1;
+            ctx.stats.stale_replies += 1;
             return;
         }
-        if let Some(Operation::Forward(forward)) = self.coordinator.untrack(op) {
+        if let Some(Operation::Forward(forward)) = self.untrack(op) {
             let attempted_before = forward.attempt > 0;
             let outcome = match outcome {
                 // An earlier attempt may still apply, so a refusal now is not "no effect".
@@ -1358,7 +1480,12 @@ impl<S: Storage> Node<S> {
                 }
                 other => other,
             };
-            self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
+            self.finish_write(
+                ctx,
+                Origin::Client(forward.request),
+                forward.needed,
+                outcome,
+            );
         }
     }
 
@@ -1371,8 +1498,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    pub(super) fn launch_counter_write(
+    pub(super) fn launch_counter_write<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         origin: Origin,
         key: Bytes,
@@ -1382,40 +1511,26 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let sloppy = self.ctx.config.cluster.sloppy_quorum.then_some(Sloppy {
+        let sloppy = ctx.config.cluster.sloppy_quorum.then_some(Sloppy {
             final_deadline: deadline,
             hinted: false,
             replied: false,
-            stand_ins: Vec::new(),
         });
         let tracked = if sloppy.is_some() {
-            let handoff = now.monotonic.saturating_add(Duration::from_millis(
-                self.ctx.config.cluster.sloppy_after_ms,
-            ));
-            handoff.min(deadline)
+            hand_off_point(ctx, now.monotonic, deadline)
         } else {
             deadline
         };
-        let write = WriteOperation {
+        let write = WriteOperation::new(
             origin,
             key,
-            record: Record::Counter(counter),
-            version: WriteVersion::Counter(dot),
+            (Record::Counter(counter), WriteVersion::Counter(dot)),
             needed,
-            replicas,
-            acked: Vec::new(),
-            failed: 0,
-            refused: Vec::new(),
-            storage_failed: false,
-            refused_busy: 0,
-            copies_doubled: false,
-            out_of_space: false,
-            fanned_out: false,
-            sloppy,
-            epoch: None,
-        };
-        let op = self.launch_write(write, tracked);
-        self.stand_in_for_down(op);
+            quorum_of(replicas, needed, None),
+            (sloppy, None),
+        );
+        let op = self.launch_write(ctx, nb, write, tracked);
+        self.stand_in_for_down(ctx, nb, op);
     }
 
     /// Sends an increment to one replica of the key to apply (this node is not one): the first
@@ -1426,8 +1541,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    pub(super) fn forward_increment(
+    pub(super) fn forward_increment<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         request: RequestId,
         key: Bytes,
@@ -1437,9 +1554,9 @@ impl<S: Storage> Node<S> {
         deadline: Instant,
     ) {
         let mut candidates = replicas;
-        candidates.sort_by_key(|&c| self.is_down(c));
+        candidates.sort_by_key(|&c| is_down(nb.membership, c));
         candidates.truncate(1);
-        let op = self.ctx.allocate_operation();
+        let op = ctx.allocate_operation();
         let forward = ForwardOperation {
             request,
             key,
@@ -1451,123 +1568,117 @@ impl<S: Storage> Node<S> {
             deadline,
             delta: Some(delta),
         };
-        let attempt_deadline = self.attempt_deadline(now, &forward);
-        self.send_forward(op, &forward);
-        self.coordinator
-            .track(op, Operation::Forward(forward), attempt_deadline);
+        let attempt_deadline = attempt_deadline(ctx, now, &forward);
+        self.send_forward(ctx, op, &forward);
+        self.track(op, Operation::Forward(forward), attempt_deadline);
     }
 
     /// Answers an origin at once, for refusals before any effect.
-    pub(super) fn refuse_write(&mut self, origin: Origin, needed: u8, error: RequestError) {
-        self.finish_write(origin, needed, ForwardedOutcome::Rejected(error));
+    pub(super) fn refuse_write<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        origin: Origin,
+        needed: u8,
+        error: RequestError,
+    ) {
+        self.finish_write(ctx, origin, needed, ForwardedOutcome::Rejected(error));
     }
 
     // ---------------------------------------------------------------- sloppy quorum
 
     /// The hand-off point of a sloppy write: every replica that has not acknowledged gets a
     /// stand-in, the next node along the ring not already involved, which stores a hint for it.
-    fn hand_off(&mut self, now: Now, op: OperationId, mut write: WriteOperation) {
+    fn hand_off<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        op: OperationId,
+        mut write: WriteOperation,
+    ) {
         let Some(sloppy) = write.sloppy.as_mut() else {
             return;
         };
         sloppy.hinted = true;
-        let silent: Vec<NodeId> = write
-            .replicas
+        let quorum = &mut write.quorum;
+        let silent: Vec<NodeId> = quorum
+            .voters()
             .iter()
             .copied()
-            .filter(|r| !write.acked.contains(r))
-            .filter(|r| !sloppy.stand_ins.iter().any(|(_, i)| i == r))
+            .filter(|r| !quorum.acked().contains(r))
+            .filter(|&r| !quorum.has_stand_in(r))
             .collect();
-        let mut involved: Vec<NodeId> = write.replicas.clone();
-        involved.extend(sloppy.stand_ins.iter().map(|&(f, _)| f));
+        let mut involved: Vec<NodeId> = quorum.voters().to_vec();
+        involved.extend(quorum.stand_ins().iter().map(|&(f, _)| f));
         let mut sends = Vec::new();
-        let walk = self.fallback_walk(&write.key);
+        let walk = fallback_walk(ctx, nb.membership, &write.key);
         for intended in silent {
             let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
                 break;
             };
             involved.push(fallback);
-            sloppy.stand_ins.push((fallback, intended));
+            quorum.add_stand_in(fallback, intended);
             sends.push((fallback, intended));
         }
         let (replied, final_deadline) = (sloppy.replied, sloppy.final_deadline);
         let (key, record) = (write.key.clone(), write.record.clone());
         if replied {
             // The client has its answer: the hints are fire-and-forget.
-            for (fallback, intended) in sends {
-                self.send_hint(
-                    OperationId(0),
-                    fallback,
-                    intended,
-                    key.clone(),
-                    record.clone(),
-                );
-            }
+            self.send_hints(OperationId(0), sends, &key, &record);
             return;
         }
         let deadline = final_deadline.max(now.monotonic);
-        self.coordinator
-            .track(op, Operation::Write(write), deadline);
-        for (fallback, intended) in sends {
-            self.send_hint(op, fallback, intended, key.clone(), record.clone());
-        }
+        self.track(op, Operation::Write(write), deadline);
+        self.send_hints(op, sends, &key, &record);
     }
 
-    fn send_hint(
+    /// Queues hinted copies for the node to send, in order (a fallback that is this node stores
+    /// the hint itself, which is the hint store's business: see `Node::send_hand_offs`).
+    fn send_hints(
         &mut self,
         op: OperationId,
-        fallback: NodeId,
-        intended: NodeId,
-        key: Bytes,
-        record: Record,
+        sends: Vec<(NodeId, NodeId)>,
+        key: &Bytes,
+        record: &Record,
     ) {
-        self.hints.stats.handed_off += 1;
-        if fallback == self.ctx.id {
-            match self.store_hint(intended, key, &record, AfterPersist::AckLocal(op)) {
-                Ok(Applied::Now) => self.on_local_write_durable(op),
-                Ok(Applied::Pending) => {}
-                Err(e) => {
-                    let id = self.ctx.id;
-                    self.on_write_reply(id, op, None, Err(e));
-                }
-            }
-        } else {
-            let message = Message::HintedWrite {
+        for (fallback, intended) in sends {
+            self.hand_offs.push(HandOff {
                 op,
-                key,
-                record,
-                for_node: intended,
-            };
-            self.ctx.send(fallback, message);
+                fallback,
+                intended,
+                key: key.clone(),
+                record: record.clone(),
+            });
         }
-    }
-
-    /// `key`'s ring walk without the nodes the failure detector judges down: where stand-ins
-    /// for silent or failed replicas are taken from (`hints::choose_fallback`), in order.
-    fn fallback_walk(&self, key: &[u8]) -> Vec<NodeId> {
-        let walk = self.ctx.ring.preference_list(key, self.ctx.ring.len());
-        walk.into_iter().filter(|&n| !self.is_down(n)).collect()
     }
 
     /// A sloppy write need not wait for the hand-off point for replicas the failure detector
     /// already judges down: their stand-ins get hinted copies at once, and their acknowledgements
     /// count for the replicas they stand in for.
-    fn stand_in_for_down(&mut self, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get(&op) else {
+    fn stand_in_for_down<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        op: OperationId,
+    ) {
+        let Some((_, Operation::Write(write))) = self.operations.get(&op) else {
             return;
         };
         let down: Vec<NodeId> = write
-            .replicas
+            .quorum
+            .voters()
             .iter()
             .copied()
-            .filter(|&r| r != self.ctx.id && self.is_down(r) && !write.acked.contains(&r))
+            .filter(|&r| {
+                r != ctx.id && is_down(nb.membership, r) && !write.quorum.acked().contains(&r)
+            })
             .collect();
         if down.is_empty() {
             return;
         }
-        let mut involved: Vec<NodeId> = write.replicas.clone();
+        let mut involved: Vec<NodeId> = write.quorum.voters().to_vec();
         let mut sends = Vec::new();
-        let walk = self.fallback_walk(&write.key);
+        let walk = fallback_walk(ctx, nb.membership, &write.key);
         for intended in down {
             let Some(fallback) = crate::node::hints::choose_fallback(&walk, &involved) else {
                 break;
@@ -1575,105 +1686,129 @@ impl<S: Storage> Node<S> {
             involved.push(fallback);
             sends.push((fallback, intended));
         }
-        let Some((_, Operation::Write(write))) = self.coordinator.operations.get_mut(&op) else {
+        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
             return;
         };
-        let Some(sloppy) = write.sloppy.as_mut() else {
+        if write.sloppy.is_none() {
             return;
-        };
-        sloppy.stand_ins.extend(sends.iter().copied());
-        let (key, record) = (write.key.clone(), write.record.clone());
-        for (fallback, intended) in sends {
-            self.send_hint(op, fallback, intended, key.clone(), record.clone());
         }
+        for &(fallback, intended) in &sends {
+            write.quorum.add_stand_in(fallback, intended);
+        }
+        let (key, record) = (write.key.clone(), write.record.clone());
+        self.send_hints(op, sends, &key, &record);
     }
 
     // ---------------------------------------------------------------- deadlines
 
-    pub(super) fn on_deadline(&mut self, now: Now, op: OperationId) {
-        // The deadline entry was already removed by the caller.
-        self.coordinator.op_groups.remove(&op);
-        let Some((_, operation)) = self.coordinator.operations.remove(&op) else {
-            return;
+    /// `op`'s tracked deadline passed (the caller already removed the deadline entry): a
+    /// sloppy operation reaches its hand-off point, a forward tries its next candidate, anything
+    /// else answers with what it has. A Paxos round or a scan is handed back to its mechanism.
+    pub(super) fn on_deadline<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        op: OperationId,
+    ) -> Expired {
+        let Some((_, operation)) = self.operations.remove(&op) else {
+            return Expired::Done;
         };
         match operation {
-            Operation::Read(read) if read.replied => self.read_repair(read),
-            Operation::Read(mut read) if read.sloppy_final.is_some() => {
-                // Sloppy read: ask as many fallbacks as replicas are still silent.
-                let deadline = read
-                    .sloppy_final
-                    .take()
-                    .unwrap_or(now.monotonic)
-                    .max(now.monotonic);
-                let silent = read.replica_ids.len().saturating_sub(read.answered.len());
-                let walk = self.fallback_walk(&read.key);
-                let mut targets = Vec::new();
-                for _ in 0..silent {
-                    let Some(fallback) =
-                        crate::node::hints::choose_fallback(&walk, &read.replica_ids)
-                    else {
-                        break;
-                    };
-                    read.replica_ids.push(fallback);
-                    read.replicas = read.replicas.saturating_add(1);
-                    targets.push(fallback);
-                }
-                let key = read.key.clone();
-                self.coordinator.track(op, Operation::Read(read), deadline);
-                for target in targets {
-                    if target == self.ctx.id {
-                        let record = self.ctx.local_record(&key);
-                        self.on_read_reply(target, op, None, record);
-                    } else {
-                        self.ctx.send(
-                            target,
-                            Message::Read {
-                                op,
-                                key: key.clone(),
-                            },
-                        );
-                    }
-                }
+            Operation::Read(read) if read.replied => self.read_repair(ctx, read),
+            Operation::Read(read) if read.sloppy_final.is_some() => {
+                self.read_hand_off(ctx, nb, now, op, read);
             }
             Operation::Read(read) => {
                 // Also a linearizable write still in its query phase: nothing was written yet.
                 let reply = ClientReply::Unavailable {
-                    acks: acks(read.answered.len()),
+                    acks: acks(read.quorum.acks()),
                     needed: read.needed,
                 };
-                self.ctx.reply(read.request, reply);
+                ctx.reply(read.request, reply);
             }
             Operation::Write(write) if write.sloppy.as_ref().is_some_and(|s| !s.hinted) => {
-                self.hand_off(now, op, write);
+                self.hand_off(ctx, nb, now, op, write);
             }
             Operation::Write(write) => {
                 if !write.sloppy.as_ref().is_some_and(|s| s.replied) {
                     let outcome = ForwardedOutcome::Indeterminate {
-                        acks: acks(write.acked.len()),
+                        acks: acks(write.quorum.acks()),
                     };
-                    self.finish_write(write.origin, write.needed, outcome);
+                    self.finish_write(ctx, write.origin, write.needed, outcome);
                 }
             }
-            Operation::Paxos(paxos) => self.paxos_deadline(now, op, *paxos),
-            Operation::Forward(mut forward) => {
-                if forward.attempt + 1 < forward.candidates.len()
-                    && now.monotonic < forward.deadline
-                {
-                    forward.attempt += 1;
-                    let next = forward.candidates[forward.attempt];
-                    self.ctx
-                        .outputs
-                        .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
-                    self.send_forward(op, &forward);
-                    let attempt_deadline = self.attempt_deadline(now, &forward);
-                    self.coordinator
-                        .track(op, Operation::Forward(forward), attempt_deadline);
-                } else {
-                    let outcome = ForwardedOutcome::Indeterminate { acks: 0 };
-                    self.finish_write(Origin::Client(forward.request), forward.needed, outcome);
-                }
+            Operation::Paxos(paxos) => return Expired::Paxos(paxos),
+            Operation::Forward(forward) => self.retry_forward(ctx, now, op, forward),
+            Operation::Scan(scan) => return Expired::Scan(scan),
+        }
+        Expired::Done
+    }
+
+    /// The hand-off point of a sloppy read: ask as many fallbacks as replicas are still silent,
+    /// each for its own copy, until the real deadline.
+    fn read_hand_off<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
+        now: Now,
+        op: OperationId,
+        mut read: ReadOperation,
+    ) {
+        let deadline = read
+            .sloppy_final
+            .take()
+            .unwrap_or(now.monotonic)
+            .max(now.monotonic);
+        let silent = read
+            .quorum
+            .voters()
+            .len()
+            .saturating_sub(read.quorum.acks());
+        let walk = fallback_walk(ctx, nb.membership, &read.key);
+        let mut targets = Vec::new();
+        for _ in 0..silent {
+            let Some(fallback) = crate::node::hints::choose_fallback(&walk, read.quorum.voters())
+            else {
+                break;
+            };
+            read.quorum.add_voter(fallback);
+            targets.push(fallback);
+        }
+        let key = read.key.clone();
+        self.track(op, Operation::Read(read), deadline);
+        for target in targets {
+            if target == ctx.id {
+                let record = ctx.local_record(&key);
+                self.on_read_reply(ctx, nb, target, op, None, record);
+            } else {
+                let key = key.clone();
+                ctx.send(target, Message::Read { op, key });
             }
-            Operation::Scan(scan) => self.on_scan_deadline(scan),
+        }
+    }
+
+    /// A forwarded put's attempt timed out: try the next candidate while the request's deadline
+    /// allows, else the outcome is unknown (the silent candidate may have applied it).
+    fn retry_forward<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        now: Now,
+        op: OperationId,
+        mut forward: ForwardOperation,
+    ) {
+        if forward.attempt + 1 < forward.candidates.len() && now.monotonic < forward.deadline {
+            forward.attempt += 1;
+            let next = forward.candidates[forward.attempt];
+            ctx.outputs
+                .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
+            self.send_forward(ctx, op, &forward);
+            let attempt_deadline = attempt_deadline(ctx, now, &forward);
+            self.track(op, Operation::Forward(forward), attempt_deadline);
+        } else {
+            let outcome = ForwardedOutcome::Indeterminate { acks: 0 };
+            let origin = Origin::Client(forward.request);
+            self.finish_write(ctx, origin, forward.needed, outcome);
         }
     }
 }
@@ -1685,7 +1820,7 @@ pub(super) fn datacenter_groups(
     replicas: &[NodeId],
     me: NodeId,
     each: bool,
-) -> Vec<(Vec<NodeId>, usize)> {
+) -> Vec<Group> {
     let mut by_datacenter: std::collections::BTreeMap<&str, Vec<NodeId>> =
         std::collections::BTreeMap::new();
     for &replica in replicas {
@@ -1697,22 +1832,94 @@ pub(super) fn datacenter_groups(
     by_datacenter
         .into_iter()
         .filter(|(dc, _)| each || Some(*dc) == mine)
-        .map(|(_, nodes)| {
-            let majority = nodes.len() / 2 + 1;
-            (nodes, majority)
+        .map(|(_, members)| {
+            let needed = members.len() / 2 + 1;
+            Group { members, needed }
         })
         .collect()
 }
 
-/// Whether the acknowledgements meet the level: `needed` of all replicas, or every group's
-/// majority for the datacenter levels.
-fn quorum_met(acked: &[NodeId], needed: usize, groups: Option<&Vec<(Vec<NodeId>, usize)>>) -> bool {
+/// The tracker for a level: `needed` of all replicas, or every group's own quorum for the
+/// datacenter levels.
+fn quorum_of(replicas: Vec<NodeId>, needed: u8, groups: Option<Vec<Group>>) -> Quorum {
     match groups {
-        None => acked.len() >= needed,
-        Some(groups) => groups
-            .iter()
-            .all(|(nodes, k)| nodes.iter().filter(|n| acked.contains(n)).count() >= *k),
+        Some(groups) => Quorum::grouped(replicas, groups),
+        None => Quorum::count(replicas, usize::from(needed)),
     }
+}
+
+/// (met, can no longer be met) for an operation's quorum: for the datacenter levels, as soon
+/// as one group's own quorum can no longer be met (a refused replica never counts later).
+fn settled(quorum: &Quorum) -> (bool, bool) {
+    match quorum.outcome() {
+        QuorumOutcome::Met { .. } => (true, false),
+        QuorumOutcome::Failed { .. } => (false, true),
+        QuorumOutcome::Pending => (false, false),
+    }
+}
+
+/// When a sloppy operation started at `from` hands off to fallbacks: `sloppy_after_ms` later,
+/// never after `deadline`.
+fn hand_off_point<S>(ctx: &mut Context<S>, from: Instant, deadline: Instant) -> Instant {
+    let mut after_ms = ctx.config.cluster.sloppy_after_ms;
+    if buggify!(ctx.faults, &mut ctx.rng, "coordinator/hand-off-early") {
+        // Anywhere earlier in the legal window: more hints for replicas that were only slow
+        // (merged idempotently where they land), never fewer copies.
+        after_ms = ctx.rng.gen_range(0..=after_ms);
+    }
+    from.saturating_add(Duration::from_millis(after_ms))
+        .min(deadline)
+}
+
+/// `key`'s ring walk without the nodes the failure detector judges down: where stand-ins
+/// for silent or failed replicas are taken from (`hints::choose_fallback`), in order.
+fn fallback_walk<S>(ctx: &Context<S>, membership: Option<&Membership>, key: &[u8]) -> Vec<NodeId> {
+    let walk = ctx.ring.preference_list(key, ctx.ring.len());
+    walk.into_iter()
+        .filter(|&n| !is_down(membership, n))
+        .collect()
+}
+
+/// Each candidate replica gets an equal slice of the request timeout.
+fn attempt_deadline<S>(ctx: &mut Context<S>, now: Now, forward: &ForwardOperation) -> Instant {
+    let retry = forward.attempt + 1 < forward.candidates.len();
+    if retry && buggify!(ctx.faults, &mut ctx.rng, "coordinator/forward-retry") {
+        // Try the next candidate early, while this one may still apply the put: both may
+        // then apply it (two dots, siblings at worst), and a late reply from either counts.
+        return now
+            .monotonic
+            .saturating_add(Duration::from_millis(1))
+            .min(forward.deadline);
+    }
+    let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
+    let slice = ctx.config.cluster.request_timeout() / slices;
+    now.monotonic
+        .saturating_add(slice.max(Duration::from_millis(1)))
+        .min(forward.deadline)
+}
+
+/// A new last-write-wins record stamped by this node now (its expiry resolved against the
+/// stamp), and its version.
+fn new_lww_record<S: Storage>(
+    ctx: &mut Context<S>,
+    now: Now,
+    value: Option<Bytes>,
+    expires: Option<ExpiresAt>,
+) -> (Record, LwwVersion) {
+    let version = LwwVersion {
+        timestamp_micros: ctx.stamp(now.wall),
+        node: ctx.id,
+        nonce: ctx.rng.gen(),
+    };
+    let record = Record::Lww(LwwRecord {
+        version,
+        expires_at_micros: value
+            .as_ref()
+            .and(expires)
+            .map(|e| e.resolve(version.timestamp_micros)),
+        value,
+    });
+    (record, version)
 }
 
 /// Whether a read reply may count for an operation over `replicas` and `key`: it comes from one
@@ -1774,5 +1981,143 @@ fn written(write: &WriteOperation, acks: u8) -> ForwardedOutcome {
             acks,
         },
         (_, version) => ForwardedOutcome::Written { version, acks },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_ms(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    fn forward(candidates: &[u32]) -> Operation {
+        Operation::Forward(ForwardOperation {
+            request: RequestId(1),
+            key: Bytes::from_static(b"k"),
+            value: None,
+            context: VersionVector::default(),
+            needed: 1,
+            candidates: candidates.iter().copied().map(NodeId).collect(),
+            attempt: 0,
+            deadline: at_ms(1_000),
+            delta: None,
+        })
+    }
+
+    fn read(replicas: &[u32], needed: u8) -> ReadOperation {
+        let replicas: Vec<NodeId> = replicas.iter().copied().map(NodeId).collect();
+        ReadOperation {
+            request: RequestId(7),
+            purpose: ReadPurpose::Plain,
+            key: Bytes::from_static(b"k"),
+            needed,
+            quorum: quorum_of(replicas, needed, None),
+            merged: None,
+            refused_busy: 0,
+            records: Vec::new(),
+            replied: false,
+            sloppy_final: None,
+            epoch: None,
+            with_expiry: false,
+        }
+    }
+
+    #[test]
+    fn operations_and_deadlines_stay_paired() {
+        let mut coordinator = Coordinator::default();
+        coordinator.track(OperationId(1), forward(&[1]), at_ms(30));
+        coordinator.track(OperationId(2), forward(&[2]), at_ms(10));
+        coordinator.track(OperationId(3), forward(&[3]), at_ms(20));
+        coordinator.check_invariants();
+        let order: Vec<u64> = coordinator.deadlines.iter().map(|(_, op)| op.0).collect();
+        assert_eq!(order, vec![2, 3, 1], "deadlines are ordered by time");
+        assert!(coordinator.untrack(OperationId(3)).is_some());
+        assert!(
+            coordinator.untrack(OperationId(3)).is_none(),
+            "untracked twice"
+        );
+        let (deadline, _) = coordinator
+            .untrack_with_deadline(OperationId(1))
+            .expect("tracked");
+        assert_eq!(deadline, at_ms(30));
+        coordinator.check_invariants();
+        assert_eq!(coordinator.operations.len(), 1);
+        assert_eq!(coordinator.deadlines.len(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "every operation has exactly one deadline")]
+    fn an_operation_without_a_deadline_is_a_bug() {
+        let mut coordinator = Coordinator::default();
+        coordinator.track(OperationId(1), forward(&[1]), at_ms(30));
+        coordinator.deadlines.clear();
+        coordinator.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "reads with a quorum are answered")]
+    fn a_read_with_its_quorum_still_unanswered_is_a_bug() {
+        let mut coordinator = Coordinator::default();
+        let mut operation = read(&[1, 2, 3], 2);
+        for node in [1, 2] {
+            operation.quorum.record(NodeId(node), true);
+            operation.records.push((NodeId(node), None));
+        }
+        coordinator.track(OperationId(1), Operation::Read(operation), at_ms(30));
+        coordinator.check_invariants();
+    }
+
+    #[test]
+    fn forwarded_puts_are_served_once_and_remembered_within_a_bound() {
+        let mut coordinator = Coordinator::default();
+        let mut duplicates = 0;
+        let first = (NodeId(1), OperationId(1));
+        assert!(coordinator.remember_forward(first, &mut duplicates));
+        assert!(!coordinator.remember_forward(first, &mut duplicates));
+        assert_eq!(duplicates, 1);
+        for i in 2..=(SERVED_FORWARDS_MAX as u64 + 1) {
+            assert!(coordinator.remember_forward((NodeId(1), OperationId(i)), &mut duplicates));
+        }
+        coordinator.check_invariants();
+        assert_eq!(coordinator.served_forwards.len(), SERVED_FORWARDS_MAX);
+        // The oldest was forgotten to make room: a duplicate that late is served again (the
+        // bound is what keeps the memory finite; forwards retry within a request timeout).
+        assert!(coordinator.remember_forward(first, &mut duplicates));
+        assert_eq!(duplicates, 1);
+    }
+
+    #[test]
+    fn grouped_and_counted_quorums_fail_as_soon_as_they_cannot_be_met() {
+        let replicas = || vec![NodeId(1), NodeId(2), NodeId(3)];
+        let mut counted = quorum_of(replicas(), 2, None);
+        counted.record(NodeId(1), false);
+        counted.record(NodeId(2), false);
+        assert_eq!(settled(&counted), (false, true));
+        let group = Group {
+            members: replicas(),
+            needed: 2,
+        };
+        let mut grouped = quorum_of(replicas(), 2, Some(vec![group]));
+        grouped.record(NodeId(1), false);
+        assert_eq!(settled(&grouped), (false, false));
+        grouped.record(NodeId(2), false);
+        assert_eq!(settled(&grouped), (false, true));
+        let mut met = quorum_of(replicas(), 1, None);
+        met.record(NodeId(3), true);
+        assert_eq!(settled(&met), (true, false));
+    }
+
+    #[test]
+    fn a_read_reply_counts_only_from_an_asked_replica_about_the_same_key() {
+        let replicas = [NodeId(1), NodeId(2)];
+        let key = b"k";
+        let digest = crate::id::key_digest(key);
+        assert!(reply_matches(&replicas, key, NodeId(1), Some(digest)));
+        assert!(reply_matches(&replicas, key, NodeId(2), None));
+        assert!(!reply_matches(&replicas, key, NodeId(3), Some(digest)));
+        let other = crate::id::key_digest(b"other");
+        assert!(!reply_matches(&replicas, key, NodeId(1), Some(other)));
     }
 }

@@ -20,8 +20,8 @@
 //! So an increment stays available while one replica of the key is reachable from the
 //! client-facing node and W copies (with sloppy quorum, fallbacks count) can be made durable.
 
-use super::coordinator::Origin;
-use super::Node;
+use super::context::Context;
+use super::coordinator::{Coordinator, Neighbours, Origin};
 use crate::client::{ClientReply, Consistency, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
 use crate::message::{ForwardedOutcome, Message};
@@ -31,55 +31,69 @@ use crate::version::counter::{self, CounterError};
 use crate::version::ConflictMode;
 use bytes::Bytes;
 
-impl<S: Storage> Node<S> {
+impl Coordinator {
     /// A client's increment, at this (client-facing) node.
-    pub(super) fn start_increment(
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's fields, destructured, and the state they need"
+    )]
+    pub(super) fn start_increment<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         request: RequestId,
         key: Bytes,
         delta: i64,
         consistency: Option<Consistency>,
     ) {
-        let cluster = &self.ctx.config.cluster;
+        let cluster = &ctx.config.cluster;
         let n = cluster.n;
         let needed = match increment_quorum(cluster.conflict, consistency.or(cluster.consistency)) {
             Ok(None) => Some(cluster.w),
             Ok(Some(level)) => level.required(n),
             Err(e) => {
-                self.ctx.reply(request, ClientReply::Rejected(e));
+                ctx.reply(request, ClientReply::Rejected(e));
                 return;
             }
         };
         let Some(needed) = needed else {
             let e = RequestError::InvalidConsistency;
-            self.ctx.reply(request, ClientReply::Rejected(e));
+            ctx.reply(request, ClientReply::Rejected(e));
             return;
         };
-        let replicas = self.ctx.ring.preference_list(&key, usize::from(n));
+        let replicas = ctx.ring.preference_list(&key, usize::from(n));
         if replicas.len() < usize::from(needed) {
             let e = if replicas.is_empty() {
                 RequestError::NoReplicas
             } else {
                 RequestError::InvalidConsistency
             };
-            self.ctx.reply(request, ClientReply::Rejected(e));
+            ctx.reply(request, ClientReply::Rejected(e));
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
-        if replicas.contains(&self.ctx.id) {
+            .saturating_add(ctx.config.cluster.request_timeout());
+        if replicas.contains(&ctx.id) {
             let origin = Origin::Client(request);
-            self.apply_increment(now, origin, key, delta, needed, replicas, deadline);
+            self.apply_increment(ctx, nb, now, origin, key, delta, needed, replicas, deadline);
         } else {
-            self.forward_increment(now, request, key, delta, needed, replicas, deadline);
+            self.forward_increment(
+                ctx, nb, now, request, key, delta, needed, replicas, deadline,
+            );
         }
     }
 
     /// A client-facing node asks this replica to apply an increment.
-    pub(super) fn serve_coordinate_increment(
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's fields, destructured, and the state they need"
+    )]
+    pub(super) fn serve_coordinate_increment<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         from: NodeId,
         op: OperationId,
@@ -88,10 +102,7 @@ impl<S: Storage> Node<S> {
         needed: u8,
     ) {
         // A duplicated message must not count the increment twice.
-        if !self
-            .coordinator
-            .remember_forward((from, op), &mut self.ctx.stats.duplicate_forwards)
-        {
+        if !self.remember_forward((from, op), &mut ctx.stats.duplicate_forwards) {
             return;
         }
         let key_digest = crate::id::key_digest(&key);
@@ -100,24 +111,24 @@ impl<S: Storage> Node<S> {
             op,
             key_digest,
         };
-        let n = usize::from(self.ctx.config.cluster.n);
-        let replicas = self.ctx.ring.preference_list(&key, n);
+        let n = usize::from(ctx.config.cluster.n);
+        let replicas = ctx.ring.preference_list(&key, n);
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
-        if !replicas.contains(&self.ctx.id)
+        if !replicas.contains(&ctx.id)
             || !valid
-            || self.coordinator.operations.len() >= self.ctx.config.cluster.requests_in_flight_max
+            || self.operations.len() >= ctx.config.cluster.requests_in_flight_max
         {
-            self.refuse_write(origin, needed, RequestError::Busy);
+            self.refuse_write(ctx, origin, needed, RequestError::Busy);
             return;
         }
-        if self.ctx.config.cluster.conflict != ConflictMode::Lww {
-            self.refuse_write(origin, needed, RequestError::CountersNeedLww);
+        if ctx.config.cluster.conflict != ConflictMode::Lww {
+            self.refuse_write(ctx, origin, needed, RequestError::CountersNeedLww);
             return;
         }
         let deadline = now
             .monotonic
-            .saturating_add(self.ctx.config.cluster.request_timeout());
-        self.apply_increment(now, origin, key, delta, needed, replicas, deadline);
+            .saturating_add(ctx.config.cluster.request_timeout());
+        self.apply_increment(ctx, nb, now, origin, key, delta, needed, replicas, deadline);
     }
 
     /// Applies an increment to this replica's own slot and replicates the resulting state.
@@ -125,8 +136,10 @@ impl<S: Storage> Node<S> {
         clippy::too_many_arguments,
         reason = "two call sites with different origins"
     )]
-    fn apply_increment(
+    fn apply_increment<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
+        nb: &mut Neighbours<'_>,
         now: Now,
         origin: Origin,
         key: Bytes,
@@ -135,25 +148,27 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        let local = match self.ctx.local_record_for_write(&key) {
+        let local = match ctx.local_record_for_write(&key) {
             Ok(local) => local,
             Err(_) => {
-                self.refuse_write(origin, needed, RequestError::StorageUnavailable);
+                self.refuse_write(ctx, origin, needed, RequestError::StorageUnavailable);
                 return;
             }
         };
         let applied = counter::counter_of(local.as_ref())
-            .and_then(|current| counter::increment(&current, self.ctx.actor, delta));
+            .and_then(|current| counter::increment(&current, ctx.actor, delta));
         let (state, dot) = match applied {
             Ok(applied) => applied,
             Err(e) => {
-                self.refuse_write(origin, needed, refusal(e));
+                self.refuse_write(ctx, origin, needed, refusal(e));
                 return;
             }
         };
         // The epoch is a version other records are compared with: keep the clock above it.
-        self.ctx.clock.observe(state.epoch.timestamp_micros);
-        self.launch_counter_write(now, origin, key, state, dot, needed, replicas, deadline);
+        ctx.clock.observe(state.epoch.timestamp_micros);
+        self.launch_counter_write(
+            ctx, nb, now, origin, key, state, dot, needed, replicas, deadline,
+        );
     }
 }
 

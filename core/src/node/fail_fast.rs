@@ -22,9 +22,13 @@
 //! refused before any replica (this node included) was asked to apply it, so a retry is always
 //! safe. Without gossip (no failure detector) nothing is ever judged `Down` and the rule is off.
 
-use super::Node;
+use super::context::Context;
+use super::coordinator::Coordinator;
+use super::gossip::is_down;
 use crate::client::{ClientRequest, RequestError};
 use crate::id::NodeId;
+use crate::membership::Membership;
+use crate::quorum::Group;
 use crate::storage::Storage;
 use crate::time::Instant;
 use crate::version::ConflictMode;
@@ -52,7 +56,7 @@ pub(super) enum Need<'a> {
     /// (these levels never hand off).
     Grouped {
         /// (the group's replicas, replies required of them).
-        groups: &'a [(Vec<NodeId>, usize)],
+        groups: &'a [Group],
     },
 }
 
@@ -81,22 +85,29 @@ pub(super) fn shortfall(need: Need<'_>, is_down: impl Fn(NodeId) -> bool) -> Opt
             let reachable = live(nodes);
             (reachable < needed).then_some(Shortfall { reachable, needed })
         }
-        Need::Grouped { groups } => groups.iter().find_map(|(nodes, needed)| {
-            let reachable = live(nodes);
-            (reachable < *needed).then_some(Shortfall {
+        Need::Grouped { groups } => groups.iter().find_map(|group| {
+            let reachable = live(&group.members);
+            (reachable < group.needed).then_some(Shortfall {
                 reachable,
-                needed: *needed,
+                needed: group.needed,
             })
         }),
     }
 }
 
-impl<S: Storage> Node<S> {
-    /// Records a message from `from` (a ring member) at `now`.
-    pub(super) fn note_heard(&mut self, from: NodeId, now: Instant) {
+impl Coordinator {
+    /// Records a message from `from` (a ring member) at `now`; only with a failure detector
+    /// (`gossip`), whose verdicts this evidence overrides.
+    pub(super) fn note_heard<S: Storage>(
+        &mut self,
+        ctx: &Context<S>,
+        gossip: bool,
+        from: NodeId,
+        now: Instant,
+    ) {
         // Ring members only, so the map is bounded by the ring's history.
-        if self.membership.is_some() && self.ctx.ring.contains(from) {
-            self.coordinator.heard_from.insert(from, now);
+        if gossip && ctx.ring.contains(from) {
+            self.heard_from.insert(from, now);
         }
     }
 
@@ -105,42 +116,40 @@ impl<S: Storage> Node<S> {
     /// anti-entropy round) is up and reaching us, whatever its heartbeat says. This closes most
     /// of the window after a heal in which the verdict is stale: the healed node's own traffic
     /// arrives before gossip has carried its heartbeat here.
-    fn heard_recently(&self, node: NodeId) -> bool {
-        let Some(membership) = &self.membership else {
-            return false;
-        };
+    fn heard_recently(&self, membership: &Membership, node: NodeId, now: Instant) -> bool {
         let window = membership.config().suspect_after();
-        self.coordinator
-            .heard_from
+        self.heard_from
             .get(&node)
-            .is_some_and(|&at| self.ctx.last_monotonic.saturating_duration_since(at) < window)
+            .is_some_and(|&at| now.saturating_duration_since(at) < window)
     }
 
     /// The refusal for a request about to start whose needed nodes are judged `Down`, if any.
-    /// Called after the level's replicas, count and datacenter groups (`pending_groups`) are
+    /// Called after the level's replicas, count and datacenter groups (`groups`) are
     /// known and before anything is sent or applied.
-    pub(super) fn replicas_down(
+    pub(super) fn replicas_down<S: Storage>(
         &self,
+        ctx: &Context<S>,
+        membership: Option<&Membership>,
         body: &ClientRequest,
-        linearizable: bool,
-        replicas: &[NodeId],
+        (linearizable, replicas): (bool, &[NodeId]),
         needed: u8,
+        groups: Option<&[Group]>,
     ) -> Option<RequestError> {
         // Without a failure detector nothing is ever `Down`: skip the walk.
-        self.membership.as_ref()?;
-        let cluster = &self.ctx.config.cluster;
+        let detector = membership?;
+        let cluster = &ctx.config.cluster;
         let read = matches!(body, ClientRequest::Get { .. });
         // Which paths hand off (mirrors `start_read` / `start_write`): plain reads, and writes
         // in last-write-wins mode, below the linearizable level and outside datacenter levels.
         let sloppy = cluster.sloppy_quorum
             && !linearizable
-            && self.coordinator.pending_groups.is_none()
+            && groups.is_none()
             && (read || cluster.conflict == ConflictMode::Lww);
         let members: Vec<NodeId>;
-        let need = match &self.coordinator.pending_groups {
+        let need = match groups {
             Some(groups) => Need::Grouped { groups },
             None if sloppy => {
-                members = self.ctx.ring.members().iter().map(|m| m.id).collect();
+                members = ctx.ring.members().iter().map(|m| m.id).collect();
                 Need::Sloppy {
                     members: &members,
                     needed: usize::from(needed),
@@ -151,8 +160,9 @@ impl<S: Storage> Node<S> {
                 needed: usize::from(needed),
             },
         };
+        let now = ctx.last_monotonic;
         let short = shortfall(need, |node| {
-            node != self.ctx.id && self.is_down(node) && !self.heard_recently(node)
+            node != ctx.id && is_down(membership, node) && !self.heard_recently(detector, node, now)
         })?;
         Some(RequestError::ReplicasDown {
             reachable: u8::try_from(short.reachable).unwrap_or(u8::MAX),
@@ -170,10 +180,15 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "a table, one row per case")]
     fn refuses_only_when_the_live_nodes_cannot_be_enough() {
         let replicas = ids(&[1, 2, 3]);
         let ring = ids(&[0, 1, 2, 3, 4]);
-        let groups = vec![(ids(&[1, 2, 3]), 2), (ids(&[4, 5, 6]), 2)];
+        let group = |members: &[u32]| Group {
+            members: ids(members),
+            needed: 2,
+        };
+        let groups = vec![group(&[1, 2, 3]), group(&[4, 5, 6])];
         // (need, down nodes, expected shortfall as (reachable, needed))
         type Row<'a> = (Need<'a>, Vec<u32>, Option<(usize, usize)>);
         let table: Vec<Row<'_>> = vec![

@@ -461,28 +461,7 @@ impl<S: Storage> Node<S> {
     /// Internal consistency; panics only on a bug in this crate.
     pub fn check_invariants(&self) {
         self.ctx.durability.check_invariants();
-        assert_eq!(
-            self.coordinator.deadlines.len(),
-            self.coordinator.operations.len(),
-            "every operation has exactly one deadline"
-        );
-        for (deadline, op) in &self.coordinator.deadlines {
-            let tracked = self.coordinator.operations.get(op).map(|(d, _)| d);
-            assert_eq!(tracked, Some(deadline), "deadline of an unknown operation");
-        }
-        for (id, (_, op)) in &self.coordinator.operations {
-            op.check_invariants(self.coordinator.op_groups.contains_key(id));
-        }
-        for id in self.coordinator.op_groups.keys() {
-            assert!(
-                self.coordinator.operations.contains_key(id),
-                "groups of a finished operation"
-            );
-        }
-        assert_eq!(
-            self.coordinator.served_forwards.len(),
-            self.coordinator.served_forwards_order.len()
-        );
+        self.coordinator.check_invariants();
         // Identity across restarts: every id in flight is of this incarnation, and none exists
         // before the incarnation is durable; held inputs wait only while it is not.
         assert!(self.ctx.incarnation >= 1, "incarnation 0 is never used");
@@ -677,5 +656,193 @@ impl<S: Storage> Node<S> {
 
     fn on_scan_deadline(&mut self, operation: scan::ScanOperation) {
         scan::on_scan_deadline(&mut self.ctx, operation);
+    }
+}
+
+// ---- dispatch: coordinator ----
+impl<S: Storage> Node<S> {
+    /// The other mechanisms' state the coordinator consults (see `coordinator::Neighbours`).
+    fn neighbours(
+        &mut self,
+    ) -> (
+        &mut coordinator::Coordinator,
+        &mut context::Context<S>,
+        coordinator::Neighbours<'_>,
+    ) {
+        let neighbours = coordinator::Neighbours {
+            handover: &mut self.handover,
+            membership: self.membership.as_ref(),
+        };
+        (&mut self.coordinator, &mut self.ctx, neighbours)
+    }
+
+    /// A client request, routed by kind: the cluster-wide ones to `scan`, a conditional write
+    /// to `paxos` once the coordinator has resolved its level, everything else to the
+    /// coordinator.
+    pub(super) fn start_request(&mut self, now: Now, request: RequestId, body: ClientRequest) {
+        match body {
+            ClientRequest::Scan {
+                from,
+                keys_max,
+                consistency,
+            } => return self.start_scan(now, request, from, keys_max, consistency),
+            ClientRequest::CountKeys => return self.start_count(now, request),
+            _ => {}
+        }
+        let (coordinator, ctx, mut nb) = self.neighbours();
+        let paxos = coordinator.start_request(ctx, &mut nb, now, request, body);
+        self.send_hand_offs();
+        if let Some(p) = paxos {
+            self.start_paxos(
+                now, p.request, p.key, p.intent, p.needed, p.replicas, p.deadline,
+            );
+        }
+    }
+
+    /// A replica's answer to a read round trip (see `Coordinator::on_read_reply`).
+    pub(super) fn on_read_reply(
+        &mut self,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key_digest: Option<u64>,
+        record: Result<Option<crate::version::Record>, crate::message::ReplicaError>,
+    ) {
+        let (coordinator, ctx, mut nb) = self.neighbours();
+        coordinator.on_read_reply(ctx, &mut nb, from, op, key_digest, record);
+    }
+
+    /// A write acknowledgement or refusal, routed by what `op` is: a hint replay, a Paxos
+    /// commit or write-back, or a coordinated write.
+    pub(super) fn on_write_reply(
+        &mut self,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key_digest: Option<u64>,
+        result: Result<(), crate::message::ReplicaError>,
+    ) {
+        if self.on_hint_replay_reply(from, op, key_digest, result.is_ok()) {
+            return;
+        }
+        let now = Now {
+            monotonic: self.ctx.last_monotonic,
+            wall: self.ctx.last_wall,
+        };
+        if self.paxos_on_write_reply(now, from, op, key_digest, result) {
+            return;
+        }
+        self.coordinator
+            .on_write_reply(&mut self.ctx, from, op, key_digest, result);
+    }
+
+    /// This node's own copy of a write it coordinates (or a Paxos commit) is durable.
+    pub(super) fn on_local_write_durable(&mut self, op: crate::id::OperationId) {
+        self.coordinator.fan_out(&mut self.ctx, op);
+        let id = self.ctx.id;
+        self.on_write_reply(id, op, None, Ok(()));
+    }
+
+    /// The coordinating replica's answer to a forwarded put.
+    pub(super) fn on_forward_reply(
+        &mut self,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key_digest: u64,
+        outcome: crate::message::ForwardedOutcome,
+    ) {
+        self.coordinator
+            .on_forward_reply(&mut self.ctx, from, op, key_digest, outcome);
+    }
+
+    /// A replica was asked to coordinate a vector-clock put.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of one message, destructured"
+    )]
+    pub(super) fn serve_coordinate_put(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key: bytes::Bytes,
+        value: Option<bytes::Bytes>,
+        context: crate::version::VersionVector,
+        needed: u8,
+    ) {
+        let (coordinator, ctx, mut nb) = self.neighbours();
+        coordinator.serve_coordinate_put(ctx, &mut nb, now, from, op, key, value, context, needed);
+    }
+
+    /// A client-facing node asks this replica to apply an increment.
+    pub(super) fn serve_coordinate_increment(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key: bytes::Bytes,
+        delta: i64,
+        needed: u8,
+    ) {
+        let (coordinator, ctx, mut nb) = self.neighbours();
+        coordinator.serve_coordinate_increment(ctx, &mut nb, now, from, op, key, delta, needed);
+        self.send_hand_offs();
+    }
+
+    /// An operation's deadline passed, routed by kind: Paxos rounds and scans to their
+    /// mechanisms, the rest to the coordinator.
+    pub(super) fn on_deadline(&mut self, now: Now, op: crate::id::OperationId) {
+        let (coordinator, ctx, mut nb) = self.neighbours();
+        match coordinator.on_deadline(ctx, &mut nb, now, op) {
+            coordinator::Expired::Done => {}
+            coordinator::Expired::Paxos(paxos) => self.paxos_deadline(now, op, *paxos),
+            coordinator::Expired::Scan(scan) => self.on_scan_deadline(scan),
+        }
+        self.send_hand_offs();
+    }
+
+    /// Records a message from `from` for failing fast (see `fail_fast`).
+    pub(super) fn note_heard(&mut self, from: NodeId, now: Instant) {
+        let gossip = self.membership.is_some();
+        self.coordinator.note_heard(&self.ctx, gossip, from, now);
+    }
+
+    /// Sends the hinted copies the coordinator decided, in order; a copy for this node itself
+    /// goes to the hint store, and its durability (or refusal) back to the coordinator.
+    fn send_hand_offs(&mut self) {
+        for hand_off in std::mem::take(&mut self.coordinator.hand_offs) {
+            let coordinator::HandOff {
+                op,
+                fallback,
+                intended,
+                key,
+                record,
+            } = hand_off;
+            self.hints.stats.handed_off += 1;
+            if fallback != self.ctx.id {
+                let message = Message::HintedWrite {
+                    op,
+                    key,
+                    record,
+                    for_node: intended,
+                };
+                self.ctx.send(fallback, message);
+                continue;
+            }
+            match self.store_hint(
+                intended,
+                key,
+                &record,
+                durability::AfterPersist::AckLocal(op),
+            ) {
+                Ok(replica::Applied::Now) => {
+                    self.coordinator.on_local_write_durable(&mut self.ctx, op);
+                }
+                Ok(replica::Applied::Pending) => {}
+                Err(e) => {
+                    let id = self.ctx.id;
+                    self.coordinator
+                        .on_write_reply(&mut self.ctx, id, op, None, Err(e));
+                }
+            }
+        }
     }
 }
