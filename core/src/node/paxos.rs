@@ -1463,4 +1463,305 @@ mod tests {
             assert!(wait <= Duration::from_millis(BACKOFF_MS_MAX));
         }
     }
+
+    // ---------------------------------------------------------------- the acceptor itself
+
+    use crate::config::{ClusterConfig, NodeConfig};
+    use crate::ring::{NodeLocation, Ring};
+    use crate::storage::MemStorage;
+    use crate::time::WallMicros;
+
+    const PROPOSER: NodeId = NodeId(1);
+
+    /// One acceptor's state and what it works on. The Paxos struct is the mechanism under test;
+    /// the context and handover state come from a node (they have no constructor of their own),
+    /// and no input goes through the node's dispatch.
+    fn acceptor() -> super::super::Node<MemStorage> {
+        let mut ring = Ring::new(8);
+        for i in 0..3 {
+            let location = NodeLocation {
+                datacenter: "dc".into(),
+                rack: format!("r{i}"),
+                weight: 1,
+            };
+            ring.add_node(NodeId(i), location).expect("fresh");
+        }
+        let config = NodeConfig {
+            id: NodeId(0),
+            cluster: ClusterConfig::default(),
+            rng_seed: 3,
+        };
+        let mut node = super::super::Node::new(config, ring, MemStorage::new()).expect("valid");
+        let now = Now {
+            monotonic: Instant::from_nanos(1),
+            wall: WallMicros(1_000_000),
+        };
+        while let Some(output) = node.poll_output() {
+            if let super::super::Output::Persist { token } = output {
+                node.handle_persisted(now, token);
+            }
+        }
+        node
+    }
+
+    /// Serves `request` from the proposer at the acceptor; the reply that leaves at once.
+    fn serve(node: &mut super::super::Node<MemStorage>, request: Message) -> Option<Message> {
+        let reply = node
+            .paxos
+            .serve(&mut node.ctx, &mut node.handover, PROPOSER, request);
+        node.paxos.check_invariants(&node.ctx.durability);
+        reply
+    }
+
+    /// Completes the pending persist; the held replies it releases.
+    fn persist(node: &mut super::super::Node<MemStorage>) -> Vec<(NodeId, Message)> {
+        let Some(token) = node.ctx.durability.take_persist_request() else {
+            return Vec::new();
+        };
+        node.ctx.storage.sync().expect("memory storage syncs");
+        let released = node
+            .ctx
+            .durability
+            .persisted(token)
+            .into_iter()
+            .filter_map(|then| match then {
+                AfterPersist::PaxosReply(number) => node.paxos.release(number),
+                _ => None,
+            })
+            .collect();
+        node.paxos.check_invariants(&node.ctx.durability);
+        released
+    }
+
+    fn key() -> Bytes {
+        Bytes::from_static(b"k")
+    }
+
+    fn prepare_at(epoch: u64, op: u64, at: Ballot) -> Message {
+        Message::PaxosPrepare {
+            op: OperationId(op),
+            key: key(),
+            ballot: at,
+            epoch,
+        }
+    }
+
+    fn propose_at(epoch: u64, op: u64, at: Ballot, proposal: &LwwRecord) -> Message {
+        Message::PaxosPropose {
+            op: OperationId(op),
+            key: key(),
+            ballot: at,
+            proposal: proposal.clone(),
+            epoch,
+        }
+    }
+
+    fn promise_of(reply: &Message) -> Promise {
+        match reply {
+            Message::PaxosPromise {
+                result: Ok(promise),
+                ..
+            } => promise.clone(),
+            other => panic!("not a promise: {other:?}"),
+        }
+    }
+
+    fn accepted_of(reply: &Message) -> bool {
+        match reply {
+            Message::PaxosAccept {
+                result: Ok(accepted),
+                ..
+            } => *accepted,
+            other => panic!("not an acceptance: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_promise_leaves_only_once_durable_and_binds_the_acceptor() {
+        let mut node = acceptor();
+        let epoch = node.handover.epoch();
+        assert_eq!(serve(&mut node, prepare_at(epoch, 1, ballot(5, 1))), None);
+        let released = persist(&mut node);
+        assert_eq!(
+            released.len(),
+            1,
+            "the held promise leaves with its persist"
+        );
+        let (to, reply) = &released[0];
+        assert_eq!(*to, PROPOSER);
+        let promise = promise_of(reply);
+        assert!(promise.granted);
+        assert_eq!(promise.promised, Some(ballot(5, 1)));
+
+        // A lower ballot is refused and told the promise it lost to (once that is durable:
+        // here it already is).
+        let refused = serve(&mut node, prepare_at(epoch, 2, ballot(4, 2))).expect("now");
+        let refusal = promise_of(&refused);
+        assert!(!refusal.granted);
+        assert_eq!(refusal.promised, Some(ballot(5, 1)));
+        // A proposal at the lower ballot is refused too.
+        let proposal = record(10, b"a");
+        let refused = serve(&mut node, propose_at(epoch, 2, ballot(4, 2), &proposal));
+        assert_eq!(refused.as_ref().map(accepted_of), Some(false));
+        // The stored state survives in storage, not in the Paxos struct.
+        assert_eq!(
+            load_state(&mut node.ctx, &key())
+                .expect("readable")
+                .promised,
+            Some(ballot(5, 1))
+        );
+    }
+
+    #[test]
+    fn an_accepted_proposal_is_reported_to_the_next_prepare_until_committed() {
+        let mut node = acceptor();
+        let epoch = node.handover.epoch();
+        serve(&mut node, prepare_at(epoch, 1, ballot(5, 1)));
+        persist(&mut node);
+        let proposal = record(10, b"a");
+        assert_eq!(
+            serve(&mut node, propose_at(epoch, 1, ballot(5, 1), &proposal)),
+            None,
+            "the acceptance waits for its persist"
+        );
+        let released = persist(&mut node);
+        assert_eq!(released.len(), 1);
+        assert!(accepted_of(&released[0].1));
+        // A duplicate of the accepted proposal is acknowledged again, never refused.
+        let again = serve(&mut node, propose_at(epoch, 1, ballot(5, 1), &proposal));
+        assert_eq!(again.as_ref().map(accepted_of), Some(true));
+
+        // A later proposer learns the accepted proposal, so it can finish it first.
+        serve(&mut node, prepare_at(epoch, 2, ballot(7, 2)));
+        let promise = promise_of(&persist(&mut node)[0].1);
+        assert_eq!(promise.accepted, Some((ballot(5, 1), proposal.clone())));
+        assert_eq!(
+            in_progress(&[promise]),
+            Some((ballot(5, 1), proposal.clone()))
+        );
+
+        // Committed, the record is stored and the proposal no longer in progress.
+        let commit = Message::PaxosCommit {
+            op: OperationId(3),
+            key: key(),
+            ballot: ballot(7, 2),
+            record: proposal.clone(),
+            epoch,
+        };
+        assert_eq!(serve(&mut node, commit), None);
+        let released = persist(&mut node);
+        assert!(matches!(
+            released[..],
+            [(PROPOSER, Message::WriteReply { result: Ok(()), .. })]
+        ));
+        assert_eq!(
+            node.ctx.local_record(&key()).expect("readable"),
+            Some(Record::Lww(proposal))
+        );
+        serve(&mut node, prepare_at(epoch, 4, ballot(9, 1)));
+        let promise = promise_of(&persist(&mut node)[0].1);
+        assert_eq!(promise.accepted, None);
+        assert_eq!(promise.committed, Some(ballot(7, 2)));
+        assert_eq!(in_progress(&[promise]), None);
+    }
+
+    #[test]
+    fn a_held_reply_whose_persist_fails_becomes_a_storage_refusal() {
+        let mut node = acceptor();
+        let epoch = node.handover.epoch();
+        assert_eq!(serve(&mut node, prepare_at(epoch, 1, ballot(5, 1))), None);
+        assert_eq!(node.paxos.held.len(), 1);
+        let refused: Vec<_> = node
+            .ctx
+            .durability
+            .poison()
+            .into_iter()
+            .filter_map(|then| match then {
+                AfterPersist::PaxosReply(number) => node.paxos.refuse(number),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(
+            refused[..],
+            [(
+                PROPOSER,
+                Message::PaxosPromise {
+                    result: Err(ReplicaError::Storage),
+                    ..
+                }
+            )]
+        ));
+        assert!(node.paxos.held.is_empty());
+        node.paxos.check_invariants(&node.ctx.durability);
+    }
+
+    #[test]
+    fn a_request_from_another_ring_epoch_is_refused_at_once() {
+        let mut node = acceptor();
+        let stale = Message::PaxosPrepare {
+            op: OperationId(1),
+            key: key(),
+            ballot: ballot(5, 1),
+            epoch: node.handover.epoch().wrapping_add(1),
+        };
+        let reply = serve(&mut node, stale).expect("a refusal leaves at once");
+        assert!(matches!(
+            reply,
+            Message::PaxosPromise {
+                result: Err(ReplicaError::RingMismatch),
+                ..
+            }
+        ));
+        assert!(node.paxos.held.is_empty(), "nothing staged, nothing held");
+    }
+
+    #[test]
+    #[should_panic(expected = "only answers resting on acceptor state are held")]
+    fn holding_a_refusal_is_caught() {
+        let node = acceptor();
+        let mut paxos = Paxos::default();
+        paxos.held.insert(
+            0,
+            (
+                PROPOSER,
+                Message::PaxosAccept {
+                    op: OperationId(1),
+                    key_digest: 0,
+                    result: Err(ReplicaError::Busy),
+                },
+            ),
+        );
+        paxos.next_held = 1;
+        paxos.check_invariants(&node.ctx.durability);
+    }
+
+    #[test]
+    fn the_policies_keep_ballots_ordered() {
+        let mut state = PaxosState::default();
+        assert!(state.ballots_ordered());
+        for (i, b) in [ballot(3, 1), ballot(2, 2), ballot(6, 1), ballot(6, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(next) = promise(&state, b) {
+                state = next;
+            }
+            assert!(state.ballots_ordered(), "after promise {i}");
+            for flaw in [PaxosFlaw::None, PaxosFlaw::AcceptLowerBallot] {
+                if let Some(next) = accept(&state, b, &record(1, b"v"), flaw) {
+                    assert!(next.ballots_ordered(), "after accept {i} {flaw:?}");
+                    assert!(next.promised >= state.promised);
+                }
+            }
+            let committed = commit(&state, b);
+            assert!(committed.ballots_ordered());
+            assert!(committed.committed >= state.committed);
+        }
+        let unordered = PaxosState {
+            promised: Some(ballot(1, 1)),
+            accepted: Some((ballot(2, 1), record(1, b"v"))),
+            committed: None,
+        };
+        assert!(!unordered.ballots_ordered());
+    }
 }

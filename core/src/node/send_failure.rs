@@ -214,4 +214,104 @@ mod tests {
             assert_eq!(SendFailureClass::of(&message), class, "{message:?}");
         }
     }
+
+    fn tombstone() -> crate::version::Record {
+        crate::version::Record::Lww(crate::version::LwwRecord {
+            version: crate::version::LwwVersion {
+                timestamp_micros: 1,
+                node: crate::id::NodeId(1),
+                nonce: 0,
+            },
+            value: None,
+            expires_at_micros: None,
+        })
+    }
+
+    /// Messages and their fates, one of each route.
+    fn fates() -> Vec<(Message, SendFailure)> {
+        let (key, op, busy) = (Bytes::from_static(b"k"), OperationId(7), ReplicaError::Busy);
+        let key_digest = key_digest(&key);
+        let (hinted, ballot) = (crate::id::NodeId(2), crate::message::Ballot::default());
+        vec![
+            (
+                Message::Read {
+                    op,
+                    key: key.clone(),
+                },
+                SendFailure::Refused(Message::ReadReply {
+                    op,
+                    key_digest,
+                    record: Err(busy),
+                }),
+            ),
+            (
+                Message::HintedWrite {
+                    op,
+                    key: key.clone(),
+                    record: tombstone(),
+                    for_node: hinted,
+                },
+                SendFailure::Refused(Message::WriteReply {
+                    op,
+                    key_digest,
+                    result: Err(busy),
+                }),
+            ),
+            (
+                Message::PaxosPrepare {
+                    op,
+                    key: key.clone(),
+                    ballot,
+                    epoch: 0,
+                },
+                SendFailure::Refused(Message::PaxosPromise {
+                    op,
+                    key_digest,
+                    result: Err(busy),
+                }),
+            ),
+            (
+                Message::CountLive { op },
+                SendFailure::ScanRefused(Message::CountLive { op }),
+            ),
+            // Read repair: nobody waits, so it is dropped like any repeatable message.
+            (
+                Message::Write {
+                    op: NO_REPLY,
+                    key,
+                    record: tombstone(),
+                },
+                SendFailure::Dropped(SendFailureClass::Request),
+            ),
+            (
+                Message::WriteReply {
+                    op,
+                    key_digest,
+                    result: Ok(()),
+                },
+                SendFailure::Dropped(SendFailureClass::Reply),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_request_someone_waits_for_comes_back_as_its_replicas_busy_refusal() {
+        for (message, fate) in fates() {
+            assert_eq!(route(message.clone()), fate, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn every_failure_is_counted_once_by_its_fate() {
+        let mut stats = SendFailureStats::default();
+        for (message, fate) in fates() {
+            assert_eq!(stats.record(message), fate);
+        }
+        let counted = SendFailureStats {
+            requests_refused: 4,
+            replies_dropped: 1,
+            repeatable_dropped: 1,
+        };
+        assert_eq!(stats, counted);
+    }
 }
