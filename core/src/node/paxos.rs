@@ -1150,7 +1150,43 @@ impl<S: Storage> Proposer<'_, S> {
             epoch: paxos.epoch,
         };
         let replicas = paxos.replicas.clone();
+        if crate::buggify!(
+            self.ctx.faults,
+            &mut self.ctx.rng,
+            "paxos/commit-fanout-order"
+        ) {
+            return self.fan_out_reordered(&replicas, commit);
+        }
         self.fan_out(&replicas, commit);
+    }
+
+    /// BUGGIFY (`paxos/commit-fanout-order`): the commit leaves in another legal order, either
+    /// this node's own copy first and the others reversed, or one replica's copy last (after
+    /// this node's own copy may already have answered). A commit is an idempotent merge of a
+    /// chosen value, so no order of its copies may matter.
+    fn fan_out_reordered(&mut self, replicas: &[NodeId], request: Message) {
+        let me = self.ctx.id;
+        let mut others: Vec<NodeId> = replicas.iter().copied().filter(|&r| r != me).collect();
+        let own_first = self.ctx.rng.gen::<bool>();
+        let late = if own_first || others.is_empty() {
+            others.reverse();
+            None
+        } else {
+            Some(others.remove(self.ctx.rng.gen_range(0..others.len())))
+        };
+        let own = replicas.contains(&me);
+        if own && own_first {
+            self.serve(me, request.clone());
+        }
+        for replica in others {
+            self.ctx.send(replica, request.clone());
+        }
+        if own && !own_first {
+            self.serve(me, request.clone());
+        }
+        if let Some(replica) = late {
+            self.ctx.send(replica, request);
+        }
     }
 
     /// A commit's or a write-back's durable acknowledgement (or refusal). Returns `false` if
@@ -1220,7 +1256,17 @@ impl<S: Storage> Proposer<'_, S> {
             return;
         };
         paxos.phase = Phase::Backoff;
-        let wait = backoff(paxos.rounds, &mut self.ctx.rng);
+        let mut wait = backoff(paxos.rounds, &mut self.ctx.rng);
+        if crate::buggify!(self.ctx.faults, &mut self.ctx.rng, "paxos/retry-backoff") {
+            // Any wait is legal: the next round's ballot is above every one seen whenever it
+            // starts, so retrying at once (duelling proposers) or long after (a promise left
+            // standing) must stay safe; the request's deadline still bounds it.
+            wait = if self.ctx.rng.gen() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(BACKOFF_MS_MAX.saturating_mul(4))
+            };
+        }
         let at = self.ctx.last_monotonic.saturating_add(wait);
         let deadline = at.min(paxos.final_deadline);
         self.coordinator
