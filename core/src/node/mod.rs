@@ -82,8 +82,8 @@ pub struct Node<S: Storage> {
     handover: handover::Handover,
     /// Sends the driver could not queue, by what became of them.
     send_failures: SendFailureStats,
-    /// Paxos replies waiting for their state to be durable (see `paxos`).
-    paxos_replies: paxos::PaxosReplies,
+    /// Conditional writes: the acceptor's held replies (rounds live in the coordinator).
+    paxos: paxos::Paxos,
 }
 
 impl<S: Storage> Node<S> {
@@ -129,7 +129,7 @@ impl<S: Storage> Node<S> {
             membership: None,
             handover,
             send_failures: SendFailureStats::default(),
-            paxos_replies: paxos::PaxosReplies::default(),
+            paxos: paxos::Paxos::default(),
         };
         node.ctx.my_ranges = antientropy::my_ranges(
             &node.ctx.ring,
@@ -338,36 +338,17 @@ impl<S: Storage> Node<S> {
                 delta,
                 needed,
             } => self.serve_coordinate_increment(now, from, op, key, delta, needed),
-            Message::PaxosPrepare {
-                op,
-                key,
-                ballot,
-                epoch,
-            } => self.serve_paxos_prepare(from, op, key, ballot, epoch),
-            Message::PaxosPromise {
-                op,
-                key_digest,
-                result,
-            } => self.on_paxos_promise(from, op, key_digest, result),
-            Message::PaxosPropose {
-                op,
-                key,
-                ballot,
-                proposal,
-                epoch,
-            } => self.serve_paxos_propose(from, op, key, ballot, proposal, epoch),
-            Message::PaxosAccept {
-                op,
-                key_digest,
-                result,
-            } => self.on_paxos_accept(from, op, key_digest, result),
-            Message::PaxosCommit {
-                op,
-                key,
-                ballot,
-                record,
-                epoch,
-            } => self.serve_paxos_commit(from, op, key, ballot, record, epoch),
+            message @ (Message::PaxosPrepare { .. }
+            | Message::PaxosPromise { .. }
+            | Message::PaxosPropose { .. }
+            | Message::PaxosAccept { .. }
+            | Message::PaxosCommit { .. }) => self.paxos.handle_message(
+                &mut self.ctx,
+                &mut self.coordinator,
+                &mut self.handover,
+                from,
+                message,
+            ),
         }
     }
 
@@ -427,7 +408,7 @@ impl<S: Storage> Node<S> {
     pub fn handle_send_failed(&mut self, now: Now, to: NodeId, message: Message) {
         self.ctx.last_wall = now.wall;
         self.ctx.last_monotonic = now.monotonic;
-        self.on_send_failed(to, message);
+        self.on_send_failed(now, to, message);
         self.finish_input();
     }
 
@@ -487,7 +468,88 @@ impl<S: Storage> Node<S> {
             "held inputs are released once the incarnation is durable"
         );
         self.handover.check_invariants(&self.ctx.my_ranges);
+        self.paxos.check_invariants(&self.ctx.durability);
         self.ctx.scan_index.check_invariants();
+    }
+}
+
+// ---- dispatch: paxos and send failures ----
+impl<S: Storage> Node<S> {
+    /// The Paxos proposer at work on this node's state (see `paxos::Proposer`).
+    fn paxos_proposer(&mut self) -> paxos::Proposer<'_, S> {
+        self.paxos
+            .proposer(&mut self.ctx, &mut self.coordinator, &mut self.handover)
+    }
+
+    /// Starts a conditional write's Paxos round (see `paxos`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
+    fn start_paxos(
+        &mut self,
+        now: Now,
+        request: RequestId,
+        key: bytes::Bytes,
+        intent: paxos::Intent,
+        needed: u8,
+        replicas: Vec<NodeId>,
+        deadline: Instant,
+    ) {
+        self.paxos_proposer()
+            .start(now, request, key, intent, needed, replicas, deadline);
+    }
+
+    /// A write reply for a Paxos round; `false` if `op` is not one.
+    fn paxos_on_write_reply(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        op: crate::id::OperationId,
+        digest: Option<u64>,
+        result: Result<(), crate::message::ReplicaError>,
+    ) -> bool {
+        self.paxos_proposer()
+            .on_write_reply(now, from, op, digest, result)
+    }
+
+    /// A Paxos round's tracked deadline passed (its entry is already removed).
+    fn paxos_deadline(
+        &mut self,
+        now: Now,
+        op: crate::id::OperationId,
+        operation: paxos::PaxosOperation,
+    ) {
+        self.paxos_proposer().on_deadline(now, op, operation);
+    }
+
+    /// The persist a held Paxos reply waited for is durable.
+    fn paxos_reply_durable(&mut self, number: u64) {
+        let (ctx, coordinator, handover) =
+            (&mut self.ctx, &mut self.coordinator, &mut self.handover);
+        self.paxos
+            .handle_persisted(ctx, coordinator, handover, number);
+    }
+
+    /// The persist a held Paxos reply waited for failed.
+    fn paxos_reply_failed(&mut self, number: u64) {
+        let (ctx, coordinator, handover) =
+            (&mut self.ctx, &mut self.coordinator, &mut self.handover);
+        self.paxos
+            .handle_persist_failed(ctx, coordinator, handover, number);
+    }
+
+    /// A message the driver could not queue goes to the mechanism whose it was: a request an
+    /// operation waits for comes back as its replica's `Busy` refusal, through the same path
+    /// as a refusal received (see `send_failure`).
+    fn on_send_failed(&mut self, now: Now, to: NodeId, message: Message) {
+        match self.send_failures.record(message) {
+            send_failure::SendFailure::Refused(refusal) => self.serve_message(now, to, refusal),
+            send_failure::SendFailure::ScanRefused(request) => {
+                self.on_scan_send_failed(to, &request);
+            }
+            send_failure::SendFailure::Dropped(_) => {}
+        }
     }
 }
 

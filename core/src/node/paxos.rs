@@ -60,10 +60,11 @@
 //! only (vector-clock clusters refuse with `LinearizableNeedsLww`). Every message carries the
 //! proposer's ring epoch and replicas fence it like `LinRead`/`LinWrite` (see `handover`).
 
-use super::coordinator::Operation;
-use super::durability::AfterPersist;
+use super::context::Context;
+use super::coordinator::{Coordinator, Operation};
+use super::durability::{AfterPersist, Durability};
+use super::handover::Handover;
 use super::replica::Applied;
-use super::Node;
 use crate::client::{ClientReply, WriteCondition};
 use crate::codec;
 use crate::id::{key_digest, NodeId, OperationId, RequestId};
@@ -109,6 +110,17 @@ pub struct PaxosState {
     pub accepted: Option<(Ballot, LwwRecord)>,
     /// The ballot of the latest commit applied.
     pub committed: Option<Ballot>,
+}
+
+impl PaxosState {
+    /// Whether the accepted proposal, if any, is at or below the promise: true of every state
+    /// the policies below make from one that already was (a stored state is bytes from disk,
+    /// so this is checked on transitions, never asserted on a loaded state).
+    pub fn ballots_ordered(&self) -> bool {
+        self.accepted
+            .as_ref()
+            .is_none_or(|(ballot, _)| self.promised >= Some(*ballot))
+    }
 }
 
 /// The state after promising `ballot`, or `None` if a higher ballot was promised (a repeated
@@ -299,14 +311,27 @@ impl PaxosOperation {
         {
             assert!(proposal.version.timestamp_micros > 0);
         }
+        let votes = match &self.phase {
+            Phase::Prepare { votes, promises } => {
+                // Each granted promise is a yes vote; the promises leave the phase with it.
+                assert_eq!(promises.len(), votes.yes.len(), "one promise per yes vote");
+                Some(votes)
+            }
+            Phase::Propose { votes, .. }
+            | Phase::Commit { votes, .. }
+            | Phase::WriteBack { votes, .. } => Some(votes),
+            Phase::Backoff => None,
+        };
+        if let Some(votes) = votes {
+            for voter in votes.yes.iter().chain(&votes.no) {
+                assert!(self.replicas.contains(voter), "only replicas vote");
+            }
+            assert!(
+                votes.yes.iter().all(|v| !votes.no.contains(v)),
+                "a replica votes once"
+            );
+        }
     }
-}
-
-/// Replies waiting for their durability (see `AfterPersist::PaxosReply`).
-#[derive(Debug, Default)]
-pub(super) struct PaxosReplies {
-    held: BTreeMap<u64, (NodeId, Message)>,
-    next: u64,
 }
 
 /// The reserved storage key of `key`'s acceptor state.
@@ -317,7 +342,6 @@ fn state_key(key: &[u8]) -> Bytes {
     Bytes::from(stored)
 }
 
-/// The live value of a record (`None`: absent or a tombstone).
 /// The live value a condition is judged on, at the proposer's hybrid now: an expired value is
 /// absent (as for reads, expiry is judged after the merge); a counter's value is its decimal.
 fn live(record: Option<&Record>, now_micros: u64) -> Option<Bytes> {
@@ -328,56 +352,176 @@ fn live(record: Option<&Record>, now_micros: u64) -> Option<Bytes> {
     }
 }
 
-impl<S: Storage> Node<S> {
+/// The Paxos mechanism of one node (see the module docs).
+///
+/// As an acceptor it owns the replies that wait for their state to be durable; the per-key
+/// acceptor state itself lives in storage under reserved keys, never only in memory (a promise
+/// must survive a crash). As a proposer its rounds live in the coordinator's operation table,
+/// where they share the deadlines and stale-reply rules of every other operation; [`Proposer`]
+/// is the view that works on them.
+#[derive(Debug, Default)]
+pub(super) struct Paxos {
+    /// Replies waiting for their durability, by number (see `AfterPersist::PaxosReply`).
+    held: BTreeMap<u64, (NodeId, Message)>,
+    /// The number of the next held reply.
+    next_held: u64,
+}
+
+/// An acceptor's answer to one request.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// A refusal that rests on nothing staged: it leaves at once.
+    Now(Message),
+    /// It rests on acceptor state (staged now or earlier, maybe not yet durable): it leaves once
+    /// everything staged so far is durable, so a crash cannot take back what it said.
+    WhenDurable(Message),
+}
+
+impl Paxos {
+    /// A Paxos message from `from`: requests go to this node's acceptor, promises and
+    /// acceptances to the round (of this node's proposer) they answer.
+    pub(super) fn handle_message<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        coordinator: &mut Coordinator,
+        handover: &mut Handover,
+        from: NodeId,
+        message: Message,
+    ) {
+        let mut proposer = self.proposer(ctx, coordinator, handover);
+        match message {
+            Message::PaxosPromise {
+                op,
+                key_digest,
+                result,
+            } => proposer.on_promise(from, op, key_digest, result),
+            Message::PaxosAccept {
+                op,
+                key_digest,
+                result,
+            } => proposer.on_accept(from, op, key_digest, result),
+            request => proposer.serve(from, request),
+        }
+    }
+
+    /// The persist held reply `number` waited for is durable: the reply leaves.
+    pub(super) fn handle_persisted<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        coordinator: &mut Coordinator,
+        handover: &mut Handover,
+        number: u64,
+    ) {
+        if let Some((to, reply)) = self.release(number) {
+            self.proposer(ctx, coordinator, handover).respond(to, reply);
+        }
+    }
+
+    /// The persist held reply `number` waited for failed: the reply becomes a storage refusal
+    /// (one that may come after staging, see `Proposer::on_accept`).
+    pub(super) fn handle_persist_failed<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        coordinator: &mut Coordinator,
+        handover: &mut Handover,
+        number: u64,
+    ) {
+        if let Some((to, reply)) = self.refuse(number) {
+            self.proposer(ctx, coordinator, handover).respond(to, reply);
+        }
+    }
+
+    /// The proposer's view for one input: this state and the state of the mechanisms a round
+    /// works on.
+    pub(super) fn proposer<'a, S: Storage>(
+        &'a mut self,
+        ctx: &'a mut Context<S>,
+        coordinator: &'a mut Coordinator,
+        handover: &'a mut Handover,
+    ) -> Proposer<'a, S> {
+        Proposer {
+            paxos: self,
+            ctx,
+            coordinator,
+            handover,
+        }
+    }
+
     // ---------------------------------------------------------------- acceptor (replica)
 
-    fn paxos_state(&mut self, key: &[u8]) -> Result<PaxosState, ReplicaError> {
-        match self.ctx.local_record(&state_key(key))? {
-            Some(Record::Lww(LwwRecord {
-                value: Some(bytes), ..
-            })) => codec::decode_value(&bytes).map_err(|_| ReplicaError::Storage),
-            _ => Ok(PaxosState::default()),
-        }
-    }
-
-    fn stage_paxos_state(&mut self, key: &[u8], state: &PaxosState) -> Result<(), ReplicaError> {
-        // The record's version is irrelevant (nothing merges it); the value is the state.
-        let record = Record::Lww(LwwRecord {
-            version: LwwVersion {
-                timestamp_micros: 1,
-                node: self.ctx.id,
-                nonce: 0,
-            },
-            value: Some(Bytes::from(codec::encode_value(state))),
-            expires_at_micros: None,
-        });
-        self.ctx.stage(state_key(key), record)
-    }
-
-    /// Sends `message` to `to` once everything staged so far is durable.
-    fn paxos_reply_when_durable(&mut self, to: NodeId, message: Message) {
-        let number = self.paxos_replies.next;
-        self.paxos_replies.next += 1;
-        self.paxos_replies.held.insert(number, (to, message));
-        match self.ctx.wait_durable(AfterPersist::PaxosReply(number)) {
-            Ok(Applied::Now) => self.paxos_reply_durable(number),
-            Ok(Applied::Pending) => {}
-            Err(_) => self.paxos_reply_failed(number),
-        }
-    }
-
-    pub(super) fn paxos_reply_durable(&mut self, number: u64) {
-        if let Some((to, message)) = self.paxos_replies.held.remove(&number) {
-            self.paxos_respond(to, message);
-        }
-    }
-
-    /// The sync failed: the reply becomes a storage refusal (which may come after staging).
-    pub(super) fn paxos_reply_failed(&mut self, number: u64) {
-        let Some((to, message)) = self.paxos_replies.held.remove(&number) else {
-            return;
+    /// Serves an acceptor request from `from` (a prepare, a proposal, a commit, or this node's
+    /// own copy of a write-back) and returns the reply that leaves now, if any; a reply that
+    /// waits for durability is held until `handle_persisted`.
+    fn serve<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        handover: &mut Handover,
+        from: NodeId,
+        request: Message,
+    ) -> Option<Message> {
+        let answer = match request {
+            Message::PaxosPrepare {
+                op,
+                key,
+                ballot,
+                epoch,
+            } => prepare(ctx, handover, op, key, ballot, epoch),
+            Message::PaxosPropose {
+                op,
+                key,
+                ballot,
+                proposal,
+                epoch,
+            } => propose(ctx, handover, op, key, ballot, proposal, epoch),
+            Message::PaxosCommit {
+                op,
+                key,
+                ballot,
+                record,
+                epoch,
+            } => commit_record(ctx, handover, op, key, ballot, record, epoch),
+            Message::LinWrite {
+                op,
+                key,
+                record,
+                epoch,
+            } => write_back(ctx, handover, op, key, &record, epoch),
+            // The node routes only acceptor requests here; anything else has no answer.
+            _ => return None,
         };
-        let refused = match message {
+        match answer {
+            Answer::Now(reply) => Some(reply),
+            Answer::WhenDurable(reply) => self.hold(ctx, from, reply),
+        }
+    }
+
+    /// Holds `reply` to `to` until everything staged so far is durable; returns it if that is
+    /// already so (or its refusal, if storage cannot make it so).
+    fn hold<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        to: NodeId,
+        reply: Message,
+    ) -> Option<Message> {
+        let number = self.next_held;
+        self.next_held += 1;
+        self.held.insert(number, (to, reply));
+        match ctx.wait_durable(AfterPersist::PaxosReply(number)) {
+            Ok(Applied::Now) => self.release(number).map(|(_, reply)| reply),
+            Ok(Applied::Pending) => None,
+            Err(_) => self.refuse(number).map(|(_, reply)| reply),
+        }
+    }
+
+    /// Held reply `number`, now free to leave.
+    fn release(&mut self, number: u64) -> Option<(NodeId, Message)> {
+        self.held.remove(&number)
+    }
+
+    /// Held reply `number` as a storage refusal: its state never became durable.
+    fn refuse(&mut self, number: u64) -> Option<(NodeId, Message)> {
+        let (to, reply) = self.held.remove(&number)?;
+        let refused = match reply {
             Message::PaxosPromise { op, key_digest, .. } => Message::PaxosPromise {
                 op,
                 key_digest,
@@ -395,207 +539,317 @@ impl<S: Storage> Node<S> {
             },
             other => other,
         };
-        self.paxos_respond(to, refused);
+        Some((to, refused))
     }
 
-    /// Sends a reply, or hands it straight to the proposer when that is this node.
-    fn paxos_respond(&mut self, to: NodeId, message: Message) {
+    /// Internal consistency; panics only on a bug in this crate. Paired with `durability`: a
+    /// reply is held only while a persist is pending (it is released by that persist).
+    pub(super) fn check_invariants(&self, durability: &Durability) {
+        for (&number, (_, reply)) in &self.held {
+            assert!(
+                number < self.next_held,
+                "held replies are numbered in order"
+            );
+            let accepted = match reply {
+                Message::PaxosPromise { result, .. } => result.is_ok(),
+                Message::PaxosAccept { result, .. } => result.is_ok(),
+                Message::WriteReply { result, .. } => result.is_ok(),
+                _ => false,
+            };
+            assert!(accepted, "only answers resting on acceptor state are held");
+        }
+        assert!(
+            self.held.is_empty() || !durability.is_durable_through(durability.staged()),
+            "a reply is held only while a persist is pending"
+        );
+    }
+}
+
+/// `key`'s acceptor state as stored (the default if none).
+fn load_state<S: Storage>(ctx: &mut Context<S>, key: &[u8]) -> Result<PaxosState, ReplicaError> {
+    match ctx.local_record(&state_key(key))? {
+        Some(Record::Lww(LwwRecord {
+            value: Some(bytes), ..
+        })) => codec::decode_value(&bytes).map_err(|_| ReplicaError::Storage),
+        _ => Ok(PaxosState::default()),
+    }
+}
+
+/// Stages `key`'s acceptor state `after`, which the pure policies made from `before`.
+fn stage_state<S: Storage>(
+    ctx: &mut Context<S>,
+    key: &[u8],
+    before: &PaxosState,
+    after: &PaxosState,
+) -> Result<(), ReplicaError> {
+    // The policies only ever raise a promise or a commit, and keep an accepted proposal at or
+    // below the promise (asserted as a transition: a stored state is bytes from disk).
+    assert!(
+        after.promised >= before.promised,
+        "a promise never goes back"
+    );
+    assert!(
+        after.committed >= before.committed,
+        "a commit never goes back"
+    );
+    assert!(
+        !before.ballots_ordered() || after.ballots_ordered(),
+        "an accepted proposal stays at or below the promise"
+    );
+    // The record's version is irrelevant (nothing merges it); the value is the state.
+    let record = Record::Lww(LwwRecord {
+        version: LwwVersion {
+            timestamp_micros: 1,
+            node: ctx.id,
+            nonce: 0,
+        },
+        value: Some(Bytes::from(codec::encode_value(after))),
+        expires_at_micros: None,
+    });
+    ctx.stage(state_key(key), record)
+}
+
+/// Phase 1 at an acceptor: promise `ballot` (durably) and report what it holds for `key`.
+fn prepare<S: Storage>(
+    ctx: &mut Context<S>,
+    handover: &mut Handover,
+    op: OperationId,
+    key: Bytes,
+    ballot: Ballot,
+    epoch: u64,
+) -> Answer {
+    let key_digest = key_digest(&key);
+    let reply = |result| Message::PaxosPromise {
+        op,
+        key_digest,
+        result,
+    };
+    let found = handover.lin_admit(ctx, epoch, &key).and_then(|()| {
+        let state = load_state(ctx, &key)?;
+        let record = ctx.local_record(&key)?;
+        ctx.observe_record(record.as_ref());
+        Ok((state, record))
+    });
+    let (state, record) = match found {
+        Ok(found) => found,
+        Err(e) => return Answer::Now(reply(Err(e))),
+    };
+    let Some(promised) = promise(&state, ballot) else {
+        // Sent once the higher promise it names is durable (see `propose`).
+        return Answer::WhenDurable(reply(Ok(Promise {
+            granted: false,
+            promised: state.promised,
+            accepted: None,
+            committed: state.committed,
+            record: None,
+        })));
+    };
+    let staged = if promised == state {
+        Ok(())
+    } else {
+        stage_state(ctx, &key, &state, &promised)
+    };
+    match staged {
+        Ok(()) => Answer::WhenDurable(reply(Ok(Promise {
+            granted: true,
+            promised: promised.promised,
+            accepted: promised.accepted,
+            committed: promised.committed,
+            record,
+        }))),
+        Err(e) => Answer::Now(reply(Err(e))),
+    }
+}
+
+/// Phase 2 at an acceptor: accept `proposal` at `ballot` unless a higher ballot was promised.
+fn propose<S: Storage>(
+    ctx: &mut Context<S>,
+    handover: &mut Handover,
+    op: OperationId,
+    key: Bytes,
+    ballot: Ballot,
+    proposal: LwwRecord,
+    epoch: u64,
+) -> Answer {
+    let key_digest = key_digest(&key);
+    let reply = |result| Message::PaxosAccept {
+        op,
+        key_digest,
+        result,
+    };
+    let state = match handover
+        .lin_admit(ctx, epoch, &key)
+        .and_then(|()| load_state(ctx, &key))
+    {
+        Ok(state) => state,
+        Err(e) => return Answer::Now(reply(Err(e))),
+    };
+    let flaw = ctx.config.cluster.unsafe_paxos_flaw;
+    if state.accepted.as_ref().is_some_and(|(b, _)| *b == ballot) {
+        // A duplicate of a proposal already accepted: say so (once durable), never "refused",
+        // which the proposer takes as proof that nothing was accepted here.
+        return Answer::WhenDurable(reply(Ok(true)));
+    }
+    let Some(accepted) = accept(&state, ballot, &proposal, flaw) else {
+        // Refused on a promise that may still be only staged: the refusal leaves once it is
+        // durable, so a crash cannot forget the promise after the proposer took the refusal
+        // as final (a late duplicate of the proposal could then be accepted).
+        return Answer::WhenDurable(reply(Ok(false)));
+    };
+    match stage_state(ctx, &key, &state, &accepted) {
+        Ok(()) => Answer::WhenDurable(reply(Ok(true))),
+        Err(e) => Answer::Now(reply(Err(e))),
+    }
+}
+
+/// Phase 3 at an acceptor: the chosen `record` is merged like a linearizable write and the
+/// accepted proposal it settles is retired.
+fn commit_record<S: Storage>(
+    ctx: &mut Context<S>,
+    handover: &mut Handover,
+    op: OperationId,
+    key: Bytes,
+    ballot: Ballot,
+    record: LwwRecord,
+    epoch: u64,
+) -> Answer {
+    let key_digest = key_digest(&key);
+    let reply = |result| Message::WriteReply {
+        op,
+        key_digest,
+        result,
+    };
+    let state = match handover
+        .lin_admit(ctx, epoch, &key)
+        .and_then(|()| load_state(ctx, &key))
+    {
+        Ok(state) => state,
+        Err(e) => return Answer::Now(reply(Err(e))),
+    };
+    let record = Record::Lww(record);
+    ctx.observe_record(Some(&record));
+    let committed = commit(&state, ballot);
+    let staged = stage_state(ctx, &key, &state, &committed)
+        .and_then(|()| ctx.apply(key, &record, AfterPersist::Nothing));
+    match staged {
+        Ok(_) => Answer::WhenDurable(reply(Ok(()))),
+        Err(e) => Answer::Now(reply(Err(e))),
+    }
+}
+
+/// This node's own copy of a write-back (other replicas get it as a plain `LinWrite`).
+fn write_back<S: Storage>(
+    ctx: &mut Context<S>,
+    handover: &mut Handover,
+    op: OperationId,
+    key: Bytes,
+    record: &Record,
+    epoch: u64,
+) -> Answer {
+    let key_digest = key_digest(&key);
+    let applied = handover
+        .lin_admit(ctx, epoch, &key)
+        .and_then(|()| ctx.apply(key, record, AfterPersist::Nothing));
+    let reply = |result| Message::WriteReply {
+        op,
+        key_digest,
+        result,
+    };
+    match applied {
+        Ok(_) => Answer::WhenDurable(reply(Ok(()))),
+        Err(e) => Answer::Now(reply(Err(e))),
+    }
+}
+
+// ---------------------------------------------------------------- proposer (coordinator)
+
+/// The proposer at work for one input: the Paxos state and, borrowed from the node, the state
+/// of the mechanisms a round works on. Its fields are its dependencies: the shared context, the
+/// coordinator's operation table (rounds in flight and their deadlines) and the handover state
+/// (the ring epoch that fences every Paxos message, and the admission of this node's own
+/// acceptor).
+pub(super) struct Proposer<'a, S> {
+    paxos: &'a mut Paxos,
+    ctx: &'a mut Context<S>,
+    coordinator: &'a mut Coordinator,
+    handover: &'a mut Handover,
+}
+
+/// The round in flight as `op`, if it is one and about the key with digest `digest`.
+fn round_of(
+    coordinator: &mut Coordinator,
+    op: OperationId,
+    digest: u64,
+) -> Option<&mut PaxosOperation> {
+    match coordinator.operations.get_mut(&op) {
+        Some((_, Operation::Paxos(p))) if key_digest(&p.key) == digest => Some(p),
+        _ => None,
+    }
+}
+
+impl<S: Storage> Proposer<'_, S> {
+    /// An acceptor request for this node's acceptor; its reply, if one leaves now, goes back.
+    fn serve(&mut self, from: NodeId, request: Message) {
+        if let Some(reply) = self.paxos.serve(self.ctx, self.handover, from, request) {
+            self.respond(from, reply);
+        }
+    }
+
+    /// Sends an acceptor's reply, or hands it straight to the proposer when that is this node.
+    fn respond(&mut self, to: NodeId, reply: Message) {
         if to != self.ctx.id {
-            self.ctx.send(to, message);
+            self.ctx.send(to, reply);
             return;
         }
         let me = self.ctx.id;
-        match message {
+        match reply {
             Message::PaxosPromise {
                 op,
                 key_digest,
                 result,
-            } => self.on_paxos_promise(me, op, key_digest, result),
+            } => self.on_promise(me, op, key_digest, result),
             Message::PaxosAccept {
                 op,
                 key_digest,
                 result,
-            } => self.on_paxos_accept(me, op, key_digest, result),
+            } => self.on_accept(me, op, key_digest, result),
             Message::WriteReply {
                 op,
                 key_digest,
                 result,
-            } => self.on_write_reply(me, op, Some(key_digest), result),
+            } => {
+                // This node's own commit or write-back: the operation is a round's (ids are
+                // unique, so it is no hint replay or plain write); one that ended is stale.
+                let now = Now {
+                    monotonic: self.ctx.last_monotonic,
+                    wall: self.ctx.last_wall,
+                };
+                if !self.on_write_reply(now, me, op, Some(key_digest), result) {
+                    self.ctx.stats.stale_replies += 1;
+                }
+            }
             other => self.ctx.send(to, other),
         }
     }
 
-    pub(super) fn serve_paxos_prepare(
-        &mut self,
-        from: NodeId,
-        op: OperationId,
-        key: Bytes,
-        ballot: Ballot,
-        epoch: u64,
-    ) {
-        let key_digest = key_digest(&key);
-        let answer = self
-            .handover
-            .lin_admit(&mut self.ctx, epoch, &key)
-            .and_then(|()| {
-                let state = self.paxos_state(&key)?;
-                let record = self.ctx.local_record(&key)?;
-                self.ctx.observe_record(record.as_ref());
-                Ok((state, record))
-            });
-        let (state, record) = match answer {
-            Ok(found) => found,
-            Err(e) => {
-                let result = Err(e);
-                let reply = Message::PaxosPromise {
-                    op,
-                    key_digest,
-                    result,
-                };
-                return self.paxos_respond(from, reply);
-            }
-        };
-        let Some(promised) = promise(&state, ballot) else {
-            // Sent once the higher promise it names is durable (see `serve_paxos_propose`).
-            let reply = Message::PaxosPromise {
-                op,
-                key_digest,
-                result: Ok(Promise {
-                    granted: false,
-                    promised: state.promised,
-                    accepted: None,
-                    committed: state.committed,
-                    record: None,
-                }),
-            };
-            return self.paxos_reply_when_durable(from, reply);
-        };
-        let staged = if promised == state {
-            Ok(())
-        } else {
-            self.stage_paxos_state(&key, &promised)
-        };
-        let result = staged.map(|()| Promise {
-            granted: true,
-            promised: promised.promised,
-            accepted: promised.accepted.clone(),
-            committed: promised.committed,
-            record,
-        });
-        let reply = Message::PaxosPromise {
-            op,
-            key_digest,
-            result,
-        };
-        if matches!(reply, Message::PaxosPromise { result: Ok(_), .. }) {
-            self.paxos_reply_when_durable(from, reply);
-        } else {
-            self.paxos_respond(from, reply);
-        }
-    }
-
-    pub(super) fn serve_paxos_propose(
-        &mut self,
-        from: NodeId,
-        op: OperationId,
-        key: Bytes,
-        ballot: Ballot,
-        proposal: LwwRecord,
-        epoch: u64,
-    ) {
-        let key_digest = key_digest(&key);
-        let reply = |result| Message::PaxosAccept {
-            op,
-            key_digest,
-            result,
-        };
-        let state = match self
-            .handover
-            .lin_admit(&mut self.ctx, epoch, &key)
-            .and_then(|()| self.paxos_state(&key))
-        {
-            Ok(state) => state,
-            Err(e) => return self.paxos_respond(from, reply(Err(e))),
-        };
-        let flaw = self.ctx.config.cluster.unsafe_paxos_flaw;
-        if state.accepted.as_ref().is_some_and(|(b, _)| *b == ballot) {
-            // A duplicate of a proposal already accepted: say so (once durable), never "refused",
-            // which the proposer takes as proof that nothing was accepted here.
-            return self.paxos_reply_when_durable(from, reply(Ok(true)));
-        }
-        let Some(accepted) = accept(&state, ballot, &proposal, flaw) else {
-            // Refused on a promise that may still be only staged: the refusal leaves once it is
-            // durable, so a crash cannot forget the promise after the proposer took the refusal
-            // as final (a late duplicate of the proposal could then be accepted).
-            return self.paxos_reply_when_durable(from, reply(Ok(false)));
-        };
-        match self.stage_paxos_state(&key, &accepted) {
-            Ok(()) => self.paxos_reply_when_durable(from, reply(Ok(true))),
-            Err(e) => self.paxos_respond(from, reply(Err(e))),
-        }
-    }
-
-    pub(super) fn serve_paxos_commit(
-        &mut self,
-        from: NodeId,
-        op: OperationId,
-        key: Bytes,
-        ballot: Ballot,
-        record: LwwRecord,
-        epoch: u64,
-    ) {
-        let key_digest = key_digest(&key);
-        let reply = |result| Message::WriteReply {
-            op,
-            key_digest,
-            result,
-        };
-        let state = match self
-            .handover
-            .lin_admit(&mut self.ctx, epoch, &key)
-            .and_then(|()| self.paxos_state(&key))
-        {
-            Ok(state) => state,
-            Err(e) => return self.paxos_respond(from, reply(Err(e))),
-        };
-        let record = Record::Lww(record);
-        self.ctx.observe_record(Some(&record));
-        let staged = self
-            .stage_paxos_state(&key, &commit(&state, ballot))
-            .and_then(|()| self.ctx.apply(key, &record, AfterPersist::Nothing));
-        match staged {
-            Ok(_) => self.paxos_reply_when_durable(from, reply(Ok(()))),
-            Err(e) => self.paxos_respond(from, reply(Err(e))),
-        }
-    }
-
-    /// This node's own copy of a write-back, acknowledged to itself once durable.
-    fn paxos_write_back_local(&mut self, op: OperationId, key: Bytes, record: Record, epoch: u64) {
-        let key_digest = key_digest(&key);
+    /// Sends `request` to every replica but this node, in replica order, then serves this
+    /// node's own copy if it is a replica: one fan-out for every phase.
+    fn fan_out(&mut self, replicas: &[NodeId], request: Message) {
         let me = self.ctx.id;
-        let applied = self
-            .handover
-            .lin_admit(&mut self.ctx, epoch, &key)
-            .and_then(|()| self.ctx.apply(key, &record, AfterPersist::Nothing));
-        let reply = |result| Message::WriteReply {
-            op,
-            key_digest,
-            result,
-        };
-        match applied {
-            Ok(_) => self.paxos_reply_when_durable(me, reply(Ok(()))),
-            Err(e) => self.paxos_respond(me, reply(Err(e))),
+        for &replica in replicas.iter().filter(|&&r| r != me) {
+            self.ctx.send(replica, request.clone());
+        }
+        if replicas.contains(&me) {
+            self.serve(me, request);
         }
     }
-
-    // ---------------------------------------------------------------- proposer (coordinator)
 
     /// Starts a Paxos request; `needed` is a strict majority of `replicas`.
     #[expect(
         clippy::too_many_arguments,
         reason = "one call site; a struct would only rename them"
     )]
-    pub(super) fn start_paxos(
+    pub(super) fn start(
         &mut self,
         now: Now,
         request: RequestId,
@@ -605,7 +859,7 @@ impl<S: Storage> Node<S> {
         replicas: Vec<NodeId>,
         deadline: Instant,
     ) {
-        self.handover.activate(&mut self.ctx);
+        self.handover.activate(self.ctx);
         let epoch = self.handover.epoch();
         let operation = PaxosOperation {
             request,
@@ -620,12 +874,12 @@ impl<S: Storage> Node<S> {
             highest_seen: None,
             phase: Phase::Backoff,
         };
-        self.paxos_round(now, operation);
+        self.round(now, operation);
     }
 
     /// Starts the next round: a fresh operation id (replies to earlier rounds are stale), a
     /// ballot above every one seen, and prepares to every replica.
-    fn paxos_round(&mut self, now: Now, mut operation: PaxosOperation) {
+    fn round(&mut self, now: Now, mut operation: PaxosOperation) {
         let stamp = self.ctx.stamp(now.wall);
         let micros = operation
             .highest_seen
@@ -647,37 +901,24 @@ impl<S: Storage> Node<S> {
         let deadline = operation.final_deadline;
         self.coordinator
             .track(op, Operation::Paxos(Box::new(operation)), deadline);
-        let me = self.ctx.id;
-        for &replica in replicas.iter().filter(|&&r| r != me) {
-            let message = Message::PaxosPrepare {
-                op,
-                key: key.clone(),
-                ballot,
-                epoch,
-            };
-            self.ctx.send(replica, message);
-        }
-        if replicas.contains(&self.ctx.id) {
-            let me = self.ctx.id;
-            self.serve_paxos_prepare(me, op, key, ballot, epoch);
-        }
+        let prepare = Message::PaxosPrepare {
+            op,
+            key,
+            ballot,
+            epoch,
+        };
+        self.fan_out(&replicas, prepare);
     }
 
-    fn paxos_operation(&mut self, op: OperationId, digest: u64) -> Option<&mut PaxosOperation> {
-        match self.coordinator.operations.get_mut(&op) {
-            Some((_, Operation::Paxos(p))) if key_digest(&p.key) == digest => Some(p),
-            _ => None,
-        }
-    }
-
-    pub(super) fn on_paxos_promise(
+    /// A replica's promise (or refusal) for round `op`.
+    pub(super) fn on_promise(
         &mut self,
         from: NodeId,
         op: OperationId,
         digest: u64,
         result: Result<Promise, ReplicaError>,
     ) {
-        let Some(paxos) = self.paxos_operation(op, digest) else {
+        let Some(paxos) = round_of(self.coordinator, op, digest) else {
             self.ctx.stats.stale_replies += 1;
             return;
         };
@@ -702,13 +943,13 @@ impl<S: Storage> Node<S> {
         }
         match votes.outcome(paxos.replicas.len(), usize::from(paxos.needed)) {
             QuorumOutcome::Pending => {}
-            QuorumOutcome::Failed => self.paxos_contention(op),
-            QuorumOutcome::Met => self.paxos_promised(op),
+            QuorumOutcome::Failed => self.contention(op),
+            QuorumOutcome::Met => self.promised(op),
         }
     }
 
     /// A majority promised: finish an earlier proposal, or judge the condition.
-    fn paxos_promised(&mut self, op: OperationId) {
+    fn promised(&mut self, op: OperationId) {
         let flaw = self.ctx.config.cluster.unsafe_paxos_flaw;
         let now_micros = self.ctx.hybrid_now_micros();
         let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
@@ -731,37 +972,50 @@ impl<S: Storage> Node<S> {
                 votes: Votes::default(),
                 unclean: false,
             };
-            return self.paxos_send_proposal(op);
+            return self.send_proposal(op);
         }
         let previous = live(merged.as_ref(), now_micros);
         let Intent::Conditional { condition, value } = &paxos.intent;
-        let (holds, value) = (condition.holds(previous.as_ref()), value.clone());
-        if !holds {
-            let Some(record) = merged else {
-                // Nothing anywhere in the majority: nothing to make visible.
-                return self.paxos_finish(op, 0);
-            };
-            paxos.phase = Phase::WriteBack {
-                previous,
-                votes: Votes::default(),
-            };
-            let (key, epoch, replicas) = (paxos.key.clone(), paxos.epoch, paxos.replicas.clone());
-            let me = self.ctx.id;
-            for &replica in replicas.iter().filter(|&&r| r != me) {
-                let message = Message::LinWrite {
-                    op,
-                    key: key.clone(),
-                    record: record.clone(),
-                    epoch,
-                };
-                self.ctx.send(replica, message);
-            }
-            if replicas.contains(&self.ctx.id) {
-                self.paxos_write_back_local(op, key, record, epoch);
-            }
-            return;
+        if condition.holds(previous.as_ref()) {
+            let value = value.clone();
+            return self.propose_own(op, &promises, value, previous);
         }
-        // A version above every one the majority reported: records and accepted proposals.
+        match merged {
+            // Nothing anywhere in the majority: nothing to make visible.
+            None => self.finish(op, 0),
+            Some(record) => self.write_back(op, record, previous),
+        }
+    }
+
+    /// The condition is false: the record it was judged on is written back to a majority (as an
+    /// ABD read does), so no later read can see an older one.
+    fn write_back(&mut self, op: OperationId, record: Record, previous: Option<Bytes>) {
+        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
+            return;
+        };
+        paxos.phase = Phase::WriteBack {
+            previous,
+            votes: Votes::default(),
+        };
+        let (key, epoch, replicas) = (paxos.key.clone(), paxos.epoch, paxos.replicas.clone());
+        let write = Message::LinWrite {
+            op,
+            key,
+            record,
+            epoch,
+        };
+        self.fan_out(&replicas, write);
+    }
+
+    /// The condition holds: propose the request's value, with a version above every one the
+    /// majority reported (records and accepted proposals).
+    fn propose_own(
+        &mut self,
+        op: OperationId,
+        promises: &[Promise],
+        value: Option<Bytes>,
+        previous: Option<Bytes>,
+    ) {
         let seen = promises
             .iter()
             .flat_map(|p| {
@@ -796,43 +1050,36 @@ impl<S: Storage> Node<S> {
             votes: Votes::default(),
             unclean: false,
         };
-        self.paxos_send_proposal(op);
+        self.send_proposal(op);
     }
 
-    fn paxos_send_proposal(&mut self, op: OperationId) {
+    fn send_proposal(&mut self, op: OperationId) {
         let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get(&op) else {
             return;
         };
         let Phase::Propose { proposal, .. } = &paxos.phase else {
             return;
         };
-        let (key, ballot, epoch) = (paxos.key.clone(), paxos.ballot, paxos.epoch);
-        let (proposal, replicas) = (proposal.clone(), paxos.replicas.clone());
-        let me = self.ctx.id;
-        for &replica in replicas.iter().filter(|&&r| r != me) {
-            let message = Message::PaxosPropose {
-                op,
-                key: key.clone(),
-                ballot,
-                proposal: proposal.clone(),
-                epoch,
-            };
-            self.ctx.send(replica, message);
-        }
-        if replicas.contains(&self.ctx.id) {
-            let me = self.ctx.id;
-            self.serve_paxos_propose(me, op, key, ballot, proposal, epoch);
-        }
+        let propose = Message::PaxosPropose {
+            op,
+            key: paxos.key.clone(),
+            ballot: paxos.ballot,
+            proposal: proposal.clone(),
+            epoch: paxos.epoch,
+        };
+        let replicas = paxos.replicas.clone();
+        self.fan_out(&replicas, propose);
     }
 
-    pub(super) fn on_paxos_accept(
+    /// A replica's acceptance (or refusal) of round `op`'s proposal.
+    pub(super) fn on_accept(
         &mut self,
         from: NodeId,
         op: OperationId,
         digest: u64,
         result: Result<bool, ReplicaError>,
     ) {
-        let Some(paxos) = self.paxos_operation(op, digest) else {
+        let Some(paxos) = round_of(self.coordinator, op, digest) else {
             self.ctx.stats.stale_replies += 1;
             return;
         };
@@ -848,7 +1095,7 @@ impl<S: Storage> Node<S> {
         *unclean |= !matches!(result, Ok(_) | Err(ReplicaError::Busy));
         match votes.outcome(paxos.replicas.len(), usize::from(paxos.needed)) {
             QuorumOutcome::Pending => {}
-            QuorumOutcome::Met => self.paxos_send_commit(op),
+            QuorumOutcome::Met => self.send_commit(op),
             QuorumOutcome::Failed => {
                 let Phase::Propose {
                     own,
@@ -863,19 +1110,19 @@ impl<S: Storage> Node<S> {
                 let all_voted = votes.yes.len() + votes.no.len() >= replicas;
                 if !*own || (all_voted && !*unclean && votes.yes.is_empty()) {
                     // Nobody holds our value accepted: a new round may choose another.
-                    self.paxos_contention(op);
+                    self.contention(op);
                 } else if all_voted {
                     // Some replica holds our proposal accepted (or may): a later round could
                     // still choose it, so a new proposal of ours could write the value twice.
                     let acks = votes.acks();
-                    self.paxos_end(op, |needed| ClientReply::Indeterminate { acks, needed });
+                    self.end(op, |needed| ClientReply::Indeterminate { acks, needed });
                 }
                 // Otherwise wait for the replicas still silent: one may have accepted.
             }
         }
     }
 
-    fn paxos_send_commit(&mut self, op: OperationId) {
+    fn send_commit(&mut self, op: OperationId) {
         let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
             return;
         };
@@ -895,28 +1142,56 @@ impl<S: Storage> Node<S> {
             previous: previous.clone(),
             votes: Votes::default(),
         };
-        let (key, ballot, epoch) = (paxos.key.clone(), paxos.ballot, paxos.epoch);
+        let commit = Message::PaxosCommit {
+            op,
+            key: paxos.key.clone(),
+            ballot: paxos.ballot,
+            record,
+            epoch: paxos.epoch,
+        };
         let replicas = paxos.replicas.clone();
-        let me = self.ctx.id;
-        for &replica in replicas.iter().filter(|&&r| r != me) {
-            let message = Message::PaxosCommit {
-                op,
-                key: key.clone(),
-                ballot,
-                record: record.clone(),
-                epoch,
-            };
-            self.ctx.send(replica, message);
+        if crate::buggify!(
+            self.ctx.faults,
+            &mut self.ctx.rng,
+            "paxos/commit-fanout-order"
+        ) {
+            return self.fan_out_reordered(&replicas, commit);
         }
-        if replicas.contains(&self.ctx.id) {
-            let me = self.ctx.id;
-            self.serve_paxos_commit(me, op, key, ballot, record, epoch);
+        self.fan_out(&replicas, commit);
+    }
+
+    /// BUGGIFY (`paxos/commit-fanout-order`): the commit leaves in another legal order, either
+    /// this node's own copy first and the others reversed, or one replica's copy last (after
+    /// this node's own copy may already have answered). A commit is an idempotent merge of a
+    /// chosen value, so no order of its copies may matter.
+    fn fan_out_reordered(&mut self, replicas: &[NodeId], request: Message) {
+        let me = self.ctx.id;
+        let mut others: Vec<NodeId> = replicas.iter().copied().filter(|&r| r != me).collect();
+        let own_first = self.ctx.rng.gen::<bool>();
+        let late = if own_first || others.is_empty() {
+            others.reverse();
+            None
+        } else {
+            Some(others.remove(self.ctx.rng.gen_range(0..others.len())))
+        };
+        let own = replicas.contains(&me);
+        if own && own_first {
+            self.serve(me, request.clone());
+        }
+        for replica in others {
+            self.ctx.send(replica, request.clone());
+        }
+        if own && !own_first {
+            self.serve(me, request.clone());
+        }
+        if let Some(replica) = late {
+            self.ctx.send(replica, request);
         }
     }
 
     /// A commit's or a write-back's durable acknowledgement (or refusal). Returns `false` if
     /// `op` is not a Paxos round (the caller handles it).
-    pub(super) fn paxos_on_write_reply(
+    pub(super) fn on_write_reply(
         &mut self,
         now: Now,
         from: NodeId,
@@ -950,13 +1225,13 @@ impl<S: Storage> Node<S> {
             (QuorumOutcome::Met, Phase::Commit { own: false, .. }) => {
                 // The earlier proposal is chosen and committed: now our own round.
                 if let Some(Operation::Paxos(paxos)) = self.coordinator.untrack(op) {
-                    self.paxos_round(now, *paxos);
+                    self.round(now, *paxos);
                 }
             }
             (QuorumOutcome::Met, Phase::Commit { votes, .. })
             | (QuorumOutcome::Met, Phase::WriteBack { votes, .. }) => {
                 let acks = votes.acks();
-                self.paxos_finish(op, acks);
+                self.finish(op, acks);
             }
             (
                 QuorumOutcome::Failed,
@@ -965,9 +1240,9 @@ impl<S: Storage> Node<S> {
                 },
             ) => {
                 let acks = votes.acks();
-                self.paxos_end(op, |needed| ClientReply::Indeterminate { acks, needed });
+                self.end(op, |needed| ClientReply::Indeterminate { acks, needed });
             }
-            (QuorumOutcome::Failed, _) => self.paxos_contention(op),
+            (QuorumOutcome::Failed, _) => self.contention(op),
             // Votes are counted only in the commit and write-back phases.
             (QuorumOutcome::Met, _) => {}
         }
@@ -976,12 +1251,22 @@ impl<S: Storage> Node<S> {
 
     /// The round cannot finish (refusals for higher ballots, or replicas refusing): try again
     /// after a backoff, if the deadline allows.
-    fn paxos_contention(&mut self, op: OperationId) {
+    fn contention(&mut self, op: OperationId) {
         let Some(Operation::Paxos(mut paxos)) = self.coordinator.untrack(op) else {
             return;
         };
         paxos.phase = Phase::Backoff;
-        let wait = backoff(paxos.rounds, &mut self.ctx.rng);
+        let mut wait = backoff(paxos.rounds, &mut self.ctx.rng);
+        if crate::buggify!(self.ctx.faults, &mut self.ctx.rng, "paxos/retry-backoff") {
+            // Any wait is legal: the next round's ballot is above every one seen whenever it
+            // starts, so retrying at once (duelling proposers) or long after (a promise left
+            // standing) must stay safe; the request's deadline still bounds it.
+            wait = if self.ctx.rng.gen() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(BACKOFF_MS_MAX.saturating_mul(4))
+            };
+        }
         let at = self.ctx.last_monotonic.saturating_add(wait);
         let deadline = at.min(paxos.final_deadline);
         self.coordinator
@@ -989,7 +1274,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// The request's answer after a successful commit or write-back.
-    fn paxos_finish(&mut self, op: OperationId, acks: u8) {
+    fn finish(&mut self, op: OperationId, acks: u8) {
         let Some(Operation::Paxos(paxos)) = self.coordinator.untrack(op) else {
             return;
         };
@@ -1020,7 +1305,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// Ends the request with `reply(needed)`.
-    fn paxos_end(&mut self, op: OperationId, reply: impl FnOnce(u8) -> ClientReply) {
+    fn end(&mut self, op: OperationId, reply: impl FnOnce(u8) -> ClientReply) {
         if let Some(Operation::Paxos(paxos)) = self.coordinator.untrack(op) {
             let reply = reply(paxos.needed);
             self.ctx.reply(paxos.request, reply);
@@ -1029,10 +1314,10 @@ impl<S: Storage> Node<S> {
 
     /// The tracked deadline of a Paxos request passed (its entry is already removed): the end
     /// of a backoff starts the next round; the request's own deadline ends it.
-    pub(super) fn paxos_deadline(&mut self, now: Now, op: OperationId, paxos: PaxosOperation) {
+    pub(super) fn on_deadline(&mut self, now: Now, op: OperationId, paxos: PaxosOperation) {
         let expired = now.monotonic >= paxos.final_deadline;
         if !expired && matches!(paxos.phase, Phase::Backoff) {
-            return self.paxos_round(now, paxos);
+            return self.round(now, paxos);
         }
         if !expired {
             // A spurious deadline (cannot happen: only backoffs track an earlier one).
@@ -1223,5 +1508,306 @@ mod tests {
             assert!(wait >= Duration::from_millis(1));
             assert!(wait <= Duration::from_millis(BACKOFF_MS_MAX));
         }
+    }
+
+    // ---------------------------------------------------------------- the acceptor itself
+
+    use crate::config::{ClusterConfig, NodeConfig};
+    use crate::ring::{NodeLocation, Ring};
+    use crate::storage::MemStorage;
+    use crate::time::WallMicros;
+
+    const PROPOSER: NodeId = NodeId(1);
+
+    /// One acceptor's state and what it works on. The Paxos struct is the mechanism under test;
+    /// the context and handover state come from a node (they have no constructor of their own),
+    /// and no input goes through the node's dispatch.
+    fn acceptor() -> super::super::Node<MemStorage> {
+        let mut ring = Ring::new(8);
+        for i in 0..3 {
+            let location = NodeLocation {
+                datacenter: "dc".into(),
+                rack: format!("r{i}"),
+                weight: 1,
+            };
+            ring.add_node(NodeId(i), location).expect("fresh");
+        }
+        let config = NodeConfig {
+            id: NodeId(0),
+            cluster: ClusterConfig::default(),
+            rng_seed: 3,
+        };
+        let mut node = super::super::Node::new(config, ring, MemStorage::new()).expect("valid");
+        let now = Now {
+            monotonic: Instant::from_nanos(1),
+            wall: WallMicros(1_000_000),
+        };
+        while let Some(output) = node.poll_output() {
+            if let super::super::Output::Persist { token } = output {
+                node.handle_persisted(now, token);
+            }
+        }
+        node
+    }
+
+    /// Serves `request` from the proposer at the acceptor; the reply that leaves at once.
+    fn serve(node: &mut super::super::Node<MemStorage>, request: Message) -> Option<Message> {
+        let reply = node
+            .paxos
+            .serve(&mut node.ctx, &mut node.handover, PROPOSER, request);
+        node.paxos.check_invariants(&node.ctx.durability);
+        reply
+    }
+
+    /// Completes the pending persist; the held replies it releases.
+    fn persist(node: &mut super::super::Node<MemStorage>) -> Vec<(NodeId, Message)> {
+        let Some(token) = node.ctx.durability.take_persist_request() else {
+            return Vec::new();
+        };
+        node.ctx.storage.sync().expect("memory storage syncs");
+        let released = node
+            .ctx
+            .durability
+            .persisted(token)
+            .into_iter()
+            .filter_map(|then| match then {
+                AfterPersist::PaxosReply(number) => node.paxos.release(number),
+                _ => None,
+            })
+            .collect();
+        node.paxos.check_invariants(&node.ctx.durability);
+        released
+    }
+
+    fn key() -> Bytes {
+        Bytes::from_static(b"k")
+    }
+
+    fn prepare_at(epoch: u64, op: u64, at: Ballot) -> Message {
+        Message::PaxosPrepare {
+            op: OperationId(op),
+            key: key(),
+            ballot: at,
+            epoch,
+        }
+    }
+
+    fn propose_at(epoch: u64, op: u64, at: Ballot, proposal: &LwwRecord) -> Message {
+        Message::PaxosPropose {
+            op: OperationId(op),
+            key: key(),
+            ballot: at,
+            proposal: proposal.clone(),
+            epoch,
+        }
+    }
+
+    fn promise_of(reply: &Message) -> Promise {
+        match reply {
+            Message::PaxosPromise {
+                result: Ok(promise),
+                ..
+            } => promise.clone(),
+            other => panic!("not a promise: {other:?}"),
+        }
+    }
+
+    fn accepted_of(reply: &Message) -> bool {
+        match reply {
+            Message::PaxosAccept {
+                result: Ok(accepted),
+                ..
+            } => *accepted,
+            other => panic!("not an acceptance: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_promise_leaves_only_once_durable_and_binds_the_acceptor() {
+        let mut node = acceptor();
+        let epoch = node.handover.epoch();
+        assert_eq!(serve(&mut node, prepare_at(epoch, 1, ballot(5, 1))), None);
+        let released = persist(&mut node);
+        assert_eq!(
+            released.len(),
+            1,
+            "the held promise leaves with its persist"
+        );
+        let (to, reply) = &released[0];
+        assert_eq!(*to, PROPOSER);
+        let promise = promise_of(reply);
+        assert!(promise.granted);
+        assert_eq!(promise.promised, Some(ballot(5, 1)));
+
+        // A lower ballot is refused and told the promise it lost to (once that is durable:
+        // here it already is).
+        let refused = serve(&mut node, prepare_at(epoch, 2, ballot(4, 2))).expect("now");
+        let refusal = promise_of(&refused);
+        assert!(!refusal.granted);
+        assert_eq!(refusal.promised, Some(ballot(5, 1)));
+        // A proposal at the lower ballot is refused too.
+        let proposal = record(10, b"a");
+        let refused = serve(&mut node, propose_at(epoch, 2, ballot(4, 2), &proposal));
+        assert_eq!(refused.as_ref().map(accepted_of), Some(false));
+        // The stored state survives in storage, not in the Paxos struct.
+        assert_eq!(
+            load_state(&mut node.ctx, &key())
+                .expect("readable")
+                .promised,
+            Some(ballot(5, 1))
+        );
+    }
+
+    #[test]
+    fn an_accepted_proposal_is_reported_to_the_next_prepare_until_committed() {
+        let mut node = acceptor();
+        let epoch = node.handover.epoch();
+        serve(&mut node, prepare_at(epoch, 1, ballot(5, 1)));
+        persist(&mut node);
+        let proposal = record(10, b"a");
+        assert_eq!(
+            serve(&mut node, propose_at(epoch, 1, ballot(5, 1), &proposal)),
+            None,
+            "the acceptance waits for its persist"
+        );
+        let released = persist(&mut node);
+        assert_eq!(released.len(), 1);
+        assert!(accepted_of(&released[0].1));
+        // A duplicate of the accepted proposal is acknowledged again, never refused.
+        let again = serve(&mut node, propose_at(epoch, 1, ballot(5, 1), &proposal));
+        assert_eq!(again.as_ref().map(accepted_of), Some(true));
+
+        // A later proposer learns the accepted proposal, so it can finish it first.
+        serve(&mut node, prepare_at(epoch, 2, ballot(7, 2)));
+        let promise = promise_of(&persist(&mut node)[0].1);
+        assert_eq!(promise.accepted, Some((ballot(5, 1), proposal.clone())));
+        assert_eq!(
+            in_progress(&[promise]),
+            Some((ballot(5, 1), proposal.clone()))
+        );
+
+        // Committed, the record is stored and the proposal no longer in progress.
+        let commit = Message::PaxosCommit {
+            op: OperationId(3),
+            key: key(),
+            ballot: ballot(7, 2),
+            record: proposal.clone(),
+            epoch,
+        };
+        assert_eq!(serve(&mut node, commit), None);
+        let released = persist(&mut node);
+        assert!(matches!(
+            released[..],
+            [(PROPOSER, Message::WriteReply { result: Ok(()), .. })]
+        ));
+        assert_eq!(
+            node.ctx.local_record(&key()).expect("readable"),
+            Some(Record::Lww(proposal))
+        );
+        serve(&mut node, prepare_at(epoch, 4, ballot(9, 1)));
+        let promise = promise_of(&persist(&mut node)[0].1);
+        assert_eq!(promise.accepted, None);
+        assert_eq!(promise.committed, Some(ballot(7, 2)));
+        assert_eq!(in_progress(&[promise]), None);
+    }
+
+    #[test]
+    fn a_held_reply_whose_persist_fails_becomes_a_storage_refusal() {
+        let mut node = acceptor();
+        let epoch = node.handover.epoch();
+        assert_eq!(serve(&mut node, prepare_at(epoch, 1, ballot(5, 1))), None);
+        assert_eq!(node.paxos.held.len(), 1);
+        let refused: Vec<_> = node
+            .ctx
+            .durability
+            .poison()
+            .into_iter()
+            .filter_map(|then| match then {
+                AfterPersist::PaxosReply(number) => node.paxos.refuse(number),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(
+            refused[..],
+            [(
+                PROPOSER,
+                Message::PaxosPromise {
+                    result: Err(ReplicaError::Storage),
+                    ..
+                }
+            )]
+        ));
+        assert!(node.paxos.held.is_empty());
+        node.paxos.check_invariants(&node.ctx.durability);
+    }
+
+    #[test]
+    fn a_request_from_another_ring_epoch_is_refused_at_once() {
+        let mut node = acceptor();
+        let stale = Message::PaxosPrepare {
+            op: OperationId(1),
+            key: key(),
+            ballot: ballot(5, 1),
+            epoch: node.handover.epoch().wrapping_add(1),
+        };
+        let reply = serve(&mut node, stale).expect("a refusal leaves at once");
+        assert!(matches!(
+            reply,
+            Message::PaxosPromise {
+                result: Err(ReplicaError::RingMismatch),
+                ..
+            }
+        ));
+        assert!(node.paxos.held.is_empty(), "nothing staged, nothing held");
+    }
+
+    #[test]
+    #[should_panic(expected = "only answers resting on acceptor state are held")]
+    fn holding_a_refusal_is_caught() {
+        let node = acceptor();
+        let mut paxos = Paxos::default();
+        paxos.held.insert(
+            0,
+            (
+                PROPOSER,
+                Message::PaxosAccept {
+                    op: OperationId(1),
+                    key_digest: 0,
+                    result: Err(ReplicaError::Busy),
+                },
+            ),
+        );
+        paxos.next_held = 1;
+        paxos.check_invariants(&node.ctx.durability);
+    }
+
+    #[test]
+    fn the_policies_keep_ballots_ordered() {
+        let mut state = PaxosState::default();
+        assert!(state.ballots_ordered());
+        for (i, b) in [ballot(3, 1), ballot(2, 2), ballot(6, 1), ballot(6, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(next) = promise(&state, b) {
+                state = next;
+            }
+            assert!(state.ballots_ordered(), "after promise {i}");
+            for flaw in [PaxosFlaw::None, PaxosFlaw::AcceptLowerBallot] {
+                if let Some(next) = accept(&state, b, &record(1, b"v"), flaw) {
+                    assert!(next.ballots_ordered(), "after accept {i} {flaw:?}");
+                    assert!(next.promised >= state.promised);
+                }
+            }
+            let committed = commit(&state, b);
+            assert!(committed.ballots_ordered());
+            assert!(committed.committed >= state.committed);
+        }
+        let unordered = PaxosState {
+            promised: Some(ballot(1, 1)),
+            accepted: Some((ballot(2, 1), record(1, b"v"))),
+            committed: None,
+        };
+        assert!(!unordered.ballots_ordered());
     }
 }

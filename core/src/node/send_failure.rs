@@ -34,10 +34,8 @@
 //! An oversized message (the codec's typed `TooLarge` at encode) is reported the same way: it
 //! could not be queued either.
 
-use super::Node;
-use crate::id::{key_digest, NodeId, OperationId};
+use crate::id::{key_digest, OperationId};
 use crate::message::{ForwardedOutcome, Message, ReplicaError};
-use crate::storage::Storage;
 use crate::RequestError;
 
 /// How a message that could not be queued is treated (see the module documentation).
@@ -97,55 +95,78 @@ pub struct SendFailureStats {
     pub repeatable_dropped: u64,
 }
 
-impl<S: Storage> Node<S> {
-    /// Decides what the unsent `message` to `to` means (see the module documentation).
-    pub(super) fn on_send_failed(&mut self, to: NodeId, message: Message) {
-        match message {
-            Message::Read { op, key } | Message::LinRead { op, key, .. } if op != NO_REPLY => {
-                self.send_failures.requests_refused += 1;
-                self.on_read_reply(to, op, Some(key_digest(&key)), Err(ReplicaError::Busy));
-            }
-            Message::Write { op, key, .. }
-            | Message::LinWrite { op, key, .. }
-            | Message::HintedWrite { op, key, .. }
-                if op != NO_REPLY =>
-            {
-                self.send_failures.requests_refused += 1;
-                self.on_write_reply(to, op, Some(key_digest(&key)), Err(ReplicaError::Busy));
-            }
-            Message::PaxosPrepare { op, key, .. } => {
-                self.send_failures.requests_refused += 1;
-                let result = Err(ReplicaError::Busy);
-                self.on_paxos_promise(to, op, key_digest(&key), result);
-            }
-            Message::PaxosPropose { op, key, .. } => {
-                self.send_failures.requests_refused += 1;
-                let result = Err(ReplicaError::Busy);
-                self.on_paxos_accept(to, op, key_digest(&key), result);
-            }
-            Message::PaxosCommit { op, key, .. } => {
-                self.send_failures.requests_refused += 1;
-                self.on_write_reply(to, op, Some(key_digest(&key)), Err(ReplicaError::Busy));
-            }
-            Message::CoordinatePut { op, key, .. }
-            | Message::CoordinateIncrement { op, key, .. } => {
-                self.send_failures.requests_refused += 1;
-                let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
-                self.on_forward_reply(to, op, key_digest(&key), outcome);
-            }
-            Message::ScanRange { .. } | Message::CountLive { .. } => {
-                self.send_failures.requests_refused += 1;
-                self.on_scan_send_failed(to, &message);
-            }
-            other => match SendFailureClass::of(&other) {
-                SendFailureClass::Reply => self.send_failures.replies_dropped += 1,
-                // Requests with no operation waiting (read repair, hints sent after the
-                // client's answer) are fire-and-forget like the rest.
-                SendFailureClass::Request | SendFailureClass::Repeatable => {
-                    self.send_failures.repeatable_dropped += 1
-                }
-            },
+/// What becomes of a message the driver could not queue: a value, decided by [`route`].
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum SendFailure {
+    /// A request an operation waits for: answered by this refusal, the reply its replica would
+    /// have sent had it refused `Busy`, delivered through the path of a received reply.
+    Refused(Message),
+    /// A scan or count request: its operation decides what the missing page means (see `scan`).
+    ScanRefused(Message),
+    /// Dropped and counted: a reply (its coordinator's deadline covers it) or traffic a later
+    /// round repeats (including requests no operation waits for).
+    Dropped(SendFailureClass),
+}
+
+/// Where the unsent `message` goes (see the module documentation). A pure table.
+pub(super) fn route(message: Message) -> SendFailure {
+    let busy = ReplicaError::Busy;
+    match message {
+        Message::Read { op, key } | Message::LinRead { op, key, .. } if op != NO_REPLY => {
+            SendFailure::Refused(Message::ReadReply {
+                op,
+                key_digest: key_digest(&key),
+                record: Err(busy),
+            })
         }
+        Message::Write { op, key, .. }
+        | Message::LinWrite { op, key, .. }
+        | Message::HintedWrite { op, key, .. }
+        | Message::PaxosCommit { op, key, .. }
+            if op != NO_REPLY =>
+        {
+            SendFailure::Refused(Message::WriteReply {
+                op,
+                key_digest: key_digest(&key),
+                result: Err(busy),
+            })
+        }
+        Message::PaxosPrepare { op, key, .. } => SendFailure::Refused(Message::PaxosPromise {
+            op,
+            key_digest: key_digest(&key),
+            result: Err(busy),
+        }),
+        Message::PaxosPropose { op, key, .. } => SendFailure::Refused(Message::PaxosAccept {
+            op,
+            key_digest: key_digest(&key),
+            result: Err(busy),
+        }),
+        Message::CoordinatePut { op, key, .. } | Message::CoordinateIncrement { op, key, .. } => {
+            SendFailure::Refused(Message::CoordinatePutReply {
+                op,
+                key_digest: key_digest(&key),
+                outcome: ForwardedOutcome::Rejected(RequestError::Busy),
+            })
+        }
+        Message::ScanRange { .. } | Message::CountLive { .. } => SendFailure::ScanRefused(message),
+        other => SendFailure::Dropped(SendFailureClass::of(&other)),
+    }
+}
+
+impl SendFailureStats {
+    /// Routes the unsent `message` and counts what becomes of it.
+    pub(super) fn record(&mut self, message: Message) -> SendFailure {
+        let failure = route(message);
+        match &failure {
+            SendFailure::Refused(_) | SendFailure::ScanRefused(_) => self.requests_refused += 1,
+            SendFailure::Dropped(SendFailureClass::Reply) => self.replies_dropped += 1,
+            // Requests with no operation waiting (read repair, hints sent after the
+            // client's answer) are fire-and-forget like the rest.
+            SendFailure::Dropped(SendFailureClass::Request | SendFailureClass::Repeatable) => {
+                self.repeatable_dropped += 1;
+            }
+        }
+        failure
     }
 }
 
@@ -192,5 +213,105 @@ mod tests {
         for (message, class) in table {
             assert_eq!(SendFailureClass::of(&message), class, "{message:?}");
         }
+    }
+
+    fn tombstone() -> crate::version::Record {
+        crate::version::Record::Lww(crate::version::LwwRecord {
+            version: crate::version::LwwVersion {
+                timestamp_micros: 1,
+                node: crate::id::NodeId(1),
+                nonce: 0,
+            },
+            value: None,
+            expires_at_micros: None,
+        })
+    }
+
+    /// Messages and their fates, one of each route.
+    fn fates() -> Vec<(Message, SendFailure)> {
+        let (key, op, busy) = (Bytes::from_static(b"k"), OperationId(7), ReplicaError::Busy);
+        let key_digest = key_digest(&key);
+        let (hinted, ballot) = (crate::id::NodeId(2), crate::message::Ballot::default());
+        vec![
+            (
+                Message::Read {
+                    op,
+                    key: key.clone(),
+                },
+                SendFailure::Refused(Message::ReadReply {
+                    op,
+                    key_digest,
+                    record: Err(busy),
+                }),
+            ),
+            (
+                Message::HintedWrite {
+                    op,
+                    key: key.clone(),
+                    record: tombstone(),
+                    for_node: hinted,
+                },
+                SendFailure::Refused(Message::WriteReply {
+                    op,
+                    key_digest,
+                    result: Err(busy),
+                }),
+            ),
+            (
+                Message::PaxosPrepare {
+                    op,
+                    key: key.clone(),
+                    ballot,
+                    epoch: 0,
+                },
+                SendFailure::Refused(Message::PaxosPromise {
+                    op,
+                    key_digest,
+                    result: Err(busy),
+                }),
+            ),
+            (
+                Message::CountLive { op },
+                SendFailure::ScanRefused(Message::CountLive { op }),
+            ),
+            // Read repair: nobody waits, so it is dropped like any repeatable message.
+            (
+                Message::Write {
+                    op: NO_REPLY,
+                    key,
+                    record: tombstone(),
+                },
+                SendFailure::Dropped(SendFailureClass::Request),
+            ),
+            (
+                Message::WriteReply {
+                    op,
+                    key_digest,
+                    result: Ok(()),
+                },
+                SendFailure::Dropped(SendFailureClass::Reply),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_request_someone_waits_for_comes_back_as_its_replicas_busy_refusal() {
+        for (message, fate) in fates() {
+            assert_eq!(route(message.clone()), fate, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn every_failure_is_counted_once_by_its_fate() {
+        let mut stats = SendFailureStats::default();
+        for (message, fate) in fates() {
+            assert_eq!(stats.record(message), fate);
+        }
+        let counted = SendFailureStats {
+            requests_refused: 4,
+            replies_dropped: 1,
+            repeatable_dropped: 1,
+        };
+        assert_eq!(stats, counted);
     }
 }
