@@ -402,8 +402,158 @@ fn tree_digest<S: Storage>(ctx: &Context<S>, key: &Bytes) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::orphan_offers;
+    use super::*;
+    use crate::config::ClusterConfig;
+    use crate::node::store::test_context;
+    use crate::node::Output;
+    use crate::storage::MemStorage;
+    use crate::time::{Instant, WallMicros};
+    use crate::version::{LwwRecord, LwwVersion};
     use std::collections::BTreeSet;
+
+    type Replica = (AntiEntropy, Context<MemStorage>);
+
+    fn record(ts: u64) -> Record {
+        Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: ts,
+                node: NodeId(0),
+                nonce: 0,
+            },
+            value: Some(Bytes::from_static(b"v")),
+            expires_at_micros: None,
+        })
+    }
+
+    fn at(ms: u64) -> Now {
+        Now {
+            monotonic: Instant::from_nanos(ms * 1_000_000),
+            wall: WallMicros(ms * 1_000),
+        }
+    }
+
+    /// Two nodes replicating every range (n = 2).
+    fn pair(cluster: ClusterConfig) -> [Replica; 2] {
+        let cluster = ClusterConfig {
+            n: 2,
+            r: 1,
+            w: 1,
+            ..cluster
+        };
+        [0, 1].map(|i| (AntiEntropy::default(), test_context(i, 2, cluster.clone())))
+    }
+
+    fn deliver(replica: &mut Replica, from: NodeId, message: Message) {
+        let (ae, ctx) = replica;
+        match message {
+            Message::AeRoots { roots } => ae.on_roots(ctx, from, roots),
+            Message::AeInterior { range, hashes } => ae.on_interior(ctx, from, range, hashes),
+            Message::AeLeaves { range, groups } => ae.on_leaves(ctx, from, range, groups),
+            Message::AeDigests {
+                range,
+                leaves,
+                entries,
+            } => ae.on_digests(ctx, from, range, leaves, entries),
+            Message::AeRecords { records, want } => ae.on_records(ctx, from, records, want),
+            other => panic!("not an anti-entropy message: {other:?}"),
+        }
+    }
+
+    /// Delivers messages between the pair until none is left; returns how many moved.
+    fn exchange(pair: &mut [Replica; 2]) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut sends = Vec::new();
+            for (i, (_, ctx)) in pair.iter_mut().enumerate() {
+                while let Some(output) = ctx.outputs.pop_front() {
+                    if let Output::Send { to, message } = output {
+                        sends.push((NodeId(u32::try_from(i).expect("two")), to, message));
+                    }
+                }
+            }
+            if sends.is_empty() {
+                return moved;
+            }
+            for (from, to, message) in sends {
+                moved += 1;
+                deliver(&mut pair[to.0 as usize], from, message);
+            }
+        }
+    }
+
+    #[test]
+    fn two_replicas_that_each_miss_a_write_converge_in_one_round() {
+        let mut pair = pair(ClusterConfig::default());
+        let (mine, theirs) = (Bytes::from_static(b"mine"), Bytes::from_static(b"theirs"));
+        for ((_, ctx), key) in pair.iter_mut().zip([&mine, &theirs]) {
+            let applied = ctx.apply(key.clone(), &record(1), AfterPersist::Nothing);
+            assert!(applied.is_ok());
+        }
+        let (ae, ctx) = &mut pair[0];
+        ae.round(ctx, at(1));
+        assert!(exchange(&mut pair) > 0);
+        for (ae, ctx) in &mut pair {
+            for key in [&mine, &theirs] {
+                assert_eq!(ctx.local_record(key), Ok(Some(record(1))), "{key:?}");
+            }
+            assert_eq!(ae.stats.records_repaired, 1);
+            ae.check_invariants(&ctx.trees, &ctx.ring);
+        }
+        let roots = |ctx: &mut Context<MemStorage>| {
+            let ranges = u32::try_from(ctx.ring.range_count()).expect("small ring");
+            (0..ranges)
+                .map(|range| ctx.tree_mut(range).root())
+                .collect::<Vec<_>>()
+        };
+        let first = roots(&mut pair[0].1);
+        assert_eq!(first, roots(&mut pair[1].1), "identical trees");
+        // Nothing differs any more: the next round ends at the roots.
+        let (ae, ctx) = &mut pair[1];
+        ae.round(ctx, at(2));
+        assert_eq!(exchange(&mut pair), 1, "one AeRoots, no answer");
+    }
+
+    #[test]
+    fn a_sweep_compares_every_range_held_a_few_per_round() {
+        let per_round = 3;
+        let cluster = ClusterConfig {
+            anti_entropy_ranges_per_round: per_round,
+            ..ClusterConfig::default()
+        };
+        let [(mut ae, mut ctx), _] = pair(cluster);
+        let held = ctx.my_ranges.len();
+        assert!(held > per_round, "{held} ranges");
+        let mut compared = BTreeSet::new();
+        for round in 0..held.div_ceil(per_round) {
+            ae.round(&mut ctx, at(round as u64));
+            while let Some(output) = ctx.outputs.pop_front() {
+                if let Output::Send {
+                    message: Message::AeRoots { roots },
+                    ..
+                } = output
+                {
+                    assert!(roots.len() <= per_round);
+                    compared.extend(roots.into_iter().map(|(range, _)| range));
+                }
+            }
+        }
+        let all: BTreeSet<u32> = ctx.my_ranges.iter().map(|&(range, _)| range).collect();
+        assert_eq!(compared, all);
+        let sends = per_round * held.div_ceil(per_round);
+        assert_eq!(ae.stats.ranges_compared, sends as u64, "one peer per range");
+    }
+
+    #[test]
+    fn an_operators_repair_runs_its_rounds_back_to_back_then_returns_to_the_period() {
+        let [(mut ae, mut ctx), _] = pair(ClusterConfig::default());
+        let rounds = ae.start_repair(&mut ctx, at(0));
+        assert!(rounds >= 1);
+        for _ in 0..rounds {
+            assert_eq!(ae.next_gap(1_000), Some(REPAIR_ROUND_GAP_MS));
+        }
+        assert_eq!(ae.next_gap(1_000), Some(1_000));
+        assert_eq!(ae.next_gap(0), None, "periodic anti-entropy off");
+    }
 
     #[test]
     fn orphans_that_fit_in_a_round_are_all_offered_every_round() {

@@ -598,6 +598,184 @@ pub(super) type InFlightHints = BTreeSet<Bytes>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ClusterConfig;
+    use crate::node::store::test_context;
+    use crate::node::Output;
+    use crate::storage::MemStorage;
+    use crate::time::WallMicros;
+    use crate::version::{LwwRecord, LwwVersion};
+
+    fn record(ts: u64) -> Record {
+        Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: ts,
+                node: NodeId(0),
+                nonce: 0,
+            },
+            value: Some(Bytes::from_static(b"v")),
+            expires_at_micros: None,
+        })
+    }
+
+    fn at(ms: u64) -> Now {
+        Now {
+            monotonic: Instant::from_nanos(ms * 1_000_000),
+            wall: WallMicros(ms * 1_000),
+        }
+    }
+
+    /// Completes what is staged (memory storage) and returns the writes sent: (to, op, key).
+    fn settle(ctx: &mut Context<MemStorage>) -> Vec<(NodeId, OperationId, Bytes)> {
+        if let Some(token) = ctx.durability.take_persist_request() {
+            ctx.storage.sync().expect("memory sync");
+            ctx.durability.persisted(token);
+        }
+        let mut sent = Vec::new();
+        while let Some(output) = ctx.outputs.pop_front() {
+            if let Output::Send {
+                to,
+                message: Message::Write { op, key, .. },
+            } = output
+            {
+                sent.push((to, op, key));
+            }
+        }
+        sent
+    }
+
+    fn queued(hints: &HintStore, owner: NodeId) -> usize {
+        hints.pending().get(&owner).map_or(0, |&(count, _)| count)
+    }
+
+    #[test]
+    fn a_hint_is_deleted_only_once_its_owner_holds_what_was_delivered() {
+        let mut ctx = test_context(0, 3, ClusterConfig::default());
+        let mut hints = HintStore::default();
+        let (owner, key) = (NodeId(1), Bytes::from_static(b"k"));
+        let digest = key_digest(&key);
+        let stored = hints.store(
+            &mut ctx,
+            owner,
+            key.clone(),
+            &record(1),
+            AfterPersist::Nothing,
+        );
+        assert!(stored.is_ok());
+        settle(&mut ctx);
+        hints.replay(&mut ctx, None, at(1));
+        let sent = settle(&mut ctx);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let (to, op, sent_key) = sent[0].clone();
+        assert_eq!((to, sent_key), (owner, key.clone()));
+        hints.check_invariants();
+        // Another node's reply carrying the id is stale: the replay still waits.
+        assert!(hints.on_replay_reply(&mut ctx, NodeId(2), op, Some(digest), true));
+        assert_eq!(ctx.stats.stale_replies, 1);
+        hints.check_invariants();
+        // A newer write merged into the hint while its replay was in flight: the owner's
+        // acknowledgement covers only the older record, so the hint stays (partition-sloppy 639).
+        let merged = hints.store(
+            &mut ctx,
+            owner,
+            key.clone(),
+            &record(2),
+            AfterPersist::Nothing,
+        );
+        assert!(merged.is_ok());
+        assert!(hints.on_replay_reply(&mut ctx, owner, op, Some(digest), true));
+        assert_eq!((queued(&hints, owner), hints.stats.delivered), (1, 0));
+        hints.check_invariants();
+        // The next round replays the newer record; its acknowledgement deletes the hint.
+        hints.replay(&mut ctx, None, at(600));
+        let sent = settle(&mut ctx);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(hints.on_replay_reply(&mut ctx, owner, sent[0].1, Some(digest), true));
+        assert_eq!((queued(&hints, owner), hints.stats.delivered), (0, 1));
+        assert_eq!(ctx.storage.get(&hint_key(owner, &key)).expect("read"), None);
+        // An id that is not a replay's is left to the coordinator.
+        assert!(!hints.on_replay_reply(&mut ctx, owner, op, Some(digest), true));
+        hints.check_invariants();
+    }
+
+    #[test]
+    fn a_full_queue_refuses_a_new_hint_but_still_merges_into_one_it_holds() {
+        let cluster = ClusterConfig {
+            hints_per_target_max: 1,
+            ..ClusterConfig::default()
+        };
+        let mut ctx = test_context(0, 3, cluster);
+        let mut hints = HintStore::default();
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        let then = AfterPersist::Nothing;
+        assert!(hints
+            .store(&mut ctx, NodeId(1), a.clone(), &record(1), then)
+            .is_ok());
+        let refused = hints.store(&mut ctx, NodeId(1), b, &record(1), then);
+        assert!(matches!(refused, Err(ReplicaError::Busy)));
+        assert_eq!(hints.stats.overflowed, 1);
+        assert!(hints
+            .store(&mut ctx, NodeId(1), a, &record(2), then)
+            .is_ok());
+        // Another owner has its own bound; a node outside the ring gets no hint at all.
+        let other = hints.store(
+            &mut ctx,
+            NodeId(2),
+            Bytes::from_static(b"a"),
+            &record(1),
+            then,
+        );
+        assert!(other.is_ok());
+        let outsider = hints.store(
+            &mut ctx,
+            NodeId(9),
+            Bytes::from_static(b"a"),
+            &record(1),
+            then,
+        );
+        assert!(matches!(outsider, Err(ReplicaError::Busy)));
+        assert_eq!(
+            (queued(&hints, NodeId(1)), queued(&hints, NodeId(2))),
+            (1, 1)
+        );
+        hints.check_invariants();
+    }
+
+    #[test]
+    fn a_replay_to_an_owner_that_left_the_ring_is_forgotten_and_the_hint_rehomed() {
+        let mut ctx = test_context(0, 3, ClusterConfig::default());
+        let mut hints = HintStore::default();
+        let (owner, key) = (NodeId(1), Bytes::from_static(b"k"));
+        let stored = hints.store(
+            &mut ctx,
+            owner,
+            key.clone(),
+            &record(1),
+            AfterPersist::Nothing,
+        );
+        assert!(stored.is_ok());
+        settle(&mut ctx);
+        hints.replay(&mut ctx, None, at(1));
+        assert_eq!(settle(&mut ctx).len(), 1);
+        ctx.ring.remove_node(owner).expect("a member");
+        hints.adopt_ring(&ctx.ring);
+        assert!(hints.replays.is_empty(), "its answer will never come");
+        hints.check_invariants();
+        // The next round re-homes it to a current replica of the key (never the departed owner),
+        // or applies it here as this node's own copy.
+        hints.replay(&mut ctx, None, at(600));
+        let sent = settle(&mut ctx);
+        assert_eq!(hints.stats.replayed, 2);
+        assert!(sent.iter().all(|&(to, _, _)| to != owner), "{sent:?}");
+        hints.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "hints in flight are exactly")]
+    fn a_hint_in_flight_without_its_replay_is_caught() {
+        let mut hints = HintStore::default();
+        hints.in_flight.insert(hint_key(NodeId(1), b"k"));
+        hints.check_invariants();
+    }
 
     #[test]
     fn hint_keys_round_trip_and_sort_by_owner() {

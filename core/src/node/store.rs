@@ -214,3 +214,40 @@ impl<S: Storage> Context<S> {
         crate::version::merge_into(local, incoming)
     }
 }
+
+/// A context for the unit tests of one mechanism: node `me` of a ring of `nodes` nodes (one
+/// rack each, 8 tokens each), over fresh memory storage, its incarnation already durable (as a
+/// driver makes it before any input). Built through `Node::new` so it is exactly a node's body.
+#[cfg(test)]
+pub(super) fn test_context(
+    me: u32,
+    nodes: u32,
+    cluster: crate::config::ClusterConfig,
+) -> Context<crate::storage::MemStorage> {
+    use crate::ring::NodeLocation;
+    let mut ring = Ring::new(8);
+    for i in 0..nodes {
+        let location = NodeLocation {
+            datacenter: "dc".into(),
+            rack: format!("r{i}"),
+            weight: 1,
+        };
+        ring.add_node(crate::id::NodeId(i), location)
+            .expect("fresh node");
+    }
+    let config = crate::config::NodeConfig {
+        id: crate::id::NodeId(me),
+        cluster,
+        rng_seed: u64::from(me),
+    };
+    let node = super::Node::new(config, ring, crate::storage::MemStorage::new()).expect("valid");
+    let mut ctx = node.ctx;
+    while let Some(output) = ctx.outputs.pop_front() {
+        if let Output::Persist { token } = output {
+            ctx.storage.sync().expect("memory sync");
+            assert!(ctx.durability.persisted(token).is_empty());
+        }
+    }
+    assert!(ctx.incarnation_durable());
+    ctx
+}

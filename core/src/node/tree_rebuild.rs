@@ -198,3 +198,112 @@ impl TreeRebuilds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+    use crate::node::durability::AfterPersist;
+    use crate::node::store::test_context;
+    use crate::version::{LwwRecord, LwwVersion};
+    use crate::WallMicros;
+
+    fn record(ts: u64) -> Record {
+        Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: ts,
+                node: crate::id::NodeId(0),
+                nonce: 0,
+            },
+            value: Some(Bytes::from_static(b"v")),
+            expires_at_micros: None,
+        })
+    }
+
+    fn at(ms: u64) -> Now {
+        Now {
+            monotonic: Instant::from_nanos(ms * 1_000_000),
+            wall: WallMicros(ms * 1_000),
+        }
+    }
+
+    #[test]
+    fn the_first_pass_is_due_one_interval_after_the_first_round_and_then_every_interval() {
+        let every = Duration::from_millis(1_000);
+        let mut rebuilds = TreeRebuilds::default();
+        assert!(
+            !rebuilds.start_if_due(at(5).monotonic, every),
+            "only scheduled"
+        );
+        assert!(!rebuilds.start_if_due(at(1_004).monotonic, every));
+        assert!(
+            rebuilds.start_if_due(at(1_005).monotonic, every),
+            "due: starts"
+        );
+        assert!(
+            rebuilds.start_if_due(at(1_006).monotonic, every),
+            "in progress"
+        );
+        rebuilds.cancel();
+        assert!(
+            !rebuilds.start_if_due(at(2_004).monotonic, every),
+            "next on schedule"
+        );
+        assert!(rebuilds.start_if_due(at(2_005).monotonic, every));
+    }
+
+    /// A pass finds what changed behind the engine's back, and keeps what was written while it
+    /// ran (a key the scan had passed reaches the shadow through `track`).
+    #[test]
+    fn a_pass_finds_data_changed_behind_the_engine_and_keeps_writes_made_meanwhile() {
+        let cluster = ClusterConfig {
+            tree_rebuild_interval_ms: 1_000,
+            tree_rebuild_keys_per_step: 2,
+            ..ClusterConfig::default()
+        };
+        let mut ctx = test_context(0, 1, cluster);
+        for i in 0..6 {
+            let key = Bytes::from(format!("k{i}"));
+            assert!(ctx.apply(key, &record(1), AfterPersist::Nothing).is_ok());
+        }
+        let hidden = Bytes::from_static(b"k9");
+        ctx.storage
+            .put(hidden.clone(), record(1))
+            .expect("behind the engine");
+        let digest = |ctx: &Context<_>, key: &Bytes| {
+            let range = ctx.ring.range_index_for_hash(Ring::key_hash(key));
+            range
+                .and_then(|r| ctx.trees.get(&r))
+                .and_then(|t| t.digest_of(key))
+        };
+        assert_eq!(digest(&ctx, &hidden), None, "the trees never saw it");
+        TreeRebuilds::step(&mut ctx, at(0));
+        TreeRebuilds::step(&mut ctx, at(1_000));
+        assert_eq!(ctx.tree_rebuild.stats().keys_scanned, 2, "k0 and k1");
+        let early = Bytes::from_static(b"a");
+        assert!(ctx
+            .apply(early.clone(), &record(1), AfterPersist::Nothing)
+            .is_ok());
+        ctx.tree_rebuild.check_invariants(&ctx.ring);
+        let mut steps = 0;
+        while ctx.tree_rebuild.stats().passes == 0 {
+            TreeRebuilds::step(&mut ctx, at(1_001 + steps));
+            steps += 1;
+            assert!(steps < 100, "the pass ends");
+        }
+        assert_eq!(ctx.tree_rebuild.stats().ranges_mismatched, 1);
+        assert!(digest(&ctx, &hidden).is_some(), "found by the pass");
+        assert!(
+            digest(&ctx, &early).is_some(),
+            "written during the pass, kept"
+        );
+        let reported = ctx.outputs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Event(NodeEvent::TreeRebuildMismatch { ranges: 1 })
+            )
+        });
+        assert!(reported);
+        ctx.tree_rebuild.check_invariants(&ctx.ring);
+    }
+}
