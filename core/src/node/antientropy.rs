@@ -13,6 +13,7 @@ use crate::storage::Storage;
 use crate::time::Now;
 use crate::version::Record;
 use bytes::Bytes;
+use rand::Rng;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -200,6 +201,11 @@ impl AntiEntropy {
     ) {
         let held = ctx.my_ranges.len();
         let count = ctx.config.cluster.anti_entropy_ranges_per_round.min(held);
+        if crate::buggify!(ctx.faults, &mut ctx.rng, "anti-entropy/range-order") {
+            // Start this round at another range: the sweep skips some ranges this time round
+            // and reaches them in a later sweep, as after a ring change resets the cursor.
+            self.cursor = self.cursor.wrapping_add(ctx.rng.gen_range(0..held));
+        }
         for _ in 0..count {
             let slot = self.cursor % held;
             let sweep = self.cursor / held;
@@ -208,7 +214,12 @@ impl AntiEntropy {
             if peers.is_empty() {
                 continue;
             }
-            let (range, peer) = (*range, peers[sweep % peers.len()]);
+            let (range, mut peer) = (*range, peers[sweep % peers.len()]);
+            if crate::buggify!(ctx.faults, &mut ctx.rng, "anti-entropy/partner") {
+                // Any replica of the range is a legal partner; the exchange is symmetric.
+                let peers = &ctx.my_ranges[slot].1;
+                peer = peers[ctx.rng.gen_range(0..peers.len())];
+            }
             let root = ctx.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
             self.stats.ranges_compared += 1;

@@ -318,10 +318,23 @@ impl HintStore {
             return; // replays allocate operation ids; the next round will do
         }
         let mut budget = ctx.config.cluster.hint_replays_per_round;
-        let owners: Vec<NodeId> = self.queues.keys().copied().collect();
+        if crate::buggify!(ctx.faults, &mut ctx.rng, "hints/replay-batch") {
+            // A smaller batch this round: the rest wait, as they would behind a full budget.
+            budget = budget.min(1);
+        }
+        let mut owners: Vec<NodeId> = self.queues.keys().copied().collect();
+        // Owners and each owner's hints in another order: no order is promised (aged first is
+        // a preference), and delivery must not depend on one.
+        let reorder = crate::buggify!(ctx.faults, &mut ctx.rng, "hints/replay-order");
+        if reorder {
+            owners.reverse();
+        }
         let age_max = Duration::from_millis(ctx.config.cluster.hint_age_max_ms);
         for owner in owners {
-            let candidates = self.age_hints(owner, now, age_max, budget);
+            let mut candidates = self.age_hints(owner, now, age_max, budget);
+            if reorder {
+                candidates.reverse();
+            }
             let departed = !ctx.ring.contains(owner);
             // The failure detector says it is down: replaying now is wasted; its hints wait.
             if !departed && is_down(membership, owner) {

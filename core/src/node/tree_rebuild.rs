@@ -58,6 +58,14 @@ impl TreeRebuilds {
             return;
         }
         let every = Duration::from_millis(interval);
+        if ctx.tree_rebuild.current.is_none()
+            && ctx.tree_rebuild.next.is_some()
+            && crate::buggify!(ctx.faults, &mut ctx.rng, "tree-rebuild/early")
+        {
+            // Start a pass now rather than on schedule: the trees are swapped while writes and
+            // exchanges go on, which must never lose or hide a difference.
+            ctx.tree_rebuild.next = Some(now.monotonic);
+        }
         if !ctx.tree_rebuild.start_if_due(now.monotonic, every) {
             return;
         }
