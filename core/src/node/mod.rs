@@ -40,18 +40,16 @@ pub use tree_rebuild::TreeRebuildStats;
 use crate::buggify::FaultPoints;
 use crate::client::ClientRequest;
 use crate::config::{ConfigError, NodeConfig};
-use crate::id::{NodeId, OperationId, RequestId};
+use crate::id::{NodeId, RequestId};
 use crate::membership::Membership;
-use crate::message::{Message, ReplicaError};
+use crate::message::Message;
 use crate::ring::Ring;
 use crate::storage::Storage;
 use crate::time::{Instant, Now, WallMicros};
-use crate::version::{ActorId, DataEpoch, HybridClock, Record};
-use bytes::Bytes;
-use durability::{AfterPersist, Durability};
+use crate::version::{ActorId, DataEpoch, HybridClock};
+use durability::Durability;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use replica::Applied;
 use std::collections::VecDeque;
 use timers::Timer;
 
@@ -520,11 +518,17 @@ impl<S: Storage> Node<S> {
 
 // ---- dispatch: replica, hints, anti-entropy, tree rebuild ----
 impl<S: Storage> Node<S> {
-    fn serve_read(&mut self, from: NodeId, op: OperationId, key: &[u8]) {
+    fn serve_read(&mut self, from: NodeId, op: crate::id::OperationId, key: &[u8]) {
         self.replica.serve_read(&mut self.ctx, from, op, key);
     }
 
-    fn serve_write(&mut self, from: NodeId, op: OperationId, key: Bytes, record: Record) {
+    fn serve_write(
+        &mut self,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key: bytes::Bytes,
+        record: crate::version::Record,
+    ) {
         self.replica
             .serve_write(&mut self.ctx, from, op, key, record);
     }
@@ -532,9 +536,9 @@ impl<S: Storage> Node<S> {
     fn serve_hinted_write(
         &mut self,
         from: NodeId,
-        op: OperationId,
-        key: Bytes,
-        record: Record,
+        op: crate::id::OperationId,
+        key: bytes::Bytes,
+        record: crate::version::Record,
         owner: NodeId,
     ) {
         self.hints
@@ -543,49 +547,55 @@ impl<S: Storage> Node<S> {
 
     /// Work released by durability, routed by what waited: a replica's acknowledgement, the
     /// coordinator's own copy, a handover mark or a Paxos reply.
-    fn after_persist(&mut self, then: AfterPersist) {
+    fn after_persist(&mut self, then: durability::AfterPersist) {
         match then {
-            AfterPersist::AckRemote { to, op, key_digest } => {
-                replica::Replica::acknowledge(&mut self.ctx, to, op, key_digest, Ok(Applied::Now));
+            durability::AfterPersist::AckRemote { to, op, key_digest } => {
+                replica::Replica::acknowledge(
+                    &mut self.ctx,
+                    to,
+                    op,
+                    key_digest,
+                    Ok(replica::Applied::Now),
+                );
             }
-            AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
-            AfterPersist::HandoverDurable(mark) => self.handover.on_durable(mark),
-            AfterPersist::PaxosReply(number) => self.paxos_reply_durable(number),
-            AfterPersist::Nothing => {}
+            durability::AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
+            durability::AfterPersist::HandoverDurable(mark) => self.handover.on_durable(mark),
+            durability::AfterPersist::PaxosReply(number) => self.paxos_reply_durable(number),
+            durability::AfterPersist::Nothing => {}
         }
     }
 
     /// Work that waited on a sync that failed, routed as in `after_persist`.
-    fn after_persist_failed(&mut self, then: AfterPersist) {
+    fn after_persist_failed(&mut self, then: durability::AfterPersist) {
         match then {
-            AfterPersist::AckRemote { to, op, key_digest } => {
-                let refused = Err(ReplicaError::Storage);
+            durability::AfterPersist::AckRemote { to, op, key_digest } => {
+                let refused = Err(crate::message::ReplicaError::Storage);
                 replica::Replica::acknowledge(&mut self.ctx, to, op, key_digest, refused);
             }
-            AfterPersist::AckLocal(op) => {
+            durability::AfterPersist::AckLocal(op) => {
                 let id = self.ctx.id;
-                self.on_write_reply(id, op, None, Err(ReplicaError::Storage));
+                self.on_write_reply(id, op, None, Err(crate::message::ReplicaError::Storage));
             }
-            AfterPersist::PaxosReply(number) => self.paxos_reply_failed(number),
+            durability::AfterPersist::PaxosReply(number) => self.paxos_reply_failed(number),
             // A poisoned node never becomes durable: its handover stays pending.
-            AfterPersist::HandoverDurable(_) | AfterPersist::Nothing => {}
+            durability::AfterPersist::HandoverDurable(_) | durability::AfterPersist::Nothing => {}
         }
     }
 
     fn store_hint(
         &mut self,
         owner: NodeId,
-        key: Bytes,
-        record: &Record,
-        then: AfterPersist,
-    ) -> Result<Applied, ReplicaError> {
+        key: bytes::Bytes,
+        record: &crate::version::Record,
+        then: durability::AfterPersist,
+    ) -> Result<replica::Applied, crate::message::ReplicaError> {
         self.hints.store(&mut self.ctx, owner, key, record, then)
     }
 
     fn on_hint_replay_reply(
         &mut self,
         from: NodeId,
-        op: OperationId,
+        op: crate::id::OperationId,
         key_digest: Option<u64>,
         ok: bool,
     ) -> bool {
@@ -670,13 +680,18 @@ impl<S: Storage> Node<S> {
         from: NodeId,
         range: u32,
         leaves: Vec<u16>,
-        entries: Vec<(Bytes, u64)>,
+        entries: Vec<(bytes::Bytes, u64)>,
     ) {
         self.anti_entropy
             .on_digests(&mut self.ctx, from, range, leaves, entries);
     }
 
-    fn on_ae_records(&mut self, from: NodeId, records: Vec<(Bytes, Record)>, want: Vec<Bytes>) {
+    fn on_ae_records(
+        &mut self,
+        from: NodeId,
+        records: Vec<(bytes::Bytes, crate::version::Record)>,
+        want: Vec<bytes::Bytes>,
+    ) {
         self.anti_entropy
             .on_records(&mut self.ctx, from, records, want);
     }
