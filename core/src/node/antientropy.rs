@@ -1,9 +1,10 @@
 //! The node's side of anti-entropy: keep one hash tree per range up to date on every staged write,
 //! and run the four-step exchange with the other replicas of each range, a few ranges per round.
 
+use super::context::Context;
 use super::durability::AfterPersist;
 use super::timers::Timer;
-use super::{Node, NodeEvent, Output};
+use super::tree_rebuild::TreeRebuilds;
 use crate::antientropy::{differing_leaves, plan_repair, FANOUT, LEAVES};
 use crate::id::NodeId;
 use crate::message::Message;
@@ -12,6 +13,7 @@ use crate::storage::Storage;
 use crate::time::Now;
 use crate::version::Record;
 use bytes::Bytes;
+use rand::Rng;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,7 +21,8 @@ use std::time::Duration;
 /// compares are an index of local data, kept in the context by `store`).
 #[derive(Default)]
 pub(super) struct AntiEntropy {
-    pub(super) cursor: usize,
+    /// The round-robin position over the ranges held: slot and sweep (which peer).
+    cursor: usize,
     pub(super) stats: AntiEntropyStats,
     /// Rounds still to run back to back for an operator's repair.
     pub(super) repair_rounds_left: usize,
@@ -31,9 +34,6 @@ const AE_RECORDS_BYTES_MAX: usize = 4 << 20;
 
 /// Time between the rounds of an operator's repair sweep.
 const REPAIR_ROUND_GAP_MS: u64 = 5;
-
-/// Keys read per storage scan call while rebuilding trees.
-const REBUILD_SCAN_BATCH: usize = 4096;
 
 /// Anti-entropy counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,70 +85,24 @@ pub(super) fn orphan_offers(count: usize, per_round: usize, round: u64) -> Vec<(
         .collect()
 }
 
-impl<S: Storage> Node<S> {
-    /// Rebuilds every tree from storage (at start-up; a later full rebuild catches bit rot).
-    pub(super) fn rebuild_trees(&mut self) {
-        self.ctx.trees.clear();
-        self.ctx.scan_index.clear();
-        let mut start: Vec<u8> = Vec::new();
-        loop {
-            let batch = match self.ctx.storage.scan(&start, REBUILD_SCAN_BATCH) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    self.ctx
-                        .outputs
-                        .push_back(Output::Event(NodeEvent::StorageError {
-                            reason: e.to_string(),
-                        }));
-                    return;
-                }
-            };
-            let Some((last, _)) = batch.last() else { break };
-            let mut next = last.to_vec();
-            next.push(0);
-            let done = batch.len() < REBUILD_SCAN_BATCH;
-            for (key, record) in &batch {
-                self.ctx.tree_update(key, record);
-                // Stamps after a restart stay above everything this node stores. The clock floor
-                // is a bound set a window ahead, not a stamp: folding it in here (this rebuild
-                // also runs on every ring change) would push the clock up to a window ahead of
-                // the wall clock on a running node, and its next writes would beat later writes
-                // of nodes whose clocks agree with it (lost updates, gossip-20 seeds 3, ...).
-                // `load_clock_floor` folds it in once, at start-up, where it is needed.
-                if key.as_ref() != super::CLOCK_FLOOR_KEY {
-                    self.ctx.observe_record(Some(record));
-                }
-            }
-            if done {
-                break;
-            }
-            start = next;
-        }
-    }
-
+impl AntiEntropy {
     /// Operator: compare every range this node replicates (and offer every range it holds but no
     /// longer replicates) with the other replicas now, back to back, instead of waiting for the
     /// periodic sweep. Returns the rounds scheduled. Works even with periodic anti-entropy off.
-    pub fn start_repair(&mut self, now: Now) -> usize {
-        let per_round = self.ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
-        let ranges = self.ctx.my_ranges.len() + self.ctx.trees.len();
-        self.anti_entropy.repair_rounds_left = ranges.div_ceil(per_round).max(1);
-        self.ctx.timers.arm(Timer::AntiEntropy, now.monotonic);
-        self.finish_input();
-        self.anti_entropy.repair_rounds_left
-    }
-
-    /// Anti-entropy rounds still to run for an operator's repair.
-    pub fn repair_rounds_left(&self) -> usize {
-        self.anti_entropy.repair_rounds_left
+    pub(super) fn start_repair<S: Storage>(&mut self, ctx: &mut Context<S>, now: Now) -> usize {
+        let per_round = ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
+        let ranges = ctx.my_ranges.len() + ctx.trees.len();
+        self.repair_rounds_left = ranges.div_ceil(per_round).max(1);
+        ctx.timers.arm(Timer::AntiEntropy, now.monotonic);
+        self.repair_rounds_left
     }
 
     /// Arms the first round lazily (the constructor has no time).
-    pub(super) fn arm_anti_entropy(&mut self, now: Now) {
-        let interval = self.ctx.config.cluster.anti_entropy_interval_ms;
-        if interval > 0 && !self.ctx.timers.is_armed(Timer::AntiEntropy) {
-            let offset = self.ctx.config.rng_seed % interval.max(1);
-            self.ctx.timers.arm(
+    pub(super) fn arm<S: Storage>(ctx: &mut Context<S>, now: Now) {
+        let interval = ctx.config.cluster.anti_entropy_interval_ms;
+        if interval > 0 && !ctx.timers.is_armed(Timer::AntiEntropy) {
+            let offset = ctx.config.rng_seed % interval.max(1);
+            ctx.timers.arm(
                 Timer::AntiEntropy,
                 now.monotonic
                     .saturating_add(Duration::from_millis(offset + 1)),
@@ -156,110 +110,151 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// One round: send roots of the next few ranges to one of their other replicas each.
-    pub(super) fn anti_entropy_round(&mut self, now: Now) {
-        let configured = self.ctx.config.cluster.anti_entropy_interval_ms;
-        let gap = if self.anti_entropy.repair_rounds_left > 0 {
-            // An operator's repair: sweep every range now, a round every few milliseconds.
-            self.anti_entropy.repair_rounds_left -= 1;
-            Some(if configured == 0 {
-                REPAIR_ROUND_GAP_MS
-            } else {
-                configured.min(REPAIR_ROUND_GAP_MS)
-            })
-        } else {
-            (configured > 0).then_some(configured)
-        };
-        self.ctx.timers.set(
+    /// A new ring was adopted: the round-robin starts over on the new list of ranges.
+    pub(super) fn adopt_ring(&mut self) {
+        self.cursor = 0;
+    }
+
+    /// One round: a step of the full tree rebuild, then roots of the next few ranges to one of
+    /// their other replicas each (and offers of ranges held but no longer replicated).
+    pub(super) fn round<S: Storage>(&mut self, ctx: &mut Context<S>, now: Now) {
+        let gap = self.next_gap(ctx.config.cluster.anti_entropy_interval_ms);
+        ctx.timers.set(
             Timer::AntiEntropy,
             gap.map(|ms| now.monotonic.saturating_add(Duration::from_millis(ms))),
         );
-        if self.ctx.durability.is_poisoned() {
+        if ctx.durability.is_poisoned() {
             return;
         }
-        self.tree_rebuild_step(now);
-        self.anti_entropy.stats.rounds += 1;
+        TreeRebuilds::step(ctx, now);
+        self.stats.rounds += 1;
         let mut per_peer: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
-        // Ranges this node still holds data for but no longer replicates (after a leave or a
-        // join moved them): offer them to their current replicas, which pull what they lack.
-        // This is how a decommissioning node streams its data out, resumably (trees are rebuilt
-        // from storage after a restart). An offered tree never empties (the data stays here), so
-        // the offers walk the orphans a round's worth at a time: taking the first ones every
-        // round never reached the rest (swarm seed 2204 lost writes held only by a leaving node).
-        let n = usize::from(self.ctx.config.cluster.n);
-        let orphans: Vec<u32> = self
-            .ctx
+        self.offer_orphans(ctx, &mut per_peer);
+        if !ctx.my_ranges.is_empty() {
+            self.compare_next_ranges(ctx, &mut per_peer);
+        }
+        for (peer, roots) in per_peer {
+            ctx.send(peer, Message::AeRoots { roots });
+        }
+    }
+
+    /// Milliseconds until the round after this one, if any: an operator's repair sweeps every
+    /// range now, a round every few milliseconds; otherwise the configured period.
+    fn next_gap(&mut self, configured_ms: u64) -> Option<u64> {
+        if self.repair_rounds_left > 0 {
+            self.repair_rounds_left -= 1;
+            Some(if configured_ms == 0 {
+                REPAIR_ROUND_GAP_MS
+            } else {
+                configured_ms.min(REPAIR_ROUND_GAP_MS)
+            })
+        } else {
+            (configured_ms > 0).then_some(configured_ms)
+        }
+    }
+
+    /// Ranges this node still holds data for but no longer replicates (after a leave or a join
+    /// moved them): offer them to their current replicas, which pull what they lack. This is how
+    /// a decommissioning node streams its data out, resumably (trees are rebuilt from storage
+    /// after a restart). An offered tree never empties (the data stays here), so the offers walk
+    /// the orphans a round's worth at a time: taking the first ones every round never reached
+    /// the rest (swarm seed 2204 lost writes held only by a leaving node).
+    fn offer_orphans<S: Storage>(
+        &self,
+        ctx: &mut Context<S>,
+        per_peer: &mut BTreeMap<NodeId, Vec<(u32, u64)>>,
+    ) {
+        let n = usize::from(ctx.config.cluster.n);
+        let orphans: Vec<u32> = ctx
             .trees
             .iter()
             .filter(|(range, tree)| {
                 !tree.is_empty()
-                    && self
-                        .ctx
+                    && ctx
                         .my_ranges
                         .binary_search_by_key(&**range, |(r, _)| *r)
                         .is_err()
             })
             .map(|(&range, _)| range)
             .collect();
-        let per_round = self.ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
-        for (range, pass) in orphan_offers(orphans.len(), per_round, self.anti_entropy.stats.rounds)
+        let per_round = ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
+        for (range, pass) in orphan_offers(orphans.len(), per_round, self.stats.rounds)
             .into_iter()
             .filter_map(|(index, pass)| orphans.get(index).map(|&r| (r, pass)))
         {
-            let replicas = self.ctx.ring.range_replicas(range, n);
+            let replicas = ctx.ring.range_replicas(range, n);
             if replicas.is_empty() {
                 continue;
             }
             let peer = replicas[pass % replicas.len()];
-            let root = self.ctx.tree_mut(range).root();
+            let root = ctx.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
         }
-        if self.ctx.my_ranges.is_empty() {
-            for (peer, roots) in per_peer {
-                self.ctx.send(peer, Message::AeRoots { roots });
-            }
-            return;
+    }
+
+    /// The next `anti_entropy_ranges_per_round` ranges this node replicates, round-robin, each
+    /// to its replicas in turn (one peer per range per sweep).
+    fn compare_next_ranges<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        per_peer: &mut BTreeMap<NodeId, Vec<(u32, u64)>>,
+    ) {
+        let held = ctx.my_ranges.len();
+        let count = ctx.config.cluster.anti_entropy_ranges_per_round.min(held);
+        if crate::buggify!(ctx.faults, &mut ctx.rng, "anti-entropy/range-order") {
+            // Start this round at another range: the sweep skips some ranges this time round
+            // and reaches them in a later sweep, as after a ring change resets the cursor.
+            self.cursor = self.cursor.wrapping_add(ctx.rng.gen_range(0..held));
         }
-        let count = self
-            .ctx
-            .config
-            .cluster
-            .anti_entropy_ranges_per_round
-            .min(self.ctx.my_ranges.len());
         for _ in 0..count {
-            let slot = self.anti_entropy.cursor % self.ctx.my_ranges.len();
-            let sweep = self.anti_entropy.cursor / self.ctx.my_ranges.len();
-            self.anti_entropy.cursor = self.anti_entropy.cursor.wrapping_add(1);
-            let (range, peers) = &self.ctx.my_ranges[slot];
+            let slot = self.cursor % held;
+            let sweep = self.cursor / held;
+            self.cursor = self.cursor.wrapping_add(1);
+            let (range, peers) = &ctx.my_ranges[slot];
             if peers.is_empty() {
                 continue;
             }
-            let (range, peer) = (*range, peers[sweep % peers.len()]);
-            let root = self.ctx.tree_mut(range).root();
+            let (range, mut peer) = (*range, peers[sweep % peers.len()]);
+            if crate::buggify!(ctx.faults, &mut ctx.rng, "anti-entropy/partner") {
+                // Any replica of the range is a legal partner; the exchange is symmetric.
+                let peers = &ctx.my_ranges[slot].1;
+                peer = peers[ctx.rng.gen_range(0..peers.len())];
+            }
+            let root = ctx.tree_mut(range).root();
             per_peer.entry(peer).or_default().push((range, root));
-            self.anti_entropy.stats.ranges_compared += 1;
-        }
-        for (peer, roots) in per_peer {
-            self.ctx.send(peer, Message::AeRoots { roots });
+            self.stats.ranges_compared += 1;
         }
     }
 
-    pub(super) fn on_ae_roots(&mut self, from: NodeId, roots: Vec<(u32, u64)>) {
-        for (range, root) in roots.into_iter().take(self.ctx.my_ranges.len().max(1)) {
-            let tree = self.ctx.tree_mut(range);
+    /// Step 1 answered: for each range whose root differs here, the interior hashes.
+    pub(super) fn on_roots<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        from: NodeId,
+        roots: Vec<(u32, u64)>,
+    ) {
+        for (range, root) in roots.into_iter().take(ctx.my_ranges.len().max(1)) {
+            let tree = ctx.tree_mut(range);
             if tree.root() != root {
                 let hashes = tree.interior().to_vec();
-                self.anti_entropy.stats.ranges_differing += 1;
-                self.ctx.send(from, Message::AeInterior { range, hashes });
+                self.stats.ranges_differing += 1;
+                ctx.send(from, Message::AeInterior { range, hashes });
             }
         }
     }
 
-    pub(super) fn on_ae_interior(&mut self, from: NodeId, range: u32, hashes: Vec<u64>) {
+    /// Step 2 answered: the leaf hashes under each differing interior node.
+    pub(super) fn on_interior<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        from: NodeId,
+        range: u32,
+        hashes: Vec<u64>,
+    ) {
         if hashes.len() != LEAVES / FANOUT {
             return; // malformed: ignore
         }
-        let tree = self.ctx.tree_mut(range);
+        let tree = ctx.tree_mut(range);
         let mine = tree.interior().to_vec();
         let groups: Vec<(u8, Vec<u64>)> = differing_leaves(&mine, &hashes)
             .into_iter()
@@ -268,11 +263,18 @@ impl<S: Storage> Node<S> {
                 u8::try_from(group).ok().map(|g| (g, leaves))
             })
             .collect();
-        self.ctx.send(from, Message::AeLeaves { range, groups });
+        ctx.send(from, Message::AeLeaves { range, groups });
     }
 
-    pub(super) fn on_ae_leaves(&mut self, from: NodeId, range: u32, groups: Vec<(u8, Vec<u64>)>) {
-        let tree = self.ctx.tree_mut(range);
+    /// Step 3 answered: the key digests under each differing leaf.
+    pub(super) fn on_leaves<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        from: NodeId,
+        range: u32,
+        groups: Vec<(u8, Vec<u64>)>,
+    ) {
+        let tree = ctx.tree_mut(range);
         let mut differing: Vec<u16> = Vec::new();
         for (group, theirs) in groups.iter().take(LEAVES / FANOUT) {
             let group = usize::from(*group);
@@ -293,7 +295,7 @@ impl<S: Storage> Node<S> {
                     .map(|(k, d)| (k.clone(), d))
             })
             .collect();
-        self.ctx.send(
+        ctx.send(
             from,
             Message::AeDigests {
                 range,
@@ -303,14 +305,16 @@ impl<S: Storage> Node<S> {
         );
     }
 
-    pub(super) fn on_ae_digests(
+    /// Step 4 answered: the records the peer lacks, and the keys this node lacks.
+    pub(super) fn on_digests<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         range: u32,
         leaves: Vec<u16>,
         entries: Vec<(Bytes, u64)>,
     ) {
-        let tree = self.ctx.tree_mut(range);
+        let tree = ctx.tree_mut(range);
         let mine: BTreeMap<Bytes, u64> = leaves
             .iter()
             .filter(|&&leaf| usize::from(leaf) < LEAVES)
@@ -321,31 +325,32 @@ impl<S: Storage> Node<S> {
             .collect();
         let theirs: BTreeMap<Bytes, u64> = entries.into_iter().collect();
         let (send, want) = plan_repair(&mine, &theirs);
-        let records = self.records_for(&send);
-        self.ctx.send(from, Message::AeRecords { records, want });
+        let records = self.records_for(ctx, &send);
+        ctx.send(from, Message::AeRecords { records, want });
     }
 
-    pub(super) fn on_ae_records(
+    /// Records from a peer: merged (never acknowledged), and the ones it wants sent back.
+    pub(super) fn on_records<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         records: Vec<(Bytes, Record)>,
         want: Vec<Bytes>,
     ) {
         for (key, record) in records {
-            self.ctx.observe_record(Some(&record));
-            let before = self.tree_digest(&key);
-            if self
-                .ctx
+            ctx.observe_record(Some(&record));
+            let before = tree_digest(ctx, &key);
+            if ctx
                 .apply(key.clone(), &record, AfterPersist::Nothing)
                 .is_ok()
-                && self.tree_digest(&key) != before
+                && tree_digest(ctx, &key) != before
             {
-                self.anti_entropy.stats.records_repaired += 1;
+                self.stats.records_repaired += 1;
             }
         }
         if !want.is_empty() {
-            let records = self.records_for(&want);
-            self.ctx.send(
+            let records = self.records_for(ctx, &want);
+            ctx.send(
                 from,
                 Message::AeRecords {
                     records,
@@ -355,21 +360,20 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    fn tree_digest(&self, key: &Bytes) -> Option<u64> {
-        let range = self.ctx.ring.range_index_for_hash(Ring::key_hash(key))?;
-        self.ctx.trees.get(&range).and_then(|t| t.digest_of(key))
-    }
-
     /// Local records of `keys`, at most the per-message limit in count and about
     /// `AE_RECORDS_BYTES_MAX` in encoded size (the rest wait for a later round). Without the byte
     /// budget, a batch of large values encoded past the codec's message limit and was refused
     /// by every receiver, so those keys were never repaired.
-    fn records_for(&mut self, keys: &[Bytes]) -> Vec<(Bytes, Record)> {
-        let max = self.ctx.config.cluster.anti_entropy_records_per_message_max;
+    fn records_for<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        keys: &[Bytes],
+    ) -> Vec<(Bytes, Record)> {
+        let max = ctx.config.cluster.anti_entropy_records_per_message_max;
         let mut records = Vec::new();
         let mut bytes = 0usize;
         for key in keys.iter().take(max) {
-            if let Ok(Some(record)) = self.ctx.local_record(key) {
+            if let Ok(Some(record)) = ctx.local_record(key) {
                 let size = key.len() + crate::codec::encode_value(&record).len();
                 if !records.is_empty() && bytes + size > AE_RECORDS_BYTES_MAX {
                     break;
@@ -378,20 +382,189 @@ impl<S: Storage> Node<S> {
                 records.push((key.clone(), record));
             }
         }
-        self.anti_entropy.stats.records_sent += records.len() as u64;
+        self.stats.records_sent += records.len() as u64;
         records
     }
 
-    /// Anti-entropy counters.
-    pub fn anti_entropy_stats(&self) -> &AntiEntropyStats {
-        &self.anti_entropy.stats
+    /// Internal consistency; panics only on a bug in this crate. Paired with the trees (an
+    /// index of local data): a tree holding keys is a range of the current ring, either one
+    /// this node replicates or an orphan it offers (held here, replicated elsewhere), so every
+    /// key it holds is reachable by some round. A range a peer merely asked about may have an
+    /// empty tree.
+    pub(super) fn check_invariants(
+        &self,
+        trees: &BTreeMap<u32, crate::antientropy::RangeTree>,
+        ring: &Ring,
+    ) {
+        for (&range, tree) in trees {
+            assert!(
+                tree.is_empty() || usize::try_from(range).is_ok_and(|r| r < ring.range_count()),
+                "a tree with keys for range {range}, which the ring does not have"
+            );
+        }
     }
+}
+
+/// The digest of `key` in its range's tree, if the tree holds it.
+fn tree_digest<S: Storage>(ctx: &Context<S>, key: &Bytes) -> Option<u64> {
+    let range = ctx.ring.range_index_for_hash(Ring::key_hash(key))?;
+    ctx.trees.get(&range).and_then(|t| t.digest_of(key))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::orphan_offers;
+    use super::*;
+    use crate::config::ClusterConfig;
+    use crate::node::store::test_context;
+    use crate::node::Output;
+    use crate::storage::MemStorage;
+    use crate::time::{Instant, WallMicros};
+    use crate::version::{LwwRecord, LwwVersion};
     use std::collections::BTreeSet;
+
+    type Replica = (AntiEntropy, Context<MemStorage>);
+
+    fn record(ts: u64) -> Record {
+        Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: ts,
+                node: NodeId(0),
+                nonce: 0,
+            },
+            value: Some(Bytes::from_static(b"v")),
+            expires_at_micros: None,
+        })
+    }
+
+    fn at(ms: u64) -> Now {
+        Now {
+            monotonic: Instant::from_nanos(ms * 1_000_000),
+            wall: WallMicros(ms * 1_000),
+        }
+    }
+
+    /// Two nodes replicating every range (n = 2).
+    fn pair(cluster: ClusterConfig) -> [Replica; 2] {
+        let cluster = ClusterConfig {
+            n: 2,
+            r: 1,
+            w: 1,
+            ..cluster
+        };
+        [0, 1].map(|i| (AntiEntropy::default(), test_context(i, 2, cluster.clone())))
+    }
+
+    fn deliver(replica: &mut Replica, from: NodeId, message: Message) {
+        let (ae, ctx) = replica;
+        match message {
+            Message::AeRoots { roots } => ae.on_roots(ctx, from, roots),
+            Message::AeInterior { range, hashes } => ae.on_interior(ctx, from, range, hashes),
+            Message::AeLeaves { range, groups } => ae.on_leaves(ctx, from, range, groups),
+            Message::AeDigests {
+                range,
+                leaves,
+                entries,
+            } => ae.on_digests(ctx, from, range, leaves, entries),
+            Message::AeRecords { records, want } => ae.on_records(ctx, from, records, want),
+            other => panic!("not an anti-entropy message: {other:?}"),
+        }
+    }
+
+    /// Delivers messages between the pair until none is left; returns how many moved.
+    fn exchange(pair: &mut [Replica; 2]) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut sends = Vec::new();
+            for (i, (_, ctx)) in pair.iter_mut().enumerate() {
+                while let Some(output) = ctx.outputs.pop_front() {
+                    if let Output::Send { to, message } = output {
+                        sends.push((NodeId(u32::try_from(i).expect("two")), to, message));
+                    }
+                }
+            }
+            if sends.is_empty() {
+                return moved;
+            }
+            for (from, to, message) in sends {
+                moved += 1;
+                deliver(&mut pair[to.0 as usize], from, message);
+            }
+        }
+    }
+
+    #[test]
+    fn two_replicas_that_each_miss_a_write_converge_in_one_round() {
+        let mut pair = pair(ClusterConfig::default());
+        let (mine, theirs) = (Bytes::from_static(b"mine"), Bytes::from_static(b"theirs"));
+        for ((_, ctx), key) in pair.iter_mut().zip([&mine, &theirs]) {
+            let applied = ctx.apply(key.clone(), &record(1), AfterPersist::Nothing);
+            assert!(applied.is_ok());
+        }
+        let (ae, ctx) = &mut pair[0];
+        ae.round(ctx, at(1));
+        assert!(exchange(&mut pair) > 0);
+        for (ae, ctx) in &mut pair {
+            for key in [&mine, &theirs] {
+                assert_eq!(ctx.local_record(key), Ok(Some(record(1))), "{key:?}");
+            }
+            assert_eq!(ae.stats.records_repaired, 1);
+            ae.check_invariants(&ctx.trees, &ctx.ring);
+        }
+        let roots = |ctx: &mut Context<MemStorage>| {
+            let ranges = u32::try_from(ctx.ring.range_count()).expect("small ring");
+            (0..ranges)
+                .map(|range| ctx.tree_mut(range).root())
+                .collect::<Vec<_>>()
+        };
+        let first = roots(&mut pair[0].1);
+        assert_eq!(first, roots(&mut pair[1].1), "identical trees");
+        // Nothing differs any more: the next round ends at the roots.
+        let (ae, ctx) = &mut pair[1];
+        ae.round(ctx, at(2));
+        assert_eq!(exchange(&mut pair), 1, "one AeRoots, no answer");
+    }
+
+    #[test]
+    fn a_sweep_compares_every_range_held_a_few_per_round() {
+        let per_round = 3;
+        let cluster = ClusterConfig {
+            anti_entropy_ranges_per_round: per_round,
+            ..ClusterConfig::default()
+        };
+        let [(mut ae, mut ctx), _] = pair(cluster);
+        let held = ctx.my_ranges.len();
+        assert!(held > per_round, "{held} ranges");
+        let mut compared = BTreeSet::new();
+        for round in 0..held.div_ceil(per_round) {
+            ae.round(&mut ctx, at(round as u64));
+            while let Some(output) = ctx.outputs.pop_front() {
+                if let Output::Send {
+                    message: Message::AeRoots { roots },
+                    ..
+                } = output
+                {
+                    assert!(roots.len() <= per_round);
+                    compared.extend(roots.into_iter().map(|(range, _)| range));
+                }
+            }
+        }
+        let all: BTreeSet<u32> = ctx.my_ranges.iter().map(|&(range, _)| range).collect();
+        assert_eq!(compared, all);
+        let sends = per_round * held.div_ceil(per_round);
+        assert_eq!(ae.stats.ranges_compared, sends as u64, "one peer per range");
+    }
+
+    #[test]
+    fn an_operators_repair_runs_its_rounds_back_to_back_then_returns_to_the_period() {
+        let [(mut ae, mut ctx), _] = pair(ClusterConfig::default());
+        let rounds = ae.start_repair(&mut ctx, at(0));
+        assert!(rounds >= 1);
+        for _ in 0..rounds {
+            assert_eq!(ae.next_gap(1_000), Some(REPAIR_ROUND_GAP_MS));
+        }
+        assert_eq!(ae.next_gap(1_000), Some(1_000));
+        assert_eq!(ae.next_gap(0), None, "periodic anti-entropy off");
+    }
 
     #[test]
     fn orphans_that_fit_in_a_round_are_all_offered_every_round() {

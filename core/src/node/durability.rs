@@ -136,18 +136,29 @@ impl Durability {
         self.poisoned
     }
 
+    /// Internal consistency; panics only on a bug in this crate. Paired: `durable <= requested
+    /// <= staged`; a waiter sits behind a staged write not yet durable, in order; an unsynced
+    /// key (and each staging in the order list) is one staged after the last completed sync.
     pub(super) fn check_invariants(&self) {
         assert!(self.durable <= self.requested && self.requested <= self.staged);
         let mut previous = self.durable;
         for &(seq, _) in &self.waiting {
             assert!(
-                seq > self.durable && seq >= previous,
-                "waiters are ordered and pending"
+                seq > self.durable && seq >= previous && seq <= self.staged,
+                "waiters are ordered and behind a pending staged write"
+            );
+            previous = seq;
+        }
+        let mut previous = self.durable;
+        for &(seq, _) in &self.unsynced_order {
+            assert!(
+                seq > self.durable && seq >= previous && seq <= self.staged,
+                "unsynced stagings are ordered and pending"
             );
             previous = seq;
         }
         assert!(self.unsynced_keys.len() <= self.unsynced_order.len());
-        for (_, &seq) in self.unsynced_keys.iter() {
+        for &seq in self.unsynced_keys.values() {
             assert!(
                 seq > self.durable && seq <= self.staged,
                 "unsynced keys are pending"
@@ -224,6 +235,14 @@ mod tests {
         assert!(!d.readable(b"a"), "staged after the last completed sync");
         assert!(d.readable(b"b"), "durable");
         assert!(d.readable(b"c"), "never staged");
+        d.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "behind a pending staged write")]
+    fn a_waiter_behind_nothing_staged_is_caught() {
+        let mut d = Durability::default();
+        d.waiting.push_back((1, AfterPersist::Nothing));
         d.check_invariants();
     }
 }

@@ -31,12 +31,15 @@
 //! replicas. (Deleting such hints unsent lost writes acknowledged by one hint alone: the swarm
 //! quarantine "sloppy-single-acknowledgement".)
 
+use super::context::Context;
 use super::durability::AfterPersist;
-use super::replica::Applied;
+use super::gossip::is_down;
+use super::replica::{Applied, Replica};
 use super::timers::Timer;
-use super::Node;
 use crate::id::{key_digest, NodeId, OperationId};
+use crate::membership::Membership;
 use crate::message::{Message, ReplicaError};
+use crate::ring::Ring;
 use crate::storage::Storage;
 use crate::time::{Instant, Now};
 use crate::version::{merge_into, Record};
@@ -48,13 +51,28 @@ use std::time::Duration;
 #[derive(Default)]
 pub(super) struct HintStore {
     /// Hints per owner.
-    pub(super) queues: BTreeMap<NodeId, HintQueue>,
-    /// Replays awaiting an answer: op → (the node replayed to: the owner, or for an owner that
-    /// left the ring a current replica of the key; hint storage key, round sent, record delivered).
-    pub(super) replays: BTreeMap<crate::id::OperationId, (NodeId, Bytes, u64, Record)>,
-    pub(super) round: u64,
-    pub(super) in_flight: InFlightHints,
+    queues: BTreeMap<NodeId, HintQueue>,
+    /// Replays awaiting an answer, by their round-trip id.
+    pub(super) replays: BTreeMap<OperationId, Replay>,
+    /// Replay rounds run by this process.
+    round: u64,
+    /// The storage keys of the hints carried by `replays` (never replayed twice at once).
+    in_flight: InFlightHints,
     pub(super) stats: HintStats,
+}
+
+/// One hint replay awaiting its target's answer.
+#[derive(Clone, Debug)]
+pub(super) struct Replay {
+    /// The node replayed to: the owner, or for an owner that left the ring a current replica of
+    /// the key (this node itself when it replicates the key).
+    target: NodeId,
+    /// The hint's storage key.
+    stored: Bytes,
+    /// The replay round it was sent in.
+    round: u64,
+    /// The record delivered: the hint is deleted only if it still holds exactly this.
+    delivered: Record,
 }
 
 /// Keys starting with this are the node's own (hints); clients may not use them.
@@ -160,11 +178,11 @@ pub fn parse_hint_key(stored: &[u8]) -> Option<(NodeId, Bytes)> {
     Some((NodeId(owner), Bytes::copy_from_slice(rest.get(4..)?)))
 }
 
-impl<S: Storage> Node<S> {
+impl HintStore {
     /// Reloads the hint queues from storage (at start-up).
-    pub(super) fn rebuild_hints(&mut self) {
-        self.hints.queues.clear();
-        let Ok(batch) = self.ctx.storage.scan(HINT_PREFIX, usize::MAX >> 1) else {
+    pub(super) fn rebuild<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.queues.clear();
+        let Ok(batch) = ctx.storage.scan(HINT_PREFIX, usize::MAX >> 1) else {
             return;
         };
         for (stored, record) in batch {
@@ -172,7 +190,7 @@ impl<S: Storage> Node<S> {
                 break;
             }
             if let Some((owner, _)) = parse_hint_key(&stored) {
-                let queue = self.hints.queues.entry(owner).or_default();
+                let queue = self.queues.entry(owner).or_default();
                 let size = stored.len() as u64 + record.value_bytes() as u64;
                 queue.bytes += size;
                 let entry = HintEntry {
@@ -186,47 +204,46 @@ impl<S: Storage> Node<S> {
     }
 
     /// Stores a hint for `owner` and arranges `then` once it is durable.
-    pub(super) fn store_hint(
+    pub(super) fn store<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         owner: NodeId,
         key: Bytes,
         record: &Record,
         then: AfterPersist,
     ) -> Result<Applied, ReplicaError> {
-        if !self.ctx.ring.contains(owner) {
+        if !ctx.ring.contains(owner) {
             // The owner left the ring: nobody will ever take this hint, so refuse it rather than
             // acknowledge a copy that cannot count.
             return Err(ReplicaError::Busy);
         }
         let stored = hint_key(owner, &key);
         let size = stored.len() as u64 + record.value_bytes() as u64;
-        let cluster = &self.ctx.config.cluster;
-        let queue = self.hints.queues.entry(owner).or_default();
+        let cluster = &ctx.config.cluster;
+        let queue = self.queues.entry(owner).or_default();
         let fresh = !queue.keys.contains_key(&stored);
         if fresh
             && (queue.keys.len() >= cluster.hints_per_target_max
                 || queue.bytes + size > cluster.hint_bytes_per_target_max)
         {
-            self.hints.stats.overflowed += 1;
+            self.stats.overflowed += 1;
             return Err(ReplicaError::Busy);
         }
-        let local = self
-            .ctx
+        let local = ctx
             .storage
             .get(&stored)
             .map_err(|_| ReplicaError::Storage)?;
         if let Some(merged) = merge_into(local.as_ref(), record) {
-            if self.ctx.durability.is_poisoned() {
+            if ctx.durability.is_poisoned() {
                 return Err(ReplicaError::Storage);
             }
-            self.ctx
-                .storage
+            ctx.storage
                 .put(stored.clone(), merged)
                 .map_err(|_| ReplicaError::Storage)?;
-            self.ctx.durability.staged_one();
+            ctx.durability.staged_one();
         }
-        let now = self.ctx.last_monotonic;
-        let queue = self.hints.queues.entry(owner).or_default();
+        let now = ctx.last_monotonic;
+        let queue = self.queues.entry(owner).or_default();
         // A newer write merged into an older hint keeps the older age: the hint's content has
         // been waiting since then.
         let entry = match queue.keys.get(&stored) {
@@ -242,45 +259,37 @@ impl<S: Storage> Node<S> {
         };
         let old = queue.keys.insert(stored, entry).map_or(0, |e| e.bytes);
         queue.bytes = queue.bytes + size - old;
-        self.hints.stats.stored += 1;
-        self.ctx.wait_durable(then)
+        self.stats.stored += 1;
+        ctx.wait_durable(then)
     }
 
-    /// A coordinator asked this node to keep a hint for `owner`.
-    pub(super) fn serve_hinted_write(
+    /// A coordinator asked this node to keep a hint for `owner`: acknowledged as a replica's
+    /// write is, once the hint is durable.
+    pub(super) fn serve_hinted_write<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         op: OperationId,
         key: Bytes,
         record: Record,
         owner: NodeId,
     ) {
-        self.ctx.observe_record(Some(&record));
+        ctx.observe_record(Some(&record));
         let key_digest = key_digest(&key);
         let then = AfterPersist::AckRemote {
             to: from,
             op,
             key_digest,
         };
-        match self.store_hint(owner, key, &record, then) {
-            Ok(Applied::Now) => self.after_persist(then),
-            Ok(Applied::Pending) => {}
-            Err(e) => self.ctx.send(
-                from,
-                Message::WriteReply {
-                    op,
-                    key_digest,
-                    result: Err(e),
-                },
-            ),
-        }
+        let stored = self.store(ctx, owner, key, &record, then);
+        Replica::acknowledge(ctx, from, op, key_digest, stored);
     }
 
-    /// Arms the replay timer lazily.
-    pub(super) fn arm_hint_replay(&mut self, now: Now) {
-        if self.ctx.config.cluster.sloppy_quorum && !self.ctx.timers.is_armed(Timer::HintReplay) {
-            let interval = self.ctx.config.cluster.hint_replay_interval_ms;
-            self.ctx.timers.arm(
+    /// Arms the replay timer lazily (only sloppy quorums hand hints off).
+    pub(super) fn arm_replay<S>(ctx: &mut Context<S>, now: Now) {
+        if ctx.config.cluster.sloppy_quorum && !ctx.timers.is_armed(Timer::HintReplay) {
+            let interval = ctx.config.cluster.hint_replay_interval_ms;
+            ctx.timers.arm(
                 Timer::HintReplay,
                 now.monotonic
                     .saturating_add(Duration::from_millis(interval)),
@@ -288,78 +297,52 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// One replay round: up to `hint_replays_per_round` hints go to their owners.
-    pub(super) fn replay_hints(&mut self, now: Now) {
-        let cluster = self.ctx.config.cluster.clone();
-        self.ctx.timers.arm(
+    /// One replay round: up to `hint_replays_per_round` hints go to their owners (or, for an
+    /// owner that left the ring, to a current replica of the key). `membership` is the failure
+    /// detector's view: an owner judged down is skipped this round.
+    pub(super) fn replay<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        membership: Option<&Membership>,
+        now: Now,
+    ) {
+        let interval = ctx.config.cluster.hint_replay_interval_ms;
+        ctx.timers.arm(
             Timer::HintReplay,
             now.monotonic
-                .saturating_add(Duration::from_millis(cluster.hint_replay_interval_ms)),
+                .saturating_add(Duration::from_millis(interval)),
         );
-        // Replies to replays older than two rounds are not coming (the owner was unreachable):
-        // forget them, so the hints are sent again.
-        self.hints.round += 1;
-        let round = self.hints.round;
-        let stale: Vec<OperationId> = self
-            .hints
-            .replays
-            .iter()
-            .filter(|(_, (_, _, sent, _))| sent + 2 <= round)
-            .map(|(&op, _)| op)
-            .collect();
-        for op in stale {
-            if let Some((_, stored, _, _)) = self.hints.replays.remove(&op) {
-                self.hints.in_flight.remove(&stored);
-            }
-        }
-        if !self.ctx.incarnation_durable() {
+        self.round += 1;
+        self.forget_stale_replays();
+        if !ctx.incarnation_durable() {
             return; // replays allocate operation ids; the next round will do
         }
-        let mut budget = cluster.hint_replays_per_round;
-        let owners: Vec<NodeId> = self.hints.queues.keys().copied().collect();
-        let age_max = Duration::from_millis(cluster.hint_age_max_ms);
+        let mut budget = ctx.config.cluster.hint_replays_per_round;
+        if crate::buggify!(ctx.faults, &mut ctx.rng, "hints/replay-batch") {
+            // A smaller batch this round: the rest wait, as they would behind a full budget.
+            budget = budget.min(1);
+        }
+        let mut owners: Vec<NodeId> = self.queues.keys().copied().collect();
+        // Owners and each owner's hints in another order: no order is promised (aged first is
+        // a preference), and delivery must not depend on one.
+        let reorder = crate::buggify!(ctx.faults, &mut ctx.rng, "hints/replay-order");
+        if reorder {
+            owners.reverse();
+        }
+        let age_max = Duration::from_millis(ctx.config.cluster.hint_age_max_ms);
         for owner in owners {
-            let candidates = self.age_hints(owner, now, age_max, budget);
-            let departed = !self.ctx.ring.contains(owner);
+            let mut candidates = self.age_hints(owner, now, age_max, budget);
+            if reorder {
+                candidates.reverse();
+            }
+            let departed = !ctx.ring.contains(owner);
             // The failure detector says it is down: replaying now is wasted; its hints wait.
-            if !departed && self.is_down(owner) {
+            if !departed && is_down(membership, owner) {
                 continue;
             }
             for stored in candidates {
-                let Some((_, key)) = parse_hint_key(&stored) else {
+                if !self.replay_one(ctx, membership, owner, departed, stored) {
                     continue;
-                };
-                let record = match self.ctx.storage.get(&stored) {
-                    Ok(Some(record)) => record,
-                    _ => {
-                        self.forget_hint(owner, &stored);
-                        continue;
-                    }
-                };
-                let target = if departed {
-                    let replicas = self.ctx.ring.preference_list(&key, usize::from(cluster.n));
-                    let down: Vec<NodeId> = replicas
-                        .iter()
-                        .copied()
-                        .filter(|&r| self.is_down(r))
-                        .collect();
-                    match rehome_target(&replicas, self.ctx.id, &down, round) {
-                        Some(target) => target,
-                        None => continue,
-                    }
-                } else {
-                    owner
-                };
-                let op = self.ctx.allocate_operation();
-                self.hints
-                    .replays
-                    .insert(op, (target, stored.clone(), round, record.clone()));
-                self.hints.in_flight.insert(stored);
-                self.hints.stats.replayed += 1;
-                if target == self.ctx.id {
-                    self.rehome_here(op, key, &record);
-                } else {
-                    self.ctx.send(target, Message::Write { op, key, record });
                 }
                 budget -= 1;
                 if budget == 0 {
@@ -369,18 +352,95 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// Replies to replays older than two rounds are not coming (the target was unreachable):
+    /// forget them, so the hints are sent again.
+    fn forget_stale_replays(&mut self) {
+        let round = self.round;
+        let stale: Vec<OperationId> = self
+            .replays
+            .iter()
+            .filter(|(_, replay)| replay.round + 2 <= round)
+            .map(|(&op, _)| op)
+            .collect();
+        for op in stale {
+            if let Some(replay) = self.replays.remove(&op) {
+                self.in_flight.remove(&replay.stored);
+            }
+        }
+    }
+
+    /// Replays the hint stored under `stored` for `owner`; false when nothing was sent (the
+    /// hint vanished from storage, or every replica of a departed owner's key is down).
+    fn replay_one<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        membership: Option<&Membership>,
+        owner: NodeId,
+        departed: bool,
+        stored: Bytes,
+    ) -> bool {
+        let Some((_, key)) = parse_hint_key(&stored) else {
+            return false;
+        };
+        let record = match ctx.storage.get(&stored) {
+            Ok(Some(record)) => record,
+            _ => {
+                self.forget_hint(owner, &stored);
+                return false;
+            }
+        };
+        let target = if departed {
+            let replicas = ctx
+                .ring
+                .preference_list(&key, usize::from(ctx.config.cluster.n));
+            let down: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|&r| is_down(membership, r))
+                .collect();
+            match rehome_target(&replicas, ctx.id, &down, self.round) {
+                Some(target) => target,
+                None => return false,
+            }
+        } else {
+            owner
+        };
+        let op = ctx.allocate_operation();
+        let replay = Replay {
+            target,
+            stored: stored.clone(),
+            round: self.round,
+            delivered: record.clone(),
+        };
+        self.replays.insert(op, replay);
+        self.in_flight.insert(stored);
+        self.stats.replayed += 1;
+        if target == ctx.id {
+            self.rehome_here(ctx, op, key, &record);
+        } else {
+            ctx.send(target, Message::Write { op, key, record });
+        }
+        true
+    }
+
     /// Applies a hint whose owner left the ring as this node's own copy of the key (it replicates
     /// the key now); the hint goes once that copy is durable, through the same reply path as a
-    /// replay (`on_hint_replay_reply` from this node, with no key digest).
-    fn rehome_here(&mut self, op: OperationId, key: Bytes, record: &Record) {
-        let id = self.ctx.id;
-        match self.ctx.apply(key, record, AfterPersist::AckLocal(op)) {
+    /// replay (`on_replay_reply` from this node, with no key digest).
+    fn rehome_here<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        op: OperationId,
+        key: Bytes,
+        record: &Record,
+    ) {
+        let id = ctx.id;
+        match ctx.apply(key, record, AfterPersist::AckLocal(op)) {
             Ok(Applied::Now) => {
-                self.on_hint_replay_reply(id, op, None, true);
+                self.on_replay_reply(ctx, id, op, None, true);
             }
             Ok(Applied::Pending) => {}
             Err(_) => {
-                self.on_hint_replay_reply(id, op, None, false);
+                self.on_replay_reply(ctx, id, op, None, false);
             }
         }
     }
@@ -394,7 +454,7 @@ impl<S: Storage> Node<S> {
         age_max: Duration,
         budget: usize,
     ) -> Vec<Bytes> {
-        let Some(queue) = self.hints.queues.get_mut(&owner) else {
+        let Some(queue) = self.queues.get_mut(&owner) else {
             return Vec::new();
         };
         let (mut aged, mut young) = (Vec::new(), Vec::new());
@@ -403,9 +463,9 @@ impl<S: Storage> Node<S> {
             let old = hint_aged(stored_at, now.monotonic, age_max);
             if old && !entry.aged {
                 entry.aged = true;
-                self.hints.stats.aged += 1;
+                self.stats.aged += 1;
             }
-            if self.hints.in_flight.contains(stored) {
+            if self.in_flight.contains(stored) {
                 continue;
             }
             let pick = if old { &mut aged } else { &mut young };
@@ -426,61 +486,61 @@ impl<S: Storage> Node<S> {
     /// Only the target's reply about the hint's key counts: the owner's, or for an owner that left
     /// the ring the current replica it was re-homed to (`key_digest` `None`: this node's own copy,
     /// which only a hint re-homed here is). Any other reply carrying the id is stale and leaves
-    /// the replay waiting.
-    pub(super) fn on_hint_replay_reply(
+    /// the replay waiting. Returns whether `op` was a replay's id (so the reply is consumed).
+    pub(super) fn on_replay_reply<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         op: OperationId,
         key_digest: Option<u64>,
         ok: bool,
     ) -> bool {
-        let Some((target, stored, _, _)) = self.hints.replays.get(&op) else {
+        let Some(replay) = self.replays.get(&op) else {
             return false;
         };
         let about_key = match key_digest {
-            None => *target == self.ctx.id,
-            Some(digest) => {
-                parse_hint_key(stored).is_some_and(|(_, key)| digest == crate::id::key_digest(&key))
-            }
+            None => replay.target == ctx.id,
+            Some(digest) => parse_hint_key(&replay.stored)
+                .is_some_and(|(_, key)| digest == crate::id::key_digest(&key)),
         };
-        if from != *target || !about_key {
-            self.ctx.stats.stale_replies += 1;
+        if from != replay.target || !about_key {
+            ctx.stats.stale_replies += 1;
             return true;
         }
-        let Some((target, stored, _, delivered)) = self.hints.replays.remove(&op) else {
+        let Some(replay) = self.replays.remove(&op) else {
             return false;
         };
-        self.hints.in_flight.remove(&stored);
-        let Some((owner, _)) = parse_hint_key(&stored) else {
+        self.in_flight.remove(&replay.stored);
+        let Some((owner, _)) = parse_hint_key(&replay.stored) else {
             return true;
         };
         if ok {
-            let current = self.ctx.storage.get(&stored).ok().flatten();
-            if current.as_ref() == Some(&delivered) {
-                self.hints.stats.delivered += 1;
-                if target != owner {
-                    self.hints.stats.rehomed += 1;
+            let current = ctx.storage.get(&replay.stored).ok().flatten();
+            if current.as_ref() == Some(&replay.delivered) {
+                self.stats.delivered += 1;
+                if replay.target != owner {
+                    self.stats.rehomed += 1;
                 }
-                self.delete_hint(owner, &stored);
+                self.delete_hint(ctx, owner, &replay.stored);
             }
         }
         true
     }
 
-    fn delete_hint(&mut self, owner: NodeId, stored: &Bytes) {
-        if self.ctx.storage.delete(stored).is_ok() {
-            self.ctx.durability.staged_one();
+    fn delete_hint<S: Storage>(&mut self, ctx: &mut Context<S>, owner: NodeId, stored: &Bytes) {
+        if ctx.storage.delete(stored).is_ok() {
+            ctx.durability.staged_one();
         }
         self.forget_hint(owner, stored);
     }
 
     fn forget_hint(&mut self, owner: NodeId, stored: &Bytes) {
-        if let Some(queue) = self.hints.queues.get_mut(&owner) {
+        if let Some(queue) = self.queues.get_mut(&owner) {
             if let Some(entry) = queue.keys.remove(stored) {
                 queue.bytes -= entry.bytes;
             }
             if queue.keys.is_empty() {
-                self.hints.queues.remove(&owner);
+                self.queues.remove(&owner);
             }
         }
     }
@@ -488,34 +548,60 @@ impl<S: Storage> Node<S> {
     /// A new ring was adopted: replays in flight to a node that is no longer a member will never
     /// be answered, so they are forgotten now and their hints re-homed by the next round (see the
     /// module doc) rather than two rounds later.
-    pub(super) fn hints_adopt_ring(&mut self) {
-        let ring = &self.ctx.ring;
+    pub(super) fn adopt_ring(&mut self, ring: &Ring) {
         let gone: Vec<OperationId> = self
-            .hints
             .replays
             .iter()
-            .filter(|(_, (target, _, _, _))| !ring.contains(*target))
+            .filter(|(_, replay)| !ring.contains(replay.target))
             .map(|(&op, _)| op)
             .collect();
         for op in gone {
-            if let Some((_, stored, _, _)) = self.hints.replays.remove(&op) {
-                self.hints.in_flight.remove(&stored);
+            if let Some(replay) = self.replays.remove(&op) {
+                self.in_flight.remove(&replay.stored);
             }
         }
     }
 
     /// Hints waiting, per owner: (count, bytes).
-    pub fn pending_hints(&self) -> BTreeMap<NodeId, (usize, u64)> {
-        self.hints
-            .queues
+    pub(super) fn pending(&self) -> BTreeMap<NodeId, (usize, u64)> {
+        self.queues
             .iter()
             .map(|(&owner, q)| (owner, (q.keys.len(), q.bytes)))
             .collect()
     }
 
-    /// Hint counters.
-    pub fn hint_stats(&self) -> &HintStats {
-        &self.hints.stats
+    /// Internal consistency; panics only on a bug in this crate. Paired: a hint is in flight
+    /// exactly when one replay carries it, and that hint is still queued for its owner (a hint
+    /// is deleted only after its replay is answered); each queue's byte count is the sum of
+    /// its entries and holds only its owner's hints.
+    pub(super) fn check_invariants(&self) {
+        let replaying: BTreeSet<&Bytes> = self.replays.values().map(|r| &r.stored).collect();
+        assert_eq!(
+            replaying.len(),
+            self.replays.len(),
+            "at most one replay per hint at a time"
+        );
+        assert!(
+            self.in_flight.iter().eq(replaying.iter().copied()),
+            "hints in flight are exactly the hints of replays awaiting an answer"
+        );
+        for replay in self.replays.values() {
+            assert!(replay.round <= self.round, "a replay from a future round");
+            let queued = parse_hint_key(&replay.stored)
+                .and_then(|(owner, _)| self.queues.get(&owner))
+                .is_some_and(|queue| queue.keys.contains_key(&replay.stored));
+            assert!(queued, "a hint in flight is still in its owner's queue");
+        }
+        for (&owner, queue) in &self.queues {
+            let bytes: u64 = queue.keys.values().map(|e| e.bytes).sum();
+            assert_eq!(bytes, queue.bytes, "a queue's bytes are its hints' bytes");
+            for stored in queue.keys.keys() {
+                let parsed = parse_hint_key(stored).map(|(o, _)| o);
+                assert_eq!(parsed, Some(owner), "a hint queued under another owner");
+            }
+        }
+        assert!(self.stats.delivered <= self.stats.replayed);
+        assert!(self.stats.rehomed <= self.stats.delivered);
     }
 }
 
@@ -525,6 +611,184 @@ pub(super) type InFlightHints = BTreeSet<Bytes>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ClusterConfig;
+    use crate::node::store::test_context;
+    use crate::node::Output;
+    use crate::storage::MemStorage;
+    use crate::time::WallMicros;
+    use crate::version::{LwwRecord, LwwVersion};
+
+    fn record(ts: u64) -> Record {
+        Record::Lww(LwwRecord {
+            version: LwwVersion {
+                timestamp_micros: ts,
+                node: NodeId(0),
+                nonce: 0,
+            },
+            value: Some(Bytes::from_static(b"v")),
+            expires_at_micros: None,
+        })
+    }
+
+    fn at(ms: u64) -> Now {
+        Now {
+            monotonic: Instant::from_nanos(ms * 1_000_000),
+            wall: WallMicros(ms * 1_000),
+        }
+    }
+
+    /// Completes what is staged (memory storage) and returns the writes sent: (to, op, key).
+    fn settle(ctx: &mut Context<MemStorage>) -> Vec<(NodeId, OperationId, Bytes)> {
+        if let Some(token) = ctx.durability.take_persist_request() {
+            ctx.storage.sync().expect("memory sync");
+            ctx.durability.persisted(token);
+        }
+        let mut sent = Vec::new();
+        while let Some(output) = ctx.outputs.pop_front() {
+            if let Output::Send {
+                to,
+                message: Message::Write { op, key, .. },
+            } = output
+            {
+                sent.push((to, op, key));
+            }
+        }
+        sent
+    }
+
+    fn queued(hints: &HintStore, owner: NodeId) -> usize {
+        hints.pending().get(&owner).map_or(0, |&(count, _)| count)
+    }
+
+    #[test]
+    fn a_hint_is_deleted_only_once_its_owner_holds_what_was_delivered() {
+        let mut ctx = test_context(0, 3, ClusterConfig::default());
+        let mut hints = HintStore::default();
+        let (owner, key) = (NodeId(1), Bytes::from_static(b"k"));
+        let digest = key_digest(&key);
+        let stored = hints.store(
+            &mut ctx,
+            owner,
+            key.clone(),
+            &record(1),
+            AfterPersist::Nothing,
+        );
+        assert!(stored.is_ok());
+        settle(&mut ctx);
+        hints.replay(&mut ctx, None, at(1));
+        let sent = settle(&mut ctx);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let (to, op, sent_key) = sent[0].clone();
+        assert_eq!((to, sent_key), (owner, key.clone()));
+        hints.check_invariants();
+        // Another node's reply carrying the id is stale: the replay still waits.
+        assert!(hints.on_replay_reply(&mut ctx, NodeId(2), op, Some(digest), true));
+        assert_eq!(ctx.stats.stale_replies, 1);
+        hints.check_invariants();
+        // A newer write merged into the hint while its replay was in flight: the owner's
+        // acknowledgement covers only the older record, so the hint stays (partition-sloppy 639).
+        let merged = hints.store(
+            &mut ctx,
+            owner,
+            key.clone(),
+            &record(2),
+            AfterPersist::Nothing,
+        );
+        assert!(merged.is_ok());
+        assert!(hints.on_replay_reply(&mut ctx, owner, op, Some(digest), true));
+        assert_eq!((queued(&hints, owner), hints.stats.delivered), (1, 0));
+        hints.check_invariants();
+        // The next round replays the newer record; its acknowledgement deletes the hint.
+        hints.replay(&mut ctx, None, at(600));
+        let sent = settle(&mut ctx);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(hints.on_replay_reply(&mut ctx, owner, sent[0].1, Some(digest), true));
+        assert_eq!((queued(&hints, owner), hints.stats.delivered), (0, 1));
+        assert_eq!(ctx.storage.get(&hint_key(owner, &key)).expect("read"), None);
+        // An id that is not a replay's is left to the coordinator.
+        assert!(!hints.on_replay_reply(&mut ctx, owner, op, Some(digest), true));
+        hints.check_invariants();
+    }
+
+    #[test]
+    fn a_full_queue_refuses_a_new_hint_but_still_merges_into_one_it_holds() {
+        let cluster = ClusterConfig {
+            hints_per_target_max: 1,
+            ..ClusterConfig::default()
+        };
+        let mut ctx = test_context(0, 3, cluster);
+        let mut hints = HintStore::default();
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        let then = AfterPersist::Nothing;
+        assert!(hints
+            .store(&mut ctx, NodeId(1), a.clone(), &record(1), then)
+            .is_ok());
+        let refused = hints.store(&mut ctx, NodeId(1), b, &record(1), then);
+        assert!(matches!(refused, Err(ReplicaError::Busy)));
+        assert_eq!(hints.stats.overflowed, 1);
+        assert!(hints
+            .store(&mut ctx, NodeId(1), a, &record(2), then)
+            .is_ok());
+        // Another owner has its own bound; a node outside the ring gets no hint at all.
+        let other = hints.store(
+            &mut ctx,
+            NodeId(2),
+            Bytes::from_static(b"a"),
+            &record(1),
+            then,
+        );
+        assert!(other.is_ok());
+        let outsider = hints.store(
+            &mut ctx,
+            NodeId(9),
+            Bytes::from_static(b"a"),
+            &record(1),
+            then,
+        );
+        assert!(matches!(outsider, Err(ReplicaError::Busy)));
+        assert_eq!(
+            (queued(&hints, NodeId(1)), queued(&hints, NodeId(2))),
+            (1, 1)
+        );
+        hints.check_invariants();
+    }
+
+    #[test]
+    fn a_replay_to_an_owner_that_left_the_ring_is_forgotten_and_the_hint_rehomed() {
+        let mut ctx = test_context(0, 3, ClusterConfig::default());
+        let mut hints = HintStore::default();
+        let (owner, key) = (NodeId(1), Bytes::from_static(b"k"));
+        let stored = hints.store(
+            &mut ctx,
+            owner,
+            key.clone(),
+            &record(1),
+            AfterPersist::Nothing,
+        );
+        assert!(stored.is_ok());
+        settle(&mut ctx);
+        hints.replay(&mut ctx, None, at(1));
+        assert_eq!(settle(&mut ctx).len(), 1);
+        ctx.ring.remove_node(owner).expect("a member");
+        hints.adopt_ring(&ctx.ring);
+        assert!(hints.replays.is_empty(), "its answer will never come");
+        hints.check_invariants();
+        // The next round re-homes it to a current replica of the key (never the departed owner),
+        // or applies it here as this node's own copy.
+        hints.replay(&mut ctx, None, at(600));
+        let sent = settle(&mut ctx);
+        assert_eq!(hints.stats.replayed, 2);
+        assert!(sent.iter().all(|&(to, _, _)| to != owner), "{sent:?}");
+        hints.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "hints in flight are exactly")]
+    fn a_hint_in_flight_without_its_replay_is_caught() {
+        let mut hints = HintStore::default();
+        hints.in_flight.insert(hint_key(NodeId(1), b"k"));
+        hints.check_invariants();
+    }
 
     #[test]
     fn hint_keys_round_trip_and_sort_by_owner() {

@@ -187,7 +187,7 @@ impl<S: Storage> Node<S> {
             usize::from(self.ctx.config.cluster.n),
         );
         self.handover_adopt(held);
-        self.anti_entropy.cursor = 0;
+        self.anti_entropy.adopt_ring();
         self.cancel_tree_rebuild();
         self.rebuild_trees();
         self.hints_adopt_ring();
@@ -470,6 +470,200 @@ impl<S: Storage> Node<S> {
         self.handover.check_invariants(&self.ctx.my_ranges);
         self.paxos.check_invariants(&self.ctx.durability);
         self.ctx.scan_index.check_invariants();
+        self.hints.check_invariants();
+        self.anti_entropy
+            .check_invariants(&self.ctx.trees, &self.ctx.ring);
+        self.ctx.tree_rebuild.check_invariants(&self.ctx.ring);
+    }
+}
+
+// ---- dispatch: replica, hints, anti-entropy, tree rebuild ----
+impl<S: Storage> Node<S> {
+    fn serve_read(&mut self, from: NodeId, op: crate::id::OperationId, key: &[u8]) {
+        self.replica.serve_read(&mut self.ctx, from, op, key);
+    }
+
+    fn serve_write(
+        &mut self,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key: bytes::Bytes,
+        record: crate::version::Record,
+    ) {
+        self.replica
+            .serve_write(&mut self.ctx, from, op, key, record);
+    }
+
+    fn serve_hinted_write(
+        &mut self,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key: bytes::Bytes,
+        record: crate::version::Record,
+        owner: NodeId,
+    ) {
+        self.hints
+            .serve_hinted_write(&mut self.ctx, from, op, key, record, owner);
+    }
+
+    /// Work released by durability, routed by what waited: a replica's acknowledgement, the
+    /// coordinator's own copy, a handover mark or a Paxos reply.
+    fn after_persist(&mut self, then: durability::AfterPersist) {
+        match then {
+            durability::AfterPersist::AckRemote { to, op, key_digest } => {
+                replica::Replica::acknowledge(
+                    &mut self.ctx,
+                    to,
+                    op,
+                    key_digest,
+                    Ok(replica::Applied::Now),
+                );
+            }
+            durability::AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
+            durability::AfterPersist::HandoverDurable(mark) => self.handover.on_durable(mark),
+            durability::AfterPersist::PaxosReply(number) => self.paxos_reply_durable(number),
+            durability::AfterPersist::Nothing => {}
+        }
+    }
+
+    /// Work that waited on a sync that failed, routed as in `after_persist`.
+    fn after_persist_failed(&mut self, then: durability::AfterPersist) {
+        match then {
+            durability::AfterPersist::AckRemote { to, op, key_digest } => {
+                let refused = Err(crate::message::ReplicaError::Storage);
+                replica::Replica::acknowledge(&mut self.ctx, to, op, key_digest, refused);
+            }
+            durability::AfterPersist::AckLocal(op) => {
+                let id = self.ctx.id;
+                self.on_write_reply(id, op, None, Err(crate::message::ReplicaError::Storage));
+            }
+            durability::AfterPersist::PaxosReply(number) => self.paxos_reply_failed(number),
+            // A poisoned node never becomes durable: its handover stays pending.
+            durability::AfterPersist::HandoverDurable(_) | durability::AfterPersist::Nothing => {}
+        }
+    }
+
+    fn store_hint(
+        &mut self,
+        owner: NodeId,
+        key: bytes::Bytes,
+        record: &crate::version::Record,
+        then: durability::AfterPersist,
+    ) -> Result<replica::Applied, crate::message::ReplicaError> {
+        self.hints.store(&mut self.ctx, owner, key, record, then)
+    }
+
+    fn on_hint_replay_reply(
+        &mut self,
+        from: NodeId,
+        op: crate::id::OperationId,
+        key_digest: Option<u64>,
+        ok: bool,
+    ) -> bool {
+        self.hints
+            .on_replay_reply(&mut self.ctx, from, op, key_digest, ok)
+    }
+
+    fn rebuild_hints(&mut self) {
+        self.hints.rebuild(&mut self.ctx);
+    }
+
+    fn arm_hint_replay(&mut self, now: Now) {
+        hints::HintStore::arm_replay(&mut self.ctx, now);
+    }
+
+    fn replay_hints(&mut self, now: Now) {
+        self.hints
+            .replay(&mut self.ctx, self.membership.as_ref(), now);
+    }
+
+    fn hints_adopt_ring(&mut self) {
+        self.hints.adopt_ring(&self.ctx.ring);
+    }
+
+    /// Hints waiting, per owner: (count, bytes).
+    pub fn pending_hints(&self) -> std::collections::BTreeMap<NodeId, (usize, u64)> {
+        self.hints.pending()
+    }
+
+    /// Hint counters.
+    pub fn hint_stats(&self) -> &hints::HintStats {
+        &self.hints.stats
+    }
+
+    fn rebuild_trees(&mut self) {
+        self.ctx.rebuild_indexes();
+    }
+
+    /// Operator: compare every range this node replicates (and offer every range it holds but no
+    /// longer replicates) with the other replicas now, back to back, instead of waiting for the
+    /// periodic sweep. Returns the rounds scheduled. Works even with periodic anti-entropy off.
+    pub fn start_repair(&mut self, now: Now) -> usize {
+        let rounds = self.anti_entropy.start_repair(&mut self.ctx, now);
+        self.finish_input();
+        rounds
+    }
+
+    /// Anti-entropy rounds still to run for an operator's repair.
+    pub fn repair_rounds_left(&self) -> usize {
+        self.anti_entropy.repair_rounds_left
+    }
+
+    /// Anti-entropy counters.
+    pub fn anti_entropy_stats(&self) -> &AntiEntropyStats {
+        &self.anti_entropy.stats
+    }
+
+    fn arm_anti_entropy(&mut self, now: Now) {
+        antientropy::AntiEntropy::arm(&mut self.ctx, now);
+    }
+
+    fn anti_entropy_round(&mut self, now: Now) {
+        self.anti_entropy.round(&mut self.ctx, now);
+    }
+
+    fn on_ae_roots(&mut self, from: NodeId, roots: Vec<(u32, u64)>) {
+        self.anti_entropy.on_roots(&mut self.ctx, from, roots);
+    }
+
+    fn on_ae_interior(&mut self, from: NodeId, range: u32, hashes: Vec<u64>) {
+        self.anti_entropy
+            .on_interior(&mut self.ctx, from, range, hashes);
+    }
+
+    fn on_ae_leaves(&mut self, from: NodeId, range: u32, groups: Vec<(u8, Vec<u64>)>) {
+        self.anti_entropy
+            .on_leaves(&mut self.ctx, from, range, groups);
+    }
+
+    fn on_ae_digests(
+        &mut self,
+        from: NodeId,
+        range: u32,
+        leaves: Vec<u16>,
+        entries: Vec<(bytes::Bytes, u64)>,
+    ) {
+        self.anti_entropy
+            .on_digests(&mut self.ctx, from, range, leaves, entries);
+    }
+
+    fn on_ae_records(
+        &mut self,
+        from: NodeId,
+        records: Vec<(bytes::Bytes, crate::version::Record)>,
+        want: Vec<bytes::Bytes>,
+    ) {
+        self.anti_entropy
+            .on_records(&mut self.ctx, from, records, want);
+    }
+
+    fn cancel_tree_rebuild(&mut self) {
+        self.ctx.tree_rebuild.cancel();
+    }
+
+    /// Rebuild counters.
+    pub fn tree_rebuild_stats(&self) -> &TreeRebuildStats {
+        self.ctx.tree_rebuild.stats()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The replica side: serve reads, merge writes, and acknowledge only once durable.
 
+use super::context::Context;
 use super::durability::AfterPersist;
-use super::Node;
 use crate::id::{key_digest, NodeId, OperationId};
 use crate::message::{Message, ReplicaError};
 use crate::storage::Storage;
@@ -23,13 +23,19 @@ pub(super) enum Applied {
     Now,
 }
 
-impl<S: Storage> Node<S> {
-    pub(super) fn serve_read(&mut self, from: NodeId, op: OperationId, key: &[u8]) {
-        let record = self.ctx.local_record(key);
-        self.ctx
-            .observe_record(record.as_ref().ok().and_then(Option::as_ref));
+impl Replica {
+    /// A coordinator's `Read`: answers with the local record (or the refusal to read it).
+    pub(super) fn serve_read<S: Storage>(
+        &mut self,
+        ctx: &mut Context<S>,
+        from: NodeId,
+        op: OperationId,
+        key: &[u8],
+    ) {
+        let record = ctx.local_record(key);
+        ctx.observe_record(record.as_ref().ok().and_then(Option::as_ref));
         let key_digest = key_digest(key);
-        self.ctx.send(
+        ctx.send(
             from,
             Message::ReadReply {
                 op,
@@ -39,81 +45,57 @@ impl<S: Storage> Node<S> {
         );
     }
 
-    pub(super) fn serve_write(
+    /// A coordinator's `Write`: merged into local storage and acknowledged once durable (at
+    /// once when nothing is pending; otherwise `AfterPersist::AckRemote` does it later).
+    pub(super) fn serve_write<S: Storage>(
         &mut self,
+        ctx: &mut Context<S>,
         from: NodeId,
         op: OperationId,
         key: Bytes,
         record: Record,
     ) {
-        let nth = self.ctx.config.cluster.unsafe_drop_every_nth_write;
+        let nth = ctx.config.cluster.unsafe_drop_every_nth_write;
         if nth > 0 {
-            self.replica.writes_received += 1;
-            if self.replica.writes_received.is_multiple_of(u64::from(nth)) {
+            self.writes_received += 1;
+            if self.writes_received.is_multiple_of(u64::from(nth)) {
                 return;
             }
         }
-        self.ctx.observe_record(Some(&record));
+        ctx.observe_record(Some(&record));
         let key_digest = key_digest(&key);
         let then = AfterPersist::AckRemote {
             to: from,
             op,
             key_digest,
         };
-        match self
-            .ctx
-            .apply_with(key, &record, then, super::context::Context::merge_received)
-        {
-            Ok(Applied::Now) => self.after_persist(then),
-            Ok(Applied::Pending) => {}
-            Err(e) => self.ctx.send(
-                from,
-                Message::WriteReply {
-                    op,
-                    key_digest,
-                    result: Err(e),
-                },
-            ),
-        }
+        let applied = ctx.apply_with(key, &record, then, Context::merge_received);
+        Self::acknowledge(ctx, from, op, key_digest, applied);
     }
 
-    pub(super) fn after_persist(&mut self, then: AfterPersist) {
-        match then {
-            AfterPersist::AckRemote { to, op, key_digest } => {
-                let result = Ok(());
-                let reply = Message::WriteReply {
-                    op,
-                    key_digest,
-                    result,
-                };
-                self.ctx.send(to, reply);
-            }
-            AfterPersist::AckLocal(op) => self.on_local_write_durable(op),
-            AfterPersist::HandoverDurable(mark) => self.handover.on_durable(mark),
-            AfterPersist::PaxosReply(number) => self.paxos_reply_durable(number),
-            AfterPersist::Nothing => {}
-        }
-    }
-
-    pub(super) fn after_persist_failed(&mut self, then: AfterPersist) {
-        match then {
-            AfterPersist::AckRemote { to, op, key_digest } => {
-                let result = Err(ReplicaError::Storage);
-                let reply = Message::WriteReply {
-                    op,
-                    key_digest,
-                    result,
-                };
-                self.ctx.send(to, reply);
-            }
-            AfterPersist::AckLocal(op) => {
-                let id = self.ctx.id;
-                self.on_write_reply(id, op, None, Err(ReplicaError::Storage));
-            }
-            AfterPersist::PaxosReply(number) => self.paxos_reply_failed(number),
-            // A poisoned node never becomes durable: its handover stays pending.
-            AfterPersist::HandoverDurable(_) | AfterPersist::Nothing => {}
-        }
+    /// Answers a write round trip according to how its record was applied: now if it is
+    /// already durable, never if it waits (the durability pipeline answers then), and at once
+    /// with the refusal if it failed.
+    pub(super) fn acknowledge<S>(
+        ctx: &mut Context<S>,
+        to: NodeId,
+        op: OperationId,
+        key_digest: u64,
+        applied: Result<Applied, ReplicaError>,
+    ) {
+        let result = match applied {
+            Ok(Applied::Now) => Ok(()),
+            Ok(Applied::Pending) => return,
+            Err(e) => Err(e),
+        };
+        ctx.send(
+            to,
+            Message::WriteReply {
+                op,
+                key_digest,
+                result,
+            },
+        );
     }
 }
 
@@ -121,7 +103,7 @@ impl<S: Storage> Node<S> {
 mod tests {
     use super::*;
     use crate::config::{ClusterConfig, NodeConfig};
-    use crate::node::Output;
+    use crate::node::{Node, Output};
     use crate::ring::{NodeLocation, Ring};
     use crate::storage::{MemStorage, StorageError};
     use crate::time::{Instant, Now, WallMicros};

@@ -16,6 +16,9 @@ use crate::storage::{Storage, StorageError};
 use crate::version::{merge_into, Record};
 use bytes::Bytes;
 
+/// Keys read per storage scan call while rebuilding the indexes.
+const REBUILD_SCAN_BATCH: usize = 4096;
+
 impl<S: Storage> Context<S> {
     /// Reads the local record, reporting storage errors as an event. After a failed sync the
     /// record is served if it is durable, and refused if its key was staged since the last
@@ -128,8 +131,10 @@ impl<S: Storage> Context<S> {
         }
     }
 
-    /// Folds a staged write into its range's tree.
-    pub(super) fn tree_update(&mut self, key: &Bytes, record: &Record) {
+    /// Folds a staged write into the indexes: its range's tree, the scan index and a tree
+    /// rebuild's shadow. Called only by `stage` (and `rebuild_indexes`), so no write that storage
+    /// holds is missing from an index, whichever mechanism made it.
+    fn tree_update(&mut self, key: &Bytes, record: &Record) {
         if key.starts_with(super::hints::RESERVED_PREFIX) {
             return; // hints are not replicated data
         }
@@ -137,41 +142,59 @@ impl<S: Storage> Context<S> {
         if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
             self.trees.entry(range).or_default().update(key, record);
         }
-        self.tree_rebuild_track(key, record);
+        self.tree_rebuild.track(&self.ring, key, record);
     }
 
+    /// Rebuilds every index (the hash trees and the scan index) from storage: at start-up and on
+    /// every ring change (ranges moved); a later full tree rebuild (`tree_rebuild`) catches bit
+    /// rot.
+    pub(super) fn rebuild_indexes(&mut self) {
+        self.trees.clear();
+        self.scan_index.clear();
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let batch = match self.storage.scan(&start, REBUILD_SCAN_BATCH) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    self.outputs
+                        .push_back(Output::Event(NodeEvent::StorageError {
+                            reason: e.to_string(),
+                        }));
+                    return;
+                }
+            };
+            let Some((last, _)) = batch.last() else { break };
+            let mut next = last.to_vec();
+            next.push(0);
+            let done = batch.len() < REBUILD_SCAN_BATCH;
+            for (key, record) in &batch {
+                self.tree_update(key, record);
+                // Stamps after a restart stay above everything this node stores. The clock floor
+                // is a bound set a window ahead, not a stamp: folding it in here (this rebuild
+                // also runs on every ring change) would push the clock up to a window ahead of
+                // the wall clock on a running node, and its next writes would beat later writes
+                // of nodes whose clocks agree with it (lost updates, gossip-20 seeds 3, ...).
+                // `load_clock_floor` folds it in once, at start-up, where it is needed.
+                if key.as_ref() != super::CLOCK_FLOOR_KEY {
+                    self.observe_record(Some(record));
+                }
+            }
+            if done {
+                break;
+            }
+            start = next;
+        }
+    }
+
+    /// The tree of `range`, created empty if none (a peer may ask about a range not held yet).
     pub(super) fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
         self.trees.entry(range).or_default()
     }
 
     /// Keeps the token index up to date with a staged (or rebuilt) record.
-    pub(super) fn scan_index_update(&mut self, key: &Bytes, record: &Record) {
+    fn scan_index_update(&mut self, key: &Bytes, record: &Record) {
         let range = self.ring.range_index_for_hash(Ring::key_hash(key));
         self.scan_index.update(range, key, is_live(record));
-    }
-
-    /// A staged write for a key the scan has already passed goes into the shadow too.
-    pub(super) fn tree_rebuild_track(&mut self, key: &Bytes, record: &Record) {
-        let passed = self
-            .tree_rebuild
-            .current
-            .as_ref()
-            .is_some_and(|r| key.as_ref() < r.next_key.as_slice());
-        if passed {
-            self.shadow_update(key, record);
-        }
-    }
-
-    pub(super) fn shadow_update(&mut self, key: &Bytes, record: &Record) {
-        if key.starts_with(super::hints::RESERVED_PREFIX) {
-            return;
-        }
-        let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) else {
-            return;
-        };
-        if let Some(rebuild) = self.tree_rebuild.current.as_mut() {
-            rebuild.shadow.entry(range).or_default().update(key, record);
-        }
     }
 
     /// How a replica merges a record a coordinator wrote to it. TEST ONLY knob
@@ -190,4 +213,41 @@ impl<S: Storage> Context<S> {
         }
         crate::version::merge_into(local, incoming)
     }
+}
+
+/// A context for the unit tests of one mechanism: node `me` of a ring of `nodes` nodes (one
+/// rack each, 8 tokens each), over fresh memory storage, its incarnation already durable (as a
+/// driver makes it before any input). Built through `Node::new` so it is exactly a node's body.
+#[cfg(test)]
+pub(super) fn test_context(
+    me: u32,
+    nodes: u32,
+    cluster: crate::config::ClusterConfig,
+) -> Context<crate::storage::MemStorage> {
+    use crate::ring::NodeLocation;
+    let mut ring = Ring::new(8);
+    for i in 0..nodes {
+        let location = NodeLocation {
+            datacenter: "dc".into(),
+            rack: format!("r{i}"),
+            weight: 1,
+        };
+        ring.add_node(crate::id::NodeId(i), location)
+            .expect("fresh node");
+    }
+    let config = crate::config::NodeConfig {
+        id: crate::id::NodeId(me),
+        cluster,
+        rng_seed: u64::from(me),
+    };
+    let node = super::Node::new(config, ring, crate::storage::MemStorage::new()).expect("valid");
+    let mut ctx = node.ctx;
+    while let Some(output) = ctx.outputs.pop_front() {
+        if let Output::Persist { token } = output {
+            ctx.storage.sync().expect("memory sync");
+            assert!(ctx.durability.persisted(token).is_empty());
+        }
+    }
+    assert!(ctx.incarnation_durable());
+    ctx
 }
