@@ -27,8 +27,9 @@
 //! Peers are chosen among `Alive` and `Suspect` members; in addition, with probability
 //! `down / (live + 1)`, one `Down` member is contacted, so the two sides of a healed partition
 //! find each other again and a cluster started before its seeds were up still forms. A local pause
-//! (the driver did not call [`Membership::tick`] for over half the suspicion time) shifts every
-//! member's progress time by the pause: this node's own stall is not evidence against its peers.
+//! (the driver did not call [`Membership::handle_timeout`] for over half the suspicion time)
+//! shifts every member's progress time by the pause: this node's own stall is not evidence
+//! against its peers.
 //!
 //! ## The ring
 //! The ring is an ordered log of changes ([`RingChange`]: join, leave, remove) replayed onto an
@@ -39,10 +40,12 @@
 //! node; the loser's node reports [`MembershipEvent::RingChangeDiscarded`], never silently.
 //!
 //! ## Driving it
-//! Every input is followed by a full drain of [`Membership::poll_output`]:
-//! * at start: [`Membership::new`], then [`Membership::tick`] at once (it gossips immediately);
-//! * whenever `now >= poll_timeout()`: [`Membership::tick`] (spurious calls are harmless);
-//! * on every decoded [`GossipMessage`] from the network: [`Membership::handle_gossip`];
+//! It speaks the grammar of every machine in core (`handle_*` in, `poll_*` out). Every input is
+//! followed by a full drain of [`Membership::poll_output`]:
+//! * at start: [`Membership::new`], then [`Membership::handle_timeout`] at once (it gossips
+//!   immediately);
+//! * whenever `now >= poll_timeout()`: [`Membership::handle_timeout`] (spurious calls are harmless);
+//! * on every decoded [`GossipMessage`] from the network: [`Membership::handle_message`];
 //! * on an operator command: [`Membership::join`] / [`Membership::leave`] / [`Membership::remove`].
 //!
 //! Outputs: [`MembershipOutput::Send`] (encode with `crate::codec::encode_value`) and
@@ -350,7 +353,7 @@ impl Membership {
     /// Runs failure detection and, when due, a gossip round: raise the own heartbeat and send a
     /// `Syn` to `fanout` random live peers (plus sometimes one `Down` peer). Call it whenever
     /// `now >= poll_timeout()`; an early call only re-checks deadlines.
-    pub fn tick(&mut self, now: Instant, rng: &mut impl Rng) {
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
         self.observe(now);
         if let Some(last) = self.last_tick_at {
             let gap = now.saturating_duration_since(last);
@@ -373,7 +376,7 @@ impl Membership {
 
     /// Merges a gossip message from `from`, adopts a newer valid ring, and answers a `Syn` with an
     /// `Ack`. Messages over the limits are refused whole and counted; never panics on any input.
-    pub fn handle_gossip(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
         self.observe(now);
         if from == self.id || message.entries().len() > self.config.members_max {
             self.stats.messages_refused += 1;
@@ -439,8 +442,8 @@ impl Membership {
         self.outputs.pop_front()
     }
 
-    /// When [`Membership::tick`] should next be called: the next gossip round or the next
-    /// suspicion deadline, whichever is first.
+    /// When [`Membership::handle_timeout`] should next be called: the next gossip round or the
+    /// next suspicion deadline, whichever is first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let suspect = self.config.suspect_after();
         let down = self.config.down_after_total();

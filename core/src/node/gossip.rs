@@ -201,7 +201,7 @@ impl<S: Storage> Node<S> {
             self.ctx.stats.stale_replies += 1;
             return;
         };
-        machine.handle_gossip(now.monotonic, from, message);
+        machine.handle_message(now.monotonic, from, message);
         self.drain_membership(now);
     }
 
@@ -211,7 +211,7 @@ impl<S: Storage> Node<S> {
             return;
         };
         if machine.poll_timeout().is_some_and(|at| at <= now.monotonic) {
-            machine.tick(now.monotonic, &mut self.ctx.rng);
+            machine.handle_timeout(now.monotonic, &mut self.ctx.rng);
             self.drain_membership(now);
         }
     }
