@@ -9,6 +9,7 @@ use crate::ring::{Member, NodeLocation};
 use crate::storage::MemStorage;
 use crate::time::{Instant, Now, WallMicros};
 use bytes::Bytes;
+use std::collections::VecDeque;
 
 pub(super) const STEP_MS: u64 = 20;
 

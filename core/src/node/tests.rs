@@ -10,6 +10,7 @@ use crate::storage::MemStorage;
 use crate::time::{Instant, Now, WallMicros};
 use crate::version::ConflictMode;
 use bytes::Bytes;
+use std::collections::VecDeque;
 
 struct Cluster {
     nodes: Vec<Node<MemStorage>>,
