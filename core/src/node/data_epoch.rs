@@ -130,7 +130,7 @@ mod tests {
             },
             rng_seed: process,
         };
-        let mut node = Node::new(config, ring, storage).expect("valid");
+        let mut node = Node::new(config, ring, storage, now()).expect("valid");
         drain_persisting(&mut node);
         node
     }
@@ -235,7 +235,7 @@ mod tests {
             },
             rng_seed: process,
         };
-        Node::new(config, ring, storage).expect("valid")
+        Node::new(config, ring, storage, now()).expect("valid")
     }
 
     /// Plays the driver and the other replicas: completes every persist, acknowledges every

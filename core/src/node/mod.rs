@@ -85,9 +85,17 @@ pub struct Node<S: Storage> {
 }
 
 impl<S: Storage> Node<S> {
-    /// Builds a node over `storage` (which holds whatever survived a previous run). The ring is
-    /// given whole here; membership changes arrive through the failure-handling machinery.
-    pub fn new(config: NodeConfig, mut ring: Ring, storage: S) -> Result<Self, ConfigError> {
+    /// Builds a node over `storage` (which holds whatever survived a previous run), started at
+    /// `now`. The ring is given whole here; membership changes arrive through the
+    /// failure-handling machinery. Every periodic mechanism's first round is armed here,
+    /// relative to `now` (the timer table is complete from the start: `poll_timeout` is its
+    /// minimum, and no input arms anything lazily).
+    pub fn new(
+        config: NodeConfig,
+        mut ring: Ring,
+        storage: S,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
         config.cluster.validate()?;
         ring.set_datacenter_replicas(&config.cluster.replicas_per_datacenter);
         let linearizable =
@@ -105,6 +113,8 @@ impl<S: Storage> Node<S> {
             send_failures: SendFailureStats::default(),
             paxos_replies: paxos::PaxosReplies::default(),
         };
+        node.ctx.last_wall = now.wall;
+        node.ctx.last_monotonic = now.monotonic;
         node.ctx.load_clock_floor();
         // Before the bump: the epoch is durable before any operation (and so any dot) starts.
         data_epoch::load(&mut node.ctx);
@@ -112,6 +122,8 @@ impl<S: Storage> Node<S> {
         node.handover_load();
         node.rebuild_trees();
         node.rebuild_hints();
+        node.arm_anti_entropy(now);
+        node.arm_hint_replay(now);
         // Ask for the bump's persist at once: operations wait for it.
         node.finish_input();
         Ok(node)
@@ -196,8 +208,6 @@ impl<S: Storage> Node<S> {
     pub fn handle_client(&mut self, now: Now, request: RequestId, body: ClientRequest) {
         self.ctx.last_wall = now.wall;
         self.ctx.last_monotonic = now.monotonic;
-        self.arm_anti_entropy(now);
-        self.arm_hint_replay(now);
         self.ctx.stats.requests += 1;
         if let Err(incarnation::Deferred::Client(request, body)) =
             self.defer_until_durable(incarnation::Deferred::Client(request, body))
@@ -211,8 +221,6 @@ impl<S: Storage> Node<S> {
     pub fn handle_message(&mut self, now: Now, from: NodeId, message: Message) {
         self.ctx.last_wall = now.wall;
         self.ctx.last_monotonic = now.monotonic;
-        self.arm_anti_entropy(now);
-        self.arm_hint_replay(now);
         self.note_heard(from, now.monotonic);
         if matches!(
             message,
@@ -344,8 +352,6 @@ impl<S: Storage> Node<S> {
     pub fn handle_timeout(&mut self, now: Now) {
         self.ctx.last_wall = now.wall;
         self.ctx.last_monotonic = now.monotonic;
-        self.arm_anti_entropy(now);
-        self.arm_hint_replay(now);
         self.gossip_tick(now);
         if self.ctx.timers.due(Timer::AntiEntropy, now.monotonic) {
             self.anti_entropy_round(now);
@@ -503,7 +509,7 @@ impl<S: Storage> Node<S> {
     ) -> Result<Self, ConfigError> {
         let (machine, restored) =
             gossip::start_machine(config.id, membership, seed_ring, &mut storage, now)?;
-        let mut node = Node::new(config, machine.ring().clone(), storage)?;
+        let mut node = Node::new(config, machine.ring().clone(), storage, now)?;
         if restored && !node.handover_recorded() {
             // A ring newer than the seed but no handover record: this node cannot know which
             // ranges it holds, so it holds none until it has pulled them (see `handover`).
