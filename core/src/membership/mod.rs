@@ -75,6 +75,7 @@ pub use harness::{measure_detection, DetectionReport};
 pub use message::{GossipEntry, GossipMessage};
 pub use ring_log::{RingChange, RingLog, RingLogError, RingState, RingVersion};
 
+use crate::buggify::FaultPoints;
 use crate::config::ConfigError;
 use crate::id::NodeId;
 use crate::ring::{Member, NodeLocation, Ring};
@@ -279,6 +280,11 @@ pub struct Membership {
     stats: MembershipStats,
     /// Where members serve clients (gossiped only once the driver sets this node's own).
     addresses: ClientAddresses,
+    /// Sim-only fault points (off unless the driver sets them: `set_fault_points`).
+    faults: FaultPoints,
+    /// No member is judged `Suspect` before this (moved ahead only by the sim-only fault point
+    /// "membership/suspect-late"; `Down` is never delayed by it).
+    suspect_not_before: Instant,
 }
 
 impl Membership {
@@ -345,6 +351,8 @@ impl Membership {
             outputs: VecDeque::new(),
             stats: MembershipStats::default(),
             addresses: ClientAddresses::default(),
+            faults: FaultPoints::default(),
+            suspect_not_before: Instant::ZERO,
         })
     }
 
@@ -368,6 +376,12 @@ impl Membership {
             }
         }
         self.last_tick_at = Some(now);
+        if crate::buggify!(self.faults, rng, "membership/suspect-late") {
+            // Dangerous but legal: suspicion is only a hint, and declaring it up to a round
+            // later stays within the configured bound (`Down` still comes at
+            // `suspect_after_ms + down_after_ms`). Nothing may rely on an early `Suspect`.
+            self.suspect_not_before = now.saturating_add(self.config.gossip_interval());
+        }
         self.detect(now);
         if now >= self.next_gossip_at {
             self.gossip_round(now, rng);
@@ -451,7 +465,13 @@ impl Membership {
             .members
             .values()
             .filter_map(|state| match state.status {
-                MemberStatus::Alive => Some(state.progress_at.saturating_add(suspect)),
+                MemberStatus::Alive => Some(
+                    state
+                        .progress_at
+                        .saturating_add(suspect)
+                        .max(self.suspect_not_before)
+                        .min(state.progress_at.saturating_add(down)),
+                ),
                 MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
                 MemberStatus::Down | MemberStatus::Left => None,
             })
@@ -561,6 +581,12 @@ impl Membership {
         self.stats
     }
 
+    /// Turns on the sim-only fault points (`crate::buggify`) with the node's own: only the
+    /// simulator enables them. Off by default.
+    pub fn set_fault_points(&mut self, faults: FaultPoints) {
+        self.faults = faults;
+    }
+
     /// Sets where this node serves clients; gossip spreads it ([`addresses`]).
     pub fn set_client_address(&mut self, address: ClientAddress) {
         self.addresses.set_own(address);
@@ -605,6 +631,10 @@ impl Membership {
         assert!(
             self.next_gossip_at <= self.now_max.saturating_add(self.config.gossip_interval()),
             "next gossip round too far ahead"
+        );
+        assert!(
+            self.suspect_not_before <= self.now_max.saturating_add(self.config.gossip_interval()),
+            "suspicion postponed past a round"
         );
     }
 
@@ -664,7 +694,7 @@ impl Membership {
             let silent = now.saturating_duration_since(state.progress_at);
             let judged = if silent >= down {
                 MemberStatus::Down
-            } else if silent >= suspect {
+            } else if silent >= suspect && now >= self.suspect_not_before {
                 MemberStatus::Suspect
             } else {
                 MemberStatus::Alive
@@ -699,7 +729,17 @@ impl Membership {
                 MemberStatus::Left => {}
             }
         }
-        let targets = choose_targets(&live, &down, self.config.fanout, rng);
+        let mut targets = choose_targets(&live, &down, self.config.fanout, rng);
+        if crate::buggify!(self.faults, rng, "gossip/peer-choice") {
+            // Dangerous but legal: any live peer is a valid partner, so one draw is replaced by
+            // the lowest-id live peer not drawn. Skewed partners must not stall detection or
+            // the spread of rings (every merge is a max; every member still gossips itself).
+            if let Some(&other) = live.iter().find(|node| !targets.contains(node)) {
+                if let Some(first) = targets.first_mut() {
+                    *first = other;
+                }
+            }
+        }
         let entries = self.entries();
         let version = self.ring.version();
         let pushes = self.addresses.on_round(self.id, self.incarnation, &targets);

@@ -817,3 +817,51 @@ fn client_addresses_converge_and_follow_a_restart() {
         "the restarted node's new address (and everyone else's, at the restarted node) did not spread"
     );
 }
+
+/// BUGGIFY "membership/suspect-late" and "gossip/peer-choice" (sim-only fault points, all live
+/// here): suspicion may come up to a round late, but never early, and `Down` still comes exactly
+/// at `suspect_after_ms + down_after_ms`; every gossip target stays a distinct member.
+#[test]
+fn with_fault_points_live_detection_stays_within_its_bound() {
+    let config = config();
+    let ring = initial_ring(4, &config);
+    let suspect = config.suspect_after();
+    let down = config.down_after_total();
+    let mut postponed = 0;
+    for seed in 0..64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut m = Membership::new(config.clone(), node_id(0), 1, ring.clone(), Instant::ZERO)
+            .expect("ok");
+        m.set_fault_points(crate::buggify::FaultPoints::new(seed, true));
+        // The peers are silent from the start: their progress is at time zero.
+        let mut t = Instant::ZERO;
+        let end = Instant::ZERO.saturating_add(down.saturating_mul(2));
+        while t <= end {
+            m.handle_timeout(t, &mut rng);
+            m.check_invariants();
+            let silent = t.saturating_duration_since(Instant::ZERO);
+            while let Some(output) = m.poll_output() {
+                if let MembershipOutput::Send { to, .. } = output {
+                    assert!(to != node_id(0) && (1..4).any(|i| node_id(i) == to));
+                }
+            }
+            for peer in 1..4 {
+                let status = m.status(node_id(peer)).expect("known");
+                if silent < suspect {
+                    assert_eq!(status, MemberStatus::Alive, "seed {seed}: suspected early");
+                } else if silent >= down {
+                    assert_eq!(status, MemberStatus::Down, "seed {seed}: down late");
+                } else if status == MemberStatus::Alive {
+                    postponed += 1;
+                }
+            }
+            let next = m.poll_timeout().expect("a timer");
+            assert!(next > t, "seed {seed}: a due timer left at {t:?}");
+            t = next;
+        }
+    }
+    assert!(
+        postponed > 0,
+        "the suspect-late site never fired in 64 seeds"
+    );
+}

@@ -103,8 +103,10 @@ pub(super) fn start_machine<S: Storage>(
     Ok((machine, restored))
 }
 
-/// The machine joined the node: its state is staged and its schedule enters the timer table.
-pub(super) fn started<S: Storage>(ctx: &mut Context<S>, machine: &Membership) {
+/// The machine joined the node: it shares the node's fault points, its state is staged and its
+/// schedule enters the timer table.
+pub(super) fn started<S: Storage>(ctx: &mut Context<S>, machine: &mut Membership) {
+    machine.set_fault_points(ctx.faults);
     persist(ctx, Some(machine));
     ctx.timers.set(Timer::Gossip, machine.poll_timeout());
 }
@@ -314,7 +316,7 @@ mod tests {
             },
             rng_seed: 1,
         };
-        let (machine, restored) = start_machine(
+        let (mut machine, restored) = start_machine(
             NodeId(0),
             config,
             SeedRing::Log(log),
@@ -324,7 +326,7 @@ mod tests {
         .expect("valid");
         assert!(!restored, "nothing persisted: the seed ring");
         let mut ctx = Context::new(node, machine.ring().clone(), MemStorage::new());
-        started(&mut ctx, &machine);
+        started(&mut ctx, &mut machine);
         (ctx, machine)
     }
 

@@ -507,7 +507,7 @@ impl<S: Storage> Node<S> {
         mut storage: S,
         now: Now,
     ) -> Result<Self, ConfigError> {
-        let (machine, restored) =
+        let (mut machine, restored) =
             gossip::start_machine(config.id, membership, seed_ring, &mut storage, now)?;
         let mut node = Node::new(config, machine.ring().clone(), storage, now)?;
         if restored && !node.handover_recorded() {
@@ -515,7 +515,7 @@ impl<S: Storage> Node<S> {
             // ranges it holds, so it holds none until it has pulled them (see `handover`).
             node.handover_forget_all();
         }
-        gossip::started(&mut node.ctx, &machine);
+        gossip::started(&mut node.ctx, &mut machine);
         node.membership = Some(machine);
         node.finish_input();
         Ok(node)
