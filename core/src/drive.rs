@@ -143,7 +143,7 @@ mod tests {
             },
             rng_seed: 7,
         };
-        Node::new(config, ring, MemStorage::new()).expect("valid config")
+        Node::new(config, ring, MemStorage::new(), at(0)).expect("valid config")
     }
 
     fn at(ms: u64) -> Now {

@@ -42,7 +42,7 @@ fn start(storage: Engine, process: u64) -> Node<Engine> {
         },
         rng_seed: process,
     };
-    let mut node = Node::new(config, ring, storage).expect("valid");
+    let mut node = Node::new(config, ring, storage, now()).expect("valid");
     // Core's one drain loop; each completed persist may produce more output.
     loop {
         let mut outputs: Vec<Output> = Vec::new();

@@ -517,6 +517,14 @@ mod tests {
     use ringkv_lsm::fs::SimFs;
     use ringkv_lsm::{Lsm, LsmConfig};
 
+    /// When a test's node starts: before its driver's clock (whose origin is later) reads.
+    fn boot() -> ringkv_core::Now {
+        ringkv_core::Now {
+            monotonic: ringkv_core::Instant::ZERO,
+            wall: ringkv_core::WallMicros(0),
+        }
+    }
+
     fn put(key: &str) -> ClientRequest {
         ClientRequest::Put {
             key: Bytes::copy_from_slice(key.as_bytes()),
@@ -571,6 +579,7 @@ mod tests {
             },
             ring,
             LsmStorage::new(lsm),
+            boot(),
         )
         .expect("node");
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -636,6 +645,7 @@ mod tests {
             },
             ring,
             LsmStorage::new(lsm),
+            boot(),
         )
         .expect("node");
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -690,6 +700,7 @@ mod tests {
             },
             ring,
             LsmStorage::new(lsm),
+            boot(),
         )
         .expect("node");
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -737,6 +748,7 @@ mod tests {
                 },
                 crate::server::build_ring(&settings).expect("ring"),
                 storage,
+                boot(),
             )
             .expect("node");
             let (inputs, inputs_rx) = mpsc::channel(16);

@@ -441,6 +441,10 @@ mod tests {
             },
             ring,
             storage,
+            ringkv_core::Now {
+                monotonic: ringkv_core::Instant::ZERO,
+                wall: ringkv_core::WallMicros(0),
+            },
         )
         .expect("node")
     }

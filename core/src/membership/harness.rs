@@ -354,7 +354,7 @@ impl Harness {
                 if due {
                     let now = self.now;
                     if let Some(machine) = self.machines[index].as_mut() {
-                        machine.tick(now, &mut self.node_rngs[index]);
+                        machine.handle_timeout(now, &mut self.node_rngs[index]);
                     }
                     self.drain(index);
                 }
@@ -370,7 +370,7 @@ impl Harness {
         };
         // Undecodable frames are dropped by the driver, as a real node would.
         if let Ok(message) = crate::codec::decode_value(&delivery.bytes) {
-            machine.handle_gossip(now, delivery.from, message);
+            machine.handle_message(now, delivery.from, message);
         }
         self.drain(delivery.to);
     }

@@ -27,8 +27,9 @@
 //! Peers are chosen among `Alive` and `Suspect` members; in addition, with probability
 //! `down / (live + 1)`, one `Down` member is contacted, so the two sides of a healed partition
 //! find each other again and a cluster started before its seeds were up still forms. A local pause
-//! (the driver did not call [`Membership::tick`] for over half the suspicion time) shifts every
-//! member's progress time by the pause: this node's own stall is not evidence against its peers.
+//! (the driver did not call [`Membership::handle_timeout`] for over half the suspicion time)
+//! shifts every member's progress time by the pause: this node's own stall is not evidence
+//! against its peers.
 //!
 //! ## The ring
 //! The ring is an ordered log of changes ([`RingChange`]: join, leave, remove) replayed onto an
@@ -39,10 +40,12 @@
 //! node; the loser's node reports [`MembershipEvent::RingChangeDiscarded`], never silently.
 //!
 //! ## Driving it
-//! Every input is followed by a full drain of [`Membership::poll_output`]:
-//! * at start: [`Membership::new`], then [`Membership::tick`] at once (it gossips immediately);
-//! * whenever `now >= poll_timeout()`: [`Membership::tick`] (spurious calls are harmless);
-//! * on every decoded [`GossipMessage`] from the network: [`Membership::handle_gossip`];
+//! It speaks the grammar of every machine in core (`handle_*` in, `poll_*` out). Every input is
+//! followed by a full drain of [`Membership::poll_output`]:
+//! * at start: [`Membership::new`], then [`Membership::handle_timeout`] at once (it gossips
+//!   immediately);
+//! * whenever `now >= poll_timeout()`: [`Membership::handle_timeout`] (spurious calls are harmless);
+//! * on every decoded [`GossipMessage`] from the network: [`Membership::handle_message`];
 //! * on an operator command: [`Membership::join`] / [`Membership::leave`] / [`Membership::remove`].
 //!
 //! Outputs: [`MembershipOutput::Send`] (encode with `crate::codec::encode_value`) and
@@ -72,6 +75,7 @@ pub use harness::{measure_detection, DetectionReport};
 pub use message::{GossipEntry, GossipMessage};
 pub use ring_log::{RingChange, RingLog, RingLogError, RingState, RingVersion};
 
+use crate::buggify::FaultPoints;
 use crate::config::ConfigError;
 use crate::id::NodeId;
 use crate::ring::{Member, NodeLocation, Ring};
@@ -276,6 +280,11 @@ pub struct Membership {
     stats: MembershipStats,
     /// Where members serve clients (gossiped only once the driver sets this node's own).
     addresses: ClientAddresses,
+    /// Sim-only fault points (off unless the driver sets them: `set_fault_points`).
+    faults: FaultPoints,
+    /// No member is judged `Suspect` before this (moved ahead only by the sim-only fault point
+    /// "membership/suspect-late"; `Down` is never delayed by it).
+    suspect_not_before: Instant,
 }
 
 impl Membership {
@@ -342,6 +351,8 @@ impl Membership {
             outputs: VecDeque::new(),
             stats: MembershipStats::default(),
             addresses: ClientAddresses::default(),
+            faults: FaultPoints::default(),
+            suspect_not_before: Instant::ZERO,
         })
     }
 
@@ -350,7 +361,7 @@ impl Membership {
     /// Runs failure detection and, when due, a gossip round: raise the own heartbeat and send a
     /// `Syn` to `fanout` random live peers (plus sometimes one `Down` peer). Call it whenever
     /// `now >= poll_timeout()`; an early call only re-checks deadlines.
-    pub fn tick(&mut self, now: Instant, rng: &mut impl Rng) {
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
         self.observe(now);
         if let Some(last) = self.last_tick_at {
             let gap = now.saturating_duration_since(last);
@@ -365,6 +376,12 @@ impl Membership {
             }
         }
         self.last_tick_at = Some(now);
+        if crate::buggify!(self.faults, rng, "membership/suspect-late") {
+            // Dangerous but legal: suspicion is only a hint, and declaring it up to a round
+            // later stays within the configured bound (`Down` still comes at
+            // `suspect_after_ms + down_after_ms`). Nothing may rely on an early `Suspect`.
+            self.suspect_not_before = now.saturating_add(self.config.gossip_interval());
+        }
         self.detect(now);
         if now >= self.next_gossip_at {
             self.gossip_round(now, rng);
@@ -373,7 +390,7 @@ impl Membership {
 
     /// Merges a gossip message from `from`, adopts a newer valid ring, and answers a `Syn` with an
     /// `Ack`. Messages over the limits are refused whole and counted; never panics on any input.
-    pub fn handle_gossip(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
         self.observe(now);
         if from == self.id || message.entries().len() > self.config.members_max {
             self.stats.messages_refused += 1;
@@ -439,8 +456,8 @@ impl Membership {
         self.outputs.pop_front()
     }
 
-    /// When [`Membership::tick`] should next be called: the next gossip round or the next
-    /// suspicion deadline, whichever is first.
+    /// When [`Membership::handle_timeout`] should next be called: the next gossip round or the
+    /// next suspicion deadline, whichever is first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let suspect = self.config.suspect_after();
         let down = self.config.down_after_total();
@@ -448,7 +465,13 @@ impl Membership {
             .members
             .values()
             .filter_map(|state| match state.status {
-                MemberStatus::Alive => Some(state.progress_at.saturating_add(suspect)),
+                MemberStatus::Alive => Some(
+                    state
+                        .progress_at
+                        .saturating_add(suspect)
+                        .max(self.suspect_not_before)
+                        .min(state.progress_at.saturating_add(down)),
+                ),
                 MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
                 MemberStatus::Down | MemberStatus::Left => None,
             })
@@ -558,6 +581,12 @@ impl Membership {
         self.stats
     }
 
+    /// Turns on the sim-only fault points (`crate::buggify`) with the node's own: only the
+    /// simulator enables them. Off by default.
+    pub fn set_fault_points(&mut self, faults: FaultPoints) {
+        self.faults = faults;
+    }
+
     /// Sets where this node serves clients; gossip spreads it ([`addresses`]).
     pub fn set_client_address(&mut self, address: ClientAddress) {
         self.addresses.set_own(address);
@@ -602,6 +631,10 @@ impl Membership {
         assert!(
             self.next_gossip_at <= self.now_max.saturating_add(self.config.gossip_interval()),
             "next gossip round too far ahead"
+        );
+        assert!(
+            self.suspect_not_before <= self.now_max.saturating_add(self.config.gossip_interval()),
+            "suspicion postponed past a round"
         );
     }
 
@@ -661,7 +694,7 @@ impl Membership {
             let silent = now.saturating_duration_since(state.progress_at);
             let judged = if silent >= down {
                 MemberStatus::Down
-            } else if silent >= suspect {
+            } else if silent >= suspect && now >= self.suspect_not_before {
                 MemberStatus::Suspect
             } else {
                 MemberStatus::Alive
@@ -696,7 +729,17 @@ impl Membership {
                 MemberStatus::Left => {}
             }
         }
-        let targets = choose_targets(&live, &down, self.config.fanout, rng);
+        let mut targets = choose_targets(&live, &down, self.config.fanout, rng);
+        if crate::buggify!(self.faults, rng, "gossip/peer-choice") {
+            // Dangerous but legal: any live peer is a valid partner, so one draw is replaced by
+            // the lowest-id live peer not drawn. Skewed partners must not stall detection or
+            // the spread of rings (every merge is a max; every member still gossips itself).
+            if let Some(&other) = live.iter().find(|node| !targets.contains(node)) {
+                if let Some(first) = targets.first_mut() {
+                    *first = other;
+                }
+            }
+        }
         let entries = self.entries();
         let version = self.ring.version();
         let pushes = self.addresses.on_round(self.id, self.incarnation, &targets);

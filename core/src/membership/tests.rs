@@ -424,7 +424,7 @@ fn duplicated_reordered_and_lost_messages_are_tolerated() {
         ring: None,
     };
     for _ in 0..3 {
-        m.handle_gossip(h.now(), node_id(1), old.clone());
+        m.handle_message(h.now(), node_id(1), old.clone());
         m.check_invariants();
     }
     let after: Vec<_> = m
@@ -462,11 +462,11 @@ fn a_local_pause_is_not_blamed_on_peers() {
     let ring = initial_ring(3, &config);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut m = Membership::new(config.clone(), node_id(0), 1, ring, Instant::ZERO).expect("valid");
-    m.tick(Instant::ZERO, &mut rng);
+    m.handle_timeout(Instant::ZERO, &mut rng);
     while m.poll_output().is_some() {}
     // The driver stalls for ten seconds, then ticks: no peer is suspected on that evidence alone.
     let resumed = Instant::ZERO.saturating_add(Duration::from_secs(10));
-    m.tick(resumed, &mut rng);
+    m.handle_timeout(resumed, &mut rng);
     m.check_invariants();
     assert_eq!(m.stats().local_pauses, 1);
     assert_eq!(m.alive_members().len(), 3);
@@ -475,7 +475,7 @@ fn a_local_pause_is_not_blamed_on_peers() {
     let mut t = resumed;
     while t < later {
         t = m.poll_timeout().expect("timer").min(later);
-        m.tick(t, &mut rng);
+        m.handle_timeout(t, &mut rng);
         m.check_invariants();
     }
     assert_eq!(m.alive_members(), vec![node_id(0)]);
@@ -505,7 +505,7 @@ fn untrusted_input_is_refused_never_panics() {
         ring_version: RingVersion::default(),
         ring: None,
     };
-    m.handle_gossip(now, node_id(1), flood);
+    m.handle_message(now, node_id(1), flood);
     assert_eq!(m.stats().messages_refused, 1);
     // Within the message limit but over the table: the extra entries are dropped and counted.
     let many = GossipMessage::Ack {
@@ -519,7 +519,7 @@ fn untrusted_input_is_refused_never_panics() {
         ring_version: RingVersion::default(),
         ring: None,
     };
-    m.handle_gossip(now, node_id(1), many);
+    m.handle_message(now, node_id(1), many);
     m.check_invariants();
     assert!(m.stats().entries_dropped > 0);
     assert!(m.members().len() <= config.members_max);
@@ -570,7 +570,7 @@ fn untrusted_input_is_refused_never_panics() {
     ];
     let before = m.ring_version();
     for log in bad_logs {
-        m.handle_gossip(
+        m.handle_message(
             now,
             node_id(1),
             GossipMessage::Syn {
@@ -601,7 +601,7 @@ fn untrusted_input_is_refused_never_panics() {
         let len = rng.gen_range(0..64);
         let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
         if let Ok(message) = crate::codec::decode_value::<GossipMessage>(&bytes) {
-            m.handle_gossip(now, node_id(2), message);
+            m.handle_message(now, node_id(2), message);
             m.check_invariants();
         }
     }
@@ -815,5 +815,53 @@ fn client_addresses_converge_and_follow_a_restart() {
     assert!(
         moved.is_some(),
         "the restarted node's new address (and everyone else's, at the restarted node) did not spread"
+    );
+}
+
+/// BUGGIFY "membership/suspect-late" and "gossip/peer-choice" (sim-only fault points, all live
+/// here): suspicion may come up to a round late, but never early, and `Down` still comes exactly
+/// at `suspect_after_ms + down_after_ms`; every gossip target stays a distinct member.
+#[test]
+fn with_fault_points_live_detection_stays_within_its_bound() {
+    let config = config();
+    let ring = initial_ring(4, &config);
+    let suspect = config.suspect_after();
+    let down = config.down_after_total();
+    let mut postponed = 0;
+    for seed in 0..64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut m = Membership::new(config.clone(), node_id(0), 1, ring.clone(), Instant::ZERO)
+            .expect("ok");
+        m.set_fault_points(crate::buggify::FaultPoints::new(seed, true));
+        // The peers are silent from the start: their progress is at time zero.
+        let mut t = Instant::ZERO;
+        let end = Instant::ZERO.saturating_add(down.saturating_mul(2));
+        while t <= end {
+            m.handle_timeout(t, &mut rng);
+            m.check_invariants();
+            let silent = t.saturating_duration_since(Instant::ZERO);
+            while let Some(output) = m.poll_output() {
+                if let MembershipOutput::Send { to, .. } = output {
+                    assert!(to != node_id(0) && (1..4).any(|i| node_id(i) == to));
+                }
+            }
+            for peer in 1..4 {
+                let status = m.status(node_id(peer)).expect("known");
+                if silent < suspect {
+                    assert_eq!(status, MemberStatus::Alive, "seed {seed}: suspected early");
+                } else if silent >= down {
+                    assert_eq!(status, MemberStatus::Down, "seed {seed}: down late");
+                } else if status == MemberStatus::Alive {
+                    postponed += 1;
+                }
+            }
+            let next = m.poll_timeout().expect("a timer");
+            assert!(next > t, "seed {seed}: a due timer left at {t:?}");
+            t = next;
+        }
+    }
+    assert!(
+        postponed > 0,
+        "the suspect-late site never fired in 64 seeds"
     );
 }

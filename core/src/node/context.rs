@@ -6,7 +6,7 @@
 //! protocol policy: it is the node's body, not its mind.
 
 use super::durability::Durability;
-use super::{NodeStats, Output};
+use super::{NodeEvent, NodeStats, Output};
 use crate::buggify::FaultPoints;
 use crate::client::ClientReply;
 use crate::config::NodeConfig;
@@ -14,7 +14,8 @@ use crate::id::{NodeId, OperationId, RequestId};
 use crate::message::Message;
 use crate::ring::Ring;
 use crate::time::{Instant, WallMicros};
-use crate::version::{ActorId, HybridClock};
+use crate::version::{ActorId, DataEpoch, HybridClock};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
 
@@ -57,12 +58,49 @@ pub(super) struct Context<S> {
 }
 
 impl<S> Context<S> {
+    /// The facilities of a node starting over `storage` with `ring` (whose datacenter replica
+    /// counts are already set): nothing loaded from storage yet, no timer armed. Separate from
+    /// `Node::new` so a mechanism's unit tests can build the context alone.
+    pub(super) fn new(config: NodeConfig, ring: Ring, storage: S) -> Self {
+        let my_ranges =
+            super::antientropy::my_ranges(&ring, config.id, usize::from(config.cluster.n));
+        Context {
+            id: config.id,
+            faults: FaultPoints::new(config.rng_seed, config.cluster.simulation),
+            rng: ChaCha8Rng::seed_from_u64(config.rng_seed),
+            config,
+            ring,
+            my_ranges,
+            storage,
+            durability: Durability::default(),
+            clock: HybridClock::default(),
+            clock_floor: 0,
+            actor: ActorId::new(NodeId::default(), DataEpoch::default()),
+            last_wall: WallMicros::default(),
+            last_monotonic: Instant::ZERO,
+            outputs: VecDeque::new(),
+            incarnation: 0,
+            incarnation_sequence: 0,
+            next_operation: 1,
+            stats: NodeStats::default(),
+            trees: std::collections::BTreeMap::new(),
+            scan_index: super::scan::ScanIndex::default(),
+            tree_rebuild: super::tree_rebuild::TreeRebuilds::default(),
+            timers: super::timers::Timers::default(),
+        }
+    }
+
     pub(super) fn send(&mut self, to: NodeId, message: Message) {
         self.outputs.push_back(Output::Send { to, message });
     }
 
     pub(super) fn reply(&mut self, request: RequestId, reply: ClientReply) {
         self.outputs.push_back(Output::Reply { request, reply });
+    }
+
+    /// Reports `event` to the driver.
+    pub(super) fn event(&mut self, event: NodeEvent) {
+        self.outputs.push_back(Output::Event(event));
     }
 
     /// Whether this incarnation may allocate operation ids (its number is durable).

@@ -15,7 +15,8 @@
 //! every write staged before it, so no dot of an epoch leaves the node before the epoch is
 //! durable. Last-write-wins clusters create no dots and neither draw nor store an epoch.
 
-use super::{Node, NodeEvent, Output};
+use super::context::Context;
+use super::NodeEvent;
 use crate::codec;
 use crate::storage::Storage;
 use crate::version::{ActorId, ConflictMode, DataEpoch, LwwRecord, LwwVersion, Record};
@@ -42,53 +43,48 @@ pub fn encode_data_epoch(epoch: DataEpoch) -> Bytes {
     Bytes::from(codec::encode_value(&(DATA_EPOCH_FORMAT, epoch.0)))
 }
 
-impl<S: Storage> Node<S> {
-    /// At start-up, before the incarnation bump: adopts the stored epoch, or draws and stages a
-    /// new one when the store holds none (a new or replaced disk).
-    pub(super) fn load_data_epoch(&mut self) {
-        if self.ctx.config.cluster.conflict != ConflictMode::VectorClock {
-            self.ctx.actor = ActorId::new(self.ctx.id, DataEpoch::default());
-            return;
-        }
-        let stored = match self.ctx.storage.get(DATA_EPOCH_KEY) {
-            Ok(Some(Record::Lww(LwwRecord {
-                value: Some(bytes), ..
-            }))) => {
-                let epoch = decode_data_epoch(&bytes);
-                if epoch.is_none() {
-                    self.ctx
-                        .outputs
-                        .push_back(Output::Event(NodeEvent::StorageError {
-                            reason: "the stored data epoch is unreadable; a new one is drawn"
-                                .to_string(),
-                        }));
-                }
-                epoch
-            }
-            _ => None,
-        };
-        let epoch = match stored {
-            Some(epoch) => epoch,
-            None => {
-                // 0 is never drawn: it is the epoch of `ActorId::default()`.
-                let epoch = DataEpoch(self.ctx.rng.gen::<u64>().max(1));
-                let record = Record::Lww(LwwRecord {
-                    version: LwwVersion {
-                        timestamp_micros: 1,
-                        node: self.ctx.id,
-                        nonce: 0,
-                    },
-                    value: Some(encode_data_epoch(epoch)),
-                    expires_at_micros: None,
-                });
-                // If staging fails the incarnation bump behind it never becomes durable either,
-                // so the node never creates a dot under an epoch it could lose.
-                let _ = self.ctx.stage(Bytes::from_static(DATA_EPOCH_KEY), record);
-                epoch
-            }
-        };
-        self.ctx.actor = ActorId::new(self.ctx.id, epoch);
+/// At start-up, before the incarnation bump: adopts the stored epoch, or draws and stages a new
+/// one when the store holds none (a new or replaced disk).
+pub(super) fn load<S: Storage>(ctx: &mut Context<S>) {
+    if ctx.config.cluster.conflict != ConflictMode::VectorClock {
+        ctx.actor = ActorId::new(ctx.id, DataEpoch::default());
+        return;
     }
+    let stored = match ctx.storage.get(DATA_EPOCH_KEY) {
+        Ok(Some(Record::Lww(LwwRecord {
+            value: Some(bytes), ..
+        }))) => {
+            let epoch = decode_data_epoch(&bytes);
+            if epoch.is_none() {
+                ctx.event(NodeEvent::StorageError {
+                    reason: "the stored data epoch is unreadable; a new one is drawn".to_string(),
+                });
+            }
+            epoch
+        }
+        _ => None,
+    };
+    let epoch = match stored {
+        Some(epoch) => epoch,
+        None => {
+            // 0 is never drawn: it is the epoch of `ActorId::default()`.
+            let epoch = DataEpoch(ctx.rng.gen::<u64>().max(1));
+            let record = Record::Lww(LwwRecord {
+                version: LwwVersion {
+                    timestamp_micros: 1,
+                    node: ctx.id,
+                    nonce: 0,
+                },
+                value: Some(encode_data_epoch(epoch)),
+                expires_at_micros: None,
+            });
+            // If staging fails the incarnation bump behind it never becomes durable either,
+            // so the node never creates a dot under an epoch it could lose.
+            let _ = ctx.stage(Bytes::from_static(DATA_EPOCH_KEY), record);
+            epoch
+        }
+    };
+    ctx.actor = ActorId::new(ctx.id, epoch);
 }
 
 #[cfg(test)]
@@ -98,6 +94,7 @@ mod tests {
     use crate::config::{ClusterConfig, NodeConfig};
     use crate::id::{NodeId, RequestId};
     use crate::message::Message;
+    use crate::node::{Node, Output};
     use crate::ring::{NodeLocation, Ring};
     use crate::storage::MemStorage;
     use crate::time::{Instant, Now, WallMicros};
@@ -133,7 +130,7 @@ mod tests {
             },
             rng_seed: process,
         };
-        let mut node = Node::new(config, ring, storage).expect("valid");
+        let mut node = Node::new(config, ring, storage, now()).expect("valid");
         drain_persisting(&mut node);
         node
     }
@@ -238,7 +235,7 @@ mod tests {
             },
             rng_seed: process,
         };
-        Node::new(config, ring, storage).expect("valid")
+        Node::new(config, ring, storage, now()).expect("valid")
     }
 
     /// Plays the driver and the other replicas: completes every persist, acknowledges every
@@ -315,13 +312,13 @@ mod tests {
         assert!(!held.ctx.incarnation_durable());
         held.handle_message(now(), NodeId(1), forwarded_put(7));
         assert_eq!(
-            held.deferred.len(),
+            held.incarnation.held(),
             1,
             "held until the incarnation is durable"
         );
         let replies = drive_forwarded(&mut held);
         assert_written(&replies, 7);
-        assert!(held.deferred.is_empty());
+        assert_eq!(held.incarnation.held(), 0);
         assert_eq!(
             held.operations_in_flight(),
             0,

@@ -9,6 +9,7 @@ use crate::ring::{Member, NodeLocation};
 use crate::storage::MemStorage;
 use crate::time::{Instant, Now, WallMicros};
 use bytes::Bytes;
+use std::collections::VecDeque;
 
 pub(super) const STEP_MS: u64 = 20;
 
@@ -207,13 +208,14 @@ fn a_join_made_on_one_node_reaches_every_node_by_gossip() {
         assert_eq!(node.ring(), &ring, "n{i} did not converge on the new ring");
     }
     // The ring survives a restart: it was persisted in the node's own storage.
+    let started = cluster.now();
     let storage = std::mem::replace(&mut cluster.nodes[2], {
         let spare = NodeConfig {
             id: NodeId(99),
             cluster: ClusterConfig::default(),
             rng_seed: 0,
         };
-        Node::new(spare, Ring::new(16), MemStorage::new()).expect("valid")
+        Node::new(spare, Ring::new(16), MemStorage::new(), started).expect("valid")
     })
     .into_storage();
     let config = NodeConfig {

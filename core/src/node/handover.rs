@@ -1333,9 +1333,14 @@ mod tests {
     impl Cluster {
         fn new() -> Cluster {
             let ring = ring(3);
+            let now = Now {
+                monotonic: Instant::from_nanos(1),
+                wall: WallMicros(1_000_000),
+            };
             let nodes = (0..4)
-                .map(|i| Node::new(node_config(i), ring.clone(), MemStorage::new()).expect("ok"))
-                .collect();
+                .map(|i| Node::new(node_config(i), ring.clone(), MemStorage::new(), now))
+                .collect::<Result<_, _>>()
+                .expect("ok");
             Cluster {
                 nodes,
                 in_flight: VecDeque::new(),
@@ -1516,13 +1521,13 @@ mod tests {
         assert!(missing > 0);
         let node = c.nodes.remove(3);
         let storage = node.into_storage();
-        let again = Node::new(node_config(3), new.clone(), storage).expect("ok");
+        let again = Node::new(node_config(3), new.clone(), storage, c.now).expect("ok");
         assert_eq!(again.ranges_not_ready(), missing, "the record is restored");
         // Restarted onto yet another ring: it cannot know what it holds.
         let storage = again.into_storage();
         let mut other = new.clone();
         other.remove_node(NodeId(1)).expect("remove");
-        let moved = Node::new(node_config(3), other.clone(), storage).expect("ok");
+        let moved = Node::new(node_config(3), other.clone(), storage, c.now).expect("ok");
         let mine = other
             .tokens()
             .enumerate()
@@ -1596,7 +1601,7 @@ mod tests {
             "{written:?}"
         );
         // Node 1's machine is replaced: a new, empty disk, and the driver says so.
-        let fresh = Node::new(node_config(1), ring.clone(), MemStorage::new()).expect("ok");
+        let fresh = Node::new(node_config(1), ring.clone(), MemStorage::new(), c.now).expect("ok");
         assert_eq!(
             fresh.ranges_not_ready(),
             0,
@@ -1621,7 +1626,8 @@ mod tests {
             c.nodes[1].handle_persisted(c.now, token);
         }
         let node = c.nodes.remove(1);
-        let again = Node::new(node_config(1), ring.clone(), node.into_storage()).expect("ok");
+        let again =
+            Node::new(node_config(1), ring.clone(), node.into_storage(), c.now).expect("ok");
         assert_eq!(
             again.ranges_not_ready(),
             mine,

@@ -37,20 +37,18 @@ pub use paxos::{PaxosFlaw, PaxosState, PAXOS_PREFIX};
 pub use send_failure::{SendFailureClass, SendFailureStats};
 pub use tree_rebuild::TreeRebuildStats;
 
-use crate::buggify::FaultPoints;
 use crate::client::ClientRequest;
 use crate::config::{ConfigError, NodeConfig};
 use crate::id::{NodeId, RequestId};
-use crate::membership::Membership;
+use crate::membership::{
+    ClientAddress, GossipMessage, MemberStatus, Membership, MembershipConfig, MembershipError,
+    RingLog, RingState, RingVersion,
+};
 use crate::message::Message;
-use crate::ring::Ring;
+use crate::ring::{Member, Ring};
 use crate::storage::Storage;
-use crate::time::{Instant, Now, WallMicros};
-use crate::version::{ActorId, DataEpoch, HybridClock};
-use durability::Durability;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use std::collections::VecDeque;
+use crate::time::{Instant, Now};
+use crate::version::ActorId;
 use timers::Timer;
 
 /// Counters a driver may report.
@@ -70,8 +68,8 @@ pub struct NodeStats {
 /// mechanism, composed here and dispatched to.
 pub struct Node<S: Storage> {
     ctx: context::Context<S>,
-    /// Inputs that allocate ids, held until the incarnation is durable.
-    deferred: VecDeque<incarnation::Deferred>,
+    /// The incarnation bump and the inputs held until it is durable.
+    incarnation: incarnation::Incarnation,
     coordinator: coordinator::Coordinator,
     replica: replica::Replica,
     hints: hints::HintStore,
@@ -87,41 +85,25 @@ pub struct Node<S: Storage> {
 }
 
 impl<S: Storage> Node<S> {
-    /// Builds a node over `storage` (which holds whatever survived a previous run). The ring is
-    /// given whole here; membership changes arrive through the failure-handling machinery.
-    pub fn new(config: NodeConfig, mut ring: Ring, storage: S) -> Result<Self, ConfigError> {
+    /// Builds a node over `storage` (which holds whatever survived a previous run), started at
+    /// `now`. The ring is given whole here; membership changes arrive through the
+    /// failure-handling machinery. Every periodic mechanism's first round is armed here,
+    /// relative to `now` (the timer table is complete from the start: `poll_timeout` is its
+    /// minimum, and no input arms anything lazily).
+    pub fn new(
+        config: NodeConfig,
+        mut ring: Ring,
+        storage: S,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
         config.cluster.validate()?;
         ring.set_datacenter_replicas(&config.cluster.replicas_per_datacenter);
-        let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
         let linearizable =
             config.cluster.consistency == Some(crate::client::Consistency::Linearizable);
         let handover = handover::Handover::new(&ring, linearizable);
         let mut node = Node {
-            ctx: context::Context {
-                id: config.id,
-                faults: FaultPoints::new(config.rng_seed, config.cluster.simulation),
-                config,
-                ring,
-                my_ranges: Vec::new(),
-                storage,
-                durability: Durability::default(),
-                rng,
-                clock: HybridClock::default(),
-                clock_floor: 0,
-                actor: ActorId::new(NodeId::default(), DataEpoch::default()),
-                last_wall: WallMicros::default(),
-                last_monotonic: Instant::ZERO,
-                outputs: VecDeque::new(),
-                incarnation: 0,
-                incarnation_sequence: 0,
-                next_operation: 1,
-                stats: NodeStats::default(),
-                trees: std::collections::BTreeMap::new(),
-                scan_index: scan::ScanIndex::default(),
-                tree_rebuild: tree_rebuild::TreeRebuilds::default(),
-                timers: timers::Timers::default(),
-            },
-            deferred: VecDeque::new(),
+            ctx: context::Context::new(config, ring, storage),
+            incarnation: incarnation::Incarnation::default(),
             coordinator: coordinator::Coordinator::default(),
             replica: replica::Replica::default(),
             hints: hints::HintStore::default(),
@@ -131,18 +113,17 @@ impl<S: Storage> Node<S> {
             send_failures: SendFailureStats::default(),
             paxos: paxos::Paxos::default(),
         };
-        node.ctx.my_ranges = antientropy::my_ranges(
-            &node.ctx.ring,
-            node.ctx.id,
-            usize::from(node.ctx.config.cluster.n),
-        );
+        node.ctx.last_wall = now.wall;
+        node.ctx.last_monotonic = now.monotonic;
         node.ctx.load_clock_floor();
         // Before the bump: the epoch is durable before any operation (and so any dot) starts.
-        node.load_data_epoch();
-        node.bump_incarnation();
+        data_epoch::load(&mut node.ctx);
+        node.incarnation.bump(&mut node.ctx);
         node.handover_load();
         node.rebuild_trees();
         node.rebuild_hints();
+        node.arm_anti_entropy(now);
+        node.arm_hint_replay(now);
         // Ask for the bump's persist at once: operations wait for it.
         node.finish_input();
         Ok(node)
@@ -227,8 +208,6 @@ impl<S: Storage> Node<S> {
     pub fn handle_client(&mut self, now: Now, request: RequestId, body: ClientRequest) {
         self.ctx.last_wall = now.wall;
         self.ctx.last_monotonic = now.monotonic;
-        self.arm_anti_entropy(now);
-        self.arm_hint_replay(now);
         self.ctx.stats.requests += 1;
         if let Err(incarnation::Deferred::Client(request, body)) =
             self.defer_until_durable(incarnation::Deferred::Client(request, body))
@@ -242,8 +221,6 @@ impl<S: Storage> Node<S> {
     pub fn handle_message(&mut self, now: Now, from: NodeId, message: Message) {
         self.ctx.last_wall = now.wall;
         self.ctx.last_monotonic = now.monotonic;
-        self.arm_anti_entropy(now);
-        self.arm_hint_replay(now);
         self.note_heard(from, now.monotonic);
         if matches!(
             message,
@@ -356,8 +333,6 @@ impl<S: Storage> Node<S> {
     pub fn handle_timeout(&mut self, now: Now) {
         self.ctx.last_wall = now.wall;
         self.ctx.last_monotonic = now.monotonic;
-        self.arm_anti_entropy(now);
-        self.arm_hint_replay(now);
         self.gossip_tick(now);
         if self.ctx.timers.due(Timer::AntiEntropy, now.monotonic) {
             self.anti_entropy_round(now);
@@ -422,7 +397,6 @@ impl<S: Storage> Node<S> {
         [
             self.coordinator.deadlines.first().map(|&(t, _)| t),
             self.ctx.timers.next(),
-            self.membership.as_ref().and_then(Membership::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -443,30 +417,13 @@ impl<S: Storage> Node<S> {
     pub fn check_invariants(&self) {
         self.ctx.durability.check_invariants();
         self.coordinator.check_invariants();
-        // Identity across restarts: every id in flight is of this incarnation, and none exists
-        // before the incarnation is durable; held inputs wait only while it is not.
-        assert!(self.ctx.incarnation >= 1, "incarnation 0 is never used");
-        let durable = self.ctx.incarnation_durable();
-        for op in self
+        let ids = self
             .coordinator
             .operations
             .keys()
-            .chain(self.hints.replays.keys())
-        {
-            assert_eq!(
-                op.incarnation(),
-                self.ctx.incarnation,
-                "an id of another incarnation"
-            );
-            assert!(
-                durable,
-                "an id allocated before the incarnation was durable"
-            );
-        }
-        assert!(
-            !durable || self.deferred.is_empty(),
-            "held inputs are released once the incarnation is durable"
-        );
+            .chain(self.hints.replays.keys());
+        self.incarnation.check_invariants(&self.ctx, ids.copied());
+        gossip::check_invariants(&self.ctx, self.membership.as_ref());
         self.handover.check_invariants(&self.ctx.my_ranges);
         self.paxos.check_invariants(&self.ctx.durability);
         self.ctx.scan_index.check_invariants();
@@ -743,6 +700,153 @@ impl<S: Storage> Node<S> {
                 self.on_scan_send_failed(to, &request);
             }
             send_failure::SendFailure::Dropped(_) => {}
+        }
+    }
+}
+
+// ---- dispatch: gossip, incarnation, data epoch ----
+impl<S: Storage> Node<S> {
+    /// Builds a node whose ring and failure detection come from gossip. `seed_ring` is the
+    /// cluster's initial ring log (or an empty log for a node that learns it from
+    /// `membership.seeds`); a newer log persisted by an earlier run wins over it. The incarnation
+    /// is one above the persisted one. The first gossip round is due at once (`poll_timeout`).
+    pub fn with_membership(
+        config: NodeConfig,
+        membership: MembershipConfig,
+        seed_ring: RingLog,
+        storage: S,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
+        let seed_ring = gossip::SeedRing::Log(seed_ring);
+        Self::start_with_membership(config, membership, seed_ring, storage, now)
+    }
+
+    /// [`Node::with_membership`] with the seed ring already built: a driver that starts many
+    /// nodes from one initial log builds it once (for the simulator's 1,000 nodes, one replay
+    /// of 1,000 joins instead of 1,000). `seed_ring` is checked against `membership`'s limits.
+    pub fn with_membership_state(
+        config: NodeConfig,
+        membership: MembershipConfig,
+        seed_ring: RingState,
+        storage: S,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
+        let seed_ring = gossip::SeedRing::Built(seed_ring);
+        Self::start_with_membership(config, membership, seed_ring, storage, now)
+    }
+
+    fn start_with_membership(
+        config: NodeConfig,
+        membership: MembershipConfig,
+        seed_ring: gossip::SeedRing,
+        mut storage: S,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
+        let (mut machine, restored) =
+            gossip::start_machine(config.id, membership, seed_ring, &mut storage, now)?;
+        let mut node = Node::new(config, machine.ring().clone(), storage, now)?;
+        if restored && !node.handover_recorded() {
+            // A ring newer than the seed but no handover record: this node cannot know which
+            // ranges it holds, so it holds none until it has pulled them (see `handover`).
+            node.handover_forget_all();
+        }
+        gossip::started(&mut node.ctx, &mut machine);
+        node.membership = Some(machine);
+        node.finish_input();
+        Ok(node)
+    }
+
+    /// The membership machine, when the node runs with gossip.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
+    /// Sets where this node serves clients; gossip spreads it so every node can name it in
+    /// `KV.RING`. Without gossip membership there is nobody to tell: a no-op.
+    pub fn set_client_address(&mut self, address: ClientAddress) {
+        if let Some(machine) = self.membership.as_mut() {
+            machine.set_client_address(address);
+        }
+    }
+
+    /// What the failure detector says of `node` (`None` without gossip or for a stranger).
+    pub fn member_status(&self, node: NodeId) -> Option<MemberStatus> {
+        self.membership.as_ref()?.status(node)
+    }
+
+    /// Operator: `member` joins the ring. The change spreads by gossip; data moves by
+    /// anti-entropy (each replica offers what the new owner lacks).
+    pub fn admin_join(&mut self, now: Now, member: Member) -> Result<RingVersion, AdminError> {
+        self.admin(now, |m, at| m.join(at, member))
+    }
+
+    /// Operator: `node` decommissions; it keeps serving and offering its ranges to their new
+    /// owners until they hold them.
+    pub fn admin_leave(&mut self, now: Now, node: NodeId) -> Result<RingVersion, AdminError> {
+        self.admin(now, |m, at| m.leave(at, node))
+    }
+
+    /// Operator: the dead `node` is removed; survivors re-replicate its ranges.
+    pub fn admin_remove(&mut self, now: Now, node: NodeId) -> Result<RingVersion, AdminError> {
+        self.admin(now, |m, at| m.remove(at, node))
+    }
+
+    fn admin(
+        &mut self,
+        now: Now,
+        change: impl FnOnce(&mut Membership, Instant) -> Result<RingVersion, MembershipError>,
+    ) -> Result<RingVersion, AdminError> {
+        self.ctx.last_wall = now.wall;
+        self.ctx.last_monotonic = now.monotonic;
+        let result = gossip::admin(self.membership.as_mut(), now, change);
+        self.drain_membership(now);
+        self.finish_input();
+        result
+    }
+
+    fn on_gossip(&mut self, now: Now, from: NodeId, message: GossipMessage) {
+        gossip::handle_message(&mut self.ctx, self.membership.as_mut(), now, from, message);
+        self.drain_membership(now);
+    }
+
+    fn gossip_tick(&mut self, now: Now) {
+        gossip::handle_timeout(&mut self.ctx, self.membership.as_mut(), now);
+        self.drain_membership(now);
+    }
+
+    /// Carries membership's outputs over; a ring it adopted is adopted by every mechanism
+    /// between the outputs before and after it.
+    fn drain_membership(&mut self, now: Now) {
+        while let Some(version) = gossip::drain(&mut self.ctx, self.membership.as_mut(), now) {
+            if let Some(ring) = self.membership.as_ref().map(|m| m.ring().clone()) {
+                self.adopt_ring(ring);
+            }
+            gossip::ring_adopted(&mut self.ctx, self.membership.as_ref(), version);
+        }
+    }
+
+    fn defer_until_durable(
+        &mut self,
+        input: incarnation::Deferred,
+    ) -> Result<(), incarnation::Deferred> {
+        self.incarnation.defer(&mut self.ctx, input)
+    }
+
+    fn refuse_deferred(&mut self) {
+        self.incarnation.refuse_all(&mut self.ctx);
+    }
+
+    /// Starts the inputs held until the incarnation was durable, in arrival order.
+    fn release_deferred(&mut self, now: Now) {
+        for input in self.incarnation.release(&self.ctx) {
+            match input {
+                incarnation::Deferred::Client(request, body) => {
+                    self.start_request(now, request, body)
+                }
+                incarnation::Deferred::Message(from, message) => {
+                    self.serve_message(now, from, *message)
+                }
+            }
         }
     }
 }

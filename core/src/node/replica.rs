@@ -206,7 +206,7 @@ mod tests {
             rng_seed: 0,
         };
         let mut node =
-            Node::new(config, ring, ReadOnlyAfterFailure::default()).expect("valid config");
+            Node::new(config, ring, ReadOnlyAfterFailure::default(), now).expect("valid config");
         drain(&mut node, now);
         let (durable, unsynced) = (
             Bytes::from_static(b"durable"),
@@ -269,7 +269,7 @@ mod tests {
             rng_seed: 0,
         };
         let mut node =
-            Node::new(config, ring, ReadOnlyAfterFailure::default()).expect("valid config");
+            Node::new(config, ring, ReadOnlyAfterFailure::default(), now).expect("valid config");
         drain(&mut node, now);
         let put = || ClientRequest::Put {
             key: Bytes::from_static(b"k"),

@@ -10,6 +10,15 @@ use crate::storage::MemStorage;
 use crate::time::{Instant, Now, WallMicros};
 use crate::version::ConflictMode;
 use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// When the tests' nodes start (before any of their inputs).
+fn boot() -> Now {
+    Now {
+        monotonic: Instant::ZERO,
+        wall: WallMicros(0),
+    }
+}
 
 struct Cluster {
     nodes: Vec<Node<MemStorage>>,
@@ -33,7 +42,7 @@ impl Cluster {
                     cluster: cluster.clone(),
                     rng_seed: u64::from(i),
                 };
-                Node::new(config, ring.clone(), MemStorage::new()).expect("valid")
+                Node::new(config, ring.clone(), MemStorage::new(), boot()).expect("valid")
             })
             .collect();
         let mut cluster = Cluster {
@@ -452,7 +461,7 @@ fn a_full_tree_rebuild_finds_data_changed_behind_the_engine_and_nothing_else() {
         cluster,
         rng_seed: 0,
     };
-    let mut node = Node::new(config, ring, storage).expect("valid");
+    let mut node = Node::new(config, ring, storage, boot()).expect("valid");
     // Bit rot stand-ins: one record changes and one vanishes without the node knowing.
     node.storage_mut().put(key(3), record(9)).expect("put");
     node.storage_mut().delete(&key(5)).expect("delete");
@@ -637,12 +646,13 @@ fn a_restart_with_the_wall_clock_set_back_never_stamps_below_earlier_writes() {
         }
         stamp.expect("the write went to node 1")
     };
-    let mut node = Node::new(config.clone(), ring.clone(), MemStorage::new()).expect("valid");
+    let mut node =
+        Node::new(config.clone(), ring.clone(), MemStorage::new(), boot()).expect("valid");
     let before = write(&mut node, 50_000_000, 1);
     let mut storage = node.into_storage();
     storage.crash();
     // The wall clock went back 20 s while the node was down.
-    let mut node = Node::new(config, ring, storage).expect("valid");
+    let mut node = Node::new(config, ring, storage, boot()).expect("valid");
     let after = write(&mut node, 30_000_000, 2);
     assert!(
         after > before,
@@ -754,7 +764,7 @@ fn nodes_over(
                 cluster: cluster.clone(),
                 rng_seed: i as u64,
             };
-            Node::new(config, ring.clone(), storage).expect("valid")
+            Node::new(config, ring.clone(), storage, boot()).expect("valid")
         })
         .collect()
 }
@@ -783,7 +793,7 @@ fn single_node(storage: MemStorage, cluster: ClusterConfig) -> Node<MemStorage> 
         cluster,
         rng_seed: 0,
     };
-    Node::new(config, three_node_ring(16), storage).expect("valid")
+    Node::new(config, three_node_ring(16), storage, boot()).expect("valid")
 }
 
 fn ops_sent(sent: &[(NodeId, Message)]) -> Vec<OperationId> {
@@ -1261,7 +1271,8 @@ fn a_datacenter_level_read_never_hands_off_to_another_datacenter() {
                 cluster: cluster.clone(),
                 rng_seed: u64::from(i),
             };
-            let mut node = Node::new(config, ring.clone(), MemStorage::new()).expect("valid");
+            let mut node =
+                Node::new(config, ring.clone(), MemStorage::new(), start).expect("valid");
             drain_persisting(&mut node, start);
             node
         })

@@ -1,6 +1,7 @@
 //! The node's closed timer table: every periodic mechanism's next wake-up, keyed by [`Timer`].
-//! `poll_timeout` is the minimum of this table, the operation deadlines and membership's own
-//! schedule, so a mechanism cannot add a wake-up the driver does not see.
+//! `poll_timeout` is the minimum of this table and the operation deadlines, so a mechanism cannot
+//! add a wake-up the driver does not see. Membership keeps its own schedule (it is a machine of
+//! its own, driven alone by the membership harness); the node mirrors it here (`Timer::Gossip`).
 
 use crate::time::Instant;
 
@@ -13,10 +14,18 @@ pub(super) enum Timer {
     HintReplay,
     /// The next handover pull round (`handover`).
     HandoverPull,
+    /// Membership's next wake-up (a gossip round or a suspicion deadline): a copy of
+    /// `Membership::poll_timeout`, refreshed after every input the machine takes (`gossip`).
+    Gossip,
 }
 
 impl Timer {
-    const ALL: [Timer; 3] = [Timer::AntiEntropy, Timer::HintReplay, Timer::HandoverPull];
+    const ALL: [Timer; 4] = [
+        Timer::AntiEntropy,
+        Timer::HintReplay,
+        Timer::HandoverPull,
+        Timer::Gossip,
+    ];
 
     fn slot(self) -> usize {
         self as usize

@@ -73,7 +73,7 @@ pub fn start_node(
                 now,
             ),
         },
-        None => Node::new(config, ring.clone(), storage),
+        None => Node::new(config, ring.clone(), storage, now),
     }
 }
 
