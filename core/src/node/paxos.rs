@@ -1537,7 +1537,12 @@ mod tests {
             cluster: ClusterConfig::default(),
             rng_seed: 3,
         };
-        let mut node = super::super::Node::new(config, ring, MemStorage::new()).expect("valid");
+        let start = crate::time::Now {
+            monotonic: crate::time::Instant::from_nanos(1),
+            wall: crate::time::WallMicros(1_000_000),
+        };
+        let mut node =
+            super::super::Node::new(config, ring, MemStorage::new(), start).expect("valid");
         let now = Now {
             monotonic: Instant::from_nanos(1),
             wall: WallMicros(1_000_000),

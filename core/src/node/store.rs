@@ -240,7 +240,12 @@ pub(super) fn test_context(
         cluster,
         rng_seed: u64::from(me),
     };
-    let node = super::Node::new(config, ring, crate::storage::MemStorage::new()).expect("valid");
+    let start = crate::time::Now {
+        monotonic: crate::time::Instant::from_nanos(1),
+        wall: crate::time::WallMicros(1_000_000),
+    };
+    let node =
+        super::Node::new(config, ring, crate::storage::MemStorage::new(), start).expect("valid");
     let mut ctx = node.ctx;
     while let Some(output) = ctx.outputs.pop_front() {
         if let Output::Persist { token } = output {
