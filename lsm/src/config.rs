@@ -150,6 +150,28 @@ impl LsmConfig {
         Ok(())
     }
 
+    /// Refuses an empty key or one longer than `key_bytes_max`.
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<(), LsmError> {
+        if key.is_empty() || key.len() > self.key_bytes_max {
+            return Err(LsmError::InvalidKey {
+                len: key.len(),
+                max: self.key_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a value longer than `value_bytes_max`.
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<(), LsmError> {
+        if value.len() > self.value_bytes_max {
+            return Err(LsmError::ValueTooLarge {
+                len: value.len(),
+                max: self.value_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
     /// What table decoding accepts: keys, values and blocks within these limits.
     pub(crate) fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {

@@ -100,13 +100,10 @@ impl<F: FileSystem> Lsm<F> {
 
     /// Stages `key = value`. Visible at once, durable after the next successful [`Lsm::sync`].
     pub fn put(&mut self, key: Bytes, value: Bytes) -> Result<WriteOutcome, LsmError> {
-        if value.len() > self.config.value_bytes_max {
+        if let Err(e) = self.config.check_value(&value) {
             self.health.writable()?;
-            self.check_key(&key)?;
-            return Err(LsmError::ValueTooLarge {
-                len: value.len(),
-                max: self.config.value_bytes_max,
-            });
+            self.config.check_key(&key)?;
+            return Err(e);
         }
         let bytes = (key.len() + value.len()) as u64;
         self.stage(key, Some(value), 0, bytes)
@@ -128,7 +125,7 @@ impl<F: FileSystem> Lsm<F> {
         user_bytes: u64,
     ) -> Result<WriteOutcome, LsmError> {
         self.health.writable()?;
-        self.check_key(&key)?;
+        self.config.check_key(&key)?;
         let reserve_bytes = self.config.space_reserve_bytes();
         self.health
             .take_space_reserve(&mut self.store.fs, reserve_bytes)?;
@@ -180,11 +177,7 @@ impl<F: FileSystem> Lsm<F> {
     /// Second half of a split sync: `result` is what [`SyncTicket::fsync`] returned. A failure
     /// poisons the engine for good (the fsync is never retried) and returns `Poisoned`.
     pub fn sync_finish(&mut self, result: Result<(), FsError>) -> Result<(), LsmError> {
-        if let Err(e) = result {
-            let why = format!("sync failed: {e}");
-            self.health.poison(why.clone());
-            return Err(LsmError::Poisoned(why));
-        }
+        result.map_err(|e| self.health.detached_fsync_failed(&e))?;
         self.wal.learn_detached();
         self.health.writable()
     }
@@ -200,16 +193,6 @@ impl<F: FileSystem> Lsm<F> {
     /// the reserve can be taken back (`health.rs`, "Out of disk space").
     pub fn space_short(&self) -> bool {
         self.health.space_short()
-    }
-
-    fn check_key(&self, key: &[u8]) -> Result<(), LsmError> {
-        if key.is_empty() || key.len() > self.config.key_bytes_max {
-            return Err(LsmError::InvalidKey {
-                len: key.len(),
-                max: self.config.key_bytes_max,
-            });
-        }
-        Ok(())
     }
 
     /// Flushes a full memtable, or reports a stall when level 0 is too deep to take another table.

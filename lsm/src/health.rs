@@ -127,6 +127,14 @@ impl Health {
         LsmError::Poisoned(why)
     }
 
+    /// A detached fsync failed: poisons for good (unless already poisoned: the first cause is
+    /// the one reported) and returns `Poisoned`.
+    pub(crate) fn detached_fsync_failed(&mut self, e: &crate::fs::FsError) -> LsmError {
+        let why = format!("sync failed: {e}");
+        self.poison(why.clone());
+        LsmError::Poisoned(why)
+    }
+
     /// The disk is full: releases the reserve, so that what is already staged can still be
     /// written and synced, and refuses writes until [`Health::take_space_reserve`] succeeds.
     pub(crate) fn release_space_reserve<F: FileSystem>(
