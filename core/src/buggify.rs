@@ -50,11 +50,7 @@ pub const LSM_SITES: &[&str] = &[];
 /// Every fault site of the simulator's driver in `sim/src`: the choices a real driver could make
 /// (when an fsync ends, what it covers, when a node is woken), which the simulator makes badly
 /// on purpose.
-pub const SIM_SITES: &[&str] = &[
-    "sim/fsync-covers-later-writes",
-    "sim/fsync-slow",
-    "sim/timer-early-wake",
-];
+pub const SIM_SITES: &[&str] = &["sim/fsync-slow", "sim/timer-early-wake"];
 
 /// Every registered site name: core's, the engine's, then the simulator's.
 pub fn registered_sites() -> impl Iterator<Item = &'static str> {

@@ -60,8 +60,8 @@ struct RunArgs {
     #[arg(long, value_name = "A..B", value_parser = parse_seed_range)]
     seeds: Option<Range<u64>>,
     /// One JSON object per seed on one line (scenario, seed, ok, as_expected, fingerprint, ops,
-    /// availability, latency, checks, events, sim_ms, wall_ms, replay, drawn) instead of the
-    /// human lines.
+    /// availability, latency, checks, events, sim_ms, wall_ms, buggify, replay, drawn) instead
+    /// of the human lines.
     #[arg(long)]
     json: bool,
     /// Print the event log (one line per event) before the summary.
