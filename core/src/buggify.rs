@@ -38,14 +38,36 @@ use std::collections::BTreeMap;
 
 /// Every fault site in `core/src`, by name (see "Adding a site" above).
 pub const SITES: &[&str] = &[
+    "anti-entropy/partner",
+    "anti-entropy/range-order",
     "coordinator/duplicate-write",
+    "coordinator/forward-retry",
+    "coordinator/hand-off-early",
+    "coordinator/read-repair-targets",
+    "gossip/peer-choice",
+    "handover/page-size",
+    "hints/replay-batch",
+    "hints/replay-order",
+    "membership/suspect-late",
+    "paxos/commit-fanout-order",
+    "paxos/retry-backoff",
+    "scan/page-size",
     "storage/group-commit-ack-next-sync",
     "storage/group-commit-split-batch",
+    "tree-rebuild/early",
 ];
 
 /// Every fault site in `lsm/src`, by name. The engine's sites report through this module (its
 /// facility calls [`FaultPoints::fire`] or [`note`]), so they are counted with the rest.
-pub const LSM_SITES: &[&str] = &[];
+pub const LSM_SITES: &[&str] = &[
+    "lsm/compaction-budget-tiny",
+    "lsm/compaction-cut-output-early",
+    "lsm/flush-early",
+    "lsm/vlog-gc-below-threshold",
+    "lsm/vlog-gc-flush-between-values",
+    "lsm/vlog-rotate-early",
+    "lsm/wal-write-early",
+];
 
 /// Every fault site of the simulator's driver in `sim/src`: the choices a real driver could make
 /// (when an fsync ends, what it covers, when a node is woken), which the simulator makes badly

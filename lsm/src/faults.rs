@@ -60,11 +60,17 @@ impl FaultPoints {
     /// Whether `site` fires now; counted when it does. Draws only at live sites.
     pub fn fire(&mut self, site: &'static str) -> bool {
         assert!(SITES.contains(&site), "undeclared fault site {site}");
-        if !self.live(site) || !self.rng.gen_bool(FIRE_PROBABILITY) {
+        if !self.live(site) {
             return false;
         }
-        *self.fired.entry(site).or_default() += 1;
-        true
+        let fired = self.rng.gen_bool(FIRE_PROBABILITY);
+        // Counted with core's sites too, so the simulator's sweep reports engine sites that
+        // never fired (no draw is added: the count is taken after the decision).
+        ringkv_core::buggify::note(site, fired);
+        if fired {
+            *self.fired.entry(site).or_default() += 1;
+        }
+        fired
     }
 
     /// How often each site fired in this run (sites that never fired are absent).
