@@ -19,7 +19,8 @@ use std::path::Path;
 
 /// The scenarios of the sweep and their seeds: the swarm reaches most mechanisms under drawn
 /// faults; the others are where a mechanism is busiest (the LSM engine under crashes, the crash
-/// oracle, gossip among 20 nodes, hints, anti-entropy, read repair).
+/// oracle, gossip among 20 nodes, hints, anti-entropy, read repair, Paxos rounds, scans, ring
+/// handovers at the linearizable level, vector-clock forwarded puts).
 const SWEEP: &[(&str, Range<u64>)] = &[
     ("swarm", 0..120),
     ("crash-restart-lsm", 0..16),
@@ -28,6 +29,10 @@ const SWEEP: &[(&str, Range<u64>)] = &[
     ("hints-only", 0..16),
     ("anti-entropy", 0..16),
     ("read-repair", 0..16),
+    ("cas", 0..16),
+    ("scan", 0..16),
+    ("linearizable-ring-change", 0..16),
+    ("vector-clock", 0..16),
 ];
 
 /// The report of `seed` of the shipped scenario `name`, whatever its kind.
