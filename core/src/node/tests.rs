@@ -317,6 +317,10 @@ use crate::client::RequestError;
 
 /// Anti-entropy after divergence of D keys out of K moves bytes in proportion to D (plus the
 /// tree overhead of the ranges that differ), not to K.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: its phases read top to bottom"
+)]
 #[test]
 fn anti_entropy_bytes_scale_with_divergence_not_key_count() {
     use crate::codec::encode_value as encode;
@@ -1122,6 +1126,10 @@ fn a_hint_whose_owner_left_becomes_a_copy_here_when_this_node_now_replicates_the
     assert_eq!(node.hint_stats().expired, 0);
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: its phases read top to bottom"
+)]
 #[test]
 fn a_hint_whose_owner_left_goes_to_a_current_replica_and_stays_until_it_holds_it() {
     let cluster = ClusterConfig {
@@ -1242,6 +1250,10 @@ fn a_new_hint_that_does_not_fit_is_refused_so_it_never_counts_toward_w() {
     assert_eq!(node.hint_stats().overflowed, 1);
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: its phases read top to bottom"
+)]
 #[test]
 fn a_datacenter_level_read_never_hands_off_to_another_datacenter() {
     let mut ring = Ring::new(16);
@@ -1420,6 +1432,10 @@ fn an_unqueued_reply_is_dropped_and_counted_and_the_deadline_answers() {
 /// copy missed half the writes (pages end where the sparsest truncated replica page ends), with
 /// pages of 7 keys, and across a ring change in the middle (node 2 leaves; the cursor is a token,
 /// so the walk goes on where it was).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step: its phases read top to bottom"
+)]
 #[test]
 fn a_scan_returns_every_live_key_once_across_a_stale_replica_and_a_ring_change() {
     let mut c = Cluster::new(ConflictMode::Lww);
