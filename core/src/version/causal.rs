@@ -66,6 +66,8 @@ impl VersionVector {
         for &(actor, counter) in &other.entries {
             joined.raise(actor, counter);
         }
+        // Monotone: a join never forgets an event of either side.
+        debug_assert!(joined.dominates(self) && joined.dominates(other));
         joined
     }
 
@@ -120,10 +122,16 @@ impl CausalRecord {
             }
         }
         siblings.sort_by_key(|(d, _)| *d);
-        CausalRecord {
+        let joined = CausalRecord {
             clock: self.clock.join(&other.clock),
             siblings,
-        }
+        };
+        // Every surviving sibling is an event the joined clock knows (the clock covers them).
+        debug_assert!(joined
+            .siblings
+            .iter()
+            .all(|(d, _)| joined.clock.contains(*d)));
+        joined
     }
 
     /// A new write event by `actor` whose client had seen `context`: the siblings named by the
@@ -146,6 +154,10 @@ impl CausalRecord {
         siblings.sort_by_key(|(d, _)| *d);
         let mut clock = self.clock.join(context);
         clock.raise(actor, counter);
+        // A stamp moves strictly forward: the new clock holds everything known before, and the
+        // new dot is an event neither the record nor the client's context had seen.
+        debug_assert!(clock.dominates(&self.clock) && clock.dominates(context));
+        debug_assert!(!self.clock.contains(dot) && !context.contains(dot) && clock.contains(dot));
         (CausalRecord { clock, siblings }, dot)
     }
 
