@@ -5,8 +5,13 @@
 //! Three shapes of quorum share one tracker:
 //! * **a plain count**: `needed` of the voters (`one`, `quorum`, `all`, a number, a majority);
 //! * **stand-ins**: with sloppy quorum, a fallback answers for a replica that stayed silent; its
-//!   answer counts once, *as that replica* (so the replica's own late answer, or a second
-//!   stand-in's, is a duplicate and counts for nothing);
+//!   acknowledgement counts once, *as that replica* (so the replica's own late acknowledgement,
+//!   or a second stand-in's, is a duplicate and counts for nothing). A refusal is different: the
+//!   replica counts as refused only once *every* copy sent for it (its own and each stand-in's)
+//!   was refused, because a stand-in's refusal says nothing of the copy the silent replica may
+//!   still apply, and a replica's refusal nothing of the hint its stand-in may hold. Counting one
+//!   copy's refusal for the replica let a write be answered "no effect" while the other copy
+//!   took effect;
 //! * **per-datacenter groups**: `each_quorum` is the joint rule (every group reaches its own
 //!   majority), `local_quorum` the same rule over the coordinator's datacenter alone.
 //!
@@ -72,8 +77,9 @@ pub struct Quorum {
     stand_ins: Vec<(NodeId, NodeId)>,
     /// Logical voters that answered yes, in order of arrival.
     acked: Vec<NodeId>,
-    /// Logical voters that refused, in order of arrival.
-    refused: Vec<NodeId>,
+    /// Nodes (voters or stand-ins) that refused, in order of arrival: a logical voter is refused
+    /// once it and every stand-in for it are here (see [`Quorum::is_refused`]).
+    refusals: Vec<NodeId>,
 }
 
 impl Quorum {
@@ -101,7 +107,7 @@ impl Quorum {
             rule,
             stand_ins: Vec::new(),
             acked: Vec::with_capacity(capacity),
-            refused: Vec::new(),
+            refusals: Vec::new(),
         }
     }
 
@@ -134,33 +140,52 @@ impl Quorum {
 
     /// Whether `voter` (a logical voter) has answered either way.
     pub fn has_answered(&self, voter: NodeId) -> bool {
-        self.acked.contains(&voter) || self.refused.contains(&voter)
+        self.acked.contains(&voter) || self.is_refused(voter)
     }
 
-    /// Records `from`'s answer once per logical voter.
+    /// Whether every copy sent for `voter` (its own and each stand-in's) was refused, and none
+    /// acknowledged: only then can the voter no longer count toward the quorum.
+    pub fn is_refused(&self, voter: NodeId) -> bool {
+        !self.acked.contains(&voter)
+            && self.refusals.contains(&voter)
+            && self
+                .stand_ins
+                .iter()
+                .filter(|&&(_, v)| v == voter)
+                .all(|(f, _)| self.refusals.contains(f))
+    }
+
+    /// Records `from`'s answer: an acknowledgement once per logical voter, a refusal once per
+    /// node (it counts against the voter only with its other copies', see [`Quorum::is_refused`]).
     pub fn record(&mut self, from: NodeId, yes: bool) -> Recorded {
         let Some(voter) = self.logical(from) else {
             return Recorded::Stale;
         };
-        if self.has_answered(voter) {
+        if self.acked.contains(&voter) || self.refusals.contains(&from) {
             return Recorded::Stale;
         }
         if yes {
             self.acked.push(voter);
         } else {
-            self.refused.push(voter);
+            self.refusals.push(from);
         }
         Recorded::Counted(voter)
+    }
+
+    /// Logical voters refused, in voter order.
+    fn refused(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().copied().filter(|&v| self.is_refused(v))
     }
 
     /// Where the quorum stands. A pure function of the answers recorded.
     pub fn outcome(&self) -> QuorumOutcome {
         let acks = self.acked.len();
+        let refused: Vec<NodeId> = self.refused().collect();
         match &self.rule {
             Rule::Count { needed } => {
                 if acks >= *needed {
                     QuorumOutcome::Met { acks }
-                } else if self.voters.len().saturating_sub(self.refused.len()) < *needed {
+                } else if self.voters.len().saturating_sub(refused.len()) < *needed {
                     QuorumOutcome::Failed {
                         got: acks,
                         needed: *needed,
@@ -175,7 +200,7 @@ impl Quorum {
                 };
                 let failed = groups
                     .iter()
-                    .find(|group| group.members.len() - count(&self.refused, group) < group.needed);
+                    .find(|group| group.members.len() - count(&refused, group) < group.needed);
                 if let Some(group) = failed {
                     QuorumOutcome::Failed {
                         got: count(&self.acked, group),
@@ -205,14 +230,19 @@ impl Quorum {
         self.acked.len()
     }
 
-    /// Refusals recorded.
+    /// Logical voters refused (every copy sent for them refused).
+    pub fn refused_voters(&self) -> usize {
+        self.refused().count()
+    }
+
+    /// Refusals received, one per node that refused (a voter and its stand-in are two).
     pub fn refusals(&self) -> usize {
-        self.refused.len()
+        self.refusals.len()
     }
 
     /// Every voter has answered either way: nothing more can arrive.
     pub fn all_answered(&self) -> bool {
-        self.acked.len() + self.refused.len() >= self.voters.len()
+        self.acked.len() + self.refused_voters() >= self.voters.len()
     }
 
     /// The voters (a stand-in is not one).
@@ -237,15 +267,24 @@ impl Quorum {
 
     /// Internal consistency; panics only on a bug.
     pub fn check_invariants(&self) {
-        for voter in self.acked.iter().chain(&self.refused) {
+        for voter in &self.acked {
             assert!(self.voters.contains(voter), "an answer from a non-voter");
         }
+        for (i, node) in self.refusals.iter().enumerate() {
+            assert!(self.is_asked(*node), "a refusal from a node never asked");
+            assert!(
+                !self.refusals[..i].contains(node),
+                "a refusal counted twice"
+            );
+        }
+        for (i, voter) in self.acked.iter().enumerate() {
+            assert!(
+                !self.acked[..i].contains(voter),
+                "an acknowledgement counted twice"
+            );
+        }
         assert!(
-            self.acked.iter().all(|a| !self.refused.contains(a)),
-            "a voter both acknowledged and refused"
-        );
-        assert!(
-            self.acked.len() + self.refused.len() <= self.voters.len(),
+            self.acked.len() + self.refused_voters() <= self.voters.len(),
             "more answers than voters"
         );
         for (i, (fallback, voter)) in self.stand_ins.iter().enumerate() {
@@ -336,9 +375,15 @@ mod tests {
             &mut out,
         );
         play(
-            "a stand-in refusing for a voter fails it like the voter would",
+            "a voter is refused only when its own copy and its stand-in's both are",
+            sloppy.clone(),
+            &[(1, true), (4, false), (3, false), (5, false), (2, false)],
+            &mut out,
+        );
+        play(
+            "a stand-in's acknowledgement makes good its voter's refusal",
             sloppy,
-            &[(1, true), (4, false), (3, false)],
+            &[(2, false), (3, false), (4, true), (5, false), (1, true)],
             &mut out,
         );
         let mut read = Quorum::count(three(), 2);
@@ -410,6 +455,6 @@ mod tests {
         assert!(!quorum.all_answered());
         quorum.record(NodeId(3), true);
         assert!(quorum.all_answered());
-        assert_eq!((quorum.acks(), quorum.refusals()), (2, 1));
+        assert_eq!((quorum.acks(), quorum.refused_voters()), (2, 1));
     }
 }

@@ -1189,7 +1189,7 @@ impl Coordinator {
                 let outcome = if met {
                     written(&write, acks(acked))
                 } else if acked == 0
-                    && write.quorum.refusals() == replicas
+                    && write.quorum.refused_voters() == replicas
                     && !write.storage_failed
                     && !write.copies_doubled
                 {
@@ -1601,12 +1601,19 @@ impl Coordinator {
         };
         sloppy.hinted = true;
         let quorum = &mut write.quorum;
+        // This node's own copy is not silent while it waits for its fsync: it is staged here and
+        // answers for itself (durable, or refused by a failed fsync). Giving it a stand-in spent a
+        // fallback that a replica cut off by the network needed (hints-race seed 11: two
+        // fallbacks, one to this node's slow fsync, the cut-off replica left with no hint and,
+        // with anti-entropy off, an acknowledged write it never received).
+        let id = ctx.id;
         let silent: Vec<NodeId> = quorum
             .voters()
             .iter()
             .copied()
             .filter(|r| !quorum.acked().contains(r))
             .filter(|&r| !quorum.has_stand_in(r))
+            .filter(|&r| r != id || quorum.has_answered(r))
             .collect();
         let mut involved: Vec<NodeId> = quorum.voters().to_vec();
         involved.extend(quorum.stand_ins().iter().map(|&(f, _)| f));

@@ -1545,3 +1545,164 @@ fn the_key_count_excludes_tombstones_and_counts_each_range_once() {
         })
     );
 }
+
+// ------------------------------------------------------- sloppy writes: copies and stand-ins
+
+/// A ring of `count` nodes, one rack each, in one datacenter.
+fn ring_of(count: u32) -> Ring {
+    let mut ring = Ring::new(16);
+    for i in 0..count {
+        let location = NodeLocation {
+            datacenter: "dc".into(),
+            rack: format!("r{i}"),
+            weight: 1,
+        };
+        ring.add_node(NodeId(i), location).expect("fresh");
+    }
+    ring
+}
+
+/// Sloppy-quorum nodes over `ring`, started at `start` with their incarnations durable.
+fn sloppy_nodes(ring: &Ring, cluster: &ClusterConfig, start: Now) -> Vec<Node<MemStorage>> {
+    (0..ring.len() as u32)
+        .map(|i| {
+            let config = NodeConfig {
+                id: NodeId(i),
+                cluster: cluster.clone(),
+                rng_seed: u64::from(i),
+            };
+            let mut node =
+                Node::new(config, ring.clone(), MemStorage::new(), start).expect("valid");
+            drain_persisting(&mut node, start);
+            node
+        })
+        .collect()
+}
+
+/// The client replies `node` has ready.
+fn replies_of(node: &mut Node<MemStorage>) -> Vec<ClientReply> {
+    let mut replies = Vec::new();
+    while let Some(output) = node.poll_output() {
+        if let Output::Reply { reply, .. } = output {
+            replies.push(reply);
+        }
+    }
+    replies
+}
+
+/// Swarm seed 1409 (n = 1, w = 1, sloppy): the replica stays silent, its stand-in refuses the
+/// hinted copy. The replica may still apply its own copy, so the write is not "no effect".
+#[test]
+fn a_stand_in_refusing_leaves_a_write_indeterminate_while_its_replica_may_apply_it() {
+    let ring = ring_of(3);
+    let cluster = ClusterConfig {
+        n: 1,
+        r: 1,
+        w: 1,
+        sloppy_quorum: true,
+        sloppy_after_ms: 100,
+        request_timeout_ms: 1_000,
+        ..ClusterConfig::default()
+    };
+    let start = at(1, 1_000_000);
+    let mut nodes = sloppy_nodes(&ring, &cluster, start);
+    // The key's walk: its replica, then the fallback, then the coordinator (so the fallback is
+    // another node, not the coordinator keeping the hint itself).
+    let walk = ring.preference_list(b"k", 3);
+    let (replica, c) = (walk[0], walk[2].0 as usize);
+    nodes[c].handle_client(start, RequestId(1), put("k", "v"));
+    let sent = drain_persisting(&mut nodes[c], start);
+    assert!(
+        sent.iter()
+            .any(|(to, m)| *to == replica && matches!(m, Message::Write { .. })),
+        "{sent:?}"
+    );
+    // The replica never answers; at the hand-off point a fallback gets a hinted copy.
+    let handoff = at(150, 1_150_000);
+    nodes[c].handle_timeout(handoff);
+    let hinted: Vec<(NodeId, Message)> = drain_persisting(&mut nodes[c], handoff)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::HintedWrite { .. }))
+        .collect();
+    let [(fallback, hint)] = hinted.as_slice() else {
+        panic!("one hinted copy: {hinted:?}");
+    };
+    // The fallback refuses it (the driver could not queue it: its `Busy` refusal).
+    nodes[c].handle_send_failed(handoff, *fallback, hint.clone());
+    let early = replies_of(&mut nodes[c]);
+    assert!(
+        early.is_empty(),
+        "answered while a copy may apply: {early:?}"
+    );
+    let end = at(2_000, 3_000_000);
+    nodes[c].handle_timeout(end);
+    assert_eq!(
+        replies_of(&mut nodes[c]),
+        vec![ClientReply::Indeterminate { acks: 0, needed: 1 }]
+    );
+}
+
+/// Hints-race seed 11: a coordinator that is a replica, its own fsync slow, one replica cut off
+/// and a single fallback left. The fallback must stand in for the cut-off replica: the local copy
+/// is staged here and is not lost in the network.
+#[test]
+fn a_sloppy_write_spends_its_fallback_on_a_cut_off_replica_not_on_its_own_slow_fsync() {
+    let ring = ring_of(4);
+    let cluster = ClusterConfig {
+        n: 3,
+        r: 2,
+        w: 2,
+        sloppy_quorum: true,
+        sloppy_after_ms: 100,
+        request_timeout_ms: 1_000,
+        ..ClusterConfig::default()
+    };
+    let start = at(1, 1_000_000);
+    let mut nodes = sloppy_nodes(&ring, &cluster, start);
+    let replicas = ring.preference_list(b"k", 3);
+    let coordinator = replicas[0];
+    let c = coordinator.0 as usize;
+    nodes[c].handle_client(start, RequestId(1), put("k", "v"));
+    // The local copy's persist stays pending (a slow fsync); the writes to the others go out.
+    let mut writes = Vec::new();
+    while let Some(output) = nodes[c].poll_output() {
+        if let Output::Send { to, message } = output {
+            writes.push((to, message));
+        }
+    }
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    let (reached, cut_off) = (replicas[1], replicas[2]);
+    // The reached replica acknowledges; the cut-off one never gets its copy.
+    let (_, write) = writes
+        .into_iter()
+        .find(|(to, _)| *to == reached)
+        .expect("a write to the reached replica");
+    let r = reached.0 as usize;
+    nodes[r].handle_message(start, coordinator, write);
+    for (to, reply) in drain_persisting(&mut nodes[r], start) {
+        assert_eq!(to, coordinator);
+        nodes[c].handle_message(start, reached, reply);
+    }
+    let handoff = at(150, 1_150_000);
+    nodes[c].handle_timeout(handoff);
+    let mut stand_ins = Vec::new();
+    while let Some(output) = nodes[c].poll_output() {
+        if let Output::Send {
+            to,
+            message: Message::HintedWrite { for_node, .. },
+        } = output
+        {
+            stand_ins.push((to, for_node));
+        }
+    }
+    assert!(
+        stand_ins.iter().any(|&(_, for_node)| for_node == cut_off),
+        "no stand-in for the cut-off replica: {stand_ins:?}"
+    );
+    assert!(
+        stand_ins
+            .iter()
+            .all(|&(_, for_node)| for_node != coordinator),
+        "a stand-in for this node's own staged copy: {stand_ins:?}"
+    );
+}
