@@ -702,9 +702,17 @@ impl SwarmFile {
 
         let convergence = anti_entropy_interval_ms > 0;
 
+        // The earliest moment a drawn fault can take a replica out of reach (a crash, a pause or
+        // a partition no sooner than one nemesis interval in; a membership change or a wipe at
+        // its drawn time). Clock jumps take no replica away.
+        let mut replica_lost_from_ms = kinds
+            .iter()
+            .any(|k| matches!(*k, "partitions" | "crashes" | "pauses"))
+            .then_some(interval);
         let mut faults = Vec::new();
         if let Some((kind, node)) = change {
             let at_ms = rng.gen_range(duration_ms / 5..=duration_ms * 3 / 5);
+            replica_lost_from_ms = Some(replica_lost_from_ms.map_or(at_ms, |t| t.min(at_ms)));
             let mut fault = Table::new();
             fault.insert("at_ms".into(), int(at_ms));
             fault.insert(kind.into(), int(node));
@@ -727,6 +735,7 @@ impl SwarmFile {
             let text = if !wipe_is_survivable(write_quorum, removes) {
                 format!("left out (a remove beside a write quorum of {write_quorum})")
             } else if connect_disk_wipe(&mut nemesis, &mut faults, node, at_ms) {
+                replica_lost_from_ms = Some(replica_lost_from_ms.map_or(at_ms, |t| t.min(at_ms)));
                 format!("n{node} at {at_ms}ms")
             } else {
                 "drawn but not connected".into()
@@ -748,7 +757,14 @@ impl SwarmFile {
         // out its timeout (writes among them, for the checks that judge writes), capped by the
         // usual 1% of the workload.
         // Durability judges acknowledged writes, so only the drawn write share of those counts.
-        let timed_out_operations = u64::from(clients) * duration_ms / request_timeout_ms.max(1);
+        // A write quorum of every replica (`all`, or w = n) is refused for as long as any one
+        // replica is out of reach, and a crash may last the rest of the run (seed 598: `all`
+        // with a crash at 1.3 s of 4.5 s): only the time before the first such fault counts.
+        let serving_ms = match replica_lost_from_ms {
+            Some(from_ms) if write_quorum >= u32::from(n) => from_ms.min(duration_ms),
+            _ => duration_ms,
+        };
+        let timed_out_operations = u64::from(clients) * serving_ms / request_timeout_ms.max(1);
         let timed_out_writes = (timed_out_operations as f64 * (1.0 - read_fraction)) as u64;
         let ok_operations_min = timed_out_writes.min(operations / 100).max(1);
         check.insert("ok_operations_min".into(), int(ok_operations_min));
