@@ -42,6 +42,18 @@ pub fn unexpected_seeds(
         .collect()
 }
 
+/// Runs seeds `seeds` of `name` with default options and fails naming every seed whose outcome
+/// differs from the scenario's `expect`, with its replay command.
+pub fn assert_seeds_as_expected(name: &str, seeds: std::ops::Range<u64>) {
+    let bad = unexpected_seeds(name, seeds, RunOptions::default());
+    assert!(
+        bad.is_empty(),
+        "{} seeds of {name} not as expected:\n{}",
+        bad.len(),
+        describe(&bad)
+    );
+}
+
 /// A readable list of failing seeds with their replay commands and check details.
 pub fn describe(reports: &[RunReport]) -> String {
     reports

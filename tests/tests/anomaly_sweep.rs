@@ -2,18 +2,7 @@
 //! 0..100; the vector-clock scenario keeps every acknowledged put on 300 seeds; counters pass 150 seeds
 //! and their broken twin is caught on every seed of 0..100.
 
-use ringkv_tests::{describe, unexpected_seeds};
-use sim::RunOptions;
-
-fn sweep(name: &str, seeds: std::ops::Range<u64>) {
-    let bad = unexpected_seeds(name, seeds, RunOptions::default());
-    assert!(
-        bad.is_empty(),
-        "{} seeds of {name} not as expected:\n{}",
-        bad.len(),
-        describe(&bad)
-    );
-}
+use ringkv_tests::assert_seeds_as_expected as sweep;
 
 #[test]
 fn linearizable_passes_300_seeds() {

@@ -2,18 +2,7 @@
 //! ignoring expiry on read) is caught on every one of 150 (1,000 of each measured; see the
 //! scenarios' descriptions and README.md).
 
-use ringkv_tests::{describe, unexpected_seeds};
-use sim::RunOptions;
-
-fn sweep(name: &str, seeds: std::ops::Range<u64>) {
-    let bad = unexpected_seeds(name, seeds, RunOptions::default());
-    assert!(
-        bad.is_empty(),
-        "{} seeds of {name} not as expected:\n{}",
-        bad.len(),
-        describe(&bad)
-    );
-}
+use ringkv_tests::assert_seeds_as_expected as sweep;
 
 #[test]
 fn ttl_passes_150_seeds() {
