@@ -220,11 +220,17 @@ impl HintStore {
         let stored = hint_key(owner, &key);
         let size = stored.len() as u64 + record.value_bytes() as u64;
         let cluster = &ctx.config.cluster;
-        let queue = self.queues.entry(owner).or_default();
-        let fresh = !queue.keys.contains_key(&stored);
+        // Looked at, not created: a refused hint must not leave an empty queue behind.
+        let (held, held_bytes, fresh) = self.queues.get(&owner).map_or((0, 0, true), |queue| {
+            (
+                queue.keys.len(),
+                queue.bytes,
+                !queue.keys.contains_key(&stored),
+            )
+        });
         if fresh
-            && (queue.keys.len() >= cluster.hints_per_target_max
-                || queue.bytes + size > cluster.hint_bytes_per_target_max)
+            && (held >= cluster.hints_per_target_max
+                || held_bytes + size > cluster.hint_bytes_per_target_max)
         {
             self.stats.overflowed += 1;
             return Err(ReplicaError::Busy);
@@ -751,6 +757,35 @@ mod tests {
             (1, 1)
         );
         hints.check_invariants();
+    }
+
+    #[test]
+    fn after_a_failed_sync_a_hint_is_refused_rather_than_left_waiting_for_ever() {
+        let mut ctx = test_context(0, 3, ClusterConfig::default());
+        let mut hints = HintStore::default();
+        let key = Bytes::from_static(b"a");
+        let then = AfterPersist::Nothing;
+        let staged = hints.store(&mut ctx, NodeId(1), key.clone(), &record(1), then);
+        assert!(matches!(staged, Ok(Applied::Pending)), "{staged:?}");
+        let _refused_waiters = ctx.durability.poison();
+        // The same record again: nothing to stage, but nothing will ever be durable either.
+        let again = hints.store(&mut ctx, NodeId(1), key, &record(1), then);
+        assert!(matches!(again, Err(ReplicaError::Storage)), "{again:?}");
+    }
+
+    #[test]
+    fn a_refused_hint_leaves_no_queue_behind() {
+        let cluster = ClusterConfig {
+            hint_bytes_per_target_max: 1,
+            ..ClusterConfig::default()
+        };
+        let mut ctx = test_context(0, 3, cluster);
+        let mut hints = HintStore::default();
+        let key = Bytes::from_static(b"a");
+        let refused = hints.store(&mut ctx, NodeId(1), key, &record(1), AfterPersist::Nothing);
+        assert!(matches!(refused, Err(ReplicaError::Busy)));
+        assert_eq!(hints.stats.overflowed, 1);
+        assert!(hints.pending().is_empty(), "{:?}", hints.pending());
     }
 
     #[test]

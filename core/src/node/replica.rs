@@ -16,6 +16,7 @@ pub(super) struct Replica {
 }
 
 /// The result of merging a record into local storage.
+#[derive(Debug)]
 pub(super) enum Applied {
     /// Merged; acknowledge once the contained work is released by the pipeline.
     Pending,

@@ -116,6 +116,11 @@ impl<S: Storage> Context<S> {
         if self.config.cluster.unsafe_ack_before_persist {
             return Ok(Applied::Now);
         }
+        if self.durability.is_poisoned() {
+            // Nothing becomes durable after a failed sync: a waiter queued now would never be
+            // released (the failed sync already refused the ones waiting then).
+            return Err(ReplicaError::Storage);
+        }
         Ok(match self.durability.after_pending(then) {
             Some(_) => Applied::Now,
             None => Applied::Pending,
