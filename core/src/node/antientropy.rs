@@ -234,6 +234,9 @@ impl AntiEntropy {
         roots: Vec<(u32, u64)>,
     ) {
         for (range, root) in roots.into_iter().take(ctx.my_ranges.len().max(1)) {
+            if !ring_has(ctx, range) {
+                continue;
+            }
             let tree = ctx.tree_mut(range);
             if tree.root() != root {
                 let hashes = tree.interior().to_vec();
@@ -251,8 +254,8 @@ impl AntiEntropy {
         range: u32,
         hashes: Vec<u64>,
     ) {
-        if hashes.len() != LEAVES / FANOUT {
-            return; // malformed: ignore
+        if hashes.len() != LEAVES / FANOUT || !ring_has(ctx, range) {
+            return; // malformed, or a range this ring does not have: ignore
         }
         let tree = ctx.tree_mut(range);
         let mine = tree.interior().to_vec();
@@ -274,6 +277,9 @@ impl AntiEntropy {
         range: u32,
         groups: Vec<(u8, Vec<u64>)>,
     ) {
+        if !ring_has(ctx, range) {
+            return;
+        }
         let tree = ctx.tree_mut(range);
         let mut differing: Vec<u16> = Vec::new();
         for (group, theirs) in groups.iter().take(LEAVES / FANOUT) {
@@ -314,6 +320,9 @@ impl AntiEntropy {
         leaves: Vec<u16>,
         entries: Vec<(Bytes, u64)>,
     ) {
+        if !ring_has(ctx, range) {
+            return;
+        }
         let tree = ctx.tree_mut(range);
         let mine: BTreeMap<Bytes, u64> = leaves
             .iter()
@@ -408,6 +417,12 @@ impl AntiEntropy {
     }
 }
 
+/// Whether this node's ring has range number `range`: a peer's message about any other (a peer on
+/// another ring, or a bad one) is ignored rather than given a tree of its own here.
+fn ring_has<S>(ctx: &Context<S>, range: u32) -> bool {
+    usize::try_from(range).is_ok_and(|r| r < ctx.ring.range_count())
+}
+
 /// The digest of `key` in its range's tree, if the tree holds it.
 fn tree_digest<S: Storage>(ctx: &Context<S>, key: &Bytes) -> Option<u64> {
     let range = ctx.ring.range_index_for_hash(Ring::key_hash(key))?;
@@ -493,6 +508,39 @@ mod tests {
                 deliver(&mut pair[to.0 as usize], from, message);
             }
         }
+    }
+
+    #[test]
+    fn a_peer_naming_a_range_this_ring_lacks_gets_no_tree_and_no_answer() {
+        let [mut me, _] = pair(ClusterConfig::default());
+        let beyond = u32::try_from(me.1.ring.range_count()).expect("fits");
+        let trees_before = me.1.trees.len();
+        for message in [
+            Message::AeRoots {
+                roots: vec![(beyond, 7), (u32::MAX, 7)],
+            },
+            Message::AeInterior {
+                range: beyond,
+                hashes: vec![7; LEAVES / FANOUT],
+            },
+            Message::AeLeaves {
+                range: u32::MAX,
+                groups: vec![(0, vec![7; FANOUT])],
+            },
+            Message::AeDigests {
+                range: beyond,
+                leaves: vec![0],
+                entries: vec![(Bytes::from_static(b"k"), 7)],
+            },
+        ] {
+            deliver(&mut me, NodeId(1), message);
+        }
+        assert_eq!(
+            me.1.trees.len(),
+            trees_before,
+            "trees made for unknown ranges"
+        );
+        assert!(me.1.outputs.is_empty(), "answered: {:?}", me.1.outputs);
     }
 
     #[test]
