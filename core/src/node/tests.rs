@@ -1562,8 +1562,18 @@ fn ring_of(count: u32) -> Ring {
     ring
 }
 
-/// Sloppy-quorum nodes over `ring`, started at `start` with their incarnations durable.
-fn sloppy_nodes(ring: &Ring, cluster: &ClusterConfig, start: Now) -> Vec<Node<MemStorage>> {
+/// Sloppy-quorum nodes over `ring` (`n` replicas, `r` = `w` = `quorum`, hand-off after 100 ms of a
+/// 1 s timeout), started at `start` with their incarnations durable.
+fn sloppy_nodes(ring: &Ring, n: u8, quorum: u8, start: Now) -> Vec<Node<MemStorage>> {
+    let cluster = ClusterConfig {
+        n,
+        r: quorum,
+        w: quorum,
+        sloppy_quorum: true,
+        sloppy_after_ms: 100,
+        request_timeout_ms: 1_000,
+        ..ClusterConfig::default()
+    };
     (0..ring.len() as u32)
         .map(|i| {
             let config = NodeConfig {
@@ -1594,18 +1604,8 @@ fn replies_of(node: &mut Node<MemStorage>) -> Vec<ClientReply> {
 /// hinted copy. The replica may still apply its own copy, so the write is not "no effect".
 #[test]
 fn a_stand_in_refusing_leaves_a_write_indeterminate_while_its_replica_may_apply_it() {
-    let ring = ring_of(3);
-    let cluster = ClusterConfig {
-        n: 1,
-        r: 1,
-        w: 1,
-        sloppy_quorum: true,
-        sloppy_after_ms: 100,
-        request_timeout_ms: 1_000,
-        ..ClusterConfig::default()
-    };
-    let start = at(1, 1_000_000);
-    let mut nodes = sloppy_nodes(&ring, &cluster, start);
+    let (ring, start) = (ring_of(3), at(1, 1_000_000));
+    let mut nodes = sloppy_nodes(&ring, 1, 1, start);
     // The key's walk: its replica, then the fallback, then the coordinator (so the fallback is
     // another node, not the coordinator keeping the hint itself).
     let walk = ring.preference_list(b"k", 3);
@@ -1647,18 +1647,8 @@ fn a_stand_in_refusing_leaves_a_write_indeterminate_while_its_replica_may_apply_
 /// is staged here and is not lost in the network.
 #[test]
 fn a_sloppy_write_spends_its_fallback_on_a_cut_off_replica_not_on_its_own_slow_fsync() {
-    let ring = ring_of(4);
-    let cluster = ClusterConfig {
-        n: 3,
-        r: 2,
-        w: 2,
-        sloppy_quorum: true,
-        sloppy_after_ms: 100,
-        request_timeout_ms: 1_000,
-        ..ClusterConfig::default()
-    };
-    let start = at(1, 1_000_000);
-    let mut nodes = sloppy_nodes(&ring, &cluster, start);
+    let (ring, start) = (ring_of(4), at(1, 1_000_000));
+    let mut nodes = sloppy_nodes(&ring, 3, 2, start);
     let replicas = ring.preference_list(b"k", 3);
     let coordinator = replicas[0];
     let c = coordinator.0 as usize;
