@@ -5,7 +5,8 @@
 //! Everything here is decided before any replica is asked, so each refusal it gives has had no
 //! effect and is always safe to retry; the read and write paths start from a finished plan.
 
-use super::{Coordinator, Neighbours, PaxosStart, ReadPurpose, ReadStart};
+use super::read::{ReadPurpose, ReadStart};
+use super::{Coordinator, Neighbours, PaxosStart};
 use crate::client::{ClientRequest, Consistency, RequestError};
 use crate::id::{NodeId, RequestId};
 use crate::membership::Membership;
