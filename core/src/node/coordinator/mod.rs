@@ -12,6 +12,7 @@
 //! blocks of their own files.
 
 mod read;
+mod repair;
 mod request;
 
 use super::context::Context;
@@ -358,39 +359,6 @@ impl Coordinator {
     }
 
     // ---------------------------------------------------------------- reads
-
-    /// Sends the merged record to every replica that answered with something older or nothing.
-    /// Fire and forget: merging is idempotent, and anti-entropy covers what this misses.
-    fn read_repair<S: Storage>(&mut self, ctx: &mut Context<S>, read: ReadOperation) {
-        let Some(merged) = read.merged else { return };
-        let mut stale: Vec<NodeId> = read
-            .records
-            .iter()
-            .filter(|(_, record)| record.as_ref() != Some(&merged))
-            .map(|&(node, _)| node)
-            .collect();
-        if stale.len() > 1 && buggify!(ctx.faults, &mut ctx.rng, "coordinator/read-repair-targets")
-        {
-            // Repair fewer replicas, in another order: read repair is best effort, and
-            // anti-entropy must bring the ones left out up to date on its own.
-            stale.reverse();
-            let keep = ctx.rng.gen_range(1..stale.len());
-            stale.truncate(keep);
-        }
-        for node in &stale {
-            ctx.stats.read_repairs += 1;
-            if *node == ctx.id {
-                let _ = ctx.apply(read.key.clone(), &merged, AfterPersist::Nothing);
-            } else {
-                let message = Message::Write {
-                    op: OperationId(0),
-                    key: read.key.clone(),
-                    record: merged.clone(),
-                };
-                ctx.send(*node, message);
-            }
-        }
-    }
 
     // ---------------------------------------------------------------- writes
 
