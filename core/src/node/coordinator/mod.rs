@@ -11,6 +11,7 @@
 //! (`counter`) and failing fast (`fail_fast`) are parts of coordinating: `impl Coordinator`
 //! blocks of their own files.
 
+mod forward;
 mod read;
 mod repair;
 mod request;
@@ -19,25 +20,22 @@ mod write;
 use super::context::Context;
 use super::gossip::is_down;
 use super::handover::Handover;
-use super::NodeEvent;
 use crate::buggify;
-use crate::client::{ClientReply, ClientRequest, RequestError};
+use crate::client::{ClientReply, ClientRequest};
 use crate::id::{NodeId, OperationId, RequestId};
 use crate::membership::Membership;
 use crate::message::{ForwardedOutcome, Message};
 use crate::quorum::{Group, Quorum, QuorumOutcome};
 use crate::storage::Storage;
 use crate::time::{Instant, Now};
-use crate::version::{CausalRecord, Record, VersionVector, WriteVersion};
+use crate::version::Record;
 use bytes::Bytes;
+use forward::{ForwardOperation, SERVED_FORWARDS_MAX};
 use rand::Rng;
 use read::ReadOperation;
 use std::time::Duration;
 pub(super) use write::Origin;
 use write::WriteOperation;
-
-/// Most forwarded puts remembered for de-duplication.
-const SERVED_FORWARDS_MAX: usize = 4096;
 
 /// The coordinator's state: operations in flight with their deadlines, datacenter groups,
 /// forwarded puts already served, and when each member was last heard from.
@@ -139,24 +137,6 @@ impl Coordinator {
             "hinted copies left unsent after an input"
         );
     }
-
-    pub(super) fn remember_forward(
-        &mut self,
-        key: (NodeId, OperationId),
-        duplicates: &mut u64,
-    ) -> bool {
-        if !self.served_forwards.insert(key) {
-            *duplicates += 1;
-            return false;
-        }
-        self.served_forwards_order.push_back(key);
-        if self.served_forwards_order.len() > SERVED_FORWARDS_MAX {
-            if let Some(old) = self.served_forwards_order.pop_front() {
-                self.served_forwards.remove(&old);
-            }
-        }
-        true
-    }
 }
 
 /// A write that may use fallback nodes (PITFALLS: hints are bounded and replayed, never a
@@ -169,22 +149,6 @@ pub(super) struct Sloppy {
     hinted: bool,
     /// The client already has its answer (W was met); the operation lives on to hint.
     replied: bool,
-}
-
-/// A vector-clock put forwarded to a replica of the key.
-#[derive(Debug)]
-pub(super) struct ForwardOperation {
-    request: RequestId,
-    key: Bytes,
-    value: Option<Bytes>,
-    context: VersionVector,
-    needed: u8,
-    candidates: Vec<NodeId>,
-    attempt: usize,
-    deadline: Instant,
-    /// An increment (`CoordinateIncrement`) rather than a put: it has one candidate only, since
-    /// a second replica applying it after the first did would count it twice.
-    delta: Option<i64>,
 }
 
 /// Work in flight at a coordinator.
@@ -274,275 +238,7 @@ impl Coordinator {
 
     // ---------------------------------------------------------------- vector-clock puts
 
-    /// Creates the new dot from this replica's own record and writes it (local copy first).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "two call sites with different origins"
-    )]
-    fn coordinate_causal_put<S: Storage>(
-        &mut self,
-        ctx: &mut Context<S>,
-        nb: &mut Neighbours<'_>,
-        origin: Origin,
-        key: Bytes,
-        value: Option<Bytes>,
-        context: VersionVector,
-        (needed, groups): (u8, Option<Vec<Group>>),
-        replicas: Vec<NodeId>,
-        deadline: Instant,
-    ) {
-        let local = match ctx.local_record_for_write(&key) {
-            Ok(Some(Record::Causal(record))) => record,
-            Ok(_) => CausalRecord::default(),
-            Err(_) => {
-                let outcome = ForwardedOutcome::Rejected(RequestError::StorageUnavailable);
-                self.finish_write(ctx, origin, needed, outcome);
-                return;
-            }
-        };
-        let (mut record, dot) = local.update(ctx.actor, &context, value);
-        record.prune(ctx.config.cluster.clock_entries_max, &replicas, ctx.actor);
-        if record.siblings.len() > ctx.config.cluster.siblings_max {
-            let max = ctx.config.cluster.siblings_max;
-            self.finish_write(
-                ctx,
-                origin,
-                needed,
-                ForwardedOutcome::Rejected(RequestError::TooManySiblings { max }),
-            );
-            return;
-        }
-        // The record travels whole in one message; past the codec's limit no replica could
-        // receive it, and the key would be unreplicable.
-        let bytes: usize = record
-            .siblings
-            .iter()
-            .map(|(_, value)| value.as_ref().map_or(0, Bytes::len))
-            .sum();
-        if bytes > ctx.config.cluster.record_bytes_max {
-            let max = ctx.config.cluster.record_bytes_max;
-            self.finish_write(
-                ctx,
-                origin,
-                needed,
-                ForwardedOutcome::Rejected(RequestError::SiblingsTooLarge { bytes, max }),
-            );
-            return;
-        }
-        let write = WriteOperation::new(
-            origin,
-            key,
-            (Record::Causal(record), WriteVersion::Dot(dot)),
-            needed,
-            quorum_of(replicas, needed, groups),
-            (None, None),
-        );
-        self.launch_write(ctx, nb, write, deadline);
-    }
-
-    /// A replica was asked to coordinate a vector-clock put.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the fields of one message, destructured"
-    )]
-    pub(super) fn serve_coordinate_put<S: Storage>(
-        &mut self,
-        ctx: &mut Context<S>,
-        nb: &mut Neighbours<'_>,
-        now: Now,
-        from: NodeId,
-        op: OperationId,
-        key: Bytes,
-        value: Option<Bytes>,
-        context: VersionVector,
-        needed: u8,
-    ) {
-        if !self.remember_forward((from, op), &mut ctx.stats.duplicate_forwards) {
-            return;
-        }
-        let n = usize::from(ctx.config.cluster.n);
-        let replicas = ctx.ring.preference_list(&key, n);
-        let valid = (1..=replicas.len()).contains(&usize::from(needed));
-        if !replicas.contains(&ctx.id)
-            || !valid
-            || self.operations.len() >= ctx.config.cluster.requests_in_flight_max
-        {
-            let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
-            let key_digest = crate::id::key_digest(&key);
-            let reply = Message::CoordinatePutReply {
-                op,
-                key_digest,
-                outcome,
-            };
-            ctx.send(from, reply);
-            return;
-        }
-        let deadline = now
-            .monotonic
-            .saturating_add(ctx.config.cluster.request_timeout());
-        let key_digest = crate::id::key_digest(&key);
-        let origin = Origin::Forward {
-            from,
-            op,
-            key_digest,
-        };
-        self.coordinate_causal_put(
-            ctx,
-            nb,
-            origin,
-            key,
-            value,
-            context,
-            (needed, None),
-            replicas,
-            deadline,
-        );
-    }
-
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename them"
-    )]
-    fn forward_put<S: Storage>(
-        &mut self,
-        ctx: &mut Context<S>,
-        nb: &mut Neighbours<'_>,
-        now: Now,
-        request: RequestId,
-        key: Bytes,
-        value: Option<Bytes>,
-        context: VersionVector,
-        needed: u8,
-        candidates: Vec<NodeId>,
-        deadline: Instant,
-    ) {
-        let op = ctx.allocate_operation();
-        // Replicas the failure detector judges down are tried last (stable order otherwise).
-        let mut candidates = candidates;
-        candidates.sort_by_key(|&c| is_down(nb.membership, c));
-        let forward = ForwardOperation {
-            request,
-            key,
-            value,
-            context,
-            needed,
-            candidates,
-            attempt: 0,
-            deadline,
-            delta: None,
-        };
-        let attempt_deadline = attempt_deadline(ctx, now, &forward);
-        self.send_forward(ctx, op, &forward);
-        self.track(op, Operation::Forward(forward), attempt_deadline);
-    }
-
-    fn send_forward<S: Storage>(
-        &mut self,
-        ctx: &mut Context<S>,
-        op: OperationId,
-        forward: &ForwardOperation,
-    ) {
-        let target = forward.candidates[forward.attempt];
-        let message = match forward.delta {
-            Some(delta) => Message::CoordinateIncrement {
-                op,
-                key: forward.key.clone(),
-                delta,
-                needed: forward.needed,
-            },
-            None => Message::CoordinatePut {
-                op,
-                key: forward.key.clone(),
-                value: forward.value.clone(),
-                context: forward.context.clone(),
-                needed: forward.needed,
-            },
-        };
-        ctx.send(target, message);
-    }
-
-    /// The coordinating replica's answer to a forwarded put; only a candidate already tried (an
-    /// earlier attempt may still have finished), about the same key, is heard.
-    pub(super) fn on_forward_reply<S: Storage>(
-        &mut self,
-        ctx: &mut Context<S>,
-        from: NodeId,
-        op: OperationId,
-        key_digest: u64,
-        outcome: ForwardedOutcome,
-    ) {
-        let expected = match self.operations.get(&op) {
-            Some((_, Operation::Forward(f))) => {
-                f.candidates
-                    .get(..=f.attempt)
-                    .is_some_and(|tried| tried.contains(&from))
-                    && crate::id::key_digest(&f.key) == key_digest
-            }
-            _ => false,
-        };
-        if !expected {
-            ctx.stats.stale_replies += 1;
-            return;
-        }
-        if let Some(Operation::Forward(forward)) = self.untrack(op) {
-            let attempted_before = forward.attempt > 0;
-            let outcome = match outcome {
-                // An earlier attempt may still apply, so a refusal now is not "no effect".
-                ForwardedOutcome::Rejected(_) if attempted_before => {
-                    ForwardedOutcome::Indeterminate { acks: 0 }
-                }
-                other => other,
-            };
-            self.finish_write(
-                ctx,
-                Origin::Client(forward.request),
-                forward.needed,
-                outcome,
-            );
-        }
-    }
-
     // ---------------------------------------------------------------- counters
-
-    /// Sends an increment to one replica of the key to apply (this node is not one): the first
-    /// the failure detector does not judge down. Never retried on another replica: the first
-    /// may have applied it, and a second would count it again; a silent replica makes the
-    /// outcome indeterminate.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename them"
-    )]
-    pub(super) fn forward_increment<S: Storage>(
-        &mut self,
-        ctx: &mut Context<S>,
-        nb: &mut Neighbours<'_>,
-        now: Now,
-        request: RequestId,
-        key: Bytes,
-        delta: i64,
-        needed: u8,
-        replicas: Vec<NodeId>,
-        deadline: Instant,
-    ) {
-        let mut candidates = replicas;
-        candidates.sort_by_key(|&c| is_down(nb.membership, c));
-        candidates.truncate(1);
-        let op = ctx.allocate_operation();
-        let forward = ForwardOperation {
-            request,
-            key,
-            value: None,
-            context: VersionVector::default(),
-            needed,
-            candidates,
-            attempt: 0,
-            deadline,
-            delta: Some(delta),
-        };
-        let attempt_deadline = attempt_deadline(ctx, now, &forward);
-        self.send_forward(ctx, op, &forward);
-        self.track(op, Operation::Forward(forward), attempt_deadline);
-    }
 
     // ---------------------------------------------------------------- sloppy quorum
 
@@ -754,30 +450,6 @@ impl Coordinator {
             }
         }
     }
-
-    /// A forwarded put's attempt timed out: try the next candidate while the request's deadline
-    /// allows, else the outcome is unknown (the silent candidate may have applied it).
-    fn retry_forward<S: Storage>(
-        &mut self,
-        ctx: &mut Context<S>,
-        now: Now,
-        op: OperationId,
-        mut forward: ForwardOperation,
-    ) {
-        if forward.attempt + 1 < forward.candidates.len() && now.monotonic < forward.deadline {
-            forward.attempt += 1;
-            let next = forward.candidates[forward.attempt];
-            ctx.outputs
-                .push_back(super::Output::Event(NodeEvent::ForwardRetried { next }));
-            self.send_forward(ctx, op, &forward);
-            let attempt_deadline = attempt_deadline(ctx, now, &forward);
-            self.track(op, Operation::Forward(forward), attempt_deadline);
-        } else {
-            let outcome = ForwardedOutcome::Indeterminate { acks: 0 };
-            let origin = Origin::Client(forward.request);
-            self.finish_write(ctx, origin, forward.needed, outcome);
-        }
-    }
 }
 
 /// The tracker for a level: `needed` of all replicas, or every group's own quorum for the
@@ -821,24 +493,6 @@ fn fallback_walk<S>(ctx: &Context<S>, membership: Option<&Membership>, key: &[u8
         .collect()
 }
 
-/// Each candidate replica gets an equal slice of the request timeout.
-fn attempt_deadline<S>(ctx: &mut Context<S>, now: Now, forward: &ForwardOperation) -> Instant {
-    let retry = forward.attempt + 1 < forward.candidates.len();
-    if retry && buggify!(ctx.faults, &mut ctx.rng, "coordinator/forward-retry") {
-        // Try the next candidate early, while this one may still apply the put: both may
-        // then apply it (two dots, siblings at worst), and a late reply from either counts.
-        return now
-            .monotonic
-            .saturating_add(Duration::from_millis(1))
-            .min(forward.deadline);
-    }
-    let slices = u32::try_from(forward.candidates.len()).unwrap_or(1).max(1);
-    let slice = ctx.config.cluster.request_timeout() / slices;
-    now.monotonic
-        .saturating_add(slice.max(Duration::from_millis(1)))
-        .min(forward.deadline)
-}
-
 /// Clamps a count into the `u8` replies carry (n is at most 16).
 fn acks(count: usize) -> u8 {
     u8::try_from(count).unwrap_or(u8::MAX)
@@ -848,6 +502,7 @@ fn acks(count: usize) -> u8 {
 mod tests {
     use super::read::ReadPurpose;
     use super::*;
+    use crate::version::VersionVector;
 
     fn at_ms(ms: u64) -> Instant {
         Instant::from_nanos(ms * 1_000_000)
@@ -928,25 +583,6 @@ mod tests {
         }
         coordinator.track(OperationId(1), Operation::Read(operation), at_ms(30));
         coordinator.check_invariants();
-    }
-
-    #[test]
-    fn forwarded_puts_are_served_once_and_remembered_within_a_bound() {
-        let mut coordinator = Coordinator::default();
-        let mut duplicates = 0;
-        let first = (NodeId(1), OperationId(1));
-        assert!(coordinator.remember_forward(first, &mut duplicates));
-        assert!(!coordinator.remember_forward(first, &mut duplicates));
-        assert_eq!(duplicates, 1);
-        for i in 2..=(SERVED_FORWARDS_MAX as u64 + 1) {
-            assert!(coordinator.remember_forward((NodeId(1), OperationId(i)), &mut duplicates));
-        }
-        coordinator.check_invariants();
-        assert_eq!(coordinator.served_forwards.len(), SERVED_FORWARDS_MAX);
-        // The oldest was forgotten to make room: a duplicate that late is served again (the
-        // bound is what keeps the memory finite; forwards retry within a request timeout).
-        assert!(coordinator.remember_forward(first, &mut duplicates));
-        assert_eq!(duplicates, 1);
     }
 
     #[test]
