@@ -8,10 +8,8 @@
 //! never become this key's answer.
 
 use super::request::Plan;
-use super::{
-    acks, hand_off_point, quorum_of, settled, Coordinator, Neighbours, Operation, Origin,
-    WriteOperation,
-};
+use super::sloppy::hand_off_point;
+use super::{acks, quorum_of, settled, Coordinator, Neighbours, Operation, Origin, WriteOperation};
 use crate::client::{CausalContext, ClientReply, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
 use crate::message::{Message, ReplicaError};

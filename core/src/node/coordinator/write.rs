@@ -8,7 +8,8 @@
 //! is not the same as did-not-happen").
 
 use super::request::Plan;
-use super::{acks, hand_off_point, quorum_of, settled, Coordinator, Neighbours, Operation, Sloppy};
+use super::sloppy::{hand_off_point, Sloppy};
+use super::{acks, quorum_of, settled, Coordinator, Neighbours, Operation};
 use crate::buggify;
 use crate::client::{CausalContext, ClientReply, RequestError};
 use crate::id::{NodeId, OperationId, RequestId};
