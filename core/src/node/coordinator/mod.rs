@@ -10,6 +10,18 @@
 //! ([`HandOff`], drained by the node after every coordinator input). The counter path
 //! (`counter`) and failing fast (`fail_fast`) are parts of coordinating: `impl Coordinator`
 //! blocks of their own files.
+//!
+//! This file holds the state every path shares (the operations, their deadlines, the interface
+//! to the node) and the two entry points that only dispatch: a client request
+//! ([`Coordinator::start_request`]) and an expired deadline ([`Coordinator::on_deadline`]). Each
+//! path is its own file, with `impl Coordinator` blocks of its own, so one can be read (and
+//! changed) without the others:
+//! - `request`: limits and the level resolved into a plan, before anything is sent;
+//! - `read`: reads, and the query phase of the linearizable level (ABD);
+//! - `repair`: read repair, best effort after a read;
+//! - `write`: writes and the one place their answer is decided;
+//! - `forward`: writes only a replica may coordinate (vector-clock puts, increments), forwarded;
+//! - `sloppy`: stand-ins for silent or down replicas, at the hand-off point.
 
 mod forward;
 mod read;
@@ -216,18 +228,6 @@ impl Coordinator {
         self.start_plain(ctx, nb, now, request, body, plan);
         None
     }
-
-    // ---------------------------------------------------------------- reads
-
-    // ---------------------------------------------------------------- writes
-
-    // ---------------------------------------------------------------- vector-clock puts
-
-    // ---------------------------------------------------------------- counters
-
-    // ---------------------------------------------------------------- sloppy quorum
-
-    // ---------------------------------------------------------------- deadlines
 
     /// `op`'s tracked deadline passed (the caller already removed the deadline entry): a
     /// sloppy operation reaches its hand-off point, a forward tries its next candidate, anything

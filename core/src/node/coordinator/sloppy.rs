@@ -2,10 +2,10 @@
 //! ask stand-ins along the key's ring walk instead, so a write or read still meets its level
 //! while some replicas are unreachable.
 //!
-//! A stand-in's acknowledgement counts once, for the replica it stands in for, and it keeps a hint
-//! to deliver later (bounded and replayed, never a substitute for anti-entropy: PITFALLS). This
-//! node's own staged copy is never given a stand-in: it answers for itself, and a fallback spent
-//! on it is one a cut-off replica did not get.
+//! A write's stand-in acknowledges for the replica it stands in for, once, and keeps a hint to
+//! deliver later (bounded and replayed, never a substitute for anti-entropy: PITFALLS); a read's
+//! fallback answers from its own copy. This node's own staged copy is never given a stand-in: it
+//! answers for itself, and a fallback spent on it is one a cut-off replica did not get.
 
 use super::{Coordinator, HandOff, Neighbours, Operation, ReadOperation, WriteOperation};
 use crate::buggify;
