@@ -1,11 +1,12 @@
-//! Reads: ask the plan's replicas, merge what R of them answer, and answer the client; at the
-//! linearizable level (ABD) the same round is the query phase, followed by a write to a majority
-//! before anyone is answered.
+//! Reads: ask the plan's replicas, merge what R of them answer, and answer the client. At the
+//! linearizable level (ABD) the same round trip is the query phase of a read or a write, and a
+//! version is then written to a majority (the newest one found, back; or a higher one, for a
+//! write) before the client hears anything.
 //!
-//! Why the linearizable write's second phase lives here too: both ABD operations start as this
-//! read and branch only on what its merged answer was for ([`ReadPurpose`]). A reply is matched to
-//! its read by who sent it and which key it names, since a late reply for another round trip must
-//! never become this key's answer.
+//! That second ABD phase starts here rather than in `write` because what it writes is decided by
+//! the query's answer and its purpose ([`ReadPurpose`]); `write` only carries it out. A reply
+//! counts only from a node the read asked and about the same key, since a late reply to another
+//! round trip must never become this key's answer.
 
 use super::request::Plan;
 use super::sloppy::hand_off_point;
