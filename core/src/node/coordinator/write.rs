@@ -1,11 +1,12 @@
 //! Writes: stamp a version, stage this node's copy, send the others, and answer whoever waits
 //! (a client, a linearizable read's write-back, a forwarding node) once W copies are durable.
 //!
-//! The answer is the decision that can lose data or mislead a client, so it is made in one place
-//! ([`Coordinator::settle_write`]): `Written` only once the quorum of durable acknowledgements is
-//! met, `Rejected` only when every replica refused before any effect, and otherwise
-//! `Indeterminate`, since a refused or silent copy may still have been applied (PITFALLS: "Failed
-//! is not the same as did-not-happen").
+//! What a write in flight answers is the decision that can lose data or mislead a client, so its
+//! rules sit together here: `Written` only once the quorum of durable acknowledgements is met,
+//! `Rejected` only when every replica refused before any effect, and otherwise `Indeterminate`,
+//! since a refused or silent copy may still have been applied (PITFALLS: "Failed is not the same
+//! as did-not-happen"). [`Coordinator::settle_write`] decides as answers arrive;
+//! [`Coordinator::finish_write`] delivers the outcome to whoever waits.
 
 use super::request::Plan;
 use super::sloppy::{hand_off_point, Sloppy};
