@@ -46,8 +46,9 @@ use read::ReadOperation;
 pub(super) use write::Origin;
 use write::WriteOperation;
 
-/// The coordinator's state: operations in flight with their deadlines, datacenter groups,
-/// forwarded puts already served, and when each member was last heard from.
+/// The coordinator's state: operations in flight with their deadlines (a datacenter level's groups
+/// travel inside each operation's quorum), forwarded puts already served, when each member was
+/// last heard from, and the hinted copies the last input decided.
 #[derive(Default)]
 pub(super) struct Coordinator {
     pub(super) operations: std::collections::BTreeMap<OperationId, (Instant, Operation)>,
