@@ -198,13 +198,8 @@ fn on_event<S: Storage>(
         MembershipEvent::RingChanged { version } => return Some(version),
         MembershipEvent::IncarnationChanged { .. } => persist(ctx, Some(machine)),
         MembershipEvent::StatusChanged { node, from, to } => {
-            if to == MemberStatus::Alive
-                && from == MemberStatus::Down
-                && ctx.timers.is_armed(Timer::HintReplay)
-            {
-                // The owner is back: replay its hints now rather than at the next round. Only
-                // where replay runs at all (sloppy quorum arms it; otherwise no hint is ever
-                // handed off, and arming it here started a round every interval for ever).
+            if to == MemberStatus::Alive && from == MemberStatus::Down {
+                // The owner is back: replay its hints now rather than at the next round.
                 ctx.timers.arm(Timer::HintReplay, now.monotonic);
             }
             ctx.event(NodeEvent::MemberStatus { node, from, to });

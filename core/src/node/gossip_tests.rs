@@ -243,35 +243,3 @@ fn a_join_made_on_one_node_reaches_every_node_by_gossip() {
         "a restart raises the persisted incarnation"
     );
 }
-
-/// Without sloppy quorum no hint is ever handed off, so a peer back from `Down` starts no hint
-/// replay (it used to arm the replay timer, which then re-armed itself every interval for ever).
-#[test]
-fn a_peer_back_from_down_starts_no_hint_replay_without_sloppy_quorum() {
-    let cluster = ClusterConfig {
-        vnodes_per_node: 16,
-        sloppy_quorum: false,
-        ..ClusterConfig::default()
-    };
-    let mut cluster = Cluster::with_config(4, 0, cluster);
-    cluster.run_ms(500);
-    cluster.dead[3] = true;
-    cluster.run_ms(2_000);
-    assert_eq!(
-        cluster.nodes[0].member_status(NodeId(3)),
-        Some(MemberStatus::Down)
-    );
-    cluster.dead[3] = false;
-    cluster.run_ms(2_000);
-    assert_eq!(
-        cluster.nodes[0].member_status(NodeId(3)),
-        Some(MemberStatus::Alive),
-        "n0 has not seen n3 back"
-    );
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        assert!(
-            !node.ctx.timers.is_armed(Timer::HintReplay),
-            "n{i} replays hints with sloppy quorum off"
-        );
-    }
-}
