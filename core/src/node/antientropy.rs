@@ -436,30 +436,13 @@ mod tests {
     use crate::node::store::test_context;
     use crate::node::Output;
     use crate::storage::MemStorage;
-    use crate::time::{Instant, WallMicros};
-    use crate::version::{LwwRecord, LwwVersion};
     use std::collections::BTreeSet;
 
     type Replica = (AntiEntropy, Context<MemStorage>);
 
-    fn record(ts: u64) -> Record {
-        Record::Lww(LwwRecord {
-            version: LwwVersion {
-                timestamp_micros: ts,
-                node: NodeId(0),
-                nonce: 0,
-            },
-            value: Some(Bytes::from_static(b"v")),
-            expires_at_micros: None,
-        })
-    }
+    use crate::node::store::test_record as record;
 
-    fn at(ms: u64) -> Now {
-        Now {
-            monotonic: Instant::from_nanos(ms * 1_000_000),
-            wall: WallMicros(ms * 1_000),
-        }
-    }
+    use crate::node::store::test_now as at;
 
     /// Two nodes replicating every range (n = 2).
     fn pair(cluster: ClusterConfig) -> [Replica; 2] {

@@ -621,27 +621,10 @@ mod tests {
     use crate::node::store::test_context;
     use crate::node::Output;
     use crate::storage::MemStorage;
-    use crate::time::WallMicros;
-    use crate::version::{LwwRecord, LwwVersion};
 
-    fn record(ts: u64) -> Record {
-        Record::Lww(LwwRecord {
-            version: LwwVersion {
-                timestamp_micros: ts,
-                node: NodeId(0),
-                nonce: 0,
-            },
-            value: Some(Bytes::from_static(b"v")),
-            expires_at_micros: None,
-        })
-    }
+    use crate::node::store::test_record as record;
 
-    fn at(ms: u64) -> Now {
-        Now {
-            monotonic: Instant::from_nanos(ms * 1_000_000),
-            wall: WallMicros(ms * 1_000),
-        }
-    }
+    use crate::node::store::test_now as at;
 
     /// Completes what is staged (memory storage) and returns the writes sent: (to, op, key).
     fn settle(ctx: &mut Context<MemStorage>) -> Vec<(NodeId, OperationId, Bytes)> {

@@ -220,6 +220,29 @@ impl<S: Storage> Context<S> {
     }
 }
 
+/// A last-write-wins record of one value, at timestamp `ts`, by node 0: the unit tests' write.
+#[cfg(test)]
+pub(super) fn test_record(ts: u64) -> Record {
+    Record::Lww(crate::version::LwwRecord {
+        version: crate::version::LwwVersion {
+            timestamp_micros: ts,
+            node: crate::id::NodeId(0),
+            nonce: 0,
+        },
+        value: Some(Bytes::from_static(b"v")),
+        expires_at_micros: None,
+    })
+}
+
+/// The unit tests' clock `ms` milliseconds in (monotonic and wall alike).
+#[cfg(test)]
+pub(super) fn test_now(ms: u64) -> crate::time::Now {
+    crate::time::Now {
+        monotonic: crate::time::Instant::from_nanos(ms * 1_000_000),
+        wall: crate::time::WallMicros(ms * 1_000),
+    }
+}
+
 /// A context for the unit tests of one mechanism: node `me` of a ring of `nodes` nodes (one
 /// rack each, 8 tokens each), over fresh memory storage, its incarnation already durable (as a
 /// driver makes it before any input). Built through `Node::new` so it is exactly a node's body.

@@ -213,27 +213,10 @@ mod tests {
     use crate::config::ClusterConfig;
     use crate::node::durability::AfterPersist;
     use crate::node::store::test_context;
-    use crate::version::{LwwRecord, LwwVersion};
-    use crate::WallMicros;
 
-    fn record(ts: u64) -> Record {
-        Record::Lww(LwwRecord {
-            version: LwwVersion {
-                timestamp_micros: ts,
-                node: crate::id::NodeId(0),
-                nonce: 0,
-            },
-            value: Some(Bytes::from_static(b"v")),
-            expires_at_micros: None,
-        })
-    }
+    use crate::node::store::test_record as record;
 
-    fn at(ms: u64) -> Now {
-        Now {
-            monotonic: Instant::from_nanos(ms * 1_000_000),
-            wall: WallMicros(ms * 1_000),
-        }
-    }
+    use crate::node::store::test_now as at;
 
     #[test]
     fn the_first_pass_is_due_one_interval_after_the_first_round_and_then_every_interval() {
