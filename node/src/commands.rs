@@ -138,6 +138,28 @@ pub enum Command {
 }
 
 impl Command {
+    /// The keys a data command reads or writes, when it may run beside the commands before it
+    /// in a pipeline that touch other keys; `None` for every other command (it runs alone, after
+    /// everything before it has answered, as session commands and scans must).
+    ///
+    /// Why per key: Redis runs a connection's commands one after another, so a `GET` pipelined
+    /// after a `SET` of its key sees that write. Commands on different keys cannot observe each
+    /// other's order, so they may be in flight together: the driver then handles them as one
+    /// batch and one fsync covers all their writes.
+    pub fn pipelined_keys(&self) -> Option<Vec<&Bytes>> {
+        match self {
+            Command::Get(key) | Command::Set(key, _) | Command::Type(key) => Some(vec![key]),
+            Command::KvGet { key, .. }
+            | Command::KvPut { key, .. }
+            | Command::KvDel { key, .. } => Some(vec![key]),
+            Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => {
+                Some(keys.iter().collect())
+            }
+            Command::MSet(pairs) => Some(pairs.iter().map(|(key, _)| key).collect()),
+            _ => None,
+        }
+    }
+
     /// True for commands allowed before `AUTH` when a password is set.
     pub fn allowed_before_auth(&self) -> bool {
         matches!(

@@ -555,30 +555,19 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let r = &self.requests;
-        r.requests
-            .get_or_create(&request_labels(
-                operation as usize,
-                level as usize,
-                outcome as usize,
-            ))
-            .inc();
-        let labels = operation_labels(operation as usize);
-        r.latency
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
-        r.replicas_acked
-            .get_or_create(&labels)
-            .inc_by(u64::from(acks));
+        let operation = operation as usize;
+        r.request_series[request_index(operation, level as usize, outcome as usize)].inc();
+        r.latency_series[operation].observe(elapsed.as_secs_f64());
+        r.replicas_acked_series[operation].inc_by(u64::from(acks));
     }
 
     /// Requests of one kind and outcome, over all levels (for INFO).
     pub fn requests(&self, operation: Operation, outcome: Outcome) -> u64 {
         (0..LEVELS.len())
             .map(|level| {
-                self.requests
-                    .requests
-                    .get_or_create(&request_labels(operation as usize, level, outcome as usize))
-                    .get()
+                self.requests.request_series
+                    [request_index(operation as usize, level, outcome as usize)]
+                .get()
             })
             .sum()
     }
@@ -673,29 +662,55 @@ impl Metrics {
 
 /// Client requests, latencies and replica answers by their labels. Every series exists from the
 /// start (zero until used), as dashboards expect.
+///
+/// The families are what is exposed; the vectors hold the same series (a metric is a shared
+/// handle), indexed by label position, so recording a request is an index and an atomic add
+/// rather than hashing its labels into a map under a lock (which cost about 2,000 instructions
+/// per request, 7% of a GET, in a callgrind profile of the node under `redis-benchmark`).
 struct RequestFamilies {
     requests: Family<RequestLabels, CounterMetric<u64, AtomicU64>>,
     latency: Family<OperationLabels, HistogramMetric>,
     replicas_acked: Family<OperationLabels, CounterMetric<u64, AtomicU64>>,
+    /// `requests`' series at `request_index(operation, level, outcome)`.
+    request_series: Vec<CounterMetric<u64, AtomicU64>>,
+    /// `latency`'s series by operation.
+    latency_series: Vec<HistogramMetric>,
+    /// `replicas_acked`'s series by operation.
+    replicas_acked_series: Vec<CounterMetric<u64, AtomicU64>>,
+}
+
+/// Where the series of (operation, level, outcome) is in [`RequestFamilies::request_series`].
+fn request_index(operation: usize, level: usize, outcome: usize) -> usize {
+    (operation * LEVELS.len() + level) * OUTCOMES.len() + outcome
 }
 
 impl Default for RequestFamilies {
     fn default() -> Self {
-        let families = Self {
+        let mut families = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::default().0),
             replicas_acked: Family::default(),
+            request_series: Vec::with_capacity(OPERATIONS.len() * LEVELS.len() * OUTCOMES.len()),
+            latency_series: Vec::with_capacity(OPERATIONS.len()),
+            replicas_acked_series: Vec::with_capacity(OPERATIONS.len()),
         };
         for operation in 0..OPERATIONS.len() {
-            let _ = families.latency.get_or_create(&operation_labels(operation));
-            let _ = families
-                .replicas_acked
-                .get_or_create(&operation_labels(operation));
+            let labels = operation_labels(operation);
+            let latency = families.latency.get_or_create(&labels).clone();
+            families.latency_series.push(latency);
+            let acked = families.replicas_acked.get_or_create(&labels).clone();
+            families.replicas_acked_series.push(acked);
             for level in 0..LEVELS.len() {
                 for outcome in 0..OUTCOMES.len() {
-                    let _ = families
+                    debug_assert_eq!(
+                        families.request_series.len(),
+                        request_index(operation, level, outcome)
+                    );
+                    let series = families
                         .requests
-                        .get_or_create(&request_labels(operation, level, outcome));
+                        .get_or_create(&request_labels(operation, level, outcome))
+                        .clone();
+                    families.request_series.push(series);
                 }
             }
         }

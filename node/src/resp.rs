@@ -371,25 +371,25 @@ impl Reply {
                 );
                 out.extend_from_slice(b"\r\n");
             }
-            Reply::Integer(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
+            Reply::Integer(i) => header(out, b':', *i),
             Reply::Bulk(b) => {
-                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                header(out, b'$', b.len() as i64);
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Null if version >= 3 => out.extend_from_slice(b"_\r\n"),
             Reply::Null => out.extend_from_slice(b"$-1\r\n"),
             Reply::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                header(out, b'*', items.len() as i64);
                 for item in items {
                     item.encode(version, out);
                 }
             }
             Reply::Map(pairs) => {
                 if version >= 3 {
-                    out.extend_from_slice(format!("%{}\r\n", pairs.len()).as_bytes());
+                    header(out, b'%', pairs.len() as i64);
                 } else {
-                    out.extend_from_slice(format!("*{}\r\n", pairs.len() * 2).as_bytes());
+                    header(out, b'*', (pairs.len() * 2) as i64);
                 }
                 for (k, v) in pairs {
                     k.encode(version, out);
@@ -397,13 +397,23 @@ impl Reply {
                 }
             }
             Reply::Verbatim(text) if version >= 3 => {
-                out.extend_from_slice(format!("={}\r\ntxt:", text.len() + 4).as_bytes());
+                header(out, b'=', (text.len() + 4) as i64);
+                out.extend_from_slice(b"txt:");
                 out.extend_from_slice(text.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Verbatim(text) => Reply::Bulk(Bytes::from(text.clone())).encode(version, out),
         }
     }
+}
+
+/// Writes a RESP header: `kind`, the decimal `n`, CRLF, without the temporary `String` a
+/// `format!` would allocate for every reply.
+fn header(out: &mut Vec<u8>, kind: u8, n: i64) {
+    use std::io::Write as _;
+    out.push(kind);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{n}\r\n");
 }
 
 /// Largest reply the client-side parser accepts in one value.

@@ -8,33 +8,6 @@ use common::*;
 use redis::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-
-/// Starts a one-node cluster with `limits` (TOML lines of the `[limits]` table) and the admin
-/// port on, in `dir`; the node and its admin address.
-fn start(dir: &Path, limits: &str) -> (NodeProcess, String) {
-    let http = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        dir.join("node.toml"),
-        format!(
-            "node_id = 1\nclient_listen = \"127.0.0.1:0\"\nhttp_listen = \"{http}\"\n\
-             data_dir = \"data\"\n[replication]\nn = 1\nr = 1\nw = 1\n[limits]\n{limits}\n"
-        ),
-    )
-    .expect("config");
-    let node = NodeProcess::start(dir, &args(&["--config", "node.toml"]), "node");
-    (node, http)
-}
-
-fn metric(http_addr: &str, name: &str) -> u64 {
-    let (status, body) = http(http_addr, "GET", "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
 
 /// Everything the server sends until it closes the connection.
 fn read_to_close(stream: &mut TcpStream) -> String {
@@ -48,7 +21,7 @@ fn read_to_close(stream: &mut TcpStream) -> String {
 fn half_sent_large_commands_cannot_take_more_than_the_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
     let budget: u64 = 24 << 20;
-    let (node, http_addr) = start(
+    let (node, http_addr) = start_with_admin(
         dir.path(),
         &format!("client_buffer_bytes_total_max = {budget}"),
     );
@@ -99,7 +72,7 @@ fn half_sent_large_commands_cannot_take_more_than_the_budget() {
 #[test]
 fn a_command_must_arrive_within_its_deadline_and_idle_connections_close() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (node, http_addr) = start(
+    let (node, http_addr) = start_with_admin(
         dir.path(),
         "command_receive_timeout_ms = 300\nclient_idle_timeout_ms = 300",
     );
@@ -128,7 +101,7 @@ fn a_command_must_arrive_within_its_deadline_and_idle_connections_close() {
 #[test]
 fn loopback_keeps_a_way_in_past_the_connection_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (node, _) = start(
+    let (node, _) = start_with_admin(
         dir.path(),
         "connections_max = 2\nconnections_reserved_loopback = 1",
     );

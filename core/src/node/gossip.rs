@@ -88,7 +88,7 @@ pub(super) fn start_machine<S: Storage>(
     let from_seed = |membership: MembershipConfig, seed_ring: SeedRing| match seed_ring {
         SeedRing::Log(log) => Membership::new(membership, id, incarnation, log, at),
         SeedRing::Built(state) => {
-            Membership::with_ring_state(membership, id, incarnation, state, at)
+            Membership::with_ring_state(membership, id, incarnation, *state, at)
         }
     };
     // A newer persisted ring wins; one that no longer builds (another vnode setting) is
@@ -255,7 +255,8 @@ pub(super) fn check_invariants<S>(ctx: &Context<S>, membership: Option<&Membersh
 /// The cluster's initial ring, as a log or already built.
 pub(super) enum SeedRing {
     Log(RingLog),
-    Built(RingState),
+    /// Boxed: a built ring is far larger than a log's handle.
+    Built(Box<RingState>),
 }
 
 impl SeedRing {

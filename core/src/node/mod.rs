@@ -735,7 +735,7 @@ impl<S: Storage> Node<S> {
         storage: S,
         now: Now,
     ) -> Result<Self, ConfigError> {
-        let seed_ring = gossip::SeedRing::Built(seed_ring);
+        let seed_ring = gossip::SeedRing::Built(Box::new(seed_ring));
         Self::start_with_membership(config, membership, seed_ring, storage, now)
     }
 

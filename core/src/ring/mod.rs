@@ -4,6 +4,7 @@
 //! placement is a pure function over it. A token `t` owns the range `(previous token, t]`, wrapping
 //! around the 64-bit hash space.
 
+mod cache;
 mod placement;
 mod placer;
 mod tokens;
@@ -86,6 +87,9 @@ pub struct Ring {
     /// which the linearizable level's fencing relies on (`node::handover`).
     #[serde(default)]
     changes: u64,
+    /// Preference lists computed so far (a memo: not part of the ring's value).
+    #[serde(skip)]
+    placements: cache::PlacementCache,
 }
 
 impl Ring {
@@ -100,6 +104,7 @@ impl Ring {
             datacenter_replicas: BTreeMap::new(),
             quota: None,
             changes: 0,
+            placements: cache::PlacementCache::default(),
         }
     }
 
@@ -171,6 +176,8 @@ impl Ring {
     }
 
     fn reindex_locations(&mut self) {
+        // Every change of members, tokens or policy ends here: remembered lists are stale.
+        self.placements = cache::PlacementCache::default();
         let mut datacenters: BTreeMap<&str, u32> = BTreeMap::new();
         let mut racks: BTreeMap<(&str, &str), u32> = BTreeMap::new();
         for member in &self.members {
@@ -256,7 +263,15 @@ impl Ring {
     /// `preference_list` for a precomputed ring position: [`choose_replicas`] over the clockwise
     /// walk from `hash`, computed by a [`Placer`] (which walks only as far as the choice needs).
     pub fn preference_list_for_hash(&self, hash: u64, n: usize) -> Vec<NodeId> {
-        Placer::new(self).preference_list_for_hash(hash, n)
+        // Every hash of a range has its token's list: the first token at or after the hash.
+        let ranges = self.tokens.len();
+        let range = match ranges {
+            0 => 0,
+            _ => self.tokens.partition_point(|&(t, _)| t < hash) % ranges,
+        };
+        self.placements.get_or_compute(range, ranges, n, || {
+            Placer::new(self).preference_list_for_hash(hash, n)
+        })
     }
 
     /// Number of ranges (one per token).
@@ -276,7 +291,11 @@ impl Ring {
     /// The `n` replicas of range `index` (the same nodes as for every key in it). For many
     /// ranges of one ring, reuse one [`Placer`].
     pub fn range_replicas(&self, index: u32, n: usize) -> Vec<NodeId> {
-        Placer::new(self).range_replicas(index, n)
+        let ranges = self.tokens.len();
+        self.placements
+            .get_or_compute(index as usize, ranges, n, || {
+                Placer::new(self).range_replicas(index, n)
+            })
     }
 
     /// The member owning the range that contains `hash` (the first replica).

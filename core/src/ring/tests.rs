@@ -418,3 +418,62 @@ fn allocation_matches_the_scanning_allocator() {
     }
     assert!(allocations > 40);
 }
+
+/// The remembered lists are the placer's, for every range and for hashes inside ranges, across
+/// joins, removals and a datacenter policy change (each of which must forget them), and for a
+/// replica count other than the remembered one.
+#[test]
+fn remembered_preference_lists_match_a_fresh_placement_across_ring_changes() {
+    let fresh =
+        |ring: &Ring, hash: u64, n: usize| Placer::new(ring).preference_list_for_hash(hash, n);
+    let check = |ring: &Ring| {
+        for round in 0u32..2 {
+            // The second round reads what the first remembered.
+            for index in 0..ring.range_count() {
+                let token = ring.tokens[index].0;
+                assert_eq!(
+                    ring.range_replicas(index as u32, 3),
+                    fresh(ring, token, 3),
+                    "range {index}, round {round}"
+                );
+                let inside = token.wrapping_sub(1 + u64::from(round));
+                assert_eq!(
+                    ring.preference_list_for_hash(inside, 3),
+                    fresh(ring, inside, 3)
+                );
+            }
+            assert_eq!(
+                ring.preference_list_for_hash(u64::MAX, 3),
+                fresh(ring, u64::MAX, 3)
+            );
+            assert_eq!(ring.preference_list_for_hash(7, 2), fresh(ring, 7, 2));
+        }
+    };
+    let mut ring = ring_of(2, 8);
+    check(&ring);
+    for id in 2..7 {
+        ring.add_node(NodeId(id), location("dc2", &format!("r{id}")))
+            .expect("fresh node");
+        check(&ring);
+    }
+    ring.remove_node(NodeId(0)).expect("member");
+    check(&ring);
+    ring.set_datacenter_replicas(&[("dc1".to_string(), 1), ("dc2".to_string(), 2)]);
+    check(&ring);
+    // A clone and a decoded copy start without the memo and answer the same.
+    let copy = ring.clone();
+    check(&copy);
+    assert_eq!(copy, ring);
+}
+
+/// A ring smaller than `n` remembers its short lists as short.
+#[test]
+fn a_ring_smaller_than_n_remembers_short_lists() {
+    let ring = ring_of(2, 4);
+    for _ in 0..2 {
+        for index in 0..ring.range_count() {
+            assert_eq!(ring.range_replicas(index as u32, 3).len(), 2);
+        }
+    }
+    assert!(Ring::new(4).preference_list(b"k", 3).is_empty());
+}

@@ -323,3 +323,29 @@ pub fn poll_until<T>(
         }
     }
 }
+
+/// Starts a one-node cluster (n = r = w = 1) with `limits` (TOML lines of the `[limits]` table) and the admin
+/// port on, in `dir`; the node and its admin address.
+pub fn start_with_admin(dir: &Path, limits: &str) -> (NodeProcess, String) {
+    let http = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.join("node.toml"),
+        format!(
+            "node_id = 1\nclient_listen = \"127.0.0.1:0\"\nhttp_listen = \"{http}\"\n\
+             data_dir = \"data\"\n[replication]\nn = 1\nr = 1\nw = 1\n[limits]\n{limits}\n"
+        ),
+    )
+    .expect("config");
+    let node = NodeProcess::start(dir, &args(&["--config", "node.toml"]), "node");
+    (node, http)
+}
+
+pub fn metric(http_addr: &str, name: &str) -> u64 {
+    let (status, body) = http(http_addr, "GET", "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}

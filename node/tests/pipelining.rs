@@ -1,0 +1,113 @@
+//! A pipelined connection batches (issue #15): the data commands of a pipeline on distinct keys
+//! are in flight together, so their writes share fsyncs, while what the client sees is what
+//! running the commands one by one would show.
+
+mod common;
+
+use common::*;
+use redis::Value;
+
+#[test]
+fn a_pipeline_of_writes_on_distinct_keys_shares_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, http) = start_with_admin(dir.path(), "");
+    let mut c = node.client();
+    const SETS: usize = 64;
+    let before = metric(&http, "ringkv_storage_syncs_total");
+    let mut pipeline = redis::pipe();
+    for i in 0..SETS {
+        pipeline
+            .cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"));
+    }
+    let replies: Vec<Value> = pipeline.query(&mut c).expect("pipeline");
+    assert_eq!(replies, vec![Value::Okay; SETS]);
+    let syncs = metric(&http, "ringkv_storage_syncs_total") - before;
+    // One command at a time, each SET waits for its own fsync: 64 of them.
+    assert!(
+        syncs >= 1,
+        "the writes were acknowledged, so at least one fsync ran"
+    );
+    assert!(
+        syncs <= SETS as u64 / 4,
+        "{syncs} fsyncs for {SETS} pipelined SETs"
+    );
+    for i in 0..SETS {
+        assert_eq!(
+            run(&mut c, &["GET", &format!("k{i}")]).expect("get"),
+            bulk(&format!("v{i}"))
+        );
+    }
+}
+
+#[test]
+fn a_pipeline_sees_its_own_writes_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(dir.path(), &dev_args(&[]), "dev");
+    let mut c = node.client();
+    let mut pipeline = redis::pipe();
+    pipeline
+        .cmd("SET")
+        .arg("a")
+        .arg("1")
+        .cmd("SET")
+        .arg("b")
+        .arg("1")
+        .cmd("SET")
+        .arg("a")
+        .arg("2") // the same key: waits for the first SET of "a"
+        .cmd("GET")
+        .arg("a")
+        .cmd("MSET")
+        .arg("c")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .cmd("MGET")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("p") // a session command in between
+        .cmd("CLIENT")
+        .arg("GETNAME")
+        .cmd("INCR")
+        .arg("n") // not pipelined with others: runs alone
+        .cmd("INCR")
+        .arg("n")
+        .cmd("DEL")
+        .arg("a")
+        .arg("c")
+        .cmd("EXISTS")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .cmd("GET")
+        .arg("a")
+        .cmd("SET")
+        .arg("a")
+        .arg("3")
+        .cmd("GET")
+        .arg("a");
+    let replies: Vec<Value> = pipeline.query(&mut c).expect("pipeline");
+    let expected = vec![
+        Value::Okay,
+        Value::Okay,
+        Value::Okay,
+        bulk("2"),
+        Value::Okay,
+        Value::Array(vec![bulk("2"), bulk("2"), bulk("1")]),
+        Value::Okay,
+        bulk("p"),
+        Value::Int(1),
+        Value::Int(2),
+        Value::Int(2),
+        Value::Int(1),
+        Value::Nil,
+        Value::Okay,
+        bulk("3"),
+    ];
+    assert_eq!(replies, expected);
+}
