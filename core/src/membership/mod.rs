@@ -285,6 +285,11 @@ pub struct Membership {
     /// No member is judged `Suspect` before this (moved ahead only by the sim-only fault point
     /// "membership/suspect-late"; `Down` is never delayed by it).
     suspect_not_before: Instant,
+    /// What [`Membership::poll_timeout`] answers, refreshed at the end of every input that can
+    /// move it (`refresh_deadline`). Why cached: drivers ask after every input of the node, most
+    /// of which (requests, replies, anti-entropy) never touch this machine, and the answer is a
+    /// scan of the whole table (O(members) per event made it a tenth of a 100-node simulation).
+    deadline: Instant,
 }
 
 impl Membership {
@@ -353,7 +358,21 @@ impl Membership {
             addresses: ClientAddresses::default(),
             faults: FaultPoints::default(),
             suspect_not_before: Instant::ZERO,
-        })
+            deadline: now,
+        }
+        .with_deadline())
+    }
+
+    /// `self` with its cached deadline computed (for constructors).
+    fn with_deadline(mut self) -> Self {
+        self.refresh_deadline();
+        self
+    }
+
+    /// Recomputes the cached [`Membership::poll_timeout`]; called last by every input that can
+    /// change a member's status or progress, the suspicion floor or the next round.
+    fn refresh_deadline(&mut self) {
+        self.deadline = self.scan_deadline();
     }
 
     // ----- inputs -------------------------------------------------------------------------------
@@ -362,6 +381,11 @@ impl Membership {
     /// `Syn` to `fanout` random live peers (plus sometimes one `Down` peer). Call it whenever
     /// `now >= poll_timeout()`; an early call only re-checks deadlines.
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.timeout(now, rng);
+        self.refresh_deadline();
+    }
+
+    fn timeout(&mut self, now: Instant, rng: &mut impl Rng) {
         self.observe(now);
         if let Some(last) = self.last_tick_at {
             let gap = now.saturating_duration_since(last);
@@ -391,6 +415,11 @@ impl Membership {
     /// Merges a gossip message from `from`, adopts a newer valid ring, and answers a `Syn` with an
     /// `Ack`. Messages over the limits are refused whole and counted; never panics on any input.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
+        self.message(now, from, message);
+        self.refresh_deadline();
+    }
+
+    fn message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
         self.observe(now);
         if from == self.id || message.entries().len() > self.config.members_max {
             self.stats.messages_refused += 1;
@@ -459,24 +488,7 @@ impl Membership {
     /// When [`Membership::handle_timeout`] should next be called: the next gossip round or the
     /// next suspicion deadline, whichever is first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let suspect = self.config.suspect_after();
-        let down = self.config.down_after_total();
-        let deadline = self
-            .members
-            .values()
-            .filter_map(|state| match state.status {
-                MemberStatus::Alive => Some(
-                    state
-                        .progress_at
-                        .saturating_add(suspect)
-                        .max(self.suspect_not_before)
-                        .min(state.progress_at.saturating_add(down)),
-                ),
-                MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
-                MemberStatus::Down | MemberStatus::Left => None,
-            })
-            .min();
-        Some(deadline.map_or(self.next_gossip_at, |d| d.min(self.next_gossip_at)))
+        Some(self.deadline)
     }
 
     // ----- queries ------------------------------------------------------------------------------
@@ -636,9 +648,36 @@ impl Membership {
             self.suspect_not_before <= self.now_max.saturating_add(self.config.gossip_interval()),
             "suspicion postponed past a round"
         );
+        if cfg!(test) {
+            // A scan of the table per input; unit tests pay it, the simulator's 100- and
+            // 1,000-node runs would pay it on every event of every node.
+            assert_eq!(self.deadline, self.scan_deadline(), "stale cached deadline");
+        }
     }
 
     // ----- internals ----------------------------------------------------------------------------
+
+    /// The next gossip round or suspicion deadline, from the whole table.
+    fn scan_deadline(&self) -> Instant {
+        let suspect = self.config.suspect_after();
+        let down = self.config.down_after_total();
+        let deadline = self
+            .members
+            .values()
+            .filter_map(|state| match state.status {
+                MemberStatus::Alive => Some(
+                    state
+                        .progress_at
+                        .saturating_add(suspect)
+                        .max(self.suspect_not_before)
+                        .min(state.progress_at.saturating_add(down)),
+                ),
+                MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
+                MemberStatus::Down | MemberStatus::Left => None,
+            })
+            .min();
+        deadline.map_or(self.next_gossip_at, |d| d.min(self.next_gossip_at))
+    }
 
     fn own_status(&self) -> MemberStatus {
         if self.ring.has_departed(self.id) {
@@ -798,7 +837,7 @@ impl Membership {
             .iter()
             .map(|entry| (entry.node, entry.freshness()))
             .collect();
-        theirs.sort_unstable();
+        sort_nearly_sorted(&mut theirs);
         let seen_by_them = |node: NodeId| {
             let after = theirs.partition_point(|&(n, _)| n <= node);
             after
@@ -898,6 +937,7 @@ impl Membership {
             .map_err(MembershipError::Ring)?;
         let version = state.version();
         self.adopt_ring(now, state);
+        self.refresh_deadline();
         Ok(version)
     }
 
@@ -970,6 +1010,22 @@ impl Membership {
             self.set_status(node, MemberStatus::Alive);
         }
     }
+}
+
+/// Sorts `items` as `sort_unstable` does, cheaply for what a `Syn` carries: the sender's own
+/// entry first, then its table in id order (one rotation instead of a sort of the whole table
+/// per message). Any other order, from a confused or hostile peer, gets the full sort. Equal
+/// items are equal in every field, so the result is the same sequence either way.
+fn sort_nearly_sorted<T: Ord>(items: &mut [T]) {
+    let Some((first, rest)) = items.split_first() else {
+        return;
+    };
+    if !rest.is_sorted() {
+        items.sort_unstable();
+        return;
+    }
+    let position = rest.partition_point(|item| item < first);
+    items[..=position].rotate_left(1);
 }
 
 /// Chooses gossip targets: `fanout` distinct live peers uniformly at random, plus one `Down` peer
