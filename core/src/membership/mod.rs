@@ -290,6 +290,9 @@ pub struct Membership {
     /// of which (requests, replies, anti-entropy) never touch this machine, and the answer is a
     /// scan of the whole table (O(members) per event made it a tenth of a 100-node simulation).
     deadline: Instant,
+    /// Counts the inputs that may have changed the state (every `&mut self` method but
+    /// `poll_output`): see [`Membership::inputs`].
+    inputs: u64,
 }
 
 impl Membership {
@@ -359,6 +362,7 @@ impl Membership {
             faults: FaultPoints::default(),
             suspect_not_before: Instant::ZERO,
             deadline: now,
+            inputs: 0,
         }
         .with_deadline())
     }
@@ -381,6 +385,7 @@ impl Membership {
     /// `Syn` to `fanout` random live peers (plus sometimes one `Down` peer). Call it whenever
     /// `now >= poll_timeout()`; an early call only re-checks deadlines.
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.inputs += 1;
         self.timeout(now, rng);
         self.refresh_deadline();
     }
@@ -415,6 +420,7 @@ impl Membership {
     /// Merges a gossip message from `from`, adopts a newer valid ring, and answers a `Syn` with an
     /// `Ack`. Messages over the limits are refused whole and counted; never panics on any input.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
+        self.inputs += 1;
         self.message(now, from, message);
         self.refresh_deadline();
     }
@@ -471,6 +477,7 @@ impl Membership {
     /// Operator: remove a dead `node` from the ring; survivors take over its ranges. Refused
     /// unless this node sees it `Down`, so a live node is never removed by mistake.
     pub fn remove(&mut self, now: Instant, node: NodeId) -> Result<RingVersion, MembershipError> {
+        self.inputs += 1;
         let status = self.status(node);
         if status != Some(MemberStatus::Down) {
             return Err(MembershipError::NotDown { node, status });
@@ -596,11 +603,13 @@ impl Membership {
     /// Turns on the sim-only fault points (`crate::buggify`) with the node's own: only the
     /// simulator enables them. Off by default.
     pub fn set_fault_points(&mut self, faults: FaultPoints) {
+        self.inputs += 1;
         self.faults = faults;
     }
 
     /// Sets where this node serves clients; gossip spreads it ([`addresses`]).
     pub fn set_client_address(&mut self, address: ClientAddress) {
+        self.inputs += 1;
         self.addresses.set_own(address);
     }
 
@@ -612,6 +621,14 @@ impl Membership {
     /// The client address table (for its counters).
     pub fn client_addresses(&self) -> &ClientAddresses {
         &self.addresses
+    }
+
+    /// How many inputs that can change the state this machine has taken: all of
+    /// [`Membership::check_invariants`] is a function of that state, so a driver that checked
+    /// it at one count need not walk the table again until the count moves (the node's
+    /// other inputs, most of a busy node's, never touch this machine).
+    pub fn inputs(&self) -> u64 {
+        self.inputs
     }
 
     /// Panics if an internal invariant is broken (a bug, never bad input). Called after every
@@ -930,6 +947,7 @@ impl Membership {
         now: Instant,
         change: RingChange,
     ) -> Result<RingVersion, MembershipError> {
+        self.inputs += 1;
         self.observe(now);
         let state = self
             .ring
