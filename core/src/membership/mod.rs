@@ -68,6 +68,7 @@ mod config;
 pub mod harness;
 mod message;
 pub mod ring_log;
+mod table;
 
 pub use addresses::{AddressEntry, ClientAddress, ClientAddresses};
 pub use config::MembershipConfig;
@@ -81,8 +82,9 @@ use crate::id::NodeId;
 use crate::ring::{Member, NodeLocation, Ring};
 use crate::time::Instant;
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use table::MemberTable;
 
 /// What this node believes about a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -270,7 +272,7 @@ pub struct Membership {
     incarnation: u64,
     heartbeat: u64,
     /// Every other known member, in id order (iteration order reaches outputs).
-    members: BTreeMap<NodeId, MemberState>,
+    members: MemberTable<MemberState>,
     ring: RingState,
     next_gossip_at: Instant,
     last_tick_at: Option<Instant>,
@@ -446,8 +448,11 @@ impl Membership {
                 self.consider_ring(now, log.clone());
             }
         }
+        // Entries come in id order (after the sender's own): a cursor follows them through the
+        // table (`MemberTable`).
+        let mut cursor = 0;
         for entry in message.entries() {
-            self.merge_entry(now, entry);
+            self.merge_entry(now, entry, &mut cursor);
         }
         // After the merge, so a sender met for the first time is already in the table.
         if let Some(state) = self.members.get_mut(&from) {
@@ -639,6 +644,7 @@ impl Membership {
             "table over members_max"
         );
         assert!(!self.members.contains_key(&self.id), "self in the table");
+        self.members.check_invariants();
         self.addresses
             .check_invariants(self.id, self.config.members_max);
         assert_eq!(
@@ -855,8 +861,16 @@ impl Membership {
             .map(|entry| (entry.node, entry.freshness()))
             .collect();
         sort_nearly_sorted(&mut theirs);
-        let seen_by_them = |node: NodeId| {
-            let after = theirs.partition_point(|&(n, _)| n <= node);
+        // Looked up in id order (own entry first, then the table), so `cursor` (where the last
+        // lookup ended) usually is the answer's position: a binary search only on a miss.
+        let mut cursor = 0;
+        let mut seen_by_them = |node: NodeId| {
+            let after = if theirs.get(cursor).is_some_and(|&(n, _)| n == node) {
+                cursor + theirs[cursor..].partition_point(|&(n, _)| n == node)
+            } else {
+                theirs.partition_point(|&(n, _)| n <= node)
+            };
+            cursor = after;
             after
                 .checked_sub(1)
                 .map(|last| theirs[last])
@@ -876,7 +890,7 @@ impl Membership {
         }
     }
 
-    fn merge_entry(&mut self, now: Instant, entry: &GossipEntry) {
+    fn merge_entry(&mut self, now: Instant, entry: &GossipEntry, cursor: &mut usize) {
         if entry.node == self.id {
             // A claim at the last incarnation cannot be out-bid; believing it would pin this node
             // at heartbeat zero forever, so such (corrupt) news about us is ignored.
@@ -896,7 +910,7 @@ impl Membership {
             }
             return;
         }
-        match self.members.get_mut(&entry.node) {
+        match self.members.get_mut_from(&entry.node, cursor) {
             Some(state) => {
                 if entry.freshness() > state.freshness() {
                     state.incarnation = entry.incarnation;

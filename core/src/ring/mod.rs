@@ -230,8 +230,17 @@ impl Ring {
         if self.members.get(at_most).is_some_and(|m| m.id == id) {
             return true;
         }
-        let candidates = &self.members[..self.members.len().min(at_most.saturating_add(1))];
-        candidates.binary_search_by_key(&id, |m| m.id).is_ok()
+        // And no lower than `id` less the ids missing below the highest (after a removal, one).
+        let missing = self.members.last().map_or(0, |last| {
+            usize::try_from(last.id.0)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(self.members.len() - 1)
+        });
+        let end = self.members.len().min(at_most.saturating_add(1));
+        let start = at_most.saturating_sub(missing).min(end);
+        self.members[start..end]
+            .binary_search_by_key(&id, |m| m.id)
+            .is_ok()
     }
 
     /// Number of physical members.
