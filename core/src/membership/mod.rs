@@ -68,6 +68,7 @@ mod config;
 pub mod harness;
 mod message;
 pub mod ring_log;
+mod table;
 
 pub use addresses::{AddressEntry, ClientAddress, ClientAddresses};
 pub use config::MembershipConfig;
@@ -81,8 +82,9 @@ use crate::id::NodeId;
 use crate::ring::{Member, NodeLocation, Ring};
 use crate::time::Instant;
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use table::MemberTable;
 
 /// What this node believes about a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -270,7 +272,7 @@ pub struct Membership {
     incarnation: u64,
     heartbeat: u64,
     /// Every other known member, in id order (iteration order reaches outputs).
-    members: BTreeMap<NodeId, MemberState>,
+    members: MemberTable<MemberState>,
     ring: RingState,
     next_gossip_at: Instant,
     last_tick_at: Option<Instant>,
@@ -285,6 +287,14 @@ pub struct Membership {
     /// No member is judged `Suspect` before this (moved ahead only by the sim-only fault point
     /// "membership/suspect-late"; `Down` is never delayed by it).
     suspect_not_before: Instant,
+    /// What [`Membership::poll_timeout`] answers, refreshed at the end of every input that can
+    /// move it (`refresh_deadline`). Why cached: drivers ask after every input of the node, most
+    /// of which (requests, replies, anti-entropy) never touch this machine, and the answer is a
+    /// scan of the whole table (O(members) per event made it a tenth of a 100-node simulation).
+    deadline: Instant,
+    /// Counts the inputs that may have changed the state (every `&mut self` method but
+    /// `poll_output`): see [`Membership::inputs`].
+    inputs: u64,
 }
 
 impl Membership {
@@ -353,7 +363,22 @@ impl Membership {
             addresses: ClientAddresses::default(),
             faults: FaultPoints::default(),
             suspect_not_before: Instant::ZERO,
-        })
+            deadline: now,
+            inputs: 0,
+        }
+        .with_deadline())
+    }
+
+    /// `self` with its cached deadline computed (for constructors).
+    fn with_deadline(mut self) -> Self {
+        self.refresh_deadline();
+        self
+    }
+
+    /// Recomputes the cached [`Membership::poll_timeout`]; called last by every input that can
+    /// change a member's status or progress, the suspicion floor or the next round.
+    fn refresh_deadline(&mut self) {
+        self.deadline = self.scan_deadline();
     }
 
     // ----- inputs -------------------------------------------------------------------------------
@@ -362,6 +387,12 @@ impl Membership {
     /// `Syn` to `fanout` random live peers (plus sometimes one `Down` peer). Call it whenever
     /// `now >= poll_timeout()`; an early call only re-checks deadlines.
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.inputs += 1;
+        self.timeout(now, rng);
+        self.refresh_deadline();
+    }
+
+    fn timeout(&mut self, now: Instant, rng: &mut impl Rng) {
         self.observe(now);
         if let Some(last) = self.last_tick_at {
             let gap = now.saturating_duration_since(last);
@@ -391,6 +422,12 @@ impl Membership {
     /// Merges a gossip message from `from`, adopts a newer valid ring, and answers a `Syn` with an
     /// `Ack`. Messages over the limits are refused whole and counted; never panics on any input.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
+        self.inputs += 1;
+        self.message(now, from, message);
+        self.refresh_deadline();
+    }
+
+    fn message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
         self.observe(now);
         if from == self.id || message.entries().len() > self.config.members_max {
             self.stats.messages_refused += 1;
@@ -411,8 +448,11 @@ impl Membership {
                 self.consider_ring(now, log.clone());
             }
         }
+        // Entries come in id order (after the sender's own): a cursor follows them through the
+        // table (`MemberTable`).
+        let mut cursor = 0;
         for entry in message.entries() {
-            self.merge_entry(now, entry);
+            self.merge_entry(now, entry, &mut cursor);
         }
         // After the merge, so a sender met for the first time is already in the table.
         if let Some(state) = self.members.get_mut(&from) {
@@ -442,6 +482,7 @@ impl Membership {
     /// Operator: remove a dead `node` from the ring; survivors take over its ranges. Refused
     /// unless this node sees it `Down`, so a live node is never removed by mistake.
     pub fn remove(&mut self, now: Instant, node: NodeId) -> Result<RingVersion, MembershipError> {
+        self.inputs += 1;
         let status = self.status(node);
         if status != Some(MemberStatus::Down) {
             return Err(MembershipError::NotDown { node, status });
@@ -459,24 +500,7 @@ impl Membership {
     /// When [`Membership::handle_timeout`] should next be called: the next gossip round or the
     /// next suspicion deadline, whichever is first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let suspect = self.config.suspect_after();
-        let down = self.config.down_after_total();
-        let deadline = self
-            .members
-            .values()
-            .filter_map(|state| match state.status {
-                MemberStatus::Alive => Some(
-                    state
-                        .progress_at
-                        .saturating_add(suspect)
-                        .max(self.suspect_not_before)
-                        .min(state.progress_at.saturating_add(down)),
-                ),
-                MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
-                MemberStatus::Down | MemberStatus::Left => None,
-            })
-            .min();
-        Some(deadline.map_or(self.next_gossip_at, |d| d.min(self.next_gossip_at)))
+        Some(self.deadline)
     }
 
     // ----- queries ------------------------------------------------------------------------------
@@ -584,11 +608,13 @@ impl Membership {
     /// Turns on the sim-only fault points (`crate::buggify`) with the node's own: only the
     /// simulator enables them. Off by default.
     pub fn set_fault_points(&mut self, faults: FaultPoints) {
+        self.inputs += 1;
         self.faults = faults;
     }
 
     /// Sets where this node serves clients; gossip spreads it ([`addresses`]).
     pub fn set_client_address(&mut self, address: ClientAddress) {
+        self.inputs += 1;
         self.addresses.set_own(address);
     }
 
@@ -602,6 +628,14 @@ impl Membership {
         &self.addresses
     }
 
+    /// How many inputs that can change the state this machine has taken: all of
+    /// [`Membership::check_invariants`] is a function of that state, so a driver that checked
+    /// it at one count need not walk the table again until the count moves (the node's
+    /// other inputs, most of a busy node's, never touch this machine).
+    pub fn inputs(&self) -> u64 {
+        self.inputs
+    }
+
     /// Panics if an internal invariant is broken (a bug, never bad input). Called after every
     /// input in tests and simulation.
     pub fn check_invariants(&self) {
@@ -610,6 +644,7 @@ impl Membership {
             "table over members_max"
         );
         assert!(!self.members.contains_key(&self.id), "self in the table");
+        self.members.check_invariants();
         self.addresses
             .check_invariants(self.id, self.config.members_max);
         assert_eq!(
@@ -636,9 +671,36 @@ impl Membership {
             self.suspect_not_before <= self.now_max.saturating_add(self.config.gossip_interval()),
             "suspicion postponed past a round"
         );
+        if cfg!(test) {
+            // A scan of the table per input; unit tests pay it, the simulator's 100- and
+            // 1,000-node runs would pay it on every event of every node.
+            assert_eq!(self.deadline, self.scan_deadline(), "stale cached deadline");
+        }
     }
 
     // ----- internals ----------------------------------------------------------------------------
+
+    /// The next gossip round or suspicion deadline, from the whole table.
+    fn scan_deadline(&self) -> Instant {
+        let suspect = self.config.suspect_after();
+        let down = self.config.down_after_total();
+        let deadline = self
+            .members
+            .values()
+            .filter_map(|state| match state.status {
+                MemberStatus::Alive => Some(
+                    state
+                        .progress_at
+                        .saturating_add(suspect)
+                        .max(self.suspect_not_before)
+                        .min(state.progress_at.saturating_add(down)),
+                ),
+                MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
+                MemberStatus::Down | MemberStatus::Left => None,
+            })
+            .min();
+        deadline.map_or(self.next_gossip_at, |d| d.min(self.next_gossip_at))
+    }
 
     fn own_status(&self) -> MemberStatus {
         if self.ring.has_departed(self.id) {
@@ -798,9 +860,17 @@ impl Membership {
             .iter()
             .map(|entry| (entry.node, entry.freshness()))
             .collect();
-        theirs.sort_unstable();
-        let seen_by_them = |node: NodeId| {
-            let after = theirs.partition_point(|&(n, _)| n <= node);
+        sort_nearly_sorted(&mut theirs);
+        // Looked up in id order (own entry first, then the table), so `cursor` (where the last
+        // lookup ended) usually is the answer's position: a binary search only on a miss.
+        let mut cursor = 0;
+        let mut seen_by_them = |node: NodeId| {
+            let after = if theirs.get(cursor).is_some_and(|&(n, _)| n == node) {
+                cursor + theirs[cursor..].partition_point(|&(n, _)| n == node)
+            } else {
+                theirs.partition_point(|&(n, _)| n <= node)
+            };
+            cursor = after;
             after
                 .checked_sub(1)
                 .map(|last| theirs[last])
@@ -820,7 +890,7 @@ impl Membership {
         }
     }
 
-    fn merge_entry(&mut self, now: Instant, entry: &GossipEntry) {
+    fn merge_entry(&mut self, now: Instant, entry: &GossipEntry, cursor: &mut usize) {
         if entry.node == self.id {
             // A claim at the last incarnation cannot be out-bid; believing it would pin this node
             // at heartbeat zero forever, so such (corrupt) news about us is ignored.
@@ -840,7 +910,7 @@ impl Membership {
             }
             return;
         }
-        match self.members.get_mut(&entry.node) {
+        match self.members.get_mut_from(&entry.node, cursor) {
             Some(state) => {
                 if entry.freshness() > state.freshness() {
                     state.incarnation = entry.incarnation;
@@ -891,6 +961,7 @@ impl Membership {
         now: Instant,
         change: RingChange,
     ) -> Result<RingVersion, MembershipError> {
+        self.inputs += 1;
         self.observe(now);
         let state = self
             .ring
@@ -898,6 +969,7 @@ impl Membership {
             .map_err(MembershipError::Ring)?;
         let version = state.version();
         self.adopt_ring(now, state);
+        self.refresh_deadline();
         Ok(version)
     }
 
@@ -970,6 +1042,22 @@ impl Membership {
             self.set_status(node, MemberStatus::Alive);
         }
     }
+}
+
+/// Sorts `items` as `sort_unstable` does, cheaply for what a `Syn` carries: the sender's own
+/// entry first, then its table in id order (one rotation instead of a sort of the whole table
+/// per message). Any other order, from a confused or hostile peer, gets the full sort. Equal
+/// items are equal in every field, so the result is the same sequence either way.
+fn sort_nearly_sorted<T: Ord>(items: &mut [T]) {
+    let Some((first, rest)) = items.split_first() else {
+        return;
+    };
+    if !rest.is_sorted() {
+        items.sort_unstable();
+        return;
+    }
+    let position = rest.partition_point(|item| item < first);
+    items[..=position].rotate_left(1);
 }
 
 /// Chooses gossip targets: `fanout` distinct live peers uniformly at random, plus one `Down` peer

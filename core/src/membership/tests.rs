@@ -869,3 +869,22 @@ fn with_fault_points_live_detection_stays_within_its_bound() {
         "the suspect-late site never fired in 64 seeds"
     );
 }
+
+#[test]
+fn sorting_a_syn_table_equals_a_full_sort() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for case in 0..2000 {
+        let len = rng.gen_range(0..12);
+        let mut items: Vec<(u32, u64)> = (0..len)
+            .map(|_| (rng.gen_range(0..8), rng.gen_range(0..3)))
+            .collect();
+        // Most cases in the shape a `Syn` has: one entry, then the rest in order.
+        if case % 3 != 0 && len > 1 {
+            items[1..].sort_unstable();
+        }
+        let mut expected = items.clone();
+        expected.sort_unstable();
+        super::sort_nearly_sorted(&mut items);
+        assert_eq!(items, expected, "case {case}");
+    }
+}

@@ -477,3 +477,22 @@ fn a_ring_smaller_than_n_remembers_short_lists() {
     }
     assert!(Ring::new(4).preference_list(b"k", 3).is_empty());
 }
+
+#[test]
+fn contains_agrees_with_the_member_list_on_dense_and_sparse_rings() {
+    let mut ring = ring_of(12, 4);
+    let mut held: std::collections::BTreeSet<u32> = (0..12).collect();
+    for removed in [0, 5, 6, 11] {
+        ring.remove_node(NodeId(removed)).expect("a member");
+        held.remove(&removed);
+        for joined in [20 + removed, 40 + removed] {
+            ring.add_node(NodeId(joined), location("dc1", "r0"))
+                .expect("fresh node");
+            held.insert(joined);
+        }
+        for id in (0..50).chain([u32::MAX - 1, u32::MAX]) {
+            assert_eq!(ring.contains(NodeId(id)), held.contains(&id), "n{id}");
+        }
+    }
+    assert!(!Ring::new(4).contains(NodeId(0)));
+}

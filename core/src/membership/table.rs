@@ -1,0 +1,162 @@
+//! The member table: every other known member's state, in id order.
+//!
+//! Why a sorted vector and not a `BTreeMap`: a gossip message carries a whole table, also in id
+//! order (after the sender's own entry), and the receiver looks up every entry. With the table
+//! contiguous and a cursor that remembers where the last lookup ended, each lookup of a sorted
+//! message is one comparison instead of a walk down a tree of cache-cold nodes, and the scans
+//! that run per input (failure detection, deadlines, invariants) read one block of memory.
+//! Inserts shift the tail, but they happen once per member discovered (bounded by
+//! `members_max`), against one lookup per entry of every message.
+
+use crate::id::NodeId;
+
+/// Members by id, ascending and unique (iteration order reaches outputs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct MemberTable<V> {
+    entries: Vec<(NodeId, V)>,
+}
+
+impl<V> Default for MemberTable<V> {
+    fn default() -> Self {
+        MemberTable {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<V> MemberTable<V> {
+    /// The index of `node`, trying `hint` first (where the caller expects it: the position
+    /// after the previous lookup of a walk in id order).
+    fn position(&self, node: NodeId, hint: usize) -> Result<usize, usize> {
+        if self.entries.get(hint).is_some_and(|(id, _)| *id == node) {
+            return Ok(hint);
+        }
+        self.entries.binary_search_by_key(&node, |(id, _)| *id)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn contains_key(&self, node: &NodeId) -> bool {
+        self.position(*node, usize::MAX).is_ok()
+    }
+
+    pub(super) fn get(&self, node: &NodeId) -> Option<&V> {
+        let index = self.position(*node, usize::MAX).ok()?;
+        self.entries.get(index).map(|(_, state)| state)
+    }
+
+    pub(super) fn get_mut(&mut self, node: &NodeId) -> Option<&mut V> {
+        let mut cursor = usize::MAX;
+        self.get_mut_from(node, &mut cursor)
+    }
+
+    /// [`MemberTable::get_mut`] for walks in id order: `cursor` is where the previous lookup
+    /// ended and is moved past this one when `node` is found.
+    pub(super) fn get_mut_from(&mut self, node: &NodeId, cursor: &mut usize) -> Option<&mut V> {
+        let index = self.position(*node, *cursor).ok()?;
+        *cursor = index + 1;
+        self.entries.get_mut(index).map(|(_, state)| state)
+    }
+
+    /// Inserts or replaces `node`'s state.
+    pub(super) fn insert(&mut self, node: NodeId, state: V) {
+        match self.position(node, usize::MAX) {
+            Ok(index) => self.entries[index].1 = state,
+            Err(index) => self.entries.insert(index, (node, state)),
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&NodeId, &V)> {
+        self.entries.iter().map(|(node, state)| (node, state))
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &NodeId> {
+        self.entries.iter().map(|(node, _)| node)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, state)| state)
+    }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|(_, state)| state)
+    }
+
+    /// Panics unless the ids are strictly ascending.
+    pub(super) fn check_invariants(&self) {
+        assert!(
+            self.entries.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "member table out of order"
+        );
+    }
+}
+
+impl<V> FromIterator<(NodeId, V)> for MemberTable<V> {
+    /// From any order; a later duplicate replaces an earlier one, as `BTreeMap` would.
+    fn from_iter<I: IntoIterator<Item = (NodeId, V)>>(items: I) -> Self {
+        let mut table = MemberTable::default();
+        for (node, state) in items {
+            table.insert(node, state);
+        }
+        table
+    }
+}
+
+impl<'a, V> IntoIterator for &'a MemberTable<V> {
+    type Item = (&'a NodeId, &'a V);
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, (NodeId, V)>, fn(&'a (NodeId, V)) -> Self::Item>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(node, state)| (node, state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn behaves_as_a_btree_map() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut table = MemberTable::default();
+        let mut model = BTreeMap::new();
+        let mut cursor = 0;
+        for step in 0..5000u32 {
+            let node = NodeId(rng.gen_range(0..40));
+            match rng.gen_range(0..4) {
+                0 => {
+                    table.insert(node, step);
+                    model.insert(node, step);
+                }
+                1 => assert_eq!(table.get(&node), model.get(&node)),
+                2 => {
+                    if rng.gen_bool(0.2) {
+                        cursor = rng.gen_range(0..50);
+                    }
+                    let got = table.get_mut_from(&node, &mut cursor).map(|v| {
+                        *v += 1;
+                        *v
+                    });
+                    let want = model.get_mut(&node).map(|v| {
+                        *v += 1;
+                        *v
+                    });
+                    assert_eq!(got, want);
+                }
+                _ => assert_eq!(table.contains_key(&node), model.contains_key(&node)),
+            }
+            table.check_invariants();
+        }
+        assert_eq!(table.len(), model.len());
+        assert!(table.iter().eq(model.iter()));
+        assert!(table.keys().eq(model.keys()));
+        let rebuilt: MemberTable<u32> = model.iter().rev().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(rebuilt, table);
+    }
+}
