@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # ringkv-node vs redis-server, side by side on loopback in the same run: see benches/README.md.
 #
-#   benches/node-compare.sh [--requests N] [--dir DIR]
+#   benches/node-compare.sh [--requests N] [--keys K] [--rounds R] [--dir DIR]
 #
-# Starts `redis-server --appendonly yes --appendfsync always`, a 3-node ringkv cluster
-# (n = 3, r = 2, w = 2, every write fsynced before it is acknowledged) and, last, a single
-# `ringkv-node --dev`; runs the same `redis-benchmark` against each (50 clients, -r 100000
-# random keys, 1 KiB and 10 KiB values, SET then GET, N requests per test, default 30000; the
-# cluster is driven through node 1, which coordinates every request); prints ops/s, p50 and p99
-# (ms) and the ratios to redis-server. Installs Debian's redis-server and redis-tools if
-# missing. Everything it starts is stopped by PID on exit. Data goes to DIR (default:
-# target/node-compare under the repository), the same disk for every server.
+# Each round starts, in an order rotated from round to round, `redis-server --appendonly yes
+# --appendfsync always`, a single `ringkv-node --dev` and a 3-node ringkv cluster (n = 3, r = 2,
+# w = 2, every write fsynced before it is acknowledged; driven through node 1, which coordinates
+# every request), each fresh, and runs the same `redis-benchmark` against each: 50 clients, -r K
+# random keys (default 1,000,000: data well past the memtable), N requests per test (default
+# 100,000), SET then GET with 1 KiB and 10 KiB values, and SET then GET with 1 KiB values
+# pipelined 16 deep (-P 16). Prints each server's median ops/s, p50 and p99 (ms) over the rounds
+# (default 3) and the ratios to redis-server against the targets of issue #15. Installs Debian's
+# redis-server and redis-tools if missing. Everything it starts is stopped by PID on exit. Data
+# goes to DIR (default: target/node-compare under the repository), the same disk for every server.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-requests=30000
+requests=100000
+keys=1000000
+rounds=3
 work=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --requests) requests=$2; shift 2 ;;
+        --keys) keys=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
         --dir) work=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "node-compare: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -66,51 +72,58 @@ wait_for() {
     exit 1
 }
 
-# Runs redis-benchmark against PORT with SIZE-byte values; prints "test rps p50 p99" lines.
+# Runs redis-benchmark against PORT with SIZE-byte values pipelined PIPE deep; prints
+# "test rps p50 p99" lines.
 bench() {
-    local port=$1 size=$2
-    redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -n "$requests" -r 100000 -d "$size" \
-        -t set,get --csv 2>/dev/null \
+    local port=$1 size=$2 pipe=$3
+    redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -n "$requests" -r "$keys" -d "$size" \
+        -P "$pipe" -t set,get --csv 2>/dev/null \
         | tr -d '"' | awk -F, 'NR > 1 { print $1, $2, $5, $7 }'
 }
 
 results=$work/results.txt
 : > "$results"
+# Runs every shape against NAME on PORT in round ROUND, appending to the results.
 run_all() {
-    local name=$1 port=$2
-    for size in 1024 10240; do
-        bench "$port" "$size" | while read -r test rps p50 p99; do
-            echo "$name $size $test $rps $p50 $p99" >> "$results"
+    local name=$1 port=$2 round=$3 shape size pipe
+    for shape in 1024:1 10240:1 1024:16; do
+        size=${shape%:*}
+        pipe=${shape#*:}
+        bench "$port" "$size" "$pipe" | while read -r test rps p50 p99; do
+            echo "$name $size $pipe $test $round $rps $p50 $p99" >> "$results"
         done
     done
 }
 
-# 1. redis-server, every write fsynced.
-redis_port=$(free_port)
-mkdir -p "$work/redis"
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" --appendonly yes \
-    --appendfsync always --save "" --daemonize no > "$work/redis.log" 2>&1 &
-pids+=($!)
-wait_for "$work/redis.log" "Ready to accept connections"
-echo "node-compare: redis-server on $redis_port" >&2
-run_all redis "$redis_port"
-stop_all
+run_redis() {
+    local round=$1 port
+    port=$(free_port)
+    mkdir -p "$work/redis$round"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$work/redis$round" --appendonly yes \
+        --appendfsync always --save "" --daemonize no > "$work/redis$round.log" 2>&1 &
+    pids+=($!)
+    wait_for "$work/redis$round.log" "Ready to accept connections"
+    echo "node-compare: round $round: redis-server on $port" >&2
+    run_all redis "$port" "$round"
+    stop_all
+}
 
-# 2. Three ringkv nodes (n = 3, r = 2, w = 2), driven through node 1.
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secret"
-peer_ports=($(free_port) $(free_port) $(free_port))
-client_ports=($(free_port) $(free_port) $(free_port))
-for id in 1 2 3; do
-    peers=""
-    for j in 1 2 3; do
-        if [ "$j" != "$id" ]; then peers="$peers\"$j=127.0.0.1:${peer_ports[$((j - 1))]}\", "; fi
-    done
-    cat > "$work/node$id.toml" <<EOF
+run_cluster() {
+    local round=$1 id j peers
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secret"
+    local peer_ports=($(free_port) $(free_port) $(free_port))
+    local client_ports=($(free_port) $(free_port) $(free_port))
+    for id in 1 2 3; do
+        peers=""
+        for j in 1 2 3; do
+            if [ "$j" != "$id" ]; then peers="$peers\"$j=127.0.0.1:${peer_ports[$((j - 1))]}\", "; fi
+        done
+        cat > "$work/node$id.toml" <<TOML
 node_id = $id
 client_listen = "127.0.0.1:${client_ports[$((id - 1))]}"
 peer_listen = "127.0.0.1:${peer_ports[$((id - 1))]}"
 http_listen = "off"
-data_dir = "$work/data$id"
+data_dir = "$work/cluster$round/data$id"
 cluster_name = "bench"
 cluster_secret_file = "$work/secret"
 peers = [ ${peers%, } ]
@@ -118,43 +131,69 @@ peers = [ ${peers%, } ]
 n = 3
 r = 2
 w = 2
-EOF
-    "$node_bin" --config "$work/node$id.toml" --log warn > "$work/node$id.out" 2> "$work/node$id.err" &
+TOML
+        "$node_bin" --config "$work/node$id.toml" --log warn > "$work/node$id.out" 2> "$work/node$id.err" &
+        pids+=($!)
+    done
+    for id in 1 2 3; do wait_for "$work/node$id.out" "connected to all peers"; done
+    echo "node-compare: round $round: ringkv cluster on ${client_ports[*]}" >&2
+    run_all cluster "${client_ports[0]}" "$round"
+    stop_all
+}
+
+run_dev() {
+    local round=$1 port
+    port=$(free_port)
+    "$node_bin" --dev --client-listen "127.0.0.1:$port" --http-listen off \
+        --data-dir "$work/dev$round" --log warn > "$work/dev.out" 2> "$work/dev.err" &
     pids+=($!)
+    wait_for "$work/dev.out" "listening for clients"
+    echo "node-compare: round $round: ringkv --dev on $port" >&2
+    run_all dev "$port" "$round"
+    stop_all
+}
+
+servers=(redis dev cluster)
+for round in $(seq 1 "$rounds"); do
+    for k in 0 1 2; do
+        "run_${servers[$(((round - 1 + k) % 3))]}" "$round"
+    done
+    rm -rf "$work/redis$round" "$work/dev$round" "$work/cluster$round"
 done
-for id in 1 2 3; do wait_for "$work/node$id.out" "connected to all peers"; done
-echo "node-compare: ringkv cluster on ${client_ports[*]}" >&2
-run_all cluster "${client_ports[0]}"
-stop_all
 
-# 3. One ringkv-node --dev (n = r = w = 1, fsync before ack).
-dev_port=$(free_port)
-"$node_bin" --dev --client-listen "127.0.0.1:$dev_port" --http-listen off \
-    --data-dir "$work/dev" --log warn > "$work/dev.out" 2> "$work/dev.err" &
-pids+=($!)
-wait_for "$work/dev.out" "listening for clients"
-echo "node-compare: ringkv --dev on $dev_port" >&2
-run_all dev "$dev_port"
-stop_all
+# The table: each ringkv row's medians beside the redis-server medians of the same shape.
+echo
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), redis-benchmark -c 50 -n $requests -r $keys, $rounds rounds (order rotated), medians; p50/p99 in ms"
+echo
+python3 - "$results" <<'PY'
+import statistics
+import sys
 
-# The table: each ringkv row with the redis-server row of the same size and test.
-echo
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), redis-benchmark -c 50 -n $requests -r 100000, p50/p99 in ms"
-echo
-echo "| ringkv | value | test | redis ops/s | redis p50 | redis p99 | ringkv ops/s | ringkv p50 | ringkv p99 | ratio | target |"
-echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
-awk '
-    $1 == "redis" { rps[$2 " " $3] = $4; p50[$2 " " $3] = $5; p99[$2 " " $3] = $6; next }
-    { rows[++n] = $0 }
-    END {
-        for (i = 1; i <= n; i++) {
-            split(rows[i], f, " ")
-            key = f[2] " " f[3]
-            ratio = rps[key] > 0 ? f[4] / rps[key] : 0
-            want = f[1] == "dev" ? 0.8 : 0.5
-            verdict = (ratio >= want && f[6] < 10) ? "met" : "missed"
-            printf "| %s | %s KiB | %s | %\047.0f | %.2f | %.2f | %\047.0f | %.2f | %.2f | %.2fx | %s (>= %.1fx, p99 < 10 ms) |\n",
-                f[1] == "dev" ? "--dev" : "3 nodes", f[2] / 1024, f[3], rps[key], p50[key], p99[key],
-                f[4], f[5], f[6], ratio, verdict, want
-        }
-    }' "$results"
+rows = [line.split() for line in open(sys.argv[1]) if len(line.split()) == 8]
+runs = {}
+for who, size, pipe, test, _round, rps, p50, p99 in rows:
+    runs.setdefault((who, size, pipe, test), []).append((float(rps), float(p50), float(p99)))
+
+
+def median(key, column):
+    return statistics.median(run[column] for run in runs[key])
+
+
+print("| ringkv | value | pipeline | test | redis ops/s | redis p50 | redis p99 "
+      "| ringkv ops/s | ringkv p50 | ringkv p99 | ratio | target |")
+print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+for who in ("dev", "cluster"):
+    for size, pipe in (("1024", "1"), ("10240", "1"), ("1024", "16")):
+        for test in ("SET", "GET"):
+            mine, peer = (who, size, pipe, test), ("redis", size, pipe, test)
+            if mine not in runs or peer not in runs:
+                continue
+            ratio = median(mine, 0) / median(peer, 0) if median(peer, 0) > 0 else 0.0
+            want = (1.0 if size == "1024" else 0.9) if who == "dev" else 0.5
+            verdict = "met" if ratio >= want and median(mine, 2) < 10 else "missed"
+            print(f"| {'--dev' if who == 'dev' else '3 nodes'} | {int(size) // 1024} KiB "
+                  f"| -P {pipe} | {test} | {median(peer, 0):,.0f} | {median(peer, 1):.2f} "
+                  f"| {median(peer, 2):.2f} | {median(mine, 0):,.0f} | {median(mine, 1):.2f} "
+                  f"| {median(mine, 2):.2f} | {ratio:.2f}x "
+                  f"| {verdict} (>= {want:.1f}x, p99 < 10 ms) |")
+PY

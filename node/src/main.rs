@@ -296,12 +296,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    let mut builder = if std::env::var_os("RINGKV_EXP_CURRENT").is_some() {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ringkv-node: cannot start the runtime: {e}");
