@@ -1013,7 +1013,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut a = Args {
-        rounds: 5,
+        rounds: 3,
         scale: 1.0,
         size_gb: None,
         root: PathBuf::from("target/engine-compare"),
