@@ -62,7 +62,7 @@ const BLOOM_BITS_PER_KEY: usize = 10;
 
 /// In the `--size-gb` mode a read phase stops after this long: reads that miss every cache
 /// could otherwise run for hours.
-const READ_SECONDS_MAX_LARGE: f64 = 120.0;
+const READ_SECONDS_MAX_LARGE: f64 = 60.0;
 
 /// A phase shorter than this is listed as too short to trust.
 const PHASE_SECONDS_MIN: f64 = 1.0;
@@ -448,8 +448,10 @@ fn read_phase(engine: &InProc, seed: u64, set: &RowSet, missing: bool) -> (f64, 
         }
     }
     let secs = t.elapsed().as_secs_f64();
+    // Random fill and overwrite leave about 1 - e^-2 of the range present, so present-key gets
+    // find most, not all, of their keys; absent-key gets must find none.
     assert!(
-        missing == (found == 0) && (missing || found == done),
+        missing == (found == 0),
         "{done} reads of {} keys found {found}",
         if missing { "absent" } else { "present" }
     );
