@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ringkv-lsm vs fjall vs RocksDB (db_bench), side by side on one disk: see benches/README.md.
 #
-#   benches/engine-compare.sh [--rounds N] [--scale F] [--dir DIR] [--engines ours,fjall,rocksdb]
+#   benches/engine-compare.sh [--rounds N] [--scale F | --size-gb F] [--sets 1k,node,10k] [--dir DIR]
+#                             [--engines ours,fjall,rocksdb]
 #
 # Installs Debian's rocksdb-tools (db_bench) if missing, builds `engine-compare` in release mode
 # and runs it. Data goes to DIR (default: target/engine-compare under the repository), the same
