@@ -298,7 +298,8 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build() {
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ringkv-node: cannot start the runtime: {e}");
