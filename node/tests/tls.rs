@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{args, http, NodeProcess, LINE_WAIT};
+use common::{args, metric, NodeProcess, LINE_WAIT};
 use ringkv_node::clock::Clock;
 use ringkv_node::resp::Reply;
 use ringkv_node::resp_client::RespClient;
@@ -97,17 +97,6 @@ impl Drop for TlsCluster {
         }
         let _ = self.child.wait();
     }
-}
-
-/// A counter of a node's `/metrics`.
-fn metric(http_addr: &str, name: &str) -> u64 {
-    let (status, body) = http(http_addr, "GET", "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// Polls until `done` holds; panics after [`LINE_WAIT`] (a hang guard, not a timing assertion).

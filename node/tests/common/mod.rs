@@ -340,6 +340,7 @@ pub fn start_with_admin(dir: &Path, limits: &str) -> (NodeProcess, String) {
     (node, http)
 }
 
+/// A counter or gauge of a node's `/metrics` (its first series).
 pub fn metric(http_addr: &str, name: &str) -> u64 {
     let (status, body) = http(http_addr, "GET", "/metrics");
     assert_eq!(status, 200);
