@@ -310,13 +310,10 @@ where
                     }
                     shared.metrics.commands.inc();
                     let command = match session.prepare(&args) {
-                        Prepared::Run(command) => {
-                            if pipeline.admits(&command) {
-                                pipeline.push(command);
-                                continue;
-                            }
-                            command
-                        }
+                        Prepared::Run(command) => match pipeline.try_push(command) {
+                            Ok(()) => continue,
+                            Err(command) => command,
+                        },
                         Prepared::Answered(reply, close) => {
                             pipeline.run(&session, &mut output).await;
                             reply.encode(session.protocol, &mut output);
@@ -329,9 +326,7 @@ where
                     };
                     // It cannot join the commands in flight: they answer first.
                     pipeline.run(&session, &mut output).await;
-                    if pipeline.admits(&command) {
-                        pipeline.push(command);
-                    } else {
+                    if let Err(command) = pipeline.try_push(command) {
                         let reply = session.execute(command).await;
                         reply.encode(session.protocol, &mut output);
                     }
@@ -451,22 +446,20 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Whether `command` may join the commands gathered so far.
-    fn admits(&self, command: &Command) -> bool {
+    /// Gathers `command` if it may join the commands gathered so far; gives it back if not.
+    fn try_push(&mut self, command: Command) -> Result<(), Command> {
         let Some(keys) = command.pipelined_keys() else {
-            return false;
+            return Err(command);
         };
-        self.commands.len() < PIPELINE_COMMANDS_MAX
+        let admitted = self.commands.len() < PIPELINE_COMMANDS_MAX
             && self.keys.len() + keys.len() <= PIPELINE_KEYS_MAX
-            && keys.iter().all(|key| !self.keys.contains(key))
-    }
-
-    /// Gathers `command`, which [`Pipeline::admits`] let in.
-    fn push(&mut self, command: Command) {
-        if let Some(keys) = command.pipelined_keys() {
-            self.keys.extend(keys.into_iter().cloned());
+            && keys.iter().all(|key| !self.keys.contains(key));
+        if !admitted {
+            return Err(command);
         }
+        self.keys.extend(keys.into_iter().cloned());
         self.commands.push(command);
+        Ok(())
     }
 
     /// Runs the gathered commands together and encodes their replies in order.
@@ -474,6 +467,7 @@ impl Pipeline {
         self.keys.clear();
         match self.commands.len() {
             0 => {}
+            // Awaited in place: no boxed future for the unpipelined case.
             1 => {
                 if let Some(command) = self.commands.pop() {
                     let reply = session.execute_shared(command).await;
@@ -826,6 +820,9 @@ impl Session<'_> {
 
     async fn execute(&mut self, command: Command) -> Reply {
         match command {
+            // The data commands (those `Command::pipelined_keys` names), reached here only when a
+            // pipeline could not take them (too many keys). Listed, not guarded, so the match
+            // stays exhaustive.
             command @ (Command::Get(_)
             | Command::Set(..)
             | Command::Del(_)

@@ -219,25 +219,21 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         // hold one request under `redis-benchmark -c 50`) cost about 5% of a request's
         // instructions. A timer that fired and keeps its deadline fires again at once, as a
         // new one for a past deadline would.
-        let mut timers = DriverTimers::new();
-        let (timeout, maintenance, gauges) = (
-            tokio::time::sleep_until(timers.never),
-            tokio::time::sleep_until(timers.never),
-            tokio::time::sleep_until(timers.never),
+        let (mut timeout, mut maintenance, mut gauges) = (
+            MovableTimer::new(),
+            MovableTimer::new(),
+            MovableTimer::new(),
         );
-        tokio::pin!(timeout, maintenance, gauges);
         loop {
             let deadline = self.node.poll_timeout().map(|t| self.clock.to_tokio(t));
-            let maintenance_at = self.clock.to_tokio(self.maintenance.poll_timeout());
-            let gauges_at = self.gauges_published_at + GAUGE_PUBLISH_INTERVAL;
-            timers.set(&mut timeout, 0, deadline);
-            timers.set(&mut maintenance, 1, Some(maintenance_at));
-            timers.set(&mut gauges, 2, Some(gauges_at));
+            timeout.set(deadline);
+            maintenance.set(Some(self.clock.to_tokio(self.maintenance.poll_timeout())));
+            gauges.set(Some(self.gauges_published_at + GAUGE_PUBLISH_INTERVAL));
             tokio::select! {
                 biased;
                 // The step itself runs below, after the sync, like one due to writes.
-                () = &mut maintenance => {}
-                () = &mut gauges, if self.gauges_stale => {}
+                () = maintenance.sleep.as_mut() => {}
+                () = gauges.sleep.as_mut(), if self.gauges_stale => {}
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle(input);
@@ -248,7 +244,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                         }
                     }
                 }
-                () = &mut timeout, if deadline.is_some() => {
+                () = timeout.sleep.as_mut(), if deadline.is_some() => {
                     self.node.handle_timeout(self.clock.now());
                     self.drain();
                 }
@@ -552,35 +548,31 @@ impl<F: FileSystem + Send + 'static> Driver<F> {
     }
 }
 
-/// The deadlines the run loop's timers are set to (see [`Driver::run`]).
-struct DriverTimers {
-    /// A deadline that never comes, for a timer with none.
+/// One of the run loop's timers (see [`Driver::run`]): a sleep kept across iterations and the
+/// deadline it is set to.
+struct MovableTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    at: tokio::time::Instant,
+    /// The deadline of "no deadline": never, in practice, and near enough for clock arithmetic.
     never: tokio::time::Instant,
-    /// Per timer: the deadline it is set to.
-    set_to: [tokio::time::Instant; 3],
 }
 
-impl DriverTimers {
+impl MovableTimer {
     fn new() -> Self {
-        // Far enough to never fire, near enough for any clock arithmetic.
         let never = Clock::tokio_now() + Duration::from_secs(100 * 365 * 24 * 3600);
-        DriverTimers {
+        MovableTimer {
+            sleep: Box::pin(tokio::time::sleep_until(never)),
+            at: never,
             never,
-            set_to: [never; 3],
         }
     }
 
-    /// Moves timer `which` to `deadline` (`None`: never), unless it is already there.
-    fn set(
-        &mut self,
-        timer: &mut std::pin::Pin<&mut tokio::time::Sleep>,
-        which: usize,
-        deadline: Option<tokio::time::Instant>,
-    ) {
+    /// Moves the timer to `deadline` (`None`: never), unless it is already there.
+    fn set(&mut self, deadline: Option<tokio::time::Instant>) {
         let at = deadline.unwrap_or(self.never);
-        if self.set_to[which] != at {
-            self.set_to[which] = at;
-            timer.as_mut().reset(at);
+        if self.at != at {
+            self.at = at;
+            self.sleep.as_mut().reset(at);
         }
     }
 }

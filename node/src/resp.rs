@@ -373,23 +373,23 @@ impl Reply {
             }
             Reply::Integer(i) => header(out, b':', *i),
             Reply::Bulk(b) => {
-                header(out, b'$', b.len() as i64);
+                header(out, b'$', b.len());
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Null if version >= 3 => out.extend_from_slice(b"_\r\n"),
             Reply::Null => out.extend_from_slice(b"$-1\r\n"),
             Reply::Array(items) => {
-                header(out, b'*', items.len() as i64);
+                header(out, b'*', items.len());
                 for item in items {
                     item.encode(version, out);
                 }
             }
             Reply::Map(pairs) => {
                 if version >= 3 {
-                    header(out, b'%', pairs.len() as i64);
+                    header(out, b'%', pairs.len());
                 } else {
-                    header(out, b'*', (pairs.len() * 2) as i64);
+                    header(out, b'*', pairs.len() * 2);
                 }
                 for (k, v) in pairs {
                     k.encode(version, out);
@@ -397,7 +397,7 @@ impl Reply {
                 }
             }
             Reply::Verbatim(text) if version >= 3 => {
-                header(out, b'=', (text.len() + 4) as i64);
+                header(out, b'=', text.len() + 4);
                 out.extend_from_slice(b"txt:");
                 out.extend_from_slice(text.as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -409,7 +409,7 @@ impl Reply {
 
 /// Writes a RESP header: `kind`, the decimal `n`, CRLF, without the temporary `String` a
 /// `format!` would allocate for every reply.
-fn header(out: &mut Vec<u8>, kind: u8, n: i64) {
+fn header(out: &mut Vec<u8>, kind: u8, n: impl std::fmt::Display) {
     use std::io::Write as _;
     out.push(kind);
     // Writing into a Vec cannot fail.

@@ -281,15 +281,12 @@ impl Ring {
     /// `preference_list` for a precomputed ring position: [`choose_replicas`] over the clockwise
     /// walk from `hash`, computed by a [`Placer`] (which walks only as far as the choice needs).
     pub fn preference_list_for_hash(&self, hash: u64, n: usize) -> Vec<NodeId> {
-        // Every hash of a range has its token's list: the first token at or after the hash.
-        let ranges = self.tokens.len();
-        let range = match ranges {
-            0 => 0,
-            _ => self.tokens.partition_point(|&(t, _)| t < hash) % ranges,
-        };
-        self.placements.get_or_compute(range, ranges, n, || {
-            Placer::new(self).preference_list_for_hash(hash, n)
-        })
+        // Every hash of a range has its token's list.
+        let range = self.range_index_for_hash(hash).map_or(0, |r| r as usize);
+        self.placements
+            .get_or_compute(range, self.tokens.len(), n, || {
+                Placer::new(self).preference_list_for_hash(hash, n)
+            })
     }
 
     /// Number of ranges (one per token).
