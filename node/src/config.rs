@@ -24,6 +24,10 @@ pub const DEFAULT_PEER_LISTEN: &str = "127.0.0.1:7380";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9380";
 /// The data directory of an unconfigured node, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "ringkv-data";
+/// Default `worker_threads`: the request path on one thread ([`Settings::worker_threads`]).
+pub const WORKER_THREADS_DEFAULT: usize = 1;
+/// Largest `worker_threads`: the driver is one task, so more threads only help connections.
+pub const WORKER_THREADS_MAX: usize = 64;
 
 /// A configuration problem, naming the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +246,9 @@ pub struct FileConfig {
     /// Redis's protected mode (default true): refuse to start with a client listener on a
     /// non-loopback address and no password.
     pub protected_mode: Option<bool>,
+    /// Threads that run the request path: the driver, client connections and peer links
+    /// (default 1; at most 64). See [`Settings::worker_threads`].
+    pub worker_threads: Option<usize>,
     /// The admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminFile,
@@ -548,6 +555,13 @@ pub struct Settings {
     pub membership: MembershipConfig,
     /// TLS, if `[tls]` sets any certificate.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Threads of the runtime that runs the driver, client connections and peer links. The
+    /// default, 1, keeps the whole request path on one thread, as redis-server does: every
+    /// request otherwise crosses threads twice (connection task to driver and back), and on
+    /// the 2-core benchmark machine those wake-ups cost more than the parallel parsing and
+    /// encoding gained (issue #15, benches/README.md). More threads pay off when connections
+    /// do heavy work of their own, such as TLS.
+    pub worker_threads: usize,
 }
 
 impl Settings {
@@ -864,6 +878,13 @@ impl FileConfig {
         let storage = self.storage.validate(&cluster)?;
         let membership = membership_config(&self.membership, &cluster, &peers)?;
         let tls = self.tls.validate()?;
+        let worker_threads = self.worker_threads.unwrap_or(WORKER_THREADS_DEFAULT);
+        if !(1..=WORKER_THREADS_MAX).contains(&worker_threads) {
+            return invalid(
+                "worker_threads",
+                format!("must be between 1 and {WORKER_THREADS_MAX}, not {worker_threads}"),
+            );
+        }
         Ok(Settings {
             node_id,
             admin_token_file: self.admin.token_file.clone(),
@@ -882,6 +903,7 @@ impl FileConfig {
             membership,
             initial_member,
             tls,
+            worker_threads,
         })
     }
 }
@@ -1289,6 +1311,27 @@ mod tests {
         let fine = FileConfig::parse(&file(r#"["2=127.0.0.1:7002", "3=127.0.0.1:7003"]"#))
             .and_then(|f| f.validate());
         assert!(fine.is_ok(), "{fine:?}");
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_bounded() {
+        let parsed = |text: &str| FileConfig::parse(text).and_then(|f| f.validate());
+        let default = parsed("node_id = 1\n").expect("valid");
+        assert_eq!(default.worker_threads, WORKER_THREADS_DEFAULT);
+        assert_eq!(default.worker_threads, 1, "the request path on one thread");
+        let four = parsed("node_id = 1\nworker_threads = 4\n").expect("valid");
+        assert_eq!(four.worker_threads, 4);
+        assert_eq!(
+            field_of("node_id = 1\nworker_threads = 0\n"),
+            "worker_threads"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "node_id = 1\nworker_threads = {}\n",
+                WORKER_THREADS_MAX + 1
+            )),
+            "worker_threads"
+        );
     }
 
     #[test]

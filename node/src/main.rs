@@ -11,6 +11,12 @@ use ringkv_node::config::{parse_peer_short, FileConfig, PeerSpec, PeerTable};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Why not the system allocator: a GET frees ~29 allocations (request, record, reply buffers) and
+/// glibc's `free` with chunk consolidation was 20% of a GET's instructions under callgrind;
+/// mimalloc's thread-local free lists cost a fraction of that (benches/README.md, issue #15).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The ringkv server: a Dynamo-style replicated key-value store speaking the Redis protocol.
 #[derive(Parser, Debug)]
 #[command(name = "ringkv-node", version)]
@@ -66,6 +72,10 @@ struct Args {
     /// (default true).
     #[arg(long)]
     protected_mode: Option<bool>,
+    /// Threads running the driver, client connections and peer links (default 1: the whole
+    /// request path on one thread, as redis-server runs).
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
     /// File holding the admin token (default: <data-dir>/admin.token, created on first start).
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
@@ -136,7 +146,8 @@ impl Args {
             cluster_secret_file,
             password_file,
             initial_member,
-            protected_mode
+            protected_mode,
+            worker_threads
         );
         if let Some(path) = &self.admin_token_file {
             file.admin.token_file = Some(path.clone());
@@ -296,10 +307,14 @@ fn main() -> ExitCode {
             }
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if settings.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(settings.worker_threads);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ringkv-node: cannot start the runtime: {e}");

@@ -130,7 +130,7 @@ impl Coordinator {
             let started = ctx.last_monotonic;
             tracked = hand_off_point(ctx, started, deadline);
         }
-        self.track(op, Operation::Read(read), tracked);
+        self.track(op, Operation::Read(Box::new(read)), tracked);
         for replica in replicas {
             if replica == ctx.id {
                 let record = match epoch {
@@ -194,7 +194,7 @@ impl Coordinator {
         if read.replied {
             if all_in {
                 if let Some(Operation::Read(read)) = self.untrack(op) {
-                    self.read_repair(ctx, read);
+                    self.read_repair(ctx, *read);
                 }
             }
             return;
@@ -228,7 +228,7 @@ impl Coordinator {
                     ctx.reply(read.request, reply);
                     return;
                 }
-                self.after_read_quorum(ctx, nb, read, deadline, acks(answered));
+                self.after_read_quorum(ctx, nb, *read, deadline, acks(answered));
             }
         }
     }

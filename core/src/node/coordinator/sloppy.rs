@@ -83,7 +83,7 @@ impl Coordinator {
             return;
         }
         let deadline = final_deadline.max(now.monotonic);
-        self.track(op, Operation::Write(write), deadline);
+        self.track(op, Operation::Write(Box::new(write)), deadline);
         self.send_hints(op, sends, &key, &record);
     }
 
@@ -185,7 +185,7 @@ impl Coordinator {
             targets.push(fallback);
         }
         let key = read.key.clone();
-        self.track(op, Operation::Read(read), deadline);
+        self.track(op, Operation::Read(Box::new(read)), deadline);
         for target in targets {
             if target == ctx.id {
                 let record = ctx.local_record(&key);

@@ -204,7 +204,7 @@ impl Coordinator {
         let key = write.key.clone();
         let record = write.record.clone();
         let epoch = write.epoch;
-        self.track(op, Operation::Write(write), deadline);
+        self.track(op, Operation::Write(Box::new(write)), deadline);
         if is_replica {
             // Linearizable: this node's copy counts only on the same ring and once it holds the
             // range; a refused copy is not applied (see `handover`).
