@@ -236,6 +236,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                 () = gauges.sleep.as_mut(), if self.gauges_stale => {}
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
+                    let started = std::time::Instant::now();
                     self.handle(input);
                     for _ in 1..INPUT_BATCH_MAX {
                         match self.inputs.try_recv() {
@@ -243,10 +244,13 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                             Err(_) => break,
                         }
                     }
+                    self.metrics.driver_batch_duration.record(started.elapsed());
                 }
                 () = timeout.sleep.as_mut(), if deadline.is_some() => {
+                    let started = std::time::Instant::now();
                     self.node.handle_timeout(self.clock.now());
                     self.drain();
+                    self.metrics.driver_batch_duration.record(started.elapsed());
                 }
             }
             self.sync();
@@ -471,11 +475,15 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             return;
         };
         let wall_ms = now.wall.0 / 1000;
+        let started = std::time::Instant::now();
         if let Err(e) = self.node.storage_mut().maintain(step, wall_ms) {
             // Compaction and collection poison the engine on a write-path failure; the next
             // write or sync then fails and the core reports it.
             tracing::error!(error = %e, "storage maintenance failed");
         }
+        self.metrics
+            .storage_maintenance_duration
+            .record(started.elapsed());
     }
 
     /// Publishes the gauges at most every [`GAUGE_PUBLISH_INTERVAL`], and at the latest that

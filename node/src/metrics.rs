@@ -294,6 +294,12 @@ pub struct Metrics {
     pub storage_syncs: Counter,
     /// Fsync latency.
     pub storage_sync_latency: Histogram,
+    /// How long each storage maintenance step (compaction, value-log collection) held the
+    /// driver: requests queue behind it.
+    pub storage_maintenance_duration: Histogram,
+    /// How long the driver spent on each batch of inputs (requests, peer messages, timers),
+    /// fsync and maintenance excluded: a memtable flush made by a write shows here.
+    pub driver_batch_duration: Histogram,
     /// Failed fsyncs (each poisons the node).
     pub storage_sync_failures: Counter,
     /// Keys held, estimated (gauge, published by the driver).
@@ -657,6 +663,8 @@ impl Metrics {
         );
         self.membership.register(registry);
         histogram(registry, "ringkv_storage_sync_duration_seconds", "Fsync latency.", &self.storage_sync_latency);
+        histogram(registry, "ringkv_storage_maintenance_duration_seconds", "Time one storage maintenance step (compaction, value-log collection) held the request path.", &self.storage_maintenance_duration);
+        histogram(registry, "ringkv_driver_batch_duration_seconds", "Time the driver spent on one batch of inputs, fsync and maintenance excluded (a write that flushes the memtable shows here).", &self.driver_batch_duration);
     }
 }
 

@@ -111,3 +111,49 @@ fn a_pipeline_sees_its_own_writes_in_order() {
     ];
     assert_eq!(replies, expected);
 }
+
+/// What holds the request path is visible (issue #15): every batch of inputs and every storage
+/// maintenance step is timed in a histogram, and a write that fills the memtable (its flush runs
+/// inside the batch) is among the batches counted.
+#[test]
+fn driver_batches_and_maintenance_steps_are_timed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 64 KiB memtable and a 1 ms maintenance tick: a few hundred writes flush and get steps.
+    let storage = "\n[storage]\nmemtable_bytes_max = 65536\nmaintenance_interval_ms = 1\n";
+    let (node, http) = start_with_admin(dir.path(), storage);
+    let mut c = node.client();
+    let batches_before = metric(&http, "ringkv_driver_batch_duration_seconds_count");
+    let value = "v".repeat(1024);
+    const SETS: usize = 256;
+    for i in 0..SETS {
+        assert_eq!(
+            run(&mut c, &["SET", &format!("k{i}"), &value]).expect("set"),
+            Value::Okay
+        );
+    }
+    let batches = metric(&http, "ringkv_driver_batch_duration_seconds_count") - batches_before;
+    assert!(
+        batches >= SETS as u64,
+        "{batches} batches timed for {SETS} SETs sent one at a time"
+    );
+    // Storage counters are published at most every 100 ms: polled, not read once.
+    poll_until(
+        "a flush (256 KiB of writes through a 64 KiB memtable)",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(10),
+        || match metric(&http, "ringkv_storage_flushes_total") {
+            0 => Err("no flush published yet".to_string()),
+            flushes => Ok(flushes),
+        },
+    );
+    let steps = poll_until(
+        "a timed maintenance step",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(10),
+        || match metric(&http, "ringkv_storage_maintenance_duration_seconds_count") {
+            0 => Err("no step timed yet".to_string()),
+            steps => Ok(steps),
+        },
+    );
+    assert!(steps >= 1);
+}
