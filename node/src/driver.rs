@@ -236,7 +236,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                 () = gauges.sleep.as_mut(), if self.gauges_stale => {}
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
-                    let started = std::time::Instant::now();
+                    let started = Clock::stopwatch();
                     self.handle(input);
                     for _ in 1..INPUT_BATCH_MAX {
                         match self.inputs.try_recv() {
@@ -247,7 +247,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                     self.metrics.driver_batch_duration.record(started.elapsed());
                 }
                 () = timeout.sleep.as_mut(), if deadline.is_some() => {
-                    let started = std::time::Instant::now();
+                    let started = Clock::stopwatch();
                     self.node.handle_timeout(self.clock.now());
                     self.drain();
                     self.metrics.driver_batch_duration.record(started.elapsed());
@@ -475,7 +475,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             return;
         };
         let wall_ms = now.wall.0 / 1000;
-        let started = std::time::Instant::now();
+        let started = Clock::stopwatch();
         if let Err(e) = self.node.storage_mut().maintain(step, wall_ms) {
             // Compaction and collection poison the engine on a write-path failure; the next
             // write or sync then fails and the core reports it.
