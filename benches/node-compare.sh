@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ringkv-node vs redis-server, side by side on loopback in the same run: see benches/README.md.
 #
-#   benches/node-compare.sh [--requests N] [--keys K] [--rounds R] [--dir DIR]
+#   benches/node-compare.sh [--requests N] [--keys K] [--rounds R] [--dir DIR] [--node-bin PATH]
 #
 # Each round starts, in an order rotated from round to round, `redis-server --appendonly yes
 # --appendfsync always`, a single `ringkv-node --dev` and a 3-node ringkv cluster (n = 3, r = 2,
@@ -13,6 +13,8 @@
 # (default 3) and the ratios to redis-server against the targets of issue #15. Installs Debian's
 # redis-server and redis-tools if missing. Everything it starts is stopped by PID on exit. Data
 # goes to DIR (default: target/node-compare under the repository), the same disk for every server.
+# --node-bin runs a ringkv-node built elsewhere (an older commit, for a before/after in one session)
+# instead of building this tree's.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,13 +22,15 @@ requests=100000
 keys=1000000
 rounds=3
 work=""
+node_bin=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --requests) requests=$2; shift 2 ;;
         --keys) keys=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --dir) work=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --node-bin) node_bin=$2; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "node-compare: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -42,8 +46,10 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/d
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >&2
 fi
 
-cargo build --release --manifest-path "$root/Cargo.toml" -p node --bin ringkv-node >&2
-node_bin=$target/release/ringkv-node
+if [ -z "$node_bin" ]; then
+    cargo build --release --manifest-path "$root/Cargo.toml" -p node --bin ringkv-node >&2
+    node_bin=$target/release/ringkv-node
+fi
 
 rm -rf "$work"
 mkdir -p "$work"
