@@ -11,7 +11,7 @@
 use crate::checkpoint;
 use crate::compaction_job::{Compactor, DeadSince, DropRule};
 use crate::config::LsmConfig;
-use crate::entry::encode_keyed;
+use crate::entry::{encode_keyed, Entry};
 use crate::error::LsmError;
 use crate::faults::buggify;
 use crate::flush::Flush;
@@ -50,8 +50,34 @@ pub struct Lsm<F: FileSystem> {
     recovery: RecoveryReport,
     last_seq: u64,
     compactor: Compactor,
+    /// The value-log collection under way, if any (`collect_value_log_step`).
+    collection: Option<Collection>,
     health: Health,
     stats: LsmStats,
+}
+
+/// A value-log collection spread over bounded steps: the victim's frames not yet looked at.
+/// Why in steps: a whole 32 MiB segment collected in one call held the node's request path for
+/// 100-250 ms (`ringkv_storage_maintenance_duration_seconds`, issue #15).
+#[derive(Debug)]
+struct Collection {
+    segment: u64,
+    segment_bytes: u64,
+    /// The victim's file length, and where its next part is read from.
+    file_len: u64,
+    read_to: u64,
+    /// Frames of the part read last still to look at, the next one last (popped).
+    frames: Vec<vlog::SegmentFrame>,
+    live_bytes: u64,
+}
+
+/// Most bytes of the victim read at once (a part holds at least one whole frame).
+const COLLECTION_READ_BYTES_MAX: u64 = 4 << 20;
+
+impl Collection {
+    fn is_done(&self) -> bool {
+        self.frames.is_empty() && self.read_to >= self.file_len
+    }
 }
 
 impl<F: FileSystem> Lsm<F> {
@@ -69,6 +95,7 @@ impl<F: FileSystem> Lsm<F> {
         let mut engine = Lsm {
             store: TableStore::new(fs, limits, index_bytes, block_bytes),
             compactor: Compactor::new(state.levels.len()),
+            collection: None,
             last_seq: recovered.last_seq,
             state,
             config,
@@ -357,13 +384,30 @@ impl<F: FileSystem> Lsm<F> {
 
     // ---------------------------------------------------------------- value-log GC
 
-    /// Collects the sealed value-log segment with the most garbage, if at least
-    /// `vlog_gc_garbage_percent_min` of it is known garbage: live values are written again (as
-    /// ordinary writes, in the WAL and the active segment), the engine syncs, the manifest drops
-    /// the segment and the file is removed. Work is bounded by `vlog_segment_bytes_max`.
+    /// Collects one value-log segment whole: [`Lsm::collect_value_log_step`] without a bound,
+    /// run until the segment is gone (or none holds enough garbage).
     pub fn gc_value_log_step(&mut self) -> Result<GcOutcome, LsmError> {
+        loop {
+            match self.collect_value_log_step(u64::MAX)? {
+                GcOutcome::InProgress { .. } => continue,
+                done => return Ok(done),
+            }
+        }
+    }
+
+    /// One bounded step of value-log collection: picks the sealed segment most worth collecting
+    /// (at least `vlog_gc_garbage_percent_min` garbage) if none is under way, then looks at up to
+    /// `budget_bytes` of its frames, rewriting the live ones as ordinary writes. The last step
+    /// syncs and removes the segment (FORMAT.md, "Value-log collection"). A failure drops the
+    /// collection under way: the next step starts it again, and the values already rewritten
+    /// are then no longer live in the victim. A full disk poisons nothing.
+    pub fn collect_value_log_step(&mut self, budget_bytes: u64) -> Result<GcOutcome, LsmError> {
         self.health.writable()?;
-        match self.gc_inner() {
+        let result = self.collect_inner(budget_bytes);
+        if result.is_err() {
+            self.collection = None;
+        }
+        match result {
             Err(e @ LsmError::Corrupt { .. }) => Err(e),
             // Each step of the collection undid itself (flush, write, sync); the segment stays.
             Err(e) if e.is_no_space() => Err(e),
@@ -371,7 +415,60 @@ impl<F: FileSystem> Lsm<F> {
         }
     }
 
-    fn gc_inner(&mut self) -> Result<GcOutcome, LsmError> {
+    /// Whether a value-log collection is under way (its next step is owed).
+    pub fn collecting_value_log(&self) -> bool {
+        self.collection.is_some()
+    }
+
+    fn collect_inner(&mut self, budget_bytes: u64) -> Result<GcOutcome, LsmError> {
+        if self.collection.is_none() {
+            let Some(collection) = self.start_collection()? else {
+                return Ok(GcOutcome::Idle);
+            };
+            self.collection = Some(collection);
+        }
+        let mut looked_at = 0u64;
+        while looked_at < budget_bytes {
+            self.read_collection_part(budget_bytes)?;
+            let Some((here, key, value)) = self.collection.as_mut().and_then(|c| c.frames.pop())
+            else {
+                break;
+            };
+            looked_at += u64::from(here.frame_len);
+            // Live: the tables point at this frame and no newer write to the key is staged. Asked
+            // now, not at the start: writes between steps may have replaced the value.
+            if self.store.lookup(&self.state.levels, &key)? != Some(Entry::Pointer(here))
+                || self.mem.get(&key).is_some()
+            {
+                continue;
+            }
+            let full = self.mem.active_bytes() >= self.config.memtable_bytes_max;
+            // Smaller rewrite batches are legal: a flush between any two (BUGGIFY).
+            if full || buggify!(&mut self.store.fs, "lsm/vlog-gc-flush-between-values") {
+                self.flush_inner()?;
+            }
+            if let Some(collection) = self.collection.as_mut() {
+                collection.live_bytes += value.len() as u64;
+            }
+            self.write(key, Some(value), 0)?;
+        }
+        let Some(collection) = self.collection.take_if(|c| c.is_done()) else {
+            let segment = self.collection.as_ref().map_or(0, |c| c.segment);
+            return Ok(GcOutcome::InProgress { segment });
+        };
+        self.sync_parts().run()?;
+        vlog::remove_segment(&mut self.store.fs, &mut self.state, collection.segment)?;
+        self.stats.gc_segments += 1;
+        Ok(GcOutcome::Collected {
+            segment: collection.segment,
+            live_bytes: collection.live_bytes,
+            segment_bytes: collection.segment_bytes,
+        })
+    }
+
+    /// The collection of the sealed segment most worth it, if any: flushed first, so the live WAL
+    /// never points into the victim, and its frames read.
+    fn start_collection(&mut self) -> Result<Option<Collection>, LsmError> {
         let active = self.state.vlog_active;
         // Collecting a segment below the garbage threshold is legal, only wasteful (BUGGIFY).
         let early = buggify!(&mut self.store.fs, "lsm/vlog-gc-below-threshold");
@@ -382,31 +479,48 @@ impl<F: FileSystem> Lsm<F> {
         };
         let Some((segment, meta)) = vlog::collection_candidate(&self.state.segments, active, min)
         else {
-            return Ok(GcOutcome::Idle);
+            return Ok(None);
         };
-        // The live WAL must not point into the segment once it is gone: flush first, so the WAL
-        // only holds writes made after this point.
         self.flush_inner()?;
-        let key_bytes_max = self.config.key_bytes_max;
-        let live = self.reader().live_values(segment, key_bytes_max)?;
-        let mut live_bytes = 0u64;
-        for (key, value) in live {
-            let full = self.mem.active_bytes() >= self.config.memtable_bytes_max;
-            // Smaller rewrite batches are legal: a flush between any two (BUGGIFY).
-            if full || buggify!(&mut self.store.fs, "lsm/vlog-gc-flush-between-values") {
-                self.flush_inner()?;
-            }
-            live_bytes += value.len() as u64;
-            self.write(key, Some(value), 0)?;
-        }
-        self.sync_parts().run()?;
-        vlog::remove_segment(&mut self.store.fs, &mut self.state, segment)?;
-        self.stats.gc_segments += 1;
-        Ok(GcOutcome::Collected {
+        let file_len = self.store.fs.len(&vlog::vlog_file_name(segment))?;
+        Ok(Some(Collection {
             segment,
-            live_bytes,
             segment_bytes: meta.size_bytes,
-        })
+            file_len,
+            read_to: 0,
+            frames: Vec::new(),
+            live_bytes: 0,
+        }))
+    }
+
+    /// Reads the next part of the victim once the last one is looked at: about `budget_bytes`
+    /// (at least one largest frame, at most [`COLLECTION_READ_BYTES_MAX`]).
+    fn read_collection_part(&mut self, budget_bytes: u64) -> Result<(), LsmError> {
+        let payload_max = self.config.frame_payload_bytes_max();
+        let key_bytes_max = self.config.key_bytes_max;
+        let Some(c) = self.collection.as_mut() else {
+            return Ok(());
+        };
+        if !c.frames.is_empty() || c.read_to >= c.file_len {
+            return Ok(());
+        }
+        let frame_max = (crate::frame::FRAME_HEADER_BYTES + payload_max) as u64;
+        let part = budget_bytes
+            .min(COLLECTION_READ_BYTES_MAX)
+            .max(frame_max)
+            .min(c.file_len - c.read_to);
+        let at_end = c.read_to + part == c.file_len;
+        let (mut frames, covered) = vlog::segment_frames_at(
+            &mut self.store.fs,
+            c.segment,
+            (c.read_to, part as usize, at_end),
+            key_bytes_max,
+            payload_max,
+        )?;
+        frames.reverse();
+        c.frames = frames;
+        c.read_to += covered;
+        Ok(())
     }
 
     // ---------------------------------------------------------------- introspection
@@ -491,5 +605,15 @@ impl<F: FileSystem> Lsm<F> {
         assert!(self.last_seq >= self.state.last_seq);
         // A flush finishes or thaws within the call that started it.
         assert_eq!(self.mem.frozen().count(), 0, "no flush in progress");
+        if let Some(collection) = &self.collection {
+            assert!(
+                self.state.segments.contains_key(&collection.segment),
+                "the segment under collection is live until its last step"
+            );
+            assert_ne!(
+                collection.segment, self.state.vlog_active,
+                "only sealed segments are collected"
+            );
+        }
     }
 }

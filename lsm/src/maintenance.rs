@@ -9,7 +9,8 @@
 //! [`LsmStorage::maintain`]. A step is due:
 //!
 //! * every `interval_ms` (a tick): finishes compaction debt once writes stop and, every
-//!   `vlog_gc_interval_ticks` ticks, attempts one value-log collection;
+//!   `vlog_gc_interval_ticks` ticks, may start a value-log collection, which then goes on by
+//!   one bounded part at every step until its segment is gone;
 //! * sooner, once the bytes written since the last step owe a full step of merging
 //!   ([`WRITE_DEBT_FACTOR`] merged bytes per byte written), so a heavy write load is met by
 //!   compaction in step with it (what the adapter's per-write step used to do) instead of by
@@ -184,8 +185,9 @@ impl<F: FileSystem> LsmStorage<F> {
     }
 
     /// Runs one bounded step: a compaction step of at most `compaction_budget_bytes` merged
-    /// entries and, when the step says so and no compaction is pending, one value-log collection
-    /// attempt (bounded by `vlog_segment_bytes_max`). `wall_ms` ages the engine's own tombstones
+    /// entries and, when no compaction is pending, a step of value-log collection looking at as
+    /// many bytes of frames (one is started when the step says so; one under way always goes
+    /// on). `wall_ms` ages the engine's own tombstones
     /// (and stamps later deletes). A poisoned engine does nothing (it is read-only until
     /// restarted). A failure on the write path poisons the engine; the next write or sync then
     /// fails and the node reports it. A full disk poisons nothing: the step undid itself.
@@ -202,9 +204,11 @@ impl<F: FileSystem> LsmStorage<F> {
         let mut done = MaintenanceOutcome::default();
         match lsm.compact_step(wall_ms, step.compaction_budget_bytes)? {
             CompactionProgress::Idle => {
-                if step.collect_value_log {
-                    done.collected =
-                        matches!(lsm.gc_value_log_step()?, GcOutcome::Collected { .. });
+                // A collection under way goes on at every step, not only at the ticks that may
+                // start one: each step looks at `compaction_budget_bytes` of its frames.
+                if step.collect_value_log || lsm.collecting_value_log() {
+                    let outcome = lsm.collect_value_log_step(step.compaction_budget_bytes)?;
+                    done.collected = matches!(outcome, GcOutcome::Collected { .. });
                 }
             }
             _ => done.compacted = true,

@@ -299,7 +299,9 @@ impl Run<'_> {
             lsm.compact_step(now_ms, self.rng.gen_range(100..8000))
                 .map(|_| ())
         } else if roll < 95 {
-            lsm.gc_value_log_step().map(|_| ())
+            // A bounded part of a collection: crashes land between its steps too.
+            lsm.collect_value_log_step(self.rng.gen_range(100..8000))
+                .map(|_| ())
         } else {
             // A read must see the staged writes.
             let expect = self.expected();

@@ -42,11 +42,16 @@ pub enum CompactionProgress {
     },
 }
 
-/// What one `gc_value_log_step` did.
+/// What one step of value-log collection (`collect_value_log_step`, `gc_value_log_step`) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GcOutcome {
     /// No sealed segment holds enough garbage.
     Idle,
+    /// A collection is under way: its next step is owed.
+    InProgress {
+        /// The segment being collected.
+        segment: u64,
+    },
     /// A segment was rewritten and removed.
     Collected {
         /// The removed segment.

@@ -9,7 +9,7 @@ use crate::manifest::ManifestState;
 use crate::memtable::{MemCursor, MemTable};
 use crate::store::{RunCursor, TableStore};
 use crate::table::TableMeta;
-use crate::vlog::{self, ValueLog};
+use crate::vlog::ValueLog;
 use bytes::Bytes;
 
 /// What reads look at, borrowed from the engine. Reads change only caches (and the simulated
@@ -67,26 +67,6 @@ impl<F: FileSystem> Reader<'_, F> {
             }
         }
         Ok(out)
-    }
-
-    /// The live values of sealed segment `segment`, key and value, in segment order: those the
-    /// tables point at with no newer write to the key staged (value-log collection keeps them).
-    pub(crate) fn live_values(
-        &mut self,
-        segment: u64,
-        key_bytes_max: usize,
-    ) -> Result<Vec<(Bytes, Bytes)>, LsmError> {
-        let fs = &mut self.store.fs;
-        let frames = vlog::segment_frames(fs, segment, key_bytes_max, self.payload_max)?;
-        let mut live = Vec::new();
-        for (here, key, value) in frames {
-            if self.store.lookup(&self.state.levels, &key)? == Some(Entry::Pointer(here))
-                && self.mem.get(&key).is_none()
-            {
-                live.push((key, value));
-            }
-        }
-        Ok(live)
     }
 }
 

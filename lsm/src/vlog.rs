@@ -7,7 +7,7 @@ use crate::bytes_io::{Cursor, PutBytes};
 use crate::cache::LruCache;
 use crate::entry::ValuePointer;
 use crate::error::LsmError;
-use crate::frame::{decode_frame, encode_frame, scan_log, FRAME_HEADER_BYTES};
+use crate::frame::{decode_frame, encode_frame, FRAME_HEADER_BYTES};
 use crate::fs::FileSystem;
 use crate::manifest::{self, ManifestState, SegmentMeta};
 use bytes::Bytes;
@@ -289,42 +289,51 @@ pub(crate) fn remove_segment<F: FileSystem>(
     Ok(())
 }
 
-/// Every frame of sealed segment `segment`: where it is, its key and its value. A sealed
-/// segment was fsynced whole, so a bad frame anywhere is corruption.
-pub(crate) fn segment_frames<F: FileSystem>(
+/// A frame of a sealed segment: where it is, its key and its value.
+pub(crate) type SegmentFrame = (ValuePointer, Bytes, Bytes);
+
+/// The frames of sealed segment `segment` that lie wholly within the `len` bytes at `offset`,
+/// key and value, in segment order, and the bytes they cover: a collection reads its victim in
+/// bounded parts. A sealed segment was fsynced whole, so a frame that does not decode is
+/// corruption, except at the end of a part that is not the segment's last (`at_end`) and holds
+/// less than a largest frame from there: that frame is cut by the part and is read whole with
+/// the next one, which starts where it starts.
+pub(crate) fn segment_frames_at<F: FileSystem>(
     fs: &mut F,
     segment: u64,
+    (offset, len, at_end): (u64, usize, bool),
     key_bytes_max: usize,
     payload_max: usize,
-) -> Result<Vec<(ValuePointer, Bytes, Bytes)>, LsmError> {
+) -> Result<(Vec<SegmentFrame>, u64), LsmError> {
     let name = vlog_file_name(segment);
-    let bytes = fs.read_all(&name)?;
-    let scan = scan_log(&bytes, 0, payload_max).map_err(|why| LsmError::corrupt(&name, why))?;
-    if scan.valid_len != bytes.len() {
-        return Err(LsmError::corrupt(
-            &name,
-            format!("sealed segment has a bad tail at {}", scan.valid_len),
-        ));
-    }
-    let mut frames = Vec::with_capacity(scan.frames.len());
-    for (offset, frame) in &scan.frames {
+    let bytes = Bytes::from(fs.read_at(&name, offset, len)?);
+    let frame_max = FRAME_HEADER_BYTES + payload_max;
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let frame = match decode_frame(&bytes[at..], payload_max) {
+            Ok(frame) => frame,
+            Err(_) if !at_end && bytes.len() - at < frame_max => break,
+            Err(why) => {
+                let at = offset + at as u64;
+                return Err(LsmError::corrupt(&name, format!("frame at {at}: {why}")));
+            }
+        };
+        let here_at = offset + at as u64;
         let mut c = Cursor::new(frame.payload);
         let key = c
             .slice32(key_bytes_max)
-            .map_err(|why| LsmError::corrupt(&name, format!("frame at {offset}: {why}")))?;
+            .map_err(|why| LsmError::corrupt(&name, format!("frame at {here_at}: {why}")))?;
         let here = ValuePointer {
             segment,
-            offset: *offset as u64,
+            offset: here_at,
             frame_len: u32::try_from(frame.len).unwrap_or(u32::MAX),
         };
         let value = &frame.payload[c.position()..];
-        frames.push((
-            here,
-            Bytes::copy_from_slice(key),
-            Bytes::copy_from_slice(value),
-        ));
+        frames.push((here, bytes.slice_ref(key), bytes.slice_ref(value)));
+        at += frame.len;
     }
-    Ok(frames)
+    Ok((frames, at as u64))
 }
 
 fn parse_value_frame(bytes: &[u8], key: &[u8], payload_max: usize) -> Result<Bytes, String> {
@@ -362,10 +371,62 @@ mod tests {
         assert_eq!(got.as_ref(), b"beta");
         let err = vlog.read(&mut fs, &segments, b"kb", a, 1 << 10);
         assert!(err.is_err(), "a frame of another key is refused");
-        let frames = segment_frames(&mut fs, 5, 64, 1 << 10).expect("frames");
+        let len = fs.len(&vlog_file_name(5)).expect("len");
+        let (frames, covered) =
+            segment_frames_at(&mut fs, 5, (0, len as usize, true), 64, 1 << 10).expect("frames");
         assert_eq!(frames.len(), 2);
+        assert_eq!(covered, len);
         vlog.cut_back(&mut fs, b.offset).expect("cut");
         assert_eq!(fs.len(&vlog_file_name(5)).expect("len"), b.offset);
+    }
+
+    /// A collection reads its victim in parts: a frame cut by a part's end comes whole with the
+    /// next part, every frame exactly once; a damaged frame is corruption wherever it lies.
+    #[test]
+    fn a_segment_read_in_parts_yields_each_frame_once_and_refuses_damage() {
+        let mut fs = SimFs::seeded(3);
+        let name = vlog_file_name(7);
+        fs.create(&name).expect("create");
+        let mut vlog = ValueLog::new(7, 0, 1 << 10);
+        let keys: Vec<Vec<u8>> = (0..9u8).map(|i| vec![b'k', i]).collect();
+        for (seq, key) in keys.iter().enumerate() {
+            vlog.stage(&mut fs, seq as u64 + 1, key, &[seq as u8; 20])
+                .expect("stage");
+        }
+        vlog.write_buffer(&mut fs).expect("write");
+        let len = fs.len(&name).expect("len");
+        // A largest frame (payload 40) is longer than any one here and shorter than two.
+        let payload_max = 40;
+        let part = (FRAME_HEADER_BYTES + payload_max) as u64;
+        let read_in_parts = |fs: &mut SimFs| {
+            let (mut at, mut seen) = (0u64, Vec::new());
+            while at < len {
+                let this = part.min(len - at);
+                let (frames, covered) = segment_frames_at(
+                    fs,
+                    7,
+                    (at, this as usize, at + this == len),
+                    64,
+                    payload_max,
+                )?;
+                assert!(covered > 0 && covered <= this, "progress within the part");
+                seen.extend(frames.into_iter().map(|(p, k, v)| (p.offset, k, v)));
+                at += covered;
+            }
+            Ok::<_, LsmError>(seen)
+        };
+        let seen = read_in_parts(&mut fs).expect("parts");
+        let got_keys: Vec<Vec<u8>> = seen.iter().map(|(_, k, _)| k.to_vec()).collect();
+        assert_eq!(got_keys, keys, "every frame once, in order");
+        assert!(seen.iter().all(|(_, _, v)| v.len() == 20));
+        // Damage inside the fifth frame: reported, not skipped.
+        let fifth = seen[4].0;
+        assert!(fs.flip_bit(&name, (fifth + 6) * 8), "bit flipped");
+        let err = read_in_parts(&mut fs).expect_err("damage found");
+        assert!(
+            err.to_string().contains(&format!("frame at {fifth}")),
+            "{err}"
+        );
     }
 
     #[test]
