@@ -861,27 +861,37 @@ impl Membership {
             .map(|entry| (entry.node, entry.freshness()))
             .collect();
         sort_nearly_sorted(&mut theirs);
-        // Looked up in id order (own entry first, then the table), so `cursor` (where the last
-        // lookup ended) usually is the answer's position: a binary search only on a miss.
-        let mut cursor = 0;
-        let mut seen_by_them = |node: NodeId| {
-            let after = if theirs.get(cursor).is_some_and(|&(n, _)| n == node) {
-                cursor + theirs[cursor..].partition_point(|&(n, _)| n == node)
-            } else {
-                theirs.partition_point(|&(n, _)| n <= node)
-            };
-            cursor = after;
-            after
-                .checked_sub(1)
-                .map(|last| theirs[last])
-                .filter(|&(n, _)| n == node)
-                .map(|(_, freshness)| freshness)
+        let newer = |mine: &GossipEntry, seen: Option<(u64, u64)>| {
+            seen.is_none_or(|seen| seen < mine.freshness())
         };
-        let entries = self
-            .entries()
-            .into_iter()
-            .filter(|mine| seen_by_them(mine.node).is_none_or(|seen| seen < mine.freshness()))
-            .collect();
+        let mut entries = Vec::new();
+        let own = self.own_entry();
+        if newer(&own, last_seen(&theirs, own.node)) {
+            entries.push(own);
+        }
+        // The table and `theirs` are both in id order: one merge walk over the two, where a
+        // lookup per member (even a binary search from a cursor) was a tenth of a 100-node run.
+        let mut cursor = 0;
+        for (&node, state) in &self.members {
+            let mut seen = None;
+            while let Some(&(their_node, freshness)) = theirs.get(cursor) {
+                if their_node > node {
+                    break;
+                }
+                if their_node == node {
+                    seen = Some(freshness);
+                }
+                cursor += 1;
+            }
+            let mine = GossipEntry {
+                node,
+                incarnation: state.incarnation,
+                heartbeat: state.heartbeat,
+            };
+            if newer(&mine, seen) {
+                entries.push(mine);
+            }
+        }
         let version = self.ring.version();
         GossipMessage::Ack {
             entries,
@@ -1042,6 +1052,17 @@ impl Membership {
             self.set_status(node, MemberStatus::Alive);
         }
     }
+}
+
+/// The freshness of the last of `theirs` (sorted by node, then freshness) about `node`: the
+/// freshest one, if any.
+fn last_seen(theirs: &[(NodeId, (u64, u64))], node: NodeId) -> Option<(u64, u64)> {
+    let after = theirs.partition_point(|&(n, _)| n <= node);
+    after
+        .checked_sub(1)
+        .and_then(|last| theirs.get(last))
+        .filter(|&&(n, _)| n == node)
+        .map(|&(_, freshness)| freshness)
 }
 
 /// Sorts `items` as `sort_unstable` does, cheaply for what a `Syn` carries: the sender's own
