@@ -449,10 +449,17 @@ impl Membership {
             }
         }
         // Entries come in id order (after the sender's own): a cursor follows them through the
-        // table (`MemberTable`).
+        // table (`MemberTable`). The sender's own entry is looked up apart, so that the cursor
+        // starts the ordered walk at the table's start instead of missing there.
         let mut cursor = 0;
         for entry in message.entries() {
-            self.merge_entry(now, entry, &mut cursor);
+            let mut apart = usize::MAX;
+            let cursor = if entry.node == from {
+                &mut apart
+            } else {
+                &mut cursor
+            };
+            self.merge_entry(now, entry, cursor);
         }
         // After the merge, so a sender met for the first time is already in the table.
         if let Some(state) = self.members.get_mut(&from) {
