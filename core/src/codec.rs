@@ -72,6 +72,32 @@ pub fn encode(message: &Message) -> Result<Bytes, CodecError> {
     Ok(Bytes::from(bytes))
 }
 
+/// [`encode`] into `buffer` (cleared first), for a driver that encodes many messages in turn:
+/// reusing one buffer saves the allocation and the growth copies of each message's bytes. The
+/// bytes and the errors are those of [`encode`].
+pub fn encode_into(message: &Message, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
+    buffer.clear();
+    bincode::serde::encode_into_writer(message, VecSink(buffer), config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if buffer.len() > MESSAGE_BYTES_MAX {
+        return Err(CodecError::TooLarge {
+            bytes: buffer.len(),
+            max: MESSAGE_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Appends what bincode writes to a borrowed vector (bincode's own vector writer owns its).
+struct VecSink<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for VecSink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// Decodes a peer message, refusing oversized input and trailing bytes.
 pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
     decode_value(bytes)
@@ -130,6 +156,10 @@ mod tests {
     fn round_trip() {
         let bytes = encode(&sample()).expect("a small message encodes");
         assert_eq!(decode(&bytes), Ok(sample()));
+        // A reused buffer holds exactly the same bytes, whatever it held before.
+        let mut buffer = vec![9u8; 1000];
+        encode_into(&sample(), &mut buffer).expect("a small message encodes");
+        assert_eq!(buffer, bytes.to_vec());
         // A message and the same value through the value codec share one encoding.
         assert_eq!(encode_value(&sample()), bytes.to_vec());
     }
@@ -164,6 +194,11 @@ mod tests {
             }
             other => panic!("oversized message encoded as {other:?}"),
         }
+        let mut buffer = Vec::new();
+        assert_eq!(
+            encode_into(&write_of(MESSAGE_BYTES_MAX), &mut buffer),
+            encode(&write_of(MESSAGE_BYTES_MAX)).map(|_| ())
+        );
     }
 
     #[test]
