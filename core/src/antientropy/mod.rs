@@ -92,7 +92,7 @@ static EMPTY_HASHES: [u64; LEAVES] = [0; LEAVES];
 /// small keyspace, and rebuilds them all on every ring change. Allocating 8 KiB of leaves and
 /// per-leaf maps up front was a twentieth of a 100-node simulation. An empty tree reads as
 /// all-zero hashes with root 0, exactly as the allocated one did before its first update.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RangeTree {
     leaves: Vec<u64>,
     interior: Vec<u64>,
@@ -103,20 +103,6 @@ pub struct RangeTree {
     entries: Vec<BTreeMap<Bytes, u64>>,
     /// Keys held (the sum of the leaves' entries), kept so emptiness is O(1).
     keys: usize,
-}
-
-impl Default for RangeTree {
-    fn default() -> Self {
-        RangeTree {
-            leaves: Vec::new(),
-            interior: Vec::new(),
-            root: 0,
-            dirty: Vec::new(),
-            any_dirty: false,
-            entries: Vec::new(),
-            keys: 0,
-        }
-    }
 }
 
 impl RangeTree {
