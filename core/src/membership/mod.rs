@@ -659,8 +659,10 @@ impl Membership {
             self.ring.log().changes.len() as u64,
             "ring version does not count the log"
         );
-        for member in self.ring.ring().members() {
-            assert!(!self.ring.has_departed(member.id), "a member has departed");
+        // No member has departed, asked of the departed (a handful) rather than of every member
+        // (this runs after every gossip message, and members are large and cache-cold).
+        for &node in self.ring.departed() {
+            assert!(!self.ring.ring().contains(node), "a member has departed");
         }
         for (node, state) in &self.members {
             assert_eq!(
@@ -861,33 +863,55 @@ impl Membership {
     }
 
     fn ack_for(&self, syn_entries: &[GossipEntry], syn_ring: RingVersion) -> GossipMessage {
-        // What the sender has seen of each node, freshest last per node (a sorted list: this
-        // runs per `Syn` over the whole table, and a map per message cost more than the rest).
-        let mut theirs: Vec<(NodeId, (u64, u64))> = syn_entries
-            .iter()
-            .map(|entry| (entry.node, entry.freshness()))
-            .collect();
-        sort_nearly_sorted(&mut theirs);
-        let newer = |mine: &GossipEntry, seen: Option<(u64, u64)>| {
-            seen.is_none_or(|seen| seen < mine.freshness())
+        // A `Syn` is the sender's own entry, then its table in id order: walked as it is, with
+        // no copy. Any other order (a confused or hostile peer) is walked from a sorted copy.
+        let entries = match syn_entries.split_first() {
+            Some((first, rest)) if rest.is_sorted_by_key(|entry| entry.node) => {
+                self.newer_than(Some(first), rest)
+            }
+            _ => {
+                let mut sorted = syn_entries.to_vec();
+                sorted.sort_unstable_by_key(|entry| entry.node);
+                self.newer_than(None, &sorted)
+            }
+        };
+        let version = self.ring.version();
+        GossipMessage::Ack {
+            entries,
+            ring_version: version,
+            ring: (version > syn_ring).then(|| self.ring.log().clone()),
+        }
+    }
+
+    /// This node's entries (its own first, then the table in id order) fresher than every claim
+    /// the `Syn` made about their node: `extra` and the claims of `sorted` (in id order).
+    fn newer_than(&self, extra: Option<&GossipEntry>, sorted: &[GossipEntry]) -> Vec<GossipEntry> {
+        // The freshest claim about `node` among `extra` and the run of `sorted` it starts.
+        let seen = |run: &[GossipEntry], node: NodeId| {
+            let in_run = run
+                .iter()
+                .take_while(|entry| entry.node == node)
+                .map(GossipEntry::freshness)
+                .max();
+            let in_extra = extra
+                .filter(|entry| entry.node == node)
+                .map(GossipEntry::freshness);
+            in_run.max(in_extra)
+        };
+        let newer = |mine: &GossipEntry, run: &[GossipEntry]| {
+            seen(run, mine.node).is_none_or(|claim| claim < mine.freshness())
         };
         let mut entries = Vec::new();
         let own = self.own_entry();
-        if newer(&own, last_seen(&theirs, own.node)) {
+        let own_run = sorted.partition_point(|entry| entry.node < own.node);
+        if newer(&own, &sorted[own_run..]) {
             entries.push(own);
         }
-        // The table and `theirs` are both in id order: one merge walk over the two, where a
+        // The table and `sorted` are both in id order: one merge walk over the two, where a
         // lookup per member (even a binary search from a cursor) was a tenth of a 100-node run.
         let mut cursor = 0;
         for (&node, state) in &self.members {
-            let mut seen = None;
-            while let Some(&(their_node, freshness)) = theirs.get(cursor) {
-                if their_node > node {
-                    break;
-                }
-                if their_node == node {
-                    seen = Some(freshness);
-                }
+            while sorted.get(cursor).is_some_and(|entry| entry.node < node) {
                 cursor += 1;
             }
             let mine = GossipEntry {
@@ -895,16 +919,11 @@ impl Membership {
                 incarnation: state.incarnation,
                 heartbeat: state.heartbeat,
             };
-            if newer(&mine, seen) {
+            if newer(&mine, &sorted[cursor..]) {
                 entries.push(mine);
             }
         }
-        let version = self.ring.version();
-        GossipMessage::Ack {
-            entries,
-            ring_version: version,
-            ring: (version > syn_ring).then(|| self.ring.log().clone()),
-        }
+        entries
     }
 
     fn merge_entry(&mut self, now: Instant, entry: &GossipEntry, cursor: &mut usize) {
@@ -1059,33 +1078,6 @@ impl Membership {
             self.set_status(node, MemberStatus::Alive);
         }
     }
-}
-
-/// The freshness of the last of `theirs` (sorted by node, then freshness) about `node`: the
-/// freshest one, if any.
-fn last_seen(theirs: &[(NodeId, (u64, u64))], node: NodeId) -> Option<(u64, u64)> {
-    let after = theirs.partition_point(|&(n, _)| n <= node);
-    after
-        .checked_sub(1)
-        .and_then(|last| theirs.get(last))
-        .filter(|&&(n, _)| n == node)
-        .map(|&(_, freshness)| freshness)
-}
-
-/// Sorts `items` as `sort_unstable` does, cheaply for what a `Syn` carries: the sender's own
-/// entry first, then its table in id order (one rotation instead of a sort of the whole table
-/// per message). Any other order, from a confused or hostile peer, gets the full sort. Equal
-/// items are equal in every field, so the result is the same sequence either way.
-fn sort_nearly_sorted<T: Ord>(items: &mut [T]) {
-    let Some((first, rest)) = items.split_first() else {
-        return;
-    };
-    if !rest.is_sorted() {
-        items.sort_unstable();
-        return;
-    }
-    let position = rest.partition_point(|item| item < first);
-    items[..=position].rotate_left(1);
 }
 
 /// Chooses gossip targets: `fanout` distinct live peers uniformly at random, plus one `Down` peer
