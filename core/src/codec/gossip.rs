@@ -109,7 +109,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
 
 /// Bincode's varint: one byte up to 250, else a marker and the value in the fewest of 2, 4 or 8
 /// little-endian bytes (the same for every unsigned width that can hold the value).
-#[inline]
+#[inline(always)]
 fn put_varint(out: &mut Vec<u8>, value: u64) {
     if let Some(byte) = u8::try_from(value).ok().filter(|&byte| byte < U16_MARKER) {
         out.push(byte);

@@ -811,18 +811,25 @@ impl Membership {
                 }
             }
         }
-        let entries = self.entries();
+        let mut entries = self.entries();
         let version = self.ring.version();
         let pushes = self.addresses.on_round(self.id, self.incarnation, &targets);
-        for to in targets {
+        let last = targets.len().saturating_sub(1);
+        for (index, to) in targets.into_iter().enumerate() {
             let heard = self.members.get(&to).and_then(|s| s.ring_version_heard);
             let ring = (version > RingVersion::default() && heard.is_none_or(|h| h < version))
                 .then(|| self.ring.log().clone());
             self.stats.syns_sent += 1;
+            // The last target takes the table itself: one copy fewer per round.
+            let entries = if index == last {
+                std::mem::take(&mut entries)
+            } else {
+                entries.clone()
+            };
             self.outputs.push_back(MembershipOutput::Send {
                 to,
                 message: GossipMessage::Syn {
-                    entries: entries.clone(),
+                    entries,
                     ring_version: version,
                     ring,
                 },
