@@ -449,10 +449,17 @@ impl Membership {
             }
         }
         // Entries come in id order (after the sender's own): a cursor follows them through the
-        // table (`MemberTable`).
+        // table (`MemberTable`). The sender's own entry is looked up apart, so that the cursor
+        // starts the ordered walk at the table's start instead of missing there.
         let mut cursor = 0;
         for entry in message.entries() {
-            self.merge_entry(now, entry, &mut cursor);
+            let mut apart = usize::MAX;
+            let cursor = if entry.node == from {
+                &mut apart
+            } else {
+                &mut cursor
+            };
+            self.merge_entry(now, entry, cursor);
         }
         // After the merge, so a sender met for the first time is already in the table.
         if let Some(state) = self.members.get_mut(&from) {
@@ -652,8 +659,10 @@ impl Membership {
             self.ring.log().changes.len() as u64,
             "ring version does not count the log"
         );
-        for member in self.ring.ring().members() {
-            assert!(!self.ring.has_departed(member.id), "a member has departed");
+        // No member has departed, asked of the departed (a handful) rather than of every member
+        // (this runs after every gossip message, and members are large and cache-cold).
+        for &node in self.ring.departed() {
+            assert!(!self.ring.ring().contains(node), "a member has departed");
         }
         for (node, state) in &self.members {
             assert_eq!(
@@ -802,18 +811,25 @@ impl Membership {
                 }
             }
         }
-        let entries = self.entries();
+        let mut entries = self.entries();
         let version = self.ring.version();
         let pushes = self.addresses.on_round(self.id, self.incarnation, &targets);
-        for to in targets {
+        let last = targets.len().saturating_sub(1);
+        for (index, to) in targets.into_iter().enumerate() {
             let heard = self.members.get(&to).and_then(|s| s.ring_version_heard);
             let ring = (version > RingVersion::default() && heard.is_none_or(|h| h < version))
                 .then(|| self.ring.log().clone());
             self.stats.syns_sent += 1;
+            // The last target takes the table itself: one copy fewer per round.
+            let entries = if index == last {
+                std::mem::take(&mut entries)
+            } else {
+                entries.clone()
+            };
             self.outputs.push_back(MembershipOutput::Send {
                 to,
                 message: GossipMessage::Syn {
-                    entries: entries.clone(),
+                    entries,
                     ring_version: version,
                     ring,
                 },
@@ -854,40 +870,67 @@ impl Membership {
     }
 
     fn ack_for(&self, syn_entries: &[GossipEntry], syn_ring: RingVersion) -> GossipMessage {
-        // What the sender has seen of each node, freshest last per node (a sorted list: this
-        // runs per `Syn` over the whole table, and a map per message cost more than the rest).
-        let mut theirs: Vec<(NodeId, (u64, u64))> = syn_entries
-            .iter()
-            .map(|entry| (entry.node, entry.freshness()))
-            .collect();
-        sort_nearly_sorted(&mut theirs);
-        // Looked up in id order (own entry first, then the table), so `cursor` (where the last
-        // lookup ended) usually is the answer's position: a binary search only on a miss.
-        let mut cursor = 0;
-        let mut seen_by_them = |node: NodeId| {
-            let after = if theirs.get(cursor).is_some_and(|&(n, _)| n == node) {
-                cursor + theirs[cursor..].partition_point(|&(n, _)| n == node)
-            } else {
-                theirs.partition_point(|&(n, _)| n <= node)
-            };
-            cursor = after;
-            after
-                .checked_sub(1)
-                .map(|last| theirs[last])
-                .filter(|&(n, _)| n == node)
-                .map(|(_, freshness)| freshness)
+        // A `Syn` is the sender's own entry, then its table in id order: walked as it is, with
+        // no copy. Any other order (a confused or hostile peer) is walked from a sorted copy.
+        let entries = match syn_entries.split_first() {
+            Some((first, rest)) if rest.is_sorted_by_key(|entry| entry.node) => {
+                self.newer_than(Some(first), rest)
+            }
+            _ => {
+                let mut sorted = syn_entries.to_vec();
+                sorted.sort_unstable_by_key(|entry| entry.node);
+                self.newer_than(None, &sorted)
+            }
         };
-        let entries = self
-            .entries()
-            .into_iter()
-            .filter(|mine| seen_by_them(mine.node).is_none_or(|seen| seen < mine.freshness()))
-            .collect();
         let version = self.ring.version();
         GossipMessage::Ack {
             entries,
             ring_version: version,
             ring: (version > syn_ring).then(|| self.ring.log().clone()),
         }
+    }
+
+    /// This node's entries (its own first, then the table in id order) fresher than every claim
+    /// the `Syn` made about their node: `extra` and the claims of `sorted` (in id order).
+    fn newer_than(&self, extra: Option<&GossipEntry>, sorted: &[GossipEntry]) -> Vec<GossipEntry> {
+        // The freshest claim about `node` among `extra` and the run of `sorted` it starts.
+        let seen = |run: &[GossipEntry], node: NodeId| {
+            let in_run = run
+                .iter()
+                .take_while(|entry| entry.node == node)
+                .map(GossipEntry::freshness)
+                .max();
+            let in_extra = extra
+                .filter(|entry| entry.node == node)
+                .map(GossipEntry::freshness);
+            in_run.max(in_extra)
+        };
+        let newer = |mine: &GossipEntry, run: &[GossipEntry]| {
+            seen(run, mine.node).is_none_or(|claim| claim < mine.freshness())
+        };
+        let mut entries = Vec::new();
+        let own = self.own_entry();
+        let own_run = sorted.partition_point(|entry| entry.node < own.node);
+        if newer(&own, &sorted[own_run..]) {
+            entries.push(own);
+        }
+        // The table and `sorted` are both in id order: one merge walk over the two, where a
+        // lookup per member (even a binary search from a cursor) was a tenth of a 100-node run.
+        let mut cursor = 0;
+        for (&node, state) in &self.members {
+            while sorted.get(cursor).is_some_and(|entry| entry.node < node) {
+                cursor += 1;
+            }
+            let mine = GossipEntry {
+                node,
+                incarnation: state.incarnation,
+                heartbeat: state.heartbeat,
+            };
+            if newer(&mine, &sorted[cursor..]) {
+                entries.push(mine);
+            }
+        }
+        entries
     }
 
     fn merge_entry(&mut self, now: Instant, entry: &GossipEntry, cursor: &mut usize) {
@@ -1042,22 +1085,6 @@ impl Membership {
             self.set_status(node, MemberStatus::Alive);
         }
     }
-}
-
-/// Sorts `items` as `sort_unstable` does, cheaply for what a `Syn` carries: the sender's own
-/// entry first, then its table in id order (one rotation instead of a sort of the whole table
-/// per message). Any other order, from a confused or hostile peer, gets the full sort. Equal
-/// items are equal in every field, so the result is the same sequence either way.
-fn sort_nearly_sorted<T: Ord>(items: &mut [T]) {
-    let Some((first, rest)) = items.split_first() else {
-        return;
-    };
-    if !rest.is_sorted() {
-        items.sort_unstable();
-        return;
-    }
-    let position = rest.partition_point(|item| item < first);
-    items[..=position].rotate_left(1);
 }
 
 /// Chooses gossip targets: `fanout` distinct live peers uniformly at random, plus one `Down` peer

@@ -26,10 +26,15 @@ impl<V> Default for MemberTable<V> {
 
 impl<V> MemberTable<V> {
     /// The index of `node`, trying `hint` first (where the caller expects it: the position
-    /// after the previous lookup of a walk in id order).
+    /// after the previous lookup of a walk in id order), then the slot after it (a walk over a
+    /// sender's table skips the sender's own slot here, which that table lacks).
     fn position(&self, node: NodeId, hint: usize) -> Result<usize, usize> {
         if self.entries.get(hint).is_some_and(|(id, _)| *id == node) {
             return Ok(hint);
+        }
+        let next = hint.saturating_add(1);
+        if self.entries.get(next).is_some_and(|(id, _)| *id == node) {
+            return Ok(next);
         }
         self.entries.binary_search_by_key(&node, |(id, _)| *id)
     }

@@ -871,20 +871,78 @@ fn with_fault_points_live_detection_stays_within_its_bound() {
 }
 
 #[test]
-fn sorting_a_syn_table_equals_a_full_sort() {
+fn an_ack_carries_what_is_fresher_here_than_every_claim_of_the_syn() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for case in 0..2000 {
-        let len = rng.gen_range(0..12);
-        let mut items: Vec<(u32, u64)> = (0..len)
-            .map(|_| (rng.gen_range(0..8), rng.gen_range(0..3)))
-            .collect();
-        // Most cases in the shape a `Syn` has: one entry, then the rest in order.
-        if case % 3 != 0 && len > 1 {
-            items[1..].sort_unstable();
+    let config = config();
+    for case in 0..300 {
+        let mut m = Membership::new(
+            config.clone(),
+            node_id(0),
+            rng.gen_range(0..3),
+            initial_ring(8, &config),
+            Instant::ZERO,
+        )
+        .expect("valid");
+        let claim = |rng: &mut ChaCha8Rng| GossipEntry {
+            node: node_id(rng.gen_range(0..10)),
+            incarnation: rng.gen_range(0..3),
+            heartbeat: rng.gen_range(0..4),
+        };
+        // Some news first, so the table holds a mix of fresher and staler entries.
+        let news: Vec<GossipEntry> = (0..rng.gen_range(0..12)).map(|_| claim(&mut rng)).collect();
+        m.handle_message(
+            Instant::ZERO,
+            node_id(2),
+            GossipMessage::Ack {
+                entries: news,
+                ring_version: RingVersion::default(),
+                ring: None,
+            },
+        );
+        while m.poll_output().is_some() {}
+        let mut syn: Vec<GossipEntry> =
+            (0..rng.gen_range(0..14)).map(|_| claim(&mut rng)).collect();
+        // Most cases in the shape a `Syn` has: one entry, then the rest in id order.
+        if case % 3 != 0 && syn.len() > 1 {
+            syn[1..].sort_by_key(|entry| entry.node);
         }
-        let mut expected = items.clone();
-        expected.sort_unstable();
-        super::sort_nearly_sorted(&mut items);
-        assert_eq!(items, expected, "case {case}");
+        m.handle_message(
+            Instant::ZERO,
+            node_id(1),
+            GossipMessage::Syn {
+                entries: syn.clone(),
+                ring_version: RingVersion::default(),
+                ring: None,
+            },
+        );
+        m.check_invariants();
+        let mut acks = Vec::new();
+        while let Some(output) = m.poll_output() {
+            if let MembershipOutput::Send {
+                message: GossipMessage::Ack { entries, .. },
+                ..
+            } = output
+            {
+                acks.push(entries);
+            }
+        }
+        // The model, over the table after the merge: own entry first, then the rest by id.
+        let views = m.members();
+        let own = views.iter().filter(|v| v.node == node_id(0));
+        let others = views.iter().filter(|v| v.node != node_id(0));
+        let want: Vec<GossipEntry> = own
+            .chain(others)
+            .map(|v| GossipEntry {
+                node: v.node,
+                incarnation: v.incarnation,
+                heartbeat: v.heartbeat,
+            })
+            .filter(|mine| {
+                syn.iter()
+                    .filter(|claim| claim.node == mine.node)
+                    .all(|claim| claim.freshness() < mine.freshness())
+            })
+            .collect();
+        assert_eq!(acks, vec![want], "case {case}: syn {syn:?}");
     }
 }

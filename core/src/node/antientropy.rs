@@ -408,6 +408,13 @@ impl AntiEntropy {
         // Only the trees past the ring's last range can break it: look at those alone (this runs
         // after every input, and a node of a large ring holds a tree for each of its ranges).
         let first_unknown = u32::try_from(ring.range_count()).unwrap_or(u32::MAX);
+        // Usually there are none: the last key says so without the search for a range's ends.
+        if trees
+            .last_key_value()
+            .is_none_or(|(&last, _)| last < first_unknown)
+        {
+            return;
+        }
         for (&range, tree) in trees.range(first_unknown..) {
             assert!(
                 tree.is_empty(),

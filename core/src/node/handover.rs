@@ -381,18 +381,16 @@ pub(super) fn overlapping_ranges(previous: &[u64], current: &[u64], index: u32) 
     let mut out = BTreeSet::new();
     // The previous range containing `high`.
     out.insert(previous.partition_point(|&t| t < high) % previous.len());
-    // Every previous token strictly inside (low, high) starts another overlapping range.
-    let inside = |t: u64| {
-        if low < high {
-            t > low && t < high
-        } else {
-            t > low || t < high
-        }
-    };
-    for (j, &t) in previous.iter().enumerate() {
-        if inside(t) {
-            out.insert(j);
-        }
+    // Every previous token strictly inside (low, high) starts another overlapping range. The
+    // tokens are sorted, so those are one run (two when the range wraps), found by search: a
+    // scan of every previous token per range ran on every ring adoption of every node.
+    let above_low = previous.partition_point(|&t| t <= low);
+    let below_high = previous.partition_point(|&t| t < high);
+    if low < high {
+        out.extend(above_low..below_high.max(above_low));
+    } else {
+        out.extend(above_low..previous.len());
+        out.extend(0..below_high);
     }
     out.into_iter()
         .filter_map(|j| u32::try_from(j).ok())
@@ -1047,6 +1045,50 @@ mod tests {
                 want,
                 "{previous:?} {current:?} {index}"
             );
+        }
+    }
+
+    #[test]
+    fn overlapping_ranges_agree_with_the_definition_on_random_rings() {
+        use rand::{Rng, SeedableRng};
+        // The definition: the previous range holding `high`, and every previous token strictly
+        // inside (low, high], wrapping.
+        fn by_definition(previous: &[u64], current: &[u64], i: usize) -> Vec<u32> {
+            let high = current[i];
+            let low = current[(i + current.len() - 1) % current.len()];
+            let mut out = BTreeSet::new();
+            out.insert(previous.partition_point(|&t| t < high) % previous.len());
+            for (j, &t) in previous.iter().enumerate() {
+                let inside = if low < high {
+                    t > low && t < high
+                } else {
+                    t > low || t < high
+                };
+                if inside {
+                    out.insert(j);
+                }
+            }
+            out.into_iter().map(|j| j as u32).collect()
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+        for _ in 0..300 {
+            let mut tokens = |count: usize| {
+                let mut t: Vec<u64> = (0..count).map(|_| rng.gen_range(0..64)).collect();
+                t.sort_unstable();
+                t.dedup();
+                t
+            };
+            let (previous, current) = (tokens(12), tokens(12));
+            if previous.is_empty() || current.len() < 2 {
+                continue;
+            }
+            for i in 0..current.len() {
+                assert_eq!(
+                    overlapping_ranges(&previous, &current, i as u32),
+                    by_definition(&previous, &current, i),
+                    "{previous:?} {current:?} {i}"
+                );
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 use super::FaultAction;
 use ringkv_core::{ClientReply, ClientRequest, Message, RequestId};
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 /// What a client receives.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -297,34 +298,101 @@ impl Event {
     }
 }
 
-/// An event with its place in the queue.
-#[derive(Debug)]
-pub struct Scheduled {
-    /// When, simulated nanoseconds.
-    pub time: u64,
-    /// Tie-breaker: the order of scheduling.
-    pub sequence: u64,
-    /// What.
-    pub event: Event,
+/// The events to come, earliest first, ties in the order they were scheduled.
+///
+/// Why a heap of small keys over a slab and not a heap of events: an event carries a whole
+/// message inline (a gossip table's header, a record), and a binary heap moves its elements
+/// along a path of about log2(len) slots on every push and pop. Moving a 24-byte key instead
+/// of the event saved those copies; the order is the keys' alone, so it is the same.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    heap: BinaryHeap<Key>,
+    /// Events by slot; `None` where the slot is free.
+    slots: Vec<Option<Event>>,
+    /// Free slots, reused before the slab grows.
+    free: Vec<usize>,
 }
 
-impl PartialEq for Scheduled {
+impl EventQueue {
+    /// Schedules `event` at `time` (simulated nanoseconds); `sequence` breaks ties and must
+    /// be unique.
+    pub fn push(&mut self, time: u64, sequence: u64, event: Event) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(event);
+                slot
+            }
+            None => {
+                self.slots.push(Some(event));
+                self.slots.len() - 1
+            }
+        };
+        self.heap.push(Key {
+            time,
+            sequence,
+            slot,
+        });
+    }
+
+    /// The earliest event and its time.
+    pub fn pop(&mut self) -> Option<(u64, Event)> {
+        let key = self.heap.pop()?;
+        let event = self.slots.get_mut(key.slot).and_then(Option::take);
+        self.free.push(key.slot);
+        // `push` fills a slot before its key exists, and only `pop` empties it, once.
+        assert!(event.is_some(), "a queued key without its event");
+        event.map(|event| (key.time, event))
+    }
+}
+
+/// An event's place in the queue.
+#[derive(Debug)]
+struct Key {
+    /// When, simulated nanoseconds.
+    time: u64,
+    /// Tie-breaker: the order of scheduling.
+    sequence: u64,
+    /// Where the event waits in the slab.
+    slot: usize,
+}
+
+impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
         (self.time, self.sequence) == (other.time, other.sequence)
     }
 }
 
-impl Eq for Scheduled {}
+impl Eq for Key {}
 
-impl PartialOrd for Scheduled {
+impl PartialOrd for Key {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Scheduled {
+impl Ord for Key {
     /// Reversed, so `BinaryHeap` (a max-heap) pops the earliest event first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.time, other.sequence).cmp(&(self.time, self.sequence))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_pops_by_time_then_sequence_and_reuses_slots() {
+        let mut queue = EventQueue::default();
+        queue.push(20, 1, Event::End);
+        queue.push(10, 2, Event::PhaseChange);
+        queue.push(10, 3, Event::FinalEnd);
+        assert_eq!(queue.pop(), Some((10, Event::PhaseChange)));
+        queue.push(5, 4, Event::ClientSend { client: 1 });
+        assert_eq!(queue.pop(), Some((5, Event::ClientSend { client: 1 })));
+        assert_eq!(queue.pop(), Some((10, Event::FinalEnd)));
+        assert_eq!(queue.pop(), Some((20, Event::End)));
+        assert_eq!(queue.pop(), None);
+        assert_eq!(queue.slots.len(), 3, "freed slots are reused");
     }
 }

@@ -24,7 +24,7 @@ use crate::history::History;
 use crate::scenario::Scenario;
 use crate::workload::Workload;
 use bytes::Bytes;
-use event::{ClientResponse, Scheduled};
+use event::{ClientResponse, EventQueue};
 use final_reads::FINAL_READER;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,7 +36,7 @@ use ringkv_core::{
     NodeId, NodeLocation, Now, Output, RequestError, RequestId, Ring,
 };
 use ringkv_lsm::maintenance::MaintenanceScheduler;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use storage::SimStorage;
 
 const NANOS_PER_MS: u64 = 1_000_000;
@@ -195,9 +195,11 @@ fn rejection_name(error: &RequestError) -> &'static str {
 pub struct World {
     now: u64,
     sequence: u64,
-    queue: BinaryHeap<Scheduled>,
+    queue: EventQueue,
     /// One node's outputs of the drain being carried out (reused to save allocations).
     drained: Vec<Output>,
+    /// The bytes of the message crossing the codec now, reused from message to message.
+    wire: Vec<u8>,
     /// Sends of the drain being carried out that could not be made, fed back after it.
     unsent: VecDeque<(NodeId, Message)>,
     nodes: Vec<NodeSlot>,
@@ -345,8 +347,9 @@ impl World {
         let mut world = World {
             now: 0,
             sequence: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             drained: Vec::new(),
+            wire: Vec::new(),
             unsent: VecDeque::new(),
             nodes: slots,
             ring,
@@ -477,7 +480,7 @@ impl World {
     }
 
     fn run_events(&mut self) {
-        while let Some(Scheduled { time, event, .. }) = self.queue.pop() {
+        while let Some((time, event)) = self.queue.pop() {
             self.now = time;
             if let Some(node) = event.node() {
                 if let Some(until) = self.nodes[node as usize].paused_until {
@@ -615,11 +618,7 @@ impl World {
 
     fn schedule(&mut self, time: u64, event: Event) {
         self.sequence += 1;
-        self.queue.push(Scheduled {
-            time,
-            sequence: self.sequence,
-            event,
-        });
+        self.queue.push(time, self.sequence, event);
     }
 
     fn now_for(&self, node: usize) -> Now {
@@ -781,19 +780,16 @@ impl World {
                     // seeds. What cannot be encoded or decoded is counted and never delivered.
                     // A message too large to encode could not be queued either: the node
                     // decides what that means, as for a full link.
-                    let bytes = match ringkv_core::codec::encode(&message) {
-                        Ok(bytes) => bytes,
-                        Err(_) => {
-                            self.counters.unencodable_messages += 1;
-                            unsent.push_back((to, message));
-                            continue;
-                        }
-                    };
-                    let Ok(message) = ringkv_core::codec::decode(&bytes) else {
+                    if ringkv_core::codec::encode_into(&message, &mut self.wire).is_err() {
+                        self.counters.unencodable_messages += 1;
+                        unsent.push_back((to, message));
+                        continue;
+                    }
+                    let Ok(message) = ringkv_core::codec::decode(&self.wire) else {
                         self.counters.undecodable_messages += 1;
                         continue;
                     };
-                    let wire_bytes = bytes.len() as u64;
+                    let wire_bytes = self.wire.len() as u64;
                     if matches!(message, ringkv_core::Message::Gossip(_)) {
                         self.gossip_figures.messages += 1;
                         self.gossip_figures.bytes += wire_bytes;
