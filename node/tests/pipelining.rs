@@ -137,23 +137,28 @@ fn driver_batches_and_maintenance_steps_are_timed() {
         "{batches} batches timed for {SETS} SETs sent one at a time"
     );
     // Storage counters are published at most every 100 ms: polled, not read once.
-    poll_until(
-        "a flush (256 KiB of writes through a 64 KiB memtable)",
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_millis(10),
-        || match metric(&http, "ringkv_storage_flushes_total") {
-            0 => Err("no flush published yet".to_string()),
-            flushes => Ok(flushes),
-        },
+    published(
+        &http,
+        "ringkv_storage_flushes_total",
+        "a flush (256 KiB through a 64 KiB memtable)",
     );
-    let steps = poll_until(
+    let steps = published(
+        &http,
+        "ringkv_storage_maintenance_duration_seconds_count",
         "a timed maintenance step",
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_millis(10),
-        || match metric(&http, "ringkv_storage_maintenance_duration_seconds_count") {
-            0 => Err("no step timed yet".to_string()),
-            steps => Ok(steps),
-        },
     );
     assert!(steps >= 1);
+}
+
+/// The first non-zero value of metric `name`, polled until the node publishes one.
+fn published(http: &str, name: &str, what: &str) -> u64 {
+    poll_until(
+        what,
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(10),
+        || match metric(http, name) {
+            0 => Err(format!("{name} still 0")),
+            value => Ok(value),
+        },
+    )
 }
