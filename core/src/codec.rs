@@ -3,8 +3,11 @@
 //! stored values; swapping the format touches only this file.
 
 mod gossip;
+mod record;
+mod varint;
 
 use crate::message::Message;
+use crate::version::Record;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -101,6 +104,18 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
     if bytes.len() <= MESSAGE_BYTES_MAX {
         if let Some(message) = gossip::decode(bytes) {
             return Ok(message);
+        }
+    }
+    decode_value(bytes)
+}
+
+/// Decodes a stored [`Record`] (what [`encode_value`] wrote for one): the value of a
+/// last-write-wins record is a slice of `bytes`, not a copy; anything else goes through
+/// [`decode_value`], with the same result and the same errors.
+pub fn decode_record(bytes: &Bytes) -> Result<Record, CodecError> {
+    if bytes.len() <= MESSAGE_BYTES_MAX {
+        if let Some(record) = record::decode(bytes) {
+            return Ok(record);
         }
     }
     decode_value(bytes)

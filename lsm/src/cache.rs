@@ -1,4 +1,4 @@
-//! A least-recently-used cache bounded in bytes, deterministic (an ordered map, no hashing, no
+//! A least-recently-used cache bounded in bytes, deterministic (a fixed hash, no random seed, no
 //! clock), for data blocks, table indexes and filters, and separated values.
 //!
 //! Why a slab with an intrusive recency list: every point read touches this cache 3–5 times
@@ -6,11 +6,62 @@
 //! kept recency as a second ordered map keyed by a logical clock, so each hit removed and
 //! re-inserted a node there: a third of a GET's engine instructions under callgrind (issue #15).
 //! Now a hit is one map lookup plus relinking two slots.
+//!
+//! Why a hash index with a fixed integer hash and not an ordered map: every key is one or two
+//! integers (a table id, a block number, a value's segment and offset), and the ordered map's
+//! searches and rebalancing on insert and eviction cost about 1,500 instructions per value-log
+//! read that missed (a third of such a read, callgrind, issue #15). The index is never iterated
+//! where order could matter: [`LruCache::retain`] releases what it drops in slot order.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Marks "no slot" in the recency links.
 const NIL: usize = usize::MAX;
+
+/// What the caches are keyed by: small tuples of integers.
+pub(crate) trait CacheKey: std::hash::Hash + Eq + Clone {}
+
+impl<K: std::hash::Hash + Eq + Clone> CacheKey for K {}
+
+/// A fixed, seedless hash for integer keys: each integer word is folded in with a multiply and
+/// a rotation, and `finish` mixes the high bits down (hash tables index by the low bits).
+/// Deterministic across runs and machines, unlike the standard library's seeded default.
+#[derive(Default)]
+pub(crate) struct IntHasher {
+    state: u64,
+}
+
+/// An odd constant with well-spread bits (the golden ratio's fraction in 64 bits).
+const HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl IntHasher {
+    fn fold(&mut self, word: u64) {
+        self.state = (self.state.rotate_left(5) ^ word).wrapping_mul(HASH_MULTIPLIER);
+    }
+}
+
+impl Hasher for IntHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.fold(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.fold(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.fold(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state ^ (self.state >> 29)
+    }
+}
 
 #[derive(Debug)]
 struct Slot<K, V> {
@@ -26,9 +77,9 @@ struct Slot<K, V> {
 /// LRU cache whose entries are charged a size in bytes; inserting past `capacity_bytes` evicts the
 /// least recently used entries. An entry larger than the whole capacity is not kept.
 #[derive(Debug)]
-pub(crate) struct LruCache<K: Ord + Clone, V: Clone> {
+pub(crate) struct LruCache<K: CacheKey, V: Clone> {
     /// Key to its slot in `slots`.
-    index: BTreeMap<K, usize>,
+    index: HashMap<K, usize, BuildHasherDefault<IntHasher>>,
     /// `None`: a free slot, listed in `free`.
     slots: Vec<Option<Slot<K, V>>>,
     free: Vec<usize>,
@@ -42,10 +93,10 @@ pub(crate) struct LruCache<K: Ord + Clone, V: Clone> {
     pub(crate) misses: u64,
 }
 
-impl<K: Ord + Clone, V: Clone> LruCache<K, V> {
+impl<K: CacheKey, V: Clone> LruCache<K, V> {
     pub(crate) fn new(capacity_bytes: usize) -> Self {
         LruCache {
-            index: BTreeMap::new(),
+            index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             newest: NIL,
@@ -107,12 +158,14 @@ impl<K: Ord + Clone, V: Clone> LruCache<K, V> {
 
     /// Drops every entry whose key matches.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        let gone: Vec<usize> = self
+        let mut gone: Vec<usize> = self
             .index
             .iter()
             .filter(|(k, _)| !keep(k))
             .map(|(_, &at)| at)
             .collect();
+        // Hash order must not decide which slots are reused first.
+        gone.sort_unstable();
         for at in gone {
             self.release(at);
         }

@@ -106,7 +106,7 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, StorageError> {
         match self.lsm.get(key).map_err(storage_error)? {
             None => Ok(None),
-            Some(bytes) => ringkv_core::codec::decode_value(&bytes)
+            Some(bytes) => ringkv_core::codec::decode_record(&bytes)
                 .map(Some)
                 .map_err(|e| StorageError::Corrupt(format!("record of a key: {e}"))),
         }
@@ -132,7 +132,7 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
             .map_err(storage_error)?
             .into_iter()
             .map(|(k, v)| {
-                ringkv_core::codec::decode_value(&v)
+                ringkv_core::codec::decode_record(&v)
                     .map(|r| (k, r))
                     .map_err(|e| StorageError::Corrupt(format!("record: {e}")))
             })

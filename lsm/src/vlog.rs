@@ -235,8 +235,10 @@ impl ValueLog {
         let bytes = fs
             .read_at(name, p.offset, p.frame_len as usize)
             .map_err(|e| LsmError::corrupt(name, format!("value at {}: {}", p.offset, e.detail)))?;
-        let value = parse_value_frame(&bytes, key, payload_max)
+        let value_at = value_offset_in_frame(&bytes, key, payload_max)
             .map_err(|why| LsmError::corrupt(name, format!("value at {}: {why}", p.offset)))?;
+        // The value is the tail of the frame just read: share its buffer, no copy.
+        let value = Bytes::from(bytes).slice(value_at..);
         self.cache
             .insert((p.segment, p.offset), value.clone(), value.len() + 64);
         Ok(value)
@@ -336,7 +338,9 @@ pub(crate) fn segment_frames_at<F: FileSystem>(
     Ok((frames, at as u64))
 }
 
-fn parse_value_frame(bytes: &[u8], key: &[u8], payload_max: usize) -> Result<Bytes, String> {
+/// Checks that `bytes` is one whole, intact value frame of `key`, and returns where its value
+/// starts (the value runs to the end of the frame).
+fn value_offset_in_frame(bytes: &[u8], key: &[u8], payload_max: usize) -> Result<usize, String> {
     let frame = decode_frame(bytes, payload_max)?;
     if frame.len != bytes.len() {
         return Err("value frame length differs from its pointer".into());
@@ -346,7 +350,8 @@ fn parse_value_frame(bytes: &[u8], key: &[u8], payload_max: usize) -> Result<Byt
     if stored_key != key {
         return Err("value frame belongs to another key".into());
     }
-    Ok(Bytes::copy_from_slice(&frame.payload[c.position()..]))
+    // The payload is the frame's tail: the value starts where the key ended.
+    Ok(bytes.len() - frame.payload.len() + c.position())
 }
 
 #[cfg(test)]

@@ -1,0 +1,67 @@
+//! Reading bincode's variable-length integers by hand, for the decoders that skip serde on hot
+//! paths (`record`). A value up to 250 is one byte; above, a marker byte says whether 2, 4 or 8
+//! little-endian bytes follow.
+
+/// Marker: a `u16` follows.
+pub(super) const U16_MARKER: u8 = 251;
+/// Marker: a `u32` follows.
+pub(super) const U32_MARKER: u8 = 252;
+/// Marker: a `u64` follows.
+pub(super) const U64_MARKER: u8 = 253;
+
+/// The unread rest of an input.
+pub(super) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    /// Bytes not read yet.
+    pub(super) fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let (&first, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(first)
+    }
+
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.bytes.split_first_chunk::<N>()?;
+        self.bytes = rest;
+        Some(*head)
+    }
+
+    /// Passes over `len` bytes; `None` if fewer remain.
+    pub(super) fn skip(&mut self, len: usize) -> Option<()> {
+        self.bytes = self.bytes.get(len..)?;
+        Some(())
+    }
+
+    /// A varint as bincode reads a `u32` (which refuses the 8-byte form).
+    #[inline]
+    pub(super) fn varint_u32(&mut self) -> Option<u64> {
+        match self.byte()? {
+            U16_MARKER => Some(u64::from(u16::from_le_bytes(self.take()?))),
+            U32_MARKER => Some(u64::from(u32::from_le_bytes(self.take()?))),
+            byte if byte < U16_MARKER => Some(u64::from(byte)),
+            _ => None,
+        }
+    }
+
+    /// A varint as bincode reads a `u64`.
+    #[inline]
+    pub(super) fn varint_u64(&mut self) -> Option<u64> {
+        match self.byte()? {
+            U16_MARKER => Some(u64::from(u16::from_le_bytes(self.take()?))),
+            U32_MARKER => Some(u64::from(u32::from_le_bytes(self.take()?))),
+            U64_MARKER => Some(u64::from_le_bytes(self.take()?)),
+            byte if byte < U16_MARKER => Some(u64::from(byte)),
+            _ => None,
+        }
+    }
+}
