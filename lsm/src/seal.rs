@@ -50,6 +50,15 @@ pub(crate) fn portions(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)>
     })
 }
 
+/// A [`BatchSealer`]'s position: absorbing only appends finished crcs and moves the end, so this
+/// is enough to go back to it.
+#[derive(Debug, Clone)]
+pub(crate) struct SealerMark {
+    end: u64,
+    crcs_len: usize,
+    current: crc32fast::Hasher,
+}
+
 /// Builds the seal of the batch being appended to a WAL, incrementally: it is fed every byte
 /// appended (in order) and yields the seal frame when the batch is handed to an fsync.
 #[derive(Debug, Clone)]
@@ -83,6 +92,24 @@ impl BatchSealer {
     /// Portions absorbed so far (finished or in progress).
     pub(crate) fn portion_count(&self) -> usize {
         self.crcs.len() + usize::from(!self.is_empty() && !self.end.is_multiple_of(SECTOR_BYTES))
+    }
+
+    /// Where the sealer stands now, to [`BatchSealer::rewind`] to while no seal intervenes.
+    /// Cheap (no copy of the finished crcs): the WAL takes one before every record it stages.
+    pub(crate) fn mark(&self) -> SealerMark {
+        SealerMark {
+            end: self.end,
+            crcs_len: self.crcs.len(),
+            current: self.current.clone(),
+        }
+    }
+
+    /// Forgets the bytes absorbed since `mark` (no seal may have happened since).
+    pub(crate) fn rewind(&mut self, mark: SealerMark) {
+        debug_assert!(mark.end >= self.start && mark.crcs_len <= self.crcs.len());
+        self.end = mark.end;
+        self.crcs.truncate(mark.crcs_len);
+        self.current = mark.current;
     }
 
     /// Feeds bytes appended to the WAL right after the ones absorbed so far.
@@ -240,6 +267,33 @@ fn single_flip_syndromes(len: usize) -> Vec<u32> {
 mod tests {
     use super::*;
     use crate::frame::decode_frame;
+
+    /// Rewinding to a mark forgets exactly what was absorbed after it, across portion
+    /// boundaries: the seal is the one of a sealer that never saw those bytes.
+    #[test]
+    fn a_rewind_forgets_what_was_absorbed_after_the_mark() {
+        for (kept, dropped) in [(0, 1), (100, 2000), (511, 1), (512, 512), (700, 3000)] {
+            let body: Vec<u8> = (0..kept + dropped).map(|i| (i % 253) as u8).collect();
+            let mut rewound = BatchSealer::new(3);
+            rewound.absorb(&body[..kept]);
+            let mark = rewound.mark();
+            for chunk in body[kept..].chunks(300) {
+                rewound.absorb(chunk);
+            }
+            rewound.rewind(mark);
+            let mut plain = BatchSealer::new(3);
+            plain.absorb(&body[..kept]);
+            assert_eq!(
+                rewound.portion_count(),
+                plain.portion_count(),
+                "{kept}+{dropped}"
+            );
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            rewound.seal(&mut a);
+            plain.seal(&mut b);
+            assert_eq!(a, b, "{kept}+{dropped}");
+        }
+    }
 
     /// A sealed batch of `len` non-zero bytes starting at `start` (preceded by `start` bytes of
     /// padding); returns the file bytes and the seal's offset.
