@@ -187,11 +187,11 @@ impl<F: FileSystem> Lsm<F> {
         }
     }
 
-    /// First half of a sync split in two, for a driver that shares the engine between writer
-    /// threads behind a lock (group commit): under the lock, `sync_begin` writes the buffered WAL
-    /// records and returns a ticket; the driver runs [`SyncTicket::fsync`] *outside* the lock,
-    /// so that other writers stage their writes meanwhile; then, under the lock again,
-    /// [`Lsm::sync_finish`] records the outcome. Once it returns `Ok`, every write with a
+    /// First half of a sync split in two, for a driver that goes on staging writes while the
+    /// disk works (group commit): `sync_begin` writes the buffered WAL records and returns a
+    /// ticket; the driver runs [`SyncTicket::fsync`] elsewhere (the node's fsync thread, or
+    /// outside the lock of writer threads that share the engine), staging other writes
+    /// meanwhile; then [`Lsm::sync_finish`] records the outcome. Once it returns `Ok`, every write with a
     /// sequence number up to [`SyncTicket::covers_seq`] is durable.
     /// Safe against anything that happens in between (`sync.rs`).
     pub fn sync_begin(&mut self) -> Result<SyncTicket, LsmError> {

@@ -46,6 +46,12 @@ impl SyncTicket {
         self.covers_seq
     }
 
+    /// Whether the fsync is still to run ([`SyncTicket::fsync`]), away from the engine: false when
+    /// it was done in place (a file system that cannot detach one) or nothing needed it.
+    pub fn is_detached(&self) -> bool {
+        self.fsync.is_some()
+    }
+
     /// Runs the fsync (a no-op if it was already done in place, or nothing needed it).
     pub fn fsync(&mut self) -> Result<(), FsError> {
         match self.fsync.take() {

@@ -19,6 +19,7 @@ pub mod commands_ttl;
 pub mod conditional;
 pub mod config;
 pub mod driver;
+pub mod fsyncer;
 pub mod http;
 pub mod local_cluster;
 pub mod logging;
