@@ -99,27 +99,24 @@ impl<F: FileSystem> TableStore<F> {
         key: &[u8],
     ) -> Result<Option<Entry>, LsmError> {
         let hash = bloom::key_hash(key);
-        let mut candidates = Vec::new();
+        // Tables are probed as they are found, newest first, so a hit in level 0 or 1 (most
+        // reads) never range-checks the deeper levels, and nothing is collected first.
         for (level, tables) in levels.iter().enumerate() {
             if level == 0 {
-                candidates.extend(
-                    tables
-                        .iter()
-                        .filter(|t| t.smallest.as_ref() <= key && key <= t.largest.as_ref())
-                        .map(|t| t.id),
-                );
-            } else {
-                let i = tables.partition_point(|t| t.largest.as_ref() < key);
-                if let Some(t) = tables.get(i) {
-                    if t.smallest.as_ref() <= key {
-                        candidates.push(t.id);
+                for t in tables {
+                    if t.smallest.as_ref() <= key && key <= t.largest.as_ref() {
+                        if let Some(entry) = self.get(t.id, key, hash)? {
+                            return Ok(Some(entry));
+                        }
                     }
                 }
-            }
-        }
-        for id in candidates {
-            if let Some(entry) = self.get(id, key, hash)? {
-                return Ok(Some(entry));
+            } else {
+                let i = tables.partition_point(|t| t.largest.as_ref() < key);
+                if let Some(t) = tables.get(i).filter(|t| t.smallest.as_ref() <= key) {
+                    if let Some(entry) = self.get(t.id, key, hash)? {
+                        return Ok(Some(entry));
+                    }
+                }
             }
         }
         Ok(None)
