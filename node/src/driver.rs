@@ -464,8 +464,6 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         }
     }
 
-    /// Syncs once for every token requested so far (group commit), then tells the node. Repeats
-    /// if answering the node staged more writes.
     /// Begins the sync group commit asks for, if one is due and none is in flight: its fsync goes
     /// to the fsync thread, or runs here (no thread, or nothing to detach) and completes at once.
     fn sync(&mut self) {
