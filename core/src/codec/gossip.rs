@@ -10,6 +10,7 @@
 //! message, a ring log, an `Addresses` list) is left to serde; so is any input this decoder does
 //! not accept whole, so a malformed message gets serde's own error.
 
+use super::varint::{put_varint, Reader};
 use crate::id::NodeId;
 use crate::membership::{GossipEntry, GossipMessage, RingVersion};
 use crate::message::Message;
@@ -20,10 +21,6 @@ const GOSSIP_VARIANT: u64 = 12;
 const SYN_VARIANT: u64 = 0;
 /// `GossipMessage::Ack`'s variant index.
 const ACK_VARIANT: u64 = 1;
-/// Bincode's varint markers: the value follows in 2, 4 or 8 little-endian bytes.
-const U16_MARKER: u8 = 251;
-const U32_MARKER: u8 = 252;
-const U64_MARKER: u8 = 253;
 /// The fewest bytes an entry takes (three one-byte varints).
 const ENTRY_BYTES_MIN: usize = 3;
 /// What an entry usually takes (a small node id and incarnation, a heartbeat past 250): room
@@ -64,7 +61,7 @@ pub(super) fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
 /// The message `bytes` encode, if they are a whole gossip `Syn` or `Ack` without a ring log.
 /// `None` for anything else, valid or not: the caller then decodes with serde.
 pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
-    let mut reader = Reader { bytes };
+    let mut reader = Reader::new(bytes);
     if reader.varint_u32()? != GOSSIP_VARIANT {
         return None;
     }
@@ -73,7 +70,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
         return None;
     }
     let count = usize::try_from(reader.varint_u64()?).ok()?;
-    if count > reader.bytes.len() / ENTRY_BYTES_MIN {
+    if count > reader.remaining() / ENTRY_BYTES_MIN {
         return None; // cut or corrupt: serde reports it
     }
     let mut entries = Vec::with_capacity(count);
@@ -89,7 +86,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
         changes: reader.varint_u64()?,
         fingerprint: reader.varint_u64()?,
     };
-    if reader.byte()? != 0 || !reader.bytes.is_empty() {
+    if reader.byte()? != 0 || reader.remaining() != 0 {
         return None;
     }
     Some(Message::Gossip(if variant == SYN_VARIANT {
@@ -105,64 +102,4 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
             ring: None,
         }
     }))
-}
-
-/// Bincode's varint: one byte up to 250, else a marker and the value in the fewest of 2, 4 or 8
-/// little-endian bytes (the same for every unsigned width that can hold the value).
-#[inline(always)]
-fn put_varint(out: &mut Vec<u8>, value: u64) {
-    if let Some(byte) = u8::try_from(value).ok().filter(|&byte| byte < U16_MARKER) {
-        out.push(byte);
-    } else if let Ok(short) = u16::try_from(value) {
-        out.push(U16_MARKER);
-        out.extend_from_slice(&short.to_le_bytes());
-    } else if let Ok(word) = u32::try_from(value) {
-        out.push(U32_MARKER);
-        out.extend_from_slice(&word.to_le_bytes());
-    } else {
-        out.push(U64_MARKER);
-        out.extend_from_slice(&value.to_le_bytes());
-    }
-}
-
-/// The unread rest of the input.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&first, rest) = self.bytes.split_first()?;
-        self.bytes = rest;
-        Some(first)
-    }
-
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.bytes.split_first_chunk::<N>()?;
-        self.bytes = rest;
-        Some(*head)
-    }
-
-    /// A varint as bincode reads a `u32` (which refuses the 8-byte form).
-    #[inline]
-    fn varint_u32(&mut self) -> Option<u64> {
-        match self.byte()? {
-            U16_MARKER => Some(u64::from(u16::from_le_bytes(self.take()?))),
-            U32_MARKER => Some(u64::from(u32::from_le_bytes(self.take()?))),
-            byte if byte < U16_MARKER => Some(u64::from(byte)),
-            _ => None,
-        }
-    }
-
-    /// A varint as bincode reads a `u64`.
-    #[inline]
-    fn varint_u64(&mut self) -> Option<u64> {
-        match self.byte()? {
-            U16_MARKER => Some(u64::from(u16::from_le_bytes(self.take()?))),
-            U32_MARKER => Some(u64::from(u32::from_le_bytes(self.take()?))),
-            U64_MARKER => Some(u64::from_le_bytes(self.take()?)),
-            byte if byte < U16_MARKER => Some(u64::from(byte)),
-            _ => None,
-        }
-    }
 }
