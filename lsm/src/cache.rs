@@ -24,20 +24,17 @@ pub(crate) trait CacheKey: std::hash::Hash + Eq + Clone {}
 
 impl<K: std::hash::Hash + Eq + Clone> CacheKey for K {}
 
-/// A fixed, seedless hash for integer keys: each integer word is folded in with a multiply and
-/// a rotation, and `finish` mixes the high bits down (hash tables index by the low bits).
-/// Deterministic across runs and machines, unlike the standard library's seeded default.
+/// A fixed, seedless hash for integer keys: each integer word is folded in through core's
+/// stable mixer ([`ringkv_core::hash::mix64`]). Deterministic across runs and machines, unlike
+/// the standard library's seeded default.
 #[derive(Default)]
 pub(crate) struct IntHasher {
     state: u64,
 }
 
-/// An odd constant with well-spread bits (the golden ratio's fraction in 64 bits).
-const HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
-
 impl IntHasher {
     fn fold(&mut self, word: u64) {
-        self.state = (self.state.rotate_left(5) ^ word).wrapping_mul(HASH_MULTIPLIER);
+        self.state = ringkv_core::hash::mix64(self.state.rotate_left(5) ^ word);
     }
 }
 
@@ -59,7 +56,7 @@ impl Hasher for IntHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.state ^ (self.state >> 29)
+        self.state
     }
 }
 

@@ -156,12 +156,9 @@ impl Wal {
     /// Stages the record `seq` (a sync marker first if an fsync has made more durable than the
     /// last marker claims) and returns how to take it back.
     pub(crate) fn stage(&mut self, seq: u64, payload: &[u8], payload_bytes_max: usize) -> Staged {
-        let mut staged = Staged {
-            buffer_from: self.buffer.len(),
-            marked: self.marked,
-            sealer: SealerUndo::Rewind(self.sealer.mark()),
-            unsynced: self.unsynced,
-        };
+        let mark = self.sealer.mark();
+        let buffer_from = self.buffer.len();
+        let (marked, unsynced) = (self.marked, self.unsynced);
         if self.durable > self.marked {
             // Durable knowledge first: "the first `durable` bytes were fsynced", true as written,
             // so recovery may trust it whether or not this marker is fsynced itself.
@@ -169,20 +166,25 @@ impl Wal {
             self.marked = self.durable;
         }
         encode_frame(&mut self.buffer, seq, payload);
-        self.sealer.absorb(&self.buffer[staged.buffer_from..]);
-        if self.sealer.portion_count() >= seal_portions_max(payload_bytes_max) {
+        self.sealer.absorb(&self.buffer[buffer_from..]);
+        let sealer = if self.sealer.portion_count() >= seal_portions_max(payload_bytes_max) {
             // Sealing starts a new batch, which a rewind cannot undo: keep the sealer as it
             // was (rare: once per `seal_portions_max` portions).
-            if let SealerUndo::Rewind(mark) = &staged.sealer {
-                let mut before = self.sealer.clone();
-                before.rewind(mark.clone());
-                staged.sealer = SealerUndo::Whole(before);
-            }
+            let mut before = self.sealer.clone();
+            before.rewind(mark);
             // A seal must fit in a frame: a long batch is sealed in parts.
             self.sealer.seal(&mut self.buffer);
-        }
+            SealerUndo::Whole(before)
+        } else {
+            SealerUndo::Rewind(mark)
+        };
         self.unsynced = true;
-        staged
+        Staged {
+            buffer_from,
+            marked,
+            sealer,
+            unsynced,
+        }
     }
 
     /// Stages the record `seq` and writes the buffer out once it holds `wal_buffer_bytes`. A full

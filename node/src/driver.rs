@@ -471,17 +471,14 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             let started = Clock::stopwatch();
             match self.node.storage_mut().lsm_mut().sync_begin() {
                 Ok(ticket) => {
+                    self.sync_in_flight = Some(started);
                     let handed = match &self.fsyncer {
                         Some(fsyncer) if ticket.is_detached() => fsyncer.submit(ticket),
                         _ => Err(ticket),
                     };
-                    match handed {
-                        Ok(()) => self.sync_in_flight = Some(started),
-                        Err(mut ticket) => {
-                            self.sync_in_flight = Some(started);
-                            let result = ticket.fsync();
-                            self.finish_sync(Some(result));
-                        }
+                    if let Err(mut ticket) = handed {
+                        let result = ticket.fsync();
+                        self.finish_sync(Some(result));
                     }
                 }
                 Err(e) => {
