@@ -13,15 +13,22 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MembershipConfig {
-    /// Time between two gossip rounds of one node.
+    /// Time between two protocol rounds of one node: each round probes one member (round-robin
+    /// over a shuffled list) and pushes pending updates to `fanout` peers.
     pub gossip_interval_ms: u64,
-    /// Peers contacted per round (each contact is one request and one reply).
+    /// Peers each round's pending membership updates are pushed to, and helpers asked to probe
+    /// a member indirectly when it does not answer a direct probe.
     pub fanout: usize,
-    /// A member whose heartbeat has not advanced for this long is `Suspect`.
+    /// A probed member that answers neither the direct probe nor the indirect probes (sent half
+    /// way) within this time is `Suspect`.
     pub suspect_after_ms: u64,
-    /// A `Suspect` member whose heartbeat still has not advanced after this much more time is
-    /// `Down` (the "longer confirmation time" rule; see the module doc for why not votes).
+    /// The suspicion timeout: a member `Suspect` here for this long without refuting (raising
+    /// its incarnation) is `Down`, and this node spreads that.
     pub down_after_ms: u64,
+    /// Time between two full-state push-pull exchanges with one random peer (anti-entropy; it
+    /// also contacts `Down` members now and then, so healed partitions and late seeds
+    /// converge). Scaled up with the cluster size: see `push_pull_interval`.
+    pub push_pull_interval_ms: u64,
     /// Most members (of any status, this node included) one table holds; entries beyond it are
     /// dropped and counted, so a flood of invented ids cannot grow the table.
     pub members_max: usize,
@@ -46,6 +53,7 @@ impl Default for MembershipConfig {
             fanout: 3,
             suspect_after_ms: 1_000,
             down_after_ms: 2_000,
+            push_pull_interval_ms: 2_000,
             members_max: 1_024,
             ring_changes_max: 1_024,
             location_name_bytes_max: 64,
@@ -79,8 +87,8 @@ impl MembershipConfig {
             "fanout",
             "must be between 1 and 16",
         )?;
-        // A heartbeat needs a few rounds to reach everyone; a shorter suspicion time would suspect
-        // healthy nodes as a matter of course.
+        // A probe waits half of it for a direct answer, then half for the indirect ones; each
+        // half must span more than a round trip and a round.
         check(
             self.suspect_after_ms >= 3 * self.gossip_interval_ms
                 && self.suspect_after_ms <= 3_600_000,
@@ -90,6 +98,12 @@ impl MembershipConfig {
         check(
             self.down_after_ms >= self.gossip_interval_ms && self.down_after_ms <= 3_600_000,
             "down_after_ms",
+            "must be at least one gossip interval and at most 3600000",
+        )?;
+        check(
+            self.push_pull_interval_ms >= self.gossip_interval_ms
+                && self.push_pull_interval_ms <= 3_600_000,
+            "push_pull_interval_ms",
             "must be at least one gossip interval and at most 3600000",
         )?;
         check(
@@ -133,9 +147,9 @@ impl MembershipConfig {
     /// send or accept: every entry at its widest varints plus a full ring log of the widest
     /// changes. `validate` keeps it within the codec's frame limit.
     pub fn message_bytes_max(&self) -> usize {
-        // Entry: node id (u32, at most 5 varint bytes) + incarnation and heartbeat (u64, at most
-        // 10 each). Change: tag + node id + two names with their length prefixes + weight.
-        const ENTRY_BYTES_MAX: usize = 5 + 10 + 10;
+        // Entry: node id (u32, at most 5 varint bytes) + incarnation (u64, at most 10) + the
+        // liveness tag. Change: tag + node id + two names with their length prefixes + weight.
+        const ENTRY_BYTES_MAX: usize = 5 + 10 + 1;
         const FIXED_BYTES_MAX: usize = 64;
         let change_bytes_max = 1 + 5 + 2 * (self.location_name_bytes_max + 10) + 5;
         FIXED_BYTES_MAX
@@ -153,8 +167,25 @@ impl MembershipConfig {
         Duration::from_millis(self.suspect_after_ms)
     }
 
-    /// Time from the last heartbeat progress to `Down`: suspicion plus confirmation.
+    /// Time from a probe that goes unanswered to `Down` at the prober: probe failure plus the
+    /// suspicion timeout.
     pub fn down_after_total(&self) -> Duration {
         Duration::from_millis(self.suspect_after_ms.saturating_add(self.down_after_ms))
+    }
+
+    /// The suspicion timeout as a duration.
+    pub fn down_after(&self) -> Duration {
+        Duration::from_millis(self.down_after_ms)
+    }
+
+    /// Time between two push-pull exchanges in a cluster of `members`: the configured interval,
+    /// times `max(1, ceil(log2(members)) - 4)` (as HashiCorp memberlist scales it): each
+    /// exchange costs O(members) at both ends, so a large cluster exchanges more rarely while
+    /// the cluster as a whole still runs many exchanges per interval (16 members: every
+    /// interval; 100: every 3; 1,000: every 6).
+    pub fn push_pull_interval(&self, members: usize) -> Duration {
+        let log2 = usize::BITS - members.max(1).saturating_sub(1).leading_zeros();
+        let scale = u64::from(log2.saturating_sub(4).max(1));
+        Duration::from_millis(self.push_pull_interval_ms.saturating_mul(scale))
     }
 }

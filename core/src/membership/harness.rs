@@ -430,22 +430,26 @@ pub struct DetectionReport {
     pub bytes_per_node_per_second: f64,
     /// Largest encoded message seen.
     pub message_bytes_largest: usize,
-    /// Times a node that never crashed was judged `Suspect` by someone.
+    /// Times a node that never crashed was judged `Suspect` by someone (a lossy network makes
+    /// some: a probe and all its indirect probes lost; the member refutes).
     pub false_suspicions: usize,
+    /// Times a node that never crashed was judged `Down` by someone (it failed to refute a
+    /// suspicion for the whole suspicion timeout).
+    pub false_downs: usize,
 }
 
 impl DetectionReport {
     /// The header of [`DetectionReport`]'s `Display` table rows.
     pub const HEADER: &'static str = "nodes | suspect_all_ms | down_all_ms | spread_rounds | \
                                       recovery_ms | recovery_rounds | msgs/node/s | bytes/node/s \
-                                      | largest_msg_bytes | false_suspicions";
+                                      | largest_msg_bytes | false_suspicions | false_downs";
 }
 
 impl fmt::Display for DetectionReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:>5} | {:>14} | {:>11} | {:>13.1} | {:>11} | {:>15.1} | {:>11.1} | {:>12.0} | {:>17} | {:>16}",
+            "{:>5} | {:>14} | {:>11} | {:>13.1} | {:>11} | {:>15.1} | {:>11.1} | {:>12.0} | {:>17} | {:>16} | {:>11}",
             self.nodes,
             self.crash_suspect_all_ms,
             self.crash_down_all_ms,
@@ -456,6 +460,7 @@ impl fmt::Display for DetectionReport {
             self.bytes_per_node_per_second,
             self.message_bytes_largest,
             self.false_suspicions,
+            self.false_downs,
         )
     }
 }
@@ -520,14 +525,18 @@ pub fn measure_detection_on(
     let alive_at = harness.run_until_true(limit, |h| h.all_see(victim, MemberStatus::Alive))?;
     let recovery_alive_all_ms = u64::try_from(ms_since(alive_at, restarted_at)).ok()?;
     harness.run_for(Duration::from_secs(2));
-    let false_suspicions = harness
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(e.event, MembershipEvent::StatusChanged { node, to: MemberStatus::Suspect, .. }
-                if node != victim_id)
-        })
-        .count();
+    let false_judgements = |status: MemberStatus| {
+        harness
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e.event, MembershipEvent::StatusChanged { node, to, .. }
+                    if node != victim_id && to == status)
+            })
+            .count()
+    };
+    let false_suspicions = false_judgements(MemberStatus::Suspect);
+    let false_downs = false_judgements(MemberStatus::Down);
     Some(DetectionReport {
         nodes,
         seed,
@@ -542,5 +551,6 @@ pub fn measure_detection_on(
         bytes_per_node_per_second,
         message_bytes_largest: harness.message_bytes_largest,
         false_suspicions,
+        false_downs,
     })
 }

@@ -1,49 +1,66 @@
 //! Gossip membership, failure detection and the versioned ring, as one sans-IO machine.
 //!
 //! ## What it does
-//! Each node keeps a table of members with `(incarnation, heartbeat)` counters. Every gossip round
-//! a node raises its own heartbeat and opens a push-pull exchange with `fanout` random live peers:
-//! it sends its whole table ([`GossipMessage::Syn`]), the peer merges it and answers with what it
-//! knows better ([`GossipMessage::Ack`]). Merging keeps the larger `(incarnation, heartbeat)`, so
-//! duplicated, reordered, late and lost messages are harmless: every merge is a max.
+//! A SWIM-style protocol (Das, Gupta and Motivala, 2002) with the refinements HashiCorp's
+//! memberlist made popular. Every message but the rare push-pull is small and of bounded size,
+//! so a node's work per round does not grow with the cluster (the heartbeat gossip it replaces
+//! sent the whole table every round: O(n) per message, O(n²) per round cluster-wide).
 //!
-//! ## Failure detection
-//! A member whose heartbeat has not advanced *in this node's table* for `suspect_after_ms` is
-//! [`MemberStatus::Suspect`]; after `down_after_ms` more it is [`MemberStatus::Down`]. Any later
-//! progress makes it `Alive` again. Why a confirmation time and not votes of other nodes: the
-//! heartbeat a node sees is already the freshest one any gossiper passed on, so "no progress here
-//! for this long" already means "no progress anywhere this node has heard from" – a vote would
-//! gossip the same evidence a second time, and a vote table can be poisoned by one confused node.
-//! The confirmation time gives a paused or briefly partitioned node a window to be heard again
-//! before the cluster reroutes around it (only `Down` should trigger hints and fallbacks).
+//! Each member is held as a claim `(incarnation, liveness)` with liveness `Alive`, `Suspect` or
+//! `Down` ([`GossipEntry`]); a merge keeps the larger claim (at one incarnation `Down` beats
+//! `Suspect` beats `Alive`, and only the member itself raises its incarnation), so duplicated,
+//! reordered, late and lost messages are harmless.
 //!
-//! Time to detect a crash everywhere is `suspect_after_ms + down_after_ms` plus the time the
-//! crashed node's last heartbeat takes to reach the last node, which is O(log n) rounds
-//! ([`harness::measure_detection`] measures it). A restarted node raises its incarnation; if the
-//! driver forgot to persist it, the node notices a claim about itself newer than its own and
-//! raises its incarnation above it (refutation), reporting [`MembershipEvent::IncarnationChanged`]
-//! so the driver can persist the new value.
+//! * **Rounds** (every `gossip_interval_ms`): probe one member with a [`GossipMessage::Ping`],
+//!   round-robin over a list of the `Alive` and `Suspect` members reshuffled each pass; push the
+//!   pending updates to `fanout` random live peers ([`GossipMessage::Gossip`]) when there are
+//!   any.
+//! * **Probes:** the member answers with an [`GossipMessage::Ack`]. Without one after half of
+//!   `suspect_after_ms`, `fanout` other members are asked to probe it ([`GossipMessage::PingReq`])
+//!   and relay its `Ack`, and the direct probe is sent once more; without any answer after
+//!   `suspect_after_ms`, the member is `Suspect` here.
+//! * **Updates** (a member's new claim, learned or made here) are piggybacked on every `Ping`,
+//!   `Ack`, `PingReq` and `Gossip`, at most [`PIGGYBACK_UPDATES_MAX`] per message, least-sent
+//!   first; each is sent `4 × ceil(log10(n + 1))` times, then dropped (epidemic spread reaches
+//!   everyone in O(log n) rounds with overwhelming probability). Every message to a member this
+//!   node holds `Suspect` or `Down` carries that claim first, so a live member learns of it at
+//!   once.
+//! * **Refutation:** a node that hears a `Suspect` or `Down` claim about itself at its own
+//!   incarnation (or any claim at a higher one: it restarted without its persisted incarnation)
+//!   raises its incarnation above it and spreads `Alive`; it reports
+//!   [`MembershipEvent::IncarnationChanged`] so the driver can persist the new value.
+//! * **Down:** a member `Suspect` here for `down_after_ms` (the suspicion timeout) without a
+//!   refutation is `Down` here, and that claim spreads: the first node to suspect it usually
+//!   decides for everyone. Only `Down` should trigger hints and fallbacks.
+//! * **Push-pull** (every `push_pull_interval_ms`, scaled up with the cluster size, and once at
+//!   start): the whole table goes to one random live peer, which merges it and answers with its
+//!   own ([`GossipMessage::State`]). With probability `down / (live + 1)` a `Down` member is
+//!   contacted as well, so the two sides of a healed partition find each other again (each side
+//!   refutes what the other believed) and a cluster started before its seeds were up still
+//!   forms. The ring log rides on `State` only.
 //!
-//! Peers are chosen among `Alive` and `Suspect` members; in addition, with probability
-//! `down / (live + 1)`, one `Down` member is contacted, so the two sides of a healed partition
-//! find each other again and a cluster started before its seeds were up still forms. A local pause
-//! (the driver did not call [`Membership::handle_timeout`] for over half the suspicion time)
-//! shifts every member's progress time by the pause: this node's own stall is not evidence
-//! against its peers.
+//! Time to detect a crash everywhere: the wait until some node probes the crashed member (about
+//! one round: every node probes one member per round), `suspect_after_ms + down_after_ms`, then
+//! O(log n) rounds for the `Down` claim to spread ([`harness::measure_detection`] measures it).
+//! A local pause (the driver did not call [`Membership::handle_timeout`] for over half of
+//! `suspect_after_ms`) shifts every probe and suspicion timer by the pause: this node's own stall
+//! is not evidence against its peers.
 //!
 //! ## The ring
 //! The ring is an ordered log of changes ([`RingChange`]: join, leave, remove) replayed onto an
-//! empty ring ([`ring_log`] says why). Its version is `(changes, fingerprint)`; the highest version
-//! wins and spreads by gossip, so all nodes converge on the same ring. Operator changes
-//! ([`Membership::join`], [`Membership::leave`], [`Membership::remove`]) make a new version on the
-//! node where they are issued. Two concurrent changes on different nodes: one log wins on every
-//! node; the loser's node reports [`MembershipEvent::RingChangeDiscarded`], never silently.
+//! empty ring ([`ring_log`] says why). Its version is `(changes, fingerprint)`; every message
+//! carries the sender's version, and a node that sees a newer one opens a push-pull with the
+//! sender, whose answer carries the log (at most one such pull per round). The highest version
+//! wins, so all nodes converge on the same ring. Operator changes ([`Membership::join`],
+//! [`Membership::leave`], [`Membership::remove`]) make a new version on the node where they are
+//! issued. Two concurrent changes on different nodes: one log wins on every node; the loser's
+//! node reports [`MembershipEvent::RingChangeDiscarded`], never silently.
 //!
 //! ## Driving it
 //! It speaks the grammar of every machine in core (`handle_*` in, `poll_*` out). Every input is
 //! followed by a full drain of [`Membership::poll_output`]:
-//! * at start: [`Membership::new`], then [`Membership::handle_timeout`] at once (it gossips
-//!   immediately);
+//! * at start: [`Membership::new`], then [`Membership::handle_timeout`] at once (it probes and
+//!   pushes its state immediately);
 //! * whenever `now >= poll_timeout()`: [`Membership::handle_timeout`] (spurious calls are harmless);
 //! * on every decoded [`GossipMessage`] from the network: [`Membership::handle_message`];
 //! * on an operator command: [`Membership::join`] / [`Membership::leave`] / [`Membership::remove`].
@@ -55,11 +72,11 @@
 //! ## Measured
 //! `cargo test -p ringkv-core --release membership::tests::detection_table -- --nocapture` prints,
 //! for 5, 20 and 100 nodes, the time until every node judges a crashed node `Suspect` and `Down`,
-//! the rounds its last heartbeat took to spread, the rounds until every node sees the restarted
+//! the rounds beyond the configured timeouts, the rounds until every node sees the restarted
 //! node `Alive`, and messages and bytes per node per second ([`harness::measure_detection`]).
-//! With the defaults (100 ms rounds, fanout 3) recovery reaches all 100 nodes in about 3 rounds,
-//! and each node sends `2 × fanout` messages per round; a `Syn` grows with the member count
-//! (about 8 bytes per member), so traffic per node is O(n) bytes per round.
+//! In steady state a node sends about two small messages per round (a `Ping`, the `Ack` to the
+//! ping it received) plus one `State` exchange per push-pull interval: traffic per node is O(1)
+//! per round apart from the push-pull's O(n) every few seconds.
 
 #![deny(missing_docs)]
 
@@ -73,7 +90,7 @@ mod table;
 pub use addresses::{AddressEntry, ClientAddress, ClientAddresses};
 pub use config::MembershipConfig;
 pub use harness::{measure_detection, DetectionReport};
-pub use message::{GossipEntry, GossipMessage};
+pub use message::{GossipEntry, GossipMessage, Liveness, PIGGYBACK_UPDATES_MAX};
 pub use ring_log::{RingChange, RingLog, RingLogError, RingState, RingVersion};
 
 use crate::buggify::FaultPoints;
@@ -82,21 +99,42 @@ use crate::id::NodeId;
 use crate::ring::{Member, NodeLocation, Ring};
 use crate::time::Instant;
 use rand::Rng;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use table::MemberTable;
+
+/// Each update is sent this many times `ceil(log10(n + 1))` (memberlist's default multiplier).
+const RETRANSMIT_MULTIPLIER: u32 = 4;
+
+/// Most probes of this node awaiting an answer at once; a round finding this many skips its
+/// probe (only a `gossip_interval_ms` far below `suspect_after_ms` gets here).
+const PROBES_IN_FLIGHT_MAX: usize = 32;
+
+/// Most indirect probes this node runs for others at once; more `PingReq`s are dropped and
+/// counted.
+const RELAYS_MAX: usize = 64;
 
 /// What this node believes about a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MemberStatus {
-    /// Its heartbeat advanced within `suspect_after_ms`.
+    /// Answering probes, as far as this node knows.
     Alive,
-    /// No heartbeat progress for `suspect_after_ms`; still used, not yet routed around.
+    /// A probe went unanswered (here or at another node); still used, not yet routed around.
     Suspect,
-    /// No progress for `suspect_after_ms + down_after_ms`: treat as failed.
+    /// Suspected for `down_after_ms` without refuting: treat as failed.
     Down,
-    /// Left or removed from the ring; no longer detected or gossiped to.
+    /// Left or removed from the ring; no longer probed or gossiped to.
     Left,
+}
+
+impl MemberStatus {
+    fn of(liveness: Liveness) -> Self {
+        match liveness {
+            Liveness::Alive => MemberStatus::Alive,
+            Liveness::Suspect => MemberStatus::Suspect,
+            Liveness::Down => MemberStatus::Down,
+        }
+    }
 }
 
 /// One member as this node sees it.
@@ -106,7 +144,8 @@ pub struct MemberView {
     pub node: NodeId,
     /// Its incarnation as last heard.
     pub incarnation: u64,
-    /// Its heartbeat as last heard.
+    /// The member's own round counter: known for this node itself only, 0 for the others (the
+    /// protocol carries no heartbeats).
     pub heartbeat: u64,
     /// This node's judgement.
     pub status: MemberStatus,
@@ -213,16 +252,26 @@ impl std::error::Error for MembershipError {}
 /// Counters for operators and measurements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MembershipStats {
-    /// Gossip rounds run.
+    /// Protocol rounds run.
     pub rounds: u64,
-    /// `Syn` messages sent.
-    pub syns_sent: u64,
-    /// `Ack` messages sent.
+    /// Direct probes (`Ping`) sent.
+    pub pings_sent: u64,
+    /// `Ack` messages sent (answers and relays).
     pub acks_sent: u64,
+    /// Indirect probe requests (`PingReq`) sent.
+    pub ping_reqs_sent: u64,
+    /// `Gossip` pushes sent.
+    pub gossips_sent: u64,
+    /// Push-pull `State` messages sent (openings and answers).
+    pub states_sent: u64,
+    /// Probes that ended without any answer (the member became `Suspect` here).
+    pub probes_failed: u64,
     /// Messages handled.
     pub messages_received: u64,
     /// Messages refused whole (too many entries, from this node itself).
     pub messages_refused: u64,
+    /// `PingReq`s dropped because `RELAYS_MAX` indirect probes were running.
+    pub relays_dropped: u64,
     /// Entries about unknown members dropped because the table was full.
     pub entries_dropped: u64,
     /// Newer rings adopted from gossip.
@@ -238,29 +287,59 @@ pub struct MembershipStats {
 /// Per-member state in the table (this node excluded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct MemberState {
+    /// The highest incarnation heard (0: none heard yet, only the ring named it).
     incarnation: u64,
-    heartbeat: u64,
+    /// The liveness claim held at that incarnation (`Left` overrides it in `status`).
+    liveness: Liveness,
     status: MemberStatus,
-    /// When this node last saw the member's `(incarnation, heartbeat)` grow.
-    progress_at: Instant,
     /// The ring version the member last told us it holds.
     ring_version_heard: Option<RingVersion>,
 }
 
 impl MemberState {
-    fn fresh(status: MemberStatus, now: Instant) -> Self {
+    fn fresh(status: MemberStatus) -> Self {
         MemberState {
             incarnation: 0,
-            heartbeat: 0,
+            liveness: Liveness::Alive,
             status,
-            progress_at: now,
             ring_version_heard: None,
         }
     }
 
-    fn freshness(&self) -> (u64, u64) {
-        (self.incarnation, self.heartbeat)
+    fn precedence(&self) -> (u64, Liveness) {
+        (self.incarnation, self.liveness)
     }
+}
+
+/// A probe of this node awaiting an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Probe {
+    number: u64,
+    target: NodeId,
+    /// The target's incarnation when probed: a failed probe suspects only that incarnation.
+    incarnation: u64,
+    sent_at: Instant,
+    /// Whether the indirect probes went out.
+    indirect_sent: bool,
+}
+
+/// An indirect probe this node runs for another member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Relay {
+    /// This node's own probe number sent to the target.
+    number: u64,
+    target: NodeId,
+    requester: NodeId,
+    /// The requester's probe number, echoed in the relayed `Ack`.
+    requester_probe: u64,
+    expires_at: Instant,
+}
+
+/// An update waiting to be piggybacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Broadcast {
+    entry: GossipEntry,
+    sent: u32,
 }
 
 /// The gossip membership machine of one node. See the module documentation for the protocol and
@@ -270,11 +349,28 @@ pub struct Membership {
     config: MembershipConfig,
     id: NodeId,
     incarnation: u64,
+    /// Rounds run since start (reported as this node's heartbeat).
     heartbeat: u64,
     /// Every other known member, in id order (iteration order reaches outputs).
     members: MemberTable<MemberState>,
+    /// Members `Suspect` here and when this node started suspecting them (the suspicion timer).
+    suspects: BTreeMap<NodeId, Instant>,
+    /// The probe order of this pass (shuffled), and the next position in it.
+    probe_order: Vec<NodeId>,
+    probe_next: usize,
+    /// Probes awaiting an answer, oldest first.
+    probes: VecDeque<Probe>,
+    /// Indirect probes run for others, oldest first.
+    relays: VecDeque<Relay>,
+    /// The last probe number used (probes and relays share the sequence).
+    probe_number: u64,
+    /// Updates to piggyback, by member.
+    broadcasts: BTreeMap<NodeId, Broadcast>,
     ring: RingState,
-    next_gossip_at: Instant,
+    next_round_at: Instant,
+    next_push_pull_at: Instant,
+    /// No push-pull to fetch a newer ring before this (one pull per round at most).
+    ring_pull_not_before: Instant,
     last_tick_at: Option<Instant>,
     /// Latest `now` seen, for invariants.
     now_max: Instant,
@@ -284,13 +380,11 @@ pub struct Membership {
     addresses: ClientAddresses,
     /// Sim-only fault points (off unless the driver sets them: `set_fault_points`).
     faults: FaultPoints,
-    /// No member is judged `Suspect` before this (moved ahead only by the sim-only fault point
-    /// "membership/suspect-late"; `Down` is never delayed by it).
+    /// No member is judged `Suspect` by a failed probe before this (moved ahead only by the
+    /// sim-only fault point "membership/suspect-late").
     suspect_not_before: Instant,
     /// What [`Membership::poll_timeout`] answers, refreshed at the end of every input that can
-    /// move it (`refresh_deadline`). Why cached: drivers ask after every input of the node, most
-    /// of which (requests, replies, anti-entropy) never touch this machine, and the answer is a
-    /// scan of the whole table (O(members) per event made it a tenth of a 100-node simulation).
+    /// move it (`refresh_deadline`): drivers ask after every input of the node.
     deadline: Instant,
     /// Counts the inputs that may have changed the state (every `&mut self` method but
     /// `poll_output`): see [`Membership::inputs`].
@@ -300,7 +394,8 @@ pub struct Membership {
 impl Membership {
     /// A machine for node `id` at `incarnation` (raise it on every restart; persist it), starting
     /// from the ring `ring` (the cluster's initial log, the persisted one, or an empty log for a
-    /// node that will learn it from `config.seeds`). The first gossip round is due at once.
+    /// node that will learn it from `config.seeds`). The first round and push-pull are due at
+    /// once.
     pub fn new(
         config: MembershipConfig,
         id: NodeId,
@@ -345,17 +440,26 @@ impl Membership {
                 } else {
                     MemberStatus::Alive
                 };
-                (node, MemberState::fresh(status, now))
+                (node, MemberState::fresh(status))
             })
             .collect();
-        Ok(Membership {
+        let mut machine = Membership {
             config,
             id,
             incarnation,
             heartbeat: 0,
             members,
+            suspects: BTreeMap::new(),
+            probe_order: Vec::new(),
+            probe_next: 0,
+            probes: VecDeque::new(),
+            relays: VecDeque::new(),
+            probe_number: 0,
+            broadcasts: BTreeMap::new(),
             ring,
-            next_gossip_at: now,
+            next_round_at: now,
+            next_push_pull_at: now,
+            ring_pull_not_before: now,
             last_tick_at: None,
             now_max: now,
             outputs: VecDeque::new(),
@@ -365,27 +469,24 @@ impl Membership {
             suspect_not_before: Instant::ZERO,
             deadline: now,
             inputs: 0,
-        }
-        .with_deadline())
-    }
-
-    /// `self` with its cached deadline computed (for constructors).
-    fn with_deadline(mut self) -> Self {
-        self.refresh_deadline();
-        self
+        };
+        // Announce this incarnation: a restarted node is news to peers holding it `Down`.
+        machine.queue_broadcast(machine.own_entry());
+        machine.refresh_deadline();
+        Ok(machine)
     }
 
     /// Recomputes the cached [`Membership::poll_timeout`]; called last by every input that can
-    /// change a member's status or progress, the suspicion floor or the next round.
+    /// change a timer (probes, suspicions, rounds, the suspicion floor).
     fn refresh_deadline(&mut self) {
         self.deadline = self.scan_deadline();
     }
 
     // ----- inputs -------------------------------------------------------------------------------
 
-    /// Runs failure detection and, when due, a gossip round: raise the own heartbeat and send a
-    /// `Syn` to `fanout` random live peers (plus sometimes one `Down` peer). Call it whenever
-    /// `now >= poll_timeout()`; an early call only re-checks deadlines.
+    /// Runs the timers (probe stages, suspicion timeouts) and, when due, a round (probe one
+    /// member, push pending updates) and a push-pull. Call it whenever `now >= poll_timeout()`;
+    /// an early call only re-checks deadlines.
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
         self.inputs += 1;
         self.timeout(now, rng);
@@ -397,30 +498,41 @@ impl Membership {
         if let Some(last) = self.last_tick_at {
             let gap = now.saturating_duration_since(last);
             if gap > self.config.suspect_after() / 2 {
-                // This node stalled (a pause, a stop-the-world): nobody could gossip with it, so
-                // the silence says nothing about the peers. Don't count the stall against them.
+                // This node stalled (a pause, a stop-the-world): its probes could not be
+                // answered in time and its suspicion timers ran without it hearing refutations.
+                // Don't count the stall against the peers.
                 self.stats.local_pauses += 1;
                 let stall = gap.saturating_sub(self.config.gossip_interval());
-                for state in self.members.values_mut() {
-                    state.progress_at = state.progress_at.saturating_add(stall).min(now);
+                for probe in &mut self.probes {
+                    probe.sent_at = probe.sent_at.saturating_add(stall).min(now);
+                }
+                for since in self.suspects.values_mut() {
+                    *since = since.saturating_add(stall).min(now);
                 }
             }
         }
         self.last_tick_at = Some(now);
         if crate::buggify!(self.faults, rng, "membership/suspect-late") {
-            // Dangerous but legal: suspicion is only a hint, and declaring it up to a round
-            // later stays within the configured bound (`Down` still comes at
-            // `suspect_after_ms + down_after_ms`). Nothing may rely on an early `Suspect`.
+            // Dangerous but legal: a failed probe may be declared up to a round later; nothing
+            // may rely on an early `Suspect` (the suspicion timeout starts when it is declared).
             self.suspect_not_before = now.saturating_add(self.config.gossip_interval());
         }
-        self.detect(now);
-        if now >= self.next_gossip_at {
-            self.gossip_round(now, rng);
+        self.run_probes(now, rng);
+        self.run_suspicions(now);
+        self.relays.retain(|relay| relay.expires_at > now);
+        if now >= self.next_round_at {
+            self.round(now, rng);
+        }
+        if now >= self.next_push_pull_at {
+            let interval = self.config.push_pull_interval(self.members.len() + 1);
+            self.next_push_pull_at = now.saturating_add(interval);
+            self.push_pull(rng);
         }
     }
 
-    /// Merges a gossip message from `from`, adopts a newer valid ring, and answers a `Syn` with an
-    /// `Ack`. Messages over the limits are refused whole and counted; never panics on any input.
+    /// Merges a gossip message from `from`: its updates, a newer valid ring, and answers a
+    /// `Ping`, a `PingReq` or a `State` asking for one. Messages over the limits are refused
+    /// whole and counted; never panics on any input.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
         self.inputs += 1;
         self.message(now, from, message);
@@ -429,7 +541,8 @@ impl Membership {
 
     fn message(&mut self, now: Instant, from: NodeId, message: GossipMessage) {
         self.observe(now);
-        if from == self.id || message.entries().len() > self.config.members_max {
+        if from == self.id || message.entries().len() > message.entries_max(self.config.members_max)
+        {
             self.stats.messages_refused += 1;
             return;
         }
@@ -445,12 +558,11 @@ impl Membership {
         let ring_version = message.ring_version();
         if let Some(log) = message.ring() {
             if ring_version > self.ring.version() {
-                self.consider_ring(now, log.clone());
+                self.consider_ring(log.clone());
             }
         }
-        // Entries come in id order (after the sender's own): a cursor follows them through the
-        // table (`MemberTable`). The sender's own entry is looked up apart, so that the cursor
-        // starts the ordered walk at the table's start instead of missing there.
+        // A `State` lists the sender's table in id order (after its own entry): a cursor follows
+        // it through the table (`MemberTable`).
         let mut cursor = 0;
         for entry in message.entries() {
             let mut apart = usize::MAX;
@@ -459,19 +571,31 @@ impl Membership {
             } else {
                 &mut cursor
             };
-            self.merge_entry(now, entry, cursor);
+            self.merge_entry(entry, cursor);
         }
         // After the merge, so a sender met for the first time is already in the table.
         if let Some(state) = self.members.get_mut(&from) {
             state.ring_version_heard = Some(ring_version);
         }
-        if let GossipMessage::Syn { entries, .. } = &message {
-            let reply = self.ack_for(entries, ring_version);
-            self.stats.acks_sent += 1;
-            self.outputs.push_back(MembershipOutput::Send {
-                to: from,
-                message: reply,
-            });
+        match message {
+            GossipMessage::Ping { probe, .. } => {
+                let updates = self.take_updates(from);
+                self.send_ack(from, probe, updates);
+            }
+            GossipMessage::Ack { probe, .. } => self.on_ack(from, probe),
+            GossipMessage::PingReq { probe, target, .. } => self.relay(now, from, probe, target),
+            GossipMessage::State { reply_wanted, .. } => {
+                if reply_wanted {
+                    self.send_state(from, Some(ring_version), false);
+                }
+            }
+            GossipMessage::Gossip { .. } | GossipMessage::Addresses { .. } => {}
+        }
+        if ring_version > self.ring.version() && now >= self.ring_pull_not_before {
+            // The sender holds a newer ring: pull it with a push-pull (its answer carries the
+            // log, since our `State` shows our older version). One pull per round at most.
+            self.ring_pull_not_before = now.saturating_add(self.config.gossip_interval());
+            self.send_state(from, Some(ring_version), true);
         }
     }
 
@@ -504,8 +628,8 @@ impl Membership {
         self.outputs.pop_front()
     }
 
-    /// When [`Membership::handle_timeout`] should next be called: the next gossip round or the
-    /// next suspicion deadline, whichever is first.
+    /// When [`Membership::handle_timeout`] should next be called: the next round, push-pull,
+    /// probe stage or suspicion timeout, whichever is first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         Some(self.deadline)
     }
@@ -578,7 +702,7 @@ impl Membership {
         self.members.get(&node).map(|state| MemberView {
             node,
             incarnation: state.incarnation,
-            heartbeat: state.heartbeat,
+            heartbeat: 0,
             status: state.status,
             location,
         })
@@ -659,56 +783,95 @@ impl Membership {
             self.ring.log().changes.len() as u64,
             "ring version does not count the log"
         );
-        // No member has departed, asked of the departed (a handful) rather than of every member
-        // (this runs after every gossip message, and members are large and cache-cold).
+        // No member has departed, asked of the departed (a handful) rather than of every member.
         for &node in self.ring.departed() {
             assert!(!self.ring.ring().contains(node), "a member has departed");
         }
-        for (node, state) in &self.members {
+        for (&node, &since) in &self.suspects {
+            let state = self.members.get(&node).expect("a suspect is a member");
             assert_eq!(
-                state.status == MemberStatus::Left,
-                self.ring.has_departed(*node),
-                "status of {node} disagrees with the ring"
+                state.status,
+                MemberStatus::Suspect,
+                "{node} timed but not Suspect"
             );
-            assert!(state.progress_at <= self.now_max, "progress in the future");
+            assert!(since <= self.now_max, "suspicion from the future");
         }
+        assert!(self.probes.len() <= PROBES_IN_FLIGHT_MAX, "too many probes");
+        assert!(self.relays.len() <= RELAYS_MAX, "too many relays");
         assert!(
-            self.next_gossip_at <= self.now_max.saturating_add(self.config.gossip_interval()),
-            "next gossip round too far ahead"
+            self.broadcasts.len() <= self.members.len() + 1,
+            "more updates than members"
+        );
+        assert!(
+            self.broadcasts
+                .iter()
+                .all(|(node, b)| *node == b.entry.node && b.sent < self.retransmit_limit()),
+            "an update over its retransmit limit or under another key"
+        );
+        assert!(
+            self.probe_next <= self.probe_order.len(),
+            "probe cursor past the order"
+        );
+        assert!(
+            self.next_round_at <= self.now_max.saturating_add(self.config.gossip_interval()),
+            "next round too far ahead"
         );
         assert!(
             self.suspect_not_before <= self.now_max.saturating_add(self.config.gossip_interval()),
             "suspicion postponed past a round"
         );
         if cfg!(test) {
-            // A scan of the table per input; unit tests pay it, the simulator's 100- and
-            // 1,000-node runs would pay it on every event of every node.
+            // Scans of the whole table: unit tests pay them, the simulator's 100- and
+            // 1,000-node runs would pay them on every event of every node.
+            let mut suspects = 0;
+            for (node, state) in &self.members {
+                assert_eq!(
+                    state.status == MemberStatus::Left,
+                    self.ring.has_departed(*node),
+                    "status of {node} disagrees with the ring"
+                );
+                if state.status != MemberStatus::Left {
+                    assert_eq!(
+                        state.status,
+                        MemberStatus::of(state.liveness),
+                        "status of {node} is not its claim"
+                    );
+                }
+                suspects += usize::from(state.status == MemberStatus::Suspect);
+            }
+            assert_eq!(
+                suspects,
+                self.suspects.len(),
+                "a Suspect member without a timer"
+            );
             assert_eq!(self.deadline, self.scan_deadline(), "stale cached deadline");
         }
     }
 
     // ----- internals ----------------------------------------------------------------------------
 
-    /// The next gossip round or suspicion deadline, from the whole table.
+    /// The next timer of any kind.
     fn scan_deadline(&self) -> Instant {
-        let suspect = self.config.suspect_after();
-        let down = self.config.down_after_total();
-        let deadline = self
-            .members
+        let half = self.config.suspect_after() / 2;
+        let full = self.config.suspect_after();
+        let down = self.config.down_after();
+        let probes = self.probes.iter().map(|probe| {
+            if probe.indirect_sent {
+                probe
+                    .sent_at
+                    .saturating_add(full)
+                    .max(self.suspect_not_before)
+            } else {
+                probe.sent_at.saturating_add(half)
+            }
+        });
+        let suspicions = self
+            .suspects
             .values()
-            .filter_map(|state| match state.status {
-                MemberStatus::Alive => Some(
-                    state
-                        .progress_at
-                        .saturating_add(suspect)
-                        .max(self.suspect_not_before)
-                        .min(state.progress_at.saturating_add(down)),
-                ),
-                MemberStatus::Suspect => Some(state.progress_at.saturating_add(down)),
-                MemberStatus::Down | MemberStatus::Left => None,
-            })
-            .min();
-        deadline.map_or(self.next_gossip_at, |d| d.min(self.next_gossip_at))
+            .map(|since| since.saturating_add(down));
+        probes
+            .chain(suspicions)
+            .fold(self.next_round_at.min(self.next_push_pull_at), Instant::min)
     }
 
     fn own_status(&self) -> MemberStatus {
@@ -727,26 +890,436 @@ impl Membership {
         GossipEntry {
             node: self.id,
             incarnation: self.incarnation,
-            heartbeat: self.heartbeat,
+            liveness: Liveness::Alive,
         }
     }
 
+    /// The whole table as claims: this node's own first, then the members in id order.
     fn entries(&self) -> Vec<GossipEntry> {
         let mut entries = Vec::with_capacity(self.members.len() + 1);
         entries.push(self.own_entry());
         entries.extend(self.members.iter().map(|(&node, state)| GossipEntry {
             node,
             incarnation: state.incarnation,
-            heartbeat: state.heartbeat,
+            liveness: state.liveness,
         }));
         entries
     }
 
+    /// How many times an update is sent: `RETRANSMIT_MULTIPLIER × ceil(log10(n + 1))`.
+    fn retransmit_limit(&self) -> u32 {
+        let n = self.members.len() as u64 + 1;
+        let mut digits = 1;
+        let mut scale = 10u64;
+        while scale < n + 1 {
+            scale = scale.saturating_mul(10);
+            digits += 1;
+        }
+        RETRANSMIT_MULTIPLIER * digits
+    }
+
+    fn queue_broadcast(&mut self, entry: GossipEntry) {
+        self.broadcasts
+            .insert(entry.node, Broadcast { entry, sent: 0 });
+    }
+
+    /// The updates for one message to `to`: this node's claim against `to` first when it is
+    /// `Suspect` or `Down` (so a live member refutes at once), then the least-sent pending
+    /// updates, at most [`PIGGYBACK_UPDATES_MAX`] in all. Each update taken counts as sent once.
+    fn take_updates(&mut self, to: NodeId) -> Vec<GossipEntry> {
+        let mut updates = Vec::new();
+        if let Some(state) = self.members.get(&to) {
+            if state.status != MemberStatus::Left && state.liveness != Liveness::Alive {
+                updates.push(GossipEntry {
+                    node: to,
+                    incarnation: state.incarnation,
+                    liveness: state.liveness,
+                });
+            }
+        }
+        if self.broadcasts.is_empty() {
+            return updates;
+        }
+        let room = PIGGYBACK_UPDATES_MAX - updates.len();
+        let mut order: Vec<(u32, NodeId)> = self
+            .broadcasts
+            .values()
+            .filter(|b| !updates.contains(&b.entry))
+            .map(|b| (b.sent, b.entry.node))
+            .collect();
+        if order.len() > room {
+            order.select_nth_unstable(room);
+            order.truncate(room);
+        }
+        order.sort_unstable();
+        let limit = self.retransmit_limit();
+        for (_, node) in order {
+            if let Some(broadcast) = self.broadcasts.get_mut(&node) {
+                updates.push(broadcast.entry);
+                broadcast.sent += 1;
+                if broadcast.sent >= limit {
+                    self.broadcasts.remove(&node);
+                }
+            }
+        }
+        updates
+    }
+
+    /// One round: probe the next member of the shuffled order, push pending updates to
+    /// `fanout` random live peers.
+    fn round(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.stats.rounds += 1;
+        self.heartbeat = self.heartbeat.saturating_add(1);
+        self.next_round_at = now.saturating_add(self.config.gossip_interval());
+        let mut targets = Vec::new();
+        if self.probes.len() < PROBES_IN_FLIGHT_MAX {
+            if let Some(target) = self.next_probe_target(rng) {
+                self.probe_number += 1;
+                let incarnation = self.members.get(&target).map_or(0, |s| s.incarnation);
+                self.probes.push_back(Probe {
+                    number: self.probe_number,
+                    target,
+                    incarnation,
+                    sent_at: now,
+                    indirect_sent: false,
+                });
+                let updates = self.take_updates(target);
+                self.stats.pings_sent += 1;
+                self.send(
+                    target,
+                    GossipMessage::Ping {
+                        probe: self.probe_number,
+                        ring_version: self.ring.version(),
+                        updates,
+                    },
+                );
+                targets.push(target);
+            }
+        }
+        if !self.broadcasts.is_empty() {
+            let mut peers = self.random_live_peers(self.config.fanout, &targets, rng);
+            if crate::buggify!(self.faults, rng, "gossip/peer-choice") {
+                // Dangerous but legal: any live peer is a valid partner, so one draw is replaced
+                // by the lowest-id live peer not drawn. Skewed partners must not stall the
+                // spread (the probe order and the push-pull still reach everyone).
+                let other = self
+                    .members
+                    .iter()
+                    .find(|(node, s)| is_live(s.status) && !peers.contains(node))
+                    .map(|(&node, _)| node);
+                if let (Some(other), Some(first)) = (other, peers.first_mut()) {
+                    *first = other;
+                }
+            }
+            for peer in peers {
+                let updates = self.take_updates(peer);
+                if updates.is_empty() {
+                    break;
+                }
+                self.stats.gossips_sent += 1;
+                self.send(
+                    peer,
+                    GossipMessage::Gossip {
+                        ring_version: self.ring.version(),
+                        updates,
+                    },
+                );
+                targets.push(peer);
+            }
+        }
+        let pushes = self.addresses.on_round(self.id, self.incarnation, &targets);
+        for (to, entries) in pushes {
+            self.send(
+                to,
+                GossipMessage::Addresses {
+                    entries,
+                    answer_wanted: true,
+                },
+            );
+        }
+    }
+
+    /// The next member to probe: round-robin over the live members, reshuffled for each pass
+    /// (every live member is probed once per pass, in an order no one can predict).
+    fn next_probe_target(&mut self, rng: &mut impl Rng) -> Option<NodeId> {
+        for _ in 0..2 {
+            while let Some(&node) = self.probe_order.get(self.probe_next) {
+                self.probe_next += 1;
+                if self.members.get(&node).is_some_and(|s| is_live(s.status)) {
+                    return Some(node);
+                }
+            }
+            self.probe_order.clear();
+            self.probe_order.extend(
+                self.members
+                    .iter()
+                    .filter(|(_, s)| is_live(s.status))
+                    .map(|(&node, _)| node),
+            );
+            for i in (1..self.probe_order.len()).rev() {
+                let j = rng.gen_range(0..=i);
+                self.probe_order.swap(i, j);
+            }
+            self.probe_next = 0;
+        }
+        None
+    }
+
+    /// Up to `count` distinct live members, none of `exclude`, drawn at random: by rejection
+    /// while that is cheap (a large cluster, mostly live), else from the list of candidates.
+    fn random_live_peers(
+        &self,
+        count: usize,
+        exclude: &[NodeId],
+        rng: &mut impl Rng,
+    ) -> Vec<NodeId> {
+        let mut chosen: Vec<NodeId> = Vec::with_capacity(count);
+        let len = self.members.len();
+        if len == 0 || count == 0 {
+            return chosen;
+        }
+        if len > 4 * (count + exclude.len()) {
+            for _ in 0..count * 4 {
+                if chosen.len() == count {
+                    return chosen;
+                }
+                let index = rng.gen_range(0..len);
+                if let Some((&node, state)) = self.members.get_index(index) {
+                    if is_live(state.status) && !exclude.contains(&node) && !chosen.contains(&node)
+                    {
+                        chosen.push(node);
+                    }
+                }
+            }
+        }
+        let mut pool: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(node, s)| {
+                is_live(s.status) && !exclude.contains(node) && !chosen.contains(node)
+            })
+            .map(|(&node, _)| node)
+            .collect();
+        let wanted = (count - chosen.len()).min(pool.len());
+        for i in 0..wanted {
+            let j = rng.gen_range(i..pool.len());
+            pool.swap(i, j);
+        }
+        chosen.extend_from_slice(&pool[..wanted]);
+        chosen
+    }
+
+    /// Moves the probes on: indirect probes half way, `Suspect` at the end.
+    fn run_probes(&mut self, now: Instant, rng: &mut impl Rng) {
+        let half = self.config.suspect_after() / 2;
+        let full = self.config.suspect_after();
+        let mut index = 0;
+        while let Some(&probe) = self.probes.get(index) {
+            let live = self
+                .members
+                .get(&probe.target)
+                .is_some_and(|s| is_live(s.status));
+            if !live {
+                self.probes.remove(index);
+                continue;
+            }
+            if now >= probe.sent_at.saturating_add(full) && now >= self.suspect_not_before {
+                self.probes.remove(index);
+                self.stats.probes_failed += 1;
+                self.suspect(probe.target, probe.incarnation);
+                continue;
+            }
+            if !probe.indirect_sent && now >= probe.sent_at.saturating_add(half) {
+                if let Some(entry) = self.probes.get_mut(index) {
+                    entry.indirect_sent = true;
+                }
+                // The indirect probes, and a second direct one (as memberlist's fallback ping
+                // over another transport): one lost message must not make a suspicion.
+                let updates = self.take_updates(probe.target);
+                self.stats.pings_sent += 1;
+                self.send(
+                    probe.target,
+                    GossipMessage::Ping {
+                        probe: probe.number,
+                        ring_version: self.ring.version(),
+                        updates,
+                    },
+                );
+                let helpers = self.random_live_peers(self.config.fanout, &[probe.target], rng);
+                for helper in helpers {
+                    let updates = self.take_updates(helper);
+                    self.stats.ping_reqs_sent += 1;
+                    self.send(
+                        helper,
+                        GossipMessage::PingReq {
+                            probe: probe.number,
+                            target: probe.target,
+                            ring_version: self.ring.version(),
+                            updates,
+                        },
+                    );
+                }
+            }
+            index += 1;
+        }
+    }
+
+    /// A probe of `node` at `incarnation` failed: suspect it, unless it has been heard at a
+    /// newer incarnation since or is already suspected.
+    fn suspect(&mut self, node: NodeId, incarnation: u64) {
+        let claim = match self.members.get(&node) {
+            Some(state)
+                if state.incarnation <= incarnation && state.liveness == Liveness::Alive =>
+            {
+                GossipEntry {
+                    node,
+                    incarnation: state.incarnation,
+                    liveness: Liveness::Suspect,
+                }
+            }
+            _ => return,
+        };
+        let mut cursor = usize::MAX;
+        self.merge_entry(&claim, &mut cursor);
+    }
+
+    /// Suspicion timeouts: a member `Suspect` here for `down_after_ms` is `Down`.
+    fn run_suspicions(&mut self, now: Instant) {
+        let down = self.config.down_after();
+        let expired: Vec<NodeId> = self
+            .suspects
+            .iter()
+            .filter(|(_, since)| now >= since.saturating_add(down))
+            .map(|(&node, _)| node)
+            .collect();
+        for node in expired {
+            if let Some(state) = self.members.get(&node) {
+                let claim = GossipEntry {
+                    node,
+                    incarnation: state.incarnation,
+                    liveness: Liveness::Down,
+                };
+                let mut cursor = usize::MAX;
+                self.merge_entry(&claim, &mut cursor);
+            }
+        }
+    }
+
+    /// An `Ack` for probe `number`: ends this node's probe, or relays it for an indirect one.
+    /// Any sender may answer a probe of this node (the target, or a helper relaying it).
+    fn on_ack(&mut self, from: NodeId, number: u64) {
+        if let Some(index) = self.probes.iter().position(|p| p.number == number) {
+            self.probes.remove(index);
+            return;
+        }
+        let relayed = self
+            .relays
+            .iter()
+            .position(|r| r.number == number && r.target == from);
+        if let Some(relay) = relayed.and_then(|index| self.relays.remove(index)) {
+            let updates = self.take_updates(relay.requester);
+            self.send_ack(relay.requester, relay.requester_probe, updates);
+        }
+    }
+
+    /// A `PingReq` from `requester`: probe `target` for it.
+    fn relay(&mut self, now: Instant, requester: NodeId, requester_probe: u64, target: NodeId) {
+        if target == self.id {
+            // Asked to probe ourselves: we are the answer.
+            let updates = self.take_updates(requester);
+            self.send_ack(requester, requester_probe, updates);
+            return;
+        }
+        if self.relays.len() >= RELAYS_MAX {
+            self.stats.relays_dropped += 1;
+            return;
+        }
+        self.probe_number += 1;
+        self.relays.push_back(Relay {
+            number: self.probe_number,
+            target,
+            requester,
+            requester_probe,
+            expires_at: now.saturating_add(self.config.suspect_after()),
+        });
+        let updates = self.take_updates(target);
+        self.stats.pings_sent += 1;
+        self.send(
+            target,
+            GossipMessage::Ping {
+                probe: self.probe_number,
+                ring_version: self.ring.version(),
+                updates,
+            },
+        );
+    }
+
+    fn send_ack(&mut self, to: NodeId, probe: u64, updates: Vec<GossipEntry>) {
+        self.stats.acks_sent += 1;
+        self.send(
+            to,
+            GossipMessage::Ack {
+                probe,
+                ring_version: self.ring.version(),
+                updates,
+            },
+        );
+    }
+
+    /// Opens a push-pull with one random live member, plus one `Down` member with probability
+    /// `down / (live + 1)` (so partitions heal and late seeds are found).
+    fn push_pull(&mut self, rng: &mut impl Rng) {
+        let mut live = Vec::new();
+        let mut down = Vec::new();
+        for (&node, state) in &self.members {
+            match state.status {
+                MemberStatus::Alive | MemberStatus::Suspect => live.push(node),
+                MemberStatus::Down => down.push(node),
+                MemberStatus::Left => {}
+            }
+        }
+        for to in choose_targets(&live, &down, 1, rng) {
+            let heard = self.members.get(&to).and_then(|s| s.ring_version_heard);
+            self.send_state(to, heard, true);
+        }
+    }
+
+    /// Sends the whole table to `to`, with the ring log when `to`'s ring (`theirs`; `None`:
+    /// unknown) is older than this node's.
+    fn send_state(&mut self, to: NodeId, theirs: Option<RingVersion>, reply_wanted: bool) {
+        let version = self.ring.version();
+        let ring = (version > RingVersion::default() && theirs.is_none_or(|v| v < version))
+            .then(|| self.ring.log().clone());
+        self.stats.states_sent += 1;
+        let entries = self.entries();
+        self.send(
+            to,
+            GossipMessage::State {
+                entries,
+                ring_version: version,
+                ring,
+                reply_wanted,
+            },
+        );
+    }
+
+    fn send(&mut self, to: NodeId, message: GossipMessage) {
+        self.outputs
+            .push_back(MembershipOutput::Send { to, message });
+    }
+
+    /// Sets `node`'s status, reporting a change and keeping the suspicion timers in step.
     fn set_status(&mut self, node: NodeId, to: MemberStatus) {
+        let now = self.now_max;
         if let Some(state) = self.members.get_mut(&node) {
             let from = state.status;
             if from != to {
                 state.status = to;
+                if to == MemberStatus::Suspect {
+                    self.suspects.insert(node, now);
+                } else {
+                    self.suspects.remove(&node);
+                }
                 self.outputs
                     .push_back(MembershipOutput::Event(MembershipEvent::StatusChanged {
                         node,
@@ -757,92 +1330,98 @@ impl Membership {
         }
     }
 
-    fn detect(&mut self, now: Instant) {
-        let suspect = self.config.suspect_after();
-        let down = self.config.down_after_total();
-        let mut changes = Vec::new();
-        for (&node, state) in &self.members {
-            let silent = now.saturating_duration_since(state.progress_at);
-            let judged = if silent >= down {
-                MemberStatus::Down
-            } else if silent >= suspect && now >= self.suspect_not_before {
-                MemberStatus::Suspect
-            } else {
-                MemberStatus::Alive
-            };
-            // Only progress (in `merge_entry`) makes a member better; silence only makes it worse.
-            let worse = matches!(
-                (state.status, judged),
-                (
-                    MemberStatus::Alive,
-                    MemberStatus::Suspect | MemberStatus::Down
-                ) | (MemberStatus::Suspect, MemberStatus::Down)
-            );
-            if worse {
-                changes.push((node, judged));
+    /// A claim about this node itself: refute a suspicion, a `Down`, or any claim about a newer
+    /// incarnation (this node restarted without its persisted one) by raising the incarnation
+    /// above it.
+    fn refute(&mut self, claim: &GossipEntry) {
+        let newer = claim.incarnation > self.incarnation
+            || (claim.incarnation == self.incarnation && claim.liveness != Liveness::Alive);
+        if !newer {
+            if claim.liveness != Liveness::Alive && !self.broadcasts.contains_key(&self.id) {
+                // A stale suspicion: our incarnation beats it, but whoever holds it never heard
+                // that incarnation (a member's first announcement is not relayed). Announce it
+                // again.
+                self.queue_broadcast(self.own_entry());
             }
+            return;
         }
-        for (node, status) in changes {
-            self.set_status(node, status);
+        // A claim at the last incarnation cannot be out-bid; believing it would pin this node
+        // there forever, so such (corrupt) news about us is ignored.
+        if claim.incarnation == u64::MAX {
+            return;
         }
+        self.incarnation = claim.incarnation.saturating_add(1);
+        self.stats.refutations += 1;
+        self.outputs.push_back(MembershipOutput::Event(
+            MembershipEvent::IncarnationChanged {
+                incarnation: self.incarnation,
+            },
+        ));
+        self.queue_broadcast(self.own_entry());
     }
 
-    fn gossip_round(&mut self, now: Instant, rng: &mut impl Rng) {
-        self.stats.rounds += 1;
-        self.heartbeat = self.heartbeat.saturating_add(1);
-        self.next_gossip_at = now.saturating_add(self.config.gossip_interval());
-        let mut live = Vec::new();
-        let mut down = Vec::new();
-        for (&node, state) in &self.members {
-            match state.status {
-                MemberStatus::Alive | MemberStatus::Suspect => live.push(node),
-                MemberStatus::Down => down.push(node),
-                MemberStatus::Left => {}
-            }
+    /// Merges one claim: the larger `(incarnation, liveness)` wins. A claim that changed this
+    /// node's view is spread on (except the first incarnation heard of a member still `Alive`:
+    /// every member announces itself at start, and relaying n announcements would be O(n)
+    /// updates per node).
+    fn merge_entry(&mut self, entry: &GossipEntry, cursor: &mut usize) {
+        if entry.node == self.id {
+            self.refute(entry);
+            return;
         }
-        let mut targets = choose_targets(&live, &down, self.config.fanout, rng);
-        if crate::buggify!(self.faults, rng, "gossip/peer-choice") {
-            // Dangerous but legal: any live peer is a valid partner, so one draw is replaced by
-            // the lowest-id live peer not drawn. Skewed partners must not stall detection or
-            // the spread of rings (every merge is a max; every member still gossips itself).
-            if let Some(&other) = live.iter().find(|node| !targets.contains(node)) {
-                if let Some(first) = targets.first_mut() {
-                    *first = other;
+        let now = self.now_max;
+        match self.members.get_mut_from(&entry.node, cursor) {
+            Some(state) => {
+                if entry.precedence() <= state.precedence() {
+                    return;
+                }
+                let heard_before = state.incarnation > 0;
+                let changed = state.liveness != entry.liveness;
+                let restarted_suspicion =
+                    entry.liveness == Liveness::Suspect && state.liveness == Liveness::Suspect;
+                state.incarnation = entry.incarnation;
+                state.liveness = entry.liveness;
+                if state.status == MemberStatus::Left {
+                    return;
+                }
+                if restarted_suspicion {
+                    // A suspicion of a newer incarnation is a new suspicion.
+                    self.suspects.insert(entry.node, now);
+                }
+                self.set_status(entry.node, MemberStatus::of(entry.liveness));
+                if changed || heard_before {
+                    self.queue_broadcast(*entry);
                 }
             }
-        }
-        let mut entries = self.entries();
-        let version = self.ring.version();
-        let pushes = self.addresses.on_round(self.id, self.incarnation, &targets);
-        let last = targets.len().saturating_sub(1);
-        for (index, to) in targets.into_iter().enumerate() {
-            let heard = self.members.get(&to).and_then(|s| s.ring_version_heard);
-            let ring = (version > RingVersion::default() && heard.is_none_or(|h| h < version))
-                .then(|| self.ring.log().clone());
-            self.stats.syns_sent += 1;
-            // The last target takes the table itself: one copy fewer per round.
-            let entries = if index == last {
-                std::mem::take(&mut entries)
-            } else {
-                entries.clone()
-            };
-            self.outputs.push_back(MembershipOutput::Send {
-                to,
-                message: GossipMessage::Syn {
-                    entries,
-                    ring_version: version,
-                    ring,
-                },
-            });
-        }
-        for (to, entries) in pushes {
-            self.outputs.push_back(MembershipOutput::Send {
-                to,
-                message: GossipMessage::Addresses {
-                    entries,
-                    answer_wanted: true,
-                },
-            });
+            None => {
+                if self.members.len() + 1 >= self.config.members_max {
+                    self.stats.entries_dropped += 1;
+                    return;
+                }
+                let status = if self.ring.has_departed(entry.node) {
+                    MemberStatus::Left
+                } else {
+                    MemberStatus::of(entry.liveness)
+                };
+                let state = MemberState {
+                    incarnation: entry.incarnation,
+                    liveness: entry.liveness,
+                    status,
+                    ring_version_heard: None,
+                };
+                self.members.insert(entry.node, state);
+                if status == MemberStatus::Suspect {
+                    self.suspects.insert(entry.node, now);
+                }
+                self.outputs
+                    .push_back(MembershipOutput::Event(MembershipEvent::Discovered {
+                        node: entry.node,
+                        status,
+                    }));
+                if status != MemberStatus::Left {
+                    self.queue_broadcast(*entry);
+                }
+            }
         }
     }
 
@@ -869,129 +1448,11 @@ impl Membership {
         }
     }
 
-    fn ack_for(&self, syn_entries: &[GossipEntry], syn_ring: RingVersion) -> GossipMessage {
-        // A `Syn` is the sender's own entry, then its table in id order: walked as it is, with
-        // no copy. Any other order (a confused or hostile peer) is walked from a sorted copy.
-        let entries = match syn_entries.split_first() {
-            Some((first, rest)) if rest.is_sorted_by_key(|entry| entry.node) => {
-                self.newer_than(Some(first), rest)
-            }
-            _ => {
-                let mut sorted = syn_entries.to_vec();
-                sorted.sort_unstable_by_key(|entry| entry.node);
-                self.newer_than(None, &sorted)
-            }
-        };
-        let version = self.ring.version();
-        GossipMessage::Ack {
-            entries,
-            ring_version: version,
-            ring: (version > syn_ring).then(|| self.ring.log().clone()),
-        }
-    }
-
-    /// This node's entries (its own first, then the table in id order) fresher than every claim
-    /// the `Syn` made about their node: `extra` and the claims of `sorted` (in id order).
-    fn newer_than(&self, extra: Option<&GossipEntry>, sorted: &[GossipEntry]) -> Vec<GossipEntry> {
-        // The freshest claim about `node` among `extra` and the run of `sorted` it starts.
-        let seen = |run: &[GossipEntry], node: NodeId| {
-            let in_run = run
-                .iter()
-                .take_while(|entry| entry.node == node)
-                .map(GossipEntry::freshness)
-                .max();
-            let in_extra = extra
-                .filter(|entry| entry.node == node)
-                .map(GossipEntry::freshness);
-            in_run.max(in_extra)
-        };
-        let newer = |mine: &GossipEntry, run: &[GossipEntry]| {
-            seen(run, mine.node).is_none_or(|claim| claim < mine.freshness())
-        };
-        let mut entries = Vec::new();
-        let own = self.own_entry();
-        let own_run = sorted.partition_point(|entry| entry.node < own.node);
-        if newer(&own, &sorted[own_run..]) {
-            entries.push(own);
-        }
-        // The table and `sorted` are both in id order: one merge walk over the two, where a
-        // lookup per member (even a binary search from a cursor) was a tenth of a 100-node run.
-        let mut cursor = 0;
-        for (&node, state) in &self.members {
-            while sorted.get(cursor).is_some_and(|entry| entry.node < node) {
-                cursor += 1;
-            }
-            let mine = GossipEntry {
-                node,
-                incarnation: state.incarnation,
-                heartbeat: state.heartbeat,
-            };
-            if newer(&mine, &sorted[cursor..]) {
-                entries.push(mine);
-            }
-        }
-        entries
-    }
-
-    fn merge_entry(&mut self, now: Instant, entry: &GossipEntry, cursor: &mut usize) {
-        if entry.node == self.id {
-            // A claim at the last incarnation cannot be out-bid; believing it would pin this node
-            // at heartbeat zero forever, so such (corrupt) news about us is ignored.
-            if entry.freshness() > (self.incarnation, self.heartbeat)
-                && entry.incarnation < u64::MAX
-            {
-                // Someone heard of a newer us: we restarted without our incarnation. Out-bid it so
-                // our fresh heartbeats win again.
-                self.incarnation = entry.incarnation.saturating_add(1);
-                self.heartbeat = 0;
-                self.stats.refutations += 1;
-                self.outputs.push_back(MembershipOutput::Event(
-                    MembershipEvent::IncarnationChanged {
-                        incarnation: self.incarnation,
-                    },
-                ));
-            }
-            return;
-        }
-        match self.members.get_mut_from(&entry.node, cursor) {
-            Some(state) => {
-                if entry.freshness() > state.freshness() {
-                    state.incarnation = entry.incarnation;
-                    state.heartbeat = entry.heartbeat;
-                    state.progress_at = now;
-                    if matches!(state.status, MemberStatus::Suspect | MemberStatus::Down) {
-                        self.set_status(entry.node, MemberStatus::Alive);
-                    }
-                }
-            }
-            None => {
-                if self.members.len() + 1 >= self.config.members_max {
-                    self.stats.entries_dropped += 1;
-                    return;
-                }
-                let status = if self.ring.has_departed(entry.node) {
-                    MemberStatus::Left
-                } else {
-                    MemberStatus::Alive
-                };
-                let mut state = MemberState::fresh(status, now);
-                state.incarnation = entry.incarnation;
-                state.heartbeat = entry.heartbeat;
-                self.members.insert(entry.node, state);
-                self.outputs
-                    .push_back(MembershipOutput::Event(MembershipEvent::Discovered {
-                        node: entry.node,
-                        status,
-                    }));
-            }
-        }
-    }
-
-    fn consider_ring(&mut self, now: Instant, log: RingLog) {
+    fn consider_ring(&mut self, log: RingLog) {
         match self.ring.rebuild(log, &self.config) {
             Ok(state) if state.version() > self.ring.version() => {
                 self.stats.rings_adopted += 1;
-                self.adopt_ring(now, state);
+                self.adopt_ring(state);
             }
             // A valid log whose real version is not newer: the claim was wrong, nothing to do.
             Ok(_) => {}
@@ -1011,13 +1472,13 @@ impl Membership {
             .with_change(change, &self.config)
             .map_err(MembershipError::Ring)?;
         let version = state.version();
-        self.adopt_ring(now, state);
+        self.adopt_ring(state);
         self.refresh_deadline();
         Ok(version)
     }
 
     /// Replaces the ring and brings member statuses in line with it.
-    fn adopt_ring(&mut self, now: Instant, state: RingState) {
+    fn adopt_ring(&mut self, state: RingState) {
         let old = std::mem::replace(&mut self.ring, state);
         for change in old.discarded_by(&self.ring) {
             self.outputs.push_back(MembershipOutput::Event(
@@ -1050,7 +1511,7 @@ impl Membership {
                     } else {
                         MemberStatus::Alive
                     };
-                    self.members.insert(node, MemberState::fresh(status, now));
+                    self.members.insert(node, MemberState::fresh(status));
                     self.outputs
                         .push_back(MembershipOutput::Event(MembershipEvent::Discovered {
                             node,
@@ -1058,9 +1519,9 @@ impl Membership {
                         }));
                 }
                 Some(MemberStatus::Left) if !departed => {
-                    // Joined again: judge it afresh from now.
+                    // Joined again: judge it afresh (probes will tell).
                     if let Some(state) = self.members.get_mut(&node) {
-                        state.progress_at = now;
+                        state.liveness = Liveness::Alive;
                     }
                     self.set_status(node, MemberStatus::Alive);
                 }
@@ -1080,11 +1541,16 @@ impl Membership {
             .collect();
         for node in stale {
             if let Some(state) = self.members.get_mut(&node) {
-                state.progress_at = now;
+                state.liveness = Liveness::Alive;
             }
             self.set_status(node, MemberStatus::Alive);
         }
     }
+}
+
+/// Whether a member with this status is probed and gossiped to.
+fn is_live(status: MemberStatus) -> bool {
+    matches!(status, MemberStatus::Alive | MemberStatus::Suspect)
 }
 
 /// Chooses gossip targets: `fanout` distinct live peers uniformly at random, plus one `Down` peer

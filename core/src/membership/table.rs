@@ -1,7 +1,8 @@
 //! The member table: every other known member's state, in id order.
 //!
-//! Why a sorted vector and not a `BTreeMap`: a gossip message carries a whole table, also in id
-//! order (after the sender's own entry), and the receiver looks up every entry. With the table
+//! Why a sorted vector and not a `BTreeMap`: a push-pull `State` carries a whole table, also in
+//! id order (after the sender's own entry), and the receiver looks up every entry; random peer
+//! draws index it directly. With the table
 //! contiguous and a cursor that remembers where the last lookup ended, each lookup of a sorted
 //! message is one comparison instead of a walk down a tree of cache-cold nodes, and the scans
 //! that run per input (failure detection, deadlines, invariants) read one block of memory.
@@ -73,20 +74,17 @@ impl<V> MemberTable<V> {
         }
     }
 
+    /// The member at position `index` in id order (for uniform random draws).
+    pub(super) fn get_index(&self, index: usize) -> Option<(&NodeId, &V)> {
+        self.entries.get(index).map(|(node, state)| (node, state))
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = (&NodeId, &V)> {
         self.entries.iter().map(|(node, state)| (node, state))
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &NodeId> {
         self.entries.iter().map(|(node, _)| node)
-    }
-
-    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().map(|(_, state)| state)
-    }
-
-    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.entries.iter_mut().map(|(_, state)| state)
     }
 
     /// Panics unless the ids are strictly ascending.

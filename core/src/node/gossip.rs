@@ -393,7 +393,7 @@ mod tests {
         );
         check_invariants(&ctx, Some(&machine), None);
 
-        // Due: a round gossips to the new member, and the timer moves on with the machine.
+        // Due: a round probes the new member, and the timer moves on with the machine.
         handle_timeout(&mut ctx, Some(&mut machine), at(2));
         assert_eq!(drain(&mut ctx, Some(&mut machine), at(2)), None);
         let sent: Vec<NodeId> = ctx
@@ -402,7 +402,7 @@ mod tests {
             .filter_map(|output| match output {
                 Output::Send {
                     to,
-                    message: Message::Gossip(GossipMessage::Syn { .. }),
+                    message: Message::Gossip(GossipMessage::Ping { .. }),
                 } => Some(to),
                 _ => None,
             })
