@@ -76,7 +76,7 @@ pub struct ClusterSpec {
     /// Racks per datacenter; nodes are dealt round-robin over a datacenter's racks.
     #[serde(default = "one")]
     pub racks: u32,
-    /// Gossip membership: heartbeats, failure detection (routing around `Down` nodes) and ring
+    /// Gossip membership: SWIM probes, failure detection (routing around `Down` nodes) and ring
     /// changes (`join`, `leave`, `remove`) issued on one node and spread by gossip, with the
     /// embedded membership settings (`gossip_interval_ms`, `fanout`, `suspect_after_ms`, ...).
     /// Off: the simulator hands every node the new ring at once.
@@ -486,8 +486,8 @@ pub struct CiSpec {
     /// Gossip: exactly this many crashes are seen `Down` by every running node in each seed.
     pub down_detections: Option<u64>,
     /// Gossip: each crash is seen `Down` everywhere within `[low, high]` milliseconds of the
-    /// crash (the configured timeouts, less the up-to-a-round head start of the last heartbeat,
-    /// plus the rounds it takes to spread).
+    /// crash (the wait for a probe of the crashed node, the configured timeouts, plus the rounds
+    /// the `Down` claim takes to spread; each file derives its bounds in a comment).
     pub down_detection_ms: Option<Vec<u64>>,
     /// Gossip: exactly this many restarts are seen `Alive` by every running node in each seed.
     pub alive_detections: Option<u64>,

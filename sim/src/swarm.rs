@@ -93,9 +93,9 @@ pub struct SwarmSpec {
     pub anti_entropy_interval_ms: Vec<u64>,
     /// Probability that read repair is on.
     pub read_repair: f64,
-    /// Gossip: no heartbeat progress for this long is `Suspect`.
+    /// Gossip: a probe unanswered (directly and indirectly) for this long makes `Suspect`.
     pub suspect_after_ms: Vec<u64>,
-    /// Gossip: this much more is `Down`.
+    /// Gossip: the suspicion timeout, `Suspect` this much longer without refuting is `Down`.
     pub down_after_ms: Vec<u64>,
     /// Probability of one membership change (join, leave or remove) during the fault phase.
     pub membership_change: f64,

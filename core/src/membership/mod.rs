@@ -34,10 +34,12 @@
 //!   decides for everyone. Only `Down` should trigger hints and fallbacks.
 //! * **Push-pull** (every `push_pull_interval_ms`, scaled up with the cluster size, and once at
 //!   start): the whole table goes to one random live peer, which merges it and answers with its
-//!   own ([`GossipMessage::State`]). With probability `down / (live + 1)` a `Down` member is
-//!   contacted as well, so the two sides of a healed partition find each other again (each side
-//!   refutes what the other believed) and a cluster started before its seeds were up still
-//!   forms. The ring log rides on `State` only.
+//!   own ([`GossipMessage::State`]). The ring log rides on `State` only.
+//! * **Down members** are contacted now and then: each round, with probability
+//!   `down / (live + 1)`, one gets a `Ping` (carrying the `Down` claim, which a live member
+//!   refutes in its `Ack`), and each push-pull adds one with the same probability. So the two
+//!   sides of a healed partition find each other again within rounds and a cluster started
+//!   before its seeds were up still forms.
 //!
 //! Time to detect a crash everywhere: the wait until some node probes the crashed member (about
 //! one round: every node probes one member per round), `suspect_after_ms + down_after_ms`, then
@@ -102,6 +104,14 @@ use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use table::MemberTable;
+
+/// The incarnation a member named only by the ring (or a seed list) is assumed to be at: the
+/// one every node starts with (drivers start at 1 and raise it on every restart). Why assume
+/// rather than hold "unknown": a suspicion is a claim about one incarnation, and nodes that held
+/// different incarnations of a member (some heard its start announcement, some not) would ignore
+/// each other's suspicions of it; with one assumed start, a fresh cluster agrees from the first
+/// round, and only a restarted member's (higher) incarnation is news to spread.
+pub const FIRST_INCARNATION: u64 = 1;
 
 /// Each update is sent this many times `ceil(log10(n + 1))` (memberlist's default multiplier).
 const RETRANSMIT_MULTIPLIER: u32 = 4;
@@ -287,7 +297,7 @@ pub struct MembershipStats {
 /// Per-member state in the table (this node excluded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct MemberState {
-    /// The highest incarnation heard (0: none heard yet, only the ring named it).
+    /// The highest incarnation heard ([`FIRST_INCARNATION`] until one is heard).
     incarnation: u64,
     /// The liveness claim held at that incarnation (`Left` overrides it in `status`).
     liveness: Liveness,
@@ -299,7 +309,7 @@ struct MemberState {
 impl MemberState {
     fn fresh(status: MemberStatus) -> Self {
         MemberState {
-            incarnation: 0,
+            incarnation: FIRST_INCARNATION,
             liveness: Liveness::Alive,
             status,
             ring_version_heard: None,
@@ -355,6 +365,8 @@ pub struct Membership {
     members: MemberTable<MemberState>,
     /// Members `Suspect` here and when this node started suspecting them (the suspicion timer).
     suspects: BTreeMap<NodeId, Instant>,
+    /// Members `Down` here (for the occasional probe of one without a scan of the table).
+    down: BTreeSet<NodeId>,
     /// The probe order of this pass (shuffled), and the next position in it.
     probe_order: Vec<NodeId>,
     probe_next: usize,
@@ -450,6 +462,7 @@ impl Membership {
             heartbeat: 0,
             members,
             suspects: BTreeMap::new(),
+            down: BTreeSet::new(),
             probe_order: Vec::new(),
             probe_next: 0,
             probes: VecDeque::new(),
@@ -787,6 +800,14 @@ impl Membership {
         for &node in self.ring.departed() {
             assert!(!self.ring.ring().contains(node), "a member has departed");
         }
+        for &node in &self.down {
+            let state = self.members.get(&node).expect("a Down member is a member");
+            assert_eq!(
+                state.status,
+                MemberStatus::Down,
+                "{node} listed Down but not Down"
+            );
+        }
         for (&node, &since) in &self.suspects {
             let state = self.members.get(&node).expect("a suspect is a member");
             assert_eq!(
@@ -996,6 +1017,24 @@ impl Membership {
                 targets.push(target);
             }
         }
+        if let Some(node) = self.draw_down_member(rng) {
+            // A `Down` member now and then (probability `down / (live + 1)`), so the two sides
+            // of a healed partition find each other within rounds: the `Ping` carries our
+            // `Down` claim first, a live member refutes it in its `Ack`. Not a probe: no answer
+            // is expected.
+            self.probe_number += 1;
+            let updates = self.take_updates(node);
+            self.stats.pings_sent += 1;
+            self.send(
+                node,
+                GossipMessage::Ping {
+                    probe: self.probe_number,
+                    ring_version: self.ring.version(),
+                    updates,
+                },
+            );
+            targets.push(node);
+        }
         if !self.broadcasts.is_empty() {
             let mut peers = self.random_live_peers(self.config.fanout, &targets, rng);
             if crate::buggify!(self.faults, rng, "gossip/peer-choice") {
@@ -1037,6 +1076,22 @@ impl Membership {
                 },
             );
         }
+    }
+
+    /// One `Down` member with probability `down / (live + 1)`, else none.
+    fn draw_down_member(&self, rng: &mut impl Rng) -> Option<NodeId> {
+        if self.down.is_empty() {
+            return None;
+        }
+        let live = self.members.len().saturating_sub(self.down.len());
+        let probability = self.down.len() as f64 / (live + 1) as f64;
+        if probability < 1.0 && !rng.gen_bool(probability) {
+            return None;
+        }
+        self.down
+            .iter()
+            .nth(rng.gen_range(0..self.down.len()))
+            .copied()
     }
 
     /// The next member to probe: round-robin over the live members, reshuffled for each pass
@@ -1320,6 +1375,11 @@ impl Membership {
                 } else {
                     self.suspects.remove(&node);
                 }
+                if to == MemberStatus::Down {
+                    self.down.insert(node);
+                } else {
+                    self.down.remove(&node);
+                }
                 self.outputs
                     .push_back(MembershipOutput::Event(MembershipEvent::StatusChanged {
                         node,
@@ -1338,9 +1398,9 @@ impl Membership {
             || (claim.incarnation == self.incarnation && claim.liveness != Liveness::Alive);
         if !newer {
             if claim.liveness != Liveness::Alive && !self.broadcasts.contains_key(&self.id) {
-                // A stale suspicion: our incarnation beats it, but whoever holds it never heard
-                // that incarnation (a member's first announcement is not relayed). Announce it
-                // again.
+                // A stale suspicion: our incarnation beats it, but whoever holds it has not heard
+                // that incarnation yet (our announcement's retransmissions may have run out
+                // before reaching it). Announce it again.
                 self.queue_broadcast(self.own_entry());
             }
             return;
@@ -1360,10 +1420,9 @@ impl Membership {
         self.queue_broadcast(self.own_entry());
     }
 
-    /// Merges one claim: the larger `(incarnation, liveness)` wins. A claim that changed this
-    /// node's view is spread on (except the first incarnation heard of a member still `Alive`:
-    /// every member announces itself at start, and relaying n announcements would be O(n)
-    /// updates per node).
+    /// Merges one claim: the larger `(incarnation, liveness)` wins, and a claim that changed this
+    /// node's view is spread on. (Every member announces itself at start; in a fresh cluster
+    /// that is [`FIRST_INCARNATION`], already held, so n announcements are not relayed n times.)
     fn merge_entry(&mut self, entry: &GossipEntry, cursor: &mut usize) {
         if entry.node == self.id {
             self.refute(entry);
@@ -1375,8 +1434,6 @@ impl Membership {
                 if entry.precedence() <= state.precedence() {
                     return;
                 }
-                let heard_before = state.incarnation > 0;
-                let changed = state.liveness != entry.liveness;
                 let restarted_suspicion =
                     entry.liveness == Liveness::Suspect && state.liveness == Liveness::Suspect;
                 state.incarnation = entry.incarnation;
@@ -1389,9 +1446,7 @@ impl Membership {
                     self.suspects.insert(entry.node, now);
                 }
                 self.set_status(entry.node, MemberStatus::of(entry.liveness));
-                if changed || heard_before {
-                    self.queue_broadcast(*entry);
-                }
+                self.queue_broadcast(*entry);
             }
             None => {
                 if self.members.len() + 1 >= self.config.members_max {
@@ -1412,6 +1467,9 @@ impl Membership {
                 self.members.insert(entry.node, state);
                 if status == MemberStatus::Suspect {
                     self.suspects.insert(entry.node, now);
+                }
+                if status == MemberStatus::Down {
+                    self.down.insert(entry.node);
                 }
                 self.outputs
                     .push_back(MembershipOutput::Event(MembershipEvent::Discovered {

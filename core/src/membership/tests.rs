@@ -176,12 +176,15 @@ fn restarted_node_is_alive_again_everywhere() {
         h.all_see(3, MemberStatus::Alive)
     })
     .expect("alive everywhere after the restart");
-    assert_eq!(
-        h.machine(0)
-            .and_then(|m| m.member(node_id(3)))
-            .map(|v| v.incarnation),
-        Some(2)
+    // The restart's incarnation (2), or a later one if the lossy network made someone suspect
+    // the restarted node and it refuted.
+    let seen = h.machine(0).and_then(|m| m.member(node_id(3)));
+    let own = h.machine(3).map(Membership::incarnation);
+    assert!(
+        seen.as_ref().is_some_and(|v| v.incarnation >= 2),
+        "{seen:?}"
     );
+    assert_eq!(seen.map(|v| v.incarnation), own);
 }
 
 #[test]
@@ -703,7 +706,7 @@ fn same_seed_same_trace() {
         (h.events.clone(), h.messages_sent, h.bytes_sent)
     };
     assert_eq!(run(21), run(21));
-    assert_ne!(run(21).1, run(22).1);
+    assert_ne!(run(21), run(22), "another seed, another trace");
 }
 
 /// The measurement asked for by the failure-handling issue. Run with
@@ -1367,8 +1370,8 @@ fn push_pull_answers_with_the_table_and_pulls_newer_rings() {
     assert_eq!(m.status(node_id(7)), Some(MemberStatus::Alive));
 }
 
-/// A `Down` member is contacted by a push-pull now and then; the live ones are probed in a
-/// shuffled round-robin (each once per pass).
+/// A `Down` member is contacted by a ping and by a push-pull now and then; the live ones are
+/// probed in a shuffled round-robin (each once per pass).
 #[test]
 fn probes_cover_every_live_member_each_pass_and_push_pulls_reach_down_ones() {
     let (mut m, mut rng) = lone(9);
@@ -1421,11 +1424,14 @@ fn probes_cover_every_live_member_each_pass_and_push_pulls_reach_down_ones() {
         let _ = outputs(&mut m);
         m.check_invariants();
     }
-    // Only the very first probe (before member 8 was Down here) may have gone to it.
-    if probed[0] == node_id(8) {
-        probed.remove(0);
-    }
-    assert!(!probed.contains(&node_id(8)), "a Down member was probed");
+    // Member 8 gets a `Ping` now and then, outside the probe order (probability 1/8 a round:
+    // about 150 in 1,200 rounds); the live members are probed once per pass each.
+    let to_down = probed.iter().filter(|&&n| n == node_id(8)).count();
+    assert!(
+        (80..=250).contains(&to_down),
+        "{to_down} pings to the Down member"
+    );
+    probed.retain(|&n| n != node_id(8));
     for pass in probed.chunks_exact(7) {
         let mut pass = pass.to_vec();
         pass.sort();
