@@ -118,7 +118,8 @@ pub enum Message {
         /// The outcome.
         outcome: ForwardedOutcome,
     },
-    /// Membership gossip (heartbeats and the versioned ring), for the membership machine.
+    /// Membership gossip (SWIM probes, piggybacked updates, push-pull and the versioned ring),
+    /// for the membership machine.
     Gossip(GossipMessage),
     /// Coordinator → replica, `linearizable` level: like `Read`, but only from a replica on the
     /// same ring (`epoch`) that holds the key's range (see `node::handover`). Answered by a

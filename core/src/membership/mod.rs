@@ -788,7 +788,6 @@ impl Membership {
             "table over members_max"
         );
         assert!(!self.members.contains_key(&self.id), "self in the table");
-        self.members.check_invariants();
         self.addresses
             .check_invariants(self.id, self.config.members_max);
         assert_eq!(
@@ -843,7 +842,9 @@ impl Membership {
         );
         if cfg!(test) {
             // Scans of the whole table: unit tests pay them, the simulator's 100- and
-            // 1,000-node runs would pay them on every event of every node.
+            // 1,000-node runs would pay them on every input of every node (the order check
+            // alone was 6% of a 1,000-node run; only `MemberTable::insert` changes the order).
+            self.members.check_invariants();
             let mut suspects = 0;
             for (node, state) in &self.members {
                 assert_eq!(

@@ -196,7 +196,7 @@ fn restart_without_a_persisted_incarnation_refutes_the_old_one() {
         h.all_see(2, MemberStatus::Down)
     })
     .expect("down everywhere");
-    // Same incarnation as before and a heartbeat back at zero: older than what peers hold.
+    // Same incarnation as before: peers hold it `Down` at that incarnation, which beats it.
     assert!(h.restart_with(2, 1, initial_ring(8, &config())));
     h.run_until_true(Duration::from_secs(5), |h| {
         h.all_see(2, MemberStatus::Alive)

@@ -9,9 +9,9 @@
 //! be enough, so the rule never refuses a request the protocol could still complete unless the
 //! detector is wrong about a node.
 //!
-//! Why the detector's errors are acceptable here: `Down` is the slow verdict (no heartbeat
-//! progress for `suspect_after_ms + down_after_ms`, three seconds by default, and any progress
-//! heard makes the node `Alive` again at once), the same verdict that already routes sloppy writes
+//! Why the detector's errors are acceptable here: `Down` is the slow verdict (a probe unanswered
+//! for `suspect_after_ms`, then `down_after_ms` without a refutation, three seconds by default,
+//! and the node's refutation makes it `Alive` again at once), the same verdict that already routes sloppy writes
 //! to stand-ins. A false `Down` lasts from a heal until the first gossip exchange across it (a
 //! node contacts one `Down` peer per round with probability `down / (live + 1)`, so about a round
 //! or two); a request refused in that window is retried safely (see below), where without the
@@ -113,9 +113,9 @@ impl Coordinator {
 
     /// Whether `node` sent this node anything within the failure detector's suspicion time: a
     /// node judged `Down` that is heard from directly (a reply, a request it coordinates, an
-    /// anti-entropy round) is up and reaching us, whatever its heartbeat says. This closes most
+    /// anti-entropy round) is up and reaching us, whatever gossip says. This closes most
     /// of the window after a heal in which the verdict is stale: the healed node's own traffic
-    /// arrives before gossip has carried its heartbeat here.
+    /// arrives before gossip has carried its refutation here.
     fn heard_recently(&self, membership: &Membership, node: NodeId, now: Instant) -> bool {
         let window = membership.config().suspect_after();
         self.heard_from

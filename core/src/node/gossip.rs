@@ -5,7 +5,7 @@
 //! `drain` calls). Other mechanisms route around members it judges `Down` through `is_down`.
 //!
 //! Why the membership state lives in the node's own storage (under the reserved prefix, never
-//! replicated): a restarted node must come back with a higher incarnation than any heartbeat it
+//! replicated): a restarted node must come back with a higher incarnation than any claim it
 //! gossiped before, and with the newest ring it knew, without each driver (simulator, tokio node)
 //! having to persist them separately. A lost update is harmless: the incarnation is refuted upward
 //! by gossip, and a stale ring is replaced by the newer one its peers gossip.
