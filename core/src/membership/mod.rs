@@ -844,30 +844,35 @@ impl Membership {
             // Scans of the whole table: unit tests pay them, the simulator's 100- and
             // 1,000-node runs would pay them on every input of every node (the order check
             // alone was 6% of a 1,000-node run; only `MemberTable::insert` changes the order).
-            self.members.check_invariants();
-            let mut suspects = 0;
-            for (node, state) in &self.members {
-                assert_eq!(
-                    state.status == MemberStatus::Left,
-                    self.ring.has_departed(*node),
-                    "status of {node} disagrees with the ring"
-                );
-                if state.status != MemberStatus::Left {
-                    assert_eq!(
-                        state.status,
-                        MemberStatus::of(state.liveness),
-                        "status of {node} is not its claim"
-                    );
-                }
-                suspects += usize::from(state.status == MemberStatus::Suspect);
-            }
-            assert_eq!(
-                suspects,
-                self.suspects.len(),
-                "a Suspect member without a timer"
-            );
-            assert_eq!(self.deadline, self.scan_deadline(), "stale cached deadline");
+            self.check_table_invariants();
         }
+    }
+
+    /// The invariants that scan the whole table (see `check_invariants`).
+    fn check_table_invariants(&self) {
+        self.members.check_invariants();
+        let mut suspects = 0;
+        for (node, state) in &self.members {
+            assert_eq!(
+                state.status == MemberStatus::Left,
+                self.ring.has_departed(*node),
+                "status of {node} disagrees with the ring"
+            );
+            if state.status != MemberStatus::Left {
+                assert_eq!(
+                    state.status,
+                    MemberStatus::of(state.liveness),
+                    "status of {node} is not its claim"
+                );
+            }
+            suspects += usize::from(state.status == MemberStatus::Suspect);
+        }
+        assert_eq!(
+            suspects,
+            self.suspects.len(),
+            "a Suspect member without a timer"
+        );
+        assert_eq!(self.deadline, self.scan_deadline(), "stale cached deadline");
     }
 
     // ----- internals ----------------------------------------------------------------------------
@@ -1019,21 +1024,7 @@ impl Membership {
             }
         }
         if let Some(node) = self.draw_down_member(rng) {
-            // A `Down` member now and then (probability `down / (live + 1)`), so the two sides
-            // of a healed partition find each other within rounds: the `Ping` carries our
-            // `Down` claim first, a live member refutes it in its `Ack`. Not a probe: no answer
-            // is expected.
-            self.probe_number += 1;
-            let updates = self.take_updates(node);
-            self.stats.pings_sent += 1;
-            self.send(
-                node,
-                GossipMessage::Ping {
-                    probe: self.probe_number,
-                    ring_version: self.ring.version(),
-                    updates,
-                },
-            );
+            self.ping_down_member(node);
             targets.push(node);
         }
         if !self.broadcasts.is_empty() {
@@ -1077,6 +1068,23 @@ impl Membership {
                 },
             );
         }
+    }
+
+    /// A `Down` member now and then (probability `down / (live + 1)`), so the two sides of a
+    /// healed partition find each other within rounds: the `Ping` carries our `Down` claim
+    /// first, a live member refutes it in its `Ack`. Not a probe: no answer is expected.
+    fn ping_down_member(&mut self, node: NodeId) {
+        self.probe_number += 1;
+        let updates = self.take_updates(node);
+        self.stats.pings_sent += 1;
+        self.send(
+            node,
+            GossipMessage::Ping {
+                probe: self.probe_number,
+                ring_version: self.ring.version(),
+                updates,
+            },
+        );
     }
 
     /// One `Down` member with probability `down / (live + 1)`, else none.

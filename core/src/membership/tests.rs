@@ -952,15 +952,14 @@ fn outputs(m: &mut Membership) -> (Vec<(NodeId, GossipMessage)>, Vec<MembershipE
     (sends, events)
 }
 
-/// Runs `m`'s timers up to `end`, checking invariants, collecting what it sent and reported.
-fn run_timers(
-    m: &mut Membership,
-    rng: &mut ChaCha8Rng,
-    end: Instant,
-) -> (
+/// What a machine sent (when, to whom) and reported (when) over a stretch of timers.
+type Timeline = (
     Vec<(Instant, NodeId, GossipMessage)>,
     Vec<(Instant, MembershipEvent)>,
-) {
+);
+
+/// Runs `m`'s timers up to `end`, checking invariants, collecting what it sent and reported.
+fn run_timers(m: &mut Membership, rng: &mut ChaCha8Rng, end: Instant) -> Timeline {
     let mut sends = Vec::new();
     let mut events = Vec::new();
     loop {
@@ -979,6 +978,10 @@ fn run_timers(
 /// The probe cycle of one silent member, step by step: a `Ping`, the indirect `PingReq`s half
 /// way through `suspect_after_ms`, `Suspect` at its end (spread as an update), `Down` after the
 /// suspicion timeout `down_after_ms` (spread too). Members that answer stay `Alive`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one probe cycle followed step by step, each step checked"
+)]
 #[test]
 fn a_silent_member_is_probed_indirectly_then_suspected_then_down() {
     let (mut m, mut rng) = lone(6);
@@ -1290,6 +1293,10 @@ fn piggybacked_updates_are_bounded_and_retransmitted_a_fixed_number_of_times() {
 /// Push-pull: a `State` asking for an answer gets this node's whole table, with the ring log
 /// when the asker's ring is older; the answer asks for none. A newer ring seen on any message
 /// makes this node pull it (at most once per round).
+#[expect(
+    clippy::too_many_lines,
+    reason = "an exchange and a pull, each message checked"
+)]
 #[test]
 fn push_pull_answers_with_the_table_and_pulls_newer_rings() {
     let (mut m, _) = lone(5);
