@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the peer protocol; peers with another version are refused by the transport.
 /// 3: vector-clock dots and version vectors name an `ActorId` (node and data epoch), not a node.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: gossip is SWIM (probes, indirect probes, piggybacked claims, push-pull) instead of
+///    heartbeat tables: a version-3 node could not decode it.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

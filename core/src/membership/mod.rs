@@ -86,6 +86,7 @@ pub mod addresses;
 mod config;
 pub mod harness;
 mod message;
+mod ring_catalog;
 pub mod ring_log;
 mod table;
 
@@ -93,6 +94,7 @@ pub use addresses::{AddressEntry, ClientAddress, ClientAddresses};
 pub use config::MembershipConfig;
 pub use harness::{measure_detection, DetectionReport};
 pub use message::{GossipEntry, GossipMessage, Liveness, PIGGYBACK_UPDATES_MAX};
+pub use ring_catalog::RingCatalog;
 pub use ring_log::{RingChange, RingLog, RingLogError, RingState, RingVersion};
 
 use crate::buggify::FaultPoints;
@@ -379,6 +381,8 @@ pub struct Membership {
     /// Updates to piggyback, by member.
     broadcasts: BTreeMap<NodeId, Broadcast>,
     ring: RingState,
+    /// Where rings built by this process's other nodes are found (see `ring_catalog`).
+    rings: RingCatalog,
     next_round_at: Instant,
     next_push_pull_at: Instant,
     /// No push-pull to fetch a newer ring before this (one pull per round at most).
@@ -470,6 +474,7 @@ impl Membership {
             probe_number: 0,
             broadcasts: BTreeMap::new(),
             ring,
+            rings: RingCatalog::new(),
             next_round_at: now,
             next_push_pull_at: now,
             ring_pull_not_before: now,
@@ -747,6 +752,14 @@ impl Membership {
     /// Counters.
     pub fn stats(&self) -> MembershipStats {
         self.stats
+    }
+
+    /// Shares ring states with the other machines holding `rings` (a driver running many nodes
+    /// in one process hands them all one catalog). Changes no outcome: see `ring_catalog`.
+    pub fn share_rings(&mut self, rings: RingCatalog) {
+        self.inputs += 1;
+        rings.remember(&self.ring);
+        self.rings = rings;
     }
 
     /// Turns on the sim-only fault points (`crate::buggify`) with the node's own: only the
@@ -1516,7 +1529,7 @@ impl Membership {
     }
 
     fn consider_ring(&mut self, log: RingLog) {
-        match self.ring.rebuild(log, &self.config) {
+        match self.rings.rebuild(&self.ring, log, &self.config) {
             Ok(state) if state.version() > self.ring.version() => {
                 self.stats.rings_adopted += 1;
                 self.adopt_ring(state);
@@ -1538,6 +1551,7 @@ impl Membership {
             .ring
             .with_change(change, &self.config)
             .map_err(MembershipError::Ring)?;
+        self.rings.remember(&state);
         let version = state.version();
         self.adopt_ring(state);
         self.refresh_deadline();

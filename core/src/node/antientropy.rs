@@ -8,7 +8,7 @@ use super::tree_rebuild::TreeRebuilds;
 use crate::antientropy::{differing_leaves, plan_repair, FANOUT, LEAVES};
 use crate::id::NodeId;
 use crate::message::Message;
-use crate::ring::{Placer, Ring};
+use crate::ring::Ring;
 use crate::storage::Storage;
 use crate::time::Now;
 use crate::version::Record;
@@ -50,14 +50,12 @@ pub struct AntiEntropyStats {
     pub records_repaired: u64,
 }
 
-/// The ranges this node replicates, each with its other replicas. One `Placer` for all ranges:
-/// this runs on every ring adoption, over every range of the ring.
+/// The ranges this node replicates, each with its other replicas. This runs on every ring
+/// adoption, over every range of the ring; the ring remembers the lists (shared by its clones),
+/// so the nodes of one process place each ring version once between them.
 pub(super) fn my_ranges(ring: &Ring, me: NodeId, n: usize) -> Vec<(u32, Vec<NodeId>)> {
-    let mut placer = Placer::new(ring);
-    (0..ring.range_count())
-        .filter_map(|i| u32::try_from(i).ok())
-        .filter_map(|range| {
-            let replicas = placer.range_replicas(range, n);
+    ring.every_range_replicas(n)
+        .filter_map(|(range, replicas)| {
             replicas.contains(&me).then(|| {
                 let peers = replicas.into_iter().filter(|&r| r != me).collect();
                 (range, peers)

@@ -61,7 +61,6 @@ use super::context::Context;
 use super::durability::AfterPersist;
 use super::timers::Timer;
 use crate::codec;
-use crate::hash::hash_bytes;
 use crate::id::{NodeId, OperationId};
 use crate::message::{HandoverPage, Message, ReplicaError};
 use crate::ring::Ring;
@@ -108,7 +107,7 @@ pub struct HandoverStats {
 /// ending in the same ring would share an epoch; with gossip that takes concurrent operator
 /// changes that undo each other, which the ring log's tie-break discards on all but one side.)
 pub fn ring_epoch(ring: &Ring) -> u64 {
-    hash_bytes(&codec::encode_value(ring))
+    ring.epoch()
 }
 
 /// What survives a restart.

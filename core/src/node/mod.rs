@@ -42,7 +42,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::id::{NodeId, RequestId};
 use crate::membership::{
     ClientAddress, GossipMessage, MemberStatus, Membership, MembershipConfig, MembershipError,
-    RingLog, RingState, RingVersion,
+    RingCatalog, RingLog, RingState, RingVersion,
 };
 use crate::message::Message;
 use crate::ring::{Member, Ring};
@@ -774,6 +774,15 @@ impl<S: Storage> Node<S> {
     /// The membership machine, when the node runs with gossip.
     pub fn membership(&self) -> Option<&Membership> {
         self.membership.as_ref()
+    }
+
+    /// Shares ring states with the other nodes of this process that hold `rings`
+    /// ([`RingCatalog`]): the simulator hands one to all its nodes. Without gossip membership
+    /// the ring never changes: a no-op.
+    pub fn share_rings(&mut self, rings: RingCatalog) {
+        if let Some(machine) = self.membership.as_mut() {
+            machine.share_rings(rings);
+        }
     }
 
     /// Sets where this node serves clients; gossip spreads it so every node can name it in

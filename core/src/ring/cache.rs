@@ -7,14 +7,22 @@
 //! instructions per `GET` (callgrind, `redis-benchmark -c 50`, one node), most of it allocation.
 //!
 //! The cache is part of the ring's value only as a memo: it is skipped by equality, hashing and
-//! serialisation, starts empty in a clone, and is emptied by every change to the ring. It holds
-//! lists for one replica count (the first asked for: the cluster's `n`); other counts are
-//! computed each time. Slots are filled lazily, so a ring that is only gossiped never pays for
-//! it, and a ring with many ranges pays only for the ranges its requests touch.
+//! serialisation, and every change to the ring replaces it with an empty one. It holds lists for
+//! one replica count (the first asked for: the cluster's `n`); other counts are computed each
+//! time. Slots are filled lazily, so a ring that is only gossiped never pays for it, and a ring
+//! with many ranges pays only for the ranges its requests touch.
+//!
+//! Clones share it. What it remembers is a pure function of the ring's value, and a clone that
+//! changes gets a fresh memo of its own, so sharing can never hand one ring another's lists.
+//! Sharing is what makes a ring version cost one placement per process instead of one per
+//! holder: the simulator starts every node from clones of one seed ring, and a node's
+//! anti-entropy and handover list every range's replicas on each adoption (100 nodes each
+//! placing 6,400 ranges was most of `gossip-100.toml`'s time). The ring's epoch (an encoding
+//! of the whole ring, hashed) is remembered here for the same reason.
 
 use crate::id::NodeId;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// A slot not computed yet.
 const UNKNOWN: u32 = u32::MAX;
@@ -28,11 +36,18 @@ struct Lists {
     slots: Box<[AtomicU32]>,
 }
 
-/// The memo of a ring's preference lists (see the module doc).
+/// What is remembered of one ring value.
 #[derive(Debug, Default)]
+struct Memo {
+    lists: OnceLock<Lists>,
+    epoch: OnceLock<u64>,
+}
+
+/// The memo of a ring's preference lists and epoch (see the module doc).
+#[derive(Clone, Debug, Default)]
 pub(super) struct PlacementCache {
-    /// Boxed: the ring is carried inside messages and enums, so its memo stays one pointer.
-    lists: OnceLock<Box<Lists>>,
+    /// Shared by the ring's clones; one pointer, since rings travel inside messages and enums.
+    memo: Arc<Memo>,
 }
 
 impl PlacementCache {
@@ -49,13 +64,11 @@ impl PlacementCache {
         if replicas == 0 || range >= ranges {
             return compute();
         }
-        let lists = self.lists.get_or_init(|| {
-            Box::new(Lists {
-                replicas,
-                slots: (0..ranges * replicas)
-                    .map(|_| AtomicU32::new(UNKNOWN))
-                    .collect(),
-            })
+        let lists = self.memo.lists.get_or_init(|| Lists {
+            replicas,
+            slots: (0..ranges * replicas)
+                .map(|_| AtomicU32::new(UNKNOWN))
+                .collect(),
         });
         if lists.replicas != replicas {
             return compute();
@@ -82,10 +95,10 @@ impl PlacementCache {
     }
 }
 
-impl Clone for PlacementCache {
-    /// A clone starts empty: it may be changed independently, and refilling is cheap.
-    fn clone(&self) -> Self {
-        PlacementCache::default()
+impl PlacementCache {
+    /// The ring's epoch: remembered, or computed by `compute` and remembered.
+    pub(super) fn epoch(&self, compute: impl FnOnce() -> u64) -> u64 {
+        *self.memo.epoch.get_or_init(compute)
     }
 }
 

@@ -112,10 +112,16 @@ impl Ring {
     /// restores the default even spread. Every node must use the same policy: it is part of the
     /// cluster configuration, not of the gossiped ring log.
     pub fn set_datacenter_replicas(&mut self, replicas: &[(String, u8)]) {
-        self.datacenter_replicas = replicas
+        let policy: BTreeMap<String, u32> = replicas
             .iter()
             .map(|(name, count)| (name.clone(), u32::from(*count)))
             .collect();
+        // Every node sets the policy on each ring it adopts; the same policy is no change, and
+        // keeps the memo the ring shares with its clones.
+        if policy == self.datacenter_replicas {
+            return;
+        }
+        self.datacenter_replicas = policy;
         self.reindex_locations();
     }
 
@@ -312,8 +318,34 @@ impl Ring {
         u32::try_from(index).ok()
     }
 
+    /// The `n` replicas of every range, in range order: [`Ring::range_replicas`] for each, with
+    /// one [`Placer`] for the lists not remembered yet.
+    pub fn every_range_replicas(&self, n: usize) -> impl Iterator<Item = (u32, Vec<NodeId>)> + '_ {
+        let ranges = self.tokens.len();
+        let mut placer: Option<Placer<'_>> = None;
+        (0..ranges)
+            .filter_map(|index| u32::try_from(index).ok())
+            .map(move |index| {
+                let list = self
+                    .placements
+                    .get_or_compute(index as usize, ranges, n, || {
+                        placer
+                            .get_or_insert_with(|| Placer::new(self))
+                            .range_replicas(index, n)
+                    });
+                (index, list)
+            })
+    }
+
+    /// The ring's fingerprint: a hash of its encoding (members, tokens, policy and change
+    /// count). Computed once per ring value and shared by its clones.
+    pub fn epoch(&self) -> u64 {
+        self.placements
+            .epoch(|| hash_bytes(&crate::codec::encode_value(self)))
+    }
+
     /// The `n` replicas of range `index` (the same nodes as for every key in it). For many
-    /// ranges of one ring, reuse one [`Placer`].
+    /// ranges of one ring, [`Ring::every_range_replicas`].
     pub fn range_replicas(&self, index: u32, n: usize) -> Vec<NodeId> {
         let ranges = self.tokens.len();
         self.placements

@@ -5,7 +5,7 @@
 use super::{NodeState, World, NANOS_PER_MS};
 use crate::world::storage::SimStorage;
 use ringkv_core::membership::{
-    MemberStatus, MembershipConfig, MembershipError, RingChange, RingLog, RingState,
+    MemberStatus, MembershipConfig, MembershipError, RingCatalog, RingChange, RingLog, RingState,
 };
 use ringkv_core::node::AdminError;
 use ringkv_core::ring::Member;
@@ -25,6 +25,9 @@ pub struct GossipSetup {
     /// `seed_ring` built once for every node start (`None` if it does not build: each start
     /// then reports why).
     pub seed_state: Option<RingState>,
+    /// Ring states the nodes hand each other, so each ring version is built and placed once per
+    /// run instead of once per node (`ringkv_core::membership::RingCatalog`).
+    pub rings: RingCatalog,
 }
 
 impl GossipSetup {
@@ -43,6 +46,7 @@ impl GossipSetup {
             seed_state: RingState::build(seed_ring.clone(), &config).ok(),
             seed_ring,
             config,
+            rings: RingCatalog::new(),
         }
     }
 }
@@ -57,22 +61,26 @@ pub fn start_node(
     now: Now,
 ) -> Result<Node<SimStorage>, ConfigError> {
     match gossip {
-        Some(setup) => match &setup.seed_state {
-            Some(state) => Node::with_membership_state(
-                config,
-                setup.config.clone(),
-                state.clone(),
-                storage,
-                now,
-            ),
-            None => Node::with_membership(
-                config,
-                setup.config.clone(),
-                setup.seed_ring.clone(),
-                storage,
-                now,
-            ),
-        },
+        Some(setup) => {
+            let mut node = match &setup.seed_state {
+                Some(state) => Node::with_membership_state(
+                    config,
+                    setup.config.clone(),
+                    state.clone(),
+                    storage,
+                    now,
+                ),
+                None => Node::with_membership(
+                    config,
+                    setup.config.clone(),
+                    setup.seed_ring.clone(),
+                    storage,
+                    now,
+                ),
+            }?;
+            node.share_rings(setup.rings.clone());
+            Ok(node)
+        }
         None => Node::new(config, ring.clone(), storage, now),
     }
 }
