@@ -17,6 +17,7 @@ use crate::id::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Where a node lives and how much of the ring it should own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -65,8 +66,20 @@ impl std::error::Error for RingError {}
 pub const VNODES_PER_NODE_MAX: u32 = 4096;
 
 /// The consistent-hash ring: members and their vnode tokens.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+///
+/// Clones share the ring's data until one of them changes (copy on write): every node holds the
+/// ring, and the nodes of one process (a simulator runs hundreds) mostly hold the same version,
+/// so a clone is a pointer, not a copy of every token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ring {
+    data: Arc<RingData>,
+    /// Preference lists and epoch computed so far (a memo: not part of the ring's value).
+    placements: cache::PlacementCache,
+}
+
+/// The ring's value. Its serde form is the ring's (`Ring` encodes as exactly this).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+struct RingData {
     vnodes_per_node: u32,
     /// Sorted by id; the position is the member index used in `tokens`.
     members: Vec<Member>,
@@ -87,103 +100,11 @@ pub struct Ring {
     /// which the linearizable level's fencing relies on (`node::handover`).
     #[serde(default)]
     changes: u64,
-    /// Preference lists computed so far (a memo: not part of the ring's value).
-    #[serde(skip)]
-    placements: cache::PlacementCache,
 }
 
-impl Ring {
-    /// An empty ring whose members receive `vnodes_per_node × weight` tokens each.
-    pub fn new(vnodes_per_node: u32) -> Self {
-        Ring {
-            vnodes_per_node: vnodes_per_node.clamp(1, VNODES_PER_NODE_MAX),
-            members: Vec::new(),
-            tokens: Vec::new(),
-            datacenter_of: Vec::new(),
-            rack_of: Vec::new(),
-            datacenter_replicas: BTreeMap::new(),
-            quota: None,
-            changes: 0,
-            placements: cache::PlacementCache::default(),
-        }
-    }
-
-    /// Sets how many replicas each datacenter holds (names not listed hold none); an empty list
-    /// restores the default even spread. Every node must use the same policy: it is part of the
-    /// cluster configuration, not of the gossiped ring log.
-    pub fn set_datacenter_replicas(&mut self, replicas: &[(String, u8)]) {
-        let policy: BTreeMap<String, u32> = replicas
-            .iter()
-            .map(|(name, count)| (name.clone(), u32::from(*count)))
-            .collect();
-        // Every node sets the policy on each ring it adopts; the same policy is no change, and
-        // keeps the memo the ring shares with its clones.
-        if policy == self.datacenter_replicas {
-            return;
-        }
-        self.datacenter_replicas = policy;
-        self.reindex_locations();
-    }
-
-    /// Adds a node, carving its tokens out of the most loaded members so ownership stays even and
-    /// only about `weight / total weight` of the keys move (all of them to the new node).
-    pub fn add_node(&mut self, id: NodeId, location: NodeLocation) -> Result<(), RingError> {
-        if self.members.iter().any(|m| m.id == id) {
-            return Err(RingError::AlreadyMember(id));
-        }
-        let vnodes = location
-            .weight
-            .checked_mul(self.vnodes_per_node)
-            .filter(|&v| v > 0 && v <= VNODES_PER_NODE_MAX * 16)
-            .ok_or(RingError::InvalidWeight(id))?;
-        let new_tokens = tokens::allocate(self, id, location.weight, vnodes);
-        let position = self.members.partition_point(|m| m.id < id);
-        self.members.insert(position, Member { id, location });
-        // Member indices at or after `position` shift by one.
-        let new_index = u32::try_from(position).unwrap_or(u32::MAX);
-        for (_, member) in &mut self.tokens {
-            if *member >= new_index {
-                *member += 1;
-            }
-        }
-        // Tokens are unique, so merging the sorted new ones in gives what sorting the lot would.
-        let mut new_tokens: Vec<(u64, u32)> =
-            new_tokens.into_iter().map(|t| (t, new_index)).collect();
-        new_tokens.sort_unstable();
-        self.tokens = merge_sorted(std::mem::take(&mut self.tokens), new_tokens);
-        self.reindex_locations();
-        self.changes += 1;
-        Ok(())
-    }
-
-    /// Removes a node; its ranges fall to the next tokens clockwise.
-    pub fn remove_node(&mut self, id: NodeId) -> Result<(), RingError> {
-        let position = self
-            .members
-            .iter()
-            .position(|m| m.id == id)
-            .ok_or(RingError::NotMember(id))?;
-        self.members.remove(position);
-        let removed = u32::try_from(position).unwrap_or(u32::MAX);
-        self.tokens.retain(|&(_, m)| m != removed);
-        for (_, member) in &mut self.tokens {
-            if *member > removed {
-                *member -= 1;
-            }
-        }
-        self.reindex_locations();
-        self.changes += 1;
-        Ok(())
-    }
-
-    /// Joins and removals applied since the empty ring.
-    pub fn changes(&self) -> u64 {
-        self.changes
-    }
-
+impl RingData {
+    /// Recomputes the dense location indices and quotas after a change of members or policy.
     fn reindex_locations(&mut self) {
-        // Every change of members, tokens or policy ends here: remembered lists are stale.
-        self.placements = cache::PlacementCache::default();
         let mut datacenters: BTreeMap<&str, u32> = BTreeMap::new();
         let mut racks: BTreeMap<(&str, &str), u32> = BTreeMap::new();
         for member in &self.members {
@@ -219,18 +140,137 @@ impl Ring {
         self.datacenter_of = datacenter_of;
         self.rack_of = rack_of;
     }
+}
+
+impl Serialize for Ring {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ring {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Ring {
+            data: Arc::new(RingData::deserialize(deserializer)?),
+            placements: cache::PlacementCache::default(),
+        })
+    }
+}
+
+impl Ring {
+    /// An empty ring whose members receive `vnodes_per_node × weight` tokens each.
+    pub fn new(vnodes_per_node: u32) -> Self {
+        Ring {
+            data: Arc::new(RingData {
+                vnodes_per_node: vnodes_per_node.clamp(1, VNODES_PER_NODE_MAX),
+                members: Vec::new(),
+                tokens: Vec::new(),
+                datacenter_of: Vec::new(),
+                rack_of: Vec::new(),
+                datacenter_replicas: BTreeMap::new(),
+                quota: None,
+                changes: 0,
+            }),
+            placements: cache::PlacementCache::default(),
+        }
+    }
+
+    /// Sets how many replicas each datacenter holds (names not listed hold none); an empty list
+    /// restores the default even spread. Every node must use the same policy: it is part of the
+    /// cluster configuration, not of the gossiped ring log.
+    pub fn set_datacenter_replicas(&mut self, replicas: &[(String, u8)]) {
+        let policy: BTreeMap<String, u32> = replicas
+            .iter()
+            .map(|(name, count)| (name.clone(), u32::from(*count)))
+            .collect();
+        // Every node sets the policy on each ring it adopts; the same policy is no change, and
+        // keeps the data and memo the ring shares with its clones.
+        if policy == self.data.datacenter_replicas {
+            return;
+        }
+        let data = self.data_mut();
+        data.datacenter_replicas = policy;
+        data.reindex_locations();
+    }
+
+    /// Adds a node, carving its tokens out of the most loaded members so ownership stays even and
+    /// only about `weight / total weight` of the keys move (all of them to the new node).
+    pub fn add_node(&mut self, id: NodeId, location: NodeLocation) -> Result<(), RingError> {
+        if self.data.members.iter().any(|m| m.id == id) {
+            return Err(RingError::AlreadyMember(id));
+        }
+        let vnodes = location
+            .weight
+            .checked_mul(self.data.vnodes_per_node)
+            .filter(|&v| v > 0 && v <= VNODES_PER_NODE_MAX * 16)
+            .ok_or(RingError::InvalidWeight(id))?;
+        let new_tokens = tokens::allocate(self, id, location.weight, vnodes);
+        let data = self.data_mut();
+        let position = data.members.partition_point(|m| m.id < id);
+        data.members.insert(position, Member { id, location });
+        // Member indices at or after `position` shift by one.
+        let new_index = u32::try_from(position).unwrap_or(u32::MAX);
+        for (_, member) in &mut data.tokens {
+            if *member >= new_index {
+                *member += 1;
+            }
+        }
+        // Tokens are unique, so merging the sorted new ones in gives what sorting the lot would.
+        let mut new_tokens: Vec<(u64, u32)> =
+            new_tokens.into_iter().map(|t| (t, new_index)).collect();
+        new_tokens.sort_unstable();
+        data.tokens = merge_sorted(std::mem::take(&mut data.tokens), new_tokens);
+        data.reindex_locations();
+        data.changes += 1;
+        Ok(())
+    }
+
+    /// Removes a node; its ranges fall to the next tokens clockwise.
+    pub fn remove_node(&mut self, id: NodeId) -> Result<(), RingError> {
+        let position = self
+            .data
+            .members
+            .iter()
+            .position(|m| m.id == id)
+            .ok_or(RingError::NotMember(id))?;
+        let data = self.data_mut();
+        data.members.remove(position);
+        let removed = u32::try_from(position).unwrap_or(u32::MAX);
+        data.tokens.retain(|&(_, m)| m != removed);
+        for (_, member) in &mut data.tokens {
+            if *member > removed {
+                *member -= 1;
+            }
+        }
+        data.reindex_locations();
+        data.changes += 1;
+        Ok(())
+    }
+
+    /// Joins and removals applied since the empty ring.
+    pub fn changes(&self) -> u64 {
+        self.data.changes
+    }
+
+    /// The ring's data, for a change: its own copy if clones share it, and an empty memo (every
+    /// change of members, tokens or policy makes remembered lists and the epoch stale).
+    fn data_mut(&mut self) -> &mut RingData {
+        self.placements = cache::PlacementCache::default();
+        Arc::make_mut(&mut self.data)
+    }
 
     /// The members, sorted by id.
     pub fn members(&self) -> &[Member] {
-        &self.members
+        &self.data.members
     }
 
     /// The datacenter of member `id`.
     pub fn datacenter_of(&self, id: NodeId) -> Option<&str> {
-        self.members
+        self.data
+            .members
             .binary_search_by_key(&id, |m| m.id)
             .ok()
-            .map(|i| self.members[i].location.datacenter.as_str())
+            .map(|i| self.data.members[i].location.datacenter.as_str())
     }
 
     /// True if `id` is a member.
@@ -240,46 +280,47 @@ impl Ring {
         // guess saves a binary search over cache-cold members on every message a node receives
         // (`Coordinator::note_heard`).
         let at_most = usize::try_from(id.0).unwrap_or(usize::MAX);
-        if self.members.get(at_most).is_some_and(|m| m.id == id) {
+        if self.data.members.get(at_most).is_some_and(|m| m.id == id) {
             return true;
         }
         // After one removal below `id`, the member sits one slot lower: a second guess before
         // the search saves a cache-cold read of the last member on every message.
         if at_most
             .checked_sub(1)
-            .and_then(|below| self.members.get(below))
+            .and_then(|below| self.data.members.get(below))
             .is_some_and(|m| m.id == id)
         {
             return true;
         }
         // And no lower than `id` less the ids missing below the highest (after a removal, one).
-        let missing = self.members.last().map_or(0, |last| {
+        let missing = self.data.members.last().map_or(0, |last| {
             usize::try_from(last.id.0)
                 .unwrap_or(usize::MAX)
-                .saturating_sub(self.members.len() - 1)
+                .saturating_sub(self.data.members.len() - 1)
         });
-        let end = self.members.len().min(at_most.saturating_add(1));
+        let end = self.data.members.len().min(at_most.saturating_add(1));
         let start = at_most.saturating_sub(missing).min(end);
-        self.members[start..end]
+        self.data.members[start..end]
             .binary_search_by_key(&id, |m| m.id)
             .is_ok()
     }
 
     /// Number of physical members.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.data.members.len()
     }
 
     /// True when the ring has no members.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.data.members.is_empty()
     }
 
     /// All tokens with their owners, sorted by token.
     pub fn tokens(&self) -> impl Iterator<Item = (u64, NodeId)> + '_ {
-        self.tokens
+        self.data
+            .tokens
             .iter()
-            .map(|&(t, m)| (t, self.members[m as usize].id))
+            .map(|&(t, m)| (t, self.data.members[m as usize].id))
     }
 
     /// The ring position of a key.
@@ -299,29 +340,29 @@ impl Ring {
         // Every hash of a range has its token's list.
         let range = self.range_index_for_hash(hash).map_or(0, |r| r as usize);
         self.placements
-            .get_or_compute(range, self.tokens.len(), n, || {
+            .get_or_compute(range, self.data.tokens.len(), n, || {
                 Placer::new(self).preference_list_for_hash(hash, n)
             })
     }
 
     /// Number of ranges (one per token).
     pub fn range_count(&self) -> usize {
-        self.tokens.len()
+        self.data.tokens.len()
     }
 
     /// The range containing `hash`: the index of the first token at or after it, wrapping.
     pub fn range_index_for_hash(&self, hash: u64) -> Option<u32> {
-        if self.tokens.is_empty() {
+        if self.data.tokens.is_empty() {
             return None;
         }
-        let index = self.tokens.partition_point(|&(t, _)| t < hash) % self.tokens.len();
+        let index = self.data.tokens.partition_point(|&(t, _)| t < hash) % self.data.tokens.len();
         u32::try_from(index).ok()
     }
 
     /// The `n` replicas of every range, in range order: [`Ring::range_replicas`] for each, with
     /// one [`Placer`] for the lists not remembered yet.
     pub fn every_range_replicas(&self, n: usize) -> impl Iterator<Item = (u32, Vec<NodeId>)> + '_ {
-        let ranges = self.tokens.len();
+        let ranges = self.data.tokens.len();
         let mut placer: Option<Placer<'_>> = None;
         (0..ranges)
             .filter_map(|index| u32::try_from(index).ok())
@@ -347,7 +388,7 @@ impl Ring {
     /// The `n` replicas of range `index` (the same nodes as for every key in it). For many
     /// ranges of one ring, [`Ring::every_range_replicas`].
     pub fn range_replicas(&self, index: u32, n: usize) -> Vec<NodeId> {
-        let ranges = self.tokens.len();
+        let ranges = self.data.tokens.len();
         self.placements
             .get_or_compute(index as usize, ranges, n, || {
                 Placer::new(self).range_replicas(index, n)
@@ -356,18 +397,19 @@ impl Ring {
 
     /// The member owning the range that contains `hash` (the first replica).
     pub fn primary_for_hash(&self, hash: u64) -> Option<NodeId> {
-        if self.tokens.is_empty() {
+        if self.data.tokens.is_empty() {
             return None;
         }
-        let index = self.tokens.partition_point(|&(t, _)| t < hash) % self.tokens.len();
-        Some(self.members[self.tokens[index].1 as usize].id)
+        let index = self.data.tokens.partition_point(|&(t, _)| t < hash) % self.data.tokens.len();
+        Some(self.data.members[self.data.tokens[index].1 as usize].id)
     }
 
     /// Fraction of the hash space each member owns as primary.
     pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
         let owned = tokens::owned_space(self);
         let total = tokens::RING_SPACE as f64;
-        self.members
+        self.data
+            .members
             .iter()
             .zip(owned)
             .map(|(m, space)| (m.id, space as f64 / total))

@@ -43,25 +43,27 @@ impl<'a> Placer<'a> {
     /// A placer for `ring` (costs one pass over its members).
     pub fn new(ring: &'a Ring) -> Self {
         let racks = ring
+            .data
             .rack_of
             .iter()
             .map(|&r| r as usize + 1)
             .max()
             .unwrap_or(0);
         let datacenters = ring
+            .data
             .datacenter_of
             .iter()
             .map(|&d| d as usize + 1)
             .max()
             .unwrap_or(0);
         let mut rack_datacenter = vec![0; racks];
-        for (&rack, &datacenter) in ring.rack_of.iter().zip(&ring.datacenter_of) {
+        for (&rack, &datacenter) in ring.data.rack_of.iter().zip(&ring.data.datacenter_of) {
             rack_datacenter[rack as usize] = datacenter;
         }
         Placer {
             ring,
             rack_datacenter,
-            seen: vec![false; ring.members.len()],
+            seen: vec![false; ring.data.members.len()],
             walk: Vec::new(),
             taken: Vec::new(),
             steps: 0,
@@ -74,7 +76,7 @@ impl<'a> Placer<'a> {
 
     /// The same list as [`Ring::preference_list_for_hash`].
     pub fn preference_list_for_hash(&mut self, hash: u64, n: usize) -> Vec<NodeId> {
-        let start = self.ring.tokens.partition_point(|&(t, _)| t < hash);
+        let start = self.ring.data.tokens.partition_point(|&(t, _)| t < hash);
         self.place(start, n);
         self.chosen_ids()
     }
@@ -84,7 +86,7 @@ impl<'a> Placer<'a> {
         // Range `index` ends at token `index`, and tokens are sorted and unique, so the walk
         // starts there: no search (which was a quarter of a placement over 6,400 tokens).
         let start = index as usize;
-        if start >= self.ring.tokens.len() {
+        if start >= self.ring.data.tokens.len() {
             return Vec::new();
         }
         self.place(start, n);
@@ -93,7 +95,7 @@ impl<'a> Placer<'a> {
 
     /// The ids of the members the last placement chose, in pick order.
     fn chosen_ids(&self) -> Vec<NodeId> {
-        let members = &self.ring.members;
+        let members = &self.ring.data.members;
         self.chosen
             .iter()
             .map(|&m| members[m as usize].id)
@@ -105,12 +107,12 @@ impl<'a> Placer<'a> {
     /// last token the walk wraps to the first).
     fn place(&mut self, start: usize, n: usize) {
         self.reset();
-        let tokens = &self.ring.tokens;
+        let tokens = &self.ring.data.tokens;
         if tokens.is_empty() {
             return;
         }
         self.start = start;
-        let quota = self.ring.quota.as_deref();
+        let quota = self.ring.data.quota.as_deref();
         for _ in 0..n {
             let floor = self.floor(quota);
             let mut best: Option<(usize, (u32, u32))> = None;
@@ -137,17 +139,17 @@ impl<'a> Placer<'a> {
             let Some(position) = best else { break };
             self.taken[position] = true;
             let member = self.walk[position] as usize;
-            self.per_datacenter[self.ring.datacenter_of[member] as usize] += 1;
-            self.per_rack[self.ring.rack_of[member] as usize] += 1;
+            self.per_datacenter[self.ring.data.datacenter_of[member] as usize] += 1;
+            self.per_rack[self.ring.data.rack_of[member] as usize] += 1;
             self.chosen.push(self.walk[position]);
         }
     }
 
     /// The load `choose_replicas` gives `member`, or `None` when its datacenter's quota is full.
     fn load(&self, member: usize, quota: Option<&[u32]>) -> Option<(u32, u32)> {
-        let datacenter = self.ring.datacenter_of[member] as usize;
+        let datacenter = self.ring.data.datacenter_of[member] as usize;
         let in_datacenter = self.per_datacenter[datacenter];
-        let in_rack = self.per_rack[self.ring.rack_of[member] as usize];
+        let in_rack = self.per_rack[self.ring.data.rack_of[member] as usize];
         match quota {
             Some(quota) => (in_datacenter < quota.get(datacenter).copied().unwrap_or(0))
                 .then_some((0, in_rack)),
@@ -192,7 +194,7 @@ impl<'a> Placer<'a> {
 
     /// Appends the next distinct member clockwise to the walk; false when the ring is done.
     fn extend(&mut self) -> bool {
-        let tokens = &self.ring.tokens;
+        let tokens = &self.ring.data.tokens;
         while self.steps < tokens.len() && self.walk.len() < self.seen.len() {
             let (_, member) = tokens[(self.start + self.steps) % tokens.len()];
             self.steps += 1;
@@ -213,8 +215,8 @@ impl<'a> Placer<'a> {
         }
         for &member in &self.chosen {
             let member = member as usize;
-            self.per_datacenter[self.ring.datacenter_of[member] as usize] = 0;
-            self.per_rack[self.ring.rack_of[member] as usize] = 0;
+            self.per_datacenter[self.ring.data.datacenter_of[member] as usize] = 0;
+            self.per_rack[self.ring.data.rack_of[member] as usize] = 0;
         }
         self.walk.clear();
         self.taken.clear();

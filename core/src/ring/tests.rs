@@ -242,10 +242,10 @@ fn replicas_per_datacenter_place_exactly_the_configured_counts() {
 /// distinct members (what `Placer` must reproduce without building the whole walk).
 fn reference_preference_list(ring: &Ring, hash: u64, n: usize) -> Vec<NodeId> {
     let mut walk: Vec<u32> = Vec::new();
-    if !ring.tokens.is_empty() {
-        let start = ring.tokens.partition_point(|&(t, _)| t < hash);
-        for step in 0..ring.tokens.len() {
-            let (_, member) = ring.tokens[(start + step) % ring.tokens.len()];
+    if !ring.data.tokens.is_empty() {
+        let start = ring.data.tokens.partition_point(|&(t, _)| t < hash);
+        for step in 0..ring.data.tokens.len() {
+            let (_, member) = ring.data.tokens[(start + step) % ring.data.tokens.len()];
             if !walk.contains(&member) {
                 walk.push(member);
             }
@@ -253,13 +253,13 @@ fn reference_preference_list(ring: &Ring, hash: u64, n: usize) -> Vec<NodeId> {
     }
     choose_replicas(
         &walk,
-        &ring.datacenter_of,
-        &ring.rack_of,
+        &ring.data.datacenter_of,
+        &ring.data.rack_of,
         n,
-        ring.quota.as_deref(),
+        ring.data.quota.as_deref(),
     )
     .into_iter()
-    .map(|m| ring.members[m as usize].id)
+    .map(|m| ring.data.members[m as usize].id)
     .collect()
 }
 
@@ -312,7 +312,7 @@ fn placer_matches_the_policy_over_the_whole_walk() {
         }
         for range in 0..u32::try_from(ring.range_count()).expect("small") {
             let n = 3;
-            let token = ring.tokens[range as usize].0;
+            let token = ring.data.tokens[range as usize].0;
             assert_eq!(
                 placer.range_replicas(range, n),
                 reference_preference_list(&ring, token, n)
@@ -325,7 +325,7 @@ fn placer_matches_the_policy_over_the_whole_walk() {
 /// Token allocation as first written: a scan of every member for the donor and of every token
 /// for its largest range, per vnode. `tokens::allocate` must choose the same tokens.
 fn reference_allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec<u64> {
-    if ring.tokens.is_empty() {
+    if ring.data.tokens.is_empty() {
         // First node: evenly spaced, rotated by a per-node offset.
         let step = tokens::RING_SPACE / u128::from(vnodes);
         let offset = u128::from(hash_pair(u64::from(id.0), 0));
@@ -334,6 +334,7 @@ fn reference_allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec<
             .collect();
     }
     let total_weight: u128 = ring
+        .data
         .members
         .iter()
         .map(|m| u128::from(m.location.weight))
@@ -342,8 +343,8 @@ fn reference_allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec<
     let target_of = |w: u32| tokens::RING_SPACE * u128::from(w) / total_weight;
     let mut owned = tokens::owned_space(ring);
     // Working copy of (token, owner) where the new node is index `members.len()`.
-    let new_owner = u32::try_from(ring.members.len()).unwrap_or(u32::MAX);
-    let mut tokens: Vec<(u64, u32)> = ring.tokens.clone();
+    let new_owner = u32::try_from(ring.data.members.len()).unwrap_or(u32::MAX);
+    let mut tokens: Vec<(u64, u32)> = ring.data.tokens.clone();
     let mut chosen = Vec::with_capacity(vnodes as usize);
     let mut still_wanted = target_of(weight);
     for vnodes_left in (1..=u128::from(vnodes)).rev() {
@@ -352,9 +353,9 @@ fn reference_allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec<
             break;
         }
         // Donor: the member furthest above its target (ties: lowest index, deterministic).
-        let donor = (0..ring.members.len())
+        let donor = (0..ring.data.members.len())
             .max_by_key(|&m| {
-                let target = target_of(ring.members[m].location.weight);
+                let target = target_of(ring.data.members[m].location.weight);
                 (owned[m] as i128 - target as i128, std::cmp::Reverse(m))
             })
             .unwrap_or(0);
@@ -407,7 +408,7 @@ fn allocation_matches_the_scanning_allocator() {
             let mut at = location("dc1", &format!("r{}", rng.gen_range(0..3)));
             at.weight = weight;
             if ring.add_node(id, at).is_ok() {
-                let sorted = ring.tokens.windows(2).all(|w| w[0].0 < w[1].0);
+                let sorted = ring.data.tokens.windows(2).all(|w| w[0].0 < w[1].0);
                 assert!(sorted, "tokens stay sorted and unique");
             }
             if rng.gen_range(0..5) == 0 {
@@ -430,7 +431,7 @@ fn remembered_preference_lists_match_a_fresh_placement_across_ring_changes() {
         for round in 0u32..2 {
             // The second round reads what the first remembered.
             for index in 0..ring.range_count() {
-                let token = ring.tokens[index].0;
+                let token = ring.data.tokens[index].0;
                 assert_eq!(
                     ring.range_replicas(index as u32, 3),
                     fresh(ring, token, 3),

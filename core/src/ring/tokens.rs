@@ -23,10 +23,10 @@ pub(super) const RING_SPACE: u128 = 1 << 64;
 
 /// Space owned by each member index, as primary.
 pub(super) fn owned_space(ring: &Ring) -> Vec<u128> {
-    let mut owned = vec![0u128; ring.members.len()];
-    let count = ring.tokens.len();
-    for (i, &(token, member)) in ring.tokens.iter().enumerate() {
-        let previous = ring.tokens[(i + count - 1) % count].0;
+    let mut owned = vec![0u128; ring.data.members.len()];
+    let count = ring.data.tokens.len();
+    for (i, &(token, member)) in ring.data.tokens.iter().enumerate() {
+        let previous = ring.data.tokens[(i + count - 1) % count].0;
         owned[member as usize] += range_len(previous, token, count);
     }
     owned
@@ -45,7 +45,7 @@ pub(super) fn range_len(previous: u64, token: u64, token_count: usize) -> u128 {
 
 /// Chooses `vnodes` new tokens for node `id` of weight `weight`. Pure: reads the ring only.
 pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec<u64> {
-    if ring.tokens.is_empty() {
+    if ring.data.tokens.is_empty() {
         // First node: evenly spaced, rotated by a per-node offset.
         let step = RING_SPACE / u128::from(vnodes);
         let offset = u128::from(hash_pair(u64::from(id.0), 0));
@@ -54,6 +54,7 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
             .collect();
     }
     let total_weight: u128 = ring
+        .data
         .members
         .iter()
         .map(|m| u128::from(m.location.weight))
@@ -65,6 +66,7 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
     // changes in a step, so it is popped and pushed back, and the heap's top is always the
     // member the policy names (`max_by_key` over all members gives the same, at O(members)).
     let mut donors: BinaryHeap<(i128, Reverse<usize>)> = ring
+        .data
         .members
         .iter()
         .enumerate()
@@ -76,10 +78,10 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
     // Each member's ranges, largest first, ties to the lowest token (the first in ring order).
     // A step splits only the donor's chosen range `(start, end]`: the new node takes
     // `(start, token]` and the donor keeps `(token, end]`, so no other entry changes.
-    let count = ring.tokens.len();
-    let mut by_member: Vec<Vec<OwnedRange>> = vec![Vec::new(); ring.members.len()];
-    for (i, &(end, member)) in ring.tokens.iter().enumerate() {
-        let start = ring.tokens[(i + count - 1) % count].0;
+    let count = ring.data.tokens.len();
+    let mut by_member: Vec<Vec<OwnedRange>> = vec![Vec::new(); ring.data.members.len()];
+    for (i, &(end, member)) in ring.data.tokens.iter().enumerate() {
+        let start = ring.data.tokens[(i + count - 1) % count].0;
         if let Some(ranges) = by_member.get_mut(member as usize) {
             ranges.push(OwnedRange {
                 len: range_len(start, end, count),
