@@ -1023,16 +1023,7 @@ impl Membership {
                     sent_at: now,
                     indirect_sent: false,
                 });
-                let updates = self.take_updates(target);
-                self.stats.pings_sent += 1;
-                self.send(
-                    target,
-                    GossipMessage::Ping {
-                        probe: self.probe_number,
-                        ring_version: self.ring.version(),
-                        updates,
-                    },
-                );
+                self.send_ping(target, self.probe_number);
                 targets.push(target);
             }
         }
@@ -1088,12 +1079,17 @@ impl Membership {
     /// first, a live member refutes it in its `Ack`. Not a probe: no answer is expected.
     fn ping_down_member(&mut self, node: NodeId) {
         self.probe_number += 1;
-        let updates = self.take_updates(node);
+        self.send_ping(node, self.probe_number);
+    }
+
+    /// A `Ping` numbered `probe`, carrying the updates due to `to`.
+    fn send_ping(&mut self, to: NodeId, probe: u64) {
+        let updates = self.take_updates(to);
         self.stats.pings_sent += 1;
         self.send(
-            node,
+            to,
             GossipMessage::Ping {
-                probe: self.probe_number,
+                probe,
                 ring_version: self.ring.version(),
                 updates,
             },
@@ -1212,16 +1208,7 @@ impl Membership {
                 }
                 // The indirect probes, and a second direct one (as memberlist's fallback ping
                 // over another transport): one lost message must not make a suspicion.
-                let updates = self.take_updates(probe.target);
-                self.stats.pings_sent += 1;
-                self.send(
-                    probe.target,
-                    GossipMessage::Ping {
-                        probe: probe.number,
-                        ring_version: self.ring.version(),
-                        updates,
-                    },
-                );
+                self.send_ping(probe.target, probe.number);
                 let helpers = self.random_live_peers(self.config.fanout, &[probe.target], rng);
                 for helper in helpers {
                     let updates = self.take_updates(helper);
@@ -1319,16 +1306,7 @@ impl Membership {
             requester_probe,
             expires_at: now.saturating_add(self.config.suspect_after()),
         });
-        let updates = self.take_updates(target);
-        self.stats.pings_sent += 1;
-        self.send(
-            target,
-            GossipMessage::Ping {
-                probe: self.probe_number,
-                ring_version: self.ring.version(),
-                updates,
-            },
-        );
+        self.send_ping(target, self.probe_number);
     }
 
     fn send_ack(&mut self, to: NodeId, probe: u64, updates: Vec<GossipEntry>) {

@@ -959,6 +959,14 @@ type Timeline = (
 );
 
 /// Runs `m`'s timers up to `end`, checking invariants, collecting what it sent and reported.
+/// The target and number of the first `Ping` among `sends`.
+fn first_ping(sends: &[(NodeId, GossipMessage)]) -> Option<(NodeId, u64)> {
+    sends.iter().find_map(|(to, msg)| match msg {
+        GossipMessage::Ping { probe, .. } => Some((*to, *probe)),
+        _ => None,
+    })
+}
+
 fn run_timers(m: &mut Membership, rng: &mut ChaCha8Rng, end: Instant) -> Timeline {
     let mut sends = Vec::new();
     let mut events = Vec::new();
@@ -978,22 +986,12 @@ fn run_timers(m: &mut Membership, rng: &mut ChaCha8Rng, end: Instant) -> Timelin
 /// The probe cycle of one silent member, step by step: a `Ping`, the indirect `PingReq`s half
 /// way through `suspect_after_ms`, `Suspect` at its end (spread as an update), `Down` after the
 /// suspicion timeout `down_after_ms` (spread too). Members that answer stay `Alive`.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one probe cycle followed step by step, each step checked"
-)]
 #[test]
 fn a_silent_member_is_probed_indirectly_then_suspected_then_down() {
     let (mut m, mut rng) = lone(6);
     let config = config();
     let (first, _) = outputs(&mut m);
-    let (victim, number) = first
-        .iter()
-        .find_map(|(to, msg)| match msg {
-            GossipMessage::Ping { probe, .. } => Some((*to, *probe)),
-            _ => None,
-        })
-        .expect("the first round probes someone");
+    let (victim, number) = first_ping(&first).expect("the first round probes someone");
     let mut t = 0;
     // Every other member answers each of its probes at once.
     let mut reqs = Vec::new();
@@ -1067,13 +1065,7 @@ fn a_silent_member_is_probed_indirectly_then_suspected_then_down() {
 fn a_relayed_ack_in_time_prevents_suspicion() {
     let (mut m, mut rng) = lone(4);
     let (first, _) = outputs(&mut m);
-    let (victim, number) = first
-        .iter()
-        .find_map(|(to, msg)| match msg {
-            GossipMessage::Ping { probe, .. } => Some((*to, *probe)),
-            _ => None,
-        })
-        .expect("a probe");
+    let (victim, number) = first_ping(&first).expect("a probe");
     // Half way: the indirect probes go out; a helper relays the target's answer.
     let (sends, _) = run_timers(&mut m, &mut rng, at(500));
     let helper = sends
