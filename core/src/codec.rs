@@ -113,6 +113,12 @@ pub fn decode_record(bytes: &Bytes) -> Result<Record, CodecError> {
     decode_value(bytes)
 }
 
+/// Encodes a [`Record`] for storage: the bytes of [`encode_value`], written without serde for a
+/// last-write-wins record (the one every SET stores), in a vector sized once.
+pub fn encode_record(record: &Record) -> Vec<u8> {
+    record::encode(record).unwrap_or_else(|| encode_value(record))
+}
+
 /// Encodes any other serde value (records, contexts, stored state). These are bounded by the
 /// settings that admit them (`record_bytes_max` is below [`MESSAGE_BYTES_MAX`]), and the
 /// encoder has no size limit, so for plain data this cannot fail: serde-derived types always

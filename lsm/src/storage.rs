@@ -113,7 +113,7 @@ impl<F: FileSystem> Storage for LsmStorage<F> {
     }
 
     fn put(&mut self, key: Bytes, record: Record) -> Result<(), StorageError> {
-        let value = Bytes::from(ringkv_core::codec::encode_value(&record));
+        let value = Bytes::from(ringkv_core::codec::encode_record(&record));
         self.write_with_back_pressure(|lsm, _| lsm.put(key.clone(), value.clone()))
     }
 
