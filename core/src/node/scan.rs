@@ -60,7 +60,12 @@ pub const SCAN_RANGES_PER_PAGE_MAX: usize = 256;
 /// True if `record` holds a live value: not a tombstone. The one place scans and `DBSIZE`
 /// decide liveness (an expiry, once records carry one, is judged here too).
 pub fn is_live(record: &Record) -> bool {
-    !record.live_values().is_empty()
+    // Without gathering the values (`Record::live_values` allocates them): once per staged write.
+    match record {
+        Record::Lww(r) => r.value.is_some(),
+        Record::Causal(r) => r.live_values().next().is_some(),
+        Record::Counter(_) => true,
+    }
 }
 
 /// `record` with every value emptied: what a scan page needs (versions and liveness) without
@@ -177,8 +182,14 @@ impl ScanIndex {
     }
 
     /// `key` (in ring range `range`) now holds a record that is `live` or not.
+    #[cfg(test)]
     pub(super) fn update(&mut self, range: Option<u32>, key: &Bytes, live: bool) {
-        let token = Ring::key_hash(key);
+        self.update_at(range, Ring::key_hash(key), key, live);
+    }
+
+    /// [`Self::update`] with `key`'s token (`Ring::key_hash`) already computed.
+    pub(super) fn update_at(&mut self, range: Option<u32>, token: u64, key: &Bytes, live: bool) {
+        debug_assert_eq!(token, Ring::key_hash(key));
         let was = self.keys.insert((token, key.clone()), live);
         let delta: i64 = match (was.unwrap_or(false), live) {
             (false, true) => 1,
@@ -901,6 +912,40 @@ mod tests {
                 members: 3
             }
         );
+    }
+
+    #[test]
+    fn a_record_is_live_exactly_when_it_has_live_values() {
+        use crate::version::{CounterRecord, Dot, VersionVector};
+        let dot = |counter| Dot {
+            actor: Default::default(),
+            counter,
+        };
+        let causal = |siblings: Vec<(Dot, Option<Bytes>)>| {
+            Record::Causal(CausalRecord {
+                clock: VersionVector::default(),
+                siblings,
+            })
+        };
+        let records = [
+            lww(1, Some(b"value")),
+            lww(1, Some(b"")),
+            lww(2, None),
+            causal(vec![]),
+            causal(vec![(dot(1), None)]),
+            causal(vec![
+                (dot(1), None),
+                (dot(2), Some(Bytes::from_static(b"v"))),
+            ]),
+            Record::Counter(CounterRecord::default()),
+        ];
+        for record in records {
+            assert_eq!(
+                is_live(&record),
+                !record.live_values().is_empty(),
+                "{record:?}"
+            );
+        }
     }
 
     #[test]

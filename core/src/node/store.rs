@@ -143,8 +143,12 @@ impl<S: Storage> Context<S> {
         if key.starts_with(super::hints::RESERVED_PREFIX) {
             return; // hints are not replicated data
         }
-        self.scan_index_update(key, record);
-        if let Some(range) = self.ring.range_index_for_hash(Ring::key_hash(key)) {
+        // The token and its range once, for both indexes.
+        let token = Ring::key_hash(key);
+        let range = self.ring.range_index_for_hash(token);
+        self.scan_index
+            .update_at(range, token, key, is_live(record));
+        if let Some(range) = range {
             self.trees.entry(range).or_default().update(key, record);
         }
         self.tree_rebuild.track(&self.ring, key, record);
@@ -194,12 +198,6 @@ impl<S: Storage> Context<S> {
     /// The tree of `range`, created empty if none (a peer may ask about a range not held yet).
     pub(super) fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
         self.trees.entry(range).or_default()
-    }
-
-    /// Keeps the token index up to date with a staged (or rebuilt) record.
-    fn scan_index_update(&mut self, key: &Bytes, record: &Record) {
-        let range = self.ring.range_index_for_hash(Ring::key_hash(key));
-        self.scan_index.update(range, key, is_live(record));
     }
 
     /// How a replica merges a record a coordinator wrote to it. TEST ONLY knob
