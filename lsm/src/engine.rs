@@ -255,11 +255,10 @@ impl<F: FileSystem> Lsm<F> {
         let seq = self.last_seq + 1;
         let threshold = self.config.value_separation_threshold_bytes;
         let (entry, mem) = entries_of_write(value, deleted_ms, seq, threshold);
-        let mut payload = Vec::with_capacity(key.len() + entry.size_bytes() + 8);
-        encode_keyed(&mut payload, &key, &entry);
         let (fs, c) = (&mut self.store.fs, &self.config);
         let max = c.frame_payload_bytes_max();
-        if let Err(e) = (self.wal).append(fs, seq, &payload, max, c.wal_buffer_bytes) {
+        let payload = |out: &mut Vec<u8>| encode_keyed(out, &key, &entry);
+        if let Err(e) = (self.wal).append(fs, seq, payload, max, c.wal_buffer_bytes) {
             if e.is_no_space() {
                 self.health.count_no_space_refusal();
                 self.health.release_space_reserve(fs)?;

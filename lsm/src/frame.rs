@@ -27,15 +27,28 @@ pub(crate) const FRAME_HEADER_BYTES: usize = 20;
 
 /// Appends one frame to `out`.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+    encode_frame_with(out, seq, |out| out.extend_from_slice(payload));
+}
+
+/// Appends one frame to `out` whose payload `write_payload` appends there itself: the same bytes
+/// as [`encode_frame`], without a buffer of the payload's own to allocate and copy from (each
+/// write's WAL record and each value a flush separates; issue #15).
+pub(crate) fn encode_frame_with(
+    out: &mut Vec<u8>,
+    seq: u64,
+    write_payload: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    write_payload(out);
+    let payload = &out[start + FRAME_HEADER_BYTES..];
     let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let payload_crc = crc(payload);
-    let mut header = Vec::with_capacity(16);
-    header.put_u32(payload_len);
-    header.put_u64(seq);
-    header.put_u32(payload_crc);
-    out.put_u32(crc(&header));
-    out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
+    let mut header = [0u8; FRAME_HEADER_BYTES - 4];
+    header[..4].copy_from_slice(&payload_len.to_le_bytes());
+    header[4..12].copy_from_slice(&seq.to_le_bytes());
+    header[12..].copy_from_slice(&crc(payload).to_le_bytes());
+    out[start..start + 4].copy_from_slice(&crc(&header).to_le_bytes());
+    out[start + 4..start + FRAME_HEADER_BYTES].copy_from_slice(&header);
 }
 
 /// One decoded frame.
@@ -345,6 +358,42 @@ mod tests {
     use super::*;
 
     const SYNC_MARKER_FRAME_BYTES: usize = FRAME_HEADER_BYTES + SYNC_MARKER_PAYLOAD_BYTES;
+
+    /// The frame layout as the module doc states it, field by field.
+    fn frame_by_the_layout(seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut header = Vec::new();
+        header.put_u32(u32::try_from(payload.len()).expect("small"));
+        header.put_u64(seq);
+        header.put_u32(crc(payload));
+        let mut frame = Vec::new();
+        frame.put_u32(crc(&header));
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn a_payload_written_in_place_frames_as_the_layout_says() {
+        let mut out = b"earlier bytes".to_vec();
+        let mut expected = out.clone();
+        for (seq, len) in [(0u64, 0usize), (1, 1), (7, 1024), (u64::MAX, 5000)] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let from = out.len();
+            encode_frame_with(&mut out, seq, |out| {
+                out.put_u32(7);
+                out.extend_from_slice(&payload[4.min(len)..]);
+            });
+            let mut written = 7u32.to_le_bytes().to_vec();
+            written.extend_from_slice(&payload[4.min(len)..]);
+            expected.extend_from_slice(&frame_by_the_layout(seq, &written));
+            assert_eq!(out, expected, "seq {seq}, {len} bytes");
+            let frame = decode_frame(&out[from..], 1 << 20).expect("a whole frame");
+            assert_eq!((frame.seq, frame.payload), (seq, written.as_slice()));
+            encode_frame(&mut out, seq, &payload);
+            expected.extend_from_slice(&frame_by_the_layout(seq, &payload));
+            assert_eq!(out, expected);
+        }
+    }
 
     fn log(n: u64) -> Vec<u8> {
         let mut out = Vec::new();

@@ -7,7 +7,7 @@ use crate::bytes_io::{Cursor, PutBytes};
 use crate::cache::LruCache;
 use crate::entry::ValuePointer;
 use crate::error::LsmError;
-use crate::frame::{decode_frame, encode_frame, FRAME_HEADER_BYTES};
+use crate::frame::{decode_frame, encode_frame_with, FRAME_HEADER_BYTES};
 use crate::fs::FileSystem;
 use crate::manifest::{self, ManifestState, SegmentMeta};
 use bytes::Bytes;
@@ -95,11 +95,13 @@ impl ValueLog {
         key: &[u8],
         value: &[u8],
     ) -> Result<ValuePointer, LsmError> {
-        let mut payload = Vec::with_capacity(key.len() + value.len() + 4);
-        payload.put_slice32(key);
-        payload.extend_from_slice(value);
-        let frame_len = (FRAME_HEADER_BYTES + payload.len()) as u64;
-        encode_frame(&mut self.buffer, seq, &payload);
+        let frame_len = (FRAME_HEADER_BYTES + 4 + key.len() + value.len()) as u64;
+        let from = self.buffer.len();
+        encode_frame_with(&mut self.buffer, seq, |out| {
+            out.put_slice32(key);
+            out.extend_from_slice(value);
+        });
+        debug_assert_eq!((self.buffer.len() - from) as u64, frame_len);
         let p = ValuePointer {
             segment: self.active,
             offset: self.active_len,

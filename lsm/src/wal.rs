@@ -7,7 +7,7 @@
 
 use crate::error::LsmError;
 use crate::faults::buggify;
-use crate::frame::{encode_frame, encode_sync_marker};
+use crate::frame::{encode_frame_with, encode_sync_marker};
 use crate::fs::{DetachedFsync, FileSystem, FsError};
 use crate::seal::{seal_portions_max, BatchSealer, SealerMark};
 use std::sync::{Arc, Mutex};
@@ -155,7 +155,18 @@ impl Wal {
 
     /// Stages the record `seq` (a sync marker first if an fsync has made more durable than the
     /// last marker claims) and returns how to take it back.
+    #[cfg(test)]
     pub(crate) fn stage(&mut self, seq: u64, payload: &[u8], payload_bytes_max: usize) -> Staged {
+        self.stage_with(seq, |out| out.extend_from_slice(payload), payload_bytes_max)
+    }
+
+    /// [`Self::stage`] with the payload appended by `write_payload` straight into the buffer.
+    pub(crate) fn stage_with(
+        &mut self,
+        seq: u64,
+        write_payload: impl FnOnce(&mut Vec<u8>),
+        payload_bytes_max: usize,
+    ) -> Staged {
         let mark = self.sealer.mark();
         let buffer_from = self.buffer.len();
         let (marked, unsynced) = (self.marked, self.unsynced);
@@ -165,7 +176,7 @@ impl Wal {
             encode_sync_marker(&mut self.buffer, self.durable);
             self.marked = self.durable;
         }
-        encode_frame(&mut self.buffer, seq, payload);
+        encode_frame_with(&mut self.buffer, seq, write_payload);
         self.sealer.absorb(&self.buffer[buffer_from..]);
         let sealer = if self.sealer.portion_count() >= seal_portions_max(payload_bytes_max) {
             // Sealing starts a new batch, which a rewind cannot undo: keep the sealer as it
@@ -190,16 +201,17 @@ impl Wal {
     /// Stages the record `seq` and writes the buffer out once it holds `wal_buffer_bytes`. A full
     /// disk met while writing is undone (the file cut back to its last complete append, the
     /// record taken back out of the buffer) and returned as `NoSpace`; any other failure must
-    /// poison: a partial record followed by later ones would read as corruption.
+    /// poison: a partial record followed by later ones would read as corruption. The record's
+    /// payload is what `write_payload` appends (straight into the buffer).
     pub(crate) fn append<F: FileSystem>(
         &mut self,
         fs: &mut F,
         seq: u64,
-        payload: &[u8],
+        write_payload: impl FnOnce(&mut Vec<u8>),
         payload_bytes_max: usize,
         wal_buffer_bytes: usize,
     ) -> Result<(), LsmError> {
-        let staged = self.stage(seq, payload, payload_bytes_max);
+        let staged = self.stage_with(seq, write_payload, payload_bytes_max);
         // Writing the buffer out before it is full is legal: unsynced either way (BUGGIFY).
         if self.buffer.len() >= wal_buffer_bytes || buggify!(fs, "lsm/wal-write-early") {
             if let Err(e) = self.write_buffer(fs) {
