@@ -29,9 +29,61 @@ pub const fn hash_pair(a: u64, b: u64) -> u64 {
     mix64(mix64(a) ^ b.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15)
 }
 
+/// A [`Hasher`](std::hash::Hasher) for maps keyed by ids a node allocates itself (operation and
+/// request ids: counters, never chosen by a peer or a client, so SipHash's resistance to chosen
+/// collisions buys nothing): one mixer round per word. Stable like everything here, so a map's
+/// layout is the same on every run; still, iterate such a map only where order cannot reach an
+/// output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = mix64(self.0.rotate_left(29) ^ word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds [`IdHasher`]s, for `HashMap<Id, _, IdHashing>`.
+pub type IdHashing = std::hash::BuildHasherDefault<IdHasher>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_ids_spread_over_the_whole_hash() {
+        use std::hash::{BuildHasher, Hash};
+        let hash = |id: u64| {
+            let mut hasher = IdHashing::default().build_hasher();
+            id.hash(&mut hasher);
+            std::hash::Hasher::finish(&hasher)
+        };
+        // hashbrown picks buckets with the low bits and tags entries with the top seven.
+        let low: std::collections::BTreeSet<u64> = (1..=1024).map(|id| hash(id) & 1023).collect();
+        let top: std::collections::BTreeSet<u64> = (1..=1024).map(|id| hash(id) >> 57).collect();
+        assert!(low.len() > 500, "{} distinct low words", low.len());
+        assert_eq!(top.len(), 128, "every tag is used");
+        let mut map: std::collections::HashMap<u64, u64, IdHashing> = Default::default();
+        for id in 1..=10_000 {
+            map.insert(id, id * 3);
+        }
+        for id in (1..=10_000).step_by(7) {
+            assert_eq!(map.remove(&id), Some(id * 3));
+        }
+        assert_eq!(map.len(), 10_000 - (1..=10_000).step_by(7).count());
+    }
 
     #[test]
     fn stable_values_never_change() {
