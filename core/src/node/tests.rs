@@ -1696,3 +1696,83 @@ fn a_sloppy_write_spends_its_fallback_on_a_cut_off_replica_not_on_its_own_slow_f
         "a stand-in for this node's own staged copy: {stand_ins:?}"
     );
 }
+
+/// A key whose one replica (n = 1) on `three_node_ring(16)` is `owner`.
+fn key_owned_by(owner: u32) -> &'static str {
+    let ring = three_node_ring(16);
+    ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"]
+        .into_iter()
+        .find(|key| ring.preference_list(key.as_bytes(), 1) == [NodeId(owner)])
+        .expect("one of a dozen keys lands on each node")
+}
+
+/// A read only this node replicates (n = 1) is answered within the input, without being
+/// tracked, with the replies the tracked path gives; it still takes an operation id, so the
+/// ids of the round trips after it (and every seed's messages) are unchanged.
+#[test]
+fn a_read_only_this_node_replicates_is_answered_at_once_and_still_takes_an_operation_id() {
+    let now = Now {
+        monotonic: Instant::from_nanos(1),
+        wall: WallMicros(1_000_000),
+    };
+    let one = ClusterConfig {
+        n: 1,
+        r: 1,
+        w: 1,
+        ..ClusterConfig::default()
+    };
+    let (here, there) = (key_owned_by(0), key_owned_by(1));
+    let remote_read_op = |local_reads: usize| {
+        let mut node = single_node(MemStorage::new(), one.clone());
+        drain_persisting(&mut node, now);
+        for i in 0..local_reads {
+            node.handle_client(now, RequestId(i as u64), get(here));
+            assert_eq!(node.operations_in_flight(), 0, "answered within the input");
+            let replies = replies_of(&mut node);
+            assert!(
+                matches!(replies.as_slice(), [ClientReply::NotFound { acks: 1, .. }]),
+                "{replies:?}"
+            );
+        }
+        node.handle_client(now, RequestId(99), get(there));
+        ops_sent(&drain_persisting(&mut node, now))[0]
+    };
+    assert_eq!(remote_read_op(2).0, remote_read_op(0).0 + 2);
+
+    let mut node = single_node(MemStorage::new(), one);
+    drain_persisting(&mut node, now);
+    node.handle_client(now, RequestId(1), put(here, "v"));
+    drain_persisting(&mut node, now);
+    node.handle_client(now, RequestId(2), get(here));
+    let replies = replies_of(&mut node);
+    let [ClientReply::Found {
+        values, acks: 1, ..
+    }] = replies.as_slice()
+    else {
+        panic!("{replies:?}");
+    };
+    assert_eq!(values.as_slice(), [Bytes::from_static(b"v")]);
+    // A write staged but never durable after a failed sync: the one replica refuses to serve
+    // it, so the read fails as unavailable (0 of 1), as the tracked path answers.
+    node.handle_client(now, RequestId(3), put(here, "w"));
+    let mut token = None;
+    while let Some(output) = node.poll_output() {
+        if let Output::Persist { token: t } = output {
+            token = Some(t);
+        }
+    }
+    node.storage_mut().inject_sync_failure();
+    assert!(node.storage_mut().sync().is_err());
+    node.handle_persist_failed(now, token.expect("a persist request"), "disk".into());
+    let _ = replies_of(&mut node);
+    node.handle_client(now, RequestId(4), get(here));
+    let replies = replies_of(&mut node);
+    assert!(
+        matches!(
+            replies.as_slice(),
+            [ClientReply::Unavailable { acks: 0, needed: 1 }]
+        ),
+        "{replies:?}"
+    );
+    node.check_invariants();
+}
