@@ -268,6 +268,16 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
     let Some((name, rest)) = args.split_first() else {
         return Err(Reply::err("empty command"));
     };
+    // Nearly every request is a plain GET or SET: known without building the lower-case name
+    // (an allocation) and matching it against every name below (issue #15). The same commands
+    // the general path parses them into.
+    match rest {
+        [key] if name.eq_ignore_ascii_case(b"get") => return Ok(Command::Get(key.clone())),
+        [key, value] if name.eq_ignore_ascii_case(b"set") => {
+            return Ok(Command::Set(key.clone(), value.clone()))
+        }
+        _ => {}
+    }
     if let Some(parsed) = counter::parse(name, rest) {
         return parsed;
     }
@@ -618,6 +628,25 @@ mod tests {
                 name: Some(b("me")),
             })
         );
+    }
+
+    #[test]
+    fn plain_get_and_set_parse_the_same_in_any_case_and_only_with_their_arity() {
+        for name in ["get", "GET", "gEt"] {
+            assert_eq!(cmd(&[name, "k"]), Ok(Command::Get(b("k"))));
+            assert!(error_text(cmd(&[name, "k", "j"])).contains("wrong number of arguments"));
+        }
+        for name in ["set", "SET", "SeT"] {
+            assert_eq!(cmd(&[name, "k", "v"]), Ok(Command::Set(b("k"), b("v"))));
+            assert!(error_text(cmd(&[name, "k"])).contains("wrong number of arguments"));
+            assert!(matches!(
+                cmd(&[name, "k", "v", "NX"]),
+                Ok(Command::SetConditional { .. })
+            ));
+        }
+        // Names that only start like them are other commands (or none).
+        assert!(matches!(cmd(&["getex", "k"]), Ok(Command::Ttl(_))));
+        assert!(error_text(cmd(&["gets", "k"])).contains("unknown command"));
     }
 
     #[test]
