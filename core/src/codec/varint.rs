@@ -1,6 +1,6 @@
-//! Bincode's variable-length integers read by hand, for the decoder that skips serde on the hot
-//! read path (`record`). A value up to 250 is one byte; above, a marker byte says whether 2, 4 or 8
-//! little-endian bytes follow.
+//! Bincode's variable-length integers by hand, for the stored-record codec that skips serde on
+//! the hot paths (`record`). A value up to 250 is one byte; above, a marker byte says whether 2,
+//! 4 or 8 little-endian bytes follow.
 
 /// Marker: a `u16` follows.
 pub(super) const U16_MARKER: u8 = 251;
@@ -8,6 +8,24 @@ pub(super) const U16_MARKER: u8 = 251;
 pub(super) const U32_MARKER: u8 = 252;
 /// Marker: a `u64` follows.
 pub(super) const U64_MARKER: u8 = 253;
+
+/// Appends bincode's varint of `value`: one byte up to 250, else a marker and the value in the
+/// fewest of 2, 4 or 8 little-endian bytes (the same for every unsigned width that can hold it).
+#[inline(always)]
+pub(super) fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if let Some(byte) = u8::try_from(value).ok().filter(|&byte| byte < U16_MARKER) {
+        out.push(byte);
+    } else if let Ok(short) = u16::try_from(value) {
+        out.push(U16_MARKER);
+        out.extend_from_slice(&short.to_le_bytes());
+    } else if let Ok(word) = u32::try_from(value) {
+        out.push(U32_MARKER);
+        out.extend_from_slice(&word.to_le_bytes());
+    } else {
+        out.push(U64_MARKER);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
 
 /// The unread rest of an input.
 pub(super) struct Reader<'a> {
