@@ -30,8 +30,9 @@ pub const fn hash_pair(a: u64, b: u64) -> u64 {
 }
 
 /// A [`Hasher`](std::hash::Hasher) for maps keyed by ids a node allocates itself (operation and
-/// request ids: counters, never chosen by a peer or a client, so SipHash's resistance to chosen
-/// collisions buys nothing): one mixer round per word. Stable like everything here, so a map's
+/// request ids, the storage engine's cache keys of file ids and offsets: never chosen by a peer or
+/// a client, so SipHash's resistance to chosen collisions buys nothing): one mixer round per
+/// word. Stable like everything here, so a map's
 /// layout is the same on every run; still, iterate such a map only where order cannot reach an
 /// output.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,6 +49,10 @@ impl std::hash::Hasher for IdHasher {
 
     fn write_u64(&mut self, word: u64) {
         self.0 = mix64(self.0.rotate_left(29) ^ word);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
     }
 
     fn finish(&self) -> u64 {

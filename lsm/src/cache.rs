@@ -13,8 +13,8 @@
 //! read that missed (a third of such a read, callgrind, issue #15). The index is never iterated
 //! where order could matter: [`LruCache::retain`] releases what it drops in slot order.
 
+use ringkv_core::hash::IdHashing;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// Marks "no slot" in the recency links.
 const NIL: usize = usize::MAX;
@@ -23,42 +23,6 @@ const NIL: usize = usize::MAX;
 pub(crate) trait CacheKey: std::hash::Hash + Eq + Clone {}
 
 impl<K: std::hash::Hash + Eq + Clone> CacheKey for K {}
-
-/// A fixed, seedless hash for integer keys: each integer word is folded in through core's
-/// stable mixer ([`ringkv_core::hash::mix64`]). Deterministic across runs and machines, unlike
-/// the standard library's seeded default.
-#[derive(Default)]
-pub(crate) struct IntHasher {
-    state: u64,
-}
-
-impl IntHasher {
-    fn fold(&mut self, word: u64) {
-        self.state = ringkv_core::hash::mix64(self.state.rotate_left(5) ^ word);
-    }
-}
-
-impl Hasher for IntHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.fold(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.fold(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.fold(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.state
-    }
-}
 
 #[derive(Debug)]
 struct Slot<K, V> {
@@ -76,7 +40,7 @@ struct Slot<K, V> {
 #[derive(Debug)]
 pub(crate) struct LruCache<K: CacheKey, V: Clone> {
     /// Key to its slot in `slots`.
-    index: HashMap<K, usize, BuildHasherDefault<IntHasher>>,
+    index: HashMap<K, usize, IdHashing>,
     /// `None`: a free slot, listed in `free`.
     slots: Vec<Option<Slot<K, V>>>,
     free: Vec<usize>,
