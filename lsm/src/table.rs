@@ -14,8 +14,11 @@ use std::sync::Arc;
 
 /// Identifies the format; the last 8 bytes of every table.
 pub(crate) const TABLE_MAGIC: u64 = 0x7269_6e67_6b76_5354; // "ringkvST"
-/// Bumped on any incompatible change of the table format.
-pub(crate) const TABLE_FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the table format. Version 2: an index key is a
+/// separator between two blocks, no longer always the block's last key (version 1, still read).
+pub(crate) const TABLE_FORMAT_VERSION: u32 = 2;
+/// The oldest table format this engine reads.
+const TABLE_FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes of the fixed-size footer.
 pub(crate) const FOOTER_BYTES: usize = 48;
 
@@ -152,6 +155,12 @@ pub(crate) struct TableBuilder {
     compress: bool,
     index: Vec<u8>,
     index_count: u32,
+    /// The place (offset, sealed length) of the last finished block, whose index entry waits
+    /// for the next key: its index key is then the shortest key between the two blocks.
+    unindexed_block: Option<(u64, u32)>,
+    separator: Vec<u8>,
+    /// [`TABLE_FORMAT_VERSION`]; 1 only in tests that check old tables are still read.
+    format_version: u32,
     hashes: Vec<u64>,
     smallest: Option<Bytes>,
     largest: Vec<u8>,
@@ -180,6 +189,9 @@ impl TableBuilder {
             compress,
             index: Vec::new(),
             index_count: 0,
+            unindexed_block: None,
+            separator: Vec::new(),
+            format_version: TABLE_FORMAT_VERSION,
             hashes: Vec::new(),
             smallest: None,
             largest: Vec::new(),
@@ -197,6 +209,15 @@ impl TableBuilder {
         debug_assert!(self.smallest.is_none() || key > self.largest.as_slice());
         if self.smallest.is_none() {
             self.smallest = Some(Bytes::copy_from_slice(key));
+        }
+        if let Some((offset, len)) = self.unindexed_block.take() {
+            if self.format_version == 1 {
+                self.separator.clone_from(&self.block_last_key);
+            } else {
+                separator(&self.block_last_key, key, &mut self.separator);
+            }
+            push_index_entry(&mut self.index, &self.separator, offset, len);
+            self.index_count += 1;
         }
         self.largest.clear();
         self.largest.extend_from_slice(key);
@@ -226,11 +247,12 @@ impl TableBuilder {
         }
         let sealed = seal_block(&self.block, self.compress);
         fs.append(&self.name, &sealed)?;
-        self.index.put_slice32(&self.block_last_key);
-        self.index.put_u64(self.offset);
-        self.index
-            .put_u32(u32::try_from(sealed.len()).unwrap_or(u32::MAX));
-        self.index_count += 1;
+        let len = u32::try_from(sealed.len()).unwrap_or(u32::MAX);
+        debug_assert!(
+            self.unindexed_block.is_none(),
+            "a block is indexed before the next"
+        );
+        self.unindexed_block = Some((self.offset, len));
         self.offset += sealed.len() as u64;
         self.block.clear();
         Ok(())
@@ -240,6 +262,11 @@ impl TableBuilder {
     /// before relying on the table.
     pub(crate) fn finish<F: FileSystem>(mut self, fs: &mut F) -> Result<TableMeta, LsmError> {
         self.finish_block(fs)?;
+        // The last block's index key is its last key: no key follows it in this table.
+        if let Some((offset, len)) = self.unindexed_block.take() {
+            push_index_entry(&mut self.index, &self.block_last_key, offset, len);
+            self.index_count += 1;
+        }
         let mut index = Vec::with_capacity(self.index.len() + 4);
         index.put_u32(self.index_count);
         index.extend_from_slice(&self.index);
@@ -257,7 +284,7 @@ impl TableBuilder {
         footer.put_u64(bloom_offset);
         footer.put_u32(u32::try_from(filter.len()).unwrap_or(u32::MAX));
         footer.put_u64(self.entry_count);
-        footer.put_u32(TABLE_FORMAT_VERSION);
+        footer.put_u32(self.format_version);
         let sum = crc(&footer);
         footer.put_u32(sum);
         footer.put_u64(TABLE_MAGIC);
@@ -274,19 +301,96 @@ impl TableBuilder {
     }
 }
 
-/// One entry of a table's block index.
-#[derive(Clone, Debug)]
-pub(crate) struct IndexEntry {
-    pub(crate) last_key: Bytes,
-    pub(crate) offset: u64,
-    pub(crate) len: u32,
+fn push_index_entry(index: &mut Vec<u8>, key: &[u8], offset: u64, len: u32) {
+    index.put_slice32(key);
+    index.put_u64(offset);
+    index.put_u32(len);
+}
+
+/// Writes into `out` a short key `s` with `lower <= s < upper` (`lower < upper`): the index key
+/// of a block that ends at `lower` when the next one starts at `upper`. A lookup of any key up to
+/// `s` goes to the lower block, of any larger key to a later one, as with the full last key; a
+/// separator is usually a few bytes past the keys' common prefix, where a last key is a whole
+/// key, and at billions of keys the index must stay in memory (issue 15's large data sets).
+pub(crate) fn separator(lower: &[u8], upper: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(lower < upper);
+    out.clear();
+    let common = lower.iter().zip(upper).take_while(|(a, b)| a == b).count();
+    let (Some(&low), Some(&up)) = (lower.get(common), upper.get(common)) else {
+        // `lower` is a prefix of `upper`: nothing shorter lies between them.
+        out.extend_from_slice(lower);
+        return;
+    };
+    if low + 1 < up {
+        // One byte past the common prefix, raised, is above `lower` and below `upper`.
+        out.extend_from_slice(&lower[..common]);
+        out.push(low + 1);
+        return;
+    }
+    // The first byte after the difference that can be raised: above `lower`, and still below
+    // `upper` because the byte where they differ is `lower`'s.
+    match (common + 1..lower.len()).find(|&j| lower[j] < u8::MAX) {
+        Some(j) => {
+            out.extend_from_slice(&lower[..j]);
+            out.push(lower[j] + 1);
+        }
+        None => out.extend_from_slice(lower),
+    }
+}
+
+/// A table's block index in memory: every block's index key in one buffer (a heap allocation
+/// per key was most of the index memory of a large data set), and where each block lies.
+#[derive(Debug, Default)]
+pub(crate) struct BlockIndex {
+    keys: Vec<u8>,
+    /// Where block `i`'s index key ends in `keys`; it starts where block `i - 1`'s ends.
+    key_ends: Vec<u32>,
+    offsets: Vec<u64>,
+    lens: Vec<u32>,
+}
+
+impl BlockIndex {
+    /// Number of blocks.
+    pub(crate) fn len(&self) -> usize {
+        self.key_ends.len()
+    }
+
+    /// Block `i`'s index key (`i < len`).
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
+            0
+        } else {
+            self.key_ends[i - 1] as usize
+        };
+        &self.keys[start..self.key_ends[i] as usize]
+    }
+
+    /// The first block whose index key is at least `key`: the only block that may hold it.
+    fn first_at_least(&self, key: &[u8]) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.key(mid) < key {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.keys.len() + self.len() * 16
+    }
 }
 
 /// The parts of a table kept in memory (in the index cache): index and bloom filter.
 #[derive(Debug)]
 pub(crate) struct TableReader {
     pub(crate) name: String,
-    pub(crate) index: Vec<IndexEntry>,
+    /// Version 1 index keys are exactly each block's last key; version 2 ones separators.
+    format_version: u32,
+    pub(crate) index: BlockIndex,
     pub(crate) filter: Vec<u8>,
 }
 
@@ -307,11 +411,13 @@ impl TableReader {
         let index_bytes = fs.read_at(&name, parsed.index_offset, parsed.index_len)?;
         let index = parse_index(&index_bytes, len, limits)
             .map_err(|why| LsmError::corrupt(&name, format!("index: {why}")))?;
+        let format_version = parsed.format_version;
         let filter_bytes = fs.read_at(&name, parsed.bloom_offset, parsed.bloom_len)?;
         let filter = unseal_block(&filter_bytes, limits)
             .map_err(|why| LsmError::corrupt(&name, format!("bloom filter: {why}")))?;
         Ok(TableReader {
             name,
+            format_version,
             index,
             filter,
         })
@@ -319,13 +425,7 @@ impl TableReader {
 
     /// Bytes this reader holds in memory (its index-cache charge).
     pub(crate) fn charge_bytes(&self) -> usize {
-        self.filter.len()
-            + self
-                .index
-                .iter()
-                .map(|e| e.last_key.len() + 48)
-                .sum::<usize>()
-            + 64
+        self.filter.len() + self.index.memory_bytes() + 64
     }
 
     /// Whether the bloom filter admits `hash`.
@@ -335,7 +435,7 @@ impl TableReader {
 
     /// The block that would hold `key`, if any.
     pub(crate) fn block_for(&self, key: &[u8]) -> Option<usize> {
-        let i = self.index.partition_point(|e| e.last_key.as_ref() < key);
+        let i = self.index.first_at_least(key);
         (i < self.index.len()).then_some(i)
     }
 
@@ -346,24 +446,38 @@ impl TableReader {
         i: usize,
         limits: &DecodeLimits,
     ) -> Result<Block, LsmError> {
-        let e = self
-            .index
-            .get(i)
-            .ok_or_else(|| LsmError::corrupt(&self.name, format!("no block {i}")))?;
-        let sealed = fs.read_at(&self.name, e.offset, e.len as usize)?;
+        if i >= self.index.len() {
+            return Err(LsmError::corrupt(&self.name, format!("no block {i}")));
+        }
+        let (offset, len) = (self.index.offsets[i], self.index.lens[i]);
+        let sealed = fs.read_at(&self.name, offset, len as usize)?;
         let entries = decode_block(&sealed, limits)
             .map_err(|why| LsmError::corrupt(&self.name, format!("block {i}: {why}")))?;
-        if entries.last().map(|(k, _)| k) != Some(&e.last_key) {
-            return Err(LsmError::corrupt(
-                &self.name,
-                format!("block {i} does not end at its index key"),
-            ));
-        }
+        self.check_block_bounds(i, &entries)
+            .map_err(|why| LsmError::corrupt(&self.name, format!("block {i} {why}")))?;
         Ok(Arc::new(entries))
+    }
+
+    /// A block's keys lie between its index key and the previous block's (so a block read from
+    /// the wrong place is caught); in version 1 it ends exactly at its index key.
+    fn check_block_bounds(&self, i: usize, entries: &[(Bytes, Entry)]) -> Result<(), String> {
+        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
+            return Err("is empty".into());
+        };
+        let key = self.index.key(i);
+        let ends_at_key = last.as_ref() == key;
+        if last.as_ref() > key || (self.format_version == 1 && !ends_at_key) {
+            return Err("does not end at its index key".into());
+        }
+        if i > 0 && first.as_ref() <= self.index.key(i - 1) {
+            return Err("starts at or before the previous block's index key".into());
+        }
+        Ok(())
     }
 }
 
 struct Footer {
+    format_version: u32,
     index_offset: u64,
     index_len: usize,
     bloom_offset: u64,
@@ -387,7 +501,7 @@ fn parse_footer(footer: &[u8], file_len: u64) -> Result<Footer, String> {
     if crc(&footer[..at]) != sum {
         return Err("footer checksum mismatch".into());
     }
-    if version != TABLE_FORMAT_VERSION {
+    if !(TABLE_FORMAT_VERSION_MIN..=TABLE_FORMAT_VERSION).contains(&version) {
         return Err(format!("unsupported table format version {version}"));
     }
     let body = file_len - FOOTER_BYTES as u64;
@@ -396,6 +510,7 @@ fn parse_footer(footer: &[u8], file_len: u64) -> Result<Footer, String> {
         return Err("footer points outside the file".into());
     }
     Ok(Footer {
+        format_version: version,
         index_offset,
         index_len,
         bloom_offset,
@@ -403,17 +518,20 @@ fn parse_footer(footer: &[u8], file_len: u64) -> Result<Footer, String> {
     })
 }
 
-fn parse_index(
-    sealed: &[u8],
-    file_len: u64,
-    limits: &DecodeLimits,
-) -> Result<Vec<IndexEntry>, String> {
+fn parse_index(sealed: &[u8], file_len: u64, limits: &DecodeLimits) -> Result<BlockIndex, String> {
     let raw = unseal_block(sealed, limits)?;
     let mut c = Cursor::new(&raw);
     let count = c.u32()? as usize;
-    let mut index: Vec<IndexEntry> = Vec::with_capacity(count.min(raw.len() / 16 + 1));
-    for _ in 0..count {
-        let last_key = Bytes::copy_from_slice(c.slice32(limits.key_bytes_max)?);
+    // An entry takes at least 16 bytes: a count beyond that is damage, not a reason to reserve.
+    let capacity = count.min(raw.len() / 16 + 1);
+    let mut index = BlockIndex {
+        keys: Vec::with_capacity(raw.len().saturating_sub(count.saturating_mul(16))),
+        key_ends: Vec::with_capacity(capacity),
+        offsets: Vec::with_capacity(capacity),
+        lens: Vec::with_capacity(capacity),
+    };
+    for i in 0..count {
+        let key = c.slice32(limits.key_bytes_max)?;
         let offset = c.u64()?;
         let len = c.u32()?;
         if offset
@@ -422,14 +540,14 @@ fn parse_index(
         {
             return Err("block outside the file".into());
         }
-        if index.last().is_some_and(|p| p.last_key >= last_key) {
+        if i > 0 && index.key(i - 1) >= key {
             return Err("index keys out of order".into());
         }
-        index.push(IndexEntry {
-            last_key,
-            offset,
-            len,
-        });
+        index.keys.extend_from_slice(key);
+        let end = u32::try_from(index.keys.len()).map_err(|_| "index keys too long")?;
+        index.key_ends.push(end);
+        index.offsets.push(offset);
+        index.lens.push(len);
     }
     if !c.is_empty() {
         return Err("trailing index bytes".into());
@@ -473,5 +591,144 @@ mod tests {
             assert!(found.is_ok());
         }
         assert_eq!(reader.block_for(b"zzz"), None);
+    }
+
+    /// Keys shaped like the benchmark's: a shared prefix, a hashed part, a long fixed tail.
+    fn long_key(i: u64) -> Vec<u8> {
+        let mut k = format!("user/{:016x}/", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).into_bytes();
+        k.resize(100, b'k');
+        k
+    }
+
+    fn table_of(fs: &mut SimFs, id: u64, version: u32, keys: &[Vec<u8>]) -> TableReader {
+        let mut b = TableBuilder::create(fs, id, 256, 10, true).expect("create");
+        b.format_version = version;
+        for key in keys {
+            b.add(fs, key, &Entry::Inline(Bytes::from_static(b"value")))
+                .expect("add");
+        }
+        b.finish(fs).expect("finish");
+        TableReader::open(fs, id, &LIMITS).expect("open")
+    }
+
+    /// Every key is found in its block, and a key between two stored keys finds nothing,
+    /// whatever block its lookup lands on.
+    fn assert_lookups(fs: &mut SimFs, reader: &TableReader, keys: &[Vec<u8>]) {
+        for key in keys {
+            let i = reader.block_for(key).expect("a block");
+            let block = reader.read_block(fs, i, &LIMITS).expect("read");
+            assert!(block.iter().any(|(k, _)| k.as_ref() == key.as_slice()));
+            let mut between = key.clone();
+            between.push(0);
+            if let Some(i) = reader.block_for(&between) {
+                let block = reader.read_block(fs, i, &LIMITS).expect("read");
+                assert!(block.iter().all(|(k, _)| k.as_ref() != between.as_slice()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_separator_lies_between_its_keys() {
+        let mut cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"abc".to_vec(), b"abd".to_vec()),
+            (b"ab".to_vec(), b"abc".to_vec()),
+            (b"ab\xff\xff".to_vec(), b"ac".to_vec()),
+            (b"ab\xffz".to_vec(), b"ac".to_vec()),
+            (b"a".to_vec(), b"z".to_vec()),
+            (vec![], b"a".to_vec()),
+            (b"b\x00".to_vec(), b"b\x01".to_vec()),
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            // Short keys over a small alphabet, so prefixes, equal bytes and 0xff all occur.
+            let mut key = || -> Vec<u8> {
+                let len = next() % 6;
+                (0..len)
+                    .map(|_| [0u8, 1, 2, 0xfe, 0xff][(next() % 5) as usize])
+                    .collect()
+            };
+            let (a, b) = (key(), key());
+            match a.cmp(&b) {
+                std::cmp::Ordering::Less => cases.push((a, b)),
+                std::cmp::Ordering::Greater => cases.push((b, a)),
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+        let mut out = Vec::new();
+        for (lower, upper) in &cases {
+            separator(lower, upper, &mut out);
+            assert!(
+                lower.as_slice() <= out.as_slice(),
+                "{lower:?} {out:?} {upper:?}"
+            );
+            assert!(
+                out.as_slice() < upper.as_slice(),
+                "{lower:?} {out:?} {upper:?}"
+            );
+            assert!(out.len() <= lower.len().max(1), "{lower:?} {out:?}");
+        }
+        let (a, b) = (long_key(1), long_key(2));
+        separator(a.as_slice().min(&b), a.as_slice().max(&b), &mut out);
+        assert!(out.len() < 24, "{} bytes", out.len());
+    }
+
+    #[test]
+    fn separators_shrink_the_index_and_find_every_key() {
+        let mut keys: Vec<Vec<u8>> = (0..2_000).map(long_key).collect();
+        keys.sort();
+        let mut fs = SimFs::seeded(3);
+        let v2 = table_of(&mut fs, 1, 2, &keys);
+        let v1 = table_of(&mut fs, 2, 1, &keys);
+        assert!(v2.index.len() > 100, "{} blocks", v2.index.len());
+        assert_eq!(v1.index.len(), v2.index.len());
+        // Every index key of a version-1 table is a whole 100-byte key.
+        assert!(
+            v2.index.keys.len() * 4 < v1.index.keys.len(),
+            "{} vs {}",
+            v2.index.keys.len(),
+            v1.index.keys.len()
+        );
+        assert_eq!(
+            v2.index.key(v2.index.len() - 1),
+            keys.last().expect("keys").as_slice()
+        );
+        assert_lookups(&mut fs, &v2, &keys);
+        assert_lookups(&mut fs, &v1, &keys);
+        assert_eq!(v2.block_for(b"zzz"), None);
+    }
+
+    #[test]
+    fn a_block_outside_its_index_bounds_is_corruption() {
+        let keys: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| format!("key{i:05}").into_bytes())
+            .collect();
+        let mut fs = SimFs::seeded(4);
+        let mut reader = table_of(&mut fs, 1, 2, &keys);
+        assert!(reader.index.len() > 2);
+        reader.read_block(&mut fs, 1, &LIMITS).expect("in place");
+        // Block 1 read in place of block 2: its keys are not above block 1's index key.
+        reader.index.offsets[2] = reader.index.offsets[1];
+        reader.index.lens[2] = reader.index.lens[1];
+        let e = reader
+            .read_block(&mut fs, 2, &LIMITS)
+            .expect_err("misplaced");
+        assert!(e.to_string().contains("previous block"), "{e}");
+        // Block 2 read in place of block 1: its keys are above block 1's index key.
+        let mut reader = table_of(&mut fs, 2, 2, &keys);
+        reader.index.offsets[1] = reader.index.offsets[2];
+        reader.index.lens[1] = reader.index.lens[2];
+        let e = reader
+            .read_block(&mut fs, 1, &LIMITS)
+            .expect_err("misplaced");
+        assert!(
+            e.to_string().contains("does not end at its index key"),
+            "{e}"
+        );
     }
 }
