@@ -263,27 +263,41 @@ fn text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }
 
+/// Longest command name lower-cased on the stack; every name ringkv knows is shorter.
+const NAME_BYTES_INLINE: usize = 16;
+
+/// Calls `f` with `name` in lower case. A name of up to [`NAME_BYTES_INLINE`] bytes of UTF-8 is
+/// lower-cased in a stack buffer: every request's name used to be copied into a new `String`
+/// first, an allocation per request (issue #15). Longer or non-UTF-8 names (unknown commands)
+/// take the allocating way, with invalid bytes replaced as in the error they end in.
+fn with_lower_name<R>(name: &[u8], f: impl FnOnce(&str) -> R) -> R {
+    if name.len() <= NAME_BYTES_INLINE {
+        let mut buf = [0u8; NAME_BYTES_INLINE];
+        let lower = &mut buf[..name.len()];
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        if let Ok(lower) = std::str::from_utf8(lower) {
+            return f(lower);
+        }
+    }
+    f(&String::from_utf8_lossy(name).to_ascii_lowercase())
+}
+
 /// Parses an argument list (the first is the command name).
 pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
     let Some((name, rest)) = args.split_first() else {
         return Err(Reply::err("empty command"));
     };
-    // Nearly every request is a plain GET or SET: known without building the lower-case name
-    // (an allocation) and matching it against every name below (issue #15). The same commands
-    // the general path parses them into.
-    match rest {
-        [key] if name.eq_ignore_ascii_case(b"get") => return Ok(Command::Get(key.clone())),
-        [key, value] if name.eq_ignore_ascii_case(b"set") => {
-            return Ok(Command::Set(key.clone(), value.clone()))
-        }
-        _ => {}
-    }
     if let Some(parsed) = counter::parse(name, rest) {
         return parsed;
     }
-    let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-    let arity = |ok: bool| if ok { Ok(()) } else { Err(wrong_arity(&lower)) };
-    match lower.as_str() {
+    with_lower_name(name, |lower| parse_named(name, lower, rest))
+}
+
+/// Parses a command other than a counter's: `name` as sent, `lower` in lower case.
+fn parse_named(name: &[u8], lower: &str, rest: &[Bytes]) -> Result<Command, Reply> {
+    let arity = |ok: bool| if ok { Ok(()) } else { Err(wrong_arity(lower)) };
+    match lower {
         "ping" => {
             arity(rest.len() <= 1)?;
             Ok(Command::Ping(rest.first().cloned()))
@@ -451,7 +465,7 @@ pub fn parse(args: &[Bytes]) -> Result<Command, Reply> {
             Ok(Command::KvRing)
         }
         _ => {
-            if let Some(parsed) = crate::commands_scan::parse(&lower, rest) {
+            if let Some(parsed) = crate::commands_scan::parse(lower, rest) {
                 return parsed;
             }
             let preview: Vec<String> = rest
@@ -631,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn plain_get_and_set_parse_the_same_in_any_case_and_only_with_their_arity() {
+    fn names_match_in_any_case_and_only_with_their_arity() {
         for name in ["get", "GET", "gEt"] {
             assert_eq!(cmd(&[name, "k"]), Ok(Command::Get(b("k"))));
             assert!(error_text(cmd(&[name, "k", "j"])).contains("wrong number of arguments"));
@@ -647,6 +661,21 @@ mod tests {
         // Names that only start like them are other commands (or none).
         assert!(matches!(cmd(&["getex", "k"]), Ok(Command::Ttl(_))));
         assert!(error_text(cmd(&["gets", "k"])).contains("unknown command"));
+        assert_eq!(cmd(&["Kv.Ring"]), Ok(Command::KvRing));
+        // Past the stack buffer, and not UTF-8: still matched (or refused) by the lower case.
+        let long = "x".repeat(NAME_BYTES_INLINE + 1);
+        assert!(error_text(cmd(&[&long])).contains(&format!("unknown command '{long}'")));
+        let mut get_with_bad_byte = vec![b'G', b'E', b'T', 0xff];
+        assert!(error_text(parse(&[Bytes::from(get_with_bad_byte.clone())]))
+            .contains("unknown command 'GET\u{fffd}'"));
+        get_with_bad_byte.pop();
+        assert_eq!(
+            parse(&[Bytes::from(get_with_bad_byte), b("k")]),
+            Ok(Command::Get(b("k")))
+        );
+        let mut lower = String::new();
+        with_lower_name("ÄB".as_bytes(), |l| lower.push_str(l));
+        assert_eq!(lower, "Äb", "only ASCII letters are folded, as Redis does");
     }
 
     #[test]
