@@ -43,7 +43,7 @@ pub struct LsmConfig {
     /// A tombstone is dropped at the last level only once it is this old (anti-entropy must have
     /// had the time to spread the delete; PITFALLS, "deleted data comes back").
     pub tombstone_grace_ms: u64,
-    /// Bound of the data-block cache.
+    /// Bound of the data cache: decoded table blocks and separated values share it.
     pub block_cache_bytes: usize,
     /// Bound of the cache of table indexes and bloom filters.
     pub index_cache_bytes: usize,
@@ -69,7 +69,8 @@ impl Default for LsmConfig {
             level_size_multiplier: 10,
             levels: 7,
             tombstone_grace_ms: 10 * 24 * 3600 * 1000,
-            block_cache_bytes: 64 << 20,
+            // 64 MiB of blocks and 16 MiB of values when they were two caches: the same memory.
+            block_cache_bytes: 80 << 20,
             index_cache_bytes: 16 << 20,
         }
     }
@@ -95,7 +96,7 @@ impl LsmConfig {
             level_size_multiplier: 4,
             levels: 4,
             tombstone_grace_ms: 1000,
-            block_cache_bytes: 16 << 10,
+            block_cache_bytes: 20 << 10,
             index_cache_bytes: 8 << 10,
             ..LsmConfig::default()
         }

@@ -37,10 +37,18 @@ impl<F: FileSystem> Reader<'_, F> {
         }
     }
 
+    /// A separated value: from the data cache, or read (and verified) from the value log.
     fn read_value(&mut self, key: &[u8], p: ValuePointer) -> Result<Bytes, LsmError> {
         let segments = &self.state.segments;
-        self.vlog
-            .read(&mut self.store.fs, segments, key, p, self.payload_max)
+        // A pointer into a segment no longer live is corruption even if its value is cached.
+        if segments.contains_key(&p.segment) {
+            if let Some(value) = self.store.cached_value(&p) {
+                return Ok(value);
+            }
+        }
+        let value = (self.vlog).read(&mut self.store.fs, segments, key, p, self.payload_max)?;
+        self.store.cache_value(&p, value.clone());
+        Ok(value)
     }
 
     /// Up to `limit` live pairs with `start <= key < end` (no end if `None`), in key order.

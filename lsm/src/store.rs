@@ -1,22 +1,53 @@
-//! Access to tables through the two byte-bounded caches (index+filter per table, data blocks),
-//! and cursors over sorted runs of tables used by scans and compaction.
+//! Access to tables through the two byte-bounded caches (index+filter per table; data: decoded
+//! blocks and separated values), and cursors over sorted runs of tables used by scans and
+//! compaction.
 
 use crate::bloom;
 use crate::cache::LruCache;
-use crate::entry::Entry;
+use crate::entry::{Entry, ValuePointer};
 use crate::error::LsmError;
 use crate::fs::FileSystem;
 use crate::table::{Block, DecodeLimits, TableMeta, TableReader};
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// The file system plus the caches in front of the tables.
+/// What the data cache holds, by where it was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataKey {
+    Block { table: u64, index: usize },
+    Value { segment: u64, offset: u64 },
+}
+
+/// Two words, the kind folded into the first (ids stay far below 2^63): the cache's hash is
+/// built for integers.
+impl std::hash::Hash for DataKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (first, second) = match *self {
+            DataKey::Block { table, index } => (table << 1, index as u64),
+            DataKey::Value { segment, offset } => ((segment << 1) | 1, offset),
+        };
+        state.write_u64(first);
+        state.write_u64(second);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Data {
+    Block(Block),
+    Value(Bytes),
+}
+
+/// The file system plus the caches in front of the tables and the value log.
+///
+/// Blocks and separated values share one budget: with values separated, tables hold only keys
+/// and pointers, and a cache split in fixed parts left most of the block share idle while the
+/// values (nearly all the bytes read) got a quarter of it (issue #15).
 #[derive(Debug)]
 pub(crate) struct TableStore<F: FileSystem> {
     pub(crate) fs: F,
     pub(crate) limits: DecodeLimits,
     readers: LruCache<u64, Arc<TableReader>>,
-    blocks: LruCache<(u64, usize), Block>,
+    data: LruCache<DataKey, Data>,
 }
 
 impl<F: FileSystem> TableStore<F> {
@@ -24,13 +55,13 @@ impl<F: FileSystem> TableStore<F> {
         fs: F,
         limits: DecodeLimits,
         index_cache_bytes: usize,
-        block_cache_bytes: usize,
+        data_cache_bytes: usize,
     ) -> Self {
         TableStore {
             fs,
             limits,
             readers: LruCache::new(index_cache_bytes),
-            blocks: LruCache::new(block_cache_bytes),
+            data: LruCache::new(data_cache_bytes),
         }
     }
 
@@ -54,8 +85,12 @@ impl<F: FileSystem> TableStore<F> {
         i: usize,
         cache: bool,
     ) -> Result<Block, LsmError> {
+        let key = DataKey::Block {
+            table: id,
+            index: i,
+        };
         if cache {
-            if let Some(b) = self.blocks.get(&(id, i)) {
+            if let Some(Data::Block(b)) = self.data.get(&key) {
                 return Ok(b);
             }
         }
@@ -65,9 +100,32 @@ impl<F: FileSystem> TableStore<F> {
                 .iter()
                 .map(|(k, e)| k.len() + e.size_bytes() + 32)
                 .sum();
-            self.blocks.insert((id, i), block.clone(), charge);
+            self.data.insert(key, Data::Block(block.clone()), charge);
         }
         Ok(block)
+    }
+
+    /// The separated value `p` points at, if it is in the data cache.
+    pub(crate) fn cached_value(&mut self, p: &ValuePointer) -> Option<Bytes> {
+        let key = DataKey::Value {
+            segment: p.segment,
+            offset: p.offset,
+        };
+        match self.data.get(&key) {
+            Some(Data::Value(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Keeps a separated value just read (value-log segments are never rewritten, so an entry
+    /// stays right until it ages out).
+    pub(crate) fn cache_value(&mut self, p: &ValuePointer, value: Bytes) {
+        let key = DataKey::Value {
+            segment: p.segment,
+            offset: p.offset,
+        };
+        let charge = value.len() + 64;
+        self.data.insert(key, Data::Value(value), charge);
     }
 
     /// The entry for `key` in table `id`, if the table holds one.
@@ -125,15 +183,16 @@ impl<F: FileSystem> TableStore<F> {
     /// Forgets everything cached about table `id` (it was deleted).
     pub(crate) fn evict_table(&mut self, id: u64) {
         self.readers.remove(&id);
-        self.blocks.retain(|(table, _)| *table != id);
+        self.data
+            .retain(|key| !matches!(key, DataKey::Block { table, .. } if *table == id));
     }
 
-    /// Cache statistics: (block hits, block misses, block bytes, index bytes).
+    /// Cache statistics: (data hits, data misses, data bytes, index bytes).
     pub(crate) fn cache_stats(&self) -> (u64, u64, usize, usize) {
         (
-            self.blocks.hits,
-            self.blocks.misses,
-            self.blocks.used_bytes(),
+            self.data.hits,
+            self.data.misses,
+            self.data.used_bytes(),
             self.readers.used_bytes(),
         )
     }
@@ -250,5 +309,65 @@ impl RunCursor {
             self.normalize(store)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::SimFs;
+    use crate::table::TableBuilder;
+
+    fn value_at(offset: u64) -> ValuePointer {
+        ValuePointer {
+            segment: 3,
+            offset,
+            frame_len: 1100,
+        }
+    }
+
+    #[test]
+    fn blocks_and_values_share_one_budget_and_a_dropped_table_keeps_the_values() {
+        let limits = DecodeLimits {
+            key_bytes_max: 64,
+            value_bytes_max: 4096,
+            block_bytes_max: 1 << 20,
+        };
+        let mut store = TableStore::new(SimFs::seeded(2), limits, 1 << 16, 4400);
+        let mut b = TableBuilder::create(&mut store.fs, 7, 64, 10, false).expect("create");
+        for k in ["a", "b", "c", "d"] {
+            let value = Entry::Inline(Bytes::from_static(b"table value"));
+            b.add(&mut store.fs, k.as_bytes(), &value).expect("add");
+        }
+        b.finish(&mut store.fs).expect("finish");
+        let reader = store.reader(7).expect("reader");
+        store.block(7, &reader, 0, true).expect("block");
+        let block_bytes = store.data.used_bytes();
+        assert!(
+            block_bytes > 0 && block_bytes + 3 * 1064 <= 4400,
+            "{block_bytes}"
+        );
+        // Three values of about 1 KiB fit beside the block: a budget split in fixed parts (a
+        // quarter for values) held one.
+        for offset in 0..3 {
+            store.cache_value(&value_at(offset), Bytes::from(vec![7u8; 1000]));
+        }
+        assert!((0..3).all(|offset| store.cached_value(&value_at(offset)).is_some()));
+        assert_eq!(store.data.used_bytes(), block_bytes + 3 * 1064);
+        // A fourth pushes out the least recently used entry, the block, not a value.
+        store.cache_value(&value_at(3), Bytes::from(vec![7u8; 1000]));
+        assert!((0..4).all(|offset| store.cached_value(&value_at(offset)).is_some()));
+        assert_eq!(store.data.used_bytes(), 4 * 1064);
+        let hits = store.data.hits;
+        store.block(7, &reader, 0, true).expect("block read again");
+        assert_eq!(store.data.hits, hits, "the block was evicted");
+        // Deleting a table forgets its blocks and keeps the values.
+        store.evict_table(7);
+        assert_eq!(
+            store.data.used_bytes(),
+            3 * 1064,
+            "its block and the oldest value gone"
+        );
+        assert!((1..4).all(|offset| store.cached_value(&value_at(offset)).is_some()));
     }
 }
