@@ -132,6 +132,7 @@ impl<K: CacheKey, V: Clone> LruCache<K, V> {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn used_bytes(&self) -> usize {
         self.used_bytes
     }

@@ -43,9 +43,11 @@ pub struct LsmConfig {
     /// A tombstone is dropped at the last level only once it is this old (anti-entropy must have
     /// had the time to spread the delete; PITFALLS, "deleted data comes back").
     pub tombstone_grace_ms: u64,
-    /// Bound of the data cache: decoded table blocks and separated values share it.
+    /// Cache bytes for decoded table blocks and separated values.
     pub block_cache_bytes: usize,
-    /// Bound of the cache of table indexes and bloom filters.
+    /// Cache bytes for table indexes and bloom filters. The two are one cache of their sum,
+    /// one LRU: an index or filter (touched by every lookup probing its table) stays, and the
+    /// rest goes to whatever is read most (`store.rs`).
     pub index_cache_bytes: usize,
 }
 

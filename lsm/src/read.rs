@@ -150,7 +150,7 @@ mod tests {
             value_bytes_max: 1024,
             block_bytes_max: 1 << 20,
         };
-        let mut store = TableStore::new(SimFs::seeded(5), limits, 1 << 16, 1 << 16);
+        let mut store = TableStore::new(SimFs::seeded(5), limits, 1 << 17);
         let mut b = TableBuilder::create(&mut store.fs, 7, 256, 10, false).expect("create");
         for k in ["a", "b", "c", "d"] {
             b.add(

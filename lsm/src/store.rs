@@ -1,5 +1,5 @@
-//! Access to tables through the two byte-bounded caches (index+filter per table; data: decoded
-//! blocks and separated values), and cursors over sorted runs of tables used by scans and
+//! Access to tables through one byte-bounded cache (each table's index and filter, decoded
+//! blocks, separated values), and cursors over sorted runs of tables used by scans and
 //! compaction.
 
 use crate::bloom;
@@ -11,20 +11,31 @@ use crate::table::{Block, DecodeLimits, TableMeta, TableReader};
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// What the data cache holds, by where it was read from.
+/// What the cache holds, by where it was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DataKey {
-    Block { table: u64, index: usize },
-    Value { segment: u64, offset: u64 },
+enum StoreKey {
+    /// A table's index and bloom filter.
+    Reader {
+        table: u64,
+    },
+    Block {
+        table: u64,
+        index: usize,
+    },
+    Value {
+        segment: u64,
+        offset: u64,
+    },
 }
 
-/// Two words, the kind folded into the first (ids stay far below 2^63): the cache's hash is
+/// Two words, the kind folded into the first (ids stay far below 2^62): the cache's hash is
 /// built for integers.
-impl std::hash::Hash for DataKey {
+impl std::hash::Hash for StoreKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let (first, second) = match *self {
-            DataKey::Block { table, index } => (table << 1, index as u64),
-            DataKey::Value { segment, offset } => ((segment << 1) | 1, offset),
+            StoreKey::Reader { table } => (table << 2, 0),
+            StoreKey::Block { table, index } => ((table << 2) | 1, index as u64),
+            StoreKey::Value { segment, offset } => ((segment << 2) | 2, offset),
         };
         state.write_u64(first);
         state.write_u64(second);
@@ -32,47 +43,52 @@ impl std::hash::Hash for DataKey {
 }
 
 #[derive(Clone, Debug)]
-enum Data {
+enum Cached {
+    Reader(Arc<TableReader>),
     Block(Block),
     Value(Bytes),
 }
 
-/// The file system plus the caches in front of the tables and the value log.
+/// The file system plus the cache in front of the tables and the value log.
 ///
-/// Blocks and separated values share one budget: with values separated, tables hold only keys
-/// and pointers, and a cache split in fixed parts left most of the block share idle while the
-/// values (nearly all the bytes read) got a quarter of it (issue #15).
+/// Indexes and filters, blocks and separated values share one budget, as in one LRU: what is
+/// read most stays. A split in fixed parts went wrong at both ends (issue #15): with values
+/// separated, tables hold only keys and pointers, so the block share sat idle while the values
+/// got a quarter; and at 8 GiB the indexes and filters outgrew their fixed 16 MiB, so every
+/// probe of a table reloaded them (2.7k present and 14k absent gets per second). A table's
+/// index and filter are touched by every lookup that probes it, far more often than any one
+/// block or value, so the LRU keeps them.
 #[derive(Debug)]
 pub(crate) struct TableStore<F: FileSystem> {
     pub(crate) fs: F,
     pub(crate) limits: DecodeLimits,
-    readers: LruCache<u64, Arc<TableReader>>,
-    data: LruCache<DataKey, Data>,
+    cache: LruCache<StoreKey, Cached>,
+    /// Lookups of blocks and values (not of indexes) the cache answered, and those it did not.
+    data_hits: u64,
+    data_misses: u64,
 }
 
 impl<F: FileSystem> TableStore<F> {
-    pub(crate) fn new(
-        fs: F,
-        limits: DecodeLimits,
-        index_cache_bytes: usize,
-        data_cache_bytes: usize,
-    ) -> Self {
+    pub(crate) fn new(fs: F, limits: DecodeLimits, cache_bytes: usize) -> Self {
         TableStore {
             fs,
             limits,
-            readers: LruCache::new(index_cache_bytes),
-            data: LruCache::new(data_cache_bytes),
+            cache: LruCache::new(cache_bytes),
+            data_hits: 0,
+            data_misses: 0,
         }
     }
 
     /// The index and filter of table `id`, from the index cache or disk.
     pub(crate) fn reader(&mut self, id: u64) -> Result<Arc<TableReader>, LsmError> {
-        if let Some(r) = self.readers.get(&id) {
+        let key = StoreKey::Reader { table: id };
+        if let Some(Cached::Reader(r)) = self.cache.get(&key) {
             return Ok(r);
         }
         let reader = Arc::new(TableReader::open(&mut self.fs, id, &self.limits)?);
-        self.readers
-            .insert(id, reader.clone(), reader.charge_bytes());
+        let charge = reader.charge_bytes();
+        self.cache
+            .insert(key, Cached::Reader(reader.clone()), charge);
         Ok(reader)
     }
 
@@ -85,14 +101,16 @@ impl<F: FileSystem> TableStore<F> {
         i: usize,
         cache: bool,
     ) -> Result<Block, LsmError> {
-        let key = DataKey::Block {
+        let key = StoreKey::Block {
             table: id,
             index: i,
         };
         if cache {
-            if let Some(Data::Block(b)) = self.data.get(&key) {
+            if let Some(Cached::Block(b)) = self.cache.get(&key) {
+                self.data_hits += 1;
                 return Ok(b);
             }
+            self.data_misses += 1;
         }
         let block = reader.read_block(&mut self.fs, i, &self.limits)?;
         if cache {
@@ -100,32 +118,34 @@ impl<F: FileSystem> TableStore<F> {
                 .iter()
                 .map(|(k, e)| k.len() + e.size_bytes() + 32)
                 .sum();
-            self.data.insert(key, Data::Block(block.clone()), charge);
+            self.cache.insert(key, Cached::Block(block.clone()), charge);
         }
         Ok(block)
     }
 
-    /// The separated value `p` points at, if it is in the data cache.
+    /// The separated value `p` points at, if it is in the cache.
     pub(crate) fn cached_value(&mut self, p: &ValuePointer) -> Option<Bytes> {
-        let key = DataKey::Value {
+        let key = StoreKey::Value {
             segment: p.segment,
             offset: p.offset,
         };
-        match self.data.get(&key) {
-            Some(Data::Value(v)) => Some(v),
-            _ => None,
+        if let Some(Cached::Value(v)) = self.cache.get(&key) {
+            self.data_hits += 1;
+            return Some(v);
         }
+        self.data_misses += 1;
+        None
     }
 
     /// Keeps a separated value just read (value-log segments are never rewritten, so an entry
     /// stays right until it ages out).
     pub(crate) fn cache_value(&mut self, p: &ValuePointer, value: Bytes) {
-        let key = DataKey::Value {
+        let key = StoreKey::Value {
             segment: p.segment,
             offset: p.offset,
         };
         let charge = value.len() + 64;
-        self.data.insert(key, Data::Value(value), charge);
+        self.cache.insert(key, Cached::Value(value), charge);
     }
 
     /// The entry for `key` in table `id`, if the table holds one.
@@ -182,19 +202,15 @@ impl<F: FileSystem> TableStore<F> {
 
     /// Forgets everything cached about table `id` (it was deleted).
     pub(crate) fn evict_table(&mut self, id: u64) {
-        self.readers.remove(&id);
-        self.data
-            .retain(|key| !matches!(key, DataKey::Block { table, .. } if *table == id));
+        self.cache.retain(|key| match *key {
+            StoreKey::Reader { table } | StoreKey::Block { table, .. } => table != id,
+            StoreKey::Value { .. } => true,
+        });
     }
 
-    /// Cache statistics: (data hits, data misses, data bytes, index bytes).
-    pub(crate) fn cache_stats(&self) -> (u64, u64, usize, usize) {
-        (
-            self.data.hits,
-            self.data.misses,
-            self.data.used_bytes(),
-            self.readers.used_bytes(),
-        )
+    /// Lookups of blocks and values the cache answered, and those it did not.
+    pub(crate) fn cache_stats(&self) -> (u64, u64) {
+        (self.data_hits, self.data_misses)
     }
 }
 
@@ -333,7 +349,7 @@ mod tests {
             value_bytes_max: 4096,
             block_bytes_max: 1 << 20,
         };
-        let mut store = TableStore::new(SimFs::seeded(2), limits, 1 << 16, 4400);
+        let mut store = TableStore::new(SimFs::seeded(2), limits, 4400);
         let mut b = TableBuilder::create(&mut store.fs, 7, 64, 10, false).expect("create");
         for k in ["a", "b", "c", "d"] {
             let value = Entry::Inline(Bytes::from_static(b"table value"));
@@ -341,8 +357,10 @@ mod tests {
         }
         b.finish(&mut store.fs).expect("finish");
         let reader = store.reader(7).expect("reader");
+        // Only blocks and values below: the reader is held here, its cache entry dropped.
+        store.cache.remove(&StoreKey::Reader { table: 7 });
         store.block(7, &reader, 0, true).expect("block");
-        let block_bytes = store.data.used_bytes();
+        let block_bytes = store.cache.used_bytes();
         assert!(
             block_bytes > 0 && block_bytes + 3 * 1064 <= 4400,
             "{block_bytes}"
@@ -353,21 +371,31 @@ mod tests {
             store.cache_value(&value_at(offset), Bytes::from(vec![7u8; 1000]));
         }
         assert!((0..3).all(|offset| store.cached_value(&value_at(offset)).is_some()));
-        assert_eq!(store.data.used_bytes(), block_bytes + 3 * 1064);
+        assert_eq!(store.cache.used_bytes(), block_bytes + 3 * 1064);
         // A fourth pushes out the least recently used entry, the block, not a value.
         store.cache_value(&value_at(3), Bytes::from(vec![7u8; 1000]));
         assert!((0..4).all(|offset| store.cached_value(&value_at(offset)).is_some()));
-        assert_eq!(store.data.used_bytes(), 4 * 1064);
-        let hits = store.data.hits;
+        assert_eq!(store.cache.used_bytes(), 4 * 1064);
+        let (hits, misses) = store.cache_stats();
         store.block(7, &reader, 0, true).expect("block read again");
-        assert_eq!(store.data.hits, hits, "the block was evicted");
+        assert_eq!(
+            store.cache_stats(),
+            (hits, misses + 1),
+            "the block was evicted"
+        );
         // Deleting a table forgets its blocks and keeps the values.
         store.evict_table(7);
         assert_eq!(
-            store.data.used_bytes(),
+            store.cache.used_bytes(),
             3 * 1064,
             "its block and the oldest value gone"
         );
         assert!((1..4).all(|offset| store.cached_value(&value_at(offset)).is_some()));
+        // A table's index and filter live in the same cache, and go with the table.
+        store.reader(7).expect("reader");
+        let reader_key = StoreKey::Reader { table: 7 };
+        assert!(store.cache.get(&reader_key).is_some());
+        store.evict_table(7);
+        assert!(store.cache.get(&reader_key).is_none());
     }
 }
