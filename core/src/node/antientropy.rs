@@ -51,15 +51,14 @@ pub struct AntiEntropyStats {
 }
 
 /// The ranges this node replicates, each with its other replicas. This runs on every ring
-/// adoption, over every range of the ring; the ring remembers the lists (shared by its clones),
-/// so the nodes of one process place each ring version once between them.
+/// adoption; the ring remembers the lists and which ranges each node replicates (shared by its
+/// clones), so the nodes of one process place each ring version once between them.
 pub(super) fn my_ranges(ring: &Ring, me: NodeId, n: usize) -> Vec<(u32, Vec<NodeId>)> {
-    ring.every_range_replicas(n)
-        .filter_map(|(range, replicas)| {
-            replicas.contains(&me).then(|| {
-                let peers = replicas.into_iter().filter(|&r| r != me).collect();
-                (range, peers)
-            })
+    ring.ranges_replicated_by(me, n)
+        .into_iter()
+        .map(|(range, replicas)| {
+            let peers = replicas.into_iter().filter(|&r| r != me).collect();
+            (range, peers)
         })
         .collect()
 }

@@ -378,6 +378,25 @@ impl Ring {
             })
     }
 
+    /// The ranges whose `n` replicas include `node`, in range order, each with its replicas:
+    /// [`Ring::every_range_replicas`] filtered, from an index of every node built once per ring
+    /// value and shared by its clones (see `cache`).
+    pub fn ranges_replicated_by(&self, node: NodeId, n: usize) -> Vec<(u32, Vec<NodeId>)> {
+        let indexed = self
+            .placements
+            .ranges_of(node, n, || self.every_range_replicas(n).collect());
+        match indexed {
+            Some(ranges) => ranges
+                .iter()
+                .map(|&range| (range, self.range_replicas(range, n)))
+                .collect(),
+            None => self
+                .every_range_replicas(n)
+                .filter(|(_, replicas)| replicas.contains(&node))
+                .collect(),
+        }
+    }
+
     /// The ring's fingerprint: a hash of its encoding (members, tokens, policy and change
     /// count). Computed once per ring value and shared by its clones.
     pub fn epoch(&self) -> u64 {
