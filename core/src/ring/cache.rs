@@ -129,8 +129,7 @@ impl PlacementCache {
             }
             RangesByNode { replicas, ranges }
         });
-        (index.replicas == replicas)
-            .then(|| index.ranges.get(&node).map_or(&[][..], Vec::as_slice))
+        (index.replicas == replicas).then(|| index.ranges.get(&node).map_or(&[][..], Vec::as_slice))
     }
 
     /// The ring's epoch: remembered, or computed by `compute` and remembered.

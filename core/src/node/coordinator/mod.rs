@@ -58,10 +58,8 @@ pub(super) struct Coordinator {
     pub(super) served_forwards: std::collections::BTreeSet<(NodeId, OperationId)>,
     pub(super) served_forwards_order: std::collections::VecDeque<(NodeId, OperationId)>,
     /// When each ring member was last heard from directly (any message): evidence that
-    /// overrides a stale `Down` verdict for failing fast (see `fail_fast`). Updated on every
-    /// message and found by id only, never iterated: hashed (the ordered map it replaced was
-    /// 14% of a 1,000-node run, issue #15).
-    pub(super) heard_from: std::collections::HashMap<NodeId, Instant, crate::hash::IdHashing>,
+    /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
+    pub(super) heard_from: super::fail_fast::HeardFrom,
     /// Hinted copies decided by the last input, in order, for the node to send or store:
     /// empty between inputs.
     pub(super) hand_offs: Vec<HandOff>,
