@@ -164,6 +164,7 @@ impl AntiEntropy {
         let n = usize::from(ctx.config.cluster.n);
         let orphans: Vec<u32> = ctx
             .trees
+            .as_map()
             .iter()
             .filter(|(range, tree)| {
                 !tree.is_empty()
@@ -546,7 +547,7 @@ mod tests {
                 assert_eq!(ctx.local_record(key), Ok(Some(record(1))), "{key:?}");
             }
             assert_eq!(ae.stats.records_repaired, 1);
-            ae.check_invariants(&ctx.trees, &ctx.ring);
+            ae.check_invariants(ctx.trees.as_map(), &ctx.ring);
         }
         let roots = |ctx: &mut Context<MemStorage>| {
             let ranges = u32::try_from(ctx.ring.range_count()).expect("small ring");

@@ -1157,7 +1157,7 @@ mod tests {
             incarnation_sequence: 0,
             next_operation: 1,
             stats: NodeStats::default(),
-            trees: BTreeMap::new(),
+            trees: Default::default(),
             scan_index: Default::default(),
             tree_rebuild: Default::default(),
             timers: Timers::default(),

@@ -25,6 +25,7 @@ mod send_failure;
 mod store;
 mod timers;
 mod tree_rebuild;
+mod trees;
 
 pub use antientropy::AntiEntropyStats;
 pub use clock_floor::CLOCK_FLOOR_KEY;
@@ -85,6 +86,9 @@ pub struct Node<S: Storage> {
     /// `membership`'s input count when `finish_input` last found its invariants holding: the
     /// check walks the member table, and most inputs of a node never reach the machine.
     membership_checked_at: Option<u64>,
+    /// The ring's range count when `finish_input` last found anti-entropy's invariant over the
+    /// trees holding (with the trees unchanged since, and the same count, it still holds).
+    trees_checked_ranges: Option<usize>,
 }
 
 impl<S: Storage> Node<S> {
@@ -116,6 +120,7 @@ impl<S: Storage> Node<S> {
             send_failures: SendFailureStats::default(),
             paxos: paxos::Paxos::default(),
             membership_checked_at: None,
+            trees_checked_ranges: None,
         };
         node.ctx.last_wall = now.wall;
         node.ctx.last_monotonic = now.monotonic;
@@ -415,9 +420,11 @@ impl<S: Storage> Node<S> {
         if cfg!(any(test, debug_assertions)) || self.ctx.faults.enabled() {
             self.check_invariants_since(self.membership_checked_at, true);
             self.membership_checked_at = self.membership.as_ref().map(Membership::inputs);
+            self.trees_checked_ranges = Some(self.ctx.ring.range_count());
         }
         // Checked above, or never checked on this node: either way no longer owed a check.
         self.coordinator.in_flight.clear_changed();
+        self.ctx.trees.clear_changed();
     }
 
     /// Internal consistency; panics only on a bug in this crate.
@@ -428,7 +435,9 @@ impl<S: Storage> Node<S> {
     /// [`Node::check_invariants`], skipping the membership machine's own (a walk of its table)
     /// when it has taken no input since its count was `membership_checked_at`, and with
     /// `changed_only`, walking only the operations in flight that changed since the last check
-    /// (`coordinator::InFlight`; tests walk them all as well).
+    /// (`coordinator::InFlight`; tests walk them all as well) and skipping anti-entropy's check
+    /// of the trees when neither they nor the ring's range count changed since it last held
+    /// (see `trees`).
     fn check_invariants_since(&self, membership_checked_at: Option<u64>, changed_only: bool) {
         self.ctx.durability.check_invariants();
         if changed_only {
@@ -448,8 +457,12 @@ impl<S: Storage> Node<S> {
         self.paxos.check_invariants(&self.ctx.durability);
         self.ctx.scan_index.check_invariants();
         self.hints.check_invariants();
-        self.anti_entropy
-            .check_invariants(&self.ctx.trees, &self.ctx.ring);
+        let trees_unchanged = !self.ctx.trees.changed()
+            && self.trees_checked_ranges == Some(self.ctx.ring.range_count());
+        if !changed_only || !trees_unchanged || cfg!(test) {
+            self.anti_entropy
+                .check_invariants(self.ctx.trees.as_map(), &self.ctx.ring);
+        }
         self.ctx.tree_rebuild.check_invariants(&self.ctx.ring);
     }
 }
