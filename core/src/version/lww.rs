@@ -245,7 +245,6 @@ impl From<LwwRecordWire> for LwwRecord {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
