@@ -397,6 +397,14 @@ impl Ring {
         }
     }
 
+    /// Whether this ring is `previous` after exactly the change `decide` checks, remembered per
+    /// ring value for the first `previous` asked about (by its shared data: clones of one ring
+    /// value share it, and the value behind shared data never changes). `decide` must be a
+    /// pure function of the two rings' values.
+    pub fn follows(&self, previous: &Ring, decide: impl FnOnce() -> bool) -> bool {
+        self.placements.successor_of(&previous.data, decide)
+    }
+
     /// The ring's fingerprint: a hash of its encoding (members, tokens, policy and change
     /// count). Computed once per ring value and shared by its clones.
     pub fn epoch(&self) -> u64 {
