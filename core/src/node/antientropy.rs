@@ -162,16 +162,16 @@ impl AntiEntropy {
         per_peer: &mut BTreeMap<NodeId, Vec<(u32, u64)>>,
     ) {
         let n = usize::from(ctx.config.cluster.n);
+        // Both are in range order: one walk over the two, where a search of `my_ranges` per tree
+        // ran every round.
+        let mut mine = ctx.my_ranges.iter().map(|(r, _)| *r).peekable();
         let orphans: Vec<u32> = ctx
             .trees
             .as_map()
             .iter()
-            .filter(|(range, tree)| {
-                !tree.is_empty()
-                    && ctx
-                        .my_ranges
-                        .binary_search_by_key(&**range, |(r, _)| *r)
-                        .is_err()
+            .filter(|(&range, tree)| {
+                while mine.next_if(|&r| r < range).is_some() {}
+                !tree.is_empty() && mine.peek() != Some(&range)
             })
             .map(|(&range, _)| range)
             .collect();
