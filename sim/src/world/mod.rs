@@ -41,6 +41,9 @@ use storage::SimStorage;
 
 const NANOS_PER_MS: u64 = 1_000_000;
 
+/// Most history entries reserved before a run (a larger workload's history grows as it goes).
+const HISTORY_RESERVED_OPS_MAX: u64 = 1 << 20;
+
 /// Independent random streams, all derived from the one seed, so that (for example) a change in
 /// how many network draws happen does not shift the workload.
 #[derive(Clone, Copy)]
@@ -429,7 +432,15 @@ impl World {
             disk_rng: stream(seed, Stream::Disk),
             faults,
             buggify_rng: stream(seed, Stream::Buggify),
-            history: History::default(),
+            // Sized for the workload's operations once (up to a bound; retried and final reads
+            // may add a few): growing it by doubling copied the whole history and touched twice
+            // its memory.
+            history: History {
+                ops: Vec::with_capacity(
+                    usize::try_from(w.operations.min(HISTORY_RESERVED_OPS_MAX)).unwrap_or(0),
+                ),
+                ..History::default()
+            },
             cas_steps: BTreeMap::new(),
             fingerprint: Fingerprint::default(),
             counters: RunCounters::default(),
