@@ -14,12 +14,16 @@ pub const fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Stable hash of a byte string.
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
+/// Stable hash of a byte string. A `const fn`, so a fixed name (a fault site's) is hashed
+/// once, at compile time.
+pub const fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h = FNV_OFFSET_BASIS;
-    for &b in bytes {
-        h ^= u64::from(b);
+    let mut i = 0;
+    while i < bytes.len() {
+        // `as`: `u64::from` is not callable in a const fn (the cast is lossless).
+        h ^= bytes[i] as u64;
         h = h.wrapping_mul(FNV_PRIME);
+        i += 1;
     }
     mix64(h ^ bytes.len() as u64)
 }

@@ -29,6 +29,13 @@ impl<V> MemberTable<V> {
     /// The index of `node`, trying `hint` first (where the caller expects it: the position
     /// after the previous lookup of a walk in id order), then the slot after it (a walk over a
     /// sender's table skips the sender's own slot here, which that table lacks).
+    ///
+    /// Without a hint: ids are unique and ascending, so `node` cannot sit past index
+    /// `node - first id`, and sits exactly there when the ids below it are dense (most tables:
+    /// ids are handed out in order), or one before after one removal. Those two are tried (the
+    /// second also tells an absent id in a dense table: its slot), then a binary search of the
+    /// entries before that bound. A search of the whole table was most of
+    /// a 1,000-node run's probe round (ten cache misses in a table per node).
     fn position(&self, node: NodeId, hint: usize) -> Result<usize, usize> {
         if self.entries.get(hint).is_some_and(|(id, _)| *id == node) {
             return Ok(hint);
@@ -37,7 +44,28 @@ impl<V> MemberTable<V> {
         if self.entries.get(next).is_some_and(|(id, _)| *id == node) {
             return Ok(next);
         }
-        self.entries.binary_search_by_key(&node, |(id, _)| *id)
+        let Some(&(first, _)) = self.entries.first() else {
+            return Err(0);
+        };
+        let Some(bound) = node.0.checked_sub(first.0) else {
+            return Err(0);
+        };
+        let bound = usize::try_from(bound).unwrap_or(usize::MAX);
+        // Every entry from `bound` on has an id of at least `node`.
+        let end = bound.min(self.entries.len());
+        if end < self.entries.len() && self.entries[end].0 == node {
+            return Ok(end);
+        }
+        if let Some(before) = end.checked_sub(1) {
+            if self.entries[before].0 == node {
+                return Ok(before);
+            }
+            // Absent, and this is where it would go (a node asking for itself, in a dense table).
+            if self.entries[before].0 < node {
+                return Err(end);
+            }
+        }
+        self.entries[..end].binary_search_by_key(&node, |(id, _)| *id)
     }
 
     pub(super) fn len(&self) -> usize {

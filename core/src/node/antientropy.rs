@@ -51,15 +51,14 @@ pub struct AntiEntropyStats {
 }
 
 /// The ranges this node replicates, each with its other replicas. This runs on every ring
-/// adoption, over every range of the ring; the ring remembers the lists (shared by its clones),
-/// so the nodes of one process place each ring version once between them.
+/// adoption; the ring remembers the lists and which ranges each node replicates (shared by its
+/// clones), so the nodes of one process place each ring version once between them.
 pub(super) fn my_ranges(ring: &Ring, me: NodeId, n: usize) -> Vec<(u32, Vec<NodeId>)> {
-    ring.every_range_replicas(n)
-        .filter_map(|(range, replicas)| {
-            replicas.contains(&me).then(|| {
-                let peers = replicas.into_iter().filter(|&r| r != me).collect();
-                (range, peers)
-            })
+    ring.ranges_replicated_by(me, n)
+        .into_iter()
+        .map(|(range, replicas)| {
+            let peers = replicas.into_iter().filter(|&r| r != me).collect();
+            (range, peers)
         })
         .collect()
 }
@@ -163,15 +162,16 @@ impl AntiEntropy {
         per_peer: &mut BTreeMap<NodeId, Vec<(u32, u64)>>,
     ) {
         let n = usize::from(ctx.config.cluster.n);
+        // Both are in range order: one walk over the two, where a search of `my_ranges` per tree
+        // ran every round.
+        let mut mine = ctx.my_ranges.iter().map(|(r, _)| *r).peekable();
         let orphans: Vec<u32> = ctx
             .trees
+            .as_map()
             .iter()
-            .filter(|(range, tree)| {
-                !tree.is_empty()
-                    && ctx
-                        .my_ranges
-                        .binary_search_by_key(&**range, |(r, _)| *r)
-                        .is_err()
+            .filter(|(&range, tree)| {
+                while mine.next_if(|&r| r < range).is_some() {}
+                !tree.is_empty() && mine.peek() != Some(&range)
             })
             .map(|(&range, _)| range)
             .collect();
@@ -547,7 +547,7 @@ mod tests {
                 assert_eq!(ctx.local_record(key), Ok(Some(record(1))), "{key:?}");
             }
             assert_eq!(ae.stats.records_repaired, 1);
-            ae.check_invariants(&ctx.trees, &ctx.ring);
+            ae.check_invariants(ctx.trees.as_map(), &ctx.ring);
         }
         let roots = |ctx: &mut Context<MemStorage>| {
             let ranges = u32::try_from(ctx.ring.range_count()).expect("small ring");

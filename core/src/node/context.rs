@@ -48,7 +48,7 @@ pub(super) struct Context<S> {
     pub(super) next_operation: u32,
     pub(super) stats: NodeStats,
     /// One anti-entropy hash tree per range held: an index of local data (see `store`).
-    pub(super) trees: std::collections::BTreeMap<u32, crate::antientropy::RangeTree>,
+    pub(super) trees: super::trees::Trees,
     /// The token index of stored keys, for scans and `DBSIZE` (see `scan`).
     pub(super) scan_index: super::scan::ScanIndex,
     /// The full tree rebuild in progress, if any, and when the next one starts.
@@ -83,7 +83,7 @@ impl<S> Context<S> {
             incarnation_sequence: 0,
             next_operation: 1,
             stats: NodeStats::default(),
-            trees: std::collections::BTreeMap::new(),
+            trees: Default::default(),
             scan_index: super::scan::ScanIndex::default(),
             tree_rebuild: super::tree_rebuild::TreeRebuilds::default(),
             timers: super::timers::Timers::default(),

@@ -116,7 +116,7 @@ impl Coordinator {
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
         if !replicas.contains(&ctx.id)
             || !valid
-            || self.operations.len() >= ctx.config.cluster.requests_in_flight_max
+            || self.in_flight.len() >= ctx.config.cluster.requests_in_flight_max
         {
             self.refuse_write(ctx, origin, needed, RequestError::Busy);
             return;

@@ -344,8 +344,15 @@ pub(super) fn majority(count: usize) -> usize {
     count / 2 + 1
 }
 
-/// Whether `ring` is `previous` changed by exactly one join, leave or removal.
+/// Whether `ring` is `previous` changed by exactly one join, leave or removal. Remembered by
+/// the ring for the previous version its holders adopt it from (see [`Ring::follows`]).
 pub(super) fn is_direct_successor(previous: &Ring, ring: &Ring) -> bool {
+    ring.follows(previous, || replays_one_change(previous, ring))
+}
+
+/// [`is_direct_successor`], decided: the one change between the member lists replayed on a copy
+/// of `previous` gives `ring`.
+fn replays_one_change(previous: &Ring, ring: &Ring) -> bool {
     let before: BTreeSet<NodeId> = previous.members().iter().map(|m| m.id).collect();
     let after: BTreeSet<NodeId> = ring.members().iter().map(|m| m.id).collect();
     let added: Vec<_> = ring
@@ -1116,6 +1123,32 @@ mod tests {
         assert!(!is_direct_successor(&joined, &elsewhere));
     }
 
+    /// The answer a ring remembers for one previous ring is given for that ring's clones only:
+    /// asked again, about clones, or about other previous rings, every answer is the replay's.
+    #[test]
+    fn a_remembered_successor_answer_matches_the_replay() {
+        let base = ring(5);
+        let mut joined = base.clone();
+        joined.add_node(NodeId(5), location("r2")).expect("join");
+        let mut two = joined.clone();
+        two.remove_node(NodeId(1)).expect("remove");
+        let mut other = base.clone();
+        other.add_node(NodeId(6), location("r1")).expect("join");
+        for _ in 0..2 {
+            for (previous, next) in [
+                (&base, &joined),
+                (&base, &two),
+                (&joined, &two),
+                (&other, &joined),
+                (&base, &base),
+            ] {
+                let want = replays_one_change(previous, next);
+                assert_eq!(is_direct_successor(previous, next), want);
+                assert_eq!(is_direct_successor(&previous.clone(), &next.clone()), want);
+            }
+        }
+    }
+
     #[test]
     fn majority_is_strict() {
         for (count, want) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
@@ -1157,7 +1190,7 @@ mod tests {
             incarnation_sequence: 0,
             next_operation: 1,
             stats: NodeStats::default(),
-            trees: BTreeMap::new(),
+            trees: Default::default(),
             scan_index: Default::default(),
             tree_rebuild: Default::default(),
             timers: Timers::default(),

@@ -25,6 +25,7 @@ mod send_failure;
 mod store;
 mod timers;
 mod tree_rebuild;
+mod trees;
 
 pub use antientropy::AntiEntropyStats;
 pub use clock_floor::CLOCK_FLOOR_KEY;
@@ -85,6 +86,9 @@ pub struct Node<S: Storage> {
     /// `membership`'s input count when `finish_input` last found its invariants holding: the
     /// check walks the member table, and most inputs of a node never reach the machine.
     membership_checked_at: Option<u64>,
+    /// The ring's range count when `finish_input` last found anti-entropy's invariant over the
+    /// trees holding (with the trees unchanged since, and the same count, it still holds).
+    trees_checked_ranges: Option<usize>,
 }
 
 impl<S: Storage> Node<S> {
@@ -116,6 +120,7 @@ impl<S: Storage> Node<S> {
             send_failures: SendFailureStats::default(),
             paxos: paxos::Paxos::default(),
             membership_checked_at: None,
+            trees_checked_ranges: None,
         };
         node.ctx.last_wall = now.wall;
         node.ctx.last_monotonic = now.monotonic;
@@ -205,7 +210,7 @@ impl<S: Storage> Node<S> {
 
     /// Requests and replica round trips in flight.
     pub fn operations_in_flight(&self) -> usize {
-        self.coordinator.operations.len()
+        self.coordinator.in_flight.len()
     }
 
     /// A client request. Its reply arrives as `Output::Reply` with the same `request` id.
@@ -351,12 +356,8 @@ impl<S: Storage> Node<S> {
         if self.ctx.timers.due(Timer::HandoverPull, now.monotonic) {
             self.handover_round(now);
         }
-        while let Some(&(deadline, op)) = self.coordinator.deadlines.first() {
-            if deadline > now.monotonic {
-                break;
-            }
-            self.coordinator.deadlines.remove(&(deadline, op));
-            self.on_deadline(now, op);
+        while let Some((op, operation)) = self.coordinator.in_flight.pop_due(now.monotonic) {
+            self.on_deadline(now, op, operation);
         }
         self.finish_input();
     }
@@ -403,7 +404,7 @@ impl<S: Storage> Node<S> {
     /// When `handle_timeout` should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
-            self.coordinator.deadlines.first().map(|&(t, _)| t),
+            self.coordinator.in_flight.next_deadline(),
             self.ctx.timers.next(),
         ]
         .into_iter()
@@ -417,34 +418,51 @@ impl<S: Storage> Node<S> {
             self.ctx.outputs.push_back(Output::Persist { token });
         }
         if cfg!(any(test, debug_assertions)) || self.ctx.faults.enabled() {
-            self.check_invariants_since(self.membership_checked_at);
+            self.check_invariants_since(self.membership_checked_at, true);
             self.membership_checked_at = self.membership.as_ref().map(Membership::inputs);
+            self.trees_checked_ranges = Some(self.ctx.ring.range_count());
         }
+        // Checked above, or never checked on this node: either way no longer owed a check.
+        self.coordinator.in_flight.clear_changed();
+        self.ctx.trees.clear_changed();
     }
 
     /// Internal consistency; panics only on a bug in this crate.
     pub fn check_invariants(&self) {
-        self.check_invariants_since(None);
+        self.check_invariants_since(None, false);
     }
 
     /// [`Node::check_invariants`], skipping the membership machine's own (a walk of its table)
-    /// when it has taken no input since its count was `membership_checked_at`.
-    fn check_invariants_since(&self, membership_checked_at: Option<u64>) {
+    /// when it has taken no input since its count was `membership_checked_at`, and with
+    /// `changed_only`, walking only the operations in flight that changed since the last check
+    /// (`coordinator::InFlight`; tests walk them all as well) and skipping anti-entropy's check
+    /// of the trees when neither they nor the ring's range count changed since it last held
+    /// (see `trees`).
+    fn check_invariants_since(&self, membership_checked_at: Option<u64>, changed_only: bool) {
         self.ctx.durability.check_invariants();
-        self.coordinator.check_invariants();
+        if changed_only {
+            self.coordinator.check_changed_invariants();
+        }
+        if !changed_only || cfg!(test) {
+            self.coordinator.check_invariants();
+        }
         let ids = self
             .coordinator
-            .operations
-            .keys()
-            .chain(self.hints.replays.keys());
-        self.incarnation.check_invariants(&self.ctx, ids.copied());
+            .in_flight
+            .ids()
+            .chain(self.hints.replays.keys().copied());
+        self.incarnation.check_invariants(&self.ctx, ids);
         gossip::check_invariants(&self.ctx, self.membership.as_ref(), membership_checked_at);
         self.handover.check_invariants(&self.ctx.my_ranges);
         self.paxos.check_invariants(&self.ctx.durability);
         self.ctx.scan_index.check_invariants();
         self.hints.check_invariants();
-        self.anti_entropy
-            .check_invariants(&self.ctx.trees, &self.ctx.ring);
+        let trees_unchanged = !self.ctx.trees.changed()
+            && self.trees_checked_ranges == Some(self.ctx.ring.range_count());
+        if !changed_only || !trees_unchanged || cfg!(test) {
+            self.anti_entropy
+                .check_invariants(self.ctx.trees.as_map(), &self.ctx.ring);
+        }
         self.ctx.tree_rebuild.check_invariants(&self.ctx.ring);
     }
 }
@@ -1173,9 +1191,14 @@ impl<S: Storage> Node<S> {
 
     /// An operation's deadline passed, routed by kind: Paxos rounds and scans to their
     /// mechanisms, the rest to the coordinator.
-    pub(super) fn on_deadline(&mut self, now: Now, op: crate::id::OperationId) {
+    fn on_deadline(
+        &mut self,
+        now: Now,
+        op: crate::id::OperationId,
+        operation: coordinator::Operation,
+    ) {
         let (coordinator, ctx, mut nb) = self.neighbours();
-        match coordinator.on_deadline(ctx, &mut nb, now, op) {
+        match coordinator.on_deadline(ctx, &mut nb, now, op, operation) {
             coordinator::Expired::Done => {}
             coordinator::Expired::Paxos(paxos) => self.paxos_deadline(now, op, *paxos),
             coordinator::Expired::Scan(scan) => self.on_scan_deadline(scan),

@@ -781,8 +781,8 @@ fn round_of(
     op: OperationId,
     digest: u64,
 ) -> Option<&mut PaxosOperation> {
-    match coordinator.operations.get_mut(&op) {
-        Some((_, Operation::Paxos(p))) if key_digest(&p.key) == digest => Some(p),
+    match coordinator.in_flight.get_mut(op) {
+        Some(Operation::Paxos(p)) if key_digest(&p.key) == digest => Some(p),
         _ => None,
     }
 }
@@ -952,7 +952,7 @@ impl<S: Storage> Proposer<'_, S> {
     fn promised(&mut self, op: OperationId) {
         let flaw = self.ctx.config.cluster.unsafe_paxos_flaw;
         let now_micros = self.ctx.hybrid_now_micros();
-        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
+        let Some(Operation::Paxos(paxos)) = self.coordinator.in_flight.get_mut(op) else {
             return;
         };
         let Phase::Prepare { promises, .. } = &mut paxos.phase else {
@@ -990,7 +990,7 @@ impl<S: Storage> Proposer<'_, S> {
     /// The condition is false: the record it was judged on is written back to a majority (as an
     /// ABD read does), so no later read can see an older one.
     fn write_back(&mut self, op: OperationId, record: Record, previous: Option<Bytes>) {
-        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
+        let Some(Operation::Paxos(paxos)) = self.coordinator.in_flight.get_mut(op) else {
             return;
         };
         paxos.phase = Phase::WriteBack {
@@ -1036,7 +1036,7 @@ impl<S: Storage> Proposer<'_, S> {
             node: self.ctx.id,
             nonce: self.ctx.rng.gen(),
         };
-        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
+        let Some(Operation::Paxos(paxos)) = self.coordinator.in_flight.get_mut(op) else {
             return;
         };
         paxos.phase = Phase::Propose {
@@ -1054,7 +1054,7 @@ impl<S: Storage> Proposer<'_, S> {
     }
 
     fn send_proposal(&mut self, op: OperationId) {
-        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get(&op) else {
+        let Some(Operation::Paxos(paxos)) = self.coordinator.in_flight.get(op) else {
             return;
         };
         let Phase::Propose { proposal, .. } = &paxos.phase else {
@@ -1123,7 +1123,7 @@ impl<S: Storage> Proposer<'_, S> {
     }
 
     fn send_commit(&mut self, op: OperationId) {
-        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
+        let Some(Operation::Paxos(paxos)) = self.coordinator.in_flight.get_mut(op) else {
             return;
         };
         let Phase::Propose {
@@ -1199,7 +1199,7 @@ impl<S: Storage> Proposer<'_, S> {
         digest: Option<u64>,
         result: Result<(), ReplicaError>,
     ) -> bool {
-        let Some((_, Operation::Paxos(paxos))) = self.coordinator.operations.get_mut(&op) else {
+        let Some(Operation::Paxos(paxos)) = self.coordinator.in_flight.get_mut(op) else {
             return false;
         };
         if digest.is_some_and(|d| d != key_digest(&paxos.key)) || !paxos.replicas.contains(&from) {

@@ -479,7 +479,7 @@ pub(super) fn start_scan<S: Storage>(
     keys_max: u32,
     level: Option<Consistency>,
 ) {
-    if coordinator.operations.len() >= ctx.config.cluster.requests_in_flight_max {
+    if coordinator.in_flight.len() >= ctx.config.cluster.requests_in_flight_max {
         ctx.reply(request, ClientReply::Rejected(RequestError::Busy));
         return;
     }
@@ -537,7 +537,7 @@ pub(super) fn start_count<S: Storage>(
     now: Now,
     request: RequestId,
 ) {
-    if coordinator.operations.len() >= ctx.config.cluster.requests_in_flight_max {
+    if coordinator.in_flight.len() >= ctx.config.cluster.requests_in_flight_max {
         ctx.reply(request, ClientReply::Rejected(RequestError::Busy));
         return;
     }
@@ -640,8 +640,8 @@ pub(super) fn on_scan_reply<S>(
     from: u64,
     page: Result<ScanPage, ReplicaError>,
 ) {
-    let progress = match coordinator.operations.get_mut(&op) {
-        Some((_, Operation::Scan(ScanOperation::Page(scan)))) => scan.record(from_node, from, page),
+    let progress = match coordinator.in_flight.get_mut(op) {
+        Some(Operation::Scan(ScanOperation::Page(scan))) => scan.record(from_node, from, page),
         _ => Progress::Stale,
     };
     match progress {
@@ -664,8 +664,8 @@ pub(super) fn on_count_reply<S>(
     op: OperationId,
     ranges: Vec<(u64, u64)>,
 ) {
-    let progress = match coordinator.operations.get_mut(&op) {
-        Some((_, Operation::Scan(ScanOperation::Count(count)))) => count.record(from, ranges),
+    let progress = match coordinator.in_flight.get_mut(op) {
+        Some(Operation::Scan(ScanOperation::Count(count))) => count.record(from, ranges),
         _ => Progress::Stale,
     };
     match progress {

@@ -149,7 +149,7 @@ impl<S: Storage> Context<S> {
         self.scan_index
             .update_at(range, token, key, is_live(record));
         if let Some(range) = range {
-            self.trees.entry(range).or_default().update(key, record);
+            self.trees.entry_or_default(range).update(key, record);
         }
         self.tree_rebuild.track(&self.ring, key, record);
     }
@@ -197,7 +197,7 @@ impl<S: Storage> Context<S> {
 
     /// The tree of `range`, created empty if none (a peer may ask about a range not held yet).
     pub(super) fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
-        self.trees.entry(range).or_default()
+        self.trees.entry_or_default(range)
     }
 
     /// How a replica merges a record a coordinator wrote to it. TEST ONLY knob

@@ -170,17 +170,23 @@ impl TreeRebuilds {
             return;
         };
         let mut shadow = rebuild.shadow;
-        let ranges: BTreeSet<u32> = ctx.trees.keys().chain(shadow.keys()).copied().collect();
+        let ranges: BTreeSet<u32> = ctx
+            .trees
+            .as_map()
+            .keys()
+            .chain(shadow.keys())
+            .copied()
+            .collect();
         let mut mismatched = 0u64;
         for range in ranges {
-            let live = ctx.trees.entry(range).or_default().root();
+            let live = ctx.trees.entry_or_default(range).root();
             let truth = shadow.entry(range).or_default().root();
             if live != truth {
                 mismatched += 1;
             }
         }
         shadow.retain(|_, tree| !tree.is_empty());
-        ctx.trees = shadow;
+        ctx.trees.replace(shadow);
         ctx.tree_rebuild.stats.passes += 1;
         ctx.tree_rebuild.stats.ranges_mismatched += mismatched;
         if mismatched > 0 {

@@ -41,6 +41,17 @@ struct Lists {
 struct Memo {
     lists: OnceLock<Lists>,
     epoch: OnceLock<u64>,
+    by_node: OnceLock<RangesByNode>,
+    /// Whether this ring is one change from the ring whose data is held here (the first one
+    /// asked about; held, so its address cannot be reused by another while it is remembered).
+    successor: OnceLock<(Arc<super::RingData>, bool)>,
+}
+
+/// For `replicas` replicas, the ranges each node is a replica of, in range order.
+#[derive(Debug)]
+struct RangesByNode {
+    replicas: usize,
+    ranges: std::collections::BTreeMap<NodeId, Vec<u32>>,
 }
 
 /// The memo of a ring's preference lists and epoch (see the module doc).
@@ -96,6 +107,56 @@ impl PlacementCache {
 }
 
 impl PlacementCache {
+    /// The ranges `node` is one of `replicas` replicas of, in range order, from an index of
+    /// every node built by `build` (the list of every range, in range order) the first time it
+    /// is asked for; `None` if the index holds another replica count (the caller walks the
+    /// lists itself). Every node of a process lists its ranges on each adoption of a ring: the
+    /// index makes that one walk of the ranges per ring value instead of one per node (1,000
+    /// nodes each walking 64,000 ranges was 9% of `gossip-1000.toml`).
+    pub(super) fn ranges_of(
+        &self,
+        node: NodeId,
+        replicas: usize,
+        build: impl FnOnce() -> Vec<(u32, Vec<NodeId>)>,
+    ) -> Option<&[u32]> {
+        let index = self.memo.by_node.get_or_init(|| {
+            let mut ranges: std::collections::BTreeMap<NodeId, Vec<u32>> = Default::default();
+            for (range, list) in build() {
+                for id in list {
+                    let of_node = ranges.entry(id).or_default();
+                    // A list naming a node twice still makes it a replica of the range once.
+                    if of_node.last() != Some(&range) {
+                        of_node.push(range);
+                    }
+                }
+            }
+            RangesByNode { replicas, ranges }
+        });
+        (index.replicas == replicas).then(|| index.ranges.get(&node).map_or(&[][..], Vec::as_slice))
+    }
+
+    /// Whether this ring follows `previous` (a ring's data, shared by its clones) by one change:
+    /// remembered for the first `previous` asked about, else `decide`d. Every node of a process
+    /// adopting a new ring version asks this of the same previous version, and deciding replays
+    /// the change on a copy of the whole ring (5% of a 1,000-node run).
+    pub(super) fn successor_of(
+        &self,
+        previous: &Arc<super::RingData>,
+        decide: impl FnOnce() -> bool,
+    ) -> bool {
+        if let Some((held, answer)) = self.memo.successor.get() {
+            // The same allocation, held alive since: the same immutable value.
+            if Arc::ptr_eq(held, previous) {
+                return *answer;
+            }
+            return decide();
+        }
+        let answer = decide();
+        // Another holder may have set it meanwhile (for another previous): that one stays.
+        let _ = self.memo.successor.set((Arc::clone(previous), answer));
+        answer
+    }
+
     /// The ring's epoch: remembered, or computed by `compute` and remembered.
     pub(super) fn epoch(&self, compute: impl FnOnce() -> u64) -> u64 {
         *self.memo.epoch.get_or_init(compute)

@@ -378,6 +378,33 @@ impl Ring {
             })
     }
 
+    /// The ranges whose `n` replicas include `node`, in range order, each with its replicas:
+    /// [`Ring::every_range_replicas`] filtered, from an index of every node built once per ring
+    /// value and shared by its clones (see `cache`).
+    pub fn ranges_replicated_by(&self, node: NodeId, n: usize) -> Vec<(u32, Vec<NodeId>)> {
+        let indexed = self
+            .placements
+            .ranges_of(node, n, || self.every_range_replicas(n).collect());
+        match indexed {
+            Some(ranges) => ranges
+                .iter()
+                .map(|&range| (range, self.range_replicas(range, n)))
+                .collect(),
+            None => self
+                .every_range_replicas(n)
+                .filter(|(_, replicas)| replicas.contains(&node))
+                .collect(),
+        }
+    }
+
+    /// Whether this ring is `previous` after exactly the change `decide` checks, remembered per
+    /// ring value for the first `previous` asked about (by its shared data: clones of one ring
+    /// value share it, and the value behind shared data never changes). `decide` must be a
+    /// pure function of the two rings' values.
+    pub fn follows(&self, previous: &Ring, decide: impl FnOnce() -> bool) -> bool {
+        self.placements.successor_of(&previous.data, decide)
+    }
+
     /// The ring's fingerprint: a hash of its encoding (members, tokens, policy and change
     /// count). Computed once per ring value and shared by its clones.
     pub fn epoch(&self) -> u64 {

@@ -497,3 +497,38 @@ fn contains_agrees_with_the_member_list_on_dense_and_sparse_rings() {
     }
     assert!(!Ring::new(4).contains(NodeId(0)));
 }
+
+/// The index of each node's ranges answers as filtering every range's replicas does, for the
+/// count it was built for and for another, across ring changes and on rings smaller than `n`.
+#[test]
+fn ranges_replicated_by_a_node_match_the_filtered_walk() {
+    let walk = |ring: &Ring, node: NodeId, n: usize| -> Vec<(u32, Vec<NodeId>)> {
+        ring.every_range_replicas(n)
+            .filter(|(_, replicas)| replicas.contains(&node))
+            .collect()
+    };
+    let check = |ring: &Ring| {
+        for n in [3, 2, 3] {
+            for id in 0..9 {
+                let node = NodeId(id);
+                assert_eq!(
+                    ring.ranges_replicated_by(node, n),
+                    walk(ring, node, n),
+                    "n{id}, {n} replicas"
+                );
+            }
+        }
+    };
+    let mut ring = ring_of(2, 8);
+    check(&ring);
+    for id in 2..7 {
+        ring.add_node(NodeId(id), location("dc2", &format!("r{id}")))
+            .expect("fresh node");
+        check(&ring);
+    }
+    ring.remove_node(NodeId(0)).expect("member");
+    check(&ring);
+    ring.set_datacenter_replicas(&[("dc1".to_string(), 1), ("dc2".to_string(), 2)]);
+    check(&ring);
+    check(&ring.clone());
+}

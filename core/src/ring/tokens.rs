@@ -78,20 +78,9 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
     // Each member's ranges, largest first, ties to the lowest token (the first in ring order).
     // A step splits only the donor's chosen range `(start, end]`: the new node takes
     // `(start, token]` and the donor keeps `(token, end]`, so no other entry changes.
-    let count = ring.data.tokens.len();
-    let mut by_member: Vec<Vec<OwnedRange>> = vec![Vec::new(); ring.data.members.len()];
-    for (i, &(end, member)) in ring.data.tokens.iter().enumerate() {
-        let start = ring.data.tokens[(i + count - 1) % count].0;
-        if let Some(ranges) = by_member.get_mut(member as usize) {
-            ranges.push(OwnedRange {
-                len: range_len(start, end, count),
-                end: Reverse(end),
-                start,
-            });
-        }
-    }
-    let mut ranges: Vec<BinaryHeap<OwnedRange>> =
-        by_member.into_iter().map(BinaryHeap::from).collect();
+    let (grouped, first) = ranges_by_member(ring);
+    let members = ring.data.members.len();
+    let mut ranges: Vec<Option<BinaryHeap<OwnedRange>>> = vec![None; members];
     let mut chosen = Vec::with_capacity(vnodes as usize);
     let mut still_wanted = target_of(weight);
     for vnodes_left in (1..=u128::from(vnodes)).rev() {
@@ -102,7 +91,10 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
         let Some((surplus, Reverse(donor))) = donors.pop() else {
             break;
         };
-        let Some(range) = ranges.get_mut(donor).and_then(BinaryHeap::pop) else {
+        let Some(heap) = donor_ranges(&mut ranges, &grouped, &first, donor) else {
+            break;
+        };
+        let Some(range) = heap.pop() else {
             break;
         };
         if range.len < 2 {
@@ -111,7 +103,7 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
         let take = quota.min(range.len - 1);
         let token = ((u128::from(range.start) + take) % RING_SPACE) as u64;
         donors.push((surplus - take as i128, Reverse(donor)));
-        ranges[donor].push(OwnedRange {
+        heap.push(OwnedRange {
             len: range.len - take,
             end: range.end,
             start: token,
@@ -120,4 +112,59 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
         chosen.push(token);
     }
     chosen
+}
+
+/// Every member's ranges, grouped by member in one vector: member `m`'s at
+/// `first[m]..first[m + 1]` (returned as `(grouped, first)`). A member's group becomes a heap
+/// only when it is first chosen as a donor ([`donor_ranges`]): a join takes from a few dozen
+/// members, and making a heap (and a vector) of every member's ranges on each of a 1,000-node
+/// ring's joins was most of building it. The order is total (ends are unique tokens), so every
+/// heap of a group pops it the same way.
+fn ranges_by_member(ring: &Ring) -> (Vec<OwnedRange>, Vec<usize>) {
+    let count = ring.data.tokens.len();
+    let members = ring.data.members.len();
+    let mut first = vec![0usize; members + 1];
+    for &(_, member) in &ring.data.tokens {
+        // Indices past the members (none in a valid ring) are left out, as before.
+        if let Some(next) = first.get_mut(member as usize + 1) {
+            *next += 1;
+        }
+    }
+    for m in 0..members {
+        first[m + 1] += first[m];
+    }
+    let mut grouped = vec![
+        OwnedRange {
+            len: 0,
+            end: Reverse(0),
+            start: 0,
+        };
+        first[members]
+    ];
+    let mut cursor = first[..members].to_vec();
+    for (i, &(end, member)) in ring.data.tokens.iter().enumerate() {
+        let start = ring.data.tokens[(i + count - 1) % count].0;
+        if let Some(at) = cursor.get_mut(member as usize) {
+            grouped[*at] = OwnedRange {
+                len: range_len(start, end, count),
+                end: Reverse(end),
+                start,
+            };
+            *at += 1;
+        }
+    }
+    (grouped, first)
+}
+
+/// Member `donor`'s ranges as a heap, made from its group of `grouped` (`first[donor]..
+/// first[donor + 1]`) the first time it is asked for.
+fn donor_ranges<'a>(
+    ranges: &'a mut [Option<BinaryHeap<OwnedRange>>],
+    grouped: &[OwnedRange],
+    first: &[usize],
+    donor: usize,
+) -> Option<&'a mut BinaryHeap<OwnedRange>> {
+    let group = grouped.get(*first.get(donor)?..*first.get(donor + 1)?)?;
+    let heap = ranges.get_mut(donor)?;
+    Some(heap.get_or_insert_with(|| BinaryHeap::from(group.to_vec())))
 }

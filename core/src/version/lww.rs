@@ -32,8 +32,8 @@ pub struct LwwVersion {
 /// had before expiries existed (so stored data and scenario fingerprints are unchanged), and a
 /// tombstone never carries an expiry (a deleted key has nothing left to expire; the constructors
 /// drop it, and the encoding could not hold it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "LwwRecordWire", into = "LwwRecordWire")]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "LwwRecordWire")]
 pub struct LwwRecord {
     /// The version of the write that produced this value.
     pub version: LwwVersion,
@@ -126,20 +126,105 @@ impl ExpiresAt {
 /// The encoded form of [`LwwRecord`]. bincode writes an `Option` as a tag byte 0/1 and a small
 /// enum variant index as the same single byte, so `Tombstone` and `Value` encode exactly as
 /// `None` and `Some(value)` did; `Expiring` is new (tag 2), and old data decodes unchanged.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct LwwRecordWire {
     version: LwwVersion,
     body: LwwBodyWire,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum LwwBodyWire {
     Tombstone,
-    Value(Bytes),
+    Value(#[serde(deserialize_with = "bytes_from_slice")] Bytes),
     Expiring {
+        #[serde(deserialize_with = "bytes_from_slice")]
         value: Bytes,
         expires_at_micros: u64,
     },
+}
+
+/// [`LwwRecordWire`] borrowing the record it encodes, for [`Serialize`]: the same names, fields
+/// and variants, so every format writes the same bytes, without the clone of the record (and
+/// two reference-count updates of its value) that serialising through an owned wire value cost
+/// on every message sent.
+#[derive(Serialize)]
+#[serde(rename = "LwwRecordWire")]
+struct LwwRecordWireRef<'a> {
+    version: &'a LwwVersion,
+    body: LwwBodyWireRef<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "LwwBodyWire")]
+enum LwwBodyWireRef<'a> {
+    Tombstone,
+    Value(&'a Bytes),
+    Expiring {
+        value: &'a Bytes,
+        expires_at_micros: u64,
+    },
+}
+
+impl Serialize for LwwRecord {
+    /// As [`LwwRecordWire`] (see [`LwwRecord`]).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let body = match (&self.value, self.expires_at_micros) {
+            (None, _) => LwwBodyWireRef::Tombstone,
+            (Some(value), None) => LwwBodyWireRef::Value(value),
+            (Some(value), Some(expires_at_micros)) => LwwBodyWireRef::Expiring {
+                value,
+                expires_at_micros,
+            },
+        };
+        LwwRecordWireRef {
+            version: &self.version,
+            body,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Deserialises a value as `Bytes`' own `Deserialize` does (the same inputs accepted, the same
+/// result), but asks for borrowed bytes: bincode then hands over a slice of its input, copied
+/// once into the value, where asking for an owned buffer (as `Bytes` does) made it allocate a
+/// zeroed vector and copy into that (about a tenth of a simulated run's CPU, issue #15). The
+/// length is claimed against the decoder's limit and checked against the input the same way on
+/// both paths, with the same errors.
+fn bytes_from_slice<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Bytes;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("byte array")
+        }
+
+        fn visit_seq<V: serde::de::SeqAccess<'de>>(self, mut seq: V) -> Result<Bytes, V::Error> {
+            let len = seq.size_hint().unwrap_or(0).min(4096);
+            let mut values: Vec<u8> = Vec::with_capacity(len);
+            while let Some(value) = seq.next_element()? {
+                values.push(value);
+            }
+            Ok(Bytes::from(values))
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v.as_bytes()))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Bytes, E> {
+            Ok(Bytes::from(v.into_bytes()))
+        }
+    }
+    deserializer.deserialize_bytes(Visitor)
 }
 
 impl From<LwwRecordWire> for LwwRecord {
@@ -156,23 +241,6 @@ impl From<LwwRecordWire> for LwwRecord {
             version: wire.version,
             value,
             expires_at_micros,
-        }
-    }
-}
-
-impl From<LwwRecord> for LwwRecordWire {
-    fn from(record: LwwRecord) -> Self {
-        let body = match (record.value, record.expires_at_micros) {
-            (None, _) => LwwBodyWire::Tombstone,
-            (Some(value), None) => LwwBodyWire::Value(value),
-            (Some(value), Some(expires_at_micros)) => LwwBodyWire::Expiring {
-                value,
-                expires_at_micros,
-            },
-        };
-        LwwRecordWire {
-            version: record.version,
-            body,
         }
     }
 }

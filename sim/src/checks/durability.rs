@@ -52,6 +52,13 @@ pub fn check(
     let mut checked = 0usize;
     let mut lost = Vec::new();
     let written = values_written(history);
+    // The ops of each key, in history order: what may supersede a write is looked for among
+    // its key's ops only (scanning the whole history per acknowledged write was quadratic).
+    let mut by_key: BTreeMap<u32, Vec<&HistoryOp>> = BTreeMap::new();
+    for op in &history.ops {
+        by_key.entry(op.key).or_default().push(op);
+    }
+    let ops_of = |key: u32| by_key.get(&key).map_or(&[][..], Vec::as_slice);
     for op in &history.ops {
         // Increments are judged by the counters check (`checks::counters`).
         if !op.is_write() || op.kind == OpKind::Increment || op.outcome != OpOutcome::Ok {
@@ -70,7 +77,8 @@ pub fn check(
         let held = match version {
             WriteVersion::Lww(v) => records().any(|record| match record {
                 Record::Lww(r) => {
-                    r.version == v || (r.version > v && supersedes(history, op, r, clocks_agree))
+                    r.version == v
+                        || (r.version > v && supersedes(ops_of(op.key), op, r, clocks_agree))
                 }
                 Record::Causal(_) | Record::Counter(_) => false,
             }),
@@ -78,7 +86,7 @@ pub fn check(
                 let as_sibling = records().any(|record| {
                     matches!(record, Record::Causal(r) if r.siblings.iter().any(|(d, _)| *d == dot))
                 });
-                let superseded = superseders(history, op.key)
+                let superseded = superseders(ops_of(op.key), op.key)
                     .any(|context| context.0.contains(dot))
                     && records().any(|record| record.includes(&version));
                 as_sibling || superseded
@@ -213,9 +221,9 @@ fn values_written(history: &History) -> BTreeSet<(u32, u64)> {
 /// True if `record` (a higher version of `op`'s key than `op` wrote) is the record of another
 /// write of that key which may have taken effect after `op` began (acknowledged after it began,
 /// or indeterminate; with disagreeing clocks, any write that may have taken effect): only such a
-/// write may honestly have replaced `op`.
-fn supersedes(history: &History, op: &HistoryOp, record: &LwwRecord, clocks_agree: bool) -> bool {
-    history.ops.iter().any(|other| {
+/// write may honestly have replaced `op`. `ops` holds (at least) every op of `op`'s key.
+fn supersedes(ops: &[&HistoryOp], op: &HistoryOp, record: &LwwRecord, clocks_agree: bool) -> bool {
+    ops.iter().any(|&other| {
         let same_write = match &record.value {
             Some(value) => other.kind == OpKind::Put && other.value == value_id(value),
             None => other.kind == OpKind::Delete,
@@ -241,11 +249,13 @@ fn supersedes(history: &History, op: &HistoryOp, record: &LwwRecord, clocks_agre
     })
 }
 
-/// Contexts carried by writes to key `key` that may have taken effect (ok or indeterminate).
-fn superseders(history: &History, key: u32) -> impl Iterator<Item = &CausalContext> {
-    history
-        .ops
-        .iter()
+/// Contexts carried by writes to key `key` that may have taken effect (ok or indeterminate), of
+/// `ops`, which holds (at least) every op of that key.
+fn superseders<'a>(
+    ops: &'a [&'a HistoryOp],
+    key: u32,
+) -> impl Iterator<Item = &'a CausalContext> + 'a {
+    ops.iter()
         .filter(move |op| op.key == key && op.is_write() && op.outcome != OpOutcome::Failed)
         .filter_map(|op| op.context.as_ref())
 }

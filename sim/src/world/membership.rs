@@ -31,10 +31,9 @@ pub struct GossipSetup {
 }
 
 impl GossipSetup {
-    /// The setup for a cluster whose initial ring is `ring`.
-    pub fn new(config: MembershipConfig, ring: &Ring) -> GossipSetup {
-        let changes = ring
-            .members()
+    /// The setup for a cluster whose initial members are `members` (in id order).
+    pub fn new(config: MembershipConfig, members: &[Member]) -> GossipSetup {
+        let changes = members
             .iter()
             .map(|m| RingChange::Join(m.clone()))
             .collect();

@@ -152,7 +152,7 @@ impl Coordinator {
         let valid = (1..=replicas.len()).contains(&usize::from(needed));
         if !replicas.contains(&ctx.id)
             || !valid
-            || self.operations.len() >= ctx.config.cluster.requests_in_flight_max
+            || self.in_flight.len() >= ctx.config.cluster.requests_in_flight_max
         {
             let outcome = ForwardedOutcome::Rejected(RequestError::Busy);
             let key_digest = crate::id::key_digest(&key);
@@ -258,8 +258,8 @@ impl Coordinator {
         key_digest: u64,
         outcome: ForwardedOutcome,
     ) {
-        let expected = match self.operations.get(&op) {
-            Some((_, Operation::Forward(f))) => {
+        let expected = match self.in_flight.get(op) {
+            Some(Operation::Forward(f)) => {
                 f.candidates
                     .get(..=f.attempt)
                     .is_some_and(|tried| tried.contains(&from))

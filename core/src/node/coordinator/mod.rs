@@ -24,6 +24,7 @@
 //! - `sloppy`: stand-ins for silent or down replicas, at the hand-off point.
 
 mod forward;
+mod in_flight;
 mod read;
 mod repair;
 mod request;
@@ -42,6 +43,7 @@ use crate::time::{Instant, Now};
 use crate::version::Record;
 use bytes::Bytes;
 use forward::{ForwardOperation, SERVED_FORWARDS_MAX};
+pub(super) use in_flight::InFlight;
 use read::ReadOperation;
 pub(super) use write::Origin;
 use write::WriteOperation;
@@ -51,17 +53,13 @@ use write::WriteOperation;
 /// last heard from, and the hinted copies the last input decided.
 #[derive(Default)]
 pub(super) struct Coordinator {
-    /// Found by id only, never iterated where the order could reach an output (the deadlines
-    /// give the order): hashed, which costs a SET about half of the ordered map it replaced
-    /// (issue #15).
-    pub(super) operations:
-        std::collections::HashMap<OperationId, (Instant, Operation), crate::hash::IdHashing>,
-    pub(super) deadlines: std::collections::BTreeSet<(Instant, OperationId)>,
+    /// Operations in flight, each with its deadline.
+    pub(super) in_flight: InFlight,
     pub(super) served_forwards: std::collections::BTreeSet<(NodeId, OperationId)>,
     pub(super) served_forwards_order: std::collections::VecDeque<(NodeId, OperationId)>,
     /// When each ring member was last heard from directly (any message): evidence that
     /// overrides a stale `Down` verdict for failing fast (see `fail_fast`).
-    pub(super) heard_from: std::collections::BTreeMap<NodeId, Instant>,
+    pub(super) heard_from: super::fail_fast::HeardFrom,
     /// Hinted copies decided by the last input, in order, for the node to send or store:
     /// empty between inputs.
     pub(super) hand_offs: Vec<HandOff>,
@@ -111,8 +109,7 @@ pub(super) enum Expired {
 
 impl Coordinator {
     pub(super) fn track(&mut self, op: OperationId, operation: Operation, deadline: Instant) {
-        self.operations.insert(op, (deadline, operation));
-        self.deadlines.insert((deadline, op));
+        self.in_flight.track(op, operation, deadline);
     }
 
     pub(super) fn untrack(&mut self, op: OperationId) -> Option<Operation> {
@@ -124,26 +121,25 @@ impl Coordinator {
         &mut self,
         op: OperationId,
     ) -> Option<(Instant, Operation)> {
-        let (deadline, operation) = self.operations.remove(&op)?;
-        self.deadlines.remove(&(deadline, op));
-        Some((deadline, operation))
+        self.in_flight.untrack_with_deadline(op)
     }
 
     /// Internal consistency; panics only on a bug in this crate. Pairs every operation with
     /// exactly one deadline, and checks every operation's own quorum.
     pub(super) fn check_invariants(&self) {
-        assert_eq!(
-            self.deadlines.len(),
-            self.operations.len(),
-            "every operation has exactly one deadline"
-        );
-        for (deadline, op) in &self.deadlines {
-            let tracked = self.operations.get(op).map(|(d, _)| d);
-            assert_eq!(tracked, Some(deadline), "deadline of an unknown operation");
-        }
-        for (_, operation) in self.operations.values() {
-            operation.check_invariants();
-        }
+        self.in_flight.check_invariants();
+        self.check_own_invariants();
+    }
+
+    /// [`Coordinator::check_invariants`] with only the operations changed since the last check
+    /// walked (see `in_flight`), given that it held then.
+    pub(super) fn check_changed_invariants(&self) {
+        self.in_flight.check_changed();
+        self.check_own_invariants();
+    }
+
+    /// Everything but the operations in flight.
+    fn check_own_invariants(&self) {
         assert_eq!(self.served_forwards.len(), self.served_forwards_order.len());
         assert!(self.served_forwards_order.len() <= SERVED_FORWARDS_MAX);
         assert!(
@@ -237,7 +233,7 @@ impl Coordinator {
         None
     }
 
-    /// `op`'s tracked deadline passed (the caller already removed the deadline entry): a
+    /// `op`'s tracked deadline passed (the caller already stopped tracking it: `operation`): a
     /// sloppy operation reaches its hand-off point, a forward tries its next candidate, anything
     /// else answers with what it has. A Paxos round or a scan is handed back to its mechanism.
     pub(super) fn on_deadline<S: Storage>(
@@ -246,10 +242,8 @@ impl Coordinator {
         nb: &mut Neighbours<'_>,
         now: Now,
         op: OperationId,
+        operation: Operation,
     ) -> Expired {
-        let Some((_, operation)) = self.operations.remove(&op) else {
-            return Expired::Done;
-        };
         match operation {
             Operation::Read(read) if read.replied => self.read_repair(ctx, *read),
             Operation::Read(read) if read.sloppy_final.is_some() => {
@@ -355,7 +349,11 @@ mod tests {
         coordinator.track(OperationId(2), forward(&[2]), at_ms(10));
         coordinator.track(OperationId(3), forward(&[3]), at_ms(20));
         coordinator.check_invariants();
-        let order: Vec<u64> = coordinator.deadlines.iter().map(|(_, op)| op.0).collect();
+        let order: Vec<u64> = coordinator
+            .in_flight
+            .deadlines()
+            .map(|(_, op)| op.0)
+            .collect();
         assert_eq!(order, vec![2, 3, 1], "deadlines are ordered by time");
         assert!(coordinator.untrack(OperationId(3)).is_some());
         assert!(
@@ -367,8 +365,8 @@ mod tests {
             .expect("tracked");
         assert_eq!(deadline, at_ms(30));
         coordinator.check_invariants();
-        assert_eq!(coordinator.operations.len(), 1);
-        assert_eq!(coordinator.deadlines.len(), 1);
+        assert_eq!(coordinator.in_flight.len(), 1);
+        assert_eq!(coordinator.in_flight.deadlines().count(), 1);
     }
 
     #[test]
@@ -376,7 +374,7 @@ mod tests {
     fn an_operation_without_a_deadline_is_a_bug() {
         let mut coordinator = Coordinator::default();
         coordinator.track(OperationId(1), forward(&[1]), at_ms(30));
-        coordinator.deadlines.clear();
+        coordinator.in_flight.drop_deadlines();
         coordinator.check_invariants();
     }
 

@@ -204,7 +204,7 @@ impl Coordinator {
         key_digest: Option<u64>,
         record: Result<Option<Record>, ReplicaError>,
     ) {
-        let Some((_, Operation::Read(read))) = self.operations.get_mut(&op) else {
+        let Some(Operation::Read(read)) = self.in_flight.get_mut(op) else {
             ctx.stats.stale_replies += 1;
             return;
         };

@@ -261,7 +261,7 @@ impl Coordinator {
                 });
             }
         }
-        if self.operations.len() >= cluster.requests_in_flight_max {
+        if self.in_flight.len() >= cluster.requests_in_flight_max {
             return Err(RequestError::Busy);
         }
         Ok(())

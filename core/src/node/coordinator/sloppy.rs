@@ -116,7 +116,7 @@ impl Coordinator {
         nb: &mut Neighbours<'_>,
         op: OperationId,
     ) {
-        let Some((_, Operation::Write(write))) = self.operations.get(&op) else {
+        let Some(Operation::Write(write)) = self.in_flight.get(op) else {
             return;
         };
         let down: Vec<NodeId> = write
@@ -141,7 +141,7 @@ impl Coordinator {
             involved.push(fallback);
             sends.push((fallback, intended));
         }
-        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+        let Some(Operation::Write(write)) = self.in_flight.get_mut(op) else {
             return;
         };
         if write.sloppy.is_none() {

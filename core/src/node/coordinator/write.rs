@@ -226,7 +226,7 @@ impl Coordinator {
 
     /// Sends the write to every other replica.
     pub(in crate::node) fn fan_out<S: Storage>(&mut self, ctx: &mut Context<S>, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+        let Some(Operation::Write(write)) = self.in_flight.get_mut(op) else {
             return;
         };
         if write.fanned_out {
@@ -254,7 +254,7 @@ impl Coordinator {
             };
             if buggify!(ctx.faults, &mut ctx.rng, "coordinator/duplicate-write") {
                 // Exercise idempotence: replicas must tolerate a duplicated write.
-                if let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) {
+                if let Some(Operation::Write(write)) = self.in_flight.get_mut(op) {
                     write.copies_doubled = true;
                 }
                 ctx.send(target, message.clone());
@@ -288,7 +288,7 @@ impl Coordinator {
         key_digest: Option<u64>,
         result: Result<(), ReplicaError>,
     ) {
-        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+        let Some(Operation::Write(write)) = self.in_flight.get_mut(op) else {
             ctx.stats.stale_replies += 1;
             return;
         };
@@ -315,7 +315,7 @@ impl Coordinator {
     /// After an answer was recorded: answer the origin once the quorum is met or can no longer
     /// be, or (sloppy) once it is met before the hand-off point, which the write then waits for.
     fn settle_write<S: Storage>(&mut self, ctx: &mut Context<S>, op: OperationId) {
-        let Some((_, Operation::Write(write))) = self.operations.get_mut(&op) else {
+        let Some(Operation::Write(write)) = self.in_flight.get_mut(op) else {
             return;
         };
         let acked = write.quorum.acks();
