@@ -117,6 +117,15 @@ impl<K: CacheKey, V: Clone> LruCache<K, V> {
         }
     }
 
+    /// Changes the bound, evicting the least recently used entries down to it.
+    pub(crate) fn set_capacity(&mut self, capacity_bytes: usize) {
+        self.capacity_bytes = capacity_bytes;
+        while self.used_bytes > self.capacity_bytes && self.oldest != NIL {
+            let oldest = self.oldest;
+            self.release(oldest);
+        }
+    }
+
     /// Drops every entry whose key matches.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         let mut gone: Vec<usize> = self
@@ -132,9 +141,13 @@ impl<K: CacheKey, V: Clone> LruCache<K, V> {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn used_bytes(&self) -> usize {
         self.used_bytes
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.capacity_bytes
     }
 
     fn slot(&self, at: usize) -> Option<&Slot<K, V>> {

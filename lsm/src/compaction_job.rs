@@ -432,7 +432,7 @@ mod tests {
             value_bytes_max: 1024,
             block_bytes_max: 1 << 20,
         };
-        let mut store = TableStore::new(SimFs::seeded(3), limits, 1 << 17);
+        let mut store = TableStore::new(SimFs::seeded(3), limits, 1 << 16, 1 << 16);
         let tomb = Entry::Tombstone { deleted_at_ms: 0 };
         let newer = table_of(&mut store, 10, &[("a", inline("new")), ("b", tomb)]);
         let older = table_of(&mut store, 11, &[("a", inline("old")), ("b", inline("x"))]);

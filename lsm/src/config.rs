@@ -43,11 +43,10 @@ pub struct LsmConfig {
     /// A tombstone is dropped at the last level only once it is this old (anti-entropy must have
     /// had the time to spread the delete; PITFALLS, "deleted data comes back").
     pub tombstone_grace_ms: u64,
-    /// Cache bytes for decoded table blocks and separated values.
+    /// Bound of the data-block cache.
     pub block_cache_bytes: usize,
-    /// Cache bytes for table indexes and bloom filters. The two are one cache of their sum,
-    /// one LRU: an index or filter (touched by every lookup probing its table) stays, and the
-    /// rest goes to whatever is read most (`store.rs`).
+    /// The share of table indexes and bloom filters; past it they borrow the block cache's
+    /// (which shrinks to make room), so they stay cached at large data sets (`store.rs`).
     pub index_cache_bytes: usize,
 }
 
@@ -71,8 +70,7 @@ impl Default for LsmConfig {
             level_size_multiplier: 10,
             levels: 7,
             tombstone_grace_ms: 10 * 24 * 3600 * 1000,
-            // 64 MiB of blocks and 16 MiB of values when they were two caches: the same memory.
-            block_cache_bytes: 80 << 20,
+            block_cache_bytes: 64 << 20,
             index_cache_bytes: 16 << 20,
         }
     }
@@ -98,7 +96,7 @@ impl LsmConfig {
             level_size_multiplier: 4,
             levels: 4,
             tombstone_grace_ms: 1000,
-            block_cache_bytes: 20 << 10,
+            block_cache_bytes: 16 << 10,
             index_cache_bytes: 8 << 10,
             ..LsmConfig::default()
         }

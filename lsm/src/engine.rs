@@ -91,9 +91,9 @@ impl<F: FileSystem> Lsm<F> {
         let limits = config.decode_limits();
         let mut state = recovery::open_state(&mut fs, &config)?;
         let recovered = recovery::recover(&mut fs, &mut state, &config)?;
-        let cache_bytes = config.index_cache_bytes + config.block_cache_bytes;
+        let (index_bytes, block_bytes) = (config.index_cache_bytes, config.block_cache_bytes);
         let mut engine = Lsm {
-            store: TableStore::new(fs, limits, cache_bytes),
+            store: TableStore::new(fs, limits, index_bytes, block_bytes),
             compactor: Compactor::new(state.levels.len()),
             collection: None,
             last_seq: recovered.last_seq,
@@ -436,7 +436,7 @@ impl<F: FileSystem> Lsm<F> {
             looked_at += u64::from(here.frame_len);
             // Live: the tables point at this frame and no newer write to the key is staged. Asked
             // now, not at the start: writes between steps may have replaced the value.
-            if self.store.lookup(&self.state.levels, &key)? != Some(Entry::Pointer(here))
+            if self.store.lookup(&self.state.levels, &key, false)? != Some(Entry::Pointer(here))
                 || self.mem.get(&key).is_some()
             {
                 continue;
@@ -538,7 +538,7 @@ impl<F: FileSystem> Lsm<F> {
 
     /// Counters since open.
     pub fn stats(&self) -> LsmStats {
-        let (hits, misses) = self.store.cache_stats();
+        let (hits, misses, _, _) = self.store.cache_stats();
         LsmStats {
             wal_bytes: self.wal.bytes_written(),
             vlog_bytes: self.vlog.bytes_written(),

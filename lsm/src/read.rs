@@ -28,7 +28,7 @@ impl<F: FileSystem> Reader<'_, F> {
     pub(crate) fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, LsmError> {
         let entry = match self.mem.get(key) {
             Some(mem) => Some(mem.to_resolved_entry()),
-            None => self.store.lookup(&self.state.levels, key)?,
+            None => self.store.lookup(&self.state.levels, key, true)?,
         };
         match entry {
             None | Some(Entry::Tombstone { .. }) => Ok(None),
@@ -37,18 +37,10 @@ impl<F: FileSystem> Reader<'_, F> {
         }
     }
 
-    /// A separated value: from the data cache, or read (and verified) from the value log.
     fn read_value(&mut self, key: &[u8], p: ValuePointer) -> Result<Bytes, LsmError> {
         let segments = &self.state.segments;
-        // A pointer into a segment no longer live is corruption even if its value is cached.
-        if segments.contains_key(&p.segment) {
-            if let Some(value) = self.store.cached_value(&p) {
-                return Ok(value);
-            }
-        }
-        let value = (self.vlog).read(&mut self.store.fs, segments, key, p, self.payload_max)?;
-        self.store.cache_value(&p, value.clone());
-        Ok(value)
+        self.vlog
+            .read(&mut self.store.fs, segments, key, p, self.payload_max)
     }
 
     /// Up to `limit` live pairs with `start <= key < end` (no end if `None`), in key order.
@@ -150,7 +142,7 @@ mod tests {
             value_bytes_max: 1024,
             block_bytes_max: 1 << 20,
         };
-        let mut store = TableStore::new(SimFs::seeded(5), limits, 1 << 17);
+        let mut store = TableStore::new(SimFs::seeded(5), limits, 1 << 16, 1 << 16);
         let mut b = TableBuilder::create(&mut store.fs, 7, 256, 10, false).expect("create");
         for k in ["a", "b", "c", "d"] {
             b.add(

@@ -188,7 +188,7 @@ pub(crate) fn recover<F: FileSystem>(
         wal.claim_recovered(fs)?;
     }
     wal.all_durable();
-    let vlog = ValueLog::new(active, trusted);
+    let vlog = ValueLog::new(active, trusted, config.block_cache_bytes / 4);
     if let Some(s) = state.segments.get_mut(&active) {
         s.size_bytes = trusted;
     }

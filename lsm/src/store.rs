@@ -1,94 +1,70 @@
-//! Access to tables through one byte-bounded cache (each table's index and filter, decoded
-//! blocks, separated values), and cursors over sorted runs of tables used by scans and
-//! compaction.
+//! Access to tables through the two byte-bounded caches (index+filter per table, data blocks),
+//! and cursors over sorted runs of tables used by scans and compaction.
 
 use crate::bloom;
 use crate::cache::LruCache;
-use crate::entry::{Entry, ValuePointer};
+use crate::entry::Entry;
 use crate::error::LsmError;
 use crate::fs::FileSystem;
 use crate::table::{Block, DecodeLimits, TableMeta, TableReader};
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// What the cache holds, by where it was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StoreKey {
-    /// A table's index and bloom filter.
-    Reader {
-        table: u64,
-    },
-    Block {
-        table: u64,
-        index: usize,
-    },
-    Value {
-        segment: u64,
-        offset: u64,
-    },
-}
-
-/// Two words, the kind folded into the first (ids stay far below 2^62): the cache's hash is
-/// built for integers.
-impl std::hash::Hash for StoreKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let (first, second) = match *self {
-            StoreKey::Reader { table } => (table << 2, 0),
-            StoreKey::Block { table, index } => ((table << 2) | 1, index as u64),
-            StoreKey::Value { segment, offset } => ((segment << 2) | 2, offset),
-        };
-        state.write_u64(first);
-        state.write_u64(second);
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Cached {
-    Reader(Arc<TableReader>),
-    Block(Block),
-    Value(Bytes),
-}
-
-/// The file system plus the cache in front of the tables and the value log.
+/// The file system plus the caches in front of the tables.
 ///
-/// Indexes and filters, blocks and separated values share one budget, as in one LRU: what is
-/// read most stays. A split in fixed parts went wrong at both ends (issue #15): with values
-/// separated, tables hold only keys and pointers, so the block share sat idle while the values
-/// got a quarter; and at 8 GiB the indexes and filters outgrew their fixed 16 MiB, so every
-/// probe of a table reloaded them (2.7k present and 14k absent gets per second). A table's
-/// index and filter are touched by every lookup that probes it, far more often than any one
-/// block or value, so the LRU keeps them.
+/// Tables' indexes and filters come first: past their own share they borrow the block cache's,
+/// which shrinks to make room (and grows back when tables go). A fixed share went wrong at
+/// 8 GiB of node records (issue #15): the indexes and filters outgrew their 16 MiB and every
+/// probe of a table reloaded and re-parsed them (2.7k present and 14k absent gets per second).
+/// Every lookup probes several tables' filters, far more often than it reads any one block.
+/// They stay caches of their own: mixed into one index with the blocks (and values), those
+/// probes missed the CPU's caches and a node's GETs fell 5%.
 #[derive(Debug)]
 pub(crate) struct TableStore<F: FileSystem> {
     pub(crate) fs: F,
     pub(crate) limits: DecodeLimits,
-    cache: LruCache<StoreKey, Cached>,
-    /// Lookups of blocks and values (not of indexes) the cache answered, and those it did not.
-    data_hits: u64,
-    data_misses: u64,
+    /// The indexes' own share; the block cache lends them the rest of its bound.
+    index_cache_bytes: usize,
+    block_cache_bytes: usize,
+    readers: LruCache<u64, Arc<TableReader>>,
+    blocks: LruCache<(u64, usize), Block>,
 }
 
 impl<F: FileSystem> TableStore<F> {
-    pub(crate) fn new(fs: F, limits: DecodeLimits, cache_bytes: usize) -> Self {
+    pub(crate) fn new(
+        fs: F,
+        limits: DecodeLimits,
+        index_cache_bytes: usize,
+        block_cache_bytes: usize,
+    ) -> Self {
         TableStore {
             fs,
             limits,
-            cache: LruCache::new(cache_bytes),
-            data_hits: 0,
-            data_misses: 0,
+            index_cache_bytes,
+            block_cache_bytes,
+            readers: LruCache::new(index_cache_bytes + block_cache_bytes),
+            blocks: LruCache::new(block_cache_bytes),
         }
+    }
+
+    /// The block cache keeps what the indexes leave of its bound.
+    fn lend_block_share(&mut self) {
+        let borrowed = self
+            .readers
+            .used_bytes()
+            .saturating_sub(self.index_cache_bytes);
+        (self.blocks).set_capacity(self.block_cache_bytes.saturating_sub(borrowed));
     }
 
     /// The index and filter of table `id`, from the index cache or disk.
     pub(crate) fn reader(&mut self, id: u64) -> Result<Arc<TableReader>, LsmError> {
-        let key = StoreKey::Reader { table: id };
-        if let Some(Cached::Reader(r)) = self.cache.get(&key) {
+        if let Some(r) = self.readers.get(&id) {
             return Ok(r);
         }
         let reader = Arc::new(TableReader::open(&mut self.fs, id, &self.limits)?);
-        let charge = reader.charge_bytes();
-        self.cache
-            .insert(key, Cached::Reader(reader.clone()), charge);
+        self.readers
+            .insert(id, reader.clone(), reader.charge_bytes());
+        self.lend_block_share();
         Ok(reader)
     }
 
@@ -101,16 +77,10 @@ impl<F: FileSystem> TableStore<F> {
         i: usize,
         cache: bool,
     ) -> Result<Block, LsmError> {
-        let key = StoreKey::Block {
-            table: id,
-            index: i,
-        };
         if cache {
-            if let Some(Cached::Block(b)) = self.cache.get(&key) {
-                self.data_hits += 1;
+            if let Some(b) = self.blocks.get(&(id, i)) {
                 return Ok(b);
             }
-            self.data_misses += 1;
         }
         let block = reader.read_block(&mut self.fs, i, &self.limits)?;
         if cache {
@@ -118,42 +88,19 @@ impl<F: FileSystem> TableStore<F> {
                 .iter()
                 .map(|(k, e)| k.len() + e.size_bytes() + 32)
                 .sum();
-            self.cache.insert(key, Cached::Block(block.clone()), charge);
+            self.blocks.insert((id, i), block.clone(), charge);
         }
         Ok(block)
     }
 
-    /// The separated value `p` points at, if it is in the cache.
-    pub(crate) fn cached_value(&mut self, p: &ValuePointer) -> Option<Bytes> {
-        let key = StoreKey::Value {
-            segment: p.segment,
-            offset: p.offset,
-        };
-        if let Some(Cached::Value(v)) = self.cache.get(&key) {
-            self.data_hits += 1;
-            return Some(v);
-        }
-        self.data_misses += 1;
-        None
-    }
-
-    /// Keeps a separated value just read (value-log segments are never rewritten, so an entry
-    /// stays right until it ages out).
-    pub(crate) fn cache_value(&mut self, p: &ValuePointer, value: Bytes) {
-        let key = StoreKey::Value {
-            segment: p.segment,
-            offset: p.offset,
-        };
-        let charge = value.len() + 64;
-        self.cache.insert(key, Cached::Value(value), charge);
-    }
-
-    /// The entry for `key` in table `id`, if the table holds one.
+    /// The entry for `key` in table `id`, if the table holds one; its block through the cache
+    /// when `cache`.
     pub(crate) fn get(
         &mut self,
         id: u64,
         key: &[u8],
         hash: u64,
+        cache: bool,
     ) -> Result<Option<Entry>, LsmError> {
         let reader = self.reader(id)?;
         if !reader.may_contain(hash) {
@@ -162,7 +109,7 @@ impl<F: FileSystem> TableStore<F> {
         let Some(i) = reader.block_for(key) else {
             return Ok(None);
         };
-        let block = self.block(id, &reader, i, true)?;
+        let block = self.block(id, &reader, i, cache)?;
         Ok(block
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
@@ -170,11 +117,14 @@ impl<F: FileSystem> TableStore<F> {
     }
 
     /// The newest entry for `key` in the tables of `levels`: level 0 newest first, then one
-    /// table per deeper level, with bloom-filter skips.
+    /// table per deeper level, with bloom-filter skips. Blocks go through the cache when
+    /// `cache` (a foreground read); maintenance's lookups pass `false`, so that a value-log
+    /// collection, which looks up every key of its victim, does not push out what reads use.
     pub(crate) fn lookup(
         &mut self,
         levels: &[Vec<TableMeta>],
         key: &[u8],
+        cache: bool,
     ) -> Result<Option<Entry>, LsmError> {
         let hash = bloom::key_hash(key);
         // Tables are probed as they are found, newest first, so a hit in level 0 or 1 (most
@@ -183,7 +133,7 @@ impl<F: FileSystem> TableStore<F> {
             if level == 0 {
                 for t in tables {
                     if t.smallest.as_ref() <= key && key <= t.largest.as_ref() {
-                        if let Some(entry) = self.get(t.id, key, hash)? {
+                        if let Some(entry) = self.get(t.id, key, hash, cache)? {
                             return Ok(Some(entry));
                         }
                     }
@@ -191,7 +141,7 @@ impl<F: FileSystem> TableStore<F> {
             } else {
                 let i = tables.partition_point(|t| t.largest.as_ref() < key);
                 if let Some(t) = tables.get(i).filter(|t| t.smallest.as_ref() <= key) {
-                    if let Some(entry) = self.get(t.id, key, hash)? {
+                    if let Some(entry) = self.get(t.id, key, hash, cache)? {
                         return Ok(Some(entry));
                     }
                 }
@@ -202,15 +152,19 @@ impl<F: FileSystem> TableStore<F> {
 
     /// Forgets everything cached about table `id` (it was deleted).
     pub(crate) fn evict_table(&mut self, id: u64) {
-        self.cache.retain(|key| match *key {
-            StoreKey::Reader { table } | StoreKey::Block { table, .. } => table != id,
-            StoreKey::Value { .. } => true,
-        });
+        self.readers.remove(&id);
+        self.blocks.retain(|(table, _)| *table != id);
+        self.lend_block_share();
     }
 
-    /// Lookups of blocks and values the cache answered, and those it did not.
-    pub(crate) fn cache_stats(&self) -> (u64, u64) {
-        (self.data_hits, self.data_misses)
+    /// Cache statistics: (block hits, block misses, block bytes, index bytes).
+    pub(crate) fn cache_stats(&self) -> (u64, u64, usize, usize) {
+        (
+            self.blocks.hits,
+            self.blocks.misses,
+            self.blocks.used_bytes(),
+            self.readers.used_bytes(),
+        )
     }
 }
 
@@ -334,68 +288,39 @@ mod tests {
     use crate::fs::SimFs;
     use crate::table::TableBuilder;
 
-    fn value_at(offset: u64) -> ValuePointer {
-        ValuePointer {
-            segment: 3,
-            offset,
-            frame_len: 1100,
-        }
-    }
-
     #[test]
-    fn blocks_and_values_share_one_budget_and_a_dropped_table_keeps_the_values() {
+    fn indexes_borrow_the_block_share_and_give_it_back() {
         let limits = DecodeLimits {
             key_bytes_max: 64,
             value_bytes_max: 4096,
             block_bytes_max: 1 << 20,
         };
-        let mut store = TableStore::new(SimFs::seeded(2), limits, 4400);
-        let mut b = TableBuilder::create(&mut store.fs, 7, 64, 10, false).expect("create");
-        for k in ["a", "b", "c", "d"] {
-            let value = Entry::Inline(Bytes::from_static(b"table value"));
-            b.add(&mut store.fs, k.as_bytes(), &value).expect("add");
+        // An index share too small for one table's index and filter.
+        let mut store = TableStore::new(SimFs::seeded(2), limits, 16, 1 << 16);
+        for id in [7, 8] {
+            let mut b = TableBuilder::create(&mut store.fs, id, 64, 10, false).expect("create");
+            for i in 0..200u32 {
+                let key = format!("key{i:05}");
+                let value = Entry::Inline(Bytes::from_static(b"table value"));
+                b.add(&mut store.fs, key.as_bytes(), &value).expect("add");
+            }
+            b.finish(&mut store.fs).expect("finish");
         }
-        b.finish(&mut store.fs).expect("finish");
-        let reader = store.reader(7).expect("reader");
-        // Only blocks and values below: the reader is held here, its cache entry dropped.
-        store.cache.remove(&StoreKey::Reader { table: 7 });
-        store.block(7, &reader, 0, true).expect("block");
-        let block_bytes = store.cache.used_bytes();
-        assert!(
-            block_bytes > 0 && block_bytes + 3 * 1064 <= 4400,
-            "{block_bytes}"
-        );
-        // Three values of about 1 KiB fit beside the block: a budget split in fixed parts (a
-        // quarter for values) held one.
-        for offset in 0..3 {
-            store.cache_value(&value_at(offset), Bytes::from(vec![7u8; 1000]));
-        }
-        assert!((0..3).all(|offset| store.cached_value(&value_at(offset)).is_some()));
-        assert_eq!(store.cache.used_bytes(), block_bytes + 3 * 1064);
-        // A fourth pushes out the least recently used entry, the block, not a value.
-        store.cache_value(&value_at(3), Bytes::from(vec![7u8; 1000]));
-        assert!((0..4).all(|offset| store.cached_value(&value_at(offset)).is_some()));
-        assert_eq!(store.cache.used_bytes(), 4 * 1064);
-        let (hits, misses) = store.cache_stats();
-        store.block(7, &reader, 0, true).expect("block read again");
-        assert_eq!(
-            store.cache_stats(),
-            (hits, misses + 1),
-            "the block was evicted"
-        );
-        // Deleting a table forgets its blocks and keeps the values.
+        let seven = store.reader(7).expect("reader");
+        let eight = store.reader(8).expect("reader");
+        // Both stay cached past their share: the block cache lent them its room.
+        assert!(Arc::ptr_eq(&seven, &store.reader(7).expect("cached")));
+        assert!(Arc::ptr_eq(&eight, &store.reader(8).expect("cached")));
+        let borrowed = store.readers.used_bytes() - 16;
+        assert!(borrowed > 0);
+        assert_eq!(store.blocks.capacity_bytes(), (1 << 16) - borrowed);
+        // A block read fits in what is left, and a dropped table gives its room back.
+        store.block(7, &seven, 0, true).expect("block");
+        assert!(store.blocks.used_bytes() > 0);
+        assert!(store.blocks.used_bytes() <= store.blocks.capacity_bytes());
         store.evict_table(7);
-        assert_eq!(
-            store.cache.used_bytes(),
-            3 * 1064,
-            "its block and the oldest value gone"
-        );
-        assert!((1..4).all(|offset| store.cached_value(&value_at(offset)).is_some()));
-        // A table's index and filter live in the same cache, and go with the table.
-        store.reader(7).expect("reader");
-        let reader_key = StoreKey::Reader { table: 7 };
-        assert!(store.cache.get(&reader_key).is_some());
-        store.evict_table(7);
-        assert!(store.cache.get(&reader_key).is_none());
+        store.evict_table(8);
+        assert_eq!(store.readers.used_bytes(), 0);
+        assert_eq!(store.blocks.capacity_bytes(), 1 << 16);
     }
 }

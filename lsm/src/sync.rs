@@ -94,7 +94,7 @@ mod tests {
         fs.create(&wal_file_name(1)).expect("create");
         let mut wal = Wal::recovered(1, 0, 0);
         wal.all_durable();
-        let mut vlog = ValueLog::new(2, 0);
+        let mut vlog = ValueLog::new(2, 0, 1 << 10);
         let mut health = Health::opening();
         wal.stage(1, b"record", 1 << 10);
         let parts = Sync {

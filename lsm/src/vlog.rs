@@ -4,6 +4,7 @@
 //! and how much of each is garbage is the manifest's (`ManifestState::segments`).
 
 use crate::bytes_io::{Cursor, PutBytes};
+use crate::cache::LruCache;
 use crate::entry::ValuePointer;
 use crate::error::LsmError;
 use crate::frame::{decode_frame, encode_frame_with, FRAME_HEADER_BYTES};
@@ -31,6 +32,9 @@ pub(crate) struct ValueLog {
     buffer: Vec<u8>,
     /// Frames were appended since the last fsync of the active segment.
     unsynced: bool,
+    /// Recently read separated values, by (segment, offset), bounded in bytes: a hot value is
+    /// served without a read and a checksum of its frame.
+    cache: LruCache<(u64, u64), Bytes>,
     /// File names of the segments read so far: formatting one per read was 2% of a GET
     /// (issue #15). Pruned to the live segments when it outgrows them.
     names: BTreeMap<u64, String>,
@@ -40,12 +44,13 @@ pub(crate) struct ValueLog {
 
 impl ValueLog {
     /// The value log with active segment `active`, of which `trusted_len` bytes are referenced.
-    pub(crate) fn new(active: u64, trusted_len: u64) -> Self {
+    pub(crate) fn new(active: u64, trusted_len: u64, cache_bytes: usize) -> Self {
         ValueLog {
             active,
             active_len: trusted_len,
             buffer: Vec::new(),
             unsynced: false,
+            cache: LruCache::new(cache_bytes),
             names: BTreeMap::new(),
             bytes_written: 0,
         }
@@ -207,6 +212,9 @@ impl ValueLog {
                 "pointer into a segment that is not live",
             ));
         }
+        if let Some(v) = self.cache.get(&(p.segment, p.offset)) {
+            return Ok(v);
+        }
         if self.names.len() > 2 * segments.len() {
             self.names
                 .retain(|segment, _| segments.contains_key(segment));
@@ -232,7 +240,10 @@ impl ValueLog {
         let value_at = value_offset_in_frame(&bytes, key, payload_max)
             .map_err(|why| LsmError::corrupt(name, format!("value at {}: {why}", p.offset)))?;
         // The value is the tail of the frame just read: share its buffer, no copy.
-        Ok(Bytes::from(bytes).slice(value_at..))
+        let value = Bytes::from(bytes).slice(value_at..);
+        self.cache
+            .insert((p.segment, p.offset), value.clone(), value.len() + 64);
+        Ok(value)
     }
 
     /// Panics if the working state is inconsistent (a bug).
@@ -354,7 +365,7 @@ mod tests {
     fn staged_values_read_back_through_their_pointers() {
         let mut fs = SimFs::seeded(2);
         fs.create(&vlog_file_name(5)).expect("create");
-        let mut vlog = ValueLog::new(5, 0);
+        let mut vlog = ValueLog::new(5, 0, 1 << 10);
         let a = vlog.stage(&mut fs, 1, b"ka", b"alpha").expect("stage");
         let b = vlog.stage(&mut fs, 2, b"kb", b"beta").expect("stage");
         assert_eq!(b.offset, ValueLog::frame_len(b"ka", b"alpha"));
@@ -383,7 +394,7 @@ mod tests {
         let mut fs = SimFs::seeded(3);
         let name = vlog_file_name(7);
         fs.create(&name).expect("create");
-        let mut vlog = ValueLog::new(7, 0);
+        let mut vlog = ValueLog::new(7, 0, 1 << 10);
         let keys: Vec<Vec<u8>> = (0..9u8).map(|i| vec![b'k', i]).collect();
         for (seq, key) in keys.iter().enumerate() {
             vlog.stage(&mut fs, seq as u64 + 1, key, &[seq as u8; 20])

@@ -184,9 +184,9 @@ pub struct StorageFile {
     pub vlog_segment_bytes_max: Option<u64>,
     /// A sealed segment is collected once this percentage of it is garbage.
     pub vlog_gc_garbage_percent_min: Option<u64>,
-    /// Cache bytes for decoded blocks and separated values.
+    /// Bound of the data-block cache.
     pub block_cache_bytes: Option<usize>,
-    /// Cache bytes for table indexes and bloom filters; one LRU cache of the two sums.
+    /// The share of table indexes and bloom filters; past it they borrow the block cache's.
     pub index_cache_bytes: Option<usize>,
     /// Target uncompressed size of a data block.
     pub block_bytes: Option<usize>,

@@ -103,10 +103,11 @@ impl RowSet {
         self.value_bytes > self.separation_threshold_bytes()
     }
 
-    /// ringkv-lsm's cache memory: the data cache (blocks and separated values) and the
-    /// index/filter cache. Every engine gets this budget.
+    /// ringkv-lsm's cache memory: block cache, value cache (a quarter of the block cache, see
+    /// `recovery.rs`) and the index/filter cache. Every engine gets this budget.
     fn cache_budget_bytes(&self) -> u64 {
-        (self.lsm.block_cache_bytes + self.lsm.index_cache_bytes) as u64
+        (self.lsm.block_cache_bytes + self.lsm.block_cache_bytes / 4 + self.lsm.index_cache_bytes)
+            as u64
     }
 
     fn record_bytes(&self) -> usize {
@@ -1013,9 +1014,10 @@ fn print_configuration(sets: &[RowSet]) {
     for set in sets {
         println!(
             "- {}: {} keys ({} B values, {:.2} GiB written per unsynced phase), {} present / {} \
-             absent gets, {} / {} synced writes; cache budget {} MiB each (ringkv-lsm data \
-             (blocks and values) {} + index {}; fjall cache_size; RocksDB --cache_size with \
-             index and filter blocks in it, their share as its high-priority pool); {}",
+             absent gets, {} / {} synced writes; cache budget {} MiB each (ringkv-lsm block \
+             {} + value {} + index {}, indexes may borrow the block share; fjall cache_size; \
+             RocksDB --cache_size with index and filter blocks in it, their share as its \
+             high-priority pool); {}",
             set.label,
             set.keys,
             set.value_bytes,
@@ -1026,6 +1028,7 @@ fn print_configuration(sets: &[RowSet]) {
             set.synced_ops_8,
             set.cache_budget_bytes() >> 20,
             set.lsm.block_cache_bytes >> 20,
+            set.lsm.block_cache_bytes >> 22,
             set.lsm.index_cache_bytes >> 20,
             if set.separated() {
                 format!(
