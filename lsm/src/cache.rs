@@ -85,10 +85,7 @@ impl<K: CacheKey, V: Clone> LruCache<K, V> {
         if charge_bytes > self.capacity_bytes {
             return;
         }
-        while self.used_bytes + charge_bytes > self.capacity_bytes && self.oldest != NIL {
-            let oldest = self.oldest;
-            self.release(oldest);
-        }
+        self.evict_down_to(self.capacity_bytes - charge_bytes);
         let slot = Slot {
             key: key.clone(),
             value,
@@ -120,7 +117,12 @@ impl<K: CacheKey, V: Clone> LruCache<K, V> {
     /// Changes the bound, evicting the least recently used entries down to it.
     pub(crate) fn set_capacity(&mut self, capacity_bytes: usize) {
         self.capacity_bytes = capacity_bytes;
-        while self.used_bytes > self.capacity_bytes && self.oldest != NIL {
+        self.evict_down_to(capacity_bytes);
+    }
+
+    /// Evicts the least recently used entries until at most `bytes` are held.
+    fn evict_down_to(&mut self, bytes: usize) {
+        while self.used_bytes > bytes && self.oldest != NIL {
             let oldest = self.oldest;
             self.release(oldest);
         }
