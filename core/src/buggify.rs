@@ -62,6 +62,7 @@ pub const SITES: &[&str] = &[
 pub const LSM_SITES: &[&str] = &[
     "lsm/compaction-budget-tiny",
     "lsm/compaction-cut-output-early",
+    "lsm/flush-budget-tiny",
     "lsm/flush-early",
     "lsm/vlog-gc-below-threshold",
     "lsm/vlog-gc-flush-between-values",

@@ -363,17 +363,16 @@ impl Compactor {
         Ok(CompactionProgress::Moved { level })
     }
 
-    /// Removes table files the state does not reference: between steps, only the outputs of an
-    /// abandoned compaction (a flush never leaves one behind: it finishes or is undone).
+    /// Removes table files the state does not reference, but for `flush_table` (the table a flush
+    /// job is writing): between steps, only the outputs of an abandoned compaction.
     pub(crate) fn remove_unreferenced_tables<F: FileSystem>(
         fs: &mut F,
         state: &ManifestState,
+        flush_table: Option<u64>,
     ) -> Result<(), LsmError> {
-        let live: BTreeSet<String> = state
-            .levels
-            .iter()
-            .flatten()
-            .map(|t| table_file_name(t.id))
+        let live: BTreeSet<String> = (state.levels.iter().flatten().map(|t| t.id))
+            .chain(flush_table)
+            .map(table_file_name)
             .collect();
         for name in fs.list()? {
             if name.ends_with(".sst") && !live.contains(&name) {

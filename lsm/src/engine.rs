@@ -14,12 +14,14 @@ use crate::config::LsmConfig;
 use crate::entry::{encode_keyed, Entry};
 use crate::error::LsmError;
 use crate::faults::buggify;
-use crate::flush::Flush;
+use crate::flush::{Advance, Flush, FlushFsync, FlushJob};
 use crate::fs::{FileSystem, FsError};
 use crate::health::Health;
 use crate::manifest::ManifestState;
 use crate::memtable::{entries_of_write, MemTable};
-use crate::outcome::{CheckpointReport, CompactionProgress, GcOutcome, LsmStats, WriteOutcome};
+use crate::outcome::{
+    CheckpointReport, CompactionProgress, FlushProgress, GcOutcome, LsmStats, WriteOutcome,
+};
 use crate::read::Reader;
 use crate::recovery::{self, RecoveryReport};
 use crate::store::TableStore;
@@ -52,6 +54,10 @@ pub struct Lsm<F: FileSystem> {
     compactor: Compactor,
     /// The value-log collection under way, if any (`collect_value_log_step`).
     collection: Option<Collection>,
+    /// The flush under way, if any (`flush.rs`): the frozen memtable becoming a table.
+    flush_job: Option<FlushJob>,
+    /// A flush job's detached fsync not yet taken by the driver ([`Lsm::take_flush_fsync`]).
+    flush_fsync: Option<FlushFsync>,
     health: Health,
     stats: LsmStats,
 }
@@ -96,6 +102,10 @@ impl<F: FileSystem> Lsm<F> {
             store: TableStore::new(fs, limits, index_bytes, block_bytes),
             compactor: Compactor::new(state.levels.len()),
             collection: None,
+            // A flush job a crash interrupted goes on (its steps need space; recovery must not).
+            flush_job: (recovered.interrupted_flush)
+                .map(|f| FlushJob::resumed(f.retired_wals, f.last_seq)),
+            flush_fsync: None,
             last_seq: recovered.last_seq,
             state,
             config,
@@ -182,7 +192,6 @@ impl<F: FileSystem> Lsm<F> {
         Sync {
             fs: &mut self.store.fs,
             wal: &mut self.wal,
-            vlog: &mut self.vlog,
             health: &mut self.health,
         }
     }
@@ -209,11 +218,59 @@ impl<F: FileSystem> Lsm<F> {
         self.health.writable()
     }
 
-    /// Flushes the memtable to a level-0 table now (normally done when it is full).
+    /// Flushes the memtable to a level-0 table now, and the flush under way first (normally
+    /// a full memtable starts a flush job that [`Lsm::flush_step`] carries out).
     pub fn flush(&mut self) -> Result<(), LsmError> {
         self.health.writable()?;
         let r = self.flush_inner();
         self.health.poison_unless_no_space(r)
+    }
+
+    /// One bounded step of the flush under way (`flush.rs`): about `budget_bytes` of frozen
+    /// entries written; once all are, their fsync, then the install. Where the file system can
+    /// detach fsyncs, that fsync is left for the driver to run elsewhere
+    /// ([`Lsm::take_flush_fsync`]), and the job waits for [`Lsm::flush_fsynced`]; elsewhere it
+    /// runs in place and the table is installed in this step. A full disk undoes the job's
+    /// files and returns `NoSpace` (the job starts over at its next step); another failure
+    /// poisons the engine.
+    pub fn flush_step(&mut self, budget_bytes: u64) -> Result<FlushProgress, LsmError> {
+        self.health.writable()?;
+        // A step as small as one entry is legal: a job is resumable (BUGGIFY).
+        let tiny = buggify!(&mut self.store.fs, "lsm/flush-budget-tiny");
+        let budget_bytes = if tiny { 1 } else { budget_bytes };
+        let r = self.flush_parts().step(budget_bytes, true);
+        let progress = match self.health.poison_unless_no_space(r)? {
+            Advance::Idle => FlushProgress::Idle,
+            Advance::InProgress => FlushProgress::InProgress,
+            Advance::AwaitingFsync => FlushProgress::AwaitingFsync,
+            Advance::Fsync(fsync) => {
+                self.flush_fsync = Some(fsync);
+                FlushProgress::AwaitingFsync
+            }
+            Advance::Installed => FlushProgress::Installed,
+        };
+        Ok(progress)
+    }
+
+    /// The fsync a flush job left to the driver ([`Lsm::flush_step`]), if any: run it away from
+    /// the engine, then hand its result to [`Lsm::flush_fsynced`].
+    pub fn take_flush_fsync(&mut self) -> Option<FlushFsync> {
+        self.flush_fsync.take()
+    }
+
+    /// Records the result of flush job `job`'s detached fsync: on success the job's table is
+    /// installed (unless the job was finished in place meanwhile); a failure poisons the
+    /// engine for good (never retried), like any failed fsync.
+    pub fn flush_fsynced(&mut self, job: u64, result: Result<(), FsError>) -> Result<(), LsmError> {
+        result.map_err(|e| self.health.detached_fsync_failed(&e))?;
+        self.health.writable()?;
+        let r = self.flush_parts().fsynced(job);
+        self.health.poison_unless_no_space(r).map(|_| ())
+    }
+
+    /// Whether a flush job is under way (its steps are owed).
+    pub fn flushing(&self) -> bool {
+        self.flush_job.is_some()
     }
 
     /// Whether the engine is short of space: the disk filled up and writes are refused until
@@ -222,24 +279,37 @@ impl<F: FileSystem> Lsm<F> {
         self.health.space_short()
     }
 
-    /// Flushes a full memtable, or reports a stall when level 0 is too deep to take another table.
+    /// Starts a flush job for a full memtable (finishing the one under way first, a bounded
+    /// stall counted in `flush_stalls`), or reports a stall when level 0 is too deep to take
+    /// another table.
     fn make_room(&mut self) -> Result<Option<WriteOutcome>, LsmError> {
-        let level0_tables = self.state.levels[0].len();
         if self.mem.active_bytes() < self.config.memtable_bytes_max {
             // A flush before the memtable is full is legal while level 0 has room (BUGGIFY).
-            let room = level0_tables + 1 < self.config.level0_stall_tables;
-            if !(room && !self.mem.is_empty() && buggify!(&mut self.store.fs, "lsm/flush-early")) {
+            let room = self.state.levels[0].len() + 2 < self.config.level0_stall_tables;
+            let active = self.mem.active_bytes() > 0;
+            if !(room && active && buggify!(&mut self.store.fs, "lsm/flush-early")) {
                 return Ok(None);
             }
-        } else if level0_tables >= self.config.level0_stall_tables {
-            self.stats.stalls += 1;
-            return Ok(Some(WriteOutcome::Stalled { level0_tables }));
         }
-        let r = self.flush_inner();
+        let r = self.make_room_for_a_flush();
         if r.as_ref().is_err_and(LsmError::is_no_space) {
             self.health.count_no_space_refusal();
         }
-        self.health.poison_unless_no_space(r)?;
+        self.health.poison_unless_no_space(r)
+    }
+
+    fn make_room_for_a_flush(&mut self) -> Result<Option<WriteOutcome>, LsmError> {
+        if self.flush_job.is_some() {
+            self.stats.flush_stalls += 1;
+            self.flush_parts().finish()?;
+        }
+        let level0_tables = self.state.levels[0].len();
+        if level0_tables >= self.config.level0_stall_tables {
+            self.stats.stalls += 1;
+            return Ok(Some(WriteOutcome::Stalled { level0_tables }));
+        }
+        let last_seq = self.last_seq;
+        self.flush_parts().start(last_seq)?;
         Ok(None)
     }
 
@@ -270,8 +340,15 @@ impl<F: FileSystem> Lsm<F> {
         Ok(seq)
     }
 
-    /// Flushes the memtable (`flush.rs`).
+    /// Finishes the flush under way, then flushes the memtable whole (`flush.rs`).
     fn flush_inner(&mut self) -> Result<(), LsmError> {
+        self.flush_parts().finish()?;
+        let last_seq = self.last_seq;
+        self.flush_parts().start(last_seq)?;
+        self.flush_parts().finish()
+    }
+
+    fn flush_parts(&mut self) -> Flush<'_, F> {
         Flush {
             fs: &mut self.store.fs,
             state: &mut self.state,
@@ -281,9 +358,8 @@ impl<F: FileSystem> Lsm<F> {
             health: &mut self.health,
             stats: &mut self.stats,
             config: &self.config,
-            last_seq: self.last_seq,
+            job: &mut self.flush_job,
         }
-        .run()
     }
 
     // ---------------------------------------------------------------- checkpoints
@@ -373,7 +449,9 @@ impl<F: FileSystem> Lsm<F> {
             Err(e @ LsmError::Corrupt { .. }) => Err(e),
             Err(e) if e.is_no_space() => {
                 // Free what the abandoned job's outputs hold; a later step starts over.
-                Compactor::remove_unreferenced_tables(&mut self.store.fs, &self.state)?;
+                let flush_table = self.flush_job.as_ref().and_then(FlushJob::table_id);
+                let fs = &mut self.store.fs;
+                Compactor::remove_unreferenced_tables(fs, &self.state, flush_table)?;
                 self.health.release_space_reserve(&mut self.store.fs)?;
                 Err(e)
             }
@@ -599,11 +677,21 @@ impl<F: FileSystem> Lsm<F> {
         self.wal.check_invariants();
         self.vlog.check_invariants();
         self.compactor.check_invariants(&self.state.levels);
-        assert_eq!(self.wal.id(), self.state.wal_id, "the manifest's WAL");
         assert_eq!(self.vlog.active(), self.state.vlog_active, "its segment");
         assert!(self.last_seq >= self.state.last_seq);
-        // A flush finishes or thaws within the call that started it.
-        assert_eq!(self.mem.frozen().count(), 0, "no flush in progress");
+        assert_eq!(
+            self.mem.has_frozen(),
+            self.flush_job.is_some(),
+            "a frozen memtable exactly while a flush job is under way"
+        );
+        match &self.flush_job {
+            // The manifest names the retired WAL until the install; writes go to its successor.
+            Some(job) => {
+                assert_eq!(job.retired_wal(), self.state.wal_id, "the manifest's WAL");
+                assert!(self.wal.id() > self.state.wal_id, "a successor of it");
+            }
+            None => assert_eq!(self.wal.id(), self.state.wal_id, "the manifest's WAL"),
+        }
         if let Some(collection) = &self.collection {
             assert!(
                 self.state.segments.contains_key(&collection.segment),

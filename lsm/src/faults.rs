@@ -20,8 +20,9 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
 /// Every fault site of the engine, by its stable name.
-pub const SITES: [&str; 7] = [
+pub const SITES: [&str; 8] = [
     "lsm/flush-early",
+    "lsm/flush-budget-tiny",
     "lsm/compaction-budget-tiny",
     "lsm/compaction-cut-output-early",
     "lsm/vlog-rotate-early",

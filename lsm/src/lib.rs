@@ -74,7 +74,10 @@ pub use compaction_job::DeadSince;
 pub use config::LsmConfig;
 pub use engine::Lsm;
 pub use error::LsmError;
-pub use outcome::{CheckpointReport, CompactionProgress, GcOutcome, LsmStats, WriteOutcome};
+pub use flush::FlushFsync;
+pub use outcome::{
+    CheckpointReport, CompactionProgress, FlushProgress, GcOutcome, LsmStats, WriteOutcome,
+};
 pub use recovery::{RecoveryReport, WalTruncation, WalTruncationCause};
 pub use storage::LsmStorage;
 pub use wal::SyncTicket;

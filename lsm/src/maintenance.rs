@@ -28,7 +28,7 @@
 
 use crate::error::LsmError;
 use crate::fs::FileSystem;
-use crate::outcome::{CompactionProgress, GcOutcome};
+use crate::outcome::{CompactionProgress, FlushProgress, GcOutcome};
 use crate::storage::LsmStorage;
 use ringkv_core::Instant;
 use std::time::Duration;
@@ -86,6 +86,8 @@ pub struct MaintenanceStep {
 /// What one step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MaintenanceOutcome {
+    /// A flush job wrote part of the frozen memtable or installed its table.
+    pub flushed: bool,
     /// A compaction step merged entries or installed a result.
     pub compacted: bool,
     /// A value-log segment was collected.
@@ -184,8 +186,10 @@ impl<F: FileSystem> LsmStorage<F> {
         }
     }
 
-    /// Runs one bounded step: a compaction step of at most `compaction_budget_bytes` merged
-    /// entries and, when no compaction is pending, a step of value-log collection looking at as
+    /// Runs one bounded step: a step of the flush under way if there is one (about
+    /// `compaction_budget_bytes` of frozen entries; where fsyncs can be detached, the job's fsync
+    /// is then left to the driver, `Lsm::take_flush_fsync`), else a compaction step of at most
+    /// `compaction_budget_bytes` merged entries and, when no compaction is pending, a step of value-log collection looking at as
     /// many bytes of frames (one is started when the step says so; one under way always goes
     /// on). `wall_ms` ages the engine's own tombstones
     /// (and stamps later deletes). A poisoned engine does nothing (it is read-only until
@@ -202,6 +206,17 @@ impl<F: FileSystem> LsmStorage<F> {
             return Ok(MaintenanceOutcome::default());
         }
         let mut done = MaintenanceOutcome::default();
+        // A flush job goes first: until its table is installed the frozen memtable holds memory,
+        // and a second full memtable would have to wait for it. A part written takes the whole
+        // step; an install leaves room for compaction, which the new table may owe.
+        match lsm.flush_step(step.compaction_budget_bytes)? {
+            FlushProgress::Idle | FlushProgress::AwaitingFsync => {}
+            FlushProgress::InProgress => {
+                done.flushed = true;
+                return Ok(done);
+            }
+            FlushProgress::Installed => done.flushed = true,
+        }
         match lsm.compact_step(wall_ms, step.compaction_budget_bytes)? {
             CompactionProgress::Idle => {
                 // A collection under way goes on at every step, not only at the ticks that may

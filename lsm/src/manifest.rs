@@ -24,10 +24,12 @@ pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 /// The temporary name a new manifest is written under before the rename.
 pub(crate) const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
 const MANIFEST_MAGIC: u64 = 0x7269_6e67_6b76_4d46; // "ringkvMF"
-/// Version 3: the live WAL carries sync markers and batch seals (FORMAT.md). Version 2 (markers,
+/// Version 4: WALs after the manifest's may hold acknowledged records (a flush job's successors,
+/// replayed at open: FORMAT.md), which an older engine would remove as orphans, so it must refuse
+/// the store. Version 3 (the live WAL carries sync markers and batch seals), version 2 (markers,
 /// no seals) and version 1 (neither) are still read: the WAL is replayed under its own rule, then
-/// the store is moved to version 3.
-pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 3;
+/// the store is moved to version 4.
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 4;
 /// Refuse manifests larger than this (a corrupt length must not allocate without bound).
 const MANIFEST_BYTES_MAX: usize = 256 << 20;
 
@@ -380,11 +382,11 @@ mod tests {
             Ok(1),
             "version 1 is read"
         );
-        let mut v4 = v1.clone();
-        v4[8..12].copy_from_slice(&4u32.to_le_bytes());
-        let sum = crc(&v4[..at]);
-        v4[at..].copy_from_slice(&sum.to_le_bytes());
-        assert!(decode(&v4, 100).is_err(), "an unknown version is refused");
+        let mut next = v1.clone();
+        next[8..12].copy_from_slice(&(MANIFEST_FORMAT_VERSION + 1).to_le_bytes());
+        let sum = crc(&next[..at]);
+        next[at..].copy_from_slice(&sum.to_le_bytes());
+        assert!(decode(&next, 100).is_err(), "an unknown version is refused");
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;

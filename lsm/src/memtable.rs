@@ -123,6 +123,23 @@ impl MemTable {
         self.frozen.iter().flat_map(|f| f.entries.iter())
     }
 
+    /// The frozen entries after `key` (all of them if `None`), in key order: where a flush job
+    /// resumes.
+    pub(crate) fn frozen_after(
+        &self,
+        key: Option<Bytes>,
+    ) -> impl Iterator<Item = (&Bytes, &MemEntry)> {
+        let from = key.map_or(Bound::Unbounded, Bound::Excluded);
+        self.frozen
+            .iter()
+            .flat_map(move |f| f.entries.range((from.clone(), Bound::Unbounded)))
+    }
+
+    /// Whether a frozen table exists (a flush job is under way).
+    pub(crate) fn has_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
     /// The flush installed its table: the frozen entries are durable there.
     pub(crate) fn release_frozen(&mut self) {
         self.frozen = None;

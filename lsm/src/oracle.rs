@@ -140,7 +140,12 @@ fn replay_hint(seed: u64, config: &OracleConfig) -> String {
     } else {
         " RINGKV_LSM_SECTOR_HOLES=0"
     };
-    format!("replay: cargo test -p ringkv-lsm --release --test crash_oracle -- --exact replay_one_seed with RINGKV_LSM_SEED={seed}{holes}")
+    let full = if config.disk_full {
+        " RINGKV_LSM_DISK_FULL=1"
+    } else {
+        ""
+    };
+    format!("replay: cargo test -p ringkv-lsm --release --test crash_oracle -- --exact replay_one_seed with RINGKV_LSM_SEED={seed}{holes}{full}")
 }
 
 /// Runs the oracle for one seed; `Err` describes the first violation and how to replay it.
@@ -295,6 +300,10 @@ impl Run<'_> {
             })
         } else if roll < 80 {
             lsm.flush()
+        } else if roll < 86 {
+            // A bounded part of a flush job: crashes land between its steps, and between its
+            // freeze and its install.
+            lsm.flush_step(self.rng.gen_range(100..8000)).map(|_| ())
         } else if roll < 92 {
             lsm.compact_step(now_ms, self.rng.gen_range(100..8000))
                 .map(|_| ())

@@ -18,6 +18,20 @@ pub enum WriteOutcome {
     },
 }
 
+/// What one `flush_step` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushProgress {
+    /// No flush is under way.
+    Idle,
+    /// Part of the frozen memtable was written; call again.
+    InProgress,
+    /// Every file is written; their fsync runs away from the engine (`take_flush_fsync`, then
+    /// `flush_fsynced`), or is still out.
+    AwaitingFsync,
+    /// The table is installed.
+    Installed,
+}
+
 /// What one `compact_step` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompactionProgress {
@@ -97,6 +111,9 @@ pub struct LsmStats {
     pub gc_segments: u64,
     /// Writes refused with `Stalled`.
     pub stalls: u64,
+    /// Writes that filled the memtable while a flush job was still under way, and waited for
+    /// it to finish in place (its steps came too slowly).
+    pub flush_stalls: u64,
     /// Writes refused because the disk was full (`health.rs`, "Out of disk space").
     pub no_space_refusals: u64,
     /// Block-cache hits.

@@ -113,6 +113,23 @@ pub(crate) struct Recovered {
     /// A format-1 WAL was replayed: the engine must flush the records into a table before
     /// anything is appended to it (format upgrade).
     pub(crate) needs_upgrade_flush: bool,
+    /// The flush job a crash interrupted, rebuilt: WALs after the manifest's were replayed too,
+    /// so the memtable holds the records of the manifest's WAL (and of every successor but the
+    /// last) frozen, and the last successor's active; it is the live WAL.
+    pub(crate) interrupted_flush: Option<InterruptedFlush>,
+}
+
+/// A flush job a crash interrupted (its freeze happened, its install did not).
+#[derive(Debug)]
+pub(crate) struct InterruptedFlush {
+    /// The WALs holding the frozen records, the manifest's first.
+    pub(crate) retired_wals: Vec<u64>,
+    /// The last frozen sequence number.
+    pub(crate) last_seq: u64,
+    /// The WAL after them (id, valid length, synced length): the live one.
+    live_wal: (u64, u64, u64),
+    /// The last sequence number replayed from it.
+    live_last_seq: u64,
 }
 
 /// The installed state at open: the manifest, or a new store; missing levels added and files
@@ -146,22 +163,9 @@ pub(crate) fn recover<F: FileSystem>(
             return Err(LsmError::corrupt(&name, "table in the manifest is missing"));
         }
     }
-    // The active value-log segment is appended only by flushes, which fsync it before the
-    // manifest records its new length: every byte a table points at lies below the trusted
-    // length, and anything past it is the unreferenced tail of an interrupted flush.
-    let active = state.vlog_active;
+    let (active, trusted) = (state.vlog_active, state.vlog_active_trusted_len);
     let vname = vlog_file_name(active);
-    if !state.segments.contains_key(&active) {
-        return Err(LsmError::corrupt(
-            MANIFEST_FILE,
-            "active segment not listed",
-        ));
-    }
-    let vlog_len = fs.len(&vname)?;
-    let trusted = state.vlog_active_trusted_len;
-    if vlog_len < trusted {
-        return Err(LsmError::corrupt(&vname, "shorter than its durable length"));
-    }
+    let vlog_len = active_segment_len(fs, state)?;
     let wname = wal_file_name(state.wal_id);
     let wal_bytes = fs.read_all(&wname)?;
     let legacy_wal = state.format_version < 2;
@@ -170,12 +174,18 @@ pub(crate) fn recover<F: FileSystem>(
         wal_cut: scan.cut.map(|cut| truncation(&wname, wal_bytes.len(), cut)),
     };
     let mut mem = MemTable::default();
-    let last_seq = replay(&scan.frames, &wname, state.last_seq, config, &mut mem)?;
+    let mut last_seq = replay(&scan.frames, &wname, state.last_seq, config, &mut mem)?;
+    let frozen_last_seq = last_seq;
+    let manifest_wal_cut = scan.valid_len < wal_bytes.len();
+    let (kept, successor_cut) = keep_successors(fs, state, config, (last_seq, manifest_wal_cut))?;
+    let report = RecoveryReport {
+        wal_cut: report.wal_cut.or(successor_cut),
+    };
     if vlog_len > trusted {
         fs.truncate(&vname, trusted)?;
         fs.fsync(&vname)?;
     }
-    if scan.valid_len < wal_bytes.len() {
+    if manifest_wal_cut {
         fs.truncate(&wname, scan.valid_len as u64)?;
     }
     // What was read back may sit in the page cache only (a process crash): fsync it before a
@@ -183,8 +193,15 @@ pub(crate) fn recover<F: FileSystem>(
     if !wal_bytes.is_empty() {
         fs.fsync(&wname)?;
     }
-    let mut wal = Wal::recovered(state.wal_id, scan.valid_len as u64, scan.synced_through);
-    if !legacy_wal && scan.synced_through < scan.valid_len as u64 {
+    let mut live = (state.wal_id, scan.valid_len as u64, scan.synced_through);
+    let interrupted_flush =
+        rebuild_interrupted_flush(fs, state, config, &kept, &mut mem, frozen_last_seq)?;
+    if let Some(rebuilt) = &interrupted_flush {
+        (live, last_seq) = (rebuilt.live_wal, rebuilt.live_last_seq);
+    }
+    let (live_id, live_len, live_synced_through) = live;
+    let mut wal = Wal::recovered(live_id, live_len, live_synced_through);
+    if !legacy_wal && live_synced_through < live_len {
         wal.claim_recovered(fs)?;
     }
     wal.all_durable();
@@ -196,8 +213,9 @@ pub(crate) fn recover<F: FileSystem>(
     if state.format_version < MANIFEST_FORMAT_VERSION {
         // Move an older store to the current format before anything is appended to its WAL.
         // Format 1 (no markers): the engine flushes the replayed records into a table (which
-        // starts a fresh WAL and writes the manifest). Format 2, or no records: just rewrite
-        // the manifest (a format-2 WAL is a valid format-3 one without seals).
+        // starts a fresh WAL and writes the manifest). Formats 2 and 3, or no records: just
+        // rewrite the manifest (a format-2 WAL is a valid format-3 one without seals; format 4
+        // only allows successor WALs).
         state.format_version = MANIFEST_FORMAT_VERSION;
         if legacy_wal && !mem.is_empty() {
             needs_upgrade_flush = true;
@@ -212,7 +230,149 @@ pub(crate) fn recover<F: FileSystem>(
         last_seq,
         report,
         needs_upgrade_flush,
+        interrupted_flush,
     })
+}
+
+/// Decides which WALs after the manifest's to replay, in id order: a freeze starts one while the
+/// flush of the frozen records is under way (`flush.rs`), and a crash before the flush's install
+/// leaves it unnamed. A successor holds the records that follow those of the WAL before it, so
+/// it is kept only where that WAL ends whole (`prior`: its last sequence number, and whether it
+/// was cut) and its first record follows on: a sync fsyncs the older WAL (and the directory)
+/// before the newer one, so a gap or a cut before a successor means none of the successor's
+/// records were acknowledged, and it is removed (the recovered state stays a prefix). A
+/// successor whose own sync markers claim fsynced records after such a gap is corruption. A
+/// cut successor is truncated and ends the chain. The next file id moves past every successor.
+fn keep_successors<F: FileSystem>(
+    fs: &mut F,
+    state: &mut ManifestState,
+    config: &LsmConfig,
+    prior: (u64, bool),
+) -> Result<(Vec<u64>, Option<WalTruncation>), LsmError> {
+    let (mut last_seq, mut dropping) = prior;
+    let (mut kept, mut cut_found, mut removed) = (Vec::new(), None, false);
+    for id in successor_wal_ids(fs, state.wal_id)? {
+        state.next_file_id = state.next_file_id.max(id + 1);
+        let name = wal_file_name(id);
+        if !dropping {
+            let bytes = fs.read_all(&name)?;
+            let scan = scan(&bytes, &name, state.format_version, config)?;
+            let first = scan.frames.first().map(|(_, f)| f.seq);
+            if first.is_none_or(|seq| seq == last_seq + 1) {
+                last_seq = scan.frames.last().map_or(last_seq, |(_, f)| f.seq);
+                if let Some(cut) = scan.cut {
+                    cut_found = Some(truncation(&name, bytes.len(), cut));
+                }
+                if scan.valid_len < bytes.len() {
+                    fs.truncate(&name, scan.valid_len as u64)?;
+                    dropping = true;
+                }
+                kept.push(id);
+                continue;
+            }
+            if scan.synced_through > 0 {
+                return Err(LsmError::corrupt(
+                    &name,
+                    format!(
+                        "its fsynced records start at sequence {} but the WAL before it ends at \
+                         {last_seq}",
+                        first.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        fs.remove(&name)?;
+        removed = true;
+    }
+    if removed {
+        fs.fsync_dir()?;
+    }
+    Ok((kept, cut_found))
+}
+
+/// The length of the active value-log segment, checked against the manifest. The segment is
+/// appended only by flushes, which fsync it before the manifest records its new length: every
+/// byte a table points at lies below the trusted length, and anything past it is the
+/// unreferenced tail of an interrupted flush.
+fn active_segment_len<F: FileSystem>(fs: &mut F, state: &ManifestState) -> Result<u64, LsmError> {
+    let vname = vlog_file_name(state.vlog_active);
+    if !state.segments.contains_key(&state.vlog_active) {
+        return Err(LsmError::corrupt(
+            MANIFEST_FILE,
+            "active segment not listed",
+        ));
+    }
+    let len = fs.len(&vname)?;
+    if len < state.vlog_active_trusted_len {
+        return Err(LsmError::corrupt(&vname, "shorter than its durable length"));
+    }
+    Ok(len)
+}
+
+/// Replays the `kept` successors after the manifest's WAL, whose records (up to the job's
+/// `last_seq`) are in `mem`: all but the last into the memtable, which is then frozen as the
+/// interrupted flush job left it, the last (the live WAL) into the active memtable. `None`
+/// without successors.
+fn rebuild_interrupted_flush<F: FileSystem>(
+    fs: &mut F,
+    state: &ManifestState,
+    config: &LsmConfig,
+    kept: &[u64],
+    mem: &mut MemTable,
+    last_seq: u64,
+) -> Result<Option<InterruptedFlush>, LsmError> {
+    let Some((&last, middle)) = kept.split_last() else {
+        return Ok(None);
+    };
+    let mut job = InterruptedFlush {
+        retired_wals: vec![state.wal_id],
+        last_seq,
+        live_wal: (last, 0, 0),
+        live_last_seq: last_seq,
+    };
+    for &id in middle {
+        job.last_seq = replay_file(fs, state, config, id, job.last_seq, mem)?.0;
+        job.retired_wals.push(id);
+    }
+    mem.freeze();
+    let (seq, valid_len, synced_through) = replay_file(fs, state, config, last, job.last_seq, mem)?;
+    job.live_wal = (last, valid_len, synced_through);
+    job.live_last_seq = seq;
+    // The successors' names may sit in the page cache only, like their bytes.
+    fs.fsync_dir()?;
+    Ok(Some(job))
+}
+
+/// Replays the kept successor `id` into `mem` after `last_seq` and fsyncs it; returns its last
+/// sequence number, valid length and synced length.
+fn replay_file<F: FileSystem>(
+    fs: &mut F,
+    state: &ManifestState,
+    config: &LsmConfig,
+    id: u64,
+    last_seq: u64,
+    mem: &mut MemTable,
+) -> Result<(u64, u64, u64), LsmError> {
+    let name = wal_file_name(id);
+    let bytes = fs.read_all(&name)?;
+    let scan = scan(&bytes, &name, state.format_version, config)?;
+    let last = replay(&scan.frames, &name, last_seq, config, mem)?;
+    if !bytes.is_empty() {
+        fs.fsync(&name)?;
+    }
+    Ok((last, scan.valid_len as u64, scan.synced_through))
+}
+
+/// The ids of the WAL files after `wal_id`, in order.
+fn successor_wal_ids<F: FileSystem>(fs: &mut F, wal_id: u64) -> Result<Vec<u64>, LsmError> {
+    let mut ids: Vec<u64> = fs
+        .list()?
+        .iter()
+        .filter_map(|name| name.strip_suffix(".wal")?.parse::<u64>().ok())
+        .filter(|&id| id > wal_id)
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// The valid records of a WAL. Formats 2 and 3: sync markers tell a hole in the unsynced tail
@@ -339,7 +499,8 @@ pub(crate) fn is_engine_file(name: &str) -> bool {
 }
 
 /// Removes files the manifest does not reference (outputs of an interrupted flush or compaction,
-/// obsolete WALs, collected segments, a stale temporary manifest).
+/// obsolete WALs, collected segments, a stale temporary manifest), but for WALs after the
+/// manifest's (`keep_successors`).
 fn remove_orphans<F: FileSystem>(fs: &mut F, state: &ManifestState) -> Result<(), LsmError> {
     let mut live: BTreeSet<String> = state
         .levels
@@ -351,7 +512,12 @@ fn remove_orphans<F: FileSystem>(fs: &mut F, state: &ManifestState) -> Result<()
     live.extend(state.segments.keys().map(|id| vlog_file_name(*id)));
     let mut removed = false;
     for name in fs.list()? {
-        if is_engine_file(&name) && !live.contains(&name) {
+        // WALs after the manifest's are a flush job's successors (`keep_successors`).
+        let successor = name
+            .strip_suffix(".wal")
+            .and_then(|id| id.parse::<u64>().ok())
+            .is_some_and(|id| id > state.wal_id);
+        if is_engine_file(&name) && !live.contains(&name) && !successor {
             fs.remove(&name)?;
             removed = true;
         }

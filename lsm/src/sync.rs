@@ -1,8 +1,11 @@
-//! Group commit: one fsync of the WAL makes every write staged before it durable. The procedure
-//! spans three components: the value log is written and fsynced first (a WAL record must never
-//! be durable before what it depends on), then the WAL's batch is sealed, written and fsynced
-//! (in place, or detached for a driver that fsyncs outside its lock); a full disk met while
-//! writing releases the space reserve once (`health.rs`, "Out of disk space").
+//! Group commit: one fsync of the WAL makes every write staged before it durable. A WAL record
+//! holds its value inline (values reach the value log only in flushes, which fsync it before the
+//! table pointing at it), so a sync never waits on the value log. What it does wait on: the WAL a
+//! freeze retired, while its tail may be unsynced (`Wal::rotate`): that file and the directory
+//! (which gained the live WAL's entry) are fsynced first, so an acknowledged record never
+//! outlives an older one. The batch is sealed, written and fsynced (in place, or detached for a
+//! driver that fsyncs outside its lock); a full disk met while writing releases the space
+//! reserve once (`health.rs`, "Out of disk space").
 //!
 //! A split sync ([`crate::Lsm::sync_begin`]) is safe against anything that happens between its
 //! halves: later writes are not covered (and a plain sync still fsyncs them, since the WAL stays
@@ -13,22 +16,19 @@
 use crate::error::LsmError;
 use crate::fs::FileSystem;
 use crate::health::Health;
-use crate::vlog::ValueLog;
 use crate::wal::{SyncTicket, Wal};
 
 /// The components a sync works on, borrowed from the engine.
 pub(crate) struct Sync<'a, F: FileSystem> {
     pub(crate) fs: &'a mut F,
     pub(crate) wal: &'a mut Wal,
-    pub(crate) vlog: &'a mut ValueLog,
     pub(crate) health: &'a mut Health,
 }
 
 impl<F: FileSystem> Sync<'_, F> {
     /// Writes and fsyncs everything staged, in place.
     pub(crate) fn run(self) -> Result<(), LsmError> {
-        self.vlog.write_buffer(self.fs)?;
-        self.vlog.fsync_if_unsynced(self.fs)?;
+        self.wal.fsync_predecessor(self.fs)?;
         self.wal.seal();
         write_wal(self.fs, self.wal, self.health)?;
         if self.wal.unsynced() {
@@ -40,22 +40,33 @@ impl<F: FileSystem> Sync<'_, F> {
     /// Writes everything staged and hands the WAL's fsync out in a ticket covering writes up to
     /// `covers_seq` (done in place if the file system cannot detach one).
     pub(crate) fn begin(self, covers_seq: u64) -> Result<SyncTicket, LsmError> {
-        if !self.wal.unsynced() && self.vlog.is_settled() {
+        self.wal.learn_detached();
+        if !self.wal.unsynced() && self.wal.predecessor().is_none() {
             return Ok(SyncTicket {
                 covers_seq,
                 fsync: None,
             });
         }
-        // Values reach the value log only in flushes, which fsync it; kept for safety: a WAL
-        // record must never be durable before what it depends on.
-        self.vlog.write_buffer(self.fs)?;
-        self.vlog.fsync_if_unsynced(self.fs)?;
+        let before = self.wal.detached_predecessor_fsync(self.fs)?;
+        if before.is_none() {
+            self.wal.fsync_predecessor(self.fs)?;
+        }
         self.wal.seal();
         write_wal(self.fs, self.wal, self.health)?;
-        let fsync = self.wal.detached_fsync(self.fs)?;
-        if fsync.is_none() {
-            self.wal.fsync(self.fs)?;
-        }
+        let fsync = match self.wal.detached_fsync(self.fs)? {
+            Some(live) => Some(match before {
+                Some(before) => Box::new(move || before().and_then(|()| live())) as _,
+                None => live,
+            }),
+            None => {
+                if let Some(before) = before {
+                    before().map_err(LsmError::from)?;
+                    self.wal.learn_detached();
+                }
+                self.wal.fsync(self.fs)?;
+                None
+            }
+        };
         Ok(SyncTicket { covers_seq, fsync })
     }
 }
@@ -94,13 +105,11 @@ mod tests {
         fs.create(&wal_file_name(1)).expect("create");
         let mut wal = Wal::recovered(1, 0, 0);
         wal.all_durable();
-        let mut vlog = ValueLog::new(2, 0, 1 << 10);
         let mut health = Health::opening();
         wal.stage(1, b"record", 1 << 10);
         let parts = Sync {
             fs: &mut fs,
             wal: &mut wal,
-            vlog: &mut vlog,
             health: &mut health,
         };
         parts.run().expect("sync");
@@ -112,7 +121,6 @@ mod tests {
         let ticket = Sync {
             fs: &mut fs,
             wal: &mut wal,
-            vlog: &mut vlog,
             health: &mut health,
         }
         .begin(1)

@@ -161,6 +161,8 @@ pub(crate) struct TableBuilder {
     separator: Vec<u8>,
     /// [`TABLE_FORMAT_VERSION`]; 1 only in tests that check old tables are still read.
     format_version: u32,
+    /// The caller fsyncs the finished file itself (a flush job, away from the request path).
+    fsync_deferred: bool,
     hashes: Vec<u64>,
     smallest: Option<Bytes>,
     largest: Vec<u8>,
@@ -192,11 +194,17 @@ impl TableBuilder {
             unindexed_block: None,
             separator: Vec::new(),
             format_version: TABLE_FORMAT_VERSION,
+            fsync_deferred: false,
             hashes: Vec::new(),
             smallest: None,
             largest: Vec::new(),
             entry_count: 0,
         })
+    }
+
+    /// [`Self::finish`] leaves the fsync to the caller.
+    pub(crate) fn defer_fsync(&mut self) {
+        self.fsync_deferred = true;
     }
 
     /// Adds the next entry; keys must arrive in strictly increasing order.
@@ -258,8 +266,8 @@ impl TableBuilder {
         Ok(())
     }
 
-    /// Writes the index, filter and footer and fsyncs the file. The caller fsyncs the directory
-    /// before relying on the table.
+    /// Writes the index, filter and footer and fsyncs the file (unless [`Self::defer_fsync`]).
+    /// The caller fsyncs the directory before relying on the table.
     pub(crate) fn finish<F: FileSystem>(mut self, fs: &mut F) -> Result<TableMeta, LsmError> {
         self.finish_block(fs)?;
         // The last block's index key is its last key: no key follows it in this table.
@@ -290,7 +298,9 @@ impl TableBuilder {
         footer.put_u64(TABLE_MAGIC);
         fs.append(&self.name, &footer)?;
         self.offset += footer.len() as u64;
-        fs.fsync(&self.name)?;
+        if !self.fsync_deferred {
+            fs.fsync(&self.name)?;
+        }
         Ok(TableMeta {
             id: self.id,
             smallest: self.smallest.unwrap_or_default(),

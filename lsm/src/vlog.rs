@@ -71,11 +71,6 @@ impl ValueLog {
         self.bytes_written
     }
 
-    /// Whether anything must be written or fsynced before a WAL record may depend on it.
-    pub(crate) fn is_settled(&self) -> bool {
-        !self.unsynced && self.buffer.is_empty()
-    }
-
     /// The size of the frame holding `value` for `key`.
     pub(crate) fn frame_len(key: &[u8], value: &[u8]) -> u64 {
         (FRAME_HEADER_BYTES + 4 + key.len() + value.len()) as u64
@@ -124,6 +119,16 @@ impl ValueLog {
         self.buffer.clear();
         self.unsynced = true;
         Ok(())
+    }
+
+    /// Bytes were written since the last fsync.
+    pub(crate) fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// An fsync run away from the engine covered every byte written (a flush job's).
+    pub(crate) fn synced_elsewhere(&mut self) {
+        self.unsynced = false;
     }
 
     /// Fsyncs the active segment if frames were appended since the last fsync.

@@ -27,6 +27,8 @@ struct WalProgress {
     /// A detached fsync failed: nothing is learned from later ones (fsyncgate; the engine is
     /// poisoned by `sync_finish` anyway).
     failed: bool,
+    /// A detached fsync made this predecessor WAL durable ([`Wal::rotate`]).
+    predecessor_durable: Option<u64>,
 }
 
 fn lock_progress(p: &Mutex<WalProgress>) -> std::sync::MutexGuard<'_, WalProgress> {
@@ -112,6 +114,12 @@ pub(crate) struct Wal {
     sealer: BatchSealer,
     /// Bytes appended to WAL files since open (all WALs: a counter for write amplification).
     bytes_written: u64,
+    /// The WAL a freeze retired ([`Wal::rotate`]), until an fsync of it and of the directory
+    /// (which gained this file's entry) is known to have succeeded. Its records are older than
+    /// every record of this one, so every sync fsyncs both before this file: an acknowledged
+    /// record never outlives an older one, nor its file's name (recovery keeps a prefix,
+    /// `recovery.rs`).
+    predecessor: Option<u64>,
 }
 
 impl Wal {
@@ -128,6 +136,7 @@ impl Wal {
             progress: Arc::default(),
             sealer: BatchSealer::new(len),
             bytes_written: 0,
+            predecessor: None,
         };
         wal.check_invariants();
         wal
@@ -316,6 +325,10 @@ impl Wal {
         if p.wal_id == self.id && !p.failed {
             self.durable = self.durable.max(p.durable);
         }
+        if !p.failed && p.predecessor_durable.is_some() && p.predecessor_durable == self.predecessor
+        {
+            self.predecessor = None;
+        }
     }
 
     /// Claims the records recovery replayed with a fsynced sync marker, rather than with the
@@ -347,6 +360,7 @@ impl Wal {
             wal_id: self.id,
             durable: self.len,
             failed: false,
+            predecessor_durable: None,
         };
         self.check_invariants();
     }
@@ -361,12 +375,91 @@ impl Wal {
         self.durable = 0;
         self.marked = 0;
         self.sealer = BatchSealer::new(0);
-        *lock_progress(&self.progress) = WalProgress {
+        let mut p = lock_progress(&self.progress);
+        let failed = p.failed;
+        *p = WalProgress {
             wal_id: id,
             durable: 0,
-            failed: false,
+            failed,
+            predecessor_durable: None,
         };
+        drop(p);
         self.check_invariants();
+    }
+
+    /// Retires this WAL for a flush (its records are the memtable just frozen) and starts the
+    /// empty WAL `next` for the writes that follow: the buffered records are sealed and written
+    /// (not fsynced: the next sync does that first, [`Wal::predecessor`]) and `next` is created.
+    /// On a failure nothing is retired (a partial append is cut back when the disk is full).
+    pub(crate) fn rotate<F: FileSystem>(&mut self, fs: &mut F, next: u64) -> Result<(), LsmError> {
+        assert!(
+            self.predecessor.is_none(),
+            "one frozen WAL at a time: the last flush installed its table before this freeze"
+        );
+        self.seal();
+        if let Err(e) = self.write_buffer(fs) {
+            if e.is_no_space() {
+                self.cut_to_written(fs)?;
+            }
+            return Err(e);
+        }
+        fs.create(&wal_file_name(next))?;
+        // Owed even when the retired file is all fsynced: the directory's entry for `next`.
+        let retired = self.id;
+        self.restart(next);
+        self.predecessor = Some(retired);
+        Ok(())
+    }
+
+    /// The retired WAL still to fsync before this one ([`Wal::rotate`]).
+    pub(crate) fn predecessor(&self) -> Option<u64> {
+        self.predecessor
+    }
+
+    /// The flush of the retired WAL's records installed its table: they are durable there.
+    pub(crate) fn predecessor_installed(&mut self, retired: u64) {
+        if self.predecessor == Some(retired) {
+            self.predecessor = None;
+        }
+    }
+
+    /// An fsync of the retired WAL and of the directory, to run away from the engine before the
+    /// live WAL's; reports success through the shared progress ([`Wal::learn_detached`]).
+    /// `None` when the file system cannot detach them (then [`Wal::fsync_predecessor`]).
+    pub(crate) fn detached_predecessor_fsync<F: FileSystem>(
+        &self,
+        fs: &mut F,
+    ) -> Result<Option<DetachedFsync>, LsmError> {
+        let Some(retired) = self.predecessor else {
+            return Ok(None);
+        };
+        let Some(file) = fs.detached_fsync(&wal_file_name(retired))? else {
+            return Ok(None);
+        };
+        let Some(dir) = fs.detached_fsync_dir()? else {
+            return Ok(None);
+        };
+        let progress = Arc::clone(&self.progress);
+        Ok(Some(Box::new(move || {
+            let r = file().and_then(|()| dir());
+            let mut p = lock_progress(&progress);
+            if r.is_err() {
+                p.failed = true;
+            } else if !p.failed {
+                p.predecessor_durable = Some(retired);
+            }
+            r
+        })))
+    }
+
+    /// Fsyncs the retired WAL and the directory in place.
+    pub(crate) fn fsync_predecessor<F: FileSystem>(&mut self, fs: &mut F) -> Result<(), LsmError> {
+        if let Some(retired) = self.predecessor {
+            fs.fsync(&wal_file_name(retired))?;
+            fs.fsync_dir()?;
+            self.predecessor = None;
+        }
+        Ok(())
     }
 
     /// Panics if the bookkeeping is inconsistent (a bug).

@@ -83,6 +83,7 @@ fn replay_one_seed() {
     {
         let config = OracleConfig {
             sector_holes: std::env::var("RINGKV_LSM_SECTOR_HOLES").map_or(true, |v| v != "0"),
+            disk_full: std::env::var("RINGKV_LSM_DISK_FULL").is_ok_and(|v| v == "1"),
             ..OracleConfig::default()
         };
         let report = crash_oracle(seed, &config).unwrap_or_else(|e| panic!("{e}"));

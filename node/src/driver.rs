@@ -54,7 +54,7 @@ use ringkv_core::{
 };
 use ringkv_lsm::fs::{FileSystem, FsError};
 use ringkv_lsm::maintenance::MaintenanceScheduler;
-use ringkv_lsm::LsmStorage;
+use ringkv_lsm::{FlushFsync, LsmStorage};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +130,10 @@ pub struct Driver<F: FileSystem> {
     fsyncer: Option<Fsyncer>,
     /// The sync whose fsync runs on the fsync thread, since when.
     sync_in_flight: Option<Stopwatch>,
+    /// Where flush jobs' fsyncs run (`None` if its thread could not start: they run here).
+    flush_fsyncer: Option<Fsyncer<FlushFsync>>,
+    /// Flush fsyncs handed to that thread and not yet reported.
+    flush_fsyncs_in_flight: usize,
     shutting_down: Option<tokio::time::Instant>,
     shutdown_grace: Duration,
     /// When maintenance steps run and how big they are.
@@ -160,6 +164,17 @@ pub struct Driver<F: FileSystem> {
 
 /// The next fsync result from the fsync thread; never ready without one.
 async fn fsync_completed(fsyncer: &mut Option<Fsyncer>) -> Option<Result<(), FsError>> {
+    match fsyncer {
+        Some(fsyncer) => fsyncer.completed().await.map(|(_, result)| result),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next flush fsync result (with its job) from the flush fsync thread; never ready without
+/// one.
+async fn flush_fsync_completed(
+    fsyncer: &mut Option<Fsyncer<FlushFsync>>,
+) -> Option<(u64, Result<(), FsError>)> {
     match fsyncer {
         Some(fsyncer) => fsyncer.completed().await,
         None => std::future::pending().await,
@@ -199,12 +214,18 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             waiting: HashMap::default(),
             next_request: 1,
             group_commit: GroupCommit::new(),
-            fsyncer: Fsyncer::start()
+            fsyncer: Fsyncer::start("ringkv-fsync")
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "no fsync thread; WAL fsyncs run on the driver");
                 })
                 .ok(),
             sync_in_flight: None,
+            flush_fsyncer: Fsyncer::start("ringkv-flush-fsync")
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no flush fsync thread; they run on the driver");
+                })
+                .ok(),
+            flush_fsyncs_in_flight: 0,
             shutting_down: None,
             shutdown_grace: request_timeout + Duration::from_secs(1),
             maintenance,
@@ -280,6 +301,11 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                 result = fsync_completed(&mut self.fsyncer), if self.sync_in_flight.is_some() => {
                     self.finish_sync(result);
                 }
+                done = flush_fsync_completed(&mut self.flush_fsyncer),
+                    if self.flush_fsyncs_in_flight > 0 =>
+                {
+                    self.finish_flush_fsync(done);
+                }
             }
             self.sync();
             self.maintain();
@@ -294,6 +320,10 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         if self.sync_in_flight.is_some() {
             let result = fsync_completed(&mut self.fsyncer).await;
             self.finish_sync(result);
+        }
+        while self.flush_fsyncs_in_flight > 0 {
+            let done = flush_fsync_completed(&mut self.flush_fsyncer).await;
+            self.finish_flush_fsync(done);
         }
         self.finish()
     }
@@ -544,13 +574,46 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         let wall_ms = now.wall.0 / 1000;
         let started = Clock::stopwatch();
         if let Err(e) = self.node.storage_mut().maintain(step, wall_ms) {
-            // Compaction and collection poison the engine on a write-path failure; the next
-            // write or sync then fails and the core reports it.
+            // Flushes, compaction and collection poison the engine on a write-path failure; the
+            // next write or sync then fails and the core reports it.
             tracing::error!(error = %e, "storage maintenance failed");
+        }
+        // A flush job whose files are written leaves their fsync to a thread of its own: tens of
+        // milliseconds for a 16 MiB memtable of large values, during which requests go on.
+        if let Some(fsync) = self.node.storage_mut().lsm_mut().take_flush_fsync() {
+            let handed = match &self.flush_fsyncer {
+                Some(fsyncer) => fsyncer.submit(fsync),
+                None => Err(fsync),
+            };
+            match handed {
+                Ok(()) => self.flush_fsyncs_in_flight += 1,
+                Err(mut fsync) => {
+                    let result = fsync.fsync();
+                    self.finish_flush_fsync(Some((fsync.job(), result)));
+                }
+            }
         }
         self.metrics
             .storage_maintenance_duration
             .record(started.elapsed());
+    }
+
+    /// A flush job's fsync returned: the engine installs the job's table, or is poisoned by the
+    /// failure (`None`: the thread is gone, which counts as a failed fsync).
+    fn finish_flush_fsync(&mut self, done: Option<(u64, Result<(), FsError>)>) {
+        self.flush_fsyncs_in_flight = self.flush_fsyncs_in_flight.saturating_sub(1);
+        let (job, result) = done.unwrap_or_else(|| {
+            let failed = FsError {
+                kind: ringkv_lsm::fs::FsErrorKind::SyncFailed,
+                file: "flush".to_string(),
+                detail: "the flush fsync thread stopped".to_string(),
+            };
+            (0, Err(failed))
+        });
+        let lsm = self.node.storage_mut().lsm_mut();
+        if let Err(e) = lsm.flush_fsynced(job, result) {
+            tracing::error!(error = %e, "a flush's fsync failed; the node's storage is poisoned");
+        }
     }
 
     /// Publishes the gauges at most every [`GAUGE_PUBLISH_INTERVAL`], and at the latest that

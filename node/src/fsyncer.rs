@@ -13,28 +13,58 @@
 //! blocking-pool bookkeeping runs per sync.
 
 use ringkv_lsm::fs::FsError;
-use ringkv_lsm::SyncTicket;
+use ringkv_lsm::{FlushFsync, SyncTicket};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
-/// The fsync thread and the two channels to it.
-pub struct Fsyncer {
-    tickets: Option<std_mpsc::Sender<SyncTicket>>,
-    results: mpsc::UnboundedReceiver<Result<(), FsError>>,
+/// An fsync detached from the engine, as the thread runs it.
+pub trait FsyncWork: Send + 'static {
+    /// What the driver gets back with the result: the flush job for a flush's fsync (results come
+    /// back in submission order, and a job finished in place meanwhile makes a later one stale).
+    fn tag(&self) -> u64;
+    /// Runs the fsync.
+    fn run(&mut self) -> Result<(), FsError>;
+}
+
+impl FsyncWork for SyncTicket {
+    fn tag(&self) -> u64 {
+        self.covers_seq()
+    }
+
+    fn run(&mut self) -> Result<(), FsError> {
+        self.fsync()
+    }
+}
+
+impl FsyncWork for FlushFsync {
+    fn tag(&self) -> u64 {
+        self.job()
+    }
+
+    fn run(&mut self) -> Result<(), FsError> {
+        self.fsync()
+    }
+}
+
+/// The fsync thread and the two channels to it. One runs the WAL's group commits; a second one
+/// runs flush jobs' fsyncs, which take tens of milliseconds and must not delay a commit.
+pub struct Fsyncer<W: FsyncWork = SyncTicket> {
+    tickets: Option<std_mpsc::Sender<W>>,
+    results: mpsc::UnboundedReceiver<(u64, Result<(), FsError>)>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Fsyncer {
-    /// Starts the thread.
-    pub fn start() -> std::io::Result<Fsyncer> {
-        let (tickets, inbox) = std_mpsc::channel::<SyncTicket>();
+impl<W: FsyncWork> Fsyncer<W> {
+    /// Starts the thread, named `name`.
+    pub fn start(name: &str) -> std::io::Result<Fsyncer<W>> {
+        let (tickets, inbox) = std_mpsc::channel::<W>();
         let (outbox, results) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
-            .name("ringkv-fsync".to_string())
+            .name(name.to_string())
             .spawn(move || {
-                for mut ticket in inbox {
-                    if outbox.send(ticket.fsync()).is_err() {
+                for mut work in inbox {
+                    if outbox.send((work.tag(), work.run())).is_err() {
                         return;
                     }
                 }
@@ -48,21 +78,21 @@ impl Fsyncer {
 
     /// Hands `ticket` to the thread; gives it back if the thread is gone (the caller then runs
     /// the fsync itself).
-    pub fn submit(&self, ticket: SyncTicket) -> Result<(), SyncTicket> {
+    pub fn submit(&self, ticket: W) -> Result<(), W> {
         match &self.tickets {
             Some(tickets) => tickets.send(ticket).map_err(|e| e.0),
             None => Err(ticket),
         }
     }
 
-    /// The result of the oldest fsync submitted and not yet reported; `None` if the thread is
-    /// gone.
-    pub async fn completed(&mut self) -> Option<Result<(), FsError>> {
+    /// The result of the oldest fsync submitted and not yet reported, with its tag; `None` if
+    /// the thread is gone.
+    pub async fn completed(&mut self) -> Option<(u64, Result<(), FsError>)> {
         self.results.recv().await
     }
 }
 
-impl Drop for Fsyncer {
+impl<W: FsyncWork> Drop for Fsyncer<W> {
     fn drop(&mut self) {
         // Closing the ticket channel ends the thread once its fsync in flight (if any) is done.
         self.tickets = None;

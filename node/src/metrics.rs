@@ -322,6 +322,8 @@ pub struct Metrics {
     pub storage_vlog_segments_collected: Counter,
     /// Writes that found level 0 full and compacted inline.
     pub storage_write_stalls: Counter,
+    /// Writes that filled the memtable before the last flush job was done, and finished it inline.
+    pub storage_flush_stalls: Counter,
     /// Block-cache hits.
     pub storage_block_cache_hits: Counter,
     /// Block-cache misses.
@@ -547,6 +549,7 @@ impl Metrics {
         self.storage_vlog_segments_collected
             .set(g.vlog_segments_collected);
         self.storage_write_stalls.set(g.write_stalls);
+        self.storage_flush_stalls.set(g.flush_stalls);
         self.storage_block_cache_hits.set(g.block_cache_hits);
         self.storage_block_cache_misses.set(g.block_cache_misses);
     }
@@ -649,6 +652,7 @@ impl Metrics {
         counter(registry, "ringkv_storage_compactions_total", "Compactions finished (trivial moves included).", &self.storage_compactions);
         counter(registry, "ringkv_storage_vlog_segments_collected_total", "Value-log segments garbage-collected.", &self.storage_vlog_segments_collected);
         counter(registry, "ringkv_storage_write_stalls_total", "Writes that found level 0 full and ran compaction inline.", &self.storage_write_stalls);
+        counter(registry, "ringkv_storage_flush_stalls_total", "Writes that filled the memtable before the last flush job was done, and finished it inline.", &self.storage_flush_stalls);
         counter(registry, "ringkv_storage_block_cache_hits_total", "Block-cache hits.", &self.storage_block_cache_hits);
         counter(registry, "ringkv_storage_block_cache_misses_total", "Block-cache misses.", &self.storage_block_cache_misses);
         gauge(registry, "ringkv_operations_in_flight", "Operations the node coordinates now.", &self.operations_in_flight);

@@ -316,6 +316,9 @@ pub struct StorageGauges {
     pub vlog_segments_collected: u64,
     /// Writes that found the engine stalled (level 0 full) and ran compaction inline.
     pub write_stalls: u64,
+    /// Writes that filled the memtable while the last flush was still under way, and finished
+    /// it inline.
+    pub flush_stalls: u64,
     /// Block-cache hits.
     pub block_cache_hits: u64,
     /// Block-cache misses.
@@ -341,6 +344,7 @@ impl StorageGauges {
             compactions: stats.compactions,
             vlog_segments_collected: stats.gc_segments,
             write_stalls: stats.stalls,
+            flush_stalls: stats.flush_stalls,
             block_cache_hits: stats.block_cache_hits,
             block_cache_misses: stats.block_cache_misses,
         }

@@ -122,6 +122,12 @@ pub trait FileSystem {
         Ok(None)
     }
 
+    /// [`FileSystem::fsync_dir`] to run later, like [`FileSystem::detached_fsync`]; `None` when
+    /// the file system cannot detach one.
+    fn detached_fsync_dir(&mut self) -> Result<Option<DetachedFsync>, FsError> {
+        Ok(None)
+    }
+
     /// Sets aside `bytes` of disk space outside every engine file (a reserve, see
     /// `health.rs`, "Out of disk space"), replacing any reserve held. Fails with
     /// [`FsErrorKind::NoSpace`] when the disk cannot hold it, holding none then. A file system

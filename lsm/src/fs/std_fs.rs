@@ -121,6 +121,18 @@ impl FileSystem for StdFs {
         })))
     }
 
+    fn detached_fsync_dir(&mut self) -> Result<Option<DetachedFsync>, FsError> {
+        let root = self.root.clone();
+        Ok(Some(Box::new(move || {
+            File::open(&root)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| FsError {
+                    kind: FsErrorKind::SyncFailed,
+                    ..io_error("<dir>", &e)
+                })
+        })))
+    }
+
     fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
         self.open.remove(from);
         self.open.remove(to);
