@@ -3,10 +3,13 @@
 //!
 //! Why this layout and not a `Vec<(Bytes, Entry)>`: a node's GET spent most of its engine cycles
 //! in that vector's binary search, each probe a cache miss on a 72-byte element and another on
-//! its key's bytes (perf, issue #15). Here a probe reads one `u64` from a dense array: the eight
-//! key bytes that follow the prefix every key of the block shares, big-endian, so integer order
-//! is key order. Whole keys are compared only when those eight bytes tie. Keys stay slices of
-//! the block's one decoded buffer, so iteration (scans, compaction) hands them out without a copy.
+//! its key's bytes (perf, issue #15). Here a probe reads one `u64` from a dense array: a key's
+//! head, its first 7 bytes past the prefix every key of the block shares, big-endian, and then
+//! its length past the prefix (capped at 8), so integer order is key order, and equal heads of
+//! a key at most 7 bytes past the prefix mean equal keys. The prefix is copied into the block's
+//! own header, so a lookup of a key like `key:000000012345` compares no key bytes at all; whole
+//! keys are compared only when heads of longer keys tie. Keys stay slices of the block's one
+//! decoded buffer, so iteration (scans, compaction) hands them out without a copy.
 
 use crate::bytes_io::Cursor;
 use crate::entry::{Entry, EntryRef};
@@ -21,26 +24,43 @@ struct KeySpan {
     end: u32,
 }
 
+/// The most prefix bytes a block keeps in its header. Keys sharing more than this still work;
+/// their heads then tie more often and the lookup falls back to comparing whole keys.
+const PREFIX_BYTES_MAX: usize = 32;
+
+/// Suffix bytes a head holds; a suffix at most this long is wholly in its head.
+const HEAD_SUFFIX_BYTES: usize = 7;
+
 /// A decoded data block: entries in strictly increasing key order, never empty.
 #[derive(Debug)]
 pub(crate) struct DataBlock {
-    /// The block's decoded bytes; every key is a slice of them.
-    raw: Bytes,
-    /// Bytes every key of the block starts with (those the first and last key share).
+    /// Bytes every key of the block starts with (what the first and last key share, up to
+    /// [`PREFIX_BYTES_MAX`]): `prefix[..prefix_len]`.
+    prefix: [u8; PREFIX_BYTES_MAX],
     prefix_len: usize,
-    /// Per entry: its key's first 8 bytes after the prefix, zero-padded, big-endian.
+    /// Per entry: [`head`] of its key past the prefix.
     heads: Vec<u64>,
     spans: Vec<KeySpan>,
     entries: Vec<Entry>,
+    /// The block's decoded bytes; every key is a slice of them.
+    raw: Bytes,
 }
 
-/// The first 8 bytes of `suffix`, zero-padded, as a big-endian integer: if `head(a) < head(b)`
-/// then `a < b`, and `a < b` implies `head(a) <= head(b)`.
+/// The first [`HEAD_SUFFIX_BYTES`] bytes of `suffix`, zero-padded, big-endian, then its length
+/// capped at 8, as one integer. If `head(a) < head(b)` then `a < b`; `a < b` implies
+/// `head(a) <= head(b)`; and equal heads whose length byte is at most 7 mean equal suffixes
+/// (zero padding alone would not tell `a` from `a\0`: the length byte does).
 fn head(suffix: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
-    let n = suffix.len().min(8);
+    let n = suffix.len().min(HEAD_SUFFIX_BYTES);
     bytes[..n].copy_from_slice(&suffix[..n]);
+    bytes[7] = suffix.len().min(HEAD_SUFFIX_BYTES + 1) as u8;
     u64::from_be_bytes(bytes)
+}
+
+/// Whether `head` holds its whole suffix (so a head tie is a key match).
+fn head_is_whole(head: u64) -> bool {
+    (head & 0xff) as usize <= HEAD_SUFFIX_BYTES
 }
 
 /// The next record of a decoded block, checked: its key, where the key ends in the block, and
@@ -99,17 +119,21 @@ impl DataBlock {
             _ => return Err("empty block".into()),
         };
         // Keys are sorted, so what the first and last share, every key shares.
-        let prefix_len = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        let shared = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        let prefix_len = shared.min(PREFIX_BYTES_MAX);
+        let mut prefix = [0u8; PREFIX_BYTES_MAX];
+        prefix[..prefix_len].copy_from_slice(&first[..prefix_len]);
         let heads = spans
             .iter()
             .map(|s| head(&key_of(s)[prefix_len..]))
             .collect();
         let block = DataBlock {
-            raw,
+            prefix,
             prefix_len,
             heads,
             spans,
             entries,
+            raw,
         };
         debug_assert!(block.check_invariants().is_ok());
         Ok(block)
@@ -155,21 +179,23 @@ impl DataBlock {
     /// `Ok(i)` if entry `i` has `key`, else `Err(i)` with `i` the first entry whose key is
     /// greater (as `slice::binary_search`).
     pub(crate) fn search(&self, key: &[u8]) -> Result<usize, usize> {
-        let prefix = &self.first_key()[..self.prefix_len];
-        let shared = key.len().min(prefix.len());
-        match key[..shared].cmp(&prefix[..shared]) {
-            Ordering::Less => return Err(0),
-            Ordering::Greater => return Err(self.len()),
-            // A proper prefix of the shared prefix is below every key.
-            Ordering::Equal if key.len() < prefix.len() => return Err(0),
-            Ordering::Equal => {}
-        }
-        let suffix = &key[prefix.len()..];
+        let prefix = &self.prefix[..self.prefix_len];
+        let Some(suffix) = key.strip_prefix(prefix) else {
+            // Below or above every key, as the key orders against the shared prefix (a proper
+            // prefix of it is below every key).
+            let shared = key.len().min(prefix.len());
+            return match key[..shared].cmp(&prefix[..shared]) {
+                Ordering::Greater => Err(self.len()),
+                Ordering::Less | Ordering::Equal => Err(0),
+            };
+        };
         let wanted = head(suffix);
+        let whole = head_is_whole(wanted);
         let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = low + (high - low) / 2;
             let order = match self.heads[mid].cmp(&wanted) {
+                Ordering::Equal if whole => Ordering::Equal,
                 Ordering::Equal => self.key(mid)[self.prefix_len..].cmp(suffix),
                 other => other,
             };
@@ -217,17 +243,17 @@ impl DataBlock {
         if n == 0 || self.heads.len() != n || self.spans.len() != n {
             return Err("arrays of different lengths".into());
         }
-        if self.first_key().len() < self.prefix_len {
-            return Err("prefix longer than the first key".into());
+        if self.prefix_len > PREFIX_BYTES_MAX {
+            return Err("prefix longer than its array".into());
         }
-        let prefix = &self.first_key()[..self.prefix_len];
+        let prefix = &self.prefix[..self.prefix_len];
         for i in 0..n {
             let key = self.key(i);
             if !key.starts_with(prefix) || self.heads[i] != head(&key[self.prefix_len..]) {
                 return Err(format!("entry {i}: prefix or head does not match its key"));
             }
-            if i > 0 && self.key(i - 1) >= key {
-                return Err(format!("entry {i}: keys out of order"));
+            if i > 0 && (self.key(i - 1) >= key || self.heads[i - 1] > self.heads[i]) {
+                return Err(format!("entry {i}: keys or heads out of order"));
             }
         }
         Ok(())
@@ -376,6 +402,40 @@ mod tests {
     }
 
     #[test]
+    fn heads_order_as_their_suffixes_and_whole_heads_tie_only_on_equal_suffixes() {
+        // Every suffix of up to 9 bytes over {0, 1, 0xff}: padding, lengths 7 and 8 and ties.
+        let mut suffixes: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..9 {
+            let longer: Vec<Vec<u8>> = (last.iter())
+                .flat_map(|s| [0u8, 1, 0xff].map(|b| [s.as_slice(), &[b]].concat()))
+                .collect();
+            suffixes.extend(longer.iter().cloned());
+            last = longer;
+        }
+        suffixes.sort();
+        for pair in suffixes.windows(2) {
+            let (a, b) = (head(&pair[0]), head(&pair[1]));
+            assert!(a <= b, "{:?} {:?}", pair[0], pair[1]);
+            assert!(a < b || !head_is_whole(a), "{:?} {:?}", pair[0], pair[1]);
+        }
+        assert!(head_is_whole(head(b"1234567")));
+        assert!(!head_is_whole(head(b"12345678")));
+    }
+
+    #[test]
+    fn a_prefix_longer_than_the_header_keeps_lookups_exact() {
+        let stem = "s".repeat(PREFIX_BYTES_MAX + 10);
+        let keys: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| format!("{stem}{i:04}").into_bytes())
+            .collect();
+        let block = decoded(&keys);
+        assert_eq!(block.prefix_len, PREFIX_BYTES_MAX);
+        let probes = [stem.as_bytes().to_vec(), b"s".to_vec(), b"t".to_vec()];
+        assert_matches_model(&block, &keys, &probes);
+    }
+
+    #[test]
     fn matches_a_sorted_vec_model_on_random_keys() {
         let mut x = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
@@ -384,7 +444,8 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let prefixes: [&[u8]; 4] = [b"", b"key:0000", b"user/abcdefgh/", b"\xff\xff"];
+        let long = [b'p'; PREFIX_BYTES_MAX + 5];
+        let prefixes: [&[u8]; 5] = [b"", b"key:0000", b"user/abcdefgh/", b"\xff\xff", &long];
         for round in 0..400 {
             let prefix = prefixes[round % prefixes.len()];
             let mut keys: Vec<Vec<u8>> = (0..1 + next() % 120)
@@ -404,7 +465,7 @@ mod tests {
             keys.sort();
             keys.dedup();
             let block = decoded(&keys);
-            assert!(block.prefix_len >= prefix.len());
+            assert!(block.prefix_len >= prefix.len().min(PREFIX_BYTES_MAX));
             let probes: Vec<Vec<u8>> = (0..60)
                 .map(|_| {
                     let mut probe = prefix[..(next() as usize % (prefix.len() + 1))].to_vec();
