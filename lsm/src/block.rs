@@ -7,8 +7,8 @@
 //! head, its first 7 bytes past the prefix every key of the block shares, big-endian, and then
 //! its length past the prefix (capped at 8), so integer order is key order, and equal heads of
 //! a key at most 7 bytes past the prefix mean equal keys. The prefix is copied into the block's
-//! own header, so a lookup of a key like `key:000000012345` compares no key bytes at all; whole
-//! keys are compared only when heads of longer keys tie. Keys stay slices of the block's one
+//! own header, so a lookup of a key like `key:000000012345` reads no key of the block at all;
+//! whole keys are compared only when heads of longer keys tie. Keys stay slices of the block's one
 //! decoded buffer, so iteration (scans, compaction) hands them out without a copy.
 
 use crate::bytes_io::Cursor;
