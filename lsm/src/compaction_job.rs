@@ -130,18 +130,20 @@ impl CompactionJob {
         &mut self,
         store: &mut TableStore<F>,
     ) -> Result<Option<(Bytes, Option<Entry>)>, LsmError> {
-        let mut min: Option<Bytes> = None;
-        for s in &self.sources {
+        let mut min: Option<(&[u8], usize)> = None;
+        for (i, s) in self.sources.iter().enumerate() {
             if let Some((k, _)) = s.current() {
-                if min.as_ref().is_none_or(|m| k < m) {
-                    min = Some(k.clone());
+                if min.is_none_or(|(m, _)| k < m) {
+                    min = Some((k, i));
                 }
             }
         }
-        let Some(key) = min else { return Ok(None) };
+        // The key as a slice of its block's buffer: made once per merged key, never copied.
+        let key = min.and_then(|(_, i)| self.sources[i].current_key_bytes());
+        let Some(key) = key else { return Ok(None) };
         let mut chosen: Option<Entry> = None;
         for s in &mut self.sources {
-            if s.current().is_some_and(|(k, _)| *k == key) {
+            if s.current().is_some_and(|(k, _)| k == key.as_ref()) {
                 if let Some((_, e)) = s.current() {
                     if chosen.is_none() {
                         chosen = Some(e.clone());

@@ -2,11 +2,12 @@
 //! bytes and returns a summary or an error; none may panic, allocate without bound or return data
 //! that was not encoded.
 
+use crate::block::DataBlock;
 use crate::bytes_io::Cursor;
 use crate::config::LsmConfig;
 use crate::entry::decode_keyed;
 use crate::frame::scan_wal;
-use crate::table::{decode_block, DecodeLimits};
+use crate::table::DecodeLimits;
 
 fn limits(config: &LsmConfig) -> DecodeLimits {
     DecodeLimits {
@@ -37,8 +38,8 @@ pub fn wal_records(bytes: &[u8], config: &LsmConfig) -> Result<WalSummary, Strin
 
 /// Decodes one sealed SSTable data block; returns its keys in order.
 pub fn table_block_keys(bytes: &[u8], config: &LsmConfig) -> Result<Vec<Vec<u8>>, String> {
-    Ok(decode_block(bytes, &limits(config))?
-        .into_iter()
+    Ok(DataBlock::decode(bytes, &limits(config))?
+        .iter()
         .map(|(k, _)| k.to_vec())
         .collect())
 }

@@ -29,6 +29,42 @@ pub(crate) enum Entry {
     Tombstone { deleted_at_ms: u64 },
 }
 
+/// An [`Entry`] borrowed from the bytes it is decoded from: a decoder can walk and check a
+/// block's entries before it knows how many there are, without copying any inline value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryRef<'a> {
+    Inline(&'a [u8]),
+    Pointer(ValuePointer),
+    Tombstone { deleted_at_ms: u64 },
+}
+
+impl<'a> EntryRef<'a> {
+    /// The one decoder of the entry encoding ([`Entry::decode`] copies what this borrows).
+    pub(crate) fn decode(cursor: &mut Cursor<'a>, value_bytes_max: usize) -> Result<Self, String> {
+        match cursor.u8()? {
+            KIND_INLINE => Ok(EntryRef::Inline(cursor.slice32(value_bytes_max)?)),
+            KIND_POINTER => Ok(EntryRef::Pointer(ValuePointer {
+                segment: cursor.u64()?,
+                offset: cursor.u64()?,
+                frame_len: cursor.u32()?,
+            })),
+            KIND_TOMBSTONE => Ok(EntryRef::Tombstone {
+                deleted_at_ms: cursor.u64()?,
+            }),
+            other => Err(format!("unknown entry kind {other}")),
+        }
+    }
+
+    /// The owned entry (an inline value is copied).
+    pub(crate) fn to_entry(self) -> Entry {
+        match self {
+            EntryRef::Inline(value) => Entry::Inline(Bytes::copy_from_slice(value)),
+            EntryRef::Pointer(p) => Entry::Pointer(p),
+            EntryRef::Tombstone { deleted_at_ms } => Entry::Tombstone { deleted_at_ms },
+        }
+    }
+}
+
 const KIND_INLINE: u8 = 1;
 const KIND_POINTER: u8 = 2;
 const KIND_TOMBSTONE: u8 = 3;
@@ -54,20 +90,7 @@ impl Entry {
     }
 
     pub(crate) fn decode(cursor: &mut Cursor<'_>, value_bytes_max: usize) -> Result<Self, String> {
-        match cursor.u8()? {
-            KIND_INLINE => Ok(Entry::Inline(Bytes::copy_from_slice(
-                cursor.slice32(value_bytes_max)?,
-            ))),
-            KIND_POINTER => Ok(Entry::Pointer(ValuePointer {
-                segment: cursor.u64()?,
-                offset: cursor.u64()?,
-                frame_len: cursor.u32()?,
-            })),
-            KIND_TOMBSTONE => Ok(Entry::Tombstone {
-                deleted_at_ms: cursor.u64()?,
-            }),
-            other => Err(format!("unknown entry kind {other}")),
-        }
+        EntryRef::decode(cursor, value_bytes_max).map(|e| e.to_entry())
     }
 
     /// Approximate bytes in memory / on disk, for size limits.

@@ -38,6 +38,7 @@
 // A function longer than 70 lines (`clippy.toml`) is split along a seam the reader can see.
 #![warn(clippy::too_many_lines)]
 
+mod block;
 mod bloom;
 mod bytes_io;
 mod cache;

@@ -95,15 +95,22 @@ fn merge<F: FileSystem>(
     let mut mem_cursor = MemCursor::new(mem, start);
     let mut out: Vec<(Bytes, Entry)> = Vec::new();
     while out.len() < limit {
-        let mut min: Option<Bytes> = mem_cursor.current().map(|(k, _)| k.clone());
-        for run in &runs {
+        // The smallest current key, the memtable's or a run's; a `Bytes` is made for it alone.
+        let mut min: Option<&[u8]> = mem_cursor.current().map(|(k, _)| k.as_ref());
+        let mut min_run: Option<usize> = None;
+        for (r, run) in runs.iter().enumerate() {
             if let Some((k, _)) = run.current() {
-                if min.as_ref().is_none_or(|m| k < m) {
-                    min = Some(k.clone());
+                if min.is_none_or(|m| k < m) {
+                    min = Some(k);
+                    min_run = Some(r);
                 }
             }
         }
-        let Some(key) = min else { break };
+        let key = match min_run {
+            Some(r) => runs[r].current_key_bytes(),
+            None => mem_cursor.current().map(|(k, _)| k.clone()),
+        };
+        let Some(key) = key else { break };
         if end.is_some_and(|e| key.as_ref() >= e) {
             break;
         }
@@ -113,7 +120,7 @@ fn merge<F: FileSystem>(
             mem_cursor.advance(mem);
         }
         for run in &mut runs {
-            if run.current().is_some_and(|(k, _)| *k == key) {
+            if run.current().is_some_and(|(k, _)| k == key.as_ref()) {
                 if chosen.is_none() {
                     chosen = run.current().map(|(_, e)| e.clone());
                 }

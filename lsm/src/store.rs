@@ -84,10 +84,7 @@ impl<F: FileSystem> TableStore<F> {
         }
         let block = reader.read_block(&mut self.fs, i, &self.limits)?;
         if cache {
-            let charge = block
-                .iter()
-                .map(|(k, e)| k.len() + e.size_bytes() + 32)
-                .sum();
+            let charge = block.memory_bytes();
             self.blocks.insert((id, i), block.clone(), charge);
         }
         Ok(block)
@@ -110,10 +107,7 @@ impl<F: FileSystem> TableStore<F> {
             return Ok(None);
         };
         let block = self.block(id, &reader, i, cache)?;
-        Ok(block
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|at| block[at].1.clone()))
+        Ok(block.get(key).cloned())
     }
 
     /// The newest entry for `key` in the tables of `levels`: level 0 newest first, then one
@@ -221,7 +215,7 @@ impl RunCursor {
         self.reader = Some(reader);
         self.load_block(store)?;
         if let (Some(k), Some(block)) = (key, &self.block) {
-            self.pos = block.partition_point(|(bk, _)| bk.as_ref() < k);
+            self.pos = block.lower_bound(k);
         }
         self.normalize(store)
     }
@@ -264,9 +258,15 @@ impl RunCursor {
     }
 
     /// The current entry, if the run is not exhausted.
-    pub(crate) fn current(&self) -> Option<(&Bytes, &Entry)> {
+    pub(crate) fn current(&self) -> Option<(&[u8], &Entry)> {
         let block = self.block.as_ref()?;
-        block.get(self.pos).map(|(k, e)| (k, e))
+        (self.pos < block.len()).then(|| (block.key(self.pos), block.entry(self.pos)))
+    }
+
+    /// The current key as a slice of its block's buffer (no copy), if the run is not exhausted.
+    pub(crate) fn current_key_bytes(&self) -> Option<Bytes> {
+        let block = self.block.as_ref()?;
+        (self.pos < block.len()).then(|| block.key_bytes(self.pos))
     }
 
     /// Steps to the next entry.

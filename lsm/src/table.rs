@@ -4,9 +4,10 @@
 //! the bloom filter and the footer, then an fsync) and read through [`TableReader`] (footer, index
 //! and filter loaded once and cached; data blocks read on demand, verified and cached).
 
+use crate::block::DataBlock;
 use crate::bloom;
 use crate::bytes_io::{crc, Cursor, PutBytes};
-use crate::entry::{decode_keyed, encode_keyed, Entry};
+use crate::entry::{encode_keyed, Entry};
 use crate::error::LsmError;
 use crate::fs::FileSystem;
 use bytes::Bytes;
@@ -34,8 +35,8 @@ pub(crate) struct DecodeLimits {
     pub(crate) block_bytes_max: usize,
 }
 
-/// A decoded data block: entries in strictly increasing key order.
-pub(crate) type Block = Arc<Vec<(Bytes, Entry)>>;
+/// A decoded data block, shared by the block cache and its readers.
+pub(crate) type Block = Arc<DataBlock>;
 
 /// The name of table `id`'s file.
 pub(crate) fn table_file_name(id: u64) -> String {
@@ -98,32 +99,6 @@ pub(crate) fn unseal_block(sealed: &[u8], limits: &DecodeLimits) -> Result<Vec<u
         }
         other => Err(format!("unknown compression {other}")),
     }
-}
-
-/// Decodes a sealed data block into its entries, checking key order. Never panics on any input;
-/// this is the SSTable block decoder the fuzz tests drive.
-pub(crate) fn decode_block(
-    sealed: &[u8],
-    limits: &DecodeLimits,
-) -> Result<Vec<(Bytes, Entry)>, String> {
-    // The keys share the block's one buffer instead of a copy each: a block miss decodes every
-    // entry, and an allocation per key was most of a miss's cost (issue #15).
-    let raw = Bytes::from(unseal_block(sealed, limits)?);
-    let mut cursor = Cursor::new(&raw);
-    let mut entries: Vec<(Bytes, Entry)> = Vec::new();
-    while !cursor.is_empty() {
-        let (key, entry) = decode_keyed(&mut cursor, limits.key_bytes_max, limits.value_bytes_max)?;
-        if let Some((last, _)) = entries.last() {
-            if last.as_ref() >= key {
-                return Err("block keys out of order".into());
-            }
-        }
-        entries.push((raw.slice_ref(key), entry));
-    }
-    if entries.is_empty() {
-        return Err("empty block".into());
-    }
-    Ok(entries)
 }
 
 /// What the manifest records about a table.
@@ -461,25 +436,23 @@ impl TableReader {
         }
         let (offset, len) = (self.index.offsets[i], self.index.lens[i]);
         let sealed = fs.read_at(&self.name, offset, len as usize)?;
-        let entries = decode_block(&sealed, limits)
+        let block = DataBlock::decode(&sealed, limits)
             .map_err(|why| LsmError::corrupt(&self.name, format!("block {i}: {why}")))?;
-        self.check_block_bounds(i, &entries)
+        self.check_block_bounds(i, &block)
             .map_err(|why| LsmError::corrupt(&self.name, format!("block {i} {why}")))?;
-        Ok(Arc::new(entries))
+        Ok(Arc::new(block))
     }
 
     /// A block's keys lie between its index key and the previous block's (so a block read from
     /// the wrong place is caught); in version 1 it ends exactly at its index key.
-    fn check_block_bounds(&self, i: usize, entries: &[(Bytes, Entry)]) -> Result<(), String> {
-        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
-            return Err("is empty".into());
-        };
+    fn check_block_bounds(&self, i: usize, block: &DataBlock) -> Result<(), String> {
+        let (first, last) = (block.first_key(), block.last_key());
         let key = self.index.key(i);
-        let ends_at_key = last.as_ref() == key;
-        if last.as_ref() > key || (self.format_version == 1 && !ends_at_key) {
+        let ends_at_key = last == key;
+        if last > key || (self.format_version == 1 && !ends_at_key) {
             return Err("does not end at its index key".into());
         }
-        if i > 0 && first.as_ref() <= self.index.key(i - 1) {
+        if i > 0 && first <= self.index.key(i - 1) {
             return Err("starts at or before the previous block's index key".into());
         }
         Ok(())
@@ -597,8 +570,7 @@ mod tests {
             assert!(reader.may_contain(bloom::key_hash(key.as_bytes())));
             let block = reader.block_for(key.as_bytes()).expect("block");
             let entries = reader.read_block(&mut fs, block, &LIMITS).expect("read");
-            let found = entries.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_bytes()));
-            assert!(found.is_ok());
+            assert!(entries.get(key.as_bytes()).is_some());
         }
         assert_eq!(reader.block_for(b"zzz"), None);
     }
@@ -627,12 +599,12 @@ mod tests {
         for key in keys {
             let i = reader.block_for(key).expect("a block");
             let block = reader.read_block(fs, i, &LIMITS).expect("read");
-            assert!(block.iter().any(|(k, _)| k.as_ref() == key.as_slice()));
+            assert!(block.iter().any(|(k, _)| k == key.as_slice()));
             let mut between = key.clone();
             between.push(0);
             if let Some(i) = reader.block_for(&between) {
                 let block = reader.read_block(fs, i, &LIMITS).expect("read");
-                assert!(block.iter().all(|(k, _)| k.as_ref() != between.as_slice()));
+                assert!(block.iter().all(|(k, _)| k != between.as_slice()));
             }
         }
     }
