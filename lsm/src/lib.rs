@@ -15,8 +15,11 @@
 //! * **Crash consistency:** manifest replaced atomically (temp, fsync, rename, fsync dir); torn
 //!   tails truncated, corruption in the middle reported naming the file; a failed fsync poisons.
 //! * **Determinism:** no threads, no clocks, no hash-map iteration; time is an argument.
+//! * **Flush jobs:** a full memtable is frozen and its WAL retired at once; the table is written
+//!   in bounded steps while writes go on into a successor WAL, and its fsync can run on a
+//!   driver's thread ([`Lsm::flush_step`], [`Lsm::take_flush_fsync`], `flush.rs`).
 //! * **Maintenance:** [`maintenance::MaintenanceScheduler`] is the one scheduler of bounded
-//!   compaction and value-log collection steps; the node and the simulator both run it.
+//!   flush, compaction and value-log collection steps; the node and the simulator both run it.
 //! * [`LsmStorage`] adapts the engine to `ringkv_core::Storage`; `oracle::crash_oracle` is the
 //!   seeded crash-consistency check the simulator can run per seed.
 //! * **Components:** the engine (`engine.rs`, orchestration only) composes the WAL (`wal.rs`),

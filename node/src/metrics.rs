@@ -294,7 +294,7 @@ pub struct Metrics {
     pub storage_syncs: Counter,
     /// Fsync latency.
     pub storage_sync_latency: Histogram,
-    /// How long each storage maintenance step (compaction, value-log collection) held the
+    /// How long each storage maintenance step (flush, compaction, value-log collection) held the
     /// driver: requests queue behind it.
     pub storage_maintenance_duration: Histogram,
     /// How long the driver spent on each batch of inputs (requests, peer messages, timers),
@@ -667,7 +667,7 @@ impl Metrics {
         );
         self.membership.register(registry);
         histogram(registry, "ringkv_storage_sync_duration_seconds", "Fsync latency.", &self.storage_sync_latency);
-        histogram(registry, "ringkv_storage_maintenance_duration_seconds", "Time one storage maintenance step (compaction, value-log collection) held the request path.", &self.storage_maintenance_duration);
+        histogram(registry, "ringkv_storage_maintenance_duration_seconds", "Time one storage maintenance step (flush, compaction, value-log collection) held the request path.", &self.storage_maintenance_duration);
         histogram(registry, "ringkv_driver_batch_duration_seconds", "Time the driver spent on one batch of inputs, fsync and maintenance excluded (a write that flushes the memtable shows here).", &self.driver_batch_duration);
     }
 }
