@@ -11,7 +11,8 @@ pub struct LsmConfig {
     pub key_bytes_max: usize,
     /// Longest value accepted; longer values are refused with `ValueTooLarge`.
     pub value_bytes_max: usize,
-    /// The memtable is flushed to a level-0 table once it holds this many bytes.
+    /// The memtable is frozen and flushed to a level-0 table once it holds this many bytes (a
+    /// new one fills meanwhile: up to twice this is held while a flush job runs).
     pub memtable_bytes_max: usize,
     /// WAL records are buffered in memory up to this many bytes before being written (a `sync`
     /// always writes and fsyncs the buffer).

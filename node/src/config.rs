@@ -173,7 +173,8 @@ pub struct LimitsFile {
 #[serde(deny_unknown_fields)]
 pub struct StorageFile {
     /// The memtable is flushed to a table once it holds this many bytes (also the memory the
-    /// memtable takes, and the WAL replayed at start after a crash).
+    /// memtable takes, twice that while a flush runs, and the WAL replayed at start after a
+    /// crash, twice that after a crash during a flush).
     pub memtable_bytes_max: Option<usize>,
     /// WAL records buffered in memory before they are written (every sync writes them anyway).
     pub wal_buffer_bytes: Option<usize>,
