@@ -264,13 +264,9 @@ impl DataBlock {
 mod tests {
     use super::*;
     use crate::entry::{encode_keyed, ValuePointer};
-    use crate::table::seal_block;
+    use crate::table::{seal_block, TEST_LIMITS};
 
-    const LIMITS: DecodeLimits = DecodeLimits {
-        key_bytes_max: 1024,
-        value_bytes_max: 1 << 20,
-        block_bytes_max: 1 << 22,
-    };
+    const LIMITS: DecodeLimits = TEST_LIMITS;
 
     /// The entry stored for key number `i`: all three kinds occur.
     fn entry_for(i: usize) -> Entry {

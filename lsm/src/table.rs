@@ -35,6 +35,14 @@ pub(crate) struct DecodeLimits {
     pub(crate) block_bytes_max: usize,
 }
 
+/// Generous limits for unit tests of decoding.
+#[cfg(test)]
+pub(crate) const TEST_LIMITS: DecodeLimits = DecodeLimits {
+    key_bytes_max: 1024,
+    value_bytes_max: 1 << 20,
+    block_bytes_max: 1 << 22,
+};
+
 /// A decoded data block, shared by the block cache and its readers.
 pub(crate) type Block = Arc<DataBlock>;
 
@@ -543,11 +551,7 @@ mod tests {
     use super::*;
     use crate::fs::SimFs;
 
-    const LIMITS: DecodeLimits = DecodeLimits {
-        key_bytes_max: 1024,
-        value_bytes_max: 1 << 20,
-        block_bytes_max: 1 << 22,
-    };
+    const LIMITS: DecodeLimits = TEST_LIMITS;
 
     #[test]
     fn write_then_read_every_key() {
