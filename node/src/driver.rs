@@ -612,7 +612,9 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         });
         let lsm = self.node.storage_mut().lsm_mut();
         if let Err(e) = lsm.flush_fsynced(job, result) {
-            tracing::error!(error = %e, "a flush's fsync failed; the node's storage is poisoned");
+            // A failed fsync poisons the engine (the next write or sync reports it); so does a
+            // failure to install, and an engine poisoned meanwhile refuses the install.
+            tracing::error!(error = %e, "flush not installed");
         }
     }
 
