@@ -47,12 +47,13 @@
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv_lsm::fs::StdFs;
-use ringkv_lsm::{Lsm, LsmConfig, WriteOutcome};
+use ringkv_lsm::fs::{FsError, StdFs};
+use ringkv_lsm::maintenance::MaintenanceScheduler;
+use ringkv_lsm::{Lsm, LsmConfig, LsmStorage, WriteOutcome};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Barrier, Condvar, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::Instant;
 
 const KEY_BYTES: usize = 100;
@@ -226,53 +227,77 @@ struct OursShared {
     inner: Mutex<OursInner>,
     /// Signalled when a sync finishes.
     synced: Condvar,
+    /// Results of flush fsyncs that ran on their own threads, for the next writer to hand to
+    /// the engine.
+    flush_fsyncs_done: Arc<Mutex<Vec<FlushFsyncDone>>>,
 }
 
+/// A flush job and the result of its fsync.
+type FlushFsyncDone = (u64, Result<(), FsError>);
+
 struct OursInner {
-    lsm: Lsm<StdFs>,
+    storage: LsmStorage<StdFs>,
+    /// The node's maintenance scheduler with its `[storage]` defaults, on this run's clock: the
+    /// engine is maintained as `ringkv-node` maintains it (flush jobs, compaction and value-log
+    /// collection in bounded steps), not by a loop of the harness's own.
+    maintenance: MaintenanceScheduler,
+    started: Instant,
     /// Every write up to this sequence number is durable.
     durable_seq: u64,
     /// A leader is fsyncing (outside the lock).
     syncing: bool,
-    writes: u64,
+}
+
+impl OursInner {
+    fn now(&self) -> ringkv_core::Instant {
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        ringkv_core::Instant::from_nanos(nanos)
+    }
 }
 
 impl OursShared {
     fn open(dir: &Path, config: &LsmConfig) -> Self {
         let lsm = Lsm::open(StdFs::open(dir).unwrap(), config.clone()).unwrap();
+        let storage = LsmStorage::new(lsm);
+        let settings = ringkv_node::config::FileConfig::dev()
+            .validate()
+            .unwrap()
+            .storage
+            .maintenance();
+        let started = Instant::now();
+        let zero = ringkv_core::Instant::from_nanos(0);
+        let maintenance =
+            MaintenanceScheduler::new(settings, zero, storage.maintenance_state()).unwrap();
         OursShared {
             inner: Mutex::new(OursInner {
-                lsm,
+                storage,
+                maintenance,
+                started,
                 durable_seq: 0,
                 syncing: false,
-                writes: 0,
             }),
             synced: Condvar::new(),
+            flush_fsyncs_done: Arc::default(),
         }
     }
 
     /// Leader/follower group commit: a writer stages its put under the lock; if a sync is in
     /// flight it waits for it (that sync may not cover it, but the next leader will cover
     /// every write staged meanwhile); otherwise it leads: `sync_begin` under the lock, the
-    /// fsync outside it (other writers stage meanwhile), `sync_finish` under the lock.
+    /// fsync outside it (other writers stage meanwhile), `sync_finish` under the lock. After
+    /// each put the scheduler may run a maintenance step, as the node's driver does after each
+    /// batch; a flush job's fsync runs on a thread of its own, as on the node.
     fn put(&self, key: Bytes, value: Bytes, synced: bool) {
         let mut g = self.inner.lock().unwrap();
-        let bytes = (key.len() + value.len()) as u64;
         let seq = loop {
-            match g.lsm.put(key.clone(), value.clone()).unwrap() {
+            match g.storage.lsm_mut().put(key.clone(), value.clone()).unwrap() {
                 WriteOutcome::Written { seq } => break seq,
                 WriteOutcome::Stalled { .. } => {
-                    g.lsm.compact_step(0, 4 << 20).unwrap();
+                    g.storage.lsm_mut().compact_step(0, 4 << 20).unwrap();
                 }
             }
         };
-        // Incremental compaction in proportion to what was written, and a value-log collection
-        // attempt every 256 writes.
-        g.lsm.compact_step(0, bytes * 4 + 4096).unwrap();
-        g.writes += 1;
-        if g.writes & 0xff == 0 {
-            g.lsm.gc_value_log_step().unwrap();
-        }
+        self.maintain(&mut g);
         if !synced {
             return;
         }
@@ -282,19 +307,41 @@ impl OursShared {
                 continue;
             }
             g.syncing = true;
-            let mut ticket = g.lsm.sync_begin().unwrap();
+            let mut ticket = g.storage.lsm_mut().sync_begin().unwrap();
             drop(g);
             let result = ticket.fsync();
             g = self.inner.lock().unwrap();
-            g.lsm.sync_finish(result).unwrap();
+            g.storage.lsm_mut().sync_finish(result).unwrap();
             g.durable_seq = g.durable_seq.max(ticket.covers_seq());
             g.syncing = false;
             self.synced.notify_all();
         }
     }
 
+    /// Hands finished flush fsyncs to the engine, runs the step the scheduler says is due, and
+    /// starts the fsync of a flush job whose files are written on a thread of its own.
+    fn maintain(&self, g: &mut OursInner) {
+        let done = std::mem::take(&mut *self.flush_fsyncs_done.lock().unwrap());
+        for (job, result) in done {
+            g.storage.lsm_mut().flush_fsynced(job, result).unwrap();
+        }
+        let now = g.now();
+        let state = g.storage.maintenance_state();
+        if let Some(step) = g.maintenance.poll_step(now, state) {
+            g.storage.maintain(step, 0).unwrap();
+        }
+        if let Some(mut fsync) = g.storage.lsm_mut().take_flush_fsync() {
+            let done = Arc::clone(&self.flush_fsyncs_done);
+            std::thread::spawn(move || {
+                let result = fsync.fsync();
+                done.lock().unwrap().push((fsync.job(), result));
+            });
+        }
+    }
+
     fn get(&self, key: &[u8]) -> bool {
-        self.inner.lock().unwrap().lsm.get(key).unwrap().is_some()
+        let mut g = self.inner.lock().unwrap();
+        g.storage.lsm_mut().get(key).unwrap().is_some()
     }
 }
 
@@ -373,7 +420,7 @@ impl InProc {
     fn own_counters(&self, r: &mut Results) {
         match self {
             InProc::Ours(o) => {
-                let stats = o.inner.lock().unwrap().lsm.stats();
+                let stats = o.inner.lock().unwrap().storage.lsm().stats();
                 r.insert("own_wa".into(), stats.write_amplification());
                 r.insert("own_flushes".into(), stats.flushes as f64);
                 r.insert("own_compactions".into(), stats.compactions as f64);
