@@ -356,8 +356,16 @@ struct Key {
 
 impl Key {
     /// Whether this key's event comes first.
+    #[inline]
     fn before(&self, other: &Key) -> bool {
-        (self.time, self.sequence) < (other.time, other.sequence)
+        self.order() < other.order()
+    }
+
+    /// `(time, sequence)` as one number, ordered as the pair is: one wide comparison without
+    /// a branch, where comparing the pair branched on equal times.
+    #[inline]
+    fn order(&self) -> u128 {
+        (u128::from(self.time) << 64) | u128::from(self.sequence)
     }
 }
 
@@ -400,17 +408,21 @@ impl KeyHeap {
             if child >= len {
                 break;
             }
-            let mut best = child;
-            for sibling in child + 1..(child + Self::ARITY).min(len) {
-                if self.keys[sibling].before(&self.keys[best]) {
-                    best = sibling;
+            let siblings = &self.keys[child..(child + Self::ARITY).min(len)];
+            let mut best = 0;
+            let mut best_order = siblings[0].order();
+            for (i, sibling) in siblings.iter().enumerate().skip(1) {
+                let order = sibling.order();
+                if order < best_order {
+                    best = i;
+                    best_order = order;
                 }
             }
-            if !self.keys[best].before(&last) {
+            if best_order >= last.order() {
                 break;
             }
-            self.keys[at] = self.keys[best];
-            at = best;
+            self.keys[at] = siblings[best];
+            at = child + best;
         }
         self.keys[at] = last;
         Some(first)
