@@ -32,7 +32,7 @@ pub struct LwwVersion {
 /// had before expiries existed (so stored data and scenario fingerprints are unchanged), and a
 /// tombstone never carries an expiry (a deleted key has nothing left to expire; the constructors
 /// drop it, and the encoding could not hold it).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Eq, Deserialize)]
 #[serde(from = "LwwRecordWire")]
 pub struct LwwRecord {
     /// The version of the write that produced this value.
@@ -42,6 +42,20 @@ pub struct LwwRecord {
     /// Hybrid time (µs) from which the value reads as absent; `None`: never expires. Always `None`
     /// for a tombstone.
     pub expires_at_micros: Option<u64>,
+}
+
+/// Equal when every field is, as a derived equality; a value compared with a clone of itself
+/// (read repair compares each replica's record with the merge, which is a clone of one of them)
+/// is equal without reading its bytes.
+impl PartialEq for LwwRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.expires_at_micros == other.expires_at_micros
+            && match (&self.value, &other.value) {
+                (Some(a), Some(b)) => (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b,
+                (a, b) => a.is_none() && b.is_none(),
+            }
+    }
 }
 
 /// Hashes as records did before expiries when there is none, so the simulator's trace
@@ -260,6 +274,46 @@ mod tests {
             value: value.map(Bytes::from_static),
             expires_at_micros: None,
         })
+    }
+
+    /// Equality is field-wise equality, whether or not two values share their bytes.
+    #[test]
+    fn equality_is_field_wise_shared_bytes_or_not() {
+        let version = LwwVersion {
+            timestamp_micros: 4,
+            node: NodeId(1),
+            nonce: 2,
+        };
+        let bytes = Bytes::from(vec![5u8; 64]);
+        let values = [
+            None,
+            Some(bytes.clone()),
+            Some(bytes.slice(..32)),
+            Some(bytes.slice(32..)),
+            Some(Bytes::from(vec![5u8; 64])),
+            Some(Bytes::from(vec![6u8; 64])),
+            Some(Bytes::new()),
+        ];
+        let mut records = Vec::new();
+        for value in &values {
+            for expires_at_micros in [None, Some(9)] {
+                for version in [version, LwwVersion::default()] {
+                    records.push(LwwRecord {
+                        version,
+                        value: value.clone(),
+                        expires_at_micros,
+                    });
+                }
+            }
+        }
+        for a in &records {
+            for b in &records {
+                let field_wise = a.version == b.version
+                    && a.value.as_deref() == b.value.as_deref()
+                    && a.expires_at_micros == b.expires_at_micros;
+                assert_eq!(a == b, field_wise, "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]
