@@ -687,7 +687,7 @@ impl<F: FileSystem> Lsm<F> {
         match &self.flush_job {
             // The manifest names the retired WAL until the install; writes go to its successor.
             Some(job) => {
-                assert_eq!(job.retired_wal(), self.state.wal_id, "the manifest's WAL");
+                assert_eq!(job.id(), self.state.wal_id, "the manifest's WAL");
                 assert!(self.wal.id() > self.state.wal_id, "a successor of it");
             }
             None => assert_eq!(self.wal.id(), self.state.wal_id, "the manifest's WAL"),

@@ -82,7 +82,7 @@ impl FlushJob {
         }
     }
 
-    /// The job's identity: the WAL its freeze retired.
+    /// The job's identity: the WAL its freeze retired (the manifest's until the install).
     pub(crate) fn id(&self) -> u64 {
         self.retired_wals[0]
     }
@@ -90,11 +90,6 @@ impl FlushJob {
     /// The table the job is writing, if it started one.
     pub(crate) fn table_id(&self) -> Option<u64> {
         self.table_id
-    }
-
-    /// The WAL the freeze retired (the manifest's until the install).
-    pub(crate) fn retired_wal(&self) -> u64 {
-        self.retired_wals[0]
     }
 }
 

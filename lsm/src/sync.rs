@@ -47,26 +47,13 @@ impl<F: FileSystem> Sync<'_, F> {
                 fsync: None,
             });
         }
-        let before = self.wal.detached_predecessor_fsync(self.fs)?;
-        if before.is_none() {
-            self.wal.fsync_predecessor(self.fs)?;
-        }
         self.wal.seal();
         write_wal(self.fs, self.wal, self.health)?;
-        let fsync = match self.wal.detached_fsync(self.fs)? {
-            Some(live) => Some(match before {
-                Some(before) => Box::new(move || before().and_then(|()| live())) as _,
-                None => live,
-            }),
-            None => {
-                if let Some(before) = before {
-                    before().map_err(LsmError::from)?;
-                    self.wal.learn_detached();
-                }
-                self.wal.fsync(self.fs)?;
-                None
-            }
-        };
+        let fsync = self.wal.detached_fsync(self.fs)?;
+        if fsync.is_none() {
+            self.wal.fsync_predecessor(self.fs)?;
+            self.wal.fsync(self.fs)?;
+        }
         Ok(SyncTicket { covers_seq, fsync })
     }
 }

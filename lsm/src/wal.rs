@@ -294,21 +294,33 @@ impl Wal {
         }
     }
 
-    /// An fsync of the file to run away from the engine, reporting on success what it made
+    /// An fsync of the file to run away from the engine (after the retired WAL's and the
+    /// directory's, while one is owed: [`Wal::predecessor`]), reporting on success what it made
     /// durable (unless the WAL was replaced meanwhile or another detached fsync failed). `None`
-    /// when the file system cannot detach one. `unsynced` stays set: only a completed in-place
+    /// when the file system cannot detach one (then [`Wal::fsync_predecessor`] and
+    /// [`Wal::fsync`] in place). `unsynced` stays set: only a completed in-place
     /// fsync clears it.
     pub(crate) fn detached_fsync<F: FileSystem>(
         &self,
         fs: &mut F,
     ) -> Result<Option<DetachedFsync>, LsmError> {
+        // The retired WAL and the directory come first (`Wal::predecessor`).
+        let before = match self.predecessor {
+            Some(retired) => match self.detached_predecessor_fsync(fs, retired)? {
+                Some(before) => Some(before),
+                None => return Ok(None),
+            },
+            None => None,
+        };
         let Some(fsync) = fs.detached_fsync(&self.name())? else {
             return Ok(None);
         };
         let progress = Arc::clone(&self.progress);
         let (wal_id, len) = (self.id, self.len);
         Ok(Some(Box::new(move || {
-            let r = fsync();
+            let r = before
+                .map_or(Ok(()), |before| before())
+                .and_then(|()| fsync());
             let mut p = lock_progress(&progress);
             if r.is_err() {
                 p.failed = true;
@@ -423,16 +435,14 @@ impl Wal {
         }
     }
 
-    /// An fsync of the retired WAL and of the directory, to run away from the engine before the
+    /// An fsync of the `retired` WAL and of the directory, run away from the engine before the
     /// live WAL's; reports success through the shared progress ([`Wal::learn_detached`]).
-    /// `None` when the file system cannot detach them (then [`Wal::fsync_predecessor`]).
-    pub(crate) fn detached_predecessor_fsync<F: FileSystem>(
+    /// `None` when the file system cannot detach them.
+    fn detached_predecessor_fsync<F: FileSystem>(
         &self,
         fs: &mut F,
+        retired: u64,
     ) -> Result<Option<DetachedFsync>, LsmError> {
-        let Some(retired) = self.predecessor else {
-            return Ok(None);
-        };
         let Some(file) = fs.detached_fsync(&wal_file_name(retired))? else {
             return Ok(None);
         };

@@ -304,6 +304,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                 done = flush_fsync_completed(&mut self.flush_fsyncer),
                     if self.flush_fsyncs_in_flight > 0 =>
                 {
+                    self.flush_fsyncs_in_flight -= 1;
                     self.finish_flush_fsync(done);
                 }
             }
@@ -323,6 +324,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         }
         while self.flush_fsyncs_in_flight > 0 {
             let done = flush_fsync_completed(&mut self.flush_fsyncer).await;
+            self.flush_fsyncs_in_flight -= 1;
             self.finish_flush_fsync(done);
         }
         self.finish()
@@ -601,7 +603,6 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
     /// A flush job's fsync returned: the engine installs the job's table, or is poisoned by the
     /// failure (`None`: the thread is gone, which counts as a failed fsync).
     fn finish_flush_fsync(&mut self, done: Option<(u64, Result<(), FsError>)>) {
-        self.flush_fsyncs_in_flight = self.flush_fsyncs_in_flight.saturating_sub(1);
         let (job, result) = done.unwrap_or_else(|| {
             let failed = FsError {
                 kind: ringkv_lsm::fs::FsErrorKind::SyncFailed,
@@ -837,83 +838,15 @@ mod tests {
         });
     }
 
-    /// The driver runs the one maintenance scheduler: a burst of writes, each its own batch, is
-    /// compacted by the steps the writes bring forward, so no write finds level 0 full (writes do
-    /// no maintenance themselves: without the driver's steps the same burst stalls).
-    /// Flush jobs on real files: their fsyncs run on the flush fsync thread and their tables are
-    /// installed while writes go on; every acknowledged write is there after a restart.
-    #[test]
-    fn flush_jobs_on_real_files_install_their_tables_and_keep_every_write() {
-        use ringkv_core::storage::Storage;
-        use ringkv_core::Record;
-        use ringkv_lsm::fs::StdFs;
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// Runs a `--dev` driver (maintenance budget 4 KiB) over `lsm`, puts `key{i:05} = value(i)`
+    /// for `i < count`, each acknowledged, and shuts it down; returns the engine.
+    fn drive_puts<F: FileSystem + SnapshotFs + Send + 'static>(
+        lsm: Lsm<F>,
+        count: u32,
+        value: impl Fn(u32) -> Bytes,
+    ) -> LsmStorage<F> {
         let mut settings = FileConfig::dev().validate().expect("valid");
         settings.storage.maintenance_budget_bytes = 4096;
-        let config = LsmConfig::tiny_for_tests();
-        let open = || Lsm::open(StdFs::open(dir.path()).expect("fs"), config.clone());
-        let ring = crate::server::build_ring(&settings).expect("ring");
-        let node = Node::new(
-            NodeConfig {
-                id: settings.node_id,
-                cluster: settings.cluster.clone(),
-                rng_seed: 1,
-            },
-            ring,
-            LsmStorage::new(open().expect("open")),
-            boot(),
-        )
-        .expect("node");
-        let value = |i: u32| Bytes::from(format!("{i:05}").repeat(40));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let stats = runtime.block_on(async {
-            let (inputs, inputs_rx) = mpsc::channel(16);
-            let driver = crate::spawn(
-                Driver::new(
-                    node,
-                    Clock::start(),
-                    inputs_rx,
-                    PeerQueues::new(),
-                    Arc::new(Metrics::default()),
-                    Duration::from_secs(1),
-                    settings.storage.clone(),
-                )
-                .run(),
-            );
-            for i in 0..1500 {
-                let body = ClientRequest::Put {
-                    key: Bytes::from(format!("key{i:05}")),
-                    value: value(i),
-                    context: None,
-                    consistency: None,
-                };
-                let reply = call(&inputs, body).await;
-                assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
-            }
-            inputs.send(Input::Shutdown).await.expect("shutdown");
-            let mut storage = driver.await.expect("driver");
-            storage.lsm_mut().stats()
-        });
-        // The tiny memtable (4 KiB) holds about ten of these writes: one freeze every ten.
-        assert!(stats.flushes >= 100, "{stats:?}");
-        let mut storage = LsmStorage::new(open().expect("reopen"));
-        for i in 0..1500 {
-            let record = storage.get(format!("key{i:05}").as_bytes()).expect("get");
-            let Some(Record::Lww(lww)) = record else {
-                panic!("key{i:05}: {record:?}");
-            };
-            assert_eq!(lww.value, Some(value(i)), "key{i:05}");
-        }
-    }
-
-    #[test]
-    fn writes_bring_maintenance_steps_forward_so_no_write_stalls() {
-        let mut settings = FileConfig::dev().validate().expect("valid");
-        settings.storage.maintenance_budget_bytes = 4096;
-        let lsm = Lsm::open(SimFs::seeded(11), LsmConfig::tiny_for_tests()).expect("open");
         let ring = crate::server::build_ring(&settings).expect("ring");
         let node = Node::new(
             NodeConfig {
@@ -944,10 +877,10 @@ mod tests {
                 )
                 .run(),
             );
-            for i in 0..2000 {
+            for i in 0..count {
                 let body = ClientRequest::Put {
                     key: Bytes::from(format!("key{i:05}")),
-                    value: Bytes::from(vec![b'v'; 40]),
+                    value: value(i),
                     context: None,
                     consistency: None,
                 };
@@ -955,12 +888,46 @@ mod tests {
                 assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
             }
             inputs.send(Input::Shutdown).await.expect("shutdown");
-            let mut storage = driver.await.expect("driver");
-            let stats = storage.lsm_mut().stats();
-            assert!(stats.flushes >= 10, "a burst worth compacting: {stats:?}");
-            assert!(stats.compactions > 0, "{stats:?}");
-            assert_eq!(stats.stalls, 0, "maintenance kept up: {stats:?}");
-        });
+            driver.await.expect("driver")
+        })
+    }
+
+    /// Flush jobs on real files: their fsyncs run on the flush fsync thread and their tables are
+    /// installed while writes go on; every acknowledged write is there after a restart.
+    #[test]
+    fn flush_jobs_on_real_files_install_their_tables_and_keep_every_write() {
+        use ringkv_core::storage::Storage;
+        use ringkv_core::Record;
+        use ringkv_lsm::fs::StdFs;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LsmConfig::tiny_for_tests();
+        let open = || Lsm::open(StdFs::open(dir.path()).expect("fs"), config.clone());
+        let value = |i: u32| Bytes::from(format!("{i:05}").repeat(40));
+        let stats = drive_puts(open().expect("open"), 1500, value).lsm().stats();
+        // The tiny memtable (4 KiB) holds about ten of these writes: one freeze every ten.
+        assert!(stats.flushes >= 100, "{stats:?}");
+        let mut storage = LsmStorage::new(open().expect("reopen"));
+        for i in 0..1500 {
+            let record = storage.get(format!("key{i:05}").as_bytes()).expect("get");
+            let Some(Record::Lww(lww)) = record else {
+                panic!("key{i:05}: {record:?}");
+            };
+            assert_eq!(lww.value, Some(value(i)), "key{i:05}");
+        }
+    }
+
+    /// The driver runs the one maintenance scheduler: a burst of writes, each its own batch, is
+    /// compacted by the steps the writes bring forward, so no write finds level 0 full (writes do
+    /// no maintenance themselves: without the driver's steps the same burst stalls).
+    #[test]
+    fn writes_bring_maintenance_steps_forward_so_no_write_stalls() {
+        let lsm = Lsm::open(SimFs::seeded(11), LsmConfig::tiny_for_tests()).expect("open");
+        let stats = drive_puts(lsm, 2000, |_| Bytes::from(vec![b'v'; 40]))
+            .lsm()
+            .stats();
+        assert!(stats.flushes >= 10, "a burst worth compacting: {stats:?}");
+        assert!(stats.compactions > 0, "{stats:?}");
+        assert_eq!(stats.stalls, 0, "maintenance kept up: {stats:?}");
     }
 
     /// A `--dev` node's driver over a simulated disk whose next fsync fails after `ok_writes`
