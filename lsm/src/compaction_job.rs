@@ -49,6 +49,9 @@ pub(crate) struct CompactionJob {
     builder: Option<TableBuilder>,
     outputs: Vec<TableMeta>,
     garbage: Vec<ValuePointer>,
+    /// Keys whose newest entry was a value its owner calls dead, dropped: once the job is
+    /// installed they read as absent (the row cache must forget them).
+    dropped_values: Vec<Bytes>,
 }
 
 impl CompactionJob {
@@ -81,6 +84,7 @@ impl CompactionJob {
             builder: None,
             outputs: Vec::new(),
             garbage: Vec::new(),
+            dropped_values: Vec::new(),
         })
     }
 
@@ -111,6 +115,9 @@ impl CompactionJob {
             let Some(entry) = entry else { continue };
             processed += (key.len() + entry.size_bytes()) as u64;
             if self.drops(&entry, rule) {
+                if matches!(entry, Entry::Inline(_)) {
+                    self.dropped_values.push(key);
+                }
                 continue;
             }
             self.add_output(store, &key, &entry, config, next_file_id)?;
@@ -248,6 +255,9 @@ pub(crate) struct Compactor {
     output_bytes: u64,
     /// Compactions finished (trivial moves included).
     finished: u64,
+    /// Keys an installed job dropped as dead values, until the engine takes them
+    /// ([`Compactor::take_forgotten`]).
+    forgotten: Vec<Bytes>,
 }
 
 impl Compactor {
@@ -258,6 +268,7 @@ impl Compactor {
             cursors: vec![Bytes::new(); levels],
             output_bytes: 0,
             finished: 0,
+            forgotten: Vec::new(),
         }
     }
 
@@ -269,6 +280,12 @@ impl Compactor {
     /// Compactions finished.
     pub(crate) fn finished(&self) -> u64 {
         self.finished
+    }
+
+    /// The keys installed jobs dropped as dead values since the last call: they read as
+    /// absent now.
+    pub(crate) fn take_forgotten(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Runs about `budget_bytes` of the current job (picking one if none runs). A failure
@@ -307,9 +324,10 @@ impl Compactor {
         &mut self,
         store: &mut TableStore<F>,
         state: &mut ManifestState,
-        job: CompactionJob,
+        mut job: CompactionJob,
     ) -> Result<CompactionProgress, LsmError> {
         let plan = job.plan().clone();
+        let dropped_values = std::mem::take(&mut job.dropped_values);
         store.fs.fsync_dir()?;
         let level = plan.level;
         if let Some(last) = state.levels[level]
@@ -326,6 +344,7 @@ impl Compactor {
         let (output_tables, output_bytes) = job.apply(&mut next);
         manifest::store(&mut store.fs, &next)?;
         *state = next;
+        self.forgotten.extend(dropped_values);
         self.output_bytes += output_bytes;
         for id in plan.upper.iter().chain(plan.lower.iter()) {
             store.evict_table(*id);

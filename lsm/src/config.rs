@@ -49,6 +49,9 @@ pub struct LsmConfig {
     /// The share of table indexes and bloom filters; past it they borrow the block cache's
     /// (which shrinks to make room), so they stay cached at large data sets (`store.rs`).
     pub index_cache_bytes: usize,
+    /// Bound of the row cache: whole values by key, written through by puts and filled by
+    /// reads (`row_cache.rs`); 0 turns it off.
+    pub row_cache_bytes: usize,
 }
 
 impl Default for LsmConfig {
@@ -73,6 +76,7 @@ impl Default for LsmConfig {
             tombstone_grace_ms: 10 * 24 * 3600 * 1000,
             block_cache_bytes: 64 << 20,
             index_cache_bytes: 16 << 20,
+            row_cache_bytes: 256 << 20,
         }
     }
 }
@@ -99,6 +103,7 @@ impl LsmConfig {
             tombstone_grace_ms: 1000,
             block_cache_bytes: 16 << 10,
             index_cache_bytes: 8 << 10,
+            row_cache_bytes: 4 << 10,
             ..LsmConfig::default()
         }
     }

@@ -24,6 +24,7 @@ use crate::outcome::{
 };
 use crate::read::Reader;
 use crate::recovery::{self, RecoveryReport};
+use crate::row_cache::RowCache;
 use crate::store::TableStore;
 use crate::sync::Sync;
 use crate::vlog::{self, ValueLog};
@@ -48,6 +49,8 @@ pub struct Lsm<F: FileSystem> {
     mem: MemTable,
     wal: Wal,
     vlog: ValueLog,
+    /// Whole values by key, answering what a lookup would (`row_cache.rs`).
+    rows: RowCache,
     /// What recovery at open did (a WAL cut, and whether it is suspect).
     recovery: RecoveryReport,
     last_seq: u64,
@@ -98,6 +101,7 @@ impl<F: FileSystem> Lsm<F> {
         let mut state = recovery::open_state(&mut fs, &config)?;
         let recovered = recovery::recover(&mut fs, &mut state, &config)?;
         let (index_bytes, block_bytes) = (config.index_cache_bytes, config.block_cache_bytes);
+        let row_bytes = config.row_cache_bytes;
         let mut engine = Lsm {
             store: TableStore::new(fs, limits, index_bytes, block_bytes),
             compactor: Compactor::new(state.levels.len()),
@@ -112,6 +116,7 @@ impl<F: FileSystem> Lsm<F> {
             mem: recovered.mem,
             wal: recovered.wal,
             vlog: recovered.vlog,
+            rows: RowCache::new(row_bytes),
             recovery: recovered.report,
             dead_since: None,
             health: Health::opening(),
@@ -169,8 +174,16 @@ impl<F: FileSystem> Lsm<F> {
         if let Some(stalled) = self.make_room()? {
             return Ok(stalled);
         }
-        let r = self.write(key, value, deleted_at_ms);
-        self.stats.user_bytes += if r.is_ok() { user_bytes } else { 0 };
+        let r = self.write(key.clone(), value.clone(), deleted_at_ms);
+        if r.is_ok() {
+            self.stats.user_bytes += user_bytes;
+            // Written through: the old row would be wrong, and a key just written is likely
+            // to be read next.
+            match &value {
+                Some(value) => self.rows.insert(&key, value),
+                None => self.rows.remove(&key),
+            }
+        }
         self.health
             .poison_unless_no_space(r)
             .map(|seq| WriteOutcome::Written { seq })
@@ -392,7 +405,14 @@ impl<F: FileSystem> Lsm<F> {
 
     /// The value of `key`, including staged writes. Works on a poisoned engine too (read-only).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, LsmError> {
-        self.reader().get(key)
+        if let Some(value) = self.rows.get(key) {
+            return Ok(Some(value));
+        }
+        let found = self.reader().get(key)?;
+        if let Some(value) = &found {
+            self.rows.insert(key, value);
+        }
+        Ok(found)
     }
 
     /// Up to `limit` live pairs with `start <= key < end` (no end if `None`), in key order.
@@ -444,6 +464,10 @@ impl<F: FileSystem> Lsm<F> {
         let r = self
             .compactor
             .step(store, state, &self.config, rule, budget_bytes);
+        // Keys whose dead value an installed job dropped now read as absent.
+        for key in self.compactor.take_forgotten() {
+            self.rows.remove(&key);
+        }
         match r {
             // The job is abandoned; its partial outputs are orphans removed at the next open.
             Err(e @ LsmError::Corrupt { .. }) => Err(e),
@@ -625,6 +649,9 @@ impl<F: FileSystem> Lsm<F> {
             no_space_refusals: self.health.no_space_refusals(),
             block_cache_hits: hits,
             block_cache_misses: misses,
+            row_cache_hits: self.rows.hits(),
+            row_cache_misses: self.rows.misses(),
+            row_cache_bytes: self.rows.used_bytes() as u64,
             ..self.stats
         }
     }
@@ -676,6 +703,7 @@ impl<F: FileSystem> Lsm<F> {
         self.mem.check_invariants();
         self.wal.check_invariants();
         self.vlog.check_invariants();
+        self.rows.check_invariants();
         self.compactor.check_invariants(&self.state.levels);
         assert_eq!(self.vlog.active(), self.state.vlog_active, "its segment");
         assert!(self.last_seq >= self.state.last_seq);

@@ -120,6 +120,12 @@ pub struct LsmStats {
     pub block_cache_hits: u64,
     /// Block-cache misses.
     pub block_cache_misses: u64,
+    /// Reads the row cache answered.
+    pub row_cache_hits: u64,
+    /// Reads the row cache could not answer (the full lookup ran).
+    pub row_cache_misses: u64,
+    /// Bytes the row cache holds (rows charged with their overhead).
+    pub row_cache_bytes: u64,
 }
 
 impl LsmStats {

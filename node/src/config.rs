@@ -189,6 +189,8 @@ pub struct StorageFile {
     pub block_cache_bytes: Option<usize>,
     /// The share of table indexes and bloom filters; past it they borrow the block cache's.
     pub index_cache_bytes: Option<usize>,
+    /// Bound of the row cache (whole records by key, written through; 0 turns it off).
+    pub row_cache_bytes: Option<usize>,
     /// Target uncompressed size of a data block.
     pub block_bytes: Option<usize>,
     /// Bloom filter bits per key.
@@ -1135,6 +1137,14 @@ impl StorageFile {
                 "index_cache_bytes",
                 self.index_cache_bytes,
                 d.index_cache_bytes,
+                0,
+                64 * GIB,
+                " bytes",
+            )?,
+            row_cache_bytes: within(
+                "row_cache_bytes",
+                self.row_cache_bytes,
+                d.row_cache_bytes,
                 0,
                 64 * GIB,
                 " bytes",

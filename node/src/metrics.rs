@@ -328,6 +328,12 @@ pub struct Metrics {
     pub storage_block_cache_hits: Counter,
     /// Block-cache misses.
     pub storage_block_cache_misses: Counter,
+    /// Reads the row cache answered.
+    pub storage_row_cache_hits: Counter,
+    /// Reads the row cache could not answer.
+    pub storage_row_cache_misses: Counter,
+    /// Bytes the row cache holds (gauge).
+    pub storage_row_cache_bytes: Gauge,
     /// Operations the node has in flight (gauge).
     pub operations_in_flight: Gauge,
     /// Replies that matched no live operation (from the core's stats).
@@ -552,6 +558,9 @@ impl Metrics {
         self.storage_flush_stalls.set(g.flush_stalls);
         self.storage_block_cache_hits.set(g.block_cache_hits);
         self.storage_block_cache_misses.set(g.block_cache_misses);
+        self.storage_row_cache_hits.set(g.row_cache_hits);
+        self.storage_row_cache_misses.set(g.row_cache_misses);
+        self.storage_row_cache_bytes.set(g.row_cache_bytes);
     }
 
     /// Records a finished client request.
@@ -655,6 +664,9 @@ impl Metrics {
         counter(registry, "ringkv_storage_flush_stalls_total", "Writes that filled the memtable before the last flush job was done, and finished it inline.", &self.storage_flush_stalls);
         counter(registry, "ringkv_storage_block_cache_hits_total", "Block-cache hits.", &self.storage_block_cache_hits);
         counter(registry, "ringkv_storage_block_cache_misses_total", "Block-cache misses.", &self.storage_block_cache_misses);
+        counter(registry, "ringkv_storage_row_cache_hits_total", "Reads the row cache answered.", &self.storage_row_cache_hits);
+        counter(registry, "ringkv_storage_row_cache_misses_total", "Reads the row cache could not answer (the full lookup ran).", &self.storage_row_cache_misses);
+        gauge(registry, "ringkv_storage_row_cache_bytes", "Bytes the row cache holds.", &self.storage_row_cache_bytes);
         gauge(registry, "ringkv_operations_in_flight", "Operations the node coordinates now.", &self.operations_in_flight);
         counter(registry, "ringkv_stale_replies_total", "Replica replies that matched no live operation.", &self.stale_replies);
         gauge(registry, "ringkv_ring_members", "Members of the ring.", &self.ring_members);

@@ -323,6 +323,12 @@ pub struct StorageGauges {
     pub block_cache_hits: u64,
     /// Block-cache misses.
     pub block_cache_misses: u64,
+    /// Reads the row cache answered.
+    pub row_cache_hits: u64,
+    /// Reads the row cache could not answer.
+    pub row_cache_misses: u64,
+    /// Bytes the row cache holds.
+    pub row_cache_bytes: u64,
 }
 
 impl StorageGauges {
@@ -347,6 +353,9 @@ impl StorageGauges {
             flush_stalls: stats.flush_stalls,
             block_cache_hits: stats.block_cache_hits,
             block_cache_misses: stats.block_cache_misses,
+            row_cache_hits: stats.row_cache_hits,
+            row_cache_misses: stats.row_cache_misses,
+            row_cache_bytes: stats.row_cache_bytes,
         }
     }
 }
