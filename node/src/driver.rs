@@ -277,6 +277,12 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             gauges.set(Some(self.gauges_published_at + GAUGE_PUBLISH_INTERVAL));
             tokio::select! {
                 biased;
+                // First: a finished fsync acknowledges its batch and lets the next one start.
+                // Polled after the inputs, it waited for a moment with no input queued, which
+                // under load stretched a 0.2 ms fsync to a 0.5 ms sync (issue #15).
+                result = fsync_completed(&mut self.fsyncer), if self.sync_in_flight.is_some() => {
+                    self.finish_sync(result);
+                }
                 // The step itself runs below, after the sync, like one due to writes.
                 () = maintenance.sleep.as_mut() => {}
                 () = gauges.sleep.as_mut(), if self.gauges_stale => {}
@@ -297,9 +303,6 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                     self.node.handle_timeout(self.clock.now());
                     self.drain();
                     self.metrics.driver_batch_duration.record(started.elapsed());
-                }
-                result = fsync_completed(&mut self.fsyncer), if self.sync_in_flight.is_some() => {
-                    self.finish_sync(result);
                 }
                 done = flush_fsync_completed(&mut self.flush_fsyncer),
                     if self.flush_fsyncs_in_flight > 0 =>
