@@ -180,7 +180,7 @@ impl<F: FileSystem> Lsm<F> {
             // Written through: the old row would be wrong, and a key just written is likely
             // to be read next.
             match &value {
-                Some(value) => self.rows.insert(&key, value),
+                Some(value) => self.rows.insert_written(&key, value),
                 None => self.rows.remove(&key),
             }
         }
@@ -410,7 +410,7 @@ impl<F: FileSystem> Lsm<F> {
         }
         let found = self.reader().get(key)?;
         if let Some(value) = &found {
-            self.rows.insert(key, value);
+            self.rows.insert_read(key, value);
         }
         Ok(found)
     }

@@ -19,34 +19,83 @@
 //! key is a 64-bit hash and the slot compares the whole key, so colliding keys only replace each
 //! other's rows (a miss), never lengthen a probe.
 //!
-//! Why each row is copied into one buffer of its own: a key or a value handed to the engine may
-//! be a slice of a larger buffer (a client's read buffer, a decoded block); holding the slice
-//! would keep the whole buffer alive and the byte bound would no longer be the memory used.
+//! Why a written value is shared and a read one copied: the value handed to a put is the
+//! memtable's too (one buffer for both until the flush, no second allocation and copy per
+//! write), while a value found by a read may be a slice of a decoded block or of a value-log
+//! frame, which holding would keep whole. Keys are copied (a client's key is often a slice of its
+//! read buffer), inline in the row when short, so that a hit compares the key without touching
+//! another allocation.
+//!
+//! What it costs: a written value stays alive past its memtable while its row is cached. A node
+//! does not notice (its writes wait for fsyncs), a CPU-bound bulk load does (fresh memory for
+//! every memtable); so the engine's default is off and the node turns it on
+//! (benches/README.md, issue #15).
 
-use bytes::{Bytes, BytesMut};
-use ringkv_core::hash::{hash_bytes, IdHashing};
+use bytes::Bytes;
+use ringkv_core::hash::IdHashing;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
-/// Bytes charged per row beyond its key and value: the slot, its index entry and the buffer's
-/// header (an estimate; it keeps a cache of tiny rows from holding far more than its bound).
+/// Bytes charged per row beyond its key and value: the row in the index, its place on the clock
+/// and the value's buffer header (an estimate; it keeps a cache of tiny rows from holding far
+/// more than its bound).
 const ROW_OVERHEAD_BYTES: usize = 96;
 
-/// A row: the key and the value in one buffer, the key first, and its place on the clock.
+/// Keys up to this long are held in the row itself.
+const INLINE_KEY_BYTES: usize = 30;
+
+/// A row's copy of its key.
+#[derive(Debug)]
+enum RowKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl RowKey {
+    fn of(key: &[u8]) -> RowKey {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY_BYTES => {
+                let mut bytes = [0; INLINE_KEY_BYTES];
+                bytes[..key.len()].copy_from_slice(key);
+                RowKey::Inline { len, bytes }
+            }
+            _ => RowKey::Heap(key.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            RowKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            RowKey::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// A row: the key, the value and its place on the clock.
 #[derive(Debug)]
 struct Row {
-    bytes: Bytes,
-    key_len: u32,
+    key: RowKey,
+    value: Bytes,
     slot: u32,
 }
 
 impl Row {
     fn key(&self) -> &[u8] {
-        &self.bytes[..self.key_len as usize]
+        self.key.as_slice()
     }
 
     fn charge_bytes(&self) -> usize {
-        self.bytes.len() + ROW_OVERHEAD_BYTES
+        self.key().len() + self.value.len() + ROW_OVERHEAD_BYTES
     }
+}
+
+/// The row hash of `key`: a word at a time (a byte-at-a-time hash was a visible share of a put
+/// of a 100-byte key). Collisions cost only a miss (module doc), so speed is what matters.
+fn row_hash(key: &[u8]) -> u64 {
+    IdHashing::default().hash_one(key)
 }
 
 /// Marks a free place on the clock.
@@ -97,7 +146,7 @@ impl RowCache {
         }
         let row = self
             .index
-            .get(&hash_bytes(key))
+            .get(&row_hash(key))
             .filter(|row| row.key() == key);
         let Some(row) = row else {
             self.misses += 1;
@@ -107,18 +156,27 @@ impl RowCache {
             *flag = true;
         }
         self.hits += 1;
-        Some(row.bytes.slice(row.key_len as usize..))
+        Some(row.value.clone())
+    }
+
+    /// Caches `key = value` as written: the row shares `value` (module doc).
+    pub(crate) fn insert_written(&mut self, key: &[u8], value: &Bytes) {
+        self.insert(key, value.clone());
+    }
+
+    /// Caches `key = value` as a read found it: the row holds a copy of `value` (module doc).
+    pub(crate) fn insert_read(&mut self, key: &[u8], value: &[u8]) {
+        if self.capacity_bytes > 0 {
+            self.insert(key, Bytes::copy_from_slice(value));
+        }
     }
 
     /// Caches `key = value`, replacing whatever row its hash held. A row larger than the whole
-    /// bound, or a key longer than 4 GiB, is not kept.
-    pub(crate) fn insert(&mut self, key: &[u8], value: &[u8]) {
-        let hash = hash_bytes(key);
+    /// bound is not kept.
+    fn insert(&mut self, key: &[u8], value: Bytes) {
+        let hash = row_hash(key);
         self.release(hash);
         let charge = key.len() + value.len() + ROW_OVERHEAD_BYTES;
-        let Ok(key_len) = u32::try_from(key.len()) else {
-            return;
-        };
         if charge > self.capacity_bytes {
             return;
         }
@@ -134,12 +192,9 @@ impl RowCache {
                 slot
             }
         };
-        let mut bytes = BytesMut::with_capacity(key.len() + value.len());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
         let row = Row {
-            bytes: bytes.freeze(),
-            key_len,
+            key: RowKey::of(key),
+            value,
             slot,
         };
         self.used_bytes += row.charge_bytes();
@@ -150,7 +205,7 @@ impl RowCache {
 
     /// Forgets `key` (a row of another key with the same hash stays: it is still right).
     pub(crate) fn remove(&mut self, key: &[u8]) {
-        let hash = hash_bytes(key);
+        let hash = row_hash(key);
         if self.index.get(&hash).is_some_and(|row| row.key() == key) {
             self.release(hash);
         }
@@ -206,7 +261,7 @@ impl RowCache {
                 self.clock[row.slot as usize], hash,
                 "its place holds its hash"
             );
-            assert_eq!(hash, hash_bytes(row.key()), "hash of its key");
+            assert_eq!(hash, row_hash(row.key()), "hash of its key");
             used += row.charge_bytes();
         }
         assert_eq!(used, self.used_bytes, "byte count");
@@ -226,9 +281,9 @@ mod tests {
     fn a_row_reads_back_until_replaced_or_removed() {
         let mut rows = RowCache::new(4096);
         assert_eq!(rows.get(b"a"), None);
-        rows.insert(b"a", b"one");
+        rows.insert_read(b"a", b"one");
         assert_eq!(rows.get(b"a").as_deref(), Some(&b"one"[..]));
-        rows.insert(b"a", b"two");
+        rows.insert_read(b"a", b"two");
         assert_eq!(rows.get(b"a").as_deref(), Some(&b"two"[..]));
         assert_eq!(
             rows.used_bytes(),
@@ -250,11 +305,11 @@ mod tests {
     #[test]
     fn off_and_oversized_rows_keep_nothing() {
         let mut off = RowCache::new(0);
-        off.insert(b"a", b"one");
+        off.insert_read(b"a", b"one");
         assert_eq!(off.get(b"a"), None);
         assert_eq!(off.used_bytes(), 0);
         let mut small = RowCache::new(row_charge(b"a", b"12345") - 1);
-        small.insert(b"a", b"12345");
+        small.insert_read(b"a", b"12345");
         assert_eq!(small.get(b"a"), None, "larger than the whole bound");
         small.check_invariants();
     }
@@ -265,10 +320,10 @@ mod tests {
         let charge = row_charge(b"k0", b"v");
         let mut rows = RowCache::new(3 * charge);
         for key in [b"k0", b"k1", b"k2"] {
-            rows.insert(key, b"v");
+            rows.insert_read(key, b"v");
         }
         assert!(rows.get(b"k0").is_some());
-        rows.insert(b"k3", b"v");
+        rows.insert_read(b"k3", b"v");
         assert!(rows.get(b"k0").is_some(), "read, so spared");
         assert_eq!(rows.get(b"k1"), None, "the first unread row goes");
         assert!(rows.get(b"k2").is_some());
@@ -289,7 +344,7 @@ mod tests {
             match rng.gen_range(0..10) {
                 0..=3 => {
                     let value = vec![b'x'; rng.gen_range(0..200)];
-                    rows.insert(&key, &value);
+                    rows.insert_read(&key, &value);
                     model.insert(key, value);
                 }
                 4 => {

@@ -1055,6 +1055,12 @@ pub const STORAGE_KEY_PREFIX_BYTES_MAX: usize = 64;
 /// because a collection rewrites a whole segment's live values on the driver in one step.
 pub const VLOG_SEGMENT_BYTES_DEFAULT: u64 = 32 << 20;
 
+/// Default `[storage] row_cache_bytes`: the node's reads of its recently written or read records
+/// cost one hash lookup, as in Redis (the engine's own default is off: its write-through keeps
+/// values alive past their memtable, which costs a bulk loader of a library user, not a node
+/// whose writes wait for fsyncs; benches/README.md, issue #15).
+pub const ROW_CACHE_BYTES_DEFAULT: usize = 256 << 20;
+
 impl StorageFile {
     /// Validates `[storage]` against the cluster's limits and builds the engine configuration.
     pub fn validate(&self, cluster: &ClusterConfig) -> Result<StorageSettings, SettingsError> {
@@ -1144,7 +1150,7 @@ impl StorageFile {
             row_cache_bytes: within(
                 "row_cache_bytes",
                 self.row_cache_bytes,
-                d.row_cache_bytes,
+                ROW_CACHE_BYTES_DEFAULT,
                 0,
                 64 * GIB,
                 " bytes",
@@ -1379,6 +1385,10 @@ mod tests {
     fn dev_defaults_are_valid() {
         let settings = FileConfig::dev().validate().expect("valid");
         assert_eq!(settings.cluster.n, 1);
+        assert_eq!(
+            settings.storage.lsm.row_cache_bytes,
+            ROW_CACHE_BYTES_DEFAULT
+        );
         assert_eq!(settings.client_listen.to_string(), DEFAULT_CLIENT_LISTEN);
         assert!(settings.cluster_secret.is_none());
     }

@@ -11,7 +11,7 @@
 //! separation, both with ringkv-lsm's threshold.
 //!
 //! Fairness (issue #15): every engine gets bloom filters at 10 bits per key, the same memory
-//! budget for caches (ringkv-lsm's block + value + index caches), LZ4 on table data blocks at
+//! budget for caches (ringkv-lsm's block + value + index + row caches), LZ4 on table data blocks at
 //! every level, and no compression of the WAL or of separated values (ringkv-lsm's value log and
 //! WAL cannot compress, so the peers are configured the same way). Each phase's duration is kept
 //! and phases shorter than one second are listed under the table.
@@ -45,6 +45,11 @@
 #![expect(clippy::unwrap_used, reason = "a benchmark aborts on any error")]
 
 use bytes::Bytes;
+
+/// The node's allocator (`node/src/main.rs`): ringkv-lsm runs here as it runs in the node, and
+/// fjall, in this process too, gets the same one. (RocksDB's `db_bench` keeps its own.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_lsm::fs::{FsError, StdFs};
@@ -105,10 +110,12 @@ impl RowSet {
     }
 
     /// ringkv-lsm's cache memory: block cache, value cache (a quarter of the block cache, see
-    /// `recovery.rs`) and the index/filter cache. Every engine gets this budget.
+    /// `recovery.rs`), the index/filter cache and the row cache. Every engine gets this budget.
     fn cache_budget_bytes(&self) -> u64 {
-        (self.lsm.block_cache_bytes + self.lsm.block_cache_bytes / 4 + self.lsm.index_cache_bytes)
-            as u64
+        (self.lsm.block_cache_bytes
+            + self.lsm.block_cache_bytes / 4
+            + self.lsm.index_cache_bytes
+            + self.lsm.row_cache_bytes) as u64
     }
 
     fn record_bytes(&self) -> usize {
@@ -1062,7 +1069,8 @@ fn print_configuration(sets: &[RowSet]) {
         println!(
             "- {}: {} keys ({} B values, {:.2} GiB written per unsynced phase), {} present / {} \
              absent gets, {} / {} synced writes; cache budget {} MiB each (ringkv-lsm block \
-             {} + value {} + index {}, indexes may borrow the block share; fjall cache_size; \
+             {} + value {} + index {} + row {}, indexes may borrow the block share; fjall \
+             cache_size; \
              RocksDB --cache_size with index and filter blocks in it, their share as its \
              high-priority pool); {}",
             set.label,
@@ -1077,6 +1085,7 @@ fn print_configuration(sets: &[RowSet]) {
             set.lsm.block_cache_bytes >> 20,
             set.lsm.block_cache_bytes >> 22,
             set.lsm.index_cache_bytes >> 20,
+            set.lsm.row_cache_bytes >> 20,
             if set.separated() {
                 format!(
                     "values separated by all three (above {} B: ringkv-lsm value log, fjall \
