@@ -25,7 +25,12 @@ fn key(i: u32) -> Bytes {
 /// Small (inline) and large (value-log) values, some of them dead.
 fn value(rng: &mut ChaCha8Rng, i: u32, version: u32) -> Bytes {
     let dead = rng.gen_ratio(1, 5);
-    let len = if rng.gen_bool(0.4) { 120 } else { 12 };
+    // Mostly small (inline) and separated values, sometimes one too large to be written through.
+    let len = match rng.gen_range(0..20) {
+        0 => 5000,
+        1..=8 => 120,
+        _ => 12,
+    };
     let mut v = format!("{}{i}-{version}-", if dead { 'D' } else { 'L' }).into_bytes();
     v.resize(len, b'.');
     Bytes::from(v)
