@@ -174,14 +174,17 @@ impl<F: FileSystem> Lsm<F> {
         if let Some(stalled) = self.make_room()? {
             return Ok(stalled);
         }
-        let r = self.write(key.clone(), value.clone(), deleted_at_ms);
+        // Kept for the row cache only if it has one: the clones are not free on this path.
+        let row = self.rows.enabled().then(|| (key.clone(), value.clone()));
+        let r = self.write(key, value, deleted_at_ms);
         if r.is_ok() {
             self.stats.user_bytes += user_bytes;
             // Written through: the old row would be wrong, and a key just written is likely
             // to be read next.
-            match &value {
-                Some(value) => self.rows.insert_written(&key, value),
-                None => self.rows.remove(&key),
+            match row {
+                Some((key, Some(value))) => self.rows.insert_written(&key, &value),
+                Some((key, None)) => self.rows.remove(&key),
+                None => {}
             }
         }
         self.health

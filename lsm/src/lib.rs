@@ -19,8 +19,9 @@
 //!   in bounded steps while writes go on into a successor WAL, and its fsync can run on a
 //!   driver's thread ([`Lsm::flush_step`], [`Lsm::take_flush_fsync`], `flush.rs`).
 //! * **Row cache:** whole values by key in front of the memtable and the tables, written through
-//!   by puts (of values up to 4 KiB) and deletes, filled by reads, told by compaction which dead values it dropped, so
-//!   that it answers what the full lookup would (`row_cache.rs`, `row_cache_bytes`).
+//!   by puts (of values up to 4 KiB) and deletes, filled by reads, told by compaction which dead
+//!   values it dropped, so that it answers what the full lookup would (`row_cache.rs`,
+//!   `row_cache_bytes`).
 //! * **Maintenance:** [`maintenance::MaintenanceScheduler`] is the one scheduler of bounded
 //!   flush, compaction and value-log collection steps; the node and the simulator both run it.
 //! * [`LsmStorage`] adapts the engine to `ringkv_core::Storage`; `oracle::crash_oracle` is the

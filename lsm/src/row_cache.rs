@@ -22,9 +22,9 @@
 //! Why a written value is shared and a read one copied: the value handed to a put is the
 //! memtable's too (one buffer for both until the flush, no second allocation and copy per
 //! write), while a value found by a read may be a slice of a decoded block or of a value-log
-//! frame, which holding would keep whole. Keys are copied (a client's key is often a slice of its
-//! read buffer), inline in the row when short, so that a hit compares the key without touching
-//! another allocation.
+//! frame, which holding would keep whole. Keys are copied (a key handed to the engine may be a
+//! slice of a larger buffer too), inline in the row when short, so that a hit compares the key
+//! without touching another allocation.
 //!
 //! What it costs: a written value stays alive past its memtable while its row is cached. A node
 //! does not notice (its writes wait for fsyncs), a CPU-bound bulk load does (fresh memory for
@@ -147,9 +147,14 @@ impl RowCache {
         }
     }
 
+    /// Whether rows are kept at all (`capacity_bytes > 0`): callers skip preparing them if not.
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity_bytes > 0
+    }
+
     /// The cached value of `key`, if any.
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<Bytes> {
-        if self.capacity_bytes == 0 {
+        if !self.enabled() {
             return None;
         }
         let row = self
@@ -179,7 +184,7 @@ impl RowCache {
 
     /// Caches `key = value` as a read found it: the row holds a copy of `value` (module doc).
     pub(crate) fn insert_read(&mut self, key: &[u8], value: &[u8]) {
-        if self.capacity_bytes > 0 {
+        if self.enabled() {
             self.insert(key, Bytes::copy_from_slice(value));
         }
     }
