@@ -204,7 +204,7 @@ pub(crate) struct WalScan<'a> {
     pub(crate) valid_len: usize,
     /// The largest claim of a kept sync marker: bytes below it were fsynced.
     pub(crate) synced_through: u64,
-    /// Set when a bad frame ended the log (not just the end of the file).
+    /// Set when a bad frame ended the log (not the end of the file, nor a tail of zeros).
     pub(crate) cut: Option<WalCut>,
 }
 
@@ -260,7 +260,14 @@ pub(crate) fn scan_wal(
                     boundaries: &boundaries,
                 };
                 let cause = scan_past.judge(at, &why, &mut synced_through)?;
-                cut = Some(WalCut { offset: at, cause });
+                // Only zeros from here on: the WAL's end (the zeros a preallocating WAL appends
+                // ahead of its records, or records a crash lost over them, never fsynced), not
+                // a cut (`wal.rs`, "Preallocation"). Judged first: zeros in synced bytes are
+                // still corruption.
+                let zero_tail = bytes[at..].iter().all(|&b| b == 0);
+                if !(zero_tail && cause == CutCause::UnsyncedTail) {
+                    cut = Some(WalCut { offset: at, cause });
+                }
                 break;
             }
         }

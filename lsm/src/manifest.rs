@@ -24,12 +24,14 @@ pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 /// The temporary name a new manifest is written under before the rename.
 pub(crate) const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
 const MANIFEST_MAGIC: u64 = 0x7269_6e67_6b76_4d46; // "ringkvMF"
-/// Version 4: WALs after the manifest's may hold acknowledged records (a flush job's successors,
-/// replayed at open: FORMAT.md), which an older engine would remove as orphans, so it must refuse
-/// the store. Version 3 (the live WAL carries sync markers and batch seals), version 2 (markers,
-/// no seals) and version 1 (neither) are still read: the WAL is replayed under its own rule, then
-/// the store is moved to version 4.
-pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 4;
+/// Version 5: a WAL may end in zeros appended ahead of its records (`wal.rs`, "Preallocation"),
+/// which an older engine would read as a cut and then remove the successors after it, with
+/// acknowledged records in them, so it must refuse the store. Version 4: WALs after the
+/// manifest's may hold acknowledged records (a flush job's successors, replayed at open:
+/// FORMAT.md), which an even older engine would remove as orphans. Version 3 (the live WAL
+/// carries sync markers and batch seals), version 2 (markers, no seals) and version 1 (neither)
+/// are still read: the WAL is replayed under its own rule, then the store is moved to version 5.
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 5;
 /// Refuse manifests larger than this (a corrupt length must not allocate without bound).
 const MANIFEST_BYTES_MAX: usize = 256 << 20;
 

@@ -176,7 +176,10 @@ pub(crate) fn recover<F: FileSystem>(
     let mut mem = MemTable::default();
     let mut last_seq = replay(&scan.frames, &wname, state.last_seq, config, &mut mem)?;
     let frozen_last_seq = last_seq;
-    let manifest_wal_cut = scan.valid_len < wal_bytes.len();
+    // A tail of zeros past the last frame is the WAL's end, not a cut (`wal.rs`,
+    // "Preallocation"): it is dropped like a cut tail, and successors may follow it.
+    let manifest_wal_cut = scan.cut.is_some();
+    let manifest_wal_tail = scan.valid_len < wal_bytes.len();
     let (kept, successor_cut) = keep_successors(fs, state, config, (last_seq, manifest_wal_cut))?;
     let report = RecoveryReport {
         wal_cut: report.wal_cut.or(successor_cut),
@@ -185,7 +188,7 @@ pub(crate) fn recover<F: FileSystem>(
         fs.truncate(&vname, trusted)?;
         fs.fsync(&vname)?;
     }
-    if manifest_wal_cut {
+    if manifest_wal_tail {
         fs.truncate(&wname, scan.valid_len as u64)?;
     }
     // What was read back may sit in the page cache only (a process crash): fsync it before a
@@ -214,8 +217,8 @@ pub(crate) fn recover<F: FileSystem>(
         // Move an older store to the current format before anything is appended to its WAL.
         // Format 1 (no markers): the engine flushes the replayed records into a table (which
         // starts a fresh WAL and writes the manifest). Formats 2 and 3, or no records: just
-        // rewrite the manifest (a format-2 WAL is a valid format-3 one without seals; format 4
-        // only allows successor WALs).
+        // rewrite the manifest (a format-2 WAL is a valid format-3 one without seals; formats 4
+        // and 5 only allow successor WALs and zero tails).
         state.format_version = MANIFEST_FORMAT_VERSION;
         if legacy_wal && !mem.is_empty() {
             needs_upgrade_flush = true;
@@ -223,6 +226,9 @@ pub(crate) fn recover<F: FileSystem>(
             manifest::store(fs, state)?;
         }
     }
+    // Zeros ahead of records only once the manifest says a WAL may end in them (format 5):
+    // an older engine would cut such a WAL and drop its successors.
+    wal.preallocate(config.wal_preallocate_bytes);
     Ok(Recovered {
         mem,
         wal,
@@ -262,10 +268,10 @@ fn keep_successors<F: FileSystem>(
                 last_seq = scan.frames.last().map_or(last_seq, |(_, f)| f.seq);
                 if let Some(cut) = scan.cut {
                     cut_found = Some(truncation(&name, bytes.len(), cut));
+                    dropping = true;
                 }
                 if scan.valid_len < bytes.len() {
                     fs.truncate(&name, scan.valid_len as u64)?;
-                    dropping = true;
                 }
                 kept.push(id);
                 continue;

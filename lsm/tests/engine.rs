@@ -346,7 +346,7 @@ fn split_sync_makes_covered_writes_durable_even_across_a_flush() {
 }
 
 #[test]
-fn a_format_1_store_is_read_and_moved_to_format_4() {
+fn a_format_1_store_is_read_and_moved_to_format_5() {
     let config = LsmConfig::tiny_for_tests();
     let mut lsm = Lsm::open(SimFs::seeded(31), config.clone()).expect("open");
     for i in 0..3u32 {
@@ -357,7 +357,7 @@ fn a_format_1_store_is_read_and_moved_to_format_4() {
     // Rewrite the manifest as version 1 (same body) and the WAL as format 1 (no sync markers,
     // no batch seals).
     let mut manifest = fs.read_all("MANIFEST").expect("manifest");
-    assert_eq!(manifest[8..12], 4u32.to_le_bytes());
+    assert_eq!(manifest[8..12], 5u32.to_le_bytes());
     manifest[8..12].copy_from_slice(&1u32.to_le_bytes());
     let at = manifest.len() - 4;
     let sum = crc32fast::hash(&manifest[..at]);
@@ -392,7 +392,7 @@ fn a_format_1_store_is_read_and_moved_to_format_4() {
     }
     let mut fs = lsm.into_fs();
     let manifest = fs.read_all("MANIFEST").expect("manifest");
-    assert_eq!(manifest[8..12], 4u32.to_le_bytes(), "moved to version 4");
+    assert_eq!(manifest[8..12], 5u32.to_le_bytes(), "moved to version 5");
     let wals: Vec<String> = fs
         .list()
         .expect("list")

@@ -77,9 +77,64 @@ fn a_write_refused_for_space_has_no_effect_and_poisons_nothing() {
     assert!(lsm.stats().no_space_refusals >= 2);
 }
 
+/// Preallocation on a full disk: a write that fits without the zeros ahead is accepted without
+/// them, and one that does not is refused with the file cut back, the zeros it had intact.
+#[test]
+fn on_a_full_disk_the_wal_gives_up_its_zeros_ahead_before_a_write() {
+    let config = LsmConfig {
+        wal_preallocate_bytes: 4096,
+        ..config()
+    };
+    let mut lsm = Lsm::open(SimFs::seeded(5), config.clone()).expect("open");
+    lsm.put(key(0), value(0)).expect("put");
+    lsm.sync().expect("sync");
+    let preallocated = wal_len(&mut lsm);
+    assert!(preallocated > 4096, "zeros ahead of the first record");
+    // Fill the zeros, then leave room for one record but not for 4 KiB more of zeros.
+    let mut i = 1;
+    while wal_len(&mut lsm) == preallocated {
+        lsm.put(key(i), value(i)).expect("put over the zeros");
+        i += 1;
+    }
+    lsm.sync().expect("sync");
+    let grown = wal_len(&mut lsm);
+    assert!(
+        grown > preallocated + 4096,
+        "the write that ran out appended new zeros"
+    );
+    let (accepted, e) = write_until_full(&mut lsm, i, 300);
+    assert!(e.is_no_space(), "{e}");
+    assert!(
+        accepted > i,
+        "writes that fit without zeros ahead were accepted"
+    );
+    let full = wal_len(&mut lsm);
+    assert!(
+        full < grown + 4096 + 300,
+        "the last writes went without zeros ahead ({full} bytes)"
+    );
+    let mut fs = lsm.into_fs();
+    fs.crash(CrashMode::LoseUnsynced);
+    fs.set_capacity_bytes_max(None);
+    let mut lsm = Lsm::open(fs, config).expect("reopen");
+    for k in 0..accepted {
+        assert_eq!(lsm.get(&key(k)).expect("get"), Some(value(k)), "key {k}");
+    }
+    assert_eq!(
+        lsm.get(&key(accepted)).expect("get"),
+        None,
+        "the refused write"
+    );
+}
+
 #[test]
 fn a_partial_wal_record_is_cut_so_later_records_are_not_stranded() {
-    let mut lsm = Lsm::open(SimFs::seeded(2), config()).expect("open");
+    // Appends only: with zeros ahead, the record would be written over them and need no space.
+    let config = LsmConfig {
+        wal_preallocate_bytes: 0,
+        ..config()
+    };
+    let mut lsm = Lsm::open(SimFs::seeded(2), config.clone()).expect("open");
     lsm.put(key(0), value(0)).expect("put");
     lsm.sync().expect("sync");
     let before = wal_len(&mut lsm);
@@ -96,7 +151,7 @@ fn a_partial_wal_record_is_cut_so_later_records_are_not_stranded() {
     assert!(!lsm.space_short());
     let mut fs = lsm.into_fs();
     fs.crash(CrashMode::LoseUnsynced);
-    let mut lsm = Lsm::open(fs, config()).expect("reopen");
+    let mut lsm = Lsm::open(fs, config).expect("reopen");
     assert_eq!(lsm.get(&key(0)).expect("get"), Some(value(0)));
     assert_eq!(lsm.get(&key(1)).expect("get"), None, "the refused write");
     assert_eq!(

@@ -88,6 +88,13 @@ pub trait FileSystem {
     /// Appends `data` at the end of `name`. Durable only after [`FileSystem::fsync`].
     fn append(&mut self, name: &str, data: &[u8]) -> Result<(), FsError>;
 
+    /// Writes `data` over the bytes at `offset`, which must lie within the file's current length
+    /// (it never extends a file: an error otherwise). Durable only after [`FileSystem::fsync`];
+    /// until then a crash may leave the old bytes, the new ones, or a mix by sector. Why it
+    /// exists: the WAL writes its records over zeros it appended ahead of them, so that most
+    /// fsyncs change no file size (`wal.rs`, "Preallocation").
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), FsError>;
+
     /// Reads exactly `len` bytes at `offset`. Reading past the end is an error, never a short read.
     fn read_at(&mut self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, FsError>;
 

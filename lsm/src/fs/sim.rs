@@ -31,11 +31,15 @@
 //!   and the size arrived together), the full current length (the size arrived, not all data), or
 //!   any length between the durable length and the current length;
 //! * a lost sector below the recovered length reads as zeros: the file system hands out zeroed
-//!   (or "unwritten") blocks for appended data and never exposes stale content. Appends are the
-//!   only writes this trait has, so a lost sector never reads as older content; the one
-//!   overwrite-like case is a `truncate` below the durable length followed by appends, and there
-//!   the truncate (metadata) either did not survive (the durable bytes come back whole, as in the
-//!   other modes) or did, and the appends after it go through the sector draw like any tail.
+//!   (or "unwritten") blocks for appended data and never exposes stale content. A truncate below
+//!   the durable length followed by appends either did not survive (the durable bytes come back
+//!   whole, as in the other modes) or did, and the appends after it go through the sector draw
+//!   like any tail;
+//! * an overwrite ([`FileSystem::write_at`]) of durable bytes makes the unsynced part of the file
+//!   start at the lowest byte it changed: a lost sector there reads as its *durable* content (the
+//!   old bytes, which the WAL's preallocation makes zeros), and the prefix modes keep the new
+//!   bytes up to a random point and the old ones after it. The length never falls below the
+//!   durable length (an overwrite changes no size).
 //!
 //! # Latency model
 //!
@@ -174,12 +178,15 @@ struct Inode {
     diverged: bool,
     /// The smallest length the file had since its last fsync (where a kept truncate cut it).
     low_water: usize,
+    /// The lowest durable byte an overwrite changed since the last fsync: a crash may give the
+    /// old bytes back from there on (module doc, "Sector model").
+    rewritten_from: Option<usize>,
 }
 
 /// Counters of what the disk was asked to do (for write amplification).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SimFsStats {
-    /// Bytes appended over the disk's life.
+    /// Bytes appended or overwritten over the disk's life.
     pub bytes_appended: u64,
     /// Successful file and directory fsyncs.
     pub fsyncs: u64,
@@ -257,6 +264,11 @@ impl SimFs {
         for inode in self.inodes.values_mut() {
             match mode {
                 CrashMode::LoseUnsynced => inode.current = inode.durable.clone(),
+                // An overwrite after a truncate below the durable length: the durable bytes come
+                // back whole (one of the outcomes every mode allows).
+                _ if inode.diverged && inode.rewritten_from.is_some() => {
+                    inode.current = inode.durable.clone();
+                }
                 CrashMode::KeepRandomPrefix | CrashMode::TearLastWrite => {
                     if !inode.diverged {
                         keep_random_prefix(&mut self.rng, inode, mode == CrashMode::TearLastWrite);
@@ -269,7 +281,7 @@ impl SimFs {
                     // survives or not; if it does, what was appended after it is an unsynced
                     // tail from the truncated length on.
                     let base = if !inode.diverged {
-                        Some(inode.durable.len())
+                        Some(unsynced_from(inode))
                     } else if self.rng.gen_bool(0.5) {
                         Some(inode.low_water)
                     } else {
@@ -278,13 +290,20 @@ impl SimFs {
                     match base {
                         Some(base) => {
                             let holes = mode == CrashMode::Sectors;
-                            keep_sectors(&mut self.rng, &mut inode.current, base, holes);
+                            // After a kept truncate, nothing below the cut is old content.
+                            let old = if inode.diverged {
+                                &[][..]
+                            } else {
+                                &inode.durable[..]
+                            };
+                            keep_sectors(&mut self.rng, &mut inode.current, old, base, holes);
                         }
                         None => inode.current = inode.durable.clone(),
                     }
                 }
             }
             inode.diverged = false;
+            inode.rewritten_from = None;
             inode.durable = inode.current.clone();
             inode.low_water = inode.current.len();
         }
@@ -423,32 +442,52 @@ impl SimFs {
     }
 }
 
-/// [`CrashMode::KeepRandomPrefix`] / [`CrashMode::TearLastWrite`] on a file whose durable bytes
-/// are a prefix of its current ones.
-fn keep_random_prefix(rng: &mut ChaCha8Rng, inode: &mut Inode, tear: bool) {
+/// Where the unsynced part of a file (not cut below its durable length) starts: the durable
+/// length, or the lowest durable byte an overwrite changed.
+fn unsynced_from(inode: &Inode) -> usize {
     let durable_len = inode.durable.len();
-    let tail_len = inode.current.len() - durable_len;
+    inode
+        .rewritten_from
+        .map_or(durable_len, |from| from.min(durable_len))
+}
+
+/// [`CrashMode::KeepRandomPrefix`] / [`CrashMode::TearLastWrite`] on a file not cut below its
+/// durable length: the new bytes are kept up to a random point of the unsynced part, the old
+/// (durable) ones after it, and the length never falls below the durable length.
+fn keep_random_prefix(rng: &mut ChaCha8Rng, inode: &mut Inode, tear: bool) {
+    let base = unsynced_from(inode);
+    let tail_len = inode.current.len() - base;
     let keep = if tail_len == 0 {
         0
     } else {
         rng.gen_range(0..=tail_len)
     };
-    inode.current.truncate(durable_len + keep);
+    inode.current.truncate(base + keep);
     if tear && keep > 0 {
         let garbage = rng.gen_range(1..=keep.min(16));
         let end = inode.current.len();
-        for byte in &mut inode.current[end - garbage..] {
-            *byte = rng.gen();
+        for at in end - garbage..end {
+            // Only bytes that were written tear: not durable ones an overwrite left as they were.
+            let noise: u8 = rng.gen();
+            if inode.durable.get(at) != Some(&inode.current[at]) {
+                inode.current[at] = noise;
+            }
         }
+    }
+    if let Some(old) = inode.durable.get(inode.current.len()..) {
+        inode.current.extend_from_slice(old);
     }
 }
 
 /// [`CrashMode::Sectors`] (`holes`) or [`CrashMode::SectorPrefix`] on `bytes`, whose first `base`
-/// bytes are durable: every sector overlapping `bytes[base..]` is kept or lost (independently with
-/// `holes`, else the kept ones are the first ones), the length is drawn between `base` and the
-/// current length, and lost bytes below it read as zeros (module docs, "Sector model").
-fn keep_sectors(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>, base: usize, holes: bool) {
+/// bytes are durable and unchanged: every sector overlapping `bytes[base..]` is kept or lost
+/// (independently with `holes`, else the kept ones are the first ones), the length is drawn
+/// between the durable length (`old.len()`, at least `base`) and the current length, and a lost
+/// byte below it reads as its `old` (durable) content, or zero past it (module docs, "Sector
+/// model").
+fn keep_sectors(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>, old: &[u8], base: usize, holes: bool) {
     let end = bytes.len();
+    let floor = old.len().max(base);
     if end <= base {
         bytes.truncate(base.min(end));
         return;
@@ -467,11 +506,12 @@ fn keep_sectors(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>, base: usize, holes: b
     let last_kept_end = kept
         .iter()
         .rposition(|&k| k)
-        .map_or(base, |i| ((first + i + 1) * SECTOR_BYTES).min(end));
+        .map_or(base, |i| ((first + i + 1) * SECTOR_BYTES).min(end))
+        .max(floor.min(end));
     let len = match rng.gen_range(0..3) {
         0 => last_kept_end,
         1 => end,
-        _ => rng.gen_range(base..=end),
+        _ => rng.gen_range(floor.min(end)..=end),
     };
     bytes.truncate(len);
     for (i, &keep) in kept.iter().enumerate() {
@@ -481,7 +521,12 @@ fn keep_sectors(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>, base: usize, holes: b
         let from = ((first + i) * SECTOR_BYTES).max(base);
         let to = ((first + i + 1) * SECTOR_BYTES).min(len);
         if from < to {
-            bytes[from..to].fill(0);
+            // Old bytes where the file had them, zeros past its durable end.
+            let old_to = old.len().clamp(from, to);
+            if old_to > from {
+                bytes[from..old_to].copy_from_slice(&old[from..old_to]);
+            }
+            bytes[old_to..to].fill(0);
         }
     }
 }
@@ -536,6 +581,26 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        let inode = self.inode(name)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(data.len());
+        let Some(place) = inode.current.get_mut(start..end) else {
+            return Err(FsError::new(
+                name,
+                FsErrorKind::Other,
+                format!("write of {} bytes at {offset} past the end", data.len()),
+            ));
+        };
+        place.copy_from_slice(data);
+        if start < inode.durable.len() {
+            inode.rewritten_from = Some(inode.rewritten_from.map_or(start, |r| r.min(start)));
+        }
+        self.stats.bytes_appended += data.len() as u64;
+        self.charge(SimOpKind::Append);
+        Ok(())
+    }
+
     fn read_at(&mut self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
         let inode = self.inode(name)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
@@ -577,6 +642,7 @@ impl FileSystem for SimFs {
             inode.durable.extend_from_slice(&tail);
         }
         inode.low_water = inode.current.len();
+        inode.rewritten_from = None;
         Ok(())
     }
 
@@ -675,6 +741,50 @@ mod tests {
         fs.rename("tmp", "final").expect("rename");
         fs.crash(CrashMode::LoseUnsynced);
         assert_eq!(fs.list().expect("list"), vec!["tmp".to_string()]);
+    }
+
+    /// An overwrite of durable bytes that a crash loses gives the old bytes back, by sector or
+    /// after a kept prefix, never other bytes, and never changes the length.
+    #[test]
+    fn a_lost_overwrite_reads_as_the_old_bytes() {
+        let old = vec![0u8; 3 * SECTOR_BYTES];
+        let new = vec![7u8; 2 * SECTOR_BYTES];
+        let (mut kept_new, mut kept_old) = (0, 0);
+        for seed in 0..200 {
+            let mut fs = SimFs::seeded(seed);
+            fs.create("w").expect("create");
+            fs.fsync_dir().expect("fsync dir");
+            fs.append("w", &old).expect("append");
+            fs.fsync("w").expect("fsync");
+            fs.write_at("w", 100, &new).expect("overwrite");
+            assert!(
+                fs.write_at("w", 2 * SECTOR_BYTES as u64, &new).is_err(),
+                "past the end"
+            );
+            let mode = CrashMode::ALL[(seed % 5) as usize];
+            fs.crash(mode);
+            let data = fs.read_all("w").expect("read");
+            assert_eq!(
+                data.len(),
+                old.len(),
+                "{mode:?}: an overwrite changes no length"
+            );
+            let torn = mode == CrashMode::TearLastWrite;
+            for (at, &byte) in data.iter().enumerate() {
+                let written = (100..100 + new.len()).contains(&at);
+                if written && byte == 7 {
+                    kept_new += 1;
+                } else if byte == 0 {
+                    kept_old += usize::from(written);
+                } else {
+                    assert!(torn && written, "{mode:?}: byte {at} reads {byte}");
+                }
+            }
+            if mode == CrashMode::LoseUnsynced {
+                assert_eq!(data, old, "all lost");
+            }
+        }
+        assert!(kept_new > 0 && kept_old > 0, "both outcomes drawn");
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const SPACE_RESERVE_FILE: &str = "space.reserve";
 pub struct StdFs {
     root: PathBuf,
     open: BTreeMap<String, File>,
+    /// Second handles, without `O_APPEND`, for [`FileSystem::write_at`]: on Linux a positioned
+    /// write through an append-mode descriptor lands at the end of the file, whatever the offset.
+    overwrite: BTreeMap<String, File>,
 }
 
 fn io_error(file: &str, error: &std::io::Error) -> FsError {
@@ -37,6 +40,7 @@ impl StdFs {
         Ok(StdFs {
             root,
             open: BTreeMap::new(),
+            overwrite: BTreeMap::new(),
         })
     }
 
@@ -79,6 +83,33 @@ impl FileSystem for StdFs {
     fn append(&mut self, name: &str, data: &[u8]) -> Result<(), FsError> {
         self.handle(name)?
             .write_all(data)
+            .map_err(|e| io_error(name, &e))
+    }
+
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        let end = offset.saturating_add(data.len() as u64);
+        let len = self.len(name)?;
+        if end > len {
+            return Err(FsError::new(
+                name,
+                FsErrorKind::Other,
+                format!(
+                    "write of {} bytes at {offset} past the end ({len})",
+                    data.len()
+                ),
+            ));
+        }
+        if !self.overwrite.contains_key(name) {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(self.path(name))
+                .map_err(|e| io_error(name, &e))?;
+            self.overwrite.insert(name.to_string(), file);
+        }
+        self.overwrite
+            .get(name)
+            .ok_or_else(|| FsError::new(name, FsErrorKind::Other, "handle vanished"))?
+            .write_all_at(data, offset)
             .map_err(|e| io_error(name, &e))
     }
 
@@ -134,13 +165,16 @@ impl FileSystem for StdFs {
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
-        self.open.remove(from);
-        self.open.remove(to);
+        for handles in [&mut self.open, &mut self.overwrite] {
+            handles.remove(from);
+            handles.remove(to);
+        }
         std::fs::rename(self.path(from), self.path(to)).map_err(|e| io_error(from, &e))
     }
 
     fn remove(&mut self, name: &str) -> Result<(), FsError> {
         self.open.remove(name);
+        self.overwrite.remove(name);
         std::fs::remove_file(self.path(name)).map_err(|e| io_error(name, &e))
     }
 
