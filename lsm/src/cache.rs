@@ -69,6 +69,13 @@ impl<K: CacheKey, V: Clone> LruCache<K, V> {
         }
     }
 
+    /// The value of `key` without counting a hit or a miss or making it newer: for maintenance,
+    /// which uses what foreground reads cached but must not steer what they keep.
+    pub(crate) fn peek(&self, key: &K) -> Option<V> {
+        let &at = self.index.get(key)?;
+        self.slot(at).map(|slot| slot.value.clone())
+    }
+
     pub(crate) fn get(&mut self, key: &K) -> Option<V> {
         let Some(&at) = self.index.get(key) else {
             self.misses += 1;
