@@ -408,12 +408,13 @@ impl<F: FileSystem> Lsm<F> {
 
     /// The value of `key`, including staged writes. Works on a poisoned engine too (read-only).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, LsmError> {
-        if let Some(answer) = self.rows.get(key) {
-            return Ok(answer);
+        if let Some(value) = self.rows.get(key) {
+            return Ok(Some(value));
         }
         let found = self.reader().get(key)?;
-        // An absence too: a missing key read again is answered without the lookup.
-        self.rows.insert_read(key, found.as_deref());
+        if let Some(value) = &found {
+            self.rows.insert_read(key, value);
+        }
         Ok(found)
     }
 

@@ -3,27 +3,16 @@
 //! table and a value-log read (issue #15: those were most of a node's GET once its data left the
 //! memtable).
 //!
-//! Its contract is that [`RowCache::get`] answers exactly what the engine's full lookup would,
-//! absence included; the engine keeps it so:
+//! Its contract is that [`RowCache::get`] answers exactly what the engine's full lookup would;
+//! the engine keeps it so:
 //! - a user's write goes through (a put replaces the row, a delete forgets it): the recently
 //!   written keys are the ones most likely to be read next (sessions, carts), and the old row
-//!   would be wrong; a put too large to write through forgets the row, an absent one too;
-//! - a read adds what it found: the value, or that the key is absent;
+//!   would be wrong;
+//! - a read that found a value adds it;
 //! - compaction that drops a value its owner calls dead forgets that key once the job is
 //!   installed (before then, the input tables still return the value);
 //! - nothing else changes what a key reads: flushes, compactions and value-log collection only
-//!   move values. The memtable takes no other writes than a user's and collection's, and
-//!   collection rewrites only a value the tables hold, the one the key already reads, so no
-//!   key goes from absent to present behind the cache's back.
-//!
-//! Why absent rows: a read of a missing key pays the whole lookup (the memtable probe, a bloom
-//! filter per table, a block search where a filter errs) and finds nothing to cache, so each
-//! such read paid it again. On a node's GET benchmark with 37% of GETs for absent keys, those
-//! lookups were 4-5% of all server cycles; an absent row answers them with one hash lookup.
-//! What absent rows cost: each is charged like any row (its key and [`ROW_OVERHEAD_BYTES`]) and
-//! evicted by the same clock, so a workload reading many distinct missing keys fills the cache
-//! with absent rows and pushes values out; the clock evicts those not read again before the
-//! hand comes back, as it does any cold row.
+//!   move values.
 //!
 //! Why rows are keyed by a hash of the key and hold the key: keys are chosen by clients, and a
 //! map hashed with a fixed, public function could be flooded with colliding keys. Here the map
@@ -93,18 +82,13 @@ impl RowKey {
     }
 }
 
-/// A row: the key, what it reads and its place on the clock.
+/// A row: the key, the value and its place on the clock.
 #[derive(Debug)]
 struct Row {
     key: RowKey,
-    /// The key's value; `None`: the key reads as absent (module doc, "Why absent rows"). No
-    /// larger than a `Bytes`, so a row of a value is as small as before absent rows.
-    value: Option<Bytes>,
+    value: Bytes,
     slot: u32,
 }
-
-// An absent row costs a row of a value nothing: `None` lives in a niche of `Bytes`.
-const _: () = assert!(std::mem::size_of::<Option<Bytes>>() == std::mem::size_of::<Bytes>());
 
 impl Row {
     fn key(&self) -> &[u8] {
@@ -112,13 +96,8 @@ impl Row {
     }
 
     fn charge_bytes(&self) -> usize {
-        row_charge_bytes(self.key(), self.value.as_deref())
+        self.key().len() + self.value.len() + ROW_OVERHEAD_BYTES
     }
-}
-
-/// What a row of `key` reading `value` is charged (`None`: absent, its key and the overhead).
-fn row_charge_bytes(key: &[u8], value: Option<&[u8]>) -> usize {
-    key.len() + value.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES
 }
 
 /// The row hash of `key`: a word at a time (a byte-at-a-time hash was a visible share of a put
@@ -130,7 +109,7 @@ fn row_hash(key: &[u8]) -> u64 {
 /// Marks a free place on the clock.
 const FREE: u64 = u64::MAX;
 
-/// Whole values (or their absence) by key, bounded in bytes; `capacity_bytes == 0` turns it off.
+/// Whole values by key, bounded in bytes; `capacity_bytes == 0` turns it off.
 ///
 /// Why CLOCK (second chance) and not the LRU list of the other caches: with a node's hot set
 /// cached, a hit relinking its slot and two neighbours touched three random cache lines besides
@@ -173,9 +152,8 @@ impl RowCache {
         self.capacity_bytes > 0
     }
 
-    /// The cached answer of the full lookup for `key`, if any: `Some(Some(value))` for a
-    /// value, `Some(None)` for an absent key (a hit too), `None` when the cache does not know.
-    pub(crate) fn get(&mut self, key: &[u8]) -> Option<Option<Bytes>> {
+    /// The cached value of `key`, if any.
+    pub(crate) fn get(&mut self, key: &[u8]) -> Option<Bytes> {
         if !self.enabled() {
             return None;
         }
@@ -194,31 +172,29 @@ impl RowCache {
         Some(row.value.clone())
     }
 
-    /// Caches `key = value` as written: the row shares `value` (module doc) and replaces the
-    /// key's row, an absent one too. A value above [`WRITE_THROUGH_VALUE_BYTES_MAX`] only makes
-    /// the cache forget the key (whatever its row said is wrong now).
+    /// Caches `key = value` as written: the row shares `value` (module doc). A value above
+    /// [`WRITE_THROUGH_VALUE_BYTES_MAX`] only makes the cache forget the key.
     pub(crate) fn insert_written(&mut self, key: &[u8], value: &Bytes) {
         if value.len() > WRITE_THROUGH_VALUE_BYTES_MAX {
             self.remove(key);
             return;
         }
-        self.insert(key, Some(value.clone()));
+        self.insert(key, value.clone());
     }
 
-    /// Caches what a read of `key` found: a copy of its value (module doc), or `None`, that it
-    /// is absent.
-    pub(crate) fn insert_read(&mut self, key: &[u8], found: Option<&[u8]>) {
+    /// Caches `key = value` as a read found it: the row holds a copy of `value` (module doc).
+    pub(crate) fn insert_read(&mut self, key: &[u8], value: &[u8]) {
         if self.enabled() {
-            self.insert(key, found.map(Bytes::copy_from_slice));
+            self.insert(key, Bytes::copy_from_slice(value));
         }
     }
 
-    /// Caches `key` reading `value` (`None`: absent), replacing whatever row its hash held. A
-    /// row larger than the whole bound is not kept.
-    fn insert(&mut self, key: &[u8], value: Option<Bytes>) {
+    /// Caches `key = value`, replacing whatever row its hash held. A row larger than the whole
+    /// bound is not kept.
+    fn insert(&mut self, key: &[u8], value: Bytes) {
         let hash = row_hash(key);
         self.release(hash);
-        let charge = row_charge_bytes(key, value.as_deref());
+        let charge = key.len() + value.len() + ROW_OVERHEAD_BYTES;
         if charge > self.capacity_bytes {
             return;
         }
@@ -316,61 +292,30 @@ mod tests {
     use super::*;
 
     fn row_charge(key: &[u8], value: &[u8]) -> usize {
-        row_charge_bytes(key, Some(value))
+        key.len() + value.len() + ROW_OVERHEAD_BYTES
     }
-
-    /// The answer of a cached value.
-    fn present(value: &'static [u8]) -> Option<Option<Bytes>> {
-        Some(Some(Bytes::from_static(value)))
-    }
-
-    /// The answer of a cached absence.
-    const ABSENT: Option<Option<Bytes>> = Some(None);
 
     #[test]
     fn a_row_reads_back_until_replaced_or_removed() {
         let mut rows = RowCache::new(4096);
         assert_eq!(rows.get(b"a"), None);
-        rows.insert_read(b"a", Some(b"one"));
-        assert_eq!(rows.get(b"a"), present(b"one"));
-        rows.insert_read(b"a", Some(b"two"));
-        assert_eq!(rows.get(b"a"), present(b"two"));
+        rows.insert_read(b"a", b"one");
+        assert_eq!(rows.get(b"a").as_deref(), Some(&b"one"[..]));
+        rows.insert_read(b"a", b"two");
+        assert_eq!(rows.get(b"a").as_deref(), Some(&b"two"[..]));
         assert_eq!(
             rows.used_bytes(),
             row_charge(b"a", b"two"),
             "replaced, not added"
         );
         rows.remove(b"b");
-        assert_eq!(rows.get(b"a"), present(b"two"), "another key's remove");
+        assert_eq!(
+            rows.get(b"a").as_deref(),
+            Some(&b"two"[..]),
+            "another key's remove"
+        );
         rows.remove(b"a");
         assert_eq!(rows.get(b"a"), None);
-        assert_eq!((rows.hits(), rows.misses()), (3, 2));
-        rows.check_invariants();
-    }
-
-    /// An absent row answers "absent" (a hit, charged its key and the overhead) until a put
-    /// replaces it, a delete forgets it or a put too large to write through forgets it.
-    #[test]
-    fn an_absent_row_answers_until_a_write_replaces_or_forgets_it() {
-        let mut rows = RowCache::new(4096);
-        rows.insert_read(b"k", None);
-        assert_eq!(rows.get(b"k"), ABSENT);
-        assert_eq!((rows.hits(), rows.misses()), (1, 0), "a hit");
-        assert_eq!(rows.used_bytes(), b"k".len() + ROW_OVERHEAD_BYTES);
-        rows.insert_written(b"k", &Bytes::from_static(b"now"));
-        assert_eq!(rows.get(b"k"), present(b"now"), "a put replaces it");
-        assert_eq!(rows.used_bytes(), row_charge(b"k", b"now"));
-        rows.insert_read(b"k", None);
-        rows.remove(b"k");
-        assert_eq!(rows.get(b"k"), None, "a delete forgets it");
-        rows.insert_read(b"k", None);
-        let large = Bytes::from(vec![b'x'; WRITE_THROUGH_VALUE_BYTES_MAX + 1]);
-        rows.insert_written(b"k", &large);
-        assert_eq!(rows.get(b"k"), None, "a large put forgets it");
-        rows.insert_read(b"k", Some(b"read"));
-        rows.insert_read(b"k", None);
-        assert_eq!(rows.get(b"k"), ABSENT, "a read replaces a value too");
-        assert_eq!(rows.used_bytes(), b"k".len() + ROW_OVERHEAD_BYTES);
         assert_eq!((rows.hits(), rows.misses()), (3, 2));
         rows.check_invariants();
     }
@@ -378,13 +323,11 @@ mod tests {
     #[test]
     fn off_and_oversized_rows_keep_nothing() {
         let mut off = RowCache::new(0);
-        off.insert_read(b"a", Some(b"one"));
-        off.insert_read(b"b", None);
+        off.insert_read(b"a", b"one");
         assert_eq!(off.get(b"a"), None);
-        assert_eq!(off.get(b"b"), None);
         assert_eq!(off.used_bytes(), 0);
         let mut small = RowCache::new(row_charge(b"a", b"12345") - 1);
-        small.insert_read(b"a", Some(b"12345"));
+        small.insert_read(b"a", b"12345");
         assert_eq!(small.get(b"a"), None, "larger than the whole bound");
         small.check_invariants();
     }
@@ -393,7 +336,7 @@ mod tests {
     fn a_large_written_value_is_not_cached_and_forgets_the_old_row() {
         let mut rows = RowCache::new(1 << 20);
         rows.insert_written(b"k", &Bytes::from_static(b"small"));
-        assert_eq!(rows.get(b"k"), present(b"small"));
+        assert_eq!(rows.get(b"k").as_deref(), Some(&b"small"[..]));
         let large = Bytes::from(vec![b'x'; WRITE_THROUGH_VALUE_BYTES_MAX + 1]);
         rows.insert_written(b"k", &large);
         assert_eq!(
@@ -401,74 +344,51 @@ mod tests {
             None,
             "the old row is gone, the new one not cached"
         );
-        rows.insert_read(b"k", Some(&large));
-        assert_eq!(rows.get(b"k"), Some(Some(large)), "a read caches it");
+        rows.insert_read(b"k", &large);
+        assert_eq!(rows.get(b"k"), Some(large), "a read caches it");
         rows.check_invariants();
     }
 
-    /// The hand spares a row read since it last passed, and evicts the first one that was not,
-    /// absent rows as any other.
+    /// The hand spares a row read since it last passed, and evicts the first one that was not.
     #[test]
     fn a_row_read_since_the_hand_passed_gets_a_second_chance() {
         let charge = row_charge(b"k0", b"v");
         let mut rows = RowCache::new(3 * charge);
-        rows.insert_read(b"k0", None);
-        rows.insert_read(b"k1", None);
-        rows.insert_read(b"k2", Some(b"v"));
-        assert_eq!(rows.get(b"k0"), ABSENT);
-        rows.insert_read(b"k3", Some(b"v"));
-        assert_eq!(rows.get(b"k0"), ABSENT, "read, so spared");
+        for key in [b"k0", b"k1", b"k2"] {
+            rows.insert_read(key, b"v");
+        }
+        assert!(rows.get(b"k0").is_some());
+        rows.insert_read(b"k3", b"v");
+        assert!(rows.get(b"k0").is_some(), "read, so spared");
         assert_eq!(rows.get(b"k1"), None, "the first unread row goes");
-        assert_eq!(rows.get(b"k2"), present(b"v"));
-        assert_eq!(rows.get(b"k3"), present(b"v"));
+        assert!(rows.get(b"k2").is_some());
+        assert!(rows.get(b"k3").is_some());
         rows.check_invariants();
     }
 
-    /// Against a model of what the full lookup would answer (`None` in it: absent): a cached
-    /// answer, a value or an absence, is always that, and the bound always holds.
+    /// Against a map of everything inserted: a cached answer is always the latest value, and
+    /// the bound always holds.
     #[test]
     fn random_use_stays_within_the_bound_and_never_answers_stale() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let mut rows = RowCache::new(2000);
-        let mut model: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
-        let (mut absent_hits, mut present_hits) = (0u32, 0u32);
-        for n in 0..40_000u32 {
+        let mut model = std::collections::BTreeMap::new();
+        for n in 0..20_000u32 {
             let key = format!("key{}", rng.gen_range(0..64u32)).into_bytes();
-            match rng.gen_range(0..20) {
-                // A read that found a value, or found the key absent.
-                0..=4 => {
-                    let value = vec![b'r'; rng.gen_range(0..200)];
-                    rows.insert_read(&key, Some(&value));
-                    model.insert(key, Some(value));
+            match rng.gen_range(0..10) {
+                0..=3 => {
+                    let value = vec![b'x'; rng.gen_range(0..200)];
+                    rows.insert_read(&key, &value);
+                    model.insert(key, value);
                 }
-                5..=7 => {
-                    rows.insert_read(&key, None);
-                    model.insert(key, None);
-                }
-                // A put, sometimes too large to write through.
-                8..=10 => {
-                    let len = match rng.gen_range(0..8) {
-                        0 => WRITE_THROUGH_VALUE_BYTES_MAX + 1,
-                        _ => rng.gen_range(0..200),
-                    };
-                    let value = vec![b'w'; len];
-                    rows.insert_written(&key, &Bytes::from(value.clone()));
-                    model.insert(key, Some(value));
-                }
-                // A delete, or compaction dropping a dead value: the key reads absent.
-                11 => {
+                4 => {
                     rows.remove(&key);
-                    model.insert(key, None);
+                    model.remove(&key);
                 }
                 _ => {
                     if let Some(got) = rows.get(&key) {
-                        let got = got.map(|value| value.to_vec());
-                        assert_eq!(Some(&got), model.get(&key), "operation {n}");
-                        match got {
-                            Some(_) => present_hits += 1,
-                            None => absent_hits += 1,
-                        }
+                        assert_eq!(Some(&got.to_vec()), model.get(&key), "operation {n}");
                     }
                 }
             }
@@ -476,9 +396,5 @@ mod tests {
         }
         rows.check_invariants();
         assert!(rows.hits() > 1000 && rows.misses() > 1000, "both paths ran");
-        assert!(
-            absent_hits > 500 && present_hits > 500,
-            "both answers given: {absent_hits} absent, {present_hits} present"
-        );
     }
 }

@@ -1,9 +1,8 @@
-//! The row cache (`row_cache.rs`) answers exactly what the full lookup would, a value or an
-//! absence, whatever runs between reads: puts and deletes (written through), flush steps,
-//! compaction steps that drop values their owner calls dead, value-log collection. Two engines
-//! on identical correct disks take the same random operations, one with a row cache small enough
-//! to evict all the time and one without; every read must agree, and the cached one must really
-//! have answered some, absent keys among them.
+//! The row cache (`row_cache.rs`) answers exactly what the full lookup would, whatever runs
+//! between reads: puts and deletes (written through), flush steps, compaction steps that drop
+//! values their owner calls dead, value-log collection. Two engines on identical correct disks
+//! take the same random operations, one with a row cache small enough to evict all the time and
+//! one without; every read must agree, and the cached one must really have answered some.
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -12,14 +11,6 @@ use ringkv_lsm::fs::SimFs;
 use ringkv_lsm::{Lsm, LsmConfig, WriteOutcome};
 
 const KEYS: u32 = 48;
-
-/// Keys in the window that about half of the operations pick from. It moves over all the keys,
-/// so that a key absent so far (never written, deleted, or dropped dead) is read a few times,
-/// then written, deleted and read again while its row is still cached.
-const WINDOW_KEYS: u32 = 6;
-
-/// Operations before the window moves on by one key.
-const WINDOW_OPERATIONS: u32 = 40;
 
 /// Values starting with `D` are dead since time 0 for their owner: compaction drops them at the
 /// last level once past the grace.
@@ -63,28 +54,9 @@ fn written(outcome: Result<WriteOutcome, ringkv_lsm::LsmError>) {
     }
 }
 
-/// What the reads of a run saw.
-#[derive(Default)]
-struct Reads {
-    all: u32,
-    absent: u32,
-    /// Reads of an absent key that the cached engine answered from its row cache.
-    absent_from_rows: u32,
-}
-
-/// Applies one random operation to both engines, counting reads in `reads`.
-fn step(
-    rng: &mut ChaCha8Rng,
-    engines: &mut [Lsm<SimFs>; 2],
-    now_ms: &mut u64,
-    n: u32,
-    reads: &mut Reads,
-) {
-    let i = if rng.gen_ratio(1, 2) {
-        (n / WINDOW_OPERATIONS + rng.gen_range(0..WINDOW_KEYS)) % KEYS
-    } else {
-        rng.gen_range(0..KEYS)
-    };
+/// Applies one random operation to both engines; returns whether it was a read.
+fn step(rng: &mut ChaCha8Rng, engines: &mut [Lsm<SimFs>; 2], now_ms: &mut u64, n: u32) -> bool {
+    let i = rng.gen_range(0..KEYS);
     match rng.gen_range(0..100) {
         0..=34 => {
             let v = value(rng, i, n);
@@ -99,15 +71,10 @@ fn step(
         }
         42..=84 => {
             let [cached, plain] = engines;
-            let hits = cached.stats().row_cache_hits;
             let got = cached.get(&key(i)).expect("cached read");
             let want = plain.get(&key(i)).expect("plain read");
             assert_eq!(got, want, "key {i} after {n} operations");
-            reads.all += 1;
-            if got.is_none() {
-                reads.absent += 1;
-                reads.absent_from_rows += u32::from(cached.stats().row_cache_hits > hits);
-            }
+            return true;
         }
         85..=89 => {
             for lsm in engines.iter_mut() {
@@ -127,6 +94,7 @@ fn step(
             }
         }
     }
+    false
 }
 
 #[test]
@@ -136,9 +104,9 @@ fn the_row_cache_answers_what_the_full_lookup_would() {
         // Room for a handful of rows: eviction runs all the time.
         let mut engines = [open(1200), open(0)];
         let mut now_ms = 0;
-        let mut reads = Reads::default();
+        let mut reads = 0;
         for n in 0..3_000 {
-            step(&mut rng, &mut engines, &mut now_ms, n, &mut reads);
+            reads += u64::from(step(&mut rng, &mut engines, &mut now_ms, n));
         }
         for i in 0..KEYS {
             let [cached, plain] = &mut engines;
@@ -160,17 +128,7 @@ fn the_row_cache_answers_what_the_full_lookup_would() {
         );
         assert!(stats.row_cache_bytes <= 1200);
         assert_eq!(plain.stats().row_cache_hits, 0, "off means off");
-        let Reads {
-            all,
-            absent,
-            absent_from_rows,
-        } = reads;
-        assert!(all > 1000, "seed {seed}: {all} reads");
-        assert!(absent > 200, "seed {seed}: {absent} reads of absent keys");
-        assert!(
-            absent_from_rows > 0,
-            "seed {seed}: no absent key answered by an absent row"
-        );
+        assert!(reads > 1000, "seed {seed}: {reads} reads");
         assert!(stats.compactions > 0, "seed {seed}: no compaction ran");
     }
 }
@@ -203,29 +161,4 @@ fn a_dropped_dead_value_is_forgotten_by_the_cache() {
         lsm.get(&key(2)).expect("read"),
         Some(Bytes::from_static(b"Lkept"))
     );
-}
-
-/// A read of a missing key caches its absence: read again, the cache answers it (a hit), until
-/// a put makes the key present (written through, or too large for that and forgotten) or a
-/// delete forgets it.
-#[test]
-fn an_absent_key_is_answered_by_the_cache_until_written() {
-    let mut lsm = open(64 << 10);
-    let row_cache_hits = |lsm: &Lsm<SimFs>| lsm.stats().row_cache_hits;
-    assert_eq!(lsm.get(&key(1)).expect("read"), None);
-    assert_eq!(row_cache_hits(&lsm), 0, "the first read looks the key up");
-    assert_eq!(lsm.get(&key(1)).expect("read"), None);
-    assert_eq!(row_cache_hits(&lsm), 1, "answered by the absent row");
-    let small = Bytes::from_static(b"Lsmall");
-    written(lsm.put(key(1), small.clone()));
-    assert_eq!(lsm.get(&key(1)).expect("read"), Some(small));
-    assert_eq!(row_cache_hits(&lsm), 2, "the put replaced the absent row");
-    written(lsm.delete(key(1), 0));
-    assert_eq!(lsm.get(&key(1)).expect("read"), None);
-    assert_eq!(lsm.get(&key(1)).expect("read"), None);
-    assert_eq!(row_cache_hits(&lsm), 3, "absent again, and cached so");
-    let large = Bytes::from(vec![b'L'; 5000]);
-    written(lsm.put(key(1), large.clone()));
-    assert_eq!(lsm.get(&key(1)).expect("read"), Some(large), "forgotten");
-    lsm.check_invariants();
 }
