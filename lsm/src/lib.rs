@@ -8,7 +8,9 @@
 //!   fsync of the WAL covering every write staged before it (group commit; `sync_begin` /
 //!   `sync_finish` let a multi-threaded driver fsync outside its lock). Large values (above
 //!   `value_separation_threshold_bytes`) move to an append-only value log when the memtable is
-//!   flushed (WiscKey, deferred), in large sequential appends; the tree keeps pointers.
+//!   flushed (WiscKey, deferred), in large sequential appends; the tree keeps pointers. With
+//!   `wal_preallocate_bytes`, the WAL appends zeros ahead of its records and writes over them,
+//!   so that most fsyncs change no file size (`wal.rs`, "Preallocation"; format 5).
 //! * **Tree:** a `BTreeMap` memtable flushed to immutable SSTables (checksummed LZ4 blocks, block
 //!   index, our own bloom filter, versioned footer: `FORMAT.md`), leveled compaction run in
 //!   bounded steps, tombstones dropped at the last level after `tombstone_grace_ms`.
