@@ -511,6 +511,12 @@ mod tests {
         s
     }
 
+    /// Where a WAL file's records end: its last nonzero byte (the node preallocates the WAL, so
+    /// the file goes on in zeros; a record ending in zero bytes makes this a lower bound).
+    fn records_end(bytes: &[u8]) -> usize {
+        bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    }
+
     /// The WAL files in the engine's directory (normally exactly one).
     fn wal_files(data_dir: &Path) -> Vec<PathBuf> {
         let mut wals: Vec<PathBuf> = std::fs::read_dir(lsm_dir(data_dir))
@@ -550,17 +556,20 @@ mod tests {
         storage.sync().expect("sync");
         let wals = wal_files(dir.path());
         assert_eq!(wals.len(), 1);
-        let good = std::fs::metadata(&wals[0]).expect("meta").len();
+        let good = records_end(&std::fs::read(&wals[0]).expect("read"));
         storage.put(key("b"), record(2, b"two")).expect("put");
         storage.sync().expect("sync");
         drop(storage);
-        // The second batch's write tore: half of it reached the disk, then garbage. (A copy of
-        // an earlier, intact record would not be a torn write: the engine rightly refuses a
-        // well-formed record out of sequence as damage.)
+        // The second batch's write tore: half of it reached the disk, then garbage, then the
+        // zeros the WAL was preallocated with. (A copy of an earlier, intact record would not be
+        // a torn write: the engine rightly refuses a well-formed record out of sequence as
+        // damage.)
         let mut bytes = std::fs::read(&wals[0]).expect("read");
-        let torn = usize::try_from(good).expect("size") + (bytes.len() - good as usize) / 2;
-        bytes.truncate(torn);
-        bytes.extend_from_slice(&[0xab; 40]);
+        let end = records_end(&bytes);
+        let torn = good + (end - good) / 2;
+        bytes[torn..end].fill(0);
+        bytes.resize(bytes.len().max(torn + 40), 0);
+        bytes[torn..torn + 40].fill(0xab);
         std::fs::write(&wals[0], &bytes).expect("write");
 
         let mut storage =
@@ -605,7 +614,8 @@ mod tests {
         drop(storage);
         let wals = wal_files(dir.path());
         let mut bytes = std::fs::read(&wals[0]).expect("read");
-        let middle = bytes.len() / 5;
+        // In the first batch's records, not in the zeros after them.
+        let middle = records_end(&bytes) / 5;
         bytes[middle] ^= 0x10;
         std::fs::write(&wals[0], &bytes).expect("write");
         let error = open(dir.path(), &settings(), &meaning()).expect_err("corruption is refused");
