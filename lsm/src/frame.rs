@@ -264,8 +264,9 @@ pub(crate) fn scan_wal(
                 // ahead of its records, or records a crash lost over them, never fsynced), not
                 // a cut (`wal.rs`, "Preallocation"). Judged first: zeros in synced bytes are
                 // still corruption.
-                let zero_tail = bytes[at..].iter().all(|&b| b == 0);
-                if !(zero_tail && cause == CutCause::UnsyncedTail) {
+                let zero_tail =
+                    cause == CutCause::UnsyncedTail && bytes[at..].iter().all(|&b| b == 0);
+                if !zero_tail {
                     cut = Some(WalCut { offset: at, cause });
                 }
                 break;

@@ -53,19 +53,33 @@ impl StdFs {
         self.root.join(name)
     }
 
+    /// The append-mode handle of `name` (reads and appends).
     fn handle(&mut self, name: &str) -> Result<&mut File, FsError> {
-        if !self.open.contains_key(name) {
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(self.path(name))
-                .map_err(|e| io_error(name, &e))?;
-            self.open.insert(name.to_string(), file);
-        }
-        self.open
-            .get_mut(name)
-            .ok_or_else(|| FsError::new(name, FsErrorKind::Other, "handle vanished"))
+        kept_handle(
+            &mut self.open,
+            &self.root,
+            name,
+            OpenOptions::new().read(true).append(true),
+        )
     }
+}
+
+/// The handle of `name` in `handles`, opened under `root` with `options` the first time.
+fn kept_handle<'a>(
+    handles: &'a mut BTreeMap<String, File>,
+    root: &Path,
+    name: &str,
+    options: &OpenOptions,
+) -> Result<&'a mut File, FsError> {
+    if !handles.contains_key(name) {
+        let file = options
+            .open(root.join(name))
+            .map_err(|e| io_error(name, &e))?;
+        handles.insert(name.to_string(), file);
+    }
+    handles
+        .get_mut(name)
+        .ok_or_else(|| FsError::new(name, FsErrorKind::Other, "handle vanished"))
 }
 
 impl FileSystem for StdFs {
@@ -90,18 +104,14 @@ impl FileSystem for StdFs {
     /// WAL writes): a caller writing past the end extends the file here, and the simulated disk,
     /// which every engine test runs on, refuses it.
     fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), FsError> {
-        if !self.overwrite.contains_key(name) {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(self.path(name))
-                .map_err(|e| io_error(name, &e))?;
-            self.overwrite.insert(name.to_string(), file);
-        }
-        self.overwrite
-            .get(name)
-            .ok_or_else(|| FsError::new(name, FsErrorKind::Other, "handle vanished"))?
-            .write_all_at(data, offset)
-            .map_err(|e| io_error(name, &e))
+        kept_handle(
+            &mut self.overwrite,
+            &self.root,
+            name,
+            OpenOptions::new().write(true),
+        )?
+        .write_all_at(data, offset)
+        .map_err(|e| io_error(name, &e))
     }
 
     fn read_at(&mut self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
