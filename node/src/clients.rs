@@ -313,7 +313,7 @@ where
                         continue;
                     }
                     shared.metrics.commands.inc();
-                    let command = match session.prepare(&args) {
+                    let command = match session.prepare(args) {
                         Prepared::Run(command) => match pipeline.try_push(command) {
                             Ok(()) => continue,
                             Err(command) => command,
@@ -397,7 +397,10 @@ where
                 None => std::future::pending().await,
             }
         };
+        // Biased (polled in this order): input first, which is what the wait is for; no
+        // random draw per wait (issue #15).
         tokio::select! {
+            biased;
             read = reader.read_buf(&mut input) => {
                 if read? == 0 {
                     return Ok(());
@@ -446,7 +449,9 @@ const PIPELINE_KEYS_MAX: usize = 256;
 #[derive(Default)]
 struct Pipeline {
     commands: Vec<Command>,
-    keys: Vec<Bytes>,
+    /// How many keys the gathered commands touch (their keys are read from the commands
+    /// themselves: a copy of each cost a clone and a drop per command).
+    keys: usize,
 }
 
 impl Pipeline {
@@ -456,19 +461,24 @@ impl Pipeline {
             return Err(command);
         };
         let admitted = self.commands.len() < PIPELINE_COMMANDS_MAX
-            && self.keys.len() + keys.len() <= PIPELINE_KEYS_MAX
-            && keys.iter().all(|key| !self.keys.contains(key));
+            && self.keys + keys.len() <= PIPELINE_KEYS_MAX
+            && keys.iter().all(|key| {
+                self.commands
+                    .iter()
+                    .filter_map(Command::pipelined_keys)
+                    .all(|gathered| !gathered.iter().any(|k| k == key))
+            });
         if !admitted {
             return Err(command);
         }
-        self.keys.extend(keys.into_iter().cloned());
+        self.keys += keys.len();
         self.commands.push(command);
         Ok(())
     }
 
     /// Runs the gathered commands together and encodes their replies in order.
     async fn run(&mut self, session: &Session<'_>, output: &mut Vec<u8>) {
-        self.keys.clear();
+        self.keys = 0;
         match self.commands.len() {
             0 => {}
             // Awaited in place: no boxed future for the unpipelined case.
@@ -641,7 +651,10 @@ where
         };
         // Both branches are cancel-safe: a write or read that loses the race moved no bytes,
         // and a flush that loses keeps what it has not sent for the next one.
+        // Biased towards the write: a reply that fits in the socket's buffer is sent without
+        // polling the read at all; input is read ahead only while the write waits.
         tokio::select! {
+            biased;
             sent = progress => match sent? {
                 Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Some(n) => written += n,
@@ -776,12 +789,12 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 impl Session<'_> {
     /// Screens and parses one command: either answered already (with whether to close the
     /// connection after the answer), or a command to run.
-    fn prepare(&mut self, args: &[Bytes]) -> Prepared {
+    fn prepare(&mut self, args: Vec<Bytes>) -> Prepared {
         // Before parsing: after a refused MULTI even a malformed command gets the refusal.
         if let Some(reply) = args.first().and_then(|name| self.transaction.screen(name)) {
             return Prepared::Answered(reply, false);
         }
-        let command = match commands::parse(args) {
+        let command = match commands::parse_owned(args) {
             Ok(command) => command,
             Err(reply) => return Prepared::Answered(reply, false),
         };

@@ -146,16 +146,18 @@ impl Command {
     /// after a `SET` of its key sees that write. Commands on different keys cannot observe each
     /// other's order, so they may be in flight together: the driver then handles them as one
     /// batch and one fsync covers all their writes.
-    pub fn pipelined_keys(&self) -> Option<Vec<&Bytes>> {
+    pub fn pipelined_keys(&self) -> Option<PipelinedKeys<'_>> {
         match self {
-            Command::Get(key) | Command::Set(key, _) | Command::Type(key) => Some(vec![key]),
+            Command::Get(key) | Command::Set(key, _) | Command::Type(key) => {
+                Some(PipelinedKeys::Keys(std::slice::from_ref(key)))
+            }
             Command::KvGet { key, .. }
             | Command::KvPut { key, .. }
-            | Command::KvDel { key, .. } => Some(vec![key]),
+            | Command::KvDel { key, .. } => Some(PipelinedKeys::Keys(std::slice::from_ref(key))),
             Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => {
-                Some(keys.iter().collect())
+                Some(PipelinedKeys::Keys(keys))
             }
-            Command::MSet(pairs) => Some(pairs.iter().map(|(key, _)| key).collect()),
+            Command::MSet(pairs) => Some(PipelinedKeys::Pairs(pairs)),
             _ => None,
         }
     }
@@ -166,6 +168,40 @@ impl Command {
             self,
             Command::Auth { .. } | Command::Hello { .. } | Command::Quit | Command::Reset
         )
+    }
+}
+
+/// The keys a data command touches ([`Command::pipelined_keys`]), borrowed from it: a
+/// pipeline asks for every command it gathers, so no list is built.
+#[derive(Clone, Copy)]
+pub enum PipelinedKeys<'a> {
+    /// The command's keys.
+    Keys(&'a [Bytes]),
+    /// The keys of `MSET`'s key-value pairs.
+    Pairs(&'a [(Bytes, Bytes)]),
+}
+
+impl<'a> PipelinedKeys<'a> {
+    /// How many keys.
+    pub fn len(self) -> usize {
+        match self {
+            PipelinedKeys::Keys(keys) => keys.len(),
+            PipelinedKeys::Pairs(pairs) => pairs.len(),
+        }
+    }
+
+    /// True when the command names no key.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// The keys in command order.
+    pub fn iter(self) -> impl Iterator<Item = &'a Bytes> {
+        let (keys, pairs) = match self {
+            PipelinedKeys::Keys(keys) => (keys, &[][..]),
+            PipelinedKeys::Pairs(pairs) => (&[][..], pairs),
+        };
+        keys.iter().chain(pairs.iter().map(|(key, _)| key))
     }
 }
 
@@ -281,6 +317,20 @@ fn with_lower_name<R>(name: &[u8], f: impl FnOnce(&str) -> R) -> R {
         }
     }
     f(&String::from_utf8_lossy(name).to_ascii_lowercase())
+}
+
+/// Parses an argument list it owns: as [`parse`], but a plain `GET key` or `SET key value`
+/// (what a cache serves most) takes its key and value by move. A clone of an argument, which
+/// the parser made from an owned buffer, allocates the buffer's shared header; then the
+/// argument list drops its own reference (issue #15).
+pub fn parse_owned(mut args: Vec<Bytes>) -> Result<Command, Reply> {
+    match args.as_mut_slice() {
+        [name, key] if name.eq_ignore_ascii_case(b"get") => Ok(Command::Get(std::mem::take(key))),
+        [name, key, value] if name.eq_ignore_ascii_case(b"set") => {
+            Ok(Command::Set(std::mem::take(key), std::mem::take(value)))
+        }
+        _ => parse(&args),
+    }
 }
 
 /// Parses an argument list (the first is the command name).
@@ -605,7 +655,14 @@ mod tests {
             .iter()
             .map(|p| Bytes::copy_from_slice(p.as_bytes()))
             .collect();
-        parse(&args)
+        // Every parse test covers the connection's owning entry point too.
+        let borrowed = parse(&args);
+        let owned = parse_owned(args);
+        assert_eq!(
+            borrowed, owned,
+            "parse_owned differs from parse on {parts:?}"
+        );
+        owned
     }
 
     fn b(s: &str) -> Bytes {

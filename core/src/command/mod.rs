@@ -480,7 +480,6 @@ impl CommandMachine {
         let Stage::Ready(request) = stage else {
             return None;
         };
-        let request = request.clone();
         let role = match request {
             // This machine builds no scans (`command::scan` does).
             ClientRequest::Get { .. }
@@ -493,7 +492,10 @@ impl CommandMachine {
             | ClientRequest::Increment { .. }
             | ClientRequest::Conditional { .. } => RequestRole::Write,
         };
-        *stage = Stage::Waiting(role);
+        // Moved out, not cloned: the machine keeps only the role of what it sent.
+        let Stage::Ready(request) = std::mem::replace(stage, Stage::Waiting(role)) else {
+            return None;
+        };
         self.check_invariants();
         Some(request)
     }
