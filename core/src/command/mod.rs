@@ -521,11 +521,11 @@ impl CommandMachine {
         match (role, step, reply) {
             // Reads that end their step.
             (RequestRole::Read, Step::Read, ClientReply::Found { values, .. }) => {
-                self.reads.push(ValueRead::of(values));
+                self.record_read(ValueRead::of(values));
                 self.start_next();
             }
             (RequestRole::Read, Step::Read, ClientReply::NotFound { .. }) => {
-                self.reads.push(ValueRead::Absent);
+                self.record_read(ValueRead::Absent);
                 self.start_next();
             }
             (RequestRole::Read, Step::Exists, ClientReply::Found { .. }) => {
@@ -703,6 +703,16 @@ impl CommandMachine {
         };
         machine.check_invariants();
         machine
+    }
+
+    /// Keeps what a read step found: a `GET`'s one read is its result at once (no list to
+    /// allocate per command); `MGET` gathers its reads in order.
+    fn record_read(&mut self, read: ValueRead) {
+        if self.kind == ResultKind::Value {
+            self.result = Some(CommandResult::Value(read));
+        } else {
+            self.reads.push(read);
+        }
     }
 
     /// Starts the next step, or ends the command if none is left.
