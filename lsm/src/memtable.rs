@@ -5,7 +5,9 @@
 
 use crate::entry::Entry;
 use bytes::Bytes;
+use ringkv_core::hash::IdHashing;
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 /// A memtable entry. Large values are separated *at flush* (deferred WiscKey): until then they
@@ -64,19 +66,90 @@ pub(crate) fn entries_of_write(
     }
 }
 
-/// One sorted table and its size.
+/// One sorted table, its size, and a filter of its keys.
 #[derive(Clone, Debug, Default)]
 struct Table {
     entries: BTreeMap<Bytes, MemEntry>,
     bytes: usize,
+    filter: KeyFilter,
 }
 
 impl Table {
     fn insert(&mut self, key: Bytes, mem: MemEntry) {
         self.bytes += mem.size_bytes(&key);
+        self.filter.add(&key, &self.entries);
         if let Some(old) = self.entries.insert(key.clone(), mem) {
             self.bytes -= old.size_bytes(&key);
         }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&MemEntry> {
+        if !self.filter.may_contain(key) {
+            return None;
+        }
+        self.entries.get(key)
+    }
+}
+
+/// Filter bits per key the table holds (at most twice that after the filter grows): with
+/// three bits per key in one 64-bit word, about 3% of absent keys pass.
+const FILTER_BITS_PER_KEY: usize = 16;
+/// The smallest filter, in words.
+const FILTER_WORDS_MIN: usize = 64;
+
+/// A blocked bloom filter of a table's keys, so that a read of a key the table lacks (a GET of
+/// a missing key; the read before the first write of a key) costs one hash and one word instead
+/// of a tree search, whose key comparisons miss the cache at every level (issue #15: that search
+/// was most of a missing key's GET). It grows with the table, doubling and refilled from the
+/// table's keys, so it never answers "absent" for a key the table holds.
+///
+/// Keys are chosen by clients and the hash is a fixed one: keys made to collide only make the
+/// filter answer "maybe" (a tree search, as without it), never a wrong "absent".
+#[derive(Clone, Debug, Default)]
+struct KeyFilter {
+    /// A power-of-two number of words, or none before the first key.
+    words: Vec<u64>,
+}
+
+impl KeyFilter {
+    /// The word and the three bits of `key`.
+    fn slot(&self, key: &[u8]) -> (usize, u64) {
+        let hash = IdHashing::default().hash_one(key);
+        let index = (hash as usize) & (self.words.len() - 1);
+        let bits = (1u64 << ((hash >> 40) & 63))
+            | (1u64 << ((hash >> 46) & 63))
+            | (1u64 << ((hash >> 52) & 63));
+        (index, bits)
+    }
+
+    /// Adds `key`, first growing (and refilling from `held`, the keys already in the table) if
+    /// one more key would leave fewer than [`FILTER_BITS_PER_KEY`] bits per key.
+    fn add(&mut self, key: &[u8], held: &BTreeMap<Bytes, MemEntry>) {
+        let wanted = (held.len() + 1) * FILTER_BITS_PER_KEY;
+        if self.words.len() * 64 < wanted {
+            let words = (wanted.div_ceil(64) * 2)
+                .next_power_of_two()
+                .max(FILTER_WORDS_MIN);
+            self.words = vec![0; words];
+            for held_key in held.keys() {
+                self.set(held_key);
+            }
+        }
+        self.set(key);
+    }
+
+    fn set(&mut self, key: &[u8]) {
+        let (index, bits) = self.slot(key);
+        self.words[index] |= bits;
+    }
+
+    /// False only if `key` was never added.
+    fn may_contain(&self, key: &[u8]) -> bool {
+        if self.words.is_empty() {
+            return false;
+        }
+        let (index, bits) = self.slot(key);
+        self.words[index] & bits == bits
     }
 }
 
@@ -107,9 +180,8 @@ impl MemTable {
     /// The newest entry for `key`: the active table first, then the frozen one.
     pub(crate) fn get(&self, key: &[u8]) -> Option<&MemEntry> {
         self.active
-            .entries
             .get(key)
-            .or_else(|| self.frozen.as_ref().and_then(|f| f.entries.get(key)))
+            .or_else(|| self.frozen.as_ref().and_then(|f| f.get(key)))
     }
 
     /// Freezes the active table for a flush; writes go to a new, empty active table.
@@ -183,6 +255,10 @@ impl MemTable {
             for t in std::iter::once(&self.active).chain(&self.frozen) {
                 let bytes: usize = t.entries.iter().map(|(k, m)| m.size_bytes(k)).sum();
                 assert_eq!(bytes, t.bytes, "memtable size out of step with its entries");
+                assert!(
+                    t.entries.keys().all(|k| t.filter.may_contain(k)),
+                    "the key filter lost a key the table holds"
+                );
             }
         }
     }
@@ -245,6 +321,49 @@ mod tests {
 
     fn inline(s: &str) -> MemEntry {
         MemEntry::Inline(b(s))
+    }
+
+    #[test]
+    fn the_key_filter_keeps_every_key_through_growth_freeze_and_thaw_and_turns_most_others_away() {
+        let mut mem = MemTable::default();
+        for i in 0..5_000 {
+            mem.insert(b(&format!("key:{i:012}")), inline("v"));
+            if i == 2_000 {
+                mem.freeze();
+            }
+        }
+        mem.check_invariants();
+        for i in 0..5_000 {
+            assert_eq!(
+                mem.get(format!("key:{i:012}").as_bytes()),
+                Some(&inline("v")),
+                "{i}"
+            );
+        }
+        // Absent keys: the filter answers for both tables; a few pass (false positives) and
+        // then miss in the tree.
+        let passed = (5_000..25_000)
+            .filter(|i| {
+                let key = format!("key:{i:012}");
+                assert_eq!(mem.get(key.as_bytes()), None);
+                mem.active.filter.may_contain(key.as_bytes())
+            })
+            .count();
+        assert!(
+            passed < 20_000 / 10,
+            "{passed} of 20,000 absent keys passed the filter"
+        );
+        mem.thaw();
+        mem.check_invariants();
+        for i in 0..5_000 {
+            assert_eq!(
+                mem.get(format!("key:{i:012}").as_bytes()),
+                Some(&inline("v")),
+                "{i}"
+            );
+        }
+        // An empty table holds nothing.
+        assert_eq!(MemTable::default().get(b"key"), None);
     }
 
     #[test]
