@@ -179,7 +179,7 @@ impl TreeRebuilds {
             .collect();
         let mut mismatched = 0u64;
         for range in ranges {
-            let live = ctx.trees.entry_or_default(range).root();
+            let live = ctx.trees.read(range).root();
             let truth = shadow.entry(range).or_default().root();
             if live != truth {
                 mismatched += 1;
