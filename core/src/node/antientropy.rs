@@ -403,22 +403,19 @@ impl AntiEntropy {
     /// this node replicates or an orphan it offers (held here, replicated elsewhere), so every
     /// key it holds is reachable by some round. A range a peer merely asked about may have an
     /// empty tree.
-    pub(super) fn check_invariants(
-        &self,
-        trees: &BTreeMap<u32, crate::antientropy::RangeTree>,
-        ring: &Ring,
-    ) {
+    pub(super) fn check_invariants(&self, trees: &super::trees::Trees, ring: &Ring) {
         // Only the trees past the ring's last range can break it: look at those alone (this runs
         // after every input, and a node of a large ring holds a tree for each of its ranges).
         let first_unknown = u32::try_from(ring.range_count()).unwrap_or(u32::MAX);
-        // Usually there are none: the last key says so without the search for a range's ends.
+        // Usually there are none: the last range says so without the search for a range's ends.
         if trees
-            .last_key_value()
-            .is_none_or(|(&last, _)| last < first_unknown)
+            .ranges()
+            .last()
+            .is_none_or(|&last| last < first_unknown)
         {
             return;
         }
-        for (&range, tree) in trees.range(first_unknown..) {
+        for (range, tree) in trees.from_range(first_unknown) {
             assert!(
                 tree.is_empty(),
                 "a tree with keys for range {range}, which the ring does not have"
@@ -552,7 +549,7 @@ mod tests {
                 assert_eq!(ctx.local_record(key), Ok(Some(record(1))), "{key:?}");
             }
             assert_eq!(ae.stats.records_repaired, 1);
-            ae.check_invariants(ctx.trees.as_map(), &ctx.ring);
+            ae.check_invariants(&ctx.trees, &ctx.ring);
         }
         let roots = |ctx: &mut Context<MemStorage>| {
             let ranges = u32::try_from(ctx.ring.range_count()).expect("small ring");

@@ -468,7 +468,7 @@ impl<S: Storage> Node<S> {
             && self.trees_checked_ranges == Some(self.ctx.ring.range_count());
         if !changed_only || !trees_unchanged || cfg!(test) {
             self.anti_entropy
-                .check_invariants(self.ctx.trees.as_map(), &self.ctx.ring);
+                .check_invariants(&self.ctx.trees, &self.ctx.ring);
         }
         self.ctx.tree_rebuild.check_invariants(&self.ctx.ring);
     }

@@ -172,8 +172,8 @@ impl TreeRebuilds {
         let mut shadow = rebuild.shadow;
         let ranges: BTreeSet<u32> = ctx
             .trees
-            .as_map()
-            .keys()
+            .ranges()
+            .iter()
             .chain(shadow.keys())
             .copied()
             .collect();
