@@ -39,68 +39,72 @@ pub(super) fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
                 put_varint(out, root);
             }
         }
-        Message::Gossip(gossip) => {
-            let (variant, probe, target, ring_version, updates) = match gossip {
-                GossipMessage::Ping {
-                    probe,
-                    ring_version,
-                    updates,
-                } => (PING_VARIANT, Some(*probe), None, ring_version, updates),
-                GossipMessage::Ack {
-                    probe,
-                    ring_version,
-                    updates,
-                } => (ACK_VARIANT, Some(*probe), None, ring_version, updates),
-                GossipMessage::PingReq {
-                    probe,
-                    target,
-                    ring_version,
-                    updates,
-                } => (
-                    PING_REQ_VARIANT,
-                    Some(*probe),
-                    Some(*target),
-                    ring_version,
-                    updates,
-                ),
-                GossipMessage::Gossip {
-                    ring_version,
-                    updates,
-                } => (PUSH_VARIANT, None, None, ring_version, updates),
-                GossipMessage::State {
-                    entries,
-                    ring_version,
-                    ring: None,
-                    reply_wanted,
-                } => {
-                    out.reserve(21 + entries.len() * 15);
-                    put_varint(out, GOSSIP_VARIANT);
-                    put_varint(out, STATE_VARIANT);
-                    put_entries(out, entries);
-                    put_varint(out, ring_version.changes);
-                    put_varint(out, ring_version.fingerprint);
-                    // An absent option, then a bool: one byte each.
-                    out.push(0);
-                    out.push(u8::from(*reply_wanted));
-                    return true;
-                }
-                GossipMessage::State { .. } | GossipMessage::Addresses { .. } => return false,
-            };
-            out.reserve(34 + updates.len() * 15);
-            put_varint(out, GOSSIP_VARIANT);
-            put_varint(out, variant);
-            if let Some(probe) = probe {
-                put_varint(out, probe);
-            }
-            if let Some(target) = target {
-                put_varint(out, u64::from(target.0));
-            }
-            put_varint(out, ring_version.changes);
-            put_varint(out, ring_version.fingerprint);
-            put_entries(out, updates);
-        }
+        Message::Gossip(gossip) => return encode_gossip(gossip, out),
         _ => return false,
     }
+    true
+}
+
+/// [`encode`] of a gossip message.
+fn encode_gossip(gossip: &GossipMessage, out: &mut Vec<u8>) -> bool {
+    let (variant, probe, target, ring_version, updates) = match gossip {
+        GossipMessage::Ping {
+            probe,
+            ring_version,
+            updates,
+        } => (PING_VARIANT, Some(*probe), None, ring_version, updates),
+        GossipMessage::Ack {
+            probe,
+            ring_version,
+            updates,
+        } => (ACK_VARIANT, Some(*probe), None, ring_version, updates),
+        GossipMessage::PingReq {
+            probe,
+            target,
+            ring_version,
+            updates,
+        } => (
+            PING_REQ_VARIANT,
+            Some(*probe),
+            Some(*target),
+            ring_version,
+            updates,
+        ),
+        GossipMessage::Gossip {
+            ring_version,
+            updates,
+        } => (PUSH_VARIANT, None, None, ring_version, updates),
+        GossipMessage::State {
+            entries,
+            ring_version,
+            ring: None,
+            reply_wanted,
+        } => {
+            out.reserve(21 + entries.len() * 15);
+            put_varint(out, GOSSIP_VARIANT);
+            put_varint(out, STATE_VARIANT);
+            put_entries(out, entries);
+            put_varint(out, ring_version.changes);
+            put_varint(out, ring_version.fingerprint);
+            // An absent option, then a bool: one byte each.
+            out.push(0);
+            out.push(u8::from(*reply_wanted));
+            return true;
+        }
+        GossipMessage::State { .. } | GossipMessage::Addresses { .. } => return false,
+    };
+    out.reserve(34 + updates.len() * 15);
+    put_varint(out, GOSSIP_VARIANT);
+    put_varint(out, variant);
+    if let Some(probe) = probe {
+        put_varint(out, probe);
+    }
+    if let Some(target) = target {
+        put_varint(out, u64::from(target.0));
+    }
+    put_varint(out, ring_version.changes);
+    put_varint(out, ring_version.fingerprint);
+    put_entries(out, updates);
     true
 }
 
@@ -236,28 +240,35 @@ mod tests {
 
     /// Every shape this module handles, with varints at their boundaries, and a few it leaves to
     /// serde.
+    /// Varints at their boundaries.
+    const EDGES: [u64; 9] = [
+        0,
+        1,
+        250,
+        251,
+        65_535,
+        65_536,
+        u32::MAX as u64,
+        u32::MAX as u64 + 1,
+        u64::MAX,
+    ];
+
+    fn node(i: usize) -> NodeId {
+        NodeId(u32::try_from(EDGES[i % 7]).unwrap_or(u32::MAX))
+    }
+
+    fn updates(count: usize) -> Vec<GossipEntry> {
+        (0..count)
+            .map(|i| GossipEntry {
+                node: node(i),
+                incarnation: EDGES[(i + 3) % EDGES.len()],
+                liveness: [Liveness::Alive, Liveness::Suspect, Liveness::Down][i % 3],
+            })
+            .collect()
+    }
+
     fn samples() -> Vec<Message> {
-        let edges = [
-            0u64,
-            1,
-            250,
-            251,
-            65_535,
-            65_536,
-            u64::from(u32::MAX),
-            u64::from(u32::MAX) + 1,
-            u64::MAX,
-        ];
-        let node = |i: usize| NodeId(u32::try_from(edges[i % 7]).unwrap_or(u32::MAX));
-        let updates = |count: usize| -> Vec<GossipEntry> {
-            (0..count)
-                .map(|i| GossipEntry {
-                    node: node(i),
-                    incarnation: edges[(i + 3) % edges.len()],
-                    liveness: [Liveness::Alive, Liveness::Suspect, Liveness::Down][i % 3],
-                })
-                .collect()
-        };
+        let edges = EDGES;
         let mut samples = Vec::new();
         for (i, &edge) in edges.iter().enumerate() {
             let ring_version = RingVersion {
@@ -295,6 +306,18 @@ mod tests {
                     .collect(),
             });
         }
+        samples.extend(state_samples());
+        samples.push(Message::AeInterior {
+            range: 3,
+            hashes: vec![1, 2],
+        });
+        samples
+    }
+
+    /// Push-pull tables, with and without a ring log.
+    fn state_samples() -> Vec<Message> {
+        let edges = EDGES;
+        let mut samples = Vec::new();
         for (i, reply_wanted) in [(0, true), (1, false), (3, true), (100, false)] {
             samples.push(Message::Gossip(GossipMessage::State {
                 entries: updates(i),
@@ -315,10 +338,6 @@ mod tests {
             }),
             reply_wanted: true,
         }));
-        samples.push(Message::AeInterior {
-            range: 3,
-            hashes: vec![1, 2],
-        });
         samples
     }
 

@@ -415,7 +415,7 @@ impl AntiEntropy {
         {
             return;
         }
-        for (range, tree) in trees.from_range(first_unknown) {
+        for (range, tree) in trees.starting_at(first_unknown) {
             assert!(
                 tree.is_empty(),
                 "a tree with keys for range {range}, which the ring does not have"

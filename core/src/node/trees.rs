@@ -109,7 +109,7 @@ impl Trees {
     }
 
     /// The trees of ranges `first` and above, in range order.
-    pub(super) fn from_range(&self, first: u32) -> impl Iterator<Item = (u32, &RangeTree)> {
+    pub(super) fn starting_at(&self, first: u32) -> impl Iterator<Item = (u32, &RangeTree)> {
         let at = self.ranges.partition_point(|&range| range < first);
         self.ranges[at..]
             .iter()
