@@ -2,6 +2,7 @@
 //! `encode` / `decode` for peer messages and `encode_value` / `decode_value` for
 //! stored values; swapping the format touches only this file.
 
+mod frequent;
 mod record;
 mod varint;
 
@@ -75,8 +76,10 @@ pub fn encode(message: &Message) -> Result<Bytes, CodecError> {
 /// bytes and the errors are those of [`encode`].
 pub fn encode_into(message: &Message, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
     buffer.clear();
-    bincode::serde::encode_into_writer(message, VecSink(buffer), config())
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !frequent::encode(message, buffer) {
+        bincode::serde::encode_into_writer(message, VecSink(buffer), config())
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    }
     if buffer.len() > MESSAGE_BYTES_MAX {
         return Err(CodecError::TooLarge {
             bytes: buffer.len(),
@@ -96,8 +99,14 @@ impl bincode::enc::write::Writer for VecSink<'_> {
     }
 }
 
-/// Decodes a peer message, refusing oversized input and trailing bytes.
+/// Decodes a peer message, refusing oversized input and trailing bytes. The most frequent
+/// messages skip serde (`frequent`), with serde's result.
 pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
+    if bytes.len() <= MESSAGE_BYTES_MAX {
+        if let Some(message) = frequent::decode(bytes) {
+            return Ok(message);
+        }
+    }
     decode_value(bytes)
 }
 

@@ -92,49 +92,65 @@ static EMPTY_HASHES: [u64; LEAVES] = [0; LEAVES];
 /// small keyspace, and rebuilds them all on every ring change. Allocating 8 KiB of leaves and
 /// per-leaf maps up front was a twentieth of a 100-node simulation. An empty tree reads as
 /// all-zero hashes with root 0, exactly as the allocated one did before its first update.
+///
+/// Why the arrays sit behind one box: anti-entropy reads the root of every range it compares,
+/// each round, and the trees are the values of a map; with five vectors inline a tree took 150
+/// bytes and the walk over a node's trees missed the cache on most of them. The head (root,
+/// dirty flag, key count, box) is 32 bytes.
 #[derive(Clone, Debug, Default)]
 pub struct RangeTree {
-    leaves: Vec<u64>,
-    interior: Vec<u64>,
     root: u64,
-    dirty: Vec<bool>,
-    any_dirty: bool,
-    /// key → digest, per leaf.
-    entries: Vec<BTreeMap<Bytes, u64>>,
     /// Keys held (the sum of the leaves' entries), kept so emptiness is O(1).
     keys: usize,
+    any_dirty: bool,
+    /// The hashes and entries, from the first key on.
+    bulk: Option<Box<TreeBulk>>,
+}
+
+/// The arrays of a tree that holds keys.
+#[derive(Clone, Debug)]
+struct TreeBulk {
+    leaves: [u64; LEAVES],
+    interior: [u64; LEAVES / FANOUT],
+    dirty: [bool; LEAVES / FANOUT],
+    /// key → digest, per leaf.
+    entries: Vec<BTreeMap<Bytes, u64>>,
 }
 
 impl RangeTree {
     /// Records that `key` now holds `record` (replacing whatever it held).
     pub fn update(&mut self, key: &Bytes, record: &Record) {
-        if self.entries.is_empty() {
-            self.leaves = vec![0; LEAVES];
-            self.interior = vec![0; LEAVES / FANOUT];
-            self.dirty = vec![false; LEAVES / FANOUT];
-            self.entries = vec![BTreeMap::new(); LEAVES];
-        }
+        let bulk = self.bulk.get_or_insert_with(|| {
+            Box::new(TreeBulk {
+                leaves: [0; LEAVES],
+                interior: [0; LEAVES / FANOUT],
+                dirty: [false; LEAVES / FANOUT],
+                entries: vec![BTreeMap::new(); LEAVES],
+            })
+        });
         let leaf = leaf_of(key);
         let digest = record_digest(record);
-        match self.entries[leaf].insert(key.clone(), digest) {
-            Some(old) => self.leaves[leaf] ^= entry_hash(key, old),
+        match bulk.entries[leaf].insert(key.clone(), digest) {
+            Some(old) => bulk.leaves[leaf] ^= entry_hash(key, old),
             None => self.keys += 1,
         }
-        self.leaves[leaf] ^= entry_hash(key, digest);
-        self.dirty[leaf / FANOUT] = true;
+        bulk.leaves[leaf] ^= entry_hash(key, digest);
+        bulk.dirty[leaf / FANOUT] = true;
         self.any_dirty = true;
     }
 
     /// The root hash (recomputing interior nodes whose leaves changed).
     pub fn root(&mut self) -> u64 {
         if self.any_dirty {
-            for i in 0..self.interior.len() {
-                if self.dirty[i] {
-                    self.interior[i] = fold(&self.leaves[i * FANOUT..(i + 1) * FANOUT]);
-                    self.dirty[i] = false;
+            if let Some(bulk) = &mut self.bulk {
+                for i in 0..bulk.interior.len() {
+                    if bulk.dirty[i] {
+                        bulk.interior[i] = fold(&bulk.leaves[i * FANOUT..(i + 1) * FANOUT]);
+                        bulk.dirty[i] = false;
+                    }
                 }
+                self.root = fold(&bulk.interior);
             }
-            self.root = fold(&self.interior);
             self.any_dirty = false;
         }
         self.root
@@ -143,18 +159,18 @@ impl RangeTree {
     /// The interior hashes (one per group of `FANOUT` leaves), recomputed if needed.
     pub fn interior(&mut self) -> &[u64] {
         self.root();
-        if self.interior.is_empty() {
-            return &EMPTY_HASHES[..LEAVES / FANOUT];
+        match &self.bulk {
+            Some(bulk) => &bulk.interior,
+            None => &EMPTY_HASHES[..LEAVES / FANOUT],
         }
-        &self.interior
     }
 
     /// All leaf hashes.
     pub fn leaves(&self) -> &[u64] {
-        if self.leaves.is_empty() {
-            return &EMPTY_HASHES;
+        match &self.bulk {
+            Some(bulk) => &bulk.leaves,
+            None => &EMPTY_HASHES,
         }
-        &self.leaves
     }
 
     /// The leaf hashes under interior node `group`.
@@ -166,15 +182,21 @@ impl RangeTree {
 
     /// The (key, digest) entries of a leaf.
     pub fn leaf_entries(&self, leaf: usize) -> impl Iterator<Item = (&Bytes, u64)> {
-        self.entries
-            .get(leaf)
+        self.bulk
+            .as_ref()
+            .and_then(|bulk| bulk.entries.get(leaf))
             .into_iter()
             .flat_map(|m| m.iter().map(|(k, d)| (k, *d)))
     }
 
     /// The digest this tree holds for `key`.
     pub fn digest_of(&self, key: &[u8]) -> Option<u64> {
-        self.entries.get(leaf_of(key))?.get(key).copied()
+        self.bulk
+            .as_ref()?
+            .entries
+            .get(leaf_of(key))?
+            .get(key)
+            .copied()
     }
 
     /// Number of keys.

@@ -125,13 +125,18 @@ impl AntiEntropy {
         }
         TreeRebuilds::step(ctx, now);
         self.stats.rounds += 1;
-        let mut per_peer: BTreeMap<NodeId, Vec<(u32, u64)>> = BTreeMap::new();
-        self.offer_orphans(ctx, &mut per_peer);
+        // (peer, (range, root)) in the order chosen; sent as one message per peer, in peer order,
+        // each with its roots in that order (a stable sort: what a map of lists per peer gave,
+        // without its nodes and the growth of each list).
+        let mut offers: Vec<(NodeId, (u32, u64))> = Vec::new();
+        self.offer_orphans(ctx, &mut offers);
         if !ctx.my_ranges.is_empty() {
-            self.compare_next_ranges(ctx, &mut per_peer);
+            self.compare_next_ranges(ctx, &mut offers);
         }
-        for (peer, roots) in per_peer {
-            ctx.send(peer, Message::AeRoots { roots });
+        offers.sort_by_key(|&(peer, _)| peer);
+        for group in offers.chunk_by(|a, b| a.0 == b.0) {
+            let roots = group.iter().map(|&(_, root)| root).collect();
+            ctx.send(group[0].0, Message::AeRoots { roots });
         }
     }
 
@@ -159,21 +164,21 @@ impl AntiEntropy {
     fn offer_orphans<S: Storage>(
         &self,
         ctx: &mut Context<S>,
-        per_peer: &mut BTreeMap<NodeId, Vec<(u32, u64)>>,
+        offers: &mut Vec<(NodeId, (u32, u64))>,
     ) {
         let n = usize::from(ctx.config.cluster.n);
         // Both are in range order: one walk over the two, where a search of `my_ranges` per tree
-        // ran every round.
+        // ran every round. Only trees holding keys are offered: the trees keep their list.
         let mut mine = ctx.my_ranges.iter().map(|(r, _)| *r).peekable();
         let orphans: Vec<u32> = ctx
             .trees
-            .as_map()
+            .held()
             .iter()
-            .filter(|(&range, tree)| {
+            .copied()
+            .filter(|&range| {
                 while mine.next_if(|&r| r < range).is_some() {}
-                !tree.is_empty() && mine.peek() != Some(&range)
+                mine.peek() != Some(&range)
             })
-            .map(|(&range, _)| range)
             .collect();
         let per_round = ctx.config.cluster.anti_entropy_ranges_per_round.max(1);
         for (range, pass) in orphan_offers(orphans.len(), per_round, self.stats.rounds)
@@ -186,7 +191,7 @@ impl AntiEntropy {
             }
             let peer = replicas[pass % replicas.len()];
             let root = ctx.tree_mut(range).root();
-            per_peer.entry(peer).or_default().push((range, root));
+            offers.push((peer, (range, root)));
         }
     }
 
@@ -195,7 +200,7 @@ impl AntiEntropy {
     fn compare_next_ranges<S: Storage>(
         &mut self,
         ctx: &mut Context<S>,
-        per_peer: &mut BTreeMap<NodeId, Vec<(u32, u64)>>,
+        offers: &mut Vec<(NodeId, (u32, u64))>,
     ) {
         let held = ctx.my_ranges.len();
         let count = ctx.config.cluster.anti_entropy_ranges_per_round.min(held);
@@ -219,7 +224,7 @@ impl AntiEntropy {
                 peer = peers[ctx.rng.gen_range(0..peers.len())];
             }
             let root = ctx.tree_mut(range).root();
-            per_peer.entry(peer).or_default().push((range, root));
+            offers.push((peer, (range, root)));
             self.stats.ranges_compared += 1;
         }
     }
@@ -398,22 +403,19 @@ impl AntiEntropy {
     /// this node replicates or an orphan it offers (held here, replicated elsewhere), so every
     /// key it holds is reachable by some round. A range a peer merely asked about may have an
     /// empty tree.
-    pub(super) fn check_invariants(
-        &self,
-        trees: &BTreeMap<u32, crate::antientropy::RangeTree>,
-        ring: &Ring,
-    ) {
+    pub(super) fn check_invariants(&self, trees: &super::trees::Trees, ring: &Ring) {
         // Only the trees past the ring's last range can break it: look at those alone (this runs
         // after every input, and a node of a large ring holds a tree for each of its ranges).
         let first_unknown = u32::try_from(ring.range_count()).unwrap_or(u32::MAX);
-        // Usually there are none: the last key says so without the search for a range's ends.
+        // Usually there are none: the last range says so without the search for a range's ends.
         if trees
-            .last_key_value()
-            .is_none_or(|(&last, _)| last < first_unknown)
+            .ranges()
+            .last()
+            .is_none_or(|&last| last < first_unknown)
         {
             return;
         }
-        for (&range, tree) in trees.range(first_unknown..) {
+        for (range, tree) in trees.starting_at(first_unknown) {
             assert!(
                 tree.is_empty(),
                 "a tree with keys for range {range}, which the ring does not have"
@@ -547,7 +549,7 @@ mod tests {
                 assert_eq!(ctx.local_record(key), Ok(Some(record(1))), "{key:?}");
             }
             assert_eq!(ae.stats.records_repaired, 1);
-            ae.check_invariants(ctx.trees.as_map(), &ctx.ring);
+            ae.check_invariants(&ctx.trees, &ctx.ring);
         }
         let roots = |ctx: &mut Context<MemStorage>| {
             let ranges = u32::try_from(ctx.ring.range_count()).expect("small ring");

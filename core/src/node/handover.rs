@@ -156,6 +156,11 @@ pub(super) struct Handover {
     /// A handover record was found in storage at start.
     recorded: bool,
     stats: HandoverStats,
+    /// Whether a method that can change the state the invariants read ran since
+    /// [`Handover::clear_changed`] (each `&mut self` method sets it; the ranges replicated, the
+    /// invariants' other input, change only with a ring, which [`Handover::adopt`] sees first):
+    /// the node re-checks them only then.
+    changed: bool,
 }
 
 impl Handover {
@@ -175,6 +180,7 @@ impl Handover {
             active,
             recorded: false,
             stats: HandoverStats::default(),
+            changed: true,
         }
     }
 
@@ -184,6 +190,7 @@ impl Handover {
     }
 
     fn forget_pulls(&mut self) {
+        self.changed = true;
         self.pending.clear();
         self.sessions.clear();
         self.vouched_now.clear();
@@ -191,6 +198,17 @@ impl Handover {
     }
 
     /// Internal consistency; panics only on a bug.
+    /// Whether the state may have changed since [`Handover::clear_changed`].
+    pub(super) fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// Forgets the changes so far (the invariants were checked after them).
+    pub(super) fn clear_changed(&mut self) {
+        self.changed = false;
+    }
+
+    /// Internal consistency; panics only on a bug in this crate.
     pub(super) fn check_invariants(&self, my_ranges: &[(u32, Vec<NodeId>)]) {
         for range in &self.not_ready {
             assert!(
@@ -222,6 +240,7 @@ impl Handover {
 
     /// Linearizable traffic: from now on the state is persisted and missing ranges are pulled.
     pub(super) fn activate<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.changed = true;
         if self.active {
             return;
         }
@@ -235,6 +254,7 @@ impl Handover {
     /// Stages the state (ranges pending promotion counted as ready: they become so exactly when
     /// this record is durable) and arranges to be told when it is durable.
     pub(super) fn persist<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.changed = true;
         let mark = self.next_mark;
         self.next_mark += 1;
         let state = PersistedHandover {
@@ -270,6 +290,7 @@ impl Handover {
 
     /// The handover record staged with `mark` (and everything before it) is durable.
     pub(super) fn on_durable(&mut self, mark: u64) {
+        self.changed = true;
         let handover = self;
         if mark >= handover.epoch_mark {
             handover.durable = true;
@@ -306,6 +327,7 @@ impl Handover {
         epoch: u64,
         key: &[u8],
     ) -> Result<(), ReplicaError> {
+        self.changed = true;
         self.activate(ctx);
         let result = admit(self.epoch, epoch, self.ready_for(ctx, key));
         match result {
@@ -317,6 +339,7 @@ impl Handover {
     }
 
     pub(super) fn arm<S: Storage>(&mut self, ctx: &mut Context<S>, now: Instant) {
+        self.changed = true;
         if self.active && !self.not_ready.is_empty() {
             if !ctx.timers.is_armed(Timer::HandoverPull) {
                 ctx.timers.arm(Timer::HandoverPull, now);
@@ -453,6 +476,7 @@ impl Handover {
     /// Restores the handover state at start: the recorded one if it is for this ring, every range
     /// not ready if it is for another ring, ready everywhere with no record (a fresh member).
     pub(super) fn load<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.changed = true;
         let persisted = match ctx.storage.get(HANDOVER_KEY) {
             Ok(Some(Record::Lww(LwwRecord {
                 value: Some(bytes), ..
@@ -476,6 +500,7 @@ impl Handover {
 
     /// Nothing is known to be held: every range must be pulled (a restart onto another ring).
     pub(super) fn forget_all<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.changed = true;
         self.not_ready = ctx.my_ranges.iter().map(|(r, _)| *r).collect();
         self.previous = None;
         self.durable = false;
@@ -489,6 +514,7 @@ impl Handover {
     /// The node replaces a member's lost disk (see `Node::start_as_replacement`): ready nowhere,
     /// and persisted at once whatever the level.
     pub(super) fn start_as_replacement<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.changed = true;
         self.active = true;
         self.forget_all(ctx);
     }
@@ -510,6 +536,7 @@ impl Handover {
 
     /// The ring changed from `held` to `ctx.ring` (already installed, with `my_ranges`).
     pub(super) fn adopt<S: Storage>(&mut self, ctx: &mut Context<S>, held: Ring) {
+        self.changed = true;
         let epoch = ring_epoch(&ctx.ring);
         if epoch == self.epoch {
             return;
@@ -544,6 +571,7 @@ impl Handover {
         key: &[u8],
         epoch: u64,
     ) -> bool {
+        self.changed = true;
         match self.lin_admit(ctx, epoch, key) {
             Ok(()) => true,
             Err(e) => {
@@ -563,6 +591,7 @@ impl Handover {
         key: &[u8],
         epoch: u64,
     ) -> bool {
+        self.changed = true;
         match self.lin_admit(ctx, epoch, key) {
             Ok(()) => true,
             Err(e) => {
@@ -575,6 +604,7 @@ impl Handover {
     /// A pull round: every answerer that can help with a range not ready gets its current page
     /// request again (idempotent: a lost request or page is simply asked for once more).
     pub(super) fn handle_round<S: Storage>(&mut self, ctx: &mut Context<S>, now: Now) {
+        self.changed = true;
         ctx.timers.disarm(Timer::HandoverPull);
         if !self.active || self.not_ready.is_empty() {
             return;
@@ -728,6 +758,7 @@ impl Handover {
         start: Bytes,
         page: Result<HandoverPage, ReplicaError>,
     ) {
+        self.changed = true;
         if epoch != self.epoch {
             ctx.stats.stale_replies += 1;
             return;
@@ -787,6 +818,7 @@ impl Handover {
 
     /// Ranges whose pull is complete wait for their record to be durable, then count.
     fn promote_pulled<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.changed = true;
         let n = usize::from(ctx.config.cluster.n);
         let current_tokens = sorted_tokens(&ctx.ring);
         let previous_tokens = self.previous.as_ref().map(|p| sorted_tokens(&p.ring));

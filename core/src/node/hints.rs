@@ -53,12 +53,18 @@ pub(super) struct HintStore {
     /// Hints per owner.
     queues: BTreeMap<NodeId, HintQueue>,
     /// Replays awaiting an answer, by their round-trip id.
-    pub(super) replays: BTreeMap<OperationId, Replay>,
+    replays: BTreeMap<OperationId, Replay>,
     /// Replay rounds run by this process.
     round: u64,
     /// The storage keys of the hints carried by `replays` (never replayed twice at once).
     in_flight: InFlightHints,
+    /// Counters (`delivered`, `replayed` and `rehomed`, which the invariants read, change only
+    /// here).
     pub(super) stats: HintStats,
+    /// Whether any input reached this store since [`HintStore::clear_changed`]: each method that
+    /// takes `&mut self` from outside this file sets it, so the node re-checks the invariants
+    /// (a walk of every queued hint) only after an input that could have changed what they read.
+    changed: bool,
 }
 
 /// One hint replay awaiting its target's answer.
@@ -181,6 +187,7 @@ pub fn parse_hint_key(stored: &[u8]) -> Option<(NodeId, Bytes)> {
 impl HintStore {
     /// Reloads the hint queues from storage (at start-up).
     pub(super) fn rebuild<S: Storage>(&mut self, ctx: &mut Context<S>) {
+        self.changed = true;
         self.queues.clear();
         let Ok(batch) = ctx.storage.scan(HINT_PREFIX, usize::MAX >> 1) else {
             return;
@@ -212,6 +219,7 @@ impl HintStore {
         record: &Record,
         then: AfterPersist,
     ) -> Result<Applied, ReplicaError> {
+        self.changed = true;
         if !ctx.ring.contains(owner) {
             // The owner left the ring: nobody will ever take this hint, so refuse it rather than
             // acknowledge a copy that cannot count.
@@ -280,6 +288,7 @@ impl HintStore {
         record: Record,
         owner: NodeId,
     ) {
+        self.changed = true;
         ctx.observe_record(Some(&record));
         let key_digest = key_digest(&key);
         let then = AfterPersist::AckRemote {
@@ -312,6 +321,7 @@ impl HintStore {
         membership: Option<&Membership>,
         now: Now,
     ) {
+        self.changed = true;
         let interval = ctx.config.cluster.hint_replay_interval_ms;
         ctx.timers.arm(
             Timer::HintReplay,
@@ -501,6 +511,7 @@ impl HintStore {
         key_digest: Option<u64>,
         ok: bool,
     ) -> bool {
+        self.changed = true;
         let Some(replay) = self.replays.get(&op) else {
             return false;
         };
@@ -555,6 +566,7 @@ impl HintStore {
     /// be answered, so they are forgotten now and their hints re-homed by the next round (see the
     /// module doc) rather than two rounds later.
     pub(super) fn adopt_ring(&mut self, ring: &Ring) {
+        self.changed = true;
         let gone: Vec<OperationId> = self
             .replays
             .iter()
@@ -580,6 +592,21 @@ impl HintStore {
     /// exactly when one replay carries it, and that hint is still queued for its owner (a hint
     /// is deleted only after its replay is answered); each queue's byte count is the sum of
     /// its entries and holds only its owner's hints.
+    /// The ids of the replays awaiting an answer.
+    pub(super) fn replay_ids(&self) -> impl Iterator<Item = OperationId> + '_ {
+        self.replays.keys().copied()
+    }
+
+    /// Whether an input may have changed the store since [`HintStore::clear_changed`].
+    pub(super) fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// Forgets the inputs so far (the invariants were checked after them).
+    pub(super) fn clear_changed(&mut self) {
+        self.changed = false;
+    }
+
     pub(super) fn check_invariants(&self) {
         let replaying: BTreeSet<&Bytes> = self.replays.values().map(|r| &r.stored).collect();
         assert_eq!(

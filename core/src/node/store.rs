@@ -149,7 +149,7 @@ impl<S: Storage> Context<S> {
         self.scan_index
             .update_at(range, token, key, is_live(record));
         if let Some(range) = range {
-            self.trees.entry_or_default(range).update(key, record);
+            self.trees.update(range, key, record);
         }
         self.tree_rebuild.track(&self.ring, key, record);
     }
@@ -195,9 +195,10 @@ impl<S: Storage> Context<S> {
         }
     }
 
-    /// The tree of `range`, created empty if none (a peer may ask about a range not held yet).
+    /// The tree of `range`, created empty if none (a peer may ask about a range not held yet),
+    /// to read its hashes.
     pub(super) fn tree_mut(&mut self, range: u32) -> &mut RangeTree {
-        self.trees.entry_or_default(range)
+        self.trees.read(range)
     }
 
     /// How a replica merges a record a coordinator wrote to it. TEST ONLY knob

@@ -172,14 +172,14 @@ impl TreeRebuilds {
         let mut shadow = rebuild.shadow;
         let ranges: BTreeSet<u32> = ctx
             .trees
-            .as_map()
-            .keys()
+            .ranges()
+            .iter()
             .chain(shadow.keys())
             .copied()
             .collect();
         let mut mismatched = 0u64;
         for range in ranges {
-            let live = ctx.trees.entry_or_default(range).root();
+            let live = ctx.trees.read(range).root();
             let truth = shadow.entry(range).or_default().root();
             if live != truth {
                 mismatched += 1;

@@ -5,50 +5,121 @@
 //! node, most inputs gossip that touches no tree) was 4–8% of a run in cache misses alone. The
 //! trees note whether they changed since the last check, through the only ways to change them
 //! (the map is private to this file), so the node re-checks only after an input that changed
-//! them or the ring: the check's outcome depends on nothing else.
+//! them or the ring: the check's outcome depends on nothing else. Reading a tree's hashes (which
+//! may create it empty, for a range a peer asked about) is not a change: an empty tree cannot
+//! break the check.
+//!
+//! The trees also keep the list of ranges whose tree holds keys: anti-entropy offers the ones
+//! this node no longer replicates every round, and walking every tree for them (a few hundred per
+//! node, a few holding keys) was a fortieth of a 100-node simulation. A tree's key count only
+//! grows (a write replaces a key's digest, never removes the key), so the list changes only when
+//! a first key lands in a tree and when the trees are dropped or replaced.
 
 use crate::antientropy::RangeTree;
+use crate::version::Record;
+use bytes::Bytes;
 use std::collections::BTreeMap;
 
-/// The trees by range, and whether any changed since [`Trees::clear_changed`].
+/// The trees by range, the ranges whose tree holds keys, and whether any tree changed since
+/// [`Trees::clear_changed`].
+///
+/// Two parallel vectors in range order, not a map: anti-entropy looks up a tree for every range
+/// it compares and every root a peer sends (half a million lookups in a 100-node run), and a
+/// binary search over a node's few hundred range numbers, side by side in memory, costs a third
+/// of a search down a tree of nodes. Trees are added rarely (a range read or written for the
+/// first time since the last ring change), so the shift an insertion costs is paid rarely.
 #[derive(Default)]
 pub(super) struct Trees {
-    by_range: BTreeMap<u32, RangeTree>,
+    /// The ranges that have a tree, ascending.
+    ranges: Vec<u32>,
+    /// `trees[i]` is the tree of `ranges[i]`.
+    trees: Vec<RangeTree>,
+    /// The ranges whose tree holds keys, ascending.
+    held: Vec<u32>,
     changed: bool,
 }
 
 impl Trees {
     /// The tree of `range`, if one is held.
     pub(super) fn get(&self, range: &u32) -> Option<&RangeTree> {
-        self.by_range.get(range)
+        let at = self.ranges.binary_search(range).ok()?;
+        self.trees.get(at)
     }
 
-    /// The tree of `range`, created empty if none, to change.
-    pub(super) fn entry_or_default(&mut self, range: u32) -> &mut RangeTree {
+    /// The position of the tree of `range`, created empty if none.
+    fn position_or_insert(&mut self, range: u32) -> usize {
+        match self.ranges.binary_search(&range) {
+            Ok(at) => at,
+            Err(at) => {
+                self.ranges.insert(at, range);
+                self.trees.insert(at, RangeTree::default());
+                at
+            }
+        }
+    }
+
+    /// Records in the tree of `range` (created if none) that `key` now holds `record`.
+    pub(super) fn update(&mut self, range: u32, key: &Bytes, record: &Record) {
         self.changed = true;
-        self.by_range.entry(range).or_default()
+        let at = self.position_or_insert(range);
+        let tree = &mut self.trees[at];
+        let was_empty = tree.is_empty();
+        tree.update(key, record);
+        if was_empty && !tree.is_empty() {
+            if let Err(at) = self.held.binary_search(&range) {
+                self.held.insert(at, range);
+            }
+        }
+    }
+
+    /// The tree of `range`, created empty if none, to read its hashes (computed lazily, hence
+    /// `mut`). Not a change (see the module doc); writes go through [`Trees::update`].
+    pub(super) fn read(&mut self, range: u32) -> &mut RangeTree {
+        let at = self.position_or_insert(range);
+        &mut self.trees[at]
     }
 
     /// Drops every tree.
     pub(super) fn clear(&mut self) {
         self.changed = true;
-        self.by_range.clear();
+        self.ranges.clear();
+        self.trees.clear();
+        self.held.clear();
     }
 
     /// Replaces every tree (a finished rebuild's shadow).
     pub(super) fn replace(&mut self, by_range: BTreeMap<u32, RangeTree>) {
         self.changed = true;
-        self.by_range = by_range;
+        self.held = by_range
+            .iter()
+            .filter(|(_, tree)| !tree.is_empty())
+            .map(|(&range, _)| range)
+            .collect();
+        (self.ranges, self.trees) = by_range.into_iter().unzip();
     }
 
-    /// The trees in range order.
-    pub(super) fn as_map(&self) -> &BTreeMap<u32, RangeTree> {
-        &self.by_range
+    /// The ranges whose tree holds keys, ascending.
+    pub(super) fn held(&self) -> &[u32] {
+        &self.held
+    }
+
+    /// The ranges that have a tree, ascending.
+    pub(super) fn ranges(&self) -> &[u32] {
+        &self.ranges
+    }
+
+    /// The trees of ranges `first` and above, in range order.
+    pub(super) fn starting_at(&self, first: u32) -> impl Iterator<Item = (u32, &RangeTree)> {
+        let at = self.ranges.partition_point(|&range| range < first);
+        self.ranges[at..]
+            .iter()
+            .copied()
+            .zip(self.trees[at..].iter())
     }
 
     /// Number of trees held.
     pub(super) fn len(&self) -> usize {
-        self.by_range.len()
+        self.ranges.len()
     }
 
     /// Whether any tree was created, changed or dropped since [`Trees::clear_changed`].
