@@ -11,7 +11,8 @@
 //!   flushed (WiscKey, deferred), in large sequential appends; the tree keeps pointers. With
 //!   `wal_preallocate_bytes`, the WAL appends zeros ahead of its records and writes over them,
 //!   so that most fsyncs change no file size (`wal.rs`, "Preallocation"; format 5).
-//! * **Tree:** a `BTreeMap` memtable flushed to immutable SSTables (checksummed LZ4 blocks, block
+//! * **Tree:** a `BTreeMap` memtable (with an in-memory filter of its keys, so a read of a key it
+//!   lacks skips the tree search) flushed to immutable SSTables (checksummed LZ4 blocks, block
 //!   index, our own bloom filter, versioned footer: `FORMAT.md`), leveled compaction run in
 //!   bounded steps, tombstones dropped at the last level after `tombstone_grace_ms`.
 //! * **Crash consistency:** manifest replaced atomically (temp, fsync, rename, fsync dir); torn
