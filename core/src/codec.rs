@@ -205,56 +205,11 @@ mod tests {
         }
     }
 
-    /// Gossip messages of every shape, with varints at their boundaries.
+    /// Gossip messages of every shape, with varints at their boundaries: the hand-written
+    /// path's samples (`frequent`), and the address table it leaves to serde.
     fn gossip_samples() -> Vec<Message> {
-        use crate::membership::{GossipEntry, GossipMessage, Liveness, RingLog, RingVersion};
-        let edges = [0u64, 1, 250, 251, 65_536, u64::from(u32::MAX) + 1, u64::MAX];
-        let updates = |count: usize| -> Vec<GossipEntry> {
-            (0..count)
-                .map(|i| GossipEntry {
-                    node: NodeId(u32::try_from(edges[i % 5]).unwrap_or(u32::MAX)),
-                    incarnation: edges[(i + 3) % edges.len()],
-                    liveness: [Liveness::Alive, Liveness::Suspect, Liveness::Down][i % 3],
-                })
-                .collect()
-        };
-        let mut samples = Vec::new();
-        for (count, version) in [(0, 0), (1, 251), (8, u64::MAX)] {
-            let ring_version = RingVersion {
-                changes: version,
-                fingerprint: version.rotate_left(17),
-            };
-            let probe = version ^ 7;
-            samples.push(Message::Gossip(GossipMessage::Ping {
-                probe,
-                ring_version,
-                updates: updates(count),
-            }));
-            samples.push(Message::Gossip(GossipMessage::Ack {
-                probe,
-                ring_version,
-                updates: updates(count),
-            }));
-            samples.push(Message::Gossip(GossipMessage::PingReq {
-                probe,
-                target: NodeId(3),
-                ring_version,
-                updates: updates(count),
-            }));
-            samples.push(Message::Gossip(GossipMessage::Gossip {
-                ring_version,
-                updates: updates(count),
-            }));
-            samples.push(Message::Gossip(GossipMessage::State {
-                entries: updates(count * 40),
-                ring_version,
-                ring: (count > 0).then(|| RingLog {
-                    vnodes_per_node: 64,
-                    changes: Vec::new(),
-                }),
-                reply_wanted: count % 2 == 0,
-            }));
-        }
+        use crate::membership::GossipMessage;
+        let mut samples = super::frequent::tests::samples();
         samples.push(Message::Gossip(GossipMessage::Addresses {
             entries: Vec::new(),
             answer_wanted: true,

@@ -323,6 +323,16 @@ mod tests {
         MemEntry::Inline(b(s))
     }
 
+    fn every_key_found(mem: &MemTable) {
+        for i in 0..5_000 {
+            assert_eq!(
+                mem.get(format!("key:{i:012}").as_bytes()),
+                Some(&inline("v")),
+                "{i}"
+            );
+        }
+    }
+
     #[test]
     fn the_key_filter_keeps_every_key_through_growth_freeze_and_thaw_and_turns_most_others_away() {
         let mut mem = MemTable::default();
@@ -333,13 +343,7 @@ mod tests {
             }
         }
         mem.check_invariants();
-        for i in 0..5_000 {
-            assert_eq!(
-                mem.get(format!("key:{i:012}").as_bytes()),
-                Some(&inline("v")),
-                "{i}"
-            );
-        }
+        every_key_found(&mem);
         // Absent keys: the filter answers for both tables; a few pass (false positives) and
         // then miss in the tree.
         let passed = (5_000..25_000)
@@ -355,13 +359,7 @@ mod tests {
         );
         mem.thaw();
         mem.check_invariants();
-        for i in 0..5_000 {
-            assert_eq!(
-                mem.get(format!("key:{i:012}").as_bytes()),
-                Some(&inline("v")),
-                "{i}"
-            );
-        }
+        every_key_found(&mem);
         // An empty table holds nothing.
         assert_eq!(MemTable::default().get(b"key"), None);
     }

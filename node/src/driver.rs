@@ -296,13 +296,11 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                     // now, and reading both clocks per input was 2% of a GET's instructions
                     // (issue #15). A batch is bounded (INPUT_BATCH_MAX), so the reading stays
                     // within a batch's duration of the truth.
-                    let now = self.read_clock();
-                    self.handle(now, input);
+                    self.read_clock();
+                    self.handle(input);
                     for _ in 1..INPUT_BATCH_MAX {
                         match self.inputs.try_recv() {
-                            // The latest reading: a drain between inputs may have read the
-                            // clock since, and the node's time never goes back.
-                            Ok(input) => self.handle(self.clock_read, input),
+                            Ok(input) => self.handle(input),
                             Err(_) => break,
                         }
                     }
@@ -365,7 +363,10 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         self.clock_read
     }
 
-    fn handle(&mut self, now: ringkv_core::Now, input: Input) {
+    /// Feeds `input` to the node at the latest clock reading: the batch's, or a later one a
+    /// drain between inputs took (the node's time never goes back).
+    fn handle(&mut self, input: Input) {
+        let now = self.clock_read;
         match input {
             Input::Client { body, reply } => {
                 let id = self.next_request;

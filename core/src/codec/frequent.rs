@@ -234,12 +234,10 @@ fn liveness_variant(liveness: Liveness) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Every shape this module handles, with varints at their boundaries, and a few it leaves to
-    /// serde.
     /// Varints at their boundaries.
     const EDGES: [u64; 9] = [
         0,
@@ -267,7 +265,9 @@ mod tests {
             .collect()
     }
 
-    fn samples() -> Vec<Message> {
+    /// Every shape this module handles, with varints at their boundaries, and a few it leaves to
+    /// serde (the codec's round-trip test uses them too).
+    pub(in crate::codec) fn samples() -> Vec<Message> {
         let edges = EDGES;
         let mut samples = Vec::new();
         for (i, &edge) in edges.iter().enumerate() {

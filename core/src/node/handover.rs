@@ -197,7 +197,6 @@ impl Handover {
         self.vouched_before.clear();
     }
 
-    /// Internal consistency; panics only on a bug.
     /// Whether the state may have changed since [`Handover::clear_changed`].
     pub(super) fn changed(&self) -> bool {
         self.changed

@@ -588,10 +588,6 @@ impl HintStore {
             .collect()
     }
 
-    /// Internal consistency; panics only on a bug in this crate. Paired: a hint is in flight
-    /// exactly when one replay carries it, and that hint is still queued for its owner (a hint
-    /// is deleted only after its replay is answered); each queue's byte count is the sum of
-    /// its entries and holds only its owner's hints.
     /// The ids of the replays awaiting an answer.
     pub(super) fn replay_ids(&self) -> impl Iterator<Item = OperationId> + '_ {
         self.replays.keys().copied()
@@ -607,6 +603,10 @@ impl HintStore {
         self.changed = false;
     }
 
+    /// Internal consistency; panics only on a bug in this crate. Paired: a hint is in flight
+    /// exactly when one replay carries it, and that hint is still queued for its owner (a hint
+    /// is deleted only after its replay is answered); each queue's byte count is the sum of
+    /// its entries and holds only its owner's hints.
     pub(super) fn check_invariants(&self) {
         let replaying: BTreeSet<&Bytes> = self.replays.values().map(|r| &r.stored).collect();
         assert_eq!(
