@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::commands_scan;
 use crate::config::Settings;
-use crate::driver::Input;
+use crate::driver::{InlineRequests, Input};
 use crate::metrics::{Level, Metrics, Operation, Outcome};
 use crate::resp::{CommandParser, Reply, RequestLimits};
 use crate::transaction::TransactionRefusal;
@@ -58,6 +58,8 @@ pub struct ClientShared {
     next_connection: AtomicU64,
     /// Membership as the driver last published it, for `KV.RING` (none in tests without one).
     membership_view: Option<watch::Receiver<Arc<MembershipView>>>,
+    /// Where requests go to the node on the connection's own task (`None`: through `inputs`).
+    inline: Option<Arc<dyn InlineRequests>>,
 }
 
 impl ClientShared {
@@ -77,7 +79,15 @@ impl ClientShared {
             clock,
             next_connection: AtomicU64::new(1),
             membership_view: None,
+            inline: None,
         }
+    }
+
+    /// Hands requests to the node on the connection's own task through `inline` (the driver's
+    /// [`crate::driver::Driver::inline_requests`]) instead of the input queue.
+    pub fn with_inline_requests(mut self, inline: Arc<dyn InlineRequests>) -> Self {
+        self.inline = Some(inline);
+        self
     }
 
     /// Serves `KV.RING` from the membership snapshots published on `view`.
@@ -459,8 +469,8 @@ const PIPELINE_KEYS_MAX: usize = 256;
 
 /// Commands of a pipeline that are in flight together: consecutive data commands on distinct
 /// keys ([`Command::pipelined_keys`]). They are submitted to the driver one after another
-/// without waiting, so it handles them as one batch (their writes share one fsync), and their
-/// replies are written in command order. A command that touches one of their keys, or that is
+/// without waiting, so their writes share one fsync (the driver's run loop begins it after they
+/// are all handed over), and their replies are written in command order. A command that touches one of their keys, or that is
 /// not a data command, waits until all of them have answered: what a client sees is what
 /// running the commands one by one would show.
 #[derive(Default)]
@@ -1115,14 +1125,17 @@ impl Session<'_> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
         let gone = || Reply::err("the node is shutting down");
-        self.shared
-            .inputs
-            .send(Input::Client {
-                body,
-                reply: reply_tx,
-            })
-            .await
-            .map_err(|_| gone())?;
+        let queued = match &self.shared.inline {
+            Some(inline) => inline.submit(body, reply_tx),
+            None => Err((body, reply_tx)),
+        };
+        if let Err((body, reply)) = queued {
+            self.shared
+                .inputs
+                .send(Input::Client { body, reply })
+                .await
+                .map_err(|_| gone())?;
+        }
         let reply = reply_rx.await.map_err(|_| gone())?;
         let (outcome, acks) = match &reply {
             ClientReply::Found { acks, .. }

@@ -51,13 +51,13 @@ impl FsyncWork for FlushFsync {
 /// runs flush jobs' fsyncs, which take tens of milliseconds and must not delay a commit.
 pub struct Fsyncer<W: FsyncWork = SyncTicket> {
     tickets: Option<std_mpsc::Sender<W>>,
-    results: mpsc::UnboundedReceiver<(u64, Result<(), FsError>)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl<W: FsyncWork> Fsyncer<W> {
-    /// Starts the thread, named `name`.
-    pub fn start(name: &str) -> std::io::Result<Fsyncer<W>> {
+    /// Starts the thread, named `name`; its results come back on the [`FsyncResults`], which
+    /// the driver's run loop awaits while the submitting side sits with the engine it serves.
+    pub fn start(name: &str) -> std::io::Result<(Fsyncer<W>, FsyncResults)> {
         let (tickets, inbox) = std_mpsc::channel::<W>();
         let (outbox, results) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
@@ -69,11 +69,11 @@ impl<W: FsyncWork> Fsyncer<W> {
                     }
                 }
             })?;
-        Ok(Fsyncer {
+        let fsyncer = Fsyncer {
             tickets: Some(tickets),
-            results,
             thread: Some(thread),
-        })
+        };
+        Ok((fsyncer, FsyncResults(results)))
     }
 
     /// Hands `ticket` to the thread; gives it back if the thread is gone (the caller then runs
@@ -84,11 +84,16 @@ impl<W: FsyncWork> Fsyncer<W> {
             None => Err(ticket),
         }
     }
+}
 
+/// The results of an [`Fsyncer`]'s fsyncs, in submission order.
+pub struct FsyncResults(mpsc::UnboundedReceiver<(u64, Result<(), FsError>)>);
+
+impl FsyncResults {
     /// The result of the oldest fsync submitted and not yet reported, with its tag; `None` if
     /// the thread is gone.
     pub async fn completed(&mut self) -> Option<(u64, Result<(), FsError>)> {
-        self.results.recv().await
+        self.0.recv().await
     }
 }
 

@@ -183,19 +183,18 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     }
 
     let request_timeout = settings.cluster.request_timeout();
-    let driver = crate::spawn(
-        Driver::new(
-            node,
-            clock,
-            inputs_rx,
-            queues,
-            Arc::clone(&metrics),
-            request_timeout,
-            settings.storage.clone(),
-        )
-        .with_membership_view(view_tx, replicas_per_key)
-        .run(),
-    );
+    let driver = Driver::new(
+        node,
+        clock,
+        inputs_rx,
+        queues,
+        Arc::clone(&metrics),
+        request_timeout,
+        settings.storage.clone(),
+    )
+    .with_membership_view(view_tx, replicas_per_key);
+    let inline_requests = driver.inline_requests();
+    let driver = crate::spawn(driver.run());
 
     let mut peer_addr = None;
     if let (Some(listener), Some(auth)) = (peer_listener, &auth) {
@@ -240,7 +239,8 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             client_addr,
             clock,
         )
-        .with_membership_view(ring_view),
+        .with_membership_view(ring_view)
+        .with_inline_requests(inline_requests),
     );
     let clients = crate::spawn(clients::serve(
         client_listener,

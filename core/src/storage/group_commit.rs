@@ -158,6 +158,12 @@ impl GroupCommit {
         self.waiting.is_none() && self.syncing.is_none()
     }
 
+    /// A token waits for a sync and none is in flight: [`GroupCommit::poll_sync`] would begin
+    /// one (a driver that defers its syncs checks this to know it owes one).
+    pub fn is_sync_due(&self) -> bool {
+        self.waiting.is_some() && self.syncing.is_none() && !self.failed
+    }
+
     /// A sync is in flight.
     pub fn is_syncing(&self) -> bool {
         self.syncing.is_some()
@@ -212,6 +218,28 @@ mod tests {
         assert_eq!(g.poll_sync(), None, "one sync at a time");
         assert_eq!(g.handle_sync_completed(), Some(t(3)));
         assert!(g.is_idle());
+        assert_eq!(g.poll_sync(), None);
+    }
+
+    /// `is_sync_due` says exactly when `poll_sync` would begin a sync (a driver that defers its
+    /// syncs relies on it to know it owes one).
+    #[test]
+    fn a_sync_is_due_exactly_when_poll_sync_would_begin_one() {
+        let mut g = GroupCommit::new();
+        assert!(!g.is_sync_due(), "nothing requested");
+        g.handle_persist_request(t(1));
+        assert!(g.is_sync_due());
+        assert_eq!(g.poll_sync(), Some(t(1)));
+        assert!(!g.is_sync_due(), "one in flight");
+        g.handle_persist_request(t(2));
+        assert!(!g.is_sync_due(), "waits for the one in flight");
+        assert_eq!(g.handle_sync_completed(), Some(t(1)));
+        assert!(g.is_sync_due(), "the waiting token is owed the next sync");
+        assert_eq!(g.poll_sync(), Some(t(2)));
+        g.handle_persist_request(t(3));
+        assert_eq!(g.handle_sync_failed(), Some(t(3)));
+        g.handle_persist_request(t(4));
+        assert!(!g.is_sync_due(), "never after a failure");
         assert_eq!(g.poll_sync(), None);
     }
 
