@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::commands_scan;
 use crate::config::Settings;
-use crate::driver::{InlineRequests, Input};
+use crate::driver::{InlineRequests, Input, Submitted};
 use crate::metrics::{Level, Metrics, Operation, Outcome};
 use crate::resp::{CommandParser, Reply, RequestLimits};
 use crate::transaction::TransactionRefusal;
@@ -1122,21 +1122,25 @@ impl Session<'_> {
                 (Operation::Put, Some(ringkv_core::Consistency::Linearizable))
             }
         };
-        let (reply_tx, reply_rx) = oneshot::channel();
         let stopwatch = Clock::stopwatch();
         let gone = || Reply::err("the node is shutting down");
-        let queued = match &self.shared.inline {
-            Some(inline) => inline.submit(body, reply_tx),
-            None => Err((body, reply_tx)),
+        let submitted = match &self.shared.inline {
+            Some(inline) => inline.submit(body),
+            None => Err(body),
         };
-        if let Err((body, reply)) = queued {
-            self.shared
-                .inputs
-                .send(Input::Client { body, reply })
-                .await
-                .map_err(|_| gone())?;
-        }
-        let reply = reply_rx.await.map_err(|_| gone())?;
+        let reply = match submitted {
+            Ok(Submitted::Answered(reply)) => reply,
+            Ok(Submitted::Pending(reply)) => reply.await.map_err(|_| gone())?,
+            Err(body) => {
+                let (reply, replied) = oneshot::channel();
+                self.shared
+                    .inputs
+                    .send(Input::Client { body, reply })
+                    .await
+                    .map_err(|_| gone())?;
+                replied.await.map_err(|_| gone())?
+            }
+        };
         let (outcome, acks) = match &reply {
             ClientReply::Found { acks, .. }
             | ClientReply::Written { acks, .. }

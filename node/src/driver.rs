@@ -150,8 +150,10 @@ struct DriverState<F: FileSystem> {
     /// Each client request's reply channel, by the request id the driver gave it. Hashed by
     /// core's id hasher: std's SipHash, which resists keys chosen to collide (these are a
     /// counter), cost about 2% of a GET's instructions to insert and remove (issue #15).
-    waiting: HashMap<u64, oneshot::Sender<ClientReply>, IdHashing>,
+    waiting: HashMap<u64, Waiter, IdHashing>,
     next_request: u64,
+    /// The reply to the inline request being handled, if the node answered it within the call.
+    answered_inline: Option<(u64, ClientReply)>,
     /// Persist tokens requested and the sync that answers them.
     group_commit: GroupCommit,
     /// Where detached WAL fsyncs run (`None` if its thread could not start: fsyncs run here).
@@ -192,6 +194,23 @@ struct DriverState<F: FileSystem> {
     gauges_stale: bool,
     /// What the run loop waits for as it last armed its wait ([`DriverState::waits`]).
     armed: Waits,
+}
+
+/// Where a client request's reply goes.
+enum Waiter {
+    /// Its channel.
+    Channel(oneshot::Sender<ClientReply>),
+    /// The inline request being handled: [`DriverState::answered_inline`] while it is handled,
+    /// a channel made for it if the node did not answer it at once.
+    Inline,
+}
+
+/// What an inline request became.
+pub enum Submitted {
+    /// The node answered within the call (a read of local data).
+    Answered(ClientReply),
+    /// The reply comes later (a write waiting for its fsync, a read of remote replicas).
+    Pending(oneshot::Receiver<ClientReply>),
 }
 
 /// What the run loop's wait depends on: when any of it changes under an inline request, the
@@ -240,38 +259,30 @@ const GAUGE_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// Why: through the input queue a request cost a queue send, a wake-up and a poll of the driver
 /// task, and a wake-up and a poll of the connection again for the reply, about a fifth of a
 /// GET's instructions (callgrind, `redis-benchmark -c 50`). Inline, a request the node answers
-/// at once (a read of local data) has its reply before the call returns. Everything else is as
+/// at once (a read of local data) has its reply before the call returns, with no reply channel
+/// made for it. Everything else is as
 /// through the queue: the same `handle`, the same drain, the same group commit (a write's reply
 /// still waits for the fsync that covers it; a sync begun here is awaited by the run loop,
 /// which an inline request wakes whenever it changed what the loop waits for).
 pub trait InlineRequests: Send + Sync {
-    /// Hands `body` to the node now; its reply goes to `reply` (at once if the node answered
-    /// at once). Gives both back if the driver has stopped: the caller then uses the input
-    /// queue, which answers that the node is shutting down.
-    fn submit(
-        &self,
-        body: ClientRequest,
-        reply: oneshot::Sender<ClientReply>,
-    ) -> Result<(), (ClientRequest, oneshot::Sender<ClientReply>)>;
+    /// Hands `body` to the node now. Gives it back if the driver has stopped: the caller then
+    /// uses the input queue, which answers that the node is shutting down.
+    fn submit(&self, body: ClientRequest) -> Result<Submitted, ClientRequest>;
 }
 
 impl<F: FileSystem + SnapshotFs + Send + 'static> InlineRequests for DriverShared<F> {
-    fn submit(
-        &self,
-        body: ClientRequest,
-        reply: oneshot::Sender<ClientReply>,
-    ) -> Result<(), (ClientRequest, oneshot::Sender<ClientReply>)> {
+    fn submit(&self, body: ClientRequest) -> Result<Submitted, ClientRequest> {
         let Ok(mut guard) = self.state.lock() else {
             // A panic on another task left the node half-changed: nothing more runs on it (the
             // run loop stops on the same poisoned lock).
-            return Err((body, reply));
+            return Err(body);
         };
         let Some(state) = guard.as_mut() else {
-            return Err((body, reply));
+            return Err(body);
         };
         // Timed as a batch of one from the reading the node gets: one more clock read.
         let started = Duration::from_nanos(state.read_clock().monotonic.as_nanos());
-        state.handle(Input::Client { body, reply });
+        let submitted = state.handle_inline(body);
         state.after_inline_request();
         let elapsed = state.clock.uptime().saturating_sub(started);
         state.metrics.driver_batch_duration.record(elapsed);
@@ -282,7 +293,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> InlineRequests for DriverShare
         if changed {
             self.attention.notify_one();
         }
-        Ok(())
+        Ok(submitted)
     }
 }
 
@@ -338,6 +349,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
             metrics,
             waiting: HashMap::default(),
             next_request: 1,
+            answered_inline: None,
             group_commit: GroupCommit::new(),
             fsyncer,
             sync_in_flight: None,
@@ -565,6 +577,33 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
         self.clock_read
     }
 
+    /// Feeds a client request handed over inline to the node at the latest clock reading, and
+    /// drains: its reply if the node answered at once, else a channel for it.
+    fn handle_inline(&mut self, body: ClientRequest) -> Submitted {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.waiting.insert(id, Waiter::Inline);
+        self.node
+            .handle_client(self.clock_read, RequestId(id), body);
+        self.drain();
+        match self.answered_inline.take() {
+            Some((answered, reply)) if answered == id => Submitted::Answered(reply),
+            other => {
+                debug_assert!(
+                    other.is_none(),
+                    "an answer to an earlier inline request kept"
+                );
+                let (sender, receiver) = oneshot::channel();
+                if let Some(waiter) = self.waiting.get_mut(&id) {
+                    *waiter = Waiter::Channel(sender);
+                }
+                // Else the node forgot the request without an answer (never, by its contract):
+                // the dropped sender tells the caller the node is gone, never a hang.
+                Submitted::Pending(receiver)
+            }
+        }
+    }
+
     /// Feeds `input` to the node at the latest clock reading: the batch's, or a later one a
     /// drain between inputs took (the node's time never goes back).
     fn handle(&mut self, input: Input) {
@@ -573,7 +612,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
             Input::Client { body, reply } => {
                 let id = self.next_request;
                 self.next_request += 1;
-                self.waiting.insert(id, reply);
+                self.waiting.insert(id, Waiter::Channel(reply));
                 self.node.handle_client(now, RequestId(id), body);
             }
             Input::Peer { from, message } => {
@@ -663,9 +702,13 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
                 Output::Send { to, message } => self.send(to, message),
                 Output::Persist { token } => self.group_commit.handle_persist_request(token),
                 Output::Reply { request, reply } => {
-                    if let Some(waiter) = self.waiting.remove(&request.0) {
+                    match self.waiting.remove(&request.0) {
                         // The client may have gone; its reply is then simply dropped.
-                        let _ = waiter.send(reply);
+                        Some(Waiter::Channel(waiter)) => {
+                            let _ = waiter.send(reply);
+                        }
+                        Some(Waiter::Inline) => self.answered_inline = Some((request.0, reply)),
+                        None => {}
                     }
                 }
                 Output::Event(event) => match event {
@@ -1160,8 +1203,9 @@ mod tests {
             };
 
             // The loop has not run yet: the put waits for it, and it has been told.
-            let (reply, mut written) = oneshot::channel();
-            assert!(inline.submit(put("k"), reply).is_ok(), "the driver runs");
+            let Ok(Submitted::Pending(mut written)) = inline.submit(put("k")) else {
+                panic!("a put is acknowledged only after its fsync");
+            };
             assert!(written.try_recv().is_err(), "acknowledged before any sync");
             assert!(woken(), "the put told the run loop a sync is due");
             let driver = crate::spawn(driver.run());
@@ -1169,24 +1213,23 @@ mod tests {
             assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
 
             // A read of local data: answered inside the call.
-            let (reply, mut found) = oneshot::channel();
             let get = ClientRequest::Get {
                 key: Bytes::from_static(b"k"),
                 consistency: None,
             };
-            assert!(inline.submit(get, reply).is_ok(), "the driver runs");
-            match found.try_recv() {
-                Ok(ClientReply::Found { values, .. }) => {
+            match inline.submit(get) {
+                Ok(Submitted::Answered(ClientReply::Found { values, .. })) => {
                     assert_eq!(values, vec![Bytes::from_static(b"value")])
                 }
-                other => panic!("not answered at once with the value: {other:?}"),
+                Ok(Submitted::Answered(other)) => panic!("not the value: {other:?}"),
+                Ok(Submitted::Pending(_)) => panic!("a local read not answered at once"),
+                Err(_) => panic!("the driver runs"),
             }
 
             inputs.send(Input::Shutdown).await.expect("shutdown");
             let _ = driver.await;
-            let (reply, _never) = oneshot::channel();
             assert!(
-                inline.submit(put("late"), reply).is_err(),
+                inline.submit(put("late")).is_err(),
                 "a stopped driver hands requests back"
             );
         });
