@@ -15,7 +15,7 @@
 //! everything below the handshake is generic over `AsyncRead`/`AsyncWrite`.
 
 use crate::admin::MembershipView;
-use crate::clock::Clock;
+use crate::clock::{Clock, Stopwatch};
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::commands_scan;
 use crate::config::Settings;
@@ -511,22 +511,88 @@ impl Pipeline {
             // Awaited in place: no boxed future for the unpipelined case.
             1 => {
                 if let Some(command) = self.commands.pop() {
-                    let reply = session.execute_shared(command).await;
+                    let reply = match session.start_data(command) {
+                        Progress::Done(reply) => reply,
+                        waiting => session.finish_data(waiting).await,
+                    };
                     reply.encode(session.protocol, output);
                 }
             }
             _ => {
-                let running: Vec<_> = self
-                    .commands
-                    .drain(..)
-                    .map(|command| Box::pin(session.execute_shared(command)))
-                    .collect();
-                for reply in join_in_order(running).await {
+                // Each is handed to the node in command order; only those still waiting for a
+                // reply become futures, run together.
+                let mut replies = Vec::with_capacity(self.commands.len());
+                let mut waiting = Vec::new();
+                for (at, command) in self.commands.drain(..).enumerate() {
+                    match session.start_data(command) {
+                        Progress::Done(reply) => replies.push(Some(reply)),
+                        progress => {
+                            replies.push(None);
+                            waiting.push((at, Box::pin(session.finish_data(progress))));
+                        }
+                    }
+                }
+                let (at, running): (Vec<usize>, Vec<_>) = waiting.into_iter().unzip();
+                for (at, reply) in at.into_iter().zip(join_in_order(running).await) {
+                    replies[at] = Some(reply);
+                }
+                for reply in replies.into_iter().flatten() {
                     reply.encode(session.protocol, output);
                 }
             }
         }
     }
+}
+
+/// A data command run as far as it goes without waiting ([`Session::start_data`]).
+enum Progress {
+    /// Its reply.
+    Done(Reply),
+    /// Waiting for the reply to one of its requests.
+    Waiting(Box<Continuation>),
+}
+
+/// A data command waiting for the reply to its request.
+struct Continuation {
+    machine: CommandMachine,
+    render: Render,
+    requested: Requested,
+}
+
+/// How a data command's reply is rendered from its machine's result.
+#[derive(Clone, Copy)]
+enum Render {
+    /// As [`command_result`] renders it.
+    AsIs,
+    /// `TYPE`: its `EXISTS` count as the key's type.
+    Type,
+}
+
+impl Render {
+    fn reply(self, reply: Reply) -> Reply {
+        match (self, reply) {
+            (Render::Type, Reply::Integer(1)) => Reply::Simple("string".into()),
+            (Render::Type, Reply::Integer(_)) => Reply::Simple("none".into()),
+            (_, reply) => reply,
+        }
+    }
+}
+
+/// A request handed to the node ([`Session::begin_request`]).
+enum Requested {
+    /// Answered at once (already counted in the metrics).
+    Answered(ClientReply),
+    /// Its reply comes on this channel.
+    Pending(oneshot::Receiver<ClientReply>, RequestTiming),
+    /// Not handed over (no inline path, or the driver stopped): it goes to the input queue.
+    Queue(ClientRequest, RequestTiming),
+}
+
+/// What a request's metrics need when its reply comes.
+struct RequestTiming {
+    operation: Operation,
+    level: Level,
+    stopwatch: Stopwatch,
 }
 
 /// Runs `futures` together; their outputs in the order given. Each is polled in turn on every
@@ -1002,61 +1068,105 @@ impl Session<'_> {
     /// Runs a data command that only reads the session: the commands of a pipeline that touch
     /// different keys run this side by side ([`Command::pipelined_keys`]).
     async fn execute_shared(&self, command: Command) -> Reply {
-        match command {
-            Command::Get(key) => self.run_command(CoreCommand::Get { key }).await,
+        self.finish_data(self.start_data(command)).await
+    }
+
+    /// Starts a data command and runs it as far as the node answers at once: a read of local
+    /// data ends here, with no future made for it (issue #15: a GET's layers of futures, each
+    /// moving the command into the next, were about a tenth of its instructions).
+    fn start_data(&self, command: Command) -> Progress {
+        let (command, render) = match command {
+            Command::Get(key) => (CoreCommand::Get { key }, Render::AsIs),
             Command::Set(key, value) => {
                 let options = ringkv_core::command::SetOptions::default();
-                self.run_command(CoreCommand::Set {
+                let set = CoreCommand::Set {
                     key,
                     value,
                     options,
-                })
-                .await
+                };
+                (set, Render::AsIs)
             }
-            Command::Del(keys) => self.run_command(CoreCommand::Del { keys }).await,
-            Command::Exists(keys) => self.run_command(CoreCommand::Exists { keys }).await,
-            Command::MGet(keys) => self.run_command(CoreCommand::MGet { keys }).await,
-            Command::MSet(pairs) => self.run_command(CoreCommand::MSet { pairs }).await,
+            Command::Del(keys) => (CoreCommand::Del { keys }, Render::AsIs),
+            Command::Exists(keys) => (CoreCommand::Exists { keys }, Render::AsIs),
+            Command::MGet(keys) => (CoreCommand::MGet { keys }, Render::AsIs),
+            Command::MSet(pairs) => (CoreCommand::MSet { pairs }, Render::AsIs),
             // Plain values and counters are both Redis strings.
-            Command::Type(key) => match self
-                .run_command(CoreCommand::Exists { keys: vec![key] })
-                .await
-            {
-                Reply::Integer(1) => Reply::Simple("string".into()),
-                Reply::Integer(_) => Reply::Simple("none".into()),
-                other => other,
-            },
-            Command::KvGet { key, level } => {
-                self.run_command(CoreCommand::KvGet { key, level }).await
-            }
+            Command::Type(key) => (CoreCommand::Exists { keys: vec![key] }, Render::Type),
+            Command::KvGet { key, level } => (CoreCommand::KvGet { key, level }, Render::AsIs),
             Command::KvPut {
                 key,
                 value,
                 level,
                 context,
             } => {
-                self.run_command(CoreCommand::KvPut {
+                let put = CoreCommand::KvPut {
                     key,
                     value,
                     level,
                     context,
-                })
-                .await
+                };
+                (put, Render::AsIs)
             }
             Command::KvDel {
                 key,
                 level,
                 context,
             } => {
-                self.run_command(CoreCommand::KvDel {
+                let delete = CoreCommand::KvDel {
                     key,
                     level,
                     context,
-                })
-                .await
+                };
+                (delete, Render::AsIs)
             }
             // `execute` sends only the commands above here.
-            _ => Reply::err("internal error: not a data command"),
+            _ => return Progress::Done(Reply::err("internal error: not a data command")),
+        };
+        let machine = CommandMachine::new(command, self.shared.settings.cluster.conflict);
+        self.advance(machine, render)
+    }
+
+    /// Feeds `machine` its requests while the node answers them at once.
+    fn advance(&self, mut machine: CommandMachine, render: Render) -> Progress {
+        loop {
+            if let Some(result) = machine.poll_result() {
+                return Progress::Done(render.reply(command_result(result)));
+            }
+            let Some(body) = machine.poll_request() else {
+                // Unreachable by the machine's contract (a command not over has a request
+                // ready after each reply); answered, never a panic.
+                return Progress::Done(Reply::err("internal error: the command stalled"));
+            };
+            match self.begin_request(body) {
+                Requested::Answered(reply) => machine.handle_reply(reply),
+                requested => {
+                    return Progress::Waiting(Box::new(Continuation {
+                        machine,
+                        render,
+                        requested,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Runs a data command [`Session::start_data`] started to its reply.
+    async fn finish_data(&self, mut progress: Progress) -> Reply {
+        loop {
+            let continuation = match progress {
+                Progress::Done(reply) => return reply,
+                Progress::Waiting(continuation) => continuation,
+            };
+            let Continuation {
+                mut machine,
+                render,
+                requested,
+            } = *continuation;
+            match self.finish_request(requested).await {
+                Ok(reply) => machine.handle_reply(reply),
+                Err(reply) => return reply,
+            }
+            progress = self.advance(machine, render);
         }
     }
 
@@ -1107,6 +1217,15 @@ impl Session<'_> {
 
     /// Sends one request to the driver and waits for its reply.
     async fn request(&self, body: ClientRequest) -> Result<ClientReply, Reply> {
+        match self.begin_request(body) {
+            Requested::Answered(reply) => Ok(reply),
+            waiting => self.finish_request(waiting).await,
+        }
+    }
+
+    /// Hands one request to the node, without waiting: its reply if the node answered at once
+    /// (recorded in the metrics), else what to wait on.
+    fn begin_request(&self, body: ClientRequest) -> Requested {
         let (operation, level) = match &body {
             ClientRequest::Get { consistency, .. }
             | ClientRequest::GetExpiring { consistency, .. } => (Operation::Get, *consistency),
@@ -1122,26 +1241,48 @@ impl Session<'_> {
                 (Operation::Put, Some(ringkv_core::Consistency::Linearizable))
             }
         };
-        let stopwatch = Clock::stopwatch();
-        let gone = || Reply::err("the node is shutting down");
+        let timing = RequestTiming {
+            operation,
+            level: Level::of(level),
+            stopwatch: Clock::stopwatch(),
+        };
         let submitted = match &self.shared.inline {
             Some(inline) => inline.submit(body),
             None => Err(body),
         };
-        let reply = match submitted {
-            Ok(Submitted::Answered(reply)) => reply,
-            Ok(Submitted::Pending(reply)) => reply.await.map_err(|_| gone())?,
-            Err(body) => {
+        match submitted {
+            Ok(Submitted::Answered(reply)) => {
+                self.record(&timing, &reply);
+                Requested::Answered(reply)
+            }
+            Ok(Submitted::Pending(reply)) => Requested::Pending(reply, timing),
+            Err(body) => Requested::Queue(body, timing),
+        }
+    }
+
+    /// Waits for the reply to a request [`Session::begin_request`] began.
+    async fn finish_request(&self, requested: Requested) -> Result<ClientReply, Reply> {
+        let gone = || Reply::err("the node is shutting down");
+        let (reply, timing) = match requested {
+            Requested::Answered(reply) => return Ok(reply),
+            Requested::Pending(reply, timing) => (reply.await.map_err(|_| gone())?, timing),
+            Requested::Queue(body, timing) => {
                 let (reply, replied) = oneshot::channel();
                 self.shared
                     .inputs
                     .send(Input::Client { body, reply })
                     .await
                     .map_err(|_| gone())?;
-                replied.await.map_err(|_| gone())?
+                (replied.await.map_err(|_| gone())?, timing)
             }
         };
-        let (outcome, acks) = match &reply {
+        self.record(&timing, &reply);
+        Ok(reply)
+    }
+
+    /// Counts a request's reply in the metrics.
+    fn record(&self, timing: &RequestTiming, reply: &ClientReply) {
+        let (outcome, acks) = match reply {
             ClientReply::Found { acks, .. }
             | ClientReply::Written { acks, .. }
             | ClientReply::ScanPage { acks, .. }
@@ -1157,13 +1298,12 @@ impl Session<'_> {
             ClientReply::Rejected(_) => (Outcome::Rejected, 0),
         };
         self.shared.metrics.record_request(
-            operation,
-            Level::of(level),
+            timing.operation,
+            timing.level,
             outcome,
             acks,
-            stopwatch.elapsed(),
+            timing.stopwatch.elapsed(),
         );
-        Ok(reply)
     }
 
     fn hello(&self) -> Reply {
