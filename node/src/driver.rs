@@ -205,12 +205,23 @@ enum Waiter {
     Inline,
 }
 
-/// What an inline request became.
+/// What an inline request became, with the driver's clock readings for its latency (reading
+/// the clock again for it was 2% of a GET's instructions).
 pub enum Submitted {
-    /// The node answered within the call (a read of local data).
-    Answered(ClientReply),
+    /// The node answered within the call (a read of local data), which took `took`.
+    Answered {
+        /// The reply.
+        reply: ClientReply,
+        /// From the node's reading of the clock for the request to its answer.
+        took: Duration,
+    },
     /// The reply comes later (a write waiting for its fsync, a read of remote replicas).
-    Pending(oneshot::Receiver<ClientReply>),
+    Pending {
+        /// Where it comes.
+        reply: oneshot::Receiver<ClientReply>,
+        /// When the node got the request, as [`Clock::uptime`] reads.
+        since: Duration,
+    },
 }
 
 /// What the run loop's wait depends on: when any of it changes under an inline request, the
@@ -282,10 +293,20 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> InlineRequests for DriverShare
         };
         // Timed as a batch of one from the reading the node gets: one more clock read.
         let started = Duration::from_nanos(state.read_clock().monotonic.as_nanos());
-        let submitted = state.handle_inline(body);
+        let answered = state.handle_inline(body);
         state.after_inline_request();
         let elapsed = state.clock.uptime().saturating_sub(started);
         state.metrics.driver_batch_duration.record(elapsed);
+        let submitted = match answered {
+            Ok(reply) => Submitted::Answered {
+                reply,
+                took: elapsed,
+            },
+            Err(reply) => Submitted::Pending {
+                reply,
+                since: started,
+            },
+        };
         let waits = state.waits();
         let changed = waits != state.armed;
         state.armed = waits;
@@ -579,7 +600,10 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
 
     /// Feeds a client request handed over inline to the node at the latest clock reading, and
     /// drains: its reply if the node answered at once, else a channel for it.
-    fn handle_inline(&mut self, body: ClientRequest) -> Submitted {
+    fn handle_inline(
+        &mut self,
+        body: ClientRequest,
+    ) -> Result<ClientReply, oneshot::Receiver<ClientReply>> {
         let id = self.next_request;
         self.next_request += 1;
         self.waiting.insert(id, Waiter::Inline);
@@ -587,7 +611,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
             .handle_client(self.clock_read, RequestId(id), body);
         self.drain();
         match self.answered_inline.take() {
-            Some((answered, reply)) if answered == id => Submitted::Answered(reply),
+            Some((answered, reply)) if answered == id => Ok(reply),
             other => {
                 debug_assert!(
                     other.is_none(),
@@ -599,7 +623,7 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
                 }
                 // Else the node forgot the request without an answer (never, by its contract):
                 // the dropped sender tells the caller the node is gone, never a hang.
-                Submitted::Pending(receiver)
+                Err(receiver)
             }
         }
     }
@@ -1203,7 +1227,10 @@ mod tests {
             };
 
             // The loop has not run yet: the put waits for it, and it has been told.
-            let Ok(Submitted::Pending(mut written)) = inline.submit(put("k")) else {
+            let Ok(Submitted::Pending {
+                reply: mut written, ..
+            }) = inline.submit(put("k"))
+            else {
                 panic!("a put is acknowledged only after its fsync");
             };
             assert!(written.try_recv().is_err(), "acknowledged before any sync");
@@ -1218,11 +1245,12 @@ mod tests {
                 consistency: None,
             };
             match inline.submit(get) {
-                Ok(Submitted::Answered(ClientReply::Found { values, .. })) => {
-                    assert_eq!(values, vec![Bytes::from_static(b"value")])
-                }
-                Ok(Submitted::Answered(other)) => panic!("not the value: {other:?}"),
-                Ok(Submitted::Pending(_)) => panic!("a local read not answered at once"),
+                Ok(Submitted::Answered {
+                    reply: ClientReply::Found { values, .. },
+                    ..
+                }) => assert_eq!(values, vec![Bytes::from_static(b"value")]),
+                Ok(Submitted::Answered { reply, .. }) => panic!("not the value: {reply:?}"),
+                Ok(Submitted::Pending { .. }) => panic!("a local read not answered at once"),
                 Err(_) => panic!("the driver runs"),
             }
 
