@@ -146,6 +146,16 @@ enum Partial {
     Inline { scanned: usize },
 }
 
+/// The most frequent command names, spelled exactly as sent, without a copy: an allocation
+/// and a free per command for three bytes (issue #15).
+fn frequent_name(name: &[u8]) -> Option<Bytes> {
+    const NAMES: [&[u8]; 4] = [b"GET", b"SET", b"get", b"set"];
+    NAMES
+        .iter()
+        .find(|&&frequent| frequent == name)
+        .map(|&frequent| Bytes::from_static(frequent))
+}
+
 impl CommandParser {
     /// Bytes examined so far (for tests of linear cost).
     pub fn examined_bytes(&self) -> u64 {
@@ -200,7 +210,7 @@ impl CommandParser {
                 mut at,
             } => {
                 while arguments.len() < count {
-                    match self.argument(buf, at, limits)? {
+                    match self.argument(buf, at, limits, arguments.is_empty())? {
                         Some((argument, next)) => {
                             arguments.push(argument);
                             at = next;
@@ -243,6 +253,7 @@ impl CommandParser {
         buf: &[u8],
         at: usize,
         limits: &RequestLimits,
+        command_name: bool,
     ) -> Result<Option<(Bytes, usize)>, ProtocolError> {
         match buf.get(at) {
             None => return Ok(None),
@@ -275,7 +286,12 @@ impl CommandParser {
             return error("bulk string not terminated by CRLF");
         }
         self.examined_bytes += (len + 2) as u64;
-        Ok(Some((Bytes::copy_from_slice(&buf[start..end]), end + 2)))
+        let argument = &buf[start..end];
+        let argument = match command_name.then(|| frequent_name(argument)).flatten() {
+            Some(name) => name,
+            None => Bytes::copy_from_slice(argument),
+        };
+        Ok(Some((argument, end + 2)))
     }
 }
 
@@ -613,6 +629,30 @@ mod tests {
         // Twenty characters are refused even when i64 could hold them.
         assert!(number(b"-9223372036854775808", "n").is_err());
         assert!(number(b"00000000000000000001", "n").is_err());
+    }
+
+    /// Command names parse to the bytes sent, whether shared with a static copy or copied;
+    /// only the first argument may be shared (a key or value named `GET` is copied like any).
+    #[test]
+    fn command_names_parse_as_sent() {
+        for name in [
+            "GET", "get", "Get", "SET", "set", "sEt", "GETSET", "GE", "PING",
+        ] {
+            let frame = format!(
+                "*3\r\n${}\r\n{name}\r\n$3\r\nGET\r\n$3\r\nset\r\n",
+                name.len()
+            );
+            let (args, used) = parse(frame.as_bytes()).expect("valid").expect("whole");
+            assert_eq!(used, frame.len());
+            assert_eq!(args, [name.as_bytes(), b"GET", b"set"], "{name}");
+            let shared = frequent_name(b"GET").expect("GET");
+            assert_ne!(
+                args[1].as_ptr(),
+                shared.as_ptr(),
+                "a later argument is copied"
+            );
+        }
+        assert_eq!(frequent_name(b"Get"), None);
     }
 
     #[test]
