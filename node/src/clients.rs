@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::commands_scan;
 use crate::config::Settings;
-use crate::driver::{InlineRequests, Input, Submitted};
+use crate::driver::{InlineInputs, Input, Submitted};
 use crate::metrics::{Level, Metrics, Operation, Outcome};
 use crate::resp::{CommandParser, Reply, RequestLimits};
 use crate::transaction::TransactionRefusal;
@@ -59,7 +59,7 @@ pub struct ClientShared {
     /// Membership as the driver last published it, for `KV.RING` (none in tests without one).
     membership_view: Option<watch::Receiver<Arc<MembershipView>>>,
     /// Where requests go to the node on the connection's own task (`None`: through `inputs`).
-    inline: Option<Arc<dyn InlineRequests>>,
+    inline: Option<Arc<dyn InlineInputs>>,
 }
 
 impl ClientShared {
@@ -84,8 +84,8 @@ impl ClientShared {
     }
 
     /// Hands requests to the node on the connection's own task through `inline` (the driver's
-    /// [`crate::driver::Driver::inline_requests`]) instead of the input queue.
-    pub fn with_inline_requests(mut self, inline: Arc<dyn InlineRequests>) -> Self {
+    /// [`crate::driver::Driver::inline_inputs`]) instead of the input queue.
+    pub fn with_inline_inputs(mut self, inline: Arc<dyn InlineInputs>) -> Self {
         self.inline = Some(inline);
         self
     }

@@ -1,12 +1,12 @@
 //! The driver: the one task that owns the [`Node`] and follows the core's rule — feed one input,
 //! drain `poll_output` completely, sleep until `poll_timeout` or the next input.
 //!
-//! Client requests usually skip its input queue: a connection hands its request to the node on
-//! its own task ([`InlineRequests`]), under the lock of the state the run loop shares, and
-//! drains the node's outputs there as the loop would; a read of local data is answered before
-//! the call returns, with no wake-up of any task. What the loop waits for (the node's next
-//! timer, a sync due or in flight, the gauges) it re-arms whenever such a request changed it.
-//! Peers, operators and shutdown still come through the queue.
+//! Client requests and peer messages usually skip its input queue: a connection or a peer link
+//! hands its input to the node on its own task ([`InlineInputs`]), under the lock of the state
+//! the run loop shares, and drains the node's outputs there as the loop would; a read of local
+//! data is answered before the call returns, with no wake-up of any task. What the loop waits
+//! for (the node's next timer, a sync due or in flight, the gauges) it re-arms whenever such an
+//! input changed it. Operators and shutdown still come through the queue.
 //!
 //! Persistence is group commit through core's [`GroupCommit`], the helper the simulator runs too:
 //! a `Persist` output only records its token there. After each batch of inputs (up to
@@ -121,7 +121,7 @@ pub type PeerQueues = BTreeMap<NodeId, mpsc::Sender<Message>>;
 /// The driver task, over storage on file system `F` (real files in production, the simulated
 /// disk in tests): its run loop owns what it waits on (the input queue, the fsync threads'
 /// results); the node and everything done to it are in a [`DriverState`] shared with client
-/// connections, which hand their requests to the node on their own task ([`InlineRequests`]).
+/// connections, which hand their requests to the node on their own task ([`InlineInputs`]).
 pub struct Driver<F: FileSystem> {
     shared: Arc<DriverShared<F>>,
     inputs: mpsc::Receiver<Input>,
@@ -265,48 +265,83 @@ async fn flush_fsync_completed(
 /// The longest the gauges go unpublished while inputs keep the driver busy.
 const GAUGE_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Client requests handed to the node on the connection's own task (issue #15).
+/// Inputs handed to the node on the task that received them (issue #15): client requests on
+/// their connection's task, peer messages on their link's.
 ///
-/// Why: through the input queue a request cost a queue send, a wake-up and a poll of the driver
-/// task, and a wake-up and a poll of the connection again for the reply, about a fifth of a
-/// GET's instructions (callgrind, `redis-benchmark -c 50`). Inline, a request the node answers
-/// at once (a read of local data) has its reply before the call returns, with no reply channel
-/// made for it. Everything else is as
-/// through the queue: the same `handle`, the same drain, the same group commit (a write's reply
-/// still waits for the fsync that covers it; a sync begun here is awaited by the run loop,
-/// which an inline request wakes whenever it changed what the loop waits for).
-pub trait InlineRequests: Send + Sync {
-    /// Hands `body` to the node now. Gives it back if the driver has stopped: the caller then
-    /// uses the input queue, which answers that the node is shutting down.
+/// Why: through the input queue an input cost a queue send, a wake-up and a poll of the driver
+/// task, and for a request a wake-up and a poll of the connection again for the reply, about a
+/// fifth of a GET's instructions (callgrind, `redis-benchmark -c 50`). Inline, a request the
+/// node answers at once (a read of local data) has its reply before the call returns, with no
+/// reply channel made for it. Everything else is as through the queue: the same `handle`, the
+/// same drain, the same group commit (a write's reply still waits for the fsync that covers
+/// it, which the run loop begins and awaits; an inline input wakes the loop whenever it
+/// changed what the loop waits for). Each input is timed as a driver batch of one.
+pub trait InlineInputs: Send + Sync {
+    /// Hands client request `body` to the node now. Gives it back if the driver has stopped:
+    /// the caller then uses the input queue, which answers that the node is shutting down.
     fn submit(&self, body: ClientRequest) -> Result<Submitted, ClientRequest>;
+
+    /// Hands `message` from peer `from` (as its link's handshake proved) to the node now.
+    /// Gives it back if the driver has stopped.
+    #[allow(
+        clippy::result_large_err,
+        reason = "given back only once the driver has stopped; boxing would allocate per message"
+    )]
+    fn deliver(&self, from: NodeId, message: Message) -> Result<(), Message>;
 }
 
-impl<F: FileSystem + SnapshotFs + Send + 'static> InlineRequests for DriverShared<F> {
+impl<F: FileSystem + SnapshotFs + Send + 'static> InlineInputs for DriverShared<F> {
     fn submit(&self, body: ClientRequest) -> Result<Submitted, ClientRequest> {
-        let Ok(mut guard) = self.state.lock() else {
-            // A panic on another task left the node half-changed: nothing more runs on it (the
-            // run loop stops on the same poisoned lock).
-            return Err(body);
-        };
-        let Some(state) = guard.as_mut() else {
-            return Err(body);
-        };
-        // Timed as a batch of one from the reading the node gets: one more clock read.
-        let started = Duration::from_nanos(state.read_clock().monotonic.as_nanos());
-        let answered = state.handle_inline(body);
-        state.after_inline_request();
-        let elapsed = state.clock.uptime().saturating_sub(started);
-        state.metrics.driver_batch_duration.record(elapsed);
-        let submitted = match answered {
-            Ok(reply) => Submitted::Answered {
-                reply,
-                took: elapsed,
-            },
+        let (answered, started, took) = self.run_inline(body, DriverState::handle_inline)?;
+        Ok(match answered {
+            Ok(reply) => Submitted::Answered { reply, took },
             Err(reply) => Submitted::Pending {
                 reply,
                 since: started,
             },
+        })
+    }
+
+    #[allow(
+        clippy::result_large_err,
+        reason = "given back only once the driver has stopped; boxing would allocate per message"
+    )]
+    fn deliver(&self, from: NodeId, message: Message) -> Result<(), Message> {
+        self.run_inline(message, |state, message| {
+            state.metrics.peer_messages_received.inc();
+            state.node.handle_message(state.clock_read, from, message);
+            state.drain();
+            // Clients and operators read the ring view to route: published at once.
+            state.publish_membership_if_changed();
+        })?;
+        Ok(())
+    }
+}
+
+impl<F: FileSystem + SnapshotFs + Send + 'static> DriverShared<F> {
+    /// Runs `handle` on `input` and the state, on the caller's task, at a fresh clock reading;
+    /// then what is due after an inline input, and wakes the run loop if its wait must change.
+    /// Returns what `handle` returned, when the node got the input (as [`Clock::uptime`]
+    /// reads) and how long it took; gives `input` back if the driver has stopped.
+    fn run_inline<T, R>(
+        &self,
+        input: T,
+        handle: impl FnOnce(&mut DriverState<F>, T) -> R,
+    ) -> Result<(R, Duration, Duration), T> {
+        let Ok(mut guard) = self.state.lock() else {
+            // A panic on another task left the node half-changed: nothing more runs on it (the
+            // run loop stops on the same poisoned lock).
+            return Err(input);
         };
+        let Some(state) = guard.as_mut() else {
+            return Err(input);
+        };
+        // Timed as a batch of one from the reading the node gets: one more clock read.
+        let started = Duration::from_nanos(state.read_clock().monotonic.as_nanos());
+        let handled = handle(state, input);
+        state.after_inline_input();
+        let took = state.clock.uptime().saturating_sub(started);
+        state.metrics.driver_batch_duration.record(took);
         let waits = state.waits();
         let changed = waits != state.armed;
         state.armed = waits;
@@ -314,7 +349,32 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> InlineRequests for DriverShare
         if changed {
             self.attention.notify_one();
         }
-        Ok(submitted)
+        Ok((handled, started, took))
+    }
+}
+
+/// Where a peer link's messages go: to the node on the link's own task, or (without an inline
+/// path, or once the driver has stopped) the input queue.
+#[derive(Clone)]
+pub struct PeerInputs {
+    /// The driver's input queue.
+    pub queue: mpsc::Sender<Input>,
+    /// The driver's inline path ([`Driver::inline_inputs`]), if any.
+    pub inline: Option<Arc<dyn InlineInputs>>,
+}
+
+impl PeerInputs {
+    /// Hands `message` from `from` to the node; `Err` once the driver is gone.
+    pub async fn deliver(&self, from: NodeId, message: Message) -> Result<(), ()> {
+        let message = match &self.inline {
+            Some(inline) => match inline.deliver(from, message) {
+                Ok(()) => return Ok(()),
+                Err(message) => message,
+            },
+            None => message,
+        };
+        let input = Input::Peer { from, message };
+        self.queue.send(input).await.map_err(|_| ())
     }
 }
 
@@ -427,9 +487,10 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
         self
     }
 
-    /// Where client connections hand their requests to the node on their own task.
-    pub fn inline_requests(&self) -> Arc<dyn InlineRequests> {
-        Arc::clone(&self.shared) as Arc<dyn InlineRequests>
+    /// Where client connections and peer links hand their inputs to the node on their own
+    /// task.
+    pub fn inline_inputs(&self) -> Arc<dyn InlineInputs> {
+        Arc::clone(&self.shared) as Arc<dyn InlineInputs>
     }
 
     /// The shared state, locked.
@@ -565,15 +626,15 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
         self.publish_gauges_when_due();
     }
 
-    /// After one inline request: a maintenance step if one is due at the request's clock
+    /// After one inline input: a maintenance step if one is due at the request's clock
     /// reading. The rest of [`DriverState::after_inputs`] is left to the run loop, which the
     /// request wakes if it changed [`Waits`]: a sync due (so the writes of every connection
     /// served before the loop runs, and every command of a pipeline, share one fsync, as one
     /// batch of queued inputs did), and the gauges (published at most every
     /// [`GAUGE_PUBLISH_INTERVAL`] anyway; checking the time for them was one more clock read
-    /// per request). A client request changes no membership, which is published at once after
-    /// the inputs that do.
-    fn after_inline_request(&mut self) {
+    /// per request). Membership is published at once by whoever changed it: a peer message
+    /// ([`InlineInputs::deliver`]); a client request changes none.
+    fn after_inline_input(&mut self) {
         self.maintain();
         self.gauges_stale = true;
     }
@@ -1186,7 +1247,8 @@ mod tests {
     /// The inline path (issue #15): a get of local data is answered before `submit` returns,
     /// with no turn of the run loop; a put is staged and tells the loop a sync is due (the loop
     /// begins the sync, so every write handed over before it runs shares that fsync), and is
-    /// acknowledged once the loop has run; after the loop stops, requests are handed back.
+    /// acknowledged once the loop has run; a peer message is handled in the call; after the
+    /// loop stops, requests and messages are handed back.
     #[test]
     fn inline_requests_are_answered_at_once_and_their_writes_synced_by_the_loop() {
         let settings = FileConfig::dev().validate().expect("valid");
@@ -1209,16 +1271,17 @@ mod tests {
             .expect("runtime");
         runtime.block_on(async {
             let (inputs, inputs_rx) = mpsc::channel(16);
+            let metrics = Arc::new(Metrics::default());
             let driver = Driver::new(
                 node,
                 Clock::start(),
                 inputs_rx,
                 PeerQueues::new(),
-                Arc::new(Metrics::default()),
+                Arc::clone(&metrics),
                 Duration::from_secs(1),
                 settings.storage.clone(),
             );
-            let inline = driver.inline_requests();
+            let inline = driver.inline_inputs();
             let attention = Arc::clone(&driver.shared);
             let woken = || {
                 let notified = std::pin::pin!(attention.attention.notified());
@@ -1254,12 +1317,21 @@ mod tests {
                 Err(_) => panic!("the driver runs"),
             }
 
+            // A peer's message (from a node this one does not know: ignored by the core).
+            let roots = || Message::AeRoots { roots: Vec::new() };
+            assert!(
+                inline.deliver(NodeId(99), roots()).is_ok(),
+                "the driver runs"
+            );
+            assert_eq!(metrics.peer_messages_received.get(), 1);
+
             inputs.send(Input::Shutdown).await.expect("shutdown");
             let _ = driver.await;
             assert!(
                 inline.submit(put("late")).is_err(),
                 "a stopped driver hands requests back"
             );
+            assert!(inline.deliver(NodeId(99), roots()).is_err());
         });
     }
 

@@ -10,7 +10,7 @@ use crate::admin::{AddressBook, MembershipView, RepairSchedule};
 use crate::clients::{self, ClientShared};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::driver::{Driver, Input, PeerQueues, INPUT_QUEUE_MAX};
+use crate::driver::{Driver, Input, PeerInputs, PeerQueues, INPUT_QUEUE_MAX};
 use crate::http::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::peer::{self, handshake::PeerAuth};
@@ -193,16 +193,20 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         settings.storage.clone(),
     )
     .with_membership_view(view_tx, replicas_per_key);
-    let inline_requests = driver.inline_requests();
+    let inline_inputs = driver.inline_inputs();
     let driver = crate::spawn(driver.run());
 
     let mut peer_addr = None;
     if let (Some(listener), Some(auth)) = (peer_listener, &auth) {
         peer_addr = listener.local_addr().ok();
+        let inputs = PeerInputs {
+            queue: inputs_tx.clone(),
+            inline: Some(Arc::clone(&inline_inputs)),
+        };
         crate::spawn(peer::serve(
             listener,
             Arc::clone(auth),
-            inputs_tx.clone(),
+            inputs,
             Arc::clone(&metrics),
             settings.limits.peer_frame_bytes_max,
             Arc::new(wake),
@@ -240,7 +244,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
             clock,
         )
         .with_membership_view(ring_view)
-        .with_inline_requests(inline_requests),
+        .with_inline_inputs(inline_inputs),
     );
     let clients = crate::spawn(clients::serve(
         client_listener,

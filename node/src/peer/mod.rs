@@ -19,7 +19,7 @@ pub mod frame;
 pub mod handshake;
 
 use crate::config::Peer;
-use crate::driver::Input;
+use crate::driver::PeerInputs;
 use crate::metrics::Metrics;
 use frame::{encode_frame, read_frame, FrameError};
 use handshake::PeerAuth;
@@ -244,7 +244,7 @@ fn refused(error: &handshake::HandshakeError, metrics: &Metrics) -> String {
 pub async fn serve(
     listener: TcpListener,
     auth: Arc<PeerAuth>,
-    inputs: mpsc::Sender<Input>,
+    inputs: PeerInputs,
     metrics: Arc<Metrics>,
     frame_bytes_max: usize,
     wake: Arc<WakeSignals>,
@@ -308,7 +308,7 @@ async fn inbound(
     mut ticket: admission::Ticket,
     slots: Arc<Semaphore>,
     auth: &PeerAuth,
-    inputs: mpsc::Sender<Input>,
+    inputs: PeerInputs,
     metrics: &Metrics,
     frame_bytes_max: usize,
     wake: &WakeSignals,
@@ -387,7 +387,7 @@ async fn inbound(
                 return;
             }
         };
-        if inputs.send(Input::Peer { from, message }).await.is_err() {
+        if inputs.deliver(from, message).await.is_err() {
             return;
         }
     }
