@@ -201,8 +201,6 @@ pub struct World {
     queue: EventQueue,
     /// One node's outputs of the drain being carried out (reused to save allocations).
     drained: Vec<Output>,
-    /// The bytes of the message crossing the codec now, reused from message to message.
-    wire: Vec<u8>,
     /// Sends of the drain being carried out that could not be made, fed back after it.
     unsent: VecDeque<(NodeId, Message)>,
     nodes: Vec<NodeSlot>,
@@ -380,7 +378,6 @@ impl World {
             sequence: 0,
             queue: EventQueue::default(),
             drained: Vec::new(),
-            wire: Vec::new(),
             unsent: VecDeque::new(),
             nodes: slots,
             ring,
@@ -819,16 +816,18 @@ impl World {
                     // seeds. What cannot be encoded or decoded is counted and never delivered.
                     // A message too large to encode could not be queued either: the node
                     // decides what that means, as for a full link.
-                    if ringkv_core::codec::encode_into(&message, &mut self.wire).is_err() {
+                    // Each frame is its own buffer, decoded as shared bytes: the delivered
+                    // message's keys and values are slices of it, not copies.
+                    let Ok(frame) = ringkv_core::codec::encode(&message) else {
                         self.counters.unencodable_messages += 1;
                         unsent.push_back((to, message));
                         continue;
-                    }
-                    let Ok(message) = ringkv_core::codec::decode(&self.wire) else {
+                    };
+                    let Ok(message) = ringkv_core::codec::decode_shared(&frame) else {
                         self.counters.undecodable_messages += 1;
                         continue;
                     };
-                    let wire_bytes = self.wire.len() as u64;
+                    let wire_bytes = frame.len() as u64;
                     if matches!(message, ringkv_core::Message::Gossip(_)) {
                         self.gossip_figures.messages += 1;
                         self.gossip_figures.bytes += wire_bytes;
