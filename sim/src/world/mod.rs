@@ -40,6 +40,8 @@ use std::collections::{BTreeMap, VecDeque};
 use storage::SimStorage;
 
 const NANOS_PER_MS: u64 = 1_000_000;
+/// Frames from this size on are decoded as shared bytes (see `World::decode_wire`).
+const SHARED_FRAME_BYTES_MIN: usize = 256;
 
 /// Most history entries reserved before a run (a larger workload's history grows as it goes).
 const HISTORY_RESERVED_OPS_MAX: u64 = 1 << 20;
@@ -201,6 +203,8 @@ pub struct World {
     queue: EventQueue,
     /// One node's outputs of the drain being carried out (reused to save allocations).
     drained: Vec<Output>,
+    /// The bytes of the message crossing the codec now, reused from message to message.
+    wire: Vec<u8>,
     /// Sends of the drain being carried out that could not be made, fed back after it.
     unsent: VecDeque<(NodeId, Message)>,
     nodes: Vec<NodeSlot>,
@@ -378,6 +382,7 @@ impl World {
             sequence: 0,
             queue: EventQueue::default(),
             drained: Vec::new(),
+            wire: Vec::new(),
             unsent: VecDeque::new(),
             nodes: slots,
             ring,
@@ -799,6 +804,20 @@ impl World {
         }
     }
 
+    /// Decodes the frame in `wire`. A large frame is handed over whole, as shared bytes, and
+    /// the message's keys and values are slices of it: that saves a copy and an allocation of
+    /// each, where the next message's encoding then allocates a buffer of its own. A small
+    /// frame's few bytes are cheaper to copy than a buffer is to allocate, so it is decoded
+    /// from the reused buffer.
+    fn decode_wire(&mut self) -> Result<Message, ringkv_core::codec::CodecError> {
+        if self.wire.len() >= SHARED_FRAME_BYTES_MIN {
+            let frame = bytes::Bytes::from(std::mem::take(&mut self.wire));
+            ringkv_core::codec::decode_shared(&frame)
+        } else {
+            ringkv_core::codec::decode(&self.wire)
+        }
+    }
+
     /// Carries out every output `node` has; sends that cannot be made go to `unsent`.
     fn carry_out(&mut self, node: usize, unsent: &mut VecDeque<(NodeId, Message)>) {
         // The one drive step of core: every output the node has, in its order; they are carried
@@ -816,18 +835,16 @@ impl World {
                     // seeds. What cannot be encoded or decoded is counted and never delivered.
                     // A message too large to encode could not be queued either: the node
                     // decides what that means, as for a full link.
-                    // Each frame is its own buffer, decoded as shared bytes: the delivered
-                    // message's keys and values are slices of it, not copies.
-                    let Ok(frame) = ringkv_core::codec::encode(&message) else {
+                    if ringkv_core::codec::encode_into(&message, &mut self.wire).is_err() {
                         self.counters.unencodable_messages += 1;
                         unsent.push_back((to, message));
                         continue;
-                    };
-                    let Ok(message) = ringkv_core::codec::decode_shared(&frame) else {
+                    }
+                    let wire_bytes = self.wire.len() as u64;
+                    let Ok(message) = self.decode_wire() else {
                         self.counters.undecodable_messages += 1;
                         continue;
                     };
-                    let wire_bytes = frame.len() as u64;
                     if matches!(message, ringkv_core::Message::Gossip(_)) {
                         self.gossip_figures.messages += 1;
                         self.gossip_figures.bytes += wire_bytes;
