@@ -6,6 +6,7 @@ mod frame;
 mod frequent;
 mod record;
 mod replication;
+mod ring_log;
 mod varint;
 
 use crate::message::Message;
