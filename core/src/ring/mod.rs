@@ -318,6 +318,12 @@ impl Ring {
         self.data.members.is_empty()
     }
 
+    /// All tokens, sorted, each with its owner's member index: the ring's own vector, borrowed
+    /// (for a caller that needs only the tokens, where collecting them copied the whole ring).
+    pub(crate) fn token_entries(&self) -> &[(u64, u32)] {
+        &self.data.tokens
+    }
+
     /// All tokens with their owners, sorted by token.
     pub fn tokens(&self) -> impl Iterator<Item = (u64, NodeId)> + '_ {
         self.data
