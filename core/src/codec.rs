@@ -10,9 +10,9 @@ mod ring_log;
 mod varint;
 
 use crate::message::Message;
-use frame::Frame;
 use crate::version::Record;
 use bytes::Bytes;
+use frame::Frame;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;

@@ -368,7 +368,12 @@ pub(super) mod tests {
         use crate::membership::RingChange;
         use crate::ring::{Member, NodeLocation};
         let narrow = u32::try_from(edge).unwrap_or(u32::MAX);
-        let names = [String::new(), "dc1".to_string(), "räck-ö".repeat(50), "r".repeat(251)];
+        let names = [
+            String::new(),
+            "dc1".to_string(),
+            "räck-ö".repeat(50),
+            "r".repeat(251),
+        ];
         let mut changes = Vec::new();
         for j in 0..[1, 3, 8][i % 3] {
             changes.push(RingChange::Join(Member {

@@ -82,7 +82,10 @@ pub(super) fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
                 }
             }
         }
-        Message::Write { op, key, record } | Message::HintedWrite { op, key, record, .. } => {
+        Message::Write { op, key, record }
+        | Message::HintedWrite {
+            op, key, record, ..
+        } => {
             let Record::Lww(lww) = record else {
                 return false;
             };
@@ -293,7 +296,11 @@ mod tests {
             lww(9, Some(vec![5; 300]), Some(77)),
             lww(9, Some(vec![6; 10_240]), None),
         ];
-        records.extend(EDGES.iter().map(|&wide| lww(wide, Some(b"v".to_vec()), Some(wide))));
+        records.extend(
+            EDGES
+                .iter()
+                .map(|&wide| lww(wide, Some(b"v".to_vec()), Some(wide))),
+        );
         let keys: Vec<Bytes> = [0usize, 1, 250, 251, 70_000]
             .iter()
             .map(|&len| Bytes::from(vec![b'k'; len]))
