@@ -49,39 +49,7 @@ pub(super) fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
             op,
             key_digest,
             record,
-        } => {
-            let record = match record {
-                Ok(None) => Ok(None),
-                Ok(Some(Record::Lww(lww))) => Ok(Some(lww)),
-                Ok(Some(_)) => return false,
-                Err(error) => Err(*error),
-            };
-            let value_bytes = match record {
-                Ok(Some(lww)) => encoded_bytes_max(lww),
-                Ok(None) | Err(_) => 0,
-            };
-            out.reserve(value_bytes + OVERHEAD_BYTES_MAX);
-            put_varint(out, READ_REPLY_VARIANT);
-            put_varint(out, op.0);
-            put_varint(out, *key_digest);
-            match record {
-                Ok(record) => {
-                    put_varint(out, OK_VARIANT);
-                    match record {
-                        // An option's tag is one byte.
-                        None => out.push(0),
-                        Some(lww) => {
-                            out.push(1);
-                            put_lww(out, lww);
-                        }
-                    }
-                }
-                Err(error) => {
-                    put_varint(out, ERR_VARIANT);
-                    put_varint(out, error_variant(error));
-                }
-            }
-        }
+        } => return put_read_reply(out, *op, *key_digest, record),
         Message::Write { op, key, record }
         | Message::HintedWrite {
             op, key, record, ..
@@ -107,13 +75,7 @@ pub(super) fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
             put_varint(out, WRITE_REPLY_VARIANT);
             put_varint(out, op.0);
             put_varint(out, *key_digest);
-            match result {
-                Ok(()) => put_varint(out, OK_VARIANT),
-                Err(error) => {
-                    put_varint(out, ERR_VARIANT);
-                    put_varint(out, error_variant(*error));
-                }
-            }
+            put_result(out, *result);
         }
         Message::LinRead { op, key, epoch } => {
             out.reserve(key.len() + OVERHEAD_BYTES_MAX);
@@ -137,6 +99,53 @@ pub(super) fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
         _ => return false,
     }
     true
+}
+
+/// [`encode`] of a `ReadReply`: false (and nothing appended) for a record of another kind.
+fn put_read_reply(
+    out: &mut Vec<u8>,
+    op: OperationId,
+    key_digest: u64,
+    record: &Result<Option<Record>, ReplicaError>,
+) -> bool {
+    let record = match record {
+        Ok(None) => Ok(None),
+        Ok(Some(Record::Lww(lww))) => Ok(Some(lww)),
+        Ok(Some(_)) => return false,
+        Err(error) => Err(*error),
+    };
+    let value_bytes = match record {
+        Ok(Some(lww)) => encoded_bytes_max(lww),
+        Ok(None) | Err(_) => 0,
+    };
+    out.reserve(value_bytes + OVERHEAD_BYTES_MAX);
+    put_varint(out, READ_REPLY_VARIANT);
+    put_varint(out, op.0);
+    put_varint(out, key_digest);
+    if let Ok(Some(lww)) = record {
+        put_varint(out, OK_VARIANT);
+        // An option's tag is one byte.
+        out.push(1);
+        put_lww(out, lww);
+        return true;
+    }
+    let absent = record.map(|_| ());
+    put_result(out, absent);
+    if absent.is_ok() {
+        out.push(0);
+    }
+    true
+}
+
+/// A result's variant, and the error's after an `Err` (an `Ok`'s value is the caller's).
+fn put_result(out: &mut Vec<u8>, result: Result<(), ReplicaError>) {
+    match result {
+        Ok(()) => put_varint(out, OK_VARIANT),
+        Err(error) => {
+            put_varint(out, ERR_VARIANT);
+            put_varint(out, error_variant(error));
+        }
+    }
 }
 
 /// The head shared by the writes: variant, operation id, key and record, in one reservation.
@@ -307,51 +316,9 @@ mod tests {
             .collect();
         let mut samples = Vec::new();
         for (i, &wide) in EDGES.iter().enumerate() {
-            let op = OperationId(wide);
             let key = keys[i % keys.len()].clone();
             let record = Record::Lww(records[i % records.len()].clone());
-            let narrow = u32::try_from(wide).unwrap_or(u32::MAX);
-            samples.push(Message::Read {
-                op,
-                key: key.clone(),
-            });
-            samples.push(Message::LinRead {
-                op,
-                key: key.clone(),
-                epoch: wide,
-            });
-            samples.push(Message::Write {
-                op,
-                key: key.clone(),
-                record: record.clone(),
-            });
-            samples.push(Message::HintedWrite {
-                op,
-                key: key.clone(),
-                record: record.clone(),
-                for_node: NodeId(narrow),
-            });
-            samples.push(Message::LinWrite {
-                op,
-                key,
-                record: record.clone(),
-                epoch: wide,
-            });
-            samples.push(Message::ReadReply {
-                op,
-                key_digest: wide,
-                record: Ok(Some(record)),
-            });
-            samples.push(Message::ReadReply {
-                op,
-                key_digest: wide,
-                record: Ok(None),
-            });
-            samples.push(Message::WriteReply {
-                op,
-                key_digest: wide,
-                result: Ok(()),
-            });
+            samples.extend(every_kind(wide, key, record));
         }
         for record in records {
             samples.push(Message::ReadReply {
@@ -377,6 +344,55 @@ mod tests {
                 result: Err(error),
             });
         }
+        samples
+    }
+
+    /// One message of each kind, with `wide` in every number.
+    fn every_kind(wide: u64, key: Bytes, record: Record) -> Vec<Message> {
+        let mut samples = Vec::new();
+        let op = OperationId(wide);
+        let narrow = u32::try_from(wide).unwrap_or(u32::MAX);
+        samples.push(Message::Read {
+            op,
+            key: key.clone(),
+        });
+        samples.push(Message::LinRead {
+            op,
+            key: key.clone(),
+            epoch: wide,
+        });
+        samples.push(Message::Write {
+            op,
+            key: key.clone(),
+            record: record.clone(),
+        });
+        samples.push(Message::HintedWrite {
+            op,
+            key: key.clone(),
+            record: record.clone(),
+            for_node: NodeId(narrow),
+        });
+        samples.push(Message::LinWrite {
+            op,
+            key,
+            record: record.clone(),
+            epoch: wide,
+        });
+        samples.push(Message::ReadReply {
+            op,
+            key_digest: wide,
+            record: Ok(Some(record)),
+        });
+        samples.push(Message::ReadReply {
+            op,
+            key_digest: wide,
+            record: Ok(None),
+        });
+        samples.push(Message::WriteReply {
+            op,
+            key_digest: wide,
+            result: Ok(()),
+        });
         samples
     }
 
