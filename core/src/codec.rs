@@ -2,13 +2,17 @@
 //! `encode` / `decode` for peer messages and `encode_value` / `decode_value` for
 //! stored values; swapping the format touches only this file.
 
+mod frame;
 mod frequent;
 mod record;
+mod replication;
+mod ring_log;
 mod varint;
 
 use crate::message::Message;
 use crate::version::Record;
 use bytes::Bytes;
+use frame::Frame;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
@@ -76,7 +80,7 @@ pub fn encode(message: &Message) -> Result<Bytes, CodecError> {
 /// bytes and the errors are those of [`encode`].
 pub fn encode_into(message: &Message, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
     buffer.clear();
-    if !frequent::encode(message, buffer) {
+    if !frequent::encode(message, buffer) && !replication::encode(message, buffer) {
         bincode::serde::encode_into_writer(message, VecSink(buffer), config())
             .map_err(|e| CodecError::Malformed(e.to_string()))?;
     }
@@ -100,10 +104,22 @@ impl bincode::enc::write::Writer for VecSink<'_> {
 }
 
 /// Decodes a peer message, refusing oversized input and trailing bytes. The most frequent
-/// messages skip serde (`frequent`), with serde's result.
+/// messages skip serde (`frequent`, `replication`), with serde's result.
 pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
+    decode_frame(Frame::Borrowed(bytes))
+}
+
+/// [`decode`] of a frame held as shared bytes: the keys and values of the reads' and writes'
+/// messages are slices of `bytes` rather than copies (same result, same errors). For a driver
+/// that owns each frame anyway, this saves an allocation and a copy per key and per value.
+pub fn decode_shared(bytes: &Bytes) -> Result<Message, CodecError> {
+    decode_frame(Frame::Shared(bytes))
+}
+
+fn decode_frame(frame: Frame<'_>) -> Result<Message, CodecError> {
+    let bytes = frame.bytes();
     if bytes.len() <= MESSAGE_BYTES_MAX {
-        if let Some(message) = frequent::decode(bytes) {
+        if let Some(message) = replication::decode(frame).or_else(|| frequent::decode(bytes)) {
             return Ok(message);
         }
     }

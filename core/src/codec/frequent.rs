@@ -1,6 +1,7 @@
 //! A hand-written encoder and decoder for the peer messages a cluster sends most: anti-entropy's
 //! roots (every replica, every round, to each partner) and the small SWIM messages (probes, acks,
-//! indirect probes, pushes). On a 100-node simulation they are nine in ten of all messages, and
+//! indirect probes, pushes), and the push-pull tables (with the ring log some of them carry, see
+//! `ring_log`). On a 100-node simulation they are nine in ten of all messages, and
 //! bincode's serde path spent about 1,100 instructions on each (a visitor per enum, per struct and
 //! per vector element, and a limit check per byte read): a seventh of the run's CPU for a few
 //! dozen bytes.
@@ -11,6 +12,7 @@
 //! serde, so a malformed frame gets serde's own error. The tests compare both codecs on every
 //! shape, on varint boundaries and on damaged input.
 
+use super::ring_log::{put_ring_log, read_ring_log};
 use super::varint::{put_varint, Reader};
 use crate::id::NodeId;
 use crate::membership::{GossipEntry, GossipMessage, Liveness, RingVersion};
@@ -77,21 +79,28 @@ fn encode_gossip(gossip: &GossipMessage, out: &mut Vec<u8>) -> bool {
         GossipMessage::State {
             entries,
             ring_version,
-            ring: None,
+            ring,
             reply_wanted,
         } => {
-            out.reserve(21 + entries.len() * 15);
+            let log_bytes = ring.as_ref().map_or(0, |log| 10 + log.changes.len() * 24);
+            out.reserve(21 + entries.len() * 15 + log_bytes);
             put_varint(out, GOSSIP_VARIANT);
             put_varint(out, STATE_VARIANT);
             put_entries(out, entries);
             put_varint(out, ring_version.changes);
             put_varint(out, ring_version.fingerprint);
-            // An absent option, then a bool: one byte each.
-            out.push(0);
+            // An option's tag and a bool take one byte each.
+            match ring {
+                None => out.push(0),
+                Some(log) => {
+                    out.push(1);
+                    put_ring_log(out, log);
+                }
+            }
             out.push(u8::from(*reply_wanted));
             return true;
         }
-        GossipMessage::State { .. } | GossipMessage::Addresses { .. } => return false,
+        GossipMessage::Addresses { .. } => return false,
     };
     out.reserve(34 + updates.len() * 15);
     put_varint(out, GOSSIP_VARIANT);
@@ -136,10 +145,11 @@ fn decode_gossip(reader: &mut Reader<'_>) -> Option<GossipMessage> {
             changes: reader.varint_u64()?,
             fingerprint: reader.varint_u64()?,
         };
-        // Only without a ring log (the option's tag 0); serde reads the rest.
-        if reader.byte()? != 0 {
-            return None;
-        }
+        let ring = match reader.byte()? {
+            0 => None,
+            1 => Some(read_ring_log(reader)?),
+            _ => return None,
+        };
         let reply_wanted = match reader.byte()? {
             0 => false,
             1 => true,
@@ -148,7 +158,7 @@ fn decode_gossip(reader: &mut Reader<'_>) -> Option<GossipMessage> {
         return Some(GossipMessage::State {
             entries,
             ring_version,
-            ring: None,
+            ring,
             reply_wanted,
         });
     }
@@ -338,7 +348,49 @@ pub(super) mod tests {
             }),
             reply_wanted: true,
         }));
+        for (i, &edge) in edges.iter().enumerate() {
+            samples.push(Message::Gossip(GossipMessage::State {
+                entries: updates(i),
+                ring_version: RingVersion {
+                    changes: edge,
+                    fingerprint: 7,
+                },
+                ring: Some(ring_log(i, edge)),
+                reply_wanted: i % 2 == 0,
+            }));
+        }
         samples
+    }
+
+    /// A ring log of every change kind, with names of every length class (and not all ASCII)
+    /// and numbers at varint boundaries.
+    fn ring_log(i: usize, edge: u64) -> crate::membership::RingLog {
+        use crate::membership::RingChange;
+        use crate::ring::{Member, NodeLocation};
+        let narrow = u32::try_from(edge).unwrap_or(u32::MAX);
+        let names = [
+            String::new(),
+            "dc1".to_string(),
+            "räck-ö".repeat(50),
+            "r".repeat(251),
+        ];
+        let mut changes = Vec::new();
+        for j in 0..[1, 3, 8][i % 3] {
+            changes.push(RingChange::Join(Member {
+                id: node(i + j),
+                location: NodeLocation {
+                    datacenter: names[j % names.len()].clone(),
+                    rack: names[(j + i) % names.len()].clone(),
+                    weight: narrow.wrapping_add(u32::try_from(j).unwrap_or(0)),
+                },
+            }));
+            changes.push(RingChange::Leave(node(j + 2)));
+            changes.push(RingChange::Remove(node(i + j + 5)));
+        }
+        crate::membership::RingLog {
+            vnodes_per_node: narrow,
+            changes,
+        }
     }
 
     fn serde_bytes(message: &Message) -> Vec<u8> {
@@ -360,11 +412,7 @@ pub(super) mod tests {
             } else {
                 assert_eq!(out, vec![7u8], "wrote something for {message:?}");
                 assert!(
-                    matches!(
-                        message,
-                        Message::Gossip(GossipMessage::State { ring: Some(_), .. })
-                            | Message::AeInterior { .. }
-                    ),
+                    matches!(message, Message::AeInterior { .. }),
                     "left to serde: {message:?}"
                 );
             }

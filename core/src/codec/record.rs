@@ -13,6 +13,7 @@
 //! with serde, so a malformed record gets serde's own error. The tests compare both decoders on
 //! every shape, on varint boundaries and on damaged input.
 
+use super::frame::Frame;
 use super::varint::{put_varint, Reader};
 use crate::id::NodeId;
 use crate::version::{LwwRecord, LwwVersion, Record};
@@ -35,37 +36,55 @@ pub(super) fn encode(record: &Record) -> Option<Vec<u8>> {
     let Record::Lww(record) = record else {
         return None;
     };
-    let value_bytes = record.value.as_ref().map_or(0, Bytes::len);
-    let mut out = Vec::with_capacity(value_bytes + LWW_OVERHEAD_BYTES_MAX);
-    put_varint(&mut out, LWW_VARIANT);
-    put_varint(&mut out, record.version.timestamp_micros);
-    put_varint(&mut out, u64::from(record.version.node.0));
-    put_varint(&mut out, u64::from(record.version.nonce));
+    let mut out = Vec::with_capacity(encoded_bytes_max(record));
+    put_lww(&mut out, record);
+    Some(out)
+}
+
+/// An upper bound of what [`put_lww`] appends for `record`, to size a buffer once.
+pub(super) fn encoded_bytes_max(record: &LwwRecord) -> usize {
+    record.value.as_ref().map_or(0, Bytes::len) + LWW_OVERHEAD_BYTES_MAX
+}
+
+/// Appends the bytes serde writes for `Record::Lww(record)`.
+pub(super) fn put_lww(out: &mut Vec<u8>, record: &LwwRecord) {
+    put_varint(out, LWW_VARIANT);
+    put_varint(out, record.version.timestamp_micros);
+    put_varint(out, u64::from(record.version.node.0));
+    put_varint(out, u64::from(record.version.nonce));
     match (&record.value, record.expires_at_micros) {
-        (None, _) => put_varint(&mut out, TOMBSTONE_BODY),
+        (None, _) => put_varint(out, TOMBSTONE_BODY),
         (Some(value), expiry) => {
             put_varint(
-                &mut out,
+                out,
                 if expiry.is_some() {
                     EXPIRING_BODY
                 } else {
                     VALUE_BODY
                 },
             );
-            put_varint(&mut out, value.len() as u64);
+            put_varint(out, value.len() as u64);
             out.extend_from_slice(value);
             if let Some(expires_at_micros) = expiry {
-                put_varint(&mut out, expires_at_micros);
+                put_varint(out, expires_at_micros);
             }
         }
     }
-    Some(out)
 }
 
 /// The record `bytes` encode, if they are a whole last-write-wins record; `None` for anything
 /// else, valid or not.
 pub(super) fn decode(bytes: &Bytes) -> Option<Record> {
+    let frame = Frame::Shared(bytes);
     let mut reader = Reader::new(bytes);
+    let record = read_lww(&mut reader, frame)?;
+    (reader.remaining() == 0).then_some(Record::Lww(record))
+}
+
+/// Reads what [`put_lww`] writes, from `reader` over `frame`: the value is taken as `frame`
+/// allows (a slice of a shared frame, a copy out of a borrowed one). `None` if the next bytes
+/// are not a last-write-wins record.
+pub(super) fn read_lww(reader: &mut Reader<'_>, frame: Frame<'_>) -> Option<LwwRecord> {
     if reader.varint_u32()? != LWW_VARIANT {
         return None;
     }
@@ -77,12 +96,7 @@ pub(super) fn decode(bytes: &Bytes) -> Option<Record> {
     let body = reader.varint_u32()?;
     let value = match body {
         TOMBSTONE_BODY => None,
-        VALUE_BODY | EXPIRING_BODY => {
-            let len = usize::try_from(reader.varint_u64()?).ok()?;
-            let start = bytes.len() - reader.remaining();
-            reader.skip(len)?;
-            Some(bytes.slice(start..start + len))
-        }
+        VALUE_BODY | EXPIRING_BODY => Some(frame.byte_string(reader)?),
         _ => return None,
     };
     let expires_at_micros = if body == EXPIRING_BODY {
@@ -90,14 +104,11 @@ pub(super) fn decode(bytes: &Bytes) -> Option<Record> {
     } else {
         None
     };
-    if reader.remaining() != 0 {
-        return None;
-    }
-    Some(Record::Lww(LwwRecord {
+    Some(LwwRecord {
         version,
         value,
         expires_at_micros,
-    }))
+    })
 }
 
 #[cfg(test)]

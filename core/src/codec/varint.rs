@@ -54,6 +54,13 @@ impl<'a> Reader<'a> {
         Some(*head)
     }
 
+    /// The next `len` bytes; `None` if fewer remain.
+    pub(super) fn take_slice(&mut self, len: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.bytes.split_at_checked(len)?;
+        self.bytes = rest;
+        Some(head)
+    }
+
     /// Passes over `len` bytes; `None` if fewer remain.
     pub(super) fn skip(&mut self, len: usize) -> Option<()> {
         self.bytes = self.bytes.get(len..)?;

@@ -392,9 +392,32 @@ fn replays_one_change(previous: &Ring, ring: &Ring) -> bool {
     applied.is_ok() && replay == *ring
 }
 
+/// An entry of a sorted token list: a bare token, or a ring's own entry (token, member index),
+/// which [`overlapping_ranges`] reads in place rather than from a copy of every token.
+pub(super) trait TokenEntry: Copy {
+    /// The token.
+    fn token(self) -> u64;
+}
+
+impl TokenEntry for u64 {
+    fn token(self) -> u64 {
+        self
+    }
+}
+
+impl TokenEntry for (u64, u32) {
+    fn token(self) -> u64 {
+        self.0
+    }
+}
+
 /// The ranges of a ring with sorted tokens `previous` that overlap range `index` of a ring with
 /// sorted tokens `current` (range `i` is `(token i-1, token i]`, wrapping). A pure policy.
-pub(super) fn overlapping_ranges(previous: &[u64], current: &[u64], index: u32) -> Vec<u32> {
+pub(super) fn overlapping_ranges<P: TokenEntry, C: TokenEntry>(
+    previous: &[P],
+    current: &[C],
+    index: u32,
+) -> Vec<u32> {
     let i = index as usize;
     if previous.is_empty() || i >= current.len() {
         return Vec::new();
@@ -404,16 +427,16 @@ pub(super) fn overlapping_ranges(previous: &[u64], current: &[u64], index: u32) 
             .filter_map(|j| u32::try_from(j).ok())
             .collect();
     }
-    let high = current[i];
-    let low = current[(i + current.len() - 1) % current.len()];
+    let high = current[i].token();
+    let low = current[(i + current.len() - 1) % current.len()].token();
     let mut out = BTreeSet::new();
     // The previous range containing `high`.
-    out.insert(previous.partition_point(|&t| t < high) % previous.len());
+    out.insert(previous.partition_point(|t| t.token() < high) % previous.len());
     // Every previous token strictly inside (low, high) starts another overlapping range. The
     // tokens are sorted, so those are one run (two when the range wraps), found by search: a
     // scan of every previous token per range ran on every ring adoption of every node.
-    let above_low = previous.partition_point(|&t| t <= low);
-    let below_high = previous.partition_point(|&t| t < high);
+    let above_low = previous.partition_point(|t| t.token() <= low);
+    let below_high = previous.partition_point(|t| t.token() < high);
     if low < high {
         out.extend(above_low..below_high.max(above_low));
     } else {
@@ -444,8 +467,8 @@ pub(super) fn pull_complete(
         })
 }
 
-fn sorted_tokens(ring: &Ring) -> Vec<u64> {
-    ring.tokens().map(|(t, _)| t).collect()
+fn sorted_tokens(ring: &Ring) -> &[(u64, u32)] {
+    ring.token_entries()
 }
 
 /// Whether this node replicates range `range` of its ring (`my_ranges` is sorted by range).
@@ -653,7 +676,7 @@ impl Handover {
                 wanted.entry(peer).or_default().insert(range);
             }
             if let (Some(p), Some(tokens)) = (&self.previous, &previous_tokens) {
-                for piece in overlapping_ranges(tokens, &current_tokens, range) {
+                for piece in overlapping_ranges(tokens, current_tokens, range) {
                     for peer in p.ring.range_replicas(piece, n) {
                         if peer != ctx.id {
                             wanted.entry(peer).or_default().insert(range);
@@ -736,7 +759,7 @@ impl Handover {
         let current_tokens = sorted_tokens(&ctx.ring);
         let previous_tokens = sorted_tokens(&p.ring);
         for &range in wanted {
-            for piece in overlapping_ranges(&previous_tokens, &current_tokens, range) {
+            for piece in overlapping_ranges(previous_tokens, current_tokens, range) {
                 if !p.not_ready.contains(&piece)
                     && p.ring.range_replicas(piece, n).contains(&ctx.id)
                 {
@@ -835,7 +858,7 @@ impl Handover {
             let vouched_now = self.vouched_now.get(&range).unwrap_or(&empty);
             let mut pieces = Vec::new();
             if let (Some(p), Some(tokens)) = (&self.previous, &previous_tokens) {
-                for piece in overlapping_ranges(tokens, &current_tokens, range) {
+                for piece in overlapping_ranges(tokens, current_tokens, range) {
                     let before = p.ring.range_replicas(piece, n);
                     let mut vouched = self.vouched_before.get(&piece).cloned().unwrap_or_default();
                     if before.contains(&ctx.id) && !p.not_ready.contains(&piece) {
@@ -885,7 +908,7 @@ fn ranges_not_carried<S>(ctx: &Context<S>, previous: Option<&Previous>) -> BTree
     for (range, peers) in &ctx.my_ranges {
         let carried = match (previous, &previous_tokens) {
             (Some(p), Some(tokens)) => {
-                let pieces = overlapping_ranges(tokens, &current_tokens, *range);
+                let pieces = overlapping_ranges(tokens, current_tokens, *range);
                 !pieces.is_empty()
                     && pieces.iter().all(|piece| {
                         let before = p.ring.range_replicas(*piece, n);

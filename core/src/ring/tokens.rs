@@ -24,10 +24,13 @@ pub(super) const RING_SPACE: u128 = 1 << 64;
 /// Space owned by each member index, as primary.
 pub(super) fn owned_space(ring: &Ring) -> Vec<u128> {
     let mut owned = vec![0u128; ring.data.members.len()];
-    let count = ring.data.tokens.len();
-    for (i, &(token, member)) in ring.data.tokens.iter().enumerate() {
-        let previous = ring.data.tokens[(i + count - 1) % count].0;
+    let tokens = &ring.data.tokens;
+    let count = tokens.len();
+    // The range of the first token starts at the last one (the ring wraps).
+    let mut previous = tokens.last().map_or(0, |&(token, _)| token);
+    for &(token, member) in tokens {
         owned[member as usize] += range_len(previous, token, count);
+        previous = token;
     }
     owned
 }
@@ -91,7 +94,7 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
         let Some((surplus, Reverse(donor))) = donors.pop() else {
             break;
         };
-        let Some(heap) = donor_ranges(&mut ranges, &grouped, &first, donor) else {
+        let Some(heap) = donor_ranges(&mut ranges, ring, &grouped, &first, donor) else {
             break;
         };
         let Some(range) = heap.pop() else {
@@ -114,14 +117,15 @@ pub(super) fn allocate(ring: &Ring, id: NodeId, weight: u32, vnodes: u32) -> Vec
     chosen
 }
 
-/// Every member's ranges, grouped by member in one vector: member `m`'s at
-/// `first[m]..first[m + 1]` (returned as `(grouped, first)`). A member's group becomes a heap
-/// only when it is first chosen as a donor ([`donor_ranges`]): a join takes from a few dozen
-/// members, and making a heap (and a vector) of every member's ranges on each of a 1,000-node
-/// ring's joins was most of building it. The order is total (ends are unique tokens), so every
-/// heap of a group pops it the same way.
-fn ranges_by_member(ring: &Ring) -> (Vec<OwnedRange>, Vec<usize>) {
-    let count = ring.data.tokens.len();
+/// Every member's ranges, grouped by member in one vector of token indices (each names the
+/// range that token ends): member `m`'s at `first[m]..first[m + 1]` (returned as `(grouped,
+/// first)`), in ring order. A member's group becomes a heap only when it is first chosen as a
+/// donor ([`donor_ranges`]): a join takes from a few dozen members, and making a heap (and a
+/// vector) of every member's ranges on each of a 1,000-node ring's joins was most of building
+/// it; grouping indices rather than whole ranges writes an eighth of the bytes (filling the
+/// grouped ranges was a sixth of building that ring). The order is total (ends are unique
+/// tokens), so every heap of a group pops it the same way.
+fn ranges_by_member(ring: &Ring) -> (Vec<u32>, Vec<usize>) {
     let members = ring.data.members.len();
     let mut first = vec![0usize; members + 1];
     for &(_, member) in &ring.data.tokens {
@@ -133,38 +137,47 @@ fn ranges_by_member(ring: &Ring) -> (Vec<OwnedRange>, Vec<usize>) {
     for m in 0..members {
         first[m + 1] += first[m];
     }
-    let mut grouped = vec![
-        OwnedRange {
-            len: 0,
-            end: Reverse(0),
-            start: 0,
-        };
-        first[members]
-    ];
+    let mut grouped = vec![0u32; first[members]];
     let mut cursor = first[..members].to_vec();
-    for (i, &(end, member)) in ring.data.tokens.iter().enumerate() {
-        let start = ring.data.tokens[(i + count - 1) % count].0;
+    for (i, &(_, member)) in ring.data.tokens.iter().enumerate() {
         if let Some(at) = cursor.get_mut(member as usize) {
-            grouped[*at] = OwnedRange {
-                len: range_len(start, end, count),
-                end: Reverse(end),
-                start,
-            };
+            grouped[*at] = u32::try_from(i).unwrap_or(u32::MAX);
             *at += 1;
         }
     }
     (grouped, first)
 }
 
+/// The range ending at token index `i` of `ring`.
+fn range_ending_at(ring: &Ring, i: usize) -> Option<OwnedRange> {
+    let tokens = &ring.data.tokens;
+    let count = tokens.len();
+    let end = tokens.get(i)?.0;
+    let start = tokens.get((i + count - 1) % count)?.0;
+    Some(OwnedRange {
+        len: range_len(start, end, count),
+        end: Reverse(end),
+        start,
+    })
+}
+
 /// Member `donor`'s ranges as a heap, made from its group of `grouped` (`first[donor]..
 /// first[donor + 1]`) the first time it is asked for.
 fn donor_ranges<'a>(
     ranges: &'a mut [Option<BinaryHeap<OwnedRange>>],
-    grouped: &[OwnedRange],
+    ring: &Ring,
+    grouped: &[u32],
     first: &[usize],
     donor: usize,
 ) -> Option<&'a mut BinaryHeap<OwnedRange>> {
     let group = grouped.get(*first.get(donor)?..*first.get(donor + 1)?)?;
     let heap = ranges.get_mut(donor)?;
-    Some(heap.get_or_insert_with(|| BinaryHeap::from(group.to_vec())))
+    if heap.is_none() {
+        let group: Option<Vec<OwnedRange>> = group
+            .iter()
+            .map(|&i| range_ending_at(ring, i as usize))
+            .collect();
+        *heap = Some(BinaryHeap::from(group?));
+    }
+    heap.as_mut()
 }

@@ -395,37 +395,56 @@ impl KeyHeap {
         self.keys[at] = key;
     }
 
+    /// Floyd's pop: the hole left at the root goes down along the earliest children to a leaf,
+    /// then `last` (the heap's last key, which came from the bottom and usually belongs near
+    /// it) goes up from there. That spares the comparison with `last` at every level on the
+    /// way down, and a family of four is compared without a bounds check per sibling.
     fn pop(&mut self) -> Option<Key> {
         let last = self.keys.pop()?;
         let Some(&first) = self.keys.first() else {
             return Some(last);
         };
-        // `last` goes down from the root to where it is before all its children.
         let len = self.keys.len();
-        let mut at = 0;
+        let mut hole = 0;
         loop {
-            let child = at * Self::ARITY + 1;
-            if child >= len {
+            let child = hole * Self::ARITY + 1;
+            let family = self.keys.get(child..child + Self::ARITY);
+            let earliest = if let Some(family) = family.and_then(|f| <&[Key; 4]>::try_from(f).ok())
+            {
+                child + Self::earliest(family)
+            } else if child < len {
+                child + Self::earliest(&self.keys[child..])
+            } else {
                 break;
-            }
-            let siblings = &self.keys[child..(child + Self::ARITY).min(len)];
-            let mut best = 0;
-            let mut best_order = siblings[0].order();
-            for (i, sibling) in siblings.iter().enumerate().skip(1) {
-                let order = sibling.order();
-                if order < best_order {
-                    best = i;
-                    best_order = order;
-                }
-            }
-            if best_order >= last.order() {
-                break;
-            }
-            self.keys[at] = siblings[best];
-            at = child + best;
+            };
+            self.keys[hole] = self.keys[earliest];
+            hole = earliest;
         }
-        self.keys[at] = last;
+        while hole > 0 {
+            let parent = (hole - 1) / Self::ARITY;
+            if !last.before(&self.keys[parent]) {
+                break;
+            }
+            self.keys[hole] = self.keys[parent];
+            hole = parent;
+        }
+        self.keys[hole] = last;
         Some(first)
+    }
+
+    /// The index of the earliest of `siblings` (not empty).
+    #[inline(always)]
+    fn earliest(siblings: &[Key]) -> usize {
+        let mut best = 0;
+        let mut best_order = siblings[0].order();
+        for (i, sibling) in siblings.iter().enumerate().skip(1) {
+            let order = sibling.order();
+            if order < best_order {
+                best = i;
+                best_order = order;
+            }
+        }
+        best
     }
 }
 

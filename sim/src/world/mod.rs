@@ -40,6 +40,8 @@ use std::collections::{BTreeMap, VecDeque};
 use storage::SimStorage;
 
 const NANOS_PER_MS: u64 = 1_000_000;
+/// Frames from this size on are decoded as shared bytes (see `World::decode_wire`).
+const SHARED_FRAME_BYTES_MIN: usize = 256;
 
 /// Most history entries reserved before a run (a larger workload's history grows as it goes).
 const HISTORY_RESERVED_OPS_MAX: u64 = 1 << 20;
@@ -802,6 +804,20 @@ impl World {
         }
     }
 
+    /// Decodes the frame in `wire`. A large frame is handed over whole, as shared bytes, and
+    /// the message's keys and values are slices of it: that saves a copy and an allocation of
+    /// each, where the next message's encoding then allocates a buffer of its own. A small
+    /// frame's few bytes are cheaper to copy than a buffer is to allocate, so it is decoded
+    /// from the reused buffer.
+    fn decode_wire(&mut self) -> Result<Message, ringkv_core::codec::CodecError> {
+        if self.wire.len() >= SHARED_FRAME_BYTES_MIN {
+            let frame = bytes::Bytes::from(std::mem::take(&mut self.wire));
+            ringkv_core::codec::decode_shared(&frame)
+        } else {
+            ringkv_core::codec::decode(&self.wire)
+        }
+    }
+
     /// Carries out every output `node` has; sends that cannot be made go to `unsent`.
     fn carry_out(&mut self, node: usize, unsent: &mut VecDeque<(NodeId, Message)>) {
         // The one drive step of core: every output the node has, in its order; they are carried
@@ -824,11 +840,11 @@ impl World {
                         unsent.push_back((to, message));
                         continue;
                     }
-                    let Ok(message) = ringkv_core::codec::decode(&self.wire) else {
+                    let wire_bytes = self.wire.len() as u64;
+                    let Ok(message) = self.decode_wire() else {
                         self.counters.undecodable_messages += 1;
                         continue;
                     };
-                    let wire_bytes = self.wire.len() as u64;
                     if matches!(message, ringkv_core::Message::Gossip(_)) {
                         self.gossip_figures.messages += 1;
                         self.gossip_figures.bytes += wire_bytes;
