@@ -572,7 +572,23 @@ enum Progress {
 struct Continuation {
     machine: CommandMachine,
     render: Render,
-    requested: Requested,
+    /// What it waits on (taken while it is awaited).
+    requested: Option<Requested>,
+}
+
+/// Where [`Session::advance`] left a command.
+enum Advanced {
+    /// It is over: its reply.
+    Over(Reply),
+    /// It waits for the reply to this request.
+    Waiting(Requested),
+}
+
+/// The answer to a command whose machine neither finished nor asked for a request: unreachable
+/// by the machine's contract (a command not over has a request ready after each reply), so
+/// answered, never a panic.
+fn stalled() -> Reply {
+    Reply::err("internal error: the command stalled")
 }
 
 /// How a data command's reply is rendered from its machine's result.
@@ -1156,51 +1172,54 @@ impl Session<'_> {
             // `execute` sends only the commands above here.
             _ => return Progress::Done(Reply::err("internal error: not a data command")),
         };
-        let machine = CommandMachine::new(command, self.shared.settings.cluster.conflict);
-        self.advance(machine, render)
+        let mut machine = CommandMachine::new(command, self.shared.settings.cluster.conflict);
+        match self.advance(&mut machine, render) {
+            Advanced::Over(reply) => Progress::Done(reply),
+            Advanced::Waiting(requested) => Progress::Waiting(Box::new(Continuation {
+                machine,
+                render,
+                requested: Some(requested),
+            })),
+        }
     }
 
-    /// Feeds `machine` its requests while the node answers them at once.
-    fn advance(&self, mut machine: CommandMachine, render: Render) -> Progress {
+    /// Feeds `machine` its requests while the node answers them at once: the command's reply,
+    /// or the request it waits on. (The machine is borrowed, never moved: it is about 750
+    /// bytes, and each move is a copy.)
+    fn advance(&self, machine: &mut CommandMachine, render: Render) -> Advanced {
         loop {
             if let Some(result) = machine.poll_result() {
-                return Progress::Done(render.reply(command_result(result)));
+                return Advanced::Over(render.reply(command_result(result)));
             }
             let Some(body) = machine.poll_request() else {
-                // Unreachable by the machine's contract (a command not over has a request
-                // ready after each reply); answered, never a panic.
-                return Progress::Done(Reply::err("internal error: the command stalled"));
+                return Advanced::Over(stalled());
             };
             match self.begin_request(body) {
                 Requested::Answered(reply) => machine.handle_reply(reply),
-                requested => {
-                    return Progress::Waiting(Box::new(Continuation {
-                        machine,
-                        render,
-                        requested,
-                    }))
-                }
+                requested => return Advanced::Waiting(requested),
             }
         }
     }
 
     /// Runs a data command [`Session::start_data`] started to its reply.
-    async fn finish_data(&self, mut progress: Progress) -> Reply {
+    async fn finish_data(&self, progress: Progress) -> Reply {
+        let mut continuation = match progress {
+            Progress::Done(reply) => return reply,
+            Progress::Waiting(continuation) => continuation,
+        };
         loop {
-            let continuation = match progress {
-                Progress::Done(reply) => return reply,
-                Progress::Waiting(continuation) => continuation,
+            let Some(requested) = continuation.requested.take() else {
+                return stalled();
             };
-            let Continuation {
-                mut machine,
-                render,
-                requested,
-            } = *continuation;
             match self.finish_request(requested).await {
-                Ok(reply) => machine.handle_reply(reply),
+                Ok(reply) => continuation.machine.handle_reply(reply),
                 Err(reply) => return reply,
             }
-            progress = self.advance(machine, render);
+            let render = continuation.render;
+            match self.advance(&mut continuation.machine, render) {
+                Advanced::Over(reply) => return reply,
+                Advanced::Waiting(requested) => continuation.requested = Some(requested),
+            }
         }
     }
 
@@ -1223,7 +1242,7 @@ impl Session<'_> {
             let Some(body) = machine.poll_request() else {
                 // Unreachable by the machine's contract (a command not over has a request
                 // ready after each reply); answered, never a panic.
-                return Err(Reply::err("internal error: the command stalled"));
+                return Err(stalled());
             };
             match self.request(body).await {
                 Ok(reply) => machine.handle_reply(reply),
@@ -1240,7 +1259,7 @@ impl Session<'_> {
                 return commands_scan::scan_reply(result, failure);
             }
             let Some(body) = machine.poll_request() else {
-                return Reply::err("internal error: the command stalled");
+                return stalled();
             };
             match self.request(body).await {
                 Ok(reply) => machine.handle_reply(reply),
