@@ -196,6 +196,27 @@ struct DriverState<F: FileSystem> {
     armed: Waits,
 }
 
+impl Waits {
+    /// The loop, waiting on `armed`, would wake later than these waits need. A deadline that
+    /// moved later or went away needs nothing: the loop wakes at the old one, finds nothing due
+    /// and arms the new one then. (Waking it for every change cost two extra turns of the loop
+    /// per request that sets a timer, one when the request began and one when it ended: a
+    /// 3-node read, every write.)
+    fn needs_rearm(&self, armed: &Waits) -> bool {
+        let earlier_deadline = match (self.deadline, armed.deadline) {
+            (Some(now), Some(armed)) => now < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        earlier_deadline
+            || self.maintenance < armed.maintenance
+            || (self.gauges_stale && !armed.gauges_stale)
+            || (self.sync_due && !armed.sync_due)
+            || self.sync_in_flight != armed.sync_in_flight
+            || (self.flush_fsyncs_in_flight && !armed.flush_fsyncs_in_flight)
+    }
+}
+
 /// Where a client request's reply goes.
 enum Waiter {
     /// Its channel.
@@ -224,9 +245,9 @@ pub enum Submitted {
     },
 }
 
-/// What the run loop's wait depends on: when any of it changes under an inline request, the
-/// loop must wake and arm its wait again (a new timer, a sync to await), or that work would
-/// wait for an unrelated input.
+/// What the run loop's wait depends on: when an inline input makes it need an earlier wake-up
+/// ([`Waits::needs_rearm`]), the loop must wake and arm its wait again (a new timer, a sync to
+/// begin or await), or that work would wait for an unrelated input.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Waits {
     /// The node's next timer.
@@ -343,10 +364,13 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverShared<F> {
         let took = state.clock.uptime().saturating_sub(started);
         state.metrics.driver_batch_duration.record(took);
         let waits = state.waits();
-        let changed = waits != state.armed;
-        state.armed = waits;
+        let rearm = waits.needs_rearm(&state.armed);
+        if rearm {
+            // What the loop will arm: later inputs compare with it, not with the stale wait.
+            state.armed = waits;
+        }
         drop(guard);
-        if changed {
+        if rearm {
             self.attention.notify_one();
         }
         Ok((handled, started, took))
@@ -1242,6 +1266,71 @@ mod tests {
             inputs.send(Input::Shutdown).await.expect("shutdown");
             driver.await.expect("driver")
         })
+    }
+
+    /// The loop is woken for an earlier need only: a deadline that moved later or went away
+    /// waits for the armed one.
+    #[test]
+    fn the_loop_is_rearmed_only_for_an_earlier_need() {
+        let at = |ms: u64| ringkv_core::Instant::from_nanos(ms * 1_000_000);
+        let armed = Waits {
+            deadline: Some(at(100)),
+            maintenance: at(500),
+            gauges_stale: false,
+            sync_in_flight: false,
+            sync_due: false,
+            flush_fsyncs_in_flight: false,
+        };
+        assert!(!armed.needs_rearm(&armed));
+        let later = Waits {
+            deadline: Some(at(200)),
+            maintenance: at(600),
+            ..armed
+        };
+        assert!(
+            !later.needs_rearm(&armed),
+            "later needs wait for the armed wake-up"
+        );
+        let gone = Waits {
+            deadline: None,
+            ..armed
+        };
+        assert!(!gone.needs_rearm(&armed));
+        let earlier = Waits {
+            deadline: Some(at(50)),
+            ..armed
+        };
+        assert!(earlier.needs_rearm(&armed));
+        let first = Waits {
+            deadline: Some(at(900)),
+            ..armed
+        };
+        assert!(first.needs_rearm(&gone), "a deadline where none was armed");
+        let sooner_tick = Waits {
+            maintenance: at(400),
+            ..armed
+        };
+        assert!(sooner_tick.needs_rearm(&armed));
+        for changed in [
+            Waits {
+                gauges_stale: true,
+                ..armed
+            },
+            Waits {
+                sync_due: true,
+                ..armed
+            },
+            Waits {
+                sync_in_flight: true,
+                ..armed
+            },
+            Waits {
+                flush_fsyncs_in_flight: true,
+                ..armed
+            },
+        ] {
+            assert!(changed.needs_rearm(&armed), "{changed:?}");
+        }
     }
 
     /// The inline path (issue #15): a get of local data is answered before `submit` returns,
