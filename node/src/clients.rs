@@ -470,9 +470,9 @@ const PIPELINE_KEYS_MAX: usize = 256;
 /// Commands of a pipeline that are in flight together: consecutive data commands on distinct
 /// keys ([`Command::pipelined_keys`]). They are submitted to the driver one after another
 /// without waiting, so their writes share one fsync (the driver's run loop begins it after they
-/// are all handed over), and their replies are written in command order. A command that touches one of their keys, or that is
-/// not a data command, waits until all of them have answered: what a client sees is what
-/// running the commands one by one would show.
+/// are all handed over), and their replies are written in command order. A command that
+/// touches one of their keys, or that is not a data command, waits until all of them have
+/// answered: what a client sees is what running the commands one by one would show.
 #[derive(Default)]
 struct Pipeline {
     commands: Vec<Command>,
@@ -1733,7 +1733,7 @@ mod tests {
             pipeline.try_push(Command::Ping(None)).is_err(),
             "not a data command"
         );
-        // Keys differing in one byte anywhere, and in length, are all distinct.
+        // Keys differing in one of their last three bytes, or in length, are all distinct.
         let mut pipeline = Pipeline::default();
         let mut pushed = 0;
         for length in 1..=20 {

@@ -6,7 +6,7 @@
 //! the run loop shares, and drains the node's outputs there as the loop would; a read of local
 //! data is answered before the call returns, with no wake-up of any task. What the loop waits
 //! for (the node's next timer, a sync due or in flight, the gauges) it re-arms whenever such an
-//! input changed it. Operators and shutdown still come through the queue.
+//! input needs it to wake earlier. Operators and shutdown still come through the queue.
 //!
 //! Persistence is group commit through core's [`GroupCommit`], the helper the simulator runs too:
 //! a `Persist` output only records its token there. After each batch of inputs (up to
@@ -121,7 +121,8 @@ pub type PeerQueues = BTreeMap<NodeId, mpsc::Sender<Message>>;
 /// The driver task, over storage on file system `F` (real files in production, the simulated
 /// disk in tests): its run loop owns what it waits on (the input queue, the fsync threads'
 /// results); the node and everything done to it are in a [`DriverState`] shared with client
-/// connections, which hand their requests to the node on their own task ([`InlineInputs`]).
+/// connections and peer links, which hand their inputs to the node on their own task
+/// ([`InlineInputs`]).
 pub struct Driver<F: FileSystem> {
     shared: Arc<DriverShared<F>>,
     inputs: mpsc::Receiver<Input>,
@@ -131,17 +132,18 @@ pub struct Driver<F: FileSystem> {
     flush_fsync_results: Option<FsyncResults>,
 }
 
-/// What the run loop and the client connections share: the state, and the loop's wake-up for
-/// a change a connection made to what the loop waits for.
+/// What the run loop shares with the tasks that hand inputs over inline: the state, and the
+/// loop's wake-up for an inline input that needs it to wake earlier.
 struct DriverShared<F: FileSystem> {
-    /// `None` once the run loop has stopped: requests then go to the (closed) input queue.
+    /// `None` once the run loop has stopped: inputs then go to the (closed) input queue.
     state: Mutex<Option<DriverState<F>>>,
-    /// Notified when an inline request changed [`DriverState::waits`] from what the loop armed.
+    /// Notified when an inline input needs the loop to wake earlier than it armed
+    /// ([`Waits::needs_rearm`]).
     attention: Notify,
 }
 
-/// The node and the driver's bookkeeping around it: everything the run loop and inline client
-/// requests do to the node goes through here, under [`DriverShared::state`]'s lock.
+/// The node and the driver's bookkeeping around it: everything the run loop and inline inputs
+/// do to the node goes through here, under [`DriverShared::state`]'s lock.
 struct DriverState<F: FileSystem> {
     node: Node<LsmStorage<F>>,
     clock: Clock,
@@ -295,8 +297,8 @@ const GAUGE_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// node answers at once (a read of local data) has its reply before the call returns, with no
 /// reply channel made for it. Everything else is as through the queue: the same `handle`, the
 /// same drain, the same group commit (a write's reply still waits for the fsync that covers
-/// it, which the run loop begins and awaits; an inline input wakes the loop whenever it
-/// changed what the loop waits for). Each input is timed as a driver batch of one.
+/// it, which the run loop begins and awaits; an inline input wakes the loop whenever it needs
+/// it to wake earlier). Each input is timed as a driver batch of one.
 pub trait InlineInputs: Send + Sync {
     /// Hands client request `body` to the node now. Gives it back if the driver has stopped:
     /// the caller then uses the input queue, which answers that the node is shutting down.
@@ -403,12 +405,12 @@ impl PeerInputs {
 }
 
 impl<F: FileSystem> DriverShared<F> {
-    /// The state, locked. A lock poisoned by a panic in an inline request is that panic here
-    /// too: the node it left half-changed must not run on.
+    /// The state, locked. A lock poisoned by a panic in an inline input is that panic here too:
+    /// the node it left half-changed must not run on.
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<DriverState<F>>> {
         self.state
             .lock()
-            .unwrap_or_else(|_| panic!("a client request panicked inside the node"))
+            .unwrap_or_else(|_| panic!("an input handled inline panicked inside the node"))
     }
 }
 
@@ -608,8 +610,8 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> Driver<F> {
                 }
             }
         }
-        // From here on inline requests find no state and go to the input queue, which closes
-        // when this returns.
+        // From here on inline inputs find no state and go to the input queue, which closes when
+        // this returns.
         let taken = self.lock().take();
         let Some(mut state) = taken else {
             unreachable!("only this loop takes the state")
