@@ -1105,6 +1105,21 @@ mod tests {
     use ringkv_lsm::fs::SimFs;
     use ringkv_lsm::{Lsm, LsmConfig};
 
+    /// A `--dev` node over `storage` as `settings` describe it (its ring built from them).
+    fn dev_node<F: FileSystem>(
+        settings: &crate::config::Settings,
+        storage: LsmStorage<F>,
+        rng_seed: u64,
+    ) -> Node<LsmStorage<F>> {
+        let config = NodeConfig {
+            id: settings.node_id,
+            cluster: settings.cluster.clone(),
+            rng_seed,
+        };
+        let ring = crate::server::build_ring(settings).expect("ring");
+        Node::new(config, ring, storage, boot()).expect("node")
+    }
+
     /// When a test's node starts: before its driver's clock (whose origin is later) reads.
     fn boot() -> ringkv_core::Now {
         ringkv_core::Now {
@@ -1225,18 +1240,7 @@ mod tests {
     ) -> LsmStorage<F> {
         let mut settings = FileConfig::dev().validate().expect("valid");
         settings.storage.maintenance_budget_bytes = 4096;
-        let ring = crate::server::build_ring(&settings).expect("ring");
-        let node = Node::new(
-            NodeConfig {
-                id: settings.node_id,
-                cluster: settings.cluster.clone(),
-                rng_seed: 1,
-            },
-            ring,
-            LsmStorage::new(lsm),
-            boot(),
-        )
-        .expect("node");
+        let node = dev_node(&settings, LsmStorage::new(lsm), 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -1343,19 +1347,8 @@ mod tests {
     #[test]
     fn inline_requests_are_answered_at_once_and_their_writes_synced_by_the_loop() {
         let settings = FileConfig::dev().validate().expect("valid");
-        let ring = crate::server::build_ring(&settings).expect("ring");
         let lsm = Lsm::open(SimFs::seeded(7), LsmConfig::default()).expect("open");
-        let node = Node::new(
-            NodeConfig {
-                id: settings.node_id,
-                cluster: settings.cluster.clone(),
-                rng_seed: 1,
-            },
-            ring,
-            LsmStorage::new(lsm),
-            boot(),
-        )
-        .expect("node");
+        let node = dev_node(&settings, LsmStorage::new(lsm), 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -1470,18 +1463,7 @@ mod tests {
     fn a_failed_fsync_refuses_writes_and_is_never_retried() {
         let settings = FileConfig::dev().validate().expect("valid");
         let lsm = Lsm::open(SimFs::seeded(3), LsmConfig::default()).expect("open");
-        let ring = crate::server::build_ring(&settings).expect("ring");
-        let node = Node::new(
-            NodeConfig {
-                id: settings.node_id,
-                cluster: settings.cluster.clone(),
-                rng_seed: 1,
-            },
-            ring,
-            LsmStorage::new(lsm),
-            boot(),
-        )
-        .expect("node");
+        let node = dev_node(&settings, LsmStorage::new(lsm), 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -1519,17 +1501,7 @@ mod tests {
             storage.lsm_mut().fs_mut().fail_next_fsync();
             let lsm_fsyncs = storage.lsm_mut().fs_mut().stats().fsyncs;
 
-            let node = Node::new(
-                NodeConfig {
-                    id: settings.node_id,
-                    cluster: settings.cluster.clone(),
-                    rng_seed: 2,
-                },
-                crate::server::build_ring(&settings).expect("ring"),
-                storage,
-                boot(),
-            )
-            .expect("node");
+            let node = dev_node(&settings, storage, 2);
             let (inputs, inputs_rx) = mpsc::channel(16);
             let metrics = Arc::new(Metrics::default());
             let driver = crate::spawn(

@@ -248,8 +248,8 @@ pub(super) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Varints at their boundaries.
-    const EDGES: [u64; 9] = [
+    /// Varints at their boundaries (every hand-written codec's tests use them).
+    pub(in crate::codec) const EDGES: [u64; 9] = [
         0,
         1,
         250,

@@ -262,18 +262,7 @@ mod tests {
     use crate::codec::{decode_value, encode_value};
     use crate::version::{CounterRecord, LwwVersion};
 
-    /// Values either side of every varint width.
-    const EDGES: [u64; 9] = [
-        0,
-        1,
-        250,
-        251,
-        65_535,
-        65_536,
-        u32::MAX as u64,
-        u32::MAX as u64 + 1,
-        u64::MAX,
-    ];
+    use crate::codec::frequent::tests::EDGES;
 
     const ERRORS: [ReplicaError; 5] = [
         ReplicaError::Storage,
