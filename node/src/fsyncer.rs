@@ -63,7 +63,14 @@ impl<W: FsyncWork> Fsyncer<W> {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                while let Some(mut work) = next_work(&inbox) {
+                // A blocking receive. The thread used to yield its core up to 200 times before
+                // sleeping, to spare the driver a wake-up (about 20 µs in a virtual machine).
+                // Measured again (issue #15): under the acceptance benchmark the next fsync came
+                // ~130 yields after the last, 600,000 `sched_yield`s per 100,000 SETs, each one
+                // taking the core from the benchmark's client or the driver when the machine is
+                // loaded; sleeping cost the node 1.6 µs less CPU per SET and won 5 of 5
+                // interleaved rounds of SET throughput.
+                while let Ok(mut work) = inbox.recv() {
                     if outbox.send((work.tag(), work.run())).is_err() {
                         return;
                     }
@@ -95,26 +102,6 @@ impl FsyncResults {
     pub async fn completed(&mut self) -> Option<(u64, Result<(), FsError>)> {
         self.0.recv().await
     }
-}
-
-/// Times the thread yields its core while waiting for the next fsync before it sleeps.
-const WAIT_YIELDS_MAX: u32 = 200;
-
-/// The next work, `None` once the driver is gone. Why not just a blocking receive: under a
-/// group commit the next fsync comes within a few hundred microseconds of the last, and waking
-/// a sleeping thread took the driver about 20 µs each time (the wake-up's inter-processor
-/// interrupt, in a virtual machine: perf, issue #15); a thread that yields instead is woken by
-/// nothing. Yielding, not spinning: another runnable thread (a client on the same core) gets
-/// the core meanwhile.
-fn next_work<W>(inbox: &std_mpsc::Receiver<W>) -> Option<W> {
-    for _ in 0..WAIT_YIELDS_MAX {
-        match inbox.try_recv() {
-            Ok(work) => return Some(work),
-            Err(std_mpsc::TryRecvError::Empty) => std::thread::yield_now(),
-            Err(std_mpsc::TryRecvError::Disconnected) => return None,
-        }
-    }
-    inbox.recv().ok()
 }
 
 impl<W: FsyncWork> Drop for Fsyncer<W> {
