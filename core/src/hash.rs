@@ -44,9 +44,18 @@ pub struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        // Whole words read in place; only a last partial one is copied (zero-padded). The
+        // same words as padding every chunk: a row-cache key's hash cost a copy per word.
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut whole = [0u8; 8];
+            whole.copy_from_slice(word);
+            self.write_u64(u64::from_le_bytes(whole));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
+            word[..rest.len()].copy_from_slice(rest);
             self.write_u64(u64::from_le_bytes(word));
         }
     }
@@ -92,6 +101,30 @@ mod tests {
             assert_eq!(map.remove(&id), Some(id * 3));
         }
         assert_eq!(map.len(), 10_000 - (1..=10_000).step_by(7).count());
+    }
+
+    #[test]
+    fn bytes_hash_as_zero_padded_little_endian_words() {
+        use std::hash::Hasher;
+        let bytes: Vec<u8> = (1..=25).collect();
+        for len in 0..=bytes.len() {
+            let mut hasher = IdHasher::default();
+            hasher.write(&bytes[..len]);
+            let mut by_word = IdHasher::default();
+            for chunk in bytes[..len].chunks(8) {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                by_word.write_u64(u64::from_le_bytes(word));
+            }
+            assert_eq!(hasher.finish(), by_word.finish(), "{len} bytes");
+        }
+        let mut empty = IdHasher::default();
+        empty.write(&[]);
+        assert_eq!(
+            empty.finish(),
+            IdHasher::default().finish(),
+            "no bytes, no word"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::commands::{self, encode_context, Command, COMMAND_TABLE};
 use crate::commands_scan;
 use crate::config::Settings;
-use crate::driver::{InlineInputs, Input, Submitted};
+use crate::driver::{InlineInputs, Input, SubmitFn, Submitted};
 use crate::metrics::{Level, Metrics, Operation, Outcome};
 use crate::resp::{CommandParser, Reply, RequestLimits};
 use crate::transaction::TransactionRefusal;
@@ -527,7 +527,8 @@ impl Pipeline {
             // Awaited in place: no boxed future for the unpipelined case.
             1 => {
                 if let Some(command) = self.commands.pop() {
-                    let reply = match session.start_data(command) {
+                    let progress = session.start_data(command, &mut Via::Alone);
+                    let reply = match progress {
                         Progress::Done(reply) => reply,
                         waiting => session.finish_data(waiting).await,
                     };
@@ -535,12 +536,14 @@ impl Pipeline {
                 }
             }
             _ => {
-                // Each is handed to the node in command order; only those still waiting for a
-                // reply become futures, run together.
-                let mut replies = Vec::with_capacity(self.commands.len());
+                // Each is handed to the node in command order, in one batch; only those still
+                // waiting for a reply become futures, run together.
+                let mut started = Vec::with_capacity(self.commands.len());
+                session.start_all(self.commands.drain(..), &mut started);
+                let mut replies = Vec::with_capacity(started.len());
                 let mut waiting = Vec::new();
-                for (at, command) in self.commands.drain(..).enumerate() {
-                    match session.start_data(command) {
+                for (at, progress) in started.into_iter().enumerate() {
+                    match progress {
                         Progress::Done(reply) => replies.push(Some(reply)),
                         progress => {
                             replies.push(None);
@@ -618,6 +621,51 @@ enum Requested {
     Pending(oneshot::Receiver<ClientReply>, RequestTiming),
     /// Not handed over (no inline path, or the driver stopped): it goes to the input queue.
     Queue(ClientRequest, RequestTiming),
+}
+
+/// How [`Session::begin_request`] hands a request to the node.
+enum Via<'v, 'f> {
+    /// On its own: through the driver's inline path, else its input queue.
+    Alone,
+    /// Within a batch of a pipeline's requests ([`InlineInputs::submit_all`]): an answered
+    /// request is counted in the metrics once the batch's duration is known.
+    Batch {
+        submit: &'v mut SubmitFn<'f>,
+        answered: &'v mut Vec<Counted>,
+    },
+}
+
+/// A request's reply as the metrics count it.
+struct Counted {
+    operation: Operation,
+    level: Level,
+    outcome: Outcome,
+    acks: u8,
+}
+
+/// How the metrics count `reply` to a request.
+fn counted(operation: Operation, level: Level, reply: &ClientReply) -> Counted {
+    let (outcome, acks) = match reply {
+        ClientReply::Found { acks, .. }
+        | ClientReply::Written { acks, .. }
+        | ClientReply::ScanPage { acks, .. }
+        | ClientReply::Counted { acks, .. }
+        | ClientReply::FoundExpiring { acks, .. }
+        | ClientReply::Conditional { acks, .. } => (Outcome::Ok, *acks),
+        ClientReply::KeyCount { answered, .. } => {
+            (Outcome::Ok, u8::try_from(*answered).unwrap_or(u8::MAX))
+        }
+        ClientReply::NotFound { acks, .. } => (Outcome::NotFound, *acks),
+        ClientReply::Unavailable { acks, .. } => (Outcome::Unavailable, *acks),
+        ClientReply::Indeterminate { acks, .. } => (Outcome::Indeterminate, *acks),
+        ClientReply::Rejected(_) => (Outcome::Rejected, 0),
+    };
+    Counted {
+        operation,
+        level,
+        outcome,
+        acks,
+    }
 }
 
 /// What a request's metrics need when its reply comes.
@@ -1118,13 +1166,40 @@ impl Session<'_> {
     /// Runs a data command that only reads the session: the commands of a pipeline that touch
     /// different keys run this side by side ([`Command::pipelined_keys`]).
     async fn execute_shared(&self, command: Command) -> Reply {
-        self.finish_data(self.start_data(command)).await
+        let progress = self.start_data(command, &mut Via::Alone);
+        self.finish_data(progress).await
+    }
+
+    /// [`Session::start_data`] for each of `commands` in order, into `started`: all handed to
+    /// the node in one batch while the driver takes inline inputs, each on its own otherwise.
+    fn start_all(&self, mut commands: impl Iterator<Item = Command>, started: &mut Vec<Progress>) {
+        if let Some(inline) = &self.shared.inline {
+            let mut answered = Vec::new();
+            let took = inline.submit_all(&mut |submit| {
+                let mut via = Via::Batch {
+                    submit,
+                    answered: &mut answered,
+                };
+                for command in commands.by_ref() {
+                    started.push(self.start_data(command, &mut via));
+                }
+            });
+            if let Some(took) = took {
+                for counted in answered {
+                    self.count(counted, took);
+                }
+            }
+        }
+        // Left if the driver stopped before the batch ran: each goes to the queue.
+        for command in commands {
+            started.push(self.start_data(command, &mut Via::Alone));
+        }
     }
 
     /// Starts a data command and runs it as far as the node answers at once: a read of local
     /// data ends here, with no future made for it (issue #15: a GET's layers of futures, each
     /// moving the command into the next, were about a tenth of its instructions).
-    fn start_data(&self, command: Command) -> Progress {
+    fn start_data(&self, command: Command, via: &mut Via<'_, '_>) -> Progress {
         let (command, render) = match command {
             Command::Get(key) => (CoreCommand::Get { key }, Render::AsIs),
             Command::Set(key, value) => {
@@ -1173,7 +1248,7 @@ impl Session<'_> {
             _ => return Progress::Done(Reply::err("internal error: not a data command")),
         };
         let mut machine = CommandMachine::new(command, self.shared.settings.cluster.conflict);
-        match self.advance(&mut machine, render) {
+        match self.advance(&mut machine, render, via) {
             Advanced::Over(reply) => Progress::Done(reply),
             Advanced::Waiting(requested) => Progress::Waiting(Box::new(Continuation {
                 machine,
@@ -1184,9 +1259,14 @@ impl Session<'_> {
     }
 
     /// Feeds `machine` its requests while the node answers them at once: the command's reply,
-    /// or the request it waits on. (The machine is borrowed, never moved: it is about 750
+    /// or the request it waits on. (The machine is borrowed, never moved: it is about 380
     /// bytes, and each move is a copy.)
-    fn advance(&self, machine: &mut CommandMachine, render: Render) -> Advanced {
+    fn advance(
+        &self,
+        machine: &mut CommandMachine,
+        render: Render,
+        via: &mut Via<'_, '_>,
+    ) -> Advanced {
         loop {
             if let Some(result) = machine.poll_result() {
                 return Advanced::Over(render.reply(command_result(result)));
@@ -1194,7 +1274,7 @@ impl Session<'_> {
             let Some(body) = machine.poll_request() else {
                 return Advanced::Over(stalled());
             };
-            match self.begin_request(body) {
+            match self.begin_request(body, via) {
                 Requested::Answered(reply) => machine.handle_reply(reply),
                 requested => return Advanced::Waiting(requested),
             }
@@ -1216,7 +1296,7 @@ impl Session<'_> {
                 Err(reply) => return reply,
             }
             let render = continuation.render;
-            match self.advance(&mut continuation.machine, render) {
+            match self.advance(&mut continuation.machine, render, &mut Via::Alone) {
                 Advanced::Over(reply) => return reply,
                 Advanced::Waiting(requested) => continuation.requested = Some(requested),
             }
@@ -1270,15 +1350,16 @@ impl Session<'_> {
 
     /// Sends one request to the driver and waits for its reply.
     async fn request(&self, body: ClientRequest) -> Result<ClientReply, Reply> {
-        match self.begin_request(body) {
+        let requested = self.begin_request(body, &mut Via::Alone);
+        match requested {
             Requested::Answered(reply) => Ok(reply),
             waiting => self.finish_request(waiting).await,
         }
     }
 
     /// Hands one request to the node, without waiting: its reply if the node answered at once
-    /// (recorded in the metrics), else what to wait on.
-    fn begin_request(&self, body: ClientRequest) -> Requested {
+    /// (recorded in the metrics, or in a batch's list to record), else what to wait on.
+    fn begin_request(&self, body: ClientRequest, via: &mut Via<'_, '_>) -> Requested {
         let (operation, level) = match &body {
             ClientRequest::Get { consistency, .. }
             | ClientRequest::GetExpiring { consistency, .. } => (Operation::Get, *consistency),
@@ -1295,9 +1376,18 @@ impl Session<'_> {
             }
         };
         let level = Level::of(level);
-        let submitted = match &self.shared.inline {
-            Some(inline) => inline.submit(body),
-            None => Err(body),
+        let submitted = match via {
+            Via::Batch { submit, answered } => match submit(body) {
+                Submitted::Answered { reply, .. } => {
+                    answered.push(counted(operation, level, &reply));
+                    return Requested::Answered(reply);
+                }
+                pending => Ok(pending),
+            },
+            Via::Alone => match &self.shared.inline {
+                Some(inline) => inline.submit(body),
+                None => Err(body),
+            },
         };
         let (since, queued) = match submitted {
             Ok(Submitted::Answered { reply, took }) => {
@@ -1341,24 +1431,18 @@ impl Session<'_> {
 
     /// Counts a request's reply, which took `took`, in the metrics.
     fn record(&self, operation: Operation, level: Level, reply: &ClientReply, took: Duration) {
-        let (outcome, acks) = match reply {
-            ClientReply::Found { acks, .. }
-            | ClientReply::Written { acks, .. }
-            | ClientReply::ScanPage { acks, .. }
-            | ClientReply::Counted { acks, .. }
-            | ClientReply::FoundExpiring { acks, .. }
-            | ClientReply::Conditional { acks, .. } => (Outcome::Ok, *acks),
-            ClientReply::KeyCount { answered, .. } => {
-                (Outcome::Ok, u8::try_from(*answered).unwrap_or(u8::MAX))
-            }
-            ClientReply::NotFound { acks, .. } => (Outcome::NotFound, *acks),
-            ClientReply::Unavailable { acks, .. } => (Outcome::Unavailable, *acks),
-            ClientReply::Indeterminate { acks, .. } => (Outcome::Indeterminate, *acks),
-            ClientReply::Rejected(_) => (Outcome::Rejected, 0),
-        };
-        self.shared
-            .metrics
-            .record_request(operation, level, outcome, acks, took);
+        self.count(counted(operation, level, reply), took);
+    }
+
+    /// Counts a reply that took `took` in the metrics.
+    fn count(&self, counted: Counted, took: Duration) {
+        self.shared.metrics.record_request(
+            counted.operation,
+            counted.level,
+            counted.outcome,
+            counted.acks,
+            took,
+        );
     }
 
     fn hello(&self) -> Reply {

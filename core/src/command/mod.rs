@@ -343,7 +343,9 @@ pub struct CommandMachine {
     /// True once `poll_result` has handed the result out.
     finished: bool,
     /// A TTL command runs in its own machine (see [`ttl`]); the fields above then stay idle.
-    ttl: Option<ttl::TtlMachine>,
+    /// Boxed: every GET and SET builds and moves this machine, which the TTL machine inline
+    /// more than doubled in size (issue #15).
+    ttl: Option<Box<ttl::TtlMachine>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -703,7 +705,7 @@ impl CommandMachine {
             reads: Vec::new(),
             result: None,
             finished: false,
-            ttl: Some(ttl),
+            ttl: Some(Box::new(ttl)),
         };
         machine.check_invariants();
         machine
