@@ -313,13 +313,10 @@ pub trait InlineInputs: Send + Sync {
     /// run, if the driver has stopped. `batch` must not block: the driver waits meanwhile.
     fn submit_all(&self, batch: &mut dyn FnMut(&mut SubmitFn<'_>)) -> Option<Duration>;
 
-    /// Hands `message` from peer `from` (as its link's handshake proved) to the node now.
-    /// Gives it back if the driver has stopped.
-    #[allow(
-        clippy::result_large_err,
-        reason = "given back only once the driver has stopped; boxing would allocate per message"
-    )]
-    fn deliver(&self, from: NodeId, message: Message) -> Result<(), Message>;
+    /// Hands `messages` from peer `from` (as its link's handshake proved), in order, to the
+    /// node now, as one batch (see [`InlineInputs::submit_all`]), taking them out of the
+    /// vector. False, leaving them there, if the driver has stopped.
+    fn deliver_all(&self, from: NodeId, messages: &mut Vec<Message>) -> bool;
 }
 
 /// Hands one request of an [`InlineInputs::submit_all`] batch to the node.
@@ -343,19 +340,15 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> InlineInputs for DriverShared<
         Some(took)
     }
 
-    #[allow(
-        clippy::result_large_err,
-        reason = "given back only once the driver has stopped; boxing would allocate per message"
-    )]
-    fn deliver(&self, from: NodeId, message: Message) -> Result<(), Message> {
-        self.run_inline(message, |state, message, _| {
-            state.metrics.peer_messages_received.inc();
-            state.node.handle_message(state.clock_read, from, message);
-            state.drain();
+    fn deliver_all(&self, from: NodeId, messages: &mut Vec<Message>) -> bool {
+        self.run_inline(messages, |state, messages, _| {
+            for message in messages.drain(..) {
+                state.handle_peer_message(from, message);
+            }
             // Clients and operators read the ring view to route: published at once.
             state.publish_membership_if_changed();
-        })?;
-        Ok(())
+        })
+        .is_ok()
     }
 }
 
@@ -408,17 +401,19 @@ pub struct PeerInputs {
 }
 
 impl PeerInputs {
-    /// Hands `message` from `from` to the node; `Err` once the driver is gone.
-    pub async fn deliver(&self, from: NodeId, message: Message) -> Result<(), ()> {
-        let message = match &self.inline {
-            Some(inline) => match inline.deliver(from, message) {
-                Ok(()) => return Ok(()),
-                Err(message) => message,
-            },
-            None => message,
-        };
-        let input = Input::Peer { from, message };
-        self.queue.send(input).await.map_err(|_| ())
+    /// Hands `messages` from `from` to the node, in order, taking them out of the vector;
+    /// `Err` once the driver is gone.
+    pub async fn deliver_all(&self, from: NodeId, messages: &mut Vec<Message>) -> Result<(), ()> {
+        if let Some(inline) = &self.inline {
+            if inline.deliver_all(from, messages) {
+                return Ok(());
+            }
+        }
+        for message in messages.drain(..) {
+            let input = Input::Peer { from, message };
+            self.queue.send(input).await.map_err(|_| ())?;
+        }
+        Ok(())
     }
 }
 
@@ -701,6 +696,13 @@ impl<F: FileSystem + SnapshotFs + Send + 'static> DriverState<F> {
     fn read_clock(&mut self) -> ringkv_core::Now {
         self.clock_read = self.clock.now();
         self.clock_read
+    }
+
+    /// A peer's message, handled at the latest clock reading, and drained.
+    fn handle_peer_message(&mut self, from: NodeId, message: Message) {
+        self.metrics.peer_messages_received.inc();
+        self.node.handle_message(self.clock_read, from, message);
+        self.drain();
     }
 
     /// [`DriverState::handle_inline`] as a [`Submitted`], for a request the node got at
@@ -1434,13 +1436,15 @@ mod tests {
                 Err(_) => panic!("the driver runs"),
             }
 
-            // A peer's message (from a node this one does not know: ignored by the core).
+            // Peers' messages (from a node this one does not know: ignored by the core).
             let roots = || Message::AeRoots { roots: Vec::new() };
+            let mut messages = vec![roots(), roots()];
             assert!(
-                inline.deliver(NodeId(99), roots()).is_ok(),
+                inline.deliver_all(NodeId(99), &mut messages),
                 "the driver runs"
             );
-            assert_eq!(metrics.peer_messages_received.get(), 1);
+            assert!(messages.is_empty(), "every message was taken");
+            assert_eq!(metrics.peer_messages_received.get(), 2);
 
             inputs.send(Input::Shutdown).await.expect("shutdown");
             let _ = driver.await;
@@ -1448,7 +1452,9 @@ mod tests {
                 inline.submit(put("late")).is_err(),
                 "a stopped driver hands requests back"
             );
-            assert!(inline.deliver(NodeId(99), roots()).is_err());
+            let mut late = vec![roots()];
+            assert!(!inline.deliver_all(NodeId(99), &mut late));
+            assert_eq!(late.len(), 1, "a stopped driver leaves the messages");
         });
     }
 
