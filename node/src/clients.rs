@@ -828,7 +828,7 @@ where
 {
     // First without the race: a reply that fits in the socket's buffer is written and flushed
     // at once (a plain TCP stream's flush always is), the common case; setting up the race
-    // for it was about 3% of a GET's instructions (issue #15).
+    // for it was 1.4% of a GET's instructions (issue #15).
     let mut written = 0;
     if !output.is_empty() {
         if let Some(sent) = ready_now(|cx| Pin::new(&mut *writer).poll_write(cx, output)).await {

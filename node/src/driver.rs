@@ -307,10 +307,10 @@ pub trait InlineInputs: Send + Sync {
     /// Runs `batch` holding the driver's state: each request it hands to the function it is
     /// given goes to the node at one clock reading, as one batch of queued inputs did, and what
     /// is due after an input (a maintenance step, the run loop's wake-up, the batch's timing)
-    /// is done once, after it. Why: a pipeline's commands paid all of that once each, about an
-    /// eighth of a pipelined GET's instructions (issue #15). An answer within the batch reports
-    /// a zero `took`: the batch's duration, returned, is its latency. `None`, with `batch` not
-    /// run, if the driver has stopped. `batch` must not block: the driver waits meanwhile.
+    /// is done once, after it. Why: a pipeline's commands paid all of that once each, 9% of a
+    /// pipelined GET's instructions (issue #15). An answer within the batch reports a zero
+    /// `took`: the batch's duration, returned, is its latency. `None`, with `batch` not run, if
+    /// the driver has stopped. `batch` must not block: the driver waits meanwhile.
     fn submit_all(&self, batch: &mut dyn FnMut(&mut SubmitFn<'_>)) -> Option<Duration>;
 
     /// Hands `messages` from peer `from` (as its link's handshake proved), in order, to the
