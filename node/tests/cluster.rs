@@ -226,7 +226,21 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
     let mut raw = std::net::TcpStream::connect(&peer_addr).expect("connect");
     let _ = raw.write_all(&[0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]);
     drop(raw);
-    // A peer that authenticates properly but then sends garbage frames: only it is cut off.
+    // A peer that authenticates properly but then sends garbage frames: only it is cut off,
+    // and a message it sent before them, in the same write, still counts (a link hands the
+    // node every frame it has buffered, in one batch, up to the bad one).
+    let smuggled = ringkv_core::Message::Write {
+        op: ringkv_core::OperationId::new(1, 1),
+        key: bytes::Bytes::from_static(b"before-garbage"),
+        record: ringkv_core::Record::Lww(ringkv_core::version::LwwRecord::plain(
+            ringkv_core::version::LwwVersion {
+                timestamp_micros: 1,
+                node: NodeId(2),
+                nonce: 7,
+            },
+            Some(bytes::Bytes::from_static(b"delivered")),
+        )),
+    };
     let impostor_garbage = runtime.block_on(async {
         let auth = PeerAuth {
             node_id: NodeId(2),
@@ -240,6 +254,8 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
             .expect("connect");
         handshake::dial(&mut stream, &auth, NodeId(1)).await?;
         let mut bad = Vec::new();
+        let message = ringkv_core::codec::encode(&smuggled).expect("encodable");
+        encode_frame(&message, &mut bad);
         encode_frame(&[0xee; 40], &mut bad);
         tokio::io::AsyncWriteExt::write_all(&mut stream, &bad)
             .await
@@ -258,6 +274,11 @@ fn bad_peers_are_refused_and_the_node_keeps_serving() {
     assert_eq!(
         run(&mut c2, &["GET", "after"]).expect("get"),
         bulk("attack")
+    );
+    assert_eq!(
+        run(&mut c, &["GET", "before-garbage"]).expect("get"),
+        bulk("delivered"),
+        "the message before the bad frame was delivered"
     );
     let stderr = nodes[0].stderr();
     assert!(
