@@ -119,7 +119,12 @@ pub fn decode_shared(bytes: &Bytes) -> Result<Message, CodecError> {
 fn decode_frame(frame: Frame<'_>) -> Result<Message, CodecError> {
     let bytes = frame.bytes();
     if bytes.len() <= MESSAGE_BYTES_MAX {
-        if let Some(message) = replication::decode(frame).or_else(|| frequent::decode(bytes)) {
+        let message = if frequent::leads(bytes) {
+            frequent::decode(bytes)
+        } else {
+            replication::decode(frame).or_else(|| frequent::decode(bytes))
+        };
+        if let Some(message) = message {
             return Ok(message);
         }
     }
@@ -176,6 +181,34 @@ mod tests {
     use super::*;
     use crate::id::{NodeId, OperationId};
     use crate::version::{LwwRecord, LwwVersion, Record};
+
+    /// `decode_frame` skips `replication::decode` for a frame `frequent::leads`: that decoder
+    /// must refuse every such frame, whatever follows the variant.
+    #[test]
+    fn frames_led_by_a_frequent_variant_are_no_replication_message() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let mut led = 0;
+        for lead in 0..=u8::MAX {
+            for _ in 0..200 {
+                let len = rng.gen_range(0..64);
+                let mut bytes = vec![lead];
+                bytes.extend((0..len).map(|_| rng.gen::<u8>()));
+                if frequent::leads(&bytes) {
+                    led += 1;
+                    assert!(replication::decode(Frame::Borrowed(&bytes)).is_none());
+                }
+            }
+        }
+        assert_eq!(led, 400, "two variants lead");
+        let roots = Message::AeRoots {
+            roots: vec![(1, 2)],
+        };
+        let mut wire = Vec::new();
+        encode_into(&roots, &mut wire).expect("encodes");
+        assert!(frequent::leads(&wire));
+        assert!(!frequent::leads(&encode(&sample()).expect("encodes")));
+    }
 
     fn sample() -> Message {
         Message::Write {

@@ -174,18 +174,24 @@ impl Quorum {
 
     /// Logical voters refused, in voter order.
     fn refused(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().copied().filter(|&v| self.is_refused(v))
+        // Without a refusal (the usual case) no voter is refused: no look at each of them (this
+        // runs on every answer and in every invariant check).
+        let voters = if self.refusals.is_empty() {
+            &[][..]
+        } else {
+            &self.voters[..]
+        };
+        voters.iter().copied().filter(|&v| self.is_refused(v))
     }
 
     /// Where the quorum stands. A pure function of the answers recorded.
     pub fn outcome(&self) -> QuorumOutcome {
         let acks = self.acked.len();
-        let refused: Vec<NodeId> = self.refused().collect();
         match &self.rule {
             Rule::Count { needed } => {
                 if acks >= *needed {
                     QuorumOutcome::Met { acks }
-                } else if self.voters.len().saturating_sub(refused.len()) < *needed {
+                } else if self.voters.len().saturating_sub(self.refused_voters()) < *needed {
                     QuorumOutcome::Failed {
                         got: acks,
                         needed: *needed,
@@ -195,6 +201,7 @@ impl Quorum {
                 }
             }
             Rule::Groups(groups) => {
+                let refused: Vec<NodeId> = self.refused().collect();
                 let count = |list: &[NodeId], group: &Group| {
                     group.members.iter().filter(|m| list.contains(m)).count()
                 };

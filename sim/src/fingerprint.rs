@@ -47,9 +47,18 @@ impl Hasher for Fingerprint {
 
     fn write(&mut self, bytes: &[u8]) {
         self.fold(bytes.len() as u64);
-        for chunk in bytes[..bytes.len().min(PREFIX_BYTES)].chunks(8) {
+        // Whole words read in place; only a last partial one is copied (zero-padded): the same
+        // words as padding every chunk, without a copy call per word (issue #15).
+        let mut words = bytes[..bytes.len().min(PREFIX_BYTES)].chunks_exact(8);
+        for word in &mut words {
+            let mut whole = [0u8; 8];
+            whole.copy_from_slice(word);
+            self.fold(u64::from_le_bytes(whole));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
+            word[..rest.len()].copy_from_slice(rest);
             self.fold(u64::from_le_bytes(word));
         }
     }
@@ -94,5 +103,24 @@ mod tests {
         c.add(&1u64);
         c.add(&2u64);
         assert_eq!(a.hex(), c.hex());
+    }
+
+    /// Byte strings fold the words of the first version (a copy per 8-byte chunk, zero-padded):
+    /// every fingerprint ever recorded depends on them.
+    #[test]
+    fn byte_strings_fold_padded_words() {
+        let bytes: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        for len in 0..=bytes.len() {
+            let mut expected = Fingerprint::default();
+            expected.fold(len as u64);
+            for chunk in bytes[..len.min(PREFIX_BYTES)].chunks(8) {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                expected.fold(u64::from_le_bytes(word));
+            }
+            let mut actual = Fingerprint::default();
+            actual.write(&bytes[..len]);
+            assert_eq!(actual.state, expected.state, "{len} bytes");
+        }
     }
 }

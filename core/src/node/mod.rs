@@ -86,6 +86,10 @@ pub struct Node<S: Storage> {
     /// `membership`'s input count when `finish_input` last found its invariants holding: the
     /// check walks the member table, and most inputs of a node never reach the machine.
     membership_checked_at: Option<u64>,
+    /// The incarnation and whether it was durable when `finish_input` last found the
+    /// incarnation's invariant holding over every id in flight: an id keeps its incarnation, so
+    /// while neither changes, only the ids tracked since need a look (a coordinator holds tens).
+    incarnation_checked: Option<(u32, bool)>,
     /// The ring's range count when `finish_input` last found anti-entropy's invariant over the
     /// trees holding (with the trees unchanged since, and the same count, it still holds).
     trees_checked_ranges: Option<usize>,
@@ -120,6 +124,7 @@ impl<S: Storage> Node<S> {
             send_failures: SendFailureStats::default(),
             paxos: paxos::Paxos::default(),
             membership_checked_at: None,
+            incarnation_checked: None,
             trees_checked_ranges: None,
         };
         node.ctx.last_wall = now.wall;
@@ -418,8 +423,9 @@ impl<S: Storage> Node<S> {
             self.ctx.outputs.push_back(Output::Persist { token });
         }
         if cfg!(any(test, debug_assertions)) || self.ctx.faults.enabled() {
-            self.check_invariants_since(self.membership_checked_at, true);
+            self.check_invariants_since(self.membership_checked_at, self.incarnation_checked, true);
             self.membership_checked_at = self.membership.as_ref().map(Membership::inputs);
+            self.incarnation_checked = Some((self.ctx.incarnation, self.ctx.incarnation_durable()));
             self.trees_checked_ranges = Some(self.ctx.ring.range_count());
         }
         // Checked above, or never checked on this node: either way no longer owed a check.
@@ -431,7 +437,7 @@ impl<S: Storage> Node<S> {
 
     /// Internal consistency; panics only on a bug in this crate.
     pub fn check_invariants(&self) {
-        self.check_invariants_since(None, false);
+        self.check_invariants_since(None, None, false);
     }
 
     /// [`Node::check_invariants`], skipping the membership machine's own (a walk of its table)
@@ -440,8 +446,15 @@ impl<S: Storage> Node<S> {
     /// (`coordinator::InFlight`; tests walk them all as well), skipping anti-entropy's check
     /// of the trees when neither they nor the ring's range count changed since it last held
     /// (see `trees`), and skipping the hint store's and the handover's checks when no input
-    /// reached them since (each notes its own inputs; tests check them all the same).
-    fn check_invariants_since(&self, membership_checked_at: Option<u64>, changed_only: bool) {
+    /// reached them since (each notes its own inputs; tests check them all the same). The
+    /// incarnation's check looks only at the ids tracked since the last check when the
+    /// incarnation and its durability are what they were then (`incarnation_checked`).
+    fn check_invariants_since(
+        &self,
+        membership_checked_at: Option<u64>,
+        incarnation_checked: Option<(u32, bool)>,
+        changed_only: bool,
+    ) {
         self.ctx.durability.check_invariants();
         if changed_only {
             self.coordinator.check_changed_invariants();
@@ -449,12 +462,24 @@ impl<S: Storage> Node<S> {
         if !changed_only || cfg!(test) {
             self.coordinator.check_invariants();
         }
-        let ids = self
-            .coordinator
-            .in_flight
-            .ids()
-            .chain(self.hints.replay_ids());
-        self.incarnation.check_invariants(&self.ctx, ids);
+        let incarnation_unchanged = changed_only
+            && incarnation_checked == Some((self.ctx.incarnation, self.ctx.incarnation_durable()));
+        if incarnation_unchanged {
+            let ids = self
+                .coordinator
+                .in_flight
+                .changed_ids()
+                .chain(self.hints.replay_ids());
+            self.incarnation.check_invariants(&self.ctx, ids);
+        }
+        if !incarnation_unchanged || cfg!(test) {
+            let ids = self
+                .coordinator
+                .in_flight
+                .ids()
+                .chain(self.hints.replay_ids());
+            self.incarnation.check_invariants(&self.ctx, ids);
+        }
         gossip::check_invariants(&self.ctx, self.membership.as_ref(), membership_checked_at);
         if !changed_only || self.handover.changed() || cfg!(test) {
             self.handover.check_invariants(&self.ctx.my_ranges);

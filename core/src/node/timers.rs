@@ -66,7 +66,14 @@ impl Timers {
 
     /// The earliest armed timer.
     pub(super) fn next(&self) -> Option<Instant> {
-        self.at.iter().flatten().min().copied()
+        // A fold over the slots: the minimum of the armed ones, as flattening them gave, without
+        // the adapter's state per slot (this runs after every input of the node).
+        self.at
+            .iter()
+            .fold(None, |earliest, &at| match (earliest, at) {
+                (Some(earliest), Some(at)) => Some(earliest.min(at)),
+                (earliest, at) => earliest.or(at),
+            })
     }
 }
 

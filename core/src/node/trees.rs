@@ -37,6 +37,12 @@ pub(super) struct Trees {
     /// The ranges whose tree holds keys, ascending.
     held: Vec<u32>,
     changed: bool,
+    /// Where [`Trees::position_or_insert`] last found or put a range (it may be past the end
+    /// after a clear). Anti-entropy reads trees in range order (a round walks this node's ranges
+    /// in order, a peer's roots come in the peer's order), so the next range asked for is
+    /// usually at this position or the one after: two comparisons instead of a search (a
+    /// search per root was 4% of a 100-node run).
+    hint: usize,
 }
 
 impl Trees {
@@ -48,14 +54,25 @@ impl Trees {
 
     /// The position of the tree of `range`, created empty if none.
     fn position_or_insert(&mut self, range: u32) -> usize {
-        match self.ranges.binary_search(&range) {
+        // Ranges are unique and ascending, so a range found at the hint is where a search
+        // would find it.
+        let hint = self.hint;
+        for at in [hint, hint.wrapping_add(1)] {
+            if self.ranges.get(at) == Some(&range) {
+                self.hint = at;
+                return at;
+            }
+        }
+        let at = match self.ranges.binary_search(&range) {
             Ok(at) => at,
             Err(at) => {
                 self.ranges.insert(at, range);
                 self.trees.insert(at, RangeTree::default());
                 at
             }
-        }
+        };
+        self.hint = at;
+        at
     }
 
     /// Records in the tree of `range` (created if none) that `key` now holds `record`.
@@ -130,5 +147,36 @@ impl Trees {
     /// Forgets the changes so far (the invariants were checked after them).
     pub(super) fn clear_changed(&mut self) {
         self.changed = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
+
+    /// Lookups in order, in reverse and at random (hint or search) find each range where it is
+    /// and create the missing ones in order.
+    #[test]
+    fn positions_are_where_the_ranges_are() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+        let mut trees = Trees::default();
+        let mut model = BTreeSet::new();
+        let mut lookups: Vec<u32> = (0..300).collect();
+        lookups.extend((0..300).rev());
+        lookups.extend((0..3_000).map(|_| rng.gen_range(0..400)));
+        lookups.extend((0..400).step_by(3));
+        for (i, range) in lookups.into_iter().enumerate() {
+            if i == 4_000 {
+                trees.clear();
+                model.clear();
+            }
+            let at = trees.position_or_insert(range);
+            model.insert(range);
+            assert_eq!(trees.ranges()[at], range);
+            assert_eq!(trees.ranges().len(), trees.trees.len());
+            assert!(trees.ranges().iter().copied().eq(model.iter().copied()));
+        }
     }
 }

@@ -205,8 +205,10 @@ pub struct World {
     drained: Vec<Output>,
     /// The bytes of the message crossing the codec now, reused from message to message.
     wire: Vec<u8>,
-    /// Sends of the drain being carried out that could not be made, fed back after it.
-    unsent: VecDeque<(NodeId, Message)>,
+    /// Sends of the drain being carried out that could not be made, fed back after it; `None`
+    /// while a drain holds it (putting it back then drops no empty queue: that drop's call was
+    /// 0.6% of a run, once per drain).
+    unsent: Option<VecDeque<(NodeId, Message)>>,
     nodes: Vec<NodeSlot>,
     ring: Ring,
     config: ClusterConfig,
@@ -383,7 +385,7 @@ impl World {
             queue: EventQueue::default(),
             drained: Vec::new(),
             wire: Vec::new(),
-            unsent: VecDeque::new(),
+            unsent: Some(VecDeque::new()),
             nodes: slots,
             ring,
             network: Network::new(
@@ -756,7 +758,7 @@ impl World {
     /// full link or an unencodable message; each such input again followed by a full drain),
     /// then arms its timer.
     fn drain(&mut self, node: usize) {
-        let mut unsent = std::mem::take(&mut self.unsent);
+        let mut unsent = self.unsent.take().unwrap_or_default();
         loop {
             self.carry_out(node, &mut unsent);
             let Some((to, message)) = unsent.pop_front() else {
@@ -773,7 +775,7 @@ impl World {
                 n.handle_send_failed(now, to, message);
             }
         }
-        self.unsent = unsent;
+        self.unsent = Some(unsent);
         if self.trace.is_some() {
             self.trace_hint_expiry(node);
         }

@@ -98,6 +98,16 @@ impl InFlight {
         self.operations.keys().copied()
     }
 
+    /// The ids in flight that were tracked or handed out mutably since
+    /// [`InFlight::clear_changed`] (an id may come more than once; never let the order reach an
+    /// output).
+    pub(in crate::node) fn changed_ids(&self) -> impl Iterator<Item = OperationId> + '_ {
+        self.changed
+            .iter()
+            .copied()
+            .filter(|op| self.operations.contains_key(op))
+    }
+
     /// Forgets which operations changed (after the node's invariants were checked, or when
     /// they are not checked at all).
     pub(in crate::node) fn clear_changed(&mut self) {
