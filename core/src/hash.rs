@@ -28,6 +28,26 @@ pub const fn hash_bytes(bytes: &[u8]) -> u64 {
     mix64(h ^ bytes.len() as u64)
 }
 
+/// Feeds `bytes` to `fold` as little-endian 64-bit words, the last one zero-padded: how the
+/// byte-string hashers here (and the simulator's fingerprint) read bytes. Whole words are read
+/// in place; only a partial last one is copied (a copy per word was a visible share of a
+/// row-cache key's hash, issue #15). A loop, not an iterator: the chained iterator cost the
+/// fingerprint 0.5% of gossip-100's instructions.
+pub fn fold_le_words(bytes: &[u8], mut fold: impl FnMut(u64)) {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut whole = [0u8; 8];
+        whole.copy_from_slice(word);
+        fold(u64::from_le_bytes(whole));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        fold(u64::from_le_bytes(word));
+    }
+}
+
 /// Stable hash of a pair of integers (for example a node id and a vnode index).
 pub const fn hash_pair(a: u64, b: u64) -> u64 {
     mix64(mix64(a) ^ b.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15)
@@ -44,20 +64,7 @@ pub struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
-        // Whole words read in place; only a last partial one is copied (zero-padded). The
-        // same words as padding every chunk: a row-cache key's hash cost a copy per word.
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut whole = [0u8; 8];
-            whole.copy_from_slice(word);
-            self.write_u64(u64::from_le_bytes(whole));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(word));
-        }
+        fold_le_words(bytes, |word| self.write_u64(word));
     }
 
     fn write_u64(&mut self, word: u64) {

@@ -1155,6 +1155,33 @@ mod tests {
         Node::new(config, ring, storage, boot()).expect("node")
     }
 
+    /// A `--dev` driver on a simulated disk seeded `seed`, its loop not yet running: the driver,
+    /// its input queue and its metrics.
+    fn inline_dev_driver(seed: u64) -> (Driver<SimFs>, mpsc::Sender<Input>, Arc<Metrics>) {
+        let settings = FileConfig::dev().validate().expect("valid");
+        let lsm = Lsm::open(SimFs::seeded(seed), LsmConfig::default()).expect("open");
+        let node = dev_node(&settings, LsmStorage::new(lsm), 1);
+        let (inputs, inputs_rx) = mpsc::channel(16);
+        let metrics = Arc::new(Metrics::default());
+        let driver = Driver::new(
+            node,
+            Clock::start(),
+            inputs_rx,
+            PeerQueues::new(),
+            Arc::clone(&metrics),
+            Duration::from_secs(1),
+            settings.storage.clone(),
+        );
+        (driver, inputs, metrics)
+    }
+
+    /// Whether the run loop was told to wake (an inline input needed it), consuming the call.
+    fn loop_told<F: FileSystem>(shared: &DriverShared<F>) -> bool {
+        let notified = std::pin::pin!(shared.attention.notified());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::future::Future::poll(notified, &mut cx).is_ready()
+    }
+
     /// When a test's node starts: before its driver's clock (whose origin is later) reads.
     fn boot() -> ringkv_core::Now {
         ringkv_core::Now {
@@ -1381,32 +1408,15 @@ mod tests {
     /// loop stops, requests and messages are handed back.
     #[test]
     fn inline_requests_are_answered_at_once_and_their_writes_synced_by_the_loop() {
-        let settings = FileConfig::dev().validate().expect("valid");
-        let lsm = Lsm::open(SimFs::seeded(7), LsmConfig::default()).expect("open");
-        let node = dev_node(&settings, LsmStorage::new(lsm), 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let (inputs, inputs_rx) = mpsc::channel(16);
-            let metrics = Arc::new(Metrics::default());
-            let driver = Driver::new(
-                node,
-                Clock::start(),
-                inputs_rx,
-                PeerQueues::new(),
-                Arc::clone(&metrics),
-                Duration::from_secs(1),
-                settings.storage.clone(),
-            );
+            let (driver, inputs, metrics) = inline_dev_driver(7);
             let inline = driver.inline_inputs();
             let attention = Arc::clone(&driver.shared);
-            let woken = || {
-                let notified = std::pin::pin!(attention.attention.notified());
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                std::future::Future::poll(notified, &mut cx).is_ready()
-            };
+            let woken = || loop_told(&attention);
 
             // The loop has not run yet: the put waits for it, and it has been told.
             let Ok(Submitted::Pending {
@@ -1464,24 +1474,12 @@ mod tests {
     /// runs no batch.
     #[test]
     fn a_batch_of_inline_requests_is_handled_in_order_and_timed_once() {
-        let settings = FileConfig::dev().validate().expect("valid");
-        let lsm = Lsm::open(SimFs::seeded(8), LsmConfig::default()).expect("open");
-        let node = dev_node(&settings, LsmStorage::new(lsm), 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let (inputs, inputs_rx) = mpsc::channel(16);
-            let driver = Driver::new(
-                node,
-                Clock::start(),
-                inputs_rx,
-                PeerQueues::new(),
-                Arc::new(Metrics::default()),
-                Duration::from_secs(1),
-                settings.storage.clone(),
-            );
+            let (driver, inputs, _) = inline_dev_driver(8);
             let inline = driver.inline_inputs();
             let attention = Arc::clone(&driver.shared);
             let get = |key: &'static str| ClientRequest::Get {
@@ -1502,10 +1500,8 @@ mod tests {
                 }
             });
             assert!(took.is_some(), "the driver runs");
-            let notified = std::pin::pin!(attention.attention.notified());
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             assert!(
-                std::future::Future::poll(notified, &mut cx).is_ready(),
+                loop_told(&attention),
                 "the batch told the run loop a sync is due"
             );
             let driver = crate::spawn(driver.run());

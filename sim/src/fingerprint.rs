@@ -4,7 +4,7 @@
 //! Values can be megabytes, so byte strings contribute their length and first 32 bytes only (the
 //! simulator's values begin with their unique write id, so this still tells any two apart).
 
-use ringkv_core::hash::mix64;
+use ringkv_core::hash::{fold_le_words, mix64};
 use std::hash::{Hash, Hasher};
 
 /// Bytes of each byte string that reach the fingerprint.
@@ -47,20 +47,9 @@ impl Hasher for Fingerprint {
 
     fn write(&mut self, bytes: &[u8]) {
         self.fold(bytes.len() as u64);
-        // Whole words read in place; only a last partial one is copied (zero-padded): the same
-        // words as padding every chunk, without a copy call per word (issue #15).
-        let mut words = bytes[..bytes.len().min(PREFIX_BYTES)].chunks_exact(8);
-        for word in &mut words {
-            let mut whole = [0u8; 8];
-            whole.copy_from_slice(word);
-            self.fold(u64::from_le_bytes(whole));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.fold(u64::from_le_bytes(word));
-        }
+        fold_le_words(&bytes[..bytes.len().min(PREFIX_BYTES)], |word| {
+            self.fold(word)
+        });
     }
 
     fn write_u8(&mut self, i: u8) {
